@@ -1,0 +1,58 @@
+"""Compute accounting: FLOPs of training runs and hypergradients, per step and in total.
+
+XLA's cost analysis counts the body of a `while` loop (what `lax.scan` lowers to) once, whatever its
+trip count. We therefore compile each program twice more with the training loop fully unrolled, at
+horizons T=1 and T=2, and extrapolate linearly:
+
+    flops(T) = flops(1) + (T - 1) * (flops(2) - flops(1))
+
+which is exact for every program whose work is affine in T (the training loop, reverse mode with or
+without checkpointing, forward mode, evaluation). The reference programs are tiny (one or two
+steps), so the accounting costs about two extra small compilations per program, done once and
+cached per objective and method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from hypergrad._compile import _signature, flops_of
+
+__all__ = ["affine_flops", "cached_affine_flops", "flops_per_step"]
+
+
+def _unrolled_flops(build: Callable[[int], Callable], steps: int, args: tuple) -> float:
+    return flops_of(jax.jit(build(steps)).lower(*args).compile())
+
+
+def flops_per_step(build: Callable[[int], Callable], args: tuple) -> tuple[float, float]:
+    """(flops outside the loop, flops per step) of a program whose loop `build(T)` fully unrolls.
+
+    Args:
+        build: `T -> fn`, where `fn(*args)` runs the program with a horizon of T steps, unrolled.
+        args: example arguments for `fn`.
+    """
+    one = _unrolled_flops(build, 1, args)
+    two = _unrolled_flops(build, 2, args)
+    per_step = max(two - one, 0.0)
+    return one - per_step, per_step
+
+
+def affine_flops(build: Callable[[int], Callable], args: tuple, num_steps: int) -> float:
+    """Total FLOPs of the program at horizon `num_steps`, by per-step accounting."""
+    fixed, per_step = flops_per_step(build, args)
+    return fixed + num_steps * per_step
+
+
+_flops_cache: dict[Any, float] = {}
+
+
+def cached_affine_flops(tag: Any, build: Callable[[int], Callable], args: tuple, num_steps: int) -> float:
+    """`affine_flops`, computed once per (tag, argument shapes, num_steps)."""
+    key = (tag, _signature(args), num_steps)
+    if key not in _flops_cache:
+        _flops_cache[key] = affine_flops(build, args, num_steps)
+    return _flops_cache[key]

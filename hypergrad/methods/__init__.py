@@ -1,0 +1,6 @@
+"""Hypergradient methods: one module each, one shared interface (`Method`)."""
+
+from hypergrad.methods.base import Method
+from hypergrad.methods.reverse import Reverse
+
+__all__ = ["Method", "Reverse"]

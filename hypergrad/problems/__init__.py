@@ -1,0 +1,8 @@
+"""Built-in problems; their data ships offline (scikit-learn's bundled sets, synthetic data)."""
+
+from hypergrad.problems.logistic import logistic
+from hypergrad.problems.mlp import MLP, mlp_classifier, nnx_problem
+from hypergrad.problems.ridge import ridge, ridge_solution, ridge_trained_weights
+
+__all__ = ["MLP", "logistic", "mlp_classifier", "nnx_problem", "ridge", "ridge_solution",
+           "ridge_trained_weights"]

@@ -1,0 +1,31 @@
+"""Loss pieces shared by the built-in problems."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return (jnp.argmax(logits, axis=-1) == labels).mean()
+
+
+def l2_penalty(weights: jax.Array, weight_decay: jax.Array) -> jax.Array:
+    """0.5 * sum(weight_decay * w**2), where weight_decay is a scalar or one value per input row.
+
+    A per-feature penalty of shape (d,) weighs row i of a (d, ...) weight matrix by weight_decay[i].
+    """
+    weight_decay = jnp.asarray(weight_decay)
+    if weight_decay.ndim == 1:
+        weight_decay = weight_decay.reshape((-1,) + (1,) * (weights.ndim - 1))
+    return 0.5 * jnp.sum(weight_decay * jnp.square(weights))
+
+
+def default_dtype():
+    """float64 when jax_enable_x64 is on, float32 otherwise."""
+    return jnp.zeros(()).dtype

@@ -1,0 +1,113 @@
+"""A multilayer perceptron classifier written with flax.nnx, on a bundled data set.
+
+The problem's parameters are the `flax.nnx.State` of the model: `init(key)` builds the module with
+`nnx.Rngs(key)` and splits off its state; the losses merge that state back with the (static) graph
+definition. This is also the recipe for using any flax.nnx model of your own with hypergrad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hypergrad.problem import Problem
+from hypergrad.problems import _data
+from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l2_penalty
+
+__all__ = ["MLP", "mlp_classifier", "nnx_problem"]
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid}
+
+
+class MLP(nnx.Module):
+    """Dense layers with a nonlinearity between them; the last layer outputs logits."""
+
+    def __init__(self, sizes: Sequence[int], activation: str, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.layers = nnx.List([
+            nnx.Linear(a, b, rngs=rngs, param_dtype=dtype, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+        ])
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        for layer in self.layers[:-1]:
+            x = act(layer(x))
+        return self.layers[-1](x)
+
+
+def _kernels(state) -> list[jax.Array]:
+    """The weight matrices of a model's state (leaves whose path ends in 'kernel')."""
+    return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+            if any(getattr(k, "key", None) == "kernel" for k in path)]
+
+
+def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=None, name="nnx-model") -> Problem:
+    """An `hg.Problem` for a flax.nnx classifier `make_model(rngs) -> nnx.Module` mapping x to logits.
+
+    Parameters are the model's `nnx.State`. `train_loss` is the cross-entropy plus
+    `0.5 * weight_decay * sum(kernel^2)` over every `kernel` when `hparams` has "weight_decay";
+    `val_loss` is the cross-entropy; "accuracy" is reported.
+    """
+    graphdef, _ = nnx.split(make_model(nnx.Rngs(0)))  # the static structure, built once
+
+    def init(key):
+        return nnx.split(make_model(nnx.Rngs(key)))[1]
+
+    def logits(state, x):
+        return nnx.merge(graphdef, state)(x)
+
+    def train_loss(state, hparams, batch):
+        x, y = batch
+        loss = cross_entropy(logits(state, x), y)
+        if "weight_decay" in hparams:
+            loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(state))
+        return loss
+
+    def val_loss(state, batch):
+        x, y = batch
+        return cross_entropy(logits(state, x), y)
+
+    def acc(state, batch):
+        x, y = batch
+        return accuracy(logits(state, x), y)
+
+    return Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train_data,
+                   val_data=val_data, test_data=test_data, batch_size=batch_size,
+                   metrics={"accuracy": acc}, name=name)
+
+
+def mlp_classifier(
+    dataset: str = "digits",
+    hidden: Sequence[int] = (50,),
+    batch_size: int | None = 100,
+    *,
+    activation: str = "tanh",
+    seed: int = 0,
+) -> Problem:
+    """An MLP classifier on a scikit-learn bundled data set ("digits", "iris", "wine", "breast_cancer").
+
+    Args:
+        dataset: which bundled set; split 60/20/20 (stratified, seeded) and standardised.
+        hidden: widths of the hidden layers.
+        batch_size: examples per step (clipped to the training set size), or None for full batch.
+        activation: "tanh", "relu", "gelu" or "sigmoid".
+        seed: seed of the split.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation={activation!r}: choose one of {sorted(_ACTIVATIONS)}")
+    hidden = tuple(int(h) for h in hidden)
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden={hidden}: every layer width must be >= 1")
+    dtype = np.dtype(default_dtype())
+    if dataset not in _data.CLASSIFICATION:
+        raise ValueError(f"mlp_classifier(dataset={dataset!r}): choose one of {_data.CLASSIFICATION}")
+    splits = _data.load(dataset, seed=seed, dtype=dtype)
+    d = splits.train[0].shape[1]
+    c = int(max(s[1].max() for s in splits)) + 1
+    sizes = (d, *hidden, c)
+    return nnx_problem(lambda rngs: MLP(sizes, activation, rngs=rngs, dtype=dtype), splits.train, splits.val,
+                       splits.test, batch_size=batch_size, name=f"{dataset}-mlp")

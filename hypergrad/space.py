@@ -1,0 +1,347 @@
+"""Hyperparameter declarations and their bijections to unconstrained coordinates.
+
+A `Space` names each hyperparameter and its distribution. Continuous ones (`Uniform`,
+`LogUniform`) have a smooth bijection between an unconstrained real `z` and the constrained value:
+
+    Uniform(lo, hi):     value = lo + (hi - lo) * sigmoid(z)
+    LogUniform(lo, hi):  value = exp(log lo + (log hi - log lo) * sigmoid(z))
+
+so every finite `z` maps strictly inside the bounds, `z = 0` is the centre (the geometric centre
+for `LogUniform`), and gradient methods descend in `z`. Random search samples the fraction
+`sigmoid(z)` uniformly, which is uniform in the value (`Uniform`) or in its log (`LogUniform`).
+
+Shaped hyperparameters (a per-step learning-rate schedule, a per-feature penalty) carry a `shape`.
+Baselines treat them as one value broadcast to the shape (a constant schedule) unless declared
+`independent=True`, in which case every element is its own search axis.
+
+`Choice` lists discrete options. Baselines search it; gradient methods refuse it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hypergrad._types import HParams, Key
+
+__all__ = ["Uniform", "LogUniform", "Choice", "Space"]
+
+_MAX_GRID_POINTS = 10_000_000
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as err:
+        raise ValueError(f"shape={shape!r} must be a tuple of ints, e.g. shape=(200,)") from err
+    if any(s < 1 for s in shape):
+        raise ValueError(f"shape={shape!r} has a zero or negative axis; every axis must be >= 1")
+    return shape
+
+
+@dataclasses.dataclass(frozen=True)
+class _Continuous:
+    """Shared behaviour of the bounded continuous distributions."""
+
+    lo: float
+    hi: float
+    shape: tuple[int, ...] = ()
+    independent: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "lo", float(self.lo))
+        object.__setattr__(self, "hi", float(self.hi))
+        object.__setattr__(self, "shape", _check_shape(self.shape))
+        name = type(self).__name__
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+            raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): both bounds must be finite")
+        if self.lo >= self.hi:
+            raise ValueError(
+                f"{name}(lo={self.lo}, hi={self.hi}): lo must be smaller than hi; swap them or widen the range"
+            )
+
+    # The bijection is written through the unit-interval fraction u = sigmoid(z).
+    def _from_fraction(self, u):
+        raise NotImplementedError
+
+    def _to_fraction(self, value):
+        raise NotImplementedError
+
+    def constrain(self, z: jax.Array) -> jax.Array:
+        return self._from_fraction(jax.nn.sigmoid(z))
+
+    def unconstrain(self, value: jax.Array) -> jax.Array:
+        u = self._to_fraction(value)
+        return jnp.log(u) - jnp.log1p(-u)
+
+    @property
+    def centre(self) -> jax.Array:
+        return jnp.broadcast_to(self._from_fraction(jnp.asarray(0.5)), self.shape)
+
+    def grid_values(self, points: int) -> np.ndarray:
+        """`points` values spanning [lo, hi] inclusive, evenly in value (or log value)."""
+        if points == 1:
+            return np.asarray([float(self._from_fraction(jnp.asarray(0.5)))])
+        return np.asarray(self._from_fraction(jnp.linspace(0.0, 1.0, points)), dtype=np.float64)
+
+    @property
+    def num_axes(self) -> int:
+        return math.prod(self.shape) if self.independent else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform(_Continuous):
+    """A value uniform in [lo, hi]; unconstrained through `lo + (hi - lo) * sigmoid(z)`.
+
+    Args:
+        lo, hi: finite bounds with lo < hi.
+        shape: shape of the hyperparameter, () for a scalar.
+        independent: whether the baselines search each element separately (default: one value
+            broadcast to `shape`).
+    """
+
+    def _from_fraction(self, u):
+        return self.lo + (self.hi - self.lo) * u
+
+    def _to_fraction(self, value):
+        return (jnp.asarray(value) - self.lo) / (self.hi - self.lo)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform(_Continuous):
+    """A value whose log is uniform in [log lo, log hi]; for rates and penalties.
+
+    Args:
+        lo, hi: bounds with 0 < lo < hi.
+        shape: shape of the hyperparameter, () for a scalar, (T,) for a per-step schedule.
+        independent: whether the baselines search each element separately.
+    """
+
+    def __post_init__(self):
+        if not float(self.lo) > 0:
+            raise ValueError(
+                f"LogUniform(lo={self.lo}, hi={self.hi}): lo must be > 0 for a log scale; "
+                "use Uniform for ranges that include zero"
+            )
+        super().__post_init__()
+
+    def _from_fraction(self, u):
+        log_lo, log_hi = math.log(self.lo), math.log(self.hi)
+        return jnp.exp(log_lo + (log_hi - log_lo) * u)
+
+    def _to_fraction(self, value):
+        log_lo, log_hi = math.log(self.lo), math.log(self.hi)
+        return (jnp.log(jnp.asarray(value)) - log_lo) / (log_hi - log_lo)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a finite list of numeric options; searched by the baselines only.
+
+    The value handed to the objective is the chosen option as an array, so a program that uses it
+    compiles once for all options. Gradient methods refuse a `Choice`.
+
+    Args:
+        options: a non-empty sequence of numbers (to choose among structures, encode them as integer
+            indices and branch with `jax.lax.switch`).
+    """
+
+    options: tuple[float, ...]
+
+    def __init__(self, options: Sequence[Any]):
+        options = tuple(options)
+        if len(options) == 0:
+            raise ValueError("Choice(options=[]): give at least one option")
+        for option in options:
+            if not isinstance(option, (int, float, np.integer, np.floating)) or isinstance(option, bool):
+                raise ValueError(
+                    f"Choice(options={list(options)!r}): option {option!r} is not a number; encode "
+                    "structural options as integer indices and select with jax.lax.switch"
+                )
+        object.__setattr__(self, "options", options)
+
+    shape = ()  # a Choice is always a scalar
+    independent = False
+    num_axes = 1
+
+    @property
+    def centre(self) -> jax.Array:
+        return jnp.asarray(self.options[0])
+
+    def grid_values(self, points: int) -> np.ndarray:
+        del points  # a Choice always contributes all its options
+        return np.asarray(self.options)
+
+
+Distribution = Uniform | LogUniform | Choice
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """A named set of hyperparameters and their distributions.
+
+    Immutable and hashable by value, so jitted programs keyed on it are reused.
+
+    Args:
+        distributions: mapping from name to `Uniform`, `LogUniform` or `Choice`.
+    """
+
+    items: tuple[tuple[str, Distribution], ...]
+
+    def __init__(self, distributions: Mapping[str, Distribution]):
+        if not isinstance(distributions, Mapping) or not distributions:
+            raise ValueError("Space(distributions): give a non-empty dict of name -> distribution")
+        items = []
+        for name, dist in distributions.items():
+            if not isinstance(name, str):
+                raise ValueError(f"Space: hyperparameter name {name!r} must be a string")
+            if not isinstance(dist, (Uniform, LogUniform, Choice)):
+                raise ValueError(
+                    f"Space: {name!r} is {dist!r}; use hg.Uniform, hg.LogUniform or hg.Choice"
+                )
+            items.append((name, dist))
+        object.__setattr__(self, "items", tuple(items))
+
+    # -- views ----------------------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.items)
+
+    def __getitem__(self, name: str) -> Distribution:
+        return dict(self.items)[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """Names of the `Choice` hyperparameters (which gradient methods cannot differentiate)."""
+        return tuple(name for name, dist in self.items if isinstance(dist, Choice))
+
+    @property
+    def num_scalars(self) -> int:
+        """Number of scalar hyperparameters a gradient method must differentiate."""
+        return sum(math.prod(dist.shape) for _, dist in self.items)
+
+    # -- validation -----------------------------------------------------------------------------
+    def check(self, hparams: Mapping[str, Any], argname: str = "hparams") -> None:
+        """Raises `ValueError` unless `hparams` has exactly this space's names and shapes."""
+        check_hparams(hparams, {name: dist.shape for name, dist in self.items}, argname)
+
+    def check_differentiable(self, what: str) -> None:
+        """Raises `ValueError` if the space holds a `Choice`, naming `what` refuses it."""
+        if self.choices:
+            raise ValueError(
+                f"{what} differentiates hyperparameters, but {list(self.choices)} are hg.Choice; "
+                "search them with hg.random_search/hg.grid_search, or declare them Uniform/LogUniform"
+            )
+
+    # -- bijections -----------------------------------------------------------------------------
+    def constrain(self, z: Mapping[str, jax.Array]) -> HParams:
+        """Maps unconstrained coordinates to hyperparameter values inside their bounds."""
+        self.check_differentiable("Space.constrain")
+        return {name: dist.constrain(jnp.asarray(z[name])) for name, dist in self.items}
+
+    def unconstrain(self, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
+        """The inverse of `constrain`; values on a bound map to +-inf."""
+        self.check_differentiable("Space.unconstrain")
+        return {name: dist.unconstrain(jnp.asarray(hparams[name])) for name, dist in self.items}
+
+    def centre(self) -> HParams:
+        """The centre of every range (geometric for LogUniform; the first option of a Choice)."""
+        return {name: dist.centre for name, dist in self.items}
+
+    # -- baselines ------------------------------------------------------------------------------
+    def sample(self, key: Key, n: int) -> HParams:
+        """`n` settings drawn uniformly in the unconstrained fractions (log-uniform for LogUniform).
+
+        Returns:
+            dict of arrays with a leading axis of length `n`. A shaped hyperparameter that is not
+            `independent` gets one value per setting, broadcast along its shape.
+        """
+        n = _check_count(n, "n")
+        out = {}
+        for i, (name, dist) in enumerate(self.items):
+            k = jax.random.fold_in(key, i)
+            if isinstance(dist, Choice):
+                index = jax.random.randint(k, (n,), 0, len(dist.options))
+                out[name] = jnp.asarray(dist.options)[index]
+                continue
+            draw_shape = (n, *dist.shape) if dist.independent else (n,) + (1,) * len(dist.shape)
+            u = jax.random.uniform(k, draw_shape)
+            out[name] = jnp.broadcast_to(dist._from_fraction(u), (n, *dist.shape))
+        return out
+
+    def grid(self, points_per_axis: int) -> HParams:
+        """The Cartesian grid with `points_per_axis` values per axis, bounds included.
+
+        A `Choice` contributes all its options; an `independent` shaped hyperparameter contributes
+        one axis per element (so its grid grows as points ** size).
+
+        Returns:
+            dict of arrays with a leading axis of length (number of grid points).
+        """
+        points = _check_count(points_per_axis, "points_per_axis")
+        axes: list[tuple[str, int | None, np.ndarray]] = []  # (name, element or None, values)
+        for name, dist in self.items:
+            values = dist.grid_values(points)
+            if dist.independent:
+                axes.extend((name, e, values) for e in range(math.prod(dist.shape)))
+            else:
+                axes.append((name, None, values))
+        total = math.prod(len(v) for _, _, v in axes)
+        if total > _MAX_GRID_POINTS:
+            raise ValueError(
+                f"grid(points_per_axis={points}) would have {total} points over {len(axes)} axes; "
+                "lower points_per_axis, or use random_search for independent shaped hyperparameters"
+            )
+        columns = {name: np.empty((total, *dist.shape)) for name, dist in self.items}
+        for row, combo in enumerate(itertools.product(*(v for _, _, v in axes))):
+            for (name, element, _), value in zip(axes, combo):
+                if element is None:
+                    columns[name][row] = value
+                else:
+                    columns[name][row].reshape(-1)[element] = value
+        return {name: jnp.asarray(col, dtype=_dtype_of(self[name])) for name, col in columns.items()}
+
+
+def _dtype_of(dist: Distribution):
+    if isinstance(dist, Choice):
+        return jnp.asarray(dist.options).dtype
+    return jnp.zeros(()).dtype  # the default float (float64 when x64 is on)
+
+
+def _check_count(value: Any, argname: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{argname}={value!r} must be an integer >= 1")
+    return int(value)
+
+
+def check_hparams(hparams: Any, shapes: Mapping[str, tuple[int, ...]], argname: str = "hparams") -> None:
+    """Raises `ValueError` unless `hparams` is a dict with exactly these names and shapes."""
+    if not isinstance(hparams, Mapping):
+        raise ValueError(f"{argname} must be a dict of name -> array, got {type(hparams).__name__}")
+    missing = [n for n in shapes if n not in hparams]
+    extra = [n for n in hparams if n not in shapes]
+    if missing or extra:
+        raise ValueError(
+            f"{argname} names {sorted(hparams)} disagree with the space {sorted(shapes)}: "
+            f"missing {missing}, unexpected {extra}; pass exactly the space's names"
+        )
+    for name, shape in shapes.items():
+        got = tuple(np.shape(hparams[name]))
+        if got != tuple(shape):
+            raise ValueError(
+                f"{argname}[{name!r}] has shape {got}, but the space declares {tuple(shape)}; "
+                f"give an array of shape {tuple(shape)}"
+            )
