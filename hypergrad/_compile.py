@@ -57,7 +57,14 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tup
         _cache.move_to_end(key)
         return _cache[key], 0.0
     start = time.perf_counter()
-    executable = jax.jit(make_fn()).lower(*args).compile()
+    try:
+        lowered = jax.jit(make_fn()).lower(*args)
+    except KeyError as err:  # the loss or optimiser read a hyperparameter nobody passed
+        raise ValueError(
+            f"the objective reads hyperparameter {err} that was not given; declare it in the "
+            "hg.Space (or pass it in hparams), or remove it from the optimizer/loss"
+        ) from err
+    executable = lowered.compile()
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds

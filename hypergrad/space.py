@@ -39,11 +39,20 @@ _MAX_GRID_POINTS = 10_000_000
 def _check_shape(shape: Any) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in shape)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"shape={shape!r} must be a tuple of ints, e.g. shape=(200,)") from err
     if any(s < 1 for s in shape):
         raise ValueError(f"shape={shape!r} has a zero or negative axis; every axis must be >= 1")
     return shape
+
+
+def _step_inside(bound: float, toward: float, dtype: np.dtype) -> np.ndarray:
+    """The representable number of `dtype` next to `bound` in the direction of `toward`."""
+    inside = np.nextafter(np.asarray(bound, dtype), np.asarray(toward, dtype))
+    tiny = np.finfo(dtype).tiny
+    if 0 < abs(inside) < tiny:  # XLA flushes subnormals to zero: step to the smallest normal
+        inside = np.asarray(math.copysign(tiny, inside), dtype)
+    return inside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +84,15 @@ class _Continuous:
         raise NotImplementedError
 
     def constrain(self, z: jax.Array) -> jax.Array:
-        return self._from_fraction(jax.nn.sigmoid(z))
+        z = jnp.asarray(z)
+        if not jnp.issubdtype(z.dtype, jnp.floating):
+            z = z.astype(jnp.zeros(()).dtype)  # an integer z (e.g. 0) is the same real number
+        value = self._from_fraction(jax.nn.sigmoid(z))
+        # sigmoid rounds to exactly 0 or 1 once |z| passes ~37 (float64) or ~17 (float32), and
+        # exp(log lo) can round past lo; clip to the nearest representable values inside (lo, hi)
+        # so every finite z maps strictly inside the bounds (the gradient is 1 inside the clip).
+        dtype = np.dtype(value.dtype)
+        return jnp.clip(value, _step_inside(self.lo, self.hi, dtype), _step_inside(self.hi, self.lo, dtype))
 
     def unconstrain(self, value: jax.Array) -> jax.Array:
         u = self._to_fraction(value)
@@ -89,7 +106,9 @@ class _Continuous:
         """`points` values spanning [lo, hi] inclusive, evenly in value (or log value)."""
         if points == 1:
             return np.asarray([float(self._from_fraction(jnp.asarray(0.5)))])
-        return np.asarray(self._from_fraction(jnp.linspace(0.0, 1.0, points)), dtype=np.float64)
+        values = np.array(self._from_fraction(jnp.linspace(0.0, 1.0, points)), dtype=np.float64)
+        values[0], values[-1] = self.lo, self.hi  # exactly the bounds (exp(log lo) can round past lo)
+        return values
 
     @property
     def num_axes(self) -> int:

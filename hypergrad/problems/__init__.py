@@ -6,3 +6,7 @@ from hypergrad.problems.ridge import ridge, ridge_solution, ridge_trained_weight
 
 __all__ = ["MLP", "logistic", "mlp_classifier", "nnx_problem", "ridge", "ridge_solution",
            "ridge_trained_weights"]
+
+from hypergrad.problems.presets import PRESETS, preset, sgd_momentum_schedule  # noqa: E402
+
+__all__ += ["PRESETS", "preset", "sgd_momentum_schedule"]

@@ -1,0 +1,33 @@
+# Every target installs what it needs into a local virtual environment (.venv) first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test bench smoke clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+## The main job: gradient tuning vs random vs grid search on the digits MLP at equal compute.
+demo: $(STAMP)
+	$(BIN)/hypergrad compare --problem digits-mlp --budget 300 --out results/digits-mlp
+
+## The test suite (float64 numerical checks, experiment smoke runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Speed and memory tables (printed; never asserted in tests).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/hypergradient_cost.py
+
+## Every experiment in its seconds-long smoke mode.
+smoke: $(STAMP)
+	for f in experiments/*.py; do $(BIN)/python $$f --smoke || exit 1; done
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,370 @@
+"""Trials tables, compute accounting in three units, streaming logs, and fair comparison.
+
+Every strategy (`tune`, `random_search`, `grid_search`) returns a `Result`: a table of `Trial`s in
+the order they were produced, each with its hyperparameters, validation loss (`value`), test loss,
+other scores, and the compute it cost in
+
+- FLOPs, from XLA's cost analysis of the compiled programs, accounted per training step (see
+  `hypergrad.compute`);
+- wall seconds of execution (compilation is reported separately, per result);
+- training-run equivalents: FLOPs divided by the FLOPs of one plain training run (training plus
+  one validation evaluation), the unit in which `compare` lines strategies up.
+
+`compare` answers "at equal compute, which strategy found the better setting, and how does its pick
+do on the test split?".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Trial", "Result", "Comparison", "compare", "TrialRecorder"]
+
+COMPLETE, FAIL, SKIPPED = "complete", "fail", "skipped"
+
+
+def _to_python(value: Any) -> Any:
+    """A JSON-safe copy: arrays to (nested) lists, numpy scalars to floats, non-finite to None."""
+    if isinstance(value, Mapping):
+        return {str(k): _to_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_python(v) for v in value]
+    array = np.asarray(value) if not isinstance(value, str) else None
+    if array is None or array.dtype == object:
+        return value
+    if array.ndim:
+        return [_to_python(v) for v in array]
+    item = array.item()
+    if isinstance(item, float) and not math.isfinite(item):
+        return None
+    return item
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One evaluated setting (or one outer step of a gradient method).
+
+    Attributes:
+        number: position in the order the strategy produced trials, from 0.
+        hparams: constrained hyperparameter values (numpy arrays).
+        value: validation loss (NaN when the trial diverged).
+        scores: every score of the trained parameters: val_loss, test_loss, val_/test_ metrics.
+        state: "complete"; "fail" (non-finite loss: never chosen as best); "skipped" (an outer
+            step whose loss was finite but whose hypergradient was not, so no update was made).
+        flops: FLOPs this trial cost (its share of its compiled program's run).
+        seconds: wall seconds of execution attributed to this trial.
+        run_flops: FLOPs of one plain training run, the unit of `runs`.
+        grad_norm: norm of the hypergradient in unconstrained coordinates (gradient methods only).
+    """
+
+    number: int
+    hparams: dict[str, np.ndarray]
+    value: float
+    scores: dict[str, float]
+    state: str
+    flops: float
+    seconds: float
+    run_flops: float
+    grad_norm: float | None = None
+
+    @property
+    def test_value(self) -> float | None:
+        return self.scores.get("test_loss")
+
+    @property
+    def runs(self) -> float:
+        """Compute in training-run equivalents."""
+        return self.flops / self.run_flops if self.run_flops > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_python({
+            "number": self.number, "state": self.state, "value": self.value,
+            "test_value": self.test_value, "scores": self.scores, "hparams": self.hparams,
+            "flops": self.flops, "runs": self.runs, "seconds": self.seconds, "grad_norm": self.grad_norm,
+        })
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The trials of one strategy, with its compute and its best setting.
+
+    Attributes:
+        strategy: a label ("random", "grid", "tune[Reverse(...)]", ...).
+        trials: the trials in the order produced.
+        run_flops: FLOPs of one plain training run of the objective.
+        compile_seconds: seconds spent compiling this strategy's programs in this call (0 when
+            every program came from the cache).
+        info: strategy-specific facts (method, chunk size, outer optimiser, ...), JSON-safe.
+    """
+
+    strategy: str
+    trials: tuple[Trial, ...]
+    run_flops: float
+    compile_seconds: float
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # -- best setting ---------------------------------------------------------------------------
+    @property
+    def best_trial(self) -> Trial | None:
+        """The trial with the lowest finite validation loss; failed trials are never chosen."""
+        ok = [t for t in self.trials if t.state != FAIL and math.isfinite(t.value)]
+        return min(ok, key=lambda t: t.value) if ok else None
+
+    @property
+    def best_hparams(self) -> dict[str, np.ndarray] | None:
+        best = self.best_trial
+        return None if best is None else best.hparams
+
+    @property
+    def best_value(self) -> float:
+        best = self.best_trial
+        return float("inf") if best is None else best.value
+
+    @property
+    def best_test_value(self) -> float | None:
+        best = self.best_trial
+        return None if best is None else best.test_value
+
+    # -- compute --------------------------------------------------------------------------------
+    @property
+    def flops(self) -> float:
+        return float(sum(t.flops for t in self.trials))
+
+    @property
+    def runs(self) -> float:
+        return self.flops / self.run_flops if self.run_flops > 0 else float("nan")
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(t.seconds for t in self.trials))
+
+    @property
+    def num_failed(self) -> int:
+        return sum(t.state == FAIL for t in self.trials)
+
+    def best_within(self, budget_runs: float) -> Trial | None:
+        """The best trial among those finished within `budget_runs` training-run equivalents."""
+        spent, best = 0.0, None
+        for trial in self.trials:
+            spent += trial.runs
+            if spent > budget_runs * (1 + 1e-9):
+                break
+            if trial.state != FAIL and math.isfinite(trial.value) and (best is None or trial.value < best.value):
+                best = trial
+        return best
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cumulative training-run equivalents, best validation loss so far) after each trial."""
+        runs = np.cumsum([t.runs for t in self.trials])
+        values = np.array([t.value if t.state != FAIL and math.isfinite(t.value) else np.inf
+                           for t in self.trials])
+        return runs, np.minimum.accumulate(values) if len(values) else values
+
+    # -- export ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (non-finite numbers become None)."""
+        best = self.best_trial
+        return _to_python({
+            "strategy": self.strategy, "run_flops": self.run_flops, "flops": self.flops, "runs": self.runs,
+            "seconds": self.seconds, "compile_seconds": self.compile_seconds, "info": self.info,
+            "best": None if best is None else best.to_dict(),
+            "trials": [t.to_dict() for t in self.trials],
+        })
+
+    def to_dataframe(self):
+        """A pandas DataFrame with Optuna-style columns.
+
+        Columns: `number, value, params_<name>, duration, state` (as `study.trials_dataframe()`),
+        then `test_value`, `runs`, `flops`, `grad_norm` and `user_attrs_<score>` for other scores.
+        A shaped hyperparameter's column holds its array.
+        """
+        try:
+            import pandas as pd
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError("to_dataframe needs pandas: pip install 'hypergrad[pandas]'") from err
+        rows = []
+        for t in self.trials:
+            row = {"number": t.number, "value": t.value}
+            for name, value in t.hparams.items():
+                row[f"params_{name}"] = value.item() if np.ndim(value) == 0 else np.asarray(value)
+            row["duration"] = pd.to_timedelta(t.seconds, unit="s")
+            row["state"] = t.state.upper()
+            row["test_value"] = t.test_value
+            row["runs"], row["flops"], row["grad_norm"] = t.runs, t.flops, t.grad_norm
+            for name, value in t.scores.items():
+                if name not in ("val_loss", "test_loss"):
+                    row[f"user_attrs_{name}"] = value
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes `to_dict()` as JSON."""
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    def summary(self) -> str:
+        best = self.best_trial
+        pick = "none" if best is None else f"val {best.value:.4g}, test {_fmt(best.test_value)}"
+        return (f"{self.strategy}: {len(self.trials)} trials ({self.num_failed} failed), "
+                f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+class TrialRecorder:
+    """Collects trials as they are produced, appends each to a JSON-lines log, reports progress.
+
+    Nothing a user ran is lost: with `log` set, every trial is on disk (flushed) as soon as its
+    program returns, before the next one runs.
+
+    Args:
+        strategy: label used in progress lines and log records.
+        log: path of a JSON-lines file to append to, or None.
+        progress: True to print a progress line per batch to stderr, or a callable(str).
+        total: the number of trials (or steps) expected, for progress lines.
+    """
+
+    def __init__(self, strategy: str, log: str | os.PathLike | None, progress: Any, total: int):
+        self.strategy = strategy
+        self.trials: list[Trial] = []
+        self.total = total
+        self._start = time.perf_counter()
+        self._log = None
+        if log is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+            self._log = open(log, "a")
+        if progress is True:
+            self._progress = lambda line: print(line, file=sys.stderr, flush=True)
+        elif callable(progress):
+            self._progress = progress
+        else:
+            self._progress = None
+
+    def add(self, trial: Trial) -> None:
+        self.trials.append(trial)
+        if self._log is not None:
+            self._log.write(json.dumps({"strategy": self.strategy, **trial.to_dict()}) + "\n")
+            self._log.flush()
+
+    def report(self) -> None:
+        if self._progress is None:
+            return
+        values = [t.value for t in self.trials if t.state != FAIL and math.isfinite(t.value)]
+        best = min(values) if values else float("nan")
+        runs = sum(t.runs for t in self.trials)
+        self._progress(f"[{self.strategy}] {len(self.trials)}/{self.total}  best val {_fmt(best)}  "
+                       f"{runs:.1f} runs  {time.perf_counter() - self._start:.1f}s")
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# -- comparison ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Strategies lined up at equal compute.
+
+    Attributes:
+        results: the compared results by name.
+        budgets: budgets in training-run equivalents.
+        rows: one dict per (strategy, budget): best validation loss within the budget, the pick's
+            test loss and test metrics, the trials it took, and the pick's hyperparameters.
+    """
+
+    results: dict[str, Result]
+    budgets: tuple[float, ...]
+    rows: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_python({
+            "budgets": self.budgets,
+            "rows": [{k: v for k, v in row.items() if k != "hparams"} | {"hparams": row["hparams"]}
+                     for row in self.rows],
+            "totals": {name: {"trials": len(r.trials), "failed": r.num_failed, "runs": r.runs,
+                              "flops": r.flops, "seconds": r.seconds, "compile_seconds": r.compile_seconds,
+                              "best_value": r.best_value, "best_test_value": r.best_test_value}
+                       for name, r in self.results.items()},
+        })
+
+    def to_markdown(self) -> str:
+        """Two tables: best validation loss and the pick's test scores at each budget; totals."""
+        metric_names = sorted({k for row in self.rows for k in row["test_scores"] if k != "test_loss"})
+        header = ["strategy", "budget (runs)", "used (runs)", "trials", "best val loss", "test loss of pick",
+                  *[f"{m} of pick" for m in metric_names]]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in self.rows:
+            cells = [row["strategy"], f"{row['budget']:.1f}", f"{row['runs_used']:.1f}", str(row["trials"]),
+                     _fmt(row["best_value"]),
+                     _fmt(row["test_scores"].get("test_loss")),
+                     *[_fmt(row["test_scores"].get(m)) for m in metric_names]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "| strategy | trials | failed | compute (runs) | GFLOP | run s | compile s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in self.results.items():
+            lines.append(f"| {name} | {len(r.trials)} | {r.num_failed} | {r.runs:.1f} | {r.flops / 1e9:.2f} | "
+                         f"{r.seconds:.1f} | {r.compile_seconds:.1f} |")
+        return "\n".join(lines)
+
+    def plot(self, out_dir: str | os.PathLike) -> list[str]:
+        """Writes PNG figures into `out_dir` and returns their paths (needs matplotlib)."""
+        from hypergrad import plots
+
+        return plots.plot_comparison(self, out_dir)
+
+
+def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None) -> Comparison:
+    """Lines strategies up at equal compute.
+
+    For each budget (in training-run equivalents) and each strategy: the lowest validation loss
+    among the trials that finished within the budget, and the test scores of that pick.
+
+    Args:
+        results: `{name: Result}`.
+        budgets: budgets in training-run equivalents; default: 1/8, 1/4, 1/2 and all of the
+            largest total any strategy spent. A strategy that stopped short of a budget keeps
+            the best it found with the compute it used (shown in the row), never more.
+
+    Returns:
+        a `Comparison` (`to_markdown()`, `to_dict()`, `plot(dir)`).
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("compare(results): give a non-empty dict of name -> Result")
+    for name, result in results.items():
+        if not isinstance(result, Result):
+            raise ValueError(f"compare: results[{name!r}] is {type(result).__name__}, not an hg Result")
+    if budgets is None:
+        largest = max(r.runs for r in results.values())
+        budgets = tuple(largest * f for f in (0.125, 0.25, 0.5, 1.0))
+    else:
+        budgets = tuple(float(b) for b in budgets)
+        if not budgets or any(not b > 0 for b in budgets):
+            raise ValueError(f"compare(budgets={budgets}): give positive budgets in training-run equivalents")
+    rows = []
+    for name, result in results.items():
+        for budget in budgets:
+            pick = result.best_within(budget)
+            spent = np.cumsum([t.runs for t in result.trials])
+            used = int(np.searchsorted(spent, budget * (1 + 1e-9), side="right"))
+            rows.append({
+                "strategy": name, "budget": budget, "trials": used,
+                "runs_used": float(spent[used - 1]) if used else 0.0,
+                "best_value": None if pick is None else pick.value,
+                "test_scores": {} if pick is None else {k: v for k, v in pick.scores.items() if k.startswith("test_")},
+                "hparams": None if pick is None else pick.hparams,
+            })
+    return Comparison(dict(results), budgets, tuple(rows))

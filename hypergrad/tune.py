@@ -1,0 +1,199 @@
+"""The outer loop: any optax optimiser over unconstrained hyperparameters.
+
+`tune` descends the validation loss in the unconstrained coordinates z of the space
+(`hparams = space.constrain(z)`), so every iterate stays inside its bounds. Each outer step is one
+compiled program: constrain z, ask the method for the loss and its hypergradient, pull the gradient
+back through the bijection (a VJP of `space.constrain`), and apply the outer optimiser's update.
+
+A step whose loss or hypergradient is not finite changes nothing but the position: the update is
+skipped and z backs off halfway towards the last iterate whose loss and hypergradient were finite
+(the outer optimiser's state is kept). Such steps are recorded ("fail" when the loss diverged,
+"skipped" when only the hypergradient did), never chosen as best, and `tune` never returns NaN.
+
+Every outer step is a trial of the result: its value is the validation loss at the step's
+hyperparameters (before the update), with test scores from the same trained parameters. After the
+last step, the final iterate is evaluated once more. The best trial is the one with the lowest
+validation loss, and its test loss is what `compare` reports.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hypergrad import _compile
+from hypergrad._types import HParams, Key
+from hypergrad.compute import cached_affine_flops
+from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
+from hypergrad.methods.base import Method
+from hypergrad.methods.reverse import Reverse
+from hypergrad.objective import Objective, as_hparams, check_key
+from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
+from hypergrad.search import check_space, run_flops
+from hypergrad.space import Space, _check_count
+
+__all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER"]
+
+DEFAULT_OUTER = optax.adam(0.05)
+"""Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
+
+
+def _tree_all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def _outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
+    """The pure outer step: (z, z_good, opt_state, key, data) -> (z, z_good, opt_state, report)."""
+
+    def step(z, z_good, opt_state, key, data):
+        hparams, pullback = jax.vjp(space.constrain, z)
+        (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
+        (grad_z,) = pullback(grads)
+        loss_ok = jnp.isfinite(value)
+        ok = loss_ok & _tree_all_finite(grad_z)
+        updates, new_state = outer.update(grad_z, opt_state, z)
+        moved = optax.apply_updates(z, updates)
+        # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
+        backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
+        new_z = jax.tree.map(lambda m, b: jnp.where(ok, m, b), moved, backed_off)
+        new_good = jax.tree.map(lambda a, g: jnp.where(ok, a, g), z, z_good)
+        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, opt_state)
+        report = {"hparams": hparams, "scores": scores, "grad_norm": _global_norm(grad_z),
+                  "loss_ok": loss_ok, "ok": ok}
+        return new_z, new_good, opt_state, report
+
+    return step
+
+
+def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
+    """FLOPs of one hypergradient of `method` (one outer step), accounted per training step."""
+    def build(steps):
+        return lambda h, k, d: method.reference_options(steps).value_and_grad(objective.reference(steps), h, k, d)
+
+    return cached_affine_flops(("hypergradient", objective, method), build,
+                               (hparams, key, objective.problem.data), objective.num_steps)
+
+
+def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method = Reverse()) -> float:
+    """Compute of one outer step of `tune` in training-run equivalents (for budgeting)."""
+    check_objective(objective)
+    check_space(space)
+    space.check_differentiable("tune_step_cost")
+    hparams = space.centre()
+    return hypergradient_flops(objective, method, hparams, key) / run_flops(objective, hparams, key)
+
+
+def tune(
+    objective: Objective,
+    space: Space,
+    key: Key,
+    *,
+    method: Method = Reverse(),
+    outer: optax.GradientTransformation | None = None,
+    steps: int = 50,
+    init: HParams | None = None,
+    resample_key: bool = False,
+    log: Any = None,
+    progress: Any = False,
+) -> Result:
+    """Gradient-based tuning of the continuous hyperparameters in `space`.
+
+    Cost per outer step: one hypergradient of `method` (about 3 training runs for `Reverse`),
+    plus one more for scoring the final iterate. One program is compiled per (objective, space,
+    method, outer) and reused by later calls with new values, keys or initial points.
+
+    Args:
+        objective: the objective to tune.
+        space: the hyperparameters to tune; must hold no `Choice`.
+        key: PRNG key for training (initialisation and minibatches).
+        method: hypergradient strategy, `hg.Reverse()` by default.
+        outer: an optax optimiser over the unconstrained coordinates; default `DEFAULT_OUTER`
+            (Adam, 0.05).
+        steps: number of outer steps, >= 1.
+        init: starting hyperparameters (constrained values, names and shapes of the space);
+            default the centre of the space.
+        resample_key: False trains every step with `key` (the same deterministic function that
+            the baselines search); True uses `fold_in(key, step)` per step (a stochastic
+            hypergradient, less prone to fitting one seed's noise).
+        log: optional JSON-lines path; each step is appended as it is produced.
+        progress: True to print a line per step to stderr, or a callable(str).
+
+    Returns:
+        a `Result` with one trial per outer step plus the final iterate.
+    """
+    check_objective(objective)
+    check_space(space)
+    check_method(method)
+    space.check_differentiable(f"tune(method={method!r})")
+    steps = _check_count(steps, "steps")
+    key = check_key(key)
+    outer = DEFAULT_OUTER if outer is None else outer
+    if not isinstance(outer, optax.GradientTransformation):
+        raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
+    if init is None:
+        init = space.centre()
+    else:
+        init = as_hparams(init, "init")
+        space.check(init, "init")
+        check_differentiable_hparams(init, "init")
+        for name, value in init.items():
+            dist = space[name]
+            if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
+                raise ValueError(f"init[{name!r}] lies outside or on the bounds ({dist.lo}, {dist.hi}) of the "
+                                 "space; start strictly inside them")
+    dtype = jnp.zeros(()).dtype
+    z = jax.tree.map(lambda a: jnp.asarray(a, dtype), space.unconstrain(init))
+    method.check(objective, space.constrain(z))
+    opt_state = outer.init(z)
+    data = objective.problem.data
+
+    step_args = (z, z, opt_state, key, data)
+    executable, compile_seconds = _compile.compiled(
+        ("tune", objective, space, method, outer), lambda: _outer_step_fn(objective, space, method, outer),
+        step_args)
+    hparams0 = space.constrain(z)
+    unit = run_flops(objective, hparams0, key)
+    step_flops = hypergradient_flops(objective, method, hparams0, key)
+
+    recorder = TrialRecorder(f"tune[{method}]", log, progress, total=steps + 1)
+    z_good = z
+    try:
+        for number in range(steps):
+            step_key = jax.random.fold_in(key, number) if resample_key else key
+            began = time.perf_counter()
+            z, z_good, opt_state, report = jax.block_until_ready(executable(z, z_good, opt_state, step_key, data))
+            seconds = time.perf_counter() - began
+            report = jax.device_get(report)
+            scores = {name: float(v) for name, v in report["scores"].items()}
+            value = scores["val_loss"]
+            state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
+            recorder.add(Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()},
+                               value=value, scores=scores, state=state, flops=step_flops, seconds=seconds,
+                               run_flops=unit, grad_norm=float(report["grad_norm"])))
+            recorder.report()
+        # The final iterate is scored by the same program (its update is discarded): one more
+        # hypergradient's compute instead of a second compilation.
+        final_key = jax.random.fold_in(key, steps) if resample_key else key
+        began = time.perf_counter()
+        report = jax.device_get(jax.block_until_ready(executable(z, z_good, opt_state, final_key, data))[3])
+        scores = {name: float(v) for name, v in report["scores"].items()}
+        value = scores["val_loss"]
+        recorder.add(Trial(number=steps, hparams={k: np.asarray(v) for k, v in report["hparams"].items()},
+                           value=value, scores=scores, state=COMPLETE if math.isfinite(value) else FAIL,
+                           flops=step_flops, seconds=time.perf_counter() - began, run_flops=unit,
+                           grad_norm=float(report["grad_norm"])))
+        recorder.report()
+    finally:
+        recorder.close()
+    return Result(f"tune[{method}]", tuple(recorder.trials), unit, compile_seconds,
+                  {"method": repr(method), "outer": repr(outer), "steps": steps, "resample_key": resample_key})
