@@ -80,8 +80,10 @@ def ridge(
                    val_data=splits.val, test_data=splits.test, batch_size=batch_size, name=f"ridge-{dataset}")
 
 
-def _moments(problem: Problem) -> tuple[jax.Array, jax.Array]:
-    x, y = problem.train_data
+def _moments(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    # On the host, in numpy: the data are constants of the problem, and staying out of the trace
+    # lets the closed forms (whose eigendecomposition needs concrete values) run under jax.jit.
+    x, y = (np.asarray(a) for a in problem.train_data)
     n = x.shape[0]
     return x.T @ x / n, x.T @ y / n
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: float64 on before anything builds arrays, and tiny problems so tests stay fast."""
+
+import jax
+
+# Must run before any hypergrad module builds an array: the built-in problems pick their dtype
+# (float64 here) when constructed, and the finite-difference checks need float64 throughout.
+jax.config.update("jax_enable_x64", True)
+
+import pytest  # noqa: E402
+
+import hypergrad as hg  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ridge_problem():
+    """Full-batch synthetic ridge regression: 24 training examples, 5 features."""
+    return hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+
+
+@pytest.fixture(scope="session")
+def logistic_problem():
+    """Full-batch softmax regression on 60 synthetic examples, 4 features, 3 classes."""
+    return hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0)
+
+
+@pytest.fixture(scope="session")
+def logistic_minibatch_problem():
+    """The same logistic problem trained on minibatches of 8 of its 36 training examples."""
+    return hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0,
+                                batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def mlp_problem():
+    """A tanh MLP (4 -> 8 -> 3) on iris, full batch."""
+    return hg.problems.mlp_classifier("iris", hidden=(8,), batch_size=None)
+
+
+@pytest.fixture(scope="session")
+def mlp_minibatch_problem():
+    """The iris MLP on minibatches of 16."""
+    return hg.problems.mlp_classifier("iris", hidden=(8,), batch_size=16)
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+

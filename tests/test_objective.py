@@ -1,0 +1,186 @@
+"""Objective: the unrolled training loop as a pure function; its transformations and errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import hypergrad as hg
+
+T = 6
+
+
+def sgd(hparams):
+    return optax.sgd(hparams["lr"])
+
+
+def sgd_momentum_schedule(hparams):
+    return optax.sgd(lambda step: hparams["lr"][step], momentum=hparams["momentum"])
+
+
+@pytest.fixture(scope="module")
+def logistic_run(logistic_problem):
+    """objective(h, k), evaluate(h, k) and train(h, k), compiled together as one program."""
+    objective = hg.Objective(logistic_problem, sgd, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.5), "weight_decay": jnp.asarray(1e-2)}
+    key = jax.random.key(0)
+    everything = jax.jit(lambda h, k: (objective(h, k), objective.evaluate(h, k), objective.train(h, k)))
+    return logistic_problem, key, everything(hparams, key)
+
+
+def test_call_equals_evaluate_val_loss_and_the_val_loss_of_train(logistic_run):
+    problem, _, (value, scores, params) = logistic_run
+    assert set(scores) == {"val_loss", "test_loss", "val_accuracy", "test_accuracy"}
+    assert value.shape == () and value.dtype == jnp.float64
+    np.testing.assert_allclose(value, scores["val_loss"], rtol=1e-14)
+    np.testing.assert_allclose(value, problem.val_loss(params, problem.val_data), rtol=1e-14)
+    np.testing.assert_allclose(scores["test_loss"], problem.val_loss(params, problem.test_data), rtol=1e-14)
+    x, y = problem.val_data
+    accuracy = np.mean(np.argmax(np.asarray(x @ params["w"] + params["b"]), axis=1) == np.asarray(y))
+    np.testing.assert_allclose(scores["val_accuracy"], accuracy)
+
+
+def test_train_returns_trained_params_shaped_like_init(logistic_run):
+    problem, key, (value, _, params) = logistic_run
+    init = problem.init(key)
+    assert jax.tree.structure(params) == jax.tree.structure(init)
+    for p, p0 in zip(jax.tree.leaves(params), jax.tree.leaves(init)):
+        assert p.shape == p0.shape and p.dtype == p0.dtype
+    assert not np.allclose(params["w"], init["w"])  # it trained
+    # and training helps: the validation loss falls below the untrained model's
+    untrained = problem.val_loss(init, problem.val_data)
+    assert float(value) < float(untrained) - 0.05
+
+
+@pytest.fixture(scope="module")
+def minibatch_objective(logistic_minibatch_problem):
+    """A minibatch objective (the key chooses the batches) and its jitted form, shared below."""
+    objective = hg.Objective(logistic_minibatch_problem, sgd_momentum_schedule, num_steps=T)
+    return objective, jax.jit(objective)
+
+
+MINIBATCH_HPARAMS = {"lr": jnp.linspace(0.5, 0.1, T), "momentum": jnp.asarray(0.8)}
+
+
+def test_training_replays_minibatch_t_from_fold_in_of_the_data_key(minibatch_objective, key):
+    """The objective equals a hand-written loop drawing batch t with fold_in(split(key)[1], t)."""
+    objective, jitted = minibatch_objective
+    problem, hparams = objective.problem, MINIBATCH_HPARAMS
+    init_key, data_key = jax.random.split(key)
+
+    def hand_written(batch_number):
+        params = problem.init(init_key)
+        opt = sgd_momentum_schedule(hparams)
+        state = opt.init(params)
+        for t in range(T):
+            perm = jax.random.permutation(jax.random.fold_in(data_key, batch_number(t)), problem.num_train)
+            batch = jax.tree.map(lambda leaf: leaf[perm[: problem.batch_size]], problem.train_data)
+            grads = jax.grad(problem.train_loss)(params, hparams, batch)
+            updates, state = opt.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+        return float(problem.val_loss(params, problem.val_data))
+
+    value = float(jitted(hparams, key))
+    np.testing.assert_allclose(value, hand_written(lambda t: t), rtol=1e-12)
+    # the check can tell: replaying batch 0 at every step gives another loss
+    assert abs(value - hand_written(lambda t: 0)) > 1e-6
+
+
+def test_jit_equals_eager_and_accepts_raw_and_typed_keys(minibatch_objective):
+    objective, jitted = minibatch_objective
+    eager_raw = objective(MINIBATCH_HPARAMS, jax.random.PRNGKey(4))
+    np.testing.assert_allclose(jitted(MINIBATCH_HPARAMS, jax.random.key(4)), eager_raw, rtol=1e-12)
+
+
+def test_vmap_over_hparams_and_keys_equals_separate_calls(minibatch_objective):
+    objective, single = minibatch_objective
+    lrs = jnp.asarray([0.05, 0.2, 0.6])
+    batch = {"lr": jnp.repeat(lrs[:, None], T, axis=1), "momentum": jnp.asarray([0.0, 0.5, 0.9])}
+    keys = jax.random.split(jax.random.key(0), 3)
+    batched = jax.jit(jax.vmap(objective))(batch, keys)
+    expected = [single(jax.tree.map(lambda v: v[i], batch), keys[i]) for i in range(3)]
+    assert batched.shape == (3,)
+    np.testing.assert_allclose(batched, expected, rtol=1e-10)
+    assert len(set(np.round(np.asarray(batched), 8).tolist())) == 3
+    # the key chooses the minibatches: the same key replays exactly, another key differs
+    same = {k: v[1] for k, v in batch.items()}
+    np.testing.assert_array_equal(single(same, keys[0]), single(same, keys[0]))
+    assert float(single(same, keys[0])) != float(single(same, keys[1]))
+
+
+def test_grad_of_objective_equals_hypergradient(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, sgd, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.2), "weight_decay": jnp.asarray(0.05)}
+    value, grads = jax.jit(jax.value_and_grad(objective))(hparams, key)
+    value2, grads2 = hg.hypergradient(objective, hparams, key)
+    np.testing.assert_allclose(value2, value, rtol=1e-12)
+    for name in hparams:
+        assert grads[name] != 0.0
+        np.testing.assert_allclose(grads2[name], grads[name], rtol=1e-10)
+
+
+@pytest.mark.parametrize("num_steps", [0, -5, 2.5, True, "10"])
+def test_num_steps_below_one_or_not_an_int_is_refused(ridge_problem, num_steps):
+    with pytest.raises(ValueError, match=r"num_steps=.* must be an integer >= 1"):
+        hg.Objective(ridge_problem, sgd, num_steps=num_steps)
+
+
+def test_optimizer_returning_a_non_optax_object_is_refused(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, lambda h: (lambda g: g), num_steps=3)
+    with pytest.raises(ValueError, match=r"optimizer\(hparams\) returned function; it must return an "
+                                         r"optax.GradientTransformation such as optax.sgd"):
+        objective({"lr": 0.1}, key)
+    with pytest.raises(ValueError, match=r"returned str"):
+        hg.hypergradient(hg.Objective(ridge_problem, lambda h: "sgd", num_steps=3), {"lr": 0.1}, key)
+
+
+def test_bad_constructor_arguments_are_refused(ridge_problem):
+    with pytest.raises(ValueError, match=r"optimizer must be a function hparams -> optax.GradientTransformation"):
+        hg.Objective(ridge_problem, optax.sgd(0.1), num_steps=3)
+    with pytest.raises(ValueError, match=r"problem must be an hg.Problem, got dict; build one with hg.Problem"):
+        hg.Objective({"init": None}, sgd, num_steps=3)
+
+
+def test_bad_hparams_and_keys_are_refused_by_the_objective(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, sgd, num_steps=3)
+    with pytest.raises(ValueError, match=r"key=0 is an int; pass jax.random.key\(0\)"):
+        objective({"lr": 0.1}, 0)
+    with pytest.raises(ValueError, match=r"single key, not a batch"):
+        objective({"lr": 0.1}, jax.random.split(key, 2))
+    with pytest.raises(ValueError, match=r"hparams must be a dict of name -> value"):
+        objective([0.1], key)
+    with pytest.raises(ValueError, match=r"hparams\['lr'\]='fast' is not numeric|hparams\['lr'\] has dtype"):
+        objective({"lr": "fast"}, key)
+
+
+class TinyNet(nnx.Module):
+    """A user's own flax.nnx model: 4 -> 6 (relu) -> 3, in float64."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(4, 6, rngs=rngs, param_dtype=jnp.float64)
+        self.out = nnx.Linear(6, 3, rngs=rngs, param_dtype=jnp.float64)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.hidden(x)))
+
+
+def test_user_defined_nnx_model_via_nnx_problem(mlp_problem, key):
+    problem = hg.problems.nnx_problem(TinyNet, mlp_problem.train_data, mlp_problem.val_data,
+                                      mlp_problem.test_data, batch_size=None, name="tiny")
+    params = problem.init(key)
+    assert isinstance(params, nnx.State)
+    assert {p.shape for p in jax.tree.leaves(params)} == {(4, 6), (6,), (6, 3), (3,)}
+    objective = hg.Objective(problem, sgd, num_steps=15)
+    hparams = {"lr": jnp.asarray(0.3), "weight_decay": jnp.asarray(1e-3)}
+    value, grads = hg.hypergradient(objective, hparams, key)
+    untrained = problem.val_loss(params, problem.val_data)
+    assert float(value) < float(untrained) - 0.1  # it trained
+    for name in hparams:
+        assert np.isfinite(grads[name]) and grads[name] != 0.0
+    # the gradient points the right way: a small step against it lowers the loss (same program)
+    step = {name: hparams[name] * (1 - 1e-2 * jnp.sign(grads[name])) for name in hparams}
+    assert float(hg.hypergradient(objective, step, key)[0]) < float(value)
+    # another key initialises another network
+    assert float(hg.hypergradient(objective, hparams, jax.random.key(1))[0]) != float(value)

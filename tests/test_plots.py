@@ -1,0 +1,147 @@
+"""Figures of results and comparisons: files exist, are valid PNGs, and degenerate results plot."""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import plots
+from hypergrad.results import FAIL
+
+pytest.importorskip("matplotlib")  # the optional `plots` extra; hypergrad.plots imports it lazily
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NUM_STEPS = 10
+
+
+def _assert_png(path):
+    assert os.path.isfile(path), path
+    assert os.path.getsize(path) > 1000, path
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC, path
+
+
+def _all_failed(result: hg.Result) -> hg.Result:
+    """The same trials, every one diverged (what a far too large learning rate gives)."""
+    trials = tuple(dataclasses.replace(t, value=float("nan"), state=FAIL,
+                                       scores={k: float("nan") for k in t.scores})
+                   for t in result.trials)
+    return dataclasses.replace(result, trials=trials)
+
+
+@pytest.fixture(scope="module")
+def objective():
+    problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+    return hg.Objective(problem, lambda h: optax.sgd(lambda step: h["lr"][step]), num_steps=NUM_STEPS)
+
+
+@pytest.fixture(scope="module")
+def results(objective):
+    """Real results of the three strategies on a space with a per-step schedule."""
+    key = jax.random.key(0)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(NUM_STEPS,)),
+                      "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    return {
+        "hypergradient": hg.tune(objective, space, key, steps=3),
+        "random": hg.random_search(objective, space, key, num_trials=8),
+        "grid": hg.grid_search(objective, space, key, points_per_axis=2),
+    }
+
+
+@pytest.fixture(scope="module")
+def scalar_results(objective):
+    """Results on a space with scalar hyperparameters only (lr is one constant rate)."""
+    problem = objective.problem
+    scalar = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=NUM_STEPS)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    key = jax.random.key(1)
+    return {"random": hg.random_search(scalar, space, key, num_trials=4),
+            "grid": hg.grid_search(scalar, space, key, points_per_axis=2)}
+
+
+def test_plot_comparison_writes_pngs(results, tmp_path):
+    out = tmp_path / "figures" / "nested"  # created by the call
+    paths = plots.plot_comparison(hg.compare(results), out)
+    assert [os.path.basename(p) for p in paths] == [
+        "best_value_vs_compute.png", "learned_schedules.png", "trials.png"]
+    for path in paths:
+        assert os.path.dirname(path) == str(out)
+        _assert_png(path)
+
+
+def test_comparison_plot_method_delegates(results, tmp_path):
+    paths = hg.compare(results, budgets=[2.0, 4.0]).plot(str(tmp_path))
+    assert len(paths) == 3
+    for path in paths:
+        _assert_png(path)
+
+
+def test_scalar_only_space_plots_picked_hparams(scalar_results, tmp_path):
+    paths = plots.plot_comparison(hg.compare(scalar_results), tmp_path)
+    names = [os.path.basename(p) for p in paths]
+    assert names == ["best_value_vs_compute.png", "picked_hparams.png", "trials.png"]
+    assert not (tmp_path / "learned_schedules.png").exists()
+    for path in paths:
+        _assert_png(path)
+
+
+def test_plot_result(results, tmp_path):
+    paths = plots.plot_result(results["hypergradient"], tmp_path)
+    prefix = "tune_Reverse_checkpoint_every_None_"  # the strategy label made safe for a file name
+    assert [os.path.basename(p) for p in paths] == [f"{prefix}curve.png", f"{prefix}learned_schedules.png"]
+    for path in paths:
+        _assert_png(path)
+    paths = plots.plot_result(results["random"], tmp_path, name="my random")
+    assert [os.path.basename(p) for p in paths] == ["my_random_curve.png", "my_random_learned_schedules.png"]
+    for path in paths:
+        _assert_png(path)
+
+
+def test_all_trials_failed(results, scalar_results, tmp_path):
+    failed = _all_failed(results["random"])
+    assert failed.best_trial is None and np.all(np.isinf(failed.curve()[1]))
+    mixed = {"hypergradient": results["hypergradient"], "random (diverged)": failed}
+    for path in plots.plot_comparison(hg.compare(mixed), tmp_path / "mixed"):
+        _assert_png(path)
+    only_failed = {"random": failed}
+    for path in plots.plot_comparison(hg.compare(only_failed), tmp_path / "only_failed"):
+        _assert_png(path)
+    for path in plots.plot_result(failed, tmp_path / "single"):
+        _assert_png(path)
+    scalar_failed = {"random": _all_failed(scalar_results["random"])}
+    for path in plots.plot_comparison(hg.compare(scalar_failed), tmp_path / "scalar_failed"):
+        _assert_png(path)
+
+
+def test_empty_result_plots(tmp_path):
+    empty = hg.Result("empty", (), run_flops=1.0, compile_seconds=0.0)
+    paths = plots.plot_result(empty, tmp_path)
+    assert [os.path.basename(p) for p in paths] == ["empty_curve.png", "empty_picked_hparams.png"]
+    for path in paths:
+        _assert_png(path)
+
+
+def test_rejects_wrong_input(results, tmp_path):
+    with pytest.raises(ValueError, match="hg.compare"):
+        plots.plot_comparison(results, tmp_path)
+    with pytest.raises(ValueError, match="Result"):
+        plots.plot_result(hg.compare(results), tmp_path)
+
+
+def test_missing_matplotlib_message(monkeypatch, results, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(ImportError, match=r"pip install 'hypergrad\[plots\]'"):
+        plots.plot_comparison(hg.compare(results), tmp_path)

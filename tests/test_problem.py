@@ -1,0 +1,205 @@
+"""Problem: minibatch sampling, validation of its arguments, and the built-in problems' data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hypergrad as hg
+
+
+def _mse(params, batch):
+    x, y = batch
+    return jnp.mean((x * params["w"] - y) ** 2)
+
+
+def make_problem(n=20, batch_size=5, **overrides):
+    """A problem whose inputs are the example indices, so a batch says which examples it holds."""
+    x = jnp.arange(n, dtype=jnp.float64)
+    kwargs = dict(
+        init=lambda key: {"w": jnp.zeros(())},
+        train_loss=lambda params, hparams, batch: _mse(params, batch),
+        val_loss=_mse,
+        train_data=(x, 2.0 * x),
+        val_data=(x[:4], 2.0 * x[:4]),
+        batch_size=batch_size,
+    )
+    kwargs.update(overrides)
+    return hg.Problem(**kwargs)
+
+
+# -- minibatches ---------------------------------------------------------------------------------
+def test_minibatch_t_is_drawn_with_fold_in_of_the_step():
+    problem = make_problem(n=20, batch_size=5)
+    key = jax.random.key(7)
+    for t in (0, 1, 13):
+        x, y = problem.train_batch(problem.train_data, key, jnp.asarray(t))
+        expected = jax.random.permutation(jax.random.fold_in(key, t), 20)[:5]
+        np.testing.assert_array_equal(x, expected.astype(jnp.float64))
+        np.testing.assert_array_equal(y, 2.0 * x)  # inputs and targets stay paired
+
+
+def test_minibatch_is_reproducible_distinct_and_changes_with_the_step():
+    problem = make_problem(n=30, batch_size=10)
+    key = jax.random.key(0)
+    batches = [np.asarray(problem.train_batch(problem.train_data, key, t)[0]) for t in range(6)]
+    again = [np.asarray(problem.train_batch(problem.train_data, key, t)[0]) for t in range(6)]
+    for b, b2 in zip(batches, again):
+        np.testing.assert_array_equal(b, b2)
+        assert len(np.unique(b)) == 10  # without replacement
+        assert set(b.tolist()) <= set(range(30))
+    assert len({tuple(b.tolist()) for b in batches}) == 6
+    other_key = np.asarray(problem.train_batch(problem.train_data, jax.random.key(1), 0)[0])
+    assert not np.array_equal(other_key, batches[0])
+
+
+def test_minibatch_works_with_a_traced_step():
+    problem = make_problem(n=20, batch_size=4)
+    key = jax.random.key(3)
+    traced = jax.jit(lambda t: problem.train_batch(problem.train_data, key, t)[0])
+    for t in range(3):
+        np.testing.assert_array_equal(traced(t), problem.train_batch(problem.train_data, key, t)[0])
+
+
+def test_full_batch_when_batch_size_is_none():
+    problem = make_problem(n=12, batch_size=None)
+    x, y = problem.train_batch(problem.train_data, jax.random.key(0), 5)
+    np.testing.assert_array_equal(x, np.arange(12))
+    np.testing.assert_array_equal(y, 2.0 * np.arange(12))
+
+
+def test_batch_size_equal_to_the_data_is_a_permutation():
+    problem = make_problem(n=8, batch_size=8)
+    x, _ = problem.train_batch(problem.train_data, jax.random.key(0), 0)
+    assert sorted(np.asarray(x).tolist()) == list(range(8))
+
+
+def test_data_may_be_any_pytree():
+    data = {"x": jnp.arange(10.0), "pair": (jnp.ones((10, 3)), jnp.zeros(10, jnp.int32))}
+    problem = make_problem(train_data=data, val_data=data, batch_size=4)
+    batch = problem.train_batch(problem.train_data, jax.random.key(0), 2)
+    assert batch["x"].shape == (4,) and batch["pair"][0].shape == (4, 3) and batch["pair"][1].shape == (4,)
+    assert problem.num_train == 10
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_inputs_and_targets_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match=r"train_data: inputs and targets have different lengths \[10, 9\]"):
+        make_problem(train_data=(jnp.zeros(10), jnp.zeros(9)))
+    with pytest.raises(ValueError, match=r"val_data: inputs and targets have different lengths"):
+        make_problem(val_data=(jnp.zeros(4), jnp.zeros(5)))
+    with pytest.raises(ValueError, match=r"test_data: inputs and targets have different lengths"):
+        make_problem(test_data=(jnp.zeros(4), jnp.zeros(5)))
+
+
+def test_batch_size_larger_than_the_data_is_refused():
+    with pytest.raises(ValueError, match=r"batch_size=21 is larger than the 20 training examples; "
+                                         r"use batch_size <= 20, or None for full batch"):
+        make_problem(n=20, batch_size=21)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_batch_size_below_one_is_refused(batch_size):
+    with pytest.raises(ValueError, match=rf"batch_size={batch_size} must be >= 1, or None for full batch"):
+        make_problem(batch_size=batch_size)
+
+
+@pytest.mark.parametrize("batch_size", [2.5, True, "16"])
+def test_batch_size_must_be_an_int(batch_size):
+    with pytest.raises(ValueError, match=r"batch_size=.* must be an int or None"):
+        make_problem(batch_size=batch_size)
+
+
+def test_scalar_or_empty_data_is_refused():
+    with pytest.raises(ValueError, match="train_data holds a scalar; every leaf needs a leading example axis"):
+        make_problem(train_data=(jnp.zeros(()), jnp.zeros(())))
+    with pytest.raises(ValueError, match="val_data has no arrays"):
+        make_problem(val_data=())
+    with pytest.raises(ValueError, match="train_data is empty"):
+        make_problem(train_data=(jnp.zeros(0), jnp.zeros(0)), batch_size=None)
+
+
+def test_non_callables_are_refused():
+    with pytest.raises(ValueError, match=r"Problem\(train_loss=...\) must be a function"):
+        make_problem(train_loss=3.0)
+    with pytest.raises(ValueError, match=r"metrics\['acc'\] must be a function"):
+        make_problem(metrics={"acc": 1.0})
+
+
+def test_scores_report_val_and_test_losses_and_metrics():
+    problem = make_problem(test_data=(jnp.arange(3.0), jnp.zeros(3)), metrics={"w": lambda p, b: p["w"]})
+    scores = problem.scores({"w": jnp.asarray(2.0)}, problem.data)
+    assert set(scores) == {"val_loss", "test_loss", "val_w", "test_w"}
+    np.testing.assert_allclose(scores["val_loss"], 0.0)  # val targets are 2x
+    np.testing.assert_allclose(scores["test_loss"], np.mean((2.0 * np.arange(3.0)) ** 2))
+    assert "test_loss" not in make_problem().scores({"w": jnp.asarray(1.0)}, make_problem().data)
+
+
+# -- built-in problems ---------------------------------------------------------------------------
+def _arrays(problem):
+    return jax.tree.leaves(problem.data)
+
+
+def _assert_same_data(a, b):
+    for x, y in zip(_arrays(a), _arrays(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _assert_split(problem, total, num_features, num_classes=None, disjoint=True):
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = problem.train_data, problem.val_data, problem.test_data
+    assert len(x_tr) + len(x_va) + len(x_te) == total
+    assert abs(len(x_tr) - 0.6 * total) <= 3 and abs(len(x_va) - 0.2 * total) <= 3
+    assert x_tr.shape[1] == num_features and x_tr.dtype == jnp.float64
+    # standardised with the training statistics
+    np.testing.assert_allclose(np.asarray(x_tr).mean(axis=0), 0.0, atol=1e-10)
+    if num_classes is not None:
+        assert y_tr.dtype == jnp.int32
+        for y in (y_tr, y_va, y_te):  # stratified: every class in every split
+            assert set(np.asarray(y).tolist()) == set(range(num_classes))
+    if not disjoint:  # iris holds duplicate rows, so only the sizes can be checked
+        return
+    # no example appears in two splits
+    rows = [set(map(tuple, np.round(np.asarray(x), 8).tolist())) for x in (x_tr, x_va, x_te)]
+    assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+
+
+def test_builtin_digits_loads_and_splits():
+    problem = hg.problems.logistic("digits")
+    _assert_split(problem, total=1797, num_features=64, num_classes=10)
+    assert problem.init(jax.random.key(0))["w"].shape == (64, 10)
+
+
+def test_builtin_iris_mlp_loads_and_splits(mlp_problem):
+    _assert_split(mlp_problem, total=150, num_features=4, num_classes=3, disjoint=False)
+    assert mlp_problem.batch_size is None
+
+
+def test_builtin_ridge_and_logistic_synthetic_load():
+    ridge = hg.problems.ridge(num_examples=50, num_features=3)
+    _assert_split(ridge, total=50, num_features=3)
+    np.testing.assert_allclose(np.asarray(ridge.train_data[1]).mean(), 0.0, atol=1e-10)  # centred targets
+    logistic = hg.problems.logistic("synthetic", num_examples=90, num_features=5, num_classes=3)
+    _assert_split(logistic, total=90, num_features=5, num_classes=3)
+
+
+@pytest.mark.parametrize("build", [
+    lambda seed: hg.problems.ridge(num_examples=30, num_features=3, seed=seed),
+    lambda seed: hg.problems.logistic("synthetic", num_examples=30, seed=seed),
+    lambda seed: hg.problems.logistic("iris", seed=seed),
+    lambda seed: hg.problems.logistic("digits", seed=seed),
+], ids=["ridge", "logistic-synthetic", "logistic-iris", "logistic-digits"])
+def test_builtin_splits_are_seeded_and_reproducible(build):
+    _assert_same_data(build(0), build(0))
+    a, b = _arrays(build(0)), _arrays(build(1))
+    assert any(x.shape != y.shape or not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_builtin_problems_refuse_unknown_data_sets():
+    with pytest.raises(ValueError, match=r"dataset='mnist'.*choose"):
+        hg.problems.logistic("mnist")
+    with pytest.raises(ValueError, match=r"dataset='iris'.*choose 'synthetic'"):
+        hg.problems.ridge("iris")
+    with pytest.raises(ValueError, match=r"mlp_classifier\(dataset='diabetes'\)"):
+        hg.problems.mlp_classifier("diabetes")
+    with pytest.raises(ValueError, match=r"activation='swish'"):
+        hg.problems.mlp_classifier("iris", activation="swish")

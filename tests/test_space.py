@@ -1,0 +1,328 @@
+"""Space: bijections, centre, sampling, grids and the errors for bad declarations."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hypergrad as hg
+
+CONTINUOUS = [
+    hg.Uniform(0.1, 0.9),
+    hg.Uniform(-1.0, 1.0),
+    hg.Uniform(0.0, 0.99, shape=(3,)),
+    hg.LogUniform(1e-3, 3.0),
+    hg.LogUniform(1e-6, 1e-1, shape=(2, 2)),
+]
+
+
+def ids(dist):
+    return f"{type(dist).__name__}({dist.lo},{dist.hi},{dist.shape})"
+
+
+# -- bijections ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dist", CONTINUOUS, ids=ids)
+def test_unconstrain_inverts_constrain(dist):
+    z = 3.0 * jax.random.normal(jax.random.key(1), dist.shape, jnp.float64)
+    np.testing.assert_allclose(dist.unconstrain(dist.constrain(z)), z, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dist", CONTINUOUS, ids=ids)
+def test_constrain_inverts_unconstrain_on_values_inside_bounds(dist):
+    u = jax.random.uniform(jax.random.key(2), dist.shape, jnp.float64, 0.01, 0.99)
+    if isinstance(dist, hg.LogUniform):
+        values = jnp.exp(math.log(dist.lo) + u * (math.log(dist.hi) - math.log(dist.lo)))
+    else:
+        values = dist.lo + u * (dist.hi - dist.lo)
+    np.testing.assert_allclose(dist.constrain(dist.unconstrain(values)), values, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+@pytest.mark.parametrize("dist", CONTINUOUS, ids=ids)
+def test_constrain_stays_strictly_inside_bounds_for_huge_z(dist, dtype):
+    z = jnp.asarray([-1e6, -1e3, -100.0, -40.0, -20.0, 0.0, 20.0, 40.0, 100.0, 1e3, 1e6], dtype)
+    values = np.asarray(jax.vmap(dist.constrain)(jnp.broadcast_to(z[:, None], (len(z), math.prod(dist.shape)))
+                                                 .reshape((len(z), *dist.shape))), np.float64)
+    assert values.dtype == np.float64 and np.all(np.isfinite(values))
+    assert np.all(values > dist.lo), values.min()
+    assert np.all(values < dist.hi), values.max()
+    # and monotone: larger z never gives a smaller value
+    flat = values.reshape(len(z), -1)
+    assert np.all(np.diff(flat, axis=0) >= 0)
+
+
+def test_constrain_accepts_integer_z():
+    dist = hg.LogUniform(1e-2, 1.0)
+    np.testing.assert_allclose(dist.constrain(0), 0.1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dist", [hg.Uniform(0.2, 1.4), hg.LogUniform(1e-4, 1e2)], ids=ids)
+def test_constrain_derivative_matches_its_formula(dist):
+    z = 0.7
+    s = 1.0 / (1.0 + math.exp(-z))
+    if isinstance(dist, hg.Uniform):
+        expected = (dist.hi - dist.lo) * s * (1 - s)
+    else:
+        expected = float(dist.constrain(z)) * (math.log(dist.hi) - math.log(dist.lo)) * s * (1 - s)
+    np.testing.assert_allclose(jax.grad(dist.constrain)(z), expected, rtol=1e-12)
+
+
+def test_space_constrain_unconstrain_round_trip_on_dicts():
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(4,)), "momentum": hg.Uniform(0.0, 0.99)})
+    hparams = {"lr": jnp.asarray([0.5, 0.1, 0.01, 0.002]), "momentum": jnp.asarray(0.9)}
+    z = space.unconstrain(hparams)
+    assert set(z) == {"lr", "momentum"} and z["lr"].shape == (4,) and z["momentum"].shape == ()
+    back = space.constrain(z)
+    for name in hparams:
+        np.testing.assert_allclose(back[name], hparams[name], rtol=1e-12)
+
+
+def test_unconstrain_of_a_bound_is_infinite():
+    dist = hg.Uniform(0.0, 1.0)
+    assert float(dist.unconstrain(0.0)) == -math.inf
+    assert float(dist.unconstrain(1.0)) == math.inf
+
+
+# -- centre --------------------------------------------------------------------------------------
+def test_centre_is_arithmetic_for_uniform_geometric_for_loguniform_first_for_choice():
+    space = hg.Space({
+        "a": hg.Uniform(-1.0, 3.0),
+        "lr": hg.LogUniform(1e-4, 1.0, shape=(5,)),
+        "layers": hg.Choice([2, 1, 3]),
+    })
+    centre = space.centre()
+    np.testing.assert_allclose(centre["a"], 1.0, rtol=1e-12)
+    assert centre["lr"].shape == (5,)
+    np.testing.assert_allclose(centre["lr"], np.full(5, 1e-2), rtol=1e-12)
+    assert int(centre["layers"]) == 2
+
+
+def test_centre_is_constrain_of_zero():
+    space = hg.Space({"a": hg.Uniform(0.3, 0.7), "lr": hg.LogUniform(1e-3, 1e-1, shape=(3,))})
+    z = {"a": jnp.zeros(()), "lr": jnp.zeros(3)}
+    for name, value in space.constrain(z).items():
+        np.testing.assert_allclose(value, space.centre()[name], rtol=1e-12)
+        np.testing.assert_allclose(space.unconstrain(space.centre())[name], 0.0, atol=1e-12)
+
+
+# -- sample --------------------------------------------------------------------------------------
+def test_sample_shapes_dtypes_and_bounds():
+    space = hg.Space({
+        "lr": hg.LogUniform(1e-3, 3.0, shape=(7,)),
+        "momentum": hg.Uniform(0.0, 0.99),
+        "wd": hg.LogUniform(1e-6, 1e-1, shape=(2, 3), independent=True),
+        "layers": hg.Choice([1, 2, 3]),
+    })
+    n = 50
+    samples = space.sample(jax.random.key(0), n)
+    assert set(samples) == set(space.names)
+    assert samples["lr"].shape == (n, 7)
+    assert samples["momentum"].shape == (n,)
+    assert samples["wd"].shape == (n, 2, 3)
+    assert samples["layers"].shape == (n,)
+    assert jnp.issubdtype(samples["layers"].dtype, jnp.integer)
+    assert samples["lr"].dtype == jnp.float64
+    for name in ("lr", "momentum", "wd"):
+        dist = space[name]
+        assert np.all(np.asarray(samples[name]) >= dist.lo) and np.all(np.asarray(samples[name]) <= dist.hi)
+    assert set(np.asarray(samples["layers"]).tolist()) <= {1, 2, 3}
+
+
+def test_sample_is_reproducible_for_a_key_and_differs_between_keys():
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "m": hg.Uniform(0.0, 1.0)})
+    a = space.sample(jax.random.key(3), 10)
+    b = space.sample(jax.random.key(3), 10)
+    c = space.sample(jax.random.key(4), 10)
+    np.testing.assert_array_equal(a["lr"], b["lr"])
+    assert not np.allclose(a["lr"], c["lr"])
+    # each hyperparameter gets its own stream: equal bounds must not give equal draws
+    same = hg.Space({"x": hg.Uniform(0.0, 1.0), "y": hg.Uniform(0.0, 1.0)}).sample(jax.random.key(0), 10)
+    assert not np.allclose(same["x"], same["y"])
+
+
+def test_loguniform_samples_are_uniform_in_log_space():
+    lo, hi = 1e-4, 1.0
+    space = hg.Space({"lr": hg.LogUniform(lo, hi)})
+    values = np.asarray(space.sample(jax.random.key(0), 4000)["lr"])
+    logs = np.log10(values)
+    # quartiles of log10 values: -4 + 4 * (0.25, 0.5, 0.75); a uniform-in-value draw would put the
+    # median near 0.5 (log10 ~ -0.3), far outside this tolerance
+    np.testing.assert_allclose(np.quantile(logs, [0.25, 0.5, 0.75]), [-3.0, -2.0, -1.0], atol=0.15)
+    np.testing.assert_allclose(logs.mean(), -2.0, atol=0.1)
+
+
+def test_uniform_samples_are_uniform_in_value():
+    values = np.asarray(hg.Space({"m": hg.Uniform(2.0, 4.0)}).sample(jax.random.key(1), 4000)["m"])
+    np.testing.assert_allclose(np.quantile(values, [0.25, 0.5, 0.75]), [2.5, 3.0, 3.5], atol=0.05)
+
+
+def test_shaped_sample_broadcasts_one_value_unless_independent():
+    space = hg.Space({
+        "schedule": hg.LogUniform(1e-3, 1.0, shape=(6,)),
+        "per_feature": hg.LogUniform(1e-3, 1.0, shape=(6,), independent=True),
+    })
+    s = space.sample(jax.random.key(0), 20)
+    schedule, per_feature = np.asarray(s["schedule"]), np.asarray(s["per_feature"])
+    # not independent: constant along the shape, varied across settings
+    np.testing.assert_array_equal(schedule, np.broadcast_to(schedule[:, :1], schedule.shape))
+    assert len(np.unique(schedule[:, 0])) == 20
+    # independent: every element drawn separately
+    assert all(len(np.unique(row)) == 6 for row in per_feature)
+
+
+def test_choice_samples_cover_every_option():
+    s = hg.Space({"c": hg.Choice([0.5, 1.5, 2.5])}).sample(jax.random.key(0), 300)
+    values, counts = np.unique(np.asarray(s["c"]), return_counts=True)
+    np.testing.assert_array_equal(values, [0.5, 1.5, 2.5])
+    assert counts.min() > 60  # ~100 each
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_sample_rejects_bad_counts(n):
+    with pytest.raises(ValueError, match=r"n=.* must be an integer >= 1"):
+        hg.Space({"a": hg.Uniform(0, 1)}).sample(jax.random.key(0), n)
+
+
+# -- grid ----------------------------------------------------------------------------------------
+def test_grid_is_the_cartesian_product_with_bounds_included():
+    space = hg.Space({"m": hg.Uniform(0.0, 0.9), "lr": hg.LogUniform(1e-3, 1.0)})
+    grid = space.grid(4)
+    assert grid["m"].shape == (16,) and grid["lr"].shape == (16,)
+    m_values = np.unique(np.asarray(grid["m"]))
+    lr_values = np.unique(np.asarray(grid["lr"]))
+    np.testing.assert_allclose(m_values, [0.0, 0.3, 0.6, 0.9], atol=1e-12)
+    assert m_values[0] == 0.0 and m_values[-1] == 0.9
+    assert lr_values[0] == 1e-3 and lr_values[-1] == 1.0  # bounds exactly
+    np.testing.assert_allclose(lr_values, [1e-3, 1e-2, 1e-1, 1.0], rtol=1e-12)  # even in log
+    pairs = set(zip(np.asarray(grid["m"]).tolist(), np.asarray(grid["lr"]).tolist()))
+    assert len(pairs) == 16
+
+
+def test_grid_with_one_point_is_the_centre():
+    space = hg.Space({"m": hg.Uniform(0.0, 1.0), "lr": hg.LogUniform(1e-4, 1.0)})
+    grid = space.grid(1)
+    np.testing.assert_allclose(grid["m"], [0.5])
+    np.testing.assert_allclose(grid["lr"], [1e-2], rtol=1e-12)
+
+
+def test_grid_choice_contributes_all_options_whatever_points_per_axis():
+    space = hg.Space({"m": hg.Uniform(0.0, 1.0), "layers": hg.Choice([1, 2, 3, 4])})
+    for points in (1, 2, 5):
+        grid = space.grid(points)
+        assert grid["layers"].shape == (points * 4,)
+        assert sorted(set(np.asarray(grid["layers"]).tolist())) == [1, 2, 3, 4]
+        assert jnp.issubdtype(grid["layers"].dtype, jnp.integer)
+
+
+def test_grid_independent_axes_multiply_and_shared_shapes_broadcast():
+    space = hg.Space({
+        "per_feature": hg.Uniform(0.0, 1.0, shape=(2,), independent=True),
+        "schedule": hg.LogUniform(1e-2, 1.0, shape=(5,)),
+    })
+    grid = space.grid(3)
+    assert grid["per_feature"].shape == (27, 2)  # 3 ** 2 * 3
+    assert grid["schedule"].shape == (27, 5)
+    schedule = np.asarray(grid["schedule"])
+    np.testing.assert_array_equal(schedule, np.broadcast_to(schedule[:, :1], schedule.shape))
+    rows = {tuple(r) for r in np.asarray(grid["per_feature"]).tolist()}
+    assert rows == {(a, b) for a in (0.0, 0.5, 1.0) for b in (0.0, 0.5, 1.0)}
+    triples = {(*pf, s[0]) for pf, s in zip(np.asarray(grid["per_feature"]).tolist(), schedule.tolist())}
+    assert len(triples) == 27
+
+
+def test_grid_refuses_an_explosive_size():
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(20,), independent=True)})
+    with pytest.raises(ValueError, match=r"points_per_axis=5.*lower points_per_axis"):
+        space.grid(5)
+
+
+@pytest.mark.parametrize("points", [0, -2, 1.5])
+def test_grid_rejects_bad_points_per_axis(points):
+    with pytest.raises(ValueError, match=r"points_per_axis=.* must be an integer >= 1"):
+        hg.Space({"a": hg.Uniform(0, 1)}).grid(points)
+
+
+# -- errors --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lo", [0.0, -1e-3])
+def test_loguniform_needs_a_positive_lower_bound(lo):
+    with pytest.raises(ValueError, match=r"LogUniform\(lo=.*lo must be > 0.*use Uniform"):
+        hg.LogUniform(lo, 1.0)
+
+
+@pytest.mark.parametrize("cls", [hg.Uniform, hg.LogUniform])
+@pytest.mark.parametrize("lo,hi", [(1.0, 1.0), (2.0, 1.0)])
+def test_bounds_must_be_ordered(cls, lo, hi):
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\(lo=.*lo must be smaller than hi; swap them"):
+        cls(lo, hi)
+
+
+def test_bounds_must_be_finite():
+    with pytest.raises(ValueError, match="both bounds must be finite"):
+        hg.Uniform(0.0, math.inf)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, -1), "abc", 200])
+def test_bad_shapes_are_refused(shape):
+    with pytest.raises(ValueError, match=r"shape="):
+        hg.Uniform(0.0, 1.0, shape=shape)
+
+
+@pytest.mark.parametrize("options", [["relu", "tanh"], [1, "two"], [True, False]])
+def test_choice_refuses_non_numeric_options(options):
+    with pytest.raises(ValueError, match=r"Choice\(options=.*is not a number.*integer indices"):
+        hg.Choice(options)
+
+
+def test_choice_refuses_no_options():
+    with pytest.raises(ValueError, match=r"Choice\(options=\[\]\): give at least one option"):
+        hg.Choice([])
+
+
+def test_space_refuses_bad_declarations():
+    with pytest.raises(ValueError, match="non-empty dict"):
+        hg.Space({})
+    with pytest.raises(ValueError, match=r"'lr' is .*use hg.Uniform, hg.LogUniform or hg.Choice"):
+        hg.Space({"lr": (1e-3, 1.0)})
+    with pytest.raises(ValueError, match="must be a string"):
+        hg.Space({1: hg.Uniform(0, 1)})
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(3,)), "momentum": hg.Uniform(0.0, 0.99)})
+
+
+def test_check_accepts_matching_hparams():
+    SPACE.check({"lr": jnp.ones(3) * 0.1, "momentum": 0.9})
+
+
+def test_check_names_missing_and_unexpected_hyperparameters():
+    with pytest.raises(ValueError, match=r"hparams names .*missing \['momentum'\], unexpected \['mom'\]; "
+                                         r"pass exactly the space's names"):
+        SPACE.check({"lr": jnp.ones(3), "mom": 0.9})
+
+
+def test_check_names_the_bad_shape_and_the_expected_one():
+    with pytest.raises(ValueError, match=r"init\['lr'\] has shape \(4,\), but the space declares \(3,\); "
+                                         r"give an array of shape \(3,\)"):
+        SPACE.check({"lr": jnp.ones(4), "momentum": 0.9}, argname="init")
+
+
+def test_check_refuses_a_non_dict():
+    with pytest.raises(ValueError, match="hparams must be a dict of name -> array, got list"):
+        SPACE.check([0.1, 0.9])
+
+
+def test_gradient_bijections_refuse_choice():
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "layers": hg.Choice([1, 2])})
+    assert space.choices == ("layers",)
+    with pytest.raises(ValueError, match=r"\['layers'\] are hg.Choice; search them with hg.random_search"):
+        space.constrain({"lr": 0.0, "layers": 1})
+
+
+def test_space_is_hashable_by_value():
+    a = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(3,))})
+    b = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(3,))})
+    assert a == b and hash(a) == hash(b)
+    assert a != hg.Space({"lr": hg.LogUniform(1e-3, 2.0, shape=(3,))})
+    assert a.num_scalars == 3 and len(a) == 1 and list(a) == ["lr"]
