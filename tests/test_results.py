@@ -1,0 +1,231 @@
+"""Trials tables: best setting, JSON and DataFrame export, streaming logs, and compare at equal compute.
+
+Results are built by hand from `Trial`s with known compute, so every expected number below follows
+from the construction, not from running anything.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import json  # noqa: E402
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import hypergrad as hg  # noqa: E402
+from hypergrad.results import COMPLETE, FAIL, SKIPPED, TrialRecorder  # noqa: E402
+
+RUN_FLOPS = 1000.0
+NAN, INF = float("nan"), float("inf")
+
+
+def make_trial(number, value, *, runs=1.0, state=None, test=None, seconds=0.5, grad_norm=None):
+    if state is None:
+        state = COMPLETE if math.isfinite(value) else FAIL
+    scores = {"val_loss": value, "test_loss": value + 0.5 if test is None else test,
+              "val_accuracy": 0.5, "test_accuracy": 1.0 / (2.0 + number)}
+    hparams = {"lr": np.asarray(0.01 * (number + 1)), "schedule": np.full((3,), 0.1 * number)}
+    return hg.Trial(number=number, hparams=hparams, value=value, scores=scores, state=state,
+                    flops=runs * RUN_FLOPS, seconds=seconds, run_flops=RUN_FLOPS, grad_norm=grad_norm)
+
+
+def strict_json(obj):
+    """json.dumps that refuses NaN/Infinity (which are not JSON)."""
+    return json.dumps(obj, allow_nan=False)
+
+
+@pytest.fixture
+def random_result():
+    """One run per trial; trial 2 diverged (NaN), trial 3 is marked failed despite a finite low value."""
+    trials = (make_trial(0, 5.0), make_trial(1, 3.0), make_trial(2, NAN),
+              make_trial(3, 0.5, state=FAIL), make_trial(4, 1.0, test=1.25))
+    return hg.Result("random", trials, RUN_FLOPS, compile_seconds=2.0, info={"chunk_size": 4})
+
+
+@pytest.fixture
+def tune_result():
+    """2.5 runs per trial (a hypergradient step); trial 2 diverged (inf), trial 1 was skipped."""
+    trials = (make_trial(0, 4.0, runs=2.5, grad_norm=1.0),
+              make_trial(1, 2.0, runs=2.5, state=SKIPPED, grad_norm=NAN),
+              make_trial(2, INF, runs=2.5, grad_norm=NAN),
+              make_trial(3, 0.8, runs=2.5, test=0.9, grad_norm=0.1))
+    return hg.Result("tune[Reverse()]", trials, RUN_FLOPS, compile_seconds=3.0)
+
+
+# -- best setting ---------------------------------------------------------------------------------
+def test_best_ignores_failed_trials(random_result):
+    best = random_result.best_trial
+    assert best.number == 4  # not trial 3 (failed, value 0.5) and not trial 2 (NaN)
+    assert random_result.best_value == 1.0
+    assert random_result.best_test_value == 1.25
+    np.testing.assert_array_equal(random_result.best_hparams["lr"], 0.05)
+    assert random_result.num_failed == 2
+
+
+def test_skipped_steps_with_a_finite_loss_can_be_best(tune_result):
+    assert tune_result.best_trial.number == 3
+    # Without trial 3, the skipped step (finite loss) is the best left; the inf one never is.
+    partial = hg.Result("t", tune_result.trials[:3], RUN_FLOPS, 0.0)
+    assert partial.best_trial.number == 1
+
+
+def test_best_of_all_failed_is_inf_not_nan():
+    result = hg.Result("random", (make_trial(0, NAN), make_trial(1, INF)), RUN_FLOPS, 0.0)
+    assert result.best_trial is None
+    assert result.best_value == INF
+    assert result.best_hparams is None and result.best_test_value is None
+    assert result.best_within(100.0) is None
+
+
+def test_compute_totals(random_result, tune_result):
+    assert random_result.runs == pytest.approx(5.0)
+    assert random_result.flops == pytest.approx(5 * RUN_FLOPS)
+    assert random_result.seconds == pytest.approx(2.5)
+    assert tune_result.runs == pytest.approx(10.0)
+    assert [t.runs for t in tune_result.trials] == pytest.approx([2.5] * 4)
+
+
+def test_curve_is_best_so_far_over_cumulative_runs(random_result):
+    runs, best = random_result.curve()
+    np.testing.assert_allclose(runs, [1, 2, 3, 4, 5])
+    np.testing.assert_allclose(best, [5, 3, 3, 3, 1])
+
+
+# -- export ---------------------------------------------------------------------------------------
+def test_to_dict_is_json_safe_with_nan(random_result, tune_result):
+    for result in (random_result, tune_result):
+        data = result.to_dict()
+        text = strict_json(data)  # raises on NaN or inf
+        back = json.loads(text)
+        assert len(back["trials"]) == len(result.trials)
+        assert back["strategy"] == result.strategy
+        assert back["best"]["number"] == result.best_trial.number
+    trials = random_result.to_dict()["trials"]
+    assert trials[2]["value"] is None and trials[2]["state"] == FAIL
+    assert trials[2]["scores"]["val_loss"] is None
+    assert trials[0]["hparams"]["schedule"] == [0.0, 0.0, 0.0]
+    assert trials[4]["test_value"] == 1.25 and trials[4]["runs"] == 1.0
+    tune_trials = tune_result.to_dict()["trials"]
+    assert tune_trials[1]["grad_norm"] is None and tune_trials[2]["value"] is None
+    assert tune_trials[0]["grad_norm"] == 1.0
+
+
+def test_save_writes_the_dict(tmp_path, random_result):
+    path = tmp_path / "result.json"
+    random_result.save(path)
+    assert json.loads(path.read_text()) == json.loads(strict_json(random_result.to_dict()))
+
+
+def test_to_dataframe_has_optuna_columns(random_result):
+    pd = pytest.importorskip("pandas")
+    df = random_result.to_dataframe()
+    for column in ("number", "value", "params_lr", "params_schedule", "duration", "state"):
+        assert column in df.columns
+    assert list(df.columns[:2]) == ["number", "value"]
+    assert list(df["number"]) == [0, 1, 2, 3, 4]
+    assert list(df["state"]) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "COMPLETE"]
+    assert df["value"].isna().tolist() == [False, False, True, False, False]
+    np.testing.assert_allclose(df["params_lr"].to_numpy(dtype=float), [0.01, 0.02, 0.03, 0.04, 0.05])
+    np.testing.assert_allclose(df["params_schedule"][2], [0.2, 0.2, 0.2])
+    assert pd.api.types.is_timedelta64_dtype(df["duration"])
+    assert df["duration"][0].total_seconds() == pytest.approx(0.5)
+    np.testing.assert_allclose(df["test_value"][:2], [5.5, 3.5])
+    assert "user_attrs_test_accuracy" in df.columns
+
+
+# -- streaming log --------------------------------------------------------------------------------
+def test_recorder_appends_one_flushed_json_line_per_trial(tmp_path):
+    path = tmp_path / "deeper" / "trials.jsonl"  # the folder is created
+    lines_seen, progress = [], []
+    recorder = TrialRecorder("random", path, progress.append, total=3)
+    try:
+        for trial in (make_trial(0, 2.0), make_trial(1, NAN), make_trial(2, 1.0)):
+            recorder.add(trial)
+            recorder.report()
+            lines_seen.append(len(path.read_text().splitlines()))  # readable before close
+    finally:
+        recorder.close()
+    assert lines_seen == [1, 2, 3]
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+               for line in path.read_text().splitlines()]
+    assert [r["number"] for r in records] == [0, 1, 2]
+    assert [r["value"] for r in records] == [2.0, None, 1.0]
+    assert all(r["strategy"] == "random" for r in records)
+    assert len(progress) == 3 and "3/3" in progress[-1]
+
+
+# -- compare --------------------------------------------------------------------------------------
+def _rows(comparison, strategy):
+    return [row for row in comparison.rows if row["strategy"] == strategy]
+
+
+def test_best_within_budget(random_result, tune_result):
+    assert random_result.best_within(0.5) is None
+    assert random_result.best_within(1.0).number == 0
+    assert random_result.best_within(2.0).number == 1
+    assert random_result.best_within(4.0).number == 1  # trials 2 and 3 failed
+    assert random_result.best_within(5.0).number == 4
+    assert tune_result.best_within(2.0) is None
+    assert tune_result.best_within(2.5).number == 0
+    assert tune_result.best_within(9.99).number == 1
+    assert tune_result.best_within(10.0).number == 3
+
+
+def test_compare_at_equal_compute(random_result, tune_result):
+    report = hg.compare({"random": random_result, "tune": tune_result}, budgets=[1, 2.5, 5, 10])
+    assert report.budgets == (1.0, 2.5, 5.0, 10.0)
+    assert len(report.rows) == 8
+    rand = _rows(report, "random")
+    assert [r["budget"] for r in rand] == [1.0, 2.5, 5.0, 10.0]
+    assert [r["best_value"] for r in rand] == [5.0, 3.0, 1.0, 1.0]
+    assert [r["trials"] for r in rand] == [1, 2, 5, 5]
+    assert [r["runs_used"] for r in rand] == [1.0, 2.0, 5.0, 5.0]  # compute actually spent, <= budget
+    assert [r["test_scores"]["test_loss"] for r in rand] == [5.5, 3.5, 1.25, 1.25]
+    assert rand[0]["test_scores"]["test_accuracy"] == pytest.approx(1 / 2)  # trial 0's metric
+    assert all(not any(k.startswith("val_") for k in r["test_scores"]) for r in rand)
+    np.testing.assert_array_equal(rand[2]["hparams"]["lr"], 0.05)
+    tune = _rows(report, "tune")
+    assert [r["best_value"] for r in tune] == [None, 4.0, 2.0, 0.8]
+    assert [r["trials"] for r in tune] == [0, 1, 2, 4]
+    assert tune[0]["test_scores"] == {} and tune[0]["hparams"] is None
+    assert [r["test_scores"].get("test_loss") for r in tune[1:]] == [4.5, 2.5, 0.9]
+
+
+def test_compare_default_budgets_are_fractions_of_the_largest_total(random_result, tune_result):
+    report = hg.compare({"random": random_result, "tune": tune_result})
+    largest = max(random_result.runs, tune_result.runs)  # 10 runs (tune); random spent 5
+    assert report.budgets == pytest.approx((largest / 8, largest / 4, largest / 2, largest))
+    # random stopped at 5 runs: at the 10-run budget it keeps what it found with the 5 it used.
+    assert [r["best_value"] for r in _rows(report, "random")] == [5.0, 3.0, 1.0, 1.0]
+    assert [r["runs_used"] for r in _rows(report, "random")] == [1.0, 2.0, 5.0, 5.0]
+    assert [r["best_value"] for r in _rows(report, "tune")] == [None, 4.0, 2.0, 0.8]
+    assert [r["runs_used"] for r in _rows(report, "tune")] == [0.0, 2.5, 5.0, 10.0]
+
+
+def test_comparison_exports(random_result, tune_result):
+    report = hg.compare({"random": random_result, "tune": tune_result}, budgets=[1, 10])
+    data = json.loads(strict_json(report.to_dict()))
+    assert data["budgets"] == [1.0, 10.0]
+    assert data["totals"]["random"]["failed"] == 2 and data["totals"]["tune"]["trials"] == 4
+    assert data["rows"][2]["best_value"] is None  # tune at budget 1
+    markdown = report.to_markdown()
+    for name in ("random", "tune"):
+        # one line per budget in the first table, one line in the totals table
+        assert sum(line.startswith(f"| {name} |") for line in markdown.splitlines()) == 3
+    assert "test_accuracy of pick" in markdown
+
+
+@pytest.mark.parametrize("bad", [{}, [], None])
+def test_compare_rejects_empty_input(bad):
+    with pytest.raises(ValueError, match="results"):
+        hg.compare(bad)
+
+
+def test_compare_rejects_non_results_and_bad_budgets(random_result):
+    with pytest.raises(ValueError, match="'oops'"):
+        hg.compare({"random": random_result, "oops": [1, 2]})
+    for budgets in ([], [0.0], [-1.0, 2.0]):
+        with pytest.raises(ValueError, match="budgets"):
+            hg.compare({"random": random_result}, budgets=budgets)

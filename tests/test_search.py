@@ -1,0 +1,351 @@
+"""Random and grid search: one vmapped, chunked program equal to evaluating every trial alone.
+
+Checks that the vmapped values equal a Python loop of single evaluations (float64), that padding
+and chunking change nothing, that grids hold their bounds, that diverged trials fail and are never
+best, that repeated calls compile nothing, that logs stream, and that bad arguments are refused
+before anything compiles.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import dataclasses  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import hypergrad as hg  # noqa: E402
+from hypergrad import _compile  # noqa: E402
+from hypergrad.results import COMPLETE, FAIL  # noqa: E402
+from hypergrad.search import evaluation_flops  # noqa: E402
+
+T = 12  # training steps of the minibatch objective
+
+
+def counting(problem):
+    """The problem with `train_loss` wrapped in a counter that increments when it is traced."""
+    count = {"traces": 0}
+    inner = problem.train_loss
+
+    def train_loss(params, hparams, batch):
+        count["traces"] += 1  # Python runs only while JAX traces
+        return inner(params, hparams, batch)
+
+    return dataclasses.replace(problem, train_loss=train_loss), count
+
+
+def sgd_schedule(h):
+    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
+
+
+@pytest.fixture(scope="module")
+def mb_objective():
+    """Softmax regression on minibatches of 8 (so every trial must replay the same batches)."""
+    problem = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0,
+                                   batch_size=8)
+    return hg.Objective(problem, sgd_schedule, num_steps=T)
+
+
+@pytest.fixture(scope="module")
+def mb_space():
+    return hg.Space({
+        "lr": hg.LogUniform(1e-2, 1.0, shape=(T,)),
+        "momentum": hg.Uniform(0.0, 0.9),
+        "weight_decay": hg.LogUniform(1e-5, 1e-1),
+    })
+
+
+@pytest.fixture(scope="module")
+def single_evaluation(mb_objective):
+    """Scores of one trial evaluated alone: `objective.evaluate(hparams, key)`, jitted once."""
+    return jax.jit(mb_objective.evaluate)
+
+
+def sgd(h):
+    return optax.sgd(h["lr"])
+
+
+@pytest.fixture(scope="module")
+def ridge_problem_():
+    return hg.problems.ridge(num_examples=40, num_features=5, seed=0)
+
+
+def assert_trials_match_loop(result, evaluate, key):
+    """Every trial's value and scores equal a single evaluation of its hyperparameters."""
+    for i, trial in enumerate(result.trials):
+        assert trial.number == i
+        alone = evaluate(trial.hparams, key)
+        assert set(trial.scores) == set(alone)
+        for name, value in alone.items():
+            np.testing.assert_allclose(trial.scores[name], float(value), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"trial {i}, score {name}")
+        assert trial.value == trial.scores["val_loss"]
+        assert trial.test_value == trial.scores["test_loss"]
+
+
+# -- random search equals a loop --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def random_results(mb_objective, mb_space):
+    """10 trials in chunks of 4 (4 + 4 + 2 padded) and in one chunk (chunk_size > num_trials)."""
+    key = jax.random.key(3)
+    return key, {chunk: hg.random_search(mb_objective, mb_space, key, num_trials=10, chunk_size=chunk)
+                 for chunk in (4, 64)}
+
+
+@pytest.mark.parametrize("chunk_size", [4, 64])
+def test_random_search_equals_loop_of_single_evaluations(random_results, mb_objective, single_evaluation,
+                                                         chunk_size):
+    key, results = random_results
+    result = results[chunk_size]
+    assert len(result.trials) == 10
+    assert result.info["chunk_size"] == min(chunk_size, 10)
+    assert_trials_match_loop(result, single_evaluation, key)
+    if chunk_size == 4:  # the public call itself (not jitted), for the last trial of the padded chunk
+        last = result.trials[-1]
+        np.testing.assert_allclose(last.value, float(mb_objective(last.hparams, key)), rtol=1e-10)
+
+
+def test_random_search_samples_inside_the_space_with_constant_schedules(random_results, mb_space):
+    _, results = random_results
+    trials = results[4].trials
+    for trial in trials:
+        assert set(trial.hparams) == set(mb_space.names)
+        assert trial.hparams["lr"].shape == (T,)
+        np.testing.assert_array_equal(trial.hparams["lr"], trial.hparams["lr"][0])  # one value broadcast
+        for name in mb_space.names:
+            dist = mb_space[name]
+            assert np.all((dist.lo <= trial.hparams[name]) & (trial.hparams[name] <= dist.hi))
+    lrs = [float(t.hparams["lr"][0]) for t in trials]
+    assert len(set(lrs)) == len(lrs)  # distinct settings
+    assert all(t.state == COMPLETE for t in trials)
+
+
+def test_chunking_and_padding_change_nothing_but_compute(random_results, mb_objective):
+    key, results = random_results
+    padded, whole = results[4], results[64]
+    for a, b in zip(padded.trials, whole.trials, strict=True):
+        for name in a.hparams:
+            np.testing.assert_array_equal(a.hparams[name], b.hparams[name])
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-10)
+    # The padded last chunk (2 real trials in 4 rows) is compute spent: 12 evaluations, not 10.
+    per_trial = evaluation_flops(mb_objective, padded.trials[0].hparams, key)
+    assert padded.flops == pytest.approx(12 * per_trial, rel=1e-9)
+    assert whole.flops == pytest.approx(10 * per_trial, rel=1e-9)
+    assert padded.trials[-1].runs == pytest.approx(2 * padded.trials[0].runs, rel=1e-9)
+    assert padded.trials[0].runs > 1.0  # an evaluation also scores the test split
+
+
+def test_new_key_changes_samples_and_training(mb_objective, mb_space, random_results):
+    key, results = random_results
+    other = hg.random_search(mb_objective, mb_space, jax.random.key(4), num_trials=4, chunk_size=4)
+    assert not np.allclose(other.trials[0].hparams["momentum"], results[4].trials[0].hparams["momentum"])
+
+
+# -- grid search ---------------------------------------------------------------------------------
+def test_grid_search_equals_loop_and_spans_the_bounds(mb_objective, single_evaluation):
+    # Same names and shapes as mb_space, so the chunk-of-4 program is reused; momentum is a Choice.
+    space = hg.Space({
+        "lr": hg.LogUniform(0.05, 0.8, shape=(T,)),
+        "momentum": hg.Choice([0.0, 0.9]),
+        "weight_decay": hg.LogUniform(1e-4, 1e-2),
+    })
+    key = jax.random.key(5)
+    result = hg.grid_search(mb_objective, space, key, points_per_axis=3, chunk_size=4)
+    assert len(result.trials) == 3 * 2 * 3  # 18 = 4 + 4 + 4 + 4 + 2 (padded)
+    lrs = sorted({float(t.hparams["lr"][0]) for t in result.trials})
+    wds = sorted({float(t.hparams["weight_decay"]) for t in result.trials})
+    moms = sorted({float(t.hparams["momentum"]) for t in result.trials})
+    assert lrs[0] == 0.05 and lrs[-1] == 0.8 and len(lrs) == 3
+    assert lrs[1] == pytest.approx(math.sqrt(0.05 * 0.8), rel=1e-12)  # log-spaced
+    assert wds == pytest.approx([1e-4, 1e-3, 1e-2], rel=1e-12)
+    assert wds[0] == 1e-4 and wds[-1] == 1e-2
+    assert moms == [0.0, 0.9]
+    combos = {(float(t.hparams["lr"][0]), float(t.hparams["momentum"]), float(t.hparams["weight_decay"]))
+              for t in result.trials}
+    assert combos == set(itertools.product(lrs, moms, wds))
+    assert result.info["points_per_axis"] == 3
+    assert_trials_match_loop(result, single_evaluation, key)
+
+
+def test_random_search_over_a_numeric_choice(mb_objective, single_evaluation):
+    options = [0.0, 0.5, 0.9]
+    space = hg.Space({
+        "lr": hg.LogUniform(0.05, 0.5, shape=(T,)),
+        "momentum": hg.Choice(options),
+        "weight_decay": hg.LogUniform(1e-4, 1e-2),
+    })
+    key = jax.random.key(6)
+    result = hg.random_search(mb_objective, space, key, num_trials=8, chunk_size=4)
+    momenta = [float(t.hparams["momentum"]) for t in result.trials]
+    assert set(momenta) <= set(options)
+    assert len(set(momenta)) >= 2
+    assert_trials_match_loop(result, single_evaluation, key)
+
+
+# -- divergence ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def diverging_objective(ridge_problem_):
+    # Full-batch ridge with a step size up to 1e12: the largest ones overflow to inf/NaN in 20 steps.
+    return hg.Objective(ridge_problem_, sgd, num_steps=20)
+
+
+DIVERGING_SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 1e12), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random"])
+def test_diverged_trials_fail_and_are_never_best(diverging_objective, strategy, tmp_path):
+    key = jax.random.key(0)
+    log = tmp_path / "trials.jsonl"
+    if strategy == "grid":
+        result = hg.grid_search(diverging_objective, DIVERGING_SPACE, key, points_per_axis=5, chunk_size=8,
+                                log=log)
+    else:
+        result = hg.random_search(diverging_objective, DIVERGING_SPACE, key, num_trials=20, chunk_size=8,
+                                  log=log)
+    failed = [t for t in result.trials if t.state == FAIL]
+    complete = [t for t in result.trials if t.state == COMPLETE]
+    assert failed and complete
+    assert len(failed) + len(complete) == len(result.trials)
+    assert all(not math.isfinite(t.value) for t in failed)
+    assert all(math.isfinite(t.value) for t in complete)
+    assert all(float(t.hparams["lr"]) > 1.0 for t in failed)  # only huge steps diverge
+    assert result.num_failed == len(failed)
+    assert math.isfinite(result.best_value)
+    assert result.best_value == min(t.value for t in complete)
+    assert result.best_trial.state == COMPLETE
+    # NaN/inf never reach the exports.
+    json.dumps(result.to_dict(), allow_nan=False)
+    for line in log.read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in the log"))
+
+
+# -- compiles once -------------------------------------------------------------------------------
+def test_search_traces_once_and_recompiles_nothing(ridge_problem_):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    problem, count = counting(ridge_problem_)
+    objective = hg.Objective(problem, sgd, num_steps=10)
+    at_report = []  # (traces, compilations) after each chunk
+
+    def progress(line):
+        at_report.append((count["traces"], _compile.stats.compilations))
+
+    compilations, searches = _compile.stats.compilations, _compile.stats.traces["search"]
+    first = hg.random_search(objective, space, jax.random.key(1), num_trials=10, chunk_size=3,
+                             progress=progress)
+    assert first.info["chunk_size"] == 3 and len(first.trials) == 10
+    # One program for all 4 chunks (3 + 3 + 3 + 1 padded): compiled once, before the first chunk ran.
+    assert _compile.stats.compilations == compilations + 1
+    assert _compile.stats.traces["search"] == searches + 1
+    assert len(at_report) == 4
+    assert at_report[0][0] > 0 and all(r == at_report[0] for r in at_report)
+    assert first.compile_seconds > 0
+
+    traced, compilations = count["traces"], _compile.stats.compilations
+    again = hg.random_search(objective, space, jax.random.key(2), num_trials=7, chunk_size=3)  # 3 + 3 + 1
+    assert len(again.trials) == 7
+    assert count["traces"] == traced
+    assert _compile.stats.compilations == compilations
+    assert again.compile_seconds == 0.0
+    assert again.trials[0].value != first.trials[0].value  # new values through the same program
+    # A grid over the same names and shapes reuses it too.
+    grid = hg.grid_search(objective, space, jax.random.key(3), points_per_axis=2, chunk_size=3)
+    assert len(grid.trials) == 4
+    assert count["traces"] == traced
+    assert _compile.stats.compilations == compilations
+
+
+# -- streaming log ------------------------------------------------------------------------------
+def test_log_gets_one_json_line_per_trial_as_produced(diverging_objective, tmp_path):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    log = tmp_path / "logs" / "random.jsonl"
+    lines_at_report = []
+
+    def progress(line):
+        lines_at_report.append(len(log.read_text().splitlines()))
+
+    result = hg.random_search(diverging_objective, space, jax.random.key(0), num_trials=19, chunk_size=8,
+                              log=log, progress=progress)
+    assert lines_at_report == [8, 16, 19]  # on disk chunk by chunk, before the search finished
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["number"] for r in records] == list(range(19))
+    for record, trial in zip(records, result.trials, strict=True):
+        assert record["strategy"] == "random"
+        assert record["value"] == trial.value
+        assert record["test_value"] == trial.test_value
+        assert record["hparams"]["lr"] == float(trial.hparams["lr"])
+        assert record["flops"] > 0
+
+
+# -- bad arguments ---------------------------------------------------------------------------------
+def _raises_before_compiling(match, fn, *args, **kwargs):
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match=match):
+        fn(*args, **kwargs)
+    assert _compile.stats.compilations == compilations
+
+
+@pytest.mark.parametrize("num_trials", [0, -3, 2.5, True])
+def test_random_search_rejects_bad_num_trials(diverging_objective, num_trials):
+    _raises_before_compiling("num_trials", hg.random_search, diverging_objective, DIVERGING_SPACE,
+                             jax.random.key(0), num_trials=num_trials)
+
+
+@pytest.mark.parametrize("search", ["random", "grid"])
+def test_search_rejects_chunk_size_zero(diverging_objective, search):
+    if search == "random":
+        _raises_before_compiling("chunk_size", hg.random_search, diverging_objective, DIVERGING_SPACE,
+                                 jax.random.key(0), num_trials=4, chunk_size=0)
+    else:
+        _raises_before_compiling("chunk_size", hg.grid_search, diverging_objective, DIVERGING_SPACE,
+                                 jax.random.key(0), points_per_axis=2, chunk_size=0)
+
+
+@pytest.mark.parametrize("points", [0, -1, 1.5])
+def test_grid_search_rejects_bad_points_per_axis(diverging_objective, points):
+    _raises_before_compiling("points_per_axis", hg.grid_search, diverging_objective, DIVERGING_SPACE,
+                             jax.random.key(0), points_per_axis=points)
+
+
+@pytest.mark.parametrize("search", ["random", "grid"])
+def test_search_rejects_a_space_that_is_not_a_space(diverging_objective, search):
+    as_dict = {"lr": hg.LogUniform(1e-3, 1.0)}
+    if search == "random":
+        _raises_before_compiling("space", hg.random_search, diverging_objective, as_dict, jax.random.key(0),
+                                 num_trials=4)
+    else:
+        _raises_before_compiling("space", hg.grid_search, diverging_objective, as_dict, jax.random.key(0),
+                                 points_per_axis=2)
+
+
+def test_choice_of_strings_is_refused():
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match="options"):
+        hg.Choice(["relu", "tanh"])
+    with pytest.raises(ValueError, match="options"):
+        hg.Choice([0.1, "adam"])
+    assert _compile.stats.compilations == compilations
+
+
+def test_search_rejects_bad_objective_and_key(diverging_objective):
+    _raises_before_compiling("objective", hg.random_search, lambda h, k: 0.0, DIVERGING_SPACE,
+                             jax.random.key(0), num_trials=4)
+    _raises_before_compiling("key", hg.random_search, diverging_objective, DIVERGING_SPACE, 0, num_trials=4)
+    _raises_before_compiling("key", hg.grid_search, diverging_objective, DIVERGING_SPACE, 0,
+                             points_per_axis=2)
+
+
+def test_hyperparameter_the_objective_does_not_get_is_named(diverging_objective):
+    """A space without a hyperparameter the optimiser reads fails with its name, not a KeyError."""
+    space = hg.Space({"weight_decay": hg.LogUniform(1e-4, 1.0)})  # no "lr"
+    with pytest.raises(ValueError, match="'lr'"):
+        hg.random_search(diverging_objective, space, jax.random.key(0), num_trials=2)
+
+
+def test_float64_is_on():  # the 1e-10 agreements above assume it
+    assert jnp.zeros(()).dtype == jnp.float64

@@ -1,0 +1,237 @@
+"""`tune`: the outer loop over unconstrained hyperparameters.
+
+It must lower the validation loss, compile its step once (however many steps, and not again for a
+new key or starting point), refuse what it cannot differentiate before compiling, survive
+divergent steps without returning NaN, and record every step as a trial.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
+
+import hypergrad as hg  # noqa: E402
+from hypergrad import _compile  # noqa: E402
+from hypergrad.results import COMPLETE, FAIL, SKIPPED  # noqa: E402
+
+T = 30        # inner training steps of the digits MLP
+STEPS = 6     # outer steps of the first tune call
+
+
+def counting(problem):
+    """The problem with `train_loss` wrapped in a counter that increments when it is traced."""
+    count = {"traces": 0}
+    inner = problem.train_loss
+
+    def train_loss(params, hparams, batch):
+        count["traces"] += 1  # Python runs only while JAX traces
+        return inner(params, hparams, batch)
+
+    return dataclasses.replace(problem, train_loss=train_loss), count
+
+
+def sgd_schedule(h):
+    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
+
+
+def sgd(h):
+    return optax.sgd(h["lr"])
+
+
+def in_bounds(space, hparams):
+    return all(bool(np.all((space[n].lo < hparams[n]) & (hparams[n] < space[n].hi))) for n in space.names)
+
+
+# -- the digits MLP ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    problem, count = counting(hg.problems.mlp_classifier("digits", hidden=(16,), batch_size=64))
+    objective = hg.Objective(problem, sgd_schedule, num_steps=T)
+    space = hg.Space({
+        "lr": hg.LogUniform(1e-3, 1.0, shape=(T,)),
+        "momentum": hg.Uniform(0.0, 0.95),
+        "weight_decay": hg.LogUniform(1e-6, 1e-1),
+    })
+    init = {"lr": jnp.full((T,), 0.01), "momentum": 0.5, "weight_decay": 1e-3}  # too small a step
+    compilations, tunes = _compile.stats.compilations, _compile.stats.traces["tune"]
+    at_report = []  # (traces, compilations) after each step is recorded
+
+    def progress(line):
+        at_report.append((count["traces"], _compile.stats.compilations))
+
+    result = hg.tune(objective, space, jax.random.key(0), steps=STEPS, init=init, progress=progress)
+    return {"objective": objective, "space": space, "init": init, "result": result, "count": count,
+            "at_report": at_report, "new_compilations": _compile.stats.compilations - compilations,
+            "new_tune_programs": _compile.stats.traces["tune"] - tunes}
+
+
+def test_tune_lowers_the_validation_loss(digits):
+    result = digits["result"]
+    start = result.trials[0]
+    assert result.best_trial.number > 0
+    assert result.best_value < 0.9 * start.value  # at least 10% lower after a handful of steps
+    assert result.best_test_value < start.test_value  # and the pick does better on held-out data
+    assert result.trials[-1].value < start.value
+
+
+def test_every_trial_is_recorded(digits):
+    result, space, init = digits["result"], digits["space"], digits["init"]
+    assert [t.number for t in result.trials] == list(range(STEPS + 1))  # steps plus the final iterate
+    for trial in result.trials:
+        assert trial.state == COMPLETE
+        assert {n: np.shape(v) for n, v in trial.hparams.items()} == {n: space[n].shape for n in space.names}
+        assert in_bounds(space, trial.hparams)
+        assert math.isfinite(trial.value) and trial.value == trial.scores["val_loss"]
+        assert math.isfinite(trial.test_value) and trial.test_value == trial.scores["test_loss"]
+        assert 0.0 <= trial.scores["test_accuracy"] <= 1.0
+        assert trial.grad_norm is not None and math.isfinite(trial.grad_norm) and trial.grad_norm > 0
+        assert trial.flops > 0 and trial.run_flops > 0
+        assert trial.runs > 1.0  # a hypergradient costs more than one training run
+        assert trial.seconds >= 0
+    for name in space.names:  # the first step is taken at the given starting point
+        np.testing.assert_allclose(result.trials[0].hparams[name], init[name], rtol=1e-12)
+    # The schedule is a free (T,) vector: the hypergradient moves its entries differently.
+    assert np.ptp(result.trials[-1].hparams["lr"]) > 0
+    assert result.info["steps"] == STEPS
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_outer_steps_trace_the_training_function_once(digits):
+    """One compiled outer-step program; the steps themselves trace nothing."""
+    assert digits["new_compilations"] == 1
+    assert digits["new_tune_programs"] == 1
+    at_report = digits["at_report"]
+    assert len(at_report) == STEPS + 1
+    assert at_report[0][0] > 0  # train_loss was traced (for the program and its FLOP accounting) ...
+    assert all(r == at_report[0] for r in at_report)  # ... before the first step, never after
+
+
+def test_a_second_call_compiles_nothing(digits):
+    count, traced = digits["count"], digits["count"]["traces"]
+    compilations = _compile.stats.compilations
+    assert traced > 0
+    init = {"lr": jnp.full((T,), 0.03), "momentum": 0.2, "weight_decay": 1e-4}
+    again = hg.tune(digits["objective"], digits["space"], jax.random.key(1), steps=3, init=init)
+    assert count["traces"] == traced
+    assert _compile.stats.compilations == compilations
+    assert again.compile_seconds == 0.0
+    assert len(again.trials) == 4
+    np.testing.assert_allclose(again.trials[0].hparams["lr"], 0.03, rtol=1e-12)
+    assert again.trials[0].value != digits["result"].trials[0].value
+
+
+def test_a_choice_is_refused_before_compiling(digits):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(T,)), "momentum": hg.Choice([0.0, 0.9]),
+                      "weight_decay": hg.LogUniform(1e-6, 1e-1)})
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match="Choice") as info:
+        hg.tune(digits["objective"], space, jax.random.key(0), steps=2)
+    assert "momentum" in str(info.value)
+    assert _compile.stats.compilations == compilations
+
+
+@pytest.mark.parametrize("case", ["missing", "extra", "shape", "outside", "on_bound", "not_a_dict",
+                                  "integer"])
+def test_bad_init_is_refused_naming_init(digits, case):
+    good = {"lr": jnp.full((T,), 0.01), "momentum": 0.5, "weight_decay": 1e-3}
+    init = {
+        "missing": {"lr": good["lr"], "momentum": 0.5},
+        "extra": {**good, "nesterov": 1.0},
+        "shape": {**good, "lr": jnp.full((T - 1,), 0.01)},
+        "outside": {**good, "momentum": 1.5},
+        "on_bound": {**good, "weight_decay": 1e-1},
+        "not_a_dict": [0.01, 0.5, 1e-3],
+        "integer": {**good, "lr": jnp.ones((T,), jnp.int32)},
+    }[case]
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match="init"):
+        hg.tune(digits["objective"], digits["space"], jax.random.key(0), steps=2, init=init)
+    assert _compile.stats.compilations == compilations
+
+
+@pytest.mark.parametrize("kwargs, argname", [
+    ({"steps": 0}, "steps"),
+    ({"steps": 2.5}, "steps"),
+    ({"outer": "adam"}, "outer"),
+    ({"method": "reverse"}, "method"),
+])
+def test_bad_arguments_are_refused_before_compiling(digits, kwargs, argname):
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match=argname):
+        hg.tune(digits["objective"], digits["space"], jax.random.key(0), **kwargs)
+    assert _compile.stats.compilations == compilations
+
+
+def test_bad_space_and_key_are_refused(digits):
+    with pytest.raises(ValueError, match="space"):
+        hg.tune(digits["objective"], {"lr": hg.LogUniform(1e-3, 1.0)}, jax.random.key(0))
+    with pytest.raises(ValueError, match="key"):
+        hg.tune(digits["objective"], digits["space"], 0)
+
+
+# -- divergence -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ridge_problem_():
+    return hg.problems.ridge(num_examples=40, num_features=5, seed=0)
+
+
+DIVERGING_SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 1e12), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+WILD_OUTER = optax.adam(30.0)  # one object, so both calls below share one compiled program
+
+
+@pytest.fixture(scope="module")
+def diverging_objective(ridge_problem_):
+    # Full-batch ridge for 20 steps: step sizes above ~1e8 overflow the loss to inf.
+    return hg.Objective(ridge_problem_, sgd, num_steps=20)
+
+
+def test_non_finite_steps_are_skipped_and_recorded(diverging_objective):
+    key = jax.random.key(0)
+    result = hg.tune(diverging_objective, DIVERGING_SPACE, key, outer=WILD_OUTER, steps=6,
+                     init={"lr": 0.01, "weight_decay": 0.01})
+    states = [t.state for t in result.trials]
+    assert states[0] == COMPLETE
+    assert FAIL in states or SKIPPED in states
+    for trial in result.trials:
+        assert in_bounds(DIVERGING_SPACE, trial.hparams)
+        assert math.isfinite(trial.value) == (trial.state != FAIL)
+    # Never NaN, never a failed pick: the best is the lowest finite loss among the usable trials.
+    assert math.isfinite(result.best_value)
+    assert result.best_trial.state != FAIL
+    assert result.best_value == min(t.value for t in result.trials if t.state != FAIL)
+    json.dumps(result.to_dict(), allow_nan=False)
+    # A skipped step backs z off halfway towards the last iterate whose step was finite.
+    z = [DIVERGING_SPACE.unconstrain(t.hparams) for t in result.trials]
+    z_good, backed_off = z[0], 0
+    for k in range(len(result.trials) - 1):
+        if states[k] == COMPLETE:
+            z_good = z[k]
+        else:
+            backed_off += 1
+            for name in DIVERGING_SPACE.names:
+                np.testing.assert_allclose(z[k + 1][name], 0.5 * (z[k][name] + z_good[name]), atol=1e-3)
+    assert backed_off > 0
+    # Trial values are the objective itself at the recorded hyperparameters.
+    objective = jax.jit(diverging_objective)
+    for trial in (result.trials[0], result.best_trial):
+        np.testing.assert_allclose(trial.value, float(objective(trial.hparams, key)), rtol=1e-10)
+    failed = next(t for t in result.trials if t.state == FAIL)
+    assert not math.isfinite(float(objective(failed.hparams, key)))
+
+
+def test_all_steps_diverging_gives_no_pick_and_no_nan(diverging_objective):
+    result = hg.tune(diverging_objective, DIVERGING_SPACE, jax.random.key(0), outer=WILD_OUTER, steps=3,
+                     init={"lr": 1e11, "weight_decay": 0.01})
+    assert [t.state for t in result.trials] == [FAIL] * 4
+    assert result.best_value == math.inf and result.best_trial is None and result.best_hparams is None
+    # With no finite iterate to back off to, z stays where it started.
+    for trial in result.trials:
+        np.testing.assert_allclose(trial.hparams["lr"], 1e11, rtol=1e-9)
