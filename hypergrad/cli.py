@@ -38,7 +38,6 @@ def _compare(args: argparse.Namespace) -> int:
 
     import hypergrad as hg
     from hypergrad.problems.presets import preset
-    from hypergrad.search import evaluation_flops, run_flops
     from hypergrad.tune import tune_step_cost
 
     if args.budget <= 0:
@@ -51,9 +50,7 @@ def _compare(args: argparse.Namespace) -> int:
         os.replace(log, log + ".previous")  # keep the last run's trials rather than mixing them in
     method = hg.Reverse(checkpoint_every=args.checkpoint_every)
     outer = optax.adam(args.outer_lr)
-    centre = space.centre()
-    trial_runs = evaluation_flops(objective, centre, key) / run_flops(objective, centre, key)
-    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), trial_runs, len(space))
+    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), 1.0, len(space))
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     if say:
         say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "

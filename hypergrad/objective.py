@@ -146,11 +146,8 @@ class Objective:
         opt_state = self.make_optimizer(hparams).init(params)
         return TrainState(params, opt_state), data_key
 
-    def step(
-        self, state: TrainState, t: jax.Array, hparams: HParams, data_key: Key, train_data: PyTree
-    ) -> TrainState:
-        """Training step `t`: one minibatch gradient and one optimiser update."""
-        batch = self.problem.train_batch(train_data, data_key, t)
+    def step(self, state: TrainState, hparams: HParams, batch: PyTree) -> TrainState:
+        """One training step: the minibatch gradient and one optimiser update."""
         grads = jax.grad(self.problem.train_loss)(state.params, hparams, batch)
         updates, opt_state = self.make_optimizer(hparams).update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state)
@@ -186,31 +183,32 @@ class Objective:
         *,
         checkpoint_every: int | None = None,
     ) -> TrainState:
-        """Steps `start, ..., start + num_steps - 1` of training, from `state`."""
+        """Steps `start, ..., start + num_steps - 1` of training, from `state`.
+
+        The minibatch indices of all the steps are drawn before the loop (T x batch_size integers),
+        so neither reverse mode nor checkpointing stores or recomputes the sampling.
+        """
         unroll = self.unroll
+        steps = start + jnp.arange(num_steps)
+        xs = self.problem.batch_indices(data_key, steps)  # (T, batch_size), or None: full batch
 
-        def body(state, t):
-            return self.step(state, t, hparams, data_key, train_data), None
+        def body(state, indices):
+            return self.step(state, hparams, self.problem.gather(train_data, indices)), None
 
-        def scan(state, first, length):
-            if length == 0:
-                return state
-            steps = jnp.arange(first, first + length)
-            return jax.lax.scan(body, state, steps, unroll=unroll)[0]
+        def scan(state, xs, length):
+            return jax.lax.scan(body, state, xs, length=length, unroll=unroll)[0]
 
         if checkpoint_every is None:
-            return scan(state, start, num_steps)
+            return scan(state, xs, num_steps)
         k = min(checkpoint_every, num_steps)
         num_segments, remainder = divmod(num_steps, k)
-
-        @jax.checkpoint
-        def segment(state, first):
-            return jax.lax.scan(body, state, first + jnp.arange(k), unroll=unroll)[0]
-
-        firsts = start + k * jnp.arange(num_segments)
-        state = jax.lax.scan(lambda s, f: (segment(s, f), None), state, firsts, unroll=unroll)[0]
+        split = num_segments * k
+        head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), xs)
+        segment = jax.checkpoint(lambda state, seg: (scan(state, seg, k), None))
+        state = jax.lax.scan(segment, state, head, length=num_segments, unroll=unroll)[0]
         if remainder:
-            state = jax.checkpoint(lambda s: scan(s, start + k * num_segments, remainder))(state)
+            tail = jax.tree.map(lambda a: a[split:], xs)
+            state = jax.checkpoint(lambda s, x: scan(s, x, remainder))(state, tail)
         return state
 
     def loss_and_scores(

@@ -7,8 +7,8 @@ other scores, and the compute it cost in
 - FLOPs, from XLA's cost analysis of the compiled programs, accounted per training step (see
   `hypergrad.compute`);
 - wall seconds of execution (compilation is reported separately, per result);
-- training-run equivalents: FLOPs divided by the FLOPs of one plain training run (training plus
-  one validation evaluation), the unit in which `compare` lines strategies up.
+- training-run equivalents: FLOPs divided by the FLOPs of one training run (training plus scoring
+  the trained parameters on validation and test: one search trial), the unit of `compare`.
 
 `compare` answers "at equal compute, which strategy found the better setting, and how does its pick
 do on the test split?".

@@ -31,7 +31,7 @@ from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
 from hypergrad.space import Space, _check_count
 
-__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "evaluation_flops"]
+__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops"]
 
 _SAMPLE_STREAM = 2**31 - 1  # fold_in tag separating the sampling key from the training key
 
@@ -48,20 +48,12 @@ def _first(batch: HParams) -> HParams:
 
 
 def run_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    """FLOPs of one plain training run (training plus the validation loss): the compute unit."""
-    def build(steps):
-        return lambda h, k, d: objective.reference(steps).loss_and_scores(h, k, d)[0]
-
-    return cached_affine_flops(("run", objective), build, (hparams, key, objective.problem.data),
-                               objective.num_steps)
-
-
-def evaluation_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    """FLOPs of one trial of a search: a training run plus every score on validation and test."""
+    """FLOPs of one training run, the compute unit: training plus scoring the trained parameters
+    (validation and test losses and metrics), which is exactly what one search trial costs."""
     def build(steps):
         return lambda h, k, d: objective.reference(steps).loss_and_scores(h, k, d)[1]
 
-    return cached_affine_flops(("evaluate", objective), build, (hparams, key, objective.problem.data),
+    return cached_affine_flops(("run", objective), build, (hparams, key, objective.problem.data),
                                objective.num_steps)
 
 
@@ -113,7 +105,6 @@ def evaluate_settings(
         (_chunk(settings, 0, chunk), key, data),
     )
     unit = run_flops(objective, first, key)
-    per_trial = evaluation_flops(objective, first, key)
     recorder = TrialRecorder(strategy, log, progress, total=num)
     try:
         for start in range(0, num, chunk):
@@ -131,7 +122,7 @@ def evaluate_settings(
                     value=value,
                     scores=trial_scores,
                     state=COMPLETE if math.isfinite(value) else FAIL,
-                    flops=per_trial * chunk / real,  # padding rows are compute spent too
+                    flops=unit * chunk / real,  # padding rows are compute spent too
                     seconds=seconds / real,
                     run_flops=unit,
                 ))

@@ -21,6 +21,8 @@ def l2_penalty(weights: jax.Array, weight_decay: jax.Array) -> jax.Array:
     A per-feature penalty of shape (d,) weighs row i of a (d, ...) weight matrix by weight_decay[i].
     """
     weight_decay = jnp.asarray(weight_decay)
+    if weight_decay.ndim == 0:  # no kernel-shaped broadcast copies for reverse mode to store
+        return 0.5 * weight_decay * jnp.sum(jnp.square(weights))
     if weight_decay.ndim == 1:
         weight_decay = weight_decay.reshape((-1,) + (1,) * (weights.ndim - 1))
     return 0.5 * jnp.sum(weight_decay * jnp.square(weights))
