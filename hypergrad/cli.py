@@ -57,13 +57,19 @@ def _compare(args: argparse.Namespace) -> int:
             f"{plan['tune_steps']} tune steps, {plan['random_trials']} random trials, "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
 
+    # Chunks as equal as the memory bound allows, so padding wastes (almost) none of the budget.
+    def chunk_for(num_trials):
+        return math.ceil(num_trials / math.ceil(num_trials / args.chunk_size))
+
     started = time.perf_counter()
     results = {
         "hypergradient": hg.tune(objective, space, key, method=method, outer=outer, steps=plan["tune_steps"],
                                  log=log, progress=say or False),
-        "random": hg.random_search(objective, space, key, plan["random_trials"], chunk_size=args.chunk_size,
+        "random": hg.random_search(objective, space, key, plan["random_trials"],
+                                   chunk_size=chunk_for(plan["random_trials"]),
                                    log=log, progress=say or False),
-        "grid": hg.grid_search(objective, space, key, plan["grid_points_per_axis"], chunk_size=args.chunk_size,
+        "grid": hg.grid_search(objective, space, key, plan["grid_points_per_axis"],
+                               chunk_size=chunk_for(plan["grid_points_per_axis"] ** len(space)),
                                log=log, progress=say or False),
     }
     report = hg.compare(results)
