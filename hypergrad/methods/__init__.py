@@ -1,7 +1,9 @@
 """Hypergradient methods: one module each, one shared interface (`Method`)."""
 
 from hypergrad.methods.base import Method
+from hypergrad.methods.forward import Forward
 from hypergrad.methods.implicit import Implicit
 from hypergrad.methods.reverse import Reverse
+from hypergrad.methods.truncated import Truncated
 
-__all__ = ["Implicit", "Method", "Reverse"]
+__all__ = ["Forward", "Implicit", "Method", "Reverse", "Truncated"]
