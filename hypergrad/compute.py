@@ -21,7 +21,7 @@ import jax
 
 from hypergrad._compile import _signature, flops_of
 
-__all__ = ["affine_flops", "cached_affine_flops", "flops_per_step"]
+__all__ = ["affine_flops", "cached_affine_flops", "cached_flops_per_step", "flops_per_step"]
 
 
 # Reference programs are compiled only to be counted, never run: skipping LLVM's optimisations
@@ -52,12 +52,18 @@ def affine_flops(build: Callable[[int], Callable], args: tuple, num_steps: int) 
     return fixed + num_steps * per_step
 
 
-_flops_cache: dict[Any, float] = {}
+_flops_cache: dict[Any, tuple[float, float]] = {}
+
+
+def cached_flops_per_step(tag: Any, build: Callable[[int], Callable], args: tuple) -> tuple[float, float]:
+    """`flops_per_step`, computed once per (tag, argument shapes)."""
+    key = (tag, _signature(args))
+    if key not in _flops_cache:
+        _flops_cache[key] = flops_per_step(build, args)
+    return _flops_cache[key]
 
 
 def cached_affine_flops(tag: Any, build: Callable[[int], Callable], args: tuple, num_steps: int) -> float:
-    """`affine_flops`, computed once per (tag, argument shapes, num_steps)."""
-    key = (tag, _signature(args), num_steps)
-    if key not in _flops_cache:
-        _flops_cache[key] = affine_flops(build, args, num_steps)
-    return _flops_cache[key]
+    """`affine_flops`, from per-step counts computed once per (tag, argument shapes)."""
+    fixed, per_step = cached_flops_per_step(tag, build, args)
+    return fixed + num_steps * per_step

@@ -25,13 +25,13 @@ import numpy as np
 
 from hypergrad import _compile
 from hypergrad._types import HParams, Key
-from hypergrad.compute import cached_affine_flops
+from hypergrad.compute import cached_flops_per_step
 from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
 from hypergrad.space import Space, _check_count
 
-__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops"]
+__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step"]
 
 _SAMPLE_STREAM = 2**31 - 1  # fold_in tag separating the sampling key from the training key
 
@@ -47,14 +47,19 @@ def _first(batch: HParams) -> HParams:
     return jax.tree.map(lambda a: a[0], batch)
 
 
-def run_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    """FLOPs of one training run, the compute unit: training plus scoring the trained parameters
-    (validation and test losses and metrics), which is exactly what one search trial costs."""
+def run_flops_per_step(objective: Objective, hparams: HParams, key: Key) -> tuple[float, float]:
+    """(FLOPs outside the loop, FLOPs per step) of one training run (see `run_flops`)."""
     def build(steps):
         return lambda h, k, d: objective.reference(steps).loss_and_scores(h, k, d)[1]
 
-    return cached_affine_flops(("run", objective), build, (hparams, key, objective.problem.data),
-                               objective.num_steps)
+    return cached_flops_per_step(("run", objective), build, (hparams, key, objective.problem.data))
+
+
+def run_flops(objective: Objective, hparams: HParams, key: Key) -> float:
+    """FLOPs of one training run, the compute unit: training plus scoring the trained parameters
+    (validation and test losses and metrics), which is exactly what one search trial costs."""
+    fixed, per_step = run_flops_per_step(objective, hparams, key)
+    return fixed + objective.num_steps * per_step
 
 
 def _chunk(batch: HParams, start: int, size: int) -> HParams:

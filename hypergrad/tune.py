@@ -29,7 +29,6 @@ import optax
 
 from hypergrad import _compile
 from hypergrad._types import HParams, Key
-from hypergrad.compute import cached_affine_flops
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
@@ -76,12 +75,8 @@ def _outer_step_fn(objective: Objective, space: Space, method: Method, outer: op
 
 
 def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
-    """FLOPs of one hypergradient of `method` (one outer step), accounted per training step."""
-    def build(steps):
-        return lambda h, k, d: method.reference_options(steps).value_and_grad(objective.reference(steps), h, k, d)
-
-    return cached_affine_flops(("hypergradient", objective, method), build,
-                               (hparams, key, objective.problem.data), objective.num_steps)
+    """FLOPs of one hypergradient of `method` (one outer step); see `Method.flops`."""
+    return method.flops(objective, hparams, key)
 
 
 def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method = Reverse()) -> float:

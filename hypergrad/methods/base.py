@@ -32,6 +32,26 @@ class Method(abc.ABC):
     def check(self, objective: Any, hparams: HParams) -> None:  # noqa: B027 - optional hook
         """Raises `ValueError`, before anything compiles, for a combination it cannot handle."""
 
+    def flops_per_step(self, objective: Any, hparams: HParams, key: Key) -> tuple[float, float]:
+        """(FLOPs outside the training loop, FLOPs per training step) of `value_and_grad`.
+
+        Counted by XLA on the method's program with the loop fully unrolled at T=1 and T=2 (see
+        `hypergrad.compute`), cached per (objective, method, shapes).
+        """
+        from hypergrad.compute import cached_flops_per_step
+
+        def build(steps):
+            method = self.reference_options(steps)
+            return lambda h, k, d: method.value_and_grad(objective.reference(steps), h, k, d)
+
+        return cached_flops_per_step(("hypergradient", objective, self), build,
+                                     (hparams, key, objective.problem.data))
+
+    def flops(self, objective: Any, hparams: HParams, key: Key) -> float:
+        """FLOPs of one `value_and_grad` at the objective's horizon (affine in T by default)."""
+        fixed, per_step = self.flops_per_step(objective, hparams, key)
+        return fixed + objective.num_steps * per_step
+
     def reference_options(self, num_steps: int) -> "Method":
         """This method as used in the T=1 and T=2 reference programs of compute accounting."""
         del num_steps

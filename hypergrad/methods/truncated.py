@@ -43,10 +43,8 @@ class Truncated(Method):
     ignored, so, e.g., the learning rate it drives to is typically smaller than the best one for the
     full horizon. Unbiased (exact) only when window >= T.
 
-    Compute accounting: `hg.tune` counts FLOPs by extrapolating programs unrolled at T = 1 and 2,
-    which cannot express "T forward + window backward"; a truncated hypergradient is counted like
-    `Reverse` (T forward and T backward steps), an overestimate when window < T (exact at window 1
-    and window >= T).
+    Compute accounting (`flops`): the per-step FLOPs of `Reverse` for the `window` differentiated
+    steps plus those of a plain training step for the other T - window steps.
 
     Args:
         window: number of final training steps differentiated through, an int >= 1.
@@ -93,7 +91,10 @@ class Truncated(Method):
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)
 
-    def reference_options(self, num_steps: int) -> Method:
-        # See "Compute accounting" above: counted like Reverse (conservative). With checkpointing,
-        # checkpointing every step reproduces the one recomputation per step of any k.
-        return self if self.checkpoint_every is None else Truncated(self.window, checkpoint_every=1)
+    def flops(self, objective: Any, hparams: HParams, key: Key) -> float:
+        from hypergrad.search import run_flops_per_step
+
+        window = min(self.window, objective.num_steps)
+        fixed, reverse_step = Reverse(self.checkpoint_every).flops_per_step(objective, hparams, key)
+        _, train_step = run_flops_per_step(objective, hparams, key)
+        return fixed + window * reverse_step + (objective.num_steps - window) * train_step
