@@ -4,6 +4,7 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.forward import Forward
 from hypergrad.methods.implicit import Implicit
 from hypergrad.methods.reverse import Reverse
+from hypergrad.methods.reversible import Reversible, ReversibleRun
 from hypergrad.methods.truncated import Truncated
 
-__all__ = ["Forward", "Implicit", "Method", "Reverse", "Truncated"]
+__all__ = ["Forward", "Implicit", "Method", "Reverse", "Reversible", "ReversibleRun", "Truncated"]

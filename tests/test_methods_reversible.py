@@ -1,0 +1,230 @@
+"""Reversible: exact reversal of SGD with momentum, agreement with Reverse, and its refusals.
+
+float64 throughout (conftest). Tolerance for the agreement with `hg.Reverse()`: relative 1e-6 of
+the largest entry of each gradient. Reversible differentiates the fixed-point trajectory, which
+differs from the float one by rounding every gradient and step to 2^-40 (~1e-12) and the momentum
+to a multiple of 2^-30 (~1e-9); over these short runs that moves the hypergradient by ~1e-9
+relative (measured), so 1e-6 leaves room for longer and more chaotic runs while still catching
+any wrong term of the reverse pass (those are O(1) errors).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import _compile
+from hypergrad.methods.reversible import MOMENTUM_BITS, Reversible, _mul, _pack, _unmul, _unpack
+
+T = 8
+RTOL = 1e-6
+
+
+def sgd_momentum_schedule(h):
+    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
+
+
+def sgd_momentum_scalar(h):
+    return optax.sgd(h["lr"], momentum=h["momentum"])
+
+
+def assert_matches_reverse(objective, hparams, key, method, *, exact=True, via_hypergradient=False):
+    """Reversible's value and hypergradient equal Reverse's (relative RTOL), and, with `exact`, the
+    reverse pass lands on the initial fixed-point parameters bit for bit and on v_0 = 0."""
+    value, grads = hg.hypergradient(objective, hparams, key)
+    if via_hypergradient:  # the public entry point (one compiled program)
+        value_rev, grads_rev = hg.hypergradient(objective, hparams, key, method=method)
+        out = None
+    else:  # one program that also returns the reconstruction
+        method.check(objective, hparams)
+        out = jax.jit(lambda h, k: method.run(objective, h, k))(hparams, key)
+        value_rev, grads_rev = out.value, out.grads
+    np.testing.assert_allclose(value_rev, value, rtol=1e-9)
+    assert jax.tree.structure(grads_rev) == jax.tree.structure(grads)
+    for name in hparams:
+        expected, ours = np.asarray(grads[name]), np.asarray(grads_rev[name])
+        assert ours.shape == expected.shape and ours.dtype == expected.dtype
+        assert np.max(np.abs(expected)) > 0
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=RTOL * np.max(np.abs(expected)), err_msg=name)
+    if exact and out is not None:
+        initial, reconstructed, velocity = out.initial, out.reconstructed, out.velocity0
+        assert jax.tree.structure(initial) == jax.tree.structure(reconstructed)
+        for a, b, v in zip(jax.tree.leaves(initial), jax.tree.leaves(reconstructed), jax.tree.leaves(velocity)):
+            assert a.dtype == jnp.int64 and b.dtype == jnp.int64
+            np.testing.assert_array_equal(b, a)
+            np.testing.assert_array_equal(v, 0)
+        # The initial integers really are the problem's initial parameters on the 2^-radix grid.
+        state, _ = objective.init_state(hparams, key)
+        for a, p in zip(jax.tree.leaves(initial), jax.tree.leaves(state.params)):
+            np.testing.assert_array_equal(a, np.round(np.asarray(p, np.float64) * 2.0 ** method.radix_bits))
+    return grads_rev
+
+
+# -- the integer kernels -------------------------------------------------------------------------
+@pytest.mark.parametrize("m", [1.0, 0.999, 0.9, 0.5, 0.37, 2.0 ** -8])
+def test_multiplication_by_the_momentum_is_exactly_undone(m):
+    n = jnp.asarray(round(m * 2 ** MOMENTUM_BITS), jnp.int64)
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.integers(-2 ** 61, 2 ** 61, 2000), rng.integers(-5000, 5000, 2000), [0, -1, 1]])
+    v = jnp.asarray(v, jnp.int64)
+    q, j = _mul(v, n)
+    # q is floor(v m) (checked with Python's big integers), j a small fiber index.
+    expected = [(int(a) * int(n)) >> MOMENTUM_BITS for a in np.asarray(v)[:50]]
+    assert np.asarray(q)[:50].tolist() == expected
+    base = -(-(2 ** MOMENTUM_BITS) // int(n))  # ceil(1 / m): the fiber size bound
+    assert int(jnp.min(j)) >= 0 and int(jnp.max(j)) < base
+    np.testing.assert_array_equal(_unmul(q, j, n), v)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_information_buffer_packs_and_unpacks(bits):
+    j = jnp.asarray(np.random.default_rng(bits).integers(0, 2 ** bits, (3, 7)), jnp.int64)
+    packed = _pack(j, bits)
+    assert packed.dtype == jnp.uint8 and packed.size == -(-21 * bits // 8)
+    np.testing.assert_array_equal(_unpack(packed, bits, (3, 7)), j)
+
+
+# -- agreement with Reverse and exact reversal -----------------------------------------------------
+def test_ridge_scalar_lr_momentum_and_decay(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, sgd_momentum_scalar, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.3), "momentum": jnp.asarray(0.7), "weight_decay": jnp.asarray(0.02)}
+    assert_matches_reverse(objective, hparams, key, Reversible(), via_hypergradient=True)
+    # 1 bit per parameter per step is enough for momentum >= 1/2: same answer, still exact.
+    assert_matches_reverse(objective, hparams, key, Reversible(info_bits=1))
+
+
+def test_logistic_minibatch_schedule_momentum_and_feature_decay(logistic_minibatch_problem):
+    objective = hg.Objective(logistic_minibatch_problem, sgd_momentum_schedule, num_steps=T)
+    d = logistic_minibatch_problem.train_data[0].shape[1]
+    hparams = {"lr": jnp.linspace(0.8, 0.1, T), "momentum": jnp.asarray(0.9),
+               "weight_decay": jnp.geomspace(1e-3, 1e-1, d)}
+    key = jax.random.key(3)
+    grads = assert_matches_reverse(objective, hparams, key, Reversible())
+    assert np.all(np.asarray(grads["lr"]) != 0)  # every step of the schedule gets its own derivative
+
+
+def test_mlp_minibatch_schedule_with_small_momentum(mlp_minibatch_problem, key):
+    """The nonconvex case; momentum 0.05 loses ~4.3 bits per parameter per step, all recovered."""
+    objective = hg.Objective(mlp_minibatch_problem, sgd_momentum_schedule, num_steps=T)
+    hparams = {"lr": jnp.linspace(0.5, 0.2, T), "momentum": jnp.asarray(0.05), "weight_decay": jnp.asarray(1e-2)}
+    assert_matches_reverse(objective, hparams, key, Reversible())
+
+
+def test_value_and_scores_are_those_of_the_trained_parameters(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, sgd_momentum_schedule, num_steps=T)
+    hparams = {"lr": jnp.linspace(0.4, 0.1, T), "momentum": jnp.asarray(0.6), "weight_decay": jnp.asarray(1e-2)}
+    (value, scores), _ = jax.jit(lambda h, k: Reversible().value_and_grad(objective, h, k, ridge_problem.data))(
+        hparams, key)
+    expected = objective.evaluate(hparams, key)
+    assert set(scores) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(scores[name], expected[name], rtol=1e-9)
+    assert value == scores["val_loss"]
+
+
+def test_leaving_the_fixed_point_range_gives_nan(ridge_problem, key):
+    """A diverging run overflows int64 (|w| >= 2^21 at radix 2^-40): NaN, never a wrong number."""
+    objective = hg.Objective(ridge_problem, sgd_momentum_scalar, num_steps=T)
+    hparams = {"lr": jnp.asarray(50.0), "momentum": jnp.asarray(0.9), "weight_decay": jnp.asarray(0.0)}
+    value, grads = hg.hypergradient(objective, hparams, key, method=Reversible())
+    assert np.isnan(value) and all(np.all(np.isnan(g)) for g in grads.values())
+
+
+# -- refusals, before anything is traced ------------------------------------------------------------
+def counted(problem):
+    count = {"traces": 0}
+
+    def train_loss(params, hparams, batch):
+        count["traces"] += 1
+        return problem.train_loss(params, hparams, batch)
+
+    return dataclasses.replace(problem, train_loss=train_loss), count
+
+
+GOOD = {"lr": jnp.full(T, 0.1), "momentum": jnp.asarray(0.9), "weight_decay": jnp.asarray(1e-2)}
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda h: optax.adam(h["lr"][0]),
+    lambda h: optax.sgd(lambda s: h["lr"][s]),  # momentum ignored
+    lambda h: optax.sgd(lambda s: h["lr"][s], momentum=h["momentum"], nesterov=True),
+    lambda h: optax.chain(optax.add_decayed_weights(h["weight_decay"]),
+                          optax.sgd(lambda s: h["lr"][s], momentum=h["momentum"])),
+    lambda h: optax.sgd(h["lr"][0], momentum=h["momentum"]),  # constant, not the schedule
+], ids=["adam", "no-momentum", "nesterov", "decoupled-decay", "ignores-schedule"])
+def test_other_optimisers_are_refused_before_tracing(ridge_problem, key, optimizer):
+    problem, count = counted(ridge_problem)
+    objective = hg.Objective(problem, optimizer, num_steps=T)
+    hparams = {**GOOD, "lr": jnp.linspace(0.1, 0.05, T)}
+    before = _compile.stats.compilations
+    with pytest.raises(ValueError, match=r"Reversible supports SGD with momentum only"):
+        hg.hypergradient(objective, hparams, key, method=Reversible())
+    assert count["traces"] == 0 and _compile.stats.compilations == before
+
+
+@pytest.mark.parametrize("hparams, method, match", [
+    ({"lr": GOOD["lr"], "weight_decay": 0.1}, Reversible(), r"Reversible\(momentum='momentum'\): hparams has no"),
+    (GOOD, Reversible(lr="eta"), r"Reversible\(lr='eta'\): hparams has no 'eta'"),
+    ({**GOOD, "lr": jnp.full(T - 1, 0.1)}, Reversible(), r"shape \(7,\); give a scalar or a per-step schedule"),
+    ({**GOOD, "momentum": jnp.full(3, 0.9)}, Reversible(), r"the momentum must be a scalar"),
+    ({**GOOD, "momentum": 0.3}, Reversible(info_bits=1), r"Reversible\(info_bits=1\) reverses momentum in"),
+    ({**GOOD, "momentum": 1e-4}, Reversible(), r"raise info_bits .* or use hg.Reverse\(\)"),
+], ids=["no-momentum", "renamed-lr", "short-schedule", "shaped-momentum", "momentum-below-floor",
+        "tiny-momentum"])
+def test_unsupported_hyperparameters_are_refused(ridge_problem, key, hparams, method, match):
+    problem, count = counted(ridge_problem)
+    objective = hg.Objective(problem, sgd_momentum_schedule, num_steps=T)
+    with pytest.raises(ValueError, match=match):
+        hg.hypergradient(objective, hparams, key, method=method)
+    assert count["traces"] == 0
+
+
+def test_renamed_hyperparameters(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(lambda s: h["eta"][s], momentum=h["beta"]),
+                             num_steps=T)
+    hparams = {"eta": jnp.linspace(0.3, 0.1, T), "beta": jnp.asarray(0.5), "weight_decay": jnp.asarray(0.01)}
+    assert_matches_reverse(objective, hparams, key, Reversible(lr="eta", momentum="beta"), via_hypergradient=True)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lr": 3}, r"Reversible\(lr=3\) must be the name"),
+    ({"momentum": ""}, r"Reversible\(momentum=''\) must be the name"),
+    ({"lr": "a", "momentum": "a"}, r"must be different"),
+    ({"radix_bits": 60}, r"Reversible\(radix_bits=60\) must be an int in \[8, 56\]"),
+    ({"radix_bits": 40.0}, r"radix_bits=40.0"),
+    ({"info_bits": 3}, r"Reversible\(info_bits=3\) must be 1, 2, 4 or 8"),
+    ({"info_bits": True}, r"info_bits=True"),
+])
+def test_bad_fields_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Reversible(**kwargs)
+
+
+def test_is_immutable_and_hashable_by_value():
+    assert Reversible(info_bits=4) == Reversible(info_bits=4)
+    assert hash(Reversible()) == hash(Reversible())
+    assert Reversible() != Reversible(info_bits=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Reversible().info_bits = 1
+
+
+# -- inside tune -----------------------------------------------------------------------------------
+def test_tune_lowers_the_validation_loss_on_digits():
+    """Softmax regression on digits (minibatches of 64, a per-step schedule): the digits MLP works
+    the same way but compiles several times slower, and this file must stay fast."""
+    steps_inner = 20
+    problem = hg.problems.logistic("digits", batch_size=64)
+    objective = hg.Objective(problem, sgd_momentum_schedule, num_steps=steps_inner)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(steps_inner,)), "momentum": hg.Uniform(0.1, 0.95),
+                      "weight_decay": hg.LogUniform(1e-6, 1e-1)})
+    init = {"lr": jnp.full((steps_inner,), 0.01), "momentum": 0.5, "weight_decay": 1e-3}  # too small a step
+    result = hg.tune(objective, space, jax.random.key(0), method=Reversible(), outer=optax.adam(0.3), steps=6,
+                     init=init)
+    start = result.trials[0]
+    assert all(t.state == "complete" and np.isfinite(t.value) for t in result.trials)
+    assert result.best_value < 0.9 * start.value
+    assert result.trials[-1].value < start.value
