@@ -1,0 +1,350 @@
+"""Zero-order hypergradients: evolution strategies (ES) and persistent evolution strategies (PES).
+
+Neither method differentiates the training loop: they train with perturbed hyperparameters and
+correlate the change of the validation loss with the perturbation. They need only forward runs,
+so they apply to losses that are not differentiable (accuracies, discrete steps) or whose exact
+gradient is useless because training is chaotic (long unrolls, large learning rates).
+
+Perturbation coordinates. The method receives constrained hyperparameters (a learning rate of 0.1,
+a weight decay of 1e-4), whose scales differ by orders of magnitude. With `relative=True` (the
+default) hyperparameter `h` is perturbed additively by a step proportional to its own size,
+
+    h + sigma * D e,    D = diag(|h|)  (1 where h == 0),    e ~ N(0, I),
+
+so sigma is a *fraction* of each value (sigma = 0.01 moves a learning rate of 0.1 by about 0.001
+and a weight decay of 1e-4 by about 1e-6): one sigma suits every hyperparameter, and a positive
+value changes sign only when |e| > 1/sigma (100 standard deviations for sigma = 0.01, that is
+never). Perturbing in the unconstrained coordinates of a `Space` would also keep bounds, but the
+method does not see the space; a relative step is what a log-scale perturbation is to first order.
+With `relative=False`, D = I and sigma is an absolute step in every coordinate.
+
+What is estimated. With D held fixed at the current h, the Gaussian-smoothed loss is
+
+    F(h) = E_e[ L(h + sigma D e) ],
+
+and since h + sigma D e ~ N(h, sigma^2 D^2), its exact gradient is (Stein's lemma)
+
+    grad F(h) = E_e[ D^-1 e L(h + sigma D e) ] / sigma
+              = E_e[ D^-1 e (L(h + sigma D e) - L(h - sigma D e)) ] / (2 sigma)   (antithetic)
+              = E_e[ D^-1 e (L(h + sigma D e) - L(h)) ] / sigma                     (baseline).
+
+The estimators below are Monte Carlo means of these expressions, so they are unbiased for grad F.
+Relative to the true gradient, a Taylor expansion gives grad F - grad L = (sigma^2 / 2)
+grad tr(D^2 hess L) + O(sigma^4): a bias of O(sigma^2) (in units of the relative step).
+
+Randomness. `value_and_grad(objective, hparams, key, data)` receives the training key, which must
+keep producing the same initialisation and minibatches. The perturbations come from
+`fold_in(key, PERTURBATION_STREAM)`, and the noise of sample i in window k from
+`fold_in(fold_in(that, i), k)` (ES is window 0): estimates are replayable, do not depend on the
+chunk size, and PES with one window uses exactly ES's noise. Every perturbed run trains with the
+same key as the unperturbed one (common random numbers), so minibatch noise cancels in the
+differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hypergrad._types import HParams, Key, PyTree
+from hypergrad.methods.base import Method
+
+__all__ = ["ES", "PES", "PERTURBATION_STREAM"]
+
+PERTURBATION_STREAM = 2**31 - 2
+"""fold_in tag separating the perturbation key from the training key (search uses 2**31 - 1)."""
+
+
+# -- validation of the fields --------------------------------------------------------------------
+def _check_sigma(cls: str, sigma: Any) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"{cls}(sigma={sigma!r}) must be a positive finite number, e.g. sigma=0.01 (a 1% "
+                         "perturbation of each hyperparameter with relative=True)")
+    return float(sigma)
+
+
+def _check_int(cls: str, name: str, value: Any, hint: str, *, optional: bool = False) -> int | None:
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{cls}({name}={value!r}) must be a positive int{' or None' if optional else ''}; {hint}")
+    return int(value)
+
+
+def _check_bool(cls: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{cls}({name}={value!r}) must be True or False")
+    return bool(value)
+
+
+# -- shared pieces -------------------------------------------------------------------------------
+def _perturbation_key(key: Key) -> Key:
+    return jax.random.fold_in(key, PERTURBATION_STREAM)
+
+
+def _noise(noise_key: Key, sample: jax.Array, window: jax.Array | int, hparams: HParams) -> HParams:
+    """Standard normal noise shaped like `hparams` for `sample` in `window` (ES: window 0).
+
+    One draw of all elements at once (then split by leaf): a single threefry computation per
+    program keeps compilation short.
+    """
+    key = jax.random.fold_in(jax.random.fold_in(noise_key, sample), window)
+    leaves, treedef = jax.tree.flatten(hparams)
+    if not leaves:
+        return hparams
+    sizes = [math.prod(jnp.shape(x)) for x in leaves]
+    flat = jax.random.normal(key, (sum(sizes),), jnp.result_type(*leaves))
+    pieces = jnp.split(flat, np.cumsum(sizes)[:-1].tolist())
+    return treedef.unflatten([p.reshape(jnp.shape(x)).astype(jnp.result_type(x)) for p, x in zip(pieces, leaves)])
+
+
+def _scale(hparams: HParams, relative: bool) -> HParams:
+    """D of the module docstring: |h| (1 where h == 0) for relative steps, else 1."""
+    if not relative:
+        return jax.tree.map(jnp.ones_like, hparams)
+    return jax.tree.map(lambda h: jnp.where(h != 0, jnp.abs(h), jnp.ones_like(h)), hparams)
+
+
+def _signs(antithetic: bool, dtype) -> jax.Array:
+    return jnp.asarray([1.0, -1.0] if antithetic else [1.0], dtype)
+
+
+def _perturb(hparams: HParams, scale: HParams, noise: HParams, sigma: float, signs: jax.Array) -> HParams:
+    """Hyperparameters h + s sigma D e for each sign s, stacked on a leading axis."""
+    def one(h, d, e):
+        step = sigma * d * e
+        return h[None] + signs.astype(h.dtype).reshape((-1,) + (1,) * h.ndim) * step[None]
+
+    return jax.tree.map(one, hparams, scale, noise)
+
+
+def _weight(losses: jax.Array, value: jax.Array, sigma: float, antithetic: bool) -> jax.Array:
+    """The finite difference that multiplies the noise: (L+ - L-)/(2 sigma) or (L+ - L)/sigma."""
+    if antithetic:
+        return (losses[0] - losses[1]) / (2 * sigma)
+    return (losses[0] - value) / sigma
+
+
+def _map_samples(fn: Callable[[jax.Array], PyTree], num_samples: int, chunk: int | None) -> PyTree:
+    """fn over samples 0..n-1, vmapped, `chunk` samples at a time (None: all at once)."""
+    samples = jnp.arange(num_samples)
+    if chunk is None or chunk >= num_samples:
+        return jax.vmap(fn)(samples)
+    return jax.lax.map(fn, samples, batch_size=chunk)
+
+
+def _estimate(contributions: HParams, scale: HParams) -> HParams:
+    """Mean over samples of the weighted noise, mapped back from e-coordinates by D^-1."""
+    return jax.tree.map(lambda c, d: jnp.mean(c, axis=0) / d, contributions, scale)
+
+
+def _window_unroll(objective: Any) -> int | bool:
+    # Fully unrolled reference objectives (compute accounting) must unroll the window loop too:
+    # XLA's cost analysis counts a loop body once.
+    return True if objective.unroll is True else 1
+
+
+# -- ES ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ES(Method):
+    """Evolution-strategies estimate of the hypergradient (Gaussian smoothing).
+
+    Salimans, Ho, Chen, Sidor & Sutskever (2017), "Evolution strategies as a scalable alternative
+    to reinforcement learning"; as a hypergradient baseline in Vicol, Metz & Sohl-Dickstein (2021).
+    Each sample draws e ~ N(0, I) shaped like the hyperparameters, trains at h + sigma D e (and at
+    h - sigma D e when antithetic) and contributes D^-1 e times the finite difference of the
+    validation loss; see the module docstring for D (relative steps) and the derivation.
+
+        antithetic:  g = mean_i D^-1 e_i (L(h + sigma D e_i) - L(h - sigma D e_i)) / (2 sigma)
+        otherwise:   g = mean_i D^-1 e_i (L(h + sigma D e_i) - L(h)) / sigma
+
+    The value and scores returned are those of an unperturbed training run at `hparams` (so they
+    equal `objective(hparams, key)`); without antithetic pairs that run is also the baseline L(h).
+
+    Cost: 2 * num_samples + 1 training runs with antithetic pairs, num_samples + 1 without; no
+    backward pass. Memory: the perturbed runs of min(chunk, num_samples) samples at once (twice
+    that many runs when antithetic, vmapped), plus the unperturbed run; nothing grows with T.
+    Bias: none for the gradient of the smoothed loss E[L(h + sigma D e)]; O(sigma^2) relative to
+    the true gradient. Variance: each estimate's error is about |D grad L| sqrt((P + 1) / n)
+    (divided elementwise by D) for P hyperparameter elements and n samples, so the sample count
+    must grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
+    A diverged perturbed run makes the estimate non-finite (`tune` then skips the step).
+
+    Args:
+        sigma: perturbation size: a fraction of each value with `relative=True` (e.g. 0.01),
+            else an absolute step.
+        num_samples: number of noise draws n (pairs when antithetic).
+        antithetic: evaluate +e and -e for each draw (cancels the even-order terms and the
+            constant; recommended).
+        relative: perturb each hyperparameter in proportion to its magnitude (default), or by an
+            absolute sigma.
+        chunk: evaluate this many samples at a time (a `lax.map` over vmapped chunks) to bound
+            memory; None evaluates all samples in one vmap.
+    """
+
+    sigma: float
+    num_samples: int
+    antithetic: bool = True
+    relative: bool = True
+    chunk: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigma", _check_sigma("ES", self.sigma))
+        object.__setattr__(self, "num_samples", _check_int(
+            "ES", "num_samples", self.num_samples, "the number of noise draws, e.g. num_samples=16"))
+        object.__setattr__(self, "antithetic", _check_bool("ES", "antithetic", self.antithetic))
+        object.__setattr__(self, "relative", _check_bool("ES", "relative", self.relative))
+        object.__setattr__(self, "chunk", _check_int(
+            "ES", "chunk", self.chunk, "samples evaluated at once (memory bound), or None for all",
+            optional=True))
+
+    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
+        value, scores = objective.loss_and_scores(hparams, key, data)
+        noise_key = _perturbation_key(key)
+        scale = _scale(hparams, self.relative)
+        signs = _signs(self.antithetic, jnp.result_type(value))
+
+        def loss(h):  # the validation loss only (scores would compute the test loss too)
+            return objective.problem.val_loss(objective.run(h, key, data).params, data["val"])
+
+        def sample(i):
+            noise = _noise(noise_key, i, 0, hparams)
+            losses = jax.vmap(loss)(_perturb(hparams, scale, noise, self.sigma, signs))
+            weight = _weight(losses, value, self.sigma, self.antithetic)
+            return jax.tree.map(lambda e: weight.astype(e.dtype) * e, noise)
+
+        contributions = _map_samples(sample, self.num_samples, self.chunk)
+        return (value, scores), _estimate(contributions, scale)
+
+    def reference_options(self, num_steps: int) -> Method:
+        # A chunked lax.map is a loop, whose body XLA's cost analysis would count once.
+        del num_steps
+        return dataclasses.replace(self, chunk=None)
+
+
+# -- PES -----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PES(Method):
+    """Persistent evolution strategies over windows of the training run.
+
+    Vicol, Metz & Sohl-Dickstein (2021), "Unbiased gradient estimation in unrolled computation
+    graphs with persistent evolution strategies" (ICML). The T training steps are split into
+    windows of `window` steps (the last one shorter when `window` does not divide T; one window
+    when window >= T). Each particle carries its own training state from window to window; at the
+    start of window k it draws fresh noise e_k, trains that window at h + s sigma D e_k (s = +1, and
+    s = -1 for its antithetic twin, which accumulates the opposite noise) and accumulates
+    xi_k = e_1 + ... + e_k. The estimate is the paper's sum over windows of
+    xi_k (L_k(+) - L_k(-)) / (2 sigma^2) (written here in units of the standardised noise e), where
+    the loss L_k of a window is the part of the objective it completes. Our objective is the
+    validation loss at the end of training only, so every L_k but the last is zero and
+
+        g = mean_i D^-1 xi_K,i (L_T(+) - L_T(-)) / (2 sigma),     xi_K = e_1 + ... + e_K.
+
+    Why this is unbiased, and for what. Let the hyperparameters of window k be h + sigma D e_k with
+    independent e_k, and F(h) = E[L_T(h + sigma D e_1, ..., h + sigma D e_K)] the loss smoothed by
+    noise resampled every window. By Stein's lemma applied to each window's copy of h,
+    dF/dh = sum_k E[D^-1 e_k L_T] / sigma = E[D^-1 xi_K L_T] / sigma: the accumulated noise xi is
+    exactly what every window's hyperparameters were perturbed by, including the windows whose
+    effect on the final loss persists through the carried state (truncated ES, which would use
+    e_K alone, drops those and is biased). So g is unbiased for grad F, and F differs from L by
+    O(sigma^2) as for ES. Using the validation loss at the end of every window instead would be
+    unbiased for the gradient of the sum of those losses, a different objective; it is not what
+    `value` reports, so it is not done. With a single window (window >= T), PES is ES with the
+    same noise, sample by sample.
+
+    Within one call PES thus costs the same as ES and pays for per-window smoothing with a larger
+    variance: xi_K has K = ceil(T / window) times the variance of one draw, and the noise of the
+    windows in which a hyperparameter element has no effect (all but one for an element of a
+    per-step schedule) only adds to it. Its purpose is the setting of the paper: the particle
+    states persist between windows, so the unroll can be cut into pieces without the bias of
+    truncation.
+
+    The value and scores returned are those of an unperturbed training run at `hparams`.
+
+    Cost: 2 * num_samples + 1 training runs with antithetic pairs (num_samples + 1 without), plus
+    one noise draw per window; no backward pass. Memory: the states of the particles of
+    min(chunk, num_samples) samples at once (two per sample when antithetic), vmapped; nothing
+    grows with T. Bias: none for the gradient of the per-window smoothed loss F; O(sigma^2)
+    relative to the true gradient.
+
+    Args:
+        sigma: perturbation size (a fraction of each value with `relative=True`).
+        num_samples: number of particles (antithetic pairs when antithetic).
+        window: training steps per window, >= 1.
+        antithetic: pair each particle with one carrying the opposite noise (recommended);
+            without, the baseline is the unperturbed run: g = mean D^-1 xi (L_T - L(h)) / sigma.
+        relative: perturb in proportion to each value (default) or by an absolute sigma.
+        chunk: particles (pairs) run at a time, each chunk through all windows; None: all at once.
+    """
+
+    sigma: float
+    num_samples: int
+    window: int
+    antithetic: bool = True
+    relative: bool = True
+    chunk: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigma", _check_sigma("PES", self.sigma))
+        object.__setattr__(self, "num_samples", _check_int(
+            "PES", "num_samples", self.num_samples, "the number of particles, e.g. num_samples=16"))
+        object.__setattr__(self, "window", _check_int(
+            "PES", "window", self.window, "the number of training steps per window, e.g. window=10"))
+        object.__setattr__(self, "antithetic", _check_bool("PES", "antithetic", self.antithetic))
+        object.__setattr__(self, "relative", _check_bool("PES", "relative", self.relative))
+        object.__setattr__(self, "chunk", _check_int(
+            "PES", "chunk", self.chunk, "particles run at once (memory bound), or None for all", optional=True))
+
+    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
+        value, scores = objective.loss_and_scores(hparams, key, data)
+        noise_key = _perturbation_key(key)
+        scale = _scale(hparams, self.relative)
+        signs = _signs(self.antithetic, jnp.result_type(value))
+        # The data key does not depend on the hyperparameters: every particle sees the same batches.
+        _, data_key = objective.init_state(hparams, key)
+        num_full, remainder = divmod(objective.num_steps, self.window)
+        unroll = _window_unroll(objective)
+
+        def sample(i):
+            def advance(states, xi, noise, k, length):
+                """Window k (`length` steps) at h + s sigma D e_k; xi += e_k."""
+                hs = _perturb(hparams, scale, noise, self.sigma, signs)
+                states = jax.vmap(lambda state, h: objective.run_steps(
+                    state, k * self.window, length, h, data_key, data["train"]))(states, hs)
+                return states, jax.tree.map(jnp.add, xi, noise)
+
+            # Window 0's hyperparameters also initialise the optimiser state (an optimiser whose
+            # state holds a hyperparameter, such as sgd_hd's initial learning rate, sees it there).
+            noise = _noise(noise_key, i, 0, hparams)
+            states = jax.vmap(lambda h: objective.init_state(h, key)[0])(
+                _perturb(hparams, scale, noise, self.sigma, signs))
+            xi = jax.tree.map(jnp.zeros_like, hparams)
+            if num_full:
+                def body(carry, k):
+                    states, xi, noise = carry
+                    states, xi = advance(states, xi, noise, k, self.window)
+                    # The next window's noise is drawn here, so the program holds one draw in the
+                    # loop and one before it (the last iteration's draw feeds the remainder).
+                    return (states, xi, _noise(noise_key, i, k + 1, hparams)), None
+
+                states, xi, noise = jax.lax.scan(body, (states, xi, noise), jnp.arange(num_full),
+                                                 unroll=unroll)[0]
+            if remainder:
+                states, xi = advance(states, xi, noise, num_full, remainder)
+            losses = jax.vmap(lambda params: objective.problem.val_loss(params, data["val"]))(states.params)
+            weight = _weight(losses, value, self.sigma, self.antithetic)
+            return jax.tree.map(lambda x: weight.astype(x.dtype) * x, xi)
+
+        contributions = _map_samples(sample, self.num_samples, self.chunk)
+        return (value, scores), _estimate(contributions, scale)
+
+    def reference_options(self, num_steps: int) -> Method:
+        del num_steps
+        return dataclasses.replace(self, chunk=None)

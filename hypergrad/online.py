@@ -1,0 +1,146 @@
+"""Online hypergradient descent: an optax optimiser that adapts its own learning rate.
+
+Baydin, Cornish, Martinez Rubio, Schmidt & Wood (2018), "Online learning rate adaptation with
+hypergradient descent" (ICLR). During a single training run the learning rate alpha takes a
+gradient step of its own at every step, using the derivative of the current minibatch loss with
+respect to the learning rate of the previous update.
+
+SGD-HD. With u_{t-1} = -alpha_{t-1} g_{t-1} the previous update, theta_{t-1} = theta_{t-2} +
+u_{t-1}, so (keeping only the dependence through the last update, the paper's approximation)
+
+    d f(theta_{t-1}) / d alpha = g_t . d u_{t-1} / d alpha = -g_t . g_{t-1},
+    alpha_t = alpha_{t-1} - beta * d f / d alpha = alpha_{t-1} + beta * g_t . g_{t-1},
+    theta_t = theta_{t-1} - alpha_t g_t,
+
+with g_0 = 0, so the first step uses alpha_0. Successive gradients that agree (the step is too
+short) raise alpha; gradients that alternate (the step overshoots) lower it.
+
+SGDN-HD (momentum mu, Nesterov as in the paper):
+
+    v_t = mu v_{t-1} + g_t,       d_t = g_t + mu v_t,       u_t = -alpha_t d_t,
+    alpha_t = alpha_{t-1} + beta * g_t . d_{t-1}            (since d u_{t-1} / d alpha = -d_{t-1}),
+
+and with `nesterov=False` the heavy-ball direction d_t = v_t. With mu = 0 both reduce to SGD-HD.
+These are also the updates of the authors' reference implementation (whose velocity, like ours,
+is the sum of gradients, not of steps).
+
+Everything is a pure `init`/`update` pair: the initial learning rate, the hyper learning rate and
+the momentum may be traced hyperparameters, so `sgd_hd` is an inner optimiser like any other:
+
+    objective = hg.Objective(problem, lambda h: sgd_hd(h["lr0"], h["beta"]), num_steps=100)
+
+can be searched by `hg.random_search` and differentiated by every `hg` method (the adapted
+learning rate is a smooth function of lr0 and beta). The current learning rate is kept in the
+state (`state.learning_rate`) so it can be inspected after training.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hypergrad._types import PyTree
+
+__all__ = ["sgd_hd", "SGDHDState"]
+
+
+class SGDHDState(NamedTuple):
+    """State of `sgd_hd`.
+
+    Attributes:
+        count: number of updates taken.
+        learning_rate: alpha_t, the learning rate of the latest update (alpha_0 before any).
+        direction: d_{t-1}, the previous update divided by -alpha (zeros before any update); the
+            hypergradient of the next step is -g_t . direction.
+        velocity: v_{t-1}, the momentum buffer, or None for plain SGD-HD (momentum == 0).
+    """
+
+    count: jax.Array
+    learning_rate: jax.Array
+    direction: PyTree
+    velocity: PyTree | None
+
+
+def _check_concrete(name: str, value: Any, *, upper: float | None = None) -> None:
+    """Range checks for Python numbers; traced values are the caller's (the space's) business."""
+    if isinstance(value, bool):
+        raise ValueError(f"sgd_hd({name}={value!r}) must be a number, not a bool")
+    if isinstance(value, numbers.Real):
+        if not value >= 0 or (upper is not None and not value < upper):
+            bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
+            raise ValueError(f"sgd_hd({name}={value!r}) must be {bound}")
+
+
+def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def sgd_hd(
+    learning_rate: Any,
+    hyper_lr: Any,
+    momentum: Any = 0.0,
+    *,
+    nesterov: bool = True,
+) -> optax.GradientTransformation:
+    """SGD whose learning rate is adapted online by hypergradient descent (SGD-HD / SGDN-HD).
+
+    Cost per step: two inner products and one scaling over the parameters more than SGD.
+    Memory: one parameter-sized buffer (the previous direction), two with momentum.
+
+    Args:
+        learning_rate: initial learning rate alpha_0 (a scalar; may be a traced hyperparameter).
+        hyper_lr: beta, the learning rate of the learning rate (scalar, may be traced). Its scale
+            is that of 1 / |g|^2: beta = 0 gives plain SGD.
+        momentum: mu; 0 (the default, a Python number) gives SGD-HD and keeps no velocity buffer;
+            any other value, or a traced one, gives SGDN-HD.
+        nesterov: with momentum, the paper's Nesterov direction g + mu v (default) or the
+            heavy-ball direction v.
+
+    Returns:
+        an `optax.GradientTransformation` whose state is an `SGDHDState`.
+    """
+    _check_concrete("learning_rate", learning_rate)
+    _check_concrete("hyper_lr", hyper_lr)
+    _check_concrete("momentum", momentum, upper=1.0)
+    if not isinstance(nesterov, bool):
+        raise ValueError(f"sgd_hd(nesterov={nesterov!r}) must be True or False")
+    use_momentum = not (isinstance(momentum, numbers.Real) and not isinstance(momentum, bool) and momentum == 0)
+
+    def init(params):
+        alpha = jnp.asarray(learning_rate)
+        if alpha.ndim != 0:
+            raise ValueError(f"sgd_hd: learning_rate must be a scalar, got shape {alpha.shape}")
+        if not jnp.issubdtype(alpha.dtype, jnp.floating):
+            alpha = alpha.astype(jnp.result_type(float))
+        # A strongly typed copy, so the loop carry keeps one dtype whatever the inputs' weak types.
+        alpha = jnp.asarray(alpha, dtype=alpha.dtype)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return SGDHDState(count=jnp.zeros((), jnp.int32), learning_rate=alpha, direction=zeros,
+                          velocity=jax.tree.map(jnp.zeros_like, params) if use_momentum else None)
+
+    def update(updates, state, params=None):
+        del params
+        grads = updates
+        # Hypergradient step: d f(theta_{t-1}) / d alpha = -g_t . d_{t-1}.
+        hypergrad = -_tree_vdot(grads, state.direction)
+        alpha = (state.learning_rate - hyper_lr * hypergrad).astype(state.learning_rate.dtype)
+        if use_momentum:
+            velocity = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, grads)
+            if nesterov:
+                direction = jax.tree.map(lambda g, v: g + momentum * v, grads, velocity)
+            else:
+                direction = velocity
+            velocity = jax.tree.map(lambda v, g: v.astype(g.dtype), velocity, grads)
+        else:
+            velocity = None
+            direction = grads
+        direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, grads)
+        new_updates = jax.tree.map(lambda d: (-alpha * d).astype(d.dtype), direction)
+        return new_updates, SGDHDState(count=state.count + 1, learning_rate=alpha, direction=direction,
+                                       velocity=velocity)
+
+    return optax.GradientTransformation(init, update)
