@@ -99,7 +99,8 @@ class Objective:
             unrolls fully, which compute accounting uses on its T=1 and T=2 reference programs).
 
     Cost: one call is one training run (T forward-backward passes on a minibatch) plus one
-    evaluation on the validation set. Memory: the parameters, optimiser state and one batch.
+    evaluation on the validation set. Memory: the parameters, optimiser state and one batch,
+    whatever T.
     """
 
     problem: Problem
@@ -185,14 +186,15 @@ class Objective:
     ) -> TrainState:
         """Steps `start, ..., start + num_steps - 1` of training, from `state`.
 
-        The minibatch indices of all the steps are drawn before the loop (T x batch_size integers),
-        so neither reverse mode nor checkpointing stores or recomputes the sampling.
+        Minibatch t is drawn inside step t (n uniforms and a top-k), so memory stays flat in T;
+        reverse mode keeps only the batch_size indices of each step, and checkpointing redraws
+        them, which costs little beside the step itself.
         """
         unroll = self.unroll
-        steps = start + jnp.arange(num_steps)
-        xs = self.problem.batch_indices(data_key, steps)  # (T, batch_size), or None: full batch
+        xs = start + jnp.arange(num_steps)
 
-        def body(state, indices):
+        def body(state, t):
+            indices = self.problem.batch_indices(data_key, t)  # None for full batch
             return self.step(state, hparams, self.problem.gather(train_data, indices)), None
 
         def scan(state, xs, length):

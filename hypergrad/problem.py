@@ -132,7 +132,8 @@ class Problem:
         n = self.num_train
 
         def one(t):
-            scores = jax.random.uniform(jax.random.fold_in(key, t), (n,))
+            # float32 whatever jax_enable_x64 says, so the minibatches do not depend on it
+            scores = jax.random.uniform(jax.random.fold_in(key, t), (n,), dtype=jnp.float32)
             return jax.lax.top_k(scores, self.batch_size)[1]
 
         step = jnp.asarray(step)

@@ -75,7 +75,8 @@ def test_training_replays_minibatch_t_from_fold_in_of_the_data_key(minibatch_obj
         opt = sgd_momentum_schedule(hparams)
         state = opt.init(params)
         for t in range(T):
-            uniforms = jax.random.uniform(jax.random.fold_in(data_key, batch_number(t)), (problem.num_train,))
+            uniforms = jax.random.uniform(jax.random.fold_in(data_key, batch_number(t)), (problem.num_train,),
+                                          dtype=jnp.float32)
             chosen = np.argsort(-np.asarray(uniforms), kind="stable")[: problem.batch_size]
             batch = jax.tree.map(lambda leaf: leaf[chosen], problem.train_data)
             grads = jax.grad(problem.train_loss)(params, hparams, batch)

@@ -35,7 +35,7 @@ def test_minibatch_t_is_drawn_with_fold_in_of_the_step():
     for t in (0, 1, 13):
         x, y = problem.train_batch(problem.train_data, key, jnp.asarray(t))
         # the batch_size largest of n uniforms drawn with fold_in(key, t), largest first
-        uniforms = np.asarray(jax.random.uniform(jax.random.fold_in(key, t), (20,)))
+        uniforms = np.asarray(jax.random.uniform(jax.random.fold_in(key, t), (20,), dtype=jnp.float32))
         expected = np.argsort(-uniforms, kind="stable")[:5]
         np.testing.assert_array_equal(x, expected.astype(jnp.float64))
         np.testing.assert_array_equal(y, 2.0 * x)  # inputs and targets stay paired
