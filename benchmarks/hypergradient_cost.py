@@ -128,7 +128,9 @@ def config_names(num_steps: int) -> list[str]:
 class Config:
     """A compiled program of one row and the way `hg` users call it."""
 
-    def __init__(self, name: str, objective, hparams, key):
+    def __init__(self, name: str, objective, hparams, key, method=None):
+        """`method`: the strategy of a method row; None looks `name` up in `methods` (this script's
+        rows). Other benchmarks pass their own (`benchmarks/methods_vs_horizon.py`)."""
         self.name = name
         self.objective, self.hparams, self.key = objective, hparams, key
         start = time.perf_counter()
@@ -139,7 +141,7 @@ class Config:
             self.compile_seconds = time.perf_counter() - start
             self.call = lambda: self.executable(self.hparams, self.key, data)
         else:
-            self.method = methods(objective.num_steps)[name]
+            self.method = methods(objective.num_steps)[name] if method is None else method
             args = (hparams, key, objective.problem.data)
             self.executable, self.compile_seconds = compiled_value_and_grad(objective, self.method, args)
             self.call = lambda: hg.hypergradient(self.objective, self.hparams, self.key, method=self.method)
@@ -226,26 +228,34 @@ def child(args) -> None:
         use_compilation_cache(args.cache_dir)
     objective, hparams, key = make_objective(make_problem(), args.child_steps)
     if args.child == "baseline":
-        jax.block_until_ready(Config("train", objective, hparams, key).call())
-        print(json.dumps({"maxrss_kib": _peak_rss_kib(), "run_kib": None}))
+        print(json.dumps(child_rss(Config("train", objective, hparams, key), baseline=True)))
         return
-    config = Config(args.child, objective, hparams, key)
+    print(json.dumps(child_rss(Config(args.child, objective, hparams, key))))
+
+
+def child_rss(config: Config, baseline: bool = False) -> dict:
+    """In a child: runs `config` (once for a baseline, else twice) and returns its peak RSS (KiB)
+    and, unless a baseline, the growth of RSS while it ran (None where that cannot be measured)."""
+    if baseline:
+        jax.block_until_ready(config.call())
+        return {"maxrss_kib": _peak_rss_kib(), "run_kib": None}
     peak_compile = _peak_rss_kib()
     reset = _reset_peak_rss()
     before = _status_kib("VmRSS")
     for _ in range(2):
         jax.block_until_ready(config.call())
     run_kib = _status_kib("VmHWM") - before if reset else None
-    print(json.dumps({"maxrss_kib": max(peak_compile, _peak_rss_kib()), "run_kib": run_kib}))
+    return {"maxrss_kib": max(peak_compile, _peak_rss_kib()), "run_kib": run_kib}
 
 
-def run_child(name: str, num_steps: int, cache_dir: str | None) -> dict:
+def run_child(name: str, num_steps: int, cache_dir: str | None, script: str | None = None) -> dict:
+    """Peak RSS of `script` (this file by default) run with `--child name --child-steps num_steps`."""
     env = dict(os.environ)
     # A fixed threshold disables glibc's dynamic one: buffers of 128 KiB and more get their own
     # mappings and go back to the OS when freed, so the compiler's freed memory cannot hide the
     # program's allocations from RSS.
     env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--child-steps", str(num_steps)]
+    cmd = [sys.executable, os.path.abspath(script or __file__), "--child", name, "--child-steps", str(num_steps)]
     cmd += ["--cache-dir", cache_dir] if cache_dir else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -255,8 +265,10 @@ def run_child(name: str, num_steps: int, cache_dir: str | None) -> dict:
 
 
 # -- the parent: measure and print ---------------------------------------------------------------
-def time_interleaved(configs: list[Config], repeats: int) -> dict[str, list[float]]:
-    for config in configs:  # warm-up: first calls fill jit's and hypergradient's caches
+def time_interleaved(configs: list[Config], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
+    """Seconds of each call, `repeats` per config, interleaved and rotated; after one untimed
+    warm-up call of each unless `warmup=False` (for programs too slow to run twice)."""
+    for config in configs if warmup else ():  # warm-up: first calls fill jit's and hypergradient's caches
         jax.block_until_ready(config.call())
     times: dict[str, list[float]] = {c.name: [] for c in configs}
     for r in range(repeats):
