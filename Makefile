@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench smoke clean
+.PHONY: demo test bench bench-methods smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ test: $(STAMP)
 
 ## Speed and memory tables (printed; never asserted in tests).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/hypergradient_cost.py
+	$(BIN)/python benchmarks/hypergradient_cost.py --out benchmarks/hypergradient_cost.md
+
+## Memory and time against the horizon T for every hypergradient method (about 10 minutes).
+bench-methods: $(STAMP)
+	$(BIN)/python benchmarks/methods_vs_horizon.py --out benchmarks/methods_vs_horizon.md
 
 ## Every experiment in its seconds-long smoke mode.
 smoke: $(STAMP)
