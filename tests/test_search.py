@@ -24,20 +24,9 @@ import hypergrad as hg  # noqa: E402
 from hypergrad import _compile  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL  # noqa: E402
 from hypergrad.search import run_flops  # noqa: E402
+from _helpers import counting  # noqa: E402
 
 T = 12  # training steps of the minibatch objective
-
-
-def counting(problem):
-    """The problem with `train_loss` wrapped in a counter that increments when it is traced."""
-    count = {"traces": 0}
-    inner = problem.train_loss
-
-    def train_loss(params, hparams, batch):
-        count["traces"] += 1  # Python runs only while JAX traces
-        return inner(params, hparams, batch)
-
-    return dataclasses.replace(problem, train_loss=train_loss), count
 
 
 def sgd_schedule(h):

@@ -21,21 +21,10 @@ import pytest  # noqa: E402
 import hypergrad as hg  # noqa: E402
 from hypergrad import _compile  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL, SKIPPED  # noqa: E402
+from _helpers import counting  # noqa: E402
 
 T = 30        # inner training steps of the digits MLP
 STEPS = 6     # outer steps of the first tune call
-
-
-def counting(problem):
-    """The problem with `train_loss` wrapped in a counter that increments when it is traced."""
-    count = {"traces": 0}
-    inner = problem.train_loss
-
-    def train_loss(params, hparams, batch):
-        count["traces"] += 1  # Python runs only while JAX traces
-        return inner(params, hparams, batch)
-
-    return dataclasses.replace(problem, train_loss=train_loss), count
 
 
 def sgd_schedule(h):
