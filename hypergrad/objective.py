@@ -25,11 +25,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.problem import Problem, as_problem
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Objective", "TrainState"]
 
@@ -113,7 +113,7 @@ class Objective:
         if not callable(self.optimizer):
             raise ValueError("optimizer must be a function hparams -> optax.GradientTransformation")
         steps = self.num_steps
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        if not is_int_at_least(steps):
             raise ValueError(f"num_steps={steps!r} must be an integer >= 1")
         object.__setattr__(self, "num_steps", int(steps))
 

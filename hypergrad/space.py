@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad._types import HParams, Key
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Uniform", "LogUniform", "Choice", "Space"]
 
@@ -341,7 +342,7 @@ def _dtype_of(dist: Distribution):
 
 
 def _check_count(value: Any, argname: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int_at_least(value):
         raise ValueError(f"{argname}={value!r} must be an integer >= 1")
     return int(value)
 

@@ -10,7 +10,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402

@@ -55,6 +55,7 @@ import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["ES", "PES", "PERTURBATION_STREAM"]
 
@@ -73,7 +74,7 @@ def _check_sigma(cls: str, sigma: Any) -> float:
 def _check_int(cls: str, name: str, value: Any, hint: str, *, optional: bool = False) -> int | None:
     if optional and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_int_at_least(value):
         raise ValueError(f"{cls}({name}={value!r}) must be a positive int{' or None' if optional else ''}; {hint}")
     return int(value)
 

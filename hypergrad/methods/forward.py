@@ -12,12 +12,9 @@ import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Forward"]
-
-
-def _is_positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +91,7 @@ class Forward(Method):
     max_directions: int = 256
 
     def __post_init__(self):
-        if self.blocks is not None and not _is_positive_int(self.blocks):
+        if self.blocks is not None and not is_int_at_least(self.blocks):
             raise ValueError(
                 f"Forward(blocks={self.blocks!r}) must be an int >= 1 (the number of contiguous blocks "
                 "each schedule is shared in, e.g. 10) or None"
@@ -116,7 +113,7 @@ class Forward(Method):
                     "e.g. Forward(blocks=10, share=('lr',))"
                 )
             object.__setattr__(self, "share", tuple(share))
-        if not _is_positive_int(self.max_directions):
+        if not is_int_at_least(self.max_directions):
             raise ValueError(f"Forward(max_directions={self.max_directions!r}) must be an int >= 1")
         object.__setattr__(self, "max_directions", int(self.max_directions))
 

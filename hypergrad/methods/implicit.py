@@ -38,6 +38,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Implicit", "hparams_read_by"]
 
@@ -180,7 +181,7 @@ def _neumann_series(matvec: Callable[[PyTree], PyTree], b: PyTree, *, num_terms:
 
 # -- the method --------------------------------------------------------------------------------------
 def _check_int(value: Any, field: str, minimum: int, fix: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int_at_least(value, minimum):
         raise ValueError(f"Implicit({field}={value!r}) must be an int >= {minimum}; {fix}")
 
 

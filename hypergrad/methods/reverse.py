@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Reverse"]
 
@@ -37,7 +37,7 @@ class Reverse(Method):
 
     def __post_init__(self):
         k = self.checkpoint_every
-        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+        if k is not None and not is_int_at_least(k):
             raise ValueError(
                 f"Reverse(checkpoint_every={k!r}) must be a positive int (try about sqrt(num_steps)) or None"
             )

@@ -7,17 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Truncated"]
-
-
-def _is_positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +51,14 @@ class Truncated(Method):
     checkpoint_every: int | None = None
 
     def __post_init__(self):
-        if not _is_positive_int(self.window):
+        if not is_int_at_least(self.window):
             raise ValueError(
                 f"Truncated(window={self.window!r}) must be an int >= 1: the number of final training "
                 "steps to differentiate through (window >= num_steps is exact reverse mode)"
             )
         object.__setattr__(self, "window", int(self.window))
         k = self.checkpoint_every
-        if k is not None and not _is_positive_int(k):
+        if k is not None and not is_int_at_least(k):
             raise ValueError(
                 f"Truncated(checkpoint_every={k!r}) must be a positive int (try about sqrt(window)) or None"
             )
