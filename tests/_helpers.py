@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import optax
+
 
 def counting(problem):
     """The problem with `train_loss` wrapped in a counter that increments when it is traced."""
@@ -13,3 +15,13 @@ def counting(problem):
         return inner(params, hparams, batch)
 
     return dataclasses.replace(problem, train_loss=train_loss), count
+
+
+def sgd_schedule(hparams):
+    """Plain SGD driven by a per-step learning-rate schedule hparams["lr"][t]."""
+    return optax.sgd(lambda step: hparams["lr"][step])
+
+
+def sgd_scalar_momentum(hparams):
+    """SGD with momentum and one scalar learning rate."""
+    return optax.sgd(hparams["lr"], momentum=hparams["momentum"])

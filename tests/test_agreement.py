@@ -22,6 +22,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 
 try:  # ES and PES (also exported as hg.ES / hg.PES) from their own module
     from hypergrad.methods.es import ES, PES
@@ -31,10 +32,6 @@ except ImportError:  # pragma: no cover - only while es.py is being written
 needs_es = pytest.mark.skipif(ES is None, reason="hypergrad.methods.es (ES, PES) is not available")
 
 T = 8  # training steps of the agreement problems
-
-
-def sgd_momentum_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
 
 
 def names_of(grads):

@@ -13,20 +13,10 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
+from _helpers import sgd_scalar_momentum, sgd_schedule  # noqa: E402
 
 T = 8  # training steps of the finite-difference problems: short, so every test stays fast
-
-
-def sgd_schedule(hparams):
-    return optax.sgd(lambda step: hparams["lr"][step])
-
-
-def sgd_scalar_momentum(hparams):
-    return optax.sgd(hparams["lr"], momentum=hparams["momentum"])
-
-
-def sgd_momentum_schedule(hparams):
-    return optax.sgd(lambda step: hparams["lr"][step], momentum=hparams["momentum"])
 
 
 # -- finite differences --------------------------------------------------------------------------

@@ -25,19 +25,12 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.methods.es import ES, PES
+from _helpers import sgd_scalar_momentum as sgd_momentum  # noqa: E402
 
 T = 8
 K = 16           # independent estimates (keys) per unbiasedness check
 N = 256          # samples per estimate
 SIGMA = 0.01
-
-
-def sgd_momentum(h):
-    return optax.sgd(h["lr"], momentum=h["momentum"])
-
-
-def sgd_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step])
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,10 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.methods.forward import Forward
 from hypergrad.methods.truncated import Truncated
+from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
+from _helpers import sgd_scalar_momentum, sgd_schedule  # noqa: E402
 
 T = 8  # training steps of the small problems
-
-
-def sgd_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step])
-
-
-def sgd_scalar_momentum(h):
-    return optax.sgd(h["lr"], momentum=h["momentum"])
-
-
-def sgd_momentum_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
 
 
 def f64(hparams):

@@ -19,13 +19,10 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.methods.reversible import MOMENTUM_BITS, Reversible, _mul, _pack, _unmul, _unpack
+from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 
 T = 8
 RTOL = 1e-6
-
-
-def sgd_momentum_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
 
 
 def sgd_momentum_scalar(h):

@@ -8,16 +8,13 @@ import pytest
 from flax import nnx
 
 import hypergrad as hg
+from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 
 T = 6
 
 
 def sgd(hparams):
     return optax.sgd(hparams["lr"])
-
-
-def sgd_momentum_schedule(hparams):
-    return optax.sgd(lambda step: hparams["lr"][step], momentum=hparams["momentum"])
 
 
 @pytest.fixture(scope="module")

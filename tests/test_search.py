@@ -24,12 +24,9 @@ from hypergrad import _compile  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL  # noqa: E402
 from hypergrad.search import run_flops  # noqa: E402
 from _helpers import counting  # noqa: E402
+from hypergrad.problems import sgd_momentum_schedule as sgd_schedule  # noqa: E402
 
 T = 12  # training steps of the minibatch objective
-
-
-def sgd_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
 
 
 @pytest.fixture(scope="module")

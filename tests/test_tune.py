@@ -21,13 +21,10 @@ import hypergrad as hg  # noqa: E402
 from hypergrad import _compile  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL, SKIPPED  # noqa: E402
 from _helpers import counting  # noqa: E402
+from hypergrad.problems import sgd_momentum_schedule as sgd_schedule  # noqa: E402
 
 T = 30        # inner training steps of the digits MLP
 STEPS = 6     # outer steps of the first tune call
-
-
-def sgd_schedule(h):
-    return optax.sgd(lambda step: h["lr"][step], momentum=h["momentum"])
 
 
 def sgd(h):
