@@ -15,11 +15,17 @@ same examples.
 
 Internally every function takes the data splits as an explicit argument (`data`), so compiled
 programs receive the arrays as inputs instead of embedding them as constants.
+
+Cross-validation: on a problem with `cv=k`, `run` and `loss_and_scores` `vmap` the training loop
+and the scoring over the k folds (all folds share the key: the same initialisation and the same
+minibatch indices, each into its own fold's training set). The value is the mean validation loss
+over the folds, so every strategy tunes (and differentiates) the k-fold mean; a call costs k fits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -100,7 +106,10 @@ class Objective:
 
     Cost: one call is one training run (T forward-backward passes on a minibatch) plus one
     evaluation on the validation set. Memory: the parameters, optimiser state and one batch,
-    whatever T.
+    whatever T. With a cross-validated problem (`cv=k`) both are k times that: the k fits run
+    vmapped, and compute accounting (`hg.search.run_flops`, and every method's `flops`) counts the
+    k fits as one "run": k times one fit's training and scoring FLOPs, except the minibatch
+    indices, which the folds share and which are drawn (and counted) once per step.
     """
 
     problem: Problem
@@ -123,11 +132,13 @@ class Objective:
         return self.loss_and_scores(as_hparams(hparams), check_key(key), self.problem.data)[0]
 
     def train(self, hparams: HParams, key: Key) -> Params:
-        """The parameters after `num_steps` training steps."""
+        """The parameters after `num_steps` training steps (with a leading fold axis of length k
+        when the problem has `cv=k`)."""
         return self.run(as_hparams(hparams), check_key(key), self.problem.data).params
 
     def evaluate(self, hparams: HParams, key: Key) -> dict[str, Scalar]:
-        """`{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` after training."""
+        """`{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` after training (under cv
+        also the standard deviations and per-fold scores: see `loss_and_scores`)."""
         return self.loss_and_scores(as_hparams(hparams), check_key(key), self.problem.data)[1]
 
     # -- building blocks, with explicit data ----------------------------------------------------
@@ -143,14 +154,23 @@ class Objective:
     def init_state(self, hparams: HParams, key: Key) -> tuple[TrainState, Key]:
         """Initial parameters and optimiser state, and the data key for minibatches."""
         init_key, data_key = jax.random.split(key)
-        params = self.problem.init(init_key)
+        params = self.problem.initial_params(init_key, hparams)
         opt_state = self.make_optimizer(hparams).init(params)
         return TrainState(params, opt_state), data_key
 
     def step(self, state: TrainState, hparams: HParams, batch: PyTree) -> TrainState:
-        """One training step: the minibatch gradient and one optimiser update."""
-        grads = jax.grad(self.problem.train_loss)(state.params, hparams, batch)
-        updates, opt_state = self.make_optimizer(hparams).update(grads, state.opt_state, state.params)
+        """One training step: the minibatch gradient and one optimiser update.
+
+        Optimisers that take extra arguments (`optax.GradientTransformationExtraArgs`, which every
+        `optax.chain` is) receive the minibatch training loss as `value=`.
+        """
+        loss, grads = jax.value_and_grad(self.problem.train_loss)(state.params, hparams, batch)
+        opt = self.make_optimizer(hparams)
+        if isinstance(opt, optax.GradientTransformationExtraArgs):
+            # Plateau rules (optax.contrib.reduce_on_plateau, scikit-learn's "adaptive") read the loss.
+            updates, opt_state = opt.update(grads, state.opt_state, state.params, value=loss)
+        else:
+            updates, opt_state = opt.update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state)
 
     def run(
@@ -163,15 +183,26 @@ class Objective:
     ) -> TrainState:
         """Trains for `num_steps` steps as one `lax.scan` and returns the final state.
 
+        Under cv (`problem.num_folds > 1`), `data["train"]` holds the folds stacked and the k fits
+        are vmapped: the returned state has a leading fold axis. `init_state` and `run_steps` are
+        the building blocks of one fit on one training set.
+
         Args:
             checkpoint_every: if set to k, the loop is a scan over segments of k steps, each under
                 `jax.checkpoint`; reverse mode then stores one state per segment and the residuals
                 of one segment at a time (memory ~ T/k + k steps instead of T) at the price of one
                 more forward pass. None stores every step's residuals.
         """
-        state, data_key = self.init_state(hparams, key)
-        return self.run_steps(state, 0, self.num_steps, hparams, data_key, data["train"],
-                              checkpoint_every=checkpoint_every)
+        def fit(train_data):
+            state, data_key = self.init_state(hparams, key)
+            return self.run_steps(state, 0, self.num_steps, hparams, data_key, train_data,
+                                  checkpoint_every=checkpoint_every)
+
+        if self.problem.num_folds > 1:
+            # The key and hyperparameters are shared (unbatched): one initialisation and one set of
+            # minibatch indices, gathered from each fold's own training set.
+            return jax.vmap(fit)(data["train"])
+        return fit(data["train"])
 
     def run_steps(
         self,
@@ -216,12 +247,80 @@ class Objective:
     def loss_and_scores(
         self, hparams: HParams, key: Key, data: Mapping[str, PyTree], **run_options
     ) -> tuple[Scalar, dict[str, Scalar]]:
-        """(validation loss, all scores) after training; the function methods differentiate."""
+        """(validation loss, all scores) after training; the function methods differentiate.
+
+        Under cv (k folds) the k fits and their scoring are vmapped and the scores are
+
+        - `val_loss`: the mean over folds of the validation loss (the value, differentiated by
+          gradient methods: its gradient is the mean of the per-fold hypergradients);
+        - `val_loss_std`, and for each metric `val_<m>` (mean) and `val_<m>_std` (population
+          standard deviation over folds, as scikit-learn's `std_test_score`);
+        - per fold, `val_loss_fold<i>` and `val_<m>_fold<i>`;
+        - `test_loss`, `test_<m>`: the mean over the k fold models' test scores (scikit-learn
+          would refit one model on all the data instead; we report the fold models' mean).
+        """
+        problem = self.problem
         params = self.run(hparams, key, data, **run_options).params
-        scores = self.problem.scores(params, data)
+        if problem.num_folds == 1:
+            scores = problem.scores(params, data, hparams)
+            return scores["val_loss"], scores
+
+        def fold_scores(fold_params, val):
+            split = {"val": val}
+            if "test" in data:
+                split["test"] = data["test"]  # closed over: unbatched, one test set for all folds
+            return problem.scores(fold_params, split, hparams)
+
+        per_fold = jax.vmap(fold_scores)(params, data["val"])
+        scores = _aggregate_folds(per_fold)
         return scores["val_loss"], scores
+
+    def with_fixed(self, fixed: Mapping[str, Any]) -> Objective:
+        """This objective with the hyperparameters in `fixed` held at the given (possibly traced)
+        values: every function that reads hparams sees `{**hparams, **fixed}`, so a method given
+        the remaining hparams differentiates only those. Used to tune continuous hyperparameters
+        while a numeric or masked structural choice stays put (`hg.hybrid_search`).
+
+        Cost: a new Objective and Problem (the data are reused; a cross-validated problem
+        regathers its folds), so build it inside the traced function, not per call in a loop.
+        """
+        fixed = dict(fixed)
+        base = self.problem
+
+        def merged(hparams):
+            return {**hparams, **fixed}
+
+        changes = {"train_loss": lambda params, h, batch: base.train_loss(params, merged(h), batch)}
+        if base.model_reads_hparams:
+            changes["init"] = lambda key, h: base.init(key, merged(h))
+            changes["val_loss"] = lambda params, h, batch: base.val_loss(params, merged(h), batch)
+            changes["metrics"] = {name: functools.partial(_merged_metric, fn, fixed)
+                                  for name, fn in base.metrics.items()}
+        problem = dataclasses.replace(base, **changes)
+        return dataclasses.replace(self, problem=problem, optimizer=lambda h: self.optimizer(merged(h)))
 
     def reference(self, num_steps: int) -> Objective:
         """The same objective at horizon `num_steps`, fully unrolled: compute accounting compiles it
         at T=1 and T=2 because XLA's cost analysis counts a loop body once."""
         return dataclasses.replace(self, num_steps=num_steps, unroll=True)
+
+
+def _aggregate_folds(per_fold: Mapping[str, jax.Array]) -> dict[str, Scalar]:
+    """Scores of k fold models (each entry shape (k,)) as means, standard deviations and per-fold
+    values (validation) or means (test); see `Objective.loss_and_scores`."""
+    out = {}
+    for name, values in per_fold.items():
+        out[name] = jnp.mean(values)
+        if name.startswith("val_"):
+            # sqrt of the mean square deviation, which is 0 (not NaN) when the folds agree; never
+            # differentiated (the value is `val_loss`, the other scores ride along as aux).
+            out[f"{name}_std"] = jnp.sqrt(jnp.mean(jnp.square(values - out[name])))
+    for name, values in per_fold.items():
+        if name.startswith("val_"):
+            for i in range(values.shape[0]):
+                out[f"{name}_fold{i}"] = values[i]
+    return out
+
+
+def _merged_metric(fn, fixed, params, hparams, batch):
+    return fn(params, {**hparams, **fixed}, batch)

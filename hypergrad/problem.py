@@ -12,11 +12,21 @@ A problem knows nothing of optimisers or hyperparameter search. It holds
 Minibatch `t` is drawn with `jax.random.fold_in(key, t)`: `batch_size` distinct examples chosen
 uniformly without replacement (the top `batch_size` of n uniforms), so every method that replays
 step `t` sees the same data.
+
+k-fold cross-validation (`cv=k`, as scikit-learn's `cv=`): the train and validation splits are pooled
+(train then val, n examples) and cut into k validation folds of m = n // k examples each (a seeded
+permutation, or stratified round-robin by `cv_labels`). Fold i validates on its m examples and trains
+on all the n - m others, *including* the n mod k examples that belong to no validation fold; every
+fold therefore trains on the same number of examples and the k fits can be vmapped. (scikit-learn's
+`KFold` instead spreads the remainder over the first n mod k validation folds, so its folds differ
+in size by one and every example is validated exactly once; here n mod k examples are never
+validated on.) `Problem.data` then holds the folds stacked along a leading axis of length k.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,7 +36,7 @@ import numpy as np
 
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Problem", "num_examples"]
+__all__ = ["Problem", "num_examples", "kfold_indices", "refuse_cv"]
 
 
 def num_examples(data: PyTree, argname: str) -> int:
@@ -54,6 +64,60 @@ def _as_device(data: PyTree) -> PyTree:
     return jax.tree.map(jnp.asarray, data)
 
 
+def kfold_indices(
+    n: int, k: int, labels: Any = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validation and training indices of k folds of equal size over n pooled examples.
+
+    Without labels: a seeded permutation of range(n); fold i validates on its entries
+    i*m, ..., (i+1)*m - 1 (m = n // k) and the last n mod k entries are validated on by no fold.
+    With labels (stratified): each class's members are shuffled, the classes are concatenated and
+    dealt round-robin to the folds (so each fold holds floor or ceil of n_c / k members of class c);
+    each of the n mod k folds dealt one example too many gives back one member of the class it
+    holds most in excess of its share m * n_c / n (chosen at random), and those are the left-overs.
+
+    Args:
+        n: number of pooled examples.
+        k: number of folds, 2 <= k <= n.
+        labels: optional length-n sequence of class labels (any values `np.unique` can sort).
+        seed: seed of the permutation.
+
+    Returns:
+        (val, train): int arrays of shapes (k, m) and (k, n - m), each row sorted; `train[i]` is
+        every index not in `val[i]`.
+    """
+    rng = np.random.default_rng(seed)
+    m = n // k
+    if labels is None:
+        order = rng.permutation(n)
+        folds = [order[i * m:(i + 1) * m] for i in range(k)]
+    else:
+        classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+        codes = codes.reshape(-1)
+        order = np.concatenate([rng.permutation(np.flatnonzero(codes == c)) for c in range(len(classes))])
+        folds = [order[i::k] for i in range(k)]  # round-robin: sizes m + 1 (first n mod k) or m
+        share = m * np.bincount(codes, minlength=len(classes)) / n  # the class counts a fold should hold
+        for i, fold in enumerate(folds):
+            if len(fold) > m:
+                excess = np.bincount(codes[fold], minlength=len(classes)) - share
+                members = np.flatnonzero(codes[fold] == int(np.argmax(excess)))
+                folds[i] = np.delete(fold, rng.choice(members))
+    val = np.sort(np.stack(folds), axis=1).astype(np.int64)
+    in_val = np.zeros((k, n), dtype=bool)
+    in_val[np.arange(k)[:, None], val] = True
+    train = np.stack([np.flatnonzero(~row) for row in in_val]).astype(np.int64)
+    return val, train
+
+
+def refuse_cv(problem: Any, method: str, fix: str = "use hg.Reverse() or hg.Forward(), which train "
+              "the folds vmapped") -> None:
+    """`ValueError` when `problem` is cross-validated: for methods that read the training data
+    themselves instead of going through `Objective.loss_and_scores`."""
+    if getattr(problem, "cv", None) is not None:
+        raise ValueError(f"{method} does not support cross-validated problems (cv={problem.cv}); {fix}, "
+                         "or build the problem without cv")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Problem:
     """A learning task: data splits plus pure loss functions. Hashed by identity.
@@ -67,6 +131,17 @@ class Problem:
         batch_size: examples per training step; None means the full training set every step.
         metrics: optional `{name: fn(params, batch) -> scalar}`, reported on val and test.
         name: a label for reports.
+        cv: None (train on train_data, validate on val_data) or k >= 2 for k-fold
+            cross-validation over train_data and val_data pooled (see the module docstring).
+            Training, scoring and their compute are then k times those of one fit of n - m
+            examples (m = n // k), vmapped over the folds; `data` holds the folds stacked,
+            gathered once at construction (memory: k copies of the n pooled examples).
+        cv_labels: optional 1-D labels of the pooled examples (train then val) for stratified folds.
+        cv_seed: seed of the fold assignment.
+        model_reads_hparams: True when the model itself reads hyperparameters (a masked
+            structural choice: an activation index, a width that masks hidden units and scales
+            their initialisation): `init(key, hparams)`, `val_loss(params, hparams, batch)` and
+            metrics `fn(params, hparams, batch)` then receive them too.
     """
 
     init: Callable[[Key], Params]
@@ -78,15 +153,25 @@ class Problem:
     batch_size: int | None = None
     metrics: Mapping[str, Callable[[Params, Batch], Scalar]] = dataclasses.field(default_factory=dict)
     name: str = "problem"
+    cv: int | None = None
+    cv_labels: Any = None
+    cv_seed: int = 0
+    model_reads_hparams: bool = False
 
     def __post_init__(self):
         for argname in ("init", "train_loss", "val_loss"):
             if not callable(getattr(self, argname)):
                 raise ValueError(f"Problem({argname}=...) must be a function")
         n_train = num_examples(self.train_data, "train_data")
-        num_examples(self.val_data, "val_data")
+        n_val = num_examples(self.val_data, "val_data")
         if self.test_data is not None:
             num_examples(self.test_data, "test_data")
+        folds = self._check_cv(n_train + n_val)
+        where = "training examples"
+        if folds is not None:
+            where = (f"examples each fold trains on with cv={self.cv} ({n_train + n_val} pooled train + val "
+                     f"examples, validation folds of {folds[0].shape[1]})")
+            n_train = folds[1].shape[1]
         if self.batch_size is not None:
             if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)):
                 raise ValueError(f"batch_size={self.batch_size!r} must be an int or None (full batch)")
@@ -94,7 +179,7 @@ class Problem:
                 raise ValueError(f"batch_size={self.batch_size} must be >= 1, or None for full batch")
             if self.batch_size > n_train:
                 raise ValueError(
-                    f"batch_size={self.batch_size} is larger than the {n_train} training examples; "
+                    f"batch_size={self.batch_size} is larger than the {n_train} {where}; "
                     f"use batch_size <= {n_train}, or None for full batch"
                 )
         metrics = dict(self.metrics or {})
@@ -106,15 +191,76 @@ class Problem:
         object.__setattr__(self, "val_data", _as_device(self.val_data))
         if self.test_data is not None:
             object.__setattr__(self, "test_data", _as_device(self.test_data))
+        folded = None
+        if folds is not None:
+            # Gathered once here, so every call of `data` returns the same device arrays.
+            val_idx, train_idx = folds
+            pooled = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
+                                  self.train_data, self.val_data)
+            folded = {"train": jax.tree.map(lambda a: jnp.asarray(a[train_idx]), pooled),
+                      "val": jax.tree.map(lambda a: jnp.asarray(a[val_idx]), pooled)}
+            object.__setattr__(self, "cv", int(self.cv))
+        object.__setattr__(self, "_folds", folds)
+        object.__setattr__(self, "_folded", folded)
+
+    def _check_cv(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Validates the cv arguments; the (val, train) fold indices, or None without cv."""
+        cv, labels = self.cv, self.cv_labels
+        if cv is None:
+            if labels is not None:
+                raise ValueError("Problem(cv_labels=...) was given without cv; set cv=k (e.g. cv=5) for "
+                                 "stratified k-fold cross-validation, or drop cv_labels")
+            return None
+        if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
+            raise ValueError(f"Problem(cv={cv!r}) must be an int >= 2 (the number of folds, e.g. cv=5), or "
+                             "None to train on train_data and validate on val_data")
+        if isinstance(self.cv_seed, bool) or not isinstance(self.cv_seed, (int, np.integer)):
+            raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) must be an int")
+        if cv > n:
+            raise ValueError(f"Problem(cv={cv}) needs at least {cv} examples, but train_data and val_data "
+                             f"pool {n}; use cv <= {n}")
+        if jax.tree.structure(self.train_data) != jax.tree.structure(self.val_data) or any(
+                np.shape(a)[1:] != np.shape(b)[1:]
+                for a, b in zip(jax.tree.leaves(self.train_data), jax.tree.leaves(self.val_data))):
+            raise ValueError(f"Problem(cv={cv}) pools train_data and val_data, so they must have the same "
+                             "structure and the same shapes after the example axis")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.ndim != 1 or labels.shape[0] != n:
+                raise ValueError(f"Problem(cv_labels=...) has shape {labels.shape}, but train_data and val_data "
+                                 f"pool {n} examples; give a 1-D array of {n} labels (the train labels, then "
+                                 "the val labels), or None for unstratified folds")
+        return kfold_indices(n, int(cv), labels, int(self.cv_seed))
+
+    @property
+    def num_folds(self) -> int:
+        """k under cross-validation, 1 otherwise."""
+        return 1 if self.cv is None else self.cv
 
     @property
     def num_train(self) -> int:
+        """Examples one fit trains on: the training split, or n - n // k per fold under cv."""
+        if self._folds is not None:
+            return int(self._folds[1].shape[1])
         return num_examples(self.train_data, "train_data")
 
     @property
+    def fold_indices(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(val, train) indices into the pooled train ++ val examples, shapes (k, m) and
+        (k, n - m); None without cv."""
+        return self._folds
+
+    @property
     def data(self) -> dict[str, PyTree]:
-        """All splits as one pytree, the explicit data argument of compiled programs."""
-        data = {"train": self.train_data, "val": self.val_data}
+        """All splits as one pytree, the explicit data argument of compiled programs.
+
+        Under cv, "train" and "val" hold the folds stacked: leaves of shape (k, n - m, ...) and
+        (k, m, ...); "test" is unchanged.
+        """
+        if self._folded is not None:
+            data = dict(self._folded)
+        else:
+            data = {"train": self.train_data, "val": self.val_data}
         if self.test_data is not None:
             data["test"] = self.test_data
         return data
@@ -151,21 +297,46 @@ class Problem:
         """Minibatch `step`, drawn with `fold_in(key, step)` (see `batch_indices`)."""
         return self.gather(train_data, self.batch_indices(key, step))
 
-    def scores(self, params: Params, data: Mapping[str, PyTree]) -> dict[str, Scalar]:
+    def initial_params(self, key: Key, hparams: HParams) -> Params:
+        """`init(key)`, or `init(key, hparams)` when `model_reads_hparams`."""
+        return self.init(key, hparams) if self.model_reads_hparams else self.init(key)
+
+    def validation_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
+        """`val_loss` on `batch`, passing `hparams` when `model_reads_hparams`."""
+        if self.model_reads_hparams:
+            return self.val_loss(params, hparams, batch)
+        return self.val_loss(params, batch)
+
+    def scores(self, params: Params, data: Mapping[str, PyTree], hparams: HParams | None = None
+               ) -> dict[str, Scalar]:
         """Validation and test losses and metrics of trained `params`.
+
+        Args:
+            hparams: the hyperparameters, required when `model_reads_hparams`.
 
         Returns:
             `{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` (test entries only when
             the problem has a test split).
         """
-        out = {"val_loss": self.val_loss(params, data["val"])}
-        for name, fn in self.metrics.items():
+        if self.model_reads_hparams:
+            if hparams is None:
+                raise ValueError("Problem(model_reads_hparams=True).scores needs the hparams")
+            loss = lambda params, batch: self.val_loss(params, hparams, batch)  # noqa: E731
+            metrics = {n: functools.partial(_with_hparams, fn, hparams) for n, fn in self.metrics.items()}
+        else:
+            loss, metrics = self.val_loss, self.metrics
+        out = {"val_loss": loss(params, data["val"])}
+        for name, fn in metrics.items():
             out[f"val_{name}"] = fn(params, data["val"])
         if "test" in data:
-            out["test_loss"] = self.val_loss(params, data["test"])
-            for name, fn in self.metrics.items():
+            out["test_loss"] = loss(params, data["test"])
+            for name, fn in metrics.items():
                 out[f"test_{name}"] = fn(params, data["test"])
         return out
+
+
+def _with_hparams(fn, hparams, params, batch):
+    return fn(params, hparams, batch)
 
 
 def as_problem(problem: Any) -> Problem:

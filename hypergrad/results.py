@@ -206,6 +206,85 @@ class Result:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def cv_results(self, metric: str | None = None) -> dict[str, Any]:
+        """The trials in the dict format of scikit-learn's `RandomizedSearchCV.cv_results_`.
+
+        Scores follow scikit-learn's convention, higher is better: with `metric=None`,
+        `val_accuracy` when the trials have it, else minus `val_loss`; `metric="loss"` gives minus
+        `val_loss`; any other name m gives `val_<m>`. On a cross-validated problem the mean is
+        the k-fold mean and `split<i>_test_score` holds fold i's score; without cv the standard
+        deviation is 0 and there are no split columns. ("test" in these keys is scikit-learn's
+        name for the held-out fold, i.e. hypergrad's validation scores, not its test split.)
+
+        Args:
+            metric: None, "loss", or the name of a reported metric (e.g. "accuracy").
+
+        Returns:
+            `{"mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time",
+            "param_<name>", "params", "split<i>_test_score", "mean_test_score", "std_test_score",
+            "rank_test_score"}`: numpy arrays with one entry per trial, except `params` (a list of
+            dicts). `param_<name>` are masked arrays as scikit-learn's: numeric when every trial
+            has a scalar number there, else of dtype object (masked where a trial lacks the
+            hyperparameter) holding Python numbers for scalars, arrays for shaped
+            hyperparameters and any other object (a string, a tuple) as is. `rank_test_score` is int32, 1 for the
+            best, ties sharing the smallest rank; failed trials (non-finite score or state "fail")
+            get NaN scores and tie for last, as in scikit-learn. `mean_fit_time` is a trial's
+            wall seconds divided by the number of folds (the folds train together, so
+            `std_fit_time` is 0), and scoring runs inside the same program: its time is part of
+            the fit time and `mean_score_time` is 0.
+        """
+        trials = self.trials
+        available = sorted({name[4:] for t in trials for name in t.scores
+                            if name.startswith("val_") and not name.endswith("_std")
+                            and "_fold" not in name})
+        if metric is None:
+            metric = "accuracy" if "accuracy" in available else "loss"
+        if not isinstance(metric, str) or metric not in available:
+            raise ValueError(f"cv_results(metric={metric!r}): the trials report {available}; pass one of "
+                             "them, or None for accuracy when reported and loss otherwise")
+        sign = -1.0 if metric == "loss" else 1.0
+        key = f"val_{metric}"
+        num_folds = 0
+        while any(f"{key}_fold{num_folds}" in t.scores for t in trials):
+            num_folds += 1
+
+        def score(t: Trial, name: str) -> float:
+            value = t.scores.get(name, float("nan"))
+            value = float("nan") if value is None else sign * float(value)
+            return value if t.state != FAIL and math.isfinite(value) else float("nan")
+
+        n = len(trials)
+        out: dict[str, Any] = {}
+        fit_time = np.array([t.seconds / max(num_folds, 1) for t in trials], dtype=np.float64)
+        out["mean_fit_time"] = fit_time
+        out["std_fit_time"] = np.zeros(n)
+        out["mean_score_time"] = np.zeros(n)
+        out["std_score_time"] = np.zeros(n)
+        names = list(dict.fromkeys(name for t in trials for name in t.hparams))
+        params = [{name: _param_value(value) for name, value in t.hparams.items()} for t in trials]
+        for name in names:
+            values = [p[name] for p in params if name in p]
+            if len(values) == n and all(isinstance(v, (bool, int, float)) for v in values):
+                # numbers for every trial: a numeric column, as scikit-learn >= 1.5
+                column = np.ma.MaskedArray(np.array(values), mask=np.zeros(n, dtype=bool))
+            else:
+                column = np.ma.masked_all((n,), dtype=object)
+                for i, p in enumerate(params):
+                    if name in p:
+                        column[i] = p[name]
+            out[f"param_{name}"] = column
+        out["params"] = params
+        splits = np.array([[score(t, f"{key}_fold{i}") for i in range(num_folds)] for t in trials],
+                          dtype=np.float64).reshape(n, num_folds)
+        for i in range(num_folds):
+            out[f"split{i}_test_score"] = splits[:, i]
+        mean = np.array([score(t, key) for t in trials], dtype=np.float64)
+        std = np.array([abs(score(t, f"{key}_std")) if f"{key}_std" in t.scores else 0.0 for t in trials])
+        out["mean_test_score"] = mean
+        out["std_test_score"] = np.where(np.isnan(mean), np.nan, std)
+        out["rank_test_score"] = _min_rank(mean)
+        return out
+
     def save(self, path: str | os.PathLike) -> None:
         """Writes `to_dict()` as JSON."""
         with open(path, "w") as f:
@@ -216,6 +295,27 @@ class Result:
         pick = "none" if best is None else f"val {best.value:.4g}, test {_fmt(best.test_value)}"
         return (f"{self.strategy}: {len(self.trials)} trials ({self.num_failed} failed), "
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
+
+
+def _param_value(value: Any) -> Any:
+    """A trial's hyperparameter value for `cv_results`: Python scalars for 0-d numbers, arrays for
+    shaped numeric values, any other object (a string, a tuple of layer widths) unchanged."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _min_rank(scores: np.ndarray) -> np.ndarray:
+    """Ranks for "higher is better", ties sharing the smallest rank (scipy's rankdata(-x, "min"));
+    NaN scores tie for last, and all-NaN gives all ones, as scikit-learn's `cv_results_`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0 or np.isnan(scores).all():
+        return np.ones(scores.shape, dtype=np.int32)
+    filled = np.where(np.isnan(scores), np.nanmin(scores) - 1, scores)
+    greater = filled.size - np.searchsorted(np.sort(filled), filled, side="right")
+    return (1 + greater).astype(np.int32)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -55,6 +55,7 @@ import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad.problem import refuse_cv
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["ES", "PES", "PERTURBATION_STREAM"]
@@ -206,6 +207,10 @@ class ES(Method):
             "ES", "chunk", self.chunk, "samples evaluated at once (memory bound), or None for all",
             optional=True))
 
+    def check(self, objective: Any, hparams: HParams) -> None:
+        """Refuses cross-validated problems: the perturbed runs read one training set."""
+        refuse_cv(objective.problem, "ES")
+
     def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
         value, scores = objective.loss_and_scores(hparams, key, data)
         noise_key = _perturbation_key(key)
@@ -213,7 +218,7 @@ class ES(Method):
         signs = _signs(self.antithetic, jnp.result_type(value))
 
         def loss(h):  # the validation loss only (scores would compute the test loss too)
-            return objective.problem.val_loss(objective.run(h, key, data).params, data["val"])
+            return objective.problem.validation_loss(objective.run(h, key, data).params, h, data["val"])
 
         def sample(i):
             noise = _noise(noise_key, i, 0, hparams)
@@ -303,6 +308,10 @@ class PES(Method):
         object.__setattr__(self, "chunk", _check_int(
             "PES", "chunk", self.chunk, "particles run at once (memory bound), or None for all", optional=True))
 
+    def check(self, objective: Any, hparams: HParams) -> None:
+        """Refuses cross-validated problems: the perturbed runs read one training set."""
+        refuse_cv(objective.problem, "PES")
+
     def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
         value, scores = objective.loss_and_scores(hparams, key, data)
         noise_key = _perturbation_key(key)
@@ -339,7 +348,8 @@ class PES(Method):
                                                  unroll=unroll)[0]
             if remainder:
                 states, xi = advance(states, xi, noise, num_full, remainder)
-            losses = jax.vmap(lambda params: objective.problem.val_loss(params, data["val"]))(states.params)
+            losses = jax.vmap(lambda params: objective.problem.validation_loss(params, hparams, data["val"]))(
+                states.params)
             weight = _weight(losses, value, self.sigma, self.antithetic)
             return jax.tree.map(lambda x: weight.astype(x.dtype) * x, xi)
 

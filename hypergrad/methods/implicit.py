@@ -38,6 +38,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad.problem import refuse_cv
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["Implicit", "hparams_read_by"]
@@ -264,10 +265,12 @@ class Implicit(Method):
 
     # -- refusal -------------------------------------------------------------------------------
     def check(self, objective: Any, hparams: HParams) -> None:
-        """Refuses hyperparameters that the optimiser reads (e.g. 'lr', 'momentum'), statically."""
+        """Refuses hyperparameters that the optimiser reads (e.g. 'lr', 'momentum'), statically,
+        and cross-validated problems (its solve reads one training set)."""
         problem = objective.problem
+        refuse_cv(problem, "Implicit", "use hg.Reverse() or hg.Forward(), which train the folds vmapped")
         try:
-            params = jax.eval_shape(problem.init, jax.random.key(0))
+            params = jax.eval_shape(problem.initial_params, jax.random.key(0), hparams)
             batch = _abstract(problem.train_data)
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
             in_loss = hparams_read_by(lambda h, p, b: jax.grad(problem.train_loss)(p, h, b),
@@ -301,14 +304,14 @@ class Implicit(Method):
         # Train with the hyperparameters held constant: no derivative flows through the scan.
         params = objective.run(jax.lax.stop_gradient(hparams), key, data).params
         params = jax.lax.stop_gradient(params)
-        scores = problem.scores(params, data)
+        scores = problem.scores(params, data, hparams)
         value = scores["val_loss"]
 
         def grad_w(w, h):  # F(w, h) = dL/dw (w, h); F(w*(h), h) = 0 defines w*(h)
             return jax.grad(problem.train_loss)(w, h, train)
 
         # dV/dw at the trained w: the right-hand side of the linear system.
-        rhs = jax.grad(problem.val_loss)(params, data["val"])
+        rhs = jax.grad(lambda p: problem.validation_loss(p, hparams, data["val"]))(params)
 
         def hvp(v):  # (H + damping I) v = d/de [dL/dw (w + e v, h)] at e = 0, plus damping v
             hv = jax.jvp(lambda w: grad_w(w, hparams), (params,), (v,))[1]

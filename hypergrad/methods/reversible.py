@@ -73,6 +73,7 @@ import optax
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad.problem import refuse_cv
 
 __all__ = ["Reversible", "ReversibleRun"]
 
@@ -224,6 +225,8 @@ class Reversible(Method):
 
     # -- validation -----------------------------------------------------------------------------
     def check(self, objective: Any, hparams: HParams) -> None:
+        refuse_cv(objective.problem, "Reversible", "use hg.Reverse() (with checkpoint_every= to bound "
+                  "memory) or hg.Forward(), which train the folds vmapped")
         if not jax.config.jax_enable_x64:
             raise ValueError("Reversible needs 64-bit integers for its exact fixed-point arithmetic; call "
                              "jax.config.update('jax_enable_x64', True) before building the problem")
@@ -239,7 +242,7 @@ class Reversible(Method):
         if np.shape(hparams[self.momentum]) != ():
             raise ValueError(f"Reversible: hparams[{self.momentum!r}] has shape "
                              f"{np.shape(hparams[self.momentum])}; the momentum must be a scalar")
-        params = jax.eval_shape(objective.problem.init, jax.random.key(0))
+        params = jax.eval_shape(objective.problem.initial_params, jax.random.key(0), hparams)
         for leaf in jax.tree.leaves(params):
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise ValueError(f"Reversible: a parameter has dtype {leaf.dtype}; every parameter must be "
@@ -368,9 +371,9 @@ class Reversible(Method):
 
         # ---- the validation loss and its gradient at the end of training -----------------------
         wT = floats(WT)
-        scores = problem.scores(tree(wT), data)
+        scores = problem.scores(tree(wT), data, hparams)
         value = scores["val_loss"]
-        wbar = jax.tree.leaves(jax.grad(lambda p: problem.val_loss(p, data["val"]))(tree(wT)))
+        wbar = jax.tree.leaves(jax.grad(lambda p: problem.validation_loss(p, hparams, data["val"]))(tree(wT)))
         vbar = [jnp.zeros_like(a) for a in wbar]
         hbar = jax.tree.map(jnp.zeros_like, hparams)
 

@@ -11,6 +11,7 @@ import jax
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
+from hypergrad.problem import refuse_cv
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["Truncated"]
@@ -63,6 +64,13 @@ class Truncated(Method):
                 f"Truncated(checkpoint_every={k!r}) must be a positive int (try about sqrt(window)) or None"
             )
 
+    def check(self, objective: Any, hparams: HParams) -> None:
+        """Refuses a cross-validated problem when the window truncates (its loop reads one training
+        set); with window >= num_steps it is `Reverse`, which handles cv."""
+        if self.window < objective.num_steps:
+            refuse_cv(objective.problem, f"Truncated(window={self.window})",
+                      f"use hg.Reverse() (or Truncated(window >= num_steps = {objective.num_steps}))")
+
     def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
         num_steps = objective.num_steps
         window = min(self.window, num_steps)
@@ -82,7 +90,7 @@ class Truncated(Method):
             # The window: steps T - window, ..., T - 1 (the same minibatches, via fold_in(key, t)).
             state = objective.run_steps(state, head, window, h, data_key, data["train"],
                                         checkpoint_every=self.checkpoint_every)
-            scores = objective.problem.scores(state.params, data)
+            scores = objective.problem.scores(state.params, data, h)
             return scores["val_loss"], scores
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)

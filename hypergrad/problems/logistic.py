@@ -20,6 +20,7 @@ def logistic(
     num_examples: int = 300,
     num_features: int = 8,
     num_classes: int = 3,
+    cv: int | None = None,
 ) -> Problem:
     """Softmax regression, parameters `{"w": (d, C), "b": (C,)}` initialised at zero.
 
@@ -32,6 +33,9 @@ def logistic(
         batch_size: None for full batch, or a minibatch size.
         seed: seed of the data and its split.
         num_examples, num_features, num_classes: shape of the synthetic data.
+        cv: None, or k >= 2 for stratified k-fold cross-validation over the train and validation
+            splits pooled (the test split stays held out); each fit then costs k times one fit
+            (see `hg.Problem`).
     """
     dtype = np.dtype(default_dtype())
     if dataset == "synthetic":
@@ -67,4 +71,6 @@ def logistic(
 
     return Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=splits.train,
                    val_data=splits.val, test_data=splits.test, batch_size=batch_size,
-                   metrics={"accuracy": acc}, name=f"logistic-{dataset}")
+                   metrics={"accuracy": acc}, name=f"logistic-{dataset}" + ("" if cv is None else f"-cv{cv}"),
+                   cv=cv, cv_labels=None if cv is None else np.concatenate([splits.train[1], splits.val[1]]),
+                   cv_seed=seed)

@@ -45,12 +45,14 @@ def _kernels(state) -> list[jax.Array]:
             if any(getattr(k, "key", None) == "kernel" for k in path)]
 
 
-def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=None, name="nnx-model") -> Problem:
+def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=None, name="nnx-model",
+                cv=None, cv_labels=None, cv_seed=0) -> Problem:
     """An `hg.Problem` for a flax.nnx classifier `make_model(rngs) -> nnx.Module` mapping x to logits.
 
     Parameters are the model's `nnx.State`. `train_loss` is the cross-entropy plus
     `0.5 * weight_decay * sum(kernel^2)` over every `kernel` when `hparams` has "weight_decay";
-    `val_loss` is the cross-entropy; "accuracy" is reported.
+    `val_loss` is the cross-entropy; "accuracy" is reported. `cv`, `cv_labels` and `cv_seed` are
+    passed to `hg.Problem` (k-fold cross-validation over train and val pooled).
     """
     graphdef, _ = nnx.split(make_model(nnx.Rngs(0)))  # the static structure, built once
 
@@ -77,7 +79,7 @@ def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=
 
     return Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train_data,
                    val_data=val_data, test_data=test_data, batch_size=batch_size,
-                   metrics={"accuracy": acc}, name=name)
+                   metrics={"accuracy": acc}, name=name, cv=cv, cv_labels=cv_labels, cv_seed=cv_seed)
 
 
 def mlp_classifier(
@@ -87,6 +89,7 @@ def mlp_classifier(
     *,
     activation: str = "tanh",
     seed: int = 0,
+    cv: int | None = None,
 ) -> Problem:
     """An MLP classifier on a scikit-learn bundled data set ("digits", "iris", "wine", "breast_cancer").
 
@@ -95,7 +98,10 @@ def mlp_classifier(
         hidden: widths of the hidden layers.
         batch_size: examples per step (clipped to the training set size), or None for full batch.
         activation: "tanh", "relu", "gelu" or "sigmoid".
-        seed: seed of the split.
+        seed: seed of the split (and of the folds under cv).
+        cv: None, or k >= 2 for stratified k-fold cross-validation over the train and validation
+            splits pooled (80% of the data; the test split stays held out). Each fit then trains
+            on n - n // k of the pooled examples and costs k times one fit (see `hg.Problem`).
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation={activation!r}: choose one of {sorted(_ACTIVATIONS)}")
@@ -109,5 +115,7 @@ def mlp_classifier(
     d = splits.train[0].shape[1]
     c = int(max(s[1].max() for s in splits)) + 1
     sizes = (d, *hidden, c)
+    labels = None if cv is None else np.concatenate([splits.train[1], splits.val[1]])
     return nnx_problem(lambda rngs: MLP(sizes, activation, rngs=rngs, dtype=dtype), splits.train, splits.val,
-                       splits.test, batch_size=batch_size, name=f"{dataset}-mlp")
+                       splits.test, batch_size=batch_size, name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"),
+                       cv=cv, cv_labels=labels, cv_seed=seed)
