@@ -1,22 +1,28 @@
 """hypergrad: gradient-based hyperparameter optimisation in JAX, with fair baselines."""
 
 from hypergrad import online, problems
+from hypergrad.hybrid import hybrid_search
 from hypergrad.hypergradient import hypergradient
 from hypergrad.methods import ES, PES, Forward, Implicit, Method, Reverse, Reversible, Truncated
 from hypergrad.objective import Objective
+from hypergrad.optuna_search import optuna_search
 from hypergrad.problem import Problem
 from hypergrad.results import Comparison, Result, Trial, compare
 from hypergrad.search import grid_search, random_search
 from hypergrad.space import Choice, LogUniform, Space, Uniform
+from hypergrad.structure import Masked, Structured, select_transform
 from hypergrad.tune import tune, tune_step_cost
 
 __all__ = [
     # declaring the problem and the search space
     "Problem", "Objective", "Space", "Uniform", "LogUniform", "Choice", "problems",
+    # structural choices: one program per configuration, or one masked program
+    "Structured", "Masked", "select_transform",
     # hypergradient methods
     "hypergradient", "Method", "Reverse", "Truncated", "Forward", "Implicit", "Reversible", "ES", "PES",
     "online",
     # strategies and their results
-    "tune", "tune_step_cost", "random_search", "grid_search", "compare", "Result", "Trial", "Comparison",
+    "tune", "tune_step_cost", "random_search", "grid_search", "optuna_search", "hybrid_search",
+    "compare", "Result", "Trial", "Comparison",
 ]
 __version__ = "0.1.0"

@@ -30,6 +30,8 @@ from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
 from hypergrad.space import Space, _check_count
+from hypergrad import structure
+from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
 __all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step"]
 
@@ -41,6 +43,23 @@ def check_space(space: Any) -> Space:
         raise ValueError(f"space must be an hg.Space, got {type(space).__name__}; build one with "
                          "hg.Space({'lr': hg.LogUniform(1e-3, 1.0), ...})")
     return space
+
+
+DEFAULT_CHUNK = 64
+"""Most trials per vmapped call when chunk_size is None."""
+
+
+def balanced_chunk(num: int, chunk_size: int) -> int:
+    """Trials per call: at most `chunk_size`, in as few calls as that allows, split evenly so the
+    padding of the last call is under one row per call (72 trials at 64 run as 2 x 36, not 64 + 64)."""
+    calls = -(-num // chunk_size)
+    return -(-num // calls)
+
+
+def _check_target(objective: Any, space: Space) -> None:
+    if not isinstance(objective, Structured):
+        check_objective(objective)
+    check_family(objective, space)
 
 
 def _first(batch: HParams) -> HParams:
@@ -73,78 +92,136 @@ def _chunk(batch: HParams, start: int, size: int) -> HParams:
     return jax.tree.map(take, batch)
 
 
-def evaluate_settings(
+def _evaluate_group(
     objective: Objective,
     settings: HParams,
+    rows: np.ndarray,
     key: Key,
-    *,
-    strategy: str,
-    chunk_size: int = 64,
-    log: Any = None,
-    progress: Any = False,
-    info: dict | None = None,
-) -> Result:
-    """Evaluates a batch of settings (leading axis = trial) with one vmapped program.
-
-    Args:
-        objective: the objective to evaluate.
-        settings: dict of arrays with a leading trial axis.
-        key: training key shared by all trials.
-        strategy: label of the result.
-        chunk_size: trials per vmapped call; bounds memory at chunk_size training runs at once.
-        log: optional JSON-lines path; each trial is appended as soon as its chunk returns.
-        progress: True to print a line per chunk to stderr, or a callable(str).
-        info: extra facts to store in the result.
-    """
-    check_objective(objective)
-    key = check_key(key)
-    chunk_size = _check_count(chunk_size, "chunk_size")
-    settings = {name: np.asarray(value) for name, value in settings.items()}
-    num = len(next(iter(settings.values())))
-    chunk = min(chunk_size, num)
+    chunk_size: int | None,
+    recorder: TrialRecorder,
+    recorded: Any,
+) -> tuple[float, float]:
+    """Evaluates `settings` (one objective, trial numbers `rows`) in padded chunks; adds each trial
+    to `recorder` as its chunk returns, with hparams `recorded(i)`. Returns (compile s, run FLOPs)."""
+    num = len(rows)
+    chunk = balanced_chunk(num, DEFAULT_CHUNK) if chunk_size is None else min(chunk_size, num)
     data = objective.problem.data
-    first = _first(settings)
     executable, compile_seconds = _compile.compiled(
         ("search", objective),
         lambda: jax.vmap(lambda h, k, d: objective.loss_and_scores(h, k, d)[1], in_axes=(0, None, None)),
         (_chunk(settings, 0, chunk), key, data),
     )
-    unit = run_flops(objective, first, key)
+    began = time.perf_counter()
+    unit = run_flops(objective, _first(settings), key)
+    if compile_seconds > 0:
+        structure.record_program(compile_seconds + time.perf_counter() - began)
+    for start in range(0, num, chunk):
+        real = min(chunk, num - start)
+        batch = _chunk(settings, start, chunk)
+        began = time.perf_counter()
+        scores = jax.device_get(jax.block_until_ready(executable(batch, key, data)))
+        seconds = time.perf_counter() - began
+        structure.record_run(unit * chunk, seconds)
+        for i in range(real):
+            trial_scores = {name: float(v[i]) for name, v in scores.items()}
+            value = trial_scores["val_loss"]
+            recorder.add(Trial(
+                number=int(rows[start + i]),
+                hparams=recorded(start + i),
+                value=value,
+                scores=trial_scores,
+                state=COMPLETE if math.isfinite(value) else FAIL,
+                flops=unit * chunk / real,  # padding rows are compute spent too
+                seconds=seconds / real,
+                run_flops=unit,
+            ))
+        recorder.report()
+    return compile_seconds, unit
+
+
+def evaluate_settings(
+    objective: Objective | Structured,
+    settings: HParams,
+    key: Key,
+    *,
+    strategy: str,
+    space: Space | None = None,
+    chunk_size: int | None = None,
+    log: Any = None,
+    progress: Any = False,
+    info: dict | None = None,
+) -> Result:
+    """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
+
+    One program for an `Objective`. For an `hg.Structured` family, structural choices (whose
+    settings hold option indices) are masked or grouped as `hypergrad.structure.plan` decides: one
+    program per group of trials sharing the options of the grouped choices, all trials in one table
+    in their original order, with the options themselves in `trial.hparams`.
+
+    Args:
+        objective: the objective, or an `hg.Structured` family (then `space` is required).
+        settings: dict of arrays with a leading trial axis.
+        key: training key shared by all trials.
+        strategy: label of the result.
+        space: the space the settings come from (needed for structural choices).
+        chunk_size: trials per vmapped call (every call padded to it, so any number of trials
+            reuses one program); bounds memory at chunk_size training runs at once. None: at most
+            `DEFAULT_CHUNK` trials per call, split evenly (`balanced_chunk`) to minimise padding.
+        log: optional JSON-lines path; each trial is appended as soon as its chunk returns.
+        progress: True to print a line per chunk to stderr, or a callable(str).
+        info: extra facts to store in the result.
+    """
+    key = check_key(key)
+    if chunk_size is not None:
+        chunk_size = _check_count(chunk_size, "chunk_size")
+    settings = {name: np.asarray(value) for name, value in settings.items()}
+    num = len(next(iter(settings.values())))
+    info = dict(info or {})
+    if isinstance(objective, Structured):
+        if space is None:
+            raise ValueError("evaluate_settings(space=None): an hg.Structured family needs the space its "
+                             "settings come from, to map option indices to options")
+        check_family(objective, space)
+        decisions = plan(objective, space, settings, key)
+        info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
+        groups = [(config, objective.objective(config), rows)
+                  for config, rows in group_rows(space, settings, decisions)]
+    else:
+        check_objective(objective)
+        if space is not None:
+            check_family(objective, space)
+        groups = [({}, objective, np.arange(num))]
+    structural = space.structural if space is not None else ()
     recorder = TrialRecorder(strategy, log, progress, total=num)
+    compile_seconds, units = 0.0, []
     try:
-        for start in range(0, num, chunk):
-            real = min(chunk, num - start)
-            batch = _chunk(settings, start, chunk)
-            began = time.perf_counter()
-            scores = jax.device_get(jax.block_until_ready(executable(batch, key, data)))
-            seconds = time.perf_counter() - began
-            for i in range(real):
-                trial_scores = {name: float(v[i]) for name, v in scores.items()}
-                value = trial_scores["val_loss"]
-                recorder.add(Trial(
-                    number=start + i,
-                    hparams={name: np.asarray(v[i]) for name, v in batch.items()},
-                    value=value,
-                    scores=trial_scores,
-                    state=COMPLETE if math.isfinite(value) else FAIL,
-                    flops=unit * chunk / real,  # padding rows are compute spent too
-                    seconds=seconds / real,
-                    run_flops=unit,
-                ))
-            recorder.report()
+        for config, group_objective, rows in groups:
+            used = {name: v[rows] for name, v in settings.items()
+                    if name not in config or isinstance(config[name], Masked)}
+
+            def recorded(i, rows=rows):
+                row = {name: np.asarray(v[rows[i]]) for name, v in settings.items()}
+                return space.options_of(row) if structural else row
+
+            seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded)
+            compile_seconds += seconds
+            units.append((unit, len(rows)))
     finally:
         recorder.close()
-    return Result(strategy, tuple(recorder.trials), unit, compile_seconds,
-                  {"chunk_size": chunk, "num_trials": num, **(info or {})})
+    unit = sum(u * n for u, n in units) / num  # the mean run over trials (groups differ in cost)
+    chunk = balanced_chunk(num, DEFAULT_CHUNK) if chunk_size is None else min(chunk_size, num)
+    info.update({"chunk_size": chunk, "num_trials": num, "programs": len(groups)})
+    trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
+    return Result(strategy, trials, unit, compile_seconds, info)
 
 
 def random_search(
-    objective: Objective,
+    objective: Objective | Structured,
     space: Space,
     key: Key,
     num_trials: int,
     *,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     log: Any = None,
     progress: Any = False,
 ) -> Result:
@@ -155,34 +232,35 @@ def random_search(
     ceil(num_trials / chunk_size) calls of one compiled program.
 
     Args:
-        objective: the objective.
+        objective: the objective, or an `hg.Structured` family when the space has structural
+            choices (trials are then masked or grouped by configuration; see `hypergrad.structure`).
         space: where to sample.
         key: PRNG key; trials train with it (common random numbers) and sample from a key folded
             from it.
         num_trials: number of settings, >= 1.
-        chunk_size: trials per vmapped call (memory bound).
+        chunk_size: trials per vmapped call (memory bound); None splits the trials evenly into
+            calls of at most `DEFAULT_CHUNK` (see `evaluate_settings`).
         log: optional JSON-lines path to append each trial to as it is produced.
         progress: True to print progress to stderr, or a callable(str).
 
     Returns:
         a `Result` whose trials are in sampling order.
     """
-    check_objective(objective)
-    check_space(space)
+    _check_target(objective, check_space(space))
     num_trials = _check_count(num_trials, "num_trials")
     key = check_key(key)
     settings = space.sample(jax.random.fold_in(key, _SAMPLE_STREAM), num_trials)
-    return evaluate_settings(objective, settings, key, strategy="random", chunk_size=chunk_size, log=log,
-                             progress=progress)
+    return evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
+                             log=log, progress=progress)
 
 
 def grid_search(
-    objective: Objective,
+    objective: Objective | Structured,
     space: Space,
     key: Key,
     points_per_axis: int,
     *,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     log: Any = None,
     progress: Any = False,
 ) -> Result:
@@ -194,9 +272,8 @@ def grid_search(
         objective, space, key, chunk_size, log, progress: as in `random_search`.
         points_per_axis: values per continuous axis, >= 1.
     """
-    check_objective(objective)
-    check_space(space)
+    _check_target(objective, check_space(space))
     key = check_key(key)
     settings = space.grid(points_per_axis)
-    return evaluate_settings(objective, settings, key, strategy="grid", chunk_size=chunk_size, log=log,
-                             progress=progress, info={"points_per_axis": points_per_axis})
+    return evaluate_settings(objective, settings, key, strategy="grid", space=space, chunk_size=chunk_size,
+                             log=log, progress=progress, info={"points_per_axis": points_per_axis})

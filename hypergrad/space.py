@@ -14,7 +14,8 @@ Shaped hyperparameters (a per-step learning-rate schedule, a per-feature penalty
 Baselines treat them as one value broadcast to the shape (a constant schedule) unless declared
 `independent=True`, in which case every element is its own search axis.
 
-`Choice` lists discrete options. Baselines search it; gradient methods refuse it.
+`Choice` lists discrete options, numeric (traced values) or structural (options that change the
+program, handled by `hg.Structured`). Baselines search it; gradient methods refuse it.
 """
 
 from __future__ import annotations
@@ -161,42 +162,83 @@ class LogUniform(_Continuous):
         return (jnp.log(jnp.asarray(value)) - log_lo) / (log_hi - log_lo)
 
 
+def _is_number(option: Any) -> bool:
+    return isinstance(option, (int, float, np.integer, np.floating)) and not isinstance(option, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """One of a finite list of numeric options; searched by the baselines only.
+    """One of a finite list of options; searched by the baselines, never differentiated.
 
-    The value handed to the objective is the chosen option as an array, so a program that uses it
-    compiles once for all options. Gradient methods refuse a `Choice`.
+    Two kinds:
+
+    - numeric (every option a number, the default for those): the objective receives the chosen
+      number as a traced array, so one compiled program serves every option (`alpha` in
+      {1e-4, 1e-3}, a width used only as a mask);
+    - structural (any option not a number, such as "relu", (100,) or "adam"; or
+      `structural=True`): the option changes the program. The search hands it to an
+      `hg.Structured` objective family, which either builds one program per option (grouping)
+      or receives the option's index as a traced integer and selects inside one program
+      (masking); see `hypergrad.structure`. Settings and grids hold the option *index* (int32);
+      trial tables hold the option itself.
 
     Args:
-        options: a non-empty sequence of numbers (to choose among structures, encode them as integer
-            indices and branch with `jax.lax.switch`).
+        options: a non-empty sequence of distinct hashable options.
+        structural: force numeric options to be structural (None: structural unless every option
+            is a number).
     """
 
-    options: tuple[float, ...]
+    options: tuple[Any, ...]
+    structural: bool
 
-    def __init__(self, options: Sequence[Any]):
-        options = tuple(options)
+    def __init__(self, options: Sequence[Any], structural: bool | None = None):
+        if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
+            raise ValueError(f"Choice(options={options!r}): give a list of options, e.g. ['tanh', 'relu']")
+        options = tuple(tuple(o) if isinstance(o, list) else o for o in options)
         if len(options) == 0:
             raise ValueError("Choice(options=[]): give at least one option")
         for option in options:
-            if not isinstance(option, (int, float, np.integer, np.floating)) or isinstance(option, bool):
-                raise ValueError(
-                    f"Choice(options={list(options)!r}): option {option!r} is not a number; encode "
-                    "structural options as integer indices and select with jax.lax.switch"
-                )
+            try:
+                hash(option)
+            except TypeError as err:
+                raise ValueError(f"Choice: option {option!r} is not hashable; use a tuple, string or number") from err
+        if len(set(options)) != len(options):
+            raise ValueError(f"Choice(options={list(options)!r}) repeats an option; list each once")
+        numeric = all(_is_number(o) for o in options)
+        if structural is None:
+            structural = not numeric
+        elif not structural and not numeric:
+            raise ValueError(
+                f"Choice(options={list(options)!r}, structural=False): only numbers can be traced; "
+                "drop structural=False for options that change the program"
+            )
         object.__setattr__(self, "options", options)
+        object.__setattr__(self, "structural", bool(structural))
 
     shape = ()  # a Choice is always a scalar
     independent = False
     num_axes = 1
 
+    def option(self, index: int) -> Any:
+        """The option at `index` (structural settings hold indices)."""
+        return self.options[int(index)]
+
+    def index(self, option: Any) -> int:
+        """The index of `option`; `ValueError` naming the options when it is not one of them."""
+        option = tuple(option) if isinstance(option, list) else option
+        for i, candidate in enumerate(self.options):
+            if candidate == option:
+                return i
+        raise ValueError(f"{option!r} is not one of the options {list(self.options)}")
+
     @property
     def centre(self) -> jax.Array:
-        return jnp.asarray(self.options[0])
+        return jnp.asarray(0, jnp.int32) if self.structural else jnp.asarray(self.options[0])
 
     def grid_values(self, points: int) -> np.ndarray:
         del points  # a Choice always contributes all its options
+        if self.structural:
+            return np.arange(len(self.options), dtype=np.int32)
         return np.asarray(self.options)
 
 
@@ -249,6 +291,19 @@ class Space:
         return tuple(name for name, dist in self.items if isinstance(dist, Choice))
 
     @property
+    def structural(self) -> tuple[str, ...]:
+        """Names of the structural `Choice`s (options that change the program)."""
+        return tuple(name for name, dist in self.items if isinstance(dist, Choice) and dist.structural)
+
+    def options_of(self, settings: Mapping[str, Any], row: int | None = None) -> dict[str, Any]:
+        """Settings with every structural index replaced by its option (one row, or a scalar setting)."""
+        out = dict(settings)
+        for name in self.structural:
+            index = settings[name] if row is None else settings[name][row]
+            out[name] = self[name].option(int(np.asarray(index)))
+        return out
+
+    @property
     def num_scalars(self) -> int:
         """Number of scalar hyperparameters a gradient method must differentiate."""
         return sum(math.prod(dist.shape) for _, dist in self.items)
@@ -294,8 +349,8 @@ class Space:
         for i, (name, dist) in enumerate(self.items):
             k = jax.random.fold_in(key, i)
             if isinstance(dist, Choice):
-                index = jax.random.randint(k, (n,), 0, len(dist.options))
-                out[name] = jnp.asarray(dist.options)[index]
+                index = jax.random.randint(k, (n,), 0, len(dist.options), dtype=jnp.int32)
+                out[name] = index if dist.structural else jnp.asarray(dist.options)[index]
                 continue
             draw_shape = (n, *dist.shape) if dist.independent else (n,) + (1,) * len(dist.shape)
             u = jax.random.uniform(k, draw_shape)
@@ -336,6 +391,8 @@ class Space:
 
 
 def _dtype_of(dist: Distribution):
+    if isinstance(dist, Choice) and dist.structural:
+        return jnp.int32
     if isinstance(dist, Choice):
         return jnp.asarray(dist.options).dtype
     return jnp.zeros(()).dtype  # the default float (float64 when x64 is on)

@@ -308,13 +308,12 @@ def test_search_rejects_a_space_that_is_not_a_space(diverging_objective, search)
                                  points_per_axis=2)
 
 
-def test_choice_of_strings_is_refused():
-    compilations = _compile.stats.compilations
-    with pytest.raises(ValueError, match="options"):
-        hg.Choice(["relu", "tanh"])
-    with pytest.raises(ValueError, match="options"):
-        hg.Choice([0.1, "adam"])
-    assert _compile.stats.compilations == compilations
+def test_structural_choice_needs_a_structured_family(diverging_objective):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "activation": hg.Choice(["relu", "tanh"])})
+    _raises_before_compiling("hg.Structured", hg.random_search, diverging_objective, space,
+                             jax.random.key(0), num_trials=4)
+    _raises_before_compiling("hg.Structured", hg.grid_search, diverging_objective, space,
+                             jax.random.key(0), points_per_axis=2)
 
 
 def test_search_rejects_bad_objective_and_key(diverging_objective):
@@ -334,3 +333,13 @@ def test_hyperparameter_the_objective_does_not_get_is_named(diverging_objective)
 
 def test_float64_is_on():  # the 1e-10 agreements above assume it
     assert jnp.zeros(()).dtype == jnp.float64
+
+
+def test_default_chunks_are_balanced_so_padding_stays_small(diverging_objective):
+    from hypergrad.search import balanced_chunk
+
+    assert [balanced_chunk(n, 64) for n in (1, 64, 65, 72, 128, 129)] == [1, 64, 33, 36, 64, 43]
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    result = hg.random_search(diverging_objective, space, jax.random.key(0), num_trials=72)
+    assert result.info["chunk_size"] == 36
+    assert result.runs == pytest.approx(72.0)  # two calls of 36: no padding (64 + 64 would be 128 runs)

@@ -269,10 +269,38 @@ def test_bad_shapes_are_refused(shape):
         hg.Uniform(0.0, 1.0, shape=shape)
 
 
-@pytest.mark.parametrize("options", [["relu", "tanh"], [1, "two"], [True, False]])
-def test_choice_refuses_non_numeric_options(options):
-    with pytest.raises(ValueError, match=r"Choice\(options=.*is not a number.*integer indices"):
-        hg.Choice(options)
+@pytest.mark.parametrize("options", [["relu", "tanh"], [1, "two"], [True, False], [(50,), (100,)]])
+def test_non_numeric_choices_are_structural_and_sampled_as_indices(options, key):
+    choice = hg.Choice(options)
+    assert choice.structural
+    space = hg.Space({"c": choice, "lr": hg.LogUniform(1e-3, 1.0)})
+    assert space.structural == ("c",)
+    draws = space.sample(key, 50)
+    assert draws["c"].dtype == jnp.int32
+    assert set(np.asarray(draws["c"]).tolist()) == set(range(len(options)))
+    np.testing.assert_array_equal(space.grid(2)["c"], np.repeat(np.arange(len(options)), 2))
+    assert space.options_of(draws, row=0)["c"] == options[int(draws["c"][0])] or \
+        list(space.options_of(draws, row=0)["c"]) == list(options[int(draws["c"][0])])
+    assert choice.index(options[1]) == 1
+
+
+def test_numeric_choice_can_be_declared_structural(key):
+    choice = hg.Choice([50, 100, 200], structural=True)
+    assert choice.structural and choice.option(2) == 200
+    assert not hg.Choice([50, 100, 200]).structural
+    with pytest.raises(ValueError, match=r"structural=False\): only numbers can be traced"):
+        hg.Choice(["tanh", "relu"], structural=False)
+
+
+def test_choice_refuses_repeats_and_unhashable_options():
+    with pytest.raises(ValueError, match="repeats an option"):
+        hg.Choice(["relu", "relu"])
+    with pytest.raises(ValueError, match="not hashable"):
+        hg.Choice([{"a": 1}])
+    with pytest.raises(ValueError, match="give a list of options"):
+        hg.Choice("relu")
+    with pytest.raises(ValueError, match=r"'gelu' is not one of the options"):
+        hg.Choice(["relu", "tanh"]).index("gelu")
 
 
 def test_choice_refuses_no_options():

@@ -1,0 +1,275 @@
+"""Optuna as an outside baseline: its samplers propose, one vmapped program evaluates.
+
+`optuna_search` runs Optuna's ask-and-tell interface in rounds. Each round asks `batch_size` trials
+from an Optuna study (TPE or random sampler, or any sampler instance), evaluates the whole batch
+with the same compiled, vmapped program as `random_search` (`hypergrad.search.evaluate_settings`),
+and tells the validation losses back. The result is an ordinary `hg.Result`, trials numbered in ask
+order with the same compute accounting as `random_search`, so `hg.compare` lines Optuna up with the
+library's own strategies at equal compute.
+
+Space mapping (one Optuna parameter per search axis, as the baselines see the space):
+
+    Uniform(lo, hi)                      suggest_float(name, lo, hi)
+    LogUniform(lo, hi)                   suggest_float(name, lo, hi, log=True)
+    shaped, not independent              one suggestion, broadcast to the shape (a constant schedule)
+    shaped, independent=True             one suggestion per element, named "lr[3]" ("w[1,2]")
+    Choice, numeric                      suggest_categorical over the numbers; settings hold the number
+    Choice, structural                   suggest_categorical over string labels of the options;
+                                         settings hold the option's index (int32)
+
+Every trial trains with the same `key` (common random numbers), as in `random_search`, so a
+trial's value equals `objective(hparams, key)` evaluated alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+from hypergrad._checks import is_int_at_least
+from hypergrad._types import HParams, Key
+from hypergrad.objective import Objective, check_key
+from hypergrad.structure import Structured
+from hypergrad.results import FAIL, Result, TrialRecorder
+from hypergrad.search import _check_target, check_space, evaluate_settings
+from hypergrad.space import Choice, LogUniform, Space, _check_count, _dtype_of
+
+__all__ = ["optuna_search"]
+
+_SAMPLERS = ("tpe", "random")
+_SEED_STREAM = 2**31 - 2  # fold_in tag of the sampler seed; random_search samples from 2**31 - 1
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("optuna_search needs optuna: pip install 'hypergrad[optuna]'") from err
+    return optuna
+
+
+def _element_names(name: str, shape: tuple[int, ...]) -> list[str]:
+    """Optuna parameter names of an independent shaped hyperparameter, in C order: lr[0], lr[1], ..."""
+    return [f"{name}[{','.join(str(i) for i in np.unravel_index(flat, shape))}]"
+            for flat in range(math.prod(shape))]
+
+
+def _labels(choice: Choice) -> list[str]:
+    """Distinct string labels of a structural choice's options (Optuna stores str, not tuples)."""
+    for label in (str, repr):
+        labels = [label(o) for o in choice.options]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{i}:{o!r}" for i, o in enumerate(choice.options)]
+
+
+def _python_number(option: Any) -> int | float:
+    return option.item() if isinstance(option, np.generic) else option
+
+
+def optuna_distributions(space: Space) -> dict[str, Any]:
+    """The Optuna distributions of a space's search axes, keyed by Optuna parameter name."""
+    optuna = _import_optuna()
+    dists = {}
+    for name, dist in space.items:
+        if isinstance(dist, Choice):
+            options = _labels(dist) if dist.structural else [_python_number(o) for o in dist.options]
+            dists[name] = optuna.distributions.CategoricalDistribution(options)
+            continue
+        log = isinstance(dist, LogUniform)
+        float_dist = optuna.distributions.FloatDistribution(dist.lo, dist.hi, log=log)
+        names = _element_names(name, dist.shape) if dist.independent and dist.shape else [name]
+        dists.update({n: float_dist for n in names})
+    return dists
+
+
+def settings_from_params(space: Space, rows: list[dict[str, Any]]) -> HParams:
+    """Settings (leading trial axis, the dtypes `Space.sample` uses) from Optuna parameter dicts."""
+    settings = {}
+    for name, dist in space.items:
+        dtype = np.dtype(_dtype_of(dist))
+        if isinstance(dist, Choice):
+            if dist.structural:
+                labels = _labels(dist)
+                values = [labels.index(row[name]) for row in rows]
+            else:
+                values = [row[name] for row in rows]
+            settings[name] = np.asarray(values, dtype)
+        elif dist.independent and dist.shape:
+            names = _element_names(name, dist.shape)
+            settings[name] = np.asarray([[row[n] for n in names] for row in rows], dtype).reshape(
+                (len(rows), *dist.shape))
+        else:
+            column = np.asarray([row[name] for row in rows], dtype)
+            column = column.reshape((len(rows),) + (1,) * len(dist.shape))
+            settings[name] = np.broadcast_to(column, (len(rows), *dist.shape)).copy()
+    return settings
+
+
+def _pad(settings: HParams, size: int) -> HParams:
+    """Rows padded with copies of row 0 to `size` rows (so every batch runs the same program)."""
+    def pad(a):
+        extra = size - a.shape[0]
+        return a if extra <= 0 else np.concatenate([a, np.repeat(a[:1], extra, axis=0)], axis=0)
+    return {name: pad(a) for name, a in settings.items()}
+
+
+def optuna_search(
+    objective: Objective | Structured,
+    space: Space,
+    key: Key,
+    num_trials: int,
+    *,
+    sampler: Any = "tpe",
+    batch_size: int = 16,
+    seed: int | None = None,
+    chunk_size: int = 64,
+    log: Any = None,
+    progress: Any = False,
+    study: Any = None,
+) -> Result:
+    """Optuna's sampler proposes settings in batches; each batch is evaluated by one vmapped program.
+
+    Each round asks `min(batch_size, trials left)` trials from the study, evaluates them together
+    (`hypergrad.search.evaluate_settings`, in chunks of `chunk_size`), and tells each value back
+    (diverged trials, with a non-finite validation loss, are told as `TrialState.FAIL`). A round
+    smaller than `min(batch_size, chunk_size)` is padded with copies of its first trial, so every
+    round runs the same compiled program: one compilation for any number of rounds, and none for a
+    later call with the same names and shapes (random and grid search share that program too).
+
+    Cost: `num_trials` training runs, plus the padding of a short last round (counted as compute,
+    as `random_search` counts its padded chunk), plus Optuna's own time, which is host-side and not
+    counted in the trials' seconds or FLOPs. TPE's ask time grows with the number of finished
+    trials (it refits its Parzen estimators on all of them) and with the number of search axes (an
+    `independent=True` schedule of T steps is T axes); the random sampler's does not.
+
+    Bias: asking a batch at once loses some sequential information compared with one-at-a-time
+    TPE: the trials of a round are proposed before any of them has a value (Optuna's constant-liar
+    heuristic, on by default for TPE, only spreads them apart). This is the known trade-off of
+    batched Bayesian optimisation; `batch_size=1` recovers sequential TPE at the price of one
+    (unvmapped) program call per trial. TPE samples at random until 10 trials have finished (its
+    startup trials), so with `batch_size >= 10` its whole first round is random.
+
+    Memory: one chunk of trials at a time, as `random_search` (`min(batch_size, chunk_size)` copies
+    of the parameters, optimiser state and activations), plus the study's trial records on the host.
+
+    Args:
+        objective: the objective.
+        space: the search space (see the module docstring for how it maps to Optuna).
+        key: PRNG key; every trial trains with it (common random numbers), and the sampler's seed is
+            derived from a key folded from it unless `seed` is given.
+        num_trials: trials to run, >= 1.
+        sampler: "tpe" (`optuna.samplers.TPESampler`), "random" (`RandomSampler`), or an Optuna
+            sampler instance (used as is; `seed` must then be None).
+        batch_size: trials asked per round and evaluated together, >= 1.
+        seed: seed of a named sampler (default: derived from `key`).
+        chunk_size: trials per vmapped call (memory bound), >= 1.
+        log: optional JSON-lines path; each trial is appended, numbered in ask order, as soon as its
+            round returns.
+        progress: True to print a line per round to stderr, or a callable(str).
+        study: an existing single-objective, minimising `optuna.Study` to continue (its own sampler
+            is used and its earlier trials inform it); `sampler` is then ignored unless it is a
+            sampler instance other than the study's, which is an error. Default: a new in-memory study.
+
+    Returns:
+        a `Result` with strategy "optuna-tpe", "optuna-random" (or "optuna-<SamplerClass>"), trials
+        numbered from 0 in ask order; `info` holds the sampler, batch and chunk sizes and the Optuna
+        trial number of the first trial.
+
+    Raises:
+        ImportError: optuna is not installed.
+        ValueError: a bad argument, before anything is compiled or asked.
+    """
+    _check_target(objective, check_space(space))
+    key = check_key(key)
+    num_trials = _check_count(num_trials, "num_trials")
+    batch_size = _check_count(batch_size, "batch_size")
+    chunk_size = _check_count(chunk_size, "chunk_size")
+    if isinstance(sampler, str) and sampler not in _SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not known; choose 'tpe', 'random' or pass an optuna "
+                         "sampler instance")
+    if seed is not None and not is_int_at_least(seed, 0):
+        raise ValueError(f"seed={seed!r} must be None or an integer >= 0")
+    optuna = _import_optuna()
+    if not isinstance(sampler, (str, optuna.samplers.BaseSampler)):
+        raise ValueError(f"sampler must be 'tpe', 'random' or an optuna sampler, got "
+                         f"{type(sampler).__name__}")
+    if seed is not None and not isinstance(sampler, str):
+        raise ValueError("seed seeds a named sampler ('tpe' or 'random'); seed your sampler instance "
+                         "yourself")
+    if study is not None:
+        if not isinstance(study, optuna.Study):
+            raise ValueError(f"study must be an optuna.Study, got {type(study).__name__}")
+        if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MINIMIZE:
+            raise ValueError("study must have one objective with direction='minimize' (validation loss)")
+        if not isinstance(sampler, str) and sampler is not study.sampler:
+            raise ValueError("study has its own sampler; pass the sampler when creating the study, not both")
+        if seed is not None:
+            raise ValueError("seed applies to a new study's sampler; seed the study's sampler yourself")
+
+    distributions = optuna_distributions(space)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        if study is None:
+            if isinstance(sampler, str):
+                if seed is None:
+                    seed = int(jax.random.randint(jax.random.fold_in(key, _SEED_STREAM), (), 0, 2**31 - 1))
+                sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
+                           else optuna.samplers.RandomSampler(seed=seed))
+            study = optuna.create_study(direction="minimize", sampler=sampler)
+        sampler = study.sampler
+        label = {optuna.samplers.TPESampler: "tpe", optuna.samplers.RandomSampler: "random"}.get(
+            type(sampler), type(sampler).__name__)
+        strategy = f"optuna-{label}"
+        return _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
+                    strategy, log, progress)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
+         log, progress) -> Result:
+    chunk = min(batch_size, chunk_size)  # the rows of the one compiled program
+    recorder = TrialRecorder(strategy, log, progress, total=num_trials)
+    compile_seconds, run_flops, first_number = 0.0, 0.0, None
+    pending = []  # asked, not yet told: failed on any exception so the study holds no RUNNING trials
+    structure = None
+    try:
+        while len(recorder.trials) < num_trials:
+            real = min(batch_size, num_trials - len(recorder.trials))
+            pending = [study.ask(distributions) for _ in range(real)]
+            if first_number is None:
+                first_number = pending[0].number
+            settings = _pad(settings_from_params(space, [t.params for t in pending]), chunk)
+            batch = evaluate_settings(objective, settings, key, strategy=strategy, space=space,
+                                      chunk_size=chunk)
+            compile_seconds += batch.compile_seconds
+            structure = batch.info.get("structure", structure)  # the plan of the latest round
+            run_flops = batch.run_flops
+            # Rows past `real` are padding: their compute is spread over the real trials of the round
+            # (all in one chunk when there is padding), exactly as random_search's padded chunk.
+            rows = batch.trials
+            spread = len(rows) / real
+            for asked, trial in zip(pending, rows[:real]):
+                recorder.add(dataclasses.replace(trial, number=len(recorder.trials),
+                                                 flops=trial.flops * spread, seconds=trial.seconds * spread))
+                if trial.state == FAIL:
+                    study.tell(asked, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(asked, trial.value)
+            pending = []
+            recorder.report()
+    finally:
+        for asked in pending:
+            study.tell(asked, state=optuna.trial.TrialState.FAIL)
+        recorder.close()
+    return Result(strategy, tuple(recorder.trials), run_flops, compile_seconds, {
+        "sampler": type(study.sampler).__name__, "batch_size": batch_size, "chunk_size": chunk,
+        "num_trials": num_trials, "optuna_first_trial": first_number, "study_name": study.study_name,
+        **({"structure": structure} if structure else {}),
+    })

@@ -1,0 +1,333 @@
+"""Structural choices: hyperparameters that change the program (widths, activations, optimisers).
+
+A structural `hg.Choice` (options such as "relu", (100,) or "adam") cannot be a traced number read
+by one fixed program. The search realises it in one of two ways:
+
+- grouping: trials are grouped by their static configuration and each group compiles its own
+  program (`family.build(config)` with the option itself in `config`). No compute is wasted;
+  every distinct configuration costs a compilation.
+- masking: one program serves every option. `config[name]` is a `Masked` marker and the objective
+  reads `hparams[name]`, the option's index as a traced int32, and selects with it (for example
+  `jax.lax.switch`, or `select_transform` for optimisers). Under `vmap` a traced selection
+  computes every branch (and a masked width computes the widest), so compute is wasted, but
+  nothing recompiles.
+
+`Structured(build, maskable=...)` declares which choices the family can mask. For each of them the
+search decides by measured cost (`plan`), per choice:
+
+    group the choice  iff  N * T * (F_masked - F_exact) / R  >  (K - 1) * G * C
+
+where N is the number of trials, T the training steps, F_masked and F_exact the FLOPs of one
+training step (XLA's cost analysis of the lowered step, no compilation) with the choice masked and
+averaged over its options, R the FLOP/s at which this process's search programs have run so far
+(before the first, a measured batch of small matrix products, the typical shape of per-trial
+networks), K the options present among the trials, G the number of programs the other grouped
+choices already make, and C the seconds each extra program costs: its compilation plus the two
+reference compilations of compute accounting (this process's mean so far, or
+`DEFAULT_PROGRAM_SECONDS` before the first). The decisions and their numbers are stored in
+`result.info["structure"]`.
+
+The rule is first order: FLOPs stand for time, and the choices are decided one at a time in the
+space's order. On 2 CPU cores small batched matrix products run at 5-15% of a large product's
+FLOP/s, so R matters more than the FLOP counts; measure with benchmarks/iris_study.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hypergrad._types import HParams, Key
+from hypergrad.objective import Objective
+from hypergrad.space import Choice, Space
+
+__all__ = ["Masked", "Structured", "plan", "select_transform", "DEFAULT_PROGRAM_SECONDS"]
+
+DEFAULT_PROGRAM_SECONDS = 2.0
+"""Seconds per extra program (compilation and accounting) assumed before this process measured one."""
+
+_observed = {"flops": 0.0, "seconds": 0.0, "programs": 0, "program_seconds": 0.0}
+
+
+def record_run(flops: float, seconds: float) -> None:
+    """Adds an executed chunk of a search program to this process's measured FLOP rate."""
+    _observed["flops"] += flops
+    _observed["seconds"] += seconds
+
+
+def record_program(seconds: float) -> None:
+    """Adds the set-up seconds (compilation + accounting) of one search program."""
+    _observed["programs"] += 1
+    _observed["program_seconds"] += seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Masked:
+    """Stands in `config[name]` for a masked structural choice.
+
+    The objective built from this config reads `hparams[name]`, a traced int32 index into
+    `options`, and must select the option inside the program.
+    """
+
+    name: str
+    options: tuple[Any, ...]
+
+
+def _config_key(config: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((name, value) for name, value in config.items()))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Structured:
+    """A family of objectives indexed by structural choices. Hashed by identity.
+
+    Args:
+        build: `config -> hg.Objective`, where `config` maps every structural choice of the space
+            to its option, or to a `Masked` marker for a masked choice (the objective then reads
+            the option index from `hparams[name]`). Built once per configuration and cached.
+        maskable: names of the structural choices `build` can mask.
+        mask: how to realise each maskable choice: "auto" (decide by measured cost, see `plan`),
+            True (always mask) or False (always group); or a dict name -> one of those.
+    """
+
+    build: Callable[[Mapping[str, Any]], Objective]
+    maskable: tuple[str, ...] = ()
+    mask: Any = "auto"
+    _objectives: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if not callable(self.build):
+            raise ValueError("Structured(build=...) must be a function config -> hg.Objective")
+        if isinstance(self.maskable, str):
+            raise ValueError(f"maskable={self.maskable!r} must be a tuple of names, e.g. ('activation',)")
+        object.__setattr__(self, "maskable", tuple(self.maskable))
+        modes = self.mask if isinstance(self.mask, Mapping) else {name: self.mask for name in self.maskable}
+        for name, mode in modes.items():
+            if mode not in ("auto", True, False):
+                raise ValueError(f"mask[{name!r}]={mode!r} must be 'auto', True (mask) or False (group)")
+            if name not in self.maskable:
+                raise ValueError(f"mask names {name!r}, which is not in maskable={self.maskable}")
+
+    def mode(self, name: str) -> Any:
+        """'auto', True or False for a maskable choice; False for any other."""
+        if name not in self.maskable:
+            return False
+        return self.mask.get(name, "auto") if isinstance(self.mask, Mapping) else self.mask
+
+    def objective(self, config: Mapping[str, Any]) -> Objective:
+        """The objective of one configuration (built once, then cached)."""
+        key = _config_key(config)
+        if key not in self._objectives:
+            objective = self.build(dict(config))
+            if not isinstance(objective, Objective):
+                raise ValueError(f"Structured.build({dict(config)}) returned {type(objective).__name__}; "
+                                 "it must return an hg.Objective")
+            self._objectives[key] = objective
+        return self._objectives[key]
+
+    def split(self, space: Space, hparams: Mapping[str, Any]) -> tuple[Objective, HParams]:
+        """(objective, its hparams) for one setting whose structural entries are options, such as
+        `result.best_hparams`: every structural choice grouped, the rest passed as hparams."""
+        config = {name: _as_option(hparams[name]) for name in space.structural}
+        rest = {name: value for name, value in hparams.items() if name not in config}
+        return self.objective(config), rest
+
+
+def _as_option(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else tuple(value.tolist())
+    return tuple(value) if isinstance(value, list) else value
+
+
+def check_family(objective: Any, space: Space) -> None:
+    """Raises `ValueError` unless `objective` can evaluate the structural choices of `space`."""
+    structural = space.structural
+    if structural and not isinstance(objective, Structured):
+        raise ValueError(
+            f"the space's structural choices {list(structural)} change the program (their options are not "
+            "numbers); "
+            "pass an hg.Structured(build=lambda config: hg.Objective(...)) family instead of one objective, "
+            "or encode the options as numbers the objective reads"
+        )
+    if isinstance(objective, Structured):
+        unknown = [name for name in objective.maskable if name not in structural]
+        if unknown:
+            raise ValueError(f"Structured(maskable={objective.maskable}) names {unknown}, which are not "
+                             f"structural choices of the space {list(structural)}")
+
+
+# -- the cost model -------------------------------------------------------------------------------
+@functools.cache
+def small_matmul_flops_per_second(batch: int = 128, rows: int = 96, inner: int = 16, cols: int = 128,
+                                  repeats: int = 10) -> float:
+    """FLOP/s of a batch of small float32 matrix products on the default device (measured once)."""
+    a = jnp.ones((batch, rows, inner), jnp.float32)
+    b = jnp.ones((batch, inner, cols), jnp.float32)
+    product = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(product(a, b))
+    began = time.perf_counter()
+    for _ in range(repeats):
+        out = product(a, b)
+    jax.block_until_ready(out)
+    return repeats * 2.0 * batch * rows * inner * cols / max(time.perf_counter() - began, 1e-9)
+
+
+def flop_rate_estimate() -> float:
+    """FLOP/s of this process's search programs so far, else of a batch of small products."""
+    if _observed["seconds"] > 0.5:
+        return _observed["flops"] / _observed["seconds"]
+    return small_matmul_flops_per_second()
+
+
+def program_seconds_estimate() -> float:
+    """Mean set-up seconds (compile + accounting) of this process's search programs, or the default."""
+    if _observed["programs"] == 0:
+        return DEFAULT_PROGRAM_SECONDS
+    return _observed["program_seconds"] / _observed["programs"]
+
+
+def step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
+    """FLOPs of one training step by XLA's cost analysis of the lowered (not compiled) step."""
+    data = objective.problem.data
+    train = data["train"]
+    if getattr(objective.problem, "num_folds", 1) > 1:  # the per-fold arrays of a cross-validated problem
+        train = jax.tree.map(lambda a: a[0], train)
+
+    def one_step(h, k, train):
+        state, data_key = objective.init_state(h, k)
+        batch = objective.problem.train_batch(train, data_key, 0)
+        return objective.step(state, h, batch)
+
+    analysis = jax.jit(one_step).lower(hparams, key, train).cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """How one maskable structural choice is realised, and the numbers that decided it."""
+
+    name: str
+    masked: bool
+    reason: str
+    waste_seconds: float = float("nan")
+    extra_compile_seconds: float = float("nan")
+    flops_masked: float = float("nan")
+    flops_exact: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": "mask" if self.masked else "group", **dataclasses.asdict(self)}
+
+
+def _example_hparams(space: Space, settings: Mapping[str, Any], config: Mapping[str, Any]) -> HParams:
+    """One trial's hparams for an objective built from `config` (masked choices as indices)."""
+    out = {}
+    for name in space.names:
+        if name in config and not isinstance(config[name], Masked):
+            continue
+        # continuous hyperparameters absent from the settings (hg.hybrid_search) sit at the centre
+        out[name] = jnp.asarray(np.asarray(settings[name])[0]) if name in settings else space[name].centre
+    return out
+
+
+def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key) -> dict[str, Decision]:
+    """Decides, per maskable structural choice, whether to mask it or group by it (module docstring).
+
+    Cost: two or more lowerings (tracing, no compilation) of one training step per "auto" choice,
+    and, once per process, one timing of a batch of small matrix products.
+    """
+    structural = space.structural
+    num = len(np.asarray(settings[structural[0]])) if structural else 0
+    present = {name: np.unique(np.asarray(settings[name])) for name in structural}
+    decisions: dict[str, Decision] = {}
+    # Programs made by the choices that are always grouped.
+    groups = math.prod(len(present[n]) for n in structural if family.mode(n) is False)
+    auto = [n for n in structural if family.mode(n) == "auto"]
+    for name in structural:
+        mode = family.mode(name)
+        if mode is True:
+            decisions[name] = Decision(name, True, "mask=True")
+        elif mode is False and name in family.maskable:
+            decisions[name] = Decision(name, False, "mask=False")
+        elif mode is False:
+            decisions[name] = Decision(name, False, "not maskable")
+    if not auto:
+        return decisions
+    rate = flop_rate_estimate()
+    compile_seconds = program_seconds_estimate()
+    first = {n: space[n].option(int(present[n][0])) for n in structural}
+    for name in auto:
+        options = present[name]
+        if len(options) == 1:
+            decisions[name] = Decision(name, False, "one option present")
+            continue
+        dist: Choice = space[name]
+        masked_config = {**first, name: Masked(name, dist.options)}
+        masked_objective = family.objective(masked_config)
+        f_masked = step_flops(masked_objective, _example_hparams(space, settings, masked_config), key)
+        counts = [(np.asarray(settings[name]) == i).sum() for i in options]
+        exact = []
+        for i in options:
+            config = {**first, name: dist.option(int(i))}
+            exact.append(step_flops(family.objective(config), _example_hparams(space, settings, config), key))
+        f_exact = float(np.average(exact, weights=counts))
+        steps = masked_objective.num_steps * getattr(masked_objective.problem, "num_folds", 1)
+        waste = num * steps * max(f_masked - f_exact, 0.0) / rate
+        extra = (len(options) - 1) * groups * compile_seconds
+        masked = waste <= extra
+        if not masked:
+            groups *= len(options)
+        decisions[name] = Decision(
+            name, masked, f"waste {waste:.3g}s {'<=' if masked else '>'} extra compile {extra:.3g}s",
+            waste, extra, f_masked, f_exact)
+    return decisions
+
+
+def group_rows(space: Space, settings: Mapping[str, Any], decisions: Mapping[str, Decision]
+               ) -> list[tuple[dict, np.ndarray]]:
+    """(config, trial rows) per program: trials grouped by the options of their grouped choices."""
+    grouped = [name for name in space.structural if not decisions[name].masked]
+    masked = {name: Masked(name, space[name].options) for name in space.structural if decisions[name].masked}
+    num = len(np.asarray(next(iter(settings.values()))))
+    keys = np.stack([np.asarray(settings[name]) for name in grouped], axis=1) if grouped else np.zeros((num, 0))
+    out = []
+    for combo in np.unique(keys, axis=0):
+        rows = np.flatnonzero(np.all(keys == combo, axis=1))
+        config = {name: space[name].option(int(i)) for name, i in zip(grouped, combo)} | masked
+        out.append((config, rows))
+    return out
+
+
+# -- masking helpers ------------------------------------------------------------------------------
+def select_transform(index: jax.Array, transforms: tuple[optax.GradientTransformation, ...]
+                     ) -> optax.GradientTransformationExtraArgs:
+    """An optax transformation applying `transforms[index]`, with `index` a traced int.
+
+    Every transformation's state is kept and every update is computed (a traced selection runs all
+    branches under vmap), then the chosen update is selected; the states of the others advance
+    too but are never used. Cost: the sum of the transformations' updates. Memory: all their states.
+    """
+    if not transforms:
+        raise ValueError("select_transform(transforms=()): give at least one optax transformation")
+    # Extra arguments (value=loss for plateau rules) reach the transformations that take them.
+    transforms = tuple(optax.with_extra_args_support(t) for t in transforms)
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params=None, **extra_args):
+        results = [t.update(updates, s, params, **extra_args) for t, s in zip(transforms, state)]
+        chosen = jax.tree.map(lambda *u: jnp.stack(u)[index], *[r[0] for r in results])
+        return chosen, tuple(r[1] for r in results)
+
+    return optax.GradientTransformationExtraArgs(init, update)

@@ -1,0 +1,70 @@
+"""The hybrid strategy: each configuration's trajectory is exactly `hg.tune` with the choices fixed."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import _compile
+
+from _helpers import sgd_scalar_momentum
+
+
+@pytest.fixture(scope="module")
+def objective(logistic_problem_module):
+    return hg.Objective(logistic_problem_module, sgd_scalar_momentum, num_steps=10)
+
+
+@pytest.fixture(scope="module")
+def logistic_problem_module():
+    return hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0)
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-2, 1.0), "momentum": hg.Choice([0.0, 0.5, 0.9])})
+OUTER = optax.adam(0.2)
+
+
+def _step_cost(objective, key):
+    return hg.tune_step_cost(objective.with_fixed({"momentum": 0.5}), hg.Space({"lr": SPACE["lr"]}), key)
+
+
+def test_each_configuration_follows_tune_with_its_choice_fixed(objective, key):
+    budget = 3 * 4.5 * _step_cost(objective, key)  # 4 evaluations for each of 3 configurations
+    result = hg.hybrid_search(objective, SPACE, key, budget=budget, outer=OUTER)
+    assert result.info["configs"] == 3 and result.info["steps"] == 3 and result.info["programs"] == 1
+    assert len(result.trials) == 3 * 4
+    assert result.runs <= budget * (1 + 1e-9)
+    for i, momentum in enumerate([0.0, 0.5, 0.9]):
+        ours = [t for t in result.trials if t.hparams["momentum"] == momentum]
+        assert [t.number for t in ours] == [i, 3 + i, 6 + i, 9 + i]  # produced step by step across configs
+        alone = hg.tune(objective.with_fixed({"momentum": momentum}), hg.Space({"lr": SPACE["lr"]}), key,
+                        steps=3, outer=OUTER)
+        np.testing.assert_allclose([t.value for t in ours], [t.value for t in alone.trials], rtol=1e-9)
+        np.testing.assert_allclose([float(t.hparams["lr"]) for t in ours],
+                                   [float(t.hparams["lr"]) for t in alone.trials], rtol=1e-9)
+    assert result.best_value == min(t.value for t in result.trials)
+
+
+def test_sampled_configurations_are_distinct_and_reused_program(objective, key):
+    budget = 2 * 3.5 * _step_cost(objective, key)
+    before = _compile.stats.compilations
+    first = hg.hybrid_search(objective, SPACE, key, budget=budget, configs=2, outer=OUTER)
+    compiled = _compile.stats.compilations - before
+    momenta = {float(t.hparams["momentum"]) for t in first.trials}
+    assert len(momenta) == 2 and first.info["configs"] == 2
+    hg.hybrid_search(objective, SPACE, jax.random.key(7), budget=budget, configs=2, outer=OUTER)
+    assert _compile.stats.compilations - before == compiled  # new values, same shapes: nothing compiles
+
+
+def test_hybrid_refuses_what_it_cannot_do(objective, key):
+    with pytest.raises(ValueError, match="no hg.Choice"):
+        hg.hybrid_search(objective, hg.Space({"lr": SPACE["lr"]}), key, budget=100)
+    with pytest.raises(ValueError, match="no Uniform/LogUniform"):
+        hg.hybrid_search(objective, hg.Space({"momentum": SPACE["momentum"]}), key, budget=100)
+    with pytest.raises(ValueError, match="budget=-1"):
+        hg.hybrid_search(objective, SPACE, key, budget=-1)
+    with pytest.raises(ValueError, match="configs='all'"):
+        hg.hybrid_search(objective, SPACE, key, budget=100, configs="all")
+    with pytest.raises(ValueError, match=r"budget=1 runs buys 0 hypergradient"):
+        hg.hybrid_search(objective, SPACE, key, budget=1)

@@ -1,0 +1,160 @@
+"""Structural choices: masking and grouping give the same trials; the plan is recorded and priced."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import _compile
+from hypergrad.problems import _data
+from hypergrad.problems._losses import cross_entropy
+from hypergrad.structure import Masked, plan, select_transform
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+SOLVERS = {"sgd": lambda lr: optax.sgd(lr, momentum=0.9), "adam": lambda lr: optax.adam(lr)}
+
+SPACE = hg.Space({
+    "width": hg.Choice([4, 8], structural=True),
+    "activation": hg.Choice(["tanh", "relu"]),
+    "solver": hg.Choice(["sgd", "adam"]),
+    "lr": hg.LogUniform(1e-3, 0.3),
+    "weight_decay": hg.Choice([1e-4, 1e-2]),
+})
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return _data.load("iris", seed=0, dtype=np.float64)
+
+
+def make_family(splits, *, mask="auto", log=None):
+    """A one-hidden-layer network whose width is grouped and whose activation and solver can be masked."""
+
+    def build(config):
+        if log is not None:
+            log.append(config)
+        def init(key, hparams):
+            # Drawn at the widest option; a masked width zeroes the units past it, which then stay
+            # zero (tanh(0) = relu(0) = 0, no gradient reaches them), so masked equals grouped.
+            k1, k2 = jax.random.split(key)
+            w1, w2 = jax.random.normal(k1, (4, 8)) / 2.0, jax.random.normal(k2, (8, 3)) / 2.0
+            if isinstance(config["width"], Masked):
+                width = jnp.asarray(config["width"].options)[hparams["width"]]
+                keep = (jnp.arange(8) < width).astype(w1.dtype)
+                return {"w1": w1 * keep, "w2": w2 * keep[:, None]}
+            return {"w1": w1[:, :config["width"]], "w2": w2[:config["width"]]}
+
+        def activate(h, hparams):
+            if isinstance(config["activation"], Masked):
+                names = config["activation"].options
+                return jax.lax.switch(hparams["activation"], [ACTIVATIONS[n] for n in names], h)
+            return ACTIVATIONS[config["activation"]](h)
+
+        def logits(params, x, hparams):
+            return activate(x @ params["w1"], hparams) @ params["w2"]
+
+        def train_loss(params, hparams, batch):
+            x, y = batch
+            return cross_entropy(logits(params, x, hparams), y) + hparams["weight_decay"] * jnp.sum(params["w1"] ** 2)
+
+        def val_loss(params, hparams, batch):  # the forward pass reads a masked activation's index
+            x, y = batch
+            return cross_entropy(logits(params, x, hparams), y)
+
+        def optimizer(hparams):
+            if isinstance(config["solver"], Masked):
+                return select_transform(hparams["solver"], [SOLVERS[n](hparams["lr"]) for n in config["solver"].options])
+            return SOLVERS[config["solver"]](hparams["lr"])
+
+        problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=splits.train,
+                             val_data=splits.val, test_data=splits.test, batch_size=None, name="tiny",
+                             model_reads_hparams=True)
+        return hg.Objective(problem, optimizer, num_steps=15)
+
+    return hg.Structured(build, maskable=("width", "activation", "solver"), mask=mask)
+
+
+def test_masked_and_grouped_solver_give_the_same_trials(splits, key):
+    space = SPACE
+    settings = space.sample(jax.random.fold_in(key, 2**31 - 1), 12)
+    grouped = hg.random_search(make_family(splits, mask=False), space, key, num_trials=12)
+    masked = hg.random_search(make_family(splits, mask=True), space, key, num_trials=12)
+    for name in ("width", "activation", "solver"):
+        assert masked.info["structure"][name]["decision"] == "mask"
+        assert grouped.info["structure"][name]["decision"] == "group"
+    assert masked.info["programs"] == 1 < grouped.info["programs"]
+    np.testing.assert_allclose([t.value for t in masked.trials], [t.value for t in grouped.trials], rtol=1e-10)
+    for trial, width, solver, act in zip(grouped.trials, settings["width"], settings["solver"],
+                                         settings["activation"]):
+        assert trial.hparams["width"] == [4, 8][int(width)]
+        assert trial.hparams["solver"] == ["sgd", "adam"][int(solver)]
+        assert trial.hparams["activation"] == ["tanh", "relu"][int(act)]
+
+
+def test_trials_equal_single_evaluations_of_their_configuration(splits, key):
+    space = SPACE
+    family = make_family(splits, mask=True)
+    result = hg.random_search(family, space, key, num_trials=6)
+    for trial in result.trials:
+        objective, hparams = family.split(space, trial.hparams)
+        np.testing.assert_allclose(float(objective(hparams, key)), trial.value, rtol=1e-10)
+
+
+def test_one_program_per_group_and_builds_cached(splits, key):
+    space = SPACE
+    built = []
+    family = make_family(splits, mask={"width": False, "activation": True, "solver": False}, log=built)
+    before = _compile.stats.traces["search"]
+    result = hg.grid_search(family, space, key, points_per_axis=2)
+    assert len(result.trials) == 2 * 2 * 2 * 2 * 2  # width x activation x solver x lr x weight decay
+    assert [t.number for t in result.trials] == list(range(32))
+    assert _compile.stats.traces["search"] - before == 4 == result.info["programs"]
+    assert len(built) == 4
+    hg.grid_search(family, space, key, points_per_axis=2)  # same shapes: nothing rebuilt or recompiled
+    assert _compile.stats.traces["search"] - before == 4 and len(built) == 4
+
+
+def test_auto_plan_prices_each_choice(splits, key):
+    space = SPACE
+    family = make_family(splits)
+    settings = space.sample(key, 64)
+    decisions = plan(family, space, settings, key)
+    for name in ("width", "activation", "solver"):
+        d = decisions[name]
+        # Masking computes every branch: more FLOPs per step than the options' mean alone.
+        assert d.flops_masked > d.flops_exact > 0
+        assert d.masked == (d.waste_seconds <= d.extra_compile_seconds)
+        assert d.extra_compile_seconds > 0
+
+
+def test_select_transform_applies_the_chosen_optimiser():
+    params = {"w": jnp.arange(3.0)}
+    grads = {"w": jnp.array([0.5, -1.0, 2.0])}
+    transforms = [optax.sgd(0.1), optax.adam(0.1)]
+    for index, transform in enumerate(transforms):
+        chosen = select_transform(jnp.asarray(index), transforms)
+        state = chosen.init(params)
+        ref_state = transform.init(params)
+        for _ in range(3):
+            update, state = chosen.update(grads, state, params)
+            ref_update, ref_state = transform.update(grads, ref_state, params)
+            np.testing.assert_allclose(update["w"], ref_update["w"], rtol=1e-12)
+
+
+def test_family_errors_name_the_fix(splits, key):
+    with pytest.raises(ValueError, match="must be 'auto', True"):
+        hg.Structured(lambda c: None, maskable=("solver",), mask="sometimes")
+    with pytest.raises(ValueError, match="not in maskable"):
+        hg.Structured(lambda c: None, maskable=("solver",), mask={"width": True})
+    fixed_width = hg.Structured(lambda c: None, maskable=("solver",))
+    assert fixed_width.mode("width") is False and fixed_width.mode("solver") == "auto"
+    with pytest.raises(ValueError, match="maskable='solver' must be a tuple"):
+        hg.Structured(lambda c: None, maskable="solver")
+    family = hg.Structured(lambda c: None, maskable=("optimizer",))
+    with pytest.raises(ValueError, match=r"names \['optimizer'\], which are not structural"):
+        hg.random_search(family, SPACE, key, num_trials=2)
+    bad = hg.Structured(lambda c: "not an objective")
+    with pytest.raises(ValueError, match="must return an hg.Objective"):
+        hg.random_search(bad, SPACE, key, num_trials=2)
