@@ -10,6 +10,10 @@ same minibatches), so all strategies given one key tune one deterministic functi
 value equals `objective(hparams, key)` evaluated alone. Settings are drawn from a key derived from
 `key` with `fold_in`, independent of the training randomness.
 
+By default (`chunk_size=None`) the trials are split evenly into calls of at most 64, so padding
+stays under one trial per call. With several local devices (several GPUs, or CPU devices from
+`jax.config.update("jax_num_cpu_devices", n)`), each chunk's trials are sharded across them.
+
 Memory: one chunk of trials at a time: `chunk_size` copies of the parameters, optimiser state and
 activations. Diverged trials (non-finite validation loss) are recorded as failed and never best.
 """
@@ -47,6 +51,27 @@ def check_space(space: Any) -> Space:
 
 DEFAULT_CHUNK = 64
 """Most trials per vmapped call when chunk_size is None."""
+
+
+def chunk_for(num: int, chunk_size: int | None) -> int:
+    """Trials per vmapped call: `min(chunk_size, num)`, or with chunk_size None a balanced chunk
+    (`balanced_chunk`) rounded up to a multiple of the local devices, so it shards evenly."""
+    if chunk_size is not None:
+        return min(chunk_size, num)
+    devices = jax.local_device_count()
+    return -(-balanced_chunk(num, DEFAULT_CHUNK) // devices) * devices
+
+
+def _shardings(chunk: int) -> tuple[Any, Any]:
+    """(trial-axis sharding, replicated sharding) over the local devices; one chunk's trials are
+    split evenly across them (several CPU devices use several cores; several GPUs, all of them).
+    With one device, or a chunk the devices do not divide, everything stays on the default device."""
+    devices = jax.local_devices()
+    if len(devices) == 1 or chunk % len(devices):
+        return devices[0], devices[0]
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
+    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def balanced_chunk(num: int, chunk_size: int) -> int:
@@ -104,12 +129,14 @@ def _evaluate_group(
     """Evaluates `settings` (one objective, trial numbers `rows`) in padded chunks; adds each trial
     to `recorder` as its chunk returns, with hparams `recorded(i)`. Returns (compile s, run FLOPs)."""
     num = len(rows)
-    chunk = balanced_chunk(num, DEFAULT_CHUNK) if chunk_size is None else min(chunk_size, num)
-    data = objective.problem.data
+    chunk = chunk_for(num, chunk_size)
+    spread, replicated = _shardings(chunk)
+    data = jax.device_put(objective.problem.data, replicated)
+    key = jax.device_put(key, replicated)
     executable, compile_seconds = _compile.compiled(
         ("search", objective),
         lambda: jax.vmap(lambda h, k, d: objective.loss_and_scores(h, k, d)[1], in_axes=(0, None, None)),
-        (_chunk(settings, 0, chunk), key, data),
+        (jax.device_put(_chunk(settings, 0, chunk), spread), key, data),
     )
     began = time.perf_counter()
     unit = run_flops(objective, _first(settings), key)
@@ -119,7 +146,7 @@ def _evaluate_group(
         real = min(chunk, num - start)
         batch = _chunk(settings, start, chunk)
         began = time.perf_counter()
-        scores = jax.device_get(jax.block_until_ready(executable(batch, key, data)))
+        scores = jax.device_get(jax.block_until_ready(executable(jax.device_put(batch, spread), key, data)))
         seconds = time.perf_counter() - began
         structure.record_run(unit * chunk, seconds)
         for i in range(real):
@@ -209,8 +236,8 @@ def evaluate_settings(
     finally:
         recorder.close()
     unit = sum(u * n for u, n in units) / num  # the mean run over trials (groups differ in cost)
-    chunk = balanced_chunk(num, DEFAULT_CHUNK) if chunk_size is None else min(chunk_size, num)
-    info.update({"chunk_size": chunk, "num_trials": num, "programs": len(groups)})
+    chunk = chunk_for(num, chunk_size)
+    info.update({"devices": jax.local_device_count(), "chunk_size": chunk, "num_trials": num, "programs": len(groups)})
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
     return Result(strategy, trials, unit, compile_seconds, info)
 

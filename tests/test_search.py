@@ -343,3 +343,31 @@ def test_default_chunks_are_balanced_so_padding_stays_small(diverging_objective)
     result = hg.random_search(diverging_objective, space, jax.random.key(0), num_trials=72)
     assert result.info["chunk_size"] == 36
     assert result.runs == pytest.approx(72.0)  # two calls of 36: no padding (64 + 64 would be 128 runs)
+
+
+_TWO_DEVICES = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+import json, jax
+jax.config.update("jax_enable_x64", True)
+import optax, hypergrad as hg
+problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=10)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+result = hg.random_search(objective, space, jax.random.key(3), num_trials=9)
+print(json.dumps({"devices": result.info["devices"], "chunk": result.info["chunk_size"],
+                  "values": [t.value for t in result.trials]}))
+"""
+
+
+def test_chunks_shard_across_devices_and_change_no_value(ridge_problem_):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, check=True)
+    sharded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sharded["devices"] == 2 and sharded["chunk"] == 10  # 9 trials padded to shard evenly
+    objective = hg.Objective(ridge_problem_, lambda h: optax.sgd(h["lr"]), num_steps=10)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    alone = hg.random_search(objective, space, jax.random.key(3), num_trials=9)
+    np.testing.assert_allclose(sharded["values"], [t.value for t in alone.trials], rtol=1e-10)
