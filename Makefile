@@ -21,9 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-## Speed and memory tables (printed; never asserted in tests).
+## Speed, memory and compilation tables in one run (printed, and written to benchmarks/RESULTS.md; never asserted in tests).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/hypergradient_cost.py --out benchmarks/hypergradient_cost.md
+	$(BIN)/python benchmarks/bench.py --out benchmarks/RESULTS.md
 
 ## Memory and time against the horizon T for every hypergradient method (about 10 minutes).
 bench-methods: $(STAMP)

@@ -7,14 +7,18 @@ in float32, for each horizon T given by `--steps` (default 200 and 1000). Rows, 
 - `train`: one training run, the library's unit of compute (`hypergrad.search.run_flops`): training
   plus scoring the trained parameters on validation and test, i.e. one search trial,
   `jax.jit(lambda h, k, d: objective.loss_and_scores(h, k, d)[1])` with the data as an argument;
-- `Reverse()`, `Reverse(checkpoint_every=1)` and `Reverse(checkpoint_every=k)`:
+- `Reverse()` (per-step rematerialisation saving matrix products, `store="dots"`),
+  `Reverse(store="residuals")` (plain autodiff of the scan: the behaviour before `store` existed),
+  `Reverse(store="states")` (the hand-written VJP of the loop), `Reverse(checkpoint_every=1,
+  store="residuals")`, and `Reverse(checkpoint_every=k)` with each store:
   `hg.hypergradient(objective, h, key, method=m)`, which also returns the value and computes the
   scores. k is the divisor of T closest to sqrt(T) (the smaller one on a tie): 10 at T=200, 25 at
   T=1000, 40 at T=2000. A divisor leaves no remainder segment, which `Objective.run_steps` would
   otherwise run as one more checkpointed scan of a different length (a second loop in the program).
 
-Minibatch indices for all T steps are drawn before the training loop (`Problem.batch_indices`:
-top-k of uniforms from `fold_in(key, t)`), so no method recomputes or stores the sampling.
+Minibatch indices (`Problem.batch_indices`: top-k of uniforms from `fold_in(key, t)`) are drawn
+inside each step by the training run and by `store="residuals"`, and all at once before the loop
+(vectorised, the same indices) by the stores "dots" and "states".
 
 Columns:
 
@@ -115,8 +119,12 @@ def methods(num_steps: int) -> dict[str, hg.Reverse]:
     k = segment_length(num_steps)
     return {
         "Reverse()": hg.Reverse(),
-        "Reverse(checkpoint_every=1)": hg.Reverse(checkpoint_every=1),
+        'Reverse(store="residuals")': hg.Reverse(store="residuals"),
+        'Reverse(store="states")': hg.Reverse(store="states"),
+        'Reverse(checkpoint_every=1, store="residuals")': hg.Reverse(checkpoint_every=1, store="residuals"),
         f"Reverse(checkpoint_every={k})": hg.Reverse(checkpoint_every=k),
+        f'Reverse(checkpoint_every={k}, store="residuals")': hg.Reverse(checkpoint_every=k, store="residuals"),
+        f'Reverse(checkpoint_every={k}, store="states")': hg.Reverse(checkpoint_every=k, store="states"),
     }
 
 

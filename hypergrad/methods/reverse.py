@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
@@ -14,26 +17,55 @@ from hypergrad._checks import is_int_at_least
 
 __all__ = ["Reverse"]
 
+_STORES = ("dots", "residuals", "states")
+
 
 @dataclasses.dataclass(frozen=True)
 class Reverse(Method):
     """Exact gradient of the validation loss by reverse mode through all T training steps.
 
     Maclaurin, Duvenaud & Adams (2015) and Franceschi et al. (2017, "reverse-mode") describe the
-    method; here it is `jax.value_and_grad` of the `lax.scan` training loop.
+    method: `jax.value_and_grad` of the training loop. `store` chooses what the forward pass keeps
+    for the backward pass; all three give the same gradient up to rounding:
 
-    Cost: one training run forward plus a backward pass holding one Hessian-vector product per step,
-    about 3 training runs (more with checkpointing, which recomputes the forward pass once).
-    Memory: without checkpointing, the residuals of all T steps (activations of every minibatch,
-    parameters and optimiser state): linear in T. With `checkpoint_every=k`, one training state per
-    segment plus one segment's residuals: about T/k + k steps, minimised near k = sqrt(T).
+    - `"dots"` (default): all minibatch indices are drawn up front (vectorised; the same indices
+      as drawing them step by step), and each step runs under `jax.checkpoint` with the policy
+      `jax.checkpoint_policies.dots_saveable`: the forward pass keeps each step's input state and
+      the outputs of its matrix products; the backward pass recomputes the cheap elementwise
+      operations (activations, softmax, optimiser arithmetic) from them.
+    - `"residuals"`: plain autodiff of `Objective.run_steps`; JAX keeps every residual of every
+      step (activations and their derivatives, parameters, optimiser state, minibatch).
+    - `"states"`: a hand-written VJP of the loop (`jax.custom_vjp` over the scan). The forward
+      pass is plain training that writes each step's input state, packed into one array per
+      dtype, to a buffer; the backward pass is a reverse scan that reloads the state, recomputes
+      the step and applies its VJP (the optimiser's VJP and one Hessian-vector product of the
+      training loss). Smallest memory without checkpointing; not forward-differentiable (use
+      another store to take `jax.jvp` through a hypergradient).
+
+    "dots" and "states" use only `Objective.step`, `Problem.batch_indices` and `Problem.gather`
+    for the loop (the objective's own `run` and `loss_and_scores`, cross-validation included,
+    around it).
+
+    Cost: one training run forward plus a backward pass holding one Hessian-vector product per step.
+    By XLA's FLOP count about 2.2 training runs for "residuals", a little more for "dots" (the
+    recomputed elementwise work) and about 3.2 for "states" (each step's forward recomputed). In
+    time, on a CPU where a small model is bound by per-operation overhead rather than FLOPs,
+    "dots" is the fastest: on the digits MLP (2 cores) about 2.3-2.8 training runs against 3.3-3.7
+    for "residuals" and 3.0-3.3 for "states" (`benchmarks/RESULTS.md`). Checkpointing recomputes the
+    forward pass once more (about one training run).
+    Memory: without checkpointing, linear in T: per step "residuals" keeps every residual, "dots"
+    the state, the minibatch and the matrix-product outputs, "states" only the state (and T
+    minibatch index vectors). With `checkpoint_every=k`, one training state per segment plus one
+    segment's stored values: about T/k + k steps, minimised near k = sqrt(T).
     Bias: none; exact up to floating point.
 
     Args:
         checkpoint_every: segment length k for checkpointing, or None to store every step.
+        store: "dots", "residuals" or "states": what the forward pass keeps (above).
     """
 
     checkpoint_every: int | None = None
+    store: str = "dots"
 
     def __post_init__(self):
         k = self.checkpoint_every
@@ -41,8 +73,13 @@ class Reverse(Method):
             raise ValueError(
                 f"Reverse(checkpoint_every={k!r}) must be a positive int (try about sqrt(num_steps)) or None"
             )
+        if self.store not in _STORES:
+            raise ValueError(f"Reverse(store={self.store!r}) must be one of {_STORES}")
 
     def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
+        if self.store != "residuals":
+            objective = _with_loop(objective, self.store)
+
         def loss(h):
             return objective.loss_and_scores(h, key, data, checkpoint_every=self.checkpoint_every)
 
@@ -51,4 +88,187 @@ class Reverse(Method):
     def reference_options(self, num_steps: int) -> Method:
         # In the unrolled T=1/T=2 accounting programs, checkpointing every step reproduces the
         # recomputation per step of any k < T (each step is recomputed exactly once).
-        return self if self.checkpoint_every is None else Reverse(checkpoint_every=1)
+        return self if self.checkpoint_every is None else dataclasses.replace(self, checkpoint_every=1)
+
+
+# -- store="dots" and store="states": the loop, differentiated our way -------------------------------
+@functools.cache
+def _loop_class(cls: type, store: str) -> type:
+    """A subclass of the objective's class whose `run_steps` is the loop of `store`."""
+    run_steps = _run_steps_dots if store == "dots" else _run_steps_states
+    return type(f"{store.capitalize()}{cls.__name__}", (cls,), {"run_steps": run_steps})
+
+
+def _with_loop(objective: Any, store: str) -> Any:
+    """The same objective (same fields, problem and optimiser) whose loop is that of `store`.
+
+    Everything else (`run`, cross-validation folds, `loss_and_scores`) is the objective's own code.
+    """
+    fast = object.__new__(_loop_class(type(objective), store))
+    fast.__dict__.update(objective.__dict__)
+    return fast
+
+
+_DRAW_BATCH = 64  # steps whose minibatches are drawn at once
+
+
+def _draw_indices(problem, data_key, ts):
+    """Minibatch indices of steps `ts` (equal to drawing them step by step), vectorised over
+    `_DRAW_BATCH` steps at a time: in the loop, sampling is a large share of a small model's step
+    (about 40% on the digits MLP), and drawing all T at once would hold T x n uniforms."""
+    if problem.batch_size is None:
+        return None
+    return jax.lax.map(lambda t: problem.batch_indices(data_key, t), ts,
+                       batch_size=min(_DRAW_BATCH, int(ts.shape[0])))
+
+
+def _segments(self, state, num_steps, indices, checkpoint_every, run):
+    """`run(state, indices, length)` over all steps, in checkpointed segments of k if asked."""
+    if checkpoint_every is None:
+        return run(state, indices, num_steps)
+    k = min(checkpoint_every, num_steps)
+    num_segments, remainder = divmod(num_steps, k)
+    split = num_segments * k
+    head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), indices)
+    # Autodiff of the outer scan stores each segment's input state; the backward pass reruns the
+    # segment (storing what `store` keeps for its k steps) and then differentiates it.
+    segment = jax.checkpoint(lambda s, idx: (run(s, idx, k), None))
+    state = jax.lax.scan(segment, state, head, length=num_segments, unroll=self.unroll)[0]
+    if remainder:
+        tail = jax.tree.map(lambda a: a[split:], indices)
+        state = jax.checkpoint(lambda s, idx: run(s, idx, remainder))(state, tail)
+    return state
+
+
+def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
+    """`Objective.run_steps` with the same result; each step rematerialised but its dots saved."""
+    indices = _draw_indices(self.problem, data_key, start + jnp.arange(num_steps))
+
+    def step(s, idx):
+        return self.step(s, hparams, self.problem.gather(train_data, idx)), None
+
+    # Saving only matrix-product outputs (and the step's inputs) keeps the stored values per step
+    # few: on a CPU each stored array costs a dynamic-update-slice per step, which for a small
+    # model weighs more than recomputing the elementwise operations.
+    step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable)
+
+    def run(s, idx, length):
+        xs = jnp.zeros((length, 0)) if idx is None else idx  # full batch: nothing to scan over
+        return jax.lax.scan(lambda c, x: step(c, None if idx is None else x), s, xs, unroll=self.unroll)[0]
+
+    return _segments(self, state, num_steps, indices, checkpoint_every, run)
+
+
+def _run_steps_states(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
+    """`Objective.run_steps` with the same result, differentiated by `_loop` (see `Reverse`)."""
+    indices = _draw_indices(self.problem, data_key, start + jnp.arange(num_steps))
+
+    def run(s, idx, length):
+        return _loop(self, s, hparams, train_data, idx, length)
+
+    return _segments(self, state, num_steps, indices, checkpoint_every, run)
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def _zero_cotangent(x):
+    return np.zeros(np.shape(x), jax.dtypes.float0)
+
+
+def _dtype_groups(leaves) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, leaf in enumerate(leaves):
+        groups.setdefault(jnp.result_type(leaf).name, []).append(i)
+    return groups
+
+
+def _buffers(tree, n: int) -> dict[str, jax.Array]:
+    """One (n, size) buffer per dtype of the leaves of `tree`: n packed copies of it."""
+    leaves = jax.tree.leaves(tree)
+    return {dt: jnp.zeros((n, sum(int(np.size(leaves[i])) for i in ids)), jnp.dtype(dt))
+            for dt, ids in _dtype_groups(leaves).items()}
+
+
+def _put(buffers, tree, t):
+    # One concatenation and one dynamic-update-slice per dtype: on a CPU, a stacked output per
+    # leaf (what scan's `ys` would give) costs several microseconds per leaf and step.
+    leaves = jax.tree.leaves(tree)
+    out = {}
+    for dt, ids in _dtype_groups(leaves).items():
+        row = jnp.concatenate([jnp.ravel(leaves[i]) for i in ids])
+        out[dt] = jax.lax.dynamic_update_index_in_dim(buffers[dt], row, t, 0)
+    return out
+
+
+def _get(buffers, like, t):
+    leaves, treedef = jax.tree.flatten(like)
+    out = [None] * len(leaves)
+    for dt, ids in _dtype_groups(leaves).items():
+        row = jax.lax.dynamic_index_in_dim(buffers[dt], t, 0, keepdims=False)
+        offset = 0
+        for i in ids:
+            size = int(np.size(leaves[i]))
+            out[i] = row[offset:offset + size].reshape(np.shape(leaves[i]))
+            offset += size
+    return jax.tree.unflatten(treedef, out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
+def _loop(objective, state, hparams, train_data, indices, num_steps):
+    """`num_steps` training steps on the minibatches `indices` (None: full batch)."""
+    def body(s, t):
+        idx = None if indices is None else indices[t]
+        return objective.step(s, hparams, objective.problem.gather(train_data, idx)), None
+
+    return jax.lax.scan(body, state, jnp.arange(num_steps), unroll=objective.unroll)[0]
+
+
+def _loop_fwd(objective, state, hparams, train_data, indices, num_steps):
+    def body(carry, t):
+        s, buffers = carry
+        idx = None if indices is None else indices[t]
+        new = objective.step(s, hparams, objective.problem.gather(train_data, idx))
+        return (new, _put(buffers, s, t)), None
+
+    init = (state, _buffers(state, num_steps))
+    final, buffers = jax.lax.scan(body, init, jnp.arange(num_steps), unroll=objective.unroll)[0]
+    # Zero-size arrays carry the state's structure, shapes and dtypes to the backward rule.
+    template = jax.tree.map(lambda x: jnp.zeros((0,) + jnp.shape(x), jnp.result_type(x)), state)
+    return final, (buffers, template, hparams, train_data, indices)
+
+
+def _loop_bwd(objective, num_steps, residuals, ct_final):
+    buffers, template, hparams, train_data, indices = residuals
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), template)
+    leaves, treedef = jax.tree.flatten(like)
+    is_float = [_is_float(leaf) for leaf in leaves]
+
+    def whole(floats):
+        # The cotangent of a whole state: float0 zeros for integer leaves (step counts).
+        it = iter(floats)
+        return jax.tree.unflatten(treedef, [next(it) if f else _zero_cotangent(leaf)
+                                            for leaf, f in zip(leaves, is_float)])
+
+    def floats_of(ct_state):
+        return [leaf for leaf, f in zip(jax.tree.leaves(ct_state), is_float) if f]
+
+    def body(carry, t):
+        ct_floats, ct_h = carry
+        s = _get(buffers, like, t)
+        idx = None if indices is None else indices[t]
+        batch = objective.problem.gather(train_data, idx)
+        # Recompute step t and pull the cotangent of its output state back through it: the
+        # optimiser's VJP and one Hessian-vector product of the minibatch training loss.
+        _, vjp = jax.vjp(lambda s_, h_: objective.step(s_, h_, batch), s, hparams)
+        ct_s, ct_h_t = vjp(whole(ct_floats))
+        return (floats_of(ct_s), jax.tree.map(jnp.add, ct_h, ct_h_t)), None
+
+    init = (floats_of(ct_final), jax.tree.map(jnp.zeros_like, hparams))
+    (ct_floats, ct_h), _ = jax.lax.scan(body, init, jnp.arange(num_steps), reverse=True,
+                                        unroll=objective.unroll)
+    return whole(ct_floats), ct_h, None, None
+
+
+_loop.defvjp(_loop_fwd, _loop_bwd)

@@ -1,0 +1,349 @@
+"""One command for hypergrad's speed, memory and compilation figures, measured side by side.
+
+    .venv/bin/python benchmarks/bench.py --out benchmarks/RESULTS.md      # `make bench`, ~5 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench.py --quick --out /tmp/RESULTS.md    # structure only, well under a minute
+
+Prints one set of markdown tables and writes it to `--out`. Every figure is a ratio or a share
+measured in this one run, so a slow or shared machine moves numerator and denominator alike:
+
+1. Hypergradient cost: seconds of `hg.hypergradient(objective, h, key, method=m)` over seconds of
+   one training run (the library's compute unit: a search trial, training plus scoring) for the
+   digits MLP (64-50-10 tanh, batch 100, SGD with momentum, per-step learning rates, weight decay;
+   float32) at T=200 and T=2000, for `Reverse()` (default `store="dots"`: per-step
+   rematerialisation keeping matrix products), `store="residuals"` (plain autodiff of the scan, the
+   old default) and `store="states"` (the hand-written VJP of the loop), each without and with
+   checkpointing (k = the divisor of T nearest sqrt(T); `--quick` has one checkpointed row).
+   Targets: <= 3.0x without checkpointing, <= 4.0x with it. Timing, compile seconds, XLA memory
+   analysis, peak RSS and FLOPs come from `benchmarks/hypergradient_cost.py` (see its docstring).
+2. Search throughput: per-trial seconds of `hg.random_search` at 1, 16, 64 and 256 trials (the
+   `digits-mlp` preset, T=200; each size called once to compile, then timed on a second call with
+   a new key) against a Python loop over the same jitted single-trial program, and as a share of
+   the machine's peak FLOP/s, measured here by the best of several large float32 matrix products.
+   FLOPs per trial: `hypergrad.search.run_flops`. Also the 256-trial call at `chunk_size` 16 and 256
+   (the default is 64).
+   Target: >= 50% of peak at 256 trials, never slower than the loop.
+3. Compilation: `hypergrad._compile.stats` around `random_search` (256 trials) and `tune` (50
+   steps): programs compiled and seconds on a first call, then on a second call with a new key
+   (and, for tune, a new starting point). Target: one program each, zero recompiles.
+4. Peak memory against T for Reverse with and without checkpointing (from section 1's programs).
+5. Correctness of the fast paths: `Reverse()` (store "dots") and `Reverse(store="states")`, with
+   and without checkpointing, against central finite differences and against
+   `Reverse(store="residuals")`, in float64 on a small problem (the
+   iris MLP 4-8-3, minibatches of 16, T=20). Run last: it turns on `jax_enable_x64`.
+
+`--quick` shrinks every section (T=20, 4 trials at T=10, 2 tune steps, no FLOP accounting, no RSS
+subprocesses, no chunk-size study, the correctness checks as in the full run) so the tables' structure appears in well under a minute; its numbers mean
+little. Speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hypergradient_cost as hc  # noqa: E402  (this directory's per-row machinery)
+
+import hypergrad as hg  # noqa: E402
+from hypergrad import _compile  # noqa: E402
+from hypergrad.problems.presets import preset  # noqa: E402
+from hypergrad.search import run_flops  # noqa: E402
+
+TARGET_PLAIN, TARGET_CHECKPOINT, TARGET_PEAK = 3.0, 4.0, 0.50
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def fmt(x, spec: str) -> str:
+    return hc.fmt(x, spec)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- 1 and 4: hypergradient cost and memory ----------------------------------------------------------
+def hypergradient_rows(args, cache_dir):
+    def names(T):  # checkpointing every step is the same recomputation as every k: one row suffices
+        rows = [n for n in hc.config_names(T) if "checkpoint_every=1," not in n]
+        return rows[:5] if args.quick else rows
+    problem = hc.make_problem()
+    warm = hc.make_objective(problem, 1)
+    jax.block_until_ready(hc.Config("train", *warm).call())  # backend start-up off the first row
+    rows, flop_lines = [], {}
+    for T in args.steps:
+        objective, hparams, key = hc.make_objective(problem, T)
+        configs = [hc.Config(name, objective, hparams, key) for name in names(T)]
+        times = hc.time_interleaved(configs, args.repeats)
+        train_median, train_min = statistics.median(times["train"]), min(times["train"])
+        train_flops = None
+        for config in configs:
+            temp, total = config.memory()
+            row = {"T": T, "name": config.name, "time": statistics.median(times[config.name]),
+                   "ratio": statistics.median(times[config.name]) / train_median,
+                   "ratio_min": min(times[config.name]) / train_min, "compile": config.compile_seconds,
+                   "xla_temp": temp, "xla_total": total, "flops": None, "flops_ratio": None,
+                   "checkpointed": "checkpoint_every" in config.name}
+            if not args.no_flops:
+                row["flops"] = config.flops(flop_lines)
+                train_flops = row["flops"] if config.name == "train" else train_flops
+                row["flops_ratio"] = row["flops"] / train_flops
+            rows.append(row)
+        log(f"[1] hypergradient cost at T={T} done")
+    if cache_dir is not None:
+        import concurrent.futures
+
+        jobs = [("baseline", args.steps[0])] + [(row["name"], row["T"]) for row in rows]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda job: hc.run_child(*job, cache_dir, script=hc.__file__), jobs))
+        baseline = results[0]["maxrss_kib"]
+        for row, result in zip(rows, results[1:]):
+            row["rss_peak"] = (None if baseline is None or result["maxrss_kib"] is None
+                               else (result["maxrss_kib"] - baseline) / 1024)
+            row["rss_run"] = None if result["run_kib"] is None else result["run_kib"] / 1024
+        log("[4] RSS subprocesses done")
+    return rows
+
+
+def render_cost(rows) -> str:
+    out = []
+    for row in rows:
+        if row["name"] == "train":
+            target, verdict = "", ""
+        else:
+            target = TARGET_CHECKPOINT if row["checkpointed"] else TARGET_PLAIN
+            verdict = "met" if row["ratio"] <= target else "missed"
+            target = f"<= {target:.1f}"
+        out.append([str(row["T"]), row["name"], fmt(row["time"], ".3f"), fmt(row["ratio"], ".2f"),
+                    fmt(row["ratio_min"], ".2f"), target, verdict, fmt(row["compile"], ".1f"),
+                    fmt(row["flops_ratio"], ".2f")])
+    return table(["T", "method", "time (s)", "x train", "x train (min)", "target", "median vs target",
+                  "compile (s)", "FLOP x train"], out)
+
+
+def render_memory(rows) -> str:
+    out = [[str(r["T"]), r["name"], fmt(r["xla_temp"], ".1f"), fmt(r["xla_total"], ".1f"),
+            fmt(r.get("rss_peak"), ".0f"), fmt(r.get("rss_run"), ".0f")] for r in rows]
+    return table(["T", "method", "XLA temp (MiB)", "XLA total (MiB)", "RSS peak + (MiB)", "RSS run + (MiB)"], out)
+
+
+# -- 2: search throughput ---------------------------------------------------------------------------
+def peak_flops(size: int, repeats: int = 5) -> float:
+    """Best FLOP/s of a size x size float32 matrix product (2 size^3 FLOPs)."""
+    a = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    jax.block_until_ready(matmul(a, a))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, a))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def search_rows(args, peak: float):
+    objective, space = preset("digits-mlp", num_steps=args.search_steps)
+    key = jax.random.key(0)
+    settings = space.sample(jax.random.key(5), max(args.trials))
+    first = jax.tree.map(lambda a: a[0], settings)
+    flops = run_flops(objective, first, key)
+    single = jax.jit(lambda h, k, d: objective.loss_and_scores(h, k, d)[1])
+    data = objective.problem.data
+    jax.block_until_ready(single(first, key, data))
+    rows = []
+    compile_rows = {}
+    for n in args.trials:  # largest first: its first call compiles the chunk program (section 3)
+        before = (_compile.stats.compilations, _compile.stats.seconds)
+        hg.random_search(objective, space, key, num_trials=n)  # compiles (once per chunk shape)
+        compiled = (_compile.stats.compilations - before[0], _compile.stats.seconds - before[1])
+        before2 = _compile.stats.compilations
+        start = time.perf_counter()
+        hg.random_search(objective, space, jax.random.key(1), num_trials=n)
+        search_seconds = (time.perf_counter() - start) / n
+        recompiled = _compile.stats.compilations - before2
+        compile_rows[n] = (compiled, recompiled)
+        trials = [jax.tree.map(lambda a, i=i: a[i], settings) for i in range(n)]
+        start = time.perf_counter()
+        for h in trials:
+            jax.block_until_ready(single(h, key, data))
+        loop_seconds = (time.perf_counter() - start) / n
+        rows.append({"trials": n, "chunk": min(64, n),  # 64: random_search's default chunk_size
+                     "search": search_seconds, "loop": loop_seconds,
+                     "flops": flops, "peak_share": flops / search_seconds / peak,
+                     "loop_share": flops / loop_seconds / peak})
+        log(f"[2] random_search at {n} trials done")
+    chunk_rows = []
+    for chunk in args.chunks:
+        n = max(args.trials)
+        hg.random_search(objective, space, key, num_trials=n, chunk_size=chunk)
+        start = time.perf_counter()
+        hg.random_search(objective, space, jax.random.key(1), num_trials=n, chunk_size=chunk)
+        seconds = (time.perf_counter() - start) / n
+        chunk_rows.append({"trials": n, "chunk": chunk, "search": seconds, "flops": flops,
+                           "peak_share": flops / seconds / peak})
+        log(f"[2] chunk_size={chunk} done")
+    return sorted(rows, key=lambda r: r["trials"]), chunk_rows, compile_rows, flops
+
+
+def render_search(rows, chunk_rows, peak: float) -> str:
+    out = []
+    for r in rows:
+        verdict = "faster" if r["search"] <= r["loop"] else "SLOWER"
+        out.append([str(r["trials"]), str(r["chunk"]), fmt(r["search"] * 1e3, ".2f"), fmt(r["loop"] * 1e3, ".2f"),
+                    fmt(r["loop"] / r["search"], ".2f"), verdict, f"{100 * r['peak_share']:.0f}%",
+                    f"{100 * r['loop_share']:.0f}%"])
+    text = table(["trials", "chunk_size", "search ms/trial", "loop ms/trial", "loop / search", "vs loop",
+                  "search % of peak", "loop % of peak"], out)
+    if chunk_rows:
+        text += "\n\nChunk size at " + str(chunk_rows[0]["trials"]) + " trials:\n\n" + table(
+            ["chunk_size", "ms/trial", "% of peak"],
+            [[str(r["chunk"]), fmt(r["search"] * 1e3, ".2f"), f"{100 * r['peak_share']:.0f}%"] for r in chunk_rows])
+    return text
+
+
+# -- 3: compilation ---------------------------------------------------------------------------------
+def tune_compile(args):
+    objective, space = preset("digits-mlp", num_steps=args.search_steps)
+    before = (_compile.stats.compilations, _compile.stats.seconds)
+    hg.tune(objective, space, jax.random.key(0), steps=args.tune_steps)
+    first = (_compile.stats.compilations - before[0], _compile.stats.seconds - before[1])
+    before2 = _compile.stats.compilations
+    init = jax.tree.map(lambda a: a[0], space.sample(jax.random.key(9), 1))  # a new starting point
+    hg.tune(objective, space, jax.random.key(1), steps=args.tune_steps, init=init)
+    return first, _compile.stats.compilations - before2
+
+
+def render_compile(search_compiles, tune_compiles, args) -> str:
+    n = max(args.trials)
+    (s_count, s_seconds), s_again = search_compiles[n]
+    (t_count, t_seconds), t_again = tune_compiles
+    rows = [[f"random_search, {n} trials", str(s_count), fmt(s_seconds, ".1f"), str(s_again),
+             "met" if s_count == 1 and s_again == 0 else "missed"],
+            [f"tune, {args.tune_steps} steps", str(t_count), fmt(t_seconds, ".1f"), str(t_again),
+             "met" if t_count == 1 and t_again == 0 else "missed"]]
+    return table(["call", "programs compiled (first call)", "compile (s)", "recompiles (new key and values)",
+                  "one program, reused"], rows)
+
+
+# -- 5: correctness ---------------------------------------------------------------------------------
+def correctness(args) -> list[list[str]]:
+    jax.config.update("jax_enable_x64", True)
+    import optax
+
+    T = 20
+    problem = hg.problems.mlp_classifier("iris", hidden=(8,), batch_size=16)
+    objective = hg.Objective(problem, lambda h: optax.sgd(lambda s: h["lr"][s], momentum=h["momentum"]), T)
+    hparams = {"lr": jnp.linspace(0.3, 0.05, T), "momentum": jnp.asarray(0.8), "weight_decay": jnp.asarray(1e-2)}
+    key = jax.random.key(0)
+    reference = hg.hypergradient(objective, hparams, key, method=hg.Reverse(store="residuals"))[1]
+    rng = np.random.default_rng(0)
+    rows = []
+    for method in (hg.Reverse(), hg.Reverse(checkpoint_every=5), hg.Reverse(store="states"),
+                   hg.Reverse(checkpoint_every=5, store="states")):
+        value, grads = hg.hypergradient(objective, hparams, key, method=method)
+        worst = 0.0
+        for _ in range(3):
+            v = {n: np.asarray(h) * rng.normal(size=np.shape(h)) for n, h in hparams.items()}
+            eps = 1e-6
+            f = lambda s: float(hg.hypergradient(objective, {n: hparams[n] + s * v[n] for n in hparams},  # noqa: E731
+                                                 key, method=method)[0])
+            fd = (f(eps) - f(-eps)) / (2 * eps)
+            ad = sum(float(np.sum(np.asarray(grads[n]) * v[n])) for n in hparams)
+            scale = sum(float(np.sum(np.abs(np.asarray(grads[n]) * v[n]))) for n in hparams)
+            worst = max(worst, abs(fd - ad) / scale)
+        agree = max(float(np.max(np.abs(np.asarray(grads[n]) - np.asarray(reference[n])))
+                          / np.max(np.abs(np.asarray(reference[n])))) for n in hparams)
+        rows.append([repr(method), f"{worst:.1e}", f"{agree:.1e}",
+                     "exact" if worst < 1e-6 and agree < 1e-10 else "CHECK"])
+    return rows
+
+
+# -- main -------------------------------------------------------------------------------------------
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="also write the tables to this markdown file")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: the tables' structure in well under a minute")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per hypergradient row")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP accounting of section 1")
+    parser.add_argument("--no-rss", action="store_true", help="skip the RSS subprocesses of section 4")
+    args = parser.parse_args(argv)
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
+    if args.quick:
+        args.steps, args.repeats = [20], args.repeats or 2
+        args.trials, args.chunks, args.search_steps, args.tune_steps = [4], [], 10, 2
+        args.no_rss, args.no_flops, args.matmul = True, True, 512
+    else:
+        args.steps, args.repeats = [200, 2000], args.repeats or 5
+        args.trials, args.chunks, args.search_steps, args.tune_steps = [256, 64, 16, 1], [16, 256], 200, 50
+        args.matmul = 2048
+    wall = time.perf_counter()
+    cache_dir = None
+    if not args.no_rss:  # compile once here; the RSS subprocesses load the programs
+        cache_dir = tempfile.mkdtemp(prefix="bench_cache_")
+        hc.use_compilation_cache(cache_dir)
+    try:
+        cost_rows = hypergradient_rows(args, cache_dir)
+        peak = peak_flops(args.matmul)
+        log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
+        search, chunks, search_compiles, trial_flops = search_rows(args, peak)
+        peak_after = peak_flops(args.matmul)
+        tune_compiles = tune_compile(args)
+        log("[3] tune compilation done")
+        checks = correctness(args)
+        log("[5] correctness done")
+    finally:
+        if cache_dir:  # kept to the end: jax keeps writing to the cache it has started using
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    seconds = time.perf_counter() - wall
+
+    sections = [
+        "# hypergrad benchmarks",
+        f"Machine: jax {jax.__version__} on {jax.devices()[0].platform} ({platform.machine()}, "
+        f"{os.cpu_count()} cores); `benchmarks/bench.py {argv_text}`; whole run {seconds:.0f} s; load "
+        f"average {os.getloadavg()[0]:.1f} at the end (other processes on the machine inflate times).",
+        "## 1. Hypergradient cost (digits MLP, time of `hg.hypergradient` / time of one training run)",
+        render_cost(cost_rows),
+        f"Median of {args.repeats} interleaved calls after warm-up; `x train (min)` is the ratio of the "
+        "fastest calls. Targets: <= 3.0x without checkpointing, <= 4.0x with it (judged on the median).",
+        "## 2. Search throughput (digits-mlp preset, T=" + str(args.search_steps) + ")",
+        render_search(search, chunks, peak),
+        f"Peak: best {args.matmul}x{args.matmul} float32 matmul, {peak / 1e9:.0f} GFLOP/s before the "
+        f"searches and {peak_after / 1e9:.0f} GFLOP/s after. One trial: {trial_flops / 1e9:.3f} GFLOP "
+        "(`hypergrad.search.run_flops`). Target: >= 50% of peak at the largest trial count, never slower "
+        "than the loop.",
+        "## 3. Compilation (`hypergrad._compile.stats`)",
+        render_compile(search_compiles, tune_compiles, args),
+        "## 4. Peak memory against T (programs of section 1)",
+        render_memory(cost_rows),
+        "XLA: `memory_analysis()` of the compiled program (temporaries; temporaries + arguments + outputs). "
+        "RSS: peak resident memory of a subprocess running the program, minus that of one running the "
+        "training program (see `benchmarks/hypergradient_cost.py`)" + ("; skipped here." if args.no_rss else "."),
+        "## 5. Correctness of the fast paths (float64, iris MLP 4-8-3, batch 16, T=20)",
+        table(["method", "max rel. error vs central differences (3 directions)", "max rel. diff vs Reverse(store='residuals')",
+               "verdict"], checks),
+    ]
+    text = "\n\n".join(sections) + "\n"
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

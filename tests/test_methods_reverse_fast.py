@@ -1,0 +1,165 @@
+"""Reverse's fast loops are exact: store="dots" (the default: per-step rematerialisation keeping
+matrix products) and store="states" (the hand-written VJP of the training loop).
+
+Three layers, in float64 (tests/conftest.py): central finite differences, agreement with the plain
+reverse mode (`Reverse(store="residuals")`, JAX's own VJP of the scan) to rounding, and with and without
+checkpointing (segments that divide T and a remainder segment). Also: full-batch problems (no
+minibatch indices), optimisers with several state leaves and an integer step count, use under
+jit and vmap, one compilation for new values, and the error for a bad `store`.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import _compile
+from hypergrad.problems import sgd_momentum_schedule
+from _helpers import counting
+
+T = 10
+PLAIN = hg.Reverse(store="residuals")
+STORES = ["dots", "states"]
+FAST = hg.Reverse(store="states")
+
+
+def hparams_for(problem, steps=T):
+    return {"lr": jnp.linspace(0.5, 0.1, steps), "momentum": jnp.asarray(0.7), "weight_decay": jnp.asarray(3e-2)}
+
+
+def finite_difference_errors(objective, hparams, key, method, *, eps=1e-6, directions=3, seed=0):
+    """Relative errors |fd - <g, v>| / sum|g * v| of central differences along random relative
+    directions v = h * N(0, 1), each perturbing every hyperparameter at once."""
+    value, grads = hg.hypergradient(objective, hparams, key, method=method)
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _ in range(directions):
+        v = {n: np.asarray(h) * rng.normal(size=np.shape(h)) for n, h in hparams.items()}
+
+        def f(s):
+            return float(hg.hypergradient(objective, {n: hparams[n] + s * v[n] for n in hparams}, key,
+                                          method=method)[0])
+
+        fd = (f(eps) - f(-eps)) / (2 * eps)
+        ad = sum(float(np.sum(np.asarray(grads[n]) * v[n])) for n in hparams)
+        scale = sum(float(np.sum(np.abs(np.asarray(grads[n]) * v[n]))) for n in hparams)
+        assert scale > 0
+        errors.append(abs(fd - ad) / scale)
+    return value, grads, errors
+
+
+def assert_same(a, b, rtol=1e-10):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for name in a:
+        np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=rtol,
+                                   atol=rtol * float(np.max(np.abs(np.asarray(b[name])))), err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def mlp_objective(mlp_minibatch_problem):
+    return hg.Objective(mlp_minibatch_problem, sgd_momentum_schedule, num_steps=T)
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("checkpoint_every", [None, 5, 3])  # 3: three segments and a remainder of 1
+def test_matches_finite_differences_and_plain_reverse(mlp_objective, mlp_minibatch_problem, key, checkpoint_every,
+                                                      store):
+    hparams = hparams_for(mlp_minibatch_problem)
+    method = hg.Reverse(checkpoint_every=checkpoint_every, store=store)
+    value, grads, errors = finite_difference_errors(mlp_objective, hparams, key, method)
+    assert max(errors) < 1e-7, errors
+    plain_value, plain = hg.hypergradient(mlp_objective, hparams, key, method=PLAIN)
+    np.testing.assert_allclose(value, plain_value, rtol=1e-13)
+    assert_same(grads, plain)
+    assert grads["lr"].shape == (T,) and grads["lr"].dtype == jnp.float64
+    assert float(jnp.max(jnp.abs(grads["lr"]))) > 0  # a test that could fail: the gradient is not trivially 0
+
+
+def test_wrong_gradient_is_caught(mlp_objective, mlp_minibatch_problem, key):
+    """The finite-difference check can fail: a gradient off by 1% along one entry is flagged."""
+    hparams = hparams_for(mlp_minibatch_problem)
+    _, grads = hg.hypergradient(mlp_objective, hparams, key, method=FAST)
+    rng = np.random.default_rng(0)
+    v = {n: np.asarray(h) * rng.normal(size=np.shape(h)) for n, h in hparams.items()}
+    bad = dict(grads, momentum=grads["momentum"] * 1.01)
+    f = lambda s: float(mlp_objective({n: hparams[n] + s * v[n] for n in hparams}, key))  # noqa: E731
+    fd = (f(1e-6) - f(-1e-6)) / 2e-6
+    ad = sum(float(np.sum(np.asarray(bad[n]) * v[n])) for n in hparams)
+    scale = sum(float(np.sum(np.abs(np.asarray(bad[n]) * v[n]))) for n in hparams)
+    assert abs(fd - ad) / scale > 1e-5
+
+
+def test_default_is_dots():
+    assert hg.Reverse() == hg.Reverse(checkpoint_every=None, store="dots")
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_full_batch_and_adam(logistic_problem, key, store):
+    """No minibatch indices (full batch), and Adam: two float state leaves plus an int count."""
+    def adam(h):
+        return optax.chain(optax.scale_by_adam(b1=0.9, b2=0.99), optax.scale(-h["lr"]))
+
+    objective = hg.Objective(logistic_problem, adam, num_steps=8)
+    hparams = {"lr": jnp.asarray(0.05), "weight_decay": jnp.asarray(1e-2)}
+    for checkpoint_every in (None, 3):
+        method = hg.Reverse(checkpoint_every=checkpoint_every, store=store)
+        _, grads, errors = finite_difference_errors(objective, hparams, key, method)
+        assert max(errors) < 1e-7, errors
+        assert_same(grads, hg.hypergradient(objective, hparams, key, method=PLAIN)[1])
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_traced_under_jit_and_vmap(mlp_objective, mlp_minibatch_problem, key, store):
+    hparams = hparams_for(mlp_minibatch_problem)
+    data = mlp_minibatch_problem.data
+    batch = {n: jnp.stack([h, h * 0.8]) for n, h in hparams.items()}
+
+    @jax.jit
+    def many(hs):
+        method = hg.Reverse(store=store)
+        return jax.vmap(lambda h: method.value_and_grad(mlp_objective, h, key, data))(hs)
+
+    (values, _), grads = many(batch)
+    for i in range(2):
+        one = {n: batch[n][i] for n in batch}
+        value, expected = hg.hypergradient(mlp_objective, one, key, method=PLAIN)
+        np.testing.assert_allclose(values[i], value, rtol=1e-13)
+        assert_same({n: grads[n][i] for n in grads}, expected)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_compiles_once_for_new_values(mlp_minibatch_problem, key, store):
+    problem, count = counting(mlp_minibatch_problem)
+    objective = hg.Objective(problem, sgd_momentum_schedule, num_steps=T)
+    before = _compile.stats.compilations
+    hparams = hparams_for(problem)
+    method = hg.Reverse(store=store)
+    hg.hypergradient(objective, hparams, key, method=method)
+    traces = count["traces"]
+    for scale in (0.5, 2.0):
+        hg.hypergradient(objective, {n: h * scale for n, h in hparams.items()}, jax.random.key(7), method=method)
+    assert _compile.stats.compilations - before == 1
+    assert count["traces"] == traces
+
+
+def test_bad_store_is_refused():
+    with pytest.raises(ValueError, match="store"):
+        hg.Reverse(store="activations")
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        hg.Reverse(checkpoint_every=0, store="states")
+
+
+def test_dots_is_forward_differentiable(mlp_objective, mlp_minibatch_problem, key):
+    """The default store is plain autodiff (no custom VJP): jax.jvp through a hypergradient works."""
+    hparams = hparams_for(mlp_minibatch_problem)
+    data = mlp_minibatch_problem.data
+
+    def grad_lr(method, scale):
+        h = dict(hparams, momentum=hparams["momentum"] * scale)
+        return method.value_and_grad(mlp_objective, h, key, data)[1]["lr"]
+
+    tangent = jax.jvp(lambda s: grad_lr(hg.Reverse(), s), (1.0,), (1.0,))[1]
+    expected = jax.jvp(lambda s: grad_lr(PLAIN, s), (1.0,), (1.0,))[1]
+    np.testing.assert_allclose(tangent, expected, rtol=1e-9, atol=1e-12 * float(jnp.max(jnp.abs(expected))))
