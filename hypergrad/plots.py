@@ -300,12 +300,15 @@ def _hparam_shapes(results: Mapping[str, Result]) -> dict[str, tuple[int, ...]]:
 
     Read from each result's first trial (failed or not: all trials of a result share names and
     shapes); where results disagree (one tuned a scalar, another a schedule) the shaped one wins.
+    Structural choices (options kept as strings or tuples, not arrays) have no axis to draw on.
     """
     shapes: dict[str, tuple[int, ...]] = {}
     for result in results.values():
         if not result.trials:
             continue
         for name, value in result.trials[0].hparams.items():
+            if not isinstance(value, (np.ndarray, np.generic, int, float)) or isinstance(value, bool):
+                continue
             shape = tuple(np.shape(value))
             if len(shape) >= len(shapes.get(name, ())):
                 shapes[name] = shape

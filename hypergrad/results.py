@@ -195,7 +195,7 @@ class Result:
         for t in self.trials:
             row = {"number": t.number, "value": t.value}
             for name, value in t.hparams.items():
-                row[f"params_{name}"] = value.item() if np.ndim(value) == 0 else np.asarray(value)
+                row[f"params_{name}"] = _param_value(value)  # structural options (strings, tuples) as is
             row["duration"] = pd.to_timedelta(t.seconds, unit="s")
             row["state"] = t.state.upper()
             row["test_value"] = t.test_value

@@ -53,6 +53,17 @@ DEFAULT_CHUNK = 64
 """Most trials per vmapped call when chunk_size is None."""
 
 
+def _trials_program(objective: Objective, chunk: int):
+    """Scores of a chunk of trials (leading axis): vmapped, or for one trial the plain program
+    with an axis added (a batch of one costs a few percent more through vmap)."""
+    def scores(h, k, d):
+        return objective.loss_and_scores(h, k, d)[1]
+
+    if chunk == 1:
+        return lambda h, k, d: jax.tree.map(lambda a: a[None], scores(_first(h), k, d))
+    return jax.vmap(scores, in_axes=(0, None, None))
+
+
 def chunk_for(num: int, chunk_size: int | None) -> int:
     """Trials per vmapped call: `min(chunk_size, num)`, or with chunk_size None a balanced chunk
     (`balanced_chunk`) rounded up to a multiple of the local devices, so it shards evenly."""
@@ -62,13 +73,13 @@ def chunk_for(num: int, chunk_size: int | None) -> int:
     return -(-balanced_chunk(num, DEFAULT_CHUNK) // devices) * devices
 
 
-def _shardings(chunk: int) -> tuple[Any, Any]:
+def _shardings(chunk: int) -> tuple[Any, Any] | tuple[None, None]:
     """(trial-axis sharding, replicated sharding) over the local devices; one chunk's trials are
     split evenly across them (several CPU devices use several cores; several GPUs, all of them).
-    With one device, or a chunk the devices do not divide, everything stays on the default device."""
+    (None, None) with one device, or a chunk the devices do not divide: the default device."""
     devices = jax.local_devices()
     if len(devices) == 1 or chunk % len(devices):
-        return devices[0], devices[0]
+        return None, None
     mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
     return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
             jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -131,12 +142,13 @@ def _evaluate_group(
     num = len(rows)
     chunk = chunk_for(num, chunk_size)
     spread, replicated = _shardings(chunk)
-    data = jax.device_put(objective.problem.data, replicated)
-    key = jax.device_put(key, replicated)
+    data = objective.problem.data
+    if spread is not None:
+        data, key = jax.device_put((data, key), replicated)
     executable, compile_seconds = _compile.compiled(
-        ("search", objective),
-        lambda: jax.vmap(lambda h, k, d: objective.loss_and_scores(h, k, d)[1], in_axes=(0, None, None)),
-        (jax.device_put(_chunk(settings, 0, chunk), spread), key, data),
+        ("search", objective), lambda: _trials_program(objective, chunk),
+        (_chunk(settings, 0, chunk) if spread is None else jax.device_put(_chunk(settings, 0, chunk), spread),
+         key, data),
     )
     began = time.perf_counter()
     unit = run_flops(objective, _first(settings), key)
@@ -146,7 +158,9 @@ def _evaluate_group(
         real = min(chunk, num - start)
         batch = _chunk(settings, start, chunk)
         began = time.perf_counter()
-        scores = jax.device_get(jax.block_until_ready(executable(jax.device_put(batch, spread), key, data)))
+        if spread is not None:
+            batch = jax.device_put(batch, spread)
+        scores = jax.device_get(jax.block_until_ready(executable(batch, key, data)))
         seconds = time.perf_counter() - began
         structure.record_run(unit * chunk, seconds)
         for i in range(real):

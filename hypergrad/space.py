@@ -21,6 +21,7 @@ program, handled by `hg.Structured`). Baselines search it; gradient methods refu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -345,6 +346,9 @@ class Space:
             `independent` gets one value per setting, broadcast along its shape.
         """
         n = _check_count(n, "n")
+        return _sample_program(self, n)(key)  # one compiled draw, not a dispatch per hyperparameter
+
+    def _draw(self, key: Key, n: int) -> HParams:
         out = {}
         for i, (name, dist) in enumerate(self.items):
             k = jax.random.fold_in(key, i)
@@ -388,6 +392,11 @@ class Space:
                 else:
                     columns[name][row].reshape(-1)[element] = value
         return {name: jnp.asarray(col, dtype=_dtype_of(self[name])) for name, col in columns.items()}
+
+
+@functools.lru_cache(maxsize=128)
+def _sample_program(space: Space, n: int):
+    return jax.jit(lambda key: space._draw(key, n))
 
 
 def _dtype_of(dist: Distribution):

@@ -1,5 +1,7 @@
 """Structural choices: masking and grouping give the same trials; the plan is recorded and priced."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -158,3 +160,22 @@ def test_family_errors_name_the_fix(splits, key):
     bad = hg.Structured(lambda c: "not an objective")
     with pytest.raises(ValueError, match="must return an hg.Objective"):
         hg.random_search(bad, SPACE, key, num_trials=2)
+
+
+def test_structured_results_export_and_compare(splits, key, tmp_path):
+    family = make_family(splits, mask=True)
+    log = tmp_path / "trials.jsonl"
+    result = hg.random_search(family, SPACE, key, num_trials=6, log=log)
+    frame = result.to_dataframe()
+    assert set(frame["params_activation"]) <= {"tanh", "relu"}
+    assert all(w in (4, 8) for w in frame["params_width"])
+    cv = result.cv_results()
+    assert list(cv["param_solver"]) == [t.hparams["solver"] for t in result.trials]
+    assert cv["rank_test_score"].min() == 1
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["hparams"]["activation"] for r in records] == [t.hparams["activation"] for t in result.trials]
+    json.dumps(result.to_dict())
+    comparison = hg.compare({"random": result})
+    assert "| random |" in comparison.to_markdown()
+    pytest.importorskip("matplotlib")
+    assert len(comparison.plot(tmp_path / "plots")) == 3  # string and tuple options are left out of the bars
