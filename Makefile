@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-methods smoke clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ test: $(STAMP)
 ## Speed, memory and compilation tables in one run (printed, and written to benchmarks/RESULTS.md; never asserted in tests).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/RESULTS.md
+
+## The scikit-learn iris study timed against hypergrad (speed-up, accuracy within one std).
+bench-iris: $(STAMP)
+	$(BIN)/python benchmarks/iris_study.py --out benchmarks/iris_study.md
+
+## Trial throughput: Optuna's own loop against batched hg.optuna_search and random_search.
+bench-optuna: $(STAMP)
+	$(BIN)/python benchmarks/optuna_throughput.py --out benchmarks/optuna_throughput.md
 
 ## Memory and time against the horizon T for every hypergradient method (about 10 minutes).
 bench-methods: $(STAMP)

@@ -57,6 +57,7 @@ import hypergradient_cost as hc  # noqa: E402  (this directory's per-row machine
 import hypergrad as hg  # noqa: E402
 from hypergrad import _compile  # noqa: E402
 from hypergrad.problems.presets import preset  # noqa: E402
+from hypergrad.compute import matmul_flops_per_second  # noqa: E402
 from hypergrad.search import run_flops  # noqa: E402
 
 TARGET_PLAIN, TARGET_CHECKPOINT, TARGET_PEAK = 3.0, 4.0, 0.50
@@ -144,15 +145,7 @@ def render_memory(rows) -> str:
 # -- 2: search throughput ---------------------------------------------------------------------------
 def peak_flops(size: int, repeats: int = 5) -> float:
     """Best FLOP/s of a size x size float32 matrix product (2 size^3 FLOPs)."""
-    a = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-    matmul = jax.jit(jnp.dot)
-    jax.block_until_ready(matmul(a, a))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, a))
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best
+    return matmul_flops_per_second(size, size, size, repeats=repeats)
 
 
 def search_rows(args, peak: float):

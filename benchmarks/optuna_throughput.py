@@ -53,21 +53,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import hypergrad as hg
+from hypergrad.compute import matmul_flops_per_second
 from hypergrad.search import run_flops
 
 
 def peak_matmul_flops(n: int, repeats: int = 5) -> float:
     """FLOP/s of the fastest of `repeats` calls of a jitted float32 n x n matmul."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
-    jax.block_until_ready(matmul(a, b))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best
+    return matmul_flops_per_second(n, n, n, repeats=repeats)
 
 
 def hparams_of(space: hg.Space, lr: float, momentum: float, weight_decay: float) -> dict:

@@ -17,11 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import time
+
 import jax
+import jax.numpy as jnp
 
 from hypergrad._compile import _signature, flops_of
 
-__all__ = ["affine_flops", "cached_affine_flops", "cached_flops_per_step", "flops_per_step"]
+__all__ = ["affine_flops", "cached_affine_flops", "cached_flops_per_step", "flops_per_step",
+           "matmul_flops_per_second"]
 
 
 # Reference programs are compiled only to be counted, never run: skipping LLVM's optimisations
@@ -67,3 +71,20 @@ def cached_affine_flops(tag: Any, build: Callable[[int], Callable], args: tuple,
     """`affine_flops`, from per-step counts computed once per (tag, argument shapes)."""
     fixed, per_step = cached_flops_per_step(tag, build, args)
     return fixed + num_steps * per_step
+
+
+def matmul_flops_per_second(rows: int, inner: int, cols: int, *, batch: int = 1, repeats: int = 5) -> float:
+    """Measured FLOP/s of a float32 (batch x) rows x inner @ inner x cols product on the default
+    device: the best of `repeats` timed calls after one warm-up (2 * batch * rows * inner * cols
+    FLOPs each). A large square product measures the machine's peak; a batch of small ones, the
+    rate per-trial networks reach."""
+    a = jax.random.normal(jax.random.key(0), (batch, rows, inner), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (batch, inner, cols), jnp.float32)
+    product = jax.jit(jnp.matmul)
+    jax.block_until_ready(product(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(product(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * batch * rows * inner * cols / best

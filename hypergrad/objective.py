@@ -231,18 +231,7 @@ class Objective:
         def scan(state, xs, length):
             return jax.lax.scan(body, state, xs, length=length, unroll=unroll)[0]
 
-        if checkpoint_every is None:
-            return scan(state, xs, num_steps)
-        k = min(checkpoint_every, num_steps)
-        num_segments, remainder = divmod(num_steps, k)
-        split = num_segments * k
-        head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), xs)
-        segment = jax.checkpoint(lambda state, seg: (scan(state, seg, k), None))
-        state = jax.lax.scan(segment, state, head, length=num_segments, unroll=unroll)[0]
-        if remainder:
-            tail = jax.tree.map(lambda a: a[split:], xs)
-            state = jax.checkpoint(lambda s, x: scan(s, x, remainder))(state, tail)
-        return state
+        return in_segments(scan, state, xs, num_steps, checkpoint_every, unroll)
 
     def loss_and_scores(
         self, hparams: HParams, key: Key, data: Mapping[str, PyTree], **run_options
@@ -324,3 +313,28 @@ def _aggregate_folds(per_fold: Mapping[str, jax.Array]) -> dict[str, Scalar]:
 
 def _merged_metric(fn, fixed, params, hparams, batch):
     return fn(params, {**hparams, **fixed}, batch)
+
+
+def in_segments(run: Callable, state: Any, xs: PyTree, num_steps: int, checkpoint_every: int | None,
+                unroll: int | bool = 1) -> Any:
+    """`run(state, xs, num_steps)`, or with `checkpoint_every=k` the same steps as a scan over
+    segments of k, each under `jax.checkpoint` (plus a checkpointed remainder): autodiff of the
+    outer scan stores each segment's input state, and the backward pass reruns a segment (storing
+    what `run` keeps for its k steps) before differentiating it.
+
+    Args:
+        run: `(state, xs_of_steps, length) -> state`, the loop over `length` steps.
+        xs: per-step inputs with a leading axis of `num_steps` (step numbers, minibatch indices).
+    """
+    if checkpoint_every is None:
+        return run(state, xs, num_steps)
+    k = min(checkpoint_every, num_steps)
+    num_segments, remainder = divmod(num_steps, k)
+    split = num_segments * k
+    head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), xs)
+    segment = jax.checkpoint(lambda s, seg: (run(s, seg, k), None))
+    state = jax.lax.scan(segment, state, head, length=num_segments, unroll=unroll)[0]
+    if remainder:
+        tail = jax.tree.map(lambda a: a[split:], xs)
+        state = jax.checkpoint(lambda s, x: run(s, x, remainder))(state, tail)
+    return state

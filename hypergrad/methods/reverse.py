@@ -13,6 +13,7 @@ import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
+from hypergrad.objective import in_segments
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["Reverse"]
@@ -122,24 +123,6 @@ def _draw_indices(problem, data_key, ts):
                        batch_size=min(_DRAW_BATCH, int(ts.shape[0])))
 
 
-def _segments(self, state, num_steps, indices, checkpoint_every, run):
-    """`run(state, indices, length)` over all steps, in checkpointed segments of k if asked."""
-    if checkpoint_every is None:
-        return run(state, indices, num_steps)
-    k = min(checkpoint_every, num_steps)
-    num_segments, remainder = divmod(num_steps, k)
-    split = num_segments * k
-    head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), indices)
-    # Autodiff of the outer scan stores each segment's input state; the backward pass reruns the
-    # segment (storing what `store` keeps for its k steps) and then differentiates it.
-    segment = jax.checkpoint(lambda s, idx: (run(s, idx, k), None))
-    state = jax.lax.scan(segment, state, head, length=num_segments, unroll=self.unroll)[0]
-    if remainder:
-        tail = jax.tree.map(lambda a: a[split:], indices)
-        state = jax.checkpoint(lambda s, idx: run(s, idx, remainder))(state, tail)
-    return state
-
-
 def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
     """`Objective.run_steps` with the same result; each step rematerialised but its dots saved."""
     indices = _draw_indices(self.problem, data_key, start + jnp.arange(num_steps))
@@ -156,7 +139,7 @@ def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data
         xs = jnp.zeros((length, 0)) if idx is None else idx  # full batch: nothing to scan over
         return jax.lax.scan(lambda c, x: step(c, None if idx is None else x), s, xs, unroll=self.unroll)[0]
 
-    return _segments(self, state, num_steps, indices, checkpoint_every, run)
+    return in_segments(run, state, indices, num_steps, checkpoint_every, self.unroll)
 
 
 def _run_steps_states(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
@@ -166,7 +149,7 @@ def _run_steps_states(self, state, start, num_steps, hparams, data_key, train_da
     def run(s, idx, length):
         return _loop(self, s, hparams, train_data, idx, length)
 
-    return _segments(self, state, num_steps, indices, checkpoint_every, run)
+    return in_segments(run, state, indices, num_steps, checkpoint_every, self.unroll)
 
 
 def _is_float(x) -> bool:
