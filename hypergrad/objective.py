@@ -129,17 +129,26 @@ class Objective:
     # -- public, pure -------------------------------------------------------------------------
     def __call__(self, hparams: HParams, key: Key) -> Scalar:
         """The validation loss after training with `hparams`; differentiable in `hparams`."""
-        return self.loss_and_scores(as_hparams(hparams), check_key(key), self.problem.data)[0]
+        return self._jitted("loss_and_scores")(as_hparams(hparams), check_key(key), self.problem.data)[0]
 
     def train(self, hparams: HParams, key: Key) -> Params:
         """The parameters after `num_steps` training steps (with a leading fold axis of length k
         when the problem has `cv=k`)."""
-        return self.run(as_hparams(hparams), check_key(key), self.problem.data).params
+        return self._jitted("run")(as_hparams(hparams), check_key(key), self.problem.data).params
 
     def evaluate(self, hparams: HParams, key: Key) -> dict[str, Scalar]:
         """`{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` after training (under cv
         also the standard deviations and per-fold scores: see `loss_and_scores`)."""
-        return self.loss_and_scores(as_hparams(hparams), check_key(key), self.problem.data)[1]
+        return self._jitted("loss_and_scores")(as_hparams(hparams), check_key(key), self.problem.data)[1]
+
+    def _jitted(self, name: str) -> Callable:
+        """`jax.jit` of one of this objective's methods, made once per objective: a direct call
+        compiles the whole program once (eager, init and scoring would run op by op, about 3x
+        slower on a small model) and reuses it; inside jit, vmap or grad it is simply traced."""
+        cache = self.__dict__.setdefault("_jit_cache", {})
+        if name not in cache:
+            cache[name] = jax.jit(getattr(self, name))
+        return cache[name]
 
     # -- building blocks, with explicit data ----------------------------------------------------
     def make_optimizer(self, hparams: HParams) -> optax.GradientTransformation:

@@ -193,12 +193,13 @@ def step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
     if getattr(objective.problem, "num_folds", 1) > 1:  # the per-fold arrays of a cross-validated problem
         train = jax.tree.map(lambda a: a[0], train)
 
-    def one_step(h, k, train):
+    def first_batch(h, k, train):
         state, data_key = objective.init_state(h, k)
-        batch = objective.problem.train_batch(train, data_key, 0)
-        return objective.step(state, h, batch)
+        return state, objective.problem.train_batch(train, data_key, 0)
 
-    analysis = jax.jit(one_step).lower(hparams, key, train).cost_analysis()
+    # Shapes only (tracing, no lowering) for the state and minibatch; only the step is lowered.
+    state, batch = jax.eval_shape(first_batch, hparams, key, train)
+    analysis = jax.jit(objective.step).lower(state, hparams, batch).cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
     return float((analysis or {}).get("flops", 0.0))

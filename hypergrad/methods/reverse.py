@@ -106,7 +106,7 @@ def _with_loop(objective: Any, store: str) -> Any:
     Everything else (`run`, cross-validation folds, `loss_and_scores`) is the objective's own code.
     """
     fast = object.__new__(_loop_class(type(objective), store))
-    fast.__dict__.update(objective.__dict__)
+    fast.__dict__.update({k: v for k, v in objective.__dict__.items() if k != "_jit_cache"})
     return fast
 
 
