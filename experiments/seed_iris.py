@@ -224,7 +224,7 @@ def study_family(data: Data, *, num_steps: int, folds: int | None, mask: Any = "
     return hg.Structured(build, maskable=("hidden_layer_sizes", "activation", "solver", "learning_rate"), mask=mask)
 
 
-def sklearn_space(space_alpha=None) -> hg.Space:
+def sklearn_space() -> hg.Space:
     return hg.Space({
         "hidden_layer_sizes": hg.Choice(HIDDEN), "activation": hg.Choice(["tanh", "relu"]),
         "solver": hg.Choice(["sgd", "adam"]), "alpha": hg.Choice([1e-4, 1e-3, 1e-2]),

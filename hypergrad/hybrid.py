@@ -109,6 +109,9 @@ def hybrid_search(
 
     settings = configurations(space, jax.random.fold_in(key, _SAMPLE_STREAM), configs)
     num = len(next(iter(settings.values())))
+    if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
+        raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
+                         f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
     if family is not None:
         decisions = plan(family, space, settings, key)
         groups = [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]

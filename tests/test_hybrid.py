@@ -66,5 +66,9 @@ def test_hybrid_refuses_what_it_cannot_do(objective, key):
         hg.hybrid_search(objective, SPACE, key, budget=-1)
     with pytest.raises(ValueError, match="configs='all'"):
         hg.hybrid_search(objective, SPACE, key, budget=100, configs="all")
-    with pytest.raises(ValueError, match=r"budget=1 runs buys 0 hypergradient"):
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match=r"budget=1 runs cannot buy two hypergradients for each of 3"):
         hg.hybrid_search(objective, SPACE, key, budget=1)
+    assert _compile.stats.compilations == compilations
+    with pytest.raises(ValueError, match=r"budget=7 runs buys 1 hypergradient"):  # 3.3 runs each, after accounting
+        hg.hybrid_search(objective, SPACE, key, budget=7, configs=2)
