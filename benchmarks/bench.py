@@ -376,11 +376,7 @@ def main(argv=None) -> None:
                "verdict"], checks),
     ]
     text = "\n\n".join(sections) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
+    hc.write_report(text, args.out)
 
 
 if __name__ == "__main__":

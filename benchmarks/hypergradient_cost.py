@@ -219,6 +219,25 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def write_report(text: str, out: str | None, *, append: bool = False) -> None:
+    """Prints `text` and, with `out`, writes it there (appended after a blank line with `append`
+    when the file already has content); the shared ending of every benchmark script."""
+    print(text)
+    if not out:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    appending = append and os.path.exists(out) and os.path.getsize(out) > 0
+    with open(out, "a" if appending else "w") as f:
+        f.write(("\n" if appending else "") + text.rstrip("\n") + "\n")
+
+
+def add_child_arguments(parser) -> None:
+    """The hidden arguments with which a benchmark reruns one row in a subprocess (for its RSS)."""
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+
+
 def use_compilation_cache(path: str) -> None:
     """JAX's persistent compilation cache in `path`, for every program however quick to compile."""
     jax.config.update("jax_compilation_cache_dir", path)
@@ -305,9 +324,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-rss", action="store_true", help="skip the subprocess RSS measurements")
     parser.add_argument("--jobs", type=int, default=2, help="RSS subprocesses run at once")
     parser.add_argument("--append", action="store_true", help="append to --out instead of overwriting it")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    add_child_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.child:
@@ -325,12 +342,7 @@ def main(argv=None) -> None:
         if cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
     table = render(rows, args, rss_note, time.perf_counter() - wall)
-    print(table)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        appending = args.append and os.path.exists(args.out) and os.path.getsize(args.out) > 0
-        with open(args.out, "a" if appending else "w") as f:
-            f.write(("\n" if appending else "") + table + "\n")
+    write_report(table, args.out, append=args.append)
 
 
 def measure(args, wall: float, cache_dir: str | None):

@@ -53,6 +53,7 @@ def main(argv=None) -> str:
     parser.add_argument("--quick", action="store_true", help="20 steps, 2 folds: seconds, for CI")
     args = parser.parse_args(argv)
     import seed_iris
+    from hypergradient_cost import write_report  # this directory's shared helpers
 
     steps, folds, n_iter = (20, 2, 100) if args.quick else (200, 5, 100)
     data = seed_iris.load()
@@ -76,10 +77,7 @@ def main(argv=None) -> str:
     text += ("\n\nhypergrad's wall time is measured inside a fresh Python process (imports excluded; JIT "
              "compilation, masking/grouping plan, FLOP accounting and the refit included); "
              f"{len(data.train[1])} training examples, {folds} folds, {steps} full-batch steps per fit.")
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    write_report(text, args.out)
     return text
 
 

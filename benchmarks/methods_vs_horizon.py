@@ -379,9 +379,7 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="RSS subprocesses run at once")
     parser.add_argument("--compile-jobs", type=int, default=2, help="programs compiled at once")
     parser.add_argument("--flops", action="store_true", help="also count FLOPs (the library's accounting)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    cost.add_child_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.child:
@@ -399,11 +397,7 @@ def main(argv=None) -> None:
         if cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
     table = render(results, skipped, args, rss_note, time.perf_counter() - wall)
-    print(table)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    cost.write_report(table, args.out)
 
 
 if __name__ == "__main__":

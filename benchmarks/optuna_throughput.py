@@ -55,6 +55,7 @@ import numpy as np
 import hypergrad as hg
 from hypergrad.compute import matmul_flops_per_second
 from hypergrad.search import run_flops
+from hypergradient_cost import write_report  # this directory's shared helpers
 
 
 def peak_matmul_flops(n: int, repeats: int = 5) -> float:
@@ -183,11 +184,7 @@ def main(argv=None) -> None:
         "machine inflate times)."
     )]
     table = "\n".join(lines)
-    print(table)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    write_report(table, args.out)
 
 
 if __name__ == "__main__":
