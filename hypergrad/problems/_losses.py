@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import optax
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits: jax.Array, labels: jax.Array, axis: int = -1) -> jax.Array:
+    """Mean softmax cross-entropy; `axis` is the class axis of `logits`."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels, axis=axis).mean()
 
 
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return (jnp.argmax(logits, axis=-1) == labels).mean()
+def accuracy(logits: jax.Array, labels: jax.Array, axis: int = -1) -> jax.Array:
+    """Share of examples whose largest logit (along the class `axis`) is the label."""
+    return (jnp.argmax(logits, axis=axis) == labels).mean()
 
 
 def l2_penalty(weights: jax.Array, weight_decay: jax.Array) -> jax.Array:

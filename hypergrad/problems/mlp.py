@@ -18,25 +18,59 @@ from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l2_penalty
 
-__all__ = ["MLP", "mlp_classifier", "nnx_problem"]
+__all__ = ["FeatureMajorDense", "MLP", "mlp_classifier", "nnx_problem"]
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid}
 
 
-class MLP(nnx.Module):
-    """Dense layers with a nonlinearity between them; the last layer outputs logits."""
+class FeatureMajorDense(nnx.Module):
+    """A dense layer on feature-major activations: `kernel @ x + bias`, x of shape (in, batch).
 
-    def __init__(self, sizes: Sequence[int], activation: str, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    The same function as `nnx.Linear` (kernel stored (out, in), as in PyTorch's Linear; the same
+    LeCun-normal initialisation over fan-in and zero bias), laid out for searches that vmap many
+    trials over one minibatch. Under `jax.vmap` over trials the kernels gain a leading trial axis
+    (trials, out, in) while the minibatch is shared, so the first layer and its weight gradient are
+    single matrix products over all trials' units at once ((trials * out, in) @ (in, batch)), the
+    activations come out as (trials, out, batch) with no transposes, and the later layers are
+    batched products whose batch axis already leads. With `nnx.Linear`'s (batch, features) layout
+    XLA instead transposes the activations and their gradients (and the first kernel) between
+    every layer, every step: on the digits MLP that layout ran a vmapped search at about 0.6x this
+    one's speed (benchmarks/RESULTS.md).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        init = jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
+        self.kernel = nnx.Param(init(rngs.params(), (out_features, in_features), dtype))
+        self.bias = nnx.Param(jnp.zeros((out_features,), dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.kernel[...] @ x + self.bias[...][:, None]
+
+
+class MLP(nnx.Module):
+    """Dense layers with a nonlinearity between them; the last layer outputs logits.
+
+    Maps inputs (batch, features) to logits (batch, classes), or with `class_major=True` to
+    (classes, batch). Inside, activations are feature-major (see `FeatureMajorDense`: it makes
+    vmapped searches faster); class-major logits also keep the loss's gradient in that layout, so
+    the last layer's backward pass needs no transpose either (`mlp_classifier` uses them).
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str, *, rngs: nnx.Rngs, dtype=jnp.float32,
+                 class_major: bool = False):
         self.layers = nnx.List([
-            nnx.Linear(a, b, rngs=rngs, param_dtype=dtype, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+            FeatureMajorDense(a, b, rngs=rngs, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
         ])
         self.activation = activation
+        self.class_major = class_major
 
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
+        h = x.T
         for layer in self.layers[:-1]:
-            x = act(layer(x))
-        return self.layers[-1](x)
+            h = act(layer(h))
+        logits = self.layers[-1](h)
+        return logits if self.class_major else logits.T
 
 
 def _kernels(state) -> list[jax.Array]:
@@ -46,13 +80,15 @@ def _kernels(state) -> list[jax.Array]:
 
 
 def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=None, name="nnx-model",
-                cv=None, cv_labels=None, cv_seed=0) -> Problem:
+                cv=None, cv_labels=None, cv_seed=0, class_axis: int = -1) -> Problem:
     """An `hg.Problem` for a flax.nnx classifier `make_model(rngs) -> nnx.Module` mapping x to logits.
 
     Parameters are the model's `nnx.State`. `train_loss` is the cross-entropy plus
     `0.5 * weight_decay * sum(kernel^2)` over every `kernel` when `hparams` has "weight_decay";
     `val_loss` is the cross-entropy; "accuracy" is reported. `cv`, `cv_labels` and `cv_seed` are
-    passed to `hg.Problem` (k-fold cross-validation over train and val pooled).
+    passed to `hg.Problem` (k-fold cross-validation over train and val pooled). `class_axis` is
+    the axis of the model's logits that holds the classes (-1 for (batch, classes); 0 for a model
+    such as `MLP(..., class_major=True)` that returns (classes, batch)).
     """
     graphdef, _ = nnx.split(make_model(nnx.Rngs(0)))  # the static structure, built once
 
@@ -64,18 +100,18 @@ def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=
 
     def train_loss(state, hparams, batch):
         x, y = batch
-        loss = cross_entropy(logits(state, x), y)
+        loss = cross_entropy(logits(state, x), y, class_axis)
         if "weight_decay" in hparams:
             loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(state))
         return loss
 
     def val_loss(state, batch):
         x, y = batch
-        return cross_entropy(logits(state, x), y)
+        return cross_entropy(logits(state, x), y, class_axis)
 
     def acc(state, batch):
         x, y = batch
-        return accuracy(logits(state, x), y)
+        return accuracy(logits(state, x), y, class_axis)
 
     return Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train_data,
                    val_data=val_data, test_data=test_data, batch_size=batch_size,
@@ -116,6 +152,7 @@ def mlp_classifier(
     c = int(max(s[1].max() for s in splits)) + 1
     sizes = (d, *hidden, c)
     labels = None if cv is None else np.concatenate([splits.train[1], splits.val[1]])
-    return nnx_problem(lambda rngs: MLP(sizes, activation, rngs=rngs, dtype=dtype), splits.train, splits.val,
-                       splits.test, batch_size=batch_size, name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"),
-                       cv=cv, cv_labels=labels, cv_seed=seed)
+    return nnx_problem(lambda rngs: MLP(sizes, activation, rngs=rngs, dtype=dtype, class_major=True), splits.train,
+                       splits.val, splits.test, batch_size=batch_size,
+                       name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"), cv=cv, cv_labels=labels,
+                       cv_seed=seed, class_axis=0)

@@ -1,0 +1,74 @@
+"""The built-in flax.nnx MLP: its feature-major layers compute the same function as a batch-major
+dense network, with LeCun-normal kernels over fan-in, and the problem's losses read class-major logits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import hypergrad as hg
+from hypergrad.problems.mlp import MLP, FeatureMajorDense
+
+
+def _batch_major_logits(model: MLP, x):
+    """The same network written the usual way: x @ kernel.T + bias, layer by layer."""
+    h = x
+    for i, layer in enumerate(model.layers):
+        h = h @ layer.kernel[...].T + layer.bias[...]
+        if i < len(model.layers) - 1:
+            h = jnp.tanh(h)
+    return h
+
+
+def test_feature_major_dense_is_an_affine_map_of_each_column():
+    layer = FeatureMajorDense(5, 3, rngs=nnx.Rngs(0), dtype=jnp.float64)
+    layer.bias[...] = jnp.arange(3.0)
+    x = jax.random.normal(jax.random.key(1), (5, 7), jnp.float64)  # (features, batch)
+    out = layer(x)
+    assert out.shape == (3, 7)
+    expected = np.stack([np.asarray(layer.kernel[...]) @ np.asarray(x[:, j]) + np.arange(3.0) for j in range(7)], 1)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_feature_major_kernels_are_lecun_normal_over_fan_in():
+    wide = FeatureMajorDense(400, 300, rngs=nnx.Rngs(0), dtype=jnp.float64)
+    assert wide.kernel[...].shape == (300, 400)  # (out, in)
+    np.testing.assert_allclose(np.std(np.asarray(wide.kernel[...])), 1 / np.sqrt(400), rtol=0.03)
+    np.testing.assert_array_equal(wide.bias[...], 0.0)
+
+
+def test_mlp_matches_the_batch_major_network_and_class_major_is_its_transpose():
+    x = jax.random.normal(jax.random.key(2), (9, 4), jnp.float64)
+    model = MLP((4, 6, 5, 3), "tanh", rngs=nnx.Rngs(3), dtype=jnp.float64)
+    class_major = MLP((4, 6, 5, 3), "tanh", rngs=nnx.Rngs(3), dtype=jnp.float64, class_major=True)
+    np.testing.assert_allclose(model(x), _batch_major_logits(model, x), rtol=1e-12)
+    np.testing.assert_allclose(class_major(x), model(x).T, rtol=1e-12)
+
+
+def test_mlp_classifier_losses_equal_the_standard_cross_entropy_and_accuracy():
+    problem = hg.problems.mlp_classifier("iris", hidden=(8,), batch_size=None)
+    params = problem.init(jax.random.key(0))
+    graphdef, _ = nnx.split(MLP((4, 8, 3), "tanh", rngs=nnx.Rngs(0), dtype=jnp.float64))
+    model = nnx.merge(graphdef, params)
+    x, y = problem.val_data
+    logits = _batch_major_logits(model, x)  # (batch, classes)
+    wd = 1e-2
+    penalty = 0.5 * wd * sum(jnp.sum(layer.kernel[...] ** 2) for layer in model.layers)
+    np.testing.assert_allclose(problem.val_loss(params, (x, y)),
+                               optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), rtol=1e-12)
+    np.testing.assert_allclose(problem.train_loss(params, {"weight_decay": wd}, (x, y)),
+                               optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + penalty, rtol=1e-12)
+    np.testing.assert_allclose(problem.metrics["accuracy"](params, (x, y)), np.mean(np.argmax(logits, -1) == y))
+
+
+def test_vmapped_trials_of_the_mlp_equal_each_trial_alone():
+    """The layout is for vmapped searches: a vmapped batch of trials gives each trial's own value."""
+    problem = hg.problems.mlp_classifier("iris", hidden=(8,), batch_size=16)
+    objective = hg.Objective(problem, hg.problems.sgd_momentum_schedule, num_steps=5)
+    settings = {"lr": jnp.linspace(0.05, 0.5, 3)[:, None] * jnp.ones((3, 5)), "momentum": jnp.array([0.0, 0.5, 0.9]),
+                "weight_decay": jnp.array([1e-4, 1e-3, 1e-2])}
+    key = jax.random.key(0)
+    batched = jax.vmap(objective, in_axes=(0, None))(settings, key)
+    alone = [objective(jax.tree.map(lambda a, i=i: a[i], settings), key) for i in range(3)]
+    np.testing.assert_allclose(batched, alone, rtol=1e-10)
