@@ -72,3 +72,40 @@ def test_vmapped_trials_of_the_mlp_equal_each_trial_alone():
     batched = jax.vmap(objective, in_axes=(0, None))(settings, key)
     alone = [objective(jax.tree.map(lambda a, i=i: a[i], settings), key) for i in range(3)]
     np.testing.assert_allclose(batched, alone, rtol=1e-10)
+
+
+def _plain_affine(kernel, bias, x):
+    return kernel @ x + bias[:, None]
+
+
+def _affine_loss(fn):
+    def loss(kernel, bias, x):
+        return jnp.sum(jnp.tanh(fn(kernel, bias, x)) ** 2)
+    return loss
+
+
+def test_affine_value_and_derivatives_of_every_order_equal_the_plain_expression():
+    from hypergrad.problems.mlp import affine
+
+    k = jax.random.split(jax.random.key(4), 5)
+    kernel, bias, x = (jax.random.normal(k[0], (3, 5), jnp.float64), jax.random.normal(k[1], (3,), jnp.float64),
+                       jax.random.normal(k[2], (5, 7), jnp.float64))
+    args = (kernel, bias, x)
+    np.testing.assert_allclose(affine(*args), _plain_affine(*args), rtol=1e-13)
+    fast, plain = _affine_loss(affine), _affine_loss(_plain_affine)
+    # reverse mode in all three arguments, and in the parameters only (the input is data)
+    for argnums in ((0, 1, 2), (0, 1)):
+        for a, b in zip(jax.grad(fast, argnums)(*args), jax.grad(plain, argnums)(*args)):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+    # forward mode, and second order (Hessian-vector products, as hypergradients need)
+    tangents = tuple(jax.random.normal(kk, a.shape, jnp.float64) for kk, a in zip(k[2:], args))
+    np.testing.assert_allclose(jax.jvp(fast, args, tangents)[1], jax.jvp(plain, args, tangents)[1], rtol=1e-12)
+    hvp = lambda f: jax.jvp(jax.grad(f, (0, 1, 2)), args, tangents)[1]
+    for a, b in zip(hvp(fast), hvp(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-11)
+    # and under vmap over a batch of kernels sharing the input, as a vmapped search runs it
+    kernels = jnp.stack([kernel, 2 * kernel])
+    g_fast = jax.vmap(jax.grad(fast, (0, 1)), in_axes=(0, None, None))(kernels, bias, x)
+    g_plain = jax.vmap(jax.grad(plain, (0, 1)), in_axes=(0, None, None))(kernels, bias, x)
+    for a, b in zip(g_fast, g_plain):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
