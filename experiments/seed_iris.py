@@ -51,6 +51,7 @@ import optax
 
 import hypergrad as hg
 from hypergrad.problems._losses import accuracy, cross_entropy
+from hypergrad.problems.mlp import affine
 from hypergrad.structure import Masked, select_transform
 
 HIDDEN = [(50,), (100,), (200,)]
@@ -178,8 +179,11 @@ def study_family(data: Data, *, num_steps: int, folds: int | None, mask: Any = "
                 u1, c1, u2 = u1[:, :width], c1[:width], u2[:width]
                 keep = 1.0
             bound1, bound2 = jnp.sqrt(6.0 / (x.shape[1] + width)), jnp.sqrt(6.0 / (width + 3))
-            return {"w1": u1 * bound1 * keep, "b1": c1 * bound1 * keep,
-                    "w2": u2 * bound2 * jnp.reshape(keep, (-1, 1)), "b2": c2 * bound2}
+            # Stored (out, in) and applied to feature-major activations (hypergrad's
+            # FeatureMajorDense layout): under vmap over trials every product is then a GEMM or
+            # a leading-batch product with no transposes.
+            return {"w1": (u1 * bound1 * keep).T, "b1": c1 * bound1 * keep,
+                    "w2": (u2 * bound2 * jnp.reshape(keep, (-1, 1))).T, "b2": c2 * bound2}
 
         def activate(h, hparams):
             choice = config["activation"]
@@ -188,18 +192,20 @@ def study_family(data: Data, *, num_steps: int, folds: int | None, mask: Any = "
             return ACTIVATIONS[choice](h)
 
         def logits(params, hparams, inputs):
-            return activate(inputs @ params["w1"] + params["b1"], hparams) @ params["w2"] + params["b2"]
+            # (classes, batch) logits from (features, batch) activations
+            hidden = activate(affine(params["w1"], params["b1"], inputs.T), hparams)
+            return affine(params["w2"], params["b2"], hidden)
 
         def train_loss(params, hparams, batch):
             inputs, labels = batch
             penalty = jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2)
-            return cross_entropy(logits(params, hparams, inputs), labels) + 0.5 * hparams["alpha"] / fold_train * penalty
+            return cross_entropy(logits(params, hparams, inputs), labels, axis=0) + 0.5 * hparams["alpha"] / fold_train * penalty
 
         def val_loss(params, hparams, batch):
-            return cross_entropy(logits(params, hparams, batch[0]), batch[1])
+            return cross_entropy(logits(params, hparams, batch[0]), batch[1], axis=0)
 
         def val_accuracy(params, hparams, batch):
-            return accuracy(logits(params, hparams, batch[0]), batch[1])
+            return accuracy(logits(params, hparams, batch[0]), batch[1], axis=0)
 
         def optimizer(hparams):
             lr = hparams.get("learning_rate_init", 1e-3)

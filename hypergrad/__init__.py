@@ -8,7 +8,7 @@ from hypergrad.objective import Objective
 from hypergrad.optuna_search import optuna_search
 from hypergrad.problem import Problem
 from hypergrad.results import Comparison, Result, Trial, compare
-from hypergrad.search import grid_search, random_search
+from hypergrad.search import grid_search, random_search, use_cpu_cores
 from hypergrad.space import Choice, LogUniform, Space, Uniform
 from hypergrad.structure import Masked, Structured, select_transform
 from hypergrad.tune import tune, tune_step_cost
@@ -22,7 +22,7 @@ __all__ = [
     "hypergradient", "Method", "Reverse", "Truncated", "Forward", "Implicit", "Reversible", "ES", "PES",
     "online",
     # strategies and their results
-    "tune", "tune_step_cost", "random_search", "grid_search", "optuna_search", "hybrid_search",
+    "tune", "tune_step_cost", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
     "compare", "Result", "Trial", "Comparison",
 ]
 __version__ = "0.1.0"

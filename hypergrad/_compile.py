@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["compiled", "stats", "flops_of"]
+__all__ = ["compiled", "is_cached", "stats", "flops_of"]
 
 _MAX_ENTRIES = 256
 
@@ -40,6 +40,11 @@ def _signature(args: Any) -> Hashable:
     # an array's own dtype when it has one (result_type walks JAX's type lattice, ~30 us a leaf)
     return treedef, tuple((np.shape(x), x.dtype if isinstance(x, (np.ndarray, jax.Array)) else
                            jax.numpy.result_type(x)) for x in leaves)
+
+
+def is_cached(tag: Hashable, args: tuple) -> bool:
+    """Whether `compiled(tag, ..., args)` would return a program without compiling."""
+    return (tag, _signature(args)) in _cache
 
 
 def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tuple[Any, float]:

@@ -42,6 +42,11 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.budget <= 0:
         raise SystemExit(f"--budget {args.budget}: give a positive number of training runs")
+    if args.cpu_devices != 1:
+        try:  # before anything computes: one JAX device per core, so searches shard across them
+            hg.use_cpu_cores(None if args.cpu_devices == 0 else args.cpu_devices)
+        except RuntimeError:  # main() called from a Python process where JAX is already running
+            print("[devices] JAX had already started: searches use its devices as they are", file=sys.stderr)
     objective, space = preset(args.problem, args.steps)
     key = jax.random.key(args.seed)
     os.makedirs(args.out, exist_ok=True)
@@ -57,9 +62,13 @@ def _compare(args: argparse.Namespace) -> int:
             f"{plan['tune_steps']} tune steps, {plan['random_trials']} random trials, "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
 
-    # Chunks as equal as the memory bound allows, so padding wastes (almost) none of the budget.
+    # Chunks as equal as the memory bound allows, so padding wastes (almost) none of the budget, and
+    # a multiple of the devices, so each chunk shards evenly across them.
+    devices = jax.local_device_count()
+
     def chunk_for(num_trials):
-        return math.ceil(num_trials / math.ceil(num_trials / args.chunk_size))
+        chunk = math.ceil(num_trials / math.ceil(num_trials / args.chunk_size))
+        return math.ceil(chunk / devices) * devices
 
     started = time.perf_counter()
     results = {
@@ -154,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--outer-lr", type=float, default=0.1, help="Adam step of tune, unconstrained coordinates")
     cmp.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint segments for Reverse")
     cmp.add_argument("--chunk-size", type=int, default=64, help="trials per vmapped call of the baselines")
+    cmp.add_argument("--cpu-devices", type=int, default=0,
+                     help="JAX CPU devices that searches shard their trials over (0: one per core; 1: one device)")
     cmp.add_argument("--quiet", action="store_true", help="no progress lines")
     cmp.set_defaults(run=_compare)
     return parser

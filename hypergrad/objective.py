@@ -89,6 +89,10 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
     raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")
 
 
+DRAW_BLOCK = 32
+"""Training steps whose minibatch indices `Objective.run_steps` draws at once."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Objective:
     """The validation loss after `num_steps` of an optax optimiser, as a function of hyperparameters.
@@ -182,6 +186,13 @@ class Objective:
             updates, opt_state = opt.update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state)
 
+    def loop_step(self, state: TrainState, hparams: HParams, data_key: Key, train_data: PyTree,
+                  t: jax.Array) -> TrainState:
+        """Iteration `t` of the training loop on one training set: minibatch `t`, drawn with
+        `fold_in(data_key, t)`, then one `step`."""
+        indices = self.problem.batch_indices(data_key, t)  # None for full batch
+        return self.step(state, hparams, self.problem.gather(train_data, indices))
+
     def run(
         self,
         hparams: HParams,
@@ -226,19 +237,39 @@ class Objective:
     ) -> TrainState:
         """Steps `start, ..., start + num_steps - 1` of training, from `state`.
 
-        Minibatch t is drawn inside step t (n uniforms and a top-k), so memory stays flat in T;
-        reverse mode keeps only the batch_size indices of each step, and checkpointing redraws
-        them, which costs little beside the step itself.
+        Minibatches are drawn in blocks of `DRAW_BLOCK` steps: a scan over blocks draws each
+        block's indices at once (`batch_indices` of `DRAW_BLOCK` step numbers, the same indices as
+        step by step), then scans its steps. Drawing a block at once costs far less than drawing
+        step by step (n uniforms and a top-k are small operations, and on a CPU their per-step
+        overhead was about 13% of a vmapped digits-MLP step at 32 trials per device), and memory
+        stays flat in T: one block's n x `DRAW_BLOCK` uniforms live at a time. Reverse mode keeps
+        each step's batch_size indices; checkpointing redraws them.
         """
         unroll = self.unroll
         xs = start + jnp.arange(num_steps)
+        problem = self.problem
 
         def body(state, t):
-            indices = self.problem.batch_indices(data_key, t)  # None for full batch
-            return self.step(state, hparams, self.problem.gather(train_data, indices)), None
+            return self.loop_step(state, hparams, data_key, train_data, t), None
+
+        def steps_of(state, indices, unroll):
+            def take(state, idx):
+                return self.step(state, hparams, problem.gather(train_data, idx)), None
+            return jax.lax.scan(take, state, indices, unroll=unroll)[0]
 
         def scan(state, xs, length):
-            return jax.lax.scan(body, state, xs, length=length, unroll=unroll)[0]
+            blocks, remainder = divmod(length, DRAW_BLOCK)
+            if problem.batch_size is None or blocks == 0:  # nothing to draw, or fewer steps than a block
+                return jax.lax.scan(body, state, xs, length=length, unroll=unroll)[0]
+
+            def block(state, ts):
+                return steps_of(state, problem.batch_indices(data_key, ts), unroll), None
+
+            head = xs[:blocks * DRAW_BLOCK].reshape(blocks, DRAW_BLOCK)
+            state = jax.lax.scan(block, state, head, unroll=unroll)[0]
+            if remainder:
+                state = steps_of(state, problem.batch_indices(data_key, xs[blocks * DRAW_BLOCK:]), unroll)
+            return state
 
         return in_segments(scan, state, xs, num_steps, checkpoint_every, unroll)
 

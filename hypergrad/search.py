@@ -20,6 +20,7 @@ activations. Diverged trials (non-finite validation loss) are recorded as failed
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from typing import Any
@@ -37,9 +38,35 @@ from hypergrad.space import Space, _check_count
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
-__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step"]
+__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step", "use_cpu_cores"]
 
 _SAMPLE_STREAM = 2**31 - 1  # fold_in tag separating the sampling key from the training key
+
+
+def use_cpu_cores(count: int | None = None) -> int:
+    """Splits the CPU into `count` JAX devices (default: one per core), so that searches shard each
+    chunk's trials across all cores. Returns the number of devices asked for.
+
+    XLA:CPU runs one device's program mostly on one thread (only large matrix products use more),
+    so on one device a search uses about one core; with one device per core each runs its share
+    of the trials (on 2 cores the vmapped digits search ran about 1.6x faster:
+    benchmarks/RESULTS.md). Everything else (training, hypergradients, tune) runs on device 0 as
+    before. Must be called before JAX computes anything: JAX fixes its devices when it starts.
+
+    Raises:
+        RuntimeError: if JAX has already started (call it first thing, right after the imports).
+    """
+    import os
+
+    count = (os.cpu_count() or 1) if count is None else count
+    if not (isinstance(count, int) and count >= 1):
+        raise ValueError(f"use_cpu_cores(count={count!r}): give a positive number of devices, or None for one per core")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as err:
+        raise RuntimeError(f"use_cpu_cores({count}) came after JAX started computing; call it right after "
+                           "importing hypergrad, before anything runs") from err
+    return count
 
 
 def check_space(space: Any) -> Space:
@@ -145,15 +172,22 @@ def _evaluate_group(
     data = objective.problem.data
     if spread is not None:
         data, key = jax.device_put((data, key), replicated)
-    executable, compile_seconds = _compile.compiled(
-        ("search", objective), lambda: _trials_program(objective, chunk),
-        (_chunk(settings, 0, chunk) if spread is None else jax.device_put(_chunk(settings, 0, chunk), spread),
-         key, data),
-    )
     began = time.perf_counter()
-    unit = run_flops(objective, _first(settings), key)
-    if compile_seconds > 0:
-        structure.record_program(compile_seconds + time.perf_counter() - began)
+    example = (_chunk(settings, 0, chunk) if spread is None else jax.device_put(_chunk(settings, 0, chunk), spread),
+               key, data)
+    if _compile.is_cached(("search", objective), example):  # warm: no thread, no set-up
+        executable, compile_seconds = _compile.compiled(("search", objective), None, example)
+        unit = run_flops(objective, _first(settings), key)
+    else:
+        # Compute accounting compiles two small reference programs (`run_flops`): on a worker
+        # thread they compile while this thread compiles the search program (XLA releases the GIL
+        # while it compiles), so a cold search waits for about the larger of the two, not their sum.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            unit_future = pool.submit(run_flops, objective, _first(settings), key)
+            executable, compile_seconds = _compile.compiled(
+                ("search", objective), lambda: _trials_program(objective, chunk), example)
+            unit = unit_future.result()
+        structure.record_program(time.perf_counter() - began)
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         batch = _chunk(settings, start, chunk)

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 import hypergrad as hg
+from hypergrad.objective import DRAW_BLOCK  # noqa: E402
 from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 
 T = 6
@@ -183,3 +184,19 @@ def test_user_defined_nnx_model_via_nnx_problem(mlp_problem, key):
     assert float(hg.hypergradient(objective, step, key)[0]) < float(value)
     # another key initialises another network
     assert float(hg.hypergradient(objective, hparams, jax.random.key(1))[0]) != float(value)
+
+
+@pytest.mark.parametrize("start,num_steps", [(0, 2 * DRAW_BLOCK + 5), (3, DRAW_BLOCK), (7, 5)])
+def test_run_steps_draws_in_blocks_the_same_minibatches_as_step_by_step(logistic_minibatch_problem, key,
+                                                                         start, num_steps):
+    """Minibatches drawn DRAW_BLOCK steps at a time (blocks, a remainder, a start offset) train
+    exactly as drawing minibatch t inside step t."""
+    objective = hg.Objective(logistic_minibatch_problem, sgd_momentum_schedule, num_steps=start + num_steps)
+    hparams = {"lr": jnp.linspace(0.5, 0.1, start + num_steps), "momentum": jnp.asarray(0.8)}
+    state, data_key = objective.init_state(hparams, key)
+    train = logistic_minibatch_problem.data["train"]
+    blocked = jax.jit(lambda s: objective.run_steps(s, start, num_steps, hparams, data_key, train))(state)
+    stepwise = jax.jit(lambda s: jax.lax.fori_loop(
+        start, start + num_steps, lambda t, s: objective.loop_step(s, hparams, data_key, train, t), s))(state)
+    for a, b in zip(jax.tree.leaves(blocked), jax.tree.leaves(stepwise)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
