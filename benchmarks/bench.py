@@ -20,8 +20,12 @@ measured in this one run, so a slow or shared machine moves numerator and denomi
    a new key) against a Python loop over the same jitted single-trial program, and as a share of
    the machine's peak FLOP/s, measured here by the best of several large float32 matrix products.
    FLOPs per trial: `hypergrad.search.run_flops`. Also the 256-trial call at `chunk_size` 16 and 256
-   (the default is 64).
-   Target: >= 50% of peak at 256 trials, never slower than the loop.
+   (the default is 64); the 256-trial call in a fresh process with the CPU split into one JAX
+   device per core (`hg.use_cpu_cores`), at chunk_size 64 and 128, which is how a search uses
+   every core (XLA:CPU runs one device's program mostly on one thread); and the built-in MLP
+   against the same network written with `nnx.Linear` (the batch-major layout it replaced).
+   Every share is of the best matmul rate measured in the run (before, after, and in the
+   all-cores process). Target: >= 50% of peak at 256 trials, never slower than the loop.
 3. Compilation: `hypergrad._compile.stats` around `random_search` (256 trials) and `tune` (50
    steps): programs compiled and seconds on a first call, then on a second call with a new key
    (and, for tune, a new starting point). Target: one program each, zero recompiles.
@@ -200,6 +204,56 @@ def search_rows(args):
     return sorted(rows, key=lambda r: r["trials"]), chunk_rows, compile_rows, flops
 
 
+class _LinearMLP:
+    """The digits MLP as `nnx.Linear` layers (batch-major activations): the layout the built-in
+    MLP replaced, timed beside it (built lazily: flax is imported by hypergrad anyway)."""
+
+    @staticmethod
+    def problem():
+        from flax import nnx
+
+        from hypergrad.problems import _data
+        from hypergrad.problems.mlp import nnx_problem
+
+        class LinearMLP(nnx.Module):
+            def __init__(self, rngs):
+                self.hidden = nnx.Linear(64, 50, rngs=rngs)
+                self.out = nnx.Linear(50, 10, rngs=rngs)
+
+            def __call__(self, x):
+                return self.out(jnp.tanh(self.hidden(x)))
+
+        splits = _data.load("digits", seed=0, dtype=np.float32)
+        return nnx_problem(LinearMLP, splits.train, splits.val, splits.test, batch_size=100, name="digits-mlp-linear")
+
+
+def layout_rows(args) -> list[dict]:
+    """256-trial random_search of the built-in (feature-major) digits MLP against the same network
+    written with nnx.Linear, interleaved (median of 3 calls each, one device)."""
+    builtin, space = preset("digits-mlp", num_steps=args.search_steps)
+    linear = hg.Objective(_LinearMLP.problem(), builtin.optimizer, builtin.num_steps)
+    n = max(args.trials)
+    objectives = {"built-in MLP (FeatureMajorDense + affine)": builtin, "nnx.Linear layout": linear}
+    for objective in objectives.values():
+        hg.random_search(objective, space, jax.random.key(0), num_trials=n)  # compiles
+    times = {name: [] for name in objectives}
+    for rep in range(3):
+        for name, objective in objectives.items():
+            start = time.perf_counter()
+            hg.random_search(objective, space, jax.random.key(1 + rep), num_trials=n)
+            times[name].append((time.perf_counter() - start) / n)
+    first = jax.tree.map(lambda a: a[0], space.sample(jax.random.key(5), 1))
+    return [{"name": name, "trials": n, "seconds": statistics.median(times[name]),
+             "flops": run_flops(objective, first, jax.random.key(0))} for name, objective in objectives.items()]
+
+
+def render_layouts(rows, peak: float) -> str:
+    base = rows[0]["seconds"]
+    return table(["digits MLP written as", "trials", "ms/trial", "time / built-in", "GFLOP/trial", "% of peak"],
+                 [[r["name"], str(r["trials"]), fmt(r["seconds"] * 1e3, ".2f"), fmt(r["seconds"] / base, ".2f"),
+                   fmt(r["flops"] / 1e9, ".3f"), f"{100 * r['flops'] / r['seconds'] / peak:.0f}%"] for r in rows])
+
+
 _SHARDED = """
 import json, statistics, sys, time
 import jax
@@ -354,6 +408,8 @@ def main(argv=None) -> None:
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args)
         sharded = None if args.quick else sharded_search_rows(args, trial_flops)
+        layouts = [] if args.quick else layout_rows(args)
+        log("[2] layouts done")
         peak_after = peak_flops(args.matmul)
         # Every share is of the best matmul rate seen in the run (before, after, and in the
         # all-cores process): the machine's speed drifts, and the best is the conservative peak.
@@ -383,6 +439,8 @@ def main(argv=None) -> None:
         + (f", {sharded['peak'] / 1e9:.0f} in the all-cores process" if sharded else "") +
         f"). One trial: {trial_flops / 1e9:.3f} GFLOP (`hypergrad.search.run_flops`). Target: >= 50% of "
         "peak at the largest trial count, never slower than the loop.",
+        *([f"Layout of the model, one device, {max(args.trials)} trials (the same network, optimiser and "
+            "space; FLOPs by `run_flops` of each):", render_layouts(layouts, best_peak)] if layouts else []),
         "## 3. Compilation (`hypergrad._compile.stats`)",
         render_compile(search_compiles, tune_compiles, args),
         "## 4. Peak memory against T (programs of section 1)",

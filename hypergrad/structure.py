@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hypergrad._compile import _signature
 from hypergrad._types import HParams, Key
 from hypergrad.compute import matmul_flops_per_second
 from hypergrad.objective import Objective
@@ -186,8 +187,23 @@ def program_seconds_estimate() -> float:
     return _observed["program_seconds"] / _observed["programs"]
 
 
+_step_flops_cache: dict = {}
+
+
 def step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    """FLOPs of one training step by XLA's cost analysis of the lowered (not compiled) step."""
+    """FLOPs of one training step by XLA's cost analysis of the lowered (not compiled) step.
+
+    Cached per (objective, hparams shapes): a family builds each configuration's objective once,
+    so a plan lowers each configuration's step once per process (about 0.1 s each), however many
+    choices and searches ask for it.
+    """
+    cache_key = (objective, _signature((hparams, key)))
+    if cache_key not in _step_flops_cache:
+        _step_flops_cache[cache_key] = _lowered_step_flops(objective, hparams, key)
+    return _step_flops_cache[cache_key]
+
+
+def _lowered_step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
     data = objective.problem.data
     train = data["train"]
     if getattr(objective.problem, "num_folds", 1) > 1:  # the per-fold arrays of a cross-validated problem

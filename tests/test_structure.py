@@ -131,6 +131,24 @@ def test_auto_plan_prices_each_choice(splits, key):
         assert d.extra_compile_seconds > 0
 
 
+def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch):
+    from hypergrad import structure
+
+    lowered = []
+    count = structure._lowered_step_flops
+    monkeypatch.setattr(structure, "_lowered_step_flops", lambda o, h, k: lowered.append(o) or count(o, h, k))
+    family = make_family(splits)
+    settings = SPACE.sample(key, 64)
+    first = plan(family, SPACE, settings, key)
+    # Per choice one masked step and one per option, around the configuration of the first
+    # options, which every choice shares: 3 masked + 4 distinct exact configurations, not 3 + 6.
+    assert len(lowered) == len(set(map(id, lowered))) == 7
+    lowered.clear()
+    again = plan(family, SPACE, settings, key)  # a second search of the family lowers nothing
+    assert lowered == [] and {n: d.flops_masked for n, d in again.items()} == {
+        n: d.flops_masked for n, d in first.items()}
+
+
 def test_select_transform_applies_the_chosen_optimiser():
     params = {"w": jnp.arange(3.0)}
     grads = {"w": jnp.array([0.5, -1.0, 2.0])}
