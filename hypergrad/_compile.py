@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["compiled", "is_cached", "stats", "flops_of"]
+__all__ = ["compiled", "is_cached", "lower", "stats", "flops_of"]
 
 _MAX_ENTRIES = 256
 
@@ -42,6 +42,17 @@ def _signature(args: Any) -> Hashable:
                            jax.numpy.result_type(x)) for x in leaves)
 
 
+def lower(fn: Callable, args: tuple) -> Any:
+    """`jax.jit(fn).lower(*args)`, with a missing hyperparameter named in a `ValueError`."""
+    try:
+        return jax.jit(fn).lower(*args)
+    except KeyError as err:  # the loss or optimiser read a hyperparameter nobody passed
+        raise ValueError(
+            f"the objective reads hyperparameter {err} that was not given; declare it in the "
+            "hg.Space (or pass it in hparams), or remove it from the optimizer/loss"
+        ) from err
+
+
 def is_cached(tag: Hashable, args: tuple) -> bool:
     """Whether `compiled(tag, ..., args)` would return a program without compiling."""
     return (tag, _signature(args)) in _cache
@@ -64,14 +75,7 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tup
         _cache.move_to_end(key)
         return _cache[key], 0.0
     start = time.perf_counter()
-    try:
-        lowered = jax.jit(make_fn()).lower(*args)
-    except KeyError as err:  # the loss or optimiser read a hyperparameter nobody passed
-        raise ValueError(
-            f"the objective reads hyperparameter {err} that was not given; declare it in the "
-            "hg.Space (or pass it in hparams), or remove it from the optimizer/loss"
-        ) from err
-    executable = lowered.compile()
+    executable = lower(make_fn(), args).compile()
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds

@@ -42,6 +42,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.budget <= 0:
         raise SystemExit(f"--budget {args.budget}: give a positive number of training runs")
+    if args.cpu_devices < 0:
+        raise SystemExit(f"--cpu-devices {args.cpu_devices}: give 0 (one device per core) or a positive count")
     if args.cpu_devices != 1:
         try:  # before anything computes: one JAX device per core, so searches shard across them
             hg.use_cpu_cores(None if args.cpu_devices == 0 else args.cpu_devices)

@@ -20,8 +20,8 @@ activations. Diverged trials (non-finite validation loss) are recorded as failed
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
+import os
 import time
 from typing import Any
 
@@ -29,8 +29,9 @@ import jax
 import numpy as np
 
 from hypergrad import _compile
+from hypergrad._checks import is_int_at_least
 from hypergrad._types import HParams, Key
-from hypergrad.compute import cached_flops_per_step
+from hypergrad.compute import cached_flops_per_step, cached_flops_per_step_beside
 from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
@@ -56,10 +57,8 @@ def use_cpu_cores(count: int | None = None) -> int:
     Raises:
         RuntimeError: if JAX has already started (call it first thing, right after the imports).
     """
-    import os
-
     count = (os.cpu_count() or 1) if count is None else count
-    if not (isinstance(count, int) and count >= 1):
+    if not is_int_at_least(count):
         raise ValueError(f"use_cpu_cores(count={count!r}): give a positive number of devices, or None for one per core")
     try:
         jax.config.update("jax_num_cpu_devices", count)
@@ -129,12 +128,16 @@ def _first(batch: HParams) -> HParams:
     return jax.tree.map(lambda a: a[0], batch)
 
 
-def run_flops_per_step(objective: Objective, hparams: HParams, key: Key) -> tuple[float, float]:
-    """(FLOPs outside the loop, FLOPs per step) of one training run (see `run_flops`)."""
+def _run_reference(objective: Objective):
+    """`T -> fn(hparams, key, data)`: one training run and its scoring at horizon T, unrolled."""
     def build(steps):
         return lambda h, k, d: objective.reference(steps).loss_and_scores(h, k, d)[1]
+    return build
 
-    return cached_flops_per_step(("run", objective), build, (hparams, key, objective.problem.data))
+
+def run_flops_per_step(objective: Objective, hparams: HParams, key: Key) -> tuple[float, float]:
+    """(FLOPs outside the loop, FLOPs per step) of one training run (see `run_flops`)."""
+    return cached_flops_per_step(("run", objective), _run_reference(objective), (hparams, key, objective.problem.data))
 
 
 def run_flops(objective: Objective, hparams: HParams, key: Key) -> float:
@@ -175,19 +178,16 @@ def _evaluate_group(
     began = time.perf_counter()
     example = (_chunk(settings, 0, chunk) if spread is None else jax.device_put(_chunk(settings, 0, chunk), spread),
                key, data)
-    if _compile.is_cached(("search", objective), example):  # warm: no thread, no set-up
+    if _compile.is_cached(("search", objective), example):  # warm: nothing to set up
         executable, compile_seconds = _compile.compiled(("search", objective), None, example)
-        unit = run_flops(objective, _first(settings), key)
     else:
-        # Compute accounting compiles two small reference programs (`run_flops`): on a worker
-        # thread they compile while this thread compiles the search program (XLA releases the GIL
-        # while it compiles), so a cold search waits for about the larger of the two, not their sum.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            unit_future = pool.submit(run_flops, objective, _first(settings), key)
-            executable, compile_seconds = _compile.compiled(
-                ("search", objective), lambda: _trials_program(objective, chunk), example)
-            unit = unit_future.result()
+        # Compute accounting compiles two small reference programs (`run_flops`), beside this
+        # thread's compilation of the search program.
+        _, (executable, compile_seconds) = cached_flops_per_step_beside(
+            ("run", objective), _run_reference(objective), (_first(settings), key, objective.problem.data),
+            lambda: _compile.compiled(("search", objective), lambda: _trials_program(objective, chunk), example))
         structure.record_program(time.perf_counter() - began)
+    unit = run_flops(objective, _first(settings), key)
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         batch = _chunk(settings, start, chunk)

@@ -347,10 +347,11 @@ def test_default_chunks_are_balanced_so_padding_stays_small(diverging_objective)
 
 _TWO_DEVICES = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
 import json, jax
-jax.config.update("jax_enable_x64", True)
 import optax, hypergrad as hg
+hg.use_cpu_cores(2)  # first thing, before JAX computes
+jax.config.update("jax_enable_x64", True)
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=10)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
@@ -371,3 +372,12 @@ def test_chunks_shard_across_devices_and_change_no_value(ridge_problem_):
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
     alone = hg.random_search(objective, space, jax.random.key(3), num_trials=9)
     np.testing.assert_allclose(sharded["values"], [t.value for t in alone.trials], rtol=1e-10)
+
+
+def test_use_cpu_cores_refuses_bad_counts_and_a_started_jax():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="use_cpu_cores"):
+            hg.use_cpu_cores(bad)
+    jnp.zeros(()).block_until_ready()  # JAX has started in this process
+    with pytest.raises(RuntimeError, match="right after importing hypergrad"):
+        hg.use_cpu_cores(2)

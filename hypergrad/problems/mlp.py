@@ -197,4 +197,3 @@ def mlp_classifier(
                        splits.val, splits.test, batch_size=batch_size,
                        name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"), cv=cv, cv_labels=labels,
                        cv_seed=seed, class_axis=0)
-
