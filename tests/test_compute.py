@@ -141,3 +141,20 @@ def test_run_flops_grow_by_the_per_step_count(ridge_setup):
     assert (long - short) / 20 == pytest.approx(4 * n * d, rel=0.05)
 
 
+
+
+def test_flops_beside_work_equal_the_plain_counts_and_run_the_work_once():
+    from hypergrad.compute import cached_flops_per_step_beside
+
+    args = toy_args()
+    build = lambda T: toy_program(T, prologue=True)  # noqa: E731
+    ran = []
+    tag = ("test-compute-beside", object())
+    counts, result = cached_flops_per_step_beside(tag, build, args, lambda: ran.append(1) or "done")
+    assert result == "done" and ran == [1]
+    assert counts == pytest.approx(flops_per_step(build, args), rel=1e-12)
+    fixed, per_step = counts
+    assert per_step >= MATMUL and fixed >= 2 * N * K * N  # the prologue's matmul is outside the loop
+    # cached: the same counts, nothing lowered again, the work still runs
+    again, _ = cached_flops_per_step_beside(tag, lambda T: pytest.fail("rebuilt"), args, lambda: ran.append(2))
+    assert again == counts and ran == [1, 2]
