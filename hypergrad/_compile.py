@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["compiled", "is_cached", "lower", "stats", "flops_of"]
+__all__ = ["cached", "compiled", "lower", "stats", "flops_of"]
 
 _MAX_ENTRIES = 256
 
@@ -53,9 +53,9 @@ def lower(fn: Callable, args: tuple) -> Any:
         ) from err
 
 
-def is_cached(tag: Hashable, args: tuple) -> bool:
-    """Whether `compiled(tag, ..., args)` would return a program without compiling."""
-    return (tag, _signature(args)) in _cache
+def cached(tag: Hashable, args: tuple) -> Any | None:
+    """The program `compiled(tag, ..., args)` would return without compiling, or None."""
+    return _cache.get((tag, _signature(args)))
 
 
 def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tuple[Any, float]:
