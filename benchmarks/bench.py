@@ -205,34 +205,31 @@ def search_rows(args):
     return sorted(rows, key=lambda r: r["trials"]), chunk_rows, compile_rows, flops
 
 
-class _LinearMLP:
+def _linear_mlp_problem():
     """The digits MLP as `nnx.Linear` layers (batch-major activations): the layout the built-in
-    MLP replaced, timed beside it (built lazily: flax is imported by hypergrad anyway)."""
+    MLP replaced, timed beside it."""
+    from flax import nnx
 
-    @staticmethod
-    def problem():
-        from flax import nnx
+    from hypergrad.problems import _data
+    from hypergrad.problems.mlp import nnx_problem
 
-        from hypergrad.problems import _data
-        from hypergrad.problems.mlp import nnx_problem
+    class LinearMLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(64, 50, rngs=rngs)
+            self.out = nnx.Linear(50, 10, rngs=rngs)
 
-        class LinearMLP(nnx.Module):
-            def __init__(self, rngs):
-                self.hidden = nnx.Linear(64, 50, rngs=rngs)
-                self.out = nnx.Linear(50, 10, rngs=rngs)
+        def __call__(self, x):
+            return self.out(jnp.tanh(self.hidden(x)))
 
-            def __call__(self, x):
-                return self.out(jnp.tanh(self.hidden(x)))
-
-        splits = _data.load("digits", seed=0, dtype=np.float32)
-        return nnx_problem(LinearMLP, splits.train, splits.val, splits.test, batch_size=100, name="digits-mlp-linear")
+    splits = _data.load("digits", seed=0, dtype=np.float32)
+    return nnx_problem(LinearMLP, splits.train, splits.val, splits.test, batch_size=100, name="digits-mlp-linear")
 
 
 def layout_rows(args) -> list[dict]:
     """256-trial random_search of the built-in (feature-major) digits MLP against the same network
     written with nnx.Linear, interleaved (median of 3 calls each, one device)."""
     builtin, space = preset("digits-mlp", num_steps=args.search_steps)
-    linear = hg.Objective(_LinearMLP.problem(), builtin.optimizer, builtin.num_steps)
+    linear = hg.Objective(_linear_mlp_problem(), builtin.optimizer, builtin.num_steps)
     n = max(args.trials)
     objectives = {"built-in MLP (FeatureMajorDense + affine)": builtin, "nnx.Linear layout": linear}
     for objective in objectives.values():
@@ -258,8 +255,8 @@ def render_layouts(rows, peak: float) -> str:
 _SHARDED = """
 import json, statistics, sys, time
 import jax
-jax.config.update("jax_num_cpu_devices", {devices})
 import hypergrad as hg
+hg.use_cpu_cores({devices})  # before anything computes
 from hypergrad.compute import matmul_flops_per_second
 from hypergrad.problems.presets import preset
 objective, space = preset("digits-mlp", num_steps={steps})

@@ -67,8 +67,8 @@ class Data(NamedTuple):
 
 def use_cpu_devices(count: int) -> None:
     """Splits the CPU into `count` JAX devices, so searches shard their trials over the cores (must
-    run before JAX computes anything)."""
-    jax.config.update("jax_num_cpu_devices", max(1, count))
+    run before JAX computes anything): `hg.use_cpu_cores`."""
+    hg.use_cpu_cores(max(1, count))
 
 
 def load(seed: int = 0) -> Data:

@@ -38,6 +38,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     import hypergrad as hg
     from hypergrad.problems.presets import preset
+    from hypergrad.search import balanced_chunk
     from hypergrad.tune import tune_step_cost
 
     if args.budget <= 0:
@@ -69,8 +70,7 @@ def _compare(args: argparse.Namespace) -> int:
     devices = jax.local_device_count()
 
     def chunk_for(num_trials):
-        chunk = math.ceil(num_trials / math.ceil(num_trials / args.chunk_size))
-        return math.ceil(chunk / devices) * devices
+        return math.ceil(balanced_chunk(num_trials, args.chunk_size) / devices) * devices
 
     started = time.perf_counter()
     results = {

@@ -29,7 +29,7 @@ from hypergrad._compile import _signature, flops_of, lower
 __all__ = ["affine_flops", "cached_affine_flops", "cached_flops_per_step", "cached_flops_per_step_beside",
            "flops_per_step", "matmul_flops_per_second"]
 
-T = TypeVar("T")
+_Work = TypeVar("_Work")
 
 
 # Reference programs are compiled only to be counted, never run: skipping LLVM's optimisations
@@ -77,7 +77,7 @@ def cached_flops_per_step(tag: Any, build: Callable[[int], Callable], args: tupl
 
 
 def cached_flops_per_step_beside(tag: Any, build: Callable[[int], Callable], args: tuple,
-                                 work: Callable[[], T]) -> tuple[tuple[float, float], T]:
+                                 work: Callable[[], _Work]) -> tuple[tuple[float, float], _Work]:
     """`cached_flops_per_step(tag, build, args)` and `work()`, the reference programs compiling on a
     worker thread while `work` (typically compiling the program being accounted) runs on this one.
 

@@ -252,7 +252,7 @@ class Objective:
         def body(state, t):
             return self.loop_step(state, hparams, data_key, train_data, t), None
 
-        def steps_of(state, indices, unroll):
+        def steps_of(state, indices):
             def take(state, idx):
                 return self.step(state, hparams, problem.gather(train_data, idx)), None
             return jax.lax.scan(take, state, indices, unroll=unroll)[0]
@@ -263,12 +263,12 @@ class Objective:
                 return jax.lax.scan(body, state, xs, length=length, unroll=unroll)[0]
 
             def block(state, ts):
-                return steps_of(state, problem.batch_indices(data_key, ts), unroll), None
+                return steps_of(state, problem.batch_indices(data_key, ts)), None
 
             head = xs[:blocks * DRAW_BLOCK].reshape(blocks, DRAW_BLOCK)
             state = jax.lax.scan(block, state, head, unroll=unroll)[0]
             if remainder:
-                state = steps_of(state, problem.batch_indices(data_key, xs[blocks * DRAW_BLOCK:]), unroll)
+                state = steps_of(state, problem.batch_indices(data_key, xs[blocks * DRAW_BLOCK:]))
             return state
 
         return in_segments(scan, state, xs, num_steps, checkpoint_every, unroll)
