@@ -118,7 +118,35 @@ def test_one_program_per_group_and_builds_cached(splits, key):
     assert _compile.stats.traces["search"] - before == 4 and len(built) == 4
 
 
-def test_auto_plan_prices_each_choice(splits, key):
+@pytest.fixture
+def slow_machine(monkeypatch):
+    """A FLOP rate so low that even this tiny study's whole masked run outweighs a compilation,
+    so the plan prices every option instead of masking by the bound."""
+    from hypergrad import structure
+
+    monkeypatch.setattr(structure, "flop_rate_estimate", lambda: 1.0)
+
+
+def test_auto_plan_masks_by_the_whole_run_bound_with_one_lowering(splits, key, monkeypatch):
+    from hypergrad import structure
+
+    lowered = []
+    count = structure._lowered_step_flops
+    monkeypatch.setattr(structure, "_lowered_step_flops", lambda o, h, k: lowered.append(o) or count(o, h, k))
+    monkeypatch.setattr(structure, "flop_rate_estimate", lambda: 1e9)
+    family = make_family(splits)
+    settings = SPACE.sample(key, 64)
+    decisions = plan(family, SPACE, settings, key)
+    assert len(lowered) == 1  # the step with every choice masked, and nothing else
+    whole = 64 * 15 * decisions["width"].flops_masked / 1e9
+    for name in ("width", "activation", "solver"):
+        d = decisions[name]
+        assert d.masked and "whole masked run" in d.reason
+        assert d.waste_seconds == pytest.approx(whole) and d.waste_seconds <= d.extra_compile_seconds
+        assert d.flops_masked == decisions["width"].flops_masked > 0 and np.isnan(d.flops_exact)
+
+
+def test_auto_plan_prices_each_choice(splits, key, slow_machine):
     space = SPACE
     family = make_family(splits)
     settings = space.sample(key, 64)
@@ -126,12 +154,12 @@ def test_auto_plan_prices_each_choice(splits, key):
     for name in ("width", "activation", "solver"):
         d = decisions[name]
         # Masking computes every branch: more FLOPs per step than the options' mean alone.
-        assert d.flops_masked > d.flops_exact > 0
+        assert d.flops_masked > d.flops_exact > 0 and "whole masked run" not in d.reason
         assert d.masked == (d.waste_seconds <= d.extra_compile_seconds)
         assert d.extra_compile_seconds > 0
 
 
-def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch):
+def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch, slow_machine):
     from hypergrad import structure
 
     lowered = []
@@ -140,9 +168,10 @@ def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch):
     family = make_family(splits)
     settings = SPACE.sample(key, 64)
     first = plan(family, SPACE, settings, key)
-    # Per choice one masked step and one per option, around the configuration of the first
-    # options, which every choice shares: 3 masked + 4 distinct exact configurations, not 3 + 6.
-    assert len(lowered) == len(set(map(id, lowered))) == 7
+    # The step with every choice masked (the bound), then per choice one masked step and one per
+    # option, around the configuration of the first options, which every choice shares: 1 + 3
+    # masked + 4 distinct exact configurations, not 1 + 3 + 6.
+    assert len(lowered) == len(set(map(id, lowered))) == 8
     lowered.clear()
     again = plan(family, SPACE, settings, key)  # a second search of the family lowers nothing
     assert lowered == [] and {n: d.flops_masked for n, d in again.items()} == {
