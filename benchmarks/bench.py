@@ -171,24 +171,22 @@ def search_rows(args):
         compiled = (_compile.stats.compilations - before[0], _compile.stats.seconds - before[1])
         before2 = _compile.stats.compilations
         # Small counts are timed over several calls (median per trial), the loop the same way:
-        # one 30 ms call is within the machine's noise.
+        # one 30 ms call is within the machine's noise. Search calls and loop passes alternate,
+        # so a slow spell of the machine hits both alike.
         reps = max(1, 64 // n)
-        search_times = []
+        trials = [jax.tree.map(lambda a, i=i: a[i], settings) for i in range(n)]
+        search_times, loop_times = [], []
         for rep in range(reps):
             start = time.perf_counter()
             hg.random_search(objective, space, jax.random.key(1 + rep), num_trials=n)
             search_times.append((time.perf_counter() - start) / n)
-        search_seconds = statistics.median(search_times)
-        recompiled = _compile.stats.compilations - before2
-        compile_rows[n] = (compiled, recompiled)
-        trials = [jax.tree.map(lambda a, i=i: a[i], settings) for i in range(n)]
-        loop_times = []
-        for rep in range(reps):
             start = time.perf_counter()
             for h in trials:
                 jax.block_until_ready(single(h, key, data))
             loop_times.append((time.perf_counter() - start) / n)
-        loop_seconds = statistics.median(loop_times)
+        search_seconds, loop_seconds = statistics.median(search_times), statistics.median(loop_times)
+        recompiled = _compile.stats.compilations - before2
+        compile_rows[n] = (compiled, recompiled)
         rows.append({"trials": n, "chunk": min(64, n),  # 64: random_search's default chunk_size
                      "search": search_seconds, "loop": loop_seconds,
                      "flops": flops})
@@ -403,7 +401,7 @@ def main(argv=None) -> None:
         args.trials, args.chunks, args.search_steps, args.tune_steps = [4], [], 10, 2
         args.no_rss, args.no_flops, args.matmul = True, True, 512
     else:
-        args.steps, args.repeats = [200, 2000], args.repeats or 5
+        args.steps, args.repeats = [200, 2000], args.repeats or 11
         args.trials, args.chunks, args.search_steps, args.tune_steps = [256, 64, 16, 1], [16, 256], 200, 50
         args.matmul = 2048
     wall = time.perf_counter()
