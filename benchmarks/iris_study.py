@@ -35,6 +35,8 @@ row["process_s"] = time.perf_counter() - began
 row["programs"] = result.info.get("programs")
 row["structure"] = {{k: v["decision"] + " (" + v["reason"] + ")" for k, v in result.info.get("structure", {{}}).items()}}
 row["compile_s"] = result.compile_seconds
+row["plan_s"] = result.info.get("plan_seconds", 0.0)
+row["run_s"] = sum(t.seconds for t in result.trials)
 print("ROW" + json.dumps(row, default=str))
 """
 
@@ -60,7 +62,7 @@ def main(argv=None) -> str:
     lines = ["| run | scikit-learn s | hypergrad s (fresh process) | speed-up | sklearn CV acc (std) | "
              "hypergrad CV acc (std) | within 1 std | sklearn test | hypergrad test | programs | compile s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    plans = []
+    plans, stages = [], []
     for repeat in range(args.repeats):
         sk = seed_iris.run_sklearn(data, max_iter=steps, folds=folds, n_iter=n_iter)
         hg_row = _fresh("hypergrad_search", steps, folds)
@@ -71,7 +73,16 @@ def main(argv=None) -> str:
             f"{'yes' if within else 'no'} | {sk['test_accuracy']:.4f} | {hg_row['test_accuracy']:.4f} | "
             f"{hg_row['programs']} | {hg_row['compile_s']:.2f} |")
         plans.append(hg_row["structure"])
+        other = hg_row["wall_s"] - hg_row["plan_s"] - hg_row["compile_s"] - hg_row["run_s"] - hg_row["refit_s"]
+        stages.append(f"| {repeat + 1} | {hg_row['wall_s']:.2f} | {hg_row['plan_s']:.2f} | {hg_row['compile_s']:.2f} | "
+                      f"{hg_row['run_s']:.2f} | {hg_row['refit_s']:.2f} | {other:.2f} |")
     text = "\n".join(lines)
+    text += ("\n\nWhere hypergrad's seconds go (same runs): the structure plan; tracing, lowering and compiling "
+             "the search program (beside which compute accounting compiles its two reference programs on a "
+             "second thread); running the fits; the refit (trace, compile, train, score); and the rest "
+             "(accounting's lowering and its wait, result bookkeeping):\n\n"
+             "| run | hypergrad s | plan s | search compile s | run s | refit s | rest s |\n"
+             "|---|---|---|---|---|---|---|\n" + "\n".join(stages))
     text += "\n\nStructure plan (hypergrad's decision per structural choice):\n\n" + "\n".join(
         f"- {name}: {decision}" for name, decision in plans[-1].items())
     text += ("\n\nhypergrad's wall time is measured inside a fresh Python process (imports excluded; JIT "

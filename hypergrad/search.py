@@ -260,8 +260,10 @@ def evaluate_settings(
             raise ValueError("evaluate_settings(space=None): an hg.Structured family needs the space its "
                              "settings come from, to map option indices to options")
         check_family(objective, space)
+        began = time.perf_counter()
         decisions = plan(objective, space, settings, key)
         info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
+        info["plan_seconds"] = time.perf_counter() - began
         groups = [(config, objective.objective(config), rows)
                   for config, rows in group_rows(space, settings, decisions)]
     else:
