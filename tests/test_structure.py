@@ -87,6 +87,7 @@ def test_masked_and_grouped_solver_give_the_same_trials(splits, key):
         assert masked.info["structure"][name]["decision"] == "mask"
         assert grouped.info["structure"][name]["decision"] == "group"
     assert masked.info["programs"] == 1 < grouped.info["programs"]
+    assert 0 < masked.info["plan_seconds"] < 60 and 0 < grouped.info["plan_seconds"] < 60
     np.testing.assert_allclose([t.value for t in masked.trials], [t.value for t in grouped.trials], rtol=1e-10)
     for trial, width, solver, act in zip(grouped.trials, settings["width"], settings["solver"],
                                          settings["activation"]):
