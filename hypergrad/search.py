@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from typing import Any
 
 import jax
@@ -42,8 +43,6 @@ from hypergrad.structure import Masked, Structured, check_family, group_rows, pl
 __all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step", "use_cpu_cores"]
 
 _SAMPLE_STREAM = 2**31 - 1  # fold_in tag separating the sampling key from the training key
-# jitted: an eager fold_in costs about 0.2 ms a call, a tenth of the overhead of a one-trial search
-_sampling_key = jax.jit(lambda key: jax.random.fold_in(key, _SAMPLE_STREAM))
 
 
 def use_cpu_cores(count: int | None = None) -> int:
@@ -160,6 +159,9 @@ def _chunk(batch: HParams, start: int, size: int) -> HParams:
     return jax.tree.map(take, batch)
 
 
+_units: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # search program -> FLOPs of one trial
+
+
 def _evaluate_group(
     objective: Objective,
     settings: HParams,
@@ -168,19 +170,25 @@ def _evaluate_group(
     chunk_size: int | None,
     recorder: TrialRecorder,
     recorded: Any,
+    on_device: HParams | None = None,
 ) -> tuple[float, float]:
     """Evaluates `settings` (one objective, trial numbers `rows`) in padded chunks; adds each trial
-    to `recorder` as its chunk returns, with hparams `recorded(i)`. Returns (compile s, run FLOPs)."""
+    to `recorder` as its chunk returns, with hparams `recorded(i)`. Returns (compile s, run FLOPs).
+
+    `on_device`: the same settings as device arrays, if they are; when they fill exactly one chunk
+    they are passed to the program as they are (no slicing, no copy through the host)."""
     num = len(rows)
     chunk = chunk_for(num, chunk_size)
     spread, replicated = _shardings(chunk)
     data = objective.problem.data
     if spread is not None:
         data, key = jax.device_put((data, key), replicated)
+    whole = on_device if on_device is not None and chunk == num else None
     began = time.perf_counter()
-    example = (_chunk(settings, 0, chunk) if spread is None else jax.device_put(_chunk(settings, 0, chunk), spread),
-               key, data)
+    first_batch = _chunk(settings, 0, chunk) if whole is None else whole
+    example = (first_batch if spread is None else jax.device_put(first_batch, spread), key, data)
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
+    unit = None if executable is None else _units.get(executable)
     if executable is None:
         # Compute accounting compiles two small reference programs (`run_flops`), beside this
         # thread's compilation of the search program.
@@ -188,10 +196,11 @@ def _evaluate_group(
             ("run", objective), _run_reference(objective), (_first(settings), key, objective.problem.data),
             lambda: _compile.compiled(("search", objective), lambda: _trials_program(objective, chunk), example))
         structure.record_program(time.perf_counter() - began)
-    unit = run_flops(objective, _first(settings), key)
+    if unit is None:  # looked up once per program: the look-up hashes the data's shapes (~0.1 ms)
+        unit = _units[executable] = run_flops(objective, _first(settings), key)
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
-        batch = _chunk(settings, start, chunk)
+        batch = _chunk(settings, start, chunk) if whole is None else whole
         began = time.perf_counter()
         if spread is not None:
             batch = jax.device_put(batch, spread)
@@ -252,6 +261,8 @@ def evaluate_settings(
     key = check_key(key)
     if chunk_size is not None:
         chunk_size = _check_count(chunk_size, "chunk_size")
+    # A sampled batch arrives on the device; a one-chunk search passes it to its program as it is.
+    on_device = dict(settings) if all(isinstance(v, jax.Array) for v in settings.values()) else None
     settings = {name: np.asarray(value) for name, value in settings.items()}
     num = len(next(iter(settings.values())))
     info = dict(info or {})
@@ -283,7 +294,8 @@ def evaluate_settings(
                 row = {name: np.asarray(v[rows[i]]) for name, v in settings.items()}
                 return space.options_of(row) if structural else row
 
-            seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded)
+            seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded,
+                                            on_device if not config else None)
             compile_seconds += seconds
             units.append((unit, len(rows)))
     finally:
@@ -329,7 +341,7 @@ def random_search(
     _check_target(objective, check_space(space))
     num_trials = _check_count(num_trials, "num_trials")
     key = check_key(key)
-    settings = space.sample(_sampling_key(key), num_trials)
+    settings = space.sample(key, num_trials, stream=_SAMPLE_STREAM)  # the fold inside the draw's program
     return evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                              log=log, progress=progress)
 

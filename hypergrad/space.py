@@ -338,15 +338,21 @@ class Space:
         return {name: dist.centre for name, dist in self.items}
 
     # -- baselines ------------------------------------------------------------------------------
-    def sample(self, key: Key, n: int) -> HParams:
+    def sample(self, key: Key, n: int, *, stream: int | None = None) -> HParams:
         """`n` settings drawn uniformly in the unconstrained fractions (log-uniform for LogUniform).
+
+        `stream`: if given, draw from `jax.random.fold_in(key, stream)` instead of `key` (the same
+        numbers; folded inside the one compiled draw, which saves a dispatch).
 
         Returns:
             dict of arrays with a leading axis of length `n`. A shaped hyperparameter that is not
             `independent` gets one value per setting, broadcast along its shape.
         """
         n = _check_count(n, "n")
-        return _sample_program(self, n)(key)  # one compiled draw, not a dispatch per hyperparameter
+        if stream is not None and not isinstance(stream, (int, np.integer)):
+            raise ValueError(f"Space.sample(stream={stream!r}): give an int to fold into the key, or None")
+        # one compiled draw, not a dispatch per hyperparameter
+        return _sample_program(self, n, None if stream is None else int(stream))(key)
 
     def _draw(self, key: Key, n: int) -> HParams:
         out = {}
@@ -395,8 +401,10 @@ class Space:
 
 
 @functools.lru_cache(maxsize=128)
-def _sample_program(space: Space, n: int):
-    return jax.jit(lambda key: space._draw(key, n))
+def _sample_program(space: Space, n: int, stream: int | None):
+    if stream is None:
+        return jax.jit(lambda key: space._draw(key, n))
+    return jax.jit(lambda key: space._draw(jax.random.fold_in(key, stream), n))
 
 
 def _dtype_of(dist: Distribution):

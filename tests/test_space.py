@@ -142,6 +142,18 @@ def test_sample_is_reproducible_for_a_key_and_differs_between_keys():
     assert not np.allclose(same["x"], same["y"])
 
 
+def test_sample_stream_draws_from_the_folded_key():
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "m": hg.Uniform(0.0, 1.0)})
+    key = jax.random.key(3)
+    folded = space.sample(jax.random.fold_in(key, 7), 10)
+    streamed = space.sample(key, 10, stream=7)
+    for name in ("lr", "m"):
+        np.testing.assert_array_equal(streamed[name], folded[name])
+    assert not np.allclose(space.sample(key, 10, stream=8)["lr"], streamed["lr"])
+    with pytest.raises(ValueError, match=r"stream='a'"):
+        space.sample(key, 10, stream="a")
+
+
 def test_loguniform_samples_are_uniform_in_log_space():
     lo, hi = 1e-4, 1.0
     space = hg.Space({"lr": hg.LogUniform(lo, hi)})
