@@ -135,7 +135,7 @@ def hybrid_search(
             lambda o=group_objective: _batched_step(o, continuous, method, outer), args)
         hparams0 = {**continuous.constrain(z0), **first_fixed}
         unit = run_flops(group_objective, hparams0, key)
-        step = method.flops(group_objective.with_fixed(first_fixed), continuous.constrain(z0), key)
+        step = method.flops(group_objective, continuous.constrain(z0), key, held=first_fixed)
         programs.append({"config": config, "rows": rows, "executable": executable, "args": list(args),
                          "compile_seconds": seconds, "unit": unit, "step_flops": step})
 

@@ -227,3 +227,26 @@ def test_structured_results_export_and_compare(splits, key, tmp_path):
     assert "| random |" in comparison.to_markdown()
     pytest.importorskip("matplotlib")
     assert len(comparison.plot(tmp_path / "plots")) == 3  # string and tuple options are left out of the bars
+
+
+def test_hypergradient_flops_with_held_choices_count_every_branch_and_are_cached(splits, key, monkeypatch):
+    from hypergrad import compute
+
+    family = make_family(splits, mask=True)
+    objective = family.objective({name: Masked(name, SPACE[name].options) for name in SPACE.structural})
+    continuous = {"lr": jnp.asarray(0.05)}
+    sgd_tanh = {"width": jnp.asarray(0), "activation": jnp.asarray(0), "solver": jnp.asarray(0),
+                "weight_decay": jnp.asarray(1e-4)}
+    adam_relu = {"width": jnp.asarray(1), "activation": jnp.asarray(1), "solver": jnp.asarray(1),
+                 "weight_decay": jnp.asarray(1e-2)}
+    method = hg.Reverse()
+    # Held as constants, the options' indices let XLA drop unselected branches: counts differ.
+    assert method.flops(objective.with_fixed(sgd_tanh), continuous, key) != method.flops(
+        objective.with_fixed(adam_relu), continuous, key)
+    counted = []
+    original = compute._counted
+    monkeypatch.setattr(compute, "_counted", lambda lowerings: counted.append(1) or original(lowerings))
+    held = method.flops(objective, continuous, key, held=sgd_tanh)
+    # Held as inputs, every branch is counted whatever the values, and new values reuse the count.
+    assert method.flops(objective, continuous, key, held=adam_relu) == held > 0
+    assert len(counted) == 1

@@ -95,10 +95,10 @@ class Truncated(Method):
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)
 
-    def flops(self, objective: Any, hparams: HParams, key: Key) -> float:
+    def flops(self, objective: Any, hparams: HParams, key: Key, held: HParams | None = None) -> float:
         from hypergrad.search import run_flops_per_step
 
         window = min(self.window, objective.num_steps)
-        fixed, reverse_step = Reverse(self.checkpoint_every).flops_per_step(objective, hparams, key)
-        _, train_step = run_flops_per_step(objective, hparams, key)
+        fixed, reverse_step = Reverse(self.checkpoint_every).flops_per_step(objective, hparams, key, held)
+        _, train_step = run_flops_per_step(objective, {**hparams, **(held or {})}, key)
         return fixed + window * reverse_step + (objective.num_steps - window) * train_step
