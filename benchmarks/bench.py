@@ -15,6 +15,9 @@ measured in this one run, so a slow or shared machine moves numerator and denomi
    checkpointing (k = the divisor of T nearest sqrt(T); `--quick` has one checkpointed row).
    Targets: <= 3.0x without checkpointing, <= 4.0x with it. Timing, compile seconds, XLA memory
    analysis, peak RSS and FLOPs come from `benchmarks/hypergradient_cost.py` (see its docstring).
+   A control beside it: training and `Reverse()` on the same problem with its minibatches in a
+   fixed cyclic order (no random draw), which shows the share of a training run spent drawing
+   minibatches and the ratio without that shared cost.
 2. Search throughput: per-trial seconds of `hg.random_search` at 1, 16, 64 and 256 trials (the
    `digits-mlp` preset, T=200; each size called once to compile, then timed on a second call with
    a new key) against a Python loop over the same jitted single-trial program, and as a share of
@@ -124,6 +127,51 @@ def hypergradient_rows(args, cache_dir):
             row["rss_run"] = None if result["run_kib"] is None else result["run_kib"] / 1024
         log("[4] RSS subprocesses done")
     return rows
+
+
+class _CyclicBatches(hg.Problem):
+    """The benchmark problem with its minibatches in a fixed cyclic order (step t takes examples
+    t*b, ..., t*b + b - 1 mod n): the same shapes and gather, no random draw. A control only: the
+    difference to the real problem is what drawing a minibatch costs (n uniforms and a top-k per
+    step, `hg.Problem.batch_indices`)."""
+
+    def batch_indices(self, key, step):
+        step = jnp.asarray(step)
+        b, n = self.batch_size, self.num_train
+        return ((step[..., None] * b + jnp.arange(b)) % n).astype(jnp.int32)
+
+
+def draw_control_rows(args) -> list[dict]:
+    """Training and Reverse() with the library's random minibatches and with `_CyclicBatches`,
+    interleaved, per T."""
+    import dataclasses
+
+    problem = hc.make_problem()
+    control = _CyclicBatches(**{f.name: getattr(problem, f.name) for f in dataclasses.fields(problem) if f.init})
+    rows = []
+    for T in args.steps:
+        configs = {}
+        for label, prob in (("random (library)", problem), ("cyclic (control)", control)):
+            objective, hparams, key = hc.make_objective(prob, T)
+            for name in ("train", "Reverse()"):
+                config = hc.Config(name, objective, hparams, key)
+                config.name = f"{name} {label}"
+                configs[(label, name)] = config
+        times = hc.time_interleaved(list(configs.values()), args.repeats)
+        seconds = {k: statistics.median(times[c.name]) for k, c in configs.items()}
+        for label in ("random (library)", "cyclic (control)"):
+            train, reverse = seconds[(label, "train")], seconds[(label, "Reverse()")]
+            rows.append({"T": T, "batches": label, "train": train, "reverse": reverse, "ratio": reverse / train,
+                         "draw_share": 1 - seconds[("cyclic (control)", "train")] / seconds[("random (library)", "train")]})
+        log(f"[1] draw control at T={T} done")
+    return rows
+
+
+def render_draw_control(rows) -> str:
+    out = [[str(r["T"]), r["batches"], fmt(r["train"], ".4f"), fmt(r["reverse"], ".4f"), fmt(r["ratio"], ".2f"),
+            fmt(100 * r["draw_share"], ".0f") + "%" if r["batches"].startswith("random") else ""] for r in rows]
+    return table(["T", "minibatches", "train (s)", "Reverse() (s)", "Reverse() x train",
+                  "drawing's share of the training run"], out)
 
 
 def render_cost(rows) -> str:
@@ -412,6 +460,7 @@ def main(argv=None) -> None:
         hc.use_compilation_cache(cache_dir)
     try:
         cost_rows = hypergradient_rows(args, cache_dir)
+        draw_rows = draw_control_rows(args)
         peak = peak_flops(args.matmul)
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args)
@@ -440,6 +489,12 @@ def main(argv=None) -> None:
         render_cost(cost_rows),
         f"Median of {args.repeats} interleaved calls after warm-up; `x train (min)` is the ratio of the "
         "fastest calls. Targets: <= 3.0x without checkpointing, <= 4.0x with it (judged on the median).",
+        "How much of those ratios the minibatch draw carries: the same training run and `Reverse()` with "
+        "the minibatches in a fixed cyclic order (a control problem: same shapes and gather, no random "
+        f"draw), {args.repeats} interleaved calls each. Drawing (n uniforms and a top-k over the "
+        "1078 training examples per step) is shared by numerator and denominator, so it pulls the "
+        "ratio towards 1; without it the hypergradient's own cost shows:",
+        render_draw_control(draw_rows),
         "## 2. Search throughput (digits-mlp preset, T=" + str(args.search_steps) + ")",
         render_search(search, chunks, best_peak, sharded),
         f"Peak (one-device rows): the better {args.matmul}x{args.matmul} float32 matmul of the two measured "

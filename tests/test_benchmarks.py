@@ -22,7 +22,7 @@ def test_bench_quick_writes_every_table(tmp_path):
         assert heading in text, heading
     for row in ("| 20 | train |", "| 20 | Reverse() |", '| 20 | Reverse(store="residuals") |',
                 '| 20 | Reverse(store="states") |', "| 20 | Reverse(checkpoint_every=4) |", "| random_search, 4 trials |",
-                "| tune, 2 steps |"):
+                "| tune, 2 steps |", "| 20 | random (library) |", "| 20 | cyclic (control) |"):
         assert row in text, row
     search_rows = [line for line in text.splitlines() if line.startswith("| 4 | 4 |")]
     assert len(search_rows) == 1 and "%" in search_rows[0]
