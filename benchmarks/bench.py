@@ -47,6 +47,7 @@ little. Speed is measured here, never asserted in tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -144,8 +145,6 @@ class _CyclicBatches(hg.Problem):
 def draw_control_rows(args) -> list[dict]:
     """Training and Reverse() with the library's random minibatches and with `_CyclicBatches`,
     interleaved, per T."""
-    import dataclasses
-
     problem = hc.make_problem()
     control = _CyclicBatches(**{f.name: getattr(problem, f.name) for f in dataclasses.fields(problem) if f.init})
     rows = []
@@ -162,6 +161,7 @@ def draw_control_rows(args) -> list[dict]:
         for label in ("random (library)", "cyclic (control)"):
             train, reverse = seconds[(label, "train")], seconds[(label, "Reverse()")]
             rows.append({"T": T, "batches": label, "train": train, "reverse": reverse, "ratio": reverse / train,
+                         "n": problem.num_train,
                          "draw_share": 1 - seconds[("cyclic (control)", "train")] / seconds[("random (library)", "train")]})
         log(f"[1] draw control at T={T} done")
     return rows
@@ -492,8 +492,8 @@ def main(argv=None) -> None:
         "How much of those ratios the minibatch draw carries: the same training run and `Reverse()` with "
         "the minibatches in a fixed cyclic order (a control problem: same shapes and gather, no random "
         f"draw), {args.repeats} interleaved calls each. Drawing (n uniforms and a top-k over the "
-        "1078 training examples per step) is shared by numerator and denominator, so it pulls the "
-        "ratio towards 1; without it the hypergradient's own cost shows:",
+        f"{draw_rows[0]['n']} training examples per step) is shared by numerator and denominator, so it "
+        "pulls the ratio towards 1; without it the hypergradient's own cost shows:",
         render_draw_control(draw_rows),
         "## 2. Search throughput (digits-mlp preset, T=" + str(args.search_steps) + ")",
         render_search(search, chunks, best_peak, sharded),

@@ -30,7 +30,7 @@ reference compilations of compute accounting (this process's mean so far, or
 The waste of masking any one choice is at most the whole run with every auto choice masked,
 N * T * F_whole / R. Where that bound already costs no more than one extra program, the choice is
 masked without pricing its options: one lowering in all instead of one per option (on the iris
-study this cut the plan from about 1.5 s to 0.2 s, with the same decisions).
+study this cut the plan from 1.4-1.9 s to about 0.5 s, with the same decisions).
 
 The rule is first order: FLOPs stand for time, and the choices are decided one at a time in the
 space's order. On 2 CPU cores small batched matrix products run at 5-15% of a large product's
