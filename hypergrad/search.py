@@ -183,10 +183,9 @@ def _evaluate_group(
     data = objective.problem.data
     if spread is not None:
         data, key = jax.device_put((data, key), replicated)
-    whole = on_device if on_device is not None and chunk == num else None
     began = time.perf_counter()
-    first_batch = _chunk(settings, 0, chunk) if whole is None else whole
-    example = (first_batch if spread is None else jax.device_put(first_batch, spread), key, data)
+    first = on_device if on_device is not None and chunk == num else _chunk(settings, 0, chunk)
+    example = (first if spread is None else jax.device_put(first, spread), key, data)
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
     unit = None if executable is None else _units.get(executable)
     if executable is None:
@@ -200,10 +199,13 @@ def _evaluate_group(
         unit = _units[executable] = run_flops(objective, _first(settings), key)
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
-        batch = _chunk(settings, start, chunk) if whole is None else whole
         began = time.perf_counter()
-        if spread is not None:
-            batch = jax.device_put(batch, spread)
+        if start == 0:
+            batch = example[0]  # sliced (and placed) once already, for the cache look-up
+        else:
+            batch = _chunk(settings, start, chunk)
+            if spread is not None:
+                batch = jax.device_put(batch, spread)
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
         chunk_hparams = [recorded(start + i) for i in range(real)]
         scores = jax.device_get(jax.block_until_ready(pending))

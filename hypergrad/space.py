@@ -402,9 +402,7 @@ class Space:
 
 @functools.lru_cache(maxsize=128)
 def _sample_program(space: Space, n: int, stream: int | None):
-    if stream is None:
-        return jax.jit(lambda key: space._draw(key, n))
-    return jax.jit(lambda key: space._draw(jax.random.fold_in(key, stream), n))
+    return jax.jit(lambda key: space._draw(key if stream is None else jax.random.fold_in(key, stream), n))
 
 
 def _dtype_of(dist: Distribution):

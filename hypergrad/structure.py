@@ -253,6 +253,11 @@ def _example_hparams(space: Space, settings: Mapping[str, Any], config: Mapping[
     return out
 
 
+def _fit_steps(objective: Objective) -> int:
+    """Training steps of one trial: `num_steps` per fit, times the folds under cv."""
+    return objective.num_steps * getattr(objective.problem, "num_folds", 1)
+
+
 def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key) -> dict[str, Decision]:
     """Decides, per maskable structural choice, whether to mask it or group by it (module docstring).
 
@@ -288,8 +293,7 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
     if several:
         whole_objective = family.objective(whole_config)
         f_whole = step_flops(whole_objective, _example_hparams(space, settings, whole_config), key)
-        steps = whole_objective.num_steps * getattr(whole_objective.problem, "num_folds", 1)
-        bound = num * steps * f_whole / rate
+        bound = num * _fit_steps(whole_objective) * f_whole / rate
     for name in auto:
         options = present[name]
         if len(options) == 1:
@@ -311,8 +315,7 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
             config = {**first, name: dist.option(int(i))}
             exact.append(step_flops(family.objective(config), _example_hparams(space, settings, config), key))
         f_exact = float(np.average(exact, weights=counts))
-        steps = masked_objective.num_steps * getattr(masked_objective.problem, "num_folds", 1)
-        waste = num * steps * max(f_masked - f_exact, 0.0) / rate
+        waste = num * _fit_steps(masked_objective) * max(f_masked - f_exact, 0.0) / rate
         masked = waste <= extra
         if not masked:
             groups *= len(options)
