@@ -20,6 +20,7 @@ activations. Diverged trials (non-finite validation loss) are recorded as failed
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -263,12 +264,15 @@ def evaluate_settings(
     key = check_key(key)
     if chunk_size is not None:
         chunk_size = _check_count(chunk_size, "chunk_size")
-    # A sampled batch arrives on the device; a one-chunk search passes it to its program as it is.
+    # A sampled batch arrives on the device; a one-chunk search passes it to its program as it is,
+    # and copies it to the host only after dispatching the program (the copy overlaps the run).
     on_device = dict(settings) if all(isinstance(v, jax.Array) for v in settings.values()) else None
-    settings = {name: np.asarray(value) for name, value in settings.items()}
     num = len(next(iter(settings.values())))
+    one_chunk = on_device is not None and chunk_for(num, chunk_size) == num
+    host = functools.cache(lambda: {name: np.asarray(value) for name, value in settings.items()})
     info = dict(info or {})
     if isinstance(objective, Structured):
+        settings = host()
         if space is None:
             raise ValueError("evaluate_settings(space=None): an hg.Structured family needs the space its "
                              "settings come from, to map option indices to options")
@@ -284,16 +288,21 @@ def evaluate_settings(
         if space is not None:
             check_family(objective, space)
         groups = [({}, objective, np.arange(num))]
+        if not one_chunk:
+            settings = host()
     structural = space.structural if space is not None else ()
     recorder = TrialRecorder(strategy, log, progress, total=num)
     compile_seconds, units = 0.0, []
     try:
         for config, group_objective, rows in groups:
-            used = {name: v[rows] for name, v in settings.items()
-                    if name not in config or isinstance(config[name], Masked)}
+            if config:
+                used = {name: v[rows] for name, v in settings.items()
+                        if name not in config or isinstance(config[name], Masked)}
+            else:  # one group of every trial in order (device arrays in a one-chunk search)
+                used = settings
 
             def recorded(i, rows=rows):
-                row = {name: np.asarray(v[rows[i]]) for name, v in settings.items()}
+                row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
                 return space.options_of(row) if structural else row
 
             seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded,
