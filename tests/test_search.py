@@ -96,6 +96,15 @@ def test_random_search_equals_loop_of_single_evaluations(random_results, mb_obje
         np.testing.assert_allclose(last.value, float(mb_objective(last.hparams, key)), rtol=1e-10)
 
 
+def test_one_trial_search_equals_a_single_evaluation(mb_objective, mb_space, single_evaluation):
+    """One trial runs the plain program (no vmap), its scores stacked into one array and named
+    back: the same values and names as evaluating the trial alone."""
+    key = jax.random.key(7)
+    result = hg.random_search(mb_objective, mb_space, key, num_trials=1)
+    assert len(result.trials) == 1 and result.info["chunk_size"] == 1
+    assert_trials_match_loop(result, single_evaluation, key)
+
+
 def test_random_search_samples_inside_the_space_with_constant_schedules(random_results, mb_space):
     _, results = random_results
     trials = results[4].trials
