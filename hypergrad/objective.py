@@ -90,7 +90,8 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
 
 
 DRAW_BLOCK = 32
-"""Training steps whose minibatch indices `Objective.run_steps` draws at once."""
+"""Training steps whose minibatch indices are drawn at once (`Objective.run_steps`, and
+`Reverse`'s up-front draw of all T)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -13,7 +13,7 @@ import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
-from hypergrad.objective import in_segments
+from hypergrad.objective import DRAW_BLOCK, in_segments
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["Reverse"]
@@ -110,17 +110,15 @@ def _with_loop(objective: Any, store: str) -> Any:
     return fast
 
 
-_DRAW_BATCH = 64  # steps whose minibatches are drawn at once
-
-
 def _draw_indices(problem, data_key, ts):
     """Minibatch indices of steps `ts` (equal to drawing them step by step), vectorised over
-    `_DRAW_BATCH` steps at a time: in the loop, sampling is a large share of a small model's step
-    (about 40% on the digits MLP), and drawing all T at once would hold T x n uniforms."""
+    `DRAW_BLOCK` steps at a time, as training draws them: in the loop, sampling is a large share
+    of a small model's step (about half on the digits MLP), and drawing all T at once would hold
+    T x n uniforms."""
     if problem.batch_size is None:
         return None
     return jax.lax.map(lambda t: problem.batch_indices(data_key, t), ts,
-                       batch_size=min(_DRAW_BATCH, int(ts.shape[0])))
+                       batch_size=min(DRAW_BLOCK, int(ts.shape[0])))
 
 
 def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
