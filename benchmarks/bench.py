@@ -49,6 +49,7 @@ little. Speed is measured here, never asserted in tests.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -91,16 +92,18 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 # -- 1 and 4: hypergradient cost and memory ----------------------------------------------------------
 def hypergradient_rows(args, cache_dir):
+    """Section 1's rows, and its compiled programs by (T, name) for the draw control to reuse."""
     def names(T):  # checkpointing every step is the same recomputation as every k: one row suffices
         rows = [n for n in hc.config_names(T) if "checkpoint_every=1," not in n]
         return rows[:5] if args.quick else rows
     problem = hc.make_problem()
     warm = hc.make_objective(problem, 1)
     jax.block_until_ready(hc.Config("train", *warm).call())  # backend start-up off the first row
-    rows, flop_lines = [], {}
+    rows, flop_lines, programs = [], {}, {}
     for T in args.steps:
         objective, hparams, key = hc.make_objective(problem, T)
         configs = [hc.Config(name, objective, hparams, key) for name in names(T)]
+        programs.update({(T, config.name): config for config in configs})
         times = hc.time_interleaved(configs, args.repeats)
         train_median, train_min = statistics.median(times["train"]), min(times["train"])
         train_flops = None
@@ -129,7 +132,7 @@ def hypergradient_rows(args, cache_dir):
                                else (result["maxrss_kib"] - baseline) / 1024)
             row["rss_run"] = None if result["run_kib"] is None else result["run_kib"] / 1024
         log("[4] RSS subprocesses done")
-    return rows
+    return rows, programs
 
 
 class _CyclicBatches(hg.Problem):
@@ -144,20 +147,20 @@ class _CyclicBatches(hg.Problem):
         return ((step[..., None] * b + jnp.arange(b)) % n).astype(jnp.int32)
 
 
-def draw_control_rows(args) -> list[dict]:
-    """Training and Reverse() with the library's random minibatches and with `_CyclicBatches`,
-    interleaved, per T."""
+def draw_control_rows(args, programs: dict) -> list[dict]:
+    """Training and Reverse() with the library's random minibatches (section 1's programs,
+    `programs[(T, name)]`, reused) and with `_CyclicBatches`, interleaved, per T."""
     problem = hc.make_problem()
     control = _CyclicBatches(**{f.name: getattr(problem, f.name) for f in dataclasses.fields(problem) if f.init})
     rows = []
     for T in args.steps:
         configs = {}
-        for label, prob in (("random (library)", problem), ("cyclic (control)", control)):
-            objective, hparams, key = hc.make_objective(prob, T)
-            for name in ("train", "Reverse()"):
-                config = hc.Config(name, objective, hparams, key)
-                config.name = f"{name} {label}"
-                configs[(label, name)] = config
+        objective, hparams, key = hc.make_objective(control, T)
+        for name in ("train", "Reverse()"):
+            configs[("random (library)", name)] = library = copy.copy(programs[(T, name)])
+            library.name = f"{name} random (library)"
+            configs[("cyclic (control)", name)] = cyclic = hc.Config(name, objective, hparams, key)
+            cyclic.name = f"{name} cyclic (control)"
         times = hc.time_interleaved(list(configs.values()), args.repeats)
         seconds = {k: statistics.median(times[c.name]) for k, c in configs.items()}
         for label in ("random (library)", "cyclic (control)"):
@@ -479,8 +482,8 @@ def main(argv=None) -> None:
         cache_dir = tempfile.mkdtemp(prefix="bench_cache_")
         hc.use_compilation_cache(cache_dir)
     try:
-        cost_rows = hypergradient_rows(args, cache_dir)
-        draw_rows = draw_control_rows(args)
+        cost_rows, programs = hypergradient_rows(args, cache_dir)
+        draw_rows = draw_control_rows(args, programs)
         peak = peak_flops(args.matmul)
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args)
