@@ -1,6 +1,6 @@
 """One command for hypergrad's speed, memory and compilation figures, measured side by side.
 
-    .venv/bin/python benchmarks/bench.py --out benchmarks/RESULTS.md      # `make bench`, ~5 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench.py --out benchmarks/RESULTS.md      # `make bench`, 6-7 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --quick --out /tmp/RESULTS.md    # structure only, well under a minute
 
 Prints one set of markdown tables and writes it to `--out`. Every figure is a ratio or a share
