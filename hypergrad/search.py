@@ -167,8 +167,9 @@ def _chunk(batch: HParams, start: int, size: int) -> HParams:
     return jax.tree.map(take, batch)
 
 
-_units: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # search program -> FLOPs of one trial
-_score_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # search program -> its score rows
+# search program -> (names of its score rows, FLOPs of one trial), found once per program: the
+# FLOP look-up hashes the data's shapes (~0.1 ms)
+_programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _evaluate_group(
@@ -179,13 +180,12 @@ def _evaluate_group(
     chunk_size: int | None,
     recorder: TrialRecorder,
     recorded: Any,
-    on_device: HParams | None = None,
 ) -> tuple[float, float]:
     """Evaluates `settings` (one objective, trial numbers `rows`) in padded chunks; adds each trial
     to `recorder` as its chunk returns, with hparams `recorded(i)`. Returns (compile s, run FLOPs).
 
-    `on_device`: the same settings as device arrays, if they are; when they fill exactly one chunk
-    they are passed to the program as they are (no slicing, no copy through the host)."""
+    Settings that fill exactly one chunk go to the program as they are (device arrays from a
+    sampler are neither sliced nor copied through the host)."""
     num = len(rows)
     chunk = chunk_for(num, chunk_size)
     spread, replicated = _shardings(chunk)
@@ -193,10 +193,9 @@ def _evaluate_group(
     if spread is not None:
         data, key = jax.device_put((data, key), replicated)
     began = time.perf_counter()
-    first = on_device if on_device is not None and chunk == num else _chunk(settings, 0, chunk)
+    first = settings if chunk == num else _chunk(settings, 0, chunk)
     example = (first if spread is None else jax.device_put(first, spread), key, data)
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
-    unit = None if executable is None else _units.get(executable)
     if executable is None:
         # Compute accounting compiles two small reference programs (`run_flops`), beside this
         # thread's compilation of the search program.
@@ -204,10 +203,9 @@ def _evaluate_group(
         _, (executable, compile_seconds) = cached_flops_per_step_beside(
             ("run", objective), _run_reference(objective), (_first(settings), key, objective.problem.data),
             lambda: _compile.compiled(("search", objective), lambda: _trials_program(objective, chunk, names), example))
-        _score_names[executable] = tuple(names)
+        _programs[executable] = (tuple(names), run_flops(objective, _first(settings), key))
         structure.record_program(time.perf_counter() - began)
-    if unit is None:  # looked up once per program: the look-up hashes the data's shapes (~0.1 ms)
-        unit = _units[executable] = run_flops(objective, _first(settings), key)
+    names, unit = _programs[executable]
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         began = time.perf_counter()
@@ -219,7 +217,7 @@ def _evaluate_group(
                 batch = jax.device_put(batch, spread)
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
         chunk_hparams = [recorded(start + i) for i in range(real)]
-        scores = dict(zip(_score_names[executable], np.asarray(pending)))
+        scores = dict(zip(names, np.asarray(pending)))
         seconds = time.perf_counter() - began
         structure.record_run(unit * chunk, seconds)
         for i in range(real):
@@ -276,9 +274,8 @@ def evaluate_settings(
         chunk_size = _check_count(chunk_size, "chunk_size")
     # A sampled batch arrives on the device; a one-chunk search passes it to its program as it is,
     # and copies it to the host only after dispatching the program (the copy overlaps the run).
-    on_device = dict(settings) if all(isinstance(v, jax.Array) for v in settings.values()) else None
     num = len(next(iter(settings.values())))
-    one_chunk = on_device is not None and chunk_for(num, chunk_size) == num
+    one_chunk = chunk_for(num, chunk_size) == num and all(isinstance(v, jax.Array) for v in settings.values())
     given = settings
     host = functools.cache(lambda: {name: np.asarray(value) for name, value in given.items()})
     info = dict(info or {})
@@ -316,8 +313,7 @@ def evaluate_settings(
                 row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
                 return space.options_of(row) if structural else row
 
-            seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded,
-                                            on_device if not config else None)
+            seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded)
             compile_seconds += seconds
             units.append((unit, len(rows)))
     finally:
