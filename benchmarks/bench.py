@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/bench.py --out benchmarks/RESULTS.md      # `make bench`, 6-7 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --quick --out /tmp/RESULTS.md    # structure only, well under a minute
+    benchmarks/gpu.sh                                                     # the same tables on a GPU machine
+
+On an accelerator the same tables come out, with a larger peak product (8192) and no RSS columns
+(section 4 keeps XLA's memory analysis, which is the device's); the all-cores rows are CPU-only.
 
 Prints one set of markdown tables and writes it to `--out`. Every figure is a ratio or a share
 measured in this one run, so a slow or shared machine moves numerator and denominator alike:
@@ -468,14 +472,20 @@ def main(argv=None) -> None:
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS subprocesses of section 4")
     args = parser.parse_args(argv)
     argv_text = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
+    device = jax.devices()[0]
+    on_cpu = device.platform == "cpu"
     if args.quick:
         args.steps, args.repeats = [20], args.repeats or 2
         args.trials, args.chunks, args.search_steps, args.tune_steps = [4], [], 10, 2
-        args.no_rss, args.no_flops, args.matmul = True, True, 512
+        args.no_rss, args.no_flops, args.matmul = True, True, 512 if on_cpu else 2048
     else:
         args.steps, args.repeats = [200, 2000], args.repeats or 11
         args.trials, args.chunks, args.search_steps, args.tune_steps = [256, 64, 16, 1], [16, 256], 200, 50
-        args.matmul = 2048
+        # The peak needs a product long enough to time: about 34 ms at 2048 on 2 CPU cores; on a
+        # GPU a 2048 product takes tens of microseconds (launch-bound), an 8192 one milliseconds.
+        args.matmul = 2048 if on_cpu else 8192
+    if not on_cpu:
+        args.no_rss = True  # the host's resident memory does not hold an accelerator's buffers
     wall = time.perf_counter()
     cache_dir = None
     if not args.no_rss:  # compile once here; the RSS subprocesses load the programs
@@ -505,9 +515,13 @@ def main(argv=None) -> None:
 
     sections = [
         "# hypergrad benchmarks",
-        f"Machine: jax {jax.__version__} on {jax.devices()[0].platform} ({platform.machine()}, "
-        f"{os.cpu_count()} cores); `benchmarks/bench.py {argv_text}`; whole run {seconds:.0f} s; load "
-        f"average {os.getloadavg()[0]:.1f} at the end (other processes on the machine inflate times).",
+        f"Machine: jax {jax.__version__} on {device.platform}"
+        + (f" ({platform.machine()}, {os.cpu_count()} cores)" if on_cpu else
+           f" ({device.device_kind}; host {platform.machine()}, {os.cpu_count()} cores; float32 products at "
+           "JAX's default precision, which on recent NVIDIA GPUs is TensorFloat-32 for the peak and the "
+           "models alike)")
+        + f"; `benchmarks/bench.py {argv_text}`; whole run {seconds:.0f} s; load average "
+        f"{os.getloadavg()[0]:.1f} at the end (other processes on the machine inflate times).",
         "## 1. Hypergradient cost (digits MLP, time of `hg.hypergradient` / time of one training run)",
         render_cost(cost_rows),
         f"Median of {args.repeats} interleaved calls after warm-up; `x train (min)` is the ratio of the "
@@ -531,7 +545,10 @@ def main(argv=None) -> None:
         render_memory(cost_rows),
         "XLA: `memory_analysis()` of the compiled program (temporaries; temporaries + arguments + outputs). "
         "RSS: peak resident memory of a subprocess running the program, minus that of one running the "
-        "training program (see `benchmarks/hypergradient_cost.py`)" + ("; skipped here." if args.no_rss else "."),
+        "training program (see `benchmarks/hypergradient_cost.py`)" + (
+            "." if not args.no_rss else "; skipped here." if on_cpu else
+            "; not measured on an accelerator, whose buffers are not in the host's resident memory (XLA's "
+            "figures are the program's device memory)."),
         "## 5. Correctness of the fast paths (float64, iris MLP 4-8-3, batch 16, T=20)",
         table(["method", "max rel. error vs central differences (3 directions)", "max rel. diff vs Reverse(store='residuals')",
                "verdict"], checks),
