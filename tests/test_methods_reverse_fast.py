@@ -9,6 +9,7 @@ jit and vmap, one compilation for new values, and the error for a bad `store`.
 """
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -163,3 +164,34 @@ def test_dots_is_forward_differentiable(mlp_objective, mlp_minibatch_problem, ke
     tangent = jax.jvp(lambda s: grad_lr(hg.Reverse(), s), (1.0,), (1.0,))[1]
     expected = jax.jvp(lambda s: grad_lr(PLAIN, s), (1.0,), (1.0,))[1]
     np.testing.assert_allclose(tangent, expected, rtol=1e-9, atol=1e-12 * float(jnp.max(jnp.abs(expected))))
+
+
+def _checkpoint_cse_flags(fn, *args) -> list[bool]:
+    """`prevent_cse` of every jax.checkpoint in the jaxpr of `fn(*args)`, nested jaxprs included."""
+    flags = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if "prevent_cse" in eqn.params and eqn.primitive.name in ("checkpoint", "remat", "remat2"):
+                flags.append(bool(eqn.params["prevent_cse"]))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return flags
+
+
+def test_dots_barrier_only_where_xla_could_merge_passes(mlp_objective, key):
+    """store="dots" drops the checkpoint's CSE barrier in a rolled scan (it only costs copies there)
+    but keeps it in the fully unrolled accounting references, where XLA would otherwise merge the
+    backward pass's recomputation into the forward pass and count fewer FLOPs than the rolled
+    program runs."""
+    hparams = hparams_for(mlp_objective.problem)
+    method = hg.Reverse()
+
+    def flags(objective, h):
+        return _checkpoint_cse_flags(lambda h_: method.value_and_grad(objective, h_, key, objective.problem.data), h)
+
+    assert flags(mlp_objective, hparams) == [False]
+    reference = mlp_objective.reference(2)
+    assert flags(reference, {**hparams, "lr": hparams["lr"][:2]}) == [True]

@@ -130,12 +130,15 @@ def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data
 
     # Saving only matrix-product outputs (and the step's inputs) keeps the stored values per step
     # few: on a CPU each stored array costs a dynamic-update-slice per step, which for a small
-    # model weighs more than recomputing the elementwise operations. The step only ever runs as a
-    # scan body, where XLA cannot merge the recomputation with the forward pass, so the
-    # optimisation barrier `prevent_cse` would put on the step's inputs only costs copies (one per
-    # state leaf and step of the backward pass; without them Reverse() ran 1-2% faster on the
-    # digits MLP, with bitwise the same gradient).
-    step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=False)
+    # model weighs more than recomputing the elementwise operations. In a rolled scan XLA cannot
+    # merge the backward pass's recomputation with the forward pass (they are separate loops), so
+    # the optimisation barrier `prevent_cse` puts on the step's inputs only costs copies (one per
+    # state leaf and step; without them Reverse() ran 1-2% faster on the digits MLP, with bitwise
+    # the same gradient). Fully unrolled (the T=1 and T=2 accounting references) both passes are
+    # one straight-line program, where XLA would merge them and count fewer FLOPs than the rolled
+    # program runs: the barrier stays there.
+    rolled = self.unroll is not True and int(self.unroll) < num_steps
+    step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=not rolled)
 
     def run(s, idx, length):
         xs = jnp.zeros((length, 0)) if idx is None else idx  # full batch: nothing to scan over
