@@ -184,8 +184,8 @@ def _checkpoint_cse_flags(fn, *args) -> list[bool]:
 def test_dots_barrier_only_where_xla_could_merge_passes(mlp_objective, key):
     """store="dots" drops the checkpoint's CSE barrier in a rolled scan (it only costs copies there)
     but keeps it in the fully unrolled accounting references, where XLA would otherwise merge the
-    backward pass's recomputation into the forward pass and count fewer FLOPs than the rolled
-    program runs."""
+    backward pass's recomputation into the forward pass, and the FLOP count would no longer be the
+    rolled program's."""
     hparams = hparams_for(mlp_objective.problem)
     method = hg.Reverse()
 

@@ -135,8 +135,8 @@ def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data
     # the optimisation barrier `prevent_cse` puts on the step's inputs only costs copies (one per
     # state leaf and step; without them Reverse() ran 1-2% faster on the digits MLP, with bitwise
     # the same gradient). Fully unrolled (the T=1 and T=2 accounting references) both passes are
-    # one straight-line program, where XLA would merge them and count fewer FLOPs than the rolled
-    # program runs: the barrier stays there.
+    # one straight-line program, where XLA would merge them and the FLOP count would no longer be
+    # the rolled program's: the barrier stays there.
     rolled = self.unroll is not True and int(self.unroll) < num_steps
     step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=not rolled)
 
