@@ -201,6 +201,7 @@ class Objective:
         data: Mapping[str, PyTree],
         *,
         checkpoint_every: int | None = None,
+        loop: Callable | None = None,
     ) -> TrainState:
         """Trains for `num_steps` steps as one `lax.scan` and returns the final state.
 
@@ -213,11 +214,20 @@ class Objective:
                 `jax.checkpoint`; reverse mode then stores one state per segment and the residuals
                 of one segment at a time (memory ~ T/k + k steps instead of T) at the price of one
                 more forward pass. None stores every step's residuals.
+            loop: the function that runs the steps, called as `run_steps` is but with the objective
+                first: `loop(objective, state, 0, num_steps, hparams, data_key, train_data,
+                checkpoint_every=...)`; it must return what `run_steps` would. None is
+                `self.run_steps`. A method that differentiates the loop its own way passes its loop
+                here (`hg.Reverse`'s stores "dots" and "states"), keeping everything around it
+                (initialisation, folds, scoring) this objective's own.
         """
         def fit(train_data):
             state, data_key = self.init_state(hparams, key)
-            return self.run_steps(state, 0, self.num_steps, hparams, data_key, train_data,
-                                  checkpoint_every=checkpoint_every)
+            if loop is None:
+                return self.run_steps(state, 0, self.num_steps, hparams, data_key, train_data,
+                                      checkpoint_every=checkpoint_every)
+            return loop(self, state, 0, self.num_steps, hparams, data_key, train_data,
+                        checkpoint_every=checkpoint_every)
 
         if self.problem.num_folds > 1:
             # The key and hyperparameters are shared (unbatched): one initialisation and one set of

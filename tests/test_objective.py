@@ -200,3 +200,28 @@ def test_run_steps_draws_in_blocks_the_same_minibatches_as_step_by_step(logistic
         start, start + num_steps, lambda t, s: objective.loop_step(s, hparams, data_key, train, t), s))(state)
     for a, b in zip(jax.tree.leaves(blocked), jax.tree.leaves(stepwise)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("cv", [None, 3])
+def test_run_takes_a_loop_in_place_of_run_steps(key, cv):
+    """`run(loop=f)` runs the steps with `f(objective, state, 0, T, hparams, data_key, train,
+    checkpoint_every=...)` (once per trace, the folds vmapped around it) and keeps the rest of the
+    objective: a loop that scales the result of `run_steps` changes the trained parameters by
+    exactly that, and scores follow."""
+    problem = hg.problems.logistic("breast_cancer", batch_size=32, cv=cv)
+    objective = hg.Objective(problem, sgd, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.1), "weight_decay": jnp.asarray(1e-3)}
+    calls = []
+
+    def halved(obj, state, start, num_steps, h, data_key, train_data, *, checkpoint_every=None):
+        calls.append((obj, start, num_steps, checkpoint_every))
+        out = obj.run_steps(state, start, num_steps, h, data_key, train_data, checkpoint_every=checkpoint_every)
+        return out._replace(params=jax.tree.map(lambda p: 0.5 * p, out.params))
+
+    plain = objective.run(hparams, key, problem.data).params
+    looped = objective.run(hparams, key, problem.data, checkpoint_every=2, loop=halved).params
+    assert calls == [(objective, 0, T, 2)]
+    for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, 0.5 * b, rtol=1e-12)
+    assert float(objective.loss_and_scores(hparams, key, problem.data, loop=halved)[0]) != \
+        float(objective.loss_and_scores(hparams, key, problem.data)[0])

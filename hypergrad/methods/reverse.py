@@ -78,11 +78,10 @@ class Reverse(Method):
             raise ValueError(f"Reverse(store={self.store!r}) must be one of {_STORES}")
 
     def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        if self.store != "residuals":
-            objective = _with_loop(objective, self.store)
+        loop = _LOOPS.get(self.store)  # None: the objective's own run_steps, differentiated by JAX
 
         def loss(h):
-            return objective.loss_and_scores(h, key, data, checkpoint_every=self.checkpoint_every)
+            return objective.loss_and_scores(h, key, data, checkpoint_every=self.checkpoint_every, loop=loop)
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)
 
@@ -93,23 +92,8 @@ class Reverse(Method):
 
 
 # -- store="dots" and store="states": the loop, differentiated our way -------------------------------
-@functools.cache
-def _loop_class(cls: type, store: str) -> type:
-    """A subclass of the objective's class whose `run_steps` is the loop of `store`."""
-    run_steps = _run_steps_dots if store == "dots" else _run_steps_states
-    return type(f"{store.capitalize()}{cls.__name__}", (cls,), {"run_steps": run_steps})
-
-
-def _with_loop(objective: Any, store: str) -> Any:
-    """The same objective (same fields, problem and optimiser) whose loop is that of `store`.
-
-    Everything else (`run`, cross-validation folds, `loss_and_scores`) is the objective's own code.
-    """
-    fast = object.__new__(_loop_class(type(objective), store))
-    fast.__dict__.update({k: v for k, v in objective.__dict__.items() if k != "_jit_cache"})
-    return fast
-
-
+# Each is `Objective.run_steps` with the objective first, passed to `Objective.run(loop=...)`, so
+# everything around the loop (initialisation, cross-validation folds, scoring) is the objective's.
 def _draw_indices(problem, data_key, ts):
     """Minibatch indices of steps `ts` (equal to drawing them step by step), vectorised over
     `DRAW_BLOCK` steps at a time, as training draws them: in the loop, sampling is a large share
@@ -260,3 +244,6 @@ def _loop_bwd(objective, num_steps, residuals, ct_final):
 
 
 _loop.defvjp(_loop_fwd, _loop_bwd)
+
+
+_LOOPS = {"dots": _run_steps_dots, "states": _run_steps_states}
