@@ -7,8 +7,10 @@
 On an accelerator the same tables come out, with a larger peak product (8192) and no RSS columns
 (section 4 keeps XLA's memory analysis, which is the device's); the all-cores rows are CPU-only.
 
-Prints one set of markdown tables and writes it to `--out`. Every figure is a ratio or a share
-measured in this one run, so a slow or shared machine moves numerator and denominator alike:
+Prints one set of markdown tables and writes it to `--out` (section 1, the longest, is written there
+as soon as it is measured, marked partial, so a run stopped later keeps it). Every figure is a ratio
+or a share measured in this one run, so a slow or shared machine moves numerator and denominator
+alike:
 
 1. Hypergradient cost: seconds of `hg.hypergradient(objective, h, key, method=m)` over seconds of
    one training run (the library's compute unit: a search trial, training plus scoring) for the
@@ -461,6 +463,22 @@ def correctness(args) -> list[list[str]]:
     return rows
 
 
+def cost_sections(args, cost_rows, draw_rows) -> list[str]:
+    """Section 1's text: the cost table and the draw control."""
+    return [
+        "## 1. Hypergradient cost (digits MLP, time of `hg.hypergradient` / time of one training run)",
+        render_cost(cost_rows),
+        f"Median of {args.repeats} interleaved calls after warm-up; `x train (min)` is the ratio of the "
+        "fastest calls. Targets: <= 3.0x without checkpointing, <= 4.0x with it (judged on the median).",
+        "How much of those ratios the minibatch draw carries: the same training run and `Reverse()` with "
+        "the minibatches in a fixed cyclic order (a control problem: same shapes and gather, no random "
+        f"draw), {args.repeats} interleaved calls each. Drawing (n uniforms and a top-k over the "
+        f"{draw_rows[0]['n']} training examples per step) is shared by numerator and denominator, so it "
+        "pulls the ratio towards 1; without it the hypergradient's own cost shows:",
+        render_draw_control(draw_rows),
+    ]
+
+
 # -- main -------------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -491,9 +509,29 @@ def main(argv=None) -> None:
     if not args.no_rss:  # compile once here; the RSS subprocesses load the programs
         cache_dir = tempfile.mkdtemp(prefix="bench_cache_")
         hc.use_compilation_cache(cache_dir)
+
+    def header(seconds: float | None) -> list[str]:
+        run = (f"whole run {seconds:.0f} s" if seconds is not None else
+               "**partial: the run is still going, and rewrites this file with every section when it ends**")
+        return [
+            "# hypergrad benchmarks",
+            f"Machine: jax {jax.__version__} on {device.platform}"
+            + (f" ({platform.machine()}, {os.cpu_count()} cores)" if on_cpu else
+               f" ({device.device_kind}; host {platform.machine()}, {os.cpu_count()} cores; float32 products at "
+               "JAX's default precision, which on recent NVIDIA GPUs is TensorFloat-32 for the peak and the "
+               "models alike)")
+            + f"; `benchmarks/bench.py {argv_text}`; {run}; load average {os.getloadavg()[0]:.1f} "
+            + ("at the end" if seconds is not None else "when this part was written")
+            + " (other processes on the machine inflate times)."]
+
     try:
         cost_rows, programs = hypergradient_rows(args, cache_dir)
         draw_rows = draw_control_rows(args, programs)
+        first = cost_sections(args, cost_rows, draw_rows)
+        if args.out:  # the longest section, kept on disk even if a later one fails or the run is stopped
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                f.write("\n\n".join(header(None) + first) + "\n")
         peak = peak_flops(args.matmul)
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args)
@@ -514,24 +552,8 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - wall
 
     sections = [
-        "# hypergrad benchmarks",
-        f"Machine: jax {jax.__version__} on {device.platform}"
-        + (f" ({platform.machine()}, {os.cpu_count()} cores)" if on_cpu else
-           f" ({device.device_kind}; host {platform.machine()}, {os.cpu_count()} cores; float32 products at "
-           "JAX's default precision, which on recent NVIDIA GPUs is TensorFloat-32 for the peak and the "
-           "models alike)")
-        + f"; `benchmarks/bench.py {argv_text}`; whole run {seconds:.0f} s; load average "
-        f"{os.getloadavg()[0]:.1f} at the end (other processes on the machine inflate times).",
-        "## 1. Hypergradient cost (digits MLP, time of `hg.hypergradient` / time of one training run)",
-        render_cost(cost_rows),
-        f"Median of {args.repeats} interleaved calls after warm-up; `x train (min)` is the ratio of the "
-        "fastest calls. Targets: <= 3.0x without checkpointing, <= 4.0x with it (judged on the median).",
-        "How much of those ratios the minibatch draw carries: the same training run and `Reverse()` with "
-        "the minibatches in a fixed cyclic order (a control problem: same shapes and gather, no random "
-        f"draw), {args.repeats} interleaved calls each. Drawing (n uniforms and a top-k over the "
-        f"{draw_rows[0]['n']} training examples per step) is shared by numerator and denominator, so it "
-        "pulls the ratio towards 1; without it the hypergradient's own cost shows:",
-        render_draw_control(draw_rows),
+        *header(seconds),
+        *first,
         "## 2. Search throughput (digits-mlp preset, T=" + str(args.search_steps) + ")",
         render_search(search, chunks, best_peak, sharded),
         f"Peak (one-device rows): the better {args.matmul}x{args.matmul} float32 matmul of the two measured "
