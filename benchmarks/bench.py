@@ -528,10 +528,8 @@ def main(argv=None) -> None:
         cost_rows, programs = hypergradient_rows(args, cache_dir)
         draw_rows = draw_control_rows(args, programs)
         first = cost_sections(args, cost_rows, draw_rows)
-        if args.out:  # the longest section, kept on disk even if a later one fails or the run is stopped
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out, "w") as f:
-                f.write("\n\n".join(header(None) + first) + "\n")
+        # the longest section, kept on disk even if a later one fails or the run is stopped
+        hc.write_report("\n\n".join(header(None) + first), args.out, echo=False)
         peak = peak_flops(args.matmul)
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args)

@@ -219,10 +219,12 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def write_report(text: str, out: str | None, *, append: bool = False) -> None:
-    """Prints `text` and, with `out`, writes it there (appended after a blank line with `append`
-    when the file already has content); the shared ending of every benchmark script."""
-    print(text)
+def write_report(text: str, out: str | None, *, append: bool = False, echo: bool = True) -> None:
+    """Prints `text` (unless `echo=False`) and, with `out`, writes it there (appended after a blank
+    line with `append` when the file already has content); the shared ending of every benchmark
+    script."""
+    if echo:
+        print(text)
     if not out:
         return
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

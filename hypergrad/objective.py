@@ -223,11 +223,9 @@ class Objective:
         """
         def fit(train_data):
             state, data_key = self.init_state(hparams, key)
-            if loop is None:
-                return self.run_steps(state, 0, self.num_steps, hparams, data_key, train_data,
-                                      checkpoint_every=checkpoint_every)
-            return loop(self, state, 0, self.num_steps, hparams, data_key, train_data,
-                        checkpoint_every=checkpoint_every)
+            run_steps = self.run_steps if loop is None else functools.partial(loop, self)
+            return run_steps(state, 0, self.num_steps, hparams, data_key, train_data,
+                             checkpoint_every=checkpoint_every)
 
         if self.problem.num_folds > 1:
             # The key and hyperparameters are shared (unbatched): one initialisation and one set of

@@ -92,8 +92,6 @@ class Reverse(Method):
 
 
 # -- store="dots" and store="states": the loop, differentiated our way -------------------------------
-# Each is `Objective.run_steps` with the objective first, passed to `Objective.run(loop=...)`, so
-# everything around the loop (initialisation, cross-validation folds, scoring) is the objective's.
 def _draw_indices(problem, data_key, ts):
     """Minibatch indices of steps `ts` (equal to drawing them step by step), vectorised over
     `DRAW_BLOCK` steps at a time, as training draws them: in the loop, sampling is a large share
@@ -246,4 +244,6 @@ def _loop_bwd(objective, num_steps, residuals, ct_final):
 _loop.defvjp(_loop_fwd, _loop_bwd)
 
 
+# The loop of each store: `Objective.run_steps` with the objective first, passed to
+# `Objective.run(loop=...)`, so everything around it (initialisation, folds, scoring) is the objective's.
 _LOOPS = {"dots": _run_steps_dots, "states": _run_steps_states}
