@@ -82,15 +82,18 @@ def value_scores_and_grad(objective: Objective, hparams: HParams, key: Key, meth
     """((value, scores), grads) from the cached compiled program (or inline when traced)."""
     data = objective.problem.data
     if _is_traced((hparams, key)):
-        return method.value_and_grad(objective, hparams, key, data)
+        return value_and_grad_fn(objective, method)(hparams, key, data)
     executable, _ = compiled_value_and_grad(objective, method, (hparams, key, data))
     return executable(hparams, key, data)
 
 
+def value_and_grad_fn(objective: Objective, method: Method):
+    """The pure program `(hparams, key, data) -> ((value, scores), grads)` of `method` on
+    `objective`: what `hypergradient` compiles and what compute accounting counts."""
+    return lambda h, k, d: method.value_and_grad(objective, h, k, d)
+
+
 def compiled_value_and_grad(objective: Objective, method: Method, args: tuple):
     """(executable, compile seconds) of `method.value_and_grad` on `objective`."""
-
-    def make():
-        return lambda h, k, d: method.value_and_grad(objective, h, k, d)
-
-    return _compile.compiled(("hypergradient", objective, method), make, args)
+    return _compile.compiled(("hypergradient", objective, method),
+                             lambda: value_and_grad_fn(objective, method), args)
