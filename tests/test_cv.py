@@ -308,10 +308,17 @@ def test_cv_random_search_trials_equal_single_evaluations(cv_objective, key):
 def test_cv_tune_descends_the_fold_mean(cv_objective, key):
     space = hg.Space({"lr": hg.LogUniform(0.01, 1.0), "weight_decay": hg.LogUniform(1e-4, 1e-1)})
     result = hg.tune(cv_objective, space, key, steps=3, outer=optax.adam(0.1))
-    first = result.trials[0]
-    np.testing.assert_allclose(first.value, float(cv_objective(first.hparams, key)), rtol=1e-12)
+    first, last = result.trials[0], result.trials[-1]
+    for trial in (first, last):  # every trial's value is the fold mean at its hyperparameters
+        np.testing.assert_allclose(trial.value, float(cv_objective(trial.hparams, key)), rtol=1e-12)
     assert "val_loss_std" in first.scores and f"val_loss_fold{K - 1}" in first.scores
     assert all(np.isfinite(t.value) for t in result.trials)
+    # It descends: every step lowers the fold mean (measured 0.963 -> 0.954 -> 0.945 -> 0.937), and
+    # the last iterate is the best. An update of the wrong sign raises it at every step.
+    values = [t.value for t in result.trials]
+    assert all(after < before for before, after in zip(values, values[1:])), values
+    assert last.value < 0.98 * first.value, values
+    assert result.best_trial.number == last.number
 
 
 def test_cv_run_flops_count_k_fits(logistic_problem, cv_problem, cv_objective, key):
