@@ -1,6 +1,7 @@
 """hypergrad: gradient-based hyperparameter optimisation in JAX, with fair baselines."""
 
 from hypergrad import online, problems
+from hypergrad._caches import clear_caches
 from hypergrad.hybrid import hybrid_search
 from hypergrad.hypergradient import hypergradient
 from hypergrad.methods import ES, PES, Forward, Implicit, Method, Reverse, Reversible, Truncated
@@ -24,5 +25,7 @@ __all__ = [
     # strategies and their results
     "tune", "tune_step_cost", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
     "compare", "Result", "Trial", "Comparison",
+    # engine state
+    "clear_caches",
 ]
 __version__ = "0.1.0"

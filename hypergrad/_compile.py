@@ -4,6 +4,11 @@
 executable's cost analysis. Strategies therefore compile ahead of time through `compiled(...)`:
 the first call with a given (tag, static configuration, argument shapes and dtypes) lowers and
 compiles; later calls with new values reuse the executable and compile nothing.
+
+A tag is `(name, owner, *static)`, the owner being the objective (or family) the program belongs
+to. Programs are held per owner in a weak dictionary, so the cache never keeps an objective (and
+its data) alive: when the user drops it, its programs go too. At most `MAX_ENTRIES` programs are
+held in all, the least recently used dropped first; `hg.clear_caches()` empties the cache.
 """
 
 from __future__ import annotations
@@ -11,15 +16,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["cached", "compiled", "lower", "stats", "flops_of"]
+from hypergrad import _caches
 
-_MAX_ENTRIES = 256
+__all__ = ["cached", "compiled", "lower", "stats", "flops_of", "signature", "MAX_ENTRIES"]
+
+MAX_ENTRIES = 256
+"""Most compiled programs held at once (all owners together)."""
 
 
 @dataclasses.dataclass
@@ -31,15 +40,80 @@ class CompileStats:
     traces: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
-_cache: collections.OrderedDict[Hashable, Any] = collections.OrderedDict()
+class _WeakProgramCache:
+    """Executables keyed by (owner, rest of the key), weakly on the owner; least recently used
+    evicted beyond `MAX_ENTRIES`. An owner that cannot be weakly referenced is held strongly."""
+
+    def __init__(self):
+        self._weak: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> {rest: executable}
+        self._strong: dict = {}
+        self._order: collections.OrderedDict = collections.OrderedDict()  # (owner ref, rest) -> None
+
+    def _table(self, owner: Any, create: bool) -> dict | None:
+        try:
+            table = self._weak.get(owner)
+            if table is None and create:
+                table = self._weak[owner] = {}
+        except TypeError:  # not weakly referenceable (a plain tuple or string tag)
+            table = self._strong.get(owner)
+            if table is None and create:
+                table = self._strong[owner] = {}
+        return table
+
+    @staticmethod
+    def _ref(owner: Any) -> Any:
+        try:
+            return weakref.ref(owner)
+        except TypeError:
+            return owner
+
+    def get(self, owner: Any, rest: Hashable) -> Any | None:
+        table = self._table(owner, create=False)
+        if table is None or rest not in table:
+            return None
+        self._order.move_to_end((self._ref(owner), rest))
+        return table[rest]
+
+    def put(self, owner: Any, rest: Hashable, executable: Any) -> None:
+        self._table(owner, create=True)[rest] = executable
+        self._order[(self._ref(owner), rest)] = None
+        while len(self._order) > MAX_ENTRIES:
+            (ref, old), _ = self._order.popitem(last=False)
+            holder = ref() if isinstance(ref, weakref.ref) else ref
+            table = None if holder is None else self._table(holder, create=False)
+            if table is not None:
+                table.pop(old, None)
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._weak.values()) + sum(len(t) for t in self._strong.values())
+
+    def clear(self) -> None:
+        self._weak.clear()
+        self._strong.clear()
+        self._order.clear()
+
+
+def _split(tag: Hashable, args: tuple) -> tuple[Any, Hashable]:
+    """(owner, rest): the owner is `tag[1]` of a `(name, owner, *static)` tag, else the tag itself."""
+    if isinstance(tag, tuple) and len(tag) > 1:
+        return tag[1], (tag[0], *tag[2:], signature(args))
+    return tag, (signature(args),)
+
+
+_cache = _WeakProgramCache()
 stats = CompileStats()
+_caches.register(_cache.clear)
 
 
-def _signature(args: Any) -> Hashable:
+def signature(args: Any) -> Hashable:
+    """The hashable (tree structure, leaf shapes and dtypes) of `args`: what a program is compiled for."""
     leaves, treedef = jax.tree.flatten(args)
     # an array's own dtype when it has one (result_type walks JAX's type lattice, ~30 us a leaf)
     return treedef, tuple((np.shape(x), x.dtype if isinstance(x, (np.ndarray, jax.Array)) else
                            jax.numpy.result_type(x)) for x in leaves)
+
+
+_signature = signature  # the old name, for compute.py until accounting.py replaces it
 
 
 def lower(fn: Callable, args: tuple) -> Any:
@@ -55,14 +129,15 @@ def lower(fn: Callable, args: tuple) -> Any:
 
 def cached(tag: Hashable, args: tuple) -> Any | None:
     """The program `compiled(tag, ..., args)` would return without compiling, or None."""
-    return _cache.get((tag, _signature(args)))
+    return _cache.get(*_split(tag, args))
 
 
 def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tuple[Any, float]:
     """The compiled program for `tag` at the shapes of `args`, and the seconds spent compiling now.
 
     Args:
-        tag: hashable identity of the program (e.g. ("hypergradient", objective, method)).
+        tag: hashable identity of the program, `(name, owner, *static)`, e.g.
+            ("hypergradient", objective, method); the cache holds the owner weakly.
         make_fn: builds the Python function to jit; called only on a cache miss.
         args: example arguments (values are ignored; shapes and dtypes key the cache).
 
@@ -70,19 +145,17 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tup
         (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
         program came from the cache.
     """
-    key = (tag, _signature(args))
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key], 0.0
+    owner, rest = _split(tag, args)
+    executable = _cache.get(owner, rest)
+    if executable is not None:
+        return executable, 0.0
     start = time.perf_counter()
     executable = lower(make_fn(), args).compile()
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds
     stats.traces[tag[0] if isinstance(tag, tuple) else tag] += 1
-    _cache[key] = executable
-    while len(_cache) > _MAX_ENTRIES:
-        _cache.popitem(last=False)
+    _cache.put(owner, rest, executable)
     return executable, seconds
 
 

@@ -27,15 +27,16 @@ import numpy as np
 import optax
 
 from hypergrad import _compile
+from hypergrad._checks import check_count
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
-from hypergrad.search import _SAMPLE_STREAM, check_space, run_flops
-from hypergrad.space import Choice, Space, _check_count
-from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
-from hypergrad.tune import DEFAULT_OUTER, _outer_step_fn
+from hypergrad.search import check_space, run_flops
+from hypergrad.space import SAMPLE_STREAM, Choice, Space
+from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
+from hypergrad.tune import DEFAULT_OUTER, outer_step_fn
 
 __all__ = ["hybrid_search", "configurations"]
 
@@ -47,7 +48,7 @@ def configurations(space: Space, key: Key, num_configs: int | str) -> dict[str, 
     options = [space[name].grid_values(1) for name in choices]
     combos = list(itertools.product(*options))
     if num_configs != "grid":
-        num_configs = _check_count(num_configs, "configs")
+        num_configs = check_count(num_configs, "configs")
         if num_configs < len(combos):
             picked = jax.random.choice(key, len(combos), (num_configs,), replace=False)
             combos = [combos[i] for i in np.sort(np.asarray(picked))]
@@ -107,13 +108,13 @@ def hybrid_search(
     if not isinstance(outer, optax.GradientTransformation):
         raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
 
-    settings = configurations(space, jax.random.fold_in(key, _SAMPLE_STREAM), configs)
+    settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
     num = len(next(iter(settings.values())))
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
         raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
                          f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
     if family is not None:
-        decisions = plan(family, space, settings, key)
+        decisions = plan(family, space, settings, key, rates=measured_rates())
         groups = [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
         structure = {name: d.to_dict() for name, d in decisions.items()}
     else:
@@ -187,6 +188,6 @@ def _batched_step(objective: Objective, continuous: Space, method: Method, outer
 
     def one(z, z_good, opt_state, fixed, key, data):
         inner = objective.with_fixed(fixed)
-        return _outer_step_fn(inner, continuous, method, outer)(z, z_good, opt_state, key, data)
+        return outer_step_fn(inner, continuous, method, outer)(z, z_good, opt_state, key, data)
 
     return jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))

@@ -75,10 +75,6 @@ def _check_concrete(name: str, value: Any, *, upper: float | None = None) -> Non
             raise ValueError(f"sgd_hd({name}={value!r}) must be {bound}")
 
 
-def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
-
-
 def sgd_hd(
     learning_rate: Any,
     hyper_lr: Any,
@@ -126,7 +122,7 @@ def sgd_hd(
         del params
         grads = updates
         # Hypergradient step: d f(theta_{t-1}) / d alpha = -g_t . d_{t-1}.
-        hypergrad = -_tree_vdot(grads, state.direction)
+        hypergrad = -optax.tree_utils.tree_vdot(grads, state.direction)
         alpha = (state.learning_rate - hyper_lr * hypergrad).astype(state.learning_rate.dtype)
         if use_momentum:
             velocity = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, grads)

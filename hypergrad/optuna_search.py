@@ -30,18 +30,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective, check_key
 from hypergrad.structure import Structured
 from hypergrad.results import FAIL, Result, TrialRecorder
-from hypergrad.search import _check_target, check_space, evaluate_settings
-from hypergrad.space import Choice, LogUniform, Space, _check_count, _dtype_of
+from hypergrad.search import check_space, check_target, evaluate_settings
+from hypergrad.space import SAMPLE_STREAM, Choice, LogUniform, Space, dtype_of
 
 __all__ = ["optuna_search"]
 
 _SAMPLERS = ("tpe", "random")
-_SEED_STREAM = 2**31 - 2  # fold_in tag of the sampler seed; random_search samples from 2**31 - 1
+_SEED_STREAM = SAMPLE_STREAM - 1  # fold_in tag of the sampler seed, beside random_search's sampling stream
 
 
 def _import_optuna():
@@ -91,7 +91,7 @@ def settings_from_params(space: Space, rows: list[dict[str, Any]]) -> HParams:
     """Settings (leading trial axis, the dtypes `Space.sample` uses) from Optuna parameter dicts."""
     settings = {}
     for name, dist in space.items:
-        dtype = np.dtype(_dtype_of(dist))
+        dtype = np.dtype(dtype_of(dist))
         if isinstance(dist, Choice):
             if dist.structural:
                 labels = _labels(dist)
@@ -184,11 +184,11 @@ def optuna_search(
         ImportError: optuna is not installed.
         ValueError: a bad argument, before anything is compiled or asked.
     """
-    _check_target(objective, check_space(space))
+    check_target(objective, check_space(space))
     key = check_key(key)
-    num_trials = _check_count(num_trials, "num_trials")
-    batch_size = _check_count(batch_size, "batch_size")
-    chunk_size = _check_count(chunk_size, "chunk_size")
+    num_trials = check_count(num_trials, "num_trials")
+    batch_size = check_count(batch_size, "batch_size")
+    chunk_size = check_count(chunk_size, "chunk_size")
     if isinstance(sampler, str) and sampler not in _SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; choose 'tpe', 'random' or pass an optuna "
                          "sampler instance")

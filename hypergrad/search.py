@@ -31,21 +31,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypergrad import _compile
-from hypergrad._checks import is_int_at_least
+from hypergrad import _caches, _compile
+from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.compute import cached_flops_per_step, cached_flops_per_step_beside
 from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
-from hypergrad.space import Space, _check_count
+from hypergrad.space import SAMPLE_STREAM, Space
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
 __all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step", "use_cpu_cores"]
-
-_SAMPLE_STREAM = 2**31 - 1  # fold_in tag separating the sampling key from the training key
-
 
 def use_cpu_cores(count: int | None = None) -> int:
     """Splits the CPU into `count` JAX devices (default: one per core), so that searches shard each
@@ -127,7 +124,8 @@ def balanced_chunk(num: int, chunk_size: int) -> int:
     return -(-num // calls)
 
 
-def _check_target(objective: Any, space: Space) -> None:
+def check_target(objective: Any, space: Space) -> None:
+    """Raises `ValueError` unless `objective` (an objective or a `Structured` family) can evaluate `space`."""
     if not isinstance(objective, Structured):
         check_objective(objective)
     check_family(objective, space)
@@ -170,6 +168,7 @@ def _chunk(batch: HParams, start: int, size: int) -> HParams:
 # search program -> (names of its score rows, FLOPs of one trial), found once per program: the
 # FLOP look-up hashes the data's shapes (~0.1 ms)
 _programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_caches.register(_programs.clear)
 
 
 def _evaluate_group(
@@ -271,7 +270,7 @@ def evaluate_settings(
     """
     key = check_key(key)
     if chunk_size is not None:
-        chunk_size = _check_count(chunk_size, "chunk_size")
+        chunk_size = check_count(chunk_size, "chunk_size")
     # A sampled batch arrives on the device; a one-chunk search passes it to its program as it is,
     # and copies it to the host only after dispatching the program (the copy overlaps the run).
     num = len(next(iter(settings.values())))
@@ -286,7 +285,7 @@ def evaluate_settings(
                              "settings come from, to map option indices to options")
         check_family(objective, space)
         began = time.perf_counter()
-        decisions = plan(objective, space, settings, key)
+        decisions = plan(objective, space, settings, key, rates=structure.measured_rates())
         info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
         info["plan_seconds"] = time.perf_counter() - began
         groups = [(config, objective.objective(config), rows)
@@ -356,10 +355,10 @@ def random_search(
     Returns:
         a `Result` whose trials are in sampling order.
     """
-    _check_target(objective, check_space(space))
-    num_trials = _check_count(num_trials, "num_trials")
+    check_target(objective, check_space(space))
+    num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
-    settings = space.sample(key, num_trials, stream=_SAMPLE_STREAM)  # the fold inside the draw's program
+    settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
     return evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                              log=log, progress=progress)
 
@@ -382,7 +381,7 @@ def grid_search(
         objective, space, key, chunk_size, log, progress: as in `random_search`.
         points_per_axis: values per continuous axis, >= 1.
     """
-    _check_target(objective, check_space(space))
+    check_target(objective, check_space(space))
     key = check_key(key)
     settings = space.grid(points_per_axis)
     return evaluate_settings(objective, settings, key, strategy="grid", space=space, chunk_size=chunk_size,

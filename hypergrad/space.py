@@ -31,10 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypergrad import _caches
+from hypergrad._checks import check_count
 from hypergrad._types import HParams, Key
-from hypergrad._checks import is_int_at_least
 
 __all__ = ["Uniform", "LogUniform", "Choice", "Space"]
+
+SAMPLE_STREAM = 2**31 - 1
+"""`fold_in` tag of the searches' sampling key, separating it from the training key they share."""
 
 _MAX_GRID_POINTS = 10_000_000
 
@@ -348,7 +352,7 @@ class Space:
             dict of arrays with a leading axis of length `n`. A shaped hyperparameter that is not
             `independent` gets one value per setting, broadcast along its shape.
         """
-        n = _check_count(n, "n")
+        n = check_count(n, "n")
         if stream is not None and not isinstance(stream, (int, np.integer)):
             raise ValueError(f"Space.sample(stream={stream!r}): give an int to fold into the key, or None")
         # one compiled draw, not a dispatch per hyperparameter
@@ -376,7 +380,7 @@ class Space:
         Returns:
             dict of arrays with a leading axis of length (number of grid points).
         """
-        points = _check_count(points_per_axis, "points_per_axis")
+        points = check_count(points_per_axis, "points_per_axis")
         axes: list[tuple[str, int | None, np.ndarray]] = []  # (name, element or None, values)
         for name, dist in self.items:
             values = dist.grid_values(points)
@@ -397,7 +401,7 @@ class Space:
                     columns[name][row] = value
                 else:
                     columns[name][row].reshape(-1)[element] = value
-        return {name: jnp.asarray(col, dtype=_dtype_of(self[name])) for name, col in columns.items()}
+        return {name: jnp.asarray(col, dtype=dtype_of(self[name])) for name, col in columns.items()}
 
 
 @functools.lru_cache(maxsize=128)
@@ -405,18 +409,17 @@ def _sample_program(space: Space, n: int, stream: int | None):
     return jax.jit(lambda key: space._draw(key if stream is None else jax.random.fold_in(key, stream), n))
 
 
-def _dtype_of(dist: Distribution):
+_caches.register(_sample_program.cache_clear)
+
+
+def dtype_of(dist: Distribution):
+    """The dtype of a distribution's values in settings: int32 option indices for a structural
+    choice, the options' dtype for a numeric one, else the default float."""
     if isinstance(dist, Choice) and dist.structural:
         return jnp.int32
     if isinstance(dist, Choice):
         return jnp.asarray(dist.options).dtype
     return jnp.zeros(()).dtype  # the default float (float64 when x64 is on)
-
-
-def _check_count(value: Any, argname: str) -> int:
-    if not is_int_at_least(value):
-        raise ValueError(f"{argname}={value!r} must be an integer >= 1")
-    return int(value)
 
 
 def check_hparams(hparams: Any, shapes: Mapping[str, tuple[int, ...]], argname: str = "hparams") -> None:

@@ -24,7 +24,9 @@ averaged over its options, R the FLOP/s at which this process's search programs 
 networks), K the options present among the trials, G the number of programs the other grouped
 choices already make, and C the seconds each extra program costs: its compilation plus the two
 reference compilations of compute accounting (this process's mean so far, or
-`DEFAULT_PROGRAM_SECONDS` before the first). The decisions and their numbers are stored in
+`DEFAULT_PROGRAM_SECONDS` before the first). R and C are measured by the caller
+(`measured_rates()`) and passed to `plan` as `Rates`, so a plan is a function of its arguments:
+the same rates give the same decisions. The decisions, their numbers and the rates are stored in
 `result.info["structure"]`.
 
 The waste of masking any one choice is at most the whole run with every auto choice masked,
@@ -50,18 +52,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._compile import _signature
+from hypergrad._compile import signature
+from hypergrad import _caches
 from hypergrad._types import HParams, Key
 from hypergrad.compute import matmul_flops_per_second
 from hypergrad.objective import Objective
 from hypergrad.space import Choice, Space
 
-__all__ = ["Masked", "Structured", "plan", "select_transform", "DEFAULT_PROGRAM_SECONDS"]
+__all__ = ["Masked", "Structured", "Rates", "measured_rates", "plan", "select_transform", "DEFAULT_PROGRAM_SECONDS"]
 
 DEFAULT_PROGRAM_SECONDS = 2.0
 """Seconds per extra program (compilation and accounting) assumed before this process measured one."""
 
 _observed = {"flops": 0.0, "seconds": 0.0, "programs": 0, "program_seconds": 0.0}
+
+
+@_caches.register
+def _forget_observed() -> None:
+    """Forgets this process's measured rates (`hg.clear_caches()`): the next plan measures anew."""
+    _observed.update(flops=0.0, seconds=0.0, programs=0, program_seconds=0.0)
 
 
 def record_run(flops: float, seconds: float) -> None:
@@ -178,6 +187,9 @@ def small_matmul_flops_per_second() -> float:
     return matmul_flops_per_second(96, 16, 128, batch=128, repeats=10)
 
 
+_caches.register(small_matmul_flops_per_second.cache_clear)
+
+
 def flop_rate_estimate() -> float:
     """FLOP/s of this process's search programs so far, else of a batch of small products."""
     if _observed["seconds"] > 0.5:
@@ -192,6 +204,31 @@ def program_seconds_estimate() -> float:
     return _observed["program_seconds"] / _observed["programs"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """The measured rates a plan decides from (R and C of the module docstring).
+
+    Attributes:
+        flops_per_second: FLOP/s at which search programs run.
+        program_seconds: set-up seconds (compilation and accounting) of one extra program.
+    """
+
+    flops_per_second: float
+    program_seconds: float
+
+    def __post_init__(self):
+        for name in ("flops_per_second", "program_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Rates({name}={value!r}) must be a finite number > 0")
+
+
+def measured_rates() -> Rates:
+    """This process's rates so far (`flop_rate_estimate`, `program_seconds_estimate`): what the
+    searches measure and pass to `plan`."""
+    return Rates(flop_rate_estimate(), program_seconds_estimate())
+
+
 _step_flops_cache: dict = {}
 
 
@@ -202,7 +239,7 @@ def step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
     so a plan lowers each configuration's step once per process (about 0.1 s each), however many
     choices and searches ask for it.
     """
-    cache_key = (objective, _signature((hparams, key)))
+    cache_key = (objective, signature((hparams, key)))
     if cache_key not in _step_flops_cache:
         _step_flops_cache[cache_key] = _lowered_step_flops(objective, hparams, key)
     return _step_flops_cache[cache_key]
@@ -237,6 +274,8 @@ class Decision:
     extra_compile_seconds: float = float("nan")
     flops_masked: float = float("nan")
     flops_exact: float = float("nan")
+    flops_per_second: float = float("nan")
+    program_seconds: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"decision": "mask" if self.masked else "group", **dataclasses.asdict(self)}
@@ -258,13 +297,26 @@ def _fit_steps(objective: Objective) -> int:
     return objective.num_steps * getattr(objective.problem, "num_folds", 1)
 
 
-def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key) -> dict[str, Decision]:
+def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key, *,
+         rates: Rates) -> dict[str, Decision]:
     """Decides, per maskable structural choice, whether to mask it or group by it (module docstring).
+
+    A function of its arguments: the same family, settings and `rates` give the same decisions.
+
+    Args:
+        family: the structured family.
+        space: the space the settings come from.
+        settings: option indices and values, leading trial axis.
+        key: training key (shapes only).
+        rates: the measured FLOP rate and seconds per extra program (`measured_rates()`), recorded
+            in every auto decision.
 
     Cost: one lowering (tracing, no compilation) of the step with every auto choice masked; for
     each choice whose bound exceeds its extra compile, one more lowering of the step with it masked
-    and one per option; and, once per process, one timing of a batch of small matrix products.
+    and one per option.
     """
+    if not isinstance(rates, Rates):
+        raise ValueError(f"plan(rates={rates!r}) must be a structure.Rates, e.g. structure.measured_rates()")
     structural = space.structural
     num = len(np.asarray(settings[structural[0]])) if structural else 0
     present = {name: np.unique(np.asarray(settings[name])) for name in structural}
@@ -282,8 +334,8 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
             decisions[name] = Decision(name, False, "not maskable")
     if not auto:
         return decisions
-    rate = flop_rate_estimate()
-    compile_seconds = program_seconds_estimate()
+    rate, compile_seconds = rates.flops_per_second, rates.program_seconds
+    measured = {"flops_per_second": rate, "program_seconds": compile_seconds}
     first = {n: space[n].option(int(present[n][0])) for n in structural}
     several = [n for n in auto if len(present[n]) > 1]
     # The whole run with every such choice masked bounds the waste of masking any one of them:
@@ -297,14 +349,14 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
     for name in auto:
         options = present[name]
         if len(options) == 1:
-            decisions[name] = Decision(name, False, "one option present")
+            decisions[name] = Decision(name, False, "one option present", **measured)
             continue
         dist: Choice = space[name]
         extra = (len(options) - 1) * groups * compile_seconds
         if bound <= extra:
             decisions[name] = Decision(
                 name, True, f"waste at most {bound:.3g}s (the whole masked run) <= extra compile {extra:.3g}s",
-                bound, extra, f_whole)
+                bound, extra, f_whole, **measured)
             continue
         masked_config = {**first, name: Masked(name, dist.options)}
         masked_objective = family.objective(masked_config)
@@ -321,7 +373,7 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
             groups *= len(options)
         decisions[name] = Decision(
             name, masked, f"waste {waste:.3g}s {'<=' if masked else '>'} extra compile {extra:.3g}s",
-            waste, extra, f_masked, f_exact)
+            waste, extra, f_masked, f_exact, **measured)
     return decisions
 
 

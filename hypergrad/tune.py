@@ -28,6 +28,8 @@ import numpy as np
 import optax
 
 from hypergrad import _compile
+from hypergrad._checks import check_count
+from hypergrad._tree import all_finite
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
@@ -35,7 +37,7 @@ from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams, check_key
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
 from hypergrad.search import check_space, run_flops
-from hypergrad.space import Space, _check_count
+from hypergrad.space import Space
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER"]
 
@@ -43,15 +45,7 @@ DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
 
 
-def _tree_all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def _global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
-def _outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
+def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
     """The pure outer step: (z, z_good, opt_state, key, data) -> (z, z_good, opt_state, report)."""
 
     def step(z, z_good, opt_state, key, data):
@@ -59,7 +53,7 @@ def _outer_step_fn(objective: Objective, space: Space, method: Method, outer: op
         (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
         (grad_z,) = pullback(grads)
         loss_ok = jnp.isfinite(value)
-        ok = loss_ok & _tree_all_finite(grad_z)
+        ok = loss_ok & all_finite(grad_z)
         updates, new_state = outer.update(grad_z, opt_state, z)
         moved = optax.apply_updates(z, updates)
         # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
@@ -67,7 +61,7 @@ def _outer_step_fn(objective: Objective, space: Space, method: Method, outer: op
         new_z = jax.tree.map(lambda m, b: jnp.where(ok, m, b), moved, backed_off)
         new_good = jax.tree.map(lambda a, g: jnp.where(ok, a, g), z, z_good)
         opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, opt_state)
-        report = {"hparams": hparams, "scores": scores, "grad_norm": _global_norm(grad_z),
+        report = {"hparams": hparams, "scores": scores, "grad_norm": optax.tree_utils.tree_norm(grad_z),
                   "loss_ok": loss_ok, "ok": ok}
         return new_z, new_good, opt_state, report
 
@@ -130,7 +124,7 @@ def tune(
     check_space(space)
     check_method(method)
     space.check_differentiable(f"tune(method={method!r})")
-    steps = _check_count(steps, "steps")
+    steps = check_count(steps, "steps")
     key = check_key(key)
     outer = DEFAULT_OUTER if outer is None else outer
     if not isinstance(outer, optax.GradientTransformation):
@@ -154,7 +148,7 @@ def tune(
 
     step_args = (z, z, opt_state, key, data)
     executable, compile_seconds = _compile.compiled(
-        ("tune", objective, space, method, outer), lambda: _outer_step_fn(objective, space, method, outer),
+        ("tune", objective, space, method, outer), lambda: outer_step_fn(objective, space, method, outer),
         step_args)
     hparams0 = space.constrain(z)
     unit = run_flops(objective, hparams0, key)

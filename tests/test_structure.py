@@ -12,7 +12,7 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.problems import _data
 from hypergrad.problems._losses import cross_entropy
-from hypergrad.structure import Masked, plan, select_transform
+from hypergrad.structure import DEFAULT_PROGRAM_SECONDS, Masked, Rates, plan, select_transform
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 SOLVERS = {"sgd": lambda lr: optax.sgd(lr, momentum=0.9), "adam": lambda lr: optax.adam(lr)}
@@ -119,13 +119,10 @@ def test_one_program_per_group_and_builds_cached(splits, key):
     assert _compile.stats.traces["search"] - before == 4 and len(built) == 4
 
 
-@pytest.fixture
-def slow_machine(monkeypatch):
-    """A FLOP rate so low that even this tiny study's whole masked run outweighs a compilation,
-    so the plan prices every option instead of masking by the bound."""
-    from hypergrad import structure
-
-    monkeypatch.setattr(structure, "flop_rate_estimate", lambda: 1.0)
+# A FLOP rate so low that even this tiny study's whole masked run outweighs a compilation, so the
+# plan prices every option instead of masking by the bound; and one so high that it masks by the bound.
+SLOW = Rates(flops_per_second=1.0, program_seconds=DEFAULT_PROGRAM_SECONDS)
+FAST = Rates(flops_per_second=1e9, program_seconds=DEFAULT_PROGRAM_SECONDS)
 
 
 def test_auto_plan_masks_by_the_whole_run_bound_with_one_lowering(splits, key, monkeypatch):
@@ -134,10 +131,9 @@ def test_auto_plan_masks_by_the_whole_run_bound_with_one_lowering(splits, key, m
     lowered = []
     count = structure._lowered_step_flops
     monkeypatch.setattr(structure, "_lowered_step_flops", lambda o, h, k: lowered.append(o) or count(o, h, k))
-    monkeypatch.setattr(structure, "flop_rate_estimate", lambda: 1e9)
     family = make_family(splits)
     settings = SPACE.sample(key, 64)
-    decisions = plan(family, SPACE, settings, key)
+    decisions = plan(family, SPACE, settings, key, rates=FAST)
     assert len(lowered) == 1  # the step with every choice masked, and nothing else
     whole = 64 * 15 * decisions["width"].flops_masked / 1e9
     for name in ("width", "activation", "solver"):
@@ -147,11 +143,11 @@ def test_auto_plan_masks_by_the_whole_run_bound_with_one_lowering(splits, key, m
         assert d.flops_masked == decisions["width"].flops_masked > 0 and np.isnan(d.flops_exact)
 
 
-def test_auto_plan_prices_each_choice(splits, key, slow_machine):
+def test_auto_plan_prices_each_choice(splits, key):
     space = SPACE
     family = make_family(splits)
     settings = space.sample(key, 64)
-    decisions = plan(family, space, settings, key)
+    decisions = plan(family, space, settings, key, rates=SLOW)
     for name in ("width", "activation", "solver"):
         d = decisions[name]
         # Masking computes every branch: more FLOPs per step than the options' mean alone.
@@ -160,7 +156,7 @@ def test_auto_plan_prices_each_choice(splits, key, slow_machine):
         assert d.extra_compile_seconds > 0
 
 
-def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch, slow_machine):
+def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch):
     from hypergrad import structure
 
     lowered = []
@@ -168,15 +164,49 @@ def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch, slow
     monkeypatch.setattr(structure, "_lowered_step_flops", lambda o, h, k: lowered.append(o) or count(o, h, k))
     family = make_family(splits)
     settings = SPACE.sample(key, 64)
-    first = plan(family, SPACE, settings, key)
+    first = plan(family, SPACE, settings, key, rates=SLOW)
     # The step with every choice masked (the bound), then per choice one masked step and one per
     # option, around the configuration of the first options, which every choice shares: 1 + 3
     # masked + 4 distinct exact configurations, not 1 + 3 + 6.
     assert len(lowered) == len(set(map(id, lowered))) == 8
     lowered.clear()
-    again = plan(family, SPACE, settings, key)  # a second search of the family lowers nothing
+    again = plan(family, SPACE, settings, key, rates=SLOW)  # a second search of the family lowers nothing
     assert lowered == [] and {n: d.flops_masked for n, d in again.items()} == {
         n: d.flops_masked for n, d in first.items()}
+
+
+def test_plan_is_a_function_of_its_rates(splits, key):
+    family = make_family(splits)
+    settings = SPACE.sample(key, 64)
+    slow = [plan(family, SPACE, settings, key, rates=SLOW) for _ in range(2)]
+    fast = plan(family, SPACE, settings, key, rates=FAST)
+    as_json = [json.dumps({n: d.to_dict() for n, d in p.items()}, sort_keys=True) for p in (*slow, fast)]
+    assert as_json[0] == as_json[1]  # the same rates, the same plan (whatever ran in between)
+    # the rates alone flip the decision: a slow machine groups what a fast one masks
+    assert all(d.masked for d in fast.values())
+    assert not slow[0]["width"].masked and fast["width"].masked
+    for decisions, rates in ((slow[0], SLOW), (fast, FAST)):
+        for d in decisions.values():
+            assert (d.flops_per_second, d.program_seconds) == (rates.flops_per_second, rates.program_seconds)
+    with pytest.raises(ValueError, match="Rates"):
+        plan(family, SPACE, settings, key, rates=1e9)
+    with pytest.raises(ValueError, match="flops_per_second"):
+        Rates(flops_per_second=0.0, program_seconds=1.0)
+
+
+def test_search_records_the_rates_it_measured(splits, key):
+    from hypergrad.space import SAMPLE_STREAM
+
+    result = hg.random_search(make_family(splits), SPACE, key, num_trials=8)
+    for name in ("width", "activation", "solver"):
+        recorded = result.info["structure"][name]
+        assert recorded["flops_per_second"] > 0 and recorded["program_seconds"] > 0
+    # replaying the plan with the recorded rates reproduces the recorded decisions
+    rates = Rates(recorded["flops_per_second"], recorded["program_seconds"])
+    settings = SPACE.sample(jax.random.fold_in(key, SAMPLE_STREAM), 8)
+    again = plan(make_family(splits), SPACE, settings, key, rates=rates)
+    assert {n: d.to_dict()["decision"] for n, d in again.items()} == {
+        n: r["decision"] for n, r in result.info["structure"].items()}
 
 
 def test_select_transform_applies_the_chosen_optimiser():

@@ -34,6 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from hypergrad._types import HParams, Key, PyTree
@@ -116,7 +117,7 @@ def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set
 
 # -- linear solvers on pytrees, matrix-free ----------------------------------------------------------
 def _vdot(a: PyTree, b: PyTree) -> jax.Array:
-    return sum(jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return optax.tree_utils.tree_vdot(a, b)
 
 
 def _axpy(alpha: jax.Array, x: PyTree, y: PyTree) -> PyTree:

@@ -141,8 +141,7 @@ def _tree_all(flags) -> jax.Array:
 
 
 def _tree_vdot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x.astype(jnp.float64), y.astype(jnp.float64)) for x, y in
-               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return optax.tree_utils.tree_vdot(*(optax.tree_utils.tree_cast(t, jnp.float64) for t in (a, b)))
 
 
 def _isolated(fn):
