@@ -195,11 +195,12 @@ def online_trajectory_fn(objective: hg.Objective):
 
     @jax.jit
     def run(hparams, key, data):
-        state, data_key = objective.init_state(hparams, key)
+        loop = objective.loop(data)
+        state = loop.init(hparams, key)
 
         def body(state, t):
             previous = state.opt_state.direction
-            state = objective.step(state, hparams, problem.train_batch(data["train"], data_key, t))
+            state = loop.step(state, hparams, t)
             grads = jax.tree.map(lambda d, p: d - hparams["momentum"] * p, state.opt_state.direction, previous)
             return state, (state.opt_state.learning_rate, -tree_vdot(grads, previous))
 

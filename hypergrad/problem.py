@@ -36,7 +36,7 @@ import numpy as np
 
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Problem", "num_examples", "kfold_indices", "refuse_cv"]
+__all__ = ["Problem", "num_examples", "kfold_indices"]
 
 
 def num_examples(data: PyTree, argname: str) -> int:
@@ -107,15 +107,6 @@ def kfold_indices(
     in_val[np.arange(k)[:, None], val] = True
     train = np.stack([np.flatnonzero(~row) for row in in_val]).astype(np.int64)
     return val, train
-
-
-def refuse_cv(problem: Any, method: str, fix: str = "use hg.Reverse() or hg.Forward(), which train "
-              "the folds vmapped") -> None:
-    """`ValueError` when `problem` is cross-validated: for methods that read the training data
-    themselves instead of going through `Objective.loss_and_scores`."""
-    if getattr(problem, "cv", None) is not None:
-        raise ValueError(f"{method} does not support cross-validated problems (cv={problem.cv}); {fix}, "
-                         "or build the problem without cv")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

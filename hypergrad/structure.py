@@ -18,12 +18,12 @@ search decides by measured cost (`plan`), per choice:
     group the choice  iff  N * T * (F_masked - F_exact) / R  >  (K - 1) * G * C
 
 where N is the number of trials, T the training steps, F_masked and F_exact the FLOPs of one
-training step (XLA's cost analysis of the lowered step, no compilation) with the choice masked and
+training step (`step_flops`: one run counted by `hypergrad.accounting`, per step) with the choice masked and
 averaged over its options, R the FLOP/s at which this process's search programs have run so far
 (before the first, a measured batch of small matrix products, the typical shape of per-trial
 networks), K the options present among the trials, G the number of programs the other grouped
-choices already make, and C the seconds each extra program costs: its compilation plus the two
-reference compilations of compute accounting (this process's mean so far, or
+choices already make, and C the seconds each extra program costs: its compilation plus its
+compute accounting (one trace; this process's mean so far, or
 `DEFAULT_PROGRAM_SECONDS` before the first). R and C are measured by the caller
 (`measured_rates()`) and passed to `plan` as `Rates`, so a plan is a function of its arguments:
 the same rates give the same decisions. The decisions, their numbers and the rates are stored in
@@ -31,8 +31,8 @@ the same rates give the same decisions. The decisions, their numbers and the rat
 
 The waste of masking any one choice is at most the whole run with every auto choice masked,
 N * T * F_whole / R. Where that bound already costs no more than one extra program, the choice is
-masked without pricing its options: one lowering in all instead of one per option (on the iris
-study this cut the plan from 1.4-1.9 s to about 0.5 s, with the same decisions).
+masked without pricing its options: one count in all instead of one per option, and the count
+of the whole masked run is the one the search then uses for its trials.
 
 The rule is first order: FLOPs stand for time, and the choices are decided one at a time in the
 space's order. On 2 CPU cores small batched matrix products run at 5-15% of a large product's
@@ -52,10 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._compile import signature
 from hypergrad import _caches
 from hypergrad._types import HParams, Key
-from hypergrad.compute import matmul_flops_per_second
+from hypergrad.accounting import matmul_flops_per_second, run_flops
 from hypergrad.objective import Objective
 from hypergrad.space import Choice, Space
 
@@ -229,38 +228,14 @@ def measured_rates() -> Rates:
     return Rates(flop_rate_estimate(), program_seconds_estimate())
 
 
-_step_flops_cache: dict = {}
-
-
 def step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    """FLOPs of one training step by XLA's cost analysis of the lowered (not compiled) step.
-
-    Cached per (objective, hparams shapes): a family builds each configuration's objective once,
-    so a plan lowers each configuration's step once per process (about 0.1 s each), however many
-    choices and searches ask for it.
+    """FLOPs of one training step of one fit: one training run and its scoring, counted by
+    `hypergrad.accounting.run_flops` (traced, never compiled; cached per objective), over the
+    run's steps (`num_steps` x folds). Initialisation and scoring ride along as their share per
+    step (a few percent at the horizons searched). A search that then runs the same objective
+    (every auto choice masked, the usual outcome) finds its trials' FLOPs already counted.
     """
-    cache_key = (objective, signature((hparams, key)))
-    if cache_key not in _step_flops_cache:
-        _step_flops_cache[cache_key] = _lowered_step_flops(objective, hparams, key)
-    return _step_flops_cache[cache_key]
-
-
-def _lowered_step_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    data = objective.problem.data
-    train = data["train"]
-    if getattr(objective.problem, "num_folds", 1) > 1:  # the per-fold arrays of a cross-validated problem
-        train = jax.tree.map(lambda a: a[0], train)
-
-    def first_batch(h, k, train):
-        state, data_key = objective.init_state(h, k)
-        return state, objective.problem.train_batch(train, data_key, 0)
-
-    # Shapes only (tracing, no lowering) for the state and minibatch; only the step is lowered.
-    state, batch = jax.eval_shape(first_batch, hparams, key, train)
-    analysis = jax.jit(objective.step).lower(state, hparams, batch).cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))
+    return run_flops(objective, hparams, key) / _fit_steps(objective)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,9 +286,9 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
         rates: the measured FLOP rate and seconds per extra program (`measured_rates()`), recorded
             in every auto decision.
 
-    Cost: one lowering (tracing, no compilation) of the step with every auto choice masked; for
-    each choice whose bound exceeds its extra compile, one more lowering of the step with it masked
-    and one per option.
+    Cost: one count (`hypergrad.accounting`: a trace, no compilation) of the run with every auto
+    choice masked; for each choice whose bound exceeds its extra compile, one more count with it
+    masked and one per option.
     """
     if not isinstance(rates, Rates):
         raise ValueError(f"plan(rates={rates!r}) must be a structure.Rates, e.g. structure.measured_rates()")

@@ -3,7 +3,7 @@
 Folds: sizes, disjointness, stratification, seeds. The cv objective against k single-split
 objectives built by hand from the same fold arrays; its hypergradient against finite differences
 (float64, from tests/conftest.py) and against the per-fold hypergradients; search, tune and compute
-accounting on a cv problem; the methods that refuse it; the scikit-learn results format.
+accounting on a cv problem; every method as the fold mean of its own; the scikit-learn results format.
 """
 
 import dataclasses
@@ -18,7 +18,6 @@ import hypergrad as hg
 from hypergrad.problem import kfold_indices
 from hypergrad.results import COMPLETE, FAIL, Result, Trial
 from hypergrad.search import run_flops
-from _helpers import counting
 
 T = 6  # training steps: short, so every compiled program is small
 K = 4  # folds
@@ -263,24 +262,32 @@ def test_cv_full_window_truncation_and_checkpointing_are_reverse(cv_objective, k
         np.testing.assert_allclose(float(grads[name]), float(grads_r[name]), rtol=1e-12)
 
 
-@pytest.mark.parametrize("method,name", [
-    (hg.Implicit(), "Implicit"),
-    (hg.Reversible(lr="lr", momentum="momentum"), "Reversible"),
-    (hg.ES(sigma=0.1, num_samples=2), "ES"),
-    (hg.PES(sigma=0.1, num_samples=2, window=2), "PES"),
-    (hg.Truncated(window=2), r"Truncated\(window=2\)"),
-])
-def test_methods_that_read_the_training_set_refuse_cv_before_compiling(cv_problem, key, method, name):
-    problem, count = counting(cv_problem)
-    objective = hg.Objective(problem, sgd, num_steps=T)
-    hparams = {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}
-    with pytest.raises(ValueError, match=rf"{name} does not support cross-validated problems \(cv=4\); "
-                                         r"use hg\.Reverse\(\)"):
-        hg.hypergradient(objective, hparams, key, method=method)
-    space = hg.Space({"lr": hg.LogUniform(0.01, 1.0)})
-    with pytest.raises(ValueError, match="does not support cross-validated problems"):
-        hg.tune(objective, space, key, method=method, steps=2)
-    assert count["traces"] == 0
+def sgd_momentum(hparams):
+    return optax.sgd(hparams["lr"], momentum=hparams["momentum"])
+
+
+@pytest.mark.parametrize("method,optimizer,hparams", [
+    (hg.Implicit(), lambda h: optax.sgd(0.3, momentum=0.5), {"weight_decay": 0.02}),
+    (hg.Reversible(lr="lr", momentum="momentum"), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
+    (hg.ES(sigma=0.1, num_samples=2), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
+    (hg.PES(sigma=0.1, num_samples=2, window=2), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
+    (hg.Truncated(window=2), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
+], ids=["Implicit", "Reversible", "ES", "PES", "Truncated"])
+def test_every_method_on_cv_is_the_fold_mean_of_its_own_hypergradients(cv_problem, key, method, optimizer, hparams):
+    """Cross-validation wraps any method: on a cv problem each method's value and hypergradient
+    are the means over folds of the same method on each fold's single-split objective (one key:
+    the same initialisation, minibatches and, for ES and PES, the same noise in every fold)."""
+    objective = hg.Objective(cv_problem, optimizer, num_steps=T)
+    hparams = {name: jnp.asarray(v, jnp.float64) for name, v in hparams.items()}
+    value, grads = hg.hypergradient(objective, hparams, key, method=method)
+    folds = per_fold(objective, lambda o, h, k, d: method.value_and_grad(o, h, k, d), hparams, key)
+    np.testing.assert_allclose(float(value), np.mean([float(v) for (v, _), _ in folds]), rtol=1e-13)
+    for name in hparams:
+        expected = np.mean([float(g[name]) for _, g in folds])
+        np.testing.assert_allclose(float(grads[name]), expected, rtol=1e-10)
+        assert float(grads[name]) != 0.0
+    # ...and the fold gradients differ, so the mean is not one fold's gradient copied.
+    assert len({float(g["weight_decay"]) for _, g in folds}) == K
 
 
 def test_cv_online_hypergradient_optimizer_trains_each_fold(cv_problem, key):

@@ -55,7 +55,7 @@ def assert_matches_reverse(objective, hparams, key, method, *, exact=True, via_h
             np.testing.assert_array_equal(b, a)
             np.testing.assert_array_equal(v, 0)
         # The initial integers really are the problem's initial parameters on the 2^-radix grid.
-        state, _ = objective.init_state(hparams, key)
+        state = objective.loop().init(hparams, key)
         for a, p in zip(jax.tree.leaves(initial), jax.tree.leaves(state.params)):
             np.testing.assert_array_equal(a, np.round(np.asarray(p, np.float64) * 2.0 ** method.radix_bits))
     return grads_rev

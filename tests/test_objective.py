@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import hypergrad as hg
-from hypergrad.objective import DRAW_BLOCK  # noqa: E402
+from hypergrad.loop import DRAW_BLOCK  # noqa: E402
 from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 
 T = 6
@@ -187,41 +187,52 @@ def test_user_defined_nnx_model_via_nnx_problem(mlp_problem, key):
 
 
 @pytest.mark.parametrize("start,num_steps", [(0, 2 * DRAW_BLOCK + 5), (3, DRAW_BLOCK), (7, 5)])
-def test_run_steps_draws_in_blocks_the_same_minibatches_as_step_by_step(logistic_minibatch_problem, key,
-                                                                         start, num_steps):
-    """Minibatches drawn DRAW_BLOCK steps at a time (blocks, a remainder, a start offset) train
-    exactly as drawing minibatch t inside step t."""
+def test_loop_run_draws_in_blocks_the_same_minibatches_as_step_by_step(logistic_minibatch_problem, key,
+                                                                        start, num_steps):
+    """`Loop.run` draws minibatches DRAW_BLOCK steps at a time (blocks, a remainder, a start
+    offset) and trains exactly as `Loop.step`, which draws minibatch t inside step t."""
     objective = hg.Objective(logistic_minibatch_problem, sgd_momentum_schedule, num_steps=start + num_steps)
     hparams = {"lr": jnp.linspace(0.5, 0.1, start + num_steps), "momentum": jnp.asarray(0.8)}
-    state, data_key = objective.init_state(hparams, key)
-    train = logistic_minibatch_problem.data["train"]
-    blocked = jax.jit(lambda s: objective.run_steps(s, start, num_steps, hparams, data_key, train))(state)
+    loop = objective.loop()
+    state = loop.init(hparams, key)
+    blocked = jax.jit(lambda s: loop.run(s, hparams, start, num_steps))(state)
     stepwise = jax.jit(lambda s: jax.lax.fori_loop(
-        start, start + num_steps, lambda t, s: objective.loop_step(s, hparams, data_key, train, t), s))(state)
-    for a, b in zip(jax.tree.leaves(blocked), jax.tree.leaves(stepwise)):
+        start, start + num_steps, lambda t, s: loop.step(s, hparams, t), s))(state)
+    assert blocked.data_key is state.data_key or bool(jnp.all(
+        jax.random.key_data(blocked.data_key) == jax.random.key_data(state.data_key)))
+    for a, b in zip(jax.tree.leaves(blocked[:2]), jax.tree.leaves(stepwise[:2])):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
+class _StepByStep(hg.Method):
+    """A method written against the narrow loop alone (init, step, readout, num_steps): plain
+    autodiff through a Python-visible fori_loop of `step`. Outside code can write one."""
+
+    def differentiate(self, loop, hparams, key):
+        def loss(h):
+            state = jax.lax.fori_loop(0, loop.num_steps, lambda t, s: loop.step(s, h, t), loop.init(h, key))
+            return loop.readout(state, h)
+
+        return jax.value_and_grad(loss, has_aux=True)(hparams)
+
+    def __hash__(self):
+        return 0
+
+    def __eq__(self, other):
+        return isinstance(other, _StepByStep)
+
+
 @pytest.mark.parametrize("cv", [None, 3])
-def test_run_takes_a_loop_in_place_of_run_steps(key, cv):
-    """`run(loop=f)` runs the steps with `f(objective, state, 0, T, hparams, data_key, train,
-    checkpoint_every=...)` (once per trace, the folds vmapped around it) and keeps the rest of the
-    objective: a loop that scales the result of `run_steps` changes the trained parameters by
-    exactly that, and scores follow."""
+def test_a_method_that_sees_only_init_step_readout_equals_reverse(key, cv):
+    """The loop contract is enough for a method: one built from `init`, `step` and `readout`
+    alone gives Reverse()'s value, scores and hypergradient, and cross-validation wraps it
+    without its knowing (the fold mean of its per-fold gradients)."""
     problem = hg.problems.logistic("breast_cancer", batch_size=32, cv=cv)
     objective = hg.Objective(problem, sgd, num_steps=T)
     hparams = {"lr": jnp.asarray(0.1), "weight_decay": jnp.asarray(1e-3)}
-    calls = []
-
-    def halved(obj, state, start, num_steps, h, data_key, train_data, *, checkpoint_every=None):
-        calls.append((obj, start, num_steps, checkpoint_every))
-        out = obj.run_steps(state, start, num_steps, h, data_key, train_data, checkpoint_every=checkpoint_every)
-        return out._replace(params=jax.tree.map(lambda p: 0.5 * p, out.params))
-
-    plain = objective.run(hparams, key, problem.data).params
-    looped = objective.run(hparams, key, problem.data, checkpoint_every=2, loop=halved).params
-    assert calls == [(objective, 0, T, 2)]
-    for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(plain)):
-        np.testing.assert_allclose(a, 0.5 * b, rtol=1e-12)
-    assert float(objective.loss_and_scores(hparams, key, problem.data, loop=halved)[0]) != \
-        float(objective.loss_and_scores(hparams, key, problem.data)[0])
+    value, grads = hg.hypergradient(objective, hparams, key, method=_StepByStep())
+    expected, expected_grads = hg.hypergradient(objective, hparams, key, method=hg.Reverse())
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    for name in hparams:
+        np.testing.assert_allclose(grads[name], expected_grads[name], rtol=1e-9)
+    assert float(grads["lr"]) != 0.0

@@ -4,6 +4,12 @@ A method is an immutable strategy object passed as `method=` (as optimistix's `a
 computes the validation loss, the scores of the trained parameters and an (exact or estimated)
 gradient of the loss with respect to the hyperparameters, as a pure function that can be traced,
 jitted and vmapped.
+
+A method is written against the narrow training loop of one training set (`hypergrad.loop.Loop`:
+`init`, `step`, `readout`, `num_steps`, plus the structure some methods exploit) and nothing else:
+subclasses implement `differentiate(loop, hparams, key)` and, optionally, `check_loop`.
+Cross-validation is the wrapper `value_and_grad` puts around every method: one loop per fold,
+vmapped, the value and gradient averaged over folds (`hypergrad.folds`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hypergrad._types import HParams, Key, PyTree, Scalar
+from hypergrad.folds import over_folds
+from hypergrad.loop import Loop
 
 __all__ = ["Method"]
 
@@ -21,53 +29,40 @@ class Method(abc.ABC):
     """Abstract base of hypergradient strategies. Subclasses are frozen dataclasses (hashable)."""
 
     @abc.abstractmethod
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key
+                      ) -> tuple[tuple[Scalar, dict[str, Scalar]], HParams]:
+        """((validation loss, scores of the trained parameters), d loss / d hparams) on one
+        training set. Pure and traceable."""
+
+    def check_loop(self, loop: Loop, hparams: HParams) -> None:  # noqa: B027 - optional hook
+        """Raises `ValueError`, before anything compiles, for a combination it cannot handle
+        (`loop` holds concrete data; `hparams` may be traced)."""
+
     def value_and_grad(
         self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]
     ) -> tuple[tuple[Scalar, dict[str, Scalar]], HParams]:
-        """((validation loss, scores of the trained parameters), d loss / d hparams).
+        """((validation loss, scores), d loss / d hparams) of `objective`: `differentiate` on its
+        loop, or under cross-validation on each fold's loop, vmapped, with the value and the
+        gradient averaged over the folds (the gradient of the fold mean is the mean of the fold
+        gradients) and the scores aggregated (`hypergrad.folds`).
 
-        Pure and traceable. `data` holds the problem's splits as explicit arrays.
+        Pure and traceable. `data` holds the problem's splits as explicit arrays (`problem.data`).
         """
+        return over_folds(objective.problem, data,
+                          lambda split: self.differentiate(objective.loop(split), hparams, key), has_grads=True)
 
-    def check(self, objective: Any, hparams: HParams) -> None:  # noqa: B027 - optional hook
+    def check(self, objective: Any, hparams: HParams) -> None:
         """Raises `ValueError`, before anything compiles, for a combination it cannot handle."""
-
-    def flops_per_step(self, objective: Any, hparams: HParams, key: Key,
-                       held: HParams | None = None) -> tuple[float, float]:
-        """(FLOPs outside the training loop, FLOPs per training step) of `value_and_grad`.
-
-        Counted by XLA on the method's program with the loop fully unrolled at T=1 and T=2 (see
-        `hypergrad.compute`), cached per (objective, method, shapes).
-
-        `held`: hyperparameters held fixed, for the hypergradient of `objective.with_fixed(held)`.
-        They enter the counted program as inputs, as they do the batched program of
-        `hg.hybrid_search`, so a masked choice is counted with every branch (XLA counts a
-        conditional as the sum of its branches, which is what the vmapped program computes).
-        Closed over as constants, the index would let XLA drop the branches it does not select,
-        so the count would depend on which options the held values pick (by 1-3% on the iris
-        study), and each new `with_fixed` objective would miss the cache.
-        """
-        from hypergrad.compute import cached_flops_per_step
-
-        data = objective.problem.data
-
-        def build(steps):
-            method = self.reference_options(steps)
-            if held is None:
-                return lambda h, k, d: method.value_and_grad(objective.reference(steps), h, k, d)
-            return lambda h, f, k, d: method.value_and_grad(objective.with_fixed(f).reference(steps), h, k, d)
-
-        if held is None:
-            return cached_flops_per_step(("hypergradient", objective, self), build, (hparams, key, data))
-        return cached_flops_per_step(("hypergradient-held", objective, self), build, (hparams, held, key, data))
+        self.check_loop(objective.loop(), hparams)
 
     def flops(self, objective: Any, hparams: HParams, key: Key, held: HParams | None = None) -> float:
-        """FLOPs of one `value_and_grad` at the objective's horizon (affine in T by default); `held`
-        as in `flops_per_step`."""
-        fixed, per_step = self.flops_per_step(objective, hparams, key, held)
-        return fixed + objective.num_steps * per_step
+        """FLOPs of one hypergradient of this method on `objective` (the program
+        `hypergrad.hypergradient.value_and_grad_fn(objective, self)`, traced and counted, never
+        compiled): `hypergrad.accounting.hypergradient_flops`, whose docstring says what `held`
+        does; cached per (objective, method, shapes)."""
+        # The one import cycle, broken once here (as diffrax does): accounting counts the program
+        # hypergradient.py builds on this class, so it sits above methods/ in the layers; this
+        # convenience for callers looks it up at call time.
+        from hypergrad import accounting
 
-    def reference_options(self, num_steps: int) -> "Method":
-        """This method as used in the T=1 and T=2 reference programs of compute accounting."""
-        del num_steps
-        return self
+        return accounting.hypergradient_flops(objective, self, hparams, key, held)

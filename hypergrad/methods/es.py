@@ -32,7 +32,7 @@ The estimators below are Monte Carlo means of these expressions, so they are unb
 Relative to the true gradient, a Taylor expansion gives grad F - grad L = (sigma^2 / 2)
 grad tr(D^2 hess L) + O(sigma^4): a bias of O(sigma^2) (in units of the relative step).
 
-Randomness. `value_and_grad(objective, hparams, key, data)` receives the training key, which must
+Randomness. `differentiate(loop, hparams, key)` receives the training key, which must
 keep producing the same initialisation and minibatches. The perturbations come from
 `fold_in(key, PERTURBATION_STREAM)`, and the noise of sample i in window k from
 `fold_in(fold_in(that, i), k)` (ES is window 0): estimates are replayable, do not depend on the
@@ -55,7 +55,7 @@ import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
-from hypergrad.problem import refuse_cv
+from hypergrad.loop import Loop
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["ES", "PES", "PERTURBATION_STREAM"]
@@ -147,10 +147,10 @@ def _estimate(contributions: HParams, scale: HParams) -> HParams:
     return jax.tree.map(lambda c, d: jnp.mean(c, axis=0) / d, contributions, scale)
 
 
-def _window_unroll(objective: Any) -> int | bool:
+def _window_unroll(loop: Loop) -> int | bool:
     # Fully unrolled reference objectives (compute accounting) must unroll the window loop too:
     # XLA's cost analysis counts a loop body once.
-    return True if objective.unroll is True else 1
+    return True if loop.unroll is True else 1
 
 
 # -- ES ------------------------------------------------------------------------------------------
@@ -207,18 +207,14 @@ class ES(Method):
             "ES", "chunk", self.chunk, "samples evaluated at once (memory bound), or None for all",
             optional=True))
 
-    def check(self, objective: Any, hparams: HParams) -> None:
-        """Refuses cross-validated problems: the perturbed runs read one training set."""
-        refuse_cv(objective.problem, "ES")
-
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        value, scores = objective.loss_and_scores(hparams, key, data)
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+        value, scores = loop.readout(loop.train(hparams, key), hparams)
         noise_key = _perturbation_key(key)
         scale = _scale(hparams, self.relative)
         signs = _signs(self.antithetic, jnp.result_type(value))
 
         def loss(h):  # the validation loss only (scores would compute the test loss too)
-            return objective.problem.validation_loss(objective.run(h, key, data).params, h, data["val"])
+            return loop.val_loss(loop.train(h, key).params, h)
 
         def sample(i):
             noise = _noise(noise_key, i, 0, hparams)
@@ -228,11 +224,6 @@ class ES(Method):
 
         contributions = _map_samples(sample, self.num_samples, self.chunk)
         return (value, scores), _estimate(contributions, scale)
-
-    def reference_options(self, num_steps: int) -> Method:
-        # A chunked lax.map is a loop, whose body XLA's cost analysis would count once.
-        del num_steps
-        return dataclasses.replace(self, chunk=None)
 
 
 # -- PES -----------------------------------------------------------------------------------------
@@ -308,32 +299,26 @@ class PES(Method):
         object.__setattr__(self, "chunk", _check_int(
             "PES", "chunk", self.chunk, "particles run at once (memory bound), or None for all", optional=True))
 
-    def check(self, objective: Any, hparams: HParams) -> None:
-        """Refuses cross-validated problems: the perturbed runs read one training set."""
-        refuse_cv(objective.problem, "PES")
-
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        value, scores = objective.loss_and_scores(hparams, key, data)
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+        value, scores = loop.readout(loop.train(hparams, key), hparams)
         noise_key = _perturbation_key(key)
         scale = _scale(hparams, self.relative)
         signs = _signs(self.antithetic, jnp.result_type(value))
         # The data key does not depend on the hyperparameters: every particle sees the same batches.
-        _, data_key = objective.init_state(hparams, key)
-        num_full, remainder = divmod(objective.num_steps, self.window)
-        unroll = _window_unroll(objective)
+        num_full, remainder = divmod(loop.num_steps, self.window)
+        unroll = _window_unroll(loop)
 
         def sample(i):
             def advance(states, xi, noise, k, length):
                 """Window k (`length` steps) at h + s sigma D e_k; xi += e_k."""
                 hs = _perturb(hparams, scale, noise, self.sigma, signs)
-                states = jax.vmap(lambda state, h: objective.run_steps(
-                    state, k * self.window, length, h, data_key, data["train"]))(states, hs)
+                states = jax.vmap(lambda state, h: loop.run(state, h, k * self.window, length))(states, hs)
                 return states, jax.tree.map(jnp.add, xi, noise)
 
             # Window 0's hyperparameters also initialise the optimiser state (an optimiser whose
             # state holds a hyperparameter, such as sgd_hd's initial learning rate, sees it there).
             noise = _noise(noise_key, i, 0, hparams)
-            states = jax.vmap(lambda h: objective.init_state(h, key)[0])(
+            states = jax.vmap(lambda h: loop.init(h, key))(
                 _perturb(hparams, scale, noise, self.sigma, signs))
             xi = jax.tree.map(jnp.zeros_like, hparams)
             if num_full:
@@ -348,14 +333,9 @@ class PES(Method):
                                                  unroll=unroll)[0]
             if remainder:
                 states, xi = advance(states, xi, noise, num_full, remainder)
-            losses = jax.vmap(lambda params: objective.problem.validation_loss(params, hparams, data["val"]))(
-                states.params)
+            losses = jax.vmap(lambda params: loop.val_loss(params, hparams))(states.params)
             weight = _weight(losses, value, self.sigma, self.antithetic)
             return jax.tree.map(lambda x: weight.astype(x.dtype) * x, xi)
 
         contributions = _map_samples(sample, self.num_samples, self.chunk)
         return (value, scores), _estimate(contributions, scale)
-
-    def reference_options(self, num_steps: int) -> Method:
-        del num_steps
-        return dataclasses.replace(self, chunk=None)

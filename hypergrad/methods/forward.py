@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypergrad._types import HParams, Key, PyTree
-from hypergrad.methods.base import Method
 from hypergrad._checks import is_int_at_least
+from hypergrad._types import HParams, Key
+from hypergrad.loop import Loop
+from hypergrad.methods.base import Method
 
 __all__ = ["Forward"]
 
@@ -153,15 +153,19 @@ class Forward(Method):
             )
         return total
 
-    def check(self, objective: Any, hparams: HParams) -> None:
+    def check_loop(self, loop: Loop, hparams: HParams) -> None:
         self._check_directions(self._layout(hparams))
 
     # -- the hypergradient ------------------------------------------------------------------------
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
         layout = self._layout(hparams)
         total = self._check_directions(layout)
+
+        def value_and_scores(h):
+            return loop.readout(loop.train(h, key), h)
+
         if total == 0:  # no hyperparameters: nothing to push forward
-            return objective.loss_and_scores(hparams, key, data), {}
+            return value_and_scores(hparams), {}
         dtype = jnp.result_type(*[hparams[leaf.name] for leaf in layout])
         offsets = np.cumsum([0] + [leaf.directions for leaf in layout])
 
@@ -177,7 +181,7 @@ class Forward(Method):
             return out
 
         def loss(u):
-            value, scores = objective.loss_and_scores(embed(u), key, data)
+            value, scores = value_and_scores(embed(u))
             return value, (value, scores)
 
         # jacfwd = vmap over the basis vectors of a JVP through the training scan: tangents travel

@@ -38,9 +38,9 @@ import optax
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.methods.base import Method
-from hypergrad.problem import refuse_cv
 from hypergrad._checks import is_int_at_least
+from hypergrad.loop import Loop
+from hypergrad.methods.base import Method
 
 __all__ = ["Implicit", "hparams_read_by"]
 
@@ -265,20 +265,15 @@ class Implicit(Method):
             raise ValueError(f"Implicit(unroll={self.unroll!r}) must be True or False")
 
     # -- refusal -------------------------------------------------------------------------------
-    def check(self, objective: Any, hparams: HParams) -> None:
-        """Refuses hyperparameters that the optimiser reads (e.g. 'lr', 'momentum'), statically,
-        and cross-validated problems (its solve reads one training set)."""
-        problem = objective.problem
-        refuse_cv(problem, "Implicit", "use hg.Reverse() or hg.Forward(), which train the folds vmapped")
+    def check_loop(self, loop: Loop, hparams: HParams) -> None:
+        """Refuses hyperparameters that the optimiser reads (e.g. 'lr', 'momentum'), statically."""
         try:
-            params = jax.eval_shape(problem.initial_params, jax.random.key(0), hparams)
-            batch = _abstract(problem.train_data)
+            params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
-            in_loss = hparams_read_by(lambda h, p, b: jax.grad(problem.train_loss)(p, h, b),
-                                      hparams, params, batch)
+            in_loss = hparams_read_by(lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None), hparams, params, loop)
 
             def optimizer_step(h, p, g):
-                opt = objective.make_optimizer(h)
+                opt = loop.optimizer(h)
                 state = opt.init(p)
                 return state, opt.update(g, state, p)
 
@@ -297,22 +292,22 @@ class Implicit(Method):
                     "it out of hparams (fix it inside the optimizer function)")
 
     # -- the hypergradient ---------------------------------------------------------------------
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        self.check(objective, hparams)  # shapes only: also safe while tracing
-        problem = objective.problem
-        train = data["train"]  # the full training set: L, H and d2L/dwdh are full-batch
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+        self.check_loop(loop, hparams)  # shapes only: also safe while tracing
+        # L, H and d2L/dwdh are full-batch: the training loss on the whole training set.
 
         # Train with the hyperparameters held constant: no derivative flows through the scan.
-        params = objective.run(jax.lax.stop_gradient(hparams), key, data).params
-        params = jax.lax.stop_gradient(params)
-        scores = problem.scores(params, data, hparams)
-        value = scores["val_loss"]
+        state = loop.train(jax.lax.stop_gradient(hparams), key)
+        state = state._replace(params=jax.lax.stop_gradient(state.params))
+        params = state.params
+        value, scores = loop.readout(state, hparams)
 
         def grad_w(w, h):  # F(w, h) = dL/dw (w, h); F(w*(h), h) = 0 defines w*(h)
-            return jax.grad(problem.train_loss)(w, h, train)
+            return jax.grad(loop.train_loss)(w, h, None)
 
-        # dV/dw at the trained w: the right-hand side of the linear system.
-        rhs = jax.grad(lambda p: problem.validation_loss(p, hparams, data["val"]))(params)
+        # dV/dw at the trained w: the right-hand side of the linear system; dV/dh at fixed w, the
+        # direct term (zero unless the model itself reads hyperparameters).
+        rhs, direct = jax.grad(loop.val_loss, argnums=(0, 1))(params, hparams)
 
         def hvp(v):  # (H + damping I) v = d/de [dL/dw (w + e v, h)] at e = 0, plus damping v
             hv = jax.jvp(lambda w: grad_w(w, hparams), (params,), (v,))[1]
@@ -328,11 +323,6 @@ class Implicit(Method):
         # v' d2L/dwdh = d/dh [v' dL/dw (w, h)]: one vector-Jacobian product of F in h, cotangent v.
         _, pullback = jax.vjp(lambda h: grad_w(params, h), hparams)
         (mixed,) = pullback(v)
-        # dV/dh = -v' d2L/dwdh + (direct term dV/dh at fixed w, zero: val_loss takes no hparams).
-        grads = jax.tree.map(jnp.negative, mixed)
+        # dV/dh = -v' d2L/dwdh + (the direct term dV/dh at fixed w).
+        grads = jax.tree.map(lambda m, d: d - m, mixed, direct)
         return (value, scores), grads
-
-    def reference_options(self, num_steps: int) -> Method:
-        # XLA's cost analysis counts a loop body once: unroll the solver so every product is counted.
-        del num_steps
-        return dataclasses.replace(self, unroll=True)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypergrad._types import HParams, Key, PyTree
-from hypergrad.methods.base import Method
-from hypergrad.objective import DRAW_BLOCK, in_segments
+from hypergrad._types import HParams, Key
 from hypergrad._checks import is_int_at_least
+from hypergrad.loop import Loop, LoopState, in_segments
+from hypergrad.methods.base import Method
 
 __all__ = ["Reverse"]
 
@@ -43,9 +41,8 @@ class Reverse(Method):
       training loss). Smallest memory without checkpointing; not forward-differentiable (use
       another store to take `jax.jvp` through a hypergradient).
 
-    "dots" and "states" use only `Objective.step`, `Problem.batch_indices` and `Problem.gather`
-    for the loop (the objective's own `run` and `loss_and_scores`, cross-validation included,
-    around it).
+    All three see only the loop (`hypergrad.loop.Loop`): `init`, `readout`, and `run` ("residuals")
+    or `draw_all` and `update` ("dots", "states"); cross-validation wraps them (`Method.value_and_grad`).
 
     Cost: one training run forward plus a backward pass holding one Hessian-vector product per step.
     By XLA's FLOP count about 2.2 training runs for "residuals", a little more for "dots" (the
@@ -77,38 +74,30 @@ class Reverse(Method):
         if self.store not in _STORES:
             raise ValueError(f"Reverse(store={self.store!r}) must be one of {_STORES}")
 
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        loop = _LOOPS.get(self.store)  # None: the objective's own run_steps, differentiated by JAX
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+        run = _RUNS[self.store]
 
         def loss(h):
-            return objective.loss_and_scores(h, key, data, checkpoint_every=self.checkpoint_every, loop=loop)
+            state = run(loop, loop.init(h, key), h, self.checkpoint_every)
+            return loop.readout(state, h)
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)
 
-    def reference_options(self, num_steps: int) -> Method:
-        # In the unrolled T=1/T=2 accounting programs, checkpointing every step reproduces the
-        # recomputation per step of any k < T (each step is recomputed exactly once).
-        return self if self.checkpoint_every is None else dataclasses.replace(self, checkpoint_every=1)
+
+# -- the loop of each store, from `state` through all of `loop.num_steps` ---------------------------
+def _run_residuals(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: int | None) -> LoopState:
+    """Plain autodiff of `Loop.run`: JAX keeps every residual of every step."""
+    return loop.run(state, hparams, 0, loop.num_steps, checkpoint_every=checkpoint_every)
 
 
-# -- store="dots" and store="states": the loop, differentiated our way -------------------------------
-def _draw_indices(problem, data_key, ts):
-    """Minibatch indices of steps `ts` (equal to drawing them step by step), vectorised over
-    `DRAW_BLOCK` steps at a time, as training draws them: in the loop, sampling is a large share
-    of a small model's step (about half on the digits MLP), and drawing all T at once would hold
-    T x n uniforms."""
-    if problem.batch_size is None:
-        return None
-    return jax.lax.map(lambda t: problem.batch_indices(data_key, t), ts,
-                       batch_size=min(DRAW_BLOCK, int(ts.shape[0])))
-
-
-def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
-    """`Objective.run_steps` with the same result; each step rematerialised but its dots saved."""
-    indices = _draw_indices(self.problem, data_key, start + jnp.arange(num_steps))
+def _run_dots(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: int | None) -> LoopState:
+    """`Loop.run` with the same result; each step rematerialised but its dots saved. Every step's
+    minibatch is drawn up front (`Loop.draw_all`, vectorised in blocks)."""
+    num_steps = loop.num_steps
+    indices = loop.draw_all(state, jnp.arange(num_steps))
 
     def step(s, idx):
-        return self.step(s, hparams, self.problem.gather(train_data, idx)), None
+        return loop.update(s, hparams, idx)
 
     # Saving only matrix-product outputs (and the step's inputs) keeps the stored values per step
     # few: on a CPU each stored array costs a dynamic-update-slice per step, which for a small
@@ -116,27 +105,30 @@ def _run_steps_dots(self, state, start, num_steps, hparams, data_key, train_data
     # merge the backward pass's recomputation with the forward pass (they are separate loops), so
     # the optimisation barrier `prevent_cse` puts on the step's inputs only costs copies (one per
     # state leaf and step; without them Reverse() ran 1-2% faster on the digits MLP, with bitwise
-    # the same gradient). Fully unrolled (the T=1 and T=2 accounting references) both passes are
-    # one straight-line program, where XLA would merge them and the FLOP count would no longer be
-    # the rolled program's: the barrier stays there.
-    rolled = self.unroll is not True and int(self.unroll) < num_steps
+    # the same gradient). Fully unrolled, both passes are one straight-line program, where XLA
+    # would merge them: the barrier stays there.
+    rolled = loop.unroll is not True and int(loop.unroll) < num_steps
     step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=not rolled)
 
     def run(s, idx, length):
         xs = jnp.zeros((length, 0)) if idx is None else idx  # full batch: nothing to scan over
-        return jax.lax.scan(lambda c, x: step(c, None if idx is None else x), s, xs, unroll=self.unroll)[0]
+        return jax.lax.scan(lambda c, x: (step(c, None if idx is None else x), None), s, xs,
+                            unroll=loop.unroll)[0]
 
-    return in_segments(run, state, indices, num_steps, checkpoint_every, self.unroll)
+    return in_segments(run, state, indices, num_steps, checkpoint_every, loop.unroll)
 
 
-def _run_steps_states(self, state, start, num_steps, hparams, data_key, train_data, *, checkpoint_every=None):
-    """`Objective.run_steps` with the same result, differentiated by `_loop` (see `Reverse`)."""
-    indices = _draw_indices(self.problem, data_key, start + jnp.arange(num_steps))
+def _run_states(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: int | None) -> LoopState:
+    """`Loop.run` with the same result, differentiated by `_loop` (see `Reverse`). The data key,
+    constant through training and not differentiable, is held out of the stored states."""
+    num_steps = loop.num_steps
+    indices = loop.draw_all(state, jnp.arange(num_steps))
 
     def run(s, idx, length):
-        return _loop(self, s, hparams, train_data, idx, length)
+        return _loop(loop, s, hparams, idx, length)
 
-    return in_segments(run, state, indices, num_steps, checkpoint_every, self.unroll)
+    out = in_segments(run, state._replace(data_key=None), indices, num_steps, checkpoint_every, loop.unroll)
+    return out._replace(data_key=state.data_key)
 
 
 def _is_float(x) -> bool:
@@ -185,32 +177,30 @@ def _get(buffers, like, t):
     return jax.tree.unflatten(treedef, out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
-def _loop(objective, state, hparams, train_data, indices, num_steps):
-    """`num_steps` training steps on the minibatches `indices` (None: full batch)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _loop(loop, state, hparams, indices, num_steps):
+    """`num_steps` training steps (`loop.update`) on the minibatches `indices` (None: full batch)."""
     def body(s, t):
-        idx = None if indices is None else indices[t]
-        return objective.step(s, hparams, objective.problem.gather(train_data, idx)), None
+        return loop.update(s, hparams, None if indices is None else indices[t]), None
 
-    return jax.lax.scan(body, state, jnp.arange(num_steps), unroll=objective.unroll)[0]
+    return jax.lax.scan(body, state, jnp.arange(num_steps), unroll=loop.unroll)[0]
 
 
-def _loop_fwd(objective, state, hparams, train_data, indices, num_steps):
+def _loop_fwd(loop, state, hparams, indices, num_steps):
     def body(carry, t):
         s, buffers = carry
-        idx = None if indices is None else indices[t]
-        new = objective.step(s, hparams, objective.problem.gather(train_data, idx))
+        new = loop.update(s, hparams, None if indices is None else indices[t])
         return (new, _put(buffers, s, t)), None
 
     init = (state, _buffers(state, num_steps))
-    final, buffers = jax.lax.scan(body, init, jnp.arange(num_steps), unroll=objective.unroll)[0]
+    final, buffers = jax.lax.scan(body, init, jnp.arange(num_steps), unroll=loop.unroll)[0]
     # Zero-size arrays carry the state's structure, shapes and dtypes to the backward rule.
     template = jax.tree.map(lambda x: jnp.zeros((0,) + jnp.shape(x), jnp.result_type(x)), state)
-    return final, (buffers, template, hparams, train_data, indices)
+    return final, (buffers, template, hparams, loop, indices)
 
 
-def _loop_bwd(objective, num_steps, residuals, ct_final):
-    buffers, template, hparams, train_data, indices = residuals
+def _loop_bwd(num_steps, residuals, ct_final):
+    buffers, template, hparams, loop, indices = residuals
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), template)
     leaves, treedef = jax.tree.flatten(like)
     is_float = [_is_float(leaf) for leaf in leaves]
@@ -228,22 +218,19 @@ def _loop_bwd(objective, num_steps, residuals, ct_final):
         ct_floats, ct_h = carry
         s = _get(buffers, like, t)
         idx = None if indices is None else indices[t]
-        batch = objective.problem.gather(train_data, idx)
         # Recompute step t and pull the cotangent of its output state back through it: the
         # optimiser's VJP and one Hessian-vector product of the minibatch training loss.
-        _, vjp = jax.vjp(lambda s_, h_: objective.step(s_, h_, batch), s, hparams)
+        _, vjp = jax.vjp(lambda s_, h_: loop.update(s_, h_, idx), s, hparams)
         ct_s, ct_h_t = vjp(whole(ct_floats))
         return (floats_of(ct_s), jax.tree.map(jnp.add, ct_h, ct_h_t)), None
 
     init = (floats_of(ct_final), jax.tree.map(jnp.zeros_like, hparams))
     (ct_floats, ct_h), _ = jax.lax.scan(body, init, jnp.arange(num_steps), reverse=True,
-                                        unroll=objective.unroll)
-    return whole(ct_floats), ct_h, None, None
+                                        unroll=loop.unroll)
+    return None, whole(ct_floats), ct_h, None
 
 
 _loop.defvjp(_loop_fwd, _loop_bwd)
 
 
-# The loop of each store: `Objective.run_steps` with the objective first, passed to
-# `Objective.run(loop=...)`, so everything around it (initialisation, folds, scoring) is the objective's.
-_LOOPS = {"dots": _run_steps_dots, "states": _run_steps_states}
+_RUNS = {"residuals": _run_residuals, "dots": _run_dots, "states": _run_states}

@@ -73,7 +73,7 @@ import optax
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
-from hypergrad.problem import refuse_cv
+from hypergrad.loop import Loop, LoopState
 
 __all__ = ["Reversible", "ReversibleRun"]
 
@@ -223,9 +223,7 @@ class Reversible(Method):
                              "reversal needs momentum >= 2^-info_bits; 1 suffices for momentum >= 0.5)")
 
     # -- validation -----------------------------------------------------------------------------
-    def check(self, objective: Any, hparams: HParams) -> None:
-        refuse_cv(objective.problem, "Reversible", "use hg.Reverse() (with checkpoint_every= to bound "
-                  "memory) or hg.Forward(), which train the folds vmapped")
+    def check_loop(self, loop: Loop, hparams: HParams) -> None:
         if not jax.config.jax_enable_x64:
             raise ValueError("Reversible needs 64-bit integers for its exact fixed-point arithmetic; call "
                              "jax.config.update('jax_enable_x64', True) before building the problem")
@@ -234,14 +232,14 @@ class Reversible(Method):
                 raise ValueError(f"Reversible({role}={name!r}): hparams has no {name!r} (it has "
                                  f"{sorted(hparams)}); name the hyperparameter that drives optax.sgd's {role}")
         lr_shape = np.shape(hparams[self.lr])
-        T = objective.num_steps
+        T = loop.num_steps
         if not (lr_shape == () or (len(lr_shape) == 1 and lr_shape[0] >= T)):
             raise ValueError(f"Reversible: hparams[{self.lr!r}] has shape {lr_shape}; give a scalar or a "
                              f"per-step schedule of shape ({T},)")
         if np.shape(hparams[self.momentum]) != ():
             raise ValueError(f"Reversible: hparams[{self.momentum!r}] has shape "
                              f"{np.shape(hparams[self.momentum])}; the momentum must be a scalar")
-        params = jax.eval_shape(objective.problem.initial_params, jax.random.key(0), hparams)
+        params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
         for leaf in jax.tree.leaves(params):
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise ValueError(f"Reversible: a parameter has dtype {leaf.dtype}; every parameter must be "
@@ -254,9 +252,9 @@ class Reversible(Method):
             raise ValueError(f"Reversible(info_bits={self.info_bits}) reverses momentum in [2^-{self.info_bits}"
                              f" = {floor:.4g}, 1] exactly, got {self.momentum}={m!r}; raise info_bits (up "
                              "to 8), or use hg.Reverse() for (almost) no momentum")
-        self._probe(objective, hparams, params)
+        self._probe(loop, hparams, params)
 
-    def _probe(self, objective, hparams, shapes) -> None:
+    def _probe(self, loop: Loop, hparams: HParams, shapes: PyTree) -> None:
         """Two updates of the user's optimiser against optax.sgd on random parameters and gradients."""
         lr = jnp.asarray(hparams[self.lr])
         schedule = (lambda step: lr[step]) if lr.ndim else lr
@@ -269,7 +267,7 @@ class Reversible(Method):
 
         params, grads = draw(), [draw(), draw()]
         try:
-            ours = objective.make_optimizer(hparams)
+            ours = loop.optimizer(hparams)
             updates = []
             for opt in (ours, reference):
                 state, p, out = opt.init(params), params, []
@@ -292,122 +290,37 @@ class Reversible(Method):
                 "Put weight decay in train_loss, or use hg.Reverse() for other optimisers")
 
     # -- the method -----------------------------------------------------------------------------
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        out = self.run(objective, hparams, key, data)
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+        out = self.reverse(loop, hparams, key)
         return (out.value, out.scores), out.grads
 
     def run(self, objective: Any, hparams: HParams, key: Key,
             data: Mapping[str, PyTree] | None = None) -> ReversibleRun:
-        """The forward and reverse passes, with the reconstruction exposed (pure, traceable).
+        """The forward and reverse passes on `objective`'s training set (one fold's `data` under
+        cross-validation), with the reconstruction exposed (pure, traceable).
 
         Returns:
             a `ReversibleRun`: value, scores and grads as `value_and_grad`, plus the initial
             parameters as fixed-point integers, the same reconstructed by the reverse pass (equal
             bit for bit when the reversal is exact) and the reconstructed initial velocity (zero).
         """
-        data = objective.problem.data if data is None else data
-        return self._run(objective, hparams, key, data)
+        return self.reverse(objective.loop(data), hparams, key)
 
-    def _run(self, objective, hparams, key, data):
-        problem = objective.problem
-        T = objective.num_steps
-        scale = float(2.0 ** self.radix_bits)
-        unroll = objective.unroll
-        train = data["train"]
-        bits = self.info_bits
-
-        state, data_key = objective.init_state(hparams, key)
-        # The loop works on the list of parameter leaves; `tree` rebuilds the user's pytree.
-        leaves0, treedef = jax.tree.flatten(state.params)
-        dtypes = [p.dtype for p in leaves0]
-        steps = jnp.arange(T)
+    def reverse(self, loop: Loop, hparams: HParams, key: Key) -> ReversibleRun:
+        """`run` on a loop: train forward in fixed point, then undo training step by step."""
+        T = loop.num_steps
+        state = loop.init(hparams, key)
+        arith = _Arithmetic.of(self, loop, hparams, state)
         lr = jnp.asarray(hparams[self.lr])
         lrs = jnp.broadcast_to(lr, (T,)) if lr.ndim == 0 else lr[:T]
-        m = jnp.asarray(hparams[self.momentum])
-        n = jnp.clip(jnp.round(m.astype(jnp.float64) * 2.0 ** MOMENTUM_BITS),
-                     2 ** (MOMENTUM_BITS - bits), 2 ** MOMENTUM_BITS).astype(jnp.int64)
+        W0, ok0 = arith.fixed(jax.tree.leaves(state.params))
+        (WT, VT, ok), info = _forward(arith, W0, ok0, lrs)
 
-        def batch_at(t):
-            # Minibatch t of the objective (fold_in(data_key, t)), drawn inside each step: O(n) work
-            # per step instead of a (T, n) array of uniforms, so memory stays flat in T.
-            return problem.gather(train, problem.batch_indices(data_key, t))
-
-        def tree(leaves):
-            return jax.tree.unflatten(treedef, leaves)
-
-        def train_grad(leaves, h, batch):
-            return jax.tree.leaves(jax.grad(problem.train_loss)(tree(leaves), h, batch))
-
-        # The same isolated computation in both passes, so the gradients agree bit for bit.
-        gradient = _isolated(lambda w, batch: train_grad(w, hparams, batch))
-
-        def floats(W):
-            return [_to_float(x, scale, dt) for x, dt in zip(W, dtypes)]
-
-        def fixed(xs, s=scale):
-            pairs = [_to_fixed(x, s) for x in xs]
-            return [p[0] for p in pairs], _tree_all([p[1] for p in pairs])
-
-        def step_size(V1, lr_t):  # round(lr_t v_{t+1}) in grid units, identical in both passes
-            return fixed([lr_t * v.astype(jnp.float64) for v in V1], 1.0)
-
-        W0, ok0 = fixed(leaves0)
-        V0 = [jnp.zeros_like(w) for w in W0]
-
-        # ---- forward: integer SGD with momentum, storing only the fiber indices ----------------
-        def forward(carry, x):
-            W, V, ok = carry
-            t, lr_t = x
-            G, ok_g = fixed(gradient(floats(W), batch_at(t)))
-            QJ = [_mul(v, n) for v in V]
-            V1 = [q + g for (q, _), g in zip(QJ, G)]
-            U, ok_u = step_size(V1, lr_t)
-            W1 = [w - u for w, u in zip(W, U)]
-            in_range = _tree_all([jnp.all(jnp.abs(a) < 2 * _LIMIT) for a in W1 + V1])
-            return (W1, V1, ok & ok_g & ok_u & in_range), [_pack(j, bits) for _, j in QJ]
-
-        (WT, VT, ok), info = jax.lax.scan(forward, (W0, V0, ok0), (steps, lrs), length=T, unroll=unroll)
-
-        # ---- the validation loss and its gradient at the end of training -----------------------
-        wT = floats(WT)
-        scores = problem.scores(tree(wT), data, hparams)
-        value = scores["val_loss"]
-        wbar = jax.tree.leaves(jax.grad(lambda p: problem.validation_loss(p, hparams, data["val"]))(tree(wT)))
-        vbar = [jnp.zeros_like(a) for a in wbar]
-        hbar = jax.tree.map(jnp.zeros_like, hparams)
-
-        # ---- reverse: undo each step exactly, and pull the adjoints back through it -----------
-        # Step t maps (w_t, v_t) to v_{t+1} = m v_t + g(w_t), w_{t+1} = w_t - lr_t v_{t+1}. With
-        # adjoints (wbar, vbar) of (w_{t+1}, v_{t+1}):
-        #   vtil      = vbar - lr_t wbar          the total adjoint of v_{t+1}
-        #   dL/dlr_t  = -<wbar, v_{t+1}>
-        #   dL/dm    += <vtil, v_t>
-        #   wbar     <- wbar + vtil^T dg/dw       a Hessian-vector product (VJP of the gradient)
-        #   hbar     += vtil^T dg/dh              hyperparameters of train_loss (weight decay)
-        #   vbar     <- m vtil
-        def backward(carry, x):
-            W1, V1, wbar, vbar, hbar, mbar = carry
-            t, lr_t, J = x
-            U, _ = step_size(V1, lr_t)
-            W = [w1 + u for w1, u in zip(W1, U)]       # w_t = w_{t+1} + lr_t v_{t+1}, exactly
-            w = floats(W)
-            batch = batch_at(t)
-            G, _ = fixed(gradient(w, batch))          # the forward pass's rounded gradient
-            V = [_unmul(v1 - g, _unpack(j, bits, v1.shape), n) for v1, g, j in zip(V1, G, J)]
-
-            vtil = [vb - lr_t.astype(wb.dtype) * wb for vb, wb in zip(vbar, wbar)]
-            lr_bar = -_tree_vdot(wbar, floats(V1))
-            mbar = mbar + _tree_vdot(vtil, floats(V))
-            _, vjp = jax.vjp(lambda p, h: train_grad(p, h, batch), w, hparams)
-            dw, dh = vjp(vtil)
-            wbar = [a + b for a, b in zip(wbar, dw)]
-            hbar = jax.tree.map(jnp.add, hbar, dh)
-            vbar = [m.astype(a.dtype) * a for a in vtil]
-            return (W, V, wbar, vbar, hbar, mbar), lr_bar
-
-        carry = (WT, VT, wbar, vbar, hbar, jnp.zeros((), jnp.float64))
-        (W0_rec, V0_rec, _, _, hbar, mbar), lr_bars = jax.lax.scan(
-            backward, carry, (steps, lrs, info), length=T, reverse=True, unroll=unroll)
+        # The validation loss and its gradient at the end of training.
+        wT = arith.tree(arith.floats(WT))
+        value, scores = loop.readout(state._replace(params=wT), hparams)
+        wbar = jax.tree.leaves(jax.grad(loop.val_loss)(wT, hparams))
+        W0_rec, V0_rec, hbar, mbar, lr_bars = _backward(arith, WT, VT, wbar, lrs, info)
 
         lr_grad = jnp.sum(lr_bars) if lr.ndim == 0 else jnp.zeros(lr.shape, jnp.float64).at[:T].set(lr_bars)
         grads = dict(hbar)
@@ -416,4 +329,115 @@ class Reversible(Method):
         # Outside the int64 range the integers wrapped: report NaN rather than a wrong number.
         grads = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), grads)
         value = jnp.where(ok, value, jnp.nan)
-        return ReversibleRun(value, scores, grads, tree(W0), tree(W0_rec), tree(V0_rec))
+        return ReversibleRun(value, scores, grads, arith.tree(W0), arith.tree(W0_rec), arith.tree(V0_rec))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arithmetic:
+    """The fixed-point arithmetic of one reversal: parameter layout, grid and the momentum ratio."""
+
+    loop: Loop
+    hparams: HParams
+    data_key: Key
+    treedef: Any
+    dtypes: tuple
+    scale: float
+    n: jax.Array      # the momentum as n / 2^MOMENTUM_BITS
+    momentum: jax.Array
+    bits: int
+
+    @classmethod
+    def of(cls, method: Reversible, loop: Loop, hparams: HParams, state) -> _Arithmetic:
+        leaves, treedef = jax.tree.flatten(state.params)
+        m = jnp.asarray(hparams[method.momentum])
+        n = jnp.clip(jnp.round(m.astype(jnp.float64) * 2.0 ** MOMENTUM_BITS),
+                     2 ** (MOMENTUM_BITS - method.info_bits), 2 ** MOMENTUM_BITS).astype(jnp.int64)
+        return cls(loop, hparams, state.data_key, treedef, tuple(p.dtype for p in leaves),
+                   float(2.0 ** method.radix_bits), n, m, method.info_bits)
+
+    def tree(self, leaves):
+        """The user's parameter pytree from the list of leaves the loops work on."""
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def minibatch(self, t):
+        # Minibatch t of the loop (fold_in(data_key, t)), drawn inside each step: O(n) work per
+        # step instead of a (T, n) array of uniforms, so memory stays flat in T.
+        return self.loop.draw(LoopState(None, None, self.data_key), t)
+
+    def train_grad(self, leaves, h, minibatch):
+        return jax.tree.leaves(jax.grad(self.loop.train_loss)(self.tree(leaves), h, minibatch))
+
+    def gradient(self, w, minibatch):
+        """The training gradient, isolated: the same computation in both passes, bit for bit."""
+        return _isolated(lambda w_, b_: self.train_grad(w_, self.hparams, b_))(w, minibatch)
+
+    def floats(self, W):
+        return [_to_float(x, self.scale, dt) for x, dt in zip(W, self.dtypes)]
+
+    def fixed(self, xs, scale=None):
+        pairs = [_to_fixed(x, self.scale if scale is None else scale) for x in xs]
+        return [p[0] for p in pairs], _tree_all([p[1] for p in pairs])
+
+    def step_size(self, V1, lr_t):
+        """round(lr_t v_{t+1}) in grid units, identical in both passes."""
+        return self.fixed([lr_t * v.astype(jnp.float64) for v in V1], 1.0)
+
+
+def _forward(arith: _Arithmetic, W0, ok0, lrs):
+    """Integer SGD with momentum from W0 (V0 = 0), storing only the fiber indices of each step."""
+    def step(carry, x):
+        W, V, ok = carry
+        t, lr_t = x
+        G, ok_g = arith.fixed(arith.gradient(arith.floats(W), arith.minibatch(t)))
+        QJ = [_mul(v, arith.n) for v in V]
+        V1 = [q + g for (q, _), g in zip(QJ, G)]
+        U, ok_u = arith.step_size(V1, lr_t)
+        W1 = [w - u for w, u in zip(W, U)]
+        in_range = _tree_all([jnp.all(jnp.abs(a) < 2 * _LIMIT) for a in W1 + V1])
+        return (W1, V1, ok & ok_g & ok_u & in_range), [_pack(j, arith.bits) for _, j in QJ]
+
+    V0 = [jnp.zeros_like(w) for w in W0]
+    T = lrs.shape[0]
+    return jax.lax.scan(step, (W0, V0, ok0), (jnp.arange(T), lrs), length=T, unroll=arith.loop.unroll)
+
+
+def _backward(arith: _Arithmetic, WT, VT, wbar, lrs, info):
+    """Undo each step exactly, pulling the adjoints back through it; returns the reconstructed
+    (W0, V0), the hyperparameter adjoint of the training loss, the momentum's and each lr_t's.
+
+    Step t maps (w_t, v_t) to v_{t+1} = m v_t + g(w_t), w_{t+1} = w_t - lr_t v_{t+1}. With
+    adjoints (wbar, vbar) of (w_{t+1}, v_{t+1}):
+      vtil      = vbar - lr_t wbar          the total adjoint of v_{t+1}
+      dL/dlr_t  = -<wbar, v_{t+1}>
+      dL/dm    += <vtil, v_t>
+      wbar     <- wbar + vtil^T dg/dw       a Hessian-vector product (VJP of the gradient)
+      hbar     += vtil^T dg/dh              hyperparameters of train_loss (weight decay)
+      vbar     <- m vtil
+    """
+    def step(carry, x):
+        W1, V1, wbar, vbar, hbar, mbar = carry
+        t, lr_t, J = x
+        U, _ = arith.step_size(V1, lr_t)
+        W = [w1 + u for w1, u in zip(W1, U)]       # w_t = w_{t+1} + lr_t v_{t+1}, exactly
+        w = arith.floats(W)
+        minibatch = arith.minibatch(t)
+        G, _ = arith.fixed(arith.gradient(w, minibatch))   # the forward pass's rounded gradient
+        V = [_unmul(v1 - g, _unpack(j, arith.bits, v1.shape), arith.n) for v1, g, j in zip(V1, G, J)]
+
+        vtil = [vb - lr_t.astype(wb.dtype) * wb for vb, wb in zip(vbar, wbar)]
+        lr_bar = -_tree_vdot(wbar, arith.floats(V1))
+        mbar = mbar + _tree_vdot(vtil, arith.floats(V))
+        _, vjp = jax.vjp(lambda p, h: arith.train_grad(p, h, minibatch), w, arith.hparams)
+        dw, dh = vjp(vtil)
+        wbar = [a + b for a, b in zip(wbar, dw)]
+        hbar = jax.tree.map(jnp.add, hbar, dh)
+        vbar = [arith.momentum.astype(a.dtype) * a for a in vtil]
+        return (W, V, wbar, vbar, hbar, mbar), lr_bar
+
+    vbar = [jnp.zeros_like(a) for a in wbar]
+    hbar = jax.tree.map(jnp.zeros_like, arith.hparams)
+    carry = (WT, VT, wbar, vbar, hbar, jnp.zeros((), jnp.float64))
+    T = lrs.shape[0]
+    (W0, V0, _, _, hbar, mbar), lr_bars = jax.lax.scan(
+        step, carry, (jnp.arange(T), lrs, info), length=T, reverse=True, unroll=arith.loop.unroll)
+    return W0, V0, hbar, mbar, lr_bars

@@ -9,10 +9,10 @@ from typing import Any
 import jax
 
 from hypergrad._types import HParams, Key, PyTree
+from hypergrad._checks import is_int_at_least
+from hypergrad.loop import Loop
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
-from hypergrad.problem import refuse_cv
-from hypergrad._checks import is_int_at_least
 
 __all__ = ["Truncated"]
 
@@ -64,18 +64,11 @@ class Truncated(Method):
                 f"Truncated(checkpoint_every={k!r}) must be a positive int (try about sqrt(window)) or None"
             )
 
-    def check(self, objective: Any, hparams: HParams) -> None:
-        """Refuses a cross-validated problem when the window truncates (its loop reads one training
-        set); with window >= num_steps it is `Reverse`, which handles cv."""
-        if self.window < objective.num_steps:
-            refuse_cv(objective.problem, f"Truncated(window={self.window})",
-                      f"use hg.Reverse() (or Truncated(window >= num_steps = {objective.num_steps}))")
-
-    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]):
-        num_steps = objective.num_steps
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+        num_steps = loop.num_steps
         window = min(self.window, num_steps)
         if window == num_steps:  # nothing to truncate: exactly the Reverse program
-            return Reverse(self.checkpoint_every).value_and_grad(objective, hparams, key, data)
+            return Reverse(self.checkpoint_every).differentiate(loop, hparams, key)
         head = num_steps - window
 
         def loss(h):
@@ -84,21 +77,10 @@ class Truncated(Method):
             # gradient ignores their dependence on h (the truncation). Holding h fixed there as
             # well as stopping the state changes no value and keeps the head out of the JVP.
             fixed = jax.lax.stop_gradient(h)
-            state, data_key = objective.init_state(fixed, key)
-            state = objective.run_steps(state, 0, head, fixed, data_key, data["train"])
+            state = loop.run(loop.init(fixed, key), fixed, 0, head)
             state = jax.lax.stop_gradient(state)
             # The window: steps T - window, ..., T - 1 (the same minibatches, via fold_in(key, t)).
-            state = objective.run_steps(state, head, window, h, data_key, data["train"],
-                                        checkpoint_every=self.checkpoint_every)
-            scores = objective.problem.scores(state.params, data, h)
-            return scores["val_loss"], scores
+            state = loop.run(state, h, head, window, checkpoint_every=self.checkpoint_every)
+            return loop.readout(state, h)
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)
-
-    def flops(self, objective: Any, hparams: HParams, key: Key, held: HParams | None = None) -> float:
-        from hypergrad.search import run_flops_per_step
-
-        window = min(self.window, objective.num_steps)
-        fixed, reverse_step = Reverse(self.checkpoint_every).flops_per_step(objective, hparams, key, held)
-        _, train_step = run_flops_per_step(objective, {**hparams, **(held or {})}, key)
-        return fixed + window * reverse_step + (objective.num_steps - window) * train_step

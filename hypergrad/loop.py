@@ -1,0 +1,196 @@
+"""Loop: the narrow, immutable training loop an `Objective` hands to hypergradient methods.
+
+A method sees one training run on one training set through four pieces, and nothing else of the
+objective or its problem (as optimistix's adjoints see only the function they differentiate):
+
+    state = loop.init(hparams, key)            # initial parameters, optimiser state, data key
+    state = loop.step(state, hparams, t)       # training step t: minibatch t drawn inside
+    value, scores = loop.readout(state, hparams)   # validation loss and every score
+    loop.num_steps
+
+`loop.run(state, hparams, start, length)` advances many steps at once (drawing minibatches in
+blocks, the fast way), `loop.train(hparams, key)` is init then run over all steps. Methods that
+exploit the structure of training read a little more, each piece a pure function:
+
+- `draw(state, ts)` and `update(state, hparams, minibatch)`: step t is `update(state, hparams,
+  draw(state, t))`; reverse mode draws every step's minibatch up front and replays `update`.
+- `train_loss(params, hparams, minibatch)` (None: the whole training set), `val_loss(params,
+  hparams)` and `optimizer(hparams)`: for implicit differentiation (stationarity of the training
+  loss) and reversible learning (SGD with momentum reversed exactly).
+
+A loop is built for one training set: cross-validation is a wrapper around methods that builds one
+loop per fold and vmaps (`hypergrad.folds`), so no method knows about folds. A `Loop` is a pytree
+whose leaves are the data splits, so it can be passed through `jax.custom_vjp`, `vmap` and `jit`
+like any argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hypergrad._types import HParams, Key, Params, PyTree, Scalar
+
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "in_segments"]
+
+DRAW_BLOCK = 32
+"""Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
+
+
+class LoopState(NamedTuple):
+    """The carry of the training loop: parameters, optimiser state and the key minibatches are
+    drawn from (it never changes during training; `update` leaves it as it finds it)."""
+
+    params: Params
+    opt_state: optax.OptState
+    data_key: Key | None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """The training loop of one objective on one training set (see the module docstring).
+
+    Args:
+        problem: the `hg.Problem` (its loss functions, metrics and minibatch rule are read; its
+            stored data are not: `data` is).
+        optimizer_fn: `hparams -> optax.GradientTransformation`.
+        num_steps: T.
+        unroll: `lax.scan`'s unroll for the loops this class runs.
+        data: `{"train", "val"[, "test"]}` of ONE training set (a fold's, under cross-validation).
+    """
+
+    problem: Any = dataclasses.field(metadata=dict(static=True))
+    optimizer_fn: Callable[[HParams], optax.GradientTransformation] = dataclasses.field(
+        metadata=dict(static=True))
+    num_steps: int = dataclasses.field(metadata=dict(static=True))
+    unroll: int | bool = dataclasses.field(metadata=dict(static=True))
+    data: Mapping[str, PyTree]
+
+    # -- the contract -------------------------------------------------------------------------
+    def init(self, hparams: HParams, key: Key) -> LoopState:
+        """Initial parameters and optimiser state; `key` splits into the initialisation key and
+        the data key of every minibatch."""
+        init_key, data_key = jax.random.split(key)
+        params = self.problem.initial_params(init_key, hparams)
+        return LoopState(params, self.optimizer(hparams).init(params), data_key)
+
+    def step(self, state: LoopState, hparams: HParams, t: jax.Array) -> LoopState:
+        """Training step `t`: minibatch `t` (drawn with `fold_in(data_key, t)`), one update."""
+        return self.update(state, hparams, self.draw(state, t))
+
+    def readout(self, state: LoopState, hparams: HParams) -> tuple[Scalar, dict[str, Scalar]]:
+        """(validation loss, scores): `{"val_loss", "val_<metric>", "test_loss", ...}` of the
+        trained parameters on this training set's validation (and test) split."""
+        scores = self.problem.scores(state.params, self.data, hparams)
+        return scores["val_loss"], scores
+
+    # -- running many steps ---------------------------------------------------------------------
+    def run(self, state: LoopState, hparams: HParams, start: int, length: int, *,
+            checkpoint_every: int | None = None) -> LoopState:
+        """Steps `start, ..., start + length - 1` from `state`, the same as `step` one by one.
+
+        Minibatches are drawn in blocks of `DRAW_BLOCK` steps (a scan over blocks draws each
+        block's indices at once, then scans its steps): drawing step by step costs a large share
+        of a small model's step, and memory stays flat in T (one block's draw lives at a time).
+        With `checkpoint_every=k` the steps run in segments of k under `jax.checkpoint`
+        (`in_segments`): reverse mode then stores one state per segment.
+        """
+        xs = start + jnp.arange(length)
+
+        def steps_of(s, selectors):
+            return jax.lax.scan(lambda c, sel: (self.update(c, hparams, sel), None), s, selectors,
+                                unroll=self.unroll)[0]
+
+        def scan(s, ts, n):
+            blocks, remainder = divmod(n, DRAW_BLOCK)
+            if self.problem.batch_size is None or blocks == 0:  # nothing to draw, or under a block
+                return jax.lax.scan(lambda c, t: (self.step(c, hparams, t), None), s, ts, length=n,
+                                    unroll=self.unroll)[0]
+            head = ts[:blocks * DRAW_BLOCK].reshape(blocks, DRAW_BLOCK)
+            s = jax.lax.scan(lambda c, block: (steps_of(c, self.draw(c, block)), None), s, head,
+                             unroll=self.unroll)[0]
+            if remainder:
+                s = steps_of(s, self.draw(s, ts[blocks * DRAW_BLOCK:]))
+            return s
+
+        return in_segments(scan, state, xs, length, checkpoint_every, self.unroll)
+
+    def train(self, hparams: HParams, key: Key, *, checkpoint_every: int | None = None) -> LoopState:
+        """`init`, then all `num_steps` steps."""
+        return self.run(self.init(hparams, key), hparams, 0, self.num_steps, checkpoint_every=checkpoint_every)
+
+    # -- structure, for methods that exploit it -----------------------------------------------------
+    def draw(self, state: LoopState, t: jax.Array) -> jax.Array | None:
+        """The minibatch of step(s) `t` as indices into the training set (leading axes of `t`
+        kept), or None for full batch. Depends only on the data key and `t`."""
+        return self.problem.batch_indices(state.data_key, t)
+
+    def draw_all(self, state: LoopState, ts: jax.Array) -> jax.Array | None:
+        """`draw` of every step in `ts` at once, vectorised `DRAW_BLOCK` steps at a time (drawing
+        all at once would hold len(ts) x n uniforms)."""
+        if self.problem.batch_size is None:
+            return None
+        return jax.lax.map(lambda t: self.draw(state, t), ts, batch_size=min(DRAW_BLOCK, int(ts.shape[0])))
+
+    def update(self, state: LoopState, hparams: HParams, minibatch: jax.Array | None) -> LoopState:
+        """One optimiser step on `minibatch` (indices from `draw`; None: the whole training set).
+
+        Optimisers that take extra arguments (`optax.GradientTransformationExtraArgs`, which every
+        `optax.chain` is) receive the minibatch training loss as `value=` (plateau rules read it).
+        """
+        loss, grads = jax.value_and_grad(self.train_loss)(state.params, hparams, minibatch)
+        opt = self.optimizer(hparams)
+        if isinstance(opt, optax.GradientTransformationExtraArgs):
+            updates, opt_state = opt.update(grads, state.opt_state, state.params, value=loss)
+        else:
+            updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+
+    def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
+        """The training loss on `minibatch` (None: the whole training set)."""
+        return self.problem.train_loss(params, hparams, self.problem.gather(self.data["train"], minibatch))
+
+    def val_loss(self, params: Params, hparams: HParams) -> Scalar:
+        """The validation loss of `params` (the value `readout` returns, as a function of params)."""
+        return self.problem.validation_loss(params, hparams, self.data["val"])
+
+    def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
+        """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""
+        opt = self.optimizer_fn(hparams)
+        if not isinstance(opt, optax.GradientTransformation):
+            raise ValueError(
+                f"optimizer(hparams) returned {type(opt).__name__}; it must return an "
+                "optax.GradientTransformation such as optax.sgd(...)"
+            )
+        return opt
+
+
+def in_segments(run: Callable, state: Any, xs: PyTree, num_steps: int, checkpoint_every: int | None,
+                unroll: int | bool = 1) -> Any:
+    """`run(state, xs, num_steps)`, or with `checkpoint_every=k` the same steps as a scan over
+    segments of k, each under `jax.checkpoint` (plus a checkpointed remainder): autodiff of the
+    outer scan stores each segment's input state, and the backward pass reruns a segment (storing
+    what `run` keeps for its k steps) before differentiating it.
+
+    Args:
+        run: `(state, xs_of_steps, length) -> state`, the loop over `length` steps.
+        xs: per-step inputs with a leading axis of `num_steps` (step numbers, minibatch indices).
+    """
+    if checkpoint_every is None:
+        return run(state, xs, num_steps)
+    k = min(checkpoint_every, num_steps)
+    num_segments, remainder = divmod(num_steps, k)
+    split = num_segments * k
+    head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), xs)
+    segment = jax.checkpoint(lambda s, seg: (run(s, seg, k), None))
+    state = jax.lax.scan(segment, state, head, length=num_segments, unroll=unroll)[0]
+    if remainder:
+        tail = jax.tree.map(lambda a: a[split:], xs)
+        state = jax.checkpoint(lambda s, x: run(s, x, remainder))(state, tail)
+    return state
