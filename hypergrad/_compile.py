@@ -1,8 +1,8 @@
 """A cache of compiled programs, with compile counts and times, for reuse across calls.
 
-`jax.jit` caches too, but it neither reports how long compilation took nor exposes the compiled
-executable's cost analysis. Strategies therefore compile ahead of time through `compiled(...)`:
-the first call with a given (tag, static configuration, argument shapes and dtypes) lowers and
+`jax.jit` caches too, but it neither reports how long compilation took nor hands back the
+compiled executable (for its memory analysis). Strategies therefore compile ahead of time through
+`compiled(...)`: the first call with a given (tag, static configuration, argument shapes and dtypes) lowers and
 compiles; later calls with new values reuse the executable and compile nothing.
 
 A tag is `(name, owner, *static)`, the owner being the objective (or family) the program belongs
@@ -25,7 +25,7 @@ import numpy as np
 
 from hypergrad import _caches
 
-__all__ = ["cached", "compiled", "lower", "stats", "flops_of", "signature", "MAX_ENTRIES"]
+__all__ = ["cached", "compiled", "lower", "stats", "signature", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -113,9 +113,6 @@ def signature(args: Any) -> Hashable:
                            jax.numpy.result_type(x)) for x in leaves)
 
 
-_signature = signature  # the old name, for compute.py until accounting.py replaces it
-
-
 def lower(fn: Callable, args: tuple) -> Any:
     """`jax.jit(fn).lower(*args)`, with a missing hyperparameter named in a `ValueError`."""
     try:
@@ -157,11 +154,3 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tup
     stats.traces[tag[0] if isinstance(tag, tuple) else tag] += 1
     _cache.put(owner, rest, executable)
     return executable, seconds
-
-
-def flops_of(executable: Any) -> float:
-    """FLOPs of a compiled program by XLA's cost analysis (loop bodies counted once)."""
-    analysis = executable.cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # older jax returns one dict per device
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", 0.0))

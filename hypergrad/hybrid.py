@@ -9,7 +9,7 @@ masking and grouping are decided).
 
 Budget: `budget` training-run equivalents are split evenly over the configurations; each gets
 `steps` outer steps plus one scoring of its final iterate, each costing one hypergradient
-(`method.flops / run_flops` runs, about 3 for `Reverse`). The trials table holds one row per
+(`hypergradient_flops / run_flops` runs, about 3 for `Reverse`). The trials table holds one row per
 (configuration, outer step), produced step by step across configurations, so `hg.compare` sees
 the best value reached within any budget.
 """
@@ -33,7 +33,8 @@ from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
-from hypergrad.search import check_space, run_flops
+from hypergrad.accounting import hypergradient_flops, run_flops
+from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
 from hypergrad.tune import DEFAULT_OUTER, outer_step_fn
@@ -136,7 +137,7 @@ def hybrid_search(
             lambda o=group_objective: _batched_step(o, continuous, method, outer), args)
         hparams0 = {**continuous.constrain(z0), **first_fixed}
         unit = run_flops(group_objective, hparams0, key)
-        step = method.flops(group_objective, continuous.constrain(z0), key, held=first_fixed)
+        step = hypergradient_flops(group_objective, method, continuous.constrain(z0), key, held=first_fixed)
         programs.append({"config": config, "rows": rows, "executable": executable, "args": list(args),
                          "compile_seconds": seconds, "unit": unit, "step_flops": step})
 

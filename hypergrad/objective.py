@@ -97,14 +97,17 @@ class Objective:
             `lambda step: hparams["lr"][step]`).
         num_steps: number of training steps T >= 1.
         unroll: passed to `lax.scan` (an int unrolls that many steps per loop iteration; True
-            unrolls fully, which compute accounting uses on its T=1 and T=2 reference programs).
+            unrolls fully). It changes neither values nor FLOP counts.
 
-    Cost: one call is one training run (T forward-backward passes on a minibatch) plus one
-    evaluation on the validation set. Memory: the parameters, optimiser state and one batch,
+    Cost: one call is one training run (T forward-backward passes on a minibatch, each after
+    drawing the minibatch's indices) plus scoring the trained parameters (validation and test
+    losses and metrics): the unit "one run" of every result. Compute accounting
+    (`hypergrad.accounting.run_flops`) counts it from the traced program, never compiling it; see
+    that module for what is counted. Memory: the parameters, optimiser state and one batch,
     whatever T. With a cross-validated problem (`cv=k`) both are k times that: the k fits run
-    vmapped, and compute accounting (`hg.search.run_flops`, and every method's `flops`) counts the
-    k fits as one "run": k times one fit's training and scoring FLOPs, except the minibatch
-    indices, which the folds share and which are drawn (and counted) once per step.
+    vmapped, and accounting counts the k fits as one "run": k times one fit's training and scoring
+    FLOPs, except the minibatch indices, which the folds share and which are drawn (and counted)
+    once per step.
     """
 
     problem: Problem
@@ -217,11 +220,6 @@ class Objective:
                                   for name, fn in base.metrics.items()}
         problem = dataclasses.replace(base, **changes)
         return dataclasses.replace(self, problem=problem, optimizer=lambda h: self.optimizer(merged(h)))
-
-    def reference(self, num_steps: int) -> Objective:
-        """The same objective at horizon `num_steps`, fully unrolled: compute accounting compiles it
-        at T=1 and T=2 because XLA's cost analysis counts a loop body once."""
-        return dataclasses.replace(self, num_steps=num_steps, unroll=True)
 
 
 def _merged_metric(fn, fixed, params, hparams, batch):

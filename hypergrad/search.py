@@ -34,7 +34,7 @@ import numpy as np
 from hypergrad import _caches, _compile
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
-from hypergrad.compute import cached_flops_per_step, cached_flops_per_step_beside
+from hypergrad.accounting import run_flops
 from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
@@ -42,7 +42,7 @@ from hypergrad.space import SAMPLE_STREAM, Space
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
-__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "run_flops_per_step", "use_cpu_cores"]
+__all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "use_cpu_cores"]
 
 def use_cpu_cores(count: int | None = None) -> int:
     """Splits the CPU into `count` JAX devices (default: one per core), so that searches shard each
@@ -135,25 +135,6 @@ def _first(batch: HParams) -> HParams:
     return jax.tree.map(lambda a: a[0], batch)
 
 
-def _run_reference(objective: Objective):
-    """`T -> fn(hparams, key, data)`: one training run and its scoring at horizon T, unrolled."""
-    def build(steps):
-        return lambda h, k, d: objective.reference(steps).loss_and_scores(h, k, d)[1]
-    return build
-
-
-def run_flops_per_step(objective: Objective, hparams: HParams, key: Key) -> tuple[float, float]:
-    """(FLOPs outside the loop, FLOPs per step) of one training run (see `run_flops`)."""
-    return cached_flops_per_step(("run", objective), _run_reference(objective), (hparams, key, objective.problem.data))
-
-
-def run_flops(objective: Objective, hparams: HParams, key: Key) -> float:
-    """FLOPs of one training run, the compute unit: training plus scoring the trained parameters
-    (validation and test losses and metrics), which is exactly what one search trial costs."""
-    fixed, per_step = run_flops_per_step(objective, hparams, key)
-    return fixed + objective.num_steps * per_step
-
-
 def _chunk(batch: HParams, start: int, size: int) -> HParams:
     """Rows start .. start+size of `batch`, padded with copies of row `start` to `size` rows."""
     def take(a):
@@ -196,12 +177,10 @@ def _evaluate_group(
     example = (first if spread is None else jax.device_put(first, spread), key, data)
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
     if executable is None:
-        # Compute accounting compiles two small reference programs (`run_flops`), beside this
-        # thread's compilation of the search program.
         names: list[str] = []
-        _, (executable, compile_seconds) = cached_flops_per_step_beside(
-            ("run", objective), _run_reference(objective), (_first(settings), key, objective.problem.data),
-            lambda: _compile.compiled(("search", objective), lambda: _trials_program(objective, chunk, names), example))
+        executable, compile_seconds = _compile.compiled(
+            ("search", objective), lambda: _trials_program(objective, chunk, names), example)
+        # One trial's FLOPs (`hypergrad.accounting`): one run traced and counted, nothing compiled.
         _programs[executable] = (tuple(names), run_flops(objective, _first(settings), key))
         structure.record_program(time.perf_counter() - began)
     names, unit = _programs[executable]

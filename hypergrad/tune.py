@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import _compile
+from hypergrad import _compile, accounting
 from hypergrad._checks import check_count
 from hypergrad._tree import all_finite
 from hypergrad._types import HParams, Key
@@ -36,7 +36,8 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams, check_key
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
-from hypergrad.search import check_space, run_flops
+from hypergrad.accounting import run_flops
+from hypergrad.search import check_space
 from hypergrad.space import Space
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER"]
@@ -69,8 +70,8 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
 
 
 def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
-    """FLOPs of one hypergradient of `method` (one outer step); see `Method.flops`."""
-    return method.flops(objective, hparams, key)
+    """FLOPs of one hypergradient of `method` (one outer step), counted by `hypergrad.accounting`."""
+    return accounting.hypergradient_flops(objective, method, hparams, key)
 
 
 def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method = Reverse()) -> float:

@@ -1,0 +1,382 @@
+"""Compute accounting: the FLOPs of every program the library runs, counted from its trace.
+
+A program (one training run and its scoring, one hypergradient of a method) is traced once with
+`jax.make_jaxpr` (no lowering, no compilation) and its equations are counted:
+
+- `dot_general`: 2 x batch x m x n x k, from its dimension numbers (a multiply and an add per term);
+  `conv_general_dilated`: 2 x output elements x kernel elements per output feature.
+- elementwise operations, arithmetic or logical, integer or floating, transcendental or not
+  (`add`, `mul`, `max`, `select_n`, `exp`, `tanh`, `log`, comparisons, shifts...): 1 FLOP per
+  output element. A transcendental is counted as one operation like an add (XLA's cost analysis
+  puts them in a separate "transcendentals" column instead; they are a small share of a network's
+  work, and counting them keeps activations and losses from being free).
+- reductions (`reduce_sum`, `reduce_max`, `argmax`, cumulative sums...): 1 FLOP per input element.
+  `sort` and `top_k`: n x ceil(log2 n) comparisons per sorted row of n.
+- the PRNG (threefry2x32, the default key implementation): one threefry2x32 hash costs
+  `THREEFRY_FLOPS` = 117 operations (20 rounds of an add, a 3-operation rotate and an xor on a pair
+  of 32-bit words, plus 17 key-schedule adds) and yields two words. So `random_bits` costs
+  `THREEFRY_FLOPS / 2` per 32-bit word drawn, `random_split` and `random_fold_in` one hash per key
+  made, and a raw `threefry2x32` one hash per element of an output. Drawing a minibatch
+  (`Problem.batch_indices`: n uniforms and a top-k per step) is therefore a visible share of a
+  small model's step, as it is of its time.
+- data movement is free: reshapes, broadcasts, transposes, slices, gathers, concatenation,
+  conversions, `iota`, copies, key wrapping. A scatter-add costs 1 FLOP per update element.
+- any other primitive without sub-programs: 1 FLOP per output element.
+
+Control flow and sub-programs:
+
+- `scan` (`lax.scan`, `lax.map`, and `fori_loop` with static bounds): its body times its length.
+- `while`: its body (and condition) times the trip count when the condition bounds it, that is
+  when it holds a comparison `i < c` of a carried counter against a constant and the body adds a
+  constant to that counter (a `fori_loop` with traced bounds, or `hg.Implicit`'s conjugate
+  gradient, `k < maxiter`): the bound `(c - start) / step`, an upper bound for a loop that may stop
+  early (CG is charged `maxiter` products). A `while` whose trip count cannot be read so is counted
+  as one iteration (a lower bound; none of the library's own programs has one).
+- `cond` / `switch`: the SUM of the branches, which is what the vmapped program of a masked
+  structural choice computes (a batched predicate turns the conditional into a select of every
+  branch).
+- `pjit`, `closed_call`, `custom_jvp_call`, `custom_vjp_call`, `checkpoint` (remat) and any other
+  primitive holding sub-programs: the sum of its sub-programs, counted as they are traced. A
+  differentiated program is counted after autodiff, so its backward pass and the recomputations
+  of `jax.checkpoint` are counted as written.
+
+Dead code is dropped before counting (equations none of whose results reach the program's
+outputs, in each (sub-)program; a sub-program's outputs all count as read). What is not modelled:
+XLA's other rewrites (common subexpressions merged, constants folded, algebraic simplification;
+fusion saves memory traffic, not FLOPs), and the cost of memory movement. The count is that of the
+program as traced, so it depends only on the shapes of the arguments, never their values; work
+that does not depend on a `vmap`ped argument (the minibatch indices shared by ES's perturbed
+runs, the initialisation shared by a search's trials when it reads no hyperparameter) is counted
+once, as it runs once.
+
+The two counts the library reports:
+
+- `run_flops(objective, hparams, key)`: one training run and its scoring,
+  `objective.loss_and_scores` (under `cv=k`, the k vmapped fits with their minibatch draw counted
+  once, as it runs once): the compute unit ("training-run equivalents") of every result.
+- `hypergradient_flops(objective, method, hparams, key, held=None)`: one hypergradient, the program
+  `hypergrad.hypergradient.value_and_grad_fn(objective, method)` that `hg.hypergradient` compiles.
+
+Both are cached per objective (weakly: the cache never keeps an objective or its data alive;
+at most `MAX_ENTRIES` counts per objective, least recently used dropped) and cleared by
+`hg.clear_caches()`. Counting traces the program once: about the tracing share of a compilation,
+a fraction of a second for the library's programs.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+import weakref
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from hypergrad import _caches
+from hypergrad._types import HParams, Key
+from hypergrad.hypergradient import value_and_grad_fn
+
+__all__ = ["jaxpr_flops", "program_flops", "run_flops", "hypergradient_flops", "matmul_flops_per_second",
+           "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
+
+THREEFRY_FLOPS = 117
+"""Operations of one threefry2x32 hash (two 32-bit words out): 20 rounds x (add, rotate = two
+shifts and an or, xor) = 100, plus the key schedule's 2 + 5 x 3 adds."""
+
+MAX_ENTRIES = 64
+"""Most counts held per objective (methods x held x argument shapes), least recently used dropped."""
+
+# Primitives that move or relabel data without arithmetic.
+_FREE = frozenset({
+    "broadcast_in_dim", "reshape", "transpose", "squeeze", "expand_dims", "slice", "dynamic_slice",
+    "dynamic_update_slice", "gather", "concatenate", "pad", "rev", "convert_element_type",
+    "bitcast_convert_type", "iota", "copy", "copy_p", "device_put", "select_and_gather_add",
+    "optimization_barrier", "sharding_constraint", "split", "random_wrap", "random_unwrap",
+    "random_seed", "random_clone", "stop_gradient", "pvary", "mesh_cast", "reduce_precision",
+    "squeeze_p", "empty", "zeros_like", "broadcast", "real", "imag",
+})
+
+# Reductions: one FLOP per input element.
+_REDUCTIONS = frozenset({
+    "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "reduce_xor",
+    "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "reduce",
+})
+
+_SCATTERS = frozenset({"scatter-add", "scatter_add", "scatter-mul", "scatter_mul", "scatter-min",
+                       "scatter-max", "scatter_min", "scatter_max", "scatter"})
+
+
+def _size(aval: Any) -> int:
+    shape = getattr(aval, "shape", ())
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def _out_elements(eqn: Any) -> int:
+    return sum(_size(v.aval) for v in eqn.outvars)
+
+
+def _dot_flops(eqn: Any) -> float:
+    lhs, rhs = (v.aval.shape for v in eqn.invars[:2])
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
+    del lhs_batch
+    # Every lhs element (batch x m x k) meets every rhs free element (n): 2 x batch x m x n x k.
+    rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
+    return 2.0 * float(np.prod(lhs, dtype=np.float64)) * float(np.prod(rhs_free, dtype=np.float64))
+
+
+def _conv_flops(eqn: Any) -> float:
+    rhs = eqn.invars[1].aval.shape
+    spec = eqn.params["dimension_numbers"]
+    out_feature_dim = spec.rhs_spec[0] if spec is not None else 0
+    per_output = float(np.prod(rhs, dtype=np.float64)) / rhs[out_feature_dim]
+    return 2.0 * _out_elements(eqn) * per_output
+
+
+def _sort_flops(eqn: Any) -> float:
+    shape = eqn.invars[0].aval.shape
+    if not shape:
+        return 0.0
+    axis = eqn.params.get("dimension", len(shape) - 1)
+    n = shape[axis]
+    rows = _size(eqn.invars[0].aval) // max(n, 1)
+    return float(rows * n * max(math.ceil(math.log2(n)), 1)) if n > 1 else 0.0
+
+
+def _prng_flops(eqn: Any) -> float:
+    name = eqn.primitive.name
+    if name == "random_bits":
+        words = _size(eqn.outvars[0].aval) * max(1, eqn.params["bit_width"] // 32)
+        return THREEFRY_FLOPS / 2 * words
+    if name in ("random_split", "random_fold_in"):
+        return float(THREEFRY_FLOPS * _size(eqn.outvars[0].aval))
+    return float(THREEFRY_FLOPS * _size(eqn.outvars[0].aval))  # threefry2x32: one hash per element pair
+
+
+_PRNG = frozenset({"random_bits", "random_split", "random_fold_in", "threefry2x32"})
+
+
+def _literal(atom: Any, consts: Mapping[Any, Any]) -> float | None:
+    """The value of a scalar literal or known constant, else None."""
+    if isinstance(atom, jcore.Literal):
+        value = atom.val
+    elif isinstance(atom, jcore.Var) and atom in consts:
+        value = consts[atom]
+    else:
+        return None
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - a non-numeric constant (a key) bounds nothing
+        return None
+    return float(array) if array.shape == () and np.issubdtype(array.dtype, np.number) else None
+
+
+def _while_trips(eqn: Any, consts: Mapping[Any, Any]) -> float | None:
+    """The trip count bound of a `while` counting a carried integer up to a constant, or None."""
+    params = eqn.params
+    cond, body = params["cond_jaxpr"], params["body_jaxpr"]
+    cond_nconsts, body_nconsts = params["cond_nconsts"], params["body_nconsts"]
+    carry_in = eqn.invars[cond_nconsts + body_nconsts:]
+    cond_carry = cond.jaxpr.invars[cond_nconsts:]
+    body_carry = body.jaxpr.invars[body_nconsts:]
+    cond_consts = dict(zip(cond.jaxpr.constvars, cond.consts))
+    cond_consts.update({v: consts[a] for v, a in zip(cond.jaxpr.invars[:cond_nconsts], eqn.invars[:cond_nconsts])
+                        if a in consts})
+    best = None
+    for c_eqn in cond.jaxpr.eqns:
+        if c_eqn.primitive.name not in ("lt", "le") or c_eqn.invars[0] not in cond_carry:
+            continue
+        limit = _literal(c_eqn.invars[1], cond_consts)
+        index = cond_carry.index(c_eqn.invars[0])
+        step = _increment(body, body_carry[index], index)
+        if limit is None or step is None or step <= 0:
+            continue
+        start = _literal(carry_in[index], consts)
+        start = 0.0 if start is None else start
+        trips = max(math.ceil((limit - start + (1 if c_eqn.primitive.name == "le" else 0)) / step), 0)
+        best = trips if best is None else min(best, trips)
+    return best
+
+
+def _increment(body: Any, var: Any, index: int) -> float | None:
+    """The constant the body adds to carried `var` (its output `index`), or None."""
+    out = body.jaxpr.outvars[index]
+    for b_eqn in body.jaxpr.eqns:
+        if b_eqn.primitive.name == "add" and out in b_eqn.outvars and var in b_eqn.invars:
+            other = b_eqn.invars[1] if b_eqn.invars[0] is var else b_eqn.invars[0]
+            return _literal(other, dict(zip(body.jaxpr.constvars, body.consts)))
+    return None
+
+
+def _sub_jaxprs(params: Mapping[str, Any]) -> list[tuple[Any, list]]:
+    """(jaxpr, consts) of every sub-program among an equation's parameters."""
+    out = []
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jcore.ClosedJaxpr):
+                out.append((item.jaxpr, item.consts))
+            elif isinstance(item, jcore.Jaxpr):
+                out.append((item, []))
+    return out
+
+
+def _live_eqns(jaxpr: Any) -> list:
+    """The equations whose results reach the outputs (or that have effects), in order: what
+    the program computes once dead code (results nobody reads, often left by autodiff) is
+    dropped, as XLA drops it."""
+    live = {v for v in jaxpr.outvars if isinstance(v, jcore.Var)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(v in live for v in eqn.outvars if not isinstance(v, jcore.DropVar)):
+            kept.append(eqn)
+            live.update(v for v in eqn.invars if isinstance(v, jcore.Var))
+    return kept[::-1]
+
+
+def _count(jaxpr: Any, consts: Mapping[Any, Any]) -> float:
+    total = 0.0
+    for eqn in _live_eqns(jaxpr):
+        name = eqn.primitive.name
+        if name == "scan":
+            body = eqn.params["jaxpr"]
+            total += eqn.params["length"] * _count(body.jaxpr, dict(zip(body.jaxpr.constvars, body.consts)))
+        elif name == "while":
+            cond, body = eqn.params["cond_jaxpr"], eqn.params["body_jaxpr"]
+            trips = _while_trips(eqn, consts)
+            trips = 1 if trips is None else trips
+            total += trips * _count(body.jaxpr, dict(zip(body.jaxpr.constvars, body.consts)))
+            total += (trips + 1) * _count(cond.jaxpr, dict(zip(cond.jaxpr.constvars, cond.consts)))
+        elif name == "dot_general":
+            total += _dot_flops(eqn)
+        elif name == "conv_general_dilated":
+            total += _conv_flops(eqn)
+        elif name in _PRNG:
+            total += _prng_flops(eqn)
+        elif name in ("sort", "top_k"):
+            total += _sort_flops(eqn)
+        elif name in _REDUCTIONS:
+            total += sum(_size(v.aval) for v in eqn.invars)
+        elif name in _SCATTERS:
+            total += _size(eqn.invars[-1].aval) if name not in ("scatter",) else 0.0
+        elif name in _FREE:
+            continue
+        else:
+            subs = _sub_jaxprs(eqn.params)
+            if subs:  # pjit, closed_call, custom_jvp/vjp, checkpoint, cond/switch (sum of branches)
+                total += sum(_count(sub, dict(zip(sub.constvars, sub_consts))) for sub, sub_consts in subs)
+            else:
+                total += _out_elements(eqn)
+    return total
+
+
+def jaxpr_flops(closed: Any) -> float:
+    """FLOPs of a `jax.make_jaxpr` result (a ClosedJaxpr), counted as the module docstring says."""
+    return _count(closed.jaxpr, dict(zip(closed.jaxpr.constvars, closed.consts)))
+
+
+def program_flops(fn: Callable, *args: Any) -> float:
+    """FLOPs of `fn(*args)`: traced once (values ignored, shapes and dtypes used), never compiled."""
+    return jaxpr_flops(jax.make_jaxpr(fn)(*args))
+
+
+# -- the cache --------------------------------------------------------------------------------------
+def _signature(args: Any) -> Hashable:
+    """Tree structure, shapes and canonical dtypes (what tracing sees) of `args`."""
+    leaves, treedef = jax.tree.flatten(args)
+    return treedef, tuple((np.shape(x), jax.dtypes.canonicalize_dtype(
+        x.dtype if hasattr(x, "dtype") else jnp.result_type(x), allow_extended_dtype=True)) for x in leaves)
+
+
+class _Counts:
+    """Counts per owner (an objective), held weakly on the owner; at most `MAX_ENTRIES` per owner."""
+
+    def __init__(self):
+        self._tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get_or_count(self, owner: Any, key: Hashable, count: Callable[[], float]) -> float:
+        table = self._tables.get(owner)
+        if table is None:
+            table = self._tables[owner] = collections.OrderedDict()
+        if key in table:
+            table.move_to_end(key)
+            return table[key]
+        began = time.perf_counter()
+        value = table[key] = float(count())
+        stats["counts"] += 1
+        stats["seconds"] += time.perf_counter() - began
+        while len(table) > MAX_ENTRIES:
+            table.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._tables.values())
+
+    def clear(self) -> None:
+        self._tables.clear()
+
+
+_counts = _Counts()
+stats = {"counts": 0, "seconds": 0.0}
+"""Programs counted (cache misses) and the seconds their tracing and counting took, since import."""
+
+
+@_caches.register
+def clear() -> None:
+    """Empties the accounting cache (`hg.clear_caches()` calls it)."""
+    _counts.clear()
+
+
+# -- the library's two counts -----------------------------------------------------------------------
+def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
+    """FLOPs of one training run and its scoring (validation and test losses and metrics):
+    `objective.loss_and_scores`, what one search trial costs and the unit of every result."""
+    data = objective.problem.data
+    args = (dict(hparams), key, data)
+    return _counts.get_or_count(objective, ("run", _signature(args)), lambda: program_flops(
+        lambda h, k, d: objective.loss_and_scores(h, k, d), *args))
+
+
+def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
+                        held: HParams | None = None) -> float:
+    """FLOPs of one hypergradient of `method` on `objective`: the program
+    `hypergrad.hypergradient.value_and_grad_fn(objective, method)`.
+
+    Args:
+        held: hyperparameters held fixed, for the hypergradient of `objective.with_fixed(held)`.
+            They enter the counted program as inputs, as they do the batched program of
+            `hg.hybrid_search`, so a masked choice is counted with every branch (the sum of the
+            branches of its `switch`, which is what the vmapped program computes). Closed over
+            as constants, the index would let the count follow the option the held values pick,
+            and each new `with_fixed` objective would miss the cache.
+    """
+    data = objective.problem.data
+    if held is None:
+        args = (dict(hparams), key, data)
+        return _counts.get_or_count(objective, ("hypergradient", method, _signature(args)), lambda: program_flops(
+            value_and_grad_fn(objective, method), *args))
+    args = (dict(hparams), dict(held), key, data)
+    return _counts.get_or_count(objective, ("hypergradient-held", method, _signature(args)), lambda: program_flops(
+        lambda h, f, k, d: value_and_grad_fn(objective.with_fixed(f), method)(h, k, d), *args))
+
+
+# -- machine rates ------------------------------------------------------------------------------------
+def matmul_flops_per_second(rows: int, inner: int, cols: int, *, batch: int = 1, repeats: int = 5) -> float:
+    """Measured FLOP/s of a float32 (batch x) rows x inner @ inner x cols product on the default
+    device: the best of `repeats` timed calls after one warm-up (2 * batch * rows * inner * cols
+    FLOPs each). A large square product measures the machine's peak; a batch of small ones, the
+    rate per-trial networks reach."""
+    rng = np.random.default_rng(0)  # numpy: drawing with jax would compile two more programs
+    a = jnp.asarray(rng.standard_normal((batch, rows, inner), np.float32))
+    b = jnp.asarray(rng.standard_normal((batch, inner, cols), np.float32))
+    product = jax.jit(jnp.matmul)
+    jax.block_until_ready(product(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(product(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * batch * rows * inner * cols / best
