@@ -11,8 +11,12 @@
    tolerance of Reverse, with cosine similarity above 0.9.
 4. Every method works inside `hg.tune` and lowers the validation loss of the digits MLP.
 5. Clear errors, before anything compiles, for combinations a method does not support.
+6. Cross-validation wraps every method: on a cv=k problem the exact methods agree with Reverse as
+   in 1 (the "logistic-cv" case of the matrix), and every method, exact or estimated, equals the
+   fold mean of its own single-fold results.
 """
 
+import dataclasses
 import importlib
 
 import jax
@@ -49,7 +53,17 @@ PROBLEMS = {
     "ridge_problem": (True, (0.4, 0.1), 0.7),              # full batch, per-feature decay
     "logistic_minibatch_problem": (True, (0.8, 0.2), 0.9),  # minibatches of 8, per-feature decay
     "mlp_minibatch_problem": (False, (0.5, 0.2), 0.6),     # iris tanh MLP, minibatches of 16
+    "logistic_cv_problem": (True, (0.8, 0.2), 0.9),         # the logistic problem, 3 stratified folds
 }
+CV_FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def logistic_cv_problem(logistic_minibatch_problem):
+    """The 36 + 24 logistic examples pooled into 3 stratified folds; minibatches of 8."""
+    problem = logistic_minibatch_problem
+    labels = np.concatenate([np.asarray(problem.train_data[1]), np.asarray(problem.val_data[1])])
+    return dataclasses.replace(problem, cv=CV_FOLDS, cv_labels=labels)
 
 # Reversible differentiates the fixed-point trajectory: every gradient and step is rounded to
 # 2^-40 (~1e-12) and the momentum to a multiple of 2^-30 (~1e-9 relative). Over these 8-step runs
@@ -64,7 +78,7 @@ REVERSIBLE_FLOOR = 1e-8
 EXACT_RTOL = 1e-6
 
 
-@pytest.fixture(scope="module", params=list(PROBLEMS), ids=["ridge", "logistic", "mlp"])
+@pytest.fixture(scope="module", params=list(PROBLEMS), ids=["ridge", "logistic", "mlp", "logistic-cv"])
 def exact_case(request):
     """(objective, hparams, key, (value, grads) of Reverse): Reverse computed once per problem."""
     problem = request.getfixturevalue(request.param)
@@ -340,3 +354,46 @@ def test_forward_refuses_thousands_of_unshared_hyperparameters(ridge_problem, ke
     assert_refused_before_compiling(r"Forward needs 3001 JVPs .*Set blocks= to share schedules", objective,
                                     hparams, space, key, hg.Forward())
     hg.Forward(blocks=10).check(objective, hparams)  # shared in blocks: 11 directions, accepted
+
+
+# -- 6. cross-validation wraps every method ------------------------------------------------------------
+def _single_fold(objective, fold):
+    """Fold `fold` of a cv objective as an ordinary single-split objective, from the same arrays."""
+    data = objective.problem.data
+    take = lambda tree: jax.tree.map(lambda a: a[fold], tree)  # noqa: E731
+    problem = dataclasses.replace(objective.problem, train_data=take(data["train"]), val_data=take(data["val"]),
+                                  cv=None, cv_labels=None)
+    return dataclasses.replace(objective, problem=problem)
+
+
+CV_HPARAMS = {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}
+CV_METHODS = {
+    "reverse": (hg.Reverse(), CV_HPARAMS),
+    "reverse-states": (hg.Reverse(checkpoint_every=2, store="states"), CV_HPARAMS),
+    "forward": (hg.Forward(), CV_HPARAMS),
+    "truncated": (hg.Truncated(window=T - 3), CV_HPARAMS),
+    "reversible": (hg.Reversible(), CV_HPARAMS),
+    "implicit": (hg.Implicit(solver="cg", maxiter=20), {"weight_decay": 0.02}),
+    "es": (hg.ES(sigma=0.1, num_samples=3), CV_HPARAMS),
+    "pes": (hg.PES(sigma=0.1, num_samples=3, window=3), CV_HPARAMS),
+}
+
+
+@pytest.mark.parametrize("method_name", list(CV_METHODS))
+def test_every_method_on_cv_is_the_fold_mean_of_its_single_fold_results(logistic_cv_problem, method_name):
+    """Value and hypergradient on the cv problem equal the means over folds of the same method on
+    each fold's single-split objective (one key: the same initialisation, minibatches and, for ES
+    and PES, noise in every fold); the folds' gradients differ, so no fold is copied."""
+    method, hparams = CV_METHODS[method_name]
+    optimizer = ((lambda h: optax.sgd(0.3, momentum=0.5)) if isinstance(method, hg.Implicit)
+                 else (lambda h: optax.sgd(h["lr"], momentum=h["momentum"])))
+    objective = hg.Objective(logistic_cv_problem, optimizer, num_steps=T)
+    hparams = {name: jnp.asarray(v, jnp.float64) for name, v in hparams.items()}
+    key = jax.random.key(3)
+    value, grads = hg.hypergradient(objective, hparams, key, method=method)
+    folds = [hg.hypergradient(_single_fold(objective, i), hparams, key, method=method) for i in range(CV_FOLDS)]
+    np.testing.assert_allclose(value, np.mean([v for v, _ in folds]), rtol=1e-13)
+    for name in hparams:
+        per_fold = np.array([float(g[name]) for _, g in folds])
+        np.testing.assert_allclose(grads[name], per_fold.mean(), rtol=1e-10, err_msg=name)
+        assert len(set(per_fold)) == CV_FOLDS and float(grads[name]) != 0.0, name

@@ -3,7 +3,8 @@
 Folds: sizes, disjointness, stratification, seeds. The cv objective against k single-split
 objectives built by hand from the same fold arrays; its hypergradient against finite differences
 (float64, from tests/conftest.py) and against the per-fold hypergradients; search, tune and compute
-accounting on a cv problem; every method as the fold mean of its own; the scikit-learn results format.
+accounting on a cv problem (every method as the fold mean of its own: tests/test_agreement.py); the
+scikit-learn results format.
 """
 
 import dataclasses
@@ -260,34 +261,6 @@ def test_cv_full_window_truncation_and_checkpointing_are_reverse(cv_objective, k
     _, grads = hg.hypergradient(cv_objective, hparams, key, method=method)
     for name in hparams:
         np.testing.assert_allclose(float(grads[name]), float(grads_r[name]), rtol=1e-12)
-
-
-def sgd_momentum(hparams):
-    return optax.sgd(hparams["lr"], momentum=hparams["momentum"])
-
-
-@pytest.mark.parametrize("method,optimizer,hparams", [
-    (hg.Implicit(), lambda h: optax.sgd(0.3, momentum=0.5), {"weight_decay": 0.02}),
-    (hg.Reversible(lr="lr", momentum="momentum"), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
-    (hg.ES(sigma=0.1, num_samples=2), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
-    (hg.PES(sigma=0.1, num_samples=2, window=2), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
-    (hg.Truncated(window=2), sgd_momentum, {"lr": 0.3, "momentum": 0.5, "weight_decay": 0.02}),
-], ids=["Implicit", "Reversible", "ES", "PES", "Truncated"])
-def test_every_method_on_cv_is_the_fold_mean_of_its_own_hypergradients(cv_problem, key, method, optimizer, hparams):
-    """Cross-validation wraps any method: on a cv problem each method's value and hypergradient
-    are the means over folds of the same method on each fold's single-split objective (one key:
-    the same initialisation, minibatches and, for ES and PES, the same noise in every fold)."""
-    objective = hg.Objective(cv_problem, optimizer, num_steps=T)
-    hparams = {name: jnp.asarray(v, jnp.float64) for name, v in hparams.items()}
-    value, grads = hg.hypergradient(objective, hparams, key, method=method)
-    folds = per_fold(objective, lambda o, h, k, d: method.value_and_grad(o, h, k, d), hparams, key)
-    np.testing.assert_allclose(float(value), np.mean([float(v) for (v, _), _ in folds]), rtol=1e-13)
-    for name in hparams:
-        expected = np.mean([float(g[name]) for _, g in folds])
-        np.testing.assert_allclose(float(grads[name]), expected, rtol=1e-10)
-        assert float(grads[name]) != 0.0
-    # ...and the fold gradients differ, so the mean is not one fold's gradient copied.
-    assert len({float(g["weight_decay"]) for _, g in folds}) == K
 
 
 def test_cv_online_hypergradient_optimizer_trains_each_fold(cv_problem, key):
