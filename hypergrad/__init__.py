@@ -8,7 +8,8 @@ from hypergrad.methods import ES, PES, Forward, Implicit, Method, Reverse, Rever
 from hypergrad.objective import Objective
 from hypergrad.optuna_search import optuna_search
 from hypergrad.problem import Problem
-from hypergrad.results import Comparison, Result, Trial, compare
+from hypergrad.report import Report, compare
+from hypergrad.results import Comparison, Result, Trial
 from hypergrad.search import grid_search, random_search, use_cpu_cores
 from hypergrad.space import Choice, LogUniform, Space, Uniform
 from hypergrad.structure import Masked, Structured, select_transform
@@ -24,7 +25,7 @@ __all__ = [
     "online",
     # strategies and their results
     "tune", "tune_step_cost", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
-    "compare", "Result", "Trial", "Comparison",
+    "compare", "Result", "Trial", "Comparison", "Report",
     # engine state
     "clear_caches",
 ]

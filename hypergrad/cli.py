@@ -21,6 +21,15 @@ import os
 import sys
 import time
 
+import jax
+import numpy as np
+import optax
+
+import hypergrad as hg
+from hypergrad.problems.presets import PRESETS, preset
+from hypergrad.search import balanced_chunk
+from hypergrad.tune import tune_step_cost
+
 __all__ = ["main"]
 
 
@@ -32,39 +41,34 @@ def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_ax
     return {"tune_steps": steps, "random_trials": trials, "grid_points_per_axis": points}
 
 
-def _compare(args: argparse.Namespace) -> int:
-    import jax
-    import optax
-
-    import hypergrad as hg
-    from hypergrad.problems.presets import preset
-    from hypergrad.search import balanced_chunk
-    from hypergrad.tune import tune_step_cost
-
+def _check_args(args: argparse.Namespace) -> None:
     if args.budget <= 0:
         raise SystemExit(f"--budget {args.budget}: give a positive number of training runs")
     if args.cpu_devices < 0:
         raise SystemExit(f"--cpu-devices {args.cpu_devices}: give 0 (one device per core) or a positive count")
-    if args.cpu_devices != 1:
-        try:  # before anything computes: one JAX device per core, so searches shard across them
-            hg.use_cpu_cores(None if args.cpu_devices == 0 else args.cpu_devices)
-        except RuntimeError:  # main() called from a Python process where JAX is already running
-            print("[devices] JAX had already started: searches use its devices as they are", file=sys.stderr)
-    objective, space = preset(args.problem, args.steps)
-    key = jax.random.key(args.seed)
-    os.makedirs(args.out, exist_ok=True)
-    log = os.path.join(args.out, "trials.jsonl")
-    if os.path.exists(log):
-        os.replace(log, log + ".previous")  # keep the last run's trials rather than mixing them in
-    method = hg.Reverse(checkpoint_every=args.checkpoint_every)
-    outer = optax.adam(args.outer_lr)
-    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), 1.0, len(space))
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
-    if say:
-        say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
-            f"{plan['tune_steps']} tune steps, {plan['random_trials']} random trials, "
-            f"{plan['grid_points_per_axis']}^{len(space)} grid points")
 
+
+def _use_devices(cpu_devices: int) -> None:
+    """One JAX device per core (or `cpu_devices`), before anything computes, so searches shard."""
+    if cpu_devices == 1:
+        return
+    try:
+        hg.use_cpu_cores(None if cpu_devices == 0 else cpu_devices)
+    except RuntimeError:  # main() called from a Python process where JAX is already running
+        print("[devices] JAX had already started: searches use its devices as they are", file=sys.stderr)
+
+
+def _fresh_log(out: str) -> str:
+    """The trials log in `out`, the last run's kept aside rather than mixed in."""
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "trials.jsonl")
+    if os.path.exists(log):
+        os.replace(log, log + ".previous")
+    return log
+
+
+def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
+    """Tune, random search and grid search, each within the plan's share of the budget."""
     # Chunks as equal as the memory bound allows, so padding wastes (almost) none of the budget, and
     # a multiple of the devices, so each chunk shards evenly across them.
     devices = jax.local_device_count()
@@ -72,19 +76,22 @@ def _compare(args: argparse.Namespace) -> int:
     def chunk_for(num_trials):
         return math.ceil(balanced_chunk(num_trials, args.chunk_size) / devices) * devices
 
-    started = time.perf_counter()
-    results = {
-        "hypergradient": hg.tune(objective, space, key, method=method, outer=outer, steps=plan["tune_steps"],
-                                 log=log, progress=say or False),
+    progress = say or False
+    return {
+        "hypergradient": hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
+                                 steps=plan["tune_steps"], log=log, progress=progress),
         "random": hg.random_search(objective, space, key, plan["random_trials"],
-                                   chunk_size=chunk_for(plan["random_trials"]),
-                                   log=log, progress=say or False),
+                                   chunk_size=chunk_for(plan["random_trials"]), log=log, progress=progress),
         "grid": hg.grid_search(objective, space, key, plan["grid_points_per_axis"],
                                chunk_size=chunk_for(plan["grid_points_per_axis"] ** len(space)),
-                               log=log, progress=say or False),
+                               log=log, progress=progress),
     }
+
+
+def _write_outputs(args, objective, space, plan, results, elapsed) -> int:
+    """Prints the comparison table; writes results.json, the plots (when matplotlib is there) and
+    report.md into `args.out`. Returns the number of plots written."""
     report = hg.compare(results)
-    elapsed = time.perf_counter() - started
     table = report.to_markdown()
     print(table)
     with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -98,14 +105,32 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"[plots skipped] {err}", file=sys.stderr)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(_report_markdown(args, objective, space, plan, results, table, plots, elapsed))
-    print(f"\nwrote {args.out}/report.md, trials.jsonl, results.json and {len(plots)} plots "
+    return len(plots)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    _check_args(args)
+    _use_devices(args.cpu_devices)
+    objective, space = preset(args.problem, args.steps)
+    key = jax.random.key(args.seed)
+    log = _fresh_log(args.out)
+    method = hg.Reverse(checkpoint_every=args.checkpoint_every)
+    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), 1.0, len(space))
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
+    if say:
+        say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
+            f"{plan['tune_steps']} tune steps, {plan['random_trials']} random trials, "
+            f"{plan['grid_points_per_axis']}^{len(space)} grid points")
+    started = time.perf_counter()
+    results = _run_strategies(args, objective, space, key, method, plan, log, say)
+    elapsed = time.perf_counter() - started
+    num_plots = _write_outputs(args, objective, space, plan, results, elapsed)
+    print(f"\nwrote {args.out}/report.md, trials.jsonl, results.json and {num_plots} plots "
           f"in {elapsed:.0f}s", file=sys.stderr)
     return 0
 
 
 def _describe(hparams) -> str:
-    import numpy as np
-
     parts = []
     for name, value in (hparams or {}).items():
         value = np.asarray(value)
@@ -152,8 +177,6 @@ def _report_markdown(args, objective, space, plan, results, table, plots, elapse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hypergrad.problems.presets import PRESETS
-
     parser = argparse.ArgumentParser(prog="hypergrad", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     cmp = commands.add_parser("compare", help="gradient tuning vs random vs grid search at equal compute")

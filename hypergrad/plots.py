@@ -1,6 +1,6 @@
 """Matplotlib figures of results and comparisons (the optional `plots` extra).
 
-Three figures tell a comparison's story (`plot_comparison`, also `Comparison.plot`):
+Three figures tell a comparison's story (`plot_comparison`, also `hg.compare(...).plot`):
 
 - `best_value_vs_compute.png`: the best validation loss each strategy had found against the
   compute it had spent, in training-run equivalents (the unit `compare` lines strategies up in),

@@ -4,14 +4,14 @@ Every strategy (`tune`, `random_search`, `grid_search`) returns a `Result`: a ta
 the order they were produced, each with its hyperparameters, validation loss (`value`), test loss,
 other scores, and the compute it cost in
 
-- FLOPs, from XLA's cost analysis of the compiled programs, accounted per training step (see
-  `hypergrad.compute`);
+- FLOPs, counted from the traced programs (see `hypergrad.accounting` for what is counted);
 - wall seconds of execution (compilation is reported separately, per result);
 - training-run equivalents: FLOPs divided by the FLOPs of one training run (training plus scoring
-  the trained parameters on validation and test: one search trial), the unit of `compare`.
+  the trained parameters on validation and test: one search trial), the unit of `hg.compare`.
 
-`compare` answers "at equal compute, which strategy found the better setting, and how does its pick
-do on the test split?".
+`line_up` (behind `hg.compare`) answers "at equal compute, which strategy found the better setting,
+and how does its pick do on the test split?". This module is data only: figures and reports sit
+above it (`hypergrad.plots`, `hypergrad.report`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Trial", "Result", "Comparison", "compare", "TrialRecorder"]
+__all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder"]
 
 COMPLETE, FAIL, SKIPPED = "complete", "fail", "skipped"
 
@@ -420,15 +420,10 @@ class Comparison:
                          f"{r.seconds:.1f} | {r.compile_seconds:.1f} |")
         return "\n".join(lines)
 
-    def plot(self, out_dir: str | os.PathLike) -> list[str]:
-        """Writes PNG figures into `out_dir` and returns their paths (needs matplotlib)."""
-        from hypergrad import plots
 
-        return plots.plot_comparison(self, out_dir)
-
-
-def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None) -> Comparison:
-    """Lines strategies up at equal compute.
+def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = None) -> Comparison:
+    """Lines strategies up at equal compute: the data of `hg.compare` (`hypergrad.report`), which
+    adds figures.
 
     For each budget (in training-run equivalents) and each strategy: the lowest validation loss
     among the trials that finished within the budget, and the test scores of that pick.
@@ -440,7 +435,7 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
             the best it found with the compute it used (shown in the row), never more.
 
     Returns:
-        a `Comparison` (`to_markdown()`, `to_dict()`, `plot(dir)`).
+        a `Comparison` (`to_markdown()`, `to_dict()`).
     """
     if not isinstance(results, Mapping) or not results:
         raise ValueError("compare(results): give a non-empty dict of name -> Result")

@@ -217,6 +217,18 @@ def test_comparison_exports(random_result, tune_result):
     assert "test_accuracy of pick" in markdown
 
 
+def test_compare_returns_a_report_that_plots(random_result, tune_result, tmp_path, monkeypatch):
+    from hypergrad import plots, results
+
+    report = hg.compare({"random": random_result, "tune": tune_result}, budgets=[1, 10])
+    assert isinstance(report, hg.Report) and isinstance(report, hg.Comparison)
+    table = results.line_up({"random": random_result, "tune": tune_result}, budgets=[1, 10])  # the data alone
+    assert (table.budgets, table.to_markdown()) == (report.budgets, report.to_markdown())
+    drawn = []
+    monkeypatch.setattr(plots, "plot_comparison", lambda comparison, out: drawn.append((comparison, out)) or [])
+    assert report.plot(tmp_path) == [] and drawn == [(report, tmp_path)]
+
+
 @pytest.mark.parametrize("bad", [{}, [], None])
 def test_compare_rejects_empty_input(bad):
     with pytest.raises(ValueError, match="results"):

@@ -1,0 +1,47 @@
+"""Reports over results: a comparison together with its figures.
+
+`hg.compare` returns a `Report`: the `Comparison` of `hypergrad.results` (data: the rows, budgets,
+`to_dict`, `to_markdown`) plus `plot(dir)`, which draws its figures with `hypergrad.plots` (the
+optional matplotlib extra). Results are data and import nothing above them; this module sits on
+top of both, so the layers only import downwards: results <- plots <- report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+
+from hypergrad import plots
+from hypergrad.results import Comparison, Result, line_up
+
+__all__ = ["Report", "compare"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Report(Comparison):
+    """A `Comparison` that can draw itself (what `hg.compare` returns)."""
+
+    def plot(self, out_dir: str | os.PathLike) -> list[str]:
+        """Writes PNG figures into `out_dir` and returns their paths (needs matplotlib); see
+        `hypergrad.plots.plot_comparison`."""
+        return plots.plot_comparison(self, out_dir)
+
+
+def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None) -> Report:
+    """Lines strategies up at equal compute.
+
+    For each budget (in training-run equivalents) and each strategy: the lowest validation loss
+    among the trials that finished within the budget, and the test scores of that pick.
+
+    Args:
+        results: `{name: Result}`.
+        budgets: budgets in training-run equivalents; default: 1/8, 1/4, 1/2 and all of the
+            largest total any strategy spent. A strategy that stopped short of a budget keeps
+            the best it found with the compute it used (shown in the row), never more.
+
+    Returns:
+        a `Report`: the `Comparison` (`to_markdown()`, `to_dict()`) with `plot(dir)`.
+    """
+    comparison = line_up(results, budgets)
+    return Report(**{field.name: getattr(comparison, field.name) for field in dataclasses.fields(comparison)})
