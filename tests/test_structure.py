@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import hypergrad as hg
-from hypergrad import _compile
+from hypergrad import _compile, accounting
 from hypergrad.problems import _data
 from hypergrad.problems._losses import cross_entropy
 from hypergrad.structure import DEFAULT_PROGRAM_SECONDS, Masked, Rates, plan, select_transform
@@ -125,16 +125,12 @@ SLOW = Rates(flops_per_second=1.0, program_seconds=DEFAULT_PROGRAM_SECONDS)
 FAST = Rates(flops_per_second=1e9, program_seconds=DEFAULT_PROGRAM_SECONDS)
 
 
-def test_auto_plan_masks_by_the_whole_run_bound_with_one_lowering(splits, key, monkeypatch):
-    from hypergrad import structure
-
-    lowered = []
-    count = structure._lowered_step_flops
-    monkeypatch.setattr(structure, "_lowered_step_flops", lambda o, h, k: lowered.append(o) or count(o, h, k))
+def test_auto_plan_masks_by_the_whole_run_bound_with_one_count(splits, key):
     family = make_family(splits)
     settings = SPACE.sample(key, 64)
+    counted = accounting.stats["counts"]
     decisions = plan(family, SPACE, settings, key, rates=FAST)
-    assert len(lowered) == 1  # the step with every choice masked, and nothing else
+    assert accounting.stats["counts"] == counted + 1  # the run with every choice masked, and nothing else
     whole = 64 * 15 * decisions["width"].flops_masked / 1e9
     for name in ("width", "activation", "solver"):
         d = decisions[name]
@@ -156,22 +152,17 @@ def test_auto_plan_prices_each_choice(splits, key):
         assert d.extra_compile_seconds > 0
 
 
-def test_plan_lowers_each_configuration_step_once(splits, key, monkeypatch):
-    from hypergrad import structure
-
-    lowered = []
-    count = structure._lowered_step_flops
-    monkeypatch.setattr(structure, "_lowered_step_flops", lambda o, h, k: lowered.append(o) or count(o, h, k))
+def test_plan_counts_each_configuration_once(splits, key):
     family = make_family(splits)
     settings = SPACE.sample(key, 64)
+    counted = accounting.stats["counts"]
     first = plan(family, SPACE, settings, key, rates=SLOW)
-    # The step with every choice masked (the bound), then per choice one masked step and one per
+    # The run with every choice masked (the bound), then per choice one masked run and one per
     # option, around the configuration of the first options, which every choice shares: 1 + 3
     # masked + 4 distinct exact configurations, not 1 + 3 + 6.
-    assert len(lowered) == len(set(map(id, lowered))) == 8
-    lowered.clear()
-    again = plan(family, SPACE, settings, key, rates=SLOW)  # a second search of the family lowers nothing
-    assert lowered == [] and {n: d.flops_masked for n, d in again.items()} == {
+    assert accounting.stats["counts"] == counted + 8
+    again = plan(family, SPACE, settings, key, rates=SLOW)  # a second search of the family counts nothing
+    assert accounting.stats["counts"] == counted + 8 and {n: d.flops_masked for n, d in again.items()} == {
         n: d.flops_masked for n, d in first.items()}
 
 
@@ -259,9 +250,7 @@ def test_structured_results_export_and_compare(splits, key, tmp_path):
     assert len(comparison.plot(tmp_path / "plots")) == 3  # string and tuple options are left out of the bars
 
 
-def test_hypergradient_flops_with_held_choices_count_every_branch_and_are_cached(splits, key, monkeypatch):
-    from hypergrad import compute
-
+def test_hypergradient_flops_with_held_choices_count_every_branch_and_are_cached(splits, key):
     family = make_family(splits, mask=True)
     objective = family.objective({name: Masked(name, SPACE[name].options) for name in SPACE.structural})
     continuous = {"lr": jnp.asarray(0.05)}
@@ -270,13 +259,13 @@ def test_hypergradient_flops_with_held_choices_count_every_branch_and_are_cached
     adam_relu = {"width": jnp.asarray(1), "activation": jnp.asarray(1), "solver": jnp.asarray(1),
                  "weight_decay": jnp.asarray(1e-2)}
     method = hg.Reverse()
-    # Held as constants, the options' indices let XLA drop unselected branches: counts differ.
-    assert method.flops(objective.with_fixed(sgd_tanh), continuous, key) != method.flops(
-        objective.with_fixed(adam_relu), continuous, key)
-    counted = []
-    original = compute._counted
-    monkeypatch.setattr(compute, "_counted", lambda lowerings: counted.append(1) or original(lowerings))
+    counted = accounting.stats["counts"]
     held = method.flops(objective, continuous, key, held=sgd_tanh)
     # Held as inputs, every branch is counted whatever the values, and new values reuse the count.
     assert method.flops(objective, continuous, key, held=adam_relu) == held > 0
-    assert len(counted) == 1
+    assert accounting.stats["counts"] == counted + 1
+    # The same hypergradient of a family member built with those options: every branch of the
+    # masked one is at least any single option's work.
+    for options in ({"width": 8, "activation": "tanh", "solver": "sgd"}, {"width": 8, "activation": "relu", "solver": "adam"}):
+        exact = family.objective(options).with_fixed({"weight_decay": jnp.asarray(1e-4)})
+        assert held > method.flops(exact, continuous, key) > 0
