@@ -40,7 +40,8 @@ from hypergrad.accounting import run_flops
 from hypergrad.search import check_space
 from hypergrad.space import Space
 
-__all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER"]
+__all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
+           "step_trial"]
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
@@ -67,6 +68,72 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
         return new_z, new_good, opt_state, report
 
     return step
+
+
+def check_outer(outer: Any) -> optax.GradientTransformation:
+    """`outer`, or `DEFAULT_OUTER` for None; a `ValueError` unless it is an optax transformation."""
+    outer = DEFAULT_OUTER if outer is None else outer
+    if not isinstance(outer, optax.GradientTransformation):
+        raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
+    return outer
+
+
+def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
+    check_objective(objective)
+    check_space(space)
+    check_method(method)
+    space.check_differentiable(f"tune(method={method!r})")
+
+
+def _initial_z(space: Space, init: HParams | None) -> dict[str, jax.Array]:
+    """The unconstrained start (default float dtype) of `init`, checked strictly inside the bounds,
+    or of the space's centre."""
+    if init is None:
+        init = space.centre()
+    else:
+        init = as_hparams(init, "init")
+        space.check(init, "init")
+        check_differentiable_hparams(init, "init")
+        for name, value in init.items():
+            dist = space[name]
+            if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
+                raise ValueError(f"init[{name!r}] lies outside or on the bounds ({dist.lo}, {dist.hi}) of the "
+                                 "space; start strictly inside them")
+    dtype = jnp.zeros(()).dtype
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype), space.unconstrain(init))
+
+
+def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float, seconds: float,
+               run_flops: float) -> Trial:
+    """The trial of one outer step's report (host values of one configuration). The final
+    evaluation's update is discarded, so it fails only when its loss does; a step fails when its
+    loss is not finite and is skipped when only its hypergradient is not."""
+    scores = {name: float(v) for name, v in report["scores"].items()}
+    value = scores["val_loss"]
+    if final:
+        state = COMPLETE if math.isfinite(value) else FAIL
+    else:
+        state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
+    return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
+                 scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
+                 grad_norm=float(report["grad_norm"]))
+
+
+def _run_outer_loop(executable: Any, carry: tuple, key: Key, data: Any, steps: int, resample_key: bool,
+                    recorder: TrialRecorder, flops: float, run_flops: float) -> None:
+    """`steps` outer steps from `carry` = (z, z_good, opt_state), then the final iterate scored by
+    the same program (its update discarded: one more hypergradient's compute instead of a second
+    compilation); each step's trial goes to `recorder` as it returns."""
+    for number in range(steps + 1):
+        step_key = jax.random.fold_in(key, number) if resample_key else key
+        began = time.perf_counter()
+        out = jax.block_until_ready(executable(*carry, step_key, data))
+        seconds = time.perf_counter() - began
+        if number < steps:
+            carry = out[:3]
+        recorder.add(step_trial(number, jax.device_get(out[3]), final=number == steps, flops=flops,
+                                seconds=seconds, run_flops=run_flops))
+        recorder.report()
 
 
 def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
@@ -121,68 +188,23 @@ def tune(
     Returns:
         a `Result` with one trial per outer step plus the final iterate.
     """
-    check_objective(objective)
-    check_space(space)
-    check_method(method)
-    space.check_differentiable(f"tune(method={method!r})")
-    steps = check_count(steps, "steps")
-    key = check_key(key)
-    outer = DEFAULT_OUTER if outer is None else outer
-    if not isinstance(outer, optax.GradientTransformation):
-        raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
-    if init is None:
-        init = space.centre()
-    else:
-        init = as_hparams(init, "init")
-        space.check(init, "init")
-        check_differentiable_hparams(init, "init")
-        for name, value in init.items():
-            dist = space[name]
-            if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
-                raise ValueError(f"init[{name!r}] lies outside or on the bounds ({dist.lo}, {dist.hi}) of the "
-                                 "space; start strictly inside them")
-    dtype = jnp.zeros(()).dtype
-    z = jax.tree.map(lambda a: jnp.asarray(a, dtype), space.unconstrain(init))
+    _check_tune_args(objective, space, method)
+    steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
+    z = _initial_z(space, init)
     method.check(objective, space.constrain(z))
     opt_state = outer.init(z)
     data = objective.problem.data
 
-    step_args = (z, z, opt_state, key, data)
     executable, compile_seconds = _compile.compiled(
         ("tune", objective, space, method, outer), lambda: outer_step_fn(objective, space, method, outer),
-        step_args)
+        (z, z, opt_state, key, data))
     hparams0 = space.constrain(z)
     unit = run_flops(objective, hparams0, key)
     step_flops = hypergradient_flops(objective, method, hparams0, key)
 
     recorder = TrialRecorder(f"tune[{method}]", log, progress, total=steps + 1)
-    z_good = z
     try:
-        for number in range(steps):
-            step_key = jax.random.fold_in(key, number) if resample_key else key
-            began = time.perf_counter()
-            z, z_good, opt_state, report = jax.block_until_ready(executable(z, z_good, opt_state, step_key, data))
-            seconds = time.perf_counter() - began
-            report = jax.device_get(report)
-            scores = {name: float(v) for name, v in report["scores"].items()}
-            value = scores["val_loss"]
-            state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
-            recorder.add(Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()},
-                               value=value, scores=scores, state=state, flops=step_flops, seconds=seconds,
-                               run_flops=unit, grad_norm=float(report["grad_norm"])))
-            recorder.report()
-        # The final iterate is scored by the same program (its update is discarded): one more
-        # hypergradient's compute instead of a second compilation.
-        final_key = jax.random.fold_in(key, steps) if resample_key else key
-        began = time.perf_counter()
-        report = jax.device_get(jax.block_until_ready(executable(z, z_good, opt_state, final_key, data))[3])
-        scores = {name: float(v) for name, v in report["scores"].items()}
-        value = scores["val_loss"]
-        recorder.add(Trial(number=steps, hparams={k: np.asarray(v) for k, v in report["hparams"].items()},
-                           value=value, scores=scores, state=COMPLETE if math.isfinite(value) else FAIL,
-                           flops=step_flops, seconds=time.perf_counter() - began, run_flops=unit,
-                           grad_norm=float(report["grad_norm"])))
-        recorder.report()
+        _run_outer_loop(executable, (z, z, opt_state), key, data, steps, resample_key, recorder, step_flops, unit)
     finally:
         recorder.close()
     return Result(f"tune[{method}]", tuple(recorder.trials), unit, compile_seconds,
