@@ -16,6 +16,7 @@ the best value reached within any budget.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -32,12 +33,12 @@ from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
 from hypergrad.objective import Objective, check_key
-from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
+from hypergrad.results import Result, TrialRecorder
 from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
-from hypergrad.tune import DEFAULT_OUTER, outer_step_fn
+from hypergrad.tune import check_outer, outer_step_fn, step_trial
 
 __all__ = ["hybrid_search", "configurations"]
 
@@ -86,102 +87,115 @@ def hybrid_search(
         a `Result` with one trial per (configuration, outer step), the discrete options in its
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
+    continuous = _check_hybrid_args(objective, space, method, budget, configs)
+    key = check_key(key)
+    outer = check_outer(outer)
+    settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
+    num = len(next(iter(settings.values())))
+    if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
+        raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
+                         f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
+    groups, structure = _groups(objective, space, settings, key)
+    dtype = jnp.zeros(()).dtype
+    z0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), continuous.unconstrain(continuous.centre()))
+    programs = [_program(config, group_objective, rows, settings, space, continuous, method, outer, key, z0)
+                for config, group_objective, rows in groups]
+    evaluations = _evaluations(programs, budget, num)
+
+    recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num)
+    try:
+        _run_programs(programs, evaluations, space, settings, recorder)
+    finally:
+        recorder.close()
+    unit = sum(p["unit"] * len(p["rows"]) for p in programs) / num
+    info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": evaluations - 1,
+            "budget": budget, "programs": len(programs), "structure": structure}
+    return Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
+                  sum(p["compile_seconds"] for p in programs), info)
+
+
+def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, configs: Any) -> Space:
+    """Raises `ValueError` on a bad argument; returns the space of the continuous hyperparameters."""
     check_space(space)
-    family = objective if isinstance(objective, Structured) else None
-    if family is None:
+    if not isinstance(objective, Structured):
         check_objective(objective)
     check_family(objective, space)
     check_method(method)
-    key = check_key(key)
-    continuous = Space({n: d for n, d in space.items if not isinstance(d, Choice)}) if any(
-        not isinstance(d, Choice) for _, d in space.items) else None
     if not space.choices:
         raise ValueError("hybrid_search: the space has no hg.Choice to search; use hg.tune for continuous "
                          "hyperparameters alone")
-    if continuous is None:
+    if all(isinstance(d, Choice) for _, d in space.items):
         raise ValueError("hybrid_search: the space has no Uniform/LogUniform hyperparameter to descend; "
                          "use hg.grid_search or hg.random_search for choices alone")
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
         raise ValueError(f"budget={budget!r} must be a positive number of training-run equivalents")
     if configs != "grid" and not isinstance(configs, (int, np.integer)) or isinstance(configs, bool):
         raise ValueError(f"configs={configs!r} must be 'grid' or a positive number of configurations to sample")
-    outer = DEFAULT_OUTER if outer is None else outer
-    if not isinstance(outer, optax.GradientTransformation):
-        raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
+    return Space({n: d for n, d in space.items if not isinstance(d, Choice)})
 
-    settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
-    num = len(next(iter(settings.values())))
-    if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
-        raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
-                         f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
-    if family is not None:
-        decisions = plan(family, space, settings, key, rates=measured_rates())
-        groups = [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
-        structure = {name: d.to_dict() for name, d in decisions.items()}
-    else:
-        groups, structure = [({}, objective, np.arange(num))], {}
 
-    dtype = jnp.zeros(()).dtype
-    z0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), continuous.unconstrain(continuous.centre()))
-    programs = []
-    for config, group_objective, rows in groups:
-        fixed = {name: jnp.asarray(np.asarray(settings[name])[rows]) for name in space.choices
-                 if name not in config or isinstance(config[name], Masked)}
-        first_fixed = jax.tree.map(lambda a: a[0], fixed)
-        method.check(group_objective.with_fixed(first_fixed), continuous.constrain(z0))
-        z = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(rows), *a.shape)), z0)
-        opt_state = jax.vmap(outer.init)(z)
-        args = (z, z, opt_state, fixed, key, group_objective.problem.data)
-        executable, seconds = _compile.compiled(
-            ("hybrid", group_objective, continuous, method, outer),
-            lambda o=group_objective: _batched_step(o, continuous, method, outer), args)
-        hparams0 = {**continuous.constrain(z0), **first_fixed}
-        unit = run_flops(group_objective, hparams0, key)
-        step = hypergradient_flops(group_objective, method, continuous.constrain(z0), key, held=first_fixed)
-        programs.append({"config": config, "rows": rows, "executable": executable, "args": list(args),
-                         "compile_seconds": seconds, "unit": unit, "step_flops": step})
+def _groups(objective: Objective | Structured, space: Space, settings: dict[str, np.ndarray], key: Key
+            ) -> tuple[list[tuple[dict, Objective, np.ndarray]], dict]:
+    """(config, objective, rows) per program, and the structure plan's record (empty for one objective)."""
+    if not isinstance(objective, Structured):
+        return [({}, objective, np.arange(len(next(iter(settings.values())))))], {}
+    decisions = plan(objective, space, settings, key, rates=measured_rates())
+    groups = [(config, objective.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
+    return groups, {name: d.to_dict() for name, d in decisions.items()}
 
+
+def _program(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
+             continuous: Space, method: Method, outer: optax.GradientTransformation, key: Key, z0: Any) -> dict:
+    """One group's compiled, vmapped outer step, its starting arguments and its costs."""
+    fixed = {name: jnp.asarray(np.asarray(settings[name])[rows]) for name in space.choices
+             if name not in config or isinstance(config[name], Masked)}
+    first_fixed = jax.tree.map(lambda a: a[0], fixed)
+    method.check(objective.with_fixed(first_fixed), continuous.constrain(z0))
+    z = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(rows), *a.shape)), z0)
+    opt_state = jax.vmap(outer.init)(z)
+    args = (z, z, opt_state, fixed, key, objective.problem.data)
+    executable, seconds = _compile.compiled(
+        ("hybrid", objective, continuous, method, outer),
+        lambda: _batched_step(objective, continuous, method, outer), args)
+    hparams0 = {**continuous.constrain(z0), **first_fixed}
+    unit = run_flops(objective, hparams0, key)
+    step = hypergradient_flops(objective, method, continuous.constrain(z0), key, held=first_fixed)
+    return {"config": config, "rows": rows, "executable": executable, "args": list(args),
+            "compile_seconds": seconds, "unit": unit, "step_flops": step}
+
+
+def _evaluations(programs: list[dict], budget: float, num: int) -> int:
+    """Hypergradients per configuration that `budget` buys (>= 2: one step and the final scoring)."""
     cost = sum(p["step_flops"] / p["unit"] * len(p["rows"]) for p in programs)  # runs per step, all configs
     evaluations = math.floor(budget / cost + 1e-9)
     if evaluations < 2:
         raise ValueError(
             f"budget={budget} runs buys {evaluations} hypergradient(s) per configuration ({num} configurations "
             f"at {cost / num:.2f} runs each); give at least {2 * cost:.1f} runs or fewer configs")
-    steps = evaluations - 1
+    return evaluations
 
-    recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num)
+
+def _run_programs(programs: list[dict], evaluations: int, space: Space, settings: dict[str, np.ndarray],
+                  recorder: TrialRecorder) -> None:
+    """Every program's outer step, step by step across programs; the last evaluation scores the
+    final iterate (its update dropped). One trial per (configuration, step), numbered in order."""
     number = 0
-    try:
-        for step_index in range(evaluations):
-            for program in programs:
-                began = time.perf_counter()
-                z, z_good, opt_state, fixed, k, data = program["args"]
-                out = jax.block_until_ready(program["executable"](z, z_good, opt_state, fixed, k, data))
-                seconds = (time.perf_counter() - began) / len(program["rows"])
-                if step_index < steps:  # the last evaluation scores the final iterate; its update is dropped
-                    program["args"][:3] = out[:3]
-                report = jax.device_get(out[3])
-                for i, row in enumerate(program["rows"]):
-                    scores = {name: float(v[i]) for name, v in report["scores"].items()}
-                    value = scores["val_loss"]
-                    if step_index == steps:
-                        state = COMPLETE if math.isfinite(value) else FAIL
-                    else:
-                        state = COMPLETE if report["ok"][i] else (SKIPPED if report["loss_ok"][i] else FAIL)
-                    hparams = {n: np.asarray(v[i]) for n, v in report["hparams"].items()}
-                    hparams.update(space.options_of({n: np.asarray(settings[n])[row] for n in space.choices}))
-                    recorder.add(Trial(number=number, hparams=hparams, value=value, scores=scores, state=state,
-                                       flops=program["step_flops"], seconds=seconds, run_flops=program["unit"],
-                                       grad_norm=float(report["grad_norm"][i])))
-                    number += 1
-                recorder.report()
-    finally:
-        recorder.close()
-    unit = sum(p["unit"] * len(p["rows"]) for p in programs) / num
-    info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": steps, "budget": budget,
-            "programs": len(programs), "structure": structure}
-    return Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
-                  sum(p["compile_seconds"] for p in programs), info)
+    for step_index in range(evaluations):
+        final = step_index == evaluations - 1
+        for program in programs:
+            began = time.perf_counter()
+            out = jax.block_until_ready(program["executable"](*program["args"]))
+            seconds = (time.perf_counter() - began) / len(program["rows"])
+            if not final:
+                program["args"][:3] = out[:3]
+            report = jax.device_get(out[3])
+            for i, row in enumerate(program["rows"]):
+                trial = step_trial(number, jax.tree.map(lambda a: a[i], report), final=final,
+                                   flops=program["step_flops"], seconds=seconds, run_flops=program["unit"])
+                options = space.options_of({n: np.asarray(settings[n])[row] for n in space.choices})
+                recorder.add(dataclasses.replace(trial, hparams={**trial.hparams, **options}))
+                number += 1
+            recorder.report()
 
 
 def _batched_step(objective: Objective, continuous: Space, method: Method, outer: optax.GradientTransformation):
