@@ -19,10 +19,34 @@ Space mapping (one Optuna parameter per search axis, as the baselines see the sp
 
 Every trial trains with the same `key` (common random numbers), as in `random_search`, so a
 trial's value equals `objective(hparams, key)` evaluated alone.
+
+Rounds: each asks `min(batch_size, trials left)` trials from the study, evaluates them together
+(`hypergrad.search.evaluate_settings`, in chunks of `chunk_size`), and tells each value back
+(diverged trials, with a non-finite validation loss, are told as `TrialState.FAIL`). A round
+smaller than `min(batch_size, chunk_size)` is padded with copies of its first trial, so every
+round runs the same compiled program: one compilation for any number of rounds, and none for a
+later call with the same names and shapes (random and grid search share that program too).
+
+Cost: `num_trials` training runs, plus the padding of a short last round (counted as compute,
+as `random_search` counts its padded chunk), plus Optuna's own time, which is host-side and not
+counted in the trials' seconds or FLOPs. TPE's ask time grows with the number of finished
+trials (it refits its Parzen estimators on all of them) and with the number of search axes (an
+`independent=True` schedule of T steps is T axes); the random sampler's does not.
+
+Bias: asking a batch at once loses some sequential information compared with one-at-a-time
+TPE: the trials of a round are proposed before any of them has a value (Optuna's constant-liar
+heuristic, on by default for TPE, only spreads them apart). This is the known trade-off of
+batched Bayesian optimisation; `batch_size=1` recovers sequential TPE at the price of one
+(unvmapped) program call per trial. TPE samples at random until 10 trials have finished (its
+startup trials), so with `batch_size >= 10` its whole first round is random.
+
+Memory: one chunk of trials at a time, as `random_search` (`min(batch_size, chunk_size)` copies
+of the parameters, optimiser state and activations), plus the study's trial records on the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -134,28 +158,7 @@ def optuna_search(
 ) -> Result:
     """Optuna's sampler proposes settings in batches; each batch is evaluated by one vmapped program.
 
-    Each round asks `min(batch_size, trials left)` trials from the study, evaluates them together
-    (`hypergrad.search.evaluate_settings`, in chunks of `chunk_size`), and tells each value back
-    (diverged trials, with a non-finite validation loss, are told as `TrialState.FAIL`). A round
-    smaller than `min(batch_size, chunk_size)` is padded with copies of its first trial, so every
-    round runs the same compiled program: one compilation for any number of rounds, and none for a
-    later call with the same names and shapes (random and grid search share that program too).
-
-    Cost: `num_trials` training runs, plus the padding of a short last round (counted as compute,
-    as `random_search` counts its padded chunk), plus Optuna's own time, which is host-side and not
-    counted in the trials' seconds or FLOPs. TPE's ask time grows with the number of finished
-    trials (it refits its Parzen estimators on all of them) and with the number of search axes (an
-    `independent=True` schedule of T steps is T axes); the random sampler's does not.
-
-    Bias: asking a batch at once loses some sequential information compared with one-at-a-time
-    TPE: the trials of a round are proposed before any of them has a value (Optuna's constant-liar
-    heuristic, on by default for TPE, only spreads them apart). This is the known trade-off of
-    batched Bayesian optimisation; `batch_size=1` recovers sequential TPE at the price of one
-    (unvmapped) program call per trial. TPE samples at random until 10 trials have finished (its
-    startup trials), so with `batch_size >= 10` its whole first round is random.
-
-    Memory: one chunk of trials at a time, as `random_search` (`min(batch_size, chunk_size)` copies
-    of the parameters, optimiser state and activations), plus the study's trial records on the host.
+    Rounds, padding, cost, bias and memory: see the module docstring.
 
     Args:
         objective: the objective.
@@ -186,50 +189,69 @@ def optuna_search(
     """
     check_target(objective, check_space(space))
     key = check_key(key)
-    num_trials = check_count(num_trials, "num_trials")
-    batch_size = check_count(batch_size, "batch_size")
-    chunk_size = check_count(chunk_size, "chunk_size")
+    num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
+        (num_trials, "num_trials"), (batch_size, "batch_size"), (chunk_size, "chunk_size")))
+    optuna = _import_optuna()
+    _check_sampler(optuna, sampler, seed, study)
+    distributions = optuna_distributions(space)
+    with _quiet(optuna):
+        study = study if study is not None else _new_study(optuna, sampler, seed, key)
+        return _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
+                    _strategy(optuna, study), log, progress)
+
+
+@contextlib.contextmanager
+def _quiet(optuna: Any):
+    """Optuna's logging at WARNING within the block (no line per trial), as it was after."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _strategy(optuna: Any, study: Any) -> str:
+    """"optuna-tpe", "optuna-random" or "optuna-<SamplerClass>"."""
+    label = {optuna.samplers.TPESampler: "tpe", optuna.samplers.RandomSampler: "random"}.get(
+        type(study.sampler), type(study.sampler).__name__)
+    return f"optuna-{label}"
+
+
+def _check_sampler(optuna: Any, sampler: Any, seed: Any, study: Any) -> None:
+    """Raises `ValueError` unless sampler, seed and study make sense together."""
     if isinstance(sampler, str) and sampler not in _SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; choose 'tpe', 'random' or pass an optuna "
                          "sampler instance")
     if seed is not None and not is_int_at_least(seed, 0):
         raise ValueError(f"seed={seed!r} must be None or an integer >= 0")
-    optuna = _import_optuna()
     if not isinstance(sampler, (str, optuna.samplers.BaseSampler)):
         raise ValueError(f"sampler must be 'tpe', 'random' or an optuna sampler, got "
                          f"{type(sampler).__name__}")
     if seed is not None and not isinstance(sampler, str):
         raise ValueError("seed seeds a named sampler ('tpe' or 'random'); seed your sampler instance "
                          "yourself")
-    if study is not None:
-        if not isinstance(study, optuna.Study):
-            raise ValueError(f"study must be an optuna.Study, got {type(study).__name__}")
-        if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MINIMIZE:
-            raise ValueError("study must have one objective with direction='minimize' (validation loss)")
-        if not isinstance(sampler, str) and sampler is not study.sampler:
-            raise ValueError("study has its own sampler; pass the sampler when creating the study, not both")
-        if seed is not None:
-            raise ValueError("seed applies to a new study's sampler; seed the study's sampler yourself")
+    if study is None:
+        return
+    if not isinstance(study, optuna.Study):
+        raise ValueError(f"study must be an optuna.Study, got {type(study).__name__}")
+    if len(study.directions) != 1 or study.direction != optuna.study.StudyDirection.MINIMIZE:
+        raise ValueError("study must have one objective with direction='minimize' (validation loss)")
+    if not isinstance(sampler, str) and sampler is not study.sampler:
+        raise ValueError("study has its own sampler; pass the sampler when creating the study, not both")
+    if seed is not None:
+        raise ValueError("seed applies to a new study's sampler; seed the study's sampler yourself")
 
-    distributions = optuna_distributions(space)
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        if study is None:
-            if isinstance(sampler, str):
-                if seed is None:
-                    seed = int(jax.random.randint(jax.random.fold_in(key, _SEED_STREAM), (), 0, 2**31 - 1))
-                sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
-                           else optuna.samplers.RandomSampler(seed=seed))
-            study = optuna.create_study(direction="minimize", sampler=sampler)
-        sampler = study.sampler
-        label = {optuna.samplers.TPESampler: "tpe", optuna.samplers.RandomSampler: "random"}.get(
-            type(sampler), type(sampler).__name__)
-        strategy = f"optuna-{label}"
-        return _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
-                    strategy, log, progress)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+
+def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:
+    """A new in-memory minimising study with `sampler`: an instance as is, or a named one seeded by
+    `seed`, by default derived from `key`."""
+    if isinstance(sampler, str):
+        if seed is None:
+            seed = int(jax.random.randint(jax.random.fold_in(key, _SEED_STREAM), (), 0, 2**31 - 1))
+        sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))
+    return optuna.create_study(direction="minimize", sampler=sampler)
 
 
 def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
