@@ -172,18 +172,9 @@ def _evaluate_group(
     data = objective.problem.data
     if spread is not None:
         data, key = jax.device_put((data, key), replicated)
-    began = time.perf_counter()
     first = settings if chunk == num else _chunk(settings, 0, chunk)
     example = (first if spread is None else jax.device_put(first, spread), key, data)
-    executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
-    if executable is None:
-        names: list[str] = []
-        executable, compile_seconds = _compile.compiled(
-            ("search", objective), lambda: _trials_program(objective, chunk, names), example)
-        # One trial's FLOPs (`hypergrad.accounting`): one run traced and counted, nothing compiled.
-        _programs[executable] = (tuple(names), run_flops(objective, _first(settings), key))
-        structure.record_program(time.perf_counter() - began)
-    names, unit = _programs[executable]
+    executable, compile_seconds, names, unit = _search_program(objective, chunk, example, _first(settings))
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         began = time.perf_counter()
@@ -199,20 +190,36 @@ def _evaluate_group(
         seconds = time.perf_counter() - began
         structure.record_run(unit * chunk, seconds)
         for i in range(real):
-            trial_scores = {name: float(v[i]) for name, v in scores.items()}
-            value = trial_scores["val_loss"]
-            recorder.add(Trial(
-                number=int(rows[start + i]),
-                hparams=chunk_hparams[i],
-                value=value,
-                scores=trial_scores,
-                state=COMPLETE if math.isfinite(value) else FAIL,
-                flops=unit * chunk / real,  # padding rows are compute spent too
-                seconds=seconds / real,
-                run_flops=unit,
-            ))
+            # padding rows are compute spent too: the chunk's cost is spread over its real trials
+            recorder.add(_trial(int(rows[start + i]), chunk_hparams[i], {n: v[i] for n, v in scores.items()},
+                                flops=unit * chunk / real, seconds=seconds / real, run_flops=unit))
         recorder.report()
     return compile_seconds, unit
+
+
+def _search_program(objective: Objective, chunk: int, example: tuple, one: HParams
+                    ) -> tuple[Any, float, tuple[str, ...], float]:
+    """(executable, compile seconds, score names, FLOPs of one trial) of the search program for
+    `example` = (settings, key, data) arguments; compiled and counted on the first call only."""
+    began = time.perf_counter()
+    executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
+    if executable is None:
+        names: list[str] = []
+        executable, compile_seconds = _compile.compiled(
+            ("search", objective), lambda: _trials_program(objective, chunk, names), example)
+        # One trial's FLOPs (`hypergrad.accounting`): one run traced and counted, nothing compiled.
+        _programs[executable] = (tuple(names), run_flops(objective, one, example[1]))
+        structure.record_program(time.perf_counter() - began)
+    names, unit = _programs[executable]
+    return executable, compile_seconds, names, unit
+
+
+def _trial(number: int, hparams: dict, scores: dict, **cost: float) -> Trial:
+    """One evaluated trial; failed when its validation loss is not finite."""
+    scores = {name: float(v) for name, v in scores.items()}
+    value = scores["val_loss"]
+    return Trial(number=number, hparams=hparams, value=value, scores=scores,
+                 state=COMPLETE if math.isfinite(value) else FAIL, **cost)
 
 
 def evaluate_settings(
@@ -254,21 +261,11 @@ def evaluate_settings(
     # and copies it to the host only after dispatching the program (the copy overlaps the run).
     num = len(next(iter(settings.values())))
     one_chunk = chunk_for(num, chunk_size) == num and all(isinstance(v, jax.Array) for v in settings.values())
-    given = settings
-    host = functools.cache(lambda: {name: np.asarray(value) for name, value in given.items()})
+    host = functools.cache(lambda given=settings: {name: np.asarray(value) for name, value in given.items()})
     info = dict(info or {})
     if isinstance(objective, Structured):
         settings = host()
-        if space is None:
-            raise ValueError("evaluate_settings(space=None): an hg.Structured family needs the space its "
-                             "settings come from, to map option indices to options")
-        check_family(objective, space)
-        began = time.perf_counter()
-        decisions = plan(objective, space, settings, key, rates=structure.measured_rates())
-        info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
-        info["plan_seconds"] = time.perf_counter() - began
-        groups = [(config, objective.objective(config), rows)
-                  for config, rows in group_rows(space, settings, decisions)]
+        groups = _planned_groups(objective, space, settings, key, info)
     else:
         check_objective(objective)
         if space is not None:
@@ -276,31 +273,54 @@ def evaluate_settings(
         groups = [({}, objective, np.arange(num))]
         if not one_chunk:
             settings = host()
-    structural = space.structural if space is not None else ()
     recorder = TrialRecorder(strategy, log, progress, total=num)
-    compile_seconds, units = 0.0, []
     try:
-        for config, group_objective, rows in groups:
-            if config:
-                used = {name: v[rows] for name, v in settings.items()
-                        if name not in config or isinstance(config[name], Masked)}
-            else:  # one group of every trial in order (device arrays in a one-chunk search)
-                used = settings
-
-            def recorded(i, rows=rows):
-                row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
-                return space.options_of(row) if structural else row
-
-            seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded)
-            compile_seconds += seconds
-            units.append((unit, len(rows)))
+        compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder)
     finally:
         recorder.close()
-    unit = sum(u * n for u, n in units) / num  # the mean run over trials (groups differ in cost)
-    chunk = chunk_for(num, chunk_size)
-    info.update({"devices": jax.local_device_count(), "chunk_size": chunk, "num_trials": num, "programs": len(groups)})
+    info.update({"devices": jax.local_device_count(), "chunk_size": chunk_for(num, chunk_size), "num_trials": num,
+                 "programs": len(groups)})
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
     return Result(strategy, trials, unit, compile_seconds, info)
+
+
+def _planned_groups(family: Structured, space: Space | None, settings: dict[str, np.ndarray], key: Key,
+                    info: dict) -> list[tuple[dict, Objective, np.ndarray]]:
+    """(config, objective, trial rows) per program of a family, as `structure.plan` decides from the
+    rates measured so far; the plan and its seconds go into `info`."""
+    if space is None:
+        raise ValueError("evaluate_settings(space=None): an hg.Structured family needs the space its "
+                         "settings come from, to map option indices to options")
+    check_family(family, space)
+    began = time.perf_counter()
+    decisions = plan(family, space, settings, key, rates=structure.measured_rates())
+    info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
+    info["plan_seconds"] = time.perf_counter() - began
+    return [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
+
+
+def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
+                     chunk_size: int | None, recorder: TrialRecorder) -> tuple[float, float]:
+    """Evaluates every group into `recorder`; returns (compile seconds, mean FLOPs of a trial's run:
+    groups differ in cost)."""
+    structural = space.structural if space is not None else ()
+    compile_seconds, units = 0.0, []
+    for config, group_objective, rows in groups:
+        if config:
+            used = {name: v[rows] for name, v in settings.items()
+                    if name not in config or isinstance(config[name], Masked)}
+        else:  # one group of every trial in order (device arrays in a one-chunk search)
+            used = settings
+
+        def recorded(i, rows=rows):
+            row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
+            return space.options_of(row) if structural else row
+
+        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded)
+        compile_seconds += seconds
+        units.append((unit, len(rows)))
+    num = sum(n for _, n in units)
+    return compile_seconds, sum(u * n for u, n in units) / num
 
 
 def random_search(
