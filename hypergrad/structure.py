@@ -295,10 +295,26 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
     structural = space.structural
     num = len(np.asarray(settings[structural[0]])) if structural else 0
     present = {name: np.unique(np.asarray(settings[name])) for name in structural}
-    decisions: dict[str, Decision] = {}
+    decisions = _declared_decisions(family, structural)
     # Programs made by the choices that are always grouped.
     groups = math.prod(len(present[n]) for n in structural if family.mode(n) is False)
     auto = [n for n in structural if family.mode(n) == "auto"]
+    if not auto:
+        return decisions
+    first = {n: space[n].option(int(present[n][0])) for n in structural}
+    several = [n for n in auto if len(present[n]) > 1]
+    bound, f_whole = _whole_run_bound(family, space, settings, key, first, several, num, rates)
+    for name in auto:
+        decisions[name] = _auto_decision(family, space, settings, key, name, present[name], first, num,
+                                         (bound, f_whole), groups, rates)
+        if not decisions[name].masked:
+            groups *= len(present[name])
+    return decisions
+
+
+def _declared_decisions(family: Structured, structural: tuple[str, ...]) -> dict[str, Decision]:
+    """The decisions the family fixes itself (mask=True, mask=False, or not maskable)."""
+    decisions = {}
     for name in structural:
         mode = family.mode(name)
         if mode is True:
@@ -307,49 +323,49 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
             decisions[name] = Decision(name, False, "mask=False")
         elif mode is False:
             decisions[name] = Decision(name, False, "not maskable")
-    if not auto:
-        return decisions
-    rate, compile_seconds = rates.flops_per_second, rates.program_seconds
-    measured = {"flops_per_second": rate, "program_seconds": compile_seconds}
-    first = {n: space[n].option(int(present[n][0])) for n in structural}
-    several = [n for n in auto if len(present[n]) > 1]
-    # The whole run with every such choice masked bounds the waste of masking any one of them:
-    # where even that costs less than one more program, mask without pricing each option.
-    whole_config = {**first, **{n: Masked(n, space[n].options) for n in several}}
-    bound = f_whole = None
-    if several:
-        whole_objective = family.objective(whole_config)
-        f_whole = step_flops(whole_objective, _example_hparams(space, settings, whole_config), key)
-        bound = num * _fit_steps(whole_objective) * f_whole / rate
-    for name in auto:
-        options = present[name]
-        if len(options) == 1:
-            decisions[name] = Decision(name, False, "one option present", **measured)
-            continue
-        dist: Choice = space[name]
-        extra = (len(options) - 1) * groups * compile_seconds
-        if bound <= extra:
-            decisions[name] = Decision(
-                name, True, f"waste at most {bound:.3g}s (the whole masked run) <= extra compile {extra:.3g}s",
-                bound, extra, f_whole, **measured)
-            continue
-        masked_config = {**first, name: Masked(name, dist.options)}
-        masked_objective = family.objective(masked_config)
-        f_masked = step_flops(masked_objective, _example_hparams(space, settings, masked_config), key)
-        counts = [(np.asarray(settings[name]) == i).sum() for i in options]
-        exact = []
-        for i in options:
-            config = {**first, name: dist.option(int(i))}
-            exact.append(step_flops(family.objective(config), _example_hparams(space, settings, config), key))
-        f_exact = float(np.average(exact, weights=counts))
-        waste = num * _fit_steps(masked_objective) * max(f_masked - f_exact, 0.0) / rate
-        masked = waste <= extra
-        if not masked:
-            groups *= len(options)
-        decisions[name] = Decision(
-            name, masked, f"waste {waste:.3g}s {'<=' if masked else '>'} extra compile {extra:.3g}s",
-            waste, extra, f_masked, f_exact, **measured)
     return decisions
+
+
+def _whole_run_bound(family: Structured, space: Space, settings: Mapping[str, Any], key: Key, first: dict,
+                     several: list[str], num: int, rates: Rates) -> tuple[float | None, float | None]:
+    """(seconds, step FLOPs) of the whole run with every choice in `several` masked, or (None, None)
+    when there is none. It bounds the waste of masking any one of them: where even that costs less
+    than one more program, the choice is masked without pricing each option."""
+    if not several:
+        return None, None
+    whole_config = {**first, **{n: Masked(n, space[n].options) for n in several}}
+    whole_objective = family.objective(whole_config)
+    f_whole = step_flops(whole_objective, _example_hparams(space, settings, whole_config), key)
+    return num * _fit_steps(whole_objective) * f_whole / rates.flops_per_second, f_whole
+
+
+def _auto_decision(family: Structured, space: Space, settings: Mapping[str, Any], key: Key, name: str,
+                   options: np.ndarray, first: dict, num: int, whole: tuple, groups: int, rates: Rates
+                   ) -> Decision:
+    """Mask or group one auto choice with `options` present: by the whole run's bound when it is
+    below the extra compile, else by pricing the masked step against the options' mean."""
+    measured = {"flops_per_second": rates.flops_per_second, "program_seconds": rates.program_seconds}
+    if len(options) == 1:
+        return Decision(name, False, "one option present", **measured)
+    bound, f_whole = whole
+    extra = (len(options) - 1) * groups * rates.program_seconds
+    if bound <= extra:
+        return Decision(name, True, f"waste at most {bound:.3g}s (the whole masked run) <= extra compile {extra:.3g}s",
+                        bound, extra, f_whole, **measured)
+    dist: Choice = space[name]
+    masked_config = {**first, name: Masked(name, dist.options)}
+    masked_objective = family.objective(masked_config)
+    f_masked = step_flops(masked_objective, _example_hparams(space, settings, masked_config), key)
+    counts = [(np.asarray(settings[name]) == i).sum() for i in options]
+    exact = []
+    for i in options:
+        config = {**first, name: dist.option(int(i))}
+        exact.append(step_flops(family.objective(config), _example_hparams(space, settings, config), key))
+    f_exact = float(np.average(exact, weights=counts))
+    waste = num * _fit_steps(masked_objective) * max(f_masked - f_exact, 0.0) / rates.flops_per_second
+    masked = waste <= extra
+    return Decision(name, masked, f"waste {waste:.3g}s {'<=' if masked else '>'} extra compile {extra:.3g}s",
+                    waste, extra, f_masked, f_exact, **measured)
 
 
 def group_rows(space: Space, settings: Mapping[str, Any], decisions: Mapping[str, Decision]
