@@ -25,7 +25,6 @@ over the folds, so every strategy tunes (and differentiates) the k-fold mean; a 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -207,20 +206,5 @@ class Objective:
         regathers its folds), so build it inside the traced function, not per call in a loop.
         """
         fixed = dict(fixed)
-        base = self.problem
-
-        def merged(hparams):
-            return {**hparams, **fixed}
-
-        changes = {"train_loss": lambda params, h, batch: base.train_loss(params, merged(h), batch)}
-        if base.model_reads_hparams:
-            changes["init"] = lambda key, h: base.init(key, merged(h))
-            changes["val_loss"] = lambda params, h, batch: base.val_loss(params, merged(h), batch)
-            changes["metrics"] = {name: functools.partial(_merged_metric, fn, fixed)
-                                  for name, fn in base.metrics.items()}
-        problem = dataclasses.replace(base, **changes)
-        return dataclasses.replace(self, problem=problem, optimizer=lambda h: self.optimizer(merged(h)))
-
-
-def _merged_metric(fn, fixed, params, hparams, batch):
-    return fn(params, {**hparams, **fixed}, batch)
+        return dataclasses.replace(self, problem=self.problem.with_fixed(fixed),
+                                   optimizer=lambda h: self.optimizer({**h, **fixed}))

@@ -178,6 +178,17 @@ class Problem:
             if not callable(fn):
                 raise ValueError(f"metrics[{name!r}] must be a function fn(params, batch) -> scalar")
         object.__setattr__(self, "metrics", metrics)
+        # The user's functions in one form, (..., hparams, ...), whatever model_reads_hparams says:
+        # no later caller asks which form was given.
+        if self.model_reads_hparams:
+            object.__setattr__(self, "_init_fn", self.init)
+            object.__setattr__(self, "_val_fn", self.val_loss)
+            object.__setattr__(self, "_metric_fns", metrics)
+        else:
+            object.__setattr__(self, "_init_fn", functools.partial(_init_without_hparams, self.init))
+            object.__setattr__(self, "_val_fn", functools.partial(_without_hparams, self.val_loss))
+            object.__setattr__(self, "_metric_fns", {name: functools.partial(_without_hparams, fn)
+                                                     for name, fn in metrics.items()})
         object.__setattr__(self, "train_data", _as_device(self.train_data))
         object.__setattr__(self, "val_data", _as_device(self.val_data))
         if self.test_data is not None:
@@ -290,13 +301,11 @@ class Problem:
 
     def initial_params(self, key: Key, hparams: HParams) -> Params:
         """`init(key)`, or `init(key, hparams)` when `model_reads_hparams`."""
-        return self.init(key, hparams) if self.model_reads_hparams else self.init(key)
+        return self._init_fn(key, hparams)
 
     def validation_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
-        """`val_loss` on `batch`, passing `hparams` when `model_reads_hparams`."""
-        if self.model_reads_hparams:
-            return self.val_loss(params, hparams, batch)
-        return self.val_loss(params, batch)
+        """`val_loss` on `batch` (given `hparams` when `model_reads_hparams`)."""
+        return self._val_fn(params, hparams, batch)
 
     def scores(self, params: Params, data: Mapping[str, PyTree], hparams: HParams | None = None
                ) -> dict[str, Scalar]:
@@ -309,25 +318,47 @@ class Problem:
             `{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` (test entries only when
             the problem has a test split).
         """
-        if self.model_reads_hparams:
-            if hparams is None:
-                raise ValueError("Problem(model_reads_hparams=True).scores needs the hparams")
-            loss = lambda params, batch: self.val_loss(params, hparams, batch)  # noqa: E731
-            metrics = {n: functools.partial(_with_hparams, fn, hparams) for n, fn in self.metrics.items()}
-        else:
-            loss, metrics = self.val_loss, self.metrics
-        out = {"val_loss": loss(params, data["val"])}
-        for name, fn in metrics.items():
-            out[f"val_{name}"] = fn(params, data["val"])
-        if "test" in data:
-            out["test_loss"] = loss(params, data["test"])
-            for name, fn in metrics.items():
-                out[f"test_{name}"] = fn(params, data["test"])
+        if hparams is None and self.model_reads_hparams:
+            raise ValueError("Problem(model_reads_hparams=True).scores needs the hparams")
+        out = {}
+        for split in ("val", "test"):
+            if split in data:
+                out[f"{split}_loss"] = self._val_fn(params, hparams, data[split])
+                for name, fn in self._metric_fns.items():
+                    out[f"{split}_{name}"] = fn(params, hparams, data[split])
         return out
 
+    def with_fixed(self, fixed: Mapping[str, Any]) -> Problem:
+        """This problem with the hyperparameters in `fixed` held at the given (possibly traced)
+        values: every function that reads hparams sees `{**hparams, **fixed}`.
 
-def _with_hparams(fn, hparams, params, batch):
-    return fn(params, hparams, batch)
+        Cost: a new Problem (the data are reused; a cross-validated problem regathers its folds).
+        """
+        fixed = dict(fixed)
+
+        def merged(hparams):
+            return {**hparams, **fixed}
+
+        return dataclasses.replace(
+            self,
+            init=lambda key, h: self._init_fn(key, merged(h)),
+            train_loss=lambda params, h, batch: self.train_loss(params, merged(h), batch),
+            val_loss=lambda params, h, batch: self._val_fn(params, merged(h), batch),
+            metrics={name: functools.partial(_merged_metric, fn, fixed) for name, fn in self._metric_fns.items()},
+            model_reads_hparams=True,
+        )
+
+
+def _merged_metric(fn, fixed, params, hparams, batch):
+    return fn(params, {**hparams, **fixed}, batch)
+
+
+def _init_without_hparams(init, key, hparams):
+    return init(key)
+
+
+def _without_hparams(fn, params, hparams, batch):
+    return fn(params, batch)
 
 
 def as_problem(problem: Any) -> Problem:
