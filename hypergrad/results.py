@@ -234,16 +234,7 @@ class Result:
             the fit time and `mean_score_time` is 0.
         """
         trials = self.trials
-        available = sorted({name[4:] for t in trials for name in t.scores
-                            if name.startswith("val_") and not name.endswith("_std")
-                            and "_fold" not in name})
-        if metric is None:
-            metric = "accuracy" if "accuracy" in available else "loss"
-        if not isinstance(metric, str) or metric not in available:
-            raise ValueError(f"cv_results(metric={metric!r}): the trials report {available}; pass one of "
-                             "them, or None for accuracy when reported and loss otherwise")
-        sign = -1.0 if metric == "loss" else 1.0
-        key = f"val_{metric}"
+        key, sign = _cv_metric(trials, metric)
         num_folds = 0
         while any(f"{key}_fold{num_folds}" in t.scores for t in trials):
             num_folds += 1
@@ -254,25 +245,12 @@ class Result:
             return value if t.state != FAIL and math.isfinite(value) else float("nan")
 
         n = len(trials)
-        out: dict[str, Any] = {}
-        fit_time = np.array([t.seconds / max(num_folds, 1) for t in trials], dtype=np.float64)
-        out["mean_fit_time"] = fit_time
-        out["std_fit_time"] = np.zeros(n)
-        out["mean_score_time"] = np.zeros(n)
-        out["std_score_time"] = np.zeros(n)
-        names = list(dict.fromkeys(name for t in trials for name in t.hparams))
+        out: dict[str, Any] = {
+            "mean_fit_time": np.array([t.seconds / max(num_folds, 1) for t in trials], dtype=np.float64),
+            "std_fit_time": np.zeros(n), "mean_score_time": np.zeros(n), "std_score_time": np.zeros(n),
+        }
         params = [{name: _param_value(value) for name, value in t.hparams.items()} for t in trials]
-        for name in names:
-            values = [p[name] for p in params if name in p]
-            if len(values) == n and all(isinstance(v, (bool, int, float)) for v in values):
-                # numbers for every trial: a numeric column, as scikit-learn >= 1.5
-                column = np.ma.MaskedArray(np.array(values), mask=np.zeros(n, dtype=bool))
-            else:
-                column = np.ma.masked_all((n,), dtype=object)
-                for i, p in enumerate(params):
-                    if name in p:
-                        column[i] = p[name]
-            out[f"param_{name}"] = column
+        out.update(_param_columns(trials, params))
         out["params"] = params
         splits = np.array([[score(t, f"{key}_fold{i}") for i in range(num_folds)] for t in trials],
                           dtype=np.float64).reshape(n, num_folds)
@@ -295,6 +273,37 @@ class Result:
         pick = "none" if best is None else f"val {best.value:.4g}, test {_fmt(best.test_value)}"
         return (f"{self.strategy}: {len(self.trials)} trials ({self.num_failed} failed), "
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
+
+
+def _cv_metric(trials: Sequence[Trial], metric: str | None) -> tuple[str, float]:
+    """(score key "val_<metric>", sign making higher better) of `Result.cv_results(metric)`."""
+    available = sorted({name[4:] for t in trials for name in t.scores
+                        if name.startswith("val_") and not name.endswith("_std")
+                        and "_fold" not in name})
+    if metric is None:
+        metric = "accuracy" if "accuracy" in available else "loss"
+    if not isinstance(metric, str) or metric not in available:
+        raise ValueError(f"cv_results(metric={metric!r}): the trials report {available}; pass one of "
+                         "them, or None for accuracy when reported and loss otherwise")
+    return f"val_{metric}", -1.0 if metric == "loss" else 1.0
+
+
+def _param_columns(trials: Sequence[Trial], params: list[dict[str, Any]]) -> dict[str, np.ma.MaskedArray]:
+    """scikit-learn's `param_<name>` masked columns, one entry per trial."""
+    n = len(trials)
+    columns = {}
+    for name in dict.fromkeys(name for t in trials for name in t.hparams):
+        values = [p[name] for p in params if name in p]
+        if len(values) == n and all(isinstance(v, (bool, int, float)) for v in values):
+            # numbers for every trial: a numeric column, as scikit-learn >= 1.5
+            column = np.ma.MaskedArray(np.array(values), mask=np.zeros(n, dtype=bool))
+        else:
+            column = np.ma.masked_all((n,), dtype=object)
+            for i, p in enumerate(params):
+                if name in p:
+                    column[i] = p[name]
+        columns[f"param_{name}"] = column
+    return columns
 
 
 def _param_value(value: Any) -> Any:
