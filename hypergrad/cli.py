@@ -27,7 +27,7 @@ import optax
 
 import hypergrad as hg
 from hypergrad.problems.presets import PRESETS, preset
-from hypergrad.search import balanced_chunk
+from hypergrad._batching import balanced_chunk
 from hypergrad.tune import tune_step_cost
 
 __all__ = ["main"]

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches, _compile
+from hypergrad._batching import DEFAULT_CHUNK, chunk_for, first_row, shardings, take_rows
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import run_flops
@@ -75,9 +76,6 @@ def check_space(space: Any) -> Space:
     return space
 
 
-DEFAULT_CHUNK = 64
-"""Most trials per vmapped call when chunk_size is None."""
-
 
 def _trials_program(objective: Objective, chunk: int, names: list[str]):
     """Scores of a chunk of trials as one (score, trial) array, read back in one transfer (the
@@ -92,36 +90,8 @@ def _trials_program(objective: Objective, chunk: int, names: list[str]):
         return jnp.stack([jnp.asarray(v, dtype) for v in out.values()])
 
     if chunk == 1:
-        return lambda h, k, d: scores(_first(h), k, d)[:, None]
+        return lambda h, k, d: scores(first_row(h), k, d)[:, None]
     return jax.vmap(scores, in_axes=(0, None, None), out_axes=1)
-
-
-def chunk_for(num: int, chunk_size: int | None) -> int:
-    """Trials per vmapped call: `min(chunk_size, num)`, or with chunk_size None a balanced chunk
-    (`balanced_chunk`) rounded up to a multiple of the local devices, so it shards evenly."""
-    if chunk_size is not None:
-        return min(chunk_size, num)
-    devices = jax.local_device_count()
-    return -(-balanced_chunk(num, DEFAULT_CHUNK) // devices) * devices
-
-
-def _shardings(chunk: int) -> tuple[Any, Any] | tuple[None, None]:
-    """(trial-axis sharding, replicated sharding) over the local devices; one chunk's trials are
-    split evenly across them (several CPU devices use several cores; several GPUs, all of them).
-    (None, None) with one device, or a chunk the devices do not divide: the default device."""
-    devices = jax.local_devices()
-    if len(devices) == 1 or chunk % len(devices):
-        return None, None
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
-    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
-            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-
-
-def balanced_chunk(num: int, chunk_size: int) -> int:
-    """Trials per call: at most `chunk_size`, in as few calls as that allows, split evenly so the
-    padding of the last call is under one row per call (72 trials at 64 run as 2 x 36, not 64 + 64)."""
-    calls = -(-num // chunk_size)
-    return -(-num // calls)
 
 
 def check_target(objective: Any, space: Space) -> None:
@@ -129,21 +99,6 @@ def check_target(objective: Any, space: Space) -> None:
     if not isinstance(objective, Structured):
         check_objective(objective)
     check_family(objective, space)
-
-
-def _first(batch: HParams) -> HParams:
-    return jax.tree.map(lambda a: a[0], batch)
-
-
-def _chunk(batch: HParams, start: int, size: int) -> HParams:
-    """Rows start .. start+size of `batch`, padded with copies of row `start` to `size` rows."""
-    def take(a):
-        rows = a[start:start + size]
-        if rows.shape[0] < size:
-            pad = np.repeat(np.asarray(rows[:1]), size - rows.shape[0], axis=0)
-            rows = np.concatenate([np.asarray(rows), pad], axis=0)
-        return rows
-    return jax.tree.map(take, batch)
 
 
 # search program -> (names of its score rows, FLOPs of one trial), found once per program: the
@@ -168,20 +123,20 @@ def _evaluate_group(
     sampler are neither sliced nor copied through the host)."""
     num = len(rows)
     chunk = chunk_for(num, chunk_size)
-    spread, replicated = _shardings(chunk)
+    spread, replicated = shardings(chunk)
     data = objective.problem.data
     if spread is not None:
         data, key = jax.device_put((data, key), replicated)
-    first = settings if chunk == num else _chunk(settings, 0, chunk)
+    first = settings if chunk == num else take_rows(settings, 0, chunk)
     example = (first if spread is None else jax.device_put(first, spread), key, data)
-    executable, compile_seconds, names, unit = _search_program(objective, chunk, example, _first(settings))
+    executable, compile_seconds, names, unit = _search_program(objective, chunk, example, first_row(settings))
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         began = time.perf_counter()
         if start == 0:
             batch = example[0]  # sliced (and placed) once already, for the cache look-up
         else:
-            batch = _chunk(settings, start, chunk)
+            batch = take_rows(settings, start, chunk)
             if spread is not None:
                 batch = jax.device_put(batch, spread)
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it

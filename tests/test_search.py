@@ -345,7 +345,7 @@ def test_float64_is_on():  # the 1e-10 agreements above assume it
 
 
 def test_default_chunks_are_balanced_so_padding_stays_small(diverging_objective):
-    from hypergrad.search import balanced_chunk
+    from hypergrad._batching import balanced_chunk
 
     assert [balanced_chunk(n, 64) for n in (1, 64, 65, 72, 128, 129)] == [1, 64, 33, 36, 64, 43]
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
