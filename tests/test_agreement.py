@@ -1,12 +1,14 @@
 """The agreement matrix: every hypergradient method against the others, in float64 (conftest).
 
 1. Exact methods: Forward == Reverse == Truncated(window=T) == Reversible on ridge, logistic and a
-   minibatch MLP (Truncated(window=T) is Reverse's program; Truncated(T - 1) and Truncated(3) are
-   checked separately against a stop-gradient reference written in this file), with SGD with momentum driven by a per-step learning-rate schedule, a momentum
-   and a weight decay: relative 1e-6 per element, for Reversible with a floor of 1e-8 of each
-   gradient's largest entry for its fixed-point rounding (see `REVERSIBLE_FLOOR`). (Reverse itself
-   is checked against finite differences and closed forms in tests/test_hypergradient.py.)
-2. Implicit ~= Reverse (relative 1e-3) once full-batch training has converged (ridge, logistic).
+   minibatch MLP, with SGD with momentum driven by a per-step learning-rate schedule, a momentum
+   and a weight decay: relative 1e-10 per element for Forward and Truncated (measured ~1e-14),
+   1e-6 for Reversible with a floor of 1e-8 of each gradient's largest entry for its fixed-point
+   rounding (see `REVERSIBLE_FLOOR`). Truncated(window=T) is Reverse's program; Truncated(T - 1) and
+   Truncated(3) are checked separately against a stop-gradient reference written in this file.
+   (Reverse itself is checked against finite differences and closed forms in
+   tests/test_hypergradient.py.)
+2. Implicit == Reverse (relative 1e-9) once full-batch training has converged (ridge, logistic).
 3. ES and PES are unbiased on a smooth problem: the mean of many estimates is within a stated
    tolerance of Reverse, with cosine similarity above 0.9.
 4. Every method works inside `hg.tune` and lowers the validation loss of the digits MLP.
@@ -76,6 +78,10 @@ def logistic_cv_problem(logistic_minibatch_problem):
 # A wrong term of the reverse pass is an O(1) error.
 REVERSIBLE_FLOOR = 1e-8
 EXACT_RTOL = 1e-6
+# Forward and Truncated compute the same derivative as Reverse in another order: float64 rounding
+# only (measured at most 1.1e-14 relative per element on these cases). 1e-10 leaves room for another
+# backend's summation order; an O(1e-6) fault no longer passes.
+ROUNDING_RTOL = 1e-10
 
 
 @pytest.fixture(scope="module", params=list(PROBLEMS), ids=["ridge", "logistic", "mlp", "logistic-cv"])
@@ -109,7 +115,7 @@ def test_exact_methods_agree_with_reverse(exact_case, method_name):
     method = EXACT_METHODS[method_name]
     value_m, grads_m = hg.hypergradient(objective, hparams, key, method=method)
     reversible = isinstance(method, hg.Reversible)
-    # (Forward and Truncated measure ~1e-14 everywhere, far inside the issue's 1e-6.)
+    # (Forward and Truncated measure ~1e-14 everywhere: they are asked ROUNDING_RTOL.)
     np.testing.assert_allclose(value_m, value, rtol=1e-8 if reversible else 1e-12)
     assert jax.tree.structure(grads_m) == jax.tree.structure(grads)
     for name in hparams:
@@ -117,7 +123,8 @@ def test_exact_methods_agree_with_reverse(exact_case, method_name):
         assert ours.shape == expected.shape and ours.dtype == expected.dtype == np.float64, name
         assert np.all(expected != 0), f"{name}: a zero reference entry would make the comparison vacuous"
         floor = REVERSIBLE_FLOOR * np.max(np.abs(expected)) if reversible else 0.0
-        np.testing.assert_allclose(ours, expected, rtol=EXACT_RTOL, atol=floor, err_msg=name)
+        np.testing.assert_allclose(ours, expected, rtol=EXACT_RTOL if reversible else ROUNDING_RTOL, atol=floor,
+                                   err_msg=name)
 
 
 # Truncated with a window shorter than T, against a reference written from scratch here. (The matrix's
@@ -199,7 +206,10 @@ def test_implicit_matches_reverse_once_converged(request, key, problem_name, lr)
     value_i, grads_i = hg.hypergradient(objective, hparams, key, method=IMPLICIT)
     np.testing.assert_allclose(value_i, value, rtol=1e-12)
     assert abs(float(grads["weight_decay"])) > 1e-4
-    np.testing.assert_allclose(grads_i["weight_decay"], grads["weight_decay"], rtol=1e-3)
+    # Measured 4e-16 (ridge and logistic): the stationarity above leaves the implicit function theorem
+    # exact to rounding. 1e-9, not the 1e-3 this once was: a CG solve with stray damping (error 8e-4)
+    # passed that.
+    np.testing.assert_allclose(grads_i["weight_decay"], grads["weight_decay"], rtol=1e-9)
 
 
 # -- 3. ES and PES: unbiased ----------------------------------------------------------------------

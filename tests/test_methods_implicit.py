@@ -69,7 +69,7 @@ def test_ridge_implicit_equals_the_derivative_of_the_ridge_solution(ridge_proble
     assert grads["weight_decay"].dtype == jnp.float64
     assert np.all(np.abs(np.asarray(expected)) > 1e-4)  # no component passes by being zero
     np.testing.assert_allclose(value, expected_value, rtol=1e-10)
-    np.testing.assert_allclose(grads["weight_decay"], expected, rtol=1e-6)
+    np.testing.assert_allclose(grads["weight_decay"], expected, rtol=1e-9)  # measured 1.3e-15
     # The value is the objective's own: the same trained parameters, the same validation loss.
     np.testing.assert_allclose(value, ridge_objective(hparams, key), rtol=1e-14)
 
@@ -88,7 +88,8 @@ def test_implicit_matches_reverse_once_training_has_converged(request, key, prob
     for method in (CG, NEUMANN):
         value, grads = hg.hypergradient(objective, hparams, key, method=method)
         np.testing.assert_allclose(value, value_rev, rtol=1e-12)
-        assert relative_error(grads["weight_decay"], grads_rev["weight_decay"]) < 1e-3, method
+        # measured at most 8.7e-16 (CG and Neumann, ridge and logistic): converged, the theorem is exact
+        assert relative_error(grads["weight_decay"], grads_rev["weight_decay"]) < 1e-9, method
 
 
 def test_implicit_is_biased_before_convergence_and_ignores_the_path(ridge_problem, key):
@@ -103,7 +104,7 @@ def test_implicit_is_biased_before_convergence_and_ignores_the_path(ridge_proble
     fast = hg.Objective(ridge_problem, constant_sgd(0.9), num_steps=CONVERGED_T)
     _, grads_slow = hg.hypergradient(slow, hparams, key, method=CG)
     _, grads_fast = hg.hypergradient(fast, hparams, key, method=CG)
-    np.testing.assert_allclose(grads_slow["weight_decay"], grads_fast["weight_decay"], rtol=1e-8)
+    np.testing.assert_allclose(grads_slow["weight_decay"], grads_fast["weight_decay"], rtol=1e-9)  # measured 3.7e-15
 
 
 # -- the two solvers -------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def test_cg_and_neumann_agree_and_neumann_truncation_is_a_bias(logistic_objectiv
     hparams = {"weight_decay": decay("per-feature", logistic_objective.problem)}
     _, cg = hg.hypergradient(logistic_objective, hparams, key, method=CG)
     _, neumann = hg.hypergradient(logistic_objective, hparams, key, method=NEUMANN)
-    np.testing.assert_allclose(neumann["weight_decay"], cg["weight_decay"], rtol=1e-8)
+    np.testing.assert_allclose(neumann["weight_decay"], cg["weight_decay"], rtol=1e-9)  # measured 8.8e-16
     # Few terms truncate the series visibly; damping biases CG: both are stated biases.
     _, few = hg.hypergradient(logistic_objective, hparams, key,
                               method=Implicit(solver="neumann", num_terms=2, alpha=0.5))
@@ -127,7 +128,7 @@ def test_implicit_works_inside_jit_and_vmap(ridge_objective, key):
         value_i, grads_i = hg.hypergradient(ridge_objective, {"weight_decay": batch["weight_decay"][i]}, key,
                                             method=CG)
         np.testing.assert_allclose(values[i], value_i, rtol=1e-12)
-        np.testing.assert_allclose(grads["weight_decay"][i], grads_i["weight_decay"], rtol=1e-8)
+        np.testing.assert_allclose(grads["weight_decay"][i], grads_i["weight_decay"], rtol=1e-10)  # measured 1.9e-15
 
 
 # -- refusals --------------------------------------------------------------------------------------
