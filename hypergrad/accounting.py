@@ -27,8 +27,9 @@ Control flow and sub-programs:
 
 - `scan` (`lax.scan`, `lax.map`, and `fori_loop` with static bounds): its body times its length.
 - `while`: its body (and condition) times the trip count when the condition bounds it, that is
-  when it holds a comparison `i < c` of a carried counter against a constant and the body adds a
-  constant to that counter (a `fori_loop` with traced bounds, or `hg.Implicit`'s conjugate
+  when it holds a comparison `i < c` of a carried counter against a constant (or a carried value
+  the body passes on unchanged, starting from a constant) and the body adds a constant to that
+  counter (a `fori_loop` with traced bounds, or `hg.Implicit`'s conjugate
   gradient, `k < maxiter`): the bound `(c - start) / step`, an upper bound for a loop that may stop
   early (CG is charged `maxiter` products). A `while` whose trip count cannot be read so is counted
   as one iteration (a lower bound; none of the library's own programs has one).
@@ -191,6 +192,10 @@ def _while_trips(eqn: Any, consts: Mapping[Any, Any]) -> float | None:
         if c_eqn.primitive.name not in ("lt", "le") or c_eqn.invars[0] not in cond_carry:
             continue
         limit = _literal(c_eqn.invars[1], cond_consts)
+        if limit is None and c_eqn.invars[1] in cond_carry:  # a carried bound the body passes on
+            j = cond_carry.index(c_eqn.invars[1])
+            if body.jaxpr.outvars[j] is body_carry[j]:
+                limit = _literal(carry_in[j], consts)
         index = cond_carry.index(c_eqn.invars[0])
         step = _increment(body, body_carry[index], index)
         if limit is None or step is None or step <= 0:
