@@ -201,53 +201,14 @@ def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
     import matplotlib.transforms as mtransforms
 
     top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-    xs = list(budgets)
-    groups = {}  # name -> (ok_x, ok_y, skip_x, skip_y, fail_x, best_xy)
-    for name, result in results.items():
-        runs = _cumulative_runs(result)
-        xs += list(runs)
-        ok_x, ok_y, skip_x, skip_y, fail_x, best_xy = [], [], [], [], [], None
-        best = result.best_trial
-        for x, trial in zip(runs, result.trials):
-            if not (math.isfinite(x) and x > 0):
-                continue
-            if _is_failed(trial):
-                fail_x.append(x)
-            elif trial.state == SKIPPED:
-                skip_x.append(x)
-                skip_y.append(trial.value)
-            else:
-                ok_x.append(x)
-                ok_y.append(trial.value)
-            # By identity: trials compare their hparams arrays under ==, which is ambiguous.
-            if trial is best:
-                best_xy = (x, trial.value)
-        groups[name] = (ok_x, ok_y, skip_x, skip_y, fail_x, best_xy)
+    groups = {name: _trial_points(result) for name, result in results.items()}
+    xs = list(budgets) + [x for result in results.values() for x in _cumulative_runs(result)]
     finite = np.asarray([v for g in groups.values() for v in g[1] + g[3]], float)
     positive = finite.size > 0 and bool(np.all(finite > 0))
     cap = _log_cap(finite) if positive else None
-
     any_top = False
-    for name, (ok_x, ok_y, skip_x, skip_y, fail_x, best_xy) in groups.items():
-        colour = colours[name]
-        ok_x, ok_y, off_ok = _split_cap(ok_x, ok_y, cap)
-        skip_x, skip_y, off_skip = _split_cap(skip_x, skip_y, cap)
-        if ok_x or not (skip_x or fail_x or off_ok or off_skip):
-            ax.scatter(ok_x, ok_y, s=18, color=colour, alpha=0.8, label=name)
-        if skip_x:  # finite loss but no update (non-finite hypergradient): hollow
-            ax.scatter(skip_x, skip_y, s=18, facecolors="none", edgecolors=colour,
-                       label=f"{name}: skipped step")
-        if off_ok or off_skip:
-            ax.scatter(off_ok + off_skip, [0.96] * len(off_ok + off_skip), transform=top, marker="^",
-                       s=26, color=colour, clip_on=False,
-                       label=f"{name}: above {cap:.3g} ({len(off_ok + off_skip)})")
-        if fail_x:
-            ax.scatter(fail_x, [0.96] * len(fail_x), transform=top, marker="x", s=30, color=colour,
-                       clip_on=False, label=f"{name}: failed ({len(fail_x)})")
-        any_top = any_top or bool(fail_x or off_ok or off_skip)
-        if best_xy is not None:
-            ax.scatter([best_xy[0]], [best_xy[1]], marker="*", s=140, color=colour, edgecolors="black",
-                       linewidths=0.6, zorder=3)
+    for name, group in groups.items():
+        any_top = _scatter_trials(ax, name, group, colours[name], cap, top) or any_top
     _draw_budgets(ax, budgets)
     _log_x(ax, xs)
     if positive:
@@ -266,6 +227,52 @@ def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
             _note(ax, "no trials")
     ax.legend(fontsize="small")
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _trial_points(result: Result) -> tuple:
+    """(ok_x, ok_y, skip_x, skip_y, fail_x, best_xy) of one result's trials at their cumulative
+    compute (trials at a non-positive or non-finite compute are left out)."""
+    ok_x, ok_y, skip_x, skip_y, fail_x, best_xy = [], [], [], [], [], None
+    best = result.best_trial
+    for x, trial in zip(_cumulative_runs(result), result.trials):
+        if not (math.isfinite(x) and x > 0):
+            continue
+        if _is_failed(trial):
+            fail_x.append(x)
+        elif trial.state == SKIPPED:
+            skip_x.append(x)
+            skip_y.append(trial.value)
+        else:
+            ok_x.append(x)
+            ok_y.append(trial.value)
+        # By identity: trials compare their hparams arrays under ==, which is ambiguous.
+        if trial is best:
+            best_xy = (x, trial.value)
+    return ok_x, ok_y, skip_x, skip_y, fail_x, best_xy
+
+
+def _scatter_trials(ax, name: str, group: tuple, colour, cap: float | None, top) -> bool:
+    """Draws one strategy's trial points; returns whether any went to the top band (failed, or
+    above `cap`)."""
+    ok_x, ok_y, skip_x, skip_y, fail_x, best_xy = group
+    ok_x, ok_y, off_ok = _split_cap(ok_x, ok_y, cap)
+    skip_x, skip_y, off_skip = _split_cap(skip_x, skip_y, cap)
+    if ok_x or not (skip_x or fail_x or off_ok or off_skip):
+        ax.scatter(ok_x, ok_y, s=18, color=colour, alpha=0.8, label=name)
+    if skip_x:  # finite loss but no update (non-finite hypergradient): hollow
+        ax.scatter(skip_x, skip_y, s=18, facecolors="none", edgecolors=colour,
+                   label=f"{name}: skipped step")
+    if off_ok or off_skip:
+        ax.scatter(off_ok + off_skip, [0.96] * len(off_ok + off_skip), transform=top, marker="^",
+                   s=26, color=colour, clip_on=False,
+                   label=f"{name}: above {cap:.3g} ({len(off_ok + off_skip)})")
+    if fail_x:
+        ax.scatter(fail_x, [0.96] * len(fail_x), transform=top, marker="x", s=30, color=colour,
+                   clip_on=False, label=f"{name}: failed ({len(fail_x)})")
+    if best_xy is not None:
+        ax.scatter([best_xy[0]], [best_xy[1]], marker="*", s=140, color=colour, edgecolors="black",
+                   linewidths=0.6, zorder=3)
+    return bool(fail_x or off_ok or off_skip)
 
 
 def _log_cap(values: np.ndarray) -> float | None:
