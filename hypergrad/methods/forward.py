@@ -71,9 +71,11 @@ class Forward(Method):
     not in `share`) get their exact gradient.
 
     Cost: one training run plus N tangent runs, N = the number of directions (scalar
-    hyperparameters, or blocks x trailing size for shared ones); each tangent step is a
-    Hessian-vector-like product, about 2-3 training steps of work, so about (1 + 2.5 N) training
-    runs. It suits few hyperparameters and long horizons.
+    hyperparameters, or blocks x trailing size for shared ones); each tangent step is the JVP of a
+    training step (a Hessian-vector-like product), so (1 + c N) training runs with c between 1 and
+    2 by the FLOP count (`hypergrad.accounting`): 1.15 on the digits MLP, 1.6 on the iris MLP,
+    whose tiny layers weigh the elementwise work more. It suits few hyperparameters and long
+    horizons.
     Memory: the state plus N tangents of it (parameters and optimiser state), independent of T.
     Bias: none; exact up to floating point (for shared hyperparameters: the exact projection above).
 
@@ -147,7 +149,7 @@ class Forward(Method):
             detail = ", ".join(f"{leaf.name}: {leaf.directions}" for leaf in layout)
             raise ValueError(
                 f"Forward needs {total} JVPs (one per hyperparameter direction; {detail}), more than "
-                f"max_directions={self.max_directions}: each costs about two training runs. Set blocks= "
+                f"max_directions={self.max_directions}: each costs one to two training runs. Set blocks= "
                 "to share schedules in a few blocks (e.g. Forward(blocks=10)), raise max_directions, or "
                 "use hg.Reverse()"
             )

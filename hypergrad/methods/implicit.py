@@ -129,8 +129,8 @@ def _conjugate_gradient(matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxite
     """Solves A x = b for symmetric positive definite A by conjugate gradient (Hestenes & Stiefel 1952).
 
     Stops when ||b - A x|| <= tol ||b|| or after `maxiter` products with A. With `unroll`, runs
-    exactly `maxiter` iterations as straight-line code (updates masked once converged) so that XLA's
-    cost analysis counts each of them.
+    exactly `maxiter` iterations as straight-line code (updates masked once converged). Compute
+    accounting reads `k < maxiter` from the loop's condition and charges `maxiter` products.
     """
     x = jax.tree.map(jnp.zeros_like, b)        # x_0 = 0
     r = b                                      # r_0 = b - A x_0 = b: the residual
@@ -238,9 +238,9 @@ class Implicit(Method):
         alpha: Neumann's step size; needs 0 < alpha < 2 / lambda_max(H + damping).
         damping: lambda >= 0 added to the Hessian's diagonal (a bias, traded for conditioning).
         unroll: False runs CG as a loop that stops at `tol`; True runs exactly `maxiter` CG
-            iterations (or the `num_terms` Neumann terms) as straight-line code so XLA's cost
-            analysis counts every product. Compute accounting uses True in its reference programs,
-            so CG's compute is charged at its upper bound, `maxiter` products.
+            iterations (or the `num_terms` Neumann terms) as straight-line code. Compute
+            accounting charges CG its upper bound either way, `maxiter` products (it reads the
+            bound from the loop's condition).
     """
 
     solver: str = "cg"

@@ -45,12 +45,13 @@ class Reverse(Method):
     or `draw_all` and `update` ("dots", "states"); cross-validation wraps them (`Method.value_and_grad`).
 
     Cost: one training run forward plus a backward pass holding one Hessian-vector product per step.
-    By XLA's FLOP count about 2.2 training runs for "residuals", a little more for "dots" (the
-    recomputed elementwise work) and about 3.2 for "states" (each step's forward recomputed). In
+    By the FLOP count (`hypergrad.accounting`) about 2.1-2.6 training runs for "residuals", 2.6-3.0
+    for "dots" (the recomputed elementwise work) and 3.0-3.5 for "states" (each step's forward
+    recomputed), on the digits and iris MLPs (`benchmarks/accounting_cost.md`). In
     time, on a CPU where a small model is bound by per-operation overhead rather than FLOPs,
     "dots" is the fastest: on the digits MLP (2 cores) about 2.3-2.8 training runs against 3.3-3.7
     for "residuals" and 3.0-3.3 for "states" (`benchmarks/RESULTS.md`). Checkpointing recomputes the
-    forward pass once more (about one training run).
+    forward pass once more (about one training run, counted as such).
     Memory: without checkpointing, linear in T: per step "residuals" keeps every residual, "dots"
     the state, the minibatch and the matrix-product outputs, "states" only the state (and T
     minibatch index vectors). With `checkpoint_every=k`, one training state per segment plus one

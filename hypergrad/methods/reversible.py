@@ -32,10 +32,11 @@ forward pass (`check` refuses such a concrete value; inside `tune` it is clipped
 
 Cost: one forward training run (one gradient per step) plus a reverse pass that recomputes each
 step's gradient and takes one VJP of it (a Hessian-vector product), plus O(parameters) integer
-work per step. XLA's cost analysis counts 2.16 training-run equivalents on the digits MLP
-(Reverse: 2.15), since the recomputed gradient is shared with the VJP, but the int64 fixed-point
-work is not free in time: measured at 9-14 training runs on 2 CPU cores (T=100..10000, Reverse
-about 4; benchmarks/methods_vs_horizon.py).
+work per step. The FLOP count (`hypergrad.accounting`, which counts integer operations like any
+other) is 3.8 training-run equivalents on the digits MLP and 4.3 on the iris MLP (Reverse: 2.6,
+3.0): the recomputed gradient is shared with the VJP, the int64 fixed-point arithmetic is not.
+In time it costs more still: measured at 9-14 training runs on 2 CPU cores (T=100..10000,
+Reverse about 4; benchmarks/methods_vs_horizon.py).
 Memory: the parameters and velocity (as int64), the adjoints, and the information buffer of
 T x parameters x info_bits bits (8 by default; 1 bit suffices for m >= 1/2), instead of Reverse's
 T x parameters x 32 (or 64) bits of stored parameters plus every step's activations. The buffer
@@ -182,8 +183,9 @@ class Reversible(Method):
     hyperparameter must act through `problem.train_loss` (e.g. a weight decay).
 
     Cost: one forward training run, then a reverse pass that recomputes each step's gradient and
-    takes one vector-Jacobian product of it (XLA counts about the FLOPs of `Reverse`, 2.2 runs on
-    the digits MLP; measured time 9-14 training runs on 2 CPU cores, for the int64 arithmetic).
+    takes one vector-Jacobian product of it, plus the int64 fixed-point arithmetic (3.8 runs on the
+    digits MLP by the FLOP count, always at least 2; measured time 9-14 training runs on 2 CPU
+    cores).
     Memory: parameters, velocity (int64) and adjoints, plus an information buffer of
     T x parameters x `info_bits` bits (the bits the momentum decay destroys), not
     T x parameters x 32 bits of stored parameters and activations as in `Reverse`. The paper's

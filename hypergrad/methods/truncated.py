@@ -40,8 +40,10 @@ class Truncated(Method):
     ignored, so, e.g., the learning rate it drives to is typically smaller than the best one for the
     full horizon. Unbiased (exact) only when window >= T.
 
-    Compute accounting (`flops`): the per-step FLOPs of `Reverse` for the `window` differentiated
-    steps plus those of a plain training step for the other T - window steps.
+    Compute accounting (`hypergrad.accounting`, which counts this program): a training run plus the
+    window's share of reverse mode's backward pass, run + (window / T) * (R - run) with R the count
+    of `Reverse(store="residuals")` (the window is differentiated as plain autodiff of the loop);
+    exactly affine in the window.
 
     Args:
         window: number of final training steps differentiated through, an int >= 1.
