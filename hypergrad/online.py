@@ -75,6 +75,24 @@ def _check_concrete(name: str, value: Any, *, upper: float | None = None) -> Non
             raise ValueError(f"sgd_hd({name}={value!r}) must be {bound}")
 
 
+def _initial_rate(learning_rate: Any) -> jax.Array:
+    """alpha_0 as a strongly typed floating scalar, so the loop carry keeps one dtype whatever the
+    inputs' weak types."""
+    alpha = jnp.asarray(learning_rate)
+    if alpha.ndim != 0:
+        raise ValueError(f"sgd_hd: learning_rate must be a scalar, got shape {alpha.shape}")
+    if not jnp.issubdtype(alpha.dtype, jnp.floating):
+        alpha = alpha.astype(jnp.result_type(float))
+    return jnp.asarray(alpha, dtype=alpha.dtype)
+
+
+def _direction(grads: PyTree, velocity: PyTree, momentum: Any, nesterov: bool) -> tuple[PyTree, PyTree]:
+    """(direction, new velocity) of a momentum step: v' = mu v + g; Nesterov's g + mu v', or v'."""
+    velocity = jax.tree.map(lambda v, g: momentum * v + g, velocity, grads)
+    direction = jax.tree.map(lambda g, v: g + momentum * v, grads, velocity) if nesterov else velocity
+    return direction, jax.tree.map(lambda v, g: v.astype(g.dtype), velocity, grads)
+
+
 def sgd_hd(
     learning_rate: Any,
     hyper_lr: Any,
@@ -107,15 +125,8 @@ def sgd_hd(
     use_momentum = not (isinstance(momentum, numbers.Real) and not isinstance(momentum, bool) and momentum == 0)
 
     def init(params):
-        alpha = jnp.asarray(learning_rate)
-        if alpha.ndim != 0:
-            raise ValueError(f"sgd_hd: learning_rate must be a scalar, got shape {alpha.shape}")
-        if not jnp.issubdtype(alpha.dtype, jnp.floating):
-            alpha = alpha.astype(jnp.result_type(float))
-        # A strongly typed copy, so the loop carry keeps one dtype whatever the inputs' weak types.
-        alpha = jnp.asarray(alpha, dtype=alpha.dtype)
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return SGDHDState(count=jnp.zeros((), jnp.int32), learning_rate=alpha, direction=zeros,
+        return SGDHDState(count=jnp.zeros((), jnp.int32), learning_rate=_initial_rate(learning_rate), direction=zeros,
                           velocity=jax.tree.map(jnp.zeros_like, params) if use_momentum else None)
 
     def update(updates, state, params=None):
@@ -124,16 +135,7 @@ def sgd_hd(
         # Hypergradient step: d f(theta_{t-1}) / d alpha = -g_t . d_{t-1}.
         hypergrad = -optax.tree_utils.tree_vdot(grads, state.direction)
         alpha = (state.learning_rate - hyper_lr * hypergrad).astype(state.learning_rate.dtype)
-        if use_momentum:
-            velocity = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, grads)
-            if nesterov:
-                direction = jax.tree.map(lambda g, v: g + momentum * v, grads, velocity)
-            else:
-                direction = velocity
-            velocity = jax.tree.map(lambda v, g: v.astype(g.dtype), velocity, grads)
-        else:
-            velocity = None
-            direction = grads
+        direction, velocity = _direction(grads, state.velocity, momentum, nesterov) if use_momentum else (grads, None)
         direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, grads)
         new_updates = jax.tree.map(lambda d: (-alpha * d).astype(d.dtype), direction)
         return new_updates, SGDHDState(count=state.count + 1, learning_rate=alpha, direction=direction,
