@@ -12,6 +12,15 @@ from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l
 __all__ = ["logistic"]
 
 
+def _splits(dataset: str, seed: int, dtype: np.dtype, synthetic_shape: tuple[int, int, int]):
+    """The train/val/test splits of `dataset`; `synthetic_shape` is (examples, features, classes)."""
+    if dataset == "synthetic":
+        return _data.synthetic_classification(*synthetic_shape, seed=seed, dtype=dtype)
+    if dataset in _data.CLASSIFICATION:
+        return _data.load(dataset, seed=seed, dtype=dtype)
+    raise ValueError(f"logistic(dataset={dataset!r}): choose 'synthetic' or one of {_data.CLASSIFICATION}")
+
+
 def logistic(
     dataset: str = "breast_cancer",
     *,
@@ -38,12 +47,7 @@ def logistic(
             (see `hg.Problem`).
     """
     dtype = np.dtype(default_dtype())
-    if dataset == "synthetic":
-        splits = _data.synthetic_classification(num_examples, num_features, num_classes, seed=seed, dtype=dtype)
-    elif dataset in _data.CLASSIFICATION:
-        splits = _data.load(dataset, seed=seed, dtype=dtype)
-    else:
-        raise ValueError(f"logistic(dataset={dataset!r}): choose 'synthetic' or one of {_data.CLASSIFICATION}")
+    splits = _splits(dataset, seed, dtype, (num_examples, num_features, num_classes))
     d = splits.train[0].shape[1]
     c = int(max(s[1].max() for s in splits)) + 1
 
