@@ -1,11 +1,9 @@
 """Engine state: hg.clear_caches() empties every cache, and no cache keeps an objective alive."""
 
 import gc
-import importlib.util
 import weakref
 
 import optax
-import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
@@ -38,9 +36,6 @@ def test_a_call_after_clear_caches_compiles_again(key):
     assert (traces["hypergradient"], traces["search"]) == (before[0] + 1, before[1] + 1)
 
 
-# compute.py's FLOP cache keys on the objective itself; accounting.py, which replaces it, keys weakly.
-@pytest.mark.xfail(importlib.util.find_spec("hypergrad.compute") is not None, strict=True,
-                   reason="compute._flops_cache holds objectives until hypergrad/accounting.py replaces it")
 def test_caches_do_not_keep_an_objective_alive(key):
     def use_and_drop():
         objective = _objective()
