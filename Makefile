@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods smoke clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench-optuna: $(STAMP)
 ## Memory and time against the horizon T for every hypergradient method (about 10 minutes).
 bench-methods: $(STAMP)
 	$(BIN)/python benchmarks/methods_vs_horizon.py --out benchmarks/methods_vs_horizon.md
+
+## What compute accounting adds to the iris study's first search call, and its counts per method, before and after.
+bench-accounting: $(STAMP)
+	$(BIN)/python benchmarks/accounting_cost.py --out benchmarks/accounting_cost.md
 
 ## Every experiment in its seconds-long smoke mode.
 smoke: $(STAMP)

@@ -76,7 +76,7 @@ import hypergradient_cost as hc  # noqa: E402  (this directory's per-row machine
 import hypergrad as hg  # noqa: E402
 from hypergrad import _compile  # noqa: E402
 from hypergrad.problems.presets import preset  # noqa: E402
-from hypergrad.compute import matmul_flops_per_second  # noqa: E402
+from hypergrad.accounting import matmul_flops_per_second  # noqa: E402
 from hypergrad.search import run_flops  # noqa: E402
 
 TARGET_PLAIN, TARGET_CHECKPOINT, TARGET_PEAK = 3.0, 4.0, 0.50
@@ -328,7 +328,7 @@ import json, statistics, sys, time
 import jax
 import hypergrad as hg
 hg.use_cpu_cores({devices})  # before anything computes
-from hypergrad.compute import matmul_flops_per_second
+from hypergrad.accounting import matmul_flops_per_second
 from hypergrad.problems.presets import preset
 objective, space = preset("digits-mlp", num_steps={steps})
 rows = []

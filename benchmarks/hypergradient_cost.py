@@ -46,15 +46,12 @@ Columns:
   reset through /proc/self/clear_refs just before the runs; "n/a" where that is not allowed).
   Subprocesses run with a fixed glibc mmap threshold so that large buffers freed earlier cannot
   be silently reused, which would hide the program's own allocations.
-- GFLOP / x train: XLA cost analysis of the program with the training loop fully unrolled at
-  T=1 and T=2 (`Objective.reference`), extrapolated linearly to T: the same reference programs as
-  `hypergrad.search.run_flops` (train) and `hypergrad.tune.hypergradient_flops` (methods), but
-  compiled once and shared by all horizons. Checkpointing with any k counts as `checkpoint_every=1`
-  there (each step's forward pass is recomputed once, whatever k), so the two checkpointed rows
-  have the same FLOPs.
+- GFLOP / x train: the program's FLOPs counted from its trace by `hypergrad.accounting` (the
+  counts `hypergrad.search.run_flops` (train) and `hypergrad.tune.hypergradient_flops` (methods)
+  report); a checkpointed row counts its recomputed forward pass.
 
 Run (about 5 minutes with the defaults on 2 CPU cores shared at load average 7, less when idle;
-`--no-rss` and `--no-flops` skip the subprocesses and the reference compilations; `--append` adds
+`--no-rss` and `--no-flops` skip the subprocesses and the FLOP counts; `--append` adds
 the table to `--out` instead of overwriting it):
 
     .venv/bin/python benchmarks/hypergradient_cost.py --out benchmarks/hypergradient_cost.md
@@ -84,7 +81,7 @@ import jax.numpy as jnp
 import optax
 
 import hypergrad as hg
-from hypergrad import compute
+from hypergrad import accounting
 from hypergrad.hypergradient import compiled_value_and_grad
 
 MiB = 2.0**20
@@ -164,28 +161,12 @@ class Config:
         return temp / MiB, total / MiB
 
     def flops(self, cache: dict) -> float:
-        """Total FLOPs at the objective's horizon (loop unrolled at T=1 and T=2, extrapolated).
-
-        This is `hypergrad.compute.affine_flops`, split so that the two reference compilations of
-        each program are shared by all horizons (`cache`).
-        """
-        objective = self.objective
-        args = (self.hparams, self.key, objective.problem.data)
+        """Total FLOPs at the objective's horizon, counted by `hypergrad.accounting` (traced, not
+        compiled; cached there per objective). `cache` is unused, kept for the callers."""
+        del cache
         if self.name == "train":
-            tag = "train"
-
-            def build(steps):  # as `hypergrad.search.run_flops`
-                return lambda h, k, d: objective.reference(steps).loss_and_scores(h, k, d)[1]
-        else:
-            tag = self.method.reference_options(1)
-
-            def build(steps):  # as `hypergrad.tune.hypergradient_flops`
-                method = self.method.reference_options(steps)
-                return lambda h, k, d: method.value_and_grad(objective.reference(steps), h, k, d)
-        if tag not in cache:
-            cache[tag] = compute.flops_per_step(build, args)
-        fixed, per_step = cache[tag]
-        return fixed + objective.num_steps * per_step
+            return accounting.run_flops(self.objective, self.hparams, self.key)
+        return accounting.hypergradient_flops(self.objective, self.method, self.hparams, self.key)
 
 
 # -- subprocess: peak RSS of one configuration ------------------------------------------------------

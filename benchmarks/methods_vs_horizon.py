@@ -54,8 +54,8 @@ Columns:
   runs it twice, minus that of a baseline subprocess that runs the training program once (at the
   first T); and the growth of resident memory while the program runs.
 - GFLOP / FLOP x train (only with `--flops`): the library's compute accounting,
-  `method.flops(objective, hparams, key)` and `hypergrad.search.run_flops` (XLA's cost analysis
-  of the loop unrolled at T=1 and T=2, extrapolated to T).
+  `method.flops(objective, hparams, key)` and `hypergrad.search.run_flops` (counted from the
+  traced programs by `hypergrad.accounting`).
 
 The summary tables above the full one show XLA temp and `x train` by T, with the growth of the
 temp from the first to the last T next to the growth of T.

@@ -26,7 +26,7 @@ Columns:
   cached by shape, so a row whose shapes an earlier row compiled shows 0.
   `hypergrad.search.run_flops`'s reference programs are compiled before anything is timed.
 - s/trial and trials/s: from run s.
-- GFLOP/s and % peak: useful FLOPs (trials x FLOPs of one trial from XLA's cost analysis,
+- GFLOP/s and % peak: useful FLOPs (trials x FLOPs of one trial counted by hypergrad.accounting,
   `hypergrad.search.run_flops`; padding not counted) per run second, and that as a share of the
   machine's peak matrix-multiply rate, measured in the same run as the best of several calls of a
   jitted float32 `N x N @ N x N` (N = `--matmul`, 2 N^3 FLOPs).
@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import hypergrad as hg
-from hypergrad.compute import matmul_flops_per_second
+from hypergrad.accounting import matmul_flops_per_second
 from hypergrad.search import run_flops
 from hypergradient_cost import write_report  # this directory's shared helpers
 
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     lines += ["", (
         f"digits-mlp preset (MLP 64-50-10, batch 100, SGD + momentum, weight decay, T={args.steps}, "
         "float32); "
-        f"one trial = {unit / 1e9:.3f} GFLOP (XLA cost analysis); peak float32 matmul "
+        f"one trial = {unit / 1e9:.3f} GFLOP (hypergrad.accounting); peak float32 matmul "
         f"({args.matmul}x{args.matmul}) {peak / 1e9:.1f} GFLOP/s; jax {jax.__version__}, "
         f"optuna {optuna.__version__} "
         f"on {device.platform} ({device.device_kind}, {platform.machine()}, {cores} cores); arguments "
