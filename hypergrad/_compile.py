@@ -2,8 +2,8 @@
 
 `jax.jit` caches too, but it neither reports how long compilation took nor hands back the
 compiled executable (for its memory analysis). Strategies therefore compile ahead of time through
-`compiled(...)`: the first call with a given (tag, static configuration, argument shapes and dtypes) lowers and
-compiles; later calls with new values reuse the executable and compile nothing.
+`compiled(...)`: the first call with a given (tag, static configuration, argument shapes and
+dtypes) lowers and compiles; later calls with new values reuse the executable and compile nothing.
 
 A tag is `(name, owner, *static)`, the owner being the objective (or family) the program belongs
 to. Programs are held per owner in a weak dictionary, so the cache never keeps an objective (and

@@ -303,7 +303,7 @@ TUNE_METHODS = _tune_methods()
 def no_compute_accounting(monkeypatch):
     """tune counts FLOPs by compiling each method's program twice more, unrolled at T=1 and T=2:
     two thirds of these tests' time. That accounting is tested for every method elsewhere
-    (tests/test_compute.py, tests/test_tune.py and each method's tune_step_cost / tune test), so it
+    (tests/test_accounting.py, tests/test_tune.py and each method's tune_step_cost / tune test), so it
     is stubbed out here; the outer loop itself is untouched."""
     module = importlib.import_module("hypergrad.tune")
     monkeypatch.setattr(module, "hypergradient_flops", lambda *args: 1.0)
