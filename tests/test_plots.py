@@ -73,6 +73,47 @@ def test_plot_comparison_writes_pngs(results, tmp_path):
         _assert_png(path)
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """file name -> [{line label: (x, y)} per axes], read from each figure as it is saved (the
+    plot functions clear their figures after saving; matplotlib's own Figure.savefig is wrapped)."""
+    from matplotlib.figure import Figure
+
+    record, savefig = {}, Figure.savefig
+
+    def recording_savefig(fig, fname, *args, **kwargs):
+        record[os.path.basename(str(fname))] = [
+            {line.get_label(): (np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float))
+             for line in ax.get_lines()} for ax in fig.axes]
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return record
+
+
+def _assert_curve_drawn(axes_lines, label, result):
+    """The line labelled `label` is `result.curve()`: cumulative runs against the best value so far."""
+    lines = [lines[label] for lines in axes_lines if label in lines]
+    assert len(lines) == 1, (label, axes_lines)
+    x, y = lines[0]
+    runs, best = result.curve()
+    assert np.all(np.isfinite(best)) and len(runs) == len(result.trials) > 1
+    assert np.any(np.diff(best) < 0), "the best value never improves: the comparison would not see a raw-value plot"
+    np.testing.assert_allclose(x, runs, rtol=1e-12)
+    np.testing.assert_allclose(y, best, rtol=1e-12)
+
+
+def test_plotted_curves_are_the_results_curves(results, drawn, tmp_path):
+    """Read the numbers back from the figures: each strategy's step curve in best_value_vs_compute.png
+    and in plot_result's curve.png is exactly `result.curve()`."""
+    plots.plot_comparison(hg.compare(results), tmp_path / "comparison")
+    for name, result in results.items():
+        _assert_curve_drawn(drawn["best_value_vs_compute.png"], name, result)
+    for name, result in results.items():
+        plots.plot_result(result, tmp_path / "single", name=name)
+        _assert_curve_drawn(drawn[f"{name}_curve.png"], name, result)
+
+
 def test_comparison_plot_method_delegates(results, tmp_path):
     paths = hg.compare(results, budgets=[2.0, 4.0]).plot(str(tmp_path))
     assert len(paths) == 3
