@@ -16,7 +16,6 @@ the best value reached within any budget.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
@@ -27,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import _compile
 from hypergrad._checks import check_count
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
@@ -38,7 +36,7 @@ from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
-from hypergrad.tune import check_outer, outer_step_fn, step_trial
+from hypergrad.outer import Cohort, check_outer, drive, make_cohort
 
 __all__ = ["hybrid_search", "configurations"]
 
@@ -98,20 +96,19 @@ def hybrid_search(
     groups, structure = _groups(objective, space, settings, key)
     dtype = jnp.zeros(()).dtype
     z0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), continuous.unconstrain(continuous.centre()))
-    programs = [_program(config, group_objective, rows, settings, space, continuous, method, outer, key, z0)
-                for config, group_objective, rows in groups]
-    evaluations = _evaluations(programs, budget, num)
+    cohorts = [_cohort(config, group_objective, rows, settings, space, continuous, method, outer, key, z0)
+               for config, group_objective, rows in groups]
+    evaluations = _evaluations(cohorts, budget, num)
 
     recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num)
     try:
-        _run_programs(programs, evaluations, space, settings, recorder)
+        drive(cohorts, steps=evaluations - 1, key=key, resample_key=False, recorder=recorder)
     finally:
         recorder.close()
-    unit = sum(p["unit"] * len(p["rows"]) for p in programs) / num
+    unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
     info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": evaluations - 1,
-            "budget": budget, "programs": len(programs), "structure": structure}
-    return Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
-                  sum(p["compile_seconds"] for p in programs), info)
+            "budget": budget, "programs": len(cohorts), "structure": structure}
+    return Result(f"hybrid[{method}]", tuple(recorder.trials), unit, sum(c.compile_seconds for c in cohorts), info)
 
 
 def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, configs: Any) -> Space:
@@ -144,65 +141,31 @@ def _groups(objective: Objective | Structured, space: Space, settings: dict[str,
     return groups, {name: d.to_dict() for name, d in decisions.items()}
 
 
-def _program(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
-             continuous: Space, method: Method, outer: optax.GradientTransformation, key: Key, z0: Any) -> dict:
-    """One group's compiled, vmapped outer step, its starting arguments and its costs."""
+def _cohort(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
+            continuous: Space, method: Method, outer: optax.GradientTransformation, key: Key, z0: Any) -> Cohort:
+    """One program's configurations as a cohort of tuners (id = configuration row), started at z0
+    with their choices held fixed; its cost counted with the held values as inputs."""
     fixed = {name: jnp.asarray(np.asarray(settings[name])[rows]) for name in space.choices
              if name not in config or isinstance(config[name], Masked)}
     first_fixed = jax.tree.map(lambda a: a[0], fixed)
     method.check(objective.with_fixed(first_fixed), continuous.constrain(z0))
     z = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(rows), *a.shape)), z0)
-    opt_state = jax.vmap(outer.init)(z)
-    args = (z, z, opt_state, fixed, key, objective.problem.data)
-    executable, seconds = _compile.compiled(
-        ("hybrid", objective, continuous, method, outer),
-        lambda: _batched_step(objective, continuous, method, outer), args)
-    hparams0 = {**continuous.constrain(z0), **first_fixed}
-    unit = run_flops(objective, hparams0, key)
+    unit = run_flops(objective, {**continuous.constrain(z0), **first_fixed}, key)
     step = hypergradient_flops(objective, method, continuous.constrain(z0), key, held=first_fixed)
-    return {"config": config, "rows": rows, "executable": executable, "args": list(args),
-            "compile_seconds": seconds, "unit": unit, "step_flops": step}
+
+    def options(row: int) -> dict:
+        return space.options_of({n: np.asarray(settings[n])[row] for n in space.choices})
+
+    return make_cohort(objective, continuous, method, outer, key, z, fixed=fixed, tuners=rows, unit=unit, flops=step,
+                       extra=options)
 
 
-def _evaluations(programs: list[dict], budget: float, num: int) -> int:
+def _evaluations(cohorts: list[Cohort], budget: float, num: int) -> int:
     """Hypergradients per configuration that `budget` buys (>= 2: one step and the final scoring)."""
-    cost = sum(p["step_flops"] / p["unit"] * len(p["rows"]) for p in programs)  # runs per step, all configs
+    cost = sum(c.flops / c.unit * len(c.tuners) for c in cohorts)  # runs per step, all configs
     evaluations = math.floor(budget / cost + 1e-9)
     if evaluations < 2:
         raise ValueError(
             f"budget={budget} runs buys {evaluations} hypergradient(s) per configuration ({num} configurations "
             f"at {cost / num:.2f} runs each); give at least {2 * cost:.1f} runs or fewer configs")
     return evaluations
-
-
-def _run_programs(programs: list[dict], evaluations: int, space: Space, settings: dict[str, np.ndarray],
-                  recorder: TrialRecorder) -> None:
-    """Every program's outer step, step by step across programs; the last evaluation scores the
-    final iterate (its update dropped). One trial per (configuration, step), numbered in order."""
-    number = 0
-    for step_index in range(evaluations):
-        final = step_index == evaluations - 1
-        for program in programs:
-            began = time.perf_counter()
-            out = jax.block_until_ready(program["executable"](*program["args"]))
-            seconds = (time.perf_counter() - began) / len(program["rows"])
-            if not final:
-                program["args"][:3] = out[:3]
-            report = jax.device_get(out[3])
-            for i, row in enumerate(program["rows"]):
-                trial = step_trial(number, jax.tree.map(lambda a: a[i], report), final=final,
-                                   flops=program["step_flops"], seconds=seconds, run_flops=program["unit"])
-                options = space.options_of({n: np.asarray(settings[n])[row] for n in space.choices})
-                recorder.add(dataclasses.replace(trial, hparams={**trial.hparams, **options}))
-                number += 1
-            recorder.report()
-
-
-def _batched_step(objective: Objective, continuous: Space, method: Method, outer: optax.GradientTransformation):
-    """The outer step of `hg.tune`, vmapped over configurations (their z, state and fixed values)."""
-
-    def one(z, z_good, opt_state, fixed, key, data):
-        inner = objective.with_fixed(fixed)
-        return outer_step_fn(inner, continuous, method, outer)(z, z_good, opt_state, key, data)
-
-    return jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))

@@ -64,6 +64,8 @@ class Trial:
         seconds: wall seconds of execution attributed to this trial.
         run_flops: FLOPs of one plain training run, the unit of `runs`.
         grad_norm: norm of the hypergradient in unconstrained coordinates (gradient methods only).
+        tuner: which tuner of a population (or configuration of `hybrid_search`) took this step;
+            None for search trials.
     """
 
     number: int
@@ -75,6 +77,7 @@ class Trial:
     seconds: float
     run_flops: float
     grad_norm: float | None = None
+    tuner: int | None = None
 
     @property
     def test_value(self) -> float | None:
@@ -90,6 +93,7 @@ class Trial:
             "number": self.number, "state": self.state, "value": self.value,
             "test_value": self.test_value, "scores": self.scores, "hparams": self.hparams,
             "flops": self.flops, "runs": self.runs, "seconds": self.seconds, "grad_norm": self.grad_norm,
+            "tuner": self.tuner,
         })
 
 
@@ -184,7 +188,8 @@ class Result:
         """A pandas DataFrame with Optuna-style columns.
 
         Columns: `number, value, params_<name>, duration, state` (as `study.trials_dataframe()`),
-        then `test_value`, `runs`, `flops`, `grad_norm` and `user_attrs_<score>` for other scores.
+        then `test_value`, `runs`, `flops`, `grad_norm`, `tuner` (gradient methods: which tuner of
+        the population took the step) and `user_attrs_<score>` for other scores.
         A shaped hyperparameter's column holds its array.
         """
         try:
@@ -199,7 +204,7 @@ class Result:
             row["duration"] = pd.to_timedelta(t.seconds, unit="s")
             row["state"] = t.state.upper()
             row["test_value"] = t.test_value
-            row["runs"], row["flops"], row["grad_norm"] = t.runs, t.flops, t.grad_norm
+            row["runs"], row["flops"], row["grad_norm"], row["tuner"] = t.runs, t.flops, t.grad_norm, t.tuner
             for name, value in t.scores.items():
                 if name not in ("val_loss", "test_loss"):
                     row[f"user_attrs_{name}"] = value

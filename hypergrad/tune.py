@@ -1,25 +1,19 @@
-"""The outer loop: any optax optimiser over unconstrained hyperparameters.
+"""`tune`: gradient descent of the validation loss over the hyperparameters, by one tuner or many.
 
 `tune` descends the validation loss in the unconstrained coordinates z of the space
-(`hparams = space.constrain(z)`), so every iterate stays inside its bounds. Each outer step is one
-compiled program: constrain z, ask the method for the loss and its hypergradient, pull the gradient
-back through the bijection (a VJP of `space.constrain`), and apply the outer optimiser's update.
+(`hparams = space.constrain(z)`), so every iterate stays inside its bounds. With `population=N`,
+N tuners run together, each outer step one vmapped program (see `hypergrad.outer`, the driver this
+module and `hg.hybrid_search` share, for the outer step, non-finite steps, trials and halving).
 
-A step whose loss or hypergradient is not finite changes nothing but the position: the update is
-skipped and z backs off halfway towards the last iterate whose loss and hypergradient were finite
-(the outer optimiser's state is kept). Such steps are recorded ("fail" when the loss diverged,
-"skipped" when only the hypergradient did), never chosen as best, and `tune` never returns NaN.
-
-Every outer step is a trial of the result: its value is the validation loss at the step's
-hyperparameters (before the update), with test scores from the same trained parameters. After the
-last step, the final iterate is evaluated once more. The best trial is the one with the lowest
-validation loss, and its test loss is what `compare` reports.
+Starting points: the centre of the space (the default for one tuner), N settings sampled as random
+search samples them (the default for a population: with the same key, the first N settings random
+search would try), given (batched) hyperparameters, or, with `warmup=M`, the N best of M random-search
+trials spent first (explore, then descend). The warm-up's trials come first in the result and count
+in its compute.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 import jax
@@ -27,55 +21,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import _compile, accounting
+from hypergrad import accounting
 from hypergrad._checks import check_count
-from hypergrad._tree import all_finite
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams, check_key
-from hypergrad.results import COMPLETE, FAIL, SKIPPED, Result, Trial, TrialRecorder
+from hypergrad.outer import DEFAULT_OUTER, check_outer, drive, make_cohort, outer_step_fn, step_trial
+from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
-from hypergrad.search import check_space
-from hypergrad.space import Space
+from hypergrad.search import check_space, random_search
+from hypergrad.space import SAMPLE_STREAM, Space
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
            "step_trial"]
 
-DEFAULT_OUTER = optax.adam(0.05)
-"""Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
-
-
-def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
-    """The pure outer step: (z, z_good, opt_state, key, data) -> (z, z_good, opt_state, report)."""
-
-    def step(z, z_good, opt_state, key, data):
-        hparams, pullback = jax.vjp(space.constrain, z)
-        (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
-        (grad_z,) = pullback(grads)
-        loss_ok = jnp.isfinite(value)
-        ok = loss_ok & all_finite(grad_z)
-        updates, new_state = outer.update(grad_z, opt_state, z)
-        moved = optax.apply_updates(z, updates)
-        # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
-        backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
-        new_z = jax.tree.map(lambda m, b: jnp.where(ok, m, b), moved, backed_off)
-        new_good = jax.tree.map(lambda a, g: jnp.where(ok, a, g), z, z_good)
-        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, opt_state)
-        report = {"hparams": hparams, "scores": scores, "grad_norm": optax.tree_utils.tree_norm(grad_z),
-                  "loss_ok": loss_ok, "ok": ok}
-        return new_z, new_good, opt_state, report
-
-    return step
-
-
-def check_outer(outer: Any) -> optax.GradientTransformation:
-    """`outer`, or `DEFAULT_OUTER` for None; a `ValueError` unless it is an optax transformation."""
-    outer = DEFAULT_OUTER if outer is None else outer
-    if not isinstance(outer, optax.GradientTransformation):
-        raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
-    return outer
+_INITS = ("sample", "centre")
 
 
 def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
@@ -85,55 +47,83 @@ def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
     space.check_differentiable(f"tune(method={method!r})")
 
 
-def _initial_z(space: Space, init: HParams | None) -> dict[str, jax.Array]:
-    """The unconstrained start (default float dtype) of `init`, checked strictly inside the bounds,
-    or of the space's centre."""
-    if init is None:
-        init = space.centre()
-    else:
-        init = as_hparams(init, "init")
-        space.check(init, "init")
-        check_differentiable_hparams(init, "init")
-        for name, value in init.items():
-            dist = space[name]
-            if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
-                raise ValueError(f"init[{name!r}] lies outside or on the bounds ({dist.lo}, {dist.hi}) of the "
-                                 "space; start strictly inside them")
+def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any) -> int:
+    """Raises `ValueError` for a bad population, warm-up or halving argument; returns N."""
+    if not isinstance(population, (int, np.integer)) or isinstance(population, bool) or population < 1:
+        raise ValueError(f"population={population!r} must be an int >= 1: the number of tuners run together "
+                         "(1 is a lone tuner; try population=16)")
+    if isinstance(init, str) and init not in _INITS:
+        raise ValueError(f"init={init!r} must be 'sample', 'centre', hyperparameters (batched with a leading "
+                         "axis of population for several tuners) or None")
+    if warmup is not None:
+        if not isinstance(warmup, (int, np.integer)) or isinstance(warmup, bool) or warmup < population:
+            raise ValueError(f"warmup={warmup!r} random-search trials cannot start population={population} tuners "
+                             f"from the {population} best of them; give warmup >= population (e.g. "
+                             f"warmup={4 * population}), or warmup=None")
+        if init is not None:
+            raise ValueError("tune: give init= or warmup=, not both (warmup starts the tuners from the best "
+                             "warm-up trials)")
+    if halving is not None:
+        if not isinstance(halving, (int, np.integer)) or isinstance(halving, bool) or halving < 1:
+            raise ValueError(f"halving={halving!r} must be an int >= 1: the outer steps between rounds of "
+                             "successive halving (each keeps the better half of the tuners), or None")
+        if population < 2:
+            raise ValueError(f"halving={halving} needs a population of at least 2 tuners (population={population})")
+    return int(population)
+
+
+def _finite_z(space: Space, hparams: HParams) -> dict[str, jax.Array]:
+    """Unconstrained coordinates (default float dtype) of `hparams`, clipped where a value sits on a
+    bound (a sampled or warm-up start may): sigmoid rounds to the bound itself past about
+    -log(eps), so nothing is lost."""
     dtype = jnp.zeros(()).dtype
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype), space.unconstrain(init))
+    limit = -float(np.log(np.finfo(dtype).eps)) - 1.0
+    return jax.tree.map(lambda a: jnp.clip(jnp.asarray(a, dtype), -limit, limit), space.unconstrain(hparams))
 
 
-def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float, seconds: float,
-               run_flops: float) -> Trial:
-    """The trial of one outer step's report (host values of one configuration). The final
-    evaluation's update is discarded, so it fails only when its loss does; a step fails when its
-    loss is not finite and is skipped when only its hypergradient is not."""
-    scores = {name: float(v) for name, v in report["scores"].items()}
-    value = scores["val_loss"]
-    if final:
-        state = COMPLETE if math.isfinite(value) else FAIL
-    else:
-        state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
-    return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
-                 scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
-                 grad_norm=float(report["grad_norm"]))
+def _checked_init(space: Space, init: Any, batched: bool) -> HParams:
+    """Given starting hyperparameters as arrays, checked: names and shapes of the space (after a
+    leading tuner axis when `batched`), floating point and strictly inside the bounds."""
+    init = as_hparams(init, "init")
+    check_differentiable_hparams(init, "init")
+    space.check(jax.tree.map(lambda a: a[0], init) if batched else init, "init")
+    for name, value in init.items():
+        dist = space[name]
+        if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
+            raise ValueError(f"init[{name!r}] lies outside or on the bounds ({dist.lo}, {dist.hi}) of the "
+                             "space; start strictly inside them")
+    return init
 
 
-def _run_outer_loop(executable: Any, carry: tuple, key: Key, data: Any, steps: int, resample_key: bool,
-                    recorder: TrialRecorder, flops: float, run_flops: float) -> None:
-    """`steps` outer steps from `carry` = (z, z_good, opt_state), then the final iterate scored by
-    the same program (its update discarded: one more hypergradient's compute instead of a second
-    compilation); each step's trial goes to `recorder` as it returns."""
-    for number in range(steps + 1):
-        step_key = jax.random.fold_in(key, number) if resample_key else key
-        began = time.perf_counter()
-        out = jax.block_until_ready(executable(*carry, step_key, data))
-        seconds = time.perf_counter() - began
-        if number < steps:
-            carry = out[:3]
-        recorder.add(step_trial(number, jax.device_get(out[3]), final=number == steps, flops=flops,
-                                seconds=seconds, run_flops=run_flops))
-        recorder.report()
+def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams:
+    """The N starting points: 'centre', 'sample' (random search's first N draws) or given ones."""
+    if init is None:
+        init = "sample" if population > 1 else "centre"
+    if isinstance(init, str):
+        if init == "centre":
+            return jax.tree.map(lambda a: jnp.broadcast_to(a, (population, *jnp.shape(a))), space.centre())
+        return space.sample(key, population, stream=SAMPLE_STREAM)
+    init = as_hparams(init, "init")
+    shapes = dict((name, dist.shape) for name, dist in space.items)
+    batched = all(n in shapes and np.ndim(v) == len(shapes[n]) + 1 for n, v in init.items())
+    if population == 1 and not batched:
+        return jax.tree.map(lambda a: a[None], _checked_init(space, init, batched=False))
+    sizes = {n: (np.shape(v)[0] if batched else None) for n, v in init.items()}
+    if not batched or any(size != population for size in sizes.values()):
+        raise ValueError(f"init has leading sizes {sizes} but population={population}: give every hyperparameter "
+                         f"a leading axis of {population} (one row per tuner), or init='sample'")
+    return _checked_init(space, init, batched=True)
+
+
+def _warm_starts(warm: Result, space: Space, population: int) -> HParams:
+    """The hyperparameters of the N best complete warm-up trials, constants broadcast to shapes."""
+    ranked = sorted((t for t in warm.trials if t.state == COMPLETE), key=lambda t: (t.value, t.number))
+    if len(ranked) < population:
+        raise ValueError(f"only {len(ranked)} of the {len(warm.trials)} warm-up trials finished; raise warmup= "
+                         f"to start {population} tuners")
+    best = ranked[:population]
+    return {name: jnp.stack([jnp.broadcast_to(jnp.asarray(t.hparams[name]), dist.shape) for t in best])
+            for name, dist in space.items}
 
 
 def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
@@ -158,54 +148,77 @@ def tune(
     method: Method = Reverse(),
     outer: optax.GradientTransformation | None = None,
     steps: int = 50,
-    init: HParams | None = None,
+    init: HParams | str | None = None,
+    population: int = 1,
+    warmup: int | None = None,
+    halving: int | None = None,
+    chunk_size: int | None = None,
     resample_key: bool = False,
     log: Any = None,
     progress: Any = False,
 ) -> Result:
-    """Gradient-based tuning of the continuous hyperparameters in `space`.
+    """Gradient-based tuning of the continuous hyperparameters in `space`, by one tuner or a
+    population.
 
-    Cost per outer step: one hypergradient of `method` (about 3 training runs for `Reverse`),
-    plus one more for scoring the final iterate. One program is compiled per (objective, space,
-    method, outer) and reused by later calls with new values, keys or initial points.
+    Cost: one hypergradient of `method` (about 3 training runs for `Reverse`) per live tuner and
+    outer step, plus one more per tuner for scoring its final iterate, plus `warmup` training runs.
+    One program is compiled per (objective, space, method, outer, chunk of tuners) and reused by
+    later calls with new values, keys, starting points or numbers of tuners that fill the same chunk.
 
     Args:
         objective: the objective to tune.
         space: the hyperparameters to tune; must hold no `Choice`.
-        key: PRNG key for training (initialisation and minibatches).
+        key: PRNG key for training (initialisation and minibatches), shared by every tuner.
         method: hypergradient strategy, `hg.Reverse()` by default.
         outer: an optax optimiser over the unconstrained coordinates; default `DEFAULT_OUTER`
-            (Adam, 0.05).
+            (Adam, 0.05). Each tuner keeps its own optimiser state.
         steps: number of outer steps, >= 1.
-        init: starting hyperparameters (constrained values, names and shapes of the space);
-            default the centre of the space.
+        init: where the tuners start: None ('centre' for one tuner, 'sample' for a population),
+            'centre', 'sample' (drawn as `random_search` draws them: its first N settings), or
+            hyperparameters (constrained values with the space's names and shapes; for a population,
+            with a leading axis of `population`).
+        population: number of tuners N advanced together, each outer step one vmapped program.
+        warmup: spend this many trials (>= population) on random search first and start the N
+            tuners from its N best settings; the warm-up's trials open the result.
+        halving: successive halving: after every `halving` outer steps keep the better half of
+            the live tuners (by their latest validation loss); None keeps all.
+        chunk_size: tuners per vmapped call (memory bound); None: as a search chunks its trials.
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise).
-        log: optional JSON-lines path; each step is appended as it is produced.
+        log: optional JSON-lines path; each trial is appended as it is produced.
         progress: True to print a line per step to stderr, or a callable(str).
 
     Returns:
-        a `Result` with one trial per outer step plus the final iterate.
+        a `Result`: the warm-up's trials, then one trial per tuner and outer step plus each live
+        tuner's final iterate (column `tuner` of `to_dataframe()`); `best_*` across them all.
     """
     _check_tune_args(objective, space, method)
     steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
-    z = _initial_z(space, init)
-    method.check(objective, space.constrain(z))
-    opt_state = outer.init(z)
-    data = objective.problem.data
-
-    executable, compile_seconds = _compile.compiled(
-        ("tune", objective, space, method, outer), lambda: outer_step_fn(objective, space, method, outer),
-        (z, z, opt_state, key, data))
-    hparams0 = space.constrain(z)
+    population = _check_population_args(population, init, warmup, halving)
+    warm = None
+    if warmup is None:
+        starts = _batched_init(space, init, population, key)
+    else:  # refuse a method that cannot run here before spending the warm-up
+        method.check(objective, space.centre())
+        warm = random_search(objective, space, key, int(warmup), log=log, progress=progress)
+        starts = _warm_starts(warm, space, population)
+    z = _finite_z(space, starts)
+    hparams0 = space.constrain(jax.tree.map(lambda a: a[0], z))
+    method.check(objective, hparams0)
     unit = run_flops(objective, hparams0, key)
-    step_flops = hypergradient_flops(objective, method, hparams0, key)
-
-    recorder = TrialRecorder(f"tune[{method}]", log, progress, total=steps + 1)
+    cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=chunk_size, unit=unit,
+                         flops=hypergradient_flops(objective, method, hparams0, key))
+    name = f"tune[{method}]" if population == 1 else f"tune[{method}, population={population}]"
+    opened = 0 if warm is None else len(warm.trials)
+    recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1))
+    recorder.trials.extend([] if warm is None else warm.trials)
     try:
-        _run_outer_loop(executable, (z, z, opt_state), key, data, steps, resample_key, recorder, step_flops, unit)
+        drive([cohort], steps=steps, key=key, resample_key=resample_key, recorder=recorder, halving=halving,
+              number=opened)
     finally:
         recorder.close()
-    return Result(f"tune[{method}]", tuple(recorder.trials), unit, compile_seconds,
-                  {"method": repr(method), "outer": repr(outer), "steps": steps, "resample_key": resample_key})
+    info = {"method": repr(method), "outer": repr(outer), "steps": steps, "resample_key": resample_key,
+            "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk}
+    seconds = cohort.compile_seconds + (0.0 if warm is None else warm.compile_seconds)
+    return Result(name, tuple(recorder.trials), unit, seconds, info)

@@ -1,0 +1,247 @@
+"""The outer-loop driver: populations of gradient tuners advanced together.
+
+Every gradient strategy runs here: `hg.tune` (one tuner, or a population of N started from samples,
+the centre, given points or the best trials of a random-search warm-up) and `hg.hybrid_search` (a
+population over discrete configurations). A tuner descends the validation loss in the unconstrained
+coordinates z of a space with an optax optimiser; its outer step (`outer_step_fn`) constrains z, asks
+the method for the loss and its hypergradient, pulls the gradient back through the bijection and
+applies the update.
+
+A *cohort* is the tuners that share one compiled program: `outer_step_fn` vmapped over their z, last
+good z, outer-optimiser state and held values (a hybrid configuration's choices), with the key and
+data shared. Each outer step runs a cohort in padded chunks of a fixed number of tuners, each chunk
+sharded across the local devices exactly as a search chunk is (`hypergrad._batching`); so the number
+of tuners, and successive halving's shrinking of it, change values only: one compilation for any
+number of steps and tuners.
+
+Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
+the position (the update is skipped and z backs off halfway towards the tuner's last good iterate;
+its optimiser state is kept); such steps are recorded ("fail" when the loss diverged, "skipped" when
+only the hypergradient did) and never chosen as best, and they never stop the other tuners.
+
+Every tuner step is a trial: its value is the validation loss at the step's hyperparameters (before
+the update), with test scores of the same trained parameters; after the last step each live tuner's
+final iterate is scored once more by the same program (its update discarded). Trials are numbered in
+the order they are produced, step by step across tuners, and carry their tuner's id.
+
+Successive halving (`halving=k`): after every k outer steps the better half of the live tuners
+(ceil(n/2), ranked by the validation loss at their latest step, a diverged one last, ties to the lower
+id) go on and the rest stop, so compute flows to the promising ones.
+
+Cost: one hypergradient per live tuner and step, plus the padding rows of each step's last chunk
+(their compute is spread over the chunk's real tuners, as in a search). Memory: one chunk of
+hypergradients at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hypergrad import _compile
+from hypergrad._batching import chunk_for, shardings, take_rows
+from hypergrad._tree import all_finite
+from hypergrad._types import Key, PyTree
+from hypergrad.methods.base import Method
+from hypergrad.objective import Objective
+from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
+from hypergrad.space import Space
+
+__all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "Cohort", "make_cohort", "drive"]
+
+DEFAULT_OUTER = optax.adam(0.05)
+"""Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
+
+
+def check_outer(outer: Any) -> optax.GradientTransformation:
+    """`outer`, or `DEFAULT_OUTER` for None; a `ValueError` unless it is an optax transformation."""
+    outer = DEFAULT_OUTER if outer is None else outer
+    if not isinstance(outer, optax.GradientTransformation):
+        raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
+    return outer
+
+
+def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
+    """The pure outer step of one tuner: (z, z_good, opt_state, key, data) -> (z, z_good, opt_state,
+    report)."""
+
+    def step(z, z_good, opt_state, key, data):
+        hparams, pullback = jax.vjp(space.constrain, z)
+        (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
+        (grad_z,) = pullback(grads)
+        loss_ok = jnp.isfinite(value)
+        ok = loss_ok & all_finite(grad_z)
+        updates, new_state = outer.update(grad_z, opt_state, z)
+        moved = optax.apply_updates(z, updates)
+        # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
+        backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
+        new_z = jax.tree.map(lambda m, b: jnp.where(ok, m, b), moved, backed_off)
+        new_good = jax.tree.map(lambda a, g: jnp.where(ok, a, g), z, z_good)
+        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, opt_state)
+        report = {"hparams": hparams, "scores": scores, "grad_norm": optax.tree_utils.tree_norm(grad_z),
+                  "loss_ok": loss_ok, "ok": ok}
+        return new_z, new_good, opt_state, report
+
+    return step
+
+
+def batched_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
+    """`outer_step_fn` vmapped over tuners: (z, z_good, opt_state, fixed) batched, key and data
+    shared. `fixed` holds each tuner's held hyperparameters (`Objective.with_fixed`), or is empty."""
+
+    def one(z, z_good, opt_state, fixed, key, data):
+        inner = objective.with_fixed(fixed) if fixed else objective
+        return outer_step_fn(inner, space, method, outer)(z, z_good, opt_state, key, data)
+
+    return jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))
+
+
+def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float, seconds: float,
+               run_flops: float, tuner: int | None = None) -> Trial:
+    """The trial of one outer step's report (host values of one tuner). The final evaluation's
+    update is discarded, so it fails only when its loss does; a step fails when its loss is not
+    finite and is skipped when only its hypergradient is not."""
+    scores = {name: float(v) for name, v in report["scores"].items()}
+    value = scores["val_loss"]
+    if final:
+        state = COMPLETE if math.isfinite(value) else FAIL
+    else:
+        state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
+    return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
+                 scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
+                 grad_norm=float(report["grad_norm"]), tuner=tuner)
+
+
+@dataclasses.dataclass
+class Cohort:
+    """Tuners sharing one compiled outer step (mutable bookkeeping of the driver).
+
+    Attributes:
+        executable: the compiled `batched_step_fn` for `chunk` tuners.
+        chunk: tuners per call.
+        data: the objective's data, placed for the program.
+        spread, replicated: the row-axis and replicated shardings of a chunk (None on one device).
+        tuners: ids of the live tuners, in order.
+        carry: (z, z_good, opt_state) with a leading axis of len(tuners).
+        fixed: held values with a leading axis of len(tuners) (empty dict when none).
+        flops: FLOPs of one tuner's outer step; unit: FLOPs of one training run.
+        extra: tuner id -> hyperparameters recorded beside the tuned ones (a configuration's
+            options), or None.
+        latest: tuner id -> validation loss at its latest step (what halving ranks).
+    """
+
+    executable: Any
+    chunk: int
+    data: PyTree
+    spread: Any
+    replicated: Any
+    tuners: np.ndarray
+    carry: tuple
+    fixed: PyTree
+    flops: float
+    unit: float
+    extra: Callable[[int], dict] | None = None
+    latest: dict = dataclasses.field(default_factory=dict)
+    compile_seconds: float = 0.0
+
+    def keep(self, ids: set[int]) -> None:
+        """Only the tuners in `ids` go on."""
+        rows = np.asarray([i for i, t in enumerate(self.tuners) if int(t) in ids], dtype=np.int64)
+        self.tuners = self.tuners[rows]
+        self.carry = jax.tree.map(lambda a: a[rows], self.carry)
+        self.fixed = jax.tree.map(lambda a: a[rows], self.fixed)
+
+
+def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
+                key: Key, z: PyTree, *, fixed: PyTree | None = None, tuners: Sequence[int] | None = None,
+                chunk_size: int | None = None, flops: float, unit: float,
+                extra: Callable[[int], dict] | None = None) -> Cohort:
+    """A cohort starting at the batched iterates `z` (leading axis: tuners), its program compiled
+    (or taken from the cache) for its chunk of tuners."""
+    num = jax.tree.leaves(z)[0].shape[0]
+    fixed = {} if fixed is None else fixed
+    tuners = np.arange(num) if tuners is None else np.asarray(tuners)
+    chunk = chunk_for(num, chunk_size)
+    spread, replicated = shardings(chunk)
+    data = objective.problem.data
+    if replicated is not None:
+        data, key = jax.device_put((data, key), replicated)
+    opt_state = jax.vmap(outer.init)(z)
+    carry = (z, z, opt_state)
+    example = _place(take_rows((*carry, fixed), 0, chunk), spread) + (key, data)
+    executable, seconds = _compile.compiled(
+        ("tune", objective, space, method, outer), lambda: batched_step_fn(objective, space, method, outer), example)
+    return Cohort(executable, chunk, data, spread, replicated, tuners, carry, fixed, flops, unit, extra,
+                  compile_seconds=seconds)
+
+
+def _place(tree: tuple, sharding: Any) -> tuple:
+    return tuple(tree) if sharding is None else tuple(jax.device_put(tuple(tree), sharding))
+
+
+def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: TrialRecorder) -> int:
+    """One outer step of every live tuner of `cohort`, chunk by chunk; their trials go to
+    `recorder` as each chunk returns. Returns the next trial number."""
+    num, chunk = len(cohort.tuners), cohort.chunk
+    if cohort.replicated is not None:
+        step_key = jax.device_put(step_key, cohort.replicated)
+    pieces = []
+    for start in range(0, num, chunk):
+        real = min(chunk, num - start)
+        whole = real == chunk == num  # the cohort is one full chunk: its arrays go in as they are
+        rows = (*cohort.carry, cohort.fixed) if whole else take_rows((*cohort.carry, cohort.fixed), start, chunk)
+        args = _place(rows, cohort.spread) + (step_key, cohort.data)
+        began = time.perf_counter()
+        out = jax.block_until_ready(cohort.executable(*args))
+        seconds = time.perf_counter() - began
+        pieces.append(out[:3] if whole else jax.tree.map(lambda a: a[:real], out[:3]))
+        report = jax.device_get(out[3])
+        for i in range(real):
+            tuner = int(cohort.tuners[start + i])
+            trial = step_trial(number, jax.tree.map(lambda a: a[i], report), final=final, tuner=tuner,
+                               flops=cohort.flops * chunk / real, seconds=seconds / real, run_flops=cohort.unit)
+            if cohort.extra is not None:
+                trial = dataclasses.replace(trial, hparams={**trial.hparams, **cohort.extra(tuner)})
+            cohort.latest[tuner] = trial.value if trial.state != FAIL else math.inf
+            recorder.add(trial)
+            number += 1
+    if not final:
+        cohort.carry = pieces[0] if len(pieces) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *pieces)
+    return number
+
+
+def halve(cohorts: Sequence[Cohort]) -> None:
+    """Successive halving across cohorts: the better ceil(n/2) of the n live tuners go on, ranked
+    by their latest validation loss (a non-finite one last; ties to the lower id)."""
+    live = [(c.latest[int(t)], int(t)) for c in cohorts for t in c.tuners]
+    keep = {t for _, t in sorted(live, key=lambda vt: (vt[0] if math.isfinite(vt[0]) else math.inf, vt[1]))
+            [:-(-len(live) // 2)]}
+    for c in cohorts:
+        c.keep(keep)
+
+
+def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool, recorder: TrialRecorder,
+          halving: int | None = None, number: int = 0) -> None:
+    """`steps` outer steps of every cohort, then each live tuner's final iterate scored; step by
+    step across cohorts, halving every `halving` steps. Trials are numbered from `number`.
+
+    With `resample_key` the training key of step s is `fold_in(key, s)` (a fresh key per step, the
+    same for every tuner), else `key` itself (the deterministic function the baselines search).
+    """
+    for step in range(steps + 1):
+        final = step == steps
+        step_key = jax.random.fold_in(key, step) if resample_key else key
+        for cohort in cohorts:
+            if len(cohort.tuners):
+                number = _step(cohort, step_key, final, number, recorder)
+        recorder.report()
+        if halving and not final and (step + 1) % halving == 0 and sum(len(c.tuners) for c in cohorts) > 1:
+            halve(cohorts)
