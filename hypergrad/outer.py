@@ -169,7 +169,9 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     num = jax.tree.leaves(z)[0].shape[0]
     fixed = {} if fixed is None else fixed
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
-    chunk = chunk_for(num, chunk_size)
+    # A given chunk is used as it is (the last call padded), so populations of any size share its
+    # program; None sizes it to this population as a search would.
+    chunk = chunk_for(num, None) if chunk_size is None else chunk_size
     spread, replicated = shardings(chunk)
     data = objective.problem.data
     if replicated is not None:

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._checks import check_count
+from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
@@ -47,7 +47,7 @@ def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
     space.check_differentiable(f"tune(method={method!r})")
 
 
-def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any) -> int:
+def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any, chunk_size: Any) -> int:
     """Raises `ValueError` for a bad population, warm-up or halving argument; returns N."""
     if not isinstance(population, (int, np.integer)) or isinstance(population, bool) or population < 1:
         raise ValueError(f"population={population!r} must be an int >= 1: the number of tuners run together "
@@ -69,6 +69,8 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
                              "successive halving (each keeps the better half of the tuners), or None")
         if population < 2:
             raise ValueError(f"halving={halving} needs a population of at least 2 tuners (population={population})")
+    if chunk_size is not None and not is_int_at_least(chunk_size):
+        raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1 (tuners per vmapped call), or None")
     return int(population)
 
 
@@ -182,7 +184,9 @@ def tune(
             tuners from its N best settings; the warm-up's trials open the result.
         halving: successive halving: after every `halving` outer steps keep the better half of
             the live tuners (by their latest validation loss); None keeps all.
-        chunk_size: tuners per vmapped call (memory bound); None: as a search chunks its trials.
+        chunk_size: tuners per vmapped call (memory bound), the last call padded: a fixed chunk
+            lets populations of any size share one program. None sizes the chunks to the
+            population as a search sizes its chunks to its trials.
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise).
@@ -195,7 +199,7 @@ def tune(
     """
     _check_tune_args(objective, space, method)
     steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
-    population = _check_population_args(population, init, warmup, halving)
+    population = _check_population_args(population, init, warmup, halving, chunk_size)
     warm = None
     if warmup is None:
         starts = _batched_init(space, init, population, key)

@@ -1,0 +1,155 @@
+"""Populations of gradient tuners (`hg.tune(population=N, warmup=, halving=)`, `hypergrad.outer`).
+
+One program for any number of steps and tuners filling the same chunk; a population of one against
+an outer loop written out here (hg.hypergradient, the VJP of space.constrain, optax.adam); each tuner
+of a population against a lone tune from the same start; halving keeps exactly the better tuners;
+warm-up starts are the best warm-up trials; a diverging tuner never wins and never stops the others;
+bad arguments refused before anything compiles. float64 throughout (tests/conftest.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad import _compile
+
+T = 6
+OUTER = optax.adam(0.3)
+SPACE = hg.Space({"lr": hg.LogUniform(1e-2, 2.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+def sgd(hparams):
+    return optax.sgd(hparams["lr"], momentum=0.5)
+
+
+@pytest.fixture(scope="module")
+def objective(logistic_minibatch_problem):
+    return hg.Objective(logistic_minibatch_problem, sgd, num_steps=T)
+
+
+def starts(n, seed=0):
+    """n distinct starting points strictly inside SPACE."""
+    rng = np.random.default_rng(seed)
+    return {"lr": jnp.asarray(rng.uniform(0.05, 1.0, n)), "weight_decay": jnp.asarray(rng.uniform(1e-3, 0.3, n))}
+
+
+def by_tuner(result):
+    out = {}
+    for t in result.trials:
+        out.setdefault(t.tuner, []).append(t)
+    return out
+
+
+def test_one_program_for_any_steps_and_tuners_filling_a_chunk(objective, key):
+    before = _compile.stats.traces["tune"]
+    a = hg.tune(objective, SPACE, key, population=4, chunk_size=4, steps=2, outer=OUTER)
+    b = hg.tune(objective, SPACE, key, population=3, chunk_size=4, steps=5, outer=OUTER, init=starts(3))
+    c = hg.tune(objective, SPACE, key, population=6, chunk_size=4, steps=1, outer=OUTER)  # two chunks, padded
+    assert _compile.stats.traces["tune"] == before + 1
+    assert [len(r.trials) for r in (a, b, c)] == [4 * 3, 3 * 6, 6 * 2]
+    assert sorted(by_tuner(c)) == list(range(6)) and all(len(ts) == 2 for ts in by_tuner(c).values())
+
+
+def test_a_population_of_one_is_the_outer_loop_written_out(objective, key):
+    """tune(population=1) against the outer loop by hand: hypergradient at constrain(z), pulled
+    back through the bijection, an Adam step on z; values and iterates to 1e-10."""
+    init = {"lr": jnp.asarray(0.2), "weight_decay": jnp.asarray(0.01)}
+    result = hg.tune(objective, SPACE, key, steps=4, outer=OUTER, init=init)
+    z = SPACE.unconstrain(init)
+    state = OUTER.init(z)
+    for trial in result.trials:
+        hparams, pullback = jax.vjp(SPACE.constrain, z)
+        value, grads = hg.hypergradient(objective, hparams, key)
+        np.testing.assert_allclose(trial.value, value, rtol=1e-10)
+        for name in hparams:
+            np.testing.assert_allclose(trial.hparams[name], hparams[name], rtol=1e-10)
+        (grad_z,) = pullback(grads)
+        np.testing.assert_allclose(trial.grad_norm, optax.tree_utils.tree_norm(grad_z), rtol=1e-10)
+        updates, state = OUTER.update(grad_z, state, z)
+        z = optax.apply_updates(z, updates)
+    assert result.trials[-1].value < result.trials[0].value
+    assert {t.tuner for t in result.trials} == {0}
+
+
+def test_each_tuner_equals_a_lone_tune_from_its_start(objective, key):
+    init = starts(3)
+    population = hg.tune(objective, SPACE, key, population=3, steps=3, outer=OUTER, init=init)
+    tuners = by_tuner(population)
+    for i in range(3):
+        alone = hg.tune(objective, SPACE, key, steps=3, outer=OUTER, init=jax.tree.map(lambda a: a[i], init))
+        assert len(tuners[i]) == len(alone.trials) == 4
+        for ours, theirs in zip(tuners[i], alone.trials):
+            np.testing.assert_allclose(ours.value, theirs.value, rtol=1e-10)
+            for name in SPACE.names:
+                np.testing.assert_allclose(ours.hparams[name], theirs.hparams[name], rtol=1e-10)
+    # trials run step by step across tuners, numbered in that order
+    assert [t.tuner for t in population.trials[:6]] == [0, 1, 2, 0, 1, 2]
+    assert [t.number for t in population.trials] == list(range(12))
+    assert population.best_value == min(t.value for t in population.trials)
+
+
+def test_halving_keeps_exactly_the_better_tuners(objective, key):
+    result = hg.tune(objective, SPACE, key, population=5, halving=1, steps=3, outer=OUTER, init=starts(5, seed=1))
+    steps = [[t for t in result.trials if t.number in range(lo, hi)] for lo, hi in ((0, 5), (5, 8), (8, 10), (10, 11))]
+    assert [len(s) for s in steps] == [5, 3, 2, 1]  # ceil(n / 2) go on after each step; the last is scored
+    for before, after in zip(steps, steps[1:]):
+        ranked = sorted(before, key=lambda t: (t.value, t.tuner))
+        assert [t.tuner for t in after] == sorted(t.tuner for t in ranked[:len(after)])
+
+
+def test_warmup_starts_are_the_best_warmup_trials(objective, key):
+    result = hg.tune(objective, SPACE, key, population=3, warmup=10, steps=2, outer=OUTER)
+    warm, tuned = result.trials[:10], result.trials[10:]
+    assert all(t.tuner is None for t in warm) and all(t.tuner is not None for t in tuned)
+    alone = hg.random_search(objective, SPACE, key, num_trials=10)
+    np.testing.assert_allclose([t.value for t in warm], [t.value for t in alone.trials], rtol=1e-12)
+    best = sorted(warm, key=lambda t: t.value)[:3]
+    first = tuned[:3]
+    for start, trial in zip(best, first):
+        np.testing.assert_allclose(trial.value, start.value, rtol=1e-10)
+        for name in SPACE.names:
+            np.testing.assert_allclose(trial.hparams[name], start.hparams[name], rtol=1e-10)
+    assert result.best_value <= min(t.value for t in best)
+    assert result.info["warmup"] == 10
+    # the warm-up's compute is in the result
+    assert sum(t.runs for t in result.trials) == pytest.approx(sum(t.runs for t in warm) + sum(t.runs for t in tuned))
+
+
+def test_a_diverging_tuner_never_becomes_best_and_never_stops_the_others(ridge_problem, key):
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"]), num_steps=80)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e6)})
+    init = {"lr": jnp.asarray([0.05, 1e5, 0.1])}  # the middle tuner overflows
+    result = hg.tune(objective, space, key, population=3, steps=3, outer=OUTER, init=init)
+    tuners = by_tuner(result)
+    assert all(t.state != "complete" for t in tuners[1])
+    for i in (0, 2):
+        assert all(t.state == "complete" and np.isfinite(t.value) for t in tuners[i])
+    assert result.best_trial.tuner in (0, 2) and np.isfinite(result.best_value)
+
+
+def test_dataframe_has_a_tuner_column(objective, key):
+    frame = hg.tune(objective, SPACE, key, population=2, steps=1, outer=OUTER).to_dataframe()
+    assert list(frame["tuner"]) == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"population": 0}, r"population=0 must be an int >= 1"),
+    ({"population": 2.0}, r"population=2.0 must be an int >= 1"),
+    ({"population": 4, "warmup": 3}, r"warmup=3 random-search trials cannot start population=4 tuners"),
+    ({"population": 2, "warmup": 4, "init": "centre"}, r"give init= or warmup=, not both"),
+    ({"population": 1, "halving": 2}, r"halving=2 needs a population of at least 2"),
+    ({"population": 2, "halving": 0}, r"halving=0 must be an int >= 1"),
+    ({"population": 2, "init": "middle"}, r"init='middle' must be 'sample', 'centre'"),
+    ({"population": 3, "init": {"lr": jnp.ones(2) * 0.1, "weight_decay": jnp.ones(2) * 0.01}},
+     r"init has leading sizes .* but population=3: give every hyperparameter a leading axis of 3"),
+    ({"population": 3, "init": {"lr": 0.1, "weight_decay": 0.01}}, r"leading axis of 3"),
+    ({"population": 3, "chunk_size": 0}, r"chunk_size=0 must be an int >= 1"),
+])
+def test_bad_population_arguments_are_refused_before_compiling(objective, key, kwargs, match):
+    before = _compile.stats.compilations
+    with pytest.raises(ValueError, match=match):
+        hg.tune(objective, SPACE, key, steps=2, **kwargs)
+    assert _compile.stats.compilations == before
