@@ -1,11 +1,11 @@
 """Built-in problems; their data ships offline (scikit-learn's bundled sets, synthetic data)."""
 
 from hypergrad.problems.logistic import logistic
-from hypergrad.problems.mlp import MLP, mlp_classifier, nnx_problem
+from hypergrad.problems.mlp import MLP, flip_labels, mlp_classifier, nnx_problem, noisy_mlp_classifier
 from hypergrad.problems.ridge import ridge, ridge_solution, ridge_trained_weights
 
-__all__ = ["MLP", "logistic", "mlp_classifier", "nnx_problem", "ridge", "ridge_solution",
-           "ridge_trained_weights"]
+__all__ = ["MLP", "flip_labels", "logistic", "mlp_classifier", "nnx_problem", "noisy_mlp_classifier", "ridge",
+           "ridge_solution", "ridge_trained_weights"]
 
 from hypergrad.problems.presets import PRESETS, preset, sgd_momentum_schedule  # noqa: E402
 

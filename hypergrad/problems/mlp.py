@@ -7,11 +7,13 @@ definition. This is also the recipe for using any flax.nnx model of your own wit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from jax.custom_derivatives import SymbolicZero
 
@@ -19,7 +21,7 @@ from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l2_penalty
 
-__all__ = ["FeatureMajorDense", "MLP", "affine", "mlp_classifier", "nnx_problem"]
+__all__ = ["FeatureMajorDense", "MLP", "affine", "flip_labels", "mlp_classifier", "noisy_mlp_classifier", "nnx_problem"]
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid}
 
@@ -197,3 +199,58 @@ def mlp_classifier(
                        splits.val, splits.test, batch_size=batch_size,
                        name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"), cv=cv, cv_labels=labels,
                        cv_seed=seed, class_axis=0)
+
+
+def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`labels` with round(fraction * n) of them, chosen at random, moved to another class drawn
+    uniformly; and the boolean mask of the flipped ones. Seeded: the same corruption every time."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    flipped = np.zeros(n, dtype=bool)
+    flipped[rng.choice(n, int(round(fraction * n)), replace=False)] = True
+    shift = rng.integers(1, num_classes, n)  # never 0: a flipped label always changes
+    return np.where(flipped, (labels + shift) % num_classes, labels).astype(labels.dtype), flipped
+
+
+def noisy_mlp_classifier(
+    dataset: str = "digits",
+    noise: float = 0.3,
+    hidden: Sequence[int] = (50,),
+    batch_size: int | None = 100,
+    *,
+    activation: str = "tanh",
+    seed: int = 0,
+    noise_seed: int = 0,
+) -> Problem:
+    """`mlp_classifier` with a share `noise` of the TRAINING labels flipped to another class (seeded),
+    and a weight per training example as an optional hyperparameter: data hyper-cleaning
+    (Franceschi et al. 2017). Validation and test labels stay clean.
+
+    Training examples carry their index as a third leaf, `(x, y, index)`, so a minibatch knows which
+    weights it reads. With `hparams["example_weight"]` of shape (n_train,) the training loss is
+    `mean_i w[index_i] * CE_i` (plus the weight decay as in `mlp_classifier`); without it, the plain
+    mean. Which labels were corrupted: `flip_labels(y_train, noise, classes, noise_seed)[1]`, the
+    same seeded draw (for judging learned weights; training never reads it).
+    """
+    if not 0.0 <= noise < 1.0:
+        raise ValueError(f"noise={noise!r} must be a share of training labels in [0, 1)")
+    base = mlp_classifier(dataset, hidden, batch_size, activation=activation, seed=seed)
+    x, y = (np.asarray(a) for a in base.train_data)
+    num_classes = int(max(np.max(np.asarray(s[1])) for s in (base.train_data, base.val_data, base.test_data))) + 1
+    noisy, _ = flip_labels(y, noise, num_classes, noise_seed)
+    graphdef, _ = nnx.split(MLP((x.shape[1], *tuple(hidden), num_classes), activation, rngs=nnx.Rngs(0),
+                                dtype=x.dtype, class_major=True))
+
+    def train_loss(state, hparams, batch):
+        inputs, labels, index = batch
+        out = nnx.merge(graphdef, state)(inputs)
+        per_example = optax.softmax_cross_entropy_with_integer_labels(out, labels, axis=0)
+        if "example_weight" in hparams:
+            per_example = hparams["example_weight"][index] * per_example
+        loss = jnp.mean(per_example)
+        if "weight_decay" in hparams:
+            loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(state))
+        return loss
+
+    return dataclasses.replace(base, train_data=(x, noisy, np.arange(len(y))), train_loss=train_loss,
+                               name=f"{dataset}-noisy{int(round(100 * noise))}-mlp")
