@@ -301,8 +301,8 @@ TUNE_METHODS = _tune_methods()
 
 @pytest.fixture
 def no_compute_accounting(monkeypatch):
-    """tune counts FLOPs by compiling each method's program twice more, unrolled at T=1 and T=2:
-    two thirds of these tests' time. That accounting is tested for every method elsewhere
+    """tune counts FLOPs by tracing each method's program once more (hypergrad.accounting). That
+    accounting is tested for every method elsewhere
     (tests/test_accounting.py, tests/test_tune.py and each method's tune_step_cost / tune test), so it
     is stubbed out here; the outer loop itself is untouched."""
     module = importlib.import_module("hypergrad.tune")

@@ -235,6 +235,6 @@ def test_tune_lowers_the_logistic_validation_loss_and_charges_the_solve(logistic
     assert result.best_trial.number > 0
     assert result.best_value < start.value - 0.08
     assert result.best_hparams["weight_decay"] > 0.01
-    # Compute accounting counts every solver product (the reference programs unroll the solver).
+    # Compute accounting counts every solver product (CG is charged its maxiter bound).
     assert hg.tune_step_cost(objective, space, key, method=method) \
         > hg.tune_step_cost(objective, space, key, method=dataclasses.replace(method, maxiter=2))
