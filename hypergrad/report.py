@@ -28,8 +28,8 @@ class Report(Comparison):
         return plots.plot_comparison(self, out_dir)
 
 
-def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None) -> Report:
-    """Lines strategies up at equal compute.
+def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None, *, by: str = "runs") -> Report:
+    """Lines strategies up at equal compute (or, with `by="seconds"`, at equal wall time).
 
     For each budget (in training-run equivalents) and each strategy: the lowest validation loss
     among the trials that finished within the budget, and the test scores of that pick.
@@ -39,9 +39,11 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
         budgets: budgets in training-run equivalents; default: 1/8, 1/4, 1/2 and all of the
             largest total any strategy spent. A strategy that stopped short of a budget keeps
             the best it found with the compute it used (shown in the row), never more.
+        by: "runs" (equal compute) or "seconds" (equal wall time: each result's compilation
+            seconds plus its trials' execution seconds; see `Result.spent`).
 
     Returns:
         a `Report`: the `Comparison` (`to_markdown()`, `to_dict()`) with `plot(dir)`.
     """
-    comparison = line_up(results, budgets)
+    comparison = line_up(results, budgets, by=by)
     return Report(**{field.name: getattr(comparison, field.name) for field in dataclasses.fields(comparison)})

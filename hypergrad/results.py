@@ -155,12 +155,22 @@ class Result:
     def num_failed(self) -> int:
         return sum(t.state == FAIL for t in self.trials)
 
-    def best_within(self, budget_runs: float) -> Trial | None:
-        """The best trial among those finished within `budget_runs` training-run equivalents."""
-        spent, best = 0.0, None
-        for trial in self.trials:
-            spent += trial.runs
-            if spent > budget_runs * (1 + 1e-9):
+    def spent(self, by: str = "runs") -> np.ndarray:
+        """Cumulative cost after each trial: training-run equivalents (`by="runs"`), or wall seconds
+        (`by="seconds"`: the result's compilation seconds, paid before its first trial, plus each
+        trial's execution seconds)."""
+        if by == "runs":
+            return np.cumsum([t.runs for t in self.trials])
+        if by == "seconds":
+            return self.compile_seconds + np.cumsum([t.seconds for t in self.trials])
+        raise ValueError(f"by={by!r} must be 'runs' (equal compute) or 'seconds' (equal wall time)")
+
+    def best_within(self, budget: float, by: str = "runs") -> Trial | None:
+        """The best trial among those finished within `budget` training-run equivalents (or wall
+        seconds with `by="seconds"`; see `spent`)."""
+        best = None
+        for trial, spent in zip(self.trials, self.spent(by)):
+            if spent > budget * (1 + 1e-9):
                 break
             if trial.state != FAIL and math.isfinite(trial.value) and (best is None or trial.value < best.value):
                 best = trial
@@ -391,18 +401,20 @@ class TrialRecorder:
 # -- comparison ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """Strategies lined up at equal compute.
+    """Strategies lined up at equal compute (or equal wall time).
 
     Attributes:
         results: the compared results by name.
-        budgets: budgets in training-run equivalents.
+        budgets: budgets in training-run equivalents (or wall seconds when `by="seconds"`).
         rows: one dict per (strategy, budget): best validation loss within the budget, the pick's
             test loss and test metrics, the trials it took, and the pick's hyperparameters.
+        by: "runs" (equal compute) or "seconds" (equal wall time, compilation included).
     """
 
     results: dict[str, Result]
     budgets: tuple[float, ...]
     rows: tuple[dict[str, Any], ...]
+    by: str = "runs"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_python({
@@ -418,11 +430,12 @@ class Comparison:
     def to_markdown(self) -> str:
         """Two tables: best validation loss and the pick's test scores at each budget; totals."""
         metric_names = sorted({k for row in self.rows for k in row["test_scores"] if k != "test_loss"})
-        header = ["strategy", "budget (runs)", "used (runs)", "trials", "best val loss", "test loss of pick",
+        unit = "runs" if self.by == "runs" else "s"
+        header = ["strategy", f"budget ({unit})", f"used ({unit})", "trials", "best val loss", "test loss of pick",
                   *[f"{m} of pick" for m in metric_names]]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
-            cells = [row["strategy"], f"{row['budget']:.1f}", f"{row['runs_used']:.1f}", str(row["trials"]),
+            cells = [row["strategy"], f"{row['budget']:.1f}", f"{row['used']:.1f}", str(row["trials"]),
                      _fmt(row["best_value"]),
                      _fmt(row["test_scores"].get("test_loss")),
                      *[_fmt(row["test_scores"].get(m)) for m in metric_names]]
@@ -435,7 +448,8 @@ class Comparison:
         return "\n".join(lines)
 
 
-def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = None) -> Comparison:
+def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = None, *, by: str = "runs"
+            ) -> Comparison:
     """Lines strategies up at equal compute: the data of `hg.compare` (`hypergrad.report`), which
     adds figures.
 
@@ -444,9 +458,10 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
 
     Args:
         results: `{name: Result}`.
-        budgets: budgets in training-run equivalents; default: 1/8, 1/4, 1/2 and all of the
-            largest total any strategy spent. A strategy that stopped short of a budget keeps
-            the best it found with the compute it used (shown in the row), never more.
+        budgets: budgets in training-run equivalents (wall seconds with `by="seconds"`); default:
+            1/8, 1/4, 1/2 and all of the largest total any strategy spent. A strategy that stopped
+            short of a budget keeps the best it found with what it used (shown in the row).
+        by: "runs" lines up at equal compute; "seconds" at equal wall time (`Result.spent`).
 
     Returns:
         a `Comparison` (`to_markdown()`, `to_dict()`).
@@ -456,8 +471,10 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     for name, result in results.items():
         if not isinstance(result, Result):
             raise ValueError(f"compare: results[{name!r}] is {type(result).__name__}, not an hg Result")
+    if by not in ("runs", "seconds"):
+        raise ValueError(f"compare(by={by!r}) must be 'runs' (equal compute) or 'seconds' (equal wall time)")
     if budgets is None:
-        largest = max(r.runs for r in results.values())
+        largest = max(float(r.spent(by)[-1]) if r.trials else 0.0 for r in results.values())
         budgets = tuple(largest * f for f in (0.125, 0.25, 0.5, 1.0))
     else:
         budgets = tuple(float(b) for b in budgets)
@@ -465,15 +482,16 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
             raise ValueError(f"compare(budgets={budgets}): give positive budgets in training-run equivalents")
     rows = []
     for name, result in results.items():
+        spent, runs = result.spent(by), result.spent("runs")
         for budget in budgets:
-            pick = result.best_within(budget)
-            spent = np.cumsum([t.runs for t in result.trials])
+            pick = result.best_within(budget, by)
             used = int(np.searchsorted(spent, budget * (1 + 1e-9), side="right"))
             rows.append({
                 "strategy": name, "budget": budget, "trials": used,
-                "runs_used": float(spent[used - 1]) if used else 0.0,
+                "used": float(spent[used - 1]) if used else 0.0,  # in the budget's unit
+                "runs_used": float(runs[used - 1]) if used else 0.0,
                 "best_value": None if pick is None else pick.value,
                 "test_scores": {} if pick is None else {k: v for k, v in pick.scores.items() if k.startswith("test_")},
                 "hparams": None if pick is None else pick.hparams,
             })
-    return Comparison(dict(results), budgets, tuple(rows))
+    return Comparison(dict(results), budgets, tuple(rows), by)

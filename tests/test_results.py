@@ -241,3 +241,24 @@ def test_compare_rejects_non_results_and_bad_budgets(random_result):
     for budgets in ([], [0.0], [-1.0, 2.0]):
         with pytest.raises(ValueError, match="budgets"):
             hg.compare({"random": random_result}, budgets=budgets)
+
+
+# -- equal wall time --------------------------------------------------------------------------------
+def test_compare_at_equal_wall_time_counts_compilation_and_execution_seconds(random_result, tune_result):
+    """random: compile 2 s, then 0.5 s a trial (trials end at 2.5, 3, 3.5, 4, 4.5 s); tune: compile
+    3 s, then 0.5 s a trial (3.5, 4, 4.5, 5 s). At 4 s random has trials 0-3 (best: trial 1, 3.0;
+    trial 3 failed) and tune trials 0-1 (trial 0, 4.0; trial 1 skipped but its value counts)."""
+    np.testing.assert_allclose(random_result.spent("seconds"), [2.5, 3.0, 3.5, 4.0, 4.5])
+    np.testing.assert_allclose(tune_result.spent("runs"), [2.5, 5.0, 7.5, 10.0])
+    assert random_result.best_within(4.0, "seconds").number == 1
+    assert tune_result.best_within(4.0, "seconds").number == 1
+    assert random_result.best_within(2.4, "seconds") is None
+    report = hg.compare({"random": random_result, "tune": tune_result}, budgets=[4.0, 5.0], by="seconds")
+    rows = {(r["strategy"], r["budget"]): r for r in report.rows}
+    assert rows[("random", 4.0)]["trials"] == 4 and rows[("random", 4.0)]["best_value"] == 3.0
+    assert rows[("random", 4.0)]["used"] == 4.0 and rows[("random", 4.0)]["runs_used"] == 4.0
+    assert rows[("tune", 4.0)]["trials"] == 2 and rows[("tune", 4.0)]["runs_used"] == 5.0
+    assert rows[("random", 5.0)]["best_value"] == 1.0 and rows[("tune", 5.0)]["best_value"] == 0.8
+    assert "budget (s)" in report.to_markdown() and report.by == "seconds"
+    with pytest.raises(ValueError, match=r"compare\(by='minutes'\) must be 'runs'"):
+        hg.compare({"random": random_result}, by="minutes")
