@@ -306,8 +306,11 @@ def test_cv_run_flops_count_k_fits(logistic_problem, cv_problem, cv_objective, k
     full_batch = with_cv(logistic_problem)
     single = hg.Objective(fold_problem(full_batch, 0), sgd, num_steps=T)
     cv_flops = run_flops(hg.Objective(full_batch, sgd, num_steps=T), hparams, key)
-    # k fits (the scalar optimiser arithmetic on the shared hyperparameters is done once)
-    assert cv_flops == pytest.approx(K * run_flops(single, hparams, key), rel=0.02)
+    # k fits, less what depends only on what the folds share (the key's split for initialisation,
+    # the optimiser's scalar arithmetic on the shared hyperparameters, the one test set's labels):
+    # the vmapped program does that once, and accounting counts it once
+    fits = K * run_flops(single, hparams, key)
+    assert 0.97 * fits < cv_flops < fits
     # with minibatches, the folds share the drawn indices: counted once, not k times
     minibatch_fit = run_flops(hg.Objective(fold_problem(cv_problem, 0), sgd, num_steps=T), hparams, key)
     assert 1.5 * minibatch_fit < run_flops(cv_objective, hparams, key) < K * minibatch_fit
