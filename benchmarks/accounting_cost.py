@@ -30,6 +30,8 @@ import statistics
 import subprocess
 import sys
 
+from _common import write_report  # this directory's shared helpers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 _CHILD = """
@@ -155,8 +157,6 @@ def main(argv=None) -> str:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="20 steps, 2 folds, one repeat, no digits: for CI")
     args = parser.parse_args(argv)
-    sys.path.insert(0, HERE)
-    from hypergradient_cost import write_report  # this directory's shared helpers
 
     steps, folds, repeats = (20, 2, 1) if args.quick else (200, 5, args.repeats)
     rows = [_fresh(steps, folds) for _ in range(repeats)]

@@ -70,14 +70,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hypergradient_cost as hc  # noqa: E402  (this directory's per-row machinery)
+import hypergrad as hg
+from hypergrad import _compile
+from hypergrad.problems.presets import preset
+from hypergrad.accounting import matmul_flops_per_second
+from hypergrad.search import run_flops
 
-import hypergrad as hg  # noqa: E402
-from hypergrad import _compile  # noqa: E402
-from hypergrad.problems.presets import preset  # noqa: E402
-from hypergrad.accounting import matmul_flops_per_second  # noqa: E402
-from hypergrad.search import run_flops  # noqa: E402
+import _common as common  # this directory's shared helpers (the section-1 rows among them)
 
 TARGET_PLAIN, TARGET_CHECKPOINT, TARGET_PEAK = 3.0, 4.0, 0.50
 
@@ -87,7 +86,7 @@ def log(message: str) -> None:
 
 
 def fmt(x, spec: str) -> str:
-    return hc.fmt(x, spec)
+    return common.fmt(x, spec)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -100,17 +99,17 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def hypergradient_rows(args, cache_dir):
     """Section 1's rows, and its compiled programs by (T, name) for the draw control to reuse."""
     def names(T):  # checkpointing every step is the same recomputation as every k: one row suffices
-        rows = [n for n in hc.config_names(T) if "checkpoint_every=1," not in n]
+        rows = [n for n in common.config_names(T) if "checkpoint_every=1," not in n]
         return rows[:5] if args.quick else rows
-    problem = hc.make_problem()
-    warm = hc.make_objective(problem, 1)
-    jax.block_until_ready(hc.Config("train", *warm).call())  # backend start-up off the first row
+    problem = common.make_problem()
+    warm = common.make_objective(problem, 1)
+    jax.block_until_ready(common.Config("train", *warm).call())  # backend start-up off the first row
     rows, flop_lines, programs = [], {}, {}
     for T in args.steps:
-        objective, hparams, key = hc.make_objective(problem, T)
-        configs = [hc.Config(name, objective, hparams, key) for name in names(T)]
+        objective, hparams, key = common.make_objective(problem, T)
+        configs = [common.Config(name, objective, hparams, key) for name in names(T)]
         programs.update({(T, config.name): config for config in configs})
-        times = hc.time_interleaved(configs, args.repeats)
+        times = common.time_interleaved(configs, args.repeats)
         train_median, train_min = statistics.median(times["train"]), min(times["train"])
         train_flops = None
         for config in configs:
@@ -131,7 +130,7 @@ def hypergradient_rows(args, cache_dir):
 
         jobs = [("baseline", args.steps[0])] + [(row["name"], row["T"]) for row in rows]
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda job: hc.run_child(*job, cache_dir, script=hc.__file__), jobs))
+            results = list(pool.map(lambda job: common.run_child(*job, cache_dir, script=common.COST_SCRIPT), jobs))
         baseline = results[0]["maxrss_kib"]
         for row, result in zip(rows, results[1:]):
             row["rss_peak"] = (None if baseline is None or result["maxrss_kib"] is None
@@ -156,18 +155,18 @@ class _CyclicBatches(hg.Problem):
 def draw_control_rows(args, programs: dict) -> list[dict]:
     """Training and Reverse() with the library's random minibatches (section 1's programs,
     `programs[(T, name)]`, reused) and with `_CyclicBatches`, interleaved, per T."""
-    problem = hc.make_problem()
+    problem = common.make_problem()
     control = _CyclicBatches(**{f.name: getattr(problem, f.name) for f in dataclasses.fields(problem) if f.init})
     rows = []
     for T in args.steps:
         configs = {}
-        objective, hparams, key = hc.make_objective(control, T)
+        objective, hparams, key = common.make_objective(control, T)
         for name in ("train", "Reverse()"):
             configs[("random (library)", name)] = library = copy.copy(programs[(T, name)])
             library.name = f"{name} random (library)"
-            configs[("cyclic (control)", name)] = cyclic = hc.Config(name, objective, hparams, key)
+            configs[("cyclic (control)", name)] = cyclic = common.Config(name, objective, hparams, key)
             cyclic.name = f"{name} cyclic (control)"
-        times = hc.time_interleaved(list(configs.values()), args.repeats)
+        times = common.time_interleaved(list(configs.values()), args.repeats)
         seconds = {k: statistics.median(times[c.name]) for k, c in configs.items()}
         for label in ("random (library)", "cyclic (control)"):
             train, reverse = seconds[(label, "train")], seconds[(label, "Reverse()")]
@@ -508,7 +507,7 @@ def main(argv=None) -> None:
     cache_dir = None
     if not args.no_rss:  # compile once here; the RSS subprocesses load the programs
         cache_dir = tempfile.mkdtemp(prefix="bench_cache_")
-        hc.use_compilation_cache(cache_dir)
+        common.use_compilation_cache(cache_dir)
 
     def header(seconds: float | None) -> list[str]:
         run = (f"whole run {seconds:.0f} s" if seconds is not None else
@@ -529,7 +528,7 @@ def main(argv=None) -> None:
         draw_rows = draw_control_rows(args, programs)
         first = cost_sections(args, cost_rows, draw_rows)
         # the longest section, kept on disk even if a later one fails or the run is stopped
-        hc.write_report("\n\n".join(header(None) + first), args.out, echo=False)
+        common.write_report("\n\n".join(header(None) + first), args.out, echo=False)
         peak = peak_flops(args.matmul)
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args)
@@ -574,7 +573,7 @@ def main(argv=None) -> None:
                "verdict"], checks),
     ]
     text = "\n\n".join(sections) + "\n"
-    hc.write_report(text, args.out)
+    common.write_report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+from _common import write_report  # this directory's shared helpers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "experiments"))
 
@@ -55,7 +57,6 @@ def main(argv=None) -> str:
     parser.add_argument("--quick", action="store_true", help="20 steps, 2 folds: seconds, for CI")
     args = parser.parse_args(argv)
     import seed_iris
-    from hypergradient_cost import write_report  # this directory's shared helpers
 
     steps, folds, n_iter = (20, 2, 100) if args.quick else (200, 5, 100)
     data = seed_iris.load()
@@ -78,9 +79,8 @@ def main(argv=None) -> str:
                       f"{hg_row['run_s']:.2f} | {hg_row['refit_s']:.2f} | {other:.2f} |")
     text = "\n".join(lines)
     text += ("\n\nWhere hypergrad's seconds go (same runs): the structure plan; tracing, lowering and compiling "
-             "the search program (beside which compute accounting compiles its two reference programs on a "
-             "second thread); running the fits; the refit (trace, compile, train, score); and the rest "
-             "(accounting's lowering and its wait, result bookkeeping):\n\n"
+             "the search program; running the fits; the refit (trace, compile, train, score); and the rest "
+             "(compute accounting's trace and count, result bookkeeping):\n\n"
              "| run | hypergrad s | plan s | search compile s | run s | refit s | rest s |\n"
              "|---|---|---|---|---|---|---|\n" + "\n".join(stages))
     text += "\n\nStructure plan (hypergrad's decision per structural choice):\n\n" + "\n".join(

@@ -87,15 +87,14 @@ import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its sibling, however it is run
+import jax
+import jax.numpy as jnp
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
+import hypergrad as hg
 
-import hypergrad as hg  # noqa: E402
-import hypergradient_cost as cost  # noqa: E402
-from hypergradient_cost import Config, fmt, make_objective, make_problem, segment_length  # noqa: E402
+import _common as cost  # this directory's shared helpers
+from _common import Config, fmt, make_objective, make_problem, segment_length
 
 MiB = cost.MiB
 SIGMA, NUM_SAMPLES, PES_WINDOW = 0.01, 8, 10

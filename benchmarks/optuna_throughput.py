@@ -24,7 +24,8 @@ Columns:
   compiles whatever it needs); compile s: the part of it spent compiling the trial program by XLA
   (`Result.compile_seconds`; for the Optuna loop, `jit(...).lower().compile()`). Programs are
   cached by shape, so a row whose shapes an earlier row compiled shows 0.
-  `hypergrad.search.run_flops`'s reference programs are compiled before anything is timed.
+  `hypergrad.search.run_flops` counts a trial's program (a trace, nothing compiled) before anything
+  is timed.
 - s/trial and trials/s: from run s.
 - GFLOP/s and % peak: useful FLOPs (trials x FLOPs of one trial counted by hypergrad.accounting,
   `hypergrad.search.run_flops`; padding not counted) per run second, and that as a share of the
@@ -55,7 +56,8 @@ import numpy as np
 import hypergrad as hg
 from hypergrad.accounting import matmul_flops_per_second
 from hypergrad.search import run_flops
-from hypergradient_cost import write_report  # this directory's shared helpers
+
+from _common import write_report  # this directory's shared helpers
 
 
 def peak_matmul_flops(n: int, repeats: int = 5) -> float:

@@ -192,3 +192,20 @@ def test_the_library_never_imports_experiments_or_benchmarks():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for target in _imported_modules(node, module, rel):
                     assert target.split(".")[0] not in ("experiments", "benchmarks", "tests"), (rel, target)
+
+
+def test_benchmarks_share_one_helper_module():
+    """Benchmark scripts import no other script, only `benchmarks/_common.py`, and edit `sys.path`
+    only to reach an experiment they time (`python benchmarks/x.py` puts benchmarks/ on it already)."""
+    folder = PACKAGE.parent / "benchmarks"
+    scripts = {path.stem for path in folder.glob("*.py")}
+    for path in sorted(folder.glob("*.py")):
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                siblings = [n for n in names if n.split(".")[0] in scripts - {"_common"}]
+                assert not siblings, f"{path.name} imports the script {siblings}: share it through _common.py"
+        for line in text.splitlines():
+            if "sys.path" in line and ("insert" in line or "append" in line):
+                assert "experiments" in line, f"{path.name}: {line.strip()}"
