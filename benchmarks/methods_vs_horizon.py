@@ -4,7 +4,7 @@ Problem: the digits MLP (`hg.problems.mlp_classifier("digits", hidden=(50,), bat
 trained by `optax.sgd(lambda s: h["lr"][s], momentum=h["momentum"])` with weight decay in the loss,
 in float32 (lr 0.1 at every step, momentum 0.9, weight decay 1e-4), for each horizon T given by
 `--steps` (default 100, 1000 and 10000). The problem, objective and timing helpers are those of
-`benchmarks/hypergradient_cost.py`, imported from it. Rows, per T:
+`benchmarks/hypergradient_cost.py`, shared through `benchmarks/_common.py`. Rows, per T:
 
 - `train`: one training run (training plus scoring, one search trial), the unit of the ratios;
 - `Reverse()`, and `Reverse(checkpoint_every=k)` with k the divisor of T closest to sqrt(T);
@@ -41,7 +41,7 @@ Columns:
   temporary buffers, the primary measure of peak memory; and temporaries plus arguments plus
   outputs (MiB). Every program takes the data splits (about 0.45 MiB) as an argument.
 - time: median seconds of one call of the compiled program after warm-up, over `--repeats`
-  interleaved and rotated repeats (`hypergradient_cost.time_interleaved`); horizons of
+  interleaved and rotated repeats (`_common.time_interleaved`); horizons of
   `--long` steps or more get `--long-repeats` repeats (default 1) and no warm-up call (the
   programs are compiled ahead of time, so the first call compiles nothing). `x train` is the ratio
   to the training run's median, `x train (min)` that of the fastest calls. Times are of the
