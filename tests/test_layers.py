@@ -1,5 +1,6 @@
-"""The shape of the code, read with `ast`: short functions, layers that only import downwards, no
-private name crossing modules, no import hidden inside a function (save the optional extras).
+"""The shape of the code, read with `ast`: short functions (at most 60 lines besides the
+docstring), layers that only import downwards, no private name crossing modules, no import hidden
+inside a function (save the optional extras), benchmarks sharing one helper module.
 
 The allow-lists name what is still pending; shrink them as the code is rewritten, never grow them
 without a reason written beside the entry.
@@ -74,15 +75,25 @@ def _imported_modules(node, module: str, rel: str) -> list[str]:
     return [f"{source}.{a.name}" if f"{source}.{a.name}" in NAMES else source for a in node.names]
 
 
+def _code_lines(node) -> int:
+    """Lines of a function, signature included, its docstring not: a public function documents every
+    argument (Google style), and that prose is wanted however long it is."""
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
 def test_functions_are_short():
     found = {}
     for rel, _, tree in MODULES:
         for qualname, node in _functions(tree):
-            lines = node.end_lineno - node.lineno + 1
+            lines = _code_lines(node)
             if lines > MAX_LINES:
                 found[(rel, qualname)] = lines
     over = {k: v for k, v in found.items() if k not in LONG_PENDING}
-    assert not over, f"functions over {MAX_LINES} lines (split them into named helpers): {over}"
+    assert not over, f"functions over {MAX_LINES} lines of code (split them into named helpers): {over}"
     done = [k for k in LONG_PENDING if k not in found]
     assert not done, f"no longer long: remove from LONG_PENDING: {done}"
 
