@@ -29,10 +29,10 @@ Control flow and sub-programs:
 - `while`: its body (and condition) times the trip count when the condition bounds it, that is
   when it holds a comparison `i < c` of a carried counter against a constant (or a carried value
   the body passes on unchanged, starting from a constant) and the body adds a constant to that
-  counter (a `fori_loop` with traced bounds, or `hg.Implicit`'s conjugate
-  gradient, `k < maxiter`): the bound `(c - start) / step`, an upper bound for a loop that may stop
-  early (CG is charged `maxiter` products). A `while` whose trip count cannot be read so is counted
-  as one iteration (a lower bound; none of the library's own programs has one).
+  counter (a `fori_loop` with traced bounds, or `hg.Implicit`'s conjugate gradient,
+  `k < maxiter`): the bound `(c - start) / step` (start 0 when not a constant), an upper bound for
+  a loop that may stop early (CG is charged `maxiter` products). A `while` whose trip count cannot
+  be read so is counted as one iteration (a lower bound; the library's own programs have none).
 - `cond` / `switch`: the SUM of the branches, which is what the vmapped program of a masked
   structural choice computes (a batched predicate turns the conditional into a select of every
   branch).
@@ -52,9 +52,10 @@ outputs, in each (sub-)program; a sub-program's outputs all count as read). What
 XLA's other rewrites (common subexpressions merged, constants folded, algebraic simplification;
 fusion saves memory traffic, not FLOPs), and the cost of memory movement. The count is that of the
 program as traced, so it depends only on the shapes of the arguments, never their values; work
-that does not depend on a `vmap`ped argument (the minibatch indices shared by ES's perturbed
-runs, the initialisation shared by a search's trials when it reads no hyperparameter) is counted
-once, as it runs once.
+that does not depend on a `vmap`ped argument (the minibatch indices and initialisation shared by
+ES's perturbed runs, the minibatch indices shared by the folds under `cv=k`) is counted once, as
+it runs once. A search's trial is charged one run, as if it ran alone (its vmapped program
+computes what the trials share once, so the charge is an upper bound).
 
 The two counts the library reports:
 
