@@ -1,15 +1,20 @@
 """The `hypergrad` command.
 
     hypergrad compare --problem digits-mlp --budget 300 --out results/digits-mlp
+    hypergrad compare --problem digits-mlp,digits-noisy --budget 300 --out results/demo
 
 runs gradient tuning, random search and grid search on a preset problem at the same compute
-budget (in training-run equivalents), shows progress on stderr, prints the comparison table and
-writes into DIR:
+budget (in training-run equivalents), shows progress on stderr, prints the comparison tables and
+writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summary.md):
 
 - `trials.jsonl`: every trial of every strategy, appended as it is produced;
-- `results.json`: each strategy's full result and the comparison;
-- `report.md`: the set-up, the comparison tables and the picks;
+- `results.json`: each strategy's full result and the comparisons;
+- `report.md`: the set-up, the tables at equal compute and at equal wall time, and the picks;
 - PNG plots: best validation loss against compute; the learned schedule beside the best constant.
+
+The gradient strategy is a population of tuners started from the best trials of a random-search
+warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
+descends. The summary says, from the run's own numbers, which strategy's pick did best on test.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import os
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,12 +39,46 @@ from hypergrad.tune import tune_step_cost
 __all__ = ["main"]
 
 
-def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_axes: int) -> dict[str, int]:
-    """How many tune steps, random trials and grid points fit in `budget` training runs."""
-    steps = max(1, math.floor(budget / step_runs) - 1)  # the final iterate costs one more step
+POPULATION = 8
+"""Tuners of the gradient strategy (halved down to one as it goes)."""
+WARMUP_SHARE = 0.25
+"""Share of the gradient strategy's budget spent on its random-search warm-up."""
+
+
+def _evaluations(population: int, steps: int, halving: int | None) -> int:
+    """Hypergradients a population spends on `steps` outer steps and the final scoring, halving
+    (as `hypergrad.outer.drive` does) after every `halving` steps."""
+    live, total = population, 0
+    for step in range(steps + 1):
+        total += live
+        if halving and step < steps and (step + 1) % halving == 0 and live > 1:
+            live = -(-live // 2)
+    return total
+
+
+def _gradient_plan(budget: float, step_runs: float) -> dict[str, Any]:
+    """The population, warm-up, halving period and outer steps that fit in `budget` runs: the
+    largest population (8, 4, 2, 1) that affords at least one step after its warm-up, then as many
+    steps as fit, halving every quarter of them."""
+    for population in (POPULATION, 4, 2, 1):
+        warmup = max(population, round(WARMUP_SHARE * budget)) if population > 1 else 0
+        fits = 0
+        for steps in range(1, 100_000):
+            halving = max(1, steps // 4) if population > 1 else None
+            if warmup + _evaluations(population, steps, halving) * step_runs > budget:
+                break
+            fits = steps
+        if fits:
+            return {"population": population, "warmup": warmup or None, "tune_steps": fits,
+                    "halving": max(1, fits // 4) if population > 1 else None}
+    return {"population": 1, "warmup": None, "tune_steps": 1, "halving": None}
+
+
+def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_axes: int) -> dict[str, Any]:
+    """The gradient strategy's plan, random trials and grid points that fit in `budget` runs."""
     trials = max(1, math.floor(budget / trial_runs))
     points = max(1, math.floor((budget / trial_runs) ** (1.0 / num_grid_axes) + 1e-9))
-    return {"tune_steps": steps, "random_trials": trials, "grid_points_per_axis": points}
+    return {**_gradient_plan(budget, step_runs), "random_trials": trials, "grid_points_per_axis": points}
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -79,7 +119,8 @@ def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict
     progress = say or False
     return {
         "hypergradient": hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
-                                 steps=plan["tune_steps"], log=log, progress=progress),
+                                 steps=plan["tune_steps"], population=plan["population"],
+                                 warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress),
         "random": hg.random_search(objective, space, key, plan["random_trials"],
                                    chunk_size=chunk_for(plan["random_trials"]), log=log, progress=progress),
         "grid": hg.grid_search(objective, space, key, plan["grid_points_per_axis"],
@@ -88,45 +129,94 @@ def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict
     }
 
 
-def _write_outputs(args, objective, space, plan, results, elapsed) -> int:
-    """Prints the comparison table; writes results.json, the plots (when matplotlib is there) and
-    report.md into `args.out`. Returns the number of plots written."""
-    report = hg.compare(results)
-    table = report.to_markdown()
-    print(table)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"problem": args.problem, "budget": args.budget, "plan": plan,
-                   "comparison": report.to_dict(),
+def _write_outputs(args, out, problem, objective, space, plan, results, elapsed) -> tuple[Any, Any, int]:
+    """Prints the comparison tables; writes results.json, the plots (when matplotlib is there) and
+    report.md into `out`. Returns the reports at equal compute and at equal wall time, and the
+    number of plots written."""
+    by_compute, by_time = hg.compare(results), hg.compare(results, by="seconds")
+    tables = by_compute.to_markdown(), by_time.to_markdown()
+    print(f"\n{problem}: equal compute\n{tables[0]}\n\n{problem}: equal wall time\n{tables[1]}")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"problem": problem, "budget": args.budget, "plan": plan,
+                   "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
                    "results": {name: r.to_dict() for name, r in results.items()}}, f, indent=1)
     plots = []
     try:
-        plots = report.plot(args.out)
+        plots = by_compute.plot(out)
     except ImportError as err:
         print(f"[plots skipped] {err}", file=sys.stderr)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(_report_markdown(args, objective, space, plan, results, table, plots, elapsed))
-    return len(plots)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(_report_markdown(args, problem, objective, space, plan, results, tables, plots, elapsed))
+        f.write("\n## Verdict\n\n" + _verdict(problem, results) + "\n")
+    return by_compute, by_time, len(plots)
+
+
+def _pick_line(name: str, pick) -> str:
+    scores = pick.scores
+    accuracy = f", test accuracy {scores['test_accuracy']:.3f}" if "test_accuracy" in scores else ""
+    return f"{name} (val {pick.value:.4g}, test loss {scores.get('test_loss', float('nan')):.4g}{accuracy})"
+
+
+def _verdict(problem: str, results: dict[str, hg.Result]) -> str:
+    """Which strategy's pick did best on test, at equal compute (each one's whole budget) and at
+    equal wall time (the seconds the quickest strategy took for its whole budget), from the run's
+    own numbers."""
+    lines = []
+    quickest = min(float(r.spent("seconds")[-1]) for r in results.values() if r.trials)
+    for label, by, budget in (("equal compute", "runs", math.inf), (f"equal wall time ({quickest:.1f} s)",
+                                                                      "seconds", quickest)):
+        picks = {name: r.best_within(budget, by) for name, r in results.items()}
+        ranked = sorted(((p.scores.get("test_loss", math.inf), name) for name, p in picks.items() if p),
+                        key=lambda pair: pair[0])
+        if not ranked:
+            lines.append(f"- {problem}, {label}: no strategy finished a trial.")
+            continue
+        winner = ranked[0][1]
+        others = "; ".join(_pick_line(name, picks[name]) for _, name in ranked[1:])
+        idle = [name for name, p in picks.items() if p is None]
+        lines.append(f"- {problem}, {label}: **{winner}** wins on test: {_pick_line(winner, picks[winner])}; "
+                     f"then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + ".")
+    return "\n".join(lines)
+
+
+def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> dict[str, hg.Result]:
+    """Every strategy on one preset at the same budget; its report written into `out`."""
+    objective, space = preset(problem, args.steps)
+    key = jax.random.key(args.seed)
+    log = _fresh_log(out)
+    method = hg.Reverse(checkpoint_every=args.checkpoint_every)
+    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), 1.0, len(space))
+    if say:
+        say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
+            f"{plan['warmup'] or 0} warm-up trials, then {plan['population']} tuners for {plan['tune_steps']} steps "
+            f"(halving every {plan['halving']}); {plan['random_trials']} random trials; "
+            f"{plan['grid_points_per_axis']}^{len(space)} grid points")
+    started = time.perf_counter()
+    results = _run_strategies(args, objective, space, key, method, plan, log, say)
+    elapsed = time.perf_counter() - started
+    _, _, num_plots = _write_outputs(args, out, problem, objective, space, plan, results, elapsed)
+    print(f"\nwrote {out}/report.md, trials.jsonl, results.json and {num_plots} plots in {elapsed:.0f}s",
+          file=sys.stderr)
+    return results
 
 
 def _compare(args: argparse.Namespace) -> int:
     _check_args(args)
     _use_devices(args.cpu_devices)
-    objective, space = preset(args.problem, args.steps)
-    key = jax.random.key(args.seed)
-    log = _fresh_log(args.out)
-    method = hg.Reverse(checkpoint_every=args.checkpoint_every)
-    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), 1.0, len(space))
+    problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
-    if say:
-        say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
-            f"{plan['tune_steps']} tune steps, {plan['random_trials']} random trials, "
-            f"{plan['grid_points_per_axis']}^{len(space)} grid points")
-    started = time.perf_counter()
-    results = _run_strategies(args, objective, space, key, method, plan, log, say)
-    elapsed = time.perf_counter() - started
-    num_plots = _write_outputs(args, objective, space, plan, results, elapsed)
-    print(f"\nwrote {args.out}/report.md, trials.jsonl, results.json and {num_plots} plots "
-          f"in {elapsed:.0f}s", file=sys.stderr)
+    verdicts = []
+    for problem in problems:
+        out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
+        verdicts.append(_verdict(problem, _compare_one(args, problem, out, say)))
+    if len(problems) > 1:
+        summary = ["# hypergrad compare: who wins where", "",
+                   f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
+                   "Each line is read off that problem's report (the pick is the lowest validation loss "
+                   "within the budget; its test scores decide).", "", *verdicts, ""]
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write("\n".join(summary))
+        print("\n" + "\n".join(verdicts))
     return 0
 
 
@@ -144,24 +234,35 @@ def _describe(hparams) -> str:
     return ", ".join(parts)
 
 
-def _report_markdown(args, objective, space, plan, results, table, plots, elapsed) -> str:
+def _report_markdown(args, problem, objective, space, plan, results, tables, plots, elapsed) -> str:
     lines = [
-        f"# hypergrad compare: {args.problem}",
+        f"# hypergrad compare: {problem}",
         "",
         f"Budget: {args.budget:g} training runs (T={objective.num_steps} steps each) per strategy; seed {args.seed}; "
         f"{elapsed:.0f}s wall in all.",
-        f"Plan: {plan['tune_steps']} outer steps of `tune` (Reverse, Adam {args.outer_lr} in unconstrained "
-        f"coordinates), {plan['random_trials']} random trials, a {plan['grid_points_per_axis']}-point grid per axis.",
+        f"Plan: `hypergradient` is `tune` with {plan['warmup'] or 0} random warm-up trials, then "
+        f"{plan['population']} tuners started from the best of them for {plan['tune_steps']} outer steps "
+        f"(halving every {plan['halving']}; Reverse, Adam {args.outer_lr} in unconstrained coordinates); "
+        f"{plan['random_trials']} random trials; a {plan['grid_points_per_axis']}-point grid per axis.",
         "",
         "Space: " + ", ".join(f"`{name}`: {dist}" for name, dist in space.items),
         "",
-        "Compute is counted in training-run equivalents: XLA FLOPs of each program (accounted per",
-        "training step) divided by the FLOPs of one training run (training plus scoring the trained",
-        "parameters, which is one search trial). Every strategy trains with the same key, so all tune",
-        "one deterministic function; the pick is the lowest validation loss within the budget, and",
-        "its test loss is reported. Compile seconds are separate from run seconds.",
+        "Compute is counted in training-run equivalents: the FLOPs of each program (counted from its",
+        "traced program, `hypergrad.accounting`) divided by the FLOPs of one training run (training plus",
+        "scoring the trained parameters, which is one search trial). Every strategy trains with the same",
+        "key, so all tune one deterministic function; the pick is the lowest validation loss within the",
+        "budget, and its test scores are reported beside it: validation is what is tuned, test is what",
+        "generalises.",
         "",
-        table,
+        "## At equal compute",
+        "",
+        tables[0],
+        "",
+        "## At equal wall time",
+        "",
+        "Each strategy's pick after the same seconds: its compilation, then its trials' execution.",
+        "",
+        tables[1],
         "",
         "## Picks",
         "",
@@ -176,11 +277,20 @@ def _report_markdown(args, objective, space, plan, results, table, plots, elapse
     return "\n".join(lines) + "\n"
 
 
+def _problems(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PRESETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose presets from {sorted(PRESETS)}, separated by commas")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypergrad", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     cmp = commands.add_parser("compare", help="gradient tuning vs random vs grid search at equal compute")
-    cmp.add_argument("--problem", default="digits-mlp", choices=sorted(PRESETS))
+    cmp.add_argument("--problem", default="digits-mlp", type=_problems,
+                     help=f"a preset, or several separated by commas ({', '.join(sorted(PRESETS))})")
     cmp.add_argument("--budget", type=float, default=300, help="training-run equivalents per strategy")
     cmp.add_argument("--out", default="results", help="output folder")
     cmp.add_argument("--steps", type=int, default=None, help="training steps T (default: the preset's)")

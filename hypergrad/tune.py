@@ -31,7 +31,7 @@ from hypergrad.objective import Objective, as_hparams, check_key
 from hypergrad.outer import DEFAULT_OUTER, check_outer, drive, make_cohort, outer_step_fn, step_trial
 from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
-from hypergrad.search import check_space, random_search
+from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
@@ -128,6 +128,10 @@ def _warm_starts(warm: Result, space: Space, population: int) -> HParams:
             for name, dist in space.items}
 
 
+def _name(method: Method, population: int) -> str:
+    return f"tune[{method}]" if population == 1 else f"tune[{method}, population={population}]"
+
+
 def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
     """FLOPs of one hypergradient of `method` (one outer step), counted by `hypergrad.accounting`."""
     return accounting.hypergradient_flops(objective, method, hparams, key)
@@ -205,7 +209,9 @@ def tune(
         starts = _batched_init(space, init, population, key)
     else:  # refuse a method that cannot run here before spending the warm-up
         method.check(objective, space.centre())
-        warm = random_search(objective, space, key, int(warmup), log=log, progress=progress)
+        warm = evaluate_settings(objective, space.sample(key, int(warmup), stream=SAMPLE_STREAM), key,
+                                 strategy=f"{_name(method, population)} warm-up", space=space, log=log,
+                                 progress=progress)
         starts = _warm_starts(warm, space, population)
     z = _finite_z(space, starts)
     hparams0 = space.constrain(jax.tree.map(lambda a: a[0], z))
@@ -213,7 +219,7 @@ def tune(
     unit = run_flops(objective, hparams0, key)
     cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=chunk_size, unit=unit,
                          flops=hypergradient_flops(objective, method, hparams0, key))
-    name = f"tune[{method}]" if population == 1 else f"tune[{method}, population={population}]"
+    name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
     recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1))
     recorder.trials.extend([] if warm is None else warm.trials)

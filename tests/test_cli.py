@@ -18,13 +18,17 @@ def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
         assert f"| {strategy} |" in printed
     report = (out / "report.md").read_text()
     assert "| hypergradient |" in report and "## Picks" in report
+    assert "## At equal compute" in report and "## At equal wall time" in report and "budget (s)" in report
+    assert "wins on test" in report.split("## Verdict")[1]
     results = json.loads((out / "results.json").read_text())
     plan = results["plan"]
     trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     by_strategy = {}
     for trial in trials:
         by_strategy.setdefault(trial["strategy"].split("[")[0], []).append(trial)
-    assert len(by_strategy["tune"]) == plan["tune_steps"] + 1  # every outer step, plus the final iterate
+    # the warm-up's trials, then every live tuner's outer steps and final iterates
+    assert len(by_strategy["tune"]) == (plan["warmup"] or 0) + cli._evaluations(
+        plan["population"], plan["tune_steps"], plan["halving"])
     assert len(by_strategy["random"]) == plan["random_trials"]
     assert len(by_strategy["grid"]) == plan["grid_points_per_axis"] ** 3
     # Equal compute: no strategy spent more than the budget plus one unit of its own granularity.
@@ -41,6 +45,36 @@ def test_compare_refuses_a_bad_budget(tmp_path):
 
 def test_budget_plan_fits_the_budget():
     plan = cli._budget_plan(300, step_runs=2.2, trial_runs=1.01, num_grid_axes=3)
-    assert (plan["tune_steps"] + 1) * 2.2 <= 300
+    assert plan["population"] == cli.POPULATION and plan["warmup"] == 75 and plan["halving"] == plan["tune_steps"] // 4
+    spent = plan["warmup"] + cli._evaluations(plan["population"], plan["tune_steps"], plan["halving"]) * 2.2
+    assert spent <= 300 < plan["warmup"] + cli._evaluations(plan["population"], plan["tune_steps"] + 1,
+                                                            max(1, (plan["tune_steps"] + 1) // 4)) * 2.2
     assert plan["random_trials"] * 1.01 <= 300
     assert plan["grid_points_per_axis"] ** 3 * 1.01 <= 300 < (plan["grid_points_per_axis"] + 1) ** 3 * 1.01
+
+
+def test_evaluations_count_halving_as_the_driver_does():
+    assert cli._evaluations(8, 3, None) == 32
+    assert cli._evaluations(8, 4, 1) == 8 + 4 + 2 + 1 + 1  # halved after steps 0, 1, 2; one left
+    assert cli._evaluations(5, 2, 2) == 5 + 5 + 3
+
+
+def test_small_budgets_fall_back_to_fewer_tuners():
+    plan = cli._gradient_plan(8, step_runs=2.0)
+    assert plan["population"] < cli.POPULATION and plan["tune_steps"] >= 1
+    assert (plan["warmup"] or 0) + cli._evaluations(plan["population"], plan["tune_steps"], plan["halving"]) * 2 <= 8
+
+
+def test_compare_on_two_problems_writes_a_summary_of_who_wins_where(tmp_path):
+    out = tmp_path / "two"
+    assert cli.main(["compare", "--problem", "iris-mlp,breast-cancer-logistic", "--budget", "8", "--steps", "8",
+                     "--out", str(out), "--quiet", "--cpu-devices", "1"]) == 0
+    summary = (out / "summary.md").read_text()
+    for problem in ("iris-mlp", "breast-cancer-logistic"):
+        assert (out / problem / "report.md").exists()
+        assert f"- {problem}, equal compute: **" in summary and f"- {problem}, equal wall time (" in summary
+
+
+def test_compare_refuses_an_unknown_problem(tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--problem", "digits-mlp,mnist", "--out", str(tmp_path)])
