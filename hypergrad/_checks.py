@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 
 
+def is_int(value: Any) -> bool:
+    """Whether `value` is an integer: a Python or numpy int, not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
 def is_int_at_least(value: Any, minimum: int = 1) -> bool:
     """Whether `value` is an integer (a Python or numpy int, not a bool) and >= `minimum`."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
+    return is_int(value) and value >= minimum
 
 
 def check_count(value: Any, argname: str) -> int:

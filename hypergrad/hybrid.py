@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import check_count
+from hypergrad._checks import check_count, is_int
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
@@ -126,7 +126,7 @@ def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, con
                          "use hg.grid_search or hg.random_search for choices alone")
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
         raise ValueError(f"budget={budget!r} must be a positive number of training-run equivalents")
-    if configs != "grid" and not isinstance(configs, (int, np.integer)) or isinstance(configs, bool):
+    if configs != "grid" and not is_int(configs):
         raise ValueError(f"configs={configs!r} must be 'grid' or a positive number of configurations to sample")
     return Space({n: d for n, d in space.items if not isinstance(d, Choice)})
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches
-from hypergrad._checks import check_count
+from hypergrad._checks import check_count, is_int
 from hypergrad._types import HParams, Key
 
 __all__ = ["Uniform", "LogUniform", "Choice", "Space"]
@@ -353,7 +353,7 @@ class Space:
             `independent` gets one value per setting, broadcast along its shape.
         """
         n = check_count(n, "n")
-        if stream is not None and not isinstance(stream, (int, np.integer)):
+        if stream is not None and not is_int(stream):
             raise ValueError(f"Space.sample(stream={stream!r}): give an int to fold into the key, or None")
         # one compiled draw, not a dispatch per hyperparameter
         return _sample_program(self, n, None if stream is None else int(stream))(key)

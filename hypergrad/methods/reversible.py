@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hypergrad._checks import is_int
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
 from hypergrad.loop import Loop, LoopState
@@ -155,7 +156,7 @@ def _isolated(fn):
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    return is_int(value)
 
 
 class ReversibleRun(NamedTuple):
