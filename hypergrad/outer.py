@@ -9,10 +9,12 @@ applies the update.
 
 A *cohort* is the tuners that share one compiled program: `outer_step_fn` vmapped over their z, last
 good z, outer-optimiser state and held values (a hybrid configuration's choices), with the key and
-data shared. Each outer step runs a cohort in padded chunks of a fixed number of tuners, each chunk
-sharded across the local devices exactly as a search chunk is (`hypergrad._batching`); so the number
-of tuners, and successive halving's shrinking of it, change values only: one compilation for any
-number of steps and tuners.
+data shared. Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
+local devices exactly as a search chunk is (`hypergrad._batching`): one compilation for any number
+of steps. With a given `chunk_size` the chunk never changes, so any number of tuners shares one
+program (padding the last call). Without one, the chunk is sized to the live tuners
+(`chunk_rows`), and when successive halving shrinks them the cohort moves to a smaller chunk (one
+more compilation per halving round, instead of computing padding rows every step).
 
 Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
 the position (the update is skipped and z backs off halfway towards the tuner's last good iterate;
@@ -28,8 +30,8 @@ Successive halving (`halving=k`): after every k outer steps the better half of t
 (ceil(n/2), ranked by the validation loss at their latest step, a diverged one last, ties to the lower
 id) go on and the rest stop, so compute flows to the promising ones.
 
-Cost: one hypergradient per live tuner and step, plus the padding rows of each step's last chunk
-(their compute is spread over the chunk's real tuners, as in a search). Memory: one chunk of
+Cost: one hypergradient per row of each call (`chunk_rows`): the live tuners plus the padding of
+each step's last chunk (spread over the chunk's real tuners, as in a search). Memory: one chunk of
 hypergradients at a time.
 """
 
@@ -55,7 +57,8 @@ from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
 from hypergrad.space import Space
 
-__all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "Cohort", "make_cohort", "drive"]
+__all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "Cohort", "make_cohort", "drive",
+           "chunk_rows", "rows_computed"]
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
@@ -120,13 +123,31 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
                  grad_norm=float(report["grad_norm"]), tuner=tuner)
 
 
+def chunk_rows(live: int, chunk_size: int | None) -> int:
+    """Tuners per call for `live` tuners: `chunk_size` when given; else as a search chunks its trials
+    (balanced, a multiple of the local devices to shard evenly), except that fewer tuners than
+    devices run unsharded, unpadded."""
+    if chunk_size is not None:
+        return chunk_size
+    return live if live < jax.local_device_count() else chunk_for(live, None)
+
+
+def rows_computed(live: int, chunk_size: int | None) -> int:
+    """Rows one outer step of `live` tuners computes (padding included): what it costs."""
+    chunk = chunk_rows(live, chunk_size)
+    return -(-live // chunk) * chunk
+
+
 @dataclasses.dataclass
 class Cohort:
     """Tuners sharing one compiled outer step (mutable bookkeeping of the driver).
 
     Attributes:
-        executable: the compiled `batched_step_fn` for `chunk` tuners.
-        chunk: tuners per call.
+        program: chunk -> (the compiled `batched_step_fn` for `chunk` tuners (cached), its compile
+            seconds, its shardings and the data placed for it).
+        chunk_size: the chunk given by the caller, or None to size it to the live tuners.
+        executable: the compiled program for `chunk` tuners.
+        chunk: tuners per call now.
         data: the objective's data, placed for the program.
         spread, replicated: the row-axis and replicated shardings of a chunk (None on one device).
         tuners: ids of the live tuners, in order.
@@ -138,6 +159,8 @@ class Cohort:
         latest: tuner id -> validation loss at its latest step (what halving ranks).
     """
 
+    program: Callable[[int], tuple[Any, float, Any, Any, PyTree]]
+    chunk_size: int | None
     executable: Any
     chunk: int
     data: PyTree
@@ -153,11 +176,15 @@ class Cohort:
     compile_seconds: float = 0.0
 
     def keep(self, ids: set[int]) -> None:
-        """Only the tuners in `ids` go on."""
+        """Only the tuners in `ids` go on (on a smaller chunk, when it is sized to them)."""
         rows = np.asarray([i for i, t in enumerate(self.tuners) if int(t) in ids], dtype=np.int64)
         self.tuners = self.tuners[rows]
         self.carry = jax.tree.map(lambda a: a[rows], self.carry)
         self.fixed = jax.tree.map(lambda a: a[rows], self.fixed)
+        chunk = chunk_rows(len(rows), self.chunk_size)
+        if len(rows) and chunk != self.chunk:
+            self.executable, seconds, self.spread, self.replicated, self.data = self.program(chunk)
+            self.chunk, self.compile_seconds = chunk, self.compile_seconds + seconds
 
 
 def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
@@ -165,24 +192,25 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
                 chunk_size: int | None = None, flops: float, unit: float,
                 extra: Callable[[int], dict] | None = None) -> Cohort:
     """A cohort starting at the batched iterates `z` (leading axis: tuners), its program compiled
-    (or taken from the cache) for its chunk of tuners."""
+    (or taken from the cache) for its chunk of tuners (`chunk_rows`)."""
     num = jax.tree.leaves(z)[0].shape[0]
     fixed = {} if fixed is None else fixed
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
-    # A given chunk is used as it is (the last call padded), so populations of any size share its
-    # program; None sizes it to this population as a search would.
-    chunk = chunk_for(num, None) if chunk_size is None else chunk_size
-    spread, replicated = shardings(chunk)
     data = objective.problem.data
-    if replicated is not None:
-        data, key = jax.device_put((data, key), replicated)
-    opt_state = jax.vmap(outer.init)(z)
-    carry = (z, z, opt_state)
-    example = _place(take_rows((*carry, fixed), 0, chunk), spread) + (key, data)
-    executable, seconds = _compile.compiled(
-        ("tune", objective, space, method, outer), lambda: batched_step_fn(objective, space, method, outer), example)
-    return Cohort(executable, chunk, data, spread, replicated, tuners, carry, fixed, flops, unit, extra,
-                  compile_seconds=seconds)
+    carry = (z, z, jax.vmap(outer.init)(z))
+
+    def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
+        spread, replicated = shardings(chunk)
+        placed_data, placed_key = (data, key) if replicated is None else jax.device_put((data, key), replicated)
+        example = _place(take_rows((*carry, fixed), 0, chunk), spread) + (placed_key, placed_data)
+        executable, seconds = _compile.compiled(("tune", objective, space, method, outer),
+                                                lambda: batched_step_fn(objective, space, method, outer), example)
+        return executable, seconds, spread, replicated, placed_data
+
+    chunk = chunk_rows(num, chunk_size)
+    executable, seconds, spread, replicated, placed_data = program(chunk)
+    return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
+                  flops, unit, extra, compile_seconds=seconds)
 
 
 def _place(tree: tuple, sharding: Any) -> tuple:
