@@ -54,7 +54,7 @@ Columns:
   runs it twice, minus that of a baseline subprocess that runs the training program once (at the
   first T); and the growth of resident memory while the program runs.
 - GFLOP / FLOP x train (only with `--flops`): the library's compute accounting,
-  `method.flops(objective, hparams, key)` and `hypergrad.search.run_flops` (counted from the
+  `hg.hypergradient_flops(objective, method, hparams, key)` and `hypergrad.search.run_flops` (counted from the
   traced programs by `hypergrad.accounting`).
 
 The summary tables above the full one show XLA temp and `x train` by T, with the growth of the
@@ -210,7 +210,7 @@ def flops(config: Config) -> float:
 
         return run_flops(objective, hparams, key)
     with x64_context(config.row):
-        return config.row.method.flops(objective, hparams, key)
+        return hg.hypergradient_flops(objective, config.row.method, hparams, key)
 
 
 # -- subprocess: peak RSS of one row (with --rss) -------------------------------------------------

@@ -19,7 +19,7 @@ hence its own exact hypergradient; ES and PES draw their perturbations from the 
   in relative coordinates and useless in z. Which coordinates matter is the outer optimiser's;
   `hg.tune` uses z;
 - relative error |g_est - g| / |g| in z (0 is exact; 1 is as far off as answering zero);
-- cost in training-run equivalents, `method.flops(objective, hparams, key) /
+- cost in training-run equivalents, `hg.hypergradient_flops(objective, method, hparams, key) /
   hypergrad.search.run_flops(objective, hparams, key)` (XLA's FLOP count), and seconds per call
   (median over keys, compiled program, compilation excluded).
 
@@ -260,7 +260,7 @@ def estimator_quality(cfg: Config, problem: hg.Problem, objective_hd: hg.Objecti
             cos_rel.append(cosine(est_rel, g_rel))
             errors.append(float(np.linalg.norm(est - g) / np.linalg.norm(g)))
             seconds.append(sec)
-        runs = method.flops(objective, hparams, keys[0]) / unit
+        runs = hg.hypergradient_flops(objective, method, hparams, keys[0]) / unit
         rows.append([name, setting, f"{np.mean(cos_all):.3f} ± {np.std(cos_all):.3f}", f"{np.mean(cos_lr):.3f}",
                      f"{np.mean(cos_rel):.3f}", f"{np.mean(errors):.3g}", f"{runs:.3g}", f"{np.median(seconds):.3g}"])
         points.append({"name": name, "runs": runs, "all": (np.mean(cos_all), np.std(cos_all)),

@@ -2,6 +2,7 @@
 
 from hypergrad import online, problems
 from hypergrad._caches import clear_caches
+from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.hybrid import hybrid_search
 from hypergrad.hypergradient import hypergradient
 from hypergrad.methods import ES, PES, Forward, Implicit, Method, Reverse, Reversible, Truncated
@@ -24,7 +25,7 @@ __all__ = [
     "hypergradient", "Method", "Reverse", "Truncated", "Forward", "Implicit", "Reversible", "ES", "PES",
     "online",
     # strategies and their results
-    "tune", "tune_step_cost", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
+    "tune", "tune_step_cost", "hypergradient_flops", "run_flops", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
     "compare", "Result", "Trial", "Comparison", "Report",
     # engine state
     "clear_caches",

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches, _compile
-from hypergrad._batching import DEFAULT_CHUNK, chunk_for, first_row, shardings, take_rows
+from hypergrad._batching import chunk_for, first_row, shardings, take_rows
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import run_flops

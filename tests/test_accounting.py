@@ -297,11 +297,12 @@ def test_implicit_charges_cg_its_maxiter_products():
     assert count[20] - count[10] == pytest.approx(10 * per_product, rel=1e-6)
 
 
-def test_method_flops_and_tune_step_cost_are_the_accounting_counts(full_batch):
+def test_public_counts_and_tune_step_cost_are_the_accounting_counts(full_batch):
     objective, hparams = full_batch
     key = jax.random.key(0)
     method = hg.Reverse()
-    assert method.flops(objective, hparams, key) == hypergradient_flops(objective, method, hparams, key)
+    assert hg.hypergradient_flops(objective, method, hparams, key) == hypergradient_flops(objective, method, hparams, key)
+    assert hg.run_flops(objective, hparams, key) == run_flops(objective, hparams, key)
     assert hg.tune_step_cost(objective, _space(T), key, method=method) == pytest.approx(runs(full_batch, method))
 
 

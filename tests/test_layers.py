@@ -21,11 +21,7 @@ LAZY_EXTRAS = {"matplotlib", "pandas", "optuna", "sklearn"}
 LONG_PENDING: dict[tuple[str, str], str] = {}
 
 # (file, function, imported module): why the import still sits inside the function.
-INNER_IMPORT_PENDING = {
-    ("methods/base.py", "Method.flops", "hypergrad.accounting"):
-        "the one cycle break, commented (accounting counts hypergradient.py's program over methods/); "
-        "goes when callers use accounting.hypergradient_flops instead of Method.flops",
-}
+INNER_IMPORT_PENDING: dict[tuple[str, str, str], str] = {}
 
 # (file, imported private name): why a private name still crosses modules.
 PRIVATE_PENDING: dict[tuple[str, str], str] = {}

@@ -54,15 +54,3 @@ class Method(abc.ABC):
     def check(self, objective: Any, hparams: HParams) -> None:
         """Raises `ValueError`, before anything compiles, for a combination it cannot handle."""
         self.check_loop(objective.loop(), hparams)
-
-    def flops(self, objective: Any, hparams: HParams, key: Key, held: HParams | None = None) -> float:
-        """FLOPs of one hypergradient of this method on `objective` (the program
-        `hypergrad.hypergradient.value_and_grad_fn(objective, self)`, traced and counted, never
-        compiled): `hypergrad.accounting.hypergradient_flops`, whose docstring says what `held`
-        does; cached per (objective, method, shapes)."""
-        # The one import cycle, broken once here (as diffrax does): accounting counts the program
-        # hypergradient.py builds on this class, so it sits above methods/ in the layers; this
-        # convenience for callers looks it up at call time.
-        from hypergrad import accounting
-
-        return accounting.hypergradient_flops(objective, self, hparams, key, held)

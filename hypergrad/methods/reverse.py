@@ -106,8 +106,9 @@ def _run_dots(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: 
     # merge the backward pass's recomputation with the forward pass (they are separate loops), so
     # the optimisation barrier `prevent_cse` puts on the step's inputs only costs copies (one per
     # state leaf and step; without them Reverse() ran 1-2% faster on the digits MLP, with bitwise
-    # the same gradient). Fully unrolled, both passes are one straight-line program, where XLA
-    # would merge them: the barrier stays there.
+    # the same gradient). Fully unrolled (unroll=True), both passes are one straight-line program,
+    # where XLA would merge them and keep alive what rematerialisation meant to recompute: the
+    # barrier stays there.
     rolled = loop.unroll is not True and int(loop.unroll) < num_steps
     step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=not rolled)
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 
-from hypergrad._types import HParams, Key, PyTree
+from hypergrad._types import HParams, Key
 from hypergrad._checks import is_int_at_least
 from hypergrad.loop import Loop
 from hypergrad.methods.base import Method
