@@ -49,14 +49,14 @@ def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
 
 def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any, chunk_size: Any) -> int:
     """Raises `ValueError` for a bad population, warm-up or halving argument; returns N."""
-    if not isinstance(population, (int, np.integer)) or isinstance(population, bool) or population < 1:
+    if not is_int_at_least(population):
         raise ValueError(f"population={population!r} must be an int >= 1: the number of tuners run together "
                          "(1 is a lone tuner; try population=16)")
     if isinstance(init, str) and init not in _INITS:
         raise ValueError(f"init={init!r} must be 'sample', 'centre', hyperparameters (batched with a leading "
                          "axis of population for several tuners) or None")
     if warmup is not None:
-        if not isinstance(warmup, (int, np.integer)) or isinstance(warmup, bool) or warmup < population:
+        if not is_int_at_least(warmup, population):
             raise ValueError(f"warmup={warmup!r} random-search trials cannot start population={population} tuners "
                              f"from the {population} best of them; give warmup >= population (e.g. "
                              f"warmup={4 * population}), or warmup=None")
@@ -64,7 +64,7 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
             raise ValueError("tune: give init= or warmup=, not both (warmup starts the tuners from the best "
                              "warm-up trials)")
     if halving is not None:
-        if not isinstance(halving, (int, np.integer)) or isinstance(halving, bool) or halving < 1:
+        if not is_int_at_least(halving):
             raise ValueError(f"halving={halving!r} must be an int >= 1: the outer steps between rounds of "
                              "successive halving (each keeps the better half of the tuners), or None")
         if population < 2:
