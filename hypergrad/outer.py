@@ -185,6 +185,9 @@ class Cohort:
         if len(rows) and chunk != self.chunk:
             self.executable, seconds, self.spread, self.replicated, self.data = self.program(chunk)
             self.chunk, self.compile_seconds = chunk, self.compile_seconds + seconds
+            if self.spread is None:  # rows of a sharded chunk, on the devices' mesh: the unsharded
+                # program takes its arguments on the default device
+                self.carry, self.fixed = jax.device_put((self.carry, self.fixed), jax.local_devices()[0])
 
 
 def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,

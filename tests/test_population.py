@@ -153,3 +153,34 @@ def test_bad_population_arguments_are_refused_before_compiling(objective, key, k
     with pytest.raises(ValueError, match=match):
         hg.tune(objective, SPACE, key, steps=2, **kwargs)
     assert _compile.stats.compilations == before
+
+
+_TWO_DEVICES = """
+import json, jax, optax, hypergrad as hg
+hg.use_cpu_cores(2)  # first thing, before JAX computes
+jax.config.update("jax_enable_x64", True)
+problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=6)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+result = hg.tune(objective, space, jax.random.key(3), population=4, halving=1, steps=3, outer=optax.adam(0.3))
+print(json.dumps([[t.tuner, t.value] for t in result.trials]))
+"""
+
+
+def test_halving_from_a_sharded_chunk_to_an_unsharded_one(ridge_problem):
+    """On 2 devices, 4 tuners shard, 2 shard, then 1 runs unsharded on the default device: its rows,
+    which came back on the devices' mesh, are moved there (they were refused), and every value
+    equals the one-device run."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    sharded = json.loads(out.stdout.strip().splitlines()[-1])
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"]), num_steps=6)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    alone = hg.tune(objective, space, jax.random.key(3), population=4, halving=1, steps=3, outer=optax.adam(0.3))
+    assert [tuner for tuner, _ in sharded] == [t.tuner for t in alone.trials]
+    assert len(sharded) == 4 + 2 + 1 + 1
+    np.testing.assert_allclose([v for _, v in sharded], [t.value for t in alone.trials], rtol=1e-10)
