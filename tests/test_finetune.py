@@ -1,0 +1,254 @@
+"""Fine-tuning problems (hypergrad/problems/finetune.py) and offline pretrained models
+(hypergrad/problems/pretrained.py): exact initialisation, L2-SP, per-group rates and freezing,
+float64 hypergradients against finite differences, and the on-disk cache (a temporary folder)."""
+
+import importlib
+import os
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad.problems import pretrained as pre
+
+ft = importlib.import_module("hypergrad.problems.finetune")  # hg.problems.finetune is the function
+
+D, H, C = 4, 5, 3
+
+
+def _tiny_pretrained(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"body": {"w": rng.normal(size=(D, H)), "b": rng.normal(size=(H,)) * 0.1},
+            "head": {"w": rng.normal(size=(H, C)) * 0.5, "b": np.zeros(C)}}
+
+
+def _apply(params, x):
+    h = jnp.tanh(x @ params["body"]["w"] + params["body"]["b"])
+    return h @ params["head"]["w"] + params["head"]["b"]
+
+
+def _task(seed=0, n=(24, 12, 12)):
+    rng = np.random.default_rng(seed)
+    splits = []
+    for size in n:
+        x = rng.normal(size=(size, D))
+        splits.append((x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)))
+    return tuple(splits)
+
+
+def _new_head(key, params):
+    return {**params, "head": {"w": 0.3 * jax.random.normal(key, (H, C)), "b": jnp.zeros(C)}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_pretrained(), ft.finetune(_tiny_pretrained(), _task(), _apply)
+
+
+def test_init_returns_the_pretrained_values_exactly(tiny):
+    pretrained, problem = tiny
+    params = problem.init(jax.random.key(3))
+    assert jax.tree.structure(params) == jax.tree.structure(pretrained)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(pretrained)):
+        assert got.dtype == want.dtype and np.array_equal(np.asarray(got), want)
+
+
+def test_a_fresh_head_comes_from_the_key_and_the_body_stays_exact():
+    pretrained = _tiny_pretrained()
+    problem = ft.finetune(pretrained, _task(), _apply, head=_new_head, groups={"body": "body", "head": "head"})
+    a, b = problem.init(jax.random.key(0)), problem.init(jax.random.key(1))
+    assert np.array_equal(a["body"]["w"], pretrained["body"]["w"])
+    assert not np.array_equal(a["head"]["w"], b["head"]["w"])
+    assert np.array_equal(a["head"]["w"], problem.init(jax.random.key(0))["head"]["w"])
+
+
+def test_nnx_state_is_returned_exactly(tmp_path):
+    graphdef, state = pre.pretrained_digits_mlp((8,), steps=3, cache=tmp_path)
+    problem = pre.digits_transfer(5, hidden=(8,), fresh_head=False, cache=tmp_path, pretrain_steps=3)
+    params = problem.init(jax.random.key(0))
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(state)):
+        assert np.array_equal(np.asarray(got), np.asarray(want, got.dtype))  # float32 values, cast up exactly
+
+
+def _penalty_grad(problem, params, alpha, batch):
+    def penalty(p):
+        return problem.train_loss(p, {"l2sp": alpha}, batch) - problem.train_loss(p, {}, batch)
+    return penalty, jax.grad(penalty)(params)
+
+
+def test_l2sp_gradient_equals_finite_differences_and_vanishes_at_the_pretrained_point(tiny):
+    pretrained, problem = tiny
+    batch = problem.train_data
+    params = jax.tree.map(lambda w: w + 0.1 * np.cos(np.arange(w.size).reshape(w.shape)), pretrained)
+    penalty, grads = _penalty_grad(problem, params, 0.7, batch)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    eps = 1e-6
+    for i in range(0, flat.size, 5):
+        e = jnp.zeros_like(flat).at[i].set(eps)
+        fd = (penalty(unravel(flat + e)) - penalty(unravel(flat - e))) / (2 * eps)
+        assert jnp.allclose(fd, jax.flatten_util.ravel_pytree(grads)[0][i], rtol=1e-6, atol=1e-8)
+    for g, w, w0 in zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(pretrained)):
+        np.testing.assert_allclose(g, 0.7 * (w - w0), rtol=1e-12)  # alpha (w - w_pretrained)
+    _, at_start = _penalty_grad(problem, jax.tree.map(jnp.asarray, pretrained), 0.7, batch)
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(at_start))
+
+
+def test_l2sp_skips_the_new_head_and_weight_decay_reaches_every_group():
+    problem = ft.finetune(_tiny_pretrained(), _task(), _apply, head=_new_head, groups={"body": "body", "head": "head"})
+    params = jax.tree.map(lambda w: w + 1.0, problem.init(jax.random.key(0)))
+    _, grads = _penalty_grad(problem, params, jnp.asarray([0.5, 2.0]), problem.train_data)
+    assert np.all(np.asarray(grads["head"]["w"]) == 0) and np.all(np.asarray(grads["body"]["w"]) != 0)
+    wd = jax.grad(lambda p: problem.train_loss(p, {"weight_decay": 0.3}, problem.train_data)
+                  - problem.train_loss(p, {}, problem.train_data))(params)
+    np.testing.assert_allclose(wd["head"]["w"], 0.3 * params["head"]["w"], rtol=1e-12)
+
+
+def test_rates_per_group_change_only_their_group_and_zero_freezes_bitwise(tiny):
+    pretrained, problem = tiny
+    groups = {"body": "body", "head": "head"}
+    objective = hg.Objective(problem, ft.group_sgd(groups), num_steps=6)
+    key = jax.random.key(0)
+    frozen = objective.train({"lr": jnp.asarray([0.0, 0.1]), "l2sp": 0.1, "weight_decay": 0.01}, key)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(frozen["body"]), jax.tree.leaves(pretrained["body"])))
+    assert not np.array_equal(frozen["head"]["w"], pretrained["head"]["w"])
+    opt = ft.group_sgd(groups)
+    params = jax.tree.map(jnp.asarray, pretrained)
+    grads = jax.grad(problem.train_loss)(params, {}, problem.train_data)
+    one = opt({"lr": jnp.asarray([0.05, 0.1])}).update(grads, opt({}).init(params), params)[0]
+    two = opt({"lr": jnp.asarray([0.05, 0.7])}).update(grads, opt({}).init(params), params)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(one["body"]), jax.tree.leaves(two["body"])))
+    assert not np.array_equal(one["head"]["w"], two["head"]["w"])
+
+
+def test_freeze_choice_zeroes_the_lowest_groups(tiny):
+    pretrained, problem = tiny
+    objective = hg.Objective(problem, ft.group_sgd({"body": "body", "head": "head"}), num_steps=4)
+    params = objective.train({"lr": jnp.asarray(0.1), "freeze": jnp.asarray(1)}, jax.random.key(0))
+    assert np.array_equal(params["body"]["w"], pretrained["body"]["w"])
+    assert not np.array_equal(params["head"]["w"], pretrained["head"]["w"])
+
+
+def test_group_rates_layerwise_decay_warmup_and_schedules():
+    rates = ft.group_rates({"lr": 0.2, "lr_decay": 0.5}, jnp.asarray(0), 3)
+    np.testing.assert_allclose(rates, [0.05, 0.1, 0.2], rtol=1e-12)
+    schedule = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(ft.group_rates({"lr": schedule}, jnp.asarray(1), 2), [1.0, 4.0])
+    np.testing.assert_allclose(ft.group_rates({"lr": schedule}, jnp.asarray(9), 2), [2.0, 5.0])  # held at the end
+    ramp = [float(ft.warmup_ramp(t, 4.0)) for t in range(6)]
+    np.testing.assert_allclose(ramp, [0.4375, 0.75, 0.9375, 1.0, 1.0, 1.0])
+    assert float(ft.warmup_ramp(0, 0.0)) == 1.0 and np.isfinite(jax.grad(ft.warmup_ramp, 1)(0, 0.0))
+    cosine = ft.group_rates({"lr": 1.0}, jnp.asarray(5), 1, num_steps=10, cosine=True)
+    np.testing.assert_allclose(cosine, [0.5], atol=1e-12)
+
+
+def _fd_check(objective, hparams, key, names, eps=1e-5):
+    _, grads = hg.hypergradient(objective, hparams, key, method=hg.Reverse())
+    for name in names:
+        value = np.asarray(hparams[name], np.float64)
+        for i in np.ndindex(value.shape):
+            up, down = value.copy(), value.copy()
+            up[i] += eps
+            down[i] -= eps
+            fd = (objective({**hparams, name: jnp.asarray(up)}, key)
+                  - objective({**hparams, name: jnp.asarray(down)}, key)) / (2 * eps)
+            np.testing.assert_allclose(np.asarray(grads[name])[i], fd, rtol=1e-5, atol=1e-9, err_msg=f"{name}{i}")
+
+
+def test_hypergradients_of_layer_rates_l2sp_and_warmup_equal_finite_differences():
+    problem = ft.finetune(_tiny_pretrained(), _task(), _apply, head=_new_head, groups={"body": "body", "head": "head"})
+    objective = hg.Objective(problem, ft.group_sgd({"body": "body", "head": "head"}), num_steps=8)
+    hparams = {"lr": jnp.asarray([0.05, 0.2]), "l2sp": jnp.asarray(0.3), "weight_decay": jnp.asarray(0.01),
+               "warmup": jnp.asarray(3.4), "lr_decay": jnp.asarray(0.8), "momentum": jnp.asarray(0.5)}
+    _fd_check(objective, hparams, jax.random.key(1), ["lr", "l2sp", "weight_decay", "warmup", "lr_decay", "momentum"])
+
+
+def test_hypergradient_of_per_group_l2sp_on_the_nnx_transfer_problem(tmp_path):
+    problem = pre.digits_transfer(5, hidden=(6,), cache=tmp_path, pretrain_steps=20)
+    groups = ft.layer_groups(problem.init(jax.random.key(0)))
+    assert list(groups) == ["layers/0", "layers/1"]
+    objective = hg.Objective(problem, ft.group_sgd(groups), num_steps=5)
+    hparams = {"lr": jnp.asarray([0.02, 0.1]), "l2sp": jnp.asarray([0.5, 0.2])}
+    _fd_check(objective, hparams, jax.random.key(0), ["lr", "l2sp"])
+
+
+def _counting(monkeypatch):
+    calls = []
+    original = pre.pretrain_mlp
+
+    def counted(config):
+        calls.append(config)
+        return original(config)
+
+    monkeypatch.setattr(pre, "pretrain_mlp", counted)
+    return calls
+
+
+def test_the_cached_pretrained_model_is_reused(tmp_path, monkeypatch):
+    calls = _counting(monkeypatch)
+    _, first = pre.pretrained_digits_mlp((8,), steps=5, cache=tmp_path)
+    _, again = pre.pretrained_digits_mlp((8,), steps=5, cache=tmp_path)
+    assert len(calls) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)))
+    pre.pretrained_digits_mlp((8,), steps=6, cache=tmp_path)  # another configuration: another model
+    assert len(calls) == 2 and len(list(tmp_path.glob("*.npz"))) == 2
+    monkeypatch.setenv(pre.CACHE_ENV, str(tmp_path))
+    pre.pretrained_digits_mlp((8,), steps=5)  # the same folder named by the environment variable
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other-config"])
+def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, damage):
+    calls = _counting(monkeypatch)
+    _, good = pre.pretrained_digits_mlp((8,), steps=5, cache=tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    if damage == "garbage":
+        path.write_bytes(b"not a zip file at all")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        pre.save_params(str(path), jax.tree.map(lambda x: x + 1, good), {"something": "else"})
+    with pytest.warns(UserWarning, match="rebuilding"):
+        _, rebuilt = pre.pretrained_digits_mlp((8,), steps=5, cache=tmp_path)
+    assert len(calls) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(good), jax.tree.leaves(rebuilt)))
+    with np.load(path, allow_pickle=False) as stored:  # rewritten, readable without pickles
+        assert "config" in stored.files
+
+
+def test_cache_dir_order(tmp_path, monkeypatch):
+    monkeypatch.delenv(pre.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert pre.cache_dir() == os.path.join(str(tmp_path / "xdg"), "hypergrad", "pretrained")
+    monkeypatch.setenv(pre.CACHE_ENV, str(tmp_path / "env"))
+    assert pre.cache_dir() == str(tmp_path / "env")
+    assert pre.cache_dir(tmp_path / "arg") == str(tmp_path / "arg")
+
+
+def test_bad_inputs_name_the_argument(tiny):
+    pretrained, problem = tiny
+    with pytest.raises(ValueError, match="matches no prefix"):
+        ft.finetune(pretrained, _task(), _apply, groups={"body": "body"})
+    with pytest.raises(ValueError, match="new_groups"):
+        ft.finetune(pretrained, _task(), _apply, head=_new_head, new_groups=["tail"])
+    with pytest.raises(ValueError, match="head changed a leaf"):
+        ft.finetune(pretrained, _task(), _apply, groups={"body": "body", "head": "head"}, new_groups=[],
+                    head=lambda k, p: {**p, "body": {"w": jnp.zeros((D, 2)), "b": p["body"]["b"]}})
+    with pytest.raises(ValueError, match=r"hparams\['lr'\] has shape \(3,\)"):
+        hg.Objective(problem, ft.group_sgd({"body": "body", "head": "head"}), 2)({"lr": jnp.ones(3)},
+                                                                                 jax.random.key(0))
+    with pytest.raises(ValueError, match="needs num_steps"):
+        ft.group_sgd(cosine=True)
+    with pytest.raises(ValueError, match="lower shots"):
+        pre.digits_transfer(500, cache="unused")
+
+
+def test_the_digits_finetune_preset(tmp_path, monkeypatch):
+    monkeypatch.setenv(pre.CACHE_ENV, str(tmp_path))
+    objective, space = hg.problems.preset("digits-finetune", num_steps=4)
+    assert set(space.names) == {"lr", "l2sp", "warmup"} and space["lr"].shape == (3,)
+    scores = objective.evaluate(space.centre(), jax.random.key(0))
+    assert np.isfinite(float(scores["val_loss"])) and 0.0 <= float(scores["test_accuracy"]) <= 1.0
