@@ -12,21 +12,28 @@ and, besides the three above, one weight per training example (`example_weight`,
 Uniform(0, 1, shape=(n_train,)), about 1,300 hyperparameters in all: data hyper-cleaning). The
 baselines search the constants (one weight for every example, one rate for every step), as they do
 for schedules; a gradient method can down-weight the corrupted examples one by one.
+
+`digits-finetune` fine-tunes an MLP pretrained on digits 0-4 (cached on disk, `hg.problems.pretrained`)
+on digits 5-9 with 10 labelled examples per class: one learning rate per layer, the L2-SP strength
+and the warm-up length (`finetune_space`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import optax
 
 from hypergrad.objective import Objective
 from hypergrad.problem import Problem
 from hypergrad.problems.logistic import logistic
+from hypergrad.problems.finetune import group_sgd, layer_groups
 from hypergrad.problems.mlp import mlp_classifier, noisy_mlp_classifier
+from hypergrad.problems.pretrained import digits_transfer
 from hypergrad.space import LogUniform, Space, Uniform
 
-__all__ = ["PRESETS", "preset", "sgd_momentum_schedule"]
+__all__ = ["PRESETS", "finetune_space", "preset", "sgd_momentum_schedule"]
 
 
 def sgd_momentum_schedule(hparams):
@@ -39,7 +46,10 @@ PRESETS: dict[str, tuple[Callable[[], Problem], int]] = {
     "iris-mlp": (lambda: mlp_classifier("iris", hidden=(50,), batch_size=30), 200),
     "breast-cancer-logistic": (lambda: logistic("breast_cancer", batch_size=64), 200),
     "digits-noisy": (lambda: noisy_mlp_classifier("digits", noise=0.3, hidden=(50,), batch_size=100), 200),
+    "digits-finetune": (lambda: digits_transfer(shots=10), 100),
 }
+FINETUNE = ("digits-finetune",)
+"""Presets that fine-tune a pretrained model (`finetune_space`: per-layer rates, L2-SP, warm-up)."""
 EXAMPLE_WEIGHTS = ("digits-noisy",)
 """Presets whose space adds one weight per training example."""
 
@@ -48,13 +58,16 @@ def preset(name: str, num_steps: int | None = None) -> tuple[Objective, Space]:
     """The objective and space of a named set-up.
 
     Args:
-        name: one of `PRESETS` ("digits-mlp", "iris-mlp", "breast-cancer-logistic", "digits-noisy").
+        name: one of `PRESETS` ("digits-mlp", "iris-mlp", "breast-cancer-logistic", "digits-noisy",
+            "digits-finetune").
         num_steps: training steps T (default 200); the schedule has T entries.
     """
     if name not in PRESETS:
         raise ValueError(f"problem={name!r} is not a preset; choose one of {sorted(PRESETS)}")
     make_problem, default_steps = PRESETS[name]
     steps = default_steps if num_steps is None else num_steps
+    if name in FINETUNE:
+        return finetune_space(make_problem(), steps)
     objective = Objective(make_problem(), sgd_momentum_schedule, steps)
     dists = {
         "lr": LogUniform(1e-3, 3.0, shape=(objective.num_steps,)),
@@ -64,3 +77,16 @@ def preset(name: str, num_steps: int | None = None) -> tuple[Objective, Space]:
     if name in EXAMPLE_WEIGHTS:
         dists["example_weight"] = Uniform(0.0, 1.0, shape=(objective.problem.num_train,))
     return objective, Space(dists)
+
+
+def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
+    """A fine-tuning problem's objective (`group_sgd`, momentum 0.9) and its space: one rate per
+    layer (`lr`, shape (layers,); the baselines search one rate shared by every layer), the L2-SP
+    strength and the warm-up length (up to a quarter of the steps). Three scalars for the grid."""
+    groups = layer_groups(problem.init(jax.random.key(0)))
+    space = Space({
+        "lr": LogUniform(1e-3, 1.0, shape=(len(groups),)),
+        "l2sp": LogUniform(1e-4, 1.0),
+        "warmup": Uniform(0.0, num_steps / 4),
+    })
+    return Objective(problem, group_sgd(groups), num_steps), space
