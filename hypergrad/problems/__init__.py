@@ -11,8 +11,8 @@ from hypergrad.problems.finetune import (  # noqa: E402
     finetune, group_labels, group_rates, group_sgd, layer_groups, scale_by_group_rate, warmup_ramp)
 from hypergrad.problems.pretrained import (  # noqa: E402
     cache_dir, digits_transfer, pretrained_digits_mlp)
-from hypergrad.problems.presets import PRESETS, preset, sgd_momentum_schedule  # noqa: E402
+from hypergrad.problems.presets import PRESETS, finetune_space, preset, sgd_momentum_schedule  # noqa: E402
 
-__all__ += ["PRESETS", "preset", "sgd_momentum_schedule"]
+__all__ += ["PRESETS", "finetune_space", "preset", "sgd_momentum_schedule"]
 __all__ += ["cache_dir", "digits_transfer", "finetune", "group_labels", "group_rates", "group_sgd", "layer_groups",
             "pretrained_digits_mlp", "scale_by_group_rate", "warmup_ramp"]
