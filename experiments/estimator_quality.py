@@ -79,8 +79,10 @@ resolution; a short-horizon estimator's is positive (it says "lower the rate").
     python experiments/estimator_quality.py            # the study (a few minutes on 2 cores)
     python experiments/estimator_quality.py --smoke    # seconds, for CI (tiny logistic problem)
 
-Writes `--out/report.md` (both tables), `estimator_quality.png` (cosine vs cost) and
-`short_horizon_bias.png` (log lr against outer steps) when matplotlib is installed.
+Writes `--out/estimator_quality.md` (both tables, and the short-horizon-bias claim with its
+verdict), `estimator_quality.json` (that claim, for experiments/RESULTS.md), `estimator_quality.png`
+(cosine vs cost) and `short_horizon_bias.png` (log lr against outer steps) when matplotlib is
+installed; `--out` defaults to experiments/results.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ import optax  # noqa: E402
 import hypergrad as hg  # noqa: E402
 from hypergrad.online import sgd_hd  # noqa: E402
 from hypergrad.search import evaluate_settings, run_flops  # noqa: E402
+
+import _claims  # noqa: E402  (experiments/_claims.py: the results page and its sidecar)
 
 try:  # exported at the top level once the zero-order methods are released
     ES, PES = hg.ES, hg.PES
@@ -409,7 +413,9 @@ def short_horizon_bias(cfg: Config, problem: hg.Problem, trajectory):
     title = (f"Short-horizon bias: {problem.name}, T = {T}, batch {problem.batch_size}, constant lr, momentum "
              f"{cfg.bias_momentum:g}; {cfg.outer_steps} outer Adam steps on log lr from lr = {cfg.init_lr:g}, a "
              "fresh key each step; lr reached = geometric mean of the last quarter")
-    return title, markdown(headers, rows), (paths, best_lr)
+    facts = {"best_lr": best_lr, "T": T, "reached": {n: reached[n] for n in names if n in probes},
+             "probes": {n: [float(x) for x in probes[n]] for n in probes}}
+    return title, markdown(headers, rows), (paths, best_lr), facts
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -466,10 +472,33 @@ def plot(out: str, points, bias) -> list[str]:
     return saved
 
 
+def short_horizon_claim(facts: dict) -> _claims.Claim:
+    """Wu et al.'s claim, judged by a rule fixed when the sidecar was added: every truncated tuner
+    settles below the best full-horizon lr, and at that lr its mean dL/dlog lr is positive by more
+    than two standard errors (it says "lower the rate" where the full horizon says "stay")."""
+    best, truncated = facts["best_lr"], [n for n in facts["probes"] if n.startswith("Truncated(")]
+    below = [facts["reached"][n] < best for n in truncated]
+    positive = [facts["probes"][n][0] > 2 * facts["probes"][n][1] for n in truncated]
+    if truncated and all(below) and all(positive):
+        verdict, why = "held", "every truncated tuner settles below the best lr, and its derivative there says lower it."
+    elif truncated and (all(below) or all(positive)):
+        verdict, why = "partly", (f"{sum(below)} of {len(truncated)} truncated tuners settle below the best lr; "
+                                  f"{sum(positive)} of {len(truncated)} derivatives at it are positive by > 2 s.e.")
+    else:
+        verdict, why = "not held", (f"{sum(below)} of {len(truncated)} truncated tuners settle below the best lr; "
+                                    f"{sum(positive)} of {len(truncated)} derivatives at it are positive by > 2 s.e.")
+    parts = [f"{n}: lr {facts['reached'][n] / best:.2f}x best, dL/dlog lr {facts['probes'][n][0]:+.3g} ± "
+             f"{facts['probes'][n][1]:.2g}" for n in truncated + [n for n in facts["probes"] if n.startswith("Reverse")]]
+    return _claims.Claim(
+        "Wu et al. 2018", f"Short-horizon (truncated) hypergradient tuning of a constant SGD learning rate is biased "
+        f"towards rates smaller than the best for the full horizon (T = {facts['T']}).",
+        f"best lr (grid) {best:.3g}; " + "; ".join(parts), verdict, why)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default="results/estimator_quality")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
@@ -484,14 +513,18 @@ def main(argv=None):
     bias_trajectory = (trajectory if bias_problem is problem and cfg.bias_steps == cfg.steps
                        else online_trajectory_fn(online_objective(bias_problem, cfg.bias_steps)))
     title1, table1, (points, uniform) = estimator_quality(cfg, problem, objective_hd, trajectory)
-    title2, table2, bias = short_horizon_bias(cfg, bias_problem, bias_trajectory)
+    title2, table2, bias, facts = short_horizon_bias(cfg, bias_problem, bias_trajectory)
     report = f"## {title1}\n\n{table1}\n\n## {title2}\n\n{table2}\n"
     print(report)
-    with open(os.path.join(args.out, "report.md"), "w") as f:
-        f.write(report)
-    for path in plot(args.out, points, (*bias, uniform)):
+    figures = plot(args.out, points, (*bias, uniform))
+    for path in figures:
         print(f"saved {path}")
-    print(f"total {time.perf_counter() - began:.0f} s")
+    seconds = time.perf_counter() - began
+    # estimator_quality.md and the sidecar estimator_quality.json: its line in experiments/RESULTS.md.
+    _claims.write(args.out, "estimator_quality", f"# Estimator quality and short-horizon bias\n\n{report}",
+                  [short_horizon_claim(facts)], seconds=seconds, smoke=args.smoke, figures=figures, numbers=facts)
+    print(_claims.claims_markdown([short_horizon_claim(facts)]))
+    print(f"total {seconds:.0f} s")
     return report
 
 

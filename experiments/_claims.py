@@ -1,0 +1,103 @@
+"""What every reproduction writes, and what `experiments/reproduce.py` reads back.
+
+A reproduction's full mode writes, into its `--out` folder (`experiments/results/` by default):
+
+- `<name>.md`: the set-up, its tables, each paper's claim beside our number, and a verdict with why;
+- `<name>.json`: the claims as data (the sidecar `reproduce.py` turns into one line per claim of
+  `experiments/RESULTS.md`);
+- its PNG figures, `<name>_*.png`.
+
+Sidecar format (JSON):
+
+    {"experiment": name, "mode": "full" | "smoke", "seconds": wall seconds of the run,
+     "claims": [{"paper": ..., "claim": ..., "ours": ..., "verdict": "held" | "partly" | "not held",
+                 "why": ...}, ...],
+     "figures": [file names], "numbers": {any key numbers, for tests and readers}}
+
+Not an experiment (no `--smoke`): a module the experiments share, as benchmarks share `_common.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+VERDICTS = ("held", "partly", "not held")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One published claim and what we measured.
+
+    Attributes:
+        paper: short citation ("Franceschi et al. 2017").
+        claim: the claim, in one sentence.
+        ours: our number(s), in one line.
+        verdict: "held", "partly" or "not held" (decided by a rule fixed in the experiment's code).
+        why: one or two sentences: which numbers decided it, and the likely reason when it did not hold.
+    """
+
+    paper: str
+    claim: str
+    ours: str
+    verdict: str
+    why: str
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r} must be one of {VERDICTS}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / jax scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def claims_markdown(claims: list[Claim]) -> str:
+    """The section every results page ends with: each claim, our number, the verdict and why."""
+    parts = ["## Claims and verdicts", ""]
+    for c in claims:
+        parts += [f"- **{c.paper}**: {c.claim}", f"  - ours: {c.ours}", f"  - verdict: **{c.verdict}**. {c.why}"]
+    return "\n".join(parts) + "\n"
+
+
+def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float, smoke: bool,
+          figures: list[str] = (), numbers: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Writes `<out>/<name>.md` (body, then the claims section) and `<out>/<name>.json`; returns the paths."""
+    os.makedirs(out, exist_ok=True)
+    md_path, json_path = os.path.join(out, f"{name}.md"), os.path.join(out, f"{name}.json")
+    mode = "smoke (tiny sizes: numbers mean nothing)" if smoke else "full"
+    page = f"{body.rstrip()}\n\n{claims_markdown(claims)}\nMode: {mode}; wall time {seconds:.0f} s.\n"
+    with open(md_path, "w") as f:
+        f.write(page)
+    sidecar = {"experiment": name, "mode": "smoke" if smoke else "full", "seconds": seconds,
+               "claims": [dataclasses.asdict(c) for c in claims],
+               "figures": [os.path.basename(p) for p in figures], "numbers": numbers or {}}
+    with open(json_path, "w") as f:
+        json.dump(_jsonable(sidecar), f, indent=1)
+    return md_path, json_path
+
+
+def read(out: str, name: str) -> dict[str, Any]:
+    """The sidecar `<out>/<name>.json`, checked: every claim has the five fields and a known verdict."""
+    with open(os.path.join(out, f"{name}.json")) as f:
+        sidecar = json.load(f)
+    for claim in sidecar["claims"]:
+        Claim(**claim)  # raises on a missing field or an unknown verdict
+    return sidecar
