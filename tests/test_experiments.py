@@ -1,5 +1,6 @@
 """Every experiment runs in its --smoke mode (seconds), as a user would start it."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -7,7 +8,9 @@ import sys
 
 import pytest
 
-EXPERIMENTS = sorted(pathlib.Path(__file__).parent.parent.joinpath("experiments").glob("*.py"))
+FOLDER = pathlib.Path(__file__).parent.parent.joinpath("experiments")
+# Every script but the shared module (_claims.py) and the runner of full modes (reproduce.py, tested below).
+EXPERIMENTS = sorted(p for p in FOLDER.glob("*.py") if not p.name.startswith("_") and p.name != "reproduce.py")
 
 
 def markdown_table(text, heading):
@@ -48,7 +51,82 @@ def check_estimator_quality(stdout):
         assert float(row["relative error"]) > 1e-3 and float(row["cost (runs)"]) > 0, row
 
 
+def read_sidecar(out, name, claims):
+    """The claims file a reproduction writes for experiments/RESULTS.md: smoke mode, `claims` claims, each
+    with the five fields and a known verdict, and the results page beside it."""
+    sidecar = json.loads((out / f"{name}.json").read_text())
+    assert sidecar["experiment"] == name and sidecar["mode"] == "smoke", sidecar
+    assert len(sidecar["claims"]) == claims, sidecar["claims"]
+    for claim in sidecar["claims"]:
+        assert set(claim) == {"paper", "claim", "ours", "verdict", "why"}, claim
+        assert claim["verdict"] in ("held", "partly", "not held") and claim["ours"] and claim["why"], claim
+    page = (out / f"{name}.md").read_text()
+    assert "## Claims and verdicts" in page and all(c["ours"] in page for c in sidecar["claims"])
+    for figure in sidecar["figures"]:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    return sidecar
+
+
+def check_estimator_quality_sidecar(out):
+    """Its short-horizon-bias line: the truncated tuners named, their lr as a multiple of the grid's best."""
+    sidecar = read_sidecar(out, "estimator_quality", claims=1)
+    facts = sidecar["numbers"]
+    assert facts["best_lr"] > 0 and any(n.startswith("Truncated(") for n in facts["probes"]), facts
+    for name in facts["probes"]:
+        assert f"{name}: lr {facts['reached'][name] / facts['best_lr']:.2f}x best" in sidecar["claims"][0]["ours"]
+
+
+def check_hyper_cleaning(stdout, out):
+    """The oracle's weights are the clean mask itself, so scored as a detector of the corrupted labels
+    they must give AUC = F1 = 1 (a wrong mask, or AUC/F1 computed wrong, fails here); the baseline's
+    constant weights detect nothing (n/a). Tuned weights score inside [0, 1]; a hypergradient step
+    costs more than a run; random search ran at hyper-cleaning's (Reverse) compute. The sidecar's
+    numbers are the table's, and its gap share is recomputed from them."""
+    rows = {r["strategy"]: r for r in markdown_table(stdout, "## Test accuracy and separation")}
+    oracle, base = rows["oracle (clean half only)"], rows["baseline (all weights 1)"]
+    assert oracle["ROC AUC"] == "1.000" and oracle["F1"] == "1.000", oracle
+    assert base["ROC AUC"] == "n/a" and base["F1"] == "n/a", base
+    tuned = [rows["hyper-cleaning, Reverse"], rows["hyper-cleaning, Implicit (CG)"]]
+    for row in tuned + [base, oracle, rows["random search, constants"]]:
+        assert 0.0 <= float(row["test accuracy (mean ± s.e.)"].split("±")[0]) <= 1.0, row
+    for row in tuned:
+        assert 0.0 <= float(row["ROC AUC"]) <= 1.0 and 0.0 <= float(row["F1"]) <= 1.0, row
+        assert float(row["compute (runs)"]) > 1.0, row
+    assert abs(float(rows["random search, constants"]["compute (runs)"]) - float(tuned[0]["compute (runs)"])) <= 1
+    sidecar = read_sidecar(out, "hyper_cleaning", claims=3)
+    numbers = sidecar["numbers"]
+    assert f"{numbers['reverse_auc']:.3f}" == tuned[0]["ROC AUC"] and f"{numbers['implicit_f1']:.3f}" == tuned[1]["F1"]
+    gap = numbers["oracle_acc"] - numbers["baseline_acc"]
+    if gap > 0:
+        share = (numbers["reverse_acc"] - numbers["baseline_acc"]) / gap
+        assert numbers["gap_share"] == pytest.approx(share)
+        assert sidecar["claims"][0]["verdict"] == ("held" if share >= 0.5 else "partly" if share > 0.1 else "not held")
+
+
+def check_learned_schedules(stdout, out):
+    """Per layer and step: 2 x 3 layers x T hyperparameters; Reversible's shared schedule T + 1; the
+    searches count 2 (a constant rate and momentum) and spent at most the Reverse tuner's compute (the
+    equal-compute rule; the grid, P x P points, a little less). The schedule-shape line reads back three
+    layers' (start, middle, end) rates inside the space's bounds."""
+    rows = {r["strategy"]: r for r in markdown_table(stdout, "## Picks")}
+    learned = rows["learned per layer and step, Reverse(checkpoint_every)"]
+    shared = rows["learned per step (shared by layers), Reversible"]
+    T = (int(shared["hyperparameters"]) - 1)
+    assert int(learned["hyperparameters"]) == 2 * 3 * T, (learned, shared)
+    budget = float(learned["compute (runs)"])
+    searches = [r for name, r in rows.items() if "search" in name]
+    assert len(searches) == 2 and all(r["hyperparameters"] == "2" for r in searches), searches
+    assert all(0 < float(r["compute (runs)"]) <= budget + 1 for r in searches), (budget, searches)
+    for row in rows.values():
+        assert 0.0 <= float(row["test accuracy (fresh keys, mean ± s.e.)"].split("±")[0]) <= 1.0, row
+    sidecar = read_sidecar(out, "learned_schedules", claims=3)
+    shapes = sidecar["numbers"]["lr_shape"]
+    assert len(shapes) == 3 and all(1e-3 <= x <= 3.0 for shape in shapes for x in shape), shapes
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
+READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
+                   "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)
@@ -60,3 +138,32 @@ def test_experiment_smoke(script, tmp_path):
     assert "| strategy |" in result.stdout
     if script.name in READ_BACK:  # the numbers, not only the exit code
         READ_BACK[script.name](result.stdout)
+    if script.name in READ_BACK_FILES:  # and what it wrote for experiments/RESULTS.md
+        READ_BACK_FILES[script.name](result.stdout, tmp_path)
+
+
+def test_reproduce_summarises_every_registered_sidecar(tmp_path):
+    """reproduce.py --collect writes one line per claim of every registered experiment, read from the
+    sidecars, and a 'failed' line for one that wrote none; every registered name is a script here."""
+    sys.path.insert(0, str(FOLDER))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(FOLDER))
+    names = reproduce.EXPERIMENTS
+    assert names and all((FOLDER / f"{name}.py").exists() for name in names), names
+    for i, name in enumerate(names[:-1]):  # the last one "failed": no sidecar
+        claims = [{"paper": f"Paper {i}", "claim": f"claim {i}.{j}", "ours": f"number {i}.{j}",
+                   "verdict": ("held", "partly", "not held")[j], "why": "because"} for j in range(i % 3 + 1)]
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"experiment": name, "mode": "full", "seconds": 12.0, "claims": claims, "figures": [], "numbers": {}}))
+    out = tmp_path / "RESULTS.md"
+    result = subprocess.run([sys.executable, str(FOLDER / "reproduce.py"), "--collect", "--results", str(tmp_path),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = markdown_table(out.read_text(), "Claims:")
+    expected = [(f"number {i}.{j}", f"**{('held', 'partly', 'not held')[j]}**")
+                for i in range(len(names) - 1) for j in range(i % 3 + 1)]
+    assert [(r["ours"], r["verdict"]) for r in rows[:len(expected)]] == expected, rows
+    assert rows[-1]["verdict"] == "**failed**" and names[-1] in rows[-1]["experiment"], rows[-1]
+    assert len(rows) == len(expected) + 1
