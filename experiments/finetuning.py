@@ -64,7 +64,7 @@ def run_seed(shots: int, seed: int, budget: int, steps: int, cache: str | None) 
     default = {"lr": jnp.full(space["lr"].shape, 0.01)}
     scores = objective.evaluate(default, key)
     out["default"] = (float(scores["test_accuracy"]), 1.0, time.perf_counter() - started, default)
-    points = max(1, int(round(budget ** (1 / 3))))
+    points = max(1, int(budget ** (1 / 3) + 1e-9))  # the largest grid within the budget
     results = {"grid": hg.grid_search(objective, space, key, points_per_axis=points),
                "random": hg.random_search(objective, space, key, num_trials=budget),
                "gradient": _gradient(objective, space, key, budget),
