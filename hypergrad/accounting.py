@@ -17,8 +17,8 @@ A program (one training run and its scoring, one hypergradient of a method) is t
   of 32-bit words, plus 17 key-schedule adds) and yields two words. So `random_bits` costs
   `THREEFRY_FLOPS / 2` per 32-bit word drawn, `random_split` and `random_fold_in` one hash per key
   made, and a raw `threefry2x32` one hash per element of an output. Drawing a minibatch
-  (`Problem.batch_indices`: n uniforms and a top-k per step) is therefore a visible share of a
-  small model's step, as it is of its time.
+  (`Problem.batch_indices`: integer hashes of each of its b indices, O(b) per step) is a small
+  share of a step.
 - data movement is free: reshapes, broadcasts, transposes, slices, gathers, concatenation,
   conversions, `iota`, copies, key wrapping. A scatter-add costs 1 FLOP per update element.
 - any other primitive without sub-programs: 1 FLOP per output element.
@@ -32,7 +32,8 @@ Control flow and sub-programs:
   counter (a `fori_loop` with traced bounds, or `hg.Implicit`'s conjugate gradient,
   `k < maxiter`): the bound `(c - start) / step` (start 0 when not a constant), an upper bound for
   a loop that may stop early (CG is charged `maxiter` products). A `while` whose trip count cannot
-  be read so is counted as one iteration (a lower bound; the library's own programs have none).
+  be read so is counted as one iteration (a lower bound; the library's one such loop is the
+  minibatch draw's cycle walk, which runs zero to a few iterations).
 - `cond` / `switch`: the SUM of the branches, which is what the vmapped program of a masked
   structural choice computes (a batched predicate turns the conditional into a select of every
   branch).
@@ -43,7 +44,7 @@ Control flow and sub-programs:
 
 The minibatch draw is counted wherever the program computes it: once per step in a training run,
 and once for all the passes of a hypergradient that share it. So a method's count in training
-runs depends on the draw's share of a run (13% on the iris MLP with batches of 16, under 5% on
+runs depends on the draw's share of a run (5% on the iris MLP with batches of 16, under 1% on
 the digits preset): where several training passes share one draw (ES's and PES's perturbed runs,
 Forward's tangents) the count falls below the same method's on a full batch.
 

@@ -81,7 +81,7 @@ class Loop:
         return LoopState(params, self.optimizer(hparams).init(params), data_key)
 
     def step(self, state: LoopState, hparams: HParams, t: jax.Array) -> LoopState:
-        """Training step `t`: minibatch `t` (drawn with `fold_in(data_key, t)`), one update."""
+        """Training step `t`: minibatch `t` (batch t of the data key's epoch stream), one update."""
         return self.update(state, hparams, self.draw(state, t))
 
     def readout(self, state: LoopState, hparams: HParams) -> tuple[Scalar, dict[str, Scalar]]:
@@ -96,8 +96,8 @@ class Loop:
         """Steps `start, ..., start + length - 1` from `state`, the same as `step` one by one.
 
         Minibatches are drawn in blocks of `DRAW_BLOCK` steps (a scan over blocks draws each
-        block's indices at once, then scans its steps): drawing step by step costs a large share
-        of a small model's step, and memory stays flat in T (one block's draw lives at a time).
+        block's indices at once, then scans its steps): one vectorised draw per block instead of
+        one per step, and memory stays flat in T (one block's draw lives at a time).
         With `checkpoint_every=k` the steps run in segments of k under `jax.checkpoint`
         (`in_segments`): reverse mode then stores one state per segment.
         """
@@ -132,8 +132,7 @@ class Loop:
         return self.problem.batch_indices(state.data_key, t)
 
     def draw_all(self, state: LoopState, ts: jax.Array) -> jax.Array | None:
-        """`draw` of every step in `ts` at once, vectorised `DRAW_BLOCK` steps at a time (drawing
-        all at once would hold len(ts) x n uniforms)."""
+        """`draw` of every step in `ts`, vectorised `DRAW_BLOCK` steps at a time."""
         if self.problem.batch_size is None:
             return None
         return jax.lax.map(lambda t: self.draw(state, t), ts, batch_size=min(DRAW_BLOCK, int(ts.shape[0])))

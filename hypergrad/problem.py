@@ -9,9 +9,10 @@ A problem knows nothing of optimisers or hyperparameter search. It holds
 - `batch_size` (None = full batch) and optional `metrics`, `fn(params, batch) -> scalar`,
   reported but never optimised.
 
-Minibatch `t` is drawn with `jax.random.fold_in(key, t)`: `batch_size` distinct examples chosen
-uniformly without replacement (the top `batch_size` of n uniforms), so every method that replays
-step `t` sees the same data.
+Minibatches are drawn by epochs: each epoch visits every training example exactly once, in a
+pseudorandom order keyed by the data key and the epoch, and minibatch `t` is positions t*b, ...,
+t*b + b - 1 of the stream of epochs (b = batch_size). A pure function of (key, t) computed index
+by index (`hypergrad._sampler`), so every method that replays step `t` sees the same data.
 
 k-fold cross-validation (`cv=k`, as scikit-learn's `cv=`): the train and validation splits are pooled
 (train then val, n examples) and cut into k validation folds of m = n // k examples each (a seeded
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Problem", "num_examples", "kfold_indices"]
@@ -120,6 +122,13 @@ class Problem:
         train_data, val_data: pytrees of arrays with a leading example axis.
         test_data: optional held-out split, reported for the chosen setting, never tuned on.
         batch_size: examples per training step; None means the full training set every step.
+            Minibatches are drawn by epochs: every training example once per epoch, in a
+            pseudorandom order keyed by the data key and the epoch; batch t is examples t*b to
+            t*b + b - 1 of the endless stream of epochs, a pure function of (data key, t). When b
+            does not divide n, no example is dropped: the batch that straddles an epoch's end
+            takes what is left of that epoch's order and then the first examples of the next
+            (so every example is trained on equally often; that one batch may hold an example
+            twice). Under cv every fold draws the same positions (its own examples).
         metrics: optional `{name: fn(params, batch) -> scalar}`, reported on val and test.
         name: a label for reports.
         cv: None (train on train_data, validate on val_data) or k >= 2 for k-fold
@@ -173,6 +182,9 @@ class Problem:
                     f"batch_size={self.batch_size} is larger than the {n_train} {where}; "
                     f"use batch_size <= {n_train}, or None for full batch"
                 )
+            if self.batch_size * n_train >= MAX_PRODUCT:
+                raise ValueError(f"batch_size={self.batch_size} times the {n_train} {where} must be below "
+                                 f"2**32 (the minibatch draw counts positions in uint32); use a smaller batch")
         metrics = dict(self.metrics or {})
         for name, fn in metrics.items():
             if not callable(fn):
@@ -268,25 +280,15 @@ class Problem:
         return data
 
     def batch_indices(self, key: Key, step: jax.Array) -> jax.Array | None:
-        """Indices of minibatch `step`: the `batch_size` largest of n uniforms drawn with
-        `fold_in(key, step)`, which is a uniformly random subset without replacement.
+        """Indices (int32) of minibatch `step` in the epoch stream (see the class docstring).
 
         `step` may be an array of steps (the result gains its leading axes). Returns None for a
-        full-batch problem. Cost: n uniforms and a top-k per step, O(n); a full permutation (a sort)
-        cost about twice a training step of the digits MLP on a CPU.
+        full-batch problem. Cost: O(batch_size) per step (a few integer hashes per index,
+        `hypergrad._sampler`); nothing of size n is drawn or stored.
         """
         if self.batch_size is None:
             return None
-        n = self.num_train
-
-        def one(t):
-            # float32 whatever jax_enable_x64 says, so the minibatches do not depend on it
-            scores = jax.random.uniform(jax.random.fold_in(key, t), (n,), dtype=jnp.float32)
-            return jax.lax.top_k(scores, self.batch_size)[1]
-
-        step = jnp.asarray(step)
-        flat = jax.vmap(one)(step.reshape(-1))
-        return flat.reshape(step.shape + (self.batch_size,))
+        return epoch_batch_indices(key, step, self.num_train, self.batch_size)
 
     @staticmethod
     def gather(train_data: PyTree, indices: jax.Array | None) -> Batch:
@@ -296,7 +298,7 @@ class Problem:
         return jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), train_data)
 
     def train_batch(self, train_data: PyTree, key: Key, step: jax.Array) -> Batch:
-        """Minibatch `step`, drawn with `fold_in(key, step)` (see `batch_indices`)."""
+        """Minibatch `step` of the epoch stream keyed by `key` (see `batch_indices`)."""
         return self.gather(train_data, self.batch_indices(key, step))
 
     def initial_params(self, key: Key, hparams: HParams) -> Params:

@@ -62,8 +62,10 @@ def minibatch_objective(logistic_minibatch_problem):
 MINIBATCH_HPARAMS = {"lr": jnp.linspace(0.5, 0.1, T), "momentum": jnp.asarray(0.8)}
 
 
-def test_training_replays_minibatch_t_from_fold_in_of_the_data_key(minibatch_objective, key):
-    """The objective equals a hand-written loop drawing batch t with fold_in(split(key)[1], t)."""
+def test_training_replays_minibatch_t_of_the_data_key(minibatch_objective, key):
+    """The objective equals a hand-written loop drawing batch t of the epoch stream keyed by
+    split(key)[1] (`Problem.batch_indices`, step by step; the draw itself is pinned in
+    test_sampler.py)."""
     objective, jitted = minibatch_objective
     problem, hparams = objective.problem, MINIBATCH_HPARAMS
     init_key, data_key = jax.random.split(key)
@@ -73,9 +75,7 @@ def test_training_replays_minibatch_t_from_fold_in_of_the_data_key(minibatch_obj
         opt = sgd_momentum_schedule(hparams)
         state = opt.init(params)
         for t in range(T):
-            uniforms = jax.random.uniform(jax.random.fold_in(data_key, batch_number(t)), (problem.num_train,),
-                                          dtype=jnp.float32)
-            chosen = np.argsort(-np.asarray(uniforms), kind="stable")[: problem.batch_size]
+            chosen = np.asarray(problem.batch_indices(data_key, batch_number(t)))
             batch = jax.tree.map(lambda leaf: leaf[chosen], problem.train_data)
             grads = jax.grad(problem.train_loss)(params, hparams, batch)
             updates, state = opt.update(grads, state, params)
