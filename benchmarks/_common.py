@@ -167,10 +167,9 @@ def add_child_arguments(parser) -> None:
 
 
 def use_compilation_cache(path: str) -> None:
-    """JAX's persistent compilation cache in `path`, for every program however quick to compile."""
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    """JAX's persistent compilation cache in `path`, for every program however quick to compile
+    (`hg.use_compilation_cache`)."""
+    hg.use_compilation_cache(path)
 
 
 def child(args) -> None:

@@ -1,7 +1,7 @@
 """hypergrad: gradient-based hyperparameter optimisation in JAX, with fair baselines."""
 
 from hypergrad import online, problems
-from hypergrad._caches import clear_caches
+from hypergrad._caches import clear_caches, use_compilation_cache
 from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.hybrid import hybrid_search
 from hypergrad.hypergradient import hypergradient
@@ -28,6 +28,6 @@ __all__ = [
     "tune", "tune_step_cost", "hypergradient_flops", "run_flops", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
     "compare", "Result", "Trial", "Comparison", "Report",
     # engine state
-    "clear_caches",
+    "clear_caches", "use_compilation_cache",
 ]
 __version__ = "0.1.0"

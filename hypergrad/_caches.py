@@ -1,12 +1,17 @@
 """The engine's caches, made explicit: every module-level cache registers its `clear` here, so
 `hg.clear_caches()` empties them all (compiled programs, FLOP counts, search programs, measured
-rates)."""
+rates). `hg.use_compilation_cache()` turns on the one cache that outlives a process, JAX's
+persistent compilation cache on disk; only a call to it writes there."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-__all__ = ["register", "clear_caches"]
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+
+__all__ = ["register", "clear_caches", "use_compilation_cache", "default_compilation_cache_dir", "ENV_VAR"]
 
 _clears: list[Callable[[], None]] = []
 
@@ -21,3 +26,52 @@ def clear_caches() -> None:
     """Empties every cache of the engine: the next call of any strategy compiles and counts anew."""
     for clear in _clears:
         clear()
+
+
+ENV_VAR = "HYPERGRAD_COMPILATION_CACHE"
+"""Moves the persistent compilation cache (a directory) or turns it off (0, off, false, no, none,
+or empty) wherever `use_compilation_cache()` is called without a path."""
+
+_OFF = {"", "0", "off", "false", "no", "none"}
+
+
+def default_compilation_cache_dir() -> str:
+    """`$XDG_CACHE_HOME/hypergrad/jax`, or `~/.cache/hypergrad/jax` without XDG_CACHE_HOME."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hypergrad", "jax")
+
+
+def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache, so a program compiled once on this machine is
+    loaded, not compiled, by every later process (a second `hypergrad compare`, a rerun study).
+
+    The library never calls this itself and writes nothing unless it is called: the `hypergrad`
+    command, `make demo`, the experiments and the benchmarks call it. Every program is cached,
+    however quick to compile (JAX's own thresholds would skip programs compiled in under a second,
+    which are most of a small problem's). Call it before the first compilation; a later call
+    switches directory for the programs compiled after it.
+
+    Args:
+        path: the cache directory (created if missing). None: the directory named by the
+            `HYPERGRAD_COMPILATION_CACHE` environment variable, where `0`/`off`/`false`/`no`/`none`
+            turn the cache off instead; without that variable `$XDG_CACHE_HOME/hypergrad/jax`
+            (`~/.cache/hypergrad/jax`).
+
+    Returns:
+        The directory in use, or None when the environment variable turned the cache off (JAX's
+        settings are then left as they were).
+    """
+    if path is None:
+        setting = os.environ.get(ENV_VAR)
+        if setting is not None and setting.strip().lower() in _OFF:
+            return None
+        path = setting if setting is not None else default_compilation_cache_dir()
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # every entry, however small
+    # JAX decides once per process whether the cache is in use, at its first compilation: reset that
+    # decision so a call after some compilation still takes effect.
+    compilation_cache.reset_cache()
+    return path

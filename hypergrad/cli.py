@@ -204,6 +204,9 @@ def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> dict[
 
 def _compare(args: argparse.Namespace) -> int:
     _check_args(args)
+    # Before anything compiles: a second run on this machine loads its programs instead
+    # (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to 0, turns it off).
+    hg.use_compilation_cache()
     _use_devices(args.cpu_devices)
     problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None

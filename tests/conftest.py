@@ -5,6 +5,10 @@ import os
 # Tests compile many small programs and run each briefly: skip LLVM's optimisations (about 3x
 # faster compilation; numerics and XLA's cost analysis are unchanged). Set before jax starts.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# The suite writes nothing outside its temporary directories: `hypergrad compare` (run in-process by
+# test_cli) would turn on the persistent compilation cache in the user's cache directory.
+# test_compilation_cache.py turns it on in child processes of its own.
+os.environ["HYPERGRAD_COMPILATION_CACHE"] = "0"
 
 import jax  # noqa: E402
 

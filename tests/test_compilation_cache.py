@@ -1,0 +1,109 @@
+"""`hg.use_compilation_cache`: a second process loads its programs from the cache directory, the
+environment variable moves or disables it, the library writes nothing unless it is called, and the
+`hypergrad` command turns it on before anything compiles.
+
+The suite itself runs with the cache off (conftest sets HYPERGRAD_COMPILATION_CACHE=0); the checks
+that turn it on run in child processes, so this process's JAX settings stay as they were.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import hypergrad as hg
+from hypergrad import _caches, cli
+
+# A small search on the iris preset in a child process: the cache directory in use, JAX's count of
+# persistent-cache hits (its monitoring events) and the search's compile seconds.
+CHILD = """
+import json, sys
+import jax
+import hypergrad as hg
+from hypergrad.problems.presets import preset
+hits = []
+jax.monitoring.register_event_listener(
+    lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
+path = hg.use_compilation_cache() if sys.argv[1] == "on" else None
+objective, space = preset("iris-mlp", num_steps=5)
+result = hg.random_search(objective, space, jax.random.key(0), num_trials=2)
+print(json.dumps({"path": path, "hits": len(hits), "compile_seconds": result.compile_seconds}))
+"""
+
+
+def _child(env: dict, mode: str = "on") -> dict:
+    full = {**os.environ, **env}
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, env=full,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _files(folder) -> list[str]:
+    return [os.path.join(root, f) for root, _, files in os.walk(folder) for f in files]
+
+
+def test_a_second_process_compiles_from_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = {_caches.ENV_VAR: str(cache)}
+    first = _child(env)
+    assert first["path"] == str(cache)
+    written = _files(cache)
+    assert written, "the first process wrote no cache entries"
+    assert first["hits"] == 0
+    second = _child(env)
+    assert second["hits"] > 0  # JAX loaded programs from the directory instead of compiling them
+    assert sorted(_files(cache)) == sorted(written)  # and had nothing new to write
+    # compile_seconds is reported in both (the second is usually lower; timing is not asserted)
+    assert first["compile_seconds"] > 0 and second["compile_seconds"] >= 0
+
+
+@pytest.mark.parametrize("setting", ["0", "off", "OFF", "false", ""])
+def test_the_environment_variable_turns_it_off(tmp_path, monkeypatch, setting):
+    monkeypatch.setenv(_caches.ENV_VAR, setting)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert hg.use_compilation_cache() is None
+    assert not any(tmp_path.iterdir())
+
+
+def test_off_in_a_child_writes_nothing(tmp_path):
+    out = _child({_caches.ENV_VAR: "0", "XDG_CACHE_HOME": str(tmp_path), "HOME": str(tmp_path)})
+    assert out["path"] is None and out["hits"] == 0
+    assert _files(tmp_path) == []
+
+
+def test_the_library_writes_nothing_unless_asked(tmp_path):
+    env = {"XDG_CACHE_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    env_without = {k: v for k, v in os.environ.items() if k != _caches.ENV_VAR}
+    proc = subprocess.run([sys.executable, "-c", CHILD, "off"], capture_output=True, text=True,
+                          env={**env_without, **env}, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _files(tmp_path) == []
+
+
+def test_the_default_directory_is_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _caches.default_compilation_cache_dir() == str(tmp_path / "xdg" / "hypergrad" / "jax")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _caches.default_compilation_cache_dir() == str(tmp_path / "home" / ".cache" / "hypergrad" / "jax")
+
+
+def test_the_command_turns_it_on_before_anything_compiles(tmp_path, monkeypatch):
+    """`hypergrad compare` calls hg.use_compilation_cache() first: stopped there, nothing else ran."""
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(path=None):
+        calls.append(path)
+        raise Stop
+
+    monkeypatch.setattr(hg, "use_compilation_cache", stop)
+    with pytest.raises(Stop):
+        cli.main(["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--out", str(tmp_path)])
+    assert calls == [None]
+    assert not any(tmp_path.iterdir())  # no output written, no program run before it
