@@ -31,6 +31,7 @@ EXPERIMENTS = [
     "estimator_quality",   # short-horizon bias (Wu et al. 2018): its sidecar; estimator quality itself has no claim line
     "hyper_cleaning",      # Franceschi et al. 2017
     "learned_schedules",   # Maclaurin, Duvenaud & Adams 2015
+    "generalisation",      # ours (issue 14): resample_key and cross-validation against fitting one key's noise
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))

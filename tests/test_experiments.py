@@ -124,9 +124,25 @@ def check_learned_schedules(stdout, out):
     assert len(shapes) == 3 and all(1e-3 <= x <= 3.0 for shape in shapes for x in shape), shapes
 
 
+def check_generalisation(stdout, out):
+    """One row per (variant, seed); the sidecar's numbers are the table's, and each verdict follows the
+    experiment's rule from the medians of optimism and fresh-key test loss."""
+    rows = markdown_table(stdout, "## Runs")
+    assert [r["strategy"] for r in rows] == ["fixed key", "resample_key", "cv=3"], rows
+    sidecar = read_sidecar(out, "generalisation", claims=2)
+    numbers = sidecar["numbers"]["rows"]
+    for row, number in zip(rows, numbers):
+        assert row["optimism"] == f"{number['optimism']:.4f}" and float(row["runs"]) > 0, (row, number)
+    fixed = numbers[0]
+    for claim, remedy in zip(sidecar["claims"], numbers[1:]):
+        better = [remedy["optimism"] < fixed["optimism"], remedy["fresh_test"] <= fixed["fresh_test"]]
+        assert claim["verdict"] == ("held" if all(better) else "partly" if any(better) else "not held"), claim
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
-                   "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules}
+                   "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
+                   "generalisation.py": check_generalisation}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)
