@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-sampler bench-compile smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 
 ## The main job: gradient tuning vs random vs grid search at equal compute and equal wall time, on the
 ## digits MLP (3 hyperparameters) and on digits with noisy labels (1,280: a weight per training example).
+## The command turns on JAX's persistent compilation cache (~/.cache/hypergrad/jax): a second demo compiles
+## next to nothing; HYPERGRAD_COMPILATION_CACHE=0 make demo runs without it.
 demo: $(STAMP)
 	$(BIN)/hypergrad compare --problem digits-mlp,digits-noisy --budget 300 --out results/demo
 
@@ -41,6 +43,14 @@ bench-methods: $(STAMP)
 ## What compute accounting adds to the iris study's first search call, and its counts per method, before and after.
 bench-accounting: $(STAMP)
 	$(BIN)/python benchmarks/accounting_cost.py --out benchmarks/accounting_cost.md
+
+## The minibatch draw's share of a digits training step, before and after minibatches by epochs (about a minute).
+bench-sampler: $(STAMP)
+	$(BIN)/python benchmarks/sampler.py --out benchmarks/sampler.md
+
+## Compile seconds of random search and tune with JAX's persistent compilation cache off, cold and warm (three processes).
+bench-compile: $(STAMP)
+	$(BIN)/python benchmarks/compile_cache.py --out benchmarks/compile_cache.md
 
 ## Every experiment in its seconds-long smoke mode (not _claims.py, a shared module, nor reproduce.py).
 smoke: $(STAMP)
