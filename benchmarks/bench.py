@@ -143,8 +143,9 @@ def hypergradient_rows(args, cache_dir):
 class _CyclicBatches(hg.Problem):
     """The benchmark problem with its minibatches in a fixed cyclic order (step t takes examples
     t*b, ..., t*b + b - 1 mod n): the same shapes and gather, no random draw. A control only: the
-    difference to the real problem is what drawing a minibatch costs (n uniforms and a top-k per
-    step, `hg.Problem.batch_indices`)."""
+    difference to the real problem is what drawing a minibatch costs (`hg.Problem.batch_indices`,
+    the epoch stream) plus gathering in a random order rather than a contiguous one
+    (`benchmarks/sampler.py` separates the two)."""
 
     def batch_indices(self, key, step):
         step = jnp.asarray(step)
