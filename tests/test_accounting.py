@@ -251,7 +251,10 @@ def test_es_on_a_minibatch_problem_shares_the_draw_and_the_initialisation(miniba
     skipped = program_flops(loop.readout, state, hparams) - program_flops(
         lambda p, h: problem.validation_loss(p, h, problem.data["val"]), state.params, hparams)
     perturbed = run - draw - init - skipped
-    assert draw > 0.1 * run  # the draw is a visible share of this small model's run
+    # The draw is a visible share of this small model's run (about 5% with minibatches by epochs;
+    # the top-k draw before them was 13%): 2n unshared draws would miss `expected` by far more than
+    # its 1% tolerance, so the check below tells a shared draw from an unshared one.
+    assert draw > 0.03 * run
     for n in (4, 8):
         expected = run + draw + init + 2 * n * perturbed
         assert runs(minibatch, hg.ES(SIGMA, n)) * run == pytest.approx(expected, rel=0.01)
