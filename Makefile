@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-sampler bench-compile smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench-methods: $(STAMP)
 ## What compute accounting adds to the iris study's first search call, and its counts per method, before and after.
 bench-accounting: $(STAMP)
 	$(BIN)/python benchmarks/accounting_cost.py --out benchmarks/accounting_cost.md
+
+## Populations of tuners: a population step's FLOP/s against a search chunk's, and the picks of population tune,
+## single tune, random and grid search on four presets over 5 seeds at equal compute and equal wall time (30+ min on 2 cores).
+bench-populations: $(STAMP)
+	$(BIN)/python benchmarks/populations.py --out benchmarks/populations.md
 
 ## The minibatch draw's share of a digits training step, before and after minibatches by epochs (about a minute).
 bench-sampler: $(STAMP)

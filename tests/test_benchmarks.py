@@ -30,3 +30,34 @@ def test_bench_quick_writes_every_table(tmp_path):
                    and ("exact" in line or "CHECK" in line)]
     assert len(correctness) == 4
     assert all(line.rstrip(" |").endswith("exact") for line in correctness), correctness
+
+
+def test_populations_smoke_reads_back_every_table(tmp_path):
+    """`benchmarks/populations.py --smoke`: both sections, every strategy, and numbers that parse."""
+    out = tmp_path / "populations.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "populations.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout  # printed and written alike
+    assert "load average" in text
+    lines = text.splitlines()
+
+    def cells(line):
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    throughput = [cells(line) for line in lines if line.startswith(("| 2 |", "| 4 |")) and "GFLOP" not in line]
+    steps = [row for row in throughput if row[1] == "population outer step (Reverse)"]
+    assert len(steps) == 2 and all(row[-1] in (">= 80%: met", ">= 80%: missed") for row in steps)
+    for row in steps:
+        assert float(row[2]) > 0 and float(row[5]) > 0 and row[6].endswith("%")  # GFLOP, GFLOP/s, ratio
+    for preset in ("digits-mlp", "digits-noisy"):
+        rows = {cells(line)[1]: cells(line) for line in lines if line.startswith(f"| {preset} | ")}
+        for strategy in ("population", "single", "random", "grid"):
+            accuracy = float(rows[strategy][-1].split()[0])  # median [min-max]
+            assert 0.0 <= accuracy <= 1.0, (preset, strategy)
+            assert float(rows[strategy][2]) <= 30.0 * 1.001  # runs used within the smoke budget
+        wall = rows["compilation included"]
+        assert float(wall[2].split()[0]) > 0 and int(wall[5].split()[0]) >= 1  # pop seconds; random trials
+    verdicts = [line for line in lines if line.startswith("- digits-") and "equal wall time" in line]
+    assert len(verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in verdicts)
