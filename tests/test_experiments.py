@@ -1,11 +1,13 @@
 """Every experiment runs in its --smoke mode (seconds), as a user would start it."""
 
 import json
+import math
 import os
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 FOLDER = pathlib.Path(__file__).parent.parent.joinpath("experiments")
@@ -139,10 +141,86 @@ def check_generalisation(stdout, out):
         assert claim["verdict"] == ("held" if all(better) else "partly" if any(better) else "not held"), claim
 
 
+def check_weight_decay_per_parameter(stdout, out):
+    """Reverse is the reference (cosines and norm ratio exactly 1); every Implicit estimate costs at least
+    one training run and more Neumann terms cost more (the FLOP accounting); random search ran at the
+    Neumann tuner's compute; the sidecar's numbers are the tables', and the overfitting verdict follows
+    its rule from the first and last iterates."""
+    rows = markdown_table(stdout, "## Hypergradient quality at the start")
+    reverse = rows[0]
+    assert reverse["strategy"].startswith("Reverse") and reverse["cosine with Reverse"] == "1.000", reverse
+    assert reverse["norm / Reverse's"] == "1.000" and float(reverse["cost (runs)"]) > 1.0, reverse
+    neumann = [r for r in rows if r["strategy"].startswith("Implicit Neumann")]
+    assert len(neumann) >= 2 and any(r["strategy"].startswith("Implicit CG") for r in rows), rows
+    for row in rows[1:]:
+        assert -1.0 <= float(row["cosine (log coordinates)"]) <= 1.0 and float(row["cost (runs)"]) >= 1.0, row
+    costs = [float(r["cost (runs)"]) for r in neumann]
+    assert costs == sorted(costs) and costs[0] < costs[-1], neumann
+    tuning = {r["strategy"]: r for r in markdown_table(stdout, "## Tuning")}
+    tuner = next(r for name, r in tuning.items() if name.startswith("tune, Implicit Neumann"))
+    rand = tuning["random search, one shared decay"]
+    assert abs(float(rand["compute (runs)"]) - float(tuner["compute (runs)"])) <= 1, (tuner, rand)
+    sidecar = read_sidecar(out, "weight_decay_per_parameter", claims=3)
+    n = sidecar["numbers"]
+    assert f"{n['val_first']:.4f}" == tuner["val first"] and f"{n['test_last']:.4f}" == tuner["test last"], (n, tuner)
+    best = next(r for r in neumann if r["strategy"] == n["best_few"])
+    assert f"{n['best_few_cosine']:.3f}" == best["cosine (log coordinates)"], (n, best)
+    falls, rises = n["val_last"] < n["val_first"], n["test_last"] > n["test_first"]
+    gap_grows = n["test_last"] - n["val_last"] > n["test_first"] - n["val_first"]
+    expected = "held" if falls and rises else "partly" if falls and gap_grows else "not held"
+    assert sidecar["claims"][1]["verdict"] == expected, sidecar["claims"][1]
+
+
+def check_online_lr(stdout, out):
+    """Four rows (SGD, SGD-HD, Adam, Adam-HD), each one run per initial rate and key; the 'good' counts
+    and both verdicts are recomputed from the per-rate losses in the sidecar."""
+    rows = {r["strategy"]: r for r in markdown_table(stdout, "## Summary")}
+    assert set(rows) == {"SGD fixed rate", "SGD-HD", "Adam fixed rate", "Adam-HD"}, rows
+    assert len({r["compute (runs, all rates and keys)"] for r in rows.values()}) == 1, rows
+    sidecar = read_sidecar(out, "online_lr", claims=2)
+    families, good = sidecar["numbers"]["families"], sidecar["numbers"]["good"]
+    ok = []
+    for family, x in families.items():
+        tuned = min(x["fixed"])
+        assert x["tuned_loss"] == pytest.approx(tuned) and x["small_hd"] == pytest.approx(x["hd"][0])
+        assert x["good_fixed"] == sum(v <= good * tuned for v in x["fixed"]) >= 1, x
+        assert x["good_hd"] == sum(v <= good * tuned for v in x["hd"]), x
+        label = {"SGD": "SGD-HD", "Adam": "Adam-HD"}[family]
+        assert rows[label]["good initial rates (of %d)" % len(x["rates"])] == str(x["good_hd"]), (rows[label], x)
+        ok.append(x["good_hd"] >= 2 * x["good_fixed"] and x["good_hd"] >= x["good_fixed"] + 2)
+    assert sidecar["claims"][0]["verdict"] == ("held" if all(ok) else "partly" if any(ok) else "not held")
+
+
+def check_truncation(stdout, out):
+    """K = T is Reverse (error 0, cosine 1); Truncated's cost grows with K (accounting is affine in the
+    window); the sidecar's geometric fit is recomputed from its errors, and both verdicts from their rules."""
+    rows = markdown_table(stdout, "## Hypergradient error against the window")
+    assert float(rows[-1][next(c for c in rows[-1] if c.endswith("relative error"))]) == 0.0, rows[-1]
+    for column in (c for c in rows[0] if c.endswith("cost (runs)")):
+        costs = [float(r[column]) for r in rows]
+        assert costs == sorted(costs) and costs[0] > 1.0, (column, costs)
+    sidecar = read_sidecar(out, "truncation", claims=2)
+    n = sidecar["numbers"]
+    errors = next(iter(n["errors"].values()))
+    steps = errors[-1]["K"]
+    points = [(r["K"], math.log(r["error"])) for r in errors if r["K"] < steps and r["error"] > 1e-4]
+    if len(points) >= 2:
+        slope = np.polyfit(*np.array(points).T, 1)[0]
+        assert n["fit"]["slope"] == pytest.approx(slope, rel=1e-6), (n["fit"], slope)
+        expected = "held" if slope < 0 and n["fit"]["r2"] >= 0.95 else "partly" if slope < 0 else "not held"
+        assert sidecar["claims"][0]["verdict"] == expected
+    shares = [float("nan") if s is None else s for s in n["shares"].values()]  # NaN is stored as null
+    close = [s >= 0.9 for s in shares]
+    expected = "held" if all(close) else "partly" if any(close) or all(s >= 0.5 for s in shares) else "not held"
+    assert sidecar["claims"][1]["verdict"] == expected, (shares, sidecar["claims"][1])
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
                    "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
-                   "generalisation.py": check_generalisation}
+                   "generalisation.py": check_generalisation,
+                   "weight_decay_per_parameter.py": check_weight_decay_per_parameter, "online_lr.py": check_online_lr,
+                   "truncation.py": check_truncation}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)
