@@ -70,7 +70,8 @@ def test_a_population_of_one_is_the_outer_loop_written_out(objective, key):
         np.testing.assert_allclose(trial.grad_norm, optax.tree_utils.tree_norm(grad_z), rtol=1e-10)
         updates, state = OUTER.update(grad_z, state, z)
         z = optax.apply_updates(z, updates)
-    assert result.trials[-1].value < result.trials[0].value
+    # the iterate really moved (the comparison is not of five copies of the start)
+    assert len({float(t.hparams["lr"]) for t in result.trials}) == len(result.trials)
     assert {t.tuner for t in result.trials} == {0}
 
 
