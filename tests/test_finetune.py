@@ -252,3 +252,78 @@ def test_the_digits_finetune_preset(tmp_path, monkeypatch):
     assert set(space.names) == {"lr", "l2sp", "warmup"} and space["lr"].shape == (3,)
     scores = objective.evaluate(space.centre(), jax.random.key(0))
     assert np.isfinite(float(scores["val_loss"])) and 0.0 <= float(scores["test_accuracy"]) <= 1.0
+
+
+def _counting_cnn(monkeypatch):
+    calls = []
+    original = pre.pretrain_cnn
+
+    def counted(config):
+        calls.append(config)
+        return original(config)
+
+    monkeypatch.setattr(pre, "pretrain_cnn", counted)
+    return calls
+
+
+def test_the_cnn_source_is_cached_reused_and_a_corrupt_file_rebuilt(tmp_path, monkeypatch):
+    calls = _counting_cnn(monkeypatch)
+    _, first = pre.pretrained_digits_cnn((2, 3), steps=3, cache=tmp_path)
+    _, again = pre.pretrained_digits_cnn((2, 3), steps=3, cache=tmp_path)
+    assert len(calls) == 1 and all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)))
+    pre.pretrained_digits_cnn((2, 3), steps=3, cache=tmp_path, source="clean-quarter")  # another source: another model
+    assert len(calls) == 2 and len(list(tmp_path.glob("digits-cnn-*.npz"))) == 2
+    path = pre.cache_path("digits-cnn", calls[0], tmp_path)
+    with open(path, "wb") as f:
+        f.write(b"not a zip file at all")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        _, rebuilt = pre.pretrained_digits_cnn((2, 3), steps=3, cache=tmp_path)
+    assert len(calls) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(rebuilt)))
+    with np.load(path, allow_pickle=False) as stored:
+        assert "config" in stored.files and any("conv0" in k for k in stored.files)
+
+
+def test_cnn_transfer_init_returns_the_pretrained_values_exactly(tmp_path):
+    _, state = pre.pretrained_digits_cnn((2, 3), steps=3, cache=tmp_path, source="clean-quarter")
+    kept = pre.digits_transfer(5, model="cnn", target="shifted", channels=(2, 3), pretrain_steps=3, cache=tmp_path)
+    params = kept.init(jax.random.key(0))
+    assert list(hg.problems.layer_groups(params)) == ["conv0", "conv1", "head"]
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(state)):
+        assert np.array_equal(np.asarray(got), np.asarray(want, got.dtype))
+    _, source = pre.pretrained_digits_cnn((2, 3), steps=3, cache=tmp_path)
+    fresh = pre.digits_transfer(5, model="cnn", channels=(2, 3), pretrain_steps=3, cache=tmp_path)
+    a, b = fresh.init(jax.random.key(0)), fresh.init(jax.random.key(1))
+    body = a["conv1"]["kernel"][...]
+    assert np.array_equal(np.asarray(body), np.asarray(source["conv1"]["kernel"][...], body.dtype))
+    assert not np.array_equal(a["head"]["kernel"][...], b["head"]["kernel"][...])
+    scratch = pre.digits_transfer(5, model="cnn", channels=(2, 3), pretrain_steps=3, cache=tmp_path, pretrained=False)
+    assert not np.array_equal(scratch.init(jax.random.key(0))["conv0"]["kernel"][...], a["conv0"]["kernel"][...])
+
+
+def test_the_shifted_task_shapes_labels_and_shift():
+    (xs, ys), (xt, yt) = pre.image_source_target("shifted")
+    assert xs.shape[1:] == xt.shape[1:] == (8, 8, 1) and len(xs) + len(xt) == 1797
+    assert set(ys) == set(yt) == set(range(10)) and 0.2 < len(xs) / 1797 < 0.3
+    images, _ = pre.digits_images()
+    moved = pre.shift_and_noise(images[:50], shift=1, noise=0.0, seed=3)
+    for before, after in zip(images[:50, :, :, 0], moved[:, :, :, 0]):  # each is one of the four one-pixel moves
+        options = [pre._translate(before[None, :, :, None], dy, dx)[0, :, :, 0]
+                   for dy, dx in [(1, 0), (-1, 0), (0, 1), (0, -1)]]
+        assert any(np.array_equal(after, o) for o in options)
+    noisy = pre.shift_and_noise(images[:50], noise=0.2, seed=3)
+    assert 0.15 < float(np.std(noisy - moved)) < 0.25
+    with pytest.raises(ValueError, match="model='vgg'"):
+        pre.digits_transfer(10, model="vgg")
+
+
+@pytest.mark.parametrize("model,shape", [("cnn", (8, 8, 1)), ("mlp", (64,))])
+def test_the_shifted_transfer_problem(tmp_path, model, shape):
+    problem = pre.digits_transfer(10, model=model, target="shifted", hidden=(6,), channels=(2, 3), pretrain_steps=3,
+                                  cache=tmp_path)
+    (x, y), (xv, yv), (xt, yt) = problem.train_data, problem.val_data, problem.test_data
+    assert x.shape == (100, *shape) and xv.shape == (100, *shape) and xt.shape == (400, *shape)
+    for labels, per_class in [(y, 10), (yv, 10), (yt, 40)]:
+        assert np.array_equal(np.bincount(np.asarray(labels), minlength=10), np.full(10, per_class))
+    params = problem.init(jax.random.key(0))
+    assert float(problem.val_loss(params, problem.val_data)) > 0

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Splits", "load", "synthetic_regression", "CLASSIFICATION", "REGRESSION"]
+__all__ = ["Splits", "load", "raw", "synthetic_regression", "CLASSIFICATION", "REGRESSION"]
 
 CLASSIFICATION = ("digits", "iris", "wine", "breast_cancer")
 REGRESSION = ("diabetes",)
@@ -89,6 +89,15 @@ def load(name: str, *, seed: int = 0, dtype=np.float32) -> Splits:
     x, y = _sklearn_dataset(name)
     return make_splits(np.asarray(x, np.float64), np.asarray(y), classification=name in CLASSIFICATION,
                        seed=seed, dtype=dtype)
+
+
+def raw(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bundled classification set's features and labels as scikit-learn ships them: unsplit and
+    unstandardised (digits: pixel intensities 0-16, 64 per image, row-major 8 x 8)."""
+    if name not in CLASSIFICATION:
+        raise ValueError(f"dataset={name!r}: raw data is offered for {CLASSIFICATION}")
+    x, y = _sklearn_dataset(name)
+    return np.asarray(x, np.float64), np.asarray(y).astype(np.int32)
 
 
 def synthetic_regression(num_examples: int, num_features: int, *, noise: float, seed: int, dtype) -> Splits:

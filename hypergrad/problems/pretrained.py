@@ -9,8 +9,18 @@ configuration loads the file, a new configuration trains a new model. Files are 
 is rebuilt with a warning and never used. Writes go to a temporary file renamed into place, so
 two processes that train the same model at once both end with a complete file.
 
-`digits_transfer(shots)` is the fine-tuning problem built on it: the pretrained body, a fresh head,
-and digits 5-9 with `shots` labelled training examples per class (`hg.problems.finetune`).
+`pretrained_digits_cnn(...)` does the same for a small convolutional network (`hg.problems.cnn.CNN`)
+on the 8 x 8 images (pixels scaled to [0, 1]).
+
+`digits_transfer(shots, model=, target=)` is the fine-tuning problem built on them (`hg.problems.finetune`),
+with `shots` labelled training examples per target class:
+
+- target "5-9": the source learnt digits 0-4; the target is digits 5-9 (another label set, so a
+  fresh head by default);
+- target "shifted": the source learnt a fixed stratified quarter of all ten digits (clean); the
+  target is the other three quarters, each image moved by `shift` pixels in one of the four
+  directions (drawn per image) with Gaussian noise of standard deviation `noise` added: the same
+  ten classes in a shifted domain (the source's head is kept by default).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +44,13 @@ from hypergrad._types import Key, PyTree
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._losses import cross_entropy, default_dtype
+from hypergrad.problems.cnn import CNN
 from hypergrad.problems.finetune import finetune, leaf_path
 from hypergrad.problems.mlp import MLP
 
-__all__ = ["cache_dir", "cached_params", "digits_source_target", "digits_transfer", "load_params",
-           "pretrain_mlp", "pretrained_digits_mlp", "save_params"]
+__all__ = ["cache_dir", "cached_params", "digits_images", "digits_source_target", "digits_transfer",
+           "image_source_target", "load_params", "pretrain_cnn", "pretrain_mlp", "pretrained_digits_cnn",
+           "pretrained_digits_mlp", "save_params", "shift_and_noise"]
 
 FORMAT_VERSION = 1
 """Bumped whenever the pretraining recipe changes, so old cache files are never reused."""
@@ -48,6 +60,11 @@ SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
 TEST_PER_CLASS = 40
 """Held-out target examples per class (digits has 174 to 182 per class)."""
+MODELS = ("mlp", "cnn")
+TARGETS = ("5-9", "shifted")
+SHIFTED_SOURCE = "clean-quarter"
+"""The source of the "shifted" target: a fixed stratified quarter of all ten digits, clean."""
+SHIFTED_SOURCE_FRACTION = 0.25
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> str:
@@ -138,18 +155,95 @@ def _mlp(sizes: Sequence[int], key: Key | int = 0) -> MLP:
     return MLP(tuple(sizes), "tanh", rngs=nnx.Rngs(key), dtype=jnp.float32, class_major=True)
 
 
+def _cnn(channels: Sequence[int], classes: int, key: Key | int = 0) -> CNN:
+    return CNN(tuple(channels), classes, rngs=nnx.Rngs(key), dtype=jnp.float32)
+
+
+def digits_images(dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits as images (N, 8, 8, 1), pixels scaled from 0-16 to [0, 1], and their labels."""
+    x, y = _data.raw("digits")
+    return (x / 16.0).reshape(-1, 8, 8, 1).astype(dtype), y
+
+
+def _translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """`images` (N, H, W, C) moved by (dy, dx) pixels, zeros entering at the far edge."""
+    out = np.zeros_like(images)
+    height, width = images.shape[1:3]
+    out[:, max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        images[:, max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)]
+    return out
+
+
+def shift_and_noise(images: np.ndarray, *, shift: int = 1, noise: float = 0.2, seed: int = 0) -> np.ndarray:
+    """Each image (N, H, W, C) moved by `shift` pixels up, down, left or right (drawn per image from
+    `seed`; zeros enter), plus Gaussian noise of standard deviation `noise`. Deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    moves = rng.integers(0, 4, len(images))
+    out = np.zeros_like(images)
+    for index, (dy, dx) in enumerate([(shift, 0), (-shift, 0), (0, shift), (0, -shift)]):
+        out[moves == index] = _translate(images[moves == index], dy, dx)
+    return (out + noise * rng.normal(size=images.shape)).astype(images.dtype)
+
+
+def _quarter(y: np.ndarray) -> np.ndarray:
+    """A fixed stratified `SHIFTED_SOURCE_FRACTION` of the examples (seed 0), as a boolean mask."""
+    rng, mask = np.random.default_rng(0), np.zeros(len(y), bool)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        mask[members[:int(round(SHIFTED_SOURCE_FRACTION * len(members)))]] = True
+    return mask
+
+
+def image_source_target(target: str = "5-9", *, shift: int = 1, noise: float = 0.2,
+                        dtype=np.float32) -> tuple[tuple, tuple]:
+    """The images (`digits_images`) split into (source, target), each (images, labels): for "5-9",
+    digits 0-4 and digits 5-9 relabelled 0-4; for "shifted", a fixed stratified quarter of all
+    digits (clean) and the other three quarters through `shift_and_noise(shift=, noise=)`."""
+    x, y = digits_images(dtype)
+    if target == "5-9":
+        source = np.isin(y, SOURCE_CLASSES)
+        return (x[source], y[source]), (x[~source], (y[~source] - len(SOURCE_CLASSES)).astype(np.int32))
+    if target != "shifted":
+        raise ValueError(f"target={target!r}: choose one of {TARGETS}")
+    source = _quarter(y)
+    return (x[source], y[source]), (shift_and_noise(x[~source], shift=shift, noise=noise), y[~source])
+
+
+def _source_data(config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The pretraining data a configuration names, in its model's input layout."""
+    if config["model"] == "mlp" and config["source"] == list(SOURCE_CLASSES):
+        return digits_source_target(dtype=np.float32)[0]  # standardised features (format 1's recipe)
+    (x, y), _ = image_source_target("5-9" if config["source"] == list(SOURCE_CLASSES) else "shifted")
+    return (x.reshape(len(x), -1), y) if config["model"] == "mlp" else (x, y)
+
+
 def pretrain_mlp(config: Mapping[str, Any]) -> nnx.State:
-    """Trains `MLP(config["sizes"])` (tanh, float32) on the source digits 0-4: full-batch Adam with
-    rate `config["lr"]` for `config["steps"]` steps from `nnx.Rngs(config["seed"])`. Returns its state.
+    """Trains `MLP(config["sizes"])` (tanh, float32) on its source (digits 0-4, or the clean
+    quarter): full-batch Adam with rate `config["lr"]` for `config["steps"]` steps from
+    `nnx.Rngs(config["seed"])`. Returns its state.
 
     Cost: `steps` forward-backward passes over about 900 examples (a few seconds on a CPU).
     """
-    (x, y), _ = digits_source_target(dtype=np.float32)
-    graphdef, state = nnx.split(_mlp(config["sizes"], config["seed"]))
+    x, y = _source_data(config)
+    return _train_full_batch(_mlp(config["sizes"], config["seed"]), x, y, config, class_axis=0)
+
+
+def pretrain_cnn(config: Mapping[str, Any]) -> nnx.State:
+    """Trains `CNN(config["channels"], config["classes"])` (float32) on its source images as
+    `pretrain_mlp` trains the MLP. Cost: `steps` passes over about 450-900 images, about three
+    times the MLP's multiply-adds per example (seconds on a CPU)."""
+    x, y = _source_data(config)
+    return _train_full_batch(_cnn(config["channels"], config["classes"], config["seed"]), x, y, config,
+                             class_axis=-1)
+
+
+def _train_full_batch(model: nnx.Module, x: np.ndarray, y: np.ndarray, config: Mapping[str, Any],
+                      class_axis: int) -> nnx.State:
+    graphdef, state = nnx.split(model)
     opt = optax.adam(config["lr"])
 
     def loss(s):
-        return cross_entropy(nnx.merge(graphdef, s)(x), y, 0)
+        return cross_entropy(nnx.merge(graphdef, s)(x), y, class_axis)
 
     @jax.jit
     def train(s):
@@ -162,21 +256,57 @@ def pretrain_mlp(config: Mapping[str, Any]) -> nnx.State:
     return train(state)
 
 
+def _source_config(model: str, source: str, steps: int, lr: float, seed: int) -> dict[str, Any]:
+    if source == "0-4":
+        return {"model": model, "steps": int(steps), "lr": float(lr), "seed": int(seed),
+                "source": list(SOURCE_CLASSES)}
+    if source != SHIFTED_SOURCE:
+        raise ValueError(f"source={source!r}: choose '0-4' or {SHIFTED_SOURCE!r} (the shifted target's source)")
+    return {"model": model, "steps": int(steps), "lr": float(lr), "seed": int(seed), "source": source,
+            "inputs": "pixels/16"}
+
+
 def pretrained_digits_mlp(hidden: Sequence[int] = (64, 64), *, steps: int = 300, lr: float = 3e-3, seed: int = 0,
-                          cache: str | os.PathLike | None = None) -> tuple[nnx.GraphDef, nnx.State]:
-    """An MLP 64 -> hidden -> 5 pretrained on digits 0-4, from the cache or trained once (`pretrain_mlp`).
+                          cache: str | os.PathLike | None = None, source: str = "0-4"
+                          ) -> tuple[nnx.GraphDef, nnx.State]:
+    """An MLP 64 -> hidden -> classes pretrained on its source, from the cache or trained once
+    (`pretrain_mlp`).
 
     Args:
         hidden: hidden widths; steps, lr, seed: the pretraining recipe (all part of the cache key).
         cache: the cache folder (default `cache_dir()`).
+        source: "0-4" (digits 0-4, standardised features, 5 classes) or "clean-quarter" (the
+            shifted target's source: a quarter of all ten digits, pixels in [0, 1], 10 classes).
 
     Returns:
         (graphdef, state): `nnx.merge(graphdef, state)` is the pretrained model (float32).
     """
-    config = {"model": "mlp", "sizes": [64, *map(int, hidden), len(SOURCE_CLASSES)], "activation": "tanh",
-              "steps": int(steps), "lr": float(lr), "seed": int(seed), "source": list(SOURCE_CLASSES)}
+    config = _source_config("mlp", source, steps, lr, seed)
+    classes = len(SOURCE_CLASSES) if source == "0-4" else 10
+    config.update(sizes=[64, *map(int, hidden), classes], activation="tanh")
     graphdef, template = nnx.split(_mlp(config["sizes"]))
     state = cached_params("digits-mlp", config, template, lambda: pretrain_mlp(config), cache)
+    return graphdef, state
+
+
+def pretrained_digits_cnn(channels: Sequence[int] = (8, 16), *, steps: int = 300, lr: float = 3e-3, seed: int = 0,
+                          cache: str | os.PathLike | None = None, source: str = "0-4"
+                          ) -> tuple[nnx.GraphDef, nnx.State]:
+    """A small CNN (`hg.problems.cnn.CNN`) pretrained on 8 x 8 digit images (pixels in [0, 1]), from
+    the cache or trained once (`pretrain_cnn`), as `pretrained_digits_mlp`.
+
+    Args:
+        channels: the two convolutions' widths; steps, lr, seed: the recipe (all part of the cache key).
+        cache: the cache folder (default `cache_dir()`).
+        source: "0-4" (digits 0-4, 5 classes) or "clean-quarter" (a quarter of all ten digits, 10 classes).
+
+    Returns:
+        (graphdef, state): `nnx.merge(graphdef, state)` maps images (N, 8, 8, 1) to logits (N, classes).
+    """
+    config = _source_config("cnn", source, steps, lr, seed)
+    config.update(channels=[int(c) for c in channels], classes=len(SOURCE_CLASSES) if source == "0-4" else 10)
+    graphdef, template = nnx.split(_cnn(config["channels"], config["classes"]))
+    state = cached_params("digits-cnn", config, template, lambda: pretrain_cnn(config), cache)
     return graphdef, state
 
 
@@ -195,11 +325,9 @@ def _few_shot_split(y: np.ndarray, shots: int, val_shots: int, seed: int) -> tup
     return tuple(rng.permutation(np.concatenate(p)) for p in parts)
 
 
-def _fresh_head(prefix: str) -> Callable[[Key, PyTree], PyTree]:
-    """`head(key, state)`: `state` with the layer at `prefix` re-initialised as a new
-    `FeatureMajorDense` (LeCun-normal kernel, zero bias)."""
-    init = jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
-
+def _fresh_head(prefix: str, init: Callable) -> Callable[[Key, PyTree], PyTree]:
+    """`head(key, state)`: `state` with the layer at `prefix` re-initialised: its kernel drawn by
+    `init(key, shape, dtype)`, its bias zero."""
     def head(key, state):
         def fresh(path, leaf):
             name = leaf_path(path)
@@ -212,47 +340,88 @@ def _fresh_head(prefix: str) -> Callable[[Key, PyTree], PyTree]:
     return head
 
 
-def _fresh_network(sizes: Sequence[int]) -> Callable[[Key, PyTree], PyTree]:
-    """`head(key, state)`: a whole new network drawn from `key` (training from scratch), in the
+def _fresh_network(build: Callable[[Key], nnx.Module]) -> Callable[[Key, PyTree], PyTree]:
+    """`head(key, state)`: a whole new network `build(key)` (training from scratch), in the
     dtypes of `state`."""
     def head(key, state):
-        fresh = nnx.split(_mlp(sizes, key))[1]
+        fresh = nnx.split(build(key))[1]
         return jax.tree.map(lambda new, old: new.astype(old.dtype), fresh, state)
 
     return head
 
 
-def digits_transfer(shots: int = 10, *, val_shots: int | None = None, hidden: Sequence[int] = (64, 64),
-                    fresh_head: bool = True, pretrained: bool = True, seed: int = 0, batch_size: int | None = None,
-                    pretrain_steps: int = 300, cache: str | os.PathLike | None = None) -> Problem:
-    """Fine-tuning from digits 0-4 to digits 5-9 with `shots` labelled examples per class.
+class _Source(NamedTuple):
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    layers: list[str]        # the groups, input to output; the last is the head
+    head_init: Callable      # the head kernel's initialiser
+    build: Callable          # key -> a fresh network of the same shape (from scratch)
+    class_axis: int
+
+
+def _source(model: str, target: str, hidden, channels, steps: int, cache) -> _Source:
+    source = "0-4" if target == "5-9" else SHIFTED_SOURCE
+    classes = len(TARGET_CLASSES) if target == "5-9" else 10
+    if model == "mlp":
+        graphdef, state = pretrained_digits_mlp(hidden, steps=steps, cache=cache, source=source)
+        sizes = [64, *hidden, classes]
+        return _Source(graphdef, state, [f"layers/{i}" for i in range(len(hidden) + 1)],
+                       jax.nn.initializers.lecun_normal(in_axis=-1, out_axis=-2), lambda k: _mlp(sizes, k), 0)
+    graphdef, state = pretrained_digits_cnn(channels, steps=steps, cache=cache, source=source)
+    return _Source(graphdef, state, ["conv0", "conv1", "head"], jax.nn.initializers.lecun_normal(),
+                   lambda k: _cnn(channels, classes, k), -1)
+
+
+def _target_data(model: str, target: str, shift: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    if model == "mlp" and target == "5-9":
+        return digits_source_target()[1]  # the standardised features the MLP was pretrained on
+    _, (x, y) = image_source_target(target, shift=shift, noise=noise)
+    return (x.reshape(len(x), -1), y) if model == "mlp" else (x, y)
+
+
+def digits_transfer(shots: int = 10, *, model: str = "mlp", target: str = "5-9", val_shots: int | None = None,
+                    hidden: Sequence[int] = (64, 64), channels: Sequence[int] = (8, 16),
+                    fresh_head: bool | None = None, pretrained: bool = True, seed: int = 0,
+                    batch_size: int | None = None, pretrain_steps: int = 300, shift: int = 1, noise: float = 0.2,
+                    cache: str | os.PathLike | None = None) -> Problem:
+    """Fine-tuning a model pretrained on digits to a target task with `shots` labelled examples per class.
 
     Args:
-        shots: training examples per target class (at most about 100: digits has 174-182 per class,
-            40 of each held out for test and `val_shots` for validation).
+        shots: training examples per target class (at most about 100 for "5-9", 60 for "shifted":
+            40 of each class are held out for test and `val_shots` for validation).
+        model: "mlp" (`pretrained_digits_mlp(hidden)`) or "cnn" (`pretrained_digits_cnn(channels)`).
+        target: "5-9" (source digits 0-4) or "shifted" (source: a clean quarter of all digits;
+            target: the rest moved by `shift` pixels with Gaussian noise `noise`); module docstring.
         val_shots: validation examples per class (default min(shots, 30)).
-        hidden: the pretrained MLP's hidden widths (`pretrained_digits_mlp`).
-        fresh_head: re-initialise the output layer from the key (the source's head is another label set).
+        hidden, channels: the pretrained MLP's hidden widths, the CNN's two convolution widths.
+        fresh_head: re-initialise the output layer from the key (default: True for "5-9", another
+            label set; False for "shifted", the same ten classes).
         pretrained: False draws the whole network from the key instead (the from-scratch baseline;
             every group is then new, so L2-SP reads nothing).
         seed: seed of the few-shot split.
         batch_size: None (full batch) or examples per step.
-        pretrain_steps: the source model's training steps (`pretrained_digits_mlp`; part of its cache key).
+        pretrain_steps: the source model's training steps (part of its cache key).
         cache: the pretrained model's cache folder (default `cache_dir()`).
 
-    Parameters are the nnx state (float64 when `jax_enable_x64` is on); groups are the layers
-    ("layers/0", ..., "layers/L", the last the head). See `finetune` for the hyperparameters.
+    Parameters are the nnx state (float64 when `jax_enable_x64` is on); groups are the layers,
+    input to output ("layers/0", ..., "layers/L" for the MLP; "conv0", "conv1", "head" for the
+    CNN), the last the head. See `finetune` for the hyperparameters. Cost: the pretrained model's
+    first call trains it (seconds); later calls read the cache.
     """
+    if model not in MODELS or target not in TARGETS:
+        raise ValueError(f"model={model!r}, target={target!r}: choose model from {MODELS} and target from {TARGETS}")
     val_shots = min(shots, 30) if val_shots is None else val_shots
-    _, (x, y) = digits_source_target()
+    x, y = _target_data(model, target, shift, noise)
     train, val, test = _few_shot_split(y, shots, val_shots, seed)
-    dtype = default_dtype()
-    graphdef, state = pretrained_digits_mlp(hidden, steps=pretrain_steps, cache=cache)
-    layers = [f"layers/{i}" for i in range(len(hidden) + 1)]
-    head, new = (_fresh_head(layers[-1]), layers[-1:]) if fresh_head else (None, [])
+    src = _source(model, target, tuple(hidden), tuple(channels), pretrain_steps, cache)
+    fresh_head = target == "5-9" if fresh_head is None else fresh_head
+    head, new = (_fresh_head(src.layers[-1], src.head_init), src.layers[-1:]) if fresh_head else (None, [])
     if not pretrained:
-        head, new = _fresh_network([64, *hidden, len(TARGET_CLASSES)]), layers
-    task = tuple((x[i].astype(dtype), y[i]) for i in (train, val, test))
-    return finetune(state, task, lambda params, inputs: nnx.merge(graphdef, params)(inputs), head=head,
-                    new_groups=new, batch_size=batch_size, class_axis=0, dtype=dtype,
-                    name=f"digits-transfer-{shots}shot" + ("" if pretrained else "-scratch"))
+        head, new = _fresh_network(src.build), src.layers
+    task = tuple((x[i].astype(default_dtype()), y[i]) for i in (train, val, test))
+    graphdef = src.graphdef
+    kind = "" if (model, target) == ("mlp", "5-9") else f"-{model}-{target}"
+    name = f"digits-transfer{kind}-{shots}shot" + ("" if pretrained else "-scratch")
+    return finetune(src.state, task, lambda params, inputs: nnx.merge(graphdef, params)(inputs), head=head,
+                    new_groups=new, batch_size=batch_size, class_axis=src.class_axis, dtype=default_dtype(),
+                    name=name)
