@@ -35,7 +35,8 @@ def test_bench_quick_writes_every_table(tmp_path):
 def test_populations_smoke_reads_back_every_table(tmp_path):
     """`benchmarks/populations.py --smoke`: both sections, every strategy, and numbers that parse."""
     out = tmp_path / "populations.md"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "populations.py"), "--smoke", "--out", str(out)],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "populations.py"), "--smoke", "--out", str(out),
+                           "--cpu-devices", "1"],
                           capture_output=True, text=True, cwd=ROOT, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
@@ -51,7 +52,7 @@ def test_populations_smoke_reads_back_every_table(tmp_path):
     assert len(steps) == 2 and all(row[-1] in (">= 80%: met", ">= 80%: missed") for row in steps)
     for row in steps:
         assert float(row[2]) > 0 and float(row[5]) > 0 and row[6].endswith("%")  # GFLOP, GFLOP/s, ratio
-    for preset in ("digits-mlp", "digits-noisy"):
+    for preset in ("digits-noisy",):
         rows = {cells(line)[1]: cells(line) for line in lines if line.startswith(f"| {preset} | ")}
         for strategy in ("population", "single", "random", "grid"):
             accuracy = float(rows[strategy][-1].split()[0])  # median [min-max]
@@ -60,4 +61,4 @@ def test_populations_smoke_reads_back_every_table(tmp_path):
         wall = rows["compilation included"]
         assert float(wall[2].split()[0]) > 0 and int(wall[5].split()[0]) >= 1  # pop seconds; random trials
     verdicts = [line for line in lines if line.startswith("- digits-") and "equal wall time" in line]
-    assert len(verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in verdicts)
+    assert len(verdicts) == 1 and all(("**met**" in v) != ("**missed**" in v) for v in verdicts)
