@@ -1,26 +1,51 @@
-"""Does gradient-based tuning help fine-tuning? Digits 0-4 -> 5-9 with few labels, at equal compute.
+"""Does fine-tuning beat training from scratch, and does gradient-based tuning help it, at equal compute?
 
-An MLP 64-64-64-5 (flax.nnx) is pretrained once on digits 0-4 (cached on disk,
-`hg.problems.pretrained_digits_mlp`) and fine-tuned, with a fresh head, on digits 5-9 with `shots`
-labelled training examples per class (`hg.problems.digits_transfer`; `min(shots, 30)` validation
-examples per class, 40 per class held out for test). For each number of shots and each of 5 seeds
-(the seeds, 0-4, fixed before looking: each is the few-shot split and the training key) the
-strategies below each get the same budget of training-run equivalents:
+Three transfer settings, each a source model pretrained once in-process (cached on disk,
+`hg.problems.pretrained_digits_mlp` / `pretrained_digits_cnn`) and fine-tuned on a target task
+with `shots` labelled training examples per class (`hg.problems.digits_transfer`; `min(shots, 30)`
+validation examples per class, 40 per class held out for test):
+
+- mlp 0-4->5-9:  an MLP 64-64-64-5 (tanh) pretrained on digits 0-4, fine-tuned with a fresh head on
+                 digits 5-9 (another label set);
+- cnn 0-4->5-9:  a small CNN (3x3 conv 8, 3x3 stride-2 conv 16, dense head; `hg.problems.cnn.CNN`)
+                 on the 8x8 images, the same transfer;
+- cnn shifted:   the CNN pretrained on a clean quarter of all ten digits, fine-tuned (its head kept)
+                 on the other three quarters moved by one pixel (up, down, left or right, per image)
+                 with Gaussian pixel noise of standard deviation 0.2: the same classes, a shifted domain.
+
+For each setting, number of shots and seed (seeds 0-4, fixed before looking: each is the few-shot
+split and the training key) every strategy gets the same budget of training-run equivalents:
 
 - default:    one run of the usual recipe: one rate 0.01 for every layer, momentum 0.9, no L2-SP,
-              no warm-up (the budget is not used: this is what a user does without tuning);
-- grid:       grid search over the preset's three scalars (one shared rate, L2-SP, warm-up);
+              no warm-up (the budget is not used: what a user does without tuning);
+- grid:       grid search over three scalars (one rate shared by every layer, L2-SP, warm-up);
 - random:     random search over the same three;
-- gradient:   hg.tune, a population of 4 tuners from the best of a random warm-up (a quarter of the
-              budget), halved once; it descends one rate per layer, the L2-SP strength and the warm-up;
-- scratch:    the same network drawn at random and trained with random search over the same space
-              (L2-SP then has no reference and reads nothing).
+- gradient:   hg.tune (Reverse), a population of 2 tuners started from the best of a random warm-up
+              of a quarter of the budget, Adam 0.1 in unconstrained coordinates, as many outer steps
+              as fit; it descends one rate per layer, the L2-SP strength and the warm-up length;
+- scratch:    the same network drawn at random (no pretraining) and trained with random search
+              over the same space (L2-SP then has no reference and reads nothing).
 
-Each strategy's pick is its lowest validation loss within the budget; the table reports its test
-accuracy (mean ± std over the seeds), the compute it spent (runs, seconds) and, for the gradient
-strategy, the learned rate of each layer (figure `finetuning_rates.png`).
+Each strategy's pick is its lowest validation loss within the budget (`Result.best_within`); the
+table reports its test accuracy (mean ± std over seeds), the compute it spent (runs, seconds) and
+its learning rate per layer (input to output; the searches' shared rate is one number broadcast).
 
-    python experiments/finetuning.py                    # writes experiments/results/finetuning.md
+Claims and their rules, fixed in this file before the first full run (`verdicts`). A strategy A
+is "ahead" of B in a cell (setting, shots) when the mean over seeds of the paired difference of
+test accuracies A - B is positive, and "clearly ahead" when it also exceeds twice its standard error.
+
+1-3. Fine-tuning beats training from scratch (one claim per setting): random search on the
+     pretrained model against the same random search from scratch. Held: clearly ahead at every
+     shot count; partly: ahead at one or more; not held otherwise.
+4.   Gradient tuning beats grid and random search at equal compute: gradient against the better
+     (by mean) of grid and random, in every cell. Held: clearly ahead in every cell; partly: ahead
+     in at least half of the cells; not held otherwise.
+5.   Learned per-layer rates are lower for early layers (Howard & Ruder 2018; Yosinski et al. 2014):
+     over every gradient pick, the first layer's rate against the head's. Held: first < head in at
+     least 80% of picks and a geometric-mean ratio head / first of at least 1.5; partly: first < head
+     in more than half of the picks; not held otherwise.
+
+    python experiments/finetuning.py                    # writes experiments/results/finetuning.md, .json, .png
     python experiments/finetuning.py --smoke --out DIR  # seconds; a temporary model cache under DIR
 """
 
@@ -33,126 +58,193 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import hypergrad as hg
+import _claims
 
+NAME = "finetuning"
 STRATEGIES = ("default", "grid", "random", "gradient", "scratch")
-
-
-def _pick(result: hg.Result, budget: float):
-    trial = result.best_within(budget, "runs")
-    return trial, float(result.spent("runs")[-1]), float(result.spent("seconds")[-1])
+SETTINGS = {"mlp 0-4->5-9": ("mlp", "5-9"), "cnn 0-4->5-9": ("cnn", "5-9"), "cnn shifted": ("cnn", "shifted")}
+OUTER = optax.adam(0.1)  # one object, so tune's program is reused across seeds
 
 
 def _gradient(objective, space, key, budget, step_runs=3.0):
-    """A population of 4 from a quarter of the budget in warm-up; as many outer steps as fit
-    (one hypergradient costs about `step_runs` runs), halved once halfway."""
-    warmup = max(4, budget // 4)
-    steps = max(2, int((budget - warmup) / (step_runs * 3)))  # 4 tuners, then 2: about 3 per step
-    return hg.tune(objective, space, key, population=4, warmup=warmup, halving=max(1, steps // 2), steps=steps)
+    """Two tuners from the best of a random warm-up (a quarter of the budget), as many outer steps
+    as fit (one hypergradient costs about `step_runs` runs per tuner)."""
+    warmup = max(2, budget // 4)
+    steps = max(1, int((budget - warmup) / (2 * step_runs)))
+    return hg.tune(objective, space, key, population=2, warmup=warmup, outer=OUTER, steps=steps)
 
 
-def run_seed(shots: int, seed: int, budget: int, steps: int, cache: str | None) -> dict:
-    """Every strategy on one few-shot split; {strategy: (test accuracy, runs, seconds, hparams)}."""
+def run_cell(setting: str, shots: int, seed: int, args) -> dict:
+    """Every strategy on one few-shot split: {strategy: (test accuracy, runs, seconds, rate per layer)}."""
+    model, target = SETTINGS[setting]
     key = jax.random.key(seed)
-    problem = hg.problems.digits_transfer(shots, seed=seed, cache=cache)
-    objective, space = hg.problems.finetune_space(problem, steps)
-    scratch, _ = hg.problems.finetune_space(hg.problems.digits_transfer(shots, seed=seed, cache=cache,
-                                                                        pretrained=False), steps)
-    out = {}
+    common = dict(model=model, target=target, seed=seed, cache=args.cache, pretrain_steps=args.pretrain_steps)
+    objective, space = hg.problems.finetune_space(hg.problems.digits_transfer(shots, **common), args.steps)
+    scratch, _ = hg.problems.finetune_space(hg.problems.digits_transfer(shots, pretrained=False, **common),
+                                            args.steps)
+    layers = space["lr"].shape[0]
     started = time.perf_counter()
-    default = {"lr": jnp.full(space["lr"].shape, 0.01)}
+    default = {"lr": jnp.full((layers,), 0.01)}
     scores = objective.evaluate(default, key)
-    out["default"] = (float(scores["test_accuracy"]), 1.0, time.perf_counter() - started, default)
-    points = max(1, int(budget ** (1 / 3) + 1e-9))  # the largest grid within the budget
+    out = {"default": (float(scores["test_accuracy"]), 1.0, time.perf_counter() - started, [0.01] * layers)}
+    points = max(1, int(args.budget ** (1 / 3) + 1e-9))  # the largest grid within the budget
     results = {"grid": hg.grid_search(objective, space, key, points_per_axis=points),
-               "random": hg.random_search(objective, space, key, num_trials=budget),
-               "gradient": _gradient(objective, space, key, budget),
-               "scratch": hg.random_search(scratch, space, key, num_trials=budget)}
+               "random": hg.random_search(objective, space, key, num_trials=args.budget),
+               "gradient": _gradient(objective, space, key, args.budget),
+               "scratch": hg.random_search(scratch, space, key, num_trials=args.budget)}
     for name, result in results.items():
-        trial, runs, seconds = _pick(result, budget)
-        out[name] = (float(trial.scores["test_accuracy"]), runs, seconds, trial.hparams)
+        trial = result.best_within(args.budget, "runs")
+        rates = np.broadcast_to(np.asarray(trial.hparams["lr"], np.float64), (layers,))
+        out[name] = (float(trial.scores["test_accuracy"]), float(result.spent("runs")[-1]),
+                     float(result.spent("seconds")[-1]), [float(r) for r in rates])
     return out
 
 
-def _table(rows: dict, shots_list, seeds) -> str:
-    lines = ["| shots/class | strategy | test accuracy (mean ± std) | runs | seconds | learned rate per layer (mean) |",
-             "|---|---|---|---|---|---|"]
-    for shots in shots_list:
-        for name in STRATEGIES:
-            cells = [rows[(shots, s)][name] for s in seeds]
-            acc = np.array([c[0] for c in cells])
-            rates = np.mean([np.broadcast_to(np.asarray(c[3]["lr"]), (3,)) for c in cells], axis=0)
-            lines.append(f"| {shots} | {name} | {acc.mean():.3f} ± {acc.std():.3f} | "
-                         f"{np.mean([c[1] for c in cells]):.0f} | {np.mean([c[2] for c in cells]):.1f} | "
-                         + ", ".join(f"{r:.3g}" for r in rates) + " |")
-    return "\n".join(lines)
+def paired(a, b) -> tuple[float, float]:
+    """(mean, standard error) of the paired differences a - b over seeds (s.e. infinite for one seed)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return float(np.mean(d)), se
 
 
-def _verdict(rows: dict, shots_list, seeds) -> str:
-    lines = []
-    for shots in shots_list:
-        means = {n: np.mean([rows[(shots, s)][n][0] for s in seeds]) for n in STRATEGIES}
-        order = sorted(means, key=means.get, reverse=True)
-        lines.append(f"- {shots} shots per class: **{order[0]}** ({means[order[0]]:.3f}), then "
-                     + ", ".join(f"{n} ({means[n]:.3f})" for n in order[1:]) + ".")
-    return "\n".join(lines)
+def standing(a, b) -> str:
+    """'clearly ahead', 'ahead' or 'not ahead': the rule every claim uses (module docstring)."""
+    mean, se = paired(a, b)
+    return "clearly ahead" if mean > 0 and mean > 2 * se else "ahead" if mean > 0 else "not ahead"
 
 
-def _plot(rows, shots_list, seeds, path) -> str | None:
+def verdicts(acc: dict, rates: dict) -> list[_claims.Claim]:
+    """The five claims, decided from `acc[setting][shots][strategy]` (per-seed test accuracies) and
+    `rates[setting][shots]` (per-seed learned rates of the gradient pick) by the fixed rules."""
+    claims = []
+    for setting, by_shots in acc.items():
+        marks = {s: standing(c["random"], c["scratch"]) for s, c in by_shots.items()}
+        diffs = {s: paired(c["random"], c["scratch"])[0] for s, c in by_shots.items()}
+        verdict = ("held" if all(m == "clearly ahead" for m in marks.values()) else
+                   "partly" if any(m != "not ahead" for m in marks.values()) else "not held")
+        claims.append(_claims.Claim(
+            "Yosinski et al. 2014 (transfer)", f"{setting}: fine-tuning the pretrained model beats training "
+            "from scratch (random search on each, equal compute)",
+            "; ".join(f"{s} shots: {diffs[s]:+.3f} ({marks[s]})" for s in by_shots),
+            verdict, "Mean paired test-accuracy difference, fine-tuned minus scratch, over seeds; held needs it "
+            "above twice its standard error at every shot count."))
+    cells = [(setting, s, c) for setting, by_shots in acc.items() for s, c in by_shots.items()]
+    marks = []
+    for setting, s, c in cells:
+        rival = max(("grid", "random"), key=lambda n: np.mean(c[n]))
+        marks.append((f"{setting} {s}", rival, paired(c["gradient"], c[rival])[0], standing(c["gradient"], c[rival])))
+    ahead = sum(m[3] != "not ahead" for m in marks)
+    verdict = ("held" if all(m[3] == "clearly ahead" for m in marks) else
+               "partly" if ahead >= len(marks) / 2 else "not held")
+    claims.append(_claims.Claim(
+        "ours (issue 16)", "Gradient tuning of per-layer rates, L2-SP and warm-up beats grid and random search "
+        "over scalars at equal compute",
+        f"ahead in {ahead} of {len(marks)} cells; " + "; ".join(f"{n}: {d:+.3f} vs {r}" for n, r, d, _ in marks),
+        verdict, "Gradient minus the better of grid and random (by mean), paired over seeds, per setting and "
+        "shot count; held needs clearly ahead (2 s.e.) in every cell."))
+    claims.append(rate_claim(rates))
+    return claims
+
+
+def rate_claim(rates: dict) -> _claims.Claim:
+    """Claim 5: the first layer's learned rate against the head's over every gradient pick."""
+    picks = np.array([r for by_shots in rates.values() for seeds in by_shots.values() for r in seeds])
+    lower = float(np.mean(picks[:, 0] < picks[:, -1]))
+    ratio = float(np.exp(np.mean(np.log(picks[:, -1] / picks[:, 0]))))
+    verdict = "held" if lower >= 0.8 and ratio >= 1.5 else "partly" if lower > 0.5 else "not held"
+    return _claims.Claim(
+        "Howard & Ruder 2018 (discriminative rates)", "Learned per-layer rates are lower for early layers",
+        f"first layer below the head in {lower:.0%} of {len(picks)} picks; geometric-mean head/first {ratio:.2f}",
+        verdict, "Held needs first < head in at least 80% of the gradient picks and a head/first ratio of at "
+        "least 1.5; the tuner starts from a constant rate, so a ratio near 1 means the outer steps barely moved it.")
+
+
+def tables(rows: dict, settings, shots_list, seeds) -> tuple[str, str, dict, dict]:
+    """The results table, the who-wins table, and the per-seed accuracies and rates for the claims."""
+    acc = {st: {s: {n: [rows[(st, s, k)][n][0] for k in seeds] for n in STRATEGIES} for s in shots_list}
+           for st in settings}
+    rates = {st: {s: [rows[(st, s, k)]["gradient"][3] for k in seeds] for s in shots_list} for st in settings}
+    body, wins = [], []
+    for st in settings:
+        for s in shots_list:
+            for n in STRATEGIES:
+                cells = [rows[(st, s, k)][n] for k in seeds]
+                a = np.array(acc[st][s][n])
+                body.append([st, s, n, f"{a.mean():.3f} ± {a.std():.3f}", f"{np.mean([c[1] for c in cells]):.0f}",
+                             f"{np.mean([c[2] for c in cells]):.1f}",
+                             ", ".join(f"{r:.3g}" for r in np.exp(np.mean(np.log([c[3] for c in cells]), axis=0)))])
+            order = sorted(STRATEGIES, key=lambda n: np.mean(acc[st][s][n]), reverse=True)
+            wins.append([st, s, f"**{order[0]}**", ", ".join(order[1:])])
+    table = _claims.markdown_table(["setting", "shots/class", "strategy", "test accuracy (mean ± std)", "runs",
+                                    "seconds", "rate per layer (geometric mean)"], body)
+    who = _claims.markdown_table(["setting", "shots/class", "best mean test accuracy", "then"], wins)
+    return table, who, acc, rates
+
+
+def plot(rates: dict, path: str) -> str | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for i, shots in enumerate(shots_list):
-        rates = np.array([np.asarray(rows[(shots, s)]["gradient"][3]["lr"]) for s in seeds])
-        layers = np.arange(rates.shape[1])
-        ax.errorbar(layers + 0.08 * i, rates.mean(0), yerr=rates.std(0), marker="o", capsize=3, label=f"{shots} shots")
-    ax.set_yscale("log")
-    ax.set_xticks(layers, [f"layer {i}" for i in layers[:-1]] + ["head"])
-    ax.set_ylabel("learned learning rate")
-    ax.set_title("gradient-tuned rate per layer (mean ± std over seeds)", fontsize="medium")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(rates), figsize=(4 * len(rates), 3.5), squeeze=False)
+    for ax, (setting, by_shots) in zip(axes[0], rates.items()):
+        for i, (shots, seeds) in enumerate(by_shots.items()):
+            logs = np.log10(np.array(seeds))
+            layers = np.arange(logs.shape[1])
+            ax.errorbar(layers + 0.08 * i, 10 ** logs.mean(0), yerr=None, marker="o", capsize=3, label=f"{shots} shots")
+            ax.scatter(np.repeat(layers + 0.08 * i, len(seeds)), 10 ** logs.T.ravel(), s=6, alpha=0.4)
+        ax.set_yscale("log")
+        ax.set_xticks(layers, [f"layer {i}" for i in layers[:-1]] + ["head"])
+        ax.set_title(setting, fontsize="medium")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("gradient-tuned learning rate")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds: 1 seed, 10 shots, tiny budget")
+    parser.add_argument("--smoke", action="store_true", help="seconds: the cnn shifted setting, 1 seed, 10 shots, tiny budget and steps")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    parser.add_argument("--shots", default="10,50,100", help="labelled examples per class (at most about 100)")
+    parser.add_argument("--shots", default="10,50", help="labelled examples per class (at most 50)")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=64, help="training-run equivalents per strategy")
-    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps T")
+    parser.add_argument("--budget", type=int, default=32, help="training-run equivalents per strategy")
+    parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps T")
+    parser.add_argument("--pretrain-steps", type=int, default=300, help="source models' training steps")
     parser.add_argument("--cache", default=None, help="pretrained model cache (default: the user cache)")
     args = parser.parse_args(argv)
-    shots_list = [int(s) for s in args.shots.split(",")]
-    seeds = list(range(args.seeds))
+    started = time.perf_counter()
+    shots_list, seeds = [int(s) for s in args.shots.split(",")], list(range(args.seeds))
     if args.smoke:
-        shots_list, seeds, args.budget, args.steps = [10], [0], 12, 10
+        shots_list, seeds, args.budget, args.steps, args.pretrain_steps = [10], [0], 8, 4, 20
         args.cache = args.cache or os.path.join(args.out, "pretrained-cache")
+    settings = ["cnn shifted"] if args.smoke else list(SETTINGS)  # smoke: one setting, under ~15 s
     rows = {}
-    for shots in shots_list:
-        for seed in seeds:
-            rows[(shots, seed)] = run_seed(shots, seed, args.budget, args.steps, args.cache)
-            print(f"[shots {shots}, seed {seed}] " + ", ".join(f"{n} {v[0]:.3f}" for n, v in rows[(shots, seed)].items()),
-                  flush=True)
-    table, verdict = _table(rows, shots_list, seeds), _verdict(rows, shots_list, seeds)
-    print(table + "\n\n" + verdict)
+    for setting in settings:
+        for shots in shots_list:
+            for seed in seeds:
+                rows[(setting, shots, seed)] = cell = run_cell(setting, shots, seed, args)
+                print(f"[{setting}, {shots} shots, seed {seed}] " + ", ".join(f"{n} {v[0]:.3f}" for n, v in cell.items()),
+                      flush=True)
+    table, who, acc, rates = tables(rows, settings, shots_list, seeds)
+    claims = verdicts(acc, rates)
+    print("## Results\n\n" + table + "\n\n" + who + "\n\n" + _claims.claims_markdown(claims))
     os.makedirs(args.out, exist_ok=True)
-    figure = _plot(rows, shots_list, seeds, os.path.join(args.out, "finetuning_rates.png"))
-    name = "finetuning_smoke.md" if args.smoke else "finetuning.md"
-    with open(os.path.join(args.out, name), "w") as f:
-        f.write(f"# Fine-tuning digits 0-4 -> 5-9 at equal compute\n\n{__doc__.split(chr(10) * 2, 1)[1]}\n"
-                f"Budget {args.budget} runs per strategy, T={args.steps}, seeds {seeds}.\n\n{table}\n\n"
-                f"## Who wins where\n\n{verdict}\n"
-                + (f"\n![learned rates]({os.path.basename(figure)})\n" if figure else ""))
+    figure = plot(rates, os.path.join(args.out, f"{NAME}_rates.png"))
+    intro = __doc__.split("\n\n", 1)[1].split("\n    python")[0]
+    body = (f"# Fine-tuning at equal compute: MLP and CNN sources, two target tasks\n\n{intro}\n\n"
+            f"Budget {args.budget} runs per strategy, T={args.steps} fine-tuning steps, source models pretrained "
+            f"for {args.pretrain_steps} steps, seeds {seeds}, shots {shots_list}.\n\n## Results\n\n{table}\n\n"
+            f"## Who wins where\n\n{who}\n" + (f"\n![learned rates]({os.path.basename(figure)})\n" if figure else ""))
+    _claims.write(args.out, NAME, body, claims, seconds=time.perf_counter() - started, smoke=args.smoke,
+                  figures=[figure] if figure else [], numbers={"acc": acc, "rates": rates, "budget": args.budget})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ EXPERIMENTS = [
     "hyper_cleaning",      # Franceschi et al. 2017
     "learned_schedules",   # Maclaurin, Duvenaud & Adams 2015
     "generalisation",      # ours (issue 14): resample_key and cross-validation against fitting one key's noise
+    "finetuning",          # ours (issue 16) with Yosinski et al. 2014, Howard & Ruder 2018: fine-tuning vs scratch, tuners
     "weight_decay_per_parameter",  # Lorraine, Vicol & Duvenaud 2020
     "online_lr",           # Baydin et al. 2018
     "truncation",          # Shaban et al. 2019

@@ -215,12 +215,48 @@ def check_truncation(stdout, out):
     assert sidecar["claims"][1]["verdict"] == expected, (shares, sidecar["claims"][1])
 
 
+def check_finetuning(stdout, out):
+    """One row per (setting, shots, strategy); each table mean is the sidecar's per-seed accuracies'
+    mean; the searches and scratch spent at most the budget (equal compute, read by best_within); every
+    verdict follows the experiment's fixed rule, recomputed here from the per-seed numbers."""
+    rows = markdown_table(stdout, "## Results")
+    acc = json.loads((out / "finetuning.json").read_text())["numbers"]["acc"]
+    sidecar = read_sidecar(out, "finetuning", claims=len(acc) + 2)
+    rates, budget = sidecar["numbers"]["rates"], sidecar["numbers"]["budget"]
+    assert len(rows) == 5 * sum(len(by_shots) for by_shots in acc.values()), rows
+    for row in rows:
+        seeds = acc[row["setting"]][row["shots/class"]][row["strategy"]]
+        assert row["test accuracy (mean ± std)"].split(" ±")[0] == f"{sum(seeds) / len(seeds):.3f}", row
+        assert all(0.0 <= a <= 1.0 for a in seeds), row
+        if row["strategy"] in ("grid", "random", "scratch"):
+            assert 0 < float(row["runs"]) <= budget, row
+
+    def standing(a, b):
+        d = [x - y for x, y in zip(a, b)]
+        mean = sum(d) / len(d)
+        se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 if len(d) > 1 else float("inf")
+        return 2 if mean > 0 and mean > 2 * se else 1 if mean > 0 else 0
+
+    for claim, by_shots in zip(sidecar["claims"], acc.values()):
+        marks = [standing(c["random"], c["scratch"]) for c in by_shots.values()]
+        assert claim["verdict"] == ("held" if min(marks) == 2 else "partly" if max(marks) > 0 else "not held")
+    cells = [c for by_shots in acc.values() for c in by_shots.values()]
+    marks = [standing(c["gradient"], max((c["grid"], c["random"]), key=sum)) for c in cells]
+    assert sidecar["claims"][-2]["verdict"] == ("held" if min(marks) == 2 else "partly"
+                                                if sum(m > 0 for m in marks) >= len(marks) / 2 else "not held")
+    picks = [r for by_shots in rates.values() for seeds in by_shots.values() for r in seeds]
+    lower = sum(r[0] < r[-1] for r in picks) / len(picks)
+    ratio = math.exp(sum(math.log(r[-1] / r[0]) for r in picks) / len(picks))
+    assert sidecar["claims"][-1]["verdict"] == ("held" if lower >= 0.8 and ratio >= 1.5 else "partly"
+                                                if lower > 0.5 else "not held")
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
                    "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
                    "generalisation.py": check_generalisation,
                    "weight_decay_per_parameter.py": check_weight_decay_per_parameter, "online_lr.py": check_online_lr,
-                   "truncation.py": check_truncation}
+                   "truncation.py": check_truncation, "finetuning.py": check_finetuning}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)

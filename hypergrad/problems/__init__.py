@@ -10,9 +10,11 @@ __all__ = ["MLP", "flip_labels", "logistic", "mlp_classifier", "nnx_problem", "n
 from hypergrad.problems.finetune import (  # noqa: E402
     finetune, group_labels, group_rates, group_sgd, layer_groups, scale_by_group_rate, warmup_ramp)
 from hypergrad.problems.pretrained import (  # noqa: E402
-    cache_dir, digits_transfer, pretrained_digits_mlp)
+    cache_dir, digits_transfer, pretrained_digits_cnn, pretrained_digits_mlp)
+from hypergrad.problems.cnn import CNN  # noqa: E402
 from hypergrad.problems.presets import PRESETS, finetune_space, preset, sgd_momentum_schedule  # noqa: E402
 
 __all__ += ["PRESETS", "finetune_space", "preset", "sgd_momentum_schedule"]
 __all__ += ["cache_dir", "digits_transfer", "finetune", "group_labels", "group_rates", "group_sgd", "layer_groups",
             "pretrained_digits_mlp", "scale_by_group_rate", "warmup_ramp"]
+__all__ += ["CNN", "pretrained_digits_cnn"]
