@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import optax
 
 
@@ -25,3 +26,27 @@ def sgd_schedule(hparams):
 def sgd_scalar_momentum(hparams):
     """SGD with momentum and one scalar learning rate."""
     return optax.sgd(hparams["lr"], momentum=hparams["momentum"])
+
+
+def stop_gradient_reference(problem, optimizer, num_steps, window):
+    """h, key -> (value, d value / d h) of a full-batch training loop written from scratch, from the
+    problem's public init, train_loss, val_loss and data and a plain optax loop (nothing of Objective):
+    the first T - window steps use stop_gradient(h), and the state entering step T - window is cut
+    with stop_gradient; then jax.grad. The key is split into an initialisation key and a data key, as
+    documented in hypergrad/objective.py. Truncated(window) must equal it; Reverse, at window >= T."""
+    assert problem.batch_size is None, "the reference trains full batch"
+    head = max(num_steps - window, 0)
+
+    def loss(h, key):
+        params = problem.init(jax.random.split(key)[0])
+        opt_state = optimizer(h).init(params)
+        for t in range(num_steps):
+            if t == head:
+                params, opt_state = jax.lax.stop_gradient((params, opt_state))
+            h_t = h if t >= head else jax.lax.stop_gradient(h)
+            grads = jax.grad(problem.train_loss)(params, h_t, problem.train_data)
+            updates, opt_state = optimizer(h_t).update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return problem.val_loss(params, problem.val_data)
+
+    return jax.jit(jax.value_and_grad(loss))

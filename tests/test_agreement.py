@@ -30,6 +30,7 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
+from _helpers import stop_gradient_reference  # noqa: E402
 
 try:  # ES and PES (also exported as hg.ES / hg.PES) from their own module
     from hypergrad.methods.es import ES, PES
@@ -127,33 +128,11 @@ def test_exact_methods_agree_with_reverse(exact_case, method_name):
                                    err_msg=name)
 
 
-# Truncated with a window shorter than T, against a reference written from scratch here. (The matrix's
+# Truncated with a window shorter than T, against a reference written from scratch (tests/_helpers.py). (The matrix's
 # Truncated(window=T) column runs Reverse's own program, checkpointed: it checks Reverse's checkpointing,
 # not the truncation.)
 FULL_BATCH = {"ridge_problem": ((0.4, 0.1), 0.7), "logistic_problem": ((0.8, 0.2), 0.9),
               "mlp_problem": ((0.5, 0.2), 0.6)}
-
-
-def stop_gradient_reference(problem, optimizer, num_steps, window):
-    """h, key -> (value, d value / d h) of a full-batch loop written here from the problem's public
-    init, train_loss, val_loss and data and a plain optax loop: the first T - window steps use
-    stop_gradient(h), the state entering step T - window is cut with stop_gradient, then jax.grad.
-    The key is split into an initialisation and a data key (documented in hypergrad/objective.py)."""
-    head = max(num_steps - window, 0)
-
-    def loss(h, key):
-        params = problem.init(jax.random.split(key)[0])
-        opt_state = optimizer(h).init(params)
-        for t in range(num_steps):
-            if t == head:
-                params, opt_state = jax.lax.stop_gradient((params, opt_state))
-            h_t = h if t >= head else jax.lax.stop_gradient(h)
-            grads = jax.grad(problem.train_loss)(params, h_t, problem.train_data)
-            updates, opt_state = optimizer(h_t).update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-        return problem.val_loss(params, problem.val_data)
-
-    return jax.jit(jax.value_and_grad(loss))
 
 
 @pytest.mark.parametrize("problem_name", list(FULL_BATCH), ids=["ridge", "logistic", "mlp"])

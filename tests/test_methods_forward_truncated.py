@@ -22,6 +22,7 @@ from hypergrad.methods.forward import Forward
 from hypergrad.methods.truncated import Truncated
 from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 from _helpers import sgd_scalar_momentum, sgd_schedule  # noqa: E402
+from _helpers import stop_gradient_reference as reference_program  # noqa: E402
 
 T = 8  # training steps of the small problems
 
@@ -192,30 +193,12 @@ _stop_gradient_references = {}  # (problem, optimizer, num_steps, window) -> com
 
 
 def stop_gradient_reference(objective, hparams, key, window):
-    """(value, d value / d h) of a full-batch training loop written from scratch here, from the
-    problem's public functions and data and a plain optax loop (nothing of Objective but its three
-    constructor arguments): the first T - window steps use stop_gradient(h), and the state entering
-    step T - window is cut with stop_gradient; then jax.grad. The key is split into an
-    initialisation key and a data key, as documented in hypergrad/objective.py."""
+    """(value, d value / d h) of `_helpers.stop_gradient_reference` for this objective's problem,
+    optimiser and horizon (compiled once per window)."""
     problem, optimizer, steps = objective.problem, objective.optimizer, objective.num_steps
-    assert problem.batch_size is None, "the reference trains full batch"
-    head = max(steps - window, 0)
-
-    def loss(h, key):
-        params = problem.init(jax.random.split(key)[0])
-        opt_state = optimizer(h).init(params)
-        for t in range(steps):
-            if t == head:
-                params, opt_state = jax.lax.stop_gradient((params, opt_state))
-            h_t = h if t >= head else jax.lax.stop_gradient(h)
-            grads = jax.grad(problem.train_loss)(params, h_t, problem.train_data)
-            updates, opt_state = optimizer(h_t).update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-        return problem.val_loss(params, problem.val_data)
-
     cache_key = (problem, optimizer, steps, window)
     if cache_key not in _stop_gradient_references:
-        _stop_gradient_references[cache_key] = jax.jit(jax.value_and_grad(loss))
+        _stop_gradient_references[cache_key] = reference_program(problem, optimizer, steps, window)
     return _stop_gradient_references[cache_key](hparams, key)
 
 
