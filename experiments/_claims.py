@@ -19,6 +19,7 @@ Not an experiment (no `--smoke`): a module the experiments share, as benchmarks 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -26,6 +27,19 @@ import os
 from typing import Any
 
 VERDICTS = ("held", "partly", "not held")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+"""Where full modes write by default: experiments/results/."""
+
+
+def arguments(doc: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """Every reproduction's command line: `--smoke` (tiny sizes, seconds) and `--out` (default
+    `RESULTS`, created if missing); the description is the first paragraph of `doc`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    return args
 
 
 @dataclasses.dataclass(frozen=True)

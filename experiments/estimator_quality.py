@@ -91,7 +91,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # before any array exists: the study is in float64
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -496,10 +495,7 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = parser.parse_args(argv)
+    args = _claims.arguments(__doc__, argv)
     cfg = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
     problem = make_problem(cfg, cfg.batch_size)

@@ -30,8 +30,6 @@ test loss is no higher; "partly" if only one of the two; "not held" otherwise.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
 import jax
@@ -111,10 +109,7 @@ def body(rows: list[dict], sizes: dict) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = parser.parse_args(argv)
+    args = _claims.arguments(__doc__, argv)
     sizes = ({"T": 8, "population": 1, "warmup": None, "halving": None, "steps": 1, "repeats": 1, "seeds": (0,)}
              if args.smoke else
              {"T": 200, "population": 8, "warmup": 32, "halving": 5, "steps": 20, "repeats": 4, "seeds": (0, 1, 2)})

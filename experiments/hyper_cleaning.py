@@ -39,7 +39,6 @@ Writes `--out/hyper_cleaning.md`, `hyper_cleaning.json` (the claims) and `hyper_
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -287,10 +286,7 @@ def plot(out: str, weights: dict, corrupted: np.ndarray, curves: dict) -> list[s
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = parser.parse_args(argv)
+    args = _claims.arguments(__doc__, argv)
     cfg = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
     began = time.perf_counter()

@@ -40,7 +40,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # before any array exists: Reversible's integers
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -309,10 +308,7 @@ def plot(out: str, picks: dict, scores: dict, cfg: Config) -> list[str]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = parser.parse_args(argv)
+    args = _claims.arguments(__doc__, argv)
     cfg = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
     began = time.perf_counter()

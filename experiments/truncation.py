@@ -38,7 +38,6 @@ Writes `--out/truncation.md`, `truncation.json` (the claims) and `truncation.png
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
@@ -245,10 +244,7 @@ def plot(out_dir: str, results: dict, cfg: Config) -> list[str]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = parser.parse_args(argv)
+    args = _claims.arguments(__doc__, argv)
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     moderate = max(1, cfg.steps // 10)

@@ -45,7 +45,6 @@ Writes `--out/weight_decay_per_parameter.md`, `.json` (the claims) and `weight_d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import time
@@ -312,10 +311,7 @@ def plot(out_dir: str, out: dict) -> list[str]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = parser.parse_args(argv)
+    args = _claims.arguments(__doc__, argv)
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     os.makedirs(args.out, exist_ok=True)
