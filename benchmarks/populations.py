@@ -288,7 +288,6 @@ def render_quality(records, args) -> tuple[list[str], list[str]]:
     compute_rows, wall_rows, seed_rows, verdicts = [], [], [], []
     for p in presets:
         rs = [r for r in records if r["preset"] == p]
-        plan = rs[0]["plan"]
         for s in strategies:
             compute_rows.append([
                 p, s, f"{statistics.median(r['runs'][s] for r in rs):.1f}",

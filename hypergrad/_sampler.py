@@ -25,7 +25,6 @@ All arithmetic is on uint32 (no floating point), so the draw is the same under `
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
