@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from typing import Any
 
 VERDICTS = ("held", "partly", "not held")
@@ -106,6 +107,18 @@ def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float
     with open(json_path, "w") as f:
         json.dump(_jsonable(sidecar), f, indent=1)
     return md_path, json_path
+
+
+def publish(args, name: str, body: str, claims: list[Claim], *, began: float, figures: list[str] = (),
+            numbers: dict[str, Any] | None = None) -> float:
+    """`write` the page and sidecar into `args.out`, then print the page, the claims and the wall
+    seconds since `began` (a `time.perf_counter()` reading); returns those seconds."""
+    seconds = time.perf_counter() - began
+    write(args.out, name, body, claims, seconds=seconds, smoke=args.smoke, figures=figures, numbers=numbers)
+    print(body)
+    print(claims_markdown(claims))
+    print(f"total {seconds:.0f} s")
+    return seconds
 
 
 def read(out: str, name: str) -> dict[str, Any]:

@@ -497,7 +497,6 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
     cfg = SMOKE if args.smoke else FULL
-    os.makedirs(args.out, exist_ok=True)
     problem = make_problem(cfg, cfg.batch_size)
     bias_problem = (problem if cfg.bias_batch_size == cfg.batch_size
                     else make_problem(cfg, cfg.bias_batch_size))

@@ -288,7 +288,6 @@ def plot(out: str, weights: dict, corrupted: np.ndarray, curves: dict) -> list[s
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
     cfg = SMOKE if args.smoke else FULL
-    os.makedirs(args.out, exist_ok=True)
     began = time.perf_counter()
     problem, corrupted, scores, table, weights, curves, comparison = run(cfg)
     claims, numbers = verdicts(scores)
@@ -319,11 +318,7 @@ def main(argv=None):
                     for label, c in curves.items()) + ".", "",
         f"![learned weights](./{NAME}_weights.png)", ""])
     figures = plot(args.out, weights, corrupted, curves)
-    seconds = time.perf_counter() - began
-    _claims.write(args.out, NAME, body, claims, seconds=seconds, smoke=args.smoke, figures=figures, numbers=numbers)
-    print(body)
-    print(_claims.claims_markdown(claims))
-    print(f"total {seconds:.0f} s")
+    _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers=numbers)
 
 
 if __name__ == "__main__":

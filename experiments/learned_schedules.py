@@ -310,7 +310,6 @@ def plot(out: str, picks: dict, scores: dict, cfg: Config) -> list[str]:
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
     cfg = SMOKE if args.smoke else FULL
-    os.makedirs(args.out, exist_ok=True)
     began = time.perf_counter()
     problem, results, scores, picks, comparison = run(cfg)
     claims, numbers = verdicts(scores, picks, cfg)
@@ -343,11 +342,7 @@ def main(argv=None):
         comparison.to_markdown(), "",
         f"![schedules](./{NAME}_schedules.png)", ""])
     figures = plot(args.out, picks, scores, cfg)
-    seconds = time.perf_counter() - began
-    _claims.write(args.out, NAME, body, claims, seconds=seconds, smoke=args.smoke, figures=figures, numbers=numbers)
-    print(body)
-    print(_claims.claims_markdown(claims))
-    print(f"total {seconds:.0f} s")
+    _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers=numbers)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,6 @@ def main(argv=None):
     args = _claims.arguments(__doc__, argv)
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
-    os.makedirs(args.out, exist_ok=True)
     began = time.perf_counter()
     out = run(cfg)
     facts = summarise(out)
@@ -253,12 +252,7 @@ def main(argv=None):
         "## Final validation loss against the initial rate", "", sweep, "",
         f"![final loss vs initial rate](./{NAME}.png)", ""])
     figures = plot(args.out, out)
-    seconds = time.perf_counter() - began
-    _claims.write(args.out, NAME, body, claims, seconds=seconds, smoke=args.smoke, figures=figures,
-                  numbers={"families": facts, "good": GOOD})
-    print(body)
-    print(_claims.claims_markdown(claims))
-    print(f"total {seconds:.0f} s")
+    _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers={"families": facts, "good": GOOD})
 
 
 if __name__ == "__main__":

@@ -249,7 +249,6 @@ def main(argv=None):
     cfg = SMOKE if args.smoke else FULL
     moderate = max(1, cfg.steps // 10)
     assert moderate in cfg.tune_windows and cfg.steps in cfg.tune_windows
-    os.makedirs(args.out, exist_ok=True)
     began = time.perf_counter()
     results = {}
     for i, (label, objective, space) in enumerate(problems(cfg)):
@@ -298,11 +297,7 @@ def main(argv=None):
         "## Tuning with a window K", "", tune_table, "",
         f"![error and tuned loss against K](./{NAME}.png)", ""])
     figures = plot(args.out, results, cfg)
-    seconds = time.perf_counter() - began
-    _claims.write(args.out, NAME, body, claims, seconds=seconds, smoke=args.smoke, figures=figures, numbers=numbers)
-    print(body)
-    print(_claims.claims_markdown(claims))
-    print(f"total {seconds:.0f} s")
+    _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers=numbers)
 
 
 if __name__ == "__main__":
