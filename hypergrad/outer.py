@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from hypergrad import _compile
-from hypergrad._batching import chunk_for, shardings, take_rows
+from hypergrad._batching import chunk_for, place, shardings, take_rows
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
 from hypergrad.methods.base import Method
@@ -204,8 +204,8 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
 
     def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
         spread, replicated = shardings(chunk)
-        placed_data, placed_key = (data, key) if replicated is None else jax.device_put((data, key), replicated)
-        example = _place(take_rows((*carry, fixed), 0, chunk), spread) + (placed_key, placed_data)
+        placed_data, placed_key = place((data, key), replicated)
+        example = (*place(take_rows((*carry, fixed), 0, chunk), spread), placed_key, placed_data)
         executable, seconds = _compile.compiled(("tune", objective, space, method, outer),
                                                 lambda: batched_step_fn(objective, space, method, outer), example)
         return executable, seconds, spread, replicated, placed_data
@@ -216,22 +216,17 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
                   flops, unit, extra, compile_seconds=seconds)
 
 
-def _place(tree: tuple, sharding: Any) -> tuple:
-    return tuple(tree) if sharding is None else tuple(jax.device_put(tuple(tree), sharding))
-
-
 def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: TrialRecorder) -> int:
     """One outer step of every live tuner of `cohort`, chunk by chunk; their trials go to
     `recorder` as each chunk returns. Returns the next trial number."""
     num, chunk = len(cohort.tuners), cohort.chunk
-    if cohort.replicated is not None:
-        step_key = jax.device_put(step_key, cohort.replicated)
+    step_key = place(step_key, cohort.replicated)
     pieces = []
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         whole = real == chunk == num  # the cohort is one full chunk: its arrays go in as they are
         rows = (*cohort.carry, cohort.fixed) if whole else take_rows((*cohort.carry, cohort.fixed), start, chunk)
-        args = _place(rows, cohort.spread) + (step_key, cohort.data)
+        args = (*place(tuple(rows), cohort.spread), step_key, cohort.data)
         began = time.perf_counter()
         out = jax.block_until_ready(cohort.executable(*args))
         seconds = time.perf_counter() - began

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches, _compile
-from hypergrad._batching import chunk_for, first_row, shardings, take_rows
+from hypergrad._batching import chunk_for, first_row, place, shardings, take_rows
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import run_flops
@@ -125,10 +125,9 @@ def _evaluate_group(
     chunk = chunk_for(num, chunk_size)
     spread, replicated = shardings(chunk)
     data = objective.problem.data
-    if spread is not None:
-        data, key = jax.device_put((data, key), replicated)
+    data, key = place((data, key), replicated)
     first = settings if chunk == num else take_rows(settings, 0, chunk)
-    example = (first if spread is None else jax.device_put(first, spread), key, data)
+    example = (place(first, spread), key, data)
     executable, compile_seconds, names, unit = _search_program(objective, chunk, example, first_row(settings))
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
@@ -137,8 +136,7 @@ def _evaluate_group(
             batch = example[0]  # sliced (and placed) once already, for the cache look-up
         else:
             batch = take_rows(settings, start, chunk)
-            if spread is not None:
-                batch = jax.device_put(batch, spread)
+            batch = place(batch, spread)
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
         chunk_hparams = [recorded(start + i) for i in range(real)]
         scores = dict(zip(names, np.asarray(pending)))
