@@ -38,7 +38,7 @@ import numpy as np
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Problem", "num_examples", "kfold_indices"]
+__all__ = ["Problem", "num_examples", "kfold_indices", "explicit_folds"]
 
 
 def num_examples(data: PyTree, argname: str) -> int:
@@ -111,6 +111,33 @@ def kfold_indices(
     return val, train
 
 
+def explicit_folds(cv: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(val, train) index arrays, shapes (k, m) and (k, n_train), of explicit folds `cv`: a list of
+    k >= 2 (train indices, val indices) pairs into the n pooled examples, as scikit-learn's
+    `list(splitter.split(X, y))`. Every fold must have the same sizes (the k fits are vmapped);
+    a fold's train and val need not cover every example. Raises `ValueError` otherwise."""
+    try:
+        pairs = [(np.asarray(train), np.asarray(val)) for train, val in cv]
+    except (TypeError, ValueError) as err:
+        raise ValueError("Problem(cv=[...]) must list (train_indices, val_indices) pairs, e.g. "
+                         "list(KFold(5).split(X))") from err
+    if len(pairs) < 2:
+        raise ValueError(f"Problem(cv=[...]) lists {len(pairs)} fold(s); give at least 2")
+    for i, (train, val) in enumerate(pairs):
+        for name, idx in (("train", train), ("val", val)):
+            if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"Problem(cv=[...]) fold {i}: {name} indices must be a non-empty 1-D int array")
+            if idx.min() < 0 or idx.max() >= n:
+                raise ValueError(f"Problem(cv=[...]) fold {i}: {name} indices must lie in [0, {n}), the pooled "
+                                 "train_data and val_data examples")
+    sizes = {(len(train), len(val)) for train, val in pairs}
+    if len(sizes) > 1:
+        raise ValueError(f"Problem(cv=[...]) folds have (train, val) sizes {sorted(sizes)}; the folds are "
+                         "vmapped, so every fold needs the same sizes (group the folds by size)")
+    return (np.stack([val for _, val in pairs]).astype(np.int64),
+            np.stack([train for train, _ in pairs]).astype(np.int64))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Problem:
     """A learning task: data splits plus pure loss functions. Hashed by identity.
@@ -132,7 +159,9 @@ class Problem:
         metrics: optional `{name: fn(params, batch) -> scalar}`, reported on val and test.
         name: a label for reports.
         cv: None (train on train_data, validate on val_data) or k >= 2 for k-fold
-            cross-validation over train_data and val_data pooled (see the module docstring).
+            cross-validation over train_data and val_data pooled (see the module docstring), or
+            explicit folds: a list of (train indices, val indices) pairs into the pooled examples,
+            all folds of the same sizes (`explicit_folds`; scikit-learn's `list(cv.split(X, y))`).
             Training, scoring and their compute are then k times those of one fit of n - m
             examples (m = n // k), vmapped over the folds; `data` holds the folds stacked,
             gathered once at construction (memory: k copies of the n pooled examples).
@@ -169,7 +198,8 @@ class Problem:
         folds = self._check_cv(n_train + n_val)
         where = "training examples"
         if folds is not None:
-            where = (f"examples each fold trains on with cv={self.cv} ({n_train + n_val} pooled train + val "
+            label = f"{len(folds[0])} explicit folds" if isinstance(self.cv, (list, tuple)) else f"cv={self.cv}"
+            where = (f"examples each fold trains on with {label} ({n_train + n_val} pooled train + val "
                      f"examples, validation folds of {folds[0].shape[1]})")
             n_train = folds[1].shape[1]
         if self.batch_size is not None:
@@ -213,7 +243,8 @@ class Problem:
                                   self.train_data, self.val_data)
             folded = {"train": jax.tree.map(lambda a: jnp.asarray(a[train_idx]), pooled),
                       "val": jax.tree.map(lambda a: jnp.asarray(a[val_idx]), pooled)}
-            object.__setattr__(self, "cv", int(self.cv))
+            if not isinstance(self.cv, (list, tuple)):
+                object.__setattr__(self, "cv", int(self.cv))
         object.__setattr__(self, "_folds", folds)
         object.__setattr__(self, "_folded", folded)
 
@@ -225,9 +256,14 @@ class Problem:
                 raise ValueError("Problem(cv_labels=...) was given without cv; set cv=k (e.g. cv=5) for "
                                  "stratified k-fold cross-validation, or drop cv_labels")
             return None
+        if isinstance(cv, (list, tuple)):
+            if labels is not None:
+                raise ValueError("Problem(cv_labels=...) only stratifies cv=k; explicit folds are already "
+                                 "assigned, so drop cv_labels")
+            return explicit_folds(cv, n)
         if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
-            raise ValueError(f"Problem(cv={cv!r}) must be an int >= 2 (the number of folds, e.g. cv=5), or "
-                             "None to train on train_data and validate on val_data")
+            raise ValueError(f"Problem(cv={cv!r}) must be an int >= 2 (the number of folds, e.g. cv=5), a list "
+                             "of (train, val) index pairs, or None to train on train_data and validate on val_data")
         if isinstance(self.cv_seed, bool) or not isinstance(self.cv_seed, (int, np.integer)):
             raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) must be an int")
         if cv > n:
@@ -249,7 +285,7 @@ class Problem:
     @property
     def num_folds(self) -> int:
         """k under cross-validation, 1 otherwise."""
-        return 1 if self.cv is None else self.cv
+        return 1 if self._folds is None else len(self._folds[0])
 
     @property
     def num_train(self) -> int:

@@ -430,3 +430,39 @@ def test_cv_results_without_cv_and_with_missing_params(logistic_problem, key):
     np.testing.assert_array_equal(table["rank_test_score"], [2, 1])
     all_failed = Result("x", (_trial(0, {}, {"val_loss": float("nan")}, state=FAIL),), 1.0, 0.0)
     np.testing.assert_array_equal(all_failed.cv_results()["rank_test_score"], [1])
+
+
+def test_explicit_folds_equal_the_same_folds_by_hand(logistic_problem):
+    """cv=[(train, val), ...] (scikit-learn's split) stacks exactly those folds, and the cv objective's
+    per-fold scores equal single-split objectives built on the same arrays."""
+    from sklearn.model_selection import KFold  # test extra
+    pooled = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
+                          logistic_problem.train_data, logistic_problem.val_data)
+    n = len(pooled[1])
+    splits = [(tr[:30], va[:15]) for tr, va in KFold(3, shuffle=True, random_state=0).split(np.zeros(n))]
+    problem = dataclasses.replace(logistic_problem, cv=splits)
+    assert problem.num_folds == 3 and problem.num_train == 30
+    val_idx, train_idx = problem.fold_indices
+    for i, (tr, va) in enumerate(splits):
+        np.testing.assert_array_equal(problem.data["train"][0][i], pooled[0][tr])
+        np.testing.assert_array_equal(val_idx[i], va)
+    scores = hg.Objective(problem, sgd, num_steps=T).evaluate(HPARAMS, jax.random.key(0))
+    for i, (tr, va) in enumerate(splits):
+        take = lambda idx: jax.tree.map(lambda a: a[idx], pooled)  # noqa: E731
+        single = dataclasses.replace(logistic_problem, train_data=take(tr), val_data=take(va))
+        alone = hg.Objective(single, sgd, num_steps=T).evaluate(HPARAMS, jax.random.key(0))
+        np.testing.assert_allclose(scores[f"val_loss_fold{i}"], alone["val_loss"], rtol=1e-10)
+    # with_fixed (which rebuilds the problem) keeps the explicit folds
+    assert np.array_equal(problem.with_fixed({}).fold_indices[0], val_idx)
+
+
+@pytest.mark.parametrize("cv,match", [
+    ([(np.arange(5), np.arange(5, 8))], r"lists 1 fold\(s\); give at least 2"),
+    ([(np.arange(5), np.arange(5, 8)), (np.arange(4), np.arange(5, 8))], r"sizes \[\(4, 3\), \(5, 3\)\]"),
+    ([(np.arange(5), np.arange(45, 48)), (np.arange(5), np.arange(5, 8))], r"fold 0: val indices must lie in"),
+    ([(np.arange(5.0), np.arange(5, 8)), (np.arange(5), np.arange(5, 8))], r"fold 0: train indices must be"),
+    ([1, 2], r"must list \(train_indices, val_indices\) pairs"),
+])
+def test_bad_explicit_folds(logistic_problem, cv, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(logistic_problem, cv=cv)
