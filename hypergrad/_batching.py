@@ -1,7 +1,12 @@
 """One chunking and sharding path for everything vmapped over rows: search trials and the tuners
 of a population. A batch of rows runs in padded chunks of one compiled program; each chunk's rows
-are split evenly across the local devices (several GPUs, or CPU devices from
-`hg.use_cpu_cores()`), with the data and key replicated."""
+are split evenly across the devices (several GPUs, or CPU devices from `hg.use_cpu_cores()`), with
+the data and key replicated.
+
+Several processes (after `jax.distributed.initialize(...)`, JAX's multi-controller runtime): every
+process runs the same calls in the same order with the same arguments; a chunk's rows are split
+over the global mesh of all processes' devices, and its outputs are gathered to every process
+(`to_host`), so each returns the same result. Only process 0 writes files (`is_writer`)."""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from hypergrad._types import PyTree
 
-__all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "shardings", "take_rows", "first_row", "place"]
+__all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "shardings", "take_rows", "first_row", "place",
+           "to_host", "is_writer", "device_count"]
 
 DEFAULT_CHUNK = 64
 """Rows per vmapped call when the caller gives no chunk size."""
@@ -25,30 +32,79 @@ def balanced_chunk(num: int, chunk_size: int) -> int:
     return -(-num // calls)
 
 
+def is_writer() -> bool:
+    """True in the process that writes logs and study files: process 0 of a multi-process run
+    (`jax.distributed.initialize`), and always in a lone process."""
+    return jax.process_index() == 0
+
+
+def device_count() -> int:
+    """Devices a chunk's rows are split over: every process's devices (the global mesh)."""
+    return jax.device_count()
+
+
 def chunk_for(num: int, chunk_size: int | None) -> int:
     """Rows per vmapped call: `min(chunk_size, num)`, or with chunk_size None a balanced chunk
-    (`balanced_chunk`) rounded up to a multiple of the local devices, so it shards evenly."""
+    (`balanced_chunk`) rounded up to a multiple of the devices of all processes, so it shards evenly."""
     if chunk_size is not None:
         return min(chunk_size, num)
-    devices = jax.local_device_count()
+    devices = device_count()
     return -(-balanced_chunk(num, DEFAULT_CHUNK) // devices) * devices
 
 
 def shardings(chunk: int) -> tuple[Any, Any] | tuple[None, None]:
-    """(row-axis sharding, replicated sharding) over the local devices; one chunk's rows are split
-    evenly across them. (None, None) with one device, or a chunk the devices do not divide: the
-    default device."""
-    devices = jax.local_devices()
-    if len(devices) == 1 or chunk % len(devices):
-        return None, None
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
-    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
-            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    """(row-axis sharding, replicated sharding) of a chunk: its rows split evenly over the devices of
+    all processes; over this process's devices when those do not divide the chunk but these do
+    (every process then computes every row); (None, None) with one device, or a chunk no mesh
+    divides: the default device of each process."""
+    for devices in (jax.devices(), jax.local_devices()):
+        if len(devices) > 1 and chunk % len(devices) == 0:
+            mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
+            return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
+                    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    return None, None
+
+
+def _put(leaf: Any, sharding: Any) -> Any:
+    """One leaf on `sharding`. A PRNG key goes as its raw data and is wrapped again there
+    (`device_put` refuses a key array for devices of other processes)."""
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        data = jax.device_put(np.asarray(jax.random.key_data(leaf)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    return jax.device_put(leaf, sharding)
 
 
 def place(tree: PyTree, sharding: Any) -> PyTree:
-    """`tree` on `sharding`, or as it is when there is none (one device)."""
-    return tree if sharding is None else jax.device_put(tree, sharding)
+    """`tree` on `sharding`, or as it is when there is none (one device). Every process must pass
+    the same values (they are the rows of one global array)."""
+    if sharding is None:
+        return tree
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda leaf: _put(leaf, sharding), tree)
+
+
+def _replicate(tree: PyTree) -> PyTree:
+    return tree
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """`tree` with every array split over several processes' devices gathered, whole, into a numpy
+    array on every process (one collective program for all such leaves); other leaves as they are.
+    Cost: one all-gather of those leaves over the processes' network; nothing in one process."""
+    leaves, treedef = jax.tree.flatten(tree)
+    split = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable]
+    if not split:
+        return tree
+    if all(isinstance(leaves[i].sharding, jax.sharding.NamedSharding) for i in split):
+        targets = [leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in split]
+        whole = [np.asarray(a.addressable_data(0))
+                 for a in jax.jit(_replicate, out_shardings=targets)([leaves[i] for i in split])]
+    else:  # another kind of sharding: JAX's own gather, one program per leaf
+        whole = [np.asarray(multihost_utils.process_allgather(leaves[i], tiled=True)) for i in split]
+    for i, array in zip(split, whole):
+        leaves[i] = array
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def first_row(batch: PyTree) -> PyTree:

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from hypergrad import _compile
-from hypergrad._batching import chunk_for, place, shardings, take_rows
+from hypergrad._batching import chunk_for, device_count, place, shardings, take_rows, to_host
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
 from hypergrad.methods.base import Method
@@ -129,7 +129,7 @@ def chunk_rows(live: int, chunk_size: int | None) -> int:
     devices run unsharded, unpadded."""
     if chunk_size is not None:
         return chunk_size
-    return live if live < jax.local_device_count() else chunk_for(live, None)
+    return live if live < device_count() else chunk_for(live, None)
 
 
 def rows_computed(live: int, chunk_size: int | None) -> int:
@@ -228,7 +228,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
         rows = (*cohort.carry, cohort.fixed) if whole else take_rows((*cohort.carry, cohort.fixed), start, chunk)
         args = (*place(tuple(rows), cohort.spread), step_key, cohort.data)
         began = time.perf_counter()
-        out = jax.block_until_ready(cohort.executable(*args))
+        out = to_host(jax.block_until_ready(cohort.executable(*args)))
         seconds = time.perf_counter() - began
         pieces.append(out[:3] if whole else jax.tree.map(lambda a: a[:real], out[:3]))
         report = jax.device_get(out[3])

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hypergrad._batching import is_writer
+
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder"]
 
 COMPLETE, FAIL, SKIPPED = "complete", "fail", "skipped"
@@ -352,7 +354,8 @@ class TrialRecorder:
     """Collects trials as they are produced, appends each to a JSON-lines log, reports progress.
 
     Nothing a user ran is lost: with `log` set, every trial is on disk (flushed) as soon as its
-    program returns, before the next one runs.
+    program returns, before the next one runs. In a multi-process run (`jax.distributed`) only
+    process 0 writes the log (`hypergrad._batching.is_writer`); every process collects the trials.
 
     Args:
         strategy: label used in progress lines and log records.
@@ -367,7 +370,7 @@ class TrialRecorder:
         self.total = total
         self._start = time.perf_counter()
         self._log = None
-        if log is not None:
+        if log is not None and is_writer():  # several processes: process 0 alone writes
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
             self._log = open(log, "a")
         if progress is True:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches, _compile
-from hypergrad._batching import chunk_for, first_row, place, shardings, take_rows
+from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import run_flops
@@ -139,7 +139,7 @@ def _evaluate_group(
             batch = place(batch, spread)
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
         chunk_hparams = [recorded(start + i) for i in range(real)]
-        scores = dict(zip(names, np.asarray(pending)))
+        scores = dict(zip(names, np.asarray(to_host(pending))))
         seconds = time.perf_counter() - began
         structure.record_run(unit * chunk, seconds)
         for i in range(real):
@@ -231,8 +231,8 @@ def evaluate_settings(
         compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder)
     finally:
         recorder.close()
-    info.update({"devices": jax.local_device_count(), "chunk_size": chunk_for(num, chunk_size), "num_trials": num,
-                 "programs": len(groups)})
+    info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk_for(num, chunk_size),
+                 "num_trials": num, "programs": len(groups)})
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
     return Result(strategy, trials, unit, compile_seconds, info)
 

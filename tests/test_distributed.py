@@ -1,0 +1,77 @@
+"""Several processes on JAX's own runtime (issue 19, item 5).
+
+The test starts two processes on loopback (`jax.distributed.initialize` with a free local port,
+2 CPU devices each, gloo's CPU collectives), each running the float32 workload of
+tests/test_determinism.py (random search, grid search, a population `tune`) with its trials split
+over the 4 devices of both processes, and one lone process with one device as the reference.
+Every process must return the same trials (bitwise), equal to the lone process's to 1e-6 relative,
+and only process 0 may write the trial log. The processes are killed in a `finally` whatever
+happens, and every wait has a timeout.
+"""
+
+import json
+import socket
+
+import pytest
+
+from test_determinism import assert_close, finish, run_worker
+
+CALLS = "random,grid,population"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """{name: JSON} of the two distributed processes ("process0", "process1") and the lone one."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    port = str(_free_port())
+    procs = {}
+    try:
+        for i in (0, 1):
+            logs = tmp / f"logs{i}"
+            logs.mkdir()
+            procs[f"process{i}"] = run_worker(tmp, f"process{i}", "--calls", CALLS, "--devices", "2",
+                                              "--processes", "2", "--process-id", str(i), "--port", port,
+                                              "--log-dir", str(logs))
+        procs["lone"] = run_worker(tmp, "lone", "--calls", CALLS, "--devices", "1")
+    except BaseException:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+        raise
+    out = finish(procs, tmp, timeout=150)
+    out["logs"] = {i: sorted(p.name for p in (tmp / f"logs{i}").iterdir()) for i in (0, 1)}
+    out["log0"] = [json.loads(line) for line in (tmp / "logs0" / "log-0.jsonl").read_text().splitlines()]
+    return out
+
+
+def test_the_processes_share_one_mesh_of_four_devices(runs):
+    for i in (0, 1):
+        run = runs[f"process{i}"]
+        assert (run["processes"], run["devices"], run["local_devices"], run["dtype"]) == (2, 4, 2, "float32")
+
+
+def test_every_process_returns_the_same_trials(runs):
+    assert runs["process0"]["calls"] == runs["process1"]["calls"]
+
+
+def test_two_processes_equal_one_to_1e6(runs):
+    for call in CALLS.split(","):
+        first, again = runs["process0"]["calls"][call]
+        assert first == again, f"{call}: a repeated call changed over two processes"
+        assert_close(first, runs["lone"]["calls"][call][0], f"two processes against one: {call}")
+
+
+def test_process_0_alone_writes_the_log(runs):
+    assert runs["logs"] == {0: ["log-0.jsonl"], 1: []}
+    calls = runs["process0"]["calls"]
+    # every call of the workload ran twice, each logging all its trials once
+    expected = 2 * sum(len(calls[c][0]) for c in CALLS.split(","))
+    assert len(runs["log0"]) == expected
+    logged = [r["value"] for r in runs["log0"][:len(calls["random"][0])]]
+    assert logged == [t["value"] for t in calls["random"][0]]
