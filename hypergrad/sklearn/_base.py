@@ -1,0 +1,146 @@
+"""The protocol between hypergrad's scikit-learn estimators and its searches.
+
+Every estimator of `hypergrad.sklearn` is a `HypergradEstimator`: a scikit-learn estimator (its
+parameter names, defaults, validation, `get_params`/`set_params`, pickling) whose `fit` is one
+compiled hypergrad program, and which can hand a search the *family* of programs behind it, so
+that many candidate settings x folds are fitted vmapped instead of one by one.
+
+The three methods a search calls:
+
+- `_family(train, val, *, varying, n_classes=None) -> (hg.Structured, hg.Space)`: a family
+  fitting this estimator on `train = (X, y)` and scoring on `val = (X, y)` (numpy arrays, already
+  validated; for classifiers `y` holds class indices 0..k-1 of the classes of the full data). Every
+  parameter not in `varying` is taken from `self.get_params()`. The Space has one entry per name in
+  `varying`: an `hg.Choice` of the given options for structural parameters (`_structural_params`),
+  and for continuous ones (`_continuous_params`) `hg.LogUniform` over the given values' range when
+  all are positive, else `hg.Uniform` (a single value gets a range around it); None when `varying`
+  is empty (what `fit` uses). The family's
+  problem reports `val_loss` (log-loss for classifiers, mean squared error for regressors) and the
+  metrics "score" (the estimator's default `score`: accuracy or R^2), for classifiers "accuracy"
+  and "log_loss", for regressors "neg_mean_squared_error" and "r2" (read back as `val_<name>`).
+  Structural parameters go through `hg.Structured(build, maskable=...)`, so hypergrad's planner
+  masks or groups them by measured cost.
+  Change to the first draft of the protocol: the keyword `n_classes` (classifiers only) gives the
+  number of classes k when a fold lacks the last class; None takes max(label) + 1 over train and val.
+- `_settings(space, candidates) -> dict[str, np.ndarray]`: candidates (dicts of scikit-learn
+  parameter values, e.g. from `ParameterGrid`) as the settings `hg.search.evaluate_settings`
+  takes: option indices for `Choice` entries, values for numeric ones; leading axis = candidate.
+- `_encode_y(y) -> (y_encoded, attributes)`: validated targets as `_family` wants them, and what
+  `fit` would set from them (`{"classes_": ...}` for classifiers).
+- `_fit_key() -> jax key`: the training key `fit` uses (from `random_state`), so a search that
+  passes the same key reproduces `fit` exactly.
+
+`fit` itself goes through the same family (no parameter varying), so a search's candidate and a
+refit of the same parameters with the same key are the same computation.
+"""
+
+from __future__ import annotations
+
+import collections
+import numbers
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+import sklearn.base
+from sklearn.utils import check_random_state
+
+import hypergrad as hg
+from hypergrad import _caches
+
+__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program"]
+
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 64
+_caches.register(_PROGRAMS.clear)
+
+
+def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
+    """A fit program (whatever `make()` builds: a family, its objective and a jitted function)
+    kept per `key` (the estimator's class, structural parameters and data shapes), so estimators
+    of the same kind fitted on data of the same shapes reuse one compilation (scikit-learn's
+    `check_estimator` fits dozens). At most 64 kept, least recently used dropped; emptied by
+    `hg.clear_caches()`."""
+    if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
+        return _PROGRAMS[key]
+    program = _PROGRAMS[key] = make()
+    while len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
+def continuous_distribution(name: str, values: Sequence[Any]) -> hg.Uniform | hg.LogUniform:
+    """`hg.LogUniform` over the range of `values` when all are positive, else `hg.Uniform`; a
+    single value gets a range around it (log: a factor 10 either side; linear: +-1)."""
+    array = np.asarray([float(v) for v in values])
+    if array.size == 0 or not np.all(np.isfinite(array)):
+        raise ValueError(f"varying[{name!r}] must be a non-empty list of finite numbers, got {list(values)!r}")
+    lo, hi = float(array.min()), float(array.max())
+    if lo > 0:
+        return hg.LogUniform(lo / 10, hi * 10) if lo == hi else hg.LogUniform(lo, hi)
+    return hg.Uniform(lo - 1, hi + 1) if lo == hi else hg.Uniform(lo, hi)
+
+
+class HypergradEstimator(sklearn.base.BaseEstimator):
+    """A scikit-learn estimator whose fit is a hypergrad program (see the module docstring).
+
+    Subclasses set `_structural_params` (parameters that change the compiled program),
+    `_continuous_params` (traced numbers, vmapped across candidates and differentiable) and
+    implement `_family` and `_encode_y`; every other constructor parameter is fixed per program.
+    """
+
+    _structural_params: ClassVar[frozenset[str]] = frozenset()
+    _continuous_params: ClassVar[frozenset[str]] = frozenset()
+
+    def _family(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
+                varying: Mapping[str, Sequence[Any]], n_classes: int | None = None
+                ) -> tuple[hg.Structured, hg.Space]:
+        raise NotImplementedError
+
+    def _encode_y(self, y: Any) -> tuple[np.ndarray, dict]:
+        raise NotImplementedError
+
+    def _space(self, varying: Mapping[str, Sequence[Any]]) -> hg.Space | None:
+        """The Space of `varying` (module docstring), None when nothing varies (`fit`); `ValueError`
+        for a parameter that cannot vary."""
+        entries = {}
+        for name, values in varying.items():
+            if name in self._structural_params:
+                entries[name] = hg.Choice([_hashable(v) for v in values], structural=True)
+            elif name in self._continuous_params:
+                entries[name] = continuous_distribution(name, values)
+            else:
+                raise ValueError(
+                    f"{type(self).__name__} parameter {name!r} cannot vary within one compiled search: it "
+                    f"is fixed per program; vary one of {sorted(self._structural_params | self._continuous_params)}")
+        return hg.Space(entries) if entries else None
+
+    def _settings(self, space: hg.Space, candidates: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """Candidates as `evaluate_settings` settings: option indices of `Choice` entries, values
+        of numeric ones (float64 when x64 is on, else float32), leading axis = candidate."""
+        dtype = jax.numpy.zeros(()).dtype
+        out = {}
+        for name in space.names:
+            dist = space[name]
+            if isinstance(dist, hg.Choice):
+                out[name] = np.asarray([dist.index(_hashable(c[name])) for c in candidates], np.int32)
+            else:
+                out[name] = np.asarray([float(c[name]) for c in candidates], dtype)
+        return out
+
+    def _fit_key(self) -> jax.Array:
+        """The training key of `fit`: `jax.random.key(random_state)` for an int, else a seed drawn
+        from the `RandomState` (None: numpy's global one, so unseeded fits differ)."""
+        state = self.get_params(deep=False).get("random_state")
+        if isinstance(state, numbers.Integral) and not isinstance(state, bool):
+            return jax.random.key(int(state))
+        return jax.random.key(int(check_random_state(state).randint(np.iinfo(np.int32).max)))
+
+
+def _hashable(value: Any) -> Any:
+    """Options as `hg.Choice` holds them: lists and arrays as tuples."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else tuple(value.tolist())
+    return tuple(value) if isinstance(value, list) else value

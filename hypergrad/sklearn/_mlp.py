@@ -1,0 +1,753 @@
+"""scikit-learn's `MLPClassifier` and `MLPRegressor`, fitted as one compiled hypergrad program.
+
+The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` minibatch steps, one
+`lax.scan` (hypergrad's `Loop`), with scikit-learn's rules inside one optax transformation
+(`sklearn_solver`):
+
+- network: `hidden_layer_sizes` dense layers with `activation`, then softmax (k > 2 classes),
+  one logistic unit (2 classes) or identity (regression); weights and biases Glorot-uniform,
+  bound sqrt(6 / (fan_in + fan_out)) (sqrt(2 / ...) for logistic), as scikit-learn draws them;
+- loss of a minibatch of m examples: mean log-loss (or half the mean squared error over examples
+  and outputs) + alpha / (2 m) * sum of squared weights (not biases), scikit-learn's `_backprop`;
+- minibatches: every epoch a fresh permutation (`shuffle=True`) or the data's order, cut into
+  slices of `batch_size` ("auto" = min(200, n)) with a smaller last slice, as `gen_batches`;
+  the short slice is padded with rows of weight 0 (so every step has one shape);
+- sgd: v <- momentum v - lr g, update v (or momentum v - lr g with Nesterov); learning_rate
+  "invscaling" sets lr = learning_rate_init / (t + 1)^power_t after each epoch (t = examples
+  seen); "adaptive" divides lr by 5 whenever the epoch loss has not improved by tol for more than
+  n_iter_no_change epochs (stopping once lr <= 1e-6); adam: scikit-learn's form,
+  lr_t = learning_rate_init sqrt(1 - beta_2^t) / (1 - beta_1^t), update -lr_t m / (sqrt(v) + eps);
+- stopping: after each epoch the epoch loss (mean of the minibatch losses weighted by their sizes,
+  penalty included: `loss_curve_`) or, with `early_stopping`, the validation score on a held-out
+  `validation_fraction` (scikit-learn's stratified `train_test_split`) is compared with the best
+  so far; more than n_iter_no_change epochs without an improvement of tol stops the fit. Under
+  vmap every fit runs all `max_iter` epochs of steps, but a stopped fit is frozen (its updates
+  are zero and its state no longer changes, a `jnp.where`), so its parameters and `n_iter_` are
+  exactly those of the fit run alone. With early stopping the best parameters are restored.
+
+Differences from scikit-learn, on purpose: the random numbers (initialisation, shuffling, the
+early-stopping split) come from JAX keys, so a fit matches scikit-learn in distribution, not
+digit for digit; log-losses are computed from logits (scikit-learn clips probabilities at
+machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"`,
+`warm_start=True` and `partial_fit` are refused with a ValueError; `sample_weight` is not taken.
+
+Cost of a fit: max_iter * ceil(n / batch_size) forward-backward passes, plus the validation score
+each epoch with early stopping. Every fit runs all of them (a stopped fit's remaining steps are
+computed and discarded), which is what lets many fits share one vmapped program. Memory: the
+parameters, two optimiser moment trees and one minibatch. Compilation: one program per
+structural configuration and data shape, cached (`hypergrad.sklearn._base.cached_program`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import sklearn.base
+import sklearn.neural_network
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+import hypergrad as hg
+from hypergrad._sampler import epoch_batch_indices
+from hypergrad.problems.mlp import affine
+from hypergrad.sklearn._base import HypergradEstimator, cached_program
+
+__all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
+
+ACTIVATIONS = {"identity": lambda z: z, "logistic": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
+SOLVERS = ("sgd", "adam")
+SCHEDULES = ("constant", "invscaling", "adaptive")
+MIN_SGD_LR = 1e-6  # scikit-learn's SGDOptimizer stops (adaptive) once its rate is at most this
+
+STRUCTURAL = frozenset({"hidden_layer_sizes", "activation", "solver", "learning_rate", "batch_size", "max_iter",
+                        "shuffle", "nesterovs_momentum", "early_stopping", "validation_fraction", "n_iter_no_change",
+                        "tol"})
+CONTINUOUS = frozenset({"alpha", "learning_rate_init", "power_t", "momentum", "beta_1", "beta_2", "epsilon"})
+MASKABLE = ("hidden_layer_sizes", "activation", "solver", "learning_rate")
+
+
+# -- the network ------------------------------------------------------------------------------------
+def forward(layers: Sequence[tuple[jax.Array, jax.Array]], inputs: jax.Array, activation: Any,
+            keeps: Sequence[jax.Array] | None = None) -> jax.Array:
+    """Output pre-activations (outputs, batch) of the network on feature-major `inputs`
+    (features, batch). `layers` holds (kernel (out, in), bias (out,)) pairs (scikit-learn's
+    `coefs_[i].T`, `intercepts_[i]`); `activation` maps pre-activations to activations; `keeps`
+    (optional, one 0/1 vector per hidden layer) zeroes masked hidden units."""
+    h = inputs
+    for i, (kernel, bias) in enumerate(layers[:-1]):
+        h = activation(affine(kernel, bias, h))
+        if keeps is not None:
+            h = h * keeps[i][:, None]
+    kernel, bias = layers[-1]
+    return affine(kernel, bias, h)
+
+
+def per_example_loss(out: str, z: jax.Array, targets: jax.Array) -> jax.Array:
+    """Loss of each example (batch,) from pre-activations z (outputs, batch) and targets (batch,
+    outputs): softmax log-loss, binary log-loss of a logistic unit, or half the squared error
+    averaged over outputs (scikit-learn's LOSS_FUNCTIONS)."""
+    if out == "softmax":
+        return -jnp.sum(targets.T * jax.nn.log_softmax(z, axis=0), axis=0)
+    if out == "logistic":
+        return -jnp.sum(targets.T * jax.nn.log_sigmoid(z) + (1 - targets.T) * jax.nn.log_sigmoid(-z), axis=0)
+    return 0.5 * jnp.mean(jnp.square(targets.T - z), axis=0)
+
+
+def predicted_codes(out: str, z: jax.Array) -> jax.Array:
+    """Class indices from classifier pre-activations (outputs, batch)."""
+    return jnp.argmax(z, axis=0) if out == "softmax" else (z[0] > 0).astype(jnp.int32)
+
+
+def r2(targets: jax.Array, z: jax.Array) -> jax.Array:
+    """scikit-learn's r2_score (uniform average over outputs; a constant target scores 1 when
+    predicted exactly, else 0) of predictions z (outputs, batch) against targets (batch, outputs)."""
+    residual = jnp.sum(jnp.square(targets.T - z), axis=1)
+    total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
+    safe = jnp.where(total > 0, total, 1.0)
+    return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
+
+
+def _unit_grid(key: jax.Array, rows: int, cols: int, dtype: Any) -> jax.Array:
+    """Uniform(-1, 1) numbers (rows, cols) whose entry (i, j) depends only on (key, i, j): a
+    network of width w draws the same first w units as one of any larger width, so masked and
+    grouped widths, and a search and a refit, start from the same weights."""
+    def entry(i, j):
+        return jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, i), j), (), dtype, -1.0, 1.0)
+
+    return jax.vmap(lambda i: jax.vmap(lambda j: entry(i, j))(jnp.arange(cols)))(jnp.arange(rows))
+
+
+def init_layers(key: jax.Array, widest: Sequence[int], dims: Sequence[Any], keeps: Sequence[Any], factor: Any,
+                dtype: Any) -> list[tuple[jax.Array, jax.Array]]:
+    """Glorot-uniform (kernel (out, in), bias) pairs at the `widest` sizes, bound
+    sqrt(factor / (dims[l] + dims[l + 1])) with the true (possibly traced) widths `dims`; units
+    outside `keeps` (0/1 vectors per layer, input and output all ones) get zero weights."""
+    layers = []
+    for l in range(len(widest) - 1):
+        kw, kb = jax.random.split(jax.random.fold_in(key, l))
+        bound = jnp.sqrt(jnp.asarray(factor, dtype) / jnp.asarray(dims[l] + dims[l + 1], dtype))
+        kernel = _unit_grid(kw, widest[l], widest[l + 1], dtype).T * bound
+        bias = _unit_grid(kb, 1, widest[l + 1], dtype)[0] * bound
+        layers.append((kernel * keeps[l + 1][:, None] * keeps[l][None, :], bias * keeps[l + 1]))
+    return layers
+
+
+# -- scikit-learn's minibatches ---------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class EpochBatches(hg.Problem):
+    """An `hg.Problem` whose minibatches are scikit-learn's: epoch e = t // B (B batches an epoch),
+    batch j = t mod B holds positions j*b, ..., j*b + b - 1 of the epoch's order (a keyed
+    permutation when `shuffle`, else the data's order); positions past the `num_real` examples
+    point at the padding row `num_real` (weight 0 in the training data), so the last batch of an
+    epoch holds the remainder, as `gen_batches`. Cost: O(b) per step (hypergrad's epoch sampler
+    evaluated at single positions)."""
+
+    num_real: int = 1
+    shuffle: bool = True
+
+    def batch_indices(self, key: jax.Array, step: jax.Array) -> jax.Array | None:
+        if self.batch_size is None:
+            return None
+        n, b = self.num_real, self.batch_size
+        per_epoch = -(-n // b)
+        step = jnp.asarray(step)
+        epoch, j = step // per_epoch, step % per_epoch
+        position = j[..., None] * b + jnp.arange(b)
+        real = position < n
+        position = jnp.minimum(position, n - 1)
+        if self.shuffle:
+            stream = (epoch[..., None] * n + position).astype(jnp.uint32)
+            position = epoch_batch_indices(key, stream, n, 1)[..., 0]
+        return jnp.where(real, position, n).astype(jnp.int32)
+
+
+# -- scikit-learn's solvers and stopping rule, as one optax transformation ----------------------------
+class SolverState(NamedTuple):
+    """State of `sklearn_solver`: the solver's, the epoch's and the stopping rule's."""
+
+    step: jax.Array            # minibatch steps taken
+    lr: jax.Array              # sgd's current learning rate
+    velocity: Any              # sgd
+    mu: Any                    # adam's first moment
+    nu: Any                    # adam's second moment
+    epoch_loss: jax.Array      # sum over this epoch's batches of batch loss x batch examples
+    best: jax.Array            # best epoch loss (or best validation score with early stopping)
+    no_improvement: jax.Array  # epochs in a row without an improvement of tol
+    stopped: jax.Array         # the fit has stopped: everything frozen
+    n_iter: jax.Array          # epochs run
+    loss_curve: jax.Array      # (max_iter,) epoch losses, nan after n_iter
+    val_scores: jax.Array      # (max_iter,) validation scores with early stopping, else nan
+    best_params: Any           # parameters at the best validation score (early stopping), else ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The static shape of a fit: examples, minibatches and the stopping rule's constants."""
+
+    num_real: int
+    batch_size: int
+    max_iter: int
+    tol: float
+    n_iter_no_change: float
+    nesterov: bool
+    early_stopping: bool
+
+    @property
+    def batches(self) -> int:
+        return -(-self.num_real // self.batch_size)
+
+    def counts(self) -> np.ndarray:
+        """Real examples in each batch of an epoch."""
+        return np.minimum(self.batch_size, self.num_real - self.batch_size * np.arange(self.batches))
+
+
+def _solver_update(grads, state: SolverState, is_adam: Any, h: Mapping[str, Any], nesterov: bool):
+    """(updates, velocity, mu, nu) of scikit-learn's SGD or Adam; `is_adam` a Python bool (one
+    solver computed) or a traced bool (both computed, one selected)."""
+    def sgd():
+        velocity = jax.tree.map(lambda v, g: h["momentum"] * v - state.lr * g, state.velocity, grads)
+        if nesterov:
+            return jax.tree.map(lambda v, g: h["momentum"] * v - state.lr * g, velocity, grads), velocity
+        return velocity, velocity
+
+    def adam():
+        t = (state.step + 1).astype(state.lr.dtype)
+        mu = jax.tree.map(lambda m, g: h["beta_1"] * m + (1 - h["beta_1"]) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: h["beta_2"] * v + (1 - h["beta_2"]) * g * g, state.nu, grads)
+        lr = h["learning_rate_init"] * jnp.sqrt(1 - h["beta_2"] ** t) / (1 - h["beta_1"] ** t)
+        return jax.tree.map(lambda m, v: -lr * m / (jnp.sqrt(v) + h["epsilon"]), mu, nu), mu, nu
+
+    if is_adam is True:
+        updates, mu, nu = adam()
+        return updates, state.velocity, mu, nu
+    if is_adam is False:
+        updates, velocity = sgd()
+        return updates, velocity, state.mu, state.nu
+    (sgd_updates, velocity), (adam_updates, mu, nu) = sgd(), adam()
+    return jax.tree.map(lambda a, s: jnp.where(is_adam, a, s), adam_updates, sgd_updates), velocity, mu, nu
+
+
+def _end_epoch(state: SolverState, epoch_loss, new_params, rule: Rule, h: Mapping[str, Any], kinds: tuple,
+               val_score: Any) -> SolverState:
+    """The state after an epoch's last batch: loss curve, stopping counts, learning rate (as
+    scikit-learn's `_update_no_improvement_count`, `iteration_ends` and `trigger_stopping`)."""
+    is_adam, invscaling, adaptive = kinds
+    loss = epoch_loss / rule.num_real
+    n_iter = state.n_iter + 1
+    curve = state.loss_curve.at[state.n_iter].set(loss)
+    scores, best_params = state.val_scores, state.best_params
+    if rule.early_stopping:
+        score = val_score(new_params)
+        scores = scores.at[state.n_iter].set(score)
+        no_improvement = jnp.where(score < state.best + rule.tol, state.no_improvement + 1, 0)
+        better = score > state.best
+        best = jnp.where(better, score, state.best)
+        best_params = jax.tree.map(lambda new, old: jnp.where(better, new, old), new_params, best_params)
+    else:
+        no_improvement = jnp.where(loss > state.best - rule.tol, state.no_improvement + 1, 0)
+        best = jnp.minimum(state.best, loss)
+    is_sgd = jnp.logical_not(is_adam)
+    examples = (n_iter * rule.num_real).astype(loss.dtype)
+    lr = jnp.where(jnp.logical_and(is_sgd, invscaling),
+                   h["learning_rate_init"] / (examples + 1) ** h["power_t"], state.lr)
+    trigger = no_improvement.astype(loss.dtype) > rule.n_iter_no_change
+    reduce = trigger & is_sgd & adaptive & (lr > MIN_SGD_LR)
+    return state._replace(
+        lr=jnp.where(reduce, lr / 5, lr), epoch_loss=jnp.zeros_like(epoch_loss), best=best,
+        no_improvement=jnp.where(reduce, 0, no_improvement), stopped=trigger & ~reduce, n_iter=n_iter,
+        loss_curve=curve, val_scores=scores, best_params=best_params)
+
+
+def sklearn_solver(rule: Rule, h: Mapping[str, Any], kinds: tuple, val_score: Any = None
+                   ) -> optax.GradientTransformationExtraArgs:
+    """scikit-learn's stochastic solvers and stopping rule (module docstring) as one optax
+    transformation reading the minibatch loss as `value=`.
+
+    Args:
+        rule: the fit's static shape.
+        h: traced numbers: learning_rate_init, power_t, momentum, beta_1, beta_2, epsilon.
+        kinds: (is_adam, invscaling, adaptive), Python or traced bools (masked choices).
+        val_score: `params -> score` on the early-stopping split (with `rule.early_stopping`).
+
+    Cost per step: the solver's elementwise update (both solvers under a traced `is_adam`), and at
+    an epoch's end the bookkeeping (plus the validation score with early stopping).
+    """
+    counts = jnp.asarray(rule.counts())
+
+    def init(params):
+        dtype = jax.tree.leaves(params)[0].dtype
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        nan = jnp.full((rule.max_iter,), jnp.nan, dtype)
+        best = -jnp.inf if rule.early_stopping else jnp.inf
+        return SolverState(jnp.zeros((), jnp.int32), jnp.asarray(h["learning_rate_init"], dtype), zeros, zeros,
+                           zeros, jnp.zeros((), dtype), jnp.asarray(best, dtype), jnp.zeros((), jnp.int32),
+                           jnp.zeros((), bool), jnp.zeros((), jnp.int32), nan, nan,
+                           params if rule.early_stopping else ())
+
+    def update(grads, state, params=None, *, value, **extra):
+        del extra
+        updates, velocity, mu, nu = _solver_update(grads, state, kinds[0], h, rule.nesterov)
+        new_params = optax.apply_updates(params, updates)
+        j = state.step % rule.batches
+        running = state._replace(step=state.step + 1, velocity=velocity, mu=mu, nu=nu,
+                                 epoch_loss=state.epoch_loss + value * counts[j].astype(value.dtype))
+        ended = _end_epoch(running, running.epoch_loss, new_params, rule, h, kinds, val_score)
+        last = j == rule.batches - 1
+        new = jax.tree.map(lambda a, b: jnp.where(last, a, b), ended, running)
+        if rule.early_stopping:  # restore the best parameters when the fit ends
+            done = last & (new.stopped | (new.n_iter == rule.max_iter))
+            updates = jax.tree.map(lambda u, best, p: jnp.where(done, best - p, u), updates, new.best_params, params)
+        frozen = state._replace(step=state.step + 1)
+        new = jax.tree.map(lambda a, b: jnp.where(state.stopped, a, b), frozen, new)
+        return jax.tree.map(lambda u: jnp.where(state.stopped, jnp.zeros_like(u), u), updates), new
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# -- the family: one hg.Objective per structural configuration ---------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the targets make of the network's output: "softmax", "logistic" or "identity" units."""
+
+    out: str
+    n_outputs: int
+
+    @property
+    def classifier(self) -> bool:
+        return self.out != "identity"
+
+
+def task_of(classifier: bool, y: np.ndarray, n_classes: int | None = None) -> Task:
+    """The output layer for encoded targets (class indices, or regression targets (n,) / (n, m))."""
+    if not classifier:
+        return Task("identity", 1 if y.ndim == 1 else int(y.shape[1]))
+    k = int(n_classes) if n_classes is not None else int(np.max(y)) + 1
+    return Task("softmax", k) if k > 2 else Task("logistic", 1)
+
+
+def as_sizes(value: Any) -> tuple[int, ...]:
+    """hidden_layer_sizes as a tuple of ints (scikit-learn accepts an int or an array-like)."""
+    return tuple(int(v) for v in np.atleast_1d(np.asarray(value)).tolist())
+
+
+def padded(task: Task, x: np.ndarray, y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, targets, weights) with one padding row of weight 0 appended (`EpochBatches`); targets
+    one-hot (softmax), a 0/1 column (logistic) or the values (n, outputs)."""
+    n = len(x)
+    if task.out == "softmax":
+        targets = np.eye(task.n_outputs, dtype=dtype)[np.asarray(y, np.int64)]
+    else:
+        targets = np.asarray(y, dtype).reshape(n, -1)
+    x = np.concatenate([np.asarray(x, dtype), np.zeros((1, x.shape[1]), dtype)])
+    targets = np.concatenate([targets, np.zeros((1, targets.shape[1]), dtype)])
+    return x, targets, np.concatenate([np.ones(n, dtype), np.zeros(1, dtype)])
+
+
+def early_stopping_split(task: Task, p: Mapping[str, Any], x: np.ndarray, y: np.ndarray, seed: int):
+    """scikit-learn's split for early stopping: `train_test_split(test_size=validation_fraction,
+    stratify=y for classifiers)`; ((x, y) trained on, (x, y) scored each epoch)."""
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, random_state=seed, test_size=p["validation_fraction"], stratify=y if task.classifier else None)
+    if len(x_val) < 2:
+        raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
+    return (x_train, y_train), (x_val, y_val)
+
+
+def batch_size_of(p: Mapping[str, Any], n: int) -> int:
+    """scikit-learn's batch size: "auto" = min(200, n), else clipped to [1, n] with its warning."""
+    if p["batch_size"] == "auto":
+        return min(200, n)
+    if p["batch_size"] > n:
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+    return int(np.clip(p["batch_size"], 1, n))
+
+
+def rule_of(p: Mapping[str, Any], n: int) -> Rule:
+    return Rule(num_real=n, batch_size=batch_size_of(p, n), max_iter=int(p["max_iter"]), tol=float(p["tol"]),
+                n_iter_no_change=float(p["n_iter_no_change"]), nesterov=bool(p["nesterovs_momentum"]),
+                early_stopping=bool(p["early_stopping"]))
+
+
+class Network(NamedTuple):
+    """The network of one configuration at given hparams: activation, Glorot factor, sizes."""
+
+    activation: Any
+    factor: Any
+    widest: tuple[int, ...]
+    dims: tuple[Any, ...]
+    keeps: tuple[Any, ...] | None   # per hidden layer, when the widths are masked
+
+
+def network(config: Mapping[str, Any], hparams: Mapping[str, Any], n_in: int, n_out: int, dtype: Any) -> Network:
+    """The activation and layer sizes of `config` (masked choices read their index from hparams)."""
+    act = config["activation"]
+    if isinstance(act, hg.Masked):
+        index = hparams["activation"]
+        activation = lambda z: jax.lax.switch(index, [ACTIVATIONS[o] for o in act.options], z)  # noqa: E731
+        factor = jnp.asarray([2.0 if o == "logistic" else 6.0 for o in act.options], dtype)[index]
+    else:
+        activation, factor = ACTIVATIONS[act], 2.0 if act == "logistic" else 6.0
+    sizes = config["hidden_layer_sizes"]
+    if not isinstance(sizes, hg.Masked):
+        sizes = as_sizes(sizes)
+        widest = (n_in, *sizes, n_out)
+        return Network(activation, factor, widest, widest, None)
+    options = np.asarray([as_sizes(o) for o in sizes.options])
+    widths = jnp.asarray(options)[hparams["hidden_layer_sizes"]]
+    widest = (n_in, *(int(w) for w in options.max(axis=0)), n_out)
+    keeps = tuple((jnp.arange(widest[l + 1]) < widths[l]).astype(dtype) for l in range(options.shape[1]))
+    return Network(activation, factor, widest, (n_in, *(widths[l] for l in range(options.shape[1])), n_out), keeps)
+
+
+def _kinds(config: Mapping[str, Any], hparams: Mapping[str, Any]) -> tuple:
+    """(is_adam, invscaling, adaptive): Python bools, or traced ones for masked choices."""
+    def is_option(name, option):
+        value = config[name]
+        if isinstance(value, hg.Masked):
+            return hparams[name] == value.options.index(option) if option in value.options else False
+        return value == option
+
+    return is_option("solver", "adam"), is_option("learning_rate", "invscaling"), is_option("learning_rate", "adaptive")
+
+
+def _dtype() -> Any:
+    """float64 when jax_enable_x64 is on, float32 otherwise."""
+    return jnp.zeros(()).dtype
+
+
+def problem_data(task: Task, train: tuple, val: tuple, dtype: Any) -> dict[str, tuple]:
+    """The splits as the family's problem holds them: train padded (`padded`), val (X, targets)."""
+    x_val, targets_val, _ = padded(task, *val, dtype)
+    return {"train": padded(task, *train, dtype), "val": (x_val[:-1], targets_val[:-1])}
+
+
+def _metrics(task: Task, logits: Any) -> dict[str, Any]:
+    """The family's reported metrics on (X, targets) batches."""
+    def codes(targets):
+        return jnp.argmax(targets, axis=1) if task.out == "softmax" else targets[:, 0].astype(jnp.int32)
+
+    def accuracy(params, hparams, batch):
+        return jnp.mean(predicted_codes(task.out, logits(params, hparams, batch[0])) == codes(batch[1]))
+
+    def log_loss(params, hparams, batch):
+        return jnp.mean(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1]))
+
+    def neg_mse(params, hparams, batch):
+        return -jnp.mean(jnp.square(batch[1].T - logits(params, hparams, batch[0])))
+
+    def r2_score(params, hparams, batch):
+        return r2(batch[1], logits(params, hparams, batch[0]))
+
+    if task.classifier:
+        return {"score": accuracy, "accuracy": accuracy, "log_loss": log_loss}
+    return {"score": r2_score, "neg_mean_squared_error": neg_mse, "r2": r2_score}
+
+
+def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tuple,
+                    constants: Mapping[str, Any], seed: int) -> hg.Objective:
+    """The fit of one structural configuration (every structural parameter an option or
+    `hg.Masked`) as an `hg.Objective`; continuous parameters are read from hparams when given
+    there, else from `constants`."""
+    dtype = _dtype()
+    es_val = None
+    if config["early_stopping"]:
+        train, es_val = early_stopping_split(task, config, *train, seed)
+    rule = rule_of(config, len(train[0]))
+    n_in = train[0].shape[1]
+    data = problem_data(task, train, val, dtype)
+
+    def numbers(hparams):
+        return {name: hparams[name] if name in hparams else jnp.asarray(constants[name], dtype) for name in CONTINUOUS}
+
+    def init(key, hparams):
+        net = network(config, hparams, n_in, task.n_outputs, dtype)
+        hidden = net.keeps or tuple(jnp.ones(w, dtype) for w in net.widest[1:-1])
+        keeps = (jnp.ones(n_in, dtype), *hidden, jnp.ones(task.n_outputs, dtype))
+        return init_layers(key, net.widest, net.dims, keeps, net.factor, dtype)
+
+    def logits(params, hparams, inputs):
+        net = network(config, hparams, n_in, task.n_outputs, dtype)
+        return forward(params, inputs.T, net.activation, net.keeps)
+
+    def train_loss(params, hparams, batch):
+        inputs, targets, weights = batch
+        per = per_example_loss(task.out, logits(params, hparams, inputs), targets)
+        penalty = sum(jnp.sum(jnp.square(kernel)) for kernel, _ in params)
+        return (jnp.sum(weights * per) + 0.5 * numbers(hparams)["alpha"] * penalty) / jnp.sum(weights)
+
+    metrics = _metrics(task, logits)
+    val_loss = metrics["log_loss"] if task.classifier else (lambda p, h, b: -metrics["neg_mean_squared_error"](p, h, b))
+
+    def optimizer(hparams):
+        score = None
+        if es_val is not None:
+            held_out = problem_data(task, es_val, es_val, dtype)["val"]
+            score = lambda params: metrics["score"](params, hparams, held_out)  # noqa: E731
+        return sklearn_solver(rule, numbers(hparams), _kinds(config, hparams), score)
+
+    problem = EpochBatches(init=init, train_loss=train_loss, val_loss=val_loss, train_data=data["train"],
+                           val_data=data["val"], batch_size=None if rule.batches == 1 else rule.batch_size,
+                           metrics=metrics, name="sklearn-mlp", model_reads_hparams=True, num_real=rule.num_real,
+                           shuffle=bool(config["shuffle"]))
+    return hg.Objective(problem, optimizer, num_steps=rule.max_iter * rule.batches)
+
+
+def _maskable(varying: Mapping[str, Sequence[Any]]) -> tuple[str, ...]:
+    """The structural choices the family masks when the planner says so: widths only when every
+    option has the same number of layers (masking then keeps the widest of each layer)."""
+    names = [name for name in MASKABLE if name in varying]
+    if "hidden_layer_sizes" in names and len({len(as_sizes(o)) for o in varying["hidden_layer_sizes"]}) > 1:
+        names.remove("hidden_layer_sizes")
+    return tuple(names)
+
+
+def _seed(random_state: Any) -> int:
+    """An int seed for numpy-side draws (the early-stopping split) from `random_state`."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+# -- the estimators ----------------------------------------------------------------------------------
+def check_refused(estimator: Any) -> None:
+    """scikit-learn's own check of hidden_layer_sizes, and the options refused here."""
+    sizes = estimator.hidden_layer_sizes
+    sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+    if np.any(np.array(sizes) <= 0):
+        raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+    if estimator.solver == "lbfgs":
+        raise ValueError(f"{type(estimator).__name__}(solver='lbfgs') is not available in hypergrad.sklearn; "
+                         "use solver='sgd' or solver='adam' (the default), or scikit-learn's own estimator for lbfgs")
+    if estimator.warm_start:
+        raise ValueError(f"{type(estimator).__name__}(warm_start=True) is not supported: every fit starts from a "
+                         "fresh initialisation; use warm_start=False")
+
+
+class _MLP(HypergradEstimator):
+    """Shared fit and forward pass of `MLPClassifier` and `MLPRegressor` (module docstring)."""
+
+    _structural_params = STRUCTURAL
+    _continuous_params = CONTINUOUS
+    _classifier = False
+
+    def _family(self, train, val, *, varying, n_classes=None):
+        """See `hypergrad.sklearn._base`: one `hg.Objective` per structural configuration, the
+        choices in `MASKABLE` maskable (widths when every option has the same depth)."""
+        space = self._space(varying)
+        params = self.get_params(deep=False)
+        y_all = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])
+        task = task_of(self._classifier, y_all, n_classes)
+        constants = {name: params[name] for name in CONTINUOUS}
+        seed = _seed(params["random_state"])
+
+        def build(config):
+            merged = {name: params[name] for name in STRUCTURAL} | dict(config)
+            return build_objective(merged, task, train, val, constants, seed)
+
+        return hg.Structured(build, maskable=_maskable(varying)), space
+
+    def _run(self, x: np.ndarray, y: np.ndarray, task: Task, n_classes: int | None) -> Any:
+        """The fitted `LoopState` (parameters and `SolverState`) of this estimator on (x, y)."""
+        params = self.get_params(deep=False)
+        dtype = _dtype()
+        hparams = {name: jnp.asarray(params[name], dtype) for name in CONTINUOUS}
+        key = self._fit_key()
+        if params["early_stopping"]:  # the early-stopping split is baked into the program: not cached
+            objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
+            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k))(hparams, key, objective.problem.data)
+
+        def make():
+            objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
+            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k))
+
+        structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
+        run = cached_program((type(self).__name__, structure, task, x.shape, str(dtype)), make)
+        data = jax.tree.map(jnp.asarray, problem_data(task, (x, y), (x, y), dtype))
+        return run(hparams, key, data)
+
+    def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None) -> _MLP:
+        task = task_of(self._classifier, y, n_classes)
+        state = self._run(x, y, task, n_classes)
+        solver: SolverState = state.opt_state
+        layers = solver.best_params if self.early_stopping else state.params
+        self.coefs_ = [np.asarray(kernel).T.copy() for kernel, _ in layers]
+        self.intercepts_ = [np.asarray(bias).copy() for _, bias in layers]
+        self.n_iter_ = int(solver.n_iter)
+        self.loss_curve_ = [float(v) for v in np.asarray(solver.loss_curve)[:self.n_iter_]]
+        self.loss_ = self.loss_curve_[-1]
+        self.t_ = self.n_iter_ * _trained_examples(self, x)
+        self.n_layers_ = len(self.coefs_) + 1
+        self.n_outputs_ = task.n_outputs
+        self.out_activation_ = task.out
+        if self.early_stopping:
+            self.validation_scores_ = [float(v) for v in np.asarray(solver.val_scores)[:self.n_iter_]]
+            self.best_validation_score_ = max(self.validation_scores_)
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = min(self.loss_curve_)
+        if self.verbose:
+            for i, loss in enumerate(self.loss_curve_):
+                print("Iteration %d, loss = %.8f" % (i + 1, loss))
+        if not bool(solver.stopped):
+            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't "
+                          "converged yet." % self.max_iter, ConvergenceWarning)
+        return self
+
+    def fit(self, X: Any, y: Any) -> _MLP:
+        """Fits the network to (X, y) (module docstring); returns self."""
+        self._validate_params()
+        check_refused(self)
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=not self._classifier,
+                             multi_output=not self._classifier)
+        y, attributes = self._encode_y(y)
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        return self._fit_arrays(X, y, len(attributes["classes_"]) if self._classifier else None)
+
+    def _output(self, X: Any) -> np.ndarray:
+        """Output pre-activations (n, outputs) of the fitted network on X, from coefs_/intercepts_."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        dtype = _dtype()
+        layers = [(jnp.asarray(c.T, dtype), jnp.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
+        return np.asarray(forward(layers, jnp.asarray(X, dtype).T, ACTIVATIONS[self.activation])).T
+
+
+def _trained_examples(estimator: Any, x: np.ndarray) -> int:
+    """Examples an epoch trains on: all of x, less the early-stopping split."""
+    if not estimator.early_stopping:
+        return len(x)
+    return len(x) - int(math.ceil(estimator.validation_fraction * len(x)))
+
+
+def _hashable_param(value: Any) -> Any:
+    return as_sizes(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+
+
+class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
+    """scikit-learn's `MLPClassifier` (same parameters, defaults and meanings), fitted as one
+    compiled hypergrad program; see `hypergrad.sklearn._mlp` for the fit and the few differences."""
+
+    _parameter_constraints: dict = dict(sklearn.neural_network.MLPClassifier._parameter_constraints)
+    _classifier = True
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    def _encode_y(self, y):
+        """Class indices 0..k-1 of `classes_` (sorted); a ValueError for fewer than 2 classes."""
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the data, but the data "
+                             f"contains only one class: {classes[0]!r}")
+        return codes.astype(np.int32), {"classes_": classes}
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (n, k), columns in the order of `classes_`."""
+        z = self._output(X)
+        if self.out_activation_ == "logistic":
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], axis=1)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each example."""
+        z = self._output(X)
+        codes = (z[:, 0] > 0).astype(int) if self.out_activation_ == "logistic" else np.argmax(z, axis=1)
+        return self.classes_[codes]
+
+
+class MLPRegressor(sklearn.base.RegressorMixin, _MLP):
+    """scikit-learn's `MLPRegressor` (same parameters, defaults and meanings; `loss="squared_error"`
+    only), fitted as one compiled hypergrad program; see `hypergrad.sklearn._mlp`."""
+
+    _parameter_constraints: dict = {**sklearn.neural_network.MLPRegressor._parameter_constraints,
+                                    "loss": [StrOptions({"squared_error"})]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+
+    def _encode_y(self, y):
+        """Targets as floats, (n,) or (n, outputs) (a single column made 1-D with a warning)."""
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return y.astype(_dtype()), {}
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions (n,), or (n, outputs) for multi-output targets."""
+        z = self._output(X)
+        return z[:, 0] if self.n_outputs_ == 1 else z
