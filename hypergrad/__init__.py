@@ -13,6 +13,7 @@ from hypergrad.report import Report, compare
 from hypergrad.results import Comparison, Result, Trial
 from hypergrad.search import grid_search, random_search, use_cpu_cores
 from hypergrad.space import Choice, LogUniform, Space, Uniform
+from hypergrad.store import StudyInfo, list_studies, load_study
 from hypergrad.structure import Masked, Structured, select_transform
 from hypergrad.tune import tune, tune_step_cost
 
@@ -27,6 +28,8 @@ __all__ = [
     # strategies and their results
     "tune", "tune_step_cost", "hypergradient_flops", "run_flops", "random_search", "grid_search", "use_cpu_cores", "optuna_search", "hybrid_search",
     "compare", "Result", "Trial", "Comparison", "Report",
+    # durable studies: storage= and study= on every strategy
+    "load_study", "list_studies", "StudyInfo",
     # engine state
     "clear_caches", "use_compilation_cache",
 ]

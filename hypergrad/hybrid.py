@@ -36,6 +36,7 @@ from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
 from hypergrad.outer import Cohort, check_outer, drive, make_cohort
+from hypergrad.store import check_study, fingerprint, studying
 
 __all__ = ["hybrid_search", "configurations"]
 
@@ -65,6 +66,8 @@ def hybrid_search(
     outer: optax.GradientTransformation | None = None,
     log: Any = None,
     progress: Any = False,
+    storage: Any = None,
+    study: str | None = None,
 ) -> Result:
     """Searches the discrete choices of `space` and gradient-tunes its continuous hyperparameters.
 
@@ -78,13 +81,15 @@ def hybrid_search(
         method: hypergradient method of the inner tuning (default `hg.Reverse()`).
         outer: optax optimiser over the unconstrained continuous coordinates (default Adam 0.05),
             started from the centre of the continuous space.
-        log, progress: as in `hg.tune`.
+        log, progress, storage, study: as in `hg.tune` (a stored study resumes from its last
+            committed step).
 
     Returns:
         a `Result` with one trial per (configuration, outer step), the discrete options in its
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
     continuous = _check_hybrid_args(objective, space, method, budget, configs)
+    check_study(storage, study)
     key = check_key(key)
     outer = check_outer(outer)
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
@@ -98,16 +103,23 @@ def hybrid_search(
     cohorts = [_cohort(config, group_objective, rows, settings, space, continuous, method, outer, key, z0)
                for config, group_objective, rows in groups]
     evaluations = _evaluations(cohorts, budget, num)
-
-    recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num)
-    try:
-        drive(cohorts, steps=evaluations - 1, key=key, resample_key=False, recorder=recorder)
-    finally:
-        recorder.close()
-    unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
-    info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": evaluations - 1,
-            "budget": budget, "programs": len(cohorts), "structure": structure}
-    return Result(f"hybrid[{method}]", tuple(recorder.trials), unit, sum(c.compile_seconds for c in cohorts), info)
+    with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
+            "hybrid", objective, space, key, budget=budget, configs=configs, method=method, outer=outer)) as writer:
+        recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=writer)
+        checkpoint = None if writer is None else writer.checkpoint
+        if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
+            recorder.trials.extend(writer.trials_from(0))
+        try:
+            drive(cohorts, steps=evaluations - 1, key=key, resample_key=False, recorder=recorder,
+                  checkpoint=checkpoint)
+        finally:
+            recorder.close()
+        unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
+        info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": evaluations - 1,
+                "budget": budget, "programs": len(cohorts), "structure": structure}
+        result = Result(f"hybrid[{method}]", tuple(recorder.trials), unit, sum(c.compile_seconds for c in cohorts),
+                        info)
+        return result if writer is None else writer.finish(result, space)
 
 
 def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, configs: Any) -> Space:

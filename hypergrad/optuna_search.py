@@ -55,12 +55,14 @@ import jax
 import numpy as np
 
 from hypergrad._checks import check_count, is_int_at_least
+from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective, check_key
 from hypergrad.structure import Structured
 from hypergrad.results import FAIL, Result, TrialRecorder
 from hypergrad.search import check_space, check_target, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Choice, LogUniform, Space, dtype_of
+from hypergrad.store import StudyWriter, check_study, fingerprint, studying
 
 __all__ = ["optuna_search"]
 
@@ -155,6 +157,7 @@ def optuna_search(
     log: Any = None,
     progress: Any = False,
     study: Any = None,
+    storage: Any = None,
 ) -> Result:
     """Optuna's sampler proposes settings in batches; each batch is evaluated by one vmapped program.
 
@@ -177,6 +180,11 @@ def optuna_search(
         study: an existing single-objective, minimising `optuna.Study` to continue (its own sampler
             is used and its earlier trials inform it); `sampler` is then ignored unless it is a
             sampler instance other than the study's, which is an error. Default: a new in-memory study.
+            With `storage`, a name instead: the study of hypergrad's store (`hypergrad.store`) that
+            keeps every round's trials; the same call again resumes it, replaying the stored rounds
+            to a new sampler seeded as before (each re-asked setting must equal the stored one, so
+            a sampler instance must be seeded) and evaluating only the rounds not stored.
+        storage: a SQLite file (created if missing) for a `study` name, or None.
 
     Returns:
         a `Result` with strategy "optuna-tpe", "optuna-random" (or "optuna-<SamplerClass>"), trials
@@ -192,12 +200,17 @@ def optuna_search(
     num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
         (num_trials, "num_trials"), (batch_size, "batch_size"), (chunk_size, "chunk_size")))
     optuna = _import_optuna()
-    _check_sampler(optuna, sampler, seed, study)
+    stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
+    _check_sampler(optuna, sampler, seed, None if stored else study)
     distributions = optuna_distributions(space)
-    with _quiet(optuna):
-        study = study if study is not None else _new_study(optuna, sampler, seed, key)
-        return _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
-                    _strategy(optuna, study), log, progress)
+    with _quiet(optuna), studying(storage, study if stored else None, kind="optuna", space=space,
+                                  fingerprint=lambda: fingerprint("optuna", objective, space, key, num_trials=num_trials,
+                                                                  sampler=sampler, batch_size=batch_size,
+                                                                  seed=seed)) as writer:
+        study = study if study is not None and not stored else _new_study(optuna, sampler, seed, key)
+        result = _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
+                      _strategy(optuna, study), log, progress, writer)
+        return result if writer is None else writer.finish(result, space)
 
 
 @contextlib.contextmanager
@@ -254,10 +267,26 @@ def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:
     return optuna.create_study(direction="minimize", sampler=sampler)
 
 
+def _replay(optuna: Any, study: Any, space: Space, asked: list, stored: list) -> None:
+    """Tells a resumed round's stored values to the sampler that re-asked it; `ValueError` unless
+    it proposed the stored settings again (a sampler that is not seeded cannot resume)."""
+    settings = settings_from_params(space, [t.params for t in asked])
+    for i, (trial, kept) in enumerate(zip(asked, stored)):
+        given = space.options_of({name: np.asarray(v[i]) for name, v in settings.items()})
+        if encode_hparams(given, space) != encode_hparams(kept.hparams, space):
+            raise ValueError(f"cannot resume this optuna_search study: its sampler proposed trial {kept.number} "
+                             "differently from the stored one; resume with a seeded sampler (seed= or the key's "
+                             "default), or give another study name")
+        if kept.state == FAIL:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, kept.value)
+
+
 def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
-         log, progress) -> Result:
+         log, progress, writer: StudyWriter | None = None) -> Result:
     chunk = min(batch_size, chunk_size)  # the rows of the one compiled program
-    recorder = TrialRecorder(strategy, log, progress, total=num_trials)
+    recorder = TrialRecorder(strategy, log, progress, total=num_trials, sink=writer)
     compile_seconds, run_flops, first_number = 0.0, 0.0, None
     pending = []  # asked, not yet told: failed on any exception so the study holds no RUNNING trials
     structure = None
@@ -267,6 +296,10 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             pending = [study.ask(distributions) for _ in range(real)]
             if first_number is None:
                 first_number = pending[0].number
+            if recorder.resume(range(len(recorder.trials), len(recorder.trials) + real)):  # a stored round
+                _replay(optuna, study, space, pending, recorder.trials[-real:])
+                pending, run_flops = [], recorder.trials[-1].run_flops
+                continue
             settings = _pad(settings_from_params(space, [t.params for t in pending]), chunk)
             batch = evaluate_settings(objective, settings, key, strategy=strategy, space=space,
                                       chunk_size=chunk)

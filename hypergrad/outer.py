@@ -58,7 +58,7 @@ from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
 from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "Cohort", "make_cohort", "drive",
-           "chunk_rows", "rows_computed"]
+           "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts"]
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
@@ -257,19 +257,60 @@ def halve(cohorts: Sequence[Cohort]) -> None:
 
 
 def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool, recorder: TrialRecorder,
-          halving: int | None = None, number: int = 0) -> None:
+          halving: int | None = None, number: int = 0, checkpoint: dict | None = None) -> None:
     """`steps` outer steps of every cohort, then each live tuner's final iterate scored; step by
     step across cohorts, halving every `halving` steps. Trials are numbered from `number`.
 
     With `resample_key` the training key of step s is `fold_in(key, s)` (a fresh key per step, the
     same for every tuner), else `key` itself (the deterministic function the baselines search).
+    After each step (and its halving) the recorder commits the step's trials with the cohorts'
+    state (`cohort_state`); a stored `checkpoint` ({"step", "number", "state"}) restores that state
+    and goes on from the next step, as if never interrupted.
     """
-    for step in range(steps + 1):
+    start = 0
+    if checkpoint is not None:
+        restore_cohorts(cohorts, checkpoint["state"])
+        start, number = checkpoint["step"] + 1, checkpoint["number"]
+    for step in range(start, steps + 1):
         final = step == steps
         step_key = jax.random.fold_in(key, step) if resample_key else key
         for cohort in cohorts:
             if len(cohort.tuners):
                 number = _step(cohort, step_key, final, number, recorder)
-        recorder.report()
         if halving and not final and (step + 1) % halving == 0 and sum(len(c.tuners) for c in cohorts) > 1:
             halve(cohorts)
+        recorder.report(checkpoint=lambda s=step, n=number: {"step": s, "number": n, "state": cohort_state(cohorts)})
+
+
+def cohort_state(cohorts: Sequence[Cohort]) -> list[dict[str, Any]]:
+    """What resuming needs of each cohort, on the host: the live tuner ids and the leaves of
+    (z, last good z, outer-optimiser state), with the tree structure as text (checked on restore).
+    Keys are stateless (a function of the step), so nothing else is needed."""
+    out = []
+    for cohort in cohorts:
+        leaves, treedef = jax.tree.flatten(cohort.carry)
+        out.append({"tuners": np.asarray(cohort.tuners, dtype=np.int64), "tree": str(treedef),
+                    "carry": [np.asarray(leaf) for leaf in leaves]})
+    return out
+
+
+def restore_cohorts(cohorts: Sequence[Cohort], state: Sequence[dict[str, Any]]) -> None:
+    """Puts `cohort_state`'s record back: the live tuners kept (as halving left them) and their
+    iterates and optimiser states set. Raises `ValueError` when the record does not fit the cohorts."""
+    if len(state) != len(cohorts):
+        raise ValueError(f"a checkpoint of {len(state)} cohorts cannot resume {len(cohorts)}; the study's "
+                         "checkpoint was edited or damaged")
+    for cohort, saved in zip(cohorts, state):
+        tuners = [int(t) for t in np.asarray(saved["tuners"]).reshape(-1)]
+        if not set(tuners) <= {int(t) for t in cohort.tuners}:
+            raise ValueError(f"a checkpoint names tuners {tuners} outside the cohort's {cohort.tuners.tolist()}")
+        if tuners != [int(t) for t in cohort.tuners]:
+            cohort.keep(set(tuners))
+        leaves, treedef = jax.tree.flatten(cohort.carry)
+        saved_leaves = [np.asarray(a) for a in saved["carry"]]
+        if (str(treedef) != saved["tree"] or len(leaves) != len(saved_leaves)
+                or any(np.shape(a) != np.shape(b) or np.asarray(a).dtype != b.dtype
+                       for a, b in zip(leaves, saved_leaves))):
+            raise ValueError("a checkpoint's iterates or outer-optimiser state do not fit this call's (another "
+                             "outer optimiser or space?); the study's checkpoint was edited or damaged")
+        cohort.carry = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved_leaves])

@@ -280,6 +280,41 @@ class Result:
         out["rank_test_score"] = _min_rank(mean)
         return out
 
+    def to_optuna(self, storage_url: str, study_name: str) -> Any:
+        """Writes the trials into an Optuna storage as a new minimising study, so optuna-dashboard and
+        Optuna's plots show it; returns the `optuna.Study`.
+
+        Each trial becomes a finished Optuna trial in order: its value is the validation loss (a
+        failed trial has state FAIL and no value). Scalar hyperparameters, and shaped ones holding
+        one value (a constant schedule), are params, with the space's distributions when
+        `info["space"]` describes it (a study of `storage=` does) and else the range of the values
+        seen; options that are not numbers are categorical params by their `str`. Every shaped
+        hyperparameter is also the user attribute `hparam_<name>` (a list), and the scores, trial
+        number, state, tuner, runs, FLOPs, seconds and grad_norm are user attributes (non-finite
+        numbers as None). Cost: one Optuna write of all trials.
+
+        Args:
+            storage_url: an Optuna storage, e.g. "sqlite:///optuna.db".
+            study_name: a name not yet in that storage.
+
+        Raises:
+            ImportError: optuna is not installed.
+            ValueError: `study_name` already exists in `storage_url`.
+        """
+        try:
+            import optuna
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError("to_optuna needs optuna: pip install 'hypergrad[optuna]'") from err
+        distributions = _optuna_distributions(optuna, self.trials, self.info.get("space") or {})
+        trials = [_optuna_trial(optuna, t, distributions) for t in self.trials]
+        try:
+            study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize")
+        except optuna.exceptions.DuplicatedStudyError as err:
+            raise ValueError(f"to_optuna: study_name={study_name!r} already exists in {storage_url}; give a new "
+                             "name, or delete it with optuna.delete_study") from err
+        study.add_trials(trials)
+        return study
+
     def save(self, path: str | os.PathLike) -> None:
         """Writes `to_dict()` as JSON."""
         with open(path, "w") as f:
@@ -290,6 +325,54 @@ class Result:
         pick = "none" if best is None else f"val {best.value:.4g}, test {_fmt(best.test_value)}"
         return (f"{self.strategy}: {len(self.trials)} trials ({self.num_failed} failed), "
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
+
+
+def _optuna_param(value: Any) -> Any:
+    """A hyperparameter as an Optuna param value: a float for numbers (a constant shaped one by its
+    value), the `str` of any other option; None when it has no single value (a varying schedule)."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.size == 0 or not (value == value.reshape(-1)[0]).all():
+            return None
+        value = value.reshape(-1)[0].item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return float(value)
+
+
+def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna distributions of the params `_optuna_param` gives: the described space's bounds, or the
+    range (or set) of the values seen."""
+    out = {}
+    for name in dict.fromkeys(name for t in trials for name in t.hparams):
+        values = [v for v in (_optuna_param(t.hparams[name]) for t in trials if name in t.hparams) if v is not None]
+        desc = space.get(name, {})
+        if not values:
+            continue
+        if desc.get("type") in ("Uniform", "LogUniform") and not desc.get("independent"):
+            out[name] = optuna.distributions.FloatDistribution(
+                min([desc["lo"], *values]), max([desc["hi"], *values]), log=desc["type"] == "LogUniform")
+        elif all(isinstance(v, float) for v in values) and desc.get("type") != "Choice":
+            out[name] = optuna.distributions.FloatDistribution(min(values), max(values))
+        else:
+            listed = [o for o in desc.get("options", []) if isinstance(o, (int, float, str)) and not isinstance(o, bool)]
+            choices = list(dict.fromkeys([*(float(o) if not isinstance(o, str) else o for o in listed), *values]))
+            out[name] = optuna.distributions.CategoricalDistribution(choices)
+    return out
+
+
+def _optuna_trial(optuna: Any, t: Trial, distributions: Mapping[str, Any]) -> Any:
+    """One finished Optuna trial of `t` (see `Result.to_optuna`)."""
+    params = {name: _optuna_param(v) for name, v in t.hparams.items() if name in distributions}
+    params = {name: v for name, v in params.items() if v is not None}
+    attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if np.ndim(v) > 0}
+    attrs.update({name: _to_python(v) for name, v in t.scores.items()})
+    attrs.update(_to_python({"number": t.number, "state": t.state, "tuner": t.tuner, "runs": t.runs,
+                             "flops": t.flops, "seconds": t.seconds, "grad_norm": t.grad_norm}))
+    failed = t.state == FAIL or not math.isfinite(t.value)
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
+        value=None if failed else float(t.value), params=params,
+        distributions={name: distributions[name] for name in params}, user_attrs=attrs)
 
 
 def _cv_metric(trials: Sequence[Trial], metric: str | None) -> tuple[str, float]:
@@ -362,12 +445,17 @@ class TrialRecorder:
         log: path of a JSON-lines file to append to, or None.
         progress: True to print a progress line per batch to stderr, or a callable(str).
         total: the number of trials (or steps) expected, for progress lines.
+        sink: a study writer (`hypergrad.store.StudyWriter`) or None: each trial is queued with
+            `sink.add` and committed by `report` (one transaction per chunk or step, with the step's
+            checkpoint); trials it already holds (`sink.done`) are taken from it, never re-written.
     """
 
-    def __init__(self, strategy: str, log: str | os.PathLike | None, progress: Any, total: int):
+    def __init__(self, strategy: str, log: str | os.PathLike | None, progress: Any, total: int, sink: Any = None):
         self.strategy = strategy
         self.trials: list[Trial] = []
         self.total = total
+        self._sink = sink
+        self._stored = {} if sink is None else sink.done
         self._start = time.perf_counter()
         self._log = None
         if log is not None and is_writer():  # several processes: process 0 alone writes
@@ -381,12 +469,29 @@ class TrialRecorder:
             self._progress = None
 
     def add(self, trial: Trial) -> None:
+        if trial.number in self._stored:  # a resumed study: the stored trial stands
+            self.trials.append(self._stored[trial.number])
+            return
         self.trials.append(trial)
         if self._log is not None:
             self._log.write(json.dumps({"strategy": self.strategy, **trial.to_dict()}) + "\n")
             self._log.flush()
+        if self._sink is not None:
+            self._sink.add(trial)
 
-    def report(self) -> None:
+    def resume(self, numbers: Sequence[int]) -> bool:
+        """True, with their stored trials collected, when the sink already holds every trial in
+        `numbers` (a resumed study skips that chunk); False otherwise, collecting nothing."""
+        if not numbers or any(n not in self._stored for n in numbers):
+            return False
+        self.trials.extend(self._stored[n] for n in numbers)
+        return True
+
+    def report(self, checkpoint: Any = None) -> None:
+        """Commits the queued trials to the sink (with `checkpoint()`, a tune step's state, in the same
+        transaction), then prints a progress line."""
+        if self._sink is not None:
+            self._sink.commit(checkpoint)
         if self._progress is None:
             return
         values = [t.value for t in self.trials if t.state != FAIL and math.isfinite(t.value)]

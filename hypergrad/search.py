@@ -40,6 +40,7 @@ from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
 from hypergrad.space import SAMPLE_STREAM, Space
+from hypergrad.store import fingerprint, studying
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
@@ -131,6 +132,8 @@ def _evaluate_group(
     executable, compile_seconds, names, unit = _search_program(objective, chunk, example, first_row(settings))
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
+        if recorder.resume([int(n) for n in rows[start:start + real]]):
+            continue  # a resumed study holds this chunk: loaded, not re-run
         began = time.perf_counter()
         if start == 0:
             batch = example[0]  # sliced (and placed) once already, for the cache look-up
@@ -186,6 +189,7 @@ def evaluate_settings(
     log: Any = None,
     progress: Any = False,
     info: dict | None = None,
+    sink: Any = None,
 ) -> Result:
     """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
 
@@ -206,6 +210,8 @@ def evaluate_settings(
         log: optional JSON-lines path; each trial is appended as soon as its chunk returns.
         progress: True to print a line per chunk to stderr, or a callable(str).
         info: extra facts to store in the result.
+        sink: a study writer (`hypergrad.store`) that commits each chunk's trials and holds those
+            of a resumed study (their chunks are skipped), or None.
     """
     key = check_key(key)
     if chunk_size is not None:
@@ -226,7 +232,7 @@ def evaluate_settings(
         groups = [({}, objective, np.arange(num))]
         if not one_chunk:
             settings = host()
-    recorder = TrialRecorder(strategy, log, progress, total=num)
+    recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
     try:
         compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder)
     finally:
@@ -285,6 +291,8 @@ def random_search(
     chunk_size: int | None = None,
     log: Any = None,
     progress: Any = False,
+    storage: Any = None,
+    study: str | None = None,
 ) -> Result:
     """Random search: `num_trials` settings drawn by `space.sample`, evaluated vmapped in chunks.
 
@@ -303,6 +311,9 @@ def random_search(
             calls of at most `DEFAULT_CHUNK` (see `evaluate_settings`).
         log: optional JSON-lines path to append each trial to as it is produced.
         progress: True to print progress to stderr, or a callable(str).
+        storage, study: a SQLite file (created if missing) and a study name, both or neither: every
+            chunk's trials are committed as it returns, and the same call again resumes the study
+            (stored trials loaded, never re-run; see `hypergrad.store`).
 
     Returns:
         a `Result` whose trials are in sampling order.
@@ -310,9 +321,12 @@ def random_search(
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
-    settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
-    return evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
-                             log=log, progress=progress)
+    with studying(storage, study, kind="random", space=space,
+                  fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
+        settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
+        result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
+                                   log=log, progress=progress, sink=writer)
+        return result if writer is None else writer.finish(result, space)
 
 
 def grid_search(
@@ -324,17 +338,22 @@ def grid_search(
     chunk_size: int | None = None,
     log: Any = None,
     progress: Any = False,
+    storage: Any = None,
+    study: str | None = None,
 ) -> Result:
     """Grid search over `space.grid(points_per_axis)` (bounds included), vmapped in chunks.
 
     Cost: points_per_axis ** (number of axes) training runs; a `Choice` contributes all its options.
 
     Args:
-        objective, space, key, chunk_size, log, progress: as in `random_search`.
+        objective, space, key, chunk_size, log, progress, storage, study: as in `random_search`.
         points_per_axis: values per continuous axis, >= 1.
     """
     check_target(objective, check_space(space))
     key = check_key(key)
     settings = space.grid(points_per_axis)
-    return evaluate_settings(objective, settings, key, strategy="grid", space=space, chunk_size=chunk_size,
-                             log=log, progress=progress, info={"points_per_axis": points_per_axis})
+    with studying(storage, study, kind="grid", space=space, fingerprint=lambda: fingerprint(
+            "grid", objective, space, key, points_per_axis=points_per_axis)) as writer:
+        result = evaluate_settings(objective, settings, key, strategy="grid", space=space, chunk_size=chunk_size,
+                                   log=log, progress=progress, info={"points_per_axis": points_per_axis}, sink=writer)
+        return result if writer is None else writer.finish(result, space)

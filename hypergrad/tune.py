@@ -33,6 +33,7 @@ from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
+from hypergrad.store import StudyWriter, fingerprint, studying
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
            "step_trial"]
@@ -162,6 +163,8 @@ def tune(
     resample_key: bool = False,
     log: Any = None,
     progress: Any = False,
+    storage: Any = None,
+    study: str | None = None,
 ) -> Result:
     """Gradient-based tuning of the continuous hyperparameters in `space`, by one tuner or a
     population.
@@ -196,6 +199,10 @@ def tune(
             hypergradient, less prone to fitting one seed's noise).
         log: optional JSON-lines path; each trial is appended as it is produced.
         progress: True to print a line per step to stderr, or a callable(str).
+        storage, study: a SQLite file (created if missing) and a study name, both or neither: each
+            step's trials are committed with the tuners' iterates, outer-optimiser states and step
+            counter in one transaction, and the same call again resumes from the last committed
+            step (the warm-up's stored chunks are loaded, not re-run; see `hypergrad.store`).
 
     Returns:
         a `Result`: the warm-up's trials, then one trial per tuner and outer step plus each live
@@ -204,6 +211,18 @@ def tune(
     _check_tune_args(objective, space, method)
     steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
     population = _check_population_args(population, init, warmup, halving, chunk_size)
+    with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
+            "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
+            warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
+        result = _tune(objective, space, key, method, outer, steps, init, population, warmup, halving, chunk_size,
+                       resample_key, log, progress, writer)
+        return result if writer is None else writer.finish(result, space)
+
+
+def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
+          steps: int, init: Any, population: int, warmup: int | None, halving: int | None, chunk_size: int | None,
+          resample_key: bool, log: Any, progress: Any, writer: StudyWriter | None) -> Result:
+    """`tune` on checked arguments, its trials committed through `writer` (and resumed from it)."""
     warm = None
     if warmup is None:
         starts = _batched_init(space, init, population, key)
@@ -211,7 +230,7 @@ def tune(
         method.check(objective, space.centre())
         warm = evaluate_settings(objective, space.sample(key, int(warmup), stream=SAMPLE_STREAM), key,
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
-                                 progress=progress)
+                                 progress=progress, sink=writer)
         starts = _warm_starts(warm, space, population)
     z = _finite_z(space, starts)
     hparams0 = space.constrain(jax.tree.map(lambda a: a[0], z))
@@ -221,11 +240,14 @@ def tune(
                          flops=hypergradient_flops(objective, method, hparams0, key))
     name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
-    recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1))
+    recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1), sink=writer)
     recorder.trials.extend([] if warm is None else warm.trials)
+    checkpoint = None if writer is None else writer.checkpoint
+    if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
+        recorder.trials.extend(writer.trials_from(opened))
     try:
         drive([cohort], steps=steps, key=key, resample_key=resample_key, recorder=recorder, halving=halving,
-              number=opened)
+              number=opened, checkpoint=checkpoint)
     finally:
         recorder.close()
     info = {"method": repr(method), "outer": repr(outer), "steps": steps, "resample_key": resample_key,

@@ -1,0 +1,227 @@
+"""JSON encodings of the study store: values, hyperparameters, spaces and call fingerprints.
+
+Everything the store writes is numbers and JSON, never pickles, so reading a study file cannot run
+code. Floats round-trip exactly (`float.__repr__` is the shortest exact form); non-finite floats,
+which JSON lacks, are written as the strings "nan", "inf", "-inf". Arrays keep their dtype and
+shape. Objects JSON cannot hold (a function given as a structural option) are written as their
+`repr`, and read back as that string unless the space is at hand to map an option index back.
+
+A fingerprint describes a call (strategy, space, objective, key, counts) so that resuming a study
+with a different call is refused. Functions are described by qualified name, a hash of their
+bytecode and constants, and, to a bounded depth, the values they close over (an optax optimiser's
+learning rate lives in a closure); arrays by dtype, shape and a SHA-1 of their bytes; memory
+addresses never enter, so a fingerprint is the same in every process running the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import re
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hypergrad.space import Choice, Space
+
+__all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
+           "first_difference"]
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_DEPTH = 5  # closures followed this deep: enough for optax's chains, bounded against cycles
+
+
+def _float(x: float) -> Any:
+    return x if math.isfinite(x) else repr(x)
+
+
+def _array(a: np.ndarray) -> dict[str, Any]:
+    data = a.reshape(-1).tolist()
+    if a.dtype.kind in "fc" and not np.isfinite(a).all():
+        data = [_float(float(x)) for x in data]
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": data}
+
+
+def encode_value(value: Any) -> Any:
+    """A JSON-safe, exactly invertible form of an array, number, string, tuple, list or dict;
+    anything else becomes {"repr": ...} (read back as that string)."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        return {"array": _array(np.asarray(value))}
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if isinstance(value, tuple):
+        return {"tuple": [encode_value(v) for v in value]}
+    if isinstance(value, list):
+        return [encode_value(v) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: encode_value(v) for k, v in value.items()}}
+    return {"repr": _ADDRESS.sub("", repr(value))}
+
+
+def _decode_array(spec: Mapping[str, Any]) -> np.ndarray:
+    data = [_NONFINITE[x] if isinstance(x, str) else x for x in spec["data"]]
+    return np.asarray(data, dtype=jnp.dtype(spec["dtype"])).reshape(tuple(spec["shape"]))
+
+
+def decode_value(value: Any) -> Any:
+    """The inverse of `encode_value`. Raises ValueError, KeyError or TypeError on a damaged value."""
+    if isinstance(value, list):
+        return [decode_value(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    (kind, body), = value.items()
+    if kind == "array":
+        return _decode_array(body)
+    if kind == "float":
+        return _NONFINITE[body]
+    if kind == "tuple":
+        return tuple(decode_value(v) for v in body)
+    if kind == "dict":
+        return {k: decode_value(v) for k, v in body.items()}
+    if kind == "repr":
+        return str(body)
+    raise ValueError(f"unknown encoding {kind!r}")
+
+
+def encode_hparams(hparams: Mapping[str, Any], space: Space | None) -> dict[str, Any]:
+    """A trial's hyperparameters; a structural choice's option also by its index in the space."""
+    out = {}
+    for name, value in hparams.items():
+        dist = space[name] if space is not None and name in space.names else None
+        if isinstance(dist, Choice) and dist.structural:
+            index = next((i for i, o in enumerate(dist.options) if o is value or _same(o, value)), None)
+            out[name] = {"option": index, "value": encode_value(value)}
+        else:
+            out[name] = encode_value(value)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def decode_hparams(encoded: Mapping[str, Any], space: Space | None) -> dict[str, Any]:
+    """The inverse of `encode_hparams`: a structural option is the space's own object when the space
+    is given (and still holds that index), else its stored value."""
+    out = {}
+    for name, value in encoded.items():
+        if isinstance(value, dict) and set(value) == {"option", "value"}:
+            dist = space[name] if space is not None and name in space.names else None
+            index = value["option"]
+            ok = isinstance(dist, Choice) and isinstance(index, int) and 0 <= index < len(dist.options)
+            out[name] = dist.options[index] if ok else decode_value(value["value"])
+        else:
+            out[name] = decode_value(value)
+    return out
+
+
+def describe_space(space: Space) -> dict[str, Any]:
+    """{name: {"type", "lo", "hi", "shape", "independent"} or {"type": "Choice", "options", "structural"}}."""
+    out = {}
+    for name, dist in space.items:
+        if isinstance(dist, Choice):
+            out[name] = {"type": "Choice", "options": [encode_value(o) for o in dist.options],
+                         "structural": bool(dist.structural)}
+        else:
+            out[name] = {"type": type(dist).__name__, "lo": dist.lo, "hi": dist.hi, "shape": list(dist.shape),
+                         "independent": bool(dist.independent)}
+    return out
+
+
+def _code_hash(code: types.CodeType) -> str:
+    """SHA-1 (16 hex digits) of a code object's bytecode, names and constants (nested code hashed)."""
+    parts = [code.co_code, repr(code.co_names).encode()]
+    for const in code.co_consts:
+        parts.append(_code_hash(const).encode() if isinstance(const, types.CodeType) else repr(const).encode())
+    return hashlib.sha1(b"|".join(parts)).hexdigest()[:16]
+
+
+def _function(fn: types.FunctionType, depth: int, seen: set[int]) -> dict[str, Any]:
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(identity(cell.cell_contents, depth - 1, seen))
+        except ValueError:  # an empty cell (a closure variable not yet bound)
+            cells.append(None)
+    return {"function": fn.__qualname__, "code": _code_hash(fn.__code__), "closure": cells,
+            "defaults": identity(fn.__defaults__, depth - 1, seen)}
+
+
+def identity(obj: Any, depth: int = _DEPTH, seen: set[int] | None = None) -> Any:
+    """A JSON description of `obj` for fingerprints, the same in every process (see the module
+    docstring). Cost: linear in what it visits; arrays are hashed (their bytes read once)."""
+    seen = set() if seen is None else seen
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return _float(obj)
+    if isinstance(obj, (jax.Array, np.ndarray, np.generic)):
+        if isinstance(obj, jax.Array) and jnp.issubdtype(obj.dtype, jax.dtypes.prng_key):
+            obj = jax.random.key_data(obj)
+        a = np.ascontiguousarray(np.asarray(obj))
+        return {"array": a.dtype.name, "shape": list(a.shape), "sha1": hashlib.sha1(a.tobytes()).hexdigest()}
+    if depth <= 0 or id(obj) in seen:
+        return {"type": type(obj).__qualname__}
+    seen = seen | {id(obj)}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return [identity(v, depth - 1, seen) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): identity(v, depth - 1, seen) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, types.FunctionType):
+        return _function(obj, depth, seen)
+    if isinstance(obj, functools.partial):
+        return {"partial": identity(obj.func, depth - 1, seen), "args": identity(obj.args, depth - 1, seen),
+                "keywords": identity(obj.keywords, depth - 1, seen)}
+    if isinstance(obj, types.MethodType):
+        return {"method": obj.__func__.__qualname__, "self": identity(obj.__self__, depth - 1, seen)}
+    return _object(obj, depth, seen)
+
+
+def _object(obj: Any, depth: int, seen: set[int]) -> Any:
+    """Dataclasses and named tuples field by field; modules and classes by name; else the repr."""
+    name = type(obj).__qualname__
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"type": name, **{f.name: identity(getattr(obj, f.name), depth - 1, seen)
+                                 for f in dataclasses.fields(obj) if not f.name.startswith("_")}}
+    if hasattr(obj, "_fields"):  # a NamedTuple (optax's GradientTransformation)
+        return {"type": name, **{f: identity(getattr(obj, f), depth - 1, seen) for f in obj._fields}}
+    if isinstance(obj, types.ModuleType):
+        return {"module": obj.__name__}
+    if isinstance(obj, type):
+        return {"class": obj.__qualname__}
+    if callable(obj) and hasattr(obj, "__wrapped__"):  # a jitted or wrapped function
+        return {"wrapped": identity(obj.__wrapped__, depth - 1, seen)}
+    return {"type": name, "repr": _ADDRESS.sub("", repr(obj))[:200]}
+
+
+def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
+    """The dotted path of the first place two JSON descriptions differ, or None when equal."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        for key in list(stored) + [k for k in given if k not in stored]:
+            if key not in stored or key not in given:
+                return f"{path}.{key}".lstrip(".")
+            found = first_difference(stored[key], given[key], f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(stored, list) and isinstance(given, list):
+        if len(stored) != len(given):
+            return path.lstrip(".") or "(whole)"
+        for i, (a, b) in enumerate(zip(stored, given)):
+            found = first_difference(a, b, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if stored == given else (path.lstrip(".") or "(whole)")

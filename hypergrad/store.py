@@ -1,0 +1,456 @@
+"""The embedded study store: every trial in a SQLite file as it is produced, and resume from it.
+
+`storage=` (a path; created if missing) and `study=` (a name) on `hg.random_search`,
+`hg.grid_search`, `hg.tune`, `hg.hybrid_search` and `hg.optuna_search` keep a study in a file of
+Python's own `sqlite3`: nothing to install or start. The same call again resumes it: stored trials are
+loaded, never re-run, and the final `Result` equals an uninterrupted run's (trial numbers,
+hyperparameters and values bitwise; seconds and compile time aside). A call whose arguments differ
+from the stored study's (space, objective, key, counts, method, ...) is a `ValueError` naming the
+first difference, never a silent mix.
+
+Schema (numbers and JSON only, never pickles: opening someone else's file runs no code):
+
+    studies      name, kind, strategy, fingerprint (JSON of the call), state ("running"/"complete"),
+                 run_flops, compile_seconds, info (JSON), created, updated
+    trials       study, number, hparams (JSON: arrays with dtype and shape), value, scores (JSON),
+                 state, runs, flops, seconds, run_flops, grad_norm, tuner, step
+    checkpoints  study, step, number, state (JSON: per cohort of tuners, the live tuner ids and the
+                 iterate z, last good z and outer-optimiser state as flat arrays with their tree
+                 structure): `tune` and `hybrid_search` only, written in the same transaction as
+                 that step's trials. Keys are stateless (a step's key is a function of the study's
+                 key and the step), so the step counter is all the randomness there is to restore.
+    leases       study, pid, host, since: which process is writing a study
+
+Searches draw their settings from the key, so resuming skips the stored trial numbers (whole
+chunks: trials are committed one chunk at a time); tune restores its checkpoint and goes on from
+the next step. Non-finite numbers are stored as the strings "nan", "inf", "-inf" in JSON.
+
+Safety: WAL journal with `synchronous=NORMAL` (a killed process loses at most the chunk in flight;
+an operating-system crash may lose the last few commits, never the file's consistency), a busy
+timeout of 30 s for concurrent readers and writers of other studies, and a lease per study: a second
+process writing the same study gets a `RuntimeError` naming the first one's pid (a lease of a process
+that no longer runs on this host is taken over). A file truncated or edited by hand gives a
+`ValueError` naming the file, study and trial; other studies in it stay readable.
+
+Cost: one transaction per chunk of trials (or per outer step), each a few milliseconds of JSON
+encoding and one write; `benchmarks/store_overhead.py` measures it against a 256-trial search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+from hypergrad._store_codec import (decode_hparams, decode_value, describe_space, encode_hparams, encode_value,
+                                    first_difference, identity)
+from hypergrad.results import Result, Trial
+from hypergrad.space import Space
+
+__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "fingerprint", "load_study",
+           "list_studies"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (name TEXT PRIMARY KEY, kind TEXT NOT NULL, strategy TEXT,
+    fingerprint TEXT NOT NULL, state TEXT NOT NULL, run_flops REAL, compile_seconds REAL, info TEXT,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (study TEXT NOT NULL, number INTEGER NOT NULL, hparams TEXT NOT NULL,
+    value REAL, scores TEXT NOT NULL, state TEXT NOT NULL, runs REAL, flops REAL, seconds REAL,
+    run_flops REAL, grad_norm REAL, tuner INTEGER, step INTEGER, PRIMARY KEY (study, number));
+CREATE TABLE IF NOT EXISTS checkpoints (study TEXT PRIMARY KEY, step INTEGER NOT NULL, number INTEGER NOT NULL,
+    state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (study TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    since REAL NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('format', 'hypergrad-study-store 1');
+"""
+_TRIAL_COLUMNS = "number, hparams, value, scores, state, flops, seconds, run_flops, grad_norm, tuner"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyInfo:
+    """One study of a store file (`hg.list_studies`).
+
+    Attributes:
+        name: the study's name; kind: "random", "grid", "tune", "hybrid" or "optuna";
+        strategy: the result's label once finished (None while running);
+        state: "complete" once its call returned, else "running" (or killed: call it again to resume);
+        num_trials: trials stored; best_value: the lowest finite validation loss among them (inf if none);
+        created, updated: Unix times.
+    """
+
+    name: str
+    kind: str
+    strategy: str | None
+    state: str
+    num_trials: int
+    best_value: float
+    created: float
+    updated: float
+
+
+def _real(x: Any) -> Any:
+    """A float for a REAL column: NaN as the text 'nan' (SQLite would store NaN as NULL)."""
+    if x is None:
+        return None
+    x = float(x)
+    return "nan" if math.isnan(x) else x
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _unreadable(path: str, err: Exception) -> ValueError:
+    return ValueError(f"storage={path!r} is not a readable hypergrad study file ({err}): it was truncated, "
+                      "damaged or is not SQLite; give another path (a new file is created), or restore a copy")
+
+
+def _connect(path: str, create: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions begun explicitly), WAL, 30 s busy timeout, the
+    schema created if missing (`create`; readers write nothing). Raises `ValueError` for a file that
+    is not a readable store."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"storage={path!r} must be a path to a SQLite file (created if missing)")
+    path = os.fspath(path)
+    if os.path.dirname(os.path.abspath(path)):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if create:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+        fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    if fmt is None or not str(fmt[0]).startswith("hypergrad-study-store"):
+        conn.close()
+        raise _unreadable(path, ValueError(f"format {fmt!r}"))
+    return conn
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): the write lock taken up front, so concurrent
+    writers wait (busy timeout) instead of failing half-way."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _alive(pid: int, host: str) -> bool:
+    """Whether the lease holder may still run: True for another host (unknowable from here)."""
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return False  # this process: an earlier call that ended without releasing (an exception)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: it writes nothing any more
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: Any) -> dict[str, Any]:
+    """The JSON description of a call that a resumed study must match: kind, space, objective (its
+    functions, data and settings: `identity`), the key's raw data and the given arguments (those
+    that change results; chunk sizes, logs and progress do not)."""
+    return {"kind": kind, "space": describe_space(space), "objective": identity(objective),
+            "key": np.asarray(jax.random.key_data(key)).tolist(),
+            "arguments": {name: identity(value) for name, value in sorted(arguments.items())}}
+
+
+def check_study(storage: Any, study: Any) -> bool:
+    """True when a study is asked for (`storage=` and `study=` given); `ValueError` unless both or
+    neither are given, a path and a non-empty name."""
+    if storage is None and study is None:
+        return False
+    if storage is None or study is None:
+        given, missing = ("storage", "study") if study is None else ("study", "storage")
+        raise ValueError(f"{given}= was given without {missing}=: give both (storage='study.db', "
+                         "study='my-search') to keep the study in a file and resume it, or neither")
+    if not isinstance(study, str) or not study:
+        raise ValueError(f"study={study!r} must be a non-empty string naming the study in storage")
+    if not isinstance(storage, (str, os.PathLike)):
+        raise ValueError(f"storage={storage!r} must be a path to a SQLite file (created if missing)")
+    return True
+
+
+def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, Any],
+               space: Space | None = None) -> StudyWriter | None:
+    """The writer of study `study` in file `storage` (created, or checked against `fingerprint` and
+    loaded to resume), its lease taken; None when both are None.
+
+    Raises:
+        ValueError: only one of storage and study given, an unreadable file, or a stored study
+            made by a different call (the message names the first differing field).
+        RuntimeError: another running process writes this study.
+    """
+    if not check_study(storage, study):
+        return None
+    path = os.fspath(storage)
+    conn = _connect(path)
+    try:
+        with _transaction(conn, path):
+            _lease(conn, path, study)
+            _register(conn, path, study, kind, fingerprint)
+        return StudyWriter(conn, path, study, space)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
+    row = conn.execute("SELECT pid, host, since FROM leases WHERE study = ?", (study,)).fetchone()
+    if row is not None and _alive(int(row[0]), str(row[1])):
+        raise RuntimeError(
+            f"study {study!r} in {path} is being written by pid {row[0]} on {row[1]} (since "
+            f"{time.ctime(row[2])}); wait for it to finish, or use another study name. If that process is gone, "
+            f"remove its lease: sqlite3 {path} \"DELETE FROM leases WHERE study = '{study}'\"")
+    conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+                 (study, os.getpid(), socket.gethostname(), time.time()))
+
+
+def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given: dict[str, Any]) -> None:
+    """Creates the study, or checks a stored one was made by the same call."""
+    row = conn.execute("SELECT fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
+    if row is None:
+        now = time.time()
+        conn.execute("INSERT INTO studies VALUES (?, ?, NULL, ?, 'running', NULL, NULL, NULL, ?, ?)",
+                     (study, kind, _json(given), now, now))
+        return
+    try:
+        stored = json.loads(row[0])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"study {study!r} in {path}: its stored call (fingerprint) is unreadable ({err}); "
+                         "the file was edited or damaged; use another study name") from err
+    field = first_difference(stored, json.loads(_json(given)))
+    if field is not None:
+        raise ValueError(
+            f"study {study!r} in {path} was made by a different call: {field} differs "
+            f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now). Repeat the original call to "
+            "resume it, or give another study name for this one")
+
+
+def _excerpt(tree: Any, field: str) -> str:
+    """The value at a dotted path of a fingerprint, shortened for a message."""
+    node = tree
+    for part in field.replace("[", ".[").split("."):
+        if not part:
+            continue
+        try:
+            node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return "absent"
+    text = json.dumps(node, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class StudyWriter:
+    """The writing end of one study: what `TrialRecorder` commits through (its sink).
+
+    Attributes:
+        done: trial number -> stored trial (what a resumed call loads instead of running).
+        checkpoint: the latest tune checkpoint ({"step", "number", "state"}), or None.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str, study: str, space: Space | None):
+        self._conn, self.path, self.study, self._space = conn, path, study, space
+        self._pending: list[tuple] = []
+        self.done = {t.number: t for t in _read_trials(conn, path, study, space)}
+        self.checkpoint = _read_checkpoint(conn, path, study)
+
+    def add(self, trial: Trial) -> None:
+        """Queues a trial; it is written by the next `commit`."""
+        self._pending.append(_trial_row(self.study, trial, self._space))
+
+    def commit(self, checkpoint: Any = None) -> None:
+        """Writes the queued trials, and the checkpoint (a callable giving {"step", "number", "state"}
+        with arrays inside) when given, in one transaction."""
+        state = checkpoint() if checkpoint is not None else None
+        if not self._pending and state is None:
+            return
+        rows = [row[:-1] + ((None if state is None else state["step"]),) for row in self._pending]
+        with _transaction(self._conn, self.path) as conn:
+            conn.executemany(f"INSERT INTO trials (study, {_TRIAL_COLUMNS}, runs, step) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if state is not None:
+                conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                             (self.study, int(state["step"]), int(state["number"]),
+                              _json(encode_value(state["state"]))))
+            conn.execute("UPDATE studies SET updated = ? WHERE name = ?", (time.time(), self.study))
+        self._pending = []
+
+    def trials_from(self, number: int) -> list[Trial]:
+        """The stored trials numbered `number` or later, in order."""
+        return [self.done[n] for n in sorted(self.done) if n >= number]
+
+    def finish(self, result: Result, space: Space) -> Result:
+        """Marks the study complete with its result's label, cost and info; returns the result with
+        `info["space"]` (the space's description, which `Result.to_optuna` reads)."""
+        self.commit()
+        result = dataclasses.replace(result, info={**result.info, "space": describe_space(space)})
+        with _transaction(self._conn, self.path) as conn:
+            conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, compile_seconds = ?, "
+                         "info = ?, updated = ? WHERE name = ?",
+                         (result.strategy, _real(result.run_flops), _real(result.compile_seconds),
+                          _json(encode_value(result.info)), time.time(), self.study))
+        return result
+
+    def close(self) -> None:
+        """Releases the lease (queued, uncommitted trials are dropped: a resume recomputes them)."""
+        if self._conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
+        self._conn.close()
+        self._conn = None
+
+
+@contextlib.contextmanager
+def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Space) -> Iterator[Any]:
+    """`open_study` as a context: yields the writer (or None without storage), released on exit.
+    `fingerprint` is a callable, so nothing is described when no study is asked for."""
+    writer = open_study(storage, study, kind=kind, space=space,
+                        fingerprint=fingerprint() if check_study(storage, study) else {})
+    try:
+        yield writer
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _trial_row(study: str, t: Trial, space: Space | None) -> tuple:
+    scores = {name: encode_value(float(v)) for name, v in t.scores.items()}
+    return (study, t.number, _json(encode_hparams(t.hparams, space)), _real(t.value), _json(scores), t.state,
+            _real(t.flops), _real(t.seconds), _real(t.run_flops), _real(t.grad_norm), t.tuner, _real(t.runs), None)
+
+
+def _float(x: Any) -> float:
+    if isinstance(x, (bytes, bytearray)):
+        raise ValueError(f"a number column holds bytes {bytes(x)[:20]!r}")
+    return float(x)
+
+
+def _trial(row: tuple, space: Space | None) -> Trial:
+    number, hparams, value, scores, state, flops, seconds, run_flops, grad_norm, tuner = row
+    if state not in ("complete", "fail", "skipped"):
+        raise ValueError(f"state {state!r}")
+    scores = {str(k): float(decode_value(v)) for k, v in json.loads(scores).items()}
+    return Trial(number=int(number), hparams=decode_hparams(json.loads(hparams), space),
+                 value=math.nan if value is None else _float(value), scores=scores, state=state,
+                 flops=_float(flops), seconds=_float(seconds), run_flops=_float(run_flops),
+                 grad_norm=None if grad_norm is None else _float(grad_norm),
+                 tuner=None if tuner is None else int(tuner))
+
+
+def _read_trials(conn: sqlite3.Connection, path: str, study: str, space: Space | None) -> list[Trial]:
+    """The study's trials in order; `ValueError` naming the first unreadable one."""
+    try:
+        rows = conn.execute(f"SELECT {_TRIAL_COLUMNS} FROM trials WHERE study = ? ORDER BY number",
+                            (study,)).fetchall()
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    trials = []
+    for row in rows:
+        try:
+            trials.append(_trial(row, space))
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"study {study!r} in {path}: trial {row[0]!r} is unreadable ({type(err).__name__}: "
+                             f"{err}); the file was edited or damaged. Other studies are unaffected; delete this "
+                             "trial's row to recompute it on resume, or use another study name") from err
+    return trials
+
+
+def _read_checkpoint(conn: sqlite3.Connection, path: str, study: str) -> dict | None:
+    try:
+        row = conn.execute("SELECT step, number, state FROM checkpoints WHERE study = ?", (study,)).fetchone()
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    if row is None:
+        return None
+    try:
+        return {"step": int(row[0]), "number": int(row[1]), "state": decode_value(json.loads(row[2]))}
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"study {study!r} in {path}: its checkpoint is unreadable ({err}); the file was edited "
+                         "or damaged; use another study name") from err
+
+
+def load_study(storage: str | os.PathLike, study: str) -> Result:
+    """The `Result` of a stored study: its trials in order (a study still running, or killed, gives
+    those stored so far), with the strategy, cost and info of its call once it has finished.
+
+    Raises:
+        ValueError: the file is unreadable, holds no such study (the message lists those it holds),
+            or a trial of this study is damaged.
+    """
+    check_study(storage, study)
+    path = os.fspath(storage)
+    if not os.path.exists(path):
+        raise ValueError(f"storage={path!r} does not exist; give the path of a study file")
+    conn = _connect(path, create=False)
+    try:
+        try:
+            row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info FROM studies WHERE name = ?",
+                               (study,)).fetchone()
+            names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY name")]
+        except sqlite3.DatabaseError as err:
+            raise _unreadable(path, err) from err
+        if row is None:
+            raise ValueError(f"study={study!r} is not in {path}; it holds {names}")
+        trials = _read_trials(conn, path, study, None)
+    finally:
+        conn.close()
+    kind, strategy, run_flops, compile_seconds, info = row
+    try:
+        info = {} if info is None else decode_value(json.loads(info))
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"study {study!r} in {path}: its info is unreadable ({err})") from err
+    unit = _float(run_flops) if run_flops is not None else (trials[0].run_flops if trials else math.nan)
+    return Result(strategy or kind, tuple(trials), unit, 0.0 if compile_seconds is None else _float(compile_seconds),
+                  info)
+
+
+def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
+    """The studies a store file holds, by name. Raises `ValueError` for an unreadable file."""
+    if not isinstance(storage, (str, os.PathLike)) or not os.path.exists(storage):
+        raise ValueError(f"storage={storage!r} does not exist; give the path of a study file")
+    path = os.fspath(storage)
+    conn = _connect(path, create=False)
+    try:
+        rows = conn.execute(
+            "SELECT s.name, s.kind, s.strategy, s.state, s.created, s.updated, COUNT(t.number), "
+            "MIN(CASE WHEN t.state != 'fail' AND typeof(t.value) = 'real' AND abs(t.value) < 9e999 THEN t.value END) "
+            "FROM studies s LEFT JOIN trials t ON t.study = s.name GROUP BY s.name ORDER BY s.name").fetchall()
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    finally:
+        conn.close()
+    return [StudyInfo(name=r[0], kind=r[1], strategy=r[2], state=r[3], num_trials=int(r[6]),
+                      best_value=math.inf if r[7] is None else float(r[7]), created=float(r[4]), updated=float(r[5]))
+            for r in rows]

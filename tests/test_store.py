@@ -1,0 +1,200 @@
+"""The study store (`hypergrad.store`): resume equals an uninterrupted run for every strategy, a
+different call is refused by name, load/list read a file back, and `Result.to_optuna` writes trials
+Optuna reads back. Interruptions here are exceptions raised from the progress callback, right after
+a chunk or step was committed; `test_store_reliability.py` kills real processes."""
+
+import math
+import os
+import sqlite3
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad._store_codec import decode_hparams, decode_value, encode_hparams, encode_value
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(reports):
+    """A progress callback raising `Stop` on its `reports`-th call (after that commit)."""
+    calls = []
+
+    def progress(line):
+        calls.append(line)
+        if len(calls) == reports:
+            raise Stop
+
+    progress.calls = calls
+    return progress
+
+
+def assert_same_trials(a, b):
+    """Trial numbers, states, tuners, hyperparameters (dtype included) and values equal bitwise."""
+    assert [t.number for t in a.trials] == [t.number for t in b.trials] == list(range(len(a.trials)))
+    for x, y in zip(a.trials, b.trials):
+        assert (x.state, x.tuner) == (y.state, y.tuner), x.number
+        assert x.value == y.value or (math.isnan(x.value) and math.isnan(y.value)), (x.number, x.value, y.value)
+        assert x.scores.keys() == y.scores.keys()
+        assert set(x.hparams) == set(y.hparams)
+        for name, value in x.hparams.items():
+            if isinstance(value, np.ndarray):
+                assert value.dtype == y.hparams[name].dtype and np.array_equal(value, y.hparams[name]), name
+            else:
+                assert value == y.hparams[name], name
+
+
+@pytest.fixture(scope="module")
+def ridge_objective(ridge_problem):
+    return hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+def test_random_search_resumes_skipping_stored_chunks(ridge_objective, key, tmp_path):
+    db = tmp_path / "study.db"
+    whole = hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4)
+    with pytest.raises(Stop):
+        hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r", progress=stop_after(2))
+    (info,) = hg.list_studies(db)
+    assert (info.name, info.kind, info.state, info.num_trials) == ("r", "random", "running", 8)
+    progress = stop_after(0)
+    resumed = hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r",
+                               progress=progress)
+    assert len(progress.calls) == 1  # only the third chunk ran
+    assert_same_trials(whole, resumed)
+    assert_same_trials(whole, hg.load_study(db, "r"))
+    (info,) = hg.list_studies(db)
+    assert (info.state, info.num_trials, info.strategy) == ("complete", 10, "random")
+    assert info.best_value == whole.best_value
+    again = hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r",
+                             progress=stop_after(0))
+    assert_same_trials(whole, again)
+
+
+def test_a_different_call_is_refused_by_the_field_that_differs(ridge_objective, ridge_problem, key, tmp_path):
+    db = tmp_path / "study.db"
+    hg.grid_search(ridge_objective, SPACE, key, 2, storage=db, study="g")
+    assert_same_trials(hg.grid_search(ridge_objective, SPACE, key, 2), hg.load_study(db, "g"))
+    cases = [
+        (dict(points_per_axis=3), "arguments.points_per_axis"),
+        (dict(key=jax.random.key(1)), r"key\[1\]"),
+        (dict(space=hg.Space({"lr": hg.LogUniform(1e-3, 0.4), "weight_decay": hg.LogUniform(1e-4, 1.0)})),
+         "space.lr.hi"),
+        (dict(objective=hg.Objective(ridge_problem, ridge_objective.optimizer, num_steps=6)), "objective.num_steps"),
+        (dict(objective=hg.Objective(ridge_problem, lambda h: optax.sgd(2 * h["lr"]), num_steps=5)),
+         r"objective.optimizer.\w+"),
+        (dict(objective=hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.6, seed=0),
+                                     ridge_objective.optimizer, num_steps=5)), r"objective.problem.train_data\S*"),
+    ]
+    for change, field in cases:
+        args = {"objective": ridge_objective, "space": SPACE, "key": key, "points_per_axis": 2, **change}
+        with pytest.raises(ValueError, match=f"study 'g' .* different call: {field} differs"):
+            hg.grid_search(args.pop("objective"), args.pop("space"), args.pop("key"), args.pop("points_per_axis"),
+                           storage=db, study="g")
+    with pytest.raises(ValueError, match="different call: kind differs"):
+        hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="g")
+
+
+def test_storage_and_study_come_together(ridge_objective, key, tmp_path):
+    with pytest.raises(ValueError, match="storage= was given without study="):
+        hg.random_search(ridge_objective, SPACE, key, 4, storage=tmp_path / "a.db")
+    with pytest.raises(ValueError, match="study= was given without storage="):
+        hg.tune(ridge_objective, SPACE, key, steps=2, study="s")
+    with pytest.raises(ValueError, match="study=3 must be a non-empty string"):
+        hg.grid_search(ridge_objective, SPACE, key, 2, storage=tmp_path / "a.db", study=3)
+    with pytest.raises(ValueError, match="study='nope' is not in"):
+        hg.random_search(ridge_objective, SPACE, key, 2, storage=tmp_path / "b.db", study="yes")
+        hg.load_study(tmp_path / "b.db", "nope")
+    assert not os.path.exists(tmp_path / "a.db")
+
+
+@pytest.mark.parametrize("kwargs,reports", [(dict(population=4, warmup=8, halving=2, steps=5), 4),
+                                            (dict(population=4, warmup=8, steps=3), 1),
+                                            (dict(steps=4), 3)])
+def test_tune_resumes_from_its_checkpoint(ridge_objective, key, tmp_path, kwargs, reports):
+    """Killed after the warm-up's chunk (reports=1) or after a few steps, across a halving round."""
+    db = tmp_path / "study.db"
+    whole = hg.tune(ridge_objective, SPACE, key, **kwargs)
+    with pytest.raises(Stop):
+        hg.tune(ridge_objective, SPACE, key, **kwargs, storage=db, study="t", progress=stop_after(reports))
+    stored = hg.load_study(db, "t")
+    assert 0 < len(stored.trials) < len(whole.trials)
+    resumed = hg.tune(ridge_objective, SPACE, key, **kwargs, storage=db, study="t")
+    assert_same_trials(whole, resumed)
+    assert_same_trials(whole, hg.load_study(db, "t"))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT step, number FROM checkpoints").fetchall() == [(kwargs["steps"], len(whole.trials))]
+
+
+def test_hybrid_search_resumes(ridge_objective, key, tmp_path):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.Choice([1e-3, 1e-1])})
+    db = tmp_path / "study.db"
+    whole = hg.hybrid_search(ridge_objective, space, key, budget=40)
+    with pytest.raises(Stop):
+        hg.hybrid_search(ridge_objective, space, key, budget=40, storage=db, study="h", progress=stop_after(2))
+    assert_same_trials(whole, hg.hybrid_search(ridge_objective, space, key, budget=40, storage=db, study="h"))
+    with pytest.raises(ValueError, match="arguments.budget differs"):
+        hg.hybrid_search(ridge_objective, space, key, budget=50, storage=db, study="h")
+
+
+def test_optuna_search_resumes_by_replaying_its_sampler(ridge_objective, key, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    db = tmp_path / "study.db"
+    whole = hg.optuna_search(ridge_objective, SPACE, key, 12, batch_size=4)
+    with pytest.raises(Stop):
+        hg.optuna_search(ridge_objective, SPACE, key, 12, batch_size=4, storage=db, study="o", progress=stop_after(2))
+    progress = stop_after(0)
+    resumed = hg.optuna_search(ridge_objective, SPACE, key, 12, batch_size=4, storage=db, study="o", progress=progress)
+    assert len(progress.calls) == 1
+    assert_same_trials(whole, resumed)
+    with pytest.raises(Stop):
+        hg.optuna_search(ridge_objective, SPACE, key, 12, batch_size=4, storage=db, study="u",
+                         sampler=optuna.samplers.RandomSampler(seed=1), progress=stop_after(1))
+    with pytest.raises(ValueError, match="proposed trial 0 differently"):
+        hg.optuna_search(ridge_objective, SPACE, key, 12, batch_size=4, storage=db, study="u",
+                         sampler=optuna.samplers.RandomSampler(seed=2))
+    with pytest.raises(ValueError, match="study= was given without storage="):
+        hg.optuna_search(ridge_objective, SPACE, key, 4, study="o")
+
+
+def test_to_optuna_reads_back(ridge_objective, key, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(5,)), "weight_decay": hg.Uniform(0.0, 1.0)})
+    db = tmp_path / "study.db"
+    tuned = hg.tune(ridge_objective, space, key, steps=3, population=2, storage=db, study="t")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    hg.load_study(db, "t").to_optuna(url, "t")
+    study = optuna.load_study(study_name="t", storage=url)
+    assert len(study.trials) == len(tuned.trials)
+    assert study.best_value == tuned.best_value
+    for ours, theirs in zip(tuned.trials, study.trials):
+        assert theirs.value == ours.value and theirs.user_attrs["number"] == ours.number
+        assert theirs.params["weight_decay"] == float(ours.hparams["weight_decay"])
+        assert theirs.distributions["weight_decay"] == optuna.distributions.FloatDistribution(0.0, 1.0)
+        assert theirs.user_attrs["hparam_lr"] == ours.hparams["lr"].tolist()  # a schedule: a user attribute
+        assert ("lr" in theirs.params) == bool(np.all(ours.hparams["lr"] == ours.hparams["lr"][0]))
+        assert theirs.user_attrs["test_loss"] == ours.scores["test_loss"]
+    assert study.trials[0].distributions["lr"] == optuna.distributions.FloatDistribution(1e-3, 0.5, log=True)
+    with pytest.raises(ValueError, match="already exists"):
+        tuned.to_optuna(url, "t")
+
+
+def test_values_and_structural_options_round_trip():
+    space = hg.Space({"hidden": hg.Choice([(4,), (8, 8)]), "act": hg.Choice(["tanh", abs]),
+                      "lr": hg.LogUniform(1e-3, 1.0, shape=(3,))})
+    hparams = {"hidden": (8, 8), "act": abs, "lr": np.array([np.nan, np.inf, 1e-300], np.float32),
+               "n": np.int32(3)}
+    encoded = encode_hparams(hparams, space)
+    back = decode_hparams(encoded, space)
+    assert back["hidden"] == (8, 8) and back["act"] is abs and back["n"] == 3 and back["n"].dtype == np.int32
+    assert back["lr"].dtype == np.float32 and np.array_equal(back["lr"], hparams["lr"], equal_nan=True)
+    assert decode_hparams(encoded, None)["act"] == "<built-in function abs>"  # no space: its repr
+    for value in (0.1 + 0.2, -math.inf, (1, "a", [2.5, None]), {"k": np.float64(1e-310)}):
+        again = decode_value(encode_value(value))
+        assert repr(again) == repr(value) or again == value
