@@ -36,6 +36,7 @@ EXPERIMENTS = [
     "weight_decay_per_parameter",  # Lorraine, Vicol & Duvenaud 2020
     "online_lr",           # Baydin et al. 2018
     "truncation",          # Shaban et al. 2019
+    "distillation",        # Wang et al. 2018
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))

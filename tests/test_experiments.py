@@ -251,12 +251,40 @@ def check_finetuning(stdout, out):
                                                 if lower > 0.5 else "not held")
 
 
+def check_distillation(stdout, out):
+    """One row per strategy; the real draws' table cells are the sidecar's per-draw accuracies'
+    mean; random search ran at the fixed-init distillation's compute; every verdict is recomputed
+    from the sidecar's numbers by the experiment's rule."""
+    rows = {r["strategy"]: r for r in markdown_table(stdout, "## Test accuracy")}
+    sidecar = read_sidecar(out, "distillation", claims=3)
+    n = sidecar["numbers"]
+    real = next(r for name, r in rows.items() if name.startswith("10 real images"))
+    assert real["test accuracy, fixed init"].split(" ±")[0] == f"{np.mean(n['real_fixed']):.3f}", (real, n)
+    assert real["test accuracy, fresh inits (mean ± std)"].split(" ±")[0] == f"{np.mean(n['real_fresh']):.3f}"
+    search = rows["random search: which real images + step size"]
+    assert abs(float(search["compute (runs)"]) - n["runs"]["fixed"]) <= 1 and n["runs"]["fixed"] > 1, (search, n)
+    assert search["hyperparameters"] == "11" and f"{n['search_fixed']:.3f}" == search["test accuracy, fixed init"]
+    for values in (n["real_fixed"], n["real_fresh"], n["distilled_random_fresh"], n["search_fresh"]):
+        assert all(0.0 <= a <= 1.0 for a in values), values
+    fixed, real_fixed = n["distilled_fixed"], np.asarray(n["real_fixed"])
+    near, above = fixed >= 0.89, fixed > np.percentile(real_fixed, 95)
+    assert sidecar["claims"][0]["verdict"] == ("held" if near and above else "partly" if near or above
+                                               or fixed > real_fixed.mean() else "not held")
+    fresh = np.mean(n["distilled_random_fresh"])
+    marks = [fresh >= 0.75, fresh > np.mean(n["real_fresh"])]
+    assert sidecar["claims"][1]["verdict"] == ("held" if all(marks) else "partly" if any(marks) else "not held")
+    diff = np.asarray(n["distilled_random_fresh"]) - np.asarray(n["search_fresh"])
+    ahead = [fixed > n["search_fixed"], diff.mean() > 2 * diff.std(ddof=1) / math.sqrt(diff.size)]
+    assert sidecar["claims"][2]["verdict"] == ("held" if all(ahead) else "partly" if any(ahead) else "not held")
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
                    "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
                    "generalisation.py": check_generalisation,
                    "weight_decay_per_parameter.py": check_weight_decay_per_parameter, "online_lr.py": check_online_lr,
-                   "truncation.py": check_truncation, "finetuning.py": check_finetuning}
+                   "truncation.py": check_truncation, "finetuning.py": check_finetuning,
+                   "distillation.py": check_distillation}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)
