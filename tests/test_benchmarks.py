@@ -4,8 +4,11 @@ Structure only: timings are never asserted (speed is measured in benchmarks/, no
 """
 
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,3 +65,39 @@ def test_populations_smoke_reads_back_every_table(tmp_path):
         assert float(wall[2].split()[0]) > 0 and int(wall[5].split()[0]) >= 1  # pop seconds; random trials
     verdicts = [line for line in lines if line.startswith("- digits-") and "equal wall time" in line]
     assert len(verdicts) == 1 and all(("**met**" in v) != ("**missed**" in v) for v in verdicts)
+
+
+def test_peer_torch_smoke_computes_what_hypergrad_computes(tmp_path):
+    """`benchmarks/peer_torch.py --smoke --dtype float64`: the torch unroll and hypergrad train the same
+    model on the same minibatches, so their validation losses, hypergradients and search trials agree
+    to rounding in float64 (the same batches in another order already give a 5% error)."""
+    pytest.importorskip("torch")  # a benchmark-only dependency: `pip install -e '.[bench]'`
+    out = tmp_path / "peer_torch.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "peer_torch.py"), "--smoke", "--dtype",
+                           "float64", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout  # printed and written alike
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| 16 | 20 | "):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[2]] = cells
+    assert set(rows) == {"training run", "hypergradient", "search, per trial (4 sequential torch runs)",
+                         "search, per trial (torch.func.vmap of 4)"}
+    numbers = {work: [float(x) for x in re.findall(r"[-+]?\d+\.?\d*(?:e[-+]?\d+)?", cells[-1])]
+               for work, cells in rows.items()}
+    assert numbers["training run"][0] < 1e-10  # val loss relative difference
+    error, cosine = numbers["hypergradient"]
+    assert error < 1e-10 and cosine > 1 - 1e-12
+    assert numbers["search, per trial (4 sequential torch runs)"][0] < 1e-10
+    assert rows["search, per trial (4 sequential torch runs)"][-1].endswith("(4/4 finite)")
+    vmap = "search, per trial (torch.func.vmap of 4)"
+    if rows[vmap][5] == "failed":  # reported as such, with the reason, never hidden
+        assert "torch.func.vmap could not run this loop" in text
+    else:
+        assert numbers[vmap][0] < 1e-10
+    for cells in rows.values():
+        assert float(cells[3]) > 0 and float(cells[4]) > 0  # hypergrad median and fastest (ms)
+    assert rows["hypergradient"][9] in ("met", "missed")
