@@ -111,11 +111,11 @@ def kfold_indices(
     return val, train
 
 
-def explicit_folds(cv: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(val, train) index arrays, shapes (k, m) and (k, n_train), of explicit folds `cv`: a list of
-    k >= 2 (train indices, val indices) pairs into the n pooled examples, as scikit-learn's
-    `list(splitter.split(X, y))`. Every fold must have the same sizes (the k fits are vmapped);
-    a fold's train and val need not cover every example. Raises `ValueError` otherwise."""
+def explicit_folds(cv: Any, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """(val, train) index arrays, shapes (k, m) and (k, t), of explicit folds `cv`: a list of k >= 2
+    (train indices into train_data, val indices into val_data) pairs; with train_data and val_data
+    the same examples, scikit-learn's `list(splitter.split(X, y))`. Every fold must have the same
+    sizes (the k fits are vmapped). Raises `ValueError` otherwise."""
     try:
         pairs = [(np.asarray(train), np.asarray(val)) for train, val in cv]
     except (TypeError, ValueError) as err:
@@ -124,12 +124,12 @@ def explicit_folds(cv: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     if len(pairs) < 2:
         raise ValueError(f"Problem(cv=[...]) lists {len(pairs)} fold(s); give at least 2")
     for i, (train, val) in enumerate(pairs):
-        for name, idx in (("train", train), ("val", val)):
+        for name, idx, n in (("train", train, n_train), ("val", val, n_val)):
             if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
                 raise ValueError(f"Problem(cv=[...]) fold {i}: {name} indices must be a non-empty 1-D int array")
             if idx.min() < 0 or idx.max() >= n:
-                raise ValueError(f"Problem(cv=[...]) fold {i}: {name} indices must lie in [0, {n}), the pooled "
-                                 "train_data and val_data examples")
+                raise ValueError(f"Problem(cv=[...]) fold {i}: {name} indices must lie in [0, {n}), the examples "
+                                 f"of {name}_data")
     sizes = {(len(train), len(val)) for train, val in pairs}
     if len(sizes) > 1:
         raise ValueError(f"Problem(cv=[...]) folds have (train, val) sizes {sorted(sizes)}; the folds are "
@@ -160,8 +160,10 @@ class Problem:
         name: a label for reports.
         cv: None (train on train_data, validate on val_data) or k >= 2 for k-fold
             cross-validation over train_data and val_data pooled (see the module docstring), or
-            explicit folds: a list of (train indices, val indices) pairs into the pooled examples,
-            all folds of the same sizes (`explicit_folds`; scikit-learn's `list(cv.split(X, y))`).
+            explicit folds: a list of (indices into train_data, indices into val_data) pairs, all
+            folds of the same sizes (`explicit_folds`; with train_data = val_data = (X, y),
+            scikit-learn's `list(cv.split(X, y))`). Explicit folds need no common structure
+            of train_data and val_data: each fold gathers its rows from its own split.
             Training, scoring and their compute are then k times those of one fit of n - m
             examples (m = n // k), vmapped over the folds; `data` holds the folds stacked,
             gathered once at construction (memory: k copies of the n pooled examples).
@@ -195,7 +197,7 @@ class Problem:
         n_val = num_examples(self.val_data, "val_data")
         if self.test_data is not None:
             num_examples(self.test_data, "test_data")
-        folds = self._check_cv(n_train + n_val)
+        folds = self._check_cv(n_train, n_val)
         where = "training examples"
         if folds is not None:
             label = f"{len(folds[0])} explicit folds" if isinstance(self.cv, (list, tuple)) else f"cv={self.cv}"
@@ -239,18 +241,21 @@ class Problem:
         if folds is not None:
             # Gathered once here, so every call of `data` returns the same device arrays.
             val_idx, train_idx = folds
-            pooled = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
-                                  self.train_data, self.val_data)
-            folded = {"train": jax.tree.map(lambda a: jnp.asarray(a[train_idx]), pooled),
-                      "val": jax.tree.map(lambda a: jnp.asarray(a[val_idx]), pooled)}
+            if isinstance(self.cv, (list, tuple)):  # explicit folds index each split itself
+                train_from, val_from = self.train_data, self.val_data
+            else:
+                train_from = val_from = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
+                                                     self.train_data, self.val_data)
+            folded = {"train": jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[train_idx]), train_from),
+                      "val": jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[val_idx]), val_from)}
             if not isinstance(self.cv, (list, tuple)):
                 object.__setattr__(self, "cv", int(self.cv))
         object.__setattr__(self, "_folds", folds)
         object.__setattr__(self, "_folded", folded)
 
-    def _check_cv(self, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _check_cv(self, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Validates the cv arguments; the (val, train) fold indices, or None without cv."""
-        cv, labels = self.cv, self.cv_labels
+        cv, labels, n = self.cv, self.cv_labels, n_train + n_val
         if cv is None:
             if labels is not None:
                 raise ValueError("Problem(cv_labels=...) was given without cv; set cv=k (e.g. cv=5) for "
@@ -260,7 +265,7 @@ class Problem:
             if labels is not None:
                 raise ValueError("Problem(cv_labels=...) only stratifies cv=k; explicit folds are already "
                                  "assigned, so drop cv_labels")
-            return explicit_folds(cv, n)
+            return explicit_folds(cv, n_train, n_val)
         if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
             raise ValueError(f"Problem(cv={cv!r}) must be an int >= 2 (the number of folds, e.g. cv=5), a list "
                              "of (train, val) index pairs, or None to train on train_data and validate on val_data")
@@ -296,8 +301,8 @@ class Problem:
 
     @property
     def fold_indices(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(val, train) indices into the pooled train ++ val examples, shapes (k, m) and
-        (k, n - m); None without cv."""
+        """(val, train) indices, shapes (k, m) and (k, n - m): into the pooled train ++ val examples
+        (cv=k), or into val_data and train_data (explicit folds); None without cv."""
         return self._folds
 
     @property

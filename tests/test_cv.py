@@ -440,11 +440,12 @@ def test_explicit_folds_equal_the_same_folds_by_hand(logistic_problem):
                           logistic_problem.train_data, logistic_problem.val_data)
     n = len(pooled[1])
     splits = [(tr[:30], va[:15]) for tr, va in KFold(3, shuffle=True, random_state=0).split(np.zeros(n))]
-    problem = dataclasses.replace(logistic_problem, cv=splits)
+    problem = dataclasses.replace(logistic_problem, train_data=pooled, val_data=pooled, cv=splits)
     assert problem.num_folds == 3 and problem.num_train == 30
     val_idx, train_idx = problem.fold_indices
     for i, (tr, va) in enumerate(splits):
         np.testing.assert_array_equal(problem.data["train"][0][i], pooled[0][tr])
+        np.testing.assert_array_equal(problem.data["val"][1][i], pooled[1][va])
         np.testing.assert_array_equal(val_idx[i], va)
     scores = hg.Objective(problem, sgd, num_steps=T).evaluate(HPARAMS, jax.random.key(0))
     for i, (tr, va) in enumerate(splits):
@@ -456,10 +457,23 @@ def test_explicit_folds_equal_the_same_folds_by_hand(logistic_problem):
     assert np.array_equal(problem.with_fixed({}).fold_indices[0], val_idx)
 
 
+def test_explicit_folds_index_each_split_of_its_own_structure(logistic_problem):
+    """Explicit folds gather train rows from train_data and val rows from val_data, which may differ
+    in structure (a weight column only in training, say)."""
+    x, y = logistic_problem.train_data
+    train = (x, y, np.ones(len(y)))
+    folds = [(np.arange(0, 20), np.arange(0, 5)), (np.arange(10, 30), np.arange(5, 10))]
+    problem = dataclasses.replace(logistic_problem, train_data=train, cv=folds,
+                                  train_loss=lambda p, h, b: logistic_problem.train_loss(p, h, b[:2]))
+    assert problem.data["train"][2].shape == (2, 20) and len(problem.data["val"]) == 2
+    np.testing.assert_array_equal(problem.data["val"][0][1], np.asarray(logistic_problem.val_data[0])[5:10])
+    np.testing.assert_array_equal(problem.data["train"][0][1], np.asarray(x)[10:30])
+
+
 @pytest.mark.parametrize("cv,match", [
     ([(np.arange(5), np.arange(5, 8))], r"lists 1 fold\(s\); give at least 2"),
     ([(np.arange(5), np.arange(5, 8)), (np.arange(4), np.arange(5, 8))], r"sizes \[\(4, 3\), \(5, 3\)\]"),
-    ([(np.arange(5), np.arange(45, 48)), (np.arange(5), np.arange(5, 8))], r"fold 0: val indices must lie in"),
+    ([(np.arange(5), np.arange(9, 12)), (np.arange(5), np.arange(5, 8))], r"fold 0: val indices must lie in \[0, 11\)"),
     ([(np.arange(5.0), np.arange(5, 8)), (np.arange(5), np.arange(5, 8))], r"fold 0: train indices must be"),
     ([1, 2], r"must list \(train_indices, val_indices\) pairs"),
 ])
