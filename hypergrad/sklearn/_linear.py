@@ -1,0 +1,397 @@
+"""scikit-learn's `LogisticRegression` and `Ridge`, solved inside one compiled hypergrad program.
+
+Both fit by an inner solver that is a pure, differentiable function of the data and of the
+penalty (`C`, `alpha`), and both are `hg.Objective`s of ONE training step: the step's loss is the
+quadratic 0.5 ||p||^2 - <p, p*(batch, hparams)> (p* the solver's answer on the full training
+batch, never differentiated with respect to p), whose gradient at p = 0 is -p*, so one plain
+gradient step of rate 1 from zero lands exactly on p*. Hypergradients then flow through the
+solver: exact for Ridge's closed form, through the unrolled Newton iterations for
+LogisticRegression (hg.Reverse), or by the implicit function theorem (the step's stationarity
+p = p*; hg.Implicit).
+
+- `Ridge`: min ||y - X w - b||^2 + alpha ||w||^2 in closed form, (Xc'Xc + alpha I) w = Xc'yc on
+  centred data (`fit_intercept`), through `jnp.linalg.solve` (differentiable in alpha). Every
+  `solver` value is accepted and means this solve (the closest equivalent of all of them: they
+  compute the same minimiser); `positive=True` is refused. Per-target alphas (an array) are solved
+  target by target. Cost: O(n d^2 + d^3) per fit; memory O(d^2).
+- `LogisticRegression`: multinomial log-loss (k > 2 classes; one logistic unit for 2 classes, as
+  scikit-learn) + ||W||^2 / (2 C n) (intercepts not penalised) minimised by Newton's method: up to
+  `max_iter` iterations, each a Hessian solve and a backtracking line search over step sizes
+  1, 1/2, ..., 2^-9 (Armijo, the ten losses computed at once). Stopping: once the largest absolute
+  gradient entry is at most `tol` (scikit-learn's lbfgs criterion on the same scaled loss) the
+  iterate is frozen (a `jnp.where`), so a vmapped fit equals the fit alone and `n_iter_` counts the
+  Newton steps taken. Every `solver` value is accepted and means this Newton solve (closest
+  equivalent: each of scikit-learn's solvers converges to the same minimiser); `penalty`/
+  `l1_ratio` other than l2, `dual=True`, `class_weight` and `warm_start=True` are refused. Cost
+  per iteration: the Hessian O(n (dk)^2) and its solve O((dk)^3) (d features + intercept, k
+  classes or 1), so it suits up to a few hundred coefficients; all `max_iter` iterations are
+  computed (frozen after convergence). Memory O((dk)^2).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import sklearn.base
+import sklearn.linear_model
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+import hypergrad as hg
+from hypergrad.sklearn._base import HypergradEstimator, cached_program
+
+__all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
+
+STEP_SIZES = 2.0 ** -np.arange(10)
+"""The line search's candidate Newton step sizes."""
+
+
+def _dtype() -> Any:
+    return jnp.zeros(()).dtype
+
+
+# -- the solvers --------------------------------------------------------------------------------------
+def ridge_solution(x: jax.Array, targets: jax.Array, alpha: jax.Array, fit_intercept: bool) -> dict[str, jax.Array]:
+    """{"coef": (d, m), "intercept": (m,)} minimising ||Y - X W - 1 b||^2 + alpha ||W||^2;
+    `alpha` a scalar or one value per target (m,). Differentiable in alpha and the data."""
+    if fit_intercept:
+        x_mean, y_mean = jnp.mean(x, axis=0), jnp.mean(targets, axis=0)
+        x, targets = x - x_mean, targets - y_mean
+    gram, moment = x.T @ x, x.T @ targets
+    eye = jnp.eye(x.shape[1], dtype=x.dtype)
+    alpha = jnp.broadcast_to(jnp.asarray(alpha, x.dtype), (targets.shape[1],))
+    coef = jax.vmap(lambda a, b: jnp.linalg.solve(gram + a * eye, b), out_axes=1)(alpha, moment.T)
+    intercept = (y_mean - x_mean @ coef) if fit_intercept else jnp.zeros(targets.shape[1], x.dtype)
+    return {"coef": coef, "intercept": intercept}
+
+
+def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, c: jax.Array, fit_intercept: bool) -> jax.Array:
+    """Mean log-loss + ||W||^2 / (2 C n) at the flat coefficients theta = [W (d, m) ravelled, b (m,)]."""
+    d, m = x.shape[1], targets.shape[1]
+    coef = theta[:d * m].reshape(d, m)
+    z = x @ coef + (theta[d * m:] if fit_intercept else 0.0)
+    if m == 1:
+        per = -(targets[:, 0] * jax.nn.log_sigmoid(z[:, 0]) + (1 - targets[:, 0]) * jax.nn.log_sigmoid(-z[:, 0]))
+    else:
+        per = -jnp.sum(targets * jax.nn.log_softmax(z, axis=1), axis=1)
+    return jnp.mean(per) + jnp.sum(jnp.square(coef)) / (2 * c * x.shape[0])
+
+
+def newton_logistic(x: jax.Array, targets: jax.Array, c: jax.Array, *, fit_intercept: bool, max_iter: int,
+                    tol: float) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """({"coef", "intercept"}, Newton steps taken, converged) of the penalised log-loss
+    (module docstring), from zero; frozen once the largest gradient entry is <= tol."""
+    d, m = x.shape[1], targets.shape[1]
+    size = d * m + (m if fit_intercept else 0)
+
+    def loss(theta):
+        return logistic_loss(theta, x, targets, c, fit_intercept)
+
+    def step(carry, _):
+        theta, taken, done = carry
+        value, grad = jax.value_and_grad(loss)(theta)
+        done = done | (jnp.max(jnp.abs(grad)) <= tol)
+        hessian = jax.hessian(loss)(theta)
+        # a relative ridge of 1e-12 keeps the softmax's flat direction (all intercepts shifted
+        # together) solvable; the gradient has no component along it, so the step has none either
+        damping = 1e-12 * (1 + jnp.max(jnp.abs(jnp.diag(hessian))))
+        direction = jnp.linalg.solve(hessian + damping * jnp.eye(size, dtype=x.dtype), grad)
+        sizes = jnp.asarray(STEP_SIZES, x.dtype)
+        trials = jax.vmap(lambda t: loss(theta - t * direction))(sizes)
+        armijo = trials <= value - 1e-4 * sizes * jnp.dot(grad, direction)
+        chosen = sizes[jnp.argmax(armijo)]  # the largest step that decreases enough (else the smallest)
+        moved = theta - jnp.where(jnp.any(armijo), chosen, sizes[-1]) * direction
+        return (jnp.where(done, theta, moved), taken + jnp.where(done, 0, 1), done), None
+
+    start = (jnp.zeros(size, x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    theta, taken, done = jax.lax.scan(step, start, None, length=max_iter)[0]
+    converged = done | (jnp.max(jnp.abs(jax.grad(loss)(theta))) <= tol)
+    intercept = theta[d * m:] if fit_intercept else jnp.zeros(m, x.dtype)
+    return {"coef": theta[:d * m].reshape(d, m), "intercept": intercept}, taken, converged
+
+
+# -- the family: one step onto the solver's answer -------------------------------------------------------
+def jump_objective(solve: Any, scores: Mapping[str, Any], val_loss: Any, train: tuple, val: tuple,
+                   shapes: tuple[int, int], name: str) -> hg.Objective:
+    """An `hg.Objective` of one unit gradient step from zero onto `solve(x, targets, hparams)`
+    (module docstring); `scores` are metrics `fn(params, hparams, (x, targets))`."""
+    d, m = shapes
+    dtype = _dtype()
+
+    def init(key, hparams):
+        del key, hparams
+        return {"coef": jnp.zeros((d, m), dtype), "intercept": jnp.zeros(m, dtype)}
+
+    def train_loss(params, hparams, batch):
+        # gradient in params: params - answer (the answer does not depend on params)
+        answer = solve(batch[0], batch[1], hparams)
+        return sum(jnp.sum(0.5 * p * p - p * a) for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(answer)))
+
+    problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
+                         batch_size=None, metrics=dict(scores), name=name, model_reads_hparams=True)
+    return hg.Objective(problem, lambda hparams: optax.sgd(1.0), num_steps=1)
+
+
+def _r2(targets: jax.Array, z: jax.Array) -> jax.Array:
+    """scikit-learn's r2_score (uniform average over outputs) of predictions z (n, m)."""
+    residual = jnp.sum(jnp.square(targets - z), axis=0)
+    total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
+    safe = jnp.where(total > 0, total, 1.0)
+    return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
+
+
+def _decision(params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
+    return x @ params["coef"] + params["intercept"]
+
+
+def regression_scores() -> dict[str, Any]:
+    def neg_mse(params, hparams, batch):
+        return -jnp.mean(jnp.square(batch[1] - _decision(params, batch[0])))
+
+    def r2(params, hparams, batch):
+        return _r2(batch[1], _decision(params, batch[0]))
+
+    return {"score": r2, "neg_mean_squared_error": neg_mse, "r2": r2}
+
+
+def classification_scores() -> dict[str, Any]:
+    def codes(targets):
+        return targets[:, 0].astype(jnp.int32) if targets.shape[1] == 1 else jnp.argmax(targets, axis=1)
+
+    def predicted(z):
+        return (z[:, 0] > 0).astype(jnp.int32) if z.shape[1] == 1 else jnp.argmax(z, axis=1)
+
+    def accuracy(params, hparams, batch):
+        return jnp.mean(predicted(_decision(params, batch[0])) == codes(batch[1]))
+
+    def log_loss(params, hparams, batch):
+        z, t = _decision(params, batch[0]), batch[1]
+        if t.shape[1] == 1:
+            return -jnp.mean(t[:, 0] * jax.nn.log_sigmoid(z[:, 0]) + (1 - t[:, 0]) * jax.nn.log_sigmoid(-z[:, 0]))
+        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z, axis=1), axis=1))
+
+    return {"score": accuracy, "accuracy": accuracy, "log_loss": log_loss}
+
+
+def class_targets(codes: np.ndarray, k: int, dtype: Any) -> np.ndarray:
+    """A 0/1 column for 2 classes, one-hot columns for more."""
+    codes = np.asarray(codes, np.int64)
+    return codes.astype(dtype)[:, None] if k == 2 else np.eye(k, dtype=dtype)[codes]
+
+
+# -- the estimators ----------------------------------------------------------------------------------
+class _Linear(HypergradEstimator):
+    """Shared family of `Ridge` and `LogisticRegression`: a one-step `jump_objective`."""
+
+    _classifier = False
+
+    def _targets(self, y: np.ndarray, n_classes: int | None) -> np.ndarray:
+        dtype = _dtype()
+        if self._classifier:
+            k = int(n_classes) if n_classes is not None else int(np.max(y)) + 1
+            return class_targets(y, k, dtype)
+        return np.asarray(y, dtype).reshape(len(y), -1)
+
+    def _family(self, train, val, *, varying, n_classes=None):
+        """See `hypergrad.sklearn._base`: one `jump_objective` per structural configuration."""
+        space = self._space(varying)
+        params = self.get_params(deep=False)
+        if n_classes is None and self._classifier:
+            n_classes = int(max(np.max(train[1]), np.max(val[1]))) + 1
+        dtype = _dtype()
+        splits = [(np.asarray(x, dtype), self._targets(np.asarray(y), n_classes)) for x, y in (train, val)]
+        scores = classification_scores() if self._classifier else regression_scores()
+        val_loss = scores["log_loss"] if self._classifier else (
+            lambda p, h, b: -scores["neg_mean_squared_error"](p, h, b))
+        continuous = {name: params[name] for name in self._continuous_params}
+
+        def build(config):
+            merged = params | dict(config)
+            solve = self._solver(merged, continuous)
+            return jump_objective(solve, scores, val_loss, splits[0], splits[1],
+                                  (splits[0][0].shape[1], splits[0][1].shape[1]), type(self).__name__)
+
+        return hg.Structured(build), space
+
+    def _output(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        return X @ np.atleast_2d(self.coef_).T + self.intercept_
+
+
+class Ridge(sklearn.base.RegressorMixin, _Linear):
+    """scikit-learn's `Ridge` (same parameters and meanings), solved in closed form through
+    `jnp.linalg.solve` (see `hypergrad.sklearn._linear`)."""
+
+    _parameter_constraints: dict = dict(sklearn.linear_model.Ridge._parameter_constraints)
+    _structural_params = frozenset({"fit_intercept"})
+    _continuous_params = frozenset({"alpha"})
+
+    def __init__(self, alpha=1.0, *, fit_intercept=True, copy_X=True, max_iter=None, tol=1e-4, solver="auto",
+                 positive=False, random_state=None):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.copy_X = copy_X
+        self.max_iter = max_iter
+        self.tol = tol
+        self.solver = solver
+        self.positive = positive
+        self.random_state = random_state
+
+    @staticmethod
+    def _solver(params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
+        def solve(x, targets, hparams):
+            alpha = hparams["alpha"] if "alpha" in hparams else jnp.asarray(continuous["alpha"], x.dtype)
+            return ridge_solution(x, targets, alpha, bool(params["fit_intercept"]))
+        return solve
+
+    def _encode_y(self, y):
+        return np.asarray(y, _dtype()), {}
+
+    def fit(self, X: Any, y: Any) -> Ridge:
+        """The closed-form ridge solution on (X, y); returns self."""
+        self._validate_params()
+        if self.positive:
+            raise ValueError("Ridge(positive=True) is not supported by hypergrad.sklearn (the closed form has no "
+                             "sign constraint); use positive=False, or scikit-learn's Ridge")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
+        dtype = _dtype()
+        targets = np.asarray(y, dtype).reshape(len(y), -1)
+        alpha = np.asarray(self.alpha, dtype)
+        if alpha.ndim > 0 and alpha.shape != (targets.shape[1],):
+            raise ValueError(f"Number of targets and number of penalties do not correspond: {targets.shape[1]} != "
+                             f"{alpha.size}")
+        run = cached_program(("Ridge", bool(self.fit_intercept), X.shape, targets.shape, alpha.shape, str(dtype)),
+                             lambda: jax.jit(ridge_solution, static_argnums=3))
+        solution = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(alpha), bool(self.fit_intercept))
+        coef, intercept = np.asarray(solution["coef"]).T, np.asarray(solution["intercept"])
+        one = y.ndim == 1
+        self.coef_ = coef[0] if one else coef
+        self.intercept_ = float(intercept[0]) if one else intercept
+        self.n_iter_ = None
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        out = self._output(X)
+        return out[:, 0] if np.ndim(self.coef_) == 1 else out
+
+
+def check_logistic_refused(estimator: Any) -> None:
+    """The options of scikit-learn's LogisticRegression that this Newton solve does not offer."""
+    name = type(estimator).__name__
+    if estimator.penalty not in ("deprecated", "l2", None):
+        raise ValueError(f"{name}(penalty={estimator.penalty!r}) is not supported: hypergrad.sklearn solves the l2 "
+                         "penalty only; use penalty='l2' (l1_ratio=0), or scikit-learn's LogisticRegression")
+    if estimator.l1_ratio not in (0, 0.0, None):
+        raise ValueError(f"{name}(l1_ratio={estimator.l1_ratio!r}) is not supported: only the l2 penalty "
+                         "(l1_ratio=0) is solved; use l1_ratio=0, or scikit-learn's LogisticRegression")
+    if estimator.dual:
+        raise ValueError(f"{name}(dual=True) is not supported: the primal is solved by Newton's method; use dual=False")
+    if estimator.class_weight is not None:
+        raise ValueError(f"{name}(class_weight={estimator.class_weight!r}) is not supported; use class_weight=None")
+    if estimator.warm_start:
+        raise ValueError(f"{name}(warm_start=True) is not supported: every fit starts from zero; use warm_start=False")
+
+
+class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
+    """scikit-learn's `LogisticRegression` with the l2 penalty (same parameters and meanings),
+    solved by Newton's method under jit; every `solver` value means this solve (see
+    `hypergrad.sklearn._linear`). `penalty=None` means no penalty (C = infinity)."""
+
+    _parameter_constraints: dict = dict(sklearn.linear_model.LogisticRegression._parameter_constraints)
+    _structural_params = frozenset({"fit_intercept", "max_iter", "tol"})
+    _continuous_params = frozenset({"C"})
+    _classifier = True
+
+    def __init__(self, penalty="deprecated", *, C=1.0, l1_ratio=0.0, dual=False, tol=1e-4, fit_intercept=True,
+                 intercept_scaling=1, class_weight=None, random_state=None, solver="lbfgs", max_iter=100, verbose=0,
+                 warm_start=False, n_jobs=None):
+        self.penalty = penalty
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.dual = dual
+        self.tol = tol
+        self.fit_intercept = fit_intercept
+        self.intercept_scaling = intercept_scaling
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.solver = solver
+        self.max_iter = max_iter
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.n_jobs = n_jobs
+
+    def _penalty_c(self, c: Any) -> Any:
+        return np.inf if self.penalty is None else c
+
+    def _solver(self, params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
+        def solve(x, targets, hparams):
+            c = hparams["C"] if "C" in hparams else jnp.asarray(self._penalty_c(continuous["C"]), x.dtype)
+            return newton_logistic(x, targets, c, fit_intercept=bool(params["fit_intercept"]),
+                                   max_iter=int(params["max_iter"]), tol=float(params["tol"]))[0]
+        return solve
+
+    def _encode_y(self, y):
+        """Class indices 0..k-1 of `classes_` (sorted); a ValueError for fewer than 2 classes."""
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"This solver needs samples of at least 2 classes in the data, but the data contains "
+                             f"only one class: {classes[0]!r}")
+        return codes.astype(np.int32), {"classes_": classes}
+
+    def fit(self, X: Any, y: Any) -> LogisticRegression:
+        """Newton's method on the penalised log-loss of (X, y); returns self."""
+        self._validate_params()
+        check_logistic_refused(self)
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        codes, attributes = self._encode_y(y)
+        self.classes_ = attributes["classes_"]
+        dtype = _dtype()
+        targets = class_targets(codes, len(self.classes_), dtype)
+        static = (bool(self.fit_intercept), int(self.max_iter), float(self.tol))
+
+        def make():
+            return jax.jit(lambda x, t, c: newton_logistic(x, t, c, fit_intercept=static[0], max_iter=static[1],
+                                                            tol=static[2]))
+
+        run = cached_program(("LogisticRegression", static, X.shape, targets.shape, str(dtype)), make)
+        solution, taken, converged = run(jnp.asarray(X, dtype), jnp.asarray(targets),
+                                         jnp.asarray(self._penalty_c(self.C), dtype))
+        self.coef_ = np.asarray(solution["coef"]).T.copy()
+        self.intercept_ = np.asarray(solution["intercept"]).copy()
+        self.n_iter_ = np.asarray([int(taken)], dtype=np.int32)
+        if not bool(converged):
+            warnings.warn(f"Newton's method failed to converge after {self.max_iter} iteration(s) (largest gradient "
+                          f"entry above tol={self.tol}); increase max_iter or scale the data", ConvergenceWarning)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        out = self._output(X)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        z = self._output(X)
+        if z.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], axis=1)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        z = self._output(X)
+        codes = (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        return self.classes_[codes]
