@@ -37,6 +37,7 @@ EXPERIMENTS = [
     "online_lr",           # Baydin et al. 2018
     "truncation",          # Shaban et al. 2019
     "distillation",        # Wang et al. 2018
+    "long_horizon",        # Micaelli & Storkey 2021
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -278,13 +278,47 @@ def check_distillation(stdout, out):
     assert sidecar["claims"][2]["verdict"] == ("held" if all(ahead) else "partly" if any(ahead) else "not held")
 
 
+def check_long_horizon(stdout, out):
+    """Forward's block hypergradients equal the block sums of Reverse's per-step ones (an exact identity,
+    to float32 rounding); the per-step row has T coordinates and the shared one B; the searches spent at
+    most the whole-horizon tuner's compute and a constant-rate pick is constant; every verdict is
+    recomputed from the sidecar's numbers by the experiment's rules."""
+    noise_rows = markdown_table(stdout, "## Hypergradient noise at the start")
+    sidecar = read_sidecar(out, "long_horizon", claims=3)
+    n = sidecar["numbers"]
+    steps, blocks = n["steps"], n["blocks"]
+    stats = n["noise"]["rows"]
+    assert n["noise"]["agreement"] < 1e-3, n["noise"]["agreement"]
+    assert {int(r["coordinates"]) for r in noise_rows} >= {steps, blocks}, noise_rows
+    for b, row in stats.items():
+        assert len(row["cv"]) == row["coordinates"] == int(b) and row["relvar"] > 0, (b, row["coordinates"])
+        assert row["median_cv"] == pytest.approx(float(np.median(row["cv"])), rel=1e-6), b
+    step, shared = stats[str(steps)], stats[str(blocks)]
+    lower = [shared["relvar"] < step["relvar"], shared["median_cv"] < step["median_cv"]]
+    assert sidecar["claims"][0]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
+    t = n["tuning"]
+    rows = markdown_table(stdout, "## Whole horizon against greedy")
+    assert len(rows) == 4 and rows[0]["val (fresh keys)"] == f"{t['whole']['fresh']['val']:.4f}", rows
+    for name in ("whole", "greedy", "constant", "few"):
+        assert len(t[name]["lr"]) == blocks and all(1e-3 <= x <= 3.0 for x in t[name]["lr"]), t[name]["lr"]
+    assert len(set(t["constant"]["lr"])) == 1 and len(t["greedy"]["stages"]) == blocks, t
+    assert 0 < t["constant"]["runs"] <= t["whole"]["runs"] + 1 and 0 < t["few"]["runs"] <= t["whole"]["runs"] + 1
+    lower = [t["whole"]["fresh"][s] < t["greedy"]["fresh"][s] for s in ("val", "test")]
+    assert sidecar["claims"][1]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
+    forward = n["memory"]["Forward"]
+    small, large = (str(s) for s in (n["memory_steps"][0], n["memory_steps"][-1]))
+    assert forward[small] > 0, forward
+    ratio = forward[large] / forward[small]
+    assert sidecar["claims"][2]["verdict"] == ("held" if ratio <= 1.1 else "partly" if ratio <= 2 else "not held")
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
                    "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
                    "generalisation.py": check_generalisation,
                    "weight_decay_per_parameter.py": check_weight_decay_per_parameter, "online_lr.py": check_online_lr,
                    "truncation.py": check_truncation, "finetuning.py": check_finetuning,
-                   "distillation.py": check_distillation}
+                   "distillation.py": check_distillation, "long_horizon.py": check_long_horizon}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)
