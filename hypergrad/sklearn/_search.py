@@ -1,0 +1,660 @@
+"""scikit-learn's `GridSearchCV` and `RandomizedSearchCV`, with every candidate x fold in one
+vmapped hypergrad program, and `HypergradSearchCV`, which descends the continuous parameters.
+
+The classes subclass scikit-learn's own search classes, so their constructors, parameter
+validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are scikit-learn's; only
+`fit` differs. A fit:
+
+1. draws the candidates with scikit-learn's `ParameterGrid` / `ParameterSampler` (so `params` are
+   exactly scikit-learn's under the same `random_state`) and the folds with
+   `check_cv(cv, y, classifier=is_classifier(estimator)).split(X, y, groups)`;
+2. groups the candidates by the parameters that cannot be traced: preprocessing steps of a
+   `Pipeline` and the estimator's fixed parameters (`random_state`, ...). Each group's pipeline
+   prefix is fitted per fold on the host;
+3. per group, asks the hypergrad estimator for the family of programs fitting it on each fold
+   (`HypergradEstimator._family`), stacks the folds of equal sizes into one cross-validated
+   problem (`hg.Problem(cv=[(train, val), ...])`) and evaluates every candidate with
+   `hypergrad.search.evaluate_settings`: one vmapped program for all candidates x folds (per
+   structural configuration the planner groups, and per distinct fold size);
+4. reads each fold's score from the program (the scoring is computed inside it: accuracy,
+   log-loss, R^2, mean squared error), assembles `cv_results_` with scikit-learn's own
+   `_format_results` (same keys and meanings), and refits the best candidate through the
+   estimator's own `fit`.
+
+Anything this path cannot run exactly (an estimator that is not a hypergrad estimator, a callable
+or multi-metric `scoring`, an unsupported scoring string, fit parameters such as `sample_weight`, a
+candidate that swaps the final estimator) is handed to scikit-learn's own search with a
+`UserWarning` naming why, so code never breaks.
+
+Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
+on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
+is one more fit. `mean_fit_time` is each candidate's share of its program's run and compilation
+per fold; the scoring runs inside the same program, so `score_time` is 0 (or, with
+`return_train_score`, the share of the second program that scores the training folds). Memory: one
+chunk of fits (at most 64 candidates x folds) at a time, plus the folds' data stacked (folds x n
+examples).
+
+The family's functions must read the data only through the problem (they may depend on the
+data's shapes, never on its values), so that folds of one size share one program: the protocol in
+`hypergrad/sklearn/_base.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import scipy.stats
+from sklearn.base import clone, is_classifier
+from sklearn.exceptions import FitFailedWarning
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import GridSearchCV as SklearnGridSearchCV
+from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
+from sklearn.model_selection import RandomizedSearchCV as SklearnRandomizedSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing, indexable
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array
+
+import hypergrad as hg
+from hypergrad.search import evaluate_settings
+from hypergrad.sklearn._base import HypergradEstimator
+
+__all__ = ["GridSearchCV", "RandomizedSearchCV", "HypergradSearchCV", "SCORINGS"]
+
+SCORINGS = {
+    "classifier": {None: ("score", 1.0), "accuracy": ("accuracy", 1.0), "neg_log_loss": ("log_loss", -1.0)},
+    "regressor": {None: ("score", 1.0), "r2": ("r2", 1.0), "neg_mean_squared_error": ("neg_mean_squared_error", 1.0)},
+}
+"""Scoring strings computed inside the vmapped program: estimator kind -> scoring -> (the family's
+metric, its sign as scikit-learn's scorer reports it, greater is better)."""
+
+
+# -- what the search runs on: a hypergrad estimator, alone or at the end of a Pipeline -------------------
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A hypergrad estimator and what sits before it: the Pipeline's other steps (None when the
+    estimator is alone) and the prefix of its parameters ("" or "<step>__")."""
+
+    final: HypergradEstimator
+    before: Pipeline | None
+    prefix: str
+
+    @property
+    def traced(self) -> frozenset[str]:
+        """The final estimator's parameters one program evaluates at many values."""
+        return self.final._structural_params | self.final._continuous_params
+
+    def final_params(self, candidate: Mapping[str, Any]) -> dict[str, Any]:
+        """The traced parameters of the final estimator a candidate sets (prefix stripped)."""
+        out = {}
+        for name, value in candidate.items():
+            if name.startswith(self.prefix) and name[len(self.prefix):] in self.traced:
+                out[name[len(self.prefix):]] = value
+        return out
+
+    def host_params(self, candidate: Mapping[str, Any]) -> dict[str, Any]:
+        """The rest: preprocessing and the final estimator's fixed parameters (set on the host)."""
+        traced = {self.prefix + name for name in self.final_params(candidate)}
+        return {name: value for name, value in candidate.items() if name not in traced}
+
+
+def target_of(estimator: Any) -> Target | str:
+    """The Target of `estimator`, or why the vmapped search cannot run it."""
+    if isinstance(estimator, HypergradEstimator):
+        return Target(estimator, None, "")
+    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], HypergradEstimator):
+        name, final = estimator.steps[-1]
+        before = Pipeline(estimator.steps[:-1]) if len(estimator.steps) > 1 else None
+        return Target(final, before, name + "__")
+    return (f"{type(estimator).__name__} is not a hypergrad.sklearn estimator (nor a Pipeline ending in one), "
+            "so its fits cannot be vmapped")
+
+
+def metric_of(estimator: Any, scoring: Any) -> tuple[str, float] | str:
+    """(the family's metric, sign) for `scoring`, or why it is not computed inside the program."""
+    if callable(scoring) or isinstance(scoring, (list, tuple, set, dict)):
+        return ("a callable or multi-metric scoring runs on the host, fit by fit; give one of the strings "
+                f"{sorted(s for s in SCORINGS['classifier'] | SCORINGS['regressor'] if s)} to keep it vmapped")
+    kind = "classifier" if is_classifier(estimator) else "regressor"
+    if scoring not in SCORINGS[kind]:
+        return (f"scoring={scoring!r} is not computed inside the vmapped program for a {kind}; those that are: "
+                f"{[s for s in SCORINGS[kind] if s]}")
+    return SCORINGS[kind][scoring]
+
+
+def unsupported(search: Any, params: Mapping[str, Any]) -> str | None:
+    """Why `search.fit` must fall back to scikit-learn's own search, or None."""
+    target = target_of(search.estimator)
+    if isinstance(target, str):
+        return target
+    metric = metric_of(search.estimator, search.scoring)
+    if isinstance(metric, str):
+        return metric
+    extra = sorted(set(params) - {"groups"})
+    if extra:
+        return f"fit parameters {extra} are not passed to the vmapped fits"
+    if not (search.refit is True or search.refit is False or callable(search.refit)):
+        return f"refit={search.refit!r} names a metric of a multi-metric scoring"
+    return None
+
+
+# -- candidates, grouped by what cannot be traced -------------------------------------------------------
+def _key(params: Mapping[str, Any]) -> str:
+    return repr(sorted(params.items(), key=lambda item: item[0]))
+
+
+def check_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]]) -> None:
+    """scikit-learn's own errors for a bad candidate (an unknown parameter, a value its constraints
+    refuse), raised before anything is compiled: each candidate is set on a clone and validated."""
+    if not candidates:
+        raise ValueError("No fits were performed. Were there no candidates? (an empty param_grid or n_iter=0)")
+    for candidate in candidates:
+        trial = clone(estimator).set_params(**candidate)
+        for step in (trial.steps if isinstance(trial, Pipeline) else [("", trial)]):
+            if hasattr(step[1], "_validate_params"):
+                step[1]._validate_params()
+
+
+def host_groups(target: Target, candidates: Sequence[Mapping[str, Any]]) -> list[tuple[dict, np.ndarray]]:
+    """(host parameters, candidate rows) per group of candidates that share them, in first-seen order."""
+    groups: dict[str, tuple[dict, list[int]]] = {}
+    for row, candidate in enumerate(candidates):
+        host = target.host_params(candidate)
+        groups.setdefault(_key(host), (host, []))[1].append(row)
+    return [(host, np.asarray(rows)) for host, rows in groups.values()]
+
+
+def final_candidates(target: Target, candidates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each candidate's value of every traced parameter of the final estimator that any candidate
+    sets (the estimator's own value where one does not). At least one parameter: with nothing
+    varying, its first continuous parameter at its value, since a search needs a setting per candidate."""
+    names = sorted({name for c in candidates for name in target.final_params(c)})
+    if not names:
+        names = [sorted(target.final._continuous_params)[0]]
+    defaults = target.final.get_params(deep=False)
+    return [{name: target.final_params(c).get(name, defaults[name]) for name in names} for c in candidates]
+
+
+def options_of(finals: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """`varying` for `_family`: each parameter's distinct values, in first-seen order."""
+    out: dict[str, list] = {}
+    for final in finals:
+        for name, value in final.items():
+            seen = out.setdefault(name, [])
+            if not any(_key({"v": value}) == _key({"v": v}) for v in seen):
+                seen.append(value)
+    return out
+
+
+# -- folds: fitted preprocessing, and folds of equal sizes stacked into one cv problem ----------------------
+def fold_arrays(target: Target, X: Any, y: Any, encoded: np.ndarray, train: np.ndarray, val: np.ndarray
+                ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((X, y) trained on, (X, y) scored on) of one fold, y encoded as the estimator encodes it;
+    the Pipeline's other steps fitted on the fold's training part with the original y (a fresh
+    clone per fold, as scikit-learn's search fits the whole pipeline per fold)."""
+    x_train, x_val = _safe_indexing(X, train), _safe_indexing(X, val)
+    if target.before is not None:
+        before = clone(target.before)
+        x_train = before.fit_transform(x_train, None if y is None else _safe_indexing(y, train))
+        x_val = before.transform(x_val)
+    return (check_array(x_train, dtype=np.float64), encoded[train]), (check_array(x_val, dtype=np.float64), encoded[val])
+
+
+def stack_folds(objectives: Sequence[hg.Objective]) -> hg.Objective:
+    """One cross-validated objective from per-fold objectives of equal data shapes: the first
+    fold's objective (its functions, optimiser, steps) on a problem whose train and val data are
+    every fold's concatenated, and whose explicit folds (`hg.Problem(cv=[...])`) pick each fold's
+    rows back.
+
+    Cost: a new Problem gathering k copies of the folds' data (memory k x n); nothing compiled."""
+    first = objectives[0]
+    problems = [o.problem for o in objectives]
+    shapes = {str([np.shape(a) for a in _leaves(p.train_data) + _leaves(p.val_data)]) for p in problems}
+    if len(shapes) > 1:
+        raise ValueError(f"the folds' data have different shapes {sorted(shapes)}; stack only folds of one size")
+    n_train = len(_leaves(problems[0].train_data)[0])
+    n_val = len(_leaves(problems[0].val_data)[0])
+    k = len(problems)
+    folds = [(i * n_train + np.arange(n_train), i * n_val + np.arange(n_val)) for i in range(k)]
+    train = _concatenate([p.train_data for p in problems])
+    val = _concatenate([p.val_data for p in problems])
+    problem = dataclasses.replace(problems[0], train_data=train, val_data=val, cv=folds, cv_labels=None)
+    return dataclasses.replace(first, problem=problem)
+
+
+def _leaves(tree: Any) -> list:
+    return jax.tree.leaves(tree)
+
+
+def _concatenate(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *leaves: np.concatenate([np.asarray(a) for a in leaves]), *trees)
+
+
+def stackable(objectives: Sequence[hg.Objective]) -> bool:
+    """Whether per-fold objectives can share one cross-validated program: the same data structure,
+    shapes and dtypes in every fold."""
+    def signature(objective):
+        data = (objective.problem.train_data, objective.problem.val_data)
+        return jax.tree.structure(data), [(np.shape(a), np.asarray(a).dtype) for a in _leaves(data)]
+
+    first = signature(objectives[0])
+    return all(signature(o) == first for o in objectives[1:])
+
+
+def bakes_data(target: Target, varying: Mapping[str, Sequence[Any]]) -> bool:
+    """Whether the estimator's programs hold data of their own besides the problem's (the protocol
+    allows it only for early stopping's held-out split, drawn from each fold's training part): then
+    folds cannot share a program and run one by one."""
+    values = [target.final.get_params(deep=False).get("early_stopping", False), *varying.get("early_stopping", [])]
+    return any(bool(v) for v in values)
+
+
+def stacked_family(families: Sequence[hg.Structured]) -> hg.Structured:
+    """The per-fold families as one family whose every configuration is the folds stacked
+    (`stack_folds`); the first family's maskable choices and mask modes."""
+    first = families[0]
+    return hg.Structured(lambda config: stack_folds([f.objective(config) for f in families]),
+                         maskable=first.maskable, mask=first.mask)
+
+
+def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, Sequence[Any]],
+                 n_classes: int | None) -> list[tuple[list[int], hg.Structured, hg.Space]]:
+    """(fold indices, family, space) per program: folds of one size stacked into one family when
+    their data can be pooled (`stackable`), else one family per fold."""
+    if bakes_data(target, varying):
+        return [([i], *target.final._family(train, val, varying=varying, n_classes=n_classes))
+                for i, (train, val) in enumerate(pairs)]
+    by_size: dict[tuple, list[int]] = {}
+    for i, (train, val) in enumerate(pairs):
+        by_size.setdefault((train[0].shape, val[0].shape, np.shape(train[1]), np.shape(val[1])), []).append(i)
+    batches = []
+    for indices in by_size.values():
+        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, n_classes=n_classes)
+                for i in indices]
+        families, space = [f for f, _ in made], made[0][1]
+        probe = {name: space[name].option(0) for name in space.structural}
+        if len(indices) > 1 and stackable([f.objective(probe) for f in families]):
+            batches.append((indices, stacked_family(families), space))
+        else:
+            batches.extend(([i], f, s) for i, (f, s) in zip(indices, made))
+    return batches
+
+
+def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
+              n_classes: int | None, key: jax.Array, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
+    share of its program's run and compilation), every candidate of one fold batch in one program."""
+    finals = final_candidates(target, candidates)
+    varying = options_of(finals)
+    name, sign = metric
+    scores = np.full((len(candidates), len(pairs)), np.nan)
+    seconds = np.zeros_like(scores)
+    for indices, family, space in fold_batches(target, pairs, varying, n_classes):
+        settings = target.final._settings(space, finals)
+        result = evaluate_settings(family, settings, key, strategy=strategy, space=space)
+        share = result.compile_seconds / len(result.trials)
+        for trial in result.trials:
+            for j, fold in enumerate(indices):
+                entry = f"val_{name}_fold{j}" if len(indices) > 1 else f"val_{name}"
+                ok = trial.state == "complete" and np.isfinite(trial.scores[entry])
+                scores[trial.number, fold] = sign * trial.scores[entry] if ok else np.nan
+                seconds[trial.number, fold] = (trial.seconds + share) / len(indices)
+    return scores, seconds
+
+
+# -- the search classes -----------------------------------------------------------------------------
+def fallback(search: Any, why: str, base: type) -> None:
+    warnings.warn(f"{type(search).__name__}: {why}; running scikit-learn's own {base.__name__} instead "
+                  "(fit by fit, on the host)", UserWarning, stacklevel=3)
+
+
+class VmappedSearch:
+    """`fit` for scikit-learn's search classes, every candidate x fold vmapped (module docstring).
+    Mixed in before the scikit-learn class, whose constructor, validation and predictions stay."""
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> VmappedSearch:
+        """Runs the search (module docstring), or scikit-learn's own with a `UserWarning` when the
+        vmapped search cannot run it exactly.
+
+        Args:
+            X, y: the data, as scikit-learn's search takes them.
+            **params: `groups` for the splitter; any other fit parameter falls back.
+
+        Returns:
+            self, fitted: `cv_results_`, `best_params_`, `best_score_`, `best_index_`,
+            `best_estimator_` (with `refit`), `refit_time_`, `n_splits_`, `scorer_`, `multimetric_`.
+        """
+        self._validate_params()
+        why = unsupported(self, params)
+        candidates = [] if why else self._candidate_list()
+        target = None if why else target_of(self.estimator)
+        if target is not None and target.prefix and any(name == target.prefix[:-2] for c in candidates for name in c):
+            why = f"a candidate replaces the final step {target.prefix[:-2]!r}, so its fits are not one family"
+        if why:
+            fallback(self, why, self._sklearn_class)
+            return self._sklearn_class.fit(self, X, y, **params)
+        check_candidates(self.estimator, candidates)
+        X, y = indexable(X, y)
+        splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
+        self.n_splits_ = len(splits)
+        if self.verbose > 0:
+            print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
+                  f"{len(splits) * len(candidates)} fits (vmapped)")
+        tables = self._evaluate(target, X, y, candidates, splits)
+        self._finish(X, y, candidates, splits, tables)
+        return self
+
+    def _candidate_list(self) -> list[dict]:
+        raise NotImplementedError
+
+    def _evaluate(self, target: Target, X: Any, y: Any, candidates: list[dict], splits: list) -> dict[str, np.ndarray]:
+        """Test (and train) scores and fit/score seconds, each (candidates, folds)."""
+        y_encoded, fitted = target.final._encode_y(y)
+        n_classes = len(fitted["classes_"]) if "classes_" in fitted else None
+        metric = metric_of(self.estimator, self.scoring)
+        shape = (len(candidates), len(splits))
+        tables = {name: np.zeros(shape) for name in ("test", "train", "fit_time", "score_time")}
+        for host, rows in host_groups(target, candidates):
+            group = target_of(clone(self.estimator).set_params(**host))
+            subset = [candidates[r] for r in rows]
+            pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
+            key = group.final._fit_key()
+            tables["test"][rows], tables["fit_time"][rows] = run_folds(
+                group, pairs, subset, metric, n_classes, key, type(self).__name__)
+            if self.return_train_score:
+                tables["train"][rows], tables["score_time"][rows] = run_folds(
+                    group, [(train, train) for train, _ in pairs], subset, metric, n_classes, key, type(self).__name__)
+        return tables
+
+    def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray]) -> None:
+        """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit."""
+        failed = ~np.isfinite(tables["test"])
+        if failed.any():
+            fits_failed(self, candidates, failed)
+            tables["test"][failed] = self.error_score
+        out = []
+        for c in range(len(candidates)):
+            for s in range(len(splits)):
+                entry = {"test_scores": tables["test"][c, s], "fit_time": tables["fit_time"][c, s],
+                         "score_time": tables["score_time"][c, s], "n_test_samples": len(splits[s][1]),
+                         "fit_error": None}
+                if self.return_train_score:
+                    entry["train_scores"] = tables["train"][c, s]
+                out.append(entry)
+        results = self._format_results(candidates, len(splits), out)
+        self.multimetric_ = False
+        self.best_index_ = int(self._select_best_index(self.refit, "score", results))
+        if not callable(self.refit):
+            self.best_score_ = float(results["mean_test_score"][self.best_index_])
+        self.best_params_ = results["params"][self.best_index_]
+        if self.refit:
+            self.best_estimator_ = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
+            began = time.time()
+            self.best_estimator_.fit(X, y)
+            self.refit_time_ = time.time() - began
+            if hasattr(self.best_estimator_, "feature_names_in_"):
+                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        self.scorer_ = check_scoring(self.estimator, self.scoring)
+        self.cv_results_ = results
+
+
+def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray) -> None:
+    """scikit-learn's handling of failed fits (here: a non-finite validation loss or score):
+    `error_score="raise"` raises, anything else warns and scores them `error_score`."""
+    c, s = np.argwhere(failed)[0]
+    what = f"{int(failed.sum())} fits of {failed.size} diverged (non-finite validation loss or score)"
+    if search.error_score == "raise":
+        raise ValueError(f"{what}, the first candidate {candidates[c]} on fold {s}; error_score='raise'")
+    warnings.warn(f"{what}; their scores are set to error_score={search.error_score}", FitFailedWarning, stacklevel=4)
+
+
+class GridSearchCV(VmappedSearch, SklearnGridSearchCV):
+    """scikit-learn's `GridSearchCV` (same signature and attributes) whose candidates x folds run
+    vmapped in hypergrad programs when the estimator is a hypergrad.sklearn estimator (or a Pipeline
+    ending in one); anything else falls back to scikit-learn's with a `UserWarning`. See the module
+    docstring for what runs where, its cost and memory. `n_jobs` and `pre_dispatch` are accepted
+    and used only by the fallback (hypergrad shards a search over `hg.use_cpu_cores()` devices)."""
+
+    _sklearn_class = SklearnGridSearchCV
+
+    def _candidate_list(self) -> list[dict]:
+        return list(ParameterGrid(self.param_grid))
+
+
+class RandomizedSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
+    """scikit-learn's `RandomizedSearchCV` (same signature and attributes; candidates drawn by
+    scikit-learn's `ParameterSampler`, so `params` equal scikit-learn's under one `random_state`,
+    `scipy.stats` distributions included), every candidate x fold vmapped; fallbacks and cost as
+    `GridSearchCV`."""
+
+    _sklearn_class = SklearnRandomizedSearchCV
+
+    def _candidate_list(self) -> list[dict]:
+        return list(ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state))
+
+
+# -- HypergradSearchCV: discrete parameters searched, continuous ones descended -----------------------------
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """A continuous parameter's range, descended in log or linear coordinates."""
+
+    low: float
+    high: float
+    log: bool
+
+    def distribution(self) -> hg.LogUniform | hg.Uniform:
+        return hg.LogUniform(self.low, self.high) if self.log else hg.Uniform(self.low, self.high)
+
+    def scipy(self) -> Any:
+        """The same range as a scipy.stats distribution (for scikit-learn's own search)."""
+        if self.log:
+            return scipy.stats.loguniform(self.low, self.high)
+        return scipy.stats.uniform(self.low, self.high - self.low)
+
+
+def bounds_of(name: str, value: Any) -> Bounds | None:
+    """Bounds of a continuous entry of param_distributions: `(low, high)`, `(low, high, "log")`,
+    `(low, high, "linear")` or a bounded continuous scipy.stats distribution (log for loguniform);
+    None for a list of options. Raises `ValueError` for anything else."""
+    if isinstance(value, tuple) and len(value) in (2, 3) and all(isinstance(v, numbers.Real) for v in value[:2]):
+        scale = value[2] if len(value) == 3 else "linear"
+        if scale not in ("log", "linear") or not value[0] < value[1] or (scale == "log" and value[0] <= 0):
+            raise ValueError(f"param_distributions[{name!r}]={value!r}: give (low, high) or (low, high, 'log') with "
+                             "low < high (and low > 0 for 'log')")
+        return Bounds(float(value[0]), float(value[1]), scale == "log")
+    if hasattr(value, "rvs") and hasattr(value, "support") and isinstance(getattr(value, "dist", None),
+                                                                      scipy.stats.rv_continuous):
+        low, high = (float(v) for v in value.support())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"param_distributions[{name!r}] is unbounded ({low}, {high}); HypergradSearchCV descends "
+                             "within bounds: give scipy.stats.loguniform(low, high), uniform(...) or (low, high, 'log')")
+        return Bounds(low, high, value.dist.name in ("loguniform", "reciprocal"))
+    if isinstance(value, (list, np.ndarray)) or (isinstance(value, tuple) and value):
+        return None
+    raise ValueError(f"param_distributions[{name!r}]={value!r}: give a list of options, a bounded continuous "
+                     "scipy.stats distribution or (low, high[, 'log'])")
+
+
+def split_distributions(target: Target, distributions: Any) -> tuple[dict, dict] | str:
+    """({name: options}, {name: Bounds}) of the final estimator's parameters, or why not."""
+    if not isinstance(distributions, Mapping):
+        return "a list of param_distributions dicts samples several spaces; give one dict"
+    discrete, continuous = {}, {}
+    for full, value in distributions.items():
+        name = full[len(target.prefix):] if full.startswith(target.prefix) else None
+        bounds = bounds_of(full, value)
+        if name is None or name not in target.traced:
+            return (f"{full!r} is not a traced parameter of {type(target.final).__name__}; HypergradSearchCV searches "
+                    f"and descends only {sorted(target.traced)}")
+        if bounds is not None and name not in target.final._continuous_params:
+            return f"{full!r} is descended, but it is not one of the continuous {sorted(target.final._continuous_params)}"
+        (discrete if bounds is None else continuous)[name] = list(value) if bounds is None else bounds
+    if not continuous:
+        return "no continuous parameter to descend (give scipy.stats distributions or (low, high, 'log'))"
+    return discrete, continuous
+
+
+def equal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds cut to the smallest train and val sizes (dropping at most a few last indices of the
+    larger folds), so that one cross-validated objective vmaps them all."""
+    train = min(len(t) for t, _ in splits)
+    val = min(len(v) for _, v in splits)
+    return [(t[:train], v[:val]) for t, v in splits]
+
+
+def hybrid_space(target: Target, space: hg.Space, discrete: Mapping[str, list], continuous: Mapping[str, Bounds]
+                 ) -> hg.Space:
+    """The family's space with each continuous parameter over its given bounds (log or linear as
+    asked) and each listed continuous-kind parameter a numeric `hg.Choice` (searched, not descended)."""
+    entries = {}
+    for name in space.names:
+        if name in continuous:
+            entries[name] = continuous[name].distribution()
+        elif name in discrete and name in target.final._continuous_params:
+            entries[name] = hg.Choice([float(v) for v in discrete[name]])
+        else:
+            entries[name] = space[name]
+    return hg.Space(entries)
+
+
+def as_param(value: Any) -> Any:
+    """A trial's value as scikit-learn shows a parameter: Python scalars, tuples for sizes."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else tuple(value.tolist())
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
+    """A search with `RandomizedSearchCV`'s interface whose continuous parameters are descended by
+    hypergradients of the cross-validated loss while the discrete ones are searched
+    (`hg.hybrid_search` underneath).
+
+    `param_distributions` holds lists (searched: every combination, or `n_iter` of them sampled
+    when there are more) and continuous ranges: bounded `scipy.stats` distributions (`loguniform`
+    descends in log coordinates) or `(low, high)` / `(low, high, "log")` (descended). Every
+    configuration starts at the centre of the ranges and takes Adam steps (`outer`, default Adam
+    0.05 on the unconstrained coordinates) on the hypergradient (`method`, default `hg.Reverse()`)
+    of the mean validation loss (log-loss, or squared error) over the folds, all configurations and
+    folds vmapped. The folds are scikit-learn's (`check_cv`), cut to equal sizes (at most a few
+    examples dropped from the larger folds) so that one program runs them all.
+
+    Args:
+        budget: training-run equivalents (one run = every fold once) spent in all; None gives each
+            configuration 30 (about 9 Reverse hypergradients).
+        method: an `hg.Method`, None for `hg.Reverse()`.
+        outer: an optax optimiser over the unconstrained coordinates, None for hybrid_search's default.
+        The rest: as `RandomizedSearchCV`.
+
+    `cv_results_` has one row per (configuration, outer step), with scikit-learn's keys; the best
+    row is refit through the estimator's own `fit`. Cost: budget runs plus compilation (one program
+    per structural group), plus the refit. Bias: hypergradients of a finite number of training steps
+    (exact for the unrolled fit; `method` decides); `mean_test_score` of the picked row is an
+    optimistic estimate, as for any search. Anything the path cannot run (an estimator that is not a
+    hypergrad one, a callable scoring, parameters outside the final estimator) goes to scikit-learn's
+    `RandomizedSearchCV` on the same ranges, with a `UserWarning`.
+    """
+
+    _sklearn_class = SklearnRandomizedSearchCV
+    _parameter_constraints: dict = {**SklearnRandomizedSearchCV._parameter_constraints,
+                                    "budget": [Interval(numbers.Real, 0, None, closed="neither"), None],
+                                    "method": "no_validation", "outer": "no_validation"}
+
+    def __init__(self, estimator, param_distributions, *, n_iter=10, scoring=None, n_jobs=None, refit=True, cv=None,
+                 verbose=0, pre_dispatch="2*n_jobs", random_state=None, error_score=np.nan,
+                 return_train_score=False, budget=None, method=None, outer=None):
+        super().__init__(estimator, param_distributions, n_iter=n_iter, scoring=scoring, n_jobs=n_jobs, refit=refit,
+                         cv=cv, verbose=verbose, pre_dispatch=pre_dispatch, random_state=random_state,
+                         error_score=error_score, return_train_score=return_train_score)
+        self.budget = budget
+        self.method = method
+        self.outer = outer
+
+    def fit(self, X: Any, y: Any = None, **params: Any) -> HypergradSearchCV:
+        """Searches the listed parameters and descends the continuous ones (class docstring).
+
+        Returns:
+            self, fitted as `RandomizedSearchCV` (one `cv_results_` row per configuration and step).
+        """
+        self._validate_params()
+        target = target_of(self.estimator)
+        why = unsupported(self, params)
+        if why is None and self.return_train_score:
+            why = "return_train_score=True: the descent scores the validation folds only"
+        split = why or split_distributions(target, self.param_distributions)
+        if not isinstance(split, str) and bakes_data(target, split[0]):
+            split = "early stopping holds a split of each fold's data inside its program, so folds cannot share one"
+        if isinstance(split, str):
+            fallback(self, split, SklearnRandomizedSearchCV)
+            return self._sklearn_fallback(X, y, **params)
+        discrete, continuous = split
+        check_candidates(self.estimator, [{target.prefix + n: v} for n, options in discrete.items() for v in options]
+                         + [{target.prefix + n: v} for n, b in continuous.items() for v in (b.low, b.high)])
+        X, y = indexable(X, y)
+        splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
+        self.n_splits_ = len(splits)
+        result = self._descend(target, X, y, discrete, continuous, splits)
+        candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits))
+        self.hybrid_result_ = result
+        self._finish(X, y, candidates, splits, tables)
+        return self
+
+    def _descend(self, target: Target, X: Any, y: Any, discrete: dict, continuous: dict, splits: list) -> hg.Result:
+        """`hg.hybrid_search` on the folds stacked into one cross-validated family."""
+        encoded, fitted = target.final._encode_y(y)
+        n_classes = len(fitted["classes_"]) if "classes_" in fitted else None
+        pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in equal_folds(splits)]
+        varying = {**discrete, **{name: [b.low, b.high] for name, b in continuous.items()}}
+        if not discrete:  # hybrid_search searches at least one choice: the first structural one, as it is
+            name = sorted(target.final._structural_params)[0]
+            varying[name] = [target.final.get_params(deep=False)[name]]
+        made = [target.final._family(train, val, varying=varying, n_classes=n_classes) for train, val in pairs]
+        space = hybrid_space(target, made[0][1], discrete, continuous)
+        combos = int(np.prod([len(options) for options in discrete.values()]))
+        configs = "grid" if self.n_iter >= combos else self.n_iter
+        budget = self.budget if self.budget is not None else 30.0 * min(combos, self.n_iter)
+        if self.verbose > 0:
+            print(f"Descending {min(combos, self.n_iter)} configurations on {len(pairs)} folds, {budget:g} runs")
+        return hg.hybrid_search(stacked_family([f for f, _ in made]), space, target.final._fit_key(), budget=budget,
+                                configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
+
+    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int) -> tuple[list[dict], dict]:
+        """Candidates (one per trial) and their per-fold scores and seconds from the hybrid's trials."""
+        metric, sign = metric_of(self.estimator, self.scoring)
+        trials = result.trials
+        candidates = [{target.prefix + n: as_param(t.hparams[n]) for n in names} for t in trials]
+        shape = (len(trials), k)
+        tables = {"test": np.full(shape, np.nan), "train": np.zeros(shape), "fit_time": np.zeros(shape),
+                  "score_time": np.zeros(shape)}
+        share = result.compile_seconds / len(trials)
+        for row, t in enumerate(trials):
+            for j in range(k):
+                value = t.scores.get(f"val_{metric}_fold{j}", np.nan)
+                tables["test"][row, j] = sign * value if t.state != "fail" and np.isfinite(value) else np.nan
+                tables["fit_time"][row, j] = (t.seconds + share) / k
+        return candidates, tables
+
+    def _sklearn_fallback(self, X: Any, y: Any, **params: Any) -> HypergradSearchCV:
+        """scikit-learn's RandomizedSearchCV on the same ranges (tuples as scipy.stats distributions);
+        its fitted attributes copied onto self."""
+        def converted(distributions):
+            out = {}
+            for name, value in distributions.items():
+                bounds = bounds_of(name, value)
+                out[name] = value if bounds is None or not isinstance(value, tuple) else bounds.scipy()
+            return out
+
+        given = self.param_distributions
+        distributions = [converted(d) for d in given] if isinstance(given, list) else converted(given)
+        settings = {k: v for k, v in self.get_params(deep=False).items() if k not in ("budget", "method", "outer")}
+        search = SklearnRandomizedSearchCV(**{**settings, "param_distributions": distributions}).fit(X, y, **params)
+        for name, value in vars(search).items():
+            if name.endswith("_") and not name.startswith("_"):
+                setattr(self, name, value)
+        return self

@@ -1,0 +1,175 @@
+"""hypergrad.sklearn's searches: GridSearchCV, RandomizedSearchCV and HypergradSearchCV.
+
+The vmapped search against the estimator's own fit, fold by fold (a search's candidate and a fit of
+the same parameters with the same key are the same computation); `cv_results_`'s keys, `params`
+and masked `param_*` arrays against scikit-learn's own search on the same grid, distributions and
+random_state; a Pipeline with per-fold preprocessing; the fallbacks to scikit-learn (with their
+warnings); bad arguments refused before anything compiles; HypergradSearchCV lowering the
+cross-validated loss from its starting point. Networks are tiny and fits short: every compiled
+program costs seconds here.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn import model_selection as sk
+from sklearn.datasets import load_iris
+from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.neural_network import MLPClassifier as SklearnMLP
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, MLPClassifier, RandomizedSearchCV
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    """60 iris examples (20 per class), raw features (a pipeline standardises them)."""
+    x, y = load_iris(return_X_y=True)
+    rows = np.concatenate([np.arange(c * 50, c * 50 + 20) for c in range(3)])
+    return x[rows], y[rows]
+
+
+def small_mlp(**params):
+    return MLPClassifier(hidden_layer_sizes=(4,), max_iter=8, learning_rate_init=0.05, random_state=0, **params)
+
+
+@pytest.fixture(scope="module")
+def pipeline_search(iris):
+    """make_pipeline(StandardScaler(), MLPClassifier()) in GridSearchCV over mlpclassifier__alpha
+    (and a momentum only sgd reads), scored by log-loss (a continuous score, so agreement is checked
+    to rounding), train scores too."""
+    grid = {"mlpclassifier__alpha": [1e-4, 3.0], "mlpclassifier__momentum": [0.5, 0.9]}
+    search = GridSearchCV(make_pipeline(StandardScaler(), small_mlp()), grid, cv=3, scoring="neg_log_loss",
+                          return_train_score=True)
+    return search.fit(*iris)
+
+
+def test_pipeline_candidates_x_folds_equal_fits_one_by_one(iris, pipeline_search):
+    x, y = iris
+    results = pipeline_search.cv_results_
+    folds = list(StratifiedKFold(3).split(x, y))
+    for c, params in enumerate(results["params"]):
+        for s, (train, val) in enumerate(folds):
+            alone = make_pipeline(StandardScaler(), small_mlp()).set_params(**params).fit(x[train], y[train])
+            expected = -log_loss(y[val], alone.predict_proba(x[val]), labels=[0, 1, 2])
+            np.testing.assert_allclose(results[f"split{s}_test_score"][c], expected, rtol=1e-6)
+            expected = -log_loss(y[train], alone.predict_proba(x[train]), labels=[0, 1, 2])
+            np.testing.assert_allclose(results[f"split{s}_train_score"][c], expected, rtol=1e-6)
+    # the alphas differ enough to rank: a heavy penalty scores worse
+    assert len(set(results["rank_test_score"])) > 1
+    best = int(np.argmax(results["mean_test_score"]))
+    assert pipeline_search.best_index_ == best and pipeline_search.best_params_ == results["params"][best]
+    assert pipeline_search.best_score_ == results["mean_test_score"][best]
+    # refit through the pipeline's own fit, on all the data
+    refit = make_pipeline(StandardScaler(), small_mlp()).set_params(**results["params"][best]).fit(x, y)
+    np.testing.assert_allclose(pipeline_search.predict_proba(x), refit.predict_proba(x), rtol=1e-6)
+    assert pipeline_search.score(x, y) == pytest.approx(-log_loss(y, refit.predict_proba(x)), rel=1e-6)
+    np.testing.assert_array_equal(pipeline_search.classes_, [0, 1, 2])
+    assert pipeline_search.refit_time_ > 0 and pipeline_search.n_splits_ == 3
+    assert pipeline_search.multimetric_ is False
+    assert np.all(results["mean_fit_time"] > 0) and np.all(results["mean_score_time"] > 0)
+
+
+def test_cv_results_keys_and_params_equal_scikit_learns(iris, pipeline_search):
+    """scikit-learn's own search on the same grid, with its own MLPClassifier: the same keys,
+    params and masked param_* arrays (the scores differ: other random numbers)."""
+    grid = pipeline_search.param_grid
+    theirs = sk.GridSearchCV(make_pipeline(StandardScaler(), SklearnMLP(hidden_layer_sizes=(4,), max_iter=8)), grid,
+                             cv=3, scoring="neg_log_loss", return_train_score=True).fit(*iris)
+    ours = pipeline_search.cv_results_
+    assert set(ours) == set(theirs.cv_results_)
+    assert ours["params"] == theirs.cv_results_["params"]
+    for name in ("param_mlpclassifier__alpha", "param_mlpclassifier__momentum"):
+        np.testing.assert_array_equal(ours[name], theirs.cv_results_[name])
+        assert ours[name].dtype == theirs.cv_results_[name].dtype
+
+
+def test_randomized_candidates_are_scikit_learns():
+    """The candidates fit evaluates (its cv_results_["params"]) are ParameterSampler's under the same
+    random_state, scipy.stats distributions included; GridSearchCV's are ParameterGrid's."""
+    distributions = {"alpha": scipy.stats.loguniform(1e-5, 1e-1), "activation": ["tanh", "relu"],
+                     "learning_rate_init": scipy.stats.uniform(0.01, 0.05)}
+    ours = RandomizedSearchCV(small_mlp(), distributions, n_iter=5, random_state=7)._candidate_list()
+    assert ours == list(sk.ParameterSampler(distributions, 5, random_state=7))
+    grid = [{"alpha": [1e-4, 1e-2], "solver": ["adam"]}, {"solver": ["sgd"], "momentum": [0.5, 0.9]}]
+    assert GridSearchCV(small_mlp(), grid)._candidate_list() == list(sk.ParameterGrid(grid))
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: GridSearchCV(DummyClassifier(random_state=0), {"strategy": ["prior", "uniform"]}, cv=2),
+     "DummyClassifier is not a hypergrad.sklearn estimator"),
+    (lambda: GridSearchCV(DummyClassifier(random_state=0), {"strategy": ["prior"]}, cv=2, scoring=lambda e, x, y: 0.5),
+     "is not a hypergrad.sklearn estimator"),
+])
+def test_other_estimators_fall_back_to_scikit_learn_with_a_warning(iris, make, match):
+    with pytest.warns(UserWarning, match=match):
+        search = make().fit(*iris)
+    assert isinstance(search, sk.GridSearchCV)
+    reference = sk.GridSearchCV(**make().get_params(deep=False)).fit(*iris)
+    np.testing.assert_array_equal(search.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"])
+
+
+@pytest.mark.parametrize("kwargs,fit,match", [
+    ({"scoring": lambda est, x, y: est.score(x, y)}, {}, "callable or multi-metric scoring runs on the host"),
+    ({"scoring": "balanced_accuracy"}, {}, r"scoring='balanced_accuracy' is not computed inside"),
+    ({"scoring": ["accuracy", "neg_log_loss"], "refit": "accuracy"}, {}, "multi-metric"),
+    ({}, {"sample_weight": np.ones(60)}, r"fit parameters \['sample_weight'\]"),
+])
+def test_unsupported_options_fall_back_with_the_reason(iris, kwargs, fit, match, monkeypatch):
+    """The fallback runs scikit-learn's own fit (patched here to record the call, so no MLP is fitted)."""
+    calls = []
+    monkeypatch.setattr(sk.GridSearchCV, "fit", lambda self, x, y=None, **p: calls.append(p) or self)
+    search = GridSearchCV(small_mlp(), {"alpha": [1e-4]}, cv=2, **kwargs)
+    with pytest.warns(UserWarning, match=match):
+        search.fit(*iris, **fit)
+    assert calls == [fit]
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda: GridSearchCV(small_mlp(), {"nonsense": [1]}), ValueError, "Invalid parameter 'nonsense'"),
+    (lambda: GridSearchCV(small_mlp(), {"alpha": [-1.0]}), ValueError, "'alpha' parameter of MLPClassifier must be"),
+    (lambda: GridSearchCV(small_mlp(), {"activation": ["softsign"]}), ValueError, "'activation' parameter"),
+    (lambda: GridSearchCV(small_mlp(), {"alpha": 0.1}), TypeError, "needs to be a list or a numpy array"),
+    (lambda: GridSearchCV(small_mlp(), {"alpha": [0.1]}, cv="three"), ValueError, "'cv' parameter"),
+    (lambda: RandomizedSearchCV(small_mlp(), {"alpha": [0.1]}, n_iter=0), ValueError, "'n_iter' parameter"),
+    (lambda: HypergradSearchCV(small_mlp(), {"alpha": (1e-3, 1e-1, "cubic")}), ValueError, r"\(low, high, 'log'\)"),
+    (lambda: HypergradSearchCV(small_mlp(), {"alpha": scipy.stats.norm(0, 1)}), ValueError, "unbounded"),
+    (lambda: HypergradSearchCV(small_mlp(), {"alpha": (1e-3, 1e-1)}, budget=-1), ValueError, "'budget' parameter"),
+])
+def test_bad_arguments_raise_before_compiling(iris, make, error, match, monkeypatch):
+    monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise
+    monkeypatch.setattr("hypergrad.hybrid_search", None)
+    with pytest.raises(error, match=match):
+        make().fit(*iris)
+
+
+def test_hypergrad_search_lowers_the_cv_loss_from_its_start(iris):
+    x, y = iris
+    search = HypergradSearchCV(
+        make_pipeline(StandardScaler(), small_mlp()),
+        {"mlpclassifier__activation": ["tanh", "relu"],
+         "mlpclassifier__learning_rate_init": scipy.stats.loguniform(1e-3, 0.3),
+         "mlpclassifier__alpha": (1e-5, 1e-1, "log")}, cv=3, budget=60, scoring="neg_log_loss")
+    search.fit(x, y)
+    trials = search.hybrid_result_.trials
+    for config in {t.tuner for t in trials}:
+        steps = [t for t in trials if t.tuner == config]
+        assert min(t.value for t in steps[1:]) < steps[0].value  # the cross-validated log-loss went down
+    results = search.cv_results_
+    assert len(results["params"]) == len(trials)
+    # each row's mean test score is minus its mean validation log-loss over the three folds
+    np.testing.assert_allclose(results["mean_test_score"], [-t.value for t in trials], rtol=1e-6)
+    assert set(results["param_mlpclassifier__activation"]) == {"tanh", "relu"}
+    lr = np.asarray(results["param_mlpclassifier__learning_rate_init"], float)
+    assert np.all((lr >= 1e-3) & (lr <= 0.3)) and len(set(lr)) > 2
+    assert search.best_params_ == results["params"][search.best_index_]
+    assert search.best_estimator_.steps[-1][1].learning_rate_init == search.best_params_[
+        "mlpclassifier__learning_rate_init"]
