@@ -38,6 +38,7 @@ EXPERIMENTS = [
     "truncation",          # Shaban et al. 2019
     "distillation",        # Wang et al. 2018
     "long_horizon",        # Micaelli & Storkey 2021
+    "chaos",               # Metz et al. 2019/2021, Vicol et al. 2021
 ]
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -312,13 +312,39 @@ def check_long_horizon(stdout, out):
     assert sidecar["claims"][2]["verdict"] == ("held" if ratio <= 1.1 else "partly" if ratio <= 2 else "not held")
 
 
+def check_chaos(stdout, out):
+    """Roughness is recomputed from the sidecar's loss curves (total variation of the capped curve over
+    its range, >= 1 for any curve); every estimator costs at least a training run; each verdict follows
+    the experiment's rule from the sidecar's numbers."""
+    rows = {r["strategy"]: r for r in markdown_table(stdout, "## Estimators at the rugged setting")}
+    assert sum(name.startswith(("Reverse", "ES(", "PES(")) for name in rows) == 3, rows
+    sidecar = read_sidecar(out, "chaos", claims=3)
+    n = sidecar["numbers"]
+    rough = []
+    for t in n["horizons"]:
+        v = np.minimum([n["cap"] if x is None else x for x in n["curves"][str(t)]], n["cap"])
+        rough.append(np.abs(np.diff(v)).sum() / (v.max() - v.min()))
+    assert rough == pytest.approx(n["roughness"]) and min(rough) >= 1.0 - 1e-9, (rough, n["roughness"])
+    rising = all(b > a for a, b in zip(rough, rough[1:]))
+    assert sidecar["claims"][0]["verdict"] == ("held" if rising and rough[-1] >= 2 * rough[0] else "partly"
+                                               if rough[-1] > rough[0] else "not held")
+    ratio = n["peak_norm"][-1] / n["peak_norm"][0]
+    assert sidecar["claims"][1]["verdict"] == ("held" if ratio >= 100 else "partly" if ratio >= 10 else "not held")
+    (_, exact), *others = n["estimators"].items()
+    assert all(x["runs"] >= 1.0 for x in n["estimators"].values()), n["estimators"]
+    inf = float("inf")
+    lower = [(inf if x["std"] is None else x["std"]) < (inf if exact["std"] is None else exact["std"]) for _, x in others]
+    assert sidecar["claims"][2]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
                    "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
                    "generalisation.py": check_generalisation,
                    "weight_decay_per_parameter.py": check_weight_decay_per_parameter, "online_lr.py": check_online_lr,
                    "truncation.py": check_truncation, "finetuning.py": check_finetuning,
-                   "distillation.py": check_distillation, "long_horizon.py": check_long_horizon}
+                   "distillation.py": check_distillation, "long_horizon.py": check_long_horizon,
+                   "chaos.py": check_chaos}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)
