@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-peer smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-peer bench-store smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-sampler: $(STAMP)
 ## Compile seconds of random search and tune with JAX's persistent compilation cache off, cold and warm (three processes).
 bench-compile: $(STAMP)
 	$(BIN)/python benchmarks/compile_cache.py --out benchmarks/compile_cache.md
+
+## What storage= costs: a 256-trial random search with and without the study store, alternated (a few minutes).
+bench-store: $(STAMP)
+	$(BIN)/python benchmarks/store_overhead.py --out benchmarks/store_overhead.md
 
 ## hypergrad against a PyTorch autograd unroll of the same training, hypergradient and search, per width
 ## (about 8 minutes; installs the CPU build of torch, the `bench` extra, into the venv first).

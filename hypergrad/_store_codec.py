@@ -42,11 +42,25 @@ def _float(x: float) -> Any:
     return x if math.isfinite(x) else repr(x)
 
 
+@functools.cache
+def _dtype_name(dtype: np.dtype) -> str:
+    return dtype.name  # slow enough in numpy 2 (a few microseconds) to matter for every trial
+
+
 def _array(a: np.ndarray) -> dict[str, Any]:
-    data = a.reshape(-1).tolist()
+    """{"dtype", "shape", "data": flat list}, or {"dtype", "shape", "fill": value} for an array of
+    one repeated value (a schedule searched as a constant: T times less to encode and store)."""
+    flat = a.reshape(-1)
+    spec: dict[str, Any] = {"dtype": _dtype_name(a.dtype), "shape": list(a.shape)}
+    if flat.size > 1 and (flat == flat[0]).all():
+        value = flat[0].item()
+        spec["fill"] = _float(value) if isinstance(value, float) else value
+        return spec
+    data = flat.tolist()
     if a.dtype.kind in "fc" and not np.isfinite(a).all():
         data = [_float(float(x)) for x in data]
-    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": data}
+    spec["data"] = data
+    return spec
 
 
 def encode_value(value: Any) -> Any:
@@ -68,8 +82,12 @@ def encode_value(value: Any) -> Any:
 
 
 def _decode_array(spec: Mapping[str, Any]) -> np.ndarray:
+    dtype, shape = jnp.dtype(spec["dtype"]), tuple(spec["shape"])
+    if "fill" in spec:
+        fill = spec["fill"]
+        return np.full(shape, _NONFINITE[fill] if isinstance(fill, str) else fill, dtype=dtype)
     data = [_NONFINITE[x] if isinstance(x, str) else x for x in spec["data"]]
-    return np.asarray(data, dtype=jnp.dtype(spec["dtype"])).reshape(tuple(spec["shape"]))
+    return np.asarray(data, dtype=dtype).reshape(shape)
 
 
 def decode_value(value: Any) -> Any:

@@ -43,8 +43,10 @@ import dataclasses
 import json
 import math
 import os
+import queue
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +54,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from hypergrad._batching import is_writer
 from hypergrad._store_codec import (decode_hparams, decode_value, describe_space, encode_hparams, encode_value,
                                     first_difference, identity)
 from hypergrad.results import Result, Trial
@@ -126,12 +129,13 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
     if os.path.dirname(os.path.abspath(path)):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         if create:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # one transaction: one sync
         fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, err) from err
@@ -214,6 +218,8 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     if not check_study(storage, study):
         return None
     path = os.fspath(storage)
+    if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs
+        return _reader(path, study, kind, fingerprint, space)
     conn = _connect(path)
     try:
         with _transaction(conn, path):
@@ -223,6 +229,22 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     except BaseException:
         conn.close()
         raise
+
+
+def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None) -> StudyWriter:
+    """The view of a process other than 0 in a multi-process run: the stored trials and checkpoint
+    (read before any chunk runs, so before process 0 commits anything of this call), nothing written."""
+    conn = _connect(path, create=False) if os.path.exists(path) else None
+    try:
+        found = conn is not None and conn.execute("SELECT 1 FROM studies WHERE name = ?", (study,)).fetchone()
+        if found:
+            _register(conn, path, study, kind, fingerprint)
+        return StudyWriter(conn if found else None, path, study, space, write=False)
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
@@ -274,47 +296,94 @@ def _excerpt(tree: Any, field: str) -> str:
 class StudyWriter:
     """The writing end of one study: what `TrialRecorder` commits through (its sink).
 
+    `commit` hands the queued trials (and a tune step's checkpoint, taken at once) to a background
+    thread that encodes and writes them in one transaction while the next chunk computes; `finish`
+    and `close` wait for it, so a call returns with everything on disk. A process killed meanwhile
+    loses at most the commits still queued, which a resume recomputes. An error in the thread is
+    raised by the next `commit`, `finish` or `close`.
+
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
         checkpoint: the latest tune checkpoint ({"step", "number", "state"}), or None.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: str, study: str, space: Space | None):
-        self._conn, self.path, self.study, self._space = conn, path, study, space
-        self._pending: list[tuple] = []
-        self.done = {t.number: t for t in _read_trials(conn, path, study, space)}
-        self.checkpoint = _read_checkpoint(conn, path, study)
+    def __init__(self, conn: sqlite3.Connection | None, path: str, study: str, space: Space | None,
+                 write: bool = True):
+        self.path, self.study, self._space = path, study, space
+        self._conn = conn if write else None  # a reader's connection is closed by `_reader`
+        self._pending: list[Trial] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.done = {} if conn is None else {t.number: t for t in _read_trials(conn, path, study, space)}
+        self.checkpoint = None if conn is None else _read_checkpoint(conn, path, study)
 
     def add(self, trial: Trial) -> None:
-        """Queues a trial; it is written by the next `commit`."""
-        self._pending.append(_trial_row(self.study, trial, self._space))
+        """Queues a trial; it is written by the next `commit` (nothing, in a reading process)."""
+        if self._conn is not None:
+            self._pending.append(trial)
 
     def commit(self, checkpoint: Any = None) -> None:
         """Writes the queued trials, and the checkpoint (a callable giving {"step", "number", "state"}
-        with arrays inside) when given, in one transaction."""
+        with arrays inside, called now) when given, in one transaction (in the background)."""
+        if self._conn is None:
+            return
+        self._raise()
         state = checkpoint() if checkpoint is not None else None
         if not self._pending and state is None:
             return
-        rows = [row[:-1] + ((None if state is None else state["step"]),) for row in self._pending]
+        trials, self._pending = self._pending, []
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"hypergrad-store-{self.study}", daemon=True)
+            self._thread.start()
+        self._queue.put((trials, state))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                if self._error is None:
+                    self._write(*item)
+            except BaseException as err:  # raised in the caller's thread by the next call
+                self._error = err
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _write(self, trials: list[Trial], state: dict | None) -> None:
+        step = None if state is None else state["step"]
+        rows = [_trial_row(self.study, t, self._space, step) for t in trials]
+        checkpoint = None if state is None else _json(encode_value(state["state"]))
         with _transaction(self._conn, self.path) as conn:
             conn.executemany(f"INSERT INTO trials (study, {_TRIAL_COLUMNS}, runs, step) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             if state is not None:
                 conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
-                             (self.study, int(state["step"]), int(state["number"]),
-                              _json(encode_value(state["state"]))))
+                             (self.study, int(state["step"]), int(state["number"]), checkpoint))
             conn.execute("UPDATE studies SET updated = ? WHERE name = ?", (time.time(), self.study))
-        self._pending = []
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def flush(self) -> None:
+        """Waits until every commit is written; raises an error the writing met."""
+        if self._thread is not None:
+            self._queue.join()
+        self._raise()
 
     def trials_from(self, number: int) -> list[Trial]:
         """The stored trials numbered `number` or later, in order."""
         return [self.done[n] for n in sorted(self.done) if n >= number]
 
     def finish(self, result: Result, space: Space) -> Result:
-        """Marks the study complete with its result's label, cost and info; returns the result with
-        `info["space"]` (the space's description, which `Result.to_optuna` reads)."""
+        """Marks the study complete with its result's label, cost and info (after every commit is
+        written); returns the result with `info["space"]` (which `Result.to_optuna` reads)."""
         self.commit()
         result = dataclasses.replace(result, info={**result.info, "space": describe_space(space)})
+        if self._conn is None:
+            return result
+        self.flush()
         with _transaction(self._conn, self.path) as conn:
             conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, compile_seconds = ?, "
                          "info = ?, updated = ? WHERE name = ?",
@@ -323,13 +392,20 @@ class StudyWriter:
         return result
 
     def close(self) -> None:
-        """Releases the lease (queued, uncommitted trials are dropped: a resume recomputes them)."""
+        """Writes what was committed, releases the lease and closes the file (trials added but not
+        committed are dropped: a resume recomputes them)."""
         if self._conn is None:
             return
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
-        self._conn.close()
-        self._conn = None
+        try:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
+        finally:
+            self._conn.close()
+            self._conn = None
 
 
 @contextlib.contextmanager
@@ -345,10 +421,10 @@ def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Sp
             writer.close()
 
 
-def _trial_row(study: str, t: Trial, space: Space | None) -> tuple:
+def _trial_row(study: str, t: Trial, space: Space | None, step: int | None) -> tuple:
     scores = {name: encode_value(float(v)) for name, v in t.scores.items()}
     return (study, t.number, _json(encode_hparams(t.hparams, space)), _real(t.value), _json(scores), t.state,
-            _real(t.flops), _real(t.seconds), _real(t.run_flops), _real(t.grad_norm), t.tuner, _real(t.runs), None)
+            _real(t.flops), _real(t.seconds), _real(t.run_flops), _real(t.grad_norm), t.tuner, _real(t.runs), step)
 
 
 def _float(x: Any) -> float:

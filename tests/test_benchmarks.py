@@ -101,3 +101,14 @@ def test_peer_torch_smoke_computes_what_hypergrad_computes(tmp_path):
     for cells in rows.values():
         assert float(cells[3]) > 0 and float(cells[4]) > 0  # hypergrad median and fastest (ms)
     assert rows["hypergradient"][9] in ("met", "missed")
+
+
+def test_store_overhead_smoke_prints_its_table():
+    """`benchmarks/store_overhead.py --smoke`: one row, both timings and the overhead parse."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "store_overhead.py"), "--smoke"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("| 32 | 10 |")]
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    plain, stored = float(cells[2].split()[0]), float(cells[3].split()[0])
+    assert plain > 0 and stored > 0 and cells[4].endswith("%") and cells[6] in ("met", "missed")
