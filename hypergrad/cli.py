@@ -83,13 +83,6 @@ def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_ax
     return {**_gradient_plan(budget, step_runs), "random_trials": trials, "grid_points_per_axis": points}
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    if args.budget <= 0:
-        raise SystemExit(f"--budget {args.budget}: give a positive number of training runs")
-    if args.cpu_devices < 0:
-        raise SystemExit(f"--cpu-devices {args.cpu_devices}: give 0 (one device per core) or a positive count")
-
-
 def _use_devices(cpu_devices: int) -> None:
     """One JAX device per core (or `cpu_devices`), before anything computes, so searches shard."""
     if cpu_devices == 1:
@@ -203,7 +196,6 @@ def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> dict[
 
 
 def _compare(args: argparse.Namespace) -> int:
-    _check_args(args)
     # Before anything compiles: a second run on this machine loads its programs instead
     # (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to 0, turns it off).
     hg.use_compilation_cache()
@@ -282,6 +274,24 @@ def _report_markdown(args, problem, objective, space, plan, results, tables, plo
     return "\n".join(lines) + "\n"
 
 
+def _number(kind: type, minimum: float, what: str, below: float = math.inf):
+    """An argparse type: a finite `kind` (int or float) in [minimum, below); a usage error naming
+    `what` is wanted otherwise (argparse names the option)."""
+    def read(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or (kind is float and not math.isfinite(value)) or not minimum <= value < below:
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what}")
+        return value
+    return read
+
+
+_POSITIVE = _number(float, math.ulp(0.0), "a positive finite number")
+_COUNT = _number(int, 1, "an integer >= 1")
+
+
 def _problems(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in PRESETS]
@@ -296,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = commands.add_parser("compare", help="gradient tuning vs random vs grid search at equal compute")
     cmp.add_argument("--problem", default="digits-mlp", type=_problems,
                      help=f"a preset, or several separated by commas ({', '.join(sorted(PRESETS))})")
-    cmp.add_argument("--budget", type=float, default=300, help="training-run equivalents per strategy")
+    cmp.add_argument("--budget", type=_POSITIVE, default=300, help="training-run equivalents per strategy")
     cmp.add_argument("--out", default="results", help="output folder")
-    cmp.add_argument("--steps", type=int, default=None, help="training steps T (default: the preset's)")
-    cmp.add_argument("--seed", type=int, default=0)
-    cmp.add_argument("--outer-lr", type=float, default=0.1, help="Adam step of tune, unconstrained coordinates")
-    cmp.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint segments for Reverse")
-    cmp.add_argument("--chunk-size", type=int, default=64, help="trials per vmapped call of the baselines")
-    cmp.add_argument("--cpu-devices", type=int, default=0,
+    cmp.add_argument("--steps", type=_COUNT, default=None, help="training steps T (default: the preset's)")
+    cmp.add_argument("--seed", type=_number(int, 0, "an integer in [0, 2**32)", 2**32), default=0)
+    cmp.add_argument("--outer-lr", type=_POSITIVE, default=0.1, help="Adam step of tune, unconstrained coordinates")
+    cmp.add_argument("--checkpoint-every", type=_COUNT, default=None, help="checkpoint segments for Reverse")
+    cmp.add_argument("--chunk-size", type=_COUNT, default=64, help="trials per vmapped call of the baselines")
+    cmp.add_argument("--cpu-devices", type=_number(int, 0, "0 (one device per core) or a positive count"), default=0,
                      help="JAX CPU devices that searches shard their trials over (0: one per core; 1: one device)")
     cmp.add_argument("--quiet", action="store_true", help="no progress lines")
     cmp.set_defaults(run=_compare)

@@ -38,7 +38,7 @@ import numpy as np
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Problem", "num_examples", "kfold_indices", "explicit_folds"]
+__all__ = ["Problem", "num_examples", "check_values", "kfold_indices", "explicit_folds"]
 
 
 def num_examples(data: PyTree, argname: str) -> int:
@@ -48,7 +48,10 @@ def num_examples(data: PyTree, argname: str) -> int:
         raise ValueError(f"{argname} has no arrays; give a pytree such as (inputs, targets)")
     lengths = []
     for leaf in leaves:
-        shape = np.shape(leaf)
+        try:
+            shape = np.shape(leaf)
+        except ValueError as err:  # a ragged nested list
+            raise ValueError(f"{argname} holds a ragged list; give arrays with one shape each") from err
         if len(shape) == 0:
             raise ValueError(f"{argname} holds a scalar; every leaf needs a leading example axis")
         lengths.append(shape[0])
@@ -60,6 +63,22 @@ def num_examples(data: PyTree, argname: str) -> int:
     if lengths[0] < 1:
         raise ValueError(f"{argname} is empty; give at least one example")
     return lengths[0]
+
+
+def check_values(data: PyTree, argname: str) -> None:
+    """Raises `ValueError` unless every leaf of `data` holds numbers (bool, int or float) and no NaN
+    or infinity, which would make every trial's loss NaN. Cost: one pass over the data (on the
+    device the array lives on), at construction only."""
+    for leaf in jax.tree.leaves(data):
+        array = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+        if not (jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.bool_)):
+            raise ValueError(f"{argname} holds an array of dtype {array.dtype}; give numbers (encode labels "
+                             "and text as ints first)")
+        if jnp.issubdtype(array.dtype, jnp.inexact):
+            bad = int(jnp.sum(~jnp.isfinite(array)) if isinstance(array, jax.Array) else np.sum(~np.isfinite(array)))
+            if bad:
+                raise ValueError(f"{argname} holds {bad} NaN or infinite values; drop or impute them first "
+                                 "(every trial's loss would be NaN)")
 
 
 def _as_device(data: PyTree) -> PyTree:
@@ -193,10 +212,7 @@ class Problem:
         for argname in ("init", "train_loss", "val_loss"):
             if not callable(getattr(self, argname)):
                 raise ValueError(f"Problem({argname}=...) must be a function")
-        n_train = num_examples(self.train_data, "train_data")
-        n_val = num_examples(self.val_data, "val_data")
-        if self.test_data is not None:
-            num_examples(self.test_data, "test_data")
+        n_train, n_val = self._check_splits()
         folds = self._check_cv(n_train, n_val)
         where = "training examples"
         if folds is not None:
@@ -217,10 +233,7 @@ class Problem:
             if self.batch_size * n_train >= MAX_PRODUCT:
                 raise ValueError(f"batch_size={self.batch_size} times the {n_train} {where} must be below "
                                  f"2**32 (the minibatch draw counts positions in uint32); use a smaller batch")
-        metrics = dict(self.metrics or {})
-        for name, fn in metrics.items():
-            if not callable(fn):
-                raise ValueError(f"metrics[{name!r}] must be a function fn(params, batch) -> scalar")
+        metrics = self._checked_metrics()
         object.__setattr__(self, "metrics", metrics)
         # The user's functions in one form, (..., hparams, ...), whatever model_reads_hparams says:
         # no later caller asks which form was given.
@@ -252,6 +265,26 @@ class Problem:
                 object.__setattr__(self, "cv", int(self.cv))
         object.__setattr__(self, "_folds", folds)
         object.__setattr__(self, "_folded", folded)
+
+    def _checked_metrics(self) -> dict[str, Callable]:
+        if self.metrics is not None and not isinstance(self.metrics, Mapping):
+            raise ValueError(f"metrics={self.metrics!r} must be a dict {{name: fn(params, batch) -> scalar}}")
+        metrics = dict(self.metrics or {})
+        for name, fn in metrics.items():
+            if not callable(fn):
+                raise ValueError(f"metrics[{name!r}] must be a function fn(params, batch) -> scalar")
+        return metrics
+
+    def _check_splits(self) -> tuple[int, int]:
+        """(train, val) example counts; `ValueError` for a split without a shared leading axis, or
+        holding anything but finite numbers."""
+        n_train = num_examples(self.train_data, "train_data")
+        n_val = num_examples(self.val_data, "val_data")
+        if self.test_data is not None:
+            num_examples(self.test_data, "test_data")
+        for argname in ("train_data", "val_data", "test_data"):
+            check_values(getattr(self, argname), argname)
+        return n_train, n_val
 
     def _check_cv(self, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Validates the cv arguments; the (val, train) fold indices, or None without cv."""

@@ -45,12 +45,25 @@ _MAX_GRID_POINTS = 10_000_000
 
 def _check_shape(shape: Any) -> tuple[int, ...]:
     try:
+        if isinstance(shape, str) or not all(is_int(s) for s in shape):
+            raise TypeError(shape)
         shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError) as err:
+    except TypeError as err:
         raise ValueError(f"shape={shape!r} must be a tuple of ints, e.g. shape=(200,)") from err
     if any(s < 1 for s in shape):
         raise ValueError(f"shape={shape!r} has a zero or negative axis; every axis must be >= 1")
     return shape
+
+
+def _bound(value: Any, name: str, lo: Any, hi: Any) -> float:
+    """`value` as a float; a `ValueError` naming the distribution's bounds when it is not a real number."""
+    try:
+        if isinstance(value, (str, bytes, bool)) or np.ndim(value) != 0:
+            raise TypeError(value)
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}(lo={lo!r}, hi={hi!r}): the bounds must be real numbers, "
+                         "e.g. lo=1e-4, hi=1.0") from err
 
 
 def _step_inside(bound: float, toward: float, dtype: np.dtype) -> np.ndarray:
@@ -72,16 +85,18 @@ class _Continuous:
     independent: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "lo", float(self.lo))
-        object.__setattr__(self, "hi", float(self.hi))
-        object.__setattr__(self, "shape", _check_shape(self.shape))
         name = type(self).__name__
+        for which in ("lo", "hi"):
+            object.__setattr__(self, which, _bound(getattr(self, which), name, self.lo, self.hi))
+        object.__setattr__(self, "shape", _check_shape(self.shape))
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): both bounds must be finite")
         if self.lo >= self.hi:
             raise ValueError(
                 f"{name}(lo={self.lo}, hi={self.hi}): lo must be smaller than hi; swap them or widen the range"
             )
+        if not math.isfinite(self.hi - self.lo):
+            raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): hi - lo overflows a float; narrow the range")
 
     # The bijection is written through the unit-interval fraction u = sigmoid(z).
     def _from_fraction(self, u):
@@ -151,7 +166,7 @@ class LogUniform(_Continuous):
     """
 
     def __post_init__(self):
-        if not float(self.lo) > 0:
+        if not _bound(self.lo, "LogUniform", self.lo, self.hi) > 0:
             raise ValueError(
                 f"LogUniform(lo={self.lo}, hi={self.hi}): lo must be > 0 for a log scale; "
                 "use Uniform for ranges that include zero"
@@ -399,8 +414,8 @@ class Space:
             for (name, element, _), value in zip(axes, combo):
                 if element is None:
                     columns[name][row] = value
-                else:
-                    columns[name][row].reshape(-1)[element] = value
+                else:  # through a view of the whole column (a scalar's row would be a copy)
+                    columns[name].reshape(total, -1)[row, element] = value
         return {name: jnp.asarray(col, dtype=dtype_of(self[name])) for name, col in columns.items()}
 
 

@@ -38,9 +38,10 @@ def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
     assert "best_value_vs_compute.png" in pngs and "learned_schedules.png" in pngs
 
 
-def test_compare_refuses_a_bad_budget(tmp_path):
-    with pytest.raises(SystemExit, match="--budget"):
+def test_compare_refuses_a_bad_budget(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error, before anything runs
         cli.main(["compare", "--budget", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "--budget" in capsys.readouterr().err
 
 
 def test_budget_plan_fits_the_budget():
