@@ -406,6 +406,10 @@ def render(rows: list[dict], args, seconds: float) -> str:
     lines += ["", "Per hypergradient, torch / hypergrad (median): " + "; ".join(
         f"hidden {r['hidden']}, T={r['T']}: {r['torch'][0] / r['hg'][0]:.1f}x "
         f"({'met' if r['torch'][0] / r['hg'][0] >= TARGET else 'missed'})" for r in hyper) + "."]
+    train = {(r["hidden"], r["T"]): r for r in rows if r["work"] == "training run"}
+    lines += ["Hypergradient / training run on each side (medians): " + "; ".join(
+        f"hidden {r['hidden']}, T={r['T']}: hypergrad {r['hg'][0] / train[r['hidden'], r['T']]['hg'][0]:.1f}x, "
+        f"torch {r['torch'][0] / train[r['hidden'], r['T']]['torch'][0]:.1f}x" for r in hyper) + "."]
     failures = sorted({f"{r['work']}: {r['error']}" for r in rows if r["error"]})
     lines += [f"torch.func.vmap could not run this loop: {f}." for f in failures]
     lines += ["", f"Digits MLP 64-hidden-10 tanh, batch {BATCH}, SGD with momentum 0.9 and per-step rates 0.1, "
@@ -414,8 +418,10 @@ def render(rows: list[dict], args, seconds: float) -> str:
               "sides read the same precomputed minibatch indices and start from the same parameters. "
               f"hypergrad {hg.__version__} on jax {jax.__version__} ({jax.devices()[0].platform}); "
               f"torch {torch.__version__} with {torch.get_num_threads()} threads; {platform.machine()}, "
-              f"{os.cpu_count()} cores; median and fastest of {args.repeats} interleaved repeats after a warm-up "
-              f"call ({args.long_repeats} at T={args.long_steps}); arguments `{' '.join(args.argv) or '(defaults)'}`; "
+              f"{os.cpu_count()} cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; median and fastest of "
+              f"{args.repeats} interleaved repeats after a warm-up call for training and hypergradient rows"
+              f"{f' ({args.long_repeats} at T={args.long_steps})' if args.long_steps else ''}, of "
+              f"{args.search_repeats} for search rows; arguments `{' '.join(args.argv) or '(defaults)'}`; "
               f"whole benchmark {seconds:.0f} s; load average {os.getloadavg()[0]:.1f} at the end (other "
               "processes share the machine). Times of search rows are per trial; hypergrad's search time is the "
               "whole `hg.random_search` call over the trials (sampling and the trials table included)."]
