@@ -170,7 +170,8 @@ def classification_scores() -> dict[str, Any]:
         return (z[:, 0] > 0).astype(jnp.int32) if z.shape[1] == 1 else jnp.argmax(z, axis=1)
 
     def accuracy(params, hparams, batch):
-        return jnp.mean(predicted(_decision(params, batch[0])) == codes(batch[1]))
+        hits = predicted(_decision(params, batch[0])) == codes(batch[1])
+        return jnp.mean(hits.astype(batch[0].dtype))  # a mean of bools is float32 even under x64
 
     def log_loss(params, hparams, batch):
         z, t = _decision(params, batch[0]), batch[1]

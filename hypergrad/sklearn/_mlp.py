@@ -119,27 +119,40 @@ def r2(targets: jax.Array, z: jax.Array) -> jax.Array:
     return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
 
 
-def _unit_grid(key: jax.Array, rows: int, cols: int, dtype: Any) -> jax.Array:
-    """Uniform(-1, 1) numbers (rows, cols) whose entry (i, j) depends only on (key, i, j): a
-    network of width w draws the same first w units as one of any larger width, so masked and
-    grouped widths, and a search and a refit, start from the same weights."""
-    def entry(i, j):
-        return jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, i), j), (), dtype, -1.0, 1.0)
+def _mix(x: jax.Array) -> jax.Array:
+    """A 32-bit integer finaliser ('lowbias32'): every input bit flips each output bit with
+    probability close to 1/2."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
 
-    return jax.vmap(lambda i: jax.vmap(lambda j: entry(i, j))(jnp.arange(cols)))(jnp.arange(rows))
+
+def _unit_grid(words: jax.Array, rows: int, cols: int, dtype: Any) -> jax.Array:
+    """Uniform(-1, 1) numbers (rows, cols) on a grid of 2**24 values, entry (i, j) a hash of three
+    random 32-bit `words` with i and j alone: a network of width w draws the same first w units as
+    one of any larger width, so masked and grouped widths, and a search and a refit, start from the
+    same weights (and float32 and float64 from the same numbers). A hash instead of `jax.random`
+    per entry, whose threefry rounds take seconds to compile."""
+    i = jnp.arange(rows, dtype=jnp.uint32)[:, None]
+    j = jnp.arange(cols, dtype=jnp.uint32)[None, :]
+    h = _mix(_mix(_mix(i ^ words[0]) ^ (j + words[1])) ^ words[2])
+    return (h >> 8).astype(dtype) * (2.0 ** -23) - 1.0
 
 
 def init_layers(key: jax.Array, widest: Sequence[int], dims: Sequence[Any], keeps: Sequence[Any], factor: Any,
                 dtype: Any) -> list[tuple[jax.Array, jax.Array]]:
     """Glorot-uniform (kernel (out, in), bias) pairs at the `widest` sizes, bound
     sqrt(factor / (dims[l] + dims[l + 1])) with the true (possibly traced) widths `dims`; units
-    outside `keeps` (0/1 vectors per layer, input and output all ones) get zero weights."""
+    outside `keeps` (0/1 vectors per layer, input and output all ones) get zero weights. One
+    draw of random words from `key` (layer l's kernel and bias hash their own three)."""
+    words = jax.random.bits(key, (len(widest) - 1, 2, 3), jnp.uint32)
     layers = []
     for l in range(len(widest) - 1):
-        kw, kb = jax.random.split(jax.random.fold_in(key, l))
         bound = jnp.sqrt(jnp.asarray(factor, dtype) / jnp.asarray(dims[l] + dims[l + 1], dtype))
-        kernel = _unit_grid(kw, widest[l], widest[l + 1], dtype).T * bound
-        bias = _unit_grid(kb, 1, widest[l + 1], dtype)[0] * bound
+        kernel = _unit_grid(words[l, 0], widest[l], widest[l + 1], dtype).T * bound
+        bias = _unit_grid(words[l, 1], 1, widest[l + 1], dtype)[0] * bound
         layers.append((kernel * keeps[l + 1][:, None] * keeps[l][None, :], bias * keeps[l + 1]))
     return layers
 
@@ -305,7 +318,10 @@ def sklearn_solver(rule: Rule, h: Mapping[str, Any], kinds: tuple, val_score: An
                                  epoch_loss=state.epoch_loss + value * counts[j].astype(value.dtype))
         ended = _end_epoch(running, running.epoch_loss, new_params, rule, h, kinds, val_score)
         last = j == rule.batches - 1
-        new = jax.tree.map(lambda a, b: jnp.where(last, a, b), ended, running)
+        if rule.batches == 1:  # every step ends an epoch
+            new = ended
+        else:
+            new = jax.tree.map(lambda a, b: jnp.where(last, a, b), ended, running)
         if rule.early_stopping:  # restore the best parameters when the fit ends
             done = last & (new.stopped | (new.n_iter == rule.max_iter))
             updates = jax.tree.map(lambda u, best, p: jnp.where(done, best - p, u), updates, new.best_params, params)
@@ -439,7 +455,8 @@ def _metrics(task: Task, logits: Any) -> dict[str, Any]:
         return jnp.argmax(targets, axis=1) if task.out == "softmax" else targets[:, 0].astype(jnp.int32)
 
     def accuracy(params, hparams, batch):
-        return jnp.mean(predicted_codes(task.out, logits(params, hparams, batch[0])) == codes(batch[1]))
+        hits = predicted_codes(task.out, logits(params, hparams, batch[0])) == codes(batch[1])
+        return jnp.mean(hits.astype(batch[0].dtype))  # a mean of bools is float32 even under x64
 
     def log_loss(params, hparams, batch):
         return jnp.mean(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1]))

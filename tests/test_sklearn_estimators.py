@@ -1,0 +1,197 @@
+"""hypergrad.sklearn's estimators: scikit-learn's own estimator checks, the forward pass against
+numpy, exact tol-freezing under vmap, scikit-learn's parameter errors, accuracy against
+scikit-learn's MLPClassifier, and the search's family path against fit."""
+
+import pickle
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+import sklearn.linear_model  # noqa: E402
+import sklearn.neural_network  # noqa: E402
+from sklearn.datasets import load_iris  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from hypergrad.search import evaluate_settings  # noqa: E402
+from hypergrad.sklearn import LogisticRegression, MLPClassifier, MLPRegressor, Ridge  # noqa: E402
+from hypergrad.sklearn import _linear, _mlp  # noqa: E402
+
+ESTIMATORS = [MLPClassifier(), MLPRegressor(), LogisticRegression(), Ridge()]
+EXPECTED_FAILED = {}  # every scikit-learn check passes; the modules' docstrings list none skipped
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED.get(type(est).__name__, {}))
+def test_sklearn_check_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    x, y = load_iris(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    scaler = StandardScaler().fit(x_train)
+    return scaler.transform(x_train), y_train, scaler.transform(x_test), y_test
+
+
+def _numpy_forward(model, x, activation):
+    h = x
+    for w, b in zip(model.coefs_[:-1], model.intercepts_[:-1]):
+        h = activation(h @ w + b)
+    return h @ model.coefs_[-1] + model.intercepts_[-1]
+
+
+def test_predictions_equal_a_numpy_forward_pass(iris):
+    x, y, x_test, _ = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier((7, 5), activation="tanh", learning_rate_init=0.02, max_iter=30, random_state=0).fit(x, y)
+        binary = MLPClassifier((6,), activation="logistic", solver="sgd", max_iter=30, random_state=1).fit(x, y == 2)
+    assert [c.shape for c in model.coefs_] == [(4, 7), (7, 5), (5, 3)]
+    assert [b.shape for b in model.intercepts_] == [(7,), (5,), (3,)]
+    z = _numpy_forward(model, x_test, np.tanh)
+    proba = np.exp(z - z.max(1, keepdims=True))
+    proba /= proba.sum(1, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(x_test), proba, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(model.predict(x_test), model.classes_[np.argmax(z, 1)])
+    assert binary.coefs_[-1].shape == (6, 1)  # scikit-learn's single logistic unit for two classes
+    zb = _numpy_forward(binary, x_test, lambda a: 1 / (1 + np.exp(-a)))[:, 0]
+    np.testing.assert_allclose(binary.predict_proba(x_test)[:, 1], 1 / (1 + np.exp(-zb)), rtol=1e-12)
+    np.testing.assert_array_equal(binary.predict(x_test), zb > 0)
+    # the trained model moved away from its initialisation and learned something
+    assert model.score(x_test, iris[3]) > 0.6
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict_proba(x_test), model.predict_proba(x_test))
+
+
+def _stop_settings():
+    """Two sgd settings on iris: a rate whose loss plateaus within max_iter, and one small enough to
+    keep improving by more than tol every epoch."""
+    return MLPClassifier((5,), solver="sgd", max_iter=120, random_state=0, n_iter_no_change=5), [0.3, 0.01]
+
+
+def test_tol_freezing_is_exact_under_vmap(iris):
+    x, y, x_test, y_test = iris
+    base, rates = _stop_settings()
+    lone = []
+    for rate in rates:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lone.append(sklearn.base.clone(base).set_params(learning_rate_init=rate).fit(x, y))
+    assert lone[0].n_iter_ < base.max_iter == lone[1].n_iter_  # one stopped early, one ran out
+    family, space = base._family((x, y), (x_test, y_test), varying={"learning_rate_init": rates})
+    objective = family.objective({})
+    hparams = {name: jnp.asarray([getattr(m, name) for m in lone], jnp.float64) for name in _mlp.CONTINUOUS}
+    key = base._fit_key()
+    states = jax.jit(jax.vmap(lambda h: objective.loop().train(h, key)))(hparams)
+    for i, model in enumerate(lone):
+        assert int(states.opt_state.n_iter[i]) == model.n_iter_
+        for (kernel, bias), coef, intercept in zip(states.params, model.coefs_, model.intercepts_):
+            np.testing.assert_allclose(np.asarray(kernel[i]).T, coef, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(bias[i]), intercept, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(states.opt_state.loss_curve[i])[:model.n_iter_], model.loss_curve_,
+                                   rtol=1e-12)
+
+
+def _sklearn_error(cls, **params):
+    x, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20) % 2
+    with pytest.raises(Exception) as info:
+        cls(**params).fit(x, y)
+    return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("params", [{"activation": "softsign"}, {"alpha": -1.0}, {"hidden_layer_sizes": (10, 0)},
+                                    {"solver": "newton"}, {"batch_size": 0}, {"momentum": 1.5}])
+def test_bad_parameters_raise_sklearns_errors(params):
+    ours = _sklearn_error(MLPClassifier, **params)
+    theirs = _sklearn_error(sklearn.neural_network.MLPClassifier, **params)
+    assert ours == theirs
+    assert issubclass(ours[0], ValueError)
+    if "hidden_layer_sizes" not in params:
+        assert issubclass(ours[0], InvalidParameterError)
+
+
+def test_refused_options_name_the_alternatives():
+    x, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20) % 2
+    with pytest.raises(ValueError, match="solver='sgd' or solver='adam'"):
+        MLPClassifier(solver="lbfgs").fit(x, y)
+    with pytest.raises(ValueError, match="warm_start=False"):
+        MLPRegressor(warm_start=True).fit(x, y)
+    with pytest.raises(ValueError, match="penalty='l2'"):
+        LogisticRegression(penalty="l1").fit(x, y)
+    with pytest.raises(ValueError, match="positive=False"):
+        Ridge(positive=True).fit(x, y)
+    with pytest.raises(ValueError, match="fixed per program"):
+        MLPClassifier()._family((x, y), (x, y), varying={"random_state": [0, 1]})
+
+
+def test_iris_accuracy_close_to_sklearn(iris):
+    # Same parameters (scikit-learn's defaults: adam, (100,), 200 epochs), five seeds each. The two
+    # draw their initialisation and shuffles from different generators, so single fits differ; a
+    # test split of 30 examples moves accuracy in steps of 0.033 and scikit-learn's own seeds spread
+    # by about that much, so the means over five seeds must agree within 0.05 (1.5 test examples).
+    x, y, x_test, y_test = iris
+    ours, theirs = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for seed in range(5):
+            ours.append(MLPClassifier(random_state=seed).fit(x, y).score(x_test, y_test))
+            theirs.append(sklearn.neural_network.MLPClassifier(random_state=seed).fit(x, y).score(x_test, y_test))
+    assert abs(np.mean(ours) - np.mean(theirs)) <= 0.05, (ours, theirs)
+    assert np.mean(ours) > 0.85
+
+
+def _log_loss(proba, codes):
+    return -np.mean(np.log(proba[np.arange(len(codes)), codes]))
+
+
+@pytest.mark.parametrize("estimator,varying,value", [
+    (MLPClassifier((8,), solver="sgd", learning_rate="adaptive", max_iter=40, random_state=3), "alpha", 1e-2),
+    (MLPClassifier((8,), batch_size=32, max_iter=20, random_state=4), "learning_rate_init", 3e-3),
+    (LogisticRegression(), "C", 0.3),
+])
+def test_family_path_equals_fit(iris, estimator, varying, value):
+    x, y, x_test, y_test = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = sklearn.base.clone(estimator).set_params(**{varying: value}).fit(x, y)
+    codes = np.searchsorted(fitted.classes_, y)
+    family, space = estimator._family((x, codes), (x_test, y_test), varying={varying: [value, value * 10]})
+    settings = estimator._settings(space, [{varying: value}, {varying: value * 10}])
+    result = evaluate_settings(family, settings, estimator._fit_key(), strategy="test", space=space)
+    scores = result.trials[0].scores
+    np.testing.assert_allclose(scores["val_loss"], _log_loss(fitted.predict_proba(x_test), y_test), rtol=1e-10)
+    np.testing.assert_allclose(scores["val_accuracy"], fitted.score(x_test, y_test), rtol=1e-10)
+    assert result.trials[1].scores["val_loss"] != scores["val_loss"]  # the other candidate is another fit
+
+
+def test_ridge_family_is_differentiable_in_alpha(iris):
+    x, _, x_test, _ = iris
+    target, target_test = x[:, 3], x_test[:, 3]
+    ridge = Ridge()
+    family, space = ridge._family((x[:, :3], target), (x_test[:, :3], target_test), varying={"alpha": [0.1, 10.0]})
+    objective = family.objective({})
+    key = ridge._fit_key()
+
+    def val_mse(alpha):
+        return objective({"alpha": alpha}, key)
+
+    grad = jax.grad(val_mse)(jnp.asarray(2.0))
+    step = 1e-5
+    numeric = (val_mse(jnp.asarray(2.0 + step)) - val_mse(jnp.asarray(2.0 - step))) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6)
+    fitted = Ridge(alpha=2.0).fit(x[:, :3], target)
+    np.testing.assert_allclose(val_mse(jnp.asarray(2.0)), np.mean((fitted.predict(x_test[:, :3]) - target_test) ** 2),
+                               rtol=1e-10)
+    closed = sklearn.linear_model.Ridge(alpha=2.0).fit(x[:, :3], target)
+    np.testing.assert_allclose(fitted.coef_, closed.coef_, rtol=1e-9)
