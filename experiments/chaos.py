@@ -211,7 +211,7 @@ def verdicts(r: dict, cfg: Config) -> tuple[list[_claims.Claim], dict]:
     v2 = "held" if ratio >= 100 else "partly" if ratio >= 10 else "not held"
     c2 = _claims.Claim(
         PAPERS, "The exact (Reverse) hypergradient grows by orders of magnitude with T at large learning rates.",
-        "largest median |dL/dlog lr| over non-diverged rates: " + ", ".join(
+        "largest median abs(dL/dlog lr) over non-diverged rates: " + ", ".join(
             f"T={t}: {p:.3g} (lr {r['norms'][t]['argmax'] or float('nan'):.3g})" for t, p in zip(ts, peak)), v2,
         f"rule: ratio largest T / smallest T >= 100 (held), >= 10 (partly): {ratio:.3g}.")
     e = r["estimators"]
