@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from hypergrad._types import PyTree
 
 __all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "shardings", "take_rows", "first_row", "place",
-           "to_host", "is_writer", "device_count"]
+           "to_host", "is_writer", "device_count", "from_process_0"]
 
 DEFAULT_CHUNK = 64
 """Rows per vmapped call when the caller gives no chunk size."""
@@ -82,6 +82,15 @@ def place(tree: PyTree, sharding: Any) -> PyTree:
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
     return jax.tree.map(lambda leaf: _put(leaf, sharding), tree)
+
+
+def from_process_0(values: np.ndarray) -> np.ndarray:
+    """Process 0's `values` on every process (a broadcast over the processes; `values` itself in a
+    lone process): what every process must decide alike from numbers it measured alone, such as a
+    structural plan's timings, so all run the same programs in the same order."""
+    if jax.process_count() == 1:
+        return values
+    return np.asarray(multihost_utils.broadcast_one_to_all(values))
 
 
 def _replicate(tree: PyTree) -> PyTree:

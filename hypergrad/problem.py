@@ -68,14 +68,19 @@ def num_examples(data: PyTree, argname: str) -> int:
 def check_values(data: PyTree, argname: str) -> None:
     """Raises `ValueError` unless every leaf of `data` holds numbers (bool, int or float) and no NaN
     or infinity, which would make every trial's loss NaN. Cost: one pass over the data (on the
-    device the array lives on), at construction only."""
+    device the array lives on), at construction only; traced data (a problem built inside a
+    transformation) is not checked."""
     for leaf in jax.tree.leaves(data):
+        if isinstance(leaf, jax.core.Tracer):
+            continue
         array = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
         if not (jnp.issubdtype(array.dtype, jnp.number) or jnp.issubdtype(array.dtype, jnp.bool_)):
             raise ValueError(f"{argname} holds an array of dtype {array.dtype}; give numbers (encode labels "
                              "and text as ints first)")
         if jnp.issubdtype(array.dtype, jnp.inexact):
-            bad = int(jnp.sum(~jnp.isfinite(array)) if isinstance(array, jax.Array) else np.sum(~np.isfinite(array)))
+            with jax.ensure_compile_time_eval():  # eagerly, also when a trace builds the problem
+                finite = jnp.isfinite(array) if isinstance(array, jax.Array) else np.isfinite(array)
+                bad = int((~finite).sum())
             if bad:
                 raise ValueError(f"{argname} holds {bad} NaN or infinite values; drop or impute them first "
                                  "(every trial's loss would be NaN)")

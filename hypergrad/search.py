@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches, _compile
-from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
+from hypergrad._batching import (chunk_for, device_count, first_row, from_process_0, place, shardings, take_rows,
+                                 to_host)
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import run_flops
@@ -252,7 +253,10 @@ def _planned_groups(family: Structured, space: Space | None, settings: dict[str,
                          "settings come from, to map option indices to options")
     check_family(family, space)
     began = time.perf_counter()
-    decisions = plan(family, space, settings, key, rates=structure.measured_rates())
+    measured = structure.measured_rates()  # timed by each process: process 0's decide, so all plan alike
+    rates = structure.Rates(*(float(v) for v in from_process_0(
+        np.asarray([measured.flops_per_second, measured.program_seconds]))))
+    decisions = plan(family, space, settings, key, rates=rates)
     info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
     info["plan_seconds"] = time.perf_counter() - began
     return [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
