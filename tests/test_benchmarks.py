@@ -112,3 +112,57 @@ def test_store_overhead_smoke_prints_its_table():
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
     plain, stored = float(cells[2].split()[0]), float(cells[3].split()[0])
     assert plain > 0 and stored > 0 and cells[4].endswith("%") and cells[6] in ("met", "missed")
+
+
+def test_iris_study_rows_and_stages(tmp_path):
+    """`benchmarks/iris_study.py`: a fresh process's row parsed back (scikit-learn's smoke study, the
+    cheap one), and the report built from it and an in-process hypergrad smoke study: one line per
+    row, speed-ups against scikit-learn n_jobs=2, and hypergrad's stages never more than its total."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    try:
+        import iris_study
+        import seed_iris
+    finally:
+        sys.path[:2] = []
+    sklearn_row = iris_study.fresh("scikit-learn", quick=True, n_jobs=1)
+    assert sklearn_row["fits"] == 16 and sklearn_row["process_s"] > sklearn_row["fit_s"] > 0
+    hg_row = {**seed_iris.study("hypergrad", smoke=True), "process_s": 1.0}
+    rows = {"scikit-learn n_jobs=1": sklearn_row, "scikit-learn n_jobs=2": sklearn_row, "hypergrad cold": hg_row,
+            "hypergrad warm": hg_row}
+    text = iris_study.report([rows], [1.0, 2.0])
+    lines = [line for line in text.splitlines() if line.startswith("| 1 |")]
+    assert len(lines) == 4 + 2, text  # four rows, and the two hypergrad rows' stages
+    assert f"| 1 | scikit-learn n_jobs=2 | {sklearn_row['fit_s']:.2f} |" in text and "| 1.00x |" in text
+    stage = [line for line in lines if line.startswith("| 1 | hypergrad cold |")][-1]  # the stages table's
+    total, plan, compile_s, run, refit, rest = (float(c) for c in stage.strip("|").split("|")[2:8])
+    assert min(plan, compile_s, run, refit) >= 0 and rest >= -0.01
+    assert abs(plan + compile_s + run + refit + rest - total) < 0.05
+
+
+def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
+    """`benchmarks/reverse_widths.py --smoke`: widths, vmapped and profile tables, with numbers that
+    add up (FLOP ratios ordered as the methods' recomputation orders them; profile shares sum to 1)."""
+    out = tmp_path / "reverse_widths.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reverse_widths.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| 10 | 16 |"):
+            rows[cells[2]] = cells
+    assert set(rows) == {"train", "Reverse()", "Reverse(checkpoint_every=3)"}, rows
+    flop = {name: float(cells[7]) for name, cells in rows.items()}
+    assert flop["train"] == 1.0 and 1.5 < flop["Reverse()"] < flop["Reverse(checkpoint_every=3)"]
+    assert all(float(cells[3]) > 0 and float(cells[5]) > 0 for cells in rows.values())
+    vmapped = [line for line in text.splitlines() if line.startswith("| 2 | ")]
+    assert [line.split("|")[2].strip() for line in vmapped] == ["train (vmapped)", "Reverse() (vmapped)"]
+    shares = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[0] == "16" and cells[5].endswith("%"):
+            shares.setdefault(cells[1], []).append(float(cells[5][:-1]))
+    assert set(shares) == set(rows) and all(len(s) == 8 and abs(sum(s) - 100) <= 4 for s in shares.values()), shares
+    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 2

@@ -337,6 +337,23 @@ def check_chaos(stdout, out):
     assert sidecar["claims"][2]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
 
 
+def check_seed_iris(stdout, out):
+    """The user's study run by both libraries: every candidate x fold fitted by each, best CV accuracies
+    are means of accuracies over the 2 smoke folds of 60 (multiples of 1/120), the best parameters
+    come from the smoke grid, and hypergrad reports where its seconds went (stages within the total)."""
+    rows = {r["library"]: r for r in json.loads((out / "results.json").read_text())}
+    assert set(rows) == {"hypergrad", "scikit-learn"}, rows
+    for r in rows.values():
+        assert r["fits"] == 8 * 2 and r["fit_s"] > 0 and r["refit_s"] > 0, r
+        assert 0 <= r["cv_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1, r
+        assert abs(r["cv_accuracy"] * 120 - round(r["cv_accuracy"] * 120)) < 1e-4, r
+        assert r["best_params"]["activation"] in ("tanh", "relu") and r["best_params"]["alpha"] in (1e-4, 1e-2), r
+        assert f"| {r['library']} |" in stdout
+    hg_row = rows["hypergrad"]
+    assert hg_row["programs"] >= 1 and hg_row["compile_s"] > 0 and hg_row["run_s"] > 0, hg_row
+    assert hg_row["plan_s"] + hg_row["compile_s"] + hg_row["run_s"] + hg_row["refit_s"] <= hg_row["fit_s"], hg_row
+
+
 READ_BACK = {"estimator_quality.py": check_estimator_quality}
 READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_quality_sidecar(out),
                    "hyper_cleaning.py": check_hyper_cleaning, "learned_schedules.py": check_learned_schedules,
@@ -344,7 +361,7 @@ READ_BACK_FILES = {"estimator_quality.py": lambda stdout, out: check_estimator_q
                    "weight_decay_per_parameter.py": check_weight_decay_per_parameter, "online_lr.py": check_online_lr,
                    "truncation.py": check_truncation, "finetuning.py": check_finetuning,
                    "distillation.py": check_distillation, "long_horizon.py": check_long_horizon,
-                   "chaos.py": check_chaos}
+                   "chaos.py": check_chaos, "seed_iris.py": check_seed_iris}
 
 
 @pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.name)

@@ -287,10 +287,21 @@ def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, S
     return batches
 
 
+def run_record(result: hg.Result, folds: int) -> dict[str, Any]:
+    """Where one evaluation's seconds went (`hypergrad_info_`): planning, compilation (FLOP
+    accounting included), the vmapped fits; its programs and the planner's decisions."""
+    return {"folds": folds, "candidates": len(result.trials), "programs": result.info.get("programs", 1),
+            "plan_s": float(result.info.get("plan_seconds", 0.0)), "compile_s": float(result.compile_seconds),
+            "run_s": float(sum(t.seconds for t in result.trials)),
+            "structure": {n: d["decision"] for n, d in result.info.get("structure", {}).items()}}
+
+
 def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
-              n_classes: int | None, key: jax.Array, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+              n_classes: int | None, key: jax.Array, strategy: str, records: list
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
-    share of its program's run and compilation), every candidate of one fold batch in one program."""
+    share of its program's run and compilation), every candidate of one fold batch in one program;
+    appends each evaluation's `run_record` to `records`."""
     finals = final_candidates(target, candidates)
     varying = options_of(finals)
     name, sign = metric
@@ -299,6 +310,7 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     for indices, family, space in fold_batches(target, pairs, varying, n_classes):
         settings = target.final._settings(space, finals)
         result = evaluate_settings(family, settings, key, strategy=strategy, space=space)
+        records.append(run_record(result, len(indices)))
         share = result.compile_seconds / len(result.trials)
         for trial in result.trials:
             for j, fold in enumerate(indices):
@@ -329,7 +341,9 @@ class VmappedSearch:
 
         Returns:
             self, fitted: `cv_results_`, `best_params_`, `best_score_`, `best_index_`,
-            `best_estimator_` (with `refit`), `refit_time_`, `n_splits_`, `scorer_`, `multimetric_`.
+            `best_estimator_` (with `refit`), `refit_time_`, `n_splits_`, `scorer_`, `multimetric_`;
+            and `hypergrad_info_`, one dict per vmapped evaluation (`run_record`: its programs,
+            plan, compile and run seconds, and the planner's mask-or-group decisions).
         """
         self._validate_params()
         why = unsupported(self, params)
@@ -361,16 +375,18 @@ class VmappedSearch:
         metric = metric_of(self.estimator, self.scoring)
         shape = (len(candidates), len(splits))
         tables = {name: np.zeros(shape) for name in ("test", "train", "fit_time", "score_time")}
+        self.hypergrad_info_ = []  # one run_record per vmapped evaluation
         for host, rows in host_groups(target, candidates):
             group = target_of(clone(self.estimator).set_params(**host))
             subset = [candidates[r] for r in rows]
             pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
             key = group.final._fit_key()
             tables["test"][rows], tables["fit_time"][rows] = run_folds(
-                group, pairs, subset, metric, n_classes, key, type(self).__name__)
+                group, pairs, subset, metric, n_classes, key, type(self).__name__, self.hypergrad_info_)
             if self.return_train_score:
                 tables["train"][rows], tables["score_time"][rows] = run_folds(
-                    group, [(train, train) for train, _ in pairs], subset, metric, n_classes, key, type(self).__name__)
+                    group, [(train, train) for train, _ in pairs], subset, metric, n_classes, key, type(self).__name__,
+                    self.hypergrad_info_)
         return tables
 
     def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray]) -> None:
@@ -602,6 +618,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         result = self._descend(target, X, y, discrete, continuous, splits)
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits))
         self.hybrid_result_ = result
+        self.hypergrad_info_ = [run_record(result, len(splits))]
         self._finish(X, y, candidates, splits, tables)
         return self
 
