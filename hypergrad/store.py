@@ -25,15 +25,20 @@ Searches draw their settings from the key, so resuming skips the stored trial nu
 chunks: trials are committed one chunk at a time); tune restores its checkpoint and goes on from
 the next step. Non-finite numbers are stored as the strings "nan", "inf", "-inf" in JSON.
 
-Safety: WAL journal with `synchronous=NORMAL` (a killed process loses at most the chunk in flight;
+Safety: WAL journal with `synchronous=NORMAL` (a killed process loses at most the commits in flight;
 an operating-system crash may lose the last few commits, never the file's consistency), a busy
 timeout of 30 s for concurrent readers and writers of other studies, and a lease per study: a second
 process writing the same study gets a `RuntimeError` naming the first one's pid (a lease of a process
 that no longer runs on this host is taken over). A file truncated or edited by hand gives a
 `ValueError` naming the file, study and trial; other studies in it stay readable.
 
-Cost: one transaction per chunk of trials (or per outer step), each a few milliseconds of JSON
-encoding and one write; `benchmarks/store_overhead.py` measures it against a 256-trial search.
+Cost: one transaction per chunk of trials (or per outer step), encoded and written by a background
+thread while the next chunk computes; a new file is created, and the file closed, by that thread too
+(SQLite's syncs cost tens of milliseconds), so a call pays about a millisecond to open a study and
+the wait for its last chunk's write; `benchmarks/store_overhead.py` measures it against a 256-trial
+search. The closing runs just after the call returns (the interpreter waits for it at exit): until
+then the newest commits sit in the file's `-wal` companion, which every SQLite reader sees; copy a
+study file with SQLite's backup (`sqlite3 study.db ".backup copy.db"`), not by its bytes alone.
 """
 
 from __future__ import annotations
@@ -220,15 +225,23 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     path = os.fspath(storage)
     if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs
         return _reader(path, study, kind, fingerprint, space)
+    if not os.path.exists(path):  # nothing to resume: the writer's thread creates the file (tens of
+        # milliseconds of syncs) while the first chunk computes; a lease error surfaces at a commit
+        return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint))
+    return StudyWriter(_opened(path, study, kind, fingerprint), path, study, space)
+
+
+def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any]) -> sqlite3.Connection:
+    """A connection to the file, with the study's lease taken and its call registered or checked."""
     conn = _connect(path)
     try:
         with _transaction(conn, path):
             _lease(conn, path, study)
             _register(conn, path, study, kind, fingerprint)
-        return StudyWriter(conn, path, study, space)
     except BaseException:
         conn.close()
         raise
+    return conn
 
 
 def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None) -> StudyWriter:
@@ -296,11 +309,12 @@ def _excerpt(tree: Any, field: str) -> str:
 class StudyWriter:
     """The writing end of one study: what `TrialRecorder` commits through (its sink).
 
-    `commit` hands the queued trials (and a tune step's checkpoint, taken at once) to a background
-    thread that encodes and writes them in one transaction while the next chunk computes; `finish`
-    and `close` wait for it, so a call returns with everything on disk. A process killed meanwhile
-    loses at most the commits still queued, which a resume recomputes. An error in the thread is
-    raised by the next `commit`, `finish` or `close`.
+    One background thread writes: `commit` hands it the queued trials (and a tune step's
+    checkpoint, taken at once), which it encodes and writes in one transaction while the next chunk
+    computes. It also creates a new file, and closes the file at the end (SQLite's final WAL
+    checkpoint). `finish` waits for every commit, so a call returns with its study on disk; a
+    process killed meanwhile loses at most the commits still queued, which a resume recomputes. An
+    error in the thread is raised by the next `commit` or `finish`.
 
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
@@ -308,8 +322,8 @@ class StudyWriter:
     """
 
     def __init__(self, conn: sqlite3.Connection | None, path: str, study: str, space: Space | None,
-                 write: bool = True):
-        self.path, self.study, self._space = path, study, space
+                 write: bool = True, setup: Any = None):
+        self.path, self.study, self._space, self._write = path, study, space, write
         self._conn = conn if write else None  # a reader's connection is closed by `_reader`
         self._pending: list[Trial] = []
         self._queue: queue.Queue = queue.Queue()
@@ -317,39 +331,53 @@ class StudyWriter:
         self._error: BaseException | None = None
         self.done = {} if conn is None else {t.number: t for t in _read_trials(conn, path, study, space)}
         self.checkpoint = None if conn is None else _read_checkpoint(conn, path, study)
+        if setup is not None:
+            self._submit(setup)
+
+    def _submit(self, job: Any) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"hypergrad-store-{self.study}")
+            self._thread.start()
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        """The thread: runs jobs in order until None, then closes the file."""
+        while (job := self._queue.get()) is not None:
+            try:
+                if self._error is None:
+                    self._conn = job()  # the setup opens the file; a write returns it unchanged
+            except BaseException as err:  # raised in the caller's thread by its next call
+                self._error = err
+            finally:
+                self._queue.task_done()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._queue.task_done()
 
     def add(self, trial: Trial) -> None:
         """Queues a trial; it is written by the next `commit` (nothing, in a reading process)."""
-        if self._conn is not None:
+        if self._write:
             self._pending.append(trial)
 
     def commit(self, checkpoint: Any = None) -> None:
         """Writes the queued trials, and the checkpoint (a callable giving {"step", "number", "state"}
         with arrays inside, called now) when given, in one transaction (in the background)."""
-        if self._conn is None:
+        if not self._write:
             return
         self._raise()
         state = checkpoint() if checkpoint is not None else None
         if not self._pending and state is None:
             return
         trials, self._pending = self._pending, []
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name=f"hypergrad-store-{self.study}", daemon=True)
-            self._thread.start()
-        self._queue.put((trials, state))
 
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                if self._error is None:
-                    self._write(*item)
-            except BaseException as err:  # raised in the caller's thread by the next call
-                self._error = err
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
+        def write() -> sqlite3.Connection:
+            self._rows(trials, state)
+            return self._conn
 
-    def _write(self, trials: list[Trial], state: dict | None) -> None:
+        self._submit(write)
+
+    def _rows(self, trials: list[Trial], state: dict | None) -> None:
         step = None if state is None else state["step"]
         rows = [_trial_row(self.study, t, self._space, step) for t in trials]
         checkpoint = None if state is None else _json(encode_value(state["state"]))
@@ -381,7 +409,7 @@ class StudyWriter:
         written); returns the result with `info["space"]` (which `Result.to_optuna` reads)."""
         self.commit()
         result = dataclasses.replace(result, info={**result.info, "space": describe_space(space)})
-        if self._conn is None:
+        if not self._write:
             return result
         self.flush()
         with _transaction(self._conn, self.path) as conn:
@@ -392,18 +420,21 @@ class StudyWriter:
         return result
 
     def close(self) -> None:
-        """Writes what was committed, releases the lease and closes the file (trials added but not
-        committed are dropped: a resume recomputes them)."""
-        if self._conn is None:
+        """Waits for what was committed, releases the lease, and leaves the closing of the file to the
+        thread (a non-daemon thread: the interpreter waits for it at exit). Trials added but not
+        committed are dropped: a resume recomputes them. Errors are not raised here (`finish` raises
+        them on success; on failure another exception is already on its way)."""
+        if not self._write:
             return
-        try:
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-                self._thread = None
+        self._write = False
+        if self._thread is not None:
+            self._queue.join()
+        if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
-        finally:
+        if self._thread is not None:
+            self._queue.put(None)
+        elif self._conn is not None:
             self._conn.close()
             self._conn = None
 

@@ -165,9 +165,10 @@ def test_optuna_search_resumes_by_replaying_its_sampler(ridge_objective, key, tm
 
 def test_to_optuna_reads_back(ridge_objective, key, tmp_path):
     optuna = pytest.importorskip("optuna")
-    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(5,)), "weight_decay": hg.Uniform(0.0, 1.0)})
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(5,), independent=True),
+                      "weight_decay": hg.Uniform(0.0, 1.0)})
     db = tmp_path / "study.db"
-    tuned = hg.tune(ridge_objective, space, key, steps=3, population=2, storage=db, study="t")
+    tuned = hg.random_search(ridge_objective, space, key, 6, storage=db, study="t")
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     hg.load_study(db, "t").to_optuna(url, "t")
     study = optuna.load_study(study_name="t", storage=url)
@@ -180,7 +181,11 @@ def test_to_optuna_reads_back(ridge_objective, key, tmp_path):
         assert theirs.user_attrs["hparam_lr"] == ours.hparams["lr"].tolist()  # a schedule: a user attribute
         assert ("lr" in theirs.params) == bool(np.all(ours.hparams["lr"] == ours.hparams["lr"][0]))
         assert theirs.user_attrs["test_loss"] == ours.scores["test_loss"]
-    assert study.trials[0].distributions["lr"] == optuna.distributions.FloatDistribution(1e-3, 0.5, log=True)
+    constant = hg.random_search(ridge_objective, SPACE, key, 3, storage=db, study="c")  # scalar lr: a param
+    constant.to_optuna(url, "c")
+    read = optuna.load_study(study_name="c", storage=url).trials
+    assert [t.params["lr"] for t in read] == [float(t.hparams["lr"]) for t in constant.trials]
+    assert read[0].distributions["lr"] == optuna.distributions.FloatDistribution(1e-3, 0.5, log=True)
     with pytest.raises(ValueError, match="already exists"):
         tuned.to_optuna(url, "t")
 

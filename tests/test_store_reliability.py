@@ -8,7 +8,6 @@ fingerprint), with float64 and the suite's XLA flags inherited, and are always w
 
 import math
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -166,6 +165,14 @@ def test_a_diverging_region_stores_failed_trials_never_best(tmp_path):
     assert_same_trials(result, hg.random_search(objective(), DIVERGING, key, 24, chunk_size=8, storage=db, study="e"))
 
 
+def copy(source, target):
+    """A copy of a study file as SQLite makes one (the newest commits may still sit in its WAL)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    dst.close()
+    src.close()
+
+
 def _two_studies(tmp_path):
     db = tmp_path / "study.db"
     key = jax.random.key(0)
@@ -179,7 +186,7 @@ def test_a_study_edited_by_hand_is_a_clear_error_and_the_rest_stays_readable(tmp
     for column, value in [("hparams", "{broken"), ("value", b"\x00\x01"), ("state", "weird"),
                           ("scores", '{"val_loss": [1, 2]}')]:
         damaged = tmp_path / f"{column}.db"
-        shutil.copy(db, damaged)
+        copy(db, damaged)
         with sqlite3.connect(damaged) as conn:
             conn.execute(f"UPDATE trials SET {column} = ? WHERE study = 'a' AND number = 3", (value,))
         with pytest.raises(ValueError, match=r"study 'a' in .* trial 3 is unreadable .* edited or damaged"):
@@ -200,7 +207,7 @@ def test_a_truncated_or_foreign_file_is_a_clear_error(tmp_path):
     size = os.path.getsize(db)
     for cut in (100, size // 2, size - 1):
         damaged = tmp_path / f"cut{cut}.db"
-        shutil.copy(db, damaged)
+        copy(db, damaged)
         with open(damaged, "r+b") as f:
             f.truncate(cut)
         for read, whole in ((lambda: hg.load_study(damaged, "a"), a), (lambda: hg.load_study(damaged, "b"), b)):
