@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-peer bench-store smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-widths bench-peer bench-store smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-populations: $(STAMP)
 ## The minibatch draw's share of a digits training step, before and after minibatches by epochs (about a minute).
 bench-sampler: $(STAMP)
 	$(BIN)/python benchmarks/sampler.py --out benchmarks/sampler.md
+
+## Reverse() against training at hidden 50-400 and (100, 100), T=200 and 2000, vmapped, with an XLA profile (about 10 min).
+bench-widths: $(STAMP)
+	$(BIN)/python benchmarks/reverse_widths.py --out benchmarks/reverse_widths.md
 
 ## Compile seconds of random search and tune with JAX's persistent compilation cache off, cold and warm (three processes).
 bench-compile: $(STAMP)
