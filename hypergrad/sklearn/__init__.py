@@ -11,6 +11,7 @@ search with a `UserWarning`. Needs the `data` extra (scikit-learn).
 
 from hypergrad.sklearn._base import HypergradEstimator
 from hypergrad.sklearn._linear import LogisticRegression, Ridge
+from hypergrad.sklearn._linear import LogisticRegression, Ridge
 from hypergrad.sklearn._mlp import MLPClassifier, MLPRegressor
 from hypergrad.sklearn._search import GridSearchCV, HypergradSearchCV, RandomizedSearchCV
 
