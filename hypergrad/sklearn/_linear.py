@@ -13,7 +13,10 @@ p = p*; hg.Implicit).
   centred data (`fit_intercept`), through `jnp.linalg.solve` (differentiable in alpha). Every
   `solver` value is accepted and means this solve (the closest equivalent of all of them: they
   compute the same minimiser); `positive=True` is refused. Per-target alphas (an array) are solved
-  target by target. Cost: O(n d^2 + d^3) per fit; memory O(d^2).
+  target by target. `n_iter_` is None, as scikit-learn's Ridge sets it for its closed-form
+  solvers, so scikit-learn's `check_non_transformer_estimators_n_iter` (which wants n_iter_ >= 1
+  from every estimator with a `max_iter`) is the one estimator check expected to fail. Cost:
+  O(n d^2 + d^3) per fit; memory O(d^2).
 - `LogisticRegression`: multinomial log-loss (k > 2 classes; one logistic unit for 2 classes, as
   scikit-learn) + ||W||^2 / (2 C n) (intercepts not penalised) minimised by Newton's method: up to
   `max_iter` iterations, each a Hessian solve and a backtracking line search over step sizes
@@ -22,7 +25,9 @@ p = p*; hg.Implicit).
   iterate is frozen (a `jnp.where`), so a vmapped fit equals the fit alone and `n_iter_` counts the
   Newton steps taken. Every `solver` value is accepted and means this Newton solve (closest
   equivalent: each of scikit-learn's solvers converges to the same minimiser); `penalty`/
-  `l1_ratio` other than l2, `dual=True`, `class_weight` and `warm_start=True` are refused. Cost
+  `l1_ratio` other than l2, `dual=True` and `warm_start=True` are refused. `class_weight` (a dict
+  or "balanced") weighs each example's loss as scikit-learn does (the family a search uses takes
+  "balanced" or None only: it sees encoded labels, not the dict's keys). Cost
   per iteration: the Hessian O(n (dk)^2) and its solve O((dk)^3) (d features + intercept, k
   classes or 1), so it suits up to a few hundred coefficients; all `max_iter` iterations are
   computed (frozen after convergence). Memory O((dk)^2).
@@ -42,6 +47,7 @@ import optax
 import sklearn.base
 import sklearn.linear_model
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -73,8 +79,10 @@ def ridge_solution(x: jax.Array, targets: jax.Array, alpha: jax.Array, fit_inter
     return {"coef": coef, "intercept": intercept}
 
 
-def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, c: jax.Array, fit_intercept: bool) -> jax.Array:
-    """Mean log-loss + ||W||^2 / (2 C n) at the flat coefficients theta = [W (d, m) ravelled, b (m,)]."""
+def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax.Array,
+                  fit_intercept: bool) -> jax.Array:
+    """(sum_i w_i loss_i + ||W||^2 / (2 C)) / sum_i w_i at the flat coefficients
+    theta = [W (d, m) ravelled, b (m,)] (scikit-learn's scaling of the penalised log-loss)."""
     d, m = x.shape[1], targets.shape[1]
     coef = theta[:d * m].reshape(d, m)
     z = x @ coef + (theta[d * m:] if fit_intercept else 0.0)
@@ -82,10 +90,11 @@ def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, c: jax.Arr
         per = -(targets[:, 0] * jax.nn.log_sigmoid(z[:, 0]) + (1 - targets[:, 0]) * jax.nn.log_sigmoid(-z[:, 0]))
     else:
         per = -jnp.sum(targets * jax.nn.log_softmax(z, axis=1), axis=1)
-    return jnp.mean(per) + jnp.sum(jnp.square(coef)) / (2 * c * x.shape[0])
+    return (jnp.sum(weights * per) + jnp.sum(jnp.square(coef)) / (2 * c)) / jnp.sum(weights)
 
 
-def newton_logistic(x: jax.Array, targets: jax.Array, c: jax.Array, *, fit_intercept: bool, max_iter: int,
+def newton_logistic(x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax.Array, *, fit_intercept: bool,
+                    max_iter: int,
                     tol: float) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
     """({"coef", "intercept"}, Newton steps taken, converged) of the penalised log-loss
     (module docstring), from zero; frozen once the largest gradient entry is <= tol."""
@@ -93,7 +102,7 @@ def newton_logistic(x: jax.Array, targets: jax.Array, c: jax.Array, *, fit_inter
     size = d * m + (m if fit_intercept else 0)
 
     def loss(theta):
-        return logistic_loss(theta, x, targets, c, fit_intercept)
+        return logistic_loss(theta, x, targets, weights, c, fit_intercept)
 
     def step(carry, _):
         theta, taken, done = carry
@@ -121,7 +130,7 @@ def newton_logistic(x: jax.Array, targets: jax.Array, c: jax.Array, *, fit_inter
 # -- the family: one step onto the solver's answer -------------------------------------------------------
 def jump_objective(solve: Any, scores: Mapping[str, Any], val_loss: Any, train: tuple, val: tuple,
                    shapes: tuple[int, int], name: str) -> hg.Objective:
-    """An `hg.Objective` of one unit gradient step from zero onto `solve(x, targets, hparams)`
+    """An `hg.Objective` of one unit gradient step from zero onto `solve(train batch, hparams)`
     (module docstring); `scores` are metrics `fn(params, hparams, (x, targets))`."""
     d, m = shapes
     dtype = _dtype()
@@ -132,7 +141,7 @@ def jump_objective(solve: Any, scores: Mapping[str, Any], val_loss: Any, train: 
 
     def train_loss(params, hparams, batch):
         # gradient in params: params - answer (the answer does not depend on params)
-        answer = solve(batch[0], batch[1], hparams)
+        answer = solve(batch, hparams)
         return sum(jnp.sum(0.5 * p * p - p * a) for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(answer)))
 
     problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
@@ -188,6 +197,19 @@ def class_targets(codes: np.ndarray, k: int, dtype: Any) -> np.ndarray:
     return codes.astype(dtype)[:, None] if k == 2 else np.eye(k, dtype=dtype)[codes]
 
 
+def balanced_weights(class_weight: Any, codes: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
+    """Per-example weights of encoded labels for the family: ones (None) or scikit-learn's
+    "balanced" n / (k * count of the example's class); a dict (keyed by the original labels,
+    which the family does not see) is a ValueError."""
+    if class_weight is None:
+        return np.ones(len(codes), dtype)
+    if class_weight != "balanced":
+        raise ValueError(f"class_weight={class_weight!r}: a search's compiled fits see encoded labels, so only "
+                         "class_weight=None or 'balanced' can be searched; fit() takes a dict")
+    counts = np.bincount(codes, minlength=n_classes)
+    return (len(codes) / (n_classes * np.maximum(counts, 1)))[codes].astype(dtype)
+
+
 # -- the estimators ----------------------------------------------------------------------------------
 class _Linear(HypergradEstimator):
     """Shared family of `Ridge` and `LogisticRegression`: a one-step `jump_objective`."""
@@ -209,6 +231,8 @@ class _Linear(HypergradEstimator):
             n_classes = int(max(np.max(train[1]), np.max(val[1]))) + 1
         dtype = _dtype()
         splits = [(np.asarray(x, dtype), self._targets(np.asarray(y), n_classes)) for x, y in (train, val)]
+        if self._classifier:  # the training split carries each example's weight
+            splits[0] = (*splits[0], balanced_weights(self.class_weight, np.asarray(train[1]), n_classes, dtype))
         scores = classification_scores() if self._classifier else regression_scores()
         val_loss = scores["log_loss"] if self._classifier else (
             lambda p, h, b: -scores["neg_mean_squared_error"](p, h, b))
@@ -228,7 +252,7 @@ class _Linear(HypergradEstimator):
         return X @ np.atleast_2d(self.coef_).T + self.intercept_
 
 
-class Ridge(sklearn.base.RegressorMixin, _Linear):
+class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear):
     """scikit-learn's `Ridge` (same parameters and meanings), solved in closed form through
     `jnp.linalg.solve` (see `hypergrad.sklearn._linear`)."""
 
@@ -249,7 +273,8 @@ class Ridge(sklearn.base.RegressorMixin, _Linear):
 
     @staticmethod
     def _solver(params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
-        def solve(x, targets, hparams):
+        def solve(batch, hparams):
+            x, targets = batch
             alpha = hparams["alpha"] if "alpha" in hparams else jnp.asarray(continuous["alpha"], x.dtype)
             return ridge_solution(x, targets, alpha, bool(params["fit_intercept"]))
         return solve
@@ -296,8 +321,6 @@ def check_logistic_refused(estimator: Any) -> None:
                          "(l1_ratio=0) is solved; use l1_ratio=0, or scikit-learn's LogisticRegression")
     if estimator.dual:
         raise ValueError(f"{name}(dual=True) is not supported: the primal is solved by Newton's method; use dual=False")
-    if estimator.class_weight is not None:
-        raise ValueError(f"{name}(class_weight={estimator.class_weight!r}) is not supported; use class_weight=None")
     if estimator.warm_start:
         raise ValueError(f"{name}(warm_start=True) is not supported: every fit starts from zero; use warm_start=False")
 
@@ -334,9 +357,10 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         return np.inf if self.penalty is None else c
 
     def _solver(self, params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
-        def solve(x, targets, hparams):
+        def solve(batch, hparams):
+            x, targets, weights = batch
             c = hparams["C"] if "C" in hparams else jnp.asarray(self._penalty_c(continuous["C"]), x.dtype)
-            return newton_logistic(x, targets, c, fit_intercept=bool(params["fit_intercept"]),
+            return newton_logistic(x, targets, weights, c, fit_intercept=bool(params["fit_intercept"]),
                                    max_iter=int(params["max_iter"]), tol=float(params["tol"]))[0]
         return solve
 
@@ -359,14 +383,17 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         self.classes_ = attributes["classes_"]
         dtype = _dtype()
         targets = class_targets(codes, len(self.classes_), dtype)
+        weights = np.ones(len(codes), dtype)
+        if self.class_weight is not None:
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)[codes].astype(dtype)
         static = (bool(self.fit_intercept), int(self.max_iter), float(self.tol))
 
         def make():
-            return jax.jit(lambda x, t, c: newton_logistic(x, t, c, fit_intercept=static[0], max_iter=static[1],
-                                                            tol=static[2]))
+            return jax.jit(lambda x, t, w, c: newton_logistic(x, t, w, c, fit_intercept=static[0],
+                                                               max_iter=static[1], tol=static[2]))
 
         run = cached_program(("LogisticRegression", static, X.shape, targets.shape, str(dtype)), make)
-        solution, taken, converged = run(jnp.asarray(X, dtype), jnp.asarray(targets),
+        solution, taken, converged = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(weights),
                                          jnp.asarray(self._penalty_c(self.C), dtype))
         self.coef_ = np.asarray(solution["coef"]).T.copy()
         self.intercept_ = np.asarray(solution["intercept"]).copy()

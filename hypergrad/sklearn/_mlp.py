@@ -31,6 +31,9 @@ digit for digit; log-losses are computed from logits (scikit-learn clips probabi
 machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"`,
 `warm_start=True` and `partial_fit` are refused with a ValueError; `sample_weight` is not taken.
 
+scikit-learn's `check_estimator` passes in full for both estimators (no check skipped or expected to
+fail; `tests/test_sklearn_estimators.py`).
+
 Cost of a fit: max_iter * ceil(n / batch_size) forward-backward passes, plus the validation score
 each epoch with early stopping. Every fit runs all of them (a stopped fit's remaining steps are
 computed and discarded), which is what lets many fits share one vmapped program. Memory: the
