@@ -35,7 +35,8 @@ __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-_DEPTH = 5  # closures followed this deep: enough for optax's chains, bounded against cycles
+_DEPTH = 6  # function closures followed in a row: optax's chains (adam's learning rate) are 3 deep
+_NODES = 20_000  # objects one fingerprint describes at most
 
 
 def _float(x: float) -> Any:
@@ -166,7 +167,7 @@ def _code_hash(code: types.CodeType) -> str:
     return hashlib.sha1(b"|".join(parts)).hexdigest()[:16]
 
 
-def _function(fn: types.FunctionType, depth: int, seen: set[int]) -> dict[str, Any]:
+def _function(fn: types.FunctionType, depth: int, seen: _Seen) -> dict[str, Any]:
     cells = []
     for cell in fn.__closure__ or ():
         try:
@@ -177,10 +178,27 @@ def _function(fn: types.FunctionType, depth: int, seen: set[int]) -> dict[str, A
             "defaults": identity(fn.__defaults__, depth - 1, seen)}
 
 
-def identity(obj: Any, depth: int = _DEPTH, seen: set[int] | None = None) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """The objects on the path being described (against cycles) and a shared count of the nodes
+    left to describe (against blow-up: past it, objects are described by type only)."""
+
+    path: frozenset = frozenset()
+    left: list = dataclasses.field(default_factory=lambda: [_NODES])
+
+    def enter(self, obj: Any) -> _Seen | None:
+        if id(obj) in self.path or self.left[0] <= 0:
+            return None
+        self.left[0] -= 1
+        return _Seen(self.path | {id(obj)}, self.left)
+
+
+def identity(obj: Any, depth: int = _DEPTH, seen: _Seen | None = None) -> Any:
     """A JSON description of `obj` for fingerprints, the same in every process (see the module
-    docstring). Cost: linear in what it visits; arrays are hashed (their bytes read once)."""
-    seen = set() if seen is None else seen
+    docstring). Containers, dataclasses and named tuples are followed whole; `depth` bounds the
+    function closures followed in a row, and at most `_NODES` objects are visited. Cost: linear in
+    what it visits; arrays are hashed (their bytes read once)."""
+    seen = _Seen() if seen is None else seen
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
@@ -190,31 +208,31 @@ def identity(obj: Any, depth: int = _DEPTH, seen: set[int] | None = None) -> Any
             obj = jax.random.key_data(obj)
         a = np.ascontiguousarray(np.asarray(obj))
         return {"array": a.dtype.name, "shape": list(a.shape), "sha1": hashlib.sha1(a.tobytes()).hexdigest()}
-    if depth <= 0 or id(obj) in seen:
+    inner = seen.enter(obj)
+    if depth <= 0 or inner is None:
         return {"type": type(obj).__qualname__}
-    seen = seen | {id(obj)}
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
-        return [identity(v, depth - 1, seen) for v in obj]
+        return [identity(v, depth, inner) for v in obj]
     if isinstance(obj, Mapping):
-        return {str(k): identity(v, depth - 1, seen) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): identity(v, depth, inner) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, types.FunctionType):
-        return _function(obj, depth, seen)
+        return _function(obj, depth, inner)
     if isinstance(obj, functools.partial):
-        return {"partial": identity(obj.func, depth - 1, seen), "args": identity(obj.args, depth - 1, seen),
-                "keywords": identity(obj.keywords, depth - 1, seen)}
+        return {"partial": identity(obj.func, depth, inner), "args": identity(obj.args, depth, inner),
+                "keywords": identity(obj.keywords, depth, inner)}
     if isinstance(obj, types.MethodType):
-        return {"method": obj.__func__.__qualname__, "self": identity(obj.__self__, depth - 1, seen)}
-    return _object(obj, depth, seen)
+        return {"method": obj.__func__.__qualname__, "self": identity(obj.__self__, depth - 1, inner)}
+    return _object(obj, depth, inner)
 
 
-def _object(obj: Any, depth: int, seen: set[int]) -> Any:
+def _object(obj: Any, depth: int, seen: _Seen) -> Any:
     """Dataclasses and named tuples field by field; modules and classes by name; else the repr."""
     name = type(obj).__qualname__
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"type": name, **{f.name: identity(getattr(obj, f.name), depth - 1, seen)
+        return {"type": name, **{f.name: identity(getattr(obj, f.name), depth, seen)
                                  for f in dataclasses.fields(obj) if not f.name.startswith("_")}}
     if hasattr(obj, "_fields"):  # a NamedTuple (optax's GradientTransformation)
-        return {"type": name, **{f: identity(getattr(obj, f), depth - 1, seen) for f in obj._fields}}
+        return {"type": name, **{f: identity(getattr(obj, f), depth, seen) for f in obj._fields}}
     if isinstance(obj, types.ModuleType):
         return {"module": obj.__name__}
     if isinstance(obj, type):

@@ -130,6 +130,8 @@ def test_tune_resumes_from_its_checkpoint(ridge_objective, key, tmp_path, kwargs
     assert_same_trials(whole, hg.load_study(db, "t"))
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT step, number FROM checkpoints").fetchall() == [(kwargs["steps"], len(whole.trials))]
+    with pytest.raises(ValueError, match=r"arguments.outer\S* differs"):  # Adam 0.1, not the default 0.05
+        hg.tune(ridge_objective, SPACE, key, **kwargs, outer=optax.adam(0.1), storage=db, study="t")
 
 
 def test_hybrid_search_resumes(ridge_objective, key, tmp_path):
