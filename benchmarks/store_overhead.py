@@ -64,7 +64,7 @@ def render(row: dict) -> str:
         "",
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; digits MLP, lr schedule of "
         f"{row['steps']} steps, median of {row['repeats']} alternated runs each (range in brackets); overhead: "
-        "median paired difference over the plain median (in brackets: fastest stored run over fastest plain run)",
+        "median paired difference over the plain median (in parentheses: fastest stored run over fastest plain run)",
         "",
         "| trials | T | without storage (s) | with storage (s) | overhead | file size (KiB) | <= 5% |",
         "|---|---|---|---|---|---|---|",

@@ -205,3 +205,22 @@ def test_values_and_structural_options_round_trip():
     for value in (0.1 + 0.2, -math.inf, (1, "a", [2.5, None]), {"k": np.float64(1e-310)}):
         again = decode_value(encode_value(value))
         assert repr(again) == repr(value) or again == value
+
+
+def test_a_process_other_than_0_reads_the_study_and_writes_nothing(ridge_objective, key, tmp_path, monkeypatch):
+    """In a multi-process run process 0 alone writes; the others resume from what it stored."""
+    db = tmp_path / "study.db"
+    whole = hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4)
+    with pytest.raises(Stop):
+        hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r", progress=stop_after(1))
+    monkeypatch.setattr(hg.store, "is_writer", lambda: False)
+    progress = stop_after(0)
+    assert_same_trials(whole, hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r",
+                                               progress=progress))
+    assert len(progress.calls) == 2  # the stored first chunk was loaded, the other two ran
+    (info,) = hg.list_studies(db)
+    assert (info.num_trials, info.state) == (4, "running")  # nothing written
+    with pytest.raises(ValueError, match="arguments.num_trials differs"):
+        hg.random_search(ridge_objective, SPACE, key, 11, storage=db, study="r")
+    hg.random_search(ridge_objective, SPACE, key, 3, storage=tmp_path / "none.db", study="r")
+    assert not os.path.exists(tmp_path / "none.db")
