@@ -205,7 +205,11 @@ def verdicts(r: dict, cfg: Config) -> tuple[list[_claims.Claim], dict]:
         "roughness (total variation / range) " + ", ".join(f"T={t}: {x:.2f}" for t, x in zip(ts, rough))
         + f"; zoom at T={ts[-1]} within 2x of lr {r['rugged_lr']:.3g}: {r['zoom']['roughness']:.2f}", v1,
         f"rule: rising at every step up in T and the largest T's >= 2x the smallest's (held), above it (partly): "
-        f"rising {rising}, ratio {rough[-1] / rough[0]:.2f}.")
+        f"rising {rising}, ratio {rough[-1] / rough[0]:.2f}." + ("" if v1 == "held" else (
+            " Likely reason: the measure spans the whole grid, whose band above the best rate is rugged already at "
+            f"T={ts[0]} ({rough[0]:.2f}), while the capped, flat band of diverged rates moves with T ("
+            + ", ".join(f"{r['surfaces'][t]['diverged']:.0%}" for t in ts) + " of the rates); within 2x of the rugged "
+            f"rate at T={ts[-1]} it is {r['zoom']['roughness']:.1f}.")))
     peak = [r["norms"][t]["max"] for t in ts]
     ratio = peak[-1] / peak[0] if peak[0] > 0 else float("nan")
     v2 = "held" if ratio >= 100 else "partly" if ratio >= 10 else "not held"
