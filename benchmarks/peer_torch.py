@@ -5,7 +5,7 @@ Install the benchmark-only dependency first (the library and its tests never nee
     .venv/bin/pip install -e '.[bench]'                # torch>=2.4, or the CPU wheel directly:
     .venv/bin/pip install torch==2.13.0+cpu            # (from PyTorch's CPU wheel index)
 
-Run (`make bench-peer`, about 6-9 minutes on 2 shared CPU cores):
+Run (`make bench-peer`: about 9 minutes on 2 CPU cores shared at load 10, compiling cold; less warm):
 
     .venv/bin/python benchmarks/peer_torch.py --out benchmarks/peer_torch.md
     .venv/bin/python benchmarks/peer_torch.py --smoke --dtype float64    # seconds; the agreement check
@@ -69,7 +69,8 @@ import sys
 import time
 
 # OpenMP's default spin-waiting made torch 15-50x slower at 2 threads than at 1 on this 2-core machine
-# while other processes kept it busy (load 7); passive waiting makes 2 threads as fast as 1 or faster.
+# while other processes kept it busy (load 7-11); with passive waiting 2 threads ran as fast as 1
+# (within the load's noise, at 100 and 400 hidden units).
 # Set before torch loads OpenMP; OMP_WAIT_POLICY=ACTIVE in the environment restores the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
