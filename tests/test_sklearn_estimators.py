@@ -197,3 +197,23 @@ def test_ridge_family_is_differentiable_in_alpha(iris):
                                rtol=1e-10)
     closed = sklearn.linear_model.Ridge(alpha=2.0).fit(x[:, :3], target)
     np.testing.assert_allclose(fitted.coef_, closed.coef_, rtol=1e-9)
+
+
+def test_masked_family_equals_lone_fits(iris):
+    # every maskable choice masked in one program (widths at the widest with units zeroed, the
+    # activation, solver and schedule selected by traced indices) against each candidate's own fit
+    x, y, x_test, y_test = iris
+    base = MLPClassifier(max_iter=25, random_state=2, learning_rate_init=0.01, n_iter_no_change=3)
+    candidates = [{"hidden_layer_sizes": (3,), "activation": "tanh", "solver": "sgd", "learning_rate": "adaptive"},
+                  {"hidden_layer_sizes": (6,), "activation": "logistic", "solver": "adam", "learning_rate": "constant"}]
+    varying = {name: [c[name] for c in candidates] for name in candidates[0]}
+    family, space = base._family((x, y), (x_test, y_test), varying=varying)
+    masked = type(family)(family.build, maskable=family.maskable, mask=True)
+    result = evaluate_settings(masked, base._settings(space, candidates), base._fit_key(), strategy="test", space=space)
+    assert result.info["programs"] == 1
+    for candidate, trial in zip(candidates, result.trials):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted = sklearn.base.clone(base).set_params(**candidate).fit(x, y)
+        np.testing.assert_allclose(trial.scores["val_loss"], _log_loss(fitted.predict_proba(x_test), y_test),
+                                   rtol=1e-9)

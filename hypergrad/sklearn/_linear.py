@@ -210,6 +210,21 @@ def balanced_weights(class_weight: Any, codes: np.ndarray, n_classes: int, dtype
     return (len(codes) / (n_classes * np.maximum(counts, 1)))[codes].astype(dtype)
 
 
+def _bucket(size: int, least: int) -> int:
+    """The power of two at or above `size` (at least `least`)."""
+    return max(least, 1 << max(size - 1, 0).bit_length())
+
+
+def bucketed(x: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The data padded to powers of two: rows of weight 0 and features of zeros, so fits of nearby
+    shapes share one compiled program. Exact: a weight-0 row adds nothing to the loss, its gradient
+    or Hessian, and a zero feature's coefficient has zero gradient and a decoupled Hessian entry
+    (the penalty's), so its Newton steps are exactly zero and it stays at 0 (dropped after)."""
+    n, d = x.shape
+    rows, cols = _bucket(n, 16) - n, _bucket(d, 4) - d
+    return (np.pad(x, ((0, rows), (0, cols))), np.pad(targets, ((0, rows), (0, 0))), np.pad(weights, (0, rows)))
+
+
 # -- the estimators ----------------------------------------------------------------------------------
 class _Linear(HypergradEstimator):
     """Shared family of `Ridge` and `LogisticRegression`: a one-step `jump_objective`."""
@@ -392,10 +407,11 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
             return jax.jit(lambda x, t, w, c: newton_logistic(x, t, w, c, fit_intercept=static[0],
                                                                max_iter=static[1], tol=static[2]))
 
-        run = cached_program(("LogisticRegression", static, X.shape, targets.shape, str(dtype)), make)
-        solution, taken, converged = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(weights),
+        x, targets, weights = bucketed(np.asarray(X, dtype), targets, weights)
+        run = cached_program(("LogisticRegression", static, x.shape, targets.shape, str(dtype)), make)
+        solution, taken, converged = run(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(weights),
                                          jnp.asarray(self._penalty_c(self.C), dtype))
-        self.coef_ = np.asarray(solution["coef"]).T.copy()
+        self.coef_ = np.asarray(solution["coef"]).T[:, :X.shape[1]].copy()
         self.intercept_ = np.asarray(solution["intercept"]).copy()
         self.n_iter_ = np.asarray([int(taken)], dtype=np.int32)
         if not bool(converged):

@@ -255,12 +255,11 @@ def _solver_update(grads, state: SolverState, is_adam: Any, h: Mapping[str, Any]
     return jax.tree.map(lambda a, s: jnp.where(is_adam, a, s), adam_updates, sgd_updates), velocity, mu, nu
 
 
-def _end_epoch(state: SolverState, epoch_loss, new_params, rule: Rule, h: Mapping[str, Any], kinds: tuple,
+def _end_epoch(state: SolverState, loss, new_params, rule: Rule, h: Mapping[str, Any], kinds: tuple,
                val_score: Any) -> SolverState:
     """The state after an epoch's last batch: loss curve, stopping counts, learning rate (as
     scikit-learn's `_update_no_improvement_count`, `iteration_ends` and `trigger_stopping`)."""
     is_adam, invscaling, adaptive = kinds
-    loss = epoch_loss / rule.num_real
     n_iter = state.n_iter + 1
     curve = state.loss_curve.at[state.n_iter].set(loss)
     scores, best_params = state.val_scores, state.best_params
@@ -281,7 +280,7 @@ def _end_epoch(state: SolverState, epoch_loss, new_params, rule: Rule, h: Mappin
     trigger = no_improvement.astype(loss.dtype) > rule.n_iter_no_change
     reduce = trigger & is_sgd & adaptive & (lr > MIN_SGD_LR)
     return state._replace(
-        lr=jnp.where(reduce, lr / 5, lr), epoch_loss=jnp.zeros_like(epoch_loss), best=best,
+        lr=jnp.where(reduce, lr / 5, lr), epoch_loss=jnp.zeros_like(loss), best=best,
         no_improvement=jnp.where(reduce, 0, no_improvement), stopped=trigger & ~reduce, n_iter=n_iter,
         loss_curve=curve, val_scores=scores, best_params=best_params)
 
@@ -319,11 +318,11 @@ def sklearn_solver(rule: Rule, h: Mapping[str, Any], kinds: tuple, val_score: An
         j = state.step % rule.batches
         running = state._replace(step=state.step + 1, velocity=velocity, mu=mu, nu=nu,
                                  epoch_loss=state.epoch_loss + value * counts[j].astype(value.dtype))
-        ended = _end_epoch(running, running.epoch_loss, new_params, rule, h, kinds, val_score)
         last = j == rule.batches - 1
-        if rule.batches == 1:  # every step ends an epoch
-            new = ended
+        if rule.batches == 1:  # every step is an epoch: its loss is the epoch's (n is not needed)
+            new = _end_epoch(running, value, new_params, rule, h, kinds, val_score)
         else:
+            ended = _end_epoch(running, running.epoch_loss / rule.num_real, new_params, rule, h, kinds, val_score)
             new = jax.tree.map(lambda a, b: jnp.where(last, a, b), ended, running)
         if rule.early_stopping:  # restore the best parameters when the fit ends
             done = last & (new.stopped | (new.n_iter == rule.max_iter))
@@ -593,9 +592,12 @@ class _MLP(HypergradEstimator):
             return jax.jit(lambda h, k, d: objective.loop(d).train(h, k))
 
         structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
-        run = cached_program((type(self).__name__, structure, task, x.shape, str(dtype)), make)
-        data = jax.tree.map(jnp.asarray, problem_data(task, (x, y), (x, y), dtype))
-        return run(hparams, key, data)
+        data = problem_data(task, (x, y), (x, y), dtype)
+        if _bucketable(params, len(x)):
+            data = bucketed(data)
+        shape = (len(data["train"][0]), x.shape[1])
+        run = cached_program((type(self).__name__, structure, task, shape, str(dtype)), make)
+        return run(hparams, key, jax.tree.map(jnp.asarray, data))
 
     def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None) -> _MLP:
         task = task_of(self._classifier, y, n_classes)
@@ -644,6 +646,25 @@ class _MLP(HypergradEstimator):
         dtype = _dtype()
         layers = [(jnp.asarray(c.T, dtype), jnp.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
         return np.asarray(forward(layers, jnp.asarray(X, dtype).T, ACTIVATIONS[self.activation])).T
+
+
+def _bucketable(params: Mapping[str, Any], n: int) -> bool:
+    """Whether a fit's program is independent of its number of examples n: one full batch per
+    epoch, no early-stopping split, no invscaling rate (which counts the examples seen)."""
+    full = rule_of(params, n).batches == 1
+    return full and not params["early_stopping"] and not (params["solver"] == "sgd" and
+                                                          params["learning_rate"] == "invscaling")
+
+
+def bucketed(data: Mapping[str, tuple]) -> dict[str, tuple]:
+    """Full-batch training data padded with weight-0 rows to a power of two (at least 16), so fits
+    on nearby numbers of examples share one compiled program. Exact: the loss is the weighted mean,
+    which weight-0 rows leave unchanged (the validation split, unused by `fit`, becomes the padded
+    rows too, for the same shapes)."""
+    x, targets, weights = data["train"]
+    rows = max(16, 1 << (len(x) - 1).bit_length()) - len(x)
+    train = tuple(np.pad(a, ((0, rows),) + ((0, 0),) * (a.ndim - 1)) for a in (x, targets, weights))
+    return {"train": train, "val": train[:2]}
 
 
 def _trained_examples(estimator: Any, x: np.ndarray) -> int:
