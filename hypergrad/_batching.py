@@ -10,6 +10,7 @@ over the global mesh of all processes' devices, and its outputs are gathered to 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -97,6 +98,13 @@ def _replicate(tree: PyTree) -> PyTree:
     return tree
 
 
+@functools.lru_cache(maxsize=64)
+def _gather_program(targets: tuple) -> Any:
+    """The identity, jitted to put its arguments on the replicated shardings `targets` (one per
+    leaf): an all-gather. Cached, so a chunk's gather is traced once."""
+    return jax.jit(_replicate, out_shardings=list(targets))
+
+
 def to_host(tree: PyTree) -> PyTree:
     """`tree` with every array split over several processes' devices gathered, whole, into a numpy
     array on every process (one collective program for all such leaves); other leaves as they are.
@@ -106,9 +114,8 @@ def to_host(tree: PyTree) -> PyTree:
     if not split:
         return tree
     if all(isinstance(leaves[i].sharding, jax.sharding.NamedSharding) for i in split):
-        targets = [leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in split]
-        whole = [np.asarray(a.addressable_data(0))
-                 for a in jax.jit(_replicate, out_shardings=targets)([leaves[i] for i in split])]
+        targets = tuple(leaves[i].sharding.update(spec=jax.sharding.PartitionSpec()) for i in split)
+        whole = [np.asarray(a.addressable_data(0)) for a in _gather_program(targets)([leaves[i] for i in split])]
     else:  # another kind of sharding: JAX's own gather, one program per leaf
         whole = [np.asarray(multihost_utils.process_allgather(leaves[i], tiled=True)) for i in split]
     for i, array in zip(split, whole):

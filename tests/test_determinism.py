@@ -28,6 +28,7 @@ import pytest
 
 TOLERANCE = 1e-6  # relative, float32
 STEPS = 12  # inner training steps
+CHUNKED = {"random-chunk3": "random", "population-chunk3": "population"}  # call -> the same call, default chunk
 BOUNDS = {"lr": (1e-2, 1.0, "log"), "momentum": (0.0, 0.9, "linear"), "weight_decay": (1e-5, 1e-1, "log")}
 WORKER = os.path.abspath(__file__)
 
@@ -61,21 +62,26 @@ def _workload(log_dir: str | None, names: list[str]) -> dict:
 
     import hypergrad as hg
 
-    problem = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0,
-                                   batch_size=8)
-    objective = hg.Objective(problem, lambda h: optax.chain(optax.add_decayed_weights(h["weight_decay"]),
-                                                            optax.sgd(h["lr"], momentum=h["momentum"])),
-                             num_steps=STEPS)
+    def optimizer(h):
+        return optax.chain(optax.add_decayed_weights(h["weight_decay"]), optax.sgd(h["lr"], momentum=h["momentum"]))
+
+    def objective(batch_size):
+        return hg.Objective(hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3,
+                                                 seed=0, batch_size=batch_size), optimizer, num_steps=STEPS)
+
+    # searches on minibatches of 8 (every trial replays the same batches); tune full batch, which
+    # compiles in half the time
+    minibatch, full = objective(8), objective(None)
     space = hg.Space({name: (hg.LogUniform if scale == "log" else hg.Uniform)(lo, hi)
                       for name, (lo, hi, scale) in BOUNDS.items()})
     key = jax.random.key(3)
     log = None if log_dir is None else os.path.join(log_dir, f"log-{jax.process_index()}.jsonl")
     calls = {
-        "random": lambda: hg.random_search(objective, space, key, 8, log=log),
-        "random-chunk3": lambda: hg.random_search(objective, space, key, 8, chunk_size=3),
-        "grid": lambda: hg.grid_search(objective, space, key, 2, log=log),
-        "population": lambda: hg.tune(objective, space, key, population=4, steps=3, log=log),
-        "population-chunk3": lambda: hg.tune(objective, space, key, population=4, steps=3, chunk_size=3),
+        "random": lambda: hg.random_search(minibatch, space, key, 8, log=log),
+        "random-chunk3": lambda: hg.random_search(minibatch, space, key, 8, chunk_size=3),
+        "grid": lambda: hg.grid_search(minibatch, space, key, 2, log=log),
+        "population": lambda: hg.tune(full, space, key, population=4, steps=3, log=log),
+        "population-chunk3": lambda: hg.tune(full, space, key, population=4, steps=3, chunk_size=3),
     }
     return {name: [_trials(calls[name]()), _trials(calls[name]())] for name in names}
 
@@ -154,9 +160,14 @@ def assert_close(a: list, b: list, what: str) -> tuple[float, float]:
 # -- tests ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def by_devices(tmp_path_factory):
-    """The float32 workload with 1, 2 and 4 CPU devices in one process each (run side by side)."""
+    """The float32 workload with 1, 2 and 4 CPU devices in one process each (run side by side); the
+    chunk sizes vary on 1 device (and random search's on 4: a sharded chunk of 8 against an
+    unsharded chunk of 3), each compiled program costing seconds."""
     tmp = tmp_path_factory.mktemp("determinism")
-    procs = {f"devices{n}": run_worker(tmp, f"devices{n}", "--devices", str(n)) for n in (1, 2, 4)}
+    calls = {1: ",".join(CHUNKED) + ",random,grid,population", 2: "random,grid,population",
+             4: "random-chunk3,random,grid,population"}
+    procs = {f"devices{n}": run_worker(tmp, f"devices{n}", "--devices", str(n), "--calls", calls[n])
+             for n in (1, 2, 4)}
     return finish(procs, tmp)
 
 
@@ -173,10 +184,13 @@ def test_a_repeated_call_is_bitwise_equal(by_devices):
 
 
 def test_the_chunk_size_changes_values_by_at_most_1e6(by_devices):
+    compared = 0
     for name, run in by_devices.items():
-        calls = run["calls"]
-        assert_close(calls["random-chunk3"][0], calls["random"][0], f"{name}: random chunk 3")
-        assert_close(calls["population-chunk3"][0], calls["population"][0], f"{name}: population chunk 3")
+        for chunked, default in CHUNKED.items():
+            if chunked in run["calls"]:
+                assert_close(run["calls"][chunked][0], run["calls"][default][0], f"{name}: {chunked}")
+                compared += 1
+    assert compared == 3
 
 
 def test_the_number_of_devices_changes_values_by_at_most_1e6(by_devices):
@@ -184,6 +198,7 @@ def test_the_number_of_devices_changes_values_by_at_most_1e6(by_devices):
     for n in (2, 4):
         for call, (first, _) in by_devices[f"devices{n}"]["calls"].items():
             assert_close(first, one[call][0], f"{n} devices against 1: {call}")
+    assert set(by_devices["devices4"]["calls"]) == {"random-chunk3", "random", "grid", "population"}
 
 
 def test_the_workload_has_distinct_trials(by_devices):
