@@ -6,6 +6,7 @@ two processes writing one study get a clear error, and the file stays intact.
 Child processes run this very file's `child` (the same objective code, so the same study
 fingerprint), with float64 and the suite's XLA flags inherited, and are always waited for."""
 
+import functools
 import math
 import os
 import signal
@@ -38,7 +39,9 @@ def sgd(hparams):
     return optax.sgd(hparams["lr"])
 
 
+@functools.cache
 def objective():
+    """One objective per process, so its compiled programs serve every call (they are cached by it)."""
     return hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0), sgd, num_steps=8)
 
 
