@@ -9,8 +9,9 @@ scores must agree to 1e-6 relative; a search's hyperparameters (its draws) exact
 iterates to 1e-6 of their range in the space's own scale (log for `LogUniform`). Not relative to
 the value: a float32 ulp of the iterate moves a LogUniform over four decades by about 5e-7 relative,
 and with XLA's full optimisation a one-device and a four-device run differ by two such ulps after
-three outer steps (1.2e-6 relative, 1.2e-7 of the range), because XLA compiles the hypergradient of
-a batch of one tuner per device differently from a batch of four. tests/test_distributed.py runs
+three outer steps (1.2e-6 relative, 1.3e-7 of the range), because XLA compiles the hypergradient of
+a batch of one tuner per device differently from a batch of four (one device with chunk_size=1
+against chunk 4 gives the same difference). tests/test_distributed.py runs
 the same workload (`python tests/test_determinism.py --processes 2 ...`) over two processes.
 
 Run as a script, this file is that worker: it writes its results as JSON (floats written with
