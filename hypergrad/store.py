@@ -137,9 +137,10 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         if create:
-            conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            if not conn.execute("SELECT 1 FROM sqlite_master").fetchone():  # an empty file: made a store
+                # (another SQLite database, an Optuna one say, is refused below, never written)
+                conn.execute("PRAGMA journal_mode = WAL")  # kept by the file
                 conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # one transaction: one sync
         fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
     except sqlite3.DatabaseError as err:

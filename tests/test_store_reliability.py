@@ -225,6 +225,16 @@ def test_a_truncated_or_foreign_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not a readable hypergrad study file"):
         hg.list_studies(foreign)
     assert foreign.read_text().startswith("these are my notes")  # left as it was
+    other = tmp_path / "other.db"  # another program's SQLite database
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE studies (id INTEGER)")
+    conn.close()
+    with pytest.raises(ValueError, match="not a readable hypergrad study file"):
+        hg.random_search(objective(), SPACE, jax.random.key(0), 2, storage=other, study="a")
+    with sqlite3.connect(other) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("studies",)]  # never written
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    conn.close()
 
 
 def test_two_processes_writing_one_study(tmp_path):
