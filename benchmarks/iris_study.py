@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 from _common import write_report  # this directory's shared helpers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +78,7 @@ def report(runs: list[dict[str, dict]], load: list[float]) -> str:
                 stages.append(f"| {i + 1} | {name} | {r['fit_s']:.2f} | {r['plan_s']:.2f} | {r['compile_s']:.2f} | "
                               f"{r['run_s']:.2f} | {r['refit_s']:.2f} | {rest:.2f} | {r['programs']} |")
     last = runs[-1]["hypergrad cold"]
-    text = "\n".join(lines)
+    text = "\n".join(lines) + "\n\n" + verdicts(runs)
     text += ("\n\nWhere hypergrad's seconds go (inside search.fit): the structure plan; tracing, lowering and "
              "compiling the search program(s), FLOP accounting included (warm: loaded from the persistent "
              "cache); running every candidate x fold vmapped; the refit (MLPClassifier.fit: its own program, "
@@ -90,11 +92,25 @@ def report(runs: list[dict[str, dict]], load: list[float]) -> str:
     return text
 
 
+def verdicts(runs: list[dict[str, dict]]) -> str:
+    """The targets against scikit-learn n_jobs=2, on the median speed-up over the runs."""
+    def speedup(name):
+        return float(np.median([r["scikit-learn n_jobs=2"]["fit_s"] / r[name]["fit_s"] for r in runs]))
+
+    cold, warm = speedup("hypergrad cold"), speedup("hypergrad warm")
+    within = all(abs(r[name]["cv_accuracy"] - r["scikit-learn n_jobs=2"]["cv_accuracy"])
+                 <= r["scikit-learn n_jobs=2"]["cv_std"] for r in runs for name in ("hypergrad cold", "hypergrad warm"))
+    met = {True: "met", False: "missed"}
+    return (f"Targets (search.fit, against scikit-learn n_jobs=2, median over {len(runs)} run(s)): cold >= 3x: "
+            f"{cold:.2f}x, {met[cold >= 3]}; warm >= 5x: {warm:.2f}x, {met[warm >= 5]}; best CV accuracy within one "
+            f"std of scikit-learn's: {met[within]}.")
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="the smoke study (2 folds, 8 candidates): seconds, for CI")
+    parser.add_argument("--quick", action="store_true", help="the smoke study (2 folds, 4 candidates): seconds, for CI")
     args = parser.parse_args(argv)
     before = os.getloadavg()[0]
     runs = [repeat(args.quick) for _ in range(args.repeats)]

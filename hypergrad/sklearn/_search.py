@@ -59,7 +59,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as SklearnRandomizedSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, indexable
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array
 
 import hypergrad as hg
@@ -188,9 +188,16 @@ def options_of(finals: Sequence[Mapping[str, Any]]) -> dict[str, list]:
     for final in finals:
         for name, value in final.items():
             seen = out.setdefault(name, [])
-            if not any(_key({"v": value}) == _key({"v": v}) for v in seen):
+            if not any(_normal(value) == _normal(v) for v in seen):
                 seen.append(value)
     return out
+
+
+def _normal(value: Any) -> Any:
+    """A value as an option compares: numpy scalars as Python's, lists and arrays as tuples."""
+    if isinstance(value, (list, np.ndarray)):
+        return tuple(_normal(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 # -- folds: fitted preprocessing, and folds of equal sizes stacked into one cv problem ----------------------
@@ -566,7 +573,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             configuration 30 (about 9 Reverse hypergradients).
         method: an `hg.Method`, None for `hg.Reverse()`.
         outer: an optax optimiser over the unconstrained coordinates, None for hybrid_search's default.
-        The rest: as `RandomizedSearchCV`.
+        The rest: as `RandomizedSearchCV`; `n_iter` is the number of configurations of the lists
+        (sampled from the estimator's training key, `_fit_key()`, when there are more; `random_state`
+        is accepted and used only by the fallback), `n_jobs` and `pre_dispatch` likewise.
 
     `cv_results_` has one row per (configuration, outer step), with scikit-learn's keys; the best
     row is refit through the estimator's own `fit`. Cost: budget runs plus compilation (one program
