@@ -15,7 +15,8 @@ p = p*; hg.Implicit).
   compute the same minimiser); `positive=True` is refused. Per-target alphas (an array) are solved
   target by target. `n_iter_` is None, as scikit-learn's Ridge sets it for its closed-form
   solvers, so scikit-learn's `check_non_transformer_estimators_n_iter` (which wants n_iter_ >= 1
-  from every estimator with a `max_iter`) is the one estimator check expected to fail. Cost:
+  from every estimator with a `max_iter`) is the one estimator check expected to fail (and, as for
+  every estimator here, scikit-learn skips `check_array_api_input` unless SCIPY_ARRAY_API=1). Cost:
   O(n d^2 + d^3) per fit; memory O(d^2).
 - `LogisticRegression`: multinomial log-loss (k > 2 classes; one logistic unit for 2 classes, as
   scikit-learn) + ||W||^2 / (2 C n) (intercepts not penalised) minimised by Newton's method: up to

@@ -31,8 +31,9 @@ digit for digit; log-losses are computed from logits (scikit-learn clips probabi
 machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"`,
 `warm_start=True` and `partial_fit` are refused with a ValueError; `sample_weight` is not taken.
 
-scikit-learn's `check_estimator` passes in full for both estimators (no check skipped or expected to
-fail; `tests/test_sklearn_estimators.py`).
+scikit-learn's `check_estimator` passes for both estimators with nothing expected to fail
+(`tests/test_sklearn_estimators.py`); scikit-learn itself skips `check_array_api_input` unless the
+environment sets SCIPY_ARRAY_API=1 (these estimators take numpy input only).
 
 Cost of a fit: max_iter * ceil(n / batch_size) forward-backward passes, plus the validation score
 each epoch with early stopping. Every fit runs all of them (a stopped fit's remaining steps are
@@ -229,6 +230,14 @@ class Rule:
         return np.minimum(self.batch_size, self.num_real - self.batch_size * np.arange(self.batches))
 
 
+def _sqrt0(v: jax.Array) -> jax.Array:
+    """sqrt(v) whose derivative at v = 0 is 0 instead of infinity: a weight whose gradient is
+    always zero (a masked unit, a dead relu) keeps v = 0, and reverse mode through sqrt would
+    multiply its zero cotangent by infinity (NaN hypergradients)."""
+    positive = v > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1.0)), 0.0)
+
+
 def _solver_update(grads, state: SolverState, is_adam: Any, h: Mapping[str, Any], nesterov: bool):
     """(updates, velocity, mu, nu) of scikit-learn's SGD or Adam; `is_adam` a Python bool (one
     solver computed) or a traced bool (both computed, one selected)."""
@@ -243,7 +252,7 @@ def _solver_update(grads, state: SolverState, is_adam: Any, h: Mapping[str, Any]
         mu = jax.tree.map(lambda m, g: h["beta_1"] * m + (1 - h["beta_1"]) * g, state.mu, grads)
         nu = jax.tree.map(lambda v, g: h["beta_2"] * v + (1 - h["beta_2"]) * g * g, state.nu, grads)
         lr = h["learning_rate_init"] * jnp.sqrt(1 - h["beta_2"] ** t) / (1 - h["beta_1"] ** t)
-        return jax.tree.map(lambda m, v: -lr * m / (jnp.sqrt(v) + h["epsilon"]), mu, nu), mu, nu
+        return jax.tree.map(lambda m, v: -lr * m / (_sqrt0(v) + h["epsilon"]), mu, nu), mu, nu
 
     if is_adam is True:
         updates, mu, nu = adam()
