@@ -238,7 +238,7 @@ def verdict_noise(n: dict, cfg: Config) -> _claims.Claim:
     return _claims.Claim(
         PAPER, "Sharing hyperparameters over contiguous blocks of steps keeps the hypergradient's noise down.",
         f"T = {cfg.steps}, {cfg.noise_keys} keys: relative variance {shared['relvar']:.3g} with {cfg.blocks} "
-        f"blocks against {step['relvar']:.3g} per step; median std/|mean| {shared['median_cv']:.3g} against "
+        f"blocks against {step['relvar']:.3g} per step; median std/abs(mean) {shared['median_cv']:.3g} against "
         f"{step['median_cv']:.3g}", verdict,
         f"rule: both measures lower for the {cfg.blocks}-block schedule (held), one (partly), none (not held); "
         f"{sum(lower)} of 2 lower. Forward's block gradients match Reverse's block sums to {n['agreement']:.1e}.")
