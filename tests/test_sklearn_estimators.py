@@ -241,3 +241,82 @@ def test_mlp_hypergradient_matches_finite_differences(iris):
     numeric = (loss(jnp.asarray(0.05 + step)) - loss(jnp.asarray(0.05 - step))) / (2 * step)
     assert np.isfinite(grads["alpha"]) and abs(numeric) > 0
     np.testing.assert_allclose(grads["alpha"], numeric, rtol=1e-5)
+
+
+def _sklearn_driver(optimizer, params, grads, losses, counts, n, tol, patience):
+    """scikit-learn's _fit_stochastic loop (epochs of batches, loss bookkeeping, iteration_ends,
+    trigger_stopping) around one of its own optimizers, fed fixed gradients and batch losses."""
+    best, stalled, n_iter, curve, step = np.inf, 0, 0, [], 0
+    for _ in range(len(grads) // len(counts)):
+        accumulated = 0.0
+        for count in counts:
+            accumulated += losses[step] * count
+            optimizer.update_params(params, [g.copy() for g in grads[step]])
+            step += 1
+        n_iter += 1
+        curve.append(accumulated / n)
+        stalled = stalled + 1 if curve[-1] > best - tol else 0
+        best = min(best, curve[-1])
+        optimizer.iteration_ends(n_iter * n)
+        if stalled > patience:
+            if optimizer.trigger_stopping("", False):
+                break
+            stalled = 0
+    return params, n_iter, curve
+
+
+@pytest.mark.parametrize("solver,schedule", [("sgd", "adaptive"), ("sgd", "invscaling"), ("adam", "constant")])
+def test_solver_equals_sklearns_optimizers(solver, schedule):
+    # the optax transform against scikit-learn's own SGDOptimizer / AdamOptimizer in its epoch loop,
+    # on the same gradients and batch losses (losses that plateau, so the schedule and stopping act)
+    rng = np.random.default_rng(1)
+    rule = _mlp.Rule(num_real=7, batch_size=3, max_iter=12, tol=1e-2, n_iter_no_change=2.0, nesterov=True,
+                     early_stopping=False)
+    steps = rule.max_iter * rule.batches
+    params = [rng.normal(size=(3, 2)), rng.normal(size=2)]
+    grads = [[rng.normal(size=(3, 2)), rng.normal(size=2)] for _ in range(steps)]
+    losses = np.concatenate([np.linspace(1.0, 0.5, 9), np.full(steps - 9, 0.5)]) + 1e-3 * rng.random(steps)
+    h = {"learning_rate_init": 0.05, "power_t": 0.5, "momentum": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
+    if solver == "sgd":
+        reference = sklearn.neural_network._stochastic_optimizers.SGDOptimizer(
+            [p.copy() for p in params], 0.05, schedule, 0.9, True, 0.5)
+    else:
+        reference = sklearn.neural_network._stochastic_optimizers.AdamOptimizer([p.copy() for p in params], 0.05)
+    expected, n_iter, curve = _sklearn_driver(reference, [p.copy() for p in params], grads, losses, rule.counts(),
+                                              rule.num_real, rule.tol, rule.n_iter_no_change)
+    transform = _mlp.sklearn_solver(rule, {k: jnp.asarray(v) for k, v in h.items()},
+                                    (solver == "adam", schedule == "invscaling", schedule == "adaptive"))
+
+    def run(params):
+        def one(carry, inputs):
+            p, state = carry
+            g, loss = inputs
+            updates, state = transform.update(g, state, p, value=loss)
+            return (jax.tree.map(lambda a, u: a + u, p, updates), state), None
+        return jax.lax.scan(one, (params, transform.init(params)), (grads_stacked, jnp.asarray(losses)))[0]
+
+    grads_stacked = jax.tree.map(lambda *g: jnp.stack(g), *grads)
+    final, state = jax.jit(run)([jnp.asarray(p) for p in params])
+    assert int(state.n_iter) == n_iter
+    if schedule == "adaptive":  # the plateau divided the rate (it stops only once the rate is <= 1e-6)
+        assert reference.learning_rate < 0.05
+    else:  # scikit-learn stopped, and so did the transform
+        assert n_iter < rule.max_iter
+    if solver == "sgd":
+        np.testing.assert_allclose(float(state.lr), reference.learning_rate, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(state.loss_curve)[:n_iter], curve, rtol=1e-12)
+    for ours, theirs in zip(final, expected):
+        np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-11, atol=1e-13)
+
+
+def test_early_stopping_restores_the_best_epoch(iris):
+    x, y, _, _ = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier((10,), early_stopping=True, learning_rate_init=0.01, max_iter=60, random_state=0).fit(x, y)
+    assert len(model.validation_scores_) == model.n_iter_ and model.best_loss_ is None
+    assert model.best_validation_score_ == max(model.validation_scores_)
+    # scikit-learn's split (validation_fraction 0.1, stratified, random_state): the restored
+    # coefficients score the best validation score on it, which need not be the last epoch's
+    _, x_val, _, y_val = train_test_split(x, y, test_size=0.1, stratify=y, random_state=0)
+    np.testing.assert_allclose(model.score(x_val, y_val), model.best_validation_score_, rtol=1e-12)
