@@ -9,8 +9,6 @@ cross-validated loss from its starting point. Networks are tiny and fits short: 
 program costs seconds here.
 """
 
-import warnings
-
 import numpy as np
 import optax
 import pytest
@@ -18,7 +16,6 @@ import scipy.stats
 from sklearn import model_selection as sk
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier as SklearnMLP
