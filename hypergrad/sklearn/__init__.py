@@ -9,11 +9,16 @@ are scikit-learn's own classes whose `fit` evaluates every candidate x fold in o
 search with a `UserWarning`. Needs the `data` extra (scikit-learn).
 """
 
-from hypergrad.sklearn._base import HypergradEstimator
-from hypergrad.sklearn._linear import LogisticRegression, Ridge
-from hypergrad.sklearn._linear import LogisticRegression, Ridge
-from hypergrad.sklearn._mlp import MLPClassifier, MLPRegressor
-from hypergrad.sklearn._search import GridSearchCV, HypergradSearchCV, RandomizedSearchCV
+try:
+    import sklearn  # noqa: F401  (the optional extra this package stands on)
+except ImportError as err:  # pragma: no cover - only without the extra
+    raise ImportError("hypergrad.sklearn needs scikit-learn: pip install 'hypergrad[data]' "
+                      "(or pip install scikit-learn)") from err
 
-__all__ = ["MLPClassifier", "MLPRegressor", "LogisticRegression", "Ridge", "GridSearchCV", "RandomizedSearchCV", "HypergradSearchCV",
-           "HypergradEstimator"]
+from hypergrad.sklearn._base import HypergradEstimator  # noqa: E402
+from hypergrad.sklearn._linear import LogisticRegression, Ridge  # noqa: E402
+from hypergrad.sklearn._mlp import MLPClassifier, MLPRegressor  # noqa: E402
+from hypergrad.sklearn._search import GridSearchCV, HypergradSearchCV, RandomizedSearchCV  # noqa: E402
+
+__all__ = ["MLPClassifier", "MLPRegressor", "LogisticRegression", "Ridge", "GridSearchCV", "RandomizedSearchCV",
+           "HypergradSearchCV", "HypergradEstimator"]
