@@ -25,7 +25,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from hypergrad.search import evaluate_settings  # noqa: E402
 from hypergrad.sklearn import LogisticRegression, MLPClassifier, MLPRegressor, Ridge  # noqa: E402
-from hypergrad.sklearn import _linear, _mlp  # noqa: E402
+from hypergrad.sklearn import _mlp  # noqa: E402
 
 ESTIMATORS = [MLPClassifier(), MLPRegressor(), LogisticRegression(), Ridge()]
 # The one check expected to fail, with its reason (also in hypergrad/sklearn/_linear.py and the README);

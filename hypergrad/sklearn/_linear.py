@@ -36,9 +36,8 @@ p = p*; hg.Implicit).
 
 from __future__ import annotations
 
-import numbers
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
