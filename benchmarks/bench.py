@@ -15,8 +15,8 @@ alike:
 1. Hypergradient cost: seconds of `hg.hypergradient(objective, h, key, method=m)` over seconds of
    one training run (the library's compute unit: a search trial, training plus scoring) for the
    digits MLP (64-50-10 tanh, batch 100, SGD with momentum, per-step learning rates, weight decay;
-   float32) at T=200 and T=2000, for `Reverse()` (default `store="dots"`: per-step
-   rematerialisation keeping matrix products), `store="residuals"` (plain autodiff of the scan, the
+   float32) at T=200 and T=2000, for `Reverse()` (default `store="steps"`: per-step
+   rematerialisation keeping only each step's input state), `store="residuals"` (plain autodiff of the scan, the
    old default) and `store="states"` (the hand-written VJP of the loop), each without and with
    checkpointing (k = the divisor of T nearest sqrt(T); `--quick` has one checkpointed row).
    Targets: <= 3.0x without checkpointing, <= 4.0x with it. Timing, compile seconds, XLA memory

@@ -7,7 +7,7 @@ in float32, for each horizon T given by `--steps` (default 200 and 1000). Rows, 
 - `train`: one training run, the library's unit of compute (`hypergrad.search.run_flops`): training
   plus scoring the trained parameters on validation and test, i.e. one search trial,
   `jax.jit(lambda h, k, d: objective.loss_and_scores(h, k, d)[1])` with the data as an argument;
-- `Reverse()` (per-step rematerialisation saving matrix products, `store="dots"`),
+- `Reverse()` (per-step rematerialisation saving only each step's input state, `store="steps"`),
   `Reverse(store="residuals")` (plain autodiff of the scan: the behaviour before `store` existed),
   `Reverse(store="states")` (the hand-written VJP of the loop), `Reverse(checkpoint_every=1,
   store="residuals")`, and `Reverse(checkpoint_every=k)` with each store:

@@ -1,5 +1,6 @@
-"""Reverse's fast loops are exact: store="dots" (the default: per-step rematerialisation keeping
-matrix products) and store="states" (the hand-written VJP of the training loop).
+"""Reverse's fast loops are exact: store="steps" (the default: per-step rematerialisation keeping
+each step's input state), store="dots" (the same, also keeping matrix products) and store="states"
+(the hand-written VJP of the training loop).
 
 Three layers, in float64 (tests/conftest.py): central finite differences, agreement with the plain
 reverse mode (`Reverse(store="residuals")`, JAX's own VJP of the scan) to rounding, and with and without
@@ -23,7 +24,7 @@ from _helpers import counting
 
 T = 10
 PLAIN = hg.Reverse(store="residuals")
-STORES = ["dots", "states"]
+STORES = ["steps", "dots", "states"]
 FAST = hg.Reverse(store="states")
 
 
@@ -93,8 +94,8 @@ def test_wrong_gradient_is_caught(mlp_objective, mlp_minibatch_problem, key):
     assert abs(fd - ad) / scale > 1e-5
 
 
-def test_default_is_dots():
-    assert hg.Reverse() == hg.Reverse(checkpoint_every=None, store="dots")
+def test_default_is_steps():
+    assert hg.Reverse() == hg.Reverse(checkpoint_every=None, store="steps")
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -153,7 +154,7 @@ def test_bad_store_is_refused():
         hg.Reverse(checkpoint_every=0, store="states")
 
 
-def test_dots_is_forward_differentiable(mlp_objective, mlp_minibatch_problem, key):
+def test_default_is_forward_differentiable(mlp_objective, mlp_minibatch_problem, key):
     """The default store is plain autodiff (no custom VJP): jax.jvp through a hypergradient works."""
     hparams = hparams_for(mlp_minibatch_problem)
     data = mlp_minibatch_problem.data
@@ -182,12 +183,13 @@ def _checkpoint_cse_flags(fn, *args) -> list[bool]:
     return flags
 
 
-def test_dots_barrier_only_where_xla_could_merge_passes(mlp_objective, key):
-    """store="dots" drops the checkpoint's CSE barrier in a rolled scan (it only costs copies there)
+@pytest.mark.parametrize("store", ["steps", "dots"])
+def test_barrier_only_where_xla_could_merge_passes(mlp_objective, key, store):
+    """store="steps" and "dots" drop the checkpoint's CSE barrier in a rolled scan (it only costs copies there)
     but keeps it in a fully unrolled program, where XLA would otherwise merge the backward pass's
     recomputation into the forward pass."""
     hparams = hparams_for(mlp_objective.problem)
-    method = hg.Reverse()
+    method = hg.Reverse(store=store)
 
     def flags(objective, h):
         return _checkpoint_cse_flags(lambda h_: method.value_and_grad(objective, h_, key, objective.problem.data), h)

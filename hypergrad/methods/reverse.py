@@ -16,7 +16,7 @@ from hypergrad.methods.base import Method
 
 __all__ = ["Reverse"]
 
-_STORES = ("dots", "residuals", "states")
+_STORES = ("steps", "dots", "residuals", "states")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,13 +25,16 @@ class Reverse(Method):
 
     Maclaurin, Duvenaud & Adams (2015) and Franceschi et al. (2017, "reverse-mode") describe the
     method: `jax.value_and_grad` of the training loop. `store` chooses what the forward pass keeps
-    for the backward pass; all three give the same gradient up to rounding:
+    for the backward pass; all four give the same gradient up to rounding:
 
-    - `"dots"` (default): all minibatch indices are drawn up front (vectorised; the same indices
-      as drawing them step by step), and each step runs under `jax.checkpoint` with the policy
-      `jax.checkpoint_policies.dots_saveable`: the forward pass keeps each step's input state and
-      the outputs of its matrix products; the backward pass recomputes the cheap elementwise
-      operations (activations, softmax, optimiser arithmetic) from them.
+    - `"steps"` (default): all minibatch indices are drawn up front (vectorised; the same indices
+      as drawing them step by step), and each step runs under `jax.checkpoint` saving nothing
+      (`jax.checkpoint_policies.nothing_saveable`): the forward pass keeps each step's input
+      state; the backward pass recomputes the step from it and differentiates it. Plain autodiff
+      otherwise (forward-differentiable: `jax.jvp` through a hypergradient works).
+    - `"dots"`: as "steps", with the policy `jax.checkpoint_policies.dots_saveable`: the forward
+      pass also keeps the outputs of every matrix product of the step (activations, the
+      gradient), and the backward pass recomputes only the elementwise operations.
     - `"residuals"`: plain autodiff of `Objective.run_steps`; JAX keeps every residual of every
       step (activations and their derivatives, parameters, optimiser state, minibatch).
     - `"states"`: a hand-written VJP of the loop (`jax.custom_vjp` over the scan). The forward
@@ -41,30 +44,33 @@ class Reverse(Method):
       training loss). Smallest memory without checkpointing; not forward-differentiable (use
       another store to take `jax.jvp` through a hypergradient).
 
-    All three see only the loop (`hypergrad.loop.Loop`): `init`, `readout`, and `run` ("residuals")
-    or `draw_all` and `update` ("dots", "states"); cross-validation wraps them (`Method.value_and_grad`).
+    All four see only the loop (`hypergrad.loop.Loop`): `init`, `readout`, and `run` ("residuals")
+    or `draw_all` and `update` ("steps", "dots", "states"); cross-validation wraps them
+    (`Method.value_and_grad`).
 
     Cost: one training run forward plus a backward pass holding one Hessian-vector product per step.
-    By the FLOP count (`hypergrad.accounting`) about 2.1-2.6 training runs for "residuals", 2.6-3.0
-    for "dots" (the recomputed elementwise work) and 3.0-3.5 for "states" (each step's forward
-    recomputed), on the digits and iris MLPs (`benchmarks/accounting_cost.md`). In
-    time, on a CPU where a small model is bound by per-operation overhead rather than FLOPs,
-    "dots" is the fastest: on the digits MLP (2 cores) about 2.3-2.8 training runs against 3.3-3.7
-    for "residuals" and 3.0-3.3 for "states" (`benchmarks/RESULTS.md`). Checkpointing recomputes the
-    forward pass once more (about one training run, counted as such).
+    By the FLOP count (`hypergrad.accounting`) about 2.1-2.6 training runs for "residuals", 2.2-3.0
+    for "dots" (the recomputed elementwise work) and 3.0-3.5 for "steps" and "states" (each step's
+    forward recomputed), on the digits and iris MLPs (`benchmarks/accounting_cost.md`). In time,
+    every value a store keeps costs its write and its read back through main memory (and, on a CPU,
+    the first touch of fresh pages each call): on the 2-core CPU we measure on, where a copy runs at
+    about 2-3 GB/s, recomputing a step is cheaper than storing its matrix products: "steps" (as
+    fast as "states") runs about 15% faster than "dots" at 100-400 hidden units
+    (`benchmarks/reverse_widths.md`, which also profiles where the time goes).
+    Checkpointing recomputes the forward pass once more (about one training run, counted as such).
     Memory: without checkpointing, linear in T: per step "residuals" keeps every residual, "dots"
-    the state, the minibatch and the matrix-product outputs, "states" only the state (and T
-    minibatch index vectors). With `checkpoint_every=k`, one training state per segment plus one
+    the state, the minibatch and the matrix-product outputs, "steps" and "states" only the state (and
+    T minibatch index vectors). With `checkpoint_every=k`, one training state per segment plus one
     segment's stored values: about T/k + k steps, minimised near k = sqrt(T).
     Bias: none; exact up to floating point.
 
     Args:
         checkpoint_every: segment length k for checkpointing, or None to store every step.
-        store: "dots", "residuals" or "states": what the forward pass keeps (above).
+        store: "steps", "dots", "residuals" or "states": what the forward pass keeps (above).
     """
 
     checkpoint_every: int | None = None
-    store: str = "dots"
+    store: str = "steps"
 
     def __post_init__(self):
         k = self.checkpoint_every
@@ -91,18 +97,20 @@ def _run_residuals(loop: Loop, state: LoopState, hparams: HParams, checkpoint_ev
     return loop.run(state, hparams, 0, loop.num_steps, checkpoint_every=checkpoint_every)
 
 
-def _run_dots(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: int | None) -> LoopState:
-    """`Loop.run` with the same result; each step rematerialised but its dots saved. Every step's
-    minibatch is drawn up front (`Loop.draw_all`, vectorised in blocks)."""
+def _rematerialised(policy, loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: int | None
+                    ) -> LoopState:
+    """`Loop.run` with the same result; each step rematerialised, saving what `policy` saves
+    (nothing: "steps"; matrix-product outputs: "dots"). Every step's minibatch is drawn up front
+    (`Loop.draw_all`, vectorised in blocks)."""
     num_steps = loop.num_steps
     indices = loop.draw_all(state, jnp.arange(num_steps))
 
     def step(s, idx):
         return loop.update(s, hparams, idx)
 
-    # Saving only matrix-product outputs (and the step's inputs) keeps the stored values per step
-    # few: on a CPU each stored array costs a dynamic-update-slice per step, which for a small
-    # model weighs more than recomputing the elementwise operations. In a rolled scan XLA cannot
+    # Every saved value costs a dynamic-update-slice per step, its bytes through memory and its
+    # pages' first touch, which on a CPU weighs more than recomputing the step ("steps") or its
+    # elementwise operations ("dots"). In a rolled scan XLA cannot
     # merge the backward pass's recomputation with the forward pass (they are separate loops), so
     # the optimisation barrier `prevent_cse` puts on the step's inputs only costs copies (one per
     # state leaf and step; without them Reverse() ran 1-2% faster on the digits MLP, with bitwise
@@ -110,7 +118,7 @@ def _run_dots(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: 
     # where XLA would merge them and keep alive what rematerialisation meant to recompute: the
     # barrier stays there.
     rolled = loop.unroll is not True and int(loop.unroll) < num_steps
-    step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_saveable, prevent_cse=not rolled)
+    step = jax.checkpoint(step, policy=policy, prevent_cse=not rolled)
 
     def run(s, idx, length):
         xs = jnp.zeros((length, 0)) if idx is None else idx  # full batch: nothing to scan over
@@ -235,4 +243,6 @@ def _loop_bwd(num_steps, residuals, ct_final):
 _loop.defvjp(_loop_fwd, _loop_bwd)
 
 
-_RUNS = {"residuals": _run_residuals, "dots": _run_dots, "states": _run_states}
+_RUNS = {"residuals": _run_residuals, "states": _run_states,
+         "steps": functools.partial(_rematerialised, jax.checkpoint_policies.nothing_saveable),
+         "dots": functools.partial(_rematerialised, jax.checkpoint_policies.dots_saveable)}
