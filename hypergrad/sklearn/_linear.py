@@ -31,7 +31,13 @@ p = p*; hg.Implicit).
   "balanced" or None only: it sees encoded labels, not the dict's keys). Cost
   per iteration: the Hessian O(n (dk)^2) and its solve O((dk)^3) (d features + intercept, k
   classes or 1), so it suits up to a few hundred coefficients; all `max_iter` iterations are
-  computed (frozen after convergence). Memory O((dk)^2).
+  computed (frozen after convergence). Memory O((dk)^2). `intercept_scaling` (liblinear's),
+  `verbose`, `n_jobs` and `random_state` are accepted and have no effect; `n_iter_` (shape (1,))
+  counts Newton steps, which are far fewer than lbfgs iterations for the same tolerance.
+
+Ridge's `copy_X`, `max_iter`, `tol` and `random_state` are accepted and unused (the solve is
+direct). Both compute in JAX's default float dtype (float32 unless `jax_enable_x64` is on). Fits
+on data of nearby shapes share a compiled program (`bucketed`, LogisticRegression; exact).
 """
 
 from __future__ import annotations

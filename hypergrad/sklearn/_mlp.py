@@ -29,7 +29,11 @@ Differences from scikit-learn, on purpose: the random numbers (initialisation, s
 early-stopping split) come from JAX keys, so a fit matches scikit-learn in distribution, not
 digit for digit; log-losses are computed from logits (scikit-learn clips probabilities at
 machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"`,
-`warm_start=True` and `partial_fit` are refused with a ValueError; `sample_weight` is not taken.
+`warm_start=True` and `partial_fit` are refused with a ValueError; `sample_weight` is not taken;
+multilabel targets (a 2-D indicator y) are not supported by the classifier (scikit-learn's
+"y should be a 1d array" ValueError). Arithmetic is in JAX's default float dtype: float32 unless
+`jax_enable_x64` is on (scikit-learn keeps float64 input in float64); `max_fun` (lbfgs only) is
+accepted and unused.
 
 scikit-learn's `check_estimator` passes for both estimators with nothing expected to fail
 (`tests/test_sklearn_estimators.py`); scikit-learn itself skips `check_array_api_input` unless the
