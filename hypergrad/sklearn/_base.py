@@ -52,7 +52,7 @@ from hypergrad import _caches
 __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
-_MAX_PROGRAMS = 64
+_MAX_PROGRAMS = 32
 _caches.register(_PROGRAMS.clear)
 
 
@@ -60,8 +60,10 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     """A fit program (whatever `make()` builds: a family, its objective and a jitted function)
     kept per `key` (the estimator's class, structural parameters and data shapes), so estimators
     of the same kind fitted on data of the same shapes reuse one compilation (scikit-learn's
-    `check_estimator` fits dozens). At most 64 kept, least recently used dropped; emptied by
-    `hg.clear_caches()`."""
+    `check_estimator` fits dozens). At most 32 kept, least recently used dropped; emptied by
+    `hg.clear_caches()`. Memory: a program may hold the training data of the fit that built it
+    (its problem's splits, which later fits replace by their own arguments), so on large data
+    call `hg.clear_caches()` once done fitting."""
     if key in _PROGRAMS:
         _PROGRAMS.move_to_end(key)
         return _PROGRAMS[key]
