@@ -155,16 +155,18 @@ def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| 10 | 16 |"):
             rows[cells[2]] = cells
-    assert set(rows) == {"train", "Reverse()", "Reverse(checkpoint_every=2)"}, rows  # 2: the divisor of 10 nearest sqrt(10)
+    # 2: the divisor of 10 nearest sqrt(10); store="dots", the former default, beside at the first horizon
+    assert set(rows) == {"train", "Reverse()", "Reverse(checkpoint_every=2)", 'Reverse(store="dots")'}, rows
     flop = {name: float(cells[7]) for name, cells in rows.items()}
     assert flop["train"] == 1.0 and 1.5 < flop["Reverse()"] < flop["Reverse(checkpoint_every=2)"]
     assert all(float(cells[3]) > 0 and float(cells[5]) > 0 for cells in rows.values())
     vmapped = [line for line in text.splitlines() if line.startswith("| 2 | ")]
-    assert [line.split("|")[2].strip() for line in vmapped] == ["train (vmapped)", "Reverse() (vmapped)"]
+    assert [line.split("|")[2].strip() for line in vmapped] == ["train (vmapped)", "Reverse() (vmapped)",
+                                                                 'Reverse(store="dots") (vmapped)']
     shares = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) == 6 and cells[0] == "16" and cells[5].endswith("%"):
             shares.setdefault(cells[1], []).append(float(cells[5][:-1]))
     assert set(shares) == set(rows) and all(len(s) == 8 and abs(sum(s) - 100) <= 4 for s in shares.values()), shares
-    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 2
+    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 3
