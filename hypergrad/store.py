@@ -59,7 +59,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._batching import is_writer
+from hypergrad._batching import is_writer, sync_processes
 from hypergrad._store_codec import (decode_hparams, decode_value, describe_space, encode_hparams, encode_value,
                                     first_difference, identity)
 from hypergrad.results import Result, Trial
@@ -224,12 +224,17 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     if not check_study(storage, study):
         return None
     path = os.fspath(storage)
-    if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs
+    if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs,
+        sync_processes(f"open study {study}")  # once process 0 has opened it (its earlier calls flushed)
         return _reader(path, study, kind, fingerprint, space)
-    if not os.path.exists(path):  # nothing to resume: the writer's thread creates the file (tens of
-        # milliseconds of syncs) while the first chunk computes; a lease error surfaces at a commit
-        return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint))
-    return StudyWriter(_opened(path, study, kind, fingerprint), path, study, space)
+    try:
+        if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
+            # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
+            # error surfaces at a commit
+            return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint))
+        return StudyWriter(_opened(path, study, kind, fingerprint), path, study, space)
+    finally:
+        sync_processes(f"open study {study}")
 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any]) -> sqlite3.Connection:

@@ -56,7 +56,7 @@ def _trials(result) -> list:
             for t in result.trials]
 
 
-def _workload(log_dir: str | None, names: list[str]) -> dict:
+def _workload(log_dir: str | None, storage: str | None, names: list[str]) -> dict:
     """The calls `names` of the workload, each run twice; name -> [trials of the first run, of the repeat]."""
     import jax
     import optax
@@ -80,6 +80,8 @@ def _workload(log_dir: str | None, names: list[str]) -> dict:
     calls = {
         "random": lambda: hg.random_search(minibatch, space, key, 8, log=log),
         "random-chunk3": lambda: hg.random_search(minibatch, space, key, 8, chunk_size=3),
+        # a study: the first run stores its trials, the repeat resumes and loads them all
+        "random-study": lambda: hg.random_search(minibatch, space, key, 8, storage=storage, study="random"),
         "grid": lambda: hg.grid_search(minibatch, space, key, 2, log=log),
         "population": lambda: hg.tune(full, space, key, population=4, steps=3, log=log),
         "population-chunk3": lambda: hg.tune(full, space, key, population=4, steps=3, chunk_size=3),
@@ -94,13 +96,14 @@ def _main(argv=None) -> None:
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--storage", default=None, help="the study file of the random-study call")
     parser.add_argument("--calls", default="random,random-chunk3,grid,population,population-chunk3")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     jax = _start_jax(args.devices, args.processes, args.process_id, args.port)
     out = {"devices": jax.device_count(), "local_devices": jax.local_device_count(),
            "processes": jax.process_count(), "dtype": str(jax.numpy.zeros(()).dtype),
-           "calls": _workload(args.log_dir, args.calls.split(","))}
+           "calls": _workload(args.log_dir, args.storage, args.calls.split(","))}
     with open(args.out, "w") as f:
         json.dump(out, f)
 

@@ -14,9 +14,12 @@ import socket
 
 import pytest
 
+import hypergrad as hg
+
 from test_determinism import assert_close, finish, run_worker
 
 CALLS = "random,grid,population"
+STUDY = "random-study"  # random search with storage=: process 0 writes, the repeat resumes
 
 
 def _free_port() -> int:
@@ -35,9 +38,10 @@ def runs(tmp_path_factory):
         for i in (0, 1):
             logs = tmp / f"logs{i}"
             logs.mkdir()
-            procs[f"process{i}"] = run_worker(tmp, f"process{i}", "--calls", CALLS, "--devices", "2",
+            procs[f"process{i}"] = run_worker(tmp, f"process{i}", "--devices", "2",
                                               "--processes", "2", "--process-id", str(i), "--port", port,
-                                              "--log-dir", str(logs))
+                                              "--log-dir", str(logs), "--calls", f"{CALLS},{STUDY}",
+                                              "--storage", str(tmp / "study.db"))
         procs["lone"] = run_worker(tmp, "lone", "--calls", CALLS, "--devices", "1")
     except BaseException:
         for proc in procs.values():
@@ -46,6 +50,7 @@ def runs(tmp_path_factory):
         raise
     out = finish(procs, tmp, timeout=150)
     out["logs"] = {i: sorted(p.name for p in (tmp / f"logs{i}").iterdir()) for i in (0, 1)}
+    out["stored"] = hg.load_study(str(tmp / "study.db"), "random")
     out["log0"] = [json.loads(line) for line in (tmp / "logs0" / "log-0.jsonl").read_text().splitlines()]
     return out
 
@@ -65,6 +70,17 @@ def test_two_processes_equal_one_to_1e6(runs):
         first, again = runs["process0"]["calls"][call]
         assert first == again, f"{call}: a repeated call changed over two processes"
         assert_close(first, runs["lone"]["calls"][call][0], f"two processes against one: {call}")
+
+
+def test_process_0_alone_writes_the_study_and_every_process_resumes_it(runs):
+    """The repeat of the study call resumed it on both processes (process 1 reading the file that
+    process 0 wrote) and returned the first run's trials; the file holds them once."""
+    for i in (0, 1):
+        first, resumed = runs[f"process{i}"]["calls"][STUDY]
+        assert resumed == first
+        assert first == runs["process0"]["calls"]["random"][0]
+    assert [t.number for t in runs["stored"].trials] == list(range(8))
+    assert [t.value for t in runs["stored"].trials] == [t["value"] for t in runs["process0"]["calls"][STUDY][0]]
 
 
 def test_process_0_alone_writes_the_log(runs):
