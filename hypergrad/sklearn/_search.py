@@ -34,9 +34,12 @@ per fold; the scoring runs inside the same program, so `score_time` is 0 (or, wi
 chunk of fits (at most 64 candidates x folds) at a time, plus the folds' data stacked (folds x n
 examples).
 
-The family's functions must read the data only through the problem (they may depend on the
-data's shapes, never on its values), so that folds of one size share one program: the protocol in
-`hypergrad/sklearn/_base.py`.
+What the stacking asks of `HypergradEstimator._family` beyond `hypergrad/sklearn/_base.py`'s
+protocol: its programs read the data only through the problem (they may depend on the data's
+shapes, never on its values), so that the first fold's functions serve every fold of its size.
+Early stopping breaks this (its held-out split lives inside the program), so with
+`early_stopping=True` the folds run one program each. `search.hypergrad_info_` records, per
+vmapped evaluation, its programs, plan, compile and run seconds and the planner's decisions.
 """
 
 from __future__ import annotations
