@@ -73,6 +73,8 @@ def test_pipeline_candidates_x_folds_equal_fits_one_by_one(iris, pipeline_search
     assert pipeline_search.score(x, y) == pytest.approx(-log_loss(y, refit.predict_proba(x)), rel=1e-6)
     np.testing.assert_array_equal(pipeline_search.classes_, [0, 1, 2])
     assert pipeline_search.refit_time_ > 0 and pipeline_search.n_splits_ == 3
+    # the three equal folds stacked: one program scoring the validation folds, one the training folds
+    assert [(r["folds"], r["programs"]) for r in pipeline_search.hypergrad_info_] == [(3, 1), (3, 1)]
     assert pipeline_search.multimetric_ is False
     assert np.all(results["mean_fit_time"] > 0) and np.all(results["mean_score_time"] > 0)
 
@@ -89,6 +91,18 @@ def test_cv_results_keys_and_params_equal_scikit_learns(iris, pipeline_search):
     for name in ("param_mlpclassifier__alpha", "param_mlpclassifier__momentum"):
         np.testing.assert_array_equal(ours[name], theirs.cv_results_[name])
         assert ours[name].dtype == theirs.cv_results_[name].dtype
+
+
+def test_early_stopping_runs_fold_by_fold_and_equals_the_fits(iris):
+    """Early stopping holds each fold's held-out split inside its program, so the folds are not
+    stacked (one program each) and every score still equals the estimator's own fit on that fold."""
+    x, y = iris
+    search = GridSearchCV(small_mlp(early_stopping=True), {"alpha": [1e-4, 1.0]}, cv=2, refit=False).fit(x, y)
+    assert [r["folds"] for r in search.hypergrad_info_] == [1, 1]
+    for s, (train, val) in enumerate(StratifiedKFold(2).split(x, y)):
+        for c, params in enumerate(search.cv_results_["params"]):
+            alone = small_mlp(early_stopping=True, **params).fit(x[train], y[train])
+            assert search.cv_results_[f"split{s}_test_score"][c] == pytest.approx(alone.score(x[val], y[val]), abs=1e-6)
 
 
 def test_randomized_candidates_are_scikit_learns():
