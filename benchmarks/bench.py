@@ -42,7 +42,7 @@ alike:
    steps): programs compiled and seconds on a first call, then on a second call with a new key
    (and, for tune, a new starting point). Target: one program each, zero recompiles.
 4. Peak memory against T for Reverse with and without checkpointing (from section 1's programs).
-5. Correctness of the fast paths: `Reverse()` (store "dots") and `Reverse(store="states")`, with
+5. Correctness of the fast paths: `Reverse()` (store "steps") and `Reverse(store="states")`, with
    and without checkpointing, against central finite differences and against
    `Reverse(store="residuals")`, in float64 on a small problem (the
    iris MLP 4-8-3, minibatches of 16, T=20). Run last: it turns on `jax_enable_x64`.
