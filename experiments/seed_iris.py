@@ -104,7 +104,7 @@ def hybrid(*, smoke: bool) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         search = HypergradSearchCV(MLPClassifier(random_state=0, max_iter=10 if smoke else 200), dist,
-                                   n_iter=4 if smoke else 12, cv=2 if smoke else 5, budget=40 if smoke else 120,
+                                   n_iter=4 if smoke else 12, cv=2 if smoke else 5, budget=40 if smoke else 400,
                                    scoring="accuracy").fit(x, y)
     return {**stages(search.hypergrad_info_),
             "library": "hypergrad HypergradSearchCV", "n_jobs": None, "fit_s": time.perf_counter() - began,
