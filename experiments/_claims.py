@@ -14,6 +14,10 @@ Sidecar format (JSON):
                  "why": ...}, ...],
      "figures": [file names], "numbers": {any key numbers, for tests and readers}}
 
+`reproduce.py` adds, after running the experiment, `"wall_seconds"` (the subprocess's wall seconds, what
+RESULTS.md shows; without it RESULTS.md shows `"seconds"`) and `"reproduce_run"` (its start, UTC), or
+`"reproduce_failed": {"run", "exit", "wall_seconds"}` when that run failed.
+
 Not an experiment (no `--smoke`): a module the experiments share, as benchmarks share `_common.py`.
 """
 
@@ -24,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from typing import Any
 
@@ -78,9 +83,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def markdown_cell(value: Any) -> str:
+    """`str(value)` fit for one table cell: each `|` not already escaped becomes `\\|` (a bare pipe would
+    end the cell and split the row)."""
+    return re.sub(r"(?<!\\)\|", r"\\|", str(value))
+
+
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A GitHub markdown table; every header and cell goes through `markdown_cell`."""
+    lines = ["| " + " | ".join(markdown_cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -3,9 +3,12 @@
 Each experiment in `EXPERIMENTS` is started as a user would start it,
 `python experiments/<name>.py --out <results>`, one after the other; it writes `<results>/<name>.md`,
 its figures and the sidecar `<results>/<name>.json` with its claims and verdicts (`_claims.py`). This
-script reads the sidecars back and writes the summary table (experiment, paper, claim, our number,
-verdict, wall time). An experiment that fails, or writes no sidecar, gets a line saying so and the
-others still run.
+script then writes into that sidecar the wall seconds it measured for the subprocess (`wall_seconds`,
+`reproduce_run`; or `reproduce_failed`), and its output to `<results>/<name>.log`. The summary table
+(experiment, paper, claim, our number, verdict, wall time) is read from the sidecars alone, so `--collect`
+rewrites exactly the page the run wrote. An experiment that fails, or writes no sidecar, gets a line saying
+so and the others still run; a registered experiment that never ran (no sidecar, no log) gets no line, only
+a mention.
 
     python experiments/reproduce.py                     # everything (make reproduce; target < 30 min on 2 cores)
     python experiments/reproduce.py --only hyper_cleaning
@@ -18,6 +21,7 @@ Not an experiment itself: it has no claim of its own.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -44,44 +48,98 @@ EXPERIMENTS = [
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_one(name: str, results: str, smoke: bool) -> tuple[int, float, str]:
-    """Runs experiments/<name>.py; returns (exit code, wall seconds, the tail of its output)."""
+def run_one(name: str, results: str, smoke: bool, run: str) -> tuple[int, float, str]:
+    """Runs experiments/<name>.py; returns (exit code, wall seconds, the tail of its output). Writes its
+    output to `<results>/<name>.log` and `record`s the run into the sidecar."""
     command = [sys.executable, os.path.join(HERE, f"{name}.py"), "--out", results] + (["--smoke"] if smoke else [])
-    began = time.perf_counter()
+    began, started = time.perf_counter(), time.time()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     with open(os.path.join(results, f"{name}.log"), "w") as f:
         f.write(done.stdout + done.stderr)
+    record(results, name, run, done.returncode, seconds, started)
     return done.returncode, seconds, (done.stdout + done.stderr)[-2000:]
 
 
-def summary(names: list[str], results: str, out: str, wall: dict[str, float]) -> str:
-    """The RESULTS.md page: one line per claim read from the sidecars (or a line saying none came)."""
+def record(results: str, name: str, run: str, code: int, seconds: float, started: float) -> None:
+    """Writes what this run of reproduce.py measured into the sidecar, the page's single source: on
+    success `wall_seconds` (the subprocess's wall seconds, interpreter start included) and `reproduce_run`
+    (`run`, this invocation's UTC start); on failure `reproduce_failed` = {run, exit, wall_seconds}, added
+    to the older sidecar if one is there (its claims are not this run's). A sidecar the experiment did not
+    write during this run (older than `started`) after exit 0 counts as a failure too."""
+    path = os.path.join(results, f"{name}.json")
+    try:
+        fresh = os.path.getmtime(path) >= started
+        with open(path) as f:
+            sidecar = json.load(f)
+    except (OSError, ValueError):
+        return  # none (or unreadable): the summary's failed line comes from the log
+    for field in ("reproduce_failed", "wall_seconds", "reproduce_run"):
+        sidecar.pop(field, None)
+    if code == 0 and fresh:
+        sidecar.update(wall_seconds=seconds, reproduce_run=run)
+    else:
+        sidecar["reproduce_failed"] = {"run": run, "exit": code, "wall_seconds": seconds}
+    with open(path, "w") as f:
+        json.dump(sidecar, f, indent=1)
+
+
+def rows_of(name: str, results: str, link_dir: str) -> tuple[list[list[str]], dict | None]:
+    """One table row per claim of <name>'s sidecar (its wall seconds: the sidecar's `wall_seconds`, else its
+    own `seconds`), or one 'failed' row; ([], None) for an experiment that never ran here (no sidecar, no log)."""
+    page = f"[{name}]({link_dir}/{name}.md)"
+    try:
+        sidecar = _claims.read(results, name)
+    except FileNotFoundError:
+        if not os.path.exists(os.path.join(results, f"{name}.log")):
+            return [], None
+        return [[page, "", "", f"no results (no sidecar: see {name}.log)", "**failed**", ""]], None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return [[page, "", "", f"no results ({type(error).__name__}: see {name}.log)", "**failed**", ""]], None
+    failure = sidecar.get("reproduce_failed")
+    if failure:
+        return [[page, "", "", f"the reproduce.py run of {failure['run']} exited {failure['exit']} (see {name}.log);"
+                 f" older results in {name}.json", "**failed**", f"{failure['wall_seconds']:.0f}"]], sidecar
+    seconds = sidecar.get("wall_seconds", sidecar.get("seconds"))
+    return [[page, claim["paper"], claim["claim"], claim["ours"], f"**{claim['verdict']}**",
+             "" if seconds is None else f"{seconds:.0f}"] for claim in sidecar["claims"]], sidecar
+
+
+def last_run(sidecars: list[dict]) -> str:
+    """' Wall time of the last reproduce.py run ...' from the sidecars it recorded, or '' if none did."""
+    runs = {s.get("reproduce_run") or (s.get("reproduce_failed") or {}).get("run") for s in sidecars} - {None}
+    if not runs:
+        return ""
+    run = max(runs)
+    seconds = [s["wall_seconds"] if s.get("reproduce_run") == run else s["reproduce_failed"]["wall_seconds"]
+               for s in sidecars if run in (s.get("reproduce_run"), (s.get("reproduce_failed") or {}).get("run"))]
+    return (f" Wall time of the last reproduce.py run (started {run}, {len(seconds)} experiments): "
+            f"{sum(seconds) / 60:.1f} min.")
+
+
+def summary(names: list[str], results: str, out: str) -> str:
+    """The RESULTS.md page, read from the sidecars alone (so --collect rewrites what the run wrote): one line
+    per claim, a 'failed' line for a run that failed, and a note naming registered experiments not run yet."""
     link_dir = os.path.relpath(results, os.path.dirname(os.path.abspath(out)))
-    rows, modes = [], set()
+    rows, sidecars, pending = [], [], []
     for name in names:
-        page = f"[{name}]({link_dir}/{name}.md)"
-        try:
-            sidecar = _claims.read(results, name)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            rows.append([page, "", "", f"no results ({type(error).__name__}: see {name}.log)", "**failed**", ""])
-            continue
-        modes.add(sidecar["mode"])
-        seconds = wall.get(name, sidecar.get("seconds"))
-        for claim in sidecar["claims"]:
-            rows.append([page, claim["paper"], claim["claim"], claim["ours"], f"**{claim['verdict']}**",
-                         "" if seconds is None else f"{seconds:.0f}"])
+        more, sidecar = rows_of(name, results, link_dir)
+        rows += more
+        sidecars += [sidecar] if sidecar is not None else []
+        pending += [] if more else [name]
+    modes = {s["mode"] for s in sidecars}
     counts = {v: sum(r[4] == f"**{v}**" for r in rows) for v in _claims.VERDICTS}
     headline = ", ".join(f"{n} {v}" for v, n in counts.items())
-    total = sum(wall.values())
+    failed = sum(r[4] == "**failed**" for r in rows)
     lines = [
         "# The classic results, reproduced", "",
         "One line per published claim: the paper's claim, our number, and the verdict (held / partly / not "
         "held) each experiment decides by a rule fixed in its code before its first full run. Each "
         "experiment's page (linked) has the set-up, the tables, the figures and why. Data: scikit-learn's "
         "bundled sets (digits stands in for MNIST). Regenerate with `make reproduce`.", "",
-        f"Claims: {len(rows)} ({headline})." + (f" Wall time of this run: {total / 60:.1f} min." if wall else "")
-        + ("" if modes <= {"full"} else " **Smoke mode: tiny sizes, the numbers mean nothing.**"), "",
+        f"Claims: {len(rows) - failed} ({headline})." + (f" Failed: {failed}." if failed else "") + last_run(sidecars)
+        + ("" if modes <= {"full"} else " **Smoke mode: tiny sizes, the numbers mean nothing.**")
+        + (f" Registered, not run yet: {', '.join(pending)}." if pending else ""), "",
         _claims.markdown_table(["experiment", "paper", "claim", "ours", "verdict", "wall s"], rows), ""]
     return "\n".join(lines)
 
@@ -101,17 +159,16 @@ def main(argv=None):
     if args.out is None:
         args.out = os.path.join(args.results, "RESULTS.md") if args.smoke else os.path.join(HERE, "RESULTS.md")
     os.makedirs(args.results, exist_ok=True)
-    wall, failed = {}, []
+    failed, run = [], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if not args.collect:
         for name in args.only or EXPERIMENTS:
             print(f"running {name} ...", flush=True)
-            code, seconds, tail = run_one(name, args.results, args.smoke)
-            wall[name] = seconds
+            code, seconds, tail = run_one(name, args.results, args.smoke, run)
             print(f"  {name}: exit {code}, {seconds:.0f} s", flush=True)
             if code != 0:
                 failed.append(name)
                 print(tail, file=sys.stderr)
-    page = summary(EXPERIMENTS, args.results, args.out, wall)
+    page = summary(EXPERIMENTS, args.results, args.out)
     with open(args.out, "w") as f:
         f.write(page)
     print(page)

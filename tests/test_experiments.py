@@ -4,6 +4,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -392,6 +393,7 @@ def test_reproduce_summarises_every_registered_sidecar(tmp_path):
                    "verdict": ("held", "partly", "not held")[j], "why": "because"} for j in range(i % 3 + 1)]
         (tmp_path / f"{name}.json").write_text(json.dumps(
             {"experiment": name, "mode": "full", "seconds": 12.0, "claims": claims, "figures": [], "numbers": {}}))
+    (tmp_path / f"{names[-1]}.log").write_text("Traceback ...")  # it ran (reproduce.py wrote its log), no sidecar
     out = tmp_path / "RESULTS.md"
     result = subprocess.run([sys.executable, str(FOLDER / "reproduce.py"), "--collect", "--results", str(tmp_path),
                              "--out", str(out)], capture_output=True, text=True, timeout=120)
@@ -402,3 +404,64 @@ def test_reproduce_summarises_every_registered_sidecar(tmp_path):
     assert [(r["ours"], r["verdict"]) for r in rows[:len(expected)]] == expected, rows
     assert rows[-1]["verdict"] == "**failed**" and names[-1] in rows[-1]["experiment"], rows[-1]
     assert len(rows) == len(expected) + 1
+
+
+def import_reproduce():
+    sys.path.insert(0, str(FOLDER))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(FOLDER))
+    return reproduce
+
+
+def cells(line):
+    """A markdown table row's cells, split at unescaped pipes only (as GitHub renders it)."""
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_results_table_escapes_pipes_in_cells(tmp_path):
+    """A claim whose text holds `|x|` stays one cell of its RESULTS.md row (a bare pipe would split it)."""
+    reproduce = import_reproduce()
+    name = reproduce.EXPERIMENTS[0]
+    claim = {"paper": "P | Q", "claim": "the norm |x| falls", "ours": "|x| 0.5 -> 0.1, |y| 2", "verdict": "held",
+             "why": "because"}
+    (tmp_path / f"{name}.json").write_text(json.dumps(
+        {"experiment": name, "mode": "full", "seconds": 3.0, "claims": [claim], "figures": [], "numbers": {}}))
+    page = reproduce.summary([name], str(tmp_path), str(tmp_path / "RESULTS.md"))
+    header, rule, row = [line for line in page.splitlines() if line.startswith("|")]
+    assert cells(header) == ["experiment", "paper", "claim", "ours", "verdict", "wall s"], header
+    assert cells(row)[1:] == ["P | Q", "the norm |x| falls", "|x| 0.5 -> 0.1, |y| 2", "**held**", "3"], row
+
+
+def test_reproduce_records_wall_seconds_and_collect_rewrites_the_same_page(tmp_path, monkeypatch):
+    """A run writes the subprocess's wall seconds into the sidecar (not the experiment's own `seconds`);
+    --collect then writes the run's page byte for byte; a failure and a never-run experiment are told apart."""
+    reproduce = import_reproduce()
+    ok, broken, never = reproduce.EXPERIMENTS[:3]
+
+    def fake_run(command, **kwargs):  # the experiment: writes its sidecar (ok) or fails (broken)
+        name = pathlib.Path(command[1]).stem
+        if name == ok:
+            claim = {"paper": "P", "claim": "c", "ours": "o", "verdict": "partly", "why": "w"}
+            (tmp_path / f"{name}.json").write_text(json.dumps({"experiment": name, "mode": "full", "seconds": 999.0,
+                                                               "claims": [claim], "figures": [], "numbers": {}}))
+        return subprocess.CompletedProcess(command, 0 if name == ok else 3, stdout="out\n", stderr="")
+
+    (tmp_path / f"{broken}.json").write_text(json.dumps(  # an older run's sidecar: its claims are not this run's
+        {"experiment": broken, "mode": "full", "seconds": 5.0, "claims": [], "figures": [], "numbers": {}}))
+    os.utime(tmp_path / f"{broken}.json", (1e9, 1e9))
+    monkeypatch.setattr(reproduce.subprocess, "run", fake_run)
+    monkeypatch.setattr(reproduce, "EXPERIMENTS", [ok, broken, never])
+    out = tmp_path / "RESULTS.md"
+    assert reproduce.main(["--only", ok, broken, "--results", str(tmp_path), "--out", str(out)]) == 1
+    ran = out.read_text()
+    sidecar = json.loads((tmp_path / f"{ok}.json").read_text())
+    assert 0 <= sidecar["wall_seconds"] < 60 and sidecar["reproduce_run"], sidecar
+    rows = {r["experiment"]: r for r in markdown_table(ran, "Claims:")}
+    assert rows[f"[{ok}](./{ok}.md)"]["wall s"] == f"{sidecar['wall_seconds']:.0f}", rows
+    assert [r["verdict"] for r in rows.values()] == ["**partly**", "**failed**"], rows
+    assert json.loads((tmp_path / f"{broken}.json").read_text())["reproduce_failed"]["exit"] == 3
+    assert f"not run yet: {never}" in ran and "Claims: 1 (0 held, 1 partly, 0 not held). Failed: 1." in ran, ran
+    assert reproduce.main(["--collect", "--results", str(tmp_path), "--out", str(out)]) == 0
+    assert out.read_text() == ran
