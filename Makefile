@@ -66,9 +66,11 @@ bench-store: $(STAMP)
 	$(BIN)/python benchmarks/store_overhead.py --out benchmarks/store_overhead.md
 
 ## hypergrad against a PyTorch autograd unroll of the same training, hypergradient and search, per width
-## (about 8 minutes; installs the CPU build of torch, the `bench` extra, into the venv first).
+## (about 8 minutes; installs torch's CPU build into the venv first: the pinned CPU wheel where the package
+## index carries it, else from PyTorch's CPU index; the `bench` extra from PyPI would pull the CUDA build).
 bench-peer: $(STAMP)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet 'torch==2.13.0+cpu' \
+		|| $(BIN)/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/python benchmarks/peer_torch.py --out benchmarks/peer_torch.md
 
 ## Every experiment in its seconds-long smoke mode (not _claims.py, a shared module, nor reproduce.py).

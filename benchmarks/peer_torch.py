@@ -1,9 +1,11 @@
 """The PyTorch peer, measured: hypergrad against a PyTorch autograd unroll of exactly the same work.
 
-Install the benchmark-only dependency first (the library and its tests never need it; CPU build):
+Install the benchmark-only dependency first (the library and its tests never need it), as a CPU
+build: `make bench-peer` installs the pinned CPU wheel, else the one from PyTorch's CPU index (the
+`bench` extra, `torch>=2.4` from PyPI, would pull the much larger CUDA build):
 
-    .venv/bin/pip install -e '.[bench]'                # torch>=2.4, or the CPU wheel directly:
-    .venv/bin/pip install torch==2.13.0+cpu            # (from PyTorch's CPU wheel index)
+    .venv/bin/pip install torch==2.13.0+cpu            # where the package index carries it, else:
+    .venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
 
 Run (`make bench-peer`: about 9 minutes on 2 CPU cores shared at load 10, compiling cold; less warm):
 
