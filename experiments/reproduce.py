@@ -113,7 +113,8 @@ def last_run(sidecars: list[dict]) -> str:
     run = max(runs)
     seconds = [s["wall_seconds"] if s.get("reproduce_run") == run else s["reproduce_failed"]["wall_seconds"]
                for s in sidecars if run in (s.get("reproduce_run"), (s.get("reproduce_failed") or {}).get("run"))]
-    return (f" Wall time of the last reproduce.py run (started {run}, {len(seconds)} experiments): "
+    return (f" Wall time of the last reproduce.py run (started {run}, {len(seconds)} experiment"
+            f"{'' if len(seconds) == 1 else 's'}): "
             f"{sum(seconds) / 60:.1f} min.")
 
 
