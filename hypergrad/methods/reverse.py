@@ -32,7 +32,8 @@ class Reverse(Method):
       (`jax.checkpoint_policies.nothing_saveable`): the forward pass keeps each step's input
       state; the backward pass recomputes the step from it and differentiates it. Plain autodiff
       otherwise (forward-differentiable: `jax.jvp` through a hypergradient works).
-    - `"dots"`: as "steps", with the policy `jax.checkpoint_policies.dots_saveable`: the forward
+    - `"dots"`: as "steps", with the policy `jax.checkpoint_policies.dots_saveable` (and product
+      primitives that declare `is_matrix_product`, such as `FeatureMajorDense`'s): the forward
       pass also keeps the outputs of every matrix product of the step (activations, the
       gradient), and the backward pass recomputes only the elementwise operations.
     - `"residuals"`: plain autodiff of `Objective.run_steps`; JAX keeps every residual of every
@@ -243,6 +244,13 @@ def _loop_bwd(num_steps, residuals, ct_final):
 _loop.defvjp(_loop_fwd, _loop_bwd)
 
 
+def _dots_saveable(prim, *args, **params) -> bool:
+    """`jax.checkpoint_policies.dots_saveable`, and primitives that say they are matrix products
+    (`prim.is_matrix_product`: `hg.problems.FeatureMajorDense`'s, whose derivatives keep plain
+    layouts)."""
+    return jax.checkpoint_policies.dots_saveable(prim, *args, **params) or getattr(prim, "is_matrix_product", False)
+
+
 _RUNS = {"residuals": _run_residuals, "states": _run_states,
          "steps": functools.partial(_rematerialised, jax.checkpoint_policies.nothing_saveable),
-         "dots": functools.partial(_rematerialised, jax.checkpoint_policies.dots_saveable)}
+         "dots": functools.partial(_rematerialised, _dots_saveable)}

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.custom_derivatives import SymbolicZero
 
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
+from hypergrad.problems._matmul import affine as _affine
 from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l2_penalty
 
 __all__ = ["FeatureMajorDense", "MLP", "affine", "flip_labels", "mlp_classifier", "noisy_mlp_classifier", "nnx_problem"]
@@ -50,44 +50,27 @@ class FeatureMajorDense(nnx.Module):
         return affine(self.kernel[...], self.bias[...], x)
 
 
-@jax.custom_jvp
 def affine(kernel: jax.Array, bias: jax.Array, x: jax.Array) -> jax.Array:
-    """`kernel @ x + bias[:, None]` for feature-major `x` (in, batch), with a JVP written so that
-    reverse mode's three products are all plain (untransposed) matrix products.
+    """`kernel @ x + bias[:, None]` for feature-major `x` (in, batch), with derivatives of every
+    order that are plain (untransposed) matrix products.
 
     Autodiff of `kernel @ x` would give the kernel's gradient as `g @ x.T` and the input's as
     `kernel.T @ g`. XLA folds those transposes into the products, and XLA:CPU runs the folded
     (transposed-operand) small batched products of a vmapped search 2-3x slower than plain ones;
-    it also sums the bias gradient with a slow row reduction. Here the JVP reads copies of
-    `[x; 1].T` and `kernel.T` made behind `optimization_barrier` (which XLA cannot fold away), so
-    the transposed linear map is `g @ [x; 1].T -> [dkernel | dbias]` (one product, the bias
-    gradient included) and `kernel.T @ g`, both canonical. The copies cost one transpose of `x`
-    per layer and step (the shared minibatch for the first layer); the vmapped digits search
-    runs about 1.3x faster with them (benchmarks/RESULTS.md). Values and derivatives of every
-    order equal those of the plain expression (tests/test_mlp.py).
+    it also sums the bias gradient with a slow row reduction. Here (`_matmul.affine`, a primitive
+    with its own transpose rule) the kernel's and the bias's gradient are one canonical product
+    `g @ copy([x; 1].T)` and the input's `copy(kernel.T) @ g`, where the copies are transposes
+    XLA cannot fold away (`optimization_barrier`); and because those products are themselves
+    `_matmul.matmul` primitives whose transposes are built the same way, a hypergradient, which
+    differentiates them again (reverse over reverse, forward over reverse), also gets only
+    canonical products: a `jax.custom_jvp` (this function's earlier form) chose the layouts of the
+    first derivative only, and XLA:CPU ran two of each backward step's second-order products on
+    its slow transposed-operand path (benchmarks/reverse_widths.md). The copies cost one
+    transpose of `x` per layer and step (the shared minibatch for the first layer), and of the
+    kernel where the input's gradient is needed. Values and derivatives of every order equal
+    those of the plain expression to rounding (tests/test_mlp.py).
     """
-    return kernel @ x + bias[:, None]
-
-
-def _affine_jvp(primals, tangents):
-    kernel, bias, x = primals
-    d_kernel, d_bias, d_x = tangents  # SymbolicZero where the tangent is known to be zero
-    out = affine(kernel, bias, x)
-    d_out = jnp.zeros_like(out)
-    if not (isinstance(d_kernel, SymbolicZero) and isinstance(d_bias, SymbolicZero)):
-        d_kernel = jnp.zeros_like(kernel) if isinstance(d_kernel, SymbolicZero) else d_kernel
-        d_bias = jnp.zeros_like(bias) if isinstance(d_bias, SymbolicZero) else d_bias
-        # [x; 1] stacks a row of ones under x, so [dkernel | dbias] @ [x; 1] = dkernel @ x + dbias.
-        x_ones_t = jax.lax.optimization_barrier(
-            jnp.concatenate([x, jnp.ones((1, x.shape[1]), x.dtype)], axis=0).T)
-        d_out = d_out + jnp.concatenate([d_kernel, d_bias[:, None]], axis=1) @ x_ones_t.T
-    if not isinstance(d_x, SymbolicZero):  # the first layer's input is data: no tangent, no copy
-        kernel_t = jax.lax.optimization_barrier(kernel.T)
-        d_out = d_out + kernel_t.T @ d_x
-    return out, d_out
-
-
-affine.defjvp(_affine_jvp, symbolic_zeros=True)
+    return _affine(kernel, bias, x)
 
 
 class MLP(nnx.Module):
