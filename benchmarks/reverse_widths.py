@@ -30,7 +30,8 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
 At the first horizon (T=200) a `Reverse(store="dots")` row (the default store before `store="steps"`) sits beside,
 in section 1 and in section 2.
 
-`--smoke`: T=10, width 16, N = 2, 2 repeats, its profile; its numbers mean nothing. Speed is measured here, never asserted in tests.
+`--smoke`: T=10, width 16, N = 2, 2 repeats, its profile; its numbers mean nothing. `--only vmapped`
+(or any of widths, vmapped, profile, separated by commas) runs those sections alone. Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -303,15 +304,20 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="also write the markdown to this file")
     parser.add_argument("--repeats", type=int, help="timed calls per row (default 7; 2 with --smoke)")
     parser.add_argument("--no-profile", action="store_true", help="skip section 3")
+    parser.add_argument("--only", default="widths,vmapped,profile",
+                        help="sections to run, separated by commas (widths, vmapped, profile); e.g. --only vmapped")
     args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if not only or only - {"widths", "vmapped", "profile"}:
+        raise SystemExit(f"--only {args.only!r}: name sections among widths, vmapped, profile")
     plan = dict(SMOKE if args.smoke else FULL)
     DOTS_AT.add(plan["steps"][0])
     if args.repeats:
         plan["repeats"] = args.repeats
     wall, load = time.perf_counter(), os.getloadavg()
-    width_rows = widths(args, plan)
-    vmap_rows = vmapped(args, plan)
-    profile_rows = [] if args.no_profile else profile(args, plan)
+    width_rows = widths(args, plan) if "widths" in only else []
+    vmap_rows = vmapped(args, plan) if "vmapped" in only else []
+    profile_rows = [] if args.no_profile or "profile" not in only else profile(args, plan)
     width_table, verdicts = render_widths(width_rows)
     vmap_table, vmap_verdicts = render_vmapped(vmap_rows)
     argv_text = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
@@ -322,10 +328,12 @@ def main(argv=None) -> None:
         f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other processes inflate and scatter "
         f"times); memory copy bandwidth {bandwidth()}.", "",
         "## Verdicts", "", *[f"- {v}" for v in verdicts + vmap_verdicts], "",
-        f"## 1. Widths (digits, batch 100, SGD + momentum, per-step rates; median of {plan['repeats']} interleaved "
-        "calls after a warm-up call)", "", width_table, "",
-        f"## 2. Vmapped (hidden {width_name(VMAP_WIDTH)}, T={plan['steps'][0]}, one device)", "", vmap_table, "",
     ]
+    if width_rows:
+        parts += [f"## 1. Widths (digits, batch 100, SGD + momentum, per-step rates; median of {plan['repeats']} "
+                  "interleaved calls after a warm-up call)", "", width_table, ""]
+    if vmap_rows:
+        parts += [f"## 2. Vmapped (hidden {width_name(VMAP_WIDTH)}, T={plan['steps'][0]}, one device)", "", vmap_table, ""]
     if profile_rows:
         parts += [f"## 3. Profile by XLA operation class (T={plan['profile_steps']}, 3 traced calls)", "",
                   render_profile(profile_rows, plan), ""]
