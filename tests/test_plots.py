@@ -132,7 +132,7 @@ def test_scalar_only_space_plots_picked_hparams(scalar_results, tmp_path):
 
 def test_plot_result(results, tmp_path):
     paths = plots.plot_result(results["hypergradient"], tmp_path)
-    prefix = "tune_Reverse_checkpoint_every_None_store_dots_"  # the strategy label, safe for a file name
+    prefix = "tune_Reverse_checkpoint_every_None_store_steps_"  # the strategy label, safe for a file name
     assert [os.path.basename(p) for p in paths] == [f"{prefix}curve.png", f"{prefix}learned_schedules.png"]
     for path in paths:
         _assert_png(path)
