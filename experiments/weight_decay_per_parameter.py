@@ -86,7 +86,6 @@ FULL = Config(hidden=32, val_size=50, steps=300, lr=0.1, momentum=0.9, neumann_t
 SMOKE = Config(hidden=4, val_size=50, steps=10, lr=0.1, momentum=0.9, neumann_terms=(1, 5), cg_iters=(5,),
                tune_terms=5, tune_cg=5, damping=1e-3, power_iters=3, outer_steps=2, outer_lr=0.1, smoke=True)
 KEY = 0           # the training key (initialisation) of every run
-SEARCH_KEY = 1    # random search's sampling key
 FEW = 10          # "a few" Neumann terms: K <= FEW
 LOW, HIGH = 1e-5, 1.0
 
@@ -197,7 +196,7 @@ def run(cfg: Config) -> dict:
     neumann_label = f"Implicit Neumann K={cfg.tune_terms}"
     budget = tuned[neumann_label][0].runs
     began = time.perf_counter()
-    rand = hg.random_search(objective, space, jax.random.key(SEARCH_KEY), num_trials=max(2, int(round(budget))))
+    rand = hg.random_search(objective, space, key, num_trials=max(2, int(round(budget))))
     rand_seconds = time.perf_counter() - began
     return {"problem": problem, "num_weights": n, "lambda_max": lam, "alpha": alpha, "quality": quality,
             "tuned": tuned, "neumann_label": neumann_label, "random": (rand, rand_seconds)}
