@@ -49,7 +49,7 @@ from sklearn.utils import check_random_state
 import hypergrad as hg
 from hypergrad import _caches
 
-__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program"]
+__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -83,6 +83,22 @@ def continuous_distribution(name: str, values: Sequence[Any]) -> hg.Uniform | hg
     if lo > 0:
         return hg.LogUniform(lo / 10, hi * 10) if lo == hi else hg.LogUniform(lo, hi)
     return hg.Uniform(lo - 1, hi + 1) if lo == hi else hg.Uniform(lo, hi)
+
+
+def class_probabilities(z: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, k) from a classifier's output scores: one column is a binary problem's
+    logit (logistic), several are a softmax's logits (shifted by their maximum for stability)."""
+    if z.shape[1] == 1:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1 - p, p], axis=1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def class_codes(z: np.ndarray) -> np.ndarray:
+    """The most probable class index of each row of output scores (see `class_probabilities`)."""
+    return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else np.argmax(z, axis=1)
 
 
 class HypergradEstimator(sklearn.base.BaseEstimator):

@@ -58,7 +58,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 import hypergrad as hg
-from hypergrad.sklearn._base import HypergradEstimator, cached_program
+from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities
 
 __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
@@ -430,18 +430,11 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         return out[:, 0] if out.shape[1] == 1 else out
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        z = self._output(X)
-        if z.shape[1] == 1:
-            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
-            return np.stack([1 - p, p], axis=1)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return class_probabilities(self._output(X))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         return np.log(self.predict_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
-        z = self._output(X)
-        codes = (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        codes = class_codes(self._output(X))  # checks that the estimator is fitted first
         return self.classes_[codes]

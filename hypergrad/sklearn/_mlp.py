@@ -70,7 +70,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 import hypergrad as hg
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems.mlp import affine
-from hypergrad.sklearn._base import HypergradEstimator, cached_program
+from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -739,21 +739,14 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, k), columns in the order of `classes_`."""
-        z = self._output(X)
-        if self.out_activation_ == "logistic":
-            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
-            return np.stack([1 - p, p], axis=1)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return class_probabilities(self._output(X))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         return np.log(self.predict_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each example."""
-        z = self._output(X)
-        codes = (z[:, 0] > 0).astype(int) if self.out_activation_ == "logistic" else np.argmax(z, axis=1)
+        codes = class_codes(self._output(X))  # checks that the estimator is fitted first
         return self.classes_[codes]
 
 
