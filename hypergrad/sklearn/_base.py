@@ -45,11 +45,13 @@ import jax
 import numpy as np
 import sklearn.base
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 import hypergrad as hg
 from hypergrad import _caches
 
-__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes"]
+__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -99,6 +101,18 @@ def class_probabilities(z: np.ndarray) -> np.ndarray:
 def class_codes(z: np.ndarray) -> np.ndarray:
     """The most probable class index of each row of output scores (see `class_probabilities`)."""
     return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else np.argmax(z, axis=1)
+
+
+def encode_classes(y: Any, who: str) -> tuple[np.ndarray, dict]:
+    """Class indices 0..k-1 of `classes_` (sorted) and {"classes_": classes}, as a classifier's fit
+    sets them; a ValueError naming `who` (the solver or estimator) for fewer than 2 classes."""
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"{who} needs samples of at least 2 classes in the data, but the data contains only one "
+                         f"class: {classes[0]!r}")
+    return codes.astype(np.int32), {"classes_": classes}
 
 
 class HypergradEstimator(sklearn.base.BaseEstimator):

@@ -54,11 +54,10 @@ import sklearn.base
 import sklearn.linear_model
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 import hypergrad as hg
-from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities
+from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes
 
 __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
@@ -387,13 +386,7 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
 
     def _encode_y(self, y):
         """Class indices 0..k-1 of `classes_` (sorted); a ValueError for fewer than 2 classes."""
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        classes, codes = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"This solver needs samples of at least 2 classes in the data, but the data contains "
-                             f"only one class: {classes[0]!r}")
-        return codes.astype(np.int32), {"classes_": classes}
+        return encode_classes(y, "This solver")
 
     def fit(self, X: Any, y: Any) -> LogisticRegression:
         """Newton's method on the penalised log-loss of (X, y); returns self."""

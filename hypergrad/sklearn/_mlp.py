@@ -64,13 +64,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 import hypergrad as hg
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems.mlp import affine
-from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities
+from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -729,13 +728,7 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
 
     def _encode_y(self, y):
         """Class indices 0..k-1 of `classes_` (sorted); a ValueError for fewer than 2 classes."""
-        y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        classes, codes = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the data, but the data "
-                             f"contains only one class: {classes[0]!r}")
-        return codes.astype(np.int32), {"classes_": classes}
+        return encode_classes(y, type(self).__name__)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, k), columns in the order of `classes_`."""
