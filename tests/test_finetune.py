@@ -244,6 +244,21 @@ def test_bad_inputs_name_the_argument(tiny):
         ft.group_sgd(cosine=True)
     with pytest.raises(ValueError, match="lower shots"):
         pre.digits_transfer(500, cache="unused")
+    for bad in (0, -3, "most", 2.5, True):
+        with pytest.raises(ValueError, match="or 'all'"):
+            pre.digits_transfer(bad, cache="unused")
+
+
+def test_all_shots_uses_every_example_not_held_out():
+    """shots='all' trains on every example of each class outside validation and test, and its test
+    set is the one every shot count of that seed uses (so shot counts compare on the same examples)."""
+    y = np.repeat(np.arange(3), [90, 84, 87])
+    train, val, test = pre._few_shot_split(y, "all", 20, seed=3)
+    assert len(set(train) | set(val) | set(test)) == len(train) + len(val) + len(test) == len(y)
+    assert np.array_equal(np.bincount(y[train]), [90 - 60, 84 - 60, 87 - 60])
+    assert np.array_equal(np.bincount(y[val]), [20, 20, 20]) and np.array_equal(np.bincount(y[test]), [40] * 3)
+    _, _, test10 = pre._few_shot_split(y, 10, 20, seed=3)
+    assert np.array_equal(np.sort(test), np.sort(test10))
 
 
 def test_the_digits_finetune_preset(tmp_path, monkeypatch):

@@ -310,17 +310,22 @@ def pretrained_digits_cnn(channels: Sequence[int] = (8, 16), *, steps: int = 300
     return graphdef, state
 
 
-def _few_shot_split(y: np.ndarray, shots: int, val_shots: int, seed: int) -> tuple[np.ndarray, ...]:
+def _few_shot_split(y: np.ndarray, shots: int | str, val_shots: int, seed: int) -> tuple[np.ndarray, ...]:
+    """(train, val, test) indices: per class, a seeded permutation whose last `TEST_PER_CLASS` are
+    test (the same examples for every `shots`), `val_shots` after the first `shots` validation, and
+    the first `shots` training ("all": every example not held out, so classes may differ by a few)."""
     rng = np.random.default_rng(seed)
     parts: tuple[list, list, list] = ([], [], [])
     for label in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == label))
-        if len(members) < shots + val_shots + TEST_PER_CLASS:
+        most = len(members) - TEST_PER_CLASS - val_shots
+        take = most if shots == "all" else shots
+        if take < 1 or take > most:
             raise ValueError(f"shots={shots} with val_shots={val_shots}: class {label} has {len(members)} examples, "
-                             f"{TEST_PER_CLASS} held out for test; lower shots to at most "
-                             f"{len(members) - TEST_PER_CLASS - val_shots}")
-        parts[0].append(members[:shots])
-        parts[1].append(members[shots:shots + val_shots])
+                             f"{TEST_PER_CLASS} held out for test; lower shots to at most {most} "
+                             "(or pass shots='all')")
+        parts[0].append(members[:take])
+        parts[1].append(members[take:take + val_shots])
         parts[2].append(members[-TEST_PER_CLASS:])
     return tuple(rng.permutation(np.concatenate(p)) for p in parts)
 
@@ -379,7 +384,7 @@ def _target_data(model: str, target: str, shift: int, noise: float) -> tuple[np.
     return (x.reshape(len(x), -1), y) if model == "mlp" else (x, y)
 
 
-def digits_transfer(shots: int = 10, *, model: str = "mlp", target: str = "5-9", val_shots: int | None = None,
+def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = "5-9", val_shots: int | None = None,
                     hidden: Sequence[int] = (64, 64), channels: Sequence[int] = (8, 16),
                     fresh_head: bool | None = None, pretrained: bool = True, seed: int = 0,
                     batch_size: int | None = None, pretrain_steps: int = 300, shift: int = 1, noise: float = 0.2,
@@ -388,7 +393,9 @@ def digits_transfer(shots: int = 10, *, model: str = "mlp", target: str = "5-9",
 
     Args:
         shots: training examples per target class (at most about 100 for "5-9", 60 for "shifted":
-            40 of each class are held out for test and `val_shots` for validation).
+            40 of each class are held out for test and `val_shots` for validation), or "all": every
+            example of each class not held out (the full-data end of a few-shot study; about 110-140
+            per class for "5-9", 65-70 for "shifted", with the default `val_shots`).
         model: "mlp" (`pretrained_digits_mlp(hidden)`) or "cnn" (`pretrained_digits_cnn(channels)`).
         target: "5-9" (source digits 0-4) or "shifted" (source: a clean quarter of all digits;
             target: the rest moved by `shift` pixels with Gaussian noise `noise`); module docstring.
@@ -410,7 +417,9 @@ def digits_transfer(shots: int = 10, *, model: str = "mlp", target: str = "5-9",
     """
     if model not in MODELS or target not in TARGETS:
         raise ValueError(f"model={model!r}, target={target!r}: choose model from {MODELS} and target from {TARGETS}")
-    val_shots = min(shots, 30) if val_shots is None else val_shots
+    if not (shots == "all" or (isinstance(shots, (int, np.integer)) and not isinstance(shots, bool) and shots >= 1)):
+        raise ValueError(f"shots={shots!r}: pass a positive number of examples per class, or 'all'")
+    val_shots = (30 if shots == "all" else min(shots, 30)) if val_shots is None else val_shots
     x, y = _target_data(model, target, shift, noise)
     train, val, test = _few_shot_split(y, shots, val_shots, seed)
     src = _source(model, target, tuple(hidden), tuple(channels), pretrain_steps, cache)
