@@ -202,13 +202,17 @@ def test_ridge_family_is_differentiable_in_alpha(iris):
     np.testing.assert_allclose(fitted.coef_, closed.coef_, rtol=1e-9)
 
 
-def test_masked_family_equals_lone_fits(iris):
+@pytest.mark.parametrize("activations", [("tanh", "logistic"), ("relu", "tanh"), ("identity", "relu")])
+def test_masked_family_equals_lone_fits(iris, activations):
     # every maskable choice masked in one program (widths at the widest with units zeroed, the
-    # activation, solver and schedule selected by traced indices) against each candidate's own fit
+    # activation, solver and schedule selected by traced indices) against each candidate's own fit;
+    # logistic maps 0 to 1/2, so its masked units are zeroed by their keeps, the others' by their
+    # zero weights alone (_mlp.network)
     x, y, x_test, y_test = iris
     base = MLPClassifier(max_iter=25, random_state=2, learning_rate_init=0.01, n_iter_no_change=3)
-    candidates = [{"hidden_layer_sizes": (3,), "activation": "tanh", "solver": "sgd", "learning_rate": "adaptive"},
-                  {"hidden_layer_sizes": (6,), "activation": "logistic", "solver": "adam", "learning_rate": "constant"}]
+    first, second = activations
+    candidates = [{"hidden_layer_sizes": (3,), "activation": first, "solver": "sgd", "learning_rate": "adaptive"},
+                  {"hidden_layer_sizes": (6,), "activation": second, "solver": "adam", "learning_rate": "constant"}]
     varying = {name: [c[name] for c in candidates] for name in candidates[0]}
     family, space = base._family((x, y), (x_test, y_test), varying=varying)
     masked = type(family)(family.build, maskable=family.maskable, mask=True)
@@ -222,15 +226,24 @@ def test_masked_family_equals_lone_fits(iris):
                                    rtol=1e-9)
 
 
-def test_mlp_hypergradient_matches_finite_differences(iris):
+@pytest.mark.parametrize("activations,chosen", [(None, None), (("tanh", "logistic"), 0), (("tanh", "logistic"), 1),
+                                                (("relu", "tanh"), 0)])
+def test_mlp_hypergradient_matches_finite_differences(iris, activations, chosen):
     # d(validation log-loss)/d(alpha) through the masked-width adam fit (hg.Reverse), against
-    # central differences in float64: finite although the masked units' Adam moments stay 0
+    # central differences in float64: finite although the masked units' Adam moments stay 0; with
+    # a masked activation too, the selected activation's derivative from its output
+    # (_mlp.selected_activation) differentiated again by the hypergradient
     x, y, x_test, y_test = iris
     base = MLPClassifier(max_iter=15, random_state=5, learning_rate_init=0.01)
-    family, space = base._family((x, y), (x_test, y_test), varying={"hidden_layer_sizes": [(3,), (5,)],
-                                                                    "alpha": [1e-3, 1e-1]})
-    masked = family.objective({"hidden_layer_sizes": hg.Masked("hidden_layer_sizes", ((3,), (5,)))})
-    objective = masked.with_fixed({"hidden_layer_sizes": jnp.asarray(0, jnp.int32)})  # width 3 of 5
+    varying = {"hidden_layer_sizes": [(3,), (5,)], "alpha": [1e-3, 1e-1]}
+    config = {"hidden_layer_sizes": hg.Masked("hidden_layer_sizes", ((3,), (5,)))}
+    fixed = {"hidden_layer_sizes": jnp.asarray(0, jnp.int32)}  # width 3 of 5
+    if activations is not None:
+        varying["activation"] = list(activations)
+        config["activation"] = hg.Masked("activation", activations)
+        fixed["activation"] = jnp.asarray(chosen, jnp.int32)
+    family, space = base._family((x, y), (x_test, y_test), varying=varying)
+    objective = family.objective(config).with_fixed(fixed)
     key = base._fit_key()
 
     def loss(alpha):

@@ -49,6 +49,7 @@ structural configuration and data shape, cached (`hypergrad.sklearn._base.cached
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -74,6 +75,12 @@ from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_co
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
 ACTIVATIONS = {"identity": lambda z: z, "logistic": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
+# Each activation's derivative as JAX's own rule computes it, written from the output y (tangent g):
+# relu's z > 0 is y > 0; tanh's and logistic's are JAX's expressions in their answer.
+DERIVATIVES = {"identity": lambda g, y: g,
+               "logistic": lambda g, y: jax.lax.mul(g, jax.lax.mul(y, jax.lax.sub(jnp.ones_like(y), y))),
+               "tanh": lambda g, y: jax.lax.mul(jax.lax.add(g, jax.lax.mul(g, y)), jax.lax.sub(jnp.ones_like(y), y)),
+               "relu": lambda g, y: jax.lax.select(y > 0, g, jnp.zeros_like(g))}
 SOLVERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "adaptive")
 MIN_SGD_LR = 1e-6  # scikit-learn's SGDOptimizer stops (adaptive) once its rate is at most this
@@ -99,6 +106,27 @@ def forward(layers: Sequence[tuple[jax.Array, jax.Array]], inputs: jax.Array, ac
             h = h * keeps[i][:, None]
     kernel, bias = layers[-1]
     return affine(kernel, bias, h)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def selected_activation(options: tuple[str, ...], index: jax.Array, z: jax.Array) -> jax.Array:
+    """`ACTIVATIONS[options[index]](z)` for a traced option index (a masked activation).
+
+    Under vmap a traced index selects among every option's output, so every option is computed;
+    the derivative is written from the selected output alone (`DERIVATIVES`, JAX's own rules), so
+    the backward pass reads the one output array instead of each option's output and the
+    pre-activations again: the same numbers, bit for bit, as differentiating the selection, with
+    one pass over the hidden activations fewer per step. Differentiable to any order (the rule is
+    made of differentiable operations and this function)."""
+    return jax.lax.switch(index, [ACTIVATIONS[o] for o in options], z)
+
+
+@selected_activation.defjvp
+def _selected_activation_jvp(options, primals, tangents):
+    index, z = primals
+    g = tangents[1]
+    y = selected_activation(options, index, z)
+    return y, jax.lax.switch(index, [DERIVATIVES[o] for o in options], g, y)
 
 
 def per_example_loss(out: str, z: jax.Array, targets: jax.Array) -> jax.Array:
@@ -410,6 +438,10 @@ def rule_of(p: Mapping[str, Any], n: int) -> Rule:
                 early_stopping=bool(p["early_stopping"]))
 
 
+ZERO_AT_ZERO = frozenset({"identity", "tanh", "relu"})
+"""Activations that map 0 to 0: a masked unit's activation is then 0 without multiplying by its keep."""
+
+
 class Network(NamedTuple):
     """The network of one configuration at given hparams: activation, Glorot factor, sizes."""
 
@@ -418,14 +450,22 @@ class Network(NamedTuple):
     widest: tuple[int, ...]
     dims: tuple[Any, ...]
     keeps: tuple[Any, ...] | None   # per hidden layer, when the widths are masked
+    output_keeps: tuple[Any, ...] | None = None  # the keeps `forward` must apply (see `network`)
 
 
 def network(config: Mapping[str, Any], hparams: Mapping[str, Any], n_in: int, n_out: int, dtype: Any) -> Network:
-    """The activation and layer sizes of `config` (masked choices read their index from hparams)."""
+    """The activation and layer sizes of `config` (masked choices read their index from hparams).
+
+    A masked unit (beyond its fit's width) starts with zero weights in and out (`init_layers`),
+    and they stay zero: its gradients are products with its zero outgoing weights. Its
+    pre-activation is therefore exactly 0, and when every activation option maps 0 to 0
+    (`ZERO_AT_ZERO`: not logistic) its activation is 0 too, so `forward` needs no multiplication
+    by the keeps (`output_keeps` None): the same numbers, bit for bit, and one pass over the
+    hidden activations fewer in each direction."""
     act = config["activation"]
     if isinstance(act, hg.Masked):
         index = hparams["activation"]
-        activation = lambda z: jax.lax.switch(index, [ACTIVATIONS[o] for o in act.options], z)  # noqa: E731
+        activation = functools.partial(selected_activation, tuple(act.options), index)
         factor = jnp.asarray([2.0 if o == "logistic" else 6.0 for o in act.options], dtype)[index]
     else:
         activation, factor = ACTIVATIONS[act], 2.0 if act == "logistic" else 6.0
@@ -438,7 +478,9 @@ def network(config: Mapping[str, Any], hparams: Mapping[str, Any], n_in: int, n_
     widths = jnp.asarray(options)[hparams["hidden_layer_sizes"]]
     widest = (n_in, *(int(w) for w in options.max(axis=0)), n_out)
     keeps = tuple((jnp.arange(widest[l + 1]) < widths[l]).astype(dtype) for l in range(options.shape[1]))
-    return Network(activation, factor, widest, (n_in, *(widths[l] for l in range(options.shape[1])), n_out), keeps)
+    zero_at_zero = set(act.options if isinstance(act, hg.Masked) else [act]) <= ZERO_AT_ZERO
+    return Network(activation, factor, widest, (n_in, *(widths[l] for l in range(options.shape[1])), n_out), keeps,
+                   None if zero_at_zero else keeps)
 
 
 def _kinds(config: Mapping[str, Any], hparams: Mapping[str, Any]) -> tuple:
@@ -510,7 +552,7 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
 
     def logits(params, hparams, inputs):
         net = network(config, hparams, n_in, task.n_outputs, dtype)
-        return forward(params, inputs.T, net.activation, net.keeps)
+        return forward(params, inputs.T, net.activation, net.output_keeps)
 
     def train_loss(params, hparams, batch):
         inputs, targets, weights = batch
