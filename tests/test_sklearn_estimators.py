@@ -180,6 +180,27 @@ def test_family_path_equals_fit(iris, estimator, varying, value):
     assert result.trials[1].scores["val_loss"] != scores["val_loss"]  # the other candidate is another fit
 
 
+def test_small_fits_compile_quickly_to_the_same_numbers(iris, monkeypatch):
+    # a small fit (a refit, the estimator checks) is compiled with XLA's quick options; its numbers
+    # equal those of XLA's defaults to rounding (float64 here); a large fit keeps the defaults
+    from hypergrad.sklearn import _base
+
+    x, y, x_test, _ = iris
+    estimator = MLPClassifier((7,), activation="tanh", max_iter=30, random_state=1)
+    assert _base.fit_compiler_options(_mlp.fit_flops(estimator.get_params(), x.shape, 3)) == _base.QUICK_COMPILE
+    large = MLPClassifier((500, 500), max_iter=200).get_params()
+    assert _base.fit_compiler_options(_mlp.fit_flops(large, (10_000, 50), 10)) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        quick = sklearn.base.clone(estimator).fit(x, y)
+        monkeypatch.setattr(_base, "QUICK_COMPILE_FLOPS", 0.0)
+        default = sklearn.base.clone(estimator).fit(x, y)
+    for a, b in zip(quick.coefs_ + quick.intercepts_, default.coefs_ + default.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(quick.loss_curve_, default.loss_curve_, rtol=1e-10)
+    np.testing.assert_allclose(quick.predict_proba(x_test), default.predict_proba(x_test), rtol=1e-10)
+
+
 def test_ridge_family_is_differentiable_in_alpha(iris):
     x, _, x_test, _ = iris
     target, target_test = x[:, 3], x_test[:, 3]

@@ -51,7 +51,8 @@ from sklearn.utils.validation import column_or_1d
 import hypergrad as hg
 from hypergrad import _caches
 
-__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes"]
+__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes",
+           "fit_compiler_options"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -73,6 +74,25 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     while len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return program
+
+
+QUICK_COMPILE_FLOPS = 1e9
+"""Fits estimated at no more FLOPs than this are compiled with `QUICK_COMPILE` (see `fit_compiler_options`)."""
+
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+"""XLA options that compile a program several times faster and run it several times slower:
+LLVM's optimisations off, and XLA:CPU's older fusion code generator."""
+
+
+def fit_compiler_options(flops: float) -> dict | None:
+    """XLA compiler options for a single fit of about `flops` FLOPs: `QUICK_COMPILE` when the fit is
+    small enough (`QUICK_COMPILE_FLOPS`) that its compilation, not its run, is the cost (a small
+    network fitted once, such as a search's refit, or scikit-learn's estimator checks), else None
+    (XLA's defaults). Cost: below the threshold the slower run costs less than the compilation
+    saves (measured in benchmarks/iris_study.md, the refit row). Values equal the default
+    compilation's to rounding (the same operations, differently fused). Options are part of the
+    persistent compilation cache's key: a program compiled either way is reused only that way."""
+    return dict(QUICK_COMPILE) if flops <= QUICK_COMPILE_FLOPS else None
 
 
 def continuous_distribution(name: str, values: Sequence[Any]) -> hg.Uniform | hg.LogUniform:

@@ -43,7 +43,9 @@ Cost of a fit: max_iter * ceil(n / batch_size) forward-backward passes, plus the
 each epoch with early stopping. Every fit runs all of them (a stopped fit's remaining steps are
 computed and discarded), which is what lets many fits share one vmapped program. Memory: the
 parameters, two optimiser moment trees and one minibatch. Compilation: one program per
-structural configuration and data shape, cached (`hypergrad.sklearn._base.cached_program`).
+structural configuration and data shape, cached (`hypergrad.sklearn._base.cached_program`); a
+small fit (`fit_flops` up to `_base.QUICK_COMPILE_FLOPS`) is compiled with XLA's quick options
+(`_base.fit_compiler_options`): its compilation, not its run, is its cost.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 import hypergrad as hg
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems.mlp import affine
-from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes
+from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes,
+                                     fit_compiler_options)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -637,20 +640,22 @@ class _MLP(HypergradEstimator):
         dtype = _dtype()
         hparams = {name: jnp.asarray(params[name], dtype) for name in CONTINUOUS}
         key = self._fit_key()
+        options = fit_compiler_options(fit_flops(params, x.shape, task.n_outputs))
         if params["early_stopping"]:  # the early-stopping split is baked into the program: not cached
             objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
-            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k))(hparams, key, objective.problem.data)
+            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)(
+                hparams, key, objective.problem.data)
 
         def make():
             objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
-            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k))
+            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
 
         structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
         data = problem_data(task, (x, y), (x, y), dtype)
         if _bucketable(params, len(x)):
             data = bucketed(data)
         shape = (len(data["train"][0]), x.shape[1])
-        run = cached_program((type(self).__name__, structure, task, shape, str(dtype)), make)
+        run = cached_program((type(self).__name__, structure, task, shape, str(dtype), options is None), make)
         return run(hparams, key, jax.tree.map(jnp.asarray, data))
 
     def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None) -> _MLP:
@@ -700,6 +705,16 @@ class _MLP(HypergradEstimator):
         dtype = _dtype()
         layers = [(jnp.asarray(c.T, dtype), jnp.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
         return np.asarray(forward(layers, jnp.asarray(X, dtype).T, ACTIVATIONS[self.activation])).T
+
+
+def fit_flops(params: Mapping[str, Any], shape: tuple[int, int], n_outputs: int) -> float:
+    """FLOPs of one fit, about: `max_iter` epochs over the n examples, each example's forward and
+    backward pass 6 FLOPs per weight (the matrix products; elementwise work and the solver are
+    smaller). For choosing how hard to compile (`fit_compiler_options`), not for accounting."""
+    n, n_in = shape
+    sizes = (n_in, *as_sizes(params["hidden_layer_sizes"]), n_outputs)
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 6.0 * float(params["max_iter"]) * n * weights
 
 
 def _bucketable(params: Mapping[str, Any], n: int) -> bool:
