@@ -32,6 +32,12 @@ The three methods a search calls:
 
 `fit` itself goes through the same family (no parameter varying), so a search's candidate and a
 refit of the same parameters with the same key are the same computation.
+
+One class attribute: `_data_baking_params`, the structural parameters which, when true, make the
+family's programs hold data of their own besides the problem's (MLP's `early_stopping` holds the
+held-out split of each fold's training part). A search then runs the folds one program each instead
+of stacking them (`hypergrad.sklearn._search.bakes_data`); every other program must read its data
+only through the problem.
 """
 
 from __future__ import annotations
@@ -139,12 +145,15 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
     """A scikit-learn estimator whose fit is a hypergrad program (see the module docstring).
 
     Subclasses set `_structural_params` (parameters that change the compiled program),
-    `_continuous_params` (traced numbers, vmapped across candidates and differentiable) and
-    implement `_family` and `_encode_y`; every other constructor parameter is fixed per program.
+    `_continuous_params` (traced numbers, vmapped across candidates and differentiable),
+    `_data_baking_params` (when true, the programs hold data of their own: see the module
+    docstring) and implement `_family` and `_encode_y`; every other constructor parameter is fixed
+    per program.
     """
 
     _structural_params: ClassVar[frozenset[str]] = frozenset()
     _continuous_params: ClassVar[frozenset[str]] = frozenset()
+    _data_baking_params: ClassVar[frozenset[str]] = frozenset()
 
     def _family(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
                 varying: Mapping[str, Sequence[Any]], n_classes: int | None = None

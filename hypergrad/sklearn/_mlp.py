@@ -616,6 +616,7 @@ class _MLP(HypergradEstimator):
 
     _structural_params = STRUCTURAL
     _continuous_params = CONTINUOUS
+    _data_baking_params = frozenset({"early_stopping"})  # its held-out split lives in the program
     _classifier = False
 
     def _family(self, train, val, *, varying, n_classes=None):

@@ -34,11 +34,11 @@ per fold; the scoring runs inside the same program, so `score_time` is 0 (or, wi
 chunk of fits (at most 64 candidates x folds) at a time, plus the folds' data stacked (folds x n
 examples).
 
-What the stacking asks of `HypergradEstimator._family` beyond `hypergrad/sklearn/_base.py`'s
-protocol: its programs read the data only through the problem (they may depend on the data's
-shapes, never on its values), so that the first fold's functions serve every fold of its size.
-Early stopping breaks this (its held-out split lives inside the program), so with
-`early_stopping=True` the folds run one program each. `search.hypergrad_info_` records, per
+What the stacking asks of `HypergradEstimator._family` (`hypergrad/sklearn/_base.py`'s protocol):
+its programs read the data only through the problem (they may depend on the data's shapes, never
+on its values), so that the first fold's functions serve every fold of its size, unless one of the
+estimator's `_data_baking_params` is true (MLP's `early_stopping`: its held-out split lives inside
+the program); then the folds run one program each. `search.hypergrad_info_` records, per
 vmapped evaluation, its programs, plan, compile and run seconds and the planner's decisions.
 """
 
@@ -259,11 +259,13 @@ def stackable(objectives: Sequence[hg.Objective]) -> bool:
 
 
 def bakes_data(target: Target, varying: Mapping[str, Sequence[Any]]) -> bool:
-    """Whether the estimator's programs hold data of their own besides the problem's (the protocol
-    allows it only for early stopping's held-out split, drawn from each fold's training part): then
-    folds cannot share a program and run one by one."""
-    values = [target.final.get_params(deep=False).get("early_stopping", False), *varying.get("early_stopping", [])]
-    return any(bool(v) for v in values)
+    """Whether the estimator's programs hold data of their own besides the problem's (the
+    protocol's `_data_baking_params`, e.g. early stopping's held-out split, drawn from each fold's
+    training part) at its own value or any candidate's: then folds cannot share a program and run
+    one by one."""
+    params = target.final.get_params(deep=False)
+    return any(bool(v) for name in target.final._data_baking_params
+               for v in (params.get(name, False), *varying.get(name, [])))
 
 
 def stacked_family(families: Sequence[hg.Structured]) -> hg.Structured:
@@ -617,7 +619,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             why = "return_train_score=True: the descent scores the validation folds only"
         split = why or split_distributions(target, self.param_distributions)
         if not isinstance(split, str) and bakes_data(target, split[0]):
-            split = "early stopping holds a split of each fold's data inside its program, so folds cannot share one"
+            split = (f"{sorted(target.final._data_baking_params)} make each fold's program hold data of its own (early "
+                     "stopping's held-out split), so folds cannot share one")
         if isinstance(split, str):
             fallback(self, split, SklearnRandomizedSearchCV)
             return self._sklearn_fallback(X, y, **params)
