@@ -71,7 +71,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 import hypergrad as hg
 from hypergrad._sampler import epoch_batch_indices
-from hypergrad.problems.mlp import affine
+from hypergrad.problems._matmul import matmul, transposed_copy
 from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes,
                                      fit_compiler_options)
 
@@ -98,17 +98,29 @@ MASKABLE = ("hidden_layer_sizes", "activation", "solver", "learning_rate")
 # -- the network ------------------------------------------------------------------------------------
 def forward(layers: Sequence[tuple[jax.Array, jax.Array]], inputs: jax.Array, activation: Any,
             keeps: Sequence[jax.Array] | None = None) -> jax.Array:
-    """Output pre-activations (outputs, batch) of the network on feature-major `inputs`
-    (features, batch). `layers` holds (kernel (out, in), bias (out,)) pairs (scikit-learn's
-    `coefs_[i].T`, `intercepts_[i]`); `activation` maps pre-activations to activations; `keeps`
-    (optional, one 0/1 vector per hidden layer) zeroes masked hidden units."""
+    """Output pre-activations (outputs, batch) of the network on `inputs` (batch, features).
+    `layers` holds (kernel (out, in), bias (out,)) pairs (scikit-learn's `coefs_[i].T`,
+    `intercepts_[i]`); `activation` maps pre-activations to activations; `keeps` (optional, one
+    0/1 vector per hidden layer) zeroes masked hidden units.
+
+    Hidden activations are batch-major (batch, units), so that no step of training copies them
+    into the other layout: the first layer is `matmul(inputs, copy(kernel.T))`, whose kernel
+    gradient is a plain product with a transposed copy of the inputs (the minibatch; `_matmul`,
+    canonical products at every order of differentiation), and the later layers are plain
+    products whose kernel gradients contract the batch axis of the activations in place. (The
+    feature-major layout of `hypergrad.problems.mlp.affine` copies every hidden layer's
+    activations transposed for its kernel gradient, each step: the costliest single operation of
+    a wide network with few inputs and outputs, as scikit-learn's studies have.) Cost: the products
+    and one transposed copy of the inputs and of the first kernel per step."""
     h = inputs
     for i, (kernel, bias) in enumerate(layers[:-1]):
-        h = activation(affine(kernel, bias, h))
+        product = matmul(h, transposed_copy(kernel)) if i == 0 else h @ kernel.T
+        h = activation(product + bias)
         if keeps is not None:
-            h = h * keeps[i][:, None]
+            h = h * keeps[i]
     kernel, bias = layers[-1]
-    return affine(kernel, bias, h)
+    out = matmul(h, transposed_copy(kernel)) if len(layers) == 1 else h @ kernel.T
+    return (out + bias).T
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -555,7 +567,7 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
 
     def logits(params, hparams, inputs):
         net = network(config, hparams, n_in, task.n_outputs, dtype)
-        return forward(params, inputs.T, net.activation, net.output_keeps)
+        return forward(params, inputs, net.activation, net.output_keeps)
 
     def train_loss(params, hparams, batch):
         inputs, targets, weights = batch
@@ -705,7 +717,7 @@ class _MLP(HypergradEstimator):
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         dtype = _dtype()
         layers = [(jnp.asarray(c.T, dtype), jnp.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
-        return np.asarray(forward(layers, jnp.asarray(X, dtype).T, ACTIVATIONS[self.activation])).T
+        return np.asarray(forward(layers, jnp.asarray(X, dtype), ACTIVATIONS[self.activation])).T
 
 
 def fit_flops(params: Mapping[str, Any], shape: tuple[int, int], n_outputs: int) -> float:
