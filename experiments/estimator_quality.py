@@ -496,6 +496,7 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
 
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
+    hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     problem = make_problem(cfg, cfg.batch_size)
     bias_problem = (problem if cfg.bias_batch_size == cfg.batch_size

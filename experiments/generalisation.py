@@ -110,6 +110,7 @@ def body(rows: list[dict], sizes: dict) -> str:
 
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
+    hg.use_compilation_cache()
     sizes = ({"T": 8, "population": 1, "warmup": None, "halving": None, "steps": 1, "repeats": 1, "seeds": (0,)}
              if args.smoke else
              {"T": 200, "population": 8, "warmup": 32, "halving": 5, "steps": 20, "repeats": 4, "seeds": (0, 1, 2)})

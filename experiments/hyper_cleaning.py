@@ -287,6 +287,7 @@ def plot(out: str, weights: dict, corrupted: np.ndarray, curves: dict) -> list[s
 
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
+    hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
     problem, corrupted, scores, table, weights, curves, comparison = run(cfg)

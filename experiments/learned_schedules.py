@@ -309,6 +309,7 @@ def plot(out: str, picks: dict, scores: dict, cfg: Config) -> list[str]:
 
 def main(argv=None):
     args = _claims.arguments(__doc__, argv)
+    hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
     problem, results, scores, picks, comparison = run(cfg)
