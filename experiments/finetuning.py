@@ -3,7 +3,9 @@
 Three transfer settings, each a source model pretrained once in-process (cached on disk,
 `hg.problems.pretrained_digits_mlp` / `pretrained_digits_cnn`) and fine-tuned on a target task
 with `shots` labelled training examples per class (`hg.problems.digits_transfer`; `min(shots, 30)`
-validation examples per class, 40 per class held out for test):
+validation examples per class, 40 per class held out for test). Shots are 10, 50 and "all": every
+example not held out (the issue asks for 200 per class, more than digits has: its classes hold 174-183
+examples, so "all" is 104-112 per class for 5-9 and 64-72 for the shifted task; the table says how many):
 
 - mlp 0-4->5-9:  an MLP 64-64-64-5 (tanh) pretrained on digits 0-4, fine-tuned with a fresh head on
                  digits 5-9 (another label set);
@@ -78,7 +80,8 @@ def _gradient(objective, space, key, budget, step_runs=3.0):
 
 
 def run_cell(setting: str, shots: int, seed: int, args) -> dict:
-    """Every strategy on one few-shot split: {strategy: (test accuracy, runs, seconds, rate per layer)}."""
+    """Every strategy on one few-shot split: {strategy: (test accuracy, runs, seconds, rate per layer)},
+    and "train per class": the mean number of training examples per class."""
     model, target = SETTINGS[setting]
     key = jax.random.key(seed)
     common = dict(model=model, target=target, seed=seed, cache=args.cache, pretrain_steps=args.pretrain_steps)
@@ -86,6 +89,8 @@ def run_cell(setting: str, shots: int, seed: int, args) -> dict:
     scratch, _ = hg.problems.finetune_space(hg.problems.digits_transfer(shots, pretrained=False, **common),
                                             args.steps)
     layers = space["lr"].shape[0]
+    labels = np.asarray(objective.problem.train_data[1])
+    per_class = len(labels) / len(np.unique(labels))
     started = time.perf_counter()
     default = {"lr": jnp.full((layers,), 0.01)}
     scores = objective.evaluate(default, key)
@@ -100,6 +105,7 @@ def run_cell(setting: str, shots: int, seed: int, args) -> dict:
         rates = np.broadcast_to(np.asarray(trial.hparams["lr"], np.float64), (layers,))
         out[name] = (float(trial.scores["test_accuracy"]), float(result.spent("runs")[-1]),
                      float(result.spent("seconds")[-1]), [float(r) for r in rates])
+    out["train per class"] = per_class
     return out
 
 
@@ -162,6 +168,13 @@ def rate_claim(rates: dict) -> _claims.Claim:
         "least 1.5; the tuner starts from a constant rate, so a ratio near 1 means the outer steps barely moved it.")
 
 
+def shots_label(rows: dict, setting: str, shots, seeds) -> str:
+    """`shots` as the table shows it: "all" with its mean training examples per class."""
+    if shots != "all":
+        return str(shots)
+    return f"all ({np.mean([rows[(setting, shots, k)]['train per class'] for k in seeds]):.0f})"
+
+
 def tables(rows: dict, settings, shots_list, seeds) -> tuple[str, str, dict, dict]:
     """The results table, the who-wins table, and the per-seed accuracies and rates for the claims."""
     acc = {st: {s: {n: [rows[(st, s, k)][n][0] for k in seeds] for n in STRATEGIES} for s in shots_list}
@@ -173,11 +186,11 @@ def tables(rows: dict, settings, shots_list, seeds) -> tuple[str, str, dict, dic
             for n in STRATEGIES:
                 cells = [rows[(st, s, k)][n] for k in seeds]
                 a = np.array(acc[st][s][n])
-                body.append([st, s, n, f"{a.mean():.3f} ± {a.std():.3f}", f"{np.mean([c[1] for c in cells]):.0f}",
+                body.append([st, shots_label(rows, st, s, seeds), n, f"{a.mean():.3f} ± {a.std():.3f}", f"{np.mean([c[1] for c in cells]):.0f}",
                              f"{np.mean([c[2] for c in cells]):.1f}",
                              ", ".join(f"{r:.3g}" for r in np.exp(np.mean(np.log([c[3] for c in cells]), axis=0)))])
             order = sorted(STRATEGIES, key=lambda n: np.mean(acc[st][s][n]), reverse=True)
-            wins.append([st, s, f"**{order[0]}**", ", ".join(order[1:])])
+            wins.append([st, shots_label(rows, st, s, seeds), f"**{order[0]}**", ", ".join(order[1:])])
     table = _claims.markdown_table(["setting", "shots/class", "strategy", "test accuracy (mean ± std)", "runs",
                                     "seconds", "rate per layer (geometric mean)"], body)
     who = _claims.markdown_table(["setting", "shots/class", "best mean test accuracy", "then"], wins)
@@ -211,19 +224,22 @@ def plot(rates: dict, path: str) -> str | None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds: the cnn shifted setting, 1 seed, 10 shots, tiny budget and steps")
+    parser.add_argument("--smoke", action="store_true", help="seconds: the cnn shifted setting, 1 seed, all shots, tiny budget and steps")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    parser.add_argument("--shots", default="10,50", help="labelled examples per class (at most 50)")
+    parser.add_argument("--shots", default="10,50,all",
+                        help="labelled examples per class (at most 60 in every setting), or all: every example not held out")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=32, help="training-run equivalents per strategy")
     parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps T")
     parser.add_argument("--pretrain-steps", type=int, default=300, help="source models' training steps")
     parser.add_argument("--cache", default=None, help="pretrained model cache (default: the user cache)")
     args = parser.parse_args(argv)
+    hg.use_compilation_cache()
     started = time.perf_counter()
-    shots_list, seeds = [int(s) for s in args.shots.split(",")], list(range(args.seeds))
+    shots_list = [s if s == "all" else int(s) for s in args.shots.split(",")]
+    seeds = list(range(args.seeds))
     if args.smoke:
-        shots_list, seeds, args.budget, args.steps, args.pretrain_steps = [10], [0], 8, 4, 20
+        shots_list, seeds, args.budget, args.steps, args.pretrain_steps = ["all"], [0], 8, 4, 20
         args.cache = args.cache or os.path.join(args.out, "pretrained-cache")
     settings = ["cnn shifted"] if args.smoke else list(SETTINGS)  # smoke: one setting, under ~15 s
     rows = {}
@@ -231,7 +247,7 @@ def main(argv=None) -> None:
         for shots in shots_list:
             for seed in seeds:
                 rows[(setting, shots, seed)] = cell = run_cell(setting, shots, seed, args)
-                print(f"[{setting}, {shots} shots, seed {seed}] " + ", ".join(f"{n} {v[0]:.3f}" for n, v in cell.items()),
+                print(f"[{setting}, {shots} shots, seed {seed}] " + ", ".join(f"{n} {cell[n][0]:.3f}" for n in STRATEGIES),
                       flush=True)
     table, who, acc, rates = tables(rows, settings, shots_list, seeds)
     claims = verdicts(acc, rates)
