@@ -5,7 +5,7 @@ Three transfer settings, each a source model pretrained once in-process (cached 
 with `shots` labelled training examples per class (`hg.problems.digits_transfer`; `min(shots, 30)`
 validation examples per class, 40 per class held out for test). Shots are 10, 50 and "all": every
 example not held out (the issue asks for 200 per class, more than digits has: its classes hold 174-183
-examples, so "all" is 104-112 per class for 5-9 and 64-72 for the shifted task; the table says how many):
+examples, so "all" is about 109 per class for 5-9 and 65 for the shifted task; the table says how many):
 
 - mlp 0-4->5-9:  an MLP 64-64-64-5 (tanh) pretrained on digits 0-4, fine-tuned with a fresh head on
                  digits 5-9 (another label set);

@@ -394,8 +394,8 @@ def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = 
     Args:
         shots: training examples per target class (at most about 100 for "5-9", 60 for "shifted":
             40 of each class are held out for test and `val_shots` for validation), or "all": every
-            example of each class not held out (the full-data end of a few-shot study; about 110-140
-            per class for "5-9", 65-70 for "shifted", with the default `val_shots`).
+            example of each class not held out (the full-data end of a few-shot study; about 104-112
+            per class for "5-9", about 65 for "shifted", with the default `val_shots`).
         model: "mlp" (`pretrained_digits_mlp(hidden)`) or "cnn" (`pretrained_digits_cnn(channels)`).
         target: "5-9" (source digits 0-4) or "shifted" (source: a clean quarter of all digits;
             target: the rest moved by `shift` pixels with Gaussian noise `noise`); module docstring.
