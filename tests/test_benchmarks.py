@@ -170,3 +170,22 @@ def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
             shares.setdefault(cells[1], []).append(float(cells[5][:-1]))
     assert set(shares) == set(rows) and all(len(s) == 8 and abs(sum(s) - 100) <= 4 for s in shares.values()), shares
     assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 3
+
+
+def test_population_profile_smoke_classifies_both_programs(tmp_path):
+    """`benchmarks/population_profile.py --smoke`: both programs timed, every class row present, and
+    Reverse()'s loops found (its backward loop holds the sums to hyperparameters and the state loads,
+    its forward loop the stores; the search has none of them)."""
+    out = tmp_path / "profile.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "population_profile.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "load average" in text
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+            for line in text.splitlines() if line.startswith("| ")}
+    assert float(rows["search"][0]) > 0 and rows["Reverse()"][-1].endswith("%")
+    search_loop, _, forward, backward, _ = (float(c) for c in rows["sums to hyperparameters"])
+    assert backward > 0 and search_loop == forward == 0
+    assert float(rows["store a state"][2]) > 0 and float(rows["load a state"][3]) > 0
+    assert float(rows["store a state"][0]) == float(rows["load a state"][0]) == 0
