@@ -14,6 +14,7 @@ held in all, the least recently used dropped first; `hg.clear_caches()` empties 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import time
 import weakref
@@ -25,7 +26,7 @@ import numpy as np
 
 from hypergrad import _caches
 
-__all__ = ["cached", "compiled", "lower", "stats", "signature", "MAX_ENTRIES"]
+__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -113,15 +114,23 @@ def signature(args: Any) -> Hashable:
                            jax.numpy.result_type(x)) for x in leaves)
 
 
-def lower(fn: Callable, args: tuple) -> Any:
-    """`jax.jit(fn).lower(*args)`, with a missing hyperparameter named in a `ValueError`."""
+@contextlib.contextmanager
+def naming_missing_hparams():
+    """Turns a `KeyError` raised while tracing an objective into a `ValueError` naming the
+    hyperparameter the loss or optimiser read that nobody passed."""
     try:
-        return jax.jit(fn).lower(*args)
-    except KeyError as err:  # the loss or optimiser read a hyperparameter nobody passed
+        yield
+    except KeyError as err:
         raise ValueError(
             f"the objective reads hyperparameter {err} that was not given; declare it in the "
             "hg.Space (or pass it in hparams), or remove it from the optimizer/loss"
         ) from err
+
+
+def lower(fn: Callable, args: tuple) -> Any:
+    """`jax.jit(fn).lower(*args)`, with a missing hyperparameter named in a `ValueError`."""
+    with naming_missing_hparams():
+        return jax.jit(fn).lower(*args)
 
 
 def cached(tag: Hashable, args: tuple) -> Any | None:

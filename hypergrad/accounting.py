@@ -70,11 +70,22 @@ Both are cached per objective (weakly: the cache never keeps an objective or its
 at most `MAX_ENTRIES` counts per objective, least recently used dropped) and cleared by
 `hg.clear_caches()`. Counting traces the program once: about the tracing share of a compilation,
 a fraction of a second for the library's programs.
+
+One trace serves both the count and the search: a search vmaps and compiles the jaxpr of the run
+it counts (`traced_run`, a `TracedRun`) instead of tracing the objective's Python a second time.
+Inside `sharing_traces()` (a search evaluating a structured family opens it around its plan and its
+programs) `run_flops` also keeps the trace of each count it makes, and `traced_run` takes it: the
+planner's count of the run a search then compiles is that program's only trace. The traces are
+dropped when the block ends, so nothing outlives it. A trace is reused only for the same objective
+(by identity) and the same argument types (tree structure, shapes, dtypes and weak types), which is
+all tracing sees.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import math
 import time
 import weakref
@@ -90,8 +101,8 @@ from hypergrad import _caches
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import value_and_grad_fn
 
-__all__ = ["jaxpr_flops", "program_flops", "run_flops", "hypergradient_flops", "matmul_flops_per_second",
-           "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
+__all__ = ["jaxpr_flops", "program_flops", "run_flops", "traced_run", "TracedRun", "hypergradient_flops",
+           "sharing_traces", "matmul_flops_per_second", "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
 
 THREEFRY_FLOPS = 117
 """Operations of one threefry2x32 hash (two 32-bit words out): 20 rounds x (add, rotate = two
@@ -99,6 +110,7 @@ shifts and an or, xor) = 100, plus the key schedule's 2 + 5 x 3 adds."""
 
 MAX_ENTRIES = 64
 """Most counts held per objective (methods x held x argument shapes), least recently used dropped."""
+
 
 # Primitives that move or relabel data without arithmetic.
 _FREE = frozenset({
@@ -313,20 +325,29 @@ class _Counts:
     def __init__(self):
         self._tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def get_or_count(self, owner: Any, key: Hashable, count: Callable[[], float]) -> float:
+    def get(self, owner: Any, key: Hashable) -> float | None:
+        table = self._tables.get(owner)
+        if table is None or key not in table:
+            return None
+        table.move_to_end(key)
+        return table[key]
+
+    def put(self, owner: Any, key: Hashable, value: float) -> float:
         table = self._tables.get(owner)
         if table is None:
             table = self._tables[owner] = collections.OrderedDict()
-        if key in table:
-            table.move_to_end(key)
-            return table[key]
-        began = time.perf_counter()
-        value = table[key] = float(count())
-        stats["counts"] += 1
-        stats["seconds"] += time.perf_counter() - began
+        table[key] = value
         while len(table) > MAX_ENTRIES:
             table.popitem(last=False)
         return value
+
+    def get_or_count(self, owner: Any, key: Hashable, count: Callable[[], float]) -> float:
+        value = self.get(owner, key)
+        if value is not None:
+            return value
+        with _timed():
+            value = float(count())
+        return self.put(owner, key, value)
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._tables.values())
@@ -340,6 +361,36 @@ stats = {"counts": 0, "seconds": 0.0}
 """Programs counted (cache misses) and the seconds their tracing and counting took, since import."""
 
 
+@contextlib.contextmanager
+def _timed():
+    """Adds one count, and the seconds its tracing and counting took, to `stats`."""
+    began = time.perf_counter()
+    yield
+    stats["counts"] += 1
+    stats["seconds"] += time.perf_counter() - began
+
+
+# Inside `sharing_traces()`: (id of the objective, exact argument types) -> (objective, TracedRun);
+# else None.
+_held: dict | None = None
+
+
+@contextlib.contextmanager
+def sharing_traces():
+    """A block within which `run_flops` keeps the trace of each run it counts and `traced_run`
+    hands it out (once), so a run counted and then compiled is traced once. The kept traces (their
+    jaxprs, constants included) are dropped when the outermost block ends."""
+    global _held
+    if _held is not None:  # nested: the outer block keeps them
+        yield
+        return
+    _held = {}
+    try:
+        yield
+    finally:
+        _held = None
+
+
 @_caches.register
 def clear() -> None:
     """Empties the accounting cache (`hg.clear_caches()` calls it)."""
@@ -347,13 +398,95 @@ def clear() -> None:
 
 
 # -- the library's two counts -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class TracedRun:
+    """`objective.loss_and_scores(hparams, key, data)` traced once (`jax.make_jaxpr`): the program
+    `run_flops` counts. Calling it evaluates the jaxpr (inside a trace: binds its equations again,
+    without running the objective's Python), so a search can `vmap` and compile it.
+
+    Attributes:
+        jaxpr: the ClosedJaxpr of the flattened `(hparams, key, data)`.
+        in_tree: the tree structure of `(hparams, key, data)` it was traced for.
+        out_tree: the tree structure of `(loss, scores)`.
+        score_names: the scores' names in the order `loss_and_scores` returned them (a flattened
+            dict is sorted; this is the objective's own order).
+    """
+
+    jaxpr: Any
+    in_tree: Any
+    out_tree: Any
+    score_names: tuple[str, ...]
+
+    def __call__(self, hparams: HParams, key: Key, data: Any) -> tuple[Any, dict[str, Any]]:
+        leaves, tree = jax.tree.flatten((dict(hparams), key, data))
+        if tree != self.in_tree:
+            raise ValueError(f"TracedRun called with arguments of structure {tree}; it was traced for {self.in_tree}")
+        loss, scores = jax.tree.unflatten(self.out_tree, jcore.jaxpr_as_fun(self.jaxpr)(*leaves))
+        return loss, {name: scores[name] for name in self.score_names}
+
+
+def _trace_run(objective: Any, args: tuple) -> TracedRun:
+    names: list[str] = []
+
+    def run(h, k, d):
+        loss, scores = objective.loss_and_scores(h, k, d)
+        names[:] = list(scores)
+        return loss, scores
+
+    closed, shapes = jax.make_jaxpr(run, return_shape=True)(*args)
+    return TracedRun(closed, jax.tree.structure(args), jax.tree.structure(shapes), tuple(names))
+
+
+def _exact_types(args: Any) -> Hashable:
+    """Tree structure and each leaf's type as tracing sees it (shape, dtype, weak type)."""
+    leaves, treedef = jax.tree.flatten(args)
+    return treedef, tuple((aval.shape, aval.dtype, aval.weak_type) for aval in map(jax.typeof, leaves))
+
+
+def _held_key(objective: Any, args: tuple) -> Hashable:
+    return id(objective), _exact_types(args)  # held with the objective itself, so the id stays its own
+
+
 def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
     """FLOPs of one training run and its scoring (validation and test losses and metrics):
-    `objective.loss_and_scores`, what one search trial costs and the unit of every result."""
+    `objective.loss_and_scores`, what one search trial costs and the unit of every result.
+
+    Inside `sharing_traces()` a count made now keeps its trace for `traced_run`."""
     data = objective.problem.data
     args = (dict(hparams), key, data)
-    return _counts.get_or_count(objective, ("run", _signature(args)), lambda: program_flops(
-        lambda h, k, d: objective.loss_and_scores(h, k, d), *args))
+    signature = ("run", _signature(args))
+    value = _counts.get(objective, signature)
+    if value is not None:
+        return value
+    with _timed():
+        traced = _trace_run(objective, args)
+        value = jaxpr_flops(traced.jaxpr)
+    if _held is not None:
+        _held[_held_key(objective, args)] = (objective, traced)
+    return _counts.put(objective, signature, value)
+
+
+def traced_run(objective: Any, hparams: HParams, key: Key, data: Any) -> TracedRun:
+    """The run `run_flops(objective, hparams, key)` counts, traced at the types of
+    `(hparams, key, data)`: the trace `run_flops` made of it inside the current `sharing_traces()`
+    block, if any (handed out once), else traced now (and counted, if `run_flops` has not counted
+    it yet).
+
+    Cost: nothing when held; else one trace of the objective (and a count of the jaxpr's
+    equations on a count miss), no compilation. Memory: the jaxpr (its constants included).
+    """
+    args = (dict(hparams), key, data)
+    owner, traced = (None, None) if _held is None else _held.pop(_held_key(objective, args), (None, None))
+    if owner is objective:
+        return traced
+    began = time.perf_counter()
+    traced = _trace_run(objective, args)
+    signature = ("run", _signature((dict(hparams), key, objective.problem.data)))
+    if _counts.get(objective, signature) is None:
+        _counts.put(objective, signature, jaxpr_flops(traced.jaxpr))
+        stats["counts"] += 1
+        stats["seconds"] += time.perf_counter() - began
+    return traced
 
 
 def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,

@@ -36,7 +36,7 @@ from hypergrad._batching import (chunk_for, device_count, first_row, from_proces
                                  to_host)
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
-from hypergrad.accounting import run_flops
+from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
@@ -79,15 +79,16 @@ def check_space(space: Any) -> Space:
 
 
 
-def _trials_program(objective: Objective, chunk: int, names: list[str]):
-    """Scores of a chunk of trials as one (score, trial) array, read back in one transfer (the
-    host fetches each output array separately, about 0.1 ms apiece on a CPU, and a cv objective
-    has a dozen scores or more); tracing writes the scores' names, in row order, into `names`.
+def _trials_program(run: TracedRun, chunk: int):
+    """Scores of a chunk of trials as one (score, trial) array, rows in `run.score_names` order,
+    read back in one transfer (the host fetches each output array separately, about 0.1 ms apiece
+    on a CPU, and a cv objective has a dozen scores or more). `run` is the objective's run as
+    traced for its FLOP count (`hypergrad.accounting.traced_run`), so the objective's Python is not
+    traced again: vmapping its jaxpr gives the program tracing the objective under `vmap` gives.
     Vmapped, or for one trial the plain program with an axis added (a batch of one costs a few
     percent more through vmap)."""
     def scores(h, k, d):
-        out = objective.loss_and_scores(h, k, d)[1]
-        names[:] = list(out)
+        out = run(h, k, d)[1]
         dtype = jnp.result_type(*out.values())  # one float dtype: every score is read as a float
         return jnp.stack([jnp.asarray(v, dtype) for v in out.values()])
 
@@ -161,11 +162,14 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
     began = time.perf_counter()
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
     if executable is None:
-        names: list[str] = []
+        # One trial's run, traced once (`hypergrad.accounting`): counted for its FLOPs, and vmapped
+        # and compiled as the search program. The planner's count of it hands over its trace.
+        with _compile.naming_missing_hparams():
+            run = traced_run(objective, one, example[1], example[2])
         executable, compile_seconds = _compile.compiled(
-            ("search", objective), lambda: _trials_program(objective, chunk, names), example)
-        # One trial's FLOPs (`hypergrad.accounting`): one run traced and counted, nothing compiled.
-        _programs[executable] = (tuple(names), run_flops(objective, one, example[1]))
+            ("search", objective), lambda: _trials_program(run, chunk), example)
+        compile_seconds = time.perf_counter() - began  # the run's trace is part of making the program
+        _programs[executable] = (run.score_names, run_flops(objective, one, example[1]))
         structure.record_program(time.perf_counter() - began)
     names, unit = _programs[executable]
     return executable, compile_seconds, names, unit
@@ -223,21 +227,22 @@ def evaluate_settings(
     one_chunk = chunk_for(num, chunk_size) == num and all(isinstance(v, jax.Array) for v in settings.values())
     host = functools.cache(lambda given=settings: {name: np.asarray(value) for name, value in given.items()})
     info = dict(info or {})
-    if isinstance(objective, Structured):
-        settings = host()
-        groups = _planned_groups(objective, space, settings, key, info)
-    else:
-        check_objective(objective)
-        if space is not None:
-            check_family(objective, space)
-        groups = [({}, objective, np.arange(num))]
-        if not one_chunk:
+    with sharing_traces():  # the plan's count of a run is the trace its search program compiles
+        if isinstance(objective, Structured):
             settings = host()
-    recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
-    try:
-        compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder)
-    finally:
-        recorder.close()
+            groups = _planned_groups(objective, space, settings, key, info)
+        else:
+            check_objective(objective)
+            if space is not None:
+                check_family(objective, space)
+            groups = [({}, objective, np.arange(num))]
+            if not one_chunk:
+                settings = host()
+        recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
+        try:
+            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder)
+        finally:
+            recorder.close()
     info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk_for(num, chunk_size),
                  "num_trials": num, "programs": len(groups)})
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))

@@ -355,6 +355,50 @@ def test_the_cache_is_bounded_per_objective(monkeypatch):
     assert accounting.stats["counts"] == counted + 1
 
 
+def test_a_traced_run_is_the_counted_run_kept_only_inside_a_sharing_block(ridge_setup):
+    """`traced_run` hands out the trace `run_flops` made inside `sharing_traces()` once, for exactly
+    the argument types it was traced at (weak types included), never outside a block; evaluated,
+    it is the objective's `loss_and_scores`, scores in the objective's order."""
+    problem, weak_hparams = ridge_setup  # jnp.asarray(0.1): weakly typed
+    hparams = {name: np.asarray(value) for name, value in weak_hparams.items()}
+    key = jax.random.key(0)
+    run_flops(_ridge_objective(problem, 5), hparams, key)
+    assert accounting._held is None
+    objective = _ridge_objective(problem, 5)
+    with accounting.sharing_traces():
+        counted = accounting.stats["counts"]
+        flops = run_flops(objective, hparams, key)
+        assert len(accounting._held) == 1
+        weak = accounting.traced_run(objective, weak_hparams, key, problem.data)
+        assert len(accounting._held) == 1  # weak types trace another program: not the kept trace
+        kept = accounting.traced_run(objective, hparams, key, problem.data)
+        assert len(accounting._held) == 0
+        again = accounting.traced_run(objective, hparams, key, problem.data)  # handed out once: traced anew
+        assert weak is not kept and again is not kept
+        assert accounting.stats["counts"] == counted + 1  # the later traces reuse the count
+        assert accounting.jaxpr_flops(kept.jaxpr) == flops == accounting.jaxpr_flops(again.jaxpr)
+    assert accounting._held is None
+    loss, scores = kept(hparams, key, problem.data)
+    want_loss, want = objective.loss_and_scores(hparams, key, problem.data)
+    assert list(scores) == list(want) and float(loss) == float(want_loss)
+    for name in want:
+        assert float(scores[name]) == float(want[name])
+
+
+def test_a_sharing_block_does_not_keep_an_objective_alive(ridge_setup):
+    problem, hparams = ridge_setup
+
+    def count_in_a_block():
+        objective = _ridge_objective(problem, 5)
+        with accounting.sharing_traces():
+            run_flops(objective, hparams, jax.random.key(0))
+        return weakref.ref(objective)
+
+    objective = count_in_a_block()
+    gc.collect()
+    assert objective() is None
+
+
 def test_search_results_carry_the_counted_run(ridge_setup):
     problem, _ = ridge_setup
     objective = _ridge_objective(problem, 8)

@@ -20,7 +20,7 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
-from hypergrad import _compile  # noqa: E402
+from hypergrad import _compile, accounting, search  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL  # noqa: E402
 from hypergrad.search import run_flops  # noqa: E402
 from _helpers import counting  # noqa: E402
@@ -252,6 +252,57 @@ def test_search_traces_once_and_recompiles_nothing(ridge_problem_):
     assert len(grid.trials) == 4
     assert count["traces"] == traced
     assert _compile.stats.compilations == compilations
+
+
+def _vmapped_objective_program(objective, chunk):
+    """The search program as it was written before it reused the accounting trace: the objective's
+    `loss_and_scores` traced under `vmap`, its scores stacked in their own order."""
+    def scores(h, k, d):
+        out = objective.loss_and_scores(h, k, d)[1]
+        dtype = jnp.result_type(*out.values())
+        return jnp.stack([jnp.asarray(v, dtype) for v in out.values()])
+
+    if chunk == 1:
+        return lambda h, k, d: scores(jax.tree.map(lambda v: v[0], h), k, d)[:, None]
+    return jax.vmap(scores, in_axes=(0, None, None), out_axes=1)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("cv", [None, 3])
+def test_the_search_program_is_the_objective_traced_under_vmap(mb_space, chunk, cv):
+    """The search compiles the jaxpr its FLOP count traced (`accounting.traced_run`), vmapped; that
+    lowers to the very program tracing the objective under vmap gives (same StableHLO, so the same
+    executable and numbers), with the score rows in the objective's own order."""
+    problem = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0,
+                                   batch_size=8, cv=cv)
+    objective = hg.Objective(problem, sgd_schedule, num_steps=T)
+    key = jax.random.key(0)
+    settings = mb_space.sample(key, chunk)
+    one = {n: v[0] for n, v in settings.items()}
+    args = (settings, key, problem.data)
+    run = accounting.traced_run(objective, one, key, problem.data)
+    assert list(run.score_names) == list(objective.loss_and_scores(one, key, problem.data)[1])
+    new = jax.jit(search._trials_program(run, chunk)).lower(*args).as_text(debug_info=False)
+    old = jax.jit(_vmapped_objective_program(objective, chunk)).lower(*args).as_text(debug_info=False)
+    assert new == old
+
+
+def test_search_traces_the_run_once_and_charges_run_flops(ridge_problem_):
+    """A search traces its objective once (the count's trace is the program's), and charges each
+    trial `run_flops` exactly, as a fresh count gives it."""
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    problem, count = counting(ridge_problem_)
+    objective = hg.Objective(problem, sgd, num_steps=10)
+    key = jax.random.key(1)
+    hparams = {"lr": jnp.asarray(0.1), "weight_decay": jnp.asarray(0.01)}
+    jax.make_jaxpr(lambda h, k, d: objective.loss_and_scores(h, k, d))(hparams, key, problem.data)
+    one_trace = count["traces"]  # the training loss's traces in one trace of a run
+    count["traces"] = 0
+    result = hg.random_search(objective, space, key, num_trials=5)
+    assert count["traces"] == one_trace > 0  # was 2 x: the count's trace and the vmapped one
+    hg.clear_caches()
+    unit = run_flops(objective, {n: np.asarray(v) for n, v in result.trials[0].hparams.items()}, key)
+    assert result.run_flops == unit and all(t.run_flops == unit for t in result.trials)
 
 
 # -- streaming log ------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ def splits():
     return _data.load("iris", seed=0, dtype=np.float64)
 
 
-def make_family(splits, *, mask="auto", log=None):
-    """A one-hidden-layer network whose width is grouped and whose activation and solver can be masked."""
+def make_family(splits, *, mask="auto", log=None, traces=None):
+    """A one-hidden-layer network whose width is grouped and whose activation and solver can be
+    masked; `traces["train_loss"]` (if given) counts the traces of its training loss."""
 
     def build(config):
         if log is not None:
@@ -58,6 +59,8 @@ def make_family(splits, *, mask="auto", log=None):
             return activate(x @ params["w1"], hparams) @ params["w2"]
 
         def train_loss(params, hparams, batch):
+            if traces is not None:
+                traces["train_loss"] += 1  # Python runs only while JAX traces
             x, y = batch
             return cross_entropy(logits(params, x, hparams), y) + hparams["weight_decay"] * jnp.sum(params["w1"] ** 2)
 
@@ -183,6 +186,24 @@ def test_plan_is_a_function_of_its_rates(splits, key):
         plan(family, SPACE, settings, key, rates=1e9)
     with pytest.raises(ValueError, match="flops_per_second"):
         Rates(flops_per_second=0.0, program_seconds=1.0)
+
+
+def test_the_plan_s_count_is_the_search_program_s_trace(splits, key, monkeypatch):
+    """The plan counts the run with every choice masked; the search then compiles that same trace
+    instead of tracing the objective again: a structured search traces as often as its plan alone
+    (it traced twice as often before). Outside a search nothing is kept."""
+    from hypergrad import search, structure
+
+    settings = SPACE.sample(key, 16)
+    planned = {"train_loss": 0}
+    plan(make_family(splits, traces=planned), SPACE, settings, key, rates=FAST)
+    assert planned["train_loss"] > 0
+    monkeypatch.setattr(structure, "measured_rates", lambda: FAST)  # the plan masks all: one program
+    searched = {"train_loss": 0}
+    result = search.evaluate_settings(make_family(splits, traces=searched), settings, key, strategy="random",
+                                      space=SPACE)
+    assert result.info["programs"] == 1 and searched == planned
+    assert accounting._held is None
 
 
 def test_search_records_the_rates_it_measured(splits, key):
