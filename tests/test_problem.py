@@ -87,6 +87,29 @@ def test_data_may_be_any_pytree():
 
 
 # -- errors --------------------------------------------------------------------------------------
+def test_numpy_data_become_the_arrays_jnp_asarray_makes_without_compiling():
+    """numpy leaves go to the device with `jax.device_put` (same dtype, bits and placement as
+    `jnp.asarray`, which compiles a small identity program per shape and dtype); folds too."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((23, 3))  # shapes no other test uses: a compile would show
+    y = rng.integers(0, 3, 23)
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *a, **k: compiles.append(event) if event.endswith("backend_compile_duration") else None)
+    train, val = (x, y), (x[:7], y[:7])
+    before = len(compiles)
+    problem = hg.Problem(init=lambda key: {"w": 0.0}, train_loss=lambda params, hparams, batch: 0.0,
+                         val_loss=lambda params, batch: 0.0, train_data=train, val_data=val, cv=3)
+    assert len(compiles) == before
+    for got, want in [(problem.train_data, train), (problem.val_data, val)]:
+        for a, b in zip(got, want):
+            ref = jnp.asarray(b)
+            assert isinstance(a, jax.Array) and a.dtype == ref.dtype and a.weak_type == ref.weak_type
+            assert a.sharding == ref.sharding and a._committed == ref._committed
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(ref))
+    assert problem.num_folds == 3 and all(isinstance(a, jax.Array) for a in jax.tree.leaves(problem.data))
+
+
 def test_inputs_and_targets_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match=r"train_data: inputs and targets have different lengths \[10, 9\]"):
         make_problem(train_data=(jnp.zeros(10), jnp.zeros(9)))
