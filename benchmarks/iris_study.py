@@ -11,8 +11,9 @@ cv=5, random_state=42)` on iris: 72 candidates x 5 folds) in a fresh Python proc
 
 Prints one table (search.fit seconds with the refit, process seconds with the imports, speed-ups
 against scikit-learn n_jobs=2, whether the best mean CV accuracies agree within one standard
-deviation) and where hypergrad's seconds go: the structure plan, compilation of the search
-program(s) (FLOP accounting included), the vmapped fits, the refit through MLPClassifier.fit, and
+deviation) and where hypergrad's seconds go: the structure plan (with the one trace of the run: its
+FLOP count, from which the search program is made), compilation of the search program(s), the
+vmapped fits, the refit through MLPClassifier.fit, and
 the rest (host work: candidates, folds, families, results). Targets on 2 CPU cores: at least 3x
 faster cold and 5x warm than scikit-learn n_jobs=2, best CV accuracy within one std.
 
@@ -79,11 +80,11 @@ def report(runs: list[dict[str, dict]], load: list[float]) -> str:
                               f"{r['run_s']:.2f} | {r['refit_s']:.2f} | {rest:.2f} | {r['programs']} |")
     last = runs[-1]["hypergrad cold"]
     text = "\n".join(lines) + "\n\n" + verdicts(runs)
-    text += ("\n\nWhere hypergrad's seconds go (inside search.fit): the structure plan; tracing, lowering and "
-             "compiling the search program(s), FLOP accounting included (warm: loaded from the persistent "
-             "cache); running every candidate x fold vmapped; the refit (MLPClassifier.fit: its own program, "
-             "compiled or loaded, then one fit); the rest (host: candidates, validation, folds, families, "
-             "cv_results_):\n\n" + "\n".join(stages))
+    text += ("\n\nWhere hypergrad's seconds go (inside search.fit): the structure plan (its FLOP count traces "
+             "the run once, and the search program is made from that trace); batching, lowering and compiling "
+             "the search program(s) (warm: loaded from the persistent cache); running every candidate x fold "
+             "vmapped; the refit (MLPClassifier.fit: its own program, compiled or loaded, then one fit); the rest "
+             "(host: candidates, validation, folds, families, cv_results_):\n\n" + "\n".join(stages))
     text += "\n\nStructure plan (hypergrad's decision per structural choice, cold run): " + ", ".join(
         f"{name}: {decision}" for name, decision in last.get("structure", {}).items())
     text += (f"\n\nEach row is a fresh Python process (process s includes importing jax or scikit-learn); "
