@@ -410,12 +410,14 @@ class TracedRun:
         out_tree: the tree structure of `(loss, scores)`.
         score_names: the scores' names in the order `loss_and_scores` returned them (a flattened
             dict is sorted; this is the objective's own order).
+        seconds: how long the trace took.
     """
 
     jaxpr: Any
     in_tree: Any
     out_tree: Any
     score_names: tuple[str, ...]
+    seconds: float
 
     def __call__(self, hparams: HParams, key: Key, data: Any) -> tuple[Any, dict[str, Any]]:
         leaves, tree = jax.tree.flatten((dict(hparams), key, data))
@@ -433,8 +435,10 @@ def _trace_run(objective: Any, args: tuple) -> TracedRun:
         names[:] = list(scores)
         return loss, scores
 
+    began = time.perf_counter()
     closed, shapes = jax.make_jaxpr(run, return_shape=True)(*args)
-    return TracedRun(closed, jax.tree.structure(args), jax.tree.structure(shapes), tuple(names))
+    return TracedRun(closed, jax.tree.structure(args), jax.tree.structure(shapes), tuple(names),
+                     time.perf_counter() - began)
 
 
 def _exact_types(args: Any) -> Hashable:

@@ -166,11 +166,14 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
         # and compiled as the search program. The planner's count of it hands over its trace.
         with _compile.naming_missing_hparams():
             run = traced_run(objective, one, example[1], example[2])
+        traced_now = time.perf_counter() - began
         executable, compile_seconds = _compile.compiled(
             ("search", objective), lambda: _trials_program(run, chunk), example)
-        compile_seconds = time.perf_counter() - began  # the run's trace is part of making the program
+        compile_seconds = time.perf_counter() - began  # with the run's trace, when made here
         _programs[executable] = (run.score_names, run_flops(objective, one, example[1]))
-        structure.record_program(time.perf_counter() - began)
+        # What one more program costs, as the planner prices it: its trace (made here, or by the
+        # plan's count and handed over), batching, lowering and compilation.
+        structure.record_program(time.perf_counter() - began - traced_now + run.seconds)
     names, unit = _programs[executable]
     return executable, compile_seconds, names, unit
 

@@ -206,6 +206,22 @@ def test_the_plan_s_count_is_the_search_program_s_trace(splits, key, monkeypatch
     assert accounting._held is None
 
 
+def test_a_program_s_recorded_set_up_includes_the_plan_s_trace_it_took(splits, key, monkeypatch):
+    """The seconds one more program costs (what the planner prices as C) include its trace, also
+    when the plan's count made it: a trace taking "100 s" shows in the recorded set-up."""
+    import dataclasses
+
+    from hypergrad import search, structure
+
+    trace = accounting._trace_run
+    monkeypatch.setattr(accounting, "_trace_run", lambda *a: dataclasses.replace(trace(*a), seconds=100.0))
+    monkeypatch.setattr(structure, "measured_rates", lambda: FAST)
+    recorded = []
+    monkeypatch.setattr(structure, "record_program", recorded.append)
+    search.evaluate_settings(make_family(splits), SPACE.sample(key, 16), key, strategy="random", space=SPACE)
+    assert len(recorded) == 1 and 100.0 <= recorded[0] < 200.0
+
+
 def test_search_records_the_rates_it_measured(splits, key):
     from hypergrad.space import SAMPLE_STREAM
 
