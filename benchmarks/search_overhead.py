@@ -39,8 +39,7 @@ ROOT = os.path.dirname(HERE)
 CHILD = r"""
 import json, sys, time
 tree, workload = sys.argv[1], sys.argv[2]
-sys.path.insert(0, tree)
-import hypergrad as hg
+import hypergrad as hg  # the tree's own: PYTHONPATH puts it first
 assert hg.__file__.startswith(tree), hg.__file__
 if workload == "iris":
     hg.use_cpu_cores()
@@ -56,8 +55,7 @@ if workload == "digits":
     row = {"wall": wall, "run": sum(t.seconds for t in result.trials), "compile": result.compile_seconds,
            "best": result.best_value, "run_flops": result.run_flops}
 else:
-    sys.path.insert(1, sys.argv[3])
-    import seed_iris
+    import seed_iris  # experiments/, second on PYTHONPATH
     r = seed_iris.study("hypergrad", smoke=False)
     row = {"wall": r["fit_s"], "run": r["run_s"], "compile": r["compile_s"], "best": r["cv_accuracy"],
            "run_flops": str(r["best_params"])}
@@ -73,8 +71,9 @@ WORKLOADS = {"digits": "hg.random_search, digits-mlp (T=200, 64 trials)",
 
 
 def child(tree: str, workload: str, cache: str) -> dict:
-    env = {**os.environ, "HYPERGRAD_COMPILATION_CACHE": cache}
-    out = subprocess.run([sys.executable, "-c", CHILD, tree, workload, os.path.join(ROOT, "experiments")],
+    env = {**os.environ, "HYPERGRAD_COMPILATION_CACHE": cache,
+           "PYTHONPATH": os.pathsep.join([tree, os.path.join(ROOT, "experiments")])}
+    out = subprocess.run([sys.executable, "-c", CHILD, tree, workload],
                          capture_output=True, text=True, check=True, env=env, cwd=tree).stdout
     return json.loads(out.strip().splitlines()[-1])
 
