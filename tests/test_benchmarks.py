@@ -189,3 +189,35 @@ def test_population_profile_smoke_classifies_both_programs(tmp_path):
     assert backward > 0 and search_loop == forward == 0
     assert float(rows["store a state"][2]) > 0 and float(rows["load a state"][3]) > 0
     assert float(rows["store a state"][0]) == float(rows["load a state"][0]) == 0
+
+
+def test_search_throughput_smoke_writes_both_sections(tmp_path):
+    """`benchmarks/search_throughput.py --smoke`: every (width, chunk) row of the all-cores table with
+    a share, and the by-class table with the products found and counted."""
+    out = tmp_path / "search_throughput.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "search_throughput.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "load average" in text and "## 1. All cores" in text and "## 2. One device" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| 50 (preset) |", "| 100 |"))]
+    assert len(rows) == 4 and all(re.search(r"\| \d+% \|", line) for line in rows), rows
+    products = next(line for line in text.splitlines() if line.startswith("| matrix products |"))
+    assert float(products.split("|")[2]) > 0
+    alone = next(line for line in text.splitlines() if line.startswith("| matrix products alone"))
+    assert float(alone.split("|")[2]) > 0
+
+
+def test_search_throughput_counts_only_the_products():
+    """The product FLOPs of section 2: the dot_generals alone, loops multiplied by their trips."""
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from search_throughput import product_flops
+    from hypergrad import accounting
+
+    a, b = jnp.ones((3, 4)), jnp.ones((4, 5))
+    closed = jax.make_jaxpr(lambda a, b: jax.lax.scan(lambda c, _: (jnp.tanh(c @ b[:, :4]), None), a, None, 7)[0])(a, b)
+    assert product_flops(closed) == 7 * 2 * 3 * 4 * 4
+    assert accounting.jaxpr_flops(closed) > product_flops(closed)  # the tanh is counted there, not here
