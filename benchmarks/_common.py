@@ -9,12 +9,17 @@ and `methods_vs_horizon.py` reuse them without importing another script.
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -239,3 +244,96 @@ def fmt(x, spec: str) -> str:
         return "n/a"
     text = format(x, spec)
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0"
+
+
+# -- profiles by XLA operation class (population_profile.py, search_throughput.py) -----------------
+CLASSES = ["matrix products", "sums to hyperparameters", "other reductions", "elementwise",
+           "transposes and copies", "store a state", "load a state", "buffer initialisation"]
+NOT_OPS = re.compile(r"^\$|Thunk|Pjit|Execute|^while|^end: |Wait|ThreadpoolListener|ParseArguments|PythonRef")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def parse_hlo(text: str) -> tuple[dict, dict]:
+    """(instruction -> (computation, output shape, operation, called computation)), and the loop of
+    each computation that is the body of a T-step while loop: "backward" (a transposed loop, Reverse's
+    backward pass) or "forward" (training, Reverse's forward pass)."""
+    where, roots, loops, current = {}, {}, {}, None
+    for line in text.splitlines():
+        head = re.match(r"^(ENTRY )?%(\S+) .*\{$", line)
+        if head:
+            current = head.group(2)
+            continue
+        if line.startswith("}"):
+            current = None
+            continue
+        inst = re.match(r"\s*(ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
+        if current is None or not inst:
+            loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
+            if current is not None and loop:
+                loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
+            continue
+        called = re.search(r"calls=%([\w.\-]+)", line)
+        where[inst.group(2)] = (current, inst.group(3), inst.group(4), called.group(1) if called else None)
+        if inst.group(1):
+            roots[current] = inst.group(4)
+        loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
+        if loop:
+            loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
+    return {name: (comp, shape, op, roots.get(called)) for name, (comp, shape, op, called) in where.items()}, loops
+
+
+def op_class(name: str, shape: str, root: str | None, in_loop: bool, trials: int) -> str:
+    base = re.sub(r"\.\d+$", "", name)
+    inside = re.search(r"\[([\d,]*)\]", shape)
+    dims = [int(d) for d in inside.group(1).split(",") if d] if inside else []
+    if root == "dot" or base.startswith("dot"):
+        return "matrix products"
+    if root in ("reduce", "reduce-window") or "reduce" in base:
+        per_trial = dims[:1] == [trials] and (len(dims) == 1 or all(d <= 2 for d in dims[1:]))
+        return "sums to hyperparameters" if per_trial and in_loop else "other reductions"
+    if "dynamic-update-slice" in base:
+        return "store a state"
+    if "dynamic-slice" in base:
+        return "load a state"
+    if not in_loop and ("broadcast" in base or root == "broadcast"):
+        return "buffer initialisation"
+    if "transpose" in base or base.startswith("copy") or root in ("transpose", "copy"):
+        return "transposes and copies"
+    return "elementwise"
+
+
+def trace(executable, args, calls: int) -> dict[str, float]:
+    """Microseconds per XLA operation name, per call."""
+    for _ in range(2):
+        jax.block_until_ready(executable(*args))
+    with tempfile.TemporaryDirectory(prefix="hypergrad_profile_") as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            for _ in range(calls):
+                jax.block_until_ready(executable(*args))
+        path = sorted(glob.glob(os.path.join(d, "**", "*perfetto*"), recursive=True))[-1]
+        with gzip.open(path) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    micros: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and not NOT_OPS.search(e["name"]):
+            micros[e["name"]] += e["dur"] / calls
+    return micros
+
+
+def profile_by_class(name: str, executable, args, trials: int, calls: int) -> dict:
+    """A compiled program's traced operation time per call, by (loop, operation class): `parse_hlo`
+    places each operation in a loop, `op_class` names its class, `trace` times it (`calls` calls)."""
+    where, loops = parse_hlo(executable.as_text())
+    micros = trace(executable, args, calls)
+    by = collections.defaultdict(float)
+    for op, us in micros.items():
+        comp, shape, kind, root = where.get(op, ("?", "", "", None))
+        loop = loops.get(comp, "outside loops")
+        loop = "training loop" if loop == "forward" and name == "search" else loop
+        by[(loop, op_class(op, shape, root, loop != "outside loops", trials))] += us
+    return {"by": dict(by), "total": sum(micros.values())}

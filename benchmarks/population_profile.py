@@ -31,16 +31,10 @@ profiler adds a little to each operation; the traced total is printed beside the
 from __future__ import annotations
 
 import argparse
-import collections
-import glob
-import gzip
-import json
 import os
 import platform
-import re
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
@@ -55,98 +49,8 @@ from hypergrad.space import SAMPLE_STREAM
 
 import _common as common  # noqa: E402  this directory's shared helpers
 
-CLASSES = ["matrix products", "sums to hyperparameters", "other reductions", "elementwise",
-           "transposes and copies", "store a state", "load a state", "buffer initialisation"]
-NOT_OPS = re.compile(r"^\$|Thunk|Pjit|Execute|^while|^end: |Wait|ThreadpoolListener|ParseArguments|PythonRef")
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def parse_hlo(text: str) -> tuple[dict, dict]:
-    """(instruction -> (computation, output shape, operation, called computation)), and the loop of
-    each computation that is the body of a T-step while loop: "backward" (a transposed loop, Reverse's
-    backward pass) or "forward" (training, Reverse's forward pass)."""
-    where, roots, loops, current = {}, {}, {}, None
-    for line in text.splitlines():
-        head = re.match(r"^(ENTRY )?%(\S+) .*\{$", line)
-        if head:
-            current = head.group(2)
-            continue
-        if line.startswith("}"):
-            current = None
-            continue
-        inst = re.match(r"\s*(ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
-        if current is None or not inst:
-            loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
-            if current is not None and loop:
-                loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
-            continue
-        called = re.search(r"calls=%([\w.\-]+)", line)
-        where[inst.group(2)] = (current, inst.group(3), inst.group(4), called.group(1) if called else None)
-        if inst.group(1):
-            roots[current] = inst.group(4)
-        loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
-        if loop:
-            loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
-    return {name: (comp, shape, op, roots.get(called)) for name, (comp, shape, op, called) in where.items()}, loops
-
-
-def op_class(name: str, shape: str, root: str | None, in_loop: bool, trials: int) -> str:
-    base = re.sub(r"\.\d+$", "", name)
-    inside = re.search(r"\[([\d,]*)\]", shape)
-    dims = [int(d) for d in inside.group(1).split(",") if d] if inside else []
-    if root == "dot" or base.startswith("dot"):
-        return "matrix products"
-    if root in ("reduce", "reduce-window") or "reduce" in base:
-        per_trial = dims[:1] == [trials] and (len(dims) == 1 or all(d <= 2 for d in dims[1:]))
-        return "sums to hyperparameters" if per_trial and in_loop else "other reductions"
-    if "dynamic-update-slice" in base:
-        return "store a state"
-    if "dynamic-slice" in base:
-        return "load a state"
-    if not in_loop and ("broadcast" in base or root == "broadcast"):
-        return "buffer initialisation"
-    if "transpose" in base or base.startswith("copy") or root in ("transpose", "copy"):
-        return "transposes and copies"
-    return "elementwise"
-
-
-def trace(executable, args, calls: int) -> dict[str, float]:
-    """Microseconds per XLA operation name, per call."""
-    for _ in range(2):
-        jax.block_until_ready(executable(*args))
-    with tempfile.TemporaryDirectory(prefix="population_profile_") as d:
-        with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(calls):
-                jax.block_until_ready(executable(*args))
-        path = sorted(glob.glob(os.path.join(d, "**", "*perfetto*"), recursive=True))[-1]
-        with gzip.open(path) as f:
-            events = json.load(f)
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    micros: collections.Counter = collections.Counter()
-    for e in events:
-        if e.get("ph") == "X" and not NOT_OPS.search(e["name"]):
-            micros[e["name"]] += e["dur"] / calls
-    return micros
-
-
-def profile(name: str, executable, args, trials: int, calls: int) -> dict:
-    where, loops = parse_hlo(executable.as_text())
-    micros = trace(executable, args, calls)
-    by = collections.defaultdict(float)
-    for op, us in micros.items():
-        comp, shape, kind, root = where.get(op, ("?", "", "", None))
-        loop = loops.get(comp, "outside loops")
-        loop = "training loop" if loop == "forward" and name == "search" else loop
-        by[(loop, op_class(op, shape, root, loop != "outside loops", trials))] += us
-    return {"by": dict(by), "total": sum(micros.values())}
 
 
 def main(argv=None) -> None:
@@ -176,12 +80,12 @@ def main(argv=None) -> None:
     calls = [Call("search", search_exe, args_of), Call("Reverse()", grad_exe, args_of)]
     times = common.time_interleaved(calls, repeats)
     log("timed")
-    profiles = {c.name: profile(c.name, c.executable, args_of, n, args.calls) for c in calls}
+    profiles = {c.name: common.profile_by_class(c.name, c.executable, args_of, n, args.calls) for c in calls}
     log("traced")
     med = {k: statistics.median(v) for k, v in times.items()}
     rate = {k: flops[k] / med[k] for k in med}
     rows, digits = [], 2 if args.smoke else 1  # ms: the smoke's are hundredths
-    for label in CLASSES:
+    for label in common.CLASSES:
         row = [label]
         for name, loops in (("search", ["training loop", "outside loops"]),
                             ("Reverse()", ["forward", "backward", "outside loops"])):
@@ -194,7 +98,7 @@ def main(argv=None) -> None:
                             ("Reverse()", ["forward", "backward", "outside loops"])) for loop in loops])
     header = ["operation class (ms per call)", "search: training loop", "search: outside", "Reverse(): forward loop",
               "Reverse(): backward loop", "Reverse(): outside"]
-    summary = table(["program", "GFLOP per call", "ms per call (median, untraced)", "ms traced (all operations)",
+    summary = common.table(["program", "GFLOP per call", "ms per call (median, untraced)", "ms traced (all operations)",
                      "GFLOP/s", "FLOP/s / search's"],
                     [[k, f"{flops[k] / 1e9:.2f}", f"{med[k] * 1e3:.1f}", f"{profiles[k]['total'] / 1e3:.1f}",
                       f"{rate[k] / 1e9:.1f}", f"{rate[k] / rate['search']:.0%}"] for k in ("search", "Reverse()")])
@@ -209,7 +113,7 @@ def main(argv=None) -> None:
         f"{', '.join(f'{x:.1f}' for x in load_start)} at the start, {', '.join(f'{x:.1f}' for x in load_now)} at the end.",
         summary,
         f"At 80% of the search's FLOP/s, Reverse()'s call would take {target_ms:.1f} ms.",
-        table(header, rows),
+        common.table(header, rows),
     ]) + "\n"
     common.write_report(text, args.out)
 

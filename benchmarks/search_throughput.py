@@ -50,7 +50,6 @@ from hypergrad.search import _search_program
 from hypergrad.space import SAMPLE_STREAM
 
 import _common as common  # noqa: E402  this directory's shared helpers
-import population_profile as profile_tools  # noqa: E402  the operation classes and the tracer
 
 TARGET = 0.50
 WIDTHS = (50, 100)
@@ -67,7 +66,6 @@ def objective_of(width: int, steps: int):
 
 _CHILD = r"""
 import json, statistics, sys, time
-sys.path.insert(0, {here!r})
 import jax
 import hypergrad as hg
 hg.use_cpu_cores()  # before anything computes
@@ -98,10 +96,12 @@ print("ROW" + json.dumps({{"calls": calls, "units": units}}))
 
 def all_cores(args, env_extra: dict | None = None) -> dict:
     """The child's calls {"width,chunk": [{wall, chunks, peak, devices}]} and FLOPs per trial by width."""
-    code = _CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), widths=list(args.widths),
+    code = _CHILD.format(widths=list(args.widths),
                          chunks=list(args.chunks), steps=args.steps, trials=args.trials, rounds=args.rounds,
                          matmul=args.matmul)
-    env = dict(os.environ, **(env_extra or {}))
+    here = os.path.dirname(os.path.abspath(__file__))  # the child imports this script's objective_of
+    env = dict(os.environ, **(env_extra or {}),
+               PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.stderr.write(out.stderr[-4000:])
@@ -135,7 +135,7 @@ def render_all_cores(rows: list[dict], trials: int, label: str = "") -> str:
 
 
 def common_table(header, rows) -> str:
-    return profile_tools.table(header, rows)
+    return common.table(header, rows)
 
 
 # -- 2: one device, by operation class --------------------------------------------------------------
@@ -187,7 +187,7 @@ def by_class(args) -> tuple[list[dict], float]:
     rows = []
     for c in calls:
         n = c.name
-        traced = profile_tools.profile("search", c.executable, c.args, n, args.calls)
+        traced = common.profile_by_class("search", c.executable, c.args, n, args.calls)
         seconds = statistics.median(times[n]) / n
         classes = collections.defaultdict(float)
         for (loop, label), us in traced["by"].items():
@@ -201,7 +201,7 @@ def by_class(args) -> tuple[list[dict], float]:
 
 
 def render_by_class(rows: list[dict], peak: float) -> str:
-    labels = [c for c in profile_tools.CLASSES if any(c in r["classes"] for r in rows)]
+    labels = [c for c in common.CLASSES if any(c in r["classes"] for r in rows)]
     labels.append("scoring and set-up (outside the loop)")
     body = []
     for label in labels:
@@ -217,7 +217,7 @@ def render_by_class(rows: list[dict], peak: float) -> str:
     body.append(["matrix products alone (traced): GFLOP/s, % of peak"] + [x for r in rows for x in (
         f"{r['product_gflops']:.1f}", f"{100 * r['product_gflops'] * 1e9 / peak:.0f}%")])
     header = ["operation class (ms per trial)"] + [h for r in rows for h in (f"N={r['n']}", "share")]
-    return profile_tools.table(header, body)
+    return common.table(header, body)
 
 
 def main(argv=None) -> None:
