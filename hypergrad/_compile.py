@@ -138,7 +138,8 @@ def cached(tag: Hashable, args: tuple) -> Any | None:
     return _cache.get(*_split(tag, args))
 
 
-def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tuple[Any, float]:
+def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
+             before_compile: Callable[[], Any] | None = None) -> tuple[Any, float]:
     """The compiled program for `tag` at the shapes of `args`, and the seconds spent compiling now.
 
     Args:
@@ -146,6 +147,8 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tup
             ("hypergradient", objective, method); the cache holds the owner weakly.
         make_fn: builds the Python function to jit; called only on a cache miss.
         args: example arguments (values are ignored; shapes and dtypes key the cache).
+        before_compile: called after lowering, right before XLA compiles (which releases the
+            GIL): where a caller starts work on another thread to overlap the compilation.
 
     Returns:
         (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
@@ -156,7 +159,10 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple) -> tup
     if executable is not None:
         return executable, 0.0
     start = time.perf_counter()
-    executable = lower(make_fn(), args).compile()
+    lowered = lower(make_fn(), args)
+    if before_compile is not None:
+        before_compile()
+    executable = lowered.compile()
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds

@@ -21,6 +21,7 @@ activations. Diverged trials (non-finite validation loss) are recorded as failed
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import math
 import os
 import time
@@ -118,9 +119,12 @@ def _evaluate_group(
     chunk_size: int | None,
     recorder: TrialRecorder,
     recorded: Any,
+    overlap: Callable[[], Any] = lambda: None,
 ) -> tuple[float, float]:
     """Evaluates `settings` (one objective, trial numbers `rows`) in padded chunks; adds each trial
-    to `recorder` as its chunk returns, with hparams `recorded(i)`. Returns (compile s, run FLOPs).
+    to `recorder` as its chunk returns, with hparams `recorded(i)`; calls `overlap()` before its
+    program compiles, or before its first chunk when it is compiled already (`evaluate_settings`
+    makes it act once). Returns (compile s, run FLOPs).
 
     Settings that fill exactly one chunk go to the program as they are (device arrays from a
     sampler are neither sliced nor copied through the host)."""
@@ -131,7 +135,8 @@ def _evaluate_group(
     data, key = place((data, key), replicated)
     first = settings if chunk == num else take_rows(settings, 0, chunk)
     example = (place(first, spread), key, data)
-    executable, compile_seconds, names, unit = _search_program(objective, chunk, example, first_row(settings))
+    executable, compile_seconds, names, unit = _search_program(objective, chunk, example, first_row(settings), overlap)
+    overlap()  # if the program was compiled already
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         if recorder.resume([int(n) for n in rows[start:start + real]]):
@@ -155,10 +160,11 @@ def _evaluate_group(
     return compile_seconds, unit
 
 
-def _search_program(objective: Objective, chunk: int, example: tuple, one: HParams
-                    ) -> tuple[Any, float, tuple[str, ...], float]:
+def _search_program(objective: Objective, chunk: int, example: tuple, one: HParams,
+                    before_compile: Callable[[], Any] | None = None) -> tuple[Any, float, tuple[str, ...], float]:
     """(executable, compile seconds, score names, FLOPs of one trial) of the search program for
-    `example` = (settings, key, data) arguments; compiled and counted on the first call only."""
+    `example` = (settings, key, data) arguments; compiled and counted on the first call only
+    (`before_compile` called right before XLA compiles it)."""
     began = time.perf_counter()
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
     if executable is None:
@@ -168,7 +174,7 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
             run = traced_run(objective, one, example[1], example[2])
         traced_now = time.perf_counter() - began
         executable, compile_seconds = _compile.compiled(
-            ("search", objective), lambda: _trials_program(run, chunk), example)
+            ("search", objective), lambda: _trials_program(run, chunk), example, before_compile)
         compile_seconds = time.perf_counter() - began  # with the run's trace, when made here
         _programs[executable] = (run.score_names, run_flops(objective, one, example[1]))
         # What one more program costs, as the planner prices it: its trace (made here, or by the
@@ -198,6 +204,7 @@ def evaluate_settings(
     progress: Any = False,
     info: dict | None = None,
     sink: Any = None,
+    overlap: Callable[[], Any] | None = None,
 ) -> Result:
     """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
 
@@ -220,6 +227,10 @@ def evaluate_settings(
         info: extra facts to store in the result.
         sink: a study writer (`hypergrad.store`) that commits each chunk's trials and holds those
             of a resumed study (their chunks are skipped), or None.
+        overlap: called once, right before XLA compiles the first search program (or, when
+            every program is compiled already, before the first chunk runs): XLA compiles with the
+            GIL released, so work the callback starts on a thread of its own (a search's refit
+            program, say) overlaps the compilation on another core.
     """
     key = check_key(key)
     if chunk_size is not None:
@@ -243,7 +254,8 @@ def evaluate_settings(
                 settings = host()
         recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
         try:
-            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder)
+            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder,
+                                                     _once(overlap))
         finally:
             recorder.close()
     info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk_for(num, chunk_size),
@@ -270,8 +282,15 @@ def _planned_groups(family: Structured, space: Space | None, settings: dict[str,
     return [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
 
 
+def _once(fn: Callable[[], Any] | None) -> Callable[[], None]:
+    """`fn` on the first call, nothing after (nothing at all for None)."""
+    pending = [fn] if fn is not None else []
+    return lambda: pending.pop()() if pending else None
+
+
 def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
-                     chunk_size: int | None, recorder: TrialRecorder) -> tuple[float, float]:
+                     chunk_size: int | None, recorder: TrialRecorder, overlap: Callable[[], Any]
+                     ) -> tuple[float, float]:
     """Evaluates every group into `recorder`; returns (compile seconds, mean FLOPs of a trial's run:
     groups differ in cost)."""
     structural = space.structural if space is not None else ()
@@ -287,7 +306,7 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
             return space.options_of(row) if structural else row
 
-        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded)
+        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded, overlap)
         compile_seconds += seconds
         units.append((unit, len(rows)))
     num = sum(n for _, n in units)

@@ -441,3 +441,18 @@ def test_use_cpu_cores_refuses_bad_counts_and_a_started_jax():
     jnp.zeros(()).block_until_ready()  # JAX has started in this process
     with pytest.raises(RuntimeError, match="right after importing hypergrad"):
         hg.use_cpu_cores(2)
+
+
+def test_overlap_runs_once_before_the_program_compiles_and_once_when_it_is_cached(mb_objective, mb_space):
+    """`evaluate_settings(overlap=...)` is called once per call, before XLA compiles its program
+    (the compilation count is still 0 then), and once again on a second call that compiles nothing.
+    A chunk of 5 no other test compiles, two chunks."""
+    settings = {name: np.asarray(v) for name, v in mb_space.sample(jax.random.key(1), 7).items()}
+    seen = []
+    before = _compile.stats.compilations
+    search.evaluate_settings(mb_objective, settings, jax.random.key(0), strategy="x", chunk_size=5,
+                             overlap=lambda: seen.append(_compile.stats.compilations - before))
+    assert seen == [0] and _compile.stats.compilations > before
+    search.evaluate_settings(mb_objective, settings, jax.random.key(0), strategy="x", chunk_size=5,
+                             overlap=lambda: seen.append(_compile.stats.compilations - before))
+    assert len(seen) == 2 and seen[1] == _compile.stats.compilations - before

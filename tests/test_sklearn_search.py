@@ -211,3 +211,45 @@ def test_hypergrad_search_lowers_the_cv_loss_from_its_start(regression):
     # the picked row's score is scikit-learn's cross-validation of that Ridge on the same folds
     again = sk.cross_val_score(SklearnRidge(**search.best_params_), x, y, cv=4, scoring="neg_mean_squared_error")
     assert search.best_score_ == pytest.approx(np.mean(again), rel=1e-8)
+
+
+def _same_fit(a, b, rtol=1e-10):
+    assert [c.shape for c in a.coefs_] == [c.shape for c in b.coefs_]
+    for got, want in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-12)
+    assert a.n_iter_ == b.n_iter_
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=rtol)
+
+
+def test_masked_refit_equals_the_estimators_own_fit_for_every_candidate(iris):
+    """One masked program (widths, activation, solver and learning_rate masked; alpha an argument)
+    refits each candidate as that candidate's own `fit` does, cut to its widths; refused for other
+    data, and for candidates one masked program cannot hold."""
+    x, y = iris
+    grid = {"hidden_layer_sizes": [(3,), (5,)], "activation": ["tanh", "relu"], "solver": ["sgd", "adam"],
+            "alpha": [1e-4, 0.5]}
+    candidates = list(sk.ParameterGrid(grid))
+    refit = small_mlp()._masked_refit(x, y, candidates)
+    for params in (candidates[0], candidates[5], candidates[-1]):
+        masked = small_mlp().set_params(**params)
+        assert refit.fit(masked, x, y)
+        _same_fit(masked, small_mlp().set_params(**params).fit(x, y))
+    assert not refit.fit(small_mlp(), x[:-3], y[:-3])  # other data
+    assert not refit.fit(small_mlp().set_params(hidden_layer_sizes=(7,)), x, y)  # a width no candidate had
+    assert small_mlp(early_stopping=True)._masked_refit(x, y, candidates) is None
+    assert small_mlp()._masked_refit(x, y, [{"hidden_layer_sizes": (3,)}, {"hidden_layer_sizes": (3, 3)}]) is None
+    assert small_mlp()._masked_refit(x, y, [{"max_iter": 3}, {"max_iter": 5}]) is None
+
+
+def test_search_refit_is_the_masked_program_and_equals_a_fresh_fit(iris, monkeypatch):
+    """The search's `best_estimator_` comes from the masked refit program, compiled while the
+    search's own program compiles, and equals a fresh fit of the best parameters."""
+    from hypergrad.sklearn._mlp import MaskedRefit
+
+    x, y = iris
+    calls = []
+    original = MaskedRefit.fit
+    monkeypatch.setattr(MaskedRefit, "fit", lambda self, *a: calls.append(original(self, *a)) or calls[-1])
+    search = GridSearchCV(small_mlp(), {"activation": ["tanh", "relu"], "alpha": [1e-4, 0.5]}, cv=2).fit(x, y)
+    assert calls == [True]
+    _same_fit(search.best_estimator_, small_mlp().set_params(**search.best_params_).fit(x, y))

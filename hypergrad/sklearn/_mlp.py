@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -72,7 +73,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 import hypergrad as hg
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
-from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes,
+from hypergrad.sklearn._base import (HypergradEstimator, _hashable, cached_program, class_codes, class_probabilities, encode_classes,
                                      fit_compiler_options)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
@@ -673,9 +674,16 @@ class _MLP(HypergradEstimator):
 
     def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None) -> _MLP:
         task = task_of(self._classifier, y, n_classes)
-        state = self._run(x, y, task, n_classes)
+        return self._adopt(self._run(x, y, task, n_classes), task, x)
+
+    def _adopt(self, state: Any, task: Task, x: np.ndarray) -> _MLP:
+        """Sets the fitted attributes from a fit's final `LoopState`. Its layers may be wider than
+        this estimator's (a masked program's, `MaskedRefit`): each is cut to the true sizes, the
+        units beyond which are zero in a masked fit."""
         solver: SolverState = state.opt_state
         layers = solver.best_params if self.early_stopping else state.params
+        dims = (x.shape[1], *as_sizes(self.hidden_layer_sizes), task.n_outputs)
+        layers = [(kernel[:dims[l + 1], :dims[l]], bias[:dims[l + 1]]) for l, (kernel, bias) in enumerate(layers)]
         self.coefs_ = [np.asarray(kernel).T.copy() for kernel, _ in layers]
         self.intercepts_ = [np.asarray(bias).copy() for _, bias in layers]
         self.n_iter_ = int(solver.n_iter)
@@ -704,12 +712,30 @@ class _MLP(HypergradEstimator):
         """Fits the network to (X, y) (module docstring); returns self."""
         self._validate_params()
         check_refused(self)
+        return self._fit_arrays(*self._validated(X, y))
+
+    def _validated(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """`fit`'s validation: (X, encoded y, number of classes or None); sets `classes_` (and
+        `n_features_in_`, `feature_names_in_`) as scikit-learn's fit does."""
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=not self._classifier,
                              multi_output=not self._classifier)
         y, attributes = self._encode_y(y)
         for name, value in attributes.items():
             setattr(self, name, value)
-        return self._fit_arrays(X, y, len(attributes["classes_"]) if self._classifier else None)
+        return X, y, len(attributes["classes_"]) if self._classifier else None
+
+    def _masked_refit(self, X: Any, y: Any, candidates: Sequence[Mapping[str, Any]]) -> MaskedRefit | None:
+        """A `MaskedRefit` on (X, y) for whichever of `candidates` (dicts of this estimator's
+        traced parameters) wins, not yet compiled; None when one masked program cannot fit them
+        all (a varying structural parameter that is not maskable, early stopping)."""
+        varying: dict[str, list] = {}
+        for candidate in candidates:
+            for name, value in candidate.items():
+                if _hashable_param(value) not in [_hashable_param(v) for v in varying.setdefault(name, [])]:
+                    varying[name].append(value)
+        if self.early_stopping or any(name in STRUCTURAL and name not in _maskable(varying) for name in varying):
+            return None
+        return MaskedRefit(self, X, y, varying)
 
     def _output(self, X: Any) -> np.ndarray:
         """Output pre-activations (n, outputs) of the fitted network on X, from coefs_/intercepts_."""
@@ -758,6 +784,93 @@ def _trained_examples(estimator: Any, x: np.ndarray) -> int:
 
 def _hashable_param(value: Any) -> Any:
     return as_sizes(value) if isinstance(value, (list, tuple, np.ndarray)) else value
+
+
+class MaskedRefit:
+    """One fit program on (X, y) that refits whichever candidate of a search wins.
+
+    The structural parameters the candidates vary are masked (`hg.Masked`, as the search masks
+    them: the widest layers, every activation and solver computed and one selected) and every
+    continuous parameter is an argument, so the program is known before the best candidate is.
+    A search starts its compilation on a thread (`start`) while its own program compiles
+    (`evaluate_settings(overlap=...)`: XLA releases the GIL, so the two compile on two cores),
+    and the refit then costs one run (`fit`). The fit is `estimator.fit(X, y)`'s: the same key
+    draws the same first units at any width (`_unit_grid`) and a masked unit's weights stay exactly
+    zero (`network`), so the two agree to rounding (a sum over zero units may be ordered otherwise).
+
+    Cost: one trace and compilation of a fit at the widest options, with `fit_compiler_options`
+    (quick XLA options for a small fit); a run that computes every masked option for the one fit.
+    Memory: the program and one copy of (X, y) on the device.
+    """
+
+    def __init__(self, estimator: _MLP, X: Any, y: Any, varying: Mapping[str, Sequence[Any]]):
+        self.estimator, self.X, self.y, self.varying = estimator, X, y, varying
+        self._program: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Starts `prepare` on a thread of its own (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.prepare, name="hypergrad-refit", daemon=True)
+            self._thread.start()
+
+    def prepare(self) -> None:
+        """Validates the data as `fit` does and compiles the program. Never raises: a program
+        that cannot be made leaves the refit to `estimator.fit`, which names the error."""
+        try:
+            self._program = self._compile()
+        except Exception:  # noqa: BLE001 - the plain refit reports it
+            self._program = None
+
+    def _compile(self) -> tuple:
+        probe = sklearn.base.clone(self.estimator)
+        x, y, n_classes = probe._validated(self.X, self.y)
+        family, space = probe._family((x, y), (x, y), varying=self.varying, n_classes=n_classes)
+        task = task_of(probe._classifier, y, n_classes)
+        structural = space.structural if space is not None else ()
+        objective = family.objective({name: hg.Masked(name, space[name].options) for name in structural})
+        data = jax.tree.map(jnp.asarray, objective.problem.data)
+        widest = dict(probe.get_params(deep=False))
+        if "hidden_layer_sizes" in self.varying:
+            widest["hidden_layer_sizes"] = max(self.varying["hidden_layer_sizes"], key=lambda v: sum(as_sizes(v)))
+        options = fit_compiler_options(fit_flops(widest, x.shape, task.n_outputs))
+        program = jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
+        # values unused, shapes only (a key of the estimator's own would draw from numpy's global state)
+        example = sklearn.base.clone(probe).set_params(**{name: space[name].option(0) for name in structural})
+        executable = program.lower(_masked_hparams(example, space), jax.random.key(0), data).compile()
+        return executable, x, y, n_classes, task, space, data
+
+    def fit(self, estimator: _MLP, X: Any, y: Any) -> bool:
+        """Fits `estimator` (a candidate set on a clone of the estimator this refit was made
+        from) to (X, y) with the program, as `estimator.fit(X, y)` would; False, with nothing
+        fitted, when there is no program, (X, y) are not its data, or the parameters are not the
+        candidates'."""
+        self.start()
+        self._thread.join()
+        if self._program is None:
+            return False
+        executable, x_seen, y_seen, n_classes_seen, task, space, data = self._program
+        estimator._validate_params()
+        check_refused(estimator)
+        x, y_encoded, n_classes = estimator._validated(X, y)
+        if n_classes != n_classes_seen or not (np.array_equal(x, x_seen) and np.array_equal(y_encoded, y_seen)):
+            return False
+        try:
+            hparams = _masked_hparams(estimator, space)
+        except ValueError:  # an option no candidate had
+            return False
+        estimator._adopt(executable(hparams, estimator._fit_key(), data), task, x)
+        return True
+
+
+def _masked_hparams(estimator: _MLP, space: hg.Space | None) -> dict[str, jax.Array]:
+    """A masked program's arguments for `estimator`'s parameters: every continuous one, and the
+    option index of each structural choice of `space`; `ValueError` for an option not in it."""
+    params = estimator.get_params(deep=False)
+    out = {name: jnp.asarray(params[name], _dtype()) for name in CONTINUOUS}
+    for name in (space.structural if space is not None else ()):
+        out[name] = jnp.asarray(space[name].index(_hashable(params[name])), jnp.int32)
+    return out
 
 
 class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):

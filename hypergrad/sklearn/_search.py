@@ -309,11 +309,12 @@ def run_record(result: hg.Result, folds: int) -> dict[str, Any]:
 
 
 def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
-              n_classes: int | None, key: jax.Array, strategy: str, records: list
+              n_classes: int | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
     share of its program's run and compilation), every candidate of one fold batch in one program;
-    appends each evaluation's `run_record` to `records`."""
+    appends each evaluation's `run_record` to `records`. `overlap`: `evaluate_settings`'s, called
+    when its first program compiles."""
     finals = final_candidates(target, candidates)
     varying = options_of(finals)
     name, sign = metric
@@ -321,7 +322,8 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     seconds = np.zeros_like(scores)
     for indices, family, space in fold_batches(target, pairs, varying, n_classes):
         settings = target.final._settings(space, finals)
-        result = evaluate_settings(family, settings, key, strategy=strategy, space=space)
+        result = evaluate_settings(family, settings, key, strategy=strategy, space=space, overlap=overlap)
+        overlap = None
         records.append(run_record(result, len(indices)))
         share = result.compile_seconds / len(result.trials)
         for trial in result.trials:
@@ -373,15 +375,31 @@ class VmappedSearch:
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
-        tables = self._evaluate(target, X, y, candidates, splits)
-        self._finish(X, y, candidates, splits, tables)
+        refit = self._refit_program(target, X, y, candidates)
+        tables = self._evaluate(target, X, y, candidates, splits, refit)
+        self._finish(X, y, candidates, splits, tables, refit)
         return self
+
+    def _refit_program(self, target: Target, X: Any, y: Any, candidates: list[dict]) -> Any:
+        """The estimator's refit program for whichever candidate wins (`MLPClassifier`'s and
+        `MLPRegressor`'s `MaskedRefit`), which compiles on a thread while the search's program does; None (the
+        refit is then `best_estimator_.fit`) without `refit`, for a pipeline, for candidates in
+        several host groups or an estimator without one."""
+        if not self.refit or target.prefix or not hasattr(target.final, "_masked_refit"):
+            return None
+        groups = host_groups(target, candidates)
+        if len(groups) != 1:
+            return None
+        final = target_of(clone(self.estimator).set_params(**groups[0][0])).final
+        return final._masked_refit(X, y, final_candidates(target, candidates))
 
     def _candidate_list(self) -> list[dict]:
         raise NotImplementedError
 
-    def _evaluate(self, target: Target, X: Any, y: Any, candidates: list[dict], splits: list) -> dict[str, np.ndarray]:
-        """Test (and train) scores and fit/score seconds, each (candidates, folds)."""
+    def _evaluate(self, target: Target, X: Any, y: Any, candidates: list[dict], splits: list,
+                  refit: Any = None) -> dict[str, np.ndarray]:
+        """Test (and train) scores and fit/score seconds, each (candidates, folds); `refit`'s
+        program (if any) starts compiling when the first search program does."""
         y_encoded, fitted = target.final._encode_y(y)
         n_classes = len(fitted["classes_"]) if "classes_" in fitted else None
         metric = metric_of(self.estimator, self.scoring)
@@ -394,15 +412,18 @@ class VmappedSearch:
             pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
             key = group.final._fit_key()
             tables["test"][rows], tables["fit_time"][rows] = run_folds(
-                group, pairs, subset, metric, n_classes, key, type(self).__name__, self.hypergrad_info_)
+                group, pairs, subset, metric, n_classes, key, type(self).__name__, self.hypergrad_info_,
+                overlap=refit.start if refit is not None else None)
             if self.return_train_score:
                 tables["train"][rows], tables["score_time"][rows] = run_folds(
                     group, [(train, train) for train, _ in pairs], subset, metric, n_classes, key, type(self).__name__,
                     self.hypergrad_info_)
         return tables
 
-    def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray]) -> None:
-        """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit."""
+    def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray],
+                refit: Any = None) -> None:
+        """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
+        `refit`'s program when it can fit the best candidate, see `_start_refit`)."""
         failed = ~np.isfinite(tables["test"])
         if failed.any():
             fits_failed(self, candidates, failed)
@@ -425,7 +446,8 @@ class VmappedSearch:
         if self.refit:
             self.best_estimator_ = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
             began = time.time()
-            self.best_estimator_.fit(X, y)
+            if refit is None or not refit.fit(self.best_estimator_, X, y):
+                self.best_estimator_.fit(X, y)
             self.refit_time_ = time.time() - began
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
