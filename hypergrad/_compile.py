@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad import _caches
+from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES"]
 
@@ -139,7 +139,7 @@ def cached(tag: Hashable, args: tuple) -> Any | None:
 
 
 def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
-             before_compile: Callable[[], Any] | None = None) -> tuple[Any, float]:
+             before_compile: Callable[[], Any] | None = None, jaxpr: Any = None) -> tuple[Any, float]:
     """The compiled program for `tag` at the shapes of `args`, and the seconds spent compiling now.
 
     Args:
@@ -149,6 +149,10 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
         args: example arguments (values are ignored; shapes and dtypes key the cache).
         before_compile: called after lowering, right before XLA compiles (which releases the
             GIL): where a caller starts work on another thread to overlap the compilation.
+        jaxpr: the ClosedJaxpr `make_fn()` is a function of (with `tag`'s static parts and the
+            arguments' types), if any: with the persistent cache on, the program is then looked up
+            in, and once compiled written to, `hypergrad._program_store`, so a later process loads
+            it without making and lowering it.
 
     Returns:
         (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
@@ -159,13 +163,39 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
     if executable is not None:
         return executable, 0.0
     start = time.perf_counter()
-    lowered = lower(make_fn(), args)
-    if before_compile is not None:
-        before_compile()
-    executable = lowered.compile()
+    stored = None
+    if jaxpr is not None and _program_store.directory() is not None:
+        stored = _program_store.key(jaxpr, (tag[0], *tag[2:]) if isinstance(tag, tuple) else tag, args)
+        executable = _program_store.load(stored)
+    if executable is None:
+        lowered = lower(make_fn(), args)
+        if before_compile is not None:
+            before_compile()
+        loaded_before = _program_store.jax_cache_hits()
+        executable = lowered.compile()
+        if stored is not None and _program_store.jax_cache_hits() == loaded_before:  # compiled here
+            _program_store.store(stored, executable)
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds
     stats.traces[tag[0] if isinstance(tag, tuple) else tag] += 1
     _cache.put(owner, rest, executable)
     return executable, seconds
+
+
+def compile_jitted(jitted: Any, args: tuple, tag: Hashable) -> Any:
+    """`jitted.lower(*args).compile()` for a `jax.jit`-wrapped function, through
+    `hypergrad._program_store` when the persistent cache is on: traced (the store's key is its
+    jaxpr, with `tag` and the arguments' types), then loaded, or lowered, compiled and stored.
+    Cost on a hit: the trace and a load, no lowering."""
+    if _program_store.directory() is None:
+        return jitted.lower(*args).compile()
+    traced = jitted.trace(*args)
+    stored = _program_store.key(traced.jaxpr, tag, args)
+    executable = _program_store.load(stored)
+    if executable is None:
+        loaded_before = _program_store.jax_cache_hits()
+        executable = traced.lower().compile()
+        if _program_store.jax_cache_hits() == loaded_before:
+            _program_store.store(stored, executable)
+    return executable

@@ -174,7 +174,7 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
             run = traced_run(objective, one, example[1], example[2])
         traced_now = time.perf_counter() - began
         executable, compile_seconds = _compile.compiled(
-            ("search", objective), lambda: _trials_program(run, chunk), example, before_compile)
+            ("search", objective), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
         compile_seconds = time.perf_counter() - began  # with the run's trace, when made here
         _programs[executable] = (run.score_names, run_flops(objective, one, example[1]))
         # What one more program costs, as the planner prices it: its trace (made here, or by the

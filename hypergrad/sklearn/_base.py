@@ -58,7 +58,7 @@ import hypergrad as hg
 from hypergrad import _caches
 
 __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes",
-           "fit_compiler_options"]
+           "fit_compiler_options", "as_option"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -169,7 +169,7 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
         entries = {}
         for name, values in varying.items():
             if name in self._structural_params:
-                entries[name] = hg.Choice([_hashable(v) for v in values], structural=True)
+                entries[name] = hg.Choice([as_option(v) for v in values], structural=True)
             elif name in self._continuous_params:
                 entries[name] = continuous_distribution(name, values)
             else:
@@ -186,7 +186,7 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
         for name in space.names:
             dist = space[name]
             if isinstance(dist, hg.Choice):
-                out[name] = np.asarray([dist.index(_hashable(c[name])) for c in candidates], np.int32)
+                out[name] = np.asarray([dist.index(as_option(c[name])) for c in candidates], np.int32)
             else:
                 out[name] = np.asarray([float(c[name]) for c in candidates], dtype)
         return out
@@ -200,7 +200,7 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
         return jax.random.key(int(check_random_state(state).randint(np.iinfo(np.int32).max)))
 
 
-def _hashable(value: Any) -> Any:
+def as_option(value: Any) -> Any:
     """Options as `hg.Choice` holds them: lists and arrays as tuples."""
     if isinstance(value, np.ndarray):
         return value.item() if value.ndim == 0 else tuple(value.tolist())

@@ -71,10 +71,11 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 import hypergrad as hg
+from hypergrad import _compile
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
-from hypergrad.sklearn._base import (HypergradEstimator, _hashable, cached_program, class_codes, class_probabilities, encode_classes,
-                                     fit_compiler_options)
+from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
+                                     encode_classes, fit_compiler_options)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -837,7 +838,8 @@ class MaskedRefit:
         program = jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
         # values unused, shapes only (a key of the estimator's own would draw from numpy's global state)
         example = sklearn.base.clone(probe).set_params(**{name: space[name].option(0) for name in structural})
-        executable = program.lower(_masked_hparams(example, space), jax.random.key(0), data).compile()
+        executable = _compile.compile_jitted(program, (_masked_hparams(example, space), jax.random.key(0), data),
+                                             ("sklearn-masked-refit", str(options)))
         return executable, x, y, n_classes, task, space, data
 
     def fit(self, estimator: _MLP, X: Any, y: Any) -> bool:
@@ -869,7 +871,7 @@ def _masked_hparams(estimator: _MLP, space: hg.Space | None) -> dict[str, jax.Ar
     params = estimator.get_params(deep=False)
     out = {name: jnp.asarray(params[name], _dtype()) for name in CONTINUOUS}
     for name in (space.structural if space is not None else ()):
-        out[name] = jnp.asarray(space[name].index(_hashable(params[name])), jnp.int32)
+        out[name] = jnp.asarray(space[name].index(as_option(params[name])), jnp.int32)
     return out
 
 

@@ -1,0 +1,138 @@
+"""Compiled programs on disk, keyed by the jaxpr they are made from, beside JAX's persistent
+compilation cache: a later process then skips batching and lowering as well as compiling.
+
+JAX's persistent cache is keyed by the lowered program (its StableHLO), so to find a program there
+a process must still make it: for a search, vmap the traced run and lower it, which takes about
+as long as tracing the run. Here the key is what the program is a function of:
+
+- the traced jaxpr (its text, which names every operation, shape, dtype and parameter, nested
+  jaxprs included, and its constants' bytes);
+- what is made of it (`tag`, e.g. ("search", chunk size)) and the arguments' tree, shapes, dtypes
+  and shardings;
+- everything else that shapes a compiled program: JAX's and jaxlib's versions, JAX's
+  configuration, the XLA_FLAGS environment variable, the backend and its devices, and hypergrad's
+  own source (whose code turns the jaxpr into the program).
+
+A key can only miss where a program would be equal (a function's repr in a jaxpr, say, holds its
+address, so a jaxpr with a host callback never hits), and a miss costs the usual path. Nothing
+is written unless the persistent cache is on (`hg.use_compilation_cache`): one file per program
+in its directory's `hypergrad-programs/` (the serialised executable, about the size of JAX's own
+entry), written atomically. Like JAX's cache, the directory must be trusted: loading an
+executable runs its code. Only a program XLA compiled in this process is written: on the CPU an
+executable JAX loaded from its own cache does not serialise again. One process only (under
+`jax.distributed` the programs span processes, and the store stays out of the way).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import tempfile
+from typing import Any
+
+import jax
+import jaxlib
+import numpy as np
+from jax.experimental.serialize_executable import deserialize_and_load, serialize
+
+__all__ = ["directory", "key", "load", "store", "jax_cache_hits"]
+
+SUBDIRECTORY = "hypergrad-programs"
+
+_hits = [0]
+
+
+def _count_hits(event: str, **_: Any) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _hits[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_hits)
+
+
+def jax_cache_hits() -> int:
+    """Programs this process has loaded from JAX's persistent cache so far."""
+    return _hits[0]
+
+
+def directory() -> str | None:
+    """Where programs are stored: `hypergrad-programs/` in the persistent cache's directory, or
+    None when that cache is off or several processes share the programs."""
+    root = jax.config.jax_compilation_cache_dir
+    if not root or not jax.config.jax_enable_compilation_cache or jax.process_count() > 1:
+        return None
+    return os.path.join(root, SUBDIRECTORY)
+
+
+@functools.cache
+def _environment() -> bytes:
+    """The key's part that holds for the whole process: versions, configuration, XLA_FLAGS,
+    devices, and hypergrad's source files."""
+    digest = hashlib.sha256()
+    config = sorted((name, repr(value)) for name, value in jax.config.values.items()
+                    if name != "jax_compilation_cache_dir")
+    devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
+    digest.update(repr((jax.__version__, jaxlib.__version__, config, os.environ.get("XLA_FLAGS"), devices)).encode())
+    package = os.path.dirname(os.path.abspath(__file__))
+    for folder, _, files in sorted(os.walk(package)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(name.encode() + f.read())
+    return digest.digest()
+
+
+def key(jaxpr: Any, tag: Any, args: Any) -> str:
+    """The store's key of the program made as `tag` from the ClosedJaxpr `jaxpr`, for `args`
+    (their tree, shapes, dtypes and shardings). Cost: printing the jaxpr (milliseconds) and hashing
+    its constants."""
+    digest = hashlib.sha256(_environment())
+    digest.update(str(jaxpr.jaxpr).encode())
+    for const in jaxpr.consts:
+        array = np.asarray(jax.random.key_data(const) if jax.dtypes.issubdtype(jax.typeof(const).dtype, jax.dtypes.prng_key)
+                           else const)
+        digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
+    leaves, tree = jax.tree.flatten(args)
+    digest.update(repr((tag, str(tree), [(jax.typeof(x).shape, str(jax.typeof(x).dtype), repr(getattr(x, "sharding", None)))
+                                         for x in leaves])).encode())
+    return digest.hexdigest()
+
+
+def load(name: str) -> Any | None:
+    """The program stored under key `name`, loaded; None when there is none or it cannot be read."""
+    folder = directory()
+    if folder is None:
+        return None
+    try:
+        with open(os.path.join(folder, name), "rb") as f:
+            device_ids, (payload, in_tree, out_tree) = pickle.load(f)
+        by_id = {d.id: d for d in jax.devices()}
+        return deserialize_and_load(payload, in_tree, out_tree, execution_devices=[by_id[i] for i in device_ids])
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - a damaged or foreign entry is a miss: compile instead
+        return None
+
+
+def store(name: str, executable: Any) -> None:
+    """Writes `executable` under key `name` (atomically; nothing when the store is off or the
+    executable cannot be serialised)."""
+    folder = directory()
+    if folder is None:
+        return
+    try:  # the devices it runs on, in order: loading on any others would run it sharded otherwise
+        device_ids = [d.id for d in executable._executable._unloaded_executable.device_list]
+        blob = pickle.dumps((device_ids, serialize(executable)))
+    except Exception:  # noqa: BLE001 - a program that does not serialise is simply not stored
+        return
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(blob)
+        os.replace(temporary, os.path.join(folder, name))
+    except OSError:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,88 @@
+"""`hypergrad._program_store`: compiled programs on disk keyed by their jaxpr, so that a second
+process loads a search's program (and a scikit-learn search's refit program) without making and
+lowering it, with the same results; a damaged entry is a miss; the key changes with the jaxpr,
+the arguments' shapes and shardings. The store is written only with the persistent cache on, so
+the checks that use it run in child processes (conftest turns the cache off here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hypergrad import _caches, _program_store
+
+CHILD = """
+import json, os, sys, warnings
+import hypergrad as hg
+hg.use_cpu_cores(2)
+import jax
+from hypergrad import _compile, _program_store
+from hypergrad.problems.presets import preset
+from hypergrad.sklearn import GridSearchCV, MLPClassifier
+from sklearn.datasets import load_iris
+lowered, loaded = [], []
+make_lower, load = _compile.lower, _program_store.load
+_compile.lower = lambda fn, args: lowered.append(1) or make_lower(fn, args)
+_program_store.load = lambda name: (lambda found: loaded.append(found is not None) or found)(load(name))
+path = hg.use_compilation_cache()
+objective, space = preset("iris-mlp", num_steps=5)
+result = hg.random_search(objective, space, jax.random.key(0), num_trials=4)
+x, y = load_iris(return_X_y=True)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    search = GridSearchCV(MLPClassifier(hidden_layer_sizes=(3,), max_iter=4, random_state=0),
+                          {"activation": ["tanh", "relu"]}, cv=2).fit(x, y)
+print(json.dumps({"lowered": len(lowered), "loaded": loaded, "values": [t.value for t in result.trials],
+                  "coef": search.best_estimator_.coefs_[0].ravel().tolist(),
+                  "stored": sorted(os.listdir(os.path.join(path, "hypergrad-programs")))}))
+"""
+
+
+def _child(cache) -> dict:
+    env = {**os.environ, _caches.ENV_VAR: str(cache)}
+    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_the_programs_without_lowering_them(tmp_path):
+    first = _child(tmp_path)
+    # the random search's program, the grid search's program and its refit program (one device)
+    assert len(first["stored"]) == 3 and first["loaded"] == [False] * 3 and first["lowered"] >= 2
+    second = _child(tmp_path)
+    assert second["loaded"] == [True] * 3 and second["lowered"] == 0
+    assert second["values"] == first["values"] and second["coef"] == first["coef"]
+    assert second["stored"] == first["stored"]
+    for name in first["stored"]:  # damaged entries are misses: compiled again, equal results
+        (tmp_path / "hypergrad-programs" / name).write_bytes(b"not a program")
+    third = _child(tmp_path)
+    assert third["loaded"] == [False] * 3 and third["values"] == first["values"] and third["coef"] == first["coef"]
+
+
+def test_the_key_follows_the_jaxpr_the_tag_and_the_arguments():
+    args = (jnp.ones((4, 3)), jnp.ones(3))
+    jaxpr = jax.make_jaxpr(lambda a, b: a @ b)(*args)
+    base = _program_store.key(jaxpr, ("search",), args)
+    assert base == _program_store.key(jax.make_jaxpr(lambda a, b: a @ b)(*args), ("search",), args)
+    assert base != _program_store.key(jax.make_jaxpr(lambda a, b: a @ b + 1)(*args), ("search",), args)
+    assert base != _program_store.key(jaxpr, ("other",), args)
+    assert base != _program_store.key(jaxpr, ("search",), (jnp.ones((4, 3)), jnp.ones(3, jnp.int32)))
+    assert base != _program_store.key(jaxpr, ("search",), (np.ones((4, 3)), np.ones(3)))  # no device placement
+    def with_constant(constant):
+        return jax.make_jaxpr(lambda a, b: a @ (b + constant))(*args)
+
+    # the same text, another constant's value: another program
+    assert str(with_constant(np.arange(3.0))) == str(with_constant(np.arange(3.0) + 1))
+    assert _program_store.key(with_constant(np.arange(3.0)), ("search",), args) == _program_store.key(
+        with_constant(np.arange(3.0)), ("search",), args)
+    assert _program_store.key(with_constant(np.arange(3.0)), ("search",), args) != _program_store.key(
+        with_constant(np.arange(3.0) + 1), ("search",), args)
+
+
+def test_nothing_is_stored_without_the_persistent_cache():
+    assert _program_store.directory() is None  # conftest: HYPERGRAD_COMPILATION_CACHE=0
