@@ -13,7 +13,7 @@ Prints one table (search.fit seconds with the refit, process seconds with the im
 against scikit-learn n_jobs=2, whether the best mean CV accuracies agree within one standard
 deviation) and where hypergrad's seconds go: the structure plan (with the one trace of the run: its
 FLOP count, from which the search program is made), compilation of the search program(s), the
-vmapped fits, the refit through MLPClassifier.fit, and
+vmapped fits, the refit (one masked program for any candidate, compiled beside the search program), and
 the rest (host work: candidates, folds, families, results). Targets on 2 CPU cores: at least 3x
 faster cold and 5x warm than scikit-learn n_jobs=2, best CV accuracy within one std.
 
@@ -82,8 +82,9 @@ def report(runs: list[dict[str, dict]], load: list[float]) -> str:
     text = "\n".join(lines) + "\n\n" + verdicts(runs)
     text += ("\n\nWhere hypergrad's seconds go (inside search.fit): the structure plan (its FLOP count traces "
              "the run once, and the search program is made from that trace); batching, lowering and compiling "
-             "the search program(s) (warm: loaded from the persistent cache); running every candidate x fold "
-             "vmapped; the refit (MLPClassifier.fit: its own program, compiled or loaded, then one fit); the rest "
+             "the search program(s) (warm: loaded from hypergrad's program store, neither batched nor lowered); "
+             "running every candidate x fold vmapped; the refit (one masked program for whichever candidate wins, "
+             "compiled on a thread beside the search program, then one fit); the rest "
              "(host: candidates, validation, folds, families, cv_results_):\n\n" + "\n".join(stages))
     text += "\n\nStructure plan (hypergrad's decision per structural choice, cold run): " + ", ".join(
         f"{name}: {decision}" for name, decision in last.get("structure", {}).items())
