@@ -87,6 +87,7 @@ import collections
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -372,23 +373,27 @@ def _timed():
 
 # Inside `sharing_traces()`: (id of the objective, exact argument types) -> (objective, TracedRun);
 # else None.
-_held: dict | None = None
+_local = threading.local()  # .held: this thread's traces kept by `sharing_traces`, or absent
+
+
+def _held() -> dict | None:
+    return getattr(_local, "held", None)
 
 
 @contextlib.contextmanager
 def sharing_traces():
     """A block within which `run_flops` keeps the trace of each run it counts and `traced_run`
     hands it out (once), so a run counted and then compiled is traced once. The kept traces (their
-    jaxprs, constants included) are dropped when the outermost block ends."""
-    global _held
-    if _held is not None:  # nested: the outer block keeps them
+    jaxprs, constants included) are dropped when the outermost block ends. Per thread: a search
+    on one thread and a fit compiling on another (a scikit-learn search's refit) keep their own."""
+    if _held() is not None:  # nested: the outer block keeps them
         yield
         return
-    _held = {}
+    _local.held = {}
     try:
         yield
     finally:
-        _held = None
+        _local.held = None
 
 
 @_caches.register
@@ -465,8 +470,9 @@ def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
     with _timed():
         traced = _trace_run(objective, args)
         value = jaxpr_flops(traced.jaxpr)
-    if _held is not None:
-        _held[_held_key(objective, args)] = (objective, traced)
+    held = _held()
+    if held is not None:
+        held[_held_key(objective, args)] = (objective, traced)
     return _counts.put(objective, signature, value)
 
 
@@ -480,7 +486,8 @@ def traced_run(objective: Any, hparams: HParams, key: Key, data: Any) -> TracedR
     equations on a count miss), no compilation. Memory: the jaxpr (its constants included).
     """
     args = (dict(hparams), key, data)
-    owner, traced = (None, None) if _held is None else _held.pop(_held_key(objective, args), (None, None))
+    held = _held()
+    owner, traced = (None, None) if held is None else held.pop(_held_key(objective, args), (None, None))
     if owner is objective:
         return traced
     began = time.perf_counter()

@@ -7,6 +7,7 @@ docstring states. The cache is weak, bounded and cleared by `hg.clear_caches()`.
 """
 
 import gc
+import threading
 import weakref
 
 import jax
@@ -363,21 +364,26 @@ def test_a_traced_run_is_the_counted_run_kept_only_inside_a_sharing_block(ridge_
     hparams = {name: np.asarray(value) for name, value in weak_hparams.items()}
     key = jax.random.key(0)
     run_flops(_ridge_objective(problem, 5), hparams, key)
-    assert accounting._held is None
+    assert accounting._held() is None
     objective = _ridge_objective(problem, 5)
     with accounting.sharing_traces():
         counted = accounting.stats["counts"]
         flops = run_flops(objective, hparams, key)
-        assert len(accounting._held) == 1
+        assert len(accounting._held()) == 1
         weak = accounting.traced_run(objective, weak_hparams, key, problem.data)
-        assert len(accounting._held) == 1  # weak types trace another program: not the kept trace
+        assert len(accounting._held()) == 1  # weak types trace another program: not the kept trace
+        other_thread = []
+        worker = threading.Thread(target=lambda: other_thread.append(accounting._held()))
+        worker.start()
+        worker.join()
+        assert other_thread == [None]  # the block is this thread's: another thread keeps nothing
         kept = accounting.traced_run(objective, hparams, key, problem.data)
-        assert len(accounting._held) == 0
+        assert len(accounting._held()) == 0
         again = accounting.traced_run(objective, hparams, key, problem.data)  # handed out once: traced anew
         assert weak is not kept and again is not kept
         assert accounting.stats["counts"] == counted + 1  # the later traces reuse the count
         assert accounting.jaxpr_flops(kept.jaxpr) == flops == accounting.jaxpr_flops(again.jaxpr)
-    assert accounting._held is None
+    assert accounting._held() is None
     loss, scores = kept(hparams, key, problem.data)
     want_loss, want = objective.loss_and_scores(hparams, key, problem.data)
     assert list(scores) == list(want) and float(loss) == float(want_loss)

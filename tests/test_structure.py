@@ -203,7 +203,7 @@ def test_the_plan_s_count_is_the_search_program_s_trace(splits, key, monkeypatch
     result = search.evaluate_settings(make_family(splits, traces=searched), settings, key, strategy="random",
                                       space=SPACE)
     assert result.info["programs"] == 1 and searched == planned
-    assert accounting._held is None
+    assert accounting._held() is None
 
 
 def test_a_program_s_recorded_set_up_includes_the_plan_s_trace_it_took(splits, key, monkeypatch):
