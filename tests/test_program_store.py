@@ -1,8 +1,9 @@
 """`hypergrad._program_store`: compiled programs on disk keyed by their jaxpr, so that a second
 process loads a search's program (and a scikit-learn search's refit program) without making and
-lowering it, with the same results; a damaged entry is a miss; the key changes with the jaxpr,
+lowering it, with the same results; a damaged or missing entry is a miss, a stored program runs;
+the key changes with the jaxpr,
 the arguments' shapes and shardings. The store is written only with the persistent cache on, so
-the checks that use it run in child processes (conftest turns the cache off here)."""
+the whole-path checks run in child processes (conftest turns the cache off here)."""
 
 import json
 import os
@@ -58,10 +59,16 @@ def test_a_second_process_loads_the_programs_without_lowering_them(tmp_path):
     assert second["loaded"] == [True] * 3 and second["lowered"] == 0
     assert second["values"] == first["values"] and second["coef"] == first["coef"]
     assert second["stored"] == first["stored"]
-    for name in first["stored"]:  # damaged entries are misses: compiled again, equal results
-        (tmp_path / "hypergrad-programs" / name).write_bytes(b"not a program")
-    third = _child(tmp_path)
-    assert third["loaded"] == [False] * 3 and third["values"] == first["values"] and third["coef"] == first["coef"]
+
+
+def test_a_damaged_or_missing_entry_is_a_miss(tmp_path, monkeypatch):
+    monkeypatch.setattr(_program_store, "directory", lambda: str(tmp_path))
+    (tmp_path / "damaged").write_bytes(b"not a program")
+    assert _program_store.load("damaged") is None and _program_store.load("missing") is None
+    executable = jax.jit(lambda a: 2 * a).lower(jnp.ones(3)).compile()
+    _program_store.store("doubles", executable)
+    assert [p.name for p in tmp_path.iterdir()] != [] and not any(p.name.startswith(".partial") for p in tmp_path.iterdir())
+    np.testing.assert_array_equal(_program_store.load("doubles")(jnp.arange(3.0)), [0.0, 2.0, 4.0])
 
 
 def test_the_key_follows_the_jaxpr_the_tag_and_the_arguments():

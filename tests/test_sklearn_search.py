@@ -234,6 +234,10 @@ def test_masked_refit_equals_the_estimators_own_fit_for_every_candidate(iris):
         masked = small_mlp().set_params(**params)
         assert refit.fit(masked, x, y)
         _same_fit(masked, small_mlp().set_params(**params).fit(x, y))
+    continuous_only = small_mlp()._masked_refit(x, y, [{"alpha": 1e-4}, {"alpha": 0.5}])  # nothing masked
+    masked = small_mlp(alpha=0.5)
+    assert continuous_only.fit(masked, x, y)
+    _same_fit(masked, small_mlp(alpha=0.5).fit(x, y))
     assert not refit.fit(small_mlp(), x[:-3], y[:-3])  # other data
     assert not refit.fit(small_mlp().set_params(hidden_layer_sizes=(7,)), x, y)  # a width no candidate had
     assert small_mlp(early_stopping=True)._masked_refit(x, y, candidates) is None
