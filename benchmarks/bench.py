@@ -499,8 +499,8 @@ def cost_sections(args, cost_rows, draw_rows) -> list[str]:
         "fastest calls. Targets: <= 3.0x without checkpointing, <= 4.0x with it (judged on the median).",
         "How much of those ratios the minibatch draw carries: the same training run and `Reverse()` with "
         "the minibatches in a fixed cyclic order (a control problem: same shapes and gather, no random "
-        f"draw), {args.repeats} interleaved calls each. Drawing (n uniforms and a top-k over the "
-        f"{draw_rows[0]['n']} training examples per step) is shared by numerator and denominator, so it "
+        f"draw), {args.repeats} interleaved calls each. Drawing (the epoch sampler: a keyed "
+        f"permutation of the {draw_rows[0]['n']} training examples, evaluated at each step's batch positions) is shared by numerator and denominator, so it "
         "pulls the ratio towards 1; without it the hypergradient's own cost shows:",
         render_draw_control(draw_rows),
     ]

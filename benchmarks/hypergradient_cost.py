@@ -16,7 +16,7 @@ in float32, for each horizon T given by `--steps` (default 200 and 1000). Rows, 
   T=1000, 40 at T=2000. A divisor leaves no remainder segment, which `Objective.run_steps` would
   otherwise run as one more checkpointed scan of a different length (a second loop in the program).
 
-Minibatch indices (`Problem.batch_indices`: top-k of uniforms from `fold_in(key, t)`) are drawn
+Minibatch indices (`Problem.batch_indices`: the epoch sampler, a keyed permutation per epoch) are drawn
 inside each step by the training run and by `store="residuals"`, and all at once before the loop
 (vectorised, the same indices) by the stores "dots" and "states".
 

@@ -19,8 +19,8 @@ in float32 (lr 0.1 at every step, momentum 0.9, weight decay 1e-4), for each hor
 - `ES(sigma=0.01, num_samples=8)` and `PES(sigma=0.01, num_samples=8, window=10)` (antithetic:
   17 training runs each, all samples vmapped at once), when `hypergrad.methods.es` exists;
 - `indices`: not a method but a diagnostic: the program that draws the minibatch indices of all T
-  steps up front, as `Objective.run_steps` does (`Problem.batch_indices(key, arange(T))`: T x n
-  uniforms and a top-k per step). Its temporary memory is part of every program that trains
+  steps up front, as `Objective.run_steps` does (`Problem.batch_indices(key, arange(T))`: the epoch
+  sampler's T x batch indices). Its temporary memory is part of every program that trains
   through `Objective.run_steps`, i.e. all rows but Reversible, which draws each step's minibatch
   inside the step.
 
