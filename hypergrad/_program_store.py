@@ -13,8 +13,9 @@ as long as tracing the run. Here the key is what the program is a function of:
   configuration, the XLA_FLAGS environment variable, the backend and its devices, and hypergrad's
   own source (whose code turns the jaxpr into the program).
 
-A key can only miss where a program would be equal (a function's repr in a jaxpr, say, holds its
-address, so a jaxpr with a host callback never hits), and a miss costs the usual path. Nothing
+Equal keys mean equal programs; equal programs may still get different keys (a function's repr
+in a jaxpr holds its address, so a jaxpr with a host callback never hits), and a miss costs the
+usual path. Nothing
 is written unless the persistent cache is on (`hg.use_compilation_cache`): one file per program
 in its directory's `hypergrad-programs/` (the serialised executable, about the size of JAX's own
 entry), written atomically. Like JAX's cache, the directory must be trusted: loading an
@@ -67,21 +68,26 @@ def directory() -> str | None:
 
 
 @functools.cache
-def _environment() -> bytes:
-    """The key's part that holds for the whole process: versions, configuration, XLA_FLAGS,
-    devices, and hypergrad's source files."""
+def _source() -> bytes:
+    """A digest of hypergrad's source files (read once per process)."""
     digest = hashlib.sha256()
-    config = sorted((name, repr(value)) for name, value in jax.config.values.items()
-                    if name != "jax_compilation_cache_dir")
-    devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
-    digest.update(repr((jax.__version__, jaxlib.__version__, config, os.environ.get("XLA_FLAGS"), devices)).encode())
     package = os.path.dirname(os.path.abspath(__file__))
     for folder, _, files in sorted(os.walk(package)):
         for name in sorted(files):
             if name.endswith(".py"):
                 with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(name.encode() + f.read())
+                    digest.update(os.path.relpath(os.path.join(folder, name), package).encode() + f.read())
     return digest.digest()
+
+
+def _environment() -> bytes:
+    """The key's part outside the program: versions, JAX's configuration as it is now (a setting
+    changed mid-process changes the key), XLA_FLAGS, devices, and hypergrad's source."""
+    config = sorted((name, repr(value)) for name, value in jax.config.values.items()
+                    if name != "jax_compilation_cache_dir")
+    devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
+    return _source() + repr((jax.__version__, jaxlib.__version__, config, os.environ.get("XLA_FLAGS"),
+                             devices)).encode()
 
 
 def key(jaxpr: Any, tag: Any, args: Any) -> str:
@@ -91,12 +97,12 @@ def key(jaxpr: Any, tag: Any, args: Any) -> str:
     digest = hashlib.sha256(_environment())
     digest.update(str(jaxpr.jaxpr).encode())
     for const in jaxpr.consts:
-        array = np.asarray(jax.random.key_data(const) if jax.dtypes.issubdtype(jax.typeof(const).dtype, jax.dtypes.prng_key)
-                           else const)
-        digest.update(repr((array.shape, array.dtype.str)).encode() + array.tobytes())
+        is_key = jax.dtypes.issubdtype(jax.typeof(const).dtype, jax.dtypes.prng_key)
+        array = np.asarray(jax.random.key_data(const) if is_key else const)
+        digest.update(repr((is_key, array.shape, array.dtype.str)).encode() + array.tobytes())
     leaves, tree = jax.tree.flatten(args)
-    digest.update(repr((tag, str(tree), [(jax.typeof(x).shape, str(jax.typeof(x).dtype), repr(getattr(x, "sharding", None)))
-                                         for x in leaves])).encode())
+    types = [(jax.typeof(x).shape, str(jax.typeof(x).dtype), repr(getattr(x, "sharding", None))) for x in leaves]
+    digest.update(repr((tag, str(tree), types)).encode())
     return digest.hexdigest()
 
 

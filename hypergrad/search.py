@@ -21,11 +21,11 @@ activations. Diverged trials (non-finite validation loss) are recorded as failed
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import math
 import os
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import jax

@@ -794,8 +794,9 @@ class MaskedRefit:
     them: the widest layers, every activation and solver computed and one selected) and every
     continuous parameter is an argument, so the program is known before the best candidate is.
     A search starts its compilation on a thread (`start`) while its own program compiles
-    (`evaluate_settings(overlap=...)`: XLA releases the GIL, so the two compile on two cores),
-    and the refit then costs one run (`fit`). The fit is `estimator.fit(X, y)`'s: the same key
+    (`evaluate_settings(overlap=...)`: XLA releases the GIL), and the refit then costs one run
+    (`fit`). On few cores the overlap is partly paid back: XLA's own compilation uses the cores too
+    (`benchmarks/iris_study.md`). The fit is `estimator.fit(X, y)`'s: the same key
     draws the same first units at any width (`_unit_grid`) and a masked unit's weights stay exactly
     zero (`network`), so the two agree to rounding (a sum over zero units may be ordered otherwise).
 

@@ -382,9 +382,9 @@ class VmappedSearch:
 
     def _refit_program(self, target: Target, X: Any, y: Any, candidates: list[dict]) -> Any:
         """The estimator's refit program for whichever candidate wins (`MLPClassifier`'s and
-        `MLPRegressor`'s `MaskedRefit`), which compiles on a thread while the search's program does; None (the
-        refit is then `best_estimator_.fit`) without `refit`, for a pipeline, for candidates in
-        several host groups or an estimator without one."""
+        `MLPRegressor`'s `MaskedRefit`), which compiles on a thread while the search's program
+        does; None (the refit is then `best_estimator_.fit`) without `refit`, for a pipeline, for
+        candidates in several host groups or an estimator without one."""
         if not self.refit or target.prefix or not hasattr(target.final, "_masked_refit"):
             return None
         groups = host_groups(target, candidates)
@@ -423,7 +423,7 @@ class VmappedSearch:
     def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray],
                 refit: Any = None) -> None:
         """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
-        `refit`'s program when it can fit the best candidate, see `_start_refit`)."""
+        `refit`'s program when it can fit the best candidate, see `_refit_program`)."""
         failed = ~np.isfinite(tables["test"])
         if failed.any():
             fits_failed(self, candidates, failed)
