@@ -128,20 +128,18 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run for CI")
     parser.add_argument("--library", choices=[*LIBRARIES, "both"], default="both")
     parser.add_argument("--n-jobs", type=int, default=None,
-                        help="scikit-learn's n_jobs (default 2, 1 with --smoke; hypergrad ignores it)")
+                        help="the searches' n_jobs, both libraries (default 2, 1 with --smoke): scikit-learn's "
+                             "processes, hypergrad's JAX CPU devices")
     parser.add_argument("--hybrid", action="store_true", help="also run HypergradSearchCV")
-    parser.add_argument("--cpu-devices", type=int, default=os.cpu_count() or 1,
-                        help="CPU devices hypergrad shards the candidates over (hg.use_cpu_cores)")
     parser.add_argument("--out", default=None, help="directory for report.md and results.json")
     args = parser.parse_args(argv)
     if args.library != "scikit-learn":
         import hypergrad as hg
 
-        hg.use_cpu_cores(max(1, args.cpu_devices))  # before JAX computes anything
         hg.use_compilation_cache()
     libraries = list(LIBRARIES) if args.library == "both" else [args.library]
     n_jobs = args.n_jobs if args.n_jobs is not None else (1 if args.smoke else 2)
-    rows = [study(lib, smoke=args.smoke, n_jobs=n_jobs if lib == "scikit-learn" else None) for lib in libraries]
+    rows = [study(lib, smoke=args.smoke, n_jobs=n_jobs) for lib in libraries]
     if args.hybrid:
         rows.append(hybrid(smoke=args.smoke))
     print(table(rows))

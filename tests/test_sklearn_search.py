@@ -9,6 +9,11 @@ cross-validated loss from its starting point. Networks are tiny and fits short: 
 program costs seconds here.
 """
 
+import json
+import subprocess
+import sys
+
+import jax
 import numpy as np
 import optax
 import pytest
@@ -24,6 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, MLPClassifier, RandomizedSearchCV, Ridge
+from hypergrad.sklearn._search import devices_for_n_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -257,3 +263,29 @@ def test_search_refit_is_the_masked_program_and_equals_a_fresh_fit(iris, monkeyp
     search = GridSearchCV(small_mlp(), {"activation": ["tanh", "relu"], "alpha": [1e-4, 0.5]}, cv=2).fit(x, y)
     assert calls == [True]
     _same_fit(search.best_estimator_, small_mlp().set_params(**search.best_params_).fit(x, y))
+
+
+N_JOBS_CHILD = """
+import json, warnings
+import jax
+from sklearn.datasets import load_iris
+from hypergrad.sklearn import GridSearchCV, MLPClassifier
+x, y = load_iris(return_X_y=True)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    search = GridSearchCV(MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0), {"alpha": [1e-4, 1e-2]},
+                          cv=2, n_jobs=2).fit(x, y)
+print(json.dumps({"devices": jax.device_count(), "info": search.hypergrad_info_[0]["candidates"]}))
+"""
+
+
+def test_n_jobs_splits_the_cpu_into_devices_before_jax_starts_and_changes_nothing_after():
+    """n_jobs=2 in a fresh process: the search runs on 2 JAX CPU devices (as scikit-learn would
+    run 2 processes); in this process JAX has started, so n_jobs leaves its devices as they are."""
+    proc = subprocess.run([sys.executable, "-c", N_JOBS_CHILD], capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"devices": 2, "info": 2}
+    before = jax.device_count()
+    assert devices_for_n_jobs(None) is None and devices_for_n_jobs(1) is None and devices_for_n_jobs(2) is None
+    assert jax.device_count() == before

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -341,6 +342,24 @@ def fallback(search: Any, why: str, base: type) -> None:
                   "(fit by fit, on the host)", UserWarning, stacklevel=3)
 
 
+def devices_for_n_jobs(n_jobs: int | None) -> int | None:
+    """scikit-learn's `n_jobs` as JAX CPU devices: when it asks for several jobs (-1: one per core,
+    -2: all but one, as joblib counts), nobody has chosen the CPU's device count yet
+    (`hg.use_cpu_cores`, `jax_num_cpu_devices`) and JAX has not started, the CPU is split into that
+    many devices (`hg.use_cpu_cores`), over which each chunk of candidates x folds is sharded, as
+    scikit-learn spreads its fits over n_jobs processes. Otherwise nothing changes: JAX fixes its
+    devices when it starts. Returns the number of devices set, or None."""
+    if n_jobs is None or jax.config.jax_num_cpu_devices != -1:
+        return None
+    count = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs
+    if count <= 1:
+        return None
+    try:
+        return hg.use_cpu_cores(count)
+    except RuntimeError:  # JAX has started: its devices stay as they are
+        return None
+
+
 class VmappedSearch:
     """`fit` for scikit-learn's search classes, every candidate x fold vmapped (module docstring).
     Mixed in before the scikit-learn class, whose constructor, validation and predictions stay."""
@@ -360,6 +379,7 @@ class VmappedSearch:
             plan, compile and run seconds, and the planner's mask-or-group decisions).
         """
         self._validate_params()
+        devices_for_n_jobs(self.n_jobs)
         why = unsupported(self, params)
         candidates = [] if why else self._candidate_list()
         target = None if why else target_of(self.estimator)
@@ -469,8 +489,9 @@ class GridSearchCV(VmappedSearch, SklearnGridSearchCV):
     """scikit-learn's `GridSearchCV` (same signature and attributes) whose candidates x folds run
     vmapped in hypergrad programs when the estimator is a hypergrad.sklearn estimator (or a Pipeline
     ending in one); anything else falls back to scikit-learn's with a `UserWarning`. See the module
-    docstring for what runs where, its cost and memory. `n_jobs` and `pre_dispatch` are accepted
-    and used only by the fallback (hypergrad shards a search over `hg.use_cpu_cores()` devices)."""
+    docstring for what runs where, its cost and memory. `n_jobs` > 1 (or -1) splits the CPU into
+    that many JAX devices if JAX has not started (`devices_for_n_jobs`), and each chunk of
+    candidates x folds is sharded over them; `pre_dispatch` is used only by the fallback."""
 
     _sklearn_class = SklearnGridSearchCV
 
@@ -602,7 +623,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         outer: an optax optimiser over the unconstrained coordinates, None for hybrid_search's default.
         The rest: as `RandomizedSearchCV`; `n_iter` is the number of configurations of the lists
         (sampled from the estimator's training key, `_fit_key()`, when there are more; `random_state`
-        is accepted and used only by the fallback), `n_jobs` and `pre_dispatch` likewise.
+        is accepted and used only by the fallback), `n_jobs` as `GridSearchCV`'s, `pre_dispatch`
+        used only by the fallback.
 
     `cv_results_` has one row per (configuration, outer step), with scikit-learn's keys; the best
     row is refit through the estimator's own `fit`. Cost: budget runs plus compilation (one program
@@ -635,6 +657,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             self, fitted as `RandomizedSearchCV` (one `cv_results_` row per configuration and step).
         """
         self._validate_params()
+        devices_for_n_jobs(self.n_jobs)
         target = target_of(self.estimator)
         why = unsupported(self, params)
         if why is None and self.return_train_score:
