@@ -166,15 +166,14 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
     stored = None
     if jaxpr is not None and _program_store.directory() is not None:
         stored = _program_store.key(jaxpr, (tag[0], *tag[2:]) if isinstance(tag, tuple) else tag, args)
-        executable = _program_store.load(stored)
-    if executable is None:
+
+    def compile_now():
         lowered = lower(make_fn(), args)
         if before_compile is not None:
             before_compile()
-        loaded_before = _program_store.jax_cache_hits()
-        executable = lowered.compile()
-        if stored is not None and _program_store.jax_cache_hits() == loaded_before:  # compiled here
-            _program_store.store(stored, executable)
+        return lowered.compile()
+
+    executable = _program_store.load_or_compile(stored, compile_now)
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds
@@ -191,11 +190,5 @@ def compile_jitted(jitted: Any, args: tuple, tag: Hashable) -> Any:
     if _program_store.directory() is None:
         return jitted.lower(*args).compile()
     traced = jitted.trace(*args)
-    stored = _program_store.key(traced.jaxpr, tag, args)
-    executable = _program_store.load(stored)
-    if executable is None:
-        loaded_before = _program_store.jax_cache_hits()
-        executable = traced.lower().compile()
-        if _program_store.jax_cache_hits() == loaded_before:
-            _program_store.store(stored, executable)
-    return executable
+    return _program_store.load_or_compile(_program_store.key(traced.jaxpr, tag, args),
+                                          lambda: traced.lower().compile())

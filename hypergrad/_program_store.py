@@ -31,6 +31,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -38,7 +39,7 @@ import jaxlib
 import numpy as np
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
-__all__ = ["directory", "key", "load", "store", "jax_cache_hits"]
+__all__ = ["directory", "key", "load", "store", "load_or_compile", "jax_cache_hits"]
 
 SUBDIRECTORY = "hypergrad-programs"
 
@@ -142,3 +143,17 @@ def store(name: str, executable: Any) -> None:
     except OSError:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def load_or_compile(name: str | None, compile_now: Callable[[], Any]) -> Any:
+    """The program stored under key `name`, else `compile_now()`, stored under `name` when XLA
+    compiled it in this process (not when JAX loaded it from its own cache: see the module
+    docstring). `name` None: `compile_now()` alone."""
+    executable = load(name) if name is not None else None
+    if executable is not None:
+        return executable
+    loaded_before = jax_cache_hits()
+    executable = compile_now()
+    if name is not None and jax_cache_hits() == loaded_before:
+        store(name, executable)
+    return executable

@@ -467,13 +467,20 @@ def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
     value = _counts.get(objective, signature)
     if value is not None:
         return value
-    with _timed():
-        traced = _trace_run(objective, args)
-        value = jaxpr_flops(traced.jaxpr)
+    traced, value = _trace_and_count(objective, args, signature)
     held = _held()
     if held is not None:
         held[_held_key(objective, args)] = (objective, traced)
-    return _counts.put(objective, signature, value)
+    return value
+
+
+def _trace_and_count(objective: Any, args: tuple, signature: Hashable) -> tuple[TracedRun, float]:
+    """The run traced at the types of `args`, and its FLOPs, counted and cached under `signature`
+    (one count in `stats`)."""
+    with _timed():
+        traced = _trace_run(objective, args)
+        value = _counts.put(objective, signature, jaxpr_flops(traced.jaxpr))
+    return traced, value
 
 
 def traced_run(objective: Any, hparams: HParams, key: Key, data: Any) -> TracedRun:
@@ -490,14 +497,10 @@ def traced_run(objective: Any, hparams: HParams, key: Key, data: Any) -> TracedR
     owner, traced = (None, None) if held is None else held.pop(_held_key(objective, args), (None, None))
     if owner is objective:
         return traced
-    began = time.perf_counter()
-    traced = _trace_run(objective, args)
     signature = ("run", _signature((dict(hparams), key, objective.problem.data)))
-    if _counts.get(objective, signature) is None:
-        _counts.put(objective, signature, jaxpr_flops(traced.jaxpr))
-        stats["counts"] += 1
-        stats["seconds"] += time.perf_counter() - began
-    return traced
+    if _counts.get(objective, signature) is not None:
+        return _trace_run(objective, args)
+    return _trace_and_count(objective, args, signature)[0]
 
 
 def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,

@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, MLPClassifier, RandomizedSearchCV, Ridge
-from hypergrad.sklearn._search import devices_for_n_jobs
+from hypergrad.sklearn._search import devices_for_n_jobs, options_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -235,20 +235,20 @@ def test_masked_refit_equals_the_estimators_own_fit_for_every_candidate(iris):
     grid = {"hidden_layer_sizes": [(3,), (5,)], "activation": ["tanh", "relu"], "solver": ["sgd", "adam"],
             "alpha": [1e-4, 0.5]}
     candidates = list(sk.ParameterGrid(grid))
-    refit = small_mlp()._masked_refit(x, y, candidates)
+    refit = small_mlp()._masked_refit(x, y, options_of(candidates))
     for params in (candidates[0], candidates[5], candidates[-1]):
         masked = small_mlp().set_params(**params)
         assert refit.fit(masked, x, y)
         _same_fit(masked, small_mlp().set_params(**params).fit(x, y))
-    continuous_only = small_mlp()._masked_refit(x, y, [{"alpha": 1e-4}, {"alpha": 0.5}])  # nothing masked
+    continuous_only = small_mlp()._masked_refit(x, y, {"alpha": [1e-4, 0.5]})  # nothing masked
     masked = small_mlp(alpha=0.5)
     assert continuous_only.fit(masked, x, y)
     _same_fit(masked, small_mlp(alpha=0.5).fit(x, y))
     assert not refit.fit(small_mlp(), x[:-3], y[:-3])  # other data
     assert not refit.fit(small_mlp().set_params(hidden_layer_sizes=(7,)), x, y)  # a width no candidate had
-    assert small_mlp(early_stopping=True)._masked_refit(x, y, candidates) is None
-    assert small_mlp()._masked_refit(x, y, [{"hidden_layer_sizes": (3,)}, {"hidden_layer_sizes": (3, 3)}]) is None
-    assert small_mlp()._masked_refit(x, y, [{"max_iter": 3}, {"max_iter": 5}]) is None
+    assert small_mlp(early_stopping=True)._masked_refit(x, y, options_of(candidates)) is None
+    assert small_mlp()._masked_refit(x, y, {"hidden_layer_sizes": [(3,), (3, 3)]}) is None
+    assert small_mlp()._masked_refit(x, y, {"max_iter": [3, 5]}) is None
 
 
 def test_search_refit_is_the_masked_program_and_equals_a_fresh_fit(iris, monkeypatch):

@@ -725,15 +725,11 @@ class _MLP(HypergradEstimator):
             setattr(self, name, value)
         return X, y, len(attributes["classes_"]) if self._classifier else None
 
-    def _masked_refit(self, X: Any, y: Any, candidates: Sequence[Mapping[str, Any]]) -> MaskedRefit | None:
-        """A `MaskedRefit` on (X, y) for whichever of `candidates` (dicts of this estimator's
-        traced parameters) wins, not yet compiled; None when one masked program cannot fit them
-        all (a varying structural parameter that is not maskable, early stopping)."""
-        varying: dict[str, list] = {}
-        for candidate in candidates:
-            for name, value in candidate.items():
-                if _hashable_param(value) not in [_hashable_param(v) for v in varying.setdefault(name, [])]:
-                    varying[name].append(value)
+    def _masked_refit(self, X: Any, y: Any, varying: Mapping[str, Sequence[Any]]) -> MaskedRefit | None:
+        """A `MaskedRefit` on (X, y) for whichever candidate wins, `varying` holding each traced
+        parameter's values over the candidates (as `_family` takes it), not yet compiled; None
+        when one masked program cannot fit them all (a varying structural parameter that is not
+        maskable, early stopping)."""
         if self.early_stopping or any(name in STRUCTURAL and name not in _maskable(varying) for name in varying):
             return None
         return MaskedRefit(self, X, y, varying)

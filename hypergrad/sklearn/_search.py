@@ -411,7 +411,7 @@ class VmappedSearch:
         if len(groups) != 1:
             return None
         final = target_of(clone(self.estimator).set_params(**groups[0][0])).final
-        return final._masked_refit(X, y, final_candidates(target, candidates))
+        return final._masked_refit(X, y, options_of(final_candidates(target, candidates)))
 
     def _candidate_list(self) -> list[dict]:
         raise NotImplementedError
