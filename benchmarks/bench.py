@@ -7,8 +7,8 @@
 On an accelerator the same tables come out, with a larger peak product (8192) and no RSS columns
 (section 4 keeps XLA's memory analysis, which is the device's); the all-cores rows are CPU-only.
 
-Prints one set of markdown tables and writes it to `--out` (section 1, the longest, is written there
-as soon as it is measured, marked partial, so a run stopped later keeps it). Every figure is a ratio
+Prints one set of markdown tables and writes it to `--out` (each section is written there as soon as
+it is measured, marked partial, so a run stopped later keeps it). Every figure is a ratio
 or a share measured in this one run, so a slow or shared machine moves numerator and denominator
 alike:
 
@@ -506,6 +506,19 @@ def cost_sections(args, cost_rows, draw_rows) -> list[str]:
     ]
 
 
+def search_section(args, search, chunks, best_peak, sharded, peak, peak_after, trial_flops, layouts) -> list[str]:
+    return [
+        "## 2. Search throughput (digits-mlp preset, T=" + str(args.search_steps) + ")",
+        render_search(search, chunks, best_peak, sharded),
+        f"Peak (one-device rows): the better {args.matmul}x{args.matmul} float32 matmul of the two measured "
+        f"before ({peak / 1e9:.0f} GFLOP/s) and after ({peak_after / 1e9:.0f} GFLOP/s) the searches. One trial: "
+        f"{trial_flops / 1e9:.3f} GFLOP (`hypergrad.search.run_flops`). Target: >= 50% of "
+        "peak at the largest trial count, never slower than the loop.",
+        *([f"Layout of the model, one device, {max(args.trials)} trials (the same network, optimiser and "
+           "space; FLOPs by `run_flops` of each):", render_layouts(layouts, best_peak)] if layouts else []),
+    ]
+
+
 # -- main -------------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -552,12 +565,14 @@ def main(argv=None) -> None:
             + ("at the end" if seconds is not None else "when this part was written")
             + " (other processes on the machine inflate times)."]
 
+    def keep(parts: list[str]) -> None:  # every section on disk as it ends, kept if a later one fails or the run is stopped
+        common.write_report("\n\n".join(header(None) + parts), args.out, echo=False)
+
     try:
         cost_rows, programs = hypergradient_rows(args, cache_dir)
         draw_rows = draw_control_rows(args, programs)
         first = cost_sections(args, cost_rows, draw_rows)
-        # the longest section, kept on disk even if a later one fails or the run is stopped
-        common.write_report("\n\n".join(header(None) + first), args.out, echo=False)
+        keep(first)
         peak = peak_flops(args.matmul)
         log(f"[2] peak {peak / 1e9:.0f} GFLOP/s")
         search, chunks, search_compiles, trial_flops = search_rows(args, xla)
@@ -568,8 +583,21 @@ def main(argv=None) -> None:
         # One-device shares are of the better of the matmul rates measured before and after the
         # searches (the machine's speed drifts); the all-cores rows pair each call with its own.
         best_peak = max(peak, peak_after)
+        second = search_section(args, search, chunks, best_peak, sharded, peak, peak_after, trial_flops, layouts)
+        keep(first + second)
         tune_compiles = tune_compile(args, xla)
         log("[3] tune compilation done")
+        third = ["## 3. Compilation (`Result.compile_seconds`, JAX's XLA compile events)",
+                 render_compile(search_compiles, tune_compiles, args),
+                 "## 4. Peak memory against T (programs of section 1)",
+                 render_memory(cost_rows),
+                 "XLA: `memory_analysis()` of the compiled program (temporaries; temporaries + arguments + outputs). "
+                 "RSS: peak resident memory of a subprocess running the program, minus that of one running the "
+                 "training program (see `benchmarks/hypergradient_cost.py`)" + (
+                     "." if not args.no_rss else "; skipped here." if on_cpu else
+                     "; not measured on an accelerator, whose buffers are not in the host's resident memory (XLA's "
+                     "figures are the program's device memory).")]
+        keep(first + second + third)
         checks = correctness(args)
         log("[5] correctness done")
     finally:
@@ -578,25 +606,7 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - wall
 
     sections = [
-        *header(seconds),
-        *first,
-        "## 2. Search throughput (digits-mlp preset, T=" + str(args.search_steps) + ")",
-        render_search(search, chunks, best_peak, sharded),
-        f"Peak (one-device rows): the better {args.matmul}x{args.matmul} float32 matmul of the two measured "
-        f"before ({peak / 1e9:.0f} GFLOP/s) and after ({peak_after / 1e9:.0f} GFLOP/s) the searches. One trial: {trial_flops / 1e9:.3f} GFLOP (`hypergrad.search.run_flops`). Target: >= 50% of "
-        "peak at the largest trial count, never slower than the loop.",
-        *([f"Layout of the model, one device, {max(args.trials)} trials (the same network, optimiser and "
-            "space; FLOPs by `run_flops` of each):", render_layouts(layouts, best_peak)] if layouts else []),
-        "## 3. Compilation (`Result.compile_seconds`, JAX's XLA compile events)",
-        render_compile(search_compiles, tune_compiles, args),
-        "## 4. Peak memory against T (programs of section 1)",
-        render_memory(cost_rows),
-        "XLA: `memory_analysis()` of the compiled program (temporaries; temporaries + arguments + outputs). "
-        "RSS: peak resident memory of a subprocess running the program, minus that of one running the "
-        "training program (see `benchmarks/hypergradient_cost.py`)" + (
-            "." if not args.no_rss else "; skipped here." if on_cpu else
-            "; not measured on an accelerator, whose buffers are not in the host's resident memory (XLA's "
-            "figures are the program's device memory)."),
+        *header(seconds), *first, *second, *third,
         "## 5. Correctness of the fast paths (float64, iris MLP 4-8-3, batch 16, T=20)",
         table(["method", "max rel. error vs central differences (3 directions)", "max rel. diff vs Reverse(store='residuals')",
                "verdict"], checks),

@@ -30,8 +30,13 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
 At the first horizon (T=200) a `Reverse(store="dots")` row (the default store before `store="steps"`) sits beside,
 in section 1 and in section 2.
 
+On a GPU the profile reads the kernels and copies on the device's streams (`benchmarks/gpu.sh`; tables
+in `benchmarks/reverse_widths_gpu.md` and `benchmarks/gpu_profile.md`). Every section is written to
+`--out` as it ends.
+
 `--smoke`: T=10, width 16, N = 2, 2 repeats, its profile; its numbers mean nothing. `--only vmapped`
-(or any of widths, vmapped, profile, separated by commas) runs those sections alone. Speed is measured here, never asserted in tests.
+(or any of widths, vmapped, profile, separated by commas) runs those sections alone; `--widths 100,100-100`
+and `--steps 200` narrow the widths and horizons. Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -116,7 +121,8 @@ def faults_per_call(config: Config, calls: int = 1) -> float:
 
 
 # -- 1. widths -------------------------------------------------------------------------------------
-def widths(args, plan) -> list[dict]:
+def widths(args, plan, on_progress=lambda rows: None) -> list[dict]:
+    """Rows per (T, width); `on_progress(rows)` after each (T, width), so a stopped run keeps them."""
     rows = []
     for num_steps in plan["steps"]:
         for hidden in plan["widths"]:
@@ -132,6 +138,7 @@ def widths(args, plan) -> list[dict]:
                              "flop_ratio": flops / train_flops, "faults": faults_per_call(config),
                              "compile": config.compile_seconds})
             log(f"[1] T={num_steps} hidden={hidden}: timed")
+            on_progress(rows)
     return rows
 
 
@@ -206,12 +213,12 @@ def render_vmapped(rows) -> tuple[str, list[str]]:
 
 
 # -- 3. profile ------------------------------------------------------------------------------------
-CLASSES = [  # (class, pattern on the thunk's name), first match wins
-    ("matrix products (dot, ynn_fusion)", r"^(ynn_fusion|dot|dot_general)\b|dot"),
-    ("store a step (dynamic-update-slice)", r"dynamic-update-slice"),
-    ("load a step (dynamic-slice, slice)", r"dynamic-slice|slice"),
-    ("buffer initialisation (broadcast)", r"broadcast"),
-    ("transposes and copies", r"transpose|copy"),
+CLASSES = [  # (class, pattern on the thunk's or GPU kernel's name), first match wins
+    ("matrix products (dot, ynn_fusion; GPU: gemm)", r"^(ynn_fusion|dot|dot_general)\b|dot|gemm|cublas|cutlass|xmma"),
+    ("store a step (dynamic-update-slice)", r"dynamic[-_]update[-_]slice"),
+    ("load a step (dynamic-slice, slice)", r"dynamic[-_]slice|slice"),
+    ("buffer initialisation (broadcast, memset)", r"broadcast|memset"),
+    ("transposes and copies", r"transpose|copy|memcpy"),
     ("gathers and scatters (minibatch, labels)", r"gather|scatter"),
     ("concatenations", r"concatenate"),
     ("elementwise and reduction fusions", r""),
@@ -225,7 +232,9 @@ def op_class(name: str) -> str:
 
 
 def trace_ops(config: Config, calls: int) -> tuple[dict, dict]:
-    """(microseconds, count) per XLA operation name, per call, from a perfetto trace."""
+    """(microseconds, count) per XLA operation name, per call, from a perfetto trace: XLA:CPU's
+    thunks, or on a GPU the kernels and copies on the device's streams (processes "/device:GPU:...";
+    the host's launch events are left out)."""
     for _ in range(2):
         jax.block_until_ready(config.call())
     with tempfile.TemporaryDirectory(prefix="reverse_widths_trace_") as d:
@@ -236,8 +245,12 @@ def trace_ops(config: Config, calls: int) -> tuple[dict, dict]:
         with gzip.open(path) as f:
             events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
+    processes = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    devices = {pid for pid, name in processes.items() if name.startswith("/device:GPU")}
     micros, counts = collections.Counter(), collections.Counter()
     for e in events:
+        if devices and e.get("pid") not in devices:
+            continue
         if e.get("ph") == "X" and not NOT_OPS.search(e["name"]):
             micros[e["name"]] += e["dur"] / calls
             counts[e["name"]] += 1 / calls
@@ -304,6 +317,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="also write the markdown to this file")
     parser.add_argument("--repeats", type=int, help="timed calls per row (default 7; 2 with --smoke)")
     parser.add_argument("--no-profile", action="store_true", help="skip section 3")
+    parser.add_argument("--widths", help="hidden layers to measure, e.g. 100,400,100-100 (default 50,100,200,400,100-100; "
+                        "the profile's are 100,400 among them)")
+    parser.add_argument("--steps", help="horizons T, e.g. 200 (default 200,2000)")
     parser.add_argument("--only", default="widths,vmapped,profile",
                         help="sections to run, separated by commas (widths, vmapped, profile); e.g. --only vmapped")
     args = parser.parse_args(argv)
@@ -311,33 +327,49 @@ def main(argv=None) -> None:
     if not only or only - {"widths", "vmapped", "profile"}:
         raise SystemExit(f"--only {args.only!r}: name sections among widths, vmapped, profile")
     plan = dict(SMOKE if args.smoke else FULL)
-    DOTS_AT.add(plan["steps"][0])
     if args.repeats:
         plan["repeats"] = args.repeats
+    if args.widths:
+        plan["widths"] = [tuple(int(h) for h in w.split("-")) for w in args.widths.split(",")]
+        plan["profile_widths"] = [w for w in plan["profile_widths"] if w in plan["widths"]] or plan["widths"][:1]
+    if args.steps:
+        plan["steps"] = [int(t) for t in args.steps.split(",")]
+    DOTS_AT.add(plan["steps"][0])
     wall, load = time.perf_counter(), os.getloadavg()
-    width_rows = widths(args, plan) if "widths" in only else []
-    vmap_rows = vmapped(args, plan) if "vmapped" in only else []
-    profile_rows = [] if args.no_profile or "profile" not in only else profile(args, plan)
-    width_table, verdicts = render_widths(width_rows)
-    vmap_table, vmap_verdicts = render_vmapped(vmap_rows)
     argv_text = " ".join(sys.argv[1:] if argv is None else argv) or "(defaults)"
-    parts = [
-        "# Reverse() against training at every width, alone and vmapped (issues 17 and 14)", "",
-        f"Machine: jax {jax.__version__} on {jax.devices()[0].platform} ({platform.machine()}, {os.cpu_count()} "
-        f"cores); `benchmarks/reverse_widths.py {argv_text}`; {time.perf_counter() - wall:.0f} s; load average "
-        f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other processes inflate and scatter "
-        f"times); memory copy bandwidth {bandwidth()}.", "",
-        "## Verdicts", "", *[f"- {v}" for v in verdicts + vmap_verdicts], "",
-    ]
-    if width_rows:
-        parts += [f"## 1. Widths (digits, batch 100, SGD + momentum, per-step rates; median of {plan['repeats']} "
-                  "interleaved calls after a warm-up call)", "", width_table, ""]
-    if vmap_rows:
-        parts += [f"## 2. Vmapped (hidden {width_name(VMAP_WIDTH)}, T={plan['steps'][0]}, one device)", "", vmap_table, ""]
-    if profile_rows:
-        parts += [f"## 3. Profile by XLA operation class (T={plan['profile_steps']}, 3 traced calls)", "",
-                  render_profile(profile_rows, plan), ""]
-    write_report("\n".join(parts), args.out)
+
+    def report(width_rows, vmap_rows=(), profile_rows=(), done=False) -> str:
+        width_table, verdicts = render_widths(width_rows)
+        vmap_table, vmap_verdicts = render_vmapped(vmap_rows)
+        run = (f"{time.perf_counter() - wall:.0f} s" if done else
+               "**partial: the run is still going and rewrites this file as each part ends**")
+        parts = [
+            "# Reverse() against training at every width, alone and vmapped (issues 17 and 14)", "",
+            f"Machine: jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}; "
+            f"host {platform.machine()}, {os.cpu_count()} cores); `benchmarks/reverse_widths.py {argv_text}`; {run}; "
+            f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other processes inflate "
+            f"and scatter times); memory copy bandwidth {bandwidth()}.", "",
+            "## Verdicts", "", *[f"- {v}" for v in verdicts + vmap_verdicts], "",
+        ]
+        if width_rows:
+            parts += [f"## 1. Widths (digits, batch 100, SGD + momentum, per-step rates; median of {plan['repeats']} "
+                      "interleaved calls after a warm-up call)", "", width_table, ""]
+        if vmap_rows:
+            parts += [f"## 2. Vmapped (hidden {width_name(VMAP_WIDTH)}, T={plan['steps'][0]}, one device)", "", vmap_table, ""]
+        if profile_rows:
+            parts += [f"## 3. Profile by XLA operation class (T={plan['profile_steps']}, 3 traced calls)", "",
+                      render_profile(profile_rows, plan), ""]
+        return "\n".join(parts)
+
+    def keep(*rows) -> None:  # results written as they are produced
+        if args.out:
+            write_report(report(*rows), args.out, echo=False)
+
+    width_rows = widths(args, plan, on_progress=keep) if "widths" in only else []
+    vmap_rows = vmapped(args, plan) if "vmapped" in only else []
+    keep(width_rows, vmap_rows)
+    profile_rows = [] if args.no_profile or "profile" not in only else profile(args, plan)
+    write_report(report(width_rows, vmap_rows, profile_rows, done=True), args.out)
 
 
 if __name__ == "__main__":
