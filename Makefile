@@ -23,7 +23,7 @@ demo: $(STAMP)
 ## The test suite (float64 numerical checks, experiment smoke runs), spread over one worker process per
 ## core (pytest-xdist; `.venv/bin/python -m pytest tests/test_x.py` runs a part in one process).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadscope
+	$(BIN)/python -m pytest -n auto
 
 ## Speed, memory and compilation tables in one run (printed, and written to benchmarks/RESULTS.md; never asserted in tests).
 bench: $(STAMP)

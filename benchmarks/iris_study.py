@@ -91,7 +91,9 @@ def report(runs: list[dict[str, dict]], load: list[float]) -> str:
     text += "\n\nStructure plan (hypergrad's decision per structural choice, cold run): " + ", ".join(
         f"{name}: {decision}" for name, decision in last.get("structure", {}).items())
     text += (f"\n\nEach row is a fresh Python process (process s includes importing jax or scikit-learn); "
-             f"{last['fits']} fits per search; load average before the runs {load[0]:.1f}, after {load[1]:.1f} "
+             f"{last['fits']} fits per search (candidates x folds; hypergrad computes "
+             f"{last.get('fits_computed', last['fits'])} of them: candidates that differ only in a parameter their "
+             "solver ignores, such as adam's learning_rate, share one fit, as they would give the same model); load average before the runs {load[0]:.1f}, after {load[1]:.1f} "
              f"(2 CPU cores shared with other work: seconds are noisy).")
     return text
 

@@ -87,7 +87,9 @@ def stages(records: list[dict]) -> dict[str, Any]:
         return {}
     return {"programs": sum(r["programs"] for r in records), "plan_s": sum(r["plan_s"] for r in records),
             "compile_s": sum(r["compile_s"] for r in records), "run_s": sum(r["run_s"] for r in records),
-            "structure": records[0]["structure"]}
+            "structure": records[0]["structure"],
+            # equivalent candidates (adam ignores learning_rate) share one fit: the fits computed
+            "fits_computed": sum(r["candidates"] * r["folds"] for r in records)}
 
 
 def hybrid(*, smoke: bool) -> dict[str, Any]:

@@ -265,6 +265,55 @@ def test_search_refit_is_the_masked_program_and_equals_a_fresh_fit(iris, monkeyp
     _same_fit(search.best_estimator_, small_mlp().set_params(**search.best_params_).fit(x, y))
 
 
+@pytest.mark.parametrize("solver, base, unused_values", [
+    ("adam", {}, {"learning_rate": "adaptive", "momentum": 0.3, "nesterovs_momentum": False, "power_t": 0.9}),
+    ("sgd", {"learning_rate": "constant"}, {"beta_1": 0.5, "beta_2": 0.8, "epsilon": 1e-3, "power_t": 0.9}),
+])
+def test_unused_params_are_unread_by_the_fit_and_the_others_are_read(iris, solver, base, unused_values):
+    """What a search relies on to fit equivalent candidates once: changing every parameter that
+    `unused_params` names leaves the fit bit for bit the same; changing one it does not name
+    (sgd's momentum, adam's beta_1) changes it."""
+    x, y = iris
+    fitted = small_mlp(solver=solver, **base)
+    assert set(unused_values) <= fitted.unused_params(fitted.get_params())
+    reference = fitted.fit(x, y)
+    same = small_mlp(solver=solver, **base, **unused_values).fit(x, y)
+    for got, want in zip(same.coefs_ + same.intercepts_, reference.coefs_ + reference.intercepts_):
+        np.testing.assert_array_equal(got, want)
+    assert same.n_iter_ == reference.n_iter_ and same.loss_curve_ == reference.loss_curve_
+    read = {"momentum": 0.3} if solver == "sgd" else {"beta_1": 0.5}
+    assert not set(read) & fitted.unused_params(fitted.get_params())
+    changed = small_mlp(solver=solver, **base, **read).fit(x, y)
+    assert not np.array_equal(changed.coefs_[0], reference.coefs_[0])
+    assert "power_t" not in small_mlp(solver="sgd", learning_rate="invscaling").unused_params(
+        small_mlp(solver="sgd", learning_rate="invscaling").get_params())
+
+
+def test_search_fits_equivalent_candidates_once_and_gives_each_the_scores(iris):
+    """Candidates differing only in what their fit does not read (adam's learning_rate and
+    momentum) are one fit: the program runs the distinct ones, and every candidate's scores equal
+    those of a search over the distinct candidates alone; the shared fit's seconds are split."""
+    x, y = iris
+    grid = {"solver": ["adam"], "learning_rate": ["constant", "adaptive"], "momentum": [0.5, 0.9],
+            "alpha": [1e-4, 0.5]}
+    search = GridSearchCV(small_mlp(), grid, cv=2, scoring="neg_log_loss").fit(x, y)
+    assert search.hypergrad_info_[0]["candidates"] == 2
+    distinct = GridSearchCV(small_mlp(), {"solver": ["adam"], "alpha": [1e-4, 0.5]}, cv=2,
+                            scoring="neg_log_loss").fit(x, y)
+    results = search.cv_results_
+    for c, params in enumerate(results["params"]):
+        d = [1e-4, 0.5].index(params["alpha"])
+        for s in range(2):
+            assert results[f"split{s}_test_score"][c] == distinct.cv_results_[f"split{s}_test_score"][d]
+    # ties rank alike, and the best is the first of the tied candidates, as scikit-learn picks
+    assert search.best_params_["alpha"] == distinct.best_params_["alpha"]
+    assert search.best_index_ == min(c for c, p in enumerate(results["params"]) if p["alpha"] == search.best_params_["alpha"])
+    assert len(set(results["rank_test_score"][results["param_alpha"] == 0.5])) == 1
+    # four candidates per fit: their seconds add up to the fit's
+    assert np.all(results["mean_fit_time"] > 0)
+    assert len(set(results["mean_fit_time"][results["param_alpha"] == 0.5])) == 1
+
+
 N_JOBS_CHILD = """
 import json, warnings
 import jax

@@ -163,6 +163,13 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
     def _encode_y(self, y: Any) -> tuple[np.ndarray, dict]:
         raise NotImplementedError
 
+    def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
+        """The parameters that a fit with `params` (every parameter of the estimator) does not
+        read. Candidates of a search that differ only in these fit the same model, so the search
+        fits one of them and gives the others its scores. None here; subclasses name theirs."""
+        del params
+        return frozenset()
+
     def _space(self, varying: Mapping[str, Sequence[Any]]) -> hg.Space | None:
         """The Space of `varying` (module docstring), None when nothing varies (`fit`); `ValueError`
         for a parameter that cannot vary."""

@@ -633,6 +633,22 @@ class _MLP(HypergradEstimator):
     _data_baking_params = frozenset({"early_stopping"})  # its held-out split lives in the program
     _classifier = False
 
+    def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
+        """scikit-learn's "only used when" rules, which this fit keeps (`_solver_update`,
+        `_end_epoch`): adam reads neither learning_rate, momentum, nesterovs_momentum nor power_t;
+        sgd reads neither beta_1, beta_2 nor epsilon, and power_t only with
+        learning_rate="invscaling"; validation_fraction is read only with early_stopping."""
+        unused = set()
+        if params["solver"] == "adam":
+            unused |= {"learning_rate", "momentum", "nesterovs_momentum", "power_t"}
+        elif params["solver"] == "sgd":
+            unused |= {"beta_1", "beta_2", "epsilon"}
+            if params["learning_rate"] != "invscaling":
+                unused.add("power_t")
+        if not params["early_stopping"]:
+            unused.add("validation_fraction")
+        return frozenset(unused)
+
     def _family(self, train, val, *, varying, n_classes=None):
         """See `hypergrad.sklearn._base`: one `hg.Objective` per structural configuration, the
         choices in `MASKABLE` maskable (widths when every option has the same depth)."""

@@ -15,7 +15,9 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    (`HypergradEstimator._family`), stacks the folds of equal sizes into one cross-validated
    problem (`hg.Problem(cv=[(train, val), ...])`) and evaluates every candidate with
    `hypergrad.search.evaluate_settings`: one vmapped program for all candidates x folds (per
-   structural configuration the planner groups, and per distinct fold size);
+   structural configuration the planner groups, and per distinct fold size). Candidates that
+   differ only in parameters their fit does not read (`unused_params`: an adam fit's
+   `learning_rate`, say) are fitted once (`distinct_fits`);
 4. reads each fold's score from the program (the scoring is computed inside it: accuracy,
    log-loss, R^2, mean squared error), assembles `cv_results_` with scikit-learn's own
    `_format_results` (same keys and meanings), and refits the best candidate through the
@@ -29,7 +31,7 @@ candidate that swaps the final estimator) is handed to scikit-learn's own search
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
 is one more fit. `mean_fit_time` is each candidate's share of its program's run and compilation
-per fold; the scoring runs inside the same program, so `score_time` is 0 (or, with
+per fold (a fit shared by equivalent candidates split among them); the scoring runs inside the same program, so `score_time` is 0 (or, with
 `return_train_score`, the share of the second program that scores the training folds). Memory: one
 chunk of fits (at most 64 candidates x folds) at a time, plus the folds' data stacked (folds x n
 examples).
@@ -313,14 +315,17 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
               n_classes: int | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
-    share of its program's run and compilation), every candidate of one fold batch in one program;
-    appends each evaluation's `run_record` to `records`. `overlap`: `evaluate_settings`'s, called
+    share of its program's run and compilation), every distinct fit (`distinct_fits`) of one fold
+    batch in one program; appends each evaluation's `run_record` to `records`. `overlap`: `evaluate_settings`'s, called
     when its first program compiles."""
     finals = final_candidates(target, candidates)
+    fitted, shares = distinct_fits(target, finals)
+    finals = [finals[row] for row in fitted]
     varying = options_of(finals)
     name, sign = metric
     scores = np.full((len(candidates), len(pairs)), np.nan)
     seconds = np.zeros_like(scores)
+    sharing = np.bincount(shares, minlength=len(fitted))
     for indices, family, space in fold_batches(target, pairs, varying, n_classes):
         settings = target.final._settings(space, finals)
         result = evaluate_settings(family, settings, key, strategy=strategy, space=space, overlap=overlap)
@@ -328,12 +333,33 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
         records.append(run_record(result, len(indices)))
         share = result.compile_seconds / len(result.trials)
         for trial in result.trials:
+            rows = np.flatnonzero(shares == trial.number)
             for j, fold in enumerate(indices):
                 entry = f"val_{name}_fold{j}" if len(indices) > 1 else f"val_{name}"
                 ok = trial.state == "complete" and np.isfinite(trial.scores[entry])
-                scores[trial.number, fold] = sign * trial.scores[entry] if ok else np.nan
-                seconds[trial.number, fold] = (trial.seconds + share) / len(indices)
+                scores[rows, fold] = sign * trial.scores[entry] if ok else np.nan
+                seconds[rows, fold] = (trial.seconds + share) / len(indices) / sharing[trial.number]
     return scores, seconds
+
+
+def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> tuple[list[int], np.ndarray]:
+    """(the candidates to fit, and for each candidate the position among them of the fit it
+    shares). Candidates whose traced parameters differ only in ones their fit does not read
+    (`unused_params`: adam's learning_rate, say) fit the same model: the first of them is fitted
+    and the others get its scores, exactly what fitting each would give; its seconds are split
+    among them, so the fit times add up to the compute spent."""
+    fixed = target.final.get_params(deep=False)
+    fitted: list[int] = []
+    position: dict[str, int] = {}
+    shares = []
+    for row, final in enumerate(finals):
+        unused = target.final.unused_params({**fixed, **final})
+        identity = _key({name: value for name, value in final.items() if name not in unused})
+        if identity not in position:
+            position[identity] = len(fitted)
+            fitted.append(row)
+        shares.append(position[identity])
+    return fitted, np.asarray(shares, dtype=np.int64)
 
 
 # -- the search classes -----------------------------------------------------------------------------
