@@ -380,7 +380,8 @@ def main(argv=None) -> None:
                         help="JAX CPU devices (0: one per core, as `hypergrad compare`; 1: one device)")
     parser.add_argument("--presets", default=",".join(PRESETS), help="presets of section 2, separated by commas")
     parser.add_argument("--skip-throughput", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--skip-quality", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-quality", action="store_true",
+                        help="section 1 (throughput) only, as benchmarks/gpu.sh runs it")
     args = parser.parse_args(argv)
     if args.cpu_devices != 1:
         hg.use_cpu_cores(None if args.cpu_devices == 0 else args.cpu_devices)
