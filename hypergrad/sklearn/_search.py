@@ -31,8 +31,9 @@ candidate that swaps the final estimator) is handed to scikit-learn's own search
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
 is one more fit. `mean_fit_time` is each candidate's share of its program's run and compilation
-per fold (a fit shared by equivalent candidates split among them); the scoring runs inside the same program, so `score_time` is 0 (or, with
-`return_train_score`, the share of the second program that scores the training folds). Memory: one
+per fold (a fit shared by equivalent candidates split among them); the scoring runs inside the
+same program, so `score_time` is 0 (or, with `return_train_score`, the share of the second
+program that scores the training folds). Memory: one
 chunk of fits (at most 64 candidates x folds) at a time, plus the folds' data stacked (folds x n
 examples).
 
@@ -316,8 +317,8 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
               ) -> tuple[np.ndarray, np.ndarray]:
     """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
     share of its program's run and compilation), every distinct fit (`distinct_fits`) of one fold
-    batch in one program; appends each evaluation's `run_record` to `records`. `overlap`: `evaluate_settings`'s, called
-    when its first program compiles."""
+    batch in one program; appends each evaluation's `run_record` to `records`. `overlap`:
+    `evaluate_settings`'s, called when its first program compiles."""
     finals = final_candidates(target, candidates)
     fitted, shares = distinct_fits(target, finals)
     finals = [finals[row] for row in fitted]
