@@ -9,7 +9,8 @@ applies the update.
 
 A *cohort* is the tuners that share one compiled program: `outer_step_fn` vmapped over their z, last
 good z, outer-optimiser state and held values (a hybrid configuration's choices), with the key and
-data shared. Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
+data shared. The step is traced once per cohort and its jaxpr batched for each chunk size
+(`replayed_step_fn`), so the smaller programs of halving do not trace and differentiate it again. Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
 local devices exactly as a search chunk is (`hypergrad._batching`): one compilation for any number
 of steps. With a given `chunk_size` the chunk never changes, so any number of tuners shares one
 program (padding the last call). Without one, the chunk is sized to the live tuners
@@ -96,15 +97,32 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
     return step
 
 
-def batched_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
-    """`outer_step_fn` vmapped over tuners: (z, z_good, opt_state, fixed) batched, key and data
-    shared. `fixed` holds each tuner's held hyperparameters (`Objective.with_fixed`), or is empty."""
+def tuner_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
+    """The outer step of one tuner with its held values: (z, z_good, opt_state, fixed, key, data) ->
+    (z, z_good, opt_state, report). `fixed` holds the tuner's held hyperparameters
+    (`Objective.with_fixed`), or is empty."""
 
     def one(z, z_good, opt_state, fixed, key, data):
         inner = objective.with_fixed(fixed) if fixed else objective
         return outer_step_fn(inner, space, method, outer)(z, z_good, opt_state, key, data)
 
-    return jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))
+    return one
+
+
+def replayed_step_fn(one: Callable, example: tuple) -> Callable:
+    """`jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))` made from one trace: `one` is traced at
+    `example` (one tuner's arguments) to a jaxpr, and the returned function batches that jaxpr.
+    Each population size (halving makes one program per size) then batches the same jaxpr instead
+    of running the objective's Python and differentiating it again: the same operations, so the
+    same numbers. Cost: one trace of `one` (with its hypergradient), then a batching pass per size.
+    Memory: the jaxpr and its constants."""
+    closed, out_shape = jax.make_jaxpr(one, return_shape=True)(*example)
+    out_tree = jax.tree.structure(out_shape)
+
+    def replay(*args):
+        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args)))
+
+    return jax.vmap(replay, in_axes=(0, 0, 0, 0, None, None))
 
 
 def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float, seconds: float,
@@ -143,7 +161,7 @@ class Cohort:
     """Tuners sharing one compiled outer step (mutable bookkeeping of the driver).
 
     Attributes:
-        program: chunk -> (the compiled `batched_step_fn` for `chunk` tuners (cached), its compile
+        program: chunk -> (the compiled step for `chunk` tuners (`replayed_step_fn`; cached), its compile
             seconds, its shardings and the data placed for it).
         chunk_size: the chunk given by the caller, or None to size it to the live tuners.
         executable: the compiled program for `chunk` tuners.
@@ -201,13 +219,19 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
     data = objective.problem.data
     carry = (z, z, jax.vmap(outer.init)(z))
+    replayed: list[Callable] = []  # the step traced once, on the first program this cohort compiles
+
+    def batched() -> Callable:
+        if not replayed:
+            one_tuner = jax.tree.map(lambda a: a[0], (*carry, fixed))
+            replayed.append(replayed_step_fn(tuner_step_fn(objective, space, method, outer), (*one_tuner, key, data)))
+        return replayed[0]
 
     def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
         spread, replicated = shardings(chunk)
         placed_data, placed_key = place((data, key), replicated)
         example = (*place(take_rows((*carry, fixed), 0, chunk), spread), placed_key, placed_data)
-        executable, seconds = _compile.compiled(("tune", objective, space, method, outer),
-                                                lambda: batched_step_fn(objective, space, method, outer), example)
+        executable, seconds = _compile.compiled(("tune", objective, space, method, outer), batched, example)
         return executable, seconds, spread, replicated, placed_data
 
     chunk = chunk_rows(num, chunk_size)

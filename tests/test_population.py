@@ -15,6 +15,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad import outer as outer_driver
 
 T = 6
 OUTER = optax.adam(0.3)
@@ -185,3 +186,19 @@ def test_halving_from_a_sharded_chunk_to_an_unsharded_one(ridge_problem):
     assert [tuner for tuner, _ in sharded] == [t.tuner for t in alone.trials]
     assert len(sharded) == 4 + 2 + 1 + 1
     np.testing.assert_allclose([v for _, v in sharded], [t.value for t in alone.trials], rtol=1e-10)
+
+
+def test_replayed_step_equals_the_step_traced_under_vmap(objective):
+    """The population program batches one traced jaxpr of a tuner's step (`replayed_step_fn`):
+    the same numbers as tracing the step under `jax.vmap`, with held values (hybrid) and without."""
+    key, data = jax.random.key(3), objective.problem.data
+    one = outer_driver.tuner_step_fn(objective, SPACE, hg.Reverse(), OUTER)
+    z = jax.vmap(SPACE.unconstrain)(starts(3))
+    for fixed in ({}, {"weight_decay": jnp.asarray([1e-3, 1e-2, 1e-1])}):
+        args = (z, jax.tree.map(lambda a: a * 0.9, z), jax.vmap(OUTER.init)(z), fixed, key, data)
+        row = jax.tree.map(lambda a: a[0], args[:4])
+        replayed = jax.jit(outer_driver.replayed_step_fn(one, (*row, key, data)))(*args)
+        traced = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None)))(*args)
+        assert jax.tree.structure(replayed) == jax.tree.structure(traced)
+        for got, want in zip(jax.tree.leaves(replayed), jax.tree.leaves(traced)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
