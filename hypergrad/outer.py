@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend import core as jcore
 
 from hypergrad import _compile
 from hypergrad._batching import chunk_for, device_count, place, shardings, take_rows, to_host
@@ -120,7 +121,7 @@ def replayed_step_fn(one: Callable, example: tuple) -> Callable:
     out_tree = jax.tree.structure(out_shape)
 
     def replay(*args):
-        return jax.tree.unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args)))
+        return jax.tree.unflatten(out_tree, jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(args)))
 
     return jax.vmap(replay, in_axes=(0, 0, 0, 0, None, None))
 
