@@ -39,6 +39,7 @@ hypergradients at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +52,7 @@ import optax
 from jax.extend import core as jcore
 
 from hypergrad import _compile
-from hypergrad._batching import chunk_for, device_count, place, shardings, take_rows, to_host
+from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
 from hypergrad.methods.base import Method
@@ -220,13 +221,9 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
     data = objective.problem.data
     carry = (z, z, jax.vmap(outer.init)(z))
-    replayed: list[Callable] = []  # the step traced once, on the first program this cohort compiles
-
-    def batched() -> Callable:
-        if not replayed:
-            one_tuner = jax.tree.map(lambda a: a[0], (*carry, fixed))
-            replayed.append(replayed_step_fn(tuner_step_fn(objective, space, method, outer), (*one_tuner, key, data)))
-        return replayed[0]
+    # the step traced once, when the first program this cohort compiles needs it
+    batched = functools.cache(lambda: replayed_step_fn(tuner_step_fn(objective, space, method, outer),
+                                                       (*first_row((*carry, fixed)), key, data)))
 
     def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
         spread, replicated = shardings(chunk)

@@ -320,13 +320,12 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     batch in one program; appends each evaluation's `run_record` to `records`. `overlap`:
     `evaluate_settings`'s, called when its first program compiles."""
     finals = final_candidates(target, candidates)
-    fitted, shares = distinct_fits(target, finals)
-    finals = [finals[row] for row in fitted]
+    sharing = distinct_fits(target, finals)
+    finals = [finals[rows[0]] for rows in sharing]
     varying = options_of(finals)
     name, sign = metric
     scores = np.full((len(candidates), len(pairs)), np.nan)
     seconds = np.zeros_like(scores)
-    sharing = np.bincount(shares, minlength=len(fitted))
     for indices, family, space in fold_batches(target, pairs, varying, n_classes):
         settings = target.final._settings(space, finals)
         result = evaluate_settings(family, settings, key, strategy=strategy, space=space, overlap=overlap)
@@ -334,33 +333,27 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
         records.append(run_record(result, len(indices)))
         share = result.compile_seconds / len(result.trials)
         for trial in result.trials:
-            rows = np.flatnonzero(shares == trial.number)
+            rows = sharing[trial.number]
             for j, fold in enumerate(indices):
                 entry = f"val_{name}_fold{j}" if len(indices) > 1 else f"val_{name}"
                 ok = trial.state == "complete" and np.isfinite(trial.scores[entry])
                 scores[rows, fold] = sign * trial.scores[entry] if ok else np.nan
-                seconds[rows, fold] = (trial.seconds + share) / len(indices) / sharing[trial.number]
+                seconds[rows, fold] = (trial.seconds + share) / len(indices) / len(rows)
     return scores, seconds
 
 
-def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> tuple[list[int], np.ndarray]:
-    """(the candidates to fit, and for each candidate the position among them of the fit it
-    shares). Candidates whose traced parameters differ only in ones their fit does not read
-    (`unused_params`: adam's learning_rate, say) fit the same model: the first of them is fitted
-    and the others get its scores, exactly what fitting each would give; its seconds are split
-    among them, so the fit times add up to the compute spent."""
+def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+    """The candidates' rows per distinct fit, in first-seen order. Candidates whose traced
+    parameters differ only in ones their fit does not read (`unused_params`: adam's learning_rate,
+    say) fit the same model: the first of them (`rows[0]`) is fitted and the others get its scores,
+    exactly what fitting each would give; its seconds are split among them, so the fit times add
+    up to the compute spent."""
     fixed = target.final.get_params(deep=False)
-    fitted: list[int] = []
-    position: dict[str, int] = {}
-    shares = []
+    fits: dict[str, list[int]] = {}
     for row, final in enumerate(finals):
         unused = target.final.unused_params({**fixed, **final})
-        identity = _key({name: value for name, value in final.items() if name not in unused})
-        if identity not in position:
-            position[identity] = len(fitted)
-            fitted.append(row)
-        shares.append(position[identity])
-    return fitted, np.asarray(shares, dtype=np.int64)
+        fits.setdefault(_key({name: value for name, value in final.items() if name not in unused}), []).append(row)
+    return [np.asarray(rows) for rows in fits.values()]
 
 
 # -- the search classes -----------------------------------------------------------------------------
