@@ -286,6 +286,42 @@ def parse_hlo(text: str) -> tuple[dict, dict]:
     return {name: (comp, shape, op, roots.get(called)) for name, (comp, shape, op, called) in where.items()}, loops
 
 
+def copies_per_step(text: str, num_steps: int) -> float:
+    """Copies of floating-point buffers (HLO `copy` and `copy-start` instructions outside fusions)
+    that a compiled program executes in its loops, over T: each loop body's copies times its runs
+    (while loops' known trip counts, nested; `call`s and command buffers as often as their
+    caller). Integer copies (loop counters, the random-bit generator's state) are left out.
+    Loop-carried copies are what XLA inserts when an operation reading a loop's carried value is
+    not ordered before the one overwriting it in place; on a GPU each is a kernel (a memcpy)."""
+    body, entry, current = collections.defaultdict(list), None, None
+    for line in text.splitlines():
+        head = re.match(r"^(ENTRY )?%(\S+) .*\{$", line)
+        if head:
+            current = head.group(2)
+            entry = current if head.group(1) else entry
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            body[current].append(line)
+    runs: collections.Counter = collections.Counter()
+
+    def visit(comp: str, times: float) -> None:
+        runs[comp] += times
+        for line in body[comp]:
+            if " while(" in line:
+                trips = re.search(r'known_trip_count":\{"n":"(\d+)"', line)
+                visit(re.search(r"body=%([\w.\-]+)", line).group(1), times * (int(trips.group(1)) if trips else 1))
+            elif re.search(r" (call|conditional|custom-call)\(", line):  # not fusions: their copies are not kernels
+                for callee in re.findall(r"(?:to_apply|calls|branch_computations)=\{?%([\w.\-]+)", line):
+                    visit(callee, times)
+
+    if entry is not None:
+        visit(entry, 1.0)
+    copies = sum(times * sum(1 for line in body[comp] if re.search(r" = (f|bf)\d+\[\S* copy(-start)?\(", line))
+                 for comp, times in runs.items() if times > 1)
+    return copies / num_steps
+
+
 def op_class(name: str, shape: str, root: str | None, in_loop: bool, trials: int) -> str:
     base = re.sub(r"\.\d+$", "", name)
     inside = re.search(r"\[([\d,]*)\]", shape)

@@ -15,6 +15,9 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
    medians, `x train (min)` of the fastest calls. FLOP ratio: hypergrad's accounting
    (`hg.hypergradient_flops` / `hg.run_flops`). `faults/call`: minor page faults per call (the
    first touch of memory the program's buffers get fresh from the OS), from `getrusage`.
+   `copies/step`: copies of floating-point buffers the compiled program executes in its loops,
+   per call over T (`_common.copies_per_step`: XLA's loop-carried copies; on a GPU each is a
+   memcpy kernel, and there the time follows the kernel count).
    Targets (issue 17): <= 3.0x training without checkpointing, <= 4.0x with it.
 2. Vmapped: N = 16 and 64 settings (per-step rates spread over 0.05-0.2) on one device, digits
    50 hidden units, T=200: `jax.jit(jax.vmap(...))` of the training trial and of `Reverse()`'s
@@ -28,7 +31,7 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
    into fresh pages (numpy), which prices every byte Reverse stores per step.
 
 At the first horizon (T=200) a `Reverse(store="dots")` row (the default store before `store="steps"`) sits beside,
-in section 1 and in section 2.
+in section 1 and in section 2, and in section 1 a `Reverse(store="states")` row (the hand-written VJP).
 
 On a GPU the profile reads the kernels and copies on the device's streams (`benchmarks/gpu.sh`; tables
 in `benchmarks/reverse_widths_gpu.md` and `benchmarks/gpu_profile.md`). Every section is written to
@@ -61,7 +64,7 @@ import numpy as np
 
 import hypergrad as hg
 from hypergrad.hypergradient import value_and_grad_fn
-from _common import Config, optimizer, segment_length, time_interleaved, write_report
+from _common import Config, copies_per_step, optimizer, segment_length, time_interleaved, write_report
 
 FULL = dict(widths=[(50,), (100,), (200,), (400,), (100, 100)], steps=[200, 2000], sizes=[16, 64],
             repeats=5, profile_widths=[(100,), (400,)], profile_steps=200)
@@ -69,6 +72,7 @@ SMOKE = dict(widths=[(16,)], steps=[10], sizes=[2], repeats=2, profile_widths=[(
 VMAP_WIDTH = (50,)
 DOTS_AT = {200}  # horizons with a Reverse(store="dots") row (the default store until `store="steps"`)
 DOTS = 'Reverse(store="dots")'
+STATES = 'Reverse(store="states")'
 
 
 def log(message: str) -> None:
@@ -108,8 +112,10 @@ def _compile_configs(hidden: tuple, num_steps: int) -> list[Config]:
     configs = [Config("train", objective, hparams, key),
                Config("Reverse()", objective, hparams, key, method=hg.Reverse()),
                Config(f"Reverse(checkpoint_every={k})", objective, hparams, key, method=hg.Reverse(checkpoint_every=k))]
-    if num_steps in DOTS_AT:  # the default store before this benchmark, beside the new one
+    if num_steps in DOTS_AT:  # the default store before this benchmark, beside the new one, and the
+        # hand-written VJP (the fastest store on a GPU, `benchmarks/RESULTS_gpu.md`)
         configs.append(Config(DOTS, objective, hparams, key, method=hg.Reverse(store="dots")))
+        configs.append(Config(STATES, objective, hparams, key, method=hg.Reverse(store="states")))
     return configs
 
 
@@ -136,6 +142,7 @@ def widths(args, plan, on_progress=lambda rows: None) -> list[dict]:
                 rows.append({"T": num_steps, "width": width_name(hidden), "name": config.name, "median": med,
                              "min": best, "ratio": med / base, "ratio_min": best / base_min,
                              "flop_ratio": flops / train_flops, "faults": faults_per_call(config),
+                             "copies": copies_per_step(config.executable.as_text(), num_steps),
                              "compile": config.compile_seconds})
             log(f"[1] T={num_steps} hidden={hidden}: timed")
             on_progress(rows)
@@ -145,16 +152,16 @@ def widths(args, plan, on_progress=lambda rows: None) -> list[dict]:
 def render_widths(rows) -> tuple[str, list[str]]:
     out, verdicts = [], []
     for r in rows:
-        target = {"Reverse()": 3.0, DOTS: 3.0}.get(r["name"], "" if r["name"] == "train" else 4.0)
+        target = {"Reverse()": 3.0, DOTS: 3.0, STATES: 3.0}.get(r["name"], "" if r["name"] == "train" else 4.0)
         met = "" if target == "" else ("met" if r["ratio"] <= target else "missed")
         out.append([str(r["T"]), r["width"], r["name"], f"{r['median'] * 1e3:.1f}", f"{r['min'] * 1e3:.1f}",
                     f"{r['ratio']:.2f}", f"{r['ratio_min']:.2f}", f"{r['flop_ratio']:.2f}", f"{r['faults']:.0f}",
-                    f"{r['compile']:.1f}", "" if target == "" else f"<= {target}: {met}"])
+                    f"{r['copies']:.1f}", f"{r['compile']:.1f}", "" if target == "" else f"<= {target}: {met}"])
         if target != "":
             verdicts.append(f"T={r['T']} hidden {r['width']} {r['name']}: {r['ratio']:.2f}x training "
                             f"(FLOP ratio {r['flop_ratio']:.2f}): {met}")
     header = ["T", "hidden", "program", "ms (median)", "ms (min)", "x train", "x train (min)", "FLOP x train",
-              "faults/call", "compile (s)", "target"]
+              "faults/call", "copies/step", "compile (s)", "target"]
     return table(header, out), verdicts
 
 

@@ -156,9 +156,15 @@ def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
         if line.startswith("| 10 | 16 |"):
             rows[cells[2]] = cells
     # 2: the divisor of 10 nearest sqrt(10); store="dots", the former default, beside at the first horizon
-    assert set(rows) == {"train", "Reverse()", "Reverse(checkpoint_every=2)", 'Reverse(store="dots")'}, rows
+    # and store="states", the hand-written VJP
+    assert set(rows) == {"train", "Reverse()", "Reverse(checkpoint_every=2)", 'Reverse(store="dots")',
+                         'Reverse(store="states")'}, rows
     flop = {name: float(cells[7]) for name, cells in rows.items()}
     assert flop["train"] == 1.0 and 1.5 < flop["Reverse()"] < flop["Reverse(checkpoint_every=2)"]
+    assert flop['Reverse(store="states")'] == flop["Reverse()"]  # both recompute each step once
+    # the loop-carried copies XLA inserts: the backward pass carries a cotangent beside the state
+    copies = {name: float(cells[9]) for name, cells in rows.items()}
+    assert all(c >= 0 for c in copies.values()) and copies["Reverse()"] > copies["train"], copies
     assert all(float(cells[3]) > 0 and float(cells[5]) > 0 for cells in rows.values())
     vmapped = [line for line in text.splitlines() if line.startswith("| 2 | ")]
     assert [line.split("|")[2].strip() for line in vmapped] == ["train (vmapped)", "Reverse() (vmapped)",
@@ -169,7 +175,7 @@ def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
         if len(cells) == 6 and cells[0] == "16" and cells[5].endswith("%"):
             shares.setdefault(cells[1], []).append(float(cells[5][:-1]))
     assert set(shares) == set(rows) and all(len(s) == 8 and abs(sum(s) - 100) <= 4 for s in shares.values()), shares
-    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 3
+    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 4
 
 
 def test_population_profile_smoke_classifies_both_programs(tmp_path):
@@ -221,3 +227,48 @@ def test_search_throughput_counts_only_the_products():
     closed = jax.make_jaxpr(lambda a, b: jax.lax.scan(lambda c, _: (jnp.tanh(c @ b[:, :4]), None), a, None, 7)[0])(a, b)
     assert product_flops(closed) == 7 * 2 * 3 * 4 * 4
     assert accounting.jaxpr_flops(closed) > product_flops(closed)  # the tanh is counted there, not here
+
+
+def test_copies_per_step_counts_float_copies_in_loops_by_their_trips():
+    """`_common.copies_per_step` on a hand-written HLO module: a loop of 4 trips holding one float
+    copy and a nested loop of 3 trips holding two (and an integer copy, left out); copies outside
+    loops and inside fusions are not counted."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from _common import copies_per_step
+    finally:
+        sys.path.pop(0)
+    text = """HloModule m
+
+%fused (p: f32[8]) -> f32[8] {
+  %p = f32[8]{0} parameter(0)
+  ROOT %copy.9 = f32[8]{0} copy(%p)
+}
+
+%inner (a: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %a = (s32[], f32[8]{0}) parameter(0)
+  %i = s32[] get-tuple-element(%a), index=0
+  %x = f32[8]{0} get-tuple-element(%a), index=1
+  %copy.1 = f32[8]{0} copy(%x)
+  %copy.2 = f32[8]{0} copy(%copy.1)
+  %copy.3 = s32[] copy(%i)
+  ROOT %t = (s32[], f32[8]{0}) tuple(%copy.3, %copy.2)
+}
+
+%outer (b: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %b = (s32[], f32[8]{0}) parameter(0)
+  %y = f32[8]{0} get-tuple-element(%b), index=1
+  %copy.4 = f32[8]{0} copy(%y)
+  %f = f32[8]{0} fusion(%copy.4), kind=kLoop, calls=%fused
+  %w = (s32[], f32[8]{0}) while(%b), condition=%cond, body=%inner, backend_config={"known_trip_count":{"n":"3"}}
+  ROOT %u = (s32[], f32[8]{0}) tuple(%f, %f)
+}
+
+ENTRY %main (c: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %c = (s32[], f32[8]{0}) parameter(0)
+  %z = f32[8]{0} get-tuple-element(%c), index=1
+  %copy.5 = f32[8]{0} copy(%z)
+  ROOT %v = (s32[], f32[8]{0}) while(%c), condition=%cond, body=%outer, backend_config={"known_trip_count":{"n":"4"}}
+}
+"""
+    assert copies_per_step(text, 4) == (4 * 1 + 4 * 3 * 2) / 4

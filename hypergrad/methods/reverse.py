@@ -200,8 +200,15 @@ def _loop(loop, state, hparams, indices, num_steps):
 def _loop_fwd(loop, state, hparams, indices, num_steps):
     def body(carry, t):
         s, buffers = carry
+        # The step reads its input back from the row just stored: that orders the store before the
+        # update that overwrites the carried state in place, which XLA otherwise cannot prove (its
+        # fusions read the state in several unordered places), so it copies every carried leaf each
+        # step. Bitwise the same result, one copy per step instead of one per leaf (HLO); on a GPU
+        # each copy is a kernel.
+        buffers = _put(buffers, s, t)
+        s = _get(buffers, s, t)
         new = loop.update(s, hparams, None if indices is None else indices[t])
-        return (new, _put(buffers, s, t)), None
+        return (new, buffers), None
 
     init = (state, _buffers(state, num_steps))
     final, buffers = jax.lax.scan(body, init, jnp.arange(num_steps), unroll=loop.unroll)[0]
