@@ -54,10 +54,11 @@ class Reverse(Method):
     for "dots" (the recomputed elementwise work) and 3.0-3.5 for "steps" and "states" (each step's
     forward recomputed), on the digits and iris MLPs (`benchmarks/accounting_cost.md`). In time,
     every value a store keeps costs its write and its read back through main memory (and, on a CPU,
-    the first touch of fresh pages each call): on the 2-core CPU we measure on, where a copy runs at
-    about 2-3 GB/s, recomputing a step is cheaper than storing its matrix products: "steps" (as
-    fast as "states") runs about 15% faster than "dots" at 100-400 hidden units
-    (`benchmarks/reverse_widths.md`, which also profiles where the time goes).
+    the first touch of fresh pages each call), so which store is fastest depends on the machine:
+    on the 2-core CPUs we measure on, "steps", "states" and "dots" trade places by width, within
+    about a third (`benchmarks/reverse_widths.md`, which also profiles where the time goes); on a GPU,
+    where a step's time follows its number of kernels, "states" was the fastest
+    (`benchmarks/RESULTS_gpu.md`), and it has the fewest loop-carried copies (kernels there).
     Checkpointing recomputes the forward pass once more (about one training run, counted as such).
     Memory: without checkpointing, linear in T: per step "residuals" keeps every residual, "dots"
     the state, the minibatch and the matrix-product outputs, "steps" and "states" only the state (and
