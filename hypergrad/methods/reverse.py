@@ -58,7 +58,7 @@ class Reverse(Method):
     on the 2-core CPUs we measure on, "steps", "states" and "dots" trade places by width, within
     about a third (`benchmarks/reverse_widths.md`, which also profiles where the time goes); on a GPU,
     where a step's time follows its number of kernels, "states" was the fastest
-    (`benchmarks/RESULTS_gpu.md`), and it has the fewest loop-carried copies (kernels there).
+    (`benchmarks/RESULTS_gpu.md`).
     Checkpointing recomputes the forward pass once more (about one training run, counted as such).
     Memory: without checkpointing, linear in T: per step "residuals" keeps every residual, "dots"
     the state, the minibatch and the matrix-product outputs, "steps" and "states" only the state (and
@@ -201,15 +201,8 @@ def _loop(loop, state, hparams, indices, num_steps):
 def _loop_fwd(loop, state, hparams, indices, num_steps):
     def body(carry, t):
         s, buffers = carry
-        # The step reads its input back from the row just stored: that orders the store before the
-        # update that overwrites the carried state in place, which XLA otherwise cannot prove (its
-        # fusions read the state in several unordered places), so it copies every carried leaf each
-        # step. Bitwise the same result, one copy per step instead of one per leaf (HLO); on a GPU
-        # each copy is a kernel.
-        buffers = _put(buffers, s, t)
-        s = _get(buffers, s, t)
         new = loop.update(s, hparams, None if indices is None else indices[t])
-        return (new, buffers), None
+        return (new, _put(buffers, s, t)), None
 
     init = (state, _buffers(state, num_steps))
     final, buffers = jax.lax.scan(body, init, jnp.arange(num_steps), unroll=loop.unroll)[0]
