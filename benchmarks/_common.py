@@ -257,42 +257,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def parse_hlo(text: str) -> tuple[dict, dict]:
-    """(instruction -> (computation, output shape, operation, called computation)), and the loop of
-    each computation that is the body of a T-step while loop: "backward" (a transposed loop, Reverse's
-    backward pass) or "forward" (training, Reverse's forward pass)."""
-    where, roots, loops, current = {}, {}, {}, None
-    for line in text.splitlines():
-        head = re.match(r"^(ENTRY )?%(\S+) .*\{$", line)
-        if head:
-            current = head.group(2)
-            continue
-        if line.startswith("}"):
-            current = None
-            continue
-        inst = re.match(r"\s*(ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
-        if current is None or not inst:
-            loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
-            if current is not None and loop:
-                loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
-            continue
-        called = re.search(r"calls=%([\w.\-]+)", line)
-        where[inst.group(2)] = (current, inst.group(3), inst.group(4), called.group(1) if called else None)
-        if inst.group(1):
-            roots[current] = inst.group(4)
-        loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
-        if loop:
-            loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
-    return {name: (comp, shape, op, roots.get(called)) for name, (comp, shape, op, called) in where.items()}, loops
-
-
-def copies_per_step(text: str, num_steps: int) -> float:
-    """Copies of floating-point buffers (HLO `copy` and `copy-start` instructions outside fusions)
-    that a compiled program executes in its loops, over T: each loop body's copies times its runs
-    (while loops' known trip counts, nested; `call`s and command buffers as often as their
-    caller). Integer copies (loop counters, the random-bit generator's state) are left out.
-    Loop-carried copies are what XLA inserts when an operation reading a loop's carried value is
-    not ordered before the one overwriting it in place; on a GPU each is a kernel (a memcpy)."""
+def hlo_computations(text: str) -> tuple[str | None, dict[str, list[str]]]:
+    """(the entry computation's name, each computation's instruction lines) of an HLO module's text."""
     body, entry, current = collections.defaultdict(list), None, None
     for line in text.splitlines():
         head = re.match(r"^(ENTRY )?%(\S+) .*\{$", line)
@@ -303,6 +269,37 @@ def copies_per_step(text: str, num_steps: int) -> float:
             current = None
         elif current is not None:
             body[current].append(line)
+    return entry, body
+
+
+def parse_hlo(text: str) -> tuple[dict, dict]:
+    """(instruction -> (computation, output shape, operation, called computation)), and the loop of
+    each computation that is the body of a T-step while loop: "backward" (a transposed loop, Reverse's
+    backward pass) or "forward" (training, Reverse's forward pass)."""
+    where, roots, loops = {}, {}, {}
+    for current, lines in hlo_computations(text)[1].items():
+        for line in lines:
+            loop = re.search(r"while\(.*body=%(\S+?),.*op_name=\"([^\"]*)\"", line)
+            if loop:
+                loops[loop.group(1)] = "backward" if "transpose(" in loop.group(2) else "forward"
+            inst = re.match(r"\s*(ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
+            if not inst:
+                continue
+            called = re.search(r"calls=%([\w.\-]+)", line)
+            where[inst.group(2)] = (current, inst.group(3), inst.group(4), called.group(1) if called else None)
+            if inst.group(1):
+                roots[current] = inst.group(4)
+    return {name: (comp, shape, op, roots.get(called)) for name, (comp, shape, op, called) in where.items()}, loops
+
+
+def copies_per_step(text: str, num_steps: int) -> float:
+    """Copies of floating-point buffers (HLO `copy` and `copy-start` instructions outside fusions)
+    that a compiled program executes in its loops, over T: each loop body's copies times its runs
+    (while loops' known trip counts, nested; `call`s and command buffers as often as their
+    caller). Integer copies (loop counters, the random-bit generator's state) are left out.
+    Loop-carried copies are what XLA inserts when an operation reading a loop's carried value is
+    not ordered before the one overwriting it in place; on a GPU each is a kernel (a memcpy)."""
+    entry, body = hlo_computations(text)
     runs: collections.Counter = collections.Counter()
 
     def visit(comp: str, times: float) -> None:

@@ -64,7 +64,7 @@ import numpy as np
 
 import hypergrad as hg
 from hypergrad.hypergradient import value_and_grad_fn
-from _common import Config, copies_per_step, optimizer, segment_length, time_interleaved, write_report
+from _common import Config, copies_per_step, optimizer, segment_length, table, time_interleaved, write_report
 
 FULL = dict(widths=[(50,), (100,), (200,), (400,), (100, 100)], steps=[200, 2000], sizes=[16, 64],
             repeats=5, profile_widths=[(100,), (400,)], profile_steps=200)
@@ -77,11 +77,6 @@ STATES = 'Reverse(store="states")'
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def width_name(hidden: tuple) -> str:
@@ -350,12 +345,14 @@ def main(argv=None) -> None:
         vmap_table, vmap_verdicts = render_vmapped(vmap_rows)
         run = (f"{time.perf_counter() - wall:.0f} s" if done else
                "**partial: the run is still going and rewrites this file as each part ends**")
+        # measured once, at the end: copying 48 MB between rows would cost time and disturb them
+        copy_rate = bandwidth() if done else "measured when the run ends"
         parts = [
             "# Reverse() against training at every width, alone and vmapped (issues 17 and 14)", "",
             f"Machine: jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}; "
             f"host {platform.machine()}, {os.cpu_count()} cores); `benchmarks/reverse_widths.py {argv_text}`; {run}; "
             f"load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other processes inflate "
-            f"and scatter times); memory copy bandwidth {bandwidth()}.", "",
+            f"and scatter times); memory copy bandwidth {copy_rate}.", "",
             "## Verdicts", "", *[f"- {v}" for v in verdicts + vmap_verdicts], "",
         ]
         if width_rows:

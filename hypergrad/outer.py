@@ -10,7 +10,8 @@ applies the update.
 A *cohort* is the tuners that share one compiled program: `outer_step_fn` vmapped over their z, last
 good z, outer-optimiser state and held values (a hybrid configuration's choices), with the key and
 data shared. The step is traced once per cohort and its jaxpr batched for each chunk size
-(`replayed_step_fn`), so the smaller programs of halving do not trace and differentiate it again. Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
+(`replayed_step_fn`), so the smaller programs of halving do not trace and differentiate it again.
+Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
 local devices exactly as a search chunk is (`hypergrad._batching`): one compilation for any number
 of steps. With a given `chunk_size` the chunk never changes, so any number of tuners shares one
 program (padding the last call). Without one, the chunk is sized to the live tuners
