@@ -14,7 +14,11 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
-descends. The summary says, from the run's own numbers, which strategy's pick did best on test.
+descends. At equal wall time every strategy gets the seconds the slowest one took (compilation
+included): random search, the quickest per trial, is continued with the same key past its budget
+until it has spent them (at most `EQUAL_TIME_CAP` times its budget's trials); grid search stops
+at its grid. The summary says, from the run's own numbers, which strategy's pick did best on test,
+at equal compute and at equal wall time.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ POPULATION = 8
 """Tuners of the gradient strategy (halved down to one as it goes)."""
 WARMUP_SHARE = 0.25
 """Share of the gradient strategy's budget spent on its random-search warm-up."""
+EQUAL_TIME_CAP = 10
+"""At equal wall time random search continues to at most this many times its budget's trials."""
 
 
 def _evaluations(population: int, steps: int, halving: int | None) -> int:
@@ -124,26 +130,64 @@ def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict
     }
 
 
-def _write_outputs(args, out, problem, objective, space, plan, results, elapsed) -> tuple[Any, Any, int]:
+def _wall(result: hg.Result) -> float:
+    """A result's seconds: its compilation, then its trials' execution (`Result.spent`)."""
+    return float(result.spent("seconds")[-1]) if result.trials else result.compile_seconds
+
+
+def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, hg.Result]:
+    """The results the equal-wall-time comparison lines up: random search continued, with the same
+    key and so the same first draws (`random_search(extends=...)`), until it has spent the seconds
+    of the slowest strategy (10% more trials than its own rate says, so the cut at those seconds
+    falls inside them; at most `EQUAL_TIME_CAP` times its budget's trials); the others as they ran.
+    """
+    random = results["random"]
+    slowest = max(_wall(r) for r in results.values())
+    executed = sum(t.seconds for t in random.trials)
+    if not random.trials or executed <= 0 or _wall(random) >= slowest:
+        return results
+    per_trial = executed / len(random.trials)
+    wanted = math.ceil(1.1 * (slowest - random.compile_seconds) / per_trial)
+    wanted = min(max(wanted, len(random.trials)), EQUAL_TIME_CAP * len(random.trials))
+    if say:
+        say(f"[equal wall time] random search continues to {wanted} trials, toward the slowest strategy's "
+            f"{slowest:.1f}s")
+    more = hg.random_search(objective, space, key, wanted, chunk_size=random.info.get("chunk_size"), log=log,
+                            progress=say or False, extends=random)
+    return dict(results, random=more)
+
+
+def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, elapsed
+                   ) -> tuple[Any, Any, int]:
     """Prints the comparison tables; writes results.json, the plots (when matplotlib is there) and
-    report.md into `out`. Returns the reports at equal compute and at equal wall time, and the
-    number of plots written."""
-    by_compute, by_time = hg.compare(results), hg.compare(results, by="seconds")
+    report.md into `out`. `by_seconds`: the results at equal wall time (`_at_equal_wall_time`).
+    Returns the reports at equal compute and at equal wall time, and the number of plots written."""
+    slowest = max(_wall(r) for r in results.values())
+    by_compute = hg.compare(results)
+    by_time = hg.compare(by_seconds, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
     tables = by_compute.to_markdown(), by_time.to_markdown()
     print(f"\n{problem}: equal compute\n{tables[0]}\n\n{problem}: equal wall time\n{tables[1]}")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
-                   "results": {name: r.to_dict() for name, r in results.items()}}, f, indent=1)
+                   "results": {name: r.to_dict() for name, r in results.items()},
+                   "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"])}, f, indent=1)
     plots = []
     try:
         plots = by_compute.plot(out)
     except ImportError as err:
         print(f"[plots skipped] {err}", file=sys.stderr)
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(_report_markdown(args, problem, objective, space, plan, results, tables, plots, elapsed))
-        f.write("\n## Verdict\n\n" + _verdict(problem, results) + "\n")
+        f.write(_report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed))
+        f.write("\n## Verdict\n\n" + _verdict(problem, results, by_seconds) + "\n")
     return by_compute, by_time, len(plots)
+
+
+def _continued(budget: hg.Result, continued: hg.Result) -> dict[str, Any]:
+    """What the equal-wall-time comparison gave random search beyond its budget (its trials are
+    in trials.jsonl, numbered on from the budget's)."""
+    return {"budget_trials": len(budget.trials), "trials": len(continued.trials), "seconds": _wall(continued),
+            "capped": len(continued.trials) >= EQUAL_TIME_CAP * len(budget.trials)}
 
 
 def _pick_line(name: str, pick) -> str:
@@ -152,15 +196,19 @@ def _pick_line(name: str, pick) -> str:
     return f"{name} (val {pick.value:.4g}, test loss {scores.get('test_loss', float('nan')):.4g}{accuracy})"
 
 
-def _verdict(problem: str, results: dict[str, hg.Result]) -> str:
+def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, hg.Result]) -> str:
     """Which strategy's pick did best on test, at equal compute (each one's whole budget) and at
-    equal wall time (the seconds the quickest strategy took for its whole budget), from the run's
-    own numbers."""
+    equal wall time (the seconds the slowest strategy took, with random search continued toward
+    them: `by_seconds`, from `_at_equal_wall_time`), from the run's own numbers."""
     lines = []
-    quickest = min(float(r.spent("seconds")[-1]) for r in results.values() if r.trials)
-    for label, by, budget in (("equal compute", "runs", math.inf), (f"equal wall time ({quickest:.1f} s)",
-                                                                      "seconds", quickest)):
-        picks = {name: r.best_within(budget, by) for name, r in results.items()}
+    slowest = max(_wall(r) for r in results.values())
+    continued = _continued(results["random"], by_seconds["random"])
+    extra = (f"; random search continued to {continued['trials']} trials"
+             + (f", its cap, in {continued['seconds']:.1f} s" if continued["capped"] else "")
+             if continued["trials"] > continued["budget_trials"] else "")
+    for label, chosen, by, budget in (("equal compute", results, "runs", math.inf),
+                                      (f"equal wall time ({slowest:.1f} s{extra})", by_seconds, "seconds", slowest)):
+        picks = {name: r.best_within(budget, by) for name, r in chosen.items()}
         ranked = sorted(((p.scores.get("test_loss", math.inf), name) for name, p in picks.items() if p),
                         key=lambda pair: pair[0])
         if not ranked:
@@ -174,8 +222,9 @@ def _verdict(problem: str, results: dict[str, hg.Result]) -> str:
     return "\n".join(lines)
 
 
-def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> dict[str, hg.Result]:
-    """Every strategy on one preset at the same budget; its report written into `out`."""
+def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> str:
+    """Every strategy on one preset at the same budget; its report written into `out`. Returns the
+    verdict (`_verdict`)."""
     objective, space = preset(problem, args.steps)
     key = jax.random.key(args.seed)
     log = _fresh_log(out)
@@ -188,11 +237,12 @@ def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> dict[
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
     started = time.perf_counter()
     results = _run_strategies(args, objective, space, key, method, plan, log, say)
+    by_seconds = _at_equal_wall_time(objective, space, key, results, log, say)
     elapsed = time.perf_counter() - started
-    _, _, num_plots = _write_outputs(args, out, problem, objective, space, plan, results, elapsed)
+    _, _, num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, elapsed)
     print(f"\nwrote {out}/report.md, trials.jsonl, results.json and {num_plots} plots in {elapsed:.0f}s",
           file=sys.stderr)
-    return results
+    return _verdict(problem, results, by_seconds)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -205,12 +255,14 @@ def _compare(args: argparse.Namespace) -> int:
     verdicts = []
     for problem in problems:
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
-        verdicts.append(_verdict(problem, _compare_one(args, problem, out, say)))
+        verdicts.append(_compare_one(args, problem, out, say))
     if len(problems) > 1:
         summary = ["# hypergrad compare: who wins where", "",
                    f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
                    "Each line is read off that problem's report (the pick is the lowest validation loss "
-                   "within the budget; its test scores decide).", "", *verdicts, ""]
+                   "within the budget; its test scores decide). At equal wall time the budget is the seconds "
+                   "the slowest strategy took, compilation included, and random search is continued "
+                   "(same key, same first draws) toward them.", "", *verdicts, ""]
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write("\n".join(summary))
         print("\n" + "\n".join(verdicts))
@@ -231,7 +283,9 @@ def _describe(hparams) -> str:
     return ", ".join(parts)
 
 
-def _report_markdown(args, problem, objective, space, plan, results, tables, plots, elapsed) -> str:
+def _report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed) -> str:
+    continued = _continued(results["random"], by_seconds["random"])
+    slowest = max(_wall(r) for r in results.values())
     lines = [
         f"# hypergrad compare: {problem}",
         "",
@@ -257,7 +311,12 @@ def _report_markdown(args, problem, objective, space, plan, results, tables, plo
         "",
         "## At equal wall time",
         "",
-        "Each strategy's pick after the same seconds: its compilation, then its trials' execution.",
+        "Each strategy's pick after the same seconds: its compilation, then its trials' execution. Every",
+        f"strategy gets the slowest one's {slowest:.1f} s: random search, beyond its budget's "
+        f"{continued['budget_trials']} trials, is continued with the same key (the same first draws) to "
+        f"{continued['trials']} trials in {continued['seconds']:.1f} s"
+        + (f" (its cap, {EQUAL_TIME_CAP} times its budget)" if continued["capped"] else "")
+        + "; grid search stops at its grid; a strategy that stopped short keeps the best it found.",
         "",
         tables[1],
         "",

@@ -120,11 +120,12 @@ def _evaluate_group(
     recorder: TrialRecorder,
     recorded: Any,
     overlap: Callable[[], Any] = lambda: None,
+    first_number: int = 0,
 ) -> tuple[float, float]:
-    """Evaluates `settings` (one objective, trial numbers `rows`) in padded chunks; adds each trial
-    to `recorder` as its chunk returns, with hparams `recorded(i)`; calls `overlap()` before its
-    program compiles, or before its first chunk when it is compiled already (`evaluate_settings`
-    makes it act once). Returns (compile s, run FLOPs).
+    """Evaluates `settings` (one objective, trial numbers `first_number + rows`) in padded chunks;
+    adds each trial to `recorder` as its chunk returns, with hparams `recorded(i)`; calls
+    `overlap()` before its program compiles, or before its first chunk when it is compiled already
+    (`evaluate_settings` makes it act once). Returns (compile s, run FLOPs).
 
     Settings that fill exactly one chunk go to the program as they are (device arrays from a
     sampler are neither sliced nor copied through the host)."""
@@ -139,7 +140,7 @@ def _evaluate_group(
     overlap()  # if the program was compiled already
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
-        if recorder.resume([int(n) for n in rows[start:start + real]]):
+        if recorder.resume([first_number + int(n) for n in rows[start:start + real]]):
             continue  # a resumed study holds this chunk: loaded, not re-run
         began = time.perf_counter()
         if start == 0:
@@ -154,7 +155,8 @@ def _evaluate_group(
         structure.record_run(unit * chunk, seconds)
         for i in range(real):
             # padding rows are compute spent too: the chunk's cost is spread over its real trials
-            recorder.add(_trial(int(rows[start + i]), chunk_hparams[i], {n: v[i] for n, v in scores.items()},
+            recorder.add(_trial(first_number + int(rows[start + i]), chunk_hparams[i],
+                                {n: v[i] for n, v in scores.items()},
                                 flops=unit * chunk / real, seconds=seconds / real, run_flops=unit))
         recorder.report()
     return compile_seconds, unit
@@ -205,6 +207,7 @@ def evaluate_settings(
     info: dict | None = None,
     sink: Any = None,
     overlap: Callable[[], Any] | None = None,
+    first_number: int = 0,
 ) -> Result:
     """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
 
@@ -231,6 +234,8 @@ def evaluate_settings(
             every program is compiled already, before the first chunk runs): XLA compiles with the
             GIL released, so work the callback starts on a thread of its own (a search's refit
             program, say) overlaps the compilation on another core.
+        first_number: the number of the first setting's trial (the rest follow in order): a
+            search continued from an earlier result (`random_search(extends=...)`) numbers on.
     """
     key = check_key(key)
     if chunk_size is not None:
@@ -255,7 +260,7 @@ def evaluate_settings(
         recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
         try:
             compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder,
-                                                     _once(overlap))
+                                                     _once(overlap), first_number)
         finally:
             recorder.close()
     info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk_for(num, chunk_size),
@@ -289,8 +294,8 @@ def _once(fn: Callable[[], Any] | None) -> Callable[[], None]:
 
 
 def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
-                     chunk_size: int | None, recorder: TrialRecorder, overlap: Callable[[], Any]
-                     ) -> tuple[float, float]:
+                     chunk_size: int | None, recorder: TrialRecorder, overlap: Callable[[], Any],
+                     first_number: int = 0) -> tuple[float, float]:
     """Evaluates every group into `recorder`; returns (compile seconds, mean FLOPs of a trial's run:
     groups differ in cost)."""
     structural = space.structural if space is not None else ()
@@ -306,7 +311,8 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
             return space.options_of(row) if structural else row
 
-        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded, overlap)
+        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded, overlap,
+                                        first_number)
         compile_seconds += seconds
         units.append((unit, len(rows)))
     num = sum(n for _, n in units)
@@ -324,6 +330,7 @@ def random_search(
     progress: Any = False,
     storage: Any = None,
     study: str | None = None,
+    extends: Result | None = None,
 ) -> Result:
     """Random search: `num_trials` settings drawn by `space.sample`, evaluated vmapped in chunks.
 
@@ -345,6 +352,12 @@ def random_search(
         storage, study: a SQLite file (created if missing) and a study name, both or neither: every
             chunk's trials are committed as it returns, and the same call again resumes the study
             (stored trials loaded, never re-run; see `hypergrad.store`).
+        extends: an earlier `Result` of this search (same objective, space and key) with at most
+            `num_trials` trials, to continue: a key's draws do not depend on how many are drawn,
+            so its trials are this search's first ones; they are kept, not re-run, and only the
+            rest are drawn and evaluated (numbered on from them). The result is that of one call
+            with `num_trials`. For a comparison at equal wall time: the search given the seconds a
+            slower strategy took (`hypergrad compare`). Not with `storage` (a study resumes itself).
 
     Returns:
         a `Result` whose trials are in sampling order.
@@ -352,12 +365,56 @@ def random_search(
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
+    if extends is not None:
+        return _extended(extends, objective, space, key, num_trials, chunk_size=chunk_size, log=log,
+                         progress=progress, storage=storage)
     with studying(storage, study, kind="random", space=space,
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
         result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                                    log=log, progress=progress, sink=writer)
         return result if writer is None else writer.finish(result, space)
+
+
+def _extended(earlier: Any, objective: Objective | Structured, space: Space, key: Key, num_trials: int, *,
+              chunk_size: int | None, log: Any, progress: Any, storage: Any) -> Result:
+    """`random_search(..., extends=earlier)`: `earlier`'s trials, then the draws after them."""
+    if storage is not None:
+        raise ValueError("random_search(extends=..., storage=...): a stored study resumes itself; "
+                         "call it again with the larger num_trials instead of passing extends")
+    if not isinstance(earlier, Result) or earlier.strategy != "random":
+        raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "
+                         "random_search of the same objective, space and key")
+    done = len(earlier.trials)
+    if done > num_trials:
+        raise ValueError(f"random_search(extends=...) holds {done} trials, more than num_trials={num_trials}: "
+                         f"give num_trials >= {done}")
+    if not jax.config.jax_threefry_partitionable:
+        raise ValueError("random_search(extends=...) needs jax_threefry_partitionable=True (JAX's default), "
+                         "under which a key's first draws do not depend on how many are drawn")
+    settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)
+    if not _draws_match(earlier, settings, space):
+        raise ValueError("random_search(extends=...): its trials are not this search's first draws; "
+                         "extend a Result of random_search with the same space and key")
+    if done == num_trials:
+        return earlier
+    rest = evaluate_settings(objective, {name: v[done:] for name, v in settings.items()}, key, strategy="random",
+                             space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done)
+    info = dict(rest.info, num_trials=num_trials, extended_from=done)
+    return Result("random", earlier.trials + rest.trials, rest.run_flops,
+                  earlier.compile_seconds + rest.compile_seconds, info)
+
+
+def _draws_match(earlier: Result, settings: HParams, space: Space) -> bool:
+    """Whether `earlier`'s trials hold the first rows of `settings` (as trials record them)."""
+    head = {name: np.asarray(v[:len(earlier.trials)]) for name, v in settings.items()}
+    for i, trial in enumerate(earlier.trials):
+        row = {name: v[i] for name, v in head.items()}
+        row = space.options_of(row) if space.structural else row
+        if row.keys() != trial.hparams.keys() or not all(
+                np.array_equal(np.asarray(trial.hparams[name]), np.asarray(value)) for name, value in row.items()):
+            return False
+    return True
 
 
 def grid_search(

@@ -10,6 +10,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -139,6 +140,44 @@ def test_new_key_changes_samples_and_training(mb_objective, mb_space, random_res
     key, results = random_results
     other = hg.random_search(mb_objective, mb_space, jax.random.key(4), num_trials=4, chunk_size=4)
     assert not np.allclose(other.trials[0].hparams["momentum"], results[4].trials[0].hparams["momentum"])
+
+
+
+# -- a search continued (equal wall time) ------------------------------------------------------------
+def test_extended_random_search_equals_one_call_with_more_trials(random_results, mb_objective, mb_space, tmp_path):
+    """`extends=`: the earlier trials kept (not re-run), the rest drawn after them: trial for trial
+    one call with the larger count (same key), numbered on, only the new trials logged."""
+    key, results = random_results
+    earlier = results[4]
+    log = tmp_path / "more.jsonl"
+    more = hg.random_search(mb_objective, mb_space, key, num_trials=15, chunk_size=4, extends=earlier, log=log)
+    once = hg.random_search(mb_objective, mb_space, key, num_trials=15, chunk_size=4)
+    assert [t.number for t in more.trials] == list(range(15))
+    assert all(a is b for a, b in zip(more.trials[:10], earlier.trials))  # kept, not re-run
+    for a, b in zip(more.trials, once.trials, strict=True):
+        for name in a.hparams:
+            np.testing.assert_array_equal(a.hparams[name], b.hparams[name])
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-10)
+    assert [json.loads(line)["number"] for line in log.read_text().splitlines()] == list(range(10, 15))
+    assert more.info["num_trials"] == 15 and more.info["extended_from"] == 10
+    assert more.flops == pytest.approx(earlier.flops + 8 * more.run_flops, rel=1e-9)  # 5 new trials in 2 chunks of 4
+    assert more.compile_seconds >= earlier.compile_seconds
+    assert hg.random_search(mb_objective, mb_space, key, num_trials=10, extends=earlier) is earlier
+
+
+def test_extends_refuses_what_is_not_this_search(random_results, mb_objective, mb_space, tmp_path):
+    key, results = random_results
+    earlier = results[4]
+    with pytest.raises(ValueError, match="num_trials >= 10"):
+        hg.random_search(mb_objective, mb_space, key, num_trials=6, extends=earlier)
+    with pytest.raises(ValueError, match="not this search's first draws"):
+        hg.random_search(mb_objective, mb_space, jax.random.key(4), num_trials=12, extends=earlier)
+    grid = dataclasses.replace(earlier, strategy="grid")
+    with pytest.raises(ValueError, match="Result of an earlier random_search"):
+        hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=grid)
+    with pytest.raises(ValueError, match="resumes itself"):
+        hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=earlier,
+                         storage=tmp_path / "s.db", study="s")
 
 
 # -- grid search ---------------------------------------------------------------------------------
