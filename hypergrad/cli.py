@@ -143,18 +143,27 @@ def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, h
     """
     random = results["random"]
     slowest = max(_wall(r) for r in results.values())
-    executed = sum(t.seconds for t in random.trials)
-    if not random.trials or executed <= 0 or _wall(random) >= slowest:
+    wanted = _trials_for(random, slowest)
+    if wanted == len(random.trials):
         return results
-    per_trial = executed / len(random.trials)
-    wanted = math.ceil(1.1 * (slowest - random.compile_seconds) / per_trial)
-    wanted = min(max(wanted, len(random.trials)), EQUAL_TIME_CAP * len(random.trials))
     if say:
         say(f"[equal wall time] random search continues to {wanted} trials, toward the slowest strategy's "
             f"{slowest:.1f}s")
     more = hg.random_search(objective, space, key, wanted, chunk_size=random.info.get("chunk_size"), log=log,
                             progress=say or False, extends=random)
     return dict(results, random=more)
+
+
+def _trials_for(random: hg.Result, seconds: float) -> int:
+    """Trials of the random search `random` continued to fill `seconds` (compilation, then trials at
+    its own mean execution seconds per trial, 10% more so the cut at `seconds` falls inside them),
+    between its own trials and `EQUAL_TIME_CAP` times them."""
+    done = len(random.trials)
+    executed = sum(t.seconds for t in random.trials)
+    if not done or executed <= 0 or _wall(random) >= seconds:
+        return done
+    wanted = math.ceil(1.1 * (seconds - random.compile_seconds) * done / executed)
+    return min(max(wanted, done), EQUAL_TIME_CAP * done)
 
 
 def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, elapsed

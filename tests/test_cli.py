@@ -5,7 +5,9 @@ import os
 
 import pytest
 
+import hypergrad as hg
 from hypergrad import cli
+from hypergrad.results import Trial
 from hypergrad.outer import rows_computed
 
 
@@ -45,6 +47,21 @@ def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
         assert result["runs"] <= 8 * 1.6, (name, result["runs"])
     pngs = [f for f in os.listdir(out) if f.endswith(".png")]
     assert "best_value_vs_compute.png" in pngs and "learned_schedules.png" in pngs
+
+
+def _random_result(trial_seconds: list[float], compile_seconds: float) -> hg.Result:
+    trials = tuple(Trial(number=i, hparams={}, value=1.0, scores={"val_loss": 1.0}, state="complete", flops=1.0,
+                         seconds=s, run_flops=1.0) for i, s in enumerate(trial_seconds))
+    return hg.Result("random", trials, 1.0, compile_seconds)
+
+
+def test_equal_wall_time_continues_random_search_to_the_slowest_seconds_within_its_cap():
+    random = _random_result([0.01] * 20, compile_seconds=0.5)  # 0.7 s in all, 10 ms per trial
+    # to 1.63 s: (1.63 - 0.5) / 0.01 = 113 trials, and 10% more (124.3) so the cut at 1.63 s falls inside them
+    assert cli._trials_for(random, 1.63) == 125
+    assert cli._trials_for(random, 100.0) == cli.EQUAL_TIME_CAP * 20  # capped
+    assert cli._trials_for(random, 0.7) == cli._trials_for(random, 0.3) == 20  # as slow as the slowest: as it ran
+    assert cli._trials_for(_random_result([0.0] * 3, 0.1), 5.0) == 3  # no execution time measured: as it ran
 
 
 def test_compare_refuses_a_bad_budget(tmp_path, capsys):
