@@ -70,6 +70,7 @@ def methods(num_steps: int) -> dict[str, hg.Reverse]:
         'Reverse(store="states")': hg.Reverse(store="states"),
         'Reverse(checkpoint_every=1, store="residuals")': hg.Reverse(checkpoint_every=1, store="residuals"),
         f"Reverse(checkpoint_every={k})": hg.Reverse(checkpoint_every=k),
+        f'Reverse(checkpoint_every={k}, store="steps")': hg.Reverse(checkpoint_every=k, store="steps"),
         f'Reverse(checkpoint_every={k}, store="residuals")': hg.Reverse(checkpoint_every=k, store="residuals"),
         f'Reverse(checkpoint_every={k}, store="states")': hg.Reverse(checkpoint_every=k, store="states"),
     }

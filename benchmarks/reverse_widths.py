@@ -10,7 +10,7 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
 
 1. Widths. Rows per (width, T): `train` (one search trial: training plus scoring, the library's
    unit of compute), `Reverse()` and `Reverse(checkpoint_every=k)` (k the divisor of T nearest
-   sqrt(T)) through `hg.hypergradient`. Time: median (and min) seconds of one call over
+   sqrt(T); its default store, "dots") through `hg.hypergradient`. Time: median (and min) seconds of one call over
    `--repeats` interleaved, rotated repeats after a warm-up call; `x train` is the ratio of
    medians, `x train (min)` of the fastest calls. FLOP ratio: hypergrad's accounting
    (`hg.hypergradient_flops` / `hg.run_flops`). `faults/call`: minor page faults per call (the
@@ -31,7 +31,8 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
    into fresh pages (numpy), which prices every byte Reverse stores per step.
 
 At the first horizon (T=200) a `Reverse(store="dots")` row (the default store before `store="steps"`) sits beside,
-in section 1 and in section 2, and in section 1 a `Reverse(store="states")` row (the hand-written VJP).
+in section 1 and in section 2, and in section 1 a `Reverse(store="states")` row (the hand-written VJP) and a
+`Reverse(checkpoint_every=k, store="steps")` row (checkpointing's default store before "dots").
 
 On a GPU the profile reads the kernels and copies on the device's streams (`benchmarks/gpu.sh`; tables
 in `benchmarks/reverse_widths_gpu.md` and `benchmarks/gpu_profile.md`). Every section is written to
@@ -107,10 +108,13 @@ def _compile_configs(hidden: tuple, num_steps: int) -> list[Config]:
     configs = [Config("train", objective, hparams, key),
                Config("Reverse()", objective, hparams, key, method=hg.Reverse()),
                Config(f"Reverse(checkpoint_every={k})", objective, hparams, key, method=hg.Reverse(checkpoint_every=k))]
-    if num_steps in DOTS_AT:  # the default store before this benchmark, beside the new one, and the
-        # hand-written VJP (the fastest store on a GPU, `benchmarks/RESULTS_gpu.md`)
+    if num_steps in DOTS_AT:  # the default store before this benchmark, beside the new one, the
+        # hand-written VJP (the fastest store on a GPU, `benchmarks/RESULTS_gpu.md`), and checkpointing
+        # with "steps", its default store before "dots"
         configs.append(Config(DOTS, objective, hparams, key, method=hg.Reverse(store="dots")))
         configs.append(Config(STATES, objective, hparams, key, method=hg.Reverse(store="states")))
+        configs.append(Config(f'Reverse(checkpoint_every={k}, store="steps")', objective, hparams, key,
+                              method=hg.Reverse(checkpoint_every=k, store="steps")))
     return configs
 
 

@@ -282,7 +282,11 @@ def test_reverse_counts_and_checkpointing_adds_a_forward_pass(full_batch):
     reverse = runs(full_batch, hg.Reverse())
     assert 2.0 <= runs(full_batch, hg.Reverse(store="residuals")) <= reverse <= runs(
         full_batch, hg.Reverse(store="states")) <= 4.0
-    assert runs(full_batch, hg.Reverse(checkpoint_every=4)) - reverse == pytest.approx(1.0, rel=0.1)
+    # one forward pass more than the same store without checkpointing ("dots" is its default store)
+    assert runs(full_batch, hg.Reverse(checkpoint_every=4, store="steps")) - reverse == pytest.approx(1.0, rel=0.1)
+    dots = runs(full_batch, hg.Reverse(store="dots"))
+    assert runs(full_batch, hg.Reverse(checkpoint_every=4)) - dots == pytest.approx(1.0, rel=0.1)
+    assert dots < reverse
 
 
 def test_reversible_is_at_least_two_runs(full_batch, minibatch):

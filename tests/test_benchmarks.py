@@ -155,12 +155,15 @@ def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| 10 | 16 |"):
             rows[cells[2]] = cells
-    # 2: the divisor of 10 nearest sqrt(10); store="dots", the former default, beside at the first horizon
-    # and store="states", the hand-written VJP
+    # 2: the divisor of 10 nearest sqrt(10); store="dots", the former default, beside at the first horizon,
+    # store="states", the hand-written VJP, and checkpointing with store="steps", its former default
+    ck_steps = 'Reverse(checkpoint_every=2, store="steps")'
     assert set(rows) == {"train", "Reverse()", "Reverse(checkpoint_every=2)", 'Reverse(store="dots")',
-                         'Reverse(store="states")'}, rows
+                         'Reverse(store="states")', ck_steps}, rows
     flop = {name: float(cells[7]) for name, cells in rows.items()}
-    assert flop["train"] == 1.0 and 1.5 < flop["Reverse()"] < flop["Reverse(checkpoint_every=2)"]
+    assert flop["train"] == 1.0 and 1.5 < flop["Reverse()"] < flop[ck_steps]
+    # checkpointing reruns the forward pass: with "dots" (its default) the products of the rerun are kept
+    assert flop['Reverse(store="dots")'] < flop["Reverse(checkpoint_every=2)"] < flop[ck_steps]
     assert flop['Reverse(store="states")'] == flop["Reverse()"]  # both recompute each step once
     # the loop-carried copies XLA inserts: the backward pass carries a cotangent beside the state
     copies = {name: float(cells[9]) for name, cells in rows.items()}
@@ -175,7 +178,7 @@ def test_reverse_widths_smoke_reads_back_every_table(tmp_path):
         if len(cells) == 6 and cells[0] == "16" and cells[5].endswith("%"):
             shares.setdefault(cells[1], []).append(float(cells[5][:-1]))
     assert set(shares) == set(rows) and all(len(s) == 8 and abs(sum(s) - 100) <= 4 for s in shares.values()), shares
-    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 4
+    assert len([line for line in text.splitlines() if line.startswith("- T=10 hidden 16 ")]) == 5
 
 
 def test_population_profile_smoke_classifies_both_programs(tmp_path):

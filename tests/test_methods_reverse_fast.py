@@ -1,5 +1,6 @@
-"""Reverse's fast loops are exact: store="steps" (the default: per-step rematerialisation keeping
-each step's input state), store="dots" (the same, also keeping matrix products) and store="states"
+"""Reverse's fast loops are exact: store="steps" (the default without checkpointing: per-step
+rematerialisation keeping each step's input state), store="dots" (the same, also keeping matrix
+products; the default with checkpointing) and store="states"
 (the hand-written VJP of the training loop).
 
 Three layers, in float64 (tests/conftest.py): central finite differences, agreement with the plain
@@ -94,8 +95,10 @@ def test_wrong_gradient_is_caught(mlp_objective, mlp_minibatch_problem, key):
     assert abs(fd - ad) / scale > 1e-5
 
 
-def test_default_is_steps():
-    assert hg.Reverse() == hg.Reverse(checkpoint_every=None, store="steps")
+def test_default_is_steps_and_with_checkpointing_dots():
+    assert hg.Reverse() == hg.Reverse(checkpoint_every=None, store="steps") == hg.Reverse(store=None)
+    assert hg.Reverse(checkpoint_every=5) == hg.Reverse(checkpoint_every=5, store="dots")
+    assert hg.Reverse(checkpoint_every=5, store="steps").store == "steps"  # a store given is kept
 
 
 @pytest.mark.parametrize("store", STORES)
