@@ -367,7 +367,7 @@ def random_search(
     key = check_key(key)
     if extends is not None:
         return _extended(extends, objective, space, key, num_trials, chunk_size=chunk_size, log=log,
-                         progress=progress, storage=storage)
+                         progress=progress, stored=storage is not None or study is not None)
     with studying(storage, study, kind="random", space=space,
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
@@ -377,10 +377,10 @@ def random_search(
 
 
 def _extended(earlier: Any, objective: Objective | Structured, space: Space, key: Key, num_trials: int, *,
-              chunk_size: int | None, log: Any, progress: Any, storage: Any) -> Result:
+              chunk_size: int | None, log: Any, progress: Any, stored: bool) -> Result:
     """`random_search(..., extends=earlier)`: `earlier`'s trials, then the draws after them."""
-    if storage is not None:
-        raise ValueError("random_search(extends=..., storage=...): a stored study resumes itself; "
+    if stored:
+        raise ValueError("random_search(extends=..., storage=..., study=...): a stored study resumes itself; "
                          "call it again with the larger num_trials instead of passing extends")
     if not isinstance(earlier, Result) or earlier.strategy != "random":
         raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "

@@ -178,6 +178,8 @@ def test_extends_refuses_what_is_not_this_search(random_results, mb_objective, m
     with pytest.raises(ValueError, match="resumes itself"):
         hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=earlier,
                          storage=tmp_path / "s.db", study="s")
+    with pytest.raises(ValueError, match="resumes itself"):
+        hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=earlier, study="s")
 
 
 # -- grid search ---------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ class Reverse(Method):
     method: `jax.value_and_grad` of the training loop. `store` chooses what the forward pass keeps
     for the backward pass; all four give the same gradient up to rounding:
 
-    - `"steps"` (the default without checkpointing): all minibatch indices are drawn up front (vectorised; the same indices
-      as drawing them step by step), and each step runs under `jax.checkpoint` saving nothing
-      (`jax.checkpoint_policies.nothing_saveable`): the forward pass keeps each step's input
-      state; the backward pass recomputes the step from it and differentiates it. Plain autodiff
-      otherwise (forward-differentiable: `jax.jvp` through a hypergradient works).
+    - `"steps"` (the default without checkpointing): all minibatch indices are drawn up front
+      (vectorised; the same indices as drawing them step by step), and each step runs under
+      `jax.checkpoint` saving nothing (`jax.checkpoint_policies.nothing_saveable`): the forward
+      pass keeps each step's input state; the backward pass recomputes the step from it and
+      differentiates it. Plain autodiff otherwise (forward-differentiable: `jax.jvp` through a
+      hypergradient works).
     - `"dots"` (the default with checkpointing): as "steps", with the policy
       `jax.checkpoint_policies.dots_saveable` (and product primitives that declare
       `is_matrix_product`, such as `FeatureMajorDense`'s): the forward pass also keeps the outputs
@@ -61,10 +62,10 @@ class Reverse(Method):
     where a step's time follows its number of kernels, "states" was the fastest
     (`benchmarks/RESULTS_gpu.md`).
     Checkpointing recomputes the forward pass once more (about one training run, counted as such),
-    a segment at a time; what the store keeps is then kept for one segment (k steps) only, in
-    buffers small enough to stay in cache and reused from segment to segment, which is why "dots"
-    is its default: the segment's rerun keeps its products and the backward pass recomputes only
-    elementwise operations, about 3.2 training runs by the FLOP count against 4.1 for "steps".
+    a segment at a time; what the store keeps is then kept for one segment (k steps) only, in small
+    buffers reused from segment to segment (no fresh pages), which is why "dots" is its default:
+    the segment's rerun keeps its products and the backward pass recomputes only elementwise
+    operations, about 3.2 training runs by the FLOP count against 4.1 for "steps" (digits MLPs).
     Memory: without checkpointing, linear in T: per step "residuals" keeps every residual, "dots"
     the state, the minibatch and the matrix-product outputs, "steps" and "states" only the state (and
     T minibatch index vectors). With `checkpoint_every=k`, one training state per segment plus one
