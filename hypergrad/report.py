@@ -40,7 +40,10 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
             largest total any strategy spent. A strategy that stopped short of a budget keeps
             the best it found with the compute it used (shown in the row), never more.
         by: "runs" (equal compute) or "seconds" (equal wall time: each result's compilation
-            seconds plus its trials' execution seconds; see `Result.spent`).
+            seconds plus its trials' execution seconds; see `Result.spent`). A search that
+            finished its budget before a slower strategy stops there; to give random search the
+            slower one's seconds, continue it first (`random_search(..., extends=result)`, as
+            `hypergrad compare` does).
 
     Returns:
         a `Report`: the `Comparison` (`to_markdown()`, `to_dict()`) with `plot(dir)`.
