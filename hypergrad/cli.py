@@ -321,10 +321,11 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         "## At equal wall time",
         "",
         "Each strategy's pick after the same seconds: its compilation, then its trials' execution. Every",
-        f"strategy gets the slowest one's {slowest:.1f} s: random search, beyond its budget's "
-        f"{continued['budget_trials']} trials, is continued with the same key (the same first draws) to "
-        f"{continued['trials']} trials in {continued['seconds']:.1f} s"
-        + (f" (its cap, {EQUAL_TIME_CAP} times its budget)" if continued["capped"] else "")
+        f"strategy gets the slowest one's {slowest:.1f} s: "
+        + (f"random search, beyond its budget's {continued['budget_trials']} trials, is continued with the same "
+           f"key (the same first draws) to {continued['trials']} trials in {continued['seconds']:.1f} s"
+           + (f" (its cap, {EQUAL_TIME_CAP} times its budget)" if continued["capped"] else "")
+           if continued["trials"] > continued["budget_trials"] else "random search needed no more trials")
         + "; grid search stops at its grid; a strategy that stopped short keeps the best it found.",
         "",
         tables[1],

@@ -1,5 +1,6 @@
 """The `hypergrad compare` command end to end, on a tiny budget."""
 
+import dataclasses
 import json
 import os
 
@@ -62,6 +63,16 @@ def test_equal_wall_time_continues_random_search_to_the_slowest_seconds_within_i
     assert cli._trials_for(random, 100.0) == cli.EQUAL_TIME_CAP * 20  # capped
     assert cli._trials_for(random, 0.7) == cli._trials_for(random, 0.3) == 20  # as slow as the slowest: as it ran
     assert cli._trials_for(_random_result([0.0] * 3, 0.1), 5.0) == 3  # no execution time measured: as it ran
+
+
+def test_verdict_at_equal_wall_time_is_at_the_slowest_strategys_seconds():
+    quick = dataclasses.replace(_random_result([0.01] * 20, compile_seconds=0.5), strategy="grid")
+    slow = _random_result([0.1] * 20, compile_seconds=1.0)  # random search, the slowest: 3.0 s
+    results = {"grid": quick, "random": slow}
+    verdict = cli._verdict("p", results, results)
+    assert "- p, equal wall time (3.0 s): **" in verdict and "continued" not in verdict
+    more = dataclasses.replace(slow, trials=slow.trials + slow.trials)  # as if continued to 40 trials
+    assert "(3.0 s; random search continued to 40 trials)" in cli._verdict("p", results, dict(results, random=more))
 
 
 def test_compare_refuses_a_bad_budget(tmp_path, capsys):
