@@ -12,8 +12,8 @@ rate schedule, weight decay in the loss, float32, for T = 200 and 2000 steps.
    unit of compute), `Reverse()` and `Reverse(checkpoint_every=k)` (k the divisor of T nearest
    sqrt(T); its default store, "dots") through `hg.hypergradient`. Time: median (and min)
    seconds of one call over `--repeats` interleaved, rotated repeats after a warm-up call;
-   `x train` is the ratio of medians, `x train (min)` of the fastest calls. FLOP ratio: hypergrad's accounting
-   (`hg.hypergradient_flops` / `hg.run_flops`). `faults/call`: minor page faults per call (the
+   `x train` is the ratio of medians, `x train (min)` of the fastest calls. FLOP ratio:
+   hypergrad's accounting (`hg.hypergradient_flops` / `hg.run_flops`). `faults/call`: minor page faults per call (the
    first touch of memory the program's buffers get fresh from the OS), from `getrusage`.
    `copies/step`: copies of floating-point buffers the compiled program executes in its loops,
    per call over T (`_common.copies_per_step`: XLA's loop-carried copies; on a GPU each is a

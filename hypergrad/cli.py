@@ -135,6 +135,11 @@ def _wall(result: hg.Result) -> float:
     return float(result.spent("seconds")[-1]) if result.trials else result.compile_seconds
 
 
+def _slowest(results: dict[str, hg.Result]) -> float:
+    """The seconds the slowest strategy took: the equal-wall-time budget."""
+    return max(_wall(r) for r in results.values())
+
+
 def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, hg.Result]:
     """The results the equal-wall-time comparison lines up: random search continued, with the same
     key and so the same first draws (`random_search(extends=...)`), until it has spent the seconds
@@ -142,7 +147,7 @@ def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, h
     falls inside them; at most `EQUAL_TIME_CAP` times its budget's trials); the others as they ran.
     """
     random = results["random"]
-    slowest = max(_wall(r) for r in results.values())
+    slowest = _slowest(results)
     wanted = _trials_for(random, slowest)
     if wanted == len(random.trials):
         return results
@@ -166,12 +171,11 @@ def _trials_for(random: hg.Result, seconds: float) -> int:
     return min(max(wanted, done), EQUAL_TIME_CAP * done)
 
 
-def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, elapsed
-                   ) -> tuple[Any, Any, int]:
+def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed) -> int:
     """Prints the comparison tables; writes results.json, the plots (when matplotlib is there) and
-    report.md into `out`. `by_seconds`: the results at equal wall time (`_at_equal_wall_time`).
-    Returns the reports at equal compute and at equal wall time, and the number of plots written."""
-    slowest = max(_wall(r) for r in results.values())
+    report.md into `out`. `by_seconds`: the results at equal wall time (`_at_equal_wall_time`);
+    `verdict`: `_verdict`'s lines. Returns the number of plots written."""
+    slowest = _slowest(results)
     by_compute = hg.compare(results)
     by_time = hg.compare(by_seconds, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
     tables = by_compute.to_markdown(), by_time.to_markdown()
@@ -188,8 +192,8 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
         print(f"[plots skipped] {err}", file=sys.stderr)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(_report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed))
-        f.write("\n## Verdict\n\n" + _verdict(problem, results, by_seconds) + "\n")
-    return by_compute, by_time, len(plots)
+        f.write("\n## Verdict\n\n" + verdict + "\n")
+    return len(plots)
 
 
 def _continued(budget: hg.Result, continued: hg.Result) -> dict[str, Any]:
@@ -210,7 +214,7 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
     equal wall time (the seconds the slowest strategy took, with random search continued toward
     them: `by_seconds`, from `_at_equal_wall_time`), from the run's own numbers."""
     lines = []
-    slowest = max(_wall(r) for r in results.values())
+    slowest = _slowest(results)
     continued = _continued(results["random"], by_seconds["random"])
     extra = (f"; random search continued to {continued['trials']} trials"
              + (f", its cap, in {continued['seconds']:.1f} s" if continued["capped"] else "")
@@ -248,10 +252,11 @@ def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> str:
     results = _run_strategies(args, objective, space, key, method, plan, log, say)
     by_seconds = _at_equal_wall_time(objective, space, key, results, log, say)
     elapsed = time.perf_counter() - started
-    _, _, num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, elapsed)
+    verdict = _verdict(problem, results, by_seconds)
+    num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed)
     print(f"\nwrote {out}/report.md, trials.jsonl, results.json and {num_plots} plots in {elapsed:.0f}s",
           file=sys.stderr)
-    return _verdict(problem, results, by_seconds)
+    return verdict
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -294,7 +299,7 @@ def _describe(hparams) -> str:
 
 def _report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed) -> str:
     continued = _continued(results["random"], by_seconds["random"])
-    slowest = max(_wall(r) for r in results.values())
+    slowest = _slowest(results)
     lines = [
         f"# hypergrad compare: {problem}",
         "",
