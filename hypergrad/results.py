@@ -43,8 +43,10 @@ def _to_python(value: Any) -> Any:
     array = np.asarray(value) if not isinstance(value, str) else None
     if array is None or array.dtype == object:
         return value
-    if array.ndim:
-        return [_to_python(v) for v in array]
+    if array.ndim:  # one pass in numpy: an element at a time costs milliseconds for a schedule
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            array = np.where(np.isfinite(array), array.astype(object), None)
+        return array.tolist()
     item = array.item()
     if isinstance(item, float) and not math.isfinite(item):
         return None

@@ -112,6 +112,29 @@ def test_to_dict_is_json_safe_with_nan(random_result, tune_result):
     assert tune_trials[0]["grad_norm"] == 1.0
 
 
+def test_trial_arrays_export_element_by_element():
+    """Arrays go to nested lists whole (not an element at a time): every element keeps its exact
+    value and type, and non-finite entries become None at any depth."""
+    hparams = {"matrix": np.array([[0.1, np.nan], [np.inf, -2.5]], np.float32),
+               "schedule": np.full(200, 0.05, np.float32), "counts": np.arange(3, dtype=np.int32),
+               "flags": np.array([True, False]), "scalar": np.float32(-np.inf), "zero_d": np.array(0.3)}
+    trial = hg.Trial(number=0, hparams=hparams, value=1.0, scores={"val_loss": 1.0}, state="complete",
+                     flops=1.0, seconds=0.1, run_flops=1.0)
+    exported = json.loads(strict_json(trial.to_dict()))["hparams"]
+
+    def one_at_a_time(array):
+        if array.ndim:
+            return [one_at_a_time(row) for row in array]
+        item = array.item()
+        return None if isinstance(item, float) and not math.isfinite(item) else item
+
+    for name, value in hparams.items():
+        expected = one_at_a_time(np.asarray(value))
+        assert exported[name] == expected, name
+        assert json.dumps(exported[name]) == json.dumps(expected), name  # same types: 1 stays 1, not 1.0
+    assert exported["matrix"] == [[float(np.float32(0.1)), None], [None, -2.5]]
+
+
 def test_save_writes_the_dict(tmp_path, random_result):
     path = tmp_path / "result.json"
     random_result.save(path)
