@@ -38,7 +38,7 @@ import optax
 import hypergrad as hg
 from hypergrad.problems.presets import PRESETS, preset
 from hypergrad._batching import balanced_chunk
-from hypergrad.outer import rows_computed
+from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.tune import tune_step_cost
 
 __all__ = ["main"]
@@ -56,9 +56,9 @@ def _evaluations(population: int, steps: int, halving: int | None) -> int:
     """Hypergradients a population computes on `steps` outer steps and the final scoring, halving
     (as `hypergrad.outer.drive` does) after every `halving` steps; padding rows included
     (`hypergrad.outer.rows_computed`)."""
-    live, total = population, 0
+    live, total, chunk = population, 0, cohort_chunk(None, halving)
     for step in range(steps + 1):
-        total += rows_computed(live, None)
+        total += rows_computed(live, chunk)
         if halving and step < steps and (step + 1) % halving == 0 and live > 1:
             live = -(-live // 2)
     return total

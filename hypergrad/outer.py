@@ -16,7 +16,8 @@ local devices exactly as a search chunk is (`hypergrad._batching`): one compilat
 of steps. With a given `chunk_size` the chunk never changes, so any number of tuners shares one
 program (padding the last call). Without one, the chunk is sized to the live tuners
 (`chunk_rows`), and when successive halving shrinks them the cohort moves to a smaller chunk (one
-more compilation per halving round, instead of computing padding rows every step).
+more compilation per halving round, instead of computing padding rows every step), except on a CPU,
+where a halving cohort runs one tuner per device from the start (`cohort_chunk`).
 
 Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
 the position (the update is skipped and z backs off halfway towards the tuner's last good iterate;
@@ -151,6 +152,20 @@ def chunk_rows(live: int, chunk_size: int | None) -> int:
     if chunk_size is not None:
         return chunk_size
     return live if live < device_count() else chunk_for(live, None)
+
+
+def cohort_chunk(chunk_size: int | None, halving: int | None) -> int | None:
+    """The fixed chunk a cohort runs on, or None to size it to its live tuners (`chunk_rows`):
+    `chunk_size` when given; with successive halving on a CPU, one tuner per local device, so every
+    round runs on one program and the rounds differ only in their number of calls. There a program
+    takes seconds to compile (one per halving round when sized to the live tuners) while a wider
+    vmap of tuners saves a fraction of a hypergradient's time, so one program is cheaper unless
+    the run is long; on an accelerator, where the width is what makes it fast, the chunk follows
+    the live tuners. A function of the platform and device count only, never of timings, so the
+    same call computes the same trials."""
+    if chunk_size is not None or not halving or jax.default_backend() != "cpu":
+        return chunk_size
+    return device_count()
 
 
 def rows_computed(live: int, chunk_size: int | None) -> int:

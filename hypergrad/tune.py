@@ -28,7 +28,8 @@ from hypergrad.hypergradient import check_differentiable_hparams, check_method, 
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams, check_key
-from hypergrad.outer import DEFAULT_OUTER, check_outer, drive, make_cohort, outer_step_fn, step_trial
+from hypergrad.outer import (DEFAULT_OUTER, check_outer, cohort_chunk, drive, make_cohort, outer_step_fn,
+                             step_trial)
 from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
@@ -193,7 +194,9 @@ def tune(
             the live tuners (by their latest validation loss); None keeps all.
         chunk_size: tuners per vmapped call (memory bound), the last call padded: a fixed chunk
             lets populations of any size share one program. None sizes the chunks to the
-            population as a search sizes its chunks to its trials.
+            population as a search sizes its chunks to its trials, and to the live tuners after
+            each halving round (a program per round), except with `halving` on a CPU: there one
+            tuner per device, one program for every round (`hypergrad.outer.cohort_chunk`).
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise).
@@ -236,8 +239,8 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
     hparams0 = space.constrain(jax.tree.map(lambda a: a[0], z))
     method.check(objective, hparams0)
     unit = run_flops(objective, hparams0, key)
-    cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=chunk_size, unit=unit,
-                         flops=hypergradient_flops(objective, method, hparams0, key))
+    cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=cohort_chunk(chunk_size, halving),
+                         unit=unit, flops=hypergradient_flops(objective, method, hparams0, key))
     name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
     recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1), sink=writer)

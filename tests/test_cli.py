@@ -4,12 +4,13 @@ import dataclasses
 import json
 import os
 
+import jax
 import pytest
 
 import hypergrad as hg
 from hypergrad import cli
 from hypergrad.results import Trial
-from hypergrad.outer import rows_computed
+from hypergrad.outer import cohort_chunk, rows_computed
 
 
 def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
@@ -93,10 +94,15 @@ def test_budget_plan_fits_the_budget():
 
 def test_evaluations_count_halving_as_the_driver_does():
     assert cli._evaluations(8, 3, None) == 32
-    assert cli._evaluations(8, 4, 1) == 8 + 4 + 2 + 1 + 1  # halved after steps 0, 1, 2; one left
-    # 5 and 3 tuners pad to the devices when there are several (a test before may have made two)
-    assert cli._evaluations(5, 2, 2) == 2 * rows_computed(5, None) + rows_computed(3, None)
-    assert rows_computed(5, None) >= 5 and rows_computed(3, None) >= 3
+    # halving on a CPU: one tuner per device, so rounds pad to the devices when there are several
+    # (a test before may have made two)
+    chunk = cohort_chunk(None, 1)
+    assert chunk == jax.local_device_count()
+    assert cli._evaluations(8, 4, 1) == sum(rows_computed(n, chunk) for n in (8, 4, 2, 1, 1))  # halved after
+    assert cli._evaluations(5, 2, 2) == 2 * rows_computed(5, chunk) + rows_computed(3, chunk)  # steps 0, 1, 2
+    assert rows_computed(5, chunk) >= 5 and rows_computed(3, chunk) >= 3
+    if chunk == 1:
+        assert cli._evaluations(8, 4, 1) == 8 + 4 + 2 + 1 + 1
 
 
 def test_small_budgets_fall_back_to_fewer_tuners():

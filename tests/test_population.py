@@ -7,6 +7,8 @@ warm-up starts are the best warm-up trials; a diverging tuner never wins and nev
 bad arguments refused before anything compiles. float64 throughout (tests/conftest.py).
 """
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,8 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad import outer as outer_driver
+
+tune_module = sys.modules["hypergrad.tune"]  # the module (`hg.tune` is the function)
 
 T = 6
 OUTER = optax.adam(0.3)
@@ -102,6 +106,29 @@ def test_halving_keeps_exactly_the_better_tuners(objective, key):
         assert [t.tuner for t in after] == sorted(t.tuner for t in ranked[:len(after)])
 
 
+def test_halving_on_a_cpu_runs_every_round_on_one_program(objective, key, monkeypatch):
+    """On a CPU a halving population runs one tuner per device from the start (`cohort_chunk`):
+    rounds of 5, 3, 2 and 1 tuners compile one program, not one per round, and compute the same
+    trials as chunks that follow the live tuners (what an accelerator does; float64, 1e-10)."""
+    assert jax.default_backend() == "cpu"
+    assert outer_driver.cohort_chunk(None, 1) == jax.local_device_count()
+    assert outer_driver.cohort_chunk(None, None) is None and outer_driver.cohort_chunk(3, 1) == 3
+    args = dict(population=5, halving=1, steps=3, init=starts(5, seed=2))
+    before = _compile.stats.traces["tune"]
+    one = hg.tune(objective, SPACE, key, outer=optax.adam(0.3), **args)  # a new optimiser: nothing cached
+    assert _compile.stats.traces["tune"] == before + 1
+    assert one.info["chunk_size"] == jax.local_device_count()
+    monkeypatch.setattr(tune_module, "cohort_chunk", lambda chunk_size, halving: chunk_size)
+    before = _compile.stats.traces["tune"]
+    per_round = hg.tune(objective, SPACE, key, outer=optax.adam(0.3), **args)
+    assert _compile.stats.traces["tune"] - before == len({outer_driver.chunk_rows(n, None) for n in (5, 3, 2, 1)})
+    assert [(t.number, t.tuner, t.state) for t in one.trials] == [(t.number, t.tuner, t.state) for t in per_round.trials]
+    np.testing.assert_allclose([t.value for t in one.trials], [t.value for t in per_round.trials], rtol=1e-10)
+    for a, b in zip(one.trials, per_round.trials):
+        for name in a.hparams:
+            np.testing.assert_allclose(a.hparams[name], b.hparams[name], rtol=1e-10)
+
+
 def test_warmup_starts_are_the_best_warmup_trials(objective, key):
     result = hg.tune(objective, SPACE, key, population=3, warmup=10, steps=2, outer=OUTER)
     warm, tuned = result.trials[:10], result.trials[10:]
@@ -158,9 +185,11 @@ def test_bad_population_arguments_are_refused_before_compiling(objective, key, k
 
 
 _TWO_DEVICES = """
-import json, jax, optax, hypergrad as hg
+import json, sys, jax, optax, hypergrad as hg
 hg.use_cpu_cores(2)  # first thing, before JAX computes
 jax.config.update("jax_enable_x64", True)
+# chunks that follow the live tuners, as on an accelerator (on a CPU halving keeps one chunk)
+sys.modules["hypergrad.tune"].cohort_chunk = lambda chunk_size, halving: chunk_size
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=6)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
