@@ -187,8 +187,8 @@ class Cohort:
         data: the objective's data, placed for the program.
         spread, replicated: the row-axis and replicated shardings of a chunk (None on one device).
         tuners: ids of the live tuners, in order.
-        carry: (z, z_good, opt_state) with a leading axis of len(tuners).
-        fixed: held values with a leading axis of len(tuners) (empty dict when none).
+        carry: (z, z_good, opt_state) with a leading axis of len(tuners), numpy arrays on the host.
+        fixed: held values with a leading axis of len(tuners) (empty dict when none), numpy.
         flops: FLOPs of one tuner's outer step; unit: FLOPs of one training run.
         extra: tuner id -> hyperparameters recorded beside the tuned ones (a configuration's
             options), or None.
@@ -221,9 +221,6 @@ class Cohort:
         if len(rows) and chunk != self.chunk:
             self.executable, seconds, self.spread, self.replicated, self.data = self.program(chunk)
             self.chunk, self.compile_seconds = chunk, self.compile_seconds + seconds
-            if self.spread is None:  # rows of a sharded chunk, on the devices' mesh: the unsharded
-                # program takes its arguments on the default device
-                self.carry, self.fixed = jax.device_put((self.carry, self.fixed), jax.local_devices()[0])
 
 
 def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
@@ -231,12 +228,17 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
                 chunk_size: int | None = None, flops: float, unit: float,
                 extra: Callable[[int], dict] | None = None) -> Cohort:
     """A cohort starting at the batched iterates `z` (leading axis: tuners), its program compiled
-    (or taken from the cache) for its chunk of tuners (`chunk_rows`)."""
+    (or taken from the cache) for its chunk of tuners (`chunk_rows`).
+
+    Between steps the tuners' iterates, optimiser states and held values live on the host as numpy
+    arrays: halving's selections, a chunk's rows and their concatenation are then numpy operations,
+    where on device arrays each is a small program JAX compiles once per shape (seconds in all, in
+    a fresh process). Cost: the carry's bytes to the devices and back once per step."""
     num = jax.tree.leaves(z)[0].shape[0]
-    fixed = {} if fixed is None else fixed
+    fixed = {} if fixed is None else jax.tree.map(np.asarray, fixed)
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
     data = objective.problem.data
-    carry = (z, z, jax.vmap(outer.init)(z))
+    carry = jax.tree.map(np.asarray, (z, z, jax.jit(jax.vmap(outer.init))(z)))
     # the step traced once, when the first program this cohort compiles needs it
     batched = functools.cache(lambda: replayed_step_fn(tuner_step_fn(objective, space, method, outer),
                                                        (*first_row((*carry, fixed)), key, data)))
@@ -268,7 +270,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
         began = time.perf_counter()
         out = to_host(jax.block_until_ready(cohort.executable(*args)))
         seconds = time.perf_counter() - began
-        pieces.append(out[:3] if whole else jax.tree.map(lambda a: a[:real], out[:3]))
+        pieces.append(jax.tree.map(lambda a: np.asarray(a)[:real], out[:3]))
         report = jax.device_get(out[3])
         for i in range(real):
             tuner = int(cohort.tuners[start + i])
@@ -280,7 +282,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
             recorder.add(trial)
             number += 1
     if not final:
-        cohort.carry = pieces[0] if len(pieces) == 1 else jax.tree.map(lambda *a: jnp.concatenate(a), *pieces)
+        cohort.carry = pieces[0] if len(pieces) == 1 else jax.tree.map(lambda *a: np.concatenate(a), *pieces)
     return number
 
 
@@ -351,4 +353,4 @@ def restore_cohorts(cohorts: Sequence[Cohort], state: Sequence[dict[str, Any]]) 
                        for a, b in zip(leaves, saved_leaves))):
             raise ValueError("a checkpoint's iterates or outer-optimiser state do not fit this call's (another "
                              "outer optimiser or space?); the study's checkpoint was edited or damaged")
-        cohort.carry = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved_leaves])
+        cohort.carry = jax.tree.unflatten(treedef, saved_leaves)

@@ -7,6 +7,7 @@ warm-up starts are the best warm-up trials; a diverging tuner never wins and nev
 bad arguments refused before anything compiles. float64 throughout (tests/conftest.py).
 """
 
+import logging
 import sys
 
 import jax
@@ -18,6 +19,7 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad import outer as outer_driver
+from hypergrad.results import TrialRecorder
 
 tune_module = sys.modules["hypergrad.tune"]  # the module (`hg.tune` is the function)
 
@@ -127,6 +129,20 @@ def test_halving_on_a_cpu_runs_every_round_on_one_program(objective, key, monkey
     for a, b in zip(one.trials, per_round.trials):
         for name in a.hparams:
             np.testing.assert_allclose(a.hparams[name], b.hparams[name], rtol=1e-10)
+
+
+def test_driving_a_population_through_halving_compiles_nothing_but_its_step(objective, key, caplog):
+    """Between steps the cohort's arrays are numpy on the host: halving's selections, a chunk's
+    padded rows and their concatenation compile no small programs (on device arrays each new shape
+    did). 7 tuners in chunks of 3, halved to 4, 2 and 1: every call runs the compiled step only."""
+    z = SPACE.unconstrain(starts(7, seed=3))
+    cohort = outer_driver.make_cohort(objective, SPACE, hg.Reverse(), optax.adam(0.2), key, z, chunk_size=3,
+                                      flops=1.0, unit=1.0)
+    recorder = TrialRecorder("population", None, False, total=7 + 4 + 2 + 1 + 1)
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        outer_driver.drive([cohort], steps=4, key=key, resample_key=False, recorder=recorder, halving=1)
+    assert [r.getMessage() for r in caplog.records if "XLA compilation" in r.getMessage()] == []
+    assert len(recorder.trials) == 7 + 4 + 2 + 1 + 1 and len(cohort.tuners) == 1
 
 
 def test_warmup_starts_are_the_best_warmup_trials(objective, key):
