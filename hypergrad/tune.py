@@ -28,8 +28,8 @@ from hypergrad.hypergradient import check_differentiable_hparams, check_method, 
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams, check_key
-from hypergrad.outer import (DEFAULT_OUTER, check_outer, cohort_chunk, drive, make_cohort, outer_step_fn,
-                             step_trial)
+from hypergrad.outer import (DEFAULT_OUTER, LIVE, check_outer, cohort_chunk, drive, make_cohort,
+                             outer_step_fn, step_trial)
 from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
@@ -71,8 +71,10 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
                              "successive halving (each keeps the better half of the tuners), or None")
         if population < 2:
             raise ValueError(f"halving={halving} needs a population of at least 2 tuners (population={population})")
-    if chunk_size is not None and not is_int_at_least(chunk_size):
-        raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1 (tuners per vmapped call), or None")
+    if chunk_size is not None and not (isinstance(chunk_size, str) and chunk_size == LIVE) \
+            and not is_int_at_least(chunk_size):
+        raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1 (tuners per vmapped call), "
+                         f"{LIVE!r} (sized to the live tuners, a program per halving round) or None")
     return int(population)
 
 
@@ -160,7 +162,7 @@ def tune(
     population: int = 1,
     warmup: int | None = None,
     halving: int | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     resample_key: bool = False,
     log: Any = None,
     progress: Any = False,
@@ -197,6 +199,8 @@ def tune(
             population as a search sizes its chunks to its trials, and to the live tuners after
             each halving round (a program per round), except with `halving` on a CPU: there one
             tuner per device, one program for every round (`hypergrad.outer.cohort_chunk`).
+            "live" sizes them to the live tuners on any platform (on a CPU, for a run long enough
+            that wider calls repay a compilation per round).
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise).
@@ -223,7 +227,7 @@ def tune(
 
 
 def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
-          steps: int, init: Any, population: int, warmup: int | None, halving: int | None, chunk_size: int | None,
+          steps: int, init: Any, population: int, warmup: int | None, halving: int | None, chunk_size: int | str | None,
           resample_key: bool, log: Any, progress: Any, writer: StudyWriter | None) -> Result:
     """`tune` on checked arguments, its trials committed through `writer` (and resumed from it)."""
     warm = None

@@ -8,7 +8,6 @@ bad arguments refused before anything compiles. float64 throughout (tests/confte
 """
 
 import logging
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +19,6 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad import outer as outer_driver
 from hypergrad.results import TrialRecorder
-
-tune_module = sys.modules["hypergrad.tune"]  # the module (`hg.tune` is the function)
 
 T = 6
 OUTER = optax.adam(0.3)
@@ -108,21 +105,22 @@ def test_halving_keeps_exactly_the_better_tuners(objective, key):
         assert [t.tuner for t in after] == sorted(t.tuner for t in ranked[:len(after)])
 
 
-def test_halving_on_a_cpu_runs_every_round_on_one_program(objective, key, monkeypatch):
+def test_halving_on_a_cpu_runs_every_round_on_one_program(objective, key):
     """On a CPU a halving population runs one tuner per device from the start (`cohort_chunk`):
     rounds of 5, 3, 2 and 1 tuners compile one program, not one per round, and compute the same
-    trials as chunks that follow the live tuners (what an accelerator does; float64, 1e-10)."""
+    trials as chunks that follow the live tuners (`chunk_size="live"`, what an accelerator does
+    by default; float64, 1e-10)."""
     assert jax.default_backend() == "cpu"
     assert outer_driver.cohort_chunk(None, 1) == jax.local_device_count()
     assert outer_driver.cohort_chunk(None, None) is None and outer_driver.cohort_chunk(3, 1) == 3
+    assert outer_driver.cohort_chunk("live", 1) is None
     args = dict(population=5, halving=1, steps=3, init=starts(5, seed=2))
     before = _compile.stats.traces["tune"]
     one = hg.tune(objective, SPACE, key, outer=optax.adam(0.3), **args)  # a new optimiser: nothing cached
     assert _compile.stats.traces["tune"] == before + 1
     assert one.info["chunk_size"] == jax.local_device_count()
-    monkeypatch.setattr(tune_module, "cohort_chunk", lambda chunk_size, halving: chunk_size)
     before = _compile.stats.traces["tune"]
-    per_round = hg.tune(objective, SPACE, key, outer=optax.adam(0.3), **args)
+    per_round = hg.tune(objective, SPACE, key, outer=optax.adam(0.3), chunk_size="live", **args)
     assert _compile.stats.traces["tune"] - before == len({outer_driver.chunk_rows(n, None) for n in (5, 3, 2, 1)})
     assert [(t.number, t.tuner, t.state) for t in one.trials] == [(t.number, t.tuner, t.state) for t in per_round.trials]
     np.testing.assert_allclose([t.value for t in one.trials], [t.value for t in per_round.trials], rtol=1e-10)
@@ -192,6 +190,7 @@ def test_dataframe_has_a_tuner_column(objective, key):
      r"init has leading sizes .* but population=3: give every hyperparameter a leading axis of 3"),
     ({"population": 3, "init": {"lr": 0.1, "weight_decay": 0.01}}, r"leading axis of 3"),
     ({"population": 3, "chunk_size": 0}, r"chunk_size=0 must be an int >= 1"),
+    ({"population": 3, "chunk_size": "wide"}, r"chunk_size='wide' must be .*'live'"),
 ])
 def test_bad_population_arguments_are_refused_before_compiling(objective, key, kwargs, match):
     before = _compile.stats.compilations
@@ -201,15 +200,15 @@ def test_bad_population_arguments_are_refused_before_compiling(objective, key, k
 
 
 _TWO_DEVICES = """
-import json, sys, jax, optax, hypergrad as hg
+import json, jax, optax, hypergrad as hg
 hg.use_cpu_cores(2)  # first thing, before JAX computes
 jax.config.update("jax_enable_x64", True)
-# chunks that follow the live tuners, as on an accelerator (on a CPU halving keeps one chunk)
-sys.modules["hypergrad.tune"].cohort_chunk = lambda chunk_size, halving: chunk_size
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=6)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
-result = hg.tune(objective, space, jax.random.key(3), population=4, halving=1, steps=3, outer=optax.adam(0.3))
+# chunks that follow the live tuners, as on an accelerator (on a CPU halving keeps one chunk)
+result = hg.tune(objective, space, jax.random.key(3), population=4, halving=1, steps=3, outer=optax.adam(0.3),
+                 chunk_size="live")
 print(json.dumps([[t.tuner, t.value] for t in result.trials]))
 """
 
