@@ -103,6 +103,24 @@ def test_peer_torch_smoke_computes_what_hypergrad_computes(tmp_path):
     assert rows["hypergradient"][9] in ("met", "missed")
 
 
+def test_accounting_cost_quick_reads_back_both_tables(tmp_path):
+    """`benchmarks/accounting_cost.py --quick`: the iris smoke study runs in a fresh process (its
+    accounting seconds and counts parse) and every method's run count is a positive number. It ran
+    the study through functions `experiments/seed_iris.py` no longer has, unnoticed until rerun."""
+    out = tmp_path / "accounting_cost.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "accounting_cost.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    study = re.search(r"^\| 1 \| ([0-9.]+) \| ([0-9.]+) \((\d+)\) \| ([0-9.]+) \| (\d+) \| (\d+) \|$", text, re.M)
+    assert study, text[:1000]
+    assert float(study.group(1)) > 0 and int(study.group(3)) >= 1 and int(study.group(6)) == 2 * 2 * 2
+    for problem in ("iris b16 T20", "iris full T20"):
+        rows = re.findall(rf"^\| {problem} \| (.+?) \| ?[0-9.]* ?\| ([0-9.]+) \|$", text, re.M)
+        assert len(rows) == 1 + 7, (problem, rows)  # one run's GFLOP, six methods and Implicit
+        assert all(float(runs) > 0 for _, runs in rows)
+
+
 def test_store_overhead_smoke_prints_its_table():
     """`benchmarks/store_overhead.py --smoke`: one row, both timings and the overhead parse."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "store_overhead.py"), "--smoke"],
