@@ -67,9 +67,9 @@ def num_examples(data: PyTree, argname: str) -> int:
 
 def check_values(data: PyTree, argname: str) -> None:
     """Raises `ValueError` unless every leaf of `data` holds numbers (bool, int or float) and no NaN
-    or infinity, which would make every trial's loss NaN. Cost: one pass over the data (on the
-    device the array lives on), at construction only; traced data (a problem built inside a
-    transformation) is not checked."""
+    or infinity, which would make every trial's loss NaN. Cost: one pass over the data (numpy for
+    arrays in host memory, else on the device the array lives on), at construction (and each
+    `with_fixed` copy); traced data (a problem built inside a transformation) is not checked."""
     for leaf in jax.tree.leaves(data):
         if isinstance(leaf, jax.core.Tracer):
             continue
@@ -78,12 +78,20 @@ def check_values(data: PyTree, argname: str) -> None:
             raise ValueError(f"{argname} holds an array of dtype {array.dtype}; give numbers (encode labels "
                              "and text as ints first)")
         if jnp.issubdtype(array.dtype, jnp.inexact):
-            with jax.ensure_compile_time_eval():  # eagerly, also when a trace builds the problem
-                finite = jnp.isfinite(array) if isinstance(array, jax.Array) else np.isfinite(array)
-                bad = int((~finite).sum())
+            if not isinstance(array, jax.Array) or _on_cpu(array):  # numpy: no program to compile
+                bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+            else:
+                with jax.ensure_compile_time_eval():  # eagerly, also when a trace builds the problem
+                    bad = int((~jnp.isfinite(array)).sum())
             if bad:
                 raise ValueError(f"{argname} holds {bad} NaN or infinite values; drop or impute them first "
                                  "(every trial's loss would be NaN)")
+
+
+def _on_cpu(array: jax.Array) -> bool:
+    """Whether `array` lives in host memory (CPU devices), where numpy reads it without a copy
+    to the host and without compiling the small programs `jnp` would (one per shape)."""
+    return array.is_fully_addressable and all(d.platform == "cpu" for d in array.devices())
 
 
 def _to_device(leaf: Any) -> jax.Array:

@@ -146,6 +146,18 @@ def test_scalar_or_empty_data_is_refused():
         make_problem(train_data=(jnp.zeros(0), jnp.zeros(0)), batch_size=None)
 
 
+@pytest.mark.parametrize("as_array", [np.asarray, jnp.asarray], ids=["numpy", "jax"])
+def test_nan_or_infinite_data_are_refused_with_their_count(as_array):
+    x = np.ones((20, 3), np.float32)
+    x[2, 1], x[7, 0] = np.nan, -np.inf
+    y = np.zeros(20, np.float32)
+    with pytest.raises(ValueError, match="train_data holds 2 NaN or infinite values; drop or impute them first"):
+        make_problem(train_data=(as_array(x), as_array(y)))
+    with pytest.raises(ValueError, match="val_data holds 1 NaN or infinite values"):
+        make_problem(val_data=(as_array(x[:4]), as_array(y[:4])))
+    assert make_problem(train_data=(as_array(np.ones((20, 3), np.float32)), as_array(y))).num_train == 20
+
+
 def test_non_callables_are_refused():
     with pytest.raises(ValueError, match=r"Problem\(train_loss=...\) must be a function"):
         make_problem(train_loss=3.0)
