@@ -125,7 +125,8 @@ def main(argv=None) -> str:
 
     repeats = 1 if args.quick else args.repeats
     rows = [_fresh(args.quick) for _ in range(repeats)]
-    lines = ["| run | search.fit s | accounting s (counts) | compile s | programs | fits |", "|---|---|---|---|---|---|"]
+    lines = ["| run | search.fit s | accounting s (counts) | compile s | programs | fits |",
+             "|---|---|---|---|---|---|"]
     for i, r in enumerate(rows):
         lines.append(f"| {i + 1} | {r['wall']:.2f} | {r['new_s']:.3f} ({r['new_counts']}) | {r['compile_s']:.2f} | "
                      f"{r['programs']} | {r['fits']} |")

@@ -159,14 +159,16 @@ LIVE = "live"
 
 
 def cohort_chunk(chunk_size: int | str | None, halving: int | None) -> int | None:
-    """The fixed chunk a cohort runs on, or None to size it to its live tuners (`chunk_rows`):
-    None for `chunk_size=LIVE`; `chunk_size` when it is a number; with successive halving on a CPU, one tuner per device (of every
-    process: `_batching.device_count`), so every round runs on one program and the rounds differ
-    only in their number of calls. There a program takes seconds to compile (one per halving round
-    when sized to the live tuners) while a wider vmap of tuners saves a fraction of a
-    hypergradient's time, so one program is cheaper unless the run is long; on an accelerator,
-    where the width is what makes it fast, the chunk follows the live tuners. A function of the
-    platform and device count only, never of timings, so the same call computes the same trials."""
+    """The fixed chunk a cohort runs on, or None to size it to its live tuners (`chunk_rows`).
+
+    None for `chunk_size=LIVE`; `chunk_size` when it is a number; with successive halving on a
+    CPU, one tuner per device (of every process: `_batching.device_count`), so every round runs on
+    one program and the rounds differ only in their number of calls. There a program takes seconds
+    to compile (one per halving round when sized to the live tuners) while a wider vmap of tuners
+    saves a fraction of a hypergradient's time, so one program is cheaper unless the run is long;
+    on an accelerator, where the width is what makes it fast, the chunk follows the live tuners. A
+    function of the platform and device count only, never of timings, so the same call computes
+    the same trials."""
     if isinstance(chunk_size, str) and chunk_size == LIVE:
         return None
     if chunk_size is not None or not halving or jax.default_backend() != "cpu":

@@ -122,7 +122,8 @@ def test_halving_on_a_cpu_runs_every_round_on_one_program(objective, key):
     before = _compile.stats.traces["tune"]
     per_round = hg.tune(objective, SPACE, key, outer=optax.adam(0.3), chunk_size="live", **args)
     assert _compile.stats.traces["tune"] - before == len({outer_driver.chunk_rows(n, None) for n in (5, 3, 2, 1)})
-    assert [(t.number, t.tuner, t.state) for t in one.trials] == [(t.number, t.tuner, t.state) for t in per_round.trials]
+    assert [(t.number, t.tuner, t.state) for t in one.trials] == \
+        [(t.number, t.tuner, t.state) for t in per_round.trials]
     np.testing.assert_allclose([t.value for t in one.trials], [t.value for t in per_round.trials], rtol=1e-10)
     for a, b in zip(one.trials, per_round.trials):
         for name in a.hparams:

@@ -112,7 +112,7 @@ def test_to_dict_is_json_safe_with_nan(random_result, tune_result):
     assert tune_trials[0]["grad_norm"] == 1.0
 
 
-def test_trial_arrays_export_element_by_element():
+def test_trial_arrays_export_exactly_with_none_for_non_finite():
     """Arrays go to nested lists whole (not an element at a time): every element keeps its exact
     value and type, and non-finite entries become None at any depth."""
     hparams = {"matrix": np.array([[0.1, np.nan], [np.inf, -2.5]], np.float32),
