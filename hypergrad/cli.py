@@ -8,7 +8,8 @@ budget (in training-run equivalents), shows progress on stderr, prints the compa
 writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summary.md):
 
 - `trials.jsonl`: every trial of every strategy, appended as it is produced;
-- `results.json`: each strategy's full result and the comparisons;
+- `results.json`: each strategy's full result and the comparisons (compact JSON: it holds every
+  trial's hyperparameters);
 - `report.md`: the set-up, the tables at equal compute and at equal wall time, and the picks;
 - PNG plots: best validation loss against compute; the learned schedule beside the best constant.
 
@@ -184,7 +185,7 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
                    "results": {name: r.to_dict() for name, r in results.items()},
-                   "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"])}, f, indent=1)
+                   "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"])}, f)
     plots = []
     try:
         plots = by_compute.plot(out)

@@ -191,12 +191,13 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (non-finite numbers become None)."""
         best = self.best_trial
-        return _to_python({
+        summary = _to_python({
             "strategy": self.strategy, "run_flops": self.run_flops, "flops": self.flops, "runs": self.runs,
             "seconds": self.seconds, "compile_seconds": self.compile_seconds, "info": self.info,
-            "best": None if best is None else best.to_dict(),
-            "trials": [t.to_dict() for t in self.trials],
         })
+        # each trial's dict is JSON-safe already: not walked again, value by value
+        return {**summary, "best": None if best is None else best.to_dict(),
+                "trials": [t.to_dict() for t in self.trials]}
 
     def to_dataframe(self):
         """A pandas DataFrame with Optuna-style columns.
