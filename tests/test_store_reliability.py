@@ -57,13 +57,18 @@ def run(kind, storage=None, study=None, progress=False):
 
 def child(kind, storage, study, mode, count):
     """A child process: its progress callback kills the process with SIGKILL at the `count`-th
-    commit ("kill"), or sleeps `count` ms after each ("slow": to be killed from outside, or to hold
+    commit ("kill"), once the store's writer thread has landed at least one of the queued commits
+    (on a fast run all of them may still be queued, and the kill would interrupt a study with
+    nothing stored), or sleeps `count` ms after each ("slow": to be killed from outside, or to hold
     the study while another process tries it)."""
     calls = []
 
     def progress(line):
         calls.append(line)
         if mode == "kill" and len(calls) == int(count):
+            deadline = time.monotonic() + 60
+            while not stored_numbers(storage, study) and time.monotonic() < deadline:
+                time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGKILL)
         if mode == "slow":
             time.sleep(int(count) / 1000)
