@@ -41,7 +41,7 @@ bench-optuna: $(STAMP)
 bench-methods: $(STAMP)
 	$(BIN)/python benchmarks/methods_vs_horizon.py --out benchmarks/methods_vs_horizon.md
 
-## What compute accounting adds to the iris study's first search call, and its counts per method, before and after.
+## What compute accounting adds to the iris study's search, and its counts per method against the old XLA-based ones.
 bench-accounting: $(STAMP)
 	$(BIN)/python benchmarks/accounting_cost.py --out benchmarks/accounting_cost.md
 
