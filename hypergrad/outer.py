@@ -246,7 +246,7 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     fixed = {} if fixed is None else jax.tree.map(np.asarray, fixed)
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
     data = objective.problem.data
-    carry = jax.tree.map(np.asarray, (z, z, jax.jit(jax.vmap(outer.init))(z)))
+    carry = jax.tree.map(np.asarray, (z, z, jax.vmap(outer.init)(z)))
     # the step traced once, when the first program this cohort compiles needs it
     batched = functools.cache(lambda: replayed_step_fn(tuner_step_fn(objective, space, method, outer),
                                                        (*first_row((*carry, fixed)), key, data)))
@@ -272,8 +272,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
     pieces = []
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
-        whole = real == chunk == num  # the cohort is one full chunk: its arrays go in as they are
-        rows = (*cohort.carry, cohort.fixed) if whole else take_rows((*cohort.carry, cohort.fixed), start, chunk)
+        rows = take_rows((*cohort.carry, cohort.fixed), start, chunk)  # numpy: views, padded when short
         args = (*place(tuple(rows), cohort.spread), step_key, cohort.data)
         began = time.perf_counter()
         out = to_host(jax.block_until_ready(cohort.executable(*args)))
