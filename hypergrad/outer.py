@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from jax.extend import core as jcore
 
-from hypergrad import _compile
+from hypergrad import _caches, _compile
 from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
@@ -231,6 +231,16 @@ class Cohort:
             self.chunk, self.compile_seconds = chunk, self.compile_seconds + seconds
 
 
+@functools.lru_cache(maxsize=64)
+def _batched_init_program(outer: optax.GradientTransformation) -> Callable:
+    """`jax.vmap(outer.init)` jitted once per outer optimiser (the jit caches per shape): one small
+    program where eager operations compile one each (a broadcast per state leaf)."""
+    return jax.jit(jax.vmap(outer.init))
+
+
+_caches.register(_batched_init_program.cache_clear)
+
+
 def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
                 key: Key, z: PyTree, *, fixed: PyTree | None = None, tuners: Sequence[int] | None = None,
                 chunk_size: int | None = None, flops: float, unit: float,
@@ -246,7 +256,7 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     fixed = {} if fixed is None else jax.tree.map(np.asarray, fixed)
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
     data = objective.problem.data
-    carry = jax.tree.map(np.asarray, (z, z, jax.vmap(outer.init)(z)))
+    carry = jax.tree.map(np.asarray, (z, z, _batched_init_program(outer)(z)))
     # the step traced once, when the first program this cohort compiles needs it
     batched = functools.cache(lambda: replayed_step_fn(tuner_step_fn(objective, space, method, outer),
                                                        (*first_row((*carry, fixed)), key, data)))

@@ -14,6 +14,7 @@ in its compute.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import accounting
+from hypergrad import _caches, accounting
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
@@ -82,9 +83,25 @@ def _finite_z(space: Space, hparams: HParams) -> dict[str, jax.Array]:
     """Unconstrained coordinates (default float dtype) of `hparams`, clipped where a value sits on a
     bound (a sampled or warm-up start may): sigmoid rounds to the bound itself past about
     -log(eps), so nothing is lost."""
-    dtype = jnp.zeros(()).dtype
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
     limit = -float(np.log(np.finfo(dtype).eps)) - 1.0
     return jax.tree.map(lambda a: jnp.clip(jnp.asarray(a, dtype), -limit, limit), space.unconstrain(hparams))
+
+
+@functools.lru_cache(maxsize=64)
+def _starts_program(space: Space):
+    """batched starts -> (their `_finite_z`, the first tuner's constrained hyperparameters), as one
+    jitted program (compiled once per space and shapes), where eager operations compile a small
+    program each (about 20 per call in a fresh process)."""
+
+    def starts(hparams):
+        z = _finite_z(space, hparams)
+        return z, space.constrain(jax.tree.map(lambda a: a[0], z))
+
+    return jax.jit(starts)
+
+
+_caches.register(_starts_program.cache_clear)
 
 
 def _checked_init(space: Space, init: Any, batched: bool) -> HParams:
@@ -128,7 +145,7 @@ def _warm_starts(warm: Result, space: Space, population: int) -> HParams:
         raise ValueError(f"only {len(ranked)} of the {len(warm.trials)} warm-up trials finished; raise warmup= "
                          f"to start {population} tuners")
     best = ranked[:population]
-    return {name: jnp.stack([jnp.broadcast_to(jnp.asarray(t.hparams[name]), dist.shape) for t in best])
+    return {name: np.stack([np.broadcast_to(np.asarray(t.hparams[name]), dist.shape) for t in best])
             for name, dist in space.items}
 
 
@@ -239,8 +256,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
                                  progress=progress, sink=writer)
         starts = _warm_starts(warm, space, population)
-    z = _finite_z(space, starts)
-    hparams0 = space.constrain(jax.tree.map(lambda a: a[0], z))
+    z, hparams0 = _starts_program(space)(starts)
     method.check(objective, hparams0)
     unit = run_flops(objective, hparams0, key)
     cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=cohort_chunk(chunk_size, halving),
