@@ -10,7 +10,8 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 - `trials.jsonl`: every trial of every strategy, appended as it is produced;
 - `results.json`: each strategy's full result and the comparisons (compact JSON: it holds every
   trial's hyperparameters);
-- `report.md`: the set-up, the tables at equal compute and at equal wall time, and the picks;
+- `report.md`: the set-up, the tables at equal compute and at equal wall time, and the picks (on
+  a preset with flipped training labels, also what each pick's example weights learned);
 - PNG plots: best validation loss against compute; the learned schedule beside the best constant.
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
@@ -35,9 +36,10 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+import sklearn.metrics
 
 import hypergrad as hg
-from hypergrad.problems.presets import PRESETS, preset
+from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
 from hypergrad._batching import balanced_chunk
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.tune import tune_step_cost
@@ -181,6 +183,9 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
     by_time = hg.compare(by_seconds, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
     tables = by_compute.to_markdown(), by_time.to_markdown()
     print(f"\n{problem}: equal compute\n{tables[0]}\n\n{problem}: equal wall time\n{tables[1]}")
+    corrupted = preset_corrupted_examples(problem)
+    if corrupted is not None:
+        print("\n" + "\n".join(_example_weights(results, corrupted)))
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
@@ -284,7 +289,10 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(hparams) -> str:
+def _describe(hparams, num_steps: int) -> str:
+    """One line per pick: scalars as they are; a vector of `num_steps` entries as a schedule
+    (first -> last, min, max); any other vector (per example, per layer) by its values (up to 8)
+    or their mean, min and max; a vector of equal entries as a constant."""
     parts = []
     for name, value in (hparams or {}).items():
         value = np.asarray(value)
@@ -292,10 +300,39 @@ def _describe(hparams) -> str:
             parts.append(f"{name}={value.item():.4g}")
         elif np.allclose(value, value.flat[0]):
             parts.append(f"{name}=constant {value.flat[0]:.4g}")
-        else:
+        elif value.shape == (num_steps,):
             parts.append(f"{name}=schedule {value.flat[0]:.3g} -> {value.flat[-1]:.3g} "
                          f"(min {value.min():.3g}, max {value.max():.3g})")
+        elif value.size <= 8:
+            parts.append(f"{name}=[{', '.join(f'{v:.3g}' for v in value.flat)}]")
+        else:
+            parts.append(f"{name}={value.size} values, mean {value.mean():.3g} (min {value.min():.3g}, "
+                         f"max {value.max():.3g})")
     return ", ".join(parts)
+
+
+def _example_weights(results: dict[str, hg.Result], corrupted: np.ndarray) -> list[str]:
+    """The report's section on what each strategy's pick weights, for a problem whose training
+    labels were partly flipped (`corrupted`, a mask in the order of `example_weight`): the mean
+    weight of the clean and of the corrupted examples, and the ROC AUC of "a lower weight marks a
+    corrupted label" (the probability that a corrupted example weighs less than a clean one, ties
+    counting half: 0.5 for one weight shared by every example, as the baselines search)."""
+    rows = []
+    for name, result in results.items():
+        best = result.best_trial
+        if best is None or "example_weight" not in best.hparams:
+            continue
+        weights = np.broadcast_to(np.asarray(best.hparams["example_weight"], dtype=np.float64), corrupted.shape)
+        auc = sklearn.metrics.roc_auc_score(corrupted, -weights)
+        rows.append(f"| {name} | {weights[~corrupted].mean():.3g} | {weights[corrupted].mean():.3g} | {auc:.3f} |")
+    if not rows:
+        return []
+    return ["## What the example weights learned", "",
+            f"{int(corrupted.sum())} of the {corrupted.size} training labels were flipped (validation and test labels "
+            "are clean). Each pick's weights: the mean over the clean and over the corrupted examples, and the ROC "
+            "AUC of \"a lower weight marks a corrupted label\" (0.5: no better than chance, as one weight shared "
+            "by every example is; 1: every corrupted example weighs less than every clean one).", "",
+            "| strategy | mean weight, clean | mean weight, corrupted | AUC |", "|---|---|---|---|", *rows, ""]
 
 
 def _report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed) -> str:
@@ -343,7 +380,10 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         best = result.best_trial
         lines.append(f"- **{name}**: {result.summary()}")
         if best is not None:
-            lines.append(f"  - {_describe(best.hparams)}")
+            lines.append(f"  - {_describe(best.hparams, objective.num_steps)}")
+    corrupted = preset_corrupted_examples(problem)
+    if corrupted is not None:
+        lines += ["", *_example_weights(results, corrupted)]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"

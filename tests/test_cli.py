@@ -5,6 +5,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 import hypergrad as hg
@@ -124,3 +125,43 @@ def test_compare_on_two_problems_writes_a_summary_of_who_wins_where(tmp_path):
 def test_compare_refuses_an_unknown_problem(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["compare", "--problem", "digits-mlp,mnist", "--out", str(tmp_path)])
+
+
+def _picked(weights) -> hg.Result:
+    trial = Trial(number=0, hparams={"example_weight": np.asarray(weights)}, value=0.5, scores={"val_loss": 0.5},
+                  state="complete", flops=1.0, seconds=0.1, run_flops=1.0)
+    return hg.Result("x", (trial,), 1.0, 0.0)
+
+
+def test_example_weights_section_reads_each_picks_weights_against_the_flipped_labels():
+    corrupted = np.asarray([True, False, False, True, False, False])
+    results = {"hypergradient": _picked(np.where(corrupted, 0.1, 0.9)), "random": _picked(0.3),
+               "mixed": _picked([0.2, 0.1, 0.9, 0.5, 0.6, 0.7])}
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")[1:]
+            for line in cli._example_weights(results, corrupted) if line.startswith("| ") and "strategy" not in line}
+    assert rows["hypergradient"] == ["0.9", "0.1", "1.000"]  # every corrupted example weighs less
+    assert rows["random"] == ["0.3", "0.3", "0.500"]  # one weight for every example: chance
+    # corrupted weights 0.2 and 0.5 against clean 0.1, 0.9, 0.6, 0.7: 6 of the 8 pairs ordered
+    assert rows["mixed"] == ["0.575", "0.35", "0.750"]
+    assert cli._example_weights({"grid": _random_result([0.1], 0.0)}, corrupted) == []
+
+
+def test_picks_describe_schedules_per_layer_values_and_long_vectors_apart():
+    line = cli._describe({"lr": np.linspace(1.0, 0.5, 4), "layers": np.asarray([0.1, 0.2]),
+                          "example_weight": np.linspace(0.0, 1.0, 20), "momentum": np.asarray(0.9),
+                          "flat": np.full(4, 0.25)}, num_steps=4)
+    assert "lr=schedule 1 -> 0.5 (min 0.5, max 1)" in line
+    assert "layers=[0.1, 0.2]" in line
+    assert "example_weight=20 values, mean 0.5 (min 0, max 1)" in line
+    assert "momentum=0.9" in line and "flat=constant 0.25" in line
+
+
+def test_compare_on_a_noisy_preset_reports_what_the_example_weights_learned(tmp_path):
+    out = tmp_path / "noisy"
+    assert cli.main(["compare", "--problem", "digits-noisy", "--budget", "8", "--steps", "8",
+                     "--out", str(out), "--quiet", "--cpu-devices", "1"]) == 0
+    report = (out / "report.md").read_text()
+    section = report.split("## What the example weights learned")[1].split("##")[0]
+    assert "323 of the 1078 training labels were flipped" in section
+    for strategy in ("hypergradient", "random", "grid"):
+        assert f"| {strategy} |" in section

@@ -109,3 +109,20 @@ def test_affine_value_and_derivatives_of_every_order_equal_the_plain_expression(
     g_plain = jax.vmap(jax.grad(plain, (0, 1)), in_axes=(0, None, None))(kernels, bias, x)
     for a, b in zip(g_fast, g_plain):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_corrupted_examples_are_exactly_the_noisy_problems_flipped_labels():
+    clean = np.asarray(hg.problems.mlp_classifier("iris", batch_size=None).train_data[1])
+    for noise, noise_seed in ((0.3, 0), (0.5, 2)):
+        noisy = np.asarray(hg.problems.noisy_mlp_classifier("iris", noise, hidden=(4,), batch_size=None, noise_seed=noise_seed)
+                           .train_data[1])
+        mask = hg.problems.corrupted_examples("iris", noise, noise_seed=noise_seed)
+        assert mask.dtype == bool and mask.shape == clean.shape
+        np.testing.assert_array_equal(noisy != clean, mask)  # a flipped label always changes class
+        assert mask.sum() == round(noise * len(clean))
+    # the preset's mask is its problem's
+    objective, _ = hg.problems.preset("digits-noisy", 4)
+    digits = np.asarray(hg.problems.mlp_classifier("digits").train_data[1])
+    np.testing.assert_array_equal(np.asarray(objective.problem.train_data[1]) != digits,
+                                  hg.problems.preset_corrupted_examples("digits-noisy"))
+    assert hg.problems.preset_corrupted_examples("digits-mlp") is None

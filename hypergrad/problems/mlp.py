@@ -21,7 +21,8 @@ from hypergrad.problems import _data
 from hypergrad.problems._matmul import affine as _affine
 from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l2_penalty
 
-__all__ = ["FeatureMajorDense", "MLP", "affine", "flip_labels", "mlp_classifier", "noisy_mlp_classifier", "nnx_problem"]
+__all__ = ["FeatureMajorDense", "MLP", "affine", "corrupted_examples", "flip_labels", "mlp_classifier",
+           "noisy_mlp_classifier", "nnx_problem"]
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid}
 
@@ -195,6 +196,24 @@ def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int
     return np.where(flipped, (labels + shift) % num_classes, labels).astype(labels.dtype), flipped
 
 
+def _num_classes(problem: Problem) -> int:
+    return int(max(np.max(np.asarray(s[1])) for s in (problem.train_data, problem.val_data, problem.test_data))) + 1
+
+
+def _flipped_training_labels(base: Problem, noise: float, noise_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`flip_labels` of `base`'s training labels: (noisy labels, mask of the flipped ones)."""
+    return flip_labels(np.asarray(base.train_data[1]), noise, _num_classes(base), noise_seed)
+
+
+def corrupted_examples(dataset: str = "digits", noise: float = 0.3, *, seed: int = 0,
+                       noise_seed: int = 0) -> np.ndarray:
+    """Which training examples `noisy_mlp_classifier(dataset, noise, seed=seed,
+    noise_seed=noise_seed)` gave a flipped label: a boolean mask in training order (the order of
+    the example weights), for judging learned weights; training never reads it. The split
+    depends only on `dataset` and `seed`, so the model's width and batch size do not matter here."""
+    return _flipped_training_labels(mlp_classifier(dataset, batch_size=None, seed=seed), noise, noise_seed)[1]
+
+
 def noisy_mlp_classifier(
     dataset: str = "digits",
     noise: float = 0.3,
@@ -218,9 +237,9 @@ def noisy_mlp_classifier(
     if not 0.0 <= noise < 1.0:
         raise ValueError(f"noise={noise!r} must be a share of training labels in [0, 1)")
     base = mlp_classifier(dataset, hidden, batch_size, activation=activation, seed=seed)
-    x, y = (np.asarray(a) for a in base.train_data)
-    num_classes = int(max(np.max(np.asarray(s[1])) for s in (base.train_data, base.val_data, base.test_data))) + 1
-    noisy, _ = flip_labels(y, noise, num_classes, noise_seed)
+    x = np.asarray(base.train_data[0])
+    noisy, _ = _flipped_training_labels(base, noise, noise_seed)
+    num_classes = _num_classes(base)
     graphdef, _ = nnx.split(MLP((x.shape[1], *tuple(hidden), num_classes), activation, rngs=nnx.Rngs(0),
                                 dtype=x.dtype, class_major=True))
 
@@ -235,5 +254,5 @@ def noisy_mlp_classifier(
             loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(state))
         return loss
 
-    return dataclasses.replace(base, train_data=(x, noisy, np.arange(len(y))), train_loss=train_loss,
+    return dataclasses.replace(base, train_data=(x, noisy, np.arange(len(noisy))), train_loss=train_loss,
                                name=f"{dataset}-noisy{int(round(100 * noise))}-mlp")

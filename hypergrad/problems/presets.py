@@ -23,17 +23,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import numpy as np
 import optax
 
 from hypergrad.objective import Objective
 from hypergrad.problem import Problem
 from hypergrad.problems.logistic import logistic
 from hypergrad.problems.finetune import group_sgd, layer_groups
-from hypergrad.problems.mlp import mlp_classifier, noisy_mlp_classifier
+from hypergrad.problems.mlp import corrupted_examples, mlp_classifier, noisy_mlp_classifier
 from hypergrad.problems.pretrained import digits_transfer
 from hypergrad.space import LogUniform, Space, Uniform
 
-__all__ = ["PRESETS", "finetune_space", "preset", "sgd_momentum_schedule"]
+__all__ = ["PRESETS", "finetune_space", "preset", "preset_corrupted_examples", "sgd_momentum_schedule"]
 
 
 def sgd_momentum_schedule(hparams):
@@ -41,11 +42,14 @@ def sgd_momentum_schedule(hparams):
     return optax.sgd(lambda step: hparams["lr"][step], momentum=hparams["momentum"])
 
 
+_LABEL_NOISE = {"digits-noisy": {"dataset": "digits", "noise": 0.3}}
+"""The data set and share of flipped training labels of each preset with label noise."""
+
 PRESETS: dict[str, tuple[Callable[[], Problem], int]] = {
     "digits-mlp": (lambda: mlp_classifier("digits", hidden=(50,), batch_size=100), 200),
     "iris-mlp": (lambda: mlp_classifier("iris", hidden=(50,), batch_size=30), 200),
     "breast-cancer-logistic": (lambda: logistic("breast_cancer", batch_size=64), 200),
-    "digits-noisy": (lambda: noisy_mlp_classifier("digits", noise=0.3, hidden=(50,), batch_size=100), 200),
+    "digits-noisy": (lambda: noisy_mlp_classifier(**_LABEL_NOISE["digits-noisy"], hidden=(50,), batch_size=100), 200),
     "digits-finetune": (lambda: digits_transfer(shots=10), 100),
 }
 FINETUNE = ("digits-finetune",)
@@ -77,6 +81,15 @@ def preset(name: str, num_steps: int | None = None) -> tuple[Objective, Space]:
     if name in EXAMPLE_WEIGHTS:
         dists["example_weight"] = Uniform(0.0, 1.0, shape=(objective.problem.num_train,))
     return objective, Space(dists)
+
+
+def preset_corrupted_examples(name: str) -> np.ndarray | None:
+    """Which training examples of preset `name` carry a flipped label (a boolean mask in the order
+    of its `example_weight`s), for judging learned weights; None for a preset without label noise."""
+    if name not in PRESETS:
+        raise ValueError(f"problem={name!r} is not a preset; choose one of {sorted(PRESETS)}")
+    noise = _LABEL_NOISE.get(name)
+    return None if noise is None else corrupted_examples(**noise)
 
 
 def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
