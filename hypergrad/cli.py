@@ -215,10 +215,12 @@ def _pick_line(name: str, pick) -> str:
     return f"{name} (val {pick.value:.4g}, test loss {scores.get('test_loss', float('nan')):.4g}{accuracy})"
 
 
-def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, hg.Result]) -> str:
+def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, hg.Result],
+             corrupted: np.ndarray | None = None) -> str:
     """Which strategy's pick did best on test, at equal compute (each one's whole budget) and at
     equal wall time (the seconds the slowest strategy took, with random search continued toward
-    them: `by_seconds`, from `_at_equal_wall_time`), from the run's own numbers."""
+    them: `by_seconds`, from `_at_equal_wall_time`), from the run's own numbers; with `corrupted`
+    (the mask of flipped training labels), how well each pick's example weights single them out."""
     lines = []
     slowest = _slowest(results)
     continued = _continued(results["random"], by_seconds["random"])
@@ -238,6 +240,11 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
         idle = [name for name, p in picks.items() if p is None]
         lines.append(f"- {problem}, {label}: **{winner}** wins on test: {_pick_line(winner, picks[winner])}; "
                      f"then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + ".")
+    weighed = {} if corrupted is None else _weights_against_corruption(results, corrupted)
+    if weighed:
+        lines.append(f"- {problem}, example weights of the picks (clean / corrupted mean, AUC of a lower weight "
+                     "marking a flipped label): " + "; ".join(f"{name} {clean:.3g} / {dirty:.3g}, AUC {auc:.2f}"
+                                                              for name, (clean, dirty, auc) in weighed.items()) + ".")
     return "\n".join(lines)
 
 
@@ -258,7 +265,7 @@ def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> str:
     results = _run_strategies(args, objective, space, key, method, plan, log, say)
     by_seconds = _at_equal_wall_time(objective, space, key, results, log, say)
     elapsed = time.perf_counter() - started
-    verdict = _verdict(problem, results, by_seconds)
+    verdict = _verdict(problem, results, by_seconds, preset_corrupted_examples(problem))
     num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed)
     print(f"\nwrote {out}/report.md, trials.jsonl, results.json and {num_plots} plots in {elapsed:.0f}s",
           file=sys.stderr)
@@ -311,20 +318,28 @@ def _describe(hparams, num_steps: int) -> str:
     return ", ".join(parts)
 
 
-def _example_weights(results: dict[str, hg.Result], corrupted: np.ndarray) -> list[str]:
-    """The report's section on what each strategy's pick weights, for a problem whose training
-    labels were partly flipped (`corrupted`, a mask in the order of `example_weight`): the mean
-    weight of the clean and of the corrupted examples, and the ROC AUC of "a lower weight marks a
-    corrupted label" (the probability that a corrupted example weighs less than a clean one, ties
-    counting half: 0.5 for one weight shared by every example, as the baselines search)."""
-    rows = []
+def _weights_against_corruption(results: dict[str, hg.Result], corrupted: np.ndarray) -> dict[str, tuple]:
+    """Per strategy whose pick has example weights: (mean weight of the clean examples, of the
+    corrupted ones, ROC AUC of "a lower weight marks a corrupted label"). The AUC is the
+    probability that a corrupted example weighs less than a clean one, ties counting half: 0.5 for
+    one weight shared by every example, as the baselines search. `corrupted`: a mask in the order
+    of `example_weight`."""
+    out = {}
     for name, result in results.items():
         best = result.best_trial
         if best is None or "example_weight" not in best.hparams:
             continue
         weights = np.broadcast_to(np.asarray(best.hparams["example_weight"], dtype=np.float64), corrupted.shape)
-        auc = sklearn.metrics.roc_auc_score(corrupted, -weights)
-        rows.append(f"| {name} | {weights[~corrupted].mean():.3g} | {weights[corrupted].mean():.3g} | {auc:.3f} |")
+        out[name] = (weights[~corrupted].mean(), weights[corrupted].mean(),
+                     sklearn.metrics.roc_auc_score(corrupted, -weights))
+    return out
+
+
+def _example_weights(results: dict[str, hg.Result], corrupted: np.ndarray) -> list[str]:
+    """The report's section on what each strategy's pick weights, for a problem whose training
+    labels were partly flipped (`_weights_against_corruption`); empty when no pick has weights."""
+    rows = [f"| {name} | {clean:.3g} | {dirty:.3g} | {auc:.3f} |"
+            for name, (clean, dirty, auc) in _weights_against_corruption(results, corrupted).items()]
     if not rows:
         return []
     return ["## What the example weights learned", "",

@@ -165,3 +165,5 @@ def test_compare_on_a_noisy_preset_reports_what_the_example_weights_learned(tmp_
     assert "323 of the 1078 training labels were flipped" in section
     for strategy in ("hypergradient", "random", "grid"):
         assert f"| {strategy} |" in section
+    summary_line = report.split("## Verdict")[1].split("digits-noisy, example weights of the picks")[1]
+    assert "random" in summary_line and "AUC 0.50" in summary_line
