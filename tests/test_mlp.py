@@ -114,8 +114,8 @@ def test_affine_value_and_derivatives_of_every_order_equal_the_plain_expression(
 def test_corrupted_examples_are_exactly_the_noisy_problems_flipped_labels():
     clean = np.asarray(hg.problems.mlp_classifier("iris", batch_size=None).train_data[1])
     for noise, noise_seed in ((0.3, 0), (0.5, 2)):
-        noisy = np.asarray(hg.problems.noisy_mlp_classifier("iris", noise, hidden=(4,), batch_size=None, noise_seed=noise_seed)
-                           .train_data[1])
+        problem = hg.problems.noisy_mlp_classifier("iris", noise, hidden=(4,), batch_size=None, noise_seed=noise_seed)
+        noisy = np.asarray(problem.train_data[1])
         mask = hg.problems.corrupted_examples("iris", noise, noise_seed=noise_seed)
         assert mask.dtype == bool and mask.shape == clean.shape
         np.testing.assert_array_equal(noisy != clean, mask)  # a flipped label always changes class

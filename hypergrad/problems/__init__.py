@@ -5,8 +5,8 @@ from hypergrad.problems.mlp import (MLP, corrupted_examples, flip_labels, mlp_cl
                                    noisy_mlp_classifier)
 from hypergrad.problems.ridge import ridge, ridge_solution, ridge_trained_weights
 
-__all__ = ["MLP", "corrupted_examples", "flip_labels", "logistic", "mlp_classifier", "nnx_problem", "noisy_mlp_classifier", "ridge",
-           "ridge_solution", "ridge_trained_weights"]
+__all__ = ["MLP", "corrupted_examples", "flip_labels", "logistic", "mlp_classifier", "nnx_problem",
+           "noisy_mlp_classifier", "ridge", "ridge_solution", "ridge_trained_weights"]
 
 from hypergrad.problems.finetune import (  # noqa: E402
     finetune, group_labels, group_rates, group_sgd, layer_groups, scale_by_group_rate, warmup_ramp)
