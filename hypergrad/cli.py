@@ -12,7 +12,8 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
   trial's hyperparameters);
 - `report.md`: the set-up, the tables at equal compute and at equal wall time, and the picks (on
   a preset with flipped training labels, also what each pick's example weights learned);
-- PNG plots: best validation loss against compute; the learned schedule beside the best constant.
+- PNG plots: best validation loss against compute; the learned schedule beside the best constant;
+  on a preset with flipped training labels, the picked weights of clean and corrupted examples.
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
@@ -42,6 +43,7 @@ import hypergrad as hg
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
 from hypergrad._batching import balanced_chunk
 from hypergrad.outer import cohort_chunk, rows_computed
+from hypergrad.plots import plot_example_weights
 from hypergrad.tune import tune_step_cost
 
 __all__ = ["main"]
@@ -194,6 +196,8 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
     plots = []
     try:
         plots = by_compute.plot(out)
+        if corrupted is not None:
+            plots += [p for p in (plot_example_weights(results, corrupted, out),) if p is not None]
     except ImportError as err:
         print(f"[plots skipped] {err}", file=sys.stderr)
     with open(os.path.join(out, "report.md"), "w") as f:

@@ -186,3 +186,43 @@ def test_missing_matplotlib_message(monkeypatch, results, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ImportError, match=r"pip install 'hypergrad\[plots\]'"):
         plots.plot_comparison(hg.compare(results), tmp_path)
+
+
+def _weights_result(weights) -> hg.Result:
+    trial = hg.Trial(number=0, hparams={"example_weight": np.asarray(weights)}, value=0.5,
+                     scores={"val_loss": 0.5}, state="complete", flops=1.0, seconds=0.1, run_flops=1.0)
+    return hg.Result("x", (trial,), 1.0, 0.0)
+
+
+def test_example_weights_histograms_count_clean_and_corrupted_picks(monkeypatch, tmp_path):
+    """Read the bars back: per strategy, the clean and the corrupted histograms hold exactly those
+    examples' picked weights; a result without weights gets no panel, and none at all gives None."""
+    from matplotlib.figure import Figure
+
+    corrupted = np.arange(12) % 3 == 0
+    weights = np.where(corrupted, 0.1, 0.8) + np.linspace(0.0, 0.05, 12)
+    results = {"hypergradient": _weights_result(weights), "random": _weights_result(0.4),
+               "no weights": dataclasses.replace(_weights_result(0.4), trials=())}
+    record, savefig = {}, Figure.savefig
+
+    def recording_savefig(fig, fname, *args, **kwargs):
+        record["bars"] = [(ax.get_title(), list(zip([t.get_text() for t in ax.get_legend().get_texts()],
+                                                    [[(p.get_x(), p.get_height()) for p in c.patches]
+                                                     for c in ax.containers]))) for ax in fig.axes]
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    path = plots.plot_example_weights(results, corrupted, tmp_path)
+    assert os.path.basename(path) == "example_weights.png"
+    _assert_png(path)
+    titles = [title for title, _ in record["bars"]]
+    assert [t.split(" (")[0] for t in titles] == ["hypergradient", "random"]
+    for (title, containers), picked in zip(record["bars"], (weights, np.full(12, 0.4))):
+        (clean_label, clean), (dirty_label, dirty) = containers
+        assert clean_label == "clean (8)" and dirty_label == "corrupted (4)"
+        assert sum(h for _, h in clean) == 8 and sum(h for _, h in dirty) == 4
+        # every bar holds the examples whose weight falls in it
+        left = [x for x, _ in clean] + [clean[-1][0] + (clean[1][0] - clean[0][0])]
+        expected_clean, _ = np.histogram(picked[~corrupted], bins=left)
+        np.testing.assert_array_equal([h for _, h in clean], expected_clean)
+    assert plots.plot_example_weights({"random": results["no weights"]}, corrupted, tmp_path / "none") is None
