@@ -82,7 +82,6 @@ from hypergrad.problems.presets import preset  # noqa: E402
 from hypergrad.results import FAIL  # noqa: E402
 from hypergrad.search import _search_program  # noqa: E402
 from hypergrad.space import SAMPLE_STREAM  # noqa: E402
-from hypergrad.tune import _finite_z  # noqa: E402
 
 import _common as common  # noqa: E402  this directory's shared helpers
 
@@ -134,7 +133,7 @@ def throughput(args) -> tuple[list[dict], list[dict]]:
         # the search's own chunk program (as `random_search` compiles it for a chunk of n)
         search_exe, _, _, _ = _search_program(objective, n, (batch, placed_key, data), h0)
         # the driver's own population program for n tuners (as `tune` builds it)
-        cohort = outer_driver.make_cohort(objective, space, method, outer, key, _finite_z(space, settings),
+        cohort = outer_driver.make_cohort(objective, space, method, outer, key, outer_driver.finite_z(space, settings),
                                           flops=grad_flops, unit=run_flops)
         assert cohort.chunk == n, (cohort.chunk, n)
         step_key = placed_key if cohort.replicated is None else jax.device_put(key, cohort.replicated)

@@ -35,7 +35,7 @@ from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
-from hypergrad.outer import Cohort, check_outer, drive, make_cohort
+from hypergrad.outer import Cohort, check_outer, drive, make_cohort, starts_program
 from hypergrad.store import check_study, fingerprint, studying
 
 __all__ = ["hybrid_search", "configurations"]
@@ -98,9 +98,10 @@ def hybrid_search(
         raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
                          f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
     groups, structure = _groups(objective, space, settings, key)
-    dtype = jnp.zeros(()).dtype
-    z0 = jax.tree.map(lambda a: jnp.asarray(a, dtype), continuous.unconstrain(continuous.centre()))
-    cohorts = [_cohort(config, group_objective, rows, settings, space, continuous, method, outer, key, z0)
+    centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
+    rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
+    z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
+    cohorts = [_cohort(config, group_objective, rows, settings, space, continuous, method, outer, key, z0, h0)
                for config, group_objective, rows in groups]
     evaluations = _evaluations(cohorts, budget, num)
     with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
@@ -153,16 +154,18 @@ def _groups(objective: Objective | Structured, space: Space, settings: dict[str,
 
 
 def _cohort(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
-            continuous: Space, method: Method, outer: optax.GradientTransformation, key: Key, z0: Any) -> Cohort:
+            continuous: Space, method: Method, outer: optax.GradientTransformation, key: Key, z0: Any,
+            h0: Any) -> Cohort:
     """One program's configurations as a cohort of tuners (id = configuration row), started at z0
-    with their choices held fixed; its cost counted with the held values as inputs."""
+    (the continuous hyperparameters h0) with their choices held fixed; its cost counted with the
+    held values as inputs."""
     fixed = {name: jnp.asarray(np.asarray(settings[name])[rows]) for name in space.choices
              if name not in config or isinstance(config[name], Masked)}
     first_fixed = jax.tree.map(lambda a: a[0], fixed)
-    method.check(objective.with_fixed(first_fixed), continuous.constrain(z0))
-    z = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(rows), *a.shape)), z0)
-    unit = run_flops(objective, {**continuous.constrain(z0), **first_fixed}, key)
-    step = hypergradient_flops(objective, method, continuous.constrain(z0), key, held=first_fixed)
+    method.check(objective.with_fixed(first_fixed), h0)
+    z = jax.tree.map(lambda a: np.broadcast_to(a, (len(rows), *a.shape)), z0)
+    unit = run_flops(objective, {**h0, **first_fixed}, key)
+    step = hypergradient_flops(objective, method, h0, key, held=first_fixed)
 
     def options(row: int) -> dict:
         return space.options_of({n: np.asarray(settings[n])[row] for n in space.choices})

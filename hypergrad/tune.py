@@ -14,7 +14,6 @@ in its compute.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import _caches, accounting
+from hypergrad import accounting
 from hypergrad._checks import check_count, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
@@ -30,7 +29,7 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams, check_key
 from hypergrad.outer import (DEFAULT_OUTER, LIVE, check_outer, cohort_chunk, drive, make_cohort,
-                             outer_step_fn, step_trial)
+                             outer_step_fn, starts_program, step_trial)
 from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
@@ -77,31 +76,6 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
         raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1 (tuners per vmapped call), "
                          f"{LIVE!r} (sized to the live tuners, a program per halving round) or None")
     return int(population)
-
-
-def _finite_z(space: Space, hparams: HParams) -> dict[str, jax.Array]:
-    """Unconstrained coordinates (default float dtype) of `hparams`, clipped where a value sits on a
-    bound (a sampled or warm-up start may): sigmoid rounds to the bound itself past about
-    -log(eps), so nothing is lost."""
-    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-    limit = -float(np.log(np.finfo(dtype).eps)) - 1.0
-    return jax.tree.map(lambda a: jnp.clip(jnp.asarray(a, dtype), -limit, limit), space.unconstrain(hparams))
-
-
-@functools.lru_cache(maxsize=64)
-def _starts_program(space: Space):
-    """batched starts -> (their `_finite_z`, the first tuner's constrained hyperparameters), as one
-    jitted program (compiled once per space and shapes), where eager operations compile a small
-    program each (about 20 per call in a fresh process)."""
-
-    def starts(hparams):
-        z = _finite_z(space, hparams)
-        return z, space.constrain(jax.tree.map(lambda a: a[0], z))
-
-    return jax.jit(starts)
-
-
-_caches.register(_starts_program.cache_clear)
 
 
 def _checked_init(space: Space, init: Any, batched: bool) -> HParams:
@@ -256,7 +230,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
                                  progress=progress, sink=writer)
         starts = _warm_starts(warm, space, population)
-    z, hparams0 = _starts_program(space)(starts)
+    z, hparams0 = starts_program(space)(starts)
     method.check(objective, hparams0)
     unit = run_flops(objective, hparams0, key)
     cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=cohort_chunk(chunk_size, halving),
