@@ -133,8 +133,8 @@ def throughput(args) -> tuple[list[dict], list[dict]]:
         # the search's own chunk program (as `random_search` compiles it for a chunk of n)
         search_exe, _, _, _ = _search_program(objective, n, (batch, placed_key, data), h0)
         # the driver's own population program for n tuners (as `tune` builds it)
-        cohort = outer_driver.make_cohort(objective, space, method, outer, key, outer_driver.finite_z(space, settings),
-                                          flops=grad_flops, unit=run_flops)
+        z = outer_driver.finite_z(space, settings)
+        cohort = outer_driver.make_cohort(objective, space, method, outer, key, z, flops=grad_flops, unit=run_flops)
         assert cohort.chunk == n, (cohort.chunk, n)
         step_key = placed_key if cohort.replicated is None else jax.device_put(key, cohort.replicated)
         step_args = _place((*cohort.carry, cohort.fixed), cohort.spread) + (step_key, cohort.data)

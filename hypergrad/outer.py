@@ -63,8 +63,7 @@ from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
 from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
-           "make_cohort", "drive",
-           "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts"]
+           "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts"]
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
