@@ -327,8 +327,10 @@ def _weights_against_corruption(results: dict[str, hg.Result], corrupted: np.nda
     corrupted ones, ROC AUC of "a lower weight marks a corrupted label"). The AUC is the
     probability that a corrupted example weighs less than a clean one, ties counting half: 0.5 for
     one weight shared by every example, as the baselines search. `corrupted`: a mask in the order
-    of `example_weight`."""
+    of `example_weight`; empty unless it marks some examples and not all (no AUC otherwise)."""
     out = {}
+    if corrupted.all() or not corrupted.any():
+        return out
     for name, result in results.items():
         best = result.best_trial
         if best is None or "example_weight" not in best.hparams:

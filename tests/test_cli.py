@@ -144,6 +144,7 @@ def test_example_weights_section_reads_each_picks_weights_against_the_flipped_la
     # corrupted weights 0.2 and 0.5 against clean 0.1, 0.9, 0.6, 0.7: 6 of the 8 pairs ordered
     assert rows["mixed"] == ["0.575", "0.35", "0.750"]
     assert cli._example_weights({"grid": _random_result([0.1], 0.0)}, corrupted) == []
+    assert cli._example_weights(results, np.zeros(6, bool)) == []  # nothing flipped: no AUC to read
 
 
 def test_picks_describe_schedules_per_layer_values_and_long_vectors_apart():
