@@ -176,18 +176,20 @@ def _trials_for(random: hg.Result, seconds: float) -> int:
     return min(max(wanted, done), EQUAL_TIME_CAP * done)
 
 
-def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed) -> int:
+def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed,
+                   corrupted) -> int:
     """Prints the comparison tables; writes results.json, the plots (when matplotlib is there) and
     report.md into `out`. `by_seconds`: the results at equal wall time (`_at_equal_wall_time`);
-    `verdict`: `_verdict`'s lines. Returns the number of plots written."""
+    `verdict`: `_verdict`'s lines; `corrupted`: the preset's mask of flipped training labels, or
+    None. Returns the number of plots written."""
     slowest = _slowest(results)
     by_compute = hg.compare(results)
     by_time = hg.compare(by_seconds, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
     tables = by_compute.to_markdown(), by_time.to_markdown()
     print(f"\n{problem}: equal compute\n{tables[0]}\n\n{problem}: equal wall time\n{tables[1]}")
-    corrupted = preset_corrupted_examples(problem)
-    if corrupted is not None:
-        print("\n" + "\n".join(_example_weights(results, corrupted)))
+    weights_section = [] if corrupted is None else _example_weights(results, corrupted)
+    if weights_section:
+        print("\n" + "\n".join(weights_section))
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
@@ -196,12 +198,14 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
     plots = []
     try:
         plots = by_compute.plot(out)
-        if corrupted is not None:
-            plots += [p for p in (plot_example_weights(results, corrupted, out),) if p is not None]
+        weights_plot = None if corrupted is None else plot_example_weights(results, corrupted, out)
+        if weights_plot is not None:
+            plots.append(weights_plot)
     except ImportError as err:
         print(f"[plots skipped] {err}", file=sys.stderr)
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(_report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed))
+        f.write(_report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed,
+                                 weights_section))
         f.write("\n## Verdict\n\n" + verdict + "\n")
     return len(plots)
 
@@ -269,8 +273,10 @@ def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> str:
     results = _run_strategies(args, objective, space, key, method, plan, log, say)
     by_seconds = _at_equal_wall_time(objective, space, key, results, log, say)
     elapsed = time.perf_counter() - started
-    verdict = _verdict(problem, results, by_seconds, preset_corrupted_examples(problem))
-    num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed)
+    corrupted = preset_corrupted_examples(problem)  # None unless the preset flips training labels
+    verdict = _verdict(problem, results, by_seconds, corrupted)
+    num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed,
+                               corrupted)
     print(f"\nwrote {out}/report.md, trials.jsonl, results.json and {num_plots} plots in {elapsed:.0f}s",
           file=sys.stderr)
     return verdict
@@ -356,7 +362,8 @@ def _example_weights(results: dict[str, hg.Result], corrupted: np.ndarray) -> li
             "| strategy | mean weight, clean | mean weight, corrupted | AUC |", "|---|---|---|---|", *rows, ""]
 
 
-def _report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed) -> str:
+def _report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed,
+                     weights_section) -> str:
     continued = _continued(results["random"], by_seconds["random"])
     slowest = _slowest(results)
     lines = [
@@ -402,9 +409,8 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         lines.append(f"- **{name}**: {result.summary()}")
         if best is not None:
             lines.append(f"  - {_describe(best.hparams, objective.num_steps)}")
-    corrupted = preset_corrupted_examples(problem)
-    if corrupted is not None:
-        lines += ["", *_example_weights(results, corrupted)]
+    if weights_section:  # `_example_weights`' lines
+        lines += ["", *weights_section]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"
