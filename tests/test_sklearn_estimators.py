@@ -16,7 +16,7 @@ sklearn = pytest.importorskip("sklearn")
 
 import sklearn.linear_model  # noqa: E402
 import sklearn.neural_network  # noqa: E402
-from sklearn.datasets import load_iris  # noqa: E402
+from sklearn.datasets import load_iris, load_wine  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -26,6 +26,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from hypergrad.search import evaluate_settings  # noqa: E402
 from hypergrad.sklearn import LogisticRegression, MLPClassifier, MLPRegressor, Ridge  # noqa: E402
 from hypergrad.sklearn import _mlp  # noqa: E402
+from hypergrad.sklearn._linear import newton_logistic  # noqa: E402
 
 ESTIMATORS = [MLPClassifier(), MLPRegressor(), LogisticRegression(), Ridge()]
 # The one check expected to fail, with its reason (also in hypergrad/sklearn/_linear.py and the README);
@@ -154,6 +155,34 @@ def test_iris_accuracy_close_to_sklearn(iris):
             theirs.append(sklearn.neural_network.MLPClassifier(random_state=seed).fit(x, y).score(x_test, y_test))
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.05, (ours, theirs)
     assert np.mean(ours) > 0.85
+
+
+@pytest.mark.parametrize("load", [load_iris, load_wine])
+def test_multiclass_newton_is_finite_and_converges_in_float32(load):
+    # float32 inputs make the solve float32 (this process runs in float64). The softmax is flat along
+    # "every intercept shifted together": with a ridge of 1e-12 there, float32 rounding was blown up
+    # into NaN coefficients on iris (C = 1e-3, 1e-2, 1e3) and the intercepts drifted (summing to
+    # 53 at C = 1). Raw wine (features up to 1680) also needs the damped fallback of failed steps.
+    x, y = load(return_X_y=True)
+    targets = np.eye(3)[y]
+
+    def fit(c, dtype):
+        return newton_logistic(jnp.asarray(x, dtype), jnp.asarray(targets, dtype), jnp.ones(len(y), dtype),
+                               jnp.asarray(c * len(y), dtype), fit_intercept=True, max_iter=100, tol=1e-4)
+
+    def proba(params):
+        z = x @ np.asarray(params["coef"], np.float64) + np.asarray(params["intercept"], np.float64)
+        return np.asarray(jax.nn.softmax(z, axis=1))
+
+    for c in (1e-3, 1e-2, 1.0, 1e3):
+        params, _, converged = fit(c, jnp.float32)
+        assert params["coef"].dtype == jnp.float32
+        assert bool(converged), c
+        assert np.isfinite(params["coef"]).all() and np.isfinite(params["intercept"]).all(), c
+        # the intercepts never move along their flat direction: they sum to 0, as scikit-learn's
+        assert abs(float(jnp.sum(params["intercept"]))) <= 1e-5 * float(jnp.max(jnp.abs(params["intercept"]))), c
+        if load is load_iris:  # well scaled: the float32 fit is the float64 one
+            np.testing.assert_allclose(proba(params), proba(fit(c, jnp.float64)[0]), atol=1e-4)
 
 
 def _log_loss(proba, codes):

@@ -21,7 +21,11 @@ p = p*; hg.Implicit).
 - `LogisticRegression`: multinomial log-loss (k > 2 classes; one logistic unit for 2 classes, as
   scikit-learn) + ||W||^2 / (2 C n) (intercepts not penalised) minimised by Newton's method: up to
   `max_iter` iterations, each a Hessian solve and a backtracking line search over step sizes
-  1, 1/2, ..., 2^-9 (Armijo, the ten losses computed at once). Stopping: once the largest absolute
+  1, 1/2, ..., 2^-9 (Armijo, the ten losses computed at once). With k > 2 classes the steps stay off
+  the softmax's flat directions (every class's coefficients of a feature, or every intercept,
+  shifted together), so the intercepts sum to 0 as scikit-learn's; where no step size decreases
+  the loss enough (badly scaled data in float32) the iterate stays and the next solve is damped
+  10x more (Levenberg-Marquardt), 10x less again after each success. Stopping: once the largest absolute
   gradient entry is at most `tol` (scikit-learn's lbfgs criterion on the same scaled loss) the
   iterate is frozen (a `jnp.where`), so a vmapped fit equals the fit alone and `n_iter_` counts the
   Newton steps taken. Every `solver` value is accepted and means this Newton solve (closest
@@ -63,6 +67,8 @@ __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
 STEP_SIZES = 2.0 ** -np.arange(10)
 """The line search's candidate Newton step sizes."""
+MIN_DAMPING = 1e-12
+"""Newton's ridge, relative to the Hessian's largest diagonal entry, while steps succeed."""
 
 
 def _dtype() -> Any:
@@ -98,6 +104,15 @@ def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, weights: j
     return (jnp.sum(weights * per) + jnp.sum(jnp.square(coef)) / (2 * c)) / jnp.sum(weights)
 
 
+def _shift_projector(size: int, m: int) -> np.ndarray:
+    """The orthogonal projector onto the directions that shift all m classes' coefficients of one
+    feature (or all intercepts) together, in the flat layout [W (d, m) ravelled, b (m,)]: zero for
+    one logistic unit (m = 1)."""
+    if m == 1:
+        return np.zeros((size, size))
+    return np.kron(np.eye(size // m), np.full((m, m), 1.0 / m))
+
+
 def newton_logistic(x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax.Array, *, fit_intercept: bool,
                     max_iter: int,
                     tol: float) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
@@ -105,28 +120,40 @@ def newton_logistic(x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax
     (module docstring), from zero; frozen once the largest gradient entry is <= tol."""
     d, m = x.shape[1], targets.shape[1]
     size = d * m + (m if fit_intercept else 0)
+    shift = jnp.asarray(_shift_projector(size, m), x.dtype)
 
     def loss(theta):
         return logistic_loss(theta, x, targets, weights, c, fit_intercept)
 
     def step(carry, _):
-        theta, taken, done = carry
+        theta, taken, done, damping = carry
         value, grad = jax.value_and_grad(loss)(theta)
+        # The softmax's logits are unchanged when every class's coefficient of one feature (or every
+        # intercept) moves by the same amount. From zero the gradient has no component along these
+        # shifts (the penalty's is the class sum of the coefficients, which stays 0), so it is
+        # removed exactly as rounding leaves it, and the Hessian, flat or nearly so along them, is
+        # lifted there to its own scale: the solve is well conditioned along them in float32, and
+        # its step, also kept off the shifts, is the Newton step on the rest.
+        grad = grad - shift @ grad
         done = done | (jnp.max(jnp.abs(grad)) <= tol)
         hessian = jax.hessian(loss)(theta)
-        # a relative ridge of 1e-12 keeps the softmax's flat direction (all intercepts shifted
-        # together) solvable; the gradient has no component along it, so the step has none either
-        damping = 1e-12 * (1 + jnp.max(jnp.abs(jnp.diag(hessian))))
-        direction = jnp.linalg.solve(hessian + damping * jnp.eye(size, dtype=x.dtype), grad)
+        scale = 1 + jnp.max(jnp.abs(jnp.diag(hessian)))
+        lifted = hessian + scale * shift + damping * scale * jnp.eye(size, dtype=x.dtype)
+        direction = jnp.linalg.solve(lifted, grad)
+        direction = direction - shift @ direction
         sizes = jnp.asarray(STEP_SIZES, x.dtype)
         trials = jax.vmap(lambda t: loss(theta - t * direction))(sizes)
-        armijo = trials <= value - 1e-4 * sizes * jnp.dot(grad, direction)
-        chosen = sizes[jnp.argmax(armijo)]  # the largest step that decreases enough (else the smallest)
-        moved = theta - jnp.where(jnp.any(armijo), chosen, sizes[-1]) * direction
-        return (jnp.where(done, theta, moved), taken + jnp.where(done, 0, 1), done), None
+        armijo = trials <= value - 1e-4 * sizes * jnp.dot(grad, direction)  # False where non-finite
+        # No step decreases enough (an ill-conditioned Hessian in float32, badly scaled data): stay,
+        # and damp the next solve 10x more (Levenberg-Marquardt), towards a short gradient step.
+        ok = jnp.any(armijo)
+        moved = jnp.where(ok, theta - sizes[jnp.argmax(armijo)] * direction, theta)  # the largest step that does
+        damping = jnp.where(done, damping, jnp.where(ok, jnp.maximum(damping / 10, MIN_DAMPING), damping * 10))
+        return (jnp.where(done, theta, moved), taken + jnp.where(done, 0, 1), done, damping), None
 
-    start = (jnp.zeros(size, x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    theta, taken, done = jax.lax.scan(step, start, None, length=max_iter)[0]
+    start = (jnp.zeros(size, x.dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool),
+             jnp.asarray(MIN_DAMPING, x.dtype))
+    theta, taken, done, _ = jax.lax.scan(step, start, None, length=max_iter)[0]
     converged = done | (jnp.max(jnp.abs(jax.grad(loss)(theta))) <= tol)
     intercept = theta[d * m:] if fit_intercept else jnp.zeros(m, x.dtype)
     return {"coef": theta[:d * m].reshape(d, m), "intercept": intercept}, taken, converged
