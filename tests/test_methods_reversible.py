@@ -131,6 +131,33 @@ def test_leaving_the_fixed_point_range_gives_nan(ridge_problem, key):
     assert np.isnan(value) and all(np.all(np.isnan(g)) for g in grads.values())
 
 
+def test_a_traced_momentum_it_cannot_reverse_gives_nan_not_a_wrong_number(ridge_problem, key):
+    """Rows of one vmapped call: `check` sees only concrete values, so a traced momentum below
+    2^-info_bits (or above 1) used to be clipped silently and its row returned the value of another
+    momentum. Now such a row is NaN; the rows in range still equal Reverse."""
+    objective = hg.Objective(ridge_problem, sgd_momentum_scalar, num_steps=T)
+    momenta = jnp.asarray([0.5, 0.002, 0.0, 1.5, 2.0 ** -8])
+    rows = {"lr": jnp.full(5, 0.3), "momentum": momenta, "weight_decay": jnp.full(5, 0.02)}
+    value, grads = jax.jit(jax.vmap(lambda h: hg.hypergradient(objective, h, key, method=Reversible())))(rows)
+    bad = np.array([False, True, True, True, False])
+    assert np.isnan(np.asarray(value)[bad]).all() and np.isfinite(np.asarray(value)[~bad]).all()
+    for g in grads.values():
+        assert np.isnan(np.asarray(g)[bad]).all() and np.isfinite(np.asarray(g)[~bad]).all()
+    for i in np.flatnonzero(~bad):
+        expected, expected_grads = hg.hypergradient(objective, jax.tree.map(lambda a: a[i], rows), key)
+        np.testing.assert_allclose(value[i], expected, rtol=1e-9)
+        for name in rows:
+            np.testing.assert_allclose(grads[name][i], expected_grads[name], rtol=RTOL)
+    # In a population, the tuner started where it cannot reverse fails its steps and is never best.
+    space = hg.Space({"lr": hg.LogUniform(1e-2, 1.0), "momentum": hg.Uniform(0.0, 0.9),
+                      "weight_decay": hg.LogUniform(1e-3, 1e-1)})
+    two = {"lr": jnp.full(2, 0.3), "momentum": jnp.asarray([0.5, 0.002]), "weight_decay": jnp.full(2, 0.02)}
+    result = hg.tune(objective, space, key, population=2, steps=2, method=Reversible(), init=two)
+    outside = [t for t in result.trials if t.tuner == 1]
+    assert outside and all(t.state == "fail" for t in outside)
+    assert result.best_trial.tuner == 0
+
+
 # -- refusals, before anything is traced ------------------------------------------------------------
 def counted(problem):
     count = {"traces": 0}

@@ -27,8 +27,10 @@ parameter per step on average (0.15 bits at m = 0.9). JAX needs static shapes, s
 stores its fiber indices in a fixed width of `info_bits` bits per parameter (packed into uint8):
 exact whenever ceil(1/m) <= 2^info_bits, i.e. m >= 2^-info_bits. `info_bits=1` suffices for any
 m >= 1/2 (1 bit per parameter per step, 32x less than float32 parameters); the default 8 covers
-m >= 1/256. A momentum below 2^-info_bits (or above 1) is clipped into [2^-info_bits, 1] in the
-forward pass (`check` refuses such a concrete value; inside `tune` it is clipped silently).
+m >= 1/256. A momentum below 2^-info_bits (or above 1) cannot be reversed exactly: `check` refuses
+such a concrete value, and a traced one (a row of a vmapped call, a tuner of `tune` stepping or
+sampled there) gives a NaN value and hypergradient, as a diverging run does, so `tune` counts the
+step as failed and backs off (the arithmetic itself runs with the momentum clipped into range).
 
 Cost: one forward training run (one gradient per step) plus a reverse pass that recomputes each
 step's gradient and takes one VJP of it (a Hessian-vector product), plus O(parameters) integer
@@ -329,9 +331,13 @@ class Reversible(Method):
         grads = dict(hbar)
         grads[self.lr] = grads[self.lr] + lr_grad.astype(grads[self.lr].dtype)
         grads[self.momentum] = grads[self.momentum] + mbar.astype(grads[self.momentum].dtype)
-        # Outside the int64 range the integers wrapped: report NaN rather than a wrong number.
+        # Outside the int64 range the integers wrapped, and outside [2^-info_bits, 1] the momentum
+        # was clipped (a traced value `check` could not see): report NaN rather than a wrong number.
+        m = jnp.asarray(hparams[self.momentum])
+        ok = ok & (m >= 2.0 ** -self.info_bits) & (m <= 1)
         grads = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), grads)
         value = jnp.where(ok, value, jnp.nan)
+        scores = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), scores)
         return ReversibleRun(value, scores, grads, arith.tree(W0), arith.tree(W0_rec), arith.tree(V0_rec))
 
 
