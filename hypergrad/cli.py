@@ -69,10 +69,11 @@ def _evaluations(population: int, steps: int, halving: int | None) -> int:
     return total
 
 
-def _gradient_plan(budget: float, step_runs: float) -> dict[str, Any]:
+def _gradient_plan(budget: float, step_runs: float) -> dict[str, Any] | None:
     """The population, warm-up, halving period and outer steps that fit in `budget` runs: the
     largest population (8, 4, 2, 1) that affords at least one step after its warm-up, then as many
-    steps as fit, halving every quarter of them."""
+    steps as fit, halving every quarter of them; None when not even one tuner's step and its final
+    scoring fit (`_minimum_budget`)."""
     for population in (POPULATION, 4, 2, 1):
         warmup = max(population, round(WARMUP_SHARE * budget)) if population > 1 else 0
         fits = 0
@@ -84,14 +85,32 @@ def _gradient_plan(budget: float, step_runs: float) -> dict[str, Any]:
         if fits:
             return {"population": population, "warmup": warmup or None, "tune_steps": fits,
                     "halving": max(1, fits // 4) if population > 1 else None}
-    return {"population": 1, "warmup": None, "tune_steps": 1, "halving": None}
+    return None
 
 
-def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_axes: int) -> dict[str, Any]:
-    """The gradient strategy's plan, random trials and grid points that fit in `budget` runs."""
+def _gradient_words(plan: dict[str, Any]) -> str:
+    """The gradient strategy's plan in words."""
+    if plan["population"] == 1:
+        return f"one tuner started from the space's centre for {plan['tune_steps']} outer steps"
+    return (f"{plan['warmup']} random warm-up trials, then {plan['population']} tuners started from the best of "
+            f"them for {plan['tune_steps']} outer steps (halving every {plan['halving']})")
+
+
+def _minimum_budget(step_runs: float) -> float:
+    """The least budget the gradient strategy fits in: one tuner's one outer step and the scoring of
+    its last iterate, each a hypergradient of `step_runs` training runs."""
+    return _evaluations(1, 1, None) * step_runs
+
+
+def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_axes: int) -> dict[str, Any] | None:
+    """The gradient strategy's plan, random trials and grid points that fit in `budget` runs; None
+    when the gradient strategy does not fit (`_minimum_budget`)."""
+    gradient = _gradient_plan(budget, step_runs)
+    if gradient is None:
+        return None
     trials = max(1, math.floor(budget / trial_runs))
     points = max(1, math.floor((budget / trial_runs) ** (1.0 / num_grid_axes) + 1e-9))
-    return {**_gradient_plan(budget, step_runs), "random_trials": trials, "grid_points_per_axis": points}
+    return {**gradient, "random_trials": trials, "grid_points_per_axis": points}
 
 
 def _use_devices(cpu_devices: int) -> None:
@@ -256,18 +275,33 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
     return "\n".join(lines)
 
 
-def _compare_one(args: argparse.Namespace, problem: str, out: str, say) -> str:
-    """Every strategy on one preset at the same budget; its report written into `out`. Returns the
-    verdict (`_verdict`)."""
+def _planned(args: argparse.Namespace, problem: str) -> tuple:
+    """(objective, space, key, method, plan) of one preset at `args.budget`; a usage error (exit
+    status 2, as argparse's) when the budget cannot pay for one outer step of the gradient
+    strategy, which would otherwise overspend it and still be reported at "equal compute"."""
     objective, space = preset(problem, args.steps)
     key = jax.random.key(args.seed)
-    log = _fresh_log(out)
     method = hg.Reverse(checkpoint_every=args.checkpoint_every)
-    plan = _budget_plan(args.budget, tune_step_cost(objective, space, key, method), 1.0, len(space))
+    step_runs = tune_step_cost(objective, space, key, method)
+    plan = _budget_plan(args.budget, step_runs, 1.0, len(space))
+    if plan is None:
+        least = _minimum_budget(step_runs)
+        print(f"hypergrad compare: error: argument --budget: {args.budget:g} training runs cannot pay for one outer "
+              f"step of the gradient strategy on {problem} (T={objective.num_steps}): a hypergradient costs "
+              f"{step_runs:.3g} runs, and a tuner's step and the scoring of its last iterate take {least:.3g}; "
+              f"give --budget {math.ceil(least)} or more", file=sys.stderr)
+        raise SystemExit(2)
+    return objective, space, key, method, plan
+
+
+def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: str, say) -> str:
+    """Every strategy on one preset at the same budget, as `_planned` planned them; its report
+    written into `out`. Returns the verdict (`_verdict`)."""
+    objective, space, key, method, plan = planned
+    log = _fresh_log(out)
     if say:
         say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
-            f"{plan['warmup'] or 0} warm-up trials, then {plan['population']} tuners for {plan['tune_steps']} steps "
-            f"(halving every {plan['halving']}); {plan['random_trials']} random trials; "
+            f"{_gradient_words(plan)}; {plan['random_trials']} random trials; "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
     started = time.perf_counter()
     results = _run_strategies(args, objective, space, key, method, plan, log, say)
@@ -289,10 +323,11 @@ def _compare(args: argparse.Namespace) -> int:
     _use_devices(args.cpu_devices)
     problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
+    plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
     verdicts = []
     for problem in problems:
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
-        verdicts.append(_compare_one(args, problem, out, say))
+        verdicts.append(_compare_one(args, problem, plans[problem], out, say))
     if len(problems) > 1:
         summary = ["# hypergrad compare: who wins where", "",
                    f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
@@ -371,9 +406,8 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         "",
         f"Budget: {args.budget:g} training runs (T={objective.num_steps} steps each) per strategy; seed {args.seed}; "
         f"{elapsed:.0f}s wall in all.",
-        f"Plan: `hypergradient` is `tune` with {plan['warmup'] or 0} random warm-up trials, then "
-        f"{plan['population']} tuners started from the best of them for {plan['tune_steps']} outer steps "
-        f"(halving every {plan['halving']}; Reverse, Adam {args.outer_lr} in unconstrained coordinates); "
+        f"Plan: `hypergradient` is `tune` with {_gradient_words(plan)} (Reverse, Adam {args.outer_lr} in "
+        "unconstrained coordinates); "
         f"{plan['random_trials']} random trials; a {plan['grid_points_per_axis']}-point grid per axis.",
         "",
         "Space: " + ", ".join(f"`{name}`: {dist}" for name, dist in space.items),

@@ -2,7 +2,9 @@
 
 import dataclasses
 import json
+import math
 import os
+import re
 
 import jax
 import numpy as np
@@ -12,6 +14,7 @@ import hypergrad as hg
 from hypergrad import cli
 from hypergrad.results import Trial
 from hypergrad.outer import cohort_chunk, rows_computed
+from hypergrad.problems.presets import preset
 
 
 def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
@@ -81,6 +84,33 @@ def test_compare_refuses_a_bad_budget(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse's usage error, before anything runs
         cli.main(["compare", "--budget", "0", "--out", str(tmp_path)])
     assert exit_.value.code == 2 and "--budget" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys):
+    # The gradient strategy used to fall back to one tuner's step regardless: at budget 2 it spent
+    # 3.9 runs on breast-cancer-logistic and was still reported "at equal compute".
+    out = tmp_path / "small"
+    args = ["compare", "--problem", "iris-mlp,breast-cancer-logistic", "--steps", "5", "--out", str(out), "--quiet",
+            "--cpu-devices", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--budget", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--budget 2 training runs cannot pay" in err.replace("argument --budget: ", "--budget ")
+    assert not out.exists()  # every problem's budget is checked before anything runs or is written
+    least = int(re.search(r"give --budget (\d+) or more", err).group(1))
+    objective, space = preset("iris-mlp", 5)
+    step_runs = cli.tune_step_cost(objective, space, jax.random.key(0), hg.Reverse())
+    assert least == math.ceil(cli._minimum_budget(step_runs)) and cli._minimum_budget(step_runs) == 2 * step_runs
+    assert cli._gradient_plan(least, step_runs) is not None  # the least budget it names does fit
+    assert cli._gradient_plan(2 * step_runs * (1 - 1e-9), step_runs) is None
+
+
+def test_plans_in_words():
+    assert cli._gradient_words(cli._gradient_plan(10, step_runs=3.0)) == (
+        "one tuner started from the space's centre for 2 outer steps")
+    plan = cli._gradient_plan(300, step_runs=3.0)
+    assert cli._gradient_words(plan) == (f"75 random warm-up trials, then 8 tuners started from the best of them for "
+                                         f"{plan['tune_steps']} outer steps (halving every {plan['halving']})")
 
 
 def test_budget_plan_fits_the_budget():
