@@ -468,6 +468,12 @@ _POSITIVE = _number(float, math.ulp(0.0), "a positive finite number")
 _COUNT = _number(int, 1, "an integer >= 1")
 
 
+def _folder(text: str) -> str:
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder (created if missing)")
+    return text
+
+
 def _problems(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in PRESETS]
@@ -483,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--problem", default="digits-mlp", type=_problems,
                      help=f"a preset, or several separated by commas ({', '.join(sorted(PRESETS))})")
     cmp.add_argument("--budget", type=_POSITIVE, default=300, help="training-run equivalents per strategy")
-    cmp.add_argument("--out", default="results", help="output folder")
+    cmp.add_argument("--out", default="results", type=_folder, help="output folder (created if missing)")
     cmp.add_argument("--steps", type=_COUNT, default=None, help="training steps T (default: the preset's)")
     cmp.add_argument("--seed", type=_number(int, 0, "an integer in [0, 2**32)", 2**32), default=0)
     cmp.add_argument("--outer-lr", type=_POSITIVE, default=0.1, help="Adam step of tune, unconstrained coordinates")

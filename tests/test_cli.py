@@ -86,6 +86,14 @@ def test_compare_refuses_a_bad_budget(tmp_path, capsys):
     assert exit_.value.code == 2 and "--budget" in capsys.readouterr().err
 
 
+def test_compare_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(SystemExit) as exit_:  # was a FileExistsError traceback after the plan was made
+        cli.main(["compare", "--out", str(a_file)])
+    assert exit_.value.code == 2 and "--out" in capsys.readouterr().err and a_file.read_text() == "mine"
+
+
 def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys):
     # The gradient strategy used to fall back to one tuner's step regardless: at budget 2 it spent
     # 3.9 runs on breast-cancer-logistic and was still reported "at equal compute".
