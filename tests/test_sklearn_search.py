@@ -24,11 +24,12 @@ from sklearn.dummy import DummyClassifier
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier as SklearnMLP
+from sklearn.linear_model import LogisticRegression as SklearnLogistic
 from sklearn.linear_model import Ridge as SklearnRidge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, MLPClassifier, RandomizedSearchCV, Ridge
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier, RandomizedSearchCV, Ridge
 from hypergrad.sklearn._search import devices_for_n_jobs, options_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -338,3 +339,30 @@ def test_n_jobs_splits_the_cpu_into_devices_before_jax_starts_and_changes_nothin
     before = jax.device_count()
     assert devices_for_n_jobs(None) is None and devices_for_n_jobs(1) is None and devices_for_n_jobs(2) is None
     assert jax.device_count() == before
+
+
+def overlapping_classes(n=90, k=3, labels=None):
+    """n examples of 4 features in k classes whose regions overlap (a noisy linear rule), so that no
+    class separates and an unpenalised logistic fit has a finite optimum; labels: the class names."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 4))
+    codes = np.argmax(x @ rng.normal(size=(4, k)) + rng.normal(scale=1.5, size=(n, k)), axis=1)
+    return x, codes if labels is None else np.asarray(labels)[codes]
+
+
+def test_penalty_none_ignores_a_searched_c_as_scikit_learn_does():
+    """penalty=None fits without a penalty whatever C a search gives it (C is then unused, so the
+    candidates are one fit), equal to scikit-learn's search; a searched penalty=None does too. Noisy
+    classes, so the unpenalised fit has a finite optimum both libraries reach."""
+    x, y = overlapping_classes()
+    kwargs = {"cv": 3, "scoring": "neg_log_loss", "refit": False}
+    ours = GridSearchCV(LogisticRegression(penalty=None), {"C": [0.01, 1.0]}, **kwargs).fit(x, y)
+    theirs = sk.GridSearchCV(SklearnLogistic(penalty=None, tol=1e-10), {"C": [0.01, 1.0]}, **kwargs).fit(x, y)
+    scores = ours.cv_results_["mean_test_score"]
+    assert scores[0] == scores[1] and ours.hypergrad_info_[0]["candidates"] == 1
+    np.testing.assert_allclose(scores, theirs.cv_results_["mean_test_score"], rtol=1e-4)
+    varied = GridSearchCV(LogisticRegression(), {"penalty": [None, "l2"]}, **kwargs).fit(x, y)
+    l2 = GridSearchCV(LogisticRegression(), {"C": [1.0]}, **kwargs).fit(x, y)
+    np.testing.assert_allclose(varied.cv_results_["mean_test_score"],
+                               [scores[0], l2.cv_results_["mean_test_score"][0]], rtol=1e-10)
+    assert abs(scores[0] - l2.cv_results_["mean_test_score"][0]) > 1e-3

@@ -403,10 +403,17 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
     def _penalty_c(self, c: Any) -> Any:
         return np.inf if self.penalty is None else c
 
+    def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
+        """`C` with `penalty=None`: no penalty, so C is not read (scikit-learn ignores it too)."""
+        return frozenset({"C"}) if params["penalty"] is None else frozenset()
+
     def _solver(self, params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
         def solve(batch, hparams):
             x, targets, weights = batch
-            c = hparams["C"] if "C" in hparams else jnp.asarray(self._penalty_c(continuous["C"]), x.dtype)
+            if params["penalty"] is None:  # no penalty whatever C is, a searched (traced) C included
+                c = jnp.asarray(np.inf, x.dtype)
+            else:
+                c = hparams["C"] if "C" in hparams else jnp.asarray(continuous["C"], x.dtype)
             return newton_logistic(x, targets, weights, c, fit_intercept=bool(params["fit_intercept"]),
                                    max_iter=int(params["max_iter"]), tol=float(params["tol"]))[0]
         return solve
