@@ -9,8 +9,17 @@ shape. Objects JSON cannot hold (a function given as a structural option) are wr
 A fingerprint describes a call (strategy, space, objective, key, counts) so that resuming a study
 with a different call is refused. Functions are described by qualified name, a hash of their
 bytecode and constants, and, to a bounded depth, the values they close over (an optax optimiser's
-learning rate lives in a closure); arrays by dtype, shape and a SHA-1 of their bytes; memory
-addresses never enter, so a fingerprint is the same in every process running the same code.
+learning rate lives in a closure) and, for the user's own functions, the module-level values their
+code names (`momentum=MOM`: editing `MOM` changes results as much as editing the code); an object of
+the user's own class by its attributes (its default repr shows none); arrays by dtype, shape and a
+SHA-1 of their bytes; memory addresses never enter, so a fingerprint is the same in every process
+running the same code. The functions and objects of this library, the standard library and
+installed packages are described by code (and repr) alone: their module-level state is caches and
+counters that change as they run, and their code is their version.
+
+Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it (format 1: no globals, no
+attributes) are compared in their own terms (`in_format`): a study stored then still resumes, with
+the weaker check it was stored under.
 """
 
 from __future__ import annotations
@@ -19,7 +28,11 @@ import dataclasses
 import functools
 import hashlib
 import math
+import os
 import re
+import site
+import sys
+import sysconfig
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -31,7 +44,10 @@ import numpy as np
 from hypergrad.space import Choice, Space
 
 __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
-           "first_difference"]
+           "first_difference", "in_format", "FINGERPRINT_FORMAT"]
+
+FINGERPRINT_FORMAT = 2
+"""2: functions' globals and plain objects' attributes described; 1 (no "format" field): neither."""
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -167,6 +183,18 @@ def _code_hash(code: types.CodeType) -> str:
     return hashlib.sha1(b"|".join(parts)).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The names a code object (and the code nested in it: its lambdas) may read as globals, sorted:
+    `co_names` holds global and attribute names alike, so an attribute that shares a global's name
+    is described too (one more value; never one less)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
 def _function(fn: types.FunctionType, depth: int, seen: _Seen) -> dict[str, Any]:
     cells = []
     for cell in fn.__closure__ or ():
@@ -174,8 +202,37 @@ def _function(fn: types.FunctionType, depth: int, seen: _Seen) -> dict[str, Any]
             cells.append(identity(cell.cell_contents, depth - 1, seen))
         except ValueError:  # an empty cell (a closure variable not yet bound)
             cells.append(None)
-    return {"function": fn.__qualname__, "code": _code_hash(fn.__code__), "closure": cells,
-            "defaults": identity(fn.__defaults__, depth - 1, seen)}
+    described = {"function": fn.__qualname__, "code": _code_hash(fn.__code__), "closure": cells,
+                 "defaults": identity(fn.__defaults__, depth - 1, seen)}
+    if not _is_library(fn):
+        # The module-level values the code reads (`momentum=MOM`): editing one changes the results
+        # as much as editing the code. A library's functions are described by their code only: its
+        # globals are caches and counters that change as it runs (and its code is its version).
+        module = fn.__globals__
+        described["globals"] = {name: identity(module[name], depth - 1, seen)
+                                for name in _global_names(fn.__code__) if name in module}
+    return described
+
+
+def _is_library(fn: types.FunctionType) -> bool:
+    return _installed(fn.__module__ if isinstance(fn.__module__, str) else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _installed(module_name: str) -> bool:
+    """Whether a module is this library, the standard library or an installed package (a file
+    under site-packages), not the user's own code (`__main__`, a notebook, a script's modules)."""
+    top = module_name.partition(".")[0]
+    if top in (__name__.partition(".")[0], "builtins") or top in sys.stdlib_module_names:
+        return True
+    module = sys.modules.get(module_name) or sys.modules.get(top)
+    path = getattr(module, "__file__", None)
+    return isinstance(path, str) and os.path.realpath(path).startswith(_INSTALLED)
+
+
+_INSTALLED = tuple(sorted({os.path.realpath(p) + os.sep for p in [
+    *site.getsitepackages(), site.getusersitepackages(),
+    *(sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib"))]}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +296,24 @@ def _object(obj: Any, depth: int, seen: _Seen) -> Any:
         return {"class": obj.__qualname__}
     if callable(obj) and hasattr(obj, "__wrapped__"):  # a jitted or wrapped function
         return {"wrapped": identity(obj.__wrapped__, depth - 1, seen)}
-    return {"type": name, "repr": _ADDRESS.sub("", repr(obj))[:200]}
+    described = {"type": name, "repr": _ADDRESS.sub("", repr(obj))[:200]}
+    fields = _instance_fields(obj)
+    if fields:  # a plain object's repr rarely shows its values (`<Config object>`): its attributes do
+        described["fields"] = {k: identity(v, depth, seen) for k, v in sorted(fields.items())}
+    return described
+
+
+def _instance_fields(obj: Any) -> dict[str, Any]:
+    """The instance attributes of a plain object of the user's own class, else {} (an installed
+    package's objects carry caches and handles; their repr describes them, as before)."""
+    module = getattr(type(obj), "__module__", "")
+    if not isinstance(module, str) or _installed(module):
+        return {}
+    try:
+        fields = vars(obj)
+    except TypeError:  # no __dict__ (__slots__): the repr alone
+        return {}
+    return {k: v for k, v in fields.items() if isinstance(k, str) and not k.startswith("__")}
 
 
 def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
@@ -261,3 +335,17 @@ def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
                 return found
         return None
     return None if stored == given else (path.lstrip(".") or "(whole)")
+
+
+def in_format(description: Any, version: int) -> Any:
+    """`description` (made by `identity` in `FINGERPRINT_FORMAT`) as format `version` would have
+    made it: for format 1, without functions' "globals" and objects' "fields"."""
+    if version >= FINGERPRINT_FORMAT:
+        return description
+    if isinstance(description, list):
+        return [in_format(v, version) for v in description]
+    if not isinstance(description, dict):
+        return description
+    drop = ("globals",) if {"function", "code"} <= description.keys() else \
+        ("fields",) if {"type", "repr"} <= description.keys() else ()
+    return {k: in_format(v, version) for k, v in description.items() if k not in drop}

@@ -6,7 +6,8 @@ Python's own `sqlite3`: nothing to install or start. The same call again resumes
 loaded, never re-run, and the final `Result` equals an uninterrupted run's (trial numbers,
 hyperparameters and values bitwise; seconds and compile time aside). A call whose arguments differ
 from the stored study's (space, objective, key, counts, method, ...) is a `ValueError` naming the
-first difference, never a silent mix.
+first difference, never a silent mix; the objective's functions count with the module-level values
+they read and the attributes of the plain objects they hold (`hypergrad._store_codec`).
 
 Schema (numbers and JSON only, never pickles: opening someone else's file runs no code):
 
@@ -60,8 +61,8 @@ import jax
 import numpy as np
 
 from hypergrad._batching import is_writer, sync_processes
-from hypergrad._store_codec import (decode_hparams, decode_value, describe_space, encode_hparams, encode_value,
-                                    first_difference, identity)
+from hypergrad._store_codec import (FINGERPRINT_FORMAT, decode_hparams, decode_value, describe_space, encode_hparams,
+                                    encode_value, first_difference, identity, in_format)
 from hypergrad.results import Result, Trial
 from hypergrad.space import Space
 
@@ -189,8 +190,8 @@ def _alive(pid: int, host: str) -> bool:
 def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: Any) -> dict[str, Any]:
     """The JSON description of a call that a resumed study must match: kind, space, objective (its
     functions, data and settings: `identity`), the key's raw data and the given arguments (those
-    that change results; chunk sizes, logs and progress do not)."""
-    return {"kind": kind, "space": describe_space(space), "objective": identity(objective),
+    that change results; chunk sizes, logs and progress do not), in `FINGERPRINT_FORMAT`."""
+    return {"format": FINGERPRINT_FORMAT, "kind": kind, "space": describe_space(space), "objective": identity(objective),
             "key": np.asarray(jax.random.key_data(key)).tolist(),
             "arguments": {name: identity(value) for name, value in sorted(arguments.items())}}
 
@@ -290,7 +291,11 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
     except (TypeError, ValueError) as err:
         raise ValueError(f"study {study!r} in {path}: its stored call (fingerprint) is unreadable ({err}); "
                          "the file was edited or damaged; use another study name") from err
-    field = first_difference(stored, json.loads(_json(given)))
+    given = json.loads(_json(given))
+    if isinstance(stored, dict) and "format" not in stored:
+        # stored before fingerprints described globals and attributes: compared as it was made
+        given = {k: in_format(v, 1) for k, v in given.items() if k != "format"}
+    field = first_difference(stored, given)
     if field is not None:
         raise ValueError(
             f"study {study!r} in {path} was made by a different call: {field} differs "

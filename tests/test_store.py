@@ -3,6 +3,7 @@ different call is refused by name, load/list read a file back, and `Result.to_op
 Optuna reads back. Interruptions here are exceptions raised from the progress callback, right after
 a chunk or step was committed; `test_store_reliability.py` kills real processes."""
 
+import json
 import math
 import os
 import sqlite3
@@ -13,7 +14,7 @@ import optax
 import pytest
 
 import hypergrad as hg
-from hypergrad._store_codec import decode_hparams, decode_value, encode_hparams, encode_value
+from hypergrad._store_codec import decode_hparams, decode_value, encode_hparams, encode_value, in_format
 
 
 class Stop(Exception):
@@ -99,6 +100,66 @@ def test_a_different_call_is_refused_by_the_field_that_differs(ridge_objective, 
                            storage=db, study="g")
     with pytest.raises(ValueError, match="different call: kind differs"):
         hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="g")
+
+
+MOMENTUM = 0.5  # a module-level value the optimizer below reads (the test edits it)
+
+
+class Settings:
+    """A plain object whose repr shows none of its values."""
+
+    def __init__(self, momentum):
+        self.momentum = momentum
+
+
+def momentum_optimizer(h):
+    return optax.sgd(h["lr"], momentum=MOMENTUM)
+
+
+def held_optimizer(settings):
+    return lambda h: optax.sgd(h["lr"], momentum=settings.momentum)
+
+
+def test_an_edited_global_or_object_attribute_is_a_different_call(ridge_problem, key, tmp_path, monkeypatch):
+    """What a function reads at module level, or an attribute of a plain object it holds, changes
+    the results as much as its code: resuming after editing one is refused by name, not mixed."""
+    db = tmp_path / "study.db"
+    by_global = hg.Objective(ridge_problem, momentum_optimizer, num_steps=5)
+    settings = Settings(0.5)
+    by_object = hg.Objective(ridge_problem, held_optimizer(settings), num_steps=5)
+    hg.grid_search(by_global, SPACE, key, 2, storage=db, study="global")
+    hg.grid_search(by_object, SPACE, key, 2, storage=db, study="object")
+    monkeypatch.setattr(f"{__name__}.MOMENTUM", 0.0)
+    settings.momentum = 0.0
+    with pytest.raises(ValueError, match=r"objective.optimizer.globals.MOMENTUM differs \(0.5 stored, 0.0 now\)"):
+        hg.grid_search(by_global, SPACE, key, 2, storage=db, study="global")
+    with pytest.raises(ValueError, match=r"objective.optimizer.closure\[0\].fields.momentum differs"):
+        hg.grid_search(by_object, SPACE, key, 2, storage=db, study="object")
+    monkeypatch.setattr(f"{__name__}.MOMENTUM", 0.5)
+    settings.momentum = 0.5
+    assert_same_trials(hg.grid_search(by_global, SPACE, key, 2), hg.grid_search(by_global, SPACE, key, 2, storage=db,
+                                                                                 study="global"))
+    hg.grid_search(by_object, SPACE, key, 2, storage=db, study="object")
+
+
+def test_a_study_stored_by_the_format_1_fingerprint_still_resumes(ridge_problem, key, tmp_path):
+    """A study stored before fingerprints described globals is compared as it was made, not refused."""
+    db = tmp_path / "study.db"
+    objective = hg.Objective(ridge_problem, momentum_optimizer, num_steps=5)
+    with pytest.raises(Stop):
+        hg.random_search(objective, SPACE, key, 10, chunk_size=4, storage=db, study="r", progress=stop_after(1))
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT fingerprint FROM studies WHERE name = 'r'").fetchone()
+        old = {k: in_format(v, 1) for k, v in json.loads(stored).items() if k != "format"}
+        assert "globals" in stored and "globals" not in json.dumps(old)
+        conn.execute("UPDATE studies SET fingerprint = ? WHERE name = 'r'", (json.dumps(old),))
+    progress = stop_after(0)
+    assert_same_trials(hg.random_search(objective, SPACE, key, 10, chunk_size=4),
+                       hg.random_search(objective, SPACE, key, 10, chunk_size=4, storage=db, study="r",
+                                        progress=progress))
+    assert len(progress.calls) == 2  # the stored chunk was loaded
+    with pytest.raises(ValueError, match="arguments.num_trials differs"):
+        hg.random_search(objective, SPACE, key, 11, storage=db, study="r")
 
 
 def test_storage_and_study_come_together(ridge_objective, key, tmp_path):
