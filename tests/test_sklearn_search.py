@@ -163,6 +163,16 @@ def test_unsupported_options_fall_back_with_the_reason(iris, kwargs, fit, match,
     (lambda: HypergradSearchCV(small_mlp(), {"alpha": (1e-3, 1e-1, "cubic")}), ValueError, r"\(low, high, 'log'\)"),
     (lambda: HypergradSearchCV(small_mlp(), {"alpha": scipy.stats.norm(0, 1)}), ValueError, "unbounded"),
     (lambda: HypergradSearchCV(small_mlp(), {"alpha": (1e-3, 1e-1)}, budget=-1), ValueError, "'budget' parameter"),
+    # settings the estimators' own fit refuses: the search refuses them too, with fit's error
+    (lambda: GridSearchCV(Ridge(positive=True), {"alpha": [0.1, 1.0]}, refit=False), ValueError, "positive=False"),
+    (lambda: GridSearchCV(LogisticRegression(penalty="l1", solver="saga"), {"C": [0.1, 1.0]}, refit=False),
+     ValueError, "use penalty='l2'"),
+    (lambda: GridSearchCV(small_mlp(), {"solver": ["lbfgs", "adam"]}, refit=False), ValueError,
+     "solver='sgd' or solver='adam'"),
+    (lambda: GridSearchCV(small_mlp(warm_start=True), {"alpha": [0.1]}), ValueError, "use warm_start=False"),
+    (lambda: GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression()), {"logisticregression__dual": [True]}),
+     ValueError, "use dual=False"),
+    (lambda: HypergradSearchCV(Ridge(positive=True), {"alpha": (0.1, 10.0, "log")}), ValueError, "positive=False"),
 ])
 def test_bad_arguments_raise_before_compiling(iris, make, error, match, monkeypatch):
     monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise

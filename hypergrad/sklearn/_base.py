@@ -30,6 +30,11 @@ The three methods a search calls:
 - `_fit_key() -> jax key`: the training key `fit` uses (from `random_state`), so a search that
   passes the same key reproduces `fit` exactly.
 
+One more a search calls on every candidate before anything compiles: `_check_supported()`,
+which raises the `ValueError` that `fit` raises for a setting scikit-learn offers and this
+estimator refuses (`Ridge(positive=True)`, an l1 penalty, `solver="lbfgs"`, `warm_start=True`), so
+a search refuses what `fit` refuses instead of computing something else.
+
 `fit` itself goes through the same family (no parameter varying), so a search's candidate and a
 refit of the same parameters with the same key are the same computation.
 
@@ -162,6 +167,11 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
 
     def _encode_y(self, y: Any) -> tuple[np.ndarray, dict]:
         raise NotImplementedError
+
+    def _check_supported(self) -> None:
+        """Raises `fit`'s `ValueError` (naming the setting and the fix) for a setting this estimator
+        refuses; nothing here, subclasses check theirs. Called by `fit` after scikit-learn's own
+        parameter validation, and by the searches on every candidate before compiling."""
 
     def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
         """The parameters that a fit with `params` (every parameter of the estimator) does not

@@ -329,12 +329,16 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
     def _encode_y(self, y):
         return np.asarray(y, _dtype()), {}
 
-    def fit(self, X: Any, y: Any) -> Ridge:
-        """The closed-form ridge solution on (X, y); returns self."""
-        self._validate_params()
+    def _check_supported(self) -> None:
+        """`positive=True` is refused (see `HypergradEstimator._check_supported`)."""
         if self.positive:
             raise ValueError("Ridge(positive=True) is not supported by hypergrad.sklearn (the closed form has no "
                              "sign constraint); use positive=False, or scikit-learn's Ridge")
+
+    def fit(self, X: Any, y: Any) -> Ridge:
+        """The closed-form ridge solution on (X, y); returns self."""
+        self._validate_params()
+        self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
         dtype = _dtype()
         targets = np.asarray(y, dtype).reshape(len(y), -1)
@@ -422,10 +426,14 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         """Class indices 0..k-1 of `classes_` (sorted); a ValueError for fewer than 2 classes."""
         return encode_classes(y, "This solver")
 
+    def _check_supported(self) -> None:
+        """`check_logistic_refused` (see `HypergradEstimator._check_supported`)."""
+        check_logistic_refused(self)
+
     def fit(self, X: Any, y: Any) -> LogisticRegression:
         """Newton's method on the penalised log-loss of (X, y); returns self."""
         self._validate_params()
-        check_logistic_refused(self)
+        self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         codes, attributes = self._encode_y(y)
         self.classes_ = attributes["classes_"]

@@ -633,6 +633,10 @@ class _MLP(HypergradEstimator):
     _data_baking_params = frozenset({"early_stopping"})  # its held-out split lives in the program
     _classifier = False
 
+    def _check_supported(self) -> None:
+        """`check_refused` (see `HypergradEstimator._check_supported`)."""
+        check_refused(self)
+
     def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
         """scikit-learn's "only used when" rules, which this fit keeps (`_solver_update`,
         `_end_epoch`): adam reads neither learning_rate, momentum, nesterovs_momentum nor power_t;
@@ -728,7 +732,7 @@ class _MLP(HypergradEstimator):
     def fit(self, X: Any, y: Any) -> _MLP:
         """Fits the network to (X, y) (module docstring); returns self."""
         self._validate_params()
-        check_refused(self)
+        self._check_supported()
         return self._fit_arrays(*self._validated(X, y))
 
     def _validated(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int | None]:

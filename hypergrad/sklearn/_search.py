@@ -26,7 +26,10 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
 Anything this path cannot run exactly (an estimator that is not a hypergrad estimator, a callable
 or multi-metric `scoring`, an unsupported scoring string, fit parameters such as `sample_weight`, a
 candidate that swaps the final estimator) is handed to scikit-learn's own search with a
-`UserWarning` naming why, so code never breaks.
+`UserWarning` naming why, so code never breaks. A setting the hypergrad estimator itself refuses
+(its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1 penalty, `solver="lbfgs"`, ...) is
+refused by the search with that same error before anything compiles (`check_candidates`), as
+invalid parameter values are: scikit-learn's search could not fit it either.
 
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
@@ -159,7 +162,9 @@ def _key(params: Mapping[str, Any]) -> str:
 
 def check_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]]) -> None:
     """scikit-learn's own errors for a bad candidate (an unknown parameter, a value its constraints
-    refuse), raised before anything is compiled: each candidate is set on a clone and validated."""
+    refuse) and the hypergrad estimator's refusals (`_check_supported`: the `ValueError` its `fit`
+    raises, e.g. for `solver="lbfgs"`), raised before anything is compiled: each candidate is set on
+    a clone and validated, so a search never computes something other than the candidate's fit."""
     if not candidates:
         raise ValueError("No fits were performed. Were there no candidates? (an empty param_grid or n_iter=0)")
     for candidate in candidates:
@@ -167,6 +172,8 @@ def check_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]]) ->
         for step in (trial.steps if isinstance(trial, Pipeline) else [("", trial)]):
             if hasattr(step[1], "_validate_params"):
                 step[1]._validate_params()
+            if isinstance(step[1], HypergradEstimator):
+                step[1]._check_supported()
 
 
 def host_groups(target: Target, candidates: Sequence[Mapping[str, Any]]) -> list[tuple[dict, np.ndarray]]:
