@@ -53,6 +53,24 @@ def _to_python(value: Any) -> Any:
     return item
 
 
+def _finite(value: Any) -> float:
+    """A number `_to_python` wrote: null (a non-finite number) reads back as NaN."""
+    return math.nan if value is None else float(value)
+
+
+def _from_json(value: Any) -> Any:
+    """A hyperparameter `_to_python` wrote: numbers and (nested) lists of numbers as numpy arrays,
+    null as NaN; any other value (a structural option's string) as it is."""
+    if isinstance(value, list):
+        items = [_from_json(v) for v in value]
+        return np.asarray(items) if items else np.zeros((0,))
+    if value is None:
+        return np.asarray(math.nan)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return np.asarray(value)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Trial:
     """One evaluated setting (or one outer step of a gradient method).
@@ -319,9 +337,40 @@ class Result:
         return study
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes `to_dict()` as JSON."""
+        """Writes `to_dict()` as JSON (`Result.load` reads it back)."""
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Result:
+        """The Result a `save` wrote (`from_dict` of its JSON)."""
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """The Result `to_dict` described, as far as JSON holds it: `from_dict(r.to_dict()).to_dict()
+        == r.to_dict()`, and every trial's value, scores, compute and tuner are the same numbers.
+
+        What JSON loses: hyperparameters come back as numpy arrays of numpy's default dtypes
+        (float64, int64: a float32 run's values are exact, their dtype is not), a tuple option as an
+        array, and a non-finite number (written as null) as NaN, an infinite one included (a
+        non-finite `grad_norm` as None, as a search trial's). Each
+        trial's `run_flops` is the Result's (one unit per Result, as every strategy records it).
+        Also reads a result of `hypergrad compare`'s results.json (`["results"][name]`).
+        """
+        try:
+            unit = _finite(data["run_flops"])
+            trials = tuple(Trial(number=int(t["number"]), hparams={k: _from_json(v) for k, v in t["hparams"].items()},
+                                 value=_finite(t["value"]), scores={k: _finite(v) for k, v in t["scores"].items()},
+                                 state=str(t["state"]), flops=_finite(t["flops"]), seconds=_finite(t["seconds"]),
+                                 run_flops=unit, grad_norm=None if t.get("grad_norm") is None else float(t["grad_norm"]),
+                                 tuner=t.get("tuner"))
+                           for t in data["trials"])
+            return cls(str(data["strategy"]), trials, unit, _finite(data["compile_seconds"]), dict(data.get("info") or {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"Result.from_dict: not a Result's to_dict() ({type(err).__name__}: {err}); give what "
+                             "Result.save wrote, or one entry of results.json's 'results'") from err
 
     def summary(self) -> str:
         best = self.best_trial

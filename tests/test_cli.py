@@ -51,6 +51,8 @@ def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
     # Equal compute: no strategy spent more than the budget plus one unit of its own granularity.
     for name, result in results["results"].items():
         assert result["runs"] <= 8 * 1.6, (name, result["runs"])
+        loaded = hg.Result.from_dict(result)  # results.json reads back into Results
+        assert loaded.to_dict() == result and loaded.best_trial.number == result["best"]["number"]
     pngs = [f for f in os.listdir(out) if f.endswith(".png")]
     assert "best_value_vs_compute.png" in pngs and "learned_schedules.png" in pngs
 

@@ -141,6 +141,39 @@ def test_save_writes_the_dict(tmp_path, random_result):
     assert json.loads(path.read_text()) == json.loads(strict_json(random_result.to_dict()))
 
 
+def test_load_reads_back_what_save_wrote(tmp_path, random_result, tune_result):
+    structural = hg.Result("grid", (hg.Trial(
+        number=0, hparams={"activation": "tanh", "widths": (64, 32), "matrix": np.array([[0.1, np.nan]], np.float32),
+                           "flags": np.array([True, False]), "count": np.int32(3)},
+        value=0.25, scores={"val_loss": 0.25, "test_loss": np.inf}, state=COMPLETE, flops=2.0, seconds=0.1,
+        run_flops=2.0, tuner=1),), 2.0, compile_seconds=0.5, info={"points_per_axis": 3})
+    for result in (random_result, tune_result, structural):
+        path = tmp_path / f"{result.strategy}.json"
+        result.save(path)
+        back = hg.Result.load(path)
+        assert isinstance(back, hg.Result) and back.to_dict() == json.loads(path.read_text())
+        assert strict_json(back.to_dict()) == strict_json(result.to_dict())
+        assert (back.strategy, back.run_flops, back.compile_seconds, back.info) == (
+            result.strategy, result.run_flops, result.compile_seconds, result.info)
+        for ours, theirs in zip(back.trials, result.trials, strict=True):
+            assert (ours.number, ours.state, ours.tuner, ours.flops, ours.seconds, ours.runs) == (
+                theirs.number, theirs.state, theirs.tuner, theirs.flops, theirs.seconds, theirs.runs)
+            np.testing.assert_equal(ours.value, theirs.value if math.isfinite(theirs.value) else NAN)
+            assert ours.scores.keys() == theirs.scores.keys()
+            for name, value in theirs.scores.items():
+                np.testing.assert_equal(ours.scores[name], value if math.isfinite(value) else NAN)
+        assert back.best_trial.number == result.best_trial.number and back.runs == result.runs
+    hparams = hg.Result.load(tmp_path / "grid.json").trials[0].hparams
+    assert hparams["activation"] == "tanh" and hparams["widths"].tolist() == [64, 32]
+    np.testing.assert_array_equal(hparams["matrix"], np.array([[np.float32(0.1), np.nan]]))
+    assert hparams["flags"].dtype == bool and hparams["count"].shape == () and hparams["count"] == 3
+    schedule = hg.Result.load(tmp_path / "random.json").trials[1].hparams["schedule"]
+    assert schedule.shape == (3,) and schedule.dtype == np.float64
+    (tmp_path / "bad.json").write_text(json.dumps({"strategy": "random", "trials": [{"number": 0}]}))
+    with pytest.raises(ValueError, match="Result.from_dict: not a Result's to_dict"):
+        hg.Result.load(tmp_path / "bad.json")
+
+
 def test_to_dataframe_has_optuna_columns(random_result):
     pd = pytest.importorskip("pandas")
     df = random_result.to_dataframe()
