@@ -296,7 +296,11 @@ def _object(obj: Any, depth: int, seen: _Seen) -> Any:
         return {"class": obj.__qualname__}
     if callable(obj) and hasattr(obj, "__wrapped__"):  # a jitted or wrapped function
         return {"wrapped": identity(obj.__wrapped__, depth - 1, seen)}
-    described = {"type": name, "repr": _ADDRESS.sub("", repr(obj))[:200]}
+    try:
+        text = repr(obj)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
+        text = ""
+    described = {"type": name, "repr": _ADDRESS.sub("", text)[:200]}
     fields = _instance_fields(obj)
     if fields:  # a plain object's repr rarely shows its values (`<Config object>`): its attributes do
         described["fields"] = {k: identity(v, depth, seen) for k, v in sorted(fields.items())}

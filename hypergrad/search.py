@@ -42,7 +42,7 @@ from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective, check_key
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
 from hypergrad.space import SAMPLE_STREAM, Space
-from hypergrad.store import fingerprint, studying
+from hypergrad.store import fingerprint, objective_digest, studying
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
@@ -352,15 +352,16 @@ def random_search(
         storage, study: a SQLite file (created if missing) and a study name, both or neither: every
             chunk's trials are committed as it returns, and the same call again resumes the study
             (stored trials loaded, never re-run; see `hypergrad.store`).
-        extends: an earlier `Result` of this search (same objective, space and key) with at most
-            `num_trials` trials, to continue: a key's draws do not depend on how many are drawn,
+        extends: an earlier `Result` of this search (same objective, space and key: another
+            objective, space or key is a `ValueError`) with at most `num_trials` trials, to continue: a key's draws do not depend on how many are drawn,
             so its trials are this search's first ones; they are kept, not re-run, and only the
             rest are drawn and evaluated (numbered on from them). The result is that of one call
             with `num_trials`. For a comparison at equal wall time: the search given the seconds a
             slower strategy took (`hypergrad compare`). Not with `storage` (a study resumes itself).
 
     Returns:
-        a `Result` whose trials are in sampling order.
+        a `Result` whose trials are in sampling order; `info["objective"]` identifies the objective
+        (`hypergrad.store.objective_digest`), so that `extends=` can refuse another one.
     """
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
@@ -372,7 +373,8 @@ def random_search(
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
         result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
-                                   log=log, progress=progress, sink=writer)
+                                   log=log, progress=progress, sink=writer,
+                                   info={"objective": objective_digest(objective)})
         return result if writer is None else writer.finish(result, space)
 
 
@@ -385,6 +387,11 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
     if not isinstance(earlier, Result) or earlier.strategy != "random":
         raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "
                          "random_search of the same objective, space and key")
+    digest = objective_digest(objective)
+    if earlier.info.get("objective", digest) != digest:  # (a Result made before digests were kept has none)
+        raise ValueError("random_search(extends=...) was given the Result of a search of another objective (its "
+                         "data, num_steps, optimizer or the values it reads differ): the trials would mix two "
+                         "functions; extend a Result of random_search on this objective, or start a new search")
     done = len(earlier.trials)
     if done > num_trials:
         raise ValueError(f"random_search(extends=...) holds {done} trials, more than num_trials={num_trials}: "
@@ -399,7 +406,8 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
     if done == num_trials:
         return earlier
     rest = evaluate_settings(objective, {name: v[done:] for name, v in settings.items()}, key, strategy="random",
-                             space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done)
+                             space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done,
+                             info={"objective": digest})
     info = dict(rest.info, num_trials=num_trials, extended_from=done)
     return Result("random", earlier.trials + rest.trials, rest.run_flops,
                   earlier.compile_seconds + rest.compile_seconds, info)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -66,8 +67,8 @@ from hypergrad._store_codec import (FINGERPRINT_FORMAT, decode_hparams, decode_v
 from hypergrad.results import Result, Trial
 from hypergrad.space import Space
 
-__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "fingerprint", "load_study",
-           "list_studies"]
+__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "fingerprint", "objective_digest",
+           "load_study", "list_studies"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -194,6 +195,14 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
     return {"format": FINGERPRINT_FORMAT, "kind": kind, "space": describe_space(space), "objective": identity(objective),
             "key": np.asarray(jax.random.key_data(key)).tolist(),
             "arguments": {name: identity(value) for name, value in sorted(arguments.items())}}
+
+
+def objective_digest(objective: Any) -> str:
+    """SHA-1 (16 hex digits) of the objective's description in a fingerprint (`identity`: its
+    functions, the values they read, its data and settings): equal for the same objective in any
+    process, different for another data set, `num_steps` or optimizer. Cost: the description's,
+    the data's bytes hashed once (a copy to the host first, for data on a device)."""
+    return hashlib.sha1(_json(identity(objective)).encode()).hexdigest()[:16]
 
 
 def check_study(storage: Any, study: Any) -> bool:

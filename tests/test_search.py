@@ -184,6 +184,27 @@ def test_extends_refuses_what_is_not_this_search(random_results, mb_objective, m
         hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=earlier, study="s")
 
 
+
+def test_extends_refuses_a_result_of_another_objective(random_results, mb_objective, mb_space):
+    """Another data set (same shapes), optimizer or number of steps would mix two functions'
+    trials in one table; an equal objective built anew is the same objective."""
+    key, results = random_results
+    earlier = results[4]
+    problem = mb_objective.problem
+    other_data = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=1,
+                                      batch_size=8)
+    others = [hg.Objective(other_data, sgd_schedule, num_steps=T),
+              hg.Objective(problem, lambda h: sgd_schedule({**h, "momentum": 0.0 * h["momentum"]}), num_steps=T),
+              hg.Objective(problem, sgd_schedule, num_steps=T - 1)]
+    for other in others:
+        with pytest.raises(ValueError, match=r"random_search\(extends=...\) was given the Result of a search of "
+                                             "another objective"):
+            hg.random_search(other, mb_space, key, num_trials=12, extends=earlier)
+    again = hg.Objective(hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0,
+                                              batch_size=8), sgd_schedule, num_steps=T)
+    assert hg.random_search(again, mb_space, key, num_trials=10, extends=earlier) is earlier
+
+
 # -- grid search ---------------------------------------------------------------------------------
 def test_grid_search_equals_loop_and_spans_the_bounds(mb_objective, single_evaluation):
     # Same names and shapes as mb_space, so the chunk-of-4 program is reused; momentum is a Choice.
