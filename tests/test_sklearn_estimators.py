@@ -383,3 +383,26 @@ def test_early_stopping_restores_the_best_epoch(iris):
     # coefficients score the best validation score on it, which need not be the last epoch's
     _, x_val, _, y_val = train_test_split(x, y, test_size=0.1, stratify=y, random_state=0)
     np.testing.assert_allclose(model.score(x_val, y_val), model.best_validation_score_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced", {0: 1.0, 1: 3.0, 2: 0.5}])
+def test_linear_sample_weight_equals_scikit_learns(class_weight):
+    """fit(X, y, sample_weight=w) weighs each example's loss as scikit-learn's does: Ridge's
+    weighted closed form to rounding, LogisticRegression's weighted Newton solve (times the
+    class weights; "balanced" counts the weights) to its tolerance."""
+    x, y = load_iris(return_X_y=True)
+    w = np.random.default_rng(0).uniform(0.0, 3.0, len(y))
+    for fit_intercept in (True, False):
+        ours = Ridge(alpha=0.3, fit_intercept=fit_intercept).fit(x, y, sample_weight=w)
+        theirs = sklearn.linear_model.Ridge(alpha=0.3, fit_intercept=fit_intercept).fit(x, y, sample_weight=w)
+        np.testing.assert_allclose(ours.coef_, theirs.coef_, rtol=1e-9)
+        np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-9, atol=1e-12)
+    for labels in (y, y == 1):
+        ours = LogisticRegression(C=0.5, class_weight=class_weight, tol=1e-10).fit(x, labels, sample_weight=w)
+        theirs = sklearn.linear_model.LogisticRegression(C=0.5, class_weight=class_weight, tol=1e-10,
+                                                         max_iter=10000)
+        theirs.fit(x, labels, sample_weight=w)
+        np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), atol=1e-5)
+    unweighted = LogisticRegression(class_weight=class_weight).fit(x, y)
+    np.testing.assert_array_equal(LogisticRegression(class_weight=class_weight).fit(x, y, sample_weight=1.0).coef_,
+                                  unweighted.coef_)

@@ -141,7 +141,6 @@ def test_other_estimators_fall_back_to_scikit_learn_with_a_warning(iris, make, m
     ({"scoring": lambda est, x, y: est.score(x, y)}, {}, "callable or multi-metric scoring runs on the host"),
     ({"scoring": "balanced_accuracy"}, {}, r"scoring='balanced_accuracy' is not computed inside"),
     ({"scoring": ["accuracy", "neg_log_loss"], "refit": "accuracy"}, {}, "multi-metric"),
-    ({}, {"sample_weight": np.ones(60)}, r"fit parameters \['sample_weight'\]"),
 ])
 def test_unsupported_options_fall_back_with_the_reason(iris, kwargs, fit, match, monkeypatch):
     """The fallback runs scikit-learn's own fit (patched here to record the call, so no MLP is fitted)."""
@@ -376,3 +375,26 @@ def test_penalty_none_ignores_a_searched_c_as_scikit_learn_does():
     np.testing.assert_allclose(varied.cv_results_["mean_test_score"],
                                [scores[0], l2.cv_results_["mean_test_score"][0]], rtol=1e-10)
     assert abs(scores[0] - l2.cv_results_["mean_test_score"][0]) > 1e-3
+
+
+def test_sample_weight_runs_the_weighted_fits_or_is_refused_by_name(iris, monkeypatch):
+    """sample_weight goes to scikit-learn's search (with a warning), whose fits are the estimator's
+    own weighted fit: the scores equal scikit-learn's search of its LogisticRegression. An MLP's fit
+    takes no sample_weight: a ValueError naming it, before anything is fitted."""
+    x, y = overlapping_classes()
+    w = np.random.default_rng(2).uniform(0.1, 3.0, len(y))
+    kwargs = {"cv": 3, "scoring": "neg_log_loss"}
+    with pytest.warns(UserWarning, match=r"fit parameters \['sample_weight'\]"):
+        ours = GridSearchCV(LogisticRegression(tol=1e-8), {"C": [0.1, 1.0]}, **kwargs).fit(x, y, sample_weight=w)
+    theirs = sk.GridSearchCV(SklearnLogistic(tol=1e-10), {"C": [0.1, 1.0]}, **kwargs).fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], rtol=1e-5)
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), atol=1e-5)
+    monkeypatch.setattr(sk.GridSearchCV, "fit", None)  # reaching the fallback would fail otherwise
+    monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)
+    with pytest.raises(ValueError, match="MLPClassifier.fit takes no 'sample_weight'"):
+        GridSearchCV(small_mlp(), {"alpha": [1e-4]}, cv=2).fit(*iris, sample_weight=np.ones(60))
+    with pytest.raises(ValueError, match=r"fit\(mlpclassifier__sample_weight=...\)"):
+        GridSearchCV(make_pipeline(StandardScaler(), small_mlp()), {"mlpclassifier__alpha": [1e-4]}, cv=2).fit(
+            *iris, mlpclassifier__sample_weight=np.ones(60))
+    with pytest.raises(ValueError, match="takes no 'sample_weight'"):
+        HypergradSearchCV(small_mlp(), {"alpha": (1e-4, 1e-1, "log")}, cv=2).fit(*iris, sample_weight=np.ones(60))

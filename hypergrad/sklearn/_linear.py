@@ -32,7 +32,8 @@ p = p*; hg.Implicit).
   equivalent: each of scikit-learn's solvers converges to the same minimiser); `penalty`/
   `l1_ratio` other than l2, `dual=True` and `warm_start=True` are refused. `class_weight` (a dict
   or "balanced") weighs each example's loss as scikit-learn does (the family a search uses takes
-  "balanced" or None only: it sees encoded labels, not the dict's keys). Cost
+  "balanced" or None only: it sees encoded labels, not the dict's keys), and `fit`'s
+  `sample_weight` multiplies it, as scikit-learn's. Cost
   per iteration: the Hessian O(n (dk)^2) and its solve O((dk)^3) (d features + intercept, k
   classes or 1), so it suits up to a few hundred coefficients; all `max_iter` iterations are
   computed (frozen after convergence). Memory O((dk)^2). `intercept_scaling` (liblinear's),
@@ -40,7 +41,9 @@ p = p*; hg.Implicit).
   counts Newton steps, which are far fewer than lbfgs iterations for the same tolerance.
 
 Ridge's `copy_X`, `max_iter`, `tol` and `random_state` are accepted and unused (the solve is
-direct). Both compute in JAX's default float dtype (float32 unless `jax_enable_x64` is on). Fits
+direct); its `fit` takes `sample_weight` (weighted least squares, centred on the weighted means).
+The families a search vmaps weigh no examples: a search given `sample_weight` hands it to
+scikit-learn's search over these fits (`hypergrad.sklearn._search`). Both compute in JAX's default float dtype (float32 unless `jax_enable_x64` is on). Fits
 on data of nearby shapes share a compiled program (`bucketed`, LogisticRegression; exact).
 """
 
@@ -58,7 +61,7 @@ import sklearn.base
 import sklearn.linear_model
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 import hypergrad as hg
 from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes
@@ -76,13 +79,20 @@ def _dtype() -> Any:
 
 
 # -- the solvers --------------------------------------------------------------------------------------
-def ridge_solution(x: jax.Array, targets: jax.Array, alpha: jax.Array, fit_intercept: bool) -> dict[str, jax.Array]:
-    """{"coef": (d, m), "intercept": (m,)} minimising ||Y - X W - 1 b||^2 + alpha ||W||^2;
-    `alpha` a scalar or one value per target (m,). Differentiable in alpha and the data."""
+def ridge_solution(x: jax.Array, targets: jax.Array, alpha: jax.Array, fit_intercept: bool,
+                   weights: jax.Array | None = None) -> dict[str, jax.Array]:
+    """{"coef": (d, m), "intercept": (m,)} minimising sum_i w_i ||y_i - x_i W - b||^2 + alpha ||W||^2
+    (w_i = 1 without `weights` (n,)); `alpha` a scalar or one value per target (m,). With an
+    intercept the data are centred on their (weighted) means, as scikit-learn's Ridge does.
+    Differentiable in alpha, the data and the weights."""
+    def mean(a):
+        return jnp.mean(a, axis=0) if weights is None else weights @ a / jnp.sum(weights)
+
     if fit_intercept:
-        x_mean, y_mean = jnp.mean(x, axis=0), jnp.mean(targets, axis=0)
+        x_mean, y_mean = mean(x), mean(targets)
         x, targets = x - x_mean, targets - y_mean
-    gram, moment = x.T @ x, x.T @ targets
+    weighted = x if weights is None else x * weights[:, None]
+    gram, moment = weighted.T @ x, weighted.T @ targets
     eye = jnp.eye(x.shape[1], dtype=x.dtype)
     alpha = jnp.broadcast_to(jnp.asarray(alpha, x.dtype), (targets.shape[1],))
     coef = jax.vmap(lambda a, b: jnp.linalg.solve(gram + a * eye, b), out_axes=1)(alpha, moment.T)
@@ -335,12 +345,15 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
             raise ValueError("Ridge(positive=True) is not supported by hypergrad.sklearn (the closed form has no "
                              "sign constraint); use positive=False, or scikit-learn's Ridge")
 
-    def fit(self, X: Any, y: Any) -> Ridge:
-        """The closed-form ridge solution on (X, y); returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Ridge:
+        """The closed-form ridge solution on (X, y), each example's squared error weighted by
+        `sample_weight` ((n,), a number for all, or None for 1 each) as scikit-learn's Ridge weighs
+        it; returns self."""
         self._validate_params()
         self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
         dtype = _dtype()
+        weights = None if sample_weight is None else jnp.asarray(_check_sample_weight(sample_weight, X, dtype=dtype))
         targets = np.asarray(y, dtype).reshape(len(y), -1)
         alpha = np.asarray(self.alpha, dtype)
         if alpha.ndim > 0 and alpha.shape != (targets.shape[1],):
@@ -348,7 +361,8 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
                              f"{alpha.size}")
         run = cached_program(("Ridge", bool(self.fit_intercept), X.shape, targets.shape, alpha.shape, str(dtype)),
                              lambda: jax.jit(ridge_solution, static_argnums=3))
-        solution = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(alpha), bool(self.fit_intercept))
+        solution = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(alpha), bool(self.fit_intercept),
+                       weights)
         coef, intercept = np.asarray(solution["coef"]).T, np.asarray(solution["intercept"])
         one = y.ndim == 1
         self.coef_ = coef[0] if one else coef
@@ -430,8 +444,10 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         """`check_logistic_refused` (see `HypergradEstimator._check_supported`)."""
         check_logistic_refused(self)
 
-    def fit(self, X: Any, y: Any) -> LogisticRegression:
-        """Newton's method on the penalised log-loss of (X, y); returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LogisticRegression:
+        """Newton's method on the penalised log-loss of (X, y), each example's loss weighted by
+        `sample_weight` ((n,), a number for all, or None for 1 each) times its class's
+        `class_weight`, as scikit-learn weighs them; returns self."""
         self._validate_params()
         self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
@@ -439,9 +455,10 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         self.classes_ = attributes["classes_"]
         dtype = _dtype()
         targets = class_targets(codes, len(self.classes_), dtype)
-        weights = np.ones(len(codes), dtype)
-        if self.class_weight is not None:
-            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)[codes].astype(dtype)
+        weights = _check_sample_weight(sample_weight, X, dtype=dtype)
+        if self.class_weight is not None:  # "balanced" counts each class's sample weights, as scikit-learn
+            weights = weights * compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=(
+                None if sample_weight is None else weights))[codes].astype(dtype)
         static = (bool(self.fit_intercept), int(self.max_iter), float(self.tol))
 
         def make():

@@ -26,7 +26,9 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
 Anything this path cannot run exactly (an estimator that is not a hypergrad estimator, a callable
 or multi-metric `scoring`, an unsupported scoring string, fit parameters such as `sample_weight`, a
 candidate that swaps the final estimator) is handed to scikit-learn's own search with a
-`UserWarning` naming why, so code never breaks. A setting the hypergrad estimator itself refuses
+`UserWarning` naming why, so code never breaks: `sample_weight` runs there fit by fit, through
+`Ridge`'s and `LogisticRegression`'s own weighted `fit`; a fit parameter the estimator's `fit` does
+not take (an MLP's `sample_weight`) is a `ValueError` naming it (`check_fit_params`). A setting the hypergrad estimator itself refuses
 (its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1 penalty, `solver="lbfgs"`, ...) is
 refused by the search with that same error before anything compiles (`check_candidates`), as
 invalid parameter values are: scikit-learn's search could not fit it either.
@@ -70,7 +72,7 @@ from sklearn.model_selection import RandomizedSearchCV as SklearnRandomizedSearc
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, indexable
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_array
+from sklearn.utils.validation import check_array, has_fit_parameter
 
 import hypergrad as hg
 from hypergrad.search import evaluate_settings
@@ -153,6 +155,24 @@ def unsupported(search: Any, params: Mapping[str, Any]) -> str | None:
     if not (search.refit is True or search.refit is False or callable(search.refit)):
         return f"refit={search.refit!r} names a metric of a multi-metric scoring"
     return None
+
+
+def check_fit_params(search: Any, params: Mapping[str, Any]) -> None:
+    """A `ValueError` naming a fit parameter (besides `groups`) that the hypergrad estimator's own
+    `fit` does not take (an MLP's `sample_weight`, say): scikit-learn's search, which the others
+    fall back to, passes each to every fit, which would fail one by one. For a Pipeline, the
+    `<final step>__<name>` parameters are checked against the final estimator; the other steps' are
+    left to the Pipeline."""
+    target = target_of(search.estimator)
+    if isinstance(target, str):
+        return
+    for full in sorted(set(params) - {"groups"}):
+        if target.prefix and not full.startswith(target.prefix):
+            continue
+        name = full[len(target.prefix):]
+        if not has_fit_parameter(target.final, name):
+            raise ValueError(f"{type(search).__name__}.fit({full}=...): {type(target.final).__name__}.fit takes no "
+                             f"{name!r} in hypergrad.sklearn; drop {full}, or use scikit-learn's own estimator")
 
 
 # -- candidates, grouped by what cannot be traced -------------------------------------------------------
@@ -397,7 +417,8 @@ class VmappedSearch:
 
         Args:
             X, y: the data, as scikit-learn's search takes them.
-            **params: `groups` for the splitter; any other fit parameter falls back.
+            **params: `groups` for the splitter; any other fit parameter falls back (a
+                `ValueError` for one the estimator's `fit` does not take: `check_fit_params`).
 
         Returns:
             self, fitted: `cv_results_`, `best_params_`, `best_score_`, `best_index_`,
@@ -407,6 +428,7 @@ class VmappedSearch:
         """
         self._validate_params()
         devices_for_n_jobs(self.n_jobs)
+        check_fit_params(self, params)
         why = unsupported(self, params)
         candidates = [] if why else self._candidate_list()
         target = None if why else target_of(self.estimator)
@@ -685,6 +707,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         """
         self._validate_params()
         devices_for_n_jobs(self.n_jobs)
+        check_fit_params(self, params)
         target = target_of(self.estimator)
         why = unsupported(self, params)
         if why is None and self.return_train_score:
