@@ -98,7 +98,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from hypergrad import _caches
+from hypergrad import _caches, _compile
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import value_and_grad_fn
 
@@ -441,7 +441,8 @@ def _trace_run(objective: Any, args: tuple) -> TracedRun:
         return loss, scores
 
     began = time.perf_counter()
-    closed, shapes = jax.make_jaxpr(run, return_shape=True)(*args)
+    with _compile.naming_missing_hparams():
+        closed, shapes = jax.make_jaxpr(run, return_shape=True)(*args)
     return TracedRun(closed, jax.tree.structure(args), jax.tree.structure(shapes), tuple(names),
                      time.perf_counter() - began)
 
@@ -519,11 +520,15 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
     data = objective.problem.data
     if held is None:
         args = (dict(hparams), key, data)
-        return _counts.get_or_count(objective, ("hypergradient", method, _signature(args)), lambda: program_flops(
-            value_and_grad_fn(objective, method), *args))
-    args = (dict(hparams), dict(held), key, data)
-    return _counts.get_or_count(objective, ("hypergradient-held", method, _signature(args)), lambda: program_flops(
-        lambda h, f, k, d: value_and_grad_fn(objective.with_fixed(f), method)(h, k, d), *args))
+        count = (lambda: program_flops(value_and_grad_fn(objective, method), *args))
+        signature = ("hypergradient", method, _signature(args))
+    else:
+        args = (dict(hparams), dict(held), key, data)
+        count = (lambda: program_flops(
+            lambda h, f, k, d: value_and_grad_fn(objective.with_fixed(f), method)(h, k, d), *args))
+        signature = ("hypergradient-held", method, _signature(args))
+    with _compile.naming_missing_hparams():
+        return _counts.get_or_count(objective, signature, count)
 
 
 # -- machine rates ------------------------------------------------------------------------------------

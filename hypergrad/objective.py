@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hypergrad import _compile
 from hypergrad._checks import is_int_at_least
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import fold_data, over_folds
@@ -81,6 +82,16 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
     if array.dtype == jnp.uint32 and array.shape == (2,):
         return array
     raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")
+
+
+def _naming_missing(fn: Callable) -> Callable:
+    """`fn`, with a `KeyError` raised while tracing it turned into a `ValueError` naming the
+    hyperparameter that was not given."""
+    def call(*args):
+        with _compile.naming_missing_hparams():
+            return fn(*args)
+
+    return call
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -141,10 +152,12 @@ class Objective:
     def _jitted(self, name: str) -> Callable:
         """`jax.jit` of one of this objective's methods, made once per objective: a direct call
         compiles the whole program once (eager, init and scoring would run op by op, about 3x
-        slower on a small model) and reuses it; inside jit, vmap or grad it is simply traced."""
+        slower on a small model) and reuses it; inside jit, vmap or grad it is simply traced.
+        A hyperparameter the loss or optimiser reads that was not passed is a `ValueError`
+        naming it (`hypergrad._compile.naming_missing_hparams`), not a bare `KeyError`."""
         cache = self.__dict__.setdefault("_jit_cache", {})
         if name not in cache:
-            cache[name] = jax.jit(getattr(self, name))
+            cache[name] = _naming_missing(jax.jit(getattr(self, name)))
         return cache[name]
 
     # -- the loop methods see, and the training run --------------------------------------------

@@ -236,3 +236,10 @@ def test_a_method_that_sees_only_init_step_readout_equals_reverse(key, cv):
     for name in hparams:
         np.testing.assert_allclose(grads[name], expected_grads[name], rtol=1e-9)
     assert float(grads["lr"]) != 0.0
+
+
+@pytest.mark.parametrize("method", ["__call__", "train", "evaluate"])
+def test_a_hyperparameter_not_given_is_named_not_a_key_error(logistic_problem, method):
+    objective = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=T)
+    with pytest.raises(ValueError, match="the objective reads hyperparameter 'momentum' that was not given"):
+        getattr(objective, method)({"lr": 0.1}, jax.random.key(0))

@@ -494,6 +494,8 @@ def test_hyperparameter_the_objective_does_not_get_is_named(diverging_objective)
     space = hg.Space({"weight_decay": hg.LogUniform(1e-4, 1.0)})  # no "lr"
     with pytest.raises(ValueError, match="'lr'"):
         hg.random_search(diverging_objective, space, jax.random.key(0), num_trials=2)
+    with pytest.raises(ValueError, match="reads hyperparameter 'lr' that was not given"):  # a KeyError before
+        hg.run_flops(diverging_objective, {"weight_decay": 0.1}, jax.random.key(0))
 
 
 def test_float64_is_on():  # the 1e-10 agreements above assume it

@@ -257,3 +257,23 @@ def test_all_steps_diverging_gives_no_pick_and_no_nan(diverging_objective):
     # With no finite iterate to back off to, z stays where it started.
     for trial in result.trials:
         np.testing.assert_allclose(trial.hparams["lr"], 1e11, rtol=1e-9)
+
+
+MISSING = "the objective reads hyperparameter 'momentum' that was not given; declare it in the hg.Space"
+
+
+@pytest.mark.parametrize("call", ["tune", "population", "forward", "step_cost", "hypergradient_flops"])
+def test_a_hyperparameter_the_space_lacks_is_named_not_a_key_error(logistic_problem, call):
+    """Every entry gives the error random search gives, naming the hyperparameter, not `KeyError`."""
+    objective = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=3)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0)})
+    key = jax.random.key(0)
+    calls = {
+        "tune": lambda: hg.tune(objective, space, key, steps=1),
+        "population": lambda: hg.tune(objective, space, key, steps=1, population=3),
+        "forward": lambda: hg.tune(objective, space, key, steps=1, method=hg.Forward()),
+        "step_cost": lambda: hg.tune_step_cost(objective, space, key),
+        "hypergradient_flops": lambda: hg.hypergradient_flops(objective, hg.Reverse(), {"lr": 0.1}, key),
+    }
+    with pytest.raises(ValueError, match=MISSING):
+        calls[call]()
