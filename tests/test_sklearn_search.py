@@ -398,3 +398,20 @@ def test_sample_weight_runs_the_weighted_fits_or_is_refused_by_name(iris, monkey
             *iris, mlpclassifier__sample_weight=np.ones(60))
     with pytest.raises(ValueError, match="takes no 'sample_weight'"):
         HypergradSearchCV(small_mlp(), {"alpha": (1e-4, 1e-1, "log")}, cv=2).fit(*iris, sample_weight=np.ones(60))
+
+
+def test_hypergrad_search_descends_on_a_single_split():
+    """One split (ShuffleSplit(n_splits=1), as scikit-learn's searches take it): the descent runs on
+    that fold alone, every row is scored, and the picked row's score is the estimator's own fit on
+    the split's training part scored on its validation part."""
+    x, y = overlapping_classes()
+    cv = sk.ShuffleSplit(n_splits=1, test_size=0.3, random_state=0)
+    search = HypergradSearchCV(LogisticRegression(), {"C": (0.01, 100.0, "log")}, budget=8, cv=cv,
+                               scoring="neg_log_loss").fit(x, y)
+    results = search.cv_results_
+    assert search.n_splits_ == 1 and np.all(np.isfinite(results["split0_test_score"]))
+    np.testing.assert_allclose(results["mean_test_score"], [-t.value for t in search.hybrid_result_.trials], rtol=1e-8)
+    (train, val), = cv.split(x, y)
+    alone = LogisticRegression(**search.best_params_).fit(x[train], y[train])
+    assert search.best_score_ == pytest.approx(-log_loss(y[val], alone.predict_proba(x[val]), labels=[0, 1, 2]),
+                                               rel=1e-6)

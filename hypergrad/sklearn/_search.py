@@ -748,7 +748,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         budget = self.budget if self.budget is not None else 30.0 * min(combos, self.n_iter)
         if self.verbose > 0:
             print(f"Descending {min(combos, self.n_iter)} configurations on {len(pairs)} folds, {budget:g} runs")
-        return hg.hybrid_search(stacked_family([f for f, _ in made]), space, target.final._fit_key(), budget=budget,
+        # one fold (a single ShuffleSplit, say) is its own family: a cross-validated problem needs two
+        family = made[0][0] if len(made) == 1 else stacked_family([f for f, _ in made])
+        return hg.hybrid_search(family, space, target.final._fit_key(), budget=budget,
                                 configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
 
     def _tables(self, target: Target, result: hg.Result, names: list[str], k: int) -> tuple[list[dict], dict]:
@@ -761,8 +763,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
                   "score_time": np.zeros(shape)}
         share = result.compile_seconds / len(trials)
         for row, t in enumerate(trials):
-            for j in range(k):
-                value = t.scores.get(f"val_{metric}_fold{j}", np.nan)
+            for j in range(k):  # one fold's problem is not cross-validated: its scores have no fold suffix
+                value = t.scores.get(f"val_{metric}_fold{j}" if k > 1 else f"val_{metric}", np.nan)
                 tables["test"][row, j] = sign * value if t.state != "fail" and np.isfinite(value) else np.nan
                 tables["fit_time"][row, j] = (t.seconds + share) / k
         return candidates, tables
