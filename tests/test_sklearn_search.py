@@ -415,3 +415,24 @@ def test_hypergrad_search_descends_on_a_single_split():
     alone = LogisticRegression(**search.best_params_).fit(x[train], y[train])
     assert search.best_score_ == pytest.approx(-log_loss(y[val], alone.predict_proba(x[val]), labels=[0, 1, 2]),
                                                rel=1e-6)
+
+
+@pytest.mark.parametrize("labels", [None, ["setosa", "versicolor", "virginica"]])
+def test_class_weight_dict_is_mapped_through_the_classes(labels):
+    """A class_weight dict on the estimator (keyed by the labels, strings too) weighs each fold's fit
+    as the estimator's own fit does: every split score equals that fit's, and differs from the
+    unweighted search's."""
+    x, y = overlapping_classes(labels=labels)
+    names = np.unique(y)
+    weights = dict(zip(names.tolist(), [1.0, 4.0, 0.5]))  # Python ints or strs, as users write them
+    kwargs = {"cv": 3, "scoring": "neg_log_loss"}
+    search = GridSearchCV(LogisticRegression(class_weight=weights), {"C": [0.1, 1.0]}, **kwargs).fit(x, y)
+    plain = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, **kwargs).fit(x, y)
+    results = search.cv_results_
+    for s, (train, val) in enumerate(StratifiedKFold(3).split(x, y)):
+        for c, params in enumerate(results["params"]):
+            alone = LogisticRegression(class_weight=weights, **params).fit(x[train], y[train])
+            expected = -log_loss(y[val], alone.predict_proba(x[val]), labels=names)
+            assert results[f"split{s}_test_score"][c] == pytest.approx(expected, rel=1e-8)
+    assert np.all(np.abs(results["mean_test_score"] - plain.cv_results_["mean_test_score"]) > 1e-3)
+    np.testing.assert_array_equal(search.classes_, names)

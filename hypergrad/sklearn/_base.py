@@ -7,7 +7,7 @@ that many candidate settings x folds are fitted vmapped instead of one by one.
 
 The three methods a search calls:
 
-- `_family(train, val, *, varying, n_classes=None) -> (hg.Structured, hg.Space)`: a family
+- `_family(train, val, *, varying, n_classes=None, classes=None) -> (hg.Structured, hg.Space)`: a family
   fitting this estimator on `train = (X, y)` and scoring on `val = (X, y)` (numpy arrays, already
   validated; for classifiers `y` holds class indices 0..k-1 of the classes of the full data). Every
   parameter not in `varying` is taken from `self.get_params()`. The Space has one entry per name in
@@ -22,6 +22,9 @@ The three methods a search calls:
   masks or groups them by measured cost.
   Change to the first draft of the protocol: the keyword `n_classes` (classifiers only) gives the
   number of classes k when a fold lacks the last class; None takes max(label) + 1 over train and val.
+  The keyword `classes` (classifiers only; the searches give it with `n_classes`) holds the full
+  data's labels in code order (`classes_`), so that settings keyed by label (LogisticRegression's
+  `class_weight` dict) are mapped onto the codes as `fit` maps them; None where none needs it.
 - `_settings(space, candidates) -> dict[str, np.ndarray]`: candidates (dicts of scikit-learn
   parameter values, e.g. from `ParameterGrid`) as the settings `hg.search.evaluate_settings`
   takes: option indices for `Choice` entries, values for numeric ones; leading axis = candidate.
@@ -161,8 +164,8 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
     _data_baking_params: ClassVar[frozenset[str]] = frozenset()
 
     def _family(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
-                varying: Mapping[str, Sequence[Any]], n_classes: int | None = None
-                ) -> tuple[hg.Structured, hg.Space]:
+                varying: Mapping[str, Sequence[Any]], n_classes: int | None = None,
+                classes: np.ndarray | None = None) -> tuple[hg.Structured, hg.Space]:
         raise NotImplementedError
 
     def _encode_y(self, y: Any) -> tuple[np.ndarray, dict]:

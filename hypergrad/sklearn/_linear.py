@@ -31,8 +31,8 @@ p = p*; hg.Implicit).
   Newton steps taken. Every `solver` value is accepted and means this Newton solve (closest
   equivalent: each of scikit-learn's solvers converges to the same minimiser); `penalty`/
   `l1_ratio` other than l2, `dual=True` and `warm_start=True` are refused. `class_weight` (a dict
-  or "balanced") weighs each example's loss as scikit-learn does (the family a search uses takes
-  "balanced" or None only: it sees encoded labels, not the dict's keys), and `fit`'s
+  or "balanced") weighs each example's loss as scikit-learn does (the family a search uses maps a dict
+  through the full data's classes, which the searches give it), and `fit`'s
   `sample_weight` multiplies it, as scikit-learn's. Cost
   per iteration: the Hessian O(n (dk)^2) and its solve O((dk)^3) (d features + intercept, k
   classes or 1), so it suits up to a few hundred coefficients; all `max_iter` iterations are
@@ -239,17 +239,22 @@ def class_targets(codes: np.ndarray, k: int, dtype: Any) -> np.ndarray:
     return codes.astype(dtype)[:, None] if k == 2 else np.eye(k, dtype=dtype)[codes]
 
 
-def balanced_weights(class_weight: Any, codes: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
-    """Per-example weights of encoded labels for the family: ones (None) or scikit-learn's
-    "balanced" n / (k * count of the example's class); a dict (keyed by the original labels,
-    which the family does not see) is a ValueError."""
+def balanced_weights(class_weight: Any, codes: np.ndarray, n_classes: int, dtype: Any,
+                     classes: np.ndarray | None = None) -> np.ndarray:
+    """Per-example weights of encoded labels for the family: ones (None), scikit-learn's
+    "balanced" n / (k * count of the example's class), or a dict's weights keyed by the labels
+    `classes` (the full data's, in code order), through scikit-learn's `compute_class_weight` as
+    `fit` maps it (its errors included); a dict without `classes` is a ValueError."""
     if class_weight is None:
         return np.ones(len(codes), dtype)
-    if class_weight != "balanced":
-        raise ValueError(f"class_weight={class_weight!r}: a search's compiled fits see encoded labels, so only "
-                         "class_weight=None or 'balanced' can be searched; fit() takes a dict")
-    counts = np.bincount(codes, minlength=n_classes)
-    return (len(codes) / (n_classes * np.maximum(counts, 1)))[codes].astype(dtype)
+    if isinstance(class_weight, str):  # "balanced", the one string scikit-learn's validation lets through
+        counts = np.bincount(codes, minlength=n_classes)
+        return (len(codes) / (n_classes * np.maximum(counts, 1)))[codes].astype(dtype)
+    if classes is None:
+        raise ValueError(f"class_weight={class_weight!r} is keyed by class labels, which encoded labels do not name; "
+                         "give _family the classes (classes=estimator.classes_)")
+    classes = np.asarray(classes)
+    return compute_class_weight(class_weight, classes=classes, y=classes[codes])[codes].astype(dtype)
 
 
 def _bucket(size: int, least: int) -> int:
@@ -280,8 +285,9 @@ class _Linear(HypergradEstimator):
             return class_targets(y, k, dtype)
         return np.asarray(y, dtype).reshape(len(y), -1)
 
-    def _family(self, train, val, *, varying, n_classes=None):
-        """See `hypergrad.sklearn._base`: one `jump_objective` per structural configuration."""
+    def _family(self, train, val, *, varying, n_classes=None, classes=None):
+        """See `hypergrad.sklearn._base`: one `jump_objective` per structural configuration;
+        `classes` maps a `class_weight` dict (`balanced_weights`)."""
         space = self._space(varying)
         params = self.get_params(deep=False)
         if n_classes is None and self._classifier:
@@ -289,7 +295,8 @@ class _Linear(HypergradEstimator):
         dtype = _dtype()
         splits = [(np.asarray(x, dtype), self._targets(np.asarray(y), n_classes)) for x, y in (train, val)]
         if self._classifier:  # the training split carries each example's weight
-            splits[0] = (*splits[0], balanced_weights(self.class_weight, np.asarray(train[1]), n_classes, dtype))
+            weights = balanced_weights(self.class_weight, np.asarray(train[1]), n_classes, dtype, classes)
+            splits[0] = (*splits[0], weights)
         scores = classification_scores() if self._classifier else regression_scores()
         val_loss = scores["log_loss"] if self._classifier else (
             lambda p, h, b: -scores["neg_mean_squared_error"](p, h, b))

@@ -653,9 +653,11 @@ class _MLP(HypergradEstimator):
             unused.add("validation_fraction")
         return frozenset(unused)
 
-    def _family(self, train, val, *, varying, n_classes=None):
+    def _family(self, train, val, *, varying, n_classes=None, classes=None):
         """See `hypergrad.sklearn._base`: one `hg.Objective` per structural configuration, the
-        choices in `MASKABLE` maskable (widths when every option has the same depth)."""
+        choices in `MASKABLE` maskable (widths when every option has the same depth); `classes`
+        unused (no setting is keyed by label)."""
+        del classes
         space = self._space(varying)
         params = self.get_params(deep=False)
         y_all = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])

@@ -307,19 +307,25 @@ def stacked_family(families: Sequence[hg.Structured]) -> hg.Structured:
                          maskable=first.maskable, mask=first.mask)
 
 
+def class_keywords(classes: np.ndarray | None) -> dict[str, Any]:
+    """`_family`'s keywords for a classifier of the full data's `classes` (labels in code order):
+    n_classes and classes; none for a regressor (None)."""
+    return {} if classes is None else {"n_classes": len(classes), "classes": classes}
+
+
 def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, Sequence[Any]],
-                 n_classes: int | None) -> list[tuple[list[int], hg.Structured, hg.Space]]:
+                 classes: np.ndarray | None) -> list[tuple[list[int], hg.Structured, hg.Space]]:
     """(fold indices, family, space) per program: folds of one size stacked into one family when
-    their data can be pooled (`stackable`), else one family per fold."""
+    their data can be pooled (`stackable`), else one family per fold; `classes` as `class_keywords`."""
     if bakes_data(target, varying):
-        return [([i], *target.final._family(train, val, varying=varying, n_classes=n_classes))
+        return [([i], *target.final._family(train, val, varying=varying, **class_keywords(classes)))
                 for i, (train, val) in enumerate(pairs)]
     by_size: dict[tuple, list[int]] = {}
     for i, (train, val) in enumerate(pairs):
         by_size.setdefault((train[0].shape, val[0].shape, np.shape(train[1]), np.shape(val[1])), []).append(i)
     batches = []
     for indices in by_size.values():
-        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, n_classes=n_classes)
+        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, **class_keywords(classes))
                 for i in indices]
         families, space = [f for f, _ in made], made[0][1]
         probe = {name: space[name].option(0) for name in space.structural}
@@ -340,7 +346,7 @@ def run_record(result: hg.Result, folds: int) -> dict[str, Any]:
 
 
 def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
-              n_classes: int | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
+              classes: np.ndarray | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
     share of its program's run and compilation), every distinct fit (`distinct_fits`) of one fold
@@ -353,7 +359,7 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     name, sign = metric
     scores = np.full((len(candidates), len(pairs)), np.nan)
     seconds = np.zeros_like(scores)
-    for indices, family, space in fold_batches(target, pairs, varying, n_classes):
+    for indices, family, space in fold_batches(target, pairs, varying, classes):
         settings = target.final._settings(space, finals)
         result = evaluate_settings(family, settings, key, strategy=strategy, space=space, overlap=overlap)
         overlap = None
@@ -470,7 +476,7 @@ class VmappedSearch:
         """Test (and train) scores and fit/score seconds, each (candidates, folds); `refit`'s
         program (if any) starts compiling when the first search program does."""
         y_encoded, fitted = target.final._encode_y(y)
-        n_classes = len(fitted["classes_"]) if "classes_" in fitted else None
+        classes = fitted.get("classes_")
         metric = metric_of(self.estimator, self.scoring)
         shape = (len(candidates), len(splits))
         tables = {name: np.zeros(shape) for name in ("test", "train", "fit_time", "score_time")}
@@ -481,11 +487,11 @@ class VmappedSearch:
             pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
             key = group.final._fit_key()
             tables["test"][rows], tables["fit_time"][rows] = run_folds(
-                group, pairs, subset, metric, n_classes, key, type(self).__name__, self.hypergrad_info_,
+                group, pairs, subset, metric, classes, key, type(self).__name__, self.hypergrad_info_,
                 overlap=refit.start if refit is not None else None)
             if self.return_train_score:
                 tables["train"][rows], tables["score_time"][rows] = run_folds(
-                    group, [(train, train) for train, _ in pairs], subset, metric, n_classes, key, type(self).__name__,
+                    group, [(train, train) for train, _ in pairs], subset, metric, classes, key, type(self).__name__,
                     self.hypergrad_info_)
         return tables
 
@@ -735,13 +741,13 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     def _descend(self, target: Target, X: Any, y: Any, discrete: dict, continuous: dict, splits: list) -> hg.Result:
         """`hg.hybrid_search` on the folds stacked into one cross-validated family."""
         encoded, fitted = target.final._encode_y(y)
-        n_classes = len(fitted["classes_"]) if "classes_" in fitted else None
         pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in equal_folds(splits)]
         varying = {**discrete, **{name: [b.low, b.high] for name, b in continuous.items()}}
         if not discrete:  # hybrid_search searches at least one choice: the first structural one, as it is
             name = sorted(target.final._structural_params)[0]
             varying[name] = [target.final.get_params(deep=False)[name]]
-        made = [target.final._family(train, val, varying=varying, n_classes=n_classes) for train, val in pairs]
+        made = [target.final._family(train, val, varying=varying, **class_keywords(fitted.get("classes_")))
+                for train, val in pairs]
         space = hybrid_space(target, made[0][1], discrete, continuous)
         combos = int(np.prod([len(options) for options in discrete.values()]))
         configs = "grid" if self.n_iter >= combos else self.n_iter
