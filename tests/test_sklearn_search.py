@@ -436,3 +436,15 @@ def test_class_weight_dict_is_mapped_through_the_classes(labels):
             assert results[f"split{s}_test_score"][c] == pytest.approx(expected, rel=1e-8)
     assert np.all(np.abs(results["mean_test_score"] - plain.cv_results_["mean_test_score"]) > 1e-3)
     np.testing.assert_array_equal(search.classes_, names)
+
+
+def test_infinite_c_is_searched_as_no_penalty():
+    """C=np.inf in a grid (scikit-learn's way to ask for no penalty) runs in the vmapped program as
+    LogisticRegression(C=np.inf).fit does: equal to penalty=None and to scikit-learn's search."""
+    x, y = overlapping_classes()
+    kwargs = {"cv": 3, "scoring": "neg_log_loss", "refit": False}
+    ours = GridSearchCV(LogisticRegression(), {"C": [1.0, np.inf]}, **kwargs).fit(x, y).cv_results_
+    unpenalised = GridSearchCV(LogisticRegression(penalty=None), {"C": [1.0]}, **kwargs).fit(x, y).cv_results_
+    theirs = sk.GridSearchCV(SklearnLogistic(tol=1e-10), {"C": [1.0, np.inf]}, **kwargs).fit(x, y).cv_results_
+    assert ours["mean_test_score"][1] == pytest.approx(unpenalised["mean_test_score"][0], rel=1e-12)
+    np.testing.assert_allclose(ours["mean_test_score"], theirs["mean_test_score"], rtol=1e-4)

@@ -13,7 +13,8 @@ The three methods a search calls:
   parameter not in `varying` is taken from `self.get_params()`. The Space has one entry per name in
   `varying`: an `hg.Choice` of the given options for structural parameters (`_structural_params`),
   and for continuous ones (`_continuous_params`) `hg.LogUniform` over the given values' range when
-  all are positive, else `hg.Uniform` (a single value gets a range around it); None when `varying`
+  all are positive, else `hg.Uniform` (a single value gets a range around it; +inf, where the
+  parameter allows it, is evaluated but left out of the range); None when `varying`
   is empty (what `fit` uses). The family's
   problem reports `val_loss` (log-loss for classifiers, mean squared error for regressors) and the
   metrics "score" (the estimator's default `score`: accuracy or R^2), for classifiers "accuracy"
@@ -111,11 +112,15 @@ def fit_compiler_options(flops: float) -> dict | None:
 
 def continuous_distribution(name: str, values: Sequence[Any]) -> hg.Uniform | hg.LogUniform:
     """`hg.LogUniform` over the range of `values` when all are positive, else `hg.Uniform`; a
-    single value gets a range around it (log: a factor 10 either side; linear: +-1)."""
+    single value gets a range around it (log: a factor 10 either side; linear: +-1). A value of
+    +inf (LogisticRegression's C = inf, no penalty, where scikit-learn's parameter validation
+    allows it) is evaluated as given and left out of the range (only inf: the range around 1)."""
     array = np.asarray([float(v) for v in values])
-    if array.size == 0 or not np.all(np.isfinite(array)):
-        raise ValueError(f"varying[{name!r}] must be a non-empty list of finite numbers, got {list(values)!r}")
-    lo, hi = float(array.min()), float(array.max())
+    if array.size == 0 or np.any(np.isnan(array) | (array == -np.inf)):
+        raise ValueError(f"varying[{name!r}] must be a non-empty list of numbers (finite, or +inf where the parameter "
+                         f"allows it), got {list(values)!r}")
+    finite = array[np.isfinite(array)] if np.any(np.isfinite(array)) else np.ones(1)
+    lo, hi = float(finite.min()), float(finite.max())
     if lo > 0:
         return hg.LogUniform(lo / 10, hi * 10) if lo == hi else hg.LogUniform(lo, hi)
     return hg.Uniform(lo - 1, hi + 1) if lo == hi else hg.Uniform(lo, hi)
