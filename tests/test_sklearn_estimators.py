@@ -406,3 +406,18 @@ def test_linear_sample_weight_equals_scikit_learns(class_weight):
     unweighted = LogisticRegression(class_weight=class_weight).fit(x, y)
     np.testing.assert_array_equal(LogisticRegression(class_weight=class_weight).fit(x, y, sample_weight=1.0).coef_,
                                   unweighted.coef_)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("columns", [None, 1, 2])
+def test_ridge_shapes_are_scikit_learns(fit_intercept, columns):
+    """coef_, intercept_ and predict have scikit-learn's shapes and types for y of shape (n,),
+    (n, 1) and (n, 2): one target's coefficients raveled, even from a column."""
+    x, y = load_iris(return_X_y=True)
+    y = y if columns is None else np.stack([y, x[:, 0]], axis=1)[:, :columns]
+    ours = Ridge(fit_intercept=fit_intercept).fit(x, y)
+    theirs = sklearn.linear_model.Ridge(fit_intercept=fit_intercept).fit(x, y)
+    assert ours.coef_.shape == theirs.coef_.shape and ours.predict(x).shape == theirs.predict(x).shape
+    assert np.shape(ours.intercept_) == np.shape(theirs.intercept_)
+    assert isinstance(ours.intercept_, float) == isinstance(theirs.intercept_, float)
+    np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-10)

@@ -371,9 +371,10 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
         solution = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(alpha), bool(self.fit_intercept),
                        weights)
         coef, intercept = np.asarray(solution["coef"]).T, np.asarray(solution["intercept"])
-        one = y.ndim == 1
-        self.coef_ = coef[0] if one else coef
-        self.intercept_ = float(intercept[0]) if one else intercept
+        # scikit-learn's shapes: one target's coefficients (y of shape (n,) or (n, 1)) raveled; the
+        # intercept a float for y (n,), an array (m,) for y (n, m), and 0.0 without fit_intercept
+        self.coef_ = coef[0] if targets.shape[1] == 1 else coef
+        self.intercept_ = (0.0 if not self.fit_intercept else float(intercept[0]) if y.ndim == 1 else intercept)
         self.n_iter_ = None
         return self
 
