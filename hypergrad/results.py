@@ -361,13 +361,14 @@ class Result:
         """
         try:
             unit = _finite(data["run_flops"])
-            trials = tuple(Trial(number=int(t["number"]), hparams={k: _from_json(v) for k, v in t["hparams"].items()},
-                                 value=_finite(t["value"]), scores={k: _finite(v) for k, v in t["scores"].items()},
-                                 state=str(t["state"]), flops=_finite(t["flops"]), seconds=_finite(t["seconds"]),
-                                 run_flops=unit, grad_norm=None if t.get("grad_norm") is None else float(t["grad_norm"]),
-                                 tuner=t.get("tuner"))
-                           for t in data["trials"])
-            return cls(str(data["strategy"]), trials, unit, _finite(data["compile_seconds"]), dict(data.get("info") or {}))
+            trials = tuple(
+                Trial(number=int(t["number"]), hparams={k: _from_json(v) for k, v in t["hparams"].items()},
+                      value=_finite(t["value"]), scores={k: _finite(v) for k, v in t["scores"].items()},
+                      state=str(t["state"]), flops=_finite(t["flops"]), seconds=_finite(t["seconds"]), run_flops=unit,
+                      grad_norm=None if t.get("grad_norm") is None else float(t["grad_norm"]), tuner=t.get("tuner"))
+                for t in data["trials"])
+            return cls(str(data["strategy"]), trials, unit, _finite(data["compile_seconds"]),
+                       dict(data.get("info") or {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"Result.from_dict: not a Result's to_dict() ({type(err).__name__}: {err}); give what "
                              "Result.save wrote, or one entry of results.json's 'results'") from err

@@ -353,8 +353,9 @@ def random_search(
             chunk's trials are committed as it returns, and the same call again resumes the study
             (stored trials loaded, never re-run; see `hypergrad.store`).
         extends: an earlier `Result` of this search (same objective, space and key: another
-            objective, space or key is a `ValueError`) with at most `num_trials` trials, to continue: a key's draws do not depend on how many are drawn,
-            so its trials are this search's first ones; they are kept, not re-run, and only the
+            objective, space or key is a `ValueError`) with at most `num_trials` trials, to
+            continue: a key's draws do not depend on how many are drawn, so its trials are this
+            search's first ones; they are kept, not re-run, and only the
             rest are drawn and evaluated (numbered on from them). The result is that of one call
             with `num_trials`. For a comparison at equal wall time: the search given the seconds a
             slower strategy took (`hypergrad compare`). Not with `storage` (a study resumes itself).

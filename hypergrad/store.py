@@ -192,7 +192,8 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
     """The JSON description of a call that a resumed study must match: kind, space, objective (its
     functions, data and settings: `identity`), the key's raw data and the given arguments (those
     that change results; chunk sizes, logs and progress do not), in `FINGERPRINT_FORMAT`."""
-    return {"format": FINGERPRINT_FORMAT, "kind": kind, "space": describe_space(space), "objective": identity(objective),
+    return {"format": FINGERPRINT_FORMAT, "kind": kind, "space": describe_space(space),
+            "objective": identity(objective),
             "key": np.asarray(jax.random.key_data(key)).tolist(),
             "arguments": {name: identity(value) for name, value in sorted(arguments.items())}}
 

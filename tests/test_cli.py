@@ -105,7 +105,7 @@ def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([*args, "--budget", "2"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "--budget 2 training runs cannot pay" in err.replace("argument --budget: ", "--budget ")
+    assert exit_.value.code == 2 and "argument --budget: 2 training runs cannot pay" in err
     assert not out.exists()  # every problem's budget is checked before anything runs or is written
     least = int(re.search(r"give --budget (\d+) or more", err).group(1))
     objective, space = preset("iris-mlp", 5)

@@ -29,7 +29,8 @@ from sklearn.linear_model import Ridge as SklearnRidge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier, RandomizedSearchCV, Ridge
+from hypergrad.sklearn import (GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier,
+                               RandomizedSearchCV, Ridge)
 from hypergrad.sklearn._search import devices_for_n_jobs, options_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

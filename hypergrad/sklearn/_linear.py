@@ -43,8 +43,9 @@ p = p*; hg.Implicit).
 Ridge's `copy_X`, `max_iter`, `tol` and `random_state` are accepted and unused (the solve is
 direct); its `fit` takes `sample_weight` (weighted least squares, centred on the weighted means).
 The families a search vmaps weigh no examples: a search given `sample_weight` hands it to
-scikit-learn's search over these fits (`hypergrad.sklearn._search`). Both compute in JAX's default float dtype (float32 unless `jax_enable_x64` is on). Fits
-on data of nearby shapes share a compiled program (`bucketed`, LogisticRegression; exact).
+scikit-learn's search over these fits (`hypergrad.sklearn._search`). Both compute in JAX's default
+float dtype (float32 unless `jax_enable_x64` is on). Fits on data of nearby shapes share a compiled
+program (`bucketed`, LogisticRegression; exact).
 """
 
 from __future__ import annotations

@@ -28,10 +28,11 @@ or multi-metric `scoring`, an unsupported scoring string, fit parameters such as
 candidate that swaps the final estimator) is handed to scikit-learn's own search with a
 `UserWarning` naming why, so code never breaks: `sample_weight` runs there fit by fit, through
 `Ridge`'s and `LogisticRegression`'s own weighted `fit`; a fit parameter the estimator's `fit` does
-not take (an MLP's `sample_weight`) is a `ValueError` naming it (`check_fit_params`). A setting the hypergrad estimator itself refuses
-(its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1 penalty, `solver="lbfgs"`, ...) is
-refused by the search with that same error before anything compiles (`check_candidates`), as
-invalid parameter values are: scikit-learn's search could not fit it either.
+not take (an MLP's `sample_weight`) is a `ValueError` naming it (`check_fit_params`). A setting the
+hypergrad estimator itself refuses (its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1
+penalty, `solver="lbfgs"`, ...) is refused by the search with that same error before anything
+compiles (`check_candidates`), as invalid parameter values are: scikit-learn's search could not fit
+it either.
 
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
