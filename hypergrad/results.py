@@ -380,16 +380,26 @@ class Result:
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
 
 
-def _optuna_param(value: Any) -> Any:
+def _optuna_param(value: Any, options: Sequence[Any] = ()) -> Any:
     """A hyperparameter as an Optuna param value: a float for numbers (a constant shaped one by its
-    value), the `str` of any other option; None when it has no single value (a varying schedule)."""
+    value), the `str` of any other option; None when it has no single value (a varying schedule).
+    A number equal, in its own dtype, to one of a Choice's numeric `options` is that option as
+    declared (0.1, not float32's 0.10000000149011612), so Optuna sees the space's categories."""
     if isinstance(value, (np.ndarray, np.generic)):
         if value.size == 0 or not (value == value.reshape(-1)[0]).all():
             return None
-        value = value.reshape(-1)[0].item()
+        first = value.reshape(-1)[0]
+        for option in options:
+            if _is_number(option) and first.dtype.kind in "iuf" and np.asarray(option, first.dtype) == first:
+                return float(option)
+        value = first.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]) -> dict[str, Any]:
@@ -397,8 +407,10 @@ def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[s
     range (or set) of the values seen."""
     out = {}
     for name in dict.fromkeys(name for t in trials for name in t.hparams):
-        values = [v for v in (_optuna_param(t.hparams[name]) for t in trials if name in t.hparams) if v is not None]
         desc = space.get(name, {})
+        options = desc.get("options", []) if desc.get("type") == "Choice" else ()
+        values = [v for v in (_optuna_param(t.hparams[name], options) for t in trials if name in t.hparams)
+                  if v is not None]
         if not values:
             continue
         if desc.get("type") in ("Uniform", "LogUniform") and not desc.get("independent"):
@@ -407,7 +419,7 @@ def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[s
         elif all(isinstance(v, float) for v in values) and desc.get("type") != "Choice":
             out[name] = optuna.distributions.FloatDistribution(min(values), max(values))
         else:
-            listed = [o for o in desc.get("options", []) if isinstance(o, (int, float, str)) and not isinstance(o, bool)]
+            listed = [o for o in options if isinstance(o, str) or _is_number(o)]
             choices = list(dict.fromkeys([*(float(o) if not isinstance(o, str) else o for o in listed), *values]))
             out[name] = optuna.distributions.CategoricalDistribution(choices)
     return out
@@ -415,7 +427,8 @@ def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[s
 
 def _optuna_trial(optuna: Any, t: Trial, distributions: Mapping[str, Any]) -> Any:
     """One finished Optuna trial of `t` (see `Result.to_optuna`)."""
-    params = {name: _optuna_param(v) for name, v in t.hparams.items() if name in distributions}
+    params = {name: _optuna_param(v, getattr(distributions[name], "choices", ()))
+              for name, v in t.hparams.items() if name in distributions}
     params = {name: v for name, v in params.items() if v is not None}
     attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if np.ndim(v) > 0}
     attrs.update({name: _to_python(v) for name, v in t.scores.items()})

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
+from hypergrad._store_codec import describe_space  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, TrialRecorder  # noqa: E402
 
 RUN_FLOPS = 1000.0
@@ -172,6 +173,25 @@ def test_load_reads_back_what_save_wrote(tmp_path, random_result, tune_result):
     (tmp_path / "bad.json").write_text(json.dumps({"strategy": "random", "trials": [{"number": 0}]}))
     with pytest.raises(ValueError, match="Result.from_dict: not a Result's to_dict"):
         hg.Result.load(tmp_path / "bad.json")
+
+
+def test_to_optuna_keeps_a_float32_choice_on_its_declared_options(tmp_path):
+    # A float32 run records Choice([0.0, 0.1, 1.0])'s 0.1 as 0.10000000149011612: exported as is, it
+    # was a fourth category beside the declared 0.1, and Optuna refused to continue the study.
+    optuna = pytest.importorskip("optuna")
+    space = hg.Space({"l2": hg.Choice([0.0, 0.1, 1.0]), "lr": hg.LogUniform(1e-3, 1.0)})
+    trials = tuple(hg.Trial(number=i, hparams={"l2": np.float32(l2), "lr": np.float32(0.01)}, value=1.0 - l2,
+                            scores={"val_loss": 1.0 - l2}, state=COMPLETE, flops=1.0, seconds=0.1, run_flops=1.0)
+                   for i, l2 in enumerate([0.1, 0.0, 1.0, 0.1]))
+    result = hg.Result("random", trials, 1.0, 0.0, info={"space": describe_space(space)})
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = result.to_optuna(url, "s")
+    declared = optuna.distributions.CategoricalDistribution([0.0, 0.1, 1.0])
+    assert [t.distributions["l2"] for t in study.trials] == [declared] * 4
+    assert [t.params["l2"] for t in study.trials] == [0.1, 0.0, 1.0, 0.1]
+    loaded = optuna.load_study(study_name="s", storage=url, sampler=optuna.samplers.TPESampler(seed=0))
+    loaded.optimize(lambda trial: trial.suggest_categorical("l2", [0.0, 0.1, 1.0]), n_trials=2)  # continues
+    assert len(loaded.trials) == 6
 
 
 def test_to_dataframe_has_optuna_columns(random_result):
