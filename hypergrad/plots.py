@@ -147,8 +147,13 @@ def _headroom(ax, fraction: float) -> None:
         ax.set_ylim(lo, hi + fraction * (hi - lo))
 
 
-def _cumulative_runs(result: Result) -> np.ndarray:
-    return np.cumsum([t.runs for t in result.trials]) if result.trials else np.zeros(0)
+def _cumulative(result: Result, by: str = "runs") -> np.ndarray:
+    """What the result had spent after each trial (`Result.spent`): training-run equivalents, or
+    wall seconds (compilation first) with `by="seconds"`."""
+    return result.spent(by) if result.trials else np.zeros(0)
+
+
+_SPENT_LABEL = {"runs": "compute (training-run equivalents)", "seconds": "wall time (s, compilation included)"}
 
 
 def _is_failed(trial) -> bool:
@@ -163,11 +168,12 @@ def _draw_budgets(ax, budgets: Sequence[float]) -> None:
                    label="budgets" if i == 0 else None)
 
 
-def _draw_curves(ax, results: Mapping[str, Result], colours, budgets: Sequence[float]) -> None:
-    """Best validation loss so far against cumulative compute: one step curve per strategy."""
+def _draw_curves(ax, results: Mapping[str, Result], colours, budgets: Sequence[float], by: str = "runs") -> None:
+    """Best validation loss so far against cumulative compute (or wall seconds, `by`): one step
+    curve per strategy."""
     drawn, xs = [], list(budgets)
     for name, result in results.items():
-        runs, best = result.curve()
+        runs, best = _cumulative(result, by), result.curve()[1]
         xs += list(runs)  # every trial, so the span matches trials.png even before a finite one
         keep = np.isfinite(runs) & (runs > 0) & np.isfinite(best)
         if not keep.any():
@@ -187,7 +193,7 @@ def _draw_curves(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
         if cap is not None:
             cap = max(cap, max(float(d.min()) for d in drawn))
             ax.set_ylim(top=cap)
-    ax.set_xlabel("compute (training-run equivalents)")
+    ax.set_xlabel(_SPENT_LABEL[by])
     ax.set_ylabel("best validation loss so far")
     if not drawn:
         _note(ax, "no finite trial yet")
@@ -195,8 +201,9 @@ def _draw_curves(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[float]) -> None:
-    """Every trial's validation loss against cumulative compute; failures as x at the top.
+def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[float], by: str = "runs") -> None:
+    """Every trial's validation loss against cumulative compute (or wall seconds, `by`); failures
+    as x at the top.
 
     On a log axis, losses far above the rest (a nearly diverged setting) would squash every other
     trial into one line; they are drawn as triangles in the top band instead (`_log_cap`).
@@ -204,8 +211,8 @@ def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
     import matplotlib.transforms as mtransforms
 
     top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-    groups = {name: _trial_points(result) for name, result in results.items()}
-    xs = list(budgets) + [x for result in results.values() for x in _cumulative_runs(result)]
+    groups = {name: _trial_points(result, by) for name, result in results.items()}
+    xs = list(budgets) + [x for result in results.values() for x in _cumulative(result, by)]
     finite = np.asarray([v for g in groups.values() for v in g[1] + g[3]], float)
     positive = finite.size > 0 and bool(np.all(finite > 0))
     cap = _log_cap(finite) if positive else None
@@ -219,7 +226,7 @@ def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
     on_axes = finite if cap is None else finite[finite <= cap]
     if any_top and on_axes.size:
         _headroom(ax, 0.1)  # a band at the top for the failures, clear of the highest finite loss
-    ax.set_xlabel("cumulative compute (training-run equivalents)")
+    ax.set_xlabel("cumulative " + _SPENT_LABEL[by])
     ax.set_ylabel("validation loss of trial")
     ax.set_title("trials (star: each strategy's pick" + ("; top: failed x, off-scale ^)" if any_top else ")"),
                  fontsize="medium")
@@ -232,12 +239,12 @@ def _draw_trials(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _trial_points(result: Result) -> tuple:
+def _trial_points(result: Result, by: str = "runs") -> tuple:
     """(ok_x, ok_y, skip_x, skip_y, fail_x, best_xy) of one result's trials at their cumulative
-    compute (trials at a non-positive or non-finite compute are left out)."""
+    compute or seconds (`by`; trials at a non-positive or non-finite one are left out)."""
     ok_x, ok_y, skip_x, skip_y, fail_x, best_xy = [], [], [], [], [], None
     best = result.best_trial
-    for x, trial in zip(_cumulative_runs(result), result.trials):
+    for x, trial in zip(_cumulative(result, by), result.trials):
         if not (math.isfinite(x) and x > 0):
             continue
         if _is_failed(trial):
@@ -420,15 +427,16 @@ def plot_comparison(comparison: Comparison, out_dir: str | os.PathLike) -> list[
     Files written into `out_dir` (created if missing):
 
     - `best_value_vs_compute.png`: best validation loss so far against compute in training-run
-      equivalents, one step curve per strategy (log x; log y when the losses span a decade or
-      more), the comparison's budgets dotted; no line before a strategy's first finite trial;
+      equivalents (wall seconds, compilation included, for a comparison `by="seconds"`), one step
+      curve per strategy (log x; log y when the losses span a decade or more), the comparison's
+      budgets dotted; no line before a strategy's first finite trial;
     - `learned_schedules.png`: one panel per shaped hyperparameter (e.g. a per-step learning-rate
       schedule) with each strategy's pick against its index, log y when all values are positive,
       plus a panel of grouped bars for the scalar picks; or, when no hyperparameter is shaped,
       `picked_hparams.png`: the scalar picks as grouped bars;
-    - `trials.png`: every trial's validation loss against cumulative compute (log y when all are
-      positive), failed trials as x at the top of the axes (and losses far above the rest as ^),
-      each strategy's pick starred.
+    - `trials.png`: every trial's validation loss against cumulative compute (or seconds; log y
+      when all are positive), failed trials as x at the top of the axes (and losses far above the
+      rest as ^), each strategy's pick starred.
 
     Args:
         comparison: the output of `hg.compare`.
@@ -452,15 +460,16 @@ def plot_comparison(comparison: Comparison, out_dir: str | os.PathLike) -> list[
 
     fig, axes = _new_figure(1)
     fig.set_size_inches(7.0, 4.5)
-    _draw_curves(axes[0, 0], results, colours, comparison.budgets)
-    axes[0, 0].set_title("best validation loss at equal compute", fontsize="medium")
+    _draw_curves(axes[0, 0], results, colours, comparison.budgets, comparison.by)
+    equal = "equal compute" if comparison.by == "runs" else "equal wall time"
+    axes[0, 0].set_title(f"best validation loss at {equal}", fontsize="medium")
     paths.append(_save(fig, os.path.join(out_dir, "best_value_vs_compute.png")))
 
     paths.append(_write_hparams(results, colours, out_dir))
 
     fig, axes = _new_figure(1)
     fig.set_size_inches(7.0, 4.5)
-    _draw_trials(axes[0, 0], results, colours, comparison.budgets)
+    _draw_trials(axes[0, 0], results, colours, comparison.budgets, comparison.by)
     paths.append(_save(fig, os.path.join(out_dir, "trials.png")))
     return paths
 
@@ -526,8 +535,13 @@ def plot_example_weights(results: Mapping[str, Result], corrupted: np.ndarray, o
         ImportError: when matplotlib is not installed.
     """
     corrupted = np.asarray(corrupted, dtype=bool)
-    picks = {name: np.broadcast_to(np.asarray(pick[hparam], float), corrupted.shape)
+    picks = {name: np.asarray(pick[hparam], float)
              for name, pick in _picks(results).items() if pick is not None and hparam in pick}
+    for name, weights in picks.items():
+        if weights.ndim and weights.shape != corrupted.shape:
+            raise ValueError(f"plot_example_weights: corrupted has shape {corrupted.shape} but {name}'s picked "
+                             f"{hparam} has {weights.shape}; give one flag per example, in the weights' order")
+    picks = {name: np.broadcast_to(weights, corrupted.shape) for name, weights in picks.items()}
     if not picks:
         return None
     _matplotlib()

@@ -114,6 +114,37 @@ def test_plotted_curves_are_the_results_curves(results, drawn, tmp_path):
         _assert_curve_drawn(drawn[f"{name}_curve.png"], name, result)
 
 
+def test_a_comparison_by_seconds_is_drawn_against_seconds(results, drawn, tmp_path):
+    """`hg.compare(by="seconds")`'s budgets are seconds: its curves and trials are drawn against
+    each result's `spent("seconds")` (compilation first), on an axis saying so. They were drawn
+    against training-run equivalents, with the seconds' budget lines among them."""
+    import matplotlib.figure
+
+    labels = {}
+    savefig = matplotlib.figure.Figure.savefig
+
+    def keep_labels(fig, fname, *args, **kwargs):
+        labels[os.path.basename(str(fname))] = [(ax.get_xlabel(), ax.get_title()) for ax in fig.axes]
+        return savefig(fig, fname, *args, **kwargs)
+
+    comparison = hg.compare(results, by="seconds")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matplotlib.figure.Figure, "savefig", keep_labels)
+        plots.plot_comparison(comparison, tmp_path)
+    for name, result in results.items():
+        lines = [lines[name] for lines in drawn["best_value_vs_compute.png"] if name in lines]
+        x, y = lines[0]
+        np.testing.assert_allclose(x, result.spent("seconds"), rtol=1e-12)
+        np.testing.assert_allclose(y, result.curve()[1], rtol=1e-12)
+    # the dotted budgets (the unnamed vertical lines) stand at the comparison's seconds
+    budget_lines = [x for lines in drawn["best_value_vs_compute.png"] for label, (x, _) in lines.items()
+                    if label == "budgets" or label.startswith("_")]
+    assert sorted(float(x[0]) for x in budget_lines) == sorted(comparison.budgets)
+    assert labels["best_value_vs_compute.png"][0] == ("wall time (s, compilation included)",
+                                                      "best validation loss at equal wall time")
+    assert labels["trials.png"][0][0] == "cumulative wall time (s, compilation included)"
+
+
 def test_comparison_plot_method_delegates(results, tmp_path):
     paths = hg.compare(results, budgets=[2.0, 4.0]).plot(str(tmp_path))
     assert len(paths) == 3
@@ -226,3 +257,5 @@ def test_example_weights_histograms_count_clean_and_corrupted_picks(monkeypatch,
         expected_clean, _ = np.histogram(picked[~corrupted], bins=left)
         np.testing.assert_array_equal([h for _, h in clean], expected_clean)
     assert plots.plot_example_weights({"random": results["no weights"]}, corrupted, tmp_path / "none") is None
+    with pytest.raises(ValueError, match=r"corrupted has shape \(13,\) but hypergradient's picked example_weight has"):
+        plots.plot_example_weights(results, np.zeros(13, bool), tmp_path / "wrong")  # was numpy's broadcast error
