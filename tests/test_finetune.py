@@ -219,6 +219,20 @@ def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, d
         assert "config" in stored.files
 
 
+def test_cache_files_are_as_readable_as_the_umask_allows(tmp_path):
+    # mkstemp makes 0600 files: a cache shared through HYPERGRAD_CACHE was unreadable to the others,
+    # who retrained with a warning
+    previous = os.umask(0o022)
+    try:
+        pre.save_params(str(tmp_path / "shared.npz"), {"w": np.ones(3)}, {"k": 1})
+        os.umask(0o077)
+        pre.save_params(str(tmp_path / "private.npz"), {"w": np.ones(3)}, {"k": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.npz").stat().st_mode & 0o777 == 0o600
+
+
 def test_cache_dir_order(tmp_path, monkeypatch):
     monkeypatch.delenv(pre.CACHE_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

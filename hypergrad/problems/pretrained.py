@@ -88,6 +88,12 @@ def cache_path(name: str, config: Mapping[str, Any], directory: str | os.PathLik
     return os.path.join(cache_dir(directory), f"{name}-{digest}.npz")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_params(path: str, params: PyTree, config: Mapping[str, Any]) -> None:
     """Writes `params` (any pytree of arrays) and `config` to `path` as `.npz`, atomically."""
     arrays = {f"param:{leaf_path(p)}": np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
@@ -96,6 +102,7 @@ def save_params(path: str, params: PyTree, config: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(handle, "wb") as f:
             np.savez(f, config=np.asarray(_config_text(config)), **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it (mkstemp's is 0600): a shared cache reads
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
