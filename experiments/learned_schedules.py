@@ -216,7 +216,10 @@ def verdicts(scores: dict, picks: dict, cfg: Config) -> tuple[list[_claims.Claim
                        f"the fresh keys' ({s['fresh keys']['val_loss'][0]:.3f}): much of what the schedule learned "
                        "fits its one training run.")
         if better["fresh keys", "val_loss"] and better["fresh keys", "test_loss"]:
-            verdict, why = "held", "lower validation and test loss than the best constant, on fresh keys too."
+            lost = [m.replace("_", " ") for (w, m), b in better.items() if w == "tuning key" and not b]
+            verdict, why = "held", ("lower validation and test loss than the best constant on fresh keys, " +
+                                    ("and on the tuning key too." if not lost else
+                                     f"though not {' or '.join(lost)} on the tuning key."))
         elif any(better[w, "val_loss"] for w in ("tuning key", "fresh keys")):
             lost = [f"{m.replace('_', ' ')} on {w}" for (w, m), b in better.items() if not b]
             verdict, why = "partly", ("better on validation, but not on " + ", ".join(lost) +

@@ -123,6 +123,11 @@ def check_learned_schedules(stdout, out):
     for row in rows.values():
         assert 0.0 <= float(row["test accuracy (fresh keys, mean ± s.e.)"].split("±")[0]) <= 1.0, row
     sidecar = read_sidecar(out, "learned_schedules", claims=3)
+    for claim in sidecar["claims"][:2]:  # the two schedules against the best constant: the wording follows the numbers
+        val, val_c, test, test_c = map(float, re.search(
+            r"val loss (\S+) vs (\S+), test loss (\S+) vs (\S+) \(tuning key\)", claim["ours"]).groups())
+        if claim["verdict"] == "held":
+            assert ("and on the tuning key too" in claim["why"]) == (val < val_c and test < test_c), claim
     shapes = sidecar["numbers"]["lr_shape"]
     assert len(shapes) == 3 and all(1e-3 <= x <= 3.0 for shape in shapes for x in shape), shapes
 
