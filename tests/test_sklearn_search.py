@@ -360,6 +360,8 @@ def overlapping_classes(n=90, k=3, labels=None):
     return x, codes if labels is None else np.asarray(labels)[codes]
 
 
+@pytest.mark.filterwarnings("ignore:'penalty' was deprecated:FutureWarning")  # scikit-learn's own, the reference
+@pytest.mark.filterwarnings("ignore:Setting penalty=None will ignore:UserWarning")
 def test_penalty_none_ignores_a_searched_c_as_scikit_learn_does():
     """penalty=None fits without a penalty whatever C a search gives it (C is then unused, so the
     candidates are one fit), equal to scikit-learn's search; a searched penalty=None does too. Noisy
