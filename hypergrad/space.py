@@ -89,6 +89,9 @@ class _Continuous:
         for which in ("lo", "hi"):
             object.__setattr__(self, which, _bound(getattr(self, which), name, self.lo, self.hi))
         object.__setattr__(self, "shape", _check_shape(self.shape))
+        if not isinstance(self.independent, (bool, np.bool_)):
+            raise ValueError(f"{name}(independent={self.independent!r}) must be True (the baselines search each "
+                             "element separately) or False (one value broadcast to the shape)")
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): both bounds must be finite")
         if self.lo >= self.hi:
@@ -117,7 +120,10 @@ class _Continuous:
         return jnp.clip(value, _step_inside(self.lo, self.hi, dtype), _step_inside(self.hi, self.lo, dtype))
 
     def unconstrain(self, value: jax.Array) -> jax.Array:
-        u = self._to_fraction(value)
+        # In float32 the fraction of a bound, or of a value a few ulps inside it, can round just
+        # outside [0, 1] (the log and offset in float32 against float64 bounds), where the logit is
+        # NaN: clipped, it is +-inf, as a bound's is (tune's starts clip that to a finite z).
+        u = jnp.clip(self._to_fraction(value), 0.0, 1.0)
         return jnp.log(u) - jnp.log1p(-u)
 
     @property
@@ -348,7 +354,7 @@ class Space:
         return {name: dist.constrain(jnp.asarray(z[name])) for name, dist in self.items}
 
     def unconstrain(self, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
-        """The inverse of `constrain`; values on a bound map to +-inf."""
+        """The inverse of `constrain`; values on a bound (or past it, if only by rounding) map to +-inf."""
         self.check_differentiable("Space.unconstrain")
         return {name: dist.unconstrain(jnp.asarray(hparams[name])) for name, dist in self.items}
 

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hypergrad as hg
@@ -83,6 +84,32 @@ def test_unconstrain_of_a_bound_is_infinite():
     dist = hg.Uniform(0.0, 1.0)
     assert float(dist.unconstrain(0.0)) == -math.inf
     assert float(dist.unconstrain(1.0)) == math.inf
+
+
+def test_float32_values_at_or_just_inside_a_bound_never_unconstrain_to_nan():
+    # The fraction, computed in float32 against float64 bounds, rounded just past 1 (or 0), where
+    # the logit was NaN: a float32 bound, or a start a few ulps inside one, failed every tune trial.
+    for dist in (hg.LogUniform(1e-4, 2.0), hg.Uniform(0.9, 0.99), hg.LogUniform(1e-6, 0.1)):
+        for bound, sign in ((dist.lo, -1.0), (dist.hi, 1.0)):
+            value = np.float32(bound)
+            assert float(dist.unconstrain(value)) == sign * math.inf, (dist, bound)
+            for _ in range(3):
+                value = np.nextafter(value, np.float32(dist.centre), dtype=np.float32)
+                z = float(dist.unconstrain(value))
+                assert not math.isnan(z), (dist, value)
+                assert math.isinf(z) or abs(float(dist.constrain(z)) - float(value)) <= 1e-6 * abs(float(value))
+    problem = hg.problems.ridge(num_examples=60, num_features=4)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.LogUniform(1e-6, 1e-1)})
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), 10)
+    inside = np.nextafter(np.float32(0.1), np.float32(0), dtype=np.float32)  # strictly inside: accepted
+    result = hg.tune(objective, space, jax.random.key(0), steps=3, init={"lr": 0.1, "weight_decay": inside})
+    assert all(t.state == "complete" and math.isfinite(t.value) for t in result.trials), result.trials
+    np.testing.assert_allclose(result.trials[0].hparams["weight_decay"], inside, rtol=1e-6)
+
+
+def test_independent_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"independent='no'\) must be True"):
+        hg.Uniform(0.0, 1.0, shape=(2,), independent="no")  # was truthy: searched element by element
 
 
 # -- centre --------------------------------------------------------------------------------------
