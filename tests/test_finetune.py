@@ -4,6 +4,7 @@ float64 hypergradients against finite differences, and the on-disk cache (a temp
 
 import importlib
 import os
+import re
 
 import jax
 import jax.flatten_util
@@ -256,8 +257,15 @@ def test_bad_inputs_name_the_argument(tiny):
                                                                                  jax.random.key(0))
     with pytest.raises(ValueError, match="needs num_steps"):
         ft.group_sgd(cosine=True)
-    with pytest.raises(ValueError, match="lower shots"):
+    with pytest.raises(ValueError, match="give shots from 1 to") as refused:
         pre.digits_transfer(500, cache="unused")
+    # the limit named is the one over every class: it was the first short class's, and following it
+    # failed again at the next class (150 -> "at most 112" -> "111" -> "109" -> "104")
+    most = int(re.search(r"give shots from 1 to (\d+)", str(refused.value)).group(1))
+    train, _, _ = pre._few_shot_split(pre._target_data("mlp", "5-9", 0.0, 0.0)[1], most, 30, 0)
+    assert len(train) == 5 * most
+    with pytest.raises(ValueError, match=f"give shots from 1 to {most}"):
+        pre.digits_transfer(most + 1, cache="unused")
     for bad in (0, -3, "most", 2.5, True):
         with pytest.raises(ValueError, match="or 'all'"):
             pre.digits_transfer(bad, cache="unused")

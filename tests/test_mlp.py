@@ -126,3 +126,13 @@ def test_corrupted_examples_are_exactly_the_noisy_problems_flipped_labels():
     np.testing.assert_array_equal(np.asarray(objective.problem.train_data[1]) != digits,
                                   hg.problems.preset_corrupted_examples("digits-noisy"))
     assert hg.problems.preset_corrupted_examples("digits-mlp") is None
+
+
+def test_the_default_batch_is_clipped_to_what_a_fit_trains_on():
+    # iris trains on 90 examples (96 per fold at cv=5): the default batch of 100 was refused, though
+    # the docstring promised it clipped
+    for problem, expected in ((hg.problems.mlp_classifier("iris"), 90),
+                              (hg.problems.mlp_classifier("iris", cv=5), 96),
+                              (hg.problems.noisy_mlp_classifier("iris", noise=0.2), 90),
+                              (hg.problems.mlp_classifier("digits"), 100)):
+        assert problem.batch_size == expected == min(100, problem.num_train), problem.name

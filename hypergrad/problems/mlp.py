@@ -179,6 +179,9 @@ def mlp_classifier(
     c = int(max(s[1].max() for s in splits)) + 1
     sizes = (d, *hidden, c)
     labels = None if cv is None else np.concatenate([splits.train[1], splits.val[1]])
+    if batch_size is not None:  # clipped to what one fit trains on (Problem.num_train), as documented
+        pooled = len(splits.train[1]) + len(splits.val[1])
+        batch_size = min(int(batch_size), len(splits.train[1]) if cv is None else pooled - pooled // int(cv))
     return nnx_problem(lambda rngs: MLP(sizes, activation, rngs=rngs, dtype=dtype, class_major=True), splits.train,
                        splits.val, splits.test, batch_size=batch_size,
                        name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"), cv=cv, cv_labels=labels,

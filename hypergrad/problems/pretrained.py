@@ -322,15 +322,17 @@ def _few_shot_split(y: np.ndarray, shots: int | str, val_shots: int, seed: int) 
     test (the same examples for every `shots`), `val_shots` after the first `shots` validation, and
     the first `shots` training ("all": every example not held out, so classes may differ by a few)."""
     rng = np.random.default_rng(seed)
+    labels, counts = np.unique(y, return_counts=True)
+    fewest = int(counts.min())
+    most = fewest - TEST_PER_CLASS - val_shots  # what every class can give (the limit over all of them)
+    if most < 1 or (shots != "all" and not 1 <= shots <= most):
+        raise ValueError(f"shots={shots} with val_shots={val_shots}: the smallest class (label {labels[counts.argmin()]} "
+                         f"of the task) has {fewest} examples, {TEST_PER_CLASS} held out for test; give shots from 1 "
+                         f"to {most}" + (" (or lower val_shots)" if most < 1 else " (or pass shots='all')"))
     parts: tuple[list, list, list] = ([], [], [])
-    for label in np.unique(y):
+    for label in labels:
         members = rng.permutation(np.flatnonzero(y == label))
-        most = len(members) - TEST_PER_CLASS - val_shots
-        take = most if shots == "all" else shots
-        if take < 1 or take > most:
-            raise ValueError(f"shots={shots} with val_shots={val_shots}: class {label} has {len(members)} examples, "
-                             f"{TEST_PER_CLASS} held out for test; lower shots to at most {most} "
-                             "(or pass shots='all')")
+        take = len(members) - TEST_PER_CLASS - val_shots if shots == "all" else shots
         parts[0].append(members[:take])
         parts[1].append(members[take:take + val_shots])
         parts[2].append(members[-TEST_PER_CLASS:])
