@@ -1,10 +1,13 @@
-"""Argument checks shared by the validators: predicates (each caller words its own error message)
-and `check_count`, the one "positive integer" check with its one message."""
+"""Argument checks shared by the validators: predicates (each caller words its own error message),
+`check_count`, the one "positive integer" check with its one message, and `check_key`, the one
+PRNG-key check."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -23,3 +26,22 @@ def check_count(value: Any, argname: str) -> int:
     if not is_int_at_least(value):
         raise ValueError(f"{argname}={value!r} must be an integer >= 1")
     return int(value)
+
+
+def check_key(key: Any, argname: str = "key") -> jax.Array:
+    """Accepts a typed or raw uint32 PRNG key; `ValueError` otherwise."""
+    if isinstance(key, jax.core.Tracer):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        raise ValueError(f"{argname}={key} is an int; pass jax.random.key({key})")
+    try:
+        array = key if isinstance(key, jax.Array) else jnp.asarray(key)  # asarray costs ~0.3 ms a call
+    except TypeError as err:
+        raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed)") from err
+    if jnp.issubdtype(array.dtype, jax.dtypes.prng_key):
+        if array.shape != ():
+            raise ValueError(f"{argname} has shape {array.shape}; pass a single key, not a batch of keys")
+        return array
+    if array.dtype == jnp.uint32 and array.shape == (2,):
+        return array
+    raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")

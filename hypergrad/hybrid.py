@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import check_count, is_int
+from hypergrad._checks import check_count, check_key, is_int
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
-from hypergrad.objective import Objective, check_key
+from hypergrad.objective import Objective
 from hypergrad.results import Result, TrialRecorder
 from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space

@@ -11,7 +11,8 @@ from hypergrad import _compile
 from hypergrad._types import HParams, Key, Scalar
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
-from hypergrad.objective import Objective, as_hparams, check_key
+from hypergrad._checks import check_key
+from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_differentiable_hparams"]
 

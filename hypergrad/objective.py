@@ -9,8 +9,9 @@ where `train` initialises parameters with `problem.init`, builds the optax optim
 into a program) and runs `num_steps` updates as one `jax.lax.scan`. It is pure: `jax.jit`,
 `jax.vmap` and `jax.grad` all apply to it directly.
 
-Randomness: `key` is split once into an initialisation key and a data key; minibatch `t` is drawn
-with `fold_in(data_key, t)` (see `Problem.train_batch`), so any method that replays step `t` sees the
+Randomness: `key` is split once into an initialisation key and a data key; minibatch `t` is the
+`t`-th batch of the epoch stream keyed by the data key (a keyed permutation per epoch, each batch
+computing its own indices: `Problem.batch_indices`), so any method that replays step `t` sees the
 same examples.
 
 Internally every function takes the data splits as an explicit argument (`data`), so compiled
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from hypergrad import _compile
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import check_key, is_int_at_least
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import fold_data, over_folds
 from hypergrad.loop import Loop, LoopState
@@ -63,25 +64,6 @@ def as_hparams(hparams: Any, argname: str = "hparams") -> HParams:
             raise ValueError(f"{argname}[{name!r}] has dtype {array.dtype}; give a number or an array")
         out[name] = array
     return out
-
-
-def check_key(key: Any, argname: str = "key") -> jax.Array:
-    """Accepts a typed or raw uint32 PRNG key; `ValueError` otherwise."""
-    if isinstance(key, jax.core.Tracer):
-        return key
-    if isinstance(key, int) and not isinstance(key, bool):
-        raise ValueError(f"{argname}={key} is an int; pass jax.random.key({key})")
-    try:
-        array = key if isinstance(key, jax.Array) else jnp.asarray(key)  # asarray costs ~0.3 ms a call
-    except TypeError as err:
-        raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed)") from err
-    if jnp.issubdtype(array.dtype, jax.dtypes.prng_key):
-        if array.shape != ():
-            raise ValueError(f"{argname} has shape {array.shape}; pass a single key, not a batch of keys")
-        return array
-    if array.dtype == jnp.uint32 and array.shape == (2,):
-        return array
-    raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")
 
 
 def _naming_missing(fn: Callable) -> Callable:

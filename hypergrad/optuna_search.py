@@ -54,10 +54,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._checks import check_count, is_int_at_least
+from hypergrad._checks import check_count, check_key, is_int_at_least
 from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
-from hypergrad.objective import Objective, check_key
+from hypergrad.objective import Objective
 from hypergrad.structure import Structured
 from hypergrad.results import FAIL, Result, TrialRecorder
 from hypergrad.search import check_space, check_target, evaluate_settings

@@ -237,9 +237,12 @@ class Problem:
         folds = self._check_cv(n_train, n_val)
         where = "training examples"
         if folds is not None:
-            label = f"{len(folds[0])} explicit folds" if isinstance(self.cv, (list, tuple)) else f"cv={self.cv}"
-            where = (f"examples each fold trains on with {label} ({n_train + n_val} pooled train + val "
-                     f"examples, validation folds of {folds[0].shape[1]})")
+            if isinstance(self.cv, (list, tuple)):  # indices into train_data and val_data: nothing pooled
+                where = (f"examples each of the {len(folds[0])} explicit folds trains on (validation folds of "
+                         f"{folds[0].shape[1]})")
+            else:
+                where = (f"examples each fold trains on with cv={self.cv} ({n_train + n_val} pooled train + val "
+                         f"examples, validation folds of {folds[0].shape[1]})")
             n_train = folds[1].shape[1]
         if self.batch_size is not None:
             if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)):

@@ -35,11 +35,11 @@ import numpy as np
 from hypergrad import _caches, _compile
 from hypergrad._batching import (chunk_for, device_count, first_row, from_process_0, place, shardings, take_rows,
                                  to_host)
-from hypergrad._checks import check_count, is_int_at_least
+from hypergrad._checks import check_count, check_key, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
-from hypergrad.objective import Objective, check_key
+from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
 from hypergrad.space import SAMPLE_STREAM, Space
 from hypergrad.store import fingerprint, objective_digest, studying

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches
-from hypergrad._checks import check_count, is_int
+from hypergrad._checks import check_count, check_key, is_int
 from hypergrad._types import HParams, Key
 
 __all__ = ["Uniform", "LogUniform", "Choice", "Space"]
@@ -351,12 +351,20 @@ class Space:
     def constrain(self, z: Mapping[str, jax.Array]) -> HParams:
         """Maps unconstrained coordinates to hyperparameter values inside their bounds."""
         self.check_differentiable("Space.constrain")
+        self._check_names(z, "Space.constrain(z)")
         return {name: dist.constrain(jnp.asarray(z[name])) for name, dist in self.items}
 
     def unconstrain(self, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
         """The inverse of `constrain`; values on a bound (or past it, if only by rounding) map to +-inf."""
         self.check_differentiable("Space.unconstrain")
+        self._check_names(hparams, "Space.unconstrain(hparams)")
         return {name: dist.unconstrain(jnp.asarray(hparams[name])) for name, dist in self.items}
+
+    def _check_names(self, given: Mapping[str, Any], what: str) -> None:
+        missing = [name for name in self.names if name not in given]
+        if missing:
+            raise ValueError(f"{what} lacks {missing}: give a value for every hyperparameter of the space "
+                             f"{list(self.names)}")
 
     def centre(self) -> HParams:
         """The centre of every range (geometric for LogUniform; the first option of a Choice)."""
@@ -373,7 +381,7 @@ class Space:
             dict of arrays with a leading axis of length `n`. A shaped hyperparameter that is not
             `independent` gets one value per setting, broadcast along its shape.
         """
-        n = check_count(n, "n")
+        n, key = check_count(n, "n"), check_key(key)
         if stream is not None and not is_int(stream):
             raise ValueError(f"Space.sample(stream={stream!r}): give an int to fold into the key, or None")
         # one compiled draw, not a dispatch per hyperparameter

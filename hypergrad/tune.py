@@ -22,12 +22,12 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._checks import check_count, is_int_at_least
+from hypergrad._checks import check_count, check_key, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
-from hypergrad.objective import Objective, as_hparams, check_key
+from hypergrad.objective import Objective, as_hparams
 from hypergrad.outer import (DEFAULT_OUTER, LIVE, check_outer, cohort_chunk, drive, make_cohort,
                              outer_step_fn, starts_program, step_trial)
 from hypergrad.results import COMPLETE, Result, TrialRecorder

@@ -470,6 +470,15 @@ def test_explicit_folds_index_each_split_of_its_own_structure(logistic_problem):
     np.testing.assert_array_equal(problem.data["train"][0][1], np.asarray(x)[10:30])
 
 
+def test_a_batch_larger_than_an_explicit_fold_says_so_without_pooling(logistic_problem):
+    # explicit folds index train_data and val_data; the message spoke of "pooled train + val examples"
+    folds = [(np.arange(0, 20), np.arange(0, 5)), (np.arange(10, 30), np.arange(5, 10))]
+    with pytest.raises(ValueError, match=r"larger than the 20 examples each of the 2 explicit folds trains on "
+                                         r"\(validation folds of 5\)") as refused:
+        dataclasses.replace(logistic_problem, cv=folds, batch_size=21)
+    assert "pooled" not in str(refused.value)
+
+
 @pytest.mark.parametrize("cv,match", [
     ([(np.arange(5), np.arange(5, 8))], r"lists 1 fold\(s\); give at least 2"),
     ([(np.arange(5), np.arange(5, 8)), (np.arange(4), np.arange(5, 8))], r"sizes \[\(4, 3\), \(5, 3\)\]"),

@@ -393,3 +393,13 @@ def test_space_is_hashable_by_value():
     assert a == b and hash(a) == hash(b)
     assert a != hg.Space({"lr": hg.LogUniform(1e-3, 2.0, shape=(3,))})
     assert a.num_scalars == 3 and len(a) == 1 and list(a) == ["lr"]
+
+
+def test_sample_and_the_bijections_name_what_is_wrong():
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Uniform(0.0, 0.9)})
+    with pytest.raises(ValueError, match=r"key=0 is an int; pass jax.random.key\(0\)"):
+        space.sample(0, 4)  # was JAX's "invalid PRNG key data"
+    with pytest.raises(ValueError, match=r"Space.constrain\(z\) lacks \['momentum'\]"):
+        space.constrain({"lr": 0.0})  # was a bare KeyError
+    with pytest.raises(ValueError, match=r"Space.unconstrain\(hparams\) lacks \['lr'\]"):
+        space.unconstrain({"momentum": 0.5})

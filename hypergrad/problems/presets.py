@@ -64,7 +64,8 @@ def preset(name: str, num_steps: int | None = None) -> tuple[Objective, Space]:
     Args:
         name: one of `PRESETS` ("digits-mlp", "iris-mlp", "breast-cancer-logistic", "digits-noisy",
             "digits-finetune").
-        num_steps: training steps T (default 200); the schedule has T entries.
+        num_steps: training steps T (default the preset's: 200, or 100 for "digits-finetune"); the
+            schedule has T entries.
     """
     if name not in PRESETS:
         raise ValueError(f"problem={name!r} is not a preset; choose one of {sorted(PRESETS)}")

@@ -59,7 +59,7 @@ CACHE_ENV = "HYPERGRAD_CACHE"
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
 TEST_PER_CLASS = 40
-"""Held-out target examples per class (digits has 174 to 182 per class)."""
+"""Held-out target examples per class (digits has 174 to 183 per class)."""
 MODELS = ("mlp", "cnn")
 TARGETS = ("5-9", "shifted")
 SHIFTED_SOURCE = "clean-quarter"
