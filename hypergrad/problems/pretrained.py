@@ -326,7 +326,8 @@ def _few_shot_split(y: np.ndarray, shots: int | str, val_shots: int, seed: int) 
     fewest = int(counts.min())
     most = fewest - TEST_PER_CLASS - val_shots  # what every class can give (the limit over all of them)
     if most < 1 or (shots != "all" and not 1 <= shots <= most):
-        raise ValueError(f"shots={shots} with val_shots={val_shots}: the smallest class (label {labels[counts.argmin()]} "
+        smallest = labels[counts.argmin()]
+        raise ValueError(f"shots={shots} with val_shots={val_shots}: the smallest class (label {smallest} "
                          f"of the task) has {fewest} examples, {TEST_PER_CLASS} held out for test; give shots from 1 "
                          f"to {most}" + (" (or lower val_shots)" if most < 1 else " (or pass shots='all')"))
     parts: tuple[list, list, list] = ([], [], [])
