@@ -1,6 +1,6 @@
 """Argument checks shared by the validators: predicates (each caller words its own error message),
-`check_count`, the one "positive integer" check with its one message, and `check_key`, the one
-PRNG-key check."""
+`check_count`, the one "positive integer" check with its one message, `check_progress`, and
+`check_key`, the one PRNG-key check."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ def is_int(value: Any) -> bool:
 def is_int_at_least(value: Any, minimum: int = 1) -> bool:
     """Whether `value` is an integer (a Python or numpy int, not a bool) and >= `minimum`."""
     return is_int(value) and value >= minimum
+
+
+def check_progress(progress: Any) -> Any:
+    """`progress` if it is None, a bool or a callable(str); else a `ValueError`."""
+    if progress is None or isinstance(progress, bool) or callable(progress):
+        return progress
+    raise ValueError(f"progress={progress!r} must be True (a line per step or chunk on stderr), False, or a "
+                     "callable taking each line")
 
 
 def check_count(value: Any, argname: str) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from hypergrad._batching import is_writer
+from hypergrad._checks import check_progress
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder"]
 
@@ -527,7 +528,7 @@ class TrialRecorder:
         if log is not None and is_writer():  # several processes: process 0 alone writes
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
             self._log = open(log, "a")
-        if progress is True:
+        if check_progress(progress) is True:
             self._progress = lambda line: print(line, file=sys.stderr, flush=True)
         elif callable(progress):
             self._progress = progress

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._checks import check_count, check_key, is_int_at_least
+from hypergrad._checks import check_count, check_key, check_progress, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
@@ -208,6 +208,10 @@ def tune(
     """
     _check_tune_args(objective, space, method)
     steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
+    check_progress(progress)
+    if not isinstance(resample_key, (bool, np.bool_)):
+        raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
+                         "False (every step trains with key)")
     population = _check_population_args(population, init, warmup, halving, chunk_size)
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,

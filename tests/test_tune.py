@@ -147,6 +147,8 @@ def test_bad_init_is_refused_naming_init(digits, case):
     ({"steps": 2.5}, "steps"),
     ({"outer": "adam"}, "outer"),
     ({"method": "reverse"}, "method"),
+    ({"resample_key": "yes"}, "resample_key"),  # was truthy: a fresh key per step
+    ({"progress": 1}, "progress"),  # was silently no progress
 ])
 def test_bad_arguments_are_refused_before_compiling(digits, kwargs, argname):
     compilations = _compile.stats.compilations
