@@ -173,12 +173,27 @@ def test_unsupported_options_fall_back_with_the_reason(iris, kwargs, fit, match,
     (lambda: GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression()), {"logisticregression__dual": [True]}),
      ValueError, "use dual=False"),
     (lambda: HypergradSearchCV(Ridge(positive=True), {"alpha": (0.1, 10.0, "log")}), ValueError, "positive=False"),
+    # a range no configuration's fit reads: its hypergradient is zero, so the descent did nothing, silently
+    (lambda: HypergradSearchCV(LogisticRegression(penalty=None), {"C": (0.01, 100.0, "log")}), ValueError,
+     "C is descended, but no configuration's fit reads it"),
+    (lambda: HypergradSearchCV(small_mlp(solver="adam"), {"momentum": (0.1, 0.9)}), ValueError,
+     "momentum is descended, but no configuration's fit reads it"),
+    (lambda: HypergradSearchCV(make_pipeline(StandardScaler(), small_mlp()), {"mlpclassifier__solver": ["adam"],
+                                                                              "mlpclassifier__momentum": (0.1, 0.9)}),
+     ValueError, "mlpclassifier__momentum is descended"),
 ])
 def test_bad_arguments_raise_before_compiling(iris, make, error, match, monkeypatch):
     monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise
     monkeypatch.setattr("hypergrad.hybrid_search", None)
     with pytest.raises(error, match=match):
         make().fit(*iris)
+
+
+def test_a_range_read_by_some_configuration_is_descended(iris):
+    # sgd reads momentum, adam does not: searching both, momentum is still descended (for sgd)
+    search = HypergradSearchCV(small_mlp(), {"solver": ["sgd", "adam"], "momentum": (0.1, 0.9)}, budget=40, cv=2)
+    search.fit(*iris)
+    assert set(search.cv_results_["param_solver"]) == {"sgd", "adam"}
 
 
 @pytest.fixture(scope="module")

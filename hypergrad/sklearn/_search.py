@@ -54,6 +54,7 @@ vmapped evaluation, its programs, plan, compile and run seconds and the planner'
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import numbers
 import os
 import time
@@ -195,6 +196,20 @@ def check_candidates(estimator: Any, candidates: Sequence[Mapping[str, Any]]) ->
                 step[1]._validate_params()
             if isinstance(step[1], HypergradEstimator):
                 step[1]._check_supported()
+
+
+def check_descended_are_read(target: Target, discrete: Mapping[str, Sequence[Any]],
+                             continuous: Mapping[str, Any]) -> None:
+    """A `ValueError` for a range `HypergradSearchCV` would descend that no configuration's fit
+    reads (`unused_params`: C under penalty=None, momentum under adam): its hypergradient is zero,
+    so the descent would do nothing and say nothing."""
+    base = target.final.get_params(deep=False)
+    configurations = [dict(zip(discrete, values)) for values in itertools.product(*discrete.values())]
+    for name in sorted(continuous):
+        if all(name in target.final.unused_params({**base, **c}) for c in configurations):
+            raise ValueError(f"HypergradSearchCV: {target.prefix}{name} is descended, but no configuration's fit "
+                             f"reads it ({type(target.final).__name__}'s unused parameters for its settings), so "
+                             f"its hypergradient is zero; drop it, or search a setting that reads it")
 
 
 def host_groups(target: Target, candidates: Sequence[Mapping[str, Any]]) -> list[tuple[dict, np.ndarray]]:
@@ -729,6 +744,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         discrete, continuous = split
         check_candidates(self.estimator, [{target.prefix + n: v} for n, options in discrete.items() for v in options]
                          + [{target.prefix + n: v} for n, b in continuous.items() for v in (b.low, b.high)])
+        check_descended_are_read(target, discrete, continuous)
         X, y = indexable(X, y)
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
         self.n_splits_ = len(splits)
