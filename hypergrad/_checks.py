@@ -16,6 +16,11 @@ def is_int(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, np.integer))
 
 
+def is_number(value: Any) -> bool:
+    """Whether `value` is a real number: a Python or numpy int or float, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 def is_int_at_least(value: Any, minimum: int = 1) -> bool:
     """Whether `value` is an integer (a Python or numpy int, not a bool) and >= `minimum`."""
     return is_int(value) and value >= minimum

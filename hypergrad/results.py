@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from hypergrad._batching import is_writer
-from hypergrad._checks import check_progress
+from hypergrad._checks import check_progress, is_number
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder"]
 
@@ -391,16 +391,12 @@ def _optuna_param(value: Any, options: Sequence[Any] = ()) -> Any:
             return None
         first = value.reshape(-1)[0]
         for option in options:
-            if _is_number(option) and first.dtype.kind in "iuf" and np.asarray(option, first.dtype) == first:
+            if is_number(option) and first.dtype.kind in "iuf" and np.asarray(option, first.dtype) == first:
                 return float(option)
         value = first.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     return float(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]) -> dict[str, Any]:
@@ -420,7 +416,7 @@ def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[s
         elif all(isinstance(v, float) for v in values) and desc.get("type") != "Choice":
             out[name] = optuna.distributions.FloatDistribution(min(values), max(values))
         else:
-            listed = [o for o in options if isinstance(o, str) or _is_number(o)]
+            listed = [o for o in options if isinstance(o, str) or is_number(o)]
             choices = list(dict.fromkeys([*(float(o) if not isinstance(o, str) else o for o in listed), *values]))
             out[name] = optuna.distributions.CategoricalDistribution(choices)
     return out

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches
-from hypergrad._checks import check_count, check_key, is_int
+from hypergrad._checks import check_count, check_key, is_int, is_number
 from hypergrad._types import HParams, Key
 
 __all__ = ["Uniform", "LogUniform", "Choice", "Space"]
@@ -188,10 +188,6 @@ class LogUniform(_Continuous):
         return (jnp.log(jnp.asarray(value)) - log_lo) / (log_hi - log_lo)
 
 
-def _is_number(option: Any) -> bool:
-    return isinstance(option, (int, float, np.integer, np.floating)) and not isinstance(option, bool)
-
-
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """One of a finite list of options; searched by the baselines, never differentiated.
@@ -230,7 +226,7 @@ class Choice:
                 raise ValueError(f"Choice: option {option!r} is not hashable; use a tuple, string or number") from err
         if len(set(options)) != len(options):
             raise ValueError(f"Choice(options={list(options)!r}) repeats an option; list each once")
-        numeric = all(_is_number(o) for o in options)
+        numeric = all(is_number(o) for o in options)
         if structural is None:
             structural = not numeric
         elif not structural and not numeric:

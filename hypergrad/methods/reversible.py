@@ -333,8 +333,7 @@ class Reversible(Method):
         grads[self.momentum] = grads[self.momentum] + mbar.astype(grads[self.momentum].dtype)
         # Outside the int64 range the integers wrapped, and outside [2^-info_bits, 1] the momentum
         # was clipped (a traced value `check` could not see): report NaN rather than a wrong number.
-        m = jnp.asarray(hparams[self.momentum])
-        ok = ok & (m >= 2.0 ** -self.info_bits) & (m <= 1)
+        ok = ok & (arith.momentum >= 2.0 ** -self.info_bits) & (arith.momentum <= 1)
         grads = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), grads)
         value = jnp.where(ok, value, jnp.nan)
         scores = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), scores)

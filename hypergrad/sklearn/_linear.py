@@ -124,6 +124,11 @@ def _shift_projector(size: int, m: int) -> np.ndarray:
     return np.kron(np.eye(size // m), np.full((m, m), 1.0 / m))
 
 
+def penalty_c(penalty: Any, c: Any) -> Any:
+    """The C the solver uses: inf (no penalty) under penalty=None, whatever C says, else C."""
+    return np.inf if penalty is None else c
+
+
 def newton_logistic(x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax.Array, *, fit_intercept: bool,
                     max_iter: int,
                     tol: float) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
@@ -427,9 +432,6 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         self.warm_start = warm_start
         self.n_jobs = n_jobs
 
-    def _penalty_c(self, c: Any) -> Any:
-        return np.inf if self.penalty is None else c
-
     def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
         """`C` with `penalty=None`: no penalty, so C is not read (scikit-learn ignores it too)."""
         return frozenset({"C"}) if params["penalty"] is None else frozenset()
@@ -437,10 +439,8 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
     def _solver(self, params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
         def solve(batch, hparams):
             x, targets, weights = batch
-            if params["penalty"] is None:  # no penalty whatever C is, a searched (traced) C included
-                c = jnp.asarray(np.inf, x.dtype)
-            else:
-                c = hparams["C"] if "C" in hparams else jnp.asarray(continuous["C"], x.dtype)
+            # no penalty whatever C is, a searched (traced) C included
+            c = jnp.asarray(penalty_c(params["penalty"], hparams["C"] if "C" in hparams else continuous["C"]), x.dtype)
             return newton_logistic(x, targets, weights, c, fit_intercept=bool(params["fit_intercept"]),
                                    max_iter=int(params["max_iter"]), tol=float(params["tol"]))[0]
         return solve
@@ -477,7 +477,7 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         x, targets, weights = bucketed(np.asarray(X, dtype), targets, weights)
         run = cached_program(("LogisticRegression", static, x.shape, targets.shape, str(dtype)), make)
         solution, taken, converged = run(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(weights),
-                                         jnp.asarray(self._penalty_c(self.C), dtype))
+                                         jnp.asarray(penalty_c(self.penalty, self.C), dtype))
         self.coef_ = np.asarray(solution["coef"]).T[:, :X.shape[1]].copy()
         self.intercept_ = np.asarray(solution["intercept"]).copy()
         self.n_iter_ = np.asarray([int(taken)], dtype=np.int32)
