@@ -15,6 +15,7 @@ import hypergrad as hg
 sklearn = pytest.importorskip("sklearn")
 
 import sklearn.linear_model  # noqa: E402
+import sklearn.metrics  # noqa: E402
 import sklearn.neural_network  # noqa: E402
 from sklearn.datasets import load_iris, load_wine  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -406,6 +407,48 @@ def test_linear_sample_weight_equals_scikit_learns(class_weight):
     unweighted = LogisticRegression(class_weight=class_weight).fit(x, y)
     np.testing.assert_array_equal(LogisticRegression(class_weight=class_weight).fit(x, y, sample_weight=1.0).coef_,
                                   unweighted.coef_)
+
+
+def test_mlp_sample_weight_is_scikit_learns_weighting():
+    """An MLP's fit(X, y, sample_weight=w) weighs as scikit-learn's: on one full batch, integer
+    weights train exactly as the examples repeated that often (same loss curve and coefficients);
+    weights of 1 are the unweighted fit; with early stopping the weights go with the split and the
+    best validation score is the weighted accuracy (classifier) or weighted R^2 (regressor) of the
+    restored parameters on scikit-learn's split, not the unweighted one."""
+    x, y = load_iris(return_X_y=True)
+    x = StandardScaler().fit_transform(x)
+    rng = np.random.default_rng(0)
+    repeats = rng.integers(1, 4, len(y))
+    params = dict(hidden_layer_sizes=(8,), max_iter=30, batch_size=len(y), random_state=0, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence; batch_size clipped for the repeated data
+        weighted = MLPClassifier(**params).fit(x, y, sample_weight=repeats.astype(float))
+        repeated = MLPClassifier(**{**params, "batch_size": int(repeats.sum())}).fit(np.repeat(x, repeats, 0),
+                                                                                     np.repeat(y, repeats))
+        ones = MLPClassifier(**params).fit(x, y, sample_weight=np.ones(len(y)))
+        plain = MLPClassifier(**params).fit(x, y)
+    np.testing.assert_allclose(weighted.loss_curve_, repeated.loss_curve_, rtol=1e-10)
+    for ours, theirs in zip(weighted.coefs_ + weighted.intercepts_, repeated.coefs_ + repeated.intercepts_):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    for ours, theirs in zip(ones.coefs_, plain.coefs_):
+        np.testing.assert_array_equal(ours, theirs)
+    assert np.abs(weighted.coefs_[0] - plain.coefs_[0]).max() > 1e-3  # the weights changed the fit
+
+    w = rng.uniform(0.0, 3.0, len(y))
+    stopping = dict(hidden_layer_sizes=(4,), max_iter=40, early_stopping=True, random_state=3,
+                    validation_fraction=0.3, learning_rate_init=0.01)
+    regression_target = x[:, 0] * 2 + x[:, 1]
+    for model, target, stratify, metric in ((MLPClassifier, y, y, sklearn.metrics.accuracy_score),
+                                            (MLPRegressor, regression_target, None, sklearn.metrics.r2_score)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted = model(**stopping).fit(x, target, sample_weight=w)
+        _, x_val, _, t_val, _, w_val = train_test_split(x, target, w, random_state=3, test_size=0.3,
+                                                        stratify=stratify)
+        prediction = fitted.predict(x_val)
+        np.testing.assert_allclose(fitted.best_validation_score_, metric(t_val, prediction, sample_weight=w_val),
+                                   rtol=1e-10)
+        assert abs(fitted.best_validation_score_ - metric(t_val, prediction)) > 1e-3
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])

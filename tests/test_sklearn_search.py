@@ -397,8 +397,9 @@ def test_penalty_none_ignores_a_searched_c_as_scikit_learn_does():
 
 def test_sample_weight_runs_the_weighted_fits_or_is_refused_by_name(iris, monkeypatch):
     """sample_weight goes to scikit-learn's search (with a warning), whose fits are the estimator's
-    own weighted fit: the scores equal scikit-learn's search of its LogisticRegression. An MLP's fit
-    takes no sample_weight: a ValueError naming it, before anything is fitted."""
+    own weighted fit: the scores equal scikit-learn's search of its LogisticRegression, and an MLP
+    search's refit is the MLP's own weighted fit (directly and as a Pipeline's step). A fit parameter
+    the estimator's fit does not take: a ValueError naming it, before anything is fitted."""
     x, y = overlapping_classes()
     w = np.random.default_rng(2).uniform(0.1, 3.0, len(y))
     kwargs = {"cv": 3, "scoring": "neg_log_loss"}
@@ -407,15 +408,29 @@ def test_sample_weight_runs_the_weighted_fits_or_is_refused_by_name(iris, monkey
     theirs = sk.GridSearchCV(SklearnLogistic(tol=1e-10), {"C": [0.1, 1.0]}, **kwargs).fit(x, y, sample_weight=w)
     np.testing.assert_allclose(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], rtol=1e-5)
     np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), atol=1e-5)
+
+    w = np.random.default_rng(3).uniform(0.1, 3.0, len(iris[1]))
+    with pytest.warns(UserWarning, match=r"fit parameters \['sample_weight'\]"):
+        mlp = GridSearchCV(small_mlp(), {"alpha": [1e-4, 1e-1]}, cv=2).fit(*iris, sample_weight=w)
+    refit = small_mlp(alpha=mlp.best_params_["alpha"]).fit(*iris, sample_weight=w)
+    np.testing.assert_array_equal(mlp.best_estimator_.coefs_[0], refit.coefs_[0])
+    assert np.abs(refit.coefs_[0] - small_mlp(alpha=mlp.best_params_["alpha"]).fit(*iris).coefs_[0]).max() > 1e-6
+    with pytest.warns(UserWarning, match=r"fit parameters \['mlpclassifier__sample_weight'\]"):
+        piped = GridSearchCV(make_pipeline(StandardScaler(), small_mlp()), {"mlpclassifier__alpha": [1e-4]},
+                             cv=2).fit(*iris, mlpclassifier__sample_weight=w)
+    scaled = StandardScaler().fit_transform(iris[0])
+    np.testing.assert_allclose(piped.best_estimator_[-1].coefs_[0],
+                               small_mlp().fit(scaled, iris[1], sample_weight=w).coefs_[0], rtol=1e-12)
+
     monkeypatch.setattr(sk.GridSearchCV, "fit", None)  # reaching the fallback would fail otherwise
     monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)
-    with pytest.raises(ValueError, match="MLPClassifier.fit takes no 'sample_weight'"):
-        GridSearchCV(small_mlp(), {"alpha": [1e-4]}, cv=2).fit(*iris, sample_weight=np.ones(60))
-    with pytest.raises(ValueError, match=r"fit\(mlpclassifier__sample_weight=...\)"):
+    with pytest.raises(ValueError, match="MLPClassifier.fit takes no 'coef_init'"):
+        GridSearchCV(small_mlp(), {"alpha": [1e-4]}, cv=2).fit(*iris, coef_init=np.ones(3))
+    with pytest.raises(ValueError, match=r"fit\(mlpclassifier__coef_init=...\)"):
         GridSearchCV(make_pipeline(StandardScaler(), small_mlp()), {"mlpclassifier__alpha": [1e-4]}, cv=2).fit(
-            *iris, mlpclassifier__sample_weight=np.ones(60))
-    with pytest.raises(ValueError, match="takes no 'sample_weight'"):
-        HypergradSearchCV(small_mlp(), {"alpha": (1e-4, 1e-1, "log")}, cv=2).fit(*iris, sample_weight=np.ones(60))
+            *iris, mlpclassifier__coef_init=np.ones(3))
+    with pytest.raises(ValueError, match="takes no 'coef_init'"):
+        HypergradSearchCV(small_mlp(), {"alpha": (1e-4, 1e-1, "log")}, cv=2).fit(*iris, coef_init=np.ones(3))
 
 
 def test_hypergrad_search_descends_on_a_single_split():

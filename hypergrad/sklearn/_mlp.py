@@ -29,8 +29,9 @@ Differences from scikit-learn, on purpose: the random numbers (initialisation, s
 early-stopping split) come from JAX keys, so a fit matches scikit-learn in distribution, not
 digit for digit; log-losses are computed from logits (scikit-learn clips probabilities at
 machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"`,
-`warm_start=True` and `partial_fit` are refused with a ValueError; `sample_weight` is not taken;
-multilabel targets (a 2-D indicator y) are not supported by the classifier (scikit-learn's
+`warm_start=True` and `partial_fit` are refused with a ValueError; `fit` takes `sample_weight`
+(scikit-learn's weighting, `_MLP.fit`), but a search's vmapped fits weigh no examples (a search
+given `sample_weight` hands it to scikit-learn's search, fit by fit); multilabel targets (a 2-D indicator y) are not supported by the classifier (scikit-learn's
 "y should be a 1d array" ValueError). Arithmetic is in JAX's default float dtype: float32 unless
 `jax_enable_x64` is on (scikit-learn keeps float64 input in float64); `max_fun` (lbfgs only) is
 accepted and unused.
@@ -68,7 +69,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 import hypergrad as hg
 from hypergrad import _compile
@@ -162,11 +163,15 @@ def predicted_codes(out: str, z: jax.Array) -> jax.Array:
     return jnp.argmax(z, axis=0) if out == "softmax" else (z[0] > 0).astype(jnp.int32)
 
 
-def r2(targets: jax.Array, z: jax.Array) -> jax.Array:
+def r2(targets: jax.Array, z: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """scikit-learn's r2_score (uniform average over outputs; a constant target scores 1 when
-    predicted exactly, else 0) of predictions z (outputs, batch) against targets (batch, outputs)."""
-    residual = jnp.sum(jnp.square(targets.T - z), axis=1)
-    total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
+    predicted exactly, else 0) of predictions z (outputs, batch) against targets (batch, outputs),
+    each example's squares times its weight when `weights` (batch,) are given, as its
+    `sample_weight`."""
+    w = jnp.ones(targets.shape[0], targets.dtype) if weights is None else weights
+    residual = jnp.sum(w * jnp.square(targets.T - z), axis=1)
+    mean = jnp.sum(w[:, None] * targets, axis=0) / jnp.sum(w)
+    total = jnp.sum(w[:, None] * jnp.square(targets - mean), axis=0)
     safe = jnp.where(total > 0, total, 1.0)
     return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
 
@@ -417,27 +422,32 @@ def as_sizes(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in np.atleast_1d(np.asarray(value)).tolist())
 
 
-def padded(task: Task, x: np.ndarray, y: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def padded(task: Task, x: np.ndarray, y: np.ndarray, dtype: Any, weights: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, targets, weights) with one padding row of weight 0 appended (`EpochBatches`); targets
-    one-hot (softmax), a 0/1 column (logistic) or the values (n, outputs)."""
+    one-hot (softmax), a 0/1 column (logistic) or the values (n, outputs); weights 1 each unless
+    given (a fit's `sample_weight`)."""
     n = len(x)
+    weights = np.ones(n, dtype) if weights is None else np.asarray(weights, dtype)
     if task.out == "softmax":
         targets = np.eye(task.n_outputs, dtype=dtype)[np.asarray(y, np.int64)]
     else:
         targets = np.asarray(y, dtype).reshape(n, -1)
     x = np.concatenate([np.asarray(x, dtype), np.zeros((1, x.shape[1]), dtype)])
     targets = np.concatenate([targets, np.zeros((1, targets.shape[1]), dtype)])
-    return x, targets, np.concatenate([np.ones(n, dtype), np.zeros(1, dtype)])
+    return x, targets, np.concatenate([weights, np.zeros(1, dtype)])
 
 
-def early_stopping_split(task: Task, p: Mapping[str, Any], x: np.ndarray, y: np.ndarray, seed: int):
+def early_stopping_split(task: Task, p: Mapping[str, Any], train: tuple, seed: int) -> tuple[tuple, tuple]:
     """scikit-learn's split for early stopping: `train_test_split(test_size=validation_fraction,
-    stratify=y for classifiers)`; ((x, y) trained on, (x, y) scored each epoch)."""
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, random_state=seed, test_size=p["validation_fraction"], stratify=y if task.classifier else None)
-    if len(x_val) < 2:
+    stratify=y for classifiers)` of `train`, (x, y) or (x, y, sample weights); (part trained on,
+    part scored each epoch), each as `train` is (the weights split with their examples, as
+    scikit-learn's fit splits them)."""
+    parts = train_test_split(*train, random_state=seed, test_size=p["validation_fraction"],
+                             stratify=train[1] if task.classifier else None)
+    if len(parts[1]) < 2:
         raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
-    return (x_train, y_train), (x_val, y_val)
+    return tuple(parts[0::2]), tuple(parts[1::2])
 
 
 def batch_size_of(p: Mapping[str, Any], n: int) -> int:
@@ -517,9 +527,25 @@ def _dtype() -> Any:
 
 
 def problem_data(task: Task, train: tuple, val: tuple, dtype: Any) -> dict[str, tuple]:
-    """The splits as the family's problem holds them: train padded (`padded`), val (X, targets)."""
-    x_val, targets_val, _ = padded(task, *val, dtype)
-    return {"train": padded(task, *train, dtype), "val": (x_val[:-1], targets_val[:-1])}
+    """The splits as the family's problem holds them: train padded (`padded`; `train` is (x, y) or
+    (x, y, sample weights)), val (X, targets)."""
+    x_val, targets_val, _ = padded(task, *val[:2], dtype)
+    return {"train": padded(task, *train[:2], dtype, *train[2:]), "val": (x_val[:-1], targets_val[:-1])}
+
+
+def weighted_score(task: Task, logits: Any) -> Any:
+    """`(params, hparams, (X, targets, weights)) -> score`: scikit-learn's `score` with
+    `sample_weight` (weighted accuracy, or weighted R^2), the early-stopping score of a weighted fit."""
+    def score(params, hparams, batch):
+        inputs, targets, weights = batch
+        z = logits(params, hparams, inputs)
+        if not task.classifier:
+            return r2(targets, z, weights)
+        codes = jnp.argmax(targets, axis=1) if task.out == "softmax" else targets[:, 0].astype(jnp.int32)
+        hits = (predicted_codes(task.out, z) == codes).astype(weights.dtype)
+        return jnp.sum(weights * hits) / jnp.sum(weights)
+
+    return score
 
 
 def _metrics(task: Task, logits: Any) -> dict[str, Any]:
@@ -549,11 +575,11 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
                     constants: Mapping[str, Any], seed: int) -> hg.Objective:
     """The fit of one structural configuration (every structural parameter an option or
     `hg.Masked`) as an `hg.Objective`; continuous parameters are read from hparams when given
-    there, else from `constants`."""
+    there, else from `constants`. `train` is (x, y), or (x, y, sample weights) for a weighted fit."""
     dtype = _dtype()
     es_val = None
     if config["early_stopping"]:
-        train, es_val = early_stopping_split(task, config, *train, seed)
+        train, es_val = early_stopping_split(task, config, train, seed)
     rule = rule_of(config, len(train[0]))
     n_in = train[0].shape[1]
     data = problem_data(task, train, val, dtype)
@@ -582,9 +608,9 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
 
     def optimizer(hparams):
         score = None
-        if es_val is not None:
-            held_out = problem_data(task, es_val, es_val, dtype)["val"]
-            score = lambda params: metrics["score"](params, hparams, held_out)  # noqa: E731
+        if es_val is not None:  # (X, targets, weights), the padding row dropped
+            held_out = tuple(a[:-1] for a in padded(task, *es_val[:2], dtype, *es_val[2:]))
+            score = lambda params: weighted_score(task, logits)(params, hparams, held_out)  # noqa: E731
         return sklearn_solver(rule, numbers(hparams), _kinds(config, hparams), score)
 
     problem = EpochBatches(init=init, train_loss=train_loss, val_loss=val_loss, train_data=data["train"],
@@ -671,15 +697,18 @@ class _MLP(HypergradEstimator):
 
         return hg.Structured(build, maskable=_maskable(varying)), space
 
-    def _run(self, x: np.ndarray, y: np.ndarray, task: Task, n_classes: int | None) -> Any:
-        """The fitted `LoopState` (parameters and `SolverState`) of this estimator on (x, y)."""
+    def _run(self, x: np.ndarray, y: np.ndarray, task: Task, n_classes: int | None,
+             weights: np.ndarray | None = None) -> Any:
+        """The fitted `LoopState` (parameters and `SolverState`) of this estimator on (x, y), each
+        example's loss times its weight when `weights` are given."""
+        train = (x, y) if weights is None else (x, y, weights)
         params = self.get_params(deep=False)
         dtype = _dtype()
         hparams = {name: jnp.asarray(params[name], dtype) for name in CONTINUOUS}
         key = self._fit_key()
         options = fit_compiler_options(fit_flops(params, x.shape, task.n_outputs))
         if params["early_stopping"]:  # the early-stopping split is baked into the program: not cached
-            objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
+            objective = self._family(train, (x, y), varying={}, n_classes=n_classes)[0].objective({})
             return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)(
                 hparams, key, objective.problem.data)
 
@@ -688,16 +717,17 @@ class _MLP(HypergradEstimator):
             return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
 
         structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
-        data = problem_data(task, (x, y), (x, y), dtype)
+        data = problem_data(task, train, (x, y), dtype)
         if _bucketable(params, len(x)):
             data = bucketed(data)
         shape = (len(data["train"][0]), x.shape[1])
         run = cached_program((type(self).__name__, structure, task, shape, str(dtype), options is None), make)
         return run(hparams, key, jax.tree.map(jnp.asarray, data))
 
-    def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None) -> _MLP:
+    def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None,
+                    weights: np.ndarray | None = None) -> _MLP:
         task = task_of(self._classifier, y, n_classes)
-        return self._adopt(self._run(x, y, task, n_classes), task, x)
+        return self._adopt(self._run(x, y, task, n_classes, weights), task, x)
 
     def _adopt(self, state: Any, task: Task, x: np.ndarray) -> _MLP:
         """Sets the fitted attributes from a fit's final `LoopState`. Its layers may be wider than
@@ -731,11 +761,20 @@ class _MLP(HypergradEstimator):
                           "converged yet." % self.max_iter, ConvergenceWarning)
         return self
 
-    def fit(self, X: Any, y: Any) -> _MLP:
-        """Fits the network to (X, y) (module docstring); returns self."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _MLP:
+        """Fits the network to (X, y) (module docstring); returns self.
+
+        `sample_weight` ((n,), a number for all, or None for 1 each) weighs the examples as
+        scikit-learn's fit does: a minibatch's loss is sum(w * loss) / sum(w), its penalty
+        alpha / (2 sum(w)) * sum of squared weights; the early-stopping split takes the weights with
+        its examples and its score is weighted; the epoch loss (`loss_curve_`) still weighs each
+        minibatch by its number of examples. A minibatch whose weights sum to 0 makes the fit NaN
+        (scikit-learn raises ZeroDivisionError there)."""
         self._validate_params()
         self._check_supported()
-        return self._fit_arrays(*self._validated(X, y))
+        x, y, n_classes = self._validated(X, y)
+        weights = None if sample_weight is None else _check_sample_weight(sample_weight, x, dtype=_dtype())
+        return self._fit_arrays(x, y, n_classes, weights)
 
     def _validated(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
         """`fit`'s validation: (X, encoded y, number of classes or None); sets `classes_` (and

@@ -27,8 +27,8 @@ Anything this path cannot run exactly (an estimator that is not a hypergrad esti
 or multi-metric `scoring`, an unsupported scoring string, fit parameters such as `sample_weight`, a
 candidate that swaps the final estimator) is handed to scikit-learn's own search with a
 `UserWarning` naming why, so code never breaks: `sample_weight` runs there fit by fit, through
-`Ridge`'s and `LogisticRegression`'s own weighted `fit`; a fit parameter the estimator's `fit` does
-not take (an MLP's `sample_weight`) is a `ValueError` naming it (`check_fit_params`). A setting the
+the estimators' own weighted `fit`; a fit parameter the estimator's `fit` does not take (an MLP's
+`coef_init`, say) is a `ValueError` naming it (`check_fit_params`). A setting the
 hypergrad estimator itself refuses (its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1
 penalty, `solver="lbfgs"`, ...) is refused by the search with that same error before anything
 compiles (`check_candidates`), as invalid parameter values are: scikit-learn's search could not fit
@@ -161,7 +161,7 @@ def unsupported(search: Any, params: Mapping[str, Any]) -> str | None:
 
 def check_fit_params(search: Any, params: Mapping[str, Any]) -> None:
     """A `ValueError` naming a fit parameter (besides `groups`) that the hypergrad estimator's own
-    `fit` does not take (an MLP's `sample_weight`, say): scikit-learn's search, which the others
+    `fit` does not take (an MLP's `coef_init`, say): scikit-learn's search, which the others
     fall back to, passes each to every fit, which would fail one by one. For a Pipeline, the
     `<final step>__<name>` parameters are checked against the final estimator; the other steps' are
     left to the Pipeline."""
