@@ -44,6 +44,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,6 +65,14 @@ from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
            "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts"]
+
+SKIPPED_WHY = (
+    "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
+    "trial's state is 'skipped'). A usual cause: an optimiser that divides by the square root of a second moment "
+    "(adam, rmsprop, adagrad) for a parameter whose gradient is exactly 0 (a masked unit, a dead relu, an unused "
+    "embedding row), where the square root's derivative is infinite; optax's eps_root is the fix for meta-gradients "
+    "through Adam: optax.adam(lr, eps_root=1e-16). Otherwise the inner training is near divergence at this point.")
+"""Why `step_trial` warns (once per place in the code, as Python's warnings do) at a skipped step."""
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
@@ -166,6 +175,8 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
         state = COMPLETE if math.isfinite(value) else FAIL
     else:
         state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
+    if state == SKIPPED:
+        warnings.warn(SKIPPED_WHY, RuntimeWarning, stacklevel=2)
     return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
                  scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
                  grad_norm=float(report["grad_norm"]), tuner=tuner)

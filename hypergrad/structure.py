@@ -10,7 +10,11 @@ by one fixed program. The search realises it in one of two ways:
   reads `hparams[name]`, the option's index as a traced int32, and selects with it (for example
   `jax.lax.switch`, or `select_transform` for optimisers). Under `vmap` a traced selection
   computes every branch (and a masked width computes the widest), so compute is wasted, but
-  nothing recompiles.
+  nothing recompiles. A masked width's extra units are zero and get gradients of exactly 0: an
+  optimiser that divides by the square root of a second moment (adam, rmsprop) then has an
+  infinite derivative there, and the hypergradient of the chosen optimiser is NaN unless it has
+  optax's `eps_root` (`optax.adam(lr, eps_root=1e-16)`); `select_transform` keeps an unchosen
+  optimiser's from reaching it.
 
 `Structured(build, maskable=...)` declares which choices the family can mask. For each of them the
 search decides by measured cost (`plan`), per choice:
@@ -126,7 +130,7 @@ class Structured:
         object.__setattr__(self, "maskable", tuple(self.maskable))
         modes = self.mask if isinstance(self.mask, Mapping) else {name: self.mask for name in self.maskable}
         for name, mode in modes.items():
-            if mode not in ("auto", True, False):
+            if not (mode is True or mode is False or (isinstance(mode, str) and mode == "auto")):  # not 1, 0
                 raise ValueError(f"mask[{name!r}]={mode!r} must be 'auto', True (mask) or False (group)")
             if name not in self.maskable:
                 raise ValueError(f"mask names {name!r}, which is not in maskable={self.maskable}")
@@ -384,13 +388,31 @@ def group_rows(space: Space, settings: Mapping[str, Any], decisions: Mapping[str
 
 
 # -- masking helpers ------------------------------------------------------------------------------
+def _differentiated_if(chosen: jax.Array, tree: Any) -> Any:
+    """`tree`'s values, differentiable where `chosen` (a traced bool) and constant elsewhere: each
+    inexact leaf is `where(chosen, leaf, stop_gradient(leaf))`, whose derivative is a selection,
+    not a product, so an unchosen branch's NaN or infinite partials never reach the inputs."""
+    def leaf(x):
+        if isinstance(x, jax.Array | np.ndarray | float) and jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+            return jnp.where(chosen, x, jax.lax.stop_gradient(x))
+        return x
+
+    return jax.tree.map(leaf, tree)
+
+
 def select_transform(index: jax.Array, transforms: tuple[optax.GradientTransformation, ...]
                      ) -> optax.GradientTransformationExtraArgs:
     """An optax transformation applying `transforms[index]`, with `index` a traced int.
 
     Every transformation's state is kept and every update is computed (a traced selection runs all
     branches under vmap), then the chosen update is selected; the states of the others advance
-    too but are never used. Cost: the sum of the transformations' updates. Memory: all their states.
+    too but are never used. Derivatives flow through the chosen transformation only: the others
+    read their inputs (gradients, state, params, extra arguments) through a selection that is the
+    input itself for the chosen index and a `stop_gradient` of it otherwise, so a derivative that
+    is infinite in an unchosen branch (adam's square root of a zero second moment, where a masked
+    unit's gradient is exactly 0) cannot make the hypergradient 0 * inf = NaN. Values are
+    unchanged. Cost: the sum of the transformations' updates, and one elementwise selection per
+    input leaf and branch. Memory: all their states.
     """
     if not transforms:
         raise ValueError("select_transform(transforms=()): give at least one optax transformation")
@@ -401,7 +423,10 @@ def select_transform(index: jax.Array, transforms: tuple[optax.GradientTransform
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None, **extra_args):
-        results = [t.update(updates, s, params, **extra_args) for t, s in zip(transforms, state)]
+        results = []
+        for i, (t, s) in enumerate(zip(transforms, state)):
+            inputs = _differentiated_if(index == i, (updates, s, params, extra_args))
+            results.append(t.update(inputs[0], inputs[1], inputs[2], **inputs[3]))
         chosen = jax.tree.map(lambda *u: jnp.stack(u)[index], *[r[0] for r in results])
         return chosen, tuple(r[1] for r in results)
 

@@ -31,9 +31,9 @@ def splits():
     return _data.load("iris", seed=0, dtype=np.float64)
 
 
-def make_family(splits, *, mask="auto", log=None, traces=None):
-    """A one-hidden-layer network whose width is grouped and whose activation and solver can be
-    masked; `traces["train_loss"]` (if given) counts the traces of its training loss."""
+def make_family(splits, *, mask="auto", log=None, traces=None, solvers=SOLVERS):
+    """A one-hidden-layer network whose width, activation and solver can be masked;
+    `traces["train_loss"]` (if given) counts the traces of its training loss."""
 
     def build(config):
         if log is not None:
@@ -70,8 +70,8 @@ def make_family(splits, *, mask="auto", log=None, traces=None):
 
         def optimizer(hparams):
             if isinstance(config["solver"], Masked):
-                return select_transform(hparams["solver"], [SOLVERS[n](hparams["lr"]) for n in config["solver"].options])
-            return SOLVERS[config["solver"]](hparams["lr"])
+                return select_transform(hparams["solver"], [solvers[n](hparams["lr"]) for n in config["solver"].options])
+            return solvers[config["solver"]](hparams["lr"])
 
         problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=splits.train,
                              val_data=splits.val, test_data=splits.test, batch_size=None, name="tiny",
@@ -251,9 +251,38 @@ def test_select_transform_applies_the_chosen_optimiser():
             np.testing.assert_allclose(update["w"], ref_update["w"], rtol=1e-12)
 
 
+def test_hypergradients_through_masked_choices_equal_the_grouped_ones(splits, key):
+    """Width 4 masked within 8 (units 5-8 zero, their gradients exactly 0) and a masked solver.
+    With sgd chosen, the hypergradient equals the grouped sgd one: adam, not chosen, has an
+    infinite derivative at its zero second moments, which must not reach it (it gave NaN). Adam
+    chosen with optax's eps_root equals grouped adam; without eps_root its hypergradient is NaN
+    (optax's own arithmetic), and tune says why when it skips the step."""
+    rooted = {"sgd": SOLVERS["sgd"], "adam": lambda lr: optax.adam(lr, eps_root=1e-16)}
+    masked = {"width": Masked("width", (4, 8)), "activation": "tanh", "solver": Masked("solver", ("sgd", "adam"))}
+    lr = {"lr": 0.02}
+    for i, (solver, solvers) in enumerate((("sgd", SOLVERS), ("adam", rooted))):
+        family = make_family(splits, solvers=solvers)
+        ours = family.objective(masked).with_fixed({"width": 0, "solver": i, "weight_decay": 1e-4})
+        grouped = family.objective({"width": 4, "activation": "tanh", "solver": solver}).with_fixed(
+            {"weight_decay": 1e-4})
+        want_value, want = hg.hypergradient(grouped, lr, key)
+        for method in (hg.Reverse(), hg.Forward()):
+            value, grads = hg.hypergradient(ours, lr, key, method=method)
+            np.testing.assert_allclose(value, want_value, rtol=1e-10)
+            np.testing.assert_allclose(grads["lr"], want["lr"], rtol=1e-8)
+    plain = make_family(splits).objective(masked).with_fixed({"width": 0, "solver": 1, "weight_decay": 1e-4})
+    assert not np.isfinite(hg.hypergradient(plain, lr, key)[1]["lr"])
+    with pytest.warns(RuntimeWarning, match=r"eps_root"):
+        tuned = hg.tune(plain, hg.Space({"lr": SPACE["lr"]}), key, steps=1)
+    assert tuned.trials[0].state == "skipped"
+
+
 def test_family_errors_name_the_fix(splits, key):
     with pytest.raises(ValueError, match="must be 'auto', True"):
         hg.Structured(lambda c: None, maskable=("solver",), mask="sometimes")
+    for equal_to_a_bool in (1, 0, np.True_, 1.0):  # == True or False, but no decision reads them so
+        with pytest.raises(ValueError, match=r"mask\['solver'\]=.* must be 'auto', True \(mask\) or False"):
+            hg.Structured(lambda c: None, maskable=("solver",), mask=equal_to_a_bool)
     with pytest.raises(ValueError, match="not in maskable"):
         hg.Structured(lambda c: None, maskable=("solver",), mask={"width": True})
     fixed_width = hg.Structured(lambda c: None, maskable=("solver",))
