@@ -16,6 +16,7 @@ the best value reached within any budget.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import check_count, check_key, is_int
+from hypergrad._checks import check_count, check_key, is_int, is_number
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
@@ -35,7 +36,7 @@ from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
-from hypergrad.outer import Cohort, check_outer, drive, make_cohort, starts_program
+from hypergrad.outer import Cohort, check_outer, drive, make_cohort, rows_computed, starts_program
 from hypergrad.store import check_study, fingerprint, studying
 
 __all__ = ["hybrid_search", "configurations"]
@@ -101,9 +102,10 @@ def hybrid_search(
     centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
     rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
     z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
-    cohorts = [_cohort(config, group_objective, rows, settings, space, continuous, method, outer, key, z0, h0)
-               for config, group_objective, rows in groups]
-    evaluations = _evaluations(cohorts, budget, num)
+    priced = [_priced(config, group_objective, rows, settings, space, method, key, h0)
+              for config, group_objective, rows in groups]
+    evaluations = _evaluations(priced, budget, num)  # before anything compiles
+    cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0) for group in priced]
     with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
             "hybrid", objective, space, key, budget=budget, configs=configs, method=method, outer=outer)) as writer:
         recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=writer)
@@ -136,8 +138,8 @@ def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, con
     if all(isinstance(d, Choice) for _, d in space.items):
         raise ValueError("hybrid_search: the space has no Uniform/LogUniform hyperparameter to descend; "
                          "use hg.grid_search or hg.random_search for choices alone")
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"budget={budget!r} must be a positive number of training-run equivalents")
+    if not is_number(budget) or not 0 < budget < math.inf:
+        raise ValueError(f"budget={budget!r} must be a positive, finite number of training-run equivalents")
     if configs != "grid" and not is_int(configs):
         raise ValueError(f"configs={configs!r} must be 'grid' or a positive number of configurations to sample")
     return Space({n: d for n, d in space.items if not isinstance(d, Choice)})
@@ -153,30 +155,49 @@ def _groups(objective: Objective | Structured, space: Space, settings: dict[str,
     return groups, {name: d.to_dict() for name, d in decisions.items()}
 
 
-def _cohort(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
-            continuous: Space, method: Method, outer: optax.GradientTransformation, key: Key, z0: Any,
-            h0: Any) -> Cohort:
-    """One program's configurations as a cohort of tuners (id = configuration row), started at z0
-    (the continuous hyperparameters h0) with their choices held fixed; its cost counted with the
-    held values as inputs."""
+@dataclasses.dataclass(frozen=True)
+class _Priced:
+    """One program's configurations (rows of the settings) with their held choices and costs:
+    `unit`, a training run's FLOPs, and `step`, one hypergradient's (counted with the held values
+    as inputs, by tracing only: nothing compiled)."""
+
+    objective: Objective
+    rows: np.ndarray
+    fixed: dict[str, jax.Array]
+    unit: float
+    step: float
+
+
+def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
+            method: Method, key: Key, h0: Any) -> _Priced:
+    """The costs of one program's configurations, their choices held fixed (`_Priced`)."""
     fixed = {name: jnp.asarray(np.asarray(settings[name])[rows]) for name in space.choices
              if name not in config or isinstance(config[name], Masked)}
     first_fixed = jax.tree.map(lambda a: a[0], fixed)
     method.check(objective.with_fixed(first_fixed), h0)
-    z = jax.tree.map(lambda a: np.broadcast_to(a, (len(rows), *a.shape)), z0)
     unit = run_flops(objective, {**h0, **first_fixed}, key)
     step = hypergradient_flops(objective, method, h0, key, held=first_fixed)
+    return _Priced(objective, rows, fixed, unit, step)
+
+
+def _cohort(group: _Priced, space: Space, settings: dict[str, np.ndarray], continuous: Space, method: Method,
+            outer: optax.GradientTransformation, key: Key, z0: Any) -> Cohort:
+    """One program's configurations as a cohort of tuners (id = configuration row), started at z0
+    with their choices held fixed (compiles its outer step, or takes it from the cache)."""
+    z = jax.tree.map(lambda a: np.broadcast_to(a, (len(group.rows), *a.shape)), z0)
 
     def options(row: int) -> dict:
         return space.options_of({n: np.asarray(settings[n])[row] for n in space.choices})
 
-    return make_cohort(objective, continuous, method, outer, key, z, fixed=fixed, tuners=rows, unit=unit, flops=step,
-                       extra=options)
+    return make_cohort(group.objective, continuous, method, outer, key, z, fixed=group.fixed, tuners=group.rows,
+                       unit=group.unit, flops=group.step, extra=options)
 
 
-def _evaluations(cohorts: list[Cohort], budget: float, num: int) -> int:
-    """Hypergradients per configuration that `budget` buys (>= 2: one step and the final scoring)."""
-    cost = sum(c.flops / c.unit * len(c.tuners) for c in cohorts)  # runs per step, all configs
+def _evaluations(groups: list[_Priced], budget: float, num: int) -> int:
+    """Hypergradients per configuration that `budget` buys (>= 2: one step and the final scoring).
+    A step of a program's configurations costs its padded rows (`rows_computed`: a chunk split
+    over several devices is padded to a multiple of them, and the padding is charged to the trials)."""
+    cost = sum(g.step / g.unit * rows_computed(len(g.rows), None) for g in groups)  # runs per step, all configs
     evaluations = math.floor(budget / cost + 1e-9)
     if evaluations < 2:
         raise ValueError(

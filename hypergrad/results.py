@@ -115,8 +115,8 @@ class Trial:
         return _to_python({
             "number": self.number, "state": self.state, "value": self.value,
             "test_value": self.test_value, "scores": self.scores, "hparams": self.hparams,
-            "flops": self.flops, "runs": self.runs, "seconds": self.seconds, "grad_norm": self.grad_norm,
-            "tuner": self.tuner,
+            "flops": self.flops, "runs": self.runs, "run_flops": self.run_flops, "seconds": self.seconds,
+            "grad_norm": self.grad_norm, "tuner": self.tuner,
         })
 
 
@@ -168,7 +168,12 @@ class Result:
 
     @property
     def runs(self) -> float:
-        return self.flops / self.run_flops if self.run_flops > 0 else float("nan")
+        """Compute in training-run equivalents: the sum of the trials' `runs`, each in its own
+        trial's unit (a grouped structural search counts each trial against its configuration's
+        run; `run_flops` is then their mean); `flops / run_flops` when every trial has this unit."""
+        if all(t.run_flops == self.run_flops for t in self.trials):
+            return self.flops / self.run_flops if self.run_flops > 0 else float("nan")
+        return float(sum(t.runs for t in self.trials))
 
     @property
     def seconds(self) -> float:
@@ -356,8 +361,9 @@ class Result:
         What JSON loses: hyperparameters come back as numpy arrays of numpy's default dtypes
         (float64, int64: a float32 run's values are exact, their dtype is not), a tuple option as an
         array, and a non-finite number (written as null) as NaN, an infinite one included (a
-        non-finite `grad_norm` as None, as a search trial's). Each
-        trial's `run_flops` is the Result's (one unit per Result, as every strategy records it).
+        non-finite `grad_norm` as None, as a search trial's). Each trial keeps its own `run_flops` (its
+        configuration's run in a grouped structural search); a trial written without one (before
+        trials recorded it) takes the Result's.
         Also reads a result of `hypergrad compare`'s results.json (`["results"][name]`).
         """
         try:
@@ -365,7 +371,8 @@ class Result:
             trials = tuple(
                 Trial(number=int(t["number"]), hparams={k: _from_json(v) for k, v in t["hparams"].items()},
                       value=_finite(t["value"]), scores={k: _finite(v) for k, v in t["scores"].items()},
-                      state=str(t["state"]), flops=_finite(t["flops"]), seconds=_finite(t["seconds"]), run_flops=unit,
+                      state=str(t["state"]), flops=_finite(t["flops"]), seconds=_finite(t["seconds"]),
+                      run_flops=unit if t.get("run_flops") is None else _finite(t["run_flops"]),
                       grad_norm=None if t.get("grad_norm") is None else float(t["grad_norm"]), tuner=t.get("tuner"))
                 for t in data["trials"])
             return cls(str(data["strategy"]), trials, unit, _finite(data["compile_seconds"]),
@@ -648,9 +655,12 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
         largest = max(float(r.spent(by)[-1]) if r.trials else 0.0 for r in results.values())
         budgets = tuple(largest * f for f in (0.125, 0.25, 0.5, 1.0))
     else:
+        unit = "training-run equivalents" if by == "runs" else "seconds"
+        if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence | np.ndarray) or not all(
+                is_number(b) and b > 0 for b in budgets) or not len(budgets):
+            raise ValueError(f"compare(budgets={budgets!r}): give a list of positive budgets in {unit}, e.g. "
+                             "budgets=[10, 50], or None for fractions of the largest spent")
         budgets = tuple(float(b) for b in budgets)
-        if not budgets or any(not b > 0 for b in budgets):
-            raise ValueError(f"compare(budgets={budgets}): give positive budgets in training-run equivalents")
     rows = []
     for name, result in results.items():
         spent, runs = result.spent(by), result.spent("runs")

@@ -62,8 +62,11 @@ def test_hybrid_refuses_what_it_cannot_do(objective, key):
         hg.hybrid_search(objective, hg.Space({"lr": SPACE["lr"]}), key, budget=100)
     with pytest.raises(ValueError, match="no Uniform/LogUniform"):
         hg.hybrid_search(objective, hg.Space({"momentum": SPACE["momentum"]}), key, budget=100)
-    with pytest.raises(ValueError, match="budget=-1"):
-        hg.hybrid_search(objective, SPACE, key, budget=-1)
+    for bad in (-1, float("inf"), float("nan"), "60", True):
+        with pytest.raises(ValueError, match=r"budget=.* must be a positive, finite number"):
+            hg.hybrid_search(objective, SPACE, key, budget=bad)
+    with pytest.raises(ValueError, match=r"budget=7(\.0)? runs buys 1"):  # a numpy number is a number
+        hg.hybrid_search(objective, SPACE, key, budget=np.float32(7), configs=2)
     with pytest.raises(ValueError, match="configs='all'"):
         hg.hybrid_search(objective, SPACE, key, budget=100, configs="all")
     compilations = _compile.stats.compilations
@@ -72,3 +75,32 @@ def test_hybrid_refuses_what_it_cannot_do(objective, key):
     assert _compile.stats.compilations == compilations
     with pytest.raises(ValueError, match=r"budget=7 runs buys 1 hypergradient"):  # 3.3 runs each, after accounting
         hg.hybrid_search(objective, SPACE, key, budget=7, configs=2)
+    assert _compile.stats.compilations == compilations  # counted by tracing, refused before compiling
+
+
+_TWO_DEVICES = """
+import json, jax, optax, hypergrad as hg
+hg.use_cpu_cores(2)  # first thing, before JAX computes
+jax.config.update("jax_enable_x64", True)
+problem = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=10)
+space = hg.Space({"lr": hg.LogUniform(1e-2, 1.0), "momentum": hg.Choice([0.0, 0.5, 0.9])})
+result = hg.hybrid_search(objective, space, jax.random.key(0), budget=40.0, outer=optax.adam(0.2))
+print(json.dumps({"runs": result.runs, "trial_runs": sum(t.runs for t in result.trials),
+                  "steps": result.info["steps"], "trials": len(result.trials)}))
+"""
+
+
+def test_budget_counts_the_padding_of_a_chunk_split_over_devices():
+    """3 configurations on 2 devices run as a chunk of 4 (one padding row, charged to the trials):
+    the steps the budget buys are counted with it, so the compute spent stays within the budget."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["trials"] == 3 * (got["steps"] + 1) and got["steps"] >= 1
+    assert got["runs"] == pytest.approx(got["trial_runs"], rel=1e-12)
+    assert got["runs"] <= 40.0 * (1 + 1e-9)

@@ -314,9 +314,10 @@ def test_compare_rejects_empty_input(bad):
 def test_compare_rejects_non_results_and_bad_budgets(random_result):
     with pytest.raises(ValueError, match="'oops'"):
         hg.compare({"random": random_result, "oops": [1, 2]})
-    for budgets in ([], [0.0], [-1.0, 2.0]):
-        with pytest.raises(ValueError, match="budgets"):
+    for budgets in ([], [0.0], [-1.0, 2.0], 5, "all", [float("nan")], ["5"], [True]):
+        with pytest.raises(ValueError, match=r"compare\(budgets=.*\): give a list of positive budgets"):
             hg.compare({"random": random_result}, budgets=budgets)
+    assert hg.compare({"random": random_result}, budgets=np.array([1.0, 2.0])).to_dict()  # any sequence of numbers
 
 
 # -- equal wall time --------------------------------------------------------------------------------

@@ -316,6 +316,25 @@ def test_structured_results_export_and_compare(splits, key, tmp_path):
     assert len(comparison.plot(tmp_path / "plots")) == 3  # string and tuple options are left out of the bars
 
 
+def test_a_grouped_search_s_compute_is_the_sum_of_its_trials_and_survives_save_and_load(splits, key, tmp_path):
+    """Grouped configurations (widths of 4 and 8 units among them): each trial counts against its own
+    configuration's run, the
+    Result's runs are the sum of its trials' (its `run_flops` the mean), and a saved Result loads
+    back with every trial's compute, so budgets pick the same trials before and after."""
+    result = hg.random_search(make_family(splits, mask=False), SPACE, key, num_trials=8)
+    units = {t.run_flops for t in result.trials}
+    assert len(units) > 1  # a unit per configuration run
+    assert result.runs == pytest.approx(sum(t.runs for t in result.trials), rel=1e-12)
+    result.save(tmp_path / "grouped.json")
+    back = hg.Result.load(tmp_path / "grouped.json")
+    assert back.to_dict() == result.to_dict()
+    assert [t.run_flops for t in back.trials] == [t.run_flops for t in result.trials]
+    np.testing.assert_array_equal(back.spent("runs"), result.spent("runs"))
+    for budget in (2.0, 3.5, 6.0):
+        ours, theirs = back.best_within(budget), result.best_within(budget)
+        assert (ours and ours.number) == (theirs and theirs.number)
+
+
 def test_hypergradient_flops_with_held_choices_count_every_branch_and_are_cached(splits, key):
     family = make_family(splits, mask=True)
     objective = family.objective({name: Masked(name, SPACE[name].options) for name in SPACE.structural})
