@@ -98,7 +98,7 @@ def hybrid_search(
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
         raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
                          f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
-    groups, structure = _groups(objective, space, settings, key)
+    groups, structure = _groups(objective, space, settings, key, runs_per_config=budget / num)
     centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
     rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
     z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
@@ -145,12 +145,14 @@ def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, con
     return Space({n: d for n, d in space.items if not isinstance(d, Choice)})
 
 
-def _groups(objective: Objective | Structured, space: Space, settings: dict[str, np.ndarray], key: Key
-            ) -> tuple[list[tuple[dict, Objective, np.ndarray]], dict]:
-    """(config, objective, rows) per program, and the structure plan's record (empty for one objective)."""
+def _groups(objective: Objective | Structured, space: Space, settings: dict[str, np.ndarray], key: Key, *,
+            runs_per_config: float) -> tuple[list[tuple[dict, Objective, np.ndarray]], dict]:
+    """(config, objective, rows) per program, and the structure plan's record (empty for one
+    objective). The plan prices masking's waste over each configuration's share of the budget
+    (`runs_per_config` runs: its hypergradients), not over one run as a search trial."""
     if not isinstance(objective, Structured):
         return [({}, objective, np.arange(len(next(iter(settings.values())))))], {}
-    decisions = plan(objective, space, settings, key, rates=measured_rates())
+    decisions = plan(objective, space, settings, key, rates=measured_rates(), runs_per_row=runs_per_config)
     groups = [(config, objective.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
     return groups, {name: d.to_dict() for name, d in decisions.items()}
 

@@ -21,7 +21,8 @@ search decides by measured cost (`plan`), per choice:
 
     group the choice  iff  N * T * (F_masked - F_exact) / R  >  (K - 1) * G * C
 
-where N is the number of trials, T the training steps, F_masked and F_exact the FLOPs of one
+where N is the number of trials (times the runs each costs: `plan(runs_per_row=)`, a hybrid
+configuration's share of its budget), T the training steps, F_masked and F_exact the FLOPs of one
 training step (`step_flops`: one run counted by `hypergrad.accounting`, per step) with the choice masked and
 averaged over its options, R the FLOP/s at which this process's search programs have run so far
 (before the first, a measured batch of small matrix products, the typical shape of per-trial
@@ -57,6 +58,7 @@ import numpy as np
 import optax
 
 from hypergrad import _caches
+from hypergrad._checks import is_number
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import matmul_flops_per_second, run_flops
 from hypergrad.objective import Objective
@@ -277,7 +279,7 @@ def _fit_steps(objective: Objective) -> int:
 
 
 def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key, *,
-         rates: Rates) -> dict[str, Decision]:
+         rates: Rates, runs_per_row: float = 1.0) -> dict[str, Decision]:
     """Decides, per maskable structural choice, whether to mask it or group by it (module docstring).
 
     A function of its arguments: the same family, settings and `rates` give the same decisions.
@@ -289,6 +291,9 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
         key: training key (shapes only).
         rates: the measured FLOP rate and seconds per extra program (`measured_rates()`), recorded
             in every auto decision.
+        runs_per_row: training runs each row of `settings` costs: 1 for a search trial; a hybrid
+            configuration's share of its budget (its hypergradients, several runs each), whose
+            masking waste is that many runs' (N in the module docstring's rule counts runs).
 
     Cost: one count (`hypergrad.accounting`: a trace, no compilation) of the run with every auto
     choice masked; for each choice whose bound exceeds its extra compile, one more count with it
@@ -296,8 +301,10 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
     """
     if not isinstance(rates, Rates):
         raise ValueError(f"plan(rates={rates!r}) must be a structure.Rates, e.g. structure.measured_rates()")
+    if not (is_number(runs_per_row) and 0 < runs_per_row < math.inf):
+        raise ValueError(f"plan(runs_per_row={runs_per_row!r}) must be a positive, finite number of training runs")
     structural = space.structural
-    num = len(np.asarray(settings[structural[0]])) if structural else 0
+    num = (len(np.asarray(settings[structural[0]])) if structural else 0) * runs_per_row
     present = {name: np.unique(np.asarray(settings[name])) for name in structural}
     decisions = _declared_decisions(family, structural)
     # Programs made by the choices that are always grouped.

@@ -188,6 +188,40 @@ def test_plan_is_a_function_of_its_rates(splits, key):
         Rates(flops_per_second=0.0, program_seconds=1.0)
 
 
+def test_plan_prices_the_runs_each_row_costs(splits, key):
+    """A row costing 10 runs (a hybrid configuration's hypergradients) wastes 10 times a search
+    trial's when masked: the plan's waste scales with runs_per_row, and so can its decision."""
+    family = make_family(splits)
+    settings = SPACE.sample(key, 64)
+    one, ten = (plan(family, SPACE, settings, key, rates=SLOW, runs_per_row=r) for r in (1, 10))
+    for name in ("width", "activation", "solver"):
+        assert ten[name].waste_seconds == pytest.approx(10 * one[name].waste_seconds, rel=1e-12)
+        assert ten[name].flops_masked == one[name].flops_masked
+    middle = Rates(SLOW.flops_per_second, 3 * one["width"].waste_seconds / one["width"].extra_compile_seconds
+                   * SLOW.program_seconds)  # an extra program costs 3 trials' waste of masking the width
+    assert plan(family, SPACE, settings, key, rates=middle)["width"].masked
+    assert not plan(family, SPACE, settings, key, rates=middle, runs_per_row=10)["width"].masked
+    for bad in (0, -1.0, float("inf"), "10"):
+        with pytest.raises(ValueError, match="runs_per_row"):
+            plan(family, SPACE, settings, key, rates=SLOW, runs_per_row=bad)
+
+
+def test_hybrid_plans_with_each_configuration_s_share_of_the_budget(splits, key):
+    """hybrid_search prices masking over each configuration's runs (budget / configurations: its
+    hypergradients), not over one run as a search trial: its recorded waste is the plan's at
+    runs_per_row = budget / configurations, with the rates it recorded."""
+    family = make_family(splits, mask={"width": "auto", "activation": True, "solver": True})
+    space = SPACE
+    budget = 120.0  # 16 configurations, 2 hypergradients each
+    result = hg.hybrid_search(family, space, key, budget=budget, outer=optax.adam(0.1))
+    recorded = result.info["structure"]["width"]
+    settings = hg.hybrid.configurations(space, jax.random.fold_in(key, hg.space.SAMPLE_STREAM), "grid")
+    rates = Rates(recorded["flops_per_second"], recorded["program_seconds"])
+    again = plan(family, space, settings, key, rates=rates, runs_per_row=budget / result.info["configs"])["width"]
+    assert recorded["waste_seconds"] == pytest.approx(again.waste_seconds, rel=1e-12)
+    assert recorded["decision"] == ("mask" if again.masked else "group")
+
+
 def test_the_plan_s_count_is_the_search_program_s_trace(splits, key, monkeypatch):
     """The plan counts the run with every choice masked; the search then compiles that same trace
     instead of tracing the objective again: a structured search traces as often as its plan alone
