@@ -45,11 +45,13 @@ def device_count() -> int:
 
 
 def chunk_for(num: int, chunk_size: int | None) -> int:
-    """Rows per vmapped call: `min(chunk_size, num)`, or with chunk_size None a balanced chunk
-    (`balanced_chunk`) rounded up to a multiple of the devices of all processes, so it shards evenly."""
-    if chunk_size is not None:
-        return min(chunk_size, num)
+    """Rows per vmapped call: `chunk_size`, or `num` rounded up to a multiple of the devices of all
+    processes when that is smaller (fewer rows than a chunk run in one call, padded so it shards
+    evenly, never beyond `chunk_size`); with chunk_size None a balanced chunk (`balanced_chunk`)
+    rounded up the same way."""
     devices = device_count()
+    if chunk_size is not None:
+        return min(chunk_size, -(-num // devices) * devices)
     return -(-balanced_chunk(num, DEFAULT_CHUNK) // devices) * devices
 
 

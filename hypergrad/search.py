@@ -222,9 +222,11 @@ def evaluate_settings(
         key: training key shared by all trials.
         strategy: label of the result.
         space: the space the settings come from (needed for structural choices).
-        chunk_size: trials per vmapped call (every call padded to it, so any number of trials
-            reuses one program); bounds memory at chunk_size training runs at once. None: at most
-            `DEFAULT_CHUNK` trials per call, split evenly (`balanced_chunk`) to minimise padding.
+        chunk_size: trials per vmapped call (every call padded to it, so any number of trials from
+            chunk_size up reuses one program; fewer run in one call of their number, rounded up to
+            a multiple of the devices so it shards); bounds memory at chunk_size training runs at
+            once. None: at most `DEFAULT_CHUNK` trials per call, split evenly (`balanced_chunk`) to
+            minimise padding.
         log: optional JSON-lines path; each trial is appended as soon as its chunk returns.
         progress: True to print a line per chunk to stderr, or a callable(str).
         info: extra facts to store in the result.

@@ -523,8 +523,10 @@ problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=10)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
 result = hg.random_search(objective, space, jax.random.key(3), num_trials=9)
+given = hg.random_search(objective, space, jax.random.key(3), num_trials=9, chunk_size=16)
 print(json.dumps({"devices": result.info["devices"], "chunk": result.info["chunk_size"],
-                  "values": [t.value for t in result.trials]}))
+                  "given_chunk": given.info["chunk_size"], "values": [t.value for t in result.trials],
+                  "given_values": [t.value for t in given.trials]}))
 """
 
 
@@ -535,6 +537,8 @@ def test_chunks_shard_across_devices_and_change_no_value(ridge_problem_):
     out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, check=True)
     sharded = json.loads(out.stdout.strip().splitlines()[-1])
     assert sharded["devices"] == 2 and sharded["chunk"] == 10  # 9 trials padded to shard evenly
+    assert sharded["given_chunk"] == 10  # a chunk_size above the trials: the same (they ran unsharded)
+    np.testing.assert_allclose(sharded["given_values"], sharded["values"], rtol=1e-12)
     objective = hg.Objective(ridge_problem_, lambda h: optax.sgd(h["lr"]), num_steps=10)
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
     alone = hg.random_search(objective, space, jax.random.key(3), num_trials=9)
