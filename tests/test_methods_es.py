@@ -115,6 +115,75 @@ def test_pes_with_one_window_is_es_with_the_same_noise(ridge_case, shaped_hparam
         np.testing.assert_allclose(g_pes[name], g_es[name], rtol=1e-11, atol=0)
 
 
+# -- a validation loss that reads the hyperparameters ------------------------------------------
+@pytest.fixture(scope="module")
+def model_reads_case(ridge_problem):
+    """Ridge whose initial weights are init_scale times a fixed vector and whose validation loss
+    scales the predictions by out_scale (model_reads_hparams=True): out_scale acts on the loss
+    directly. The initialisation ignores the key, so every key trains the same full-batch run and
+    estimates from different keys share one exact hypergradient."""
+    (X, y), (Xv, yv) = ridge_problem.train_data, ridge_problem.val_data
+    d = X.shape[1]
+
+    def init(key, h):
+        return {"w": h["init_scale"] * jnp.linspace(-1.0, 1.0, d, dtype=X.dtype)}
+
+    def train_loss(p, h, batch):
+        Xb, yb = batch
+        return jnp.mean((Xb @ p["w"] - yb) ** 2) + h["weight_decay"] * jnp.sum(p["w"] ** 2)
+
+    def val_loss(p, h, batch):
+        Xb, yb = batch
+        return jnp.mean((h["out_scale"] * (Xb @ p["w"]) - yb) ** 2)
+
+    problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=(X, y),
+                         val_data=(Xv, yv), model_reads_hparams=True)
+    objective = hg.Objective(problem, sgd_momentum, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.2), "momentum": jnp.asarray(0.5), "weight_decay": jnp.asarray(0.05),
+               "init_scale": jnp.asarray(0.5), "out_scale": jnp.asarray(0.6)}
+    return objective, hparams, jax.random.key(0)
+
+
+def central_differences(objective, hparams, key, eps=1e-6):
+    f = jax.jit(objective)
+    out = {}
+    for name in hparams:
+        up = f(dict(hparams, **{name: hparams[name] + eps}), key)
+        down = f(dict(hparams, **{name: hparams[name] - eps}), key)
+        out[name] = (up - down) / (2 * eps)
+    return out
+
+
+@pytest.mark.parametrize("window", [T, T + 5])
+def test_pes_with_one_window_is_es_when_the_validation_loss_reads_the_hyperparameters(model_reads_case,
+                                                                                        window):
+    """Each particle is scored at its own perturbed hyperparameters, as ES scores each run; PES
+    used to score every particle at the unperturbed h, so out_scale's estimate was noise about 0."""
+    objective, hparams, key = model_reads_case
+    _, g_es = hg.hypergradient(objective, hparams, key, method=ES(SIGMA, 6))
+    _, g_pes = hg.hypergradient(objective, hparams, key, method=PES(SIGMA, 6, window=window))
+    for name in hparams:
+        assert np.all(np.asarray(g_es[name]) != 0)
+        np.testing.assert_allclose(g_pes[name], g_es[name], rtol=1e-11, atol=0)
+
+
+@pytest.mark.parametrize("window", [3, 2], ids=["remainder", "no-remainder"])
+def test_pes_is_unbiased_when_the_validation_loss_reads_the_hyperparameters(model_reads_case, window):
+    """The mean of K estimates against central finite differences in float64 (within 4 standard
+    errors), over windows that end in a shorter remainder (8 = 3 + 3 + 2) and that do not."""
+    objective, hparams, key = model_reads_case
+    exact = central_differences(objective, hparams, key)
+    keys = jax.random.split(jax.random.key(7), K)
+    _, grads = estimates(PES(SIGMA, N, window=window), objective, hparams, keys)
+    names = sorted(hparams)
+    samples = np.stack([flat({n: grads[n][i] for n in names}, names) for i in range(K)])
+    mean, ref = samples.mean(axis=0), flat(exact, names)
+    stderr = samples.std(axis=0, ddof=1) / np.sqrt(K)
+    assert np.all(np.abs(mean - ref) <= 4 * stderr + 1e-3 * np.abs(ref)), (mean, ref, stderr)
+    i = names.index("out_scale")
+    assert abs(ref[i]) > 10 * stderr[i]  # out_scale's check is not vacuous: 0 would fail it
+
+
 def test_pes_uses_the_minibatches_of_each_window(logistic_minibatch_problem):
     """With sigma -> 0 and the unperturbed run as baseline, a particle must retrace that run: had
     PES replayed the wrong minibatches in a later window (a wrong start offset), L_T(+) - L(h)

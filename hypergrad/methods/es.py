@@ -251,7 +251,9 @@ class PES(Method):
 
     Why this is unbiased, and for what. Let the hyperparameters of window k be h + sigma D e_k with
     independent e_k, and F(h) = E[L_T(h + sigma D e_1, ..., h + sigma D e_K)] the loss smoothed by
-    noise resampled every window. By Stein's lemma applied to each window's copy of h,
+    noise resampled every window (a validation loss that reads the hyperparameters itself, a
+    problem with `model_reads_hparams=True`, reads those of the last window, h + sigma D e_K, as a
+    particle's initialisation reads those of the first). By Stein's lemma applied to each window's copy of h,
     dF/dh = sum_k E[D^-1 e_k L_T] / sigma = E[D^-1 xi_K L_T] / sigma: the accumulated noise xi is
     exactly what every window's hyperparameters were perturbed by, including the windows whose
     effect on the final loss persists through the carried state (truncated ES, which would use
@@ -327,19 +329,25 @@ class PES(Method):
             states = jax.vmap(lambda h: loop.init(h, key))(
                 _perturb(hparams, scale, noise, self.sigma, signs))
             xi = jax.tree.map(jnp.zeros_like, hparams)
+            last = noise  # the noise of the last window run so far
             if num_full:
                 def body(carry, k):
-                    states, xi, noise = carry
+                    states, xi, noise, _ = carry
                     states, xi = advance(states, xi, noise, k, self.window)
                     # The next window's noise is drawn here, so the program holds one draw in the
                     # loop and one before it (the last iteration's draw feeds the remainder).
-                    return (states, xi, _noise(noise_key, i, k + 1, hparams)), None
+                    return (states, xi, _noise(noise_key, i, k + 1, hparams), noise), None
 
-                states, xi, noise = jax.lax.scan(body, (states, xi, noise), jnp.arange(num_full),
-                                                 unroll=unroll)[0]
+                states, xi, noise, last = jax.lax.scan(body, (states, xi, noise, last),
+                                                       jnp.arange(num_full), unroll=unroll)[0]
             if remainder:
                 states, xi = advance(states, xi, noise, num_full, remainder)
-            losses = jax.vmap(lambda params: loop.val_loss(params, hparams))(states.params)
+                last = noise
+            # Each particle is scored at the hyperparameters of its last window (a validation loss
+            # that reads them, model_reads_hparams=True, depends on them directly); that window's
+            # noise is in xi, so the estimate stays unbiased, and with one window it is ES's.
+            hs = _perturb(hparams, scale, last, self.sigma, signs)
+            losses = jax.vmap(loop.val_loss)(states.params, hs)
             weight = _weight(losses, value, self.sigma, self.antithetic)
             return jax.tree.map(lambda x: weight.astype(x.dtype) * x, xi)
 
