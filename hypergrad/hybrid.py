@@ -175,8 +175,9 @@ def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict
     """The costs of one program's configurations, their choices held fixed (`_Priced`)."""
     fixed = {name: jnp.asarray(np.asarray(settings[name])[rows]) for name in space.choices
              if name not in config or isinstance(config[name], Masked)}
+    for i in range(len(rows)):  # each configuration: a method may refuse some held values (Reversible)
+        method.check(objective.with_fixed(jax.tree.map(lambda a, i=i: a[i], fixed)), h0)
     first_fixed = jax.tree.map(lambda a: a[0], fixed)
-    method.check(objective.with_fixed(first_fixed), h0)
     unit = run_flops(objective, {**h0, **first_fixed}, key)
     step = hypergradient_flops(objective, method, h0, key, held=first_fixed)
     return _Priced(objective, rows, fixed, unit, step)

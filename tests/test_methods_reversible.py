@@ -179,15 +179,44 @@ GOOD = {"lr": jnp.full(T, 0.1), "momentum": jnp.asarray(0.9), "weight_decay": jn
     lambda h: optax.chain(optax.add_decayed_weights(h["weight_decay"]),
                           optax.sgd(lambda s: h["lr"][s], momentum=h["momentum"])),
     lambda h: optax.sgd(h["lr"][0], momentum=h["momentum"]),  # constant, not the schedule
-], ids=["adam", "no-momentum", "nesterov", "decoupled-decay", "ignores-schedule"])
+    lambda h: optax.sgd(lambda s: h["lr"][s] * jnp.where(s >= 5, 0.1, 1.0), momentum=h["momentum"]),
+    lambda h: optax.chain(optax.sgd(lambda s: h["lr"][s], momentum=h["momentum"]), optax.scale(h["mult"])),
+], ids=["adam", "no-momentum", "nesterov", "decoupled-decay", "ignores-schedule", "step-decay-at-5",
+        "scale-1-at-the-given-point"])
 def test_other_optimisers_are_refused_before_tracing(ridge_problem, key, optimizer):
+    """Refused at any step (a decay from step 5 of 8) and at any value (a scale that is 1 at the
+    given point), and under jit, where the hyperparameters are traced, as outside it."""
     problem, count = counted(ridge_problem)
     objective = hg.Objective(problem, optimizer, num_steps=T)
-    hparams = {**GOOD, "lr": jnp.linspace(0.1, 0.05, T)}
+    hparams = {**GOOD, "lr": jnp.linspace(0.1, 0.05, T), "mult": jnp.asarray(1.0)}
     before = _compile.stats.compilations
     with pytest.raises(ValueError, match=r"Reversible supports SGD with momentum only"):
         hg.hypergradient(objective, hparams, key, method=Reversible())
     assert count["traces"] == 0 and _compile.stats.compilations == before
+    with pytest.raises(ValueError, match=r"Reversible supports SGD with momentum only"):
+        jax.jit(lambda h: hg.hypergradient(objective, h, key, method=Reversible()))(hparams)
+
+
+def test_a_model_that_reads_hyperparameters(key):
+    """init(key, hparams) and val_loss(params, hparams, batch) read hyperparameters: their direct
+    and through-initialisation terms are in the hypergradient (they were dropped: zero)."""
+    rng = np.random.default_rng(0)
+    x, x_val = rng.normal(size=(40, 4)), rng.normal(size=(20, 4))
+    w = rng.normal(size=4)
+    data, val = (x, x @ w + 0.1 * rng.normal(size=40)), (x_val, x_val @ w)
+
+    def train_loss(p, h, b):
+        return jnp.mean((b[0] @ p["w"] - b[1]) ** 2) + h["weight_decay"] * jnp.sum(p["w"] ** 2)
+
+    problem = hg.Problem(init=lambda k, h: {"w": h["init_scale"] * jax.random.normal(k, (4,))},
+                         train_loss=train_loss, val_loss=lambda p, h, b: jnp.mean((h["out_scale"] * (b[0] @ p["w"])
+                                                                                 - b[1]) ** 2),
+                         train_data=data, val_data=val, model_reads_hparams=True)
+    objective = hg.Objective(problem, sgd_momentum_scalar, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.05), "momentum": jnp.asarray(0.75), "weight_decay": jnp.asarray(0.01),
+               "init_scale": jnp.asarray(0.5), "out_scale": jnp.asarray(1.1)}
+    grads = assert_matches_reverse(objective, hparams, key, Reversible())
+    assert abs(float(grads["init_scale"])) > 1e-3 and abs(float(grads["out_scale"])) > 1e-3
 
 
 @pytest.mark.parametrize("hparams, method, match", [
@@ -252,3 +281,23 @@ def test_tune_lowers_the_validation_loss_on_digits():
     assert all(t.state == "complete" and np.isfinite(t.value) for t in result.trials)
     assert result.best_value < 0.9 * start.value
     assert result.trials[-1].value < start.value
+
+
+def test_hybrid_search_checks_every_configuration(ridge_problem, key):
+    """A held choice of optimiser (SGD or Adam, selected by its index): hybrid_search with
+    Reversible refuses the Adam configuration, before compiling. Only the first configuration (SGD)
+    was checked, and Adam's were reversed as SGD: wrong values and gradients."""
+    def optimizer(h):
+        momentum_sgd = optax.sgd(h["lr"], momentum=h["momentum"])
+        return hg.select_transform(jnp.asarray(h["solver"], jnp.int32), (momentum_sgd, optax.adam(h["lr"])))
+
+    objective = hg.Objective(ridge_problem, optimizer, num_steps=T)
+    space = hg.Space({"lr": hg.LogUniform(0.01, 0.1), "momentum": hg.Uniform(0.5, 0.9),
+                      "weight_decay": hg.LogUniform(1e-3, 1e-1), "solver": hg.Choice([0, 1])})
+    before = _compile.stats.compilations
+    with pytest.raises(ValueError, match=r"Reversible supports SGD with momentum only"):
+        hg.hybrid_search(objective, space, key, budget=60, method=Reversible())
+    assert _compile.stats.compilations == before
+    sgd_only = hg.Space({**{n: space[n] for n in ("lr", "momentum", "weight_decay")}, "solver": hg.Choice([0])})
+    result = hg.hybrid_search(objective, sgd_only, key, budget=30, method=Reversible())  # SGD alone: reversed
+    assert all(np.isfinite(t.value) for t in result.trials)

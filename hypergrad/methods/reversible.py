@@ -182,8 +182,11 @@ class Reversible(Method):
 
     The objective's optimiser must be `optax.sgd(lr, momentum=m)` with the learning rate read
     from `hparams[lr]` (a scalar, or a per-step schedule `lambda step: hparams[lr][step]`) and the
-    momentum from `hparams[momentum]` (a scalar); `check` verifies this numerically. Every other
-    hyperparameter must act through `problem.train_loss` (e.g. a weight decay).
+    momentum from `hparams[momentum]` (a scalar); `check` verifies this numerically: all T updates
+    of the optimiser on random gradients equal optax.sgd's, at the given hyperparameters and at a
+    second point where every float hyperparameter is moved (traced hyperparameters, in a vmapped or
+    jitted call, are replaced by stand-in values of their shapes first). Every other
+    hyperparameter must act through `problem.train_loss` (e.g. a weight decay) or the model.
 
     Cost: one forward training run, then a reverse pass that recomputes each step's gradient and
     takes one vector-Jacobian product of it, plus the int64 fixed-point arithmetic (3.8 runs on the
@@ -249,50 +252,99 @@ class Reversible(Method):
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise ValueError(f"Reversible: a parameter has dtype {leaf.dtype}; every parameter must be "
                                  "a floating-point array")
-        if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(hparams)):
-            return  # the numerical probe needs concrete values
-        m = float(hparams[self.momentum])
-        floor = 2.0 ** -self.info_bits
-        if not floor <= m <= 1.0:
-            raise ValueError(f"Reversible(info_bits={self.info_bits}) reverses momentum in [2^-{self.info_bits}"
-                             f" = {floor:.4g}, 1] exactly, got {self.momentum}={m!r}; raise info_bits (up "
-                             "to 8), or use hg.Reverse() for (almost) no momentum")
-        self._probe(loop, hparams, params)
+        traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(hparams))
+        if not traced:
+            m = float(hparams[self.momentum])
+            floor = 2.0 ** -self.info_bits
+            if not floor <= m <= 1.0:
+                raise ValueError(f"Reversible(info_bits={self.info_bits}) reverses momentum in [2^-"
+                                 f"{self.info_bits} = {floor:.4g}, 1] exactly, got {self.momentum}={m!r}; raise "
+                                 "info_bits (up to 8), or use hg.Reverse() for (almost) no momentum")
+        with jax.ensure_compile_time_eval():  # numbers, even inside an outer jit's or vmap's trace
+            given = self._stand_in(hparams, T) if traced else hparams
+            for point in (given, self._moved(given)):
+                self._probe(loop, point, params, T)
 
-    def _probe(self, loop: Loop, hparams: HParams, shapes: PyTree) -> None:
-        """Two updates of the user's optimiser against optax.sgd on random parameters and gradients."""
+    def _stand_in(self, hparams: HParams, T: int) -> HParams:
+        """Concrete hyperparameters of `hparams`' shapes and dtypes, for probing an optimiser whose
+        hyperparameters are traced (a vmapped or jitted call): per-step rates in [0.01, 0.1], the
+        momentum 0.9, every other float 0.5, integers 0 (the first option of a held choice: a
+        traced choice of optimiser is probed at that option only)."""
+        rng = np.random.default_rng(1)
+        out = {}
+        for name, value in hparams.items():
+            shape, dtype = np.shape(value), jnp.result_type(value)
+            if name == self.lr:
+                out[name] = jnp.asarray(rng.uniform(0.01, 0.1, shape), dtype)
+            elif name == self.momentum:
+                out[name] = jnp.asarray(0.9, dtype)
+            elif jnp.issubdtype(dtype, jnp.inexact):
+                out[name] = jnp.full(shape, 0.5, dtype)
+            else:
+                out[name] = jnp.zeros(shape, dtype)
+        return out
+
+    def _moved(self, hparams: HParams) -> HParams:
+        """A second probe point: every float hyperparameter moved (the rate scaled by a per-step
+        factor, the momentum halfway to 1, the others scaled and shifted), integers kept, so an
+        optimiser that equals SGD only at the given values (a `scale(h["mult"])` at mult = 1) or
+        reads another hyperparameter is caught."""
+        out = {}
+        for name, value in hparams.items():
+            value = jnp.asarray(value)
+            if not jnp.issubdtype(value.dtype, jnp.inexact):
+                out[name] = value
+            elif name == self.lr:
+                out[name] = value * jnp.linspace(0.6, 0.9, value.size).reshape(value.shape).astype(value.dtype)
+            elif name == self.momentum:
+                out[name] = (value + 1) / 2
+            else:
+                out[name] = value * 1.3 + 0.1
+        return out
+
+    def _probe(self, loop: Loop, hparams: HParams, shapes: PyTree, T: int) -> None:
+        """Every one of the T updates of the user's optimiser against optax.sgd's, on random
+        parameters and gradients (one scan, compiled once per check): an optimiser that differs at
+        any step (a step-decay schedule on top of the rate) is refused. Cost: T elementwise updates
+        of both optimisers."""
         lr = jnp.asarray(hparams[self.lr])
         schedule = (lambda step: lr[step]) if lr.ndim else lr
         reference = optax.sgd(schedule, momentum=hparams[self.momentum])
         rng = np.random.default_rng(0)
+        params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float64), shapes)
+        scales = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.1, 10, s.shape), jnp.float64), shapes)
 
-        def draw():
-            return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * rng.uniform(0.1, 10, s.shape),
-                                                      jnp.float64), shapes)
+        def mismatch(ours):
+            def step(carry, key):
+                (p, a), (q, b) = carry
+                g = jax.tree.map(lambda s, k: s * jax.random.normal(k, s.shape, s.dtype), scales,
+                                 jax.tree.unflatten(jax.tree.structure(scales),
+                                                    list(jax.random.split(key, len(jax.tree.leaves(scales))))))
+                u, a = ours.update(g, a, p)
+                r, b = reference.update(g, b, q)
+                worst = jnp.max(jnp.stack([jnp.zeros(())] + [jnp.max(jnp.abs(x - y) / (jnp.abs(y) + 1e-300))
+                                                           for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(r))]))
+                return ((optax.apply_updates(p, u), a), (optax.apply_updates(q, r), b)), worst
 
-        params, grads = draw(), [draw(), draw()]
+            start = ((params, ours.init(params)), (params, reference.init(params)))
+            _, worst = jax.lax.scan(step, start, jax.random.split(jax.random.key(0), T))
+            return jnp.max(worst)
+
         try:
-            ours = loop.optimizer(hparams)
-            updates = []
-            for opt in (ours, reference):
-                state, p, out = opt.init(params), params, []
-                for g in grads:
-                    u, state = opt.update(g, state, p)
-                    p = optax.apply_updates(p, u)
-                    out.append(u)
-                updates.append(out)
-            same = all(np.allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=0)
-                       for u, r in zip(*updates) for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(r)))
+            worst = jax.jit(lambda: mismatch(loop.optimizer(hparams)))()
         except Exception as err:  # noqa: BLE001 - any failure means "not the SGD we can reverse"
             raise ValueError(self._refusal()) from err
-        if not same:
+        if isinstance(worst, jax.core.Tracer):
+            return  # the optimiser closes over traced values (a vmapped held choice): nothing to compare
+        if not float(worst) <= 1e-6:
             raise ValueError(self._refusal())
 
     def _refusal(self) -> str:
         return (f"Reversible supports SGD with momentum only: the objective's optimizer must update like "
                 f"optax.sgd(hparams[{self.lr!r}] (or lambda step: hparams[{self.lr!r}][step]), "
-                f"momentum=hparams[{self.momentum!r}]), and two probe updates of yours differ from it. "
-                "Put weight decay in train_loss, or use hg.Reverse() for other optimisers")
+                f"momentum=hparams[{self.momentum!r}]) at every step and for every value of the "
+                "hyperparameters, and a probe of yours (its T updates at the given values and at moved ones) "
+                "differs from it. Put weight decay in train_loss, or use hg.Reverse() for other optimisers")
 
     # -- the method -----------------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
@@ -324,11 +376,15 @@ class Reversible(Method):
         # The validation loss and its gradient at the end of training.
         wT = arith.tree(arith.floats(WT))
         value, scores = loop.readout(state._replace(params=wT), hparams)
-        wbar = jax.tree.leaves(jax.grad(loop.val_loss)(wT, hparams))
-        W0_rec, V0_rec, hbar, mbar, lr_bars = _backward(arith, WT, VT, wbar, lrs, info)
+        wbar, direct = jax.grad(loop.val_loss, argnums=(0, 1))(wT, hparams)  # direct: a model reading hparams
+        W0_rec, V0_rec, wbar0, hbar, mbar, lr_bars = _backward(arith, WT, VT, jax.tree.leaves(wbar), lrs, info)
+        # The initial parameters' adjoint, pulled back through `init` (a model whose init reads hparams).
+        _, init_vjp = jax.vjp(lambda h: jax.tree.leaves(loop.init(h, key).params), hparams)
+        through_init, = init_vjp([b.astype(w.dtype) for b, w in zip(wbar0, jax.tree.leaves(state.params))])
 
         lr_grad = jnp.sum(lr_bars) if lr.ndim == 0 else jnp.zeros(lr.shape, jnp.float64).at[:T].set(lr_bars)
-        grads = dict(hbar)
+        grads = jax.tree.map(lambda a, b, c: a + b.astype(a.dtype) + c.astype(a.dtype), dict(hbar), dict(direct),
+                             dict(through_init))
         grads[self.lr] = grads[self.lr] + lr_grad.astype(grads[self.lr].dtype)
         grads[self.momentum] = grads[self.momentum] + mbar.astype(grads[self.momentum].dtype)
         # Outside the int64 range the integers wrapped, and outside [2^-info_bits, 1] the momentum
@@ -368,8 +424,9 @@ class _Arithmetic:
         return jax.tree.unflatten(self.treedef, leaves)
 
     def minibatch(self, t):
-        # Minibatch t of the loop (fold_in(data_key, t)), drawn inside each step: O(n) work per
-        # step instead of a (T, n) array of uniforms, so memory stays flat in T.
+        # Minibatch t of the loop (the problem's epoch order, a pure function of the data key and
+        # t), drawn inside each step: O(batch) work per step and no stored indices, so memory
+        # stays flat in T.
         return self.loop.draw(LoopState(None, None, self.data_key), t)
 
     def train_grad(self, leaves, h, minibatch):
@@ -411,7 +468,8 @@ def _forward(arith: _Arithmetic, W0, ok0, lrs):
 
 def _backward(arith: _Arithmetic, WT, VT, wbar, lrs, info):
     """Undo each step exactly, pulling the adjoints back through it; returns the reconstructed
-    (W0, V0), the hyperparameter adjoint of the training loss, the momentum's and each lr_t's.
+    (W0, V0), the adjoint of W0, the hyperparameter adjoint of the training loss, the momentum's
+    and each lr_t's.
 
     Step t maps (w_t, v_t) to v_{t+1} = m v_t + g(w_t), w_{t+1} = w_t - lr_t v_{t+1}. With
     adjoints (wbar, vbar) of (w_{t+1}, v_{t+1}):
@@ -446,6 +504,6 @@ def _backward(arith: _Arithmetic, WT, VT, wbar, lrs, info):
     hbar = jax.tree.map(jnp.zeros_like, arith.hparams)
     carry = (WT, VT, wbar, vbar, hbar, jnp.zeros((), jnp.float64))
     T = lrs.shape[0]
-    (W0, V0, _, _, hbar, mbar), lr_bars = jax.lax.scan(
+    (W0, V0, wbar0, _, hbar, mbar), lr_bars = jax.lax.scan(
         step, carry, (jnp.arange(T), lrs, info), length=T, reverse=True, unroll=arith.loop.unroll)
-    return W0, V0, hbar, mbar, lr_bars
+    return W0, V0, wbar0, hbar, mbar, lr_bars
