@@ -78,7 +78,8 @@ def hybrid_search(
         key: training key shared by every configuration (common random numbers); configurations
             are sampled from a key folded from it.
         budget: total compute in training-run equivalents, split evenly over the configurations.
-        configs: "grid" for every combination of the choices, or a number to sample.
+        configs: "grid" for every combination of the choices, or a number to sample (every
+            combination when there are no more than that; `info["configs"]` says how many ran).
         method: hypergradient method of the inner tuning (default `hg.Reverse()`).
         outer: optax optimiser over the unconstrained continuous coordinates (default Adam 0.05),
             started from the centre of the continuous space.
