@@ -15,6 +15,11 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 - PNG plots: best validation loss against compute; the learned schedule beside the best constant;
   on a preset with flipped training labels, the picked weights of clean and corrupted examples.
 
+DIR's files always describe one run: before anything runs, a previous run's outputs there (the files
+above, summary.md and the per-problem folders) are moved together into DIR/previous/, replacing an
+older one (`_set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
+previous run whole in DIR/previous/. Other files in DIR are left where they are.
+
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
 descends. At equal wall time every strategy gets the seconds the slowest one took (compilation
@@ -30,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -55,6 +61,13 @@ WARMUP_SHARE = 0.25
 """Share of the gradient strategy's budget spent on its random-search warm-up."""
 EQUAL_TIME_CAP = 10
 """At equal wall time random search continues to at most this many times its budget's trials."""
+OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_value_vs_compute.png",
+           "learned_schedules.png", "picked_hparams.png", "trials.png", "example_weights.png",
+           "trials.jsonl.previous")
+"""Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last is
+where earlier versions kept the previous run's log), which `_set_aside` moves aside."""
+PREVIOUS = "previous"
+"""The folder in --out that holds the previous run's outputs."""
 
 
 def _evaluations(population: int, steps: int, halving: int | None) -> int:
@@ -88,12 +101,18 @@ def _gradient_plan(budget: float, step_runs: float) -> dict[str, Any] | None:
     return None
 
 
+def _steps(count: int, what: str = "step") -> str:
+    """`count` steps in words: '1 outer step', '12 outer steps'."""
+    return f"{count} {what}" + ("" if count == 1 else "s")
+
+
 def _gradient_words(plan: dict[str, Any]) -> str:
     """The gradient strategy's plan in words."""
     if plan["population"] == 1:
-        return f"one tuner started from the space's centre for {plan['tune_steps']} outer steps"
+        return f"one tuner started from the space's centre for {_steps(plan['tune_steps'], 'outer step')}"
+    every = "step" if plan["halving"] == 1 else _steps(plan["halving"])
     return (f"{plan['warmup']} random warm-up trials, then {plan['population']} tuners started from the best of "
-            f"them for {plan['tune_steps']} outer steps (halving every {plan['halving']})")
+            f"them for {_steps(plan['tune_steps'], 'outer step')} (halving every {every})")
 
 
 def _minimum_budget(step_runs: float) -> float:
@@ -123,13 +142,31 @@ def _use_devices(cpu_devices: int) -> None:
         print("[devices] JAX had already started: searches use its devices as they are", file=sys.stderr)
 
 
-def _fresh_log(out: str) -> str:
-    """The trials log in `out`, the last run's kept aside rather than mixed in."""
+def _set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
+    """Creates `out` if missing and moves a previous run's outputs in it (`outputs`; by default
+    `OUTPUTS` and the folders of a run on several problems, named after their presets) together
+    into `out/previous/`, replacing an older one, so that the folder's files describe one run and
+    the last one is kept whole. Other files stay. Returns that folder, or None when there was
+    nothing to move (an older previous/ is then kept). The moves go through
+    `out/.previous-partial/` first: a set-aside interrupted half way is completed by the next one,
+    and the older previous/ is removed only once the whole run is aside. (experiments/ that write
+    a folder of their own call it with their outputs.)"""
     os.makedirs(out, exist_ok=True)
-    log = os.path.join(out, "trials.jsonl")
-    if os.path.exists(log):
-        os.replace(log, log + ".previous")
-    return log
+    outputs = (*OUTPUTS, *sorted(PRESETS)) if outputs is None else outputs
+    names = [name for name in outputs if os.path.lexists(os.path.join(out, name))]
+    partial = os.path.join(out, ".previous-partial")
+    if not names and not os.path.isdir(partial):
+        return None
+    os.makedirs(partial, exist_ok=True)
+    for name in names:
+        os.replace(os.path.join(out, name), os.path.join(partial, name))
+    aside = os.path.join(out, PREVIOUS)
+    if os.path.isdir(aside) and not os.path.islink(aside):
+        shutil.rmtree(aside)
+    elif os.path.lexists(aside):
+        os.remove(aside)
+    os.replace(partial, aside)
+    return aside
 
 
 def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
@@ -298,7 +335,8 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     """Every strategy on one preset at the same budget, as `_planned` planned them; its report
     written into `out`. Returns the verdict (`_verdict`)."""
     objective, space, key, method, plan = planned
-    log = _fresh_log(out)
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "trials.jsonl")  # a new file: `_compare` set the previous run's aside
     if say:
         say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
             f"{_gradient_words(plan)}; {plan['random_trials']} random trials; "
@@ -324,6 +362,9 @@ def _compare(args: argparse.Namespace) -> int:
     problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
+    aside = _set_aside(args.out)
+    if aside is not None:
+        print(f"[previous run] its outputs in {args.out} moved to {aside}", file=sys.stderr)
     verdicts = []
     for problem in problems:
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
@@ -479,6 +520,9 @@ def _problems(text: str) -> list[str]:
     unknown = [name for name in names if name not in PRESETS]
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"{text!r}: choose presets from {sorted(PRESETS)}, separated by commas")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # each would run again into the same DIR/<problem>/
+        raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(twice)} given twice; give each preset once")
     return names
 
 

@@ -120,7 +120,7 @@ def test_plans_in_words():
         "one tuner started from the space's centre for 2 outer steps")
     plan = cli._gradient_plan(300, step_runs=3.0)
     assert cli._gradient_words(plan) == (f"75 random warm-up trials, then 8 tuners started from the best of them for "
-                                         f"{plan['tune_steps']} outer steps (halving every {plan['halving']})")
+                                         f"{plan['tune_steps']} outer steps (halving every {plan['halving']} steps)")
 
 
 def test_budget_plan_fits_the_budget():
@@ -210,3 +210,73 @@ def test_compare_on_a_noisy_preset_reports_what_the_example_weights_learned(tmp_
     assert "random" in summary_line and "AUC 0.50" in summary_line
     if "[plots skipped]" not in capsys.readouterr().err:
         assert (out / "example_weights.png").exists() and "![example_weights.png]" in report
+
+
+def _listing(folder):
+    """Every file under `folder`, relative, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkeypatch):
+    # The second run used to move only trials.jsonl aside (to trials.jsonl.previous): interrupted, it left the
+    # first run's report.md, results.json and plots beside its own partial trials.jsonl.
+    out = tmp_path / "run"
+    args = ["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--out", str(out), "--quiet",
+            "--cpu-devices", "1"]
+    assert cli.main(args) == 0
+    first = _listing(out)
+    assert {"report.md", "results.json", "trials.jsonl"} <= set(first)
+    assert set(first) <= set(cli.OUTPUTS), set(first) - set(cli.OUTPUTS)  # every output is one it sets aside
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt  # after every strategy ran, before anything but trials.jsonl was written
+    monkeypatch.setattr(cli, "_write_outputs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(args)
+    assert sorted(os.listdir(out)) == ["previous", "trials.jsonl"]  # only the new run's partial log at the top
+    assert (out / "trials.jsonl").read_text() and (out / "trials.jsonl").read_bytes() != first["trials.jsonl"]
+    assert _listing(out / "previous") == first  # the whole first run, kept
+
+    # a third run sets the interrupted one aside in its turn, replacing the older previous/
+    monkeypatch.undo()
+    assert cli.main(args) == 0
+    assert set(_listing(out / "previous")) == {"trials.jsonl"} and "report.md" in os.listdir(out)
+
+
+def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tmp_path):
+    out = tmp_path / "mixed"
+    (out / "iris-mlp").mkdir(parents=True)
+    (out / "iris-mlp" / "report.md").write_text("iris")
+    (out / "summary.md").write_text("who wins")
+    (out / "trials.jsonl.previous").write_text("older")  # as the old _fresh_log left it
+    (out / "notes.txt").write_text("mine")  # not the command's: stays where it is
+    (out / "previous").mkdir()
+    (out / "previous" / "report.md").write_text("oldest")
+    assert cli._set_aside(str(out)) == str(out / "previous")
+    assert sorted(os.listdir(out)) == ["notes.txt", "previous"]
+    assert _listing(out / "previous") == {"iris-mlp/report.md": b"iris", "summary.md": b"who wins",
+                                          "trials.jsonl.previous": b"older"}
+    assert cli._set_aside(str(out)) is None and _listing(out / "previous")["summary.md"] == b"who wins"
+    # a set-aside interrupted half way (report.md moved, results.json not yet) is completed by the next one
+    (out / ".previous-partial").mkdir()
+    (out / ".previous-partial" / "report.md").write_text("new")
+    (out / "results.json").write_text("{}")
+    assert cli._set_aside(str(out)) == str(out / "previous")
+    assert sorted(os.listdir(out)) == ["notes.txt", "previous"]
+    assert _listing(out / "previous") == {"report.md": b"new", "results.json": b"{}"}
+    assert cli._set_aside(str(tmp_path / "new")) is None and (tmp_path / "new").is_dir()
+
+
+def test_compare_refuses_a_problem_given_twice(capsys):
+    with pytest.raises(SystemExit) as exit_:  # both would have run into the same DIR/iris-mlp/
+        cli.build_parser().parse_args(["compare", "--problem", "iris-mlp,digits-mlp, iris-mlp"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--problem" in err and "iris-mlp given twice" in err
+
+
+def test_plan_words_say_one_outer_step():
+    one = cli._gradient_plan(6, step_runs=3.0)  # one tuner's one step and its scoring: 2 hypergradients
+    assert one["tune_steps"] == 1
+    assert cli._gradient_words(one) == "one tuner started from the space's centre for 1 outer step"
+    plan = dict(cli._gradient_plan(300, step_runs=3.0), tune_steps=1, halving=1)
+    assert cli._gradient_words(plan).endswith("for 1 outer step (halving every step)")
