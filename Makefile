@@ -74,10 +74,11 @@ bench-peer: $(STAMP)
 		|| $(BIN)/python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/python benchmarks/peer_torch.py --out benchmarks/peer_torch.md
 
-## Every experiment in its seconds-long smoke mode (not _claims.py, a shared module, nor reproduce.py).
+## Every experiment in its seconds-long smoke mode (not _claims.py, a shared module, nor reproduce.py), each into
+## results/smoke/<experiment>/: some write files of the same name (report.md, trials.jsonl, results.json).
 smoke: $(STAMP)
 	for f in experiments/*.py; do case $$(basename $$f) in _*|reproduce.py) continue;; esac; \
-		$(BIN)/python $$f --smoke --out results/smoke || exit 1; done
+		$(BIN)/python $$f --smoke --out results/smoke/$$(basename $$f .py) || exit 1; done
 
 ## The classic results, reproduced: every registered experiment's full mode, then experiments/RESULTS.md,
 ## one line per paper's claim with our number and a verdict (target: under 30 minutes on 2 CPU cores).

@@ -6,6 +6,9 @@ back. Here a residual MLP with LayerNorm on scikit-learn's digits, tuned three w
 
     python experiments/custom_nnx_model.py            # a short study (about a minute on 2 cores)
     python experiments/custom_nnx_model.py --smoke    # seconds, for CI
+
+It writes report.md and trials.jsonl into --out (default results/custom_nnx_model), a previous run's
+two moved into <out>/previous/ first.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import optax
 from flax import nnx
 
 import hypergrad as hg
+from hypergrad.cli import _set_aside
 from hypergrad.problems import _data
 
 
@@ -87,7 +91,9 @@ def main(argv=None):
         "weight_decay": hg.LogUniform(1e-6, 1e-1),
     })
     key = jax.random.key(0)
-    os.makedirs(args.out, exist_ok=True)
+    # A fresh log, as `hypergrad compare` starts one: the last run's report and trials are moved
+    # together into <out>/previous/ rather than appended to.
+    _set_aside(args.out, ("report.md", "trials.jsonl"))
     log = os.path.join(args.out, "trials.jsonl")
     step_runs = hg.tune_step_cost(objective, space, key)
     results = {

@@ -4,7 +4,10 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 import re
+import shutil
+import subprocess
 
 import jax
 import numpy as np
@@ -280,3 +283,52 @@ def test_plan_words_say_one_outer_step():
     assert cli._gradient_words(one) == "one tuner started from the space's centre for 1 outer step"
     plan = dict(cli._gradient_plan(300, step_runs=3.0), tune_steps=1, halving=1)
     assert cli._gradient_words(plan).endswith("for 1 outer step (halving every step)")
+
+
+def test_custom_nnx_model_experiment_starts_a_fresh_log_as_the_cli_does(tmp_path, monkeypatch):
+    # experiments/custom_nnx_model.py appended to <out>/trials.jsonl: a second run's log held both runs' trials.
+    # The searches are stand-ins that log one trial each (the experiment's smoke run itself is in test_experiments).
+    pytest.importorskip("flax")
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "custom_nnx_model.py")
+    spec = importlib.util.spec_from_file_location("custom_nnx_model", path)
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+
+    def search(*_, log, **__):
+        with open(log, "a") as f:
+            f.write(json.dumps({"run": run}) + "\n")
+        return _random_result([0.1], compile_seconds=0.0)
+    for name in ("tune", "random_search", "grid_search"):
+        monkeypatch.setattr(hg, name, search)
+    monkeypatch.setattr(hg, "tune_step_cost", lambda *_, **__: 1.0)
+    out = tmp_path / "nnx"
+    for run in range(2):
+        experiment.main(["--smoke", "--out", str(out)])
+    assert sorted(os.listdir(out)) == ["previous", "report.md", "trials.jsonl"]
+    assert (out / "trials.jsonl").read_text().splitlines() == ['{"run": 1}'] * 3
+    assert (out / "previous" / "trials.jsonl").read_text().splitlines() == ['{"run": 0}'] * 3
+    assert (out / "previous" / "report.md").read_text() == (out / "report.md").read_text()
+
+
+def test_make_smoke_gives_every_experiment_a_folder_of_its_own(tmp_path):
+    # `make smoke` ran every experiment with --out results/smoke: custom_nnx_model.py's report.md and seed_iris.py's
+    # report.md (and results.json) overwrote each other. A stand-in python records each command instead of running it.
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make")
+    root = pathlib.Path(__file__).parent.parent
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "commands"}\n')
+    fake.chmod(0o755)
+    stamp = tmp_path / "stamp"
+    stamp.write_text("")  # newer than pyproject.toml: the venv rule does not run (PYTHON=false if it did)
+    done = subprocess.run([make, "-s", "-C", str(root), "smoke", f"BIN={tmp_path / 'bin'}", f"STAMP={stamp}",
+                           "PYTHON=false"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    outs = {line.split()[0]: line.split("--out ")[1] for line in (tmp_path / "commands").read_text().splitlines()}
+    scripts = {f"experiments/{p.name}" for p in (root / "experiments").glob("*.py")
+               if not p.name.startswith("_") and p.name != "reproduce.py"}
+    assert set(outs) == scripts and {"experiments/seed_iris.py", "experiments/custom_nnx_model.py"} <= scripts
+    assert outs == {script: f"results/smoke/{pathlib.Path(script).stem}" for script in scripts}
