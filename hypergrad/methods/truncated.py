@@ -27,7 +27,9 @@ class Truncated(Method):
 
     i.e. the partial derivative with respect to the hyperparameters *as used in the last `window`
     steps*. Entries of a per-step schedule before the window get exactly zero. With window >= T
-    it is `Reverse` exactly (the same program).
+    it is `Reverse` exactly: the program of `Reverse(checkpoint_every, store="residuals")`, plain
+    autodiff of the whole loop as the window is differentiated below T (Reverse's default store
+    gives the same gradient, but would make the cost jump at window = T).
 
     Cost: one training run (T steps forward) plus a backward pass through `window` steps (one
     Hessian-vector product each, about 2 steps' work), so about T + 2 * window training steps; with
@@ -39,9 +41,12 @@ class Truncated(Method):
     full horizon. Unbiased (exact) only when window >= T.
 
     Compute accounting (`hypergrad.accounting`, which counts this program): a training run plus the
-    window's share of reverse mode's backward pass, run + (window / T) * (R - run) with R the count
-    of `Reverse(store="residuals")` (the window is differentiated as plain autodiff of the loop);
-    exactly affine in the window.
+    window's share of reverse mode's backward pass, about run + (window / T) * (R - run) with R the
+    count of `Reverse(store="residuals")` (the window is differentiated as plain autodiff of the
+    loop). The count is affine in the window below T and R itself from window = T on, on the
+    formula's line where the steps' work dominates (the iris MLP). On a tiny model the loop over
+    the steps before the window adds a fixed few percent of a run: on a 5-feature ridge at T = 8,
+    Truncated(7) counts 1.82 runs where the formula gives 1.78, and Truncated(8) is R = 1.89.
 
     Args:
         window: number of final training steps differentiated through, an int >= 1.
@@ -67,8 +72,11 @@ class Truncated(Method):
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
         num_steps = loop.num_steps
         window = min(self.window, num_steps)
-        if window == num_steps:  # nothing to truncate: exactly the Reverse program
-            return Reverse(self.checkpoint_every).differentiate(loop, hparams, key)
+        if window == num_steps:
+            # Nothing to truncate: plain autodiff of the whole loop, the window below with nothing
+            # before it, which is Reverse's "residuals" store (Reverse's default, "steps" or "dots",
+            # would give the same gradient at another cost and memory, a jump at window = T).
+            return Reverse(self.checkpoint_every, store="residuals").differentiate(loop, hparams, key)
         head = num_steps - window
 
         def loss(h):
@@ -79,7 +87,9 @@ class Truncated(Method):
             fixed = jax.lax.stop_gradient(h)
             state = loop.run(loop.init(fixed, key), fixed, 0, head)
             state = jax.lax.stop_gradient(state)
-            # The window: steps T - window, ..., T - 1 (the same minibatches, via fold_in(key, t)).
+            # The window: steps T - window, ..., T - 1. Their minibatches are those of the full
+            # run: batch t is a pure function of the data key and t (drawn by epochs), whatever
+            # the steps before it.
             state = loop.run(state, h, head, window, checkpoint_every=self.checkpoint_every)
             return loop.readout(state, h)
 
