@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 import hypergrad as hg
-from hypergrad.cli import _set_aside
+from hypergrad.cli import set_aside
 from hypergrad.problems import _data
 
 
@@ -93,7 +93,7 @@ def main(argv=None):
     key = jax.random.key(0)
     # A fresh log, as `hypergrad compare` starts one: the last run's report and trials are moved
     # together into <out>/previous/ rather than appended to.
-    _set_aside(args.out, ("report.md", "trials.jsonl"))
+    set_aside(args.out, ("report.md", "trials.jsonl"))
     log = os.path.join(args.out, "trials.jsonl")
     step_runs = hg.tune_step_cost(objective, space, key)
     results = {

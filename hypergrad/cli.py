@@ -17,7 +17,7 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 
 DIR's files always describe one run: before anything runs, a previous run's outputs there (the files
 above, summary.md and the per-problem folders) are moved together into DIR/previous/, replacing an
-older one (`_set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
+older one (`set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
 previous run whole in DIR/previous/. Other files in DIR are left where they are.
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
@@ -52,7 +52,7 @@ from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
 from hypergrad.tune import tune_step_cost
 
-__all__ = ["main"]
+__all__ = ["main", "set_aside"]
 
 
 POPULATION = 8
@@ -65,7 +65,7 @@ OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_valu
            "learned_schedules.png", "picked_hparams.png", "trials.png", "example_weights.png",
            "trials.jsonl.previous")
 """Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last is
-where earlier versions kept the previous run's log), which `_set_aside` moves aside."""
+where earlier versions kept the previous run's log), which `set_aside` moves aside."""
 PREVIOUS = "previous"
 """The folder in --out that holds the previous run's outputs."""
 
@@ -142,7 +142,7 @@ def _use_devices(cpu_devices: int) -> None:
         print("[devices] JAX had already started: searches use its devices as they are", file=sys.stderr)
 
 
-def _set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
+def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
     """Creates `out` if missing and moves a previous run's outputs in it (`outputs`; by default
     `OUTPUTS` and the folders of a run on several problems, named after their presets) together
     into `out/previous/`, replacing an older one, so that the folder's files describe one run and
@@ -362,7 +362,7 @@ def _compare(args: argparse.Namespace) -> int:
     problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
-    aside = _set_aside(args.out)
+    aside = set_aside(args.out)
     if aside is not None:
         print(f"[previous run] its outputs in {args.out} moved to {aside}", file=sys.stderr)
     verdicts = []

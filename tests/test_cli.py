@@ -255,19 +255,19 @@ def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tm
     (out / "notes.txt").write_text("mine")  # not the command's: stays where it is
     (out / "previous").mkdir()
     (out / "previous" / "report.md").write_text("oldest")
-    assert cli._set_aside(str(out)) == str(out / "previous")
+    assert cli.set_aside(str(out)) == str(out / "previous")
     assert sorted(os.listdir(out)) == ["notes.txt", "previous"]
     assert _listing(out / "previous") == {"iris-mlp/report.md": b"iris", "summary.md": b"who wins",
                                           "trials.jsonl.previous": b"older"}
-    assert cli._set_aside(str(out)) is None and _listing(out / "previous")["summary.md"] == b"who wins"
+    assert cli.set_aside(str(out)) is None and _listing(out / "previous")["summary.md"] == b"who wins"
     # a set-aside interrupted half way (report.md moved, results.json not yet) is completed by the next one
     (out / ".previous-partial").mkdir()
     (out / ".previous-partial" / "report.md").write_text("new")
     (out / "results.json").write_text("{}")
-    assert cli._set_aside(str(out)) == str(out / "previous")
+    assert cli.set_aside(str(out)) == str(out / "previous")
     assert sorted(os.listdir(out)) == ["notes.txt", "previous"]
     assert _listing(out / "previous") == {"report.md": b"new", "results.json": b"{}"}
-    assert cli._set_aside(str(tmp_path / "new")) is None and (tmp_path / "new").is_dir()
+    assert cli.set_aside(str(tmp_path / "new")) is None and (tmp_path / "new").is_dir()
 
 
 def test_compare_refuses_a_problem_given_twice(capsys):
