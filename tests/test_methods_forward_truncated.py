@@ -156,6 +156,28 @@ def test_forward_works_inside_jit_and_vmap(ridge_problem, key):
             np.testing.assert_allclose(grads[name][i], grads_i[name], rtol=1e-10)
 
 
+def test_forward_gives_an_empty_hyperparameter_an_empty_gradient(ridge_problem, key):
+    """A hyperparameter with no elements (shape (0,) or (0, 3)) has no direction and an empty
+    gradient of its shape, blocks or not; Forward(blocks=B) divided by zero splitting it, and with
+    no other hyperparameter Forward returned {} instead of grads shaped like hparams."""
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"] + jnp.sum(h["e"])), num_steps=4)
+    for shape in [(0,), (0, 3)]:
+        hparams = {"lr": jnp.asarray(0.2), "e": jnp.zeros(shape), "weight_decay": jnp.asarray(0.01)}
+        value, grads = hg.hypergradient(objective, hparams, key, method=hg.Reverse())
+        for method in [Forward(blocks=2), Forward(blocks=2, share="e"), Forward()]:
+            value_f, grads_f = hg.hypergradient(objective, hparams, key, method=method)
+            np.testing.assert_allclose(value_f, value, rtol=1e-12)
+            assert grads_f["e"].shape == shape and grads_f["e"].dtype == jnp.float64
+            for name in ("lr", "weight_decay"):
+                assert grads[name] != 0
+                np.testing.assert_allclose(grads_f[name], grads[name], rtol=1e-10)
+    only_empty = hg.Objective(ridge_problem, lambda h: optax.sgd(0.2 + jnp.sum(h["e"])), num_steps=4)
+    for method in [Forward(blocks=2), Forward()]:
+        value_f, grads_f = hg.hypergradient(only_empty, {"e": jnp.zeros((0,))}, key, method=method)
+        np.testing.assert_allclose(value_f, only_empty({"e": jnp.zeros((0,))}, key), rtol=1e-12)
+        assert list(grads_f) == ["e"] and grads_f["e"].shape == (0,)
+
+
 # -- Truncated -----------------------------------------------------------------------------------
 _references = {}  # objective -> compiled reference, the window a traced argument: one compile each
 

@@ -39,8 +39,10 @@ class _Leaf:
 
 def _block_lengths(n: int, blocks: int) -> tuple[int, ...]:
     """Lengths of `min(blocks, n)` contiguous blocks covering n elements, as `np.array_split`:
-    the first n % blocks blocks are one longer than the rest."""
+    the first n % blocks blocks are one longer than the rest. An empty axis (n = 0) has no blocks."""
     blocks = min(blocks, n)
+    if blocks == 0:
+        return ()
     size, extra = divmod(n, blocks)
     return tuple(size + 1 if b < extra else size for b in range(blocks))
 
@@ -166,8 +168,8 @@ class Forward(Method):
         def value_and_scores(h):
             return loop.readout(loop.train(h, key), h)
 
-        if total == 0:  # no hyperparameters: nothing to push forward
-            return value_and_scores(hparams), {}
+        if total == 0:  # no hyperparameter elements: nothing to push forward, every gradient empty
+            return value_and_scores(hparams), {leaf.name: jnp.zeros_like(hparams[leaf.name]) for leaf in layout}
         dtype = jnp.result_type(*[hparams[leaf.name] for leaf in layout])
         offsets = np.cumsum([0] + [leaf.directions for leaf in layout])
 
@@ -178,7 +180,8 @@ class Forward(Method):
                 h = hparams[leaf.name]
                 delta = u[start:stop].reshape(leaf.coordinate_shape).astype(jnp.result_type(h))
                 if leaf.lengths is not None:  # every element of a block moves with its block's value
-                    delta = jnp.repeat(delta, np.asarray(leaf.lengths), axis=0, total_repeat_length=leaf.shape[0])
+                    delta = jnp.repeat(delta, np.asarray(leaf.lengths, np.int64), axis=0,
+                                       total_repeat_length=leaf.shape[0])
                 out[leaf.name] = h + delta
             return out
 
@@ -196,7 +199,7 @@ class Forward(Method):
         for leaf, start, stop in zip(layout, offsets[:-1], offsets[1:]):
             g = jac[start:stop].reshape(leaf.coordinate_shape)
             if leaf.lengths is not None:  # the block mean at every element: the projection (see above)
-                lengths = np.asarray(leaf.lengths)
+                lengths = np.asarray(leaf.lengths, np.int64)
                 per_element = (g / lengths.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype))
                 g = jnp.repeat(per_element, lengths, axis=0, total_repeat_length=leaf.shape[0])
             grads[leaf.name] = g.astype(jnp.result_type(hparams[leaf.name]))
