@@ -26,10 +26,16 @@ import numpy as np
 
 from hypergrad import _caches, _program_store
 
-__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES"]
+__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES",
+           "QUICK_COMPILE"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
+
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+"""XLA options that compile a program several times faster and run it several times slower:
+LLVM's optimisations off, and XLA:CPU's older fusion code generator. For programs whose
+compilation, not their run, is their cost (a small fit, a one-off check)."""
 
 
 @dataclasses.dataclass

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from hypergrad._checks import check_count, check_key, is_int, is_number
+from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
@@ -179,6 +180,7 @@ def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict
     for i in range(len(rows)):  # each configuration: a method may refuse some held values (Reversible)
         method.check(objective.with_fixed(jax.tree.map(lambda a, i=i: a[i], fixed)), h0)
     first_fixed = jax.tree.map(lambda a: a[0], fixed)
+    check_schedules_in_bounds(objective, {**h0, **first_fixed})
     unit = run_flops(objective, {**h0, **first_fixed}, key)
     step = hypergradient_flops(objective, method, h0, key, held=first_fixed)
     return _Priced(objective, rows, fixed, unit, step)

@@ -36,6 +36,7 @@ from hypergrad import _caches, _compile
 from hypergrad._batching import (chunk_for, device_count, first_row, from_process_0, place, shardings, take_rows,
                                  to_host)
 from hypergrad._checks import check_count, check_key, is_int_at_least
+from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
@@ -129,6 +130,7 @@ def _evaluate_group(
 
     Settings that fill exactly one chunk go to the program as they are (device arrays from a
     sampler are neither sliced nor copied through the host)."""
+    check_schedules_in_bounds(objective, first_row(settings))
     num = len(rows)
     chunk = chunk_for(num, chunk_size)
     spread, replicated = shardings(chunk)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
+from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._checks import check_count, check_key, check_progress, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
@@ -213,6 +214,7 @@ def tune(
         raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
                          "False (every step trains with key)")
     population = _check_population_args(population, init, warmup, halving, chunk_size)
+    check_schedules_in_bounds(objective, space.centre())
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:

@@ -567,3 +567,32 @@ def test_overlap_runs_once_before_the_program_compiles_and_once_when_it_is_cache
     search.evaluate_settings(mb_objective, settings, jax.random.key(0), strategy="x", chunk_size=5,
                              overlap=lambda: seen.append(_compile.stats.compilations - before))
     assert len(seen) == 2 and seen[1] == _compile.stats.compilations - before
+
+
+def test_a_schedule_shorter_than_the_training_is_refused_before_compiling(ridge_problem_):
+    """A per-step rate of 10 entries indexed over 20 steps: JAX clamps steps 10-19 to the last
+    entry, silently. random_search, tune and hybrid_search refuse it, naming the shape and the fix,
+    before compiling; a full schedule, an explicit clamp and a per-group vector indexed in bounds
+    run."""
+    key = jax.random.key(0)
+
+    def objective(schedule):
+        return hg.Objective(ridge_problem_, lambda h: optax.sgd(schedule(h), momentum=h["momentum"]), num_steps=20)
+
+    def space(entries, **extra):
+        return hg.Space({"lr": hg.LogUniform(1e-3, 1e-1, shape=(entries,)), "momentum": hg.Uniform(0.0, 0.9),
+                         **extra})
+
+    short = objective(lambda h: lambda step: h["lr"][step])
+    before = _compile.stats.compilations
+    for run in (lambda: hg.random_search(short, space(10), key, num_trials=2),
+                lambda: hg.tune(short, space(10), key, steps=1),
+                lambda: hg.hybrid_search(short, space(10, weight_decay=hg.Choice([0.0, 0.1])), key, budget=100)):
+        with pytest.raises(ValueError, match=r"indexes a hyperparameter past its end within num_steps=20 .*shape "
+                                             r"\(10,\).*index 10 is out of bounds.*jnp.minimum\(step, n - 1\)"):
+            run()
+    assert _compile.stats.compilations == before
+    hg.random_search(short, space(20), key, num_trials=2)
+    hg.random_search(objective(lambda h: lambda step: h["lr"][jnp.minimum(step, 9)]), space(10), key, num_trials=2)
+    blocks = objective(lambda h: lambda step: h["lr"][step // 10])  # two blocks of 10 steps: in bounds
+    hg.random_search(blocks, space(2), key, num_trials=2)

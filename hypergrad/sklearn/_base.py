@@ -64,7 +64,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 import hypergrad as hg
-from hypergrad import _caches
+from hypergrad import _caches, _compile
 
 __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes",
            "fit_compiler_options", "as_option"]
@@ -94,9 +94,8 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
 QUICK_COMPILE_FLOPS = 1e9
 """Fits estimated at no more FLOPs than this are compiled with `QUICK_COMPILE` (see `fit_compiler_options`)."""
 
-QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-"""XLA options that compile a program several times faster and run it several times slower:
-LLVM's optimisations off, and XLA:CPU's older fusion code generator."""
+QUICK_COMPILE = _compile.QUICK_COMPILE
+"""XLA's quick options (`hypergrad._compile.QUICK_COMPILE`)."""
 
 
 def fit_compiler_options(flops: float) -> dict | None:
