@@ -214,6 +214,30 @@ def test_bad_fields_are_refused(kwargs, match):
         Implicit(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs,field,other", [
+    ({"solver": "neumann", "maxiter": 5}, "maxiter=5", "cg"),
+    ({"solver": "neumann", "tol": 1e-3}, "tol=0.001", "cg"),
+    ({"solver": "cg", "num_terms": 20}, "num_terms=20", "neumann"),
+    ({"alpha": 0.2}, "alpha=0.2", "neumann"),  # the default solver is CG
+])
+def test_a_field_the_solver_does_not_read_is_refused(kwargs, field, other):
+    """It used to be accepted and silently ignored (Neumann ran its default 100 terms)."""
+    before = _compile.stats.compilations
+    solver = kwargs.get("solver", "cg")
+    with pytest.raises(ValueError, match=rf"Implicit\(solver='{solver}'\) does not read {field}, a field of "
+                                         rf"solver='{other}' .*leave it out, or use solver='{other}'"):
+        Implicit(**kwargs)
+    assert _compile.stats.compilations == before
+
+
+def test_each_solver_gets_its_defaults_and_leaves_the_others_unset():
+    assert (Implicit().maxiter, Implicit().tol, Implicit().num_terms, Implicit().alpha) == (100, 1e-6, None, None)
+    neumann = Implicit(solver="neumann")
+    assert (neumann.maxiter, neumann.tol, neumann.num_terms, neumann.alpha) == (None, None, 100, 0.1)
+    assert Implicit() == Implicit(maxiter=100, tol=1e-6) and hash(Implicit()) == hash(Implicit(maxiter=100))
+    assert dataclasses.replace(CG, maxiter=2).maxiter == 2  # replace keeps the unset fields unset
+
+
 def test_implicit_is_immutable_and_hashable_by_value():
     assert Implicit(solver="neumann", alpha=0.3) == Implicit(solver="neumann", alpha=0.3)
     assert hash(Implicit()) == hash(Implicit())

@@ -45,6 +45,8 @@ from hypergrad.methods.base import Method
 __all__ = ["Implicit", "hparams_read_by"]
 
 _SOLVERS = ("cg", "neumann")
+_SOLVER_FIELDS = {"cg": {"maxiter": 100, "tol": 1e-6}, "neumann": {"num_terms": 100, "alpha": 0.1}}
+"""The fields each solver reads, with their defaults; the other solver's stay None."""
 
 
 # -- which hyperparameters does a function read? ---------------------------------------------------
@@ -230,12 +232,14 @@ class Implicit(Method):
 
     Args:
         solver: "cg" (conjugate gradient; fields `maxiter`, `tol`) or "neumann" (truncated Neumann
-            series; fields `num_terms`, `alpha`).
-        maxiter: CG's maximum number of iterations (Hessian-vector products).
-        tol: CG stops when ||(H + damping) v - dV/dw|| <= tol * ||dV/dw||.
+            series; fields `num_terms`, `alpha`). Setting a field of the other solver is refused
+            (it would be silently ignored); a field left at None takes its solver's default, and
+            the other solver's fields stay None.
+        maxiter: CG's maximum number of iterations (Hessian-vector products); None: 100.
+        tol: CG stops when ||(H + damping) v - dV/dw|| <= tol * ||dV/dw||; None: 1e-6.
         num_terms: Neumann's number of Hessian-vector products K; the series is
-            alpha * sum_{j=0}^{K} (I - alpha (H + damping))^j dV/dw.
-        alpha: Neumann's step size; needs 0 < alpha < 2 / lambda_max(H + damping).
+            alpha * sum_{j=0}^{K} (I - alpha (H + damping))^j dV/dw. None: 100.
+        alpha: Neumann's step size; needs 0 < alpha < 2 / lambda_max(H + damping). None: 0.1.
         damping: lambda >= 0 added to the Hessian's diagonal (a bias, traded for conditioning).
         unroll: False runs CG as a loop that stops at `tol`; True runs exactly `maxiter` CG
             iterations (or the `num_terms` Neumann terms) as straight-line code. Compute
@@ -244,10 +248,10 @@ class Implicit(Method):
     """
 
     solver: str = "cg"
-    maxiter: int = 100
-    tol: float = 1e-6
-    num_terms: int = 100
-    alpha: float = 0.1
+    maxiter: int | None = None
+    tol: float | None = None
+    num_terms: int | None = None
+    alpha: float | None = None
     damping: float = 0.0
     unroll: bool = False
 
@@ -255,11 +259,28 @@ class Implicit(Method):
         if self.solver not in _SOLVERS:
             raise ValueError(f"Implicit(solver={self.solver!r}) must be 'cg' (conjugate gradient) or "
                              "'neumann' (truncated Neumann series)")
-        _check_int(self.maxiter, "maxiter", 1, "it bounds CG's Hessian-vector products (try 100)")
-        _check_float(self.tol, "tol", False, "CG stops at a residual of tol * ||dV/dw|| (try 1e-6)")
-        _check_int(self.num_terms, "num_terms", 1, "it is the number of Neumann terms (try 100)")
-        _check_float(self.alpha, "alpha", True,
-                     "the Neumann series converges for 0 < alpha < 2 / largest Hessian eigenvalue (try 0.1)")
+        if self.maxiter is not None:
+            _check_int(self.maxiter, "maxiter", 1, "it bounds CG's Hessian-vector products (try 100)")
+        if self.tol is not None:
+            _check_float(self.tol, "tol", False, "CG stops at a residual of tol * ||dV/dw|| (try 1e-6)")
+        if self.num_terms is not None:
+            _check_int(self.num_terms, "num_terms", 1, "it is the number of Neumann terms (try 100)")
+        if self.alpha is not None:
+            _check_float(self.alpha, "alpha", True,
+                         "the Neumann series converges for 0 < alpha < 2 / largest Hessian eigenvalue (try 0.1)")
+        # The other solver's fields must be left unset (None); this solver's get their defaults,
+        # resolved here so that equal methods compare (and cache) equal.
+        other = "neumann" if self.solver == "cg" else "cg"
+        for field in _SOLVER_FIELDS[other]:
+            if getattr(self, field) is not None:
+                raise ValueError(
+                    f"Implicit(solver={self.solver!r}) does not read {field}={getattr(self, field)!r}, a "
+                    f"field of solver={other!r} ({', '.join(_SOLVER_FIELDS[other])}); leave it out, or use "
+                    f"solver={other!r}. The {self.solver!r} solver's fields are "
+                    f"{' and '.join(_SOLVER_FIELDS[self.solver])}")
+        for field, default in _SOLVER_FIELDS[self.solver].items():
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, default)
         _check_float(self.damping, "damping", False, "it is added to the Hessian's diagonal (try 0.0 or 1e-3)")
         if not isinstance(self.unroll, (bool, np.bool_)):
             raise ValueError(f"Implicit(unroll={self.unroll!r}) must be True or False")
