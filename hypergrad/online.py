@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hypergrad._types import PyTree
@@ -66,13 +67,27 @@ class SGDHDState(NamedTuple):
 
 
 def _check_concrete(name: str, value: Any, *, upper: float | None = None) -> None:
-    """Range checks for Python numbers; traced values are the caller's (the space's) business."""
-    if isinstance(value, bool):
+    """Range checks for concrete values: Python and NumPy numbers, NumPy arrays and concrete
+    `jax.Array`s (every element). A traced value cannot be checked: it is the caller's (the
+    space's) business."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"sgd_hd({name}={value!r}) must be a number, not a bool")
-    if isinstance(value, numbers.Real):
-        if not value >= 0 or (upper is not None and not value < upper):
-            bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
-            raise ValueError(f"sgd_hd({name}={value!r}) must be {bound}")
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype == np.bool_:
+            raise ValueError(f"sgd_hd({name}={value!r}) must be a number, not a bool")
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+            raise ValueError(f"sgd_hd({name}={value!r}) must be a real number")
+        ok = bool(np.all(array >= 0)) and (upper is None or bool(np.all(array < upper)))
+    elif isinstance(value, numbers.Real):
+        ok = value >= 0 and (upper is None or value < upper)
+    else:
+        return  # anything else is left to jnp.asarray, which names what it cannot convert
+    if not ok:
+        bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
+        raise ValueError(f"sgd_hd({name}={value!r}) must be {bound}")
 
 
 def _initial_rate(learning_rate: Any) -> jax.Array:
@@ -116,6 +131,11 @@ def sgd_hd(
 
     Returns:
         an `optax.GradientTransformation` whose state is an `SGDHDState`.
+
+    Raises:
+        ValueError: a concrete learning_rate or hyper_lr below 0 or a momentum outside [0, 1)
+            (Python or NumPy numbers, NumPy arrays and concrete `jax.Array`s alike; NaN is out of
+            range). A traced value cannot be checked here: declare its range in the `hg.Space`.
     """
     _check_concrete("learning_rate", learning_rate)
     _check_concrete("hyper_lr", hyper_lr)

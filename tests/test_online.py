@@ -127,6 +127,31 @@ def test_bad_arguments_are_refused(kwargs, match):
         sgd_hd(**args)
 
 
+@pytest.mark.parametrize("kwargs,match", [
+    ({"learning_rate": jnp.asarray(-0.1)}, r"sgd_hd\(learning_rate=Array\(-0.1.*\) must be >= 0"),
+    ({"learning_rate": np.array(-0.1)}, r"sgd_hd\(learning_rate=array\(-0.1\)\) must be >= 0"),
+    ({"hyper_lr": np.float32(-1e-3)}, r"sgd_hd\(hyper_lr=np.float32\(-0.001\)\) must be >= 0"),
+    ({"hyper_lr": jnp.asarray(jnp.nan)}, r"sgd_hd\(hyper_lr=Array\(nan.*\) must be >= 0"),
+    ({"momentum": jnp.asarray(1.0, jnp.float32)}, r"sgd_hd\(momentum=Array\(1.*\) must be in \[0, 1\)"),
+    ({"momentum": np.int64(1)}, r"sgd_hd\(momentum=np.int64\(1\)\) must be in \[0, 1\)"),
+    ({"hyper_lr": jnp.asarray(True)}, r"sgd_hd\(hyper_lr=Array\(True.*\) must be a number, not a bool"),
+], ids=["jax", "numpy-0d", "numpy-float32", "jax-nan", "jax-momentum", "numpy-int", "jax-bool"])
+def test_concrete_arrays_and_numpy_numbers_are_range_checked_too(kwargs, match):
+    """Only Python numbers were checked: sgd_hd(jnp.asarray(-0.1), 0.1) was accepted."""
+    args = {"learning_rate": 0.1, "hyper_lr": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sgd_hd(**args)
+
+
+def test_traced_arguments_are_left_to_the_caller():
+    """A traced value cannot be checked: inside jit a negative one passes through unchanged, and
+    concrete arrays in range are accepted."""
+    rate = jax.jit(lambda lr: sgd_hd(lr, 1e-3).init({"w": jnp.zeros(2)}).learning_rate)(-0.1)
+    assert float(rate) == -0.1
+    state = sgd_hd(jnp.asarray(0.1), np.float32(1e-3), jnp.asarray(0.5)).init({"w": jnp.zeros(2)})
+    assert float(state.learning_rate) == pytest.approx(0.1)
+
+
 def test_a_schedule_is_refused_at_init():
     with pytest.raises(ValueError, match=r"sgd_hd: learning_rate must be a scalar, got shape \(3,\)"):
         sgd_hd(jnp.ones(3), 1e-3).init({"w": jnp.zeros(2)})
