@@ -113,7 +113,7 @@ def _set_log(ax, axis: str = "y") -> None:
 def _log_x(ax, xs: Sequence[float]) -> None:
     """Log x axis spanning the positive finite `xs` (whatever the autoscaler saw), or 1..10."""
     xs = _finite_positive(np.asarray(list(xs), float))
-    ax.set_xscale("log")
+    _set_log(ax, "x")  # plain tick labels: matplotlib's 3x10^-1 minor labels overlap on an x axis
     if xs.size:
         # Points drawn in axes coordinates (failed trials) are invisible to the autoscaler, so the
         # span is set from the data; a margin of a fifth of a decade keeps end markers whole.

@@ -613,7 +613,7 @@ class Comparison:
                   *[f"{m} of pick" for m in metric_names]]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
-            cells = [row["strategy"], f"{row['budget']:.1f}", f"{row['used']:.1f}", str(row["trials"]),
+            cells = [row["strategy"], _amount(row["budget"]), _amount(row["used"]), str(row["trials"]),
                      _fmt(row["best_value"]),
                      _fmt(row["test_scores"].get("test_loss")),
                      *[_fmt(row["test_scores"].get(m)) for m in metric_names]]
@@ -624,6 +624,11 @@ class Comparison:
             lines.append(f"| {name} | {len(r.trials)} | {r.num_failed} | {r.runs:.1f} | {r.flops / 1e9:.2f} | "
                          f"{r.seconds:.1f} | {r.compile_seconds:.1f} |")
         return "\n".join(lines)
+
+
+def _amount(x: float) -> str:
+    """A budget or an amount spent: one decimal from 1 up (37.5), two significant digits below (0.12)."""
+    return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2g}"
 
 
 def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = None, *, by: str = "runs"
@@ -651,6 +656,11 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
             raise ValueError(f"compare: results[{name!r}] is {type(result).__name__}, not an hg Result")
     if by not in ("runs", "seconds"):
         raise ValueError(f"compare(by={by!r}) must be 'runs' (equal compute) or 'seconds' (equal wall time)")
+    for name, result in results.items():
+        if not np.all(np.isfinite(result.spent(by))):
+            raise ValueError(f"compare: results[{name!r}] has a non-finite cost by {by!r} (a trial's flops, "
+                             "run_flops or seconds is NaN, infinite, or run_flops 0: a Result whose JSON lost "
+                             "them?); it cannot be lined up: drop it or recompute it")
     if budgets is None:
         largest = max(float(r.spent(by)[-1]) if r.trials else 0.0 for r in results.values())
         budgets = tuple(largest * f for f in (0.125, 0.25, 0.5, 1.0))

@@ -259,3 +259,29 @@ def test_example_weights_histograms_count_clean_and_corrupted_picks(monkeypatch,
     assert plots.plot_example_weights({"random": results["no weights"]}, corrupted, tmp_path / "none") is None
     with pytest.raises(ValueError, match=r"corrupted has shape \(13,\) but hypergradient's picked example_weight has"):
         plots.plot_example_weights(results, np.zeros(13, bool), tmp_path / "wrong")  # was numpy's broadcast error
+
+
+@pytest.fixture
+def x_labels(monkeypatch):
+    """file name -> [the x axis's tick labels, major and minor, per axes], read as each figure is saved."""
+    from matplotlib.figure import Figure
+
+    record, savefig = {}, Figure.savefig
+
+    def recording_savefig(fig, fname, *args, **kwargs):
+        fig.canvas.draw()
+        record[os.path.basename(str(fname))] = [
+            [t.get_text() for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)]
+            for ax in fig.axes]
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return record
+
+
+def test_log_x_axes_are_labelled_plainly(results, x_labels, tmp_path):
+    """Log x axes carry plain numbers (0.3, 2, 10), as the y axes do: matplotlib's own minor labels
+    (3x10^-1, 4x10^-1) ran into each other along an x axis."""
+    plots.plot_comparison(hg.compare(results), tmp_path)
+    labels = [text for axes in x_labels["best_value_vs_compute.png"] for text in axes if text]
+    assert labels and not any("times" in text or "^" in text for text in labels), labels

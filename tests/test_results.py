@@ -8,6 +8,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 
@@ -318,6 +319,18 @@ def test_compare_rejects_non_results_and_bad_budgets(random_result):
         with pytest.raises(ValueError, match=r"compare\(budgets=.*\): give a list of positive budgets"):
             hg.compare({"random": random_result}, budgets=budgets)
     assert hg.compare({"random": random_result}, budgets=np.array([1.0, 2.0])).to_dict()  # any sequence of numbers
+
+
+def test_compare_refuses_a_result_of_unknown_cost_and_prints_small_budgets_apart(random_result):
+    """A Result whose unit is 0 (a JSON that lost it) has NaN runs: lined up, its NaN budgets
+    counted every trial of every strategy; it is refused by name. Budgets below 1 print with two
+    significant digits (0.12 and 0.25, not 0.1 and 0.2)."""
+    lost = dataclasses.replace(random_result, run_flops=0.0, trials=tuple(
+        dataclasses.replace(t, run_flops=0.0) for t in random_result.trials))
+    with pytest.raises(ValueError, match=r"results\['lost'\] has a non-finite cost by 'runs'"):
+        hg.compare({"random": random_result, "lost": lost})
+    table = hg.compare({"random": random_result}, budgets=[0.125, 0.25, 10]).to_markdown()
+    assert "| random | 0.12 |" in table and "| random | 0.25 |" in table and "| random | 10.0 |" in table
 
 
 # -- equal wall time --------------------------------------------------------------------------------
