@@ -44,8 +44,12 @@ class Reverse(Method):
       pass is plain training that writes each step's input state, packed into one array per
       dtype, to a buffer; the backward pass is a reverse scan that reloads the state, recomputes
       the step and applies its VJP (the optimiser's VJP and one Hessian-vector product of the
-      training loss). Smallest memory without checkpointing; not forward-differentiable (use
-      another store to take `jax.jvp` through a hypergradient).
+      training loss). Smallest memory without checkpointing. With `checkpoint_every=k` the VJP
+      checkpoints by itself: its forward pass stores each segment's input state and its backward
+      pass reruns a segment (storing its k states) before going back through it; so the step may
+      close over traced values (`Objective.with_fixed` under jit or vmap). Forward-differentiable
+      like the other stores: both rules are plain JAX code, so `jax.jvp` through a hypergradient
+      (forward over reverse) works and equals theirs.
 
     All four see only the loop (`hypergrad.loop.Loop`): `init`, `readout`, and `run` ("residuals")
     or `draw_all` and `update` ("steps", "dots", "states"); cross-validation wraps them
@@ -141,14 +145,15 @@ def _rematerialised(policy, loop: Loop, state: LoopState, hparams: HParams, chec
 
 def _run_states(loop: Loop, state: LoopState, hparams: HParams, checkpoint_every: int | None) -> LoopState:
     """`Loop.run` with the same result, differentiated by `_loop` (see `Reverse`). The data key,
-    constant through training and not differentiable, is held out of the stored states."""
-    num_steps = loop.num_steps
-    indices = loop.draw_all(state, jnp.arange(num_steps))
+    constant through training and not differentiable, is held out of the stored states.
 
-    def run(s, idx, length):
-        return _loop(loop, s, hparams, idx, length)
-
-    out = in_segments(run, state._replace(data_key=None), indices, num_steps, checkpoint_every, loop.unroll)
+    Checkpointing is part of `_loop`'s own VJP (one custom VJP over all T steps, storing each
+    segment's input state), not `in_segments`' `jax.checkpoint` around a custom VJP per segment:
+    a custom VJP under `jax.checkpoint` whose step closes over a traced value (an objective built
+    inside `jit`, `Objective.with_fixed` of a traced value, as `hybrid_search` holds a numeric
+    Choice) failed to lower ("No constant handler for type: DynamicJaxprTracer")."""
+    indices = loop.draw_all(state, jnp.arange(loop.num_steps))
+    out = _loop(loop, state._replace(data_key=None), hparams, indices, loop.num_steps, checkpoint_every)
     return out._replace(data_key=state.data_key)
 
 
@@ -198,30 +203,63 @@ def _get(buffers, like, t):
     return jax.tree.unflatten(treedef, out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _loop(loop, state, hparams, indices, num_steps):
-    """`num_steps` training steps (`loop.update`) on the minibatches `indices` (None: full batch)."""
+def _steps(loop: Loop, state: LoopState, hparams: HParams, indices, start, length: int) -> LoopState:
+    """Training steps `start, ..., start + length - 1` (`start` may be traced) on the minibatches
+    `indices` (None: full batch)."""
     def body(s, t):
         return loop.update(s, hparams, None if indices is None else indices[t]), None
 
-    return jax.lax.scan(body, state, jnp.arange(num_steps), unroll=loop.unroll)[0]
+    return jax.lax.scan(body, state, start + jnp.arange(length), unroll=loop.unroll)[0]
 
 
-def _loop_fwd(loop, state, hparams, indices, num_steps):
-    def body(carry, t):
+def _steps_storing(loop: Loop, state: LoopState, hparams: HParams, indices, start, length: int):
+    """`_steps`, also writing each step's input state to row i (step start + i) of `_buffers`:
+    (final state, buffers)."""
+    def body(carry, i):
         s, buffers = carry
-        new = loop.update(s, hparams, None if indices is None else indices[t])
-        return (new, _put(buffers, s, t)), None
+        new = loop.update(s, hparams, None if indices is None else indices[start + i])
+        return (new, _put(buffers, s, i)), None
 
-    init = (state, _buffers(state, num_steps))
-    final, buffers = jax.lax.scan(body, init, jnp.arange(num_steps), unroll=loop.unroll)[0]
+    return jax.lax.scan(body, (state, _buffers(state, length)), jnp.arange(length), unroll=loop.unroll)[0]
+
+
+def _segments(num_steps: int, checkpoint_every: int | None) -> tuple[int, int, int]:
+    """(k, number of whole segments of k steps, remainder): `in_segments`' split of the steps."""
+    k = num_steps if checkpoint_every is None else min(checkpoint_every, num_steps)
+    return (k,) + divmod(num_steps, k)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _loop(loop, state, hparams, indices, num_steps, checkpoint_every):
+    """`num_steps` training steps (`loop.update`) on the minibatches `indices` (None: full batch).
+    With `checkpoint_every=k` the VJP's forward pass stores the input state of every segment of k
+    steps only, and its backward pass reruns a segment (storing its k states) before going back
+    through it, as `in_segments` would under `jax.checkpoint`."""
+    return _steps(loop, state, hparams, indices, 0, num_steps)
+
+
+def _loop_fwd(loop, state, hparams, indices, num_steps, checkpoint_every):
     # Zero-size arrays carry the state's structure, shapes and dtypes to the backward rule.
     template = jax.tree.map(lambda x: jnp.zeros((0,) + jnp.shape(x), jnp.result_type(x)), state)
-    return final, (buffers, template, hparams, loop, indices)
+    if checkpoint_every is None:  # every step's input state
+        final, stored = _steps_storing(loop, state, hparams, indices, 0, num_steps)
+        return final, (stored, template, hparams, loop, indices)
+    k, num_segments, remainder = _segments(num_steps, checkpoint_every)
+
+    def segment(carry, j):  # every segment's input state
+        s, starts = carry
+        return (_steps(loop, s, hparams, indices, j * k, k), _put(starts, s, j)), None
+
+    init = (state, _buffers(state, num_segments + (remainder > 0)))
+    final, starts = jax.lax.scan(segment, init, jnp.arange(num_segments), unroll=loop.unroll)[0]
+    if remainder:
+        starts = _put(starts, final, num_segments)
+        final = _steps(loop, final, hparams, indices, num_segments * k, remainder)
+    return final, (starts, template, hparams, loop, indices)
 
 
-def _loop_bwd(num_steps, residuals, ct_final):
-    buffers, template, hparams, loop, indices = residuals
+def _loop_bwd(num_steps, checkpoint_every, residuals, ct_final):
+    stored, template, hparams, loop, indices = residuals
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), template)
     leaves, treedef = jax.tree.flatten(like)
     is_float = [_is_float(leaf) for leaf in leaves]
@@ -235,19 +273,36 @@ def _loop_bwd(num_steps, residuals, ct_final):
     def floats_of(ct_state):
         return [leaf for leaf, f in zip(jax.tree.leaves(ct_state), is_float) if f]
 
-    def body(carry, t):
-        ct_floats, ct_h = carry
-        s = _get(buffers, like, t)
-        idx = None if indices is None else indices[t]
-        # Recompute step t and pull the cotangent of its output state back through it: the
-        # optimiser's VJP and one Hessian-vector product of the minibatch training loss.
-        _, vjp = jax.vjp(lambda s_, h_: loop.update(s_, h_, idx), s, hparams)
-        ct_s, ct_h_t = vjp(whole(ct_floats))
-        return (floats_of(ct_s), jax.tree.map(jnp.add, ct_h, ct_h_t)), None
+    def back(ct, states, start, length):
+        """The cotangent pulled back through steps start + length - 1, ..., start, whose input
+        states are the rows of `states`."""
+        def body(carry, i):
+            ct_floats, ct_h = carry
+            s = _get(states, like, i)
+            idx = None if indices is None else indices[start + i]
+            # Recompute step start + i and pull the cotangent of its output state back through
+            # it: the optimiser's VJP and one Hessian-vector product of the minibatch training loss.
+            _, vjp = jax.vjp(lambda s_, h_: loop.update(s_, h_, idx), s, hparams)
+            ct_s, ct_h_t = vjp(whole(ct_floats))
+            return (floats_of(ct_s), jax.tree.map(jnp.add, ct_h, ct_h_t)), None
 
-    init = (floats_of(ct_final), jax.tree.map(jnp.zeros_like, hparams))
-    (ct_floats, ct_h), _ = jax.lax.scan(body, init, jnp.arange(num_steps), reverse=True,
-                                        unroll=loop.unroll)
+        return jax.lax.scan(body, ct, jnp.arange(length), reverse=True, unroll=loop.unroll)[0]
+
+    ct = (floats_of(ct_final), jax.tree.map(jnp.zeros_like, hparams))
+    if checkpoint_every is None:
+        ct = back(ct, stored, 0, num_steps)
+    else:
+        k, num_segments, remainder = _segments(num_steps, checkpoint_every)
+
+        def rerun(j, start, length):  # segment j's input states, recomputed from its first
+            return _steps_storing(loop, _get(stored, like, j), hparams, indices, start, length)[1]
+
+        if remainder:
+            start = num_segments * k
+            ct = back(ct, rerun(num_segments, start, remainder), start, remainder)
+        ct = jax.lax.scan(lambda c, j: (back(c, rerun(j, j * k, k), j * k, k), None), ct,
+                          jnp.arange(num_segments), reverse=True, unroll=loop.unroll)[0]
+    ct_floats, ct_h = ct
     return None, whole(ct_floats), ct_h, None
 
 
