@@ -208,6 +208,29 @@ def test_hypergradient_works_inside_jit_and_vmap(ridge_problem, key):
             np.testing.assert_allclose(grads[name][i], grads_i[name], rtol=1e-10)
 
 
+def test_transformed_over_a_value_the_objective_holds(ridge_problem, key):
+    """vmap and grad over a value held by `with_fixed`, with concrete hparams: the objective
+    closes over a tracer, so the hypergradient is traced inline (the cached compiled program took
+    the closure's tracer as one more input: 'compiled for N + 1 inputs but called with N')."""
+    def optimizer(h):
+        return optax.sgd(lambda step: h["lr"][step] * h["lr_mult"])
+
+    objective = hg.Objective(ridge_problem, optimizer, num_steps=T)
+    hparams = {"lr": jnp.full(T, 0.1), "weight_decay": jnp.asarray(1e-2)}
+
+    def grads_at(mult):
+        return hg.hypergradient(objective.with_fixed({"lr_mult": mult}), hparams, key)[1]["weight_decay"]
+
+    def reference(mult):  # lr_mult passed as a hyperparameter, not closed over
+        return hg.hypergradient(objective, {**hparams, "lr_mult": mult}, key)[1]["weight_decay"]
+
+    mults = jnp.asarray([0.5, 1.5])
+    np.testing.assert_allclose(jax.vmap(grads_at)(mults), [reference(m) for m in mults], rtol=1e-12)
+    expected = jax.grad(reference)(1.5)
+    assert abs(float(expected)) > 0
+    np.testing.assert_allclose(jax.grad(grads_at)(1.5), expected, rtol=1e-10)
+
+
 # -- errors, raised before anything compiles -----------------------------------------------------
 @pytest.fixture
 def ridge_objective(ridge_problem):
