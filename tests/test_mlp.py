@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 import hypergrad as hg
@@ -138,3 +139,27 @@ def test_the_default_batch_is_clipped_to_what_a_fit_trains_on():
                               (hg.problems.noisy_mlp_classifier("iris", noise=0.2), 90),
                               (hg.problems.mlp_classifier("digits"), 100)):
         assert problem.batch_size == expected == min(100, problem.num_train), problem.name
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: hg.problems.mlp_classifier("iris", batch_size=2.5), r"batch_size=2.5 must be an int >= 1"),
+    (lambda: hg.problems.mlp_classifier("iris", batch_size=True), r"batch_size=True must be an int >= 1"),
+    (lambda: hg.problems.mlp_classifier("iris", hidden=[8.7]), r"hidden=\[8.7\] must be a sequence of layer widths"),
+    (lambda: hg.problems.mlp_classifier("iris", hidden=50), r"hidden=50 must be a sequence of layer widths"),
+    (lambda: hg.problems.mlp_classifier("iris", cv=0), r"cv=0: mlp_classifier takes None or k >= 2 folds"),
+    (lambda: hg.problems.mlp_classifier("iris", cv=[(np.arange(3), np.arange(3))]), r"explicit folds: build"),
+    (lambda: hg.problems.noisy_mlp_classifier("iris", noise=None), r"noise=None must be a share"),
+    (lambda: hg.problems.logistic("synthetic", num_examples=3), r"num_examples=3 must be an int >= 10"),
+    (lambda: hg.problems.logistic("synthetic", num_classes=0), r"num_classes=0 must be an int >= 2"),
+    (lambda: hg.problems.ridge(num_examples=3), r"num_examples=3 must be an int >= 10"),
+    (lambda: hg.problems.digits_transfer(val_shots=0), r"val_shots=0: pass a positive number"),
+    (lambda: hg.problems.digits_transfer(val_shots=2.5), r"val_shots=2.5: pass a positive number"),
+], ids=["batch-float", "batch-bool", "hidden-float", "hidden-int", "cv-0", "cv-folds", "noise-none", "few-examples",
+        "no-classes", "ridge-few-examples", "val-shots-0", "val-shots-float"])
+def test_built_in_problems_name_a_bad_argument(call, match):
+    """Bad arguments get a ValueError naming them, not a silent conversion (batch_size=2.5 trained
+    on batches of 2, hidden=[8.7] built a layer of 8) or a crash from deep inside (ZeroDivisionError
+    for cv=0, 'zero-size array' for 3 examples)."""
+    with pytest.raises(ValueError, match=match):
+        call()
+    hg.problems.mlp_classifier("iris", hidden=np.array([4, 3]), batch_size=np.int64(10), cv=3)  # numpy ints are ints

@@ -7,9 +7,11 @@ Nothing downloads at run time.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from hypergrad._checks import is_int_at_least
 
 __all__ = ["Splits", "load", "raw", "synthetic_regression", "CLASSIFICATION", "REGRESSION"]
 
@@ -102,6 +104,7 @@ def raw(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def synthetic_regression(num_examples: int, num_features: int, *, noise: float, seed: int, dtype) -> Splits:
     """A linear model with Gaussian noise and a decaying spectrum of true weights."""
+    _check_synthetic(num_examples, num_features)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(num_examples, num_features))
     true_w = rng.normal(size=num_features) / np.arange(1, num_features + 1)
@@ -109,9 +112,24 @@ def synthetic_regression(num_examples: int, num_features: int, *, noise: float, 
     return make_splits(x, y, classification=False, seed=seed, dtype=dtype)
 
 
+MIN_SYNTHETIC_EXAMPLES = 10
+"""Fewest synthetic examples: the 60/20/20 split then gives every split at least two."""
+
+
+def _check_synthetic(num_examples: Any, num_features: Any) -> None:
+    if not is_int_at_least(num_examples, MIN_SYNTHETIC_EXAMPLES):
+        raise ValueError(f"num_examples={num_examples!r} must be an int >= {MIN_SYNTHETIC_EXAMPLES}: the data are split "
+                         "60/20/20 into train, validation and test, and none may be (nearly) empty")
+    if not is_int_at_least(num_features, 1):
+        raise ValueError(f"num_features={num_features!r} must be an int >= 1")
+
+
 def synthetic_classification(num_examples: int, num_features: int, num_classes: int, *, seed: int,
                              dtype) -> Splits:
     """Gaussian class clusters with overlapping means (not linearly separable)."""
+    _check_synthetic(num_examples, num_features)
+    if not is_int_at_least(num_classes, 2):
+        raise ValueError(f"num_classes={num_classes!r} must be an int >= 2")
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(num_classes, num_features))
     y = rng.integers(0, num_classes, size=num_examples)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from hypergrad._checks import is_int_at_least, is_number
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._matmul import affine as _affine
@@ -168,9 +170,12 @@ def mlp_classifier(
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation={activation!r}: choose one of {sorted(_ACTIVATIONS)}")
-    hidden = tuple(int(h) for h in hidden)
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden={hidden}: every layer width must be >= 1")
+    hidden = check_widths(hidden)
+    if batch_size is not None and not is_int_at_least(batch_size):
+        raise ValueError(f"batch_size={batch_size!r} must be an int >= 1 (examples per step) or None (full batch)")
+    if cv is not None and not is_int_at_least(cv, 2):
+        raise ValueError(f"cv={cv!r}: mlp_classifier takes None or k >= 2 folds (explicit folds: build the problem "
+                         "with hg.problems.nnx_problem(..., cv=[(train_idx, val_idx), ...]))")
     dtype = np.dtype(default_dtype())
     if dataset not in _data.CLASSIFICATION:
         raise ValueError(f"mlp_classifier(dataset={dataset!r}): choose one of {_data.CLASSIFICATION}")
@@ -186,6 +191,15 @@ def mlp_classifier(
                        splits.val, splits.test, batch_size=batch_size,
                        name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"), cv=cv, cv_labels=labels,
                        cv_seed=seed, class_axis=0)
+
+
+def check_widths(hidden: Any) -> tuple[int, ...]:
+    """`hidden` as a tuple of ints >= 1 (a sequence of layer widths); else a `ValueError`."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence | np.ndarray) or not all(
+            is_int_at_least(h) for h in hidden):
+        raise ValueError(f"hidden={hidden!r} must be a sequence of layer widths, ints >= 1, e.g. hidden=(50,) "
+                         "(or () for none)")
+    return tuple(int(h) for h in hidden)
 
 
 def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +251,7 @@ def noisy_mlp_classifier(
     mean. Which labels were corrupted: `flip_labels(y_train, noise, classes, noise_seed)[1]`, the
     same seeded draw (for judging learned weights; training never reads it).
     """
-    if not 0.0 <= noise < 1.0:
+    if not (is_number(noise) and 0.0 <= noise < 1.0):
         raise ValueError(f"noise={noise!r} must be a share of training labels in [0, 1)")
     base = mlp_classifier(dataset, hidden, batch_size, activation=activation, seed=seed)
     x = np.asarray(base.train_data[0])

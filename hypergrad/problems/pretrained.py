@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from hypergrad._checks import is_int_at_least
 from hypergrad._types import Key, PyTree
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
@@ -429,7 +430,10 @@ def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = 
         raise ValueError(f"model={model!r}, target={target!r}: choose model from {MODELS} and target from {TARGETS}")
     if not (shots == "all" or (isinstance(shots, (int, np.integer)) and not isinstance(shots, bool) and shots >= 1)):
         raise ValueError(f"shots={shots!r}: pass a positive number of examples per class, or 'all'")
-    val_shots = (30 if shots == "all" else min(shots, 30)) if val_shots is None else val_shots
+    if val_shots is not None and not is_int_at_least(val_shots):
+        raise ValueError(f"val_shots={val_shots!r}: pass a positive number of validation examples per class, or "
+                         "None for min(shots, 30)")
+    val_shots = (30 if shots == "all" else min(shots, 30)) if val_shots is None else int(val_shots)
     x, y = _target_data(model, target, shift, noise)
     train, val, test = _few_shot_split(y, shots, val_shots, seed)
     src = _source(model, target, tuple(hidden), tuple(channels), pretrain_steps, cache)
