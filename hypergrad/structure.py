@@ -12,11 +12,12 @@ by one fixed program. The search realises it in one of two ways:
   computes every branch (and a masked width computes the widest), so compute is wasted, but
   nothing recompiles. A trial's `runs` count runs of the program that trained it (the masked
   one): the waste is in its FLOPs and seconds, not its runs, so a masked and a grouped
-  realisation of one family are compared fairly by seconds or FLOPs, not by runs. A masked width's extra units are zero and get gradients of exactly 0: an
-  optimiser that divides by the square root of a second moment (adam, rmsprop) then has an
-  infinite derivative there, and the hypergradient of the chosen optimiser is NaN unless it has
-  optax's `eps_root` (`optax.adam(lr, eps_root=1e-16)`); `select_transform` keeps an unchosen
-  optimiser's from reaching it.
+  realisation of one family are compared fairly by seconds or FLOPs, not by runs.
+  A masked width's extra units are zero and get gradients of exactly 0: an optimiser that
+  divides by the square root of a second moment (adam, rmsprop) then has an infinite derivative
+  there, and the hypergradient of the chosen optimiser is NaN unless it has optax's `eps_root`
+  (`optax.adam(lr, eps_root=1e-16)`); `select_transform` keeps an unchosen optimiser's from
+  reaching it.
 
 `Structured(build, maskable=...)` declares which choices the family can mask. For each of them the
 search decides by measured cost (`plan`), per choice:
