@@ -142,14 +142,34 @@ class Loop:
 
         Optimisers that take extra arguments (`optax.GradientTransformationExtraArgs`, which every
         `optax.chain` is) receive the minibatch training loss as `value=` (plateau rules read it).
+
+        Dtypes: every leaf of the new parameters and optimiser state is cast back to the dtype of
+        the same leaf of `state` (so to the dtypes `init` gave), whatever the hyperparameters' dtype:
+        float32 parameters train in float32 under float64 hyperparameters, where optax's momentum
+        would otherwise come back promoted to float64.
+
+        Parameters that are not floating point (integer or boolean leaves: counters, masks, token
+        ids) are held constant: the gradient is taken with respect to the floating-point leaves
+        only, the optimiser is handed zeros of the leaf's own dtype for the others, and their new
+        value is their old one whatever the optimiser returns (weight decay included).
         """
-        loss, grads = jax.value_and_grad(self.train_loss)(state.params, hparams, minibatch)
+        params = state.params
+        trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
+
+        def loss_of(floats):
+            return self.train_loss(_merged(params, floats, trained), hparams, minibatch)
+
+        loss, float_grads = jax.value_and_grad(loss_of)(_inexact_leaves(params, trained))
+        grads = _merged(params, float_grads, trained, others=jnp.zeros_like)
         opt = self.optimizer(hparams)
         if isinstance(opt, optax.GradientTransformationExtraArgs):
-            updates, opt_state = opt.update(grads, state.opt_state, state.params, value=loss)
+            updates, opt_state = opt.update(grads, state.opt_state, params, value=loss)
         else:
-            updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+            updates, opt_state = opt.update(grads, state.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        new_params = _merged(params, _inexact_leaves(new_params, trained), trained)
+        return state._replace(params=_cast_like(new_params, params),
+                              opt_state=_cast_like(opt_state, state.opt_state))
 
     def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
         """The training loss on `minibatch` (None: the whole training set)."""
@@ -168,6 +188,37 @@ class Loop:
                 "optax.GradientTransformation such as optax.sgd(...)"
             )
         return opt
+
+
+def _is_inexact(leaf: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+
+
+def _inexact_leaves(tree: PyTree, trained: list[bool]) -> list:
+    return [leaf for leaf, t in zip(jax.tree.leaves(tree), trained) if t]
+
+
+def _merged(tree: PyTree, floats: list, trained: list[bool], others: Callable = lambda leaf: leaf) -> PyTree:
+    """`tree` with its floating-point leaves (those `trained` marks) replaced by `floats`, and
+    `others(leaf)` for the rest."""
+    leaves, treedef = jax.tree.flatten(tree)
+    it = iter(floats)
+    return jax.tree.unflatten(treedef, [next(it) if t else others(leaf) for leaf, t in zip(leaves, trained)])
+
+
+def _cast_like(new: PyTree, old: PyTree) -> PyTree:
+    """`new` with every array leaf cast to the dtype of the same leaf of `old` (the training
+    loop's carry keeps its dtypes); `new` unchanged if the two differ in structure (the scan
+    then names the mismatch)."""
+    if jax.tree.structure(new) != jax.tree.structure(old):
+        return new
+
+    def cast(a, b):
+        if hasattr(a, "dtype") and hasattr(b, "dtype") and a.dtype != b.dtype:
+            return jnp.asarray(a).astype(b.dtype)
+        return a
+
+    return jax.tree.map(cast, new, old)
 
 
 def in_segments(run: Callable, state: Any, xs: PyTree, num_steps: int, checkpoint_every: int | None,

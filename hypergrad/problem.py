@@ -2,7 +2,8 @@
 
 A problem knows nothing of optimisers or hyperparameter search. It holds
 
-- `init(key) -> params`, any pytree (plain dicts, `flax.nnx.State`, equinox modules);
+- `init(key) -> params`, any pytree (plain dicts, `flax.nnx.State`, equinox modules); its
+  floating-point leaves are trained, integer and boolean leaves held constant (`Loop.update`);
 - `train_loss(params, hparams, batch) -> scalar`, where regularisation hyperparameters enter;
 - `val_loss(params, batch) -> scalar`, the quantity hyperparameters are tuned for;
 - the train, validation and (optional) test splits, each a pytree with a leading example axis;
@@ -183,7 +184,9 @@ class Problem:
     """A learning task: data splits plus pure loss functions. Hashed by identity.
 
     Args:
-        init: `key -> params`.
+        init: `key -> params`, any pytree. Its floating-point leaves are trained, each kept in its
+            own dtype (float32 parameters train in float32 under float64 hyperparameters); integer
+            and boolean leaves are held constant (`hypergrad.loop.Loop.update`).
         train_loss: `(params, hparams, batch) -> scalar`; regularisation hyperparameters enter here.
         val_loss: `(params, batch) -> scalar`; the objective that hyperparameters are tuned for.
         train_data, val_data: pytrees of arrays with a leading example axis.

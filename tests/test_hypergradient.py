@@ -231,6 +231,51 @@ def test_transformed_over_a_value_the_objective_holds(ridge_problem, key):
     np.testing.assert_allclose(jax.grad(grads_at)(1.5), expected, rtol=1e-10)
 
 
+# -- dtypes ---------------------------------------------------------------------------------------
+def float32_objective():
+    """Linear regression in float32 (parameters and data), SGD with momentum, minibatches of 8."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = (x @ rng.normal(size=4) + 0.1 * rng.normal(size=40)).astype(np.float32)
+
+    def mse(params, batch):
+        inputs, targets = batch
+        return jnp.mean((inputs @ params["w"] + params["b"] - targets) ** 2)
+
+    problem = hg.Problem(
+        init=lambda k: {"w": jax.random.normal(k, (4,), jnp.float32), "b": jnp.zeros((), jnp.float32)},
+        train_loss=lambda p, h, batch: mse(p, batch) + h["weight_decay"] * jnp.sum(p["w"] ** 2),
+        val_loss=mse, train_data=(x[:32], y[:32]), val_data=(x[32:], y[32:]), batch_size=8)
+    return hg.Objective(problem, sgd_scalar_momentum, num_steps=T)
+
+
+H64 = {"lr": jnp.asarray(0.02, jnp.float64), "momentum": jnp.asarray(0.6, jnp.float64),
+       "weight_decay": jnp.asarray(0.01, jnp.float64)}  # strongly typed, as space.centre() gives
+H32 = {name: value.astype(jnp.float32) for name, value in H64.items()}
+
+
+def test_float32_params_train_in_float32_under_float64_hparams(key):
+    """Momentum's state came back promoted to float64 (a raw lax.scan carry TypeError); the loop
+    keeps every carried leaf in its initial dtype, so float64 hyperparameters train a float32 model
+    in float32, as float32 ones do."""
+    objective = float32_objective()
+    state = jax.jit(lambda h: objective.loop().train(h, key))(H64)
+    assert {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state))} == {jnp.dtype(jnp.float32)}
+    np.testing.assert_allclose(objective(H64, key), objective(H32, key), rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", [hg.Reverse(), hg.Reverse(store="states"),
+                                    hg.Reverse(checkpoint_every=4, store="states"), hg.Forward()], ids=repr)
+def test_float32_params_under_float64_hparams_match_float32_hparams(key, method):
+    objective = float32_objective()
+    value, grads = hg.hypergradient(objective, H64, key, method=method)
+    value32, grads32 = hg.hypergradient(objective, H32, key, method=method)
+    np.testing.assert_allclose(value, value32, rtol=1e-5)
+    for name in H64:
+        assert grads[name].dtype == jnp.float64 and abs(float(grads32[name])) > 0
+        np.testing.assert_allclose(grads[name], grads32[name], rtol=1e-4, err_msg=name)
+
+
 # -- errors, raised before anything compiles -----------------------------------------------------
 @pytest.fixture
 def ridge_objective(ridge_problem):

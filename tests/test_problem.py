@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hypergrad as hg
@@ -172,6 +173,37 @@ def test_scores_report_val_and_test_losses_and_metrics():
     np.testing.assert_allclose(scores["val_loss"], 0.0)  # val targets are 2x
     np.testing.assert_allclose(scores["test_loss"], np.mean((2.0 * np.arange(3.0)) ** 2))
     assert "test_loss" not in make_problem().scores({"w": jnp.asarray(1.0)}, make_problem().data)
+
+
+def test_integer_and_boolean_params_are_held_constant(key):
+    """Params may hold integer and boolean leaves (a scale, a mask): the floating-point leaves
+    train and the others stay as init gave them, through adamw's weight decay too (jax.grad of
+    train_loss over the whole tree raised 'grad requires real- or complex-valued inputs'). The
+    hypergradient matches central differences."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    y = x @ np.array([1.0, -2.0, 0.5])
+    mask = jnp.array([True, False, True])
+
+    def mse(params, batch):
+        inputs, targets = batch
+        return jnp.mean((inputs @ (jnp.where(params["mask"], params["w"], 0.0) * params["scale"]) - targets) ** 2)
+
+    problem = hg.Problem(init=lambda k: {"w": jnp.full(3, 0.1), "mask": mask, "scale": jnp.asarray(2, jnp.int32)},
+                         train_loss=lambda p, h, batch: mse(p, batch), val_loss=mse,
+                         train_data=(x[:20], y[:20]), val_data=(x[20:], y[20:]), batch_size=5)
+    objective = hg.Objective(problem, lambda h: optax.adamw(h["lr"], weight_decay=0.3), num_steps=6)
+    hparams = {"lr": jnp.asarray(0.05)}
+    params = objective.train(hparams, key)
+    assert params["scale"].dtype == jnp.int32 and int(params["scale"]) == 2
+    np.testing.assert_array_equal(params["mask"], mask)
+    assert not np.allclose(params["w"], 0.1)
+    value, grads = hg.hypergradient(objective, hparams, key)
+    eps = 1e-6
+    fd = (objective({"lr": 0.05 + eps}, key) - objective({"lr": 0.05 - eps}, key)) / (2 * eps)
+    assert abs(float(grads["lr"])) > 0
+    np.testing.assert_allclose(grads["lr"], fd, rtol=1e-6)
+    np.testing.assert_allclose(value, objective(hparams, key), rtol=1e-12)
 
 
 # -- built-in problems ---------------------------------------------------------------------------
