@@ -27,7 +27,7 @@ import numpy as np
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES",
-           "QUICK_COMPILE"]
+           "QUICK_COMPILE", "strongly_typed"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -133,10 +133,27 @@ def naming_missing_hparams():
         ) from err
 
 
+def strongly_typed(args: Any) -> Any:
+    """`args` with every weakly typed leaf (a Python number, `jnp.asarray(0.1)`) as a strongly
+    typed abstract value of its dtype (and sharding): what `lower` traces, so that a cached
+    program, which `signature` keys without weak types, computes the same whichever kind of
+    number its first call passed (a weak float promotes to float32 against float32 parameters, a
+    strong float64 does not). A compiled program accepts weak and strong arguments alike."""
+    def strong(x):
+        if isinstance(x, jax.Array) and getattr(x, "weak_type", False):  # a key array has none
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        if isinstance(x, (bool, int, float, complex)):
+            return jax.ShapeDtypeStruct((), jax.numpy.result_type(x))
+        return x
+
+    return jax.tree.map(strong, args)
+
+
 def lower(fn: Callable, args: tuple) -> Any:
-    """`jax.jit(fn).lower(*args)`, with a missing hyperparameter named in a `ValueError`."""
+    """`jax.jit(fn).lower(*args)` at strongly typed arguments (`strongly_typed`), with a missing
+    hyperparameter named in a `ValueError`."""
     with naming_missing_hparams():
-        return jax.jit(fn).lower(*args)
+        return jax.jit(fn).lower(*strongly_typed(args))
 
 
 def cached(tag: Hashable, args: tuple) -> Any | None:

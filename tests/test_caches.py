@@ -3,6 +3,8 @@
 import gc
 import weakref
 
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 import hypergrad as hg
@@ -60,3 +62,33 @@ def test_the_program_cache_is_bounded(key, monkeypatch):
     assert _compile.stats.traces["hypergradient"] == traces
     hg.hypergradient(objectives[0], SPACE.centre(), key)  # the oldest was dropped
     assert _compile.stats.traces["hypergradient"] == traces + 1
+
+
+def test_a_cached_program_computes_the_same_whichever_kind_of_number_compiled_it(key):
+    """One program serves Python floats (weakly typed) and float64 arrays (strongly typed), and it
+    is traced at strong types, so its numbers do not depend on which call came first: with float32
+    parameters a weak float promotes to float32 and a strong float64 does not, and the cached
+    program of a first weak call used to compute a later strong call in float32."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)
+
+    def mse(params, batch):
+        return jnp.mean((batch[0] @ params["w"] - batch[1]) ** 2)
+
+    def objective():
+        problem = hg.Problem(init=lambda k: {"w": jnp.zeros(3, jnp.float32)}, val_loss=mse,
+                             train_loss=lambda p, h, b: mse(p, b) + h["weight_decay"] * jnp.sum(p["w"] ** 2),
+                             train_data=(x, y), val_data=(x, y))
+        return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
+
+    weak = {"lr": 0.0123456789, "weight_decay": 0.0987654321}
+    strong = {name: jnp.asarray(value, jnp.float64) for name, value in weak.items()}
+    weak_first = objective()
+    traces = _compile.stats.traces["hypergradient"]
+    weak_value, _ = hg.hypergradient(weak_first, weak, key)
+    value, grads = hg.hypergradient(weak_first, strong, key)
+    assert _compile.stats.traces["hypergradient"] == traces + 1  # one program for both
+    alone_value, alone_grads = hg.hypergradient(objective(), strong, key)
+    assert float(value) == float(alone_value) == float(weak_value)
+    assert float(grads["lr"]) == float(alone_grads["lr"])
