@@ -262,3 +262,23 @@ def test_tune_lowers_the_logistic_validation_loss_and_charges_the_solve(logistic
     # Compute accounting counts every solver product (CG is charged its maxiter bound).
     assert hg.tune_step_cost(objective, space, key, method=method) \
         > hg.tune_step_cost(objective, space, key, method=dataclasses.replace(method, maxiter=2))
+
+
+def test_integer_parameters_are_refused_by_name(key):
+    """Training holds an integer or boolean params leaf constant; Implicit's stationarity condition
+    needs a gradient in every parameter, so it refuses them by dtype before compiling (it raised
+    JAX's 'grad requires real- or complex-valued inputs')."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    y = x @ np.array([1.0, -2.0, 0.5])
+
+    def mse(params, batch):
+        return jnp.mean((batch[0] @ (params["w"] * params["scale"]) - batch[1]) ** 2)
+
+    problem = hg.Problem(init=lambda k: {"w": jnp.zeros(3), "scale": jnp.asarray(2, jnp.int32)},
+                         train_loss=lambda p, h, b: mse(p, b) + h["weight_decay"] * jnp.sum(p["w"] ** 2),
+                         val_loss=mse, train_data=(x[:20], y[:20]), val_data=(x[20:], y[20:]))
+    objective = hg.Objective(problem, lambda h: optax.sgd(0.05), num_steps=50)
+    with pytest.raises(ValueError, match=r"parameters of dtype int32 .* use hg.Reverse\(\) or hg.Forward\(\)"):
+        hg.hypergradient(objective, {"weight_decay": jnp.asarray(0.1)}, key, method=hg.Implicit())
+    hg.hypergradient(objective, {"weight_decay": jnp.asarray(0.1)}, key)  # Reverse trains the float leaf

@@ -290,6 +290,11 @@ class Implicit(Method):
         """Refuses hyperparameters that the optimiser reads (e.g. 'lr', 'momentum'), statically."""
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
+            held = [str(leaf.dtype) for leaf in jax.tree.leaves(params) if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
+            if held:
+                raise ValueError(f"Implicit solves the stationarity of the training loss in every parameter, and "
+                                 f"parameters of dtype {held[0]} (held constant by training) have no gradient; "
+                                 "use hg.Reverse() or hg.Forward(), which train the floating-point ones only")
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
             in_loss = hparams_read_by(lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None), hparams, params, loop)
 
