@@ -41,10 +41,9 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
             return
     except TypeError:  # an objective that cannot be weakly referenced: checked every time
         pass
-    concrete = {name: (jnp.zeros(np.shape(v), jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v)
+    concrete = {name: (np.zeros(np.shape(v), jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v)
                 for name, v in hparams.items()}
-    with jax.ensure_compile_time_eval():  # numbers, even inside an outer jit's trace
-        error = _probe(objective, concrete)
+    error = _probe(objective, concrete)
     if error is not None:
         raise ValueError(
             f"the optimiser indexes a hyperparameter past its end within num_steps={objective.num_steps} "
@@ -61,10 +60,10 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
 def _probe(objective: Any, hparams: HParams) -> str | None:
     """checkify's message for the first out-of-bounds index of `num_steps` optimiser updates, or None."""
     loop = objective.loop()
-    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                          jax.eval_shape(loop.init, hparams, jax.random.key(0)).params)
+    shapes = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
 
-    def run(h):
+    def run(h):  # everything inside one program: no eager operation compiles one of its own
+        params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         opt = loop.optimizer(h)
         ones = jax.tree.map(jnp.ones_like, params)
 
