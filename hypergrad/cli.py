@@ -38,6 +38,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -47,7 +48,7 @@ import sklearn.metrics
 
 import hypergrad as hg
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
-from hypergrad._batching import balanced_chunk
+from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
 from hypergrad.tune import tune_step_cost
@@ -82,17 +83,19 @@ def _evaluations(population: int, steps: int, halving: int | None) -> int:
     return total
 
 
-def _gradient_plan(budget: float, step_runs: float) -> dict[str, Any] | None:
+def _gradient_plan(budget: float, step_runs: float, warmup_rows: Callable[[int], int] = lambda n: n
+                   ) -> dict[str, Any] | None:
     """The population, warm-up, halving period and outer steps that fit in `budget` runs: the
     largest population (8, 4, 2, 1) that affords at least one step after its warm-up, then as many
     steps as fit, halving every quarter of them; None when not even one tuner's step and its final
-    scoring fit (`_minimum_budget`)."""
+    scoring fit (`_minimum_budget`). `warmup_rows(n)`: what a warm-up search of n trials is
+    charged, its padding to the devices included (`_rows_run`)."""
     for population in (POPULATION, 4, 2, 1):
         warmup = max(population, round(WARMUP_SHARE * budget)) if population > 1 else 0
         fits = 0
         for steps in range(1, 100_000):
             halving = max(1, steps // 4) if population > 1 else None
-            if warmup + _evaluations(population, steps, halving) * step_runs > budget:
+            if (warmup_rows(warmup) if warmup else 0) + _evaluations(population, steps, halving) * step_runs > budget:
                 break
             fits = steps
         if fits:
@@ -121,15 +124,37 @@ def _minimum_budget(step_runs: float) -> float:
     return _evaluations(1, 1, None) * step_runs
 
 
-def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_axes: int) -> dict[str, Any] | None:
+def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_axes: int,
+                 rows: Callable[[int], int] = lambda n: n,
+                 warmup_rows: Callable[[int], int] = lambda n: n) -> dict[str, Any] | None:
     """The gradient strategy's plan, random trials and grid points that fit in `budget` runs; None
-    when the gradient strategy does not fit (`_minimum_budget`)."""
-    gradient = _gradient_plan(budget, step_runs)
+    when the gradient strategy does not fit (`_minimum_budget`). `rows(n)`: the rows a search of n
+    trials computes, padding included (`_rows_run`), which is what it is charged: the counts are
+    lowered until that fits too (31 random trials on 2 devices run, and cost, 32);
+    `warmup_rows` the same for the gradient strategy's warm-up search (`_gradient_plan`)."""
+    gradient = _gradient_plan(budget, step_runs, warmup_rows)
     if gradient is None:
         return None
     trials = max(1, math.floor(budget / trial_runs))
+    while trials > 1 and rows(trials) * trial_runs > budget * (1 + 1e-9):
+        trials -= 1
     points = max(1, math.floor((budget / trial_runs) ** (1.0 / num_grid_axes) + 1e-9))
+    while points > 1 and rows(points ** num_grid_axes) * trial_runs > budget * (1 + 1e-9):
+        points -= 1
     return {**gradient, "random_trials": trials, "grid_points_per_axis": points}
+
+
+def _chunk(num_trials: int, chunk_size: int, devices: int) -> int:
+    """The CLI's chunk for a search of `num_trials`: as equal as the memory bound `chunk_size`
+    allows, so padding wastes (almost) none of the budget, and a multiple of the devices, so each
+    chunk shards evenly across them."""
+    return math.ceil(balanced_chunk(num_trials, chunk_size) / devices) * devices
+
+
+def _rows_run(num_trials: int, chunk_size: int, devices: int) -> int:
+    """Rows a search of `num_trials` in `_chunk`s computes, the last call's padding included."""
+    chunk = min(_chunk(num_trials, chunk_size, devices), math.ceil(num_trials / devices) * devices)
+    return math.ceil(num_trials / chunk) * chunk
 
 
 def _use_devices(cpu_devices: int) -> None:
@@ -171,12 +196,10 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
 
 def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
     """Tune, random search and grid search, each within the plan's share of the budget."""
-    # Chunks as equal as the memory bound allows, so padding wastes (almost) none of the budget, and
-    # a multiple of the devices, so each chunk shards evenly across them.
     devices = jax.local_device_count()
 
     def chunk_for(num_trials):
-        return math.ceil(balanced_chunk(num_trials, args.chunk_size) / devices) * devices
+        return _chunk(num_trials, args.chunk_size, devices)
 
     progress = say or False
     return {
@@ -320,7 +343,10 @@ def _planned(args: argparse.Namespace, problem: str) -> tuple:
     key = jax.random.key(args.seed)
     method = hg.Reverse(checkpoint_every=args.checkpoint_every)
     step_runs = tune_step_cost(objective, space, key, method)
-    plan = _budget_plan(args.budget, step_runs, 1.0, len(space))
+    devices = jax.local_device_count()
+    plan = _budget_plan(args.budget, step_runs, 1.0, len(space),
+                        rows=lambda n: _rows_run(n, args.chunk_size, devices),
+                        warmup_rows=lambda n: _rows_run(n, DEFAULT_CHUNK, devices))  # tune's warm-up chunks
     if plan is None:
         least = _minimum_budget(step_runs)
         print(f"hypergrad compare: error: argument --budget: {args.budget:g} training runs cannot pay for one outer "

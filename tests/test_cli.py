@@ -136,6 +136,24 @@ def test_budget_plan_fits_the_budget():
     assert plan["grid_points_per_axis"] ** 3 * 1.01 <= 300 < (plan["grid_points_per_axis"] + 1) ** 3 * 1.01
 
 
+def test_budget_plan_counts_the_padding_of_searches_split_over_devices():
+    """On 2 devices a search of 31 trials runs, and is charged, 32 rows; the plan lowers its counts
+    until the padded runs fit: 30 random trials at a budget of 31, a 2-point grid where 3^3 = 27
+    would run 28 rows at a budget of 27, and the gradient strategy's warm-up counted padded too."""
+    two = lambda n: cli._rows_run(n, 64, 2)  # noqa: E731
+    assert [two(n) for n in (31, 30, 27, 1, 100)] == [32, 30, 28, 2, 100]
+    assert cli._rows_run(31, 64, 1) == 31 and cli._rows_run(65, 64, 1) == 66  # one device: two calls of 33
+    plan = cli._budget_plan(31, step_runs=2.2, trial_runs=1.0, num_grid_axes=3, rows=two, warmup_rows=two)
+    assert plan["random_trials"] == 30 and plan["grid_points_per_axis"] == 3  # 28 rows <= 31
+    assert cli._budget_plan(27, step_runs=2.2, trial_runs=1.0, num_grid_axes=3, rows=two)["grid_points_per_axis"] == 2
+    assert cli._budget_plan(31, step_runs=2.2, trial_runs=1.0, num_grid_axes=3)["random_trials"] == 31  # one device
+    for budget in (31, 57, 300):
+        plan = cli._budget_plan(budget, step_runs=2.2, trial_runs=1.0, num_grid_axes=3, rows=two, warmup_rows=two)
+        warmup = two(plan["warmup"]) if plan["warmup"] else 0
+        assert warmup + cli._evaluations(plan["population"], plan["tune_steps"], plan["halving"]) * 2.2 <= budget
+        assert two(plan["random_trials"]) <= budget and two(plan["grid_points_per_axis"] ** 3) <= budget
+
+
 def test_evaluations_count_halving_as_the_driver_does():
     assert cli._evaluations(8, 3, None) == 32
     # halving on a CPU: one tuner per device, so rounds pad to the devices when there are several
