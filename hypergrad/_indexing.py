@@ -16,6 +16,7 @@ from jax.experimental import checkify
 
 from hypergrad import _caches, _compile
 from hypergrad._types import HParams
+from hypergrad.loop import optimizer_update
 
 __all__ = ["check_schedules_in_bounds"]
 
@@ -69,10 +70,7 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
 
         def step(carry, _):
             p, state = carry
-            if isinstance(opt, optax.GradientTransformationExtraArgs):
-                updates, state = opt.update(ones, state, p, value=jnp.zeros((), jnp.result_type(float)))
-            else:
-                updates, state = opt.update(ones, state, p)
+            updates, state = optimizer_update(opt, ones, state, p, jnp.zeros((), jnp.result_type(float)))
             return (optax.apply_updates(p, updates), state), None
 
         return jax.lax.scan(step, (params, opt.init(params)), None, length=objective.num_steps)[0][0]

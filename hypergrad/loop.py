@@ -36,7 +36,7 @@ import optax
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "in_segments"]
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "in_segments", "optimizer_update"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -161,11 +161,7 @@ class Loop:
 
         loss, float_grads = jax.value_and_grad(loss_of)(_inexact_leaves(params, trained))
         grads = _merged(params, float_grads, trained, others=jnp.zeros_like)
-        opt = self.optimizer(hparams)
-        if isinstance(opt, optax.GradientTransformationExtraArgs):
-            updates, opt_state = opt.update(grads, state.opt_state, params, value=loss)
-        else:
-            updates, opt_state = opt.update(grads, state.opt_state, params)
+        updates, opt_state = optimizer_update(self.optimizer(hparams), grads, state.opt_state, params, loss)
         new_params = optax.apply_updates(params, updates)
         new_params = _merged(params, _inexact_leaves(new_params, trained), trained)
         return state._replace(params=_cast_like(new_params, params),
@@ -188,6 +184,16 @@ class Loop:
                 "optax.GradientTransformation such as optax.sgd(...)"
             )
         return opt
+
+
+def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state: Any, params: PyTree,
+                     loss: Any) -> tuple[PyTree, Any]:
+    """`opt.update` as the training loop calls it: optimisers that take extra arguments
+    (`optax.GradientTransformationExtraArgs`, which every `optax.chain` is) receive the minibatch
+    training loss as `value=` (plateau rules read it)."""
+    if isinstance(opt, optax.GradientTransformationExtraArgs):
+        return opt.update(grads, opt_state, params, value=loss)
+    return opt.update(grads, opt_state, params)
 
 
 def _is_inexact(leaf: Any) -> bool:
