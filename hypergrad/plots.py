@@ -149,11 +149,13 @@ def _headroom(ax, fraction: float) -> None:
 
 def _cumulative(result: Result, by: str = "runs") -> np.ndarray:
     """What the result had spent after each trial (`Result.spent`): training-run equivalents, or
-    wall seconds (compilation first) with `by="seconds"`."""
+    wall seconds (compilation first) with `by="seconds"`, execution seconds with `by="execution"`."""
     return result.spent(by) if result.trials else np.zeros(0)
 
 
-_SPENT_LABEL = {"runs": "compute (training-run equivalents)", "seconds": "wall time (s, compilation included)"}
+_SPENT_LABEL = {"runs": "compute (training-run equivalents)", "seconds": "wall time (s, compilation included)",
+               "execution": "execution time (s, compilation left out)"}
+_EQUAL = {"runs": "equal compute", "seconds": "equal wall time", "execution": "equal execution time"}
 
 
 def _is_failed(trial) -> bool:
@@ -461,7 +463,7 @@ def plot_comparison(comparison: Comparison, out_dir: str | os.PathLike) -> list[
     fig, axes = _new_figure(1)
     fig.set_size_inches(7.0, 4.5)
     _draw_curves(axes[0, 0], results, colours, comparison.budgets, comparison.by)
-    equal = "equal compute" if comparison.by == "runs" else "equal wall time"
+    equal = _EQUAL[comparison.by]
     axes[0, 0].set_title(f"best validation loss at {equal}", fontsize="medium")
     paths.append(_save(fig, os.path.join(out_dir, "best_value_vs_compute.png")))
 

@@ -29,7 +29,8 @@ class Report(Comparison):
 
 
 def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None, *, by: str = "runs") -> Report:
-    """Lines strategies up at equal compute (or, with `by="seconds"`, at equal wall time).
+    """Lines strategies up at equal compute (or, with `by="seconds"`, at equal wall time; with
+    `by="execution"`, at equal execution time).
 
     For each budget (in training-run equivalents) and each strategy: the lowest validation loss
     among the trials that finished within the budget, and the test scores of that pick.
@@ -39,11 +40,13 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
         budgets: budgets in training-run equivalents; default: 1/8, 1/4, 1/2 and all of the
             largest total any strategy spent. A strategy that stopped short of a budget keeps
             the best it found with the compute it used (shown in the row), never more.
-        by: "runs" (equal compute) or "seconds" (equal wall time: each result's compilation
-            seconds plus its trials' execution seconds; see `Result.spent`). A search that
-            finished its budget before a slower strategy stops there; to give random search the
-            slower one's seconds, continue it first (`random_search(..., extends=result)`, as
-            `hypergrad compare` does).
+        by: "runs" (equal compute), "seconds" (equal wall time: each result's compilation
+            seconds plus its trials' execution seconds) or "execution" (equal execution time: its
+            trials' execution seconds alone, so whether programs were compiled or loaded from a
+            warm persistent cache changes nothing); see `Result.spent`. A search that finished its
+            budget before a slower strategy stops there; to give random search the slower one's
+            seconds, continue it first (`random_search(..., extends=result)`, as `hypergrad
+            compare` does).
 
     Returns:
         a `Report`: the `Comparison` (`to_markdown()`, `to_dict()`) with `plot(dir)`.

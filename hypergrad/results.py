@@ -30,9 +30,15 @@ import numpy as np
 from hypergrad._batching import is_writer
 from hypergrad._checks import check_progress, is_number
 
-__all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder"]
+__all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
 
 COMPLETE, FAIL, SKIPPED = "complete", "fail", "skipped"
+
+BY = ("runs", "seconds", "execution")
+"""What `line_up` (`hg.compare`) can line strategies up by: compute in training-run equivalents,
+wall seconds with compilation, or the trials' execution seconds alone (`Result.spent`)."""
+_BY_WORDS = ("must be 'runs' (equal compute), 'seconds' (equal wall time, compilation included) or 'execution' "
+             "(equal execution time, compilation left out)")
 
 
 def _to_python(value: Any) -> Any:
@@ -184,18 +190,21 @@ class Result:
         return sum(t.state == FAIL for t in self.trials)
 
     def spent(self, by: str = "runs") -> np.ndarray:
-        """Cumulative cost after each trial: training-run equivalents (`by="runs"`), or wall seconds
+        """Cumulative cost after each trial: training-run equivalents (`by="runs"`), wall seconds
         (`by="seconds"`: the result's compilation seconds, paid before its first trial, plus each
-        trial's execution seconds)."""
+        trial's execution seconds), or execution seconds alone (`by="execution"`: the trials'
+        seconds, compilation left out, so a warm or cold compilation cache changes nothing)."""
         if by == "runs":
             return np.cumsum([t.runs for t in self.trials])
         if by == "seconds":
             return self.compile_seconds + np.cumsum([t.seconds for t in self.trials])
-        raise ValueError(f"by={by!r} must be 'runs' (equal compute) or 'seconds' (equal wall time)")
+        if by == "execution":
+            return np.cumsum([t.seconds for t in self.trials], dtype=np.float64)
+        raise ValueError(f"by={by!r} {_BY_WORDS}")
 
     def best_within(self, budget: float, by: str = "runs") -> Trial | None:
         """The best trial among those finished within `budget` training-run equivalents (or wall
-        seconds with `by="seconds"`; see `spent`)."""
+        seconds with `by="seconds"`, execution seconds with `by="execution"`; see `spent`)."""
         best = None
         for trial, spent in zip(self.trials, self.spent(by)):
             if spent > budget * (1 + 1e-9):
@@ -579,14 +588,15 @@ class TrialRecorder:
 # -- comparison ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """Strategies lined up at equal compute (or equal wall time).
+    """Strategies lined up at equal compute (or equal wall time, or equal execution time).
 
     Attributes:
         results: the compared results by name.
-        budgets: budgets in training-run equivalents (or wall seconds when `by="seconds"`).
+        budgets: budgets in training-run equivalents (or seconds when `by` is "seconds" or "execution").
         rows: one dict per (strategy, budget): best validation loss within the budget, the pick's
             test loss and test metrics, the trials it took, and the pick's hyperparameters.
-        by: "runs" (equal compute) or "seconds" (equal wall time, compilation included).
+        by: "runs" (equal compute), "seconds" (equal wall time, compilation included) or
+            "execution" (equal execution time: the trials' seconds, compilation left out).
     """
 
     results: dict[str, Result]
@@ -641,10 +651,11 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
 
     Args:
         results: `{name: Result}`.
-        budgets: budgets in training-run equivalents (wall seconds with `by="seconds"`); default:
-            1/8, 1/4, 1/2 and all of the largest total any strategy spent. A strategy that stopped
-            short of a budget keeps the best it found with what it used (shown in the row).
-        by: "runs" lines up at equal compute; "seconds" at equal wall time (`Result.spent`).
+        budgets: budgets in training-run equivalents (seconds with `by="seconds"` or "execution");
+            default: 1/8, 1/4, 1/2 and all of the largest total any strategy spent. A strategy that
+            stopped short of a budget keeps the best it found with what it used (shown in the row).
+        by: "runs" lines up at equal compute; "seconds" at equal wall time, compilation included;
+            "execution" at equal execution time, compilation left out (`Result.spent`).
 
     Returns:
         a `Comparison` (`to_markdown()`, `to_dict()`).
@@ -654,8 +665,8 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     for name, result in results.items():
         if not isinstance(result, Result):
             raise ValueError(f"compare: results[{name!r}] is {type(result).__name__}, not an hg Result")
-    if by not in ("runs", "seconds"):
-        raise ValueError(f"compare(by={by!r}) must be 'runs' (equal compute) or 'seconds' (equal wall time)")
+    if by not in BY:
+        raise ValueError(f"compare(by={by!r}) {_BY_WORDS}")
     for name, result in results.items():
         if not np.all(np.isfinite(result.spent(by))):
             raise ValueError(f"compare: results[{name!r}] has a non-finite cost by {by!r} (a trial's flops, "

@@ -114,10 +114,14 @@ def test_plotted_curves_are_the_results_curves(results, drawn, tmp_path):
         _assert_curve_drawn(drawn[f"{name}_curve.png"], name, result)
 
 
-def test_a_comparison_by_seconds_is_drawn_against_seconds(results, drawn, tmp_path):
+@pytest.mark.parametrize("by,axis,title", [
+    ("seconds", "wall time (s, compilation included)", "best validation loss at equal wall time"),
+    ("execution", "execution time (s, compilation left out)", "best validation loss at equal execution time")])
+def test_a_comparison_by_seconds_is_drawn_against_seconds(results, drawn, tmp_path, by, axis, title):
     """`hg.compare(by="seconds")`'s budgets are seconds: its curves and trials are drawn against
     each result's `spent("seconds")` (compilation first), on an axis saying so. They were drawn
-    against training-run equivalents, with the seconds' budget lines among them."""
+    against training-run equivalents, with the seconds' budget lines among them. The same by
+    execution seconds alone (`by="execution"`)."""
     import matplotlib.figure
 
     labels = {}
@@ -127,22 +131,21 @@ def test_a_comparison_by_seconds_is_drawn_against_seconds(results, drawn, tmp_pa
         labels[os.path.basename(str(fname))] = [(ax.get_xlabel(), ax.get_title()) for ax in fig.axes]
         return savefig(fig, fname, *args, **kwargs)
 
-    comparison = hg.compare(results, by="seconds")
+    comparison = hg.compare(results, by=by)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(matplotlib.figure.Figure, "savefig", keep_labels)
         plots.plot_comparison(comparison, tmp_path)
     for name, result in results.items():
         lines = [lines[name] for lines in drawn["best_value_vs_compute.png"] if name in lines]
         x, y = lines[0]
-        np.testing.assert_allclose(x, result.spent("seconds"), rtol=1e-12)
+        np.testing.assert_allclose(x, result.spent(by), rtol=1e-12)
         np.testing.assert_allclose(y, result.curve()[1], rtol=1e-12)
     # the dotted budgets (the unnamed vertical lines) stand at the comparison's seconds
     budget_lines = [x for lines in drawn["best_value_vs_compute.png"] for label, (x, _) in lines.items()
                     if label == "budgets" or label.startswith("_")]
     assert sorted(float(x[0]) for x in budget_lines) == sorted(comparison.budgets)
-    assert labels["best_value_vs_compute.png"][0] == ("wall time (s, compilation included)",
-                                                      "best validation loss at equal wall time")
-    assert labels["trials.png"][0][0] == "cumulative wall time (s, compilation included)"
+    assert labels["best_value_vs_compute.png"][0] == (axis, title)
+    assert labels["trials.png"][0][0] == f"cumulative {axis}"
 
 
 def test_comparison_plot_method_delegates(results, tmp_path):

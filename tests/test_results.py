@@ -352,3 +352,25 @@ def test_compare_at_equal_wall_time_counts_compilation_and_execution_seconds(ran
     assert "budget (s)" in report.to_markdown() and report.by == "seconds"
     with pytest.raises(ValueError, match=r"compare\(by='minutes'\) must be 'runs'"):
         hg.compare({"random": random_result}, by="minutes")
+
+
+def test_compare_at_equal_execution_time_leaves_compilation_out(random_result, tune_result):
+    """The same results by their trials' execution seconds alone (0.5 s each, from 0): at 2 s random
+    has trials 0-3 (best: trial 1, 3.0) and tune all four (best: trial 3, 0.8), where at 2 s of wall
+    time, compilation included, neither had finished a trial (random compiles 2 s, tune 3 s)."""
+    np.testing.assert_allclose(random_result.spent("execution"), [0.5, 1.0, 1.5, 2.0, 2.5])
+    np.testing.assert_allclose(tune_result.spent("execution"), [0.5, 1.0, 1.5, 2.0])
+    assert random_result.best_within(2.0, "execution").number == 1
+    assert tune_result.best_within(2.0, "execution").number == 3
+    assert random_result.best_within(2.0, "seconds") is None and tune_result.best_within(2.0, "seconds") is None
+    report = hg.compare({"random": random_result, "tune": tune_result}, budgets=[1.0, 2.0], by="execution")
+    rows = {(r["strategy"], r["budget"]): r for r in report.rows}
+    assert rows[("random", 2.0)]["trials"] == 4 and rows[("random", 2.0)]["best_value"] == 3.0
+    assert rows[("tune", 2.0)]["trials"] == 4 and rows[("tune", 2.0)]["best_value"] == 0.8
+    assert rows[("tune", 1.0)]["trials"] == 2 and rows[("tune", 1.0)]["best_value"] == 2.0  # skipped counts
+    assert rows[("tune", 2.0)]["used"] == 2.0 and rows[("tune", 2.0)]["runs_used"] == 10.0
+    assert report.by == "execution" and "budget (s)" in report.to_markdown()
+    default = hg.compare({"random": random_result, "tune": tune_result}, by="execution")
+    assert default.budgets == (2.5 / 8, 2.5 / 4, 2.5 / 2, 2.5)  # fractions of the most any spent executing
+    with pytest.raises(ValueError, match=r"'execution' \(equal execution time, compilation left out\)"):
+        random_result.spent("compile")
