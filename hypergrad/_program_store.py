@@ -39,16 +39,20 @@ import jaxlib
 import numpy as np
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
-__all__ = ["directory", "key", "load", "store", "load_or_compile", "jax_cache_hits"]
+__all__ = ["directory", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
 
 SUBDIRECTORY = "hypergrad-programs"
 
 _hits = [0]
+_requests = [0]
+_loads = [0]
 
 
 def _count_hits(event: str, **_: Any) -> None:
     if event == "/jax/compilation_cache/cache_hits":
         _hits[0] += 1
+    elif event == "/jax/compilation_cache/compile_requests_use_cache":
+        _requests[0] += 1
 
 
 jax.monitoring.register_event_listener(_count_hits)
@@ -57,6 +61,15 @@ jax.monitoring.register_event_listener(_count_hits)
 def jax_cache_hits() -> int:
     """Programs this process has loaded from JAX's persistent cache so far."""
     return _hits[0]
+
+
+def counts() -> dict[str, int]:
+    """What this process's programs came from so far: `jax_requests`, programs JAX looked up in its
+    persistent cache (every one it compiled while the cache was on, small eager ones included);
+    `jax_hits`, those it loaded from there (the rest, `jax_requests - jax_hits`, XLA compiled);
+    `store_loads`, programs loaded from this store (which JAX never saw). Differences of two calls
+    say where one piece of work's programs came from (`hypergrad compare` reports them per strategy)."""
+    return {"jax_requests": _requests[0], "jax_hits": _hits[0], "store_loads": _loads[0]}
 
 
 def directory() -> str | None:
@@ -151,6 +164,7 @@ def load_or_compile(name: str | None, compile_now: Callable[[], Any]) -> Any:
     docstring). `name` None: `compile_now()` alone."""
     executable = load(name) if name is not None else None
     if executable is not None:
+        _loads[0] += 1
         return executable
     loaded_before = jax_cache_hits()
     executable = compile_now()

@@ -39,7 +39,8 @@ with warnings.catch_warnings():
                           {"activation": ["tanh", "relu"]}, cv=2).fit(x, y)
 print(json.dumps({"lowered": len(lowered), "loaded": loaded, "values": [t.value for t in result.trials],
                   "coef": search.best_estimator_.coefs_[0].ravel().tolist(),
-                  "stored": sorted(os.listdir(os.path.join(path, "hypergrad-programs")))}))
+                  "stored": sorted(os.listdir(os.path.join(path, "hypergrad-programs"))),
+                  "counts": _program_store.counts()}))
 """
 
 
@@ -57,6 +58,11 @@ def test_a_second_process_loads_the_programs_without_lowering_them(tmp_path):
     assert len(first["stored"]) == 3 and first["loaded"] == [False] * 3 and first["lowered"] >= 2
     second = _child(tmp_path)
     assert second["loaded"] == [True] * 3 and second["lowered"] == 0
+    # counted: a cold process loads nothing and XLA compiles; a warm one loads the stored three and
+    # takes every other program (small eager ones included) from JAX's cache
+    assert first["counts"]["store_loads"] == 0 and first["counts"]["jax_requests"] > first["counts"]["jax_hits"]
+    assert second["counts"]["store_loads"] == 3
+    assert second["counts"]["jax_hits"] == second["counts"]["jax_requests"] > 0
     assert second["values"] == first["values"] and second["coef"] == first["coef"]
     assert second["stored"] == first["stored"]
 
