@@ -36,7 +36,7 @@ import optax
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "in_segments", "optimizer_update"]
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "in_segments", "segment_split", "optimizer_update"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -240,8 +240,7 @@ def in_segments(run: Callable, state: Any, xs: PyTree, num_steps: int, checkpoin
     """
     if checkpoint_every is None:
         return run(state, xs, num_steps)
-    k = min(checkpoint_every, num_steps)
-    num_segments, remainder = divmod(num_steps, k)
+    k, num_segments, remainder = segment_split(num_steps, checkpoint_every)
     split = num_segments * k
     head = jax.tree.map(lambda a: a[:split].reshape((num_segments, k) + a.shape[1:]), xs)
     segment = jax.checkpoint(lambda s, seg: (run(s, seg, k), None))
@@ -250,3 +249,10 @@ def in_segments(run: Callable, state: Any, xs: PyTree, num_steps: int, checkpoin
         tail = jax.tree.map(lambda a: a[split:], xs)
         state = jax.checkpoint(lambda s, x: run(s, x, remainder))(state, tail)
     return state
+
+
+def segment_split(num_steps: int, checkpoint_every: int | None) -> tuple[int, int, int]:
+    """(k, number of whole segments of k steps, remainder): how `in_segments` splits `num_steps`
+    (k = min(checkpoint_every, num_steps); one segment of all steps when `checkpoint_every` is None)."""
+    k = num_steps if checkpoint_every is None else min(checkpoint_every, num_steps)
+    return (k,) + divmod(num_steps, k)

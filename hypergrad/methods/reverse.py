@@ -11,7 +11,7 @@ import numpy as np
 
 from hypergrad._types import HParams, Key
 from hypergrad._checks import is_int_at_least
-from hypergrad.loop import Loop, LoopState, in_segments
+from hypergrad.loop import Loop, LoopState, in_segments, segment_split
 from hypergrad.methods.base import Method
 
 __all__ = ["Reverse"]
@@ -223,12 +223,6 @@ def _steps_storing(loop: Loop, state: LoopState, hparams: HParams, indices, star
     return jax.lax.scan(body, (state, _buffers(state, length)), jnp.arange(length), unroll=loop.unroll)[0]
 
 
-def _segments(num_steps: int, checkpoint_every: int | None) -> tuple[int, int, int]:
-    """(k, number of whole segments of k steps, remainder): `in_segments`' split of the steps."""
-    k = num_steps if checkpoint_every is None else min(checkpoint_every, num_steps)
-    return (k,) + divmod(num_steps, k)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _loop(loop, state, hparams, indices, num_steps, checkpoint_every):
     """`num_steps` training steps (`loop.update`) on the minibatches `indices` (None: full batch).
@@ -244,7 +238,7 @@ def _loop_fwd(loop, state, hparams, indices, num_steps, checkpoint_every):
     if checkpoint_every is None:  # every step's input state
         final, stored = _steps_storing(loop, state, hparams, indices, 0, num_steps)
         return final, (stored, template, hparams, loop, indices)
-    k, num_segments, remainder = _segments(num_steps, checkpoint_every)
+    k, num_segments, remainder = segment_split(num_steps, checkpoint_every)
 
     def segment(carry, j):  # every segment's input state
         s, starts = carry
@@ -292,7 +286,7 @@ def _loop_bwd(num_steps, checkpoint_every, residuals, ct_final):
     if checkpoint_every is None:
         ct = back(ct, stored, 0, num_steps)
     else:
-        k, num_segments, remainder = _segments(num_steps, checkpoint_every)
+        k, num_segments, remainder = segment_split(num_steps, checkpoint_every)
 
         def rerun(j, start, length):  # segment j's input states, recomputed from its first
             return _steps_storing(loop, _get(stored, like, j), hparams, indices, start, length)[1]
