@@ -10,8 +10,10 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 - `trials.jsonl`: every trial of every strategy, appended as it is produced;
 - `results.json`: each strategy's full result and the comparisons (compact JSON: it holds every
   trial's hyperparameters);
-- `report.md`: the set-up, the tables at equal compute and at equal wall time, and the picks (on
-  a preset with flipped training labels, also what each pick's example weights learned);
+- `report.md`: the set-up, the tables at equal compute, at equal wall time (with each strategy's
+  compile seconds and whether its programs came from a warm cache) and at equal execution time,
+  and the picks (on a preset with flipped training labels, also what each pick's example weights
+  learned);
 - PNG plots: best validation loss against compute; the learned schedule beside the best constant;
   on a preset with flipped training labels, the picked weights of clean and corrupted examples.
 
@@ -23,15 +25,20 @@ previous run whole in DIR/previous/. Other files in DIR are left where they are.
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
 descends. At equal wall time every strategy gets the seconds the slowest one took (compilation
-included): random search, the quickest per trial, is continued with the same key past its budget
-until it has spent them (at most `EQUAL_TIME_CAP` times its budget's trials); grid search stops
-at its grid. The summary says, from the run's own numbers, which strategy's pick did best on test,
-at equal compute and at equal wall time.
+included); at equal execution time, the most seconds any one's trials took executing (compilation
+left out, so a warm or cold persistent cache changes nothing there). Random search, the quickest
+per trial, is continued with the same key past its budget until it has spent both (at most
+`EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid. The report says how
+many seconds each strategy spent compiling and whether its programs came from a warm cache
+(`_provenance`). The summary says, from the run's own numbers, which strategy's pick did best on
+test at equal compute, at equal wall time and at equal execution time, and whether the two
+equal-time verdicts agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -47,6 +54,7 @@ import optax
 import sklearn.metrics
 
 import hypergrad as hg
+from hypergrad import _program_store as program_store
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
 from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
 from hypergrad.outer import cohort_chunk, rows_computed
@@ -195,23 +203,58 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
 
 
 def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
-    """Tune, random search and grid search, each within the plan's share of the budget."""
+    """Tune, random search and grid search, each within the plan's share of the budget, one after
+    the other, each with where its programs came from (`_measured`)."""
     devices = jax.local_device_count()
 
     def chunk_for(num_trials):
         return _chunk(num_trials, args.chunk_size, devices)
 
     progress = say or False
-    return {
-        "hypergradient": hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
-                                 steps=plan["tune_steps"], population=plan["population"],
-                                 warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress),
-        "random": hg.random_search(objective, space, key, plan["random_trials"],
-                                   chunk_size=chunk_for(plan["random_trials"]), log=log, progress=progress),
-        "grid": hg.grid_search(objective, space, key, plan["grid_points_per_axis"],
-                               chunk_size=chunk_for(plan["grid_points_per_axis"] ** len(space)),
-                               log=log, progress=progress),
+    runs = {
+        "hypergradient": lambda: hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
+                                         steps=plan["tune_steps"], population=plan["population"],
+                                         warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress),
+        "random": lambda: hg.random_search(objective, space, key, plan["random_trials"],
+                                           chunk_size=chunk_for(plan["random_trials"]), log=log, progress=progress),
+        "grid": lambda: hg.grid_search(objective, space, key, plan["grid_points_per_axis"],
+                                       chunk_size=chunk_for(plan["grid_points_per_axis"] ** len(space)),
+                                       log=log, progress=progress),
     }
+    return {name: _measured(run) for name, run in runs.items()}
+
+
+def _measured(run: Callable[[], hg.Result], earlier: dict[str, Any] | None = None) -> hg.Result:
+    """`run()`'s Result with `info["compilation"]`: where the programs it made came from
+    (`_provenance`), added to `earlier`'s counts (a search continued from an earlier one)."""
+    before = program_store.counts()
+    result = run()
+    after = program_store.counts()
+    counts = {name: after[name] - before[name] + (earlier or {}).get(name, 0) for name in after}
+    return dataclasses.replace(result, info={**result.info, "compilation": _provenance(counts)})
+
+
+def _cache_on() -> bool:
+    """Whether JAX's persistent compilation cache is in use (`hg.use_compilation_cache`)."""
+    return bool(jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir)
+
+
+def _provenance(counts: dict[str, int]) -> dict[str, Any]:
+    """Where a strategy's programs came from, from the differences of `program_store.counts()`
+    around its call: `cache` "off" (the persistent cache is off: every program was compiled in this
+    process), "cold" (XLA compiled them all), "warm" (all loaded from the persistent cache: JAX's or
+    hypergrad's program store), "partly warm", or "in memory" (none made: every program was
+    already in this process, compiled or loaded by an earlier strategy); `compiled` (XLA
+    compilations; None with the cache off, when JAX does not count them) and `loaded`, with the
+    counts they come from."""
+    compiled = counts["jax_requests"] - counts["jax_hits"]
+    loaded = counts["jax_hits"] + counts["store_loads"]
+    if not _cache_on():
+        cache, compiled = "off", None
+    else:
+        cache = {(True, True): "partly warm", (True, False): "cold", (False, True): "warm",
+                 (False, False): "in memory"}[(compiled > 0, loaded > 0)]
+    return {"cache": cache, "compiled": compiled, "loaded": loaded, **counts}
 
 
 def _wall(result: hg.Result) -> float:
@@ -224,54 +267,73 @@ def _slowest(results: dict[str, hg.Result]) -> float:
     return max(_wall(r) for r in results.values())
 
 
+def _seconds(x: float) -> str:
+    """Seconds in words: one decimal from 1 s up (7.4), two significant digits below (0.03)."""
+    return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2g}"
+
+
+def _slowest_execution(results: dict[str, hg.Result]) -> float:
+    """The most execution seconds any strategy's trials took (compilation left out): the
+    equal-execution-time budget."""
+    return max(r.seconds for r in results.values())
+
+
 def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, hg.Result]:
-    """The results the equal-wall-time comparison lines up: random search continued, with the same
-    key and so the same first draws (`random_search(extends=...)`), until it has spent the seconds
-    of the slowest strategy (10% more trials than its own rate says, so the cut at those seconds
-    falls inside them; at most `EQUAL_TIME_CAP` times its budget's trials); the others as they ran.
-    """
+    """The results the equal-time comparisons line up: random search continued, with the same key
+    and so the same first draws (`random_search(extends=...)`), until it has spent the seconds of
+    the slowest strategy, compilation included, and the most execution seconds of any (10% more
+    trials than its own rate says, so the cuts at those seconds fall inside them; at most
+    `EQUAL_TIME_CAP` times its budget's trials); the others as they ran."""
     random = results["random"]
-    slowest = _slowest(results)
-    wanted = _trials_for(random, slowest)
+    slowest, executing = _slowest(results), _slowest_execution(results)
+    wanted = max(_trials_for(random, slowest), _trials_for(random, executing, by="execution"))
     if wanted == len(random.trials):
         return results
     if say:
         say(f"[equal wall time] random search continues to {wanted} trials, toward the slowest strategy's "
-            f"{slowest:.1f}s")
-    more = hg.random_search(objective, space, key, wanted, chunk_size=random.info.get("chunk_size"), log=log,
-                            progress=say or False, extends=random)
+            f"{slowest:.1f}s (compilation included) and {executing:.1f}s of execution")
+    more = _measured(lambda: hg.random_search(objective, space, key, wanted, chunk_size=random.info.get("chunk_size"),
+                                              log=log, progress=say or False, extends=random),
+                     earlier=random.info.get("compilation"))
     return dict(results, random=more)
 
 
-def _trials_for(random: hg.Result, seconds: float) -> int:
+def _trials_for(random: hg.Result, seconds: float, by: str = "seconds") -> int:
     """Trials of the random search `random` continued to fill `seconds` (compilation, then trials at
-    its own mean execution seconds per trial, 10% more so the cut at `seconds` falls inside them),
-    between its own trials and `EQUAL_TIME_CAP` times them."""
+    its own mean execution seconds per trial, 10% more so the cut at `seconds` falls inside them;
+    with `by="execution"` the trials alone), between its own trials and `EQUAL_TIME_CAP` times them."""
     done = len(random.trials)
     executed = sum(t.seconds for t in random.trials)
-    if not done or executed <= 0 or _wall(random) >= seconds:
+    fixed = random.compile_seconds if by == "seconds" else 0.0
+    if not done or executed <= 0 or fixed + executed >= seconds:
         return done
-    wanted = math.ceil(1.1 * (seconds - random.compile_seconds) * done / executed)
+    wanted = math.ceil(1.1 * (seconds - fixed) * done / executed)
     return min(max(wanted, done), EQUAL_TIME_CAP * done)
 
 
 def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed,
                    corrupted) -> int:
-    """Prints the comparison tables; writes results.json, the plots (when matplotlib is there) and
-    report.md into `out`. `by_seconds`: the results at equal wall time (`_at_equal_wall_time`);
+    """Prints the comparison tables (equal compute, equal wall time with compilation, equal execution
+    time without); writes results.json, the plots (when matplotlib is there) and report.md into
+    `out`. `by_seconds`: the results at equal wall time and execution time (`_at_equal_wall_time`);
     `verdict`: `_verdict`'s lines; `corrupted`: the preset's mask of flipped training labels, or
     None. Returns the number of plots written."""
-    slowest = _slowest(results)
+    slowest, executing = _slowest(results), _slowest_execution(results)
     by_compute = hg.compare(results)
     by_time = hg.compare(by_seconds, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
-    tables = by_compute.to_markdown(), by_time.to_markdown()
-    print(f"\n{problem}: equal compute\n{tables[0]}\n\n{problem}: equal wall time\n{tables[1]}")
+    by_execution = hg.compare(by_seconds, [executing / 8, executing / 4, executing / 2, executing], by="execution")
+    tables = by_compute.to_markdown(), by_time.to_markdown(), by_execution.to_markdown()
+    print(f"\n{problem}: equal compute\n{tables[0]}\n\n{problem}: equal wall time (compilation included)\n"
+          f"{tables[1]}\n\n{problem}: equal execution time (compilation left out)\n{tables[2]}")
     weights_section = [] if corrupted is None else _example_weights(results, corrupted)
     if weights_section:
         print("\n" + "\n".join(weights_section))
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
+                   "comparison_by_execution_seconds": by_execution.to_dict(),
+                   "compilation": {name: {"compile_seconds": r.compile_seconds, **r.info.get("compilation", {})}
+                                   for name, r in by_seconds.items()},
                    "results": {name: r.to_dict() for name, r in results.items()},
                    "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"])}, f)
     plots = []
@@ -304,35 +366,85 @@ def _pick_line(name: str, pick) -> str:
 
 def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, hg.Result],
              corrupted: np.ndarray | None = None) -> str:
-    """Which strategy's pick did best on test, at equal compute (each one's whole budget) and at
-    equal wall time (the seconds the slowest strategy took, with random search continued toward
-    them: `by_seconds`, from `_at_equal_wall_time`), from the run's own numbers; with `corrupted`
-    (the mask of flipped training labels), how well each pick's example weights single them out."""
-    lines = []
-    slowest = _slowest(results)
+    """Which strategy's pick did best on test, at equal compute (each one's whole budget), at equal
+    wall time (the seconds the slowest strategy took, compilation included) and at equal execution
+    time (the most execution seconds any strategy's trials took, compilation left out), with random
+    search continued toward both (`by_seconds`, from `_at_equal_wall_time`), from the run's own
+    numbers; then each strategy's compile seconds and where its programs came from, and whether
+    the two equal-time verdicts agree; with `corrupted` (the mask of flipped training labels), how
+    well each pick's example weights single them out."""
+    slowest, executing = _slowest(results), _slowest_execution(results)
     continued = _continued(results["random"], by_seconds["random"])
     extra = (f"; random search continued to {continued['trials']} trials"
-             + (f", its cap, in {continued['seconds']:.1f} s" if continued["capped"] else "")
+             + (f", its cap, in {_seconds(continued['seconds'])} s" if continued["capped"] else "")
              if continued["trials"] > continued["budget_trials"] else "")
-    for label, chosen, by, budget in (("equal compute", results, "runs", math.inf),
-                                      (f"equal wall time ({slowest:.1f} s{extra})", by_seconds, "seconds", slowest)):
-        picks = {name: r.best_within(budget, by) for name, r in chosen.items()}
-        ranked = sorted(((p.scores.get("test_loss", math.inf), name) for name, p in picks.items() if p),
-                        key=lambda pair: pair[0])
-        if not ranked:
-            lines.append(f"- {problem}, {label}: no strategy finished a trial.")
-            continue
-        winner = ranked[0][1]
-        others = "; ".join(_pick_line(name, picks[name]) for _, name in ranked[1:])
-        idle = [name for name, p in picks.items() if p is None]
-        lines.append(f"- {problem}, {label}: **{winner}** wins on test: {_pick_line(winner, picks[winner])}; "
-                     f"then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + ".")
+    lines, winners = [], {}
+    for label, chosen, by, budget in (
+            ("equal compute", results, "runs", math.inf),
+            (f"equal wall time ({_seconds(slowest)} s, compilation included{extra})", by_seconds, "seconds", slowest),
+            (f"equal execution time ({_seconds(executing)} s, compilation left out)", by_seconds, "execution",
+             executing)):
+        line, winners[by] = _winner_line(problem, label, {name: r.best_within(budget, by) for name, r in chosen.items()})
+        lines.append(line)
+    lines += _compilation_lines(problem, by_seconds, winners["seconds"], winners["execution"])
     weighed = {} if corrupted is None else _weights_against_corruption(results, corrupted)
     if weighed:
         lines.append(f"- {problem}, example weights of the picks (clean / corrupted mean, AUC of a lower weight "
                      "marking a flipped label): " + "; ".join(f"{name} {clean:.3g} / {dirty:.3g}, AUC {auc:.2f}"
                                                               for name, (clean, dirty, auc) in weighed.items()) + ".")
     return "\n".join(lines)
+
+
+def _winner_line(problem: str, label: str, picks: dict[str, Any]) -> tuple[str, str | None]:
+    """(the verdict's line for one comparison, its winner or None): the pick (a Trial or None per
+    strategy) with the lowest test loss wins."""
+    ranked = sorted(((p.scores.get("test_loss", math.inf), name) for name, p in picks.items() if p),
+                    key=lambda pair: pair[0])
+    if not ranked:
+        return f"- {problem}, {label}: no strategy finished a trial.", None
+    winner = ranked[0][1]
+    others = "; ".join(_pick_line(name, picks[name]) for _, name in ranked[1:])
+    idle = [name for name, p in picks.items() if p is None]
+    return (f"- {problem}, {label}: **{winner}** wins on test: {_pick_line(winner, picks[winner])}; "
+            f"then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + "."), winner
+
+
+def _compilation_lines(problem: str, by_seconds: dict[str, hg.Result], with_compilation: str | None,
+                       without: str | None) -> list[str]:
+    """The verdict's lines on compilation: each strategy's compile seconds within its wall seconds
+    and where its programs came from (`_cache_words`); whether the winners at equal wall time
+    (`with_compilation`) and at equal execution time (`without`) agree."""
+    spent = "; ".join(f"{name} {_seconds(r.compile_seconds)} s of its {_seconds(_wall(r))} s"
+                      + (f" ({words})" if (words := _cache_words(r)) else "") for name, r in by_seconds.items())
+    lines = [f"- {problem}, compilation in the equal-wall-time seconds: {spent}."]
+    if with_compilation is None or without is None:
+        return lines
+    if with_compilation == without:
+        lines.append(f"- {problem}, equal wall time with and without compilation: the verdicts agree "
+                     f"(**{with_compilation}**).")
+    else:
+        lines.append(f"- {problem}, equal wall time with and without compilation: the verdicts **disagree** "
+                     f"(**{with_compilation}** with compilation, **{without}** without): the winner at equal wall "
+                     "time turns on the seconds spent compiling, which a warm persistent cache shrinks.")
+    return lines
+
+
+def _cache_words(result: hg.Result) -> str:
+    """Where a strategy's programs came from, in words (`_provenance`, kept in
+    `info["compilation"]`); empty for a Result without that record."""
+    record = result.info.get("compilation")
+    if not record:
+        return ""
+    cache, compiled, loaded = record["cache"], record["compiled"], record["loaded"]
+    if cache == "off":
+        return "persistent cache off: every program compiled in this process"
+    if cache == "cold":
+        return f"cold cache: {_steps(compiled, 'program')} compiled"
+    if cache == "warm":
+        return f"warm cache: {_steps(loaded, 'program')} loaded, none compiled"
+    if cache == "partly warm":
+        return f"partly warm cache: {_steps(loaded, 'program')} loaded, {compiled} compiled"
+    return "no program compiled or loaded: all were in this process already"
 
 
 def _planned(args: argparse.Namespace, problem: str) -> tuple:
@@ -400,8 +512,11 @@ def _compare(args: argparse.Namespace) -> int:
                    f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
                    "Each line is read off that problem's report (the pick is the lowest validation loss "
                    "within the budget; its test scores decide). At equal wall time the budget is the seconds "
-                   "the slowest strategy took, compilation included, and random search is continued "
-                   "(same key, same first draws) toward them.", "", *verdicts, ""]
+                   "the slowest strategy took, compilation included (fewer when the persistent compilation "
+                   "cache is warm: each problem's compilation line says how many and where its programs came "
+                   "from); at equal execution time, the most seconds any strategy's trials took executing, "
+                   "compilation left out. Random search is continued (same key, same first draws) toward both.",
+                   "", *verdicts, ""]
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write("\n".join(summary))
         print("\n" + "\n".join(verdicts))
@@ -466,8 +581,6 @@ def _example_weights(results: dict[str, hg.Result], corrupted: np.ndarray) -> li
 
 def _report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed,
                      weights_section) -> str:
-    continued = _continued(results["random"], by_seconds["random"])
-    slowest = _slowest(results)
     lines = [
         f"# hypergrad compare: {problem}",
         "",
@@ -490,18 +603,7 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         "",
         tables[0],
         "",
-        "## At equal wall time",
-        "",
-        "Each strategy's pick after the same seconds: its compilation, then its trials' execution. Every",
-        f"strategy gets the slowest one's {slowest:.1f} s: "
-        + (f"random search, beyond its budget's {continued['budget_trials']} trials, is continued with the same "
-           f"key (the same first draws) to {continued['trials']} trials in {continued['seconds']:.1f} s"
-           + (f" (its cap, {EQUAL_TIME_CAP} times its budget)" if continued["capped"] else "")
-           if continued["trials"] > continued["budget_trials"] else "random search needed no more trials")
-        + "; grid search stops at its grid; a strategy that stopped short keeps the best it found.",
-        "",
-        tables[1],
-        "",
+        *_equal_time_sections(results, by_seconds, tables[1:]),
         "## Picks",
         "",
     ]
@@ -515,6 +617,71 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
     if plots:
         lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _equal_time_sections(results: dict[str, hg.Result], by_seconds: dict[str, hg.Result], tables: tuple[str, str]
+                         ) -> list[str]:
+    """The report's sections at equal wall time (compilation included, then where each strategy's
+    compile seconds came from: `_compilation_table`) and at equal execution time (compilation left
+    out); `tables`: the two comparisons' markdown."""
+    continued = _continued(results["random"], by_seconds["random"])
+    more = continued["trials"] > continued["budget_trials"]
+    executed = by_seconds["random"].seconds
+    return [
+        "## At equal wall time",
+        "",
+        "Each strategy's pick after the same seconds: its compilation, then its trials' execution. Every",
+        f"strategy gets the slowest one's {_slowest(results):.1f} s: "
+        + (f"random search, beyond its budget's {continued['budget_trials']} trials, is continued with the same "
+           f"key (the same first draws) to {continued['trials']} trials in {continued['seconds']:.1f} s"
+           + (f" (its cap, {EQUAL_TIME_CAP} times its budget)" if continued["capped"] else "")
+           if more else "random search needed no more trials")
+        + "; grid search stops at its grid; a strategy that stopped short keeps the best it found.",
+        "",
+        tables[0],
+        "",
+        *_compilation_table(by_seconds),
+        "## At equal execution time",
+        "",
+        "Each strategy's pick after the same seconds of its trials' execution alone: compilation and the",
+        "other one-time costs of a call (tracing, FLOP counting) are left out of every side, so this table does",
+        "not depend on whether programs were compiled or loaded from a warm cache. Every strategy gets the",
+        f"most any one's trials took, {_seconds(_slowest_execution(results))} s: "
+        + (f"random search, continued as above, executed its {continued['trials']} trials in {_seconds(executed)} s"
+           if more else "random search needed no more trials")
+        + "; grid search stops at its grid; a strategy that stopped short keeps the best it found.",
+        "",
+        tables[1],
+        "",
+    ]
+
+
+def _compilation_table(by_seconds: dict[str, hg.Result]) -> list[str]:
+    """The lines saying how many of each strategy's seconds at equal wall time went to compiling
+    and where its programs came from (`info["compilation"]`, `_provenance`)."""
+    on = _cache_on()
+    lines = [
+        "Compilation in these seconds. JAX's persistent compilation cache was "
+        + ("on (`hg.use_compilation_cache`, which this command turns on): a program an earlier process on this "
+           "machine compiled is loaded instead of compiled, so a second run of the same command spends fewer "
+           "seconds compiling, the slowest strategy's seconds shrink, and the pick at equal wall time can change "
+           "with them." if on else "off (`HYPERGRAD_COMPILATION_CACHE=0`): every program was compiled in this "
+           "process.")
+        + " Programs counted: those made during the strategy's call, small eager ones included; loaded: from "
+        "JAX's cache or hypergrad's program store; a program an earlier strategy of this run made is reused "
+        "from memory and counted for neither.",
+        "",
+        "| strategy | compile s | wall s | share compiling | programs compiled | programs loaded | cache |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in by_seconds.items():
+        record = r.info.get("compilation") or {}
+        wall = _wall(r)
+        share = f"{r.compile_seconds / wall:.0%}" if wall > 0 else "-"
+        compiled = "-" if record.get("compiled") is None else str(record["compiled"])
+        lines.append(f"| {name} | {_seconds(r.compile_seconds)} | {_seconds(wall)} | {share} | {compiled} | "
+                     f"{record.get('loaded', '-')} | {record.get('cache', '-')} |")
+    return [*lines, ""]
 
 
 def _number(kind: type, minimum: float, what: str, below: float = math.inf):

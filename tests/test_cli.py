@@ -8,6 +8,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -34,7 +35,18 @@ def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
     assert "| hypergradient |" in report and "## Picks" in report
     assert "## At equal compute" in report and "## At equal wall time" in report and "budget (s)" in report
     assert "wins on test" in report.split("## Verdict")[1]
+    # beside the wall time with compilation, the execution seconds alone, and where the compile seconds came from
+    assert "## At equal execution time" in report and "| share compiling | programs compiled | programs loaded | cache |" in report
+    assert "equal execution time (compilation left out)" in printed
+    verdict = report.split("## Verdict")[1]
+    assert "compilation included" in verdict and "equal execution time (" in verdict
+    assert "compilation in the equal-wall-time seconds: hypergradient " in verdict
+    assert "persistent cache off" in verdict  # conftest: HYPERGRAD_COMPILATION_CACHE=0
+    assert re.search(r"the verdicts (agree|\*\*disagree\*\*)", verdict)
     results = json.loads((out / "results.json").read_text())
+    assert results["comparison_by_execution_seconds"]["rows"] and set(results["compilation"]) == {
+        "hypergradient", "random", "grid"}
+    assert all(c["cache"] == "off" and c["compiled"] is None for c in results["compilation"].values())
     plan = results["plan"]
     trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     by_strategy = {}
@@ -80,9 +92,125 @@ def test_verdict_at_equal_wall_time_is_at_the_slowest_strategys_seconds():
     slow = _random_result([0.1] * 20, compile_seconds=1.0)  # random search, the slowest: 3.0 s
     results = {"grid": quick, "random": slow}
     verdict = cli._verdict("p", results, results)
-    assert "- p, equal wall time (3.0 s): **" in verdict and "continued" not in verdict
+    assert "- p, equal wall time (3.0 s, compilation included): **" in verdict and "continued" not in verdict
     more = dataclasses.replace(slow, trials=slow.trials + slow.trials)  # as if continued to 40 trials
-    assert "(3.0 s; random search continued to 40 trials)" in cli._verdict("p", results, dict(results, random=more))
+    assert "(3.0 s, compilation included; random search continued to 40 trials)" in cli._verdict(
+        "p", results, dict(results, random=more))
+    # without compilation: the most execution seconds any strategy's trials took (random's 2.0 s)
+    assert "- p, equal execution time (2.0 s, compilation left out): **" in verdict
+
+
+def _strategy(name: str, seconds: list[float], values: list[float], compile_seconds: float,
+              compilation: dict | None = None) -> hg.Result:
+    """A Result whose trial i took seconds[i] and scored values[i] on validation and test."""
+    trials = tuple(Trial(number=i, hparams={}, value=v, scores={"val_loss": v, "test_loss": v}, state="complete",
+                         flops=1.0, seconds=s, run_flops=1.0) for i, (s, v) in enumerate(zip(seconds, values)))
+    return hg.Result(name, trials, 1.0, compile_seconds, {} if compilation is None else {"compilation": compilation})
+
+
+def _cold_gradient_warm_random():
+    """The hypergradient compiles 4 s (cold), then 4 steps of 0.5 s, its best (0.3) last: 6 s of wall, 2 s of
+    execution. Random search compiles 0.5 s (warm), then 20 trials of 0.05 s at 0.5 (1 s of execution);
+    continued to 120 trials, its trial 100 (0.2) ends at 5.05 s of execution, 5.55 s of wall."""
+    cold = {"cache": "cold", "compiled": 12, "loaded": 0}
+    warm = {"cache": "warm", "compiled": 0, "loaded": 2}
+    gradient = _strategy("tune", [0.5] * 4, [1.0, 0.9, 0.8, 0.3], 4.0, cold)
+    values = [0.5] * 120
+    values[100] = 0.2
+    random = _strategy("random", [0.05] * 20, values[:20], 0.5, warm)
+    continued = _strategy("random", [0.05] * 120, values, 0.5, warm)
+    results = {"hypergradient": gradient, "random": random}
+    return results, dict(results, random=continued)
+
+
+def test_equal_execution_time_picks_what_the_execution_seconds_imply_and_the_verdicts_can_disagree():
+    results, by_seconds = _cold_gradient_warm_random()
+    # with compilation: 6 s (the hypergradient's wall), within which random search reaches its trial 100
+    assert by_seconds["random"].best_within(6.0, "seconds").number == 100
+    # without: 2 s (the hypergradient's execution), within which random search has trials 0-39 only
+    assert by_seconds["random"].best_within(2.0, "execution").number == 0
+    assert results["hypergradient"].best_within(2.0, "execution").number == 3
+    verdict = cli._verdict("p", results, by_seconds)
+    assert ("- p, equal wall time (6.0 s, compilation included; random search continued to 120 trials): "
+            "**random** wins on test: random (val 0.2") in verdict
+    assert "- p, equal execution time (2.0 s, compilation left out): **hypergradient** wins on test: " in verdict
+    assert ("compilation in the equal-wall-time seconds: hypergradient 4.0 s of its 6.0 s (cold cache: 12 programs "
+            "compiled); random 0.5 s of its 6.5 s (warm cache: 2 programs loaded, none compiled).") in verdict
+    assert ("the verdicts **disagree** (**random** with compilation, **hypergradient** without)") in verdict
+    # the same strategies with no compilation at all: both equal-time verdicts are the hypergradient's
+    free = {name: dataclasses.replace(r, compile_seconds=0.0) for name, r in by_seconds.items()}
+    verdict = cli._verdict("p", dict(free, random=dataclasses.replace(results["random"], compile_seconds=0.0)),
+                           free)
+    assert "- p, equal wall time (2.0 s, compilation included; random search continued to 120 trials): " \
+           "**hypergradient** wins" in verdict
+    assert "the verdicts agree (**hypergradient**)" in verdict and "disagree" not in verdict
+
+
+def test_equal_time_sections_say_where_each_strategys_compile_seconds_came_from():
+    results, by_seconds = _cold_gradient_warm_random()
+    lines = "\n".join(cli._equal_time_sections(results, by_seconds, ("TABLE-WALL", "TABLE-EXECUTION")))
+    wall, execution = lines.split("## At equal execution time")
+    assert "TABLE-WALL" in wall and "TABLE-EXECUTION" in execution
+    assert "| hypergradient | 4.0 | 6.0 | 67% | 12 | 0 | cold |" in wall and "| share compiling |" in wall
+    assert "| random | 0.5 | 6.5 | 8% | 0 | 2 | warm |" in wall
+    assert "most any one's trials took, 2.0 s: random search, continued as above, executed its 120 trials in " \
+           "6.0 s" in execution
+
+
+def test_provenance_tells_a_cold_cache_from_a_warm_one(monkeypatch):
+    def counts(requests, hits, loads):
+        return {"jax_requests": requests, "jax_hits": hits, "store_loads": loads}
+
+    monkeypatch.setattr(cli, "_cache_on", lambda: True)
+    assert cli._provenance(counts(5, 0, 0)) == {"cache": "cold", "compiled": 5, "loaded": 0, **counts(5, 0, 0)}
+    assert cli._provenance(counts(5, 5, 1))["cache"] == "warm" and cli._provenance(counts(5, 5, 1))["loaded"] == 6
+    assert cli._provenance(counts(0, 0, 2))["cache"] == "warm"  # a search program from the program store alone
+    assert cli._provenance(counts(5, 3, 0))["cache"] == "partly warm"
+    assert cli._provenance(counts(0, 0, 0))["cache"] == "in memory"
+    monkeypatch.setattr(cli, "_cache_on", lambda: False)
+    assert cli._provenance(counts(0, 0, 0))["cache"] == "off" and cli._provenance(counts(0, 0, 0))["compiled"] is None
+
+
+def test_equal_time_continues_random_search_toward_the_slowest_execution_seconds_too(monkeypatch):
+    """The hypergradient compiles 0.1 s and executes 2 s; random search compiles 1.5 s and executes 0.2 s.
+    Toward the slowest wall (2.1 s) random search needs ceil(1.1 * 0.6 / 0.01) = 66 trials; toward the
+    slowest execution (2 s), 220, capped at 200: it is continued to 200."""
+    random = _random_result([0.01] * 20, compile_seconds=1.5)
+    gradient = dataclasses.replace(_random_result([0.5] * 4, compile_seconds=0.1), strategy="tune")
+    assert cli._trials_for(random, 2.1) == 66
+    assert cli._trials_for(random, 0.5, by="execution") == 55 and cli._trials_for(random, 0.2, by="execution") == 20
+    asked = []
+
+    def continued(objective, space, key, num_trials, **kwargs):
+        asked.append((num_trials, kwargs["extends"]))
+        return _random_result([0.01] * num_trials, compile_seconds=1.5)
+
+    monkeypatch.setattr(hg, "random_search", continued)
+    by_seconds = cli._at_equal_wall_time(None, None, None, {"hypergradient": gradient, "random": random}, None, None)
+    assert asked == [(200, random)] and len(by_seconds["random"].trials) == 200
+    assert by_seconds["random"].info["compilation"]["cache"] == "off"  # conftest: the persistent cache is off
+
+
+def test_a_second_run_says_its_programs_came_from_the_warm_cache(tmp_path):
+    """Two processes with the persistent cache on, in a folder of their own: the first compiles every
+    program (cold), the second loads them all and compiles none (warm), and the reports say so."""
+    env = {**os.environ, "HYPERGRAD_COMPILATION_CACHE": str(tmp_path / "cache")}
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        proc = subprocess.run([sys.executable, "-m", "hypergrad.cli", "compare", "--problem", "iris-mlp", "--budget",
+                               "8", "--steps", "8", "--out", str(out), "--quiet", "--cpu-devices", "1"],
+                              capture_output=True, text=True, env=env, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append((json.loads((out / "results.json").read_text())["compilation"], (out / "report.md").read_text()))
+    (cold, cold_report), (warm, warm_report) = runs
+    assert cold["hypergradient"]["cache"] == "cold" and cold["hypergradient"]["loaded"] == 0
+    assert all(c["cache"] in ("cold", "in memory") and c["compiled"] > 0 for c in cold.values())
+    assert all(c["cache"] == "warm" and c["compiled"] == 0 and c["loaded"] > 0 for c in warm.values()), warm
+    cold_verdict, warm_verdict = cold_report.split("## Verdict")[1], warm_report.split("## Verdict")[1]
+    assert "(cold cache: " in cold_verdict and "(warm cache: " not in cold_verdict
+    assert "(warm cache: " in warm_verdict and "(cold cache: " not in warm_verdict
+    assert "| warm |" in warm_report and "| cold |" in cold_report  # the compilation table
 
 
 def test_compare_refuses_a_bad_budget(tmp_path, capsys):
