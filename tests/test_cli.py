@@ -478,3 +478,11 @@ def test_make_smoke_gives_every_experiment_a_folder_of_its_own(tmp_path):
                if not p.name.startswith("_") and p.name != "reproduce.py"}
     assert set(outs) == scripts and {"experiments/seed_iris.py", "experiments/custom_nnx_model.py"} <= scripts
     assert outs == {script: f"results/smoke/{pathlib.Path(script).stem}" for script in scripts}
+
+
+def test_python_dash_m_hypergrad_runs_the_command():
+    """`python -m hypergrad` is the `hypergrad` command (where the scripts folder is not on PATH)."""
+    proc = subprocess.run([sys.executable, "-m", "hypergrad", "compare", "--help"], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--budget" in proc.stdout and proc.stdout.startswith("usage: hypergrad compare")
