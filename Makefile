@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-## The main job: gradient tuning vs random vs grid search at equal compute and equal wall time, on the
+## The main job: gradient tuning vs random vs grid search at equal compute, equal wall time and equal execution time, on the
 ## digits MLP (3 hyperparameters) and on digits with noisy labels (1,280: a weight per training example).
 ## The command turns on JAX's persistent compilation cache (~/.cache/hypergrad/jax): a second demo compiles
 ## next to nothing; HYPERGRAD_COMPILATION_CACHE=0 make demo runs without it.

@@ -361,7 +361,7 @@ def random_search(
             continue: a key's draws do not depend on how many are drawn, so its trials are this
             search's first ones; they are kept, not re-run, and only the
             rest are drawn and evaluated (numbered on from them). The result is that of one call
-            with `num_trials`. For a comparison at equal wall time: the search given the seconds a
+            with `num_trials`. For a comparison at equal wall (or execution) time: the search given the seconds a
             slower strategy took (`hypergrad compare`). Not with `storage` (a study resumes itself).
 
     Returns:
