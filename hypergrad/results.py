@@ -29,6 +29,7 @@ import numpy as np
 
 from hypergrad._batching import is_writer
 from hypergrad._checks import check_progress, is_number
+from hypergrad._store_codec import decode_value, encode_value
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
 
@@ -65,9 +66,21 @@ def _finite(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _hparam_to_python(value: Any) -> Any:
+    """A hyperparameter for JSON: numbers and arrays as `_to_python` writes them, strings as they
+    are, and any other structural option (None, a tuple, a list, a dict: what JSON would confuse
+    with NaN or an array) as {"option": its exact encoding}, which `_from_json` reads back."""
+    if value is None or isinstance(value, (tuple, list, Mapping)):
+        return {"option": encode_value(value)}
+    return _to_python(value)
+
+
 def _from_json(value: Any) -> Any:
-    """A hyperparameter `_to_python` wrote: numbers and (nested) lists of numbers as numpy arrays,
-    null as NaN; any other value (a structural option's string) as it is."""
+    """A hyperparameter `_hparam_to_python` wrote: numbers and (nested) lists of numbers as numpy
+    arrays, null as NaN, {"option": ...} as the structural option it encodes; any other value (a
+    structural option's string) as it is."""
+    if isinstance(value, dict) and set(value) == {"option"}:
+        return decode_value(value["option"])
     if isinstance(value, list):
         items = [_from_json(v) for v in value]
         return np.asarray(items) if items else np.zeros((0,))
@@ -118,12 +131,17 @@ class Trial:
         return self.flops / self.run_flops if self.run_flops > 0 else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_python({
+        """A JSON-safe dict: numbers and arrays as (nested) lists, non-finite numbers as None, a
+        structural option that JSON would confuse with those (None, a tuple) as {"option": ...}
+        (`Result.from_dict` reads every one back)."""
+        out = _to_python({
             "number": self.number, "state": self.state, "value": self.value,
-            "test_value": self.test_value, "scores": self.scores, "hparams": self.hparams,
+            "test_value": self.test_value, "scores": self.scores, "hparams": {},
             "flops": self.flops, "runs": self.runs, "run_flops": self.run_flops, "seconds": self.seconds,
             "grad_norm": self.grad_norm, "tuner": self.tuner,
         })
+        out["hparams"] = {str(name): _hparam_to_python(v) for name, v in self.hparams.items()}
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,8 +386,8 @@ class Result:
         == r.to_dict()`, and every trial's value, scores, compute and tuner are the same numbers.
 
         What JSON loses: hyperparameters come back as numpy arrays of numpy's default dtypes
-        (float64, int64: a float32 run's values are exact, their dtype is not), a tuple option as an
-        array, and a non-finite number (written as null) as NaN, an infinite one included (a
+        (float64, int64: a float32 run's values are exact, their dtype is not; a numeric
+        structural option as a 0-d array), and a non-finite number (written as null) as NaN, an infinite one included (a
         non-finite `grad_norm` as None, as a search trial's). Each trial keeps its own `run_flops` (its
         configuration's run in a grouped structural search); a trial written without one (before
         trials recorded it) takes the Result's.

@@ -146,7 +146,8 @@ def test_save_writes_the_dict(tmp_path, random_result):
 def test_load_reads_back_what_save_wrote(tmp_path, random_result, tune_result):
     structural = hg.Result("grid", (hg.Trial(
         number=0, hparams={"activation": "tanh", "widths": (64, 32), "matrix": np.array([[0.1, np.nan]], np.float32),
-                           "flags": np.array([True, False]), "count": np.int32(3)},
+                           "flags": np.array([True, False]), "count": np.int32(3), "clip": None,
+                           "optimizer": ("adam", 0.1), "layers": [{"width": 8}]},
         value=0.25, scores={"val_loss": 0.25, "test_loss": np.inf}, state=COMPLETE, flops=2.0, seconds=0.1,
         run_flops=2.0, tuner=1),), 2.0, compile_seconds=0.5, info={"points_per_axis": 3})
     for result in (random_result, tune_result, structural):
@@ -166,7 +167,9 @@ def test_load_reads_back_what_save_wrote(tmp_path, random_result, tune_result):
                 np.testing.assert_equal(ours.scores[name], value if math.isfinite(value) else NAN)
         assert back.best_trial.number == result.best_trial.number and back.runs == result.runs
     hparams = hg.Result.load(tmp_path / "grid.json").trials[0].hparams
-    assert hparams["activation"] == "tanh" and hparams["widths"].tolist() == [64, 32]
+    # structural options come back as the objects they were: None is not NaN, a tuple not an array
+    assert hparams["activation"] == "tanh" and hparams["widths"] == (64, 32) and hparams["clip"] is None
+    assert hparams["optimizer"] == ("adam", 0.1) and hparams["layers"] == [{"width": 8}]
     np.testing.assert_array_equal(hparams["matrix"], np.array([[np.float32(0.1), np.nan]]))
     assert hparams["flags"].dtype == bool and hparams["count"].shape == () and hparams["count"] == 3
     schedule = hg.Result.load(tmp_path / "random.json").trials[1].hparams["schedule"]

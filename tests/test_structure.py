@@ -388,3 +388,25 @@ def test_hypergradient_flops_with_held_choices_count_every_branch_and_are_cached
     for options in ({"width": 8, "activation": "tanh", "solver": "sgd"}, {"width": 8, "activation": "relu", "solver": "adam"}):
         exact = family.objective(options).with_fixed({"weight_decay": jnp.asarray(1e-4)})
         assert held > hg.hypergradient_flops(exact, method, continuous, key) > 0
+
+
+def test_a_saved_structural_search_with_a_none_option_loads_back_and_continues(tmp_path):
+    # None ("no clipping") was written as null and read back as NaN: the loaded Result's picks named
+    # a configuration that does not exist, and extends= refused it as another search's draws.
+    problem = hg.problems.ridge(num_examples=40, num_features=5, seed=0)
+
+    def build(config):
+        inner = optax.sgd(0.05) if config["clip"] is None else optax.chain(optax.clip(1e-3), optax.sgd(0.05))
+        return hg.Objective(problem, lambda h: optax.chain(inner, optax.scale(h["lr_scale"])), num_steps=5)
+
+    space = hg.Space({"clip": hg.Choice([None, ("clip", 1e-3)]), "lr_scale": hg.Uniform(0.5, 1.0)})
+    family, key = hg.Structured(build), jax.random.key(0)
+    first = hg.random_search(family, space, key, num_trials=6)
+    first.save(tmp_path / "first.json")
+    loaded = hg.Result.load(tmp_path / "first.json")
+    assert [t.hparams["clip"] for t in loaded.trials] == [t.hparams["clip"] for t in first.trials]
+    assert {None, ("clip", 1e-3)} <= {t.hparams["clip"] for t in first.trials}  # both options drawn
+    more = hg.random_search(family, space, key, num_trials=8, extends=loaded)
+    again = hg.random_search(family, space, key, num_trials=8)
+    assert [t.hparams["clip"] for t in more.trials] == [t.hparams["clip"] for t in again.trials]
+    np.testing.assert_allclose([t.value for t in more.trials], [t.value for t in again.trials], rtol=1e-6)
