@@ -187,7 +187,8 @@ def tune(
         halving: successive halving: after every `halving` outer steps keep the better half of
             the live tuners (by their latest validation loss); None keeps all.
         chunk_size: tuners per vmapped call (memory bound), the last call padded: a fixed chunk
-            lets populations of any size share one program. None sizes the chunks to the
+            lets populations of any size share one program, and is also the warm-up search's
+            trials per call. None sizes the chunks to the
             population as a search sizes its chunks to its trials, and to the live tuners after
             each halving round (a program per round), except with `halving` on a CPU: there one
             tuner per device, one program for every round (`hypergrad.outer.cohort_chunk`).
@@ -234,7 +235,8 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
         method.check(objective, space.centre())
         warm = evaluate_settings(objective, space.sample(key, int(warmup), stream=SAMPLE_STREAM), key,
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
-                                 progress=progress, sink=writer)
+                                 progress=progress, sink=writer,
+                                 chunk_size=chunk_size if isinstance(chunk_size, int) else None)
         starts = _warm_starts(warm, space, population)
     z, hparams0 = starts_program(space)(starts)
     method.check(objective, hparams0)

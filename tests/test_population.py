@@ -247,3 +247,14 @@ def test_replayed_step_equals_the_step_traced_under_vmap(objective):
         assert jax.tree.structure(replayed) == jax.tree.structure(traced)
         for got, want in zip(jax.tree.leaves(replayed), jax.tree.leaves(traced)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_fixed_chunk_size_also_bounds_the_warmup_searchs_calls(objective, key):
+    # The warm-up search ran in the default chunks (up to 64 trials per call) whatever chunk_size
+    # said, so a chunk_size chosen to bound memory did not bound the warm-up.
+    default = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER)
+    chunked = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER, chunk_size=4)
+    runs = [sum(t.runs for t in r.trials[:10]) for r in (default, chunked)]
+    assert runs == [pytest.approx(10.0), pytest.approx(12.0)]  # 3 calls of 4: the last padded by 2
+    np.testing.assert_allclose([t.value for t in chunked.trials[:10]], [t.value for t in default.trials[:10]],
+                               rtol=1e-10)
