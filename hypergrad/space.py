@@ -188,7 +188,15 @@ class LogUniform(_Continuous):
         return (jnp.log(jnp.asarray(value)) - log_lo) / (log_hi - log_lo)
 
 
-@dataclasses.dataclass(frozen=True)
+def _type_signature(option: Any) -> Any:
+    """The types in `option`, tuples looked into: what Python's `==` ignores (1 == 1.0 == np.float32(1))
+    but the values' dtype, or a structural option's program, depends on."""
+    if isinstance(option, tuple):
+        return tuple, tuple(_type_signature(o) for o in option)
+    return type(option)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Choice:
     """One of a finite list of options; searched by the baselines, never differentiated.
 
@@ -208,6 +216,10 @@ class Choice:
         options: a non-empty sequence of distinct hashable options.
         structural: force numeric options to be structural (None: structural unless every option
             is a number).
+
+    Two choices are equal when their options are equal *and of the same types* (`Choice([1, 2])`
+    and `Choice([1.0, 2.0])` differ: their values are integers and floats), so programs cached on
+    a `Space` never serve a space whose values have another dtype.
     """
 
     options: tuple[Any, ...]
@@ -236,6 +248,17 @@ class Choice:
             )
         object.__setattr__(self, "options", options)
         object.__setattr__(self, "structural", bool(structural))
+
+    def _identity(self) -> tuple:
+        return self.options, tuple(_type_signature(o) for o in self.options), self.structural
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Choice):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     shape = ()  # a Choice is always a scalar
     independent = False

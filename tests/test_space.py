@@ -403,3 +403,27 @@ def test_sample_and_the_bijections_name_what_is_wrong():
         space.constrain({"lr": 0.0})  # was a bare KeyError
     with pytest.raises(ValueError, match=r"Space.unconstrain\(hparams\) lacks \['lr'\]"):
         space.unconstrain({"momentum": 0.5})
+
+
+# -- Choice identity: equal spaces must sample the same dtype ------------------------------------
+def test_choices_of_equal_numbers_but_different_types_are_different_spaces(key):
+    # (1, 2) == (1.0, 2.0) in Python: the two spaces were equal with equal hashes, so the compiled
+    # draw cached for one served the other (the float space sampled int64 after the int space had).
+    ints, floats = hg.Space({"c": hg.Choice([1, 2, 4])}), hg.Space({"c": hg.Choice([1.0, 2.0, 4.0])})
+    singles = hg.Space({"c": hg.Choice([np.float32(1.0), np.float32(2.0), np.float32(4.0)])})
+    assert ints != floats and floats != singles and ints != singles
+    assert len({hash(ints), hash(floats), hash(singles)}) == 3
+    assert hg.Choice([1, 2]) == hg.Choice([1, 2]) and hash(hg.Choice([1, 2])) == hash(hg.Choice([1, 2]))
+    assert hg.Choice([(1, 2)], structural=True) != hg.Choice([(1.0, 2.0)], structural=True)
+    assert ints.sample(key, 3)["c"].dtype == jnp.int64
+    assert floats.sample(key, 3)["c"].dtype == jnp.float64
+    assert singles.sample(key, 3)["c"].dtype == jnp.float32
+
+
+def test_random_search_of_an_int_choice_after_a_float_one_indexes_with_ints(ridge_problem, key):
+    rates = jnp.asarray([0.01, 0.05, 0.1])
+    by_factor = hg.Objective(ridge_problem, lambda h: optax.sgd(0.01 + 0.02 * h["which"]), num_steps=3)
+    by_index = hg.Objective(ridge_problem, lambda h: optax.sgd(rates[h["which"]]), num_steps=3)
+    hg.random_search(by_factor, hg.Space({"which": hg.Choice([0.0, 1.0, 2.0])}), key, num_trials=2)
+    result = hg.random_search(by_index, hg.Space({"which": hg.Choice([0, 1, 2])}), key, num_trials=2)
+    assert all(np.issubdtype(t.hparams["which"].dtype, np.integer) for t in result.trials)
