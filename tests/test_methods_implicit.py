@@ -282,3 +282,20 @@ def test_integer_parameters_are_refused_by_name(key):
     with pytest.raises(ValueError, match=r"parameters of dtype int32 .* use hg.Reverse\(\) or hg.Forward\(\)"):
         hg.hypergradient(objective, {"weight_decay": jnp.asarray(0.1)}, key, method=hg.Implicit())
     hg.hypergradient(objective, {"weight_decay": jnp.asarray(0.1)}, key)  # Reverse trains the float leaf
+
+
+def test_an_optimiser_that_takes_extra_arguments_is_checked_as_training_calls_it(ridge_problem, key):
+    # Implicit's check called opt.update(g, state, params) without value=, so an optimiser that reads
+    # it (reduce_on_plateau, which every training step is given) crashed with a TypeError. (Its patience
+    # outlasts training, so training converges as plain SGD does and the closed form holds.)
+    objective = hg.Objective(
+        ridge_problem, lambda h: optax.chain(optax.sgd(0.5), optax.contrib.reduce_on_plateau(patience=10**6)),
+        num_steps=CONVERGED_T)
+    hparams = {"weight_decay": decay("scalar", ridge_problem)}
+
+    def closed_form(weight_decay):
+        w = hg.problems.ridge_solution(ridge_problem, weight_decay)
+        return ridge_problem.val_loss({"w": w}, ridge_problem.val_data)
+
+    _, grads = hg.hypergradient(objective, hparams, key, method=CG)
+    np.testing.assert_allclose(grads["weight_decay"], jax.grad(closed_form)(hparams["weight_decay"]), rtol=1e-9)

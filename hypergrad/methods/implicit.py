@@ -39,7 +39,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad._checks import is_int_at_least
-from hypergrad.loop import Loop
+from hypergrad.loop import Loop, optimizer_update
 from hypergrad.methods.base import Method
 
 __all__ = ["Implicit", "hparams_read_by"]
@@ -301,7 +301,7 @@ class Implicit(Method):
             def optimizer_step(h, p, g):
                 opt = loop.optimizer(h)
                 state = opt.init(p)
-                return state, opt.update(g, state, p)
+                return state, optimizer_update(opt, g, state, p, jnp.zeros((), jnp.result_type(float)))
 
             in_optimizer = hparams_read_by(optimizer_step, hparams, params, params)
         except KeyError as err:  # the loss or optimiser read a hyperparameter nobody passed
