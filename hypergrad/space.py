@@ -119,6 +119,15 @@ class _Continuous:
         dtype = np.dtype(value.dtype)
         return jnp.clip(value, _step_inside(self.lo, self.hi, dtype), _step_inside(self.hi, self.lo, dtype))
 
+    def _sample(self, u: jax.Array) -> jax.Array:
+        """Values at uniform fractions `u` in [0, 1), as random search draws them: clipped to [lo, hi]
+        as the dtype holds them, because u = 0 (about once in 2**23 float32 draws) gives exp(log lo),
+        which can round below lo, and the largest u below 1 can give a value above hi. Only values
+        past a bound move, so draws stay prefix-consistent."""
+        value = self._from_fraction(u)
+        dtype = np.dtype(value.dtype)
+        return jnp.clip(value, np.asarray(self.lo, dtype), np.asarray(self.hi, dtype))
+
     def unconstrain(self, value: jax.Array) -> jax.Array:
         # In float32 the fraction of a bound, or of a value a few ulps inside it, can round just
         # outside [0, 1] (the log and offset in float32 against float64 bounds), where the logit is
@@ -416,7 +425,7 @@ class Space:
                 continue
             draw_shape = (n, *dist.shape) if dist.independent else (n,) + (1,) * len(dist.shape)
             u = jax.random.uniform(k, draw_shape)
-            out[name] = jnp.broadcast_to(dist._from_fraction(u), (n, *dist.shape))
+            out[name] = jnp.broadcast_to(dist._sample(u), (n, *dist.shape))
         return out
 
     def grid(self, points_per_axis: int) -> HParams:

@@ -427,3 +427,41 @@ def test_random_search_of_an_int_choice_after_a_float_one_indexes_with_ints(ridg
     hg.random_search(by_factor, hg.Space({"which": hg.Choice([0.0, 1.0, 2.0])}), key, num_trials=2)
     result = hg.random_search(by_index, hg.Space({"which": hg.Choice([0, 1, 2])}), key, num_trials=2)
     assert all(np.issubdtype(t.hparams["which"].dtype, np.integer) for t in result.trials)
+
+
+# -- samples stay inside the bounds as their dtype represents them --------------------------------
+# Ranges where a draw's extreme fraction (u = 0, or the largest u below 1 that jax.random.uniform
+# returns) computes a value past a bound as the dtype holds it: exp(log lo) rounds below lo, or
+# lo + (hi - lo) * u above hi. Found by a scan of random ranges; the first is the hunter's.
+EXTREME_DRAWS = {
+    np.float32: [hg.LogUniform(1e-8, 1e-5), hg.LogUniform(4.594108928598881, 4.595241156163063),
+                 hg.Uniform(7.148085531751388, 7.148244574345878),
+                 hg.LogUniform(7.149085531751388, 7.149244574345879)],
+    np.float64: [hg.LogUniform(2.9953936658660756, 12.192299383386406),
+                 hg.LogUniform(9.280730170028132, 13.052787700158762)],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_samples_at_the_extreme_fractions_stay_within_the_bounds(dtype, monkeypatch, key):
+    # jax.random.uniform returns exactly 0.0 about once in 2**23 float32 draws (2**52 in float64),
+    # and 1 - eps/2 as often; sample() returned 9.999997e-09 for LogUniform(1e-8, 1e-5) in float32
+    # (which unconstrain mapped to -inf) and values above hi, where constrain and grid keep inside.
+    extremes = np.asarray([0.0, 1 - np.finfo(dtype).eps / 2], dtype)
+
+    def uniform(k, shape, *args, **kwargs):
+        return jnp.asarray(np.resize(extremes, math.prod(shape)).reshape(shape))
+
+    hg.clear_caches()  # a draw compiled before would not call the fake
+    monkeypatch.setattr(jax.random, "uniform", uniform)
+    try:
+        for dist in EXTREME_DRAWS[dtype]:
+            space = hg.Space({"x": dist, "y": hg.Uniform(0.0, 1.0, shape=(2,), independent=True)})
+            samples = {name: np.asarray(v) for name, v in space.sample(key, 4).items()}
+            x, lo, hi = samples["x"], dtype(dist.lo), dtype(dist.hi)
+            assert x.dtype == dtype
+            assert np.all(x >= lo) and np.all(x <= hi), (dist, x, lo, hi)
+            np.testing.assert_allclose(x, [lo, hi, lo, hi], rtol=8 * np.finfo(dtype).eps)
+            np.testing.assert_array_equal(samples["y"], [extremes, extremes, extremes, extremes])
+    finally:
+        hg.clear_caches()  # drop the programs traced with the fake
