@@ -411,3 +411,20 @@ def test_methods_are_immutable_and_hashable_by_value():
         Truncated(5).window = 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         Forward().blocks = 3
+
+
+def test_truncated_sees_a_hyperparameter_the_optimiser_keeps_in_its_state(logistic_minibatch_problem, key):
+    # optax.inject_hyperparams keeps the learning rate and momentum in the optimiser state, which
+    # the window's steps read; cutting the state at the window's start hid them, and their truncated
+    # hypergradient was exactly zero where the same optimiser reading h directly gives the estimate.
+    hparams = {"lr": jnp.asarray(0.3), "momentum": jnp.asarray(0.8), "weight_decay": jnp.asarray(0.01)}
+    direct = hg.Objective(logistic_minibatch_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]),
+                          num_steps=T)
+    injected = hg.Objective(logistic_minibatch_problem, lambda h: optax.inject_hyperparams(optax.sgd)(
+        learning_rate=h["lr"], momentum=h["momentum"]), num_steps=T)
+    for window in (1, T - 1):
+        value, expected = hg.hypergradient(direct, hparams, key, method=Truncated(window))
+        value_i, grads = hg.hypergradient(injected, hparams, key, method=Truncated(window))
+        np.testing.assert_allclose(value_i, value, rtol=1e-12)
+        assert all(abs(float(expected[n])) > 1e-6 for n in hparams)  # nothing passes by being zero
+        assert_grads_close(grads, expected, rtol=1e-10)

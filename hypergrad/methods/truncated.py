@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from hypergrad._types import HParams, Key
 from hypergrad._checks import is_int_at_least
@@ -26,7 +27,11 @@ class Truncated(Method):
         h -> val_loss(train steps T-window, ..., T-1 with h, from the state reached with h held fixed)
 
     i.e. the partial derivative with respect to the hyperparameters *as used in the last `window`
-    steps*. Entries of a per-step schedule before the window get exactly zero. With window >= T
+    steps*. The optimiser state's entries that still hold the value `init` computed from the
+    hyperparameters (the learning rate `optax.inject_hyperparams` keeps there, which each step
+    reads) are the hyperparameters as the window uses them: they depend on h again (their values
+    unchanged), so such a hyperparameter gets the same estimate as when the optimiser reads h
+    directly. Entries of a per-step schedule before the window get exactly zero. With window >= T
     it is `Reverse` exactly: the program of `Reverse(checkpoint_every, store="residuals")`, plain
     autodiff of the whole loop as the window is differentiated below T (Reverse's default store
     gives the same gradient, but would make the cost jump at window = T).
@@ -87,6 +92,7 @@ class Truncated(Method):
             fixed = jax.lax.stop_gradient(h)
             state = loop.run(loop.init(fixed, key), fixed, 0, head)
             state = jax.lax.stop_gradient(state)
+            state = state._replace(opt_state=_reading_hparams_again(loop, state, h))
             # The window: steps T - window, ..., T - 1. Their minibatches are those of the full
             # run: batch t is a pure function of the data key and t (drawn by epochs), whatever
             # the steps before it.
@@ -94,3 +100,23 @@ class Truncated(Method):
             return loop.readout(state, h)
 
         return jax.value_and_grad(loss, has_aux=True)(hparams)
+
+
+def _reading_hparams_again(loop: Loop, state, hparams: HParams):
+    """The optimiser state entering the window, its values unchanged, where every entry that still
+    holds the value `opt.init` computes from the hyperparameters depends on them again: e.g. the
+    learning rate `optax.inject_hyperparams` keeps in its state, which each step of the window reads
+    from there. Without this the cut state hides such a hyperparameter from the window, and its
+    hypergradient would be exactly zero. An entry training has changed since `init` stays cut."""
+    fresh = loop.optimizer(hparams).init(state.params)
+    if jax.tree.structure(fresh) != jax.tree.structure(state.opt_state):
+        return state.opt_state
+
+    def entry(cut, init):
+        if not (jnp.issubdtype(jnp.result_type(cut), jnp.inexact) and jnp.shape(cut) == jnp.shape(init)):
+            return cut
+        init = jnp.asarray(init, jnp.result_type(cut))
+        # the value stays `cut` exactly; its derivative is init's where the two are equal
+        return jnp.where(cut == jax.lax.stop_gradient(init), cut + (init - jax.lax.stop_gradient(init)), cut)
+
+    return jax.tree.map(entry, state.opt_state, fresh)
