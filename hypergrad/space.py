@@ -94,12 +94,16 @@ class _Continuous:
                              "element separately) or False (one value broadcast to the shape)")
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): both bounds must be finite")
+        self._check_domain()
         if self.lo >= self.hi:
             raise ValueError(
                 f"{name}(lo={self.lo}, hi={self.hi}): lo must be smaller than hi; swap them or widen the range"
             )
         if not math.isfinite(self.hi - self.lo):
             raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): hi - lo overflows a float; narrow the range")
+
+    def _check_domain(self) -> None:
+        """Raises `ValueError` for finite bounds outside the distribution's domain."""
 
     # The bijection is written through the unit-interval fraction u = sigmoid(z).
     def _from_fraction(self, u):
@@ -180,13 +184,12 @@ class LogUniform(_Continuous):
         independent: whether the baselines search each element separately.
     """
 
-    def __post_init__(self):
-        if not _bound(self.lo, "LogUniform", self.lo, self.hi) > 0:
+    def _check_domain(self) -> None:
+        if not self.lo > 0:
             raise ValueError(
                 f"LogUniform(lo={self.lo}, hi={self.hi}): lo must be > 0 for a log scale; "
                 "use Uniform for ranges that include zero"
             )
-        super().__post_init__()
 
     def _from_fraction(self, u):
         log_lo, log_hi = math.log(self.lo), math.log(self.hi)
@@ -247,6 +250,9 @@ class Choice:
                 raise ValueError(f"Choice: option {option!r} is not hashable; use a tuple, string or number") from err
         if len(set(options)) != len(options):
             raise ValueError(f"Choice(options={list(options)!r}) repeats an option; list each once")
+        if structural is not None and not isinstance(structural, (bool, np.bool_)):
+            raise ValueError(f"Choice(structural={structural!r}) must be True (options that change the program), "
+                             "False (numbers traced into one program) or None (decided by the options)")
         numeric = all(is_number(o) for o in options)
         if structural is None:
             structural = not numeric
@@ -377,22 +383,38 @@ class Space:
 
     # -- bijections -----------------------------------------------------------------------------
     def constrain(self, z: Mapping[str, jax.Array]) -> HParams:
-        """Maps unconstrained coordinates to hyperparameter values inside their bounds."""
+        """Maps unconstrained coordinates to hyperparameter values inside their bounds.
+
+        `z` holds the space's names, each with the declared shape, or with leading batch axes before
+        it (a population of settings): the map is elementwise. `ValueError` otherwise."""
         self.check_differentiable("Space.constrain")
-        self._check_names(z, "Space.constrain(z)")
+        self._check_values(z, "Space.constrain(z)")
         return {name: dist.constrain(jnp.asarray(z[name])) for name, dist in self.items}
 
     def unconstrain(self, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
         """The inverse of `constrain`; values on a bound (or past it, if only by rounding) map to +-inf."""
         self.check_differentiable("Space.unconstrain")
-        self._check_names(hparams, "Space.unconstrain(hparams)")
+        self._check_values(hparams, "Space.unconstrain(hparams)")
         return {name: dist.unconstrain(jnp.asarray(hparams[name])) for name, dist in self.items}
 
-    def _check_names(self, given: Mapping[str, Any], what: str) -> None:
+    def _check_values(self, given: Mapping[str, Any], what: str) -> None:
+        """Raises `ValueError` unless `given` has exactly this space's names, each shaped as declared
+        after any leading batch axes."""
+        if not isinstance(given, Mapping):
+            raise ValueError(f"{what} must be a dict of name -> array, got {type(given).__name__}")
         missing = [name for name in self.names if name not in given]
         if missing:
             raise ValueError(f"{what} lacks {missing}: give a value for every hyperparameter of the space "
                              f"{list(self.names)}")
+        extra = [name for name in given if name not in self.names]
+        if extra:
+            raise ValueError(f"{what} has {extra}, which the space {list(self.names)} does not declare; "
+                             "pass exactly the space's names")
+        for name, dist in self.items:
+            shape = tuple(np.shape(given[name]))
+            if len(shape) < len(dist.shape) or shape[len(shape) - len(dist.shape):] != dist.shape:
+                raise ValueError(f"{what}[{name!r}] has shape {shape}, but the space declares {dist.shape}; "
+                                 f"give an array of shape {dist.shape} (leading batch axes allowed)")
 
     def centre(self) -> HParams:
         """The centre of every range (geometric for LogUniform; the first option of a Choice)."""

@@ -465,3 +465,41 @@ def test_samples_at_the_extreme_fractions_stay_within_the_bounds(dtype, monkeypa
             np.testing.assert_array_equal(samples["y"], [extremes, extremes, extremes, extremes])
     finally:
         hg.clear_caches()  # drop the programs traced with the fake
+
+
+# -- bad arguments name what is wrong ------------------------------------------------------------
+@pytest.mark.parametrize("method,argname", [("constrain", "z"), ("unconstrain", "hparams")])
+def test_bijections_refuse_wrong_shapes_and_unknown_names(method, argname):
+    space = hg.Space({"a": hg.Uniform(0.0, 1.0), "b": hg.LogUniform(1e-3, 1.0, shape=(3,))})
+    bijection = getattr(space, method)
+    # were accepted, returning a (4,) "b" for a (3,) hyperparameter, and ignoring "c"
+    with pytest.raises(ValueError, match=rf"Space.{method}\({argname}\)\['b'\] has shape \(4,\), but the space "
+                                         r"declares \(3,\)"):
+        bijection({"a": 0.5, "b": np.full(4, 0.1)})
+    with pytest.raises(ValueError, match=rf"Space.{method}\({argname}\)\['b'\] has shape \(\), but the space "
+                                         r"declares \(3,\)"):
+        bijection({"a": 0.5, "b": 0.1})
+    with pytest.raises(ValueError, match=rf"Space.{method}\({argname}\) has \['c'\], which the space "
+                                         r"\['a', 'b'\] does not declare"):
+        bijection({"a": 0.5, "b": np.full(3, 0.1), "c": 1.0})
+    with pytest.raises(ValueError, match=rf"Space.{method}\({argname}\) must be a dict of name -> array"):
+        bijection([0.5, np.full(3, 0.1)])
+    # leading axes are a batch of settings (tune's starts unconstrain a population at once)
+    batch = bijection({"a": np.full(5, 0.5), "b": np.full((5, 3), 0.1)})
+    assert batch["a"].shape == (5,) and batch["b"].shape == (5, 3)
+
+
+def test_structural_must_be_a_bool_or_none():
+    with pytest.raises(ValueError, match=r"Choice\(structural='yes'\) must be True .*False .*or None"):
+        hg.Choice([1, 2], structural="yes")  # was truthy: accepted as structural
+    with pytest.raises(ValueError, match=r"Choice\(structural=1\) must be True"):
+        hg.Choice([1, 2], structural=1)
+    assert hg.Choice([1, 2], structural=np.bool_(True)).structural
+
+
+@pytest.mark.parametrize("cls", [hg.Uniform, hg.LogUniform])
+@pytest.mark.parametrize("lo,hi", [(math.nan, 1.0), (0.1, math.nan), (-math.inf, 1.0), (0.1, math.inf)])
+def test_non_finite_bounds_are_named_as_such(cls, lo, hi):
+    # LogUniform(nan, 1) said "lo must be > 0 for a log scale" (nan > 0 is False)
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\(lo=.*both bounds must be finite"):
+        cls(lo, hi)
