@@ -42,7 +42,8 @@ def check_count(value: Any, argname: str) -> int:
 
 
 def check_key(key: Any, argname: str = "key") -> jax.Array:
-    """Accepts a typed or raw uint32 PRNG key; `ValueError` otherwise."""
+    """A typed PRNG key: a typed key as it is, a raw uint32 one (`jax.random.PRNGKey(0)`) wrapped as
+    the typed key of the same bits (`jax.random.wrap_key_data`); `ValueError` otherwise."""
     if isinstance(key, jax.core.Tracer):
         return key
     if isinstance(key, int) and not isinstance(key, bool):
@@ -56,5 +57,7 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
             raise ValueError(f"{argname} has shape {array.shape}; pass a single key, not a batch of keys")
         return array
     if array.dtype == jnp.uint32 and array.shape == (2,):
-        return array
+        # as the typed key it is (the same bits, the same draws): a raw key would be another
+        # argument type to every compiled program, compiled again beside the typed key's
+        return jax.random.wrap_key_data(array)
     raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")

@@ -58,11 +58,14 @@ def as_hparams(hparams: Any, argname: str = "hparams") -> HParams:
             continue
         try:
             array = jnp.asarray(value)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # None raises the latter
             raise ValueError(f"{argname}[{name!r}]={value!r} is not numeric; give a number or an array") from err
         if not (jnp.issubdtype(array.dtype, jnp.number) or array.dtype == bool):
             raise ValueError(f"{argname}[{name!r}] has dtype {array.dtype}; give a number or an array")
-        out[name] = array
+        # strongly typed, as hypergradient's programs are traced (`_compile.strongly_typed`): a weak
+        # 0.1 (a Python float, `space.centre()`) and a numpy 0.1 are then one argument type, not
+        # two compilations of every program, and compute the same
+        out[name] = jax.lax.convert_element_type(array, array.dtype) if array.weak_type else array
     return out
 
 

@@ -153,6 +153,31 @@ def test_bad_hparams_and_keys_are_refused_by_the_objective(ridge_problem, key):
         objective([0.1], key)
     with pytest.raises(ValueError, match=r"hparams\['lr'\]='fast' is not numeric|hparams\['lr'\] has dtype"):
         objective({"lr": "fast"}, key)
+    with pytest.raises(ValueError, match=r"hparams\['lr'\]=None is not numeric"):  # was numpy's message, unnamed
+        objective({"lr": None}, key)
+
+
+_COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *a, **k: _COMPILES.append(event) if event.endswith("backend_compile_duration") else None)
+
+
+def test_one_program_whatever_kind_of_number_or_key_is_passed(ridge_problem):
+    # A weakly typed value (a Python float, space.centre()'s arrays) and a numpy one, or a raw and a
+    # typed key, were different argument types to the jitted program: each compiled it again.
+    objective = hg.Objective(ridge_problem, sgd, num_steps=3)
+    calls = [({"lr": 0.1}, jax.random.key(1)), ({"lr": np.float64(0.2)}, jax.random.PRNGKey(2)),
+             ({"lr": jnp.asarray(0.3)}, jax.random.key(3)), ({"lr": np.asarray(0.4)}, jax.random.key(4))]
+    for h, k in calls:  # another objective first: the eager conversions compile once per process
+        hg.Objective(ridge_problem, sgd, num_steps=2)(h, k)
+    values = []
+    for method in ("__call__", "train", "evaluate"):
+        getattr(objective, method)(*calls[0])
+        before = len(_COMPILES)
+        values += [getattr(objective, method)(h, k) for h, k in calls[1:]]
+        assert len(_COMPILES) == before, method
+    # same numbers as before: a raw key is the typed key of the same bits
+    np.testing.assert_allclose(objective({"lr": 0.2}, jax.random.key(2)), values[0], rtol=1e-15)
 
 
 class TinyNet(nnx.Module):
