@@ -16,6 +16,15 @@ Baselines treat them as one value broadcast to the shape (a constant schedule) u
 
 `Choice` lists discrete options, numeric (traced values) or structural (options that change the
 program, handled by `hg.Structured`). Baselines search it; gradient methods refuse it.
+
+Dtypes: continuous values are in the default float dtype (float32 unless `jax_enable_x64` is on), a
+numeric `Choice`'s in its options' promoted dtype (int32 or float32 for Python numbers without x64).
+A declaration is checked against the dtype in force *when it is declared*, as the built-in problems
+take their dtype when built: a bound or option that dtype cannot hold (it overflows, or a nonzero
+number falls below the smallest normal, which XLA flushes to zero), a `hi - lo` that overflows it,
+or bounds or options it cannot tell apart raise a `ValueError` there, naming the fix. So turn
+float64 on before declaring a space that needs it; a space declared under float64 is not checked
+again if float64 is turned off before it is sampled.
 """
 
 from __future__ import annotations
@@ -66,6 +75,41 @@ def _bound(value: Any, name: str, lo: Any, hi: Any) -> float:
                          "e.g. lo=1e-4, hi=1.0") from err
 
 
+def _default_float() -> np.dtype:
+    """The default float dtype now: float64 when x64 is on, else float32 (the dtype of samples)."""
+    return np.dtype(jnp.result_type(float))
+
+
+def _holds(value: Any, dtype: np.dtype) -> bool:
+    """Whether `dtype` holds the real number `value`: within an integer dtype's range; for a float
+    dtype, finite if `value` is, and nonzero as a normal number if `value` is (XLA flushes subnormals
+    to zero, as `_step_inside` notes)."""
+    if np.issubdtype(dtype, np.integer):
+        return bool(np.iinfo(dtype).min <= value <= np.iinfo(dtype).max)
+    try:
+        with np.errstate(over="ignore", under="ignore"):
+            held = float(np.asarray(value, dtype))
+    except OverflowError:  # an int too large for any float
+        return False
+    if not math.isfinite(held):
+        return isinstance(value, (float, np.floating)) and not math.isfinite(value)  # inf or nan as given
+    return value == 0 or abs(held) >= np.finfo(dtype).tiny
+
+
+def _dtype_fix(dtype: np.dtype, alternative: str) -> str:
+    """How to get a value `dtype` cannot hold: float64, where `dtype` is a 32-bit default that x64
+    would widen; else `alternative`."""
+    if dtype not in (np.dtype(np.float32), np.dtype(np.int32)) or _default_float() == np.float64:
+        return alternative
+    return f"enable float64 with jax.config.update('jax_enable_x64', True) before declaring the space, or {alternative}"
+
+
+def _range_of(dtype: np.dtype) -> str:
+    if np.issubdtype(dtype, np.integer):
+        return f"{np.iinfo(dtype).min} to {np.iinfo(dtype).max}"
+    return f"0, or magnitudes from {np.finfo(dtype).tiny:.4g} to {np.finfo(dtype).max:.4g}"
+
+
 def _step_inside(bound: float, toward: float, dtype: np.dtype) -> np.ndarray:
     """The representable number of `dtype` next to `bound` in the direction of `toward`."""
     inside = np.nextafter(np.asarray(bound, dtype), np.asarray(toward, dtype))
@@ -99,8 +143,26 @@ class _Continuous:
             raise ValueError(
                 f"{name}(lo={self.lo}, hi={self.hi}): lo must be smaller than hi; swap them or widen the range"
             )
-        if not math.isfinite(self.hi - self.lo):
-            raise ValueError(f"{name}(lo={self.lo}, hi={self.hi}): hi - lo overflows a float; narrow the range")
+        self._check_dtype(_default_float())
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        """Raises `ValueError` unless `dtype` (that of the values: the default float when the
+        distribution is declared) holds both bounds as distinct normal numbers, and hi - lo."""
+        where = f"{type(self).__name__}(lo={self.lo}, hi={self.hi})"
+        for which in ("lo", "hi"):
+            if not _holds(getattr(self, which), dtype):
+                raise ValueError(
+                    f"{where}: {which}={getattr(self, which)} is not a number {dtype.name} holds "
+                    f"({_range_of(dtype)}), and the values are {dtype.name}; "
+                    + _dtype_fix(dtype, "choose bounds inside that range"))
+        with np.errstate(over="ignore"):
+            span, lo, hi = (np.asarray(v, dtype) for v in (self.hi - self.lo, self.lo, self.hi))
+        if not np.isfinite(span):
+            raise ValueError(f"{where}: hi - lo overflows {dtype.name}, the dtype of the values; "
+                             + _dtype_fix(dtype, "narrow the range"))
+        if lo == hi:
+            raise ValueError(f"{where}: lo and hi are the same {dtype.name} number, the dtype of the values; "
+                             + _dtype_fix(dtype, "widen the range"))
 
     def _check_domain(self) -> None:
         """Raises `ValueError` for finite bounds outside the distribution's domain."""
@@ -161,7 +223,8 @@ class Uniform(_Continuous):
     """A value uniform in [lo, hi]; unconstrained through `lo + (hi - lo) * sigmoid(z)`.
 
     Args:
-        lo, hi: finite bounds with lo < hi.
+        lo, hi: finite bounds with lo < hi, held by the default float dtype (see the module
+            docstring), as is hi - lo.
         shape: shape of the hyperparameter, () for a scalar.
         independent: whether the baselines search each element separately (default: one value
             broadcast to `shape`).
@@ -179,7 +242,8 @@ class LogUniform(_Continuous):
     """A value whose log is uniform in [log lo, log hi]; for rates and penalties.
 
     Args:
-        lo, hi: bounds with 0 < lo < hi.
+        lo, hi: bounds with 0 < lo < hi, held by the default float dtype as normal numbers (float32:
+            1.2e-38 to 3.4e38).
         shape: shape of the hyperparameter, () for a scalar, (T,) for a per-step schedule.
         independent: whether the baselines search each element separately.
     """
@@ -225,7 +289,8 @@ class Choice:
       trial tables hold the option itself.
 
     Args:
-        options: a non-empty sequence of distinct hashable options.
+        options: a non-empty sequence of distinct hashable options; numeric ones distinct numbers
+            of the values' dtype, which must hold them (see the module docstring).
         structural: force numeric options to be structural (None: structural unless every option
             is a number).
 
@@ -261,6 +326,8 @@ class Choice:
                 f"Choice(options={list(options)!r}, structural=False): only numbers can be traced; "
                 "drop structural=False for options that change the program"
             )
+        if not structural:
+            _check_option_dtype(options)
         object.__setattr__(self, "options", options)
         object.__setattr__(self, "structural", bool(structural))
 
@@ -300,6 +367,34 @@ class Choice:
         if self.structural:
             return np.arange(len(self.options), dtype=np.int32)
         return np.asarray(self.options)
+
+
+def _options_dtype(options: Sequence[Any]) -> np.dtype:
+    """The dtype of a numeric choice's values: the options' promoted type, as `jnp.asarray(options)`
+    gives it (int32 or float32 for Python numbers unless x64 is on), without its overflow error."""
+    return np.dtype(jnp.result_type(*options))
+
+
+def _check_option_dtype(options: tuple[Any, ...]) -> None:
+    """Raises `ValueError` unless the values' dtype (taken when the choice is declared) holds every
+    numeric option, keeping them distinct."""
+    dtype = _options_dtype(options)
+    for option in options:
+        if not _holds(option, dtype):
+            raise ValueError(
+                f"Choice(options={list(options)!r}): option {option!r} is not a number {dtype.name} holds "
+                f"({_range_of(dtype)}), and the values are {dtype.name}; " + _dtype_fix(
+                    dtype, "give options inside that range (or structural=True, to hand the program the options "
+                    "themselves)"))
+    with np.errstate(over="ignore", under="ignore"):
+        held = np.asarray(options, dtype).tolist()
+    first: dict[Any, Any] = {}
+    for option, value in zip(options, held):
+        if value in first:
+            raise ValueError(f"Choice(options={list(options)!r}): options {first[value]!r} and {option!r} are the "
+                             f"same {dtype.name} number, and the values are {dtype.name}; "
+                             + _dtype_fix(dtype, "drop one of them"))
+        first[value] = option
 
 
 Distribution = Uniform | LogUniform | Choice
@@ -497,8 +592,8 @@ def dtype_of(dist: Distribution):
     if isinstance(dist, Choice) and dist.structural:
         return jnp.int32
     if isinstance(dist, Choice):
-        return jnp.asarray(dist.options).dtype
-    return jnp.zeros(()).dtype  # the default float (float64 when x64 is on)
+        return _options_dtype(dist.options)
+    return _default_float()  # the default float (float64 when x64 is on)
 
 
 def check_hparams(hparams: Any, shapes: Mapping[str, tuple[int, ...]], argname: str = "hparams") -> None:
