@@ -150,8 +150,10 @@ class Loop:
 
         Parameters that are not floating point (integer or boolean leaves: counters, masks, token
         ids) are held constant: the gradient is taken with respect to the floating-point leaves
-        only, the optimiser is handed zeros of the leaf's own dtype for the others, and their new
-        value is their old one whatever the optimiser returns (weight decay included).
+        only, the optimiser is handed zeros for the others (in the trained leaves' floating-point
+        dtype: integer zeros break transforms that combine leaves, such as
+        `optax.clip_by_global_norm`), and their new value is their old one whatever the optimiser
+        returns (weight decay included).
         """
         params = state.params
         trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
@@ -160,7 +162,8 @@ class Loop:
             return self.train_loss(_merged(params, floats, trained), hparams, minibatch)
 
         loss, float_grads = jax.value_and_grad(loss_of)(_inexact_leaves(params, trained))
-        grads = _merged(params, float_grads, trained, others=jnp.zeros_like)
+        zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
+        grads = _merged(params, float_grads, trained, others=lambda leaf: jnp.zeros(jnp.shape(leaf), zero))
         updates, opt_state = optimizer_update(self.optimizer(hparams), grads, state.opt_state, params, loss)
         new_params = optax.apply_updates(params, updates)
         new_params = _merged(params, _inexact_leaves(new_params, trained), trained)

@@ -175,11 +175,18 @@ def test_scores_report_val_and_test_losses_and_metrics():
     assert "test_loss" not in make_problem().scores({"w": jnp.asarray(1.0)}, make_problem().data)
 
 
-def test_integer_and_boolean_params_are_held_constant(key):
+@pytest.mark.parametrize("optimizer", [
+    lambda lr: optax.adamw(lr, weight_decay=0.3),
+    # integer zeros for the held leaves broke the global norm's select ("lax.select requires
+    # arguments to have the same dtypes"); eps_root, as for any adam whose gradient has exact zeros
+    # (the masked weight's) that a global norm then couples to the rest
+    lambda lr: optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(lr, weight_decay=0.3, eps_root=1e-16)),
+], ids=["adamw", "clip_by_global_norm"])
+def test_integer_and_boolean_params_are_held_constant(key, optimizer):
     """Params may hold integer and boolean leaves (a scale, a mask): the floating-point leaves
     train and the others stay as init gave them, through adamw's weight decay too (jax.grad of
-    train_loss over the whole tree raised 'grad requires real- or complex-valued inputs'). The
-    hypergradient matches central differences."""
+    train_loss over the whole tree raised 'grad requires real- or complex-valued inputs'), and
+    through a transform that combines every leaf. The hypergradient matches central differences."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 3))
     y = x @ np.array([1.0, -2.0, 0.5])
@@ -192,7 +199,7 @@ def test_integer_and_boolean_params_are_held_constant(key):
     problem = hg.Problem(init=lambda k: {"w": jnp.full(3, 0.1), "mask": mask, "scale": jnp.asarray(2, jnp.int32)},
                          train_loss=lambda p, h, batch: mse(p, batch), val_loss=mse,
                          train_data=(x[:20], y[:20]), val_data=(x[20:], y[20:]), batch_size=5)
-    objective = hg.Objective(problem, lambda h: optax.adamw(h["lr"], weight_decay=0.3), num_steps=6)
+    objective = hg.Objective(problem, lambda h: optimizer(h["lr"]), num_steps=6)
     hparams = {"lr": jnp.asarray(0.05)}
     params = objective.train(hparams, key)
     assert params["scale"].dtype == jnp.int32 and int(params["scale"]) == 2
