@@ -195,11 +195,20 @@ class _Continuous:
         return jnp.clip(value, np.asarray(self.lo, dtype), np.asarray(self.hi, dtype))
 
     def unconstrain(self, value: jax.Array) -> jax.Array:
-        # In float32 the fraction of a bound, or of a value a few ulps inside it, can round just
-        # outside [0, 1] (the log and offset in float32 against float64 bounds), where the logit is
-        # NaN: clipped, it is +-inf, as a bound's is (tune's starts clip that to a finite z).
-        u = jnp.clip(self._to_fraction(value), 0.0, 1.0)
-        return jnp.log(u) - jnp.log1p(-u)
+        value = jnp.asarray(value)
+        u = self._to_fraction(value)
+        dtype = np.dtype(u.dtype)
+        # A bound, as the value's dtype holds it, and anything past it map to -inf or +inf, decided
+        # on the value itself: its fraction rounds (float32(0.99) came to 1 - 6e-8 of Uniform(0, 0.99),
+        # z = 16.6; 1e30 + 1 ulp in float64 to z = 36.7 of Uniform(-1e30, 1e30)). constrain never
+        # returns such a value (it clips one step inside), and tune's starts clip z to a finite one.
+        below, above = value <= np.asarray(self.lo, dtype), value >= np.asarray(self.hi, dtype)
+        # Inside, the fraction of a value a few ulps from a bound can still round to 0 or 1, or just
+        # past them (the log and offset in float32 against float64 bounds), where the logit is NaN:
+        # clipped, it is +-inf. On a bound the logit is taken at 0.5 and replaced, so that its
+        # derivative there is 0, not the NaN of an infinite derivative masked by `where`.
+        u = jnp.where(below | above, 0.5, jnp.clip(u, 0.0, 1.0))
+        return jnp.where(above, jnp.inf, jnp.where(below, -jnp.inf, jnp.log(u) - jnp.log1p(-u)))
 
     @property
     def centre(self) -> jax.Array:
@@ -487,7 +496,13 @@ class Space:
         return {name: dist.constrain(jnp.asarray(z[name])) for name, dist in self.items}
 
     def unconstrain(self, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
-        """The inverse of `constrain`; values on a bound (or past it, if only by rounding) map to +-inf."""
+        """The inverse of `constrain`, in the values' dtype.
+
+        A value on a bound as its dtype holds it (in float32, float32(0.99) for hi=0.99), or past a
+        bound, maps to -inf or +inf: `constrain` never returns one (it keeps one step inside), and a
+        value's fraction of the range rounds, so its logit alone would be finite for some ranges. A
+        value a few ulps inside a bound may map to +-inf too, where its fraction rounds to 0 or 1.
+        Leading batch axes are allowed, as in `constrain`."""
         self.check_differentiable("Space.unconstrain")
         self._check_values(hparams, "Space.unconstrain(hparams)")
         return {name: dist.unconstrain(jnp.asarray(hparams[name])) for name, dist in self.items}

@@ -503,3 +503,26 @@ def test_non_finite_bounds_are_named_as_such(cls, lo, hi):
     # LogUniform(nan, 1) said "lo must be > 0 for a log scale" (nan > 0 is False)
     with pytest.raises(ValueError, match=rf"{cls.__name__}\(lo=.*both bounds must be finite"):
         cls(lo, hi)
+
+
+# -- unconstrain of a bound ----------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("dist", [hg.Uniform(0.0, 0.99), hg.Uniform(1.0, 1.000001), hg.Uniform(-1e30, 1e30),
+                                  hg.Uniform(0.0, 0.9), hg.LogUniform(1e-3, 3.0), hg.LogUniform(0.9, 0.99)], ids=ids)
+def test_a_bound_as_the_dtype_holds_it_unconstrains_to_infinity(dist, dtype):
+    # The fraction of a bound rounded inside (0, 1): in float32, Uniform(0, 0.99) mapped hi to
+    # 16.6 and Uniform(1, 1.000001) to 3.02; in float64, Uniform(-1e30, 1e30) mapped hi to 36.7.
+    lo, hi = dtype(dist.lo), dtype(dist.hi)
+    space = hg.Space({"x": dist})
+    beyond = [np.nextafter(lo, dtype(-np.inf)), np.nextafter(hi, dtype(np.inf))]
+    values = np.asarray([lo, hi, *beyond], dtype)
+    for z in (dist.unconstrain(values), space.unconstrain({"x": values})["x"], jax.jit(dist.unconstrain)(values)):
+        assert z.dtype == dtype
+        np.testing.assert_array_equal(z, [-np.inf, np.inf, -np.inf, np.inf])
+    # constrain never returns a bound; its extremes are one step inside, finite or not
+    inside = np.asarray(dist.constrain(jnp.asarray([-1e3, 1e3], dtype)))
+    assert lo < inside[0] < inside[1] < hi
+    assert not np.any(np.isnan(np.asarray(dist.unconstrain(inside))))
+    # the derivative stays a number inside, and is 0 (not NaN) on a bound, where z is constant
+    assert np.isfinite(jax.grad(dist.unconstrain)(jnp.asarray(dist.centre, dtype)))
+    assert [float(jax.grad(dist.unconstrain)(jnp.asarray(v))) for v in (lo, hi)] == [0.0, 0.0]
