@@ -410,7 +410,9 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
                          "extend a Result of random_search with the same space and key")
     if done == num_trials:
         return earlier
-    rest = evaluate_settings(objective, {name: v[done:] for name, v in settings.items()}, key, strategy="random",
+    # cut on the host and put back (slicing device arrays, or jnp.asarray, compiles per count of trials)
+    rest = evaluate_settings(objective, {name: jax.device_put(np.asarray(v)[done:]) for name, v in settings.items()},
+                             key, strategy="random",
                              space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done,
                              info={"objective": digest})
     info = dict(rest.info, num_trials=num_trials, extended_from=done)
@@ -420,7 +422,7 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
 
 def _draws_match(earlier: Result, settings: HParams, space: Space) -> bool:
     """Whether `earlier`'s trials hold the first rows of `settings` (as trials record them)."""
-    head = {name: np.asarray(v[:len(earlier.trials)]) for name, v in settings.items()}
+    head = {name: np.asarray(v)[:len(earlier.trials)] for name, v in settings.items()}
     for i, trial in enumerate(earlier.trials):
         row = {name: v[i] for name, v in head.items()}
         row = space.options_of(row) if space.structural else row

@@ -537,6 +537,11 @@ class Space:
         `stream`: if given, draw from `jax.random.fold_in(key, stream)` instead of `key` (the same
         numbers; folded inside the one compiled draw, which saves a dispatch).
 
+        A key's first n settings do not depend on how many are drawn (under JAX's default
+        `jax_threefry_partitionable`): the compiled draw makes the next power of two (at least
+        `SAMPLE_BUCKET`) and keeps the first n, so any n up to it reuses one program; at most
+        twice the draws, which cost little beside training.
+
         Returns:
             dict of arrays with a leading axis of length `n`. A shaped hyperparameter that is not
             `independent` gets one value per setting, broadcast along its shape.
@@ -544,8 +549,15 @@ class Space:
         n, key = check_count(n, "n"), check_key(key)
         if stream is not None and not is_int(stream):
             raise ValueError(f"Space.sample(stream={stream!r}): give an int to fold into the key, or None")
-        # one compiled draw, not a dispatch per hyperparameter
-        return _sample_program(self, n, None if stream is None else int(stream))(key)
+        stream = None if stream is None else int(stream)
+        if not jax.config.jax_threefry_partitionable:  # a key's first draws depend on how many are drawn
+            return _sample_program(self, n, stream)(key)
+        # One compiled draw (not a dispatch per hyperparameter) per power of two, not per n: the
+        # first n of a key's draws do not depend on how many are drawn, so n is cut from the
+        # bucket's draws, on the host (a cut on the device compiles a slice per n).
+        size = max(SAMPLE_BUCKET, 1 << (n - 1).bit_length())
+        draws = _sample_program(self, size, stream)(key)
+        return {name: jax.device_put(np.asarray(v)[:n]) for name, v in draws.items()}  # (jnp.asarray compiles)
 
     def _draw(self, key: Key, n: int) -> HParams:
         out = {}
@@ -591,6 +603,10 @@ class Space:
                 else:  # through a view of the whole column (a scalar's row would be a copy)
                     columns[name].reshape(total, -1)[row, element] = value
         return {name: jnp.asarray(col, dtype=dtype_of(self[name])) for name, col in columns.items()}
+
+
+SAMPLE_BUCKET = 16
+"""The fewest settings `Space.sample` draws in one compiled program (it draws a power of two)."""
 
 
 @functools.lru_cache(maxsize=128)

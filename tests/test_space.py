@@ -526,3 +526,22 @@ def test_a_bound_as_the_dtype_holds_it_unconstrains_to_infinity(dist, dtype):
     # the derivative stays a number inside, and is 0 (not NaN) on a bound, where z is constant
     assert np.isfinite(jax.grad(dist.unconstrain)(jnp.asarray(dist.centre, dtype)))
     assert [float(jax.grad(dist.unconstrain)(jnp.asarray(v))) for v in (lo, hi)] == [0.0, 0.0]
+
+
+def test_sampling_any_count_up_to_a_power_of_two_is_one_program_and_a_prefix():
+    # The draw was compiled for every new n (0.4-0.5 s each: a search continued to a new count, a
+    # population of a new size); the first n draws of a key are the same however many are drawn,
+    # so one program per power of two gives the same numbers.
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(4,), independent=True), "m": hg.Uniform(0.0, 0.9),
+                      "act": hg.Choice(["tanh", "relu"], structural=True), "wd": hg.Choice([0.0, 1e-4, 1e-2])})
+    key = jax.random.key(3)
+    whole = {name: np.asarray(v) for name, v in space.sample(key, 40, stream=7).items()}
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *a, **k: compiles.append(event) if event.endswith("backend_compile_duration") else None)
+    for n in (33, 35, 64):  # one bucket: 64
+        part = space.sample(key, n, stream=7)
+        for name in space.names:
+            assert part[name].shape[0] == n and part[name].dtype == whole[name].dtype
+            np.testing.assert_array_equal(np.asarray(part[name])[:33], whole[name][:33])
+    assert len(compiles) == 0
