@@ -9,6 +9,9 @@ A tag is `(name, owner, *static)`, the owner being the objective (or family) the
 to. Programs are held per owner in a weak dictionary, so the cache never keeps an objective (and
 its data) alive: when the user drops it, its programs go too. At most `MAX_ENTRIES` programs are
 held in all, the least recently used dropped first; `hg.clear_caches()` empties the cache.
+
+Objectives that are one program on different data (the scikit-learn front end builds a new
+objective for every fit) share their programs by naming one owner (`share_programs`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES",
-           "QUICK_COMPILE", "strongly_typed"]
+           "QUICK_COMPILE", "strongly_typed", "share_programs"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -101,15 +104,35 @@ class _WeakProgramCache:
 
 
 def _split(tag: Hashable, args: tuple) -> tuple[Any, Hashable]:
-    """(owner, rest): the owner is `tag[1]` of a `(name, owner, *static)` tag, else the tag itself."""
+    """(owner, rest): the owner is `tag[1]` of a `(name, owner, *static)` tag (or the owner it shares
+    programs with, `share_programs`), else the tag itself."""
     if isinstance(tag, tuple) and len(tag) > 1:
-        return tag[1], (tag[0], *tag[2:], signature(args))
+        return _shared_owner(tag[1]), (tag[0], *tag[2:], signature(args))
     return tag, (signature(args),)
 
 
 _cache = _WeakProgramCache()
 stats = CompileStats()
 _caches.register(_cache.clear)
+_shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> the owner its programs live under
+_caches.register(_shared.clear)
+
+
+def share_programs(owner: Any, shared: Any) -> None:
+    """Keeps `owner`'s programs under `shared` (weakly, as any owner): objectives that are one
+    program on different data, such as the scikit-learn front end's fits of one estimator
+    structure and data shape, name one `shared` object and compile once. The caller vouches that
+    at equal tags and argument types their programs are the same, their data read only through
+    the arguments; it keeps `shared` alive as long as the programs are worth keeping (each
+    owner holds it too). `owner` is held weakly; `hg.clear_caches()` forgets the sharing."""
+    _shared[owner] = shared
+
+
+def _shared_owner(owner: Any) -> Any:
+    try:
+        return _shared.get(owner, owner)
+    except TypeError:  # not weakly referenceable or not hashable: never shared
+        return owner
 
 
 def signature(args: Any) -> Hashable:

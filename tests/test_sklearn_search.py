@@ -29,11 +29,19 @@ from sklearn.linear_model import Ridge as SklearnRidge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import hypergrad as hg
+from hypergrad import _compile
 from hypergrad.sklearn import (GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier,
                                RandomizedSearchCV, Ridge)
+from hypergrad.sklearn import _base
 from hypergrad.sklearn._search import devices_for_n_jobs, options_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+BACKEND_COMPILES = []  # every XLA compilation of this process, whoever asked for it
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: BACKEND_COMPILES.append(kw.get("fun_name"))
+    if event == "/jax/core/compile/backend_compile_duration" else None)
 
 
 @pytest.fixture(scope="module")
@@ -481,3 +489,109 @@ def test_infinite_c_is_searched_as_no_penalty():
     theirs = sk.GridSearchCV(SklearnLogistic(tol=1e-10), {"C": [1.0, np.inf]}, **kwargs).fit(x, y).cv_results_
     assert ours["mean_test_score"][1] == pytest.approx(unpenalised["mean_test_score"][0], rel=1e-12)
     np.testing.assert_allclose(ours["mean_test_score"], theirs["mean_test_score"], rtol=1e-4)
+
+
+# -- programs reused across fits: a second fit, nested cross-validation, other data of one shape -----------
+def _continuous_search():
+    distributions = {"alpha": scipy.stats.loguniform(1e-5, 1e-1), "learning_rate_init": scipy.stats.loguniform(1e-3, 0.1)}
+    return RandomizedSearchCV(small_mlp(), distributions, n_iter=4, cv=3, random_state=0)
+
+
+def _same_search(a, b):
+    """Bit for bit the same search results: every score, the best candidate and its refit."""
+    assert a.cv_results_["params"] == b.cv_results_["params"] and a.best_params_ == b.best_params_
+    for name in a.cv_results_:
+        if "test_score" in name:
+            np.testing.assert_array_equal(a.cv_results_[name], b.cv_results_[name], err_msg=name)
+    for got, want in zip(a.best_estimator_.coefs_ + a.best_estimator_.intercepts_,
+                         b.best_estimator_.coefs_ + b.best_estimator_.intercepts_):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("make", [
+    _continuous_search,
+    # structural choices: one program per configuration the planner makes, and the masked refit
+    lambda: GridSearchCV(small_mlp(), {"activation": ["tanh", "relu"], "alpha": [1e-4, 0.5]}, cv=3),
+    lambda: HypergradSearchCV(small_mlp(), {"alpha": (1e-5, 1e-1, "log")}, cv=3, budget=8),
+], ids=["randomized", "grid-structural", "hypergrad"])
+def test_a_second_fit_of_a_search_compiles_nothing(iris, make):
+    """A new search object (as scikit-learn's clone makes) fitted again on the same data builds new
+    families and objectives; their programs (the search's, the masked refit, the descent's) are
+    those of the first fit, found by the estimator's settings and the folds' shapes: nothing is
+    compiled, and every score and the refit are bit for bit the first fit's."""
+    x, y = iris
+    first = make().fit(x, y)
+    before = len(BACKEND_COMPILES)
+    second = make().fit(x, y)
+    assert BACKEND_COMPILES[before:] == []
+    _same_search(first, second)
+
+
+def test_nested_cross_validation_compiles_once_per_inner_fold_size(iris, monkeypatch):
+    """cross_val_score of a search over outer folds of one size: the search's programs (one per
+    inner fold size) and its masked refit compile for the first outer fold only."""
+    x, y = iris
+    outer = sk.KFold(3, shuffle=True, random_state=0)
+    sizes = {(len(t), len(v)) for train, _ in outer.split(x, y) for t, v in StratifiedKFold(3).split(x[train], y[train])}
+    refits = []
+    compile_jitted = _compile.compile_jitted
+    monkeypatch.setattr(_compile, "compile_jitted", lambda *a: refits.append(a[2]) or compile_jitted(*a))
+    hg.clear_caches()
+    searches = _compile.stats.traces["search"]
+    scores = sk.cross_val_score(_continuous_search(), x, y, cv=outer)
+    assert _compile.stats.traces["search"] - searches == len(sizes) == 2
+    assert [tag[0] for tag in refits] == ["sklearn-masked-refit"]
+    assert np.all(np.isfinite(scores))
+
+
+def test_other_data_of_the_same_shapes_reuses_the_programs_and_equals_a_fresh_compilation(iris):
+    """A search on other data of the same shapes runs the programs compiled for the first data, and
+    its results are bit for bit those of programs compiled for it afresh (after clear_caches)."""
+    x, y = iris
+    other = x + np.random.default_rng(0).normal(scale=0.3, size=x.shape)
+    _continuous_search().fit(x, y)
+    before = len(BACKEND_COMPILES)
+    reused = _continuous_search().fit(other, y)
+    assert BACKEND_COMPILES[before:] == []
+    hg.clear_caches()
+    before = len(BACKEND_COMPILES)
+    fresh = _continuous_search().fit(other, y)
+    assert len(BACKEND_COMPILES) > before
+    _same_search(reused, fresh)
+    assert not np.array_equal(reused.cv_results_["mean_test_score"],
+                              _continuous_search().fit(x, y).cv_results_["mean_test_score"])
+
+
+@pytest.mark.parametrize("change", [{"momentum": 0.5}, {"max_iter": 6}, {"hidden_layer_sizes": (5,)}])
+def test_a_setting_baked_into_the_program_gets_its_own(iris, change):
+    """A parameter the search does not vary is part of its program (a constant such as sgd's
+    momentum, or a structural setting): another value compiles another program, which computes
+    that value's fits (equal to the estimators' own)."""
+    x, y = iris
+    grid = {"alpha": [1e-4, 0.5]}
+    GridSearchCV(small_mlp(solver="sgd"), grid, cv=2, refit=False).fit(x, y)
+    searches = _compile.stats.traces["search"]
+    changed = GridSearchCV(small_mlp(solver="sgd").set_params(**change), grid, cv=2, refit=False).fit(x, y)
+    assert _compile.stats.traces["search"] == searches + 1
+    for s, (train, val) in enumerate(StratifiedKFold(2).split(x, y)):
+        alone = small_mlp(solver="sgd", alpha=0.5).set_params(**change).fit(x[train], y[train])
+        assert changed.cv_results_[f"split{s}_test_score"][1] == pytest.approx(alone.score(x[val], y[val]), abs=1e-9)
+
+
+def test_program_owners_are_bounded_cleared_and_keyed_exactly(monkeypatch):
+    """The owners a search's programs live under: one per key, least recently used dropped beyond
+    the bound, none after clear_caches; keys tell apart values a program tells apart."""
+    monkeypatch.setattr(_base, "_MAX_OWNERS", 2)
+    a = _base.program_owner("a")
+    assert _base.program_owner("a") is a
+    _base.program_owner("b")
+    _base.program_owner("c")
+    assert len(_base._OWNERS) == 2 and _base.program_owner("a") is not a
+    hg.clear_caches()
+    assert len(_base._OWNERS) == 0
+    frozen = _base.frozen
+    assert frozen(1) != frozen(1.0) != frozen(True) and frozen(0.0) != frozen(-0.0) and frozen([1]) != frozen((1,))
+    assert frozen({"a": [1, 2.0]}) == frozen({"a": [1, 2.0]}) and frozen(np.float32(0.1)) != frozen(0.1)
+    assert small_mlp()._program_key({"alpha": [1.0]}) == small_mlp(alpha=3.0)._program_key({"alpha": [1e-3, 2.0]})
+    assert small_mlp()._program_key({}) != small_mlp(alpha=3.0)._program_key({})
+    assert small_mlp()._program_key({"activation": ["relu"]}) != small_mlp()._program_key({"activation": ["tanh"]})

@@ -42,6 +42,15 @@ a search refuses what `fit` refuses instead of computing something else.
 `fit` itself goes through the same family (no parameter varying), so a search's candidate and a
 refit of the same parameters with the same key are the same computation.
 
+One more a search calls to reuse its programs across fits: `_program_key(varying, n_classes)`, a
+hashable identity of every program of `_family(train, val, varying=varying, n_classes=...)` except
+the data (which the programs read only through their arguments): the estimator's class, every
+parameter not in `varying` (exactly: `frozen`), the options of the structural ones in `varying`,
+the names of the continuous ones (their values are arguments), `n_classes` and the float width;
+None when a parameter has no such identity. The search adds the folds' shapes and the
+configuration, and objectives of equal keys share their compiled programs (`program_owner`), so a
+second fit of the same search, or nested cross-validation over folds of one size, compiles nothing.
+
 One class attribute: `_data_baking_params`, the structural parameters which, when true, make the
 family's programs hold data of their own besides the problem's (MLP's `early_stopping` holds the
 held-out split of each fold's training part). A search then runs the folds one program each instead
@@ -67,7 +76,7 @@ import hypergrad as hg
 from hypergrad import _caches, _compile
 
 __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes",
-           "fit_compiler_options", "as_option"]
+           "fit_compiler_options", "as_option", "frozen", "program_owner", "ProgramOwner"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -89,6 +98,59 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     while len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return program
+
+
+class ProgramOwner:
+    """The owner a search's objectives keep their compiled programs under
+    (`hypergrad._compile.share_programs`): a small object standing for one `key`, holding no data."""
+
+    __slots__ = ("key", "__weakref__")
+
+    def __init__(self, key: Hashable):
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"ProgramOwner({self.key!r})"
+
+
+_OWNERS: collections.OrderedDict = collections.OrderedDict()
+_MAX_OWNERS = 64
+_caches.register(_OWNERS.clear)
+
+
+def program_owner(key: Hashable) -> ProgramOwner:
+    """The one `ProgramOwner` of `key` (a program identity: `HypergradEstimator._program_key`, the
+    folds' shapes and the structural configuration), so that the objectives of every fit with that
+    key share their compiled programs. At most 64 kept, least recently used dropped (their programs
+    then live as long as an objective naming them; the compiled-program cache bounds them too);
+    emptied by `hg.clear_caches()`. Memory: the key (parameter values), no data."""
+    if key in _OWNERS:
+        _OWNERS.move_to_end(key)
+        return _OWNERS[key]
+    owner = _OWNERS[key] = ProgramOwner(key)
+    while len(_OWNERS) > _MAX_OWNERS:
+        _OWNERS.popitem(last=False)
+    return owner
+
+
+def frozen(value: Any) -> Hashable:
+    """A hashable identity of a parameter value, equal only for values of one type and one
+    exact value (so that a constant baked into a program is the same: -0.0 is not 0.0, 1 is not
+    1.0); lists, tuples, arrays and dicts element by element; any other hashable object as itself
+    (held: an object hashed by identity is never mistaken for a later one). `TypeError` for an
+    unhashable object."""
+    if isinstance(value, (float, complex, np.floating, np.complexfloating)):
+        return type(value), repr(value)
+    if value is None or isinstance(value, (bool, int, str, np.generic)):
+        return type(value), value
+    if isinstance(value, np.ndarray):
+        return np.ndarray, value.dtype.str, value.shape, tuple(frozen(v) for v in value.ravel().tolist())
+    if isinstance(value, (list, tuple)):
+        return type(value), tuple(frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return type(value), tuple(sorted(((frozen(k), frozen(v)) for k, v in value.items()), key=repr))
+    hash(value)
+    return type(value), value
 
 
 QUICK_COMPILE_FLOPS = 1e9
@@ -201,6 +263,18 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
                     f"{type(self).__name__} parameter {name!r} cannot vary within one compiled search: it "
                     f"is fixed per program; vary one of {sorted(self._structural_params | self._continuous_params)}")
         return hg.Space(entries) if entries else None
+
+    def _program_key(self, varying: Mapping[str, Sequence[Any]], n_classes: int | None = None) -> Hashable | None:
+        """The identity of `_family(..., varying=varying, n_classes=n_classes)`'s programs, data
+        aside (module docstring); None when a parameter value has none (`frozen`)."""
+        params = self.get_params(deep=False)
+        try:
+            fixed = tuple((name, frozen(params[name])) for name in sorted(params) if name not in varying)
+            varied = tuple((name, frozen([as_option(v) for v in varying[name]]) if name in self._structural_params
+                            else "traced") for name in sorted(varying))
+        except TypeError:
+            return None
+        return type(self), fixed, varied, n_classes, bool(jax.config.jax_enable_x64)
 
     def _settings(self, space: hg.Space, candidates: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Candidates as `evaluate_settings` settings: option indices of `Choice` entries, values

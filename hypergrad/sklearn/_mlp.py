@@ -858,8 +858,10 @@ class MaskedRefit:
     zero (`network`), so the two agree to rounding (a sum over zero units may be ordered otherwise).
 
     Cost: one trace and compilation of a fit at the widest options, with `fit_compiler_options`
-    (quick XLA options for a small fit); a run that computes every masked option for the one fit.
-    Memory: the program and one copy of (X, y) on the device.
+    (quick XLA options for a small fit), kept by `cached_program` per structure (the masked
+    options) and data shapes, so the refit of a second search of the same kind (the next outer
+    fold of nested cross-validation) compiles nothing; a run that computes every masked option for
+    the one fit. Memory: the program and one copy of (X, y) on the device.
     """
 
     def __init__(self, estimator: _MLP, X: Any, y: Any, varying: Mapping[str, Sequence[Any]]):
@@ -893,11 +895,20 @@ class MaskedRefit:
         if "hidden_layer_sizes" in self.varying:
             widest["hidden_layer_sizes"] = max(self.varying["hidden_layer_sizes"], key=lambda v: sum(as_sizes(v)))
         options = fit_compiler_options(fit_flops(widest, x.shape, task.n_outputs))
-        program = jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
         # values unused, shapes only (a key of the estimator's own would draw from numpy's global state)
         example = sklearn.base.clone(probe).set_params(**{name: space[name].option(0) for name in structural})
-        executable = _compile.compile_jitted(program, (_masked_hparams(example, space), jax.random.key(0), data),
-                                             ("sklearn-masked-refit", str(options)))
+        args = (_masked_hparams(example, space), jax.random.key(0), data)
+
+        def make():
+            program = jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
+            return _compile.compile_jitted(program, args, ("sklearn-masked-refit", str(options)))
+
+        # the program reads the data and every continuous parameter as arguments: one per structure and shapes
+        params = probe.get_params(deep=False)
+        structure = tuple((name, ("masked", tuple(space[name].options)) if name in structural
+                           else _hashable_param(params[name])) for name in sorted(STRUCTURAL))
+        executable = cached_program(("masked-refit", type(probe).__name__, structure, task, _compile.signature(args),
+                                     str(options)), make)
         return executable, x, y, n_classes, task, space, data
 
     def fit(self, estimator: _MLP, X: Any, y: Any) -> bool:

@@ -36,7 +36,10 @@ it either.
 
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
-is one more fit. `mean_fit_time` is each candidate's share of its program's run and compilation
+is one more fit. Programs are kept per estimator settings and fold shapes (`shared_family`, and
+`cached_program` for the refit), so a second `fit` of the same search, or of another search of the
+same kind on data of the same shapes (each outer fold of nested cross-validation), compiles
+nothing. `mean_fit_time` is each candidate's share of its program's run and compilation
 per fold (a fit shared by equivalent candidates split among them); the scoring runs inside the
 same program, so `score_time` is 0 (or, with `return_train_score`, the share of the second
 program that scores the training folds). Memory: one
@@ -59,7 +62,7 @@ import numbers
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -77,8 +80,9 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array, has_fit_parameter
 
 import hypergrad as hg
+from hypergrad import _compile
 from hypergrad.search import evaluate_settings
-from hypergrad.sklearn._base import HypergradEstimator
+from hypergrad.sklearn._base import HypergradEstimator, frozen, program_owner
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "HypergradSearchCV", "SCORINGS"]
 
@@ -323,6 +327,36 @@ def stacked_family(families: Sequence[hg.Structured]) -> hg.Structured:
                          maskable=first.maskable, mask=first.mask)
 
 
+def shared_family(family: hg.Structured, key: Hashable | None) -> hg.Structured:
+    """`family`, whose objective of each configuration keeps its compiled programs under the one
+    `program_owner` of (key, configuration) (`hypergrad._compile.share_programs`): every fit with
+    that key (a second `fit` of the search, the next outer fold of nested cross-validation, other
+    data of the same shapes) reuses them instead of compiling its new objectives again. `family`
+    itself when `key` is None (a program that holds data of its own, a parameter without an
+    identity). Cost: nothing compiled or traced; one look-up per configuration."""
+    if key is None:
+        return family
+
+    def build(config):
+        objective = family.objective(config)
+        try:
+            configuration = tuple(sorted((name, frozen(value)) for name, value in config.items()))
+        except TypeError:  # an option without an identity: this configuration keeps its own programs
+            return objective
+        _compile.share_programs(objective, program_owner((key, configuration)))
+        return objective
+
+    return hg.Structured(build, maskable=family.maskable, mask=family.mask)
+
+
+def folds_key(base: Hashable | None, pairs: Sequence[tuple], indices: Sequence[int]) -> Hashable | None:
+    """The program identity of the folds `indices` of `pairs` (stacked when several) for an
+    estimator's `_program_key` `base`: it with their number and shapes; None for None."""
+    if base is None:
+        return None
+    return base, len(indices), _compile.signature(pairs[indices[0]])
+
+
 def class_keywords(classes: np.ndarray | None) -> dict[str, Any]:
     """`_family`'s keywords for a classifier of the full data's `classes` (labels in code order):
     n_classes and classes; none for a regressor (None)."""
@@ -336,6 +370,7 @@ def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, S
     if bakes_data(target, varying):
         return [([i], *target.final._family(train, val, varying=varying, **class_keywords(classes)))
                 for i, (train, val) in enumerate(pairs)]
+    base = target.final._program_key(varying, None if classes is None else len(classes))
     by_size: dict[tuple, list[int]] = {}
     for i, (train, val) in enumerate(pairs):
         by_size.setdefault((train[0].shape, val[0].shape, np.shape(train[1]), np.shape(val[1])), []).append(i)
@@ -346,9 +381,9 @@ def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, S
         families, space = [f for f, _ in made], made[0][1]
         probe = {name: space[name].option(0) for name in space.structural}
         if len(indices) > 1 and stackable([f.objective(probe) for f in families]):
-            batches.append((indices, stacked_family(families), space))
+            batches.append((indices, shared_family(stacked_family(families), folds_key(base, pairs, indices)), space))
         else:
-            batches.extend(([i], f, s) for i, (f, s) in zip(indices, made))
+            batches.extend(([i], shared_family(f, folds_key(base, pairs, [i])), s) for i, (f, s) in zip(indices, made))
     return batches
 
 
@@ -773,6 +808,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             print(f"Descending {min(combos, self.n_iter)} configurations on {len(pairs)} folds, {budget:g} runs")
         # one fold (a single ShuffleSplit, say) is its own family: a cross-validated problem needs two
         family = made[0][0] if len(made) == 1 else stacked_family([f for f, _ in made])
+        classes = fitted.get("classes_")
+        base = target.final._program_key(varying, None if classes is None else len(classes))
+        family = shared_family(family, folds_key(base, pairs, range(len(pairs))))
         return hg.hybrid_search(family, space, target.final._fit_key(), budget=budget,
                                 configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
 
