@@ -301,3 +301,90 @@ def test_hybrid_search_checks_every_configuration(ridge_problem, key):
     sgd_only = hg.Space({**{n: space[n] for n in ("lr", "momentum", "weight_decay")}, "solver": hg.Choice([0])})
     result = hg.hybrid_search(objective, sgd_only, key, budget=30, method=Reversible())  # SGD alone: reversed
     assert all(np.isfinite(t.value) for t in result.trials)
+
+
+# -- the optimiser Reversible reverses is the one that trains --------------------------------------
+def large_input_ridge():
+    """Ridge on inputs of scale 30: the first training gradient has norm 1623, far above the
+    gradients of size <= 10 the probe once drew, so a clip threshold of 200 changes training."""
+    rng = np.random.default_rng(0)
+    x, x_val = 30.0 * rng.normal(size=(30, 3)), 30.0 * rng.normal(size=(10, 3))
+    w = np.array([1.0, -2.0, 0.5])
+    mse = lambda p, b: 0.5 * jnp.mean((b[0] @ p["w"] - b[1]) ** 2)  # noqa: E731
+    return hg.Problem(init=lambda k: {"w": jnp.zeros(3)},
+                      train_loss=lambda p, h, b: mse(p, b) + 0.5 * h["weight_decay"] * jnp.sum(p["w"] ** 2),
+                      val_loss=mse, train_data=(x, x @ w + rng.normal(size=30)), val_data=(x_val, x_val @ w))
+
+
+LARGE = {"lr": jnp.asarray(1e-4), "momentum": jnp.asarray(0.9), "weight_decay": jnp.asarray(0.1)}
+
+
+@pytest.mark.parametrize("transform", [
+    lambda: optax.clip_by_global_norm(200.0),
+    lambda: optax.clip_by_global_norm(1e4),
+    lambda: optax.clip(1e5),
+    lambda: optax.stateless(lambda u, p: jax.tree.map(lambda g: jnp.where(jnp.abs(g) < 1e-6, 0.0, g), u)),
+], ids=["global-norm-200", "global-norm-1e4", "elementwise-1e5", "dead-zone-1e-6"])
+def test_thresholds_anywhere_in_the_fixed_point_range_are_refused(key, transform):
+    """A clip passed the probe, whose gradients stayed below ~10, and Reversible then reversed
+    unclipped SGD: with a threshold of 200 (training gradients of norm 1623) it returned the value
+    103.0 of another run (the objective's is 1345.6), silently. The probe's gradients now span the
+    whole range the fixed point represents (2^-40 to 2^20 at the default radix)."""
+    problem, count = counted(large_input_ridge())
+    objective = hg.Objective(problem, lambda h: optax.chain(transform(), optax.sgd(h["lr"], momentum=h["momentum"])),
+                             num_steps=6)
+    with pytest.raises(ValueError, match=r"Reversible supports SGD with momentum only"):
+        hg.hypergradient(objective, LARGE, key, method=Reversible())
+    assert count["traces"] == 0
+
+
+def test_training_that_differs_from_the_reversed_sgd_gives_nan_not_a_wrong_number(key):
+    """Where the probe cannot compare (the optimiser closes over a traced choice: rows of one
+    vmapped call) or compares at stand-in values (hyperparameters traced under jit), the forward
+    pass checks every step's fixed-point update against the objective's own optimiser on the real
+    gradients: a row that trains differently (here clipped at 200, or halving rates above 0.2)
+    is NaN, and `matched` says why. Before, such rows returned another run's value."""
+    problem = large_input_ridge()
+
+    def optimizer(h):
+        momentum_sgd = optax.sgd(h["lr"], momentum=h["momentum"])
+        return hg.select_transform(jnp.asarray(h["solver"], jnp.int32),
+                                   (momentum_sgd, optax.chain(optax.clip_by_global_norm(200.0), momentum_sgd)))
+
+    objective = hg.Objective(problem, optimizer, num_steps=6)
+    value, grads = jax.jit(jax.vmap(lambda s: hg.hypergradient(objective.with_fixed({"solver": s}), LARGE, key,
+                                                               method=Reversible())))(jnp.asarray([0, 1]))
+    assert np.isnan(value[1]) and all(np.isnan(g[1]) for g in grads.values())
+    plain = objective.with_fixed({"solver": jnp.asarray(0)})
+    expected, expected_grads = hg.hypergradient(plain, LARGE, key)
+    np.testing.assert_allclose(value[0], expected, rtol=1e-8)  # momentum rounded to 2^-30: 1.1e-9 here
+    for name in LARGE:
+        np.testing.assert_allclose(grads[name][0], expected_grads[name], rtol=RTOL)
+
+    # Under jit the probe sees stand-in rates in [0.01, 0.1]; this optimiser halves rates above 0.2.
+    halving = hg.Objective(ridge_fixture_problem(), lambda h: optax.sgd(
+        jnp.where(h["lr"] > 0.2, 0.5 * h["lr"], h["lr"]), momentum=h["momentum"]), num_steps=T)
+    hparams = {"lr": jnp.asarray(0.3), "momentum": jnp.asarray(0.7), "weight_decay": jnp.asarray(0.02)}
+    out = jax.jit(lambda h: Reversible().run(halving, h, key))(hparams)
+    assert np.isnan(out.value) and all(np.isnan(g) for g in out.grads.values()) and not out.matched
+    below = {**hparams, "lr": jnp.asarray(0.15)}  # the same optimiser where it is SGD: reversed, matched
+    out = jax.jit(lambda h: Reversible().run(halving, h, key))(below)
+    assert out.matched
+    np.testing.assert_allclose(out.value, halving(below, key), rtol=1e-9)
+
+
+def ridge_fixture_problem():
+    return hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+
+
+def test_float32_training_over_many_steps_matches_without_false_alarms(key):
+    """The forward pass's comparison allows for the fixed point's rounding (it grows with t) and
+    for an optimiser computing in float32: 2000 steps of float32 SGD are matched, not NaN."""
+    problem = hg.problems.mlp_classifier("iris", hidden=(8,), batch_size=16)
+    problem32 = dataclasses.replace(problem, init=lambda k: jax.tree.map(lambda a: a.astype(jnp.float32),
+                                                                         problem.init(k)))
+    objective = hg.Objective(problem32, lambda h: optax.sgd(h["lr"], momentum=h["momentum"],
+                                                            accumulator_dtype=jnp.float32), num_steps=2000)
+    hparams = {"lr": jnp.asarray(0.05), "momentum": jnp.asarray(0.9), "weight_decay": jnp.asarray(1e-3)}
+    out = jax.jit(lambda h: Reversible().run(objective, h, key))(hparams)
+    assert out.matched and np.isfinite(out.value)

@@ -34,9 +34,12 @@ step as failed and backs off (the arithmetic itself runs with the momentum clipp
 
 Cost: one forward training run (one gradient per step) plus a reverse pass that recomputes each
 step's gradient and takes one VJP of it (a Hessian-vector product), plus O(parameters) integer
-work per step. The FLOP count (`hypergrad.accounting`, which counts integer operations like any
-other) is 3.8 training-run equivalents on the digits MLP and 4.3 on the iris MLP (Reverse: 2.6,
-3.0): the recomputed gradient is shared with the VJP, the int64 fixed-point arithmetic is not.
+work per step, plus one update of the objective's own optimiser per step (the check below).
+The FLOP count (`hypergrad.accounting`, which counts integer operations like any other) is 3.9
+training-run equivalents on the digits MLP (50 hidden units, batches of 100, T = 200) and 4.7 on
+the iris MLP (50 hidden units, batches of 16, T = 20), against Reverse's 3.1 on both: the
+recomputed gradient is shared with the VJP, the int64 fixed-point arithmetic is not; the
+optimiser check is 0.03 and 0.13 of those runs (no change in measured time).
 In time it costs more still: measured at 9-14 training runs on 2 CPU cores (T=100..10000,
 Reverse about 4; benchmarks/methods_vs_horizon.py).
 Memory: the parameters and velocity (as int64), the adjoints, and the information buffer of
@@ -45,13 +48,27 @@ T x parameters x 32 (or 64) bits of stored parameters plus every step's activati
 does grow with T; it is a few bits per parameter per step, the paper's trade-off. Minibatch t is
 drawn inside step t (the objective's `batch_indices(data_key, t)`), so nothing else grows with T.
 Measured (XLA temporary memory, digits MLP with 50 hidden units, batches of 100, T = 1000):
-4.1 MiB with info_bits=8 and 0.95 MiB with info_bits=1, against 374 MiB for `Reverse()`.
+4.1 MiB with info_bits=8 and 1.0 MiB with info_bits=1, against 374 MiB for `Reverse()` (the
+optimiser check's float64 state adds nothing measurable).
 Bias: none beyond fixed-point precision: the trajectory is the float trajectory with every
 gradient and step rounded to 2^-radix_bits and the momentum rounded to a multiple of 2^-30;
 in float64 the hypergradient agrees with `hg.Reverse()` to about 1e-8 relative (tests assert 1e-6).
 The returned value is the validation loss of the fixed-point trained parameters (equal to
 `objective(hparams, key)` to the same precision). If a value leaves the int64 range (diverging
 training) the value and hypergradient are NaN.
+
+The optimiser that trains. The reversal is of optax.sgd with momentum, whatever optimiser the
+objective names, so two checks make sure they are the same. `check` (before anything compiles)
+runs the objective's optimiser beside optax.sgd on made-up gradients of every size the fixed
+point holds and refuses with a ValueError an optimiser that differs (adam, nesterov, decoupled
+weight decay, a step-decay schedule, a clip or global-norm clip at any threshold in range). A
+probe cannot see everything (behaviour on the real gradients' structure, hyperparameters that
+are traced, an optimiser closing over a traced choice), so the forward pass also runs the
+objective's own optimiser on the real gradients and parameters of the fixed-point run and
+compares its update with the fixed-point step at every step, elementwise, within the rounding
+the two may honestly differ by (`_Witness`): where they differ the value and hypergradient are
+NaN, as for a diverging run, and `ReversibleRun.matched` is False. So the value returned is
+always the training run's own, or NaN.
 
 Exactness rests on the gradient being bitwise reproducible: the reverse pass evaluates the same
 function on the same integers (converted to floats) as the forward pass did. XLA is
@@ -162,7 +179,11 @@ def _is_int(value: Any) -> bool:
 
 
 class ReversibleRun(NamedTuple):
-    """What `Reversible.run` computes. Parameters are int64 in units of 2^-radix_bits."""
+    """What `Reversible.run` computes. Parameters are int64 in units of 2^-radix_bits.
+
+    `matched` (a bool array) says whether the objective's own optimiser, run beside the
+    fixed-point SGD on the same gradients, made the same update at every step; where it did not,
+    the value, scores and grads are NaN (the run reversed is not the one that trains)."""
 
     value: jax.Array
     scores: dict[str, jax.Array]
@@ -170,6 +191,7 @@ class ReversibleRun(NamedTuple):
     initial: PyTree
     reconstructed: PyTree
     velocity0: PyTree
+    matched: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,16 +204,22 @@ class Reversible(Method):
 
     The objective's optimiser must be `optax.sgd(lr, momentum=m)` with the learning rate read
     from `hparams[lr]` (a scalar, or a per-step schedule `lambda step: hparams[lr][step]`) and the
-    momentum from `hparams[momentum]` (a scalar); `check` verifies this numerically: all T updates
-    of the optimiser on random gradients equal optax.sgd's, at the given hyperparameters and at a
-    second point where every float hyperparameter is moved (traced hyperparameters, in a vmapped or
-    jitted call, are replaced by stand-in values of their shapes first). Every other
-    hyperparameter must act through `problem.train_loss` (e.g. a weight decay) or the model.
+    momentum from `hparams[momentum]` (a scalar); `check` verifies this numerically, refusing with
+    a ValueError: all T updates of the optimiser on pseudorandom gradients, and the first 16 on
+    gradients of every magnitude the fixed point represents (so a clip at any threshold in range
+    is refused), equal optax.sgd's, at the given hyperparameters and at a second point where every
+    float hyperparameter is moved (traced hyperparameters, in a vmapped or jitted call, are
+    replaced by stand-in values of their shapes first). What such a probe cannot see, the forward
+    pass catches: it runs the objective's own optimiser on the real gradients beside the
+    fixed-point SGD, and where an update differs the value and hypergradient are NaN (see the
+    module docstring). Every other hyperparameter must act through `problem.train_loss` (e.g. a
+    weight decay) or the model.
 
     Cost: one forward training run, then a reverse pass that recomputes each step's gradient and
-    takes one vector-Jacobian product of it, plus the int64 fixed-point arithmetic (3.8 runs on the
-    digits MLP by the FLOP count, always at least 2; measured time 9-14 training runs on 2 CPU
-    cores).
+    takes one vector-Jacobian product of it, plus the int64 fixed-point arithmetic and one update
+    of the objective's optimiser per step (3.9 runs on the digits MLP by the FLOP count, always at
+    least 2; measured time 9-14 training runs on 2 CPU cores). `check` compiles one small program
+    of T + 128 elementwise updates of both optimisers per probe point.
     Memory: parameters, velocity (int64) and adjoints, plus an information buffer of
     T x parameters x `info_bits` bits (the bits the momentum decay destroys), not
     T x parameters x 32 bits of stored parameters and activations as in `Reverse`. The paper's
@@ -262,8 +290,7 @@ class Reversible(Method):
                                  "info_bits (up to 8), or use hg.Reverse() for (almost) no momentum")
         with jax.ensure_compile_time_eval():  # numbers, even inside an outer jit's or vmap's trace
             given = self._stand_in(hparams, T) if traced else hparams
-            for point in (given, self._moved(given)):
-                self._probe(loop, point, params, T)
+            self._probe(loop, (given, self._moved(given)), params, T)
 
     def _stand_in(self, hparams: HParams, T: int) -> HParams:
         """Concrete hyperparameters of `hparams`' shapes and dtypes, for probing an optimiser whose
@@ -302,24 +329,35 @@ class Reversible(Method):
                 out[name] = value * 1.3 + 0.1
         return out
 
-    def _probe(self, loop: Loop, hparams: HParams, shapes: PyTree, T: int) -> None:
-        """Every one of the T updates of the user's optimiser against optax.sgd's, on random
-        parameters and gradients (one scan, compiled once per check): an optimiser that differs at
-        any step (a step-decay schedule on top of the rate) is refused. Cost: T elementwise updates
-        of both optimisers."""
-        lr = jnp.asarray(hparams[self.lr])
-        schedule = (lambda step: lr[step]) if lr.ndim else lr
-        reference = optax.sgd(schedule, momentum=hparams[self.momentum])
-        rng = np.random.default_rng(0)
-        params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float64), shapes)
-        scales = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.1, 10, s.shape), jnp.float64), shapes)
+    def _probe(self, loop: Loop, points: tuple[HParams, ...], shapes: PyTree, T: int) -> None:
+        """The user's optimiser against optax.sgd at each of the hyperparameter `points`, from
+        random parameters, on pseudorandom gradients: all T updates on gradients of size 0.1 to 10
+        (an optimiser that differs at any step, such as a step-decay schedule on top of the rate,
+        is refused), and the first min(T, 16) updates at every magnitude the fixed point
+        represents, one row per factor 2^8 from 2^-radix_bits to 2^(56 - radix_bits) (2^-40 to
+        2^16 at the default radix, each element 0.1 to 10 times that; fixed-point gradients must
+        stay below 2^(60 - radix_bits)): a clip, a global-norm or block clip or a dead zone with
+        its threshold anywhere in that range is refused.
 
-        def mismatch(ours):
-            def step(carry, key):
+        What a probe cannot catch: behaviour that depends on the real gradients' structure rather
+        than their size, on the loss value, on a magnitude after step 16 only (or where the rates
+        of the first 16 steps are all 0), or on hyperparameter values it is not given (traced
+        ones, replaced by stand-ins). The forward pass checks every step's update against the
+        optimiser's own on the real gradients (`_Witness`) and reports NaN for those.
+
+        Cost: one program (no random-number generator in it), compiled once per check, of
+        T + 8 min(T, 16) elementwise updates of both optimisers per point."""
+        rng = np.random.default_rng(0)
+        # Element i of step t's gradient is magnitude * size_i * cos(rate_i t + phase_i).
+        params, size, rate, phase = (jax.tree.map(lambda s, f=f: jnp.asarray(f(s.shape), jnp.float64), shapes)
+                                     for f in (lambda n: rng.normal(size=n), lambda n: 10.0 ** rng.uniform(-1, 1, n),
+                                               lambda n: rng.uniform(0.5, 3.0, n), lambda n: rng.uniform(0, 6.3, n)))
+        magnitudes = jnp.asarray(2.0 ** np.arange(-self.radix_bits, 57 - self.radix_bits, 8))
+
+        def mismatch(ours, reference, magnitude, steps):
+            def step(carry, t):
                 (p, a), (q, b) = carry
-                g = jax.tree.map(lambda s, k: s * jax.random.normal(k, s.shape, s.dtype), scales,
-                                 jax.tree.unflatten(jax.tree.structure(scales),
-                                                    list(jax.random.split(key, len(jax.tree.leaves(scales))))))
+                g = jax.tree.map(lambda s, w, c: magnitude * s * jnp.cos(w * t + c), size, rate, phase)
                 u, a = ours.update(g, a, p)
                 r, b = reference.update(g, b, q)
                 worst = jnp.max(jnp.stack([jnp.zeros(())] + [jnp.max(jnp.abs(x - y) / (jnp.abs(y) + 1e-300))
@@ -327,15 +365,21 @@ class Reversible(Method):
                 return ((optax.apply_updates(p, u), a), (optax.apply_updates(q, r), b)), worst
 
             start = ((params, ours.init(params)), (params, reference.init(params)))
-            _, worst = jax.lax.scan(step, start, jax.random.split(jax.random.key(0), T))
-            return jnp.max(worst)
+            return jnp.max(jax.lax.scan(step, start, jnp.arange(steps, dtype=jnp.float64))[1])
+
+        def at(h):
+            lr = jnp.asarray(h[self.lr])
+            reference = optax.sgd((lambda step: lr[step]) if lr.ndim else lr, momentum=h[self.momentum])
+            ours = loop.optimizer(h)
+            sizes = jax.vmap(lambda m: mismatch(ours, reference, m, min(T, 16)))(magnitudes)
+            return jnp.maximum(mismatch(ours, reference, 1.0, T), jnp.max(sizes))
 
         try:
-            worst = jax.jit(lambda: mismatch(loop.optimizer(hparams)))()
+            worst = jnp.max(jax.lax.map(at, jax.tree.map(lambda *v: jnp.stack([jnp.asarray(x) for x in v]), *points)))
         except Exception as err:  # noqa: BLE001 - any failure means "not the SGD we can reverse"
             raise ValueError(self._refusal()) from err
         if isinstance(worst, jax.core.Tracer):
-            return  # the optimiser closes over traced values (a vmapped held choice): nothing to compare
+            return  # the optimiser closes over traced values (a vmapped held choice): the forward pass checks
         if not float(worst) <= 1e-6:
             raise ValueError(self._refusal())
 
@@ -343,8 +387,9 @@ class Reversible(Method):
         return (f"Reversible supports SGD with momentum only: the objective's optimizer must update like "
                 f"optax.sgd(hparams[{self.lr!r}] (or lambda step: hparams[{self.lr!r}][step]), "
                 f"momentum=hparams[{self.momentum!r}]) at every step and for every value of the "
-                "hyperparameters, and a probe of yours (its T updates at the given values and at moved ones) "
-                "differs from it. Put weight decay in train_loss, or use hg.Reverse() for other optimisers")
+                "hyperparameters, and a probe of yours (its T updates at the given values and at moved ones, on "
+                "gradients of every size the fixed point holds) differs from it. Put weight decay in train_loss, "
+                "drop gradient clipping, or use hg.Reverse() for other optimisers")
 
     # -- the method -----------------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
@@ -359,7 +404,9 @@ class Reversible(Method):
         Returns:
             a `ReversibleRun`: value, scores and grads as `value_and_grad`, plus the initial
             parameters as fixed-point integers, the same reconstructed by the reverse pass (equal
-            bit for bit when the reversal is exact) and the reconstructed initial velocity (zero).
+            bit for bit when the reversal is exact), the reconstructed initial velocity (zero) and
+            `matched`, whether the objective's own optimiser made the fixed-point SGD's update at
+            every step (False: value, scores and grads are NaN).
         """
         return self.reverse(objective.loop(data), hparams, key)
 
@@ -371,7 +418,7 @@ class Reversible(Method):
         lr = jnp.asarray(hparams[self.lr])
         lrs = jnp.broadcast_to(lr, (T,)) if lr.ndim == 0 else lr[:T]
         W0, ok0 = arith.fixed(jax.tree.leaves(state.params))
-        (WT, VT, ok), info = _forward(arith, W0, ok0, lrs)
+        (WT, VT, ok, matched), info = _forward(arith, W0, ok0, lrs)
 
         # The validation loss and its gradient at the end of training.
         wT = arith.tree(arith.floats(WT))
@@ -387,13 +434,15 @@ class Reversible(Method):
                              dict(through_init))
         grads[self.lr] = grads[self.lr] + lr_grad.astype(grads[self.lr].dtype)
         grads[self.momentum] = grads[self.momentum] + mbar.astype(grads[self.momentum].dtype)
-        # Outside the int64 range the integers wrapped, and outside [2^-info_bits, 1] the momentum
-        # was clipped (a traced value `check` could not see): report NaN rather than a wrong number.
-        ok = ok & (arith.momentum >= 2.0 ** -self.info_bits) & (arith.momentum <= 1)
+        # Outside the int64 range the integers wrapped, outside [2^-info_bits, 1] the momentum was
+        # clipped (a traced value `check` could not see), and where the objective's own optimiser
+        # did not update like the fixed-point SGD the run reversed is not the one that trains:
+        # report NaN rather than a wrong number.
+        ok = ok & matched & (arith.momentum >= 2.0 ** -self.info_bits) & (arith.momentum <= 1)
         grads = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), grads)
         value = jnp.where(ok, value, jnp.nan)
         scores = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), scores)
-        return ReversibleRun(value, scores, grads, arith.tree(W0), arith.tree(W0_rec), arith.tree(V0_rec))
+        return ReversibleRun(value, scores, grads, arith.tree(W0), arith.tree(W0_rec), arith.tree(V0_rec), matched)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,21 +498,94 @@ class _Arithmetic:
 
 
 def _forward(arith: _Arithmetic, W0, ok0, lrs):
-    """Integer SGD with momentum from W0 (V0 = 0), storing only the fiber indices of each step."""
+    """Integer SGD with momentum from W0 (V0 = 0), storing only the fiber indices of each step;
+    returns ((W_T, V_T, in range, matched), fiber indices), `matched` saying whether the
+    objective's own optimiser made the same update at every step (`_Witness`)."""
+    witness = _Witness.of(arith, W0)
+
     def step(carry, x):
-        W, V, ok = carry
+        W, V, ok, seen = carry
         t, lr_t = x
-        G, ok_g = arith.fixed(arith.gradient(arith.floats(W), arith.minibatch(t)))
+        w = arith.floats(W)
+        g = arith.gradient(w, arith.minibatch(t))
+        G, ok_g = arith.fixed(g)
         QJ = [_mul(v, arith.n) for v in V]
         V1 = [q + g for (q, _), g in zip(QJ, G)]
         U, ok_u = arith.step_size(V1, lr_t)
         W1 = [w - u for w, u in zip(W, U)]
         in_range = _tree_all([jnp.all(jnp.abs(a) < 2 * _LIMIT) for a in W1 + V1])
-        return (W1, V1, ok & ok_g & ok_u & in_range), [_pack(j, arith.bits) for _, j in QJ]
+        seen = witness.step(seen, t, lr_t, w, g, U)
+        return (W1, V1, ok & ok_g & ok_u & in_range, seen), [_pack(j, arith.bits) for _, j in QJ]
 
     V0 = [jnp.zeros_like(w) for w in W0]
     T = lrs.shape[0]
-    return jax.lax.scan(step, (W0, V0, ok0), (jnp.arange(T), lrs), length=T, unroll=arith.loop.unroll)
+    (WT, VT, ok, seen), info = jax.lax.scan(step, (W0, V0, ok0, witness.start), (jnp.arange(T), lrs), length=T,
+                                            unroll=arith.loop.unroll)
+    return (WT, VT, ok, seen[-1]), info
+
+
+@dataclasses.dataclass(frozen=True)
+class _Witness:
+    """The objective's own optimiser, run beside the fixed-point SGD on the same gradients and
+    parameters (in float64), and its update compared with the fixed-point step at every step.
+
+    The probe in `check` compares the optimiser with optax.sgd on made-up gradients only; this
+    compares it on the real ones, so a clip whose threshold the probe did not reach, an optimiser
+    closing over a traced choice (nothing for the probe to run) or one that is SGD only at the
+    stand-in values of a traced call cannot make `Reversible` return another run's value.
+
+    Tolerance, elementwise at step t (counting from 1), with a_t = m a_{t-1} + |g_t| bounding
+    |v_t|: |update + fixed-point step| <= |lr_t| (r_t a_t + 2 t 2^-radix_bits) + 2^-radix_bits,
+    r_t = 1e-6 + t (2^-30 + 4 eps), eps of the optimiser's least precise float. It bounds what
+    the two may honestly differ by: the momentum rounded to n / 2^30 (at most 2^-31 t a_t), the
+    gradient rounded and m v floored to the grid (at most 1.5 units a step), the step rounded
+    (half a unit) and the optimiser's own rounding (about 2 eps t a_t), each with room to spare.
+    An update that differs by more (a clip by a factor of 1 + 1e-6 or more) is a mismatch; the
+    two run on the same gradients, so a difference never feeds back and grows.
+    Cost: one update of the optimiser, the bound and the comparison per step, elementwise
+    (O(parameters)); memory: the optimiser's state and a_t in float64.
+    """
+
+    arith: _Arithmetic
+    optimizer: Any
+    start: tuple
+    eps: float
+
+    @classmethod
+    def of(cls, arith: _Arithmetic, W0) -> _Witness:
+        optimizer = arith.loop.optimizer(arith.hparams)
+        w0 = [x.astype(jnp.float64) for x in arith.floats(W0)]
+        state = optimizer.init(arith.tree(w0))
+        dtypes = [jnp.result_type(x) for x in jax.tree.leaves(state)] + [jnp.dtype(jnp.float64)]
+        eps = max(float(jnp.finfo(d).eps) for d in dtypes if jnp.issubdtype(d, jnp.inexact))
+        return cls(arith, optimizer, (state, [jnp.zeros_like(x) for x in w0], jnp.asarray(True)), eps)
+
+    def step(self, seen, t, lr_t, w, g, U):
+        """(optimiser state, a_t, matched so far) after step t, whose fixed-point step is -U."""
+        state, a, matched = seen
+        g = [x.astype(jnp.float64) for x in g]
+        update, new_state = self.optimizer.update(self.arith.tree(g), state,
+                                                  self.arith.tree([x.astype(jnp.float64) for x in w]))
+        m = jnp.clip(self.arith.momentum.astype(jnp.float64), 0.0, 1.0)
+        a = [m * x + jnp.abs(y) for x, y in zip(a, g)]
+        steps = (t + 1).astype(jnp.float64)
+        grid = 1.0 / self.arith.scale
+        rel = 1e-6 + steps * (2.0 ** -30 + 4 * self.eps)
+        lr = jnp.abs(lr_t.astype(jnp.float64))
+        leaves = jax.tree.leaves(update)
+        same = [jnp.all(jnp.abs(u.astype(jnp.float64) + step.astype(jnp.float64) * grid)
+                        <= lr * (rel * bound + 2 * steps * grid) + grid)
+                for u, step, bound in zip(leaves, U, a)]
+        matched = matched & _tree_all(same) & (len(leaves) == len(U))
+        return _cast_as(new_state, state), a, matched
+
+
+def _cast_as(new, old):
+    """`new` with each leaf cast to the dtype of the same leaf of `old` (a scan's carry keeps its
+    dtypes; an optimiser may promote its state under float64 hyperparameters)."""
+    if jax.tree.structure(new) != jax.tree.structure(old):
+        return new
+    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), new, old)
 
 
 def _backward(arith: _Arithmetic, WT, VT, wbar, lrs, info):
