@@ -6,7 +6,8 @@ a process must still make it: for a search, vmap the traced run and lower it, wh
 as long as tracing the run. Here the key is what the program is a function of:
 
 - the traced jaxpr (its text, which names every operation, shape, dtype and parameter, nested
-  jaxprs included, and its constants' bytes);
+  jaxprs included, and the bytes of its constants and of every nested jaxpr's, which the text names
+  without their values);
 - what is made of it (`tag`, e.g. ("search", chunk size)) and the arguments' tree, shapes, dtypes
   and shardings;
 - everything else that shapes a compiled program: JAX's and jaxlib's versions, JAX's
@@ -38,8 +39,9 @@ import jax
 import jaxlib
 import numpy as np
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
+from jax.extend import core as jcore
 
-__all__ = ["directory", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
+__all__ = ["directory", "digest", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
 
 SUBDIRECTORY = "hypergrad-programs"
 
@@ -104,20 +106,45 @@ def _environment() -> bytes:
                              devices)).encode()
 
 
-def key(jaxpr: Any, tag: Any, args: Any) -> str:
-    """The store's key of the program made as `tag` from the ClosedJaxpr `jaxpr`, for `args`
-    (their tree, shapes, dtypes and shardings). Cost: printing the jaxpr (milliseconds) and hashing
-    its constants."""
-    digest = hashlib.sha256(_environment())
-    digest.update(str(jaxpr.jaxpr).encode())
-    for const in jaxpr.consts:
+def _constants(closed: Any) -> list[Any]:
+    """The constants of the ClosedJaxpr `closed` and of every closed jaxpr nested in its equations
+    (a `jax.jit` inside the traced function closing over an array holds it there), in order: the
+    jaxpr's text names a nested constant without its value."""
+    out = list(closed.consts)
+    stack = [closed.jaxpr]
+    while stack:
+        for eqn in stack.pop(0).eqns:
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (tuple, list)) else (param,):
+                    if isinstance(sub, jcore.ClosedJaxpr):
+                        out.extend(sub.consts)
+                        stack.append(sub.jaxpr)
+                    elif isinstance(sub, jcore.Jaxpr):
+                        stack.append(sub)
+    return out
+
+
+def digest(jaxpr: Any, tag: Any, args: Any) -> str:
+    """What the program made as `tag` from the ClosedJaxpr `jaxpr` for `args` computes, as a hex
+    digest: the jaxpr's text, its constants' bytes (nested ones included), `tag` and the arguments'
+    tree, shapes, dtypes and shardings; without `key`'s environment, which is fixed within a process
+    but for JAX's settings (turning `jax.log_compiles` on would change it). What keys programs in
+    memory (`hypergrad.outer`). Cost: printing the jaxpr (milliseconds) and hashing its constants."""
+    out = hashlib.sha256(str(jaxpr.jaxpr).encode())
+    for const in _constants(jaxpr):
         is_key = jax.dtypes.issubdtype(jax.typeof(const).dtype, jax.dtypes.prng_key)
         array = np.asarray(jax.random.key_data(const) if is_key else const)
-        digest.update(repr((is_key, array.shape, array.dtype.str)).encode() + array.tobytes())
+        out.update(repr((is_key, array.shape, array.dtype.str)).encode() + array.tobytes())
     leaves, tree = jax.tree.flatten(args)
     types = [(jax.typeof(x).shape, str(jax.typeof(x).dtype), repr(getattr(x, "sharding", None))) for x in leaves]
-    digest.update(repr((tag, str(tree), types)).encode())
-    return digest.hexdigest()
+    out.update(repr((tag, str(tree), types)).encode())
+    return out.hexdigest()
+
+
+def key(jaxpr: Any, tag: Any, args: Any) -> str:
+    """The store's key of the program made as `tag` from the ClosedJaxpr `jaxpr`, for `args`: its
+    `digest` with the environment (`_environment`). Cost: `digest`'s."""
+    return hashlib.sha256(_environment() + digest(jaxpr, tag, args).encode()).hexdigest()
 
 
 def load(name: str) -> Any | None:

@@ -11,10 +11,13 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import hypergrad as hg
-from hypergrad import _caches, cli
+from hypergrad import _caches, _program_store, cli
 
 # A small search on the iris preset in a child process: the cache directory in use, JAX's count of
 # persistent-cache hits (its monitoring events) and the search's compile seconds.
@@ -58,6 +61,26 @@ def test_a_second_process_compiles_from_the_cache(tmp_path):
     assert sorted(_files(cache)) == sorted(written)  # and had nothing new to write
     # compile_seconds is reported in both (the second is usually lower; timing is not asserted)
     assert first["compile_seconds"] > 0 and second["compile_seconds"] >= 0
+
+
+def test_the_program_store_key_reads_the_constants_of_nested_jaxprs():
+    # An array that a `jax.jit` inside the traced function closes over is a constant of the nested
+    # jaxpr, whose text names it without its value: two programs differing only there had one key,
+    # and a later process would load the other's program.
+    def scaled(scale):
+        factor = np.full((1,), scale)
+        inner = jax.jit(lambda x: -jnp.sum(factor) * x)
+        return lambda x: inner(x) + 1.0
+
+    x = np.zeros(3)
+    jaxprs = [jax.make_jaxpr(scaled(s))(x) for s in (0.1, 0.1, 0.2)]
+    keys = [_program_store.key(jaxpr, ("search",), (x,)) for jaxpr in jaxprs]
+    assert keys[0] == keys[1] and keys[0] != keys[2]
+    # the key without its environment, for keys in memory: unmoved by a JAX setting such as log_compiles
+    digests = [_program_store.digest(jaxpr, ("search",), (x,)) for jaxpr in jaxprs]
+    assert digests[0] == digests[1] and digests[0] != digests[2]
+    with jax.log_compiles():
+        assert _program_store.digest(jaxprs[0], ("search",), (x,)) == digests[0]
 
 
 @pytest.mark.parametrize("setting", ["0", "off", "OFF", "false", ""])
