@@ -11,13 +11,25 @@ A *cohort* is the tuners that share one compiled program: `outer_step_fn` vmappe
 good z, outer-optimiser state and held values (a hybrid configuration's choices), with the key and
 data shared. The step is traced once per cohort and its jaxpr batched for each chunk size
 (`replayed_step_fn`), so the smaller programs of halving do not trace and differentiate it again.
+
 Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
 local devices exactly as a search chunk is (`hypergrad._batching`): one compilation for any number
 of steps. With a given `chunk_size` the chunk never changes, so any number of tuners shares one
 program (padding the last call). Without one, the chunk is sized to the live tuners
 (`chunk_rows`), and when successive halving shrinks them the cohort moves to a smaller chunk (one
 more compilation per halving round, instead of computing padding rows every step), except on a CPU,
-where a halving cohort runs one tuner per device from the start (`cohort_chunk`).
+where a halving cohort runs one tuner per device from the start (`cohort_chunk`). The starting
+points and the optimiser's initial states are computed by chunks too, so their small programs are
+also one per chunk, not one per number of tuners.
+
+A program is keyed by the objective, space and method it was made for, the chunk, and what the
+outer optimiser computes, not which object it is (`update_key`: a digest of its update's jaxpr):
+optax builds every transformation from fresh closures, so two `optax.adam(0.1)` are never equal,
+yet they compute the same step and share one program, while `optax.adam(0.2)` (another constant
+in the jaxpr) gets its own. Each call traces the optimiser's update and init alone (milliseconds);
+the step itself is traced only when its program is not in memory, and then, with the persistent
+cache on, looked up in the program store by its jaxpr (`hypergrad._program_store`), so a later
+process loads it without lowering it.
 
 Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
 the position (the update is skipped and z backs off halfway towards the tuner's last good iterate;
@@ -40,11 +52,13 @@ hypergradients at a time.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,7 +68,7 @@ import numpy as np
 import optax
 from jax.extend import core as jcore
 
-from hypergrad import _caches, _compile
+from hypergrad import _caches, _compile, _program_store
 from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
@@ -64,7 +78,8 @@ from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
 from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
-           "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts"]
+           "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts", "update_key",
+           "initial_states", "batched_starts"]
 
 SKIPPED_WHY = (
     "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
@@ -75,7 +90,7 @@ SKIPPED_WHY = (
 """Why `step_trial` warns (once per place in the code, as Python's warnings do) at a skipped step."""
 
 DEFAULT_OUTER = optax.adam(0.05)
-"""Adam with step 0.05 in unconstrained coordinates (one object, so its program is reused)."""
+"""Adam with step 0.05 in unconstrained coordinates."""
 
 
 def check_outer(outer: Any) -> optax.GradientTransformation:
@@ -122,6 +137,24 @@ def tuner_step_fn(objective: Objective, space: Space, method: Method, outer: opt
     return one
 
 
+def traced(fn: Callable, args: tuple) -> tuple[Any, Any]:
+    """(the ClosedJaxpr of `fn` at `args`, the tree of its outputs)."""
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    return closed, jax.tree.structure(out_shape)
+
+
+def flat_replay(closed: Any) -> Callable:
+    """The ClosedJaxpr `closed` of one tuner's step batched by `jax.vmap` over the tuners (z, z_good,
+    opt_state and held values; key and data shared), taking its arguments as a tree and returning
+    its outputs as a flat list: a function of the jaxpr alone (what the program store keys), the
+    caller unflattening with the tree `traced` gave."""
+
+    def replay(*args):
+        return jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(args))
+
+    return jax.vmap(replay, in_axes=(0, 0, 0, 0, None, None))
+
+
 def replayed_step_fn(one: Callable, example: tuple) -> Callable:
     """`jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))` made from one trace: `one` is traced at
     `example` (one tuner's arguments) to a jaxpr, and the returned function batches that jaxpr.
@@ -129,13 +162,21 @@ def replayed_step_fn(one: Callable, example: tuple) -> Callable:
     of running the objective's Python and differentiating it again: the same operations, so the
     same numbers. Cost: one trace of `one` (with its hypergradient), then a batching pass per size.
     Memory: the jaxpr and its constants."""
-    closed, out_shape = jax.make_jaxpr(one, return_shape=True)(*example)
-    out_tree = jax.tree.structure(out_shape)
+    closed, out_tree = traced(one, example)
+    batched = flat_replay(closed)
+    return lambda *args: jax.tree.unflatten(out_tree, batched(*args))
 
-    def replay(*args):
-        return jax.tree.unflatten(out_tree, jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(args)))
 
-    return jax.vmap(replay, in_axes=(0, 0, 0, 0, None, None))
+def update_key(outer: optax.GradientTransformation, z: PyTree, opt_state: PyTree) -> str:
+    """What `outer.update` computes for one tuner's gradient, state and iterate of the types of
+    (`z`, `opt_state`, `z`), as a key: `hypergrad._program_store.digest` of its jaxpr (every
+    operation and literal, the bytes of its constants) with its output tree. Equal for two
+    optimisers made apart with equal settings (two `optax.adam(0.1)`, never equal as Python
+    objects), different for another learning rate or schedule. The outer step's program is then
+    keyed by it with the objective, space and method: their step traces to one jaxpr. Cost: one
+    trace of the update alone (milliseconds)."""
+    closed, out_tree = traced(outer.update, (z, opt_state, z))
+    return _program_store.digest(closed, ("outer update", str(out_tree)), (z, opt_state, z))
 
 
 def finite_z(space: Space, hparams: PyTree) -> dict[str, jax.Array]:
@@ -162,6 +203,24 @@ def starts_program(space: Space) -> Callable:
 
 
 _caches.register(starts_program.cache_clear)
+
+
+def _concatenated(pieces: list) -> PyTree:
+    return pieces[0] if len(pieces) == 1 else jax.tree.map(lambda *a: np.concatenate(a), *pieces)
+
+
+def batched_starts(space: Space, starts: PyTree, chunk: int) -> tuple[PyTree, PyTree]:
+    """(`finite_z` of the batched `starts` as numpy arrays, the first row's constrained
+    hyperparameters), by `starts_program` run on `chunk` rows per call (the last padded): one
+    program per chunk, shared by populations of any size that run on that chunk."""
+    starts = jax.tree.map(np.asarray, starts)
+    num, program = jax.tree.leaves(starts)[0].shape[0], starts_program(space)
+    pieces, first = [], None
+    for start in range(0, num, chunk):
+        z, hparams = program(take_rows(starts, start, chunk))
+        first = hparams if start == 0 else first
+        pieces.append(jax.tree.map(lambda a, real=min(chunk, num - start): np.asarray(a)[:real], z))
+    return _concatenated(pieces), first
 
 
 def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float, seconds: float,
@@ -224,7 +283,7 @@ class Cohort:
     """Tuners sharing one compiled outer step (mutable bookkeeping of the driver).
 
     Attributes:
-        program: chunk -> (the compiled step for `chunk` tuners (`replayed_step_fn`; cached), its compile
+        program: chunk -> (the compiled step for `chunk` tuners (`step_program`; cached), its compile
             seconds, its shardings and the data placed for it).
         chunk_size: the chunk given by the caller, or None to size it to the live tuners.
         executable: the compiled program for `chunk` tuners.
@@ -238,6 +297,7 @@ class Cohort:
         extra: tuner id -> hyperparameters recorded beside the tuned ones (a configuration's
             options), or None.
         latest: tuner id -> validation loss at its latest step (what halving ranks).
+        out_tree: the tree of (z, z_good, opt_state, report) the program returns flat.
     """
 
     program: Callable[[int], tuple[Any, float, Any, Any, PyTree]]
@@ -255,6 +315,7 @@ class Cohort:
     extra: Callable[[int], dict] | None = None
     latest: dict = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
+    out_tree: Any = None
 
     def keep(self, ids: set[int]) -> None:
         """Only the tuners in `ids` go on (on a smaller chunk, when it is sized to them)."""
@@ -268,14 +329,53 @@ class Cohort:
             self.chunk, self.compile_seconds = chunk, self.compile_seconds + seconds
 
 
-@functools.lru_cache(maxsize=64)
-def _batched_init_program(outer: optax.GradientTransformation) -> Callable:
-    """`jax.vmap(outer.init)` jitted once per outer optimiser (the jit caches per shape): one small
-    program where eager operations compile one each (a broadcast per state leaf)."""
-    return jax.jit(jax.vmap(outer.init))
+_INIT_PROGRAMS = 64
+"""Most initial-state programs held (`initial_states`), the least recently used dropped first."""
+
+_init_programs: collections.OrderedDict = collections.OrderedDict()  # key of the init's jaxpr -> jitted program
+_caches.register(_init_programs.clear)
 
 
-_caches.register(_batched_init_program.cache_clear)
+def initial_states(outer: optax.GradientTransformation, z: PyTree, chunk: int) -> PyTree:
+    """`jax.vmap(outer.init)(z)` of the batched iterates `z` (numpy, leading axis: tuners), as numpy
+    arrays, `chunk` rows per call (the last padded). The init is traced at a chunk and its program
+    jitted once per digest of that jaxpr (as `update_key`): equal optimisers made apart share it,
+    and populations of any size on one chunk too. One small program where eager operations compile
+    one each (a broadcast per state leaf). Cost: a trace of the init alone (milliseconds)."""
+    num = jax.tree.leaves(z)[0].shape[0]
+    example = take_rows(z, 0, chunk)
+    closed, out_tree = traced(jax.vmap(outer.init), (example,))
+    name = _program_store.digest(closed, ("outer init", str(out_tree)), example)
+    program = _init_programs.get(name)
+    if program is None:
+        def init(rows):
+            return jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(rows))
+
+        program = _init_programs[name] = jax.jit(init)
+        while len(_init_programs) > _INIT_PROGRAMS:
+            _init_programs.popitem(last=False)
+    _init_programs.move_to_end(name)
+    pieces = [[np.asarray(a)[:min(chunk, num - start)] for a in program(take_rows(z, start, chunk))]
+              for start in range(0, num, chunk)]
+    return jax.tree.unflatten(out_tree, _concatenated(pieces))
+
+
+_out_trees: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # step program -> its outputs' tree
+_caches.register(_out_trees.clear)
+
+
+def step_program(tag: tuple, trace: Callable[[], tuple[Any, Any]], example: tuple) -> tuple[Any, float, Any]:
+    """(the compiled outer step for `example`'s chunk, its compile seconds (0.0 from the cache), the
+    tree of its flat outputs). `tag` keys it in memory; `trace()` gives (the step's ClosedJaxpr for
+    one tuner, its output tree), called only when the program is not in memory: then it is batched
+    (`flat_replay`) and compiled, or loaded from the program store by that jaxpr."""
+    executable = _compile.cached(tag, example)
+    if executable is not None and executable in _out_trees:
+        return executable, 0.0, _out_trees[executable]
+    closed, out_tree = trace()
+    executable, seconds = _compile.compiled(tag, lambda: flat_replay(closed), example, jaxpr=closed)
+    _out_trees[executable] = out_tree
+    return executable, seconds, out_tree
 
 
 def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
@@ -283,32 +383,35 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
                 chunk_size: int | None = None, flops: float, unit: float,
                 extra: Callable[[int], dict] | None = None) -> Cohort:
     """A cohort starting at the batched iterates `z` (leading axis: tuners), its program compiled
-    (or taken from the cache) for its chunk of tuners (`chunk_rows`).
+    (or taken from the cache) for its chunk of tuners (`chunk_rows`), keyed by what `outer` computes
+    (`update_key`), not by the object.
 
     Between steps the tuners' iterates, optimiser states and held values live on the host as numpy
     arrays: halving's selections, a chunk's rows and their concatenation are then numpy operations,
     where on device arrays each is a small program JAX compiles once per shape (seconds in all, in
     a fresh process). Cost: the carry's bytes to the devices and back once per step."""
+    z = jax.tree.map(np.asarray, z)
     num = jax.tree.leaves(z)[0].shape[0]
     fixed = {} if fixed is None else jax.tree.map(np.asarray, fixed)
     tuners = np.arange(num) if tuners is None else np.asarray(tuners)
     data = objective.problem.data
-    carry = jax.tree.map(np.asarray, (z, z, _batched_init_program(outer)(z)))
+    chunk = chunk_rows(num, chunk_size)
+    carry = (z, z, initial_states(outer, z, chunk))
+    first = first_row((*carry, fixed))
+    tag = ("tune", objective, space, method, update_key(outer, first[0], first[2]))
     # the step traced once, when the first program this cohort compiles needs it
-    batched = functools.cache(lambda: replayed_step_fn(tuner_step_fn(objective, space, method, outer),
-                                                       (*first_row((*carry, fixed)), key, data)))
+    trace = functools.cache(lambda: traced(tuner_step_fn(objective, space, method, outer), (*first, key, data)))
 
     def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
         spread, replicated = shardings(chunk)
         placed_data, placed_key = place((data, key), replicated)
         example = (*place(take_rows((*carry, fixed), 0, chunk), spread), placed_key, placed_data)
-        executable, seconds = _compile.compiled(("tune", objective, space, method, outer), batched, example)
+        executable, seconds, _ = step_program(tag, trace, example)
         return executable, seconds, spread, replicated, placed_data
 
-    chunk = chunk_rows(num, chunk_size)
     executable, seconds, spread, replicated, placed_data = program(chunk)
     return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
-                  flops, unit, extra, compile_seconds=seconds)
+                  flops, unit, extra, compile_seconds=seconds, out_tree=_out_trees[executable])
 
 
 def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: TrialRecorder) -> int:
@@ -322,7 +425,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
         rows = take_rows((*cohort.carry, cohort.fixed), start, chunk)  # numpy: views, padded when short
         args = (*place(tuple(rows), cohort.spread), step_key, cohort.data)
         began = time.perf_counter()
-        out = to_host(jax.block_until_ready(cohort.executable(*args)))
+        out = jax.tree.unflatten(cohort.out_tree, to_host(jax.block_until_ready(cohort.executable(*args))))
         seconds = time.perf_counter() - began
         pieces.append(jax.tree.map(lambda a: np.asarray(a)[:real], out[:3]))
         report = jax.device_get(out[3])
@@ -336,7 +439,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
             recorder.add(trial)
             number += 1
     if not final:
-        cohort.carry = pieces[0] if len(pieces) == 1 else jax.tree.map(lambda *a: np.concatenate(a), *pieces)
+        cohort.carry = _concatenated(pieces)
     return number
 
 

@@ -29,8 +29,8 @@ from hypergrad.hypergradient import check_differentiable_hparams, check_method, 
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams
-from hypergrad.outer import (DEFAULT_OUTER, LIVE, check_outer, cohort_chunk, drive, make_cohort,
-                             outer_step_fn, starts_program, step_trial)
+from hypergrad.outer import (DEFAULT_OUTER, LIVE, batched_starts, check_outer, chunk_rows, cohort_chunk, drive,
+                             make_cohort, outer_step_fn, step_trial)
 from hypergrad.results import COMPLETE, Result, TrialRecorder
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
@@ -166,8 +166,11 @@ def tune(
 
     Cost: one hypergradient of `method` (about 3 training runs for `Reverse`) per live tuner and
     outer step, plus one more per tuner for scoring its final iterate, plus `warmup` training runs.
-    One program is compiled per (objective, space, method, outer, chunk of tuners) and reused by
-    later calls with new values, keys, starting points or numbers of tuners that fill the same chunk.
+    One program is compiled per (objective, space, method, chunk of tuners, and what the outer
+    optimiser computes) and reused by later calls with new values, keys, starting points or numbers
+    of tuners that fill the same chunk, and with an equal outer optimiser made anew: two
+    `optax.adam(0.1)` are different objects that share one program, `optax.adam(0.2)` compiles
+    its own (its update is traced on each call to tell them apart, milliseconds).
 
     Args:
         objective: the objective to tune.
@@ -238,11 +241,12 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  progress=progress, sink=writer,
                                  chunk_size=chunk_size if isinstance(chunk_size, int) else None)
         starts = _warm_starts(warm, space, population)
-    z, hparams0 = starts_program(space)(starts)
+    chunk = cohort_chunk(chunk_size, halving)
+    z, hparams0 = batched_starts(space, starts, chunk_rows(population, chunk))
     method.check(objective, hparams0)
     unit = run_flops(objective, hparams0, key)
-    cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=cohort_chunk(chunk_size, halving),
-                         unit=unit, flops=hypergradient_flops(objective, method, hparams0, key))
+    cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=chunk, unit=unit,
+                         flops=hypergradient_flops(objective, method, hparams0, key))
     name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
     recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1), sink=writer)

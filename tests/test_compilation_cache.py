@@ -63,6 +63,37 @@ def test_a_second_process_compiles_from_the_cache(tmp_path):
     assert first["compile_seconds"] > 0 and second["compile_seconds"] >= 0
 
 
+# A lone tuner on the iris preset in a child process with the cache on: how many programs its tune
+# call loaded from hypergrad's program store, and its trials' values.
+TUNE_CHILD = """
+import json
+import jax, optax
+import hypergrad as hg
+from hypergrad import _program_store
+from hypergrad.problems.presets import preset
+hg.use_compilation_cache()
+objective, space = preset("iris-mlp", num_steps=5)
+before = _program_store.counts()["store_loads"]
+result = hg.tune(objective, space, jax.random.key(0), steps=1, outer=optax.adam(0.1))
+print(json.dumps({"store_loads": _program_store.counts()["store_loads"] - before,
+                  "values": [t.value for t in result.trials]}))
+"""
+
+
+def test_a_second_process_loads_the_tune_program_from_the_program_store(tmp_path):
+    # tune passed no jaxpr to the program cache (and its key held the optax object, whose repr
+    # names addresses), so a warm process still traced, batched and lowered its outer step.
+    env = {**os.environ, _caches.ENV_VAR: str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", TUNE_CHILD], capture_output=True, text=True, env=env,
+                              timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert runs[0]["store_loads"] == 0 and runs[1]["store_loads"] == 1
+    assert runs[1]["values"] == runs[0]["values"]
+
+
 def test_the_program_store_key_reads_the_constants_of_nested_jaxprs():
     # An array that a `jax.jit` inside the traced function closes over is a constant of the nested
     # jaxpr, whose text names it without its value: two programs differing only there had one key,

@@ -57,6 +57,18 @@ def test_sampled_configurations_are_distinct_and_reused_program(objective, key):
     assert _compile.stats.compilations - before == compiled  # new values, same shapes: nothing compiles
 
 
+def test_an_equal_outer_optimiser_made_anew_compiles_nothing(objective, key):
+    # The outer-step program was keyed by the optax object, and optax.adam(0.2) != optax.adam(0.2)
+    # (fresh closures): every call with outer=optax.adam(...) written inline (HypergradSearchCV's
+    # too) compiled it again.
+    budget = 2 * 3.5 * _step_cost(objective, key)
+    first = hg.hybrid_search(objective, SPACE, key, budget=budget, configs=2, outer=optax.adam(0.2))
+    before = _compile.stats.compilations
+    again = hg.hybrid_search(objective, SPACE, key, budget=budget, configs=2, outer=optax.adam(0.2))
+    assert _compile.stats.compilations == before and again.compile_seconds == 0.0
+    assert [t.value for t in again.trials] == [t.value for t in first.trials]
+
+
 def test_hybrid_refuses_what_it_cannot_do(objective, key):
     with pytest.raises(ValueError, match="no hg.Choice"):
         hg.hybrid_search(objective, hg.Space({"lr": SPACE["lr"]}), key, budget=100)
