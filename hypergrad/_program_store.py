@@ -39,7 +39,8 @@ import jax
 import jaxlib
 import numpy as np
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
-from jax.extend import core as jcore
+
+from hypergrad._jaxprs import sub_jaxprs
 
 __all__ = ["directory", "digest", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
 
@@ -114,13 +115,9 @@ def _constants(closed: Any) -> list[Any]:
     stack = [closed.jaxpr]
     while stack:
         for eqn in stack.pop(0).eqns:
-            for param in eqn.params.values():
-                for sub in param if isinstance(param, (tuple, list)) else (param,):
-                    if isinstance(sub, jcore.ClosedJaxpr):
-                        out.extend(sub.consts)
-                        stack.append(sub.jaxpr)
-                    elif isinstance(sub, jcore.Jaxpr):
-                        stack.append(sub)
+            for jaxpr, consts in sub_jaxprs(eqn.params):
+                out.extend(consts)
+                stack.append(jaxpr)
     return out
 
 

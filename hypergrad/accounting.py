@@ -99,6 +99,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from hypergrad import _caches, _compile
+from hypergrad._jaxprs import sub_jaxprs
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import value_and_grad_fn
 
@@ -238,18 +239,6 @@ def _increment(body: Any, var: Any, index: int) -> float | None:
     return None
 
 
-def _sub_jaxprs(params: Mapping[str, Any]) -> list[tuple[Any, list]]:
-    """(jaxpr, consts) of every sub-program among an equation's parameters."""
-    out = []
-    for value in params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jcore.ClosedJaxpr):
-                out.append((item.jaxpr, item.consts))
-            elif isinstance(item, jcore.Jaxpr):
-                out.append((item, []))
-    return out
-
-
 def _live_eqns(jaxpr: Any) -> list:
     """The equations whose results reach the outputs (or that have effects), in order: what
     the program computes once dead code (results nobody reads, often left by autodiff) is
@@ -294,7 +283,7 @@ def _count(jaxpr: Any, consts: Mapping[Any, Any]) -> float:
         elif name in _FREE:
             continue
         else:
-            subs = _sub_jaxprs(eqn.params)
+            subs = sub_jaxprs(eqn.params)
             if subs:  # pjit, closed_call, custom_jvp/vjp, checkpoint, cond/switch (sum of branches)
                 total += sum(_count(sub, dict(zip(sub.constvars, sub_consts))) for sub, sub_consts in subs)
             else:
