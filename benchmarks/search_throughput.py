@@ -44,6 +44,7 @@ import jax
 import hypergrad as hg
 from hypergrad import accounting
 from hypergrad._batching import first_row
+from hypergrad._jaxprs import sub_jaxprs
 from hypergrad.accounting import matmul_flops_per_second
 from hypergrad.problems.presets import preset, sgd_momentum_schedule
 from hypergrad.search import _search_program
@@ -156,7 +157,7 @@ def product_flops(closed) -> float:
                 trips = accounting._while_trips(eqn, consts)
                 total += (1 if trips is None else trips) * count(body.jaxpr, dict(zip(body.jaxpr.constvars, body.consts)))
             else:
-                total += sum(count(sub, dict(zip(sub.constvars, c))) for sub, c in accounting._sub_jaxprs(eqn.params))
+                total += sum(count(sub, dict(zip(sub.constvars, c))) for sub, c in sub_jaxprs(eqn.params))
         return total
     return count(closed.jaxpr, dict(zip(closed.jaxpr.constvars, closed.consts)))
 
