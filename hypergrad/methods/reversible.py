@@ -40,8 +40,8 @@ training-run equivalents on the digits MLP (50 hidden units, batches of 100, T =
 the iris MLP (50 hidden units, batches of 16, T = 20), against Reverse's 3.1 on both: the
 recomputed gradient is shared with the VJP, the int64 fixed-point arithmetic is not; the
 optimiser check is 0.03 and 0.13 of those runs (no change in measured time).
-In time it costs more still: measured at 9-14 training runs on 2 CPU cores (T=100..10000,
-Reverse about 4; benchmarks/methods_vs_horizon.py).
+In time it costs more still than Reverse (int64 arithmetic is slower per operation than float;
+`benchmarks/methods_vs_horizon.py` measures both against training at T = 100 to 10000).
 Memory: the parameters and velocity (as int64), the adjoints, and the information buffer of
 T x parameters x info_bits bits (8 by default; 1 bit suffices for m >= 1/2), instead of Reverse's
 T x parameters x 32 (or 64) bits of stored parameters plus every step's activations. The buffer
