@@ -13,6 +13,7 @@ from hypergrad._types import HParams, Key, Scalar
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad._checks import check_key
+from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_differentiable_hparams"]
@@ -84,6 +85,8 @@ def hypergradient(
     hparams = as_hparams(hparams)
     check_differentiable_hparams(hparams)
     key = check_key(key)
+    if not _is_traced(hparams):  # under a transformation the objective may close over tracers
+        check_schedules_in_bounds(objective, hparams)
     method.check(objective, hparams)
     (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
     return value, grads

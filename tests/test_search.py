@@ -571,7 +571,7 @@ def test_overlap_runs_once_before_the_program_compiles_and_once_when_it_is_cache
 
 def test_a_schedule_shorter_than_the_training_is_refused_before_compiling(ridge_problem_):
     """A per-step rate of 10 entries indexed over 20 steps: JAX clamps steps 10-19 to the last
-    entry, silently. random_search, tune and hybrid_search refuse it, naming the shape and the fix,
+    entry, silently. random_search, tune, hybrid_search and hypergradient refuse it, naming the shape and the fix,
     before compiling; a full schedule, an explicit clamp and a per-group vector indexed in bounds
     run."""
     key = jax.random.key(0)
@@ -587,6 +587,7 @@ def test_a_schedule_shorter_than_the_training_is_refused_before_compiling(ridge_
     before = _compile.stats.compilations
     for run in (lambda: hg.random_search(short, space(10), key, num_trials=2),
                 lambda: hg.tune(short, space(10), key, steps=1),
+                lambda: hg.hypergradient(short, space(10).centre(), key),
                 lambda: hg.hybrid_search(short, space(10, weight_decay=hg.Choice([0.0, 0.1])), key, budget=100)):
         with pytest.raises(ValueError, match=r"indexes a hyperparameter past its end within num_steps=20 .*shape "
                                              r"\(10,\).*index 10 is out of bounds.*jnp.minimum\(step, n - 1\)"):
