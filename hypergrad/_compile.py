@@ -26,11 +26,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.extend import core as jcore
 
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "stats", "signature", "MAX_ENTRIES",
-           "QUICK_COMPILE", "strongly_typed", "share_programs"]
+           "QUICK_COMPILE", "strongly_typed", "share_programs", "is_traced"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -133,6 +134,19 @@ def _shared_owner(owner: Any) -> Any:
         return _shared.get(owner, owner)
     except TypeError:  # not weakly referenceable or not hashable: never shared
         return owner
+
+
+_TOP_LEVEL = jcore.get_opaque_trace_state()
+"""JAX's trace state outside every transformation (the one evaluation trace)."""
+
+
+def is_traced(tree: Any) -> bool:
+    """Whether `tree` holds a tracer or this call runs under a JAX transformation (jit, vmap,
+    grad): a function may then close over traced values that a compiled program cannot take
+    (`jax.vmap(lambda m: hypergradient(objective.with_fixed({"lr_mult": m}), hparams, key))` with
+    concrete hparams), so it is traced inline instead of compiled."""
+    return (jcore.get_opaque_trace_state() != _TOP_LEVEL
+            or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)))
 
 
 def signature(args: Any) -> Hashable:

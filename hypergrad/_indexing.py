@@ -44,7 +44,8 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
         pass
     concrete = {name: (np.zeros(np.shape(v), jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v)
                 for name, v in hparams.items()}
-    error = _probe(objective, concrete)
+    with _compile.naming_missing_hparams():
+        error = _probe(objective, concrete)
     if error is not None:
         raise ValueError(
             f"the optimiser indexes a hyperparameter past its end within num_steps={objective.num_steps} "

@@ -6,7 +6,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.extend import core as jcore
 
 from hypergrad import _compile
 from hypergrad._types import HParams, Key, Scalar
@@ -48,19 +47,6 @@ def check_differentiable_hparams(hparams: HParams, argname: str = "hparams") -> 
             )
 
 
-_TOP_LEVEL = jcore.get_opaque_trace_state()
-"""JAX's trace state outside every transformation (the one evaluation trace)."""
-
-
-def _is_traced(tree: Any) -> bool:
-    """Whether `tree` holds a tracer or this call runs under a JAX transformation (jit, vmap,
-    grad): the objective may then close over traced values that a compiled program cannot take
-    (`jax.vmap(lambda m: hypergradient(objective.with_fixed({"lr_mult": m}), hparams, key))` with
-    concrete hparams), so the program is traced inline."""
-    return (jcore.get_opaque_trace_state() != _TOP_LEVEL
-            or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)))
-
-
 def hypergradient(
     objective: Objective, hparams: HParams, key: Key, *, method: Method = Reverse()
 ) -> tuple[Scalar, HParams]:
@@ -85,9 +71,9 @@ def hypergradient(
     hparams = as_hparams(hparams)
     check_differentiable_hparams(hparams)
     key = check_key(key)
-    if not _is_traced(hparams):  # under a transformation the objective may close over tracers
-        check_schedules_in_bounds(objective, hparams)
     method.check(objective, hparams)
+    if not _compile.is_traced(hparams):  # under a transformation the objective may close over tracers
+        check_schedules_in_bounds(objective, hparams)
     (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
     return value, grads
 
@@ -95,7 +81,7 @@ def hypergradient(
 def value_scores_and_grad(objective: Objective, hparams: HParams, key: Key, method: Method):
     """((value, scores), grads) from the cached compiled program (or inline when traced)."""
     data = objective.problem.data
-    if _is_traced((hparams, key, data)):
+    if _compile.is_traced((hparams, key, data)):
         return value_and_grad_fn(objective, method)(hparams, key, data)
     executable, _ = compiled_value_and_grad(objective, method, (hparams, key, data))
     return executable(hparams, key, data)

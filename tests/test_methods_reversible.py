@@ -197,6 +197,29 @@ def test_other_optimisers_are_refused_before_tracing(ridge_problem, key, optimiz
         jax.jit(lambda h: hg.hypergradient(objective, h, key, method=Reversible()))(hparams)
 
 
+_COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *a, **k: _COMPILES.append(event) if event.endswith("backend_compile_duration") else None)
+
+
+def test_a_second_hypergradient_at_new_values_compiles_nothing(ridge_problem, key):
+    """The optimiser probe of `check` is one program per optimiser, method and T: it was traced and
+    compiled again at every call (eager), so each hypergradient paid seconds of checking. Its verdict
+    still follows the values: a momentum out of the reversible range is refused at the same shapes."""
+    objective = hg.Objective(ridge_problem, sgd_momentum_schedule, num_steps=T)
+    hparams = dict(GOOD)
+    hg.hypergradient(objective, hparams, key, method=Reversible())
+    before = len(_COMPILES)
+    for lr in (0.05, 0.2):
+        value, grads = hg.hypergradient(objective, {**hparams, "lr": jnp.full(T, lr)}, key, method=Reversible())
+        assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads.values())
+    assert len(_COMPILES) == before
+    clipped = hg.Objective(ridge_problem, lambda h: optax.chain(optax.clip(1e-3), sgd_momentum_schedule(h)),
+                           num_steps=T)
+    with pytest.raises(ValueError, match=r"Reversible supports SGD with momentum only"):
+        hg.hypergradient(clipped, hparams, key, method=Reversible())
+
+
 def test_a_model_that_reads_hyperparameters(key):
     """init(key, hparams) and val_loss(params, hparams, batch) read hyperparameters: their direct
     and through-initialisation terms are in the hypergradient (they were dropped: zero)."""

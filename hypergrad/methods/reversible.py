@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -91,10 +92,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hypergrad import _caches, _compile
 from hypergrad._checks import is_int
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method
 from hypergrad.loop import Loop, LoopState
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""optimiser function -> {(method, T): jitted probe}: `Reversible.check`'s programs, compiled once."""
+_caches.register(_PROBES.clear)
 
 __all__ = ["Reversible", "ReversibleRun"]
 
@@ -345,16 +351,43 @@ class Reversible(Method):
         ones, replaced by stand-ins). The forward pass checks every step's update against the
         optimiser's own on the real gradients (`_Witness`) and reports NaN for those.
 
-        Cost: one program (no random-number generator in it), compiled once per check, of
-        T + 8 min(T, 16) elementwise updates of both optimisers per point."""
+        Cost: one program (no random-number generator in it) of T + 8 min(T, 16) elementwise
+        updates of both optimisers per point, compiled once per optimiser function, method, T and
+        shapes (traced inline under a transformation)."""
         rng = np.random.default_rng(0)
         # Element i of step t's gradient is magnitude * size_i * cos(rate_i t + phase_i).
-        params, size, rate, phase = (jax.tree.map(lambda s, f=f: jnp.asarray(f(s.shape), jnp.float64), shapes)
-                                     for f in (lambda n: rng.normal(size=n), lambda n: 10.0 ** rng.uniform(-1, 1, n),
-                                               lambda n: rng.uniform(0.5, 3.0, n), lambda n: rng.uniform(0, 6.3, n)))
-        magnitudes = jnp.asarray(2.0 ** np.arange(-self.radix_bits, 57 - self.radix_bits, 8))
+        draws = tuple(jax.tree.map(lambda s, f=f: np.asarray(f(s.shape), np.float64), shapes)
+                      for f in (lambda n: rng.normal(size=n), lambda n: 10.0 ** rng.uniform(-1, 1, n),
+                                lambda n: rng.uniform(0.5, 3.0, n), lambda n: rng.uniform(0, 6.3, n)))
+        stacked = jax.tree.map(lambda *v: jnp.stack([jnp.asarray(x) for x in v]), *points)
+        try:
+            if _compile.is_traced(stacked):  # the optimiser may close over traced values: inline
+                worst = self._probe_program(loop.optimizer, T)(stacked, *draws)
+            else:  # jitted once per optimiser, method and T: later checks reuse its compilation
+                worst = self._jitted_probe(loop, T)(stacked, *draws)
+        except Exception as err:  # noqa: BLE001 - any failure means "not the SGD we can reverse"
+            raise ValueError(self._refusal()) from err
+        if isinstance(worst, jax.core.Tracer):
+            return  # the optimiser closes over traced values (a vmapped held choice): the forward pass checks
+        if not float(worst) <= 1e-6:
+            raise ValueError(self._refusal())
 
-        def mismatch(ours, reference, magnitude, steps):
+    def _jitted_probe(self, loop: Loop, T: int):
+        """`jax.jit` of `_probe_program`, held per optimiser function (weakly) and (method, T)."""
+        try:
+            table = _PROBES.setdefault(loop.optimizer_fn, {})
+        except TypeError:  # an optimiser function that cannot be weakly referenced: not held
+            table = {}
+        if (self, T) not in table:
+            table[(self, T)] = jax.jit(self._probe_program(loop.optimizer, T))
+        return table[(self, T)]
+
+    def _probe_program(self, optimizer, T: int):
+        """The pure probe of `_probe`: (stacked points, params, size, rate, phase) -> the worst
+        relative difference between `optimizer`'s updates and optax.sgd's over all points."""
+        magnitudes = 2.0 ** np.arange(-self.radix_bits, 57 - self.radix_bits, 8)
+
+        def mismatch(ours, reference, magnitude, steps, params, size, rate, phase):
             def step(carry, t):
                 (p, a), (q, b) = carry
                 g = jax.tree.map(lambda s, w, c: magnitude * s * jnp.cos(w * t + c), size, rate, phase)
@@ -367,21 +400,18 @@ class Reversible(Method):
             start = ((params, ours.init(params)), (params, reference.init(params)))
             return jnp.max(jax.lax.scan(step, start, jnp.arange(steps, dtype=jnp.float64))[1])
 
-        def at(h):
-            lr = jnp.asarray(h[self.lr])
-            reference = optax.sgd((lambda step: lr[step]) if lr.ndim else lr, momentum=h[self.momentum])
-            ours = loop.optimizer(h)
-            sizes = jax.vmap(lambda m: mismatch(ours, reference, m, min(T, 16)))(magnitudes)
-            return jnp.maximum(mismatch(ours, reference, 1.0, T), jnp.max(sizes))
+        def probe(stacked, *draws):
+            def at(h):
+                lr = jnp.asarray(h[self.lr])
+                reference = optax.sgd((lambda step: lr[step]) if lr.ndim else lr, momentum=h[self.momentum])
+                ours = optimizer(h)
+                sizes = jax.vmap(lambda m: mismatch(ours, reference, m, min(T, 16), *draws))(
+                    jnp.asarray(magnitudes))
+                return jnp.maximum(mismatch(ours, reference, 1.0, T, *draws), jnp.max(sizes))
 
-        try:
-            worst = jnp.max(jax.lax.map(at, jax.tree.map(lambda *v: jnp.stack([jnp.asarray(x) for x in v]), *points)))
-        except Exception as err:  # noqa: BLE001 - any failure means "not the SGD we can reverse"
-            raise ValueError(self._refusal()) from err
-        if isinstance(worst, jax.core.Tracer):
-            return  # the optimiser closes over traced values (a vmapped held choice): the forward pass checks
-        if not float(worst) <= 1e-6:
-            raise ValueError(self._refusal())
+            return jnp.max(jax.lax.map(at, stacked))
+
+        return probe
 
     def _refusal(self) -> str:
         return (f"Reversible supports SGD with momentum only: the objective's optimizer must update like "
