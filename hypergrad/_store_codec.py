@@ -8,18 +8,25 @@ shape. Objects JSON cannot hold (a function given as a structural option) are wr
 
 A fingerprint describes a call (strategy, space, objective, key, counts) so that resuming a study
 with a different call is refused. Functions are described by qualified name, a hash of their
-bytecode and constants, and, to a bounded depth, the values they close over (an optax optimiser's
-learning rate lives in a closure) and, for the user's own functions, the module-level values their
-code names (`momentum=MOM`: editing `MOM` changes results as much as editing the code); an object of
-the user's own class by its attributes (its default repr shows none); arrays by dtype, shape and a
-SHA-1 of their bytes; memory addresses never enter, so a fingerprint is the same in every process
-running the same code. The functions and objects of this library, the standard library and
-installed packages are described by code (and repr) alone: their module-level state is caches and
-counters that change as they run, and their code is their version.
+bytecode and constants, the values they close over, followed to any depth (an optax optimiser's
+learning rate lives in a closure, and `chain(clip, adamw(warmup_cosine_decay_schedule(...)))` holds
+its peak rate eight closures down) and, for the user's own functions, the module-level values their
+code names (`momentum=MOM`: editing `MOM` changes results as much as editing the code); a bound
+method as its function and its object; an object of the user's own class by its attributes (its
+default repr shows none) and the functions its class defines (a callable object's `__call__`); a
+set by its elements in the order of their descriptions (its repr's order depends on the process's
+hash seed); arrays by dtype, shape and a SHA-1 of their bytes; memory addresses never enter, so a
+fingerprint is the same in every process running the same code. The functions and objects of this
+library, the standard library and installed packages are described by code (and repr) alone: their
+module-level state is caches and counters that change as they run, and their code is their version.
+Cycles are cut where an object recurs on its own path; a description of more than `_NODES` objects
+is refused (`identity` raises `TooLarge`), never cut short: a cut would let calls that differ past
+it pass as equal.
 
-Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it (format 1: no globals, no
-attributes) are compared in their own terms (`in_format`): a study stored then still resumes, with
-the weaker check it was stored under.
+Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
+(`identity(..., format=)`, `in_format`): a study stored then still resumes, with the weaker check it
+was stored under (format 2: closures followed 6 in a row, methods and callable objects by name and
+repr, sets by repr; format 1: that, without globals and attributes either).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
 import re
@@ -44,15 +52,20 @@ import numpy as np
 from hypergrad.space import Choice, Space
 
 __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
-           "first_difference", "in_format", "FINGERPRINT_FORMAT"]
+           "first_difference", "in_format", "FINGERPRINT_FORMAT", "TooLarge"]
 
-FINGERPRINT_FORMAT = 2
-"""2: functions' globals and plain objects' attributes described; 1 (no "format" field): neither."""
+FINGERPRINT_FORMAT = 3
+"""3: closures followed to any depth, methods and callable objects by their code, sets sorted;
+2: functions' globals and plain objects' attributes described; 1 (no "format" field): neither."""
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-_DEPTH = 6  # function closures followed in a row: optax's chains (adam's learning rate) are 3 deep
+_DEPTH = 6  # format 2 only: function closures it followed in a row (kept to compare studies stored then)
 _NODES = 20_000  # objects one fingerprint describes at most
+
+
+class TooLarge(ValueError):
+    """A description would visit more than `_NODES` objects: refused rather than cut short."""
 
 
 def _float(x: float) -> Any:
@@ -195,7 +208,7 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _function(fn: types.FunctionType, depth: int, seen: _Seen) -> dict[str, Any]:
+def _function(fn: types.FunctionType, depth: float, seen: _Seen) -> dict[str, Any]:
     cells = []
     for cell in fn.__closure__ or ():
         try:
@@ -237,25 +250,40 @@ _INSTALLED = tuple(sorted({os.path.realpath(p) + os.sep for p in [
 
 @dataclasses.dataclass(frozen=True)
 class _Seen:
-    """The objects on the path being described (against cycles) and a shared count of the nodes
-    left to describe (against blow-up: past it, objects are described by type only)."""
+    """The objects on the path being described (against cycles), a shared count of the nodes left
+    to describe (against blow-up) and the format being written."""
 
     path: frozenset = frozenset()
     left: list = dataclasses.field(default_factory=lambda: [_NODES])
+    format: int = FINGERPRINT_FORMAT
 
     def enter(self, obj: Any) -> _Seen | None:
-        if id(obj) in self.path or self.left[0] <= 0:
+        """The state inside `obj`; None when `obj` is on its own path (a cycle), or, in format 2,
+        past the node bound (it described the rest by type); `TooLarge` past the bound since."""
+        if id(obj) in self.path:
+            return None
+        if self.left[0] <= 0:
+            if self.format >= 3:
+                raise TooLarge(f"describing it visits more than {_NODES} objects")
             return None
         self.left[0] -= 1
-        return _Seen(self.path | {id(obj)}, self.left)
+        return _Seen(self.path | {id(obj)}, self.left, self.format)
 
 
-def identity(obj: Any, depth: int = _DEPTH, seen: _Seen | None = None) -> Any:
+def identity(obj: Any, depth: float | None = None, seen: _Seen | None = None, *,
+             format: int = FINGERPRINT_FORMAT) -> Any:
     """A JSON description of `obj` for fingerprints, the same in every process (see the module
-    docstring). Containers, dataclasses and named tuples are followed whole; `depth` bounds the
-    function closures followed in a row, and at most `_NODES` objects are visited. Cost: linear in
-    what it visits; arrays are hashed (their bytes read once)."""
-    seen = _Seen() if seen is None else seen
+    docstring), in fingerprint format `format`. Containers, dataclasses and named tuples are
+    followed whole, function closures to any depth (format 2: `depth` in a row, 6 by default);
+    an object recurring on its own path is described by type. Cost: linear in what it visits;
+    arrays are hashed (their bytes read once).
+
+    Raises:
+        TooLarge: (format 3) more than `_NODES` objects would be visited.
+    """
+    seen = _Seen(format=format) if seen is None else seen
+    if depth is None:
+        depth = _DEPTH if seen.format < 3 else math.inf
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
@@ -278,18 +306,28 @@ def identity(obj: Any, depth: int = _DEPTH, seen: _Seen | None = None) -> Any:
         return {"partial": identity(obj.func, depth, inner), "args": identity(obj.args, depth, inner),
                 "keywords": identity(obj.keywords, depth, inner)}
     if isinstance(obj, types.MethodType):
-        return {"method": obj.__func__.__qualname__, "self": identity(obj.__self__, depth - 1, inner)}
+        if inner.format < 3:
+            return {"method": obj.__func__.__qualname__, "self": identity(obj.__self__, depth - 1, inner)}
+        # the function as any other (its code, closure and the globals it reads) and its object
+        return {"method": identity(obj.__func__, depth, inner), "self": identity(obj.__self__, depth, inner)}
+    if isinstance(obj, (set, frozenset)) and inner.format >= 3:
+        # sorted by the elements' descriptions: a set's own order (its repr's) follows the hash seed
+        elements = [identity(v, depth, inner) for v in obj]
+        return {type(obj).__name__: sorted(elements, key=lambda e: json.dumps(e, sort_keys=True, default=str))}
     return _object(obj, depth, inner)
 
 
-def _object(obj: Any, depth: int, seen: _Seen) -> Any:
-    """Dataclasses and named tuples field by field; modules and classes by name; else the repr."""
+def _object(obj: Any, depth: float, seen: _Seen) -> Any:
+    """Dataclasses and named tuples field by field; modules and classes by name; else the repr.
+    An object of the user's own class also by the functions its class defines (format 3)."""
     name = type(obj).__qualname__
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {"type": name, **{f.name: identity(getattr(obj, f.name), depth, seen)
-                                 for f in dataclasses.fields(obj) if not f.name.startswith("_")}}
+                                 for f in dataclasses.fields(obj) if not f.name.startswith("_")},
+                **_class_code(obj, depth, seen)}
     if hasattr(obj, "_fields"):  # a NamedTuple (optax's GradientTransformation)
-        return {"type": name, **{f: identity(getattr(obj, f), depth, seen) for f in obj._fields}}
+        return {"type": name, **{f: identity(getattr(obj, f), depth, seen) for f in obj._fields},
+                **_class_code(obj, depth, seen)}
     if isinstance(obj, types.ModuleType):
         return {"module": obj.__name__}
     if isinstance(obj, type):
@@ -301,17 +339,41 @@ def _object(obj: Any, depth: int, seen: _Seen) -> Any:
     except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
         text = ""
     described = {"type": name, "repr": _ADDRESS.sub("", text)[:200]}
-    fields = _instance_fields(obj)
+    fields = _instance_fields(obj, seen.format)
     if fields:  # a plain object's repr rarely shows its values (`<Config object>`): its attributes do
         described["fields"] = {k: identity(v, depth, seen) for k, v in sorted(fields.items())}
+    described.update(_class_code(obj, depth, seen))
     return described
 
 
-def _instance_fields(obj: Any) -> dict[str, Any]:
-    """The instance attributes of a plain object of the user's own class, else {} (an installed
-    package's objects carry caches and handles; their repr describes them, as before)."""
-    module = getattr(type(obj), "__module__", "")
-    if not isinstance(module, str) or _installed(module):
+def _class_code(obj: Any, depth: float, seen: _Seen) -> dict[str, Any]:
+    """{"methods": {qualified name: description}} of the functions (methods, static and class
+    methods, properties' getters) that the user's own classes in `type(obj)`'s MRO define, in
+    format 3; else {}. A callable object's `__call__`, or a method it calls, is code as much as a
+    function's: editing it changes results."""
+    if seen.format < 3:
+        return {}
+    methods = {}
+    for cls in type(obj).__mro__:
+        module = getattr(cls, "__module__", "")
+        if not isinstance(module, str) or _installed(module):
+            continue
+        for attr, value in sorted(vars(cls).items()):
+            fn = value.__func__ if isinstance(value, (staticmethod, classmethod)) else \
+                value.fget if isinstance(value, property) else value
+            if isinstance(fn, types.FunctionType):  # (a name shadowed by a subclass's keeps the one that runs)
+                methods.setdefault(f"{cls.__qualname__}.{attr}", identity(fn, depth, seen))
+    return {"methods": methods} if methods else {}
+
+
+def _instance_fields(obj: Any, version: int = FINGERPRINT_FORMAT) -> dict[str, Any]:
+    """The instance attributes of a plain object of the user's own class, or (format 3) of an
+    installed package's class that keeps object's repr (optax's `inject_hyperparams` holds the
+    schedule in such an object: its repr shows nothing); else {} (an installed package's objects
+    otherwise carry caches and handles, and their repr describes them)."""
+    cls = type(obj)
+    module = getattr(cls, "__module__", "")
+    if not isinstance(module, str) or (_installed(module) and (version < 3 or cls.__repr__ is not object.__repr__)):
         return {}
     try:
         fields = vars(obj)
@@ -342,9 +404,10 @@ def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
 
 
 def in_format(description: Any, version: int) -> Any:
-    """`description` (made by `identity` in `FINGERPRINT_FORMAT`) as format `version` would have
-    made it: for format 1, without functions' "globals" and objects' "fields"."""
-    if version >= FINGERPRINT_FORMAT:
+    """`description` (made by `identity` in format 2) as format `version` would have made it: for
+    format 1, without functions' "globals" and objects' "fields". (Format 3's descriptions differ
+    from 2's in what `identity(..., format=2)` follows: they are made again, not converted.)"""
+    if version >= 2:
         return description
     if isinstance(description, list):
         return [in_format(v, version) for v in description]

@@ -45,6 +45,7 @@ study file with SQLite's backup (`sqlite3 study.db ".backup copy.db"`), not by i
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -55,15 +56,15 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
 
 from hypergrad._batching import is_writer, sync_processes
-from hypergrad._store_codec import (FINGERPRINT_FORMAT, decode_hparams, decode_value, describe_space, encode_hparams,
-                                    encode_value, first_difference, identity, in_format)
+from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
+                                    encode_hparams, encode_value, first_difference, identity, in_format)
 from hypergrad.results import Result, Trial
 from hypergrad.space import Space
 
@@ -188,22 +189,44 @@ def _alive(pid: int, host: str) -> bool:
         return True
 
 
+# The fingerprint format `fingerprint` writes: `FINGERPRINT_FORMAT`, or an older one while a stored
+# study of that format is compared (`_described`; the callers' fingerprint callables take no format).
+_FORMAT: contextvars.ContextVar[int] = contextvars.ContextVar("hypergrad_fingerprint_format",
+                                                              default=FINGERPRINT_FORMAT)
+
+
 def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: Any) -> dict[str, Any]:
     """The JSON description of a call that a resumed study must match: kind, space, objective (its
     functions, data and settings: `identity`), the key's raw data and the given arguments (those
-    that change results; chunk sizes, logs and progress do not), in `FINGERPRINT_FORMAT`."""
-    return {"format": FINGERPRINT_FORMAT, "kind": kind, "space": describe_space(space),
-            "objective": identity(objective),
-            "key": np.asarray(jax.random.key_data(key)).tolist(),
-            "arguments": {name: identity(value) for name, value in sorted(arguments.items())}}
+    that change results; chunk sizes, logs and progress do not), in `FINGERPRINT_FORMAT`.
+
+    Raises:
+        ValueError: the call is too large to describe (more than `_store_codec._NODES` objects).
+    """
+    version = _FORMAT.get()
+    try:
+        return {"format": version, "kind": kind, "space": describe_space(space),
+                "objective": identity(objective, format=version),
+                "key": np.asarray(jax.random.key_data(key)).tolist(),
+                "arguments": {name: identity(value, format=version) for name, value in sorted(arguments.items())}}
+    except TooLarge as err:
+        raise ValueError(
+            f"storage=, study=: this call cannot be checked on resume ({err}: the objective's functions or the "
+            "arguments hold large Python containers?). Hold data in arrays (hashed whole), or run it without "
+            "storage= and study=") from err
 
 
 def objective_digest(objective: Any) -> str:
     """SHA-1 (16 hex digits) of the objective's description in a fingerprint (`identity`: its
     functions, the values they read, its data and settings): equal for the same objective in any
-    process, different for another data set, `num_steps` or optimizer. Cost: the description's,
-    the data's bytes hashed once (a copy to the host first, for data on a device)."""
-    return hashlib.sha1(_json(identity(objective)).encode()).hexdigest()[:16]
+    process, different for another data set, `num_steps` or optimizer. An objective too large to
+    describe (`TooLarge`) gets a digest of its own, different at every call (so `extends=` refuses
+    it rather than accepting another objective as it). Cost: the description's, the data's bytes
+    hashed once (a copy to the host first, for data on a device)."""
+    try:
+        return hashlib.sha1(_json(identity(objective)).encode()).hexdigest()[:16]
+    except TooLarge:
+        return "unchecked-" + os.urandom(6).hex()
 
 
 def check_study(storage: Any, study: Any) -> bool:
@@ -222,10 +245,12 @@ def check_study(storage: Any, study: Any) -> bool:
     return True
 
 
-def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, Any],
+def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, Any] | Callable[[], dict[str, Any]],
                space: Space | None = None) -> StudyWriter | None:
     """The writer of study `study` in file `storage` (created, or checked against `fingerprint` and
-    loaded to resume), its lease taken; None when both are None.
+    loaded to resume), its lease taken; None when both are None. `fingerprint` is the call's
+    description, or a callable making it (called only when a study is asked for; called again
+    under an older format to compare a study stored in it).
 
     Raises:
         ValueError: only one of storage and study given, an unreadable file, or a stored study
@@ -234,41 +259,46 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     """
     if not check_study(storage, study):
         return None
+    describe = fingerprint if callable(fingerprint) else None
+    fingerprint = fingerprint() if describe is not None else fingerprint
     path = os.fspath(storage)
     if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs,
         sync_processes(f"open study {study}")  # once process 0 has opened it (its earlier calls flushed)
-        return _reader(path, study, kind, fingerprint, space)
+        return _reader(path, study, kind, fingerprint, space, describe)
     try:
         if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
             # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
             # error surfaces at a commit
-            return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint))
-        return StudyWriter(_opened(path, study, kind, fingerprint), path, study, space)
+            return StudyWriter(None, path, study, space,
+                               setup=lambda: _opened(path, study, kind, fingerprint, describe))
+        return StudyWriter(_opened(path, study, kind, fingerprint, describe), path, study, space)
     finally:
         sync_processes(f"open study {study}")
 
 
-def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any]) -> sqlite3.Connection:
+def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
+            describe: Callable[[], dict[str, Any]] | None = None) -> sqlite3.Connection:
     """A connection to the file, with the study's lease taken and its call registered or checked."""
     conn = _connect(path)
     try:
         with _transaction(conn, path):
             _lease(conn, path, study)
-            _register(conn, path, study, kind, fingerprint)
+            _register(conn, path, study, kind, fingerprint, describe)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None) -> StudyWriter:
+def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None,
+            describe: Callable[[], dict[str, Any]] | None = None) -> StudyWriter:
     """The view of a process other than 0 in a multi-process run: the stored trials and checkpoint
     (read before any chunk runs, so before process 0 commits anything of this call), nothing written."""
     conn = _connect(path, create=False) if os.path.exists(path) else None
     try:
         found = conn is not None and conn.execute("SELECT 1 FROM studies WHERE name = ?", (study,)).fetchone()
         if found:
-            _register(conn, path, study, kind, fingerprint)
+            _register(conn, path, study, kind, fingerprint, describe)
         return StudyWriter(conn if found else None, path, study, space, write=False)
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, err) from err
@@ -288,8 +318,10 @@ def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
                  (study, os.getpid(), socket.gethostname(), time.time()))
 
 
-def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given: dict[str, Any]) -> None:
-    """Creates the study, or checks a stored one was made by the same call."""
+def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given: dict[str, Any],
+              describe: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Creates the study, or checks a stored one was made by the same call (in the stored one's
+    fingerprint format: `describe` makes the call's description again in it)."""
     row = conn.execute("SELECT fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
     if row is None:
         now = time.time()
@@ -302,8 +334,11 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
         raise ValueError(f"study {study!r} in {path}: its stored call (fingerprint) is unreadable ({err}); "
                          "the file was edited or damaged; use another study name") from err
     given = json.loads(_json(given))
-    if isinstance(stored, dict) and "format" not in stored:
-        # stored before fingerprints described globals and attributes: compared as it was made
+    version = stored.get("format", 1) if isinstance(stored, dict) else FINGERPRINT_FORMAT
+    if isinstance(version, int) and 1 <= version < FINGERPRINT_FORMAT and describe is not None:
+        # stored in an older format: compared as it was made (its weaker check), not refused
+        given = _described(describe, max(version, 2))
+    if version == 1:  # stored before fingerprints described globals and attributes
         given = {k: in_format(v, 1) for k, v in given.items() if k != "format"}
     field = first_difference(stored, given)
     if field is not None:
@@ -311,6 +346,15 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
             f"study {study!r} in {path} was made by a different call: {field} differs "
             f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now). Repeat the original call to "
             "resume it, or give another study name for this one")
+
+
+def _described(describe: Callable[[], dict[str, Any]], version: int) -> dict[str, Any]:
+    """`describe()` made in fingerprint format `version`, as JSON reads it back."""
+    token = _FORMAT.set(version)
+    try:
+        return json.loads(_json(describe()))
+    finally:
+        _FORMAT.reset(token)
 
 
 def _excerpt(tree: Any, field: str) -> str:
@@ -464,8 +508,7 @@ class StudyWriter:
 def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Space) -> Iterator[Any]:
     """`open_study` as a context: yields the writer (or None without storage), released on exit.
     `fingerprint` is a callable, so nothing is described when no study is asked for."""
-    writer = open_study(storage, study, kind=kind, space=space,
-                        fingerprint=fingerprint() if check_study(storage, study) else {})
+    writer = open_study(storage, study, kind=kind, space=space, fingerprint=fingerprint)
     try:
         yield writer
     finally:

@@ -14,7 +14,8 @@ import optax
 import pytest
 
 import hypergrad as hg
-from hypergrad._store_codec import decode_hparams, decode_value, encode_hparams, encode_value, in_format
+from hypergrad._store_codec import (decode_hparams, decode_value, encode_hparams, encode_value, first_difference,
+                                    identity, in_format)
 
 
 class Stop(Exception):
@@ -160,6 +161,140 @@ def test_a_study_stored_by_the_format_1_fingerprint_still_resumes(ridge_problem,
     assert len(progress.calls) == 2  # the stored chunk was loaded
     with pytest.raises(ValueError, match="arguments.num_trials differs"):
         hg.random_search(objective, SPACE, key, 11, storage=db, study="r")
+
+
+def warmup_cosine_adamw(peak):
+    """A common optax recipe: its peak rate sits eight closures deep."""
+    return optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(optax.warmup_cosine_decay_schedule(0.0, peak, 2, 10), weight_decay=1e-4))
+
+
+RECIPES = [warmup_cosine_adamw,
+           lambda v: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.join_schedules(
+               [optax.linear_schedule(0.0, v, 5), optax.cosine_decay_schedule(v, 45)], [5]))),
+           lambda v: optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.adam)(
+               learning_rate=optax.exponential_decay(v, 10, 0.9))),
+           lambda v: optax.apply_if_finite(optax.chain(optax.clip(1.0), optax.adam(optax.exponential_decay(v, 10, 0.9))),
+                                           5)]
+
+
+def test_an_optimiser_differing_deep_in_its_closures_is_a_different_call(ridge_objective, ridge_problem, key,
+                                                                         tmp_path):
+    """Fingerprints follow closures to any depth: an outer optimiser (or one the objective holds)
+    differing only in a schedule's value deep inside optax's chains is refused, not mixed."""
+    for recipe in RECIPES:
+        a, b = (hg.store.fingerprint("tune", ridge_objective, SPACE, key, outer=recipe(v)) for v in (0.1, 0.2))
+        assert first_difference(a, b) is not None, recipe
+        assert first_difference(a, hg.store.fingerprint("tune", ridge_objective, SPACE, key, outer=recipe(0.1))) is None
+    held = [hg.Objective(ridge_problem, lambda h, tx=warmup_cosine_adamw(v): optax.chain(tx, optax.scale(h["lr"])),
+                         num_steps=5) for v in (0.1, 0.2)]
+    assert hg.store.objective_digest(held[0]) != hg.store.objective_digest(held[1])
+    db = tmp_path / "study.db"
+    hg.tune(ridge_objective, SPACE, key, steps=1, outer=warmup_cosine_adamw(0.1), storage=db, study="t")
+    with pytest.raises(ValueError, match=r"different call: arguments.outer\S* differs"):
+        hg.tune(ridge_objective, SPACE, key, steps=1, outer=warmup_cosine_adamw(1.0), storage=db, study="t")
+
+
+class Tuner:
+    """An optimizer given as a bound method or as a callable object."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def optimizer(self, h):
+        return optax.sgd(h["lr"] * self.scale, momentum=MOMENTUM)
+
+    def __call__(self, h):
+        return self.optimizer(h)
+
+
+class EditedTuner:
+    """`Tuner` after an edit of its method's body: the same names, other code."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def optimizer(self, h):
+        return optax.adam(h["lr"] * self.scale)
+
+    def __call__(self, h):
+        return self.optimizer(h)
+
+
+EditedTuner.__qualname__ = "Tuner"
+for _name in ("__init__", "optimizer", "__call__"):
+    getattr(EditedTuner, _name).__qualname__ = f"Tuner.{_name}"
+
+
+def test_a_method_or_callable_object_is_fingerprinted_by_its_code(ridge_problem, key, tmp_path, monkeypatch):
+    """A bound method is described as its function (code, closure, the globals it reads) and its
+    object; a callable object by its class's functions: editing a global they read, or their code,
+    is a different call."""
+    def described(optimizer):
+        return hg.store.fingerprint("grid", hg.Objective(ridge_problem, optimizer, num_steps=5), SPACE, key)
+
+    tuner = Tuner(1.0)
+    by_method, by_call = described(tuner.optimizer), described(tuner)
+    assert first_difference(by_method, described(Tuner(1.0).optimizer)) is None
+    assert first_difference(by_call, described(Tuner(1.0))) is None
+    assert first_difference(by_call, described(Tuner(2.0))) == "objective.optimizer.fields.scale"
+    edited = EditedTuner(1.0)
+    assert first_difference(by_method, described(edited.optimizer)) == "objective.optimizer.method.code"
+    assert first_difference(by_call, described(edited)) == "objective.optimizer.methods.Tuner.optimizer.code"
+    monkeypatch.setattr(f"{__name__}.MOMENTUM", 0.0)
+    assert first_difference(by_method, described(tuner.optimizer)) == "objective.optimizer.method.globals.MOMENTUM"
+    assert first_difference(by_call, described(tuner)) == "objective.optimizer.methods.Tuner.optimizer.globals.MOMENTUM"
+    db = tmp_path / "study.db"
+    monkeypatch.setattr(f"{__name__}.MOMENTUM", 0.5)
+    hg.grid_search(hg.Objective(ridge_problem, tuner.optimizer, num_steps=5), SPACE, key, 2, storage=db, study="m")
+    monkeypatch.setattr(f"{__name__}.MOMENTUM", 0.0)
+    with pytest.raises(ValueError, match=r"objective.optimizer.method.globals.MOMENTUM differs \(0.5 stored, 0.0 now\)"):
+        hg.grid_search(hg.Objective(ridge_problem, tuner.optimizer, num_steps=5), SPACE, key, 2, storage=db, study="m")
+
+
+NO_DECAY = frozenset({"bias", "scale", "embedding", "norm", "kernel_norm", "pos"})
+
+
+def test_a_set_is_described_in_an_order_no_hash_seed_changes():
+    """A set's iteration order (and repr) follows PYTHONHASHSEED: described sorted, the identical
+    call resumes in a new process."""
+    def optimizer(h):
+        return optax.adamw(h["lr"], mask=lambda p: {k: k not in NO_DECAY for k in p})
+
+    described = identity(optimizer)["globals"]["NO_DECAY"]
+    assert described == {"frozenset": sorted(NO_DECAY)}
+    assert identity({3, 1, 2}) == {"set": [1, 2, 3]} and identity({(2, "b"), (1, "a")}) == {"set": [[1, "a"], [2, "b"]]}
+
+
+def test_a_description_too_large_is_refused_not_cut_short(ridge_problem, key, tmp_path):
+    """Past its bound of objects a fingerprint would be blind to what follows: storage refuses the
+    call, and the digest `extends=` compares never matches another objective's."""
+    table = [(i,) for i in range(30_000)]  # a node each (numbers alone are no node)
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"] * (1 + 0 * len(table))), num_steps=5)
+    with pytest.raises(ValueError, match="storage=, study=: this call cannot be checked on resume"):
+        hg.grid_search(objective, SPACE, key, 2, storage=tmp_path / "s.db", study="big")
+    assert hg.store.objective_digest(objective) != hg.store.objective_digest(objective)
+
+
+def test_a_study_stored_by_the_format_2_fingerprint_still_resumes(ridge_objective, key, tmp_path):
+    """A study stored before fingerprints followed closures to any depth is compared as it was made."""
+    db = tmp_path / "study.db"
+    token = hg.store._FORMAT.set(2)
+    try:
+        with pytest.raises(Stop):
+            hg.tune(ridge_objective, SPACE, key, steps=3, outer=warmup_cosine_adamw(0.1), storage=db, study="t",
+                    progress=stop_after(1))
+    finally:
+        hg.store._FORMAT.reset(token)
+    with sqlite3.connect(db) as conn:
+        assert json.loads(conn.execute("SELECT fingerprint FROM studies").fetchone()[0])["format"] == 2
+    progress = stop_after(0)
+    assert_same_trials(hg.tune(ridge_objective, SPACE, key, steps=3, outer=warmup_cosine_adamw(0.1)),
+                       hg.tune(ridge_objective, SPACE, key, steps=3, outer=warmup_cosine_adamw(0.1), storage=db,
+                               study="t", progress=progress))
+    assert len(progress.calls) == 3  # resumed after the stored first of its 4 reports (start, 3 steps)
+    with pytest.raises(ValueError, match="arguments.steps differs"):
+        hg.tune(ridge_objective, SPACE, key, steps=4, outer=warmup_cosine_adamw(0.1), storage=db, study="t")
 
 
 def test_storage_and_study_come_together(ridge_objective, key, tmp_path):
