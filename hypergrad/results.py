@@ -16,6 +16,7 @@ above it (`hypergrad.plots`, `hypergrad.report`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -69,8 +70,11 @@ def _finite(value: Any) -> float:
 def _hparam_to_python(value: Any) -> Any:
     """A hyperparameter for JSON: numbers and arrays as `_to_python` writes them, strings as they
     are, and any other structural option (None, a tuple, a list, a dict: what JSON would confuse
-    with NaN or an array) as {"option": its exact encoding}, which `_from_json` reads back."""
+    with NaN or an array; a function or other object, which JSON cannot hold) as {"option": its
+    encoding}, which `_from_json` reads back (a function or object as its repr string)."""
     if value is None or isinstance(value, (tuple, list, Mapping)):
+        return {"option": encode_value(value)}
+    if not isinstance(value, str) and np.asarray(value).dtype == object:  # not a number or array
         return {"option": encode_value(value)}
     return _to_python(value)
 
@@ -370,9 +374,19 @@ class Result:
         return study
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes `to_dict()` as JSON (`Result.load` reads it back)."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
+        """Writes `to_dict()` as JSON (`Result.load` reads it back): to a new file beside `path`,
+        then renamed over it, so an error (or a kill) part-way leaves an earlier file whole."""
+        text = json.dumps(self.to_dict(), indent=1)
+        path = os.fspath(path)
+        temporary = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        try:
+            with open(temporary, "x") as f:
+                f.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Result:

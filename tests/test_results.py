@@ -143,6 +143,43 @@ def test_save_writes_the_dict(tmp_path, random_result):
     assert json.loads(path.read_text()) == json.loads(strict_json(random_result.to_dict()))
 
 
+def activation(x):
+    """A structural option that is a function (`hg.Choice([activation, jnp.tanh], structural=True)`)."""
+    return x
+
+
+def test_a_function_option_is_exported_logged_and_saved_as_its_repr(tmp_path):
+    """A function (or other object JSON cannot hold) chosen as a structural option is written as
+    {"option": its repr} by `to_dict`, `save` and the streaming log, and read back as that string."""
+    trial = dataclasses.replace(make_trial(0, 1.0), hparams={"act": activation, "builtin": abs, "lr": np.asarray(0.1)})
+    result = hg.Result("random", (trial,), RUN_FLOPS, 0.0, {})
+    exported = json.loads(strict_json(result.to_dict()))["trials"][0]["hparams"]
+    assert exported["act"] == {"option": {"repr": f"<function {activation.__qualname__}>"}}
+    result.save(tmp_path / "result.json")
+    back = hg.Result.load(tmp_path / "result.json").trials[0].hparams
+    assert back["act"] == f"<function {activation.__qualname__}>" and back["builtin"] == "<built-in function abs>"
+    assert back["lr"] == 0.1
+    path = tmp_path / "trials.jsonl"
+    recorder = TrialRecorder("random", path, None, total=2)
+    try:
+        recorder.add(trial)
+        recorder.add(make_trial(1, 2.0))
+    finally:
+        recorder.close()
+    assert [json.loads(line)["number"] for line in path.read_text().splitlines()] == [0, 1]
+
+
+def test_a_failed_save_leaves_the_earlier_file_whole(tmp_path, random_result, monkeypatch):
+    """`save` writes beside the target and renames: an error part-way never truncates a good file."""
+    path = tmp_path / "result.json"
+    random_result.save(path)
+    good = path.read_text()
+    monkeypatch.setattr(hg.Result, "to_dict", lambda self: {"broken": object()})
+    with pytest.raises(TypeError):
+        random_result.save(path)
+    assert path.read_text() == good and sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
 def test_load_reads_back_what_save_wrote(tmp_path, random_result, tune_result):
     structural = hg.Result("grid", (hg.Trial(
         number=0, hparams={"activation": "tanh", "widths": (64, 32), "matrix": np.array([[0.1, np.nan]], np.float32),
