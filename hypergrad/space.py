@@ -324,6 +324,9 @@ class Choice:
                 raise ValueError(f"Choice: option {option!r} is not hashable; use a tuple, string or number") from err
         if len(set(options)) != len(options):
             raise ValueError(f"Choice(options={list(options)!r}) repeats an option; list each once")
+        if any(is_number(o) and o != o for o in options):  # NaN equals nothing: never found again
+            raise ValueError(f"Choice(options={list(options)!r}): NaN is not an option (it equals no value, so "
+                             "a trial holding it could not be matched back to it); drop it")
         if structural is not None and not isinstance(structural, (bool, np.bool_)):
             raise ValueError(f"Choice(structural={structural!r}) must be True (options that change the program), "
                              "False (numbers traced into one program) or None (decided by the options)")
@@ -369,7 +372,9 @@ class Choice:
 
     @property
     def centre(self) -> jax.Array:
-        return jnp.asarray(0, jnp.int32) if self.structural else jnp.asarray(self.options[0])
+        if self.structural:
+            return jnp.asarray(0, jnp.int32)
+        return jnp.asarray(self.options[0], _options_dtype(self.options))  # the dtype samples have
 
     def grid_values(self, points: int) -> np.ndarray:
         del points  # a Choice always contributes all its options

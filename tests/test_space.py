@@ -340,6 +340,18 @@ def test_choice_refuses_repeats_and_unhashable_options():
         hg.Choice("relu")
     with pytest.raises(ValueError, match=r"'gelu' is not one of the options"):
         hg.Choice(["relu", "tanh"]).index("gelu")
+    for options in ([float("nan"), 1.0], ["relu", np.float32("nan")]):  # NaN equals nothing, itself included
+        with pytest.raises(ValueError, match=r"NaN is not an option"):
+            hg.Choice(options)
+
+
+def test_the_centre_of_a_numeric_choice_has_the_dtype_of_its_samples(key):
+    # Choice([1, 2.5]) sampled float values but its centre was the int 1: a program compiled for one
+    # was another program for the other.
+    for options in ([1, 2.5], [3, 1], [0.5, 2.0]):
+        space = hg.Space({"a": hg.Choice(options)})
+        assert space.centre()["a"].dtype == space.sample(key, 2)["a"].dtype == space.grid(2)["a"].dtype
+        assert space.centre()["a"] == options[0]
 
 
 def test_choice_refuses_no_options():
