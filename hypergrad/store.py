@@ -376,10 +376,12 @@ class StudyWriter:
 
     One background thread writes: `commit` hands it the queued trials (and a tune step's
     checkpoint, taken at once), which it encodes and writes in one transaction while the next chunk
-    computes. It also creates a new file, and closes the file at the end (SQLite's final WAL
-    checkpoint). `finish` waits for every commit, so a call returns with its study on disk; a
-    process killed meanwhile loses at most the commits still queued, which a resume recomputes. An
-    error in the thread is raised by the next `commit` or `finish`.
+    computes. At most one commit is in flight: `commit` first waits for the previous one, so the
+    computation never runs more than a chunk (or step) ahead of the file, and a process killed
+    loses at most the commit in flight and the chunk computing, which a resume recomputes. The
+    thread also creates a new file, and closes the file at the end (SQLite's final WAL checkpoint).
+    `finish` waits for every commit, so a call returns with its study on disk. An error in the
+    thread is raised by the next `commit` or `finish`.
 
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
@@ -430,6 +432,10 @@ class StudyWriter:
         with arrays inside, called now) when given, in one transaction (in the background)."""
         if not self._write:
             return
+        if self._thread is not None:
+            # one commit in flight at most: writes slower than the chunks would otherwise queue up
+            # unboundedly, and a kill would lose every trial already reported but not yet written
+            self._queue.join()
         self._raise()
         state = checkpoint() if checkpoint is not None else None
         if not self._pending and state is None:

@@ -3,10 +3,12 @@ different call is refused by name, load/list read a file back, and `Result.to_op
 Optuna reads back. Interruptions here are exceptions raised from the progress callback, right after
 a chunk or step was committed; `test_store_reliability.py` kills real processes."""
 
+import contextlib
 import json
 import math
 import os
 import sqlite3
+import time
 
 import jax
 import numpy as np
@@ -295,6 +297,30 @@ def test_a_study_stored_by_the_format_2_fingerprint_still_resumes(ridge_objectiv
     assert len(progress.calls) == 3  # resumed after the stored first of its 4 reports (start, 3 steps)
     with pytest.raises(ValueError, match="arguments.steps differs"):
         hg.tune(ridge_objective, SPACE, key, steps=4, outer=warmup_cosine_adamw(0.1), storage=db, study="t")
+
+
+def test_the_computation_runs_at_most_one_commit_ahead_of_the_file(ridge_objective, key, tmp_path, monkeypatch):
+    """A kill loses at most the commit in flight and the chunk computing: with writes slower than
+    the chunks, every trial reported but one chunk's is already in the file (the writer's queue
+    once grew without bound, and a kill lost hundreds of reported trials)."""
+    db = tmp_path / "study.db"
+    write = hg.store.StudyWriter._rows
+
+    def slow(self, trials, state):
+        time.sleep(0.03)
+        write(self, trials, state)
+
+    monkeypatch.setattr(hg.store.StudyWriter, "_rows", slow)
+    behind = []
+
+    def progress(line):
+        reported = int(line.split("] ")[1].split("/")[0])
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            behind.append(reported - conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0])
+
+    hg.random_search(ridge_objective, SPACE, key, 24, chunk_size=2, storage=db, study="r", progress=progress)
+    assert len(behind) == 12 and max(behind) <= 2, behind  # the chunk reported, its commit in flight
+    assert len(hg.load_study(db, "r").trials) == 24
 
 
 def test_storage_and_study_come_together(ridge_objective, key, tmp_path):
