@@ -242,6 +242,18 @@ def check_study(storage: Any, study: Any) -> bool:
         raise ValueError(f"study={study!r} must be a non-empty string naming the study in storage")
     if not isinstance(storage, (str, os.PathLike)):
         raise ValueError(f"storage={storage!r} must be a path to a SQLite file (created if missing)")
+    path = os.fspath(storage)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path in ("", ":memory:"):
+        # SQLite takes "" and ":memory:" for a database that vanishes with its connection: nothing
+        # would be kept, and the same call again would not resume
+        raise ValueError(f"storage={path!r} keeps nothing (SQLite makes a temporary database of it): give the "
+                         "path of a file, e.g. storage='study.db' (created if missing), or neither storage= "
+                         "nor study=")
+    if os.path.isdir(path):
+        raise ValueError(f"storage={path!r} is a directory: give the path of a file in it, e.g. "
+                         f"storage={os.path.join(path, 'study.db')!r} (created if missing)")
     return True
 
 

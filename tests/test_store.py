@@ -334,6 +334,11 @@ def test_storage_and_study_come_together(ridge_objective, key, tmp_path):
         hg.random_search(ridge_objective, SPACE, key, 2, storage=tmp_path / "b.db", study="yes")
         hg.load_study(tmp_path / "b.db", "nope")
     assert not os.path.exists(tmp_path / "a.db")
+    for storage in ("", ":memory:"):  # SQLite's temporary databases: nothing would be kept
+        with pytest.raises(ValueError, match=f"storage='{storage}' keeps nothing .* give the path of a file"):
+            hg.random_search(ridge_objective, SPACE, key, 2, storage=storage, study="s")
+    with pytest.raises(ValueError, match="is a directory: give the path of a file in it, e.g. storage=.*study.db"):
+        hg.grid_search(ridge_objective, SPACE, key, 2, storage=tmp_path, study="s")
 
 
 @pytest.mark.parametrize("kwargs,reports", [(dict(population=4, warmup=8, halving=2, steps=5), 4),
