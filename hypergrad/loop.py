@@ -36,7 +36,7 @@ import optax
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "in_segments", "segment_split", "optimizer_update"]
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "in_segments", "segment_split", "optimizer_update"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -75,9 +75,15 @@ class Loop:
     # -- the contract -------------------------------------------------------------------------
     def init(self, hparams: HParams, key: Key) -> LoopState:
         """Initial parameters and optimiser state; `key` splits into the initialisation key and
-        the data key of every minibatch."""
+        the data key of every minibatch.
+
+        Raises:
+            ValueError: the parameters hold a PRNG key (`check_no_keys`), which no optimiser can
+                update; checked when the loop is traced, before anything compiles.
+        """
         init_key, data_key = jax.random.split(key)
         params = self.problem.initial_params(init_key, hparams)
+        check_no_keys(params)
         return LoopState(params, self.optimizer(hparams).init(params), data_key)
 
     def step(self, state: LoopState, hparams: HParams, t: jax.Array) -> LoopState:
@@ -197,6 +203,23 @@ def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state
     if isinstance(opt, optax.GradientTransformationExtraArgs):
         return opt.update(grads, opt_state, params, value=loss)
     return opt.update(grads, opt_state, params)
+
+
+def check_no_keys(params: PyTree, argname: str = "the parameter pytree") -> None:
+    """Refuses a parameter pytree holding a PRNG key (an nnx model's RNG state, e.g. Dropout's,
+    from `nnx.split(model)`): optax cannot add to or multiply a key, so every optimiser failed on it
+    with a TypeError deep inside. Integer leaves (counters) are fine: training holds them constant.
+
+    Raises:
+        ValueError: naming the key's path and the fix (split the model's Params from the rest).
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if jnp.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+            raise ValueError(
+                f"{argname} holds a PRNG key at {jax.tree_util.keystr(path)!r} (an nnx model's RNG state, e.g. "
+                "Dropout's), which no optimiser can update; train the Params only: graphdef, params, rest = "
+                "nnx.split(model, nnx.Param, ...), with apply = nnx.merge(graphdef, params, rest)(x) (rest "
+                "stays fixed), or drop the key from the pytree")
 
 
 def _is_inexact(leaf: Any) -> bool:

@@ -281,3 +281,20 @@ def test_builtin_problems_refuse_unknown_data_sets():
         hg.problems.mlp_classifier("diabetes")
     with pytest.raises(ValueError, match=r"activation='swish'"):
         hg.problems.mlp_classifier("iris", activation="swish")
+
+
+def test_a_prng_key_among_the_params_is_refused_naming_the_fix(key):
+    """An nnx model with Dropout split whole (`nnx.split(model)`) puts its RNG key among the params;
+    every optimiser then failed deep inside optax with a TypeError (keys cannot be added to or
+    multiplied). The loop refuses it when traced, naming the key and how to split the Params off."""
+    x = np.random.default_rng(0).normal(size=(20, 3))
+
+    def mse(params, batch):
+        return jnp.mean((batch[0] @ params["w"] - batch[1]) ** 2)
+
+    problem = hg.Problem(init=lambda k: {"w": jnp.zeros(3), "rng": jax.random.key(1)},
+                         train_loss=lambda p, h, batch: mse(p, batch), val_loss=mse,
+                         train_data=(x[:10], x[:10, 0]), val_data=(x[10:], x[10:, 0]))
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+    with pytest.raises(ValueError, match=r"PRNG key at \"\['rng'\]\".*nnx.split\(model, nnx.Param"):
+        objective({"lr": jnp.asarray(0.1)}, key)
