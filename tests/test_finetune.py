@@ -364,3 +364,104 @@ def test_the_shifted_transfer_problem(tmp_path, model, shape):
         assert np.array_equal(np.bincount(np.asarray(labels), minlength=10), np.full(10, per_class))
     params = problem.init(jax.random.key(0))
     assert float(problem.val_loss(params, problem.val_data)) > 0
+
+
+def _hidden_then_classifier(seed=0):
+    """A body whose layer names sort after the head's: leaf order is ("classifier", "hidden")."""
+    rng = np.random.default_rng(seed)
+    return {"hidden": {"w": rng.normal(size=(D, H)), "b": rng.normal(size=(H,)) * 0.1},
+            "classifier": {"w": rng.normal(size=(H, C)) * 0.5, "b": np.zeros(C)}}
+
+
+def _apply_hc(params, x):
+    return jnp.tanh(x @ params["hidden"]["w"] + params["hidden"]["b"]) @ params["classifier"]["w"] \
+        + params["classifier"]["b"]
+
+
+def test_the_default_new_group_is_the_one_the_head_changes_not_the_last_leaf():
+    """With default groups (alphabetical: "classifier" before "hidden") the new head was taken to be
+    the LAST group, "hidden": L2-SP pulled the fresh classifier towards the old head and never
+    regularised the pretrained body. The new groups are now those `head` changes."""
+    def head(key, params):
+        return {**params, "classifier": {"w": 0.3 * jax.random.normal(key, (H, C)), "b": jnp.zeros(C)}}
+
+    problem = ft.finetune(_hidden_then_classifier(), _task(), _apply_hc, head=head)
+    assert list(ft.layer_groups(problem.init(jax.random.key(0)))) == ["classifier", "hidden"]
+    params = jax.tree.map(lambda w: w + 1.0, problem.init(jax.random.key(0)))
+    _, grads = _penalty_grad(problem, params, 0.5, problem.train_data)
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["classifier"]))
+    np.testing.assert_allclose(grads["hidden"]["w"], 0.5 * np.ones((D, H)), rtol=1e-12)
+    # a head that changes the body too (from scratch) makes every group new; an explicit choice wins
+    scratch = ft.finetune(_hidden_then_classifier(), _task(), _apply_hc,
+                          head=lambda k, p: jax.tree.map(lambda w: w + jax.random.normal(k, w.shape), p))
+    assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(_penalty_grad(scratch, params, 0.5, scratch.train_data)[1]))
+    chosen = ft.finetune(_hidden_then_classifier(), _task(), _apply_hc, head=head, new_groups=["hidden"])
+    assert np.all(np.asarray(_penalty_grad(chosen, params, 0.5, chosen.train_data)[1]["hidden"]["w"]) == 0)
+
+
+def test_group_order_is_documented_as_alphabetical_with_the_fix():
+    for doc in (ft.__doc__, ft.layer_groups.__doc__, ft.group_rates.__doc__):
+        assert "alphabetical" in " ".join(doc.split())
+    assert '{"hidden": "hidden", "classifier": "classifier"}' in ft.__doc__
+    rates = ft.group_rates({"lr": 1.0, "lr_decay": 0.5, "freeze": 1}, jnp.asarray(0), 3)
+    np.testing.assert_allclose(rates, [0.0, 0.5, 1.0])  # counted in the order of the groups given
+
+
+def _class_major_apply(params, x):
+    return _apply(params, x).T  # logits (classes, batch)
+
+
+@pytest.mark.parametrize("labels,match", [
+    (lambda x: (np.abs(x[:, 0]) * 3).astype(np.int32) % 5, r"labels run from 0 to [34], but the logits have 3 classes along class_axis=-1"),
+    (lambda x: -np.ones(len(x), np.int32), r"labels run from -1 to -1"),
+    (lambda x: (x[:, 0] > 0).astype(np.float64), r"task: the train labels have dtype float64; give integer"),
+], ids=["too-large", "negative", "float"])
+def test_labels_that_are_not_class_indices_are_refused_at_construction(labels, match):
+    rng = np.random.default_rng(0)
+    task = tuple((x, labels(x)) for x in (rng.normal(size=(n, D)) for n in (24, 12, 12)))
+    with pytest.raises(ValueError, match=match):
+        ft.finetune(_tiny_pretrained(), task, _apply)
+    good = _task()
+    bad_test = (good[0], good[1], (good[2][0], np.full(12, C, np.int32)))
+    with pytest.raises(ValueError, match="the test labels run from 3 to 3"):
+        ft.finetune(_tiny_pretrained(), bad_test, _apply)
+
+
+def test_a_wrong_class_axis_and_a_malformed_task_are_refused_at_construction():
+    # class-major logits with class_axis forgotten: a late broadcasting error, or with as many
+    # examples as classes a silently wrong loss
+    square = tuple((np.random.default_rng(i).normal(size=(C, D)), np.arange(C, dtype=np.int32)) for i in range(3))
+    for task in (_task(), square):
+        with pytest.raises(ValueError, match=r"class_axis=-1: .*logits of shape \(3, 1\).*set class_axis"):
+            ft.finetune(_tiny_pretrained(), task, _class_major_apply)
+    problem = ft.finetune(_tiny_pretrained(), square, _class_major_apply, class_axis=0)
+    assert np.isfinite(float(problem.val_loss(problem.init(jax.random.key(0)), problem.val_data)))
+    with pytest.raises(ValueError, match=r"class_axis=2: .*an int in \[-2, 2\)"):
+        ft.finetune(_tiny_pretrained(), _task(), _apply, class_axis=2)
+    with pytest.raises(ValueError, match=r"task has 1 split\(s\); give \(train, val\) or \(train, val, test\)"):
+        ft.finetune(_tiny_pretrained(), _task()[:1], _apply)
+    with pytest.raises(ValueError, match=r"task has 4 split\(s\)"):  # the 4th was dropped silently
+        ft.finetune(_tiny_pretrained(), _task() + (_task()[2],), _apply)
+    with pytest.raises(ValueError, match="the val split must be a pair"):
+        ft.finetune(_tiny_pretrained(), (_task()[0], _task()[1][0]), _apply)
+
+
+def test_integer_leaves_make_no_group_and_no_penalty_and_keys_are_refused():
+    """A counter among the parameters (an nnx model's RngCount) was a group of its own and its
+    square was added to the weight decay (a key leaf made both raise a TypeError)."""
+    pretrained = {**_tiny_pretrained(), "steps": np.asarray(7, np.int32)}
+    problem = ft.finetune(pretrained, _task(), lambda p, x: _apply(p, x))
+    params = problem.init(jax.random.key(0))
+    assert list(ft.layer_groups(params)) == ["body", "head"]
+    labels, names = ft.group_labels(params)
+    assert labels["steps"] == ft.NO_GROUP and names == ("body", "head")
+    batch = problem.train_data
+    penalty = problem.train_loss(params, {"weight_decay": 0.2}, batch) - problem.train_loss(params, {}, batch)
+    floats = sum(float(np.sum(np.square(w))) for w in jax.tree.leaves(_tiny_pretrained()))
+    np.testing.assert_allclose(penalty, 0.1 * floats, rtol=1e-12)
+    groups = {"body": "body", "head": "head"}
+    trained = hg.Objective(problem, ft.group_sgd(groups), num_steps=3).train({"lr": jnp.asarray([0.1, 0.2])},
+                                                                           jax.random.key(0))
+    assert int(trained["steps"]) == 7 and not np.array_equal(trained["head"]["w"], pretrained["head"]["w"])
+    with pytest.raises(ValueError, match=r"pretrained holds a PRNG key.*nnx.split\(model, nnx.Param, ...\)"):
+        ft.finetune({**_tiny_pretrained(), "rng": jax.random.key(0)}, _task(), _apply)

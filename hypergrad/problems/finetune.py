@@ -17,24 +17,41 @@ entry is a traced hyperparameter, so gradient methods differentiate all of them.
 
 Parameter groups. A leaf's path is its pytree key path joined by "/" ("layers/0/kernel/value"
 for a flax.nnx state, "body/dense1/w" for nested dicts). `groups` maps a group name to a path
-prefix (or a tuple of them), ordered from the input to the output; a leaf belongs to the group
-with the longest prefix it starts with (whole components). `layer_groups(params)` builds the
-default: one group per layer (a leaf's path without its last component, and without a trailing
-"value" of an nnx Variable).
+prefix (or a tuple of them); a leaf belongs to the group with the longest prefix it starts with
+(whole components). `layer_groups(params)` builds the default: one group per layer (a leaf's path
+without its last component, and without a trailing "value" of an nnx Variable).
+
+Group order. Per-group hyperparameters follow the order of `groups`, and `lr_decay` and `freeze`
+(`group_rates`) treat the first group as the input side and the last as the output side. The
+default groups come in the order of the leaves, and pytrees sort dict keys and the attribute
+names of a flax.nnx state: alphabetical, which is input to output only where the names sort that
+way ("layers/0", "layers/1", ... of an nnx.List; "conv0", "conv1", "head"; "body", "head"). For
+a model with `self.hidden` then `self.classifier` the default order is ("classifier", "hidden"):
+give `groups` yourself, from input to output (a dict keeps its order), e.g.
+`{"hidden": "hidden", "classifier": "classifier"}`, to both `finetune` and `group_sgd`.
+
+Leaves that are not floating point (counters, integer masks) belong to no group: the penalties
+skip them and the training loop holds them constant. A PRNG key (the RNG state of an nnx model
+with Dropout, from `nnx.split(model)`) is refused, as no optimiser can update it: split the model
+as `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`, fine-tune `params` and apply
+`nnx.merge(graphdef, params, rest)(x)`.
 
 Your own pretrained model (the recipe): load its parameters yourself as any pytree of arrays
 (`np.load`, orbax, a flax.nnx model's `nnx.split(model)[1]`, a converted PyTorch state dict) and
-write `apply(params, x) -> logits` (for nnx: `nnx.merge(graphdef, params)(x)`). Then
+write `apply(params, x) -> logits` (for nnx: `nnx.merge(graphdef, params)(x)`; for a model with
+Dropout or other RNG state, `graphdef, params, rest = nnx.split(model, nnx.Param, ...)` and
+`nnx.merge(graphdef, params, rest)(x)`). Then
 
     problem = hg.problems.finetune(params, (train, val, test), apply, head=new_head)
-    groups = hg.problems.layer_groups(params)            # or your own {name: prefix}
+    groups = hg.problems.layer_groups(params)            # or your own {name: prefix}, input to output
     space = hg.Space({"lr": hg.LogUniform(1e-4, 0.3, shape=(len(groups),)),
                       "l2sp": hg.LogUniform(1e-4, 1.0), "warmup": hg.Uniform(0.0, 50.0)})
     objective = hg.Objective(problem, hg.problems.group_sgd(groups), num_steps=200)
     tuned = hg.tune(objective, space, key, population=8, warmup=64)
 
 `new_head(key, pretrained) -> params` returns the starting parameters with the head replaced
-(same tree structure; the new groups' leaves may change shape, e.g. for a new label set).
+(same tree structure; the new groups' leaves may change shape, e.g. for a new label set); the
+groups it changes are the new ones (no L2-SP reference) unless `new_groups` names them.
 `hg.problems.digits_transfer` builds a complete example with a model pretrained offline.
 """
 
@@ -45,9 +62,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from hypergrad._checks import is_int
 from hypergrad._types import HParams, Key, PyTree
+from hypergrad.loop import check_no_keys
 from hypergrad.problem import Problem
 from hypergrad.problems._losses import accuracy, cross_entropy
 
@@ -55,6 +75,10 @@ __all__ = ["finetune", "group_sgd", "group_rates", "layer_groups", "group_labels
            "scale_by_group_rate", "warmup_ramp", "GroupRateState"]
 
 Groups = Mapping[str, "str | Sequence[str]"]
+
+NO_GROUP = -1
+"""The label `group_labels` gives a leaf that is not floating point (an RNG key, a counter)."""
+SPLITS = ("train", "val", "test")
 
 
 def _key_name(entry: Any) -> str:
@@ -69,15 +93,25 @@ def leaf_path(path: Sequence[Any]) -> str:
     return "/".join(_key_name(entry) for entry in path)
 
 
+def _is_float(leaf: Any) -> bool:
+    return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))
+
+
 def layer_groups(params: PyTree) -> dict[str, str]:
     """One group per layer, in the order of the leaves: `{prefix: prefix}`, the prefix being a
-    leaf's path without its last component (and without a trailing "value" of an nnx Variable).
+    floating-point leaf's path without its last component (and without a trailing "value" of an
+    nnx Variable). Leaves that are not floating point (RNG keys, counters) make no group.
 
+    The order of the leaves is alphabetical by name (dict keys and nnx attribute names are
+    sorted; list indices are numeric), not necessarily from input to output: see "Group order"
+    in the module docstring, and give `groups` yourself where the names do not sort that way.
     A flat dict {"w": ..., "b": ...} is one group "" (the whole model); give `groups` yourself
     when the layers are not subtrees.
     """
     groups: dict[str, str] = {}
-    for path, _ in jax.tree_util.tree_leaves_with_path(params):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not _is_float(leaf):
+            continue
         parts = leaf_path(path).split("/")
         if len(parts) > 1 and parts[-1] == "value":
             parts = parts[:-1]
@@ -104,7 +138,8 @@ def _group_of(path: str, prefixes: list[tuple[str, int]]) -> int | None:
 
 def group_labels(params: PyTree, groups: Groups | None = None) -> tuple[PyTree, tuple[str, ...]]:
     """The group index of every leaf (a pytree of Python ints with `params`' structure) and the
-    group names in order. `groups=None` means `layer_groups(params)`.
+    group names in order. `groups=None` means `layer_groups(params)`. A leaf that is not floating
+    point (an RNG key, a counter: training holds it constant) gets `NO_GROUP` (-1).
 
     Raises:
         ValueError: a leaf matches no group's prefix (the message names the leaf and the groups).
@@ -114,7 +149,9 @@ def group_labels(params: PyTree, groups: Groups | None = None) -> tuple[PyTree, 
         raise ValueError("groups={}: give at least one group, e.g. {'all': ''} (every parameter)")
     prefixes = _prefixes(groups)
 
-    def label(path, _):
+    def label(path, leaf):
+        if not _is_float(leaf):
+            return NO_GROUP
         index = _group_of(leaf_path(path), prefixes)
         if index is None:
             raise ValueError(f"groups: parameter {leaf_path(path)!r} matches no prefix of {dict(groups)}; "
@@ -127,7 +164,8 @@ def group_labels(params: PyTree, groups: Groups | None = None) -> tuple[PyTree, 
 def group_sq_norms(params: PyTree, labels: PyTree, num_groups: int, reference: PyTree | None = None,
                    skip: Sequence[int] = ()) -> jax.Array:
     """`||w_g - ref_g||^2` for every group g (shape (num_groups,)); `reference=None` means zero.
-    Groups in `skip` contribute 0 (a fresh head has no pretrained reference).
+    Groups in `skip` contribute 0 (a fresh head has no pretrained reference), and so do leaves
+    labelled `NO_GROUP` (not floating point: RNG keys and counters are not weights).
 
     Cost: one pass over the parameters (a subtraction, a square and a sum per element).
     """
@@ -135,7 +173,7 @@ def group_sq_norms(params: PyTree, labels: PyTree, num_groups: int, reference: P
     references = [None] * len(weights) if reference is None else jax.tree.leaves(reference)
     sums = [jnp.zeros(())] * num_groups
     for w, ref, g in zip(weights, references, groups, strict=True):
-        if g in skip:
+        if g in skip or g == NO_GROUP or not _is_float(w):
             continue
         diff = w if ref is None else w - ref
         sums[g] = sums[g] + jnp.sum(jnp.square(diff))
@@ -165,14 +203,80 @@ def _penalty(params, hparams, labels, num_groups, reference, new):
 
 
 def _check_head(pretrained, start, labels, names, new) -> None:
+    for a, b, g in zip(jax.tree.leaves(start), jax.tree.leaves(pretrained), jax.tree.leaves(labels)):
+        if g not in new and jnp.shape(a) != jnp.shape(b):
+            where = "a leaf of no group" if g == NO_GROUP else f"a leaf of group {names[g]!r}"
+            raise ValueError(f"head changed {where} from {jnp.shape(b)} to {jnp.shape(a)}; "
+                             f"name the head's groups in new_groups (now {[names[i] for i in new]})")
+
+
+def _check_structure(pretrained, start) -> None:
     if jax.tree.structure(start) != jax.tree.structure(pretrained):
         raise ValueError("head(key, pretrained) must return the pretrained tree with its head replaced "
                          f"(the same structure); got {jax.tree.structure(start)} for "
                          f"{jax.tree.structure(pretrained)}")
+
+
+def _changed_groups(pretrained, start, labels) -> tuple[int, ...]:
+    """The groups in which `start` differs from `pretrained` (a leaf's shape or any value)."""
+    changed = set()
     for a, b, g in zip(jax.tree.leaves(start), jax.tree.leaves(pretrained), jax.tree.leaves(labels)):
-        if g not in new and jnp.shape(a) != jnp.shape(b):
-            raise ValueError(f"head changed a leaf of group {names[g]!r} from {jnp.shape(b)} to {jnp.shape(a)}; "
-                             f"name the head's groups in new_groups (now {[names[i] for i in new]})")
+        if g != NO_GROUP and (jnp.shape(a) != jnp.shape(b)
+                              or not np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)):
+            changed.add(g)
+    return tuple(sorted(changed))
+
+
+def _check_task(task: Any) -> None:
+    if isinstance(task, (str, bytes)) or not isinstance(task, Sequence) or len(task) not in (2, 3):
+        count = f"has {len(task)} split(s)" if isinstance(task, Sequence) else f"is a {type(task).__name__}"
+        raise ValueError(f"task {count}; give (train, val) or (train, val, test), each a pair "
+                         "(inputs, integer labels)")
+    for name, split in zip(SPLITS, task):
+        if isinstance(split, (str, bytes)) or not isinstance(split, Sequence) or len(split) != 2:
+            raise ValueError(f"task: the {name} split must be a pair (inputs, integer labels); got "
+                             f"{type(split).__name__}" + (f" of length {len(split)}" if isinstance(split, Sequence) else ""))
+
+
+def _check_labels(task, apply, start, class_axis) -> None:
+    """Refuses labels that are not class indices of the model's logits, and a `class_axis` that
+    does not hold the classes: `apply` runs abstractly (`jax.eval_shape`) on one training example."""
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + np.shape(a)[1:], jnp.result_type(a)), task[0][0])
+    shape = jax.eval_shape(apply, start, one).shape
+    if not (is_int(class_axis) and -len(shape) <= class_axis < len(shape)):
+        raise ValueError(f"class_axis={class_axis!r}: apply(params, inputs) gives logits of shape {shape} for one "
+                         f"example; give the axis that holds the classes, an int in [-{len(shape)}, {len(shape)})")
+    classes, rest = shape[class_axis], shape[:class_axis % len(shape)] + shape[class_axis % len(shape) + 1:]
+    for name, (_, y) in zip(SPLITS, task):
+        if isinstance(y, jax.core.Tracer):
+            continue
+        y = np.asarray(y)
+        if rest != (1,) + y.shape[1:]:
+            raise ValueError(f"class_axis={class_axis}: apply(params, inputs) gives logits of shape {shape} for one "
+                             f"example, {rest} without axis {class_axis}, but one example's labels have shape "
+                             f"{(1,) + y.shape[1:]}; set class_axis to the axis of the logits that holds the "
+                             "classes (0 for class-major logits (classes, batch), such as hg.problems.MLP's "
+                             "with class_major=True)")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"task: the {name} labels have dtype {y.dtype}; give integer class indices "
+                             "(e.g. y.astype(np.int32))")
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            raise ValueError(f"task: the {name} labels run from {y.min()} to {y.max()}, but the logits have "
+                             f"{classes} classes along class_axis={class_axis}; give labels in [0, {classes}) "
+                             "(a head of another size for another label set), or fix class_axis")
+
+
+def _start(pretrained, head, labels, names, new_groups) -> tuple[PyTree, tuple[int, ...]]:
+    """(the starting parameters, concrete or abstract; the indices of the new groups)."""
+    if head is None:
+        return pretrained, _new_indices(names, new_groups)
+    if new_groups is not None:
+        start = jax.eval_shape(head, jax.random.key(0), pretrained)
+        _check_structure(pretrained, start)
+        return start, _new_indices(names, new_groups)
+    start = head(jax.random.key(0), pretrained)  # eagerly, once: which groups does it re-initialise?
+    _check_structure(pretrained, start)
+    return start, _changed_groups(pretrained, start, labels)
 
 
 def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, Any], jax.Array], *,
@@ -184,30 +288,50 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     Args:
         pretrained: any pytree of arrays (a flax.nnx state, nested dicts). `init(key)` returns it
             exactly (as jax arrays; cast to `dtype` when given) or, with `head`, `head(key, it)`.
-        task: `(train, val)` or `(train, val, test)`, each `(inputs, integer labels)`.
+            Integer leaves (counters) are held constant by training and belong to no group; a PRNG
+            key (an nnx model's RNG state: Dropout's) is refused, as no optimiser can update it:
+            pass the Params only, `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`,
+            with `apply = lambda p, x: nnx.merge(graphdef, p, rest)(x)`.
+        task: `(train, val)` or `(train, val, test)`, each `(inputs, integer labels)`, labels in
+            [0, classes) (checked at construction).
         apply: `apply(params, inputs) -> logits`, pure.
         groups: `{name: prefix or prefixes}` from input to output (module docstring); None: one
-            group per layer (`layer_groups`). Per-group hyperparameters follow this order.
+            group per layer (`layer_groups`), in alphabetical order (module docstring, "Group
+            order"). Per-group hyperparameters follow this order.
         head: optional `head(key, pretrained) -> params`: the starting point with a fresh head.
-        new_groups: the groups `head` re-initialises (no pretrained reference: L2-SP skips them);
-            default the last group when `head` is given, none otherwise.
+        new_groups: the groups `head` re-initialises (no pretrained reference: L2-SP skips them).
+            Default with `head`: the groups in which `head(jax.random.key(0), pretrained)`
+            changes a leaf (its shape or any value), found by calling it once at construction;
+            none without `head`.
         batch_size: examples per step, None for the full training set.
         class_axis: the class axis of the logits (0 for class-major models such as `hg.problems.MLP`).
+            Checked at construction against one example's logits (`jax.eval_shape`, nothing runs).
         dtype: cast every floating leaf of `pretrained` to it (e.g. float64 for derivative checks).
         name: a label for reports.
 
     Hyperparameters read by `train_loss` (each optional, a scalar or one per group):
     `weight_decay` (towards zero) and `l2sp` (towards `pretrained`); see the module docstring.
 
+    Raises:
+        ValueError: a PRNG key in `pretrained`; a task that is not 2 or 3 (inputs, labels) pairs;
+            labels that are not integers or not in [0, classes); a `class_axis` that does not hold
+            the logits' classes; groups that miss a parameter; a head that changes the tree's
+            structure or another group.
+
     Cost: a training step is the model's forward-backward pass plus one pass over the parameters
-    per penalty present. Memory: one copy of `pretrained`, held as the L2-SP reference (captured
-    as a constant of every compiled program). Bias: none; L2-SP pulls towards the source task.
+    per penalty present; construction traces the model once abstractly and, with `head` and no
+    `new_groups`, calls `head` once. Memory: one copy of `pretrained`, held as the L2-SP reference
+    (captured as a constant of every compiled program). Bias: none; L2-SP pulls towards the
+    source task.
     """
+    _check_task(task)
+    check_no_keys(pretrained, "pretrained")
     pretrained = jax.tree.map(lambda x: _cast(x, dtype), pretrained)
     labels, names = group_labels(pretrained, groups)
-    new = _new_indices(names, new_groups, head is not None)
+    start, new = _start(pretrained, head, labels, names, new_groups)
+    _check_head(pretrained, start, labels, names, new)
+    _check_labels(task, apply, start, class_axis)
     start_of = (lambda key: pretrained) if head is None else (lambda key: head(key, pretrained))
-    _check_head(pretrained, jax.eval_shape(start_of, jax.random.key(0)), labels, names, new)
 
     def train_loss(params, hparams, batch):
         x, y = batch
@@ -233,9 +357,9 @@ def _cast(x: Any, dtype: Any) -> jax.Array:
     return x.astype(dtype) if dtype is not None and jnp.issubdtype(x.dtype, jnp.floating) else x
 
 
-def _new_indices(names: tuple[str, ...], new_groups: Sequence[str] | None, has_head: bool) -> tuple[int, ...]:
+def _new_indices(names: tuple[str, ...], new_groups: Sequence[str] | None) -> tuple[int, ...]:
     if new_groups is None:
-        return (len(names) - 1,) if has_head else ()
+        return ()
     unknown = [g for g in new_groups if g not in names]
     if unknown:
         raise ValueError(f"new_groups={list(new_groups)}: {unknown} are not groups; choose from {list(names)}")
@@ -269,6 +393,11 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
         rates: `(step, num_groups) -> (num_groups,)` rates of this step (traced hyperparameters).
         groups: as in `finetune` (None: one group per layer of the updates' tree).
 
+    Groups are read from `params` when the update is handed them (the training loop does), else
+    from `updates`: a parameter that is not floating point (an RNG key, a counter) then belongs to
+    no group, as in `finetune`, although the loop hands it a floating-point zero update, and its
+    update passes through unchanged (the loop holds such parameters constant).
+
     A group whose rate is exactly 0 gets an update of (signed) zero: its parameters stay bitwise
     unchanged. Cost: one multiply per parameter; state: one int32 counter.
     """
@@ -277,10 +406,10 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
         return GroupRateState(jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
-        del params
-        labels, names = group_labels(updates, groups)
+        labels, names = group_labels(updates if params is None else params, groups)
         step_rates = rates(state.count, len(names))
-        updates = jax.tree.map(lambda u, g: (-step_rates[g]).astype(u.dtype) * u, updates, labels)
+        updates = jax.tree.map(lambda u, g: u if g == NO_GROUP else (-step_rates[g]).astype(u.dtype) * u,
+                               updates, labels)
         return updates, GroupRateState(state.count + 1)
 
     return optax.GradientTransformation(init, update)
@@ -292,9 +421,14 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     (the keyword arguments are the defaults of keys that are absent):
 
     - `lr`: a scalar (one rate), (G,) (one per group) or (G, T) (a schedule per group);
-    - `lr_decay`: layer-wise decay xi: group g (0 = input side) is scaled by xi^(G - 1 - g);
+    - `lr_decay`: layer-wise decay xi: group g is scaled by xi^(G - 1 - g) (the last group, the
+      output side, keeps the full rate);
     - `warmup`: the ramp length in steps (`warmup_ramp`), real-valued;
-    - `freeze`: the number of lowest groups whose rate is 0 (a `Choice` for the baselines);
+    - `freeze`: the number of first groups whose rate is 0 (a `Choice` for the baselines);
+
+    Groups are counted in the order of `groups`, which these two read as input to output: the
+    default groups are alphabetical (module docstring, "Group order"), so give `groups` in
+    input-to-output order where the layer names do not sort that way.
     - cosine decay to zero over `num_steps` when `cosine`.
     """
     base = jnp.asarray(hparams.get("lr", lr))
