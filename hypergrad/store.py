@@ -31,7 +31,10 @@ an operating-system crash may lose the last few commits, never the file's consis
 timeout of 30 s for concurrent readers and writers of other studies, and a lease per study: a second
 process writing the same study gets a `RuntimeError` naming the first one's pid (a lease of a process
 that no longer runs on this host is taken over). A file truncated or edited by hand gives a
-`ValueError` naming the file, study and trial; other studies in it stay readable.
+`ValueError` naming the file, study and trial; other studies in it stay readable. Under
+`jax.distributed` process 0 alone writes; when it is refused a study or a write fails, it sends the
+error to the others (a broadcast at the opening and at every commit), which raise it too instead of
+waiting in collectives it never reaches.
 
 Cost: one transaction per chunk of trials (or per outer step), encoded and written by a background
 thread while the next chunk computes; a new file is created, and the file closed, by that thread too
@@ -62,7 +65,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._batching import is_writer, sync_processes
+from hypergrad._batching import from_process_0, is_writer
 from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
                                     encode_hparams, encode_value, first_difference, identity, in_format)
 from hypergrad.results import Result, Trial
@@ -275,17 +278,42 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     fingerprint = fingerprint() if describe is not None else fingerprint
     path = os.fspath(storage)
     if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs,
-        sync_processes(f"open study {study}")  # once process 0 has opened it (its earlier calls flushed)
+        _shared_outcome(None)  # once process 0 has opened it (its earlier calls flushed), or raise its error
         return _reader(path, study, kind, fingerprint, space, describe)
+    if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
+        # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
+        # error surfaces at a commit
+        return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint, describe))
     try:
-        if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
-            # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
-            # error surfaces at a commit
-            return StudyWriter(None, path, study, space,
-                               setup=lambda: _opened(path, study, kind, fingerprint, describe))
-        return StudyWriter(_opened(path, study, kind, fingerprint, describe), path, study, space)
-    finally:
-        sync_processes(f"open study {study}")
+        writer = StudyWriter(_opened(path, study, kind, fingerprint, describe), path, study, space)
+    except BaseException as err:
+        _shared_outcome(err)  # the other processes raise it too, instead of waiting in collectives
+        raise
+    _shared_outcome(None)
+    return writer
+
+
+_MESSAGE_BYTES = 2048  # of an error's message sent to the other processes (a fixed shape for the broadcast)
+_KINDS = (ValueError, RuntimeError)  # the errors the others raise as such (anything else: RuntimeError)
+
+
+def _shared_outcome(error: BaseException | None) -> None:
+    """Process 0's outcome of a study operation (None: success, or the error it met) on every
+    process of a multi-process run: process 0 sends it (one broadcast over the processes, also a
+    barrier), the others raise an error of its kind and message, so no process goes on to wait in
+    a collective that process 0 never reaches. Nothing in a lone process. Process 0 raises
+    nothing here: its caller raises its own error."""
+    if jax.process_count() == 1:
+        return
+    sent = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
+    if error is not None and is_writer():
+        kind = next((i for i, k in enumerate(_KINDS) if isinstance(error, k)), len(_KINDS) - 1)
+        text = f"{type(error).__name__}: {error}".encode()[:_MESSAGE_BYTES]
+        sent[0], sent[1:1 + len(text)] = kind + 1, np.frombuffer(text, np.uint8)
+    got = np.asarray(from_process_0(sent), np.uint8)
+    if got[0] and not is_writer():
+        message = bytes(got[1:]).rstrip(b"\0").decode(errors="replace")
+        raise _KINDS[int(got[0]) - 1](f"process 0 stopped this study with {message}")
 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
@@ -393,7 +421,8 @@ class StudyWriter:
     loses at most the commit in flight and the chunk computing, which a resume recomputes. The
     thread also creates a new file, and closes the file at the end (SQLite's final WAL checkpoint).
     `finish` waits for every commit, so a call returns with its study on disk. An error in the
-    thread is raised by the next `commit` or `finish`.
+    thread is raised by the next `commit` or `finish` (on every process of a multi-process run:
+    `_shared_outcome`).
 
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
@@ -442,12 +471,13 @@ class StudyWriter:
     def commit(self, checkpoint: Any = None) -> None:
         """Writes the queued trials, and the checkpoint (a callable giving {"step", "number", "state"}
         with arrays inside, called now) when given, in one transaction (in the background)."""
-        if not self._write:
-            return
         if self._thread is not None:
             # one commit in flight at most: writes slower than the chunks would otherwise queue up
             # unboundedly, and a kill would lose every trial already reported but not yet written
             self._queue.join()
+        _shared_outcome(self._error)  # several processes: the others raise the error process 0 met
+        if not self._write:
+            return
         self._raise()
         state = checkpoint() if checkpoint is not None else None
         if not self._pending and state is None:
@@ -492,14 +522,20 @@ class StudyWriter:
         written); returns the result with `info["space"]` (which `Result.to_optuna` reads)."""
         self.commit()
         result = dataclasses.replace(result, info={**result.info, "space": describe_space(space)})
-        if not self._write:
-            return result
-        self.flush()
-        with _transaction(self._conn, self.path) as conn:
-            conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, compile_seconds = ?, "
-                         "info = ?, updated = ? WHERE name = ?",
-                         (result.strategy, _real(result.run_flops), _real(result.compile_seconds),
-                          _json(encode_value(result.info)), time.time(), self.study))
+        error = None
+        if self._write:
+            try:
+                self.flush()
+                with _transaction(self._conn, self.path) as conn:
+                    conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, "
+                                 "compile_seconds = ?, info = ?, updated = ? WHERE name = ?",
+                                 (result.strategy, _real(result.run_flops), _real(result.compile_seconds),
+                                  _json(encode_value(result.info)), time.time(), self.study))
+            except BaseException as err:  # noqa: BLE001 - raised below, once the other processes know
+                error = err
+        _shared_outcome(error)
+        if error is not None:
+            raise error
         return result
 
     def close(self) -> None:

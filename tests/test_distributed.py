@@ -10,7 +10,10 @@ happens, and every wait has a timeout.
 """
 
 import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +94,69 @@ def test_process_0_alone_writes_the_log(runs):
     assert len(runs["log0"]) == expected
     logged = [r["value"] for r in runs["log0"][:len(calls["random"][0])]]
     assert logged == [t["value"] for t in calls["random"][0]]
+
+
+# -- process 0 refused or failing: every process stops -----------------------------------------------
+_REFUSED_WORKER = r'''
+import json, os, sqlite3, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 1)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+process, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
+                           initialization_timeout=60)
+import optax
+import hypergrad as hg
+objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0),
+                         lambda h: optax.sgd(h["lr"]), num_steps=5)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
+out = {}
+try:  # the study's lease is held by a live process (the test's)
+    hg.random_search(objective, space, jax.random.key(0), 4, storage=os.path.join(tmp, "leased.db"), study="s")
+except Exception as err:
+    out["leased"] = f"{type(err).__name__}: {err}"
+writes = []
+if process == 0:  # process 0's second write fails (a full disk, say)
+    def failing(self, trials, state):
+        writes.append(1)
+        if len(writes) == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        return write(self, trials, state)
+    write, hg.store.StudyWriter._rows = hg.store.StudyWriter._rows, failing
+try:
+    hg.random_search(objective, space, jax.random.key(0), 8, chunk_size=2, storage=os.path.join(tmp, "full.db"),
+                     study="s")
+except Exception as err:
+    out["failing"] = f"{type(err).__name__}: {err}"
+with open(os.path.join(tmp, f"refused{process}.json"), "w") as f:
+    json.dump(out, f)
+'''
+
+
+def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_path):
+    """Process 0 refused a study (another live process writes it) or failing at a commit: the other
+    processes raise its error too, instead of waiting in collectives it never reaches."""
+    conn = hg.store._connect(str(tmp_path / "leased.db"))
+    conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
+    conn.close()
+    worker = tmp_path / "worker.py"
+    worker.write_text(_REFUSED_WORKER)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    try:
+        for proc in procs:
+            output, _ = proc.communicate(timeout=90)
+            assert proc.returncode == 0, output[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    out = [json.loads((tmp_path / f"refused{i}.json").read_text()) for i in (0, 1)]
+    assert out[0]["leased"].startswith("RuntimeError: study 's' in") and "is being written by pid" in out[0]["leased"]
+    assert out[1]["leased"].startswith("RuntimeError: process 0 stopped this study with RuntimeError: study 's'")
+    assert out[0]["failing"] == "OperationalError: database or disk is full"
+    assert out[1]["failing"] == ("RuntimeError: process 0 stopped this study with OperationalError: database or disk "
+                                 "is full")
+    assert [t.number for t in hg.load_study(str(tmp_path / "full.db"), "s").trials] == [0, 1]
