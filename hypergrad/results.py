@@ -433,18 +433,27 @@ def _optuna_param(value: Any, options: Sequence[Any] = ()) -> Any:
     """A hyperparameter as an Optuna param value: a float for numbers (a constant shaped one by its
     value), the `str` of any other option; None when it has no single value (a varying schedule).
     A number equal, in its own dtype, to one of a Choice's numeric `options` is that option as
-    declared (0.1, not float32's 0.10000000149011612), so Optuna sees the space's categories."""
+    declared, type included (0.1, not float32's 0.10000000149011612; Choice([1, 2, 4])'s 2, not
+    2.0), so Optuna sees the space's categories."""
     if isinstance(value, (np.ndarray, np.generic)):
         if value.size == 0 or not (value == value.reshape(-1)[0]).all():
             return None
         first = value.reshape(-1)[0]
         for option in options:
             if is_number(option) and first.dtype.kind in "iuf" and np.asarray(option, first.dtype) == first:
-                return float(option)
+                return _declared(option)
         value = first.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    for option in options:  # a number kept as a Python number
+        if is_number(option) and option == value:
+            return _declared(option)
     return float(value)
+
+
+def _declared(option: Any) -> int | float:
+    """A numeric Choice option as Optuna holds it: a Python int or float of its declared kind."""
+    return option.item() if isinstance(option, np.generic) else option
 
 
 def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]) -> dict[str, Any]:
@@ -465,7 +474,7 @@ def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[s
             out[name] = optuna.distributions.FloatDistribution(min(values), max(values))
         else:
             listed = [o for o in options if isinstance(o, str) or is_number(o)]
-            choices = list(dict.fromkeys([*(float(o) if not isinstance(o, str) else o for o in listed), *values]))
+            choices = list(dict.fromkeys([*(o if isinstance(o, str) else _declared(o) for o in listed), *values]))
             out[name] = optuna.distributions.CategoricalDistribution(choices)
     return out
 

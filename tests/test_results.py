@@ -235,6 +235,21 @@ def test_to_optuna_keeps_a_float32_choice_on_its_declared_options(tmp_path):
     assert len(loaded.trials) == 6
 
 
+def test_to_optuna_keeps_an_int_choice_as_ints(tmp_path):
+    """Choice([1, 2, 4]) (the search records an int array) is exported as the declared ints, not as
+    the floats 1.0, 2.0, 4.0, so `suggest_categorical("width", [1, 2, 4])` continues the study."""
+    optuna = pytest.importorskip("optuna")
+    space = hg.Space({"width": hg.Choice([1, 2, 4]), "lr": hg.LogUniform(1e-3, 1.0)})
+    trials = tuple(hg.Trial(number=i, hparams={"width": np.asarray(w), "lr": np.asarray(0.01)}, value=float(w),
+                            scores={"val_loss": float(w)}, state=COMPLETE, flops=1.0, seconds=0.1, run_flops=1.0)
+                   for i, w in enumerate([2, 4, 1]))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = hg.Result("random", trials, 1.0, 0.0, info={"space": describe_space(space)}).to_optuna(url, "s")
+    assert [t.distributions["width"] for t in study.trials] == [optuna.distributions.CategoricalDistribution([1, 2, 4])] * 3
+    params = [t.params["width"] for t in optuna.load_study(study_name="s", storage=url).trials]
+    assert params == [2, 4, 1] and all(type(p) is int for p in params)
+
+
 def test_to_dataframe_has_optuna_columns(random_result):
     pd = pytest.importorskip("pandas")
     df = random_result.to_dataframe()
