@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import hypergrad as hg
 from hypergrad import accounting
+from hypergrad.problems import _matmul
 from hypergrad.problems._matmul import matmul
 from hypergrad.problems.mlp import affine
 
@@ -129,3 +131,48 @@ def test_bad_shapes_are_value_errors_naming_the_shapes():
         matmul(a, b)
     with pytest.raises(ValueError, match=r"affine\(kernel, bias, x\)"):
         affine(a, jnp.zeros(2), b)
+
+
+def _plain_affine(kernel, bias, x):
+    return kernel @ x + bias[..., None]
+
+
+def test_a_bias_with_the_products_leading_axes_works_under_jit_vmap_and_grad():
+    """kernel (m, k), bias (L, m), x (L, k, n): the batching rule kept that bias unbroadcast as if
+    it were (m,) and then broadcast it wrongly ('Incompatible types for broadcasting')."""
+    kernel, bias, x, xs = _normal(8, (2, 3), (5, 2), (5, 3, 4), (3, 5, 3, 4))
+    for fn in (affine, jax.jit(affine)):
+        np.testing.assert_allclose(fn(kernel, bias, x), _plain_affine(kernel, bias, x), rtol=1e-12)
+    assert jax.eval_shape(affine, kernel, bias, x).shape == (5, 2, 4)
+    for axes, args in [((None, None, 0), (kernel, bias, xs)), ((None, 0, None), (kernel, jnp.stack([bias] * 3), x)),
+                       ((0, None, 0), (jnp.stack([kernel] * 3), bias, xs))]:
+        np.testing.assert_allclose(jax.vmap(affine, axes)(*args), jax.vmap(_plain_affine, axes)(*args), rtol=1e-12)
+
+    def loss(f):
+        return lambda k, b, x: jnp.sum(jnp.sin(f(k, b, x)) ** 2)
+
+    _close(jax.grad(loss(affine), (0, 1, 2))(kernel, bias, x), jax.grad(loss(_plain_affine), (0, 1, 2))(kernel, bias, x),
+           1e-12)
+    _close(jax.vmap(jax.grad(loss(affine), (0, 1)), (None, None, 0))(kernel, bias, xs),
+           jax.vmap(jax.grad(loss(_plain_affine), (0, 1)), (None, None, 0))(kernel, bias, xs), 1e-12)
+
+
+def test_a_bias_with_more_leading_axes_than_the_product_is_refused():
+    """bias (L, m) with kernel (m, k) and x (k, n): the output has axes the product lacks, and the
+    abstract shape dropped them (jit failed to lower, eval_shape was (m, n))."""
+    kernel, bias, x = _normal(9, (2, 3), (5, 2), (3, 4))
+    with pytest.raises(ValueError, match=r"the bias \(5, 2\) has leading axes \(5,\) that are not the product's \(\)"):
+        affine(kernel, bias, x)
+    with pytest.raises(ValueError, match=r"not the product's \(5,\)"):
+        affine(kernel, jnp.zeros((4, 2)), jnp.zeros((5, 3, 4)))
+    with pytest.raises(ValueError, match="kernel and x with equal leading axes"):
+        affine(jnp.zeros((5, 2, 3)), jnp.zeros(2), jnp.zeros((4, 3, 4)))
+
+
+def test_clear_caches_empties_the_product_jaxpr_caches():
+    a, b = _normal(10, (3, 4), (4, 2))
+    matmul(a, b)
+    affine(a, jnp.zeros(3), b)
+    assert _matmul._jaxpr.cache_info().currsize and _matmul._affine_jaxpr.cache_info().currsize
+    hg.clear_caches()
+    assert _matmul._jaxpr.cache_info().currsize == 0 and _matmul._affine_jaxpr.cache_info().currsize == 0

@@ -29,6 +29,8 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from hypergrad import _caches
+
 __all__ = ["affine", "matmul"]
 
 
@@ -48,6 +50,9 @@ def _product(a, b):
 def _jaxpr(a_shape, b_shape, dtype):
     spec = [jax.ShapeDtypeStruct(s, dtype) for s in (a_shape, b_shape)]
     return jax.make_jaxpr(_product)(*spec)
+
+
+_caches.register(_jaxpr.cache_clear)  # hg.clear_caches() empties it (it holds up to 512 jaxprs)
 
 
 _matmul_p = Primitive("feature_major_matmul")
@@ -128,6 +133,9 @@ def _affine_jaxpr(shapes, dtype):
     return jax.make_jaxpr(_affine_product)(*[jax.ShapeDtypeStruct(s, dtype) for s in shapes])
 
 
+_caches.register(_affine_jaxpr.cache_clear)
+
+
 _affine_p = Primitive("feature_major_affine")
 _affine_p.is_matrix_product = True
 
@@ -135,12 +143,23 @@ _affine_p.is_matrix_product = True
 def affine(kernel: jax.Array, bias: jax.Array, x: jax.Array) -> jax.Array:
     """`kernel @ x + bias[..., None]` (kernel (..., m, k), bias (..., m), x (..., k, n)); its
     derivative in (kernel, bias) transposes to ONE plain product `g @ copy([x; 1].T)` (the bias's
-    cotangent is its last column: no row reduction), its derivative in x is `matmul(kernel, dx)`."""
+    cotangent is its last column: no row reduction), its derivative in x is `matmul(kernel, dx)`.
+
+    Leading axes: kernel and x have equal ones or one of them is 2-D (as in `matmul`); the bias's
+    leading axes are the product's or a trailing part of them (broadcast over the rest), never more
+    (an output with more axes than the product would need its own abstract shape, batching and
+    transposition rules: add them with `kernel` or `x` instead)."""
     dtype = jnp.result_type(kernel, bias, x)
     kernel, bias, x = (jnp.asarray(v, dtype) for v in (kernel, bias, x))
-    if kernel.ndim < 2 or x.ndim < 2 or kernel.shape[-1] != x.shape[-2] or bias.shape[-1:] != kernel.shape[-2:-1]:
+    lead = kernel.shape[:-2] if kernel.ndim > 2 else x.shape[:-2]
+    if kernel.ndim < 2 or x.ndim < 2 or kernel.shape[-1] != x.shape[-2] or bias.ndim < 1 or (
+            bias.shape[-1:] != kernel.shape[-2:-1]) or (kernel.ndim > 2 and x.ndim > 2 and kernel.shape[:-2] != x.shape[:-2]):
         raise ValueError(f"affine(kernel, bias, x): shapes {kernel.shape}, {bias.shape}, {x.shape} must be "
-                         "(..., m, k), (..., m) and (..., k, n)")
+                         "(..., m, k), (..., m) and (..., k, n), kernel and x with equal leading axes or one 2-D")
+    if bias.ndim - 1 > len(lead) or bias.shape[:-1] != lead[len(lead) - (bias.ndim - 1):]:
+        raise ValueError(f"affine(kernel, bias, x): the bias {bias.shape} has leading axes {bias.shape[:-1]} that are "
+                         f"not the product's {lead} (or a trailing part of them); give kernel or x those axes "
+                         "(e.g. jnp.broadcast_to(kernel, bias.shape[:-1] + kernel.shape))")
     shapes = (kernel.shape, bias.shape, x.shape)
     return _affine_p.bind(kernel, bias, x, jaxpr=_affine_jaxpr(shapes, np.dtype(dtype)))
 
@@ -172,7 +191,8 @@ def _affine_transpose(ct, kernel, bias, x, *, jaxpr):
 
 def _affine_batch(args, dims, *, jaxpr):
     kernel, bias, x = args
-    both_unmapped = dims[0] is None and dims[1] is None and kernel.ndim == 2
+    # kernel and bias kept unbroadcast only when both are unbatched and plain (m, k) and (m,)
+    both_unmapped = dims[0] is None and dims[1] is None and kernel.ndim == 2 and bias.ndim == 1
     return affine(*_aligned(args, dims, (both_unmapped, both_unmapped, x.ndim == 2))), 0
 
 
