@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from hypergrad._types import PyTree
 
 __all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "shardings", "take_rows", "first_row", "place",
-           "to_host", "is_writer", "device_count", "from_process_0", "sync_processes"]
+           "to_host", "is_writer", "device_count", "from_process_0"]
 
 DEFAULT_CHUNK = 64
 """Rows per vmapped call when the caller gives no chunk size."""
@@ -85,13 +85,6 @@ def place(tree: PyTree, sharding: Any) -> PyTree:
     if sharding.is_fully_addressable:
         return jax.device_put(tree, sharding)
     return jax.tree.map(lambda leaf: _put(leaf, sharding), tree)
-
-
-def sync_processes(tag: str) -> None:
-    """Waits until every process reaches the same `sync_processes(tag)` (a barrier over the
-    processes; nothing in a lone process). A study's readers wait so for process 0 to open it."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(tag)
 
 
 def from_process_0(values: np.ndarray) -> np.ndarray:
