@@ -465,3 +465,60 @@ def test_integer_leaves_make_no_group_and_no_penalty_and_keys_are_refused():
     assert int(trained["steps"]) == 7 and not np.array_equal(trained["head"]["w"], pretrained["head"]["w"])
     with pytest.raises(ValueError, match=r"pretrained holds a PRNG key.*nnx.split\(model, nnx.Param, ...\)"):
         ft.finetune({**_tiny_pretrained(), "rng": jax.random.key(0)}, _task(), _apply)
+
+
+def test_a_tilde_in_the_cache_folder_is_the_home_folder(tmp_path, monkeypatch):
+    """'~/x' (argument or $HYPERGRAD_CACHE) made a literal folder '~' in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert pre.cache_dir("~/arg") == str(tmp_path / "home" / "arg")
+    monkeypatch.setenv(pre.CACHE_ENV, "~/env")
+    assert pre.cache_dir() == str(tmp_path / "home" / "env")
+    assert pre.cache_path("digits-mlp", {"k": 1}).startswith(str(tmp_path / "home" / "env") + os.sep)
+
+
+def test_pretraining_gives_the_same_weights_with_and_without_x64():
+    """The cache key does not name jax_enable_x64, so the weights must not depend on it: Adam's bias
+    correction ran in float64 under x64 and whichever mode filled the cache decided every later
+    process's weights."""
+    config = pre._source_config("mlp", "0-4", 5, 3e-3, 0)
+    config.update(sizes=[64, 4, 5], activation="tanh")
+    with64 = pre.pretrain_mlp(config)
+    with jax.enable_x64(False):
+        without = pre.pretrain_mlp(config)
+    for a, b in zip(jax.tree.leaves(with64), jax.tree.leaves(without)):
+        assert a.dtype == b.dtype == np.float32 and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda c: pre.pretrained_digits_mlp((8,), steps=-1, cache=c), r"steps=-1 must be an int >= 1"),
+    (lambda c: pre.pretrained_digits_mlp((8,), steps=2.7, cache=c), r"steps=2.7 must be an int >= 1"),
+    (lambda c: pre.pretrained_digits_mlp((8,), steps=True, cache=c), r"steps=True must be an int >= 1"),
+    (lambda c: pre.pretrained_digits_mlp((8,), lr=float("nan"), cache=c), r"lr=nan must be a finite number > 0"),
+    (lambda c: pre.pretrained_digits_mlp((8,), lr=0.0, cache=c), r"lr=0.0 must be a finite number > 0"),
+    (lambda c: pre.pretrained_digits_mlp((8,), seed=-1, cache=c), r"seed=-1 must be an int >= 0"),
+    (lambda c: pre.pretrained_digits_mlp((8,), seed=1.5, cache=c), r"seed=1.5 must be an int >= 0"),
+    (lambda c: pre.pretrained_digits_mlp((-3,), cache=c), r"hidden=\(-3,\) must be a sequence of layer widths"),
+    (lambda c: pre.pretrained_digits_cnn((0, 3), cache=c), r"channels=\(0, 3\) must be the two convolutions' widths"),
+    (lambda c: pre.digits_transfer(5, hidden=(0,), cache=c), r"hidden=\(0,\)"),
+    (lambda c: pre.digits_transfer(5, model="cnn", channels=(4,), cache=c), r"channels=\(4,\)"),
+    (lambda c: pre.digits_transfer(5, pretrain_steps=-1, cache=c), r"pretrain_steps=-1 must be an int >= 1"),
+    (lambda c: pre.digits_transfer(5, seed=1.5, cache=c), r"seed=1.5 must be an int >= 0 \(the seed of the few-shot"),
+    (lambda c: pre.digits_transfer(5, batch_size=0, cache=c), r"batch_size=0 must be an int >= 1"),
+    (lambda c: pre.digits_transfer(5, batch_size=26, cache=c), r"batch_size=26 is larger than the 25 training"),
+    (lambda c: pre.digits_transfer(5, target="shifted", shift=8, cache=c), r"shift=8 must be an int of pixels from 0 to 7"),
+    (lambda c: pre.digits_transfer(5, target="shifted", shift=1.5, cache=c), r"shift=1.5"),
+    (lambda c: pre.digits_transfer(5, target="shifted", noise=-0.5, cache=c), r"noise=-0.5 must be a finite"),
+    (lambda c: pre.image_source_target("shifted", shift=9), r"shift=9"),
+    (lambda c: pre.image_source_target("shifted", noise=float("nan")), r"noise=nan"),
+], ids=lambda v: None if callable(v) else v.split(" ")[0].replace("\\", ""))
+def test_bad_pretraining_arguments_are_refused_before_anything_trains(tmp_path, monkeypatch, call, match):
+    """steps -1/2.7/True, lr NaN or 0, seed -1, widths 0 trained (or failed with raw errors) and
+    were cached under their names; batch_size was checked only after pretraining ran."""
+    def refuse(config):
+        raise AssertionError("pretraining ran")
+
+    monkeypatch.setattr(pre, "pretrain_mlp", refuse)
+    monkeypatch.setattr(pre, "pretrain_cnn", refuse)
+    with pytest.raises(ValueError, match=match):
+        call(tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -154,8 +154,17 @@ def test_the_default_batch_is_clipped_to_what_a_fit_trains_on():
     (lambda: hg.problems.ridge(num_examples=3), r"num_examples=3 must be an int >= 10"),
     (lambda: hg.problems.digits_transfer(val_shots=0), r"val_shots=0: pass a positive number"),
     (lambda: hg.problems.digits_transfer(val_shots=2.5), r"val_shots=2.5: pass a positive number"),
+    # a raw numpy error ('Cannot take a larger sample than population', 'expected non-negative integer')
+    (lambda: hg.problems.corrupted_examples("iris", noise=2.0), r"noise=2.0 must be a share of training labels"),
+    (lambda: hg.problems.corrupted_examples("iris", noise_seed=-1), r"noise_seed=-1 must be an int >= 0"),
+    (lambda: hg.problems.flip_labels(np.arange(10) % 3, 1.5, 3, 0), r"fraction=1.5 must be a share of the labels"),
+    (lambda: hg.problems.flip_labels(np.arange(10) % 3, 0.5, 1, 0), r"num_classes=1 must be an int >= 2"),
+    (lambda: hg.problems.flip_labels(np.arange(10) % 3, 0.5, 3, -2), r"seed=-2 must be an int >= 0"),
+    (lambda: hg.problems.mlp_classifier("iris", seed=-1), r"seed=-1 must be an int >= 0"),
+    (lambda: hg.problems.noisy_mlp_classifier("iris", 0.5, noise_seed=-1), r"noise_seed=-1 must be an int >= 0"),
 ], ids=["batch-float", "batch-bool", "hidden-float", "hidden-int", "cv-0", "cv-folds", "noise-none", "few-examples",
-        "no-classes", "ridge-few-examples", "val-shots-0", "val-shots-float"])
+        "no-classes", "ridge-few-examples", "val-shots-0", "val-shots-float", "corrupted-noise", "corrupted-seed",
+        "flip-fraction", "flip-classes", "flip-seed", "mlp-seed", "noisy-seed"])
 def test_built_in_problems_name_a_bad_argument(call, match):
     """Bad arguments get a ValueError naming them, not a silent conversion (batch_size=2.5 trained
     on batches of 2, hidden=[8.7] built a layer of 8) or a crash from deep inside (ZeroDivisionError

@@ -173,6 +173,7 @@ def mlp_classifier(
     hidden = check_widths(hidden)
     if batch_size is not None and not is_int_at_least(batch_size):
         raise ValueError(f"batch_size={batch_size!r} must be an int >= 1 (examples per step) or None (full batch)")
+    _check_seed(seed, "seed")
     if cv is not None and not is_int_at_least(cv, 2):
         raise ValueError(f"cv={cv!r}: mlp_classifier takes None or k >= 2 folds (explicit folds: build the problem "
                          "with hg.problems.nnx_problem(..., cv=[(train_idx, val_idx), ...]))")
@@ -204,13 +205,32 @@ def check_widths(hidden: Any) -> tuple[int, ...]:
 
 def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`labels` with round(fraction * n) of them, chosen at random, moved to another class drawn
-    uniformly; and the boolean mask of the flipped ones. Seeded: the same corruption every time."""
+    uniformly; and the boolean mask of the flipped ones. Seeded: the same corruption every time.
+
+    Raises:
+        ValueError: `fraction` not in [0, 1], `num_classes` not an int >= 2, `seed` not an int >= 0.
+    """
+    if not (is_number(fraction) and 0.0 <= fraction <= 1.0):
+        raise ValueError(f"fraction={fraction!r} must be a share of the labels in [0, 1]")
+    if not is_int_at_least(num_classes, 2):
+        raise ValueError(f"num_classes={num_classes!r} must be an int >= 2 (a flipped label moves to another class)")
+    _check_seed(seed, "seed")
     rng = np.random.default_rng(seed)
     n = len(labels)
     flipped = np.zeros(n, dtype=bool)
     flipped[rng.choice(n, int(round(fraction * n)), replace=False)] = True
     shift = rng.integers(1, num_classes, n)  # never 0: a flipped label always changes
     return np.where(flipped, (labels + shift) % num_classes, labels).astype(labels.dtype), flipped
+
+
+def _check_seed(seed: Any, argname: str) -> None:
+    if not is_int_at_least(seed, 0):
+        raise ValueError(f"{argname}={seed!r} must be an int >= 0")
+
+
+def _check_noise(noise: Any) -> None:
+    if not (is_number(noise) and 0.0 <= noise < 1.0):
+        raise ValueError(f"noise={noise!r} must be a share of training labels in [0, 1)")
 
 
 def _num_classes(problem: Problem) -> int:
@@ -227,7 +247,13 @@ def corrupted_examples(dataset: str = "digits", noise: float = 0.3, *, seed: int
     """Which training examples `noisy_mlp_classifier(dataset, noise, seed=seed,
     noise_seed=noise_seed)` gave a flipped label: a boolean mask in training order (the order of
     the example weights), for judging learned weights; training never reads it. The split
-    depends only on `dataset` and `seed`, so the model's width and batch size do not matter here."""
+    depends only on `dataset` and `seed`, so the model's width and batch size do not matter here.
+
+    Raises:
+        ValueError: `noise` not in [0, 1), a seed not an int >= 0 (before any data is loaded).
+    """
+    _check_noise(noise)
+    _check_seed(noise_seed, "noise_seed")
     return _flipped_training_labels(mlp_classifier(dataset, batch_size=None, seed=seed), noise, noise_seed)[1]
 
 
@@ -251,8 +277,8 @@ def noisy_mlp_classifier(
     mean. Which labels were corrupted: `flip_labels(y_train, noise, classes, noise_seed)[1]`, the
     same seeded draw (for judging learned weights; training never reads it).
     """
-    if not (is_number(noise) and 0.0 <= noise < 1.0):
-        raise ValueError(f"noise={noise!r} must be a share of training labels in [0, 1)")
+    _check_noise(noise)
+    _check_seed(noise_seed, "noise_seed")
     base = mlp_classifier(dataset, hidden, batch_size, activation=activation, seed=seed)
     x = np.asarray(base.train_data[0])
     noisy, _ = _flipped_training_labels(base, noise, noise_seed)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -40,21 +41,22 @@ import numpy as np
 import optax
 from flax import nnx
 
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import is_int_at_least, is_number
 from hypergrad._types import Key, PyTree
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._losses import cross_entropy, default_dtype
 from hypergrad.problems.cnn import CNN
 from hypergrad.problems.finetune import finetune, leaf_path
-from hypergrad.problems.mlp import MLP
+from hypergrad.problems.mlp import MLP, check_widths
 
 __all__ = ["cache_dir", "cached_params", "digits_images", "digits_source_target", "digits_transfer",
            "image_source_target", "load_params", "pretrain_cnn", "pretrain_mlp", "pretrained_digits_cnn",
            "pretrained_digits_mlp", "save_params", "shift_and_noise"]
 
-FORMAT_VERSION = 1
-"""Bumped whenever the pretraining recipe changes, so old cache files are never reused."""
+FORMAT_VERSION = 2
+"""Bumped whenever the pretraining recipe changes, so old cache files are never reused (2: Adam's
+decays in float32, so the weights no longer depend on `jax_enable_x64`)."""
 CACHE_ENV = "HYPERGRAD_CACHE"
 """Environment variable naming the cache folder (overrides the XDG default)."""
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -66,15 +68,18 @@ TARGETS = ("5-9", "shifted")
 SHIFTED_SOURCE = "clean-quarter"
 """The source of the "shifted" target: a fixed stratified quarter of all ten digits, clean."""
 SHIFTED_SOURCE_FRACTION = 0.25
+IMAGE_SIZE = 8
+"""The digits' images are 8 x 8 pixels."""
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> str:
     """The folder pretrained models are cached in: `path` if given, else `$HYPERGRAD_CACHE`, else
-    `$XDG_CACHE_HOME/hypergrad/pretrained`, else `~/.cache/hypergrad/pretrained`."""
+    `$XDG_CACHE_HOME/hypergrad/pretrained`, else `~/.cache/hypergrad/pretrained`. A leading `~`
+    (in `path` or the variable) is the home folder, as in a shell."""
     if path is not None:
-        return os.fspath(path)
+        return os.path.expanduser(os.fspath(path))
     if os.environ.get(CACHE_ENV):
-        return os.environ[CACHE_ENV]
+        return os.path.expanduser(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "hypergrad", "pretrained")
 
@@ -182,9 +187,45 @@ def _translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def _check_shift_noise(shift: Any, noise: Any, size: int) -> None:
+    if not (is_int_at_least(shift, 0) and shift < size):
+        raise ValueError(f"shift={shift!r} must be an int of pixels from 0 to {size - 1} (the images are {size} pixels "
+                         "wide; a larger move leaves nothing of them)")
+    if not (is_number(noise) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise={noise!r} must be a finite standard deviation >= 0 (0: no noise)")
+
+
+def _check_seed(seed: Any, what: str, argname: str = "seed") -> None:
+    if not is_int_at_least(seed, 0):
+        raise ValueError(f"{argname}={seed!r} must be an int >= 0 (the seed of {what})")
+
+
+def _check_recipe(steps: Any, lr: Any, seed: Any, steps_name: str = "steps") -> None:
+    """Refuses a pretraining recipe before anything trains (or is cached under its name)."""
+    if not is_int_at_least(steps):
+        raise ValueError(f"{steps_name}={steps!r} must be an int >= 1 (full-batch Adam steps of pretraining)")
+    if not (is_number(lr) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr={lr!r} must be a finite number > 0 (Adam's learning rate for pretraining)")
+    _check_seed(seed, "the model's initialisation")
+
+
+def _check_channels(channels: Any) -> tuple[int, int]:
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence | np.ndarray) or len(channels) != 2 \
+            or not all(is_int_at_least(c) for c in channels):
+        raise ValueError(f"channels={channels!r} must be the two convolutions' widths, ints >= 1, e.g. (8, 16)")
+    return int(channels[0]), int(channels[1])
+
+
 def shift_and_noise(images: np.ndarray, *, shift: int = 1, noise: float = 0.2, seed: int = 0) -> np.ndarray:
     """Each image (N, H, W, C) moved by `shift` pixels up, down, left or right (drawn per image from
-    `seed`; zeros enter), plus Gaussian noise of standard deviation `noise`. Deterministic in `seed`."""
+    `seed`; zeros enter), plus Gaussian noise of standard deviation `noise`. Deterministic in `seed`.
+
+    Raises:
+        ValueError: `shift` not an int in [0, min(H, W)), `noise` not finite and >= 0, `seed` not an
+            int >= 0.
+    """
+    _check_shift_noise(shift, noise, min(np.shape(images)[1:3]))
+    _check_seed(seed, "the moves and the noise")
     rng = np.random.default_rng(seed)
     moves = rng.integers(0, 4, len(images))
     out = np.zeros_like(images)
@@ -207,6 +248,7 @@ def image_source_target(target: str = "5-9", *, shift: int = 1, noise: float = 0
     """The images (`digits_images`) split into (source, target), each (images, labels): for "5-9",
     digits 0-4 and digits 5-9 relabelled 0-4; for "shifted", a fixed stratified quarter of all
     digits (clean) and the other three quarters through `shift_and_noise(shift=, noise=)`."""
+    _check_shift_noise(shift, noise, IMAGE_SIZE)
     x, y = digits_images(dtype)
     if target == "5-9":
         source = np.isin(y, SOURCE_CLASSES)
@@ -248,7 +290,10 @@ def pretrain_cnn(config: Mapping[str, Any]) -> nnx.State:
 def _train_full_batch(model: nnx.Module, x: np.ndarray, y: np.ndarray, config: Mapping[str, Any],
                       class_axis: int) -> nnx.State:
     graphdef, state = nnx.split(model)
-    opt = optax.adam(config["lr"])
+    # Adam's decays as float32 arrays: from Python floats optax computes the bias correction
+    # 1 - b^t in the default float, float64 under jax_enable_x64, so the weights (cached under a
+    # key that does not name the mode) depended on the mode of whichever process trained them.
+    opt = optax.adam(config["lr"], b1=np.float32(0.9), b2=np.float32(0.999))
 
     def loss(s):
         return cross_entropy(nnx.merge(graphdef, s)(x), y, class_axis)
@@ -265,6 +310,7 @@ def _train_full_batch(model: nnx.Module, x: np.ndarray, y: np.ndarray, config: M
 
 
 def _source_config(model: str, source: str, steps: int, lr: float, seed: int) -> dict[str, Any]:
+    _check_recipe(steps, lr, seed)
     if source == "0-4":
         return {"model": model, "steps": int(steps), "lr": float(lr), "seed": int(seed),
                 "source": list(SOURCE_CLASSES)}
@@ -289,6 +335,7 @@ def pretrained_digits_mlp(hidden: Sequence[int] = (64, 64), *, steps: int = 300,
     Returns:
         (graphdef, state): `nnx.merge(graphdef, state)` is the pretrained model (float32).
     """
+    hidden = check_widths(hidden)
     config = _source_config("mlp", source, steps, lr, seed)
     classes = len(SOURCE_CLASSES) if source == "0-4" else 10
     config.update(sizes=[64, *map(int, hidden), classes], activation="tanh")
@@ -311,8 +358,9 @@ def pretrained_digits_cnn(channels: Sequence[int] = (8, 16), *, steps: int = 300
     Returns:
         (graphdef, state): `nnx.merge(graphdef, state)` maps images (N, 8, 8, 1) to logits (N, classes).
     """
+    channels = _check_channels(channels)
     config = _source_config("cnn", source, steps, lr, seed)
-    config.update(channels=[int(c) for c in channels], classes=len(SOURCE_CLASSES) if source == "0-4" else 10)
+    config.update(channels=list(channels), classes=len(SOURCE_CLASSES) if source == "0-4" else 10)
     graphdef, template = nnx.split(_cnn(config["channels"], config["classes"]))
     state = cached_params("digits-cnn", config, template, lambda: pretrain_cnn(config), cache)
     return graphdef, state
@@ -395,6 +443,21 @@ def _target_data(model: str, target: str, shift: int, noise: float) -> tuple[np.
     return (x.reshape(len(x), -1), y) if model == "mlp" else (x, y)
 
 
+def _check_transfer(hidden, channels, pretrain_steps, seed, batch_size, shift, noise, fresh_head, pretrained
+                    ) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """`digits_transfer`'s arguments checked before anything trains: (hidden, channels) as tuples."""
+    hidden, channels = check_widths(hidden), _check_channels(channels)
+    _check_recipe(pretrain_steps, 3e-3, 0, steps_name="pretrain_steps")
+    _check_seed(seed, "the few-shot split")
+    if batch_size is not None and not is_int_at_least(batch_size):
+        raise ValueError(f"batch_size={batch_size!r} must be an int >= 1 (examples per step) or None (full batch)")
+    _check_shift_noise(shift, noise, IMAGE_SIZE)
+    if not (fresh_head is None or isinstance(fresh_head, bool)) or not isinstance(pretrained, bool):
+        raise ValueError(f"fresh_head={fresh_head!r}, pretrained={pretrained!r}: fresh_head is True, False or None "
+                         "(the target's default), pretrained True or False")
+    return hidden, channels
+
+
 def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = "5-9", val_shots: int | None = None,
                     hidden: Sequence[int] = (64, 64), channels: Sequence[int] = (8, 16),
                     fresh_head: bool | None = None, pretrained: bool = True, seed: int = 0,
@@ -425,6 +488,9 @@ def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = 
     input to output ("layers/0", ..., "layers/L" for the MLP; "conv0", "conv1", "head" for the
     CNN), the last the head. See `finetune` for the hyperparameters. Cost: the pretrained model's
     first call trains it (seconds); later calls read the cache.
+
+    Raises:
+        ValueError: any argument out of its range, checked before the source model is trained.
     """
     if model not in MODELS or target not in TARGETS:
         raise ValueError(f"model={model!r}, target={target!r}: choose model from {MODELS} and target from {TARGETS}")
@@ -433,10 +499,15 @@ def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = 
     if val_shots is not None and not is_int_at_least(val_shots):
         raise ValueError(f"val_shots={val_shots!r}: pass a positive number of validation examples per class, or "
                          "None for min(shots, 30)")
+    hidden, channels = _check_transfer(hidden, channels, pretrain_steps, seed, batch_size, shift, noise, fresh_head,
+                                       pretrained)
     val_shots = (30 if shots == "all" else min(shots, 30)) if val_shots is None else int(val_shots)
     x, y = _target_data(model, target, shift, noise)
     train, val, test = _few_shot_split(y, shots, val_shots, seed)
-    src = _source(model, target, tuple(hidden), tuple(channels), pretrain_steps, cache)
+    if batch_size is not None and batch_size > len(train):  # before pretraining, which takes seconds
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(train)} training examples of shots={shots!r}; "
+                         f"use batch_size <= {len(train)}, or None for full batch")
+    src = _source(model, target, hidden, channels, pretrain_steps, cache)
     fresh_head = target == "5-9" if fresh_head is None else fresh_head
     head, new = (_fresh_head(src.layers[-1], src.head_init), src.layers[-1:]) if fresh_head else (None, [])
     if not pretrained:
