@@ -522,3 +522,16 @@ def test_bad_pretraining_arguments_are_refused_before_anything_trains(tmp_path, 
     with pytest.raises(ValueError, match=match):
         call(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("steps", [0, -5, 2.5, True])
+def test_the_finetune_preset_refuses_bad_num_steps_before_pretraining(tmp_path, monkeypatch, steps):
+    """num_steps=0 pretrained the source model, then failed with a misleading Uniform(0.0, 0.0) error."""
+    def refuse(config):
+        raise AssertionError("pretraining ran")
+
+    monkeypatch.setenv(pre.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(pre, "pretrain_mlp", refuse)
+    with pytest.raises(ValueError, match=f"num_steps={steps} must be an integer >= 1"):
+        hg.problems.preset("digits-finetune", num_steps=steps)
+

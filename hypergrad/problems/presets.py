@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import optax
 
+from hypergrad._checks import check_count
 from hypergrad.objective import Objective
 from hypergrad.problem import Problem
 from hypergrad.problems.logistic import logistic
@@ -66,11 +67,15 @@ def preset(name: str, num_steps: int | None = None) -> tuple[Objective, Space]:
             "digits-finetune").
         num_steps: training steps T (default the preset's: 200, or 100 for "digits-finetune"); the
             schedule has T entries.
+
+    Raises:
+        ValueError: an unknown name, or `num_steps` not an int >= 1 (checked before the problem is
+            built: "digits-finetune" pretrains its source model, seconds, on first use).
     """
     if name not in PRESETS:
         raise ValueError(f"problem={name!r} is not a preset; choose one of {sorted(PRESETS)}")
     make_problem, default_steps = PRESETS[name]
-    steps = default_steps if num_steps is None else num_steps
+    steps = default_steps if num_steps is None else check_count(num_steps, "num_steps")
     if name in FINETUNE:
         return finetune_space(make_problem(), steps)
     objective = Objective(make_problem(), sgd_momentum_schedule, steps)
@@ -96,7 +101,9 @@ def preset_corrupted_examples(name: str) -> np.ndarray | None:
 def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
     """A fine-tuning problem's objective (`group_sgd`, momentum 0.9) and its space: one rate per
     layer (`lr`, shape (layers,); the baselines search one rate shared by every layer), the L2-SP
-    strength and the warm-up length (up to a quarter of the steps). Three scalars for the grid."""
+    strength and the warm-up length (up to a quarter of the steps). Three scalars for the grid.
+    `num_steps` must be an int >= 1 (a ValueError names it)."""
+    num_steps = check_count(num_steps, "num_steps")
     groups = layer_groups(problem.init(jax.random.key(0)))
     space = Space({
         "lr": LogUniform(1e-3, 1.0, shape=(len(groups),)),
