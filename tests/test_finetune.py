@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax import lax
 
 import hypergrad as hg
+from hypergrad.problems import cnn
 from hypergrad.problems import pretrained as pre
 
 ft = importlib.import_module("hypergrad.problems.finetune")  # hg.problems.finetune is the function
@@ -535,3 +537,19 @@ def test_the_finetune_preset_refuses_bad_num_steps_before_pretraining(tmp_path, 
     with pytest.raises(ValueError, match=f"num_steps={steps} must be an integer >= 1"):
         hg.problems.preset("digits-finetune", num_steps=steps)
 
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patch_conv_pads_one_pixel_as_its_docstring_says(stride):
+    """The docstrings said "SAME", which at stride 2 on 8 x 8 pads (0, 1) in XLA and flax; the
+    convolution pads (1, 1) (PyTorch's padding=1), as the docstrings now say."""
+    x, w = _normal_pair((2, 8, 8, 3), (3, 3, 3, 4))
+    padded = lax.conv_general_dilated(x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(cnn.patches(x, stride) @ w.reshape(27, 4), padded, rtol=1e-10, atol=1e-10)
+    for doc in (cnn.__doc__, cnn.patches.__doc__, cnn.PatchConv.__doc__):
+        assert "padding=1" in doc
+    assert '("SAME" padding)' not in cnn.PatchConv.__doc__ and '("SAME")' not in cnn.patches.__doc__
+
+
+def _normal_pair(*shapes):
+    rng = np.random.default_rng(0)
+    return tuple(jnp.asarray(rng.normal(size=s)) for s in shapes)

@@ -1,7 +1,8 @@
 """A small convolutional network (flax.nnx) for 8 x 8 images, written so vmapped searches stay fast.
 
 `CNN(channels, classes)` maps images (batch, 8, 8, 1) to logits (batch, classes): a 3 x 3
-convolution, a 3 x 3 convolution of stride 2 (to 4 x 4), each followed by a ReLU, then a dense
+convolution, a 3 x 3 convolution of stride 2 (to 4 x 4), each with zero padding of one pixel on
+every side (PyTorch's `padding=1`) and followed by a ReLU, then a dense
 head. Its state has three groups in input-to-output order, "conv0", "conv1" and "head"
 (`hg.problems.layer_groups`).
 
@@ -25,8 +26,10 @@ __all__ = ["CNN", "PatchConv", "patches"]
 
 
 def patches(x: jax.Array, stride: int = 1) -> jax.Array:
-    """The 3 x 3 neighbourhoods of every `stride`-th pixel of `x` (batch, H, W, C), zero padded
-    ("SAME"): shape (batch, ceil(H / stride), ceil(W / stride), 9 * C), neighbour-major.
+    """The 3 x 3 neighbourhoods of every `stride`-th pixel of `x` (batch, H, W, C), zero padded by
+    one pixel on every side (PyTorch's `padding=1`): shape (batch, ceil(H / stride),
+    ceil(W / stride), 9 * C), neighbour-major. At stride 1 that is XLA's and flax's "SAME"; at
+    stride 2 on an even size it is not (their "SAME" pads (0, 1), so windows start one pixel later).
 
     Cost: a copy of 9 * H * W * C / stride^2 values per example; memory the same.
     """
@@ -37,7 +40,8 @@ def patches(x: jax.Array, stride: int = 1) -> jax.Array:
 
 
 class PatchConv(nnx.Module):
-    """A 3 x 3 convolution ("SAME" padding) as `patches(x, stride) @ kernel + bias`.
+    """A 3 x 3 convolution with zero padding 1 (PyTorch's `padding=1`; "SAME" at stride 1 only, see
+    `patches`) as `patches(x, stride) @ kernel + bias`.
 
     The kernel is stored (9 * in, out) (neighbour-major rows), LeCun-normal over its fan-in
     9 * in, as `nnx.Conv`'s; the bias starts at zero. Cost per example: 9 * in * out multiply-adds
