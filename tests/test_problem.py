@@ -298,3 +298,13 @@ def test_a_prng_key_among_the_params_is_refused_naming_the_fix(key):
     objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
     with pytest.raises(ValueError, match=r"PRNG key at \"\['rng'\]\".*nnx.split\(model, nnx.Param"):
         objective({"lr": jnp.asarray(0.1)}, key)
+
+
+def test_ridge_closed_form_refuses_a_schedule_shorter_than_num_steps(ridge_problem):
+    """A 3-entry schedule for 10 steps was sliced to 3 steps silently (the closed form of 3 steps)."""
+    with pytest.raises(ValueError, match=r"learning_rates has shape \(3,\).*at least num_steps=10"):
+        hg.problems.ridge_trained_weights(ridge_problem, jnp.full(3, 0.1), 0.05, 10)
+    with pytest.raises(ValueError, match=r"learning_rates has shape \(2, 10\)"):
+        hg.problems.ridge_trained_weights(ridge_problem, jnp.full((2, 10), 0.1), 0.05, 10)
+    longer = hg.problems.ridge_trained_weights(ridge_problem, jnp.linspace(0.1, 0.2, 12), 0.05, 10)
+    np.testing.assert_array_equal(longer, hg.problems.ridge_trained_weights(ridge_problem, jnp.linspace(0.1, 0.2, 12)[:10], 0.05, 10))

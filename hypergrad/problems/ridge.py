@@ -100,7 +100,8 @@ def ridge_trained_weights(problem: Problem, learning_rates: Any, weight_decay: A
 
     Args:
         problem: a problem built by `ridge(batch_size=None)`.
-        learning_rates: a scalar (constant step) or a schedule of shape (num_steps,) or longer.
+        learning_rates: a scalar (constant step) or a schedule of shape (num_steps,) or longer
+            (its first `num_steps` entries are used; a shorter one is refused).
         weight_decay: a scalar penalty (the eigenvector trick needs it scalar).
         num_steps: T.
 
@@ -111,6 +112,10 @@ def ridge_trained_weights(problem: Problem, learning_rates: Any, weight_decay: A
         raise ValueError("ridge_trained_weights needs a full-batch problem: build it with batch_size=None")
     if jnp.ndim(weight_decay) != 0:
         raise ValueError("ridge_trained_weights: weight_decay must be a scalar; use ridge_solution for a vector")
+    if jnp.ndim(learning_rates) > 1 or (jnp.ndim(learning_rates) == 1 and jnp.shape(learning_rates)[0] < num_steps):
+        # slicing [:num_steps] silently took fewer steps than asked for
+        raise ValueError(f"ridge_trained_weights: learning_rates has shape {jnp.shape(learning_rates)}; give a scalar "
+                         f"or a schedule of at least num_steps={num_steps} entries")
     gram, c = _moments(problem)
     # The spectrum of the data Gram matrix is a constant of the problem: no derivative flows
     # through the eigendecomposition, only through mu = mu0 + lambda.
