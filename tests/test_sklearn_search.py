@@ -595,3 +595,22 @@ def test_program_owners_are_bounded_cleared_and_keyed_exactly(monkeypatch):
     assert small_mlp()._program_key({"alpha": [1.0]}) == small_mlp(alpha=3.0)._program_key({"alpha": [1e-3, 2.0]})
     assert small_mlp()._program_key({}) != small_mlp(alpha=3.0)._program_key({})
     assert small_mlp()._program_key({"activation": ["relu"]}) != small_mlp()._program_key({"activation": ["tanh"]})
+
+
+def test_float32_accuracies_are_exact_fractions_and_tie_as_scikit_learns():
+    """In float32 (x64 off, JAX's default; this suite runs in float64) the program's accuracy is
+    hits / n rounded to float32 (49/50 was 0.97999996), so candidates with equal hit counts got
+    different means and ranks. Read back as exact fractions, every split score, the means, ranks and
+    the best candidate equal scikit-learn's own search over the same (float32) estimator: iris, C =
+    1 and 100 tie at 146/150."""
+    x, y = load_iris(return_X_y=True)
+    grid = {"C": [0.01, 1.0, 100.0]}
+    with jax.enable_x64(False):
+        ours = GridSearchCV(LogisticRegression(), grid, cv=3).fit(x, y)
+        theirs = sk.GridSearchCV(LogisticRegression(), grid, cv=3).fit(x, y)
+        assert ours.best_estimator_.coef_.dtype == np.float32
+    names = ["mean_test_score", "std_test_score", "rank_test_score", *(f"split{i}_test_score" for i in range(3))]
+    for name in names:
+        np.testing.assert_array_equal(ours.cv_results_[name], theirs.cv_results_[name], err_msg=name)
+    np.testing.assert_array_equal(theirs.cv_results_["rank_test_score"], [3, 1, 1])  # the tie this test is about
+    assert ours.best_params_ == theirs.best_params_ and ours.best_score_ == theirs.best_score_

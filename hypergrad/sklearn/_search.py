@@ -19,7 +19,8 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    differ only in parameters their fit does not read (`unused_params`: an adam fit's
    `learning_rate`, say) are fitted once (`distinct_fits`);
 4. reads each fold's score from the program (the scoring is computed inside it: accuracy,
-   log-loss, R^2, mean squared error), assembles `cv_results_` with scikit-learn's own
+   log-loss, R^2, mean squared error; accuracy read back as the exact fraction scikit-learn
+   computes, `exact_fraction`), assembles `cv_results_` with scikit-learn's own
    `_format_results` (same keys and meanings), and refits the best candidate through the
    estimator's own `fit`.
 
@@ -87,11 +88,26 @@ from hypergrad.sklearn._base import HypergradEstimator, frozen, program_owner
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "HypergradSearchCV", "SCORINGS"]
 
 SCORINGS = {
-    "classifier": {None: ("score", 1.0), "accuracy": ("accuracy", 1.0), "neg_log_loss": ("log_loss", -1.0)},
-    "regressor": {None: ("score", 1.0), "r2": ("r2", 1.0), "neg_mean_squared_error": ("neg_mean_squared_error", 1.0)},
+    "classifier": {None: ("score", 1.0, True), "accuracy": ("accuracy", 1.0, True),
+                   "neg_log_loss": ("log_loss", -1.0, False)},
+    "regressor": {None: ("score", 1.0, False), "r2": ("r2", 1.0, False),
+                  "neg_mean_squared_error": ("neg_mean_squared_error", 1.0, False)},
 }
 """Scoring strings computed inside the vmapped program: estimator kind -> scoring -> (the family's
-metric, its sign as scikit-learn's scorer reports it, greater is better)."""
+metric, its sign as scikit-learn's scorer reports it (greater is better), whether it counts: a
+fraction hits / n of the n scored examples, read back exactly by `exact_fraction`)."""
+
+
+def exact_fraction(value: float, n: int) -> float:
+    """A counting score (accuracy) computed inside a program as the mean of n 0/1 hits, as the
+    exact fraction hits / n in float64 that scikit-learn's `accuracy_score` computes. In float32
+    (x64 off) the program's mean is hits / n rounded to float32 (49/50 reads 0.97999996), so equal
+    hit counts would give means that differ in the last digits and rank differently from
+    scikit-learn's search; hits = round(value * n) is exact while n < 2^22 (the float32 mean is
+    within n * 2^-24 of it). Non-finite values as given."""
+    if not np.isfinite(value):
+        return float(value)
+    return float(np.round(value * n) / n)
 
 
 # -- what the search runs on: a hypergrad estimator, alone or at the end of a Pipeline -------------------
@@ -135,8 +151,9 @@ def target_of(estimator: Any) -> Target | str:
             "so its fits cannot be vmapped")
 
 
-def metric_of(estimator: Any, scoring: Any) -> tuple[str, float] | str:
-    """(the family's metric, sign) for `scoring`, or why it is not computed inside the program."""
+def metric_of(estimator: Any, scoring: Any) -> tuple[str, float, bool] | str:
+    """(the family's metric, sign, counts) for `scoring` (`SCORINGS`), or why it is not computed
+    inside the program."""
     if callable(scoring) or isinstance(scoring, (list, tuple, set, dict)):
         return ("a callable or multi-metric scoring runs on the host, fit by fit; give one of the strings "
                 f"{sorted(s for s in SCORINGS['classifier'] | SCORINGS['regressor'] if s)} to keep it vmapped")
@@ -399,7 +416,8 @@ def run_record(result: hg.Result, folds: int) -> dict[str, Any]:
 def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
               classes: np.ndarray | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (candidates, folds) of `metric` (NaN where a fit diverged) and seconds per fit (its
+    """Scores (candidates, folds) of `metric` (NaN where a fit diverged; counting scores, accuracy,
+    as exact fractions of the fold's examples: `exact_fraction`) and seconds per fit (its
     share of its program's run and compilation), every distinct fit (`distinct_fits`) of one fold
     batch in one program; appends each evaluation's `run_record` to `records`. `overlap`:
     `evaluate_settings`'s, called when its first program compiles."""
@@ -407,7 +425,7 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     sharing = distinct_fits(target, finals)
     finals = [finals[rows[0]] for rows in sharing]
     varying = options_of(finals)
-    name, sign = metric
+    name, sign, counts = metric
     scores = np.full((len(candidates), len(pairs)), np.nan)
     seconds = np.zeros_like(scores)
     for indices, family, space in fold_batches(target, pairs, varying, classes):
@@ -421,7 +439,8 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
             for j, fold in enumerate(indices):
                 entry = f"val_{name}_fold{j}" if len(indices) > 1 else f"val_{name}"
                 ok = trial.state == "complete" and np.isfinite(trial.scores[entry])
-                scores[rows, fold] = sign * trial.scores[entry] if ok else np.nan
+                value = sign * trial.scores[entry] if ok else np.nan
+                scores[rows, fold] = exact_fraction(value, len(pairs[fold][1][0])) if counts else value
                 seconds[rows, fold] = (trial.seconds + share) / len(indices) / len(rows)
     return scores, seconds
 
@@ -784,7 +803,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
         self.n_splits_ = len(splits)
         result = self._descend(target, X, y, discrete, continuous, splits)
-        candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits))
+        n_val = len(equal_folds(splits)[0][1])  # the validation examples each fold's scores count
+        candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val)
         self.hybrid_result_ = result
         self.hypergrad_info_ = [run_record(result, len(splits))]
         self._finish(X, y, candidates, splits, tables)
@@ -814,9 +834,11 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         return hg.hybrid_search(family, space, target.final._fit_key(), budget=budget,
                                 configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
 
-    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int) -> tuple[list[dict], dict]:
-        """Candidates (one per trial) and their per-fold scores and seconds from the hybrid's trials."""
-        metric, sign = metric_of(self.estimator, self.scoring)
+    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: int
+                ) -> tuple[list[dict], dict]:
+        """Candidates (one per trial) and their per-fold scores and seconds from the hybrid's trials,
+        on k folds of `n_val` validation examples each (`equal_folds`)."""
+        metric, sign, counts = metric_of(self.estimator, self.scoring)
         trials = result.trials
         candidates = [{target.prefix + n: as_param(t.hparams[n]) for n in names} for t in trials]
         shape = (len(trials), k)
@@ -826,7 +848,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         for row, t in enumerate(trials):
             for j in range(k):  # one fold's problem is not cross-validated: its scores have no fold suffix
                 value = t.scores.get(f"val_{metric}_fold{j}" if k > 1 else f"val_{metric}", np.nan)
-                tables["test"][row, j] = sign * value if t.state != "fail" and np.isfinite(value) else np.nan
+                value = sign * value if t.state != "fail" and np.isfinite(value) else np.nan
+                tables["test"][row, j] = exact_fraction(value, n_val) if counts else value
                 tables["fit_time"][row, j] = (t.seconds + share) / k
         return candidates, tables
 
