@@ -464,3 +464,21 @@ def test_ridge_shapes_are_scikit_learns(fit_intercept, columns):
     assert np.shape(ours.intercept_) == np.shape(theirs.intercept_)
     assert isinstance(ours.intercept_, float) == isinstance(theirs.intercept_, float)
     np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-10)
+
+
+@pytest.mark.parametrize("model,scale", [(MLPRegressor, 1.0), (MLPClassifier, 1e150)])
+def test_a_diverged_fit_raises_scikit_learns_non_finite_weights_error(model, scale):
+    """sgd at a huge rate overflows the weights: scikit-learn's fit raises its ValueError, and so
+    does this one (it kept the non-finite weights silently, and predicted NaN)."""
+    x, y = load_iris(return_X_y=True)
+    x = x * scale
+    params = dict(hidden_layer_sizes=(4,), max_iter=5, random_state=0, solver="sgd", learning_rate_init=1e12)
+    reference = getattr(sklearn.neural_network, model.__name__)
+    target = y if model is MLPClassifier else x[:, 0] / scale
+    message = "Solver produced non-finite parameter weights. The input data may contain large values"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overflow in scikit-learn's arithmetic, convergence
+        with pytest.raises(ValueError, match=message):
+            reference(**params).fit(x, target)
+        with pytest.raises(ValueError, match=message):
+            model(**params).fit(x, target)

@@ -732,7 +732,11 @@ class _MLP(HypergradEstimator):
     def _adopt(self, state: Any, task: Task, x: np.ndarray) -> _MLP:
         """Sets the fitted attributes from a fit's final `LoopState`. Its layers may be wider than
         this estimator's (a masked program's, `MaskedRefit`): each is cut to the true sizes, the
-        units beyond which are zero in a masked fit."""
+        units beyond which are zero in a masked fit. A weight that is not finite (the fit
+        diverged) is scikit-learn's `ValueError` ("Solver produced non-finite parameter weights"),
+        raised, as scikit-learn's `_fit` raises it, once the attributes are set. (A search's fits
+        never come here: it reads their validation loss, and counts a non-finite one as a failed
+        fit; its refit does, and raises as scikit-learn's refit does.)"""
         solver: SolverState = state.opt_state
         layers = solver.best_params if self.early_stopping else state.params
         dims = (x.shape[1], *as_sizes(self.hidden_layer_sizes), task.n_outputs)
@@ -759,6 +763,9 @@ class _MLP(HypergradEstimator):
         if not bool(solver.stopped):
             warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't "
                           "converged yet." % self.max_iter, ConvergenceWarning)
+        if not all(np.isfinite(a).all() for a in self.coefs_ + self.intercepts_):  # as scikit-learn's `_fit`
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large values "
+                             "and need to be preprocessed.")
         return self
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _MLP:
