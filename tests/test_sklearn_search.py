@@ -12,6 +12,7 @@ program costs seconds here.
 import json
 import subprocess
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -21,6 +22,7 @@ import scipy.stats
 from sklearn import model_selection as sk
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier as SklearnMLP
@@ -31,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 import hypergrad as hg
 from hypergrad import _compile
-from hypergrad.sklearn import (GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier,
+from hypergrad.sklearn import (GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier, MLPRegressor,
                                RandomizedSearchCV, Ridge)
 from hypergrad.sklearn import _base
 from hypergrad.sklearn._search import devices_for_n_jobs, options_of
@@ -614,3 +616,59 @@ def test_float32_accuracies_are_exact_fractions_and_tie_as_scikit_learns():
         np.testing.assert_array_equal(ours.cv_results_[name], theirs.cv_results_[name], err_msg=name)
     np.testing.assert_array_equal(theirs.cv_results_["rank_test_score"], [3, 1, 1])  # the tie this test is about
     assert ours.best_params_ == theirs.best_params_ and ours.best_score_ == theirs.best_score_
+
+
+def _diverging_regression():
+    """30 examples on which sgd at learning_rate_init 1e12 diverges (non-finite weights) and 1e-3 fits."""
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(30, 3)), rng.normal(size=30)
+
+
+def _diverging_mlp():
+    return MLPRegressor(hidden_layer_sizes=(4,), max_iter=5, random_state=0, solver="sgd")
+
+
+def test_failed_fits_score_error_score_in_test_and_train_as_scikit_learns():
+    """A diverged fit is a failed fit, as scikit-learn's search counts the ValueError its fit raises
+    ("Solver produced non-finite parameter weights"): test and train scores both error_score, a
+    FitFailedWarning, and the same cells as scikit-learn's own search over the same estimator."""
+    x, y = _diverging_regression()
+    grid = {"learning_rate_init": [1e-3, 1e12]}
+    kwargs = dict(cv=3, error_score=-1.0, return_train_score=True, refit=False)
+    with pytest.warns(FitFailedWarning, match="3 fits failed out of a total of 6"):
+        ours = GridSearchCV(_diverging_mlp(), grid, **kwargs).fit(x, y)
+    with pytest.warns(FitFailedWarning):
+        theirs = sk.GridSearchCV(_diverging_mlp(), grid, **kwargs).fit(x, y)
+    for kind in ("test", "train"):
+        scores = np.stack([ours.cv_results_[f"split{s}_{kind}_score"] for s in range(3)])
+        expected = np.stack([theirs.cv_results_[f"split{s}_{kind}_score"] for s in range(3)])
+        np.testing.assert_array_equal(scores[:, 1], -1.0)
+        np.testing.assert_array_equal(scores == -1.0, expected == -1.0)
+        np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+def test_every_fit_failed_raises_as_scikit_learns():
+    """Every fit diverged: scikit-learn's "All the N fits failed" ValueError, not a NaN model."""
+    x, y = _diverging_regression()
+    with pytest.raises(ValueError, match="All the 3 fits failed"):
+        GridSearchCV(_diverging_mlp(), {"learning_rate_init": [1e12]}, cv=3).fit(x, y)
+
+
+def test_one_example_folds_score_nan_r2_and_are_not_failed_fits(regression):
+    """R^2 of a one-example fold (LeaveOneOut) is undefined: NaN, as scikit-learn's r2_score, and the
+    fit is not a failed one (no FitFailedWarning, no "all fits failed"): cv_results_ equal
+    scikit-learn's own search."""
+    x, y = regression[0][:8], regression[1][:8]
+    grid = {"alpha": [0.1, 100.0]}
+    with pytest.warns(UserWarning, match="test scores are non-finite") as record:  # scikit-learn's _format_results
+        ours = GridSearchCV(Ridge(), grid, cv=sk.LeaveOneOut()).fit(x, y)
+    assert not [w for w in record if issubclass(w.category, FitFailedWarning)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's UndefinedMetricWarning, and its non-finite scores warning
+        theirs = sk.GridSearchCV(SklearnRidge(), grid, cv=sk.LeaveOneOut()).fit(x, y)
+    for name in ("split0_test_score", "mean_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(ours.cv_results_[name], theirs.cv_results_[name], err_msg=name)
+    assert np.isnan(ours.cv_results_["mean_test_score"]).all() and ours.best_index_ == theirs.best_index_
+    # the squared error of one example is defined: scored as scikit-learn's
+    scored = GridSearchCV(Ridge(), grid, cv=sk.LeaveOneOut(), scoring="neg_mean_squared_error").fit(x, y)
+    assert np.isfinite(scored.cv_results_["mean_test_score"]).all()

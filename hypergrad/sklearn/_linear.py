@@ -198,7 +198,10 @@ def jump_objective(solve: Any, scores: Mapping[str, Any], val_loss: Any, train: 
 
 
 def _r2(targets: jax.Array, z: jax.Array) -> jax.Array:
-    """scikit-learn's r2_score (uniform average over outputs) of predictions z (n, m)."""
+    """scikit-learn's r2_score (uniform average over outputs) of predictions z (n, m): NaN for fewer
+    than two examples (undefined; scikit-learn's search keeps such a fold's NaN, e.g. LeaveOneOut)."""
+    if targets.shape[0] < 2:
+        return jnp.full((), jnp.nan, z.dtype)
     residual = jnp.sum(jnp.square(targets - z), axis=0)
     total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
     safe = jnp.where(total > 0, total, 1.0)

@@ -167,7 +167,10 @@ def r2(targets: jax.Array, z: jax.Array, weights: jax.Array | None = None) -> ja
     """scikit-learn's r2_score (uniform average over outputs; a constant target scores 1 when
     predicted exactly, else 0) of predictions z (outputs, batch) against targets (batch, outputs),
     each example's squares times its weight when `weights` (batch,) are given, as its
-    `sample_weight`."""
+    `sample_weight`. NaN for fewer than two examples (undefined: scikit-learn's r2_score, whose NaN
+    scikit-learn's search keeps for a one-example fold, e.g. LeaveOneOut)."""
+    if targets.shape[0] < 2:
+        return jnp.full((), jnp.nan, z.dtype)
     w = jnp.ones(targets.shape[0], targets.dtype) if weights is None else weights
     residual = jnp.sum(w * jnp.square(targets.T - z), axis=1)
     mean = jnp.sum(w[:, None] * targets, axis=0) / jnp.sum(w)

@@ -22,7 +22,11 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    log-loss, R^2, mean squared error; accuracy read back as the exact fraction scikit-learn
    computes, `exact_fraction`), assembles `cv_results_` with scikit-learn's own
    `_format_results` (same keys and meanings), and refits the best candidate through the
-   estimator's own `fit`.
+   estimator's own `fit`. A fit whose validation loss is not finite diverged, where scikit-learn's
+   fit raises: it is a failed fit as scikit-learn's search counts one (`fits_failed`: its test and
+   train scores `error_score` with a `FitFailedWarning`; every fit failed raises scikit-learn's
+   "All the N fits failed" `ValueError`). A NaN score of a fit that did not fail (R^2 of a
+   one-example fold) stays NaN, as scikit-learn's.
 
 Anything this path cannot run exactly (an estimator that is not a hypergrad estimator, a callable
 or multi-metric `scoring`, an unsupported scoring string, fit parameters such as `sample_weight`, a
@@ -415,18 +419,24 @@ def run_record(result: hg.Result, folds: int) -> dict[str, Any]:
 
 def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
               classes: np.ndarray | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (candidates, folds) of `metric` (NaN where a fit diverged; counting scores, accuracy,
-    as exact fractions of the fold's examples: `exact_fraction`) and seconds per fit (its
-    share of its program's run and compilation), every distinct fit (`distinct_fits`) of one fold
-    batch in one program; appends each evaluation's `run_record` to `records`. `overlap`:
-    `evaluate_settings`'s, called when its first program compiles."""
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores (candidates, folds) of `metric`, which fits failed (candidates, folds) and seconds per
+    fit (its share of its program's run and compilation), every distinct fit (`distinct_fits`) of
+    one fold batch in one program; appends each evaluation's `run_record` to `records`. `overlap`:
+    `evaluate_settings`'s, called when its first program compiles.
+
+    A fit failed when its fold's validation loss is not finite (`fold_failed`): it diverged, where
+    scikit-learn's estimator raises (an MLP's "Solver produced non-finite parameter weights"); its
+    score is NaN. A fit that did not fail keeps its score, NaN included (R^2 of a one-example fold,
+    as scikit-learn's `r2_score`), as scikit-learn's search keeps a successful fit's score. Counting
+    scores (accuracy) are read back as exact fractions of the fold's examples (`exact_fraction`)."""
     finals = final_candidates(target, candidates)
     sharing = distinct_fits(target, finals)
     finals = [finals[rows[0]] for rows in sharing]
     varying = options_of(finals)
     name, sign, counts = metric
     scores = np.full((len(candidates), len(pairs)), np.nan)
+    failed = np.zeros(scores.shape, bool)
     seconds = np.zeros_like(scores)
     for indices, family, space in fold_batches(target, pairs, varying, classes):
         settings = target.final._settings(space, finals)
@@ -437,12 +447,18 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
         for trial in result.trials:
             rows = sharing[trial.number]
             for j, fold in enumerate(indices):
-                entry = f"val_{name}_fold{j}" if len(indices) > 1 else f"val_{name}"
-                ok = trial.state == "complete" and np.isfinite(trial.scores[entry])
-                value = sign * trial.scores[entry] if ok else np.nan
+                suffix = f"_fold{j}" if len(indices) > 1 else ""
+                failed[rows, fold] = fold_failed(trial, suffix)
+                value = np.nan if failed[rows[0], fold] else sign * trial.scores[f"val_{name}{suffix}"]
                 scores[rows, fold] = exact_fraction(value, len(pairs[fold][1][0])) if counts else value
                 seconds[rows, fold] = (trial.seconds + share) / len(indices) / len(rows)
-    return scores, seconds
+    return scores, failed, seconds
+
+
+def fold_failed(trial: hg.Trial, suffix: str) -> bool:
+    """Whether a trial's fit on one fold (`suffix` "_fold<j>", or "" for a lone fold) failed: its
+    validation loss (log-loss or squared error) is not finite, so the fit diverged."""
+    return not np.isfinite(trial.scores.get(f"val_loss{suffix}", np.nan))
 
 
 def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
@@ -543,24 +559,25 @@ class VmappedSearch:
 
     def _evaluate(self, target: Target, X: Any, y: Any, candidates: list[dict], splits: list,
                   refit: Any = None) -> dict[str, np.ndarray]:
-        """Test (and train) scores and fit/score seconds, each (candidates, folds); `refit`'s
-        program (if any) starts compiling when the first search program does."""
+        """Test (and train) scores, failed fits and fit/score seconds, each (candidates, folds);
+        `refit`'s program (if any) starts compiling when the first search program does."""
         y_encoded, fitted = target.final._encode_y(y)
         classes = fitted.get("classes_")
         metric = metric_of(self.estimator, self.scoring)
         shape = (len(candidates), len(splits))
         tables = {name: np.zeros(shape) for name in ("test", "train", "fit_time", "score_time")}
+        tables["failed"] = np.zeros(shape, bool)
         self.hypergrad_info_ = []  # one run_record per vmapped evaluation
         for host, rows in host_groups(target, candidates):
             group = target_of(clone(self.estimator).set_params(**host))
             subset = [candidates[r] for r in rows]
             pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
             key = group.final._fit_key()
-            tables["test"][rows], tables["fit_time"][rows] = run_folds(
+            tables["test"][rows], tables["failed"][rows], tables["fit_time"][rows] = run_folds(
                 group, pairs, subset, metric, classes, key, type(self).__name__, self.hypergrad_info_,
                 overlap=refit.start if refit is not None else None)
-            if self.return_train_score:
-                tables["train"][rows], tables["score_time"][rows] = run_folds(
+            if self.return_train_score:  # the same fits (failed as above), scored on their training folds
+                tables["train"][rows], _, tables["score_time"][rows] = run_folds(
                     group, [(train, train) for train, _ in pairs], subset, metric, classes, key, type(self).__name__,
                     self.hypergrad_info_)
         return tables
@@ -568,11 +585,15 @@ class VmappedSearch:
     def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray],
                 refit: Any = None) -> None:
         """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
-        `refit`'s program when it can fit the best candidate, see `_refit_program`)."""
-        failed = ~np.isfinite(tables["test"])
+        `refit`'s program when it can fit the best candidate, see `_refit_program`). `tables`
+        holds "test", "train", "fit_time", "score_time" and "failed" (candidates, folds): a failed
+        fit's test and train scores become `error_score`, as scikit-learn's `_fit_and_score` sets
+        them (`fits_failed` raises when every fit failed, or with error_score="raise")."""
+        failed = tables["failed"]
         if failed.any():
             fits_failed(self, candidates, failed)
             tables["test"][failed] = self.error_score
+            tables["train"][failed] = self.error_score
         out = []
         for c in range(len(candidates)):
             for s in range(len(splits)):
@@ -601,13 +622,24 @@ class VmappedSearch:
 
 
 def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray) -> None:
-    """scikit-learn's handling of failed fits (here: a non-finite validation loss or score):
-    `error_score="raise"` raises, anything else warns and scores them `error_score`."""
+    """scikit-learn's handling of failed fits (here: a fit whose validation loss is not finite, it
+    diverged: `fold_failed`): `error_score="raise"` raises, every fit failed raises scikit-learn's
+    "All the N fits failed" `ValueError` (`_warn_or_raise_about_fit_failures`), anything else warns
+    (`FitFailedWarning`) and the caller scores them `error_score`."""
     c, s = np.argwhere(failed)[0]
-    what = f"{int(failed.sum())} fits of {failed.size} diverged (non-finite validation loss or score)"
+    what = (f"{int(failed.sum())} fits diverged (non-finite validation loss: the fit's weights or predictions are "
+            f"not finite), the first candidate {candidates[c]} on fold {s}")
     if search.error_score == "raise":
-        raise ValueError(f"{what}, the first candidate {candidates[c]} on fold {s}; error_score='raise'")
-    warnings.warn(f"{what}; their scores are set to error_score={search.error_score}", FitFailedWarning, stacklevel=4)
+        raise ValueError(f"{what}; error_score='raise'")
+    if failed.all():
+        raise ValueError(f"\nAll the {failed.size} fits failed.\nIt is very likely that your model is misconfigured.\n"
+                         "You can try to debug the error by setting error_score='raise'.\n\n"
+                         f"Below are more details about the failures:\n{what}. The input data may contain large "
+                         "values and need to be preprocessed, or the learning rate may be too large.")
+    warnings.warn(f"\n{int(failed.sum())} fits failed out of a total of {failed.size}.\nThe score on these train-test "
+                  f"partitions for these parameters will be set to {search.error_score}.\nIf these failures are not "
+                  f"expected, you can try to debug them by setting error_score='raise'.\n\n"
+                  f"Below are more details about the failures:\n{what}", FitFailedWarning, stacklevel=4)
 
 
 class GridSearchCV(VmappedSearch, SklearnGridSearchCV):
@@ -836,19 +868,21 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
 
     def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: int
                 ) -> tuple[list[dict], dict]:
-        """Candidates (one per trial) and their per-fold scores and seconds from the hybrid's trials,
-        on k folds of `n_val` validation examples each (`equal_folds`)."""
+        """Candidates (one per trial) and their per-fold scores, failed fits and seconds from the
+        hybrid's trials, on k folds of `n_val` validation examples each (`equal_folds`); failures
+        and scores as `run_folds` reads them."""
         metric, sign, counts = metric_of(self.estimator, self.scoring)
         trials = result.trials
         candidates = [{target.prefix + n: as_param(t.hparams[n]) for n in names} for t in trials]
         shape = (len(trials), k)
         tables = {"test": np.full(shape, np.nan), "train": np.zeros(shape), "fit_time": np.zeros(shape),
-                  "score_time": np.zeros(shape)}
+                  "score_time": np.zeros(shape), "failed": np.zeros(shape, bool)}
         share = result.compile_seconds / len(trials)
         for row, t in enumerate(trials):
             for j in range(k):  # one fold's problem is not cross-validated: its scores have no fold suffix
-                value = t.scores.get(f"val_{metric}_fold{j}" if k > 1 else f"val_{metric}", np.nan)
-                value = sign * value if t.state != "fail" and np.isfinite(value) else np.nan
+                suffix = f"_fold{j}" if k > 1 else ""
+                tables["failed"][row, j] = fold_failed(t, suffix)
+                value = np.nan if tables["failed"][row, j] else sign * t.scores.get(f"val_{metric}{suffix}", np.nan)
                 tables["test"][row, j] = exact_fraction(value, n_val) if counts else value
                 tables["fit_time"][row, j] = (t.seconds + share) / k
         return candidates, tables
