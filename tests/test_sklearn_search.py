@@ -672,3 +672,18 @@ def test_one_example_folds_score_nan_r2_and_are_not_failed_fits(regression):
     # the squared error of one example is defined: scored as scikit-learn's
     scored = GridSearchCV(Ridge(), grid, cv=sk.LeaveOneOut(), scoring="neg_mean_squared_error").fit(x, y)
     assert np.isfinite(scored.cv_results_["mean_test_score"]).all()
+
+
+def test_per_target_alpha_arrays_fall_back_to_scikit_learns_search():
+    """Ridge's per-target alpha (an array, which Ridge.fit takes) is not one traced number: the grid
+    runs in scikit-learn's own search, with a warning, as its results show; the family names it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    y = x @ rng.normal(size=(3, 2))
+    grid = {"alpha": [np.array([0.1, 10.0]), np.array([10.0, 0.1])]}
+    with pytest.warns(UserWarning, match="alpha=array.*not a single number"):
+        ours = GridSearchCV(Ridge(), grid, cv=3).fit(x, y)
+    theirs = sk.GridSearchCV(Ridge(), grid, cv=3).fit(x, y)
+    np.testing.assert_array_equal(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"])
+    with pytest.raises(ValueError, match=r"varying\['alpha'\].*not a single number"):
+        Ridge()._family((x, y), (x, y), varying={"alpha": grid["alpha"]})

@@ -175,7 +175,13 @@ def continuous_distribution(name: str, values: Sequence[Any]) -> hg.Uniform | hg
     """`hg.LogUniform` over the range of `values` when all are positive, else `hg.Uniform`; a
     single value gets a range around it (log: a factor 10 either side; linear: +-1). A value of
     +inf (LogisticRegression's C = inf, no penalty, where scikit-learn's parameter validation
-    allows it) is evaluated as given and left out of the range (only inf: the range around 1)."""
+    allows it) is evaluated as given and left out of the range (only inf: the range around 1).
+    `ValueError` naming `name` for a value that is not a single number (Ridge's per-target alpha
+    array: a search hands such candidates to scikit-learn's own search instead)."""
+    if any(np.ndim(v) > 0 for v in values):
+        raise ValueError(f"varying[{name!r}] holds a value that is not a single number ({list(values)!r}): a "
+                         f"continuous parameter varies as one traced number per candidate; give numbers, or fit "
+                         f"such settings one by one (scikit-learn's search)")
     array = np.asarray([float(v) for v in values])
     if array.size == 0 or np.any(np.isnan(array) | (array == -np.inf)):
         raise ValueError(f"varying[{name!r}] must be a non-empty list of numbers (finite, or +inf where the parameter "

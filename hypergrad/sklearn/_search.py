@@ -184,6 +184,18 @@ def unsupported(search: Any, params: Mapping[str, Any]) -> str | None:
     return None
 
 
+def untraceable_values(target: Target, candidates: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why candidates cannot share one program because a continuous parameter they vary is not a
+    single number (Ridge's per-target `alpha` array, which `Ridge.fit` and scikit-learn's search
+    take), or None: a traced parameter is one number per candidate."""
+    for candidate in candidates:
+        for name, value in target.final_params(candidate).items():
+            if name in target.final._continuous_params and np.ndim(value) > 0:
+                return (f"{target.prefix}{name}={value!r} is not a single number, and the vmapped search traces one "
+                        f"number per candidate for {name!r}")
+    return None
+
+
 def check_fit_params(search: Any, params: Mapping[str, Any]) -> None:
     """A `ValueError` naming a fit parameter (besides `groups`) that the hypergrad estimator's own
     `fit` does not take (an MLP's `coef_init`, say): scikit-learn's search, which the others
@@ -526,6 +538,8 @@ class VmappedSearch:
         target = None if why else target_of(self.estimator)
         if target is not None and target.prefix and any(name == target.prefix[:-2] for c in candidates for name in c):
             why = f"a candidate replaces the final step {target.prefix[:-2]!r}, so its fits are not one family"
+        if target is not None and not why:
+            why = untraceable_values(target, candidates)
         if why:
             fallback(self, why, self._sklearn_class)
             return self._sklearn_class.fit(self, X, y, **params)
@@ -723,6 +737,10 @@ def split_distributions(target: Target, distributions: Any) -> tuple[dict, dict]
                     f"and descends only {sorted(target.traced)}")
         if bounds is not None and name not in target.final._continuous_params:
             return f"{full!r} is descended, but it is not one of the continuous {sorted(target.final._continuous_params)}"
+        if bounds is None:
+            why = untraceable_values(target, [{full: v} for v in value])
+            if why:
+                return why
         (discrete if bounds is None else continuous)[name] = list(value) if bounds is None else bounds
     if not continuous:
         return "no continuous parameter to descend (give scipy.stats distributions or (low, high, 'log'))"
