@@ -466,6 +466,12 @@ def test_ridge_shapes_are_scikit_learns(fit_intercept, columns):
     np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-10)
 
 
+BACKEND_COMPILES = []  # every XLA compilation of this process, whoever asked for it
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: BACKEND_COMPILES.append(kw.get("fun_name"))
+    if event.endswith("backend_compile_duration") else None)
+
+
 @pytest.mark.parametrize("model,scale", [(MLPRegressor, 1.0), (MLPClassifier, 1e150)])
 def test_a_diverged_fit_raises_scikit_learns_non_finite_weights_error(model, scale):
     """sgd at a huge rate overflows the weights: scikit-learn's fit raises its ValueError, and so
@@ -482,3 +488,28 @@ def test_a_diverged_fit_raises_scikit_learns_non_finite_weights_error(model, sca
             reference(**params).fit(x, target)
         with pytest.raises(ValueError, match=message):
             model(**params).fit(x, target)
+
+
+def test_early_stopping_refits_compile_nothing_and_equal_the_baked_program():
+    """With early stopping the held-out split is an argument of the fit's program: a refit of the
+    same settings, on other data of the same shapes or with another split (random_state), compiles
+    nothing (each fit compiled anew), and the fit is the one of the family's program, which holds
+    the split as constants (what a search runs)."""
+    x, y = load_iris(return_X_y=True)
+    params = dict(hidden_layer_sizes=(3,), max_iter=6, early_stopping=True, validation_fraction=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = MLPClassifier(random_state=0, **params).fit(x, y)
+        before = len(BACKEND_COMPILES)
+        again = MLPClassifier(random_state=0, **params).fit(x, y)
+        MLPClassifier(random_state=1, **params).fit(x + 1.0, y)
+        assert BACKEND_COMPILES[before:] == []
+    for a, b in zip(first.coefs_ + first.intercepts_, again.coefs_ + again.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    estimator = MLPClassifier(random_state=0, **params)
+    codes, _ = estimator._encode_y(y)
+    family, _ = estimator._family((x, codes), (x, codes), varying={}, n_classes=3)
+    baked = family.objective({}).train({}, estimator._fit_key())
+    for a, (kernel, bias) in zip(zip(first.coefs_, first.intercepts_), baked):
+        np.testing.assert_allclose(a[0], np.asarray(kernel).T, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(a[1], np.asarray(bias), rtol=1e-12, atol=1e-15)

@@ -574,15 +574,26 @@ def _metrics(task: Task, logits: Any) -> dict[str, Any]:
     return {"score": r2_score, "neg_mean_squared_error": neg_mse, "r2": r2_score}
 
 
+def held_out_arrays(task: Task, split: tuple, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The early-stopping split (x, y) or (x, y, sample weights) as its score reads it: (X, targets,
+    weights), weights 1 each unless given (`padded`, the padding row dropped)."""
+    return tuple(a[:-1] for a in padded(task, *split[:2], dtype, *split[2:]))
+
+
 def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tuple,
-                    constants: Mapping[str, Any], seed: int) -> hg.Objective:
+                    constants: Mapping[str, Any], seed: int, held_out: tuple | None = None) -> hg.Objective:
     """The fit of one structural configuration (every structural parameter an option or
     `hg.Masked`) as an `hg.Objective`; continuous parameters are read from hparams when given
-    there, else from `constants`. `train` is (x, y), or (x, y, sample weights) for a weighted fit."""
+    there, else from `constants`. `train` is (x, y), or (x, y, sample weights) for a weighted fit.
+
+    With early stopping, `held_out` None splits `train` here (`early_stopping_split`, seeded by
+    `seed`) and the objective holds the held-out split as constants; else `train` is the part
+    trained on and `held_out` the held-out split as `held_out_arrays` gives it, possibly traced
+    (`_MLP._run` builds the objective inside its program, so that the split is an argument)."""
     dtype = _dtype()
-    es_val = None
-    if config["early_stopping"]:
+    if config["early_stopping"] and held_out is None:
         train, es_val = early_stopping_split(task, config, train, seed)
+        held_out = held_out_arrays(task, es_val, dtype)
     rule = rule_of(config, len(train[0]))
     n_in = train[0].shape[1]
     data = problem_data(task, train, val, dtype)
@@ -611,8 +622,7 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
 
     def optimizer(hparams):
         score = None
-        if es_val is not None:  # (X, targets, weights), the padding row dropped
-            held_out = tuple(a[:-1] for a in padded(task, *es_val[:2], dtype, *es_val[2:]))
+        if config["early_stopping"]:  # scored on (X, targets, weights)
             score = lambda params: weighted_score(task, logits)(params, hparams, held_out)  # noqa: E731
         return sklearn_solver(rule, numbers(hparams), _kinds(config, hparams), score)
 
@@ -710,22 +720,47 @@ class _MLP(HypergradEstimator):
         hparams = {name: jnp.asarray(params[name], dtype) for name in CONTINUOUS}
         key = self._fit_key()
         options = fit_compiler_options(fit_flops(params, x.shape, task.n_outputs))
-        if params["early_stopping"]:  # the early-stopping split is baked into the program: not cached
-            objective = self._family(train, (x, y), varying={}, n_classes=n_classes)[0].objective({})
-            return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)(
-                hparams, key, objective.problem.data)
+        structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
+        if params["early_stopping"]:
+            return self._run_early_stopping(train, x, y, task, hparams, key, options, structure)
 
         def make():
             objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
             return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
 
-        structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
         data = problem_data(task, train, (x, y), dtype)
         if _bucketable(params, len(x)):
             data = bucketed(data)
         shape = (len(data["train"][0]), x.shape[1])
         run = cached_program((type(self).__name__, structure, task, shape, str(dtype), options is None), make)
         return run(hparams, key, jax.tree.map(jnp.asarray, data))
+
+    def _run_early_stopping(self, train: tuple, x: np.ndarray, y: np.ndarray, task: Task, hparams: dict,
+                            key: jax.Array, options: dict | None, structure: tuple) -> Any:
+        """`_run` with early stopping: the held-out split (scikit-learn's, drawn on the host from
+        `random_state`) and the part trained on are both arguments of one program per structure
+        and shapes (`cached_program`; the objective is built inside it around the traced split),
+        so a refit of the same settings on data of the same shapes compiles nothing."""
+        params = self.get_params(deep=False)
+        dtype = _dtype()
+        part, split = early_stopping_split(task, params, train, _seed(params["random_state"]))
+        held_out = held_out_arrays(task, split, dtype)
+        data = problem_data(task, part, (x, y), dtype)  # "val" is not read by the fit
+        config = {name: params[name] for name in STRUCTURAL}
+        constants = {name: params[name] for name in CONTINUOUS}  # unread: every one is in hparams
+
+        def make():
+            # the closure's data give the objective its shapes only: the program reads d and held
+            def program(h, k, d, held):
+                objective = build_objective(config, task, part, (x, y), constants, 0, held_out=held)
+                return objective.loop(d).train(h, k)
+
+            return jax.jit(program, compiler_options=options)
+
+        shape = (len(data["train"][0]), x.shape[1], len(held_out[0]))
+        run = cached_program((type(self).__name__, "early-stopping", structure, task, shape, str(dtype),
+                              options is None), make)
+        return run(hparams, key, jax.tree.map(jnp.asarray, data), tuple(jnp.asarray(a) for a in held_out))
 
     def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None,
                     weights: np.ndarray | None = None) -> _MLP:
