@@ -513,3 +513,23 @@ def test_early_stopping_refits_compile_nothing_and_equal_the_baked_program():
     for a, (kernel, bias) in zip(zip(first.coefs_, first.intercepts_), baked):
         np.testing.assert_allclose(a[0], np.asarray(kernel).T, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(a[1], np.asarray(bias), rtol=1e-12, atol=1e-15)
+
+
+def test_predictions_at_new_numbers_of_rows_compile_nothing(iris):
+    """predict and predict_proba pad the rows to a bucket of one compiled forward pass: any number of
+    rows up to 16 after the first predict compiles nothing (it compiled each operation eagerly for
+    every new number of rows), past 1024 rows the input runs in slices, and every row's output is
+    the numpy forward pass's."""
+    x, y, x_test, _ = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier((5,), activation="tanh", max_iter=5, random_state=0).fit(x, y)
+    expected = _numpy_forward(model, x, np.tanh)
+    model.predict(x[:3])
+    before = len(BACKEND_COMPILES)
+    for rows in range(1, 17):
+        np.testing.assert_array_equal(model.predict(x[:rows]), model.classes_[np.argmax(expected[:rows], 1)])
+        model.predict_proba(x_test[:rows])
+    assert BACKEND_COMPILES[before:] == []
+    many = np.concatenate([x] * 9)[:1030]
+    np.testing.assert_allclose(model._output(many), np.concatenate([expected] * 9)[:1030], rtol=1e-12, atol=1e-14)

@@ -72,7 +72,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 import hypergrad as hg
-from hypergrad import _compile
+from hypergrad import _caches, _compile
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
 from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
@@ -841,12 +841,48 @@ class _MLP(HypergradEstimator):
         return MaskedRefit(self, X, y, varying)
 
     def _output(self, X: Any) -> np.ndarray:
-        """Output pre-activations (n, outputs) of the fitted network on X, from coefs_/intercepts_."""
+        """Output pre-activations (n, outputs) of the fitted network on X, from coefs_/intercepts_
+        (`network_outputs`: no compilation for a new number of rows within a compiled bucket)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         dtype = _dtype()
-        layers = [(jnp.asarray(c.T, dtype), jnp.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
-        return np.asarray(forward(layers, jnp.asarray(X, dtype), ACTIVATIONS[self.activation])).T
+        layers = [(np.asarray(c.T, dtype), np.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
+        return network_outputs(layers, np.asarray(X, dtype), self.activation)
+
+
+PREDICT_ROWS = (16, 1024)
+"""Row buckets of `network_outputs`: inputs are padded to a power of two between these, and larger
+ones are run in slices of the largest."""
+
+
+@functools.partial(jax.jit, static_argnames="activation")
+def _outputs_program(layers: Sequence[tuple[jax.Array, jax.Array]], x: jax.Array, activation: str) -> jax.Array:
+    return forward(layers, x, ACTIVATIONS[activation]).T
+
+
+_caches.register(_outputs_program.clear_cache)
+
+
+def network_outputs(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray, activation: str) -> np.ndarray:
+    """Output pre-activations (n, outputs) of the network `layers` ((kernel (out, in), bias) pairs)
+    on x (n, features): `forward` as one jitted program, the rows padded with zeros to a power of two
+    in `PREDICT_ROWS` (inputs past the largest bucket in slices of it), so predictions at any number
+    of rows compile at most 7 programs per network shape and activation (held by `jax.jit`'s cache,
+    emptied by `hg.clear_caches()`), instead of each of forward's operations once per new number of
+    rows (eagerly). Each row's outputs are computed from that row alone (the padding rows are
+    discarded); the products may sum in another order than an unpadded or unfused product (XLA
+    tiles by shape), so outputs agree with those to rounding. Cost: the forward pass on the padded
+    rows (at most 2n + 16); memory: one bucket's activations."""
+    n = len(x)
+    low, high = PREDICT_ROWS
+    rows = min(high, max(low, 1 << max(n - 1, 0).bit_length()))
+    out = []
+    for start in range(0, n, rows):
+        part = x[start:start + rows]
+        padded_rows = np.concatenate([part, np.zeros((rows - len(part), x.shape[1]), x.dtype)])
+        # numpy arguments: jnp.asarray of a numpy array of a new shape would compile a staging program
+        out.append(np.asarray(_outputs_program(layers, padded_rows, activation))[:len(part)])
+    return np.concatenate(out)
 
 
 def fit_flops(params: Mapping[str, Any], shape: tuple[int, int], n_outputs: int) -> float:
