@@ -15,8 +15,9 @@ p = p*; hg.Implicit).
   compute the same minimiser); `positive=True` is refused. Per-target alphas (an array) are solved
   target by target. `n_iter_` is None, as scikit-learn's Ridge sets it for its closed-form
   solvers, so scikit-learn's `check_non_transformer_estimators_n_iter` (which wants n_iter_ >= 1
-  from every estimator with a `max_iter`) is the one estimator check expected to fail (and, as for
-  every estimator here, scikit-learn skips `check_array_api_input` unless SCIPY_ARRAY_API=1). Cost:
+  from every estimator with a `max_iter`) is the one estimator check expected to fail with
+  `jax_enable_x64` on (and, as for every estimator here, scikit-learn skips `check_array_api_input`
+  unless SCIPY_ARRAY_API=1). Cost:
   O(n d^2 + d^3) per fit; memory O(d^2).
 - `LogisticRegression`: multinomial log-loss (k > 2 classes; one logistic unit for 2 classes, as
   scikit-learn) + ||W||^2 / (2 C n) (intercepts not penalised) minimised by Newton's method: up to
@@ -44,8 +45,10 @@ Ridge's `copy_X`, `max_iter`, `tol` and `random_state` are accepted and unused (
 direct); its `fit` takes `sample_weight` (weighted least squares, centred on the weighted means).
 The families a search vmaps weigh no examples: a search given `sample_weight` hands it to
 scikit-learn's search over these fits (`hypergrad.sklearn._search`). Both compute in JAX's default
-float dtype (float32 unless `jax_enable_x64` is on). Fits on data of nearby shapes share a compiled
-program (`bucketed`, LogisticRegression; exact).
+float dtype (float32 unless `jax_enable_x64` is on); in float32 scikit-learn's
+`check_sample_weight_equivalence_on_dense_data` fails for both, a weighted fit and one on the
+examples repeated agreeing to float32 rounding (about 1e-6 relative), not to the check's 1e-7.
+Fits on data of nearby shapes share a compiled program (`bucketed`, LogisticRegression; exact).
 """
 
 from __future__ import annotations

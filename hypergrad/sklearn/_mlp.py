@@ -25,20 +25,28 @@ The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` miniba
   are zero and its state no longer changes, a `jnp.where`), so its parameters and `n_iter_` are
   exactly those of the fit run alone. With early stopping the best parameters are restored.
 
-Differences from scikit-learn, on purpose: the random numbers (initialisation, shuffling, the
-early-stopping split) come from JAX keys, so a fit matches scikit-learn in distribution, not
-digit for digit; log-losses are computed from logits (scikit-learn clips probabilities at
-machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"`,
-`warm_start=True` and `partial_fit` are refused with a ValueError; `fit` takes `sample_weight`
+Differences from scikit-learn, on purpose: the random numbers (initialisation, shuffling) come
+from JAX keys and the early-stopping split from `train_test_split` seeded by `random_state` (not
+scikit-learn's stream, which draws the weights first), so a fit matches scikit-learn in
+distribution, not digit for digit; log-losses are computed from logits (scikit-learn clips probabilities at
+machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"` and
+`warm_start=True` are refused with a ValueError; there is no `partial_fit` (an AttributeError, as
+for any estimator without it: refit with `fit`, or use scikit-learn's own estimator for
+incremental fits); a fit whose weights are not finite raises scikit-learn's "Solver produced
+non-finite parameter weights" ValueError; `fit` takes `sample_weight`
 (scikit-learn's weighting, `_MLP.fit`), but a search's vmapped fits weigh no examples (a search
 given `sample_weight` hands it to scikit-learn's search, fit by fit); multilabel targets (a 2-D indicator y) are not supported by the classifier (scikit-learn's
 "y should be a 1d array" ValueError). Arithmetic is in JAX's default float dtype: float32 unless
 `jax_enable_x64` is on (scikit-learn keeps float64 input in float64); `max_fun` (lbfgs only) is
 accepted and unused.
 
-scikit-learn's `check_estimator` passes for both estimators with nothing expected to fail
-(`tests/test_sklearn_estimators.py`); scikit-learn itself skips `check_array_api_input` unless the
-environment sets SCIPY_ARRAY_API=1 (these estimators take numpy input only).
+With `jax_enable_x64` on (float64, as `tests/test_sklearn_estimators.py` runs it), scikit-learn's
+`check_estimator` passes for both estimators with nothing expected to fail; scikit-learn itself skips
+`check_array_api_input` unless the environment sets SCIPY_ARRAY_API=1 (these estimators take numpy
+input only). In JAX's default float32, `check_sample_weight_equivalence_on_dense_data` fails for
+both: a fit with integer `sample_weight` and one on the examples repeated that often sum in other
+orders, so their coefficients and predictions agree to float32 rounding (about 1e-6 relative), not
+to the check's 1e-7.
 
 Cost of a fit: max_iter * ceil(n / batch_size) forward-backward passes, plus the validation score
 each epoch with early stopping. Every fit runs all of them (a stopped fit's remaining steps are
