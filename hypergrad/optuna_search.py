@@ -22,16 +22,21 @@ trial's value equals `objective(hparams, key)` evaluated alone.
 
 Rounds: each asks `min(batch_size, trials left)` trials from the study, evaluates them together
 (`hypergrad.search.evaluate_settings`, in chunks of `chunk_size`), and tells each value back
-(diverged trials, with a non-finite validation loss, are told as `TrialState.FAIL`). A round
-smaller than `min(batch_size, chunk_size)` is padded with copies of its first trial, so every
-round runs the same compiled program: one compilation for any number of rounds, and none for a
-later call with the same names and shapes (random and grid search share that program too).
+(diverged trials, with a non-finite validation loss, are told as `TrialState.FAIL`). Every round
+runs `min(batch_size, chunk_size, num_trials)` rows: a round with fewer trials (the last one) is
+padded with copies of its first trial, so every round runs the same compiled program: one
+compilation for any number of rounds, and none for a later call with the same names, shapes and
+row count (random and grid search share that program too). A search of fewer trials than a batch
+is one round of just its trials (no padding). The padding is never told to Optuna, so the trials
+it proposes do not depend on it.
 
 Cost: `num_trials` training runs, plus the padding of a short last round (counted as compute,
-as `random_search` counts its padded chunk), plus Optuna's own time, which is host-side and not
-counted in the trials' seconds or FLOPs. TPE's ask time grows with the number of finished
-trials (it refits its Parzen estimators on all of them) and with the number of search axes (an
-`independent=True` schedule of T steps is T axes); the random sampler's does not.
+as `random_search` counts its padded chunk: the padding rows' FLOPs, seconds and runs are shared
+equally by the round's trials, so the result's totals are what ran, also for an `hg.Structured`
+family whose padding runs another configuration than a trial), plus Optuna's own time, which is
+host-side and not counted in the trials' seconds or FLOPs. TPE's ask time grows with the number
+of finished trials (it refits its Parzen estimators on all of them) and with the number of search
+axes (an `independent=True` schedule of T steps is T axes); the random sampler's does not.
 
 Bias: asking a batch at once loses some sequential information compared with one-at-a-time
 TPE: the trials of a round are proposed before any of them has a value (Optuna's constant-liar
@@ -40,8 +45,9 @@ batched Bayesian optimisation; `batch_size=1` recovers sequential TPE at the pri
 (unvmapped) program call per trial. TPE samples at random until 10 trials have finished (its
 startup trials), so with `batch_size >= 10` its whole first round is random.
 
-Memory: one chunk of trials at a time, as `random_search` (`min(batch_size, chunk_size)` copies
-of the parameters, optimiser state and activations), plus the study's trial records on the host.
+Memory: one chunk of trials at a time, as `random_search` (`min(batch_size, chunk_size,
+num_trials)` copies of the parameters, optimiser state and activations), plus the study's trial
+records on the host.
 """
 
 from __future__ import annotations
@@ -283,9 +289,34 @@ def _replay(optuna: Any, study: Any, space: Space, asked: list, stored: list) ->
             study.tell(trial, kept.value)
 
 
+def _charged(real: tuple, padding: tuple) -> list:
+    """The real trials of a round, each charged its own cost plus an equal share of what the padding
+    rows cost (FLOPs, seconds and training runs), so the round's totals are what it executed.
+
+    The padding rows copy the first trial, so in an `hg.Structured` family they may run another
+    configuration (another program, another cost) than a given real trial: they are shared out by
+    what they cost, not by scaling each trial's own cost (right only when every row costs the same).
+    A trial's `run_flops` stays its configuration's run unless padding of another unit is charged to
+    it; it is then the mean FLOPs of the runs charged to it, so its `runs` counts them exactly."""
+    if not padding:
+        return list(real)
+    flops = sum(t.flops for t in padding) / len(real)
+    seconds = sum(t.seconds for t in padding) / len(real)
+    runs = sum(t.runs for t in padding) / len(real)
+    charged = []
+    for trial in real:
+        total = trial.flops + flops
+        same_unit = all(t.run_flops == trial.run_flops for t in padding)
+        unit = trial.run_flops if same_unit else total / (trial.runs + runs)
+        charged.append(dataclasses.replace(trial, flops=total, seconds=trial.seconds + seconds, run_flops=unit))
+    return charged
+
+
 def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
          log, progress, writer: StudyWriter | None = None) -> Result:
-    chunk = min(batch_size, chunk_size)  # the rows of the one compiled program
+    # The rows of the one compiled program: no more than the trials asked, so a search shorter than
+    # a batch runs (and is charged) only its trials, as random_search's single chunk is.
+    chunk = min(batch_size, chunk_size, num_trials)
     recorder = TrialRecorder(strategy, log, progress, total=num_trials, sink=writer)
     compile_seconds, run_flops, first_number = 0.0, 0.0, None
     pending = []  # asked, not yet told: failed on any exception so the study holds no RUNNING trials
@@ -306,13 +337,9 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             compile_seconds += batch.compile_seconds
             structure = batch.info.get("structure", structure)  # the plan of the latest round
             run_flops = batch.run_flops
-            # Rows past `real` are padding: their compute is spread over the real trials of the round
-            # (all in one chunk when there is padding), exactly as random_search's padded chunk.
             rows = batch.trials
-            spread = len(rows) / real
-            for asked, trial in zip(pending, rows[:real]):
-                recorder.add(dataclasses.replace(trial, number=len(recorder.trials),
-                                                 flops=trial.flops * spread, seconds=trial.seconds * spread))
+            for asked, trial in zip(pending, _charged(rows[:real], rows[real:])):
+                recorder.add(dataclasses.replace(trial, number=len(recorder.trials)))
                 if trial.state == FAIL:
                     study.tell(asked, state=optuna.trial.TrialState.FAIL)
                 else:

@@ -220,6 +220,49 @@ def test_compute_accounting_matches_random_search(ridge_objective):
     assert all(t.seconds > 0 for t in result.trials)
 
 
+def test_padding_of_a_structured_round_is_charged_what_it_ran(ridge, key):
+    """Configurations of different cost: a short round's padding copies its first trial (its
+    configuration), and the result charges exactly the rows that ran, not each trial's own cost
+    scaled by rows / trials (which is right only when every row costs the same)."""
+    steps = {"short": 2, "long": 6}
+    family = hg.Structured(lambda c: hg.Objective(ridge, sgd, num_steps=steps[c["len"]]))
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.LogUniform(1e-4, 1.0),
+                      "len": hg.Choice(["short", "long"])})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    lengths = ["long", "short", "long", "short", "short", "long"]  # rounds of 4 + 2 (padded by 2 "short")
+    for length in lengths:
+        study.enqueue_trial({"lr": 0.05, "weight_decay": 0.01, "len": length})
+    result = hg.optuna_search(family, space, key, num_trials=6, batch_size=4, study=study)
+    assert [t.hparams["len"] for t in result.trials] == lengths
+    assert result.info["structure"]["len"]["decision"] == "group"
+    unit = {length: run_flops(family.objective({"len": length}), {"lr": np.float64(0.05),
+                                                                   "weight_decay": np.float64(0.01)}, key)
+            for length in steps}
+    assert unit["long"] > 2 * unit["short"]
+    executed = sum(unit[length] for length in lengths) + 2 * unit["short"]
+    assert result.flops == pytest.approx(executed, rel=1e-12)
+    assert result.runs == pytest.approx(8.0, rel=1e-12)  # 6 trials and 2 padding rows, each one run
+    first, last = result.trials[:4], result.trials[4:]
+    assert [t.runs for t in first] == pytest.approx([1.0] * 4, rel=1e-12)
+    assert [t.flops for t in first] == pytest.approx([unit[length] for length in lengths[:4]], rel=1e-12)
+    share = unit["short"]  # the 2 padding rows' cost, shared equally by the round's 2 trials
+    assert [t.flops for t in last] == pytest.approx([unit["short"] + share, unit["long"] + share], rel=1e-12)
+    assert [t.runs for t in last] == pytest.approx([2.0, 2.0], rel=1e-12)
+    assert all(t.seconds > 0 for t in result.trials)
+
+
+def test_fewer_trials_than_a_batch_run_and_are_charged_only_themselves(ridge_objective):
+    """num_trials below batch_size: one round of just those trials, no padding (as random search's
+    single chunk), and Optuna proposes the same trials as when it was padded."""
+    key = jax.random.key(1)
+    few = hg.optuna_search(ridge_objective, RIDGE_SPACE, key, num_trials=3, batch_size=16)
+    assert few.info["chunk_size"] == 3
+    assert [t.runs for t in few.trials] == pytest.approx([1.0] * 3, rel=1e-12)
+    assert few.flops == pytest.approx(3 * run_flops(ridge_objective, few.trials[0].hparams, key), rel=1e-12)
+    more = hg.optuna_search(ridge_objective, RIDGE_SPACE, key, num_trials=5, batch_size=3)  # rounds of 3 + 2
+    assert [float(t.hparams["lr"]) for t in few.trials] == [float(t.hparams["lr"]) for t in more.trials[:3]]
+
+
 def test_same_key_same_trials_and_seed_overrides(ridge_objective):
     key = jax.random.key(5)
     a = hg.optuna_search(ridge_objective, RIDGE_SPACE, key, num_trials=12, batch_size=6)
