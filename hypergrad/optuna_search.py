@@ -178,7 +178,7 @@ def optuna_search(
         sampler: "tpe" (`optuna.samplers.TPESampler`), "random" (`RandomSampler`), or an Optuna
             sampler instance (used as is; `seed` must then be None).
         batch_size: trials asked per round and evaluated together, >= 1.
-        seed: seed of a named sampler (default: derived from `key`).
+        seed: seed of a named sampler, 0 <= seed < 2**32 (default: derived from `key`).
         chunk_size: trials per vmapped call (memory bound), >= 1.
         log: optional JSON-lines path; each trial is appended, numbered in ask order, as soon as its
             round returns.
@@ -242,8 +242,10 @@ def _check_sampler(optuna: Any, sampler: Any, seed: Any, study: Any) -> None:
     if isinstance(sampler, str) and sampler not in _SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; choose 'tpe', 'random' or pass an optuna "
                          "sampler instance")
-    if seed is not None and not is_int_at_least(seed, 0):
-        raise ValueError(f"seed={seed!r} must be None or an integer >= 0")
+    if seed is not None and not (is_int_at_least(seed, 0) and seed < 2**32):
+        # numpy's generator (which Optuna's samplers seed) takes 0 <= seed < 2**32; refused here,
+        # before a stored study records the seed and would refuse the corrected call
+        raise ValueError(f"seed={seed!r} must be None or an integer with 0 <= seed < 2**32")
     if not isinstance(sampler, (str, optuna.samplers.BaseSampler)):
         raise ValueError(f"sampler must be 'tpe', 'random' or an optuna sampler, got "
                          f"{type(sampler).__name__}")

@@ -374,12 +374,23 @@ def _raises_before_compiling(match, fn, *args, **kwargs):
 
 @pytest.mark.parametrize("argname,value", [
     ("num_trials", 0), ("num_trials", 2.5), ("num_trials", True), ("batch_size", 0), ("batch_size", -1),
-    ("chunk_size", 0), ("sampler", "cmaes"), ("sampler", 3), ("seed", -1), ("seed", 1.5),
+    ("chunk_size", 0), ("sampler", "cmaes"), ("sampler", 3), ("seed", -1), ("seed", 1.5), ("seed", 2**32),
 ])
 def test_bad_arguments_are_refused_before_compiling(ridge_objective, argname, value):
     kwargs = {"num_trials": 4, argname: value}
     _raises_before_compiling(argname, hg.optuna_search, ridge_objective, RIDGE_SPACE, jax.random.key(0),
                              **kwargs)
+
+
+def test_a_refused_seed_leaves_no_stored_study(ridge_objective, tmp_path):
+    """numpy seeds only 0 <= seed < 2**32: a larger seed is refused before the store records the
+    study, so the corrected call runs instead of being refused as another search."""
+    storage = tmp_path / "study.db"
+    _raises_before_compiling(r"seed=4294967296 .*2\*\*32", hg.optuna_search, ridge_objective, RIDGE_SPACE,
+                             jax.random.key(0), 2, seed=2**32, storage=storage, study="s")
+    result = hg.optuna_search(ridge_objective, RIDGE_SPACE, jax.random.key(0), 2, seed=2**32 - 1,
+                              storage=storage, study="s")
+    assert len(result.trials) == 2
 
 
 def test_bad_objective_space_key_and_study_are_refused(ridge_objective):
