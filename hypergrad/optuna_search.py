@@ -40,8 +40,8 @@ axes (an `independent=True` schedule of T steps is T axes); the random sampler's
 
 Bias: asking a batch at once loses some sequential information compared with one-at-a-time
 TPE: the trials of a round are proposed before any of them has a value (Optuna's constant-liar
-heuristic, on by default for TPE, only spreads them apart). This is the known trade-off of
-batched Bayesian optimisation; `batch_size=1` recovers sequential TPE at the price of one
+heuristic, which a "tpe" sampler turns on, only spreads them apart). This is the known trade-off
+of batched Bayesian optimisation; `batch_size=1` recovers sequential TPE at the price of one
 (unvmapped) program call per trial. TPE samples at random until 10 trials have finished (its
 startup trials), so with `batch_size >= 10` its whole first round is random.
 
@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import jax
@@ -175,8 +176,8 @@ def optuna_search(
         key: PRNG key; every trial trains with it (common random numbers), and the sampler's seed is
             derived from a key folded from it unless `seed` is given.
         num_trials: trials to run, >= 1.
-        sampler: "tpe" (`optuna.samplers.TPESampler`), "random" (`RandomSampler`), or an Optuna
-            sampler instance (used as is; `seed` must then be None).
+        sampler: "tpe" (`optuna.samplers.TPESampler`, constant liar on), "random"
+            (`RandomSampler`), or an Optuna sampler instance (used as is; `seed` must then be None).
         batch_size: trials asked per round and evaluated together, >= 1.
         seed: seed of a named sampler, 0 <= seed < 2**32 (default: derived from `key`).
         chunk_size: trials per vmapped call (memory bound), >= 1.
@@ -270,8 +271,14 @@ def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:
     if isinstance(sampler, str):
         if seed is None:
             seed = int(jax.random.randint(jax.random.fold_in(key, _SEED_STREAM), (), 0, 2**31 - 1))
-        sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
-                   else optuna.samplers.RandomSampler(seed=seed))
+        if sampler == "tpe":
+            # constant_liar explicitly: it is Optuna's default only from 5.0 on (the module docstring's
+            # batch bias relies on it); Optuna 3.x and 4.x mark the argument experimental
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=seed)
     return optuna.create_study(direction="minimize", sampler=sampler)
 
 

@@ -393,6 +393,22 @@ def test_a_refused_seed_leaves_no_stored_study(ridge_objective, tmp_path):
     assert len(result.trials) == 2
 
 
+def test_tpe_turns_the_constant_liar_on(ridge_objective, monkeypatch):
+    """The docstring's batch bias relies on the constant liar, Optuna's default for TPE only from
+    Optuna 5: "tpe" asks for it whatever Optuna is installed."""
+    made = []
+
+    class Recording(optuna.samplers.TPESampler):
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(optuna.samplers, "TPESampler", Recording)
+    result = hg.optuna_search(ridge_objective, RIDGE_SPACE, jax.random.key(0), num_trials=2, batch_size=2)
+    assert result.strategy == "optuna-tpe"
+    assert len(made) == 1 and made[0].get("constant_liar") is True
+
+
 def test_bad_objective_space_key_and_study_are_refused(ridge_objective):
     key = jax.random.key(0)
     _raises_before_compiling("objective", hg.optuna_search, lambda h, k: 0.0, RIDGE_SPACE, key, 4)
