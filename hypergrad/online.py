@@ -90,6 +90,21 @@ def _check_concrete(name: str, value: Any, *, upper: float | None = None) -> Non
         raise ValueError(f"sgd_hd({name}={value!r}) must be {bound}")
 
 
+def _check_scalar(name: str, value: Any) -> None:
+    """`ValueError` unless an array (concrete or traced: its shape is known either way) or a list
+    is one number: a shaped one would silently turn the scalar learning rate into a vector, or fail
+    inside the traced training loop with an error that names nothing."""
+    if isinstance(value, (jax.Array, jax.core.Tracer, np.ndarray, np.generic)):
+        shape = tuple(value.shape)
+    elif isinstance(value, (list, tuple)):
+        shape = np.shape(value)
+    else:
+        return  # a number, or what jnp.asarray / the update refuses by itself
+    if shape != ():
+        raise ValueError(f"sgd_hd: {name} must be a scalar, got shape {shape}; give one number (in an hg.Space, "
+                         "declare it without shape=)")
+
+
 def _initial_rate(learning_rate: Any) -> jax.Array:
     """alpha_0 as a strongly typed floating scalar, so the loop carry keeps one dtype whatever the
     inputs' weak types."""
@@ -124,7 +139,7 @@ def sgd_hd(
         learning_rate: initial learning rate alpha_0 (a scalar; may be a traced hyperparameter).
         hyper_lr: beta, the learning rate of the learning rate (scalar, may be traced). Its scale
             is that of 1 / |g|^2: beta = 0 gives plain SGD.
-        momentum: mu; 0 (the default, a Python number) gives SGD-HD and keeps no velocity buffer;
+        momentum: mu, a scalar; 0 (the default, a Python number) gives SGD-HD and keeps no velocity buffer;
             any other value, or a traced one, gives SGDN-HD.
         nesterov: with momentum, the paper's Nesterov direction g + mu v (default) or the
             heavy-ball direction v.
@@ -133,10 +148,13 @@ def sgd_hd(
         an `optax.GradientTransformation` whose state is an `SGDHDState`.
 
     Raises:
-        ValueError: a concrete learning_rate or hyper_lr below 0 or a momentum outside [0, 1)
+        ValueError: learning_rate, hyper_lr or momentum is not a scalar (traced or not: its shape
+            is known); a concrete learning_rate or hyper_lr below 0 or a momentum outside [0, 1)
             (Python or NumPy numbers, NumPy arrays and concrete `jax.Array`s alike; NaN is out of
-            range). A traced value cannot be checked here: declare its range in the `hg.Space`.
+            range). A traced value's range cannot be checked here: declare it in the `hg.Space`.
     """
+    for name, value in (("learning_rate", learning_rate), ("hyper_lr", hyper_lr), ("momentum", momentum)):
+        _check_scalar(name, value)
     _check_concrete("learning_rate", learning_rate)
     _check_concrete("hyper_lr", hyper_lr)
     _check_concrete("momentum", momentum, upper=1.0)

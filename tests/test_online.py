@@ -152,6 +152,15 @@ def test_traced_arguments_are_left_to_the_caller():
     assert float(state.learning_rate) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("name", ["learning_rate", "hyper_lr", "momentum"])
+@pytest.mark.parametrize("value", [jnp.full(3, 0.01), np.full((2, 2), 0.01), [0.01, 0.02]], ids=["jax", "numpy", "list"])
+def test_shaped_scalar_arguments_are_refused_at_construction(name, value):
+    """A shaped hyper_lr was accepted: the scalar learning rate silently became a vector."""
+    args = {"learning_rate": 0.1, "hyper_lr": 1e-3, "momentum": 0.5, name: value}
+    with pytest.raises(ValueError, match=rf"sgd_hd: {name} must be a scalar, got shape \({np.shape(value)[0]},"):
+        sgd_hd(**args)
+
+
 def test_a_schedule_is_refused_at_init():
     with pytest.raises(ValueError, match=r"sgd_hd: learning_rate must be a scalar, got shape \(3,\)"):
         sgd_hd(jnp.ones(3), 1e-3).init({"w": jnp.zeros(2)})
@@ -211,3 +220,12 @@ def test_random_search_over_the_initial_and_hyper_learning_rates(hd_objective, k
     best = result.best_hparams
     np.testing.assert_allclose(result.best_value,
                                hd_objective({n: jnp.asarray(v) for n, v in best.items()}, key), rtol=1e-10)
+
+
+def test_a_traced_shaped_hyperparameter_is_refused_naming_it(hd_objective, key):
+    """Inside a search the shape of a traced value is known: a shaped `beta` in the space was a
+    TypeError from inside the traced loop ('mul got incompatible shapes') naming nothing."""
+    space = hg.Space({"lr0": hg.LogUniform(1e-3, 1.0), "beta": hg.LogUniform(1e-4, 1e-1, shape=(3,)),
+                      "momentum": hg.Uniform(0.0, 0.9), "weight_decay": hg.LogUniform(1e-4, 1e-1)})
+    with pytest.raises(ValueError, match=r"sgd_hd: hyper_lr must be a scalar, got shape \(3,\)"):
+        hg.random_search(hd_objective, space, key, num_trials=2)
