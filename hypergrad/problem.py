@@ -329,8 +329,9 @@ class Problem:
         if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
             raise ValueError(f"Problem(cv={cv!r}) must be an int >= 2 (the number of folds, e.g. cv=5), a list "
                              "of (train, val) index pairs, or None to train on train_data and validate on val_data")
-        if isinstance(self.cv_seed, bool) or not isinstance(self.cv_seed, (int, np.integer)):
-            raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) must be an int")
+        if isinstance(self.cv_seed, bool) or not isinstance(self.cv_seed, (int, np.integer)) or self.cv_seed < 0:
+            # numpy's generator, which draws the folds, takes only seeds >= 0
+            raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) must be an int >= 0 (the seed of the folds)")
         if cv > n:
             raise ValueError(f"Problem(cv={cv}) needs at least {cv} examples, but train_data and val_data "
                              f"pool {n}; use cv <= {n}")

@@ -151,6 +151,8 @@ def test_problem_data_stacks_the_folds(logistic_minibatch_problem, cv_problem):
     ({"cv": 4, "cv_labels": np.zeros((47, 1))}, r"cv_labels=...\) has shape \(47, 1\)"),
     ({"cv_labels": np.zeros(47)}, r"cv_labels=...\) was given without cv; set cv=k"),
     ({"cv": 4, "cv_seed": 0.5}, r"cv_seed=0.5\) must be an int"),
+    ({"cv": 4, "cv_seed": -1}, r"cv_seed=-1\) must be an int >= 0"),
+    ({"cv": 4, "cv_seed": np.int64(-3)}, r"cv_seed=np.int64\(-3\)\) must be an int >= 0"),
     ({"cv": 4, "batch_size": 37}, r"batch_size=37 is larger than the 36 examples each fold trains on with "
                                   r"cv=4 \(47 pooled.*folds of 11\); use batch_size <= 36"),
 ])
