@@ -2,9 +2,13 @@
 
 import os
 
-# Tests compile many small programs and run each briefly: skip LLVM's optimisations (about 3x
-# faster compilation; numerics and XLA's cost analysis are unchanged). Set before jax starts.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# Tests compile many small programs and run each briefly, so compilation is most of the suite's
+# time: skip LLVM's optimisations and use XLA:CPU's older fusion code generator, the options of
+# `hypergrad._compile.QUICK_COMPILE` (together they halve the slowest smoke runs: experiments and
+# benchmarks start child processes, which inherit the variable). XLA's cost analysis is unchanged;
+# the generated code differs, which is why no test compares numbers across processes that could
+# have been compiled with other options. Set before jax starts.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
 # The suite writes nothing outside its temporary directories: `hypergrad compare` (run in-process by
 # test_cli) would turn on the persistent compilation cache in the user's cache directory.
 # test_compilation_cache.py turns it on in child processes of its own.
