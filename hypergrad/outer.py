@@ -34,7 +34,9 @@ process loads it without lowering it.
 Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
 the position (the update is skipped and z backs off halfway towards the tuner's last good iterate;
 its optimiser state is kept); such steps are recorded ("fail" when the loss diverged, "skipped" when
-only the hypergradient did) and never chosen as best, and they never stop the other tuners.
+only the hypergradient did) and never stop the other tuners. A "fail" step is never chosen as best;
+a "skipped" one can be (`Result.best_trial`): its loss is a finite validation loss of the parameters
+trained at its hyperparameters.
 
 Every tuner step is a trial: its value is the validation loss at the step's hyperparameters (before
 the update), with test scores of the same trained parameters; after the last step each live tuner's
