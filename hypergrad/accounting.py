@@ -101,7 +101,8 @@ from jax.extend import core as jcore
 from hypergrad import _caches, _compile
 from hypergrad._jaxprs import sub_jaxprs
 from hypergrad._types import HParams, Key
-from hypergrad.hypergradient import value_and_grad_fn
+from hypergrad._checks import check_key
+from hypergrad.hypergradient import check_method, check_objective, value_and_grad_fn
 
 __all__ = ["jaxpr_flops", "program_flops", "run_flops", "traced_run", "TracedRun", "hypergradient_flops",
            "sharing_traces", "matmul_flops_per_second", "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
@@ -450,7 +451,14 @@ def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
     """FLOPs of one training run and its scoring (validation and test losses and metrics):
     `objective.loss_and_scores`, what one search trial costs and the unit of every result.
 
-    Inside `sharing_traces()` a count made now keeps its trace for `traced_run`."""
+    Inside `sharing_traces()` a count made now keeps its trace for `traced_run`.
+
+    Raises:
+        ValueError: for an `objective` that is not an `hg.Objective` or a `key` that is not a PRNG
+            key, before anything is traced.
+    """
+    check_objective(objective)
+    key = check_key(key)
     data = objective.problem.data
     args = (dict(hparams), key, data)
     signature = ("run", _signature(args))
@@ -505,7 +513,16 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
             branches of its `switch`, which is what the vmapped program computes). Closed over
             as constants, the index would let the count follow the option the held values pick,
             and each new `with_fixed` objective would miss the cache.
+
+    Raises:
+        ValueError: for an `objective` that is not an `hg.Objective`, a `method` that is not a
+            method object (`hg.Reverse()`, not "reverse" or the class `hg.Reverse`), a `key` that is
+            not a PRNG key, or a method that cannot run here (`method.check`, e.g. `hg.Reversible()`
+            without float64), before anything is traced.
     """
+    check_objective(objective)
+    check_method(method)
+    key = check_key(key)
     data = objective.problem.data
     if held is None:
         args = (dict(hparams), key, data)
@@ -516,6 +533,8 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
         count = (lambda: program_flops(
             lambda h, f, k, d: value_and_grad_fn(objective.with_fixed(f), method)(h, k, d), *args))
         signature = ("hypergradient-held", method, _signature(args))
+    if held is None and _counts.get(objective, signature) is None:  # checked once per count, as it is made
+        method.check(objective, hparams)
     with _compile.naming_missing_hparams():
         return _counts.get_or_count(objective, signature, count)
 

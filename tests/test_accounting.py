@@ -416,3 +416,22 @@ def test_search_results_carry_the_counted_run(ridge_setup):
     result = hg.random_search(objective, space, jax.random.key(0), num_trials=4)
     unit = run_flops(objective, {k: np.asarray(v) for k, v in result.trials[0].hparams.items()}, jax.random.key(0))
     assert result.run_flops == unit and result.runs == pytest.approx(4.0)
+
+
+# -- bad arguments ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("call, argname", [
+    (lambda obj, h, key: hg.run_flops(obj, h, 0), "key"),
+    (lambda obj, h, key: hg.run_flops("not an objective", h, key), "objective"),
+    (lambda obj, h, key: hg.hypergradient_flops(obj, "reverse", h, key), "method"),
+    (lambda obj, h, key: hg.hypergradient_flops(obj, hg.Reverse, h, key), "method"),
+    (lambda obj, h, key: hg.hypergradient_flops(obj, hg.Reverse(), h, 0), "key"),
+    (lambda obj, h, key: hg.hypergradient_flops("not an objective", hg.Reverse(), h, key), "objective"),
+    # the method's own check (as hg.hypergradient makes it): Implicit cannot differentiate the
+    # optimiser's learning rate
+    (lambda obj, h, key: hg.hypergradient_flops(obj, hg.Implicit(), h, key), "Implicit"),
+])
+def test_public_counts_refuse_bad_arguments_naming_them(ridge_setup, call, argname):
+    problem, hparams = ridge_setup
+    objective = _ridge_objective(problem, 3)
+    with pytest.raises(ValueError, match=argname):
+        call(objective, hparams, jax.random.key(0))
