@@ -5,7 +5,8 @@ the order they were produced, each with its hyperparameters, validation loss (`v
 other scores, and the compute it cost in
 
 - FLOPs, counted from the traced programs (see `hypergrad.accounting` for what is counted);
-- wall seconds of execution (compilation is reported separately, per result);
+- wall seconds of execution (each call's set-up, compilation included, is reported separately, per
+  result: `Result.compile_seconds`);
 - training-run equivalents: FLOPs divided by the FLOPs of one training run (training plus scoring
   the trained parameters on validation and test: one search trial), the unit of `hg.compare`.
 
@@ -157,8 +158,12 @@ class Result:
         trials: the trials in the order produced.
         run_flops: FLOPs of one plain training run of the objective.
         compile_seconds: seconds spent compiling this strategy's programs in this call (0 when
-            every program came from the cache).
-        info: strategy-specific facts (method, chunk size, outer optimiser, ...), JSON-safe.
+            every program came from the cache). The call's other one-time seconds are
+            `setup_seconds`.
+        info: strategy-specific facts (method, chunk size, outer optimiser, ...), JSON-safe;
+            `info["setup_seconds"]` (see `setup_seconds`) and `info["setup_seconds_at"]`: pairs of
+            [index of a trial, seconds] of compilation and set-up paid right before that trial
+            rather than before the first (`random_search(extends=...)`'s continuation).
     """
 
     strategy: str
@@ -208,25 +213,48 @@ class Result:
         return float(sum(t.seconds for t in self.trials))
 
     @property
+    def setup_seconds(self) -> float:
+        """The call's one-time seconds besides compilation and the trials' execution: tracing and
+        differentiating programs, FLOP counting, checks, sampling, the host's bookkeeping
+        (`info["setup_seconds"]`, 0 when absent), so that `compile_seconds + setup_seconds +
+        seconds` is the call's wall time."""
+        return float(self.info.get("setup_seconds", 0.0))
+
+    @property
     def num_failed(self) -> int:
         return sum(t.state == FAIL for t in self.trials)
 
     def spent(self, by: str = "runs") -> np.ndarray:
         """Cumulative cost after each trial: training-run equivalents (`by="runs"`), wall seconds
-        (`by="seconds"`: the result's compilation seconds, paid before its first trial, plus each
-        trial's execution seconds), or execution seconds alone (`by="execution"`: the trials'
+        (`by="seconds"`: the call's wall time: its compilation and set-up seconds
+        (`compile_seconds + setup_seconds`), paid before its first trial except the parts
+        `info["setup_seconds_at"]` places later, plus each trial's execution seconds), or execution seconds alone (`by="execution"`: the trials'
         seconds, compilation left out, so a warm or cold compilation cache changes nothing)."""
         if by == "runs":
             return np.cumsum([t.runs for t in self.trials])
         if by == "seconds":
-            return self.compile_seconds + np.cumsum([t.seconds for t in self.trials])
+            seconds = np.array([t.seconds for t in self.trials], dtype=np.float64)
+            later = 0.0
+            for index, paid in self.info.get("setup_seconds_at", ()):  # set-up paid before trial `index`
+                if int(index) < len(seconds):
+                    seconds[int(index)] += float(paid)
+                    later += float(paid)
+            return (self.compile_seconds + self.setup_seconds - later) + np.cumsum(seconds)
         if by == "execution":
             return np.cumsum([t.seconds for t in self.trials], dtype=np.float64)
         raise ValueError(f"by={by!r} {_BY_WORDS}")
 
     def best_within(self, budget: float, by: str = "runs") -> Trial | None:
         """The best trial among those finished within `budget` training-run equivalents (or wall
-        seconds with `by="seconds"`, execution seconds with `by="execution"`; see `spent`)."""
+        seconds with `by="seconds"`, execution seconds with `by="execution"`; see `spent`).
+
+        Raises:
+            ValueError: for a budget that is not a positive number, or an unknown `by`.
+        """
+        if not (is_number(budget) and budget > 0):
+            unit = {"runs": "training-run equivalents", "seconds": "seconds", "execution": "seconds"}.get(by, "")
+            raise ValueError(f"best_within(budget={budget!r}): give a positive budget in {unit or 'its unit'}, "
+                             "e.g. budget=10")
         best = None
         for trial, spent in zip(self.trials, self.spent(by)):
             if spent > budget * (1 + 1e-9):
@@ -427,6 +455,20 @@ class Result:
         pick = "none" if best is None else f"val {best.value:.4g}, test {_fmt(best.test_value)}"
         return (f"{self.strategy}: {len(self.trials)} trials ({self.num_failed} failed), "
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
+
+
+def with_setup(result: Result, began: float) -> Result:
+    """`result` with its `setup_seconds` raised to the seconds since `began` (a `time.perf_counter()`
+    reading at the call's entry) that neither its compilation nor its trials' execution account
+    for: every one-time cost outside a timed program (tracing and differentiating a step, FLOP
+    counting, checks, sampling), so that `spent("seconds")` ends at the call's wall time. They are
+    charged before the first trial, as compilation is (the host's bookkeeping between chunks too:
+    an upper bound for early trials). Never lowered: a resumed study's stored trials ran in an
+    earlier call, and their seconds are not this call's."""
+    untimed = time.perf_counter() - began - result.seconds - result.compile_seconds
+    if untimed <= result.setup_seconds:
+        return result
+    return dataclasses.replace(result, info={**result.info, "setup_seconds": untimed})
 
 
 def _optuna_param(value: Any, options: Sequence[Any] = ()) -> Any:

@@ -41,7 +41,7 @@ from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective
-from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder
+from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder, with_setup
 from hypergrad.space import SAMPLE_STREAM, Space
 from hypergrad.store import fingerprint, objective_digest, studying
 from hypergrad import structure
@@ -368,24 +368,29 @@ def random_search(
         a `Result` whose trials are in sampling order; `info["objective"]` identifies the objective
         (`hypergrad.store.objective_digest`), so that `extends=` can refuse another one.
     """
+    began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
     if extends is not None:
         return _extended(extends, objective, space, key, num_trials, chunk_size=chunk_size, log=log,
-                         progress=progress, stored=storage is not None or study is not None)
+                         progress=progress, stored=storage is not None or study is not None, began=began)
     with studying(storage, study, kind="random", space=space,
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
         result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                                    log=log, progress=progress, sink=writer,
                                    info={"objective": objective_digest(objective)})
+        result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
 
 def _extended(earlier: Any, objective: Objective | Structured, space: Space, key: Key, num_trials: int, *,
-              chunk_size: int | None, log: Any, progress: Any, stored: bool) -> Result:
-    """`random_search(..., extends=earlier)`: `earlier`'s trials, then the draws after them."""
+              chunk_size: int | None, log: Any, progress: Any, stored: bool, began: float) -> Result:
+    """`random_search(..., extends=earlier)`: `earlier`'s trials, then the draws after them. The
+    continuation's compilation (when its chunk differs) and set-up (this call's other seconds outside
+    its trials, from `began`) are paid after `earlier`'s trials, so they are placed before the first
+    new trial (`info["setup_seconds_at"]`), not before trial 0."""
     if stored:
         raise ValueError("random_search(extends=..., storage=..., study=...): a stored study resumes itself; "
                          "call it again with the larger num_trials instead of passing extends")
@@ -415,7 +420,10 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
                              key, strategy="random",
                              space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done,
                              info={"objective": digest})
-    info = dict(rest.info, num_trials=num_trials, extended_from=done)
+    rest = with_setup(rest, began)
+    placed = [*earlier.info.get("setup_seconds_at", ()), [done, rest.compile_seconds + rest.setup_seconds]]
+    info = dict(rest.info, num_trials=num_trials, extended_from=done, setup_seconds_at=placed,
+                setup_seconds=earlier.setup_seconds + rest.setup_seconds)
     return Result("random", earlier.trials + rest.trials, rest.run_flops,
                   earlier.compile_seconds + rest.compile_seconds, info)
 
@@ -452,6 +460,7 @@ def grid_search(
         objective, space, key, chunk_size, log, progress, storage, study: as in `random_search`.
         points_per_axis: values per continuous axis, >= 1.
     """
+    began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     check_target(objective, check_space(space))
     key = check_key(key)
     settings = space.grid(points_per_axis)
@@ -459,4 +468,5 @@ def grid_search(
             "grid", objective, space, key, points_per_axis=points_per_axis)) as writer:
         result = evaluate_settings(objective, settings, key, strategy="grid", space=space, chunk_size=chunk_size,
                                    log=log, progress=progress, info={"points_per_axis": points_per_axis}, sink=writer)
+        result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)

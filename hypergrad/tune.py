@@ -14,6 +14,7 @@ in its compute.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jax
@@ -31,7 +32,7 @@ from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams
 from hypergrad.outer import (DEFAULT_OUTER, LIVE, batched_starts, check_outer, chunk_rows, cohort_chunk, drive,
                              make_cohort, outer_step_fn, step_trial)
-from hypergrad.results import COMPLETE, Result, TrialRecorder
+from hypergrad.results import COMPLETE, Result, TrialRecorder, with_setup
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
@@ -134,9 +135,16 @@ def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, 
 
 
 def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method = Reverse()) -> float:
-    """Compute of one outer step of `tune` in training-run equivalents (for budgeting)."""
+    """Compute of one outer step of `tune` in training-run equivalents (for budgeting).
+
+    Raises:
+        ValueError: for a bad objective, space, key or method (as `tune` checks them), before
+            anything is traced.
+    """
     check_objective(objective)
     check_space(space)
+    key = check_key(key)
+    check_method(method)
     space.check_differentiable("tune_step_cost")
     hparams = space.centre()
     return hypergradient_flops(objective, method, hparams, key) / run_flops(objective, hparams, key)
@@ -211,6 +219,7 @@ def tune(
         a `Result`: the warm-up's trials, then one trial per tuner and outer step plus each live
         tuner's final iterate (column `tuner` of `to_dataframe()`); `best_*` across them all.
     """
+    began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     _check_tune_args(objective, space, method)
     steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
     check_progress(progress)
@@ -224,6 +233,7 @@ def tune(
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
         result = _tune(objective, space, key, method, outer, steps, init, population, warmup, halving, chunk_size,
                        resample_key, log, progress, writer)
+        result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
 

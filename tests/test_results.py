@@ -429,3 +429,23 @@ def test_compare_at_equal_execution_time_leaves_compilation_out(random_result, t
     assert default.budgets == (2.5 / 8, 2.5 / 4, 2.5 / 2, 2.5)  # fractions of the most any spent executing
     with pytest.raises(ValueError, match=r"'execution' \(equal execution time, compilation left out\)"):
         random_result.spent("compile")
+
+
+@pytest.mark.parametrize("budget", [NAN, "10", -1.0, 0, None])
+def test_best_within_refuses_a_budget_that_is_not_a_positive_number(random_result, budget):
+    with pytest.raises(ValueError, match=r"best_within\(budget=.*positive budget in training-run equivalents"):
+        random_result.best_within(budget)
+    with pytest.raises(ValueError, match=r"positive budget in seconds"):
+        random_result.best_within(budget, by="seconds")
+
+
+def test_set_up_paid_between_trials_is_charged_there(random_result):
+    """`info["setup_seconds_at"]` places part of the set-up before a later trial (a continued search's
+    compilation): the trials before it keep their seconds, the total is unchanged."""
+    placed = dataclasses.replace(random_result, compile_seconds=2.0 + 5.0,
+                                 info={**random_result.info, "setup_seconds_at": [[3, 5.0]]})
+    plain = random_result.spent("seconds")
+    np.testing.assert_allclose(placed.spent("seconds"), np.concatenate([plain[:3], plain[3:] + 5.0]))
+    assert placed.best_within(plain[2], by="seconds") == random_result.best_within(plain[2], by="seconds")
+    assert hg.Result.from_dict(json.loads(json.dumps(placed.to_dict()))).spent("seconds").tolist() == \
+        placed.spent("seconds").tolist()

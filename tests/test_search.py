@@ -16,6 +16,7 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
+import time  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -597,3 +598,43 @@ def test_a_schedule_shorter_than_the_training_is_refused_before_compiling(ridge_
     hg.random_search(objective(lambda h: lambda step: h["lr"][jnp.minimum(step, 9)]), space(10), key, num_trials=2)
     blocks = objective(lambda h: lambda step: h["lr"][step // 10])  # two blocks of 10 steps: in bounds
     hg.random_search(blocks, space(2), key, num_trials=2)
+
+
+# -- wall time: every second of the call is recorded ---------------------------------------------------
+def test_a_searchs_recorded_seconds_are_the_whole_call(mb_space):
+    """`spent("seconds")` at the last trial is the call's wall time: set-up outside the trials (the
+    sample's program, the FLOP count's trace, checks) is charged with the compilation, on a fresh
+    objective (everything compiled) and again on the same one (everything cached)."""
+    problem = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0, batch_size=8)
+    objective = hg.Objective(problem, sgd_schedule, num_steps=T)
+    key = jax.random.key(8)
+    for _ in range(2):
+        for run in (lambda: hg.random_search(objective, mb_space, key, num_trials=6, chunk_size=3),
+                    lambda: hg.grid_search(objective, mb_space, key, points_per_axis=2, chunk_size=4)):
+            began = time.perf_counter()
+            result = run()
+            measured = time.perf_counter() - began
+            recorded = float(result.spent("seconds")[-1])
+            assert 0.9 * measured <= recorded <= measured * (1 + 1e-9), (result.strategy, recorded, measured)
+
+
+def test_an_extended_searchs_later_set_up_is_charged_where_it_was_paid(mb_space):
+    """`extends=`: the continuation's set-up (here a program of its own: 2 trials left, chunks of 4)
+    comes after the earlier trials, so they keep the seconds they finished at; the total is both
+    calls' wall time."""
+    problem = hg.problems.logistic("synthetic", num_examples=60, num_features=4, num_classes=3, seed=0, batch_size=8)
+    objective = hg.Objective(problem, sgd_schedule, num_steps=T)
+    key = jax.random.key(9)
+    began = time.perf_counter()
+    earlier = hg.random_search(objective, mb_space, key, num_trials=8, chunk_size=4)
+    first_call = time.perf_counter() - began
+    began = time.perf_counter()
+    more = hg.random_search(objective, mb_space, key, num_trials=10, chunk_size=4, extends=earlier)
+    second_call = time.perf_counter() - began
+    spent = more.spent("seconds")
+    np.testing.assert_allclose(spent[:8], earlier.spent("seconds"), rtol=1e-12)
+    assert spent[8] - spent[7] >= 0.9 * second_call - sum(t.seconds for t in more.trials[9:])
+    assert spent[-1] >= 0.9 * (first_call + second_call)
+    assert more.compile_seconds + more.setup_seconds == pytest.approx(spent[-1] - more.seconds, rel=1e-12)
+    again = hg.Result.from_dict(json.loads(json.dumps(more.to_dict())))  # the placement survives export
+    np.testing.assert_allclose(again.spent("seconds"), spent, rtol=1e-12)
