@@ -204,7 +204,13 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
 
 def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
     """Tune, random search and grid search, each within the plan's share of the budget, one after
-    the other, each with where its programs came from (`_measured`)."""
+    the other, each with where its programs came from (`_measured`).
+
+    Each starts with the engine's in-memory caches emptied (`hg.clear_caches()`), so its wall time
+    includes compiling (or, with the persistent cache on, loading) every program it runs, whatever
+    ran before it: a program another strategy left in memory (tune's warm-up is a random search)
+    would otherwise cost it nothing. Random search runs last, so that its continuation toward equal
+    wall time (`_at_equal_wall_time`) finds its program as one longer search would."""
     devices = jax.local_device_count()
 
     def chunk_for(num_trials):
@@ -221,7 +227,11 @@ def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict
                                        chunk_size=chunk_for(plan["grid_points_per_axis"] ** len(space)),
                                        log=log, progress=progress),
     }
-    return {name: _measured(run) for name, run in runs.items()}
+    done = {}
+    for name in ("hypergradient", "grid", "random"):
+        hg.clear_caches()
+        done[name] = _measured(runs[name])
+    return {name: done[name] for name in runs}
 
 
 def _measured(run: Callable[[], hg.Result], earlier: dict[str, Any] | None = None) -> hg.Result:
@@ -259,7 +269,7 @@ def _provenance(counts: dict[str, int]) -> dict[str, Any]:
 
 def _wall(result: hg.Result) -> float:
     """A result's seconds: its compilation, then its trials' execution (`Result.spent`)."""
-    return float(result.spent("seconds")[-1]) if result.trials else result.compile_seconds
+    return float(result.spent("seconds")[-1]) if result.trials else result.compile_seconds + result.setup_seconds
 
 
 def _slowest(results: dict[str, hg.Result]) -> float:
@@ -304,7 +314,7 @@ def _trials_for(random: hg.Result, seconds: float, by: str = "seconds") -> int:
     with `by="execution"` the trials alone), between its own trials and `EQUAL_TIME_CAP` times them."""
     done = len(random.trials)
     executed = sum(t.seconds for t in random.trials)
-    fixed = random.compile_seconds if by == "seconds" else 0.0
+    fixed = random.compile_seconds + random.setup_seconds if by == "seconds" else 0.0
     if not done or executed <= 0 or fixed + executed >= seconds:
         return done
     wanted = math.ceil(1.1 * (seconds - fixed) * done / executed)
@@ -332,7 +342,8 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
                    "comparison_by_execution_seconds": by_execution.to_dict(),
-                   "compilation": {name: {"compile_seconds": r.compile_seconds, **r.info.get("compilation", {})}
+                   "compilation": {name: {"compile_seconds": r.compile_seconds, "setup_seconds": r.setup_seconds,
+                                          **r.info.get("compilation", {})}
                                    for name, r in by_seconds.items()},
                    "results": {name: r.to_dict() for name, r in results.items()},
                    "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"])}, f)
@@ -630,7 +641,8 @@ def _equal_time_sections(results: dict[str, hg.Result], by_seconds: dict[str, hg
     return [
         "## At equal wall time",
         "",
-        "Each strategy's pick after the same seconds: its compilation, then its trials' execution. Every",
+        "Each strategy's pick after the same seconds: its set-up (compilation, and the call's other one-time",
+        "costs: tracing, FLOP counting, checks), then its trials' execution. Every",
         f"strategy gets the slowest one's {_slowest(results):.1f} s: "
         + (f"random search, beyond its budget's {continued['budget_trials']} trials, is continued with the same "
            f"key (the same first draws) to {continued['trials']} trials in {continued['seconds']:.1f} s"
@@ -668,8 +680,8 @@ def _compilation_table(by_seconds: dict[str, hg.Result]) -> list[str]:
            "with them." if on else "off (`HYPERGRAD_COMPILATION_CACHE=0`): every program was compiled in this "
            "process.")
         + " Programs counted: those made during the strategy's call, small eager ones included; loaded: from "
-        "JAX's cache or hypergrad's program store; a program an earlier strategy of this run made is reused "
-        "from memory and counted for neither.",
+        "JAX's cache or hypergrad's program store. Each strategy starts with hypergrad's in-memory caches "
+        "emptied, so it compiles or loads every program it runs, whichever strategy ran before it.",
         "",
         "| strategy | compile s | wall s | share compiling | programs compiled | programs loaded | cache |",
         "|---|---|---|---|---|---|---|",
