@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from typing import Any
 
 import jax
@@ -32,7 +33,7 @@ from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
 from hypergrad.objective import Objective
-from hypergrad.results import Result, TrialRecorder
+from hypergrad.results import Result, TrialRecorder, with_setup
 from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
@@ -91,6 +92,7 @@ def hybrid_search(
         a `Result` with one trial per (configuration, outer step), the discrete options in its
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
+    began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     continuous = _check_hybrid_args(objective, space, method, budget, configs)
     check_study(storage, study)
     key = check_key(key)
@@ -122,8 +124,8 @@ def hybrid_search(
         unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
         info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": evaluations - 1,
                 "budget": budget, "programs": len(cohorts), "structure": structure}
-        result = Result(f"hybrid[{method}]", tuple(recorder.trials), unit, sum(c.compile_seconds for c in cohorts),
-                        info)
+        result = with_setup(Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
+                                   sum(c.compile_seconds for c in cohorts), info), began)
         return result if writer is None else writer.finish(result, space)
 
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 import warnings
 from typing import Any
 
@@ -66,7 +67,7 @@ from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
 from hypergrad.structure import Structured
-from hypergrad.results import FAIL, Result, TrialRecorder
+from hypergrad.results import FAIL, Result, TrialRecorder, with_setup
 from hypergrad.search import check_space, check_target, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Choice, LogUniform, Space, dtype_of
 from hypergrad.store import StudyWriter, check_study, fingerprint, studying
@@ -202,6 +203,7 @@ def optuna_search(
         ImportError: optuna is not installed.
         ValueError: a bad argument, before anything is compiled or asked.
     """
+    began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     check_target(objective, check_space(space))
     key = check_key(key)
     num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
@@ -217,6 +219,7 @@ def optuna_search(
         study = study if study is not None and not stored else _new_study(optuna, sampler, seed, key)
         result = _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
                       _strategy(optuna, study), log, progress, writer)
+        result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
 
