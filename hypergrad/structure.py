@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -130,15 +130,24 @@ class Structured:
     def __post_init__(self):
         if not callable(self.build):
             raise ValueError("Structured(build=...) must be a function config -> hg.Objective")
-        if isinstance(self.maskable, str):
-            raise ValueError(f"maskable={self.maskable!r} must be a tuple of names, e.g. ('activation',)")
+        if isinstance(self.maskable, str) or not isinstance(self.maskable, Iterable) or not all(
+                isinstance(name, str) for name in self.maskable):
+            raise ValueError(f"maskable={self.maskable!r} must be a tuple of choice names, e.g. ('activation',)")
         object.__setattr__(self, "maskable", tuple(self.maskable))
-        modes = self.mask if isinstance(self.mask, Mapping) else {name: self.mask for name in self.maskable}
-        for name, mode in modes.items():
+        # A scalar mode is checked even with nothing maskable: mask=True (or 'sometimes') would
+        # otherwise be accepted and every choice grouped, the opposite of what was asked.
+        mapping = isinstance(self.mask, Mapping)
+        modes = (self.mask if mapping else {name: self.mask for name in self.maskable}).items()
+        for where, mode in [(f"mask[{name!r}]", mode) for name, mode in modes] or [("mask", "auto" if mapping else self.mask)]:
             if not (mode is True or mode is False or (isinstance(mode, str) and mode == "auto")):  # not 1, 0
-                raise ValueError(f"mask[{name!r}]={mode!r} must be 'auto', True (mask) or False (group)")
+                raise ValueError(f"{where}={mode!r} must be 'auto', True (mask) or False (group)")
+        for name in self.mask if mapping else ():
             if name not in self.maskable:
-                raise ValueError(f"mask names {name!r}, which is not in maskable={self.maskable}")
+                raise ValueError(f"mask names {name!r}, which is not in maskable={self.maskable}; list the "
+                                 f"choices build can mask in maskable=, e.g. maskable=({name!r},)")
+        if self.mask is True and not self.maskable:
+            raise ValueError("Structured(mask=True) with maskable=() masks nothing; name the choices build can "
+                             "mask in maskable=, e.g. maskable=('activation',)")
 
     def mode(self, name: str) -> Any:
         """'auto', True or False for a maskable choice; False for any other."""
@@ -227,7 +236,7 @@ class Rates:
     def __post_init__(self):
         for name in ("flops_per_second", "program_seconds"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+            if not (is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Rates({name}={value!r}) must be a finite number > 0")
 
 
@@ -315,7 +324,11 @@ def plan(family: Structured, space: Space, settings: Mapping[str, Any], key: Key
     auto = [n for n in structural if family.mode(n) == "auto"]
     if not auto:
         return decisions
-    first = {n: space[n].option(int(present[n][0])) for n in structural}
+    # Held as the search holds them: a mask=True choice masked (its options all computed), the
+    # grouped ones at an option present. Holding mask=True at an option priced the others' waste
+    # against a smaller network than the one searched, and built a program the search never ran.
+    first = {n: Masked(n, space[n].options) if family.mode(n) is True else space[n].option(int(present[n][0]))
+             for n in structural}
     several = [n for n in auto if len(present[n]) > 1]
     bound, f_whole = _whole_run_bound(family, space, settings, key, first, several, num, rates)
     for name in auto:
@@ -435,6 +448,10 @@ def select_transform(index: Any, transforms: tuple[optax.GradientTransformation,
     """
     if not transforms:
         raise ValueError("select_transform(transforms=()): give at least one optax transformation")
+    bad = [i for i, t in enumerate(transforms) if not (hasattr(t, "init") and hasattr(t, "update"))]
+    if bad:
+        raise ValueError(f"select_transform(transforms=...): entry {bad[0]} is {transforms[bad[0]]!r}, not an optax "
+                         "transformation; give optax transformations, e.g. (optax.sgd(0.1), optax.adam(0.1))")
     # Extra arguments (value=loss for plateau rules) reach the transformations that take them.
     transforms = tuple(optax.with_extra_args_support(t) for t in transforms)
     chosen = None if isinstance(index, jax.core.Tracer) else _concrete_index(index, len(transforms))

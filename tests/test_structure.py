@@ -410,3 +410,56 @@ def test_a_saved_structural_search_with_a_none_option_loads_back_and_continues(t
     again = hg.random_search(family, space, key, num_trials=8)
     assert [t.hparams["clip"] for t in more.trials] == [t.hparams["clip"] for t in again.trials]
     np.testing.assert_allclose([t.value for t in more.trials], [t.value for t in again.trials], rtol=1e-6)
+
+
+def test_mask_is_checked_without_maskable_and_mask_true_needs_it():
+    """Structured(mask=...) with no maskable= was checked over the maskable names only: 'sometimes',
+    1 and [True] were accepted, and mask=True then grouped every choice."""
+    for bad in ("sometimes", 1, [True]):
+        with pytest.raises(ValueError, match=r"mask=.* must be 'auto', True \(mask\) or False"):
+            hg.Structured(lambda c: None, mask=bad)
+    with pytest.raises(ValueError, match=r"mask=True\) with maskable=\(\).*maskable="):
+        hg.Structured(lambda c: None, mask=True)
+    with pytest.raises(ValueError, match=r"not in maskable=\(\).*maskable=\('width',\)"):
+        hg.Structured(lambda c: None, mask={"width": True})
+    for fine in ("auto", False, {}):
+        assert hg.Structured(lambda c: None, mask=fine).mode("width") is False
+    with pytest.raises(ValueError, match="maskable=None must be a tuple"):
+        hg.Structured(lambda c: None, maskable=None)
+
+
+def test_rates_take_numpy_integers_and_select_transform_names_a_bad_entry():
+    rates = Rates(np.int64(5), np.float32(1.0))
+    assert rates.flops_per_second == 5
+    for bad in (True, "5", float("nan")):
+        with pytest.raises(ValueError, match="flops_per_second"):
+            Rates(bad, 1.0)
+    with pytest.raises(ValueError, match=r"transforms=.*entry 0 .*not an optax transformation"):
+        select_transform(0, (lambda x: x, optax.adam(0.1)))
+
+
+def test_a_mask_true_choice_is_priced_masked_as_the_search_runs_it(splits, key, monkeypatch):
+    """plan held a mask=True choice at its first option while pricing the auto ones: the masked
+    width was priced at 4 units instead of 8, so the waste of masking the others was
+    underestimated, and the whole-run count was of a program the search never ran (a second
+    build and count during the search)."""
+    from hypergrad import search, structure
+
+    built = []
+    family = make_family(splits, mask={"width": True, "activation": "auto", "solver": "auto"}, log=built)
+    settings = SPACE.sample(key, 16)
+    decisions = plan(family, SPACE, settings, key, rates=SLOW)
+    assert built and all(isinstance(config["width"], Masked) for config in built)
+    masked_width = {"width": Masked("width", (4, 8)), "activation": Masked("activation", ("tanh", "relu")),
+                    "solver": "sgd"}
+    expected = structure.step_flops(family.objective(masked_width),
+                                    structure._example_hparams(SPACE, settings, masked_width), key)
+    assert decisions["activation"].flops_masked == expected
+    # The search runs (and counts) the program the plan counted: one build, one count in all.
+    monkeypatch.setattr(structure, "measured_rates", lambda: FAST)
+    built.clear()
+    fresh = make_family(splits, mask={"width": True, "activation": "auto", "solver": "auto"}, log=built)
+    counted = accounting.stats["counts"]
+    result = search.evaluate_settings(fresh, settings, key, strategy="random", space=SPACE)
+    assert result.info["programs"] == 1 and len(built) == 1
+    assert accounting.stats["counts"] - counted == 1
