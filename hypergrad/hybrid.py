@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hypergrad._batching import from_process_0
 from hypergrad._checks import check_count, check_key, is_int, is_number
 from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import Key
@@ -37,7 +39,7 @@ from hypergrad.results import Result, TrialRecorder, with_setup
 from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
-from hypergrad.structure import Masked, Structured, check_family, group_rows, measured_rates, plan
+from hypergrad.structure import Masked, Rates, Structured, check_family, group_rows, measured_rates, plan
 from hypergrad.outer import Cohort, check_outer, drive, make_cohort, rows_computed, starts_program
 from hypergrad.store import check_study, fingerprint, studying
 
@@ -86,7 +88,8 @@ def hybrid_search(
         outer: optax optimiser over the unconstrained continuous coordinates (default Adam 0.05),
             started from the centre of the continuous space.
         log, progress, storage, study: as in `hg.tune` (a stored study resumes from its last
-            committed step).
+            committed step, with the structure plan it started with: the rates the plan decided
+            from are stored with each step's checkpoint, so rates measured anew cannot change it).
 
     Returns:
         a `Result` with one trial per (configuration, outer step), the discrete options in its
@@ -102,18 +105,27 @@ def hybrid_search(
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
         raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
                          f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
-    groups, structure = _groups(objective, space, settings, key, runs_per_config=budget / num)
+    rates = _shared_rates() if isinstance(objective, Structured) else None
     centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
     rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
     z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
-    priced = [_priced(config, group_objective, rows, settings, space, method, key, h0)
-              for config, group_objective, rows in groups]
-    evaluations = _evaluations(priced, budget, num)  # before anything compiles
-    cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0) for group in priced]
+
+    def planned(rates):  # the programs, their prices and the steps the budget buys, as `rates` decide
+        groups, structure = _groups(objective, space, settings, key, rates, runs_per_config=budget / num)
+        priced = [_priced(config, group_objective, rows, settings, space, method, key, h0)
+                  for config, group_objective, rows in groups]
+        return priced, structure, _evaluations(priced, budget, num)
+
+    priced, structure, evaluations = planned(rates)  # refused here, before the study or a program exists
     with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
             "hybrid", objective, space, key, budget=budget, configs=configs, method=method, outer=outer)) as writer:
-        recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=writer)
         checkpoint = None if writer is None else writer.checkpoint
+        if checkpoint is not None:  # resumed: planned as the first call was, with the rates it stored
+            checkpoint, rates, (priced, structure, evaluations) = _as_stored(checkpoint, rates, planned, (
+                priced, structure, evaluations))
+        cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0) for group in priced]
+        sink = None if writer is None else _PlannedSink(writer, rates)
+        recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=sink)
         if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
             recorder.trials.extend(writer.trials_from(0))
         try:
@@ -149,16 +161,82 @@ def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, con
     return Space({n: d for n, d in space.items if not isinstance(d, Choice)})
 
 
-def _groups(objective: Objective | Structured, space: Space, settings: dict[str, np.ndarray], key: Key, *,
-            runs_per_config: float) -> tuple[list[tuple[dict, Objective, np.ndarray]], dict]:
+def _shared_rates() -> Rates:
+    """This process's measured rates (`measured_rates`), process 0's on every process so that all
+    plan alike."""
+    measured = measured_rates()
+    return Rates(*(float(v) for v in from_process_0(np.asarray([measured.flops_per_second,
+                                                                  measured.program_seconds]))))
+
+
+def _groups(objective: Objective | Structured, space: Space, settings: dict[str, np.ndarray], key: Key,
+            rates: Rates | None, *, runs_per_config: float) -> tuple[list[tuple[dict, Objective, np.ndarray]], dict]:
     """(config, objective, rows) per program, and the structure plan's record (empty for one
     objective). The plan prices masking's waste over each configuration's share of the budget
     (`runs_per_config` runs: its hypergradients), not over one run as a search trial."""
     if not isinstance(objective, Structured):
         return [({}, objective, np.arange(len(next(iter(settings.values())))))], {}
-    decisions = plan(objective, space, settings, key, rates=measured_rates(), runs_per_row=runs_per_config)
+    decisions = plan(objective, space, settings, key, rates=rates, runs_per_row=runs_per_config)
     groups = [(config, objective.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
     return groups, {name: d.to_dict() for name, d in decisions.items()}
+
+
+class _PlannedSink:
+    """The study's writer, storing the plan's rates in each step's checkpoint beside the cohorts'
+    state: measured rates differ between processes (and within one as it runs), and a resumed call
+    planning with new ones can mask what the first call grouped, so it plans with these instead
+    (a plan is a function of its rates). What `TrialRecorder` uses of a sink, passed through."""
+
+    def __init__(self, writer: Any, rates: Rates | None):
+        self.writer, self.rates, self.done = writer, rates, writer.done
+
+    def add(self, trial: Any) -> None:
+        self.writer.add(trial)
+
+    def commit(self, checkpoint: Any = None) -> None:
+        if checkpoint is None or self.rates is None:
+            self.writer.commit(checkpoint)
+            return
+        rates = np.asarray([self.rates.flops_per_second, self.rates.program_seconds], dtype=np.float64)
+
+        def with_rates() -> dict:
+            taken = checkpoint()
+            return {**taken, "state": {"cohorts": taken["state"], "rates": rates}}
+
+        self.writer.commit(with_rates)
+
+
+def _unpack(checkpoint: dict) -> tuple[Rates | None, dict]:
+    """(the plan's stored rates, or None in a study stored before they were; the checkpoint as
+    `drive` reads it)."""
+    state = checkpoint["state"]
+    if not isinstance(state, Mapping):
+        return None, checkpoint
+    return Rates(*(float(v) for v in np.asarray(state["rates"]).reshape(-1))), {**checkpoint, "state": state["cohorts"]}
+
+
+def _as_stored(checkpoint: dict, rates: Rates | None, planned: Any, plan_now: tuple) -> tuple[dict, Rates | None, tuple]:
+    """(the checkpoint as `drive` reads it, the rates the study planned with, `planned(rates)`):
+    the plan made now when the study stored no rates or the same ones, else made again with the
+    stored ones. Raises `ValueError` when the stored cohorts are not that plan's programs."""
+    stored, checkpoint = _unpack(checkpoint)
+    if stored is not None and stored != rates:
+        rates, plan_now = stored, planned(stored)
+    _check_resumable(plan_now[0], checkpoint["state"])
+    return checkpoint, rates, plan_now
+
+
+def _check_resumable(priced: list[_Priced], state: Any) -> None:
+    """Raises `ValueError` when the stored cohorts are not this plan's programs (a study stored
+    without its rates, resumed where the measured rates decide another plan)."""
+    fits = len(state) == len(priced) and all(
+        {int(t) for t in np.asarray(saved["tuners"]).reshape(-1)} <= {int(r) for r in group.rows}
+        for saved, group in zip(state, priced))
+    if not fits:
+        raise ValueError(f"this hybrid study's checkpoint holds {len(state)} programs, but the structure plan now "
+                         f"makes {len(priced)}: the plan changed with this process's measured rates (a study "
+                         "stored before hybrid_search kept its plan's rates); finish it in the process that "
+                         "started it, or start a new study (another study= name)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -463,3 +463,42 @@ def test_a_mask_true_choice_is_priced_masked_as_the_search_runs_it(splits, key, 
     result = search.evaluate_settings(fresh, settings, key, strategy="random", space=SPACE)
     assert result.info["programs"] == 1 and len(built) == 1
     assert accounting.stats["counts"] - counted == 1
+
+
+def test_a_stored_hybrid_study_resumes_with_the_plan_it_started_with(splits, key, tmp_path, monkeypatch):
+    """A resumed hybrid_search planned again with the rates measured now (they differ between
+    processes, and within one as it runs): a plan that masked the width at first grouped it on
+    resume, and the study failed with "a checkpoint of 1 cohorts cannot resume 2 ... edited or
+    damaged". The plan's rates are stored with each checkpoint and a resume plans with them; a
+    study stored without them, whose plan changed, is refused saying so."""
+    from hypergrad import hybrid
+
+    family = make_family(splits, mask={"width": "auto", "activation": True, "solver": True})
+    rates = {"now": FAST}
+    monkeypatch.setattr(hybrid, "measured_rates", lambda: rates["now"])
+    call = dict(budget=120.0, outer=optax.adam(0.1))
+    whole = hg.hybrid_search(family, SPACE, key, **call)
+    assert whole.info["structure"]["width"]["decision"] == "mask" and whole.info["programs"] == 1
+
+    def interrupted(path):
+        reports = []
+
+        def stop(line):
+            reports.append(line)
+            if len(reports) == 2:
+                raise KeyboardInterrupt("killed after two committed steps")
+        rates["now"] = FAST
+        with pytest.raises(KeyboardInterrupt):
+            hg.hybrid_search(family, SPACE, key, storage=path, study="h", progress=stop, **call)
+        rates["now"] = SLOW  # another process measures other rates: alone they would group the width
+        return path
+
+    resumed = hg.hybrid_search(family, SPACE, key, storage=interrupted(tmp_path / "a.db"), study="h", **call)
+    assert resumed.info["programs"] == 1 and resumed.info["structure"] == whole.info["structure"]
+    assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
+    with monkeypatch.context() as old:  # a study written without the plan's rates
+        old.setattr(hybrid, "_PlannedSink", lambda writer, rates: writer)
+        path = interrupted(tmp_path / "b.db")
+    with pytest.raises(ValueError, match=r"checkpoint holds 1 programs, but the structure plan now makes 2: the "
+                                         r"plan changed"):
+        hg.hybrid_search(family, SPACE, key, storage=path, study="h", **call)
