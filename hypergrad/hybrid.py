@@ -7,9 +7,14 @@ numeric choices and masked structural ones are traced values) are tuned together
 outer step, vmapped over the configurations, per program (see `hypergrad.structure` for how
 masking and grouping are decided).
 
-Budget: `budget` training-run equivalents are split evenly over the configurations; each gets
-`steps` outer steps plus one scoring of its final iterate, each costing one hypergradient
-(`hypergradient_flops / run_flops` runs, about 3 for `Reverse`). The trials table holds one row per
+Budget: every configuration gets the same number of outer steps, `steps`, plus one scoring of
+its final iterate, each costing one hypergradient (`hypergradient_flops / run_flops` runs of its
+program, about 3 for `Reverse`): `steps` is the most that keeps all configurations' hypergradients
+together within `budget` training-run equivalents. The budget is so split evenly over the
+configurations' steps, not their runs: where grouped programs differ in cost (a wider network
+costs more runs per hypergradient), a costlier configuration spends more of it than
+budget / configurations, a cheaper one less; the structure plan prices masking over the mean
+share, budget / configurations. The trials table holds one row per
 (configuration, outer step), produced step by step across configurations, so `hg.compare` sees
 the best value reached within any budget.
 """
@@ -81,7 +86,8 @@ def hybrid_search(
         space: at least one `Choice` and at least one `Uniform`/`LogUniform`.
         key: training key shared by every configuration (common random numbers); configurations
             are sampled from a key folded from it.
-        budget: total compute in training-run equivalents, split evenly over the configurations.
+        budget: total compute in training-run equivalents: every configuration gets the same number
+            of outer steps, the most whose hypergradients all fit within it (module docstring).
         configs: "grid" for every combination of the choices, or a number to sample (every
             combination when there are no more than that; `info["configs"]` says how many ran).
         method: hypergradient method of the inner tuning (default `hg.Reverse()`).
