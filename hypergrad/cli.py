@@ -425,7 +425,9 @@ def _compilation_lines(problem: str, by_seconds: dict[str, hg.Result], with_comp
     """The verdict's lines on compilation: each strategy's compile seconds within its wall seconds
     and where its programs came from (`_cache_words`); whether the winners at equal wall time
     (`with_compilation`) and at equal execution time (`without`) agree."""
-    spent = "; ".join(f"{name} {_seconds(r.compile_seconds)} s of its {_seconds(_wall(r))} s"
+    spent = "; ".join(f"{name} {_seconds(r.compile_seconds)} s"
+                      + (f" (and {_seconds(r.setup_seconds)} s of other set-up)" if r.setup_seconds > 0 else "")
+                      + f" of its {_seconds(_wall(r))} s"
                       + (f" ({words})" if (words := _cache_words(r)) else "") for name, r in by_seconds.items())
     lines = [f"- {problem}, compilation in the equal-wall-time seconds: {spent}."]
     if with_compilation is None or without is None:
@@ -436,7 +438,9 @@ def _compilation_lines(problem: str, by_seconds: dict[str, hg.Result], with_comp
     else:
         lines.append(f"- {problem}, equal wall time with and without compilation: the verdicts **disagree** "
                      f"(**{with_compilation}** with compilation, **{without}** without): the winner at equal wall "
-                     "time turns on the seconds spent compiling, which a warm persistent cache shrinks.")
+                     "time turns on the seconds spent outside the trials (compiling, and setting up: tracing, FLOP "
+                     "counting, checks), which set how long every strategy runs; a warm persistent cache shrinks "
+                     "the compiling.")
     return lines
 
 

@@ -138,6 +138,10 @@ def test_equal_execution_time_picks_what_the_execution_seconds_imply_and_the_ver
     assert ("compilation in the equal-wall-time seconds: hypergradient 4.0 s of its 6.0 s (cold cache: 12 programs "
             "compiled); random 0.5 s of its 6.5 s (warm cache: 2 programs loaded, none compiled).") in verdict
     assert ("the verdicts **disagree** (**random** with compilation, **hypergradient** without)") in verdict
+    # the call's other set-up seconds are named beside the compilation and counted in the wall
+    set_up = {name: dataclasses.replace(r, info={**r.info, "setup_seconds": 1.0}) for name, r in by_seconds.items()}
+    assert "hypergradient 4.0 s (and 1.0 s of other set-up) of its 7.0 s (cold cache" in cli._verdict("p", results,
+                                                                                                        set_up)
     # the same strategies with no compilation at all: both equal-time verdicts are the hypergradient's
     free = {name: dataclasses.replace(r, compile_seconds=0.0) for name, r in by_seconds.items()}
     verdict = cli._verdict("p", dict(free, random=dataclasses.replace(results["random"], compile_seconds=0.0)),
