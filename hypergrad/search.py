@@ -25,7 +25,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -233,7 +233,10 @@ def evaluate_settings(
         progress: True to print a line per chunk to stderr, or a callable(str).
         info: extra facts to store in the result.
         sink: a study writer (`hypergrad.store`) that commits each chunk's trials and holds those
-            of a resumed study (their chunks are skipped), or None.
+            of a resumed study (their chunks are skipped), or None. For a family it also keeps the
+            rates the structure plan decided from (in the study's checkpoint, with the first chunk
+            it commits), and a resumed study plans with them: measured rates differ between
+            processes and within one, and a new plan could mask what the first call grouped.
         overlap: called once, right before XLA compiles the first search program (or, when
             every program is compiled already, before the first chunk runs): XLA compiles with the
             GIL released, so work the callback starts on a thread of its own (a search's refit
@@ -253,7 +256,10 @@ def evaluate_settings(
     with sharing_traces():  # the plan's count of a run is the trace its search program compiles
         if isinstance(objective, Structured):
             settings = host()
-            groups = _planned_groups(objective, space, settings, key, info)
+            stored = None if sink is None else _stored_rates(sink.checkpoint)
+            groups, rates = _planned_groups(objective, space, settings, key, info, stored)
+            if sink is not None and stored is None:
+                sink = _RatesSink(sink, rates)
         else:
             check_objective(objective)
             if space is not None:
@@ -274,21 +280,59 @@ def evaluate_settings(
 
 
 def _planned_groups(family: Structured, space: Space | None, settings: dict[str, np.ndarray], key: Key,
-                    info: dict) -> list[tuple[dict, Objective, np.ndarray]]:
-    """(config, objective, trial rows) per program of a family, as `structure.plan` decides from the
-    rates measured so far; the plan and its seconds go into `info`."""
+                    info: dict, stored: structure.Rates | None = None,
+                    ) -> tuple[list[tuple[dict, Objective, np.ndarray]], structure.Rates]:
+    """((config, objective, trial rows) per program of a family, the rates planned with), as
+    `structure.plan` decides from `stored` (a resumed study's rates) or else the rates measured so
+    far; the plan and its seconds go into `info`."""
     if space is None:
         raise ValueError("evaluate_settings(space=None): an hg.Structured family needs the space its "
                          "settings come from, to map option indices to options")
     check_family(family, space)
     began = time.perf_counter()
-    measured = structure.measured_rates()  # timed by each process: process 0's decide, so all plan alike
+    # timed by each process (and read by each from the file): process 0's decide, so all plan alike
+    given = structure.measured_rates() if stored is None else stored
     rates = structure.Rates(*(float(v) for v in from_process_0(
-        np.asarray([measured.flops_per_second, measured.program_seconds]))))
+        np.asarray([given.flops_per_second, given.program_seconds], dtype=np.float64))))
     decisions = plan(family, space, settings, key, rates=rates)
     info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
     info["plan_seconds"] = time.perf_counter() - began
-    return [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
+    groups = [(config, family.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
+    return groups, rates
+
+
+def _stored_rates(checkpoint: dict | None) -> structure.Rates | None:
+    """The plan's rates a search's study stored (`_RatesSink`), or None when it stored none (a new
+    study, or one stored before searches kept them)."""
+    state = None if checkpoint is None else checkpoint.get("state")
+    if not (isinstance(state, Mapping) and "rates" in state):
+        return None
+    try:
+        return structure.Rates(*(float(v) for v in np.asarray(state["rates"], dtype=np.float64).reshape(2)))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"this search study's stored plan rates are unreadable ({err}); the file was edited or "
+                         "damaged; use another study name") from err
+
+
+class _RatesSink:
+    """The study's writer, storing the plan's rates as the study's checkpoint with the first chunk
+    it commits, so that a resumed call plans as the first one did (a plan is a function of its
+    rates). Costs nothing more than that chunk's transaction. What `TrialRecorder` uses of a sink,
+    passed through."""
+
+    def __init__(self, writer: Any, rates: structure.Rates):
+        self.writer, self.done = writer, writer.done
+        self.rates: np.ndarray | None = np.asarray([rates.flops_per_second, rates.program_seconds], np.float64)
+
+    def add(self, trial: Trial) -> None:
+        self.writer.add(trial)
+
+    def commit(self, checkpoint: Any = None) -> None:
+        rates, self.rates = self.rates, None
+        if rates is None:  # stored with the first chunk (a search commits no checkpoint of its own)
+            self.writer.commit(checkpoint)
+            return
+        self.writer.commit(lambda: {"step": 0, "number": 0, "state": {"rates": rates}})
 
 
 def _once(fn: Callable[[], Any] | None) -> Callable[[], None]:
@@ -355,7 +399,9 @@ def random_search(
         progress: True to print progress to stderr, or a callable(str).
         storage, study: a SQLite file (created if missing) and a study name, both or neither: every
             chunk's trials are committed as it returns, and the same call again resumes the study
-            (stored trials loaded, never re-run; see `hypergrad.store`).
+            (stored trials loaded, never re-run; see `hypergrad.store`). A family's resumed study
+            is planned with the rates its first call planned with (stored with its first chunk),
+            so it masks and groups as that call did.
         extends: an earlier `Result` of this search (same objective, space and key: another
             objective, space or key is a `ValueError`) with at most `num_trials` trials, to
             continue: a key's draws do not depend on how many are drawn, so its trials are this

@@ -502,3 +502,31 @@ def test_a_stored_hybrid_study_resumes_with_the_plan_it_started_with(splits, key
     with pytest.raises(ValueError, match=r"checkpoint holds 1 programs, but the structure plan now makes 2: the "
                                          r"plan changed"):
         hg.hybrid_search(family, SPACE, key, storage=path, study="h", **call)
+
+
+def test_a_stored_search_of_a_family_resumes_with_the_plan_it_started_with(splits, key, tmp_path, monkeypatch):
+    """A resumed random_search of a family planned again with the rates measured now (they differ
+    between processes, and within one as it runs): the width masked at first was grouped on resume,
+    so the result's plan (and possibly its values' last bits) differed from an uninterrupted run's.
+    The plan's rates are stored with the study's first commit and a resume plans with them."""
+    from hypergrad import structure
+
+    family = make_family(splits, mask={"width": "auto", "activation": True, "solver": True})
+    rates = {"now": FAST}
+    monkeypatch.setattr(structure, "measured_rates", lambda: rates["now"])
+    call = dict(num_trials=8, chunk_size=4)
+    whole = hg.random_search(family, SPACE, key, **call)
+    assert whole.info["structure"]["width"]["decision"] == "mask" and whole.info["programs"] == 1
+
+    def stop(line):
+        raise KeyboardInterrupt("killed after the first committed chunk")
+
+    path = tmp_path / "s.db"
+    with pytest.raises(KeyboardInterrupt):
+        hg.random_search(family, SPACE, key, storage=path, study="s", progress=stop, **call)
+    assert len(hg.load_study(path, "s").trials) == 4
+    rates["now"] = SLOW  # another process measures other rates: alone they would group the width
+    resumed = hg.random_search(family, SPACE, key, storage=path, study="s", **call)
+    assert resumed.info["programs"] == 1 and resumed.info["structure"] == whole.info["structure"]
+    assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
+    assert [t.hparams for t in resumed.trials] == [t.hparams for t in whole.trials]
