@@ -17,9 +17,12 @@ Schema (numbers and JSON only, never pickles: opening someone else's file runs n
                  state, runs, flops, seconds, run_flops, grad_norm, tuner, step
     checkpoints  study, step, number, state (JSON: per cohort of tuners, the live tuner ids and the
                  iterate z, last good z and outer-optimiser state as flat arrays with their tree
-                 structure): `tune` and `hybrid_search` only, written in the same transaction as
-                 that step's trials. Keys are stateless (a step's key is a function of the study's
-                 key and the step), so the step counter is all the randomness there is to restore.
+                 structure; `hybrid_search` adds the structure plan's measured rates): `tune` and
+                 `hybrid_search`, written in the same transaction as that step's trials; a search
+                 of an `hg.Structured` family keeps only its plan's rates there (written with its
+                 first chunk), so a resumed call plans as the first did. Keys are stateless (a
+                 step's key is a function of the study's key and the step), so the step counter is
+                 all the randomness there is to restore.
     leases       study, pid, host, since: which process is writing a study
 
 Searches draw their settings from the key, so resuming skips the stored trial numbers (whole
