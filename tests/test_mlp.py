@@ -162,9 +162,15 @@ def test_the_default_batch_is_clipped_to_what_a_fit_trains_on():
     (lambda: hg.problems.flip_labels(np.arange(10) % 3, 0.5, 3, -2), r"seed=-2 must be an int >= 0"),
     (lambda: hg.problems.mlp_classifier("iris", seed=-1), r"seed=-1 must be an int >= 0"),
     (lambda: hg.problems.noisy_mlp_classifier("iris", 0.5, noise_seed=-1), r"noise_seed=-1 must be an int >= 0"),
+    # silently ignored for a named dataset (trained on all its features), or a negative noise scale accepted
+    (lambda: hg.problems.ridge("diabetes", num_features=3), r"ridge\(dataset='diabetes', num_features=3\): .*shape "
+                                                              r"the synthetic data only"),
+    (lambda: hg.problems.logistic("iris", num_classes=4), r"logistic\(dataset='iris', num_classes=4\): .*synthetic"),
+    (lambda: hg.problems.ridge(noise=-1.0), r"ridge\(noise=-1.0\): give the noise's standard deviation"),
 ], ids=["batch-float", "batch-bool", "hidden-float", "hidden-int", "cv-0", "cv-folds", "noise-none", "few-examples",
         "no-classes", "ridge-few-examples", "val-shots-0", "val-shots-float", "corrupted-noise", "corrupted-seed",
-        "flip-fraction", "flip-classes", "flip-seed", "mlp-seed", "noisy-seed"])
+        "flip-fraction", "flip-classes", "flip-seed", "mlp-seed", "noisy-seed", "ridge-named-shape",
+        "logistic-named-shape", "ridge-noise"])
 def test_built_in_problems_name_a_bad_argument(call, match):
     """Bad arguments get a ValueError naming them, not a silent conversion (batch_size=2.5 trained
     on batches of 2, hidden=[8.7] built a layer of 8) or a crash from deep inside (ZeroDivisionError

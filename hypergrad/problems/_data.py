@@ -13,7 +13,7 @@ import numpy as np
 
 from hypergrad._checks import is_int_at_least
 
-__all__ = ["Splits", "load", "raw", "synthetic_regression", "CLASSIFICATION", "REGRESSION"]
+__all__ = ["Splits", "load", "raw", "synthetic_regression", "check_synthetic_only", "CLASSIFICATION", "REGRESSION"]
 
 CLASSIFICATION = ("digits", "iris", "wine", "breast_cancer")
 REGRESSION = ("diabetes",)
@@ -110,6 +110,16 @@ def synthetic_regression(num_examples: int, num_features: int, *, noise: float, 
     true_w = rng.normal(size=num_features) / np.arange(1, num_features + 1)
     y = x @ true_w + noise * rng.normal(size=num_examples)
     return make_splits(x, y, classification=False, seed=seed, dtype=dtype)
+
+
+def check_synthetic_only(problem: str, dataset: str, **shape: Any) -> None:
+    """Refuses the synthetic data's shape arguments (`shape`, those not None) for a named dataset,
+    which has its own: `ridge("diabetes", num_features=3)` silently trained on all 10 features."""
+    given = sorted(name for name, value in shape.items() if value is not None)
+    if dataset != "synthetic" and given:
+        raise ValueError(f"{problem}(dataset={dataset!r}, {', '.join(f'{n}={shape[n]!r}' for n in given)}): "
+                         f"{', '.join(sorted(shape))} shape the synthetic data only; drop them for {dataset!r}, "
+                         "or use dataset='synthetic'")
 
 
 MIN_SYNTHETIC_EXAMPLES = 10

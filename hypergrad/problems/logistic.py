@@ -26,9 +26,9 @@ def logistic(
     *,
     batch_size: int | None = None,
     seed: int = 0,
-    num_examples: int = 300,
-    num_features: int = 8,
-    num_classes: int = 3,
+    num_examples: int | None = None,
+    num_features: int | None = None,
+    num_classes: int | None = None,
     cv: int | None = None,
 ) -> Problem:
     """Softmax regression, parameters `{"w": (d, C), "b": (C,)}` initialised at zero.
@@ -41,13 +41,18 @@ def logistic(
         dataset: "breast_cancer", "iris", "wine", "digits" or "synthetic".
         batch_size: None for full batch, or a minibatch size.
         seed: seed of the data and its split.
-        num_examples, num_features, num_classes: shape of the synthetic data.
+        num_examples, num_features, num_classes: shape of the synthetic data (300, 8 and 3 when not
+            given); refused for a named dataset, whose shape is its own.
         cv: None, or k >= 2 for stratified k-fold cross-validation over the train and validation
             splits pooled (the test split stays held out); each fit then costs k times one fit
             (see `hg.Problem`).
     """
     dtype = np.dtype(default_dtype())
-    splits = _splits(dataset, seed, dtype, (num_examples, num_features, num_classes))
+    _data.check_synthetic_only("logistic", dataset, num_examples=num_examples, num_features=num_features,
+                               num_classes=num_classes)
+    splits = _splits(dataset, seed, dtype, (300 if num_examples is None else num_examples,
+                                            8 if num_features is None else num_features,
+                                            3 if num_classes is None else num_classes))
     d = splits.train[0].shape[1]
     c = int(max(s[1].max() for s in splits)) + 1
 

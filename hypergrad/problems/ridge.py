@@ -19,12 +19,14 @@ prod_t (I - eta_t A) = Q diag(prod_t (1 - eta_t mu_i)) Q'. Both are smooth in (e
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypergrad._checks import is_number
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._losses import default_dtype, l2_penalty
@@ -40,9 +42,9 @@ def _mse(w, batch):
 def ridge(
     dataset: str = "synthetic",
     *,
-    num_examples: int = 200,
-    num_features: int = 10,
-    noise: float = 0.5,
+    num_examples: int | None = None,
+    num_features: int | None = None,
+    noise: float | None = None,
     batch_size: int | None = None,
     seed: int = 0,
 ) -> Problem:
@@ -50,13 +52,22 @@ def ridge(
 
     Args:
         dataset: "synthetic" (a seeded linear model with Gaussian noise) or "diabetes".
-        num_examples, num_features, noise: shape and noise of the synthetic data.
+        num_examples, num_features, noise: shape and noise (a standard deviation >= 0) of the
+            synthetic data: 200, 10 and 0.5 when not given; refused for a named dataset, whose
+            shape is its own.
         batch_size: None (full batch, where the closed forms hold) or a minibatch size.
         seed: seed of the data and its split.
     """
     dtype = np.dtype(default_dtype())
+    _data.check_synthetic_only("ridge", dataset, num_examples=num_examples, num_features=num_features,
+                               noise=noise)
     if dataset == "synthetic":
-        splits = _data.synthetic_regression(num_examples, num_features, noise=noise, seed=seed, dtype=dtype)
+        noise = 0.5 if noise is None else noise
+        if not (is_number(noise) and math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"ridge(noise={noise!r}): give the noise's standard deviation, a finite number >= 0")
+        splits = _data.synthetic_regression(200 if num_examples is None else num_examples,
+                                            10 if num_features is None else num_features, noise=noise, seed=seed,
+                                            dtype=dtype)
     elif dataset in _data.REGRESSION:
         splits = _data.load(dataset, seed=seed, dtype=dtype)
     else:
