@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._batching import from_process_0
 from hypergrad._checks import check_count, check_key, is_int, is_number
 from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import Key
@@ -111,7 +110,7 @@ def hybrid_search(
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
         raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
                          f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
-    rates = _shared_rates() if isinstance(objective, Structured) else None
+    rates = measured_rates().of_process_0() if isinstance(objective, Structured) else None
     centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
     rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
     z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
@@ -167,14 +166,6 @@ def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, con
     return Space({n: d for n, d in space.items if not isinstance(d, Choice)})
 
 
-def _shared_rates() -> Rates:
-    """This process's measured rates (`measured_rates`), process 0's on every process so that all
-    plan alike."""
-    measured = measured_rates()
-    return Rates(*(float(v) for v in from_process_0(np.asarray([measured.flops_per_second,
-                                                                  measured.program_seconds]))))
-
-
 def _groups(objective: Objective | Structured, space: Space, settings: dict[str, np.ndarray], key: Key,
             rates: Rates | None, *, runs_per_config: float) -> tuple[list[tuple[dict, Objective, np.ndarray]], dict]:
     """(config, objective, rows) per program, and the structure plan's record (empty for one
@@ -203,7 +194,7 @@ class _PlannedSink:
         if checkpoint is None or self.rates is None:
             self.writer.commit(checkpoint)
             return
-        rates = np.asarray([self.rates.flops_per_second, self.rates.program_seconds], dtype=np.float64)
+        rates = self.rates.to_array()
 
         def with_rates() -> dict:
             taken = checkpoint()
@@ -218,7 +209,7 @@ def _unpack(checkpoint: dict) -> tuple[Rates | None, dict]:
     state = checkpoint["state"]
     if not isinstance(state, Mapping):
         return None, checkpoint
-    return Rates(*(float(v) for v in np.asarray(state["rates"]).reshape(-1))), {**checkpoint, "state": state["cohorts"]}
+    return Rates.from_array(state["rates"]), {**checkpoint, "state": state["cohorts"]}
 
 
 def _as_stored(checkpoint: dict, rates: Rates | None, planned: Any, plan_now: tuple) -> tuple[dict, Rates | None, tuple]:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad import _caches, _compile
-from hypergrad._batching import (chunk_for, device_count, first_row, from_process_0, place, shardings, take_rows,
+from hypergrad._batching import (chunk_for, device_count, first_row, place, shardings, take_rows,
                                  to_host)
 from hypergrad._checks import check_count, check_key, is_int_at_least
 from hypergrad._indexing import check_schedules_in_bounds
@@ -292,8 +292,7 @@ def _planned_groups(family: Structured, space: Space | None, settings: dict[str,
     began = time.perf_counter()
     # timed by each process (and read by each from the file): process 0's decide, so all plan alike
     given = structure.measured_rates() if stored is None else stored
-    rates = structure.Rates(*(float(v) for v in from_process_0(
-        np.asarray([given.flops_per_second, given.program_seconds], dtype=np.float64))))
+    rates = given.of_process_0()
     decisions = plan(family, space, settings, key, rates=rates)
     info["structure"] = {name: d.to_dict() for name, d in decisions.items()}
     info["plan_seconds"] = time.perf_counter() - began
@@ -308,7 +307,7 @@ def _stored_rates(checkpoint: dict | None) -> structure.Rates | None:
     if not (isinstance(state, Mapping) and "rates" in state):
         return None
     try:
-        return structure.Rates(*(float(v) for v in np.asarray(state["rates"], dtype=np.float64).reshape(2)))
+        return structure.Rates.from_array(state["rates"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"this search study's stored plan rates are unreadable ({err}); the file was edited or "
                          "damaged; use another study name") from err
@@ -322,7 +321,7 @@ class _RatesSink:
 
     def __init__(self, writer: Any, rates: structure.Rates):
         self.writer, self.done = writer, writer.done
-        self.rates: np.ndarray | None = np.asarray([rates.flops_per_second, rates.program_seconds], np.float64)
+        self.rates: np.ndarray | None = rates.to_array()
 
     def add(self, trial: Trial) -> None:
         self.writer.add(trial)

@@ -61,6 +61,7 @@ import numpy as np
 import optax
 
 from hypergrad import _caches
+from hypergrad._batching import from_process_0
 from hypergrad._checks import is_number
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import matmul_flops_per_second, run_flops
@@ -238,6 +239,21 @@ class Rates:
             value = getattr(self, name)
             if not (is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Rates({name}={value!r}) must be a finite number > 0")
+
+    def to_array(self) -> np.ndarray:
+        """(flops_per_second, program_seconds) as float64: how a study stores the rates and
+        processes share them (`from_array` reads it back)."""
+        return np.asarray([self.flops_per_second, self.program_seconds], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, values: Any) -> Rates:
+        """The rates `to_array` wrote (any array-like of their two numbers)."""
+        return cls(*(float(v) for v in np.asarray(values, dtype=np.float64).reshape(2)))
+
+    def of_process_0(self) -> Rates:
+        """Process 0's rates on every process (these in a lone process): what every process plans
+        with, so that all run the same programs."""
+        return Rates.from_array(from_process_0(self.to_array()))
 
 
 def measured_rates() -> Rates:

@@ -5,6 +5,8 @@ import dataclasses
 import jax
 import optax
 
+import hypergrad as hg
+
 
 def counting(problem):
     """The problem with `train_loss` wrapped in a counter that increments when it is traced."""
@@ -50,3 +52,20 @@ def stop_gradient_reference(problem, optimizer, num_steps, window):
         return problem.val_loss(params, problem.val_data)
 
     return jax.jit(jax.value_and_grad(loss))
+
+
+# The small population problem of tests/test_population.py and tests/test_outer.py: T steps of SGD
+# (momentum 0.5) on a logistic minibatch problem, its rate and weight decay tuned.
+POPULATION_T = 6
+POPULATION_SPACE = hg.Space({"lr": hg.LogUniform(1e-2, 2.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+def sgd_half_momentum(hparams):
+    """SGD with momentum 0.5 and one scalar learning rate hparams["lr"]."""
+    return optax.sgd(hparams["lr"], momentum=0.5)
+
+
+def population_objective(problem):
+    """`problem` trained by `sgd_half_momentum` for `POPULATION_T` steps (each test module builds its
+    own, so that its compilation counts start from its own programs)."""
+    return hg.Objective(problem, sgd_half_momentum, num_steps=POPULATION_T)

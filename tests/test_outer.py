@@ -22,18 +22,14 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad import outer as outer_driver
+from _helpers import POPULATION_SPACE, POPULATION_T, population_objective, sgd_half_momentum
 
-T = 6
-SPACE = hg.Space({"lr": hg.LogUniform(1e-2, 2.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
-
-
-def sgd(hparams):
-    return optax.sgd(hparams["lr"], momentum=0.5)
+T, SPACE, sgd = POPULATION_T, POPULATION_SPACE, sgd_half_momentum
 
 
 @pytest.fixture(scope="module")
 def objective(logistic_minibatch_problem):
-    return hg.Objective(logistic_minibatch_problem, sgd, num_steps=T)
+    return population_objective(logistic_minibatch_problem)
 
 
 def compiled_by_xla(caplog, call):
