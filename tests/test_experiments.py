@@ -449,23 +449,26 @@ def test_reproduce_records_wall_seconds_and_collect_rewrites_the_same_page(tmp_p
     --collect then writes the run's page byte for byte; a failure and a never-run experiment are told apart."""
     reproduce = import_reproduce()
     ok, broken, never = reproduce.EXPERIMENTS[:3]
-
-    def fake_run(command, **kwargs):  # the experiment: writes its sidecar (ok) or fails (broken)
-        name = pathlib.Path(command[1]).stem
-        if name == ok:
-            claim = {"paper": "P", "claim": "c", "ours": "o", "verdict": "partly", "why": "w"}
-            (tmp_path / f"{name}.json").write_text(json.dumps({"experiment": name, "mode": "full", "seconds": 999.0,
-                                                               "claims": [claim], "figures": [], "numbers": {}}))
-        return subprocess.CompletedProcess(command, 0 if name == ok else 3, stdout="out\n", stderr="")
+    scripts = tmp_path / "scripts"  # the experiments: one writes its sidecar (ok), one fails (broken)
+    scripts.mkdir()
+    claim = {"paper": "P", "claim": "c", "ours": "o", "verdict": "partly", "why": "w"}
+    (scripts / f"{ok}.py").write_text(
+        "import json, pathlib, sys\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1])\n"
+        "print('out')\n"
+        f"(out / '{ok}.json').write_text(json.dumps({{'experiment': '{ok}', 'mode': 'full', 'seconds': 999.0, "
+        f"'claims': [{claim!r}], 'figures': [], 'numbers': {{}}}}))\n")
+    (scripts / f"{broken}.py").write_text("import sys\nprint('out')\nsys.exit(3)\n")
 
     (tmp_path / f"{broken}.json").write_text(json.dumps(  # an older run's sidecar: its claims are not this run's
         {"experiment": broken, "mode": "full", "seconds": 5.0, "claims": [], "figures": [], "numbers": {}}))
     os.utime(tmp_path / f"{broken}.json", (1e9, 1e9))
-    monkeypatch.setattr(reproduce.subprocess, "run", fake_run)
+    monkeypatch.setattr(reproduce, "HERE", str(scripts))
     monkeypatch.setattr(reproduce, "EXPERIMENTS", [ok, broken, never])
     out = tmp_path / "RESULTS.md"
     assert reproduce.main(["--only", ok, broken, "--results", str(tmp_path), "--out", str(out)]) == 1
     ran = out.read_text()
+    assert (tmp_path / f"{ok}.log").read_text() == (tmp_path / f"{broken}.log").read_text() == "out\n"
     sidecar = json.loads((tmp_path / f"{ok}.json").read_text())
     assert 0 <= sidecar["wall_seconds"] < 60 and sidecar["reproduce_run"], sidecar
     rows = {r["experiment"]: r for r in markdown_table(ran, "Claims:")}
@@ -475,3 +478,393 @@ def test_reproduce_records_wall_seconds_and_collect_rewrites_the_same_page(tmp_p
     assert f"not run yet: {never}" in ran and "Claims: 1 (0 held, 1 partly, 0 not held). Failed: 1." in ran, ran
     assert reproduce.main(["--collect", "--results", str(tmp_path), "--out", str(out)]) == 0
     assert out.read_text() == ran
+
+
+def import_experiment(name):
+    sys.path.insert(0, str(FOLDER))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(FOLDER))
+
+
+def test_a_smoke_run_never_writes_into_the_committed_results(tmp_path, monkeypatch, capsys):
+    """`python experiments/<name>.py --smoke`, as every docstring says, replaced experiments/results/<name>.*
+    with smoke numbers (--out defaulted to experiments/results); finetuning's model cache went there too.
+    Now smoke defaults to results/smoke/<name> (here redirected to tmp_path) and refuses experiments/results."""
+    claims = import_experiment("_claims")
+    monkeypatch.setattr(claims, "SMOKE_RESULTS", str(tmp_path / "smoke"), raising=False)
+    smoke = claims.arguments("Doc.", ["--smoke"], name="online_lr")
+    assert os.path.realpath(smoke.out) != os.path.realpath(claims.RESULTS), smoke.out
+    assert pathlib.Path(smoke.out) == tmp_path / "smoke" / "online_lr" and os.path.isdir(smoke.out)
+    assert os.path.realpath(claims.arguments("Doc.", [], name="online_lr").out) == os.path.realpath(FOLDER / "results")
+    with pytest.raises(SystemExit):
+        claims.arguments("Doc.", ["--smoke", "--out", str(FOLDER / "results")], name="online_lr")
+    assert "overwrite the full results" in capsys.readouterr().err
+    finetuning = import_experiment("finetuning")
+    args = finetuning.arguments(["--smoke"])
+    assert pathlib.Path(args.out) == tmp_path / "smoke" / "finetuning", args.out
+    assert pathlib.Path(args.cache).parent == pathlib.Path(args.out), args.cache
+    reproduce = import_reproduce()
+    args = reproduce.arguments(["--smoke"])
+    assert pathlib.Path(args.results).parent == tmp_path / "smoke" and pathlib.Path(args.out).parent == pathlib.Path(args.results)
+    with pytest.raises(SystemExit):
+        reproduce.arguments(["--smoke", "--results", str(FOLDER / "results")])
+    assert "overwrite the full results" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_a_parser_error(tmp_path, capsys):
+    """`--out afile` ended in a raw FileExistsError traceback from os.makedirs."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    claims = import_experiment("_claims")
+    for parse in (lambda argv: claims.arguments("Doc.", argv, name="x"), import_experiment("finetuning").arguments,
+                  import_experiment("custom_nnx_model").main):
+        with pytest.raises(SystemExit) as exit:
+            parse(["--smoke", "--out", str(afile)])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and "--out" in err and "is a file" in err, err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--budget", "0"], "--budget"), (["--budget", "-1"], "--budget"), (["--seeds", "0"], "--seeds"),
+    (["--seeds", "-2"], "--seeds"), (["--steps", "0"], "--steps"), (["--pretrain-steps", "1.5"], "--pretrain-steps"),
+    (["--shots", "10,abc"], "--shots"), (["--shots", "10,0"], "--shots"), (["--shots", "61"], "--shots"),
+    (["--smoke", "--seeds", "2"], "--smoke"), (["--smoke", "--shots", "all"], "--smoke")])
+def test_finetuning_refuses_a_bad_command_line_before_any_work(argv, named, tmp_path, capsys):
+    """--budget -1 failed after 40 s (`(-1) ** (1/3)`), --seeds 0 with a numpy TypeError, --shots 10,0 only
+    once the 10-shot cells were done; --smoke silently replaced the sizes given. Each is a parser error now."""
+    finetuning = import_experiment("finetuning")
+    with pytest.raises(SystemExit) as exit:
+        finetuning.arguments([*argv, "--out", str(tmp_path)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {named}" in err or f"{named} sets" in err, err
+    args = finetuning.arguments(["--shots", "10, all", "--seeds", "2", "--budget", "4", "--out", str(tmp_path)])
+    assert (args.shots, args.seeds, args.budget, args.steps) == ([10, "all"], 2, 4, finetuning.SIZES["steps"])
+    smoke = finetuning.arguments(["--smoke", "--out", str(tmp_path)])
+    assert (smoke.shots, smoke.seeds, smoke.budget) == (["all"], 1, 8)
+
+
+def test_experiments_import_only_the_public_api():
+    """custom_nnx_model.py, the README's recipe for a user's own model, imported hypergrad.problems._data."""
+    import ast
+    for script in EXPERIMENTS:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hypergrad"):
+                names = [node.module, *(a.name for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("hypergrad")]
+            else:
+                continue
+            private = [n for n in names if any(part.startswith("_") for part in n.split("."))]
+            assert not private, f"{script.name}:{node.lineno} imports {private}: use hypergrad's public API"
+
+
+def test_reproduce_streams_an_experiments_output_while_it_runs(tmp_path, monkeypatch, capsys):
+    """reproduce.py kept a child's output in memory until it exited: an interrupted run left no log. The
+    stand-in experiment prints a line and waits until that line is in its log; it never ends otherwise."""
+    import threading
+    reproduce = import_reproduce()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    log = tmp_path / "slow.log"
+    (scripts / "slow.py").write_text(
+        "import pathlib, sys, time\n"
+        "print('measured cell 1')\n"  # no flush: reproduce.py must make the child unbuffered
+        f"log = pathlib.Path({str(log)!r})\n"
+        "for _ in range(600):\n"
+        "    if log.exists() and 'measured cell 1' in log.read_text():\n"
+        "        sys.exit(0)\n"
+        "    time.sleep(0.05)\n"
+        "sys.exit(7)\n")
+    monkeypatch.setattr(reproduce, "HERE", str(scripts))
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(result=reproduce.run_one("slow", str(tmp_path), False, "r")))
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive() and done["result"][0] == 0, done
+    assert log.read_text() == "measured cell 1\n"
+    assert "measured cell 1" in capsys.readouterr().out  # and on the terminal
+
+
+def test_a_long_experiment_keeps_its_finished_cells_when_it_stops(tmp_path, monkeypatch):
+    """finetuning's full run (minutes) printed each cell but stored nothing until the end: an interruption
+    lost them all. Each cell is now in finetuning.partial.json as it finishes; the final write removes it."""
+    finetuning = import_experiment("finetuning")
+    claims = finetuning._claims
+    calls = []
+
+    def cell(setting, shots, seed, args):
+        calls.append((setting, shots, seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return {**{n: (0.5 + 0.1 * len(calls), 1.0, 0.1, [0.01, 0.02]) for n in finetuning.STRATEGIES},
+                "train per class": 10.0}
+
+    monkeypatch.setattr(finetuning, "run_cell", cell)
+    monkeypatch.setattr(finetuning.hg, "use_compilation_cache", lambda *_, **__: None)
+    with pytest.raises(KeyboardInterrupt):
+        finetuning.main(["--shots", "10", "--seeds", "2", "--out", str(tmp_path)])
+    kept = json.loads((tmp_path / "finetuning.partial.json").read_text())
+    assert kept["partial"] and kept["mode"] == "full" and not (tmp_path / "finetuning.json").exists()
+    assert [(c["setting"], c["shots"], c["seed"]) for c in kept["numbers"]["cells"]] == calls[:2]
+    assert kept["numbers"]["cells"][1]["cell"]["gradient"][0] == pytest.approx(0.7)
+    claims.write(str(tmp_path), "finetuning", "body", [], seconds=1.0, smoke=False)
+    assert not (tmp_path / "finetuning.partial.json").exists()
+
+
+# -- verdict rules with a noise margin (paired over keys, 2 s.e.): the rules themselves, on made-up numbers,
+# and the smoke runs' sidecars read back by them ------------------------------------------------------------
+def import_experiment(name):
+    sys.path.insert(0, str(FOLDER))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(FOLDER))
+
+
+def paired_mean_se(a, b):
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return d.mean(), (d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else math.inf)
+
+
+def beyond_noise(a, b, sign):
+    """a - b over the same keys is beyond 2 s.e. in the direction `sign` (-1 lower, +1 higher)."""
+    mean, se = paired_mean_se(a, b)
+    return sign * mean > 2 * se
+
+
+def horizon_pick(vals, tests):
+    return {"lr": [0.05, 0.05], "val": float(np.mean(vals)), "test": float(np.mean(tests)),
+            "fresh": {"val": float(np.mean(vals)), "test": float(np.mean(tests)), "vals": vals, "tests": tests}}
+
+
+def test_long_horizon_greedy_verdict_needs_a_gap_beyond_two_standard_errors():
+    """A whole-horizon pick whose fresh-key mean is lower only inside the keys' noise is not 'lower'; a gap
+    of many standard errors is."""
+    long_horizon = import_experiment("long_horizon")
+    greedy_vals, greedy_tests = [0.13, 0.12, 0.14, 0.125, 0.135], [0.10, 0.09, 0.11, 0.095, 0.105]
+    noisy = [g + d for g, d in zip(greedy_vals, [-0.01, 0.008, -0.009, 0.007, -0.0065])]  # mean -0.002, s.e. 0.004
+    t = {"whole": horizon_pick(noisy, [g + 0.001 for g in greedy_tests]),
+         "greedy": horizon_pick(greedy_vals, greedy_tests), "constant": horizon_pick(greedy_vals, greedy_tests),
+         "few": horizon_pick(greedy_vals, greedy_tests)}
+    assert long_horizon.verdict_greedy(t, long_horizon.FULL).verdict == "not held"
+    t["whole"] = horizon_pick([g - 0.01 for g in greedy_vals], [g - 0.005 + 1e-4 * i for i, g in enumerate(greedy_tests)])
+    assert long_horizon.verdict_greedy(t, long_horizon.FULL).verdict == "held"
+
+
+def test_generalisation_verdict_pairs_seeds_with_a_two_standard_error_margin():
+    """A remedy's optimism counts as lower only beyond 2 s.e. of the seed-paired difference (a lower median
+    inside the noise does not), and its fresh-key test loss as higher only beyond 2 s.e."""
+    generalisation = import_experiment("generalisation")
+
+    def rows(optimism, fresh):
+        return [{"variant": v, "seed": s, "optimism": optimism[v][s], "fresh_test": fresh[v][s]}
+                for s in range(3) for v in generalisation.VARIANTS]
+
+    fixed_opt, fixed_test = [0.03, 0.02, 0.05], [0.08, 0.07, 0.09]
+    inside = rows({"fixed key": fixed_opt, "resample_key": [0.029, 0.021, 0.047], "cv=3": [0.02, 0.01, 0.04]},
+                  {"fixed key": fixed_test, "resample_key": [0.079, 0.071, 0.091], "cv=3": [0.09, 0.08, 0.1001]})
+    resample, cv = generalisation.verdict(inside)
+    assert resample.verdict == "partly", resample  # medians: lower optimism, no higher test (was 'held')
+    assert cv.verdict == "partly", cv  # optimism lower by far more than 2 s.e.; test higher by far more
+
+
+def test_truncation_bias_settles_low_only_below_the_full_horizon_control():
+    """A truncated tuner that ends below the grid's best lr but above where the full-horizon Reverse tuner
+    ends does not count as settling low."""
+    estimator_quality = import_experiment("estimator_quality")
+    facts = {"best_lr": 0.3, "T": 300, "reached": {"Reverse (full horizon)": 0.2, "Truncated(1)": 0.25,
+                                                   "Truncated(10)": 0.22},
+             "probes": {"Reverse (full horizon)": [-0.2, 0.14, 0.5], "Truncated(1)": [0.001, 0.002, 0.5],
+                        "Truncated(10)": [0.01, 0.01, 0.5]}}
+    claim = estimator_quality.short_horizon_claim(facts)
+    assert claim.verdict == "not held", claim
+    assert "Wu et al.'s short-horizon objective" in claim.claim and "after a first sweep" in claim.why, claim
+    facts["reached"] = {"Reverse (full horizon)": 0.3, "Truncated(1)": 0.1, "Truncated(10)": 0.2}
+    assert estimator_quality.short_horizon_claim(facts).verdict == "partly"
+
+
+def schedule_scores(val, test, tuning_val):
+    per_key = {"val_loss": val, "test_loss": test, "test_accuracy": [0.9] * len(val)}
+    fresh = {m: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v))), list(v)) for m, v in per_key.items()}
+    tuning = {"val_loss": (tuning_val, 0.0, [tuning_val]), "test_loss": (0.1, 0.0, [0.1]),
+              "test_accuracy": (0.9, 0.0, [0.9])}
+    return {"tuning key": tuning, "fresh keys": fresh, "runs": 1.0, "seconds": 1.0}
+
+
+def arched_schedule(dip, rng, T=300):
+    """log lr: zero-mean noise (std 1) in each of the first 10%, middle 80% and last 10% of the steps, the
+    first and last parts lowered by `dip`."""
+    k = T // 10
+    parts = [rng.normal(size=n) for n in (k, T - 2 * k, k)]
+    parts = [p - p.mean() for p in parts]
+    return np.exp(np.concatenate([parts[0] - dip, parts[1], parts[2] - dip]) - 3.0)
+
+
+def test_learned_schedules_verdicts_read_fresh_keys_and_need_margins():
+    """A schedule that wins only on its tuning key's validation loss does not beat the constant ('not
+    held'); a win on fresh keys counts only beyond 2 s.e. of the paired difference. A layer counts as arched
+    only when its middle's mean log lr clears both ends by 2 s.e."""
+    learned_schedules = import_experiment("learned_schedules")
+    rng = np.random.default_rng(0)
+    constant_val, constant_test = [0.12, 0.13, 0.125, 0.135, 0.128], [0.09, 0.095, 0.092, 0.1, 0.094]
+    labels = ["learned per layer and step, Reverse(checkpoint_every)", "learned per step (shared by layers), Reversible",
+              "random search (constant lr, momentum)", "grid search (3 x 3, constant)"]
+    scores = {labels[0]: schedule_scores([v + 0.01 for v in constant_val], [t + 0.006 for t in constant_test], 0.01),
+              labels[1]: schedule_scores([v - 0.02 + 1e-3 * i for i, v in enumerate(constant_val)],
+                                         [t + d for t, d in zip(constant_test, [0.01, -0.012, 0.009, -0.011, 0.002])],
+                                         0.05),
+              labels[2]: schedule_scores(constant_val, constant_test, 0.12),
+              labels[3]: schedule_scores([v + 0.05 for v in constant_val], constant_test, 0.2)}
+    picks = {labels[0]: {"lr": np.stack([arched_schedule(0.05, rng), arched_schedule(3.0, rng),
+                                         arched_schedule(-1.0, rng)])}}
+    claims, numbers = learned_schedules.verdicts(scores, picks, learned_schedules.FULL)
+    assert claims[0].verdict == "not held", claims[0]  # tuning-key val far lower, fresh keys higher
+    assert claims[1].verdict == "partly", claims[1]  # fresh val lower beyond 2 s.e., test inside the noise
+    assert numbers["lr_arched"] == [False, True, False] and claims[2].verdict == "partly", claims[2]
+
+
+def test_weight_decay_overfitting_needs_the_exact_tuner_and_a_margin_over_fresh_keys():
+    """The Neumann tuner's small test rise inside the keys' noise, with the exact tuner's test loss falling,
+    is not 'overfitting the validation set'; both tuners rising beyond 2 s.e. is."""
+    weight_decay = import_experiment("weight_decay_per_parameter")
+    first_val, first_test = [0.094, 0.095, 0.093, 0.096, 0.094], [0.105, 0.104, 0.106, 0.105, 0.103]
+    falls = [v - 0.09 for v in first_val]
+
+    def row(test_last):
+        return {"val_first": first_val, "val_last": falls, "test_first": first_test, "test_last": test_last}
+
+    neumann = "Implicit Neumann K=5"
+    small_rise = [t + d for t, d in zip(first_test, [0.01, -0.008, 0.009, -0.007, 0.0075])]
+    exact_falls = [t - 0.005 for t in first_test]
+    assert weight_decay.overfit_verdict({"Reverse": row(exact_falls), neumann: row(small_rise)}, neumann)[0] == "not held"
+    rises = [t + 0.004 + 1e-4 * i for i, t in enumerate(first_test)]
+    assert weight_decay.overfit_verdict({"Reverse": row(exact_falls), neumann: row(rises)}, neumann)[0] == "partly"
+    assert weight_decay.overfit_verdict({"Reverse": row(rises), neumann: row(rises)}, neumann)[0] == "held"
+    assert weight_decay.overfit_verdict({neumann: row(rises)}, neumann)[0] == "partly"  # smoke: no exact tuner
+
+
+def check_long_horizon_with_margin(stdout, out):
+    """check_long_horizon's checks, with claim (b) recomputed by the 2 s.e. paired rule over fresh keys."""
+    noise_rows = markdown_table(stdout, "## Hypergradient noise at the start")
+    sidecar = read_sidecar(out, "long_horizon", claims=3)
+    n = sidecar["numbers"]
+    steps, blocks = n["steps"], n["blocks"]
+    stats = n["noise"]["rows"]
+    assert n["noise"]["agreement"] < 1e-3, n["noise"]["agreement"]
+    assert {int(r["coordinates"]) for r in noise_rows} >= {steps, blocks}, noise_rows
+    for b, row in stats.items():
+        assert len(row["cv"]) == row["coordinates"] == int(b) and row["relvar"] > 0, (b, row["coordinates"])
+        assert row["median_cv"] == pytest.approx(float(np.median(row["cv"])), rel=1e-6), b
+    step, shared = stats[str(steps)], stats[str(blocks)]
+    lower = [shared["relvar"] < step["relvar"], shared["median_cv"] < step["median_cv"]]
+    assert sidecar["claims"][0]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
+    t = n["tuning"]
+    rows = markdown_table(stdout, "## Whole horizon against greedy")
+    assert len(rows) == 4 and rows[0]["val (fresh keys)"] == f"{t['whole']['fresh']['val']:.4f}", rows
+    for name in ("whole", "greedy", "constant", "few"):
+        assert len(t[name]["lr"]) == blocks and all(1e-3 <= x <= 3.0 for x in t[name]["lr"]), t[name]["lr"]
+    assert len(set(t["constant"]["lr"])) == 1 and len(t["greedy"]["stages"]) == blocks, t
+    assert 0 < t["constant"]["runs"] <= t["whole"]["runs"] + 1 and 0 < t["few"]["runs"] <= t["whole"]["runs"] + 1
+    lower = [beyond_noise(t["whole"]["fresh"][s], t["greedy"]["fresh"][s], -1) for s in ("vals", "tests")]
+    assert sidecar["claims"][1]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
+    assert "2 s.e." in sidecar["claims"][1]["why"], sidecar["claims"][1]
+    forward = n["memory"]["Forward"]
+    small, large = (str(s) for s in (n["memory_steps"][0], n["memory_steps"][-1]))
+    assert forward[small] > 0, forward
+    ratio = forward[large] / forward[small]
+    assert sidecar["claims"][2]["verdict"] == ("held" if ratio <= 1.1 else "partly" if ratio <= 2 else "not held")
+
+
+def check_generalisation_with_margin(stdout, out):
+    """check_generalisation's checks, with each verdict recomputed by the seed-paired 2 s.e. rule."""
+    rows = markdown_table(stdout, "## Runs")
+    assert [r["strategy"] for r in rows] == ["fixed key", "resample_key", "cv=3"], rows
+    sidecar = read_sidecar(out, "generalisation", claims=2)
+    numbers = sidecar["numbers"]["rows"]
+    for row, number in zip(rows, numbers):
+        assert row["optimism"] == f"{number['optimism']:.4f}" and float(row["runs"]) > 0, (row, number)
+    fixed = [r for r in numbers if r["variant"] == "fixed key"]
+    for claim, remedy in zip(sidecar["claims"], ("resample_key", "cv=3")):
+        own = [r for r in numbers if r["variant"] == remedy]
+        better = [beyond_noise([r["optimism"] for r in own], [r["optimism"] for r in fixed], -1),
+                  not beyond_noise([r["fresh_test"] for r in own], [r["fresh_test"] for r in fixed], +1)]
+        assert claim["verdict"] == ("held" if all(better) else "partly" if any(better) else "not held"), claim
+
+
+def check_learned_schedules_with_margin(stdout, out):
+    """check_learned_schedules' checks, with the verdicts recomputed from the fresh keys' paired values
+    (the tuning key is context only) and from each layer's segment means."""
+    rows = {r["strategy"]: r for r in markdown_table(stdout, "## Picks")}
+    learned = rows["learned per layer and step, Reverse(checkpoint_every)"]
+    shared = rows["learned per step (shared by layers), Reversible"]
+    T = (int(shared["hyperparameters"]) - 1)
+    assert int(learned["hyperparameters"]) == 2 * 3 * T, (learned, shared)
+    budget = float(learned["compute (runs)"])
+    searches = [r for name, r in rows.items() if "search" in name]
+    assert len(searches) == 2 and all(r["hyperparameters"] == "2" for r in searches), searches
+    assert all(0 < float(r["compute (runs)"]) <= budget + 1 for r in searches), (budget, searches)
+    for row in rows.values():
+        assert 0.0 <= float(row["test accuracy (fresh keys, mean ± s.e.)"].split("±")[0]) <= 1.0, row
+    sidecar = read_sidecar(out, "learned_schedules", claims=3)
+    n = sidecar["numbers"]
+    constant = n["best constant scores"]["fresh per key"]
+    for claim, label in zip(sidecar["claims"], ("learned per layer and step, Reverse(checkpoint_every)",
+                                                "learned per step (shared by layers), Reversible")):
+        val, val_c, test, test_c = map(float, re.search(
+            r"val loss (\S+) vs (\S+), test loss (\S+) vs (\S+) \(tuning key\)", claim["ours"]).groups())
+        if claim["verdict"] == "held":
+            assert ("and on the tuning key too" in claim["why"]) == (val < val_c and test < test_c), claim
+        own = n[label]["fresh per key"]
+        lower = [beyond_noise(own[m], constant[m], -1) for m in ("val_loss", "test_loss")]
+        assert claim["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held"), claim
+    shapes = n["lr_shape"]
+    assert len(shapes) == 3 and all(1e-3 <= x <= 3.0 for shape in shapes for x in shape), shapes
+    for shape, segments in zip(shapes, n["lr_segments"]):  # the segments' mean log lr are the shape's geometric means
+        assert [math.log(x) for x in shape] == pytest.approx([mean for mean, _ in segments], abs=1e-6), (shape, segments)
+    arches = n["lr_arched"]
+    assert len(arches) == 3 and sidecar["claims"][2]["verdict"] == (
+        "held" if all(arches) else "partly" if any(arches) else "not held")
+
+
+def check_weight_decay_per_parameter_with_margin(stdout, out):
+    """check_weight_decay_per_parameter's checks, with the overfitting verdict recomputed from the fresh
+    keys' first and last iterates (the smoke run has no exact tuner: at most 'partly')."""
+    rows = markdown_table(stdout, "## Hypergradient quality at the start")
+    reverse = rows[0]
+    assert reverse["strategy"].startswith("Reverse") and reverse["cosine with Reverse"] == "1.000", reverse
+    assert reverse["norm / Reverse's"] == "1.000" and float(reverse["cost (runs)"]) > 1.0, reverse
+    neumann_rows = [r for r in rows if r["strategy"].startswith("Implicit Neumann")]
+    assert len(neumann_rows) >= 2 and any(r["strategy"].startswith("Implicit CG") for r in rows), rows
+    for row in rows[1:]:
+        assert -1.0 <= float(row["cosine (log coordinates)"]) <= 1.0 and float(row["cost (runs)"]) >= 1.0, row
+    costs = [float(r["cost (runs)"]) for r in neumann_rows]
+    assert costs == sorted(costs) and costs[0] < costs[-1], neumann_rows
+    tuning = {r["strategy"]: r for r in markdown_table(stdout, "## Tuning")}
+    tuner = next(r for name, r in tuning.items() if name.startswith("tune, Implicit Neumann"))
+    rand = tuning["random search, one shared decay"]
+    assert abs(float(rand["compute (runs)"]) - float(tuner["compute (runs)"])) <= 1, (tuner, rand)
+    sidecar = read_sidecar(out, "weight_decay_per_parameter", claims=3)
+    n = sidecar["numbers"]
+    assert f"{n['val_first']:.4f}" == tuner["val first"] and f"{n['test_last']:.4f}" == tuner["test last"], (n, tuner)
+    best = next(r for r in neumann_rows if r["strategy"] == n["best_few"])
+    assert f"{n['best_few_cosine']:.3f}" == best["cosine (log coordinates)"], (n, best)
+    fresh = n["fresh"]
+    neumann = next(label for label in fresh if label.startswith("Implicit Neumann"))
+
+    def overfits(label):
+        row = fresh.get(label)
+        return row is not None and beyond_noise(row["val_last"], row["val_first"], -1) and beyond_noise(
+            row["test_last"], row["test_first"], +1)
+
+    both = [overfits("Reverse"), overfits(neumann)]
+    assert sidecar["claims"][1]["verdict"] == ("held" if all(both) else "partly" if any(both) else "not held")
+    assert "one training key" in sidecar["claims"][1]["ours"], sidecar["claims"][1]
+
+
+READ_BACK_FILES.update({"long_horizon.py": check_long_horizon_with_margin,
+                        "generalisation.py": check_generalisation_with_margin,
+                        "learned_schedules.py": check_learned_schedules_with_margin,
+                        "weight_decay_per_parameter.py": check_weight_decay_per_parameter_with_margin})
