@@ -36,10 +36,12 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     among the trials that finished within the budget, and the test scores of that pick.
 
     Args:
-        results: `{name: Result}`.
-        budgets: budgets in training-run equivalents; default: 1/8, 1/4, 1/2 and all of the
-            largest total any strategy spent. A strategy that stopped short of a budget keeps
-            the best it found with the compute it used (shown in the row), never more.
+        results: `{name: Result}`, names strings (they label the rows and the figures).
+        budgets: budgets in training-run equivalents (seconds with `by="seconds"` or
+            "execution"); default: 1/8, 1/4, 1/2 and all of the largest total any strategy spent
+            (refused when every result spent nothing: no trials, or trials of zero cost; given
+            budgets, such results line up as rows with no pick). A strategy that stopped short of
+            a budget keeps the best it found with the compute it used (shown in the row), never more.
         by: "runs" (equal compute), "seconds" (equal wall time: each result's compilation
             seconds plus its trials' execution seconds) or "execution" (equal execution time: its
             trials' execution seconds alone, so whether programs were compiled or loaded from a

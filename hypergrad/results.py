@@ -42,6 +42,7 @@ BY = ("runs", "seconds", "execution")
 wall seconds with compilation, or the trials' execution seconds alone (`Result.spent`)."""
 _BY_WORDS = ("must be 'runs' (equal compute), 'seconds' (equal wall time, compilation included) or 'execution' "
              "(equal execution time, compilation left out)")
+_UNIT = {"runs": "training-run equivalents", "seconds": "seconds", "execution": "seconds"}
 
 
 def _to_python(value: Any) -> Any:
@@ -252,7 +253,7 @@ class Result:
             ValueError: for a budget that is not a positive number, or an unknown `by`.
         """
         if not (is_number(budget) and budget > 0):
-            unit = {"runs": "training-run equivalents", "seconds": "seconds", "execution": "seconds"}.get(by, "")
+            unit = _UNIT.get(by, "")
             raise ValueError(f"best_within(budget={budget!r}): give a positive budget in {unit or 'its unit'}, "
                              "e.g. budget=10")
         best = None
@@ -719,6 +720,16 @@ class Comparison:
         return "\n".join(lines)
 
 
+def check_known_cost(result: Result, by: str, what: str, use: str) -> None:
+    """Refuses `result` (named `what` in the message) when its cumulative cost by `by` is not finite
+    everywhere (a trial's flops, run_flops or seconds NaN or infinite, or run_flops 0): its trials
+    have no place on a compute axis, so it cannot be `use`d (lined up, plotted). O(trials)."""
+    if not np.all(np.isfinite(result.spent(by))):
+        raise ValueError(f"{what} has a non-finite cost by {by!r} (a trial's flops, run_flops or seconds is "
+                         "NaN, infinite, or run_flops 0: a Result whose JSON lost them?); it cannot be "
+                         f"{use}: drop it or recompute it")
+
+
 def _amount(x: float) -> str:
     """A budget or an amount spent: one decimal from 1 up (37.5), two significant digits below (0.12)."""
     return f"{x:.1f}" if abs(x) >= 1 else f"{x:.2g}"
@@ -735,8 +746,10 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     Args:
         results: `{name: Result}`.
         budgets: budgets in training-run equivalents (seconds with `by="seconds"` or "execution");
-            default: 1/8, 1/4, 1/2 and all of the largest total any strategy spent. A strategy that
-            stopped short of a budget keeps the best it found with what it used (shown in the row).
+            default: 1/8, 1/4, 1/2 and all of the largest total any strategy spent (refused when
+            every result spent nothing: give budgets, and they line up as rows with no pick). A
+            strategy that stopped short of a budget keeps the best it found with what it used (shown
+            in the row).
         by: "runs" lines up at equal compute; "seconds" at equal wall time, compilation included;
             "execution" at equal execution time, compilation left out (`Result.spent`).
 
@@ -746,20 +759,28 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     if not isinstance(results, Mapping) or not results:
         raise ValueError("compare(results): give a non-empty dict of name -> Result")
     for name, result in results.items():
+        if not isinstance(name, str):
+            raise ValueError(f"compare: results' names must be strings (they label the rows, the totals and the "
+                             f"figures); got {name!r} ({type(name).__name__!r}): use {{{str(name)!r}: ...}}")
         if not isinstance(result, Result):
             raise ValueError(f"compare: results[{name!r}] is {type(result).__name__}, not an hg Result")
     if by not in BY:
         raise ValueError(f"compare(by={by!r}) {_BY_WORDS}")
     for name, result in results.items():
-        if not np.all(np.isfinite(result.spent(by))):
-            raise ValueError(f"compare: results[{name!r}] has a non-finite cost by {by!r} (a trial's flops, "
-                             "run_flops or seconds is NaN, infinite, or run_flops 0: a Result whose JSON lost "
-                             "them?); it cannot be lined up: drop it or recompute it")
+        check_known_cost(result, by, f"compare: results[{name!r}]", "lined up")
     if budgets is None:
         largest = max(float(r.spent(by)[-1]) if r.trials else 0.0 for r in results.values())
+        if not largest > 0:
+            # Budgets of 0 are refused when given (a strategy can finish nothing within them): four
+            # of them would be a table nobody could ask for. Given budgets, these results line up
+            # as rows with no pick.
+            raise ValueError(f"compare: every result spent nothing by {by!r} (no trials, e.g. a study stored "
+                             "before its first chunk finished, or trials of zero cost), so there is no largest "
+                             "total to take the default budgets from; give budgets=[...] "
+                             f"in {_UNIT[by]}, or results with trials")
         budgets = tuple(largest * f for f in (0.125, 0.25, 0.5, 1.0))
     else:
-        unit = "training-run equivalents" if by == "runs" else "seconds"
+        unit = _UNIT[by]
         if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence | np.ndarray) or not all(
                 is_number(b) and b > 0 for b in budgets) or not len(budgets):
             raise ValueError(f"compare(budgets={budgets!r}): give a list of positive budgets in {unit}, e.g. "

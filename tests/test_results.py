@@ -11,6 +11,7 @@ jax.config.update("jax_enable_x64", True)
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -449,3 +450,29 @@ def test_set_up_paid_between_trials_is_charged_there(random_result):
     assert placed.best_within(plain[2], by="seconds") == random_result.best_within(plain[2], by="seconds")
     assert hg.Result.from_dict(json.loads(json.dumps(placed.to_dict()))).spent("seconds").tolist() == \
         placed.spent("seconds").tolist()
+
+
+# -- degenerate comparisons, totals and names -------------------------------------------------------
+def test_compare_of_results_that_spent_nothing_says_so_and_asks_for_budgets(random_result):
+    """A study killed before its first chunk loads with no trials, and trials that took 0 s spend
+    nothing by "execution": the default budgets (fractions of the largest spent) were all 0 and the
+    user got best_within(budget=0.0)'s error about a budget they never gave."""
+    empty = hg.Result("random", (), RUN_FLOPS, 0.0)
+    with pytest.raises(ValueError, match=r"compare: every result spent nothing by 'runs' .*no trials.*budgets="):
+        hg.compare({"random": empty, "grid": empty})
+    instant = dataclasses.replace(random_result, trials=tuple(
+        dataclasses.replace(t, seconds=0.0) for t in random_result.trials))
+    with pytest.raises(ValueError, match=r"spent nothing by 'execution'.*budgets="):
+        hg.compare({"random": instant}, by="execution")
+    # given budgets, the same results line up as rows with no pick
+    rows = hg.compare({"random": empty}, budgets=[1, 2]).rows
+    assert [(r["trials"], r["best_value"]) for r in rows] == [(0, None), (0, None)]
+
+
+@pytest.mark.parametrize("name", [1, None, ("a",)])
+def test_compare_refuses_names_that_are_not_strings(random_result, name):
+    """compare({1: r}) was accepted and failed only at to_markdown (joining an int)."""
+    kind = re.escape(f"({type(name).__name__!r})")
+    with pytest.raises(ValueError, match=r"compare: results' names must be strings.*got .* " + kind):
+        hg.compare({name: random_result})
+
