@@ -42,8 +42,9 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
             (refused when every result spent nothing: no trials, or trials of zero cost; given
             budgets, such results line up as rows with no pick). A strategy that stopped short of
             a budget keeps the best it found with the compute it used (shown in the row), never more.
-        by: "runs" (equal compute), "seconds" (equal wall time: each result's compilation
-            seconds plus its trials' execution seconds) or "execution" (equal execution time: its
+        by: "runs" (equal compute), "seconds" (equal wall time: each result's compilation and
+            set-up seconds plus its trials' execution seconds, the call's wall time; the totals
+            table shows the three apart) or "execution" (equal execution time: its
             trials' execution seconds alone, so whether programs were compiled or loaded from a
             warm persistent cache changes nothing); see `Result.spent`. A search that finished its
             budget before a slower strategy stops there; to give random search the slower one's

@@ -695,12 +695,14 @@ class Comparison:
                      for row in self.rows],
             "totals": {name: {"trials": len(r.trials), "failed": r.num_failed, "runs": r.runs,
                               "flops": r.flops, "seconds": r.seconds, "compile_seconds": r.compile_seconds,
+                              "setup_seconds": r.setup_seconds,
                               "best_value": r.best_value, "best_test_value": r.best_test_value}
                        for name, r in self.results.items()},
         })
 
     def to_markdown(self) -> str:
-        """Two tables: best validation loss and the pick's test scores at each budget; totals."""
+        """Two tables: best validation loss and the pick's test scores at each budget; totals, whose
+        run, compile and set-up seconds add up to each result's wall time (`Result.spent("seconds")`)."""
         metric_names = sorted({k for row in self.rows for k in row["test_scores"] if k != "test_loss"})
         unit = "runs" if self.by == "runs" else "s"
         header = ["strategy", f"budget ({unit})", f"used ({unit})", "trials", "best val loss", "test loss of pick",
@@ -712,11 +714,12 @@ class Comparison:
                      _fmt(row["test_scores"].get("test_loss")),
                      *[_fmt(row["test_scores"].get(m)) for m in metric_names]]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "| strategy | trials | failed | compute (runs) | GFLOP | run s | compile s |",
-                  "|---|---|---|---|---|---|---|"]
+        # run s + compile s + setup s: the call's wall time, what `by="seconds"` charges (`Result.spent`)
+        lines += ["", "| strategy | trials | failed | compute (runs) | GFLOP | run s | compile s | setup s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, r in self.results.items():
             lines.append(f"| {name} | {len(r.trials)} | {r.num_failed} | {r.runs:.1f} | {r.flops / 1e9:.2f} | "
-                         f"{r.seconds:.1f} | {r.compile_seconds:.1f} |")
+                         f"{r.seconds:.1f} | {r.compile_seconds:.1f} | {r.setup_seconds:.1f} |")
         return "\n".join(lines)
 
 

@@ -469,6 +469,27 @@ def test_compare_of_results_that_spent_nothing_says_so_and_asks_for_budgets(rand
     assert [(r["trials"], r["best_value"]) for r in rows] == [(0, None), (0, None)]
 
 
+def test_compare_totals_add_up_to_the_wall_time_by_seconds(random_result):
+    """The rows' "used (s)" by="seconds" are `Result.spent("seconds")`: compilation, set-up and the
+    trials' seconds. The totals left set-up out, so they did not add up to the last row."""
+    setup = dataclasses.replace(random_result, info={**random_result.info, "setup_seconds": 7.0})
+    report = hg.compare({"random": setup}, budgets=[100.0], by="seconds")
+    totals = json.loads(strict_json(report.to_dict()))["totals"]["random"]
+    assert totals["setup_seconds"] == 7.0
+    assert totals["seconds"] + totals["compile_seconds"] + totals["setup_seconds"] == report.rows[-1]["used"]
+    header, _, row = report.to_markdown().split("\n\n")[1].splitlines()
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | ")))
+    cells = {k.strip(): v.strip() for k, v in cells.items()}
+    assert (cells["run s"], cells["compile s"], cells["setup s"]) == ("2.5", "2.0", "7.0")
+    assert _amount_used(report) == "11.5"
+
+
+def _amount_used(report):
+    """The "used (s)" cell of the first table's last row."""
+    first = report.to_markdown().split("\n\n")[0].splitlines()
+    return first[-1].strip("|").split(" | ")[2].strip()
+
+
 @pytest.mark.parametrize("name", [1, None, ("a",)])
 def test_compare_refuses_names_that_are_not_strings(random_result, name):
     """compare({1: r}) was accepted and failed only at to_markdown (joining an int)."""
