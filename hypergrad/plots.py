@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hypergrad.results import FAIL, SKIPPED, Comparison, Result
+from hypergrad.results import FAIL, SKIPPED, Comparison, Result, check_known_cost
 
 __all__ = ["plot_comparison", "plot_example_weights", "plot_result"]
 
@@ -310,6 +310,14 @@ def _split_cap(xs: list, ys: list, cap: float | None) -> tuple[list, list, list]
     return [xs[i] for i in keep], [ys[i] for i in keep], [x for x, y in zip(xs, ys) if y > cap]
 
 
+def _brief(value: Any) -> str:
+    """A short description of a wrong argument: its type, and its keys' and values' for a dict."""
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{type(k).__name__}: {type(v).__name__}" for k, v in list(value.items())[:3])
+        return f"{{{items}{', ...' if len(value) > 3 else ''}}}"
+    return type(value).__name__
+
+
 def _picks(results: Mapping[str, Result]) -> dict[str, dict[str, np.ndarray] | None]:
     return {name: result.best_hparams for name, result in results.items()}
 
@@ -495,10 +503,16 @@ def plot_result(result: Result, out_dir: str | os.PathLike, *, name: str | None 
         the paths of the files written, in the order above.
 
     Raises:
+        ValueError: for a `result` whose trials have no finite cost (run_flops 0 or NaN: they have
+            no place on the compute axis), or a `name` that is not a string.
         ImportError: when matplotlib is not installed.
     """
     if not isinstance(result, Result):
         raise ValueError(f"plot_result: expected an hg Result, got {type(result).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"plot_result(name={name!r}): give a string (the figures' label and file prefix), "
+                         "or None for the result's strategy")
+    check_known_cost(result, "runs", "plot_result: the result", "plotted")
     _matplotlib()
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -524,7 +538,8 @@ def plot_example_weights(results: Mapping[str, Result], corrupted: np.ndarray, o
     corrupted labels shows two separated humps and one weight shared by every example a single bar.
 
     Args:
-        results: strategy name -> result (e.g. `hg.compare(...).results`).
+        results: strategy name -> result (e.g. `hg.compare(...).results`), or the comparison
+            itself (its results are read).
         corrupted: boolean mask over the examples, in the order of the weights (for the built-in
             noisy problems, `hg.problems.corrupted_examples`).
         out_dir: directory to write into (created if missing).
@@ -534,8 +549,16 @@ def plot_example_weights(results: Mapping[str, Result], corrupted: np.ndarray, o
         the path written, or None when no pick holds `hparam`.
 
     Raises:
+        ValueError: for `results` that are not a dict of name -> Result, or `corrupted` of another
+            shape than a pick's weights.
         ImportError: when matplotlib is not installed.
     """
+    if isinstance(results, Comparison):
+        results = results.results
+    if not (isinstance(results, Mapping) and all(isinstance(name, str) and isinstance(result, Result)
+                                                 for name, result in results.items())):
+        raise ValueError(f"plot_example_weights(results={_brief(results)}): give a dict of name -> hg Result "
+                         "(e.g. hg.compare(...).results), names strings, or the comparison itself")
     corrupted = np.asarray(corrupted, dtype=bool)
     picks = {name: np.asarray(pick[hparam], float)
              for name, pick in _picks(results).items() if pick is not None and hparam in pick}

@@ -288,3 +288,36 @@ def test_log_x_axes_are_labelled_plainly(results, x_labels, tmp_path):
     plots.plot_comparison(hg.compare(results), tmp_path)
     labels = [text for axes in x_labels["best_value_vs_compute.png"] for text in axes if text]
     assert labels and not any("times" in text or "^" in text for text in labels), labels
+
+
+def test_example_weights_takes_a_comparison_and_refuses_other_results(results, tmp_path):
+    """The Report (what plot_comparison takes) gave AttributeError: 'Report' object has no attribute
+    'items'; a list of Results the same. A comparison is read through its results; anything else that
+    is not a dict of name -> Result is refused by name."""
+    corrupted = np.zeros(3, bool)
+    weighted = {"a": _weights_result(np.array([0.1, 0.2, 0.3]))}
+    report = hg.compare(weighted)
+    assert os.path.basename(plots.plot_example_weights(report, corrupted, tmp_path)) == "example_weights.png"
+    for bad in (list(results.values()), {"a": [1.0]}, {1: weighted["a"]}, None):
+        with pytest.raises(ValueError, match=r"plot_example_weights\(results=.*\): give a dict of name -> hg Result"):
+            plots.plot_example_weights(bad, corrupted, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_plot_result_refuses_a_result_of_unknown_cost(results, tmp_path):
+    """run_flops 0 (a JSON that lost it) gave empty panels that said "no finite trial yet" and "no
+    trials" beside trials that finished; compare refuses it, and so does plot_result now."""
+    result = results["random"]
+    for run_flops in (0.0, float("nan")):
+        lost = dataclasses.replace(result, run_flops=run_flops, trials=tuple(
+            dataclasses.replace(t, run_flops=run_flops) for t in result.trials))
+        with pytest.raises(ValueError, match=r"plot_result: the result has a non-finite cost by 'runs'"):
+            plots.plot_result(lost, tmp_path / "lost")
+    assert not (tmp_path / "lost").exists()
+
+
+@pytest.mark.parametrize("name", [5, b"x", ("a",)])
+def test_plot_result_refuses_a_name_that_is_not_a_string(results, tmp_path, name):
+    with pytest.raises(ValueError, match=r"plot_result\(name=.*\): give a string"):
+        plots.plot_result(results["random"], tmp_path / "named", name=name)
+    assert not (tmp_path / "named").exists()
