@@ -288,7 +288,8 @@ class Result:
 
         Columns: `number, value, params_<name>, duration, state` (as `study.trials_dataframe()`),
         then `test_value`, `runs`, `flops`, `grad_norm`, `tuner` (gradient methods: which tuner of
-        the population took the step) and `user_attrs_<score>` for other scores.
+        the population took the step; pandas' nullable Int64, missing for search trials, such as a
+        population's warm-up) and `user_attrs_<score>` for other scores.
         A shaped hyperparameter's column holds its array.
         """
         try:
@@ -308,7 +309,10 @@ class Result:
                 if name not in ("val_loss", "test_loss"):
                     row[f"user_attrs_{name}"] = value
             rows.append(row)
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        if rows:  # integer ids, missing (<NA>) for search trials: None among ints would make them floats
+            frame["tuner"] = pd.array([t.tuner for t in self.trials], dtype="Int64")
+        return frame
 
     def cv_results(self, metric: str | None = None) -> dict[str, Any]:
         """The trials in the dict format of scikit-learn's `RandomizedSearchCV.cv_results_`.

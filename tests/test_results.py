@@ -497,3 +497,15 @@ def test_compare_refuses_names_that_are_not_strings(random_result, name):
     with pytest.raises(ValueError, match=r"compare: results' names must be strings.*got .* " + kind):
         hg.compare({name: random_result})
 
+
+def test_to_dataframe_keeps_tuner_an_integer_column(random_result, tune_result):
+    """A population opened by a warm-up has search trials (tuner None) before tuner steps: the
+    column was float64 (NaN, 0.0, 1.0); it is pandas' nullable Int64, missing for search trials."""
+    pd = pytest.importorskip("pandas")
+    trials = (*random_result.trials[:2], *(dataclasses.replace(t, number=2 + i, tuner=i % 2)
+                                           for i, t in enumerate(tune_result.trials)))
+    frame = hg.Result("tune", trials, RUN_FLOPS, 0.0).to_dataframe()
+    assert frame["tuner"].dtype == pd.Int64Dtype()
+    assert frame["tuner"].isna().tolist() == [True, True, False, False, False, False]
+    assert frame["tuner"][2:].tolist() == [0, 1, 0, 1]
+    assert random_result.to_dataframe()["tuner"].dtype == pd.Int64Dtype()  # search trials alone too
