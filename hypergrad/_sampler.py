@@ -127,7 +127,9 @@ def epoch_batch_indices(key: jax.Array, step: jax.Array, n: int, batch_size: int
         step: an int array of steps, any shape; the result has shape `step.shape + (batch_size,)`.
         n: training examples, batch_size: examples per batch, 1 <= batch_size <= n.
     """
-    b = batch_size
+    # Python ints: a numpy integer is strongly typed and would promote the uint32 arithmetic below
+    # to signed ints (negative positions, and a cycle walk that never ends).
+    b, n = int(batch_size), int(n)
     step = jnp.asarray(step).astype(jnp.uint32)
     # The first position of batch t is t*b = e*n + r; computed as (t // n)*b epochs plus the split of
     # (t mod n)*b < n*b, so nothing overflows uint32 however long training runs.

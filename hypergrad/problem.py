@@ -260,6 +260,9 @@ class Problem:
             if self.batch_size * n_train >= MAX_PRODUCT:
                 raise ValueError(f"batch_size={self.batch_size} times the {n_train} {where} must be below "
                                  f"2**32 (the minibatch draw counts positions in uint32); use a smaller batch")
+            # a Python int: a numpy integer is strongly typed and promoted the draw's uint32
+            # arithmetic to signed ints (negative indices, NaN losses, a cycle walk that never ended)
+            object.__setattr__(self, "batch_size", int(self.batch_size))
         metrics = self._checked_metrics()
         object.__setattr__(self, "metrics", metrics)
         # The user's functions in one form, (..., hparams, ...), whatever model_reads_hparams says:
@@ -290,6 +293,7 @@ class Problem:
                       "val": jax.tree.map(lambda a: _to_device(np.asarray(a)[val_idx]), val_from)}
             if not isinstance(self.cv, (list, tuple)):
                 object.__setattr__(self, "cv", int(self.cv))
+                object.__setattr__(self, "cv_seed", int(self.cv_seed))
         object.__setattr__(self, "_folds", folds)
         object.__setattr__(self, "_folded", folded)
 

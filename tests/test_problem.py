@@ -138,6 +138,24 @@ def test_batch_size_must_be_an_int(batch_size):
         make_problem(batch_size=batch_size)
 
 
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint8])
+def test_a_numpy_integer_batch_size_draws_what_the_python_int_draws(kind):
+    """A numpy integer batch size is stored as a Python int: kept as given, its strong type promoted
+    the sampler's uint32 arithmetic to signed ints, so the draw gave negative indices (NaN losses)
+    or a cycle walk that never ended."""
+    problem = make_problem(n=20, batch_size=kind(7))
+    assert type(problem.batch_size) is int
+    key = jax.random.key(3)
+    steps = jnp.arange(6)
+    np.testing.assert_array_equal(problem.batch_indices(key, steps),
+                                  make_problem(n=20, batch_size=7).batch_indices(key, steps))
+
+
+def test_a_numpy_integer_cv_and_cv_seed_are_stored_as_ints():
+    problem = make_problem(n=20, batch_size=None, cv=np.int64(4), cv_seed=np.int32(2))
+    assert type(problem.cv) is int and type(problem.cv_seed) is int
+
+
 def test_scalar_or_empty_data_is_refused():
     with pytest.raises(ValueError, match="train_data holds a scalar; every leaf needs a leading example axis"):
         make_problem(train_data=(jnp.zeros(()), jnp.zeros(())))

@@ -139,6 +139,15 @@ def test_batch_t_is_the_documented_construction(n, b, steps):
         assert np.asarray(problem.batch_indices(key, t)).tolist() == _reference(key, t, n, b), t
 
 
+def test_numpy_integer_sizes_draw_what_python_ints_draw():
+    """`epoch_batch_indices` takes n and batch_size as numpy integers too (a strongly typed int64
+    once promoted its uint32 arithmetic to signed ints: negative indices, a walk that never ended)."""
+    key, steps = jax.random.key(5), jnp.arange(9)
+    expected = _sampler.epoch_batch_indices(key, steps, 20, 7)
+    for n, b in ((np.int64(20), np.int64(7)), (np.int32(20), np.int32(7))):
+        np.testing.assert_array_equal(_sampler.epoch_batch_indices(key, steps, n, b), expected)
+
+
 def test_the_draw_is_the_same_under_float32():
     """A fresh process without jax_enable_x64 draws what this (float64) process draws."""
     problem = _problem(1078, 100)
