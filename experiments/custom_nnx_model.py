@@ -7,8 +7,8 @@ back. Here a residual MLP with LayerNorm on scikit-learn's digits, tuned three w
     python experiments/custom_nnx_model.py            # a short study (about a minute on 2 cores)
     python experiments/custom_nnx_model.py --smoke    # seconds, for CI
 
-It writes report.md and trials.jsonl into --out (default results/custom_nnx_model), a previous run's
-two moved into <out>/previous/ first.
+It writes report.md and trials.jsonl into --out (default results/custom_nnx_model; with --smoke
+results/smoke/custom_nnx_model), a previous run's two moved into <out>/previous/ first.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from flax import nnx
 
 import hypergrad as hg
 from hypergrad.cli import set_aside
-from hypergrad.problems import _data
 
 
 class ResidualMLP(nnx.Module):
@@ -40,8 +39,9 @@ class ResidualMLP(nnx.Module):
 
 
 def build_problem(width: int, batch_size: int) -> hg.Problem:
-    splits = _data.load("digits", seed=0)
-    d_in, num_classes = splits.train[0].shape[1], 10
+    # Any arrays will do; here the built-in digits problem's train / validation / test splits.
+    digits = hg.problems.mlp_classifier("digits", batch_size=batch_size)
+    d_in, num_classes = digits.train_data[0].shape[1], 10
 
     def make(rngs):
         return ResidualMLP(d_in, width, num_classes, rngs=rngs)
@@ -68,7 +68,7 @@ def build_problem(width: int, batch_size: int) -> hg.Problem:
         init=lambda key: nnx.split(make(nnx.Rngs(key)))[1],
         train_loss=train_loss,
         val_loss=cross_entropy,
-        train_data=splits.train, val_data=splits.val, test_data=splits.test,
+        train_data=digits.train_data, val_data=digits.val_data, test_data=digits.test_data,
         batch_size=batch_size,
         metrics={"accuracy": accuracy},
         name="digits-residual-mlp",
@@ -78,8 +78,12 @@ def build_problem(width: int, batch_size: int) -> hg.Problem:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default="results/custom_nnx_model")
+    parser.add_argument("--out", help="a folder (default results/custom_nnx_model; with --smoke "
+                                      "results/smoke/custom_nnx_model)")
     args = parser.parse_args(argv)
+    args.out = args.out or os.path.join("results", *(["smoke"] if args.smoke else []), "custom_nnx_model")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: is a file, not a folder; give a folder (it is created if missing)")
     steps, width, budget = (10, 8, 6) if args.smoke else (100, 64, 60)
 
     problem = build_problem(width, batch_size=32 if args.smoke else 100)
