@@ -1,6 +1,8 @@
 """What every reproduction writes, and what `experiments/reproduce.py` reads back.
 
-A reproduction's full mode writes, into its `--out` folder (`experiments/results/` by default):
+A reproduction's full mode writes, into its `--out` folder (`experiments/results/` by default; with
+`--smoke`, `results/smoke/<name>/` at the repository root, so that a smoke run never overwrites the full
+results):
 
 - `<name>.md`: the set-up, its tables, each paper's claim beside our number, and a verdict with why;
 - `<name>.json`: the claims as data (the sidecar `reproduce.py` turns into one line per claim of
@@ -29,23 +31,58 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from typing import Any
 
 VERDICTS = ("held", "partly", "not held")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 """Where full modes write by default: experiments/results/."""
+SMOKE_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "smoke")
+"""Where smoke modes write by default, one folder per experiment: results/smoke/ at the repository root
+(git-ignored; `make smoke` writes there too), never `RESULTS`."""
 
 
-def arguments(doc: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Every reproduction's command line: `--smoke` (tiny sizes, seconds) and `--out` (default
-    `RESULTS`, created if missing); the description is the first paragraph of `doc`."""
+def default_out(name: str, smoke: bool) -> str:
+    """`--out` when none is given: `RESULTS`, or with `smoke` `SMOKE_RESULTS/<name>`."""
+    return os.path.join(SMOKE_RESULTS, name) if smoke else RESULTS
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The command line every reproduction starts from: `--smoke` and `--out`; the description is the
+    first paragraph of `doc`. Add an experiment's own options to it, then `parse`."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds (the numbers mean nothing); writes into results/smoke/<name>/ "
+                             "unless --out is given")
+    parser.add_argument("--out", help="the folder to write into, created if missing (default experiments/results; "
+                                      "with --smoke results/smoke/<name>)")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None, name: str) -> argparse.Namespace:
+    """`parser`'s arguments, with `--out` resolved (`default_out`) and created. A parser error, before any
+    work, for `--smoke` into `RESULTS` (it would overwrite the full results) and for an `--out` that is a
+    file or cannot be created."""
     args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    if args.out is None:
+        args.out = default_out(name, args.smoke)
+    elif args.smoke and os.path.realpath(args.out) == os.path.realpath(RESULTS):
+        parser.error(f"--smoke --out {args.out}: a smoke run would overwrite the full results there; "
+                     "leave --out out (it writes into results/smoke/) or give another folder")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out {args.out}: cannot create the folder ({error.strerror}); give another folder")
     return args
+
+
+def arguments(doc: str, argv: list[str] | None = None, name: str | None = None) -> argparse.Namespace:
+    """Every reproduction's command line: `--smoke` (tiny sizes, seconds) and `--out` (`parser`, `parse`).
+    `name` (for the smoke folder) defaults to the running script's name, `python experiments/<name>.py`."""
+    return parse(parser(doc), argv, name or os.path.splitext(os.path.basename(sys.argv[0]))[0] or "experiment")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,7 +48,7 @@ test accuracies A - B is positive, and "clearly ahead" when it also exceeds twic
      in more than half of the picks; not held otherwise.
 
     python experiments/finetuning.py                    # writes experiments/results/finetuning.md, .json, .png
-    python experiments/finetuning.py --smoke --out DIR  # seconds; a temporary model cache under DIR
+    python experiments/finetuning.py --smoke            # seconds, into results/smoke/finetuning/ (and its model cache)
 """
 
 from __future__ import annotations
@@ -222,37 +222,89 @@ def plot(rates: dict, path: str) -> str | None:
     return path
 
 
+SIZES = {"shots": "10,50,all", "seeds": 5, "budget": 32, "steps": 60, "pretrain_steps": 300}
+"""The full mode's sizes; `--smoke` sets its own (`SMOKE`) and refuses these options."""
+SMOKE = {"shots": ["all"], "seeds": 1, "budget": 8, "steps": 4, "pretrain_steps": 20}
+MAX_SHOTS = 60  # the most shots per class every setting has ("cnn shifted" holds about 60 beside its test set)
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; pass one of at least 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; pass a whole number of at least 1")
+    return value
+
+
+def shots(text: str) -> list:
+    """argparse type: comma-separated shots per class, each a whole number from 1 to `MAX_SHOTS`, or all."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            values.append("all")
+            continue
+        try:
+            value = count(part)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error} per class, or all") from None
+        if value > MAX_SHOTS:
+            raise argparse.ArgumentTypeError(f"{text!r}: {value} is more than the {MAX_SHOTS} per class every "
+                                             "setting has; pass at most 60, or all")
+        values.append(value)
+    return values
+
+
+def arguments(argv=None):
+    """The command line, every value checked by argparse before any work (`count`, `shots`); `--out` as
+    every reproduction's (`_claims.parse`: with --smoke, results/smoke/finetuning by default). `--smoke`
+    sets the sizes itself (`SMOKE`), so it refuses --shots, --seeds, --budget, --steps and --pretrain-steps."""
+    parser = _claims.parser(__doc__)
+    parser.add_argument("--shots", type=shots, default=None,
+                        help=f"labelled examples per class, comma-separated: each at most {MAX_SHOTS} (every setting "
+                             f"has that many), or all: every example not held out (default {SIZES['shots']})")
+    parser.add_argument("--seeds", type=count, default=None, help=f"seeds 0 .. N-1 (default {SIZES['seeds']})")
+    parser.add_argument("--budget", type=count, default=None,
+                        help=f"training-run equivalents per strategy (default {SIZES['budget']})")
+    parser.add_argument("--steps", type=count, default=None, help=f"fine-tuning steps T (default {SIZES['steps']})")
+    parser.add_argument("--pretrain-steps", type=count, default=None,
+                        help=f"source models' training steps (default {SIZES['pretrain_steps']})")
+    parser.add_argument("--cache", default=None, help="pretrained model cache (default: the user cache; with --smoke "
+                                                      "<out>/pretrained-cache)")
+    parser.epilog = ("--smoke runs the cnn shifted setting with 1 seed, all shots, budget 8, 4 steps and 20 "
+                     "pretraining steps; it refuses --shots, --seeds, --budget, --steps and --pretrain-steps.")
+    args = _claims.parse(parser, argv, NAME)
+    given = [f"--{k.replace('_', '-')}" for k in SIZES if getattr(args, k) is not None]
+    if args.smoke and given:
+        parser.error(f"--smoke sets its own sizes (the cnn shifted setting, 1 seed, all shots, budget 8, 4 steps); "
+                     f"drop {', '.join(given)} or drop --smoke")
+    for k, value in (SMOKE if args.smoke else SIZES).items():
+        if getattr(args, k) is None:
+            setattr(args, k, shots(value) if k == "shots" and isinstance(value, str) else value)
+    if args.smoke:
+        args.cache = args.cache or os.path.join(args.out, "pretrained-cache")
+    return args
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds: the cnn shifted setting, 1 seed, all shots, tiny budget and steps")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    parser.add_argument("--shots", default="10,50,all",
-                        help="labelled examples per class (at most 60 in every setting), or all: every example not held out")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=32, help="training-run equivalents per strategy")
-    parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps T")
-    parser.add_argument("--pretrain-steps", type=int, default=300, help="source models' training steps")
-    parser.add_argument("--cache", default=None, help="pretrained model cache (default: the user cache)")
-    args = parser.parse_args(argv)
+    args = arguments(argv)
     hg.use_compilation_cache()
     started = time.perf_counter()
-    shots_list = [s if s == "all" else int(s) for s in args.shots.split(",")]
-    seeds = list(range(args.seeds))
-    if args.smoke:
-        shots_list, seeds, args.budget, args.steps, args.pretrain_steps = ["all"], [0], 8, 4, 20
-        args.cache = args.cache or os.path.join(args.out, "pretrained-cache")
+    shots_list, seeds = args.shots, list(range(args.seeds))
     settings = ["cnn shifted"] if args.smoke else list(SETTINGS)  # smoke: one setting, under ~15 s
     rows = {}
     for setting in settings:
-        for shots in shots_list:
+        for shots_per_class in shots_list:
             for seed in seeds:
-                rows[(setting, shots, seed)] = cell = run_cell(setting, shots, seed, args)
-                print(f"[{setting}, {shots} shots, seed {seed}] " + ", ".join(f"{n} {cell[n][0]:.3f}" for n in STRATEGIES),
-                      flush=True)
+                rows[(setting, shots_per_class, seed)] = cell = run_cell(setting, shots_per_class, seed, args)
+                print(f"[{setting}, {shots_per_class} shots, seed {seed}] "
+                      + ", ".join(f"{n} {cell[n][0]:.3f}" for n in STRATEGIES), flush=True)
     table, who, acc, rates = tables(rows, settings, shots_list, seeds)
     claims = verdicts(acc, rates)
     print("## Results\n\n" + table + "\n\n" + who + "\n\n" + _claims.claims_markdown(claims))
-    os.makedirs(args.out, exist_ok=True)
     figure = plot(rates, os.path.join(args.out, f"{NAME}_rates.png"))
     intro = __doc__.split("\n\n", 1)[1].split("\n    python")[0]
     body = (f"# Fine-tuning at equal compute: MLP and CNN sources, two target tasks\n\n{intro}\n\n"

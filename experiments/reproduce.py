@@ -13,7 +13,7 @@ a mention.
     python experiments/reproduce.py                     # everything (make reproduce; target < 30 min on 2 cores)
     python experiments/reproduce.py --only hyper_cleaning
     python experiments/reproduce.py --collect           # rewrite RESULTS.md from the sidecars already there
-    python experiments/reproduce.py --smoke             # seconds each, into results/reproduce-smoke/
+    python experiments/reproduce.py --smoke             # seconds each, into results/smoke/reproduce/
 
 Not an experiment itself: it has no claim of its own.
 """
@@ -145,20 +145,33 @@ def summary(names: list[str], results: str, out: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def arguments(argv=None) -> argparse.Namespace:
+    """The command line, with `--results` and `--out` resolved (nothing created); a parser error for
+    `--smoke` into experiments/results (smoke numbers would replace the full results and their sidecars)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="run each experiment's seconds-long mode")
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="run only these (the summary lists all)")
     parser.add_argument("--collect", action="store_true", help="run nothing; rewrite the summary from the sidecars")
     parser.add_argument("--results", help="where experiments write (default experiments/results; with --smoke "
-                        "results/reproduce-smoke, so that a smoke run never overwrites the full results)")
+                        "results/smoke/reproduce at the repository root, so that a smoke run never overwrites the "
+                        "full results)")
     parser.add_argument("--out", help="the summary page (default experiments/RESULTS.md; with --smoke "
                         "<results>/RESULTS.md)")
     args = parser.parse_args(argv)
     if args.results is None:
-        args.results = os.path.join("results", "reproduce-smoke") if args.smoke else os.path.join(HERE, "results")
+        args.results = _claims.default_out("reproduce", args.smoke)
+    elif args.smoke and os.path.realpath(args.results) == os.path.realpath(_claims.RESULTS):
+        parser.error(f"--smoke --results {args.results}: smoke runs would overwrite the full results there; "
+                     "leave --results out (results/smoke/reproduce) or give another folder")
+    if os.path.exists(args.results) and not os.path.isdir(args.results):
+        parser.error(f"--results {args.results}: is a file, not a folder; give a folder (it is created if missing)")
     if args.out is None:
         args.out = os.path.join(args.results, "RESULTS.md") if args.smoke else os.path.join(HERE, "RESULTS.md")
+    return args
+
+
+def main(argv=None):
+    args = arguments(argv)
     os.makedirs(args.results, exist_ok=True)
     failed, run = [], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if not args.collect:
