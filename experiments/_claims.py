@@ -20,6 +20,9 @@ Sidecar format (JSON):
 RESULTS.md shows; without it RESULTS.md shows `"seconds"`) and `"reproduce_run"` (its start, UTC), or
 `"reproduce_failed": {"run", "exit", "wall_seconds"}` when that run failed.
 
+A long run keeps what it has measured so far in `<name>.partial.json` (`write_partial`, replaced whole
+after each measured cell), so an interrupted run loses at most the cell it was in; `write` removes it.
+
 Not an experiment (no `--smoke`): a module the experiments share, as benchmarks share `_common.py`.
 """
 
@@ -32,6 +35,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -155,7 +159,38 @@ def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float
                "figures": [os.path.basename(p) for p in figures], "numbers": numbers or {}}
     with open(json_path, "w") as f:
         json.dump(_jsonable(sidecar), f, indent=1)
+    if os.path.exists(partial_path(out, name)):
+        os.remove(partial_path(out, name))  # the whole run is written: its partial record is replaced
     return md_path, json_path
+
+
+def partial_path(out: str, name: str) -> str:
+    """`<out>/<name>.partial.json`, where `write_partial` keeps a long run's measurements so far."""
+    return os.path.join(out, f"{name}.partial.json")
+
+
+def write_partial(out: str, name: str, numbers: dict[str, Any], *, seconds: float, smoke: bool) -> str:
+    """Writes what a run has measured so far (`numbers`, e.g. its finished cells) to `partial_path`, so an
+    interrupted run keeps them; call it after each measured cell. The file is replaced whole (written
+    beside it, then renamed), so it is never half written; `write` removes it at the end. Costs one JSON
+    dump of `numbers` per call. Returns the path.
+
+    Format: {"experiment": name, "mode": "full" | "smoke", "partial": true, "seconds": seconds so far,
+    "numbers": numbers}."""
+    os.makedirs(out, exist_ok=True)
+    record = {"experiment": name, "mode": "smoke" if smoke else "full", "partial": True, "seconds": seconds,
+              "numbers": numbers}
+    path = partial_path(out, name)
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.partial.", suffix=".json", dir=out)
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump(_jsonable(record), f, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
 
 
 def publish(args, name: str, body: str, claims: list[Claim], *, began: float, figures: list[str] = (),

@@ -49,6 +49,9 @@ test accuracies A - B is positive, and "clearly ahead" when it also exceeds twic
 
     python experiments/finetuning.py                    # writes experiments/results/finetuning.md, .json, .png
     python experiments/finetuning.py --smoke            # seconds, into results/smoke/finetuning/ (and its model cache)
+
+Each measured cell (setting, shots, seed) is kept in `<out>/finetuning.partial.json` as it finishes (the
+full run takes minutes), so an interrupted run keeps them; the final write replaces it.
 """
 
 from __future__ import annotations
@@ -295,13 +298,16 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     shots_list, seeds = args.shots, list(range(args.seeds))
     settings = ["cnn shifted"] if args.smoke else list(SETTINGS)  # smoke: one setting, under ~15 s
-    rows = {}
+    rows, kept = {}, []
     for setting in settings:
         for shots_per_class in shots_list:
             for seed in seeds:
                 rows[(setting, shots_per_class, seed)] = cell = run_cell(setting, shots_per_class, seed, args)
                 print(f"[{setting}, {shots_per_class} shots, seed {seed}] "
                       + ", ".join(f"{n} {cell[n][0]:.3f}" for n in STRATEGIES), flush=True)
+                kept.append({"setting": setting, "shots": shots_per_class, "seed": seed, "cell": cell})
+                _claims.write_partial(args.out, NAME, {"cells": kept, "budget": args.budget, "steps": args.steps},
+                                      seconds=time.perf_counter() - started, smoke=args.smoke)
     table, who, acc, rates = tables(rows, settings, shots_list, seeds)
     claims = verdicts(acc, rates)
     print("## Results\n\n" + table + "\n\n" + who + "\n\n" + _claims.claims_markdown(claims))

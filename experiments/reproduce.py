@@ -3,8 +3,9 @@
 Each experiment in `EXPERIMENTS` is started as a user would start it,
 `python experiments/<name>.py --out <results>`, one after the other; it writes `<results>/<name>.md`,
 its figures and the sidecar `<results>/<name>.json` with its claims and verdicts (`_claims.py`). This
-script then writes into that sidecar the wall seconds it measured for the subprocess (`wall_seconds`,
-`reproduce_run`; or `reproduce_failed`), and its output to `<results>/<name>.log`. The summary table
+script streams its output, line by line as it comes, to this terminal and to `<results>/<name>.log` (so an
+interrupted run keeps what it printed), then writes into the sidecar the wall seconds it measured for the
+subprocess (`wall_seconds`, `reproduce_run`; or `reproduce_failed`). The summary table
 (experiment, paper, claim, our number, verdict, wall time) is read from the sidecars alone, so `--collect`
 rewrites exactly the page the run wrote. An experiment that fails, or writes no sidecar, gets a line saying
 so and the others still run; a registered experiment that never ran (no sidecar, no log) gets no line, only
@@ -48,17 +49,35 @@ EXPERIMENTS = [
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_one(name: str, results: str, smoke: bool, run: str) -> tuple[int, float, str]:
-    """Runs experiments/<name>.py; returns (exit code, wall seconds, the tail of its output). Writes its
-    output to `<results>/<name>.log` and `record`s the run into the sidecar."""
+def run_one(name: str, results: str, smoke: bool, run: str) -> tuple[int, float]:
+    """Runs experiments/<name>.py; returns (exit code, wall seconds). Its output goes to this terminal and
+    to `<results>/<name>.log` as it is printed (`stream`); then `record`s the run into the sidecar."""
     command = [sys.executable, os.path.join(HERE, f"{name}.py"), "--out", results] + (["--smoke"] if smoke else [])
     began, started = time.perf_counter(), time.time()
-    done = subprocess.run(command, capture_output=True, text=True)
+    with open(os.path.join(results, f"{name}.log"), "w") as log:
+        code = stream(command, log)
     seconds = time.perf_counter() - began
-    with open(os.path.join(results, f"{name}.log"), "w") as f:
-        f.write(done.stdout + done.stderr)
-    record(results, name, run, done.returncode, seconds, started)
-    return done.returncode, seconds, (done.stdout + done.stderr)[-2000:]
+    record(results, name, run, code, seconds, started)
+    return code, seconds
+
+
+def stream(command: list[str], log) -> int:
+    """Runs `command` (its Python unbuffered) and copies each line of its output, stdout and stderr
+    together, to `log` and to this terminal as it is printed, flushing both; returns the exit code. The
+    command is killed if this process is interrupted, and what it printed until then stays in `log`."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # else a child's prints reach the pipe only when it exits
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", env=env) as child:
+        try:
+            for line in child.stdout:
+                log.write(line)
+                log.flush()
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        except BaseException:
+            child.kill()
+            raise
+    return child.returncode
 
 
 def record(results: str, name: str, run: str, code: int, seconds: float, started: float) -> None:
@@ -93,7 +112,9 @@ def rows_of(name: str, results: str, link_dir: str) -> tuple[list[list[str]], di
     except FileNotFoundError:
         if not os.path.exists(os.path.join(results, f"{name}.log")):
             return [], None
-        return [[page, "", "", f"no results (no sidecar: see {name}.log)", "**failed**", ""]], None
+        kept = (f"; what it measured before it stopped: {name}.partial.json"
+                if os.path.exists(_claims.partial_path(results, name)) else "")
+        return [[page, "", "", f"no results (no sidecar: see {name}.log{kept})", "**failed**", ""]], None
     except (OSError, ValueError, KeyError, TypeError) as error:
         return [[page, "", "", f"no results ({type(error).__name__}: see {name}.log)", "**failed**", ""]], None
     failure = sidecar.get("reproduce_failed")
@@ -177,11 +198,11 @@ def main(argv=None):
     if not args.collect:
         for name in args.only or EXPERIMENTS:
             print(f"running {name} ...", flush=True)
-            code, seconds, tail = run_one(name, args.results, args.smoke, run)
-            print(f"  {name}: exit {code}, {seconds:.0f} s", flush=True)
+            code, seconds = run_one(name, args.results, args.smoke, run)
+            print(f"  {name}: exit {code}, {seconds:.0f} s" + (f" (output above and in {name}.log)" if code else ""),
+                  flush=True)
             if code != 0:
                 failed.append(name)
-                print(tail, file=sys.stderr)
     page = summary(EXPERIMENTS, args.results, args.out)
     with open(args.out, "w") as f:
         f.write(page)
