@@ -247,22 +247,7 @@ class Problem:
                 where = (f"examples each fold trains on with cv={self.cv} ({n_train + n_val} pooled train + val "
                          f"examples, validation folds of {folds[0].shape[1]})")
             n_train = folds[1].shape[1]
-        if self.batch_size is not None:
-            if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)):
-                raise ValueError(f"batch_size={self.batch_size!r} must be an int or None (full batch)")
-            if self.batch_size < 1:
-                raise ValueError(f"batch_size={self.batch_size} must be >= 1, or None for full batch")
-            if self.batch_size > n_train:
-                raise ValueError(
-                    f"batch_size={self.batch_size} is larger than the {n_train} {where}; "
-                    f"use batch_size <= {n_train}, or None for full batch"
-                )
-            if self.batch_size * n_train >= MAX_PRODUCT:
-                raise ValueError(f"batch_size={self.batch_size} times the {n_train} {where} must be below "
-                                 f"2**32 (the minibatch draw counts positions in uint32); use a smaller batch")
-            # a Python int: a numpy integer is strongly typed and promoted the draw's uint32
-            # arithmetic to signed ints (negative indices, NaN losses, a cycle walk that never ended)
-            object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "batch_size", self._checked_batch_size(n_train, where))
         metrics = self._checked_metrics()
         object.__setattr__(self, "metrics", metrics)
         # The user's functions in one form, (..., hparams, ...), whatever model_reads_hparams says:
@@ -296,6 +281,27 @@ class Problem:
                 object.__setattr__(self, "cv_seed", int(self.cv_seed))
         object.__setattr__(self, "_folds", folds)
         object.__setattr__(self, "_folded", folded)
+
+    def _checked_batch_size(self, n_train: int, where: str) -> int | None:
+        """`batch_size` as a Python int (or None), after checking it against the `n_train` examples
+        one fit trains on (`where` names them). A numpy integer is converted: strongly typed, it
+        promoted the draw's uint32 arithmetic to signed ints (negative indices, NaN losses, a
+        cycle walk that never ended)."""
+        b = self.batch_size
+        if b is None:
+            return None
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+            raise ValueError(f"batch_size={b!r} must be an int or None (full batch)")
+        b = int(b)
+        if b < 1:
+            raise ValueError(f"batch_size={b} must be >= 1, or None for full batch")
+        if b > n_train:
+            raise ValueError(f"batch_size={b} is larger than the {n_train} {where}; "
+                             f"use batch_size <= {n_train}, or None for full batch")
+        if b * n_train >= MAX_PRODUCT:
+            raise ValueError(f"batch_size={b} times the {n_train} {where} must be below "
+                             f"2**32 (the minibatch draw counts positions in uint32); use a smaller batch")
+        return b
 
     def _checked_metrics(self) -> dict[str, Callable]:
         if self.metrics is not None and not isinstance(self.metrics, Mapping):
