@@ -64,11 +64,15 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None, name: str) -> argparse.Namespace:
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None, name: str,
+          check=None) -> argparse.Namespace:
     """`parser`'s arguments, with `--out` resolved (`default_out`) and created. A parser error, before any
     work, for `--smoke` into `RESULTS` (it would overwrite the full results) and for an `--out` that is a
-    file or cannot be created."""
+    file or cannot be created. `check(parser, args)`, if given, runs before the folder is made (an
+    experiment's own checks, which call `parser.error`), so a refused command line creates nothing."""
     args = parser.parse_args(argv)
+    if check is not None:
+        check(parser, args)
     if args.out is None:
         args.out = default_out(name, args.smoke)
     elif args.smoke and os.path.realpath(args.out) == os.path.realpath(RESULTS):

@@ -261,6 +261,14 @@ def shots(text: str) -> list:
     return values
 
 
+def refuse_sizes_with_smoke(parser, args) -> None:
+    """A parser error for --smoke with any of the sizes it sets itself (`SMOKE`)."""
+    given = [f"--{k.replace('_', '-')}" for k in SIZES if getattr(args, k) is not None]
+    if args.smoke and given:
+        parser.error(f"--smoke sets its own sizes (the cnn shifted setting, 1 seed, all shots, budget 8, 4 steps); "
+                     f"drop {', '.join(given)} or drop --smoke")
+
+
 def arguments(argv=None):
     """The command line, every value checked by argparse before any work (`count`, `shots`); `--out` as
     every reproduction's (`_claims.parse`: with --smoke, results/smoke/finetuning by default). `--smoke`
@@ -279,11 +287,7 @@ def arguments(argv=None):
                                                       "<out>/pretrained-cache)")
     parser.epilog = ("--smoke runs the cnn shifted setting with 1 seed, all shots, budget 8, 4 steps and 20 "
                      "pretraining steps; it refuses --shots, --seeds, --budget, --steps and --pretrain-steps.")
-    args = _claims.parse(parser, argv, NAME)
-    given = [f"--{k.replace('_', '-')}" for k in SIZES if getattr(args, k) is not None]
-    if args.smoke and given:
-        parser.error(f"--smoke sets its own sizes (the cnn shifted setting, 1 seed, all shots, budget 8, 4 steps); "
-                     f"drop {', '.join(given)} or drop --smoke")
+    args = _claims.parse(parser, argv, NAME, check=refuse_sizes_with_smoke)
     for k, value in (SMOKE if args.smoke else SIZES).items():
         if getattr(args, k) is None:
             setattr(args, k, shots(value) if k == "shots" and isinstance(value, str) else value)

@@ -502,6 +502,9 @@ def test_a_smoke_run_never_writes_into_the_committed_results(tmp_path, monkeypat
         claims.arguments("Doc.", ["--smoke", "--out", str(FOLDER / "results")], name="online_lr")
     assert "overwrite the full results" in capsys.readouterr().err
     finetuning = import_experiment("finetuning")
+    with pytest.raises(SystemExit):  # a refused command line creates no folder
+        finetuning.arguments(["--smoke", "--seeds", "2"])
+    assert "--smoke sets its own sizes" in capsys.readouterr().err and not (tmp_path / "smoke" / "finetuning").exists()
     args = finetuning.arguments(["--smoke"])
     assert pathlib.Path(args.out) == tmp_path / "smoke" / "finetuning", args.out
     assert pathlib.Path(args.cache).parent == pathlib.Path(args.out), args.cache
