@@ -11,12 +11,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.experimental import checkify
 
 from hypergrad import _caches, _compile
 from hypergrad._types import HParams
-from hypergrad.loop import optimizer_update
+from hypergrad.loop import float_leaves, optimizer_step
 
 __all__ = ["check_schedules_in_bounds"]
 
@@ -30,8 +29,10 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     hyperparameter out of its bounds (JAX's `checkify` index checks); nothing when every
     hyperparameter is a scalar (nothing can be indexed).
 
-    Runs the optimiser alone on zero parameters of the model's shapes and gradients of one, at
-    `hparams` (concrete values; a traced one is replaced by zeros of its shape and dtype). Cost,
+    Runs the optimiser alone on zero parameters of the model's shapes and dtypes and gradients of
+    one, at `hparams` (concrete values; a traced one is replaced by zeros of its shape and dtype),
+    stepping as the training loop steps (`hypergrad.loop.optimizer_step`: every leaf cast back to
+    its dtype, integer and boolean leaves held), so it accepts exactly the models training does. Cost,
     once per objective and hyperparameter shapes: one small compilation and `num_steps` optimiser
     updates, no training loss or data."""
     if all(np.ndim(v) == 0 for v in jax.tree.leaves(hparams)):
@@ -67,12 +68,10 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
     def run(h):  # everything inside one program: no eager operation compiles one of its own
         params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         opt = loop.optimizer(h)
-        ones = jax.tree.map(jnp.ones_like, params)
+        ones = [jnp.ones_like(leaf) for leaf in float_leaves(params)]
 
-        def step(carry, _):
-            p, state = carry
-            updates, state = optimizer_update(opt, ones, state, p, jnp.zeros((), jnp.result_type(float)))
-            return (optax.apply_updates(p, updates), state), None
+        def step(carry, _):  # the training loop's step: its dtypes, integer leaves held constant
+            return optimizer_step(opt, *carry, ones, jnp.zeros((), jnp.result_type(float))), None
 
         return jax.lax.scan(step, (params, opt.init(params)), None, length=objective.num_steps)[0][0]
 

@@ -36,7 +36,8 @@ import optax
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "in_segments", "segment_split", "optimizer_update"]
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "in_segments", "segment_split", "optimizer_update",
+           "optimizer_step", "float_leaves"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -168,13 +169,8 @@ class Loop:
             return self.train_loss(_merged(params, floats, trained), hparams, minibatch)
 
         loss, float_grads = jax.value_and_grad(loss_of)(_inexact_leaves(params, trained))
-        zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
-        grads = _merged(params, float_grads, trained, others=lambda leaf: jnp.zeros(jnp.shape(leaf), zero))
-        updates, opt_state = optimizer_update(self.optimizer(hparams), grads, state.opt_state, params, loss)
-        new_params = optax.apply_updates(params, updates)
-        new_params = _merged(params, _inexact_leaves(new_params, trained), trained)
-        return state._replace(params=_cast_like(new_params, params),
-                              opt_state=_cast_like(opt_state, state.opt_state))
+        new_params, opt_state = optimizer_step(self.optimizer(hparams), params, state.opt_state, float_grads, loss)
+        return state._replace(params=new_params, opt_state=opt_state)
 
     def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
         """The training loss on `minibatch` (None: the whole training set)."""
@@ -203,6 +199,28 @@ def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state
     if isinstance(opt, optax.GradientTransformationExtraArgs):
         return opt.update(grads, opt_state, params, value=loss)
     return opt.update(grads, opt_state, params)
+
+
+def float_leaves(params: PyTree) -> list:
+    """The floating-point leaves of `params`, in leaf order: the leaves training changes."""
+    return [leaf for leaf in jax.tree.leaves(params) if _is_inexact(leaf)]
+
+
+def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state: Any, float_grads: list,
+                   loss: Any) -> tuple[PyTree, Any]:
+    """(new params, new optimiser state) of one step of `opt` as the training loop takes it
+    (`Loop.update`), given the gradients of the floating-point leaves of `params` (`float_leaves`
+    order) and the training loss: the other leaves get zero gradients (in the trained leaves'
+    floating-point dtype) and keep their value, and every leaf of the result is cast back to the
+    dtype of the same leaf of `params` or `opt_state`. Whoever steps an optimiser outside the loop
+    (the schedule-length check) takes this step, so it accepts exactly the dtypes training does."""
+    trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
+    zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
+    grads = _merged(params, float_grads, trained, others=lambda leaf: jnp.zeros(jnp.shape(leaf), zero))
+    updates, new_state = optimizer_update(opt, grads, opt_state, params, loss)
+    new_params = optax.apply_updates(params, updates)
+    new_params = _merged(params, _inexact_leaves(new_params, trained), trained)
+    return _cast_like(new_params, params), _cast_like(new_state, opt_state)
 
 
 def check_no_keys(params: PyTree, argname: str = "the parameter pytree") -> None:

@@ -276,6 +276,45 @@ def test_float32_params_under_float64_hparams_match_float32_hparams(key, method)
         np.testing.assert_allclose(grads[name], grads32[name], rtol=1e-4, err_msg=name)
 
 
+def sgd_schedule_momentum(hparams):
+    return optax.sgd(lambda step: hparams["lr"][step], momentum=hparams["momentum"], nesterov=True)
+
+
+def mixed_leaves_objective(schedule):
+    """A float32 linear model beside an int32 counter and a bool mask (held constant), SGD with a
+    per-step rate of `schedule` entries and traced momentum."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 3)).astype(np.float32)
+    y = (x @ rng.normal(size=3)).astype(np.float32)
+
+    def mse(params, batch):
+        inputs, targets = batch
+        return jnp.mean((inputs @ (params["w"] * params["mask"]) + params["count"] - targets) ** 2)
+
+    problem = hg.Problem(
+        init=lambda k: {"w": jnp.zeros(3, jnp.float32), "count": jnp.asarray(0, jnp.int32),
+                        "mask": jnp.asarray([True, False, True])},
+        train_loss=lambda p, h, batch: mse(p, batch), val_loss=mse,
+        train_data=(x[:16], y[:16]), val_data=(x[16:], y[16:]), batch_size=8)
+    return hg.Objective(problem, sgd_schedule_momentum, num_steps=T), {
+        "lr": jnp.full(schedule, 0.05, jnp.float64), "momentum": jnp.asarray(0.5, jnp.float64)}
+
+
+def test_the_schedule_check_accepts_every_model_training_accepts(key):
+    """The schedule-length check stepped the optimiser without the training loop's dtype handling:
+    float32 parameters under float64 hyperparameters (momentum promoted to float64) and integer or
+    bool leaves (handed integer gradients) crashed every method with a scan carry TypeError, though
+    training them works. It now steps as the loop does: these run, and a short schedule is still
+    refused."""
+    objective, hparams = mixed_leaves_objective(T)
+    value, grads = hg.hypergradient(objective, hparams, key)
+    np.testing.assert_allclose(value, objective(hparams, key), rtol=1e-6)
+    assert all(np.all(np.isfinite(g)) for g in grads.values()) and float(jnp.abs(grads["lr"]).sum()) > 0
+    short, hparams = mixed_leaves_objective(T - 1)
+    with pytest.raises(ValueError, match=r"indexes a hyperparameter past its end within num_steps=8"):
+        hg.hypergradient(short, hparams, key)
+
+
 # -- errors, raised before anything compiles -----------------------------------------------------
 @pytest.fixture
 def ridge_objective(ridge_problem):
