@@ -1,9 +1,10 @@
 """Argument checks shared by the validators: predicates (each caller words its own error message),
-`check_count`, the one "positive integer" check with its one message, `check_progress`, and
-`check_key`, the one PRNG-key check."""
+`check_count`, the one "positive integer" check with its one message, `check_progress`,
+`check_key`, the one PRNG-key check, and `check_log`, the one check of a trials log's path."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -61,3 +62,32 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
         # argument type to every compiled program, compiled again beside the typed key's
         return jax.random.wrap_key_data(array)
     raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")
+
+
+def check_log(log: Any) -> Any:
+    """`log` if it is None or a usable path of the JSON-lines file each trial is appended to
+    (`hypergrad.results.TrialRecorder`); else a `ValueError` naming `log=`. Usable: a str, bytes or
+    os.PathLike naming a file (not a directory) that can be appended to. Its directory is created
+    here when missing, as the recorder would create it (by process 0 alone, the one that writes the
+    log): whether it can be is known only by trying. Cost: a few `stat` calls (and a `mkdir`)."""
+    if log is None:
+        return None
+    if not isinstance(log, (str, bytes, os.PathLike)) or not os.fspath(log):
+        raise ValueError(f"log={log!r} must be the path of a JSON-lines file to append each trial to "
+                         "(e.g. log='trials.jsonl'), or None")
+    path = os.path.abspath(os.fsdecode(log))
+    if os.path.isdir(path):
+        raise ValueError(f"log={log!r} is a directory: give the path of a file in it, e.g. "
+                         f"log={os.path.join(path, 'trials.jsonl')!r}, or None")
+    if jax.process_index() != 0:
+        return log
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"log={log!r}: its directory {directory!r} cannot be created ({err.strerror}); give "
+                         "the path of a JSON-lines file in a directory you can write, or None") from err
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise ValueError(f"log={log!r} cannot be written (no write permission); give the path of a JSON-lines "
+                         "file you can write, or None")
+    return log

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import check_count, check_key, is_int, is_number
+from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int, is_number
 from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
@@ -105,6 +105,8 @@ def hybrid_search(
     check_study(storage, study)
     key = check_key(key)
     outer = check_outer(outer)
+    check_log(log)
+    check_progress(progress)
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
     num = len(next(iter(settings.values())))
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything

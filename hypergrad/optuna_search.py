@@ -62,7 +62,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._checks import check_count, check_key, is_int_at_least
+from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
 from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
@@ -208,6 +208,8 @@ def optuna_search(
     key = check_key(key)
     num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
         (num_trials, "num_trials"), (batch_size, "batch_size"), (chunk_size, "chunk_size")))
+    check_log(log)
+    check_progress(progress)
     optuna = _import_optuna()
     stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
     _check_sampler(optuna, sampler, seed, None if stored else study)

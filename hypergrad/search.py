@@ -35,7 +35,7 @@ import numpy as np
 from hypergrad import _caches, _compile
 from hypergrad._batching import (chunk_for, device_count, first_row, place, shardings, take_rows,
                                  to_host)
-from hypergrad._checks import check_count, check_key, is_int_at_least
+from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
 from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
@@ -79,6 +79,15 @@ def check_space(space: Any) -> Space:
                          "hg.Space({'lr': hg.LogUniform(1e-3, 1.0), ...})")
     return space
 
+
+
+def _check_search_args(chunk_size: Any, log: Any, progress: Any) -> None:
+    """Raises `ValueError` for a bad chunk size, log path or progress, as a search's first checks:
+    before its study is opened or anything compiles."""
+    if chunk_size is not None:
+        check_count(chunk_size, "chunk_size")
+    check_log(log)
+    check_progress(progress)
 
 
 def _trials_program(run: TracedRun, chunk: int):
@@ -417,6 +426,7 @@ def random_search(
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
+    _check_search_args(chunk_size, log, progress)
     if extends is not None:
         return _extended(extends, objective, space, key, num_trials, chunk_size=chunk_size, log=log,
                          progress=progress, stored=storage is not None or study is not None, began=began)
@@ -508,6 +518,7 @@ def grid_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     check_target(objective, check_space(space))
     key = check_key(key)
+    _check_search_args(chunk_size, log, progress)
     settings = space.grid(points_per_axis)
     with studying(storage, study, kind="grid", space=space, fingerprint=lambda: fingerprint(
             "grid", objective, space, key, points_per_axis=points_per_axis)) as writer:

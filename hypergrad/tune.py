@@ -24,7 +24,7 @@ import optax
 
 from hypergrad import accounting
 from hypergrad._indexing import check_schedules_in_bounds
-from hypergrad._checks import check_count, check_key, check_progress, is_int_at_least
+from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
@@ -208,7 +208,8 @@ def tune(
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise).
-        log: optional JSON-lines path; each trial is appended as it is produced.
+        log: optional JSON-lines path (its directory created if missing); each trial is appended
+            as it is produced.
         progress: True to print a line per step to stderr, or a callable(str).
         storage, study: a SQLite file (created if missing) and a study name, both or neither: each
             step's trials are committed with the tuners' iterates, outer-optimiser states and step
@@ -223,6 +224,7 @@ def tune(
     _check_tune_args(objective, space, method)
     steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
     check_progress(progress)
+    check_log(log)
     if not isinstance(resample_key, (bool, np.bool_)):
         raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
                          "False (every step trains with key)")

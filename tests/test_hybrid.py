@@ -131,3 +131,15 @@ def test_hybrid_searchs_recorded_seconds_are_the_whole_call(objective, key):
         measured = time.perf_counter() - began
         recorded = float(result.spent("seconds")[-1])
         assert 0.9 * measured <= recorded <= measured * (1 + 1e-9), (recorded, measured)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"log": 123}, r"log=123 must be the path of a JSON-lines file"),  # was open()'s TypeError, after compiling
+    ({"log": "/proc/no_such_dir/trials.jsonl"}, r"log='/proc/no_such_dir/trials.jsonl': its directory"),
+])
+def test_a_bad_log_is_refused_before_compiling(objective, key, kwargs, match):
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match=match):
+        hg.hybrid_search(objective, SPACE, key, budget=100, **kwargs)
+    assert _compile.stats.compilations == compilations
+

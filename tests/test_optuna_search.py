@@ -445,3 +445,12 @@ def test_recorded_seconds_are_the_whole_call(ridge):
         measured = time.perf_counter() - began
         recorded = float(result.spent("seconds")[-1])
         assert 0.9 * measured <= recorded <= measured * (1 + 1e-9), (recorded, measured)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"log": 123}, r"log=123 must be the path of a JSON-lines file"),  # was open()'s TypeError
+    ({"log": "/proc/no_such_dir/trials.jsonl"}, r"log='/proc/no_such_dir/trials.jsonl': its directory"),
+])
+def test_a_bad_log_is_refused_before_compiling(ridge_objective, kwargs, match):
+    _raises_before_compiling(match, hg.optuna_search, ridge_objective, hg.Space({"lr": hg.LogUniform(1e-3, 1.0)}),
+                             jax.random.key(0), num_trials=4, **kwargs)

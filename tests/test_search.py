@@ -638,3 +638,23 @@ def test_an_extended_searchs_later_set_up_is_charged_where_it_was_paid(mb_space)
     assert more.compile_seconds + more.setup_seconds == pytest.approx(spent[-1] - more.seconds, rel=1e-12)
     again = hg.Result.from_dict(json.loads(json.dumps(more.to_dict())))  # the placement survives export
     np.testing.assert_allclose(again.spent("seconds"), spent, rtol=1e-12)
+
+
+@pytest.mark.parametrize("search", ["random", "grid"])
+@pytest.mark.parametrize("log, match", [
+    (123, r"log=123 must be the path of a JSON-lines file"),
+    ("/proc/no_such_dir/trials.jsonl", r"log='/proc/no_such_dir/trials.jsonl': its directory .* cannot be created"),
+    ("/tmp", r"log='/tmp' is a directory"),
+])
+def test_a_bad_log_is_refused_naming_log_before_compiling(ridge_problem_, search, log, match, tmp_path):
+    # it failed after the program compiled, with open()'s TypeError or FileNotFoundError
+    objective = hg.Objective(ridge_problem_, lambda h: optax.sgd(h["lr"]), num_steps=5)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.1)})
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match=match):
+        if search == "random":
+            hg.random_search(objective, space, jax.random.key(0), 4, log=log, storage=tmp_path / "s.db", study="s")
+        else:
+            hg.grid_search(objective, space, jax.random.key(0), 3, log=log, storage=tmp_path / "s.db", study="s")
+    assert _compile.stats.compilations == compilations
+    assert not (tmp_path / "s.db").exists()  # refused before the study was opened

@@ -150,6 +150,10 @@ def test_bad_init_is_refused_naming_init(digits, case):
     ({"method": "reverse"}, "method"),
     ({"resample_key": "yes"}, "resample_key"),  # was truthy: a fresh key per step
     ({"progress": 1}, "progress"),  # was silently no progress
+    # a bad log failed after the step compiled, with open()'s error, which names no argument
+    ({"log": 123}, "log=123 must be the path of a JSON-lines file"),
+    ({"log": "/proc/no_such_dir/trials.jsonl"}, "log='/proc/no_such_dir/trials.jsonl': its directory"),
+    ({"log": "/tmp"}, "log='/tmp' is a directory"),
 ])
 def test_bad_arguments_are_refused_before_compiling(digits, kwargs, argname):
     compilations = _compile.stats.compilations
