@@ -94,6 +94,15 @@ def _checked_init(space: Space, init: Any, batched: bool) -> HParams:
     return init
 
 
+def _check_init_names(init: HParams, shapes: dict) -> None:
+    """Raises `ValueError` unless `init` has exactly the space's names (worded as `Space.check`), so
+    that a name too many or too few is named before any leading size is read."""
+    missing, extra = [n for n in shapes if n not in init], [n for n in init if n not in shapes]
+    if missing or extra:
+        raise ValueError(f"init names {sorted(init)} disagree with the space {sorted(shapes)}: missing {missing}, "
+                         f"unexpected {extra}; pass exactly the space's names")
+
+
 def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams:
     """The N starting points: 'centre', 'sample' (random search's first N draws) or given ones."""
     if init is None:
@@ -104,22 +113,27 @@ def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams
         return space.sample(key, population, stream=SAMPLE_STREAM)
     init = as_hparams(init, "init")
     shapes = dict((name, dist.shape) for name, dist in space.items)
-    batched = all(n in shapes and np.ndim(v) == len(shapes[n]) + 1 for n, v in init.items())
-    if population == 1 and not batched:
+    _check_init_names(init, shapes)
+    sizes = {n: (np.shape(v)[0] if np.ndim(v) == len(shapes[n]) + 1 else None) for n, v in init.items()}
+    if population == 1 and all(size is None for size in sizes.values()):
         return jax.tree.map(lambda a: a[None], _checked_init(space, init, batched=False))
-    sizes = {n: (np.shape(v)[0] if batched else None) for n, v in init.items()}
-    if not batched or any(size != population for size in sizes.values()):
+    wrong = [f"{n!r} has {'none' if size is None else size}" for n, size in sizes.items() if size != population]
+    if wrong:
         raise ValueError(f"init has leading sizes {sizes} but population={population}: give every hyperparameter "
-                         f"a leading axis of {population} (one row per tuner), or init='sample'")
+                         f"a leading axis of {population} (one row per tuner; {', '.join(wrong)}), or init='sample'")
     return _checked_init(space, init, batched=True)
 
 
-def _warm_starts(warm: Result, space: Space, population: int) -> HParams:
-    """The hyperparameters of the N best complete warm-up trials, constants broadcast to shapes."""
+def _warm_starts(warm: Result, space: Space, population: int, stored: bool = False) -> HParams:
+    """The hyperparameters of the N best complete warm-up trials, constants broadcast to shapes.
+    Raises `ValueError` when fewer than N finished (for a `stored` study, saying that it keeps this
+    warmup=, so a larger one needs another study name)."""
     ranked = sorted((t for t in warm.trials if t.state == COMPLETE), key=lambda t: (t.value, t.number))
     if len(ranked) < population:
-        raise ValueError(f"only {len(ranked)} of the {len(warm.trials)} warm-up trials finished; raise warmup= "
-                         f"to start {population} tuners")
+        where = (f" under another study= name (this study stores warmup={len(warm.trials)} and its trials, and "
+                 "refuses another warmup=)") if stored else ""
+        raise ValueError(f"only {len(ranked)} of the {len(warm.trials)} warm-up trials finished (the rest diverged); "
+                         f"raise warmup={where}, or narrow the space, to start {population} tuners")
     best = ranked[:population]
     return {name: np.stack([np.broadcast_to(np.asarray(t.hparams[name]), dist.shape) for t in best])
             for name, dist in space.items}
@@ -215,6 +229,9 @@ def tune(
             step's trials are committed with the tuners' iterates, outer-optimiser states and step
             counter in one transaction, and the same call again resumes from the last committed
             step (the warm-up's stored chunks are loaded, not re-run; see `hypergrad.store`).
+            Every argument is checked before the study is opened, so a refused call stores
+            nothing that would refuse the corrected one; only a warm-up too diverged to start
+            the tuners is found after, and a larger `warmup` then needs another study name.
 
     Returns:
         a `Result`: the warm-up's trials, then one trial per tuner and outer step plus each live
@@ -230,32 +247,47 @@ def tune(
                          "False (every step trains with key)")
     population = _check_population_args(population, init, warmup, halving, chunk_size)
     check_schedules_in_bounds(objective, space.centre())
+    # every refusal before the study opens: a study stores the call that opened it and refuses another
+    starts = _checked_starts(objective, space, method, init, population, warmup, key)
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
-        result = _tune(objective, space, key, method, outer, steps, init, population, warmup, halving, chunk_size,
+        result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
                        resample_key, log, progress, writer)
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
 
-def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
-          steps: int, init: Any, population: int, warmup: int | None, halving: int | None, chunk_size: int | str | None,
-          resample_key: bool, log: Any, progress: Any, writer: StudyWriter | None) -> Result:
-    """`tune` on checked arguments, its trials committed through `writer` (and resumed from it)."""
-    warm = None
-    if warmup is None:
-        starts = _batched_init(space, init, population, key)
-    else:  # refuse a method that cannot run here before spending the warm-up
+def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,
+                    warmup: int | None, key: Key) -> HParams | None:
+    """The tuners' starts (None with a warm-up: its best trials, known only once it ran), checked,
+    and `method` checked at the first start (at the centre before a warm-up): the refusals that
+    need no training run, made before a study is opened."""
+    if warmup is not None:  # refuse a method that cannot run here before spending the warm-up
         method.check(objective, space.centre())
+        return None
+    starts = _batched_init(space, init, population, key)
+    method.check(objective, jax.tree.map(lambda a: np.asarray(a)[0], starts))
+    return starts
+
+
+def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
+          steps: int, starts: HParams | None, population: int, warmup: int | None, halving: int | None,
+          chunk_size: int | str | None, resample_key: bool, log: Any, progress: Any,
+          writer: StudyWriter | None) -> Result:
+    """`tune` on checked arguments and starts (None: the warm-up's best), its trials committed
+    through `writer` (and resumed from it)."""
+    warm = None
+    if starts is None:
         warm = evaluate_settings(objective, space.sample(key, int(warmup), stream=SAMPLE_STREAM), key,
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
                                  progress=progress, sink=writer,
                                  chunk_size=chunk_size if isinstance(chunk_size, int) else None)
-        starts = _warm_starts(warm, space, population)
+        starts = _warm_starts(warm, space, population, stored=writer is not None)
     chunk = cohort_chunk(chunk_size, halving)
     z, hparams0 = batched_starts(space, starts, chunk_rows(population, chunk))
-    method.check(objective, hparams0)
+    if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
+        method.check(objective, hparams0)
     unit = run_flops(objective, hparams0, key)
     cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=chunk, unit=unit,
                          flops=hypergradient_flops(objective, method, hparams0, key))

@@ -256,3 +256,45 @@ def test_a_fixed_chunk_size_also_bounds_the_warmup_searchs_calls(objective, key)
     assert runs == [pytest.approx(10.0), pytest.approx(12.0)]  # 3 calls of 4: the last padded by 2
     np.testing.assert_allclose([t.value for t in chunked.trials[:10]], [t.value for t in default.trials[:10]],
                                rtol=1e-10)
+
+
+# -- refusals before a study is opened; messages; progress ----------------------------------------
+@pytest.mark.parametrize("refused, fixed", [
+    ({"population": 3, "init": {"lr": jnp.asarray([0.1, 0.2]), "weight_decay": jnp.asarray([0.01, 0.02])}},
+     {"population": 3, "init": {"lr": jnp.asarray([0.1, 0.2, 0.3]), "weight_decay": jnp.asarray([0.01, 0.02, 0.03])}}),
+    ({"method": hg.Implicit()}, {"method": hg.Reverse()}),
+    ({"method": hg.Implicit(), "population": 2, "warmup": 4}, {"method": hg.Reverse(), "population": 2, "warmup": 4}),
+])
+def test_a_refused_call_leaves_no_study_that_refuses_the_fixed_one(objective, key, tmp_path, refused, fixed):
+    # the study stored the refused call's arguments before they were checked, so the corrected call
+    # was refused as "a different call" under the same study name
+    storage = tmp_path / "study.db"
+    with pytest.raises(ValueError, match=r"leading axis of 3|Implicit differentiates"):
+        hg.tune(objective, SPACE, key, steps=1, outer=OUTER, storage=storage, study="s", **refused)
+    result = hg.tune(objective, SPACE, key, steps=1, outer=OUTER, storage=storage, study="s", **fixed)
+    assert len(result.trials) == fixed.get("warmup", 0) + 2 * fixed.get("population", 1)
+
+
+def test_a_warmup_too_diverged_to_start_the_tuners_says_a_stored_study_needs_another_name(ridge_problem, key,
+                                                                                           tmp_path):
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"]), num_steps=20)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e30)})  # all but the bottom of the range diverges
+    with pytest.raises(ValueError, match=r"only \d of the 4 warm-up trials finished.*raise warmup= under another "
+                                         r"study= name \(this study stores warmup=4"):
+        hg.tune(objective, space, key, population=3, warmup=4, steps=1, storage=tmp_path / "w.db", study="w")
+
+
+@pytest.mark.parametrize("init, match", [
+    # an unexpected name: named, not every size printed as None
+    ({"lr": jnp.full(3, 0.1), "weight_decay": jnp.full(3, 0.01), "momentum": jnp.full(3, 0.5)},
+     r"init names .* disagree with the space .*unexpected \['momentum'\]"),
+    # one name without the leading axis: the real sizes, and which one lacks it
+    ({"lr": jnp.asarray([0.1, 0.2, 0.3]), "weight_decay": 0.01},
+     r"init has leading sizes \{'lr': 3, 'weight_decay': None\} but population=3: .*'weight_decay' has none"),
+    ({"lr": jnp.asarray([0.1, 0.2, 0.3]), "weight_decay": jnp.asarray([0.01, 0.02])},
+     r"leading sizes \{'lr': 3, 'weight_decay': 2\} .*; 'weight_decay' has 2\)"),
+])
+def test_a_population_init_error_names_the_offending_hyperparameter(objective, key, init, match):
+    with pytest.raises(ValueError, match=match):
+        hg.tune(objective, SPACE, key, steps=1, population=3, init=init)
+
