@@ -81,7 +81,7 @@ from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
            "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts", "update_key",
-           "initial_states", "batched_starts"]
+           "initial_states", "batched_starts", "trials_of"]
 
 SKIPPED_WHY = (
     "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
@@ -272,6 +272,18 @@ def cohort_chunk(chunk_size: int | str | None, halving: int | None) -> int | Non
     if chunk_size is not None or not halving or jax.default_backend() != "cpu":
         return chunk_size
     return device_count()
+
+
+def trials_of(population: int, steps: int, halving: int | None) -> int:
+    """Trials `drive` records for `population` tuners: one per live tuner and step, `steps` steps
+    and the final scoring, the live tuners halved (ceil(n/2) go on) after every `halving` steps
+    while more than one is live."""
+    live, total = population, 0
+    for step in range(steps + 1):
+        total += live
+        if halving and step < steps and (step + 1) % halving == 0 and live > 1:
+            live = -(-live // 2)
+    return total
 
 
 def rows_computed(live: int, chunk_size: int | None) -> int:

@@ -31,7 +31,7 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams
 from hypergrad.outer import (DEFAULT_OUTER, LIVE, batched_starts, check_outer, chunk_rows, cohort_chunk, drive,
-                             make_cohort, outer_step_fn, step_trial)
+                             make_cohort, outer_step_fn, step_trial, trials_of)
 from hypergrad.results import COMPLETE, Result, TrialRecorder, with_setup
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
@@ -293,7 +293,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                          flops=hypergradient_flops(objective, method, hparams0, key))
     name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
-    recorder = TrialRecorder(name, log, progress, total=opened + population * (steps + 1), sink=writer)
+    recorder = TrialRecorder(name, log, progress, total=opened + trials_of(population, steps, halving), sink=writer)
     recorder.trials.extend([] if warm is None else warm.trials)
     checkpoint = None if writer is None else writer.checkpoint
     if checkpoint is not None:  # resumed: the steps stored up to the checkpoint

@@ -298,3 +298,12 @@ def test_a_population_init_error_names_the_offending_hyperparameter(objective, k
     with pytest.raises(ValueError, match=match):
         hg.tune(objective, SPACE, key, steps=1, population=3, init=init)
 
+
+@pytest.mark.parametrize("population, steps, halving", [(8, 3, 1), (5, 4, 2), (3, 2, None)])
+def test_progress_counts_to_the_trials_the_run_records(objective, key, population, steps, halving):
+    # with halving the total was population * (steps + 1): a finished run ended at "15/32"
+    lines = []
+    result = hg.tune(objective, SPACE, key, steps=steps, population=population, halving=halving, outer=OUTER,
+                     progress=lines.append)
+    done = len(result.trials)
+    assert f" {done}/{done} " in lines[-1]
