@@ -44,7 +44,7 @@ from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space
 from hypergrad.structure import Masked, Rates, Structured, check_family, group_rows, measured_rates, plan
-from hypergrad.outer import Cohort, check_outer, drive, make_cohort, rows_computed, starts_program
+from hypergrad.outer import Cohort, check_outer, drive, make_cohort, outer_identity, rows_computed, starts_program
 from hypergrad.store import check_study, fingerprint, studying
 
 __all__ = ["hybrid_search", "configurations"]
@@ -104,7 +104,7 @@ def hybrid_search(
     continuous = _check_hybrid_args(objective, space, method, budget, configs)
     check_study(storage, study)
     key = check_key(key)
-    outer = check_outer(outer)
+    outer = check_outer(outer, continuous)
     check_log(log)
     check_progress(progress)
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
@@ -141,7 +141,7 @@ def hybrid_search(
         finally:
             recorder.close()
         unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
-        info = {"method": repr(method), "outer": repr(outer), "configs": num, "steps": evaluations - 1,
+        info = {"method": repr(method), "outer": outer_identity(outer), "configs": num, "steps": evaluations - 1,
                 "budget": budget, "programs": len(cohorts), "structure": structure}
         result = with_setup(Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
                                    sum(c.compile_seconds for c in cohorts), info), began)

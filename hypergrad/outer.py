@@ -72,8 +72,10 @@ from jax.extend import core as jcore
 
 from hypergrad import _caches, _compile, _program_store
 from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
+from hypergrad._store_codec import TooLarge, identity
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
+from hypergrad.loop import optimizer_update
 from hypergrad.methods.base import Method
 from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
@@ -81,7 +83,7 @@ from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
            "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts", "update_key",
-           "initial_states", "batched_starts", "trials_of"]
+           "initial_states", "batched_starts", "outer_update", "outer_identity", "trials_of"]
 
 SKIPPED_WHY = (
     "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
@@ -95,12 +97,58 @@ DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates."""
 
 
-def check_outer(outer: Any) -> optax.GradientTransformation:
-    """`outer`, or `DEFAULT_OUTER` for None; a `ValueError` unless it is an optax transformation."""
+def check_outer(outer: Any, space: Space | None = None) -> optax.GradientTransformation:
+    """`outer`, or `DEFAULT_OUTER` for None; a `ValueError` unless it is an optax transformation
+    and, given the `space` it descends, one whose update takes no more than the outer step gives it:
+    the gradient, state and iterate, and (`optax.GradientTransformationExtraArgs`) the loss as
+    `value=` (`optax.contrib.reduce_on_plateau`, `optax.polyak_sgd`). A line search asking for
+    the loss as a function (`value_fn=`: `optax.lbfgs`, `optax.scale_by_zoom_linesearch`) is
+    refused: the loss is a training run, not a function the optimiser may call. Cost: one trace of
+    the update and init on the space's shapes (`jax.eval_shape`: nothing computed or compiled)."""
     outer = DEFAULT_OUTER if outer is None else outer
     if not isinstance(outer, optax.GradientTransformation):
         raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
+    if space is not None:
+        _check_update_arguments(outer, space)
     return outer
+
+
+def _check_update_arguments(outer: optax.GradientTransformation, space: Space) -> None:
+    """Raises `ValueError` when `outer.update` asks for keyword arguments beyond `value` (Python's
+    own TypeError for a missing keyword-only argument, met while tracing it on the space's z)."""
+    z = jax.eval_shape(space.unconstrain, space.centre())
+    value = jax.ShapeDtypeStruct((), jax.dtypes.canonicalize_dtype(jnp.float64))
+    try:
+        jax.eval_shape(lambda z, v: outer_update(outer, z, outer.init(z), z, v), z, value)
+    except TypeError as err:
+        if "required keyword-only argument" not in str(err):
+            raise
+        raise ValueError(f"outer=: this optimiser's update needs arguments that tune cannot give ({err}); the "
+                         "outer step gives it the gradient, state and iterate, and the validation loss as value= "
+                         "(enough for optax.contrib.reduce_on_plateau and optax.polyak_sgd), never value_fn= "
+                         "(optax.lbfgs's line search evaluates the loss as a function): use e.g. optax.adam(0.05), "
+                         "or optax.lbfgs(linesearch=None) with a fixed learning rate") from err
+
+
+def outer_identity(outer: optax.GradientTransformation) -> Any:
+    """What a result records of its outer optimiser (`info["outer"]`): the JSON description a stored
+    study's fingerprint holds of it (`hypergrad._store_codec.identity`: the functions optax built it
+    from, by name and a digest of their code, and the settings they close over, e.g. Adam's
+    -0.05), the same for two optimisers made apart with equal settings and free of memory
+    addresses; only the type's name for one too large to describe. Cost: linear in the closures."""
+    try:
+        return identity(outer)
+    except TooLarge:
+        return {"type": type(outer).__qualname__}
+
+
+def outer_update(outer: optax.GradientTransformation, grad_z: PyTree, opt_state: PyTree, z: PyTree,
+                 value: Any) -> tuple[PyTree, PyTree]:
+    """`outer.update` as the outer step calls it: an `optax.GradientTransformationExtraArgs` (every
+    `optax.chain` is one) also gets the validation loss at `z` as `value=` (plateau rules and
+    Polyak's step read it; the rest ignore it), as the training loop gives its optimiser the
+    training loss (`hypergrad.loop.optimizer_update`)."""
+    return optimizer_update(outer, grad_z, opt_state, z, value)
 
 
 def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
@@ -113,7 +161,7 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
         (grad_z,) = pullback(grads)
         loss_ok = jnp.isfinite(value)
         ok = loss_ok & all_finite(grad_z)
-        updates, new_state = outer.update(grad_z, opt_state, z)
+        updates, new_state = outer_update(outer, grad_z, opt_state, z, value)
         moved = optax.apply_updates(z, updates)
         # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
         backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
@@ -177,7 +225,8 @@ def update_key(outer: optax.GradientTransformation, z: PyTree, opt_state: PyTree
     objects), different for another learning rate or schedule. The outer step's program is then
     keyed by it with the objective, space and method: their step traces to one jaxpr. Cost: one
     trace of the update alone (milliseconds)."""
-    closed, out_tree = traced(outer.update, (z, opt_state, z))
+    # the loss given as value= is a constant here: an optimiser that ignores it traces as before
+    closed, out_tree = traced(lambda g, s, p: outer_update(outer, g, s, p, 0.0), (z, opt_state, z))
     return _program_store.digest(closed, ("outer update", str(out_tree)), (z, opt_state, z))
 
 

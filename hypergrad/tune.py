@@ -31,7 +31,7 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad.objective import Objective, as_hparams
 from hypergrad.outer import (DEFAULT_OUTER, LIVE, batched_starts, check_outer, chunk_rows, cohort_chunk, drive,
-                             make_cohort, outer_step_fn, step_trial, trials_of)
+                             make_cohort, outer_identity, outer_step_fn, step_trial, trials_of)
 from hypergrad.results import COMPLETE, Result, TrialRecorder, with_setup
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
@@ -200,7 +200,11 @@ def tune(
         key: PRNG key for training (initialisation and minibatches), shared by every tuner.
         method: hypergradient strategy, `hg.Reverse()` by default.
         outer: an optax optimiser over the unconstrained coordinates; default `DEFAULT_OUTER`
-            (Adam, 0.05). Each tuner keeps its own optimiser state.
+            (Adam, 0.05). Each tuner keeps its own optimiser state. One that reads the loss gets
+            the step's validation loss as `value=` (`optax.contrib.reduce_on_plateau`,
+            `optax.polyak_sgd`); one that asks for the loss as a function (`optax.lbfgs`'s line
+            search, `value_fn=`) is refused (`check_outer`). `info["outer"]` describes it
+            (`hypergrad.outer.outer_identity`).
         steps: number of outer steps, >= 1.
         init: where the tuners start: None ('centre' for one tuner, 'sample' for a population),
             'centre', 'sample' (drawn as `random_search` draws them: its first N settings), or
@@ -239,7 +243,7 @@ def tune(
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     _check_tune_args(objective, space, method)
-    steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer)
+    steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer, space)
     check_progress(progress)
     check_log(log)
     if not isinstance(resample_key, (bool, np.bool_)):
@@ -303,7 +307,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
               number=opened, checkpoint=checkpoint)
     finally:
         recorder.close()
-    info = {"method": repr(method), "outer": repr(outer), "steps": steps, "resample_key": resample_key,
+    info = {"method": repr(method), "outer": outer_identity(outer), "steps": steps, "resample_key": resample_key,
             "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk}
     seconds = cohort.compile_seconds + (0.0 if warm is None else warm.compile_seconds)
     return Result(name, tuple(recorder.trials), unit, seconds, info)

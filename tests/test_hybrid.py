@@ -136,10 +136,17 @@ def test_hybrid_searchs_recorded_seconds_are_the_whole_call(objective, key):
 @pytest.mark.parametrize("kwargs, match", [
     ({"log": 123}, r"log=123 must be the path of a JSON-lines file"),  # was open()'s TypeError, after compiling
     ({"log": "/proc/no_such_dir/trials.jsonl"}, r"log='/proc/no_such_dir/trials.jsonl': its directory"),
+    ({"outer": optax.lbfgs()}, r"outer=: .*value_fn"),  # was optax's TypeError from inside the trace
 ])
-def test_a_bad_log_is_refused_before_compiling(objective, key, kwargs, match):
+def test_a_bad_log_or_outer_is_refused_before_compiling(objective, key, kwargs, match):
     compilations = _compile.stats.compilations
     with pytest.raises(ValueError, match=match):
         hg.hybrid_search(objective, SPACE, key, budget=100, **kwargs)
     assert _compile.stats.compilations == compilations
 
+
+def test_info_outer_describes_the_optimiser_without_addresses(objective, key):
+    budget = 3 * 2.5 * _step_cost(objective, key)
+    info = [hg.hybrid_search(objective, SPACE, key, budget=budget, outer=optax.adam(0.2)).info["outer"]
+            for _ in range(2)]
+    assert info[0] == info[1] and "0x" not in repr(info[0])  # was repr(outer): closures at memory addresses

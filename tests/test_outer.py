@@ -10,6 +10,7 @@ Compilations are counted, never timed. float64 throughout (tests/conftest.py).
 """
 
 import gc
+import json
 import logging
 import weakref
 
@@ -116,3 +117,64 @@ def test_populations_on_one_chunk_share_their_starts_and_init_programs(objective
             objective, SPACE, key, population=population, warmup=8, chunk_size=4, steps=1, outer=outer))
         assert messages == [], population
         assert len(result.trials) == 8 + 2 * population
+
+
+# -- optimisers that read the loss (value=) ------------------------------------------------------
+def moves(result):
+    """Per tuner, (|z_{k+1} - z_k|, value_k, grad_norm_k) of each outer step k, z unconstrained."""
+    out = {}
+    for tuner, trials in sorted(tuners_of(result).items()):
+        zs = [np.concatenate([np.ravel(SPACE.unconstrain(t.hparams)[n]) for n in SPACE.names]) for t in trials]
+        out[tuner] = [(float(np.linalg.norm(b - a)), t.value, t.grad_norm) for a, b, t in zip(zs, zs[1:], trials)]
+    return out
+
+
+def tuners_of(result):
+    out = {}
+    for t in result.trials:
+        out.setdefault(t.tuner, []).append(t)
+    return out
+
+
+def test_polyak_sgds_step_is_the_loss_gap_over_the_gradient_norm(objective, key):
+    # Polyak's step is (value - f_min) / |g|^2 along -g, so it moves z by (value - f_min) / |g|: the
+    # outer step must give the optimiser the validation loss as value= (optax raised a TypeError).
+    # f_min is set from the first step's losses and gradients (the same at the same starts for any
+    # outer optimiser) so that each tuner's first step moves z by at least half its gradient's norm.
+    pilot = hg.tune(objective, SPACE, key, steps=1, population=2, outer=optax.sgd(0.0)).trials[:2]
+    f_min = min(t.value - 0.5 * t.grad_norm ** 2 for t in pilot)
+    result = hg.tune(objective, SPACE, key, steps=1, population=2,
+                     outer=optax.polyak_sgd(max_learning_rate=1e6, f_min=f_min))
+    assert all(t.state == "complete" for t in result.trials)
+    first = [steps[0] for steps in moves(result).values()]
+    assert len(first) == 2 and first[0][1] != first[1][1]  # two tuners, two losses
+    for moved, value, grad_norm in first:
+        np.testing.assert_allclose(moved, (value - f_min) / grad_norm, rtol=1e-6)
+
+
+def test_reduce_on_plateau_shrinks_the_step_while_the_loss_stalls(objective, key):
+    # atol so large that no loss after the first counts as an improvement: with patience 1 the
+    # scale falls tenfold at every later step, so the SGD steps are lr |g| times 1, 0.1, 0.01
+    lr = 0.2
+    plateau = optax.contrib.reduce_on_plateau(patience=1, factor=0.1, atol=1e9, accumulation_size=1)
+    result = hg.tune(objective, SPACE, key, steps=3, outer=optax.chain(optax.sgd(lr), plateau))
+    (steps,) = moves(result).values()
+    scales = [moved / (lr * grad_norm) for moved, _, grad_norm in steps]
+    np.testing.assert_allclose(scales, [1.0, 0.1, 0.01], rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [optax.lbfgs, lambda: optax.chain(optax.sgd(0.1), optax.scale_by_zoom_linesearch(5))])
+def test_an_optimiser_asking_for_the_loss_as_a_function_is_refused_naming_outer(objective, key, make):
+    before = _compile.stats.compilations
+    with pytest.raises(ValueError, match=r"outer=: .*value_fn"):
+        hg.tune(objective, SPACE, key, steps=1, outer=make())
+    assert _compile.stats.compilations == before
+
+
+def test_info_outer_describes_the_optimiser_without_addresses(objective, key):
+    # it held repr(outer): closures at memory addresses, unlike for equal optimisers and alike for others
+    info = [hg.tune(objective, SPACE, key, steps=1, outer=outer).info["outer"]
+            for outer in (optax.adam(0.3), optax.adam(0.3), optax.adam(0.01))]
+    assert info[0] == info[1] != info[2]
+    text = json.dumps(info[0])
+    assert "0x" not in text and "-0.3" in text

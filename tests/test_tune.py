@@ -154,6 +154,7 @@ def test_bad_init_is_refused_naming_init(digits, case):
     ({"log": 123}, "log=123 must be the path of a JSON-lines file"),
     ({"log": "/proc/no_such_dir/trials.jsonl"}, "log='/proc/no_such_dir/trials.jsonl': its directory"),
     ({"log": "/tmp"}, "log='/tmp' is a directory"),
+    ({"outer": optax.lbfgs()}, "outer=: .*value_fn"),  # was optax's TypeError from inside the trace
 ])
 def test_bad_arguments_are_refused_before_compiling(digits, kwargs, argname):
     compilations = _compile.stats.compilations
