@@ -33,7 +33,7 @@ import _claims
 # The registry: one name per experiments/<name>.py. Append yours (its full mode must write
 # <out>/<name>.json through _claims.write).
 EXPERIMENTS = [
-    "estimator_quality",   # short-horizon bias (Wu et al. 2018): its sidecar; estimator quality itself has no claim line
+    "estimator_quality",   # truncation bias (Shaban et al. 2019): its sidecar; estimator quality itself has no claim line
     "hyper_cleaning",      # Franceschi et al. 2017
     "learned_schedules",   # Maclaurin, Duvenaud & Adams 2015
     "generalisation",      # ours (issue 14): resample_key and cross-validation against fitting one key's noise
@@ -156,7 +156,8 @@ def summary(names: list[str], results: str, out: str) -> str:
     lines = [
         "# The classic results, reproduced", "",
         "One line per published claim: the paper's claim, our number, and the verdict (held / partly / not "
-        "held) each experiment decides by a rule fixed in its code before its first full run. Each "
+        "held) each experiment decides by a rule in its code, fixed before its first full run unless the claim's "
+        "own text says it was revised after it (on review, to add a noise margin or a control). Each "
         "experiment's page (linked) has the set-up, the tables, the figures and why. Data: scikit-learn's "
         "bundled sets (digits stands in for MNIST). Regenerate with `make reproduce`.", "",
         f"Claims: {len(rows) - failed} ({headline})." + (f" Failed: {failed}." if failed else "") + last_run(sidecars)

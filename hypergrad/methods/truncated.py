@@ -40,10 +40,12 @@ class Truncated(Method):
     Hessian-vector product each, about 2 steps' work), so about T + 2 * window training steps; with
     checkpointing, `window` more forward steps.
     Memory: the residuals of `window` steps (not T); with `checkpoint_every=k`, about window/k + k.
-    Bias: short-horizon bias (Wu et al. 2018, "Understanding short-horizon bias in stochastic
-    meta-optimization"): the influence of the hyperparameters on the first T - window steps is
-    ignored, so, e.g., the learning rate it drives to is typically smaller than the best one for the
-    full horizon. Unbiased (exact) only when window >= T.
+    Bias: truncation bias (Shaban et al. 2019, "Truncated back-propagation for bilevel
+    optimization"): the objective is the full horizon's, but the influence of the hyperparameters on
+    the first T - window steps is ignored, so, e.g., the learning rate it drives to is typically
+    smaller than the best one for the full horizon (the direction of Wu et al. 2018's short-horizon
+    bias, which comes from optimising a short horizon's objective instead). Unbiased (exact) only
+    when window >= T.
 
     Compute accounting (`hypergrad.accounting`, which counts this program): a training run plus the
     window's share of reverse mode's backward pass, about run + (window / T) * (R - run) with R the
