@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hypergrad._compile import hyperparameters
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "in_segments", "segment_split", "optimizer_update",
@@ -174,7 +175,8 @@ class Loop:
 
     def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
         """The training loss on `minibatch` (None: the whole training set)."""
-        return self.problem.train_loss(params, hparams, self.problem.gather(self.data["train"], minibatch))
+        batch = self.problem.gather(self.data["train"], minibatch)
+        return self.problem.train_loss(params, hyperparameters(hparams), batch)
 
     def val_loss(self, params: Params, hparams: HParams) -> Scalar:
         """The validation loss of `params` (the value `readout` returns, as a function of params)."""
@@ -182,7 +184,7 @@ class Loop:
 
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""
-        opt = self.optimizer_fn(hparams)
+        opt = self.optimizer_fn(hyperparameters(hparams))
         if not isinstance(opt, optax.GradientTransformation):
             raise ValueError(
                 f"optimizer(hparams) returned {type(opt).__name__}; it must return an "

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypergrad._compile import hyperparameters
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
@@ -415,11 +416,11 @@ class Problem:
 
     def initial_params(self, key: Key, hparams: HParams) -> Params:
         """`init(key)`, or `init(key, hparams)` when `model_reads_hparams`."""
-        return self._init_fn(key, hparams)
+        return self._init_fn(key, hyperparameters(hparams))
 
     def validation_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
         """`val_loss` on `batch` (given `hparams` when `model_reads_hparams`)."""
-        return self._val_fn(params, hparams, batch)
+        return self._val_fn(params, hyperparameters(hparams), batch)
 
     def scores(self, params: Params, data: Mapping[str, PyTree], hparams: HParams | None = None
                ) -> dict[str, Scalar]:
@@ -434,6 +435,7 @@ class Problem:
         """
         if hparams is None and self.model_reads_hparams:
             raise ValueError("Problem(model_reads_hparams=True).scores needs the hparams")
+        hparams = hyperparameters(hparams)
         out = {}
         for split in ("val", "test"):
             if split in data:
@@ -451,7 +453,7 @@ class Problem:
         fixed = dict(fixed)
 
         def merged(hparams):
-            return {**hparams, **fixed}
+            return hyperparameters({**hparams, **fixed})
 
         return dataclasses.replace(
             self,
@@ -464,7 +466,7 @@ class Problem:
 
 
 def _merged_metric(fn, fixed, params, hparams, batch):
-    return fn(params, {**hparams, **fixed}, batch)
+    return fn(params, hyperparameters({**hparams, **fixed}), batch)
 
 
 def _init_without_hparams(init, key, hparams):

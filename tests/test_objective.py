@@ -268,3 +268,44 @@ def test_a_hyperparameter_not_given_is_named_not_a_key_error(logistic_problem, m
     objective = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=T)
     with pytest.raises(ValueError, match="the objective reads hyperparameter 'momentum' that was not given"):
         getattr(objective, method)({"lr": 0.1}, jax.random.key(0))
+
+
+def dict_data_problem(train_key="y", val_key="y", reads=None):
+    """Linear regression on dict batches {"x", "y"}; the losses read the targets under `train_key`
+    and `val_key`, and the training loss the hyperparameter `reads` (if any)."""
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(12, 3)), "y": rng.normal(size=12)}
+
+    def mse(params, batch, target):
+        return jnp.mean((batch["x"] @ params["w"] - batch[target]) ** 2)
+
+    def train_loss(params, hparams, batch):
+        return mse(params, batch, train_key) + (0.0 if reads is None else hparams[reads])
+
+    return hg.Problem(init=lambda k: {"w": jnp.zeros(3)}, train_loss=train_loss,
+                      val_loss=lambda params, batch: mse(params, batch, val_key),
+                      train_data=data, val_data=data, batch_size=4)
+
+
+@pytest.mark.parametrize("where", ["train", "val"])
+def test_a_key_error_that_is_not_a_hyperparameter_passes_unchanged(where, key):
+    """A typo in a batch dict (the losses read "label"; the data hold "y") was reported as "the
+    objective reads hyperparameter 'label' that was not given": every KeyError raised while tracing
+    was. Only a name missing from the hyperparameters is now; any other KeyError passes unchanged."""
+    problem = dict_data_problem(**{f"{where}_key": "label"})
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+    for run in (lambda: objective({"lr": 0.1}, key), lambda: hg.hypergradient(objective, {"lr": 0.1}, key)):
+        with pytest.raises(KeyError, match="label") as caught:
+            run()
+        assert not isinstance(caught.value, ValueError)
+
+
+def test_a_hyperparameter_a_loss_reads_that_was_not_given_is_named(key):
+    """Read by the training loss, directly and through `with_fixed`, a missing name is still named."""
+    objective = hg.Objective(dict_data_problem(reads="shift"), lambda h: optax.sgd(h["lr"]), num_steps=3)
+    fixed = objective.with_fixed({"lr": jnp.asarray(0.1)})
+    for run in (lambda: objective({"lr": 0.1}, key), lambda: hg.hypergradient(objective, {"lr": 0.1}, key),
+                lambda: fixed({}, key)):
+        with pytest.raises(ValueError, match="the objective reads hyperparameter 'shift' that was not given"):
+            run()
+    assert float(objective({"lr": 0.1, "shift": 0.0}, key)) >= 0.0
