@@ -74,10 +74,13 @@ class Forward(Method):
 
     Cost: one training run plus N tangent runs, N = the number of directions (scalar
     hyperparameters, or blocks x trailing size for shared ones); each tangent step is the JVP of a
-    training step (a Hessian-vector-like product), so (1 + c N) training runs with c between 1 and
-    2 by the FLOP count (`hypergrad.accounting`): 1.15 on the digits MLP, 1.6 on the iris MLP,
-    whose tiny layers weigh the elementwise work more. It suits few hyperparameters and long
-    horizons.
+    training step (a Hessian-vector-like product), so (1 + c N) training runs by the FLOP count
+    (`hypergrad.accounting`). c is about 1 where the model's arithmetic is the run's cost (its
+    linearisation costs about what it does), somewhat above 1 where elementwise work weighs more
+    (tiny layers). What does not depend on the hyperparameters, drawing and gathering each
+    minibatch, the primal run does once and the N vmapped tangents share (as ES's samples share
+    it), so on a minibatch problem whose draw weighs much against a small model c is below 1.
+    It suits few hyperparameters and long horizons.
     Memory: the state plus N tangents of it (parameters and optimiser state), independent of T.
     Bias: none; exact up to floating point (for shared hyperparameters: the exact projection above).
 
