@@ -179,9 +179,13 @@ class ES(Method):
     ES(sigma, 8) counts 13.2 runs, not 17). Memory: the perturbed runs of min(chunk, num_samples) samples at once (twice
     that many runs when antithetic, vmapped), plus the unperturbed run; nothing grows with T.
     Bias: none for the gradient of the smoothed loss E[L(h + sigma D e)]; O(sigma^2) relative to
-    the true gradient. Variance: each estimate's error is about |D grad L| sqrt((P + 1) / n)
-    (divided elementwise by D) for P hyperparameter elements and n samples, so the sample count
-    must grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
+    the true gradient. Variance, to first order in sigma, for P hyperparameter elements and n
+    samples: the error of the estimate scaled elementwise by D is a vector whose norm is about
+    |D grad L| sqrt((P + 1) / n) (root mean square); element j's own error has standard deviation
+    sqrt((|D grad L|^2 + (D_j grad_j L)^2) / n) / D_j, between |D grad L| / (D_j sqrt(n)) and
+    sqrt(2) times that (the noise covariance of one sample is |a|^2 I + a a^T, a = D grad L). Every
+    element's error grows with the gradient's norm over all P elements, so the sample count must
+    grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
     A diverged perturbed run makes the estimate non-finite (`tune` then skips the step).
 
     Args:
