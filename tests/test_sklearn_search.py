@@ -10,6 +10,7 @@ program costs seconds here.
 """
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -161,6 +162,22 @@ def test_unsupported_options_fall_back_with_the_reason(iris, kwargs, fit, match,
     with pytest.warns(UserWarning, match=match):
         search.fit(*iris, **fit)
     assert calls == [fit]
+
+
+@pytest.mark.parametrize("search", [
+    lambda: GridSearchCV(small_mlp(), {"alpha": [1e-4, 1e-2]}, cv=2, n_jobs=0),
+    lambda: RandomizedSearchCV(small_mlp(), {"alpha": [1e-4, 1e-2]}, n_iter=2, cv=2, random_state=0, n_jobs=0),
+    lambda: HypergradSearchCV(small_mlp(), {"alpha": (1e-4, 1e-2, "log")}, cv=2, random_state=0, n_jobs=0),
+])
+def test_n_jobs_zero_is_refused_as_scikit_learn_refuses_it(iris, search, monkeypatch):
+    """n_jobs=0 was accepted (and searched) where scikit-learn raises joblib's ValueError: the same
+    error, type and message, now comes from the hypergrad searches, before anything is fitted."""
+    with pytest.raises(Exception) as expected:
+        sk.GridSearchCV(SklearnMLP(max_iter=2), {"alpha": [1e-4]}, cv=2, n_jobs=0).fit(*iris)
+    monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise
+    monkeypatch.setattr("hypergrad.hybrid_search", None)
+    with pytest.raises(type(expected.value), match=f"^{re.escape(str(expected.value))}$"):
+        search().fit(*iris)
 
 
 @pytest.mark.parametrize("make,error,match", [

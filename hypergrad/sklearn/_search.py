@@ -73,6 +73,7 @@ from typing import Any
 import jax
 import numpy as np
 import scipy.stats
+from joblib import effective_n_jobs
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
@@ -499,7 +500,14 @@ def devices_for_n_jobs(n_jobs: int | None) -> int | None:
     (`hg.use_cpu_cores`, `jax_num_cpu_devices`) and JAX has not started, the CPU is split into that
     many devices (`hg.use_cpu_cores`), over which each chunk of candidates x folds is sharded, as
     scikit-learn spreads its fits over n_jobs processes. Otherwise nothing changes: JAX fixes its
-    devices when it starts. Returns the number of devices set, or None."""
+    devices when it starts. Returns the number of devices set, or None.
+
+    Raises:
+        ValueError: `n_jobs=0`, joblib's own error (`effective_n_jobs`), which scikit-learn's
+            searches raise when they start their fits.
+    """
+    if n_jobs == 0:
+        effective_n_jobs(n_jobs)  # raises joblib's ValueError, word for word as scikit-learn's search
     if n_jobs is None or jax.config.jax_num_cpu_devices != -1:
         return None
     count = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs
