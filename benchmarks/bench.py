@@ -1,6 +1,6 @@
 """One command for hypergrad's speed, memory and compilation figures, measured side by side.
 
-    .venv/bin/python benchmarks/bench.py --out benchmarks/RESULTS.md      # `make bench`, 6-7 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench.py --out benchmarks/RESULTS.md      # `make bench`, about 5 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --quick --out /tmp/RESULTS.md    # structure only, well under a minute
     benchmarks/gpu.sh                                                     # the same tables on a GPU machine
 
@@ -49,8 +49,8 @@ alike:
    own count of its programs is private, so the first call's XLA count (helpers included) is shown
    as measured, without a target.
 4. Peak memory against T for Reverse with and without checkpointing (from section 1's programs).
-5. Correctness of the fast paths: `Reverse()` (store "steps") and `Reverse(store="states")`, with
-   and without checkpointing, against central finite differences and against
+5. Correctness of the fast paths: `Reverse()` (store "steps"), `Reverse(checkpoint_every=5)`
+   (its default store, "dots"), and `Reverse(store="states")` with and without checkpointing, against central finite differences and against
    `Reverse(store="residuals")`, in float64 on a small problem (the
    iris MLP 4-8-3, minibatches of 16, T=20). Run last: it turns on `jax_enable_x64`.
 

@@ -7,8 +7,8 @@
 # For a machine that already has jax with CUDA, optax, flax, numpy and scikit-learn installed and no
 # internet (this repo's .venv is CPU-only and is not built there): it imports hypergrad from the
 # checkout. Writes reverse_widths_gpu.md, populations_gpu.md, RESULTS_gpu.md and the run's log to $OUT when set (a lent
-# device machine returns what lands there), else to benchmarks/. Five timed calls per row instead of
-# seven or eleven (a lent GPU is not shared, and on it a T=2000 call is launch-bound). Every table
+# device machine returns what lands there), else to benchmarks/. The widths and bench tables time five calls
+# per row (bench.py's own default is eleven; a lent GPU is not shared, and on it a T=2000 call is launch-bound). Every table
 # is written as its section ends, so a run stopped at a time limit keeps what it measured; the
 # widths run ends with its profile (kernels per training step by class, from the device's streams).
 # A step that fails is logged and the next one still runs. On an H200 (2026-12-04) the widths took

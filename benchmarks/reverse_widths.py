@@ -321,7 +321,7 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: the tables' structure in seconds")
     parser.add_argument("--out", help="also write the markdown to this file")
-    parser.add_argument("--repeats", type=int, help="timed calls per row (default 7; 2 with --smoke)")
+    parser.add_argument("--repeats", type=int, help="timed calls per row (default 5; 2 with --smoke)")
     parser.add_argument("--no-profile", action="store_true", help="skip section 3")
     parser.add_argument("--widths", help="hidden layers to measure, e.g. 100,400,100-100 (default 50,100,200,400,100-100; "
                         "the profile's are 100,400 among them)")
