@@ -174,13 +174,25 @@ class Loop:
         return state._replace(params=new_params, opt_state=opt_state)
 
     def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
-        """The training loss on `minibatch` (None: the whole training set)."""
+        """The training loss on `minibatch` (None: the whole training set); `ValueError` while
+        traced unless the user's `train_loss` returns a scalar."""
         batch = self.problem.gather(self.data["train"], minibatch)
-        return self.problem.train_loss(params, hyperparameters(hparams), batch)
+        return self.problem.training_loss(params, hparams, batch)
 
     def val_loss(self, params: Params, hparams: HParams) -> Scalar:
         """The validation loss of `params` (the value `readout` returns, as a function of params)."""
         return self.problem.validation_loss(params, hparams, self.data["val"])
+
+    def check_outputs(self, hparams: HParams) -> None:
+        """Traces `init`, step 0 and `readout` at `hparams` on abstract values (nothing runs or
+        compiles): a training loss, validation loss or metric that returns anything but a scalar
+        is a `ValueError` naming it (`hypergrad.problem.scalar_output`). Cost: one trace of a step
+        and of the scoring."""
+        def first_step(h):
+            state = self.init(h, jax.random.key(0))
+            return self.readout(self.step(state, h, jnp.arange(1)[0]), h)  # step 0, typed as `run`'s
+
+        jax.eval_shape(first_step, hparams)
 
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""

@@ -40,7 +40,7 @@ from hypergrad._compile import hyperparameters
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Problem", "num_examples", "check_values", "kfold_indices", "explicit_folds"]
+__all__ = ["Problem", "num_examples", "check_values", "kfold_indices", "explicit_folds", "scalar_output"]
 
 
 def num_examples(data: PyTree, argname: str) -> int:
@@ -418,9 +418,15 @@ class Problem:
         """`init(key)`, or `init(key, hparams)` when `model_reads_hparams`."""
         return self._init_fn(key, hyperparameters(hparams))
 
+    def training_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
+        """`train_loss` on `batch`; `ValueError` (when traced) unless it returns a scalar."""
+        return scalar_output(self.train_loss(params, hyperparameters(hparams), batch),
+                             "Problem(train_loss=...)")
+
     def validation_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
-        """`val_loss` on `batch` (given `hparams` when `model_reads_hparams`)."""
-        return self._val_fn(params, hyperparameters(hparams), batch)
+        """`val_loss` on `batch` (given `hparams` when `model_reads_hparams`); `ValueError` (when
+        traced) unless it returns a scalar."""
+        return scalar_output(self._val_fn(params, hyperparameters(hparams), batch), "Problem(val_loss=...)")
 
     def scores(self, params: Params, data: Mapping[str, PyTree], hparams: HParams | None = None
                ) -> dict[str, Scalar]:
@@ -432,6 +438,9 @@ class Problem:
         Returns:
             `{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` (test entries only when
             the problem has a test split).
+
+        Raises:
+            ValueError: `val_loss` or a metric returned anything but a scalar (`scalar_output`).
         """
         if hparams is None and self.model_reads_hparams:
             raise ValueError("Problem(model_reads_hparams=True).scores needs the hparams")
@@ -439,9 +448,11 @@ class Problem:
         out = {}
         for split in ("val", "test"):
             if split in data:
-                out[f"{split}_loss"] = self._val_fn(params, hparams, data[split])
+                out[f"{split}_loss"] = scalar_output(self._val_fn(params, hparams, data[split]),
+                                                       "Problem(val_loss=...)")
                 for name, fn in self._metric_fns.items():
-                    out[f"{split}_{name}"] = fn(params, hparams, data[split])
+                    out[f"{split}_{name}"] = scalar_output(fn(params, hparams, data[split]),
+                                                                 f"Problem(metrics={{{name!r}: ...}})")
         return out
 
     def with_fixed(self, fixed: Mapping[str, Any]) -> Problem:
@@ -463,6 +474,18 @@ class Problem:
             metrics={name: functools.partial(_merged_metric, fn, fixed) for name, fn in self._metric_fns.items()},
             model_reads_hparams=True,
         )
+
+
+def scalar_output(value: Any, what: str) -> Any:
+    """`value`, a loss or metric the user's function `what` returned; `ValueError` naming the
+    function and the shape unless it is a scalar. Read from the (traced) shape, so the error comes
+    while the program is traced, before anything compiles: a `(1,)` or per-example `(n,)` value
+    would otherwise pass as the objective's value or fail deep in autodiff or a search."""
+    shape = np.shape(value)
+    if shape != ():
+        raise ValueError(f"{what} returned shape {shape}; it must return a scalar: average the "
+                         "per-example losses (.mean()), or .squeeze() a single value")
+    return value
 
 
 def _merged_metric(fn, fixed, params, hparams, batch):

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad import _compile
 
 
 def _mse(params, batch):
@@ -326,3 +327,30 @@ def test_ridge_closed_form_refuses_a_schedule_shorter_than_num_steps(ridge_probl
         hg.problems.ridge_trained_weights(ridge_problem, jnp.full((2, 10), 0.1), 0.05, 10)
     longer = hg.problems.ridge_trained_weights(ridge_problem, jnp.linspace(0.1, 0.2, 12), 0.05, 10)
     np.testing.assert_array_equal(longer, hg.problems.ridge_trained_weights(ridge_problem, jnp.linspace(0.1, 0.2, 12)[:10], 0.05, 10))
+
+
+# -- loss shapes ------------------------------------------------------------------------------------
+SHAPED = {  # what the user's function returns -> the function the error names
+    "train_loss": (dict(train_loss=lambda p, h, batch: _mse(p, batch)[None]), r"Problem\(train_loss=...\)"),
+    "val_loss": (dict(val_loss=lambda p, batch: _mse(p, batch).reshape(1)), r"Problem\(val_loss=...\)"),
+    "per_example": (dict(val_loss=lambda p, batch: (batch[0] * p["w"] - batch[1]) ** 2), r"Problem\(val_loss=...\)"),
+    "metric": (dict(metrics={"err": lambda p, batch: _mse(p, batch)[None]}), r"Problem\(metrics=\{'err': ...\}\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHAPED))
+def test_a_loss_or_metric_that_is_not_a_scalar_is_refused_before_compiling(case):
+    """A val_loss of shape (1,) or (n,) was silently the objective's value (a search then failed
+    converting it); a train_loss of shape (1,) failed in autodiff. Every one is now a ValueError
+    naming the function and the shape, before anything compiles."""
+    overrides, names = SHAPED[case]
+    problem = make_problem(n=12, batch_size=4, **overrides)
+    objective = hg.Objective(problem, lambda h: optax.sgd(lambda t: h["lr"][t]), num_steps=3)
+    hparams, key = {"lr": jnp.full(3, 0.1)}, jax.random.key(0)
+    before = _compile.stats.compilations
+    shape = r"\(4,\)" if case == "per_example" else r"\(1,\)"
+    for run in (lambda: objective(hparams, key), lambda: objective.evaluate(hparams, key),
+                lambda: hg.hypergradient(objective, hparams, key)):
+        with pytest.raises(ValueError, match=names + rf" returned shape {shape}; it must return a scalar"):
+            run()
+    assert _compile.stats.compilations == before
