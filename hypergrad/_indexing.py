@@ -34,8 +34,7 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     stepping as the training loop steps (`hypergrad.loop.optimizer_step`: every leaf cast back to
     its dtype, integer and boolean leaves held), so it accepts exactly the models training does. Cost,
     once per objective and hyperparameter shapes: one small compilation and `num_steps` optimiser
-    updates, no training loss or data; before it, one abstract trace of a training step and the
-    scoring (`Loop.check_outputs`), which refuses a non-scalar loss or metric before the probe compiles."""
+    updates, no training loss or data."""
     if all(np.ndim(v) == 0 for v in jax.tree.leaves(hparams)):
         return
     shapes = tuple((name, np.shape(v), str(jnp.result_type(v))) for name, v in sorted(hparams.items()))
@@ -47,7 +46,6 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     concrete = {name: (np.zeros(np.shape(v), jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v)
                 for name, v in hparams.items()}
     with _compile.naming_missing_hparams():
-        objective.loop().check_outputs(concrete)  # a non-scalar loss is named before the probe compiles
         error = _probe(objective, concrete)
     if error is not None:
         raise ValueError(

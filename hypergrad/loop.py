@@ -183,17 +183,6 @@ class Loop:
         """The validation loss of `params` (the value `readout` returns, as a function of params)."""
         return self.problem.validation_loss(params, hparams, self.data["val"])
 
-    def check_outputs(self, hparams: HParams) -> None:
-        """Traces `init`, step 0 and `readout` at `hparams` on abstract values (nothing runs or
-        compiles): a training loss, validation loss or metric that returns anything but a scalar
-        is a `ValueError` naming it (`hypergrad.problem.scalar_output`). Cost: one trace of a step
-        and of the scoring."""
-        def first_step(h):
-            state = self.init(h, jax.random.key(0))
-            return self.readout(self.step(state, h, jnp.arange(1)[0]), h)  # step 0, typed as `run`'s
-
-        jax.eval_shape(first_step, hparams)
-
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""
         opt = self.optimizer_fn(hyperparameters(hparams))

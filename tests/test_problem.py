@@ -342,7 +342,7 @@ SHAPED = {  # what the user's function returns -> the function the error names
 def test_a_loss_or_metric_that_is_not_a_scalar_is_refused_before_compiling(case):
     """A val_loss of shape (1,) or (n,) was silently the objective's value (a search then failed
     converting it); a train_loss of shape (1,) failed in autodiff. Every one is now a ValueError
-    naming the function and the shape, before anything compiles."""
+    naming the function and the shape, while the training program is traced, before it compiles."""
     overrides, names = SHAPED[case]
     problem = make_problem(n=12, batch_size=4, **overrides)
     objective = hg.Objective(problem, lambda h: optax.sgd(lambda t: h["lr"][t]), num_steps=3)
