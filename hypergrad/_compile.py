@@ -30,8 +30,7 @@ from jax.extend import core as jcore
 
 from hypergrad import _caches, _program_store
 
-__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "Hyperparameters", "MissingHyperparameter",
-           "hyperparameters", "stats", "signature", "MAX_ENTRIES",
+__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
            "QUICK_COMPILE", "strongly_typed", "share_programs", "is_traced"]
 
 MAX_ENTRIES = 256
@@ -158,48 +157,24 @@ def signature(args: Any) -> Hashable:
                            jax.numpy.result_type(x)) for x in leaves)
 
 
-class MissingHyperparameter(KeyError):
-    """The `KeyError` a `Hyperparameters` mapping raises for a name nobody passed (a `KeyError`, so
-    user code that catches one still does)."""
-
-
-class Hyperparameters(dict):
-    """The hyperparameters as the user's functions (losses, init, metrics, optimizer) receive them:
-    a plain dict, except that reading a name it lacks raises `MissingHyperparameter`, so
-    `naming_missing_hparams` can tell a hyperparameter nobody passed from any other `KeyError`
-    (a typo in a batch or parameter dict). A pytree like a dict (keys sorted)."""
-
-    def __missing__(self, name: Any) -> Any:
-        raise MissingHyperparameter(name)
-
-
-jax.tree_util.register_pytree_with_keys(
-    Hyperparameters,
-    lambda h: (tuple((jax.tree_util.DictKey(k), h[k]) for k in sorted(h)), tuple(sorted(h))),
-    lambda keys, values: Hyperparameters(zip(keys, values)),
-    flatten_func=lambda h: (tuple(h[k] for k in sorted(h)), tuple(sorted(h))))
-
-
-def hyperparameters(hparams: Any) -> Any:
-    """`hparams` as a `Hyperparameters` mapping, for handing to the user's functions (None stays None)."""
-    if hparams is None or isinstance(hparams, Hyperparameters):
-        return hparams
-    return Hyperparameters(hparams)
-
-
 @contextlib.contextmanager
 def naming_missing_hparams():
-    """Turns the `MissingHyperparameter` raised while tracing an objective (the user's loss, init or
-    optimizer read a name that its `Hyperparameters` lacks) into a `ValueError` naming the
-    hyperparameter nobody passed. Every other `KeyError` (a typo in a batch or parameter dict)
-    passes unchanged."""
+    """Turns a `KeyError` raised while tracing an objective into a `ValueError` saying what it most
+    often means, a hyperparameter the loss or optimiser read that nobody passed, and what else it
+    can be, a missing key in the user's own dicts (a batch or parameter dict): the `KeyError` stays
+    chained as its cause, so the traceback shows the line that raised it."""
     try:
         yield
-    except MissingHyperparameter as err:
-        raise ValueError(
-            f"the objective reads hyperparameter {err} that was not given; declare it in the "
-            "hg.Space (or pass it in hparams), or remove it from the optimizer/loss"
-        ) from err
+    except KeyError as err:
+        raise ValueError(missing_key_message(err)) from err
+
+
+def missing_key_message(err: KeyError) -> str:
+    """The message of `naming_missing_hparams`'s `ValueError` for `err`."""
+    return (f"KeyError {err} while tracing the objective. If {err} names a hyperparameter, the objective "
+            f"reads hyperparameter {err} that was not given: declare it in the hg.Space (or pass it in "
+            "hparams), or remove it from the optimizer/loss. Otherwise it is a key missing from a dict of "
+            "your own (a batch or parameters): the KeyError above shows the line")
 
 
 def strongly_typed(args: Any) -> Any:

@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hypergrad._compile import hyperparameters
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "in_segments", "segment_split", "optimizer_update",
@@ -185,7 +184,7 @@ class Loop:
 
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""
-        opt = self.optimizer_fn(hyperparameters(hparams))
+        opt = self.optimizer_fn(hparams)
         if not isinstance(opt, optax.GradientTransformation):
             raise ValueError(
                 f"optimizer(hparams) returned {type(opt).__name__}; it must return an "

@@ -205,4 +205,4 @@ class Objective:
         """
         fixed = dict(fixed)
         return dataclasses.replace(self, problem=self.problem.with_fixed(fixed),
-                                   optimizer=lambda h: self.optimizer(_compile.hyperparameters({**h, **fixed})))
+                                   optimizer=lambda h: self.optimizer({**h, **fixed}))

@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypergrad._compile import hyperparameters
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
@@ -416,17 +415,17 @@ class Problem:
 
     def initial_params(self, key: Key, hparams: HParams) -> Params:
         """`init(key)`, or `init(key, hparams)` when `model_reads_hparams`."""
-        return self._init_fn(key, hyperparameters(hparams))
+        return self._init_fn(key, hparams)
 
     def training_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
         """`train_loss` on `batch`; `ValueError` (when traced) unless it returns a scalar."""
-        return scalar_output(self.train_loss(params, hyperparameters(hparams), batch),
+        return scalar_output(self.train_loss(params, hparams, batch),
                              "Problem(train_loss=...)")
 
     def validation_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
         """`val_loss` on `batch` (given `hparams` when `model_reads_hparams`); `ValueError` (when
         traced) unless it returns a scalar."""
-        return scalar_output(self._val_fn(params, hyperparameters(hparams), batch), "Problem(val_loss=...)")
+        return scalar_output(self._val_fn(params, hparams, batch), "Problem(val_loss=...)")
 
     def scores(self, params: Params, data: Mapping[str, PyTree], hparams: HParams | None = None
                ) -> dict[str, Scalar]:
@@ -444,7 +443,6 @@ class Problem:
         """
         if hparams is None and self.model_reads_hparams:
             raise ValueError("Problem(model_reads_hparams=True).scores needs the hparams")
-        hparams = hyperparameters(hparams)
         out = {}
         for split in ("val", "test"):
             if split in data:
@@ -464,7 +462,7 @@ class Problem:
         fixed = dict(fixed)
 
         def merged(hparams):
-            return hyperparameters({**hparams, **fixed})
+            return {**hparams, **fixed}
 
         return dataclasses.replace(
             self,
@@ -489,7 +487,7 @@ def scalar_output(value: Any, what: str) -> Any:
 
 
 def _merged_metric(fn, fixed, params, hparams, batch):
-    return fn(params, hyperparameters({**hparams, **fixed}), batch)
+    return fn(params, {**hparams, **fixed}, batch)
 
 
 def _init_without_hparams(init, key, hparams):

@@ -39,6 +39,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad._checks import is_int_at_least
+from hypergrad._compile import missing_key_message
 from hypergrad.loop import Loop, optimizer_update
 from hypergrad.methods.base import Method
 
@@ -304,10 +305,8 @@ class Implicit(Method):
                 return state, optimizer_update(opt, g, state, p, jnp.zeros((), jnp.result_type(float)))
 
             in_optimizer = hparams_read_by(optimizer_step, hparams, params, params)
-        except KeyError as err:  # the loss or optimiser read a hyperparameter nobody passed
-            raise ValueError(
-                f"the objective reads hyperparameter {err} that was not given; declare it in the "
-                "hg.Space (or pass it in hparams), or remove it from the optimizer/loss") from err
+        except KeyError as err:  # most often a hyperparameter nobody passed
+            raise ValueError(missing_key_message(err)) from err
         for name in hparams:  # in the caller's order: the first offender is named
             if name in in_optimizer:
                 also = (" (it enters the training loss too, but the optimiser moves the fixed point "
