@@ -173,10 +173,10 @@ class ES(Method):
     backward pass. Counted FLOPs (`hypergrad.accounting`) are a little less, because the vmapped
     perturbed runs compute once for all of them what depends on the key alone (the minibatch
     draw, and the initialisation when the model reads no hyperparameter), and read only the
-    validation loss (no test scores or metrics): on a full-batch problem 2n + 1 runs within 5%;
+    validation loss (no test scores or metrics): on a full-batch problem close to 2n + 1 runs;
     on a minibatch problem each perturbed run is a run less its draw, initialisation and skipped
-    scoring (on the iris MLP with batches of 16 and T=20 the draw alone is 13% of a run, and
-    ES(sigma, 8) counts 13.2 runs, not 17). Memory: the perturbed runs of min(chunk, num_samples) samples at once (twice
+    scoring, so small models with small batches count noticeably fewer than 2n + 1
+    (`benchmarks/accounting_cost.py` counts it). Memory: the perturbed runs of min(chunk, num_samples) samples at once (twice
     that many runs when antithetic, vmapped), plus the unperturbed run; nothing grows with T.
     Bias: none for the gradient of the smoothed loss E[L(h + sigma D e)]; O(sigma^2) relative to
     the true gradient. Variance, to first order in sigma, for P hyperparameter elements and n
