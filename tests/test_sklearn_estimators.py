@@ -103,7 +103,8 @@ def test_tol_freezing_is_exact_under_vmap(iris):
     states = jax.jit(jax.vmap(lambda h: objective.loop().train(h, key)))(hparams)
     for i, model in enumerate(lone):
         assert int(states.opt_state.n_iter[i]) == model.n_iter_
-        for (kernel, bias), coef, intercept in zip(states.params, model.coefs_, model.intercepts_):
+        assert float(states.params.stopped[i]) == float(model.n_iter_ < base.max_iter)  # what a search reads
+        for (kernel, bias), coef, intercept in zip(states.params.layers, model.coefs_, model.intercepts_):
             np.testing.assert_allclose(np.asarray(kernel[i]).T, coef, rtol=0, atol=1e-12)
             np.testing.assert_allclose(np.asarray(bias[i]), intercept, rtol=0, atol=1e-12)
         np.testing.assert_allclose(np.asarray(states.opt_state.loss_curve[i])[:model.n_iter_], model.loss_curve_,
@@ -510,7 +511,7 @@ def test_early_stopping_refits_compile_nothing_and_equal_the_baked_program():
     codes, _ = estimator._encode_y(y)
     family, _ = estimator._family((x, codes), (x, codes), varying={}, n_classes=3)
     baked = family.objective({}).train({}, estimator._fit_key())
-    for a, (kernel, bias) in zip(zip(first.coefs_, first.intercepts_), baked):
+    for a, (kernel, bias) in zip(zip(first.coefs_, first.intercepts_), baked.layers):
         np.testing.assert_allclose(a[0], np.asarray(kernel).T, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(a[1], np.asarray(bias), rtol=1e-12, atol=1e-15)
 

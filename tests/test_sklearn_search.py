@@ -23,7 +23,7 @@ import scipy.stats
 from sklearn import model_selection as sk
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
-from sklearn.exceptions import FitFailedWarning
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier as SklearnMLP
@@ -704,3 +704,58 @@ def test_per_target_alpha_arrays_fall_back_to_scikit_learns_search():
     np.testing.assert_array_equal(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"])
     with pytest.raises(ValueError, match=r"varying\['alpha'\].*not a single number"):
         Ridge()._family((x, y), (x, y), varying={"alpha": grid["alpha"]})
+
+
+def _convergence_warnings(fit):
+    """(fit's result, the messages of the ConvergenceWarnings raised while it ran, each one shown)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit()
+    return result, [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_fits_that_reach_max_iter_warn_once_with_the_count_scikit_learns_search_warns(iris):
+    """scikit-learn's search warns once per candidate x fold fit that ran all max_iter epochs
+    without its stopping rule stopping it; the vmapped search (which warned only for its refit) gives
+    one ConvergenceWarning counting as many, and `hypergrad_not_converged_` marks which, read from
+    the search's own program (a second search at other rates compiles nothing). A rate too small to
+    change the loss stops every fit after n_iter_no_change + 2 = 3 epochs in both libraries; a
+    usable one still improves at max_iter=5; a search whose fits all stop is silent."""
+    x, y = iris
+    params = dict(hidden_layer_sizes=(4,), max_iter=5, n_iter_no_change=1, random_state=0)
+    grid = {"learning_rate_init": [1e-9, 0.05]}
+    _, expected = _convergence_warnings(
+        lambda: sk.GridSearchCV(SklearnMLP(**params), grid, cv=3, refit=False).fit(x, y))
+    assert len(expected) == 3
+    search, messages = _convergence_warnings(lambda: GridSearchCV(MLPClassifier(**params), grid, cv=3,
+                                                                  refit=False).fit(x, y))
+    assert len(messages) == 1 and messages[0].startswith(f"{len(expected)} of the 6 candidate x fold fits (1 of "
+                                                         "the 2 candidates, on 3 folds each) reached max_iter=5")
+    assert "Increase max_iter" in messages[0]
+    np.testing.assert_array_equal(search.hypergrad_not_converged_, [[False] * 3, [True] * 3])
+    before = len(BACKEND_COMPILES)
+    quiet, messages = _convergence_warnings(lambda: GridSearchCV(MLPClassifier(**params), {
+        "learning_rate_init": [1e-9, 1e-8]}, cv=3, refit=False).fit(x, y))
+    assert BACKEND_COMPILES[before:] == []
+    assert messages == [] and not quiet.hypergrad_not_converged_.any()
+    _, expected = _convergence_warnings(lambda: sk.GridSearchCV(SklearnMLP(**params), {
+        "learning_rate_init": [1e-9, 1e-8]}, cv=3, refit=False).fit(x, y))
+    assert expected == []
+
+
+@pytest.mark.parametrize("max_iter", [1, 100])
+def test_logistic_search_warns_for_the_fits_whose_own_fit_warns(iris, max_iter):
+    """LogisticRegression's Newton solve warns in `fit` when it ends at max_iter above tol; its
+    search counts exactly the candidate x fold fits whose own fit warns (one Newton step converges
+    none of them; a hundred converge all, and the search is silent)."""
+    x, y = iris
+    grid = {"C": [0.1, 10.0]}
+    folds = list(StratifiedKFold(3).split(x, y))
+    expected = np.asarray([[len(_convergence_warnings(lambda: LogisticRegression(max_iter=max_iter, C=c).fit(
+        x[train], y[train]))[1]) == 1 for train, _ in folds] for c in grid["C"]])
+    assert expected.all() if max_iter == 1 else not expected.any()
+    search, messages = _convergence_warnings(lambda: GridSearchCV(LogisticRegression(max_iter=max_iter), grid, cv=3,
+                                                                  refit=False).fit(x, y))
+    np.testing.assert_array_equal(search.hypergrad_not_converged_, expected)
+    assert len(messages) == int(expected.any())
+    assert not messages or messages[0].startswith(f"{expected.sum()} of the 6 candidate x fold fits")

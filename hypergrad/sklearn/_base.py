@@ -19,6 +19,10 @@ The three methods a search calls:
   problem reports `val_loss` (log-loss for classifiers, mean squared error for regressors) and the
   metrics "score" (the estimator's default `score`: accuracy or R^2), for classifiers "accuracy"
   and "log_loss", for regressors "neg_mean_squared_error" and "r2" (read back as `val_<name>`).
+  A family whose fits iterate up to `max_iter` and stop by a rule of their own (the MLPs',
+  LogisticRegression's) also reports "stopped": 1 when the fit stopped by its rule, 0 when it ran
+  all `max_iter` iterations without converging (where its `fit` warns); a search warns once for
+  the fits with 0, as scikit-learn's warns for each. Without it, no fit counts as unconverged.
   Structural parameters go through `hg.Structured(build, maskable=...)`, so hypergrad's planner
   masks or groups them by measured cost.
   Change to the first draft of the protocol: the keyword `n_classes` (classifiers only) gives the

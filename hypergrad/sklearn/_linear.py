@@ -180,23 +180,29 @@ def newton_logistic(x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax
 
 # -- the family: one step onto the solver's answer -------------------------------------------------------
 def jump_objective(solve: Any, scores: Mapping[str, Any], val_loss: Any, train: tuple, val: tuple,
-                   shapes: tuple[int, int], name: str) -> hg.Objective:
+                   shapes: tuple[int, int], name: str, stops: bool = False) -> hg.Objective:
     """An `hg.Objective` of one unit gradient step from zero onto `solve(train batch, hparams)`
-    (module docstring); `scores` are metrics `fn(params, hparams, (x, targets))`."""
+    (module docstring); `scores` are metrics `fn(params, hparams, (x, targets))`. With `stops`, the
+    answer also holds "stopped" (1.0 when the iterative solve converged within max_iter, 0.0 when
+    it ran out, where `fit` warns), which the step copies into the parameters like the rest and
+    the metric "stopped" reports (`hypergrad.sklearn._base`): a search reads it from the program it
+    runs anyway. It enters no loss, and its derivative is 0."""
     d, m = shapes
     dtype = _dtype()
 
     def init(key, hparams):
         del key, hparams
-        return {"coef": jnp.zeros((d, m), dtype), "intercept": jnp.zeros(m, dtype)}
+        params = {"coef": jnp.zeros((d, m), dtype), "intercept": jnp.zeros(m, dtype)}
+        return {**params, "stopped": jnp.zeros((), dtype)} if stops else params
 
     def train_loss(params, hparams, batch):
         # gradient in params: params - answer (the answer does not depend on params)
         answer = solve(batch, hparams)
         return sum(jnp.sum(0.5 * p * p - p * a) for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(answer)))
 
+    metrics = {**scores, "stopped": lambda params, hparams, batch: params["stopped"]} if stops else dict(scores)
     problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
-                         batch_size=None, metrics=dict(scores), name=name, model_reads_hparams=True)
+                         batch_size=None, metrics=metrics, name=name, model_reads_hparams=True)
     return hg.Objective(problem, lambda hparams: optax.sgd(1.0), num_steps=1)
 
 
@@ -318,7 +324,8 @@ class _Linear(HypergradEstimator):
             merged = params | dict(config)
             solve = self._solver(merged, continuous)
             return jump_objective(solve, scores, val_loss, splits[0], splits[1],
-                                  (splits[0][0].shape[1], splits[0][1].shape[1]), type(self).__name__)
+                                  (splits[0][0].shape[1], splits[0][1].shape[1]), type(self).__name__,
+                                  stops=self._classifier)
 
         return hg.Structured(build), space
 
@@ -447,8 +454,10 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
             x, targets, weights = batch
             # no penalty whatever C is, a searched (traced) C included
             c = jnp.asarray(penalty_c(params["penalty"], hparams["C"] if "C" in hparams else continuous["C"]), x.dtype)
-            return newton_logistic(x, targets, weights, c, fit_intercept=bool(params["fit_intercept"]),
-                                   max_iter=int(params["max_iter"]), tol=float(params["tol"]))[0]
+            solution, _, converged = newton_logistic(x, targets, weights, c,
+                                                     fit_intercept=bool(params["fit_intercept"]),
+                                                     max_iter=int(params["max_iter"]), tol=float(params["tol"]))
+            return {**solution, "stopped": converged.astype(x.dtype)}  # `fit` warns where it is 0
         return solve
 
     def _encode_y(self, y):

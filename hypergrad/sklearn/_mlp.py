@@ -24,6 +24,8 @@ The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` miniba
   vmap every fit runs all `max_iter` epochs of steps, but a stopped fit is frozen (its updates
   are zero and its state no longer changes, a `jnp.where`), so its parameters and `n_iter_` are
   exactly those of the fit run alone. With early stopping the best parameters are restored.
+  Whether the rule stopped the fit (else it ran out of epochs: `fit`'s ConvergenceWarning) is
+  carried in the parameters (`FitParams.stopped`), so a search reads it per fit from its program.
 
 Differences from scikit-learn, on purpose: the random numbers (initialisation, shuffling) come
 from JAX keys and the early-stopping split from `train_test_split` seeded by `random_state` (not
@@ -407,6 +409,35 @@ def sklearn_solver(rule: Rule, h: Mapping[str, Any], kinds: tuple, val_score: An
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+class FitParams(NamedTuple):
+    """What a fit's loop trains and its readout sees: the network's layers ((kernel (out, in), bias)
+    pairs, as `forward` takes them) and `stopped`, 1.0 once scikit-learn's stopping rule has stopped
+    the fit (no improvement of tol for more than n_iter_no_change epochs, of the training loss or,
+    with early stopping, of the validation score), else 0.0: 0.0 at the end is a fit that ran all
+    `max_iter` epochs without converging, for which `fit` warns (`_MLP._adopt`). It is a parameter
+    because hypergrad's readout reads only the parameters: the family reports it as the metric
+    "stopped", so a search learns it per candidate x fold from the program it runs anyway. No loss
+    reads it (its gradient is 0) and `reporting_stop` writes it, so it changes no other number;
+    cost: one scalar per fit."""
+
+    layers: list
+    stopped: jax.Array
+
+
+def reporting_stop(solver: optax.GradientTransformationExtraArgs) -> optax.GradientTransformationExtraArgs:
+    """`solver` (a `sklearn_solver`) over `FitParams`, whose update also sets `FitParams.stopped` to
+    the solver's `SolverState.stopped` (the flag `fit`'s ConvergenceWarning reads): its update is
+    the new flag minus the old (exact for 0 and 1), whatever the solver computed for that leaf
+    (restoring early stopping's best parameters included); 0 once the fit is frozen (the flag is
+    already 1). Cost: a scalar per step."""
+    def update(grads, state, params=None, *, value, **extra):
+        updates, new = solver.update(grads, state, params, value=value, **extra)
+        flag = new.stopped.astype(params.stopped.dtype) - params.stopped
+        return updates._replace(stopped=flag), new
+
+    return optax.GradientTransformationExtraArgs(solver.init, update)
+
+
 # -- the family: one hg.Objective per structural configuration ---------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -613,26 +644,26 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
         net = network(config, hparams, n_in, task.n_outputs, dtype)
         hidden = net.keeps or tuple(jnp.ones(w, dtype) for w in net.widest[1:-1])
         keeps = (jnp.ones(n_in, dtype), *hidden, jnp.ones(task.n_outputs, dtype))
-        return init_layers(key, net.widest, net.dims, keeps, net.factor, dtype)
+        return FitParams(init_layers(key, net.widest, net.dims, keeps, net.factor, dtype), jnp.zeros((), dtype))
 
     def logits(params, hparams, inputs):
         net = network(config, hparams, n_in, task.n_outputs, dtype)
-        return forward(params, inputs, net.activation, net.output_keeps)
+        return forward(params.layers, inputs, net.activation, net.output_keeps)
 
     def train_loss(params, hparams, batch):
         inputs, targets, weights = batch
         per = per_example_loss(task.out, logits(params, hparams, inputs), targets)
-        penalty = sum(jnp.sum(jnp.square(kernel)) for kernel, _ in params)
+        penalty = sum(jnp.sum(jnp.square(kernel)) for kernel, _ in params.layers)
         return (jnp.sum(weights * per) + 0.5 * numbers(hparams)["alpha"] * penalty) / jnp.sum(weights)
 
-    metrics = _metrics(task, logits)
+    metrics = {**_metrics(task, logits), "stopped": lambda params, hparams, batch: params.stopped}
     val_loss = metrics["log_loss"] if task.classifier else (lambda p, h, b: -metrics["neg_mean_squared_error"](p, h, b))
 
     def optimizer(hparams):
         score = None
         if config["early_stopping"]:  # scored on (X, targets, weights)
             score = lambda params: weighted_score(task, logits)(params, hparams, held_out)  # noqa: E731
-        return sklearn_solver(rule, numbers(hparams), _kinds(config, hparams), score)
+        return reporting_stop(sklearn_solver(rule, numbers(hparams), _kinds(config, hparams), score))
 
     problem = EpochBatches(init=init, train_loss=train_loss, val_loss=val_loss, train_data=data["train"],
                            val_data=data["val"], batch_size=None if rule.batches == 1 else rule.batch_size,
@@ -784,7 +815,7 @@ class _MLP(HypergradEstimator):
         never come here: it reads their validation loss, and counts a non-finite one as a failed
         fit; its refit does, and raises as scikit-learn's refit does.)"""
         solver: SolverState = state.opt_state
-        layers = solver.best_params if self.early_stopping else state.params
+        layers = (solver.best_params if self.early_stopping else state.params).layers
         dims = (x.shape[1], *as_sizes(self.hidden_layer_sizes), task.n_outputs)
         layers = [(kernel[:dims[l + 1], :dims[l]], bias[:dims[l + 1]]) for l, (kernel, bias) in enumerate(layers)]
         self.coefs_ = [np.asarray(kernel).T.copy() for kernel, _ in layers]

@@ -26,7 +26,12 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    fit raises: it is a failed fit as scikit-learn's search counts one (`fits_failed`: its test and
    train scores `error_score` with a `FitFailedWarning`; every fit failed raises scikit-learn's
    "All the N fits failed" `ValueError`). A NaN score of a fit that did not fail (R^2 of a
-   one-example fold) stays NaN, as scikit-learn's.
+   one-example fold) stays NaN, as scikit-learn's. A fit that ran all its `max_iter` iterations
+   without its stopping rule stopping it (an MLP's tol / n_iter_no_change or early stopping, a
+   LogisticRegression's tol on the gradient: the
+   family's metric "stopped" is 0, read from the same program, `ran_out`) is one where
+   scikit-learn's search warns, once per fit: here one `ConvergenceWarning` counts them all
+   (`fits_not_converged`), and `search.hypergrad_not_converged_` (candidates x folds) says which.
 
 Anything this path cannot run exactly (an estimator that is not a hypergrad estimator, a callable
 or multi-metric `scoring`, an unsupported scoring string, fit parameters such as `sample_weight`, a
@@ -75,7 +80,7 @@ import numpy as np
 import scipy.stats
 from joblib import effective_n_jobs
 from sklearn.base import clone, is_classifier
-from sklearn.exceptions import FitFailedWarning
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import GridSearchCV as SklearnGridSearchCV
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
@@ -432,9 +437,10 @@ def run_record(result: hg.Result, folds: int) -> dict[str, Any]:
 
 def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mapping[str, Any]], metric: tuple,
               classes: np.ndarray | None, key: jax.Array, strategy: str, records: list, overlap: Any = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scores (candidates, folds) of `metric`, which fits failed (candidates, folds) and seconds per
-    fit (its share of its program's run and compilation), every distinct fit (`distinct_fits`) of
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scores (candidates, folds) of `metric`, which fits failed (candidates, folds), seconds per
+    fit (its share of its program's run and compilation) and which fits ran out of iterations
+    (candidates, folds: `ran_out`), every distinct fit (`distinct_fits`) of
     one fold batch in one program; appends each evaluation's `run_record` to `records`. `overlap`:
     `evaluate_settings`'s, called when its first program compiles.
 
@@ -450,6 +456,7 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     name, sign, counts = metric
     scores = np.full((len(candidates), len(pairs)), np.nan)
     failed = np.zeros(scores.shape, bool)
+    exhausted = np.zeros(scores.shape, bool)
     seconds = np.zeros_like(scores)
     for indices, family, space in fold_batches(target, pairs, varying, classes):
         settings = target.final._settings(space, finals)
@@ -462,16 +469,25 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
             for j, fold in enumerate(indices):
                 suffix = f"_fold{j}" if len(indices) > 1 else ""
                 failed[rows, fold] = fold_failed(trial, suffix)
+                exhausted[rows, fold] = ran_out(trial, suffix)
                 value = np.nan if failed[rows[0], fold] else sign * trial.scores[f"val_{name}{suffix}"]
                 scores[rows, fold] = exact_fraction(value, len(pairs[fold][1][0])) if counts else value
                 seconds[rows, fold] = (trial.seconds + share) / len(indices) / len(rows)
-    return scores, failed, seconds
+    return scores, failed, seconds, exhausted
 
 
 def fold_failed(trial: hg.Trial, suffix: str) -> bool:
     """Whether a trial's fit on one fold (`suffix` "_fold<j>", or "" for a lone fold) failed: its
     validation loss (log-loss or squared error) is not finite, so the fit diverged."""
     return not np.isfinite(trial.scores.get(f"val_loss{suffix}", np.nan))
+
+
+def ran_out(trial: hg.Trial, suffix: str) -> bool:
+    """Whether a trial's fit on one fold (`suffix` as `fold_failed`'s) ran all its `max_iter`
+    iterations without its stopping rule stopping it: the family's metric "stopped" is 0 (the MLPs'
+    `FitParams.stopped`, LogisticRegression's Newton convergence: what their `fit` warns from).
+    False for a family without the metric (Ridge's closed form)."""
+    return trial.scores.get(f"val_stopped{suffix}", 1.0) == 0.0
 
 
 def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
@@ -535,8 +551,12 @@ class VmappedSearch:
         Returns:
             self, fitted: `cv_results_`, `best_params_`, `best_score_`, `best_index_`,
             `best_estimator_` (with `refit`), `refit_time_`, `n_splits_`, `scorer_`, `multimetric_`;
-            and `hypergrad_info_`, one dict per vmapped evaluation (`run_record`: its programs,
-            plan, compile and run seconds, and the planner's mask-or-group decisions).
+            `hypergrad_info_`, one dict per vmapped evaluation (`run_record`: its programs,
+            plan, compile and run seconds, and the planner's mask-or-group decisions); and
+            `hypergrad_not_converged_`, a bool array (candidates, folds): the fits that ran all
+            `max_iter` iterations without converging (not the failed ones), those a
+            `ConvergenceWarning` counted (all False for Ridge, whose solve does not iterate).
+            Neither is set when the search falls back to scikit-learn's.
         """
         self._validate_params()
         devices_for_n_jobs(self.n_jobs)
@@ -589,17 +609,19 @@ class VmappedSearch:
         shape = (len(candidates), len(splits))
         tables = {name: np.zeros(shape) for name in ("test", "train", "fit_time", "score_time")}
         tables["failed"] = np.zeros(shape, bool)
+        tables["ran_out"] = np.zeros(shape, bool)
         self.hypergrad_info_ = []  # one run_record per vmapped evaluation
         for host, rows in host_groups(target, candidates):
             group = target_of(clone(self.estimator).set_params(**host))
             subset = [candidates[r] for r in rows]
             pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
             key = group.final._fit_key()
-            tables["test"][rows], tables["failed"][rows], tables["fit_time"][rows] = run_folds(
-                group, pairs, subset, metric, classes, key, type(self).__name__, self.hypergrad_info_,
-                overlap=refit.start if refit is not None else None)
+            found = run_folds(group, pairs, subset, metric, classes, key, type(self).__name__, self.hypergrad_info_,
+                              overlap=refit.start if refit is not None else None)
+            for name, table in zip(("test", "failed", "fit_time", "ran_out"), found):
+                tables[name][rows] = table
             if self.return_train_score:  # the same fits (failed as above), scored on their training folds
-                tables["train"][rows], _, tables["score_time"][rows] = run_folds(
+                tables["train"][rows], _, tables["score_time"][rows], _ = run_folds(
                     group, [(train, train) for train, _ in pairs], subset, metric, classes, key, type(self).__name__,
                     self.hypergrad_info_)
         return tables
@@ -608,14 +630,19 @@ class VmappedSearch:
                 refit: Any = None) -> None:
         """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
         `refit`'s program when it can fit the best candidate, see `_refit_program`). `tables`
-        holds "test", "train", "fit_time", "score_time" and "failed" (candidates, folds): a failed
-        fit's test and train scores become `error_score`, as scikit-learn's `_fit_and_score` sets
-        them (`fits_failed` raises when every fit failed, or with error_score="raise")."""
+        holds "test", "train", "fit_time", "score_time", "failed" and "ran_out" (candidates,
+        folds): a failed fit's test and train scores become `error_score`, as scikit-learn's
+        `_fit_and_score` sets them (`fits_failed` raises when every fit failed, or with
+        error_score="raise"); the fits that ran out of iterations (failed ones aside) are
+        `hypergrad_not_converged_`, and one `ConvergenceWarning` counts them (`fits_not_converged`)."""
         failed = tables["failed"]
         if failed.any():
             fits_failed(self, candidates, failed)
             tables["test"][failed] = self.error_score
             tables["train"][failed] = self.error_score
+        self.hypergrad_not_converged_ = tables["ran_out"] & ~failed
+        if self.hypergrad_not_converged_.any():
+            fits_not_converged(self, candidates, self.hypergrad_not_converged_)
         out = []
         for c in range(len(candidates)):
             for s in range(len(splits)):
@@ -662,6 +689,33 @@ def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray) -> None
                   f"partitions for these parameters will be set to {search.error_score}.\nIf these failures are not "
                   f"expected, you can try to debug them by setting error_score='raise'.\n\n"
                   f"Below are more details about the failures:\n{what}", FitFailedWarning, stacklevel=4)
+
+
+def fits_not_converged(search: Any, candidates: list[dict], ran_out: np.ndarray) -> None:
+    """One `ConvergenceWarning` for the fits (`ran_out`: candidates x folds) that ran all their
+    `max_iter` iterations without their stopping rule stopping them, where scikit-learn's search
+    warns once per such fit (its estimator's `fit` does, as `fit` here does for the refit)."""
+    c, s = np.argwhere(ran_out)[0]
+    rows = np.flatnonzero(ran_out.any(axis=1))
+    max_iter = sorted({str(v) for v in (fit_param(search.estimator, candidates[r], "max_iter") for r in rows)
+                       if v is not None})
+    reached = f"max_iter={', '.join(max_iter)}" if max_iter else "max_iter"
+    warnings.warn(f"{int(ran_out.sum())} of the {ran_out.size} candidate x fold fits ({len(rows)} of the "
+                  f"{len(candidates)} candidates, on {ran_out.shape[1]} folds each) reached {reached} and the "
+                  "optimization hasn't converged yet (their stopping rule never stopped them), the first: candidate "
+                  f"{candidates[c]} on fold {s}. Increase "
+                  "max_iter, or scale the data (sklearn.preprocessing.StandardScaler); the fits that did not "
+                  "converge are search.hypergrad_not_converged_ (candidates x folds).", ConvergenceWarning,
+                  stacklevel=4)
+
+
+def fit_param(estimator: Any, candidate: Mapping[str, Any], name: str) -> Any:
+    """The value of the final estimator's parameter `name` in `candidate` (a Pipeline's with its step
+    prefix), else the estimator's own; None when it has none."""
+    target = target_of(estimator)
+    if isinstance(target, str):
+        return None
+    return candidate.get(target.prefix + name, target.final.get_params(deep=False).get(name))
 
 
 class GridSearchCV(VmappedSearch, SklearnGridSearchCV):
@@ -810,7 +864,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         used only by the fallback.
 
     `cv_results_` has one row per (configuration, outer step), with scikit-learn's keys; the best
-    row is refit through the estimator's own `fit`. Cost: budget runs plus compilation (one program
+    row is refit through the estimator's own `fit`. A row's fits that ran out of iterations are
+    counted in one `ConvergenceWarning` and marked in `hypergrad_not_converged_` (rows x folds), as
+    `GridSearchCV.fit` does. Cost: budget runs plus compilation (one program
     per structural group), plus the refit. Bias: hypergradients of a finite number of training steps
     (exact for the unrolled fit; `method` decides); `mean_test_score` of the picked row is an
     optimistic estimate, as for any search. Anything the path cannot run (an estimator that is not a
@@ -902,12 +958,13 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         candidates = [{target.prefix + n: as_param(t.hparams[n]) for n in names} for t in trials]
         shape = (len(trials), k)
         tables = {"test": np.full(shape, np.nan), "train": np.zeros(shape), "fit_time": np.zeros(shape),
-                  "score_time": np.zeros(shape), "failed": np.zeros(shape, bool)}
+                  "score_time": np.zeros(shape), "failed": np.zeros(shape, bool), "ran_out": np.zeros(shape, bool)}
         share = result.compile_seconds / len(trials)
         for row, t in enumerate(trials):
             for j in range(k):  # one fold's problem is not cross-validated: its scores have no fold suffix
                 suffix = f"_fold{j}" if k > 1 else ""
                 tables["failed"][row, j] = fold_failed(t, suffix)
+                tables["ran_out"][row, j] = ran_out(t, suffix)
                 value = np.nan if tables["failed"][row, j] else sign * t.scores.get(f"val_{metric}{suffix}", np.nan)
                 tables["test"][row, j] = exact_fraction(value, n_val) if counts else value
                 tables["fit_time"][row, j] = (t.seconds + share) / k
