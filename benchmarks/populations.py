@@ -280,11 +280,12 @@ def _total(result, by: str) -> float:
     return float(spent[-1]) if len(spent) else 0.0
 
 
-def _random_within(objective, space, key, rand, seconds: float, by: str, tries: int = 4, most: int = 100):
+def _random_within(objective, space, key, rand, seconds: float, by: str, tries: int = 8, most: int = 100):
     """(trials random search finished within `seconds` of `by`, its best among them, and the seconds
     of the longer call made for it or None): from `rand` when it outlasts `seconds`, else from a
-    new cold call with as many more trials as the shortfall buys at `rand`'s execution seconds per
-    trial (same key: its first trials are `rand`'s settings), repeated until one outlasts `seconds`;
+    new cold call with as many more trials as the shortfall buys at the last call's execution seconds
+    per trial, and at least twice as many (same key: its first trials are `rand`'s settings),
+    repeated until one outlasts `seconds`;
     at most `most` times `rand`'s trials (then its pick over all of them: the seconds shown say so)."""
     result, made, cap = rand, None, most * len(rand.trials)
     for _ in range(tries):
@@ -293,7 +294,7 @@ def _random_within(objective, space, key, rand, seconds: float, by: str, tries: 
             within = sum(1 for spent in result.spent(by) if spent <= seconds * (1 + 1e-9))
             return within, result.best_within(seconds, by=by), made
         per_trial = max(result.seconds / len(result.trials), 1e-9)
-        n = min(cap, len(result.trials) + math.ceil(1.25 * (seconds - total) / per_trial))
+        n = min(cap, max(2 * len(result.trials), len(result.trials) + math.ceil(1.25 * (seconds - total) / per_trial)))
         hg.clear_caches()
         result = hg.random_search(objective, space, key, n, chunk_size=_chunk(n))
         made = _total(result, "seconds")
