@@ -631,14 +631,7 @@ def test_a_long_experiment_keeps_its_finished_cells_when_it_stops(tmp_path, monk
 
 
 # -- verdict rules with a noise margin (paired over keys, 2 s.e.): the rules themselves, on made-up numbers,
-# and the smoke runs' sidecars read back by them ------------------------------------------------------------
-def import_experiment(name):
-    sys.path.insert(0, str(FOLDER))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(FOLDER))
-
+# and the smoke runs' sidecars read back by them (import_experiment is defined above) ----------------------
 
 def paired_mean_se(a, b):
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
