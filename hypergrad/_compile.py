@@ -172,7 +172,7 @@ def naming_missing_hparams():
 def missing_key_message(err: KeyError) -> str:
     """The message of `naming_missing_hparams`'s `ValueError` for `err`."""
     return (f"KeyError {err} while tracing the objective. If {err} names a hyperparameter, the objective "
-            f"reads hyperparameter {err} that was not given: declare it in the hg.Space (or pass it in "
+            f"reads hyperparameter {err} that was not given; declare it in the hg.Space (or pass it in "
             "hparams), or remove it from the optimizer/loss. Otherwise it is a key missing from a dict of "
             "your own (a batch or parameters): the KeyError above shows the line")
 
