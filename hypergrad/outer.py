@@ -83,7 +83,7 @@ from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
            "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts", "update_key",
-           "initial_states", "batched_starts", "outer_update", "outer_identity", "trials_of"]
+           "initial_states", "batched_starts", "outer_identity", "trials_of"]
 
 SKIPPED_WHY = (
     "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
@@ -119,7 +119,7 @@ def _check_update_arguments(outer: optax.GradientTransformation, space: Space) -
     z = jax.eval_shape(space.unconstrain, space.centre())
     value = jax.ShapeDtypeStruct((), jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
-        jax.eval_shape(lambda z, v: outer_update(outer, z, outer.init(z), z, v), z, value)
+        jax.eval_shape(lambda z, v: optimizer_update(outer, z, outer.init(z), z, v), z, value)
     except TypeError as err:
         if "required keyword-only argument" not in str(err):
             raise
@@ -142,15 +142,6 @@ def outer_identity(outer: optax.GradientTransformation) -> Any:
         return {"type": type(outer).__qualname__}
 
 
-def outer_update(outer: optax.GradientTransformation, grad_z: PyTree, opt_state: PyTree, z: PyTree,
-                 value: Any) -> tuple[PyTree, PyTree]:
-    """`outer.update` as the outer step calls it: an `optax.GradientTransformationExtraArgs` (every
-    `optax.chain` is one) also gets the validation loss at `z` as `value=` (plateau rules and
-    Polyak's step read it; the rest ignore it), as the training loop gives its optimiser the
-    training loss (`hypergrad.loop.optimizer_update`)."""
-    return optimizer_update(outer, grad_z, opt_state, z, value)
-
-
 def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
     """The pure outer step of one tuner: (z, z_good, opt_state, key, data) -> (z, z_good, opt_state,
     report)."""
@@ -161,7 +152,8 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
         (grad_z,) = pullback(grads)
         loss_ok = jnp.isfinite(value)
         ok = loss_ok & all_finite(grad_z)
-        updates, new_state = outer_update(outer, grad_z, opt_state, z, value)
+        # as the training loop gives its optimiser the loss: an ExtraArgs one (every chain) gets value=
+        updates, new_state = optimizer_update(outer, grad_z, opt_state, z, value)
         moved = optax.apply_updates(z, updates)
         # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
         backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
@@ -226,7 +218,7 @@ def update_key(outer: optax.GradientTransformation, z: PyTree, opt_state: PyTree
     keyed by it with the objective, space and method: their step traces to one jaxpr. Cost: one
     trace of the update alone (milliseconds)."""
     # the loss given as value= is a constant here: an optimiser that ignores it traces as before
-    closed, out_tree = traced(lambda g, s, p: outer_update(outer, g, s, p, 0.0), (z, opt_state, z))
+    closed, out_tree = traced(lambda g, s, p: optimizer_update(outer, g, s, p, 0.0), (z, opt_state, z))
     return _program_store.digest(closed, ("outer update", str(out_tree)), (z, opt_state, z))
 
 
