@@ -74,7 +74,13 @@ SETTINGS = {"mlp 0-4->5-9": ("mlp", "5-9"), "cnn 0-4->5-9": ("cnn", "5-9"), "cnn
 OUTER = optax.adam(0.1)  # one object, so tune's program is reused across seeds
 
 
-def _gradient(objective, space, key, budget, step_runs=3.0):
+STEP_RUNS = 3.0
+"""About the training runs one hypergradient costs (one tuner's outer step)."""
+MIN_BUDGET = 2 + int(2 * STEP_RUNS)
+"""The gradient strategy's least budget: a warm-up of 2 runs and one outer step of its two tuners."""
+
+
+def _gradient(objective, space, key, budget, step_runs=STEP_RUNS):
     """Two tuners from the best of a random warm-up (a quarter of the budget), as many outer steps
     as fit (one hypergradient costs about `step_runs` runs per tuner)."""
     warmup = max(2, budget // 4)
@@ -242,6 +248,17 @@ def count(text: str) -> int:
     return value
 
 
+def budget(text: str) -> int:
+    """argparse type: training-run equivalents per strategy, at least `MIN_BUDGET` (below it the
+    gradient strategy would spend more than the others: its warm-up and one outer step)."""
+    value = count(text)
+    if value < MIN_BUDGET:
+        raise argparse.ArgumentTypeError(
+            f"{value} runs cannot pay the gradient strategy's warm-up (2 runs) and one outer step of its two "
+            f"tuners (about {int(2 * STEP_RUNS)} runs); pass at least {MIN_BUDGET}")
+    return value
+
+
 def shots(text: str) -> list:
     """argparse type: comma-separated shots per class, each a whole number from 1 to `MAX_SHOTS`, or all."""
     values = []
@@ -278,7 +295,7 @@ def arguments(argv=None):
                         help=f"labelled examples per class, comma-separated: each at most {MAX_SHOTS} (every setting "
                              f"has that many), or all: every example not held out (default {SIZES['shots']})")
     parser.add_argument("--seeds", type=count, default=None, help=f"seeds 0 .. N-1 (default {SIZES['seeds']})")
-    parser.add_argument("--budget", type=count, default=None,
+    parser.add_argument("--budget", type=budget, default=None,
                         help=f"training-run equivalents per strategy (default {SIZES['budget']})")
     parser.add_argument("--steps", type=count, default=None, help=f"fine-tuning steps T (default {SIZES['steps']})")
     parser.add_argument("--pretrain-steps", type=count, default=None,

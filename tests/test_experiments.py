@@ -543,21 +543,23 @@ def test_an_out_that_is_a_file_is_a_parser_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["--budget", "0"], "--budget"), (["--budget", "-1"], "--budget"), (["--seeds", "0"], "--seeds"),
+    (["--budget", "0"], "--budget"), (["--budget", "-1"], "--budget"), (["--budget", "7"], "--budget"),
+    (["--seeds", "0"], "--seeds"),
     (["--seeds", "-2"], "--seeds"), (["--steps", "0"], "--steps"), (["--pretrain-steps", "1.5"], "--pretrain-steps"),
     (["--shots", "10,abc"], "--shots"), (["--shots", "10,0"], "--shots"), (["--shots", "61"], "--shots"),
     (["--smoke", "--seeds", "2"], "--smoke"), (["--smoke", "--shots", "all"], "--smoke")])
 def test_finetuning_refuses_a_bad_command_line_before_any_work(argv, named, tmp_path, capsys):
     """--budget -1 failed after 40 s (`(-1) ** (1/3)`), --seeds 0 with a numpy TypeError, --shots 10,0 only
-    once the 10-shot cells were done; --smoke silently replaced the sizes given. Each is a parser error now."""
+    once the 10-shot cells were done; --smoke silently replaced the sizes given; --budget 1-7 was accepted,
+    though the gradient strategy's warm-up and one outer step spend 8. Each is a parser error now."""
     finetuning = import_experiment("finetuning")
     with pytest.raises(SystemExit) as exit:
         finetuning.arguments([*argv, "--out", str(tmp_path)])
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {named}" in err or f"{named} sets" in err, err
-    args = finetuning.arguments(["--shots", "10, all", "--seeds", "2", "--budget", "4", "--out", str(tmp_path)])
-    assert (args.shots, args.seeds, args.budget, args.steps) == ([10, "all"], 2, 4, finetuning.SIZES["steps"])
+    args = finetuning.arguments(["--shots", "10, all", "--seeds", "2", "--budget", "8", "--out", str(tmp_path)])
+    assert (args.shots, args.seeds, args.budget, args.steps) == ([10, "all"], 2, 8, finetuning.SIZES["steps"])
     smoke = finetuning.arguments(["--smoke", "--out", str(tmp_path)])
     assert (smoke.shots, smoke.seeds, smoke.budget) == (["all"], 1, 8)
 
