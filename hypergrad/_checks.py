@@ -67,9 +67,11 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
 def check_log(log: Any) -> Any:
     """`log` if it is None or a usable path of the JSON-lines file each trial is appended to
     (`hypergrad.results.TrialRecorder`); else a `ValueError` naming `log=`. Usable: a str, bytes or
-    os.PathLike naming a file (not a directory) that can be appended to. Its directory is created
-    here when missing, as the recorder would create it (by process 0 alone, the one that writes the
-    log): whether it can be is known only by trying. Cost: a few `stat` calls (and a `mkdir`)."""
+    os.PathLike naming a file (not a directory) that can be appended to. A missing directory is
+    created and removed again here (by process 0 alone, the one that writes the log): whether it can
+    be is known only by trying, and a call refused later for another reason leaves nothing behind;
+    the trial recorder creates it for good when it opens the log. Cost: a few `stat` calls (and
+    a `mkdir` and `rmdir` per missing directory)."""
     if log is None:
         return None
     if not isinstance(log, (str, bytes, os.PathLike)) or not os.fspath(log):
@@ -82,12 +84,30 @@ def check_log(log: Any) -> Any:
     if jax.process_index() != 0:
         return log
     directory = os.path.dirname(path)
+    missing = _missing_directories(directory)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as err:
         raise ValueError(f"log={log!r}: its directory {directory!r} cannot be created ({err.strerror}); give "
                          "the path of a JSON-lines file in a directory you can write, or None") from err
-    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+    try:
+        writable = os.access(path if os.path.exists(path) else directory, os.W_OK)
+    finally:
+        for made in missing:  # deepest first: the trial log's writer creates them when it writes
+            os.rmdir(made)
+    if not writable:
         raise ValueError(f"log={log!r} cannot be written (no write permission); give the path of a JSON-lines "
                          "file you can write, or None")
     return log
+
+
+def _missing_directories(directory: str) -> list[str]:
+    """The directories on the way to `directory` that do not exist yet, deepest first."""
+    missing = []
+    while directory and not os.path.exists(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return missing

@@ -658,3 +658,17 @@ def test_a_bad_log_is_refused_naming_log_before_compiling(ridge_problem_, search
             hg.grid_search(objective, space, jax.random.key(0), 3, log=log, storage=tmp_path / "s.db", study="s")
     assert _compile.stats.compilations == compilations
     assert not (tmp_path / "s.db").exists()  # refused before the study was opened
+
+
+def test_a_call_refused_after_its_log_check_leaves_no_log_directory(ridge_problem_, tmp_path):
+    # check_log created a missing log directory to learn whether it could, and left it behind when the
+    # call was refused afterwards for another reason (here progress=)
+    objective = hg.Objective(ridge_problem_, lambda h: optax.sgd(h["lr"]), num_steps=5)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.1)})
+    log = tmp_path / "new" / "deeper" / "trials.jsonl"
+    with pytest.raises(ValueError, match="progress="):
+        hg.random_search(objective, space, jax.random.key(0), 4, log=log, progress="yes")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("")  # a file where a directory must be
+    with pytest.raises(ValueError, match="its directory .* cannot be created"):
+        hg.random_search(objective, space, jax.random.key(0), 4, log=tmp_path / "afile" / "x" / "t.jsonl")
