@@ -29,8 +29,11 @@ the momentum may be traced hyperparameters, so `sgd_hd` is an inner optimiser li
 
     objective = hg.Objective(problem, lambda h: sgd_hd(h["lr0"], h["beta"]), num_steps=100)
 
-can be searched by `hg.random_search` and differentiated by every `hg` method (the adapted
-learning rate is a smooth function of lr0 and beta). The current learning rate is kept in the
+can be searched by `hg.random_search` and differentiated exactly by `hg.Reverse` and `hg.Forward`
+(the adapted learning rate is a smooth function of lr0 and beta), or approximately by the
+estimators (`hg.Truncated`, `hg.ES`, `hg.PES`). `hg.Implicit` (it differentiates hyperparameters of the
+training loss only, and these are the optimiser's) and `hg.Reversible` (optax.sgd's update only)
+refuse it, saying why. The current learning rate is kept in the
 state (`state.learning_rate`) so it can be inspected after training.
 """
 

@@ -56,8 +56,10 @@ def use_cpu_cores(count: int | None = None) -> int:
     XLA:CPU runs one device's program mostly on one thread (only large matrix products use more),
     so on one device a search uses about one core; with one device per core each runs its share
     of the trials (on 2 cores the vmapped digits search ran about 1.6x faster:
-    benchmarks/RESULTS.md). Everything else (training, hypergradients, tune) runs on device 0 as
-    before. Must be called before JAX computes anything: JAX fixes its devices when it starts.
+    benchmarks/RESULTS.md). A population of tuners (`tune(population=N)`) and `hybrid_search`
+    shard their tuners the same way; a lone tuner, a lone hypergradient and a lone training run
+    run on device 0 as before. Must be called before JAX computes anything: JAX fixes its devices
+    when it starts.
 
     Raises:
         RuntimeError: if JAX has already started (call it first thing, right after the imports).

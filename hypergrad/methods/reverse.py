@@ -35,7 +35,7 @@ class Reverse(Method):
       hypergradient works).
     - `"dots"` (the default with checkpointing): as "steps", with the policy
       `jax.checkpoint_policies.dots_saveable` (and product primitives that declare
-      `is_matrix_product`, such as `FeatureMajorDense`'s): the forward pass also keeps the outputs
+      `is_matrix_product`, such as `hg.problems.mlp.FeatureMajorDense`'s): the forward pass also keeps the outputs
       of every matrix product of the step (activations, the gradient), and the backward pass
       recomputes only the elementwise operations.
     - `"residuals"`: plain autodiff of `Objective.run_steps`; JAX keeps every residual of every
@@ -305,7 +305,7 @@ _loop.defvjp(_loop_fwd, _loop_bwd)
 
 def _dots_saveable(prim, *args, **params) -> bool:
     """`jax.checkpoint_policies.dots_saveable`, and primitives that say they are matrix products
-    (`prim.is_matrix_product`: `hg.problems.FeatureMajorDense`'s, whose derivatives keep plain
+    (`prim.is_matrix_product`: `hg.problems.mlp.FeatureMajorDense`'s, whose derivatives keep plain
     layouts)."""
     return jax.checkpoint_policies.dots_saveable(prim, *args, **params) or getattr(prim, "is_matrix_product", False)
 
