@@ -553,3 +553,14 @@ def test_patch_conv_pads_one_pixel_as_its_docstring_says(stride):
 def _normal_pair(*shapes):
     rng = np.random.default_rng(0)
     return tuple(jnp.asarray(rng.normal(size=s)) for s in shapes)
+
+
+def test_group_sgd_cosine_takes_numpy_int_num_steps_and_refuses_bool():
+    # num_steps=np.int64(100) was refused as if missing, and num_steps=True accepted as a horizon of 1
+    optimizer = ft.group_sgd(cosine=True, num_steps=np.int64(4))
+    rates = ft.group_rates({"lr": 1.0}, jnp.asarray(2), 1, num_steps=np.int64(4), cosine=True)
+    np.testing.assert_allclose(rates, [0.5], atol=1e-12)
+    assert callable(optimizer)
+    for bad in (True, 0, 2.0, "4"):
+        with pytest.raises(ValueError, match="num_steps.*int >= 1"):
+            ft.group_sgd(cosine=True, num_steps=bad)

@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import is_int
+from hypergrad._checks import is_int, is_int_at_least
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.loop import check_no_keys
 from hypergrad.problem import Problem
@@ -462,8 +462,10 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
     Cost: the base transformation plus one multiply per parameter per step. Memory: the base's
     state (one momentum buffer) and a counter. Bias: none.
     """
-    if cosine and not (isinstance(num_steps, int) and num_steps >= 1):
-        raise ValueError(f"group_sgd(cosine=True) needs num_steps, the horizon of the decay; got {num_steps!r}")
+    if cosine and not is_int_at_least(num_steps):
+        raise ValueError(f"group_sgd(cosine=True) needs num_steps, the horizon of the decay, as an int >= 1; "
+                         f"got {num_steps!r}")
+    num_steps = int(num_steps) if cosine else num_steps  # a numpy int as the Python int it equals
 
     def optimizer(hparams):
         def rates(step, num_groups):
