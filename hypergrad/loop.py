@@ -186,9 +186,11 @@ class Loop:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""
         opt = self.optimizer_fn(hparams)
         if not isinstance(opt, optax.GradientTransformation):
+            hint = (f" (a {type(opt).__name__} wrapper: return its .gradient_transformation())"
+                    if callable(getattr(opt, "gradient_transformation", None)) else "")
             raise ValueError(
                 f"optimizer(hparams) returned {type(opt).__name__}; it must return an "
-                "optax.GradientTransformation such as optax.sgd(...)"
+                f"optax.GradientTransformation such as optax.sgd(...){hint}"
             )
         return opt
 
@@ -197,10 +199,24 @@ def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state
                      loss: Any) -> tuple[PyTree, Any]:
     """`opt.update` as the training loop calls it: optimisers that take extra arguments
     (`optax.GradientTransformationExtraArgs`, which every `optax.chain` is) receive the minibatch
-    training loss as `value=` (plateau rules read it)."""
-    if isinstance(opt, optax.GradientTransformationExtraArgs):
-        return opt.update(grads, opt_state, params, value=loss)
-    return opt.update(grads, opt_state, params)
+    training loss as `value=` (plateau rules read it).
+
+    Raises:
+        ValueError: (while traced, before anything compiles) for an optimiser whose update needs
+            more, such as a line search's `value_fn=` (`optax.lbfgs()`'s default zoom line search).
+    """
+    try:
+        if isinstance(opt, optax.GradientTransformationExtraArgs):
+            return opt.update(grads, opt_state, params, value=loss)
+        return opt.update(grads, opt_state, params)
+    except TypeError as err:
+        if "required keyword-only argument" not in str(err):
+            raise
+        raise ValueError(f"the optimiser's update needs arguments a training step cannot give ({err}); each step "
+                         "gives it the gradients, state and parameters, and the minibatch loss as value=, never "
+                         "value_fn= or grad= (a line search evaluating the loss as a function): use e.g. "
+                         "optax.sgd(lr, momentum), or optax.lbfgs(lr, linesearch=None) with a fixed "
+                         "learning rate") from err
 
 
 def float_leaves(params: PyTree) -> list:

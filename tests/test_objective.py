@@ -136,6 +136,22 @@ def test_optimizer_returning_a_non_optax_object_is_refused(ridge_problem, key):
         hg.hypergradient(hg.Objective(ridge_problem, lambda h: "sgd", num_steps=3), {"lr": 0.1}, key)
 
 
+def test_an_optimiser_asking_for_a_line_search_or_a_wrapper_is_refused_with_the_fix(ridge_problem, key):
+    # optax.lbfgs() (zoom line search) failed with optax's raw TypeError about 'grad' and 'value_fn';
+    # optax.MultiSteps was refused without naming the call that works
+    space = hg.Space({"lr": hg.LogUniform(1e-2, 1.0)})
+    lbfgs = hg.Objective(ridge_problem, lambda h: optax.lbfgs(h["lr"]), num_steps=3)
+    for call in (lambda: lbfgs({"lr": 0.1}, key), lambda: hg.hypergradient(lbfgs, {"lr": 0.1}, key),
+                 lambda: hg.random_search(lbfgs, space, key, num_trials=2)):
+        with pytest.raises(ValueError, match=r"never value_fn=.*optax.lbfgs\(lr, linesearch=None\)"):
+            call()
+    fixed = hg.Objective(ridge_problem, lambda h: optax.lbfgs(h["lr"], linesearch=None), num_steps=3)
+    assert np.isfinite(float(fixed({"lr": 0.1}, key)))
+    multi = hg.Objective(ridge_problem, lambda h: optax.MultiSteps(optax.sgd(h["lr"]), 2), num_steps=3)
+    with pytest.raises(ValueError, match=r"returned MultiSteps.*return its .gradient_transformation\(\)"):
+        multi({"lr": 0.1}, key)
+
+
 def test_bad_constructor_arguments_are_refused(ridge_problem):
     with pytest.raises(ValueError, match=r"optimizer must be a function hparams -> optax.GradientTransformation"):
         hg.Objective(ridge_problem, optax.sgd(0.1), num_steps=3)
