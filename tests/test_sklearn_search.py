@@ -759,3 +759,16 @@ def test_logistic_search_warns_for_the_fits_whose_own_fit_warns(iris, max_iter):
     np.testing.assert_array_equal(search.hypergrad_not_converged_, expected)
     assert len(messages) == int(expected.any())
     assert not messages or messages[0].startswith(f"{expected.sum()} of the 6 candidate x fold fits")
+
+
+def test_masked_refit_compiles_at_the_callers_float_width(iris):
+    """The masked refit compiles on a thread of its own; JAX's `enable_x64` context is per thread,
+    so under `with jax.enable_x64(False)` in a float64 process it compiled for float64 and the
+    refit raised "Argument types differ" when called with the caller's float32 arguments. It now
+    compiles at the caller's width and the refit is float32, as the estimator's own fit."""
+    x, y = iris
+    with jax.enable_x64(False):
+        search = GridSearchCV(small_mlp(), {"activation": ["tanh", "relu"]}, cv=2).fit(x, y)
+        alone = small_mlp(**search.best_params_).fit(x, y)
+    assert search.best_estimator_.coefs_[0].dtype == alone.coefs_[0].dtype == np.float32
+    np.testing.assert_allclose(search.best_estimator_.coefs_[0], alone.coefs_[0], rtol=1e-5, atol=1e-6)

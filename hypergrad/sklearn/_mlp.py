@@ -990,9 +990,17 @@ class MaskedRefit:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Starts `prepare` on a thread of its own (once)."""
+        """Starts `prepare` on a thread of its own (once), under the caller's float width: JAX's
+        `enable_x64` context is per thread, and a program compiled at the global width would be
+        called with the caller's arrays (`with jax.enable_x64(False)` around a search)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self.prepare, name="hypergrad-refit", daemon=True)
+            x64 = bool(jax.config.jax_enable_x64)
+
+            def prepare():
+                with jax.enable_x64(x64):
+                    self.prepare()
+
+            self._thread = threading.Thread(target=prepare, name="hypergrad-refit", daemon=True)
             self._thread.start()
 
     def prepare(self) -> None:
