@@ -128,13 +128,14 @@ def _evaluate_group(
     settings: HParams,
     rows: np.ndarray,
     key: Key,
-    chunk_size: int | None,
+    chunk: int,
     recorder: TrialRecorder,
     recorded: Any,
     overlap: Callable[[], Any] = lambda: None,
     first_number: int = 0,
 ) -> tuple[float, float]:
-    """Evaluates `settings` (one objective, trial numbers `first_number + rows`) in padded chunks;
+    """Evaluates `settings` (one objective, trial numbers `first_number + rows`) in calls of `chunk`
+    rows, the last (or only) one padded;
     adds each trial to `recorder` as its chunk returns, with hparams `recorded(i)`; calls
     `overlap()` before its program compiles, or before its first chunk when it is compiled already
     (`evaluate_settings` makes it act once). Returns (compile s, run FLOPs).
@@ -143,7 +144,6 @@ def _evaluate_group(
     sampler are neither sliced nor copied through the host)."""
     check_schedules_in_bounds(objective, first_row(settings))
     num = len(rows)
-    chunk = chunk_for(num, chunk_size)
     spread, replicated = shardings(chunk)
     data = objective.problem.data
     data, key = place((data, key), replicated)
@@ -227,7 +227,10 @@ def evaluate_settings(
     One program for an `Objective`. For an `hg.Structured` family, structural choices (whose
     settings hold option indices) are masked or grouped as `hypergrad.structure.plan` decides: one
     program per group of trials sharing the options of the grouped choices, all trials in one table
-    in their original order, with the options themselves in `trial.hparams`.
+    in their original order, with the options themselves in `trial.hparams`. Every group runs calls
+    of one chunk, sized for the mean group (trials / configurations of the grouped choices, bounded
+    by `chunk_size`), not for the trials a draw put in it: a new key then reuses the programs. A
+    group smaller than the chunk is padded (charged to its trials: under one chunk per group).
 
     Args:
         objective: the objective, or an `hg.Structured` family (then `space` is required).
@@ -278,13 +281,14 @@ def evaluate_settings(
             groups = [({}, objective, np.arange(num))]
             if not one_chunk:
                 settings = host()
+        chunk = _group_chunk(groups, space, chunk_size)
         recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
         try:
-            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk_size, recorder,
+            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk, recorder,
                                                      _once(overlap), first_number)
         finally:
             recorder.close()
-    info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk_for(num, chunk_size),
+    info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk,
                  "num_trials": num, "programs": len(groups)})
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
     return Result(strategy, trials, unit, compile_seconds, info)
@@ -351,10 +355,23 @@ def _once(fn: Callable[[], Any] | None) -> Callable[[], None]:
     return lambda: pending.pop()() if pending else None
 
 
+def _group_chunk(groups: list, space: Space | None, chunk_size: int | None) -> int:
+    """Rows per call of every group's program (`chunk_for`): of the mean group, the trials over the
+    configurations the grouped choices can make. Never of the trials a draw put in each group: those
+    differ from key to key, and a new chunk is a new program, so a new key would compile anew. A
+    smaller group is padded to the chunk, a larger one runs more calls; the padding (under one chunk
+    per group: at most about as many rows again as trials, none for a grid, whose groups are equal)
+    is computed and charged to the group's trials. One objective: `chunk_for(trials, chunk_size)`."""
+    num = sum(len(rows) for _, _, rows in groups)
+    config = groups[0][0]
+    configs = math.prod(len(space[name].options) for name, option in config.items() if not isinstance(option, Masked))
+    return chunk_for(-(-num // configs), chunk_size)
+
+
 def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
-                     chunk_size: int | None, recorder: TrialRecorder, overlap: Callable[[], Any],
+                     chunk: int, recorder: TrialRecorder, overlap: Callable[[], Any],
                      first_number: int = 0) -> tuple[float, float]:
-    """Evaluates every group into `recorder`; returns (compile seconds, mean FLOPs of a trial's run:
+    """Evaluates every group into `recorder` in calls of `chunk` rows; returns (compile seconds, mean FLOPs of a trial's run:
     groups differ in cost)."""
     structural = space.structural if space is not None else ()
     compile_seconds, units = 0.0, []
@@ -369,7 +386,7 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
             return space.options_of(row) if structural else row
 
-        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_size, recorder, recorded, overlap,
+        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk, recorder, recorded, overlap,
                                         first_number)
         compile_seconds += seconds
         units.append((unit, len(rows)))

@@ -530,3 +530,24 @@ def test_a_stored_search_of_a_family_resumes_with_the_plan_it_started_with(split
     assert resumed.info["programs"] == 1 and resumed.info["structure"] == whole.info["structure"]
     assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
     assert [t.hparams for t in resumed.trials] == [t.hparams for t in whole.trials]
+
+
+def test_a_grouped_search_compiles_nothing_for_a_new_key(splits, key):
+    """Each group's chunk was sized to how many trials the key's draw put in it (6 + 2, 5 + 3, ...):
+    every new split made new shapes, so a new key compiled new search programs, against the README's
+    promise. Groups now run chunks sized from the trial count and the number of configurations
+    (small groups padded, the padding charged), so a new key reuses them; the values are unchanged."""
+    family = make_family(splits, mask={"width": False, "activation": True, "solver": True})
+    hg.random_search(family, SPACE, key, num_trials=8)  # key 0 puts 6 trials at width 4, 2 at width 8
+    before = _compile.stats.compilations
+    results = {seed: hg.random_search(family, SPACE, jax.random.key(seed), num_trials=8) for seed in (1, 2, 3)}
+    assert _compile.stats.compilations == before  # 5 + 3, 3 + 5 and 4 + 4 trials: no new program
+    assert sorted(sum(t.hparams["width"] == 4 for t in r.trials) for r in results.values()) == [3, 4, 5]
+    for seed, result in results.items():
+        assert result.info["programs"] == 2 and [t.number for t in result.trials] == list(range(8))
+        counts = [sum(t.hparams["width"] == w for t in result.trials) for w in (4, 8)]
+        # calls of 4 rows (8 trials over 2 widths), the padding rows charged to the real trials
+        assert sum(t.runs for t in result.trials) == pytest.approx(sum(-(-n // 4) * 4 for n in counts))
+        for trial in result.trials[:2]:
+            objective, hparams = family.split(SPACE, trial.hparams)
+            np.testing.assert_allclose(float(objective(hparams, jax.random.key(seed))), trial.value, rtol=1e-10)
