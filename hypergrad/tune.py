@@ -51,8 +51,12 @@ def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
     space.check_differentiable(f"tune(method={method!r})")
 
 
-def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any, chunk_size: Any) -> int:
-    """Raises `ValueError` for a bad population, warm-up or halving argument; returns N."""
+def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any,
+                           chunk_size: Any) -> tuple[int, int | None, int | None, int | str | None]:
+    """Raises `ValueError` for a bad population, warm-up, halving or chunk argument; returns
+    (population, warmup, halving, chunk_size) with numpy ints as Python ints, so that the rest of
+    the call reads one form: a study's fingerprint describes `np.int64(4)` apart from `4`, and a
+    chunk size is passed on as an int."""
     if not is_int_at_least(population):
         raise ValueError(f"population={population!r} must be an int >= 1: the number of tuners run together "
                          "(1 is a lone tuner; try population=16)")
@@ -77,7 +81,14 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
             and not is_int_at_least(chunk_size):
         raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1 (tuners per vmapped call), "
                          f"{LIVE!r} (sized to the live tuners, a program per halving round) or None")
-    return int(population)
+    if chunk_size is not None and not isinstance(chunk_size, str):
+        chunk_size = int(chunk_size)
+    return int(population), _optional_int(warmup), _optional_int(halving), chunk_size
+
+
+def _optional_int(value: Any) -> int | None:
+    """A checked integer argument as a Python int (None stays None)."""
+    return None if value is None else int(value)
 
 
 def _checked_init(space: Space, init: Any, batched: bool) -> HParams:
@@ -249,7 +260,8 @@ def tune(
     if not isinstance(resample_key, (bool, np.bool_)):
         raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
                          "False (every step trains with key)")
-    population = _check_population_args(population, init, warmup, halving, chunk_size)
+    resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
+    population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving, chunk_size)
     check_schedules_in_bounds(objective, space.centre())
     # every refusal before the study opens: a study stores the call that opened it and refuses another
     starts = _checked_starts(objective, space, method, init, population, warmup, key)

@@ -247,13 +247,16 @@ def test_replayed_step_equals_the_step_traced_under_vmap(objective):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
 
-def test_a_fixed_chunk_size_also_bounds_the_warmup_searchs_calls(objective, key):
+@pytest.mark.parametrize("chunk_size", [4, np.int64(4)])
+def test_a_fixed_chunk_size_also_bounds_the_warmup_searchs_calls(objective, key, chunk_size):
     # The warm-up search ran in the default chunks (up to 64 trials per call) whatever chunk_size
-    # said, so a chunk_size chosen to bound memory did not bound the warm-up.
+    # said, so a chunk_size chosen to bound memory did not bound the warm-up; a numpy int (from a
+    # config array, np.ceil(...).astype(int)) was still dropped by the warm-up after that fix.
     default = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER)
-    chunked = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER, chunk_size=4)
+    chunked = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER, chunk_size=chunk_size)
     runs = [sum(t.runs for t in r.trials[:10]) for r in (default, chunked)]
     assert runs == [pytest.approx(10.0), pytest.approx(12.0)]  # 3 calls of 4: the last padded by 2
+    assert type(chunked.info["chunk_size"]) is int and chunked.info["chunk_size"] == 4
     np.testing.assert_allclose([t.value for t in chunked.trials[:10]], [t.value for t in default.trials[:10]],
                                rtol=1e-10)
 

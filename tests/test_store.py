@@ -18,6 +18,7 @@ import pytest
 import hypergrad as hg
 from hypergrad._store_codec import (decode_hparams, decode_value, encode_hparams, encode_value, first_difference,
                                     identity, in_format)
+from hypergrad.outer import DEFAULT_OUTER
 
 
 class Stop(Exception):
@@ -359,6 +360,29 @@ def test_tune_resumes_from_its_checkpoint(ridge_objective, key, tmp_path, kwargs
         assert conn.execute("SELECT step, number FROM checkpoints").fetchall() == [(kwargs["steps"], len(whole.trials))]
     with pytest.raises(ValueError, match=r"arguments.outer\S* differs"):  # Adam 0.1, not the default 0.05
         hg.tune(ridge_objective, SPACE, key, **kwargs, outer=optax.adam(0.1), storage=db, study="t")
+
+
+TUNE_INTS = dict(steps=2, population=2, warmup=4, halving=1, chunk_size=2, resample_key=True)
+TUNE_NUMPY_INTS = dict(steps=np.int64(2), population=np.int32(2), warmup=np.int64(4), halving=np.int64(1),
+                       chunk_size=np.int64(2), resample_key=np.bool_(True))
+
+
+@pytest.mark.parametrize("first, again", [(TUNE_NUMPY_INTS, TUNE_INTS), (TUNE_INTS, TUNE_NUMPY_INTS)])
+def test_a_tune_study_resumes_with_equal_ints_of_either_kind(ridge_objective, key, tmp_path, first, again):
+    # warmup= and halving= reached the fingerprint as given, so a study opened with np.int64(1)
+    # refused the same call with 1 ("arguments.halving differs"), and the other way round
+    db = tmp_path / "study.db"
+    with pytest.raises(Stop):
+        hg.tune(ridge_objective, SPACE, key, **first, storage=db, study="t", progress=stop_after(3))
+    resumed = hg.tune(ridge_objective, SPACE, key, **again, storage=db, study="t")
+    assert_same_trials(hg.tune(ridge_objective, SPACE, key, **TUNE_INTS), resumed)
+    # stored as the Python ints' description, the one earlier versions stored: their studies resume
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute("SELECT fingerprint FROM studies WHERE name = 't'").fetchone()
+    arguments = {name: value for name, value in TUNE_INTS.items() if name != "chunk_size"}
+    assert json.loads(stored) == json.loads(hg.store._json(hg.store.fingerprint(
+        "tune", ridge_objective, SPACE, key, method=hg.Reverse(), outer=DEFAULT_OUTER, init=None,
+        **arguments)))
 
 
 def test_hybrid_search_resumes(ridge_objective, key, tmp_path):
