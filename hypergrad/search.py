@@ -135,32 +135,31 @@ def _evaluate_group(
     first_number: int = 0,
 ) -> tuple[float, float]:
     """Evaluates `settings` (one objective, trial numbers `first_number + rows`) in calls of `chunk`
-    rows, the last (or only) one padded;
-    adds each trial to `recorder` as its chunk returns, with hparams `recorded(i)`; calls
-    `overlap()` before its program compiles, or before its first chunk when it is compiled already
-    (`evaluate_settings` makes it act once). Returns (compile s, run FLOPs).
+    rows, the last (or only) one padded; adds each trial to `recorder` as its chunk returns, with
+    hparams `recorded(i)`; calls `overlap()` before its program compiles, or before its first chunk
+    when it is compiled already, or at the end when it runs none (`evaluate_settings` makes it act
+    once). Returns (compile s, run FLOPs). The program is made (looked up, or compiled) at the first chunk a resumed study does not
+    hold: a study that holds them all costs no compilation, and its run FLOPs are its trials'.
 
     Settings that fill exactly one chunk go to the program as they are (device arrays from a
     sampler are neither sliced nor copied through the host)."""
     check_schedules_in_bounds(objective, first_row(settings))
     num = len(rows)
     spread, replicated = shardings(chunk)
-    data = objective.problem.data
-    data, key = place((data, key), replicated)
-    first = settings if chunk == num else take_rows(settings, 0, chunk)
-    example = (place(first, spread), key, data)
-    executable, compile_seconds, names, unit = _search_program(objective, chunk, example, first_row(settings), overlap)
-    overlap()  # if the program was compiled already
+    executable, compile_seconds, unit = None, 0.0, float("nan")
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         if recorder.resume([first_number + int(n) for n in rows[start:start + real]]):
+            unit = recorder.trials[-1].run_flops  # what the program counted when it ran them
             continue  # a resumed study holds this chunk: loaded, not re-run
         began = time.perf_counter()
-        if start == 0:
-            batch = example[0]  # sliced (and placed) once already, for the cache look-up
-        else:
-            batch = take_rows(settings, start, chunk)
-            batch = place(batch, spread)
+        batch = place(settings if chunk == num else take_rows(settings, start, chunk), spread)
+        if executable is None:  # the first chunk to run: its arguments look the program up
+            data, key = place((objective.problem.data, key), replicated)
+            executable, compile_seconds, names, unit = _search_program(objective, chunk, (batch, key, data),
+                                                                       first_row(settings), overlap)
+            overlap()  # if the program was compiled already
+            began = time.perf_counter()
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
         chunk_hparams = [recorded(start + i) for i in range(real)]
         scores = dict(zip(names, np.asarray(to_host(pending))))
@@ -172,6 +171,7 @@ def _evaluate_group(
                                 {n: v[i] for n, v in scores.items()},
                                 flops=unit * chunk / real, seconds=seconds / real, run_flops=unit))
         recorder.report()
+    overlap()  # if no chunk ran
     return compile_seconds, unit
 
 
