@@ -36,7 +36,7 @@ from hypergrad.results import COMPLETE, Result, TrialRecorder, with_setup
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
-from hypergrad.store import StudyWriter, fingerprint, studying
+from hypergrad.store import StudyWriter, fingerprint, list_studies, load_study, studying
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
            "step_trial"]
@@ -243,7 +243,9 @@ def tune(
         storage, study: a SQLite file (created if missing) and a study name, both or neither: each
             step's trials are committed with the tuners' iterates, outer-optimiser states and step
             counter in one transaction, and the same call again resumes from the last committed
-            step (the warm-up's stored chunks are loaded, not re-run; see `hypergrad.store`).
+            step (the warm-up's stored chunks are loaded, not re-run; see `hypergrad.store`);
+            once the study has finished, the same call returns its stored `Result` (the first
+            call's trials, compile and set-up seconds) and compiles nothing.
             Every argument is checked before the study is opened, so a refused call stores
             nothing that would refuse the corrected one; only a warm-up too diverged to start
             the tuners is found after, and a larger `warmup` then needs another study name.
@@ -268,10 +270,26 @@ def tune(
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
+        stored = _finished(writer, steps)
+        if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
+            return stored
         result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
                        resample_key, log, progress, writer)
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
+
+
+def _finished(writer: StudyWriter | None, steps: int) -> Result | None:
+    """The stored `Result` of a study that finished (its checkpoint at the final step, its call's
+    row complete), as `load_study` reads it: the first call's trials, cost, compile and set-up
+    seconds and info. None otherwise, and the call runs or resumes: a study killed after its last
+    step but before it was marked complete resumes as any other (the outer step compiled, no step
+    run). Cost: one more read of the study's rows, instead of the programs' compilation."""
+    if writer is None or writer.checkpoint is None or writer.checkpoint["step"] < steps:
+        return None
+    if not any(info.name == writer.study and info.state == "complete" for info in list_studies(writer.path)):
+        return None
+    return load_study(writer.path, writer.study)
 
 
 def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,

@@ -16,6 +16,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad import _compile
 from hypergrad._store_codec import (decode_hparams, decode_value, encode_hparams, encode_value, first_difference,
                                     identity, in_format)
 from hypergrad.outer import DEFAULT_OUTER
@@ -383,6 +384,25 @@ def test_a_tune_study_resumes_with_equal_ints_of_either_kind(ridge_objective, ke
     assert json.loads(stored) == json.loads(hg.store._json(hg.store.fingerprint(
         "tune", ridge_objective, SPACE, key, method=hg.Reverse(), outer=DEFAULT_OUTER, init=None,
         **arguments)))
+
+
+@pytest.mark.parametrize("kwargs", [dict(steps=2), dict(population=2, warmup=4, halving=1, steps=2)])
+def test_resuming_a_finished_tune_study_returns_it_without_compiling(ridge_objective, key, tmp_path, kwargs):
+    # the same call again (the documented way to get a study's Result back) compiled the outer
+    # step, in a new process, before reading the checkpoint that said every step had run
+    db = tmp_path / "study.db"
+    first = hg.tune(ridge_objective, SPACE, key, **kwargs, storage=db, study="t")
+    hg.clear_caches()  # as in a new process
+    compilations = _compile.stats.compilations
+    progress = stop_after(0)
+    again = hg.tune(ridge_objective, SPACE, key, **kwargs, storage=db, study="t", progress=progress)
+    assert _compile.stats.compilations == compilations and progress.calls == []
+    assert_same_trials(first, again)
+    assert (again.strategy, again.run_flops, again.compile_seconds, again.setup_seconds) == \
+        (first.strategy, first.run_flops, first.compile_seconds, first.setup_seconds)
+    assert again.info == json.loads(json.dumps(first.info)) and again.info["steps"] == kwargs["steps"]
+    with pytest.raises(ValueError, match="arguments.steps differs"):  # still the stored call's alone
+        hg.tune(ridge_objective, SPACE, key, **{**kwargs, "steps": 3}, storage=db, study="t")
 
 
 def test_hybrid_search_resumes(ridge_objective, key, tmp_path):
