@@ -115,15 +115,18 @@ def check_outer(outer: Any, space: Space | None = None) -> optax.GradientTransfo
 
 def _check_update_arguments(outer: optax.GradientTransformation, space: Space) -> None:
     """Raises `ValueError` when `outer.update` asks for keyword arguments beyond `value` (Python's
-    own TypeError for a missing keyword-only argument, met while tracing it on the space's z)."""
+    own TypeError for a missing keyword-only argument, met while tracing it on the space's z;
+    `optimizer_update` words it for an inner optimiser, a ValueError caused by that TypeError,
+    so it is reworded here to name `outer=` and what the outer step gives)."""
     z = jax.eval_shape(space.unconstrain, space.centre())
     value = jax.ShapeDtypeStruct((), jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
         jax.eval_shape(lambda z, v: optimizer_update(outer, z, outer.init(z), z, v), z, value)
-    except TypeError as err:
-        if "required keyword-only argument" not in str(err):
+    except (TypeError, ValueError) as err:
+        missing = err if isinstance(err, TypeError) else err.__cause__
+        if not isinstance(missing, TypeError) or "required keyword-only argument" not in str(missing):
             raise
-        raise ValueError(f"outer=: this optimiser's update needs arguments that tune cannot give ({err}); the "
+        raise ValueError(f"outer=: this optimiser's update needs arguments that tune cannot give ({missing}); the "
                          "outer step gives it the gradient, state and iterate, and the validation loss as value= "
                          "(enough for optax.contrib.reduce_on_plateau and optax.polyak_sgd), never value_fn= "
                          "(optax.lbfgs's line search evaluates the loss as a function): use e.g. optax.adam(0.05), "
