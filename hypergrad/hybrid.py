@@ -42,7 +42,7 @@ from hypergrad.objective import Objective
 from hypergrad.results import Result, TrialRecorder, with_setup
 from hypergrad.accounting import hypergradient_flops, run_flops
 from hypergrad.search import check_space
-from hypergrad.space import SAMPLE_STREAM, Choice, Space
+from hypergrad.space import SAMPLE_STREAM, Choice, Space, dtype_of
 from hypergrad.structure import Masked, Rates, Structured, check_family, group_rows, measured_rates, plan
 from hypergrad.outer import Cohort, check_outer, drive, make_cohort, outer_identity, rows_computed, starts_program
 from hypergrad.store import check_study, fingerprint, studying
@@ -52,7 +52,8 @@ __all__ = ["hybrid_search", "configurations"]
 
 def configurations(space: Space, key: Key, num_configs: int | str) -> dict[str, np.ndarray]:
     """Settings of the space's choices: every combination ("grid") or `num_configs` distinct ones
-    drawn uniformly without replacement. Structural choices hold option indices."""
+    drawn uniformly without replacement. Structural choices hold option indices; numeric ones
+    their values in the dtype `space.sample` gives them (`dtype_of`: the values trained)."""
     choices = space.choices
     options = [space[name].grid_values(1) for name in choices]
     combos = list(itertools.product(*options))
@@ -61,7 +62,7 @@ def configurations(space: Space, key: Key, num_configs: int | str) -> dict[str, 
         if num_configs < len(combos):
             picked = jax.random.choice(key, len(combos), (num_configs,), replace=False)
             combos = [combos[i] for i in np.sort(np.asarray(picked))]
-    return {name: np.asarray([c[i] for c in combos]) for i, name in enumerate(choices)}
+    return {name: np.asarray([c[i] for c in combos], dtype_of(space[name])) for i, name in enumerate(choices)}
 
 
 def hybrid_search(
@@ -136,8 +137,8 @@ def hybrid_search(
         if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
             recorder.trials.extend(writer.trials_from(0))
         try:
-            drive(cohorts, steps=evaluations - 1, key=key, resample_key=False, recorder=recorder,
-                  checkpoint=checkpoint)
+            drive(cohorts, steps=evaluations - 1, key=key, resample_key=False,
+                  recorder=_InSpaceOrder(recorder, space.names), checkpoint=checkpoint)
         finally:
             recorder.close()
         unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
@@ -178,6 +179,22 @@ def _groups(objective: Objective | Structured, space: Space, settings: dict[str,
     decisions = plan(objective, space, settings, key, rates=rates, runs_per_row=runs_per_config)
     groups = [(config, objective.objective(config), rows) for config, rows in group_rows(space, settings, decisions)]
     return groups, {name: d.to_dict() for name, d in decisions.items()}
+
+
+class _InSpaceOrder:
+    """The recorder, given each trial with its hparams in the space's order, as the searches record
+    them (a cohort records the tuned values, then the configuration's options): the trials table,
+    its log, its study and `to_dataframe`'s columns read as random_search's. What `drive` uses of a
+    recorder, passed through."""
+
+    def __init__(self, recorder: TrialRecorder, names: tuple[str, ...]):
+        self.recorder, self.names = recorder, names
+
+    def add(self, trial: Any) -> None:
+        self.recorder.add(dataclasses.replace(trial, hparams={name: trial.hparams[name] for name in self.names}))
+
+    def report(self, checkpoint: Any = None) -> None:
+        self.recorder.report(checkpoint)
 
 
 class _PlannedSink:
@@ -271,8 +288,8 @@ def _cohort(group: _Priced, space: Space, settings: dict[str, np.ndarray], conti
     with their choices held fixed (compiles its outer step, or takes it from the cache)."""
     z = jax.tree.map(lambda a: np.broadcast_to(a, (len(group.rows), *a.shape)), z0)
 
-    def options(row: int) -> dict:
-        return space.options_of({n: np.asarray(settings[n])[row] for n in space.choices})
+    def options(row: int) -> dict:  # as a search records them: 0-d arrays of the values trained, or options
+        return space.options_of({n: np.asarray(np.asarray(settings[n])[row]) for n in space.choices})
 
     return make_cohort(group.objective, continuous, method, outer, key, z, fixed=group.fixed, tuners=group.rows,
                        unit=group.unit, flops=group.step, extra=options)

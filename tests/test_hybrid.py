@@ -150,3 +150,25 @@ def test_info_outer_describes_the_optimiser_without_addresses(objective, key):
     info = [hg.hybrid_search(objective, SPACE, key, budget=budget, outer=optax.adam(0.2)).info["outer"]
             for _ in range(2)]
     assert info[0] == info[1] and "0x" not in repr(info[0])  # was repr(outer): closures at memory addresses
+
+
+def test_hybrid_trials_hold_the_choice_as_random_search_does():
+    """A numeric Choice came back from hybrid_search as a float64 NumPy scalar of the declared
+    option (0.9), where random_search gives a 0-d array of the dtype trained (float32 0.9 without
+    x64), and hybrid's hparams put the continuous names first: to_dataframe's columns differed from
+    the search's. Both now give the same form, dtype and the space's order."""
+    with jax.enable_x64(False):
+        problem = hg.problems.ridge(num_examples=20, num_features=3, seed=0)
+        objective = hg.Objective(problem, sgd_scalar_momentum, num_steps=4)
+        space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "momentum": hg.Choice([0.0, 0.9]),
+                          "weight_decay": hg.LogUniform(1e-4, 1e-1)})
+        key = jax.random.key(0)
+        hybrid = hg.hybrid_search(objective, space, key, budget=40.0, outer=OUTER)
+        searched = hg.random_search(objective, space, key, num_trials=4)
+    forms = {name: (type(v), v.dtype, v.shape) for name, v in searched.trials[0].hparams.items()}
+    assert forms["momentum"] == (np.ndarray, np.dtype(np.float32), ())
+    for trial in hybrid.trials:
+        assert list(trial.hparams) == list(space.names)
+        assert {name: (type(v), v.dtype, v.shape) for name, v in trial.hparams.items()} == forms
+    assert {float(t.hparams["momentum"]) for t in hybrid.trials} == {0.0, float(np.float32(0.9))}
+    assert list(hybrid.to_dataframe().columns) == list(searched.to_dataframe().columns)
