@@ -534,3 +534,26 @@ def test_predictions_at_new_numbers_of_rows_compile_nothing(iris):
     assert BACKEND_COMPILES[before:] == []
     many = np.concatenate([x] * 9)[:1030]
     np.testing.assert_allclose(model._output(many), np.concatenate([expected] * 9)[:1030], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("input_dtype", [np.float64, np.float32])
+def test_predict_proba_is_float64_in_either_float_width(input_dtype):
+    """In float32 (x64 off) MLPClassifier.predict_proba returned float32 and LogisticRegression's
+    float64, so scikit-learn's `log_loss` clipped them at different eps (15.9 and 36.0 for a
+    confident mistake). Both now return float64 (scikit-learn's dtype for float64 input, and the
+    eps the searches' in-program log loss clips with), computed from the scores widened first: a
+    binary probability far below float32's resolution of 1 - p is kept, and rows sum to 1."""
+    x, y = load_iris(return_X_y=True)
+    x, y = (x[y > 0] - x[y > 0].mean(axis=0)).astype(input_dtype), y[y > 0]
+    x[0] = 40 * x[0]  # far out: its probabilities reach below 1e-8
+    with jax.enable_x64(False):
+        for estimator in [LogisticRegression(C=1e4), MLPClassifier(hidden_layer_sizes=(4,), max_iter=30,
+                                                                    learning_rate_init=0.1, random_state=0)]:
+            fitted = estimator.fit(x, y)
+            p = fitted.predict_proba(x)
+            z = np.asarray(fitted._output(x), np.float64)[:, 0]
+            assert p.dtype == np.float64, type(estimator).__name__
+            np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+            np.testing.assert_allclose(np.log(p), np.stack([-np.logaddexp(0, z), -np.logaddexp(0, -z)], 1),
+                                       rtol=1e-12, atol=1e-15)

@@ -772,3 +772,37 @@ def test_masked_refit_compiles_at_the_callers_float_width(iris):
         alone = small_mlp(**search.best_params_).fit(x, y)
     assert search.best_estimator_.coefs_[0].dtype == alone.coefs_[0].dtype == np.float32
     np.testing.assert_allclose(search.best_estimator_.coefs_[0], alone.coefs_[0], rtol=1e-5, atol=1e-6)
+
+
+def _flipped_example():
+    """Two 1-D clusters and one label flipped deep inside class 0 (x = -25): a fit that trusts the
+    clusters gives that example a probability far below machine epsilon."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-3, 0.5, 30), rng.normal(3, 0.5, 30)])[:, None]
+    x[5] = -25.0
+    y = np.r_[np.zeros(30, int), np.ones(30, int)]
+    y[5] = 1
+    return x, y
+
+
+@pytest.mark.parametrize("estimator, grid, x64", [
+    (LogisticRegression(), {"C": [1.0, 1e4]}, True),
+    (MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, learning_rate_init=0.05, random_state=0),
+     {"alpha": [1e-4, 10.0]}, False),
+], ids=["logistic-float64", "mlp-float32"])
+def test_neg_log_loss_clips_probabilities_as_scikit_learns_scorer(estimator, grid, x64):
+    """scikit-learn's `neg_log_loss` clips probabilities to [eps, 1 - eps] (eps of predict_proba's
+    dtype, float64 in either float width), so a confidently misclassified held-out example costs at
+    most -log(eps) = 36.04.
+    The in-program log loss was unclipped (that fold scored -4.87 where scikit-learn's -1.80), and
+    the vmapped search picked another candidate than scikit-learn's own search over the same
+    estimator (and than hypergrad's own fallback path). Every split score and the pick now agree."""
+    x, y = _flipped_example()
+    cv = sk.KFold(3, shuffle=True, random_state=0)
+    with jax.enable_x64(x64):
+        ours = GridSearchCV(estimator, grid, scoring="neg_log_loss", cv=cv).fit(x, y)
+        theirs = sk.GridSearchCV(estimator, grid, scoring="neg_log_loss", cv=cv).fit(x, y)
+    for s in range(3):
+        np.testing.assert_allclose(ours.cv_results_[f"split{s}_test_score"], theirs.cv_results_[f"split{s}_test_score"],
+                                   rtol=1e-9 if x64 else 1e-5, err_msg=f"split{s}")
+    assert ours.best_params_ == theirs.best_params_

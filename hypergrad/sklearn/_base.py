@@ -71,6 +71,7 @@ from typing import Any, ClassVar
 
 import jax
 import numpy as np
+import scipy.special
 import sklearn.base
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -79,7 +80,8 @@ from sklearn.utils.validation import column_or_1d
 import hypergrad as hg
 from hypergrad import _caches, _compile
 
-__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "class_codes", "encode_classes",
+__all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "clipped_log_loss",
+           "LOG_LOSS_BOUNDS", "PROBABILITY_DTYPE", "class_codes", "encode_classes",
            "fit_compiler_options", "as_option", "frozen", "program_owner", "ProgramOwner"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
@@ -197,12 +199,34 @@ def continuous_distribution(name: str, values: Sequence[Any]) -> hg.Uniform | hg
     return hg.Uniform(lo - 1, hi + 1) if lo == hi else hg.Uniform(lo, hi)
 
 
+PROBABILITY_DTYPE = np.float64
+"""The dtype of every classifier's `predict_proba`, whatever JAX's float width and the input's:
+scikit-learn's classifiers return float64 for float64 input (what its searches and validation
+make of any input but float32), and `log_loss` takes its clipping eps from this dtype, so the
+searches' in-program log loss clips with its eps (`clipped_log_loss`) on every input."""
+
+_EPS = np.finfo(PROBABILITY_DTYPE).eps
+LOG_LOSS_BOUNDS = (float(-np.log(1 - _EPS)), float(-np.log(_EPS)))
+"""Each example's log loss as scikit-learn's `log_loss` bounds it: -log of the probability clipped
+to [eps, 1 - eps], eps of `PROBABILITY_DTYPE` (a confident mistake costs at most 36.04)."""
+
+
+def clipped_log_loss(per_example: jax.Array) -> jax.Array:
+    """Examples' log losses (-log of the true class's probability, from logits) clamped to
+    `LOG_LOSS_BOUNDS`: scikit-learn's `log_loss` of `predict_proba`, whose probabilities it clips,
+    so a search's `neg_log_loss` computed in the program equals its scorer's. For scores only: the
+    clamp's derivative is 0 outside the bounds, so no training or descended loss goes through it."""
+    return jax.numpy.clip(per_example, *LOG_LOSS_BOUNDS)
+
+
 def class_probabilities(z: np.ndarray) -> np.ndarray:
-    """Class probabilities (n, k) from a classifier's output scores: one column is a binary problem's
-    logit (logistic), several are a softmax's logits (shifted by their maximum for stability)."""
+    """Class probabilities (n, k) in `PROBABILITY_DTYPE` from a classifier's output scores (of any
+    float width, widened first): one column is a binary problem's logit (logistic, each class's
+    probability its own sigmoid, so a small one is not lost to 1 - p), several are a softmax's
+    logits (shifted by their maximum for stability)."""
+    z = np.asarray(z, PROBABILITY_DTYPE)
     if z.shape[1] == 1:
-        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
-        return np.stack([1 - p, p], axis=1)
+        return scipy.special.expit(np.stack([-z[:, 0], z[:, 0]], axis=1))
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

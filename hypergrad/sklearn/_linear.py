@@ -45,7 +45,8 @@ Ridge's `copy_X`, `max_iter`, `tol` and `random_state` are accepted and unused (
 direct); its `fit` takes `sample_weight` (weighted least squares, centred on the weighted means).
 The families a search vmaps weigh no examples: a search given `sample_weight` hands it to
 scikit-learn's search over these fits (`hypergrad.sklearn._search`). Both compute in JAX's default
-float dtype (float32 unless `jax_enable_x64` is on); in float32 scikit-learn's
+float dtype (float32 unless `jax_enable_x64` is on; `predict_proba` is float64 either way,
+`_base.PROBABILITY_DTYPE`); in float32 scikit-learn's
 `check_sample_weight_equivalence_on_dense_data` fails for both, a weighted fit and one on the
 examples repeated agreeing to float32 rounding (about 1e-6 relative), not to the check's 1e-7.
 Fits on data of nearby shapes share a compiled program (`bucketed`, LogisticRegression; exact).
@@ -68,7 +69,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 import hypergrad as hg
-from hypergrad.sklearn._base import HypergradEstimator, cached_program, class_codes, class_probabilities, encode_classes
+from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities,
+                                    clipped_log_loss, encode_classes)
 
 __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
@@ -242,13 +244,19 @@ def classification_scores() -> dict[str, Any]:
         hits = predicted(_decision(params, batch[0])) == codes(batch[1])
         return jnp.mean(hits.astype(batch[0].dtype))  # a mean of bools is float32 even under x64
 
-    def log_loss(params, hparams, batch):
+    def per_example(params, batch):
         z, t = _decision(params, batch[0]), batch[1]
         if t.shape[1] == 1:
-            return -jnp.mean(t[:, 0] * jax.nn.log_sigmoid(z[:, 0]) + (1 - t[:, 0]) * jax.nn.log_sigmoid(-z[:, 0]))
-        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z, axis=1), axis=1))
+            return -(t[:, 0] * jax.nn.log_sigmoid(z[:, 0]) + (1 - t[:, 0]) * jax.nn.log_sigmoid(-z[:, 0]))
+        return -jnp.sum(t * jax.nn.log_softmax(z, axis=1), axis=1)
 
-    return {"score": accuracy, "accuracy": accuracy, "log_loss": log_loss}
+    def log_loss(params, hparams, batch):  # the score: clipped as scikit-learn's log_loss
+        return jnp.mean(clipped_log_loss(per_example(params, batch)))
+
+    def val_loss(params, hparams, batch):  # what a descent differentiates: smooth, unclipped
+        return jnp.mean(per_example(params, batch))
+
+    return {"score": accuracy, "accuracy": accuracy, "log_loss": log_loss, "val_loss": val_loss}
 
 
 def class_targets(codes: np.ndarray, k: int, dtype: Any) -> np.ndarray:
@@ -316,7 +324,7 @@ class _Linear(HypergradEstimator):
             weights = balanced_weights(self.class_weight, np.asarray(train[1]), n_classes, dtype, classes)
             splits[0] = (*splits[0], weights)
         scores = classification_scores() if self._classifier else regression_scores()
-        val_loss = scores["log_loss"] if self._classifier else (
+        val_loss = scores.pop("val_loss") if self._classifier else (
             lambda p, h, b: -scores["neg_mean_squared_error"](p, h, b))
         continuous = {name: params[name] for name in self._continuous_params}
 

@@ -30,8 +30,10 @@ The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` miniba
 Differences from scikit-learn, on purpose: the random numbers (initialisation, shuffling) come
 from JAX keys and the early-stopping split from `train_test_split` seeded by `random_state` (not
 scikit-learn's stream, which draws the weights first), so a fit matches scikit-learn in
-distribution, not digit for digit; log-losses are computed from logits (scikit-learn clips probabilities at
-machine epsilon, which differs only for probabilities below 2e-16). `solver="lbfgs"` and
+distribution, not digit for digit; log-losses are computed from logits, and the searches' scored
+log loss is clamped as scikit-learn's `log_loss` clips probabilities (`_base.clipped_log_loss`; the
+training loss is not). `predict_proba` is float64 in either float width and for float32 input too
+(`_base.PROBABILITY_DTYPE`; scikit-learn's keeps float32 input in float32). `solver="lbfgs"` and
 `warm_start=True` are refused with a ValueError; there is no `partial_fit` (an AttributeError, as
 for any estimator without it: refit with `fit`, or use scikit-learn's own estimator for
 incremental fits); a fit whose weights are not finite raises scikit-learn's "Solver produced
@@ -86,7 +88,7 @@ from hypergrad import _caches, _compile
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
 from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
-                                     encode_classes, fit_compiler_options)
+                                     clipped_log_loss, encode_classes, fit_compiler_options)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -599,8 +601,8 @@ def _metrics(task: Task, logits: Any) -> dict[str, Any]:
         hits = predicted_codes(task.out, logits(params, hparams, batch[0])) == codes(batch[1])
         return jnp.mean(hits.astype(batch[0].dtype))  # a mean of bools is float32 even under x64
 
-    def log_loss(params, hparams, batch):
-        return jnp.mean(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1]))
+    def log_loss(params, hparams, batch):  # a score: clipped as scikit-learn's log_loss (the training loss is not)
+        return jnp.mean(clipped_log_loss(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1])))
 
     def neg_mse(params, hparams, batch):
         return -jnp.mean(jnp.square(batch[1].T - logits(params, hparams, batch[0])))
@@ -657,7 +659,11 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
         return (jnp.sum(weights * per) + 0.5 * numbers(hparams)["alpha"] * penalty) / jnp.sum(weights)
 
     metrics = {**_metrics(task, logits), "stopped": lambda params, hparams, batch: params.stopped}
-    val_loss = metrics["log_loss"] if task.classifier else (lambda p, h, b: -metrics["neg_mean_squared_error"](p, h, b))
+
+    def val_loss(params, hparams, batch):  # what a descent differentiates: smooth, unclipped (unlike "log_loss")
+        if task.classifier:
+            return jnp.mean(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1]))
+        return -metrics["neg_mean_squared_error"](params, hparams, batch)
 
     def optimizer(hparams):
         score = None
