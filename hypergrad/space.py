@@ -552,8 +552,9 @@ class Space:
             `independent` gets one value per setting, broadcast along its shape.
         """
         n, key = check_count(n, "n"), check_key(key)
-        if stream is not None and not is_int(stream):
-            raise ValueError(f"Space.sample(stream={stream!r}): give an int to fold into the key, or None")
+        if stream is not None and not (is_int(stream) and 0 <= stream < 2**32):  # fold_in takes a uint32
+            raise ValueError(f"Space.sample(stream={stream!r}): give an int in [0, 2**32) to fold into the key, "
+                             "or None")
         stream = None if stream is None else int(stream)
         if not jax.config.jax_threefry_partitionable:  # a key's first draws depend on how many are drawn
             return _sample_program(self, n, stream)(key)
@@ -563,6 +564,25 @@ class Space:
         size = max(SAMPLE_BUCKET, 1 << (n - 1).bit_length())
         draws = _sample_program(self, size, stream)(key)
         return {name: jax.device_put(np.asarray(v)[:n]) for name, v in draws.items()}  # (jnp.asarray compiles)
+
+    def _check_grid_size(self, points: int) -> None:
+        """Raises `ValueError` if the grid with `points` per axis would pass `_MAX_GRID_POINTS`,
+        counted from the options and axes alone (its log, so an independent shape of a million
+        elements costs a sum, not a million-digit product)."""
+        sizes = [(len(dist.options) if isinstance(dist, Choice) else points, dist.num_axes) for _, dist in self.items]
+        log10_total = sum(axes * math.log10(size) for size, axes in sizes)
+        if log10_total <= math.log10(_MAX_GRID_POINTS) + 1:  # exact near the limit
+            total = math.prod(size**axes for size, axes in sizes)
+            if total <= _MAX_GRID_POINTS:
+                return
+            count = str(total)
+        else:
+            count = f"about 1e+{math.floor(log10_total)}"
+        raise ValueError(
+            f"grid(points_per_axis={points}) would have {count} points over {sum(a for _, a in sizes)} axes "
+            f"(at most {_MAX_GRID_POINTS}); lower points_per_axis, or use random_search for independent shaped "
+            "hyperparameters"
+        )
 
     def _draw(self, key: Key, n: int) -> HParams:
         out = {}
@@ -587,6 +607,7 @@ class Space:
             dict of arrays with a leading axis of length (number of grid points).
         """
         points = check_count(points_per_axis, "points_per_axis")
+        self._check_grid_size(points)  # before any axis is built: their cost grows with points
         axes: list[tuple[str, int | None, np.ndarray]] = []  # (name, element or None, values)
         for name, dist in self.items:
             values = dist.grid_values(points)
@@ -595,12 +616,8 @@ class Space:
             else:
                 axes.append((name, None, values))
         total = math.prod(len(v) for _, _, v in axes)
-        if total > _MAX_GRID_POINTS:
-            raise ValueError(
-                f"grid(points_per_axis={points}) would have {total} points over {len(axes)} axes; "
-                "lower points_per_axis, or use random_search for independent shaped hyperparameters"
-            )
-        columns = {name: np.empty((total, *dist.shape)) for name, dist in self.items}
+        # each column in its final dtype: an int64 option above 2**53 would round through float64
+        columns = {name: np.empty((total, *dist.shape), dtype=dtype_of(dist)) for name, dist in self.items}
         for row, combo in enumerate(itertools.product(*(v for _, _, v in axes))):
             for (name, element, _), value in zip(axes, combo):
                 if element is None:

@@ -181,6 +181,15 @@ def test_sample_stream_draws_from_the_folded_key():
         space.sample(key, 10, stream="a")
 
 
+@pytest.mark.parametrize("stream", [-1, 2**32, np.int64(-1), 2**40])
+def test_sample_refuses_a_stream_outside_uint32_before_tracing(stream):
+    # was an OverflowError from inside the jitted fold_in ("Python integer -1 out of bounds for uint32")
+    space = hg.Space({"m": hg.Uniform(0.0, 1.0)})
+    with pytest.raises(ValueError, match=r"Space.sample\(stream=.*\): give an int in \[0, 2\*\*32\)"):
+        space.sample(jax.random.key(0), 4, stream=stream)
+    assert space.sample(jax.random.key(0), 4, stream=2**32 - 1)["m"].shape == (4,)  # the largest accepted
+
+
 def test_loguniform_samples_are_uniform_in_log_space():
     lo, hi = 1e-4, 1.0
     space = hg.Space({"lr": hg.LogUniform(lo, hi)})
@@ -275,6 +284,31 @@ def test_grid_refuses_an_explosive_size():
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(20,), independent=True)})
     with pytest.raises(ValueError, match=r"points_per_axis=5.*lower points_per_axis"):
         space.grid(5)
+
+
+def test_grid_refuses_a_huge_points_per_axis_before_building_any_axis(monkeypatch):
+    # grid_values(points) ran for every axis first: points_per_axis=10**9 allocated gigabytes before the refusal
+    built = []
+    for cls in (hg.Uniform, hg.LogUniform, hg.Choice):
+        monkeypatch.setattr(cls, "grid_values", lambda self, points: built.append(points))
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "m": hg.Uniform(0.0, 1.0), "c": hg.Choice([1, 2, 3])})
+    with pytest.raises(ValueError, match=r"points_per_axis=1000000000\) would have .* points over 3 axes"):
+        space.grid(10**9)
+    wide = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(10**6,), independent=True)})
+    with pytest.raises(ValueError, match=r"points_per_axis=2\) would have about 1e\+?301029 points over 1000000 axes"):
+        wide.grid(2)
+    assert built == []
+
+
+def test_grid_holds_exactly_the_declared_integer_options_above_2_to_the_53():
+    # the columns were float64, so Choice([2**53 + 1, 2**60 + 1]) ran 2**53 and 2**60 in the grid
+    options = [2**53 + 1, 2**60 + 1, -(2**62) - 3]
+    space = hg.Space({"seed": hg.Choice(options), "x": hg.Uniform(0.0, 1.0)})
+    grid = space.grid(2)
+    assert grid["seed"].dtype == space.sample(jax.random.key(0), 4)["seed"].dtype == jnp.int64
+    assert sorted(set(np.asarray(grid["seed"]).tolist())) == sorted(options)
+    for value in np.asarray(grid["seed"]).tolist():
+        space["seed"].index(value)  # every grid value is an option
 
 
 @pytest.mark.parametrize("points", [0, -2, 1.5])
