@@ -21,8 +21,10 @@ Dtypes: continuous values are in the default float dtype (float32 unless `jax_en
 numeric `Choice`'s in its options' promoted dtype (int32 or float32 for Python numbers without x64).
 A declaration is checked against the dtype in force *when it is declared*, as the built-in problems
 take their dtype when built: a bound or option that dtype cannot hold (it overflows, or a nonzero
-number falls below the smallest normal, which XLA flushes to zero), a `hi - lo` that overflows it,
-or bounds or options it cannot tell apart raise a `ValueError` there, naming the fix. So turn
+number falls below the smallest normal, which XLA flushes to zero), a `hi - lo` that overflows it
+or falls below the smallest normal, bounds with no number of it strictly between them (where
+`constrain` maps), a `LogUniform` whose log(lo) and log(hi) are equal, or options it cannot tell
+apart raise a `ValueError` there, naming the fix. So turn
 float64 on before declaring a space that needs it; a space declared under float64 is not checked
 again if float64 is turned off before it is sampled.
 """
@@ -111,11 +113,12 @@ def _range_of(dtype: np.dtype) -> str:
 
 
 def _step_inside(bound: float, toward: float, dtype: np.dtype) -> np.ndarray:
-    """The representable number of `dtype` next to `bound` in the direction of `toward`."""
+    """The number of `dtype` next to `bound` in the direction of `toward`, as XLA holds them."""
     inside = np.nextafter(np.asarray(bound, dtype), np.asarray(toward, dtype))
     tiny = np.finfo(dtype).tiny
-    if 0 < abs(inside) < tiny:  # XLA flushes subnormals to zero: step to the smallest normal
-        inside = np.asarray(math.copysign(tiny, inside), dtype)
+    if 0 < abs(inside) < tiny:  # XLA flushes subnormals to zero: from 0 step to the smallest normal,
+        # from the smallest normal to 0 (a copysign there would step back onto the bound)
+        inside = np.asarray(math.copysign(tiny, inside) if bound == 0 else 0.0, dtype)
     return inside
 
 
@@ -147,7 +150,8 @@ class _Continuous:
 
     def _check_dtype(self, dtype: np.dtype) -> None:
         """Raises `ValueError` unless `dtype` (that of the values: the default float when the
-        distribution is declared) holds both bounds as distinct normal numbers, and hi - lo."""
+        distribution is declared) holds both bounds as distinct normal numbers with one strictly
+        between them (where `constrain` maps every z), and hi - lo."""
         where = f"{type(self).__name__}(lo={self.lo}, hi={self.hi})"
         for which in ("lo", "hi"):
             if not _holds(getattr(self, which), dtype):
@@ -160,8 +164,15 @@ class _Continuous:
         if not np.isfinite(span):
             raise ValueError(f"{where}: hi - lo overflows {dtype.name}, the dtype of the values; "
                              + _dtype_fix(dtype, "narrow the range"))
+        if lo != hi and abs(span) < np.finfo(dtype).tiny:  # flushed to zero, the fraction of a value is 0/0
+            raise ValueError(f"{where}: hi - lo is below the smallest normal {dtype.name} number, which XLA flushes "
+                             f"to zero, and the values are {dtype.name}; " + _dtype_fix(dtype, "widen the range"))
         if lo == hi:
             raise ValueError(f"{where}: lo and hi are the same {dtype.name} number, the dtype of the values; "
+                             + _dtype_fix(dtype, "widen the range"))
+        if not lo < _step_inside(self.lo, self.hi, dtype) <= _step_inside(self.hi, self.lo, dtype) < hi:
+            raise ValueError(f"{where}: no {dtype.name} number lies strictly between lo and hi (the values are "
+                             f"{dtype.name}), so constrain has nothing to map into; "
                              + _dtype_fix(dtype, "widen the range"))
 
     def _check_domain(self) -> None:
@@ -212,14 +223,20 @@ class _Continuous:
 
     @property
     def centre(self) -> jax.Array:
-        return jnp.broadcast_to(self._from_fraction(jnp.asarray(0.5)), self.shape)
+        """`constrain(0)`: the middle of the range (of its log for `LogUniform`), kept strictly inside
+        the bounds as `constrain` keeps every value (for bounds a few ulps apart it rounds onto one)."""
+        return jnp.broadcast_to(self.constrain(jnp.asarray(0.0)), self.shape)
 
     def grid_values(self, points: int) -> np.ndarray:
-        """`points` values spanning [lo, hi] inclusive, evenly in value (or log value)."""
+        """`points` values spanning [lo, hi] inclusive, evenly in value (or log value), in order. One
+        point is the centre."""
         if points == 1:
-            return np.asarray([float(self._from_fraction(jnp.asarray(0.5)))])
+            return np.asarray([float(self.constrain(jnp.asarray(0.0)))])
         values = np.array(self._from_fraction(jnp.linspace(0.0, 1.0, points)), dtype=np.float64)
-        values[0], values[-1] = self.lo, self.hi  # exactly the bounds (exp(log lo) can round past lo)
+        # exactly the bounds, and the interior clipped to them: exp(log lo + ...) can round past
+        # a bound (by about |log hi| ulps, out of order in a range that narrow)
+        values = np.clip(values, self.lo, self.hi)
+        values[0], values[-1] = self.lo, self.hi
         return values
 
     @property
@@ -263,6 +280,12 @@ class LogUniform(_Continuous):
                 f"LogUniform(lo={self.lo}, hi={self.hi}): lo must be > 0 for a log scale; "
                 "use Uniform for ranges that include zero"
             )
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        super()._check_dtype(dtype)
+        if math.log(self.lo) == math.log(self.hi):  # the bijection divides by their difference
+            raise ValueError(f"LogUniform(lo={self.lo}, hi={self.hi}): log(lo) and log(hi) are the same float64 "
+                             "number, so the log scale has no width; widen the range, or use Uniform")
 
     def _from_fraction(self, u):
         log_lo, log_hi = math.log(self.lo), math.log(self.hi)

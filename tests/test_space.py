@@ -591,3 +591,63 @@ def test_sampling_any_count_up_to_a_power_of_two_is_one_program_and_a_prefix():
             assert part[name].shape[0] == n and part[name].dtype == whole[name].dtype
             np.testing.assert_array_equal(np.asarray(part[name])[:33], whole[name][:33])
     assert len(compiles) == 0
+
+
+def _ulps_above(value, count):
+    for _ in range(count):
+        value = float(np.nextafter(value, np.inf))
+    return value
+
+
+@pytest.mark.parametrize("make", [hg.Uniform, hg.LogUniform])
+@pytest.mark.parametrize("lo", [1 / 3, 1000.0, 1e10, 5.8e24])
+def test_bounds_with_no_value_between_them_are_refused(make, lo):
+    # were accepted, and constrain(z) returned lo for every z (its clip interval was inverted)
+    with pytest.raises(ValueError, match=rf"{make.__name__}\(lo=.*\): no float64 number lies strictly between lo "
+                                         "and hi.*widen the range"):
+        make(lo, _ulps_above(lo, 1))
+
+
+@pytest.mark.parametrize("make", [hg.Uniform, hg.LogUniform])
+@pytest.mark.parametrize("lo", [1 / 3, 1000.0, 1e10, 5.8e24, 2.8735015529008603e-28])
+@pytest.mark.parametrize("gap", [2, 3, 5, 40, 400])
+def test_bounds_a_few_ulps_apart_keep_constrain_centre_and_grid_inside(make, lo, gap):
+    # accepted, but the centre was lo or hi (not constrain(0)), and LogUniform's grid left [lo, hi]
+    try:
+        dist = make(lo, _ulps_above(lo, gap))
+    except ValueError as err:  # refused, where its log scale would have no width (e.g. 1e10 + 2 ulps)
+        assert make is hg.LogUniform and "log(lo) and log(hi) are the same float64 number" in str(err)
+        return
+    for z in (-1e4, -40.0, -1.0, 0.0, 1.0, 40.0, 1e4):
+        assert dist.lo < float(dist.constrain(jnp.asarray(z))) < dist.hi, z
+    assert float(dist.centre) == float(dist.constrain(jnp.asarray(0.0)))
+    grid = dist.grid_values(7)
+    assert grid[0] == dist.lo and grid[-1] == dist.hi
+    assert np.all(np.diff(grid) >= 0), grid
+    assert dist.lo < dist.grid_values(1)[0] < dist.hi
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, np.finfo(np.float64).tiny), (-np.finfo(np.float64).tiny, 0.0)])
+def test_bounds_zero_and_the_smallest_normal_are_refused(lo, hi):
+    # XLA flushes subnormals to zero, so nothing lies between 0 and the smallest normal number
+    with pytest.raises(ValueError, match="no float64 number lies strictly between lo and hi"):
+        hg.Uniform(lo, hi)
+
+
+def test_bounds_either_side_of_zero_by_the_smallest_normal_constrain_to_zero():
+    # the step inside from -tiny was a subnormal flushed back to -tiny (the bound); it is 0
+    tiny = float(np.finfo(np.float64).tiny)
+    dist = hg.Uniform(-tiny, tiny)
+    for z in (-1e4, 0.0, 1e4):
+        assert float(dist.constrain(jnp.asarray(z))) == 0.0
+
+
+def test_a_span_below_the_smallest_normal_and_a_zero_width_log_scale_are_refused():
+    # both were accepted, and unconstrain(constrain(z)) was NaN: the fraction divided by a zero width
+    tiny = float(np.finfo(np.float64).tiny)
+    with pytest.raises(ValueError, match=r"hi - lo is below the smallest normal float64 number.*widen the range"):
+        hg.Uniform(tiny, 1.5 * tiny)
+    with pytest.raises(ValueError, match=r"LogUniform\(lo=0.0001, .*log\(lo\) and log\(hi\) are the same float64 "
+                                         r"number.*widen the range, or use Uniform"):
+        hg.LogUniform(1e-4, _ulps_above(1e-4, 2))
+    assert np.isfinite(float(hg.Uniform(1e-4, _ulps_above(1e-4, 2)).unconstrain(jnp.asarray(_ulps_above(1e-4, 1)))))

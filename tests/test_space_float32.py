@@ -30,6 +30,13 @@ REFUSED = {
     "hg.Choice([1, 2**40])": rf"option 1099511627776 is not a number int32 holds \(-2147483648 to 2147483647\).*; "
                              rf"{X64_FIX}",
     "hg.Choice([1.0, 1.0 + 1e-9])": rf"options 1.0 and 1.000000001 are the same float32 number.*; {X64_FIX}",
+    # adjacent float32 numbers: constrain(z) returned lo for every z (its clip interval was inverted)
+    "hg.Uniform(0.3333333432674408, 0.3333333730697632)": r"no float32 number lies strictly between lo and hi.*; "
+                                                          rf"{X64_FIX}, or widen the range",
+    "hg.LogUniform(2.1191281120991334e-06, 2.1191283476869867e-06)": r"no float32 number lies strictly between",
+    # hi - lo a float32 subnormal, flushed to zero: unconstrain(constrain(z)) was 0/0 = NaN
+    "hg.Uniform(-2.794351963059331e-32, -2.794351081438568e-32)": r"hi - lo is below the smallest normal float32 "
+                                                                  rf"number.*; {X64_FIX}, or widen the range",
 }
 # accepted without x64: the extremes float32 holds, an inf option as given, structural options
 ACCEPTED = ["hg.LogUniform(2e-38, 3e38)", "hg.Uniform(-1.5e38, 1.5e38)", "hg.Uniform(-1e-37, 0.0)",
@@ -106,3 +113,40 @@ def test_declarations_float64_cannot_hold_are_refused(make, message):
     with pytest.raises(ValueError, match=message) as info:
         make()
     assert "jax_enable_x64" not in str(info.value)  # already on, or (int8) not the default dtype
+
+
+NARROW = ["hg.LogUniform(1000.0, 1000.001)", "hg.LogUniform(0.3333333432674408, 0.33333343267440796)",
+          "hg.Uniform(0.3333333432674408, 0.33333343267440796)", "hg.LogUniform(2.1191281e-06, 2.1191286e-06)",
+          "hg.Uniform(-1.1754944e-38, 1.1754944e-38)"]
+
+CHILD_NARROW = r"""
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", False)
+import jax.numpy as jnp
+import numpy as np
+import hypergrad as hg
+out = {}
+for text in json.loads(sys.argv[1]):
+    dist = eval(text)
+    space = hg.Space({"x": dist})
+    out[text] = {"constrain": [float(dist.constrain(jnp.asarray(z))) for z in (-1e4, -20.0, 0.0, 20.0, 1e4)],
+                 "centre": float(dist.centre), "zero": float(dist.constrain(jnp.asarray(0.0))),
+                 "grid": np.asarray(space.grid(7)["x"]).tolist(), "grid1": float(space.grid(1)["x"][0]),
+                 "lo": float(np.float32(dist.lo)), "hi": float(np.float32(dist.hi))}
+print(json.dumps(out))
+"""
+
+
+def test_narrow_float32_ranges_keep_constrain_centre_and_grid_inside_their_bounds():
+    # accepted, but the centre was a bound (not constrain(0)), and LogUniform(1000, 1000.001)'s grid
+    # had a point above hi, out of order
+    proc = subprocess.run([sys.executable, "-c", CHILD_NARROW, json.dumps(NARROW)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for text, got in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+        lo, hi = got["lo"], got["hi"]
+        assert all(lo < v < hi for v in got["constrain"]), (text, got)
+        assert got["centre"] == got["zero"] == got["grid1"], (text, got)
+        grid = got["grid"]
+        assert grid[0] == lo and grid[-1] == hi and all(a <= b for a, b in zip(grid, grid[1:])), (text, got)
