@@ -21,6 +21,7 @@ import optax
 import pytest
 import scipy.stats
 from sklearn import model_selection as sk
+from sklearn.base import clone as sklearn_clone
 from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
@@ -806,3 +807,43 @@ def test_neg_log_loss_clips_probabilities_as_scikit_learns_scorer(estimator, gri
         np.testing.assert_allclose(ours.cv_results_[f"split{s}_test_score"], theirs.cv_results_[f"split{s}_test_score"],
                                    rtol=1e-9 if x64 else 1e-5, err_msg=f"split{s}")
     assert ours.best_params_ == theirs.best_params_
+
+
+@pytest.mark.parametrize("estimator, grid, change", [
+    (small_mlp(), {"alpha": [1e-4, 0.5]}, {"random_state": 1}),
+    (small_mlp(), {"alpha": [1e-4, 0.5]}, {"verbose": True, "max_fun": 20000}),
+    (LogisticRegression(), {"C": [0.1, 10.0]}, {"random_state": 1, "solver": "newton-cg", "verbose": 1}),
+], ids=["mlp-seed", "mlp-unread", "logistic-unread"])
+def test_parameters_no_program_reads_share_the_programs(iris, estimator, grid, change):
+    """A search whose estimator differs only in `random_state` (an argument of the programs: the
+    training key) or in parameters no program reads compiled its whole program again (the key held
+    every parameter), where `fit` compiled nothing: a study repeated over seeds paid every compile.
+    It now reuses the programs, and its results are those of programs compiled for it afresh."""
+    x, y = iris
+    def search(estimator):  # log-loss: a continuous score, which another seed's fits change
+        return GridSearchCV(estimator, grid, cv=2, refit=False, scoring="neg_log_loss").fit(x, y)
+
+    first = search(estimator)
+    before = len(BACKEND_COMPILES)
+    changed = search(sklearn_clone(estimator).set_params(**change))
+    assert BACKEND_COMPILES[before:] == []
+    hg.clear_caches()
+    fresh = search(sklearn_clone(estimator).set_params(**change))
+    for name in changed.cv_results_:
+        if "test_score" in name:
+            np.testing.assert_array_equal(changed.cv_results_[name], fresh.cv_results_[name], err_msg=name)
+    if "random_state" in change and isinstance(estimator, MLPClassifier):  # the seed is read: other fits
+        assert not np.array_equal(first.cv_results_["split0_test_score"], changed.cv_results_["split0_test_score"])
+
+
+
+def test_the_seed_keys_a_program_only_where_it_draws_baked_data():
+    """`random_state` (and parameters no program reads) are left out of a program's key, except
+    while early stopping bakes the held-out split, drawn with the seed, into the program."""
+    assert small_mlp()._program_key({}) == small_mlp(verbose=True).set_params(random_state=3)._program_key({})
+    assert LogisticRegression()._program_key({}) == LogisticRegression(random_state=3, solver="saga")._program_key({})
+    assert small_mlp()._program_key({}) != small_mlp().set_params(max_iter=9)._program_key({})
+    baking = small_mlp(early_stopping=True)
+    assert baking._program_key({}) != sklearn_clone(baking).set_params(random_state=3)._program_key({})
+    varying = {"early_stopping": [False, True]}
+    assert small_mlp()._program_key(varying) != small_mlp().set_params(random_state=3)._program_key(varying)

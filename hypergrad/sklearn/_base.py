@@ -49,8 +49,9 @@ refit of the same parameters with the same key are the same computation.
 One more a search calls to reuse its programs across fits: `_program_key(varying, n_classes)`, a
 hashable identity of every program of `_family(train, val, varying=varying, n_classes=...)` except
 the data (which the programs read only through their arguments): the estimator's class, every
-parameter not in `varying` (exactly: `frozen`), the options of the structural ones in `varying`,
-the names of the continuous ones (their values are arguments), `n_classes` and the float width;
+parameter not in `varying` (exactly: `frozen`) but its `_argument_params`, the options of the
+structural ones in `varying`, the names of the continuous ones (their values are arguments),
+`n_classes` and the float width;
 None when a parameter has no such identity. The search adds the folds' shapes and the
 configuration, and objectives of equal keys share their compiled programs (`program_owner`), so a
 second fit of the same search, or nested cross-validation over folds of one size, compiles nothing.
@@ -58,8 +59,15 @@ second fit of the same search, or nested cross-validation over folds of one size
 One class attribute: `_data_baking_params`, the structural parameters which, when true, make the
 family's programs hold data of their own besides the problem's (MLP's `early_stopping` holds the
 held-out split of each fold's training part). A search then runs the folds one program each instead
-of stacking them (`hypergrad.sklearn._search.bakes_data`); every other program must read its data
+of stacking them (`HypergradEstimator._bakes_data`); every other program must read its data
 only through the problem.
+
+Another: `_argument_params`, the parameters no program holds as a constant: they reach the
+programs only as arguments (`random_state`, through `_fit_key`) or not at all (`verbose`, an MLP's
+`max_fun`, the linear models' `solver`). `_program_key` leaves them out, so searches that differ
+only in them (a study repeated over seeds) share their programs, as `fit` does; except while
+the programs bake data (`_bakes_data`), which may be drawn from them (the early-stopping split,
+from `random_state`): there the key holds every parameter.
 """
 
 from __future__ import annotations
@@ -255,13 +263,15 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
     Subclasses set `_structural_params` (parameters that change the compiled program),
     `_continuous_params` (traced numbers, vmapped across candidates and differentiable),
     `_data_baking_params` (when true, the programs hold data of their own: see the module
-    docstring) and implement `_family` and `_encode_y`; every other constructor parameter is fixed
-    per program.
+    docstring), `_argument_params` (read by no program as a constant: left out of `_program_key`
+    unless the programs bake data) and implement `_family` and `_encode_y`; every other
+    constructor parameter is fixed per program.
     """
 
     _structural_params: ClassVar[frozenset[str]] = frozenset()
     _continuous_params: ClassVar[frozenset[str]] = frozenset()
     _data_baking_params: ClassVar[frozenset[str]] = frozenset()
+    _argument_params: ClassVar[frozenset[str]] = frozenset()
 
     def _family(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
                 varying: Mapping[str, Sequence[Any]], n_classes: int | None = None,
@@ -302,13 +312,24 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
         """The identity of `_family(..., varying=varying, n_classes=n_classes)`'s programs, data
         aside (module docstring); None when a parameter value has none (`frozen`)."""
         params = self.get_params(deep=False)
+        # parameters no program holds (a seed is an argument) identify none, unless data is baked from them
+        unread = frozenset() if self._bakes_data(varying) else self._argument_params
         try:
-            fixed = tuple((name, frozen(params[name])) for name in sorted(params) if name not in varying)
+            fixed = tuple((name, frozen(params[name])) for name in sorted(params)
+                          if name not in varying and name not in unread)
             varied = tuple((name, frozen([as_option(v) for v in varying[name]]) if name in self._structural_params
                             else "traced") for name in sorted(varying))
         except TypeError:
             return None
         return type(self), fixed, varied, n_classes, bool(jax.config.jax_enable_x64)
+
+    def _bakes_data(self, varying: Mapping[str, Sequence[Any]]) -> bool:
+        """Whether the programs hold data of their own besides the problem's (a
+        `_data_baking_params` flag true at this estimator's value or any of `varying`'s): then
+        folds cannot share a program and run one by one."""
+        params = self.get_params(deep=False)
+        return any(bool(v) for name in self._data_baking_params
+                   for v in (params.get(name, False), *varying.get(name, [])))
 
     def _settings(self, space: hg.Space, candidates: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
         """Candidates as `evaluate_settings` settings: option indices of `Choice` entries, values

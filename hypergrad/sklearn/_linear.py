@@ -350,6 +350,7 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
     _parameter_constraints: dict = dict(sklearn.linear_model.Ridge._parameter_constraints)
     _structural_params = frozenset({"fit_intercept"})
     _continuous_params = frozenset({"alpha"})
+    _argument_params = frozenset({"copy_X", "max_iter", "tol", "solver", "random_state"})  # read by no program
 
     def __init__(self, alpha=1.0, *, fit_intercept=True, copy_X=True, max_iter=None, tol=1e-4, solver="auto",
                  positive=False, random_state=None):
@@ -433,6 +434,8 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
     _parameter_constraints: dict = dict(sklearn.linear_model.LogisticRegression._parameter_constraints)
     _structural_params = frozenset({"fit_intercept", "max_iter", "tol"})
     _continuous_params = frozenset({"C"})
+    # read by no program (every solver means the Newton solve; warm_start=True is refused before)
+    _argument_params = frozenset({"solver", "intercept_scaling", "random_state", "verbose", "warm_start", "n_jobs"})
     _classifier = True
 
     def __init__(self, penalty="deprecated", *, C=1.0, l1_ratio=0.0, dual=False, tol=1e-4, fit_intercept=True,

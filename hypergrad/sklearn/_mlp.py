@@ -715,6 +715,8 @@ class _MLP(HypergradEstimator):
     _structural_params = STRUCTURAL
     _continuous_params = CONTINUOUS
     _data_baking_params = frozenset({"early_stopping"})  # its held-out split lives in the program
+    # the seed is the training key (an argument) and, with early stopping only, the split's; the rest unread
+    _argument_params = frozenset({"random_state", "verbose", "max_fun", "warm_start"})
     _classifier = False
 
     def _check_supported(self) -> None:

@@ -48,9 +48,10 @@ Cost: one compilation per structural program the planner makes and per distinct 
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
 is one more fit. Programs are kept per estimator settings and fold shapes (`shared_family`, and
 `cached_program` for the refit), so a second `fit` of the same search, or of another search of the
-same kind on data of the same shapes (each outer fold of nested cross-validation), compiles
-nothing. `mean_fit_time` is each candidate's share of its program's run and compilation
-per fold (a fit shared by equivalent candidates split among them); the scoring runs inside the
+same kind on data of the same shapes (each outer fold of nested cross-validation, or another
+`random_state`: the seed is an argument), compiles nothing. `mean_fit_time` is each candidate's
+share of its program's run and compilation per fold (a fit shared by equivalent candidates split
+among them); the scoring runs inside the
 same program, so `score_time` is 0 (or, with `return_train_score`, the share of the second
 program that scores the training folds). Memory: one
 chunk of fits (at most 64 candidates x folds) at a time, plus the folds' data stacked (folds x n
@@ -353,9 +354,7 @@ def bakes_data(target: Target, varying: Mapping[str, Sequence[Any]]) -> bool:
     protocol's `_data_baking_params`, e.g. early stopping's held-out split, drawn from each fold's
     training part) at its own value or any candidate's: then folds cannot share a program and run
     one by one."""
-    params = target.final.get_params(deep=False)
-    return any(bool(v) for name in target.final._data_baking_params
-               for v in (params.get(name, False), *varying.get(name, [])))
+    return target.final._bakes_data(varying)
 
 
 def stacked_family(families: Sequence[hg.Structured]) -> hg.Structured:
