@@ -746,8 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--steps", type=_COUNT, default=None, help="training steps T (default: the preset's)")
     cmp.add_argument("--seed", type=_number(int, 0, "an integer in [0, 2**32)", 2**32), default=0)
     cmp.add_argument("--outer-lr", type=_POSITIVE, default=0.1, help="Adam step of tune, unconstrained coordinates")
-    cmp.add_argument("--checkpoint-every", type=_COUNT, default=None, help="Reverse(checkpoint_every=K): the length K, in training steps, of each "
-                     "checkpointed segment (about sqrt(T); default: no checkpointing)")
+    cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
+                     help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
+                          "segment (about sqrt(T); default: no checkpointing)")
     cmp.add_argument("--chunk-size", type=_COUNT, default=64, help="trials per vmapped call of the baselines")
     cmp.add_argument("--cpu-devices", type=_number(int, 0, "0 (one device per core) or a positive count"), default=0,
                      help="JAX CPU devices that searches shard their trials over (0: one per core; 1: one device)")

@@ -138,8 +138,9 @@ def _evaluate_group(
     rows, the last (or only) one padded; adds each trial to `recorder` as its chunk returns, with
     hparams `recorded(i)`; calls `overlap()` before its program compiles, or before its first chunk
     when it is compiled already, or at the end when it runs none (`evaluate_settings` makes it act
-    once). Returns (compile s, run FLOPs). The program is made (looked up, or compiled) at the first chunk a resumed study does not
-    hold: a study that holds them all costs no compilation, and its run FLOPs are its trials'.
+    once). Returns (compile s, run FLOPs). The program is made (looked up, or compiled) at the
+    first chunk a resumed study does not hold: a study that holds them all costs no compilation,
+    and its run FLOPs are its trials'.
 
     Settings that fill exactly one chunk go to the program as they are (device arrays from a
     sampler are neither sliced nor copied through the host)."""
@@ -371,8 +372,8 @@ def _group_chunk(groups: list, space: Space | None, chunk_size: int | None) -> i
 def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
                      chunk: int, recorder: TrialRecorder, overlap: Callable[[], Any],
                      first_number: int = 0) -> tuple[float, float]:
-    """Evaluates every group into `recorder` in calls of `chunk` rows; returns (compile seconds, mean FLOPs of a trial's run:
-    groups differ in cost)."""
+    """Evaluates every group into `recorder` in calls of `chunk` rows; returns (compile seconds,
+    mean FLOPs of a trial's run: groups differ in cost)."""
     structural = space.structural if space is not None else ()
     compile_seconds, units = 0.0, []
     for config, group_objective, rows in groups:
