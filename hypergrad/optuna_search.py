@@ -347,7 +347,7 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
                 continue
             settings = _pad(settings_from_params(space, [t.params for t in pending]), chunk)
             batch = evaluate_settings(objective, settings, key, strategy=strategy, space=space,
-                                      chunk_size=chunk)
+                                      chunk_size=chunk, pad_groups=False)
             compile_seconds += batch.compile_seconds
             structure = batch.info.get("structure", structure)  # the plan of the latest round
             run_flops = batch.run_flops

@@ -222,6 +222,7 @@ def evaluate_settings(
     sink: Any = None,
     overlap: Callable[[], Any] | None = None,
     first_number: int = 0,
+    pad_groups: bool = True,
 ) -> Result:
     """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
 
@@ -232,6 +233,9 @@ def evaluate_settings(
     of one chunk, sized for the mean group (trials / configurations of the grouped choices, bounded
     by `chunk_size`), not for the trials a draw put in it: a new key then reuses the programs. A
     group smaller than the chunk is padded (charged to its trials: under one chunk per group).
+    With `pad_groups=False` each group runs in chunks of its own size instead (no padding beyond
+    the devices'; a new split compiles once per group size): for callers whose batches are split
+    anew every call anyway (`optuna_search`'s rounds, already padded to a fixed size).
 
     Args:
         objective: the objective, or an `hg.Structured` family (then `space` is required).
@@ -282,13 +286,16 @@ def evaluate_settings(
             groups = [({}, objective, np.arange(num))]
             if not one_chunk:
                 settings = host()
-        chunk = _group_chunk(groups, space, chunk_size)
+        shared = _group_chunk(groups, space, chunk_size) if pad_groups else None
         recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
         try:
-            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, chunk, recorder,
-                                                     _once(overlap), first_number)
+            compile_seconds, unit = _evaluate_groups(
+                groups, settings, host, space, key,
+                (lambda rows: shared) if pad_groups else (lambda rows: chunk_for(len(rows), chunk_size)),
+                recorder, _once(overlap), first_number)
         finally:
             recorder.close()
+    chunk = shared if pad_groups else chunk_for(num, chunk_size)
     info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk,
                  "num_trials": num, "programs": len(groups)})
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
@@ -370,10 +377,10 @@ def _group_chunk(groups: list, space: Space | None, chunk_size: int | None) -> i
 
 
 def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
-                     chunk: int, recorder: TrialRecorder, overlap: Callable[[], Any],
+                     chunk_of: Callable[[np.ndarray], int], recorder: TrialRecorder, overlap: Callable[[], Any],
                      first_number: int = 0) -> tuple[float, float]:
-    """Evaluates every group into `recorder` in calls of `chunk` rows; returns (compile seconds,
-    mean FLOPs of a trial's run: groups differ in cost)."""
+    """Evaluates every group into `recorder`, a group of trials `rows` in calls of `chunk_of(rows)`
+    rows; returns (compile seconds, mean FLOPs of a trial's run: groups differ in cost)."""
     structural = space.structural if space is not None else ()
     compile_seconds, units = 0.0, []
     for config, group_objective, rows in groups:
@@ -387,8 +394,8 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
             return space.options_of(row) if structural else row
 
-        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk, recorder, recorded, overlap,
-                                        first_number)
+        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_of(rows), recorder, recorded,
+                                        overlap, first_number)
         compile_seconds += seconds
         units.append((unit, len(rows)))
     num = sum(n for _, n in units)
