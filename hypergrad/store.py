@@ -414,6 +414,10 @@ def _excerpt(tree: Any, field: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_POLL_SECONDS = 0.1  # how often an idle writer thread checks for a job or a close whose wake-up was lost
+_CLOSE_SECONDS = 60.0  # the longest `StudyWriter.close` waits for the thread to close the file
+
+
 class StudyWriter:
     """The writing end of one study: what `TrialRecorder` commits through (its sink).
 
@@ -423,7 +427,12 @@ class StudyWriter:
     computation never runs more than a chunk (or step) ahead of the file, and a process killed
     loses at most the commit in flight and the chunk computing, which a resume recomputes. The
     thread also creates a new file, and closes the file at the end (SQLite's final WAL checkpoint).
-    `finish` waits for every commit, so a call returns with its study on disk. An error in the
+    `finish` waits for every commit, so a call returns with its study on disk; `close` waits for the
+    thread to close the file. The thread is a daemon that wakes every `_POLL_SECONDS` while idle
+    (no cost a chunk notices): a Ctrl-C landing inside `queue.put` can leave a stale waiter that
+    takes the put's wake-up (or the closing None's), and the thread still sees the job or the close;
+    a writer lost to a Ctrl-C before its caller held it never keeps the interpreter from exiting
+    (SQLite's transactions make its end at exit a kill's: what was committed stays). An error in the
     thread is raised by the next `commit` or `finish` (on every process of a multi-process run:
     `_shared_outcome`).
 
@@ -440,20 +449,35 @@ class StudyWriter:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._closed = False  # set by `close`: the thread ends once the queue is empty
         self.done = {} if conn is None else {t.number: t for t in _read_trials(conn, path, study, space)}
         self.checkpoint = None if conn is None else _read_checkpoint(conn, path, study)
         if setup is not None:
-            self._submit(setup)
+            try:
+                self._submit(setup)
+            except BaseException:  # a Ctrl-C: no caller will close this writer, so close it here
+                self.close()
+                raise
 
     def _submit(self, job: Any) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name=f"hypergrad-store-{self.study}")
+            self._thread = threading.Thread(target=self._work, name=f"hypergrad-store-{self.study}", daemon=True)
             self._thread.start()
         self._queue.put(job)
 
     def _work(self) -> None:
-        """The thread: runs jobs in order until None, then closes the file."""
-        while (job := self._queue.get()) is not None:
+        """The thread: runs jobs in order until None, or until `close` has been called and the queue
+        is empty (the None's wake-up may have gone to a stale waiter), then closes the file."""
+        while True:
+            try:
+                job = self._queue.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if self._closed:
+                    break
+                continue
+            if job is None:
+                self._queue.task_done()
+                break
             try:
                 if self._error is None:
                     self._conn = job()  # the setup opens the file; a write returns it unchanged
@@ -464,7 +488,6 @@ class StudyWriter:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self._queue.task_done()
 
     def add(self, trial: Trial) -> None:
         """Queues a trial; it is written by the next `commit` (nothing, in a reading process)."""
@@ -542,23 +565,29 @@ class StudyWriter:
         return result
 
     def close(self) -> None:
-        """Waits for what was committed, releases the lease, and leaves the closing of the file to the
-        thread (a non-daemon thread: the interpreter waits for it at exit). Trials added but not
-        committed are dropped: a resume recomputes them. Errors are not raised here (`finish` raises
-        them on success; on failure another exception is already on its way)."""
+        """Waits for what was committed, releases the lease, and waits (at most `_CLOSE_SECONDS`) for
+        the thread to close the file. Trials added but not committed are dropped: a resume
+        recomputes them. Interrupted while waiting for the commits (a second Ctrl-C), it still tells
+        the thread to end once they are written, and leaves the lease (a dead process's lease blocks
+        no one). Errors are not raised here (`finish` raises them on success; on failure another
+        exception is already on its way)."""
         if not self._write:
             return
         self._write = False
-        if self._thread is not None:
-            self._queue.join()
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
-        if self._thread is not None:
-            self._queue.put(None)
-        elif self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        try:
+            if self._thread is not None:
+                self._queue.join()
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
+        finally:
+            if self._thread is not None:
+                self._closed = True
+                self._queue.put(None)
+                self._thread.join(timeout=_CLOSE_SECONDS)
+            elif self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 @contextlib.contextmanager

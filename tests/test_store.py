@@ -4,10 +4,13 @@ Optuna reads back. Interruptions here are exceptions raised from the progress ca
 a chunk or step was committed; `test_store_reliability.py` kills real processes."""
 
 import contextlib
+import inspect
 import json
 import math
 import os
 import sqlite3
+import sys
+import threading
 import time
 
 import jax
@@ -323,6 +326,72 @@ def test_the_computation_runs_at_most_one_commit_ahead_of_the_file(ridge_objecti
     hg.random_search(ridge_objective, SPACE, key, 24, chunk_size=2, storage=db, study="r", progress=progress)
     assert len(behind) == 12 and max(behind) <= 2, behind  # the chunk reported, its commit in flight
     assert len(hg.load_study(db, "r").trials) == 24
+
+
+def _interrupt_inside_a_put(caller):
+    """A trace function raising KeyboardInterrupt where Python's SIGINT handler can: in the queue's
+    `Condition.notify` during the first `StudyWriter._submit` called from `caller` (the writer's
+    `__init__`, submitting the file's set-up, or `commit`), after the lock of the waiting writer
+    thread was released and before that waiter left the condition's list. Before the put it waits
+    for the thread to be waiting, so the interrupt lands every time. Returns (tracer, writers hit)."""
+    lines, start = inspect.getsourcelines(threading.Condition.notify)
+    remove = start + next(i for i, line in enumerate(lines) if "waiters.remove" in line)
+    writers = []
+
+    def submitting(frame):
+        while frame is not None:
+            if frame.f_code is hg.store.StudyWriter._submit.__code__:
+                return frame.f_locals["self"] if frame.f_back.f_code is caller.__code__ else None
+            frame = frame.f_back
+        return None
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == remove and not writers:
+            writer = submitting(frame)
+            if writer is not None:
+                writers.append(writer)
+                raise KeyboardInterrupt
+        return local
+
+    def tracer(frame, event, arg):
+        if frame.f_code is hg.store.StudyWriter._submit.__code__ and frame.f_back.f_code is caller.__code__:
+            thread, waiting = frame.f_locals["self"]._thread, frame.f_locals["self"]._queue.not_empty._waiters
+            deadline = time.monotonic() + 5
+            while thread is not None and not waiting and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return None
+        return local if frame.f_code is threading.Condition.notify.__code__ and not writers else None
+
+    return tracer, writers
+
+
+@pytest.mark.parametrize("caller", ["__init__", "commit"])
+def test_ctrl_c_inside_the_writers_put_leaves_no_thread_behind(ridge_objective, key, tmp_path, caller):
+    """Ctrl-C landing inside the writer's queue.put left a stale waiter in the queue's condition: the
+    closing None woke it instead of the writer thread, which slept forever (a non-daemon thread: the
+    interpreter never exited; in `__init__`, no caller held the writer to close it). The thread now
+    ends, the commits made are in the file, and the same call resumes the study."""
+    db = tmp_path / "study.db"
+    tracer, writers = _interrupt_inside_a_put(getattr(hg.store.StudyWriter, caller))
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hg.random_search(ridge_objective, SPACE, key, 24, chunk_size=2, storage=db, study="r")
+    finally:
+        sys.settrace(None)
+    (writer,) = writers
+    writer._thread.join(timeout=5)
+    stuck = writer._thread.is_alive()
+    if stuck:  # the old writer: wake it, for the pytest process to exit
+        with writer._queue.not_empty:
+            writer._queue.not_empty.notify_all()
+        writer._queue.put(None)
+        writer._thread.join(timeout=5)
+    assert not stuck, "the store's writer thread outlived the interrupted call"
+    numbers = [t.number for t in hg.load_study(db, "r").trials]
+    assert numbers == list(range(len(numbers)))
+    assert bool(numbers) == (caller == "commit")  # the interrupted commit was queued, so written
+    assert len(hg.random_search(ridge_objective, SPACE, key, 24, chunk_size=2, storage=db, study="r").trials) == 24
 
 
 def test_storage_and_study_come_together(ridge_objective, key, tmp_path):
