@@ -595,7 +595,9 @@ def _min_rank(scores: np.ndarray) -> np.ndarray:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A number for a table or a line; "-" for None (nothing there: no pick, no score). A number
+    that is there prints as it is, inf and nan included (a pick whose test loss diverged)."""
+    if value is None:
         return "-"
     return f"{value:.{digits}g}"
 
@@ -662,7 +664,7 @@ class TrialRecorder:
         if self._progress is None:
             return
         values = [t.value for t in self.trials if t.state != FAIL and math.isfinite(t.value)]
-        best = min(values) if values else float("nan")
+        best = min(values) if values else None
         runs = sum(t.runs for t in self.trials)
         self._progress(f"[{self.strategy}] {len(self.trials)}/{self.total}  best val {_fmt(best)}  "
                        f"{runs:.1f} runs  {time.perf_counter() - self._start:.1f}s")

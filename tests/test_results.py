@@ -509,3 +509,16 @@ def test_to_dataframe_keeps_tuner_an_integer_column(random_result, tune_result):
     assert frame["tuner"].isna().tolist() == [True, True, False, False, False, False]
     assert frame["tuner"][2:].tolist() == [0, 1, 0, 1]
     assert random_result.to_dataframe()["tuner"].dtype == pd.Int64Dtype()  # search trials alone too
+
+
+@pytest.mark.parametrize("test", [INF, NAN])
+def test_a_picks_non_finite_test_loss_is_shown_not_taken_for_no_pick(test):
+    """A pick whose test loss diverged printed "-", the mark of a budget with no pick: the
+    divergence on the test split was hidden. The table and the summary now show inf or nan;
+    "-" stays for no pick (JSON still writes null: it has no inf)."""
+    result = hg.Result("random", (make_trial(0, 1.0, test=test), make_trial(1, 2.0)), RUN_FLOPS, compile_seconds=0.0)
+    table = hg.compare({"random": result}, budgets=[0.5, 1.0]).to_markdown()
+    no_pick, pick = table.split("\n\n")[0].splitlines()[2:]
+    assert no_pick.split(" | ")[4:6] == ["-", "-"]
+    assert pick.split(" | ")[4:6] == ["1", f"{test}"]
+    assert result.summary().endswith(f"best val 1, test {test}")
