@@ -602,12 +602,35 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _logged_numbers(log: str | os.PathLike, strategy: str, study: str) -> set[int]:
+    """The trial numbers a JSON-lines log holds for `strategy` in `study` (nothing for a missing
+    file; a line that is not a record, such as one cut short by a kill, is passed over)."""
+    numbers = set()
+    with contextlib.suppress(FileNotFoundError), open(log) as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if (isinstance(record, dict) and record.get("strategy") == strategy and record.get("study") == study
+                    and isinstance(record.get("number"), int)):
+                numbers.add(record["number"])
+    return numbers
+
+
 class TrialRecorder:
     """Collects trials as they are produced, appends each to a JSON-lines log, reports progress.
 
     Nothing a user ran is lost: with `log` set, every trial is on disk (flushed) as soon as its
     program returns, before the next one runs. In a multi-process run (`jax.distributed`) only
     process 0 writes the log (`hypergrad._batching.is_writer`); every process collects the trials.
+
+    With a study (`sink`), each record also names it ("study"), and the log holds one record per
+    trial of the study across kills and resumes: the log runs up to a chunk (or step) ahead of the
+    study's commits, so a resumed call recomputes the trials of a process killed in between; it
+    reads the log once when it opens (O(log size)) and leaves out the trials the log already holds
+    for this strategy and study, whose records the recomputation repeats (resumes are exact). A
+    study made anew (another file, or a deleted one) logs all of its trials again.
 
     Args:
         strategy: label used in progress lines and log records.
@@ -617,6 +640,8 @@ class TrialRecorder:
         sink: a study writer (`hypergrad.store.StudyWriter`) or None: each trial is queued with
             `sink.add` and committed by `report` (one transaction per chunk or step, with the step's
             checkpoint); trials it already holds (`sink.done`) are taken from it, never re-written.
+            Its `study` and `resumed` (or those of its `writer`, for a strategy's wrapper) name the
+            study in the log's records and say whether to read the log for trials already logged.
     """
 
     def __init__(self, strategy: str, log: str | os.PathLike | None, progress: Any, total: int, sink: Any = None):
@@ -627,8 +652,13 @@ class TrialRecorder:
         self._stored = {} if sink is None else sink.done
         self._start = time.perf_counter()
         self._log = None
+        writer = getattr(sink, "writer", sink)  # a strategy's wrapper of the study's writer holds it
+        self._study = {} if writer is None else {"study": writer.study}
+        self._logged: set[int] = set()
         if log is not None and is_writer():  # several processes: process 0 alone writes
             os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+            if writer is not None and writer.resumed:
+                self._logged = _logged_numbers(log, strategy, writer.study)
             self._log = open(log, "a")
         if check_progress(progress) is True:
             self._progress = lambda line: print(line, file=sys.stderr, flush=True)
@@ -642,8 +672,8 @@ class TrialRecorder:
             self.trials.append(self._stored[trial.number])
             return
         self.trials.append(trial)
-        if self._log is not None:
-            self._log.write(json.dumps({"strategy": self.strategy, **trial.to_dict()}) + "\n")
+        if self._log is not None and trial.number not in self._logged:
+            self._log.write(json.dumps({"strategy": self.strategy, **self._study, **trial.to_dict()}) + "\n")
             self._log.flush()
         if self._sink is not None:
             self._sink.add(trial)

@@ -286,9 +286,10 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
         # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
         # error surfaces at a commit
-        return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint, describe))
+        return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint, describe)[0])
     try:
-        writer = StudyWriter(_opened(path, study, kind, fingerprint, describe), path, study, space)
+        conn, resumed = _opened(path, study, kind, fingerprint, describe)
+        writer = StudyWriter(conn, path, study, space, resumed=resumed)
     except BaseException as err:
         _shared_outcome(err)  # the other processes raise it too, instead of waiting in collectives
         raise
@@ -320,17 +321,18 @@ def _shared_outcome(error: BaseException | None) -> None:
 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
-            describe: Callable[[], dict[str, Any]] | None = None) -> sqlite3.Connection:
-    """A connection to the file, with the study's lease taken and its call registered or checked."""
+            describe: Callable[[], dict[str, Any]] | None = None) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the file, with the study's lease taken and its call registered or checked;
+    and whether the study was stored already (this call resumes it)."""
     conn = _connect(path)
     try:
         with _transaction(conn, path):
             _lease(conn, path, study)
-            _register(conn, path, study, kind, fingerprint, describe)
+            resumed = _register(conn, path, study, kind, fingerprint, describe)
     except BaseException:
         conn.close()
         raise
-    return conn
+    return conn, resumed
 
 
 def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None,
@@ -362,15 +364,15 @@ def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
 
 
 def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given: dict[str, Any],
-              describe: Callable[[], dict[str, Any]] | None = None) -> None:
-    """Creates the study, or checks a stored one was made by the same call (in the stored one's
-    fingerprint format: `describe` makes the call's description again in it)."""
+              describe: Callable[[], dict[str, Any]] | None = None) -> bool:
+    """Creates the study (False), or checks a stored one was made by the same call (True; in the
+    stored one's fingerprint format: `describe` makes the call's description again in it)."""
     row = conn.execute("SELECT fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
     if row is None:
         now = time.time()
         conn.execute("INSERT INTO studies VALUES (?, ?, NULL, ?, 'running', NULL, NULL, NULL, ?, ?)",
                      (study, kind, _json(given), now, now))
-        return
+        return False
     try:
         stored = json.loads(row[0])
     except (TypeError, ValueError) as err:
@@ -389,6 +391,7 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
             f"study {study!r} in {path} was made by a different call: {field} differs "
             f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now). Repeat the original call to "
             "resume it, or give another study name for this one")
+    return True
 
 
 def _described(describe: Callable[[], dict[str, Any]], version: int) -> dict[str, Any]:
@@ -439,11 +442,14 @@ class StudyWriter:
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
         checkpoint: the latest tune checkpoint ({"step", "number", "state"}), or None.
+        resumed: True when the study was in the file before this call (`TrialRecorder` then logs
+            no trial its log already holds for the study).
     """
 
     def __init__(self, conn: sqlite3.Connection | None, path: str, study: str, space: Space | None,
-                 write: bool = True, setup: Any = None):
+                 write: bool = True, setup: Any = None, resumed: bool = False):
         self.path, self.study, self._space, self._write = path, study, space, write
+        self.resumed = resumed
         self._conn = conn if write else None  # a reader's connection is closed by `_reader`
         self._pending: list[Trial] = []
         self._queue: queue.Queue = queue.Queue()

@@ -564,3 +564,23 @@ def test_a_process_other_than_0_reads_the_study_and_writes_nothing(ridge_objecti
         hg.random_search(ridge_objective, SPACE, key, 11, storage=db, study="r")
     hg.random_search(ridge_objective, SPACE, key, 3, storage=tmp_path / "none.db", study="r")
     assert not os.path.exists(tmp_path / "none.db")
+
+
+def test_a_resume_logs_each_trial_once(ridge_objective, key, tmp_path):
+    """A process killed after logging a chunk but before its commit landed re-ran that chunk on
+    resume and logged its trials a second time (408 log lines for 400 trials). The state is made
+    here by deleting the last commit's rows: a resume now leaves out the trials the log already
+    holds for the study; a new study of the same name (a new file) logs all of its own."""
+    db, log = tmp_path / "study.db", tmp_path / "trials.jsonl"
+    with pytest.raises(Stop):
+        hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r", log=log,
+                         progress=stop_after(2))
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM trials WHERE number >= 4")  # the second commit never landed
+    resumed = hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=db, study="r", log=log)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["number"] for r in records] == list(range(10))
+    assert {(r["strategy"], r["study"]) for r in records} == {("random", "r")}
+    assert [r["value"] for r in records] == [t.value for t in resumed.trials]
+    hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=tmp_path / "new.db", study="r", log=log)
+    assert [json.loads(line)["number"] for line in log.read_text().splitlines()] == [*range(10), *range(10)]
