@@ -32,11 +32,27 @@ cache on, looked up in the program store by its jaxpr (`hypergrad._program_store
 process loads it without lowering it.
 
 Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
-the position (the update is skipped and z backs off halfway towards the tuner's last good iterate;
-its optimiser state is kept); such steps are recorded ("fail" when the loss diverged, "skipped" when
-only the hypergradient did) and never stop the other tuners. A "fail" step is never chosen as best;
-a "skipped" one can be (`Result.best_trial`): its loss is a finite validation loss of the parameters
-trained at its hyperparameters.
+the position (the update is skipped and z backs off halfway towards the tuner's last good iterate,
+the last one whose loss and hypergradient were both finite; its optimiser state is kept); such steps
+are recorded ("fail" when the loss diverged, "skipped" when only the hypergradient did) and never
+stop the other tuners. A "fail" step is never chosen as best; a "skipped" one can be
+(`Result.best_trial`): its loss is a finite validation loss of the parameters trained at its
+hyperparameters.
+
+A tuner with no good iterate yet (every step so far, its start's included, was not finite) has
+nothing to back off to: after each such step it restarts instead at a fresh point drawn from the
+space as random search draws (`restart_draws`: a key folded from the call's key, the tuner's id and
+the step, so the same call, or a resumed one, draws the same points), keeping its optimiser state
+(still the initial one: no update was ever applied). Until its first finite step such a tuner is
+random search, one trial per step, and from there it descends as any other: the failed start only
+says where not to be, and any fixed target (the start, the centre, which is where `init="centre"`
+and every configuration of `hg.hybrid_search` start) may diverge too and hold the tuner there, as a
+move part-way would keep it near the failure. This runs on the host, after the step's program, and
+only for such tuners: the others (and every tuner once it has a good iterate) step exactly as the
+program computes, so their trials do not change. `drive` warns once per call, naming how many
+tuners started with no finite step and how many then found one. Each step is a trial like any
+other, charged as one: a tuner that never finds a finite point spends its steps as random search
+would, and its trials are all "fail".
 
 Every tuner step is a trial: its value is the validation loss at the step's hyperparameters (before
 the update), with test scores of the same trained parameters; after the last step each live tuner's
@@ -83,7 +99,7 @@ from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
            "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts", "update_key",
-           "initial_states", "batched_starts", "outer_identity", "trials_of"]
+           "initial_states", "batched_starts", "outer_identity", "trials_of", "RESTART_STREAM", "restart_draws"]
 
 SKIPPED_WHY = (
     "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
@@ -269,6 +285,37 @@ def batched_starts(space: Space, starts: PyTree, chunk: int) -> tuple[PyTree, Py
     return _concatenated(pieces), first
 
 
+RESTART_STREAM = 2**31 - 2
+"""`fold_in` tag of the key a tuner with no good iterate draws its restart from (`restart_draws`),
+apart from the searches' sampling stream (`hypergrad.space.SAMPLE_STREAM`) and the training key."""
+
+
+def restart_draws(space: Space, key: Key, tuners: Sequence[int], step: int) -> PyTree:
+    """The restarts at outer step `step` of `tuners`, which have no good iterate yet: for each,
+    one setting drawn as random search draws (`Space.sample`, uniform in the unconstrained fractions)
+    from `key` folded with the tuner's id, then `step`, then `RESTART_STREAM`, as its unconstrained
+    coordinates (`finite_z`), numpy with a leading axis of len(tuners). A function of the call's key,
+    the tuner and the step alone: the same call, or a resumed one, draws the same points, and no two
+    tuners or steps share one. Cost: a draw and a `starts_program` call per tuner (small programs,
+    compiled once per space), run only for such tuners."""
+    program, rows = starts_program(space), []
+    for tuner in tuners:
+        tuner_key = jax.random.fold_in(jax.random.fold_in(key, int(tuner)), int(step))
+        z, _ = program(space.sample(tuner_key, 1, stream=RESTART_STREAM))
+        rows.append(jax.tree.map(np.asarray, z))
+    return _concatenated(rows)
+
+
+NO_GOOD_START = (
+    "{count} of {total} tuners ({ids}) started where the loss or its hypergradient was not finite, with no "
+    "good iterate to back off to; after each such step they restarted at a fresh point drawn from the space (a "
+    "key folded from the call's key, the tuner's id and the step) instead of staying where they failed, and "
+    "{found} of them then reached a finite loss. Their failed steps are trials and count in the compute. "
+    "Narrow the space, start inside the part of it that trains (init=), or start from the best trials of a "
+    "random-search warm-up (tune's warmup=).")
+"""What `drive` warns, once per call, when tuners started with no finite step (`restart_draws`)."""
+
+
 def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float, seconds: float,
                run_flops: float, tuner: int | None = None) -> Trial:
     """The trial of one outer step's report (host values of one tuner). The final evaluation's
@@ -356,6 +403,11 @@ class Cohort:
             options), or None.
         latest: tuner id -> validation loss at its latest step (what halving ranks).
         out_tree: the tree of (z, z_good, opt_state, report) the program returns flat.
+        restart: (tuner ids, step) -> restarts of tuners with no good iterate (`restart_draws`).
+        good: per live tuner, whether it has a good iterate (a step with a finite loss and
+            hypergradient); z_good means nothing where it is False.
+        without_good: tuner id -> whether it has since reached a finite loss, for each tuner that
+            restarted with no good iterate during this call (what `drive` warns about).
     """
 
     program: Callable[[int], tuple[Any, float, Any, Any, PyTree]]
@@ -374,6 +426,9 @@ class Cohort:
     latest: dict = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
     out_tree: Any = None
+    restart: Callable[[np.ndarray, int], PyTree] | None = None
+    good: np.ndarray | None = None
+    without_good: dict = dataclasses.field(default_factory=dict)
 
     def keep(self, ids: set[int]) -> None:
         """Only the tuners in `ids` go on (on a smaller chunk, when it is sized to them)."""
@@ -381,6 +436,7 @@ class Cohort:
         self.tuners = self.tuners[rows]
         self.carry = jax.tree.map(lambda a: a[rows], self.carry)
         self.fixed = jax.tree.map(lambda a: a[rows], self.fixed)
+        self.good = self.good[rows]
         chunk = chunk_rows(len(rows), self.chunk_size)
         if len(rows) and chunk != self.chunk:
             self.executable, seconds, self.spread, self.replicated, self.data = self.program(chunk)
@@ -469,15 +525,16 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
 
     executable, seconds, spread, replicated, placed_data = program(chunk)
     return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
-                  flops, unit, extra, compile_seconds=seconds, out_tree=_out_trees[executable])
+                  flops, unit, extra, compile_seconds=seconds, out_tree=_out_trees[executable],
+                  restart=functools.partial(restart_draws, space, key), good=np.zeros(num, dtype=bool))
 
 
-def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: TrialRecorder) -> int:
-    """One outer step of every live tuner of `cohort`, chunk by chunk; their trials go to
+def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: TrialRecorder, step: int) -> int:
+    """Outer step `step` of every live tuner of `cohort`, chunk by chunk; their trials go to
     `recorder` as each chunk returns. Returns the next trial number."""
     num, chunk = len(cohort.tuners), cohort.chunk
     step_key = place(step_key, cohort.replicated)
-    pieces = []
+    pieces, oks = [], []
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         rows = take_rows((*cohort.carry, cohort.fixed), start, chunk)  # numpy: views, padded when short
@@ -487,6 +544,7 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
         seconds = time.perf_counter() - began
         pieces.append(jax.tree.map(lambda a: np.asarray(a)[:real], out[:3]))
         report = jax.device_get(out[3])
+        oks.append(np.asarray(report["ok"], dtype=bool).reshape(-1)[:real])
         for i in range(real):
             tuner = int(cohort.tuners[start + i])
             trial = step_trial(number, jax.tree.map(lambda a: a[i], report), final=final, tuner=tuner,
@@ -494,11 +552,36 @@ def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: Tri
             if cohort.extra is not None:
                 trial = dataclasses.replace(trial, hparams={**trial.hparams, **cohort.extra(tuner)})
             cohort.latest[tuner] = trial.value if trial.state != FAIL else math.inf
+            if tuner in cohort.without_good and trial.state != FAIL:
+                cohort.without_good[tuner] = True
             recorder.add(trial)
             number += 1
     if not final:
-        cohort.carry = _concatenated(pieces)
+        ok = np.concatenate(oks)
+        cohort.carry = _restarted_without_good(cohort, _concatenated(pieces), ok, step)
+        cohort.good = cohort.good | ok
     return number
+
+
+def _restarted_without_good(cohort: Cohort, carry: tuple, ok: np.ndarray, step: int) -> tuple:
+    """`carry`, the step's (z, z_good, opt_state), with the z of each tuner that has no good iterate
+    and whose step was not finite (the program backed it off towards its start, where it failed)
+    set instead to its `restart_draws` point, a restart; its z_good and optimiser state stay as the
+    program kept them. Every other row is the program's, unchanged."""
+    rows = np.flatnonzero(~cohort.good & ~ok)
+    if not len(rows):
+        return carry
+    for tuner in cohort.tuners[rows]:
+        cohort.without_good.setdefault(int(tuner), False)
+    targets = cohort.restart(cohort.tuners[rows], step)
+
+    def restarted(new: np.ndarray, target: np.ndarray) -> np.ndarray:
+        new = np.array(new)
+        new[rows] = target.astype(new.dtype)
+        return new
+
+    z, z_good, opt_state = carry
+    return jax.tree.map(restarted, z, targets), z_good, opt_state
 
 
 def halve(cohorts: Sequence[Cohort]) -> None:
@@ -520,7 +603,8 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
     same for every tuner), else `key` itself (the deterministic function the baselines search).
     After each step (and its halving) the recorder commits the step's trials with the cohorts'
     state (`cohort_state`); a stored `checkpoint` ({"step", "number", "state"}) restores that state
-    and goes on from the next step, as if never interrupted.
+    and goes on from the next step, as if never interrupted. Tuners with no good iterate restart at
+    `restart_draws` after a non-finite step, and the call then warns once (`NO_GOOD_START`).
     """
     start = 0
     if checkpoint is not None:
@@ -531,27 +615,41 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
         step_key = jax.random.fold_in(key, step) if resample_key else key
         for cohort in cohorts:
             if len(cohort.tuners):
-                number = _step(cohort, step_key, final, number, recorder)
+                number = _step(cohort, step_key, final, number, recorder, step)
         if halving and not final and (step + 1) % halving == 0 and sum(len(c.tuners) for c in cohorts) > 1:
             halve(cohorts)
         recorder.report(checkpoint=lambda s=step, n=number: {"step": s, "number": n, "state": cohort_state(cohorts)})
+    _warn_without_good(cohorts)
+
+
+def _warn_without_good(cohorts: Sequence[Cohort]) -> None:
+    """Warns once (`NO_GOOD_START`) when tuners of `cohorts` restarted with no good iterate."""
+    without = {tuner: found for cohort in cohorts for tuner, found in cohort.without_good.items()}
+    if without:
+        total = sum(len(c.latest) for c in cohorts)  # the tuners that stepped in this call, halved ones included
+        warnings.warn(NO_GOOD_START.format(count=len(without), total=total,
+                                           ids=", ".join(str(t) for t in sorted(without)),
+                                           found=sum(without.values())), RuntimeWarning, stacklevel=3)
 
 
 def cohort_state(cohorts: Sequence[Cohort]) -> list[dict[str, Any]]:
-    """What resuming needs of each cohort, on the host: the live tuner ids and the leaves of
-    (z, last good z, outer-optimiser state), with the tree structure as text (checked on restore).
-    Keys are stateless (a function of the step), so nothing else is needed."""
+    """What resuming needs of each cohort, on the host: the live tuner ids, the leaves of
+    (z, last good z, outer-optimiser state), with the tree structure as text (checked on restore),
+    and whether each live tuner has a good iterate ("good"). Keys are stateless (a function of the
+    step, as are the restarts), so nothing else is needed."""
     out = []
     for cohort in cohorts:
         leaves, treedef = jax.tree.flatten(cohort.carry)
         out.append({"tuners": np.asarray(cohort.tuners, dtype=np.int64), "tree": str(treedef),
-                    "carry": [np.asarray(leaf) for leaf in leaves]})
+                    "carry": [np.asarray(leaf) for leaf in leaves], "good": np.asarray(cohort.good, dtype=bool)})
     return out
 
 
 def restore_cohorts(cohorts: Sequence[Cohort], state: Sequence[dict[str, Any]]) -> None:
     """Puts `cohort_state`'s record back: the live tuners kept (as halving left them) and their
-    iterates and optimiser states set. Raises `ValueError` when the record does not fit the cohorts."""
+    iterates, optimiser states and good-iterate flags set. A record stored before the flags were
+    (`_good_of_old_record`) has them inferred. Raises `ValueError` when the record does not fit the
+    cohorts."""
     if len(state) != len(cohorts):
         raise ValueError(f"a checkpoint of {len(state)} cohorts cannot resume {len(cohorts)}; the study's "
                          "checkpoint was edited or damaged")
@@ -569,3 +667,20 @@ def restore_cohorts(cohorts: Sequence[Cohort], state: Sequence[dict[str, Any]]) 
             raise ValueError("a checkpoint's iterates or outer-optimiser state do not fit this call's (another "
                              "outer optimiser or space?); the study's checkpoint was edited or damaged")
         cohort.carry = jax.tree.unflatten(treedef, saved_leaves)
+        good = saved.get("good")
+        cohort.good = _good_of_old_record(cohort.carry) if good is None else np.asarray(good, dtype=bool).reshape(-1)
+        if cohort.good.shape != (len(cohort.tuners),):
+            raise ValueError(f"a checkpoint's good-iterate flags {cohort.good.tolist()} do not fit its "
+                             f"{len(cohort.tuners)} live tuners; the study's checkpoint was edited or damaged")
+
+
+def _good_of_old_record(carry: tuple) -> np.ndarray:
+    """Per tuner, whether it has a good iterate, for a checkpoint stored before the flag was: one
+    whose z equals its z_good bitwise has none. Before, a tuner whose steps all failed was left at
+    its start, which was also its z_good; a tuner with a good iterate has a z apart from it unless
+    its last step's update was exactly zero (then this reads it as having none, and only its next
+    non-finite step, which the old rule left where it was, restarts it at a draw instead)."""
+    z, z_good, _ = carry
+    same = [np.all((np.asarray(a) == np.asarray(b)).reshape(np.shape(a)[0], math.prod(np.shape(a)[1:])), axis=1)
+            for a, b in zip(jax.tree.leaves(z), jax.tree.leaves(z_good))]
+    return ~np.logical_and.reduce(same)

@@ -10,6 +10,11 @@ search samples them (the default for a population: with the same key, the first 
 search would try), given (batched) hyperparameters, or, with `warmup=M`, the N best of M random-search
 trials spent first (explore, then descend). The warm-up's trials come first in the result and count
 in its compute.
+
+Non-finite steps: a step whose loss or hypergradient is not finite applies no update and backs the
+tuner off halfway to its last good iterate. A tuner with none yet (its start diverged) restarts
+instead at a fresh point drawn from the space after each such step, with a warning: until one step
+is finite it is random search, one trial per step (`hypergrad.outer`).
 """
 
 from __future__ import annotations
@@ -220,7 +225,12 @@ def tune(
         init: where the tuners start: None ('centre' for one tuner, 'sample' for a population),
             'centre', 'sample' (drawn as `random_search` draws them: its first N settings), or
             hyperparameters (constrained values with the space's names and shapes; for a population,
-            with a leading axis of `population`).
+            with a leading axis of `population`). A start whose loss or hypergradient is not finite
+            has no good iterate to back off to: after each such step the tuner restarts at a fresh
+            point drawn from the space (a key folded from `key`, its id and the step, so the same
+            call gives the same trials), until a step is finite; the call warns (RuntimeWarning),
+            naming how many tuners started so. Each of these steps is a trial and counts in the
+            compute, as every step does.
         population: number of tuners N advanced together, each outer step one vmapped program.
         warmup: spend this many trials (>= population) on random search first and start the N
             tuners from its N best settings; the warm-up's trials open the result.

@@ -172,3 +172,29 @@ def test_hybrid_trials_hold_the_choice_as_random_search_does():
         assert {name: (type(v), v.dtype, v.shape) for name, v in trial.hparams.items()} == forms
     assert {float(t.hparams["momentum"]) for t in hybrid.trials} == {0.0, float(np.float32(0.9))}
     assert list(hybrid.to_dataframe().columns) == list(searched.to_dataframe().columns)
+
+
+def test_a_configuration_whose_centre_diverges_restarts_until_a_step_is_finite(ridge_problem):
+    """Every configuration starts at the centre (lr=1); with mult=10 it overflows there. That start
+    was its only "good" iterate, so every step went back to it: the configuration looked as if it
+    always diverged, though it trains at smaller rates. Each failed step now restarts it at a fresh
+    draw (`outer.restart_draws`) until one is finite, with a warning; the other configuration is
+    untouched, and the same call gives the same trials."""
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"] * h["mult"]), num_steps=200)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e3), "mult": hg.Choice([1.0, 10.0])})
+
+    def run():
+        with pytest.warns(RuntimeWarning, match=r"1 of 2 tuners \(1\) started where .* 1 of them then reached"):
+            return hg.hybrid_search(objective, space, jax.random.key(0), budget=40)
+
+    result = run()
+    wild = [t for t in result.trials if float(t.hparams["mult"]) == 10.0]
+    tame = [t for t in result.trials if float(t.hparams["mult"]) == 1.0]
+    assert wild[0].state == "fail" and float(wild[0].hparams["lr"]) == pytest.approx(1.0)
+    assert len({float(t.hparams["lr"]) for t in wild}) > 2  # it moved
+    assert any(t.state == "complete" and np.isfinite(t.value) for t in wild)
+    assert all(t.state == "complete" for t in tame)
+    again = run()
+    assert [(t.tuner, t.state) for t in again.trials] == [(t.tuner, t.state) for t in result.trials]
+    np.testing.assert_array_equal([t.value for t in again.trials], [t.value for t in result.trials])  # NaN == NaN
+    assert [float(t.hparams["lr"]) for t in again.trials] == [float(t.hparams["lr"]) for t in result.trials]

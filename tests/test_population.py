@@ -161,15 +161,45 @@ def test_warmup_starts_are_the_best_warmup_trials(objective, key):
 
 
 def test_a_diverging_tuner_never_becomes_best_and_never_stops_the_others(ridge_problem, key):
+    """The middle tuner's start overflows. It used to back off to that start (its only "good"
+    iterate) and spend every step there; it now restarts at a fresh draw after each failed step
+    (`outer.restart_draws`), so it moves, and reaches a finite loss here. The other tuners' trials
+    are bitwise those of a population without it (one tuner per call, so one program for both)."""
     objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"]), num_steps=80)
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1e6)})
     init = {"lr": jnp.asarray([0.05, 1e5, 0.1])}  # the middle tuner overflows
-    result = hg.tune(objective, space, key, population=3, steps=3, outer=OUTER, init=init)
+    with pytest.warns(RuntimeWarning, match=r"1 of 3 tuners \(1\) started where .* 1 of them then reached"):
+        result = hg.tune(objective, space, key, population=3, steps=3, outer=OUTER, init=init, chunk_size=1)
     tuners = by_tuner(result)
-    assert all(t.state != "complete" for t in tuners[1])
+    assert tuners[1][0].state == "fail"
+    assert len({float(t.hparams["lr"]) for t in tuners[1]}) > 1  # it moved
+    assert any(t.state == "complete" for t in tuners[1])
     for i in (0, 2):
         assert all(t.state == "complete" and np.isfinite(t.value) for t in tuners[i])
-    assert result.best_trial.tuner in (0, 2) and np.isfinite(result.best_value)
+    assert result.best_trial.state == "complete" and np.isfinite(result.best_value)
+    alone = by_tuner(hg.tune(objective, space, key, population=2, steps=3, outer=OUTER, chunk_size=1,
+                             init={"lr": init["lr"][::2]}))
+    for i, j in ((0, 0), (2, 1)):
+        assert [t.value for t in tuners[i]] == [t.value for t in alone[j]]
+        assert [float(t.hparams["lr"]) for t in tuners[i]] == [float(t.hparams["lr"]) for t in alone[j]]
+
+
+def test_a_checkpoint_without_good_iterate_flags_infers_them(objective, key):
+    """A cohort's record stored before the flags were: a tuner whose z equals its z_good (where the
+    old rule left a tuner whose every step failed) is read as having no good iterate, the others
+    as having one; a record with flags restores them as stored."""
+    z = SPACE.unconstrain(starts(3, seed=5))
+    cohort = outer_driver.make_cohort(objective, SPACE, hg.Reverse(), OUTER, key, z, flops=1.0, unit=1.0)
+    state = outer_driver.cohort_state([cohort])
+    assert state[0]["good"].tolist() == [False, False, False]
+    moved = jax.tree.map(lambda a: np.where(np.arange(3) == 1, a, a + 0.5), cohort.carry[0])
+    cohort.carry = (moved, *cohort.carry[1:])
+    old = [{k: v for k, v in saved.items() if k != "good"} for saved in outer_driver.cohort_state([cohort])]
+    outer_driver.restore_cohorts([cohort], old)
+    assert cohort.good.tolist() == [True, False, True]
+    state[0]["good"] = np.asarray([True, True, False])
+    outer_driver.restore_cohorts([cohort], state)
+    assert cohort.good.tolist() == [True, True, False]
 
 
 def test_dataframe_has_a_tuner_column(objective, key):

@@ -11,6 +11,7 @@ jax.config.update("jax_enable_x64", True)
 
 import json  # noqa: E402
 import math  # noqa: E402
+import sqlite3  # noqa: E402
 import time  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
@@ -20,6 +21,8 @@ import pytest  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
 from hypergrad import _compile  # noqa: E402
+from hypergrad import outer as outer_driver  # noqa: E402
+from hypergrad._store_codec import decode_value, encode_value  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL, SKIPPED  # noqa: E402
 from _helpers import counting  # noqa: E402
 from hypergrad.problems import sgd_momentum_schedule as sgd_schedule  # noqa: E402
@@ -258,13 +261,88 @@ def test_non_finite_steps_are_skipped_and_recorded(diverging_objective):
 
 
 def test_all_steps_diverging_gives_no_pick_and_no_nan(diverging_objective):
-    result = hg.tune(diverging_objective, DIVERGING_SPACE, jax.random.key(0), outer=WILD_OUTER, steps=3,
-                     init={"lr": 1e11, "weight_decay": 0.01})
+    """Every learning rate of this space overflows: each step fails, and (no good iterate to back
+    off to) the tuner restarts at a fresh draw each time, inside the bounds, never NaN, no pick."""
+    space = hg.Space({"lr": hg.LogUniform(1e10, 1e12), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    with pytest.warns(RuntimeWarning, match=r"1 of 1 tuners \(0\) started where .* 0 of them then reached"):
+        result = hg.tune(diverging_objective, space, jax.random.key(0), outer=WILD_OUTER, steps=3,
+                         init={"lr": 1e11, "weight_decay": 0.01})
     assert [t.state for t in result.trials] == [FAIL] * 4
     assert result.best_value == math.inf and result.best_trial is None and result.best_hparams is None
-    # With no finite iterate to back off to, z stays where it started.
     for trial in result.trials:
-        np.testing.assert_allclose(trial.hparams["lr"], 1e11, rtol=1e-9)
+        assert in_bounds(space, trial.hparams)
+    assert len({float(t.hparams["lr"]) for t in result.trials}) == 4  # a new point every step
+
+
+def test_a_tuner_whose_start_diverges_restarts_at_draws_until_a_step_is_finite(diverging_objective):
+    """Its start (lr=1e11) overflows, so it has no good iterate to back off to: it used to back off
+    to that start, and spent every step there (best_hparams None). Each failed step now restarts it
+    at `restart_draws`' point for the step (a key folded from the call's key, tuner 0 and the step);
+    from its first finite step on it descends as any tuner. The same call gives the same trials."""
+    key, init = jax.random.key(0), {"lr": 1e11, "weight_decay": 0.01}
+
+    def run():
+        with pytest.warns(RuntimeWarning, match=r"1 of 1 tuners \(0\) started where the loss or its hypergradient "
+                                                r"was not finite.* 1 of them then reached a finite loss"):
+            return hg.tune(diverging_objective, DIVERGING_SPACE, key, steps=5, init=init)
+
+    result = run()
+    states = [t.state for t in result.trials]
+    assert states[0] == FAIL and COMPLETE in states[:4]  # a finite trial within a few steps
+    first = states.index(COMPLETE)
+    for k in range(first):  # each failed step restarted the tuner at that step's draw
+        drawn = DIVERGING_SPACE.constrain(jax.tree.map(lambda a: a[0], outer_driver.restart_draws(
+            DIVERGING_SPACE, key, [0], k)))
+        for name in DIVERGING_SPACE.names:
+            np.testing.assert_allclose(result.trials[k + 1].hparams[name], drawn[name], rtol=1e-12)
+    assert all(t.state == COMPLETE for t in result.trials[first:])
+    assert math.isfinite(result.best_value) and result.best_trial.number >= first
+    again = run()
+    for a, b in zip(result.trials, again.trials):
+        assert (a.state, a.value) == (b.state, b.value) or (math.isnan(a.value) and math.isnan(b.value))
+        for name in a.hparams:
+            np.testing.assert_array_equal(a.hparams[name], b.hparams[name])
+
+
+def _checkpoint_without_flags(db):
+    """Drops the good-iterate flags from a tune study's stored checkpoint, as a study stored before
+    they were (`restore_cohorts` then infers them)."""
+    with sqlite3.connect(db) as conn:
+        (state,) = conn.execute("SELECT state FROM checkpoints").fetchone()
+        cohorts = decode_value(json.loads(state))
+        assert all("good" in cohort for cohort in cohorts)
+        old = [{k: v for k, v in cohort.items() if k != "good"} for cohort in cohorts]
+        conn.execute("UPDATE checkpoints SET state = ?", (json.dumps(encode_value(old)),))
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_checkpoint_stored_before_the_good_iterate_flags_resumes_as_before(ridge_problem_, tmp_path):
+    """A study killed after two steps, its checkpoint stripped of the flags (as one stored before
+    them): the resumed call gives exactly the trials of the uninterrupted one (every tuner had a
+    good iterate, which `restore_cohorts` infers from z != z_good)."""
+    objective = hg.Objective(ridge_problem_, sgd, num_steps=5)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    key, kwargs, db = jax.random.key(0), dict(population=2, steps=4), tmp_path / "study.db"
+    whole = hg.tune(objective, space, key, **kwargs)
+    lines = []
+
+    def stop(line):
+        lines.append(line)
+        if len(lines) == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        hg.tune(objective, space, key, **kwargs, storage=db, study="t", progress=stop)
+    assert 0 < len(hg.load_study(db, "t").trials) < len(whole.trials)
+    _checkpoint_without_flags(db)
+    resumed = hg.tune(objective, space, key, **kwargs, storage=db, study="t")
+    assert [(t.state, t.tuner, t.value) for t in resumed.trials] == [(t.state, t.tuner, t.value) for t in whole.trials]
+    for a, b in zip(whole.trials, resumed.trials):
+        for name in a.hparams:
+            np.testing.assert_array_equal(a.hparams[name], b.hparams[name])
 
 
 MISSING = "the objective reads hyperparameter 'momentum' that was not given; declare it in the hg.Space"
