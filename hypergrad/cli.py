@@ -20,7 +20,9 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 DIR's files always describe one run: before anything runs, a previous run's outputs there (the files
 above, summary.md and the per-problem folders) are moved together into DIR/previous/, replacing an
 older one (`set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
-previous run whole in DIR/previous/. Other files in DIR are left where they are.
+previous run whole in DIR/previous/, and the next run moves those partial outputs into
+DIR/previous-interrupted/ (replacing an older interrupted run's), never into DIR/previous/: the last
+complete run is kept whole. Other files in DIR are left where they are.
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
@@ -76,7 +78,9 @@ OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_valu
 """Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last is
 where earlier versions kept the previous run's log), which `set_aside` moves aside."""
 PREVIOUS = "previous"
-"""The folder in --out that holds the previous run's outputs."""
+"""The folder in --out that holds the last complete run's outputs."""
+INTERRUPTED = "previous-interrupted"
+"""The folder in --out that holds the last interrupted run's partial outputs."""
 
 
 def _evaluations(population: int, steps: int, halving: int | None) -> int:
@@ -178,28 +182,47 @@ def _use_devices(cpu_devices: int) -> None:
 def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
     """Creates `out` if missing and moves a previous run's outputs in it (`outputs`; by default
     `OUTPUTS` and the folders of a run on several problems, named after their presets) together
-    into `out/previous/`, replacing an older one, so that the folder's files describe one run and
-    the last one is kept whole. Other files stay. Returns that folder, or None when there was
-    nothing to move (an older previous/ is then kept). The moves go through
-    `out/.previous-partial/` first: a set-aside interrupted half way is completed by the next one,
-    and the older previous/ is removed only once the whole run is aside. (experiments/ that write
-    a folder of their own call it with their outputs.)"""
+    into a folder of `out`, so that the folder's files describe one run. Other files stay.
+
+    A complete run (`_complete`: it wrote report.md, or summary.md on several problems, its last
+    output) goes to `out/previous/`, replacing the older complete one; an interrupted run's partial
+    outputs go to `out/previous-interrupted/`, replacing an older interrupted one, and never
+    displace the complete run in previous/. Returns the folder they went to, or None when there was
+    nothing to move (the older folders are then kept). The moves go through `out/.<folder>-partial/`
+    first: a set-aside interrupted half way is completed by the next one into the same folder, and
+    the older folder is removed only once the whole run is aside. (experiments/ that write a folder
+    of their own call it with their outputs.)"""
     os.makedirs(out, exist_ok=True)
     outputs = (*OUTPUTS, *sorted(PRESETS)) if outputs is None else outputs
     names = [name for name in outputs if os.path.lexists(os.path.join(out, name))]
-    partial = os.path.join(out, ".previous-partial")
-    if not names and not os.path.isdir(partial):
+    started = [folder for folder in (PREVIOUS, INTERRUPTED) if os.path.isdir(_staging(out, folder))]
+    if not names and not started:
         return None
+    # a set-aside begun earlier decides where the rest of its run goes
+    folder = started[0] if started else (PREVIOUS if _complete(out, names) else INTERRUPTED)
+    partial = _staging(out, folder)
     os.makedirs(partial, exist_ok=True)
     for name in names:
         os.replace(os.path.join(out, name), os.path.join(partial, name))
-    aside = os.path.join(out, PREVIOUS)
+    aside = os.path.join(out, folder)
     if os.path.isdir(aside) and not os.path.islink(aside):
         shutil.rmtree(aside)
     elif os.path.lexists(aside):
         os.remove(aside)
     os.replace(partial, aside)
     return aside
+
+
+def _staging(out: str, folder: str) -> str:
+    """Where `set_aside` gathers a run's outputs before they replace `out/folder`."""
+    return os.path.join(out, f".{folder}-partial")
+
+
+def _complete(out: str, names: list[str]) -> bool:
+    """Whether the outputs `names` at the top of `out` are a whole run: one that wrote its last
+    output, summary.md on several problems (it holds per-problem folders), report.md on one."""
+    several = any(os.path.isdir(os.path.join(out, name)) for name in names if name in PRESETS)
+    return ("summary.md" if several else "report.md") in names
 
 
 def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
@@ -517,7 +540,8 @@ def _compare(args: argparse.Namespace) -> int:
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
     aside = set_aside(args.out)
     if aside is not None:
-        print(f"[previous run] its outputs in {args.out} moved to {aside}", file=sys.stderr)
+        what = "[previous run] its" if os.path.basename(aside) == PREVIOUS else "[interrupted run] its partial"
+        print(f"{what} outputs in {args.out} moved to {aside}", file=sys.stderr)
     verdicts = []
     for problem in problems:
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)

@@ -392,11 +392,15 @@ def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkey
     assert sorted(os.listdir(out)) == ["previous", "trials.jsonl"]  # only the new run's partial log at the top
     assert (out / "trials.jsonl").read_text() and (out / "trials.jsonl").read_bytes() != first["trials.jsonl"]
     assert _listing(out / "previous") == first  # the whole first run, kept
+    interrupted_log = (out / "trials.jsonl").read_bytes()
 
-    # a third run sets the interrupted one aside in its turn, replacing the older previous/
+    # a third run sets the interrupted one's partial log aside in previous-interrupted/: the complete first run
+    # stays whole in previous/ (it used to be deleted to make room for the partial one)
     monkeypatch.undo()
     assert cli.main(args) == 0
-    assert set(_listing(out / "previous")) == {"trials.jsonl"} and "report.md" in os.listdir(out)
+    assert _listing(out / "previous") == first
+    assert _listing(out / "previous-interrupted") == {"trials.jsonl": interrupted_log}
+    assert {"report.md", "results.json", "trials.jsonl"} <= set(os.listdir(out))
 
 
 def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tmp_path):
@@ -421,6 +425,52 @@ def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tm
     assert sorted(os.listdir(out)) == ["notes.txt", "previous"]
     assert _listing(out / "previous") == {"report.md": b"new", "results.json": b"{}"}
     assert cli.set_aside(str(tmp_path / "new")) is None and (tmp_path / "new").is_dir()
+
+
+def test_setting_aside_an_interrupted_run_never_deletes_the_last_complete_one(tmp_path):
+    # An interrupted run's partial trials.jsonl counted as "a previous run": the next set_aside moved it into
+    # previous/ and deleted the complete run kept there (report, results, plots). A run is complete when it holds
+    # report.md (summary.md on several problems); anything less goes to previous-interrupted/, replacing an older
+    # interrupted one, and previous/ stays.
+    out = tmp_path / "run"
+    out.mkdir()
+    complete = {"report.md": b"# run A", "results.json": b"{}", "trials.jsonl": b"A\n"}
+    for name, data in complete.items():
+        (out / name).write_bytes(data)
+    assert cli.set_aside(str(out)) == str(out / "previous")  # run B starts
+    (out / "trials.jsonl").write_text("B partial\n")  # ... and is interrupted
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")  # run C starts
+    assert _listing(out / "previous") == complete
+    assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"B partial\n"}
+    assert sorted(os.listdir(out)) == ["previous", "previous-interrupted"]
+    (out / "trials.jsonl").write_text("")  # C is interrupted before its first trial: the next one replaces B's
+    (out / "results.json").write_text("{")  # ... or while writing its outputs, before report.md
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "previous") == complete
+    assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"", "results.json": b"{"}
+    # on several problems a run is complete once it wrote summary.md, whatever its problems' folders hold
+    (out / "iris-mlp").mkdir()
+    (out / "iris-mlp" / "report.md").write_text("iris")  # the first problem done, the run interrupted on the second
+    (out / "digits-mlp").mkdir()
+    (out / "digits-mlp" / "trials.jsonl").write_text("digits partial")
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "previous") == complete
+    assert _listing(out / "previous-interrupted") == {"iris-mlp/report.md": b"iris",
+                                                      "digits-mlp/trials.jsonl": b"digits partial"}
+    (out / "iris-mlp").mkdir()
+    (out / "iris-mlp" / "report.md").write_text("iris 2")
+    (out / "summary.md").write_text("who wins")
+    assert cli.set_aside(str(out)) == str(out / "previous")  # a complete run replaces the older complete one
+    assert _listing(out / "previous") == {"iris-mlp/report.md": b"iris 2", "summary.md": b"who wins"}
+    assert "digits-mlp/trials.jsonl" in _listing(out / "previous-interrupted")  # the last interrupted one stays
+    # a set-aside of an interrupted run, itself interrupted half way, is completed by the next one into the same place
+    (out / ".previous-interrupted-partial").mkdir()
+    (out / ".previous-interrupted-partial" / "trials.jsonl").write_text("D partial")
+    (out / "results.json").write_text("{}")  # left at the top by that set-aside; with report.md missing
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"D partial", "results.json": b"{}"}
+    assert _listing(out / "previous")["summary.md"] == b"who wins"
+    assert sorted(os.listdir(out)) == ["previous", "previous-interrupted"]
 
 
 def test_compare_refuses_a_problem_given_twice(capsys):
