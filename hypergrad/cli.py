@@ -22,7 +22,8 @@ above, summary.md and the per-problem folders) are moved together into DIR/previ
 older one (`set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
 previous run whole in DIR/previous/, and the next run moves those partial outputs into
 DIR/previous-interrupted/ (replacing an older interrupted run's), never into DIR/previous/: the last
-complete run is kept whole. Other files in DIR are left where they are.
+complete run is kept whole. Other files in DIR are left where they are. Ctrl-C stops the command
+with exit status 130 and says where the partial trials are (`_ctrl_c_honoured`).
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
@@ -40,12 +41,15 @@ equal-time verdicts agree.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -225,7 +229,21 @@ def _complete(out: str, names: list[str]) -> bool:
     return ("summary.md" if several else "report.md") in names
 
 
-def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict[str, hg.Result]:
+def _carry_on() -> None:
+    """The `stop` of a run that no Ctrl-C handler watches (`_ctrl_c_honoured`): it never stops."""
+
+
+def _progress(say: Callable[[str], None] | None, stop: Callable[[], None]) -> Callable[[str], None]:
+    """A strategy's progress callback: `stop()` first (a safe point: raises KeyboardInterrupt once
+    Ctrl-C was pressed, `_ctrl_c_honoured`), then the line to `say` (None: quiet)."""
+    def report(line: str) -> None:
+        stop()
+        if say:
+            say(line)
+    return report
+
+
+def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_carry_on) -> dict[str, hg.Result]:
     """Tune, random search and grid search, each within the plan's share of the budget, one after
     the other, each with where its programs came from (`_measured`).
 
@@ -233,13 +251,14 @@ def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict
     includes compiling (or, with the persistent cache on, loading) every program it runs, whatever
     ran before it: a program another strategy left in memory (tune's warm-up is a random search)
     would otherwise cost it nothing. Random search runs last, so that its continuation toward equal
-    wall time (`_at_equal_wall_time`) finds its program as one longer search would."""
+    wall time (`_at_equal_wall_time`) finds its program as one longer search would. `stop`: called at
+    each safe point (before each strategy, at each progress line), see `_ctrl_c_honoured`."""
     devices = jax.local_device_count()
 
     def chunk_for(num_trials):
         return _chunk(num_trials, args.chunk_size, devices)
 
-    progress = say or False
+    progress = _progress(say, stop)
     runs = {
         "hypergradient": lambda: hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
                                          steps=plan["tune_steps"], population=plan["population"],
@@ -253,6 +272,7 @@ def _run_strategies(args, objective, space, key, method, plan, log, say) -> dict
     done = {}
     for name in ("hypergradient", "grid", "random"):
         hg.clear_caches()
+        stop()
         done[name] = _measured(runs[name])
     return {name: done[name] for name in runs}
 
@@ -311,12 +331,14 @@ def _slowest_execution(results: dict[str, hg.Result]) -> float:
     return max(r.seconds for r in results.values())
 
 
-def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, hg.Result]:
+def _at_equal_wall_time(objective, space, key, results, log, say, stop=_carry_on) -> dict[str, hg.Result]:
     """The results the equal-time comparisons line up: random search continued, with the same key
     and so the same first draws (`random_search(extends=...)`), until it has spent the seconds of
     the slowest strategy, compilation included, and the most execution seconds of any (10% more
     trials than its own rate says, so the cuts at those seconds fall inside them; at most
-    `EQUAL_TIME_CAP` times its budget's trials); the others as they ran."""
+    `EQUAL_TIME_CAP` times its budget's trials); the others as they ran. `stop`: as in
+    `_run_strategies`."""
+    stop()
     random = results["random"]
     slowest, executing = _slowest(results), _slowest_execution(results)
     wanted = max(_trials_for(random, slowest), _trials_for(random, executing, by="execution"))
@@ -326,7 +348,7 @@ def _at_equal_wall_time(objective, space, key, results, log, say) -> dict[str, h
         say(f"[equal wall time] random search continues to {wanted} trials, toward the slowest strategy's "
             f"{slowest:.1f}s (compilation included) and {executing:.1f}s of execution")
     more = _measured(lambda: hg.random_search(objective, space, key, wanted, chunk_size=random.info.get("chunk_size"),
-                                              log=log, progress=say or False, extends=random),
+                                              log=log, progress=_progress(say, stop), extends=random),
                      earlier=random.info.get("compilation"))
     return dict(results, random=more)
 
@@ -507,9 +529,10 @@ def _planned(args: argparse.Namespace, problem: str) -> tuple:
     return objective, space, key, method, plan
 
 
-def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: str, say) -> str:
+def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: str, say, stop=_carry_on) -> str:
     """Every strategy on one preset at the same budget, as `_planned` planned them; its report
-    written into `out`. Returns the verdict (`_verdict`)."""
+    written into `out`. Returns the verdict (`_verdict`). `stop`: as in `_run_strategies`, called
+    once more before any output but trials.jsonl is written."""
     objective, space, key, method, plan = planned
     os.makedirs(out, exist_ok=True)
     log = os.path.join(out, "trials.jsonl")  # a new file: `_compare` set the previous run's aside
@@ -518,11 +541,12 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
             f"{_gradient_words(plan)}; {plan['random_trials']} random trials; "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
     started = time.perf_counter()
-    results = _run_strategies(args, objective, space, key, method, plan, log, say)
-    by_seconds = _at_equal_wall_time(objective, space, key, results, log, say)
+    results = _run_strategies(args, objective, space, key, method, plan, log, say, stop)
+    by_seconds = _at_equal_wall_time(objective, space, key, results, log, say, stop)
     elapsed = time.perf_counter() - started
     corrupted = preset_corrupted_examples(problem)  # None unless the preset flips training labels
     verdict = _verdict(problem, results, by_seconds, corrupted)
+    stop()
     num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed,
                                corrupted)
     print(f"\nwrote {out}/report.md, trials.jsonl, results.json and {num_plots} plots in {elapsed:.0f}s",
@@ -530,7 +554,7 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     return verdict
 
 
-def _compare(args: argparse.Namespace) -> int:
+def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> int:
     # Before anything compiles: a second run on this machine loads its programs instead
     # (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to 0, turns it off).
     hg.use_compilation_cache()
@@ -538,6 +562,7 @@ def _compare(args: argparse.Namespace) -> int:
     problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
+    stop()  # Ctrl-C while planning: the folder is left as it was
     aside = set_aside(args.out)
     if aside is not None:
         what = "[previous run] its" if os.path.basename(aside) == PREVIOUS else "[interrupted run] its partial"
@@ -545,7 +570,7 @@ def _compare(args: argparse.Namespace) -> int:
     verdicts = []
     for problem in problems:
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
-        verdicts.append(_compare_one(args, problem, plans[problem], out, say))
+        verdicts.append(_compare_one(args, problem, plans[problem], out, say, stop))
     if len(problems) > 1:
         summary = ["# hypergrad compare: who wins where", "",
                    f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
@@ -781,9 +806,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _ctrl_c_honoured():
+    """Yields `stop()`, which raises KeyboardInterrupt once Ctrl-C (SIGINT) was pressed, for the
+    command's safe points (each strategy's start and progress lines, before the outputs are written).
+
+    Python's own handler raises KeyboardInterrupt wherever the main thread is, and CPython drops one
+    raised inside a garbage-collection callback (JAX installs one: "Exception ignored in
+    _xla_gc_callback"), so a Ctrl-C could be swallowed and the run go on to the end. This handler
+    raises it the same way and also records it, so that `stop()` raises it again at the next safe
+    point. Installed only in the main thread and over Python's default handler (a SIGINT that is
+    ignored, or handled by the caller, is left alone); the previous handler is restored on exit."""
+    pressed = []
+
+    def handler(signum, frame):
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    def stop() -> None:
+        if pressed:
+            raise KeyboardInterrupt
+
+    own = (threading.current_thread() is threading.main_thread()
+           and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, handler) if own else None
+    try:
+        yield stop
+    finally:
+        if own:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_words(out: str) -> str:
+    """What an interrupted `compare` into `out` left there, from the folder itself."""
+    names = [name for name in (*OUTPUTS, *sorted(PRESETS)) if os.path.lexists(os.path.join(out, name))]
+    if not names:
+        return "no trial was written"
+    if _complete(out, names):
+        return f"{out} holds the last complete run, as it was"
+    logs = [path for name in ("", *sorted(PRESETS)) if os.path.isfile(path := os.path.join(out, name, "trials.jsonl"))]
+    return (f"the trials computed so far are in {', '.join(logs) or out}; the next run into {out} moves this run's "
+            f"partial outputs to {os.path.join(out, INTERRUPTED)} and keeps the last complete run in "
+            f"{os.path.join(out, PREVIOUS)}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs the command `argv` (default: the process's arguments); its exit status: 0 when done, 130
+    when Ctrl-C stopped it (with what it left in its folder on stderr), 2 for a usage error."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        with _ctrl_c_honoured() as stop:
+            return args.run(args, stop)
+    except KeyboardInterrupt:
+        print(f"\nhypergrad {args.command}: interrupted (Ctrl-C); {_interrupted_words(args.out)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

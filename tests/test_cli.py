@@ -2,12 +2,14 @@
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -373,7 +375,7 @@ def _listing(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkeypatch):
+def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkeypatch, capsys):
     # The second run used to move only trials.jsonl aside (to trials.jsonl.previous): interrupted, it left the
     # first run's report.md, results.json and plots beside its own partial trials.jsonl.
     out = tmp_path / "run"
@@ -387,8 +389,11 @@ def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkey
     def interrupted(*_, **__):
         raise KeyboardInterrupt  # after every strategy ran, before anything but trials.jsonl was written
     monkeypatch.setattr(cli, "_write_outputs", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(args)
+    capsys.readouterr()
+    assert cli.main(args) == 130  # the shell's status for Ctrl-C, with where the partial trials are
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and f"trials computed so far are in {out / 'trials.jsonl'}" in err
+    assert str(out / "previous-interrupted") in err
     assert sorted(os.listdir(out)) == ["previous", "trials.jsonl"]  # only the new run's partial log at the top
     assert (out / "trials.jsonl").read_text() and (out / "trials.jsonl").read_bytes() != first["trials.jsonl"]
     assert _listing(out / "previous") == first  # the whole first run, kept
@@ -471,6 +476,65 @@ def test_setting_aside_an_interrupted_run_never_deletes_the_last_complete_one(tm
     assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"D partial", "results.json": b"{}"}
     assert _listing(out / "previous")["summary.md"] == b"who wins"
     assert sorted(os.listdir(out)) == ["previous", "previous-interrupted"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
+def test_a_ctrl_c_swallowed_by_a_gc_callback_is_raised_at_the_next_safe_point():
+    # JAX's garbage-collection callback made CPython drop a KeyboardInterrupt raised inside it ("Exception ignored
+    # in _xla_gc_callback"): `hypergrad compare` went on to the end and exited 0. The command's handler records
+    # the Ctrl-C, and `stop()` (at each strategy's start and progress line) raises it again.
+    default = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a shell's foreground process
+    pressed = []
+
+    def ctrl_c_during_collection(phase, info):
+        if phase == "start" and not pressed:
+            pressed.append(phase)
+            signal.raise_signal(signal.SIGINT)  # its KeyboardInterrupt is raised here, and dropped
+    try:
+        with cli._ctrl_c_honoured() as stop:
+            stop()  # not pressed: carries on
+            gc.callbacks.append(ctrl_c_during_collection)
+            try:
+                gc.collect()
+            finally:
+                gc.callbacks.remove(ctrl_c_during_collection)
+            assert pressed
+            with pytest.raises(KeyboardInterrupt):
+                stop()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored Ctrl-C (a background job) stays ignored
+        with cli._ctrl_c_honoured() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, default)
+
+
+def test_ctrl_c_stops_compare_with_status_130_and_says_where_the_trials_are(tmp_path):
+    # A child in a session of its own with Python's default Ctrl-C handler (as a shell's foreground job has),
+    # sent SIGINT once its first strategy reported progress.
+    out = tmp_path / "run"
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from hypergrad.cli import main; sys.exit(main(sys.argv[1:]))")
+    child = subprocess.Popen([sys.executable, "-c", code, "compare", "--problem", "iris-mlp", "--budget", "8",
+                              "--steps", "8", "--out", str(out), "--cpu-devices", "1"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             cwd=os.path.join(os.path.dirname(__file__), ".."))
+    try:
+        lines = []
+        for line in child.stderr:
+            lines.append(line)
+            if line.startswith("[tune"):
+                child.send_signal(signal.SIGINT)
+                break
+        lines += child.stderr.readlines()
+        assert child.wait(timeout=60) == 130, "".join(lines)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    err = "".join(lines)
+    assert "interrupted (Ctrl-C)" in err and f"trials computed so far are in {out / 'trials.jsonl'}" in err, err
+    assert "report.md" not in os.listdir(out) and (out / "trials.jsonl").exists()
 
 
 def test_compare_refuses_a_problem_given_twice(capsys):
