@@ -1,6 +1,7 @@
 """Argument checks shared by the validators: predicates (each caller words its own error message),
 `check_count`, the one "positive integer" check with its one message, `check_progress`,
-`check_key`, the one PRNG-key check, and `check_log`, the one check of a trials log's path."""
+`check_key`, the one PRNG-key check, `check_log`, the one check of a trials log's path, and
+`shared_outcome`, which raises on every process of a multi-process run what one process met."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def is_int(value: Any) -> bool:
@@ -71,18 +73,31 @@ def check_log(log: Any) -> Any:
     created and removed again here (by process 0 alone, the one that writes the log): whether it can
     be is known only by trying, and a call refused later for another reason leaves nothing behind;
     the trial recorder creates it for good when it opens the log. Cost: a few `stat` calls (and
-    a `mkdir` and `rmdir` per missing directory)."""
+    a `mkdir` and `rmdir` per missing directory); in a multi-process run, one all-gather of
+    process 0's verdict, which every process raises (`shared_outcome`)."""
     if log is None:
         return None
     if not isinstance(log, (str, bytes, os.PathLike)) or not os.fspath(log):
         raise ValueError(f"log={log!r} must be the path of a JSON-lines file to append each trial to "
                          "(e.g. log='trials.jsonl'), or None")
+    error = None
+    if jax.process_index() == 0:
+        try:
+            _check_log_path(log)
+        except ValueError as err:
+            error = err
+    shared_outcome(error, "this call")  # several processes: the others raise process 0's refusal too
+    if error is not None:
+        raise error
+    return log
+
+
+def _check_log_path(log: Any) -> None:
+    """`check_log`'s checks of the file system, on the process that writes the log."""
     path = os.path.abspath(os.fsdecode(log))
     if os.path.isdir(path):
         raise ValueError(f"log={log!r} is a directory: give the path of a file in it, e.g. "
                          f"log={os.path.join(path, 'trials.jsonl')!r}, or None")
-    if jax.process_index() != 0:
-        return log
     directory = os.path.dirname(path)
     missing = _missing_directories(directory)
     try:
@@ -111,3 +126,29 @@ def _missing_directories(directory: str) -> list[str]:
             break
         directory = parent
     return missing
+
+
+_MESSAGE_BYTES = 2048  # of an error's message sent to the other processes (a fixed shape for the gather)
+_KINDS = (ValueError, RuntimeError)  # the errors the others raise as such (anything else: RuntimeError)
+
+
+def shared_outcome(error: BaseException | None, what: str) -> None:
+    """Every process's outcome of one step of a multi-process run (None: success, or the error this
+    process met), raised on the processes that met none: one all-gather of a small buffer (also a
+    barrier), so no process goes on to wait in a collective another never reaches. A process that
+    met no error raises an error of the kind and message of the first process that did ("process
+    1 stopped `what` with ValueError: ..."); a process that did raises nothing here: its caller
+    raises its own error. Every process must call it at the same point. Nothing in a lone process."""
+    if jax.process_count() == 1:
+        return
+    sent = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
+    if error is not None:
+        kind = next((i for i, k in enumerate(_KINDS) if isinstance(error, k)), len(_KINDS) - 1)
+        text = f"{type(error).__name__}: {error}".encode()[:_MESSAGE_BYTES]
+        sent[0], sent[1:1 + len(text)] = kind + 1, np.frombuffer(text, np.uint8)
+    got = np.asarray(multihost_utils.process_allgather(sent), np.uint8).reshape(-1, _MESSAGE_BYTES + 1)
+    failed = [i for i in range(len(got)) if got[i, 0]]
+    if error is None and failed:
+        first = failed[0]
+        message = bytes(got[first, 1:]).rstrip(b"\0").decode(errors="replace")
+        raise _KINDS[int(got[first, 0]) - 1](f"process {first} stopped {what} with {message}")

@@ -27,10 +27,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from hypergrad._batching import is_writer
-from hypergrad._checks import check_progress, is_number
+from hypergrad._checks import check_progress, is_number, shared_outcome
 from hypergrad._store_codec import decode_value, encode_value
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
@@ -623,7 +624,10 @@ class TrialRecorder:
 
     Nothing a user ran is lost: with `log` set, every trial is on disk (flushed) as soon as its
     program returns, before the next one runs. In a multi-process run (`jax.distributed`) only
-    process 0 writes the log (`hypergrad._batching.is_writer`); every process collects the trials.
+    process 0 writes the log (`hypergrad._batching.is_writer`); every process collects the trials,
+    and `report` shares process 0's outcome of the chunk's log writes (one all-gather per chunk or
+    step, `shared_outcome`): a failed write (a full disk) raises on every process, not on process 0
+    alone while the others wait for it in the next chunk's collectives.
 
     With a study (`sink`), each record also names it ("study"), and the log holds one record per
     trial of the study across kills and resumes: the log runs up to a chunk (or step) ahead of the
@@ -655,11 +659,18 @@ class TrialRecorder:
         writer = getattr(sink, "writer", sink)  # a strategy's wrapper of the study's writer holds it
         self._study = {} if writer is None else {"study": writer.study}
         self._logged: set[int] = set()
+        self._shares_log = log is not None and jax.process_count() > 1  # process 0's log outcome, per report
+        self._log_error: OSError | None = None
         if log is not None and is_writer():  # several processes: process 0 alone writes
-            os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
-            if writer is not None and writer.resumed:
-                self._logged = _logged_numbers(log, strategy, writer.study)
-            self._log = open(log, "a")
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+                if writer is not None and writer.resumed:
+                    self._logged = _logged_numbers(log, strategy, writer.study)
+                self._log = open(log, "a")
+            except OSError as err:
+                if not self._shares_log:
+                    raise
+                self._log_error = err  # raised by the first `report`, on every process
         if check_progress(progress) is True:
             self._progress = lambda line: print(line, file=sys.stderr, flush=True)
         elif callable(progress):
@@ -672,9 +683,14 @@ class TrialRecorder:
             self.trials.append(self._stored[trial.number])
             return
         self.trials.append(trial)
-        if self._log is not None and trial.number not in self._logged:
-            self._log.write(json.dumps({"strategy": self.strategy, **self._study, **trial.to_dict()}) + "\n")
-            self._log.flush()
+        if self._log is not None and trial.number not in self._logged and self._log_error is None:
+            try:
+                self._log.write(json.dumps({"strategy": self.strategy, **self._study, **trial.to_dict()}) + "\n")
+                self._log.flush()
+            except OSError as err:
+                if not self._shares_log:
+                    raise
+                self._log_error = err  # raised by `report`, on every process
         if self._sink is not None:
             self._sink.add(trial)
 
@@ -691,6 +707,10 @@ class TrialRecorder:
         transaction), then prints a progress line."""
         if self._sink is not None:
             self._sink.commit(checkpoint)
+        if self._shares_log:
+            shared_outcome(self._log_error, "this call")
+            if self._log_error is not None:
+                raise self._log_error
         if self._progress is None:
             return
         values = [t.value for t in self.trials if t.state != FAIL and math.isfinite(t.value)]

@@ -68,7 +68,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._batching import from_process_0, is_writer
+from hypergrad._batching import is_writer
+from hypergrad._checks import shared_outcome
 from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
                                     encode_hparams, encode_value, first_difference, identity, in_format)
 from hypergrad.results import Result, Trial
@@ -281,8 +282,16 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     fingerprint = fingerprint() if describe is not None else fingerprint
     path = os.fspath(storage)
     if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs,
-        _shared_outcome(None)  # once process 0 has opened it (its earlier calls flushed), or raise its error
-        return _reader(path, study, kind, fingerprint, space, describe)
+        shared_outcome(None, _STUDY)  # once process 0 has opened it (its earlier calls flushed), or raise its error
+        reader, error = None, None
+        try:
+            reader = _reader(path, study, kind, fingerprint, space, describe)
+        except BaseException as err:
+            error = err
+        shared_outcome(error, _STUDY)  # process 0 (and the others) raise this process's refusal too
+        if error is not None:
+            raise error
+        return reader
     if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
         # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
         # error surfaces at a commit
@@ -291,33 +300,18 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
         conn, resumed = _opened(path, study, kind, fingerprint, describe)
         writer = StudyWriter(conn, path, study, space, resumed=resumed)
     except BaseException as err:
-        _shared_outcome(err)  # the other processes raise it too, instead of waiting in collectives
+        shared_outcome(err, _STUDY)  # the other processes raise it too, instead of waiting in collectives
         raise
-    _shared_outcome(None)
+    shared_outcome(None, _STUDY)
+    try:
+        shared_outcome(None, _STUDY)  # another process's reader refused the study (a different key, say)
+    except BaseException:
+        writer.close()  # the lease released
+        raise
     return writer
 
 
-_MESSAGE_BYTES = 2048  # of an error's message sent to the other processes (a fixed shape for the broadcast)
-_KINDS = (ValueError, RuntimeError)  # the errors the others raise as such (anything else: RuntimeError)
-
-
-def _shared_outcome(error: BaseException | None) -> None:
-    """Process 0's outcome of a study operation (None: success, or the error it met) on every
-    process of a multi-process run: process 0 sends it (one broadcast over the processes, also a
-    barrier), the others raise an error of its kind and message, so no process goes on to wait in
-    a collective that process 0 never reaches. Nothing in a lone process. Process 0 raises
-    nothing here: its caller raises its own error."""
-    if jax.process_count() == 1:
-        return
-    sent = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
-    if error is not None and is_writer():
-        kind = next((i for i, k in enumerate(_KINDS) if isinstance(error, k)), len(_KINDS) - 1)
-        text = f"{type(error).__name__}: {error}".encode()[:_MESSAGE_BYTES]
-        sent[0], sent[1:1 + len(text)] = kind + 1, np.frombuffer(text, np.uint8)
-    got = np.asarray(from_process_0(sent), np.uint8)
-    if got[0] and not is_writer():
-        message = bytes(got[1:]).rstrip(b"\0").decode(errors="replace")
-        raise _KINDS[int(got[0]) - 1](f"process 0 stopped this study with {message}")
+_STUDY = "this study"  # what `shared_outcome`'s messages say a failing process stopped
 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
@@ -437,7 +431,7 @@ class StudyWriter:
     a writer lost to a Ctrl-C before its caller held it never keeps the interpreter from exiting
     (SQLite's transactions make its end at exit a kill's: what was committed stays). An error in the
     thread is raised by the next `commit` or `finish` (on every process of a multi-process run:
-    `_shared_outcome`).
+    `shared_outcome`).
 
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
@@ -507,7 +501,7 @@ class StudyWriter:
             # one commit in flight at most: writes slower than the chunks would otherwise queue up
             # unboundedly, and a kill would lose every trial already reported but not yet written
             self._queue.join()
-        _shared_outcome(self._error)  # several processes: the others raise the error process 0 met
+        shared_outcome(self._error, _STUDY)  # several processes: the others raise the error process 0 met
         if not self._write:
             return
         self._raise()
@@ -565,7 +559,7 @@ class StudyWriter:
                                   _json(encode_value(result.info)), time.time(), self.study))
             except BaseException as err:  # noqa: BLE001 - raised below, once the other processes know
                 error = err
-        _shared_outcome(error)
+        shared_outcome(error, _STUDY)
         if error is not None:
             raise error
         return result

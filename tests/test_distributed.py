@@ -128,14 +128,29 @@ try:
                      study="s")
 except Exception as err:
     out["failing"] = f"{type(err).__name__}: {err}"
+hg.store.StudyWriter._rows = write if process == 0 else hg.store.StudyWriter._rows
+hg.random_search(objective, space, jax.random.key(0), 2, storage=os.path.join(tmp, "key.db"), study="s")
+try:  # process 1 given another key: its reader refuses the study, which process 0 holds open
+    hg.random_search(objective, space, jax.random.key(process), 2, storage=os.path.join(tmp, "key.db"), study="s")
+except Exception as err:
+    out["key"] = f"{type(err).__name__}: {err}"
+try:  # a log path refused (its directory is a file), checked where it is written: on process 0
+    hg.random_search(objective, space, jax.random.key(0), 2, log=os.path.join(tmp, "worker.py", "log.jsonl"))
+except Exception as err:
+    out["log_refused"] = f"{type(err).__name__}: {err}"[:60]
+try:  # process 0's log write fails (a full disk)
+    hg.random_search(objective, space, jax.random.key(0), 4, chunk_size=2, log="/dev/full")
+except Exception as err:
+    out["log_full"] = f"{type(err).__name__}: {err}"
 with open(os.path.join(tmp, f"refused{process}.json"), "w") as f:
     json.dump(out, f)
 '''
 
 
 def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_path):
-    """Process 0 refused a study (another live process writes it) or failing at a commit: the other
-    processes raise its error too, instead of waiting in collectives it never reaches."""
+    """Process 0 refused a study (another live process writes it) or failing at a commit, process 1
+    refusing a study (another key), process 0 refusing log= or failing to write it: the other
+    processes raise the error too, instead of waiting in collectives it never reaches."""
     conn = hg.store._connect(str(tmp_path / "leased.db"))
     conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
     conn.close()
@@ -160,3 +175,13 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
     assert out[1]["failing"] == ("RuntimeError: process 0 stopped this study with OperationalError: database or disk "
                                  "is full")
     assert [t.number for t in hg.load_study(str(tmp_path / "full.db"), "s").trials] == [0, 1]
+    # process 1 refusing the study (another key) left process 0 waiting in the first chunk's collective
+    assert out[1]["key"].startswith("ValueError: study 's' in") and "key" in out[1]["key"]
+    assert out[0]["key"].startswith("ValueError: process 1 stopped this study with ValueError: study 's' in")
+    assert hg.store._connect(str(tmp_path / "key.db")).execute("SELECT * FROM leases").fetchall() == []
+    # the log checked and written on process 0 alone: its refusal or failed write left process 1 waiting
+    assert out[0]["log_refused"].startswith("ValueError: log=")
+    assert out[1]["log_refused"].startswith("ValueError: process 0 stopped this call with ValueE")
+    assert out[0]["log_full"] == "OSError: [Errno 28] No space left on device"
+    assert out[1]["log_full"] == ("RuntimeError: process 0 stopped this call with OSError: [Errno 28] No space left "
+                                  "on device")
