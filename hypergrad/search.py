@@ -430,7 +430,8 @@ def random_search(
         num_trials: number of settings, >= 1.
         chunk_size: trials per vmapped call (memory bound); None splits the trials evenly into
             calls of at most `DEFAULT_CHUNK` (see `evaluate_settings`).
-        log: optional JSON-lines path to append each trial to as it is produced.
+        log: optional JSON-lines path to append each trial to as it is produced (with a study,
+            naming it; a resumed call logs each trial once: `hypergrad.results.TrialRecorder`).
         progress: True to print progress to stderr, or a callable(str).
         storage, study: a SQLite file (created if missing) and a study name, both or neither: every
             chunk's trials are committed as it returns, and the same call again resumes the study

@@ -248,7 +248,8 @@ def tune(
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise).
         log: optional JSON-lines path (its directory created if missing); each trial is appended
-            as it is produced.
+            as it is produced (with a study, naming it; a resumed call logs each trial once:
+            `hypergrad.results.TrialRecorder`).
         progress: True to print a line per step to stderr, or a callable(str).
         storage, study: a SQLite file (created if missing) and a study name, both or neither: each
             step's trials are committed with the tuners' iterates, outer-optimiser states and step
