@@ -16,7 +16,9 @@ costs more runs per hypergradient), a costlier configuration spends more of it t
 budget / configurations, a cheaper one less; the structure plan prices masking over the mean
 share, budget / configurations. The trials table holds one row per
 (configuration, outer step), produced step by step across configurations, so `hg.compare` sees
-the best value reached within any budget.
+the best value reached within any budget. A configuration whose start (the centre) or every step
+so far diverged restarts at a fresh draw from the space until a step is finite, with a warning, as a
+tuner of `hg.tune` does (`hypergrad.outer`).
 """
 
 from __future__ import annotations

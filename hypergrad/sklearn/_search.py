@@ -850,7 +850,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     0.05 on the unconstrained coordinates) on the hypergradient (`method`, default `hg.Reverse()`)
     of the mean validation loss (log-loss, or squared error) over the folds, all configurations and
     folds vmapped. The folds are scikit-learn's (`check_cv`), cut to equal sizes (at most a few
-    examples dropped from the larger folds) so that one program runs them all.
+    examples dropped from the larger folds) so that one program runs them all. A configuration
+    whose start (or every step so far) diverges restarts at a fresh draw from the ranges until a
+    step is finite, with a warning (`hypergrad.outer`).
 
     Args:
         budget: training-run equivalents (one run = every fold once) spent in all; None gives each
