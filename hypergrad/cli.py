@@ -197,8 +197,7 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
     the older folder is removed only once the whole run is aside. (experiments/ that write a folder
     of their own call it with their outputs.)"""
     os.makedirs(out, exist_ok=True)
-    outputs = (*OUTPUTS, *sorted(PRESETS)) if outputs is None else outputs
-    names = [name for name in outputs if os.path.lexists(os.path.join(out, name))]
+    names = _outputs_in(out, outputs)
     started = [folder for folder in (PREVIOUS, INTERRUPTED) if os.path.isdir(_staging(out, folder))]
     if not names and not started:
         return None
@@ -215,6 +214,13 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
         os.remove(aside)
     os.replace(partial, aside)
     return aside
+
+
+def _outputs_in(out: str, outputs: tuple[str, ...] | None = None) -> list[str]:
+    """Which of a run's outputs (`outputs`; by default `OUTPUTS` and the per-problem folders) are at
+    the top of `out`."""
+    outputs = (*OUTPUTS, *sorted(PRESETS)) if outputs is None else outputs
+    return [name for name in outputs if os.path.lexists(os.path.join(out, name))]
 
 
 def _staging(out: str, folder: str) -> str:
@@ -839,7 +845,7 @@ def _ctrl_c_honoured():
 
 def _interrupted_words(out: str) -> str:
     """What an interrupted `compare` into `out` left there, from the folder itself."""
-    names = [name for name in (*OUTPUTS, *sorted(PRESETS)) if os.path.lexists(os.path.join(out, name))]
+    names = _outputs_in(out)
     if not names:
         return "no trial was written"
     if _complete(out, names):
