@@ -27,11 +27,11 @@ executable JAX loaded from its own cache does not serialise again. One process o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +40,7 @@ import jaxlib
 import numpy as np
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
+from hypergrad._files import replaced_atomically
 from hypergrad._jaxprs import sub_jaxprs
 
 __all__ = ["directory", "digest", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
@@ -172,14 +173,8 @@ def store(name: str, executable: Any) -> None:
     except Exception:  # noqa: BLE001 - a program that does not serialise is simply not stored
         return
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".partial-")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(blob)
-        os.replace(temporary, os.path.join(folder, name))
-    except OSError:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with contextlib.suppress(OSError), replaced_atomically(os.path.join(folder, name), binary=True) as f:
+        f.write(blob)
 
 
 def load_or_compile(name: str | None, compile_now: Callable[[], Any]) -> Any:

@@ -63,6 +63,7 @@ import hypergrad as hg
 from hypergrad import _program_store as program_store
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
 from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
+from hypergrad._files import replaced_atomically
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
 from hypergrad.tune import tune_step_cost
@@ -389,7 +390,7 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
     weights_section = [] if corrupted is None else _example_weights(results, corrupted)
     if weights_section:
         print("\n" + "\n".join(weights_section))
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with replaced_atomically(os.path.join(out, "results.json")) as f:
         json.dump({"problem": problem, "budget": args.budget, "plan": plan,
                    "comparison": by_compute.to_dict(), "comparison_by_seconds": by_time.to_dict(),
                    "comparison_by_execution_seconds": by_execution.to_dict(),
@@ -406,7 +407,7 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
             plots.append(weights_plot)
     except ImportError as err:
         print(f"[plots skipped] {err}", file=sys.stderr)
-    with open(os.path.join(out, "report.md"), "w") as f:
+    with replaced_atomically(os.path.join(out, "report.md")) as f:
         f.write(_report_markdown(args, problem, objective, space, plan, results, by_seconds, tables, plots, elapsed,
                                  weights_section))
         f.write("\n## Verdict\n\n" + verdict + "\n")
@@ -587,7 +588,7 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
                    "from); at equal execution time, the most seconds any strategy's trials took executing, "
                    "compilation left out. Random search is continued (same key, same first draws) toward both.",
                    "", *verdicts, ""]
-        with open(os.path.join(args.out, "summary.md"), "w") as f:
+        with replaced_atomically(os.path.join(args.out, "summary.md")) as f:
             f.write("\n".join(summary))
         print("\n" + "\n".join(verdicts))
     return 0

@@ -32,6 +32,7 @@ import numpy as np
 
 from hypergrad._batching import is_writer
 from hypergrad._checks import check_progress, is_number, shared_outcome
+from hypergrad._files import replaced_atomically
 from hypergrad._store_codec import decode_value, encode_value
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
@@ -411,16 +412,8 @@ class Result:
         """Writes `to_dict()` as JSON (`Result.load` reads it back): to a new file beside `path`,
         then renamed over it, so an error (or a kill) part-way leaves an earlier file whole."""
         text = json.dumps(self.to_dict(), indent=1)
-        path = os.fspath(path)
-        temporary = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
-        try:
-            with open(temporary, "x") as f:
-                f.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-            raise
+        with replaced_atomically(path) as f:
+            f.write(text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Result:

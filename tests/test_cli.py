@@ -408,6 +408,25 @@ def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkey
     assert {"report.md", "results.json", "trials.jsonl"} <= set(os.listdir(out))
 
 
+def test_a_run_stopped_while_writing_its_report_leaves_no_report_and_keeps_the_complete_one(tmp_path, monkeypatch):
+    # report.md was opened (created empty) before its text was made: a run stopped there left an empty report.md,
+    # so the next run took it for a complete one and replaced the last complete run kept in previous/.
+    out = tmp_path / "run"
+    args = ["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--out", str(out), "--quiet",
+            "--cpu-devices", "1"]
+    assert cli.main(args) == 0
+    first = _listing(out)
+
+    def stopped(*_, **__):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_report_markdown", stopped)
+    assert cli.main(args) == 130
+    assert "report.md" not in os.listdir(out) and not [n for n in os.listdir(out) if n.startswith(".partial-")]
+    assert json.loads((out / "results.json").read_text())["problem"] == "iris-mlp"  # written whole before it
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "previous") == first
+
+
 def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tmp_path):
     out = tmp_path / "mixed"
     (out / "iris-mlp").mkdir(parents=True)

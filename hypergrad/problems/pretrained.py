@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ import optax
 from flax import nnx
 
 from hypergrad._checks import is_int_at_least, is_number
+from hypergrad._files import replaced_atomically
 from hypergrad._types import Key, PyTree
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
@@ -94,25 +94,12 @@ def cache_path(name: str, config: Mapping[str, Any], directory: str | os.PathLik
     return os.path.join(cache_dir(directory), f"{name}-{digest}.npz")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_params(path: str, params: PyTree, config: Mapping[str, Any]) -> None:
     """Writes `params` (any pytree of arrays) and `config` to `path` as `.npz`, atomically."""
     arrays = {f"param:{leaf_path(p)}": np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, config=np.asarray(_config_text(config)), **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it (mkstemp's is 0600): a shared cache reads
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with replaced_atomically(path, binary=True) as f:
+        np.savez(f, config=np.asarray(_config_text(config)), **arrays)
 
 
 def load_params(path: str, template: PyTree, config: Mapping[str, Any]) -> PyTree:
