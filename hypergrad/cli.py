@@ -18,11 +18,13 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
   on a preset with flipped training labels, the picked weights of clean and corrupted examples.
 
 DIR's files always describe one run: before anything runs, a previous run's outputs there (the files
-above, summary.md and the per-problem folders) are moved together into DIR/previous/, replacing an
-older one (`set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
+above, summary.md, and the per-problem folders that its marker DIR/.hypergrad-compare.json names)
+are moved together into DIR/previous/, replacing an older one (`set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
 previous run whole in DIR/previous/, and the next run moves those partial outputs into
 DIR/previous-interrupted/ (replacing an older interrupted run's), never into DIR/previous/: the last
-complete run is kept whole. Other files in DIR are left where they are. Ctrl-C stops the command
+complete run is kept whole. Other files in DIR are left where they are, and so is a folder named
+after a preset that no marker names (say a single-problem run written with --out DIR/digits-mlp); a
+run on several problems that would write into such a folder refuses before anything runs. Ctrl-C stops the command
 with exit status 130 and says where the partial trials are (`_ctrl_c_honoured`).
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
@@ -77,11 +79,15 @@ WARMUP_SHARE = 0.25
 """Share of the gradient strategy's budget spent on its random-search warm-up."""
 EQUAL_TIME_CAP = 10
 """At equal wall time random search continues to at most this many times its budget's trials."""
+MARKER = ".hypergrad-compare.json"
+"""The file a run on several problems writes into its folder before anything else, naming the
+per-problem folders it writes there (`_mark`): `set_aside` moves a folder named after a preset only
+when a marker names it."""
 OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_value_vs_compute.png",
            "learned_schedules.png", "picked_hparams.png", "trials.png", "example_weights.png",
-           "trials.jsonl.previous")
-"""Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last is
-where earlier versions kept the previous run's log), which `set_aside` moves aside."""
+           "trials.jsonl.previous", MARKER)
+"""Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last but
+one is where earlier versions kept the previous run's log), which `set_aside` moves aside."""
 PREVIOUS = "previous"
 """The folder in --out that holds the last complete run's outputs."""
 INTERRUPTED = "previous-interrupted"
@@ -186,17 +192,20 @@ def _use_devices(cpu_devices: int) -> None:
 
 def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
     """Creates `out` if missing and moves a previous run's outputs in it (`outputs`; by default
-    `OUTPUTS` and the folders of a run on several problems, named after their presets) together
-    into a folder of `out`, so that the folder's files describe one run. Other files stay.
+    `OUTPUTS` and the per-problem folders its marker names, `_marked_folders`) together into a
+    folder of `out`, so that the folder's files describe one run. Other files stay, and so does a
+    folder named after a preset that no marker names (a run of its own, or the user's).
 
     A complete run (`_complete`: it wrote report.md, or summary.md on several problems, its last
     output) goes to `out/previous/`, replacing the older complete one; an interrupted run's partial
     outputs go to `out/previous-interrupted/`, replacing an older interrupted one, and never
-    displace the complete run in previous/. Returns the folder they went to, or None when there was
-    nothing to move (the older folders are then kept). The moves go through `out/.<folder>-partial/`
-    first: a set-aside interrupted half way is completed by the next one into the same folder, and
-    the older folder is removed only once the whole run is aside. (experiments/ that write a folder
-    of their own call it with their outputs.)"""
+    displace the complete run in previous/. An older previous-interrupted/ that holds a complete
+    run (`_holds_complete_run`, as earlier versions could leave it) is renamed with the time rather
+    than removed. Returns the folder they went to, or None when there was nothing to move (the
+    older folders are then kept). The moves go through `out/.<folder>-partial/` first, the marker
+    last: a set-aside interrupted half way is completed by the next one into the same folder, and
+    the older folder is replaced only once the whole run is aside. (experiments/ that write a
+    folder of their own call it with their outputs.)"""
     os.makedirs(out, exist_ok=True)
     names = _outputs_in(out, outputs)
     started = [folder for folder in (PREVIOUS, INTERRUPTED) if os.path.isdir(_staging(out, folder))]
@@ -206,11 +215,14 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
     folder = started[0] if started else (PREVIOUS if _complete(out, names) else INTERRUPTED)
     partial = _staging(out, folder)
     os.makedirs(partial, exist_ok=True)
-    for name in names:
+    for name in sorted(names, key=lambda name: name == MARKER):  # the marker last: it names what is left to move
         os.replace(os.path.join(out, name), os.path.join(partial, name))
     aside = os.path.join(out, folder)
     if os.path.isdir(aside) and not os.path.islink(aside):
-        shutil.rmtree(aside)
+        if folder == INTERRUPTED and _holds_complete_run(aside):
+            os.replace(aside, _unused(f"{aside}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        else:
+            shutil.rmtree(aside)
     elif os.path.lexists(aside):
         os.remove(aside)
     os.replace(partial, aside)
@@ -218,10 +230,43 @@ def set_aside(out: str, outputs: tuple[str, ...] | None = None) -> str | None:
 
 
 def _outputs_in(out: str, outputs: tuple[str, ...] | None = None) -> list[str]:
-    """Which of a run's outputs (`outputs`; by default `OUTPUTS` and the per-problem folders) are at
-    the top of `out`."""
-    outputs = (*OUTPUTS, *sorted(PRESETS)) if outputs is None else outputs
+    """Which of a run's outputs (`outputs`; by default `OUTPUTS` and the per-problem folders the
+    marker names, `_marked_folders`) are at the top of `out`."""
+    outputs = (*OUTPUTS, *_marked_folders(out)) if outputs is None else outputs
     return [name for name in outputs if os.path.lexists(os.path.join(out, name))]
+
+
+def _marked_folders(folder: str) -> list[str]:
+    """The per-problem folders that the marker of the run in `folder` names (`_mark`): the one at
+    its top, or, while a set-aside is under way, the one it staged; empty without a marker (a
+    folder no run of this command wrote, or one an earlier version wrote) or with an unreadable one."""
+    for where in (folder, _staging(folder, PREVIOUS), _staging(folder, INTERRUPTED)):
+        path = os.path.join(where, MARKER)
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    named = json.load(f).get("folders", [])
+            except (OSError, ValueError, AttributeError):
+                return []
+            # only plain preset names: a marker never moves anything outside `folder`
+            return sorted(name for name in named if isinstance(name, str) and name in PRESETS)
+    return []
+
+
+def _mark(out: str, folders: list[str]) -> None:
+    """Writes the marker of a run into `out` (whole or not at all): the per-problem `folders` it
+    is about to write there, which the next run's `set_aside` moves with its other outputs."""
+    with replaced_atomically(os.path.join(out, MARKER)) as f:
+        json.dump({"command": "hypergrad compare", "folders": sorted(folders)}, f)
+
+
+def _foreign_folders(out: str, problems: list[str]) -> list[str]:
+    """The per-problem folders a run on `problems` (several) would write into `out` that are there
+    already and that no marker names: not this command's outputs, so neither set aside nor written into."""
+    if len(problems) == 1:
+        return []
+    marked = set(_marked_folders(out))
+    return [name for name in problems if os.path.lexists(os.path.join(out, name)) and name not in marked]
 
 
 def _staging(out: str, folder: str) -> str:
@@ -229,11 +274,31 @@ def _staging(out: str, folder: str) -> str:
     return os.path.join(out, f".{folder}-partial")
 
 
+def _unused(path: str) -> str:
+    """`path`, or `path-2`, `path-3`, ...: the first that does not exist."""
+    candidate, n = path, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{path}-{n}"
+    return candidate
+
+
 def _complete(out: str, names: list[str]) -> bool:
     """Whether the outputs `names` at the top of `out` are a whole run: one that wrote its last
     output, summary.md on several problems (it holds per-problem folders), report.md on one."""
-    several = any(os.path.isdir(os.path.join(out, name)) for name in names if name in PRESETS)
+    several = any(os.path.isdir(os.path.join(out, name)) for name in names if name not in OUTPUTS)
     return ("summary.md" if several else "report.md") in names
+
+
+def _holds_complete_run(folder: str) -> bool:
+    """Whether `folder` holds a complete run: report.md or summary.md at its top, or report.md in a
+    subfolder that its marker does not name as one of its run's problems (a complete single-problem
+    run that an earlier version set aside as if it were part of an interrupted one)."""
+    if any(os.path.isfile(os.path.join(folder, name)) for name in ("report.md", "summary.md")):
+        return True
+    marked = set(_marked_folders(folder))
+    return any(os.path.isfile(os.path.join(folder, name, "report.md"))
+               for name in os.listdir(folder) if name not in marked)
 
 
 def _carry_on() -> None:
@@ -562,11 +627,18 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
 
 
 def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> int:
+    problems = args.problem
+    foreign = _foreign_folders(args.out, problems)
+    if foreign:  # before anything runs: never mix this run's outputs into a folder it did not write
+        print(f"hypergrad compare: error: argument --out: {', '.join(os.path.join(args.out, name) for name in foreign)} "
+              f"already exist{'s' if len(foreign) == 1 else ''} and no earlier run of this command into {args.out} "
+              f"wrote {'it' if len(foreign) == 1 else 'them'}; give another --out, or move "
+              f"{'it' if len(foreign) == 1 else 'them'} away", file=sys.stderr)
+        raise SystemExit(2)
     # Before anything compiles: a second run on this machine loads its programs instead
     # (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to 0, turns it off).
     hg.use_compilation_cache()
     _use_devices(args.cpu_devices)
-    problems = args.problem
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
     stop()  # Ctrl-C while planning: the folder is left as it was
@@ -574,6 +646,8 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
     if aside is not None:
         what = "[previous run] its" if os.path.basename(aside) == PREVIOUS else "[interrupted run] its partial"
         print(f"{what} outputs in {args.out} moved to {aside}", file=sys.stderr)
+    if len(problems) > 1:  # one problem writes no folder of its own
+        _mark(args.out, problems)
     verdicts = []
     for problem in problems:
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
@@ -851,7 +925,7 @@ def _interrupted_words(out: str) -> str:
         return "no trial was written"
     if _complete(out, names):
         return f"{out} holds the last complete run, as it was"
-    logs = [path for name in ("", *sorted(PRESETS)) if os.path.isfile(path := os.path.join(out, name, "trials.jsonl"))]
+    logs = [path for name in ("", *_marked_folders(out)) if os.path.isfile(path := os.path.join(out, name, "trials.jsonl"))]
     return (f"the trials computed so far are in {', '.join(logs) or out}; the next run into {out} moves this run's "
             f"partial outputs to {os.path.join(out, INTERRUPTED)} and keeps the last complete run in "
             f"{os.path.join(out, PREVIOUS)}")

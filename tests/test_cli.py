@@ -427,8 +427,16 @@ def test_a_run_stopped_while_writing_its_report_leaves_no_report_and_keeps_the_c
     assert _listing(out / "previous") == first
 
 
+def _marked(out, *folders):
+    """Writes the marker a run on several problems (`folders`) writes into `out` before it runs; its bytes."""
+    out.mkdir(parents=True, exist_ok=True)
+    cli._mark(str(out), list(folders))
+    return (out / cli.MARKER).read_bytes()
+
+
 def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tmp_path):
     out = tmp_path / "mixed"
+    marker = _marked(out, "iris-mlp", "digits-mlp")
     (out / "iris-mlp").mkdir(parents=True)
     (out / "iris-mlp" / "report.md").write_text("iris")
     (out / "summary.md").write_text("who wins")
@@ -439,7 +447,7 @@ def test_setting_aside_takes_a_run_on_several_problems_and_leaves_other_files(tm
     assert cli.set_aside(str(out)) == str(out / "previous")
     assert sorted(os.listdir(out)) == ["notes.txt", "previous"]
     assert _listing(out / "previous") == {"iris-mlp/report.md": b"iris", "summary.md": b"who wins",
-                                          "trials.jsonl.previous": b"older"}
+                                          "trials.jsonl.previous": b"older", cli.MARKER: marker}
     assert cli.set_aside(str(out)) is None and _listing(out / "previous")["summary.md"] == b"who wins"
     # a set-aside interrupted half way (report.md moved, results.json not yet) is completed by the next one
     (out / ".previous-partial").mkdir()
@@ -473,19 +481,22 @@ def test_setting_aside_an_interrupted_run_never_deletes_the_last_complete_one(tm
     assert _listing(out / "previous") == complete
     assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"", "results.json": b"{"}
     # on several problems a run is complete once it wrote summary.md, whatever its problems' folders hold
+    marker = _marked(out, "iris-mlp", "digits-mlp")
     (out / "iris-mlp").mkdir()
     (out / "iris-mlp" / "report.md").write_text("iris")  # the first problem done, the run interrupted on the second
     (out / "digits-mlp").mkdir()
     (out / "digits-mlp" / "trials.jsonl").write_text("digits partial")
     assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
     assert _listing(out / "previous") == complete
-    assert _listing(out / "previous-interrupted") == {"iris-mlp/report.md": b"iris",
+    assert _listing(out / "previous-interrupted") == {"iris-mlp/report.md": b"iris", cli.MARKER: marker,
                                                       "digits-mlp/trials.jsonl": b"digits partial"}
+    _marked(out, "iris-mlp")
     (out / "iris-mlp").mkdir()
     (out / "iris-mlp" / "report.md").write_text("iris 2")
     (out / "summary.md").write_text("who wins")
     assert cli.set_aside(str(out)) == str(out / "previous")  # a complete run replaces the older complete one
-    assert _listing(out / "previous") == {"iris-mlp/report.md": b"iris 2", "summary.md": b"who wins"}
+    assert _listing(out / "previous") == {"iris-mlp/report.md": b"iris 2", "summary.md": b"who wins",
+                                          cli.MARKER: (out / "previous" / cli.MARKER).read_bytes()}
     assert "digits-mlp/trials.jsonl" in _listing(out / "previous-interrupted")  # the last interrupted one stays
     # a set-aside of an interrupted run, itself interrupted half way, is completed by the next one into the same place
     (out / ".previous-interrupted-partial").mkdir()
@@ -495,6 +506,51 @@ def test_setting_aside_an_interrupted_run_never_deletes_the_last_complete_one(tm
     assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"D partial", "results.json": b"{}"}
     assert _listing(out / "previous")["summary.md"] == b"who wins"
     assert sorted(os.listdir(out)) == ["previous", "previous-interrupted"]
+
+
+def test_setting_aside_leaves_a_folder_named_after_a_preset_that_no_run_of_it_wrote(tmp_path):
+    # Any folder named after a preset counted as a per-problem output: a complete run written with
+    # `--out res/digits-mlp` (the docstring's example) was moved to res/previous-interrupted/ as "interrupted" by the
+    # next `--out res` run, and deleted by the set-aside after the next interrupted one. Only the folders that a run's
+    # marker names are moved now.
+    out = tmp_path / "res"
+    own = {"report.md": b"# run A", "results.json": b"{}", "trials.jsonl": b"A\n"}
+    for name, data in own.items():
+        (out / "digits-mlp").mkdir(parents=True, exist_ok=True)
+        (out / "digits-mlp" / name).write_bytes(data)
+    (out / "trials.jsonl").write_text("B partial\n")  # a run into res, interrupted
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "digits-mlp") == own  # left where it is
+    assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"B partial\n"}
+    (out / "trials.jsonl").write_text("C partial\n")  # another one, interrupted too
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "digits-mlp") == own
+
+
+def test_setting_aside_never_deletes_a_complete_run_an_earlier_version_set_aside_as_interrupted(tmp_path):
+    # An earlier version moved a complete run in res/digits-mlp/ into previous-interrupted/; the next interrupted
+    # run's set-aside removed it. It is renamed with the time instead.
+    out = tmp_path / "res"
+    (out / "previous-interrupted" / "digits-mlp").mkdir(parents=True)
+    (out / "previous-interrupted" / "digits-mlp" / "report.md").write_text("# run A")
+    (out / "trials.jsonl").write_text("C partial\n")
+    assert cli.set_aside(str(out)) == str(out / "previous-interrupted")
+    assert _listing(out / "previous-interrupted") == {"trials.jsonl": b"C partial\n"}
+    kept = [name for name in os.listdir(out) if name.startswith("previous-interrupted-")]
+    assert len(kept) == 1 and _listing(out / kept[0]) == {"digits-mlp/report.md": b"# run A"}
+
+
+def test_compare_refuses_to_write_into_a_folder_no_run_of_it_wrote(tmp_path, capsys):
+    # A run on several problems would have written its digits-mlp/ outputs into the user's complete single-problem run.
+    out = tmp_path / "res"
+    (out / "digits-mlp").mkdir(parents=True)
+    (out / "digits-mlp" / "report.md").write_text("# run A")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["compare", "--problem", "iris-mlp,digits-mlp", "--budget", "8", "--steps", "5", "--out", str(out),
+                  "--quiet", "--cpu-devices", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --out" in err and str(out / "digits-mlp") in err
+    assert sorted(os.listdir(out)) == ["digits-mlp"] and _listing(out) == {"digits-mlp/report.md": b"# run A"}
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
