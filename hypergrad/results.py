@@ -612,6 +612,24 @@ def _logged_numbers(log: str | os.PathLike, strategy: str, study: str) -> set[in
     return numbers
 
 
+def _appending(log: str | os.PathLike):
+    """`log` opened to append to, its last line ended first when a kill or a full disk cut it short
+    (its fragment stays unreadable; every record after it is a line of its own). Cost: one read of
+    the file's last byte."""
+    f = open(log, "a")
+    try:
+        if f.tell() > 0:  # append mode starts at the end
+            with open(log, "rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    f.write("\n")
+                    f.flush()
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 class TrialRecorder:
     """Collects trials as they are produced, appends each to a JSON-lines log, reports progress.
 
@@ -659,7 +677,7 @@ class TrialRecorder:
                 os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
                 if writer is not None and writer.resumed:
                     self._logged = _logged_numbers(log, strategy, writer.study)
-                self._log = open(log, "a")
+                self._log = _appending(log)
             except OSError as err:
                 if not self._shares_log:
                     raise

@@ -522,3 +522,19 @@ def test_a_picks_non_finite_test_loss_is_shown_not_taken_for_no_pick(test):
     assert no_pick.split(" | ")[4:6] == ["-", "-"]
     assert pick.split(" | ")[4:6] == ["1", f"{test}"]
     assert result.summary().endswith(f"best val 1, test {test}")
+
+
+def test_records_appended_after_a_line_cut_short_are_each_readable(tmp_path):
+    # A kill or a full disk in the middle of a record left a line with no end; the next call's first record was glued
+    # onto it, so that trial never had a readable record. The cut line is ended first now.
+    path = tmp_path / "trials.jsonl"
+    path.write_text(json.dumps({"strategy": "random", "number": 0}) + "\n" + '{"strategy": "random", "nu')
+    recorder = TrialRecorder("random", path, None, total=2)
+    try:
+        for trial in (make_trial(0, 2.0), make_trial(1, 1.0)):
+            recorder.add(trial)
+    finally:
+        recorder.close()
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"strategy": "random", "nu'  # the fragment stays as it was
+    assert [json.loads(line)["value"] for line in lines[2:]] == [2.0, 1.0]
