@@ -22,6 +22,11 @@ RESULTS.md shows; without it RESULTS.md shows `"seconds"`) and `"reproduce_run"`
 
 A long run keeps what it has measured so far in `<name>.partial.json` (`write_partial`, replaced whole
 after each measured cell), so an interrupted run loses at most the cell it was in; `write` removes it.
+The next run reads it back (`read_partial`): it resumes from those cells when it has the same sizes, and
+otherwise moves the file aside (`set_aside`) before measuring anything.
+
+Every file here is written whole or not at all (`write_atomically`): a run stopped or failing while
+writing leaves the earlier file, never an empty or cut one.
 
 Not an experiment (no `--smoke`): a module the experiments share, as benchmarks share `_common.py`.
 """
@@ -149,20 +154,60 @@ def claims_markdown(claims: list[Claim]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then setting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str, text: str) -> str:
+    """Writes `text` to `path` whole or not at all: into a new file beside it (the same folder), then one
+    `os.replace` over `path` (atomic on POSIX and Windows). A reader, or a run stopped or failing part-way,
+    sees the earlier file (or none), never half of one; a kill can leave a `.<name>.*.tmp` file beside
+    it, which nothing reads. Permissions are those `open(path, "w")` would give. Cost: the text is written
+    once; the folder needs room for both versions meanwhile. Returns `path`."""
+    folder, base = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def set_aside(path: str) -> str:
+    """Renames `path` to the first free name of `<stem>.previous<ext>`, `<stem>.previous-2<ext>`, ... beside
+    it (`finetuning.partial.json` -> `finetuning.partial.previous.json`), so an earlier one set aside is
+    never replaced; returns the new path."""
+    stem, ext = os.path.splitext(path)
+    number, aside = 1, f"{stem}.previous{ext}"
+    while os.path.exists(aside):
+        number += 1
+        aside = f"{stem}.previous-{number}{ext}"
+    os.replace(path, aside)
+    return aside
+
+
 def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float, smoke: bool,
           figures: list[str] = (), numbers: dict[str, Any] | None = None) -> tuple[str, str]:
-    """Writes `<out>/<name>.md` (body, then the claims section) and `<out>/<name>.json`; returns the paths."""
+    """Writes `<out>/<name>.md` (body, then the claims section) and `<out>/<name>.json`; returns the paths.
+    Both texts are made in full before either file is replaced (`write_atomically`), so a failure (a value
+    JSON cannot hold) leaves the earlier page and sidecar as they were."""
     os.makedirs(out, exist_ok=True)
     md_path, json_path = os.path.join(out, f"{name}.md"), os.path.join(out, f"{name}.json")
     mode = "smoke (tiny sizes: numbers mean nothing)" if smoke else "full"
     page = f"{body.rstrip()}\n\n{claims_markdown(claims)}\nMode: {mode}; wall time {seconds:.0f} s.\n"
-    with open(md_path, "w") as f:
-        f.write(page)
     sidecar = {"experiment": name, "mode": "smoke" if smoke else "full", "seconds": seconds,
                "claims": [dataclasses.asdict(c) for c in claims],
                "figures": [os.path.basename(p) for p in figures], "numbers": numbers or {}}
-    with open(json_path, "w") as f:
-        json.dump(_jsonable(sidecar), f, indent=1)
+    text = json.dumps(_jsonable(sidecar), indent=1)
+    write_atomically(md_path, page)
+    write_atomically(json_path, text)
     if os.path.exists(partial_path(out, name)):
         os.remove(partial_path(out, name))  # the whole run is written: its partial record is replaced
     return md_path, json_path
@@ -175,26 +220,29 @@ def partial_path(out: str, name: str) -> str:
 
 def write_partial(out: str, name: str, numbers: dict[str, Any], *, seconds: float, smoke: bool) -> str:
     """Writes what a run has measured so far (`numbers`, e.g. its finished cells) to `partial_path`, so an
-    interrupted run keeps them; call it after each measured cell. The file is replaced whole (written
-    beside it, then renamed), so it is never half written; `write` removes it at the end. Costs one JSON
-    dump of `numbers` per call. Returns the path.
+    interrupted run keeps them; call it after each measured cell. The file is replaced whole
+    (`write_atomically`), so it is never half written; `write` removes it at the end, and the next run
+    reads it back with `read_partial`. Costs one JSON dump of `numbers` per call. Returns the path.
 
     Format: {"experiment": name, "mode": "full" | "smoke", "partial": true, "seconds": seconds so far,
     "numbers": numbers}."""
     os.makedirs(out, exist_ok=True)
     record = {"experiment": name, "mode": "smoke" if smoke else "full", "partial": True, "seconds": seconds,
               "numbers": numbers}
+    return write_atomically(partial_path(out, name), json.dumps(_jsonable(record), indent=1))
+
+
+def read_partial(out: str, name: str) -> dict[str, Any] | None:
+    """The record `write_partial` left in `partial_path` (an interrupted run's), or None when there is
+    none. Raises ValueError (or OSError) for a file that is not such a record; the caller sets it aside."""
     path = partial_path(out, name)
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.partial.", suffix=".json", dir=out)
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(_jsonable(record), f, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    if not (isinstance(record, dict) and record.get("partial") is True and isinstance(record.get("numbers"), dict)):
+        raise ValueError(f"{path} is not a partial record of {name}")
+    return record
 
 
 def publish(args, name: str, body: str, claims: list[Claim], *, began: float, figures: list[str] = (),

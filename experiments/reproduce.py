@@ -4,12 +4,13 @@ Each experiment in `EXPERIMENTS` is started as a user would start it,
 `python experiments/<name>.py --out <results>`, one after the other; it writes `<results>/<name>.md`,
 its figures and the sidecar `<results>/<name>.json` with its claims and verdicts (`_claims.py`). This
 script streams its output, line by line as it comes, to this terminal and to `<results>/<name>.log` (so an
-interrupted run keeps what it printed), then writes into the sidecar the wall seconds it measured for the
-subprocess (`wall_seconds`, `reproduce_run`; or `reproduce_failed`). The summary table
-(experiment, paper, claim, our number, verdict, wall time) is read from the sidecars alone, so `--collect`
-rewrites exactly the page the run wrote. An experiment that fails, or writes no sidecar, gets a line saying
-so and the others still run; a registered experiment that never ran (no sidecar, no log) gets no line, only
-a mention.
+interrupted run keeps what it printed; the run before's log is kept as `<name>.previous.log`), then writes
+into the sidecar the wall seconds it measured for the subprocess (`wall_seconds`, `reproduce_run`; or
+`reproduce_failed`). The summary table (experiment, paper, claim, our number, verdict, wall time) is read
+from the sidecars alone, so `--collect` rewrites exactly the page the run wrote. An experiment that fails,
+or writes no sidecar, gets a line saying so and the others still run; a registered experiment that never
+ran (no sidecar, no log) gets no line, only a mention. The page and the sidecars are replaced whole
+(`_claims.write_atomically`), never left half written.
 
     python experiments/reproduce.py                     # everything (make reproduce; target < 30 min on 2 cores)
     python experiments/reproduce.py --only hyper_cleaning
@@ -51,10 +52,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def run_one(name: str, results: str, smoke: bool, run: str) -> tuple[int, float]:
     """Runs experiments/<name>.py; returns (exit code, wall seconds). Its output goes to this terminal and
-    to `<results>/<name>.log` as it is printed (`stream`); then `record`s the run into the sidecar."""
+    to `<results>/<name>.log` as it is printed (`stream`); the previous run's log, if any, is first moved
+    to `<name>.previous.log` (replacing the one before it), so a failure's log survives one rerun. Then
+    `record`s the run into the sidecar."""
     command = [sys.executable, os.path.join(HERE, f"{name}.py"), "--out", results] + (["--smoke"] if smoke else [])
+    path = os.path.join(results, f"{name}.log")
+    if os.path.exists(path):
+        os.replace(path, os.path.join(results, f"{name}.previous.log"))
     began, started = time.perf_counter(), time.time()
-    with open(os.path.join(results, f"{name}.log"), "w") as log:
+    with open(path, "w") as log:
         code = stream(command, log)
     seconds = time.perf_counter() - began
     record(results, name, run, code, seconds, started)
@@ -99,8 +105,7 @@ def record(results: str, name: str, run: str, code: int, seconds: float, started
         sidecar.update(wall_seconds=seconds, reproduce_run=run)
     else:
         sidecar["reproduce_failed"] = {"run": run, "exit": code, "wall_seconds": seconds}
-    with open(path, "w") as f:
-        json.dump(sidecar, f, indent=1)
+    _claims.write_atomically(path, json.dumps(sidecar, indent=1))
 
 
 def rows_of(name: str, results: str, link_dir: str) -> tuple[list[list[str]], dict | None]:
@@ -205,8 +210,7 @@ def main(argv=None):
             if code != 0:
                 failed.append(name)
     page = summary(EXPERIMENTS, args.results, args.out)
-    with open(args.out, "w") as f:
-        f.write(page)
+    _claims.write_atomically(args.out, page)
     print(page)
     print(f"wrote {args.out}")
     return 1 if failed else 0

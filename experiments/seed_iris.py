@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+import _claims
+
 PARAM_DIST = {"hidden_layer_sizes": [(50,), (100,), (200,)], "activation": ["tanh", "relu"],
               "solver": ["sgd", "adam"], "alpha": [1e-4, 1e-3, 1e-2], "learning_rate": ["constant", "adaptive"]}
 SMOKE_DIST = {"activation": ["tanh", "relu"], "alpha": [1e-4, 1e-2]}
@@ -150,10 +152,9 @@ def main(argv=None) -> list[dict]:
         print("ROW" + json.dumps(r, default=str))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "report.md"), "w") as f:
-            f.write(table(rows) + "\n")
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(rows, f, indent=1, default=str)
+        report, results = table(rows) + "\n", json.dumps(rows, indent=1, default=str)
+        _claims.write_atomically(os.path.join(args.out, "report.md"), report)  # each whole or not at all
+        _claims.write_atomically(os.path.join(args.out, "results.json"), results)
     return rows
 
 
