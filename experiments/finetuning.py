@@ -51,12 +51,17 @@ test accuracies A - B is positive, and "clearly ahead" when it also exceeds twic
     python experiments/finetuning.py --smoke            # seconds, into results/smoke/finetuning/ (and its model cache)
 
 Each measured cell (setting, shots, seed) is kept in `<out>/finetuning.partial.json` as it finishes (the
-full run takes minutes), so an interrupted run keeps them; the final write replaces it.
+full run takes minutes), so an interrupted run keeps them; the final write replaces it. The next run into
+the same `--out` with the same sizes (budget, steps, pretraining steps, smoke or full) resumes: it reads
+those cells back, says so in one line, and measures only the others. A file it cannot resume from
+(other sizes, or cells outside its shots and seeds) is moved aside to `finetuning.partial.previous.json`
+(`-2`, `-3`, ... when that is taken), with a line saying so, never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -313,31 +318,92 @@ def arguments(argv=None):
     return args
 
 
+RESUME_SIZES = ("budget", "steps", "pretrain_steps")
+"""The sizes a kept cell's numbers depend on besides its (setting, shots, seed), and the mode: a run
+resumes another's cells only when all of them match."""
+
+
+def restored(cell: dict) -> dict:
+    """A cell as `run_cell` returns it, from its JSON form (tuples came back as lists, NaN as null)."""
+    def number(value):
+        return math.nan if value is None else float(value)
+
+    strategies = {n: (number(cell[n][0]), number(cell[n][1]), number(cell[n][2]), [number(r) for r in cell[n][3]])
+                  for n in STRATEGIES}
+    return {**strategies, "train per class": number(cell["train per class"])}
+
+
+def resumed(args, grid: list[tuple]) -> dict:
+    """The cells of `grid` an interrupted run kept in `partial_path` with this run's sizes and mode,
+    {(setting, shots, seed): cell}, announced in one printed line. A kept file with other sizes, an
+    unreadable one, or one holding cells outside `grid` is moved aside (`_claims.set_aside`) with a printed
+    line, so that nothing measured is overwritten or removed by this run's writes. Cost: one JSON read."""
+    path = _claims.partial_path(args.out, NAME)
+    try:
+        record = _claims.read_partial(args.out, NAME)
+        if record is None:
+            return {}
+        numbers, mode = record["numbers"], "smoke" if args.smoke else "full"
+        sizes = {k: getattr(args, k) for k in RESUME_SIZES}
+        theirs = {k: numbers.get(k) for k in RESUME_SIZES}
+        if record.get("mode") != mode or theirs != sizes:
+            why = f"it was measured with other sizes ({record.get('mode')} mode, {theirs}; this run: {mode}, {sizes})"
+            cells = None
+        else:
+            cells = {(c["setting"], c["shots"], c["seed"]): restored(c["cell"]) for c in numbers["cells"]}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        why, cells = f"it cannot be read back ({type(error).__name__}: {error})", None
+    if cells is None:
+        print(f"[{NAME}] {path}: {why}; moved to {_claims.set_aside(path)}, and every cell is measured", flush=True)
+        return {}
+    mine = {key: cell for key, cell in cells.items() if key in grid}
+    if mine:
+        print(f"[{NAME}] resuming: {len(mine)} of this run's {len(grid)} cells were measured by an interrupted run "
+              f"with the same sizes ({path}); they are read back, not measured again", flush=True)
+    if len(mine) < len(cells):
+        print(f"[{NAME}] {path} holds {len(cells) - len(mine)} cells outside this run's settings, shots and "
+              f"seeds; moved to {_claims.set_aside(path)}", flush=True)
+    return mine
+
+
 def main(argv=None) -> None:
     args = arguments(argv)
     hg.use_compilation_cache()
     started = time.perf_counter()
     shots_list, seeds = args.shots, list(range(args.seeds))
     settings = ["cnn shifted"] if args.smoke else list(SETTINGS)  # smoke: one setting, under ~15 s
-    rows, kept = {}, []
-    for setting in settings:
-        for shots_per_class in shots_list:
-            for seed in seeds:
-                rows[(setting, shots_per_class, seed)] = cell = run_cell(setting, shots_per_class, seed, args)
-                print(f"[{setting}, {shots_per_class} shots, seed {seed}] "
-                      + ", ".join(f"{n} {cell[n][0]:.3f}" for n in STRATEGIES), flush=True)
-                kept.append({"setting": setting, "shots": shots_per_class, "seed": seed, "cell": cell})
-                _claims.write_partial(args.out, NAME, {"cells": kept, "budget": args.budget, "steps": args.steps},
-                                      seconds=time.perf_counter() - started, smoke=args.smoke)
+    grid = [(setting, s, seed) for setting in settings for s in shots_list for seed in seeds]
+    rows = resumed(args, grid)
+    resumed_count = len(rows)
+    kept = [{"setting": st, "shots": s, "seed": k, "cell": cell} for (st, s, k), cell in rows.items()]
+
+    def keep() -> None:
+        _claims.write_partial(args.out, NAME, {"cells": kept, **{k: getattr(args, k) for k in RESUME_SIZES}},
+                              seconds=time.perf_counter() - started, smoke=args.smoke)
+
+    if kept and not os.path.exists(_claims.partial_path(args.out, NAME)):
+        keep()  # the file was set aside with others' cells: this run's resumed ones stay resumable
+    for setting, shots_per_class, seed in grid:
+        if (setting, shots_per_class, seed) in rows:
+            continue
+        rows[(setting, shots_per_class, seed)] = cell = run_cell(setting, shots_per_class, seed, args)
+        print(f"[{setting}, {shots_per_class} shots, seed {seed}] "
+              + ", ".join(f"{n} {cell[n][0]:.3f}" for n in STRATEGIES), flush=True)
+        kept.append({"setting": setting, "shots": shots_per_class, "seed": seed, "cell": cell})
+        keep()
     table, who, acc, rates = tables(rows, settings, shots_list, seeds)
     claims = verdicts(acc, rates)
     print("## Results\n\n" + table + "\n\n" + who + "\n\n" + _claims.claims_markdown(claims))
     figure = plot(rates, os.path.join(args.out, f"{NAME}_rates.png"))
     intro = __doc__.split("\n\n", 1)[1].split("\n    python")[0]
+    resumed_note = (f" {resumed_count} of the {len(grid)} cells were measured by an earlier, interrupted run with "
+                    f"the same sizes and read back from {NAME}.partial.json; the wall time counts only this run."
+                    if resumed_count else "")
     body = (f"# Fine-tuning at equal compute: MLP and CNN sources, two target tasks\n\n{intro}\n\n"
             f"Budget {args.budget} runs per strategy, T={args.steps} fine-tuning steps, source models pretrained "
-            f"for {args.pretrain_steps} steps, seeds {seeds}, shots {shots_list}.\n\n## Results\n\n{table}\n\n"
-            f"## Who wins where\n\n{who}\n" + (f"\n![learned rates]({os.path.basename(figure)})\n" if figure else ""))
+            f"for {args.pretrain_steps} steps, seeds {seeds}, shots {shots_list}.{resumed_note}\n\n## Results\n\n"
+            f"{table}\n\n## Who wins where\n\n{who}\n"
+            + (f"\n![learned rates]({os.path.basename(figure)})\n" if figure else ""))
     _claims.write(args.out, NAME, body, claims, seconds=time.perf_counter() - started, smoke=args.smoke,
                   figures=[figure] if figure else [], numbers={"acc": acc, "rates": rates, "budget": args.budget})
 

@@ -1,6 +1,6 @@
-"""What the experiments write is never lost to the next run, a kill or a failure part-way: pages and
-sidecars are replaced whole, reproduce.py keeps the previous log. Every test fakes the measurements
-(seconds, no training)."""
+"""What the experiments write is never lost to the next run, a kill or a failure part-way: finetuning's
+interrupted cells are resumed or set aside, pages and sidecars are replaced whole, reproduce.py keeps the
+previous log. Every test fakes the measurements (seconds, no training)."""
 
 import json
 import os
@@ -18,6 +18,100 @@ def import_experiment(name):
         return __import__(name)
     finally:
         sys.path.remove(str(FOLDER))
+
+
+def fake_finetuning(monkeypatch, stop_at=None):
+    """finetuning with `run_cell` faked (each cell's accuracies are 0.5 + 0.01 * its call number, one NaN
+    rate); raises KeyboardInterrupt at call `stop_at`. Returns (module, the calls made)."""
+    finetuning = import_experiment("finetuning")
+    calls = []
+
+    def cell(setting, shots, seed, args):
+        calls.append((setting, shots, seed))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return {**{n: (0.5 + 0.01 * len(calls), 2.0, 0.1, [0.01, float("nan")]) for n in finetuning.STRATEGIES},
+                "train per class": 10.0}
+
+    monkeypatch.setattr(finetuning, "run_cell", cell)
+    monkeypatch.setattr(finetuning, "plot", lambda rates, path: None)
+    monkeypatch.setattr(finetuning.hg, "use_compilation_cache", lambda *_, **__: None)
+    return finetuning, calls
+
+
+# The full mode's command line at --smoke's sizes (budget 8, 4 steps, 20 pretraining steps), 2 shots x 2 seeds.
+SMALL = ["--shots", "10,all", "--seeds", "2", "--budget", "8", "--steps", "4", "--pretrain-steps", "20"]
+
+
+def test_finetuning_resumes_the_cells_an_interrupted_run_with_the_same_sizes_kept(tmp_path, monkeypatch, capsys):
+    """The next run replaced an interrupted run's finetuning.partial.json after its first cell: the kept
+    cells (minutes each) were lost and measured again. Now a run with the same sizes and mode reads them
+    back, says so in one line, and measures only the others."""
+    finetuning, calls = fake_finetuning(monkeypatch, stop_at=4)
+    argv = [*SMALL, "--out", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        finetuning.main(argv)
+    kept = json.loads((tmp_path / "finetuning.partial.json").read_text())["numbers"]["cells"]
+    assert [(c["setting"], c["shots"], c["seed"]) for c in kept] == calls[:3]
+    capsys.readouterr()
+
+    first = list(calls[:3])
+    finetuning, calls = fake_finetuning(monkeypatch)
+    finetuning.main(argv)
+    out = capsys.readouterr().out
+    resumed = [line for line in out.splitlines() if "finetuning.partial.json" in line]
+    assert len(resumed) == 1 and "resum" in resumed[0] and "3 " in resumed[0], out
+    assert not set(first) & set(calls) and len(calls) == 3 * 2 * 2 - 3, calls  # the kept cells are not measured
+    acc = json.loads((tmp_path / "finetuning.json").read_text())["numbers"]["acc"]
+    for setting, shots, seed in first:  # the kept cells' numbers, read back (calls 1-3 of the first run)
+        assert acc[setting][str(shots)]["random"][seed] == pytest.approx(0.5 + 0.01 * (first.index((setting, shots, seed)) + 1))
+    assert "measured by an earlier, interrupted run" in (tmp_path / "finetuning.md").read_text()
+    assert not (tmp_path / "finetuning.partial.json").exists()
+    assert not list(tmp_path.glob("finetuning.partial.previous*"))
+
+
+def test_finetuning_sets_aside_an_interrupted_run_with_other_sizes(tmp_path, monkeypatch, capsys):
+    """A run with other sizes (here --smoke, then another --steps) cannot use the kept cells: the file is
+    moved aside, never over an earlier one, with a printed line, and the run measures every cell."""
+    finetuning, calls = fake_finetuning(monkeypatch, stop_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        finetuning.main([*SMALL, "--out", str(tmp_path)])
+    partial = tmp_path / "finetuning.partial.json"
+    earlier = partial.read_text()
+    capsys.readouterr()
+
+    finetuning, calls = fake_finetuning(monkeypatch)  # the same sizes in smoke mode: its 1 cell, then stopped
+    tables = finetuning.tables
+    monkeypatch.setattr(finetuning, "tables", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        finetuning.main(["--smoke", "--out", str(tmp_path)])
+    monkeypatch.setattr(finetuning, "tables", tables)
+    out = capsys.readouterr().out
+    aside = tmp_path / "finetuning.partial.previous.json"
+    assert aside.read_text() == earlier and f"moved to {aside}" in out, out
+    assert len(calls) == 1  # nothing resumed
+    smoke_partial = partial.read_text()
+    assert json.loads(smoke_partial)["mode"] == "smoke"
+
+    finetuning, calls = fake_finetuning(monkeypatch)
+    finetuning.main([*SMALL[:-4], "--steps", "5", "--pretrain-steps", "20", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert aside.read_text() == earlier  # the first one set aside is kept
+    assert (tmp_path / "finetuning.partial.previous-2.json").read_text() == smoke_partial
+    assert "finetuning.partial.previous-2.json" in out and len(calls) == 3 * 2 * 2, out
+
+
+def test_finetuning_keeps_cells_outside_this_runs_shots_and_seeds(tmp_path, monkeypatch, capsys):
+    """A rerun with fewer seeds resumes the cells it uses; the file, holding others too, is set aside
+    rather than removed by the final write."""
+    finetuning, calls = fake_finetuning(monkeypatch, stop_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        finetuning.main([*SMALL, "--out", str(tmp_path)])
+    earlier = (tmp_path / "finetuning.partial.json").read_text()
+    finetuning, calls = fake_finetuning(monkeypatch)
+    finetuning.main(["--shots", "10", "--seeds", "1", *SMALL[4:], "--out", str(tmp_path)])
+    assert (tmp_path / "finetuning.partial.previous.json").read_text() == earlier
+    assert len(calls) == 3 - 1, calls  # (mlp, 10, 0) was kept; the two cnn settings are measured
 
 
 def test_a_page_and_sidecar_that_fail_part_way_leave_the_earlier_ones_whole(tmp_path):
