@@ -66,10 +66,11 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
     raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")
 
 
-def check_log(log: Any) -> Any:
+def check_log(log: Any, storage: Any = None) -> Any:
     """`log` if it is None or a usable path of the JSON-lines file each trial is appended to
     (`hypergrad.results.TrialRecorder`); else a `ValueError` naming `log=`. Usable: a str, bytes or
-    os.PathLike naming a file (not a directory) that can be appended to. A missing directory is
+    os.PathLike naming a file (not a directory) that can be appended to, and not the study file
+    `storage` (when given: `check_log_apart`). A missing directory is
     created and removed again here (by process 0 alone, the one that writes the log): whether it can
     be is known only by trying, and a call refused later for another reason leaves nothing behind;
     the trial recorder creates it for good when it opens the log. Cost: a few `stat` calls (and
@@ -80,6 +81,7 @@ def check_log(log: Any) -> Any:
     if not isinstance(log, (str, bytes, os.PathLike)) or not os.fspath(log):
         raise ValueError(f"log={log!r} must be the path of a JSON-lines file to append each trial to "
                          "(e.g. log='trials.jsonl'), or None")
+    check_log_apart(log, storage)
     error = None
     if jax.process_index() == 0:
         try:
@@ -90,6 +92,23 @@ def check_log(log: Any) -> Any:
     if error is not None:
         raise error
     return log
+
+
+def check_log_apart(log: Any, storage: Any) -> None:
+    """A `ValueError` naming `log=` and `storage=` when the log is the study's SQLite file or one of
+    its companions (`-wal`, `-shm`, `-journal`): SQLite's pages would overwrite every record. Both
+    are paths (anything else, None included, is left to their own checks: `check_log`,
+    `hypergrad.store.check_study`). Cost: a few `realpath` calls."""
+    paths = (str, bytes, os.PathLike)
+    if not (isinstance(log, paths) and isinstance(storage, paths) and os.fspath(log) and os.fspath(storage)):
+        return
+    logged = os.path.realpath(os.fsdecode(log))
+    stored = os.path.realpath(os.fsdecode(storage))
+    if logged in {stored + suffix for suffix in ("", "-wal", "-shm", "-journal")}:
+        own = os.path.splitext(os.fsdecode(storage))[0] + ".jsonl"
+        raise ValueError(f"log={os.fsdecode(log)!r} is the study file storage={os.fsdecode(storage)!r} writes (or its "
+                         f"SQLite companion): its pages would overwrite the log's records; give the log its own path, "
+                         f"e.g. log={own!r}")
 
 
 def _check_log_path(log: Any) -> None:

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from hypergrad._batching import is_writer
-from hypergrad._checks import check_progress, is_number, shared_outcome
+from hypergrad._checks import check_log_apart, check_progress, is_number, shared_outcome
 from hypergrad._files import replaced_atomically
 from hypergrad._store_codec import decode_value, encode_value
 
@@ -668,6 +668,7 @@ class TrialRecorder:
         self._start = time.perf_counter()
         self._log = None
         writer = getattr(sink, "writer", sink)  # a strategy's wrapper of the study's writer holds it
+        check_log_apart(log, None if writer is None else writer.path)
         self._study = {} if writer is None else {"study": writer.study}
         self._logged: set[int] = set()
         self._shares_log = log is not None and jax.process_count() > 1  # process 0's log outcome, per report

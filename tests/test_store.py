@@ -20,6 +20,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad._checks import check_log
 from hypergrad._store_codec import (decode_hparams, decode_value, encode_hparams, encode_value, first_difference,
                                     identity, in_format)
 from hypergrad.outer import DEFAULT_OUTER
@@ -584,3 +585,24 @@ def test_a_resume_logs_each_trial_once(ridge_objective, key, tmp_path):
     assert [r["value"] for r in records] == [t.value for t in resumed.trials]
     hg.random_search(ridge_objective, SPACE, key, 10, chunk_size=4, storage=tmp_path / "new.db", study="r", log=log)
     assert [json.loads(line)["number"] for line in log.read_text().splitlines()] == [*range(10), *range(10)]
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_log_that_is_the_study_file_is_refused_by_name(ridge_objective, key, tmp_path, suffix):
+    # log= naming the storage= file was accepted: SQLite's pages overwrote every record, and no trial was in the log.
+    db = tmp_path / "run.db"
+    for call in (lambda: hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="r", log=f"{db}{suffix}"),
+                 lambda: hg.tune(ridge_objective, SPACE, key, steps=2, storage=str(db), study="t",
+                                 log=tmp_path / ".." / tmp_path.name / f"run.db{suffix}")):
+        with pytest.raises(ValueError, match=r"log=.*is the study file storage=.*give the log its own path, e.g. "
+                                             r"log='.*run\.jsonl'"):
+            call()
+    hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="r", log=tmp_path / "run.jsonl")  # the fix
+
+
+def test_check_log_refuses_the_study_file_before_anything_runs(tmp_path):
+    db = tmp_path / "run.db"
+    with pytest.raises(ValueError, match="storage="):
+        check_log(str(db) + "-shm", storage=db)
+    assert check_log(tmp_path / "run.jsonl", storage=db) == tmp_path / "run.jsonl"
+    assert check_log(db) == db  # no study: nothing to compare with
