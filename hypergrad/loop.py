@@ -36,8 +36,8 @@ import optax
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "in_segments", "segment_split", "optimizer_update",
-           "optimizer_step", "float_leaves"]
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "check_something_trains", "in_segments",
+           "segment_split", "optimizer_update", "optimizer_step", "float_leaves"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -80,11 +80,13 @@ class Loop:
 
         Raises:
             ValueError: the parameters hold a PRNG key (`check_no_keys`), which no optimiser can
-                update; checked when the loop is traced, before anything compiles.
+                update, or no floating-point leaf (`check_something_trains`), so nothing would
+                train; checked when the loop is traced, before anything compiles.
         """
         init_key, data_key = jax.random.split(key)
         params = self.problem.initial_params(init_key, hparams)
         check_no_keys(params)
+        check_something_trains(params)
         return LoopState(params, self.optimizer(hparams).init(params), data_key)
 
     def step(self, state: LoopState, hparams: HParams, t: jax.Array) -> LoopState:
@@ -217,6 +219,24 @@ def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state
                          "value_fn= or grad= (a line search evaluating the loss as a function): use e.g. "
                          "optax.sgd(lr, momentum), or optax.lbfgs(lr, linesearch=None) with a fixed "
                          "learning rate") from err
+
+
+def check_something_trains(params: PyTree) -> None:
+    """Refuses parameters with no floating-point leaf: integer and boolean leaves are held constant
+    (`Loop.update`), so training would change nothing and every setting would score the same, with
+    a hypergradient of exactly zero. Reads only dtypes, so it costs nothing when traced.
+
+    Raises:
+        ValueError: naming `Problem(init=...)`, the dtypes it returned and the fix.
+    """
+    leaves = jax.tree.leaves(params)
+    if any(_is_inexact(leaf) for leaf in leaves):
+        return
+    dtypes = ", ".join(sorted({str(jnp.result_type(leaf)) for leaf in leaves})) or "no leaves at all"
+    raise ValueError(
+        f"Problem(init=...) returned parameters with no floating-point leaf ({dtypes}): training holds integer "
+        "and boolean leaves constant, so nothing would be trained and every setting would score the same; "
+        "create the trained parameters as floats (jnp.zeros(3), not jnp.zeros(3, int); or x.astype(float))")
 
 
 def float_leaves(params: PyTree) -> list:

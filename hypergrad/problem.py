@@ -186,7 +186,9 @@ class Problem:
     Args:
         init: `key -> params`, any pytree. Its floating-point leaves are trained, each kept in its
             own dtype (float32 parameters train in float32 under float64 hyperparameters); integer
-            and boolean leaves are held constant (`hypergrad.loop.Loop.update`).
+            and boolean leaves are held constant (`hypergrad.loop.Loop.update`), so at least one
+            leaf must be floating point (a ValueError when the loop is first traced, else nothing
+            would train: `hypergrad.loop.check_something_trains`).
         train_loss: `(params, hparams, batch) -> scalar`; regularisation hyperparameters enter here.
         val_loss: `(params, batch) -> scalar`; the objective that hyperparameters are tuned for.
         train_data, val_data: pytrees of arrays with a leading example axis.

@@ -325,3 +325,37 @@ def test_a_hyperparameter_a_loss_reads_that_was_not_given_is_named(key):
         with pytest.raises(ValueError, match="the objective reads hyperparameter 'shift' that was not given"):
             run()
     assert float(objective({"lr": 0.1, "shift": 0.0}, key)) >= 0.0
+
+
+def _int_params_problem():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+
+    def mse(params, batch):
+        return jnp.mean((batch[0] @ params["w"] - batch[1]) ** 2)
+
+    return hg.Problem(init=lambda k: {"w": jnp.zeros(3, dtype=int), "on": jnp.ones(3, bool)},
+                      train_loss=lambda p, h, batch: mse(p, batch), val_loss=mse,
+                      train_data=(x[:12], x[:12, 0]), val_data=(x[12:], x[12:, 0]))
+
+
+def test_parameters_with_no_floating_point_leaf_are_refused_before_compiling(ridge_problem, key):
+    """`init=lambda k: {"w": jnp.zeros(3, int)}` (a typo'd dtype) trained nothing: integer and boolean
+    leaves are held constant, so every setting scored the same and every hypergradient was 0, without
+    a word. The first trace of init now refuses it, naming Problem(init=...) and the fix, before any
+    program compiles."""
+    fine = hg.Objective(ridge_problem, sgd, num_steps=3)
+    hparams = {"lr": jnp.asarray(0.1, jnp.float64)}
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.3)})
+    # the eager ops on the way to the trace (the space's centre), compiled once per process
+    fine(hparams, key), hg.hypergradient(fine, hparams, key), hg.tune(fine, space, key, steps=1)
+    objective = hg.Objective(_int_params_problem(), sgd, num_steps=3)
+    refused = r"Problem\(init=\.\.\.\) returned parameters with no floating-point leaf \(bool, int64\).*" \
+              r"jnp.zeros\(3\), not jnp.zeros\(3, int\)"
+    before = len(_COMPILES)
+    for run in (lambda: objective(hparams, key), lambda: objective.train(hparams, key),
+                lambda: hg.hypergradient(objective, hparams, key), lambda: hg.tune(objective, space, key, steps=2)):
+        with pytest.raises(ValueError, match=refused):
+            run()
+    assert _COMPILES[before:] == []
+    with pytest.raises(ValueError, match=refused):  # after its sampler, before the search program
+        hg.random_search(objective, space, key, num_trials=2)
