@@ -185,8 +185,22 @@ class Loop:
         return self.problem.validation_loss(params, hparams, self.data["val"])
 
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
-        """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else."""
-        opt = self.optimizer_fn(hparams)
+        """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else.
+
+        Raises:
+            TypeError: the function failed on the hparams dict with a `TypeError` of its own (not
+                JAX's): most often a constructor such as `my_sgd(learning_rate)` passed where a
+                function of the dict belongs; names `Objective(optimizer=...)` and the lambda form.
+        """
+        try:
+            opt = self.optimizer_fn(hparams)
+        except TypeError as err:
+            if isinstance(err, jax.errors.JAXTypeError):  # a traced value used as a Python one: JAX's own words
+                raise
+            raise TypeError(
+                f"Objective(optimizer=...) raised TypeError when called with the hparams dict ({err}); it must "
+                "be a function of that dict returning an optax optimiser, e.g. lambda h: optax.sgd(h['lr']), "
+                "not a constructor that takes the learning rate itself") from err
         if not isinstance(opt, optax.GradientTransformation):
             hint = (f" (a {type(opt).__name__} wrapper: return its .gradient_transformation())"
                     if callable(getattr(opt, "gradient_transformation", None)) else "")

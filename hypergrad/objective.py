@@ -26,6 +26,7 @@ over the folds, so every strategy tunes (and differentiates) the k-fold mean; a 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,6 +70,19 @@ def as_hparams(hparams: Any, argname: str = "hparams") -> HParams:
     return out
 
 
+def _is_optax_constructor(fn: Callable) -> bool:
+    """Whether `fn` is one of optax's optimiser constructors (`optax.sgd`, `optax.adamw`, their
+    `inject_hyperparams` forms): a function of optax's with a `learning_rate` parameter, which
+    would be handed the hparams dict as its learning rate."""
+    module = getattr(fn, "__module__", None) or ""
+    if module != "optax" and not module.startswith("optax."):
+        return False
+    try:
+        return "learning_rate" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read: not a constructor we know
+        return False
+
+
 def _naming_missing(fn: Callable) -> Callable:
     """`fn`, with a `KeyError` raised while tracing it turned into a `ValueError` naming the
     hyperparameter that was not given."""
@@ -91,8 +105,14 @@ class Objective:
             optimiser whose hyperparameters are read from `hparams` (schedules as
             `lambda step: hparams["lr"][step]`).
         num_steps: number of training steps T >= 1.
-        unroll: passed to `lax.scan` (an int unrolls that many steps per loop iteration; True
+        unroll: passed to `lax.scan` (an int >= 0 unrolls that many steps per loop iteration; True
             unrolls fully). It changes neither values nor FLOP counts.
+
+    Raises:
+        ValueError: at construction, for a `problem` that is not an `hg.Problem`, an `optimizer`
+            that is not callable or is an optax constructor itself (`optax.sgd`, which takes the
+            learning rate, not the hparams dict), `num_steps` below 1, or `unroll` neither a bool
+            nor an int >= 0.
 
     Cost: one call is one training run (T forward-backward passes on a minibatch, each after
     drawing the minibatch's indices) plus scoring the trained parameters (validation and test
@@ -114,10 +134,21 @@ class Objective:
         as_problem(self.problem)
         if not callable(self.optimizer):
             raise ValueError("optimizer must be a function hparams -> optax.GradientTransformation")
+        if _is_optax_constructor(self.optimizer):
+            name = getattr(self.optimizer, "__name__", "sgd")
+            raise ValueError(
+                f"Objective(optimizer=optax.{name}) is an optax constructor, which takes the learning rate "
+                f"itself; pass a function of the hparams dict instead: lambda h: optax.{name}(h['lr'])")
         steps = self.num_steps
         if not is_int_at_least(steps):
             raise ValueError(f"num_steps={steps!r} must be an integer >= 1")
         object.__setattr__(self, "num_steps", int(steps))
+        unroll = self.unroll
+        if not isinstance(unroll, bool):
+            if not is_int_at_least(unroll, 0):
+                raise ValueError(f"Objective(unroll={unroll!r}) must be a bool or an int >= 0 (steps unrolled "
+                                 "per loop iteration, as lax.scan's unroll; True unrolls fully): e.g. unroll=1")
+            object.__setattr__(self, "unroll", int(unroll))
 
     # -- public, pure -------------------------------------------------------------------------
     def __call__(self, hparams: HParams, key: Key) -> Scalar:

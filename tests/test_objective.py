@@ -359,3 +359,47 @@ def test_parameters_with_no_floating_point_leaf_are_refused_before_compiling(rid
     assert _COMPILES[before:] == []
     with pytest.raises(ValueError, match=refused):  # after its sampler, before the search program
         hg.random_search(objective, space, key, num_trials=2)
+
+
+def test_an_optimizer_constructor_passed_instead_of_a_function_of_hparams_is_refused(ridge_problem, key):
+    """`hg.Objective(problem, optax.sgd, T)` failed at the first call with optax's "unsupported operand
+    type(s) for *: 'int' and 'dict'". An optax constructor is refused at construction; a constructor of
+    the user's own fails when traced with a TypeError naming Objective(optimizer=...) and the lambda form."""
+    for constructor in (optax.sgd, optax.adamw, optax.inject_hyperparams(optax.sgd)):
+        with pytest.raises(ValueError, match=r"Objective\(optimizer=.*\) is an optax constructor.*"
+                                             r"lambda h: optax.\w+\(h\['lr'\]\)"):
+            hg.Objective(ridge_problem, constructor, num_steps=3)
+
+    def my_sgd(learning_rate):
+        return optax.sgd(learning_rate)
+
+    objective = hg.Objective(ridge_problem, my_sgd, num_steps=3)
+    for run in (lambda: objective({"lr": 0.1}, key), lambda: hg.hypergradient(objective, {"lr": 0.1}, key)):
+        with pytest.raises(TypeError, match=r"Objective\(optimizer=\.\.\.\) raised TypeError when called with the "
+                                            r"hparams dict \(.*'dict'.*\).*lambda h: optax.sgd\(h\['lr'\]\)") as caught:
+            run()
+        assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_a_jax_type_error_in_the_optimizer_is_left_as_jax_raised_it(ridge_problem, key):
+    """A Python `if` on a traced hyperparameter is JAX's own error, not a wrong kind of optimizer."""
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"] if h["lr"] > 0 else 0.1), num_steps=3)
+    with pytest.raises(jax.errors.TracerBoolConversionError):
+        objective({"lr": 0.1}, key)
+
+
+@pytest.mark.parametrize("unroll", ["yes", -2, 2.5, None, np.float64(2.0)])
+def test_unroll_is_checked_at_construction(ridge_problem, unroll):
+    """`unroll="yes"` was accepted and failed at the first call inside lax.scan ("'<' not supported
+    between 'str' and 'int'"); -2 gave JAX's message, naming neither Objective nor unroll."""
+    with pytest.raises(ValueError, match=r"Objective\(unroll=.*\) must be a bool or an int >= 0"):
+        hg.Objective(ridge_problem, sgd, num_steps=3, unroll=unroll)
+
+
+def test_unroll_accepts_a_bool_or_an_int_and_stores_a_python_value(ridge_problem, key):
+    values = [float(hg.Objective(ridge_problem, sgd, num_steps=3, unroll=u)({"lr": 0.1}, key))
+              for u in (True, 0, np.int64(2))]
+    np.testing.assert_allclose(values, values[0], rtol=1e-12)
+    stored = hg.Objective(ridge_problem, sgd, num_steps=3, unroll=np.int64(2)).unroll
+    assert type(stored) is int and stored == 2
+    assert hg.Objective(ridge_problem, sgd, num_steps=3, unroll=True).unroll is True
