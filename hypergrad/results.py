@@ -596,9 +596,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _logged_numbers(log: str | os.PathLike, strategy: str, study: str) -> set[int]:
+def _logged_numbers(log: str | os.PathLike, strategy: str, study: str, identity: Mapping[str, Any] | None
+                    ) -> set[int]:
     """The trial numbers a JSON-lines log holds for `strategy` in `study` (nothing for a missing
-    file; a line that is not a record, such as one cut short by a kill, is passed over)."""
+    file; a line that is not a record, such as one cut short by a kill, is passed over). A record
+    that names its study's identity (`hypergrad.store.StudyWriter.identity`: file and creation
+    time) counts only when it is `identity`; one that does not (written before records named it)
+    counts by the study's name alone, as it did then."""
     numbers = set()
     with contextlib.suppress(FileNotFoundError), open(log) as lines:
         for line in lines:
@@ -607,7 +611,7 @@ def _logged_numbers(log: str | os.PathLike, strategy: str, study: str) -> set[in
             except ValueError:
                 continue
             if (isinstance(record, dict) and record.get("strategy") == strategy and record.get("study") == study
-                    and isinstance(record.get("number"), int)):
+                    and isinstance(record.get("number"), int) and _same_study(record, identity)):
                 numbers.add(record["number"])
     return numbers
 
@@ -630,6 +634,14 @@ def _appending(log: str | os.PathLike):
     return f
 
 
+def _same_study(record: Mapping[str, Any], identity: Mapping[str, Any] | None) -> bool:
+    """Whether a log record of a study of this name is of the study `identity` names: always for a
+    record that names no identity (an older log's), else when every field of it agrees."""
+    if identity is None or not any(field in record for field in identity):
+        return True
+    return all(record.get(field) == value for field, value in identity.items())
+
+
 class TrialRecorder:
     """Collects trials as they are produced, appends each to a JSON-lines log, reports progress.
 
@@ -640,12 +652,15 @@ class TrialRecorder:
     step, `shared_outcome`): a failed write (a full disk) raises on every process, not on process 0
     alone while the others wait for it in the next chunk's collectives.
 
-    With a study (`sink`), each record also names it ("study"), and the log holds one record per
-    trial of the study across kills and resumes: the log runs up to a chunk (or step) ahead of the
-    study's commits, so a resumed call recomputes the trials of a process killed in between; it
-    reads the log once when it opens (O(log size)) and leaves out the trials the log already holds
-    for this strategy and study, whose records the recomputation repeats (resumes are exact). A
-    study made anew (another file, or a deleted one) logs all of its trials again.
+    With a study (`sink`), each record also names it: "study", and "storage" (the file's real path)
+    and "study_created" (its creation time), which tell it from a study of the same name in another
+    file or a deleted one. The log holds one record per trial of the study across kills and resumes:
+    the log runs up to a chunk (or step) ahead of the study's commits, so a resumed call recomputes
+    the trials of a process killed in between; it reads the log once when it opens (O(log size))
+    and leaves out the trials the log already holds for this strategy and study, whose records the
+    recomputation repeats (resumes are exact). Another study of the same name (another file, or a
+    deleted one made anew) logs all of its own trials; records written before they named the file
+    and creation time count for every study of their name.
 
     Args:
         strategy: label used in progress lines and log records.
@@ -669,7 +684,8 @@ class TrialRecorder:
         self._log = None
         writer = getattr(sink, "writer", sink)  # a strategy's wrapper of the study's writer holds it
         check_log_apart(log, None if writer is None else writer.path)
-        self._study = {} if writer is None else {"study": writer.study}
+        identity = None if writer is None else writer.identity
+        self._study = {} if writer is None else {"study": writer.study, **(identity or {})}
         self._logged: set[int] = set()
         self._shares_log = log is not None and jax.process_count() > 1  # process 0's log outcome, per report
         self._log_error: OSError | None = None
@@ -677,7 +693,7 @@ class TrialRecorder:
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
                 if writer is not None and writer.resumed:
-                    self._logged = _logged_numbers(log, strategy, writer.study)
+                    self._logged = _logged_numbers(log, strategy, writer.study, identity)
                 self._log = _appending(log)
             except OSError as err:
                 if not self._shares_log:

@@ -292,12 +292,14 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
         if error is not None:
             raise error
         return reader
+    created = time.time()  # the study's, when this call registers it (the log's records name it)
     if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
         # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
         # error surfaces at a commit
-        return StudyWriter(None, path, study, space, setup=lambda: _opened(path, study, kind, fingerprint, describe)[0])
+        return StudyWriter(None, path, study, space, created=created,
+                           setup=lambda: _opened(path, study, kind, fingerprint, describe, created)[0])
     try:
-        conn, resumed = _opened(path, study, kind, fingerprint, describe)
+        conn, resumed = _opened(path, study, kind, fingerprint, describe, created)
         writer = StudyWriter(conn, path, study, space, resumed=resumed)
     except BaseException as err:
         shared_outcome(err, _STUDY)  # the other processes raise it too, instead of waiting in collectives
@@ -315,14 +317,16 @@ _STUDY = "this study"  # what `shared_outcome`'s messages say a failing process 
 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
-            describe: Callable[[], dict[str, Any]] | None = None) -> tuple[sqlite3.Connection, bool]:
-    """A connection to the file, with the study's lease taken and its call registered or checked;
-    and whether the study was stored already (this call resumes it)."""
+            describe: Callable[[], dict[str, Any]] | None = None,
+            created: float | None = None) -> tuple[sqlite3.Connection, bool]:
+    """A connection to the file, with the study's lease taken and its call registered (at time
+    `created`; default now) or checked; and whether the study was stored already (this call
+    resumes it)."""
     conn = _connect(path)
     try:
         with _transaction(conn, path):
             _lease(conn, path, study)
-            resumed = _register(conn, path, study, kind, fingerprint, describe)
+            resumed = _register(conn, path, study, kind, fingerprint, describe, created)
     except BaseException:
         conn.close()
         raise
@@ -358,12 +362,13 @@ def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
 
 
 def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given: dict[str, Any],
-              describe: Callable[[], dict[str, Any]] | None = None) -> bool:
-    """Creates the study (False), or checks a stored one was made by the same call (True; in the
-    stored one's fingerprint format: `describe` makes the call's description again in it)."""
+              describe: Callable[[], dict[str, Any]] | None = None, created: float | None = None) -> bool:
+    """Creates the study (False; at time `created`, default now), or checks a stored one was made by
+    the same call (True; in the stored one's fingerprint format: `describe` makes the call's
+    description again in it)."""
     row = conn.execute("SELECT fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
     if row is None:
-        now = time.time()
+        now = time.time() if created is None else created
         conn.execute("INSERT INTO studies VALUES (?, ?, NULL, ?, 'running', NULL, NULL, NULL, ?, ?)",
                      (study, kind, _json(given), now, now))
         return False
@@ -438,12 +443,19 @@ class StudyWriter:
         checkpoint: the latest tune checkpoint ({"step", "number", "state"}), or None.
         resumed: True when the study was in the file before this call (`TrialRecorder` then logs
             no trial its log already holds for the study).
+        identity: what tells this study from any other of its name: {"storage": the file's real
+            path, "study_created": the study's creation time} (None for a study not yet in the file
+            of a reading process). `TrialRecorder` puts it in each log record.
     """
 
     def __init__(self, conn: sqlite3.Connection | None, path: str, study: str, space: Space | None,
-                 write: bool = True, setup: Any = None, resumed: bool = False):
+                 write: bool = True, setup: Any = None, resumed: bool = False, created: float | None = None):
         self.path, self.study, self._space, self._write = path, study, space, write
         self.resumed = resumed
+        if conn is not None:  # a stored study: its own creation time
+            row = conn.execute("SELECT created FROM studies WHERE name = ?", (study,)).fetchone()
+            created = created if row is None else float(row[0])
+        self.identity = None if created is None else {"storage": os.path.realpath(path), "study_created": created}
         self._conn = conn if write else None  # a reader's connection is closed by `_reader`
         self._pending: list[Trial] = []
         self._queue: queue.Queue = queue.Queue()

@@ -606,3 +606,38 @@ def test_check_log_refuses_the_study_file_before_anything_runs(tmp_path):
         check_log(str(db) + "-shm", storage=db)
     assert check_log(tmp_path / "run.jsonl", storage=db) == tmp_path / "run.jsonl"
     assert check_log(db) == db  # no study: nothing to compare with
+
+
+def test_a_resumed_study_logs_its_trials_beside_a_same_named_study_of_another_file(ridge_objective, key, tmp_path):
+    # One log for a script, storage=f"seed{seed}.db", study="s": a resumed seed-1 study left out of the log every trial
+    # whose number seed 0's study had logged (its records named the study's name alone). Records now name the file and
+    # the study's creation time, and a resume dedups against its own study's records only.
+    log = tmp_path / "trials.jsonl"
+    hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=tmp_path / "seed0.db", study="s", log=log)
+    with pytest.raises(Stop):
+        hg.random_search(ridge_objective, SPACE, jax.random.key(1), 8, chunk_size=4, storage=tmp_path / "seed1.db",
+                         study="s", log=log, progress=stop_after(1))
+    hg.random_search(ridge_objective, SPACE, jax.random.key(1), 8, chunk_size=4, storage=tmp_path / "seed1.db",
+                     study="s", log=log)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    by_file = {}
+    for r in records:
+        by_file.setdefault(os.path.basename(r.get("storage", "unnamed")), []).append(r["number"])
+    assert by_file == {"seed0.db": list(range(8)), "seed1.db": list(range(8))}
+    created = {r["storage"]: r["study_created"] for r in records}
+    assert [s.created for s in hg.list_studies(tmp_path / "seed1.db")] == [created[str(tmp_path / "seed1.db")]]
+
+
+def test_a_log_written_before_records_named_their_study_still_resumes_once(ridge_objective, key, tmp_path):
+    # A record without "storage" (an older log) counts for every study of its name: the resume logs each trial once.
+    db, log = tmp_path / "study.db", tmp_path / "trials.jsonl"
+    with pytest.raises(Stop):
+        hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="r", log=log,
+                         progress=stop_after(2))
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM trials WHERE number >= 4")  # the second commit never landed
+    older = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("storage", "study_created")}) + "\n"
+                           for r in older))
+    hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="r", log=log)
+    assert [json.loads(line)["number"] for line in log.read_text().splitlines()] == list(range(8))
