@@ -215,8 +215,13 @@ class Implicit(Method):
 
     Only hyperparameters of the training loss are differentiable: one that the optimiser reads
     (a learning rate, momentum, a decay inside `optax.adamw`) changes the path to the fixed point
-    but not the stationarity condition, so `check` refuses it. A hyperparameter read by neither the
-    loss nor the optimiser gets its exact gradient, zero.
+    but not the stationarity condition, so `check` refuses it; so is one that the initialisation
+    reads (`Problem(init=...)` with `model_reads_hparams`, e.g. an initialisation scale) and the
+    training loss does not, which moves where training starts, and so where unconverged or
+    nonconvex training ends, but not the stationarity condition. One that the initialisation and
+    the training loss both read gets its loss term only: its effect through the starting point is
+    part of the path that Implicit ignores (see Bias). A hyperparameter read only by the
+    validation loss gets its exact gradient, the direct term; one read by nothing gets zero.
 
     Cost: one training run, plus `maxiter` (CG, at most) or `num_terms` (Neumann) Hessian-vector
     products on the full training set (each about two gradient evaluations), plus one gradient of
@@ -288,7 +293,8 @@ class Implicit(Method):
 
     # -- refusal -------------------------------------------------------------------------------
     def check_loop(self, loop: Loop, hparams: HParams) -> None:
-        """Refuses hyperparameters that the optimiser reads (e.g. 'lr', 'momentum'), statically."""
+        """Refuses, statically, hyperparameters that the optimiser reads (e.g. 'lr', 'momentum') and
+        those that the initialisation reads but the training loss does not (e.g. an init scale)."""
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
             held = [str(leaf.dtype) for leaf in jax.tree.leaves(params) if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
@@ -305,6 +311,9 @@ class Implicit(Method):
                 return state, optimizer_update(opt, g, state, p, jnp.zeros((), jnp.result_type(float)))
 
             in_optimizer = hparams_read_by(optimizer_step, hparams, params, params)
+            # The starting point: it moves where training ends (unless it converges to a unique
+            # stationary point) but not the stationarity condition, so Implicit would return 0.
+            in_init = hparams_read_by(lambda h, lp: lp.init(h, jax.random.key(0)).params, hparams, loop)
         except KeyError as err:  # most often a hyperparameter nobody passed
             raise ValueError(missing_key_message(err)) from err
         for name in hparams:  # in the caller's order: the first offender is named
@@ -315,6 +324,13 @@ class Implicit(Method):
                     f"Implicit differentiates hyperparameters of the training loss only; {name!r} is "
                     f"read by the optimizer{also}; use hg.Reverse() or hg.Forward() for it, or leave "
                     "it out of hparams (fix it inside the optimizer function)")
+            if name in in_init and name not in in_loss:
+                raise ValueError(
+                    f"Implicit differentiates hyperparameters of the training loss only; {name!r} is "
+                    "read by the initialisation (Problem(init=...)) and not by the training loss: it "
+                    "moves where training ends, not the stationarity condition, so Implicit would "
+                    "return 0 for it; use hg.Reverse() or hg.Forward() for it, or leave it out of "
+                    "hparams (fix it inside init)")
 
     # -- the hypergradient ---------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
