@@ -1,10 +1,15 @@
-"""Refuses, before anything compiles, an optimiser that indexes a hyperparameter past its end
-within the training steps: a per-step schedule shorter than `num_steps` (`hparams["lr"][step]`
-with 100 entries and 200 steps). JAX clamps an out-of-bounds index to the last entry, so such a
-run would silently train its last steps at the last rate and pile their hypergradient onto it."""
+"""Refuses, before anything compiles, an objective that cannot run at the given hyperparameters'
+shapes: one whose trace fails (a loss that is not a scalar, a hyperparameter nobody passed), and an
+optimiser that indexes a hyperparameter past its end within the training steps: a per-step schedule
+shorter than `num_steps` (`hparams["lr"][step]` with 100 entries and 200 steps). JAX clamps an
+out-of-bounds index to the last entry, so such a run would silently train its last steps at the last
+rate and pile their hypergradient onto it."""
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 import weakref
 from typing import Any
 
@@ -14,14 +19,37 @@ import numpy as np
 from jax.experimental import checkify
 
 from hypergrad import _caches, _compile
+from hypergrad._jaxprs import unread_inputs
 from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
 
-__all__ = ["check_schedules_in_bounds"]
+__all__ = ["check_objective_runs", "check_schedules_in_bounds", "warn_unread_hparams"]
 
-# objective -> the hyperparameter shapes it was checked at
+# objective -> the hyperparameter shapes its schedules (_checked) and its trace (_traced) were checked at
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_traced: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _caches.register(_checked.clear)
+_caches.register(_traced.clear)
+
+
+def check_objective_runs(objective: Any, hparams: HParams) -> None:
+    """Traces `objective`'s training and evaluation once at `hparams` (`jax.make_jaxpr`: nothing
+    compiled or computed), so that an error the trace raises (a loss or metric that is not a scalar, a
+    hyperparameter the optimiser reads that nobody passed) comes before any program is compiled, not
+    after the first one; warns of a hyperparameter the objective never reads
+    (`warn_unread_hparams`); then `check_schedules_in_bounds`. Cost: one trace of the objective, once
+    per objective and hyperparameter shapes, and the schedule check's. For a caller that traces the
+    objective anyway before compiling (a search's counted run), `check_schedules_in_bounds` alone."""
+    shapes = _shapes(hparams)
+    if _cached(_traced, objective, shapes):
+        return
+    concrete = _concrete(hparams)
+    with _compile.naming_missing_hparams():
+        traced = jax.make_jaxpr(lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(
+            concrete, objective.problem.data)
+    warn_unread_hparams(traced, concrete)
+    check_schedules_in_bounds(objective, hparams)
+    _remember(_traced, objective, shapes)
 
 
 def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
@@ -37,16 +65,11 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     updates, no training loss or data."""
     if all(np.ndim(v) == 0 for v in jax.tree.leaves(hparams)):
         return
-    shapes = tuple((name, np.shape(v), str(jnp.result_type(v))) for name, v in sorted(hparams.items()))
-    try:
-        if _checked.get(objective) == shapes:
-            return
-    except TypeError:  # an objective that cannot be weakly referenced: checked every time
-        pass
-    concrete = {name: (np.zeros(np.shape(v), jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v)
-                for name, v in hparams.items()}
+    shapes = _shapes(hparams)
+    if _cached(_checked, objective, shapes):
+        return
     with _compile.naming_missing_hparams():
-        error = _probe(objective, concrete)
+        error = _probe(objective, _concrete(hparams))
     if error is not None:
         raise ValueError(
             f"the optimiser indexes a hyperparameter past its end within num_steps={objective.num_steps} "
@@ -54,8 +77,29 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
             f"schedule num_steps={objective.num_steps} entries (e.g. hg.LogUniform(..., shape=("
             f"{objective.num_steps},))), or clamp the index yourself (jnp.minimum(step, n - 1)) if that is "
             "what you mean")
+    _remember(_checked, objective, shapes)
+
+
+def _shapes(hparams: HParams) -> tuple:
+    return tuple((name, np.shape(v), str(jnp.result_type(v))) for name, v in sorted(hparams.items()))
+
+
+def _concrete(hparams: HParams) -> HParams:
+    """`hparams` with each traced value replaced by zeros of its shape and dtype."""
+    return {name: (np.zeros(np.shape(v), jnp.result_type(v)) if isinstance(v, jax.core.Tracer) else v)
+            for name, v in hparams.items()}
+
+
+def _cached(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -> bool:
     try:
-        _checked[objective] = shapes
+        return cache.get(objective) == shapes
+    except TypeError:  # an objective that cannot be weakly referenced: checked every time
+        return False
+
+
+def _remember(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -> None:
+    try:
+        cache[objective] = shapes
     except TypeError:
         pass
 
@@ -79,3 +123,28 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
     error, _ = checked.lower(hparams).compile(_compile.QUICK_COMPILE)(hparams)  # runs once: compile fast
     message = error.get()
     return None if message is None else message.strip().split("\n")[0]
+
+
+def warn_unread_hparams(traced: Any, hparams: HParams) -> None:
+    """Warns (`UserWarning`) of each hyperparameter that `traced`, a jaxpr whose first inputs are
+    `hparams`' leaves (in `jax.tree` order), never reads: declared in the space but wired into
+    neither the optimiser nor the losses, so a search reports a "best" value for it that changes
+    nothing and a gradient method descends a coordinate whose hypergradient is exactly 0. A warning,
+    not an error: a hyperparameter can be read only by some configurations of a structured family."""
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(hparams)]
+    unread = [paths[i] for i in unread_inputs(traced) if i < len(paths)]
+    if unread:
+        names = ", ".join(name.strip("[]") for name in unread)
+        warnings.warn(f"the objective never reads hyperparameter(s) {names}: tuning or searching them changes "
+                      "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or drop "
+                      "them from the hg.Space", UserWarning, stacklevel=_first_level_outside_the_library())
+
+
+def _first_level_outside_the_library() -> int:
+    """`warnings.warn`'s stacklevel, called from the function that calls this, that points at the
+    first frame outside hypergrad: the user's line, however deep in the library the warning is."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -12,7 +12,7 @@ from hypergrad._types import HParams, Key, Scalar
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad._checks import check_key
-from hypergrad._indexing import check_schedules_in_bounds
+from hypergrad._indexing import check_objective_runs
 from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_differentiable_hparams"]
@@ -73,7 +73,7 @@ def hypergradient(
     key = check_key(key)
     method.check(objective, hparams)
     if not _compile.is_traced(hparams):  # under a transformation the objective may close over tracers
-        check_schedules_in_bounds(objective, hparams)
+        check_objective_runs(objective, hparams)
     (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
     return value, grads
 

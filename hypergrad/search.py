@@ -36,7 +36,7 @@ from hypergrad import _caches, _compile
 from hypergrad._batching import (chunk_for, device_count, first_row, place, shardings, take_rows,
                                  to_host)
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
-from hypergrad._indexing import check_schedules_in_bounds
+from hypergrad._indexing import check_schedules_in_bounds, warn_unread_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
@@ -133,12 +133,14 @@ def _evaluate_group(
     recorded: Any,
     overlap: Callable[[], Any] = lambda: None,
     first_number: int = 0,
+    warn_unread: bool = True,
 ) -> tuple[float, float]:
     """Evaluates `settings` (one objective, trial numbers `first_number + rows`) in calls of `chunk`
     rows, the last (or only) one padded; adds each trial to `recorder` as its chunk returns, with
     hparams `recorded(i)`; calls `overlap()` before its program compiles, or before its first chunk
     when it is compiled already, or at the end when it runs none (`evaluate_settings` makes it act
-    once). Returns (compile s, run FLOPs). The program is made (looked up, or compiled) at the
+    once). Warns of a hyperparameter the objective never reads when `warn_unread` (not for one
+    configuration of a structured family, which may leave some unread). Returns (compile s, run FLOPs). The program is made (looked up, or compiled) at the
     first chunk a resumed study does not hold: a study that holds them all costs no compilation,
     and its run FLOPs are its trials'.
 
@@ -158,7 +160,7 @@ def _evaluate_group(
         if executable is None:  # the first chunk to run: its arguments look the program up
             data, key = place((objective.problem.data, key), replicated)
             executable, compile_seconds, names, unit = _search_program(objective, chunk, (batch, key, data),
-                                                                       first_row(settings), overlap)
+                                                                       first_row(settings), overlap, warn_unread)
             overlap()  # if the program was compiled already
             began = time.perf_counter()
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
@@ -177,10 +179,12 @@ def _evaluate_group(
 
 
 def _search_program(objective: Objective, chunk: int, example: tuple, one: HParams,
-                    before_compile: Callable[[], Any] | None = None) -> tuple[Any, float, tuple[str, ...], float]:
+                    before_compile: Callable[[], Any] | None = None,
+                    warn_unread: bool = True) -> tuple[Any, float, tuple[str, ...], float]:
     """(executable, compile seconds, score names, FLOPs of one trial) of the search program for
     `example` = (settings, key, data) arguments; compiled and counted on the first call only
-    (`before_compile` called right before XLA compiles it)."""
+    (`before_compile` called right before XLA compiles it; `warn_unread`: `warn_unread_hparams` on
+    its trace)."""
     began = time.perf_counter()
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
     if executable is None:
@@ -188,6 +192,8 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
         # and compiled as the search program. The planner's count of it hands over its trace.
         with _compile.naming_missing_hparams():
             run = traced_run(objective, one, example[1], example[2])
+        if warn_unread:
+            warn_unread_hparams(run.jaxpr, one)
         traced_now = time.perf_counter() - began
         executable, compile_seconds = _compile.compiled(
             ("search", objective), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
@@ -395,7 +401,7 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             return space.options_of(row) if structural else row
 
         seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_of(rows), recorder, recorded,
-                                        overlap, first_number)
+                                        overlap, first_number, warn_unread=not config)
         compile_seconds += seconds
         units.append((unit, len(rows)))
     num = sum(n for _, n in units)
@@ -475,8 +481,10 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
     its trials, from `began`) are paid after `earlier`'s trials, so they are placed before the first
     new trial (`info["setup_seconds_at"]`), not before trial 0."""
     if stored:
-        raise ValueError("random_search(extends=..., storage=..., study=...): a stored study resumes itself; "
-                         "call it again with the larger num_trials instead of passing extends")
+        raise ValueError("random_search(extends=..., storage=..., study=...): a stored study holds the num_trials "
+                         "it was started with (called again it resumes to that count, and refuses another); to "
+                         "extend it, pass extends=hg.load_study(storage, study) without storage= and study=, or "
+                         "start a new study with the larger num_trials (its first trials are the same draws)")
     if not isinstance(earlier, Result) or earlier.strategy != "random":
         raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "
                          "random_search of the same objective, space and key")

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._indexing import check_schedules_in_bounds
+from hypergrad._indexing import check_objective_runs
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
@@ -275,7 +275,7 @@ def tune(
                          "False (every step trains with key)")
     resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
     population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving, chunk_size)
-    check_schedules_in_bounds(objective, space.centre())
+    check_objective_runs(objective, space.centre())
     # every refusal before the study opens: a study stores the call that opened it and refuses another
     starts = _checked_starts(objective, space, method, init, population, warmup, key)
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(

@@ -1,5 +1,7 @@
 """Problem: minibatch sampling, validation of its arguments, and the built-in problems' data."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -338,19 +340,37 @@ SHAPED = {  # what the user's function returns -> the function the error names
 }
 
 
+@pytest.fixture(scope="module")
+def eager_ops_compiled():
+    """The one-op programs of eager array code on the way to a refusal (`Space.centre`'s jnp, a key's
+    dtype conversion), which JAX compiles once per process: run every call below on a fine objective."""
+    objective = hg.Objective(make_problem(n=12, batch_size=4), lambda h: optax.sgd(lambda t: h["lr"][t]), num_steps=3)
+    space, key = hg.Space({"lr": hg.LogUniform(0.01, 1.0, shape=(3,))}), jax.random.key(0)
+    objective({"lr": jnp.full(3, 0.1)}, key)
+    hg.tune(objective, space, key, steps=1)
+    hg.tune(objective, space, key, population=2, steps=1)
+
+
 @pytest.mark.parametrize("case", sorted(SHAPED))
-def test_a_loss_or_metric_that_is_not_a_scalar_is_refused_before_compiling(case):
+def test_a_loss_or_metric_that_is_not_a_scalar_is_refused_before_compiling(case, caplog, eager_ops_compiled):
     """A val_loss of shape (1,) or (n,) was silently the objective's value (a search then failed
     converting it); a train_loss of shape (1,) failed in autodiff. Every one is now a ValueError
-    naming the function and the shape, while the training program is traced, before it compiles."""
+    naming the function and the shape, while the training program is traced, before it compiles.
+    Before any program at all: tune compiled its starts and the schedule check before the trace that
+    refuses (random search still compiles its sampler first: it traces the objective once, for its
+    count and its program together)."""
     overrides, names = SHAPED[case]
     problem = make_problem(n=12, batch_size=4, **overrides)
     objective = hg.Objective(problem, lambda h: optax.sgd(lambda t: h["lr"][t]), num_steps=3)
     hparams, key = {"lr": jnp.full(3, 0.1)}, jax.random.key(0)
+    space = hg.Space({"lr": hg.LogUniform(0.01, 1.0, shape=(3,))})
     before = _compile.stats.compilations
     shape = r"\(4,\)" if case == "per_example" else r"\(1,\)"
-    for run in (lambda: objective(hparams, key), lambda: objective.evaluate(hparams, key),
-                lambda: hg.hypergradient(objective, hparams, key)):
-        with pytest.raises(ValueError, match=names + rf" returned shape {shape}; it must return a scalar"):
-            run()
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        for run in (lambda: objective(hparams, key), lambda: objective.evaluate(hparams, key),
+                    lambda: hg.hypergradient(objective, hparams, key),
+                    lambda: hg.tune(objective, space, key, steps=2), lambda: hg.tune(objective, space, key, population=2)):
+            with pytest.raises(ValueError, match=names + rf" returned shape {shape}; it must return a scalar"):
+                run()
     assert _compile.stats.compilations == before
+    assert [r.getMessage() for r in caplog.records if "XLA compilation" in r.getMessage()] == []

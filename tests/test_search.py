@@ -178,11 +178,25 @@ def test_extends_refuses_what_is_not_this_search(random_results, mb_objective, m
     grid = dataclasses.replace(earlier, strategy="grid")
     with pytest.raises(ValueError, match="Result of an earlier random_search"):
         hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=grid)
-    with pytest.raises(ValueError, match="resumes itself"):
+    with pytest.raises(ValueError, match="extends=hg.load_study"):
         hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=earlier,
                          storage=tmp_path / "s.db", study="s")
-    with pytest.raises(ValueError, match="resumes itself"):
+    with pytest.raises(ValueError, match="extends=hg.load_study"):
         hg.random_search(mb_objective, mb_space, key, num_trials=12, extends=earlier, study="s")
+
+
+def test_the_refusal_to_extend_a_stored_study_gives_advice_that_works(mb_objective, mb_space, tmp_path):
+    # it said "call it again with the larger num_trials", which the study refuses (arguments.num_trials differs)
+    key, db = jax.random.key(7), tmp_path / "s.db"
+    stored = hg.random_search(mb_objective, mb_space, key, num_trials=4, storage=db, study="s")
+    with pytest.raises(ValueError, match="arguments.num_trials differs"):
+        hg.random_search(mb_objective, mb_space, key, num_trials=8, storage=db, study="s")
+    with pytest.raises(ValueError, match="extends=hg.load_study") as refusal:
+        hg.random_search(mb_objective, mb_space, key, num_trials=8, extends=stored, storage=db, study="s")
+    assert "without storage= and study=" in str(refusal.value)
+    extended = hg.random_search(mb_objective, mb_space, key, num_trials=8, extends=hg.load_study(db, "s"))
+    whole = hg.random_search(mb_objective, mb_space, key, num_trials=8)
+    np.testing.assert_allclose([t.value for t in extended.trials], [t.value for t in whole.trials], rtol=1e-12)
 
 
 
