@@ -33,7 +33,8 @@ Safety: WAL journal with `synchronous=NORMAL` (a killed process loses at most th
 an operating-system crash may lose the last few commits, never the file's consistency), a busy
 timeout of 30 s for concurrent readers and writers of other studies, and a lease per study: a second
 process writing the same study gets a `RuntimeError` naming the first one's pid (a lease of a process
-that no longer runs on this host is taken over). A file truncated or edited by hand gives a
+that no longer runs on this host is taken over), and so does a second writer in the same process
+(another thread), when it opens the study, before it computes. A file truncated or edited by hand gives a
 `ValueError` naming the file, study and trial; other studies in it stay readable. Under
 `jax.distributed` process 0 alone writes; when it is refused a study or a write fails, it sends the
 error to the others (a broadcast at the opening and at every commit), which raise it too instead of
@@ -177,12 +178,46 @@ def _transaction(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connec
     conn.execute("COMMIT")
 
 
+# The (real path, study) pairs this process has open for writing, with the thread that opened each
+# (`_claim`): a lease names a process, so a second writer of a study in the same process (another
+# thread) is refused here, not by the lease.
+_WRITING: dict[tuple[str, str], threading.Thread] = {}
+_WRITING_LOCK = threading.Lock()
+
+
+def _claim(path: str, study: str) -> tuple[str, str, threading.Thread]:
+    """Claims study `study` in `path` for a writer opened by this thread, before its lease is taken
+    or anything computes; `RuntimeError` (the lease's, `_lease`) while a writer that another
+    running thread of this process opened holds it. Released by `_release` when that writer
+    closes. A claim of this same thread, or of a thread that has ended, is taken over: its call
+    has ended (a writer lost to a Ctrl-C before its caller held it is never closed)."""
+    claim = (os.path.realpath(path), study)
+    with _WRITING_LOCK:
+        holder = _WRITING.get(claim)
+        if holder is not None and holder is not threading.current_thread() and holder.is_alive():
+            raise RuntimeError(
+                f"study {study!r} in {path} is being written by pid {os.getpid()} on {socket.gethostname()} (this "
+                f"process: thread {holder.name!r}); wait for it to finish, or use another study name")
+        _WRITING[claim] = threading.current_thread()
+    return (*claim, threading.current_thread())
+
+
+def _release(claim: tuple[str, str, threading.Thread] | None) -> None:
+    """Ends a `_claim` (nothing for None, or one already released or taken over)."""
+    if claim is not None:
+        with _WRITING_LOCK:
+            if _WRITING.get(claim[:2]) is claim[2]:
+                del _WRITING[claim[:2]]
+
+
 def _alive(pid: int, host: str) -> bool:
     """Whether the lease holder may still run: True for another host (unknowable from here)."""
     if host != socket.gethostname():
         return True
     if pid == os.getpid():
-        return False  # this process: an earlier call that ended without releasing (an exception)
+        # this process: an earlier call that ended without releasing (an exception); a writer still
+        # running in this process holds its `_claim`, which refused this one before its lease
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -294,13 +329,18 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
         return reader
     created = time.time()  # the study's, when this call registers it (the log's records name it)
     if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
-        # creates the file (tens of milliseconds of syncs) while the first chunk computes; a lease
-        # error surfaces at a commit
-        return StudyWriter(None, path, study, space, created=created,
+        # creates the file (tens of milliseconds of syncs) while the first chunk computes; another
+        # process's lease surfaces at a commit (another thread's claim here, at once)
+        return StudyWriter(None, path, study, space, created=created, claim=_claim(path, study),
                            setup=lambda: _opened(path, study, kind, fingerprint, describe, created)[0])
     try:
-        conn, resumed = _opened(path, study, kind, fingerprint, describe, created)
-        writer = StudyWriter(conn, path, study, space, resumed=resumed)
+        claim = _claim(path, study)
+        try:
+            conn, resumed = _opened(path, study, kind, fingerprint, describe, created)
+            writer = StudyWriter(conn, path, study, space, resumed=resumed, claim=claim)
+        except BaseException:
+            _release(claim)
+            raise
     except BaseException as err:
         shared_outcome(err, _STUDY)  # the other processes raise it too, instead of waiting in collectives
         raise
@@ -449,8 +489,10 @@ class StudyWriter:
     """
 
     def __init__(self, conn: sqlite3.Connection | None, path: str, study: str, space: Space | None,
-                 write: bool = True, setup: Any = None, resumed: bool = False, created: float | None = None):
+                 write: bool = True, setup: Any = None, resumed: bool = False, created: float | None = None,
+                 claim: tuple[str, str, threading.Thread] | None = None):
         self.path, self.study, self._space, self._write = path, study, space, write
+        self._claim = claim  # released by `close` (`_claim`)
         self.resumed = resumed
         if conn is not None:  # a stored study: its own creation time
             row = conn.execute("SELECT created FROM studies WHERE name = ?", (study,)).fetchone()
@@ -593,6 +635,7 @@ class StudyWriter:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (self.study, os.getpid()))
         finally:
+            _release(self._claim)
             if self._thread is not None:
                 self._closed = True
                 self._queue.put(None)

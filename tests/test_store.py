@@ -641,3 +641,35 @@ def test_a_log_written_before_records_named_their_study_still_resumes_once(ridge
                            for r in older))
     hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="r", log=log)
     assert [json.loads(line)["number"] for line in log.read_text().splitlines()] == list(range(8))
+
+
+def test_a_second_thread_writing_the_same_study_is_refused_before_it_computes(ridge_objective, key, tmp_path):
+    # A lease held by this very process counted as stale: a second thread took it over, computed the same trials, met a
+    # raw sqlite3.IntegrityError at its commit, and its exit deleted the first thread's lease.
+    db = tmp_path / "study.db"
+    first_chunk, go_on, outcome = threading.Event(), threading.Event(), {}
+
+    def progress(line):
+        first_chunk.set()
+        assert go_on.wait(60)
+
+    def first():
+        outcome["A"] = hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="s",
+                                        progress=progress)
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert first_chunk.wait(60)
+        second = []
+        with pytest.raises(RuntimeError, match=rf"study 's' in .* is being written by pid {os.getpid()}"):
+            hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="s",
+                             progress=second.append)
+        assert second == []  # refused when it opened the study, before computing
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT pid FROM leases WHERE study = 's'").fetchall() == [(os.getpid(),)]
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert len(outcome["A"].trials) == 8
+    again = hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="s")  # released: resumes
+    assert_same_trials(again, outcome["A"])
