@@ -39,7 +39,8 @@ import numpy as np
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Problem", "num_examples", "check_values", "kfold_indices", "explicit_folds", "scalar_output"]
+__all__ = ["Problem", "num_examples", "check_values", "check_like_train", "kfold_indices", "explicit_folds",
+           "scalar_output"]
 
 
 def num_examples(data: PyTree, argname: str) -> int:
@@ -87,6 +88,40 @@ def check_values(data: PyTree, argname: str) -> None:
             if bad:
                 raise ValueError(f"{argname} holds {bad} NaN or infinite values; drop or impute them first "
                                  "(every trial's loss would be NaN)")
+
+
+def check_like_train(split: PyTree, train_data: PyTree, argname: str) -> None:
+    """Raises `ValueError` when `split` (val_data or test_data, named `argname`) has the structure
+    of `train_data` but a leaf whose examples differ from train_data's in shape, or in kind of
+    number (bool, integer, floating, complex): the model and losses see every split, so such a
+    split failed deep in a trace naming neither split (4 features against 3), or silently
+    broadcast (targets of shape (n, 1) against predictions of shape (n,)). Precision may differ
+    (float32 against float64). A split of another structure is the user's own design and is not
+    compared. Cost: shapes and dtypes only, at construction."""
+    if split is None or jax.tree.structure(split) != jax.tree.structure(train_data):
+        return
+    for (path, leaf), train_leaf in zip(jax.tree_util.tree_leaves_with_path(split), jax.tree.leaves(train_data)):
+        where = jax.tree_util.keystr(path)
+        shape, train_shape = np.shape(leaf)[1:], np.shape(train_leaf)[1:]
+        if shape != train_shape:
+            raise ValueError(f"{argname}{where} holds examples of shape {shape}, but train_data{where} holds "
+                             f"{train_shape}: every split must hold examples of one shape (the model and losses "
+                             f"see all of them); give {argname} the same features and target shape as train_data")
+        kind, train_kind = _number_kind(leaf), _number_kind(train_leaf)
+        if kind != train_kind:
+            raise ValueError(f"{argname}{where} holds {kind} values, but train_data{where} holds {train_kind}: "
+                             f"every split must hold the same kind of number; convert one of them (e.g. labels "
+                             f"as ints in every split: y.astype(int))")
+
+
+def _number_kind(leaf: Any) -> str:
+    """'bool', 'integer', 'floating' or 'complex': the kind of number `leaf` holds."""
+    dtype = leaf.dtype if isinstance(leaf, (np.ndarray, jax.Array)) else np.asarray(leaf).dtype
+    for kind, base in (("bool", np.bool_), ("integer", np.integer), ("floating", np.floating),
+                       ("complex", np.complexfloating)):
+        if np.issubdtype(dtype, base):
+            return kind
+    return str(dtype)
 
 
 def _on_cpu(array: jax.Array) -> bool:
@@ -323,6 +358,9 @@ class Problem:
             num_examples(self.test_data, "test_data")
         for argname in ("train_data", "val_data", "test_data"):
             check_values(getattr(self, argname), argname)
+        pooled = self.cv is not None and not isinstance(self.cv, (list, tuple))  # cv=k: `_check_cv` checks val
+        for argname in ("test_data",) if pooled else ("val_data", "test_data"):
+            check_like_train(getattr(self, argname), self.train_data, argname)
         return n_train, n_val
 
     def _check_cv(self, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -177,7 +177,8 @@ def test_nan_or_infinite_data_are_refused_with_their_count(as_array):
         make_problem(train_data=(as_array(x), as_array(y)))
     with pytest.raises(ValueError, match="val_data holds 1 NaN or infinite values"):
         make_problem(val_data=(as_array(x[:4]), as_array(y[:4])))
-    assert make_problem(train_data=(as_array(np.ones((20, 3), np.float32)), as_array(y))).num_train == 20
+    assert make_problem(train_data=(as_array(np.ones((20, 3), np.float32)), as_array(y)),
+                        val_data=(as_array(np.ones((4, 3), np.float32)), as_array(y[:4]))).num_train == 20
 
 
 def test_non_callables_are_refused():
@@ -374,3 +375,32 @@ def test_a_loss_or_metric_that_is_not_a_scalar_is_refused_before_compiling(case,
                 run()
     assert _compile.stats.compilations == before
     assert [r.getMessage() for r in caplog.records if "XLA compilation" in r.getMessage()] == []
+
+
+@pytest.mark.parametrize("split", ["val_data", "test_data"])
+@pytest.mark.parametrize("case", ["features", "targets", "kind"])
+def test_a_split_whose_examples_differ_from_train_data_is_refused_naming_split_and_leaf(split, case):
+    """val_data with 4 features while train_data had 3 failed in the first trace with "dot_general
+    requires contracting dimensions", naming neither split; targets of shape (n, 1) broadcast silently
+    against predictions of shape (n,); integer labels in one split and floats in another failed deep in
+    a loss. Each is now refused at construction, naming the split, the leaf and both shapes or kinds."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 3)), rng.integers(0, 2, size=30)
+    other = {"features": (rng.normal(size=(10, 4)), y[:10]), "targets": (x[:10], y[:10, None]),
+             "kind": (x[:10], y[:10].astype(float))}[case]
+    match = {"features": rf"{split}\[0\] holds examples of shape \(4,\), but train_data\[0\] holds \(3,\)",
+             "targets": rf"{split}\[1\] holds examples of shape \(1,\), but train_data\[1\] holds \(\)",
+             "kind": rf"{split}\[1\] holds floating values, but train_data\[1\] holds integer.*y.astype\(int\)"}[case]
+    splits = {"val_data": (x[20:], y[20:]), "test_data": (x[20:], y[20:]), split: other}
+    with pytest.raises(ValueError, match=match):
+        hg.Problem(init=lambda k: {"w": jnp.zeros(3)}, train_loss=lambda p, h, b: 0.0, val_loss=lambda p, b: 0.0,
+                   train_data=(x[:20], y[:20]), **splits)
+
+
+def test_splits_of_another_structure_or_precision_are_not_compared():
+    """A split of another structure is the user's design; float32 against float64 is a precision, not a slip."""
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    problem = hg.Problem(init=lambda k: {"w": jnp.zeros(3)}, train_loss=lambda p, h, b: 0.0,
+                         val_loss=lambda p, b: 0.0, train_data=(x[:20], x[:20, 0]),
+                         val_data={"x": x[20:, :2]}, test_data=(x[20:].astype(np.float32), x[20:, 0]))
+    assert problem.data["val"]["x"].shape == (10, 2)
