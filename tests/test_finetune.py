@@ -564,3 +564,20 @@ def test_group_sgd_cosine_takes_numpy_int_num_steps_and_refuses_bool():
     for bad in (True, 0, 2.0, "4"):
         with pytest.raises(ValueError, match="num_steps.*int >= 1"):
             ft.group_sgd(cosine=True, num_steps=bad)
+
+
+def test_finetune_space_refuses_a_name_or_an_objective_naming_the_call_that_fits(tiny):
+    """finetune_space("digits-finetune", 10) failed with "'str' object has no attribute 'init'", and an
+    Objective failed likewise; each is now a ValueError showing the call that fits, before init runs."""
+    _, problem = tiny
+    with pytest.raises(ValueError, match=r"finetune_space\(problem='digits-finetune'\) takes a fine-tuning "
+                                         r"hg.Problem, not a name; .*hg.problems.preset\('digits-finetune'\)"):
+        hg.problems.finetune_space("digits-finetune", 10)
+    with pytest.raises(ValueError, match=r"not a name; the presets are \[.*'digits-finetune'"):
+        hg.problems.finetune_space("digits", 10)
+    objective, space = hg.problems.finetune_space(problem, 4)
+    with pytest.raises(ValueError, match=r"given an hg.Objective.*finetune_space\(objective.problem, num_steps\)"):
+        hg.problems.finetune_space(objective, 4)
+    with pytest.raises(ValueError, match=r"problem must be an hg.Problem, got int"):
+        hg.problems.finetune_space(3, 4)
+    assert objective.problem is problem and set(space.names) == {"lr", "l2sp", "warmup"}

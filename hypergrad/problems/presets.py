@@ -28,7 +28,7 @@ import optax
 
 from hypergrad._checks import check_count
 from hypergrad.objective import Objective
-from hypergrad.problem import Problem
+from hypergrad.problem import Problem, as_problem
 from hypergrad.problems.logistic import logistic
 from hypergrad.problems.finetune import group_sgd, layer_groups
 from hypergrad.problems.mlp import corrupted_examples, mlp_classifier, noisy_mlp_classifier
@@ -102,7 +102,10 @@ def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
     """A fine-tuning problem's objective (`group_sgd`, momentum 0.9) and its space: one rate per
     layer (`lr`, shape (layers,); the baselines search one rate shared by every layer), the L2-SP
     strength and the warm-up length (up to a quarter of the steps). Three scalars for the grid.
-    `num_steps` must be an int >= 1 (a ValueError names it)."""
+    `problem` must be an `hg.Problem` (a preset's name or an Objective is a ValueError showing the
+    call that fits) and `num_steps` an int >= 1 (a ValueError names it), both checked before the
+    problem's `init` runs."""
+    problem = _checked_finetune_problem(problem)
     num_steps = check_count(num_steps, "num_steps")
     groups = layer_groups(problem.init(jax.random.key(0)))
     space = Space({
@@ -111,3 +114,16 @@ def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
         "warmup": Uniform(0.0, num_steps / 4),
     })
     return Objective(problem, group_sgd(groups), num_steps), space
+
+
+def _checked_finetune_problem(problem: object) -> Problem:
+    """`problem` if it is an `hg.Problem`; a ValueError showing the fix for a preset's name or an
+    Objective (the two slips that failed with "'str' object has no attribute 'init'")."""
+    if isinstance(problem, str):
+        hint = (f"for the preset's objective and space call hg.problems.preset({problem!r})" if problem in PRESETS
+                else f"the presets are {sorted(PRESETS)}, built with hg.problems.preset(name)")
+        raise ValueError(f"finetune_space(problem={problem!r}) takes a fine-tuning hg.Problem, not a name; {hint}")
+    if isinstance(problem, Objective):
+        raise ValueError("finetune_space(problem=...) was given an hg.Objective; it builds the objective itself: "
+                         "pass the problem, finetune_space(objective.problem, num_steps)")
+    return as_problem(problem)
