@@ -60,18 +60,47 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
     Returns:
         The directory in use, or None when the environment variable turned the cache off (JAX's
         settings are then left as they were).
+
+    Raises:
+        ValueError: for a `path` (or environment variable) that is not a path, names a file or
+            lies under one, or cannot be created; JAX's settings are then left as they were.
     """
+    given = f"use_compilation_cache(path={path!r})"
     if path is None:
         setting = os.environ.get(ENV_VAR)
         if setting is not None and setting.strip().lower() in _OFF:
             return None
+        given = f"{ENV_VAR}={setting!r}"
         path = setting if setting is not None else default_compilation_cache_dir()
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    os.makedirs(path, exist_ok=True)
+    path = _created_folder(path, given)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # every entry, however small
     # JAX decides once per process whether the cache is in use, at its first compilation: reset that
     # decision so a call after some compilation still takes effect.
     compilation_cache.reset_cache()
+    return path
+
+
+def _created_folder(path: object, given: str) -> str:
+    """`path` made absolute (`~` expanded) and created if missing; `ValueError` naming `given` (the
+    argument or environment variable it came from) for a non-path, a file, a folder under a file,
+    or one that cannot be created (no write permission)."""
+    try:
+        path = os.path.abspath(os.path.expanduser(os.fsdecode(path)))
+    except TypeError:
+        raise ValueError(f"{given} must be the path of a folder (a str or os.PathLike), or None for the "
+                         "default folder") from None
+    existing = path
+    while not os.path.exists(existing):  # the root exists, so this ends
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == path else f"lies under {existing!r}, which is a file"
+        raise ValueError(f"{given} {where}; give a folder (created if missing) for the compiled programs, "
+                         "e.g. a new folder beside that file")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{given}: the folder cannot be created ({err.strerror}); give a folder you can "
+                         "write") from err
     return path

@@ -161,3 +161,24 @@ def test_the_command_turns_it_on_before_anything_compiles(tmp_path, monkeypatch)
         cli.main(["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--out", str(tmp_path)])
     assert calls == [None]
     assert not any(tmp_path.iterdir())  # no output written, no program run before it
+
+
+def test_a_file_or_a_non_path_is_refused_naming_the_argument(tmp_path, monkeypatch):
+    """use_compilation_cache("/a/file/cache") raised a raw NotADirectoryError and (5) a TypeError
+    naming nothing; each is now a ValueError naming path= (or the environment variable), raised
+    before JAX's settings change."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    before = jax.config.jax_compilation_cache_dir
+    for path, match in ((str(a_file / "cache"), r"path=.*afile/cache'\) lies under .*afile', which is a file; give a "
+                                           r"folder"),
+                        (str(a_file), r"path=.*afile'\) is a file; give a folder"),
+                        (5, r"use_compilation_cache\(path=5\) must be the path of a folder"),
+                        (["a"], r"use_compilation_cache\(path=\['a'\]\) must be the path of a folder")):
+        with pytest.raises(ValueError, match=match):
+            hg.use_compilation_cache(path)
+    monkeypatch.setenv(_caches.ENV_VAR, str(a_file))
+    with pytest.raises(ValueError, match=rf"{_caches.ENV_VAR}=.*afile' is a file"):
+        hg.use_compilation_cache()
+    assert jax.config.jax_compilation_cache_dir == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
