@@ -103,6 +103,7 @@ from hypergrad._jaxprs import sub_jaxprs
 from hypergrad._types import HParams, Key
 from hypergrad._checks import check_key
 from hypergrad.hypergradient import check_method, check_objective, value_and_grad_fn
+from hypergrad.objective import as_hparams
 
 __all__ = ["jaxpr_flops", "program_flops", "run_flops", "traced_run", "TracedRun", "hypergradient_flops",
            "sharing_traces", "matmul_flops_per_second", "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
@@ -454,13 +455,14 @@ def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
     Inside `sharing_traces()` a count made now keeps its trace for `traced_run`.
 
     Raises:
-        ValueError: for an `objective` that is not an `hg.Objective` or a `key` that is not a PRNG
-            key, before anything is traced.
+        ValueError: for an `objective` that is not an `hg.Objective`, `hparams` that is not a dict
+            (`as_hparams`'s message) or a `key` that is not a PRNG key, before anything is traced.
     """
     check_objective(objective)
+    hparams = _hparams_dict(hparams)
     key = check_key(key)
     data = objective.problem.data
-    args = (dict(hparams), key, data)
+    args = (hparams, key, data)
     signature = ("run", _signature(args))
     value = _counts.get(objective, signature)
     if value is not None:
@@ -470,6 +472,17 @@ def run_flops(objective: Any, hparams: HParams, key: Key) -> float:
     if held is not None:
         held[_held_key(objective, args)] = (objective, traced)
     return value
+
+
+def _hparams_dict(hparams: Any, argname: str = "hparams") -> dict:
+    """`dict(hparams)`, refusing anything but a dict with the objective's own message
+    (`hypergrad.objective.as_hparams`): a list such as [0.1] failed in `dict()` with "cannot convert
+    dictionary update sequence element #0 to a sequence". The values are kept as given: converting
+    them (as `as_hparams` does) would compile small eager programs for numpy or Python numbers,
+    and change the weak types that `traced_run`'s held traces are keyed on."""
+    if not isinstance(hparams, Mapping):
+        as_hparams(hparams, argname)  # raises the ValueError naming argname and the dict form
+    return dict(hparams)
 
 
 def _trace_and_count(objective: Any, args: tuple, signature: Hashable) -> tuple[TracedRun, float]:
@@ -516,20 +529,21 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
 
     Raises:
         ValueError: for an `objective` that is not an `hg.Objective`, a `method` that is not a
-            method object (`hg.Reverse()`, not "reverse" or the class `hg.Reverse`), a `key` that is
-            not a PRNG key, or a method that cannot run here (`method.check`, e.g. `hg.Reversible()`
-            without float64), before anything is traced.
+            method object (`hg.Reverse()`, not "reverse" or the class `hg.Reverse`), `hparams` or
+            `held` that is not a dict, a `key` that is not a PRNG key, or a method that cannot run
+            here (`method.check`, e.g. `hg.Reversible()` without float64), before anything is traced.
     """
     check_objective(objective)
     check_method(method)
+    hparams = _hparams_dict(hparams)
     key = check_key(key)
     data = objective.problem.data
     if held is None:
-        args = (dict(hparams), key, data)
+        args = (hparams, key, data)
         count = (lambda: program_flops(value_and_grad_fn(objective, method), *args))
         signature = ("hypergradient", method, _signature(args))
     else:
-        args = (dict(hparams), dict(held), key, data)
+        args = (hparams, _hparams_dict(held, "held"), key, data)
         count = (lambda: program_flops(
             lambda h, f, k, d: value_and_grad_fn(objective.with_fixed(f), method)(h, k, d), *args))
         signature = ("hypergradient-held", method, _signature(args))

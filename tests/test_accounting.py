@@ -429,6 +429,11 @@ def test_search_results_carry_the_counted_run(ridge_setup):
     # the method's own check (as hg.hypergradient makes it): Implicit cannot differentiate the
     # optimiser's learning rate
     (lambda obj, h, key: hg.hypergradient_flops(obj, hg.Implicit(), h, key), "Implicit"),
+    # a list of values failed in dict() with "cannot convert dictionary update sequence element #0"
+    (lambda obj, h, key: hg.run_flops(obj, [0.1], key), r"hparams must be a dict of name -> value \(e.g. "),
+    (lambda obj, h, key: hg.hypergradient_flops(obj, hg.Reverse(), [0.1, 1e-3], key), r"hparams must be a dict"),
+    (lambda obj, h, key: hg.hypergradient_flops(obj, hg.Reverse(), {"lr": h["lr"]}, key, held=[1e-3]),
+     r"held must be a dict of name -> value"),
 ])
 def test_public_counts_refuse_bad_arguments_naming_them(ridge_setup, call, argname):
     problem, hparams = ridge_setup
