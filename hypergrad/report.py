@@ -23,9 +23,32 @@ class Report(Comparison):
     """A `Comparison` that can draw itself (what `hg.compare` returns)."""
 
     def plot(self, out_dir: str | os.PathLike) -> list[str]:
-        """Writes PNG figures into `out_dir` and returns their paths (needs matplotlib); see
-        `hypergrad.plots.plot_comparison`."""
-        return plots.plot_comparison(self, out_dir)
+        """Writes PNG figures into `out_dir` (created if missing) and returns their paths (needs
+        matplotlib); see `hypergrad.plots.plot_comparison`.
+
+        Raises:
+            ValueError: before anything is drawn, for an `out_dir` that is not a path, is a file or
+                lies under one.
+        """
+        return plots.plot_comparison(self, _checked_out_dir(out_dir))
+
+
+def _checked_out_dir(out_dir: object) -> str:
+    """`out_dir` as a str; `ValueError` naming it for a non-path, a file, or a folder under a file
+    (which `os.makedirs` refused with a raw FileExistsError or NotADirectoryError)."""
+    try:
+        path = os.fsdecode(out_dir)
+    except TypeError:
+        raise ValueError(f"Report.plot(out_dir={out_dir!r}) must be the path of a folder (a str or "
+                         "os.PathLike)") from None
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):  # the root exists, so this ends
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == os.path.abspath(path) else f"lies under {existing!r}, which is a file"
+        raise ValueError(f"Report.plot(out_dir={path!r}) {where}; give a folder (created if missing) for the "
+                         "figures")
+    return path
 
 
 def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = None, *, by: str = "runs") -> Report:
