@@ -56,8 +56,10 @@ would, and its trials are all "fail".
 
 Every tuner step is a trial: its value is the validation loss at the step's hyperparameters (before
 the update), with test scores of the same trained parameters; after the last step each live tuner's
-final iterate is scored once more by the same program (its update discarded). Trials are numbered in
-the order they are produced, step by step across tuners, and carry their tuner's id.
+final iterate is scored once more by the same program (its update discarded), trained with the
+call's key even when the steps resample theirs (`drive`), so that it is a value of the one
+deterministic function the baselines search. Trials are numbered in the order they are produced,
+step by step across tuners, and carry their tuner's id.
 
 Successive halving (`halving=k`): after every k outer steps the better half of the live tuners
 (ceil(n/2), ranked by the validation loss at their latest step, a diverged one last, ties to the lower
@@ -599,8 +601,12 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
     """`steps` outer steps of every cohort, then each live tuner's final iterate scored; step by
     step across cohorts, halving every `halving` steps. Trials are numbered from `number`.
 
-    With `resample_key` the training key of step s is `fold_in(key, s)` (a fresh key per step, the
-    same for every tuner), else `key` itself (the deterministic function the baselines search).
+    With `resample_key` the training key of step s < `steps` is `fold_in(key, s)` (a fresh key per
+    step, the same for every tuner), else `key` itself (the deterministic function the baselines
+    search). The final scoring (step `steps`) always trains with `key`: its trials are values of
+    that function, reproduced by `objective(hparams, key)` and comparable with a search's, where a
+    step's trial under `resample_key` is a value on its own key (the minimum over those is biased
+    low by the keys' noise). It costs what a step costs either way.
     After each step (and its halving) the recorder commits the step's trials with the cohorts'
     state (`cohort_state`); a stored `checkpoint` ({"step", "number", "state"}) restores that state
     and goes on from the next step, as if never interrupted. Tuners with no good iterate restart at
@@ -612,7 +618,7 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
         start, number = checkpoint["step"] + 1, checkpoint["number"]
     for step in range(start, steps + 1):
         final = step == steps
-        step_key = jax.random.fold_in(key, step) if resample_key else key
+        step_key = jax.random.fold_in(key, step) if resample_key and not final else key
         for cohort in cohorts:
             if len(cohort.tuners):
                 number = _step(cohort, step_key, final, number, recorder, step)

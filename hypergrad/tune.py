@@ -246,7 +246,11 @@ def tune(
             that wider calls repay a compilation per round).
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
-            hypergradient, less prone to fitting one seed's noise).
+            hypergradient, less prone to fitting one seed's noise), and each step's trial records
+            its value, hypergradient norm and test scores on that step's key: `objective(hparams,
+            key)` does not reproduce them, and their minimum is biased low by the keys' noise.
+            The warm-up and each live tuner's final iterate are scored with `key` either way
+            (`info["final_trials"]`): compare those with a search's trials.
         log: optional JSON-lines path (its directory created if missing); each trial is appended
             as it is produced (with a study, naming it; a resumed call logs each trial once:
             `hypergrad.results.TrialRecorder`).
@@ -263,7 +267,9 @@ def tune(
 
     Returns:
         a `Result`: the warm-up's trials, then one trial per tuner and outer step plus each live
-        tuner's final iterate (column `tuner` of `to_dataframe()`); `best_*` across them all.
+        tuner's final iterate (column `tuner` of `to_dataframe()`; their numbers in
+        `info["final_trials"]`); `best_*` across them all, so with `resample_key` across values
+        taken on different keys (the final iterates' are the ones on `key`).
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     _check_tune_args(objective, space, method)
@@ -349,6 +355,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
     finally:
         recorder.close()
     info = {"method": repr(method), "outer": outer_identity(outer), "steps": steps, "resample_key": resample_key,
-            "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk}
+            "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk,
+            "final_trials": [t.number for t in recorder.trials[len(recorder.trials) - len(cohort.tuners):]]}
     seconds = cohort.compile_seconds + (0.0 if warm is None else warm.compile_seconds)
     return Result(name, tuple(recorder.trials), unit, seconds, info)

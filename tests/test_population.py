@@ -202,6 +202,19 @@ def test_a_checkpoint_without_good_iterate_flags_infers_them(objective, key):
     assert cohort.good.tolist() == [True, True, False]
 
 
+def test_with_resample_key_the_warmup_and_each_live_tuners_final_iterate_are_scored_on_key(objective, key):
+    """The warm-up and the final scorings train with the call's key, the steps with fold_in(key, step):
+    the trials a baseline's can be compared with, named by info["final_trials"] (the final scoring
+    trained with fold_in(key, steps) before). 4 warm-up trials, 2 tuners at step 0, halved to 1."""
+    result = hg.tune(objective, SPACE, key, population=2, warmup=4, halving=1, steps=2, outer=OUTER,
+                     resample_key=True)
+    assert len(result.trials) == 4 + 2 + 1 + 1 and result.info["final_trials"] == [7]
+    steps = {4: 0, 5: 0, 6: 1}
+    for trial in result.trials:
+        trained_with = jax.random.fold_in(key, steps[trial.number]) if trial.number in steps else key
+        np.testing.assert_allclose(trial.value, float(objective(trial.hparams, trained_with)), rtol=1e-12)
+
+
 def test_dataframe_has_a_tuner_column(objective, key):
     frame = hg.tune(objective, SPACE, key, population=2, steps=1, outer=OUTER).to_dataframe()
     assert list(frame["tuner"]) == [0, 1, 0, 1]

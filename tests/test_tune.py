@@ -365,6 +365,27 @@ def test_a_hyperparameter_the_space_lacks_is_named_not_a_key_error(logistic_prob
         calls[call]()
 
 
+# -- which key a trial was trained with ----------------------------------------------------------------
+def test_resample_key_scores_the_final_iterate_on_the_calls_key(logistic_minibatch_problem):
+    """resample_key=True trains step s with fold_in(key, s), and its trial's value is that key's. The
+    final iterate was scored on fold_in(key, steps) too, so no trial of the call could be reproduced
+    by objective(hparams, key) or compared with the baselines, which score every trial on key; the
+    final scoring now trains with key, and info["final_trials"] names it."""
+    objective = hg.Objective(logistic_minibatch_problem, sgd, num_steps=6)
+    space = hg.Space({"lr": hg.LogUniform(1e-2, 1.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    key = jax.random.key(3)
+    result = hg.tune(objective, space, key, steps=2, resample_key=True)
+    assert [t.number for t in result.trials] == [0, 1, 2] and result.info["final_trials"] == [2]
+    for step, trial in enumerate(result.trials):
+        on_key = float(objective(trial.hparams, key))
+        on_step = float(objective(trial.hparams, jax.random.fold_in(key, step)))
+        assert on_key != on_step  # the minibatches differ: the check below tells the keys apart
+        np.testing.assert_allclose(trial.value, on_key if step == 2 else on_step, rtol=1e-12)
+    fixed = hg.tune(objective, space, key, steps=2)
+    assert fixed.info["final_trials"] == [2]
+    np.testing.assert_allclose(fixed.trials[-1].value, float(objective(fixed.trials[-1].hparams, key)), rtol=1e-12)
+
+
 # -- wall time: every second of the call is recorded ---------------------------------------------------
 def test_tunes_recorded_seconds_are_the_whole_call(ridge_problem_):
     """`spent("seconds")` at the last trial is the call's wall time: the starts and initial states,
