@@ -228,6 +228,8 @@ class Problem:
         val_loss: `(params, batch) -> scalar`; the objective that hyperparameters are tuned for.
         train_data, val_data: pytrees of arrays with a leading example axis.
         test_data: optional held-out split, reported for the chosen setting, never tuned on.
+            A val_data or test_data of train_data's structure must hold examples of its shapes and
+            kinds of number (`check_like_train`, at construction).
         batch_size: examples per training step; None means the full training set every step.
             Minibatches are drawn by epochs: every training example once per epoch, in a
             pseudorandom order keyed by the data key and the epoch; batch t is examples t*b to
