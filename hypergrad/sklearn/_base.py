@@ -90,7 +90,7 @@ from hypergrad import _caches, _compile
 
 __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "clipped_log_loss",
            "LOG_LOSS_BOUNDS", "PROBABILITY_DTYPE", "class_codes", "encode_classes",
-           "fit_compiler_options", "as_option", "frozen", "program_owner", "ProgramOwner"]
+           "fit_compiler_options", "as_option", "frozen", "program_owner", "ProgramOwner", "on_device"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -102,9 +102,12 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     kept per `key` (the estimator's class, structural parameters and data shapes), so estimators
     of the same kind fitted on data of the same shapes reuse one compilation (scikit-learn's
     `check_estimator` fits dozens). At most 32 kept, least recently used dropped; emptied by
-    `hg.clear_caches()`. Memory: a program may hold the training data of the fit that built it
-    (its problem's splits, which later fits replace by their own arguments), so on large data
-    call `hg.clear_caches()` once done fitting."""
+    `hg.clear_caches()`. A program must be all that its fits compile (`make()` jits a function
+    of its own, not a module-level one, whose jit would keep every shape's executable, and the
+    arguments go through `on_device`), so the cap bounds a loop of fits on data of many shapes and
+    `hg.clear_caches()` frees what they compiled. Memory: a program may hold the training data of
+    the fit that built it (its problem's splits, which later fits replace by their own arguments),
+    so on large data call `hg.clear_caches()` once done fitting."""
     if key in _PROGRAMS:
         _PROGRAMS.move_to_end(key)
         return _PROGRAMS[key]
@@ -112,6 +115,22 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     while len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return program
+
+
+def on_device(tree: Any, dtype: Any = None) -> Any:
+    """`tree`'s arrays as JAX arrays of `dtype` (when given): a numpy array (or number) cast on the
+    host and moved by `jax.device_put`, which compiles nothing; a JAX array left as it is (cast on
+    the device only when its dtype differs). A fit's arguments go through this, not
+    `jnp.asarray`: that runs a numpy array through a small compiled program (JAX's eager `stage`,
+    or a dtype conversion), one per shape and dtype, which JAX's own caches keep for the process's
+    life, out of reach of `cached_program`'s cap and of `hg.clear_caches()` (a loop of fits over
+    data of many lengths held one such program per length, each a few MB). Cost: the transfer."""
+    def leaf(a):
+        if isinstance(a, jax.Array):
+            return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+        return jax.device_put(np.asarray(a, dtype))
+
+    return jax.tree.map(leaf, tree)
 
 
 class ProgramOwner:

@@ -70,7 +70,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 import hypergrad as hg
 from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities,
-                                    clipped_log_loss, encode_classes)
+                                    clipped_log_loss, encode_classes, on_device)
 
 __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
@@ -388,16 +388,21 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
         self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
         dtype = _dtype()
-        weights = None if sample_weight is None else jnp.asarray(_check_sample_weight(sample_weight, X, dtype=dtype))
+        weights = None if sample_weight is None else on_device(_check_sample_weight(sample_weight, X, dtype=dtype))
         targets = np.asarray(y, dtype).reshape(len(y), -1)
         alpha = np.asarray(self.alpha, dtype)
         if alpha.ndim > 0 and alpha.shape != (targets.shape[1],):
             raise ValueError(f"Number of targets and number of penalties do not correspond: {targets.shape[1]} != "
                              f"{alpha.size}")
-        run = cached_program(("Ridge", bool(self.fit_intercept), X.shape, targets.shape, alpha.shape, str(dtype)),
-                             lambda: jax.jit(ridge_solution, static_argnums=3))
-        solution = run(jnp.asarray(X, dtype), jnp.asarray(targets), jnp.asarray(alpha), bool(self.fit_intercept),
-                       weights)
+        fit_intercept = bool(self.fit_intercept)
+
+        def make():
+            # a function of its own, dropped with the program: the jit of the module-level ridge_solution
+            # would keep one executable per data shape in JAX's cache of that function, for ever
+            return jax.jit(lambda x, t, a, w: ridge_solution(x, t, a, fit_intercept, w))
+
+        run = cached_program(("Ridge", fit_intercept, X.shape, targets.shape, alpha.shape, str(dtype)), make)
+        solution = run(on_device(X, dtype), on_device(targets), on_device(alpha), weights)
         coef, intercept = np.asarray(solution["coef"]).T, np.asarray(solution["intercept"])
         # scikit-learn's shapes: one target's coefficients (y of shape (n,) or (n, 1)) raveled; the
         # intercept a float for y (n,), an array (m,) for y (n, m), and 0.0 without fit_intercept
@@ -502,8 +507,8 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
 
         x, targets, weights = bucketed(np.asarray(X, dtype), targets, weights)
         run = cached_program(("LogisticRegression", static, x.shape, targets.shape, str(dtype)), make)
-        solution, taken, converged = run(jnp.asarray(x), jnp.asarray(targets), jnp.asarray(weights),
-                                         jnp.asarray(penalty_c(self.penalty, self.C), dtype))
+        solution, taken, converged = run(*on_device((x, targets, weights)),
+                                         on_device(penalty_c(self.penalty, self.C), dtype))
         self.coef_ = np.asarray(solution["coef"]).T[:, :X.shape[1]].copy()
         self.intercept_ = np.asarray(solution["intercept"]).copy()
         self.n_iter_ = np.asarray([int(taken)], dtype=np.int32)

@@ -88,7 +88,7 @@ from hypergrad import _caches, _compile
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
 from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
-                                     clipped_log_loss, encode_classes, fit_compiler_options)
+                                     clipped_log_loss, encode_classes, fit_compiler_options, on_device)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -780,7 +780,7 @@ class _MLP(HypergradEstimator):
             data = bucketed(data)
         shape = (len(data["train"][0]), x.shape[1])
         run = cached_program((type(self).__name__, structure, task, shape, str(dtype), options is None), make)
-        return run(hparams, key, jax.tree.map(jnp.asarray, data))
+        return run(hparams, key, on_device(data))
 
     def _run_early_stopping(self, train: tuple, x: np.ndarray, y: np.ndarray, task: Task, hparams: dict,
                             key: jax.Array, options: dict | None, structure: tuple) -> Any:
@@ -807,7 +807,7 @@ class _MLP(HypergradEstimator):
         shape = (len(data["train"][0]), x.shape[1], len(held_out[0]))
         run = cached_program((type(self).__name__, "early-stopping", structure, task, shape, str(dtype),
                               options is None), make)
-        return run(hparams, key, jax.tree.map(jnp.asarray, data), tuple(jnp.asarray(a) for a in held_out))
+        return run(hparams, key, on_device(data), on_device(held_out))
 
     def _fit_arrays(self, x: np.ndarray, y: np.ndarray, n_classes: int | None,
                     weights: np.ndarray | None = None) -> _MLP:
@@ -1026,7 +1026,7 @@ class MaskedRefit:
         task = task_of(probe._classifier, y, n_classes)
         structural = space.structural if space is not None else ()
         objective = family.objective({name: hg.Masked(name, space[name].options) for name in structural})
-        data = jax.tree.map(jnp.asarray, objective.problem.data)
+        data = on_device(objective.problem.data)
         widest = dict(probe.get_params(deep=False))
         if "hidden_layer_sizes" in self.varying:
             widest["hidden_layer_sizes"] = max(self.varying["hidden_layer_sizes"], key=lambda v: sum(as_sizes(v)))
