@@ -662,6 +662,12 @@ class TrialRecorder:
     deleted one made anew) logs all of its own trials; records written before they named the file
     and creation time count for every study of their name.
 
+    A progress line prints running totals (trials, best finite value, training-run equivalents)
+    that `report` folds in from the trials collected since its last line, whether `add`, `resume`
+    or a strategy extending `trials` directly (a warm-up's, a resumed study's) put them there: each
+    trial is folded in once, so a line costs O(trials since the last line), not O(trials so far),
+    and a long `tune` or a search in small chunks with `progress` stays linear in its trials.
+
     Args:
         strategy: label used in progress lines and log records.
         log: path of a JSON-lines file to append to, or None.
@@ -681,6 +687,8 @@ class TrialRecorder:
         self._sink = sink
         self._stored = {} if sink is None else sink.done
         self._start = time.perf_counter()
+        # running totals of the progress line over trials[:_tallied] (`_tally`)
+        self._tallied, self._best, self._runs = 0, None, 0.0
         self._log = None
         writer = getattr(sink, "writer", sink)  # a strategy's wrapper of the study's writer holds it
         check_log_apart(log, None if writer is None else writer.path)
@@ -741,11 +749,19 @@ class TrialRecorder:
                 raise self._log_error
         if self._progress is None:
             return
-        values = [t.value for t in self.trials if t.state != FAIL and math.isfinite(t.value)]
-        best = min(values) if values else None
-        runs = sum(t.runs for t in self.trials)
-        self._progress(f"[{self.strategy}] {len(self.trials)}/{self.total}  best val {_fmt(best)}  "
-                       f"{runs:.1f} runs  {time.perf_counter() - self._start:.1f}s")
+        self._tally()
+        self._progress(f"[{self.strategy}] {len(self.trials)}/{self.total}  best val {_fmt(self._best)}  "
+                       f"{self._runs:.1f} runs  {time.perf_counter() - self._start:.1f}s")
+
+    def _tally(self) -> None:
+        """Folds the trials collected since the last call into the running best finite value and
+        sum of runs, in collection order: the same numbers as a min and a sum over every trial so far
+        (a strict < keeps the first of equal values, as `min` does; the sum adds in the same order)."""
+        for trial in self.trials[self._tallied:]:
+            if trial.state != FAIL and math.isfinite(trial.value) and (self._best is None or trial.value < self._best):
+                self._best = trial.value
+            self._runs += trial.runs
+        self._tallied = len(self.trials)
 
     def close(self) -> None:
         if self._log is not None:

@@ -538,3 +538,75 @@ def test_records_appended_after_a_line_cut_short_are_each_readable(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[1] == '{"strategy": "random", "nu'  # the fragment stays as it was
     assert [json.loads(line)["value"] for line in lines[2:]] == [2.0, 1.0]
+
+
+# -- progress lines -------------------------------------------------------------------------------
+def _line_before_fold(strategy, trials, total):
+    """A progress line as `TrialRecorder.report` printed it when it re-read every trial so far (its
+    elapsed seconds left off): the reference the running totals must reproduce exactly."""
+    values = [t.value for t in trials if t.state != FAIL and math.isfinite(t.value)]
+    best = min(values) if values else None
+    runs = sum(t.runs for t in trials)
+    return f"[{strategy}] {len(trials)}/{total}  best val {'-' if best is None else f'{best:.4g}'}  {runs:.1f} runs  "
+
+
+class _StoredStudy:
+    """What `TrialRecorder` uses of a study's writer: the trials it already holds, and commits."""
+
+    path, identity, study, resumed = None, None, "s", False
+
+    def __init__(self, done):
+        self.done, self.added = done, []
+
+    def add(self, trial):
+        self.added.append(trial)
+
+    def commit(self, checkpoint=None):
+        pass
+
+
+def test_progress_lines_are_the_running_totals_of_every_trial_however_collected():
+    """The lines print what a min and a sum over every trial so far printed, for trials added, resumed
+    from a study, or put into `trials` directly (as tune does with its warm-up and a resumed study's
+    trials): failed, NaN, skipped, a lower value marked failed, -0.0 and a tie included."""
+    stored = {n: make_trial(n, v, runs=0.75) for n, v in ((4, 0.25), (5, 3.0))}
+    lines = []
+    recorder = TrialRecorder("tune[Reverse()]", None, lines.append, total=12, sink=_StoredStudy(stored))
+    recorder.report()  # no trial yet: "-" and 0.0 runs
+    recorder.trials.extend([make_trial(0, 2.0, runs=0.1), make_trial(1, NAN)])
+    recorder.report()
+    recorder.add(make_trial(2, 0.5, state=FAIL))
+    recorder.add(make_trial(3, 1.5, runs=2.5, state=SKIPPED))
+    recorder.report()
+    assert recorder.resume([4, 5])
+    recorder.report()
+    for trial in (make_trial(6, INF), make_trial(7, 0.25, runs=1 / 3), make_trial(8, -0.0), make_trial(9, 0.0)):
+        recorder.add(trial)
+        recorder.report()
+    reports = [2, 4, 6, 7, 8, 9, 10]
+    expected = [_line_before_fold("tune[Reverse()]", [], 12)] + [
+        _line_before_fold("tune[Reverse()]", recorder.trials[:n], 12) for n in reports]
+    assert [line.rsplit("  ", 1)[0] + "  " for line in lines] == expected
+    assert all(re.fullmatch(r"\d+\.\ds", line.rsplit("  ", 1)[1]) for line in lines)
+    assert "best val 0.25" in lines[4] and "best val -0 " in lines[-2] and "best val -0 " in lines[-1]
+
+
+def test_a_progress_line_reads_only_the_trials_since_the_last_one(monkeypatch):
+    """Each line re-read every trial so far (their values and `runs`), so a long tune or a search in
+    small chunks with `progress` on was quadratic in its trials; each trial is now read once."""
+    reads = []
+    runs = hg.Trial.runs
+
+    def counted(trial):
+        reads.append(trial.number)
+        return runs.fget(trial)
+
+    monkeypatch.setattr(hg.Trial, "runs", property(counted))
+    lines = []
+    recorder = TrialRecorder("random", None, lines.append, total=300)
+    for number in range(300):
+        recorder.add(make_trial(number, 1.0 + number % 7))
+        recorder.report()
+    assert len(lines) == 300 and "300/300  best val 1  300.0 runs" in lines[-1]
+    assert sorted(reads) == list(range(300))  # 45150 reads when each line re-read every trial
+
