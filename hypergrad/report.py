@@ -30,7 +30,9 @@ class Report(Comparison):
             ValueError: before anything is drawn, for an `out_dir` that is not a path, is a file or
                 lies under one.
         """
-        return plots.plot_comparison(self, _checked_out_dir(out_dir))
+        path = _checked_out_dir(out_dir)
+        # the folder as given once checked (a pathlib.Path stays one); a bytes path as its str
+        return plots.plot_comparison(self, out_dir if os.fspath(out_dir) == path else path)
 
 
 def _checked_out_dir(out_dir: object) -> str:
