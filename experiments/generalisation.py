@@ -12,8 +12,13 @@ coordinates, Reverse) on the digits MLP preset (`hg.problems.preset("digits-mlp"
 - `cv=3`: the same, on 3-fold cross-validation of the pooled train and validation examples
   (`mlp_classifier(..., cv=3)`): the value is the fold mean (each step costs 3 fits).
 
-For each seed (the key of every run; seeds 0, 1, 2 fixed before looking), the pick is the lowest
-validation loss of the run. Its setting is then retrained with 4 keys it was not tuned on:
+For each seed (the key of every run; seeds 0, 1, 2 fixed before looking), the pick is the run's
+`best_trial`: the lowest validation loss of the run, taken on the run's key. For `resample_key` that
+is the lowest among the trials scored on the run's key (the warm-up's and each live tuner's final
+iterate), not among the steps' trials, each scored on its own `fold_in(key, step)`: those values are
+not reproduced on the run's key, so the pick and its optimism would not be comparable with the
+other variants'. (Runs recorded before `Result` chose so took the lowest over all trials.) Its
+setting is then retrained with 4 keys it was not tuned on:
 
 - optimism: the mean of those retrained validation values (the variant's own objective: the fold
   mean for cv=3) minus the value the tuner reported. Positive when the tuner fitted its keys' noise;
@@ -74,7 +79,7 @@ def run(variant: str, seed: int, sizes: dict) -> dict:
     result = hg.tune(objective, space, jax.random.key(seed), population=sizes["population"],
                      warmup=sizes["warmup"], halving=sizes["halving"], steps=sizes["steps"],
                      outer=optax.adam(0.1), resample_key=variant == "resample_key")
-    pick = result.best_trial
+    pick = result.best_trial  # for resample_key, among the trials scored on the run's key
     value, test = retrained(pick, variant, sizes["T"], seed, sizes["repeats"])
     return {"variant": variant, "seed": seed, "val": pick.value, "test": pick.scores["test_loss"],
             "optimism": value - pick.value, "fresh_test": test, "runs": result.runs,

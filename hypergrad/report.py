@@ -58,7 +58,10 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     `by="execution"`, at equal execution time).
 
     For each budget (in training-run equivalents) and each strategy: the lowest validation loss
-    among the trials that finished within the budget, and the test scores of that pick.
+    among the trials that finished within the budget, and the test scores of that pick. Of a
+    `tune(..., resample_key=True)` result only the trials scored on the call's key (its warm-up and
+    each live tuner's final iterate, `info["final_trials"]`) are picked, as the searches score
+    every trial on that key; a budget before the first of them has no pick (`Result`'s docstring).
 
     Args:
         results: `{name: Result}`, names strings (they label the rows and the figures).

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -167,6 +167,18 @@ class Result:
             `info["setup_seconds"]` (see `setup_seconds`) and `info["setup_seconds_at"]`: pairs of
             [index of a trial, seconds] of compilation and set-up paid right before that trial
             rather than before the first (`random_search(extends=...)`'s continuation).
+
+    Which trials a pick ranges over (`best_*`, `best_within`, `curve`, and so `hg.compare`): every
+    trial, except in a `tune(..., resample_key=True)` result (`info["resample_key"]` true, with
+    `info["final_trials"]`). There each outer step's trial was trained and scored on its own key
+    `fold_in(key, step)`: the minimum over those is biased low by the keys' noise, is not
+    reproduced by `objective(best_hparams, key)`, and does not compare with a search's trials,
+    all scored on `key`. So a pick there ranges only over the trials scored on `key`: the
+    warm-up's (`tuner` None) and each live tuner's final iterate (`info["final_trials"]`); before
+    the first of them there is no pick, as before any finished trial. A result that does not say
+    (no `info["final_trials"]`: saved before tune recorded it, or a study stored before its call
+    finished) keeps the rule for every trial, whatever keys they were scored on. Deciding which
+    trials count costs O(1) a trial.
     """
 
     strategy: str
@@ -178,8 +190,11 @@ class Result:
     # -- best setting ---------------------------------------------------------------------------
     @property
     def best_trial(self) -> Trial | None:
-        """The trial with the lowest finite validation loss; failed trials are never chosen."""
-        ok = [t for t in self.trials if t.state != FAIL and math.isfinite(t.value)]
+        """The trial with the lowest finite validation loss; failed trials are never chosen, nor, in
+        a `resample_key` tune, a step's trial scored on its own key (see the class docstring: the
+        pick is among the trials scored on the call's key). None when there is no such trial."""
+        pickable = _pickable(self.info)
+        ok = [t for t in self.trials if pickable(t)]
         return min(ok, key=lambda t: t.value) if ok else None
 
     @property
@@ -249,7 +264,10 @@ class Result:
 
     def best_within(self, budget: float, by: str = "runs") -> Trial | None:
         """The best trial among those finished within `budget` training-run equivalents (or wall
-        seconds with `by="seconds"`, execution seconds with `by="execution"`; see `spent`).
+        seconds with `by="seconds"`, execution seconds with `by="execution"`; see `spent`), chosen
+        as `best_trial` chooses (in a `resample_key` tune, among the trials scored on the call's
+        key: see the class docstring); None when none finished within the budget, or none that
+        can be picked did.
 
         Raises:
             ValueError: for a budget that is not a positive number, or an unknown `by`.
@@ -258,19 +276,22 @@ class Result:
             unit = _UNIT.get(by, "")
             raise ValueError(f"best_within(budget={budget!r}): give a positive budget in {unit or 'its unit'}, "
                              "e.g. budget=10")
-        best = None
+        best, pickable = None, _pickable(self.info)
         for trial, spent in zip(self.trials, self.spent(by)):
             if spent > budget * (1 + 1e-9):
                 break
-            if trial.state != FAIL and math.isfinite(trial.value) and (best is None or trial.value < best.value):
+            if pickable(trial) and (best is None or trial.value < best.value):
                 best = trial
         return best
 
     def curve(self) -> tuple[np.ndarray, np.ndarray]:
-        """(cumulative training-run equivalents, best validation loss so far) after each trial."""
+        """(cumulative training-run equivalents, best validation loss so far) after each trial: the
+        value of `best_within` at each trial's cost (inf before the first trial it can pick; in a
+        `resample_key` tune, the steps' trials on their own keys are never picked: see the class
+        docstring)."""
         runs = np.cumsum([t.runs for t in self.trials])
-        values = np.array([t.value if t.state != FAIL and math.isfinite(t.value) else np.inf
-                           for t in self.trials])
+        pickable = _pickable(self.info)
+        values = np.array([t.value if pickable(t) else np.inf for t in self.trials])
         return runs, np.minimum.accumulate(values) if len(values) else values
 
     # -- export ---------------------------------------------------------------------------------
@@ -454,6 +475,18 @@ class Result:
         pick = "none" if best is None else f"val {best.value:.4g}, test {_fmt(best.test_value)}"
         return (f"{self.strategy}: {len(self.trials)} trials ({self.num_failed} failed), "
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
+
+
+def _pickable(info: Mapping[str, Any]) -> Callable[[Trial], bool]:
+    """Whether a trial of a result with this `info` can be its pick (`Result`'s docstring): a
+    finished trial with a finite value that, in a `tune(resample_key=True)` result naming its
+    final iterates, was scored on the call's key (a warm-up trial, tuner None, or a final iterate).
+    A result with no `final_trials` (an older one) lets every finished finite trial be picked."""
+    if info.get("resample_key") and info.get("final_trials") is not None:
+        on_key = frozenset(int(n) for n in info["final_trials"])
+        return lambda t: (t.state != FAIL and math.isfinite(t.value)
+                          and (t.tuner is None or t.number in on_key))
+    return lambda t: t.state != FAIL and math.isfinite(t.value)
 
 
 def with_setup(result: Result, began: float) -> Result:
@@ -844,7 +877,9 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     adds figures.
 
     For each budget (in training-run equivalents) and each strategy: the lowest validation loss
-    among the trials that finished within the budget, and the test scores of that pick.
+    among the trials that finished within the budget (`Result.best_within`: of a
+    `tune(resample_key=True)` result, only among its trials scored on the call's key, the key the
+    searches score every trial on), and the test scores of that pick.
 
     Args:
         results: `{name: Result}`.

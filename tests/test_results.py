@@ -610,3 +610,65 @@ def test_a_progress_line_reads_only_the_trials_since_the_last_one(monkeypatch):
     assert len(lines) == 300 and "300/300  best val 1  300.0 runs" in lines[-1]
     assert sorted(reads) == list(range(300))  # 45150 reads when each line re-read every trial
 
+
+# -- which trials a pick ranges over: tune(resample_key=True) ------------------------------------
+def resampled(trials, final_trials=(4,), **info):
+    """A tune(resample_key=True) result: the steps' trials were scored on fold_in(key, step), the
+    warm-up's (tuner None) and the final iterates' (`final_trials`) on the call's key."""
+    info = {"resample_key": True, "final_trials": list(final_trials), **info}
+    return hg.Result("tune[Reverse()]", tuple(trials), RUN_FLOPS, compile_seconds=0.0, info=info)
+
+
+def on_tuner(trial, tuner=0):
+    return dataclasses.replace(trial, tuner=tuner)
+
+
+def test_a_resample_key_tunes_pick_is_among_the_trials_scored_on_its_key():
+    """best_* and compare took the minimum over every trial, mixing values taken on the steps' own keys
+    (biased low, not reproduced by objective(best_hparams, key)) with the warm-up's and the final
+    iterate's, taken on key like a search's: the steps' trials (1 and 2 here) are never picked now."""
+    trials = [make_trial(0, 3.0), on_tuner(make_trial(1, 0.1, runs=2.0)), on_tuner(make_trial(2, 0.2, runs=2.0)),
+              make_trial(3, 2.5), on_tuner(make_trial(4, 1.0, runs=2.0, test=1.25))]
+    result = resampled(trials)
+    assert result.best_trial.number == 4 and result.best_value == 1.0 and result.best_test_value == 1.25
+    assert [result.best_within(b).number for b in (1.0, 5.0, 6.0, 8.0)] == [0, 0, 3, 4]
+    np.testing.assert_array_equal(result.curve()[1], [3.0, 3.0, 3.0, 2.5, 1.0])
+    rows = hg.compare({"tuned": result}, budgets=[5.0, 8.0]).rows
+    assert [row["best_value"] for row in rows] == [3.0, 1.0]
+    assert rows[1]["test_scores"]["test_loss"] == 1.25 and rows[1]["hparams"] is trials[4].hparams
+    assert result.to_dict()["best"]["number"] == 4 and result.summary().endswith("best val 1, test 1.25")
+    back = hg.Result.from_dict(json.loads(strict_json(result.to_dict())))
+    assert back.best_trial.number == 4 and back.best_within(5.0).number == 0
+
+
+def test_before_a_resample_key_tunes_first_trial_on_its_key_there_is_no_pick():
+    """No warm-up: the final iterate (trial 2) is the only trial on key; a budget before it has no pick,
+    as a budget before any finished trial, and the row says so; a failed final iterate leaves none."""
+    trials = [on_tuner(make_trial(0, 0.5)), on_tuner(make_trial(1, 0.25)), on_tuner(make_trial(2, 0.75))]
+    result = resampled(trials, final_trials=[2])
+    assert result.best_trial.number == 2 and result.best_within(2.0) is None and result.best_within(3.0).number == 2
+    np.testing.assert_array_equal(result.curve()[1], [INF, INF, 0.75])
+    early, late = hg.compare({"tuned": result}, budgets=[2.0, 3.0]).rows
+    assert early["best_value"] is None and early["hparams"] is None and early["test_scores"] == {}
+    assert early["trials"] == 2 and late["best_value"] == 0.75
+    failed = resampled([*trials[:2], on_tuner(make_trial(2, NAN))], final_trials=[2])
+    assert failed.best_trial is None and failed.best_value == INF and failed.best_within(10.0) is None
+
+
+def test_a_halved_tuner_and_a_live_tuners_steps_are_never_picked_in_a_resample_key_population():
+    """Two tuners after a warm-up of one trial, tuner 1 halved away after step 0: only the warm-up and
+    tuner 0's final iterate (trial 5) were scored on key."""
+    trials = [make_trial(0, 4.0), on_tuner(make_trial(1, 0.1)), on_tuner(make_trial(2, 0.2), 1),
+              on_tuner(make_trial(3, 0.3)), on_tuner(make_trial(4, 0.4)), on_tuner(make_trial(5, 2.0))]
+    result = resampled(trials, final_trials=[5])
+    assert result.best_trial.number == 5 and result.best_within(5.0).number == 0
+
+
+@pytest.mark.parametrize("info", [{"resample_key": True}, {"resample_key": False, "final_trials": [4]}, {}])
+def test_results_that_do_not_say_their_steps_were_resampled_pick_among_every_trial(info):
+    """An older resample_key result (no final_trials), a fixed-key tune and a search keep the rule for
+    every trial: all their trials count."""
+    trials = (make_trial(0, 3.0), on_tuner(make_trial(1, 0.1)), on_tuner(make_trial(4, 1.0)))
+    result = hg.Result("tune[Reverse()]", trials, RUN_FLOPS, 0.0, info)
+    assert result.best_trial.number == 1 and result.best_within(2.0).number == 1
+    np.testing.assert_array_equal(result.curve()[1], [3.0, 0.1, 0.1])
