@@ -71,6 +71,7 @@ import numpy as np
 
 from hypergrad._batching import is_writer
 from hypergrad._checks import shared_outcome
+from hypergrad._processes import check_processes_agree
 from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
                                     encode_hparams, encode_value, first_difference, identity, in_format)
 from hypergrad.results import Result, Trial
@@ -353,6 +354,9 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     return writer
 
 
+# a study's kind -> the call that makes it, as messages name it
+STRATEGY_CALLS = {"random": "random_search", "grid": "grid_search", "tune": "tune", "hybrid": "hybrid_search",
+                  "optuna": "optuna_search"}
 _STUDY = "this study"  # what `shared_outcome`'s messages say a failing process stopped
 
 
@@ -648,7 +652,10 @@ class StudyWriter:
 @contextlib.contextmanager
 def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Space) -> Iterator[Any]:
     """`open_study` as a context: yields the writer (or None without storage), released on exit.
-    `fingerprint` is a callable, so nothing is described when no study is asked for."""
+    `fingerprint` is a callable, so nothing is described when no study is asked for, and with
+    several processes it is how they check, first, that they all make the same call
+    (`check_processes_agree`: refused on every process, naming the difference)."""
+    check_processes_agree(fingerprint, STRATEGY_CALLS.get(kind, kind))
     writer = open_study(storage, study, kind=kind, space=space, fingerprint=fingerprint)
     try:
         yield writer

@@ -175,9 +175,11 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
     assert out[1]["failing"] == ("RuntimeError: process 0 stopped this study with OperationalError: database or disk "
                                  "is full")
     assert [t.number for t in hg.load_study(str(tmp_path / "full.db"), "s").trials] == [0, 1]
-    # process 1 refusing the study (another key) left process 0 waiting in the first chunk's collective
-    assert out[1]["key"].startswith("ValueError: study 's' in") and "key" in out[1]["key"]
-    assert out[0]["key"].startswith("ValueError: process 1 stopped this study with ValueError: study 's' in")
+    # process 1 given another key: its reader refused the study and left process 0 waiting in the first chunk's
+    # collective; both processes now refuse the call before the study opens (see the test below)
+    for i in (0, 1):
+        assert out[i]["key"].startswith("ValueError: several processes made different calls of random_search: "
+                                        "process 1's call differs from process 0's in key."), out[i]["key"]
     assert hg.store._connect(str(tmp_path / "key.db")).execute("SELECT * FROM leases").fetchall() == []
     # the log checked and written on process 0 alone: its refusal or failed write left process 1 waiting
     assert out[0]["log_refused"].startswith("ValueError: log=")
@@ -185,3 +187,69 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
     assert out[0]["log_full"] == "OSError: [Errno 28] No space left on device"
     assert out[1]["log_full"] == ("RuntimeError: process 0 stopped this call with OSError: [Errno 28] No space left "
                                   "on device")
+
+
+# -- processes making different calls: refused on every process, naming the difference --------------
+_DIFFERENT_WORKER = r'''
+import json, os, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 1)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+process, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
+                           initialization_timeout=60)
+import optax
+import hypergrad as hg
+problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
+key = jax.random.key(0)
+calls = {  # each process's call: the same but for one thing
+    "num_trials": lambda: hg.random_search(objective, space, key, 4 + 2 * process, chunk_size=2),
+    "key": lambda: hg.random_search(objective, space, jax.random.key(process), 4),
+    "data": lambda: hg.random_search(hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5,
+                                                                    seed=process), objective.optimizer, num_steps=5),
+                                     space, key, 4),
+    "steps": lambda: hg.tune(objective, space, key, steps=2 + process),
+    "same": lambda: len(hg.random_search(objective, space, key, 4).trials),
+}
+out = {}
+for name, call in calls.items():
+    try:
+        out[name] = call()
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+with open(os.path.join(tmp, f"different{process}.json"), "w") as f:
+    json.dump(out, f)
+'''
+
+
+def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_path):
+    """Process 1 given another num_trials, key, data set or number of tuner steps than process 0 ran other
+    programs: it waited in a collective process 0 never reached, for ever, or gloo aborted with a
+    "collective mismatch". Every process now refuses before anything runs, naming what differs."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(_DIFFERENT_WORKER)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    try:
+        for proc in procs:
+            output, _ = proc.communicate(timeout=90)
+            assert proc.returncode == 0, output[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    out = [json.loads((tmp_path / f"different{i}.json").read_text()) for i in (0, 1)]
+    for i in (0, 1):
+        for name, differs in [("num_trials", "arguments.num_trials"), ("key", "key"), ("data", "objective"),
+                              ("steps", "arguments.steps")]:
+            assert out[i][name] == (f"ValueError: several processes made different calls of "
+                                    f"{'tune' if name == 'steps' else 'random_search'}: process 1's call differs "
+                                    f"from process 0's in {differs}. Every process must make the same call (the same "
+                                    "objective, data, space, key and arguments), or they run different programs and "
+                                    "wait for each other for ever: load the same data in each, and seed the key the "
+                                    "same (not with jax.process_index())"), (i, name, out[i][name])
+        assert out[i]["same"] == 4  # the same call runs
