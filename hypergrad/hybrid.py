@@ -108,7 +108,7 @@ def hybrid_search(
     check_study(storage, study)
     key = check_key(key)
     outer = check_outer(outer, continuous)
-    check_log(log)
+    check_log(log, storage)
     check_progress(progress)
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
     num = len(next(iter(settings.values())))

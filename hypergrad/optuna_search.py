@@ -208,7 +208,7 @@ def optuna_search(
     key = check_key(key)
     num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
         (num_trials, "num_trials"), (batch_size, "batch_size"), (chunk_size, "chunk_size")))
-    check_log(log)
+    check_log(log, storage)
     check_progress(progress)
     optuna = _import_optuna()
     stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False

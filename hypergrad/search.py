@@ -83,12 +83,12 @@ def check_space(space: Any) -> Space:
 
 
 
-def _check_search_args(chunk_size: Any, log: Any, progress: Any) -> None:
-    """Raises `ValueError` for a bad chunk size, log path or progress, as a search's first checks:
-    before its study is opened or anything compiles."""
+def _check_search_args(chunk_size: Any, log: Any, progress: Any, storage: Any = None) -> None:
+    """Raises `ValueError` for a bad chunk size, log path (the study file `storage` included) or
+    progress, as a search's first checks: before its study is opened or anything compiles."""
     if chunk_size is not None:
         check_count(chunk_size, "chunk_size")
-    check_log(log)
+    check_log(log, storage)
     check_progress(progress)
 
 
@@ -460,7 +460,7 @@ def random_search(
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
-    _check_search_args(chunk_size, log, progress)
+    _check_search_args(chunk_size, log, progress, storage)
     if extends is not None:
         return _extended(extends, objective, space, key, num_trials, chunk_size=chunk_size, log=log,
                          progress=progress, stored=storage is not None or study is not None, began=began)
@@ -554,7 +554,7 @@ def grid_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     check_target(objective, check_space(space))
     key = check_key(key)
-    _check_search_args(chunk_size, log, progress)
+    _check_search_args(chunk_size, log, progress, storage)
     settings = space.grid(points_per_axis)
     with studying(storage, study, kind="grid", space=space, fingerprint=lambda: fingerprint(
             "grid", objective, space, key, points_per_axis=points_per_axis)) as writer:

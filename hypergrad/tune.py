@@ -268,19 +268,21 @@ def tune(
     Returns:
         a `Result`: the warm-up's trials, then one trial per tuner and outer step plus each live
         tuner's final iterate (column `tuner` of `to_dataframe()`; their numbers in
-        `info["final_trials"]`); `best_*` across them all, so with `resample_key` across values
-        taken on different keys (the final iterates' are the ones on `key`).
+        `info["final_trials"]`); `best_*` across them all, or with `resample_key` across the
+        trials scored on `key` alone (the warm-up's and the final iterates'; `Result.best_trial`),
+        so the pick's value is reproduced by `objective(best_hparams, key)`.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     _check_tune_args(objective, space, method)
-    steps, key, outer = check_count(steps, "steps"), check_key(key), check_outer(outer, space)
+    steps, key = check_count(steps, "steps"), check_key(key)
     check_progress(progress)
-    check_log(log)
+    check_log(log, storage)
     if not isinstance(resample_key, (bool, np.bool_)):
         raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
                          "False (every step trains with key)")
     resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
     population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving, chunk_size)
+    outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
     check_objective_runs(objective, space.centre())
     # every refusal before the study opens: a study stores the call that opened it and refuses another
     starts = _checked_starts(objective, space, method, init, population, warmup, key)

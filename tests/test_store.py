@@ -6,6 +6,7 @@ a chunk or step was committed; `test_store_reliability.py` kills real processes.
 import contextlib
 import inspect
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -588,15 +589,23 @@ def test_a_resume_logs_each_trial_once(ridge_objective, key, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
-def test_a_log_that_is_the_study_file_is_refused_by_name(ridge_objective, key, tmp_path, suffix):
+def test_a_log_that_is_the_study_file_is_refused_by_name(ridge_objective, key, tmp_path, suffix, caplog):
     # log= naming the storage= file was accepted: SQLite's pages overwrote every record, and no trial was in the log.
+    # Refused before anything compiles: each strategy checks its log against its storage with its first checks.
     db = tmp_path / "run.db"
-    for call in (lambda: hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="r", log=f"{db}{suffix}"),
-                 lambda: hg.tune(ridge_objective, SPACE, key, steps=2, storage=str(db), study="t",
-                                 log=tmp_path / ".." / tmp_path.name / f"run.db{suffix}")):
-        with pytest.raises(ValueError, match=r"log=.*is the study file storage=.*give the log its own path, e.g. "
-                                             r"log='.*run\.jsonl'"):
-            call()
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        for call in (lambda: hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="r",
+                                              log=f"{db}{suffix}"),
+                     lambda: hg.tune(ridge_objective, SPACE, key, steps=2, storage=str(db), study="t",
+                                     log=tmp_path / ".." / tmp_path.name / f"run.db{suffix}"),
+                     lambda: hg.grid_search(ridge_objective, SPACE, key, points_per_axis=2, storage=db, study="g",
+                                            log=f"{db}{suffix}"),
+                     lambda: hg.optuna_search(ridge_objective, SPACE, key, 4, storage=db, study="o",
+                                              log=f"{db}{suffix}")):
+            with pytest.raises(ValueError, match=r"log=.*is the study file storage=.*give the log its own path, e.g. "
+                                                 r"log='.*run\.jsonl'"):
+                call()
+    assert [r.getMessage() for r in caplog.records if "XLA compilation" in r.getMessage()] == []
     hg.random_search(ridge_objective, SPACE, key, 4, storage=db, study="r", log=tmp_path / "run.jsonl")  # the fix
 
 
