@@ -606,7 +606,8 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
     search). The final scoring (step `steps`) always trains with `key`: its trials are values of
     that function, reproduced by `objective(hparams, key)` and comparable with a search's, where a
     step's trial under `resample_key` is a value on its own key (the minimum over those is biased
-    low by the keys' noise). It costs what a step costs either way.
+    low by the keys' noise; `Result.best_trial` picks among the trials on `key` alone). It costs what
+    a step costs either way.
     After each step (and its halving) the recorder commits the step's trials with the cohorts'
     state (`cohort_state`); a stored `checkpoint` ({"step", "number", "state"}) restores that state
     and goes on from the next step, as if never interrupted. Tuners with no good iterate restart at
