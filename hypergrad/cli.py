@@ -88,6 +88,10 @@ OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_valu
            "trials.jsonl.previous", MARKER)
 """Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last but
 one is where earlier versions kept the previous run's log), which `set_aside` moves aside."""
+MAX_CPU_DEVICES = 1024
+"""The most --cpu-devices accepts: a device runs its share of the trials on about one core
+(`hg.use_cpu_cores`), so devices beyond the cores gain nothing; far more than any machine's cores,
+it catches a typo before JAX creates that many devices (memory and seconds for each)."""
 PREVIOUS = "previous"
 """The folder in --out that holds the last complete run's outputs."""
 INTERRUPTED = "previous-interrupted"
@@ -849,8 +853,23 @@ _COUNT = _number(int, 1, "an integer >= 1")
 
 
 def _folder(text: str) -> str:
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder (created if missing)")
+    """An argparse type: `text` if it names a folder this process can write, or one it can create
+    (its first existing ancestor is a folder it can write into); a usage error otherwise, before
+    anything is built (`set_aside` creates it only after every preset is planned). Nothing is
+    created here. Cost: a few `stat` and `access` calls."""
+    if not text:
+        raise argparse.ArgumentTypeError("'': give a folder (created if missing)")
+    path = os.path.abspath(text)
+    existing = path
+    while not os.path.exists(existing):  # the root exists, so this ends
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == path else f"cannot be created ({existing} is a file)"
+        raise argparse.ArgumentTypeError(f"{text!r} {where}; give a folder you can write (created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "cannot be written" if existing == path else f"cannot be created ({existing} cannot be written)"
+        raise argparse.ArgumentTypeError(f"{text!r} {where}: no permission; give a folder you can write (created "
+                                         "if missing)")
     return text
 
 
@@ -880,8 +899,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
                           "segment (about sqrt(T); default: no checkpointing)")
     cmp.add_argument("--chunk-size", type=_COUNT, default=64, help="trials per vmapped call of the baselines")
-    cmp.add_argument("--cpu-devices", type=_number(int, 0, "0 (one device per core) or a positive count"), default=0,
-                     help="JAX CPU devices that searches shard their trials over (0: one per core; 1: one device)")
+    devices = _number(int, 0, f"0 (one device per core) or a count from 1 to {MAX_CPU_DEVICES}", MAX_CPU_DEVICES + 1)
+    cmp.add_argument("--cpu-devices", type=devices, default=0,
+                     help=f"JAX CPU devices that searches shard their trials over (0: one per core; 1: one device; "
+                          f"at most {MAX_CPU_DEVICES}: a device runs its share on about one core, so devices beyond "
+                          "the cores gain nothing, and JAX spends memory and seconds on each)")
     cmp.add_argument("--quiet", action="store_true", help="no progress lines")
     cmp.set_defaults(run=_compare)
     return parser

@@ -236,6 +236,39 @@ def test_compare_refuses_an_out_that_is_a_file(tmp_path, capsys):
     assert exit_.value.code == 2 and "--out" in capsys.readouterr().err and a_file.read_text() == "mine"
 
 
+def test_compare_refuses_an_out_it_cannot_create_before_building_anything(tmp_path, capsys, monkeypatch):
+    # was a raw NotADirectoryError (or PermissionError) traceback, exit 1, after every preset was planned
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access  # as root every folder is writable: the permission is denied by hand
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(locked) and access(path, mode))
+    monkeypatch.setattr(cli, "preset", lambda *args: pytest.fail("a preset was built"))
+    for out, why in ((a_file / "sub", f"({a_file} is a file)"), (a_file / "sub" / "deeper", f"({a_file} is a file)"),
+                     (locked / "run", f"({locked} cannot be written)"), (locked, "cannot be written")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["compare", "--problem", "iris-mlp", "--out", str(out), "--quiet", "--cpu-devices", "1"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "argument --out" in err and why in err, err
+    assert a_file.read_text() == "mine" and os.listdir(locked) == []
+    with pytest.raises(SystemExit) as exit_:  # was a raw FileNotFoundError from os.makedirs('')
+        cli.build_parser().parse_args(["compare", "--out", ""])
+    assert exit_.value.code == 2 and "argument --out: '': give a folder" in capsys.readouterr().err
+    assert cli._folder(str(tmp_path / "new" / "run")) == str(tmp_path / "new" / "run")  # created later, by set_aside
+    assert not (tmp_path / "new").exists()
+
+
+def test_compare_refuses_more_cpu_devices_than_its_cap(capsys):
+    # --cpu-devices 100000 made JAX create 100,000 devices (1.6 GB, over 30 s) before any output
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["compare", "--cpu-devices", str(cli.MAX_CPU_DEVICES + 1)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--cpu-devices" in err and f"from 1 to {cli.MAX_CPU_DEVICES}" in err
+    parsed = cli.build_parser().parse_args(["compare", "--cpu-devices", str(cli.MAX_CPU_DEVICES)])
+    assert parsed.cpu_devices == cli.MAX_CPU_DEVICES >= 4 * (os.cpu_count() or 1)
+
+
 def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys):
     # The gradient strategy used to fall back to one tuner's step regardless: at budget 2 it spent
     # 3.9 runs on breast-cancer-logistic and was still reported "at equal compute".
