@@ -413,8 +413,12 @@ class Result:
 
         Raises:
             ImportError: optuna is not installed.
-            ValueError: `study_name` already exists in `storage_url`.
+            ValueError: `study_name` already exists in `storage_url`, or `storage_url` is a path
+                (a string with no "://"), before anything is written.
         """
+        if isinstance(storage_url, (str, os.PathLike)) and "://" not in os.fspath(storage_url):
+            raise ValueError(f"to_optuna: storage_url={os.fspath(storage_url)!r} is a path, not an Optuna storage URL; "
+                             f"give 'sqlite:///{os.fspath(storage_url)}'")
         try:
             import optuna
         except ImportError as err:  # pragma: no cover - depends on the environment

@@ -672,3 +672,13 @@ def test_results_that_do_not_say_their_steps_were_resampled_pick_among_every_tri
     result = hg.Result("tune[Reverse()]", trials, RUN_FLOPS, 0.0, info)
     assert result.best_trial.number == 1 and result.best_within(2.0).number == 1
     np.testing.assert_array_equal(result.curve()[1], [3.0, 0.1, 0.1])
+
+
+def test_to_optuna_refuses_a_path_for_a_storage_url_naming_the_url(tmp_path):
+    # a plain path, as storage= takes elsewhere, failed deep in SQLAlchemy ("Could not parse SQLAlchemy URL")
+    pytest.importorskip("optuna")
+    result = hg.Result(strategy="random", trials=[], run_flops=1.0, compile_seconds=0.0)
+    for path in ("optuna.db", tmp_path / "optuna.db"):
+        with pytest.raises(ValueError, match=r"storage_url=.*is a path, not an Optuna storage URL; give 'sqlite:///"):
+            result.to_optuna(path, "s")
+    assert not (tmp_path / "optuna.db").exists()
