@@ -31,7 +31,11 @@ class Truncated(Method):
     hyperparameters (the learning rate `optax.inject_hyperparams` keeps there, which each step
     reads) are the hyperparameters as the window uses them: they depend on h again (their values
     unchanged), so such a hyperparameter gets the same estimate as when the optimiser reads h
-    directly. Entries of a per-step schedule before the window get exactly zero. With window >= T
+    directly. Entries of a per-step schedule before the window get exactly zero, and so, when
+    window < T, does a hyperparameter whose whole effect enters before the window: one only `init`
+    reads (an initialisation scale), or one the optimiser reads only through a state entry that
+    training changes every step (`hg.sgd_hd`'s initial rate): `hg.tune` with this method never moves
+    it (`hg.Reverse` or a window of T does). With window >= T
     it is `Reverse` exactly: the program of `Reverse(checkpoint_every, store="residuals")`, plain
     autodiff of the whole loop as the window is differentiated below T (Reverse's default store
     gives the same gradient, but would make the cost jump at window = T).
