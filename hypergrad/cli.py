@@ -100,14 +100,33 @@ INTERRUPTED = "previous-interrupted"
 
 def _evaluations(population: int, steps: int, halving: int | None) -> int:
     """Hypergradients a population computes on `steps` outer steps and the final scoring, halving
-    (as `hypergrad.outer.drive` does) after every `halving` steps; padding rows included
-    (`hypergrad.outer.rows_computed`)."""
-    live, total, chunk = population, 0, cohort_chunk(None, halving)
-    for step in range(steps + 1):
-        total += rows_computed(live, chunk)
-        if halving and step < steps and (step + 1) % halving == 0 and live > 1:
-            live = -(-live // 2)
-    return total
+    (as `hypergrad.outer.drive` does: ceil(n/2) go on) after every `halving` steps; padding rows
+    included (`hypergrad.outer.rows_computed`). Summed per halving round, whose live tuners are
+    constant: cost O(log2(population)), whatever `steps`."""
+    chunk = cohort_chunk(None, halving)
+    if not halving:
+        return (steps + 1) * rows_computed(population, chunk)
+    live, total, start = population, 0, 0  # `start`: the round's first step
+    while live > 1 and start <= steps:
+        total += min(halving, steps + 1 - start) * rows_computed(live, chunk)
+        live, start = -(-live // 2), start + halving
+    return total + max(0, steps + 1 - start) * rows_computed(1, chunk)
+
+
+def _most_steps(fits: Callable[[int], bool], most: int) -> int:
+    """The largest steps in [1, most] for which `fits(steps)`, given that `fits` holds for every
+    steps below one for which it holds; 0 when not even one step fits. A doubling then a bisection:
+    O(log(steps)) calls."""
+    if most < 1 or not fits(1):
+        return 0
+    low, high = 1, 2  # fits(low); `high` is tried next
+    while high <= most and fits(high):
+        low, high = high, 2 * high
+    high = min(high, most + 1)  # the least steps known not to fit (or past `most`)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 def _gradient_plan(budget: float, step_runs: float, warmup_rows: Callable[[int], int] = lambda n: n
@@ -116,19 +135,36 @@ def _gradient_plan(budget: float, step_runs: float, warmup_rows: Callable[[int],
     largest population (8, 4, 2, 1) that affords at least one step after its warm-up, then as many
     steps as fit, halving every quarter of them; None when not even one tuner's step and its final
     scoring fit (`_minimum_budget`). `warmup_rows(n)`: what a warm-up search of n trials is
-    charged, its padding to the devices included (`_rows_run`)."""
+    charged, its padding to the devices included (`_rows_run`).
+
+    The cost grows with the steps (each step adds a row of live tuners, and more steps halve later,
+    which keeps as many tuners live or more: `_evaluations`), so the most steps that fit are found
+    by bisection (`_most_steps`): O(log(budget) * log2(population)) work, whatever the budget. A
+    step costs at least `step_runs`, so no more than budget / step_runs steps are tried."""
+    most = math.floor(budget / step_runs)
     for population in (POPULATION, 4, 2, 1):
         warmup = max(population, round(WARMUP_SHARE * budget)) if population > 1 else 0
-        fits = 0
-        for steps in range(1, 100_000):
-            halving = max(1, steps // 4) if population > 1 else None
-            if (warmup_rows(warmup) if warmup else 0) + _evaluations(population, steps, halving) * step_runs > budget:
-                break
-            fits = steps
-        if fits:
-            return {"population": population, "warmup": warmup or None, "tune_steps": fits,
-                    "halving": max(1, fits // 4) if population > 1 else None}
+        warmup_cost = warmup_rows(warmup) if warmup else 0
+        steps = _most_steps(lambda steps: _spent(population, steps, warmup_cost, step_runs) <= budget, most)
+        if steps:
+            return {"population": population, "warmup": warmup or None, "tune_steps": steps,
+                    "halving": _halving(population, steps)}
     return None
+
+
+def _halving(population: int, steps: int) -> int | None:
+    """The gradient strategy's halving period: every quarter of its `steps`, none for one tuner."""
+    return max(1, steps // 4) if population > 1 else None
+
+
+def _spent(population: int, steps: int, warmup_cost: float, step_runs: float) -> float:
+    """Runs the gradient strategy spends: its warm-up's `warmup_cost`, then `steps` outer steps of
+    `population` tuners halved every `_halving` steps and the final scoring, `step_runs` each
+    (inf past the largest float, which no finite budget pays)."""
+    try:
+        return warmup_cost + _evaluations(population, steps, _halving(population, steps)) * step_runs
+    except OverflowError:  # an int count beyond floats
+        return math.inf
 
 
 def _steps(count: int, what: str = "step") -> str:

@@ -343,6 +343,69 @@ def test_small_budgets_fall_back_to_fewer_tuners():
     assert (plan["warmup"] or 0) + cli._evaluations(plan["population"], plan["tune_steps"], plan["halving"]) * 2 <= 8
 
 
+def _evaluations_step_by_step(population, steps, halving):
+    """The planner's count as it was computed before, one step at a time (the reference)."""
+    live, total, chunk = population, 0, cli.cohort_chunk(None, halving)
+    for step in range(steps + 1):
+        total += rows_computed(live, chunk)
+        if halving and step < steps and (step + 1) % halving == 0 and live > 1:
+            live = -(-live // 2)
+    return total
+
+
+def _gradient_plan_step_by_step(budget, step_runs, warmup_rows=lambda n: n):
+    """The gradient strategy's plan as it was made before: steps tried 1, 2, ... (the reference)."""
+    for population in (cli.POPULATION, 4, 2, 1):
+        warmup = max(population, round(cli.WARMUP_SHARE * budget)) if population > 1 else 0
+        fits = 0
+        for steps in range(1, 100_000):
+            halving = max(1, steps // 4) if population > 1 else None
+            if (warmup_rows(warmup) if warmup else 0) + _evaluations_step_by_step(
+                    population, steps, halving) * step_runs > budget:
+                break
+            fits = steps
+        if fits:
+            return {"population": population, "warmup": warmup or None, "tune_steps": fits,
+                    "halving": max(1, fits // 4) if population > 1 else None}
+    return None
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 3])
+def test_plans_are_made_per_halving_round_and_equal_the_step_by_step_plans(monkeypatch, chunk):
+    """Planning tried 1, 2, ... steps, each counted step by step: O(steps^2), 8 s at --budget 1e5 and
+    a hang at 1e7, with the steps silently capped at 100,000. Counted per halving round and bisected,
+    it gives the same plans (padding to 1, 2 or 3 devices, or none, and padded warm-ups included)."""
+    if chunk is not None:  # halving pads each round's tuners to the devices (`cohort_chunk`)
+        monkeypatch.setattr(cli, "cohort_chunk", lambda size, halving: chunk if halving else size)
+    for population in range(1, 10):
+        for halving in (None, *range(1, 13)):
+            for steps in range(0, 41):
+                assert cli._evaluations(population, steps, halving) == _evaluations_step_by_step(
+                    population, steps, halving), (population, steps, halving)
+    three = lambda n: cli._rows_run(n, 64, 3)  # noqa: E731
+    budgets = [*range(1, 80), 7.5, 13.3, 21.9, 99.99, 101, 257, 300, 999, 1001, 2468.5]
+    for step_runs in (1.0, 2.2, 2.68, 3.0, 7.3):
+        for budget in budgets:
+            for warmup_rows in (lambda n: n, three):
+                expected = _gradient_plan_step_by_step(budget, step_runs, warmup_rows)
+                assert cli._gradient_plan(budget, step_runs, warmup_rows) == expected, (budget, step_runs)
+
+
+def test_planning_a_large_budget_is_quick_and_uncapped(monkeypatch):
+    counted, rows = [], rows_computed
+    monkeypatch.setattr(cli, "rows_computed", lambda *args: counted.append(1) or rows(*args))
+    plan = cli._gradient_plan(3000, step_runs=2.68)
+    assert plan == _gradient_plan_step_by_step(3000, 2.68) and len(counted) < 1000  # was 125,000 counts
+    step_runs = 2.68  # iris-mlp's hypergradient at T=3, in runs
+    for budget in (1e7, 1e12):  # 1e7 used to hang; past about 1e6 the steps were capped at 100,000
+        plan = cli._gradient_plan(budget, step_runs)
+        steps, population, warmup = plan["tune_steps"], plan["population"], plan["warmup"]
+        assert steps > 100_000 and population == cli.POPULATION
+        assert warmup + cli._evaluations(population, steps, plan["halving"]) * step_runs <= budget
+        assert warmup + cli._evaluations(population, steps + 1, max(1, (steps + 1) // 4)) * step_runs > budget
+    assert cli._gradient_plan(1e308, 1.0)["tune_steps"] > 1e300  # no count overflows a float
+
+
 def test_compare_on_two_problems_writes_a_summary_of_who_wins_where(tmp_path):
     out = tmp_path / "two"
     assert cli.main(["compare", "--problem", "iris-mlp,breast-cancer-logistic", "--budget", "8", "--steps", "8",
