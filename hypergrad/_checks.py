@@ -37,10 +37,17 @@ def check_progress(progress: Any) -> Any:
                      "callable taking each line")
 
 
+MAX_COUNT = 2**31 - 1  # trial numbers, steps and indices are int32 on the device
+
+
 def check_count(value: Any, argname: str) -> int:
-    """`int(value)` for an integer >= 1 (not a bool); else a `ValueError` naming `argname`."""
+    """`int(value)` for an integer from 1 to `MAX_COUNT` (not a bool); else a `ValueError` naming
+    `argname` (a larger count overflowed an int32 index on the device and aborted the process)."""
     if not is_int_at_least(value):
         raise ValueError(f"{argname}={value!r} must be an integer >= 1")
+    if int(value) > MAX_COUNT:
+        raise ValueError(f"{argname}={value!r} is more than {MAX_COUNT} (2**31 - 1), the most that int32 trial "
+                         "numbers, steps and indices hold on the device; split the work into several calls")
     return int(value)
 
 

@@ -65,6 +65,7 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
     if not is_int_at_least(population):
         raise ValueError(f"population={population!r} must be an int >= 1: the number of tuners run together "
                          "(1 is a lone tuner; try population=16)")
+    check_count(population, "population")
     if isinstance(init, str) and init not in _INITS:
         raise ValueError(f"init={init!r} must be 'sample', 'centre', hyperparameters (batched with a leading "
                          "axis of population for several tuners) or None")
@@ -73,6 +74,7 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
             raise ValueError(f"warmup={warmup!r} random-search trials cannot start population={population} tuners "
                              f"from the {population} best of them; give warmup >= population (e.g. "
                              f"warmup={4 * population}), or warmup=None")
+        check_count(warmup, "warmup")
         if init is not None:
             raise ValueError("tune: give init= or warmup=, not both (warmup starts the tuners from the best "
                              "warm-up trials)")

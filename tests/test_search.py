@@ -14,6 +14,7 @@ import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
@@ -701,3 +702,22 @@ def test_resuming_a_complete_study_compiles_no_search_program(mb_objective, mb_s
     assert [(t.value, t.flops, t.run_flops) for t in again.trials] == [
         (t.value, t.flops, t.run_flops) for t in first.trials]
     assert again.run_flops == first.run_flops and again.best_hparams.keys() == first.best_hparams.keys()
+
+
+def test_counts_past_int32_are_refused_naming_the_argument(ridge_problem, caplog):
+    # random_search(..., 2_500_000_000) and tune(warmup=2_500_000_000) aborted the process inside XLA
+    # ("Check failed: buffer_.IsConcrete()"); 1e300 trials failed with a TypeError from MLIR
+    objective = hg.Objective(ridge_problem, sgd, num_steps=3)
+    space, key = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "weight_decay": hg.LogUniform(1e-4, 1.0)}), jax.random.key(0)
+    big = 2**31
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        for call, name in [(lambda: hg.random_search(objective, space, key, big), "num_trials"),
+                           (lambda: hg.random_search(objective, space, key, 10**300), "num_trials"),
+                           (lambda: hg.tune(objective, space, key, steps=2, population=2, warmup=big), "warmup"),
+                           (lambda: hg.tune(objective, space, key, steps=big), "steps"),
+                           (lambda: hg.tune(objective, space, key, steps=2, population=big), "population"),
+                           (lambda: hg.optuna_search(objective, space, key, big), "num_trials")]:
+            with pytest.raises(ValueError, match=rf"{name}=\d+ is more than 2147483647 \(2\*\*31 - 1\)"):
+                call()
+    assert [r.getMessage() for r in caplog.records if "XLA compilation" in r.getMessage()] == []
+    assert len(hg.random_search(objective, space, key, 2).trials) == 2
