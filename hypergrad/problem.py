@@ -55,7 +55,8 @@ def num_examples(data: PyTree, argname: str) -> int:
         except ValueError as err:  # a ragged nested list
             raise ValueError(f"{argname} holds a ragged list; give arrays with one shape each") from err
         if len(shape) == 0:
-            raise ValueError(f"{argname} holds a scalar; every leaf needs a leading example axis")
+            raise ValueError(f"{argname} holds a scalar; every leaf needs a leading example axis"
+                             + _list_hint(data, argname))
         lengths.append(shape[0])
     if len(set(lengths)) != 1:
         raise ValueError(
@@ -65,6 +66,16 @@ def num_examples(data: PyTree, argname: str) -> int:
     if lengths[0] < 1:
         raise ValueError(f"{argname} is empty; give at least one example")
     return lengths[0]
+
+
+def _list_hint(data: PyTree, argname: str) -> str:
+    """The fix when `data` (named `argname`) holds a Python list of numbers: JAX reads a list as a
+    pytree node, so each of its numbers is a scalar leaf of its own. '' when it holds none."""
+    for path, node in jax.tree_util.tree_leaves_with_path(data, is_leaf=lambda x: isinstance(x, list)):
+        if isinstance(node, list) and any(np.ndim(leaf) == 0 for leaf in jax.tree.leaves(node)):
+            return (f": {argname}{jax.tree_util.keystr(path)} is a Python list, whose every number JAX reads as "
+                    "a leaf of its own; pass arrays instead, e.g. np.asarray(the list)")
+    return ""
 
 
 def check_values(data: PyTree, argname: str) -> None:
@@ -360,7 +371,8 @@ class Problem:
             num_examples(self.test_data, "test_data")
         for argname in ("train_data", "val_data", "test_data"):
             check_values(getattr(self, argname), argname)
-        pooled = self.cv is not None and not isinstance(self.cv, (list, tuple))  # cv=k: `_check_cv` checks val
+        # cv=k: `_check_cv` checks val (its message names the pooling for another structure or shape)
+        pooled = self.cv is not None and not isinstance(self.cv, (list, tuple))
         for argname in ("test_data",) if pooled else ("val_data", "test_data"):
             check_like_train(getattr(self, argname), self.train_data, argname)
         return n_train, n_val
@@ -392,6 +404,7 @@ class Problem:
                 for a, b in zip(jax.tree.leaves(self.train_data), jax.tree.leaves(self.val_data))):
             raise ValueError(f"Problem(cv={cv}) pools train_data and val_data, so they must have the same "
                              "structure and the same shapes after the example axis")
+        check_like_train(self.val_data, self.train_data, "val_data")  # the kinds of number, before pooling
         if labels is not None:
             labels = np.asarray(labels)
             if labels.ndim != 1 or labels.shape[0] != n:

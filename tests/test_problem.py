@@ -404,3 +404,28 @@ def test_splits_of_another_structure_or_precision_are_not_compared():
                          val_loss=lambda p, b: 0.0, train_data=(x[:20], x[:20, 0]),
                          val_data={"x": x[20:, :2]}, test_data=(x[20:].astype(np.float32), x[20:, 0]))
     assert problem.data["val"]["x"].shape == (10, 2)
+
+
+def test_cv_refuses_val_labels_of_another_kind_of_number_before_pooling():
+    """cv=k pooled int train labels with float val labels into floats, which failed inside the
+    trace with a bare TypeError; without cv the same data got this ValueError."""
+    x = np.arange(20.0)
+    labels = np.arange(20) % 2
+    for cv in (None, 3):
+        with pytest.raises(ValueError, match=r"val_data\[1\] holds floating values, but train_data\[1\] holds "
+                                             r"integer.*y.astype\(int\)"):
+            make_problem(train_data=(x, labels), val_data=(x[:4], labels[:4].astype(np.float64)), cv=cv)
+    assert make_problem(train_data=(x, labels), val_data=(x[:4], labels[:4]), cv=3).num_folds == 3
+
+
+def test_list_data_is_refused_naming_the_list_and_the_fix():
+    """Python lists are pytree nodes to JAX, so each number became a leaf of its own and the message
+    said only that a leaf was a scalar."""
+    x = np.arange(20.0)
+    with pytest.raises(ValueError, match=r"train_data\[0\] is a Python list.*pass arrays.*np.asarray"):
+        make_problem(train_data=(x.tolist(), 2.0 * x))
+    with pytest.raises(ValueError, match=r"val_data\[1\] is a Python list"):
+        make_problem(val_data=(x[:4], [[0.0], [1.0], [2.0], [3.0]]))
+    with pytest.raises(ValueError, match=r"train_data is a Python list"):
+        make_problem(train_data=[0.0, 1.0, 2.0])
+    assert make_problem(train_data=[x, 2.0 * x], val_data=[x[:4], 2.0 * x[:4]]).num_train == 20  # lists of arrays
