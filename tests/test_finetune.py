@@ -581,3 +581,14 @@ def test_finetune_space_refuses_a_name_or_an_objective_naming_the_call_that_fits
     with pytest.raises(ValueError, match=r"problem must be an hg.Problem, got int"):
         hg.problems.finetune_space(3, 4)
     assert objective.problem is problem and set(space.names) == {"lr", "l2sp", "warmup"}
+
+
+def test_label_columns_and_list_inputs_are_refused_naming_the_fix():
+    """Labels of shape (n, 1) got the class_axis message (set class_axis) where the fix is to drop
+    the column; inputs given as a Python list failed while tracing the model on one example."""
+    (x, y), val, test = _task()
+    with pytest.raises(ValueError, match=r"task: the train labels have shape \(24, 1\), but one label per example "
+                                         r"needs shape \(24,\); drop the trailing axis.*y.ravel"):
+        ft.finetune(_tiny_pretrained(), ((x, y[:, None]), val, test), _apply)
+    with pytest.raises(ValueError, match=r"task\[0\]\[0\] is a Python list.*pass arrays.*np.asarray"):
+        ft.finetune(_tiny_pretrained(), ((x.tolist(), y), val, test), _apply)

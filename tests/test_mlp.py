@@ -178,3 +178,65 @@ def test_built_in_problems_name_a_bad_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
     hg.problems.mlp_classifier("iris", hidden=np.array([4, 3]), batch_size=np.int64(10), cv=3)  # numpy ints are ints
+
+
+def _linear(rngs):
+    return nnx.Linear(3, 2, rngs=rngs)  # logits (batch, 2): classes 0 and 1
+
+
+def _binary_splits(relabel=lambda y: y, split=None):
+    """(train, val, test) pairs of a binary task, `relabel` applied to every split's labels (or to
+    `split`'s only)."""
+    rng = np.random.default_rng(0)
+    splits = []
+    for i, n in enumerate((24, 12, 12)):
+        x = rng.normal(size=(n, 3))
+        y = (x[:, 0] > 0).astype(np.int32)
+        splits.append((x, relabel(y) if split in (None, i) else y))
+    return tuple(splits)
+
+
+@pytest.mark.parametrize("relabel, match", [
+    (lambda y: 2 * y - 1, r"train_data: the labels \(train_data\[1\]\) run from -1 to 1, but the logits have 2 "
+                          r"classes along class_axis=-1; give labels in \[0, 2\)"),
+    (lambda y: y + 1, r"train_data: the labels \(train_data\[1\]\) run from 1 to 2.*give labels in \[0, 2\)"),
+    (lambda y: y.astype(np.float64), r"train_data: the labels \(train_data\[1\]\) have dtype float64; give integer "
+                                     r"class indices \(e.g. y.astype\(np.int32\)\)"),
+    (lambda y: y[:, None], r"train_data: the labels \(train_data\[1\]\) have shape \(24, 1\).*shape \(24,\).*y.ravel"),
+], ids=["plus-minus-one", "one-based", "float", "column"])
+def test_nnx_problem_refuses_labels_that_are_not_class_indices_at_construction(relabel, match):
+    """+-1 labels trained on class 1 for -1 with a falsely low loss, 1-based labels made every loss
+    NaN, float and (n, 1) labels failed inside the trace naming neither the labels nor the fix;
+    hg.problems.finetune already refused them."""
+    for cv in (None, 3):
+        with pytest.raises(ValueError, match=match):
+            hg.problems.nnx_problem(_linear, *_binary_splits(relabel), cv=cv)
+    for split, argname in ((1, "val_data"), (2, "test_data")):
+        with pytest.raises(ValueError, match=rf"{argname}: the labels \({argname}\[1\]\)"):
+            hg.problems.nnx_problem(_linear, *_binary_splits(relabel, split))
+    with pytest.raises(ValueError, match=r"test_data: the labels \(test_data\[1\]\) run from 0 to 2"):
+        train, val, (x, y) = _binary_splits()
+        hg.problems.nnx_problem(_linear, train, val, (x, np.where(y == 1, 2, 0)))
+    problem = hg.problems.nnx_problem(_linear, *_binary_splits())  # 0-based integer labels are fine
+    assert np.isfinite(float(problem.val_loss(problem.init(jax.random.key(0)), problem.val_data)))
+
+
+def test_nnx_problem_refuses_a_wrong_class_axis_and_data_that_is_not_pairs():
+    class_major = lambda rngs: MLP((3, 2), "tanh", rngs=rngs, class_major=True)  # noqa: E731
+    with pytest.raises(ValueError, match=r"class_axis=-1: the model gives logits of shape \(2, 1\).*set class_axis"):
+        hg.problems.nnx_problem(class_major, *_binary_splits())
+    hg.problems.nnx_problem(class_major, *_binary_splits(), class_axis=0)
+    with pytest.raises(ValueError, match=r"class_axis=3: the model gives logits of shape \(1, 2\).*int in \[-2, 2\)"):
+        hg.problems.nnx_problem(_linear, *_binary_splits(), class_axis=3)
+    train, val, _ = _binary_splits()
+    with pytest.raises(ValueError, match=r"val_data must be a pair \(inputs, integer labels\); got dict"):
+        hg.problems.nnx_problem(_linear, train, {"x": val[0], "y": val[1]})
+
+
+def test_nnx_problem_checks_labels_given_as_pandas():
+    pd = pytest.importorskip("pandas")
+    (x, y), (xv, yv), _ = _binary_splits()
+    problem = hg.problems.nnx_problem(_linear, (pd.DataFrame(x), pd.Series(y)), (pd.DataFrame(xv), pd.Series(yv)))
+    assert np.isfinite(float(problem.val_loss(problem.init(jax.random.key(0)), problem.val_data)))
+    with pytest.raises(ValueError, match=r"train_data: the labels \(train_data\[1\]\) run from -1 to 1"):
+        hg.problems.nnx_problem(_linear, (pd.DataFrame(x), pd.Series(2 * y - 1)), (pd.DataFrame(xv), pd.Series(yv)))

@@ -65,10 +65,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import is_int, is_int_at_least
+from hypergrad._checks import is_int_at_least
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.loop import check_no_keys
 from hypergrad.problem import Problem
+from hypergrad.problems._labels import check_class_labels, check_pair
 from hypergrad.problems._losses import accuracy, cross_entropy
 
 __all__ = ["finetune", "group_sgd", "group_rates", "layer_groups", "group_labels", "group_sq_norms", "leaf_path",
@@ -232,38 +233,8 @@ def _check_task(task: Any) -> None:
         count = f"has {len(task)} split(s)" if isinstance(task, Sequence) else f"is a {type(task).__name__}"
         raise ValueError(f"task {count}; give (train, val) or (train, val, test), each a pair "
                          "(inputs, integer labels)")
-    for name, split in zip(SPLITS, task):
-        if isinstance(split, (str, bytes)) or not isinstance(split, Sequence) or len(split) != 2:
-            raise ValueError(f"task: the {name} split must be a pair (inputs, integer labels); got "
-                             f"{type(split).__name__}" + (f" of length {len(split)}" if isinstance(split, Sequence) else ""))
-
-
-def _check_labels(task, apply, start, class_axis) -> None:
-    """Refuses labels that are not class indices of the model's logits, and a `class_axis` that
-    does not hold the classes: `apply` runs abstractly (`jax.eval_shape`) on one training example."""
-    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + np.shape(a)[1:], jnp.result_type(a)), task[0][0])
-    shape = jax.eval_shape(apply, start, one).shape
-    if not (is_int(class_axis) and -len(shape) <= class_axis < len(shape)):
-        raise ValueError(f"class_axis={class_axis!r}: apply(params, inputs) gives logits of shape {shape} for one "
-                         f"example; give the axis that holds the classes, an int in [-{len(shape)}, {len(shape)})")
-    classes, rest = shape[class_axis], shape[:class_axis % len(shape)] + shape[class_axis % len(shape) + 1:]
-    for name, (_, y) in zip(SPLITS, task):
-        if isinstance(y, jax.core.Tracer):
-            continue
-        y = np.asarray(y)
-        if rest != (1,) + y.shape[1:]:
-            raise ValueError(f"class_axis={class_axis}: apply(params, inputs) gives logits of shape {shape} for one "
-                             f"example, {rest} without axis {class_axis}, but one example's labels have shape "
-                             f"{(1,) + y.shape[1:]}; set class_axis to the axis of the logits that holds the "
-                             "classes (0 for class-major logits (classes, batch), such as hg.problems.MLP's "
-                             "with class_major=True)")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"task: the {name} labels have dtype {y.dtype}; give integer class indices "
-                             "(e.g. y.astype(np.int32))")
-        if y.size and (y.min() < 0 or y.max() >= classes):
-            raise ValueError(f"task: the {name} labels run from {y.min()} to {y.max()}, but the logits have "
-                             f"{classes} classes along class_axis={class_axis}; give labels in [0, {classes}) "
-                             "(a head of another size for another label set), or fix class_axis")
+    for i, (name, split) in enumerate(zip(SPLITS, task)):
+        check_pair(split, f"task: the {name} split", f"task[{i}]")
 
 
 def _start(pretrained, head, labels, names, new_groups) -> tuple[PyTree, tuple[int, ...]]:
@@ -330,7 +301,8 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     labels, names = group_labels(pretrained, groups)
     start, new = _start(pretrained, head, labels, names, new_groups)
     _check_head(pretrained, start, labels, names, new)
-    _check_labels(task, apply, start, class_axis)
+    check_class_labels({f"task: the {name} labels": y for name, (_, y) in zip(SPLITS, task)}, task[0][0], apply,
+                       start, class_axis)
     start_of = (lambda key: pretrained) if head is None else (lambda key: head(key, pretrained))
 
     def train_loss(params, hparams, batch):

@@ -20,6 +20,7 @@ from flax import nnx
 from hypergrad._checks import is_int_at_least, is_number
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
+from hypergrad.problems._labels import check_class_labels, check_pair
 from hypergrad.problems._matmul import affine as _affine
 from hypergrad.problems._losses import accuracy, cross_entropy, default_dtype, l2_penalty
 
@@ -118,14 +119,30 @@ def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=
     passed to `hg.Problem` (k-fold cross-validation over train and val pooled). `class_axis` is
     the axis of the model's logits that holds the classes (-1 for (batch, classes); 0 for a model
     such as `MLP(..., class_major=True)` that returns (classes, batch)).
+
+    Each split is a pair (inputs, labels), the labels integer class indices in [0, classes) of one
+    example's logits' shape without `class_axis` ((n,) for logits (n, classes)). Checked at
+    construction (`check_class_labels`: the model runs abstractly on one example, nothing
+    compiles): -1/+1 labels would train class 1 for -1 with a falsely low loss, 1-based labels
+    make every loss NaN.
+
+    Raises:
+        ValueError: a split that is not a pair; labels that are not integers, of shape (n, 1), or
+            outside [0, classes); a `class_axis` that does not hold the logits' classes.
     """
-    graphdef, _ = nnx.split(make_model(nnx.Rngs(0)))  # the static structure, built once
+    graphdef, state = nnx.split(make_model(nnx.Rngs(0)))  # the static structure, built once
 
     def init(key):
         return nnx.split(make_model(nnx.Rngs(key)))[1]
 
     def logits(state, x):
         return nnx.merge(graphdef, state)(x)
+
+    splits = {"train_data": train_data, "val_data": val_data} | ({} if test_data is None else {"test_data": test_data})
+    for argname, split in splits.items():
+        check_pair(split, argname)
+    check_class_labels({f"{argname}: the labels ({argname}[1])": split[1] for argname, split in splits.items()},
+                       train_data[0], logits, state, class_axis, model="the model")
 
     def train_loss(state, hparams, batch):
         x, y = batch
