@@ -847,3 +847,103 @@ def test_the_seed_keys_a_program_only_where_it_draws_baked_data():
     assert baking._program_key({}) != sklearn_clone(baking).set_params(random_state=3)._program_key({})
     varying = {"early_stopping": [False, True]}
     assert small_mlp()._program_key(varying) != small_mlp().set_params(random_state=3)._program_key(varying)
+
+
+@pytest.mark.parametrize("cv,groups", [(sk.TimeSeriesSplit(3), None),
+                                       (sk.GroupKFold(3), np.repeat([0, 1, 2], [6, 6, 36]))])
+def test_hypergrad_search_on_folds_of_unequal_sizes_runs_scikit_learns_search(regression, cv, groups):
+    """Folds whose train or val sizes differ by more than one example (TimeSeriesSplit's growing
+    windows, GroupKFold's unequal groups) cannot be cut to one size without changing the fits:
+    scikit-learn's own search runs them, with a warning naming why, and every split score is the
+    fit on that fold's full training part, scored on its full validation part."""
+    x, y = regression
+    with pytest.warns(UserWarning, match="differ by more than one example"):
+        search = HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3, "log")}, cv=cv, n_iter=3, random_state=0,
+                                   scoring="neg_mean_squared_error").fit(x, y, groups=groups)
+    assert not hasattr(search, "hybrid_result_")
+    for row, params in enumerate(search.cv_results_["params"]):
+        expected = sk.cross_val_score(SklearnRidge(**params), x, y, cv=cv, groups=groups,
+                                      scoring="neg_mean_squared_error")
+        scores = [search.cv_results_[f"split{s}_test_score"][row] for s in range(3)]
+        np.testing.assert_allclose(scores, expected, rtol=1e-8)
+
+
+def test_hypergrad_search_cuts_folds_that_differ_by_one_example(regression):
+    """KFold(5) on 48 examples (val parts of 10 and 9): the folds are cut to the smallest train and
+    val sizes and descended in one program, without a fallback; each split score is the fit on the
+    cut training part scored on the cut validation part."""
+    x, y = regression
+    cv = sk.KFold(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        search = HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3, "log")}, cv=cv, budget=6,
+                                   scoring="neg_mean_squared_error").fit(x, y)
+    folds = list(cv.split(x))
+    n_train, n_val = min(len(t) for t, _ in folds), min(len(v) for _, v in folds)
+    row = search.best_index_
+    for s, (train, val) in enumerate(folds):
+        alone = SklearnRidge(**search.best_params_).fit(x[train[:n_train]], y[train[:n_train]])
+        expected = -np.mean((alone.predict(x[val[:n_val]]) - y[val[:n_val]]) ** 2)
+        assert search.cv_results_[f"split{s}_test_score"][row] == pytest.approx(expected, rel=1e-8)
+
+
+def _minority_last():
+    """60 examples, the 3 of class 1 last: KFold(3)'s fold 2 trains on class 0 alone."""
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(60, 3)), np.r_[np.zeros(57, int), np.ones(3, int)]
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=sk.KFold(3), **kw),
+    lambda **kw: HypergradSearchCV(LogisticRegression(), {"C": (0.1, 10.0, "log")}, cv=sk.KFold(3), budget=8, **kw),
+])
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite:UserWarning")
+def test_a_fold_training_on_one_class_is_a_failed_fit_as_scikit_learns(make):
+    """A fold whose training part holds a single class is a fit the estimator's own fit refuses
+    ("needs samples of at least 2 classes"): as scikit-learn's search, its score is error_score with
+    a FitFailedWarning naming it, the other folds are scored, and error_score="raise" raises the
+    fit's error before anything compiles."""
+    x, y = _minority_last()
+    with pytest.warns(FitFailedWarning, match="training part holds one class"):
+        search = make(error_score=-7.0).fit(x, y)
+    results = search.cv_results_
+    assert np.all(results["split2_test_score"] == -7.0)
+    assert np.all(np.isfinite(results["split0_test_score"])) and np.all(results["split0_test_score"] != -7.0)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        make(error_score="raise").fit(x, y)
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite:UserWarning")
+def test_the_one_class_fold_matches_scikit_learns_search():
+    """The fold training on one class: the same split and mean scores (NaN there) as scikit-learn's
+    own search over its LogisticRegression."""
+    x, y = _minority_last()
+    with pytest.warns(FitFailedWarning):
+        ours = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=sk.KFold(3)).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = sk.GridSearchCV(SklearnLogistic(), {"C": [0.1, 1.0]}, cv=sk.KFold(3)).fit(x, y)
+    for name in ("split0_test_score", "split1_test_score", "split2_test_score", "mean_test_score"):
+        np.testing.assert_array_equal(ours.cv_results_[name], theirs.cv_results_[name], err_msg=name)
+
+
+@pytest.mark.parametrize("make,where,match", [
+    (lambda: GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=3), "y", "Input y contains NaN"),
+    (lambda: HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3, "log")}, cv=3, budget=4), "y", "Input y contains NaN"),
+    (lambda: GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=3), "X", "Input X contains NaN"),
+    (lambda: HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3, "log")}, cv=3, budget=4), "X", "Input X contains NaN"),
+    (lambda: GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=3), "X", "Input X contains NaN"),
+])
+def test_nan_in_the_data_is_refused_naming_x_or_y_before_compiling(make, where, match, monkeypatch):
+    """NaN in a regressor's y, or in X, is refused up front with scikit-learn's message naming y or X,
+    as the estimator's own fit refuses it, not with the message of an internal argument."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    y = x @ [1.0, 2.0, 3.0]
+    if isinstance(make().estimator, LogisticRegression):
+        y = (y > 0).astype(int)
+    (y if where == "y" else x)[5] = np.nan
+    monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise
+    monkeypatch.setattr("hypergrad.hybrid_search", None)
+    with pytest.raises(ValueError, match=match):
+        make().fit(x, y)

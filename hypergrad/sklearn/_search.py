@@ -25,7 +25,10 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    estimator's own `fit`. A fit whose validation loss is not finite diverged, where scikit-learn's
    fit raises: it is a failed fit as scikit-learn's search counts one (`fits_failed`: its test and
    train scores `error_score` with a `FitFailedWarning`; every fit failed raises scikit-learn's
-   "All the N fits failed" `ValueError`). A NaN score of a fit that did not fail (R^2 of a
+   "All the N fits failed" `ValueError`). So is every fit on a fold whose training part holds a
+   single class, which the classifier's own `fit` refuses though the program, given the full data's
+   classes, could fit it (`refused_folds`; with `error_score="raise"` that error is raised before
+   anything compiles). A NaN score of a fit that did not fail (R^2 of a
    one-example fold) stays NaN, as scikit-learn's. A fit that ran all its `max_iter` iterations
    without its stopping rule stopping it (an MLP's tol / n_iter_no_change or early stopping, a
    LogisticRegression's tol on the gradient: the
@@ -42,7 +45,8 @@ the estimators' own weighted `fit`; a fit parameter the estimator's `fit` does n
 hypergrad estimator itself refuses (its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1
 penalty, `solver="lbfgs"`, ...) is refused by the search with that same error before anything
 compiles (`check_candidates`), as invalid parameter values are: scikit-learn's search could not fit
-it either.
+it either. Data the estimator's `fit` refuses (NaN in X, or in a regressor's y) is refused up front with
+scikit-learn's message naming X or y (`check_data`).
 
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
@@ -219,6 +223,48 @@ def check_fit_params(search: Any, params: Mapping[str, Any]) -> None:
         if not has_fit_parameter(target.final, name):
             raise ValueError(f"{type(search).__name__}.fit({full}=...): {type(target.final).__name__}.fit takes no "
                              f"{name!r} in hypergrad.sklearn; drop {full}, or use scikit-learn's own estimator")
+
+
+def check_data(target: Target, X: Any, y: Any) -> None:
+    """scikit-learn's errors, naming X or y, for data the estimator's own `fit` refuses ("Input X
+    contains NaN.", "Input y contains NaN.", sparse or 1-D X), raised before any fold is built or
+    anything compiled, as the estimator's `fit` raises them in scikit-learn's search: X as that
+    `fit` checks it, unless a Pipeline step transforms it first (an imputer takes NaN, a
+    ColumnTransformer strings: the fitted steps' output is checked per fold); a regressor's y numeric
+    and finite (a classifier's labels are checked by its `_encode_y`, as its `fit` checks them).
+    Cost: one pass over X and y (a float copy of X where it is not float already)."""
+    if target.before is None:
+        check_array(X, dtype=(np.float64, np.float32), input_name="X")
+    if y is not None and not is_classifier(target.final):
+        check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
+
+
+def refused_folds(search: Any, target: Target, y: Any, encoded: np.ndarray, splits: Sequence[tuple]
+                  ) -> dict[int, str]:
+    """The folds whose training part holds fewer than 2 classes, each with the `ValueError` the
+    estimator's own `fit` raises on that part ("... needs samples of at least 2 classes"): its fits
+    are failed fits, as scikit-learn's search records them (`_finish`: their scores `error_score`,
+    a `FitFailedWarning` naming them), though the vmapped program, given the full data's classes,
+    could fit them. With `error_score="raise"` that error is raised here, before anything compiles,
+    as scikit-learn's search raises it. Empty for a regressor. Cost: one pass over the folds' codes."""
+    if not is_classifier(target.final):
+        return {}
+    refused = {}
+    for s, (train, _) in enumerate(splits):
+        if np.unique(encoded[train]).size >= 2:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a column y's DataConversionWarning, given once already
+                target.final._encode_y(_safe_indexing(y, train))
+            error = "the fit needs samples of at least 2 classes"
+        except ValueError as raised:
+            error = str(raised)
+        who = type(target.final).__name__
+        refused[s] = f"fold {s}, whose training part holds one class: {who}.fit refuses it ({error})"
+        if search.error_score == "raise":
+            raise ValueError(f"{refused[s]}; error_score='raise'")
+    return refused
 
 
 # -- candidates, grouped by what cannot be traced -------------------------------------------------------
@@ -571,15 +617,18 @@ class VmappedSearch:
             fallback(self, why, self._sklearn_class)
             return self._sklearn_class.fit(self, X, y, **params)
         check_candidates(self.estimator, candidates)
+        check_data(target, X, y)
         X, y = indexable(X, y)
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
         self.n_splits_ = len(splits)
+        encoding = target.final._encode_y(y)
+        refused = refused_folds(self, target, y, encoding[0], splits)
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
         refit = self._refit_program(target, X, y, candidates)
-        tables = self._evaluate(target, X, y, candidates, splits, refit)
-        self._finish(X, y, candidates, splits, tables, refit)
+        tables = self._evaluate(target, X, y, encoding, candidates, splits, refit)
+        self._finish(X, y, candidates, splits, tables, refit, refused)
         return self
 
     def _refit_program(self, target: Target, X: Any, y: Any, candidates: list[dict]) -> Any:
@@ -598,11 +647,12 @@ class VmappedSearch:
     def _candidate_list(self) -> list[dict]:
         raise NotImplementedError
 
-    def _evaluate(self, target: Target, X: Any, y: Any, candidates: list[dict], splits: list,
-                  refit: Any = None) -> dict[str, np.ndarray]:
-        """Test (and train) scores, failed fits and fit/score seconds, each (candidates, folds);
-        `refit`'s program (if any) starts compiling when the first search program does."""
-        y_encoded, fitted = target.final._encode_y(y)
+    def _evaluate(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], candidates: list[dict],
+                  splits: list, refit: Any = None) -> dict[str, np.ndarray]:
+        """Test (and train) scores, failed fits and fit/score seconds, each (candidates, folds), of
+        y encoded as `encoding` (`_encode_y`'s); `refit`'s program (if any) starts compiling when
+        the first search program does."""
+        y_encoded, fitted = encoding
         classes = fitted.get("classes_")
         metric = metric_of(self.estimator, self.scoring)
         shape = (len(candidates), len(splits))
@@ -626,17 +676,21 @@ class VmappedSearch:
         return tables
 
     def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray],
-                refit: Any = None) -> None:
+                refit: Any = None, refused: Mapping[int, str] | None = None) -> None:
         """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
         `refit`'s program when it can fit the best candidate, see `_refit_program`). `tables`
         holds "test", "train", "fit_time", "score_time", "failed" and "ran_out" (candidates,
         folds): a failed fit's test and train scores become `error_score`, as scikit-learn's
         `_fit_and_score` sets them (`fits_failed` raises when every fit failed, or with
         error_score="raise"); the fits that ran out of iterations (failed ones aside) are
-        `hypergrad_not_converged_`, and one `ConvergenceWarning` counts them (`fits_not_converged`)."""
-        failed = tables["failed"]
+        `hypergrad_not_converged_`, and one `ConvergenceWarning` counts them (`fits_not_converged`).
+        `refused` (`refused_folds`): folds whose every fit failed because the estimator's `fit`
+        refuses their training part. `splits`' validation sizes are `n_test_samples`."""
+        refused = refused or {}
+        failed = tables["failed"].copy()
+        failed[:, sorted(refused)] = True
         if failed.any():
-            fits_failed(self, candidates, failed)
+            fits_failed(self, candidates, failed, refused)
             tables["test"][failed] = self.error_score
             tables["train"][failed] = self.error_score
         self.hypergrad_not_converged_ = tables["ran_out"] & ~failed
@@ -669,14 +723,22 @@ class VmappedSearch:
         self.cv_results_ = results
 
 
-def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray) -> None:
+def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray, refused: Mapping[int, str] | None = None
+                ) -> None:
     """scikit-learn's handling of failed fits (here: a fit whose validation loss is not finite, it
-    diverged: `fold_failed`): `error_score="raise"` raises, every fit failed raises scikit-learn's
-    "All the N fits failed" `ValueError` (`_warn_or_raise_about_fit_failures`), anything else warns
-    (`FitFailedWarning`) and the caller scores them `error_score`."""
-    c, s = np.argwhere(failed)[0]
-    what = (f"{int(failed.sum())} fits diverged (non-finite validation loss: the fit's weights or predictions are "
-            f"not finite), the first candidate {candidates[c]} on fold {s}")
+    diverged: `fold_failed`; or every fit of a fold whose training part the estimator's `fit`
+    refuses, `refused_folds`' messages): `error_score="raise"` raises, every fit failed raises
+    scikit-learn's "All the N fits failed" `ValueError` (`_warn_or_raise_about_fit_failures`),
+    anything else warns (`FitFailedWarning`) and the caller scores them `error_score`."""
+    refused = refused or {}
+    diverged = failed.copy()
+    diverged[:, sorted(refused)] = False
+    details = [f"{len(candidates)} fits on {why}" for why in refused.values()]
+    if diverged.any():
+        c, s = np.argwhere(diverged)[0]
+        details.append(f"{int(diverged.sum())} fits diverged (non-finite validation loss: the fit's weights or "
+                       f"predictions are not finite), the first candidate {candidates[c]} on fold {s}")
+    what = "; ".join(details)
     if search.error_score == "raise":
         raise ValueError(f"{what}; error_score='raise'")
     if failed.all():
@@ -808,9 +870,27 @@ def split_distributions(target: Target, distributions: Any) -> tuple[dict, dict]
     return discrete, continuous
 
 
+def unequal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> str | None:
+    """Why `HypergradSearchCV` cannot cut the folds to one size (`equal_folds`), or None: their
+    training parts, or their validation parts, differ by more than one example. KFold and
+    StratifiedKFold (repeated or shuffled too), ShuffleSplit and LeaveOneOut make parts that differ by
+    at most one; TimeSeriesSplit's growing windows, GroupKFold's unequal groups, a PredefinedSplit or
+    index lists may not, and cutting those would fit and score far fewer examples than scikit-learn's
+    search (TimeSeriesSplit: every fold trained on the first window)."""
+    for part, sizes in (("training", [len(t) for t, _ in splits]), ("validation", [len(v) for _, v in splits])):
+        if max(sizes) - min(sizes) > 1:
+            return (f"the folds' {part} parts hold {sizes} examples, which differ by more than one example, so they "
+                    "cannot be cut to one size for one program without fitting or scoring fewer examples than "
+                    "scikit-learn's search (splitters whose folds differ by at most one, such as KFold and "
+                    "StratifiedKFold, are descended)")
+    return None
+
+
 def equal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The folds cut to the smallest train and val sizes (dropping at most a few last indices of the
-    larger folds), so that one cross-validated objective vmaps them all."""
+    """The folds cut to the smallest train and val sizes, so that one cross-validated objective
+    vmaps them all: folds whose parts differ by at most one example (`unequal_folds` refuses the
+    rest) lose the last index of their larger parts. Bias: such a fold's fit sees one training
+    example fewer, or its score counts one validation example fewer, than scikit-learn's."""
     train = min(len(t) for t, _ in splits)
     val = min(len(v) for _, v in splits)
     return [(t[:train], v[:val]) for t, v in splits]
@@ -849,8 +929,13 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     configuration starts at the centre of the ranges and takes Adam steps (`outer`, default Adam
     0.05 on the unconstrained coordinates) on the hypergradient (`method`, default `hg.Reverse()`)
     of the mean validation loss (log-loss, or squared error) over the folds, all configurations and
-    folds vmapped. The folds are scikit-learn's (`check_cv`), cut to equal sizes (at most a few
-    examples dropped from the larger folds) so that one program runs them all. A configuration
+    folds vmapped. The folds are scikit-learn's (`check_cv`), cut to the smallest fold's training
+    and validation sizes so that one program runs them all: only where those sizes differ by at most
+    one example (`unequal_folds`: KFold, StratifiedKFold, ShuffleSplit), so a larger fold's fit sees
+    one training example fewer, or its score counts one validation example fewer, than scikit-learn's
+    (`n_test_samples` is the size scored). Folds that differ by more (TimeSeriesSplit, GroupKFold
+    with unequal groups, PredefinedSplit, index lists) run in scikit-learn's `RandomizedSearchCV` on
+    the same folds and ranges, with a `UserWarning` naming the sizes. A configuration
     whose start (or every step so far) diverges restarts at a fresh draw from the ranges until a
     step is finite, with a warning (`hypergrad.outer`).
 
@@ -914,21 +999,31 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         check_candidates(self.estimator, [{target.prefix + n: v} for n, options in discrete.items() for v in options]
                          + [{target.prefix + n: v} for n, b in continuous.items() for v in (b.low, b.high)])
         check_descended_are_read(target, discrete, continuous)
+        check_data(target, X, y)
         X, y = indexable(X, y)
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
+        why = unequal_folds(splits)
+        if why:  # scikit-learn's search on exactly these folds (a generator cv is spent)
+            fallback(self, why, SklearnRandomizedSearchCV)
+            return self._sklearn_fallback(X, y, cv=splits, **params)
         self.n_splits_ = len(splits)
-        result = self._descend(target, X, y, discrete, continuous, splits)
-        n_val = len(equal_folds(splits)[0][1])  # the validation examples each fold's scores count
+        encoding = target.final._encode_y(y)
+        refused = refused_folds(self, target, y, encoding[0], splits)
+        scored = equal_folds(splits)
+        result = self._descend(target, X, y, encoding, discrete, continuous, scored)
+        n_val = len(scored[0][1])  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val)
         self.hybrid_result_ = result
         self.hypergrad_info_ = [run_record(result, len(splits))]
-        self._finish(X, y, candidates, splits, tables)
+        self._finish(X, y, candidates, scored, tables, refused=refused)
         return self
 
-    def _descend(self, target: Target, X: Any, y: Any, discrete: dict, continuous: dict, splits: list) -> hg.Result:
-        """`hg.hybrid_search` on the folds stacked into one cross-validated family."""
-        encoded, fitted = target.final._encode_y(y)
-        pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in equal_folds(splits)]
+    def _descend(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], discrete: dict,
+                 continuous: dict, splits: list) -> hg.Result:
+        """`hg.hybrid_search` on the folds (of equal sizes: `equal_folds`) stacked into one
+        cross-validated family, y encoded as `encoding` (`_encode_y`'s)."""
+        encoded, fitted = encoding
+        pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in splits]
         varying = {**discrete, **{name: [b.low, b.high] for name, b in continuous.items()}}
         if not discrete:  # hybrid_search searches at least one choice: the first structural one, as it is
             name = sorted(target.final._structural_params)[0]
@@ -971,9 +1066,10 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
                 tables["fit_time"][row, j] = (t.seconds + share) / k
         return candidates, tables
 
-    def _sklearn_fallback(self, X: Any, y: Any, **params: Any) -> HypergradSearchCV:
-        """scikit-learn's RandomizedSearchCV on the same ranges (tuples as scipy.stats distributions);
-        its fitted attributes copied onto self."""
+    def _sklearn_fallback(self, X: Any, y: Any, cv: Any = None, **params: Any) -> HypergradSearchCV:
+        """scikit-learn's RandomizedSearchCV on the same ranges (tuples as scipy.stats distributions)
+        and folds (`cv`: given splits, or None for the search's own `cv`); its fitted attributes
+        copied onto self."""
         def converted(distributions):
             out = {}
             for name, value in distributions.items():
@@ -984,6 +1080,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         given = self.param_distributions
         distributions = [converted(d) for d in given] if isinstance(given, list) else converted(given)
         settings = {k: v for k, v in self.get_params(deep=False).items() if k not in ("budget", "method", "outer")}
+        settings["cv"] = settings["cv"] if cv is None else cv
         search = SklearnRandomizedSearchCV(**{**settings, "param_distributions": distributions}).fit(X, y, **params)
         for name, value in vars(search).items():
             if name.endswith("_") and not name.startswith("_"):
