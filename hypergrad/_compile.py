@@ -150,11 +150,16 @@ def is_traced(tree: Any) -> bool:
 
 
 def signature(args: Any) -> Hashable:
-    """The hashable (tree structure, leaf shapes and dtypes) of `args`: what a program is compiled for."""
+    """The hashable (tree structure, leaf shapes, dtypes and shardings, and JAX's default matmul
+    precision) of `args`: what a program is compiled for. A compiled program takes only the
+    shardings it was compiled for (arguments on another device or mesh were a "compiled for input
+    shardings that disagree" error), and the precision in force when it was lowered (a call under
+    `jax.default_matmul_precision("highest")` reused the default-precision program)."""
     leaves, treedef = jax.tree.flatten(args)
     # an array's own dtype when it has one (result_type walks JAX's type lattice, ~30 us a leaf)
     return treedef, tuple((np.shape(x), x.dtype if isinstance(x, (np.ndarray, jax.Array)) else
-                           jax.numpy.result_type(x)) for x in leaves)
+                           jax.numpy.result_type(x), x.sharding if isinstance(x, jax.Array) else None)
+                          for x in leaves), jax.config.jax_default_matmul_precision
 
 
 @contextlib.contextmanager
