@@ -105,7 +105,9 @@ def _remember(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -
 
 
 def _probe(objective: Any, hparams: HParams) -> str | None:
-    """checkify's message for the first out-of-bounds index of `num_steps` optimiser updates, or None."""
+    """checkify's message for the first out-of-bounds index of `num_steps` optimiser updates, or None
+    (also when the optimiser closes over a value an enclosing transformation traces: such a run
+    cannot be compiled on its own, so it is not checked)."""
     loop = objective.loop()
     shapes = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
 
@@ -119,7 +121,11 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
 
         return jax.lax.scan(step, (params, opt.init(params)), None, length=objective.num_steps)[0][0]
 
-    checked = jax.jit(checkify.checkify(run, errors=checkify.index_checks))
+    checked = checkify.checkify(run, errors=checkify.index_checks)
+    if _compile.is_traced(hparams) and any(isinstance(c, jax.core.Tracer)
+                                           for c in jax.make_jaxpr(checked)(hparams).consts):
+        return None
+    checked = jax.jit(checked)
     error, _ = checked.lower(hparams).compile(_compile.QUICK_COMPILE)(hparams)  # runs once: compile fast
     message = error.get()
     return None if message is None else message.strip().split("\n")[0]

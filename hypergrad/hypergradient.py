@@ -12,7 +12,7 @@ from hypergrad._types import HParams, Key, Scalar
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad._checks import check_key
-from hypergrad._indexing import check_objective_runs
+from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds
 from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_differentiable_hparams"]
@@ -74,6 +74,8 @@ def hypergradient(
     method.check(objective, hparams)
     if not _compile.is_traced(hparams):  # under a transformation the objective may close over tracers
         check_objective_runs(objective, hparams)
+    else:  # the schedules still (at zeros of the traced values' shapes), when the optimiser runs on its own
+        check_schedules_in_bounds(objective, hparams)
     (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
     return value, grads
 

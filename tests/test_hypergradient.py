@@ -315,6 +315,25 @@ def test_the_schedule_check_accepts_every_model_training_accepts(key):
         hg.hypergradient(short, hparams, key)
 
 
+def test_a_short_schedule_is_refused_under_jit_and_vmap_too(key):
+    """Under jax.jit or jax.vmap the schedule check was skipped: the last entry of a schedule one
+    step short trained two steps and its hypergradient doubled, silently. It runs on zeros of the
+    traced values' shapes, unless the optimiser closes over a traced value (not checkable alone)."""
+    short, hparams = mixed_leaves_objective(T - 1)
+    for transform in (jax.jit, lambda f: lambda h: jax.vmap(f)(jax.tree.map(lambda a: a[None], h))):
+        with pytest.raises(ValueError, match=r"indexes a hyperparameter past its end within num_steps=8"):
+            transform(lambda h: hg.hypergradient(short, h, key))(hparams)
+    objective, hparams = mixed_leaves_objective(T)
+    np.testing.assert_allclose(jax.jit(lambda h: hg.hypergradient(objective, h, key)[0])(hparams),
+                               objective(hparams, key), rtol=1e-10)
+
+    def momentum_times(m):  # an optimiser closing over a traced value runs unchecked, as it did
+        closing = hg.Objective(objective.problem, lambda h: optax.sgd(lambda t: h["lr"][t], momentum=0.5 * m),
+                               num_steps=T)
+        return hg.hypergradient(closing, {"lr": hparams["lr"]}, key)[0]
+    np.testing.assert_allclose(jax.jit(momentum_times)(1.0), momentum_times(1.0), rtol=1e-10)
+
+
 # -- errors, raised before anything compiles -----------------------------------------------------
 @pytest.fixture
 def ridge_objective(ridge_problem):
