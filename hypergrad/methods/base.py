@@ -15,14 +15,17 @@ vmapped, the value and gradient averaged over folds (`hypergrad.folds`).
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping
 from typing import Any
+
+import jax
 
 from hypergrad._types import HParams, Key, PyTree, Scalar
 from hypergrad.folds import over_folds
 from hypergrad.loop import Loop
 
-__all__ = ["Method"]
+__all__ = ["Method", "refusing_derivatives"]
 
 
 class Method(abc.ABC):
@@ -54,3 +57,32 @@ class Method(abc.ABC):
     def check(self, objective: Any, hparams: HParams) -> None:
         """Raises `ValueError`, before anything compiles, for a combination it cannot handle."""
         self.check_loop(objective.loop(), hparams)
+
+
+def refusing_derivatives(hparams: HParams, method: Method, why: str) -> HParams:
+    """`hparams` unchanged, except that differentiating anything computed from them (jax.grad,
+    jacfwd, jacrev, jvp, hessian of a hypergradient, under jit too) raises a ValueError naming
+    `method`, `why` its result has no true derivative, and the fix. For methods whose value and
+    grads have no derivative path, or only a partial one, back to the hyperparameters (integer
+    arithmetic, `stop_gradient`), where autodiff would return 0 or a wrong number silently.
+
+    An identity (a `jax.custom_jvp` whose rule refuses): jit and vmap see the plain values, free.
+    Only differentiation with respect to `hparams` is caught; a value the objective closes over
+    (`with_fixed` of a traced value) is not seen.
+    """
+    return _refuse_derivatives(f"{method!r}", why, hparams)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _refuse_derivatives(method: str, why: str, hparams: HParams) -> HParams:
+    return hparams
+
+
+@_refuse_derivatives.defjvp
+def _refuse_derivatives_jvp(method: str, why: str, primals, tangents):
+    raise ValueError(
+        f"hg.hypergradient(..., method={method}) cannot be differentiated (jax.grad, jacfwd, jacrev, "
+        f"jvp or hessian of its value or grads): {why}, so autodiff would give a silently wrong "
+        "derivative. Use method=hg.Reverse() or hg.Forward() for derivatives of a hypergradient "
+        "(plain autodiff, exact to second order); the first derivative of the value is the "
+        "returned grads")

@@ -188,6 +188,14 @@ class ES(Method):
     grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
     A diverged perturbed run makes the estimate non-finite (`tune` then skips the step).
 
+    Derivatives of the result: plain autodiff, so jax.grad, jacfwd, jacrev or jvp through
+    `hg.hypergradient` with this method are exact derivatives of what it returns, at reverse or
+    forward mode's cost and memory through all 2 * num_samples + 1 runs: the value's gradient is
+    the objective's exact gradient (not this estimate: the value is the unperturbed run), and the
+    grads' Jacobian is that of the estimate as a function of `hparams` (the noise held fixed by the
+    key; with relative steps D moves with `hparams` too), a noisy quantity, not the objective's
+    Hessian. For second-order hyper-derivatives use `hg.Reverse()` or `hg.Forward()`.
+
     Args:
         sigma: perturbation size: a fraction of each value with `relative=True` (e.g. 0.01),
             else an absolute step.
@@ -275,6 +283,9 @@ class PES(Method):
     truncation.
 
     The value and scores returned are those of an unperturbed training run at `hparams`.
+
+    Derivatives of the result: plain autodiff, as for `ES`: the value's gradient is the objective's
+    exact gradient, the grads' Jacobian that of this estimate (noise held fixed by the key).
 
     Cost: 2 * num_samples + 1 training runs with antithetic pairs (num_samples + 1 without), plus
     one noise draw per window; no backward pass. Counted FLOPs are a little less, as for `ES`

@@ -41,7 +41,7 @@ from hypergrad._types import HParams, Key, PyTree
 from hypergrad._checks import is_int_at_least
 from hypergrad._compile import missing_key_message
 from hypergrad.loop import Loop, optimizer_update
-from hypergrad.methods.base import Method
+from hypergrad.methods.base import Method, refusing_derivatives
 
 __all__ = ["Implicit", "hparams_read_by"]
 
@@ -236,6 +236,13 @@ class Implicit(Method):
     damping, which biases the result towards a scaled gradient); Neumann needs in addition
     0 < alpha < 2 / lambda_max(H + damping).
 
+    Derivatives of the result: none. Training and the solve are held constant, so autodiff of the
+    value and grads would see only the final loss terms' dependence on the hyperparameters (0 for
+    the value's gradient); jax.grad, jacfwd, jacrev or jvp through `hg.hypergradient` with this
+    method raise a ValueError at trace time instead. Use `hg.Reverse()` or `hg.Forward()` for
+    second-order hyper-derivatives; the first derivative of the value is the returned grads (up to
+    the bias above). jit and vmap of the call are unaffected.
+
     Args:
         solver: "cg" (conjugate gradient; fields `maxiter`, `tol`) or "neumann" (truncated Neumann
             series; fields `num_terms`, `alpha`). Setting a field of the other solver is refused
@@ -335,6 +342,11 @@ class Implicit(Method):
     # -- the hypergradient ---------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
         self.check_loop(loop, hparams)  # shapes only: also safe while tracing
+        # Training and the solve are held constant below: differentiating the result would miss
+        # their dependence on the hyperparameters, so it is refused, not silently 0.
+        hparams = refusing_derivatives(hparams, self, "training and the linear solve are held constant "
+                                       "(stop_gradient), so the value and grads depend on the "
+                                       "hyperparameters only through the final loss terms")
         # L, H and d2L/dwdh are full-batch: the training loss on the whole training set.
 
         # Train with the hyperparameters held constant: no derivative flows through the scan.

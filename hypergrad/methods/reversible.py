@@ -95,7 +95,7 @@ import optax
 from hypergrad import _caches, _compile
 from hypergrad._checks import is_int
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.methods.base import Method
+from hypergrad.methods.base import Method, refusing_derivatives
 from hypergrad.loop import Loop, LoopState
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -234,6 +234,12 @@ class Reversible(Method):
     Bias: none beyond fixed-point precision (gradients and steps rounded to 2^-radix_bits, the
     momentum to a multiple of 2^-30): in float64 it equals `Reverse` to ~1e-8 relative.
     Requires `jax_enable_x64` (int64 arithmetic).
+
+    Derivatives of the result: none. Training runs in integers, so the value and grads carry no
+    derivative back to the hyperparameters; jax.grad, jacfwd, jacrev or jvp through
+    `hg.hypergradient` with this method (second-order hyper-derivatives) raise a ValueError at
+    trace time rather than return 0. Use `hg.Reverse()` or `hg.Forward()` for those; the first
+    derivative of the value is the returned grads. jit and vmap of the call are unaffected.
 
     Args:
         lr: name of the learning-rate hyperparameter (scalar, or a schedule of length >= T).
@@ -443,6 +449,10 @@ class Reversible(Method):
     def reverse(self, loop: Loop, hparams: HParams, key: Key) -> ReversibleRun:
         """`run` on a loop: train forward in fixed point, then undo training step by step."""
         T = loop.num_steps
+        # Training runs in int64 fixed point: nothing returned has a derivative path back to the
+        # hyperparameters through it, so differentiating the result is refused, not silently 0.
+        hparams = refusing_derivatives(hparams, self, "it trains in int64 fixed-point arithmetic, "
+                                       "which carries no derivative")
         state = loop.init(hparams, key)
         arith = _Arithmetic.of(self, loop, hparams, state)
         lr = jnp.asarray(hparams[self.lr])

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from hypergrad._types import HParams, Key
 from hypergrad._checks import is_int_at_least
 from hypergrad.loop import Loop
-from hypergrad.methods.base import Method
+from hypergrad.methods.base import Method, refusing_derivatives
 from hypergrad.methods.reverse import Reverse
 
 __all__ = ["Truncated"]
@@ -51,6 +51,13 @@ class Truncated(Method):
     bias, which comes from optimising a short horizon's objective instead). Unbiased (exact) only
     when window >= T.
 
+    Derivatives of the result: with window < T, none. The head is held constant, so autodiff of the
+    value and grads would miss its dependence on the hyperparameters (silently wrong); jax.grad,
+    jacfwd, jacrev or jvp through `hg.hypergradient` with this method raise a ValueError at trace
+    time instead. Use `hg.Reverse()` or `hg.Forward()` for second-order hyper-derivatives. With
+    window >= T it is `Reverse`, plain autodiff, and differentiates exactly. jit and vmap of the call
+    are unaffected.
+
     Compute accounting (`hypergrad.accounting`, which counts this program): a training run plus the
     window's share of reverse mode's backward pass, about run + (window / T) * (R - run) with R the
     count of `Reverse(store="residuals")` (the window is differentiated as plain autodiff of the
@@ -89,6 +96,10 @@ class Truncated(Method):
             # would give the same gradient at another cost and memory, a jump at window = T).
             return Reverse(self.checkpoint_every, store="residuals").differentiate(loop, hparams, key)
         head = num_steps - window
+        # The head is held constant below: differentiating the result would miss its dependence on
+        # the hyperparameters, so it is refused, not silently wrong (window >= T above stays exact).
+        hparams = refusing_derivatives(hparams, self, f"the {head} training steps before the window "
+                                       "are held constant (stop_gradient)")
 
         def loss(h):
             # The first T - window steps are run with the hyperparameters held constant, and the
