@@ -285,9 +285,9 @@ def tune(
     resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
     population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving, chunk_size)
     outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
-    check_objective_runs(objective, space.centre())
     # every refusal before the study opens: a study stores the call that opened it and refuses another
     starts = _checked_starts(objective, space, method, init, population, warmup, key)
+    check_objective_runs(objective, space.centre())  # after the method's refusals, which trace nothing
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:

@@ -165,7 +165,7 @@ def test_the_draw_is_the_same_under_float32():
 def test_too_many_positions_for_uint32_are_refused():
     x = jnp.zeros((2**16 + 1, 1), jnp.float32)
     with pytest.raises(ValueError, match=r"batch_size=65536 times the 65537 training examples must be below 2\*\*32"):
-        _problem(2**16 + 1, 2**16, train_data=(x, x))
+        _problem(2**16 + 1, 2**16, train_data=(x, x), val_data=(x[:2], x[:2]))  # splits of one example shape
 
 
 # -- one draw for every path of the loop ------------------------------------------------------------
