@@ -142,8 +142,9 @@ def warn_unread_hparams(traced: Any, hparams: HParams) -> None:
     if unread:
         names = ", ".join(name.strip("[]") for name in unread)
         warnings.warn(f"the objective never reads hyperparameter(s) {names}: tuning or searching them changes "
-                      "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or drop "
-                      "them from the hg.Space", UserWarning, stacklevel=_first_level_outside_the_library())
+                      "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or leave "
+                      "them out of the search space (the hg.Space, or a scikit-learn search's parameter grid)",
+                      UserWarning, stacklevel=_first_level_outside_the_library())
 
 
 def _first_level_outside_the_library() -> int:
