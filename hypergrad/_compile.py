@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
@@ -53,12 +54,15 @@ class CompileStats:
 
 class _WeakProgramCache:
     """Executables keyed by (owner, rest of the key), weakly on the owner; least recently used
-    evicted beyond `MAX_ENTRIES`. An owner that cannot be weakly referenced is held strongly."""
+    evicted beyond `MAX_ENTRIES`. An owner that cannot be weakly referenced is held strongly.
+    Thread-safe: one lock around each look-up, insertion and clear (never around a compilation),
+    so `hg.clear_caches()` or an eviction on another thread makes a look-up miss, not raise."""
 
     def __init__(self):
         self._weak: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> {rest: executable}
         self._strong: dict = {}
         self._order: collections.OrderedDict = collections.OrderedDict()  # (owner ref, rest) -> None
+        self._lock = threading.RLock()
 
     def _table(self, owner: Any, create: bool) -> dict | None:
         try:
@@ -79,29 +83,33 @@ class _WeakProgramCache:
             return owner
 
     def get(self, owner: Any, rest: Hashable) -> Any | None:
-        table = self._table(owner, create=False)
-        if table is None or rest not in table:
-            return None
-        self._order.move_to_end((self._ref(owner), rest))
-        return table[rest]
+        with self._lock:
+            table = self._table(owner, create=False)
+            if table is None or rest not in table:
+                return None
+            self._order.move_to_end((self._ref(owner), rest))
+            return table[rest]
 
     def put(self, owner: Any, rest: Hashable, executable: Any) -> None:
-        self._table(owner, create=True)[rest] = executable
-        self._order[(self._ref(owner), rest)] = None
-        while len(self._order) > MAX_ENTRIES:
-            (ref, old), _ = self._order.popitem(last=False)
-            holder = ref() if isinstance(ref, weakref.ref) else ref
-            table = None if holder is None else self._table(holder, create=False)
-            if table is not None:
-                table.pop(old, None)
+        with self._lock:
+            self._table(owner, create=True)[rest] = executable
+            self._order[(self._ref(owner), rest)] = None
+            while len(self._order) > MAX_ENTRIES:
+                (ref, old), _ = self._order.popitem(last=False)
+                holder = ref() if isinstance(ref, weakref.ref) else ref
+                table = None if holder is None else self._table(holder, create=False)
+                if table is not None:
+                    table.pop(old, None)
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._weak.values()) + sum(len(t) for t in self._strong.values())
+        with self._lock:
+            return sum(len(t) for t in self._weak.values()) + sum(len(t) for t in self._strong.values())
 
     def clear(self) -> None:
-        self._weak.clear()
-        self._strong.clear()
-        self._order.clear()
+        with self._lock:
+            self._weak.clear()
+            self._strong.clear()
+            self._order.clear()
 
 
 def _split(tag: Hashable, args: tuple) -> tuple[Any, Hashable]:

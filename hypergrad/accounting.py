@@ -312,26 +312,31 @@ def _signature(args: Any) -> Hashable:
 
 
 class _Counts:
-    """Counts per owner (an objective), held weakly on the owner; at most `MAX_ENTRIES` per owner."""
+    """Counts per owner (an objective), held weakly on the owner; at most `MAX_ENTRIES` per owner.
+    Thread-safe: one lock around each look-up, insertion and clear (never around a count), so a
+    count evicted or cleared by another thread is a miss, counted again."""
 
     def __init__(self):
         self._tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.RLock()
 
     def get(self, owner: Any, key: Hashable) -> float | None:
-        table = self._tables.get(owner)
-        if table is None or key not in table:
-            return None
-        table.move_to_end(key)
-        return table[key]
+        with self._lock:
+            table = self._tables.get(owner)
+            if table is None or key not in table:
+                return None
+            table.move_to_end(key)
+            return table[key]
 
     def put(self, owner: Any, key: Hashable, value: float) -> float:
-        table = self._tables.get(owner)
-        if table is None:
-            table = self._tables[owner] = collections.OrderedDict()
-        table[key] = value
-        while len(table) > MAX_ENTRIES:
-            table.popitem(last=False)
-        return value
+        with self._lock:
+            table = self._tables.get(owner)
+            if table is None:
+                table = self._tables[owner] = collections.OrderedDict()
+            table[key] = value
+            while len(table) > MAX_ENTRIES:
+                table.popitem(last=False)
+            return value
 
     def get_or_count(self, owner: Any, key: Hashable, count: Callable[[], float]) -> float:
         value = self.get(owner, key)
@@ -342,10 +347,12 @@ class _Counts:
         return self.put(owner, key, value)
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._tables.values())
+        with self._lock:
+            return sum(len(t) for t in self._tables.values())
 
     def clear(self) -> None:
-        self._tables.clear()
+        with self._lock:
+            self._tables.clear()
 
 
 _counts = _Counts()

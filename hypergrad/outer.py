@@ -76,6 +76,7 @@ import collections
 import dataclasses
 import functools
 import math
+import threading
 import time
 import warnings
 import weakref
@@ -449,7 +450,13 @@ _INIT_PROGRAMS = 64
 """Most initial-state programs held (`initial_states`), the least recently used dropped first."""
 
 _init_programs: collections.OrderedDict = collections.OrderedDict()  # key of the init's jaxpr -> jitted program
-_caches.register(_init_programs.clear)
+_init_programs_lock = threading.RLock()  # around each look-up, insertion and clear (none compiles)
+
+
+@_caches.register
+def _clear_init_programs() -> None:
+    with _init_programs_lock:
+        _init_programs.clear()
 
 
 def initial_states(outer: optax.GradientTransformation, z: PyTree, chunk: int) -> PyTree:
@@ -462,15 +469,16 @@ def initial_states(outer: optax.GradientTransformation, z: PyTree, chunk: int) -
     example = take_rows(z, 0, chunk)
     closed, out_tree = traced(jax.vmap(outer.init), (example,))
     name = _program_store.digest(closed, ("outer init", str(out_tree)), example)
-    program = _init_programs.get(name)
-    if program is None:
-        def init(rows):
-            return jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(rows))
+    with _init_programs_lock:  # jax.jit compiles nothing here: its first call does, outside the lock
+        program = _init_programs.get(name)
+        if program is None:
+            def init(rows):
+                return jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(rows))
 
-        program = _init_programs[name] = jax.jit(init)
-        while len(_init_programs) > _INIT_PROGRAMS:
-            _init_programs.popitem(last=False)
-    _init_programs.move_to_end(name)
+            program = _init_programs[name] = jax.jit(init)
+            while len(_init_programs) > _INIT_PROGRAMS:
+                _init_programs.popitem(last=False)
+        _init_programs.move_to_end(name)
     pieces = [[np.asarray(a)[:min(chunk, num - start)] for a in program(take_rows(z, start, chunk))]
               for start in range(0, num, chunk)]
     return jax.tree.unflatten(out_tree, _concatenated(pieces))
@@ -486,8 +494,9 @@ def step_program(tag: tuple, trace: Callable[[], tuple[Any, Any]], example: tupl
     one tuner, its output tree), called only when the program is not in memory: then it is batched
     (`flat_replay`) and compiled, or loaded from the program store by that jaxpr."""
     executable = _compile.cached(tag, example)
-    if executable is not None and executable in _out_trees:
-        return executable, 0.0, _out_trees[executable]
+    out_tree = None if executable is None else _out_trees.get(executable)
+    if out_tree is not None:  # (a program whose tree another thread's clear_caches dropped is traced again)
+        return executable, 0.0, out_tree
     closed, out_tree = trace()
     executable, seconds = _compile.compiled(tag, lambda: flat_replay(closed), example, jaxpr=closed)
     _out_trees[executable] = out_tree
@@ -518,16 +527,19 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     # the step traced once, when the first program this cohort compiles needs it
     trace = functools.cache(lambda: traced(tuner_step_fn(objective, space, method, outer), (*first, key, data)))
 
-    def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
+    def program_and_tree(chunk: int) -> tuple[Any, float, Any, Any, PyTree, Any]:
         spread, replicated = shardings(chunk)
         placed_data, placed_key = place((data, key), replicated)
         example = (*place(take_rows((*carry, fixed), 0, chunk), spread), placed_key, placed_data)
-        executable, seconds, _ = step_program(tag, trace, example)
-        return executable, seconds, spread, replicated, placed_data
+        executable, seconds, out_tree = step_program(tag, trace, example)
+        return executable, seconds, spread, replicated, placed_data, out_tree
 
-    executable, seconds, spread, replicated, placed_data = program(chunk)
+    def program(chunk: int) -> tuple[Any, float, Any, Any, PyTree]:
+        return program_and_tree(chunk)[:5]
+
+    executable, seconds, spread, replicated, placed_data, out_tree = program_and_tree(chunk)
     return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
-                  flops, unit, extra, compile_seconds=seconds, out_tree=_out_trees[executable],
+                  flops, unit, extra, compile_seconds=seconds, out_tree=out_tree,
                   restart=functools.partial(restart_draws, space, key), good=np.zeros(num, dtype=bool))
 
 

@@ -187,7 +187,9 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
     its trace)."""
     began = time.perf_counter()
     executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
-    if executable is None:
+    # a program whose names another thread's hg.clear_caches() dropped is a miss: traced again
+    found = None if executable is None else _programs.get(executable)
+    if found is None:
         # One trial's run, traced once (`hypergrad.accounting`): counted for its FLOPs, and vmapped
         # and compiled as the search program. The planner's count of it hands over its trace.
         with _compile.naming_missing_hparams():
@@ -195,14 +197,16 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
         if warn_unread:
             warn_unread_hparams(run.jaxpr, one)
         traced_now = time.perf_counter() - began
-        executable, compile_seconds = _compile.compiled(
+        executable, compiled_seconds = _compile.compiled(
             ("search", objective), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
-        compile_seconds = time.perf_counter() - began  # with the run's trace, when made here
-        _programs[executable] = (run.score_names, run_flops(objective, one, example[1]))
-        # What one more program costs, as the planner prices it: its trace (made here, or by the
-        # plan's count and handed over), batching, lowering and compilation.
-        structure.record_program(time.perf_counter() - began - traced_now + run.seconds)
-    names, unit = _programs[executable]
+        # with the run's trace, when made here (0.0 for a program found in memory after a clear of its names)
+        compile_seconds = time.perf_counter() - began if compiled_seconds > 0 else 0.0
+        _programs[executable] = found = (run.score_names, run_flops(objective, one, example[1]))
+        if compiled_seconds > 0:
+            # What one more program costs, as the planner prices it: its trace (made here, or by the
+            # plan's count and handed over), batching, lowering and compilation.
+            structure.record_program(time.perf_counter() - began - traced_now + run.seconds)
+    names, unit = found
     return executable, compile_seconds, names, unit
 
 

@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import collections
 import numbers
+import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -94,7 +95,13 @@ __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "c
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
-_caches.register(_PROGRAMS.clear)
+_PROGRAMS_LOCK = threading.RLock()  # around each look-up, insertion and clear; never around make()
+
+
+@_caches.register
+def _clear_programs() -> None:
+    with _PROGRAMS_LOCK:
+        _PROGRAMS.clear()
 
 
 def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
@@ -107,13 +114,18 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     arguments go through `on_device`), so the cap bounds a loop of fits on data of many shapes and
     `hg.clear_caches()` frees what they compiled. Memory: a program may hold the training data of
     the fit that built it (its problem's splits, which later fits replace by their own arguments),
-    so on large data call `hg.clear_caches()` once done fitting."""
-    if key in _PROGRAMS:
-        _PROGRAMS.move_to_end(key)
-        return _PROGRAMS[key]
-    program = _PROGRAMS[key] = make()
-    while len(_PROGRAMS) > _MAX_PROGRAMS:
-        _PROGRAMS.popitem(last=False)
+    so on large data call `hg.clear_caches()` once done fitting. Thread-safe: a program cleared
+    or evicted by another thread is a miss (made again); two threads missing at once each make
+    one, and the later replaces the earlier."""
+    with _PROGRAMS_LOCK:
+        if key in _PROGRAMS:
+            _PROGRAMS.move_to_end(key)
+            return _PROGRAMS[key]
+    program = make()
+    with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = program
+        while len(_PROGRAMS) > _MAX_PROGRAMS:
+            _PROGRAMS.popitem(last=False)
     return program
 
 
@@ -148,7 +160,13 @@ class ProgramOwner:
 
 _OWNERS: collections.OrderedDict = collections.OrderedDict()
 _MAX_OWNERS = 64
-_caches.register(_OWNERS.clear)
+_OWNERS_LOCK = threading.RLock()  # around each look-up, insertion and clear
+
+
+@_caches.register
+def _clear_owners() -> None:
+    with _OWNERS_LOCK:
+        _OWNERS.clear()
 
 
 def program_owner(key: Hashable) -> ProgramOwner:
@@ -156,14 +174,15 @@ def program_owner(key: Hashable) -> ProgramOwner:
     folds' shapes and the structural configuration), so that the objectives of every fit with that
     key share their compiled programs. At most 64 kept, least recently used dropped (their programs
     then live as long as an objective naming them; the compiled-program cache bounds them too);
-    emptied by `hg.clear_caches()`. Memory: the key (parameter values), no data."""
-    if key in _OWNERS:
-        _OWNERS.move_to_end(key)
-        return _OWNERS[key]
-    owner = _OWNERS[key] = ProgramOwner(key)
-    while len(_OWNERS) > _MAX_OWNERS:
-        _OWNERS.popitem(last=False)
-    return owner
+    emptied by `hg.clear_caches()`. Memory: the key (parameter values), no data. Thread-safe."""
+    with _OWNERS_LOCK:
+        if key in _OWNERS:
+            _OWNERS.move_to_end(key)
+            return _OWNERS[key]
+        owner = _OWNERS[key] = ProgramOwner(key)
+        while len(_OWNERS) > _MAX_OWNERS:
+            _OWNERS.popitem(last=False)
+        return owner
 
 
 def frozen(value: Any) -> Hashable:
