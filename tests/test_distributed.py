@@ -147,15 +147,11 @@ with open(os.path.join(tmp, f"refused{process}.json"), "w") as f:
 '''
 
 
-def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_path):
-    """Process 0 refused a study (another live process writes it) or failing at a commit, process 1
-    refusing a study (another key), process 0 refusing log= or failing to write it: the other
-    processes raise the error too, instead of waiting in collectives it never reaches."""
-    conn = hg.store._connect(str(tmp_path / "leased.db"))
-    conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
-    conn.close()
+def _two_workers(tmp_path, source: str, name: str) -> list[dict]:
+    """Runs `source` as two processes of one `jax.distributed` run on loopback (argv: process id, port,
+    folder), each writing `{name}{process}.json`; killed whatever happens, every wait bounded."""
     worker = tmp_path / "worker.py"
-    worker.write_text(_REFUSED_WORKER)
+    worker.write_text(source)
     port = str(_free_port())
     procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
@@ -168,7 +164,17 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    out = [json.loads((tmp_path / f"refused{i}.json").read_text()) for i in (0, 1)]
+    return [json.loads((tmp_path / f"{name}{i}.json").read_text()) for i in (0, 1)]
+
+
+def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_path):
+    """Process 0 refused a study (another live process writes it) or failing at a commit, process 1
+    refusing a study (another key), process 0 refusing log= or failing to write it: the other
+    processes raise the error too, instead of waiting in collectives it never reaches."""
+    conn = hg.store._connect(str(tmp_path / "leased.db"))
+    conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
+    conn.close()
+    out = _two_workers(tmp_path, _REFUSED_WORKER, "refused")
     assert out[0]["leased"].startswith("RuntimeError: study 's' in") and "is being written by pid" in out[0]["leased"]
     assert out[1]["leased"].startswith("RuntimeError: process 0 stopped this study with RuntimeError: study 's'")
     assert out[0]["failing"] == "OperationalError: database or disk is full"
@@ -228,21 +234,7 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
     """Process 1 given another num_trials, key, data set or number of tuner steps than process 0 ran other
     programs: it waited in a collective process 0 never reached, for ever, or gloo aborted with a
     "collective mismatch". Every process now refuses before anything runs, naming what differs."""
-    worker = tmp_path / "worker.py"
-    worker.write_text(_DIFFERENT_WORKER)
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
-    try:
-        for proc in procs:
-            output, _ = proc.communicate(timeout=90)
-            assert proc.returncode == 0, output[-3000:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    out = [json.loads((tmp_path / f"different{i}.json").read_text()) for i in (0, 1)]
+    out = _two_workers(tmp_path, _DIFFERENT_WORKER, "different")
     for i in (0, 1):
         for name, differs in [("num_trials", "arguments.num_trials"), ("key", "key"), ("data", "objective"),
                               ("steps", "arguments.steps")]:
