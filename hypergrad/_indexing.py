@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -32,21 +33,24 @@ _caches.register(_checked.clear)
 _caches.register(_traced.clear)
 
 
-def check_objective_runs(objective: Any, hparams: HParams) -> None:
+def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], Any] | None = None) -> None:
     """Traces `objective`'s training and evaluation once at `hparams` (`jax.make_jaxpr`: nothing
     compiled or computed), so that an error the trace raises (a loss or metric that is not a scalar, a
     hyperparameter the optimiser reads that nobody passed) comes before any program is compiled, not
     after the first one; warns of a hyperparameter the objective never reads
     (`warn_unread_hparams`); then `check_schedules_in_bounds`. Cost: one trace of the objective, once
-    per objective and hyperparameter shapes, and the schedule check's. For a caller that traces the
-    objective anyway before compiling (a search's counted run), `check_schedules_in_bounds` alone."""
+    per objective and hyperparameter shapes, and the schedule check's. `trace`, when given, makes
+    that trace instead (a ClosedJaxpr of `loss_and_scores` whose first inputs are `hparams`' leaves):
+    a caller that needs the trace anyway hands it on (tune's count of a run). For a caller that
+    traces the objective anyway before compiling (a search's counted run),
+    `check_schedules_in_bounds` alone."""
     shapes = _shapes(hparams)
     if _cached(_traced, objective, shapes):
         return
     concrete = _concrete(hparams)
     with _compile.naming_missing_hparams():
-        traced = jax.make_jaxpr(lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(
-            concrete, objective.problem.data)
+        traced = trace() if trace is not None else jax.make_jaxpr(
+            lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(concrete, objective.problem.data)
     warn_unread_hparams(traced, concrete)
     check_schedules_in_bounds(objective, hparams)
     _remember(_traced, objective, shapes)

@@ -287,7 +287,8 @@ def tune(
     outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
     # every refusal before the study opens: a study stores the call that opened it and refuses another
     starts = _checked_starts(objective, space, method, init, population, warmup, key)
-    check_objective_runs(objective, space.centre())  # after the method's refusals, which trace nothing
+    centre = space.centre()  # after the method's refusals, which trace nothing
+    check_objective_runs(objective, centre, trace=lambda: _counted_run(objective, centre, key))
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
@@ -311,6 +312,14 @@ def _finished(writer: StudyWriter | None, steps: int) -> Result | None:
     if not any(info.name == writer.study and info.state == "complete" for info in list_studies(writer.path)):
         return None
     return load_study(writer.path, writer.study)
+
+
+def _counted_run(objective: Objective, hparams: HParams, key: Key) -> Any:
+    """The jaxpr of the run `run_flops` counts at `hparams`, counted now (the unit tune charges
+    later): traced once for the count and `check_objective_runs`, not once for each."""
+    with accounting.sharing_traces():
+        run_flops(objective, hparams, key)
+        return accounting.traced_run(objective, hparams, key, objective.problem.data).jaxpr
 
 
 def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,
