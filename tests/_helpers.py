@@ -1,6 +1,8 @@
 """Helpers shared by the test files (importable because pytest puts tests/ on sys.path)."""
 
 import dataclasses
+import pathlib
+import sys
 
 import jax
 import optax
@@ -69,3 +71,15 @@ def population_objective(problem):
     """`problem` trained by `sgd_half_momentum` for `POPULATION_T` steps (each test module builds its
     own, so that its compilation counts start from its own programs)."""
     return hg.Objective(problem, sgd_half_momentum, num_steps=POPULATION_T)
+
+
+EXPERIMENTS = pathlib.Path(__file__).parent.parent.joinpath("experiments")
+
+
+def import_experiment(name):
+    """The module experiments/<name>.py (experiments import each other by name, as scripts run there)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))

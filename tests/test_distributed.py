@@ -96,9 +96,9 @@ def test_process_0_alone_writes_the_log(runs):
     assert logged == [t["value"] for t in calls["random"][0]]
 
 
-# -- process 0 refused or failing: every process stops -----------------------------------------------
-_REFUSED_WORKER = r'''
-import json, os, sqlite3, sys
+# The start of a worker of `_two_workers`: one CPU device, gloo, process `process` of 2 on `port`.
+_WORKER_START = r'''
+import json, os, sys
 import jax
 jax.config.update("jax_num_cpu_devices", 1)
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -107,6 +107,12 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
                            initialization_timeout=60)
 import optax
 import hypergrad as hg
+'''
+
+
+# -- process 0 refused or failing: every process stops -----------------------------------------------
+_REFUSED_WORKER = _WORKER_START + r'''
+import sqlite3
 objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0),
                          lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
@@ -196,16 +202,7 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
 
 
 # -- processes making different calls: refused on every process, naming the difference --------------
-_DIFFERENT_WORKER = r'''
-import json, os, sys
-import jax
-jax.config.update("jax_num_cpu_devices", 1)
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-process, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
-                           initialization_timeout=60)
-import optax
-import hypergrad as hg
+_DIFFERENT_WORKER = _WORKER_START + r'''
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -11,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-FOLDER = pathlib.Path(__file__).parent.parent.joinpath("experiments")
+from _helpers import EXPERIMENTS as FOLDER, import_experiment
+
 # Every script but the shared module (_claims.py) and the runner of full modes (reproduce.py, tested below).
 EXPERIMENTS = sorted(p for p in FOLDER.glob("*.py") if not p.name.startswith("_") and p.name != "reproduce.py")
 
@@ -404,11 +404,7 @@ def test_experiment_smoke(script, tmp_path):
 def test_reproduce_summarises_every_registered_sidecar(tmp_path):
     """reproduce.py --collect writes one line per claim of every registered experiment, read from the
     sidecars, and a 'failed' line for one that wrote none; every registered name is a script here."""
-    sys.path.insert(0, str(FOLDER))
-    try:
-        import reproduce
-    finally:
-        sys.path.remove(str(FOLDER))
+    reproduce = import_reproduce()
     names = reproduce.EXPERIMENTS
     assert names and all((FOLDER / f"{name}.py").exists() for name in names), names
     for i, name in enumerate(names[:-1]):  # the last one "failed": no sidecar
@@ -430,12 +426,7 @@ def test_reproduce_summarises_every_registered_sidecar(tmp_path):
 
 
 def import_reproduce():
-    sys.path.insert(0, str(FOLDER))
-    try:
-        import reproduce
-    finally:
-        sys.path.remove(str(FOLDER))
-    return reproduce
+    return import_experiment("reproduce")
 
 
 def cells(line):
@@ -492,13 +483,6 @@ def test_reproduce_records_wall_seconds_and_collect_rewrites_the_same_page(tmp_p
     assert reproduce.main(["--collect", "--results", str(tmp_path), "--out", str(out)]) == 0
     assert out.read_text() == ran
 
-
-def import_experiment(name):
-    sys.path.insert(0, str(FOLDER))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(FOLDER))
 
 
 def test_a_smoke_run_never_writes_into_the_committed_results(tmp_path, monkeypatch, capsys):

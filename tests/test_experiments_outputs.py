@@ -4,20 +4,10 @@ previous log. Every test fakes the measurements (seconds, no training)."""
 
 import json
 import os
-import pathlib
-import sys
 
 import pytest
 
-FOLDER = pathlib.Path(__file__).parent.parent.joinpath("experiments")
-
-
-def import_experiment(name):
-    sys.path.insert(0, str(FOLDER))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(FOLDER))
+from _helpers import import_experiment
 
 
 def fake_finetuning(monkeypatch, stop_at=None):
