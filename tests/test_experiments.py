@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import pathlib
 import re
 import subprocess
 import sys
