@@ -193,8 +193,8 @@ class Result:
         """The trial with the lowest finite validation loss; failed trials are never chosen, nor, in
         a `resample_key` tune, a step's trial scored on its own key (see the class docstring: the
         pick is among the trials scored on the call's key). None when there is no such trial."""
-        pickable = _pickable(self.info)
-        ok = [t for t in self.trials if pickable(t)]
+        can_pick = pickable(self.info)
+        ok = [t for t in self.trials if can_pick(t)]
         return min(ok, key=lambda t: t.value) if ok else None
 
     @property
@@ -276,11 +276,11 @@ class Result:
             unit = _UNIT.get(by, "")
             raise ValueError(f"best_within(budget={budget!r}): give a positive budget in {unit or 'its unit'}, "
                              "e.g. budget=10")
-        best, pickable = None, _pickable(self.info)
+        best, can_pick = None, pickable(self.info)
         for trial, spent in zip(self.trials, self.spent(by)):
             if spent > budget * (1 + 1e-9):
                 break
-            if pickable(trial) and (best is None or trial.value < best.value):
+            if can_pick(trial) and (best is None or trial.value < best.value):
                 best = trial
         return best
 
@@ -290,8 +290,8 @@ class Result:
         `resample_key` tune, the steps' trials on their own keys are never picked: see the class
         docstring)."""
         runs = np.cumsum([t.runs for t in self.trials])
-        pickable = _pickable(self.info)
-        values = np.array([t.value if pickable(t) else np.inf for t in self.trials])
+        can_pick = pickable(self.info)
+        values = np.array([t.value if can_pick(t) else np.inf for t in self.trials])
         return runs, np.minimum.accumulate(values) if len(values) else values
 
     # -- export ---------------------------------------------------------------------------------
@@ -481,7 +481,7 @@ class Result:
                 f"{self.runs:.1f} runs, {self.seconds:.1f}s + {self.compile_seconds:.1f}s compile; best {pick}")
 
 
-def _pickable(info: Mapping[str, Any]) -> Callable[[Trial], bool]:
+def pickable(info: Mapping[str, Any]) -> Callable[[Trial], bool]:
     """Whether a trial of a result with this `info` can be its pick (`Result`'s docstring): a
     finished trial with a finite value that, in a `tune(resample_key=True)` result naming its
     final iterates, was scored on the call's key (a warm-up trial, tuner None, or a final iterate).

@@ -74,7 +74,7 @@ from hypergrad._checks import shared_outcome
 from hypergrad._processes import check_processes_agree
 from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
                                     encode_hparams, encode_value, first_difference, identity, in_format)
-from hypergrad.results import Result, Trial
+from hypergrad.results import Result, Trial, pickable
 from hypergrad.space import Space
 
 __all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "fingerprint", "objective_digest",
@@ -105,7 +105,9 @@ class StudyInfo:
         name: the study's name; kind: "random", "grid", "tune", "hybrid" or "optuna";
         strategy: the result's label once finished (None while running);
         state: "complete" once its call returned, else "running" (or killed: call it again to resume);
-        num_trials: trials stored; best_value: the lowest finite validation loss among them (inf if none);
+        num_trials: trials stored; best_value: the lowest finite validation loss among the trials its
+            `Result` may pick (`Result.best_value`: for a finished `tune(resample_key=True)`, those
+            scored on the call's key; else all of them; inf if none);
         created, updated: Unix times.
     """
 
@@ -764,12 +766,27 @@ def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
     try:
         rows = conn.execute(
             "SELECT s.name, s.kind, s.strategy, s.state, s.created, s.updated, COUNT(t.number), "
-            "MIN(CASE WHEN t.state != 'fail' AND typeof(t.value) = 'real' AND abs(t.value) < 9e999 THEN t.value END) "
-            "FROM studies s LEFT JOIN trials t ON t.study = s.name GROUP BY s.name ORDER BY s.name").fetchall()
+            "MIN(CASE WHEN t.state != 'fail' AND typeof(t.value) = 'real' AND abs(t.value) < 9e999 THEN t.value END), "
+            "s.info FROM studies s LEFT JOIN trials t ON t.study = s.name GROUP BY s.name ORDER BY s.name").fetchall()
+        return [StudyInfo(name=r[0], kind=r[1], strategy=r[2], state=r[3], num_trials=int(r[6]),
+                          best_value=_best_value(conn, path, r[0], r[8], math.inf if r[7] is None else float(r[7])),
+                          created=float(r[4]), updated=float(r[5]))
+                for r in rows]
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, err) from err
     finally:
         conn.close()
-    return [StudyInfo(name=r[0], kind=r[1], strategy=r[2], state=r[3], num_trials=int(r[6]),
-                      best_value=math.inf if r[7] is None else float(r[7]), created=float(r[4]), updated=float(r[5]))
-            for r in rows]
+
+
+def _best_value(conn: sqlite3.Connection, path: str, study: str, info: str | None, lowest: float) -> float:
+    """The study's `best_value` as its `Result` picks it (`hypergrad.results.pickable`): `lowest`, the
+    lowest finite value of its trials, except for a finished `tune(resample_key=True)`, whose pick is
+    among the trials scored on the call's key. Cost: nothing, or one read of that study's trials."""
+    if info is None or "resample_key" not in info:
+        return lowest
+    try:
+        info = decode_value(json.loads(info))
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"study {study!r} in {path}: its info is unreadable ({err})") from err
+    rule = pickable(info)
+    return min((t.value for t in _read_trials(conn, path, study, None) if rule(t)), default=math.inf)

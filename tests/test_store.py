@@ -682,3 +682,20 @@ def test_a_second_thread_writing_the_same_study_is_refused_before_it_computes(ri
     assert len(outcome["A"].trials) == 8
     again = hg.random_search(ridge_objective, SPACE, key, 8, chunk_size=4, storage=db, study="s")  # released: resumes
     assert_same_trials(again, outcome["A"])
+
+
+def test_list_studies_best_value_of_a_resample_key_tune_is_its_results_pick(logistic_minibatch_problem, key, tmp_path):
+    """list_studies reported a resample_key tune's best_value as the minimum over every trial, each
+    step's scored on its own key, below the Result's best_value (the pick among trials scored on the
+    call's key, b5ed533). It now applies the Result's rule; other studies keep the plain minimum."""
+    db = tmp_path / "study.db"
+    objective = hg.Objective(logistic_minibatch_problem, lambda h: optax.chain(
+        optax.add_decayed_weights(h["weight_decay"]), optax.sgd(h["lr"])), num_steps=6)
+    result = hg.tune(objective, SPACE, jax.random.key(3), steps=4, outer=optax.adam(0.3), resample_key=True,
+                     storage=db, study="t")
+    plain = hg.random_search(objective, SPACE, key, 6, storage=db, study="r")
+    every = min(t.value for t in result.trials if math.isfinite(t.value))
+    assert every < result.best_value  # else this test could not tell the two rules apart
+    listed = {s.name: s.best_value for s in hg.list_studies(db)}
+    assert listed == {"t": result.best_value, "r": plain.best_value}
+    assert listed["t"] == hg.load_study(db, "t").best_value
