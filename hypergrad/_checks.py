@@ -1,11 +1,13 @@
 """Argument checks shared by the validators: predicates (each caller words its own error message),
 `check_count`, the one "positive integer" check with its one message, `check_progress`,
-`check_key`, the one PRNG-key check, `check_log`, the one check of a trials log's path, and
-`shared_outcome`, which raises on every process of a multi-process run what one process met."""
+`check_key`, the one PRNG-key check, `check_log`, the one check of a trials log's path,
+`users_stacklevel`, which points a library warning at the user's line, and `shared_outcome`,
+which raises on every process of a multi-process run what one process met."""
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import jax
@@ -178,3 +180,14 @@ def shared_outcome(error: BaseException | None, what: str) -> None:
         first = failed[0]
         message = bytes(got[first, 1:]).rstrip(b"\0").decode(errors="replace")
         raise _KINDS[int(got[first, 0]) - 1](f"process {first} stopped {what} with {message}")
+
+
+def users_stacklevel() -> int:
+    """`warnings.warn`'s stacklevel, called from the function that calls this, that points at the
+    first frame outside hypergrad: the user's line, however deep in the library the warning is
+    (Python's default filter then shows a warning once per line of the user's code)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

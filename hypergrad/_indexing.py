@@ -7,8 +7,6 @@ rate and pile their hypergradient onto it."""
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -20,6 +18,7 @@ import numpy as np
 from jax.experimental import checkify
 
 from hypergrad import _caches, _compile
+from hypergrad._checks import users_stacklevel
 from hypergrad._jaxprs import unread_inputs
 from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
@@ -148,14 +147,4 @@ def warn_unread_hparams(traced: Any, hparams: HParams) -> None:
         warnings.warn(f"the objective never reads hyperparameter(s) {names}: tuning or searching them changes "
                       "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or leave "
                       "them out of the search space (the hg.Space, or a scikit-learn search's parameter grid)",
-                      UserWarning, stacklevel=_first_level_outside_the_library())
-
-
-def _first_level_outside_the_library() -> int:
-    """`warnings.warn`'s stacklevel, called from the function that calls this, that points at the
-    first frame outside hypergrad: the user's line, however deep in the library the warning is."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame, level = sys._getframe(2), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
+                      UserWarning, stacklevel=users_stacklevel())

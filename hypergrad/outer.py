@@ -91,6 +91,7 @@ from jax.extend import core as jcore
 
 from hypergrad import _caches, _compile, _program_store
 from hypergrad._batching import chunk_for, device_count, first_row, place, shardings, take_rows, to_host
+from hypergrad._checks import users_stacklevel
 from hypergrad._store_codec import TooLarge, identity
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
@@ -331,7 +332,7 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
     else:
         state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
     if state == SKIPPED:
-        warnings.warn(SKIPPED_WHY, RuntimeWarning, stacklevel=2)
+        warnings.warn(SKIPPED_WHY, RuntimeWarning, stacklevel=users_stacklevel())
     return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
                  scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
                  grad_norm=float(report["grad_norm"]), tuner=tuner)
@@ -648,7 +649,7 @@ def _warn_without_good(cohorts: Sequence[Cohort]) -> None:
         total = sum(len(c.latest) for c in cohorts)  # the tuners that stepped in this call, halved ones included
         warnings.warn(NO_GOOD_START.format(count=len(without), total=total,
                                            ids=", ".join(str(t) for t in sorted(without)),
-                                           found=sum(without.values())), RuntimeWarning, stacklevel=3)
+                                           found=sum(without.values())), RuntimeWarning, stacklevel=users_stacklevel())
 
 
 def cohort_state(cohorts: Sequence[Cohort]) -> list[dict[str, Any]]:

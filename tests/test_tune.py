@@ -13,6 +13,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import sqlite3  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -272,6 +273,19 @@ def test_all_steps_diverging_gives_no_pick_and_no_nan(diverging_objective):
     for trial in result.trials:
         assert in_bounds(space, trial.hparams)
     assert len({float(t.hparams["lr"]) for t in result.trials}) == 4  # a new point every step
+
+
+def test_the_restart_warning_points_at_the_users_line(diverging_objective):
+    """The warning that tuners restarted without a good iterate named outer.py's drive (stacklevel 3),
+    a line of the library: Python's filters and a user's traceback search then pointed there. It now
+    names the user's call."""
+    space = hg.Space({"lr": hg.LogUniform(1e10, 1e12), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hg.tune(diverging_objective, space, jax.random.key(0), outer=WILD_OUTER, steps=1,
+                init={"lr": 1e11, "weight_decay": 0.01})
+    restarts = [w for w in caught if "started where" in str(w.message)]
+    assert restarts and all(w.filename == __file__ for w in restarts), [(w.filename, w.lineno) for w in restarts]
 
 
 def test_a_tuner_whose_start_diverges_restarts_at_draws_until_a_step_is_finite(diverging_objective):

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from hypergrad._checks import is_int_at_least, is_number
+from hypergrad._checks import is_int_at_least, is_number, users_stacklevel
 from hypergrad._files import replaced_atomically
 from hypergrad._types import Key, PyTree
 from hypergrad.problem import Problem
@@ -135,7 +135,7 @@ def cached_params(name: str, config: Mapping[str, Any], template: PyTree, build:
         try:
             return load_params(path, template, config)
         except ValueError as err:
-            warnings.warn(f"pretrained cache: {err}; rebuilding it", UserWarning, stacklevel=2)
+            warnings.warn(f"pretrained cache: {err}; rebuilding it", UserWarning, stacklevel=users_stacklevel())
     params = build()
     save_params(path, params, config)
     return params
