@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-widths bench-peer bench-store smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-widths bench-peer bench-store bench-longrun smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-compile: $(STAMP)
 ## What storage= costs: a 256-trial random search with and without the study store, alternated (a few minutes).
 bench-store: $(STAMP)
 	$(BIN)/python benchmarks/store_overhead.py --out benchmarks/store_overhead.md
+
+## Costs that grow with a run, against 56817dc (the tree before their fixes): progress lines on and off,
+## `hypergrad compare`'s planning per budget, RSS and live executables over many scikit-learn fits (a few minutes).
+bench-longrun: $(STAMP)
+	$(BIN)/python benchmarks/longrun_costs.py --baseline 56817dc --out benchmarks/longrun_costs.md
 
 ## hypergrad against a PyTorch autograd unroll of the same training, hypergradient and search, per width
 ## (about 8 minutes; installs torch's CPU build into the venv first: the pinned CPU wheel where the package

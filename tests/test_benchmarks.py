@@ -293,3 +293,60 @@ ENTRY %main (c: (s32[], f32[8])) -> (s32[], f32[8]) {
 }
 """
     assert copies_per_step(text, 4) == (4 * 1 + 4 * 3 * 2) / 4
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    """The cells of the markdown table under `heading` (header and separator left out)."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[2:]]
+
+
+def test_longrun_costs_quick_prints_every_table(tmp_path):
+    """`benchmarks/longrun_costs.py --quick` (this tree only): the three tables, one row per size,
+    budget and checkpoint, with numbers that parse."""
+    out = tmp_path / "longrun.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "longrun_costs.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout and "load average" in text
+    progress = _table_rows(text, "## 1. Progress lines")
+    assert [row[:2] for row in progress] == [["tune", "50 steps"], ["tune", "100 steps"],
+                                             ["random_search", "100 trials, chunks of 2"],
+                                             ["random_search", "200 trials, chunks of 2"]]
+    assert all(len(row) == 5 and float(row[2]) > 0 and float(row[3]) > 0 and row[4].endswith("x") for row in progress)
+    planning = _table_rows(text, "## 2. Planning")
+    assert [row[0] for row in planning] == ["100", "1000", "1e+06"]
+    assert all(len(row) == 4 and float(row[1]) >= 0 and int(row[2]) >= 1 and int(row[3]) >= 1 for row in planning)
+    memory = _table_rows(text, "## 3. Memory")
+    assert [row[0] for row in memory] == ["start", "1 fit", "2 fits", "2 fits, then hg.clear_caches()"]
+    assert all(len(row) == 4 and float(row[1]) > 0 and int(row[3]) >= 0 for row in memory)
+
+
+def test_longrun_costs_tables_with_a_baseline_add_its_columns_and_the_ratios():
+    """The three tables built from a baseline's and this tree's rows (as the children report them):
+    the baseline's columns, the ratio columns, 'not run' above the baseline's budget cap and whether
+    the plans agree."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import longrun_costs
+    finally:
+        sys.path.pop(0)
+    progress = {tree: {"rows": [{"workload": "tune", "size": 10, "off": 1.0, "on": on, "trials": 11}]}
+                for tree, on in (("baseline", 4.0), ("this tree", 1.0))}
+    (row,) = [line.split("|")[1:-1] for line in longrun_costs.progress_table(progress)[2:]]
+    assert [c.strip() for c in row] == ["tune", "10 steps", "1.00", "4.00", "4.00x", "1.00", "1.00", "1.00x", "4.0x"]
+    plan = {"tune_steps": 7, "random_trials": 100}
+    planning = {"baseline": {"rows": [{"budget": 100.0, "seconds": 0.5, "plan": plan}]},
+                "this tree": {"rows": [{"budget": 100.0, "seconds": 0.005, "plan": plan},
+                                       {"budget": 1e6, "seconds": 0.01, "plan": plan}]}}
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in longrun_costs.planning_table(planning)[2:]]
+    assert rows == [["100", "0.5", "0.005", "100x", "7", "100", "yes"],
+                    ["1e+06", "not run", "0.01", "", "7", "100", ""]]
+    memory = {tree: {"rows": [{"label": "start", "rss_mb": 100.0, "live": 3},
+                              {"label": "2 fits", "rss_mb": 100.0 + grow, "live": 3 + grow}]}
+              for tree, grow in (("baseline", 20), ("this tree", 5))}
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in longrun_costs.memory_table(memory)[2:]]
+    assert rows == [["start", "100", "+0", "3", "100", "+0", "3", ""],
+                    ["2 fits", "120", "+20", "23", "105", "+5", "8", "4.0x"]]
