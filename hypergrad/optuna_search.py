@@ -14,8 +14,11 @@ Space mapping (one Optuna parameter per search axis, as the baselines see the sp
     shaped, not independent              one suggestion, broadcast to the shape (a constant schedule)
     shaped, independent=True             one suggestion per element, named "lr[3]" ("w[1,2]")
     Choice, numeric                      suggest_categorical over the numbers; settings hold the number
-    Choice, structural                   suggest_categorical over string labels of the options;
-                                         settings hold the option's index (int32)
+    Choice, structural                   suggest_categorical over the options' labels
+                                         (`hypergrad.results.optuna_choices`: numbers as declared,
+                                         any other option by its str, no memory addresses; the
+                                         labels `Result.to_optuna` writes); settings hold the
+                                         option's index (int32)
 
 Every trial trains with the same `key` (common random numbers), as in `random_search`, so a
 trial's value equals `objective(hparams, key)` evaluated alone.
@@ -67,7 +70,7 @@ from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
 from hypergrad.structure import Structured
-from hypergrad.results import FAIL, Result, TrialRecorder, with_setup
+from hypergrad.results import FAIL, Result, TrialRecorder, optuna_choices, with_setup
 from hypergrad.search import check_space, check_target, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Choice, LogUniform, Space, dtype_of
 from hypergrad.store import StudyWriter, check_study, fingerprint, studying
@@ -92,15 +95,6 @@ def _element_names(name: str, shape: tuple[int, ...]) -> list[str]:
             for flat in range(math.prod(shape))]
 
 
-def _labels(choice: Choice) -> list[str]:
-    """Distinct string labels of a structural choice's options (Optuna stores str, not tuples)."""
-    for label in (str, repr):
-        labels = [label(o) for o in choice.options]
-        if len(set(labels)) == len(labels):
-            return labels
-    return [f"{i}:{o!r}" for i, o in enumerate(choice.options)]
-
-
 def _python_number(option: Any) -> int | float:
     return option.item() if isinstance(option, np.generic) else option
 
@@ -111,7 +105,8 @@ def optuna_distributions(space: Space) -> dict[str, Any]:
     dists = {}
     for name, dist in space.items:
         if isinstance(dist, Choice):
-            options = _labels(dist) if dist.structural else [_python_number(o) for o in dist.options]
+            numbers = [_python_number(o) for o in dist.options]
+            options = optuna_choices(dist.options) if dist.structural else numbers
             dists[name] = optuna.distributions.CategoricalDistribution(options)
             continue
         log = isinstance(dist, LogUniform)
@@ -128,7 +123,7 @@ def settings_from_params(space: Space, rows: list[dict[str, Any]]) -> HParams:
         dtype = np.dtype(dtype_of(dist))
         if isinstance(dist, Choice):
             if dist.structural:
-                labels = _labels(dist)
+                labels = optuna_choices(dist.options)
                 values = [labels.index(row[name]) for row in rows]
             else:
                 values = [row[name] for row in rows]
@@ -214,6 +209,8 @@ def optuna_search(
     stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
     _check_sampler(optuna, sampler, seed, None if stored else study)
     distributions = optuna_distributions(space)
+    if study is not None and not stored:
+        _check_study_params(optuna, study, distributions)
     with _quiet(optuna), studying(storage, study if stored else None, kind="optuna", space=space,
                                   fingerprint=lambda: fingerprint("optuna", objective, space, key, num_trials=num_trials,
                                                                   sampler=sampler, batch_size=batch_size,
@@ -268,6 +265,33 @@ def _check_sampler(optuna: Any, sampler: Any, seed: Any, study: Any) -> None:
         raise ValueError("study has its own sampler; pass the sampler when creating the study, not both")
     if seed is not None:
         raise ValueError("seed applies to a new study's sampler; seed the study's sampler yourself")
+
+
+def _clash(optuna: Any, old: Any, new: Any) -> str | None:
+    """Why Optuna would refuse to ask `new` for a param its study holds as `old` (its rule: the same
+    kind, the same log scale, and a categorical's same choices), or None; ranges may differ."""
+    if type(old) is not type(new):
+        return f"a {type(old).__name__}, not the {type(new).__name__} this space asks"
+    if getattr(old, "log", False) != getattr(new, "log", False):
+        return f"log={old.log}, but this space asks log={new.log}"
+    if isinstance(old, optuna.distributions.CategoricalDistribution) and old.choices != new.choices:
+        return f"choices {list(old.choices)}, but this space asks {list(new.choices)}"
+    return None
+
+
+def _check_study_params(optuna: Any, study: Any, distributions: dict[str, Any]) -> None:
+    """`ValueError` naming `study=` and the fix when a trial of the given study holds one of this
+    space's params with a distribution Optuna cannot ask again (its first `ask` would fail with
+    Optuna's own error, after compiling). Cost: one pass over the study's trials on the host."""
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            reason = _clash(optuna, old, distributions[name]) if name in distributions else None
+            if reason is not None:
+                raise ValueError(
+                    f"study={study.study_name!r} holds param {name!r} as {old} ({reason}), so Optuna cannot "
+                    "continue it with this space; export the Result with the space it was searched over, "
+                    "result.to_optuna(url, name, space=space) (without one, to_optuna writes the range or set "
+                    "of the values seen), or give a new study")
 
 
 def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:

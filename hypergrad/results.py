@@ -33,7 +33,8 @@ import numpy as np
 from hypergrad._batching import is_writer
 from hypergrad._checks import check_log_apart, check_progress, is_number, shared_outcome
 from hypergrad._files import replaced_atomically
-from hypergrad._store_codec import decode_value, encode_value
+from hypergrad._store_codec import decode_value, describe_space, encode_value
+from hypergrad.space import Space
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
 
@@ -394,15 +395,19 @@ class Result:
         out["rank_test_score"] = _min_rank(mean)
         return out
 
-    def to_optuna(self, storage_url: str, study_name: str) -> Any:
+    def to_optuna(self, storage_url: str, study_name: str, *, space: Space | None = None) -> Any:
         """Writes the trials into an Optuna storage as a new minimising study, so optuna-dashboard and
         Optuna's plots show it; returns the `optuna.Study`.
 
         Each trial becomes a finished Optuna trial in order: its value is the validation loss (a
         failed trial has state FAIL and no value). Scalar hyperparameters, and shaped ones holding
-        one value (a constant schedule), are params, with the space's distributions when
-        `info["space"]` describes it (a study of `storage=` does) and else the range of the values
-        seen; options that are not numbers are categorical params by their `str`. Every shaped
+        one value (a constant schedule), are params, with the space's distributions when `space` is
+        given or `info["space"]` describes it (a study of `storage=` does), and else the range of
+        the values seen (a `LogUniform` axis then is a linear range, which `hg.optuna_search` and
+        Optuna's `suggest_float(..., log=True)` refuse to continue: pass `space`). A `Choice` of the
+        space is a categorical param over all its options in declared order (`optuna_choices`:
+        numbers as declared, any other option by its `str`, memory addresses left out, the labels
+        `hg.optuna_search` asks with); without a space, over the values seen. Every shaped
         hyperparameter is also the user attribute `hparam_<name>` (a list), and the scores, trial
         number, state, tuner, runs, FLOPs, seconds and grad_norm are user attributes (non-finite
         numbers as None). Cost: one Optuna write of all trials.
@@ -410,21 +415,26 @@ class Result:
         Args:
             storage_url: an Optuna storage, e.g. "sqlite:///optuna.db".
             study_name: a name not yet in that storage.
+            space: the `hg.Space` the trials were searched over, used instead of `info["space"]`
+                (default: `info["space"]`, if any).
 
         Raises:
             ImportError: optuna is not installed.
-            ValueError: `study_name` already exists in `storage_url`, or `storage_url` is a path
-                (a string with no "://"), before anything is written.
+            TypeError: `space` is not an `hg.Space`.
+            ValueError: `study_name` already exists in `storage_url`, `storage_url` is a path
+                (a string with no "://"), or `space` names other hyperparameters than the trials,
+                before anything is written.
         """
         if isinstance(storage_url, (str, os.PathLike)) and "://" not in os.fspath(storage_url):
             raise ValueError(f"to_optuna: storage_url={os.fspath(storage_url)!r} is a path, not an Optuna storage URL; "
                              f"give 'sqlite:///{os.fspath(storage_url)}'")
+        described = (self.info.get("space") or {}) if space is None else _described_space(space, self.trials)
         try:
             import optuna
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError("to_optuna needs optuna: pip install 'hypergrad[optuna]'") from err
-        distributions = _optuna_distributions(optuna, self.trials, self.info.get("space") or {})
-        trials = [_optuna_trial(optuna, t, distributions) for t in self.trials]
+        distributions, params = _optuna_columns(optuna, self.trials, described)
+        trials = [_optuna_trial(optuna, t, p, distributions) for t, p in zip(self.trials, params)]
         try:
             study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize")
         except optuna.exceptions.DuplicatedStudyError as err:
@@ -507,25 +517,57 @@ def with_setup(result: Result, began: float) -> Result:
     return dataclasses.replace(result, info={**result.info, "setup_seconds": untimed})
 
 
-def _optuna_param(value: Any, options: Sequence[Any] = ()) -> Any:
+def _described_space(space: Any, trials: Sequence[Trial]) -> dict[str, Any]:
+    """`describe_space(space)` for `Result.to_optuna(space=)`; TypeError or ValueError unless it is
+    an `hg.Space` over the trials' hyperparameters."""
+    if not isinstance(space, Space):
+        raise TypeError(f"to_optuna: space= must be an hg.Space (the one the trials were searched over), got "
+                        f"{type(space).__name__}")
+    names = list(dict.fromkeys(name for t in trials for name in t.hparams))
+    if trials and set(space.names) != set(names):
+        raise ValueError(f"to_optuna: space= names {sorted(space.names)} but the trials hold {sorted(names)}; "
+                         "give the space the trials were searched over")
+    return describe_space(space)
+
+
+def optuna_choices(options: Sequence[Any]) -> list[Any]:
+    """The Optuna categorical choices of a Choice's options, in the options' order: a number as
+    declared (a Python int or float of its kind), any other option by its `str` with memory
+    addresses left out (a function is "<function f>" in every process and in a stored study, as the
+    store writes it); when two such labels are equal, every option as "index:label". Shared by
+    `Result.to_optuna` and `hg.optuna_search`, so a study written by one is continued by the other."""
+    choices = [_declared(o) if is_number(o) else _label(o) for o in options]
+    if len(set(choices)) == len(choices):
+        return choices
+    return [f"{i}:{c}" for i, c in enumerate(choices)]
+
+
+def _label(value: Any) -> str:
+    """`str` of a non-numeric value as the store reads it back (no memory addresses)."""
+    return str(decode_value(encode_value(value)))
+
+
+def _optuna_param(value: Any, declared: Sequence[tuple[Any, Any]] = ()) -> Any:
     """A hyperparameter as an Optuna param value: a float for numbers (a constant shaped one by its
-    value), the `str` of any other option; None when it has no single value (a varying schedule).
-    A number equal, in its own dtype, to one of a Choice's numeric `options` is that option as
+    value), the `_label` of any other option; None when it has no single value (a varying schedule).
+    A value that is one of a Choice's options (`declared`: (option, its `optuna_choices` choice)
+    pairs) is that option's choice: a number equal to the option in its own dtype is the option as
     declared, type included (0.1, not float32's 0.10000000149011612; Choice([1, 2, 4])'s 2, not
-    2.0), so Optuna sees the space's categories."""
+    2.0), and any other value is matched by its label, so Optuna sees the space's categories."""
     if isinstance(value, (np.ndarray, np.generic)):
         if value.size == 0 or not (value == value.reshape(-1)[0]).all():
             return None
         first = value.reshape(-1)[0]
-        for option in options:
+        for option, choice in declared:
             if is_number(option) and first.dtype.kind in "iuf" and np.asarray(option, first.dtype) == first:
-                return _declared(option)
+                return choice
         value = first.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    for option in options:  # a number kept as a Python number
+        label = _label(value)
+        return next((c for o, c in declared if not is_number(o) and _label(o) == label), label)
+    for option, choice in declared:  # a number kept as a Python number
         if is_number(option) and option == value:
-            return _declared(option)
+            return choice
     return float(value)
 
 
@@ -534,34 +576,45 @@ def _declared(option: Any) -> int | float:
     return option.item() if isinstance(option, np.generic) else option
 
 
-def _optuna_distributions(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]) -> dict[str, Any]:
-    """Optuna distributions of the params `_optuna_param` gives: the described space's bounds, or the
-    range (or set) of the values seen."""
-    out = {}
+def _described_options(desc: Mapping[str, Any]) -> list[Any]:
+    """A described Choice's options (`describe_space`'s encoding read back; a numpy scalar option is
+    a numpy scalar again, not a 0-d array), or [] for any other axis."""
+    if desc.get("type") != "Choice":
+        return []
+    options = [decode_value(o) for o in desc["options"]]
+    return [o[()] if isinstance(o, np.ndarray) and o.ndim == 0 and o.dtype.kind in "iuf" else o for o in options]
+
+
+def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Optuna distributions of the params `_optuna_param` gives, and each trial's params: the
+    described space's bounds and every option of its Choices in declared order (then any value seen
+    that is not an option), or else the range (or set) of the values seen."""
+    distributions, params = {}, [{} for _ in trials]
     for name in dict.fromkeys(name for t in trials for name in t.hparams):
         desc = space.get(name, {})
-        options = desc.get("options", []) if desc.get("type") == "Choice" else ()
-        values = [v for v in (_optuna_param(t.hparams[name], options) for t in trials if name in t.hparams)
-                  if v is not None]
+        options = _described_options(desc)
+        declared = list(zip(options, optuna_choices(options)))
+        column = [_optuna_param(t.hparams[name], declared) if name in t.hparams else None for t in trials]
+        values = [v for v in column if v is not None]
         if not values:
             continue
         if desc.get("type") in ("Uniform", "LogUniform") and not desc.get("independent"):
-            out[name] = optuna.distributions.FloatDistribution(
+            distributions[name] = optuna.distributions.FloatDistribution(
                 min([desc["lo"], *values]), max([desc["hi"], *values]), log=desc["type"] == "LogUniform")
         elif all(isinstance(v, float) for v in values) and desc.get("type") != "Choice":
-            out[name] = optuna.distributions.FloatDistribution(min(values), max(values))
+            distributions[name] = optuna.distributions.FloatDistribution(min(values), max(values))
         else:
-            listed = [o for o in options if isinstance(o, str) or is_number(o)]
-            choices = list(dict.fromkeys([*(o if isinstance(o, str) else _declared(o) for o in listed), *values]))
-            out[name] = optuna.distributions.CategoricalDistribution(choices)
-    return out
+            choices = dict.fromkeys([*(c for _, c in declared), *values])
+            distributions[name] = optuna.distributions.CategoricalDistribution(list(choices))
+        for row, v in zip(params, column):
+            if v is not None:
+                row[name] = v
+    return distributions, params
 
 
-def _optuna_trial(optuna: Any, t: Trial, distributions: Mapping[str, Any]) -> Any:
-    """One finished Optuna trial of `t` (see `Result.to_optuna`)."""
-    params = {name: _optuna_param(v, getattr(distributions[name], "choices", ()))
-              for name, v in t.hparams.items() if name in distributions}
-    params = {name: v for name, v in params.items() if v is not None}
+def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distributions: Mapping[str, Any]) -> Any:
+    """One finished Optuna trial of `t` with its `params` (see `Result.to_optuna`)."""
     attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if np.ndim(v) > 0}
     attrs.update({name: _to_python(v) for name, v in t.scores.items()})
     attrs.update(_to_python({"number": t.number, "state": t.state, "tuner": t.tuner, "runs": t.runs,
@@ -569,7 +622,7 @@ def _optuna_trial(optuna: Any, t: Trial, distributions: Mapping[str, Any]) -> An
     failed = t.state == FAIL or not math.isfinite(t.value)
     return optuna.trial.create_trial(
         state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
-        value=None if failed else float(t.value), params=params,
+        value=None if failed else float(t.value), params=dict(params),
         distributions={name: distributions[name] for name in params}, user_attrs=attrs)
 
 
