@@ -23,6 +23,10 @@ Cycles are cut where an object recurs on its own path; a description of more tha
 is refused (`identity` raises `TooLarge`), never cut short: a cut would let calls that differ past
 it pass as equal.
 
+A fingerprint's space lists its entries in the space's order (every format did), and a resumed call
+must give them in that order (`first_difference`): the order fixes the grid's enumeration and the
+random draws.
+
 Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
 (`identity(..., format=)`, `in_format`): a study stored then still resumes, with the weaker check it
 was stored under (format 2: closures followed 6 in a row, methods and callable objects by name and
@@ -176,7 +180,8 @@ def decode_hparams(encoded: Mapping[str, Any], space: Space | None) -> dict[str,
 
 
 def describe_space(space: Space) -> dict[str, Any]:
-    """{name: {"type", "lo", "hi", "shape", "independent"} or {"type": "Choice", "options", "structural"}}."""
+    """{name: {"type", "lo", "hi", "shape", "independent"} or {"type": "Choice", "options", "structural"}},
+    in the space's order (which `first_difference` compares too)."""
     out = {}
     for name, dist in space.items:
         if isinstance(dist, Choice):
@@ -383,7 +388,17 @@ def _instance_fields(obj: Any, version: int = FINGERPRINT_FORMAT) -> dict[str, A
 
 
 def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
-    """The dotted path of the first place two JSON descriptions differ, or None when equal."""
+    """The dotted path of the first place two JSON descriptions differ, or None when equal.
+
+    Dicts are compared by key, in any order, except a fingerprint's "space" (`describe_space`: its
+    names in the space's order, as every fingerprint format stored them): the order of a space's
+    entries fixes the grid's enumeration and each entry's random draws, so the same entries in
+    another order are a different call.
+
+    Raises:
+        ValueError: the "space" fields hold the same entries in another order, naming both orders
+            and the fix (a message of its own: the dotted path of a difference cannot say it).
+    """
     if isinstance(stored, dict) and isinstance(given, dict):
         for key in list(stored) + [k for k in given if k not in stored]:
             if key not in stored or key not in given:
@@ -391,6 +406,8 @@ def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
             found = first_difference(stored[key], given[key], f"{path}.{key}")
             if found is not None:
                 return found
+        if path == ".space":
+            _check_space_order(list(stored), list(given))
         return None
     if isinstance(stored, list) and isinstance(given, list):
         if len(stored) != len(given):
@@ -401,6 +418,19 @@ def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
                 return found
         return None
     return None if stored == given else (path.lstrip(".") or "(whole)")
+
+
+def _check_space_order(stored: list[str], given: list[str]) -> None:
+    """Refuses a space that lists a stored study's entries (equal ones) in another order: a resumed
+    grid would run some points twice and skip others, a resumed random search would mix two orders'
+    draws."""
+    if stored != given:
+        in_order = ", ".join(f"{name!r}: ..." for name in stored)
+        raise ValueError(
+            f"space: this study was stored with the same entries in another order ({', '.join(stored)} stored; "
+            f"{', '.join(given)} now), and the order of a space's entries fixes the grid's order and the random "
+            f"draws. Pass the space with its entries in the stored order, hg.Space({{{in_order}}}), to resume the "
+            "study, or give another study name for this one")
 
 
 def in_format(description: Any, version: int) -> Any:
