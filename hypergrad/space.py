@@ -443,8 +443,16 @@ class Space:
 
     Immutable and hashable by value, so jitted programs keyed on it are reused.
 
+    The order of the entries is part of the space: each entry draws from the key folded with its
+    position (`sample`: random search, a population's sampled starts and warm-up, restarts), and
+    `grid` enumerates the entries in that order. The same distributions under the same names in
+    another order, with the same key, give other draws, and the same grid points in another trial
+    order. A stored study resumed with its entries in another order is refused (a `ValueError`
+    naming the stored order).
+
     Args:
-        distributions: mapping from name to `Uniform`, `LogUniform` or `Choice`.
+        distributions: mapping from name to `Uniform`, `LogUniform` or `Choice`, in the order that
+            fixes the draws and the grid's order.
     """
 
     items: tuple[tuple[str, Distribution], ...]
