@@ -107,7 +107,8 @@ def _trials_program(run: TracedRun, chunk: int):
 
     if chunk == 1:
         return lambda h, k, d: scores(first_row(h), k, d)[:, None]
-    return jax.vmap(scores, in_axes=(0, None, None), out_axes=1)
+    # axis_size: a group of a family whose choices are all grouped has no settings left to map
+    return jax.vmap(scores, in_axes=(0, None, None), out_axes=1, axis_size=chunk)
 
 
 def check_target(objective: Any, space: Space) -> None:
@@ -186,7 +187,8 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
     (`before_compile` called right before XLA compiles it; `warn_unread`: `warn_unread_hparams` on
     its trace)."""
     began = time.perf_counter()
-    executable, compile_seconds = _compile.cached(("search", objective), example), 0.0
+    # the chunk is in the tag: settings with no leaves (every choice grouped) give it no shape
+    executable, compile_seconds = _compile.cached(("search", objective, chunk), example), 0.0
     # a program whose names another thread's hg.clear_caches() dropped is a miss: traced again
     found = None if executable is None else _programs.get(executable)
     if found is None:
@@ -198,7 +200,7 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
             warn_unread_hparams(run.jaxpr, one)
         traced_now = time.perf_counter() - began
         executable, compiled_seconds = _compile.compiled(
-            ("search", objective), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
+            ("search", objective, chunk), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
         # with the run's trace, when made here (0.0 for a program found in memory after a clear of its names)
         compile_seconds = time.perf_counter() - began if compiled_seconds > 0 else 0.0
         _programs[executable] = found = (run.score_names, run_flops(objective, one, example[1]))
