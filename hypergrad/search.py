@@ -20,6 +20,7 @@ activations. Diverged trials (non-finite validation loss) are recorded as failed
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -37,6 +38,7 @@ from hypergrad._batching import (chunk_for, device_count, first_row, place, shar
                                  to_host)
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
 from hypergrad._indexing import check_schedules_in_bounds, warn_unread_hparams
+from hypergrad._store_codec import decode_value, encode_value
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
@@ -455,8 +457,17 @@ def random_search(
             continue: a key's draws do not depend on how many are drawn, so its trials are this
             search's first ones; they are kept, not re-run, and only the
             rest are drawn and evaluated (numbered on from them). The result is that of one call
-            with `num_trials`. For a comparison at equal wall (or execution) time: the search given the seconds a
-            slower strategy took (`hypergrad compare`). Not with `storage` (a study resumes itself).
+            with `num_trials`: the same trials and hyperparameters, and values equal to rounding,
+            not bitwise, because the kept trials ran in vmapped calls sized for the earlier count
+            and the rest in calls sized for the rest, and XLA rounds a batch of another size in
+            other last bits (README, Determinism). Bitwise when both calls are given one
+            `chunk_size` no larger than the earlier count nor the trials added (every trial then
+            runs in the program one call runs it in). `earlier` may be a saved or stored Result
+            (`Result.load`, `hg.load_study`): a structural option it read back as its stored form
+            (a function as its repr) is matched with the space's options and returned as the
+            space's own. For a comparison at equal wall (or execution) time: the search given the
+            seconds a slower strategy took (`hypergrad compare`). Not with `storage` (a study
+            resumes itself).
 
     Returns:
         a `Result` whose trials are in sampling order; `info["objective"]` identifies the objective
@@ -507,11 +518,9 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
         raise ValueError("random_search(extends=...) needs jax_threefry_partitionable=True (JAX's default), "
                          "under which a key's first draws do not depend on how many are drawn")
     settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)
-    if not _draws_match(earlier, settings, space):
-        raise ValueError("random_search(extends=...): its trials are not this search's first draws; "
-                         "extend a Result of random_search with the same space and key")
+    kept = _kept_trials(earlier, settings, space)
     if done == num_trials:
-        return earlier
+        return earlier if all(a is b for a, b in zip(kept, earlier.trials)) else dataclasses.replace(earlier, trials=kept)
     # cut on the host and put back (slicing device arrays, or jnp.asarray, compiles per count of trials)
     rest = evaluate_settings(objective, {name: jax.device_put(np.asarray(v)[done:]) for name, v in settings.items()},
                              key, strategy="random",
@@ -521,20 +530,62 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
     placed = [*earlier.info.get("setup_seconds_at", ()), [done, rest.compile_seconds + rest.setup_seconds]]
     info = dict(rest.info, num_trials=num_trials, extended_from=done, setup_seconds_at=placed,
                 setup_seconds=earlier.setup_seconds + rest.setup_seconds)
-    return Result("random", earlier.trials + rest.trials, rest.run_flops,
+    return Result("random", kept + rest.trials, rest.run_flops,
                   earlier.compile_seconds + rest.compile_seconds, info)
 
 
-def _draws_match(earlier: Result, settings: HParams, space: Space) -> bool:
-    """Whether `earlier`'s trials hold the first rows of `settings` (as trials record them)."""
+def _kept_trials(earlier: Result, settings: HParams, space: Space) -> tuple[Trial, ...]:
+    """`earlier`'s trials, when they hold the first rows of `settings` (as trials record them), with
+    the space's own options for structural options read back by their stored form; raises
+    `ValueError` when they do not. A structural option read back from a saved or stored Result
+    (`Result.load`, `hg.load_study`) is its stored form (a function or other object: its repr,
+    `encode_value`), so it is compared with the stored forms of the space's options: it matches
+    when it names the drawn option and no other."""
     head = {name: np.asarray(v)[:len(earlier.trials)] for name, v in settings.items()}
+    kept = []
     for i, trial in enumerate(earlier.trials):
         row = {name: v[i] for name, v in head.items()}
-        row = space.options_of(row) if space.structural else row
-        if row.keys() != trial.hparams.keys() or not all(
-                np.array_equal(np.asarray(trial.hparams[name]), np.asarray(value)) for name, value in row.items()):
-            return False
-    return True
+        drawn = space.options_of(row) if space.structural else row
+        if drawn.keys() != trial.hparams.keys():
+            raise ValueError(_NOT_THE_FIRST_DRAWS)
+        restored = {}
+        for name, value in drawn.items():
+            given = trial.hparams[name]
+            if _same_value(given, value):
+                continue
+            named = _options_named(space[name].options, given) if name in space.structural else []
+            if not named or int(row[name]) not in named:
+                raise ValueError(_NOT_THE_FIRST_DRAWS)
+            if len(named) > 1:
+                raise ValueError(
+                    f"random_search(extends=...): trial {trial.number}'s {name!r} was read back from a saved or "
+                    f"stored Result as {given!r}, the stored form of options {named} of the space alike, so which "
+                    "of them it was cannot be told; give those options reprs of their own (functions defined "
+                    "with def under distinct names, say), or extend the Result that random_search returned")
+            restored[name] = value
+        kept.append(dataclasses.replace(trial, hparams={**trial.hparams, **restored}) if restored else trial)
+    return tuple(kept)
+
+
+_NOT_THE_FIRST_DRAWS = ("random_search(extends=...): its trials are not this search's first draws; extend a "
+                        "Result of random_search with the same space and key")
+
+
+def _options_named(options: tuple, given: Any) -> list[int]:
+    """Indices of the `options` that `given` is, or is the stored form of (`encode_value` then
+    `decode_value`: what a saved or stored Result reads back)."""
+    return [j for j, option in enumerate(options)
+            if _same_value(given, option) or _same_value(given, decode_value(encode_value(option)))]
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether two hyperparameter values are equal: arrays element for element, shapes included."""
+    if a is b:
+        return True
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):  # a ragged option (a tuple of tuples of other lengths)
+        return False
 
 
 def grid_search(
