@@ -557,3 +557,26 @@ def test_predict_proba_is_float64_in_either_float_width(input_dtype):
             np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-15)
             np.testing.assert_allclose(np.log(p), np.stack([-np.logaddexp(0, z), -np.logaddexp(0, -z)], 1),
                                        rtol=1e-12, atol=1e-15)
+
+
+def _clip_warnings(estimator, x, y):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator.fit(x, y)
+    return sum("going to be clipped" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("ours,theirs", [(MLPClassifier, sklearn.neural_network.MLPClassifier),
+                                         (MLPRegressor, sklearn.neural_network.MLPRegressor)])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_fit_warns_of_a_clipped_batch_size_once_as_scikit_learn(ours, theirs, early_stopping):
+    """A batch_size beyond the examples warned twice on a fit's first compile and once after
+    (without early stopping: the shape check and the trace each warned), once then never with early
+    stopping (the trace alone warned, and a cached program traces nothing); scikit-learn warns once
+    per fit. The warning is now the fit's, given where it starts, whether or not it compiles."""
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    y = (x[:, 0] > 0).astype(int)
+    settings = dict(hidden_layer_sizes=(3,), batch_size=50, max_iter=2, random_state=0, early_stopping=early_stopping)
+    expected = _clip_warnings(theirs(**settings), x, y)
+    assert expected == 1
+    assert [_clip_warnings(ours(**settings), x, y) for _ in range(2)] == [expected, expected]

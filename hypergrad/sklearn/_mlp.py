@@ -495,12 +495,28 @@ def early_stopping_split(task: Task, p: Mapping[str, Any], train: tuple, seed: i
 
 
 def batch_size_of(p: Mapping[str, Any], n: int) -> int:
-    """scikit-learn's batch size: "auto" = min(200, n), else clipped to [1, n] with its warning."""
+    """scikit-learn's batch size: "auto" = min(200, n), else clipped to [1, n]. Silent: a fit's
+    program is traced once and then cached, so the clip's warning is given where a fit starts
+    (`warn_if_clipped`), not here."""
     if p["batch_size"] == "auto":
         return min(200, n)
-    if p["batch_size"] > n:
-        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
     return int(np.clip(p["batch_size"], 1, n))
+
+
+def warn_if_clipped(p: Mapping[str, Any], n: int) -> None:
+    """scikit-learn's warning for a `batch_size` larger than the `n` examples an epoch trains on
+    (`trained_examples`), once per fit as scikit-learn gives it: called where a fit starts (`_run`)
+    and where a search's family of fits is made (`_family`), whether or not a program is traced."""
+    if p["batch_size"] != "auto" and p["batch_size"] > n:
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+
+
+def trained_examples(p: Mapping[str, Any], n: int) -> int:
+    """Examples an epoch trains on out of `n`: all, less the early-stopping split
+    (`train_test_split`'s ceil(validation_fraction * n))."""
+    if not p["early_stopping"]:
+        return n
+    return n - int(math.ceil(p["validation_fraction"] * n))
 
 
 def rule_of(p: Mapping[str, Any], n: int) -> Rule:
@@ -750,6 +766,7 @@ class _MLP(HypergradEstimator):
         task = task_of(self._classifier, y_all, n_classes)
         constants = {name: params[name] for name in CONTINUOUS}
         seed = _seed(params["random_state"])
+        warn_if_clipped(params, trained_examples(params, len(train[0])))  # one fit per family (a fold)
 
         def build(config):
             merged = {name: params[name] for name in STRUCTURAL} | dict(config)
@@ -768,11 +785,14 @@ class _MLP(HypergradEstimator):
         key = self._fit_key()
         options = fit_compiler_options(fit_flops(params, x.shape, task.n_outputs))
         structure = tuple((name, _hashable_param(params[name])) for name in sorted(STRUCTURAL))
+        warn_if_clipped(params, trained_examples(params, len(x)))  # once per fit, traced anew or not
         if params["early_stopping"]:
             return self._run_early_stopping(train, x, y, task, hparams, key, options, structure)
 
-        def make():
-            objective = self._family((x, y), (x, y), varying={}, n_classes=n_classes)[0].objective({})
+        def make():  # the objective `_family` builds for this configuration, without its warning
+            config = {name: params[name] for name in STRUCTURAL}
+            objective = build_objective(config, task, (x, y), (x, y), {name: params[name] for name in CONTINUOUS},
+                                        _seed(params["random_state"]))
             return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
 
         data = problem_data(task, train, (x, y), dtype)
@@ -963,9 +983,7 @@ def bucketed(data: Mapping[str, tuple]) -> dict[str, tuple]:
 
 def _trained_examples(estimator: Any, x: np.ndarray) -> int:
     """Examples an epoch trains on: all of x, less the early-stopping split."""
-    if not estimator.early_stopping:
-        return len(x)
-    return len(x) - int(math.ceil(estimator.validation_fraction * len(x)))
+    return trained_examples(estimator.get_params(deep=False), len(x))
 
 
 def _hashable_param(value: Any) -> Any:
