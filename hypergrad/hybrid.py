@@ -14,7 +14,10 @@ together within `budget` training-run equivalents. The budget is so split evenly
 configurations' steps, not their runs: where grouped programs differ in cost (a wider network
 costs more runs per hypergradient), a costlier configuration spends more of it than
 budget / configurations, a cheaper one less; the structure plan prices masking over the mean
-share, budget / configurations. The trials table holds one row per
+share, budget / configurations. A step's padding rows (a chunk split over several devices is padded
+to a multiple of them) are charged too, so where the configurations do not divide evenly over the
+devices the same budget buys fewer steps on more devices: the result depends on the device count
+by more than rounding. The trials table holds one row per
 (configuration, outer step), produced step by step across configurations, so `hg.compare` sees
 the best value reached within any budget. A configuration whose start (the centre) or every step
 so far diverged restarts at a fresh draw from the space until a step is finite, with a warning, as a
