@@ -24,7 +24,7 @@ is refused (`identity` raises `TooLarge`), never cut short: a cut would let call
 it pass as equal.
 
 A fingerprint's space lists its entries in the space's order (every format did), and a resumed call
-must give them in that order (`first_difference`): the order fixes the grid's enumeration and the
+must give them in that order (`space_reordering`): the order fixes the grid's enumeration and the
 random draws.
 
 Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
@@ -388,17 +388,8 @@ def _instance_fields(obj: Any, version: int = FINGERPRINT_FORMAT) -> dict[str, A
 
 
 def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
-    """The dotted path of the first place two JSON descriptions differ, or None when equal.
-
-    Dicts are compared by key, in any order, except a fingerprint's "space" (`describe_space`: its
-    names in the space's order, as every fingerprint format stored them): the order of a space's
-    entries fixes the grid's enumeration and each entry's random draws, so the same entries in
-    another order are a different call.
-
-    Raises:
-        ValueError: the "space" fields hold the same entries in another order, naming both orders
-            and the fix (a message of its own: the dotted path of a difference cannot say it).
-    """
+    """The dotted path of the first place two JSON descriptions differ, or None when equal. Dicts
+    are compared by key, in any order: a fingerprint's space in another order is `space_reordering`'s."""
     if isinstance(stored, dict) and isinstance(given, dict):
         for key in list(stored) + [k for k in given if k not in stored]:
             if key not in stored or key not in given:
@@ -406,8 +397,6 @@ def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
             found = first_difference(stored[key], given[key], f"{path}.{key}")
             if found is not None:
                 return found
-        if path == ".space":
-            _check_space_order(list(stored), list(given))
         return None
     if isinstance(stored, list) and isinstance(given, list):
         if len(stored) != len(given):
@@ -420,17 +409,17 @@ def first_difference(stored: Any, given: Any, path: str = "") -> str | None:
     return None if stored == given else (path.lstrip(".") or "(whole)")
 
 
-def _check_space_order(stored: list[str], given: list[str]) -> None:
-    """Refuses a space that lists a stored study's entries (equal ones) in another order: a resumed
-    grid would run some points twice and skip others, a resumed random search would mix two orders'
-    draws."""
-    if stored != given:
-        in_order = ", ".join(f"{name!r}: ..." for name in stored)
-        raise ValueError(
-            f"space: this study was stored with the same entries in another order ({', '.join(stored)} stored; "
-            f"{', '.join(given)} now), and the order of a space's entries fixes the grid's order and the random "
-            f"draws. Pass the space with its entries in the stored order, hg.Space({{{in_order}}}), to resume the "
-            "study, or give another study name for this one")
+def space_reordering(stored: Any, given: Any) -> tuple[list[str], list[str]] | None:
+    """(the stored order, the given order) of two fingerprints' spaces (`describe_space`: its names
+    in the space's order, as every fingerprint format stored them) when they list the same entries
+    in another order, else None. The order fixes the grid's enumeration and each entry's random
+    draws, so such a call is not the stored one: a resumed grid would run some points twice and skip
+    others, a resumed random search would mix two orders' draws."""
+    spaces = [f.get("space") if isinstance(f, dict) else None for f in (stored, given)]
+    if not all(isinstance(space, dict) for space in spaces):
+        return None
+    order, given_order = (list(space) for space in spaces)
+    return (order, given_order) if order != given_order and sorted(order) == sorted(given_order) else None
 
 
 def in_format(description: Any, version: int) -> Any:

@@ -73,7 +73,8 @@ from hypergrad._batching import is_writer
 from hypergrad._checks import shared_outcome
 from hypergrad._processes import check_processes_agree
 from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
-                                    encode_hparams, encode_value, first_difference, identity, in_format)
+                                    encode_hparams, encode_value, first_difference, identity, in_format,
+                                    space_reordering)
 from hypergrad.results import Result, Trial, pickable
 from hypergrad.space import Space
 
@@ -436,6 +437,15 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
             f"study {study!r} in {path} was made by a different call: {field} differs "
             f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now). Repeat the original call to "
             "resume it, or give another study name for this one")
+    reordered = space_reordering(stored, given)
+    if reordered is not None:
+        order, now = reordered
+        raise ValueError(
+            f"study {study!r} in {path} was made by a different call: its space lists the same entries in "
+            f"another order ({', '.join(order)} stored; {', '.join(now)} now), and the order of a space's entries "
+            "fixes the grid's order and the random draws. Pass the space with its entries in the stored order, "
+            f"hg.Space({{{', '.join(f'{name!r}: ...' for name in order)}}}), to resume the study, or give "
+            "another study name for this one")
     return True
 
 

@@ -83,3 +83,20 @@ def import_experiment(name):
         return __import__(name)
     finally:
         sys.path.remove(str(EXPERIMENTS))
+
+
+class Stop(Exception):
+    """What `stop_after`'s callback raises: an interruption right after a commit."""
+
+
+def stop_after(reports):
+    """A progress callback raising `Stop` on its `reports`-th call (after that commit)."""
+    calls = []
+
+    def progress(line):
+        calls.append(line)
+        if len(calls) == reports:
+            raise Stop
+
+    progress.calls = calls
+    return progress

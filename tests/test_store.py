@@ -25,23 +25,7 @@ from hypergrad._checks import check_log
 from hypergrad._store_codec import (decode_hparams, decode_value, encode_hparams, encode_value, first_difference,
                                     identity, in_format)
 from hypergrad.outer import DEFAULT_OUTER
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(reports):
-    """A progress callback raising `Stop` on its `reports`-th call (after that commit)."""
-    calls = []
-
-    def progress(line):
-        calls.append(line)
-        if len(calls) == reports:
-            raise Stop
-
-    progress.calls = calls
-    return progress
+from _helpers import Stop, stop_after
 
 
 def assert_same_trials(a, b):

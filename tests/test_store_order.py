@@ -12,31 +12,15 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
-from hypergrad._store_codec import first_difference, in_format
+from hypergrad._store_codec import first_difference, in_format, space_reordering
+from _helpers import Stop, stop_after
 
 LR, WD, MOM = hg.LogUniform(1e-3, 0.5), hg.LogUniform(1e-4, 1.0), hg.Uniform(0.0, 0.9)
 STORED = hg.Space({"lr": LR, "weight_decay": WD, "momentum": MOM})
 REORDERED = hg.Space({"momentum": MOM, "weight_decay": WD, "lr": LR})
-REFUSAL = (r"space: this study was stored with the same entries in another order \(lr, weight_decay, momentum "
-           r"stored; momentum, weight_decay, lr now\).*stored order, "
+REFUSAL = (r"was made by a different call: its space lists the same entries in another order \(lr, weight_decay, "
+           r"momentum stored; momentum, weight_decay, lr now\).*stored order, "
            r"hg\.Space\(\{'lr': \.\.\., 'weight_decay': \.\.\., 'momentum': \.\.\.\}\)")
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(reports):
-    """A progress callback raising `Stop` on its `reports`-th call (after that commit)."""
-    calls = []
-
-    def progress(line):
-        calls.append(line)
-        if len(calls) == reports:
-            raise Stop
-
-    progress.calls = calls
-    return progress
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +110,12 @@ def test_a_study_stored_in_an_older_format_resumes_in_its_own_order_only(objecti
     assert points(resumed) == points(hg.random_search(objective, STORED, key, 8, chunk_size=4))
 
 
-def test_first_difference_names_a_changed_entry_before_the_order(objective, key):
+def test_a_changed_entry_is_a_difference_and_the_same_entries_reordered_a_reordering(objective, key):
     described = lambda space: json.loads(json.dumps(hg.store.fingerprint("grid", objective, space, key)))  # noqa: E731
     assert first_difference(described(STORED), described(STORED)) is None
-    with pytest.raises(ValueError, match=REFUSAL):
-        first_difference(described(STORED), described(REORDERED))
+    assert space_reordering(described(STORED), described(STORED)) is None
+    assert first_difference(described(STORED), described(REORDERED)) is None
+    assert space_reordering(described(STORED), described(REORDERED)) == (list(STORED.names), list(REORDERED.names))
     changed = hg.Space({"momentum": MOM, "weight_decay": WD, "lr": hg.LogUniform(1e-3, 0.4)})
     assert first_difference(described(STORED), described(changed)) == "space.lr.hi"
     fewer = hg.Space({"weight_decay": WD, "lr": LR})
