@@ -56,7 +56,7 @@ import numpy as np
 from hypergrad.space import Choice, Space
 
 __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
-           "first_difference", "in_format", "FINGERPRINT_FORMAT", "TooLarge"]
+           "first_difference", "space_reordering", "in_format", "FINGERPRINT_FORMAT", "TooLarge"]
 
 FINGERPRINT_FORMAT = 3
 """3: closures followed to any depth, methods and callable objects by their code, sets sorted;
@@ -181,7 +181,7 @@ def decode_hparams(encoded: Mapping[str, Any], space: Space | None) -> dict[str,
 
 def describe_space(space: Space) -> dict[str, Any]:
     """{name: {"type", "lo", "hi", "shape", "independent"} or {"type": "Choice", "options", "structural"}},
-    in the space's order (which `first_difference` compares too)."""
+    in the space's order (which `space_reordering` compares)."""
     out = {}
     for name, dist in space.items:
         if isinstance(dist, Choice):
