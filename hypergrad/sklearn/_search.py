@@ -81,6 +81,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import jax
+import joblib
 import numpy as np
 import scipy.stats
 from joblib import effective_n_jobs
@@ -97,6 +98,8 @@ from sklearn.utils.validation import check_array, has_fit_parameter
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad._processes import check_processes_agree
+from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
 from hypergrad.sklearn._base import HypergradEstimator, frozen, program_owner
 
@@ -580,9 +583,76 @@ def devices_for_n_jobs(n_jobs: int | None) -> int | None:
         return None
 
 
+# -- several processes (jax.distributed): every process must make the same fit ---------------------------
+UNDESCRIBED_SETTINGS = frozenset({"estimator", "param_grid", "param_distributions", "cv", "random_state", "n_jobs",
+                                  "verbose", "pre_dispatch"})
+"""A search's settings its fit description leaves out: described by what they make (the estimator's
+parameters, the candidates, the folds), or not changing results (n_jobs, verbose, pre_dispatch)."""
+
+
+def data_digest(value: Any) -> str | None:
+    """A digest of data (an array, a DataFrame, a sparse matrix, a list; the folds' indices) equal
+    in every process that holds the same values: `joblib.hash` (MD5 of its pickle, an array's
+    buffer read directly). None for None. Cost: one pass over the data's bytes on the host."""
+    return None if value is None else joblib.hash(value)
+
+
+def fit_description(search: Any, X: Any, y: Any, params: Mapping[str, Any], candidates: Any,
+                    splits: Sequence[tuple], keys: Sequence[jax.Array]) -> dict[str, Any]:
+    """What a search's fit computes from, as `check_processes_agree` compares it across processes:
+    the training keys (`_fit_key`'s, one per group of fits) as the key; the estimator's parameters
+    (`get_params(deep=True)`), the candidates it evaluates (drawn already: an unseeded
+    `RandomizedSearchCV`'s differ between processes), the settings that change results, digests of
+    the folds' indices, X, y and each fit parameter as the arguments, each compared on its own.
+    Cost: the data and folds hashed once on the host (`data_digest`)."""
+    settings = {name: value for name, value in search.get_params(deep=False).items()
+                if name not in UNDESCRIBED_SETTINGS}
+    arguments = {"estimator": search.estimator.get_params(deep=True), "candidates": candidates,
+                 "splits": data_digest([(np.asarray(t), np.asarray(v)) for t, v in splits]),
+                 "X": data_digest(X), "y": data_digest(y),
+                 **{f"fit_params.{name}": data_digest(value) for name, value in params.items()}, **settings}
+    return {"kind": type(search).__name__, "space": None, "objective": None,
+            "key": [np.asarray(jax.random.key_data(key)).tolist() for key in keys],
+            "arguments": {name: identity(value) for name, value in arguments.items()}}
+
+
+def unseeded_advice(search: Any, target: Target) -> str:
+    """How to make an unseeded search draw the same on every process: its `random_state` when
+    it draws the candidates (RandomizedSearchCV's), the estimator's when it is not an int (a
+    training key drawn from numpy's global state, which also samples HypergradSearchCV's
+    configurations). Empty when both are seeded."""
+    advice = []
+    if search._draws_candidates and search.random_state is None:
+        advice.append("random_state=None draws other candidates on each process: give random_state=<int> so every "
+                      "process draws the same candidates")
+    state = target.final.get_params(deep=False).get("random_state")
+    if not isinstance(state, numbers.Integral) or isinstance(state, bool):
+        where = f" (the pipeline's {target.prefix}random_state)" if target.prefix else ""
+        advice.append(f"{type(target.final).__name__}'s random_state={state!r} draws another training key on each "
+                      f"process: give it random_state=<int>{where} so every process fits with the same key")
+    return "".join(f". {line}" for line in advice)
+
+
+def check_same_fit(search: Any, target: Target, describe: Any) -> None:
+    """With several processes (`jax.distributed`), a `ValueError` on every process when their fits
+    differ (`check_processes_agree` on `describe()`, `fit_description`'s), naming what differs and,
+    for an unseeded search, the `random_state` to give (`unseeded_advice`); raised before anything
+    compiles, where the processes' programs would otherwise meet in JAX's `device_put` with an
+    AssertionError that names nothing. Nothing in a lone process: no description, no collective.
+    Cost, with several: the description (the data hashed on the host) and one small all-gather."""
+    if jax.process_count() == 1:
+        return
+    try:
+        check_processes_agree(describe, f"{type(search).__name__}.fit")
+    except ValueError as error:
+        raise ValueError(f"{error}{unseeded_advice(search, target)}") from None
+
+
 class VmappedSearch:
     """`fit` for scikit-learn's search classes, every candidate x fold vmapped (module docstring).
     Mixed in before the scikit-learn class, whose constructor, validation and predictions stay."""
+
+    _draws_candidates = False  # whether `random_state` draws the candidates (RandomizedSearchCV's)
 
     def fit(self, X: Any, y: Any = None, **params: Any) -> VmappedSearch:
         """Runs the search (module docstring), or scikit-learn's own with a `UserWarning` when the
@@ -620,6 +690,9 @@ class VmappedSearch:
         check_data(target, X, y)
         X, y = indexable(X, y)
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
+        keys = [target_of(clone(self.estimator).set_params(**host)).final._fit_key()
+                for host, _ in host_groups(target, candidates)]
+        check_same_fit(self, target, lambda: fit_description(self, X, y, params, candidates, splits, keys))
         self.n_splits_ = len(splits)
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
@@ -627,7 +700,7 @@ class VmappedSearch:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
         refit = self._refit_program(target, X, y, candidates)
-        tables = self._evaluate(target, X, y, encoding, candidates, splits, refit)
+        tables = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
         self._finish(X, y, candidates, splits, tables, refit, refused)
         return self
 
@@ -648,10 +721,10 @@ class VmappedSearch:
         raise NotImplementedError
 
     def _evaluate(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], candidates: list[dict],
-                  splits: list, refit: Any = None) -> dict[str, np.ndarray]:
+                  splits: list, keys: Sequence[jax.Array], refit: Any = None) -> dict[str, np.ndarray]:
         """Test (and train) scores, failed fits and fit/score seconds, each (candidates, folds), of
-        y encoded as `encoding` (`_encode_y`'s); `refit`'s program (if any) starts compiling when
-        the first search program does."""
+        y encoded as `encoding` (`_encode_y`'s), each group of `host_groups` fitted with its training
+        key in `keys`; `refit`'s program (if any) starts compiling when the first search program does."""
         y_encoded, fitted = encoding
         classes = fitted.get("classes_")
         metric = metric_of(self.estimator, self.scoring)
@@ -660,11 +733,10 @@ class VmappedSearch:
         tables["failed"] = np.zeros(shape, bool)
         tables["ran_out"] = np.zeros(shape, bool)
         self.hypergrad_info_ = []  # one run_record per vmapped evaluation
-        for host, rows in host_groups(target, candidates):
+        for (host, rows), key in zip(host_groups(target, candidates), keys):
             group = target_of(clone(self.estimator).set_params(**host))
             subset = [candidates[r] for r in rows]
             pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
-            key = group.final._fit_key()
             found = run_folds(group, pairs, subset, metric, classes, key, type(self).__name__, self.hypergrad_info_,
                               overlap=refit.start if refit is not None else None)
             for name, table in zip(("test", "failed", "fit_time", "ran_out"), found):
@@ -800,6 +872,7 @@ class RandomizedSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     `GridSearchCV`."""
 
     _sklearn_class = SklearnRandomizedSearchCV
+    _draws_candidates = True
 
     def _candidate_list(self) -> list[dict]:
         return list(ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state))
@@ -1010,7 +1083,10 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
         scored = equal_folds(splits)
-        result = self._descend(target, X, y, encoding, discrete, continuous, scored)
+        key = target.final._fit_key()
+        ranges = {"discrete": discrete, "continuous": continuous}
+        check_same_fit(self, target, lambda: fit_description(self, X, y, params, ranges, splits, [key]))
+        result = self._descend(target, X, y, encoding, discrete, continuous, scored, key)
         n_val = len(scored[0][1])  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val)
         self.hybrid_result_ = result
@@ -1019,9 +1095,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         return self
 
     def _descend(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], discrete: dict,
-                 continuous: dict, splits: list) -> hg.Result:
+                 continuous: dict, splits: list, key: jax.Array) -> hg.Result:
         """`hg.hybrid_search` on the folds (of equal sizes: `equal_folds`) stacked into one
-        cross-validated family, y encoded as `encoding` (`_encode_y`'s)."""
+        cross-validated family, y encoded as `encoding` (`_encode_y`'s), from the training key `key`."""
         encoded, fitted = encoding
         pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in splits]
         varying = {**discrete, **{name: [b.low, b.high] for name, b in continuous.items()}}
@@ -1041,7 +1117,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         classes = fitted.get("classes_")
         base = target.final._program_key(varying, None if classes is None else len(classes))
         family = shared_family(family, folds_key(base, pairs, range(len(pairs))))
-        return hg.hybrid_search(family, space, target.final._fit_key(), budget=budget,
+        return hg.hybrid_search(family, space, key, budget=budget,
                                 configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
 
     def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: int

@@ -1,0 +1,107 @@
+"""The scikit-learn searches over several processes (`jax.distributed`, two processes of one CPU
+device each on loopback, as tests/test_distributed.py starts them).
+
+Processes whose fits differ (an unseeded `RandomizedSearchCV` drawing other candidates on each
+process, other data, an estimator without `random_state` drawing another training key) met in JAX's
+`device_put` with a raw "not the same on each process" AssertionError; every process now refuses
+the fit before anything compiles with a `ValueError` naming what differs and the fix. The same fit
+on every process returns what one process with both devices returns.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from sklearn.datasets import make_regression
+
+import hypergrad.sklearn._search as search_module
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, RandomizedSearchCV, Ridge
+
+from test_distributed import _WORKER_START, _two_workers
+
+# One process with the two processes' two devices: the reference of the same fits.
+_LONE_START = r'''
+import json, os, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+process, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+'''
+
+_SEARCHES = r'''
+import scipy.stats
+from sklearn.datasets import make_regression
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, RandomizedSearchCV, Ridge
+X, y = make_regression(n_samples=60, n_features=4, noise=1.0, random_state=0)
+model = Ridge(random_state=0)
+alpha = {"alpha": scipy.stats.loguniform(0.01, 10.0)}
+calls = {  # each process's fit: the same but for one thing
+    "unseeded": lambda: RandomizedSearchCV(model, alpha, n_iter=3, cv=3).fit(X, y),
+    "data": lambda: GridSearchCV(model, {"alpha": [0.1, 1.0, 10.0]}, cv=3).fit(X + 0.5 * max(process, 0), y),
+    "unseeded_estimator": lambda: GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=3).fit(X, y),
+    "unseeded_descent": lambda: HypergradSearchCV(Ridge(), {"alpha": (0.01, 10.0, "log")}, cv=3, budget=4).fit(X, y),
+    "same": lambda: RandomizedSearchCV(model, alpha, n_iter=3, cv=3, random_state=0).fit(X, y),
+}
+out = {}
+for name, call in calls.items():
+    if process < 0 and name not in ("same", "unseeded"):
+        continue
+    try:
+        s = call()
+        out[name] = {"scores": [float(v) for v in s.cv_results_["mean_test_score"]],
+                     "params": [str(p) for p in s.cv_results_["params"]], "best": str(s.best_params_),
+                     "coef": [float(v) for v in np.ravel(s.best_estimator_.coef_)]}
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+with open(os.path.join(tmp, f"searches{process}.json"), "w") as f:
+    json.dump(out, f)
+'''
+
+
+def _lone(tmp_path) -> dict:
+    worker = tmp_path / "lone.py"
+    worker.write_text(_LONE_START + "import numpy as np\n" + _SEARCHES)
+    done = subprocess.run([sys.executable, str(worker), "-1", "0", str(tmp_path)], capture_output=True, text=True,
+                          timeout=90)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads((tmp_path / "searches-1.json").read_text())
+
+
+def test_processes_fitting_differently_are_refused_naming_the_difference_and_the_fix(tmp_path):
+    """Each refusal on both processes, before anything compiled: the unseeded RandomizedSearchCV's
+    candidates (fix: random_state=<int>), the data (fix: the same data), the unseeded estimator's
+    training key (fix: its random_state=<int>, which also samples HypergradSearchCV's configurations)."""
+    out = _two_workers(tmp_path, _WORKER_START + "import numpy as np\n" + _SEARCHES, "searches")
+    for i in (0, 1):
+        refusals = {name: out[i][name] for name in ("unseeded", "data", "unseeded_estimator", "unseeded_descent")}
+        for name, message in refusals.items():
+            assert isinstance(message, str) and message.startswith("ValueError: several processes made different "
+                                                                   "calls of "), (i, name, message)
+            assert "process 1's call differs from process 0's in " in message, (i, name, message)
+        assert "in arguments.candidates." in refusals["unseeded"], refusals["unseeded"]
+        assert "give random_state=<int> so every process draws the same candidates" in refusals["unseeded"]
+        assert "in arguments.X." in refusals["data"], refusals["data"]
+        assert "random_state" not in refusals["data"]
+        for name in ("unseeded_estimator", "unseeded_descent"):
+            assert "differs from process 0's in key." in refusals[name], refusals[name]
+            assert "Ridge's random_state=None draws another training key on each process: give it " \
+                   "random_state=<int> so every process fits with the same key" in refusals[name], refusals[name]
+    # the same fit on both processes: the same results, as one process with both devices gives them
+    lone = _lone(tmp_path)
+    assert out[0]["same"] == out[1]["same"]
+    assert out[0]["same"]["params"] == lone["same"]["params"] and out[0]["same"]["best"] == lone["same"]["best"]
+    np.testing.assert_allclose(out[0]["same"]["scores"], lone["same"]["scores"], rtol=1e-6)
+    np.testing.assert_allclose(out[0]["same"]["coef"], lone["same"]["coef"], rtol=1e-5, atol=1e-6)
+    assert isinstance(lone["unseeded"], dict)  # one process: nothing to compare, an unseeded search runs
+
+
+def test_one_process_describes_nothing(monkeypatch):
+    """A lone process neither describes its fit nor gathers anything: the description is never made."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a lone process described its fit")
+
+    monkeypatch.setattr(search_module, "fit_description", refuse)
+    X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
+    assert len(GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y).cv_results_["params"]) == 2
+    assert len(RandomizedSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, n_iter=2, cv=2).fit(X, y).cv_results_["params"]) == 2
+    assert HypergradSearchCV(Ridge(), {"alpha": (0.01, 10.0, "log")}, cv=2, budget=4).fit(X, y).best_params_
