@@ -67,6 +67,14 @@ on its values), so that the first fold's functions serve every fold of its size,
 estimator's `_data_baking_params` is true (MLP's `early_stopping`: its held-out split lives inside
 the program); then the folds run one program each. `search.hypergrad_info_` records, per
 vmapped evaluation, its programs, plan, compile and run seconds and the planner's decisions.
+
+Several processes (`jax.distributed`): the fits are sharded over every process's devices, so every
+process must make the same fit. Before anything compiles, each compares its fit's description
+(`fit_description`: training keys, estimator parameters, candidates as drawn, folds, X, y) with the
+others' (`check_same_fit`, one small all-gather; nothing in a lone process): a difference is a
+`ValueError` on every process naming it, and for an unseeded search the `random_state` to give
+(`RandomizedSearchCV(random_state=None)` draws other candidates on each process, an estimator's
+`random_state=None` another training key). The fallback to scikit-learn's search is not compared.
 """
 
 from __future__ import annotations
