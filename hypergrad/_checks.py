@@ -166,7 +166,9 @@ def shared_outcome(error: BaseException | None, what: str) -> None:
     barrier), so no process goes on to wait in a collective another never reaches. A process that
     met no error raises an error of the kind and message of the first process that did ("process
     1 stopped `what` with ValueError: ..."); a process that did raises nothing here: its caller
-    raises its own error. Every process must call it at the same point. Nothing in a lone process."""
+    raises its own error. Every process must call it at the same point (a buffer that is not an
+    outcome, another collective's paired with this one, is a `RuntimeError` saying the processes are
+    out of step, on the processes that see it). Nothing in a lone process."""
     if jax.process_count() == 1:
         return
     sent = np.zeros(_MESSAGE_BYTES + 1, np.uint8)
@@ -175,6 +177,13 @@ def shared_outcome(error: BaseException | None, what: str) -> None:
         text = f"{type(error).__name__}: {error}".encode()[:_MESSAGE_BYTES]
         sent[0], sent[1:1 + len(text)] = kind + 1, np.frombuffer(text, np.uint8)
     got = np.asarray(multihost_utils.process_allgather(sent), np.uint8).reshape(-1, _MESSAGE_BYTES + 1)
+    garbled = [i for i in range(len(got)) if got[i, 0] > len(_KINDS)]
+    if garbled:  # a process sent another collective's buffer: raised on every process that sees it
+        raise RuntimeError(
+            f"process {garbled[0]} sent something else than its outcome of {what}: the processes' collectives "
+            "are out of step, because a call differed between them (an argument given on one process alone, "
+            "say) or one of them raised where the others went on; make the same calls on every process and "
+            "start them all again")
     failed = [i for i in range(len(got)) if got[i, 0]]
     if error is None and failed:
         first = failed[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +15,117 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-__all__ = ["check_processes_agree"]
+__all__ = ["check_arguments_agree", "check_processes_agree"]
 
 PARTS = ("kind", "space", "objective", "key")  # a description's parts compared whole; its arguments one by one
 _DIGEST_BYTES = 8
 _ARGUMENT_SLOTS = 24  # arguments compared one by one; any further ones share the last slot
+_ARGUMENTS_TAG = b"hypergrad-arguments/1:"  # opens `check_arguments_agree`'s buffer: a mismatched gather shows
+_ARGUMENTS_BYTES = 4096  # the buffer `check_arguments_agree` gathers (a fixed shape, as a gather needs)
+_SHOWN = 100  # characters of a value a refusal shows (a longer one is cut, its digest appended)
+# how to mend a difference of an argument, where the general advice says too little
+_STUDY_FIX = ("give the same {name}= on every process (process 0 alone writes the study; the others read it to "
+              "resume, on a filesystem they all see)")
+_FIX = {"log": "give log= on every process or on none (process 0 alone writes it: the path another process "
+               "gives is not written, and may differ)",
+        "storage": _STUDY_FIX, "study": _STUDY_FIX}
+_GIVEN_ONLY = ("log",)  # compared by whether they are given (a path), not by their value
+
+
+def check_arguments_agree(what: str, **arguments: Any) -> None:
+    """Raises `ValueError` on every process when the processes gave `what` (a public strategy's
+    name) different plain arguments, naming the first that differs and each process's value:
+    `log= differs: 'trials.jsonl' on process 0, None on process 1; ...`. Each strategy calls it
+    first, before any argument is checked, so that an argument given (or invalid) on one process
+    alone is refused on all, instead of one process raising while another waits for it in a
+    collective, or the processes pairing different collectives (a gloo abort). Values are shown
+    as `plain_description` gives them: numbers, strings and paths as they are, arrays by dtype,
+    shape and digest, other objects by their type's name (so an object's memory address never
+    differs); `check_processes_agree` then compares the whole call. Nothing in a lone process.
+
+    Cost, with several processes: one all-gather of a 4 KiB buffer (also a barrier), and arrays
+    among the arguments copied to the host to be digested."""
+    if jax.process_count() == 1:
+        return
+    shown = {name: _given(value) if name in _GIVEN_ONLY else plain_description(value)
+             for name, value in arguments.items()}
+    sent = np.zeros(_ARGUMENTS_BYTES, np.uint8)
+    text = _ARGUMENTS_TAG + json.dumps(_fitted(shown)).encode()
+    if len(text) > _ARGUMENTS_BYTES:  # not with a strategy's arguments (each value cut to _SHOWN): digests alone
+        text = _ARGUMENTS_TAG + json.dumps({k: "#" + _digest(v).tobytes().hex() for k, v in shown.items()}).encode()
+    sent[:len(text)] = np.frombuffer(text, np.uint8)
+    got = np.asarray(multihost_utils.process_allgather(sent), np.uint8).reshape(jax.process_count(), -1)
+    calls = [_decoded(bytes(row), what) for row in got]
+    for name in arguments:
+        values = [call.get(name, "(not given)") for call in calls]
+        if any(value != values[0] for value in values):
+            said = ", ".join(f"{value} on process {p}" for p, value in enumerate(values))
+            fix = _FIX.get(name, "give the same {name}= on every process (every process must make the same call, "
+                                 "or they run different programs and wait for each other for ever)")
+            raise ValueError(f"several processes made different calls of {what}: {name}= differs: {said}; "
+                             + fix.format(name=name))
+
+
+def _given(path: Any) -> str:
+    """A path argument as compared when only whether it is given counts: "given" for a non-empty
+    path, "None", or anything else as `plain_description` shows it (its own check refuses it)."""
+    if isinstance(path, (str, bytes, os.PathLike)) and os.fspath(path):
+        return "given"
+    return plain_description(path)
+
+
+def plain_description(value: Any) -> str:
+    """`value` as `check_arguments_agree` compares and shows it: the same on every process for the
+    same value (a path as its text, an array by dtype, shape and digest, an object by its type)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":  # np.int64(4) is 4, as the checks read it
+        return repr(value.item())
+    if isinstance(value, (bytes, os.PathLike)):
+        return repr(os.fsdecode(value))
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {plain_description(v)}" for k, v in sorted(value.items(), key=str)) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(plain_description(v) for v in value) + "]"
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return _array_description(value)
+    return f"a {type(value).__name__}"
+
+
+def _array_description(value: Any) -> str:
+    """An array by dtype, shape and the digest of its bytes (a typed key by its key data)."""
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        value = jax.random.key_data(value)
+    try:
+        host = np.asarray(value)
+    except Exception:  # an array spread over processes is not for one process to read: its type says enough
+        return f"a {type(value).__name__}"
+    return f"{host.dtype}{list(host.shape)} #{hashlib.sha1(host.tobytes()).hexdigest()[:12]}"
+
+
+def _fitted(shown: dict[str, str]) -> dict[str, str]:
+    """`shown` with each value over `_SHOWN` characters cut, its digest appended (so that values that
+    differ past the cut still differ), to fit the gathered buffer."""
+    def fit(text: str) -> str:
+        if len(text) <= _SHOWN:
+            return text
+        return text[:_SHOWN] + "... #" + hashlib.sha1(text.encode()).hexdigest()[:12]
+    return {name: fit(text) for name, text in shown.items()}
+
+
+def _decoded(row: bytes, what: str) -> dict[str, str]:
+    """A process's arguments from its gathered buffer; a `RuntimeError` for a buffer that is not one
+    (the processes' collectives out of step: an earlier call differed between them)."""
+    text = row.rstrip(b"\0")
+    try:
+        if not text.startswith(_ARGUMENTS_TAG):
+            raise ValueError("untagged")
+        return json.loads(text[len(_ARGUMENTS_TAG):].decode())
+    except ValueError as err:
+        raise RuntimeError(
+            f"{what}: the processes' collectives are out of step (a process sent something else than its "
+            "call's arguments): an earlier call differed between the processes, or one of them raised "
+            "where the others went on; start every process again, making the same calls") from err
 
 
 def check_processes_agree(describe: Callable[[], dict[str, Any]], what: str) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int, is_number
+from hypergrad._processes import check_arguments_agree
 from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
@@ -107,12 +108,12 @@ def hybrid_search(
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
+    check_arguments_agree("hybrid_search", budget=budget, configs=configs, method=method, outer=outer, log=log,
+                          storage=storage, study=study)  # several processes: before a check raises on one alone
     continuous = _check_hybrid_args(objective, space, method, budget, configs)
     check_study(storage, study)
-    key = check_key(key)
-    outer = check_outer(outer, continuous)
-    check_log(log, storage)
-    check_progress(progress)
+    key, outer = check_key(key), check_outer(outer, continuous)
+    check_log(log, storage), check_progress(progress)
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
     num = len(next(iter(settings.values())))
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything

@@ -66,6 +66,7 @@ import jax
 import numpy as np
 
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
+from hypergrad._processes import check_arguments_agree
 from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
@@ -199,6 +200,8 @@ def optuna_search(
         ValueError: a bad argument, before anything is compiled or asked.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
+    check_arguments_agree("optuna_search", num_trials=num_trials, sampler=sampler, batch_size=batch_size, seed=seed,
+                          chunk_size=chunk_size, log=log, storage=storage, study=study)  # before a check raises
     check_target(objective, check_space(space))
     key = check_key(key)
     num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (

@@ -740,7 +740,9 @@ class TrialRecorder:
     process 0 writes the log (`hypergrad._batching.is_writer`); every process collects the trials,
     and `report` shares process 0's outcome of the chunk's log writes (one all-gather per chunk or
     step, `shared_outcome`): a failed write (a full disk) raises on every process, not on process 0
-    alone while the others wait for it in the next chunk's collectives.
+    alone while the others wait for it in the next chunk's collectives. The same all-gather shares
+    the progress callable's outcome: one raising on one process alone (a user's stop) raises on
+    every process, after the chunk's trials are committed, so the same call again resumes.
 
     With a study (`sink`), each record also names it: "study", and "storage" (the file's real path)
     and "study_created" (its creation time), which tell it from a study of the same name in another
@@ -785,7 +787,10 @@ class TrialRecorder:
         identity = None if writer is None else writer.identity
         self._study = {} if writer is None else {"study": writer.study, **(identity or {})}
         self._logged: set[int] = set()
-        self._shares_log = log is not None and jax.process_count() > 1  # process 0's log outcome, per report
+        # several processes: each report shares process 0's log outcome and every process's progress call's
+        # (progress may be given on some processes alone: each report shares the outcome whatever was given)
+        self._shares_outcome = jax.process_count() > 1
+        self._shares_log = log is not None and self._shares_outcome
         self._log_error: OSError | None = None
         if log is not None and is_writer():  # several processes: process 0 alone writes
             try:
@@ -833,15 +838,20 @@ class TrialRecorder:
         transaction), then prints a progress line."""
         if self._sink is not None:
             self._sink.commit(checkpoint)
-        if self._shares_log:
-            shared_outcome(self._log_error, "this call")
-            if self._log_error is not None:
-                raise self._log_error
-        if self._progress is None:
-            return
-        self._tally()
-        self._progress(f"[{self.strategy}] {len(self.trials)}/{self.total}  best val {_fmt(self._best)}  "
-                       f"{self._runs:.1f} runs  {time.perf_counter() - self._start:.1f}s")
+        error = self._log_error
+        if error is None and self._progress is not None:
+            self._tally()
+            try:  # a user's callable raising on one process alone: raised on every process, below
+                self._progress(f"[{self.strategy}] {len(self.trials)}/{self.total}  best val {_fmt(self._best)}  "
+                               f"{self._runs:.1f} runs  {time.perf_counter() - self._start:.1f}s")
+            except BaseException as err:  # a KeyboardInterrupt too: raised after the others hear of it
+                if not self._shares_outcome:
+                    raise
+                error = err
+        if self._shares_outcome:
+            shared_outcome(error, "this call")
+        if error is not None:
+            raise error
 
     def _tally(self) -> None:
         """Folds the trials collected since the last call into the running best finite value and

@@ -37,6 +37,7 @@ from hypergrad import _caches, _compile
 from hypergrad._batching import (chunk_for, device_count, first_row, place, shardings, take_rows,
                                  to_host)
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
+from hypergrad._processes import check_arguments_agree
 from hypergrad._indexing import check_schedules_in_bounds, warn_unread_hparams
 from hypergrad._store_codec import decode_value, encode_value
 from hypergrad._types import HParams, Key
@@ -474,6 +475,8 @@ def random_search(
         (`hypergrad.store.objective_digest`), so that `extends=` can refuse another one.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
+    check_arguments_agree("random_search", num_trials=num_trials, chunk_size=chunk_size, log=log, storage=storage,
+                          study=study, extends=extends)  # several processes: before a check raises on one alone
     check_target(objective, check_space(space))
     num_trials = check_count(num_trials, "num_trials")
     key = check_key(key)
@@ -609,6 +612,8 @@ def grid_search(
         points_per_axis: values per continuous axis, >= 1.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
+    check_arguments_agree("grid_search", points_per_axis=points_per_axis, chunk_size=chunk_size, log=log,
+                          storage=storage, study=study)  # several processes: before a check raises on one alone
     check_target(objective, check_space(space))
     key = check_key(key)
     _check_search_args(chunk_size, log, progress, storage)

@@ -30,6 +30,7 @@ import optax
 from hypergrad import accounting
 from hypergrad._indexing import check_objective_runs
 from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
+from hypergrad._processes import check_arguments_agree
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
@@ -275,6 +276,9 @@ def tune(
         so the pick's value is reproduced by `objective(best_hparams, key)`.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
+    check_arguments_agree("tune", method=method, outer=outer, steps=steps, init=init, population=population,
+                          warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
+                          storage=storage, study=study)  # several processes: before a check raises on one alone
     _check_tune_args(objective, space, method)
     steps, key = check_count(steps, "steps"), check_key(key)
     check_progress(progress)

@@ -233,10 +233,16 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
     "collective mismatch". Every process now refuses before anything runs, naming what differs."""
     out = _two_workers(tmp_path, _DIFFERENT_WORKER, "different")
     for i in (0, 1):
-        for name, differs in [("num_trials", "arguments.num_trials"), ("key", "key"), ("data", "objective"),
-                              ("steps", "arguments.steps")]:
+        # a plain argument is compared first, with each process's value (tests/test_distributed_arguments.py)
+        for name, what, shown in [("num_trials", "random_search", "4 on process 0, 6 on process 1"),
+                                  ("steps", "tune", "2 on process 0, 3 on process 1")]:
+            assert out[i][name] == (f"ValueError: several processes made different calls of {what}: {name}= differs: "
+                                    f"{shown}; give the same {name}= on every process (every process must make the "
+                                    "same call, or they run different programs and wait for each other for ever)"), \
+                (i, name, out[i][name])
+        for name, differs in [("key", "key"), ("data", "objective")]:
             assert out[i][name] == (f"ValueError: several processes made different calls of "
-                                    f"{'tune' if name == 'steps' else 'random_search'}: process 1's call differs "
+                                    f"random_search: process 1's call differs "
                                     f"from process 0's in {differs}. Every process must make the same call (the same "
                                     "objective, data, space, key and arguments), or they run different programs and "
                                     "wait for each other for ever: load the same data in each, and seed the key the "
