@@ -111,9 +111,8 @@ def hybrid_search(
     check_arguments_agree("hybrid_search", budget=budget, configs=configs, method=method, outer=outer, log=log,
                           storage=storage, study=study)  # several processes: before a check raises on one alone
     continuous = _check_hybrid_args(objective, space, method, budget, configs)
-    check_study(storage, study)
+    _check_outputs(log, progress, storage, study)
     key, outer = check_key(key), check_outer(outer, continuous)
-    check_log(log, storage), check_progress(progress)
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
     num = len(next(iter(settings.values())))
     if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
@@ -153,6 +152,13 @@ def hybrid_search(
         result = with_setup(Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
                                    sum(c.compile_seconds for c in cohorts), info), began)
         return result if writer is None else writer.finish(result, space)
+
+
+def _check_outputs(log: Any, progress: Any, storage: Any, study: Any) -> None:
+    """The checks of where the call's trials go: its study, its log (apart from the study) and progress."""
+    check_study(storage, study)
+    check_log(log, storage)
+    check_progress(progress)
 
 
 def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, configs: Any) -> Space:
