@@ -82,7 +82,8 @@ EQUAL_TIME_CAP = 10
 MARKER = ".hypergrad-compare.json"
 """The file a run on several problems writes into its folder before anything else, naming the
 per-problem folders it writes there (`_mark`): `set_aside` moves a folder named after a preset only
-when a marker names it."""
+when a marker names it, or, for a run written before markers, its summary.md does."""
+SUMMARY_TITLE = "# hypergrad compare: who wins where"  # summary.md's first line
 OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_value_vs_compute.png",
            "learned_schedules.png", "picked_hparams.png", "trials.png", "example_weights.png",
            "trials.jsonl.previous", MARKER)
@@ -290,7 +291,24 @@ def _marked_folders(folder: str) -> list[str]:
                 return []
             # only plain preset names: a marker never moves anything outside `folder`
             return sorted(name for name in named if isinstance(name, str) and name in PRESETS)
-    return []
+    return _unmarked_run_folders(folder)
+
+
+def _unmarked_run_folders(folder: str) -> list[str]:
+    """The per-problem folders of a run that a version before the marker wrote into `folder`: the
+    presets its summary.md (the command's own title on its first line) reports on ("- <preset>, ...")
+    that are folders there. Such a run is this command's, set aside as any other (never deleted),
+    so that `make demo` goes on after an upgrade; without that summary, nothing (a folder the
+    command did not write is never moved)."""
+    try:
+        with open(os.path.join(folder, "summary.md")) as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not lines or lines[0] != SUMMARY_TITLE:
+        return []
+    reported = {line[2:].split(",", 1)[0] for line in lines if line.startswith("- ")}
+    return sorted(name for name in reported if name in PRESETS and os.path.isdir(os.path.join(folder, name)))
 
 
 def _mark(out: str, folders: list[str]) -> None:
@@ -693,7 +711,7 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
         out = args.out if len(problems) == 1 else os.path.join(args.out, problem)
         verdicts.append(_compare_one(args, problem, plans[problem], out, say, stop))
     if len(problems) > 1:
-        summary = ["# hypergrad compare: who wins where", "",
+        summary = [SUMMARY_TITLE, "",
                    f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
                    "Each line is read off that problem's report (the pick is the lowest validation loss "
                    "within the budget; its test scores decide). At equal wall time the budget is the seconds "

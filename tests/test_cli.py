@@ -649,6 +649,29 @@ def test_compare_refuses_to_write_into_a_folder_no_run_of_it_wrote(tmp_path, cap
     assert sorted(os.listdir(out)) == ["digits-mlp"] and _listing(out) == {"digits-mlp/report.md": b"# run A"}
 
 
+def test_a_run_written_before_markers_is_set_aside_by_its_summary_and_nothing_else(tmp_path):
+    # `make demo` in a checkout holding results/demo from a version before the marker (903e5dc) was refused
+    # ("results/demo/digits-mlp, results/demo/digits-noisy already exist and no earlier run of this command
+    # wrote them"): the README's main job failed after an upgrade. The folders that run's summary.md reports on
+    # are now this command's, set aside with it; a folder the summary does not name is still not moved.
+    out = tmp_path / "res"
+    for name in ("iris-mlp", "digits-mlp", "breast-cancer-logistic"):
+        (out / name).mkdir(parents=True)
+        (out / name / "report.md").write_text(name)
+    summary = f"{cli.SUMMARY_TITLE}\n\nBudget 8.\n\n- iris-mlp, equal compute: **random** wins\n- digits-mlp, equal compute: x\n"
+    (out / "summary.md").write_text(summary)
+    problems = ["iris-mlp", "digits-mlp", "breast-cancer-logistic"]
+    assert cli._foreign_folders(str(out), problems) == ["breast-cancer-logistic"]
+    assert cli.set_aside(str(out)) == str(out / "previous")
+    assert sorted(os.listdir(out)) == ["breast-cancer-logistic", "previous"]
+    assert _listing(out / "previous") == {"digits-mlp/report.md": b"digits-mlp", "iris-mlp/report.md": b"iris-mlp",
+                                          "summary.md": summary.encode()}
+    other = tmp_path / "other"  # a summary.md of the user's, not the command's title: nothing is the command's
+    (other / "iris-mlp").mkdir(parents=True)
+    (other / "summary.md").write_text("# my notes\n- iris-mlp, good\n")
+    assert cli._foreign_folders(str(other), ["iris-mlp", "digits-mlp"]) == ["iris-mlp"]
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
 def test_a_ctrl_c_swallowed_by_a_gc_callback_is_raised_at_the_next_safe_point():
     # JAX's garbage-collection callback made CPython drop a KeyboardInterrupt raised inside it ("Exception ignored
