@@ -65,6 +65,7 @@ import hypergrad as hg
 from hypergrad import _program_store as program_store
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
 from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
+from hypergrad._checks import MAX_COUNT
 from hypergrad._files import replaced_atomically
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
@@ -640,15 +641,19 @@ def _cache_words(result: hg.Result) -> str:
 def _planned(args: argparse.Namespace, problem: str) -> tuple:
     """(objective, space, key, method, plan) of one preset at `args.budget`; a usage error (exit
     status 2, as argparse's) when the budget cannot pay for one outer step of the gradient
-    strategy, which would otherwise overspend it and still be reported at "equal compute"."""
+    strategy, which would otherwise overspend it and still be reported at "equal compute", or when
+    it plans a count beyond `MAX_COUNT` (`_count_beyond_the_device`), which the library would refuse
+    only once the run had begun and set the previous run aside."""
     objective, space = preset(problem, args.steps)
     key = jax.random.key(args.seed)
     method = hg.Reverse(checkpoint_every=args.checkpoint_every)
     step_runs = tune_step_cost(objective, space, key, method)
     devices = jax.local_device_count()
-    plan = _budget_plan(args.budget, step_runs, 1.0, len(space),
-                        rows=lambda n: _rows_run(n, args.chunk_size, devices),
-                        warmup_rows=lambda n: _rows_run(n, DEFAULT_CHUNK, devices))  # tune's warm-up chunks
+
+    def plan_at(budget: float) -> dict[str, Any] | None:
+        return _budget_plan(budget, step_runs, 1.0, len(space), rows=lambda n: _rows_run(n, args.chunk_size, devices),
+                            warmup_rows=lambda n: _rows_run(n, DEFAULT_CHUNK, devices))  # tune's warm-up chunks
+    plan = plan_at(args.budget)
     if plan is None:
         least = _minimum_budget(step_runs)
         print(f"hypergrad compare: error: argument --budget: {args.budget:g} training runs cannot pay for one outer "
@@ -656,7 +661,47 @@ def _planned(args: argparse.Namespace, problem: str) -> tuple:
               f"{step_runs:.3g} runs, and a tuner's step and the scoring of its last iterate take {least:.3g}; "
               f"give --budget {math.ceil(least)} or more", file=sys.stderr)
         raise SystemExit(2)
+    beyond = _count_beyond_the_device(plan, len(space))
+    if beyond is not None:
+        most = _largest_budget(plan_at, len(space), math.ceil(_minimum_budget(step_runs)), args.budget)
+        print(f"hypergrad compare: error: argument --budget: {args.budget:g} training runs on {problem} plan "
+              f"{_big(beyond[1])} {beyond[0]}, more than {MAX_COUNT} (2**31 - 1), the most that int32 trial numbers and "
+              f"steps hold on the device; give --budget {most} or less", file=sys.stderr)
+        raise SystemExit(2)
     return objective, space, key, method, plan
+
+
+def _count_beyond_the_device(plan: dict[str, Any], num_grid_axes: int) -> tuple[str, int] | None:
+    """(what, count) of the first count `plan` hands the library that exceeds `MAX_COUNT` (the
+    library's int32 limit, `check_count`): the warm-up trials, the outer steps, the grid's points and
+    the random trials at equal wall time (up to `EQUAL_TIME_CAP` times its budget's); None when all fit."""
+    counts = {f"random-search trials at equal wall time ({EQUAL_TIME_CAP} times its budget's "
+              f"{_big(plan['random_trials'])})": EQUAL_TIME_CAP * plan["random_trials"],
+              "grid points": plan["grid_points_per_axis"] ** num_grid_axes,
+              "warm-up trials of the gradient strategy": plan["warmup"] or 0,
+              "outer steps of the gradient strategy": plan["tune_steps"]}
+    return next(((what, count) for what, count in counts.items() if count > MAX_COUNT), None)
+
+
+def _big(count: int) -> str:
+    """`count` in digits, or as 1.23e+45 past 12 digits (exact, whatever its size: no float)."""
+    digits = str(count)
+    return digits if len(digits) <= 12 else f"{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
+
+
+def _largest_budget(plan_at: Callable[[float], dict[str, Any] | None], num_grid_axes: int, low: int,
+                    high: float) -> int:
+    """The largest whole budget from `low` (whose plan fits) below `high` (whose plan does not) whose
+    plan `plan_at(budget)` has no count beyond `MAX_COUNT` (`_count_beyond_the_device`). A bisection:
+    O(log(min(high, 2**32))) plans, each O(log(budget)) work; `high` is capped at 2**32, since a
+    budget of more than `MAX_COUNT` runs plans that many random trials."""
+    high = min(math.floor(high), 2**32)
+    while high - low > 1:
+        middle = (low + high) // 2
+        plan = plan_at(middle)
+        fits = plan is not None and _count_beyond_the_device(plan, num_grid_axes) is None
+        low, high = (middle, high) if fits else (low, middle)
+    return low
 
 
 def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: str, say, stop=_carry_on) -> str:

@@ -830,3 +830,32 @@ def test_each_strategy_is_charged_the_compilation_of_a_program_another_strategy_
     assert {strategy for strategy, kind, _ in made if kind == "search"} == {"hypergradient", "random", "grid"}
     for name, result in results.items():
         assert result.compile_seconds >= sum(seconds for strategy, _, seconds in made if strategy == name) > 0, name
+
+
+def test_compare_refuses_a_budget_whose_counts_overflow_the_device_before_moving_anything(tmp_path, capsys):
+    # --budget 1e10 passed the budget check, set the last complete run aside (deleting the older one in
+    # previous/), then failed in hg.tune with "warmup=2500000000 is more than 2147483647", a traceback, exit 1
+    out = tmp_path / "run"
+    (out / "previous").mkdir(parents=True)
+    (out / "report.md").write_text("last complete run")
+    (out / "previous" / "report.md").write_text("older complete run")
+    for budget in ("1e10", "1e308"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["compare", "--problem", "iris-mlp", "--steps", "3", "--budget", budget, "--out", str(out),
+                      "--quiet", "--cpu-devices", "1"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "argument --budget:" in err and f"more than {2**31 - 1}" in err, err
+        assert len(err.splitlines()) == 1 and len(err) < 400, err  # no count of 300 digits
+        assert (out / "report.md").read_text() == "last complete run"
+        assert (out / "previous" / "report.md").read_text() == "older complete run"
+    most = int(re.search(r"give --budget (\d+) or less", err).group(1))
+    objective, space = preset("iris-mlp", 3)
+    step_runs = cli.tune_step_cost(objective, space, jax.random.key(0), hg.Reverse())
+    devices = jax.local_device_count()
+
+    def beyond(budget):
+        plan = cli._budget_plan(budget, step_runs, 1.0, len(space), rows=lambda n: cli._rows_run(n, 64, devices),
+                                warmup_rows=lambda n: cli._rows_run(n, cli.DEFAULT_CHUNK, devices))
+        return cli._count_beyond_the_device(plan, len(space))
+    assert beyond(most) is None and beyond(most + 1) is not None  # the budget it names is the largest that works
+    assert beyond(1e10)[1] > cli.MAX_COUNT
