@@ -23,18 +23,38 @@ class _Leaf:
 
     name: str
     shape: tuple[int, ...]
-    lengths: tuple[int, ...] | None  # block lengths along axis 0 when shared, else None
+    lengths: tuple[int, ...] | None  # block lengths along `axis` when shared, else None
+    axis: int = 0  # the axis shared in blocks (see `_shared_axis`)
 
     @property
     def directions(self) -> int:
-        if self.lengths is None:
-            return int(np.prod(self.shape, dtype=np.int64))
-        return len(self.lengths) * int(np.prod(self.shape[1:], dtype=np.int64))
+        return int(np.prod(self.coordinate_shape, dtype=np.int64))
 
     @property
     def coordinate_shape(self) -> tuple[int, ...]:
-        """Shape of this hyperparameter's coordinates: its own shape, or (blocks, *shape[1:])."""
-        return self.shape if self.lengths is None else (len(self.lengths),) + self.shape[1:]
+        """Shape of this hyperparameter's coordinates: its own shape, or that shape with the
+        shared axis cut to the number of blocks."""
+        if self.lengths is None:
+            return self.shape
+        return self.shape[:self.axis] + (len(self.lengths),) + self.shape[self.axis + 1:]
+
+    def spread(self, x: jax.Array) -> jax.Array:
+        """Each block's entry of `x` (shaped `coordinate_shape`) repeated over its elements."""
+        return jnp.repeat(x, np.asarray(self.lengths, np.int64), axis=self.axis,
+                          total_repeat_length=self.shape[self.axis])
+
+    def describe(self) -> str:
+        """How many directions this hyperparameter takes, and why, for the max_directions refusal."""
+        if self.lengths is None:
+            return f"{self.name}: {self.directions}"
+        return (f"{self.name}: {self.directions} ({len(self.lengths)} blocks along axis {self.axis} "
+                f"of shape {self.shape})")
+
+
+def _shared_axis(shape: tuple[int, ...], num_steps: int) -> int:
+    """The axis `blocks=` shares: the first axis of length `num_steps` (a schedule's steps, also
+    on the last axis of a per-group schedule of shape (groups, T)), else the leading axis."""
+    return next((i for i, n in enumerate(shape) if n == num_steps), 0)
 
 
 def _block_lengths(n: int, blocks: int) -> tuple[int, ...]:
@@ -57,10 +77,14 @@ class Forward(Method):
     flattened hyperparameters), the primal run is shared, and nothing is stored per step.
 
     Block sharing (Micaelli & Storkey 2021, "Gradient-based hyperparameter optimization over long
-    horizons"): with `blocks=B`, the leading axis of each shaped hyperparameter (of those named in
+    horizons"): with `blocks=B`, one axis of each shaped hyperparameter (of those named in
     `share`, or all with ndim >= 1) is split into B contiguous blocks (lengths as
     `np.array_split`; B >= the axis length means one element per block), and one tangent direction
-    per block moves all its elements together. The returned gradient is then, at every element of
+    per block and per position along the other axes moves all its elements together. The shared
+    axis is the step axis: the first axis whose length is the objective's `num_steps`, so a
+    schedule of shape (T,), (T, k) or a per-group schedule (groups, T) (`hypergrad.problems.group_sgd`)
+    is shared over its steps. A hyperparameter with no such axis (per-feature weight decay of shape
+    (d,)) is shared along its leading axis. The returned gradient is then, at every element of
     a block, the block *mean* of the exact per-element gradient,
 
         grads[i] = (1 / |b|) * sum_{j in b} dL/dh[j]   for i in block b,
@@ -73,7 +97,7 @@ class Forward(Method):
     not in `share`) get their exact gradient.
 
     Cost: one training run plus N tangent runs, N = the number of directions (scalar
-    hyperparameters, or blocks x trailing size for shared ones); each tangent step is the JVP of a
+    hyperparameters, or blocks x the size of the other axes for shared ones); each tangent step is the JVP of a
     training step (a Hessian-vector-like product), so (1 + c N) training runs by the FLOP count
     (`hypergrad.accounting`). c is about 1 where the model's arithmetic is the run's cost (its
     linearisation costs about what it does), somewhat above 1 where elementwise work weighs more
@@ -85,8 +109,9 @@ class Forward(Method):
     Bias: none; exact up to floating point (for shared hyperparameters: the exact projection above).
 
     Args:
-        blocks: share each shaped hyperparameter's leading axis in this many contiguous blocks, or
-            None for one direction per element.
+        blocks: share each shaped hyperparameter's step axis (the first of length `num_steps`,
+            else its leading axis) in this many contiguous blocks, or None for one direction per
+            element.
         share: names of the hyperparameters to share in blocks (a name or a tuple of names); None
             shares every hyperparameter with ndim >= 1. Needs `blocks`.
         max_directions: refuse (in `check`) to run more JVPs than this; forward mode then costs
@@ -125,7 +150,7 @@ class Forward(Method):
         object.__setattr__(self, "max_directions", int(self.max_directions))
 
     # -- layout: which tangent directions each hyperparameter gets ------------------------------
-    def _layout(self, hparams: HParams) -> tuple[_Leaf, ...]:
+    def _layout(self, hparams: HParams, num_steps: int) -> tuple[_Leaf, ...]:
         if self.share is not None:
             missing = [n for n in self.share if n not in hparams]
             if missing:
@@ -144,28 +169,38 @@ class Forward(Method):
             shape = tuple(int(s) for s in jnp.shape(hparams[name]))
             shared = (self.blocks is not None and len(shape) >= 1
                       and (self.share is None or name in self.share))
-            lengths = _block_lengths(shape[0], self.blocks) if shared else None
-            leaves.append(_Leaf(name, shape, lengths))
+            if shared:
+                axis = _shared_axis(shape, num_steps)
+                leaves.append(_Leaf(name, shape, _block_lengths(shape[axis], self.blocks), axis))
+            else:
+                leaves.append(_Leaf(name, shape, None))
         return tuple(leaves)
 
     def _check_directions(self, layout: tuple[_Leaf, ...]) -> int:
         total = sum(leaf.directions for leaf in layout)
         if total > self.max_directions:
-            detail = ", ".join(f"{leaf.name}: {leaf.directions}" for leaf in layout)
+            detail = ", ".join(leaf.describe() for leaf in layout)
             raise ValueError(
                 f"Forward needs {total} JVPs (one per hyperparameter direction; {detail}), more than "
-                f"max_directions={self.max_directions}: each costs one to two training runs. Set blocks= "
-                "to share schedules in a few blocks (e.g. Forward(blocks=10)), raise max_directions, or "
-                "use hg.Reverse()"
+                f"max_directions={self.max_directions}: each costs one to two training runs. "
+                f"{self._fewer_directions_hint(layout)}raise max_directions, or use hg.Reverse()"
             )
         return total
 
+    def _fewer_directions_hint(self, layout: tuple[_Leaf, ...]) -> str:
+        """What would cut the directions: never blocks= where it is given already."""
+        if self.blocks is None:
+            return "Set blocks= to share schedules in a few blocks (e.g. Forward(blocks=10)), "
+        unshared = [leaf.name for leaf in layout if leaf.lengths is None and leaf.shape]
+        more = f"share {unshared} too (share=None shares every shaped hyperparameter), " if unshared else ""
+        return f"Use fewer blocks than blocks={self.blocks}, {more}"
+
     def check_loop(self, loop: Loop, hparams: HParams) -> None:
-        self._check_directions(self._layout(hparams))
+        self._check_directions(self._layout(hparams, loop.num_steps))
 
     # -- the hypergradient ------------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
-        layout = self._layout(hparams)
+        layout = self._layout(hparams, loop.num_steps)
         total = self._check_directions(layout)
 
         def value_and_scores(h):
@@ -183,8 +218,7 @@ class Forward(Method):
                 h = hparams[leaf.name]
                 delta = u[start:stop].reshape(leaf.coordinate_shape).astype(jnp.result_type(h))
                 if leaf.lengths is not None:  # every element of a block moves with its block's value
-                    delta = jnp.repeat(delta, np.asarray(leaf.lengths, np.int64), axis=0,
-                                       total_repeat_length=leaf.shape[0])
+                    delta = leaf.spread(delta)
                 out[leaf.name] = h + delta
             return out
 
@@ -202,8 +236,7 @@ class Forward(Method):
         for leaf, start, stop in zip(layout, offsets[:-1], offsets[1:]):
             g = jac[start:stop].reshape(leaf.coordinate_shape)
             if leaf.lengths is not None:  # the block mean at every element: the projection (see above)
-                lengths = np.asarray(leaf.lengths, np.int64)
-                per_element = (g / lengths.reshape((-1,) + (1,) * (g.ndim - 1)).astype(g.dtype))
-                g = jnp.repeat(per_element, lengths, axis=0, total_repeat_length=leaf.shape[0])
+                sizes = np.asarray(leaf.lengths, np.int64).reshape((-1,) + (1,) * (g.ndim - 1 - leaf.axis))
+                g = leaf.spread(g / sizes.astype(g.dtype))
             grads[leaf.name] = g.astype(jnp.result_type(hparams[leaf.name]))
         return (value, scores), grads
