@@ -250,6 +250,19 @@ def _check_noise(noise: Any) -> None:
         raise ValueError(f"noise={noise!r} must be a share of training labels in [0, 1)")
 
 
+def _checked_example_weight(weight: Any, num_train: int) -> jax.Array:
+    """`weight` when it holds one weight per training example, shape (num_train,); else a
+    `ValueError` at trace time (shapes are static), which `hg.hypergradient`, the searches and `tune`
+    raise before compiling. JAX would clamp the example index instead: every example past the end
+    would silently share the last weight, and that weight the sum of their hypergradients."""
+    shape = np.shape(weight)
+    if shape != (num_train,):
+        raise ValueError(f"hparams['example_weight'] has shape {shape}; give one weight per training example, "
+                         f"shape ({num_train},) for this problem's {num_train} training examples (e.g. "
+                         f"hg.Uniform(0.0, 1.0, shape=({num_train},)))")
+    return weight
+
+
 def _num_classes(problem: Problem) -> int:
     return int(max(np.max(np.asarray(s[1])) for s in (problem.train_data, problem.val_data, problem.test_data))) + 1
 
@@ -291,7 +304,9 @@ def noisy_mlp_classifier(
     Training examples carry their index as a third leaf, `(x, y, index)`, so a minibatch knows which
     weights it reads. With `hparams["example_weight"]` of shape (n_train,) the training loss is
     `mean_i w[index_i] * CE_i` (plus the weight decay as in `mlp_classifier`); without it, the plain
-    mean. Which labels were corrupted: `flip_labels(y_train, noise, classes, noise_seed)[1]`, the
+    mean. Weights of another length (the size of another split, say) are a `ValueError` naming the
+    length needed, raised when the objective is traced: by `hg.hypergradient`, the searches and `tune`
+    before anything compiles. Which labels were corrupted: `flip_labels(y_train, noise, classes, noise_seed)[1]`, the
     same seeded draw (for judging learned weights; training never reads it).
     """
     _check_noise(noise)
@@ -308,7 +323,7 @@ def noisy_mlp_classifier(
         out = nnx.merge(graphdef, state)(inputs)
         per_example = optax.softmax_cross_entropy_with_integer_labels(out, labels, axis=0)
         if "example_weight" in hparams:
-            per_example = hparams["example_weight"][index] * per_example
+            per_example = _checked_example_weight(hparams["example_weight"], len(noisy))[index] * per_example
         loss = jnp.mean(per_example)
         if "weight_decay" in hparams:
             loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(state))
