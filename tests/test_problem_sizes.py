@@ -17,6 +17,16 @@ from hypergrad._indexing import check_objective_runs
 T = 4
 
 
+@pytest.fixture(scope="module")
+def iris():
+    return hg.problems.mlp_classifier("iris", hidden=(4,), batch_size=30)
+
+
+def _group_objective(problem):
+    groups = hg.problems.layer_groups(problem.init(jax.random.key(0)))
+    return hg.Objective(problem, hg.problems.group_sgd(groups), T), len(groups)
+
+
 def _refused_before_compiling(objective, hparams, match):
     """hg.hypergradient, hg.random_search and hg.tune all refuse `hparams`, compiling nothing."""
     key = jax.random.key(0)
@@ -29,6 +39,27 @@ def _refused_before_compiling(objective, hparams, match):
     with pytest.raises(ValueError, match=match):
         hg.tune(objective, space, key, steps=2, init=hparams)
     assert _compile.stats.compilations == before
+
+
+def test_a_per_group_schedule_shorter_than_the_run_is_refused_before_compiling(iris):
+    objective, groups = _group_objective(iris)
+    _refused_before_compiling(objective, {"lr": jnp.full((groups, T - 1), 0.05)},
+                              rf"past its end within num_steps={T}.*shape \({groups}, {T - 1}\)")
+
+
+def test_a_per_group_schedule_of_the_run_s_length_passes_the_checks(iris):
+    objective, groups = _group_objective(iris)
+    check_objective_runs(objective, {"lr": jnp.full((groups, T), 0.05)})  # no error
+
+
+@pytest.mark.parametrize("transposed", [True, False])
+def test_a_per_group_schedule_with_the_wrong_rows_names_the_shape_given(iris, transposed):
+    objective, groups = _group_objective(iris)
+    shape = (T, groups) if transposed else (groups + 1, T)
+    hint = r" \(transpose it\)" if transposed else r"(?! \(transpose)"
+    _refused_before_compiling(objective, {"lr": jnp.full(shape, 0.05)},
+                              rf"hparams\['lr'\] has shape \({shape[0]}, {shape[1]}\); a schedule per group has one "
+                              rf"row per parameter group .* shape \({groups}, num_steps\){hint}")
 
 
 @pytest.fixture(scope="module")

@@ -392,7 +392,9 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     """The learning rate of every group at `step`, shape (num_groups,), read from `hparams`
     (the keyword arguments are the defaults of keys that are absent):
 
-    - `lr`: a scalar (one rate), (G,) (one per group) or (G, T) (a schedule per group);
+    - `lr`: a scalar (one rate), (G,) (one per group) or (G, T) (a schedule per group, T at least
+      the objective's `num_steps`: a shorter one is refused before compiling, as a plain per-step
+      schedule is);
     - `lr_decay`: layer-wise decay xi: group g is scaled by xi^(G - 1 - g) (the last group, the
       output side, keeps the full rate);
     - `warmup`: the ramp length in steps (`warmup_ramp`), real-valued;
@@ -403,10 +405,7 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     input-to-output order where the layer names do not sort that way.
     - cosine decay to zero over `num_steps` when `cosine`.
     """
-    base = jnp.asarray(hparams.get("lr", lr))
-    if base.ndim == 2:
-        base = base[:, jnp.minimum(step, base.shape[1] - 1)]
-    base = _per_group(base, num_groups, "lr")
+    base = _rates_at(jnp.asarray(hparams.get("lr", lr)), step, num_groups)
     depth = jnp.arange(num_groups - 1, -1, -1)
     rate = base * jnp.asarray(hparams.get("lr_decay", lr_decay)) ** depth
     rate = rate * warmup_ramp(step, hparams.get("warmup", warmup))
@@ -415,6 +414,21 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     if cosine:
         rate = rate * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(step, num_steps) / num_steps))
     return rate
+
+
+def _rates_at(lr: jax.Array, step: jax.Array, num_groups: int) -> jax.Array:
+    """`lr`'s rates at `step`, shape (num_groups,): `lr` itself, or column `step` of a per-group
+    schedule (num_groups, T). The column is read unclamped, as a plain schedule's `lr[step]` is, so
+    that the library's bounds check (`checkify`'s index checks, run by `hg.hypergradient`, the
+    searches and `tune` before compiling) refuses a schedule shorter than the training run; read
+    past its end outside that check, JAX holds the last column."""
+    if lr.ndim == 2:
+        if lr.shape[0] != num_groups:
+            raise ValueError(f"hparams['lr'] has shape {lr.shape}; a schedule per group has one row per "
+                             f"parameter group and one column per step, shape ({num_groups}, num_steps)"
+                             + (" (transpose it)" if lr.shape[1] == num_groups else ""))
+        lr = lr[:, step]
+    return _per_group(lr, num_groups, "lr")
 
 
 def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float = 0.9, warmup: float = 0.0,
