@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -90,6 +91,10 @@ OUTPUTS = ("report.md", "results.json", "trials.jsonl", "summary.md", "best_valu
            "trials.jsonl.previous", MARKER)
 """Every file a run writes at the top of its folder (`hypergrad.plots` names the plots; the last but
 one is where earlier versions kept the previous run's log), which `set_aside` moves aside."""
+LOCK = ".hypergrad-compare.lock"
+"""The file in --out that a run holds an exclusive `flock` on from before it sets anything aside to
+its end (`_run_alone_in`), holding the run's pid; removed when the run ends (a killed run's stays,
+unlocked, and blocks nothing)."""
 MAX_CPU_DEVICES = 1024
 """The most --cpu-devices accepts: a device runs its share of the trials on about one core
 (`hg.use_cpu_cores`), so devices beyond the cores gain nothing; far more than any machine's cores,
@@ -745,6 +750,59 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
     stop()  # Ctrl-C while planning: the folder is left as it was
+    with _run_alone_in(args.out):  # before anything is moved: another run's live outputs stay where they are
+        return _run_planned(args, plans, say, stop)
+
+
+@contextlib.contextmanager
+def _run_alone_in(out: str):
+    """Holds an exclusive lock on `out` (an `fcntl.flock` on its `LOCK` file, which this creates with
+    `out` if missing and writes this process's pid into) for the block, and removes the file at its
+    end; a usage error (exit status 2) naming --out and the other run's pid when another process holds
+    it. The kernel releases the lock when the file is closed: on an exception or Ctrl-C too, and when
+    the process dies, so a killed run never blocks the next (its file stays, unlocked). A lock taken on
+    a file that an ending run removed meanwhile is let go and taken again on a new one (`os.path.samestat`).
+    Cost: a few system calls."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK)
+    fd = _locked_file(path)
+    while fd is None:  # locked a file an ending run had just removed: try again on a fresh one
+        fd = _locked_file(path)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # while the lock is held: no other run holds this file
+        os.close(fd)  # releases the lock
+
+
+def _locked_file(path: str) -> int | None:
+    """A descriptor of `path` under this process's exclusive `flock`, or None when the file locked is
+    no longer at `path` (removed by the run that held it); a usage error when another run holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        print(f"hypergrad compare: error: argument --out: {os.path.dirname(path)} is in use by another hypergrad "
+              f"compare{f' (pid {pid})' if pid else ''}; wait for it to end, or give another --out", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        if os.path.samestat(os.fstat(fd), os.stat(path)):
+            return fd
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _run_planned(args: argparse.Namespace, plans: dict[str, tuple], say, stop: Callable[[], None]) -> int:
+    """Every preset of `args.problem` compared as `plans` (`_planned`) planned it, into `args.out`,
+    whose previous run is set aside first; a summary when there are several. Returns 0."""
+    problems = args.problem
     aside = set_aside(args.out)
     if aside is not None:
         what = "[previous run] its" if os.path.basename(aside) == PREVIOUS else "[interrupted run] its partial"

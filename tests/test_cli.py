@@ -859,3 +859,34 @@ def test_compare_refuses_a_budget_whose_counts_overflow_the_device_before_moving
         return cli._count_beyond_the_device(plan, len(space))
     assert beyond(most) is None and beyond(most + 1) is not None  # the budget it names is the largest that works
     assert beyond(1e10)[1] > cli.MAX_COUNT
+
+
+def test_a_second_compare_into_a_folder_in_use_is_refused_before_anything_moves(tmp_path, capsys, monkeypatch):
+    # Two runs into one --out at once: the second moved the first's live trials.jsonl into previous-interrupted/,
+    # the first went on appending to the second's log, and both exited 0
+    import fcntl  # the test holds the lock as another run would
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "trials.jsonl").write_text('{"live": true}\n')  # the other run's live log
+    monkeypatch.setattr(cli, "set_aside", lambda *args: pytest.fail("set aside while another run holds the folder"))
+    with open(out / cli.LOCK, "w") as held:
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["compare", "--problem", "iris-mlp", "--steps", "3", "--budget", "8", "--out", str(out),
+                      "--quiet", "--cpu-devices", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --out:" in err and "in use by another hypergrad compare (pid 4242)" in err
+    assert (out / "trials.jsonl").read_text() == '{"live": true}\n' and sorted(os.listdir(out)) == [
+        cli.LOCK, "trials.jsonl"]
+    # a lock file left by a run that ended (or was killed: the kernel drops its flock) blocks nothing
+    with cli._run_alone_in(str(out)):
+        assert (out / cli.LOCK).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(SystemExit), cli._run_alone_in(str(out)):  # held for the whole block
+            pytest.fail("entered a folder another run holds")
+    with pytest.raises(RuntimeError), cli._run_alone_in(str(out)):
+        raise RuntimeError("a crash")  # released on the way out
+    with cli._run_alone_in(str(out)):
+        pass
+    assert not (out / cli.LOCK).exists()  # removed at the end: a folder holds only a run's outputs
