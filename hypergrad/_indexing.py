@@ -7,6 +7,7 @@ rate and pile their hypergradient onto it."""
 
 from __future__ import annotations
 
+import re
 import warnings
 import weakref
 from collections.abc import Callable
@@ -76,11 +77,28 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     if error is not None:
         raise ValueError(
             f"the optimiser indexes a hyperparameter past its end within num_steps={objective.num_steps} "
-            f"training steps ({error}); JAX would silently use the last entry instead. Give a per-step "
-            f"schedule num_steps={objective.num_steps} entries (e.g. hg.LogUniform(..., shape=("
-            f"{objective.num_steps},))), or clamp the index yourself (jnp.minimum(step, n - 1)) if that is "
-            "what you mean")
+            f"training steps ({error}); JAX would silently use the last entry instead. "
+            f"{_schedule_advice(error, hparams, objective.num_steps)}, or clamp the index yourself "
+            "(jnp.minimum(step, n - 1)) if that is what you mean")
     _remember(_checked, objective, shapes)
+
+
+def _schedule_advice(error: str, hparams: HParams, num_steps: int) -> str:
+    """What to give instead, from checkify's `error` ("... array of shape (2, 9): index 9 is out of
+    bounds for axis 1 ..."): the hyperparameter of that shape, named, with `num_steps` entries along
+    that axis, when exactly one has it; else the general advice for a per-step schedule."""
+    general = f"Give a per-step schedule num_steps={num_steps} entries (e.g. hg.LogUniform(..., shape=({num_steps},)))"
+    found = re.search(r"array of shape \(([\d, ]*)\).*?for axis (\d+)", error)
+    if found is None:
+        return general
+    shape = tuple(int(n) for n in found.group(1).replace(" ", "").split(",") if n)
+    axis = int(found.group(2))
+    named = [name for name, value in hparams.items() if np.shape(value) == shape]
+    if len(named) != 1 or axis >= len(shape):
+        return general
+    wanted = tuple(num_steps if i == axis else n for i, n in enumerate(shape))
+    return (f"hparams[{named[0]!r}] has shape {shape} and is read along axis {axis} once per step: give it "
+            f"num_steps={num_steps} entries there, shape {wanted}")
 
 
 def _shapes(hparams: HParams) -> tuple:

@@ -44,7 +44,9 @@ def _refused_before_compiling(objective, hparams, match):
 def test_a_per_group_schedule_shorter_than_the_run_is_refused_before_compiling(iris):
     objective, groups = _group_objective(iris)
     _refused_before_compiling(objective, {"lr": jnp.full((groups, T - 1), 0.05)},
-                              rf"past its end within num_steps={T}.*shape \({groups}, {T - 1}\)")
+                              rf"past its end within num_steps={T}.*shape \({groups}, {T - 1}\).*"
+                              rf"hparams\['lr'\] has shape \({groups}, {T - 1}\) and is read along axis 1 once per "
+                              rf"step: give it num_steps={T} entries there, shape \({groups}, {T}\)")
 
 
 def test_a_per_group_schedule_of_the_run_s_length_passes_the_checks(iris):

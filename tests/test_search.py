@@ -606,7 +606,9 @@ def test_a_schedule_shorter_than_the_training_is_refused_before_compiling(ridge_
                 lambda: hg.hypergradient(short, space(10).centre(), key),
                 lambda: hg.hybrid_search(short, space(10, weight_decay=hg.Choice([0.0, 0.1])), key, budget=100)):
         with pytest.raises(ValueError, match=r"indexes a hyperparameter past its end within num_steps=20 .*shape "
-                                             r"\(10,\).*index 10 is out of bounds.*jnp.minimum\(step, n - 1\)"):
+                                             r"\(10,\).*index 10 is out of bounds.*hparams\['lr'\] has shape \(10,\) "
+                                             r"and is read along axis 0 once per step: give it num_steps=20 entries "
+                                             r"there, shape \(20,\).*jnp.minimum\(step, n - 1\)"):
             run()
     assert _compile.stats.compilations == before
     hg.random_search(short, space(20), key, num_trials=2)
