@@ -743,15 +743,26 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
               f"wrote {'it' if len(foreign) == 1 else 'them'}; give another --out, or move "
               f"{'it' if len(foreign) == 1 else 'them'} away", file=sys.stderr)
         raise SystemExit(2)
-    # Before anything compiles: a second run on this machine loads its programs instead
-    # (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to 0, turns it off).
-    hg.use_compilation_cache()
+    _use_compilation_cache()
     _use_devices(args.cpu_devices)
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     plans = {problem: _planned(args, problem) for problem in problems}  # every budget checked before any runs
     stop()  # Ctrl-C while planning: the folder is left as it was
     with _run_alone_in(args.out):  # before anything is moved: another run's live outputs stay where they are
         return _run_planned(args, plans, say, stop)
+
+
+def _use_compilation_cache() -> None:
+    """Turns JAX's persistent compilation cache on before anything compiles, so that a second run on
+    this machine loads its programs instead (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to
+    0, turns it off); a usage error (exit status 2) naming the variable when its folder is a file,
+    lies under one or cannot be created (`hg.use_compilation_cache`'s `ValueError`)."""
+    try:
+        hg.use_compilation_cache()
+    except ValueError as err:
+        print(f"hypergrad compare: error: {err} (set HYPERGRAD_COMPILATION_CACHE to such a folder, or to 0 to "
+              "turn the persistent compilation cache off)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @contextlib.contextmanager

@@ -890,3 +890,20 @@ def test_a_second_compare_into_a_folder_in_use_is_refused_before_anything_moves(
     with cli._run_alone_in(str(out)):
         pass
     assert not (out / cli.LOCK).exists()  # removed at the end: a folder holds only a run's outputs
+
+
+def test_compare_refuses_a_compilation_cache_folder_it_cannot_use_with_a_usage_error(tmp_path, capsys, monkeypatch):
+    # HYPERGRAD_COMPILATION_CACHE naming a file gave a 20-line ValueError traceback and exit 1
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    monkeypatch.setattr(cli, "preset", lambda *args: pytest.fail("a preset was built"))
+    for setting, why in ((a_file, "is a file"), (a_file / "cache", "which is a file")):
+        monkeypatch.setenv("HYPERGRAD_COMPILATION_CACHE", str(setting))
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["compare", "--problem", "iris-mlp", "--out", str(tmp_path / "run"), "--quiet",
+                      "--cpu-devices", "1"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith("hypergrad compare: error: HYPERGRAD_COMPILATION_CACHE=") and why in err, err
+        assert "or to 0 to turn the persistent compilation cache off" in err
+    assert a_file.read_text() == "mine" and not (tmp_path / "run").exists()
