@@ -1133,5 +1133,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `hypergrad` command's entry point (`python -m hypergrad` too): `main()`'s exit status.
+    After Ctrl-C (130) the process ends at once (`os._exit`, stdout and stderr flushed first),
+    skipping the interpreter's shutdown: JAX's compilation threads may still be finishing the
+    compilation the Ctrl-C interrupted, and jaxlib crashes (a segmentation fault, exit 139) when
+    the interpreter frees its devices under them. The run's outputs are on disk already (each is
+    written whole as it is produced). `main()` itself returns, for callers in the same process."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -907,3 +907,29 @@ def test_compare_refuses_a_compilation_cache_folder_it_cannot_use_with_a_usage_e
         assert err.startswith("hypergrad compare: error: HYPERGRAD_COMPILATION_CACHE=") and why in err, err
         assert "or to 0 to turn the persistent compilation cache off" in err
     assert a_file.read_text() == "mine" and not (tmp_path / "run").exists()
+
+
+def test_the_command_ends_at_once_after_ctrl_c_and_exits_with_mains_status_otherwise(monkeypatch):
+    # After Ctrl-C the command printed "interrupted (Ctrl-C)" and then, in most runs with a compilation under
+    # way, died of a segmentation fault (exit 139, not 130): jaxlib's compile threads ran on while the
+    # interpreter shut down and freed the devices under them. The entry point now ends the process at once
+    # (os._exit(130)) after Ctrl-C; main() still returns, for callers in the process.
+    ended = []
+
+    class Ended(BaseException):
+        pass
+
+    def _exit(code):  # as os._exit: never returns
+        ended.append(code)
+        raise Ended
+
+    monkeypatch.setattr(cli.os, "_exit", _exit)
+    monkeypatch.setattr(cli, "main", lambda: 130)
+    with pytest.raises(Ended):
+        cli.run()
+    assert ended == [130]
+    for code in (0, 2):
+        monkeypatch.setattr(cli, "main", lambda code=code: code)
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+        assert exit_.value.code == code and ended == [130]
