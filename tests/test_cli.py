@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import fcntl
 import gc
 import json
 import math
@@ -864,7 +865,6 @@ def test_compare_refuses_a_budget_whose_counts_overflow_the_device_before_moving
 def test_a_second_compare_into_a_folder_in_use_is_refused_before_anything_moves(tmp_path, capsys, monkeypatch):
     # Two runs into one --out at once: the second moved the first's live trials.jsonl into previous-interrupted/,
     # the first went on appending to the second's log, and both exited 0
-    import fcntl  # the test holds the lock as another run would
     out = tmp_path / "run"
     out.mkdir()
     (out / "trials.jsonl").write_text('{"live": true}\n')  # the other run's live log
