@@ -32,7 +32,7 @@ from jax.extend import core as jcore
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
-           "QUICK_COMPILE", "strongly_typed", "share_programs", "is_traced"]
+           "QUICK_COMPILE", "strongly_typed", "share_programs", "is_traced", "check_hashable"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -170,6 +170,21 @@ def signature(args: Any) -> Hashable:
                           for x in leaves), jax.config.jax_default_matmul_precision
 
 
+def check_hashable(setting: Any) -> None:
+    """`TypeError` unless `setting`, a static setting that programs and FLOP counts are keyed on
+    (above all a `method=` strategy object), can be hashed: raised before anything is traced or
+    compiled, naming the setting and the fix, instead of a bare "unhashable type" once the program
+    was compiled (where the cache first hashes its key). Cost: one `hash`."""
+    try:
+        hash(setting)
+    except TypeError as err:
+        raise TypeError(
+            f"method={setting!r} cannot be hashed ({err}); hypergrad keys its compiled programs and FLOP counts "
+            f"on the method (and its other static settings) by value. Make {type(setting).__name__}, an hg.Method "
+            "subclass, a frozen dataclass whose fields are hashable: @dataclasses.dataclass(frozen=True), with an "
+            "array or list field stored as a tuple of Python numbers (or passed as a hyperparameter)") from err
+
+
 @contextlib.contextmanager
 def naming_missing_hparams():
     """Turns a `KeyError` raised while tracing an objective into a `ValueError` saying what it most
@@ -238,6 +253,8 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
         (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
         program came from the cache.
     """
+    for setting in tag[2:] if isinstance(tag, tuple) else ():
+        check_hashable(setting)
     owner, rest = _split(tag, args)
     executable = _cache.get(owner, rest)
     if executable is not None:

@@ -539,9 +539,12 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
             method object (`hg.Reverse()`, not "reverse" or the class `hg.Reverse`), `hparams` or
             `held` that is not a dict, a `key` that is not a PRNG key, or a method that cannot run
             here (`method.check`, e.g. `hg.Reversible()` without float64), before anything is traced.
+        TypeError: a `method` that cannot be hashed (a list or array field, a dataclass that is
+            not frozen: `hypergrad._compile.check_hashable`), before anything is traced.
     """
     check_objective(objective)
     check_method(method)
+    _compile.check_hashable(method)
     hparams = _hparams_dict(hparams)
     key = check_key(key)
     data = objective.problem.data
