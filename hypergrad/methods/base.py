@@ -29,7 +29,17 @@ __all__ = ["Method", "refusing_derivatives"]
 
 
 class Method(abc.ABC):
-    """Abstract base of hypergradient strategies. Subclasses are frozen dataclasses (hashable)."""
+    """Abstract base of hypergradient strategies.
+
+    Subclasses are frozen dataclasses whose fields are hashable (`@dataclasses.dataclass(frozen=True)`;
+    an array or list setting stored as a tuple of Python numbers, or passed as a hyperparameter): the
+    library keys its compiled programs and FLOP counts on the method by value, so equal methods share
+    one compilation. An unhashable method (a list or array field, a dataclass that is not frozen) is
+    refused with a TypeError naming `method=` before its program is traced or compiled. A plain
+    (non-dataclass) subclass hashes by identity: it runs, but each new instance compiles its programs
+    anew and reads as `<... object at 0x...>` in reports, so make it a frozen dataclass (or build one
+    instance and reuse it).
+    """
 
     @abc.abstractmethod
     def differentiate(self, loop: Loop, hparams: HParams, key: Key
