@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -308,9 +309,11 @@ class Problem:
             object.__setattr__(self, "_metric_fns", metrics)
         else:
             object.__setattr__(self, "_init_fn", functools.partial(_init_without_hparams, self.init))
-            object.__setattr__(self, "_val_fn", functools.partial(_without_hparams, self.val_loss))
-            object.__setattr__(self, "_metric_fns", {name: functools.partial(_without_hparams, fn)
-                                                     for name, fn in metrics.items()})
+            object.__setattr__(self, "_val_fn", functools.partial(_without_hparams, self.val_loss,
+                                                                  "Problem(val_loss=...)"))
+            object.__setattr__(self, "_metric_fns", {
+                name: functools.partial(_without_hparams, fn, f"Problem(metrics={{{name!r}: ...}})")
+                for name, fn in metrics.items()})
         object.__setattr__(self, "train_data", _as_device(self.train_data))
         object.__setattr__(self, "val_data", _as_device(self.val_data))
         if self.test_data is not None:
@@ -533,7 +536,13 @@ def scalar_output(value: Any, what: str) -> Any:
     """`value`, a loss or metric the user's function `what` returned; `ValueError` naming the
     function and the shape unless it is a scalar. Read from the (traced) shape, so the error comes
     while the program is traced, before anything compiles: a `(1,)` or per-example `(n,)` value
-    would otherwise pass as the objective's value or fail deep in autodiff or a search."""
+    would otherwise pass as the objective's value or fail deep in autodiff or a search. A tuple,
+    list, dict or None (a loss written for `jax.value_and_grad(..., has_aux=True)` returns
+    `(loss, aux)`) is refused the same way, naming what it is, before its shape is read (numpy
+    would turn the traced loss inside it into an array and fail with JAX's conversion error)."""
+    if not jax.tree_util.all_leaves([value]):  # a container of values (or None), not one array or number
+        raise ValueError(f"{what} returned a {type(value).__name__}; it must return a scalar loss alone, not "
+                         "(loss, aux): return the loss, e.g. index [0] of the tuple (lambda *args: fn(*args)[0])")
     shape = np.shape(value)
     if shape != ():
         raise ValueError(f"{what} returned shape {shape}; it must return a scalar: average the "
@@ -549,8 +558,40 @@ def _init_without_hparams(init, key, hparams):
     return init(key)
 
 
-def _without_hparams(fn, params, hparams, batch):
-    return fn(params, batch)
+def _without_hparams(fn, what, params, hparams, batch):
+    """`fn(params, batch)`, the user's `what` of a problem without `model_reads_hparams`. A
+    `TypeError` of calling it so, when its signature asks for (params, hparams, batch), is re-raised
+    naming `model_reads_hparams=True`: the bare one ("missing 1 required positional argument")
+    says nothing of the flag."""
+    try:
+        return fn(params, batch)
+    except TypeError as err:
+        if not _wants_hparams(fn):
+            raise
+        raise TypeError(
+            f"{what} takes (params, hparams, batch), but a Problem calls it as fn(params, batch): if it reads "
+            "hyperparameters (a model that does), pass Problem(..., model_reads_hparams=True), which gives "
+            "init(key, hparams), val_loss(params, hparams, batch) and every metric fn(params, hparams, batch) "
+            "the hparams; otherwise drop its hparams argument (regularisation hyperparameters enter through "
+            "train_loss)") from err
+
+
+def _wants_hparams(fn: Callable) -> bool:
+    """Whether `fn`'s signature refuses the arguments (params, batch) and takes (params, hparams,
+    batch). False when it has no signature to read or takes both (`*args`): then nothing is guessed."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or an object without a readable signature
+        return False
+    return not _binds(signature, 2) and _binds(signature, 3)
+
+
+def _binds(signature: inspect.Signature, count: int) -> bool:
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
 
 
 def as_problem(problem: Any) -> Problem:

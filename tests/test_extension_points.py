@@ -90,3 +90,69 @@ def test_a_hashable_frozen_method_subclass_still_runs_and_compiles_once_for_equa
     np.testing.assert_allclose(value, reference[0], rtol=1e-12)
     for name in HPARAMS:
         np.testing.assert_allclose(grads[name], reference[1][name], rtol=1e-10)
+
+
+# -- a loss that returns (loss, aux) (finding 2) ----------------------------------------------------
+def _with_aux(fn):
+    return lambda *args: (fn(*args), {"aux": 0.0})
+
+
+@pytest.mark.parametrize("argname", ["train_loss", "val_loss", "metric"])
+@pytest.mark.parametrize("call", ["objective", "hypergradient"])
+def test_a_loss_or_metric_returning_loss_and_aux_is_refused_naming_the_function_before_anything_compiles(argname, call):
+    plain = _problem()
+    if argname == "metric":
+        problem = _problem(metrics={"mse": _with_aux(_mse)})
+        named = r"Problem\(metrics=\{'mse': \.\.\.\}\)"
+    else:
+        problem = _problem(**{argname: _with_aux(getattr(plain, argname))})
+        named = rf"Problem\({argname}=\.\.\.\)"
+    objective = _objective(problem)
+    before = _compile.stats.compilations
+    with pytest.raises(ValueError, match=named + r" returned a tuple; it must return a scalar.*not \(loss, aux\).*\[0\]"):
+        if call == "objective":
+            objective(HPARAMS, KEY)
+        else:
+            hg.hypergradient(objective, HPARAMS, KEY)
+    assert _compile.stats.compilations == before
+
+
+def test_a_loss_returning_none_or_a_dict_is_refused_naming_what_it_returned():
+    for returned, kind in ((None, "NoneType"), ({"loss": 1.0}, "dict")):
+        objective = _objective(_problem(val_loss=lambda params, batch, r=returned: r))
+        with pytest.raises(ValueError, match=rf"Problem\(val_loss=\.\.\.\) returned a {kind}; it must return a scalar"):
+            objective(HPARAMS, KEY)
+
+
+# -- a val_loss or metric that takes hparams without model_reads_hparams (finding 6) ----------------
+def _val_with_hparams(params, hparams, batch):
+    return _mse(params, batch)
+
+
+@pytest.mark.parametrize("argname", ["val_loss", "metric"])
+def test_a_val_loss_or_metric_taking_hparams_without_the_flag_names_model_reads_hparams(argname):
+    if argname == "metric":
+        problem, named = _problem(metrics={"mse": _val_with_hparams}), r"Problem\(metrics=\{'mse': \.\.\.\}\)"
+    else:
+        problem, named = _problem(val_loss=_val_with_hparams), r"Problem\(val_loss=\.\.\.\)"
+    before = _compile.stats.compilations
+    with pytest.raises(TypeError, match=named + r" takes \(params, hparams, batch\).*model_reads_hparams=True"):
+        hg.hypergradient(_objective(problem), HPARAMS, KEY)
+    assert _compile.stats.compilations == before
+    flagged = _problem(init=lambda key, hparams: {"w": jnp.zeros(3)}, val_loss=_val_with_hparams,
+                       model_reads_hparams=True)  # the fix it names runs, and equals the plain problem
+    np.testing.assert_allclose(_objective(flagged)(HPARAMS, KEY), _objective()(HPARAMS, KEY), rtol=1e-12)
+
+
+def test_a_type_error_inside_a_val_loss_is_not_blamed_on_the_flag():
+    def broken(params, batch):
+        return _mse(params, batch) + "a string"  # the user's own TypeError
+
+    def star(*args):  # takes any arity: nothing to read from the signature, nothing guessed
+        params, batch = args
+        return _mse(params, batch) + "a string"
+
+    for fn in (broken, star):
+        with pytest.raises(TypeError) as info:
+            _objective(_problem(val_loss=fn))(HPARAMS, KEY)
+        assert "model_reads_hparams" not in str(info.value)
