@@ -15,6 +15,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad.loop import Loop
 
 KEY = jax.random.key(0)
 
@@ -156,3 +157,55 @@ def test_a_type_error_inside_a_val_loss_is_not_blamed_on_the_flag():
         with pytest.raises(TypeError) as info:
             _objective(_problem(val_loss=fn))(HPARAMS, KEY)
         assert "model_reads_hparams" not in str(info.value)
+
+
+# -- a custom training step, by subclassing Loop (finding 3) ----------------------------------------
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ProjectedLoop(Loop):
+    """Each step projects the weights onto the ball of radius 0.5: a step Reversible cannot reverse."""
+
+    def update(self, state, hparams, minibatch):
+        state = super().update(state, hparams, minibatch)
+        w = state.params["w"]
+        return state._replace(params={"w": w * jnp.minimum(1.0, 0.5 / jnp.linalg.norm(w))})
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _PenalisedLoop(Loop):
+    """A training loss of the loop's own (the step itself is Loop's): Reversible calls it as it is."""
+
+    def train_loss(self, params, hparams, minibatch):
+        return super().train_loss(params, hparams, minibatch) + 0.1 * jnp.sum(params["w"] ** 4)
+
+
+def _objective_with_loop(loop_class):
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class _Custom(hg.Objective):
+        def loop(self, data=None):
+            plain = super().loop(data)
+            return loop_class(plain.problem, plain.optimizer_fn, plain.num_steps, plain.unroll, plain.data)
+
+    return _Custom(_problem(), lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=4)
+
+
+def test_reversible_refuses_a_loop_whose_training_step_is_customised_before_anything_compiles():
+    objective = _objective_with_loop(_ProjectedLoop)
+    reverse_value, _ = hg.hypergradient(objective, HPARAMS, KEY, method=hg.Reverse())
+    np.testing.assert_allclose(reverse_value, objective(HPARAMS, KEY), rtol=1e-12)  # the custom step runs
+    before = _compile.stats.compilations
+    with pytest.raises(ValueError, match=r"Reversible cannot honour.*_ProjectedLoop overrides Loop\.update.*hg\.Reverse\(\)"):
+        hg.hypergradient(objective, HPARAMS, KEY, method=hg.Reversible())
+    with pytest.raises(ValueError, match=r"_ProjectedLoop overrides Loop\.update"):
+        hg.Reversible().run(objective, {k: jnp.asarray(v) for k, v in HPARAMS.items()}, KEY)
+    assert _compile.stats.compilations == before
+
+
+def test_reversible_still_honours_a_loop_that_changes_only_what_it_calls():
+    objective = _objective_with_loop(_PenalisedLoop)
+    value, grads = hg.hypergradient(objective, HPARAMS, KEY, method=hg.Reversible())
+    reference, reference_grads = hg.hypergradient(objective, HPARAMS, KEY, method=hg.Reverse())
+    np.testing.assert_allclose(value, reference, rtol=1e-8)
+    for name in HPARAMS:
+        np.testing.assert_allclose(grads[name], reference_grads[name], rtol=1e-6, atol=1e-10)

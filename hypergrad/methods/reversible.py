@@ -109,6 +109,11 @@ MOMENTUM_BITS = 30
 
 _LIMIT = 2**60  # |rounded gradient or step| < 2^60, |w|, |v| < 2^61: every sum stays inside int64
 
+_REPLACED = ("step", "update", "run", "train", "readout", "val_loss")
+"""The `Loop` methods whose work `Reversible` does itself (its fixed-point SGD is the training step; the
+value is `readout`'s, its gradient `val_loss`'s): a loop that overrides any of them is refused
+(`_check_standard_step`). Its other pieces (init, draw, train_loss, optimizer) it calls as the loop has them."""
+
 
 # -- exact integer arithmetic --------------------------------------------------------------------
 def _ceil_times_denominator(q: jax.Array, n: jax.Array) -> jax.Array:
@@ -219,7 +224,10 @@ class Reversible(Method):
     pass catches: it runs the objective's own optimiser on the real gradients beside the
     fixed-point SGD, and where an update differs the value and hypergradient are NaN (see the
     module docstring). Every other hyperparameter must act through `problem.train_loss` (e.g. a
-    weight decay) or the model.
+    weight decay) or the model. The training step is the plain loop's: an objective whose loop is a
+    `hypergrad.loop.Loop` subclass overriding its step or readout (`update`, `step`, `run`,
+    `train`, `readout`, `val_loss`) is refused with a ValueError before anything compiles, since
+    the fixed-point SGD would silently replace it; `hg.Reverse()` differentiates such a loop.
 
     Cost: one forward training run, then a reverse pass that recomputes each step's gradient and
     takes one vector-Jacobian product of it, plus the int64 fixed-point arithmetic and one update
@@ -272,6 +280,7 @@ class Reversible(Method):
 
     # -- validation -----------------------------------------------------------------------------
     def check_loop(self, loop: Loop, hparams: HParams) -> None:
+        _check_standard_step(loop)
         if not jax.config.jax_enable_x64:
             raise ValueError("Reversible needs 64-bit integers for its exact fixed-point arithmetic; call "
                              "jax.config.update('jax_enable_x64', True) before building the problem")
@@ -448,6 +457,7 @@ class Reversible(Method):
 
     def reverse(self, loop: Loop, hparams: HParams, key: Key) -> ReversibleRun:
         """`run` on a loop: train forward in fixed point, then undo training step by step."""
+        _check_standard_step(loop)  # also when called directly (run), not through `check`
         T = loop.num_steps
         # Training runs in int64 fixed point: nothing returned has a derivative path back to the
         # hyperparameters through it, so differentiating the result is refused, not silently 0.
@@ -483,6 +493,21 @@ class Reversible(Method):
         value = jnp.where(ok, value, jnp.nan)
         scores = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), scores)
         return ReversibleRun(value, scores, grads, arith.tree(W0), arith.tree(W0_rec), arith.tree(V0_rec), matched)
+
+
+def _check_standard_step(loop: Loop) -> None:
+    """`ValueError` unless `loop` trains and reads out as `hypergrad.loop.Loop` does: `Reversible`
+    replaces the training step by its own fixed-point SGD and takes the gradient of `val_loss`, so
+    a subclass that changes a step (a projection, an average of weights, alternating updates) or
+    the readout would get the value and hypergradient of the plain loop, silently wrong."""
+    changed = [name for name in _REPLACED if getattr(type(loop), name) is not getattr(Loop, name)]
+    if changed:
+        raise ValueError(
+            f"Reversible cannot honour the objective's custom training loop: {type(loop).__name__} overrides "
+            f"{', '.join('Loop.' + name for name in changed)}, and Reversible runs its own fixed-point "
+            "optax.sgd step in place of Loop.update and differentiates Loop.val_loss, so its value and "
+            "hypergradient would be those of the plain loop, not yours. Use hg.Reverse() (or hg.Forward()), "
+            "which differentiate the loop as it runs")
 
 
 @dataclasses.dataclass(frozen=True)
