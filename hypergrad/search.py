@@ -160,7 +160,7 @@ def _evaluate_group(
             unit = recorder.trials[-1].run_flops  # what the program counted when it ran them
             continue  # a resumed study holds this chunk: loaded, not re-run
         began = time.perf_counter()
-        batch = place(settings if chunk == num else take_rows(settings, start, chunk), spread)
+        batch = _on_program_devices(settings if chunk == num else take_rows(settings, start, chunk), spread)
         if executable is None:  # the first chunk to run: its arguments look the program up
             data, key = place((objective.problem.data, key), replicated)
             executable, compile_seconds, names, unit = _search_program(objective, chunk, (batch, key, data),
@@ -180,6 +180,16 @@ def _evaluate_group(
         recorder.report()
     overlap()  # if no chunk ran
     return compile_seconds, unit
+
+
+def _on_program_devices(batch: HParams, spread: Any) -> HParams:
+    """A chunk's settings as device arrays on `spread` (`shardings`), or on the default device when
+    there is none (one device, or a chunk no mesh divides). A one-chunk call's sampled settings
+    arrive as device arrays and a longer call's rows are cut on the host; the program cache keys on
+    the arguments' shardings (`_compile.signature`), so both must arrive placed alike or a trial
+    count of exactly one chunk compiles the program a second time. Costs one host-to-device copy
+    of the chunk's settings, which passing host arrays to the program makes anyway; values as given."""
+    return jax.device_put(batch) if spread is None else place(batch, spread)
 
 
 def _search_program(objective: Objective, chunk: int, example: tuple, one: HParams,
