@@ -22,6 +22,14 @@ A program (one training run and its scoring, one hypergradient of a method) is t
 - data movement is free: reshapes, broadcasts, transposes, slices, gathers, concatenation,
   conversions, `iota`, copies, key wrapping. A scatter-add costs 1 FLOP per update element.
 - any other primitive without sub-programs: 1 FLOP per output element.
+- host callbacks and foreign calls (`jax.pure_callback`, `jax.experimental.io_callback`,
+  `jax.ffi.ffi_call`): 1 FLOP per output element, like any other primitive. The work the called
+  function does outside the program (a numpy or scipy solve, a kernel of one's own) is NOT counted,
+  so a method or loss that hands its work to one looks almost free to the counts and to
+  `hg.compare`'s line-up at equal compute. Counting a program that holds one warns (a
+  `UserWarning` naming the called function, shown once per function by Python's default warning
+  filter); compare such strategies with `by="seconds"`. `jax.debug.print` and `jax.debug.callback`
+  return nothing the program computes with: free, and not warned about.
 
 Control flow and sub-programs:
 
@@ -89,6 +97,7 @@ import dataclasses
 import math
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
@@ -183,6 +192,23 @@ def _prng_flops(eqn: Any) -> float:
 
 
 _PRNG = frozenset({"random_bits", "random_split", "random_fold_in", "threefry2x32"})
+
+# Calls whose work runs outside the program, unseen by the count: the public name of each.
+_OUTSIDE = {"pure_callback": "jax.pure_callback", "io_callback": "jax.experimental.io_callback",
+            "ffi_call": "jax.ffi.ffi_call"}
+
+
+def _warn_uncounted(eqn: Any) -> None:
+    """A `UserWarning` that the work of `eqn`, a host callback or foreign call, is not counted,
+    naming the function it calls (jax wraps a callback's function in `callback_func`)."""
+    callback = eqn.params.get("callback")
+    called = getattr(callback, "callback_func", callback)
+    name = getattr(called, "__qualname__", None) or eqn.params.get("target_name") or repr(called)
+    warnings.warn(
+        f"hypergrad.accounting counted a program that calls {name} through {_OUTSIDE[eqn.primitive.name]}: "
+        "the work it does outside the program is not counted (the call is charged 1 FLOP per output element), "
+        "so FLOP counts, training-run equivalents and hg.compare's line-up at equal compute leave it out; "
+        "compare such strategies with by=\"seconds\"", UserWarning, stacklevel=2)
 
 
 def _literal(atom: Any, consts: Mapping[Any, Any]) -> float | None:
@@ -289,6 +315,8 @@ def _count(jaxpr: Any, consts: Mapping[Any, Any]) -> float:
             if subs:  # pjit, closed_call, custom_jvp/vjp, checkpoint, cond/switch (sum of branches)
                 total += sum(_count(sub, dict(zip(sub.constvars, sub_consts))) for sub, sub_consts in subs)
             else:
+                if name in _OUTSIDE:
+                    _warn_uncounted(eqn)
                 total += _out_elements(eqn)
     return total
 

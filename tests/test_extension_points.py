@@ -209,3 +209,35 @@ def test_reversible_still_honours_a_loop_that_changes_only_what_it_calls():
     np.testing.assert_allclose(value, reference, rtol=1e-8)
     for name in HPARAMS:
         np.testing.assert_allclose(grads[name], reference_grads[name], rtol=1e-6, atol=1e-10)
+
+
+# -- work in a host callback, which the FLOP count cannot see (finding 5) ----------------------------
+def _host_scale(value):
+    return np.asarray(np.linalg.solve(np.eye(4) * 2.0, np.full(4, float(value))).mean(), dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostScaled(hg.Method):
+    """Reverse mode, its gradient scaled by a number a numpy solve on the host computes."""
+
+    def differentiate(self, loop, hparams, key):
+        (value, scores), grads = _exact(loop, hparams, key)
+        scale = jax.pure_callback(_host_scale, jax.ShapeDtypeStruct((), jnp.float64), value)
+        return (value, scores), {name: g * scale for name, g in grads.items()}
+
+
+def test_counting_a_program_with_a_host_callback_warns_that_its_work_is_not_counted():
+    objective = _objective()
+    with pytest.warns(UserWarning, match=r"calls _host_scale through jax\.pure_callback.*not counted.*by=\"seconds\""):
+        hg.hypergradient_flops(objective, _HostScaled(), HPARAMS, KEY)
+
+    def host_loss(params, batch):
+        return jax.pure_callback(_host_scale, jax.ShapeDtypeStruct((), jnp.float64), _mse(params, batch))
+
+    with pytest.warns(UserWarning, match=r"calls _host_scale through jax\.pure_callback.*not counted"):
+        hg.run_flops(_objective(_problem(val_loss=host_loss)), HPARAMS, KEY)
+
+
+def test_counting_a_program_without_a_callback_does_not_warn(recwarn):
+    hg.hypergradient_flops(_objective(), _Scaled(), HPARAMS, KEY)
+    assert not [w for w in recwarn if "not counted" in str(w.message)]
