@@ -8,29 +8,35 @@ shape. Objects JSON cannot hold (a function given as a structural option) are wr
 
 A fingerprint describes a call (strategy, space, objective, key, counts) so that resuming a study
 with a different call is refused. Functions are described by qualified name, a hash of their
-bytecode and constants, the values they close over, followed to any depth (an optax optimiser's
-learning rate lives in a closure, and `chain(clip, adamw(warmup_cosine_decay_schedule(...)))` holds
-its peak rate eight closures down) and, for the user's own functions, the module-level values their
-code names (`momentum=MOM`: editing `MOM` changes results as much as editing the code); a bound
-method as its function and its object; an object of the user's own class by its attributes (its
-default repr shows none) and the functions its class defines (a callable object's `__call__`); a
-set by its elements in the order of their descriptions (its repr's order depends on the process's
-hash seed); arrays by dtype, shape and a SHA-1 of their bytes; memory addresses never enter, so a
-fingerprint is the same in every process running the same code. The functions and objects of this
-library, the standard library and installed packages are described by code (and repr) alone: their
-module-level state is caches and counters that change as they run, and their code is their version.
-Cycles are cut where an object recurs on its own path; a description of more than `_NODES` objects
-is refused (`identity` raises `TooLarge`), never cut short: a cut would let calls that differ past
-it pass as equal.
+bytecode and constants (a set constant, such as the `{"mse", "l2"}` of `name in {"mse", "l2"}`, by
+its elements sorted: its repr's order follows the process's hash seed), their default arguments (the
+user's functions' keyword-only ones too), the values they close over, followed to any depth (an
+optax optimiser's learning rate lives in a closure, and
+`chain(clip, adamw(warmup_cosine_decay_schedule(...)))` holds its peak rate eight closures down)
+and, for the user's own functions, the module-level values their code names (`momentum=MOM`: editing
+`MOM` changes results as much as editing the code); a bound method as its function and its object;
+an object of the user's own class by its attributes (its default repr shows none) and the functions
+its class defines (a callable object's `__call__`); a set by its elements in the order of their
+descriptions (its repr's order depends on the process's hash seed); arrays by dtype, shape and a
+SHA-1 of their bytes; memory addresses never enter, so a fingerprint is the same in every process
+running the same code. The functions and objects of this library, the standard library and installed
+packages are described by code (and repr) alone: their module-level state is caches and counters
+that change as they run, and their code is their version. Cycles are cut where an object recurs on
+its own path; a description of more than `_NODES` objects is refused (`identity` raises `TooLarge`),
+never cut short: a cut would let calls that differ past it pass as equal.
 
 A fingerprint's space lists its entries in the space's order (every format did), and a resumed call
 must give them in that order (`space_reordering`): the order fixes the grid's enumeration and the
-random draws.
+random draws. A `Choice`'s options are there as `encode_value` stores them, except an option that
+value cannot hold (a function, an object: its label is only a name, `<function <lambda>>`), which is
+described by `identity`, code and all: editing a function option's body is another call.
 
 Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
-(`identity(..., format=)`, `in_format`): a study stored then still resumes, with the weaker check it
-was stored under (format 2: closures followed 6 in a row, methods and callable objects by name and
-repr, sets by repr; format 1: that, without globals and attributes either).
+(`identity(..., format=)`, `describe_space(..., format=)`, `in_format`): a study stored then still
+resumes, with the weaker check it was stored under (format 3: set constants in code by their repr,
+a Choice's function and object options by their label, keyword-only defaults left out; format 2:
+that, and closures followed 6 in a row, methods and callable objects by name and repr, sets by
+repr; format 1: that, without globals and attributes either).
 """
 
 from __future__ import annotations
@@ -58,8 +64,10 @@ from hypergrad.space import Choice, Space
 __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
            "first_difference", "space_reordering", "in_format", "FINGERPRINT_FORMAT", "TooLarge"]
 
-FINGERPRINT_FORMAT = 3
-"""3: closures followed to any depth, methods and callable objects by their code, sets sorted;
+FINGERPRINT_FORMAT = 4
+"""4: set constants in code by their sorted elements, a Choice's function and object options by their code,
+the user's functions' keyword-only defaults;
+3: closures followed to any depth, methods and callable objects by their code, sets sorted;
 2: functions' globals and plain objects' attributes described; 1 (no "format" field): neither."""
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -179,13 +187,20 @@ def decode_hparams(encoded: Mapping[str, Any], space: Space | None) -> dict[str,
     return out
 
 
-def describe_space(space: Space) -> dict[str, Any]:
+def describe_space(space: Space, *, format: int | None = None) -> dict[str, Any]:
     """{name: {"type", "lo", "hi", "shape", "independent"} or {"type": "Choice", "options", "structural"}},
-    in the space's order (which `space_reordering` compares)."""
+    in the space's order (which `space_reordering` compares). A Choice's options are their
+    `encode_value` labels (what `Result.to_optuna` reads back from `info["space"]`); for a
+    fingerprint (`format` given), from format 4 an option those labels cannot hold (a function, an
+    object) is its `identity` instead: its label is its name alone, blind to an edited body.
+
+    Raises:
+        TooLarge: (format given) an option's description visits more than `_NODES` objects.
+    """
     out = {}
     for name, dist in space.items:
         if isinstance(dist, Choice):
-            out[name] = {"type": "Choice", "options": [encode_value(o) for o in dist.options],
+            out[name] = {"type": "Choice", "options": [_option(o, format) for o in dist.options],
                          "structural": bool(dist.structural)}
         else:
             out[name] = {"type": type(dist).__name__, "lo": dist.lo, "hi": dist.hi, "shape": list(dist.shape),
@@ -193,12 +208,47 @@ def describe_space(space: Space) -> dict[str, Any]:
     return out
 
 
-def _code_hash(code: types.CodeType) -> str:
-    """SHA-1 (16 hex digits) of a code object's bytecode, names and constants (nested code hashed)."""
+def _option(option: Any, format: int | None) -> Any:
+    """A Choice option in `describe_space`: its `encode_value` label, or in a fingerprint of format 4
+    on, its `identity` when the label would be a repr (a function's is its name alone)."""
+    if format is None or format < 4 or _encodable(option):
+        return encode_value(option)
+    return identity(option, format=format)
+
+
+def _encodable(value: Any) -> bool:
+    """Whether `encode_value` holds `value` exactly (no part of it written as its repr)."""
+    if value is None or isinstance(value, (bool, int, float, str, jax.Array, np.ndarray, np.generic)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_encodable(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) for k in value) and all(_encodable(v) for v in value.values())
+    return False
+
+
+def _code_hash(code: types.CodeType, format: int = FINGERPRINT_FORMAT) -> str:
+    """SHA-1 (16 hex digits) of a code object's bytecode, names and constants (nested code hashed;
+    from format 4, set constants by their elements sorted, `_constant`)."""
     parts = [code.co_code, repr(code.co_names).encode()]
     for const in code.co_consts:
-        parts.append(_code_hash(const).encode() if isinstance(const, types.CodeType) else repr(const).encode())
+        if isinstance(const, types.CodeType):
+            parts.append(_code_hash(const, format).encode())
+        else:
+            parts.append((_constant(const) if format >= 4 else repr(const)).encode())
     return hashlib.sha1(b"|".join(parts)).hexdigest()[:16]
+
+
+def _constant(const: Any) -> str:
+    """A code constant's repr, with the elements of a frozenset (`x in {"a", "b"}` compiles to one),
+    also inside a tuple, sorted: a frozenset's own order follows the hash seed, which differs
+    between processes unless PYTHONHASHSEED is set. Equal to `repr(const)` for any constant holding
+    no frozenset, so those hash as in format 3."""
+    if isinstance(const, frozenset) and const:
+        return "frozenset({" + ", ".join(sorted(_constant(c) for c in const)) + "})"
+    if type(const) is tuple:
+        return "(" + ", ".join(_constant(c) for c in const) + ("," if len(const) == 1 else "") + ")"
+    return repr(const)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -220,7 +270,7 @@ def _function(fn: types.FunctionType, depth: float, seen: _Seen) -> dict[str, An
             cells.append(identity(cell.cell_contents, depth - 1, seen))
         except ValueError:  # an empty cell (a closure variable not yet bound)
             cells.append(None)
-    described = {"function": fn.__qualname__, "code": _code_hash(fn.__code__), "closure": cells,
+    described = {"function": fn.__qualname__, "code": _code_hash(fn.__code__, seen.format), "closure": cells,
                  "defaults": identity(fn.__defaults__, depth - 1, seen)}
     if not _is_library(fn):
         # The module-level values the code reads (`momentum=MOM`): editing one changes the results
@@ -229,6 +279,8 @@ def _function(fn: types.FunctionType, depth: float, seen: _Seen) -> dict[str, An
         module = fn.__globals__
         described["globals"] = {name: identity(module[name], depth - 1, seen)
                                 for name in _global_names(fn.__code__) if name in module}
+        if fn.__kwdefaults__ and seen.format >= 4:  # `*, scale=2.0`: held beside the code, as defaults are
+            described["kwdefaults"] = identity(fn.__kwdefaults__, depth - 1, seen)
     return described
 
 

@@ -242,8 +242,9 @@ _FORMAT: contextvars.ContextVar[int] = contextvars.ContextVar("hypergrad_fingerp
 
 
 def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: Any) -> dict[str, Any]:
-    """The JSON description of a call that a resumed study must match: kind, space, objective (its
-    functions, data and settings: `identity`), the key's raw data and the given arguments (those
+    """The JSON description of a call that a resumed study must match: kind, space (a Choice's
+    function options by their code: `describe_space`), objective (its functions, data and settings:
+    `identity`), the key's raw data and the given arguments (those
     that change results; chunk sizes, logs and progress do not), in `FINGERPRINT_FORMAT`.
 
     Raises:
@@ -251,7 +252,7 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
     """
     version = _FORMAT.get()
     try:
-        return {"format": version, "kind": kind, "space": describe_space(space),
+        return {"format": version, "kind": kind, "space": describe_space(space, format=version),
                 "objective": identity(objective, format=version),
                 "key": np.asarray(jax.random.key_data(key)).tolist(),
                 "arguments": {name: identity(value, format=version) for name, value in sorted(arguments.items())}}
