@@ -33,11 +33,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
-__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "check_no_keys", "check_something_trains", "in_segments",
-           "segment_split", "optimizer_update", "optimizer_step", "float_leaves"]
+__all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
+           "check_something_trains", "in_segments", "segment_split", "optimizer_update", "optimizer_step",
+           "float_leaves"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -79,9 +81,11 @@ class Loop:
         the data key of every minibatch.
 
         Raises:
-            ValueError: the parameters hold a PRNG key (`check_no_keys`), which no optimiser can
-                update, or no floating-point leaf (`check_something_trains`), so nothing would
-                train; checked when the loop is traced, before anything compiles.
+            ValueError: the parameters hold a PRNG key, which no optimiser can update, or a
+                floating-point flax.nnx variable that is not a Param (BatchNorm's statistics),
+                which training would move as a weight (`check_no_keys`); or no floating-point leaf
+                (`check_something_trains`), so nothing would train. Checked when the loop is
+                traced, before anything compiles.
         """
         init_key, data_key = jax.random.split(key)
         params = self.problem.initial_params(init_key, hparams)
@@ -275,21 +279,49 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
     return _cast_like(new_params, params), _cast_like(new_state, opt_state)
 
 
+NO_STATE_CHANNEL = ("the training loss is a pure function of (params, hparams, batch): the loop carries no state "
+                    "that a forward pass updates (BatchNorm's running statistics) and hands the model no per-step "
+                    "dropout key")
+"""Why a flax.nnx model must run in eval mode under hypergrad (the refusals quote it)."""
+
+NNX_RECIPE = ("call model.eval() first (BatchNorm(use_running_average=True), Dropout(deterministic=True): batch "
+              "norm then uses its running statistics, held fixed, and dropout is off), then train the Params only: "
+              "graphdef, params, rest = nnx.split(model, nnx.Param, ...), with apply = "
+              "nnx.merge(graphdef, params, rest)(x) (rest stays fixed)")
+"""How to hand hypergrad a flax.nnx model (the refusals quote it; `hg.problems.nnx_problem` does it)."""
+
+
 def check_no_keys(params: PyTree, argname: str = "the parameter pytree") -> None:
     """Refuses a parameter pytree holding a PRNG key (an nnx model's RNG state, e.g. Dropout's,
     from `nnx.split(model)`): optax cannot add to or multiply a key, so every optimiser failed on it
-    with a TypeError deep inside. Integer leaves (counters) are fine: training holds them constant.
+    with a TypeError deep inside. Refuses as well a floating-point flax.nnx Variable that is not an
+    `nnx.Param` (BatchNorm's running mean and variance, `nnx.BatchStat`): the loop trains every
+    floating-point leaf, so the statistics were moved by the optimiser and its weight decay as if
+    they were weights (NaN once a decay drove a variance negative) while the running-average
+    update of a forward pass was lost. Integer leaves (counters) are fine: training holds them
+    constant.
 
     Raises:
-        ValueError: naming the key's path and the fix (split the model's Params from the rest).
+        ValueError: naming the leaf's path and the fix (`NNX_RECIPE`: eval mode, split the model's
+            Params from the rest).
     """
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if jnp.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
             raise ValueError(
                 f"{argname} holds a PRNG key at {jax.tree_util.keystr(path)!r} (an nnx model's RNG state, e.g. "
-                "Dropout's), which no optimiser can update; train the Params only: graphdef, params, rest = "
-                "nnx.split(model, nnx.Param, ...), with apply = nnx.merge(graphdef, params, rest)(x) (rest "
-                "stays fixed), or drop the key from the pytree")
+                f"Dropout's), which no optimiser can update; {NNX_RECIPE}; or drop the key from the pytree")
+    for path, variable in _nnx_variables(params):
+        if not isinstance(variable, nnx.Param) and any(_is_inexact(v) for v in jax.tree.leaves(variable)):
+            raise ValueError(
+                f"{argname} holds an nnx.{type(variable).__name__} at {jax.tree_util.keystr(path)!r}, model state "
+                "that is not an nnx.Param (BatchNorm's running statistics), which training would move as if it "
+                f"were a weight; {NO_STATE_CHANNEL}. To hold it fixed, {NNX_RECIPE}")
+
+
+def _nnx_variables(tree: PyTree) -> list[tuple[Any, nnx.Variable]]:
+    """(path, variable) of every flax.nnx Variable in `tree` (an `nnx.State` keeps its Variables)."""
+    pairs = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return [(path, leaf) for path, leaf in pairs if isinstance(leaf, nnx.Variable)]
 
 
 def _is_inexact(leaf: Any) -> bool:

@@ -31,16 +31,26 @@ give `groups` yourself, from input to output (a dict keeps its order), e.g.
 `{"hidden": "hidden", "classifier": "classifier"}`, to both `finetune` and `group_sgd`.
 
 Leaves that are not floating point (counters, integer masks) belong to no group: the penalties
-skip them and the training loop holds them constant. A PRNG key (the RNG state of an nnx model
-with Dropout, from `nnx.split(model)`) is refused, as no optimiser can update it: split the model
-as `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`, fine-tune `params` and apply
-`nnx.merge(graphdef, params, rest)(x)`.
+skip them and the training loop holds them constant.
+
+flax.nnx models: fine-tune the `nnx.Param` leaves only and hold the rest of the state fixed, with
+the model in eval mode. The training loss is a pure function of (params, hparams, batch): the loop
+carries no state that a forward pass updates (BatchNorm's running statistics) and hands the model
+no per-step dropout key. So batch norm normalises with the pretrained running statistics, held
+fixed (the usual practice when fine-tuning), and dropout is off. `finetune` refuses, at
+construction, a `pretrained` holding a PRNG key (Dropout's RNG state, from `nnx.split(model)`)
+or a floating-point Variable that is not an `nnx.Param` (an `nnx.BatchStat`, which training would
+move as a weight), and an `apply` that updates the model's state (a model in train mode).
 
 Your own pretrained model (the recipe): load its parameters yourself as any pytree of arrays
-(`np.load`, orbax, a flax.nnx model's `nnx.split(model)[1]`, a converted PyTorch state dict) and
-write `apply(params, x) -> logits` (for nnx: `nnx.merge(graphdef, params)(x)`; for a model with
-Dropout or other RNG state, `graphdef, params, rest = nnx.split(model, nnx.Param, ...)` and
-`nnx.merge(graphdef, params, rest)(x)`). Then
+(`np.load`, orbax, a converted PyTorch state dict) and write `apply(params, x) -> logits`. For a
+flax.nnx model (with BatchNorm, Dropout or neither):
+
+    model.eval()                                         # returns None; fixes BatchNorm and Dropout
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    apply = lambda params, x: nnx.merge(graphdef, params, rest)(x)   # rest: fixed statistics, RNG state
+
+Then
 
     problem = hg.problems.finetune(params, (train, val, test), apply, head=new_head)
     groups = hg.problems.layer_groups(params)            # or your own {name: prefix}, input to output
@@ -64,10 +74,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.errors import TraceContextError
 
 from hypergrad._checks import is_int_at_least
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.loop import check_no_keys
+from hypergrad.loop import NNX_RECIPE, NO_STATE_CHANNEL, check_no_keys
 from hypergrad.problem import Problem
 from hypergrad.problems._labels import check_class_labels, check_pair
 from hypergrad.problems._losses import accuracy, cross_entropy
@@ -260,12 +271,14 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
         pretrained: any pytree of arrays (a flax.nnx state, nested dicts). `init(key)` returns it
             exactly (as jax arrays; cast to `dtype` when given) or, with `head`, `head(key, it)`.
             Integer leaves (counters) are held constant by training and belong to no group; a PRNG
-            key (an nnx model's RNG state: Dropout's) is refused, as no optimiser can update it:
+            key (an nnx model's RNG state: Dropout's) and a floating-point nnx Variable that is not
+            a Param (BatchNorm's statistics) are refused: for a flax.nnx model call `model.eval()`,
             pass the Params only, `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`,
-            with `apply = lambda p, x: nnx.merge(graphdef, p, rest)(x)`.
+            with `apply = lambda p, x: nnx.merge(graphdef, p, rest)(x)` (module docstring).
         task: `(train, val)` or `(train, val, test)`, each `(inputs, integer labels)`, labels in
             [0, classes) (checked at construction).
-        apply: `apply(params, inputs) -> logits`, pure.
+        apply: `apply(params, inputs) -> logits`, pure: a flax.nnx model in eval mode (one that
+            updates its state, in train mode, is refused; module docstring).
         groups: `{name: prefix or prefixes}` from input to output (module docstring); None: one
             group per layer (`layer_groups`), in alphabetical order (module docstring, "Group
             order"). Per-group hyperparameters follow this order.
@@ -284,7 +297,8 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     `weight_decay` (towards zero) and `l2sp` (towards `pretrained`); see the module docstring.
 
     Raises:
-        ValueError: a PRNG key in `pretrained`; a task that is not 2 or 3 (inputs, labels) pairs;
+        ValueError: a PRNG key or a non-Param nnx Variable in `pretrained`; an `apply` that
+            updates a flax.nnx model's state (train mode); a task that is not 2 or 3 (inputs, labels) pairs;
             labels that are not integers or not in [0, classes); a `class_axis` that does not hold
             the logits' classes; groups that miss a parameter; a head that changes the tree's
             structure or another group.
@@ -301,8 +315,11 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     labels, names = group_labels(pretrained, groups)
     start, new = _start(pretrained, head, labels, names, new_groups)
     _check_head(pretrained, start, labels, names, new)
-    check_class_labels({f"task: the {name} labels": y for name, (_, y) in zip(SPLITS, task)}, task[0][0], apply,
-                       start, class_axis)
+    try:
+        check_class_labels({f"task: the {name} labels": y for name, (_, y) in zip(SPLITS, task)}, task[0][0], apply,
+                           start, class_axis)
+    except TraceContextError as error:  # apply wrote to a flax.nnx Variable it closes over
+        raise ValueError(_train_mode_message(error)) from None
     start_of = (lambda key: pretrained) if head is None else (lambda key: head(key, pretrained))
 
     def train_loss(params, hparams, batch):
@@ -322,6 +339,14 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     return Problem(init=start_of, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
                    test_data=test[0] if test else None, batch_size=batch_size, metrics={"accuracy": acc},
                    name=name)
+
+
+def _train_mode_message(error: TraceContextError) -> str:
+    """The refusal of an `apply` whose flax.nnx model updates its state (flax's `error` names what)."""
+    what = error.args[0].split(" (https")[0]  # "Cannot mutate BatchStat from a different trace level"
+    return (f"finetune(apply=...): apply(params, inputs) updates the model's state (flax: {what!r}), as a model "
+            "in train mode does (BatchNorm updates its running statistics, Dropout draws from its RNG); "
+            f"hypergrad cannot carry that: {NO_STATE_CHANNEL}. For a flax.nnx model, {NNX_RECIPE}")
 
 
 def _cast(x: Any, dtype: Any) -> jax.Array:

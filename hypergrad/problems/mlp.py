@@ -1,8 +1,9 @@
 """A multilayer perceptron classifier written with flax.nnx, on a bundled data set.
 
-The problem's parameters are the `flax.nnx.State` of the model: `init(key)` builds the module with
-`nnx.Rngs(key)` and splits off its state; the losses merge that state back with the (static) graph
-definition. This is also the recipe for using any flax.nnx model of your own with hypergrad.
+The problem's parameters are the `nnx.Param` state of the model: `init(key)` builds the module
+with `nnx.Rngs(key)` and splits off its Params; the losses merge them back with the (static)
+graph definition and the rest of the state, held fixed. This is also the recipe for using any
+flax.nnx model of your own with hypergrad (`nnx_problem`; `hypergrad.loop.NNX_RECIPE`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from flax.errors import TraceContextError
 
 from hypergrad._checks import is_int_at_least, is_number
+from hypergrad.loop import NO_STATE_CHANNEL
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._labels import check_class_labels, check_pair
@@ -113,12 +116,20 @@ def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=
                 cv=None, cv_labels=None, cv_seed=0, class_axis: int = -1) -> Problem:
     """An `hg.Problem` for a flax.nnx classifier `make_model(rngs) -> nnx.Module` mapping x to logits.
 
-    Parameters are the model's `nnx.State`. `train_loss` is the cross-entropy plus
-    `0.5 * weight_decay * sum(kernel^2)` over every `kernel` when `hparams` has "weight_decay";
-    `val_loss` is the cross-entropy; "accuracy" is reported. `cv`, `cv_labels` and `cv_seed` are
-    passed to `hg.Problem` (k-fold cross-validation over train and val pooled). `class_axis` is
-    the axis of the model's logits that holds the classes (-1 for (batch, classes); 0 for a model
-    such as `MLP(..., class_major=True)` that returns (classes, batch)).
+    Parameters are the model's `nnx.Param` leaves (`nnx.split(model, nnx.Param, ...)`). The rest
+    of its state (BatchNorm's running statistics, Dropout's RNG state, counters) is taken from
+    `make_model(nnx.Rngs(0))` and held fixed, as eval-mode inference holds it: the training loop
+    carries no state that a forward pass updates and hands no per-step dropout key, so the model
+    must be in eval mode (`model.eval()` in `make_model`; batch norm then normalises with fixed
+    running statistics, the usual practice when fine-tuning, and dropout is off). A model whose
+    forward pass would update its state (BatchNorm with use_running_average=False, Dropout not
+    deterministic) is refused at construction. The non-Param state must not depend on the key.
+
+    `train_loss` is the cross-entropy plus `0.5 * weight_decay * sum(kernel^2)` over every `kernel`
+    when `hparams` has "weight_decay"; `val_loss` is the cross-entropy; "accuracy" is reported.
+    `cv`, `cv_labels` and `cv_seed` are passed to `hg.Problem` (k-fold cross-validation over train
+    and val pooled). `class_axis` is the axis of the model's logits that holds the classes (-1 for
+    (batch, classes); 0 for a model such as `MLP(..., class_major=True)` that returns (classes, batch)).
 
     Each split is a pair (inputs, labels), the labels integer class indices in [0, classes) of one
     example's logits' shape without `class_axis` ((n,) for logits (n, classes)). Checked at
@@ -126,42 +137,72 @@ def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=
     compiles): -1/+1 labels would train class 1 for -1 with a falsely low loss, 1-based labels
     make every loss NaN.
 
+    Cost: one forward pass of the model per loss, as with its whole state; memory: the fixed
+    state is captured once as a constant of every compiled program. Bias: none beyond eval mode's
+    (fixed batch statistics, no dropout).
+
     Raises:
-        ValueError: a split that is not a pair; labels that are not integers, of shape (n, 1), or
-            outside [0, classes); a `class_axis` that does not hold the logits' classes.
+        ValueError: `make_model` returns something other than an nnx.Module (`model.eval()`
+            returns None); the model is in train mode; a split that is not a pair; labels that are
+            not integers, of shape (n, 1), or outside [0, classes); a `class_axis` that does not
+            hold the logits' classes.
     """
-    graphdef, state = nnx.split(make_model(nnx.Rngs(0)))  # the static structure, built once
+    graphdef, params, rest = _split_params(make_model(nnx.Rngs(0)))  # the static structure and fixed state
 
     def init(key):
-        return nnx.split(make_model(nnx.Rngs(key)))[1]
+        return _split_params(make_model(nnx.Rngs(key)))[1]
 
-    def logits(state, x):
-        return nnx.merge(graphdef, state)(x)
+    def logits(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
 
     splits = {"train_data": train_data, "val_data": val_data} | ({} if test_data is None else {"test_data": test_data})
     for argname, split in splits.items():
         check_pair(split, argname)
-    check_class_labels({f"{argname}: the labels ({argname}[1])": split[1] for argname, split in splits.items()},
-                       train_data[0], logits, state, class_axis, model="the model")
+    try:
+        check_class_labels({f"{argname}: the labels ({argname}[1])": split[1] for argname, split in splits.items()},
+                           train_data[0], logits, params, class_axis, model="the model")
+    except TraceContextError as error:  # the forward pass wrote to a Variable of the fixed state
+        raise ValueError(_train_mode_message(error)) from None
 
-    def train_loss(state, hparams, batch):
+    def train_loss(params, hparams, batch):
         x, y = batch
-        loss = cross_entropy(logits(state, x), y, class_axis)
+        loss = cross_entropy(logits(params, x), y, class_axis)
         if "weight_decay" in hparams:
-            loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(state))
+            loss = loss + sum(l2_penalty(k, hparams["weight_decay"]) for k in _kernels(params))
         return loss
 
-    def val_loss(state, batch):
+    def val_loss(params, batch):
         x, y = batch
-        return cross_entropy(logits(state, x), y, class_axis)
+        return cross_entropy(logits(params, x), y, class_axis)
 
-    def acc(state, batch):
+    def acc(params, batch):
         x, y = batch
-        return accuracy(logits(state, x), y, class_axis)
+        return accuracy(logits(params, x), y, class_axis)
 
     return Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=train_data,
                    val_data=val_data, test_data=test_data, batch_size=batch_size,
                    metrics={"accuracy": acc}, name=name, cv=cv, cv_labels=cv_labels, cv_seed=cv_seed)
+
+
+def _split_params(model: Any) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, Params, the rest of the state) of `make_model`'s model; a `ValueError` when it
+    returned something else (`lambda rngs: Net(rngs).eval()` returns None, as nnx's `eval` does)."""
+    if not isinstance(model, nnx.Module):
+        raise ValueError(f"nnx_problem(make_model=...): make_model(rngs) returned {type(model).__name__}, not an "
+                         "nnx.Module; return the model itself (model.eval() returns None: call it, then return "
+                         "the model, e.g. def make_model(rngs): model = Net(rngs); model.eval(); return model)")
+    return nnx.split(model, nnx.Param, ...)
+
+
+def _train_mode_message(error: TraceContextError) -> str:
+    """The refusal of a model whose forward pass updates its state (flax's `error` names what)."""
+    what = error.args[0].split(" (https")[0]  # "Cannot mutate BatchStat from a different trace level"
+    return (f"nnx_problem(make_model=...): the model is in train mode: its forward pass updates its state (flax: "
+            f"{what!r}; BatchNorm updates its running statistics, Dropout draws from its RNG), which hypergrad "
+            f"cannot carry: {NO_STATE_CHANNEL}. Call model.eval() on the model before returning it from make_model "
+            "(or build it with BatchNorm(use_running_average=True) and Dropout(deterministic=True)): batch norm "
+            "then uses its running statistics, held fixed, dropout is off, and nnx_problem trains the nnx.Param "
+            "leaves only")
 
 
 def mlp_classifier(

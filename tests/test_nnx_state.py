@@ -1,0 +1,170 @@
+"""flax.nnx models with state beside their Params (BatchNorm's running statistics, Dropout's RNG):
+hypergrad trains the `nnx.Param` leaves only and holds the rest fixed, as eval-mode inference
+does, because the loop carries no state a forward pass updates and no per-step dropout key. A
+model in train mode, a whole state holding batch statistics, and a `make_model` that returns
+None are refused before anything compiles, naming the fix (hunt C, findings 1-4)."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import hypergrad as hg
+from hypergrad.loop import check_no_keys
+
+MEAN, VAR = 0.3, 2.0  # "pretrained" running statistics, far from BatchNorm's initial 0 and 1
+
+
+class BNNet(nnx.Module):
+    """Linear -> BatchNorm -> tanh -> Linear, float64, in train mode unless told otherwise."""
+
+    def __init__(self, rngs, dropout=False):
+        self.l1 = nnx.Linear(4, 6, param_dtype=jnp.float64, rngs=rngs)
+        self.bn = nnx.BatchNorm(6, param_dtype=jnp.float64, rngs=rngs)
+        self.do = nnx.Dropout(0.5, rngs=rngs) if dropout else None
+        self.l2 = nnx.Linear(6, 3, param_dtype=jnp.float64, rngs=rngs)
+        self.bn.mean = nnx.BatchStat(jnp.full(6, MEAN))  # float64 (flax makes them float32)
+        self.bn.var = nnx.BatchStat(jnp.full(6, VAR))
+
+    def __call__(self, x):
+        h = jnp.tanh(self.bn(self.l1(x)))
+        return self.l2(h if self.do is None else self.do(h))
+
+
+def _eval_model(rngs, dropout=False):
+    model = BNNet(rngs, dropout)
+    model.eval()
+    return model
+
+
+def _splits(n=(24, 12, 12)):
+    rng = np.random.default_rng(0)
+    out = []
+    for size in n:
+        x = rng.normal(size=(size, 4)) * 2.0 + 1.0
+        out.append((x, (x[:, 0] + x[:, 1] > 2.0).astype(np.int32) + (x[:, 2] > 1.0)))
+    return out
+
+
+def _paths(tree):
+    return {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_nnx_problem_trains_the_params_of_an_eval_mode_batchnorm_model_and_holds_its_statistics():
+    """The whole state used to be trained: adamw's weight decay moved the running variance like a
+    weight, and scores used those moved statistics."""
+    train, val, test = _splits()
+    problem = hg.problems.nnx_problem(_eval_model, train, val, test, batch_size=8)
+    assert not any("mean" in p or "var" in p for p in _paths(problem.init(jax.random.key(0))))
+    objective = hg.Objective(problem, lambda h: optax.adamw(h["lr"], weight_decay=h["wd"]), num_steps=6)
+    hparams = {"lr": jnp.asarray(0.05), "wd": jnp.asarray(0.5)}
+    trained = objective.train(hparams, jax.random.key(1))
+    model = _eval_model(nnx.Rngs(0))
+    nnx.update(model, trained)
+    np.testing.assert_array_equal(model.bn.mean[...], MEAN)
+    np.testing.assert_array_equal(model.bn.var[...], VAR)
+    expected = optax.softmax_cross_entropy_with_integer_labels(model(val[0]), val[1]).mean()
+    np.testing.assert_allclose(problem.val_loss(trained, val), expected, rtol=1e-12)
+
+
+def test_hypergradient_through_an_eval_mode_batchnorm_model_matches_central_differences():
+    train, val, _ = _splits()
+    problem = hg.problems.nnx_problem(_eval_model, train, val, batch_size=None)
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=0.5), num_steps=5)
+    hparams = {"lr": jnp.asarray(0.2), "weight_decay": jnp.asarray(0.05)}
+    key = jax.random.key(2)
+    value, grads = hg.hypergradient(objective, hparams, key)
+    np.testing.assert_allclose(value, objective(hparams, key), rtol=1e-12)
+    eps = 1e-6
+    for name in hparams:
+        up = objective({**hparams, name: hparams[name] + eps}, key)
+        down = objective({**hparams, name: hparams[name] - eps}, key)
+        np.testing.assert_allclose(grads[name], (up - down) / (2 * eps), rtol=1e-6, err_msg=name)
+    assert abs(float(grads["lr"])) > 1e-4  # a real check, not 0 == 0
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_nnx_problem_refuses_a_model_in_train_mode_naming_eval(dropout):
+    """BatchNorm in train mode lost its running-average update every step; Dropout in train mode
+    was refused for its RNG key with a recipe nnx_problem's caller cannot follow."""
+    train, val, _ = _splits()
+    with pytest.raises(ValueError, match=r"nnx_problem\(make_model=...\): the model is in train mode.*"
+                                         r"(BatchStat|RngCount).*no per-step dropout key.*model\.eval\(\).*"
+                                         r"use_running_average=True.*deterministic=True"):
+        hg.problems.nnx_problem(lambda rngs: BNNet(rngs, dropout), train, val)
+
+
+def test_nnx_problem_takes_an_eval_mode_model_with_dropout_and_runs_it_without_dropout():
+    train, val, _ = _splits()
+    problem = hg.problems.nnx_problem(lambda rngs: _eval_model(rngs, dropout=True), train, val, batch_size=8)
+    assert not any("rngs" in p for p in _paths(problem.init(jax.random.key(0))))
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=4)
+    trained = objective.train({"lr": jnp.asarray(0.1)}, jax.random.key(0))
+    model = _eval_model(nnx.Rngs(0), dropout=True)
+    nnx.update(model, trained)
+    np.testing.assert_allclose(problem.val_loss(trained, val),
+                               optax.softmax_cross_entropy_with_integer_labels(model(val[0]), val[1]).mean(),
+                               rtol=1e-12)
+
+
+def test_nnx_problem_names_make_model_when_it_returns_none():
+    """`lambda rngs: Net(rngs).eval()` returns None (nnx's eval returns None): a bare TypeError."""
+    train, val, _ = _splits()
+    with pytest.raises(ValueError, match=r"make_model\(rngs\) returned NoneType.*model\.eval\(\) returns None"):
+        hg.problems.nnx_problem(lambda rngs: BNNet(rngs).eval(), train, val)
+
+
+def test_a_whole_state_with_batch_statistics_is_refused_by_finetune_and_the_loop():
+    """finetune with `nnx.split(model)[1]` trained the statistics as a parameter group: weight
+    decay drove the variance negative and every value NaN."""
+    train, val, test = _splits()
+    graphdef, state = nnx.split(_eval_model(nnx.Rngs(0)))
+
+    def apply(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def loss(params, batch):
+        return optax.softmax_cross_entropy_with_integer_labels(apply(params, batch[0]), batch[1]).mean()
+
+    message = r"holds an nnx.BatchStat at \"\['bn'\]\['mean'\]\".*model\.eval\(\).*nnx\.split\(model, nnx\.Param"
+    with pytest.raises(ValueError, match="pretrained " + message):
+        hg.problems.finetune(state, (train, val, test), apply)
+    problem = hg.Problem(init=lambda key: state, train_loss=lambda p, h, b: loss(p, b), val_loss=loss,
+                         train_data=train, val_data=val)
+    with pytest.raises(ValueError, match="the parameter pytree " + message):
+        hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)({"lr": jnp.asarray(0.1)}, jax.random.key(0))
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_finetune_refuses_an_apply_in_train_mode_naming_eval(dropout):
+    """The documented recipe without `model.eval()` raised flax's TraceContextError from inside."""
+    graphdef, params, rest = nnx.split(BNNet(nnx.Rngs(0), dropout), nnx.Param, ...)
+    with pytest.raises(ValueError, match=r"finetune\(apply=...\).*(BatchStat|RngCount).*train mode.*"
+                                         r"no per-step dropout key.*model\.eval\(\)"):
+        hg.problems.finetune(params, _splits(), lambda p, x: nnx.merge(graphdef, p, rest)(x))
+
+
+def test_the_finetune_recipe_holds_the_statistics_fixed_under_heavy_weight_decay():
+    """The module docstring's recipe: eval mode, Params only; weight_decay=1 used to make NaN."""
+    model = _eval_model(nnx.Rngs(0), dropout=True)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    problem = hg.problems.finetune(params, _splits(), lambda p, x: nnx.merge(graphdef, p, rest)(x))
+    groups = hg.problems.layer_groups(params)
+    assert list(groups) == ["bn", "l1", "l2"]
+    objective = hg.Objective(problem, hg.problems.group_sgd(groups), num_steps=5)
+    hparams = {"lr": jnp.full((3,), 0.1), "weight_decay": jnp.asarray(1.0)}
+    trained = objective.train(hparams, jax.random.key(0))
+    assert np.isfinite(objective(hparams, jax.random.key(0)))
+    assert not np.array_equal(trained["l1"]["kernel"][...], params["l1"]["kernel"][...])
+    np.testing.assert_array_equal(rest["bn"]["mean"][...], MEAN)
+    np.testing.assert_array_equal(rest["bn"]["var"][...], VAR)
+
+
+def test_the_prng_key_refusal_advises_eval_mode_before_the_split():
+    """Its advice (split the Params, merge with the rest) crashed for a model in train mode."""
+    with pytest.raises(ValueError, match=re.escape("call model.eval() first") + r".*nnx\.split\(model, nnx\.Param"):
+        check_no_keys({"w": jnp.zeros(2), "rng": jax.random.key(0)})
