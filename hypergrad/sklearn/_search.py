@@ -45,8 +45,10 @@ the estimators' own weighted `fit`; a fit parameter the estimator's `fit` does n
 hypergrad estimator itself refuses (its `fit`'s `ValueError`: `Ridge(positive=True)`, an l1
 penalty, `solver="lbfgs"`, ...) is refused by the search with that same error before anything
 compiles (`check_candidates`), as invalid parameter values are: scikit-learn's search could not fit
-it either. Data the estimator's `fit` refuses (NaN in X, or in a regressor's y) is refused up front with
-scikit-learn's message naming X or y (`check_data`).
+it either. The fallback refuses them too, before its first fit (`RefusesCandidates`), where
+scikit-learn's search alone would record each such fit as failed. Data the estimator's `fit`
+refuses (NaN in X, or in a regressor's y) is refused up front with scikit-learn's message naming X
+or y (`check_data`).
 
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
@@ -656,9 +658,40 @@ def check_same_fit(search: Any, target: Target, describe: Any) -> None:
         raise ValueError(f"{error}{unseeded_advice(search, target)}") from None
 
 
-class VmappedSearch:
+class RefusesCandidates:
+    """Mixed in before a scikit-learn search class: its own `fit` (the fallback) refuses the
+    candidates a hypergrad final estimator refuses, with that estimator's `ValueError`
+    (`check_candidates`), before any candidate is fitted, as the vmapped search does, instead of
+    recording each such fit as failed (a NaN score and a `FitFailedWarning`, or "All the N fits
+    failed"). The check sees the candidates scikit-learn's search draws (`ParameterSampler` with
+    `random_state=None` draws anew each time), so it refuses exactly what that search would fit.
+    Nothing changes for an estimator that is not a hypergrad one (nor a Pipeline ending in one).
+    Cost: a clone and a validation per candidate."""
+
+    def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
+        # scikit-learn (1.9 on) passes callback_ctx to a _run_search whose signature names it; earlier ones never do
+        kwargs = {} if callback_ctx is None else {"callback_ctx": callback_ctx}
+        if isinstance(target_of(self.estimator), str):
+            super()._run_search(evaluate_candidates, **kwargs)
+            return
+
+        def checked(candidate_params, *args, **more):
+            candidate_params = list(candidate_params)
+            if candidate_params:  # none: scikit-learn's own "No fits were performed" error
+                check_candidates(self.estimator, candidate_params)
+            return evaluate_candidates(candidate_params, *args, **more)
+
+        super()._run_search(checked, **kwargs)
+
+
+class FallbackRandomizedSearchCV(RefusesCandidates, SklearnRandomizedSearchCV):
+    """scikit-learn's `RandomizedSearchCV` as `HypergradSearchCV` falls back to it (`RefusesCandidates`)."""
+
+
+class VmappedSearch(RefusesCandidates):
     """`fit` for scikit-learn's search classes, every candidate x fold vmapped (module docstring).
-    Mixed in before the scikit-learn class, whose constructor, validation and predictions stay."""
+    Mixed in before the scikit-learn class, whose constructor, validation and predictions stay;
+    its `fit` is the fallback, which refuses what the hypergrad estimator refuses (`RefusesCandidates`)."""
 
     _draws_candidates = False  # whether `random_state` draws the candidates (RandomizedSearchCV's)
 
@@ -1165,7 +1198,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         distributions = [converted(d) for d in given] if isinstance(given, list) else converted(given)
         settings = {k: v for k, v in self.get_params(deep=False).items() if k not in ("budget", "method", "outer")}
         settings["cv"] = settings["cv"] if cv is None else cv
-        search = SklearnRandomizedSearchCV(**{**settings, "param_distributions": distributions}).fit(X, y, **params)
+        search = FallbackRandomizedSearchCV(**{**settings, "param_distributions": distributions}).fit(X, y, **params)
         for name, value in vars(search).items():
             if name.endswith("_") and not name.startswith("_"):
                 setattr(self, name, value)
