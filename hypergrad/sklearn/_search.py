@@ -1058,6 +1058,11 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             configuration 30 (about 9 Reverse hypergradients).
         method: an `hg.Method`, None for `hg.Reverse()`.
         outer: an optax optimiser over the unconstrained coordinates, None for hybrid_search's default.
+            Kept as given (scikit-learn's rule for constructor parameters), and optax's optimisers
+            are closures that `pickle` cannot save: a search given one, fitted or not, fails
+            `pickle.dumps` and `joblib.dump` ("Can't pickle local object 'chain.<locals>.init_fn'").
+            With `outer=None` the search pickles; to keep one given an optimiser, use cloudpickle,
+            or save its `best_estimator_` (a plain hypergrad estimator, which pickles).
         The rest: as `RandomizedSearchCV`; `n_iter` is the number of configurations of the lists
         (sampled from the estimator's training key, `_fit_key()`, when there are more; `random_state`
         is accepted and used only by the fallback), `n_jobs` as `GridSearchCV`'s, `pre_dispatch`
