@@ -43,13 +43,13 @@ optimiser check is 0.03 and 0.13 of those runs (no change in measured time).
 In time it costs more still than Reverse (int64 arithmetic is slower per operation than float;
 `benchmarks/methods_vs_horizon.py` measures both against training at T = 100 to 10000).
 Memory: the parameters and velocity (as int64), the adjoints, and the information buffer of
-T x parameters x info_bits bits (8 by default; 1 bit suffices for m >= 1/2), instead of Reverse's
-T x parameters x 32 (or 64) bits of stored parameters plus every step's activations. The buffer
+T x parameters x info_bits bits (8 by default; 1 bit suffices for m >= 1/2), instead of the
+training state that `Reverse()` stores for every step (parameters and velocity: 2 x 32 bits per
+parameter in float32, 2 x 64 in float64), so the stored trajectory is about 64 / info_bits
+(128 / info_bits) times smaller than Reverse's, before the adjoints and the int64 state
+(`benchmarks/methods_vs_horizon.py` measures both: XLA's temporary memory against T). The buffer
 does grow with T; it is a few bits per parameter per step, the paper's trade-off. Minibatch t is
 drawn inside step t (the objective's `batch_indices(data_key, t)`), so nothing else grows with T.
-Measured (XLA temporary memory, digits MLP with 50 hidden units, batches of 100, T = 1000):
-4.1 MiB with info_bits=8 and 1.0 MiB with info_bits=1, against 374 MiB for `Reverse()` (the
-optimiser check's float64 state adds nothing measurable).
 Bias: none beyond fixed-point precision: the trajectory is the float trajectory with every
 gradient and step rounded to 2^-radix_bits and the momentum rounded to a multiple of 2^-30;
 in float64 the hypergradient agrees with `hg.Reverse()` to about 1e-8 relative (tests assert 1e-6).

@@ -44,6 +44,10 @@ class Truncated(Method):
     Hessian-vector product each, about 2 steps' work), so about T + 2 * window training steps; with
     checkpointing, `window` more forward steps.
     Memory: the residuals of `window` steps (not T); with `checkpoint_every=k`, about window/k + k.
+    A step's residuals are every intermediate value of its forward and gradient computation, several
+    times the training state that `Reverse()` stores per step (it recomputes the rest), so for a
+    horizon of only a few windows `Reverse()` can take less memory; `checkpoint_every` shrinks
+    Truncated's (`benchmarks/methods_vs_horizon.py` measures both against T).
     Bias: truncation bias (Shaban et al. 2019, "Truncated back-propagation for bilevel
     optimization"): the objective is the full horizon's, but the influence of the hyperparameters on
     the first T - window steps is ignored, so, e.g., the learning rate it drives to is typically
