@@ -9,8 +9,10 @@ applies the update.
 
 A *cohort* is the tuners that share one compiled program: `outer_step_fn` vmapped over their z, last
 good z, outer-optimiser state and held values (a hybrid configuration's choices), with the key and
-data shared. The step is traced once per cohort and its jaxpr batched for each chunk size
-(`replayed_step_fn`), so the smaller programs of halving do not trace and differentiate it again.
+data shared, and for a method that draws noise (ES, PES) the step's noise key, fresh at every step
+while the training key stays fixed (`step_noise_key`). The step is traced once per cohort and its
+jaxpr batched for each chunk size (`replayed_step_fn`), so the smaller programs of halving do not
+trace and differentiate it again.
 
 Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
 local devices exactly as a search chunk is (`hypergrad._batching`): one compilation for any number
@@ -96,14 +98,15 @@ from hypergrad._store_codec import TooLarge, identity
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
 from hypergrad.loop import optimizer_update
-from hypergrad.methods.base import Method
+from hypergrad.methods.base import Method, perturbation_key
 from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, SKIPPED, Trial, TrialRecorder
 from hypergrad.space import Space
 
 __all__ = ["DEFAULT_OUTER", "check_outer", "outer_step_fn", "step_trial", "finite_z", "starts_program", "Cohort",
            "make_cohort", "drive", "chunk_rows", "rows_computed", "cohort_state", "restore_cohorts", "update_key",
-           "initial_states", "batched_starts", "outer_identity", "trials_of", "RESTART_STREAM", "restart_draws"]
+           "initial_states", "batched_starts", "outer_identity", "trials_of", "RESTART_STREAM", "restart_draws",
+           "step_noise_key"]
 
 SKIPPED_WHY = (
     "an outer step's validation loss was finite but its hypergradient was not, so the step was skipped (its "
@@ -166,12 +169,16 @@ def outer_identity(outer: optax.GradientTransformation) -> Any:
 
 
 def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
-    """The pure outer step of one tuner: (z, z_good, opt_state, key, data) -> (z, z_good, opt_state,
-    report)."""
+    """The pure outer step of one tuner: (z, z_good, opt_state, key, data, noise_key=None) -> (z,
+    z_good, opt_state, report). `noise_key` is the step's noise key for a method with
+    `random_estimate` (`step_noise_key`), None for any other."""
 
-    def step(z, z_good, opt_state, key, data):
+    def step(z, z_good, opt_state, key, data, noise_key=None):
         hparams, pullback = jax.vjp(space.constrain, z)
-        (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
+        if noise_key is None:
+            (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
+        else:
+            (value, scores), grads = method.value_and_grad(objective, hparams, key, data, noise_key=noise_key)
         (grad_z,) = pullback(grads)
         loss_ok = jnp.isfinite(value)
         ok = loss_ok & all_finite(grad_z)
@@ -191,13 +198,13 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
 
 
 def tuner_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
-    """The outer step of one tuner with its held values: (z, z_good, opt_state, fixed, key, data) ->
-    (z, z_good, opt_state, report). `fixed` holds the tuner's held hyperparameters
-    (`Objective.with_fixed`), or is empty."""
+    """The outer step of one tuner with its held values: (z, z_good, opt_state, fixed, key, data,
+    noise_key=None) -> (z, z_good, opt_state, report). `fixed` holds the tuner's held
+    hyperparameters (`Objective.with_fixed`), or is empty; `noise_key` as in `outer_step_fn`."""
 
-    def one(z, z_good, opt_state, fixed, key, data):
+    def one(z, z_good, opt_state, fixed, key, data, noise_key=None):
         inner = objective.with_fixed(fixed) if fixed else objective
-        return outer_step_fn(inner, space, method, outer)(z, z_good, opt_state, key, data)
+        return outer_step_fn(inner, space, method, outer)(z, z_good, opt_state, key, data, noise_key)
 
     return one
 
@@ -210,22 +217,25 @@ def traced(fn: Callable, args: tuple) -> tuple[Any, Any]:
 
 def flat_replay(closed: Any) -> Callable:
     """The ClosedJaxpr `closed` of one tuner's step batched by `jax.vmap` over the tuners (z, z_good,
-    opt_state and held values; key and data shared), taking its arguments as a tree and returning
-    its outputs as a flat list: a function of the jaxpr alone (what the program store keys), the
-    caller unflattening with the tree `traced` gave."""
+    opt_state and held values; key, data and a noise key, when given, shared), taking its arguments
+    as a tree and returning its outputs as a flat list: a function of the jaxpr alone (what the
+    program store keys), the caller unflattening with the tree `traced` gave."""
 
     def replay(*args):
         return jcore.jaxpr_as_fun(closed)(*jax.tree.leaves(args))
 
-    return jax.vmap(replay, in_axes=(0, 0, 0, 0, None, None))
+    def batched(*args):
+        return jax.vmap(replay, in_axes=(0, 0, 0, 0) + (None,) * (len(args) - 4))(*args)
+
+    return batched
 
 
 def replayed_step_fn(one: Callable, example: tuple) -> Callable:
-    """`jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))` made from one trace: `one` is traced at
-    `example` (one tuner's arguments) to a jaxpr, and the returned function batches that jaxpr.
-    Each population size (halving makes one program per size) then batches the same jaxpr instead
-    of running the objective's Python and differentiating it again: the same operations, so the
-    same numbers. Cost: one trace of `one` (with its hypergradient), then a batching pass per size.
+    """`jax.vmap(one, in_axes=(0, 0, 0, 0, None, None))` (a None more for a noise key) made from one
+    trace: `one` is traced at `example` (one tuner's arguments) to a jaxpr, and the returned
+    function batches that jaxpr. Each population size (halving makes one program per size) then
+    batches the same jaxpr instead of running the objective's Python and differentiating it again:
+    the same operations, so the same numbers. Cost: one trace of `one` (with its hypergradient), then a batching pass per size.
     Memory: the jaxpr and its constants."""
     closed, out_tree = traced(one, example)
     batched = flat_replay(closed)
@@ -412,6 +422,8 @@ class Cohort:
             hypergradient); z_good means nothing where it is False.
         without_good: tuner id -> whether it has since reached a finite loss, for each tuner that
             restarted with no good iterate during this call (what `drive` warns about).
+        noisy: whether the method draws noise (`Method.random_estimate`): the program then takes
+            the step's noise key (`step_noise_key`) after the data.
     """
 
     program: Callable[[int], tuple[Any, float, Any, Any, PyTree]]
@@ -433,6 +445,7 @@ class Cohort:
     restart: Callable[[np.ndarray, int], PyTree] | None = None
     good: np.ndarray | None = None
     without_good: dict = dataclasses.field(default_factory=dict)
+    noisy: bool = False
 
     def keep(self, ids: set[int]) -> None:
         """Only the tuners in `ids` go on (on a smaller chunk, when it is sized to them)."""
@@ -525,13 +538,15 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     carry = (z, z, initial_states(outer, z, chunk))
     first = first_row((*carry, fixed))
     tag = ("tune", objective, space, method, update_key(outer, first[0], first[2]))
+    # a noise key (its value unread here) only for a method that draws noise: other programs are unchanged
+    noise = (perturbation_key(key),) if method.random_estimate else ()
     # the step traced once, when the first program this cohort compiles needs it
-    trace = functools.cache(lambda: traced(tuner_step_fn(objective, space, method, outer), (*first, key, data)))
+    trace = functools.cache(lambda: traced(tuner_step_fn(objective, space, method, outer), (*first, key, data, *noise)))
 
     def program_and_tree(chunk: int) -> tuple[Any, float, Any, Any, PyTree, Any]:
         spread, replicated = shardings(chunk)
-        placed_data, placed_key = place((data, key), replicated)
-        example = (*place(take_rows((*carry, fixed), 0, chunk), spread), placed_key, placed_data)
+        placed_data, placed_key, placed_noise = place((data, key, noise), replicated)
+        example = (*place(take_rows((*carry, fixed), 0, chunk), spread), placed_key, placed_data, *placed_noise)
         executable, seconds, out_tree = step_program(tag, trace, example)
         return executable, seconds, spread, replicated, placed_data, out_tree
 
@@ -541,19 +556,23 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     executable, seconds, spread, replicated, placed_data, out_tree = program_and_tree(chunk)
     return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
                   flops, unit, extra, compile_seconds=seconds, out_tree=out_tree,
-                  restart=functools.partial(restart_draws, space, key), good=np.zeros(num, dtype=bool))
+                  restart=functools.partial(restart_draws, space, key), good=np.zeros(num, dtype=bool),
+                  noisy=method.random_estimate)
 
 
-def _step(cohort: Cohort, step_key: Key, final: bool, number: int, recorder: TrialRecorder, step: int) -> int:
+def _step(cohort: Cohort, step_key: Key, noise_key: Callable[[], Key], final: bool, number: int,
+          recorder: TrialRecorder, step: int) -> int:
     """Outer step `step` of every live tuner of `cohort`, chunk by chunk; their trials go to
-    `recorder` as each chunk returns. Returns the next trial number."""
+    `recorder` as each chunk returns. `noise_key()` gives the step's noise key, asked for only by a
+    cohort whose method draws noise. Returns the next trial number."""
     num, chunk = len(cohort.tuners), cohort.chunk
     step_key = place(step_key, cohort.replicated)
+    noise = (place(noise_key(), cohort.replicated),) if cohort.noisy else ()
     pieces, oks = [], []
     for start in range(0, num, chunk):
         real = min(chunk, num - start)
         rows = take_rows((*cohort.carry, cohort.fixed), start, chunk)  # numpy: views, padded when short
-        args = (*place(tuple(rows), cohort.spread), step_key, cohort.data)
+        args = (*place(tuple(rows), cohort.spread), step_key, cohort.data, *noise)
         began = time.perf_counter()
         out = jax.tree.unflatten(cohort.out_tree, to_host(jax.block_until_ready(cohort.executable(*args))))
         seconds = time.perf_counter() - began
@@ -625,6 +644,8 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
     state (`cohort_state`); a stored `checkpoint` ({"step", "number", "state"}) restores that state
     and goes on from the next step, as if never interrupted. Tuners with no good iterate restart at
     `restart_draws` after a non-finite step, and the call then warns once (`NO_GOOD_START`).
+    A method whose estimate is random (`Method.random_estimate`: ES, PES) draws its noise at step s
+    from `step_noise_key(key, s, resample_key)`, fresh at every step, the same for every tuner.
     """
     start = 0
     if checkpoint is not None:
@@ -633,13 +654,32 @@ def drive(cohorts: Sequence[Cohort], *, steps: int, key: Key, resample_key: bool
     for step in range(start, steps + 1):
         final = step == steps
         step_key = jax.random.fold_in(key, step) if resample_key and not final else key
+        noise_key = functools.cache(lambda s=step: step_noise_key(key, s, resample_key))
         for cohort in cohorts:
             if len(cohort.tuners):
-                number = _step(cohort, step_key, final, number, recorder, step)
+                number = _step(cohort, step_key, noise_key, final, number, recorder, step)
         if halving and not final and (step + 1) % halving == 0 and sum(len(c.tuners) for c in cohorts) > 1:
             halve(cohorts)
         recorder.report(checkpoint=lambda s=step, n=number: {"step": s, "number": n, "state": cohort_state(cohorts)})
     _warn_without_good(cohorts)
+
+
+def step_noise_key(key: Key, step: int, resample_key: bool) -> Key:
+    """The key a method with `random_estimate` (ES, PES) draws its noise from at outer step `step`
+    of a call with training key `key`: a different one at every step, so the steps' estimates are
+    independent and their errors average out along the descent (with one key for all steps, every
+    estimate of ES with n samples would lie in the span of the same n directions).
+
+    Without `resample_key` the training key stays `key` (one deterministic objective) and the noise
+    moves on alone: `perturbation_key(key)` at step 0, what `hg.hypergradient(objective, h, key)`
+    draws (a tune's first step is that hypergradient), and `fold_in(perturbation_key(key), step)`
+    after. With `resample_key` step s trains with `fold_in(key, s)`, and its noise is that key's
+    `perturbation_key`, as `hg.hypergradient` on the step's key draws it. A function of the key and
+    the step alone: a resumed call draws the same noise. Cost: a `fold_in` or two on the host."""
+    if resample_key:
+        return perturbation_key(jax.random.fold_in(key, step))
+    noise = perturbation_key(key)
+    return noise if step == 0 else jax.random.fold_in(noise, step)
 
 
 def _warn_without_good(cohorts: Sequence[Cohort]) -> None:

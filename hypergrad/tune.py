@@ -217,7 +217,11 @@ def tune(
         objective: the objective to tune.
         space: the hyperparameters to tune; must hold no `Choice`.
         key: PRNG key for training (initialisation and minibatches), shared by every tuner.
-        method: hypergradient strategy, `hg.Reverse()` by default.
+        method: hypergradient strategy, `hg.Reverse()` by default. A random estimate (`hg.ES`,
+            `hg.PES`) draws fresh noise at every outer step, the same for every tuner, while the
+            training key stays `key` (`hypergrad.outer.step_noise_key`): the first step's estimate
+            is `hg.hypergradient(objective, h0, key, method=method)`, and later steps' errors are
+            independent of it, so they average out along the descent.
         outer: an optax optimiser over the unconstrained coordinates; default `DEFAULT_OUTER`
             (Adam, 0.05). Each tuner keeps its own optimiser state. One that reads the loss gets
             the step's validation loss as `value=` (`optax.contrib.reduce_on_plateau`,
@@ -253,7 +257,9 @@ def tune(
             its value, hypergradient norm and test scores on that step's key: `objective(hparams,
             key)` does not reproduce them, and their minimum is biased low by the keys' noise.
             The warm-up and each live tuner's final iterate are scored with `key` either way
-            (`info["final_trials"]`): compare those with a search's trials.
+            (`info["final_trials"]`): compare those with a search's trials. The noise of a random
+            estimate (ES, PES) is fresh at every step either way: without resampling, only the
+            noise moves on; with it, each step's estimate is `hg.hypergradient` on its step's key.
         log: optional JSON-lines path (its directory created if missing); each trial is appended
             as it is produced (with a study, naming it; a resumed call logs each trial once:
             `hypergrad.results.TrialRecorder`).

@@ -8,6 +8,11 @@ jitted and vmapped.
 A method is written against the narrow training loop of one training set (`hypergrad.loop.Loop`:
 `init`, `step`, `readout`, `num_steps`, plus the structure some methods exploit) and nothing else:
 subclasses implement `differentiate(loop, hparams, key)` and, optionally, `check_loop`.
+A method whose estimate is random beyond the training key (`ES`, `PES`: it draws perturbations)
+sets `random_estimate = True` and takes `differentiate(loop, hparams, key, noise_key=None)`: the
+key its noise is drawn from, by default `perturbation_key(key)`. The outer driver passes a fresh
+one at every outer step (`hypergrad.outer.step_noise_key`), so the steps' estimates are
+independent while the training key, and so the objective, stays fixed.
 Cross-validation is the wrapper `value_and_grad` puts around every method: one loop per fold,
 vmapped, the value and gradient averaged over folds (`hypergrad.folds`).
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 
@@ -25,7 +30,16 @@ from hypergrad._types import HParams, Key, PyTree, Scalar
 from hypergrad.folds import over_folds
 from hypergrad.loop import Loop
 
-__all__ = ["Method", "refusing_derivatives"]
+__all__ = ["Method", "refusing_derivatives", "PERTURBATION_STREAM", "perturbation_key"]
+
+PERTURBATION_STREAM = 2**31 - 2
+"""fold_in tag separating the perturbation key from the training key (search uses 2**31 - 1)."""
+
+
+def perturbation_key(key: Key) -> Key:
+    """The noise key of a random-estimate method given only the training `key` (`hg.hypergradient`,
+    a tune's first step): `fold_in(key, PERTURBATION_STREAM)`."""
+    return jax.random.fold_in(key, PERTURBATION_STREAM)
 
 
 class Method(abc.ABC):
@@ -41,6 +55,10 @@ class Method(abc.ABC):
     instance and reuse it).
     """
 
+    random_estimate: ClassVar[bool] = False
+    """True for a method whose estimate is random given the training key (a Monte Carlo estimate:
+    `ES`, `PES`); its `differentiate` then takes `noise_key=` (None: `perturbation_key(key)`)."""
+
     @abc.abstractmethod
     def differentiate(self, loop: Loop, hparams: HParams, key: Key
                       ) -> tuple[tuple[Scalar, dict[str, Scalar]], HParams]:
@@ -52,7 +70,7 @@ class Method(abc.ABC):
         (`loop` holds concrete data; `hparams` may be traced)."""
 
     def value_and_grad(
-        self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree]
+        self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree], noise_key: Key | None = None
     ) -> tuple[tuple[Scalar, dict[str, Scalar]], HParams]:
         """((validation loss, scores), d loss / d hparams) of `objective`: `differentiate` on its
         loop, or under cross-validation on each fold's loop, vmapped, with the value and the
@@ -60,9 +78,19 @@ class Method(abc.ABC):
         gradients) and the scores aggregated (`hypergrad.folds`).
 
         Pure and traceable. `data` holds the problem's splits as explicit arrays (`problem.data`).
+        `noise_key`, for a method with `random_estimate` only, is the key its noise is drawn from
+        (the same for every fold, as the training key is); None derives it from `key`.
         """
-        return over_folds(objective.problem, data,
-                          lambda split: self.differentiate(objective.loop(split), hparams, key), has_grads=True)
+        if noise_key is None:
+            def differentiate(loop):
+                return self.differentiate(loop, hparams, key)
+        elif self.random_estimate:
+            def differentiate(loop):
+                return self.differentiate(loop, hparams, key, noise_key=noise_key)
+        else:
+            raise TypeError(f"{self!r}.value_and_grad(noise_key=...): this method's estimate is not random "
+                            "(random_estimate is False), so it draws no noise; pass noise_key=None")
+        return over_folds(objective.problem, data, lambda split: differentiate(objective.loop(split)), has_grads=True)
 
     def check(self, objective: Any, hparams: HParams) -> None:
         """Raises `ValueError`, before anything compiles, for a combination it cannot handle."""

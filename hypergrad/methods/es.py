@@ -32,13 +32,24 @@ The estimators below are Monte Carlo means of these expressions, so they are unb
 Relative to the true gradient, a Taylor expansion gives grad F - grad L = (sigma^2 / 2)
 grad tr(D^2 hess L) + O(sigma^4): a bias of O(sigma^2) (in units of the relative step).
 
-Randomness. `differentiate(loop, hparams, key)` receives the training key, which must
-keep producing the same initialisation and minibatches. The perturbations come from
-`fold_in(key, PERTURBATION_STREAM)`, and the noise of sample i in window k from
-`fold_in(fold_in(that, i), k)` (ES is window 0): estimates are replayable, do not depend on the
-chunk size, and PES with one window uses exactly ES's noise. Every perturbed run trains with the
-same key as the unperturbed one (common random numbers), so minibatch noise cancels in the
+Randomness. `differentiate(loop, hparams, key, noise_key=None)` receives the training key, which
+must keep producing the same initialisation and minibatches, and the key the perturbations are
+drawn from, by default `perturbation_key(key)` = `fold_in(key, PERTURBATION_STREAM)` (what
+`hg.hypergradient` uses). The noise of sample i in window k comes from
+`fold_in(fold_in(noise_key, i), k)` (ES is window 0): estimates are replayable, do not depend on
+the chunk size, and PES with one window uses exactly ES's noise. Every perturbed run trains with
+the same key as the unperturbed one (common random numbers), so minibatch noise cancels in the
 differences.
+
+Across outer steps. The estimate is random (`random_estimate = True`), and `hg.tune`,
+`hg.hybrid_search` and `HypergradSearchCV` draw fresh noise at every outer step while the
+training key stays fixed (`hypergrad.outer.step_noise_key`): step 0 uses `perturbation_key(key)`,
+so a tune's first step is `hg.hypergradient(objective, h0, key, method=...)`, and step s > 0
+`fold_in(perturbation_key(key), s)`; with `resample_key=True` each step's own training key gives
+its noise. Were the noise the same at every step, every estimate would lie in the span of the same
+n directions D e_i and the outer optimiser would descend a fixed random projection of the
+gradient, its errors never averaging out. The tuners of one population share a step's noise
+(they sit at different hyperparameters), as they share its training key.
 """
 
 from __future__ import annotations
@@ -47,22 +58,18 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.methods.base import Method
+from hypergrad.methods.base import PERTURBATION_STREAM, Method, perturbation_key
 from hypergrad.loop import Loop
 from hypergrad._checks import is_int_at_least
 
 __all__ = ["ES", "PES", "PERTURBATION_STREAM"]
-
-PERTURBATION_STREAM = 2**31 - 2
-"""fold_in tag separating the perturbation key from the training key (search uses 2**31 - 1)."""
-
 
 # -- validation of the fields --------------------------------------------------------------------
 def _check_sigma(cls: str, sigma: Any) -> float:
@@ -87,8 +94,9 @@ def _check_bool(cls: str, name: str, value: Any) -> bool:
 
 
 # -- shared pieces -------------------------------------------------------------------------------
-def _perturbation_key(key: Key) -> Key:
-    return jax.random.fold_in(key, PERTURBATION_STREAM)
+def _noise_key(key: Key, noise_key: Key | None) -> Key:
+    """The key the perturbations are drawn from: `noise_key`, or by default the training key's."""
+    return perturbation_key(key) if noise_key is None else noise_key
 
 
 def _noise(noise_key: Key, sample: jax.Array, window: jax.Array | int, hparams: HParams) -> HParams:
@@ -188,6 +196,13 @@ class ES(Method):
     grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
     A diverged perturbed run makes the estimate non-finite (`tune` then skips the step).
 
+    Noise. `hg.hypergradient(objective, h, key)` draws it from `fold_in(key, PERTURBATION_STREAM)`:
+    the same key, the same estimate. `hg.tune` (populations too), `hg.hybrid_search` and
+    `HypergradSearchCV` draw fresh noise at every outer step while training with the same key (the
+    module docstring, "Across outer steps"): the first step's estimate is `hg.hypergradient`'s, and
+    the steps' errors are independent, so they average out along the descent instead of all lying
+    in the span of the same n directions.
+
     Derivatives of the result: plain autodiff, so jax.grad, jacfwd, jacrev or jvp through
     `hg.hypergradient` with this method are exact derivatives of what it returns, at reverse or
     forward mode's cost and memory through all 2 * num_samples + 1 runs: the value's gradient is
@@ -208,6 +223,8 @@ class ES(Method):
             memory; None evaluates all samples in one vmap.
     """
 
+    random_estimate: ClassVar[bool] = True
+
     sigma: float
     num_samples: int
     antithetic: bool = True
@@ -224,9 +241,9 @@ class ES(Method):
             "ES", "chunk", self.chunk, "samples evaluated at once (memory bound), or None for all",
             optional=True))
 
-    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key, noise_key: Key | None = None):
         value, scores = loop.readout(loop.train(hparams, key), hparams)
-        noise_key = _perturbation_key(key)
+        noise_key = _noise_key(key, noise_key)
         scale = _scale(hparams, self.relative)
         signs = _signs(self.antithetic, jnp.result_type(value))
 
@@ -284,6 +301,10 @@ class PES(Method):
 
     The value and scores returned are those of an unperturbed training run at `hparams`.
 
+    Noise: as for `ES`, drawn from `fold_in(key, PERTURBATION_STREAM)` by `hg.hypergradient`, and
+    afresh at every outer step of `hg.tune`, `hg.hybrid_search` and `HypergradSearchCV` (the
+    training key fixed; the first step's estimate is `hg.hypergradient`'s).
+
     Derivatives of the result: plain autodiff, as for `ES`: the value's gradient is the objective's
     exact gradient, the grads' Jacobian that of this estimate (noise held fixed by the key).
 
@@ -304,6 +325,8 @@ class PES(Method):
         chunk: particles (pairs) run at a time, each chunk through all windows; None: all at once.
     """
 
+    random_estimate: ClassVar[bool] = True
+
     sigma: float
     num_samples: int
     window: int
@@ -322,9 +345,9 @@ class PES(Method):
         object.__setattr__(self, "chunk", _check_int(
             "PES", "chunk", self.chunk, "particles run at once (memory bound), or None for all", optional=True))
 
-    def differentiate(self, loop: Loop, hparams: HParams, key: Key):
+    def differentiate(self, loop: Loop, hparams: HParams, key: Key, noise_key: Key | None = None):
         value, scores = loop.readout(loop.train(hparams, key), hparams)
-        noise_key = _perturbation_key(key)
+        noise_key = _noise_key(key, noise_key)
         scale = _scale(hparams, self.relative)
         signs = _signs(self.antithetic, jnp.result_type(value))
         # The data key does not depend on the hyperparameters: every particle sees the same batches.
