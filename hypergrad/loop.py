@@ -26,14 +26,16 @@ like any argument.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from flax.errors import TraceContextError
 
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
@@ -99,8 +101,10 @@ class Loop:
 
     def readout(self, state: LoopState, hparams: HParams) -> tuple[Scalar, dict[str, Scalar]]:
         """(validation loss, scores): `{"val_loss", "val_<metric>", "test_loss", ...}` of the
-        trained parameters on this training set's validation (and test) split."""
-        scores = self.problem.scores(state.params, self.data, hparams)
+        trained parameters on this training set's validation (and test) split; `ValueError`
+        while traced for a flax.nnx model in train mode (`train_loss`)."""
+        with _refusing_state_updates("Problem(val_loss=...) or one of its metrics"):
+            scores = self.problem.scores(state.params, self.data, hparams)
         return scores["val_loss"], scores
 
     # -- running many steps ---------------------------------------------------------------------
@@ -179,14 +183,25 @@ class Loop:
         return state._replace(params=new_params, opt_state=opt_state)
 
     def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
-        """The training loss on `minibatch` (None: the whole training set); `ValueError` while
-        traced unless the user's `train_loss` returns a scalar."""
+        """The training loss on `minibatch` (None: the whole training set).
+
+        Raises:
+            ValueError: while traced (at the first training step's trace, before anything
+                compiles), unless the user's `train_loss` returns a scalar; or when it calls a
+                flax.nnx model in train mode (BatchNorm with use_running_average=False, Dropout
+                not deterministic), whose forward pass writes to model state it closes over and
+                fails with flax's `TraceContextError`: the loop has no channel for that state or
+                a per-step dropout key (`NO_STATE_CHANNEL`); the message gives `NNX_RECIPE`.
+        """
         batch = self.problem.gather(self.data["train"], minibatch)
-        return self.problem.training_loss(params, hparams, batch)
+        with _refusing_state_updates("Problem(train_loss=...)"):
+            return self.problem.training_loss(params, hparams, batch)
 
     def val_loss(self, params: Params, hparams: HParams) -> Scalar:
-        """The validation loss of `params` (the value `readout` returns, as a function of params)."""
-        return self.problem.validation_loss(params, hparams, self.data["val"])
+        """The validation loss of `params` (the value `readout` returns, as a function of params);
+        `ValueError` while traced for a flax.nnx model in train mode (`train_loss`)."""
+        with _refusing_state_updates("Problem(val_loss=...)"):
+            return self.problem.validation_loss(params, hparams, self.data["val"])
 
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else.
@@ -289,6 +304,23 @@ NNX_RECIPE = ("call model.eval() first (BatchNorm(use_running_average=True), Dro
               "graphdef, params, rest = nnx.split(model, nnx.Param, ...), with apply = "
               "nnx.merge(graphdef, params, rest)(x) (rest stays fixed)")
 """How to hand hypergrad a flax.nnx model (the refusals quote it; `hg.problems.nnx_problem` does it)."""
+
+
+@contextlib.contextmanager
+def _refusing_state_updates(what: str) -> Iterator[None]:
+    """Turns flax's `TraceContextError`, raised while the user's function `what` is traced, into a
+    `ValueError` saying why and naming the fix: a flax.nnx model in train mode writes to the state
+    its function closes over (BatchNorm's running statistics, Dropout's RNG count), which a traced
+    training step cannot do. Any other error passes through unchanged. Costs nothing at run time."""
+    try:
+        yield
+    except TraceContextError as error:
+        flax_says = str(error.args[0] if error.args else error).split(" (https")[0]
+        raise ValueError(
+            f"{what} updates a flax.nnx model's state (flax: {flax_says!r}), as a model in train mode does "
+            "(BatchNorm with use_running_average=False updates its running statistics, Dropout that is not "
+            f"deterministic draws from its RNG); hypergrad cannot carry that: {NO_STATE_CHANNEL}. For a "
+            f"flax.nnx model, {NNX_RECIPE}") from None
 
 
 def check_no_keys(params: PyTree, argname: str = "the parameter pytree") -> None:

@@ -168,3 +168,75 @@ def test_the_prng_key_refusal_advises_eval_mode_before_the_split():
     """Its advice (split the Params, merge with the rest) crashed for a model in train mode."""
     with pytest.raises(ValueError, match=re.escape("call model.eval() first") + r".*nnx\.split\(model, nnx\.Param"):
         check_no_keys({"w": jnp.zeros(2), "rng": jax.random.key(0)})
+
+
+def _hand_built(train_model, val_model=None):
+    """An `hg.Problem` written by hand over `train_model`'s Params (its split's rest closed over),
+    validating with `val_model`'s apply (default: the same)."""
+    train, val, test = _splits()
+
+    def loss_of(model):
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(params, batch):
+            logits = nnx.merge(graphdef, params, rest)(batch[0])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean()
+        return loss
+
+    train_loss, val_loss = loss_of(train_model), loss_of(val_model or train_model)
+    return hg.Problem(init=lambda key: nnx.split(BNNet(nnx.Rngs(key)), nnx.Param, ...)[1],
+                      train_loss=lambda p, h, b: train_loss(p, b), val_loss=val_loss,
+                      train_data=train, val_data=val, test_data=test, batch_size=8)
+
+
+TRAIN_MODE = (r"Problem\(train_loss=...\) updates a flax.nnx model's state \(flax: 'Cannot mutate {what} .*train "
+              r"mode.*no per-step dropout key.*model\.eval\(\).*use_running_average=True.*deterministic=True.*"
+              r"nnx\.split\(model, nnx\.Param, \.\.\.\)")
+
+
+def _train_mode(rngs, dropout):
+    """BatchNorm in train mode; or, with `dropout`, BatchNorm in eval mode and Dropout in train mode."""
+    model = BNNet(rngs, dropout)
+    model.bn.use_running_average = dropout
+    return model
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_a_hand_built_problem_over_a_train_mode_model_is_refused_at_its_first_trace_naming_eval(dropout):
+    """nnx_problem and finetune refuse a model in train mode, but an hg.Problem written by hand
+    over one failed inside the training step with flax's raw TraceContextError (hunt C, finding 2).
+    The refusal comes while the program is traced (make_jaxpr compiles nothing), for the objective,
+    a hypergradient and a vmapped search alike."""
+    objective = hg.Objective(_hand_built(_train_mode(nnx.Rngs(0), dropout)), lambda h: optax.sgd(h["lr"]),
+                             num_steps=3)
+    hparams, key = {"lr": jnp.asarray(0.1)}, jax.random.key(0)
+    message = TRAIN_MODE.format(what="RngCount" if dropout else "BatchStat")
+    with pytest.raises(ValueError, match=message):
+        jax.make_jaxpr(lambda h: objective(h, key))(hparams)
+    with pytest.raises(ValueError, match=message):
+        hg.hypergradient(objective, hparams, key)
+    with pytest.raises(ValueError, match=message):
+        hg.random_search(objective, hg.Space({"lr": hg.LogUniform(0.01, 1.0)}), key, num_trials=2)
+
+
+def test_a_train_mode_model_in_val_loss_alone_is_refused_naming_val_loss():
+    objective = hg.Objective(_hand_built(_eval_model(nnx.Rngs(0)), BNNet(nnx.Rngs(0))),
+                             lambda h: optax.sgd(h["lr"]), num_steps=2)
+    with pytest.raises(ValueError, match=r"Problem\(val_loss=...\).*'Cannot mutate BatchStat.*model\.eval\(\)"):
+        objective({"lr": jnp.asarray(0.1)}, jax.random.key(0))
+
+
+def test_the_same_hand_built_problem_in_eval_mode_trains_and_other_errors_pass_unchanged():
+    """The refusal is narrow: eval mode runs, and an error of the user's own is not reworded."""
+    objective = hg.Objective(_hand_built(_eval_model(nnx.Rngs(0), dropout=True)), lambda h: optax.sgd(h["lr"]),
+                             num_steps=3)
+    assert np.isfinite(objective({"lr": jnp.asarray(0.1)}, jax.random.key(0)))
+
+    def broken(params, hparams, batch):
+        raise ZeroDivisionError("the user's own bug")
+
+    train, val, _ = _splits()
+    problem = hg.Problem(init=lambda key: {"w": jnp.zeros(2)}, train_loss=broken, val_loss=lambda p, b: p["w"].sum(),
+                         train_data=train, val_data=val)
+    with pytest.raises(ZeroDivisionError, match="the user's own bug"):
+        hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)({"lr": jnp.asarray(0.1)}, jax.random.key(0))
