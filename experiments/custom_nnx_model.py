@@ -1,8 +1,14 @@
 """Your own flax.nnx model, tuned by hypergrad exactly like a built-in problem.
 
-The recipe: split the module once for its static graph definition; `init(key)` builds the module
-with `nnx.Rngs(key)` and returns its `nnx.State` (the parameters pytree); the losses merge the state
-back. Here a residual MLP with LayerNorm on scikit-learn's digits, tuned three ways at equal compute.
+The recipe (the README's): put the module in eval mode (`model.eval()`) and split it once,
+`graphdef, params, rest = nnx.split(model, nnx.Param, ...)`, for its static graph definition and
+the state that is not trained; `init(key)` builds the module with `nnx.Rngs(key)` and returns its
+`nnx.Param` state (the parameters pytree); the losses merge the Params back with the rest,
+`nnx.merge(graphdef, params, rest)(x)`. Only Params train: a model with BatchNorm or Dropout runs
+in eval mode, its running statistics held fixed and dropout off, because the training loss is a
+pure function of (params, hparams, batch) (no per-step state, no dropout key); a model in train
+mode is refused. Here a residual MLP with LayerNorm (Params only, so `rest` is empty) on
+scikit-learn's digits, tuned three ways at equal compute.
 
     python experiments/custom_nnx_model.py            # a short study (about a minute on 2 cores)
     python experiments/custom_nnx_model.py --smoke    # seconds, for CI
@@ -44,28 +50,32 @@ def build_problem(width: int, batch_size: int) -> hg.Problem:
     d_in, num_classes = digits.train_data[0].shape[1], 10
 
     def make(rngs):
-        return ResidualMLP(d_in, width, num_classes, rngs=rngs)
+        model = ResidualMLP(d_in, width, num_classes, rngs=rngs)
+        model.eval()  # BatchNorm and Dropout, had it any, in inference mode (eval returns None)
+        return model
 
-    graphdef, _ = nnx.split(make(nnx.Rngs(0)))
+    # The static structure and the state that is not trained (BatchNorm's statistics, RNG state:
+    # none here), held fixed; only the nnx.Param leaves are the parameters.
+    graphdef, _, rest = nnx.split(make(nnx.Rngs(0)), nnx.Param, ...)
 
-    def logits(state, x):
-        return nnx.merge(graphdef, state)(x)
+    def logits(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
 
-    def cross_entropy(state, batch):
+    def cross_entropy(params, batch):
         x, y = batch
-        return optax.softmax_cross_entropy_with_integer_labels(logits(state, x), y).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(logits(params, x), y).mean()
 
-    def train_loss(state, hparams, batch):
-        l2 = sum(jnp.sum(w**2) for path, w in jax.tree_util.tree_leaves_with_path(state)
+    def train_loss(params, hparams, batch):
+        l2 = sum(jnp.sum(w**2) for path, w in jax.tree_util.tree_leaves_with_path(params)
                  if "kernel" in jax.tree_util.keystr(path))
-        return cross_entropy(state, batch) + 0.5 * hparams["weight_decay"] * l2
+        return cross_entropy(params, batch) + 0.5 * hparams["weight_decay"] * l2
 
-    def accuracy(state, batch):
+    def accuracy(params, batch):
         x, y = batch
-        return (logits(state, x).argmax(-1) == y).mean()
+        return (logits(params, x).argmax(-1) == y).mean()
 
     return hg.Problem(
-        init=lambda key: nnx.split(make(nnx.Rngs(key)))[1],
+        init=lambda key: nnx.split(make(nnx.Rngs(key)), nnx.Param, ...)[1],
         train_loss=train_loss,
         val_loss=cross_entropy,
         train_data=digits.train_data, val_data=digits.val_data, test_data=digits.test_data,

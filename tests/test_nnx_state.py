@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 import hypergrad as hg
+from _helpers import import_experiment
 from hypergrad.loop import check_no_keys
 
 MEAN, VAR = 0.3, 2.0  # "pretrained" running statistics, far from BatchNorm's initial 0 and 1
@@ -240,3 +241,40 @@ def test_the_same_hand_built_problem_in_eval_mode_trains_and_other_errors_pass_u
                          train_data=train, val_data=val)
     with pytest.raises(ZeroDivisionError, match="the user's own bug"):
         hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)({"lr": jnp.asarray(0.1)}, jax.random.key(0))
+
+
+class _ResidualWithState(nnx.Module):
+    """The constructor of experiments/custom_nnx_model.py's ResidualMLP, with BatchNorm and Dropout
+    (in train mode until `eval()`)."""
+
+    def __init__(self, d_in, width, num_classes, *, rngs):
+        self.embed = nnx.Linear(d_in, width, rngs=rngs)
+        self.bn = nnx.BatchNorm(width, rngs=rngs)
+        self.do = nnx.Dropout(0.5, rngs=rngs)
+        self.head = nnx.Linear(width, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.do(jnp.tanh(self.bn(self.embed(x)))))
+
+
+def test_the_custom_nnx_model_experiment_splits_the_params_of_an_eval_mode_model(monkeypatch):
+    """experiments/custom_nnx_model.py, the README's example of a user's own model, trained
+    `nnx.split(model)[1]`, the whole state: copied onto a model with BatchNorm or Dropout, that is
+    refused (batch statistics, an RNG key). Its recipe is now the Params of the model in eval mode,
+    which for its own model (Params only) is the very pytree it trained before, so its results stay."""
+    experiment = import_experiment("custom_nnx_model")
+    key = jax.random.key(3)
+    problem = experiment.build_problem(4, batch_size=32)
+    d_in = problem.train_data[0].shape[1]
+    whole = nnx.split(experiment.ResidualMLP(d_in, 4, 10, rngs=nnx.Rngs(key)))[1]
+    params = problem.init(key)
+    assert jax.tree.structure(params) == jax.tree.structure(whole)
+    jax.tree.map(np.testing.assert_array_equal, params, whole)
+
+    monkeypatch.setattr(experiment, "ResidualMLP", _ResidualWithState)
+    problem = experiment.build_problem(4, batch_size=32)
+    params = problem.init(key)
+    assert not any("mean" in p or "var" in p or "rngs" in p for p in _paths(params))
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+    hparams = {"lr": jnp.asarray(0.1), "weight_decay": jnp.asarray(1e-3)}
+    assert np.isfinite(objective(hparams, key))
