@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hypergrad import _compile
 from hypergrad._types import HParams, Key, Scalar
@@ -15,15 +17,19 @@ from hypergrad._checks import check_key
 from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds
 from hypergrad.objective import Objective, as_hparams
 
-__all__ = ["hypergradient", "check_method", "check_differentiable_hparams"]
+__all__ = ["hypergradient", "check_method", "check_method_output", "check_differentiable_hparams"]
 
 
 def check_method(method: Any) -> Method:
+    """`method`, checked to be an `hg.Method` (`ValueError`) that can be hashed (`TypeError`,
+    `_compile.check_hashable`: programs and FLOP counts are keyed on it), before anything is traced
+    or compiled. Cost: an isinstance and a hash."""
     if not isinstance(method, Method):
         raise ValueError(
             f"method={method!r} is not a hypergradient method; pass a strategy object such as "
             "hg.Reverse() or hg.Reverse(checkpoint_every=20)"
         )
+    _compile.check_hashable(method)
     return method
 
 
@@ -91,8 +97,84 @@ def value_scores_and_grad(objective: Objective, hparams: HParams, key: Key, meth
 
 def value_and_grad_fn(objective: Objective, method: Method):
     """The pure program `(hparams, key, data) -> ((value, scores), grads)` of `method` on
-    `objective`: what `hypergradient` compiles and what compute accounting counts."""
-    return lambda h, k, d: method.value_and_grad(objective, h, k, d)
+    `objective`: what `hypergradient` compiles and what compute accounting counts.
+
+    Its output is checked as it is traced (`check_method_output`), so a method returning the wrong
+    structure is refused by the first trace (the program's, or the FLOP count's that tune and
+    hybrid_search make before compiling their outer step), before anything is compiled from it.
+    Cost: a comparison of shapes and dtypes per trace, nothing in the compiled program."""
+    return lambda h, k, d: check_method_output(method, h, method.value_and_grad(objective, h, k, d))
+
+
+def check_method_output(method: Method, hparams: HParams, out: Any) -> Any:
+    """`out`, the output of `method.value_and_grad` at `hparams` (traced or concrete), checked from
+    its shapes and dtypes alone: a pair ((value, scores), grads) with value a floating-point
+    scalar, scores a dict holding "val_loss" and grads shaped like `hparams` (its names, shapes and
+    dtypes), as every caller reads it. Raises `ValueError` naming the method's class, what is wrong
+    (expected against got) and the fix; otherwise what a hypergradient, tune or hybrid_search would
+    fail on later, deep inside JAX's transformations or as a bare KeyError, or accept silently
+    (hg.hypergradient returning extra or missing gradients). Cost: Python comparisons of shapes."""
+    fault = _output_fault(out, hparams)
+    if fault is not None:
+        name = type(method).__name__
+        raise ValueError(
+            f"method={method!r} returned the wrong structure: {fault}. {name}.differentiate(loop, hparams, key) "
+            "must return ((value, scores), grads): value the validation loss (a floating-point scalar), scores a "
+            "dict holding 'val_loss' (e.g. {'val_loss': value}) and grads a dict with exactly the names of hparams, "
+            f"each of its hyperparameter's shape and dtype (as jax.grad gives them). Fix {name}.differentiate so "
+            "that it returns that, e.g. jax.value_and_grad(f, has_aux=True)(hparams) for "
+            "f = lambda h: loop.readout(loop.train(h, key), h)")
+    return out
+
+
+def _output_fault(out: Any, hparams: HParams) -> str | None:
+    """What is wrong with a method's output `out` (module `check_method_output`), or None."""
+    if not (_is_pair(out) and _is_pair(out[0])):
+        return f"it returned {_described(out)}, not a pair ((value, scores), grads)"
+    (value, scores), grads = out
+    if np.shape(value) != () or not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        return f"value is {_described(value)}, expected a floating-point scalar (shape ())"
+    if not isinstance(scores, Mapping) or "val_loss" not in scores:
+        got = sorted(scores) if isinstance(scores, Mapping) else _described(scores)
+        return f"scores is {got}, expected a dict holding 'val_loss' (the validation loss)"
+    return _grads_fault(grads, hparams)
+
+
+def _grads_fault(grads: Any, hparams: HParams) -> str | None:
+    """What is wrong with `grads` against `hparams` (names, structure, each leaf's shape and dtype), or None."""
+    if isinstance(grads, Mapping):
+        missing, extra = sorted(n for n in hparams if n not in grads), sorted(n for n in grads if n not in hparams)
+        if missing or extra:
+            return (f"grads has the names {sorted(grads)}, expected those of hparams {sorted(hparams)} "
+                    f"(missing {missing}, unexpected {extra})")
+    if jax.tree.structure(grads) != jax.tree.structure(hparams):
+        return f"grads is {_described(grads)}, expected the structure of hparams {_described(hparams)}"
+    for (path, grad), value in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(hparams)):
+        if np.shape(grad) != np.shape(value) or jnp.result_type(grad) != jnp.result_type(value):
+            where = jax.tree_util.keystr(path)
+            return (f"grads{where} is {_described(grad)}, expected {_described(value)} (the shape and dtype of "
+                    f"hparams{where})")
+    return None
+
+
+def _is_pair(x: Any) -> bool:
+    return isinstance(x, (tuple, list)) and len(x) == 2
+
+
+class _Shown(str):
+    """A string that reprs as itself: a leaf written into a container's repr without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _described(tree: Any) -> str:
+    """`tree` with each array leaf written as its dtype and shape (float32[3]), for messages."""
+    def leaf(x: Any) -> str:
+        if not hasattr(x, "shape") and not isinstance(x, (int, float, complex, bool)):
+            return _Shown(type(x).__name__)
+        return _Shown(f"{jnp.result_type(x)}[{','.join(map(str, np.shape(x)))}]")
+    return repr(jax.tree.map(leaf, tree, is_leaf=lambda x: not isinstance(x, (tuple, list, dict))))
 
 
 def compiled_value_and_grad(objective: Objective, method: Method, args: tuple):

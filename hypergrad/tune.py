@@ -299,6 +299,7 @@ def tune(
     starts = _checked_starts(objective, space, method, init, population, warmup, key)
     centre = space.centre()  # after the method's refusals, which trace nothing
     check_objective_runs(objective, centre, trace=lambda: _counted_run(objective, centre, key))
+    _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
             warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
@@ -332,6 +333,26 @@ def _counted_run(objective: Objective, hparams: HParams, key: Key) -> Any:
         return accounting.traced_run(objective, hparams, key, objective.problem.data).jaxpr
 
 
+def _first(starts: HParams) -> HParams:
+    """The first tuner's start of batched `starts`."""
+    return jax.tree.map(lambda a: np.asarray(a)[0], starts)
+
+
+def _check_own_method_output(objective: Objective, method: Method, hparams: HParams, key: Key) -> None:
+    """Refuses a method of one's own that returns the wrong structure (`check_method_output`)
+    before the study opens, so that a refused call stores nothing: the hypergradient's FLOP count,
+    which traces the method's program and which `_tune` makes anyway, made now at `hparams`, the
+    first start (the centre before a warm-up, so checked before the warm-up runs), and cached
+    for `_tune`. A method whose `differentiate` and `value_and_grad` are hypergrad's own (tested
+    to return the right structure) is counted where it was: nothing moves for it, and a finished
+    study's replay traces no hypergradient. Cost: nothing more for a fresh call; one trace of the
+    method's program for a finished study's replay."""
+    if all(getattr(type(method), name).__module__.startswith("hypergrad.")
+           for name in ("differentiate", "value_and_grad")):
+        return
+    hypergradient_flops(objective, method, hparams, key)
+
+
 def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,
                     warmup: int | None, key: Key) -> HParams | None:
     """The tuners' starts (None with a warm-up: its best trials, known only once it ran), checked,
@@ -341,7 +362,7 @@ def _checked_starts(objective: Objective, space: Space, method: Method, init: An
         method.check(objective, space.centre())
         return None
     starts = _batched_init(space, init, population, key)
-    method.check(objective, jax.tree.map(lambda a: np.asarray(a)[0], starts))
+    method.check(objective, _first(starts))
     return starts
 
 
