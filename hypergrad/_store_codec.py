@@ -34,7 +34,8 @@ described by `identity`, code and all: editing a function option's body is anoth
 Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
 (`identity(..., format=)`, `describe_space(..., format=)`, `in_format`): a study stored then still
 resumes, with the weaker check it was stored under (format 3: set constants in code by their repr,
-a Choice's function and object options by their label, keyword-only defaults left out; format 2:
+a Choice's function and object options by their label, keyword-only defaults left out, tune's `init=`
+as given rather than as the starts made of it; format 2:
 that, and closures followed 6 in a row, methods and callable objects by name and repr, sets by
 repr; format 1: that, without globals and attributes either).
 """
@@ -66,7 +67,9 @@ __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "
 
 FINGERPRINT_FORMAT = 4
 """4: set constants in code by their sorted elements, a Choice's function and object options by their code,
-the user's functions' keyword-only defaults;
+the user's functions' keyword-only defaults, tune's `init=` hyperparameters as the starts made of them
+(`hypergrad.tune`; a resumed study of format 3 or older with hg.ES or hg.PES and resample_key=False is
+refused: `hypergrad.store`);
 3: closures followed to any depth, methods and callable objects by their code, sets sorted;
 2: functions' globals and plain objects' attributes described; 1 (no "format" field): neither."""
 

@@ -79,7 +79,7 @@ from hypergrad.results import Result, Trial, pickable
 from hypergrad.space import Space
 
 __all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "fingerprint", "objective_digest",
-           "load_study", "list_studies"]
+           "load_study", "list_studies", "fingerprint_format"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -241,6 +241,38 @@ _FORMAT: contextvars.ContextVar[int] = contextvars.ContextVar("hypergrad_fingerp
                                                               default=FINGERPRINT_FORMAT)
 
 
+def fingerprint_format() -> int:
+    """The fingerprint format being written: `FINGERPRINT_FORMAT`, or an older one while a stored
+    study of that format is compared. For a caller whose description of an argument changed with
+    the format (tune's `init=`: the given values up to format 3, the starts made of them from 4)."""
+    return _FORMAT.get()
+
+
+# True while the call is described again to resume a study stored in an older format (`_described_again`;
+# not for one that finished: nothing of it runs again).
+_RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("hypergrad_fingerprint_resuming", default=False)
+
+
+class _StaleNoise(ValueError):
+    """A study stored before random estimates drew fresh noise at each outer step, resumed now."""
+
+
+def _check_noise_unchanged(kind: str, version: int, arguments: dict[str, Any]) -> None:
+    """Raises `_StaleNoise` for a tune or hybrid_search with a random estimate (`hg.ES`, `hg.PES`)
+    and `resample_key=False` described in fingerprint format 3 or older (a study stored before
+    such methods drew fresh noise at each outer step): its stored steps reused one noise draw and
+    the steps to come draw their own, so the resumed run would mix two different algorithms
+    under one fingerprint. With `resample_key=True` the noise was, and is, that of each step's key."""
+    method = arguments.get("method")
+    if (version <= 3 and _RESUMING.get() and kind in ("tune", "hybrid")
+            and getattr(type(method), "random_estimate", False) and not arguments.get("resample_key", False)):
+        raise _StaleNoise(
+            f"it was started by a hypergrad that drew the noise of method={method!r} once, for every outer step "
+            "(with resample_key=False); this version draws fresh noise at each outer step, so resuming it would mix "
+            "the two. Rerun the call under a new study name (study=...) to start it afresh; its finished steps "
+            "stay readable with hg.load_study")
+
+
 def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: Any) -> dict[str, Any]:
     """The JSON description of a call that a resumed study must match: kind, space (a Choice's
     function options by their code: `describe_space`), objective (its functions, data and settings:
@@ -251,6 +283,7 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
         ValueError: the call is too large to describe (more than `_store_codec._NODES` objects).
     """
     version = _FORMAT.get()
+    _check_noise_unchanged(kind, version, arguments)
     try:
         return {"format": version, "kind": kind, "space": describe_space(space, format=version),
                 "objective": identity(objective, format=version),
@@ -414,7 +447,7 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
     """Creates the study (False; at time `created`, default now), or checks a stored one was made by
     the same call (True; in the stored one's fingerprint format: `describe` makes the call's
     description again in it)."""
-    row = conn.execute("SELECT fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
+    row = conn.execute("SELECT fingerprint, state FROM studies WHERE name = ?", (study,)).fetchone()
     if row is None:
         now = time.time() if created is None else created
         conn.execute("INSERT INTO studies VALUES (?, ?, NULL, ?, 'running', NULL, NULL, NULL, ?, ?)",
@@ -429,7 +462,7 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
     version = stored.get("format", 1) if isinstance(stored, dict) else FINGERPRINT_FORMAT
     if isinstance(version, int) and 1 <= version < FINGERPRINT_FORMAT and describe is not None:
         # stored in an older format: compared as it was made (its weaker check), not refused
-        given = _described(describe, max(version, 2))
+        given = _described_again(describe, max(version, 2), path, study, finished=row[1] == "complete")
     if version == 1:  # stored before fingerprints described globals and attributes
         given = {k: in_format(v, 1) for k, v in given.items() if k != "format"}
     field = first_difference(stored, given)
@@ -457,6 +490,20 @@ def _described(describe: Callable[[], dict[str, Any]], version: int) -> dict[str
         return json.loads(_json(describe()))
     finally:
         _FORMAT.reset(token)
+
+
+def _described_again(describe: Callable[[], dict[str, Any]], version: int, path: str, study: str,
+                     finished: bool) -> dict[str, Any]:
+    """`_described`, with the refusal of a study that this version cannot resume as its format says
+    it was run (`_check_noise_unchanged`) naming the study; a `finished` one is not resumed (the same
+    call returns its stored result), so it is only compared."""
+    token = _RESUMING.set(not finished)
+    try:
+        return _described(describe, version)
+    except _StaleNoise as err:
+        raise ValueError(f"study {study!r} in {path} cannot be resumed: {err}") from None
+    finally:
+        _RESUMING.reset(token)
 
 
 def _excerpt(tree: Any, field: str) -> str:

@@ -42,7 +42,7 @@ from hypergrad.results import COMPLETE, Result, TrialRecorder, with_setup
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
-from hypergrad.store import StudyWriter, fingerprint, list_studies, load_study, studying
+from hypergrad.store import StudyWriter, fingerprint, fingerprint_format, list_studies, load_study, studying
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
            "step_trial"]
@@ -301,8 +301,8 @@ def tune(
     check_objective_runs(objective, centre, trace=lambda: _counted_run(objective, centre, key))
     _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
-            "tune", objective, space, key, method=method, outer=outer, steps=steps, init=init, population=population,
-            warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
+            "tune", objective, space, key, method=method, outer=outer, steps=steps, init=_init_as_used(init, starts),
+            population=population, warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
         stored = _finished(writer, steps)
         if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
             return stored
@@ -310,6 +310,17 @@ def tune(
                        resample_key, log, progress, writer)
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
+
+
+def _init_as_used(init: Any, starts: HParams | None) -> Any:
+    """What a study's fingerprint holds for `init=`: given hyperparameters as the starts made of
+    them (`_batched_init`: arrays in the dtype the tuners start from, with a leading tuner axis), so
+    that 0.01, np.float64(0.01) and jnp.asarray(0.01), the same starts and the same trials, resume
+    one another's study; 'centre', 'sample' and None as given. In fingerprint format 3 and older,
+    `init` as given, as the studies stored then describe it (so they still resume)."""
+    if init is None or isinstance(init, str) or fingerprint_format() <= 3:
+        return init
+    return jax.tree.map(np.asarray, starts)
 
 
 def _finished(writer: StudyWriter | None, steps: int) -> Result | None:
