@@ -137,23 +137,30 @@ def check_outer(outer: Any, space: Space | None = None) -> optax.GradientTransfo
 
 
 def _check_update_arguments(outer: optax.GradientTransformation, space: Space) -> None:
-    """Raises `ValueError` when `outer.update` asks for keyword arguments beyond `value` (Python's
-    own TypeError for a missing keyword-only argument, met while tracing it on the space's z;
-    `optimizer_update` words it for an inner optimiser, a ValueError caused by that TypeError,
-    so it is reworded here to name `outer=` and what the outer step gives)."""
+    """Raises `ValueError` naming `outer=`, chained from what the optimiser raised, when its init
+    and update cannot be traced on the space's z: when the update asks for keyword arguments
+    beyond `value` (Python's own TypeError for a missing keyword-only argument; `optimizer_update`
+    words it for an inner optimiser, a ValueError caused by that TypeError, so it is reworded here
+    to name `outer=` and what the outer step gives), or when it fails on z itself (any other
+    exception: `optax.lookahead` reads its params as `LookaheadParams` of fast and slow copies and
+    raises AttributeError on a plain dict)."""
     z = jax.eval_shape(space.unconstrain, space.centre())
     value = jax.ShapeDtypeStruct((), jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
         jax.eval_shape(lambda z, v: optimizer_update(outer, z, outer.init(z), z, v), z, value)
-    except (TypeError, ValueError) as err:
+    except Exception as err:  # whatever the optimiser's own code raises on z: reworded below, chained
         missing = err if isinstance(err, TypeError) else err.__cause__
-        if not isinstance(missing, TypeError) or "required keyword-only argument" not in str(missing):
-            raise
-        raise ValueError(f"outer=: this optimiser's update needs arguments that tune cannot give ({missing}); the "
-                         "outer step gives it the gradient, state and iterate, and the validation loss as value= "
-                         "(enough for optax.contrib.reduce_on_plateau and optax.polyak_sgd), never value_fn= "
-                         "(optax.lbfgs's line search evaluates the loss as a function): use e.g. optax.adam(0.05), "
-                         "or optax.lbfgs(linesearch=None) with a fixed learning rate") from err
+        if isinstance(missing, TypeError) and "required keyword-only argument" in str(missing):
+            raise ValueError(f"outer=: this optimiser's update needs arguments that tune cannot give ({missing}); "
+                             "the outer step gives it the gradient, state and iterate, and the validation loss as "
+                             "value= (enough for optax.contrib.reduce_on_plateau and optax.polyak_sgd), never "
+                             "value_fn= (optax.lbfgs's line search evaluates the loss as a function): use e.g. "
+                             "optax.adam(0.05), or optax.lbfgs(linesearch=None) with a fixed learning rate") from err
+        raise ValueError(f"outer=: this optimiser's init or update failed on the outer step's iterate "
+                         f"({type(err).__name__}: {err}); its params are the space's unconstrained coordinates z, "
+                         "a plain dict of arrays, one per hyperparameter (never a wrapper such as optax.lookahead's "
+                         "LookaheadParams), and its update gets the gradient in z, its state, z and value=: use an "
+                         "optimiser over plain pytrees, e.g. optax.adam(0.05)") from err
 
 
 def outer_identity(outer: optax.GradientTransformation) -> Any:
@@ -248,11 +255,16 @@ def update_key(outer: optax.GradientTransformation, z: PyTree, opt_state: PyTree
     operation and literal, the bytes of its constants) with its output tree. Equal for two
     optimisers made apart with equal settings (two `optax.adam(0.1)`, never equal as Python
     objects), different for another learning rate or schedule. The outer step's program is then
-    keyed by it with the objective, space and method: their step traces to one jaxpr. Cost: one
-    trace of the update alone (milliseconds)."""
-    # the loss given as value= is a constant here: an optimiser that ignores it traces as before
-    closed, out_tree = traced(lambda g, s, p: optimizer_update(outer, g, s, p, 0.0), (z, opt_state, z))
-    return _program_store.digest(closed, ("outer update", str(out_tree)), (z, opt_state, z))
+    keyed by it with the objective, space and method: their step traces to one jaxpr. The loss
+    given as `value=` is an input of the trace, as it is of the step, so an optimiser that reads it
+    is keyed by what it computes from it (`-c * value * g` by its `c`: a Python constant folded
+    with a constant 0.0 would give every `c` one key, and the first program to all); one that
+    ignores it traces to the same jaxpr with an unused input. Cost: one trace of the update alone
+    (milliseconds)."""
+    value = np.zeros((), jax.dtypes.canonicalize_dtype(jnp.float64))  # a host array, as z is
+    args = (z, opt_state, z, value)
+    closed, out_tree = traced(lambda g, s, p, v: optimizer_update(outer, g, s, p, v), args)
+    return _program_store.digest(closed, ("outer update", str(out_tree)), args)
 
 
 def finite_z(space: Space, hparams: PyTree) -> dict[str, jax.Array]:
