@@ -33,19 +33,30 @@ the step itself is traced only when its program is not in memory, and then, with
 cache on, looked up in the program store by its jaxpr (`hypergrad._program_store`), so a later
 process loads it without lowering it.
 
-Per tuner, as for a lone tuner: a step whose loss or hypergradient is not finite changes nothing but
-the position (the update is skipped and z backs off halfway towards the tuner's last good iterate,
-the last one whose loss and hypergradient were both finite; its optimiser state is kept); such steps
-are recorded ("fail" when the loss diverged, "skipped" when only the hypergradient did) and never
-stop the other tuners. A "fail" step is never chosen as best; a "skipped" one can be
-(`Result.best_trial`): its loss is a finite validation loss of the parameters trained at its
-hyperparameters.
+Per tuner, as for a lone tuner: a step whose loss, hypergradient or outer update (the new iterate:
+a finite gradient may still give 0/0 in the optimiser) is not finite is not taken: the update is
+skipped and z backs off halfway towards the tuner's last good iterate, the last one whose step was
+finite throughout, so no iterate is ever NaN. Such steps are recorded ("fail" when the loss
+diverged, "skipped" when only the hypergradient or the update did) and never stop the other
+tuners. A "fail" step is never chosen as best; a "skipped" one can be (`Result.best_trial`): its
+loss is a finite validation loss of the parameters trained at its hyperparameters.
+
+The optimiser state after a step not taken follows one rule, for a back-off and a restart alike:
+what the optimiser's init computes from the iterate is made anew at the point the tuner moved to
+(`outer.init` there), and the rest is kept (`backed_off_state`). Moments, counters, a plateau's
+record and a schedule's position (Adam, SGD, reduce_on_plateau) are statistics of the gradients
+seen so far, still true after the move, so such an optimiser keeps its whole state and its
+program is as before; a copy of the iterate (`optax.contrib.schedule_free_*` keeps its base
+iterate and computes the next step from it) would be the point the tuner left, and the step after
+the move would land back beside the failure. Cost: the init's copies, in the program.
 
 A tuner with no good iterate yet (every step so far, its start's included, was not finite) has
 nothing to back off to: after each such step it restarts instead at a fresh point drawn from the
 space as random search draws (`restart_draws`: a key folded from the call's key, the tuner's id and
-the step, so the same call, or a resumed one, draws the same points), keeping its optimiser state
-(still the initial one: no update was ever applied). Until its first finite step such a tuner is
+the step, so the same call, or a resumed one, draws the same points), with its optimiser state
+`outer.init` at that point: exact, as no update was ever applied to it (it is the rule above,
+where everything not derived from the iterate still holds its initial value); both are in the
+stored checkpoint, so a resumed call goes on exactly. Until its first finite step such a tuner is
 random search, one trial per step, and from there it descends as any other: the failed start only
 says where not to be, and any fixed target (the start, the centre, which is where `init="centre"`
 and every configuration of `hg.hybrid_search` start) may diverge too and hold the tuner there, as a
@@ -54,7 +65,8 @@ only for such tuners: the others (and every tuner once it has a good iterate) st
 program computes, so their trials do not change. `drive` warns once per call, naming how many
 tuners started with no finite step and how many then found one. Each step is a trial like any
 other, charged as one: a tuner that never finds a finite point spends its steps as random search
-would, and its trials are all "fail".
+would, and its trials are all "fail" (or "skipped", where only its hypergradient or update was not
+finite).
 
 Every tuner step is a trial: its value is the validation loss at the step's hyperparameters (before
 the update), with test scores of the same trained parameters; after the last step each live tuner's
@@ -115,6 +127,14 @@ SKIPPED_WHY = (
     "embedding row), where the square root's derivative is infinite; optax's eps_root is the fix for meta-gradients "
     "through Adam: optax.adam(lr, eps_root=1e-16). Otherwise the inner training is near divergence at this point.")
 """Why `step_trial` warns (once per place in the code, as Python's warnings do) at a skipped step."""
+
+UPDATE_SKIPPED_WHY = (
+    "an outer step's validation loss and hypergradient were finite but the outer optimiser's update was not, so "
+    "the step was skipped (its trial's state is 'skipped') and the iterate backed off: the optimiser given as outer= "
+    "gave a NaN or infinite step (a 0/0 or an overflow: optax.adam(lr, eps=0.0) on a hyperparameter whose "
+    "hypergradient is exactly 0, optax.contrib.schedule_free_sgd(b1=0.0)); give outer= an optimiser whose update "
+    "stays finite, e.g. optax.adam(0.05).")
+"""What `step_trial` warns at a step skipped for its outer update alone."""
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates."""
@@ -187,21 +207,56 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
         else:
             (value, scores), grads = method.value_and_grad(objective, hparams, key, data, noise_key=noise_key)
         (grad_z,) = pullback(grads)
-        loss_ok = jnp.isfinite(value)
-        ok = loss_ok & all_finite(grad_z)
+        loss_ok, grad_ok = jnp.isfinite(value), all_finite(grad_z)
         # as the training loop gives its optimiser the loss: an ExtraArgs one (every chain) gets value=
         updates, new_state = optimizer_update(outer, grad_z, opt_state, z, value)
         moved = optax.apply_updates(z, updates)
-        # Skip a non-finite step: keep the optimiser state, back off halfway to the last good z.
+        # a finite gradient may still give a non-finite update (0/0 in adam(eps=0)): never keep that z
+        ok = loss_ok & grad_ok & all_finite(moved)
+        # Skip a non-finite step: back off halfway to the last good z, with the optimiser state kept
+        # but for what its init derives from the iterate, re-initialised there (`backed_off_state`).
         backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
         new_z = jax.tree.map(lambda m, b: jnp.where(ok, m, b), moved, backed_off)
         new_good = jax.tree.map(lambda a, g: jnp.where(ok, a, g), z, z_good)
-        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, opt_state)
+        kept = backed_off_state(outer, opt_state, backed_off)
+        opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, kept)
         report = {"hparams": hparams, "scores": scores, "grad_norm": optax.tree_utils.tree_norm(grad_z),
-                  "loss_ok": loss_ok, "ok": ok}
+                  "loss_ok": loss_ok, "grad_ok": grad_ok, "ok": ok}
         return new_z, new_good, opt_state, report
 
     return step
+
+
+def iterate_leaves(outer: optax.GradientTransformation, z: PyTree) -> tuple[bool, ...]:
+    """Per leaf of `outer.init(z)`, whether the init computes it from the iterate `z`: a copy of
+    it (the averaged and base iterates of `optax.contrib.schedule_free_*`) or anything derived
+    from it, read off the init's jaxpr by following which values depend on its inputs (an
+    operation with a sub-program counts whole). Moments (`optax.adam`'s zeros of z's shape),
+    counters and constants do not. Cost: one trace of the init alone, on `z`'s shapes."""
+    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), z)
+    jaxpr = jax.make_jaxpr(outer.init)(shapes).jaxpr
+    derived = set(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, jcore.Literal) and v in derived for v in eqn.invars):
+            derived.update(eqn.outvars)
+    return tuple(not isinstance(v, jcore.Literal) and v in derived for v in jaxpr.outvars)
+
+
+def backed_off_state(outer: optax.GradientTransformation, opt_state: PyTree, z: PyTree) -> PyTree:
+    """The optimiser state a tuner moved to `z` by no update of its own (a back-off) goes on with:
+    `opt_state` where its init does not read the iterate (moments, counters, a plateau's record,
+    learnt from the gradients so far and still true of them), `outer.init(z)` where it does
+    (`iterate_leaves`). An optimiser keeping a copy of the iterate then steps from `z`: a
+    schedule-free one computes its next iterate from its state alone and would jump back beside
+    the point that failed. An optimiser whose state holds no iterate (adam, sgd, reduce_on_plateau)
+    keeps its state whole, and its step's program is unchanged. Cost: the init's copies, nothing
+    for such an optimiser."""
+    derived = iterate_leaves(outer, z)
+    if not any(derived):
+        return opt_state
+    leaves, tree = jax.tree.flatten(opt_state)
+    fresh = jax.tree.leaves(outer.init(z))
+    return jax.tree.unflatten(tree, [f if d else o for d, f, o in zip(derived, fresh, leaves, strict=True)])
 
 
 def tuner_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
@@ -333,12 +388,12 @@ def restart_draws(space: Space, key: Key, tuners: Sequence[int], step: int) -> P
 
 
 NO_GOOD_START = (
-    "{count} of {total} tuners ({ids}) started where the loss or its hypergradient was not finite, with no "
-    "good iterate to back off to; after each such step they restarted at a fresh point drawn from the space (a "
-    "key folded from the call's key, the tuner's id and the step) instead of staying where they failed, and "
-    "{found} of them then reached a finite loss. Their failed steps are trials and count in the compute. "
-    "Narrow the space, start inside the part of it that trains (init=), or start from the best trials of a "
-    "random-search warm-up (tune's warmup=).")
+    "{count} of {total} tuners ({ids}) started where the loss or its hypergradient was not finite (or the outer "
+    "optimiser's update), with no good iterate to back off to; after each such step they restarted at a fresh "
+    "point drawn from the space (a key folded from the call's key, the tuner's id and the step) instead of staying "
+    "where they failed, and {found} of them then reached a finite loss. Their failed steps are trials and count "
+    "in the compute. Narrow the space, start inside the part of it that trains (init=), or start from the best trials "
+    "of a random-search warm-up (tune's warmup=).")
 """What `drive` warns, once per call, when tuners started with no finite step (`restart_draws`)."""
 
 
@@ -346,7 +401,8 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
                run_flops: float, tuner: int | None = None) -> Trial:
     """The trial of one outer step's report (host values of one tuner). The final evaluation's
     update is discarded, so it fails only when its loss does; a step fails when its loss is not
-    finite and is skipped when only its hypergradient is not."""
+    finite and is skipped when only its hypergradient, or the outer optimiser's update, is not
+    (warning `SKIPPED_WHY` or `UPDATE_SKIPPED_WHY`)."""
     scores = {name: float(v) for name, v in report["scores"].items()}
     value = scores["val_loss"]
     if final:
@@ -354,7 +410,8 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
     else:
         state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
     if state == SKIPPED:
-        warnings.warn(SKIPPED_WHY, RuntimeWarning, stacklevel=users_stacklevel())
+        why = UPDATE_SKIPPED_WHY if report["grad_ok"] else SKIPPED_WHY
+        warnings.warn(why, RuntimeWarning, stacklevel=users_stacklevel())
     return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
                  scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
                  grad_norm=float(report["grad_norm"]), tuner=tuner)
@@ -429,9 +486,10 @@ class Cohort:
             options), or None.
         latest: tuner id -> validation loss at its latest step (what halving ranks).
         out_tree: the tree of (z, z_good, opt_state, report) the program returns flat.
-        restart: (tuner ids, step) -> restarts of tuners with no good iterate (`restart_draws`).
-        good: per live tuner, whether it has a good iterate (a step with a finite loss and
-            hypergradient); z_good means nothing where it is False.
+        restart: (tuner ids, step) -> restarts of tuners with no good iterate (`restart_draws`) and
+            the optimiser's initial states there.
+        good: per live tuner, whether it has a good iterate (a step with a finite loss,
+            hypergradient and update); z_good means nothing where it is False.
         without_good: tuner id -> whether it has since reached a finite loss, for each tuner that
             restarted with no good iterate during this call (what `drive` warns about).
         noisy: whether the method draws noise (`Method.random_estimate`): the program then takes
@@ -454,7 +512,7 @@ class Cohort:
     latest: dict = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
     out_tree: Any = None
-    restart: Callable[[np.ndarray, int], PyTree] | None = None
+    restart: Callable[[np.ndarray, int], tuple[PyTree, PyTree]] | None = None
     good: np.ndarray | None = None
     without_good: dict = dataclasses.field(default_factory=dict)
     noisy: bool = False
@@ -568,7 +626,7 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     executable, seconds, spread, replicated, placed_data, out_tree = program_and_tree(chunk)
     return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
                   flops, unit, extra, compile_seconds=seconds, out_tree=out_tree,
-                  restart=functools.partial(restart_draws, space, key), good=np.zeros(num, dtype=bool),
+                  restart=functools.partial(_restarts, space, key, outer, chunk), good=np.zeros(num, dtype=bool),
                   noisy=method.random_estimate)
 
 
@@ -609,25 +667,37 @@ def _step(cohort: Cohort, step_key: Key, noise_key: Callable[[], Key], final: bo
     return number
 
 
+def _restarts(space: Space, key: Key, outer: optax.GradientTransformation, chunk: int, tuners: Sequence[int],
+              step: int) -> tuple[PyTree, PyTree]:
+    """(the `restart_draws` points of `tuners` at `step`, `outer.init` at each), numpy, a leading
+    axis of len(tuners); the init run by `initial_states` on the cohort's first chunk (its program
+    compiled already)."""
+    z = restart_draws(space, key, tuners, step)
+    return z, initial_states(outer, z, chunk)
+
+
 def _restarted_without_good(cohort: Cohort, carry: tuple, ok: np.ndarray, step: int) -> tuple:
     """`carry`, the step's (z, z_good, opt_state), with the z of each tuner that has no good iterate
     and whose step was not finite (the program backed it off towards its start, where it failed)
-    set instead to its `restart_draws` point, a restart; its z_good and optimiser state stay as the
-    program kept them. Every other row is the program's, unchanged."""
+    set instead to its `restart_draws` point, a restart, and its optimiser state to `outer.init`
+    there: exact, as no update was ever applied to it, and what an optimiser keeping a copy of the
+    iterate (schedule-free) needs, else its next step would land beside the start that failed. Its
+    z_good stays as the program kept it (meaningless until a step is finite). Every other row is the
+    program's, unchanged."""
     rows = np.flatnonzero(~cohort.good & ~ok)
     if not len(rows):
         return carry
     for tuner in cohort.tuners[rows]:
         cohort.without_good.setdefault(int(tuner), False)
-    targets = cohort.restart(cohort.tuners[rows], step)
+    targets, states = cohort.restart(cohort.tuners[rows], step)
 
     def restarted(new: np.ndarray, target: np.ndarray) -> np.ndarray:
         new = np.array(new)
-        new[rows] = target.astype(new.dtype)
+        new[rows] = np.asarray(target).astype(new.dtype)
         return new
 
     z, z_good, opt_state = carry
-    return jax.tree.map(restarted, z, targets), z_good, opt_state
+    return jax.tree.map(restarted, z, targets), z_good, jax.tree.map(restarted, opt_state, states)
 
 
 def halve(cohorts: Sequence[Cohort]) -> None:
