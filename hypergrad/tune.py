@@ -11,8 +11,8 @@ search would try), given (batched) hyperparameters, or, with `warmup=M`, the N b
 trials spent first (explore, then descend). The warm-up's trials come first in the result and count
 in its compute.
 
-Non-finite steps: a step whose loss or hypergradient is not finite applies no update and backs the
-tuner off halfway to its last good iterate. A tuner with none yet (its start diverged) restarts
+Non-finite steps: a step whose loss, hypergradient or outer update is not finite applies no update
+and backs the tuner off halfway to its last good iterate. A tuner with none yet (its start diverged) restarts
 instead at a fresh point drawn from the space after each such step, with a warning: until one step
 is finite it is random search, one trial per step (`hypergrad.outer`).
 """
