@@ -225,9 +225,11 @@ class Implicit(Method):
 
     Cost: one training run, plus `maxiter` (CG, at most) or `num_terms` (Neumann) Hessian-vector
     products on the full training set (each about two gradient evaluations), plus one gradient of
-    the validation loss and one mixed vector-Jacobian product. Memory: a few parameter vectors
-    (the solver's iterates and one product's activations on the training set); independent of the
-    number of steps and of the number of hyperparameters.
+    the validation loss and one mixed vector-Jacobian product. Memory (with `unroll=False`): a few
+    parameter vectors (the solver's iterates and one product's activations on the training set);
+    independent of the number of steps and of the number of hyperparameters. With `unroll=True`
+    it grows by about one parameter vector per CG iteration or Neumann term, O(maxiter) or
+    O(num_terms) parameter vectors (see `unroll`).
     Bias: exact only at an exact stationary point (and with damping = 0, CG run to convergence or
     infinitely many Neumann terms); otherwise biased by the distance to stationarity, the truncation
     of the solve and the damping. It ignores the path of optimisation altogether: no dependence on
@@ -255,9 +257,10 @@ class Implicit(Method):
         alpha: Neumann's step size; needs 0 < alpha < 2 / lambda_max(H + damping). None: 0.1.
         damping: lambda >= 0 added to the Hessian's diagonal (a bias, traded for conditioning).
         unroll: False runs CG as a loop that stops at `tol`; True runs exactly `maxiter` CG
-            iterations (or the `num_terms` Neumann terms) as straight-line code. Compute
-            accounting charges CG its upper bound either way, `maxiter` products (it reads the
-            bound from the loop's condition).
+            iterations (or the `num_terms` Neumann terms) as straight-line code, whose iterates
+            XLA keeps side by side: memory O(maxiter) (or O(num_terms)) parameter vectors, against
+            a few under False. Compute accounting charges CG its upper bound either way, `maxiter`
+            products (it reads the bound from the loop's condition).
     """
 
     solver: str = "cg"
