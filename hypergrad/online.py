@@ -135,7 +135,8 @@ def sgd_hd(
 ) -> optax.GradientTransformation:
     """SGD whose learning rate is adapted online by hypergradient descent (SGD-HD / SGDN-HD).
 
-    Cost per step: two inner products and one scaling over the parameters more than SGD.
+    Cost per step: one inner product over the parameters (the gradient with the previous direction,
+    2 FLOPs per parameter) more than SGD; the step's scaling is SGD's own.
     Memory: one parameter-sized buffer (the previous direction), two with momentum.
 
     Args:
