@@ -18,7 +18,8 @@ p = p*; hg.Implicit).
   from every estimator with a `max_iter`) is the one estimator check expected to fail with
   `jax_enable_x64` on (and, as for every estimator here, scikit-learn skips `check_array_api_input`
   unless SCIPY_ARRAY_API=1). Cost:
-  O(n d^2 + d^3) per fit; memory O(d^2).
+  O(n d^2 + d^3) per fit; memory O(nd + d^2) (with an intercept, or `sample_weight`, the fit holds a
+  centred or weighted copy of X).
 - `LogisticRegression`: multinomial log-loss (k > 2 classes; one logistic unit for 2 classes, as
   scikit-learn) + ||W||^2 / (2 C n) (intercepts not penalised) minimised by Newton's method: up to
   `max_iter` iterations, each a Hessian solve and a backtracking line search over step sizes
@@ -35,11 +36,15 @@ p = p*; hg.Implicit).
   or "balanced") weighs each example's loss as scikit-learn does (the family a search uses maps a dict
   through the full data's classes, which the searches give it), and `fit`'s
   `sample_weight` multiplies it, as scikit-learn's. Cost
-  per iteration: the Hessian O(n (dk)^2) and its solve O((dk)^3) (d features + intercept, k
-  classes or 1), so it suits up to a few hundred coefficients; all `max_iter` iterations are
-  computed (frozen after convergence). Memory O((dk)^2). `intercept_scaling` (liblinear's),
-  `verbose`, `n_jobs` and `random_state` are accepted and have no effect; `n_iter_` (shape (1,))
-  counts Newton steps, which are far fewer than lbfgs iterations for the same tolerance.
+  per iteration: the Hessian O(n (dk)^2) (one column at a time, `logistic_hessian`) and its solve
+  O((dk)^3) (d features + intercept, k classes or 1), so it suits up to a few hundred coefficients;
+  all `max_iter` iterations are computed (frozen after convergence). Memory O(n (d + k) + (dk)^2):
+  one Hessian column's intermediates, the logits of the line search's ten step sizes and a few
+  (dk) x (dk) matrices. A differentiated fit (hg.Reverse through the Newton iterations, as
+  HypergradSearchCV's) keeps every column's intermediates, O(n k (dk) + (dk)^2) per iteration.
+  `intercept_scaling` (liblinear's), `verbose`, `n_jobs` and `random_state` are accepted and have
+  no effect; `n_iter_` (shape (1,)) counts Newton steps, which are far fewer than lbfgs iterations
+  for the same tolerance.
 
 Ridge's `copy_X`, `max_iter`, `tol` and `random_state` are accepted and unused (the solve is
 direct); its `fit` takes `sample_weight` (weighted least squares, centred on the weighted means).
@@ -120,6 +125,23 @@ def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, weights: j
     return (jnp.sum(weights * per) + jnp.sum(jnp.square(coef)) / (2 * c)) / jnp.sum(weights)
 
 
+def logistic_hessian(theta: jax.Array, x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax.Array,
+                     fit_intercept: bool) -> jax.Array:
+    """The Hessian of `logistic_loss` at theta, one column at a time: the (d+1) k Hessian-vector
+    products with the basis vectors (forward over reverse, as `jax.hessian`, whose values these are)
+    under `lax.map`. `jax.hessian` vmaps the same products over every column at once, holding
+    per-example intermediates of all of them, O(n k (dk)) memory; one at a time holds O(n (d + k))
+    plus the (dk) x (dk) result. Cost O(n (dk)^2), as the full Hessian; differentiable (a reverse
+    pass through it keeps each column's O(nk) intermediates, O(n k (dk)) in all)."""
+    def loss(point):
+        return logistic_loss(point, x, targets, weights, c, fit_intercept)
+
+    def column(basis):
+        return jax.jvp(jax.grad(loss), (theta,), (basis,))[1]
+
+    return jax.lax.map(column, jnp.eye(theta.shape[0], dtype=theta.dtype)).T  # column j: d grad / d theta_j
+
+
 def _shift_projector(size: int, m: int) -> np.ndarray:
     """The orthogonal projector onto the directions that shift all m classes' coefficients of one
     feature (or all intercepts) together, in the flat layout [W (d, m) ravelled, b (m,)]: zero for
@@ -157,7 +179,7 @@ def newton_logistic(x: jax.Array, targets: jax.Array, weights: jax.Array, c: jax
         # its step, also kept off the shifts, is the Newton step on the rest.
         grad = grad - shift @ grad
         done = done | (jnp.max(jnp.abs(grad)) <= tol)
-        hessian = jax.hessian(loss)(theta)
+        hessian = logistic_hessian(theta, x, targets, weights, c, fit_intercept)  # not jax.hessian: see there
         scale = 1 + jnp.max(jnp.abs(jnp.diag(hessian)))
         lifted = hessian + scale * shift + damping * scale * jnp.eye(size, dtype=x.dtype)
         direction = jnp.linalg.solve(lifted, grad)
