@@ -1,5 +1,6 @@
 """Helpers shared by the test files (importable because pytest puts tests/ on sys.path)."""
 
+import contextlib
 import dataclasses
 import pathlib
 import sys
@@ -20,6 +21,16 @@ def counting(problem):
         return inner(params, hparams, batch)
 
     return dataclasses.replace(problem, train_loss=train_loss), count
+
+
+@contextlib.contextmanager
+def fingerprint_format(version):
+    """Inside, studies are fingerprinted in format `version`, as an older hypergrad stored them."""
+    token = hg.store._FORMAT.set(version)
+    try:
+        yield
+    finally:
+        hg.store._FORMAT.reset(token)
 
 
 def sgd_schedule(hparams):

@@ -17,7 +17,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad._store_codec import FINGERPRINT_FORMAT, first_difference
-from _helpers import Stop, stop_after
+from _helpers import Stop, fingerprint_format, stop_after
 
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "weight_decay": hg.LogUniform(1e-4, 1.0)})
 
@@ -134,12 +134,8 @@ def test_a_study_stored_in_format_3_still_resumes(key, tmp_path):
     compared as it was made, and resumes."""
     db = tmp_path / "study.db"
     family, space = hg.Structured(build), activations(False)
-    token = hg.store._FORMAT.set(3)
-    try:
-        with pytest.raises(Stop):
-            hg.random_search(family, space, key, 6, chunk_size=3, storage=db, study="r", progress=stop_after(1))
-    finally:
-        hg.store._FORMAT.reset(token)
+    with fingerprint_format(3), pytest.raises(Stop):
+        hg.random_search(family, space, key, 6, chunk_size=3, storage=db, study="r", progress=stop_after(1))
     with sqlite3.connect(db) as conn:
         stored = json.loads(conn.execute("SELECT fingerprint FROM studies WHERE name = 'r'").fetchone()[0])
     assert stored["format"] == 3 and stored["space"]["act"]["options"][1] == {

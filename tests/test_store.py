@@ -25,7 +25,7 @@ from hypergrad._checks import check_log
 from hypergrad._store_codec import (decode_hparams, decode_value, encode_hparams, encode_value, first_difference,
                                     identity, in_format)
 from hypergrad.outer import DEFAULT_OUTER
-from _helpers import Stop, stop_after
+from _helpers import Stop, fingerprint_format, stop_after
 
 
 def assert_same_trials(a, b):
@@ -272,13 +272,9 @@ def test_a_description_too_large_is_refused_not_cut_short(ridge_problem, key, tm
 def test_a_study_stored_by_the_format_2_fingerprint_still_resumes(ridge_objective, key, tmp_path):
     """A study stored before fingerprints followed closures to any depth is compared as it was made."""
     db = tmp_path / "study.db"
-    token = hg.store._FORMAT.set(2)
-    try:
-        with pytest.raises(Stop):
-            hg.tune(ridge_objective, SPACE, key, steps=3, outer=warmup_cosine_adamw(0.1), storage=db, study="t",
-                    progress=stop_after(1))
-    finally:
-        hg.store._FORMAT.reset(token)
+    with fingerprint_format(2), pytest.raises(Stop):
+        hg.tune(ridge_objective, SPACE, key, steps=3, outer=warmup_cosine_adamw(0.1), storage=db, study="t",
+                progress=stop_after(1))
     with sqlite3.connect(db) as conn:
         assert json.loads(conn.execute("SELECT fingerprint FROM studies").fetchone()[0])["format"] == 2
     progress = stop_after(0)

@@ -13,7 +13,7 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad._store_codec import first_difference, in_format, space_reordering
-from _helpers import Stop, stop_after
+from _helpers import Stop, fingerprint_format, stop_after
 
 LR, WD, MOM = hg.LogUniform(1e-3, 0.5), hg.LogUniform(1e-4, 1.0), hg.Uniform(0.0, 0.9)
 STORED = hg.Space({"lr": LR, "weight_decay": WD, "momentum": MOM})
@@ -87,12 +87,8 @@ def test_a_study_stored_in_an_older_format_resumes_in_its_own_order_only(objecti
     """Formats 1 and 2 stored the space as a dict in its order, as format 3 does: their studies keep
     resuming with their own order, and refuse another."""
     db = tmp_path / "study.db"
-    token = hg.store._FORMAT.set(2)
-    try:
-        with pytest.raises(Stop):
-            hg.random_search(objective, STORED, key, 8, chunk_size=4, storage=db, study="r", progress=stop_after(1))
-    finally:
-        hg.store._FORMAT.reset(token)
+    with fingerprint_format(2), pytest.raises(Stop):
+        hg.random_search(objective, STORED, key, 8, chunk_size=4, storage=db, study="r", progress=stop_after(1))
     if version == 1:
         with sqlite3.connect(db) as conn:
             (stored,) = conn.execute("SELECT fingerprint FROM studies WHERE name = 'r'").fetchone()

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import hypergrad as hg
-from _helpers import Stop, stop_after
+from _helpers import Stop, fingerprint_format, stop_after
 
 KEY = jax.random.key(0)
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.2), "l2": hg.LogUniform(1e-3, 1.0)})
@@ -42,12 +42,8 @@ def _values(result):
 
 def _stored_in_format(version, call):
     """`call()` (a stored study, interrupted) with fingerprints written in format `version`."""
-    token = hg.store._FORMAT.set(version)
-    try:
-        with pytest.raises(Stop):
-            call()
-    finally:
-        hg.store._FORMAT.reset(token)
+    with fingerprint_format(version), pytest.raises(Stop):
+        call()
 
 
 @pytest.mark.parametrize("again", [{"lr": jnp.asarray(0.01), "l2": jnp.asarray(0.1)},
@@ -121,10 +117,7 @@ def test_an_old_es_study_that_resampled_keys_or_finished_is_not_refused(objectiv
                                          study="resampled", progress=stop_after(1)))
     resumed = hg.tune(objective, SPACE, KEY, method=ES, steps=2, resample_key=True, storage=db, study="resampled")
     assert _values(resumed) == _values(hg.tune(objective, SPACE, KEY, method=ES, steps=2, resample_key=True))
-    token = hg.store._FORMAT.set(3)
-    try:
+    with fingerprint_format(3):
         finished = hg.tune(objective, SPACE, KEY, method=ES, steps=1, storage=db, study="finished")
-    finally:
-        hg.store._FORMAT.reset(token)
     assert _values(hg.tune(objective, SPACE, KEY, method=ES, steps=1, storage=db, study="finished")) == \
         _values(finished)  # the same call returns its stored result
