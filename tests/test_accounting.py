@@ -19,6 +19,7 @@ import pytest
 import hypergrad as hg
 from hypergrad import accounting
 from hypergrad.accounting import THREEFRY_FLOPS, hypergradient_flops, program_flops, run_flops
+from hypergrad.loop import DRAW_BLOCK
 from hypergrad.problems.presets import sgd_momentum_schedule
 
 N = 16  # the toy programs multiply (N, N) matrices
@@ -246,7 +247,10 @@ def test_es_on_a_minibatch_problem_shares_the_draw_and_the_initialisation(miniba
     key = jax.random.key(0)
     problem, loop = objective.problem, objective.loop()
     run = run_flops(objective, hparams, key)
-    draw = program_flops(lambda k: problem.batch_indices(k, jnp.arange(T)), key)
+    # the draw as the run makes it: under DRAW_BLOCK steps, one step's minibatch at a time (a
+    # vectorised draw of all T shares the round keys' derivation, 9% fewer FLOPs)
+    assert T < DRAW_BLOCK
+    draw = T * program_flops(lambda k: problem.batch_indices(k, jnp.asarray(0)), key)
     init = program_flops(loop.init, hparams, key)
     state = loop.init(hparams, key)
     skipped = program_flops(loop.readout, state, hparams) - program_flops(

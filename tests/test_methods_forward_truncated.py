@@ -273,11 +273,14 @@ def test_truncated_cost_stays_on_its_line_at_and_past_the_end(request, every):
     def runs(method):
         return hg.accounting.hypergradient_flops(objective, method, hparams, key) / run
 
-    counts = {w: runs(Truncated(w, checkpoint_every=every)) for w in (steps - 2, steps - 1, steps, steps + 3)}
-    slope = counts[steps - 1] - counts[steps - 2]
-    assert slope > 0.01  # each step of the window adds its share of the backward pass
-    # (Checkpointed, a step's share depends a little on how the window splits into segments: 3%.)
-    assert counts[steps] - counts[steps - 1] == pytest.approx(slope, rel=0.05)
+    # Checkpointed, a step's share depends on where segment boundaries fall (with k = 3 every third
+    # step adds more, 5% on this MLP since minibatches are drawn with eight Feistel rounds): compare
+    # increments over whole periods of k steps, where that pattern repeats.
+    d = every or 1
+    counts = {w: runs(Truncated(w, checkpoint_every=every)) for w in (steps - 2 * d, steps - d, steps, steps + 3)}
+    slope = counts[steps - d] - counts[steps - 2 * d]
+    assert slope > 0.01 * d  # each step of the window adds its share of the backward pass
+    assert counts[steps] - counts[steps - d] == pytest.approx(slope, rel=0.05)
     assert counts[steps + 3] == counts[steps] == runs(hg.Reverse(every, store="residuals"))
 
 
