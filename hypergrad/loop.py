@@ -40,7 +40,7 @@ from flax.errors import TraceContextError
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
-           "check_something_trains", "in_segments", "segment_split", "optimizer_update", "optimizer_step",
+           "state_update_refusal", "check_something_trains", "in_segments", "segment_split", "optimizer_update", "optimizer_step",
            "float_leaves"]
 
 DRAW_BLOCK = 32
@@ -309,18 +309,23 @@ NNX_RECIPE = ("call model.eval() first (BatchNorm(use_running_average=True), Dro
 @contextlib.contextmanager
 def _refusing_state_updates(what: str) -> Iterator[None]:
     """Turns flax's `TraceContextError`, raised while the user's function `what` is traced, into a
-    `ValueError` saying why and naming the fix: a flax.nnx model in train mode writes to the state
-    its function closes over (BatchNorm's running statistics, Dropout's RNG count), which a traced
-    training step cannot do. Any other error passes through unchanged. Costs nothing at run time."""
+    `ValueError` saying why and naming the fix (`state_update_refusal`). Any other error passes
+    through unchanged. Costs nothing at run time."""
     try:
         yield
     except TraceContextError as error:
-        flax_says = str(error.args[0] if error.args else error).split(" (https")[0]
-        raise ValueError(
-            f"{what} updates a flax.nnx model's state (flax: {flax_says!r}), as a model in train mode does "
+        raise ValueError(state_update_refusal(what, error)) from None
+
+
+def state_update_refusal(what: str, error: TraceContextError) -> str:
+    """The refusal of the user's function `what`, whose flax.nnx model updated its state while traced
+    (flax's `error` names what): a model in train mode writes to the state its function closes over
+    (BatchNorm's running statistics, Dropout's RNG count), which a traced training step cannot do."""
+    flax_says = str(error.args[0] if error.args else error).split(" (https")[0]
+    return (f"{what} updates a flax.nnx model's state (flax: {flax_says!r}), as a model in train mode does "
             "(BatchNorm with use_running_average=False updates its running statistics, Dropout that is not "
             f"deterministic draws from its RNG); hypergrad cannot carry that: {NO_STATE_CHANNEL}. For a "
-            f"flax.nnx model, {NNX_RECIPE}") from None
+            f"flax.nnx model, {NNX_RECIPE}")
 
 
 def check_no_keys(params: PyTree, argname: str = "the parameter pytree") -> None:

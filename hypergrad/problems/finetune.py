@@ -78,7 +78,7 @@ from flax.errors import TraceContextError
 
 from hypergrad._checks import is_int_at_least
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.loop import NNX_RECIPE, NO_STATE_CHANNEL, check_no_keys
+from hypergrad.loop import check_no_keys, state_update_refusal
 from hypergrad.problem import Problem
 from hypergrad.problems._labels import check_class_labels, check_pair
 from hypergrad.problems._losses import accuracy, cross_entropy
@@ -319,7 +319,7 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
         check_class_labels({f"task: the {name} labels": y for name, (_, y) in zip(SPLITS, task)}, task[0][0], apply,
                            start, class_axis)
     except TraceContextError as error:  # apply wrote to a flax.nnx Variable it closes over
-        raise ValueError(_train_mode_message(error)) from None
+        raise ValueError(state_update_refusal("finetune(apply=...): apply(params, inputs)", error)) from None
     start_of = (lambda key: pretrained) if head is None else (lambda key: head(key, pretrained))
 
     def train_loss(params, hparams, batch):
@@ -339,14 +339,6 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     return Problem(init=start_of, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
                    test_data=test[0] if test else None, batch_size=batch_size, metrics={"accuracy": acc},
                    name=name)
-
-
-def _train_mode_message(error: TraceContextError) -> str:
-    """The refusal of an `apply` whose flax.nnx model updates its state (flax's `error` names what)."""
-    what = error.args[0].split(" (https")[0]  # "Cannot mutate BatchStat from a different trace level"
-    return (f"finetune(apply=...): apply(params, inputs) updates the model's state (flax: {what!r}), as a model "
-            "in train mode does (BatchNorm updates its running statistics, Dropout draws from its RNG); "
-            f"hypergrad cannot carry that: {NO_STATE_CHANNEL}. For a flax.nnx model, {NNX_RECIPE}")
 
 
 def _cast(x: Any, dtype: Any) -> jax.Array:
