@@ -67,6 +67,29 @@ def _to_python(value: Any) -> Any:
     return item
 
 
+def _host_scalar(value: Any, field: str, owner: str, integer: bool) -> int | float:
+    """`value` (a Python number, numpy scalar or 0-d numpy or JAX array) as a Python number: an int
+    when `integer`, else an int or float; a TypeError naming `owner(field=...)` for anything else
+    (an array of another shape, a bool, a string, None, a float where an integer is asked for)."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.ndim(value) == 0:
+        value = np.asarray(value).item()
+    if not isinstance(value, bool) and isinstance(value, int if integer else (int, float)):
+        return value
+    shape = f" of shape {np.shape(value)}" if isinstance(value, (jax.Array, np.ndarray)) else ""
+    raise TypeError(f"{owner}({field}={value!r}): give {'an integer' if integer else 'a real number'} (a Python "
+                    f"number, numpy scalar or 0-d JAX array), got {type(value).__name__}{shape}")
+
+
+def _host_float(value: Any, field: str, owner: str = "Trial") -> float:
+    """`value` as a Python float (`_host_scalar`)."""
+    return float(_host_scalar(value, field, owner, integer=False))
+
+
+def _host_int(value: Any, field: str, owner: str = "Trial") -> int:
+    """`value` as a Python int (`_host_scalar`): an integer, never a float."""
+    return int(_host_scalar(value, field, owner, integer=True))
+
+
 def _finite(value: Any) -> float:
     """A number `_to_python` wrote: null (a non-finite number) reads back as NaN."""
     return math.nan if value is None else float(value)
@@ -104,11 +127,22 @@ def _from_json(value: Any) -> Any:
 class Trial:
     """One evaluated setting (or one outer step of a gradient method).
 
+    Converted at construction (`__post_init__`), so a trial a custom outer loop builds from the
+    values its programs return is the same data as one a strategy builds: the numbers (`value`,
+    each score, `flops`, `seconds`, `run_flops`, `grad_norm`) become Python floats and `number`
+    and `tuner` Python ints, whether given as Python numbers, numpy scalars or 0-d JAX arrays (a
+    bool, or an array of more than one value, is a TypeError naming the field); a hyperparameter
+    given as a JAX array becomes a numpy array of its dtype and shape (a 0-d one a 0-d array, as
+    the strategies record a scalar), and any other hyperparameter (a numpy value, a structural
+    option such as a string or a tuple) is kept as given. Cost: O(1) a field, plus one copy to
+    the host of each JAX array.
+
     Attributes:
         number: position in the order the strategy produced trials, from 0.
-        hparams: constrained hyperparameter values (numpy arrays).
+        hparams: constrained hyperparameter values (numpy arrays; structural options as declared).
         value: validation loss (NaN when the trial diverged).
-        scores: every score of the trained parameters: val_loss, test_loss, val_/test_ metrics.
+        scores: every score of the trained parameters: val_loss, test_loss, val_/test_ metrics
+            (a score given as None stays None).
         state: "complete"; "fail" (non-finite loss: never chosen as best); "skipped" (an outer
             step whose loss was finite but whose hypergradient was not, so no update was made).
         flops: FLOPs this trial cost (its share of its compiled program's run).
@@ -129,6 +163,24 @@ class Trial:
     run_flops: float
     grad_norm: float | None = None
     tuner: int | None = None
+
+    def __post_init__(self) -> None:
+        convert = {"number": _host_int(self.number, "number"), "value": _host_float(self.value, "value"),
+                   "flops": _host_float(self.flops, "flops"), "seconds": _host_float(self.seconds, "seconds"),
+                   "run_flops": _host_float(self.run_flops, "run_flops"),
+                   "grad_norm": None if self.grad_norm is None else _host_float(self.grad_norm, "grad_norm"),
+                   "tuner": None if self.tuner is None else _host_int(self.tuner, "tuner")}
+        if not isinstance(self.hparams, Mapping):
+            raise TypeError(f"Trial(hparams={self.hparams!r}): give a dict of hyperparameter name -> value")
+        if not isinstance(self.scores, Mapping):
+            raise TypeError(f"Trial(scores={self.scores!r}): give a dict of score name -> number, e.g. "
+                            "{'val_loss': 0.3}")
+        convert["hparams"] = {name: np.asarray(v) if isinstance(v, jax.Array) else v
+                              for name, v in self.hparams.items()}
+        convert["scores"] = {name: None if v is None else _host_float(v, f"scores[{name!r}]")
+                             for name, v in self.scores.items()}
+        for name, value in convert.items():  # frozen: set once, here
+            object.__setattr__(self, name, value)
 
     @property
     def test_value(self) -> float | None:
@@ -156,6 +208,10 @@ class Trial:
 @dataclasses.dataclass(frozen=True)
 class Result:
     """The trials of one strategy, with its compute and its best setting.
+
+    Converted at construction, as `Trial` converts its numbers: `trials` becomes a tuple (an
+    entry that is not a `Trial` is a TypeError) and `run_flops` and `compile_seconds` Python
+    floats, whether given as Python numbers, numpy scalars or 0-d JAX arrays.
 
     Attributes:
         strategy: a label ("random", "grid", "tune[Reverse(...)]", ...).
@@ -187,6 +243,18 @@ class Result:
     run_flops: float
     compile_seconds: float
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # converted as `Trial` converts its numbers: Python floats, whatever scalar was given
+        if isinstance(self.trials, (str, bytes)) or not isinstance(self.trials, Sequence):
+            raise TypeError(f"Result(trials=...): give a sequence of hg.Trial, got {type(self.trials).__name__}")
+        trials = tuple(self.trials)
+        wrong = next((t for t in trials if not isinstance(t, Trial)), None)
+        if wrong is not None:
+            raise TypeError(f"Result(trials=...): every entry must be an hg.Trial, got {type(wrong).__name__}")
+        object.__setattr__(self, "trials", trials)
+        object.__setattr__(self, "run_flops", _host_float(self.run_flops, "run_flops", "Result"))
+        object.__setattr__(self, "compile_seconds", _host_float(self.compile_seconds, "compile_seconds", "Result"))
 
     # -- best setting ---------------------------------------------------------------------------
     @property
