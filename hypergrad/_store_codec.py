@@ -16,8 +16,11 @@ optax optimiser's learning rate lives in a closure, and
 and, for the user's own functions, the module-level values their code names (`momentum=MOM`: editing
 `MOM` changes results as much as editing the code); a bound method as its function and its object;
 an object of the user's own class by its attributes (its default repr shows none) and the functions
-its class defines (a callable object's `__call__`); a set by its elements in the order of their
-descriptions (its repr's order depends on the process's hash seed); arrays by dtype, shape and a
+its class defines (a callable object's `__call__`), and by its repr only when that is written in C
+(a repr written in Python is made from those attributes, and may print a set in the hash seed's
+order); a set by its elements in the order of their descriptions (its repr's order depends on the
+process's hash seed); a mapping by its entries sorted by key, a key other than a string by its type
+and description ("int:1", so `{1: a, "1": b}` keeps both entries); arrays by dtype, shape and a
 SHA-1 of their bytes; memory addresses never enter, so a fingerprint is the same in every process
 running the same code. The functions and objects of this library, the standard library and installed
 packages are described by code (and repr) alone: their module-level state is caches and counters
@@ -33,10 +36,11 @@ described by `identity`, code and all: editing a function option's body is anoth
 
 Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
 (`identity(..., format=)`, `describe_space(..., format=)`, `in_format`): a study stored then still
-resumes, with the weaker check it was stored under (format 3: set constants in code by their repr,
-a Choice's function and object options by their label, keyword-only defaults left out, tune's `init=`
-as given rather than as the starts made of it; format 2:
-that, and closures followed 6 in a row, methods and callable objects by name and repr, sets by
+resumes, with the weaker check it was stored under (format 4: a mapping's keys by their `str`, so
+keys of one `str` were one entry, and the user's objects by their repr too; format 3: that, and set
+constants in code by their repr, a Choice's function and object options by their label,
+keyword-only defaults left out, tune's `init=` as given rather than as the starts made of it;
+format 2: that, and closures followed 6 in a row, methods and callable objects by name and repr, sets by
 repr; format 1: that, without globals and attributes either).
 """
 
@@ -65,8 +69,11 @@ from hypergrad.space import Choice, Space
 __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
            "first_difference", "space_reordering", "in_format", "FINGERPRINT_FORMAT", "TooLarge"]
 
-FINGERPRINT_FORMAT = 4
-"""4: set constants in code by their sorted elements, a Choice's function and object options by their code,
+FINGERPRINT_FORMAT = 5
+"""5: a mapping's keys other than strings by their type and description (`{1: a, "1": b}` was one entry), an
+object of the user's class whose `__repr__` is written in Python by its attributes and class code without the
+repr (which may print a set in the hash seed's order);
+4: set constants in code by their sorted elements, a Choice's function and object options by their code,
 the user's functions' keyword-only defaults, tune's `init=` hyperparameters as the starts made of them
 (`hypergrad.tune`; a resumed study of format 3 or older with hg.ES or hg.PES and resample_key=False is
 refused: `hypergrad.store`);
@@ -359,7 +366,7 @@ def identity(obj: Any, depth: float | None = None, seen: _Seen | None = None, *,
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
         return [identity(v, depth, inner) for v in obj]
     if isinstance(obj, Mapping):
-        return {str(k): identity(v, depth, inner) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+        return _mapping(obj, depth, inner)
     if isinstance(obj, types.FunctionType):
         return _function(obj, depth, inner)
     if isinstance(obj, functools.partial):
@@ -375,6 +382,33 @@ def identity(obj: Any, depth: float | None = None, seen: _Seen | None = None, *,
         elements = [identity(v, depth, inner) for v in obj]
         return {type(obj).__name__: sorted(elements, key=lambda e: json.dumps(e, sort_keys=True, default=str))}
     return _object(obj, depth, inner)
+
+
+def _mapping(obj: Mapping, depth: float, seen: _Seen) -> dict[str, Any]:
+    """A mapping's entries sorted by key: a string key as itself; from format 5 any other key by its
+    type and `identity` ("int:1"), so that `{1: a, "1": b}` keeps both entries and an object key is
+    described without its memory address (format 4 and before: every key by its `str`, so keys of
+    one `str` collapsed into one entry). From format 5, keys described alike (two objects with equal
+    attributes) are kept apart as "key", "key#1", ... in the mapping's order."""
+    if seen.format < 5:
+        return {str(k): identity(v, depth, seen) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    entries = sorted(((_mapping_key(k, depth, seen), v) for k, v in obj.items()), key=lambda kv: kv[0])
+    described: dict[str, Any] = {}
+    for key, value in entries:  # a stable sort: keys described alike stay in the mapping's order
+        repeat, name = 0, key
+        while name in described:
+            repeat += 1
+            name = f"{key}#{repeat}"
+        described[name] = identity(value, depth, seen)
+    return described
+
+
+def _mapping_key(key: Any, depth: float, seen: _Seen) -> str:
+    """A mapping key in a description (format 5 on): a string as itself (as in every format), any
+    other key as "<type>:<its identity as JSON>"."""
+    if isinstance(key, str):
+        return str(key)
+    return f"{type(key).__qualname__}:{json.dumps(identity(key, depth, seen), sort_keys=True, default=str)}"
 
 
 def _object(obj: Any, depth: float, seen: _Seen) -> Any:
@@ -394,16 +428,29 @@ def _object(obj: Any, depth: float, seen: _Seen) -> Any:
         return {"class": obj.__qualname__}
     if callable(obj) and hasattr(obj, "__wrapped__"):  # a jitted or wrapped function
         return {"wrapped": identity(obj.__wrapped__, depth - 1, seen)}
-    try:
-        text = repr(obj)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
-        text = ""
-    described = {"type": name, "repr": _ADDRESS.sub("", text)[:200]}
     fields = _instance_fields(obj, seen.format)
+    described: dict[str, Any] = {"type": name}
+    if not (fields and seen.format >= 5 and _python_repr(obj)):
+        try:
+            text = repr(obj)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
+            text = ""
+        described["repr"] = _ADDRESS.sub("", text)[:200]
     if fields:  # a plain object's repr rarely shows its values (`<Config object>`): its attributes do
         described["fields"] = {k: identity(v, depth, seen) for k, v in sorted(fields.items())}
     described.update(_class_code(obj, depth, seen))
     return described
+
+
+def _python_repr(obj: Any) -> bool:
+    """Whether `type(obj).__repr__` is written in Python (the user's class's own, or a Python base
+    class's, such as scikit-learn's `BaseEstimator`): then (format 5 on) an object whose attributes
+    are described (`_instance_fields`: the user's own class) leaves its repr out. That repr is made
+    by code (described by `_class_code` when it is the user's, by its version when a package's) from
+    those attributes, and as text it may follow the hash seed (a set attribute printed in the set's
+    own order), which made the same call's fingerprint differ between two processes. A repr written
+    in C (object's, or a builtin base type's, which may show state that no attribute holds) stays."""
+    return isinstance(getattr(type(obj), "__repr__", None), types.FunctionType)
 
 
 def _class_code(obj: Any, depth: float, seen: _Seen) -> dict[str, Any]:
