@@ -170,19 +170,28 @@ def signature(args: Any) -> Hashable:
                           for x in leaves), jax.config.jax_default_matmul_precision
 
 
-def check_hashable(setting: Any) -> None:
-    """`TypeError` unless `setting`, a static setting that programs and FLOP counts are keyed on
-    (above all a `method=` strategy object), can be hashed: raised before anything is traced or
-    compiled, naming the setting and the fix, instead of a bare "unhashable type" once the program
-    was compiled (where the cache first hashes its key). Cost: one `hash`."""
+def check_hashable(setting: Any, argname: str = "method") -> None:
+    """`TypeError` unless `setting`, a static setting that programs and FLOP counts are keyed on, can
+    be hashed: raised before anything is traced or compiled, naming the setting and the fix, instead
+    of a bare "unhashable type" once the program was compiled (where the cache first hashes its key).
+    `argname` says what it is: "method" (the default) for a `method=` strategy object, whose fix is
+    a frozen hg.Method dataclass; anything else names another static setting (`compiled`'s tag
+    entries), its value and type then given with the general fix. Cost: one `hash`."""
     try:
         hash(setting)
     except TypeError as err:
+        if argname == "method":
+            raise TypeError(
+                f"method={setting!r} cannot be hashed ({err}); hypergrad keys its compiled programs and FLOP "
+                f"counts on the method (and its other static settings) by value. Make {type(setting).__name__}, an "
+                "hg.Method subclass, a frozen dataclass whose fields are hashable: @dataclasses.dataclass(frozen=True), "
+                "with an array or list field stored as a tuple of Python numbers (or passed as a hyperparameter)"
+            ) from err
         raise TypeError(
-            f"method={setting!r} cannot be hashed ({err}); hypergrad keys its compiled programs and FLOP counts "
-            f"on the method (and its other static settings) by value. Make {type(setting).__name__}, an hg.Method "
-            "subclass, a frozen dataclass whose fields are hashable: @dataclasses.dataclass(frozen=True), with an "
-            "array or list field stored as a tuple of Python numbers (or passed as a hyperparameter)") from err
+            f"{argname}, {setting!r} (a {type(setting).__name__}), cannot be hashed ({err}); hypergrad keys its "
+            "compiled programs on their static settings by value. Give a hashable value: a tuple of Python numbers "
+            "for a list or array, a frozen dataclass whose fields are hashable (@dataclasses.dataclass(frozen=True)) "
+            "for an object of your own") from err
 
 
 @contextlib.contextmanager
@@ -229,12 +238,24 @@ def lower(fn: Callable, args: tuple) -> Any:
 
 
 def cached(tag: Hashable, args: tuple) -> Any | None:
-    """The program `compiled(tag, ..., args)` would return without compiling, or None."""
+    """The program `compiled(tag, ..., args)` would return without compiling, or None; `TypeError`
+    for a static part of `tag` that cannot be hashed, as `compiled` refuses it."""
+    _check_static(tag)
     return _cache.get(*_split(tag, args))
 
 
+def _check_static(tag: Hashable, static_names: tuple[str, ...] | None = None) -> None:
+    """`check_hashable` of each static part of a `(name, owner, *static)` tag, named by
+    `static_names` (`compiled`), else as a static setting of the program `name`."""
+    names = tuple(static_names or ())
+    for position, setting in enumerate(tag[2:] if isinstance(tag, tuple) else ()):
+        check_hashable(setting, names[position] if position < len(names) else
+                       f"a static setting of the {tag[0]!r} program")
+
+
 def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
-             before_compile: Callable[[], Any] | None = None, jaxpr: Any = None) -> tuple[Any, float]:
+             before_compile: Callable[[], Any] | None = None, jaxpr: Any = None,
+             static_names: tuple[str, ...] | None = None) -> tuple[Any, float]:
     """The compiled program for `tag` at the shapes of `args`, and the seconds spent compiling now.
 
     Args:
@@ -248,13 +269,15 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
             arguments' types), if any: with the persistent cache on, the program is then looked up
             in, and once compiled written to, `hypergrad._program_store`, so a later process loads
             it without making and lowering it.
+        static_names: what each of `tag`'s static parts is, for the refusal of one that cannot be
+            hashed (`check_hashable`'s `argname`: "method" for a `method=` strategy object); None:
+            each is described as a static setting of the program `tag[0]`, with its value and type.
 
     Returns:
         (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
         program came from the cache.
     """
-    for setting in tag[2:] if isinstance(tag, tuple) else ():
-        check_hashable(setting)
+    _check_static(tag, static_names)
     owner, rest = _split(tag, args)
     executable = _cache.get(owner, rest)
     if executable is not None:
