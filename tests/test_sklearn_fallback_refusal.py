@@ -100,3 +100,45 @@ def test_scikit_learns_own_estimator_keeps_scikit_learns_failed_fits(iris):
             search = GridSearchCV(SklearnRidge(), {"alpha": [1.0, -1.0]}, cv=2).fit(X, y.astype(float))
     assert np.isfinite(search.cv_results_["mean_test_score"][0])
     assert np.isnan(search.cv_results_["mean_test_score"][1])
+
+
+FALLBACK = "running scikit-learn's own"
+
+
+@pytest.mark.parametrize("make,params,match", [
+    (lambda: GridSearchCV(LogisticRegression(), {"penalty": ["l2", "l1"]}, cv=2, scoring="balanced_accuracy"), {},
+     L1),
+    (lambda: RandomizedSearchCV(Ridge(), {"positive": [False, True], "alpha": [0.1, 1.0]}, n_iter=4, cv=2,
+                                random_state=0), {"sample_weight": True}, POSITIVE),
+    (lambda: HypergradSearchCV(LogisticRegression(), {"penalty": ["l2", "l1"], "C": (0.1, 10.0, "log")}, cv=2,
+                               budget=4, random_state=0), {}, L1),
+])
+def test_a_refused_fallback_raises_without_first_warning_that_it_runs(iris, make, params, match):
+    """The refusal comes first: no "running scikit-learn's own ... instead" warning before an error
+    (before, the warning said the fallback would run, then the refusal stopped it)."""
+    X, y = iris
+    search = make()
+    if isinstance(search.estimator, Ridge):
+        y = y.astype(float)
+    fit_params = {"sample_weight": np.ones(len(y))} if params else {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=match):
+            search.fit(X, y, **fit_params)
+    assert [str(w.message) for w in caught if FALLBACK in str(w.message)] == []
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=2, scoring="explained_variance"),
+    lambda: HypergradSearchCV(Ridge(), {"alpha": (0.1, 10.0, "log")}, cv=2, n_iter=2, random_state=0,
+                              scoring="explained_variance"),
+])
+def test_a_fallback_that_fits_warns_once_at_the_users_line(iris, make):
+    """The warning comes when the fallback fits, once, pointed at the line that called fit."""
+    X, y = iris
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search = make().fit(X, y.astype(float))
+    notices = [w for w in caught if FALLBACK in str(w.message)]
+    assert len(notices) == 1 and notices[0].filename == __file__, [(w.filename, str(w.message)) for w in notices]
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

@@ -46,9 +46,10 @@ hypergrad estimator itself refuses (its `fit`'s `ValueError`: `Ridge(positive=Tr
 penalty, `solver="lbfgs"`, ...) is refused by the search with that same error before anything
 compiles (`check_candidates`), as invalid parameter values are: scikit-learn's search could not fit
 it either. The fallback refuses them too, before its first fit (`RefusesCandidates`), where
-scikit-learn's search alone would record each such fit as failed. Data the estimator's `fit`
-refuses (NaN in X, or in a regressor's y) is refused up front with scikit-learn's message naming X
-or y (`check_data`).
+scikit-learn's search alone would record each such fit as failed; its `UserWarning` comes only
+once its fits begin, so no warning that something will run precedes a refusal. Data the
+estimator's `fit` refuses (NaN in X, or in a regressor's y) is refused up front with
+scikit-learn's message naming X or y (`check_data`).
 
 Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
 on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
@@ -85,6 +86,7 @@ import dataclasses
 import itertools
 import numbers
 import os
+import sys
 import time
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
@@ -108,6 +110,7 @@ from sklearn.utils.validation import check_array, has_fit_parameter
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad._checks import users_stacklevel
 from hypergrad._processes import check_processes_agree
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
@@ -563,9 +566,55 @@ def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> list[n
 
 
 # -- the search classes -----------------------------------------------------------------------------
-def fallback(search: Any, why: str, base: type) -> None:
-    warnings.warn(f"{type(search).__name__}: {why}; running scikit-learn's own {base.__name__} instead "
-                  "(fit by fit, on the host)", UserWarning, stacklevel=3)
+@dataclasses.dataclass
+class FallbackNotice:
+    """The `UserWarning` that a search runs scikit-learn's own instead (`fallback`), kept until the
+    fallback really fits: `RefusesCandidates` refuses a candidate the hypergrad estimator refuses
+    before it, and then no warning saying something will run comes before the error. Pointed at
+    the line of the user's code that called `fit`, where `warnings.warn` at that later point
+    would name a line inside scikit-learn."""
+
+    message: str
+    frame: Any  # the user's frame that called fit: its file, line and module, as warnings.warn reads them
+
+    def emit(self) -> None:
+        """Warns, as `warnings.warn` would at the user's line (once per line under the default filter)."""
+        module_globals = self.frame.f_globals
+        warnings.warn_explicit(self.message, UserWarning, self.frame.f_code.co_filename, self.frame.f_lineno,
+                               module=module_globals.get("__name__"),
+                               registry=module_globals.setdefault("__warningregistry__", {}),
+                               module_globals=module_globals)
+
+
+def fallback(search: Any, why: str, base: type) -> FallbackNotice:
+    """The warning that `search` runs scikit-learn's own `base` instead, for `why`, pointed at the
+    user's line that called its `fit` (the first frame outside hypergrad); emitted by
+    `run_fallback` once the fallback fits."""
+    frame = sys._getframe(users_stacklevel() - 1)
+    return FallbackNotice(f"{type(search).__name__}: {why}; running scikit-learn's own {base.__name__} instead "
+                          "(fit by fit, on the host)", frame)
+
+
+def run_fallback(search: Any, notice: FallbackNotice, fit: Any, *args: Any, **params: Any) -> Any:
+    """`fit(*args, **params)`, scikit-learn's own search fitting `search` (a `RefusesCandidates`),
+    warning `notice` when its candidates have passed `check_candidates` and its fits begin (so a
+    refused candidate is an error with no warning before it, and so is anything else scikit-learn's
+    `fit` refuses before fitting), or when `fit` returns without having fitted anything through
+    `_run_search`. Cost: nothing besides the fit."""
+    search._fallback_notice = [notice]
+    try:
+        fitted = fit(*args, **params)
+        announce_fallback(search)
+        return fitted
+    finally:
+        del search._fallback_notice
+
+
+def announce_fallback(search: Any) -> None:
+    """Emits the pending `FallbackNotice` of `search` (`run_fallback`), once; nothing without one."""
+    pending = getattr(search, "_fallback_notice", [])
+    while pending:
+        pending.pop().emit()
 
 
 def devices_for_n_jobs(n_jobs: int | None) -> int | None:
@@ -665,20 +714,20 @@ class RefusesCandidates:
     recording each such fit as failed (a NaN score and a `FitFailedWarning`, or "All the N fits
     failed"). The check sees the candidates scikit-learn's search draws (`ParameterSampler` with
     `random_state=None` draws anew each time), so it refuses exactly what that search would fit.
-    Nothing changes for an estimator that is not a hypergrad one (nor a Pipeline ending in one).
+    Nothing is refused for an estimator that is not a hypergrad one (nor a Pipeline ending in one).
+    The fallback's pending warning (`run_fallback`) is emitted here, after the check, as the fits begin.
     Cost: a clone and a validation per candidate."""
 
     def _run_search(self, evaluate_candidates: Any, *, callback_ctx: Any = None) -> None:
         # scikit-learn (1.9 on) passes callback_ctx to a _run_search whose signature names it; earlier ones never do
         kwargs = {} if callback_ctx is None else {"callback_ctx": callback_ctx}
-        if isinstance(target_of(self.estimator), str):
-            super()._run_search(evaluate_candidates, **kwargs)
-            return
+        refuses = not isinstance(target_of(self.estimator), str)
 
         def checked(candidate_params, *args, **more):
             candidate_params = list(candidate_params)
-            if candidate_params:  # none: scikit-learn's own "No fits were performed" error
+            if candidate_params and refuses:  # none: scikit-learn's own "No fits were performed" error
                 check_candidates(self.estimator, candidate_params)
+            announce_fallback(self)  # the fallback fits now: its warning (run_fallback), after any refusal
             return evaluate_candidates(candidate_params, *args, **more)
 
         super()._run_search(checked, **kwargs)
@@ -725,8 +774,8 @@ class VmappedSearch(RefusesCandidates):
         if target is not None and not why:
             why = untraceable_values(target, candidates)
         if why:
-            fallback(self, why, self._sklearn_class)
-            return self._sklearn_class.fit(self, X, y, **params)
+            return run_fallback(self, fallback(self, why, self._sklearn_class), self._sklearn_class.fit, self, X, y,
+                                **params)
         check_candidates(self.estimator, candidates)
         check_data(target, X, y)
         X, y = indexable(X, y)
@@ -1112,8 +1161,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             split = (f"{sorted(target.final._data_baking_params)} make each fold's program hold data of its own (early "
                      "stopping's held-out split), so folds cannot share one")
         if isinstance(split, str):
-            fallback(self, split, SklearnRandomizedSearchCV)
-            return self._sklearn_fallback(X, y, **params)
+            return self._sklearn_fallback(fallback(self, split, SklearnRandomizedSearchCV), X, y, **params)
         discrete, continuous = split
         check_candidates(self.estimator, [{target.prefix + n: v} for n, options in discrete.items() for v in options]
                          + [{target.prefix + n: v} for n, b in continuous.items() for v in (b.low, b.high)])
@@ -1123,8 +1171,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
         why = unequal_folds(splits)
         if why:  # scikit-learn's search on exactly these folds (a generator cv is spent)
-            fallback(self, why, SklearnRandomizedSearchCV)
-            return self._sklearn_fallback(X, y, cv=splits, **params)
+            return self._sklearn_fallback(fallback(self, why, SklearnRandomizedSearchCV), X, y, cv=splits, **params)
         self.n_splits_ = len(splits)
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
@@ -1188,10 +1235,11 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
                 tables["fit_time"][row, j] = (t.seconds + share) / k
         return candidates, tables
 
-    def _sklearn_fallback(self, X: Any, y: Any, cv: Any = None, **params: Any) -> HypergradSearchCV:
+    def _sklearn_fallback(self, notice: FallbackNotice, X: Any, y: Any, cv: Any = None, **params: Any
+                          ) -> HypergradSearchCV:
         """scikit-learn's RandomizedSearchCV on the same ranges (tuples as scipy.stats distributions)
-        and folds (`cv`: given splits, or None for the search's own `cv`); its fitted attributes
-        copied onto self."""
+        and folds (`cv`: given splits, or None for the search's own `cv`), warning `notice` when it
+        fits (`run_fallback`); its fitted attributes copied onto self."""
         def converted(distributions):
             out = {}
             for name, value in distributions.items():
@@ -1203,7 +1251,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         distributions = [converted(d) for d in given] if isinstance(given, list) else converted(given)
         settings = {k: v for k, v in self.get_params(deep=False).items() if k not in ("budget", "method", "outer")}
         settings["cv"] = settings["cv"] if cv is None else cv
-        search = FallbackRandomizedSearchCV(**{**settings, "param_distributions": distributions}).fit(X, y, **params)
+        search = FallbackRandomizedSearchCV(**{**settings, "param_distributions": distributions})
+        run_fallback(search, notice, search.fit, X, y, **params)
         for name, value in vars(search).items():
             if name.endswith("_") and not name.startswith("_"):
                 setattr(self, name, value)
