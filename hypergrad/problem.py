@@ -304,9 +304,13 @@ class Problem:
         # The user's functions in one form, (..., hparams, ...), whatever model_reads_hparams says:
         # no later caller asks which form was given.
         if self.model_reads_hparams:
-            object.__setattr__(self, "_init_fn", self.init)
-            object.__setattr__(self, "_val_fn", self.val_loss)
-            object.__setattr__(self, "_metric_fns", metrics)
+            object.__setattr__(self, "_init_fn", functools.partial(_with_hparams, self.init, "Problem(init=...)",
+                                                                   _INIT_FORMS))
+            object.__setattr__(self, "_val_fn", functools.partial(_with_hparams, self.val_loss,
+                                                                  "Problem(val_loss=...)", _LOSS_FORMS))
+            object.__setattr__(self, "_metric_fns", {
+                name: functools.partial(_with_hparams, fn, f"Problem(metrics={{{name!r}: ...}})", _LOSS_FORMS)
+                for name, fn in metrics.items()})
         else:
             object.__setattr__(self, "_init_fn", functools.partial(_init_without_hparams, self.init))
             object.__setattr__(self, "_val_fn", functools.partial(_without_hparams, self.val_loss,
@@ -566,7 +570,7 @@ def _without_hparams(fn, what, params, hparams, batch):
     try:
         return fn(params, batch)
     except TypeError as err:
-        if not _wants_hparams(fn):
+        if not _takes(fn, 3, instead_of=2):
             raise
         raise TypeError(
             f"{what} takes (params, hparams, batch), but a Problem calls it as fn(params, batch): if it reads "
@@ -576,14 +580,39 @@ def _without_hparams(fn, what, params, hparams, batch):
             "train_loss)") from err
 
 
-def _wants_hparams(fn: Callable) -> bool:
-    """Whether `fn`'s signature refuses the arguments (params, batch) and takes (params, hparams,
-    batch). False when it has no signature to read or takes both (`*args`): then nothing is guessed."""
+_INIT_FORMS = ("(key)", "(key, hparams)")
+_LOSS_FORMS = ("(params, batch)", "(params, hparams, batch)")
+"""How a Problem calls the user's init, and its val_loss and metrics: (without, with) the hparams."""
+
+
+def _with_hparams(fn, what, forms, *args):
+    """`fn(*args)`, the user's `what` of a problem with `model_reads_hparams`, its arguments the form
+    `forms[1]` (hparams second). A `TypeError` of calling it so, when its signature takes the form
+    `forms[0]` (no hparams) instead, is re-raised naming the flag and both fixes: the bare one
+    ("takes 2 positional arguments but 3 were given") says nothing of it. Cost: a signature read,
+    only when the call raised."""
+    try:
+        return fn(*args)
+    except TypeError as err:
+        if not _takes(fn, len(args) - 1, instead_of=len(args)):
+            raise
+        without, given = forms
+        raise TypeError(
+            f"{what} takes {without}, but Problem(model_reads_hparams=True) calls it as fn{given}: the flag gives "
+            "init(key, hparams), val_loss(params, hparams, batch) and every metric fn(params, hparams, batch) the "
+            f"hparams. Give it an hparams argument (lambda {given[1:-1]}: fn{without} if it reads none), "
+            "or drop model_reads_hparams=True if the model reads no hyperparameters (init(key), "
+            "val_loss(params, batch) and metrics fn(params, batch))") from err
+
+
+def _takes(fn: Callable, count: int, *, instead_of: int) -> bool:
+    """Whether `fn`'s signature takes `count` positional arguments and refuses `instead_of`. False
+    when it has no signature to read or takes both (`*args`): then nothing is guessed."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or an object without a readable signature
         return False
-    return not _binds(signature, 2) and _binds(signature, 3)
+    return _binds(signature, count) and not _binds(signature, instead_of)
 
 
 def _binds(signature: inspect.Signature, count: int) -> bool:

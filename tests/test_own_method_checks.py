@@ -60,3 +60,40 @@ def test_an_unhashable_static_setting_is_named_as_itself_not_as_method():
         _compile.cached(("probe", object(), [1, 2]), args)
     with pytest.raises(TypeError, match=r"method=\[1, 2\] cannot be hashed.*hg\.Method subclass"):
         _compile.compiled(("probe", object(), [1, 2]), lambda: lambda x: x + 1, args, static_names=("method",))
+
+
+# -- 5. model_reads_hparams=True with functions that take no hparams -------------------------------
+def _val_with_hparams(params, hparams, batch):
+    return _mse(params, batch)
+
+
+@pytest.mark.parametrize("argname", ["val_loss", "metric", "init"])
+def test_a_function_without_hparams_under_model_reads_hparams_names_the_flag_and_the_fix(argname):
+    flagged = dict(init=lambda key, hparams: {"w": jnp.zeros(3)}, val_loss=_val_with_hparams,
+                   model_reads_hparams=True)
+    forms = r"\(params, batch\), but Problem\(model_reads_hparams=True\) calls it as fn\(params, hparams, batch\)"
+    if argname == "metric":
+        changes, named = {"metrics": {"mse": _mse}}, r"Problem\(metrics=\{'mse': \.\.\.\}\) takes " + forms
+    elif argname == "val_loss":
+        changes, named = {"val_loss": _mse}, r"Problem\(val_loss=\.\.\.\) takes " + forms
+    else:
+        changes = {"init": lambda key: {"w": jnp.zeros(3)}}
+        named = r"Problem\(init=\.\.\.\) takes \(key\), but .* calls it as fn\(key, hparams\)"
+    objective = _objective(_problem(**{**flagged, **changes}), optimizer=lambda h: optax.sgd(h["lr"]))
+    before = _compile.stats.compilations
+    with pytest.raises(TypeError, match=named + r".*hparams argument.*drop model_reads_hparams=True"):
+        hg.hypergradient(objective, HPARAMS, KEY)
+    assert _compile.stats.compilations == before
+    fixed = _objective(_problem(**flagged), optimizer=lambda h: optax.sgd(h["lr"]))  # the fix it names runs
+    np.testing.assert_allclose(fixed(HPARAMS, KEY), _objective(optimizer=lambda h: optax.sgd(h["lr"]))(HPARAMS, KEY),
+                               rtol=1e-12)
+
+
+def test_a_type_error_inside_a_flagged_val_loss_is_not_blamed_on_the_flag():
+    def broken(params, hparams, batch):
+        return _mse(params, batch) + "a string"  # the user's own TypeError
+
+    problem = _problem(init=lambda key, hparams: {"w": jnp.zeros(3)}, val_loss=broken, model_reads_hparams=True)
+    with pytest.raises(TypeError) as info:
+        _objective(problem)(HPARAMS, KEY)
+    assert "model_reads_hparams" not in str(info.value)
