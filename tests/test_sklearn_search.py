@@ -947,3 +947,36 @@ def test_nan_in_the_data_is_refused_naming_x_or_y_before_compiling(make, where, 
     monkeypatch.setattr("hypergrad.hybrid_search", None)
     with pytest.raises(ValueError, match=match):
         make().fit(x, y)
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite:UserWarning")
+def test_hypergrad_search_descends_only_the_folds_a_fit_accepts():
+    """The fold training on one class, refused as a failed fit, was still descended on: its fit (one
+    scikit-learn's search never makes) entered the mean loss the hypergradients follow. Now the
+    descent is exactly the one on the other folds alone, and that fold's scores are error_score."""
+    x, y = _minority_last()
+    folds = list(sk.KFold(3).split(x))
+    with pytest.warns(FitFailedWarning, match="fold 2, whose training part holds one class"):
+        ours = HypergradSearchCV(LogisticRegression(), {"C": (0.1, 10.0, "log")}, cv=folds, budget=6, refit=False,
+                                 error_score=-7.0).fit(x, y)
+    alone = HypergradSearchCV(LogisticRegression(), {"C": (0.1, 10.0, "log")}, cv=folds[:2], budget=6,
+                              refit=False).fit(x, y)
+    assert [t.value for t in ours.hybrid_result_.trials] == [t.value for t in alone.hybrid_result_.trials]
+    for s in (0, 1):
+        np.testing.assert_array_equal(ours.cv_results_[f"split{s}_test_score"], alone.cv_results_[f"split{s}_test_score"])
+    assert np.all(ours.cv_results_["split2_test_score"] == -7.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=sk.KFold(2)),
+    lambda: HypergradSearchCV(LogisticRegression(), {"C": (0.1, 10.0, "log")}, cv=sk.KFold(2), budget=4),
+])
+def test_every_fold_training_on_one_class_fails_before_compiling(make, monkeypatch):
+    """Every fold's training part holds one class: scikit-learn's "All the N fits failed", naming the
+    folds, raised before anything compiles (it came after fitting every candidate x fold)."""
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.r_[np.zeros(10, int), np.ones(10, int)]
+    monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise
+    monkeypatch.setattr("hypergrad.hybrid_search", None)
+    with pytest.raises(ValueError, match=r"All the \d+ fits failed(.|\n)*fold 1, whose training part holds one class"):
+        make().fit(x, y)

@@ -28,7 +28,8 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    "All the N fits failed" `ValueError`). So is every fit on a fold whose training part holds a
    single class, which the classifier's own `fit` refuses though the program, given the full data's
    classes, could fit it (`refused_folds`; with `error_score="raise"` that error is raised before
-   anything compiles). A NaN score of a fit that did not fail (R^2 of a
+   anything compiles, and so is "All the N fits failed" when every fold is refused:
+   `check_a_fold_fits`). A NaN score of a fit that did not fail (R^2 of a
    one-example fold) stays NaN, as scikit-learn's. A fit that ran all its `max_iter` iterations
    without its stopping rule stopping it (an MLP's tol / n_iter_no_change or early stopping, a
    LogisticRegression's tol on the gradient: the
@@ -281,6 +282,23 @@ def refused_folds(search: Any, target: Target, y: Any, encoded: np.ndarray, spli
         if search.error_score == "raise":
             raise ValueError(f"{refused[s]}; error_score='raise'")
     return refused
+
+
+def check_a_fold_fits(search: Any, candidates: Sequence[Mapping[str, Any]], refused: Mapping[int, str], k: int
+                      ) -> None:
+    """scikit-learn's "All the N fits failed" `ValueError` (`fits_failed`) when every one of the k
+    folds is refused (`refused_folds`: each training part holds one class), raised before anything
+    compiles instead of after fitting every candidate x fold for nothing; N counts `candidates` x
+    k. Nothing when a fold is left."""
+    if refused and len(refused) == k:
+        fits_failed(search, list(candidates), np.ones((len(candidates), k), bool), refused)
+
+
+def configurations(discrete: Mapping[str, Sequence[Any]], n_iter: int) -> list[dict[str, Any]]:
+    """The configurations of `HypergradSearchCV`'s lists as many as it starts (every combination,
+    or `n_iter` of them): for counting its fits before it draws which (`check_a_fold_fits`)."""
+    combos = [dict(zip(discrete, values)) for values in itertools.product(*discrete.values())]
+    return combos[:n_iter]
 
 
 # -- candidates, grouped by what cannot be traced -------------------------------------------------------
@@ -786,6 +804,7 @@ class VmappedSearch(RefusesCandidates):
         self.n_splits_ = len(splits)
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
+        check_a_fold_fits(self, candidates, refused, len(splits))
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
@@ -1098,7 +1117,11 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     one training example fewer, or its score counts one validation example fewer, than scikit-learn's
     (`n_test_samples` is the size scored). Folds that differ by more (TimeSeriesSplit, GroupKFold
     with unequal groups, PredefinedSplit, index lists) run in scikit-learn's `RandomizedSearchCV` on
-    the same folds and ranges, with a `UserWarning` naming the sizes. A configuration
+    the same folds and ranges, with a `UserWarning` naming the sizes. A fold whose training part
+    holds one class, which the classifier's own `fit` refuses (`refused_folds`), is not descended:
+    the loss is the mean over the other folds, and its scores are `error_score` with a
+    `FitFailedWarning`, as scikit-learn's search records a failed fit (every fold refused:
+    scikit-learn's "All the N fits failed", before anything compiles). A configuration
     whose start (or every step so far) diverges restarts at a fresh draw from the ranges until a
     step is finite, with a warning (`hypergrad.outer`).
 
@@ -1173,17 +1196,19 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         if why:  # scikit-learn's search on exactly these folds (a generator cv is spent)
             return self._sklearn_fallback(fallback(self, why, SklearnRandomizedSearchCV), X, y, cv=splits, **params)
         self.n_splits_ = len(splits)
-        encoding = target.final._encode_y(y)
-        refused = refused_folds(self, target, y, encoding[0], splits)
-        scored = equal_folds(splits)
         key = target.final._fit_key()
         ranges = {"discrete": discrete, "continuous": continuous}
         check_same_fit(self, target, lambda: fit_description(self, X, y, params, ranges, splits, [key]))
-        result = self._descend(target, X, y, encoding, discrete, continuous, scored, key)
+        encoding = target.final._encode_y(y)
+        refused = refused_folds(self, target, y, encoding[0], splits)
+        check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
+        scored = equal_folds(splits)
+        descended = [s for s in range(len(splits)) if s not in refused]  # a refused fold's fit is no fit to descend
+        result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key)
         n_val = len(scored[0][1])  # the validation examples each fold's scores count
-        candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val)
+        candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val, descended)
         self.hybrid_result_ = result
-        self.hypergrad_info_ = [run_record(result, len(splits))]
+        self.hypergrad_info_ = [run_record(result, len(descended))]
         self._finish(X, y, candidates, scored, tables, refused=refused)
         return self
 
@@ -1213,11 +1238,12 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         return hg.hybrid_search(family, space, key, budget=budget,
                                 configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
 
-    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: int
-                ) -> tuple[list[dict], dict]:
+    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: int,
+                descended: Sequence[int]) -> tuple[list[dict], dict]:
         """Candidates (one per trial) and their per-fold scores, failed fits and seconds from the
-        hybrid's trials, on k folds of `n_val` validation examples each (`equal_folds`); failures
-        and scores as `run_folds` reads them."""
+        hybrid's trials, on k folds of `n_val` validation examples each (`equal_folds`), of which
+        the hybrid descended the folds `descended` (in order; the others, refused, stay NaN for
+        `_finish`); failures and scores as `run_folds` reads them."""
         metric, sign, counts = metric_of(self.estimator, self.scoring)
         trials = result.trials
         candidates = [{target.prefix + n: as_param(t.hparams[n]) for n in names} for t in trials]
@@ -1226,13 +1252,13 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
                   "score_time": np.zeros(shape), "failed": np.zeros(shape, bool), "ran_out": np.zeros(shape, bool)}
         share = result.compile_seconds / len(trials)
         for row, t in enumerate(trials):
-            for j in range(k):  # one fold's problem is not cross-validated: its scores have no fold suffix
-                suffix = f"_fold{j}" if k > 1 else ""
-                tables["failed"][row, j] = fold_failed(t, suffix)
-                tables["ran_out"][row, j] = ran_out(t, suffix)
-                value = np.nan if tables["failed"][row, j] else sign * t.scores.get(f"val_{metric}{suffix}", np.nan)
-                tables["test"][row, j] = exact_fraction(value, n_val) if counts else value
-                tables["fit_time"][row, j] = (t.seconds + share) / k
+            for j, fold in enumerate(descended):  # one fold's problem is not cross-validated: no fold suffix
+                suffix = f"_fold{j}" if len(descended) > 1 else ""
+                tables["failed"][row, fold] = fold_failed(t, suffix)
+                tables["ran_out"][row, fold] = ran_out(t, suffix)
+                value = np.nan if tables["failed"][row, fold] else sign * t.scores.get(f"val_{metric}{suffix}", np.nan)
+                tables["test"][row, fold] = exact_fraction(value, n_val) if counts else value
+                tables["fit_time"][row, fold] = (t.seconds + share) / len(descended)
         return candidates, tables
 
     def _sklearn_fallback(self, notice: FallbackNotice, X: Any, y: Any, cv: Any = None, **params: Any
