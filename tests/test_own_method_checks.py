@@ -48,6 +48,67 @@ def _objective(problem=None, optimizer=lambda h: optax.sgd(0.05)):
     return hg.Objective(_problem() if problem is None else problem, optimizer, num_steps=T)
 
 
+# -- 1. Implicit and a customised training step --------------------------------------------------
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ProjectedLoop(Loop):
+    """Each step projects the weights onto the ball of radius 0.5: training ends on the sphere, where
+    the training loss's gradient is not 0."""
+
+    def update(self, state, hparams, minibatch):
+        state = super().update(state, hparams, minibatch)
+        w = state.params["w"]
+        return state._replace(params={"w": w * jnp.minimum(1.0, 0.5 / jnp.linalg.norm(w))})
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _PenalisedLoop(Loop):
+    """A training loss of the loop's own, the step Loop's: Implicit solves this loss's stationarity."""
+
+    def train_loss(self, params, hparams, minibatch):
+        return super().train_loss(params, hparams, minibatch) + 0.3 * jnp.sum(params["w"] ** 2)
+
+
+def _objective_with_loop(loop_class, num_steps=T):
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class _Custom(hg.Objective):
+        def loop(self, data=None):
+            plain = super().loop(data)
+            return loop_class(plain.problem, plain.optimizer_fn, plain.num_steps, plain.unroll, plain.data)
+
+    return _Custom(_problem(), lambda h: optax.sgd(0.05), num_steps=num_steps)
+
+
+def test_implicit_refuses_a_loop_whose_training_step_is_customised_before_anything_compiles():
+    objective = _objective_with_loop(_ProjectedLoop)
+    hparams = {"l2": 0.1}
+    with pytest.raises(ValueError):  # the eager conversions of the arguments, compiled once per process
+        hg.hypergradient(_objective_with_loop(_ProjectedLoop), hparams, KEY, method=hg.Implicit())
+    before, compiles = _compile.stats.compilations, len(_COMPILES)
+    with pytest.raises(ValueError, match=r"Implicit cannot vouch for the objective's custom training loop: "
+                                         r"_ProjectedLoop overrides Loop\.update.*stationary point of "
+                                         r"Loop\.train_loss.*optimizer.*Loop\.train_loss.*hg\.Reverse\(\)"):
+        hg.hypergradient(objective, hparams, KEY, method=hg.Implicit())
+    with pytest.raises(ValueError, match=r"_ProjectedLoop overrides Loop\.update"):
+        hg.hypergradient_flops(objective, hg.Implicit(), hparams, KEY)
+    assert _compile.stats.compilations == before and len(_COMPILES) == compiles
+    hg.hypergradient(objective, hparams, KEY, method=hg.Reverse())  # the loop itself runs
+
+
+def test_implicit_honours_a_loop_that_changes_only_its_training_loss():
+    """Equal to Implicit on the problem whose own train_loss holds the loop's penalty."""
+    hparams = {"l2": 0.1}
+    value, grads = hg.hypergradient(_objective_with_loop(_PenalisedLoop, num_steps=200), hparams, KEY,
+                                    method=hg.Implicit())
+    penalised = _problem(train_loss=lambda p, h, b: _train_loss(p, h, b) + 0.3 * jnp.sum(p["w"] ** 2))
+    reference = hg.hypergradient(hg.Objective(penalised, lambda h: optax.sgd(0.05), num_steps=200), hparams, KEY,
+                                 method=hg.Implicit())
+    np.testing.assert_allclose(value, reference[0], rtol=1e-12)
+    np.testing.assert_allclose(grads["l2"], reference[1]["l2"], rtol=1e-10)
+    assert abs(float(grads["l2"])) > 1e-6  # not a trivial zero
+
+
 # -- 4. an unhashable static setting is named as itself --------------------------------------------
 def test_an_unhashable_static_setting_is_named_as_itself_not_as_method():
     args = (jnp.zeros(2),)

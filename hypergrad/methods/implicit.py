@@ -45,6 +45,12 @@ from hypergrad.methods.base import Method, refusing_derivatives
 
 __all__ = ["Implicit", "hparams_read_by"]
 
+_TRAINING = ("update", "step", "run", "train")
+"""The `Loop` methods that train. Implicit runs them as the loop has them but assumes they end at a
+stationary point of `Loop.train_loss`, as the plain loop's gradient steps approach one: a loop that
+overrides any of them is refused (`_check_plain_training`). Its other pieces (init, draw,
+train_loss, optimizer, readout, val_loss) it calls as the loop has them."""
+
 _SOLVERS = ("cg", "neumann")
 _SOLVER_FIELDS = {"cg": {"maxiter": 100, "tol": 1e-6}, "neumann": {"num_terms": 100, "alpha": 0.1}}
 """The fields each solver reads, with their defaults; the other solver's stay None."""
@@ -223,6 +229,14 @@ class Implicit(Method):
     part of the path that Implicit ignores (see Bias). A hyperparameter read only by the
     validation loss gets its exact gradient, the direct term; one read by nothing gets zero.
 
+    The training step is the plain loop's: an objective whose loop is a `hypergrad.loop.Loop`
+    subclass overriding a training step (`update`, `step`, `run`, `train`) is refused with a
+    ValueError before anything compiles, since such a step need not end at a stationary point of
+    the training loss (a projection does not). One that does (a change of the gradient, such as
+    clipping, or of the loss) can be written through the pieces Implicit honours: the optimizer, or
+    the loop's `train_loss`, whose stationarity Implicit then solves; `hg.Reverse()` and
+    `hg.Forward()` differentiate any loop.
+
     Cost: one training run, plus `maxiter` (CG, at most) or `num_terms` (Neumann) Hessian-vector
     products on the full training set (each about two gradient evaluations), plus one gradient of
     the validation loss and one mixed vector-Jacobian product. Memory (with `unroll=False`): a few
@@ -304,7 +318,9 @@ class Implicit(Method):
     # -- refusal -------------------------------------------------------------------------------
     def check_loop(self, loop: Loop, hparams: HParams) -> None:
         """Refuses, statically, hyperparameters that the optimiser reads (e.g. 'lr', 'momentum') and
-        those that the initialisation reads but the training loss does not (e.g. an init scale)."""
+        those that the initialisation reads but the training loss does not (e.g. an init scale),
+        and a loop whose training step is customised (`_check_plain_training`)."""
+        _check_plain_training(loop)
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
             held = [str(leaf.dtype) for leaf in jax.tree.leaves(params) if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
@@ -382,3 +398,23 @@ class Implicit(Method):
         # dV/dh = -v' d2L/dwdh + (the direct term dV/dh at fixed w).
         grads = jax.tree.map(lambda m, d: d - m, mixed, direct)
         return (value, scores), grads
+
+
+def _check_plain_training(loop: Loop) -> None:
+    """`ValueError` unless `loop` trains as `hypergrad.loop.Loop` does: Implicit assumes training
+    ends at a stationary point of `loop.train_loss` on the full training set, which the plain loop's
+    gradient steps approach; a subclass that changes a step (a projection, alternating updates)
+    may end elsewhere, where Implicit's hypergradient would be that of a fixed point training never
+    reaches, silently wrong. Reads the loop's type only: nothing is traced."""
+    changed = [name for name in _TRAINING if getattr(type(loop), name) is not getattr(Loop, name)]
+    if changed:
+        raise ValueError(
+            f"Implicit cannot vouch for the objective's custom training loop: {type(loop).__name__} overrides "
+            f"{', '.join('Loop.' + name for name in changed)}, and Implicit assumes that training ends at a "
+            "stationary point of Loop.train_loss on the full training set (its gradient in the parameters is 0), "
+            "as the plain loop's gradient steps approach one; a custom step need not (a projection or a constraint "
+            "ends where that gradient is not 0), and Implicit would return the hypergradient of a point training "
+            "never reaches. A custom step whose end is such a stationary point is honoured when written through the "
+            "pieces Implicit calls as the loop has them: keep Loop's step and change the gradient in the optimizer "
+            "(clipping, for one), or the loss in Loop.train_loss (or Problem(train_loss=...)), whose stationarity "
+            "Implicit then solves. Otherwise use hg.Reverse() or hg.Forward(), which differentiate the loop as it runs")
