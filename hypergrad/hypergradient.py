@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -15,6 +15,7 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad._checks import check_key
 from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds
+from hypergrad.folds import checking_each_fold
 from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_method_output", "check_differentiable_hparams"]
@@ -78,21 +79,36 @@ def hypergradient(
     check_differentiable_hparams(hparams)
     key = check_key(key)
     method.check(objective, hparams)
-    if not _compile.is_traced(hparams):  # under a transformation the objective may close over tracers
-        check_objective_runs(objective, hparams)
-    else:  # the schedules still (at zeros of the traced values' shapes), when the optimiser runs on its own
-        check_schedules_in_bounds(objective, hparams)
     (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
     return value, grads
 
 
 def value_scores_and_grad(objective: Objective, hparams: HParams, key: Key, method: Method):
-    """((value, scores), grads) from the cached compiled program (or inline when traced)."""
+    """((value, scores), grads) from the cached compiled program (or inline when traced).
+
+    The objective's checks (`check_objective_runs`, which compiles a small probe for array
+    hyperparameters) come after the method's program is traced, which checks its output
+    (`value_and_grad_fn`), and before that program compiles: a method of one's own returning the
+    wrong structure is refused before anything compiles, and an objective's fault still before the
+    program's compilation (tracing it raises the same errors as the objective's own trace)."""
     data = objective.problem.data
     if _compile.is_traced((hparams, key, data)):
-        return value_and_grad_fn(objective, method)(hparams, key, data)
-    executable, _ = compiled_value_and_grad(objective, method, (hparams, key, data))
+        out = value_and_grad_fn(objective, method)(hparams, key, data)
+        _check_objective(objective, hparams)
+        return out
+    executable, _ = compiled_value_and_grad(objective, method, (hparams, key, data),
+                                            before_compile=lambda: _check_objective(objective, hparams))
+    _check_objective(objective, hparams)  # a program found in memory: remembered per shapes, so free once made
     return executable(hparams, key, data)
+
+
+def _check_objective(objective: Objective, hparams: HParams) -> None:
+    """`check_objective_runs`; under a transformation, where the objective may close over tracers,
+    the schedules only (at zeros of the traced values' shapes), when the optimiser runs on its own."""
+    if not _compile.is_traced(hparams):
+        check_objective_runs(objective, hparams)
+    else:
+        check_schedules_in_bounds(objective, hparams)
 
 
 def value_and_grad_fn(objective: Objective, method: Method):
@@ -102,23 +118,32 @@ def value_and_grad_fn(objective: Objective, method: Method):
     Its output is checked as it is traced (`check_method_output`), so a method returning the wrong
     structure is refused by the first trace (the program's, or the FLOP count's that tune and
     hybrid_search make before compiling their outer step), before anything is compiled from it.
-    Cost: a comparison of shapes and dtypes per trace, nothing in the compiled program."""
-    return lambda h, k, d: check_method_output(method, h, method.value_and_grad(objective, h, k, d))
+    Under cross-validation each fold's output is checked so before the folds are averaged
+    (`hypergrad.folds.checking_each_fold`), then the average. Cost: a comparison of shapes and
+    dtypes per trace (and per fold's trace), nothing in the compiled program."""
+    def program(h, k, d):
+        with checking_each_fold(lambda out: check_method_output(method, h, out, fold=True)):
+            out = method.value_and_grad(objective, h, k, d)
+        return check_method_output(method, h, out)
+
+    return program
 
 
-def check_method_output(method: Method, hparams: HParams, out: Any) -> Any:
+def check_method_output(method: Method, hparams: HParams, out: Any, fold: bool = False) -> Any:
     """`out`, the output of `method.value_and_grad` at `hparams` (traced or concrete), checked from
     its shapes and dtypes alone: a pair ((value, scores), grads) with value a floating-point
     scalar, scores a dict holding "val_loss" and grads shaped like `hparams` (its names, shapes and
     dtypes), as every caller reads it. Raises `ValueError` naming the method's class, what is wrong
     (expected against got) and the fix; otherwise what a hypergradient, tune or hybrid_search would
     fail on later, deep inside JAX's transformations or as a bare KeyError, or accept silently
-    (hg.hypergradient returning extra or missing gradients). Cost: Python comparisons of shapes."""
+    (hg.hypergradient returning extra or missing gradients). `fold`: `out` is one cross-validation
+    fold's, before the folds are averaged (the message says so). Cost: Python comparisons of shapes."""
     fault = _output_fault(out, hparams)
     if fault is not None:
         name = type(method).__name__
+        where = " on a cross-validation fold (checked before the folds are averaged)" if fold else ""
         raise ValueError(
-            f"method={method!r} returned the wrong structure: {fault}. {name}.differentiate(loop, hparams, key) "
+            f"method={method!r} returned the wrong structure{where}: {fault}. {name}.differentiate(loop, hparams, key) "
             "must return ((value, scores), grads): value the validation loss (a floating-point scalar), scores a "
             "dict holding 'val_loss' (e.g. {'val_loss': value}) and grads a dict with exactly the names of hparams, "
             f"each of its hyperparameter's shape and dtype (as jax.grad gives them). Fix {name}.differentiate so "
@@ -177,7 +202,9 @@ def _described(tree: Any) -> str:
     return repr(jax.tree.map(leaf, tree, is_leaf=lambda x: not isinstance(x, (tuple, list, dict))))
 
 
-def compiled_value_and_grad(objective: Objective, method: Method, args: tuple):
-    """(executable, compile seconds) of `method.value_and_grad` on `objective`."""
-    return _compile.compiled(("hypergradient", objective, method),
-                             lambda: value_and_grad_fn(objective, method), args)
+def compiled_value_and_grad(objective: Objective, method: Method, args: tuple,
+                            before_compile: Callable[[], Any] | None = None):
+    """(executable, compile seconds) of `method.value_and_grad` on `objective`; `before_compile`
+    runs after its trace (`_compile.compiled`), only when the program is compiled now."""
+    return _compile.compiled(("hypergradient", objective, method), lambda: value_and_grad_fn(objective, method),
+                             args, before_compile, static_names=("method",))

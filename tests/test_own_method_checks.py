@@ -48,6 +48,20 @@ def _objective(problem=None, optimizer=lambda h: optax.sgd(0.05)):
     return hg.Objective(_problem() if problem is None else problem, optimizer, num_steps=T)
 
 
+@dataclasses.dataclass(frozen=True)
+class Wrong(hg.Method):
+    """Plain autodiff, its output then spoilt as `kind` says."""
+    kind: str = "right"
+
+    def differentiate(self, loop, hparams, key):
+        (value, scores), grads = jax.value_and_grad(lambda h: loop.readout(loop.train(h, key), h),
+                                                    has_aux=True)(hparams)
+        return {"right": lambda: ((value, scores), grads),
+                "not a pair": lambda: (value, grads),
+                "value shape": lambda: ((jnp.stack([value, value]), scores), grads),
+                "grad shape": lambda: ((value, scores), {n: jnp.full(2, g) for n, g in grads.items()})}[self.kind]()
+
+
 # -- 1. Implicit and a customised training step --------------------------------------------------
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +121,49 @@ def test_implicit_honours_a_loop_that_changes_only_its_training_loss():
     np.testing.assert_allclose(value, reference[0], rtol=1e-12)
     np.testing.assert_allclose(grads["l2"], reference[1]["l2"], rtol=1e-10)
     assert abs(float(grads["l2"])) > 1e-6  # not a trivial zero
+
+
+# -- 2. a method's output under cross-validation, checked per fold ---------------------------------
+@pytest.mark.parametrize("kind, fault", [("not a pair", r"it returned \(float64\[\], \{'l2': float64\[\].*not a pair"),
+                                         ("value shape", r"value is float64\[2\], expected a floating-point scalar"),
+                                         ("grad shape", r"grads\['l2'\] is float64\[2\], expected float64\[\]")])
+def test_under_cv_each_folds_output_is_checked_before_the_folds_are_averaged(kind, fault):
+    objective = _objective(_problem(cv=3), optimizer=lambda h: optax.sgd(h["lr"]))
+    before = _compile.stats.compilations
+    refusal = (rf"method=Wrong\(kind='{kind}'\) returned the wrong structure on a cross-validation fold "
+               rf"\(checked before the folds are averaged\): {fault}.*Fix Wrong\.differentiate")
+    with pytest.raises(ValueError, match=refusal):
+        hg.hypergradient(objective, HPARAMS, KEY, method=Wrong(kind))
+    with pytest.raises(ValueError, match=refusal):
+        hg.hypergradient_flops(objective, Wrong(kind), HPARAMS, KEY)
+    assert _compile.stats.compilations == before
+    value, grads = hg.hypergradient(objective, HPARAMS, KEY, method=Wrong())
+    reference = hg.hypergradient(objective, HPARAMS, KEY)
+    np.testing.assert_allclose(value, reference[0], rtol=1e-12)
+    for name in HPARAMS:
+        np.testing.assert_allclose(grads[name], reference[1][name], rtol=1e-10)
+
+
+# -- 3. the output check before the schedule probe compiles ---------------------------------------
+def _schedule_objective():
+    return _objective(optimizer=lambda h: optax.sgd(lambda step: h["lr"][step]))
+
+
+def test_a_wrong_method_output_is_refused_before_the_schedule_probe_compiles():
+    schedule = {"lr": jnp.full(T, 0.05), "l2": jnp.asarray(0.1)}
+    with pytest.raises(ValueError, match=r"returned the wrong structure"):  # eager conversions, once
+        hg.hypergradient(_schedule_objective(), schedule, KEY, method=Wrong("value shape"))
+    compiles = len(_COMPILES)
+    with pytest.raises(ValueError, match=r"Wrong\(kind='value shape'\) returned the wrong structure: value is "
+                                         r"float64\[2\]"):
+        hg.hypergradient(_schedule_objective(), schedule, KEY, method=Wrong("value shape"))
+    assert len(_COMPILES) == compiles  # the probe of the schedule check compiled nothing before the refusal
+    objective = _schedule_objective()  # the probe still runs before the program compiles, and refuses
+    with pytest.raises(ValueError, match=r"indexes a hyperparameter past its end"):
+        hg.hypergradient(objective, {"lr": jnp.full(T - 1, 0.05), "l2": jnp.asarray(0.1)}, KEY, method=Wrong())
+    value, grads = hg.hypergradient(objective, schedule, KEY, method=Wrong())
+    reference = hg.hypergradient(objective, schedule, KEY)
+    np.testing.assert_allclose(grads["lr"], reference[1]["lr"], rtol=1e-10)
 
 
 # -- 4. an unhashable static setting is named as itself --------------------------------------------
