@@ -1,26 +1,29 @@
 """Several processes making one call (`jax.distributed`): every process must make the same call, or
 the programs they run differ and a collective waits for ever (or gloo aborts with a "collective
-mismatch"). `check_processes_agree` compares the calls' descriptions across processes before
-anything runs, and refuses a difference on every process, naming it."""
+mismatch"). `checked_together` runs a call's own checks, then compares its plain arguments and
+shares any refusal in one all-gather; `check_processes_agree` compares the calls' descriptions
+across processes before anything runs. Each refuses a difference (or a refusal) on every process,
+naming it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-__all__ = ["check_arguments_agree", "check_processes_agree"]
+__all__ = ["checked_together", "check_arguments_agree", "check_processes_agree"]
 
 PARTS = ("kind", "space", "objective", "key")  # a description's parts compared whole; its arguments one by one
 _DIGEST_BYTES = 8
 _ARGUMENT_SLOTS = 24  # arguments compared one by one; any further ones share the last slot
-_ARGUMENTS_TAG = b"hypergrad-arguments/1:"  # opens `check_arguments_agree`'s buffer: a mismatched gather shows
+_ARGUMENTS_TAG = b"hypergrad-arguments/2:"  # opens `check_arguments_agree`'s buffer: a mismatched gather shows
 _ARGUMENTS_BYTES = 4096  # the buffer `check_arguments_agree` gathers (a fixed shape, as a gather needs)
 _SHOWN = 100  # characters of a value a refusal shows (a longer one is cut, its digest appended)
 # how to mend a difference of an argument, where the general advice says too little
@@ -30,40 +33,111 @@ _FIX = {"log": "give log= on every process or on none (process 0 alone writes it
                "gives is not written, and may differ)",
         "storage": _STUDY_FIX, "study": _STUDY_FIX}
 _GIVEN_ONLY = ("log",)  # compared by whether they are given (a path), not by their value
+_PATHS = ("storage",)  # compared as real paths: "./s.db" and "s.db" name one file
+_REFUSAL_CHARS = 600  # of a refusal's message sent to the other processes (ASCII, escapes included)
+_RAISED_AS = (ValueError, TypeError)  # a refusal the others raise as such (anything else: RuntimeError)
+
+
+@contextlib.contextmanager
+def checked_together(what: str, **arguments: Any) -> Iterator[None]:
+    """A strategy's own checks, run in the `with` block, then its plain `arguments` compared across
+    processes in one all-gather that also carries each process's refusal, so that a check failing
+    on one process alone (an int for the key, say) stops every process instead of leaving the
+    others waiting for it in a collective for ever. After the block, on every process:
+
+    - arguments that differ: `check_arguments_agree`'s `ValueError` naming the first (chained from
+      this process's own refusal, if any): a difference explains a refusal on one process alone;
+    - else a process that refused raises its own error, unchanged;
+    - else, another process having refused, the first's error, named: `random_search: process 1
+      refused its call with ValueError: key must be ...` (a `ValueError` or `TypeError` as the same
+      type, anything else as a `RuntimeError`).
+
+    The block must make no collective of its own (a check gathering a verdict, as `check_log`
+    does, comes after it: a process that refused earlier would pair its gather with another).
+    In a lone process the block runs as it is, and nothing is gathered. Cost, with several
+    processes: `check_arguments_agree`'s one all-gather, no more."""
+    if jax.process_count() == 1:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:  # any: a process leaving here alone would leave the others waiting
+        _compared(what, arguments, err)
+        raise
+    _compared(what, arguments, None)
 
 
 def check_arguments_agree(what: str, **arguments: Any) -> None:
     """Raises `ValueError` on every process when the processes gave `what` (a public strategy's
     name) different plain arguments, naming the first that differs and each process's value:
     `log= differs: 'trials.jsonl' on process 0, None on process 1; ...`. Each strategy calls it
-    first, before any argument is checked, so that an argument given (or invalid) on one process
-    alone is refused on all, instead of one process raising while another waits for it in a
+    through `checked_together`, after its own checks, so that an argument given (or invalid) on one
+    process alone is refused on all, instead of one process raising while another waits for it in a
     collective, or the processes pairing different collectives (a gloo abort). Values are shown
-    as `plain_description` gives them: numbers, strings and paths as they are, arrays by dtype,
-    shape and digest, other objects by their type's name (so an object's memory address never
-    differs); `check_processes_agree` then compares the whole call. Nothing in a lone process.
+    as `plain_description` gives them: numbers, strings and paths as they are (`storage=` as a
+    real path), arrays by dtype, shape and digest, other objects by their type's name (so an
+    object's memory address never differs); `check_processes_agree` then compares the whole call.
+    Nothing in a lone process.
 
     Cost, with several processes: one all-gather of a 4 KiB buffer (also a barrier), and arrays
     among the arguments copied to the host to be digested."""
     if jax.process_count() == 1:
         return
-    shown = {name: _given(value) if name in _GIVEN_ONLY else plain_description(value)
-             for name, value in arguments.items()}
-    sent = np.zeros(_ARGUMENTS_BYTES, np.uint8)
-    text = _ARGUMENTS_TAG + json.dumps(_fitted(shown)).encode()
-    if len(text) > _ARGUMENTS_BYTES:  # not with a strategy's arguments (each value cut to _SHOWN): digests alone
-        text = _ARGUMENTS_TAG + json.dumps({k: "#" + _digest(v).tobytes().hex() for k, v in shown.items()}).encode()
-    sent[:len(text)] = np.frombuffer(text, np.uint8)
-    got = np.asarray(multihost_utils.process_allgather(sent), np.uint8).reshape(jax.process_count(), -1)
-    calls = [_decoded(bytes(row), what) for row in got]
+    _compared(what, arguments, None)
+
+
+def _compared(what: str, arguments: dict[str, Any], refusal: Exception | None) -> None:
+    """The all-gather of `checked_together`: every process's `arguments` and refusal (None: its
+    checks passed); raises as it says, except this process's own refusal (its caller re-raises it)."""
+    shown = {name: _shown(name, value) for name, value in arguments.items()}
+    got = np.asarray(multihost_utils.process_allgather(_buffer(shown, _refusal_text(refusal))), np.uint8)
+    calls = [_decoded(bytes(row), what) for row in got.reshape(jax.process_count(), -1)]
     for name in arguments:
-        values = [call.get(name, "(not given)") for call in calls]
+        values = [call[0].get(name, "(not given)") for call in calls]
         if any(value != values[0] for value in values):
             said = ", ".join(f"{value} on process {p}" for p, value in enumerate(values))
             fix = _FIX.get(name, "give the same {name}= on every process (every process must make the same call, "
                                  "or they run different programs and wait for each other for ever)")
             raise ValueError(f"several processes made different calls of {what}: {name}= differs: {said}; "
-                             + fix.format(name=name))
+                             + fix.format(name=name)) from refusal
+    refused = [(p, call[1]) for p, call in enumerate(calls) if call[1] is not None]
+    if refusal is None and refused:
+        p, (kind, message, raised_as) = refused[0]
+        raised = next((k for k in _RAISED_AS if k.__name__ == raised_as), RuntimeError)
+        raise raised(f"{what}: process {p} refused its call with {kind}: {message} (every process stops: each "
+                     "must make the same call, and one that a process refuses would leave the others waiting "
+                     "for it for ever)")
+
+
+def _shown(name: str, value: Any) -> str:
+    if name in _GIVEN_ONLY:
+        return _given(value)
+    if name in _PATHS and isinstance(value, (str, bytes, os.PathLike)) and os.fsdecode(value) not in ("", ":memory:"):
+        return repr(os.path.realpath(os.fsdecode(value)))  # (its own check refuses "" and ":memory:")
+    return plain_description(value)
+
+
+def _refusal_text(refusal: Exception | None) -> list[str] | None:
+    """A refusal as sent: its type's name, its message (cut, in ASCII: escapes for the rest) and the
+    name of the type the others raise it as."""
+    if refusal is None:
+        return None
+    message = str(refusal).encode("ascii", "backslashreplace").decode()
+    cut = message if len(message) <= _REFUSAL_CHARS else message[:_REFUSAL_CHARS] + "..."
+    raised = next((kind for kind in _RAISED_AS if isinstance(refusal, kind)), RuntimeError)
+    return [type(refusal).__name__, cut, raised.__name__]
+
+
+def _buffer(shown: dict[str, str], refused: list[str] | None) -> np.ndarray:
+    """The gathered buffer: the tag, then the shown arguments and the refusal as JSON (arguments as
+    digests alone when they do not fit: not with a strategy's arguments, each value cut to _SHOWN)."""
+    sent = np.zeros(_ARGUMENTS_BYTES, np.uint8)
+    text = _ARGUMENTS_TAG + json.dumps([_fitted(shown), refused]).encode()
+    if len(text) > _ARGUMENTS_BYTES:
+        digests = {k: "#" + _digest(v).tobytes().hex() for k, v in shown.items()}
+        text = _ARGUMENTS_TAG + json.dumps([digests, refused]).encode()
+    sent[:len(text)] = np.frombuffer(text, np.uint8)
+    return sent
 
 
 def _given(path: Any) -> str:
@@ -113,15 +187,16 @@ def _fitted(shown: dict[str, str]) -> dict[str, str]:
     return {name: fit(text) for name, text in shown.items()}
 
 
-def _decoded(row: bytes, what: str) -> dict[str, str]:
-    """A process's arguments from its gathered buffer; a `RuntimeError` for a buffer that is not one
-    (the processes' collectives out of step: an earlier call differed between them)."""
+def _decoded(row: bytes, what: str) -> tuple[dict[str, str], list[str] | None]:
+    """A process's arguments and refusal from its gathered buffer; a `RuntimeError` for a buffer
+    that is not one (the processes' collectives out of step: an earlier call differed between them)."""
     text = row.rstrip(b"\0")
     try:
         if not text.startswith(_ARGUMENTS_TAG):
             raise ValueError("untagged")
-        return json.loads(text[len(_ARGUMENTS_TAG):].decode())
-    except ValueError as err:
+        arguments, refused = json.loads(text[len(_ARGUMENTS_TAG):].decode())
+        return arguments, refused
+    except (ValueError, TypeError) as err:
         raise RuntimeError(
             f"{what}: the processes' collectives are out of step (a process sent something else than its "
             "call's arguments): an earlier call differed between the processes, or one of them raised "

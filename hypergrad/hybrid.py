@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int, is_number
-from hypergrad._processes import check_arguments_agree
+from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int, is_number
+from hypergrad._processes import checked_together
 from hypergrad._indexing import check_schedules_in_bounds
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
@@ -108,16 +108,14 @@ def hybrid_search(
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    check_arguments_agree("hybrid_search", budget=budget, configs=configs, method=method, outer=outer, log=log,
-                          storage=storage, study=study)  # several processes: before a check raises on one alone
-    continuous = _check_hybrid_args(objective, space, method, budget, configs)
-    _check_outputs(log, progress, storage, study)
-    key, outer = check_key(key), check_outer(outer, continuous)
+    with checked_together("hybrid_search", budget=budget, configs=configs, method=method, outer=outer, log=log,
+                          storage=storage, study=study):  # several processes: a refusal on one stops all
+        continuous = _check_hybrid_args(objective, space, method, budget, configs)
+        _check_outputs(log, progress, storage, study)
+        key, outer = check_key(key), check_outer(outer, continuous)
+    check_log(log, storage)  # after: it gathers process 0's verdict on the path
     settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
-    num = len(next(iter(settings.values())))
-    if budget < 2 * num:  # a hypergradient costs at least one run: refuse before compiling anything
-        raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
-                         f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
+    num = _check_budget(budget, settings)  # (the same on every process when their calls agree)
     rates = measured_rates().of_process_0() if isinstance(objective, Structured) else None
     centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
     rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
@@ -154,10 +152,22 @@ def hybrid_search(
         return result if writer is None else writer.finish(result, space)
 
 
+def _check_budget(budget: int, settings: dict[str, Any]) -> int:
+    """The number of configurations `settings` holds; a `ValueError` when `budget` cannot buy two
+    hypergradients for each (a hypergradient costs at least one run): before any program of the
+    search compiles."""
+    num = len(next(iter(settings.values())))
+    if budget < 2 * num:
+        raise ValueError(f"budget={budget} runs cannot buy two hypergradients for each of {num} configurations "
+                         f"(at least {2 * num} runs, about {6 * num} for Reverse); raise it or sample fewer configs")
+    return num
+
+
 def _check_outputs(log: Any, progress: Any, storage: Any, study: Any) -> None:
-    """The checks of where the call's trials go: its study, its log (apart from the study) and progress."""
+    """The checks of where the call's trials go: its study, its log (apart from the study; whether
+    its directory can be made is `check_log`'s, which gathers process 0's verdict) and progress."""
     check_study(storage, study)
-    check_log(log, storage)
+    check_log_apart(log, storage)
     check_progress(progress)
 
 

@@ -65,8 +65,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
-from hypergrad._processes import check_arguments_agree
+from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
+from hypergrad._processes import checked_together
 from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
@@ -200,20 +200,21 @@ def optuna_search(
         ValueError: a bad argument, before anything is compiled or asked.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    check_arguments_agree("optuna_search", num_trials=num_trials, sampler=sampler, batch_size=batch_size, seed=seed,
-                          chunk_size=chunk_size, log=log, storage=storage, study=study)  # before a check raises
-    check_target(objective, check_space(space))
-    key = check_key(key)
-    num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
-        (num_trials, "num_trials"), (batch_size, "batch_size"), (chunk_size, "chunk_size")))
-    check_log(log, storage)
-    check_progress(progress)
-    optuna = _import_optuna()
-    stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
-    _check_sampler(optuna, sampler, seed, None if stored else study)
-    distributions = optuna_distributions(space)
-    if study is not None and not stored:
-        _check_study_params(optuna, study, distributions)
+    with checked_together("optuna_search", num_trials=num_trials, sampler=sampler, batch_size=batch_size, seed=seed,
+                          chunk_size=chunk_size, log=log, storage=storage, study=study):  # a refusal on one stops all
+        check_target(objective, check_space(space))
+        key = check_key(key)
+        num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (
+            (num_trials, "num_trials"), (batch_size, "batch_size"), (chunk_size, "chunk_size")))
+        check_log_apart(log, storage)
+        check_progress(progress)
+        optuna = _import_optuna()
+        stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
+        _check_sampler(optuna, sampler, seed, None if stored else study)
+        distributions = optuna_distributions(space)
+        if study is not None and not stored:
+            _check_study_params(optuna, study, distributions)
+    check_log(log, storage)  # after: it gathers process 0's verdict on the path
     with _quiet(optuna), studying(storage, study if stored else None, kind="optuna", space=space,
                                   fingerprint=lambda: fingerprint("optuna", objective, space, key, num_trials=num_trials,
                                                                   sampler=sampler, batch_size=batch_size,

@@ -36,8 +36,8 @@ import numpy as np
 from hypergrad import _caches, _compile
 from hypergrad._batching import (chunk_for, device_count, first_row, place, shardings, take_rows,
                                  to_host)
-from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
-from hypergrad._processes import check_arguments_agree
+from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
+from hypergrad._processes import checked_together
 from hypergrad._indexing import check_schedules_in_bounds, warn_unread_hparams
 from hypergrad._store_codec import decode_value, encode_value
 from hypergrad._types import HParams, Key
@@ -87,11 +87,13 @@ def check_space(space: Any) -> Space:
 
 
 def _check_search_args(chunk_size: Any, log: Any, progress: Any, storage: Any = None) -> None:
-    """Raises `ValueError` for a bad chunk size, log path (the study file `storage` included) or
-    progress, as a search's first checks: before its study is opened or anything compiles."""
+    """Raises `ValueError` for a bad chunk size, progress or log path (the study file `storage`
+    included; whether its directory can be made is `check_log`'s, after `checked_together`: it
+    gathers process 0's verdict), as a search's first checks: before its study is opened or
+    anything compiles."""
     if chunk_size is not None:
         check_count(chunk_size, "chunk_size")
-    check_log(log, storage)
+    check_log_apart(log, storage)
     check_progress(progress)
 
 
@@ -485,15 +487,18 @@ def random_search(
         (`hypergrad.store.objective_digest`), so that `extends=` can refuse another one.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    check_arguments_agree("random_search", num_trials=num_trials, chunk_size=chunk_size, log=log, storage=storage,
-                          study=study, extends=extends)  # several processes: before a check raises on one alone
-    check_target(objective, check_space(space))
-    num_trials = check_count(num_trials, "num_trials")
-    key = check_key(key)
-    _check_search_args(chunk_size, log, progress, storage)
+    with checked_together("random_search", num_trials=num_trials, chunk_size=chunk_size, log=log, storage=storage,
+                          study=study, extends=extends):  # several processes: a refusal on one stops all
+        check_target(objective, check_space(space))
+        num_trials = check_count(num_trials, "num_trials")
+        key = check_key(key)
+        _check_search_args(chunk_size, log, progress, storage)
+        if extends is not None:
+            digest = _check_extends(extends, objective, num_trials, stored=storage is not None or study is not None)
+    check_log(log, storage)
     if extends is not None:
-        return _extended(extends, objective, space, key, num_trials, chunk_size=chunk_size, log=log,
-                         progress=progress, stored=storage is not None or study is not None, began=began)
+        return _extended(extends, objective, space, key, num_trials, digest, chunk_size=chunk_size, log=log,
+                         progress=progress, began=began)
     with studying(storage, study, kind="random", space=space,
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
@@ -504,12 +509,9 @@ def random_search(
         return result if writer is None else writer.finish(result, space)
 
 
-def _extended(earlier: Any, objective: Objective | Structured, space: Space, key: Key, num_trials: int, *,
-              chunk_size: int | None, log: Any, progress: Any, stored: bool, began: float) -> Result:
-    """`random_search(..., extends=earlier)`: `earlier`'s trials, then the draws after them. The
-    continuation's compilation (when its chunk differs) and set-up (this call's other seconds outside
-    its trials, from `began`) are paid after `earlier`'s trials, so they are placed before the first
-    new trial (`info["setup_seconds_at"]`), not before trial 0."""
+def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: int, *, stored: bool) -> str:
+    """Raises `ValueError` unless `earlier` can be extended to `num_trials` trials of `objective`
+    (`random_search(extends=...)`); returns the objective's digest."""
     if stored:
         raise ValueError("random_search(extends=..., storage=..., study=...): a stored study holds the num_trials "
                          "it was started with (called again it resumes to that count, and refuses another); to "
@@ -530,6 +532,17 @@ def _extended(earlier: Any, objective: Objective | Structured, space: Space, key
     if not jax.config.jax_threefry_partitionable:
         raise ValueError("random_search(extends=...) needs jax_threefry_partitionable=True (JAX's default), "
                          "under which a key's first draws do not depend on how many are drawn")
+    return digest
+
+
+def _extended(earlier: Result, objective: Objective | Structured, space: Space, key: Key, num_trials: int,
+              digest: str, *, chunk_size: int | None, log: Any, progress: Any, began: float) -> Result:
+    """`random_search(..., extends=earlier)`, `earlier` checked (`_check_extends`, which gave the
+    objective's `digest`): `earlier`'s trials, then the draws after them. The continuation's
+    compilation (when its chunk differs) and set-up (this call's other seconds outside its trials,
+    from `began`) are paid after `earlier`'s trials, so they are placed before the first new trial
+    (`info["setup_seconds_at"]`), not before trial 0."""
+    done = len(earlier.trials)
     settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)
     kept = _kept_trials(earlier, settings, space)
     if done == num_trials:
@@ -622,12 +635,13 @@ def grid_search(
         points_per_axis: values per continuous axis, >= 1.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    check_arguments_agree("grid_search", points_per_axis=points_per_axis, chunk_size=chunk_size, log=log,
-                          storage=storage, study=study)  # several processes: before a check raises on one alone
-    check_target(objective, check_space(space))
-    key = check_key(key)
-    _check_search_args(chunk_size, log, progress, storage)
-    settings = space.grid(points_per_axis)
+    with checked_together("grid_search", points_per_axis=points_per_axis, chunk_size=chunk_size, log=log,
+                          storage=storage, study=study):  # several processes: a refusal on one stops all
+        check_target(objective, check_space(space))
+        key = check_key(key)
+        _check_search_args(chunk_size, log, progress, storage)
+        settings = space.grid(points_per_axis)
+    check_log(log, storage)
     with studying(storage, study, kind="grid", space=space, fingerprint=lambda: fingerprint(
             "grid", objective, space, key, points_per_axis=points_per_axis)) as writer:
         result = evaluate_settings(objective, settings, key, strategy="grid", space=space, chunk_size=chunk_size,

@@ -29,8 +29,8 @@ import optax
 
 from hypergrad import accounting
 from hypergrad._indexing import check_objective_runs
-from hypergrad._checks import check_count, check_key, check_log, check_progress, is_int_at_least
-from hypergrad._processes import check_arguments_agree
+from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
+from hypergrad._processes import checked_together
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
 from hypergrad.methods.base import Method
@@ -282,19 +282,21 @@ def tune(
         so the pick's value is reproduced by `objective(best_hparams, key)`.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    check_arguments_agree("tune", method=method, outer=outer, steps=steps, init=init, population=population,
+    with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
                           warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
-                          storage=storage, study=study)  # several processes: before a check raises on one alone
-    _check_tune_args(objective, space, method)
-    steps, key = check_count(steps, "steps"), check_key(key)
-    check_progress(progress)
-    check_log(log, storage)
-    if not isinstance(resample_key, (bool, np.bool_)):
-        raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
-                         "False (every step trains with key)")
-    resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
-    population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving, chunk_size)
-    outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
+                          storage=storage, study=study):  # several processes: a refusal on one stops all
+        _check_tune_args(objective, space, method)
+        steps, key = check_count(steps, "steps"), check_key(key)
+        check_progress(progress)
+        check_log_apart(log, storage)
+        if not isinstance(resample_key, (bool, np.bool_)):
+            raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
+                             "False (every step trains with key)")
+        resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
+        population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving,
+                                                                         chunk_size)
+        outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
+    check_log(log, storage)  # after: it gathers process 0's verdict on the path
     # every refusal before the study opens: a study stores the call that opened it and refuses another
     starts = _checked_starts(objective, space, method, init, population, warmup, key)
     centre = space.centre()  # after the method's refusals, which trace nothing

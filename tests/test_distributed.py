@@ -9,15 +9,20 @@ and only process 0 may write the trial log. The processes are killed in a `final
 happens, and every wait has a timeout.
 """
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
+from jax.experimental import multihost_utils
 
 import hypergrad as hg
+from hypergrad._processes import checked_together
 
 from test_determinism import assert_close, finish, run_worker
 
@@ -248,3 +253,97 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
                                     "wait for each other for ever: load the same data in each, and seed the key the "
                                     "same (not with jax.process_index())"), (i, name, out[i][name])
         assert out[i]["same"] == 4  # the same call runs
+
+
+# -- a call refused on one process alone: refused on every process ---------------------------------
+_REFUSED_ALONE_WORKER = _WORKER_START + r'''
+problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
+key = jax.random.key(0)
+first = process == 0
+import dataclasses
+earlier = hg.random_search(objective, space, key, 4)  # process 1 extends a Result of another strategy
+extended = earlier if first else dataclasses.replace(earlier, strategy="grid")
+os.chdir(tmp)
+calls = {  # each process's call: the same but for one thing process 1 alone gives invalid
+    "key": lambda: hg.random_search(objective, space, key if first else 0, 4),
+    "space": lambda: hg.grid_search(objective, space if first else {"lr": (1e-3, 0.5)}, key, 3),
+    "objective": lambda: hg.tune(objective if first else problem, space, key, steps=2),
+    "hybrid": lambda: hg.hybrid_search(objective, hg.Space({"lr": hg.LogUniform(1e-3, 0.5),
+                                                          "momentum": hg.Choice([0.0, 0.9])}),
+                                       key if first else 0, budget=20),
+    "optuna": lambda: hg.optuna_search(objective, space, key if first else 0, 4),
+    "extends": lambda: len(hg.random_search(objective, space, key, 4, extends=extended).trials),
+    # one study file, named two ways: compared as the same path
+    "storage": lambda: [t.value for t in hg.random_search(objective, space, key, 4, storage="s.db" if first
+                                                          else os.path.join(".", "s.db"), study="s").trials],
+    "same": lambda: [t.value for t in hg.random_search(objective, space, key, 4).trials],
+}
+out = {}
+for name, call in calls.items():
+    try:
+        out[name] = call()
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+with open(os.path.join(tmp, f"alone{process}.json"), "w") as f:
+    json.dump(out, f)
+'''
+
+
+def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_path):
+    """The key, space or objective invalid on process 1 alone (an int key, a dict for the space, a
+    problem for the objective; an `extends=` Result of another strategy), in random_search,
+    grid_search, tune, hybrid_search and optuna_search: process 1 refused the call at its own check
+    while process 0 waited for it in the call's first collective, for ever. Process 1 now raises its
+    own error and process 0 the same, naming process 1; the next calls still agree, and a study file
+    named 's.db' on one process and './s.db' on the other is one path, not a difference."""
+    out = _two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
+    for name, what in [("key", "random_search"), ("space", "grid_search"), ("objective", "tune"),
+                       ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search")]:
+        own = out[1][name]
+        assert own.startswith("ValueError: ") and "process" not in own, (name, own)
+        assert out[0][name] == (f"ValueError: {what}: process 1 refused its call with {own} (every process stops: "
+                                "each must make the same call, and one that a process refuses would leave the "
+                                "others waiting for it for ever)"), (name, out[0][name])
+    assert out[1]["key"] == "ValueError: key=0 is an int; pass jax.random.key(0)"
+    assert out[1]["space"].startswith("ValueError: space must be an hg.Space, got dict")
+    for i in (0, 1):
+        assert len(out[i]["same"]) == 4 and out[i]["storage"] == out[i]["same"], out[i]["storage"]
+    assert out[0]["same"] == out[1]["same"]
+
+
+def _gathered_rows(monkeypatch, block, **arguments) -> np.ndarray:
+    """The buffer this process sends from `checked_together(..., **arguments)` around `block`, with two
+    processes faked (both rows this one's); whatever the block raises is let through."""
+    sent = []
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: sent.append(np.asarray(row)) or
+                        np.stack([sent[-1], sent[-1]]))
+    with contextlib.suppress(Exception), checked_together("random_search", **arguments):
+        block()
+    return sent[-1]
+
+
+def test_another_process_refusing_with_another_error_stops_this_one_and_a_path_is_compared_resolved(
+        monkeypatch, tmp_path):
+    """Without a second process (the all-gather faked): process 0 refusing its call with an error that
+    is no ValueError or TypeError (optuna missing there alone, say) is a RuntimeError on process 1
+    naming it; the same study file named 's.db' and './s.db' sends the same buffer."""
+    def missing():
+        raise ImportError("optuna_search needs optuna")
+
+    refused = _gathered_rows(monkeypatch, missing, num_trials=4)
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: np.stack([refused, np.asarray(row)]))
+    with pytest.raises(RuntimeError, match=r"^random_search: process 0 refused its call with ImportError: optuna_"
+                                           r"search needs optuna \(every process stops"):
+        with checked_together("random_search", num_trials=4):
+            pass
+    with pytest.raises(ValueError, match="num_trials= differs: 4 on process 0, 5 on process 1"):
+        with checked_together("random_search", num_trials=5):
+            pass
+    monkeypatch.chdir(tmp_path)
+    assert np.array_equal(_gathered_rows(monkeypatch, lambda: None, storage="s.db"),
+                          _gathered_rows(monkeypatch, lambda: None, storage=os.path.join(".", "s.db")))
+    assert not np.array_equal(_gathered_rows(monkeypatch, lambda: None, storage="s.db"),
+                              _gathered_rows(monkeypatch, lambda: None, storage="t.db"))
