@@ -84,7 +84,7 @@ from hypergrad.problems._labels import check_class_labels, check_pair
 from hypergrad.problems._losses import accuracy, cross_entropy
 
 __all__ = ["finetune", "group_sgd", "group_rates", "layer_groups", "group_labels", "group_sq_norms", "leaf_path",
-           "scale_by_group_rate", "warmup_ramp", "GroupRateState"]
+           "scale_by_group_rate", "warmup_ramp", "freeze_count", "GroupRateState", "FREEZE_HAS_NO_GRADIENT"]
 
 Groups = Mapping[str, "str | Sequence[str]"]
 
@@ -154,7 +154,11 @@ def group_labels(params: PyTree, groups: Groups | None = None) -> tuple[PyTree, 
     point (an RNG key, a counter: training holds it constant) gets `NO_GROUP` (-1).
 
     Raises:
-        ValueError: a leaf matches no group's prefix (the message names the leaf and the groups).
+        ValueError: a leaf matches no group's prefix (the message names the leaf and the groups); a
+            group that no floating-point leaf falls into, or a prefix that starts no such leaf's
+            path (a misspelt prefix: its group's rate and penalties would change nothing, and the
+            leaves meant for it would follow another group's, e.g. a catch-all ''), named with the
+            parameters' paths.
     """
     groups = layer_groups(params) if groups is None else groups
     if not groups:
@@ -170,7 +174,27 @@ def group_labels(params: PyTree, groups: Groups | None = None) -> tuple[PyTree, 
                              "add a group whose prefix it starts with (prefix '' matches everything)")
         return index
 
-    return jax.tree_util.tree_map_with_path(label, params), tuple(groups)
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    _check_every_group_used(groups, prefixes, labels, params)
+    return labels, tuple(groups)
+
+
+def _check_every_group_used(groups: Groups, prefixes: list[tuple[str, int]], labels: PyTree,
+                            params: PyTree) -> None:
+    """`ValueError` naming a prefix that starts no floating-point leaf's path of `params` (a typo),
+    or a group that no such leaf falls into, with the paths there are."""
+    paths = [leaf_path(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params) if _is_float(leaf)]
+    names, used = list(groups), set(jax.tree.leaves(labels))
+    unused = [(index, f"prefix {prefix!r} starts no floating-point parameter's path") for prefix, index in prefixes
+              if not any(prefix == "" or p == prefix or p.startswith(prefix + "/") for p in paths)]
+    unused += [(index, f"no parameter falls into it (a longer prefix of another group takes each one "
+                f"{groups[names[index]]!r} matches)") for index in range(len(names)) if index not in used]
+    if unused:
+        index, why = unused[0]
+        shown = ", ".join(paths[:12]) + (f", ... ({len(paths)} in all)" if len(paths) > 12 else "")
+        raise ValueError(f"groups[{names[index]!r}]: {why}, so its rate and penalties would change nothing "
+                         f"and the parameters meant for it would follow another group's; correct the prefix or "
+                         f"leave the group out. The parameters' paths: {shown}")
 
 
 def group_sq_norms(params: PyTree, labels: PyTree, num_groups: int, reference: PyTree | None = None,
@@ -300,7 +324,8 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
         ValueError: a PRNG key or a non-Param nnx Variable in `pretrained`; an `apply` that
             updates a flax.nnx model's state (train mode); a task that is not 2 or 3 (inputs, labels) pairs;
             labels that are not integers or not in [0, classes); a `class_axis` that does not hold
-            the logits' classes; groups that miss a parameter; a head that changes the tree's
+            the logits' classes; groups that miss a parameter, or a group (or one of its prefixes)
+            that no parameter falls into (a misspelt prefix); a head that changes the tree's
             structure or another group.
 
     Cost: a training step is the model's forward-backward pass plus one pass over the parameters
@@ -415,7 +440,13 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     - `lr_decay`: layer-wise decay xi: group g is scaled by xi^(G - 1 - g) (the last group, the
       output side, keeps the full rate);
     - `warmup`: the ramp length in steps (`warmup_ramp`), real-valued;
-    - `freeze`: the number of first groups whose rate is 0 (a `Choice` for the baselines);
+    - `freeze`: the number of first groups whose rate is 0, a whole number in [0, num_groups]
+      (`freeze_count`). It has no hypergradient: the rates are a step function of it, so a
+      gradient method that differentiates it is refused (ValueError at trace time, before
+      compiling), not handed a gradient of 0 that would never move it. Search it as an
+      `hg.Choice` (`hg.random_search`, `hg.grid_search`, or `hg.hybrid_search`, which searches the
+      choice and tunes the continuous hyperparameters by gradient), or hold it with
+      `Objective.with_fixed({"freeze": k})`;
 
     Groups are counted in the order of `groups`, which these two read as input to output: the
     default groups are alphabetical (module docstring, "Group order"), so give `groups` in
@@ -427,10 +458,52 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     rate = base * jnp.asarray(hparams.get("lr_decay", lr_decay)) ** depth
     rate = rate * warmup_ramp(step, hparams.get("warmup", warmup))
     if "freeze" in hparams:
-        rate = jnp.where(jnp.arange(num_groups) >= hparams["freeze"], rate, 0.0)
+        rate = jnp.where(jnp.arange(num_groups) >= freeze_count(hparams["freeze"], num_groups), rate, 0.0)
     if cosine:
         rate = rate * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(step, num_steps) / num_steps))
     return rate
+
+
+FREEZE_HAS_NO_GRADIENT = (
+    "hparams['freeze'] (the number of lowest parameter groups held still) has no hypergradient: the rates are a "
+    "step function of it, so its gradient is 0 wherever it is defined and a gradient method would never move it. "
+    "Search it as hg.Choice([0, 1, ...]) with hg.random_search or hg.grid_search, or with hg.hybrid_search, which "
+    "searches the choice and tunes the continuous hyperparameters by gradient; or hold it fixed with "
+    "objective.with_fixed({'freeze': k}) and differentiate the rest")
+
+
+@jax.custom_jvp
+def _refusing_derivatives(freeze: jax.Array) -> jax.Array:
+    """`freeze` itself; differentiating it raises FREEZE_HAS_NO_GRADIENT at trace time."""
+    return freeze
+
+
+@_refusing_derivatives.defjvp
+def _refusing_derivatives_jvp(primals, tangents):  # called only when `freeze` is differentiated
+    del primals, tangents
+    raise ValueError(FREEZE_HAS_NO_GRADIENT)
+
+
+def freeze_count(freeze: Any, num_groups: int) -> jax.Array:
+    """`hparams["freeze"]` as an array, checked: a concrete value (one held with
+    `Objective.with_fixed`, or given to `group_rates` directly) must be a whole number in
+    [0, num_groups]. A traced one (a value in the hparams handed to the objective or a method,
+    which trace them, or a searched `hg.Choice`) cannot be checked before compiling: below 0 it
+    freezes no group, above num_groups every group. Differentiating it is refused
+    (`FREEZE_HAS_NO_GRADIENT`). Cost: none at run time (one comparison per group per step).
+
+    Raises:
+        ValueError: a concrete `freeze` that is not a whole number in [0, num_groups].
+    """
+    if not isinstance(freeze, jax.core.Tracer):
+        value = np.asarray(freeze)
+        real = np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)  # not bool
+        whole = value.ndim == 0 and real and np.isfinite(value) and float(value) == int(value)
+        if not (whole and 0 <= value <= num_groups):
+            raise ValueError(f"hparams['freeze']={freeze!r}: give the number of lowest parameter groups to hold "
+                             f"still, a whole number from 0 (train every group) to {num_groups} (there are "
+                             f"{num_groups} groups)")
+    return _refusing_derivatives(jnp.asarray(freeze))
 
 
 def _rates_at(lr: jax.Array, step: jax.Array, num_groups: int) -> jax.Array:
