@@ -16,16 +16,14 @@ initialisation and minibatch indices, each into its own fold's training set), an
 Cost and memory: k times those of `fn` on one fold (vmapped, so one program).
 
 A caller that checks what `fn` returns (`hg.hypergradient` checks a method's output) does it on
-each fold's output, before the folds are averaged, with `checking_each_fold`: averaging would
+each fold's output, before the folds are averaged (`over_folds(..., check=)`): averaging would
 first fail on a wrong structure with an error of its own, or make a per-fold value of the wrong
 shape look like another.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -33,25 +31,7 @@ import jax.numpy as jnp
 
 from hypergrad._types import PyTree, Scalar
 
-__all__ = ["over_folds", "fold_data", "aggregate_scores", "checking_each_fold"]
-
-_FOLD_CHECK: contextvars.ContextVar[Callable[[Any], Any] | None] = contextvars.ContextVar(
-    "hypergrad_fold_check", default=None)
-"""The check `over_folds(..., has_grads=True)` hands each fold's output to (`checking_each_fold`)."""
-
-
-@contextlib.contextmanager
-def checking_each_fold(check: Callable[[Any], Any]) -> Iterator[None]:
-    """Within it, `over_folds(..., has_grads=True)` on a cross-validated problem passes each fold's
-    output `((value, scores), grads)` through `check` (which returns it or raises) before averaging
-    the folds: traced inside the vmap, so `check` sees one fold's shapes, as on a problem without
-    folds. The check is held in a context variable (this thread's; a nested `over_folds` inside
-    `fn` runs without it). Cost: `check`'s, once per trace; nothing in the compiled program."""
-    token = _FOLD_CHECK.set(check)
-    try:
-        yield
-    finally:
-        _FOLD_CHECK.reset(token)
+__all__ = ["over_folds", "fold_data", "aggregate_scores"]
 
 
 def fold_data(data: Mapping[str, PyTree], fold: int) -> dict[str, PyTree]:
@@ -64,34 +44,31 @@ def fold_data(data: Mapping[str, PyTree], fold: int) -> dict[str, PyTree]:
 
 
 def over_folds(problem: Any, data: Mapping[str, PyTree], fn: Callable[[dict[str, PyTree]], Any], *,
-               has_grads: bool = False) -> Any:
+               has_grads: bool = False, check: Callable[[Any], Any] | None = None) -> Any:
     """`fn(data)` on a problem without folds; under cv, `fn` vmapped over the folds, aggregated.
 
     Args:
         problem: the `hg.Problem` (its `num_folds` says whether `data` is stacked).
         data: `problem.data` (or the same structure, traced).
         fn: `fold_data -> (value, scores)`, or with `has_grads` `-> ((value, scores), grads)`.
+        check: under cv, each fold's output of `fn` goes through it (it returns the output or
+            raises) before the folds are averaged: traced inside the vmap, so it sees one fold's
+            shapes, as on a problem without folds. Cost: its own, once per trace; nothing in the
+            compiled program. Without folds the caller checks `fn`'s output itself.
 
     Returns:
         what `fn` returns, with value and grads averaged over folds and scores aggregated (module
-        docstring); with `has_grads` inside `checking_each_fold`, each fold's output checked first.
+        docstring).
     """
     if problem.num_folds == 1:
         return fn(data)
-    check = _FOLD_CHECK.get() if has_grads else None
 
     def one(train, val):
         split = {"train": train, "val": val}
         if "test" in data:
             split["test"] = data["test"]  # closed over: unbatched, one test set for all folds
-        if check is None:
-            return fn(split)
-        token = _FOLD_CHECK.set(None)
-        try:
-            out = fn(split)
-        finally:
-            _FOLD_CHECK.reset(token)
-        return check(out)  # one fold's output, before averaging (`checking_each_fold`)
+        out = fn(split)
+        return out if check is None else check(out)  # one fold's output, before averaging
 
     out = jax.vmap(one)(data["train"], data["val"])
     if not has_grads:

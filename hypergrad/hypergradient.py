@@ -15,7 +15,6 @@ from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad._checks import check_key
 from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds
-from hypergrad.folds import checking_each_fold
 from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_method_output", "check_differentiable_hparams"]
@@ -119,11 +118,11 @@ def value_and_grad_fn(objective: Objective, method: Method):
     structure is refused by the first trace (the program's, or the FLOP count's that tune and
     hybrid_search make before compiling their outer step), before anything is compiled from it.
     Under cross-validation each fold's output is checked so before the folds are averaged
-    (`hypergrad.folds.checking_each_fold`), then the average. Cost: a comparison of shapes and
+    (`Method.value_and_grad`'s `check_fold`), then the average. Cost: a comparison of shapes and
     dtypes per trace (and per fold's trace), nothing in the compiled program."""
     def program(h, k, d):
-        with checking_each_fold(lambda out: check_method_output(method, h, out, fold=True)):
-            out = method.value_and_grad(objective, h, k, d)
+        out = method.value_and_grad(objective, h, k, d,
+                                    check_fold=lambda fold_out: check_method_output(method, h, fold_out, fold=True))
         return check_method_output(method, h, out)
 
     return program

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -70,7 +70,8 @@ class Method(abc.ABC):
         (`loop` holds concrete data; `hparams` may be traced)."""
 
     def value_and_grad(
-        self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree], noise_key: Key | None = None
+        self, objective: Any, hparams: HParams, key: Key, data: Mapping[str, PyTree], noise_key: Key | None = None,
+        check_fold: Callable[[Any], Any] | None = None,
     ) -> tuple[tuple[Scalar, dict[str, Scalar]], HParams]:
         """((validation loss, scores), d loss / d hparams) of `objective`: `differentiate` on its
         loop, or under cross-validation on each fold's loop, vmapped, with the value and the
@@ -80,6 +81,8 @@ class Method(abc.ABC):
         Pure and traceable. `data` holds the problem's splits as explicit arrays (`problem.data`).
         `noise_key`, for a method with `random_estimate` only, is the key its noise is drawn from
         (the same for every fold, as the training key is); None derives it from `key`.
+        `check_fold`, under cross-validation, checks each fold's output before the folds are
+        averaged (`hypergrad.folds.over_folds`'s `check`); without folds the caller checks the output.
         """
         if noise_key is None:
             def differentiate(loop):
@@ -90,7 +93,8 @@ class Method(abc.ABC):
         else:
             raise TypeError(f"{self!r}.value_and_grad(noise_key=...): this method's estimate is not random "
                             "(random_estimate is False), so it draws no noise; pass noise_key=None")
-        return over_folds(objective.problem, data, lambda split: differentiate(objective.loop(split)), has_grads=True)
+        return over_folds(objective.problem, data, lambda split: differentiate(objective.loop(split)),
+                          has_grads=True, check=check_fold)
 
     def check(self, objective: Any, hparams: HParams) -> None:
         """Raises `ValueError`, before anything compiles, for a combination it cannot handle."""
