@@ -37,7 +37,10 @@ per trial, is continued with the same key past its budget until it has spent bot
 many seconds each strategy spent compiling and whether its programs came from a warm cache
 (`_provenance`). The summary says, from the run's own numbers, which strategy's pick did best on
 test at equal compute, at equal wall time and at equal execution time, and whether the two
-equal-time verdicts agree.
+equal-time verdicts agree: two strategies that picked the same trial, or picks of equal test loss,
+tie; the lowest test loss wins only by more than `NOISE_SE` paired standard errors of the
+per-example test-loss difference from the runner-up (each pick retrained once for its per-example
+losses, `_test_losses_per_example`), and is otherwise reported as within noise of it.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_example
 from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
 from hypergrad._checks import MAX_COUNT
 from hypergrad._files import replaced_atomically
+from hypergrad.objective import as_hparams
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
 from hypergrad.tune import tune_step_cost
@@ -99,6 +103,15 @@ MAX_CPU_DEVICES = 1024
 """The most --cpu-devices accepts: a device runs its share of the trials on about one core
 (`hg.use_cpu_cores`), so devices beyond the cores gain nothing; far more than any machine's cores,
 it catches a typo before JAX creates that many devices (memory and seconds for each)."""
+NOISE_SE = 2.0
+"""The verdict names a winner on test only when its pick's mean per-example test loss beats the
+runner-up's by more than this many paired standard errors (`_standing`); within them it says the
+lowest test loss is within noise. About a 5% two-sided test of one comparison, from one seed: the
+test set's noise, not the training seed's."""
+REPRODUCED = 1e-3
+"""How close (relative, at least absolute 1e-3) the mean of a pick's retrained per-example test
+losses must come to its recorded test loss to be used (`_test_losses_per_example`): a float32
+retraining outside the search's vmapped program may differ in its last bits, not more."""
 PREVIOUS = "previous"
 """The folder in --out that holds the last complete run's outputs."""
 INTERRUPTED = "previous-interrupted"
@@ -557,14 +570,18 @@ def _pick_line(name: str, pick) -> str:
 
 
 def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, hg.Result],
-             corrupted: np.ndarray | None = None) -> str:
+             corrupted: np.ndarray | None = None, per_example: Callable[[Any], np.ndarray | None] | None = None
+             ) -> str:
     """Which strategy's pick did best on test, at equal compute (each one's whole budget), at equal
     wall time (the seconds the slowest strategy took, compilation included) and at equal execution
     time (the most execution seconds any strategy's trials took, compilation left out), with random
     search continued toward both (`by_seconds`, from `_at_equal_wall_time`), from the run's own
     numbers; then each strategy's compile seconds and where its programs came from, and whether
     the two equal-time verdicts agree; with `corrupted` (the mask of flipped training labels), how
-    well each pick's example weights single them out."""
+    well each pick's example weights single them out. Identical picks or equal test losses are a
+    tie; a lower test loss is a win only beyond `NOISE_SE` paired standard errors of the per-example
+    difference from the runner-up, from `per_example(pick)` (`_test_losses_per_example`; None: no
+    noise level, so no win is called between picks)."""
     slowest, executing = _slowest(results), _slowest_execution(results)
     continued = _continued(results["random"], by_seconds["random"])
     extra = (f"; random search continued to {continued['trials']} trials"
@@ -576,7 +593,8 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
             (f"equal wall time ({_seconds(slowest)} s, compilation included{extra})", by_seconds, "seconds", slowest),
             (f"equal execution time ({_seconds(executing)} s, compilation left out)", by_seconds, "execution",
              executing)):
-        line, winners[by] = _winner_line(problem, label, {name: r.best_within(budget, by) for name, r in chosen.items()})
+        picks = {name: r.best_within(budget, by) for name, r in chosen.items()}
+        line, winners[by] = _winner_line(problem, label, picks, per_example)
         lines.append(line)
     lines += _compilation_lines(problem, by_seconds, winners["seconds"], winners["execution"])
     weighed = {} if corrupted is None else _weights_against_corruption(results, corrupted)
@@ -587,25 +605,116 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
     return "\n".join(lines)
 
 
-def _winner_line(problem: str, label: str, picks: dict[str, Any]) -> tuple[str, str | None]:
-    """(the verdict's line for one comparison, its winner or None): the pick (a Trial or None per
-    strategy) with the lowest test loss wins."""
-    ranked = sorted(((p.scores.get("test_loss", math.inf), name) for name, p in picks.items() if p),
-                    key=lambda pair: pair[0])
+def _same_trial(a, b) -> bool:
+    """Whether two picks are one training run: the same hyperparameters (every strategy trains with
+    the same key; the hypergradient's warm-up draws random search's first trials, so both often
+    pick the very same one, whose recorded numbers may still differ in their last bits)."""
+    return a.hparams.keys() == b.hparams.keys() and all(
+        np.array_equal(np.asarray(a.hparams[name]), np.asarray(b.hparams[name])) for name in a.hparams)
+
+
+def _standing(picks: dict[str, Any], per_example: Callable[[Any], np.ndarray | None] | None) -> tuple:
+    """(kind, ranked, leaders, margin) of one comparison's picks (a Trial or None per strategy).
+
+    `ranked`: the names with a pick by test loss (ties in name order, so dict order never
+    decides); `leaders`: the first and every name tied with it (the same trial, `_same_trial`, or
+    an equal test loss); `margin`: (mean per-example test-loss difference of the leader minus the
+    runner-up, its paired standard error) or None. `kind`: "none" (no pick), "tie" (more than one
+    leader), "win" (a sole pick, or a difference beyond `NOISE_SE` standard errors), "noise" (within
+    them), "unmeasured" (`per_example` gave no losses for the leader or the runner-up)."""
+    ranked = [name for _, name in sorted((p.scores.get("test_loss", math.inf), name)
+                                         for name, p in picks.items() if p)]
     if not ranked:
+        return "none", [], [], None
+    first = picks[ranked[0]]
+    leaders = [name for name in ranked if _same_trial(picks[name], first)
+               or picks[name].scores.get("test_loss", math.inf) == first.scores.get("test_loss", math.inf)]
+    rest = [name for name in ranked if name not in leaders]
+    if len(leaders) > 1 or not rest:
+        return ("tie" if len(leaders) > 1 else "win"), ranked, leaders, None
+    losses = [None if per_example is None else per_example(picks[name]) for name in (leaders[0], rest[0])]
+    if any(loss is None for loss in losses):
+        return "unmeasured", ranked, leaders, None
+    difference = losses[0] - losses[1]
+    margin = (float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(difference.size)))
+    if margin[0] == 0.0 and margin[1] == 0.0:  # two trials with the same loss on every test example
+        return "tie", ranked, [*leaders, rest[0]], None
+    return ("win" if margin[0] < -NOISE_SE * margin[1] else "noise"), ranked, leaders, margin
+
+
+def _winner_line(problem: str, label: str, picks: dict[str, Any],
+                 per_example: Callable[[Any], np.ndarray | None] | None = None) -> tuple[str, str | None]:
+    """(the verdict's line for one comparison, its outcome: the winner's name, a phrase for a tie
+    or no clear winner, or None when no strategy has a pick): the pick (a Trial or None per
+    strategy) with the lowest test loss wins only beyond the test set's noise (`_standing`), from
+    `per_example(pick)`: that pick's loss on every test example (None where unknown; see
+    `_test_losses_per_example`)."""
+    kind, ranked, leaders, margin = _standing(picks, per_example)
+    if kind == "none":
         return f"- {problem}, {label}: no strategy finished a trial.", None
-    winner = ranked[0][1]
-    others = "; ".join(_pick_line(name, picks[name]) for _, name in ranked[1:])
+    others = "; ".join(_pick_line(name, picks[name]) for name in ranked if name not in leaders)
     idle = [name for name, p in picks.items() if p is None]
-    return (f"- {problem}, {label}: **{winner}** wins on test: {_pick_line(winner, picks[winner])}; "
-            f"then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + "."), winner
+    tail = (f"; then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + ".")
+    leader, runner_up = leaders[0], next((name for name in ranked if name not in leaders), None)
+    if kind == "tie":
+        same = all(_same_trial(picks[n], picks[leader]) for n in leaders)
+        reason = "the same trial" if same else "equal test losses"
+        return (f"- {problem}, {label}: {' and '.join(f'**{n}**' for n in leaders)} tie on test ({reason}): "
+                + "; ".join(_pick_line(n, picks[n]) for n in leaders) + tail), f"a tie of {' and '.join(leaders)}"
+    if kind == "win":
+        by = (f" {leader}'s test loss is {-margin[0]:.2g} below {runner_up}'s, more than {NOISE_SE:g} standard "
+              f"errors ({margin[1]:.2g}) of the paired per-example difference." if margin else "")
+        return (f"- {problem}, {label}: **{leader}** wins on test: {_pick_line(leader, picks[leader])}{tail}{by}"
+                ), leader
+    noise = (f"within noise of {runner_up} (difference {margin[0]:.2g}, standard error {margin[1]:.2g}; a win "
+             f"needs more than {NOISE_SE:g} standard errors)" if kind == "noise"
+             else f"its lead over {runner_up} not weighed against the test set's noise (no per-example test losses)")
+    return (f"- {problem}, {label}: **{leader}** has the lowest test loss, {noise}, so no clear winner on test: "
+            f"{_pick_line(leader, picks[leader])}{tail}"), f"no clear winner ({leader} lowest)"
+
+
+def _test_losses_per_example(objective: hg.Objective, key) -> Callable[[Any], np.ndarray | None]:
+    """`pick -> its loss on every test example` (float64, None where it cannot be had): the pick's
+    hyperparameters trained again on `key` (as every strategy trained them), then `val_loss` on each
+    test example alone (under cv, the mean over the fold models, as `test_loss` is). Trusted only
+    where the losses' mean reproduces the pick's recorded test loss (within `REPRODUCED` of it,
+    relative): a `val_loss` that is not a mean over examples, or a pick trained on another key,
+    gives None. Cost: one training run and one pass over the test set per distinct pick asked for
+    (memoised on the hyperparameters; the verdict asks for the leader and the runner-up of each of
+    its three comparisons, at most six, usually fewer as picks repeat), after the comparisons' seconds
+    are measured, so they change no table; plus compiling the training program and the per-example
+    scoring once. Memory: the trained parameters, and one loss per test example and distinct pick.
+    No bias: the same training run as the pick's trial, scored on the same test examples."""
+    problem, memo = objective.problem, {}
+    if "test" not in problem.data:
+        return lambda pick: None
+
+    def example_losses(params, hparams):
+        def alone(example):  # a batch of one: val_loss is a mean over its batch
+            return problem.validation_loss(params, hparams, jax.tree.map(lambda x: x[None], example))
+        return jax.vmap(alone)(problem.data["test"])
+
+    per_fold = jax.jit(jax.vmap(example_losses, (0, None)) if problem.num_folds > 1 else example_losses)
+
+    def losses(pick) -> np.ndarray | None:
+        where = tuple((name, np.asarray(v).tobytes(), np.shape(v)) for name, v in sorted(pick.hparams.items()))
+        if where not in memo:
+            hparams = as_hparams(pick.hparams, "pick.hparams")
+            out = np.asarray(per_fold(objective.train(hparams, key), hparams), dtype=np.float64)
+            memo[where] = out.mean(axis=0) if problem.num_folds > 1 else out
+        out, recorded = memo[where], pick.scores.get("test_loss")
+        reproduced = recorded is not None and abs(out.mean() - recorded) <= REPRODUCED * max(1.0, abs(recorded))
+        return out if reproduced else None
+
+    return losses
 
 
 def _compilation_lines(problem: str, by_seconds: dict[str, hg.Result], with_compilation: str | None,
                        without: str | None) -> list[str]:
     """The verdict's lines on compilation: each strategy's compile seconds within its wall seconds
-    and where its programs came from (`_cache_words`); whether the winners at equal wall time
-    (`with_compilation`) and at equal execution time (`without`) agree."""
+    and where its programs came from (`_cache_words`); whether the outcomes at equal wall time
+    (`with_compilation`) and at equal execution time (`without`) agree (`_winner_line`'s: a
+    strategy's name for a clear win, a phrase for a tie or no clear winner)."""
     spent = "; ".join(f"{name} {_seconds(r.compile_seconds)} s"
                       + (f" (and {_seconds(r.setup_seconds)} s of other set-up)" if r.setup_seconds > 0 else "")
                       + f" of its {_seconds(_wall(r))} s"
@@ -616,6 +725,10 @@ def _compilation_lines(problem: str, by_seconds: dict[str, hg.Result], with_comp
     if with_compilation == without:
         lines.append(f"- {problem}, equal wall time with and without compilation: the verdicts agree "
                      f"(**{with_compilation}**).")
+    elif with_compilation not in by_seconds or without not in by_seconds:  # not two clear winners
+        lines.append(f"- {problem}, equal wall time with and without compilation: the verdicts differ "
+                     f"({with_compilation} with compilation, {without} without), and not between two clear "
+                     "winners: a tie, or a difference within the test set's noise, is on at least one side.")
     else:
         lines.append(f"- {problem}, equal wall time with and without compilation: the verdicts **disagree** "
                      f"(**{with_compilation}** with compilation, **{without}** without): the winner at equal wall "
@@ -725,7 +838,7 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     by_seconds = _at_equal_wall_time(objective, space, key, results, log, say, stop)
     elapsed = time.perf_counter() - started
     corrupted = preset_corrupted_examples(problem)  # None unless the preset flips training labels
-    verdict = _verdict(problem, results, by_seconds, corrupted)
+    verdict = _verdict(problem, results, by_seconds, corrupted, _test_losses_per_example(objective, key))
     stop()
     num_plots = _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed,
                                corrupted)
@@ -828,9 +941,12 @@ def _run_planned(args: argparse.Namespace, plans: dict[str, tuple], say, stop: C
         summary = [SUMMARY_TITLE, "",
                    f"Budget {args.budget:g} training runs per strategy and problem; seed {args.seed}. "
                    "Each line is read off that problem's report (the pick is the lowest validation loss "
-                   "within the budget; its test scores decide). At equal wall time the budget is the seconds "
-                   "the slowest strategy took, compilation included (fewer when the persistent compilation "
-                   "cache is warm: each problem's compilation line says how many and where its programs came "
+                   "within the budget; its test loss decides: picks of the same trial or of equal test loss tie, "
+                   f"and the lowest wins only by more than {NOISE_SE:g} paired standard errors of the per-example "
+                   "test-loss difference from the runner-up, else it is within noise). At equal wall time the "
+                   "budget is the seconds the slowest strategy took, compilation included (fewer when the "
+                   "persistent compilation cache is warm: each problem's compilation line says how many and where "
+                   "its programs came "
                    "from); at equal execution time, the most seconds any strategy's trials took executing, "
                    "compilation left out. Random search is continued (same key, same first draws) toward both.",
                    "", *verdicts, ""]

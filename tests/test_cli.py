@@ -106,10 +106,17 @@ def test_verdict_at_equal_wall_time_is_at_the_slowest_strategys_seconds():
 
 def _strategy(name: str, seconds: list[float], values: list[float], compile_seconds: float,
               compilation: dict | None = None) -> hg.Result:
-    """A Result whose trial i took seconds[i] and scored values[i] on validation and test."""
-    trials = tuple(Trial(number=i, hparams={}, value=v, scores={"val_loss": v, "test_loss": v}, state="complete",
-                         flops=1.0, seconds=s, run_flops=1.0) for i, (s, v) in enumerate(zip(seconds, values)))
+    """A Result whose trial i took seconds[i] and scored values[i] on validation and test (its setting:
+    trials of equal values are one setting, as the same hyperparameters on the same key are)."""
+    trials = tuple(Trial(number=i, hparams={"setting": np.asarray(v)}, value=v, scores={"val_loss": v, "test_loss": v},
+                         state="complete", flops=1.0, seconds=s, run_flops=1.0)
+                   for i, (s, v) in enumerate(zip(seconds, values)))
     return hg.Result(name, trials, 1.0, compile_seconds, {} if compilation is None else {"compilation": compilation})
+
+
+def _noiseless(pick) -> np.ndarray:
+    """Per-example test losses all equal to the pick's test loss: any difference is beyond noise."""
+    return np.full(8, pick.scores["test_loss"])
 
 
 def _cold_gradient_warm_random():
@@ -134,7 +141,7 @@ def test_equal_execution_time_picks_what_the_execution_seconds_imply_and_the_ver
     # without: 2 s (the hypergradient's execution), within which random search has trials 0-39 only
     assert by_seconds["random"].best_within(2.0, "execution").number == 0
     assert results["hypergradient"].best_within(2.0, "execution").number == 3
-    verdict = cli._verdict("p", results, by_seconds)
+    verdict = cli._verdict("p", results, by_seconds, per_example=_noiseless)
     assert ("- p, equal wall time (6.0 s, compilation included; random search continued to 120 trials): "
             "**random** wins on test: random (val 0.2") in verdict
     assert "- p, equal execution time (2.0 s, compilation left out): **hypergradient** wins on test: " in verdict
@@ -143,12 +150,12 @@ def test_equal_execution_time_picks_what_the_execution_seconds_imply_and_the_ver
     assert ("the verdicts **disagree** (**random** with compilation, **hypergradient** without)") in verdict
     # the call's other set-up seconds are named beside the compilation and counted in the wall
     set_up = {name: dataclasses.replace(r, info={**r.info, "setup_seconds": 1.0}) for name, r in by_seconds.items()}
-    assert "hypergradient 4.0 s (and 1.0 s of other set-up) of its 7.0 s (cold cache" in cli._verdict("p", results,
-                                                                                                        set_up)
+    assert "hypergradient 4.0 s (and 1.0 s of other set-up) of its 7.0 s (cold cache" in cli._verdict(
+        "p", results, set_up, per_example=_noiseless)
     # the same strategies with no compilation at all: both equal-time verdicts are the hypergradient's
     free = {name: dataclasses.replace(r, compile_seconds=0.0) for name, r in by_seconds.items()}
     verdict = cli._verdict("p", dict(free, random=dataclasses.replace(results["random"], compile_seconds=0.0)),
-                           free)
+                           free, per_example=_noiseless)
     assert "- p, equal wall time (2.0 s, compilation included; random search continued to 120 trials): " \
            "**hypergradient** wins" in verdict
     assert "the verdicts agree (**hypergradient**)" in verdict and "disagree" not in verdict
