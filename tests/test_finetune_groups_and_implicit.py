@@ -1,11 +1,13 @@
 """Fine-tuning's parameter groups and `freeze` (hypergrad/problems/finetune.py): a group that no
-parameter falls into is refused, `freeze` is checked and never differentiated."""
+parameter falls into is refused, `freeze` is checked and never differentiated; and hg.Implicit
+(hypergrad/methods/implicit.py) with frozen parameters, which training never makes stationary."""
 
 import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hypergrad as hg
@@ -79,3 +81,37 @@ def test_tuning_freeze_declared_uniform_is_refused_not_left_at_its_centre(object
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0, shape=(2,)), "freeze": hg.Uniform(0.0, 2.0)})
     with pytest.raises(ValueError, match=r"hparams\['freeze'\].*no hypergradient"):
         hg.tune(objective, space, jax.random.key(0), steps=2)
+
+
+def _fd(objective, hparams, name, key, eps=1e-5):
+    up, down = dict(hparams), dict(hparams)
+    up[name], down[name] = hparams[name] + eps, hparams[name] - eps
+    return (float(objective(up, key)) - float(objective(down, key))) / (2 * eps)
+
+
+def _frozen_body_by(how):
+    """An optimizer that leaves the body where it starts: `freeze`, a zero group rate, or optax's
+    own freezing (multi_transform with set_to_zero)."""
+    if how == "freeze":
+        return lambda h: ft.group_sgd(GROUPS)({**h, "lr": jnp.asarray([0.3, 0.3]), "freeze": 1, "momentum": 0.5})
+    if how == "zero_rate":
+        return lambda h: ft.group_sgd(GROUPS)({**h, "lr": jnp.asarray([0.0, 0.3]), "momentum": 0.5})
+    labels = {"body": {"w": "frozen", "b": "frozen"}, "head": {"w": "train", "b": "train"}}
+    return lambda h: optax.multi_transform({"train": optax.sgd(0.3, momentum=0.5), "frozen": optax.set_to_zero()},
+                                           labels)
+
+
+@pytest.mark.parametrize("how", ["freeze", "zero_rate", "set_to_zero"])
+def test_implicit_with_a_frozen_group_equals_reverse_and_finite_differences(how):
+    """The body is frozen and never stationary in the training loss; the head converges. Implicit
+    solves in the entries training moves (the head) only, so it agrees with Reverse and finite
+    differences (before, solving over every parameter, it was 9% and 69% off)."""
+    problem = ft.finetune(_pretrained(), _task(sizes=(24, 12)), _apply, groups=GROUPS)
+    objective = hg.Objective(problem, _frozen_body_by(how), num_steps=300)
+    hparams, key = {"l2sp": jnp.asarray(0.5), "weight_decay": jnp.asarray(0.05)}, jax.random.key(0)
+    _, reverse = hg.hypergradient(objective, hparams, key, method=hg.Reverse())
+    _, implicit = hg.hypergradient(objective, hparams, key, method=hg.Implicit(tol=1e-10))
+    for name in hparams:
+        fd = _fd(objective, hparams, name, key)
+        np.testing.assert_allclose(float(reverse[name]), fd, rtol=1e-5)
+        np.testing.assert_allclose(float(implicit[name]), fd, rtol=1e-5)

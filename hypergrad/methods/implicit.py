@@ -219,6 +219,14 @@ class Implicit(Method):
     minibatch, also for a minibatch problem: the fixed point that training approaches is the
     stationary point of the full-batch loss.
 
+    Frozen parameters. An entry that training leaves bitwise where it started (a group frozen by a
+    rate of exactly 0: `freeze` or a zero `lr` entry of `hg.problems.group_sgd`, `optax.set_to_zero`
+    through `optax.multi_transform`) is held there whatever h is, so its dw/dh is 0 and training is
+    stationary in the entries it moves (S) only: H, dV/dw and d2L/dwdh above are their S blocks
+    (H_SS v_S = dV/dw_S). S is read from the trained and starting values on every call (a traced
+    mask: nothing recompiles). An entry whose gradient is exactly 0 all along (a weight on an input
+    that is always 0) stays put too and is held, as training holds it.
+
     Only hyperparameters of the training loss are differentiable: one that the optimiser reads
     (a learning rate, momentum, a decay inside `optax.adamw`) changes the path to the fixed point
     but not the stationarity condition, so `check` refuses it; so is one that the initialisation
@@ -239,10 +247,11 @@ class Implicit(Method):
 
     Cost: one training run, plus `maxiter` (CG, at most) or `num_terms` (Neumann) Hessian-vector
     products on the full training set (each about two gradient evaluations), plus one gradient of
-    the validation loss and one mixed vector-Jacobian product. Memory (with `unroll=False`): a few
-    parameter vectors (the solver's iterates and one product's activations on the training set);
-    independent of the number of steps and of the number of hyperparameters. With `unroll=True`
-    it grows by about one parameter vector per CG iteration or Neumann term, O(maxiter) or
+    the validation loss and one mixed vector-Jacobian product, and one comparison per parameter
+    (S) and one select per parameter per product. Memory (with `unroll=False`): a few parameter
+    vectors (the starting parameters, S, the solver's iterates and one product's activations on
+    the training set); independent of the number of steps and of the number of hyperparameters.
+    With `unroll=True` it grows by about one parameter vector per CG iteration or Neumann term, O(maxiter) or
     O(num_terms) parameter vectors (see `unroll`).
     Bias: exact only at an exact stationary point (and with damping = 0, CG run to convergence or
     infinitely many Neumann terms); otherwise biased by the distance to stationarity, the truncation
@@ -250,7 +259,10 @@ class Implicit(Method):
     the learning rate or the number of steps, so it cannot see short-horizon effects. CG needs a
     positive definite Hessian (for an indefinite or singular one, e.g. a nonconvex network, add
     damping, which biases the result towards a scaled gradient); Neumann needs in addition
-    0 < alpha < 2 / lambda_max(H + damping).
+    0 < alpha < 2 / lambda_max(H + damping). A group whose rate is small but not 0 (one tuned
+    towards 0) moves a little, so it is in S and taken to be at a stationary point that it is far
+    from: the result is biased there, and jumps to the frozen answer at a rate of exactly 0; use
+    `hg.Reverse()` or `hg.Forward()` for such a set-up.
 
     Derivatives of the result: none. Training and the solve are held constant, so autodiff of the
     value and grads would see only the final loss terms' dependence on the hyperparameters (0 for
@@ -369,20 +381,33 @@ class Implicit(Method):
         # L, H and d2L/dwdh are full-batch: the training loss on the whole training set.
 
         # Train with the hyperparameters held constant: no derivative flows through the scan.
-        state = loop.train(jax.lax.stop_gradient(hparams), key)
+        held = jax.lax.stop_gradient(hparams)
+        start = loop.init(held, key)
+        state = loop.run(start, held, 0, loop.num_steps)  # = loop.train (the plain loop's, checked)
         state = state._replace(params=jax.lax.stop_gradient(state.params))
         params = state.params
         value, scores = loop.readout(state, hparams)
+        # S, the entries training moved. One it left bitwise unchanged (a group frozen by a rate of
+        # 0: `freeze`, a zero `lr` entry, optax.set_to_zero) is held there for every h: w_j = w0_j,
+        # so dw_j/dh = 0, and training is stationary in S only: F_S(w*(h), h) = 0 defines w*_S(h).
+        moved = jax.tree.map(jnp.not_equal, params, start.params)
+
+        def on_moved(tree):  # P_S: zero outside S
+            return jax.tree.map(lambda m, x: jnp.where(m, x, jnp.zeros_like(x)), moved, tree)
 
         def grad_w(w, h):  # F(w, h) = dL/dw (w, h); F(w*(h), h) = 0 defines w*(h)
             return jax.grad(loop.train_loss)(w, h, None)
 
-        # dV/dw at the trained w: the right-hand side of the linear system; dV/dh at fixed w, the
-        # direct term (zero unless the model itself reads hyperparameters).
+        # dV/dw at the trained w, restricted to S: the right-hand side of the linear system (dV/dw
+        # outside S meets dw/dh = 0); dV/dh at fixed w, the direct term (zero unless the model
+        # itself reads hyperparameters).
         rhs, direct = jax.grad(loop.val_loss, argnums=(0, 1))(params, hparams)
+        rhs = on_moved(rhs)
 
-        def hvp(v):  # (H + damping I) v = d/de [dL/dw (w + e v, h)] at e = 0, plus damping v
-            hv = jax.jvp(lambda w: grad_w(w, hparams), (params,), (v,))[1]
+        def hvp(v):  # (H_SS + damping I) v = P_S d/de [dL/dw (w + e v, h)] at e = 0, plus damping v
+            # v stays in S (so does every solver iterate: rhs and each product are zero outside S),
+            # so P_S H v is the block H_SS of the Hessian applied to v_S.
+            hv = on_moved(jax.jvp(lambda w: grad_w(w, hparams), (params,), (v,))[1])
             return _axpy(self.damping, v, hv) if self.damping else hv
 
         # v = (H + damping I)^{-1} dV/dw (H symmetric, so v' = dV/dw H^{-1}).
@@ -392,7 +417,8 @@ class Implicit(Method):
             v = _neumann_series(hvp, rhs, num_terms=self.num_terms, alpha=self.alpha, unroll=self.unroll)
         v = jax.lax.stop_gradient(v)
 
-        # v' d2L/dwdh = d/dh [v' dL/dw (w, h)]: one vector-Jacobian product of F in h, cotangent v.
+        # v' d2L/dwdh = d/dh [v' dL/dw (w, h)]: one vector-Jacobian product of F in h, cotangent v
+        # (zero outside S: the rows F_S only, those of the stationarity training reaches).
         _, pullback = jax.vjp(lambda h: grad_w(params, h), hparams)
         (mixed,) = pullback(v)
         # dV/dh = -v' d2L/dwdh + (the direct term dV/dh at fixed w).
