@@ -19,8 +19,8 @@ from jax.experimental import multihost_utils
 
 from hypergrad._types import PyTree
 
-__all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "shardings", "take_rows", "first_row", "place",
-           "to_host", "is_writer", "device_count", "from_process_0"]
+__all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "default_cap", "shardings", "take_rows", "first_row",
+           "place", "to_host", "is_writer", "device_count", "from_process_0"]
 
 DEFAULT_CHUNK = 64
 """Rows per vmapped call when the caller gives no chunk size."""
@@ -47,12 +47,23 @@ def device_count() -> int:
 def chunk_for(num: int, chunk_size: int | None) -> int:
     """Rows per vmapped call: `chunk_size`, or `num` rounded up to a multiple of the devices of all
     processes when that is smaller (fewer rows than a chunk run in one call, padded so it shards
-    evenly, never beyond `chunk_size`); with chunk_size None a balanced chunk (`balanced_chunk`)
-    rounded up the same way."""
+    evenly, never beyond `chunk_size`); with chunk_size None a balanced chunk (`balanced_chunk`) of
+    at most `default_cap()` rows, rounded up the same way (never past that cap, itself a multiple
+    of the devices): at most `DEFAULT_CHUNK` rows per call, as the README promises for memory."""
     devices = device_count()
     if chunk_size is not None:
         return min(chunk_size, -(-num // devices) * devices)
-    return -(-balanced_chunk(num, DEFAULT_CHUNK) // devices) * devices
+    return -(-balanced_chunk(num, default_cap(devices)) // devices) * devices
+
+
+def default_cap(devices: int) -> int:
+    """The most rows of a default chunk on `devices` devices: the largest multiple of `devices` not
+    over `DEFAULT_CHUNK` (63 on 3 devices, where rounding 64 up would make 66), so each call shards
+    evenly and stays within the bound; `devices` when there are more than `DEFAULT_CHUNK` (one row
+    per device). Cost: a count of rows just over the cap runs in one call more (64 rows on 3
+    devices as 2 x 33, where rounding up made 1 x 66), its padding still under one row per call
+    and device."""
+    return max(devices, DEFAULT_CHUNK // devices * devices)
 
 
 def shardings(chunk: int) -> tuple[Any, Any] | tuple[None, None]:
