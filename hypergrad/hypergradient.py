@@ -43,13 +43,17 @@ def check_objective(objective: Any) -> Objective:
 
 
 def check_differentiable_hparams(hparams: HParams, argname: str = "hparams") -> None:
-    """Gradient methods need floating-point hyperparameters; integers mean a `Choice` slipped in."""
+    """Gradient methods need floating-point hyperparameters. An integer is either a `Choice`'s option
+    that slipped in or a real value written without a decimal point (`{"lr": 1}`): with no space to
+    tell them apart, both are refused and the message names both fixes (`tune`, which knows its
+    space is continuous, takes an integer start as its float before calling this)."""
     for name, value in hparams.items():
         if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
             raise ValueError(
                 f"{argname}[{name!r}] has dtype {jnp.result_type(value)}: a gradient method cannot "
                 "differentiate a discrete hyperparameter (an hg.Choice); pass a float, or search it "
-                "with hg.random_search / hg.grid_search"
+                "with hg.random_search / hg.grid_search (a whole number meant as a real value: give it "
+                "as a float, 1.0 rather than 1)"
             )
 
 

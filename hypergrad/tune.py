@@ -99,18 +99,45 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _checked_init(space: Space, init: Any, batched: bool) -> HParams:
-    """Given starting hyperparameters as arrays, checked: names and shapes of the space (after a
-    leading tuner axis when `batched`), floating point and strictly inside the bounds."""
-    init = as_hparams(init, "init")
+def _checked_init(space: Space, given: Any, batched: bool) -> HParams:
+    """Starting hyperparameters `given` by the caller as arrays, checked: names and shapes of the
+    space (after a leading tuner axis when `batched`), floating point and strictly inside the
+    bounds. An integer start is the real number it names (`{"lr": 1}` starts at 1.0, in the default
+    float dtype, as `Space.constrain` takes an integer z): every entry of a space `tune` accepts is
+    continuous, so it cannot be a `Choice`'s option."""
+    init = {name: _as_real(value) for name, value in as_hparams(given, "init").items()}
     check_differentiable_hparams(init, "init")
     space.check(jax.tree.map(lambda a: a[0], init) if batched else init, "init")
     for name, value in init.items():
         dist = space[name]
         if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
-            raise ValueError(f"init[{name!r}] lies outside or on the bounds ({dist.lo}, {dist.hi}) of the "
-                             "space; start strictly inside them")
+            raise ValueError(_off_bounds(name, given[name], value, dist.lo, dist.hi))
     return init
+
+
+def _as_real(value: jax.Array) -> jax.Array:
+    """`value` in the default float dtype when it is an integer array, else as it is."""
+    return value.astype(jnp.result_type(float)) if jnp.issubdtype(value.dtype, jnp.integer) else value
+
+
+def _off_bounds(name: str, given: Any, value: jax.Array, lo: float, hi: float) -> str:
+    """Why init[`name`] is refused: `value` (`given` as `tune` starts from it, in its dtype) lies outside
+    or on the bounds (`lo`, `hi`). When `given` is strictly inside and only its rounding to that dtype
+    lands on a bound (0.98999999 is 0.99 in float32), the message says so, with both fixes."""
+    exact, held = np.asarray(given, dtype=np.float64), np.asarray(value)
+    bounds, dtype = np.asarray([lo, hi], dtype=held.dtype), held.dtype
+    if not (np.all((exact > lo) & (exact < hi)) and np.any((held <= bounds[0]) | (held >= bounds[1]))):
+        return (f"init[{name!r}] lies outside or on the bounds ({lo}, {hi}) of the space; start strictly "
+                "inside them")
+    at = np.unravel_index(np.argmax((held <= bounds[0]) | (held >= bounds[1])), held.shape)
+    where = f"init[{name!r}]" + ("".join(f"[{i}]" for i in at) if held.ndim else "")
+    side = "lo" if held[at] <= bounds[0] else "hi"
+    wider = (" or enable float64 (jax.config.update('jax_enable_x64', True)) before building the problem and "
+             "the space" if dtype == np.float32 and jnp.result_type(float) == np.float32 else "")
+    return (f"{where}={np.format_float_positional(exact[at], unique=True)} is inside the bounds ({lo}, {hi}) "
+            f"as given, but rounds to {np.format_float_positional(held[at], unique=True)} in {dtype.name}, the "
+            f"dtype tune starts from, which is the bound {side}={lo if side == 'lo' else hi}; start further "
+            f"inside the bounds{wider}")
 
 
 def _check_init_names(init: HParams, shapes: dict) -> None:
@@ -130,17 +157,17 @@ def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams
         if init == "centre":
             return jax.tree.map(lambda a: jnp.broadcast_to(a, (population, *jnp.shape(a))), space.centre())
         return space.sample(key, population, stream=SAMPLE_STREAM)
-    init = as_hparams(init, "init")
+    given, init = init, as_hparams(init, "init")
     shapes = dict((name, dist.shape) for name, dist in space.items)
     _check_init_names(init, shapes)
     sizes = {n: (np.shape(v)[0] if np.ndim(v) == len(shapes[n]) + 1 else None) for n, v in init.items()}
     if population == 1 and all(size is None for size in sizes.values()):
-        return jax.tree.map(lambda a: a[None], _checked_init(space, init, batched=False))
+        return jax.tree.map(lambda a: a[None], _checked_init(space, given, batched=False))
     wrong = [f"{n!r} has {'none' if size is None else size}" for n, size in sizes.items() if size != population]
     if wrong:
         raise ValueError(f"init has leading sizes {sizes} but population={population}: give every hyperparameter "
                          f"a leading axis of {population} (one row per tuner; {', '.join(wrong)}), or init='sample'")
-    return _checked_init(space, init, batched=True)
+    return _checked_init(space, given, batched=True)
 
 
 def _warm_starts(warm: Result, space: Space, population: int, stored: bool = False) -> HParams:

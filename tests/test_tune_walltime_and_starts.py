@@ -18,6 +18,8 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
@@ -57,3 +59,63 @@ def test_64_trials_on_three_devices_run_in_chunks_of_at_most_64():
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["devices"] == 3 and got["trials"] == 64
     assert got["chunk"] <= 64 and got["chunk"] % 3 == 0  # one call of 66 rows before
+
+
+@pytest.fixture(scope="module")
+def objective():
+    """Ridge regression, a few steps of SGD: tiny, full batch."""
+    problem = hg.problems.ridge(num_examples=12, num_features=2, noise=0.5, seed=0)
+    return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 3.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+def test_hypergradient_names_the_float_fix_for_an_integer_value(objective):
+    with pytest.raises(ValueError, match=r"hparams\['lr'\] has dtype int\d+: .*give it as a float, 1.0 rather than 1"):
+        hg.hypergradient(objective, {"lr": 1, "weight_decay": 0.01}, jax.random.key(0))
+
+
+def test_an_integer_start_of_a_continuous_hyperparameter_is_its_float(objective):
+    key = jax.random.key(0)
+    as_int = hg.tune(objective, SPACE, key, init={"lr": 1, "weight_decay": 0.01}, steps=1)
+    as_float = hg.tune(objective, SPACE, key, init={"lr": 1.0, "weight_decay": 0.01}, steps=1)
+    assert float(as_int.trials[0].hparams["lr"]) == 1.0
+    assert [t.value for t in as_int.trials] == [t.value for t in as_float.trials]
+    population = {"lr": np.array([1, 2]), "weight_decay": np.array([0.01, 0.1])}  # batched starts too
+    pop = hg.tune(objective, SPACE, key, init=population, population=2, steps=1)
+    assert sorted(float(t.hparams["lr"]) for t in pop.trials[:2]) == [1.0, 2.0]
+
+
+_FLOAT32_START = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+import json, jax
+import numpy as np, optax, hypergrad as hg
+assert jax.numpy.zeros(()).dtype == jax.numpy.float32  # the default: float64 off
+problem = hg.problems.ridge(num_examples=12, num_features=2, noise=0.5, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=2)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 3.0), "momentum": hg.Uniform(0.0, 0.99)})
+out = {}
+for label, init, population in [("rounds", {"lr": 0.1, "momentum": 0.98999999}, 1),
+                                ("batched", {"lr": np.array([0.1, 0.1]), "momentum": np.array([0.5, 0.98999999])}, 2),
+                                ("outside", {"lr": 0.1, "momentum": 0.995}, 1)]:
+    try:
+        hg.tune(objective, space, jax.random.key(0), init=init, population=population, steps=1)
+    except ValueError as err:
+        out[label] = str(err)
+print(json.dumps(out))
+"""
+
+
+def test_a_start_rounded_onto_a_bound_in_float32_is_refused_saying_so():
+    out = subprocess.run([sys.executable, "-c", _FLOAT32_START], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "init['momentum']=0.98999999 is inside the bounds (0.0, 0.99) as given, but rounds to 0.99 in float32" \
+        in got["rounds"]
+    assert "the bound hi=0.99; start further inside the bounds" in got["rounds"]
+    assert "jax_enable_x64" in got["rounds"]
+    assert got["batched"].startswith("init['momentum'][1]=0.98999999 is inside")
+    assert got["outside"] == ("init['momentum'] lies outside or on the bounds (0.0, 0.99) of the space; start "
+                              "strictly inside them")  # a start outside as given: refused as before
+
