@@ -19,6 +19,7 @@ is finite it is random search, one trial per step (`hypergrad.outer`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -306,7 +307,11 @@ def tune(
         tuner's final iterate (column `tuner` of `to_dataframe()`; their numbers in
         `info["final_trials"]`); `best_*` across them all, or with `resample_key` across the
         trials scored on `key` alone (the warm-up's and the final iterates'; `Result.best_trial`),
-        so the pick's value is reproduced by `objective(best_hparams, key)`.
+        so the pick's value is reproduced by `objective(best_hparams, key)`. Its compile and set-up
+        seconds sit on the wall-time axis (`Result.spent("seconds")`) where they were paid: the
+        outer step's after the warm-up, before the first step's trials, and the program of a
+        halving round that narrows the chunk before that round's trials (`info["setup_seconds_at"]`);
+        the rest, the warm-up's included, before the first trial.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
@@ -337,8 +342,35 @@ def tune(
             return stored
         result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
                        resample_key, log, progress, writer)
-        result = with_setup(result, began)
+        result = _placed_within_charge(with_setup(result, began))
         return result if writer is None else writer.finish(result, space)
+
+
+def _placing(program: Any, recorder: TrialRecorder, placed: list) -> Any:
+    """A cohort's `program` (chunk -> its compiled outer step, `make_cohort`) that appends to `placed`,
+    on each call, [the number of trials recorded so far, the call's wall seconds]: a halving round
+    that narrows the chunk compiles its program (or takes it from the cache) right before that
+    round's first trial, where `Result.spent("seconds")` then places it (`info["setup_seconds_at"]`)
+    rather than before trial 0. Cost: a clock reading per call."""
+    def timed(chunk: int) -> Any:
+        began = time.perf_counter()
+        out = program(chunk)
+        placed.append([len(recorder.trials), time.perf_counter() - began])
+        return out
+
+    return timed
+
+
+def _placed_within_charge(result: Result) -> Result:
+    """`result` with the seconds `info["setup_seconds_at"]` places cut, the latest first, to its
+    compile and set-up seconds, all it charges outside its trials: a resumed study's stored trials
+    ran in an earlier call and count in its `seconds`, so `with_setup` can charge less than the
+    set-up this call measured after them; uncut, `spent("seconds")` would start below 0."""
+    placed, room = [], result.compile_seconds + result.setup_seconds
+    for index, paid in result.info.get("setup_seconds_at", ()):
+        placed.append([index, min(paid, room)])
+        room -= placed[-1][1]
+    return dataclasses.replace(result, info={**result.info, "setup_seconds_at": placed}) if placed else result
 
 
 def _init_as_used(init: Any, starts: HParams | None) -> Any:
@@ -419,6 +451,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  progress=progress, sink=writer,
                                  chunk_size=chunk_size if isinstance(chunk_size, int) else None)
         starts = _warm_starts(warm, space, population, stored=writer is not None)
+    set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
     chunk = cohort_chunk(chunk_size, halving)
     z, hparams0 = batched_starts(space, starts, chunk_rows(population, chunk))
     if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
@@ -433,6 +466,8 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
     checkpoint = None if writer is None else writer.checkpoint
     if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
         recorder.trials.extend(writer.trials_from(opened))
+    placed = [[len(recorder.trials), time.perf_counter() - set_up]] if recorder.trials else []
+    cohort.program = _placing(cohort.program, recorder, placed)
     try:
         drive([cohort], steps=steps, key=key, resample_key=resample_key, recorder=recorder, halving=halving,
               number=opened, checkpoint=checkpoint)
@@ -440,6 +475,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
         recorder.close()
     info = {"method": repr(method), "outer": outer_identity(outer), "steps": steps, "resample_key": resample_key,
             "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk,
-            "final_trials": [t.number for t in recorder.trials[len(recorder.trials) - len(cohort.tuners):]]}
+            "final_trials": [t.number for t in recorder.trials[len(recorder.trials) - len(cohort.tuners):]],
+            **({"setup_seconds_at": placed} if placed else {})}
     seconds = cohort.compile_seconds + (0.0 if warm is None else warm.compile_seconds)
     return Result(name, tuple(recorder.trials), unit, seconds, info)

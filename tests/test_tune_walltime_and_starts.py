@@ -14,9 +14,11 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import importlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
@@ -24,6 +26,11 @@ import pytest  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
 from hypergrad import _batching  # noqa: E402
+from hypergrad.outer import make_cohort  # noqa: E402
+from hypergrad.results import COMPLETE, Result, Trial  # noqa: E402
+from hypergrad.search import evaluate_settings  # noqa: E402
+
+tune_module = importlib.import_module("hypergrad.tune")  # `hypergrad.tune` is also the function
 
 
 @pytest.mark.parametrize("devices", [1, 2, 3, 5, 6, 7, 8, 9, 63, 64, 65, 100])
@@ -119,3 +126,51 @@ def test_a_start_rounded_onto_a_bound_in_float32_is_refused_saying_so():
     assert got["outside"] == ("init['momentum'] lies outside or on the bounds (0.0, 0.99) of the space; start "
                               "strictly inside them")  # a start outside as given: refused as before
 
+
+def test_the_outer_steps_set_up_is_placed_after_the_warm_up_and_each_rounds_program_before_its_round(
+        objective, monkeypatch):
+    """A slow outer-step set-up (made slow here: 1 s) was charged before trial 0, so every warm-up
+    trial seemed to finish after it; it now sits before the first tuner step (trial `warmup`), and
+    the program of each halving round that narrows the chunk before that round's first trial."""
+    clock = {}
+
+    def warm_up(*args, **kwargs):
+        result = evaluate_settings(*args, **kwargs)
+        clock["warm-up ended"] = time.perf_counter()
+        return result
+
+    def slow_cohort(*args, **kwargs):
+        time.sleep(1.0)
+        return make_cohort(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "evaluate_settings", warm_up)
+    monkeypatch.setattr(tune_module, "make_cohort", slow_cohort)
+    began = time.perf_counter()
+    result = hg.tune(objective, SPACE, jax.random.key(0), population=4, warmup=4, halving=1, steps=2,
+                     chunk_size="live")
+    warm_up_took = clock["warm-up ended"] - began
+    # trials: 4 warm-up, 4 tuners at step 0, 2 at step 1, 1 scored at the end; rounds narrow 4 -> 2 -> 1
+    assert len(result.trials) == 11
+    spent = result.spent("seconds")
+    assert spent[3] < warm_up_took + 0.5  # it was warm_up_took + 1 s or more before
+    assert spent[4] - spent[3] >= 1.0
+    assert [index for index, _ in result.info["setup_seconds_at"]] == [4, 8, 10]
+    assert result.info["setup_seconds_at"][0][1] >= 1.0  # the slow set-up, after the warm-up
+    assert spent[-1] == pytest.approx(result.compile_seconds + result.setup_seconds + result.seconds)
+    assert result.spent("seconds")[0] > 0
+
+
+def test_placed_set_up_never_exceeds_what_the_call_charges():
+    """A resumed study's stored trials ran in an earlier call: this call may charge less set-up than
+    it measured after them, and the placed seconds are cut (the latest first) so that
+    `spent("seconds")` never starts below 0."""
+    trials = tuple(Trial(number=i, hparams={"lr": np.asarray(0.1)}, value=1.0, scores={}, state=COMPLETE,
+                         flops=1.0, seconds=0.25, run_flops=1.0) for i in range(6))
+    result = Result("tune", trials, 1.0, 1.0, {"setup_seconds": 0.5, "setup_seconds_at": [[2, 1.0], [4, 1.0]]})
+    assert result.spent("seconds")[0] < 0  # as with_setup may leave it
+    cut = tune_module._placed_within_charge(result)
+    assert cut.info["setup_seconds_at"] == [[2, 1.0], [4, 0.5]]
+    assert cut.spent("seconds")[0] == pytest.approx(0.25)
+    assert cut.spent("seconds")[-1] == pytest.approx(result.spent("seconds")[-1])
+    plain = Result("tune", trials, 1.0, 1.0, {"setup_seconds": 0.5})
+    assert tune_module._placed_within_charge(plain) is plain
