@@ -51,6 +51,17 @@ stationary point of `Loop.train_loss`, as the plain loop's gradient steps approa
 overrides any of them is refused (`_check_plain_training`). Its other pieces (init, draw,
 train_loss, optimizer, readout, val_loss) it calls as the loop has them."""
 
+_OPTIMIZER_READS_PARAMS = (
+    "Implicit cannot differentiate this objective: its optimizer's update reads the parameters themselves, not "
+    "only their gradient (a decoupled weight decay such as optax.adamw or optax.add_decayed_weights, a projection "
+    "such as optax.keep_params_nonnegative, a trust ratio as in optax.lars or optax.lamb), so training stops where "
+    "the update is 0, not where the training loss's gradient is 0, and Implicit, which assumes that gradient is "
+    "0 where training stops, would return the hypergradient of a point training never reaches. Write the decay or penalty in the "
+    "training loss instead (Problem(train_loss=...) adding 0.5 * weight_decay * ||w||^2, or the built-in "
+    "problem's weight_decay hyperparameter, with optax.adam or optax.sgd in place of optax.adamw), or use "
+    "hg.Reverse() or hg.Forward(), which differentiate the optimizer as it runs")
+"""Implicit's refusal of an optimiser whose update reads the parameters (`Implicit.check_loop`)."""
+
 _SOLVERS = ("cg", "neumann")
 _SOLVER_FIELDS = {"cg": {"maxiter": 100, "tol": 1e-6}, "neumann": {"num_terms": 100, "alpha": 0.1}}
 """The fields each solver reads, with their defaults; the other solver's stay None."""
@@ -58,9 +69,10 @@ _SOLVER_FIELDS = {"cg": {"maxiter": 100, "tol": 1e-6}, "neumann": {"num_terms": 
 
 # -- which hyperparameters does a function read? ---------------------------------------------------
 # Primitives whose sub-jaxpr maps the equation's inputs to its outputs one to one, run once: their
-# dependencies can be followed inside. Loops (scan, while) feed outputs back into inputs and
-# conditionals pick one of several branches, so for those (and anything unknown) every output is
-# taken to depend on every input: an over-approximation, never a miss.
+# dependencies can be followed inside. A conditional (cond: the branch index, then the operands every
+# branch takes) is followed into each branch, and an output depends on the index and on what any
+# branch makes it depend on. Loops (scan, while) feed outputs back into inputs, so for those (and
+# anything unknown) every output is taken to depend on every input: an over-approximation, never a miss.
 _CALL_PRIMITIVES = frozenset({"jit", "pjit", "closed_call", "core_call", "custom_jvp_call",
                               "custom_vjp_call", "custom_vjp_call_jaxpr", "checkpoint", "remat"})
 
@@ -90,10 +102,25 @@ def _propagate(jaxpr: Jaxpr, in_masks: list[int]) -> list[int]:
         sub = _call_jaxpr(eqn)
         if sub is not None:
             outs = _propagate(sub, masks)
+        elif eqn.primitive.name == "cond":
+            outs = _propagate_cond(eqn, masks)
         else:
             outs = [functools.reduce(operator.or_, masks, 0)] * len(eqn.outvars)
         env.update(zip(eqn.outvars, outs))
     return [read(v) for v in jaxpr.outvars]
+
+
+def _propagate_cond(eqn, masks: list[int]) -> list[int]:
+    """`_propagate` through a `cond`: each output depends on the branch index and on the operands
+    that some branch maps to it (a branch of an unexpected form: on every input)."""
+    index, operands = masks[0], masks[1:]
+    outs = [index] * len(eqn.outvars)
+    for branch in eqn.params.get("branches", ()):
+        sub = branch.jaxpr if isinstance(branch, ClosedJaxpr) else branch
+        if not isinstance(sub, Jaxpr) or len(sub.invars) != len(operands) or len(sub.outvars) != len(outs):
+            return [functools.reduce(operator.or_, masks, 0)] * len(eqn.outvars)
+        outs = [a | b for a, b in zip(outs, _propagate(sub, operands))]
+    return outs
 
 
 def _abstract(tree: PyTree) -> PyTree:
@@ -122,6 +149,25 @@ def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set
     masks += [0] * (len(closed.jaxpr.invars) - len(masks))
     seen = functools.reduce(operator.or_, _propagate(closed.jaxpr, masks), 0)
     return {name for name in names if seen & bits[name]}
+
+
+def _optimizer_reads_params(loop: Loop, hparams: HParams, params: PyTree) -> bool:
+    """Whether the optimiser's first step, its state from `init(params)` included, depends on the
+    values of the parameters and not only on their gradient (a decoupled weight decay, a projection,
+    a trust ratio): then training can stop where the gradient of the training loss is not 0.
+
+    Static, as `hparams_read_by` (abstract values: nothing runs or compiles; an over-approximation
+    through loops inside the optimiser, never a miss). A transformation that reads only the
+    parameters' structure (`optax.masked`, `optax.multi_transform` labels) does not count.
+    """
+    def first_step(p, h, g):
+        opt = loop.optimizer(h)
+        return optimizer_update(opt, g, opt.init(p), p, jnp.zeros((), jnp.result_type(float)))
+
+    closed = jax.make_jaxpr(first_step)(_abstract(params), _abstract(dict(hparams)), _abstract(params))
+    tagged = len(jax.tree.leaves(params))  # make_jaxpr flattens the arguments in order: params first
+    masks = [1] * tagged + [0] * (len(closed.jaxpr.invars) - tagged)
+    return any(_propagate(closed.jaxpr, masks))
 
 
 # -- linear solvers on pytrees, matrix-free ----------------------------------------------------------
@@ -179,6 +225,7 @@ def _neumann_series(matvec: Callable[[PyTree], PyTree], b: PyTree, *, num_terms:
     the spectral radius of I - alpha A is below 1, i.e. 0 < alpha * eigenvalue < 2 for every
     eigenvalue of A (A positive definite, alpha < 2 / lambda_max). Truncated after `num_terms`
     products, the error is (I - alpha A)^{num_terms + 1} A^{-1} b (Lorraine et al. 2020, Alg. 3).
+
     """
 
     def term(carry, _):
@@ -228,22 +275,33 @@ class Implicit(Method):
     that is always 0) stays put too and is held, as training holds it.
 
     Only hyperparameters of the training loss are differentiable: one that the optimiser reads
-    (a learning rate, momentum, a decay inside `optax.adamw`) changes the path to the fixed point
-    but not the stationarity condition, so `check` refuses it; so is one that the initialisation
-    reads (`Problem(init=...)` with `model_reads_hparams`, e.g. an initialisation scale) and the
+    (a learning rate or momentum, which change the path to the fixed point but not the
+    stationarity condition; a decay inside `optax.adamw`, which moves the fixed point off it) is
+    refused by `check`; so is one that the initialisation reads (`Problem(init=...)` with
+    `model_reads_hparams`, e.g. an initialisation scale) and the
     training loss does not, which moves where training starts, and so where unconverged or
     nonconvex training ends, but not the stationarity condition. One that the initialisation and
     the training loss both read gets its loss term only: its effect through the starting point is
     part of the path that Implicit ignores (see Bias). A hyperparameter read only by the
     validation loss gets its exact gradient, the direct term; one read by nothing gets zero.
 
-    The training step is the plain loop's: an objective whose loop is a `hypergrad.loop.Loop`
-    subclass overriding a training step (`update`, `step`, `run`, `train`) is refused with a
-    ValueError before anything compiles, since such a step need not end at a stationary point of
-    the training loss (a projection does not). One that does (a change of the gradient, such as
-    clipping, or of the loss) can be written through the pieces Implicit honours: the optimizer, or
-    the loop's `train_loss`, whose stationarity Implicit then solves; `hg.Reverse()` and
-    `hg.Forward()` differentiate any loop.
+    Training must stop where the training loss's gradient is 0, so the optimiser's update must be 0
+    exactly there: a function of the gradient alone (sgd, momentum, adam, clipping). An optimiser
+    whose update (or the state it starts from) reads the parameters themselves is refused with a
+    ValueError before anything compiles: a decoupled weight decay (`optax.adamw`,
+    `optax.add_decayed_weights`, masked or not) stops where the gradient balances the decay, a
+    projection (`optax.keep_params_nonnegative`) on the bound; write the decay as a term of the
+    training loss instead (`Problem(train_loss=...)`), or use `hg.Reverse()`/`hg.Forward()`. The
+    check reads the optimiser's program (nothing runs); it may refuse one whose update reads the
+    parameters but still stops at gradient 0 (a trust ratio as in `optax.lars`), and it cannot see
+    a change of the gradient that moves the fixed point without reading the parameters
+    (`optax.centralize`, which stops where the gradient is a nonzero constant): that is for the
+    user to rule out. Likewise an objective whose loop is a `hypergrad.loop.Loop` subclass
+    overriding a training step (`update`, `step`, `run`, `train`) is refused, since such a step
+    need not end at a stationary point of the training loss (a projection does not). A change that
+    keeps the fixed point at gradient 0 can be written through the pieces Implicit honours: the
+    optimizer (clipping, a positive rescaling of the gradient), or the loop's `train_loss`, whose
+    stationarity Implicit then solves; `hg.Reverse()` and `hg.Forward()` differentiate any loop.
 
     Cost: one training run, plus `maxiter` (CG, at most) or `num_terms` (Neumann) Hessian-vector
     products on the full training set (each about two gradient evaluations), plus one gradient of
@@ -331,7 +389,9 @@ class Implicit(Method):
     def check_loop(self, loop: Loop, hparams: HParams) -> None:
         """Refuses, statically, hyperparameters that the optimiser reads (e.g. 'lr', 'momentum') and
         those that the initialisation reads but the training loss does not (e.g. an init scale),
-        and a loop whose training step is customised (`_check_plain_training`)."""
+        an optimiser whose update reads the parameters (`_optimizer_reads_params`: a decoupled
+        weight decay, a projection), and a loop whose training step is customised
+        (`_check_plain_training`)."""
         _check_plain_training(loop)
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
@@ -352,6 +412,7 @@ class Implicit(Method):
             # The starting point: it moves where training ends (unless it converges to a unique
             # stationary point) but not the stationarity condition, so Implicit would return 0.
             in_init = hparams_read_by(lambda h, lp: lp.init(h, jax.random.key(0)).params, hparams, loop)
+            reads_params = _optimizer_reads_params(loop, hparams, params)
         except KeyError as err:  # most often a hyperparameter nobody passed
             raise ValueError(missing_key_message(err)) from err
         for name in hparams:  # in the caller's order: the first offender is named
@@ -369,6 +430,8 @@ class Implicit(Method):
                     "moves where training ends, not the stationarity condition, so Implicit would "
                     "return 0 for it; use hg.Reverse() or hg.Forward() for it, or leave it out of "
                     "hparams (fix it inside init)")
+        if reads_params:
+            raise ValueError(_OPTIMIZER_READS_PARAMS)
 
     # -- the hypergradient ---------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
@@ -442,5 +505,7 @@ def _check_plain_training(loop: Loop) -> None:
             "ends where that gradient is not 0), and Implicit would return the hypergradient of a point training "
             "never reaches. A custom step whose end is such a stationary point is honoured when written through the "
             "pieces Implicit calls as the loop has them: keep Loop's step and change the gradient in the optimizer "
-            "(clipping, for one), or the loss in Loop.train_loss (or Problem(train_loss=...)), whose stationarity "
-            "Implicit then solves. Otherwise use hg.Reverse() or hg.Forward(), which differentiate the loop as it runs")
+            "in a way that still stops only where it is 0 (clipping, a positive rescaling; an optimizer whose update "
+            "reads the parameters, a decay or a projection, is refused too), or the loss in Loop.train_loss (or "
+            "Problem(train_loss=...)), whose stationarity Implicit then solves. Otherwise use hg.Reverse() or "
+            "hg.Forward(), which differentiate the loop as it runs")
