@@ -263,8 +263,14 @@ class Implicit(Method):
     with H v computed matrix-free (`jax.jvp` of `jax.grad`), never a dense Hessian (Lorraine,
     Vicol & Duvenaud 2020, "Optimizing millions of hyperparameters by implicit differentiation";
     JAXopt's `custom_root`, Blondel et al. 2021). L and H are on the FULL training set, not a
-    minibatch, also for a minibatch problem: the fixed point that training approaches is the
-    stationary point of the full-batch loss.
+    minibatch, also for a minibatch problem, whose training (with a step size decaying to 0)
+    approaches a stationary point of the average of its minibatch losses over the epochs. That is
+    the full-batch loss only when a minibatch loss is an unbiased estimate of it: the mean over the
+    batch's examples (plus terms that do not depend on the batch, such as a penalty). A minibatch
+    loss that is a sum over the batch (`reduction="sum"`), or normalised per batch otherwise (a
+    weighted loss divided by the batch's sum of weights), trains towards another point, and
+    Implicit's result is then silently wrong (a sum: it weighs the penalty n / batch_size times
+    too little); write the loss as a per-example mean, or use `hg.Reverse()` or `hg.Forward()`.
 
     Frozen parameters. An entry that training leaves bitwise where it started (a group frozen by a
     rate of exactly 0: `freeze` or a zero `lr` entry of `hg.problems.group_sgd`, `optax.set_to_zero`
