@@ -1,6 +1,7 @@
 """Implicit's assumptions made checkable (hunt H25): training must stop where the training loss's
 gradient is 0, so an optimiser whose update reads the parameters (a decoupled weight decay, a
-projection) is refused before compiling, while optimisers that are functions of the gradient pass.
+projection) is refused before compiling, while optimisers that are functions of the gradient pass;
+and a diverging Neumann series returns NaN (which `tune` skips), not a huge finite number.
 """
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
-from hypergrad.methods.implicit import hparams_read_by
+from hypergrad.methods.implicit import _neumann_series, hparams_read_by
 
 CG = hg.Implicit(solver="cg", maxiter=50, tol=1e-13)
 HPARAMS = {"weight_decay": jnp.asarray(0.1)}
@@ -89,3 +90,40 @@ def test_the_dependency_analysis_follows_each_branch_of_a_conditional():
     # the predicate is read too
     assert hparams_read_by(lambda h: jax.lax.cond(h["b"] > 0, lambda a: a, lambda a: -a, h["a"]),
                            {"a": 1.0, "b": 2.0}) == {"a", "b"}
+
+
+def test_a_diverging_neumann_series_is_nan_and_a_converging_one_is_unchanged():
+    a = jnp.array([1.0, 3.0])  # A = diag(1, 3): converges for 0 < alpha < 2/3
+
+    def matvec(v):
+        return a * v
+
+    b = jnp.array([1.0, 1.0])
+    x = _neumann_series(matvec, b, num_terms=200, alpha=0.5, unroll=False)
+    np.testing.assert_allclose(x, b / a, rtol=1e-12)
+    # alpha = 0.9: I - alpha A = diag(0.1, -1.7), so the second component's terms grow as 1.7^j
+    assert np.all(np.isnan(_neumann_series(matvec, b, num_terms=50, alpha=0.9, unroll=False)))
+    assert np.all(np.isnan(_neumann_series(matvec, b, num_terms=50, alpha=0.9, unroll=True)))
+    # b without weight on the diverging direction: the series converges there
+    np.testing.assert_allclose(_neumann_series(matvec, jnp.array([1.0, 0.0]), num_terms=50, alpha=0.9,
+                                               unroll=False), [1.0, 0.0], rtol=1e-12)
+    # two terms of the same divergence (last term 2 times the first): the truncated sum, as before
+    m = 1.0 - 0.9 * a
+    np.testing.assert_allclose(_neumann_series(matvec, b, num_terms=2, alpha=0.9, unroll=False),
+                               0.9 * (b + m * b + m * m * b), rtol=1e-12)
+
+
+def test_neumann_with_too_large_a_step_gives_non_finite_grads_that_tune_skips(ridge_problem, key):
+    """The hunt's ridge (lambda_max about 1.9 with the decay): alpha 1.5 gave -1e21, and tune took it."""
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(0.5), num_steps=50)
+    _, grads = hg.hypergradient(objective, HPARAMS, key,
+                                method=hg.Implicit(solver="neumann", num_terms=100, alpha=1.5))
+    assert not np.isfinite(grads["weight_decay"])
+    _, good = hg.hypergradient(objective, HPARAMS, key, method=hg.Implicit(solver="neumann", num_terms=100,
+                                                                             alpha=1.0))
+    assert np.isfinite(good["weight_decay"])
+    space = hg.Space({"weight_decay": hg.LogUniform(1e-3, 1.0)})
+    with pytest.warns(RuntimeWarning, match="hypergradient was not"):
+        result = hg.tune(objective, space, key, method=hg.Implicit(solver="neumann", num_terms=100, alpha=1.5),
+                         steps=2)
+    assert result.trials[0].state == "skipped"

@@ -66,6 +66,12 @@ _SOLVERS = ("cg", "neumann")
 _SOLVER_FIELDS = {"cg": {"maxiter": 100, "tol": 1e-6}, "neumann": {"num_terms": 100, "alpha": 0.1}}
 """The fields each solver reads, with their defaults; the other solver's stay None."""
 
+_NEUMANN_BLOWUP = 10.0
+"""A Neumann series whose last term is longer than this many times its first is taken to diverge
+(`_neumann_series`): its result is NaN. Above 1 (a converging series' terms never grow) by a margin
+that lets a few terms of a slow divergence through, and far below the growth of a blow-up (the
+alpha = 1.5 at lambda_max = 1.9 grows 1.85-fold a term: about 1e26 after 100 terms)."""
+
 
 # -- which hyperparameters does a function read? ---------------------------------------------------
 # Primitives whose sub-jaxpr maps the equation's inputs to its outputs one to one, run once: their
@@ -226,6 +232,15 @@ def _neumann_series(matvec: Callable[[PyTree], PyTree], b: PyTree, *, num_terms:
     eigenvalue of A (A positive definite, alpha < 2 / lambda_max). Truncated after `num_terms`
     products, the error is (I - alpha A)^{num_terms + 1} A^{-1} b (Lorraine et al. 2020, Alg. 3).
 
+    Divergence: when the series converges, I - alpha A (symmetric) has no eigenvalue outside
+    (-1, 1), so the terms never grow: ||(I - alpha A)^K b|| <= ||b||. A last term longer than the
+    first means an eigenvalue outside (alpha above 2 / lambda_max, or negative curvature) on which
+    b has weight; the residual b - A x is the next term, so x then solves A x = b worse than 0
+    does. A few terms of a slowly diverging series are still a usable short-horizon estimate (K
+    steps of unrolled differentiation from the end point, as Lorraine et al. truncate on purpose
+    for a nonconvex network), but a blow-up is not: once the last term is over `_NEUMANN_BLOWUP`
+    times the first, the sum grows geometrically towards a huge, finite, meaningless number, and
+    x is NaN (every entry) so that callers see a non-finite result. One comparison of two norms.
     """
 
     def term(carry, _):
@@ -233,8 +248,9 @@ def _neumann_series(matvec: Callable[[PyTree], PyTree], b: PyTree, *, num_terms:
         power = _axpy(-alpha, matvec(power), power)     # (I - alpha A)^{j+1} b: one product with A
         return (power, jax.tree.map(jnp.add, total, power)), None
 
-    (_, total), _ = jax.lax.scan(term, (b, b), None, length=num_terms, unroll=True if unroll else 1)
-    return jax.tree.map(lambda t: alpha * t, total)
+    (last, total), _ = jax.lax.scan(term, (b, b), None, length=num_terms, unroll=True if unroll else 1)
+    diverging = _vdot(last, last) > _NEUMANN_BLOWUP ** 2 * _vdot(b, b)
+    return jax.tree.map(lambda t: jnp.where(diverging, jnp.nan, alpha * t), total)
 
 
 # -- the method --------------------------------------------------------------------------------------
@@ -323,7 +339,10 @@ class Implicit(Method):
     the learning rate or the number of steps, so it cannot see short-horizon effects. CG needs a
     positive definite Hessian (for an indefinite or singular one, e.g. a nonconvex network, add
     damping, which biases the result towards a scaled gradient); Neumann needs in addition
-    0 < alpha < 2 / lambda_max(H + damping). A group whose rate is small but not 0 (one tuned
+    0 < alpha < 2 / lambda_max(H + damping): a series whose terms blow up (its last term over 10
+    times its first: alpha too large, or strong negative curvature) returns NaN grads, which `tune`
+    skips, instead of a huge finite number; a few terms of a slow divergence pass (a short-horizon
+    estimate, biased). A group whose rate is small but not 0 (one tuned
     towards 0) moves a little, so it is in S and taken to be at a stationary point that it is far
     from: the result is biased there, and jumps to the frozen answer at a rate of exactly 0; use
     `hg.Reverse()` or `hg.Forward()` for such a set-up.
@@ -344,7 +363,8 @@ class Implicit(Method):
         tol: CG stops when ||(H + damping) v - dV/dw|| <= tol * ||dV/dw||; None: 1e-6.
         num_terms: Neumann's number of Hessian-vector products K; the series is
             alpha * sum_{j=0}^{K} (I - alpha (H + damping))^j dV/dw. None: 100.
-        alpha: Neumann's step size; needs 0 < alpha < 2 / lambda_max(H + damping). None: 0.1.
+        alpha: Neumann's step size; needs 0 < alpha < 2 / lambda_max(H + damping) (NaN grads
+            when the series' terms blow up). None: 0.1.
         damping: lambda >= 0 added to the Hessian's diagonal (a bias, traded for conditioning).
         unroll: False runs CG as a loop that stops at `tol`; True runs exactly `maxiter` CG
             iterations (or the `num_terms` Neumann terms) as straight-line code, whose iterates
