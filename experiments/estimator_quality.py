@@ -80,8 +80,10 @@ Where an outer loop ends also depends on the outer loop (its step sizes, clippin
 run per method), so the full-horizon `hg.Reverse()` tuner, run through the same outer loop, is the
 control: a truncated tuner counts as settling low only where it settles below where Reverse
 settles. The bias itself is also measured without the outer loop: each method's dL/dlog lr at the
-grid's best lr, over 8 fresh keys (mean ± standard error, and the share of keys whose estimate
-says "raise the rate"). The exact full-horizon derivative is zero in expectation there, up to the
+grid's best lr, over 8 fresh keys (mean ± standard error of the sample standard deviation, and the
+share of keys whose estimate says "raise the rate"). The lr reached is one outer-loop run per method:
+the outer keys alone move it a lot, and the verdict's "settles below the control" has no noise
+margin (the claim says so). The exact full-horizon derivative is zero in expectation there, up to the
 grid's resolution; a biased truncated estimator's is positive (it says "lower the rate").
 
     python experiments/estimator_quality.py            # the study (a few minutes on 2 cores)
@@ -373,8 +375,7 @@ def short_horizon_bias(cfg: Config, problem: hg.Problem, trajectory):
         # resolution); a biased method's mean is not.
         at_best = [float(hg.hypergradient(objective, {"lr": jnp.asarray(best_lr)}, jax.random.fold_in(
             base, 20_000 + i), method=method)[1]["lr"]) * best_lr for i in range(cfg.probe_keys)]
-        probes[name] = (np.mean(at_best), np.std(at_best) / math.sqrt(len(at_best)),
-                        np.mean(np.asarray(at_best) < 0))
+        probes[name] = probe_summary(at_best)
 
     # Online HD from the same start: the learning rate it adapts to (final alpha_T), over the keys.
     online = {}
@@ -423,6 +424,14 @@ def short_horizon_bias(cfg: Config, problem: hg.Problem, trajectory):
     facts = {"best_lr": best_lr, "T": T, "reached": {n: reached[n] for n in names if n in probes},
              "probes": {n: [float(x) for x in probes[n]] for n in probes}}
     return title, markdown(headers, rows), (paths, best_lr), facts
+
+
+def probe_summary(at_best: list[float]) -> tuple[float, float, float]:
+    """(mean, standard error, share of keys saying "raise the rate") of dL/dlog lr over fresh keys; the
+    standard error is the sample standard deviation (ddof=1) over sqrt(keys), infinite for one key."""
+    values = np.asarray(at_best, np.float64)
+    se = float(np.std(values, ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("inf")
+    return float(np.mean(values)), se, float(np.mean(values < 0))
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -485,7 +494,9 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
     best lr when its mean dL/dlog lr there is positive by more than two standard errors (it says "lower
     the rate" where the full horizon says "stay"). Held if every truncated tuner shows both; partly if
     every one shows one of the two; not held otherwise. (The first rule compared with the grid's best
-    lr, which the Reverse control settled below as well; a review replaced it by the control.)"""
+    lr, which the Reverse control settled below as well; a review replaced it by the control.) "Below" reads
+    one outer-loop run per method with no noise margin (a margin needs several outer runs per method, which
+    this experiment does not make), and the claim says so."""
     best, truncated = facts["best_lr"], [n for n in facts["probes"] if n.startswith("Truncated(")]
     control = next(n for n in facts["probes"] if n.startswith("Reverse"))
     below = [facts["reached"][n] < facts["reached"][control] for n in truncated]
@@ -506,11 +517,17 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
         "Truncated back-propagation of the full-horizon objective (not Wu et al.'s short-horizon objective) biases "
         f"hypergradient tuning of a constant SGD learning rate towards rates smaller than the best for the full "
         f"horizon (T = {facts['T']}).",
-        f"best lr (grid) {best:.3g}; " + "; ".join(parts), verdict,
+        f"best lr (grid) {best:.3g}; " + "; ".join(parts) + " (lr reached: one outer-loop run per method, "
+        "no noise margin)", verdict,
         f"{counts}. Rule: below the full-horizon Reverse tuner's lr and positive by > 2 s.e., every truncated tuner "
         "(held), every one of them one of the two (partly); the control replaced the grid's best lr as the bar after "
         "the first full run, on review. The regime (batch 8, no momentum, T = 300) was chosen "
-        "after a first sweep in another regime showed no bias.")
+        "after a first sweep in another regime showed no bias. Limitation (stated on review): 'below' compares "
+        "one outer-loop run per method (the same outer keys for each) with no noise margin, while the outer keys "
+        "alone move where a tuner settles by far more than small gaps (a review rerunning the outer loop with "
+        "other keys saw the lr reached change by a factor of about two); a margin would need several outer runs "
+        "per method, so a small gap in 'below' is not evidence, and the derivatives at the best lr carry the "
+        "margin. Their standard errors use the sample standard deviation (ddof=1) since that review.")
 
 
 def main(argv=None):

@@ -25,7 +25,9 @@ optimiser reads no hyperparameter (Implicit refuses those).
    (20 iterations), one training key (the paper's set-up: a deterministic inner problem), recording the
    validation and test loss of every iterate against the compute spent.
 3. Random search at the Neumann tuner's compute: it cannot search 2,368 decays one by one (a shaped
-   hyperparameter is one value broadcast to every weight), so it searches one shared decay.
+   hyperparameter is one value broadcast to every weight), so it searches one shared decay. Its pick
+   (lowest validation loss on the tuning key) is retrained with the same fresh keys as the tuners'
+   iterates (5 more training runs).
 
 Verdict rules (fixed in this file before the first full run):
 - "a few Neumann terms give useful hypergradients at a few runs' cost": over Neumann with K <= 10,
@@ -39,8 +41,15 @@ Verdict rules (fixed in this file before the first full run):
   one of the two; not held if neither (CG and the tuning key's own numbers are context). The first
   rule read the Neumann tuner alone, on the tuning key, with no margin; a review found it "held" on a
   small rise the exact tuner did not show, and this rule replaced it (after the first full runs).
-- equal compute: held if the Neumann tuner's final validation loss is below random search's best;
-  not held otherwise (its test loss is reported beside it).
+- equal compute: the Neumann tuner's last iterate and random search's pick, each retrained with the
+  fresh keys of the overfitting rule, compared on test loss paired over those keys: held if the
+  tuner's is lower by more than two standard errors of the paired difference, partly if lower by
+  less, not held otherwise (the tuning key's validation and test losses are context). The first rule
+  read the tuning key's validation loss with no margin: the quantity the tuner descends, over 2,368
+  coordinates against random search's one, on the 50 examples claim 2 shows it overfits, so it could
+  hardly fail and said nothing about the outcome that matters; a review replaced it by this one, the
+  rule the other equal-compute claims use (on test, paired over keys, 2 s.e.), after the first full
+  runs.
 
     python experiments/weight_decay_per_parameter.py            # full (a few minutes on 2 cores)
     python experiments/weight_decay_per_parameter.py --smoke    # seconds, for CI
@@ -210,8 +219,18 @@ def run(cfg: Config) -> dict:
     began = time.perf_counter()
     rand = hg.random_search(objective, space, key, num_trials=max(2, int(round(budget))))
     rand_seconds = time.perf_counter() - began
+    fresh_random = retrained(objective, rand.best_hparams, keys)  # the equal-compute rule's fresh keys
     return {"problem": problem, "num_weights": n, "lambda_max": lam, "alpha": alpha, "quality": quality,
-            "tuned": tuned, "neumann_label": neumann_label, "random": (rand, rand_seconds), "fresh": fresh}
+            "tuned": tuned, "neumann_label": neumann_label, "random": (rand, rand_seconds), "fresh": fresh,
+            "fresh_random": fresh_random}
+
+
+def retrained(objective: hg.Objective, hparams: dict, keys: list) -> dict[str, list[float]]:
+    """{"val": [...], "test": [...]}: validation and test loss of `hparams` retrained with each of `keys`
+    (one training run per key)."""
+    hparams = {k: jnp.asarray(v) for k, v in hparams.items()}
+    scores = [objective.evaluate(hparams, key) for key in keys]
+    return {"val": [float(r["val_loss"]) for r in scores], "test": [float(r["test_loss"]) for r in scores]}
 
 
 def first_and_last(objective: hg.Objective, result: hg.Result, keys: list) -> dict[str, list[float]]:
@@ -219,10 +238,8 @@ def first_and_last(objective: hg.Objective, result: hg.Result, keys: list) -> di
     trials = [t for t in result.trials if t.state != "fail"]
     out = {}
     for which, trial in (("first", trials[0]), ("last", trials[-1])):
-        hparams = {k: jnp.asarray(v) for k, v in trial.hparams.items()}
-        scores = [objective.evaluate(hparams, key) for key in keys]
-        out[f"val_{which}"] = [float(r["val_loss"]) for r in scores]
-        out[f"test_{which}"] = [float(r["test_loss"]) for r in scores]
+        scores = retrained(objective, trial.hparams, keys)
+        out[f"val_{which}"], out[f"test_{which}"] = scores["val"], scores["test"]
     return out
 
 
@@ -260,6 +277,21 @@ def overfit_verdict(fresh: dict[str, dict], neumann_label: str) -> tuple[str, st
     return verdict, why
 
 
+def equal_compute_verdict(tuner_test: list[float], random_test: list[float]) -> tuple[str, str]:
+    """(verdict, why) of the equal-compute claim from the test losses of the Neumann tuner's last iterate and
+    of random search's pick, each retrained with the same fresh keys: held if the tuner's is lower by more
+    than two standard errors of the paired difference, partly if lower by less, not held otherwise."""
+    gap, se = paired_gap(tuner_test, random_test)
+    verdict = "held" if gap < -2.0 * se else "partly" if gap < 0 else "not held"
+    why = (f"test loss, tuner minus random search, paired over {len(tuner_test)} fresh keys: {gap:+.4f} ± {se:.4f} "
+           "s.e. Rule: lower by more than 2 s.e. (held), lower by less (partly), not lower (not held). Revised on "
+           "review after the first full runs: the first rule compared the tuning key's validation loss with no "
+           "margin, the quantity the tuner descends (2,368 coordinates against one) on the 50 examples it overfits "
+           "(claim 2), so it could hardly fail; it is now judged as the other equal-compute claims are, on test "
+           "loss over fresh keys with a 2 s.e. margin.")
+    return verdict, why
+
+
 def curve(result: hg.Result) -> dict[str, np.ndarray]:
     trials = [t for t in result.trials if t.state != "fail"]
     return {"runs": np.cumsum([t.runs for t in trials]), "val": np.array([t.value for t in trials]),
@@ -267,7 +299,8 @@ def curve(result: hg.Result) -> dict[str, np.ndarray]:
 
 
 def verdicts(out: dict) -> tuple[list[_claims.Claim], dict]:
-    """The rules in the module docstring (the overfitting rule replaced after the first full runs)."""
+    """The rules in the module docstring (the overfitting and equal-compute rules replaced after the first full
+    runs)."""
     few = [r for r in out["quality"] if r["method"].startswith("Implicit Neumann")
            and int(r["method"].split("=")[1]) <= FEW]
     cheap = [r for r in few if r["runs"] <= 5.0]
@@ -304,19 +337,20 @@ def verdicts(out: dict) -> tuple[list[_claims.Claim], dict]:
 
     rand = out["random"][0]
     rv, rt = rand.best_value, rand.best_test_value
-    if v_end < rv:
-        v3, why3 = "held", f"final validation loss {v_end:.3f} below random search's best {rv:.3f}."
-    else:
-        v3, why3 = "not held", f"random search's shared decay reaches {rv:.3f}, against {v_end:.3f}."
+    tuner_test, random_test = out["fresh"][out["neumann_label"]]["test_last"], out["fresh_random"]["test"]
+    v3, why3 = equal_compute_verdict(tuner_test, random_test)
+    gap, se = paired_gap(tuner_test, random_test)
     c3 = _claims.Claim(
-        "issue 15 (equal compute)", "Per-weight decays tuned by Implicit (Neumann) reach a lower validation loss "
-        "than random search over one shared decay at equal compute.",
-        f"val {v_end:.3f} (test {t_end:.3f}) vs random search val {rv:.3f} (test {rt:.3f}), "
-        f"{out['tuned'][out['neumann_label']][0].runs:.0f} vs {rand.runs:.0f} runs", v3, why3)
+        "issue 15 (equal compute)", "Per-weight decays tuned by Implicit (Neumann) reach a lower test loss than "
+        "random search over one shared decay at equal compute (rule revised on review: it first compared the "
+        "validation loss of the 50 examples the tuner overfits).",
+        f"test loss over {len(tuner_test)} fresh keys: tuner's last iterate {np.mean(tuner_test):.4f}, random "
+        f"search's pick {np.mean(random_test):.4f} (paired difference {gap:+.4f} ± {se:.4f} s.e.); on the tuning key: val {v_end:.3f} vs {rv:.3f}, test "
+        f"{t_end:.3f} vs {rt:.3f}; {out['tuned'][out['neumann_label']][0].runs:.0f} vs {rand.runs:.0f} runs", v3, why3)
     numbers = {"quality": out["quality"], "best_few": best["method"], "best_few_cosine": best["cosine_log"],
                "val_first": v0, "val_last": v_end, "test_first": t0, "test_last": t_end,
                "random_val": rv, "random_test": rt, "lambda_max": out["lambda_max"], "alpha": out["alpha"],
-               "num_hparams": out["num_weights"], "fresh": out["fresh"]}
+               "num_hparams": out["num_weights"], "fresh": out["fresh"], "fresh_random": out["fresh_random"]}
     return [c1, c2, c3], numbers
 
 

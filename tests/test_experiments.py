@@ -191,6 +191,11 @@ def check_weight_decay_per_parameter(stdout, out):
     both = [overfits("Reverse"), overfits(neumann)]
     assert sidecar["claims"][1]["verdict"] == ("held" if all(both) else "partly" if any(both) else "not held")
     assert "one training key" in sidecar["claims"][1]["ours"], sidecar["claims"][1]
+    tuner_test, random_test = fresh[neumann]["test_last"], n["fresh_random"]["test"]  # equal compute: on test
+    assert len(random_test) == len(tuner_test) >= 2, n["fresh_random"]
+    mean = paired_mean_se(tuner_test, random_test)[0]
+    assert sidecar["claims"][2]["verdict"] == ("held" if beyond_noise(tuner_test, random_test, -1) else
+                                               "partly" if mean < 0 else "not held"), sidecar["claims"][2]
 
 
 def check_online_lr(stdout, out):
@@ -358,8 +363,15 @@ def check_chaos(stdout, out):
     (_, exact), *others = n["estimators"].items()
     assert all(x["runs"] >= 1.0 for x in n["estimators"].values()), n["estimators"]
     inf = float("inf")
-    lower = [(inf if x["std"] is None else x["std"]) < (inf if exact["std"] is None else exact["std"]) for _, x in others]
+    lower = [x["finite"] >= exact["finite"] and (inf if x["std"] is None else x["std"]) <
+             (inf if exact["std"] is None else exact["std"]) for _, x in others]  # spreads over the finite keys
     assert sidecar["claims"][2]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
+    for x in n["estimators"].values():  # the spread shown is the finite keys' (None only under two of them)
+        finite = [g for g in x["grads"] if g is not None and math.isfinite(g)]
+        assert (x["std"] is None) == (len(finite) < 2) and x["finite"] == len(finite), x
+        if x["std"] is not None:
+            assert x["std"] == pytest.approx(np.std(finite, ddof=1)), x
+    assert " inf " not in sidecar["claims"][2]["ours"] and "finite" in sidecar["claims"][2]["ours"]
 
 
 def check_seed_iris(stdout, out):
