@@ -8,14 +8,21 @@ the fit before anything compiles with a `ValueError` naming what differs and the
 on every process returns what one process with both devices returns.
 """
 
+import contextlib
 import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pytest
+import sklearn.model_selection as sk
+from jax.experimental import multihost_utils
 from sklearn.datasets import make_regression
+from sklearn.linear_model import Ridge as SklearnRidge
 
 import hypergrad.sklearn._search as search_module
+from hypergrad._processes import checked_together
 from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, RandomizedSearchCV, Ridge
 
 from test_distributed import _WORKER_START, _two_workers
@@ -105,3 +112,94 @@ def test_one_process_describes_nothing(monkeypatch):
     assert len(GridSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y).cv_results_["params"]) == 2
     assert len(RandomizedSearchCV(Ridge(), {"alpha": [0.1, 1.0]}, n_iter=2, cv=2).fit(X, y).cv_results_["params"]) == 2
     assert HypergradSearchCV(Ridge(), {"alpha": (0.01, 10.0, "log")}, cv=2, budget=4).fit(X, y).best_params_
+
+
+# -- a fit refused on one process alone: refused on every process ---------------------------------
+_REFUSED_ALONE = r'''
+import numpy as np
+from sklearn.datasets import make_classification, make_regression
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, RandomizedSearchCV, Ridge
+first = process == 0
+X, y = make_regression(n_samples=60, n_features=4, noise=1.0, random_state=0)
+model = Ridge(random_state=0)
+nan_x = X.copy()
+nan_x[0, 0] = np.nan
+xc, yc = make_classification(n_samples=60, n_features=4, n_informative=3, n_redundant=0, n_classes=3, random_state=0)
+
+
+def unseeded():
+    np.random.seed(1 - process)  # random_state=None: process 0 draws alpha=1.0, process 1 alpha=-1.0 (refused)
+    return RandomizedSearchCV(model, {"alpha": [1.0, -1.0]}, n_iter=1, cv=3).fit(X, y)
+
+
+calls = {  # each process's fit: the same but for one thing process 1 alone gives invalid
+    "distributions": lambda: HypergradSearchCV(model, {"alpha": (0.01, 10.0, "log") if first else (10.0, 0.01, "log")},
+                                               cv=3, budget=4).fit(X, y),
+    "nan": lambda: GridSearchCV(model, {"alpha": [0.1, 1.0]}, cv=3).fit(X if first else nan_x, y),
+    "unseeded": unseeded,
+    "n_jobs": lambda: GridSearchCV(model, {"alpha": [0.1, 1.0]}, cv=3, n_jobs=None if first else 0).fit(X, y),
+    "classes": lambda: GridSearchCV(LogisticRegression(random_state=0), {"C": [0.1, 1.0]}, cv=3).fit(
+        xc, yc if first else np.minimum(yc, 1)),  # process 1's y lacks class 2
+    "same": lambda: GridSearchCV(model, {"alpha": [0.1, 1.0]}, cv=3).fit(X, y),
+}
+out = {}
+for name, call in calls.items():
+    try:
+        s = call()
+        out[name] = {"scores": [float(v) for v in s.cv_results_["mean_test_score"]], "best": str(s.best_params_)}
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+with open(os.path.join(tmp, f"alone{process}.json"), "w") as f:
+    json.dump(out, f)
+'''
+
+
+def test_a_fit_refused_on_one_process_alone_is_refused_on_every_process(tmp_path):
+    """A fit refused by a check on process 1 alone (a bad param_distributions, NaN in its X, an
+    unseeded draw of a candidate Ridge refuses, n_jobs=0) left process 0 waiting in the fit's
+    comparison for ever. Process 1 now raises its own error and process 0 the same, naming process 1
+    (with the random_state to give for the unseeded draw); a y lacking a class on process 1 is a
+    difference refused on both; the fit that follows runs and agrees."""
+    out = _two_workers(tmp_path, _WORKER_START + "import numpy as np\n" + _REFUSED_ALONE, "alone")
+    unseeded = (". random_state=None draws other candidates on each process: give random_state=<int> so every "
+                "process draws the same candidates")
+    for name, what, advice in [("distributions", "HypergradSearchCV", ""), ("nan", "GridSearchCV", ""),
+                               ("unseeded", "RandomizedSearchCV", unseeded), ("n_jobs", "GridSearchCV", "")]:
+        own = out[1][name]
+        assert isinstance(own, str) and "process" not in own, (name, own)
+        assert out[0][name] == (f"ValueError: {what}.fit: process 1 refused its call with {own} (every process "
+                                "stops: each must make the same call, and one that a process refuses would leave the "
+                                f"others waiting for it for ever){advice}"), (name, out[0][name])
+    assert out[1]["distributions"].startswith("ValueError: param_distributions['alpha']=(10.0, 0.01, 'log'): give")
+    assert out[1]["nan"].startswith("ValueError: Input X contains NaN")
+    assert out[1]["unseeded"].startswith("InvalidParameterError: The 'alpha' parameter of Ridge must be")
+    assert out[1]["n_jobs"].startswith("ValueError: n_jobs == 0")
+    for i in (0, 1):
+        assert out[i]["classes"].startswith("ValueError: several processes made different calls of GridSearchCV.fit: "
+                                            "process 1's call differs from process 0's in "), out[i]["classes"]
+        assert "arguments.y" in out[i]["classes"], out[i]["classes"]
+    assert isinstance(out[0]["same"], dict) and out[0]["same"] == out[1]["same"], (out[0]["same"], out[1]["same"])
+
+
+def test_another_process_refusing_stops_this_ones_fit_also_where_it_falls_back(monkeypatch):
+    """Without a second process (the all-gather faked, process 0 having refused with NaN in its X):
+    this process's fit raises process 0's error, named, whether it would fall back to scikit-learn's
+    search (which never runs) or vmap its fits (nothing described or compiled); an unseeded
+    RandomizedSearchCV adds the random_state to give."""
+    sent = []
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: sent.append(np.asarray(row)) or
+                        np.stack([sent[-1], sent[-1]]))
+    with contextlib.suppress(ValueError), checked_together("GridSearchCV.fit"):
+        raise ValueError("Input X contains NaN.")
+    refused = sent[-1]
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: np.stack([refused, np.asarray(row)]))
+    monkeypatch.setattr(sk.GridSearchCV, "fit", None)  # reaching scikit-learn's search would fail otherwise
+    monkeypatch.setattr(search_module, "fit_description", None)
+    X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
+    named = r"^{}\.fit: process 0 refused its call with ValueError: Input X contains NaN\. \(every process stops"
+    with pytest.raises(ValueError, match=named.format("GridSearchCV") + r".*for ever\)$"):
+        GridSearchCV(SklearnRidge(), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y)  # falls back here
+    with pytest.raises(ValueError, match=named.format("RandomizedSearchCV") + r".*for ever\)\. random_state=None "
+                                         r"draws other candidates on each process: give random_state=<int>"):
+        RandomizedSearchCV(Ridge(random_state=0), {"alpha": [0.1, 1.0]}, n_iter=1, cv=2).fit(X, y)

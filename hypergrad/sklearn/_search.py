@@ -73,16 +73,25 @@ the program); then the folds run one program each. `search.hypergrad_info_` reco
 vmapped evaluation, its programs, plan, compile and run seconds and the planner's decisions.
 
 Several processes (`jax.distributed`): the fits are sharded over every process's devices, so every
-process must make the same fit. Before anything compiles, each compares its fit's description
+process must make the same fit. Before anything compiles, each runs the fit's own checks (its
+parameters, the fit parameters, the candidates, the data, the folds) inside one all-gather that
+carries each process's refusal (`checked_on_every_process`, `hypergrad._processes.checked_together`),
+so a fit refused on one process alone (a bad `param_distributions` there, NaN in its X, an unseeded
+draw of a candidate the estimator refuses) is refused on every process: there with its own error,
+on the others with that error, naming the process. Then each compares its fit's description
 (`fit_description`: training keys, estimator parameters, candidates as drawn, folds, X, y) with the
 others' (`check_same_fit`, one small all-gather; nothing in a lone process): a difference is a
 `ValueError` on every process naming it, and for an unseeded search the `random_state` to give
 (`RandomizedSearchCV(random_state=None)` draws other candidates on each process, an estimator's
-`random_state=None` another training key). The fallback to scikit-learn's search is not compared.
+`random_state=None` another training key). The refusals after it (a fold training on one class,
+`refused_folds` and `check_a_fold_fits`) read only what it compared, so every process makes them
+alike. The fallback to scikit-learn's search joins the first all-gather (a refusal on another
+process stops it too); its fits are not compared.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import numbers
@@ -90,8 +99,8 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import joblib
@@ -112,7 +121,7 @@ from sklearn.utils.validation import check_array, has_fit_parameter
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad._checks import users_stacklevel
-from hypergrad._processes import check_processes_agree
+from hypergrad._processes import check_processes_agree, checked_together
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
 from hypergrad.sklearn._base import HypergradEstimator, frozen, program_owner
@@ -643,13 +652,13 @@ def devices_for_n_jobs(n_jobs: int | None) -> int | None:
     scikit-learn spreads its fits over n_jobs processes. Otherwise nothing changes: JAX fixes its
     devices when it starts. Returns the number of devices set, or None.
 
-    Raises:
-        ValueError: `n_jobs=0`, joblib's own error (`effective_n_jobs`), which scikit-learn's
-            searches raise when they start their fits.
+    A fit calls it first, before its checks (`checked_on_every_process` starts JAX), so it refuses
+    nothing: an `n_jobs` that is no int, or 0, changes nothing here, and the checks refuse it
+    (`_validate_params`, `check_n_jobs`).
     """
-    if n_jobs == 0:
-        effective_n_jobs(n_jobs)  # raises joblib's ValueError, word for word as scikit-learn's search
-    if n_jobs is None or jax.config.jax_num_cpu_devices != -1:
+    if not isinstance(n_jobs, numbers.Integral) or isinstance(n_jobs, bool) or n_jobs == 0:
+        return None
+    if jax.config.jax_num_cpu_devices != -1:
         return None
     count = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs
     if count <= 1:
@@ -658,6 +667,13 @@ def devices_for_n_jobs(n_jobs: int | None) -> int | None:
         return hg.use_cpu_cores(count)
     except RuntimeError:  # JAX has started: its devices stay as they are
         return None
+
+
+def check_n_jobs(n_jobs: Any) -> None:
+    """joblib's own `ValueError` for `n_jobs=0` (`effective_n_jobs`), word for word as scikit-learn's
+    searches raise it when they start their fits; nothing for any other value."""
+    if n_jobs == 0:
+        effective_n_jobs(n_jobs)
 
 
 # -- several processes (jax.distributed): every process must make the same fit ---------------------------
@@ -693,6 +709,11 @@ def fit_description(search: Any, X: Any, y: Any, params: Mapping[str, Any], cand
             "arguments": {name: identity(value) for name, value in arguments.items()}}
 
 
+UNSEEDED_CANDIDATES = ("random_state=None draws other candidates on each process: give random_state=<int> so every "
+                       "process draws the same candidates")
+"""The advice for a search that draws its candidates (RandomizedSearchCV's) unseeded over several processes."""
+
+
 def unseeded_advice(search: Any, target: Target) -> str:
     """How to make an unseeded search draw the same on every process: its `random_state` when
     it draws the candidates (RandomizedSearchCV's), the estimator's when it is not an int (a
@@ -700,8 +721,7 @@ def unseeded_advice(search: Any, target: Target) -> str:
     configurations). Empty when both are seeded."""
     advice = []
     if search._draws_candidates and search.random_state is None:
-        advice.append("random_state=None draws other candidates on each process: give random_state=<int> so every "
-                      "process draws the same candidates")
+        advice.append(UNSEEDED_CANDIDATES)
     state = target.final.get_params(deep=False).get("random_state")
     if not isinstance(state, numbers.Integral) or isinstance(state, bool):
         where = f" (the pipeline's {target.prefix}random_state)" if target.prefix else ""
@@ -723,6 +743,53 @@ def check_same_fit(search: Any, target: Target, describe: Any) -> None:
         check_processes_agree(describe, f"{type(search).__name__}.fit")
     except ValueError as error:
         raise ValueError(f"{error}{unseeded_advice(search, target)}") from None
+
+
+@contextlib.contextmanager
+def checked_on_every_process(search: Any) -> Iterator[None]:
+    """A search's own checks of its fit, run in the `with` block inside `checked_together`, so that
+    with several processes (`jax.distributed`) a check refusing the fit on one process alone (a bad
+    `param_distributions` there, NaN in its X, an unseeded draw of a candidate the estimator
+    refuses) stops every process, where the others would wait for it in the fit's comparison
+    (`check_same_fit`) for ever: the refusing process raises its own error, unchanged, every other
+    the same error named (`GridSearchCV.fit: process 1 refused its call with ValueError: ...`; a
+    `ValueError` or `TypeError` as such, anything else as a `RuntimeError`), followed, for a search
+    drawing its candidates unseeded, by the `random_state` to give (`UNSEEDED_CANDIDATES`). The
+    block must make no collective of its own (`check_same_fit` comes after it). In a lone process
+    the block runs as it is. Starts JAX (the process count). Cost, with several processes: one
+    all-gather of a 4 KiB buffer, also on the path that falls back to scikit-learn's search."""
+    own = []  # this process's refusal: raised unchanged
+    try:
+        with checked_together(f"{type(search).__name__}.fit"):
+            try:
+                yield
+            except Exception as err:
+                own.append(err)
+                raise
+    except (ValueError, TypeError, RuntimeError) as err:
+        if own or not (search._draws_candidates and search.random_state is None):
+            raise
+        raise type(err)(f"{err}. {UNSEEDED_CANDIDATES}") from None
+
+
+class CheckedFit(NamedTuple):
+    """A fit its checks passed (`VmappedSearch._checked_fit`): the target, what it evaluates (the
+    candidates; `HypergradSearchCV`'s ranges, {"discrete": ..., "continuous": ...}), X and y as
+    `indexable` made them, the folds, and the training keys (one per host group of candidates)."""
+
+    target: Target
+    candidates: Any
+    X: Any
+    y: Any
+    splits: list
+    keys: list
+
+
+class FallsBack(NamedTuple):
+    """A fit its checks hand to scikit-learn's own search, for `why`, on `cv` (None: the search's own)."""
+
+    why: str
+    cv: Any = None
 
 
 class RefusesCandidates:
@@ -781,26 +848,15 @@ class VmappedSearch(RefusesCandidates):
             `ConvergenceWarning` counted (all False for Ridge, whose solve does not iterate).
             Neither is set when the search falls back to scikit-learn's.
         """
-        self._validate_params()
-        devices_for_n_jobs(self.n_jobs)
-        check_fit_params(self, params)
-        why = unsupported(self, params)
-        candidates = [] if why else self._candidate_list()
-        target = None if why else target_of(self.estimator)
-        if target is not None and target.prefix and any(name == target.prefix[:-2] for c in candidates for name in c):
-            why = f"a candidate replaces the final step {target.prefix[:-2]!r}, so its fits are not one family"
-        if target is not None and not why:
-            why = untraceable_values(target, candidates)
-        if why:
-            return run_fallback(self, fallback(self, why, self._sklearn_class), self._sklearn_class.fit, self, X, y,
-                                **params)
-        check_candidates(self.estimator, candidates)
-        check_data(target, X, y)
-        X, y = indexable(X, y)
-        splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
-        keys = [target_of(clone(self.estimator).set_params(**host)).final._fit_key()
-                for host, _ in host_groups(target, candidates)]
+        devices_for_n_jobs(self.n_jobs)  # first: the checks start JAX, which then keeps its devices
+        with checked_on_every_process(self):  # several processes: a refusal on one alone is raised on all
+            checked = self._checked_fit(X, y, params)
+        if isinstance(checked, FallsBack):
+            return run_fallback(self, fallback(self, checked.why, self._sklearn_class), self._sklearn_class.fit, self,
+                                X, y, **params)
+        target, candidates, X, y, splits, keys = checked
         check_same_fit(self, target, lambda: fit_description(self, X, y, params, candidates, splits, keys))
+        # the refusals below read only what check_same_fit compared: every process makes them alike
         self.n_splits_ = len(splits)
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
@@ -812,6 +868,30 @@ class VmappedSearch(RefusesCandidates):
         tables = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
         self._finish(X, y, candidates, splits, tables, refit, refused)
         return self
+
+    def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:
+        """`fit`'s own checks, which compile nothing (`checked_on_every_process` runs them): the
+        search's parameters, the fit parameters, whether it falls back to scikit-learn's search, the
+        candidates, the data; then the folds and training keys."""
+        self._validate_params()
+        check_n_jobs(self.n_jobs)
+        check_fit_params(self, params)
+        why = unsupported(self, params)
+        candidates = [] if why else self._candidate_list()
+        target = None if why else target_of(self.estimator)
+        if target is not None and target.prefix and any(name == target.prefix[:-2] for c in candidates for name in c):
+            why = f"a candidate replaces the final step {target.prefix[:-2]!r}, so its fits are not one family"
+        if target is not None and not why:
+            why = untraceable_values(target, candidates)
+        if why:
+            return FallsBack(why)
+        check_candidates(self.estimator, candidates)
+        check_data(target, X, y)
+        X, y = indexable(X, y)
+        splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
+        keys = [target_of(clone(self.estimator).set_params(**host)).final._fit_key()
+                for host, _ in host_groups(target, candidates)]
+        return CheckedFit(target, candidates, X, y, splits, keys)
 
     def _refit_program(self, target: Target, X: Any, y: Any, candidates: list[dict]) -> Any:
         """The estimator's refit program for whichever candidate wins (`MLPClassifier`'s and
@@ -1172,33 +1252,17 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         Returns:
             self, fitted as `RandomizedSearchCV` (one `cv_results_` row per configuration and step).
         """
-        self._validate_params()
-        devices_for_n_jobs(self.n_jobs)
-        check_fit_params(self, params)
-        target = target_of(self.estimator)
-        why = unsupported(self, params)
-        if why is None and self.return_train_score:
-            why = "return_train_score=True: the descent scores the validation folds only"
-        split = why or split_distributions(target, self.param_distributions)
-        if not isinstance(split, str) and bakes_data(target, split[0]):
-            split = (f"{sorted(target.final._data_baking_params)} make each fold's program hold data of its own (early "
-                     "stopping's held-out split), so folds cannot share one")
-        if isinstance(split, str):
-            return self._sklearn_fallback(fallback(self, split, SklearnRandomizedSearchCV), X, y, **params)
-        discrete, continuous = split
-        check_candidates(self.estimator, [{target.prefix + n: v} for n, options in discrete.items() for v in options]
-                         + [{target.prefix + n: v} for n, b in continuous.items() for v in (b.low, b.high)])
-        check_descended_are_read(target, discrete, continuous)
-        check_data(target, X, y)
-        X, y = indexable(X, y)
-        splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
-        why = unequal_folds(splits)
-        if why:  # scikit-learn's search on exactly these folds (a generator cv is spent)
-            return self._sklearn_fallback(fallback(self, why, SklearnRandomizedSearchCV), X, y, cv=splits, **params)
+        devices_for_n_jobs(self.n_jobs)  # first: the checks start JAX, which then keeps its devices
+        with checked_on_every_process(self):  # several processes: a refusal on one alone is raised on all
+            checked = self._checked_fit(X, y, params)
+        if isinstance(checked, FallsBack):  # scikit-learn's search (on exactly these folds when cv is given)
+            return self._sklearn_fallback(fallback(self, checked.why, SklearnRandomizedSearchCV), X, y, cv=checked.cv,
+                                          **params)
+        target, ranges, X, y, splits, (key,) = checked
+        discrete, continuous = ranges["discrete"], ranges["continuous"]
         self.n_splits_ = len(splits)
-        key = target.final._fit_key()
-        ranges = {"discrete": discrete, "continuous": continuous}
         check_same_fit(self, target, lambda: fit_description(self, X, y, params, ranges, splits, [key]))
+        # the refusals below read only what check_same_fit compared: every process makes them alike
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
@@ -1211,6 +1275,36 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         self.hypergrad_info_ = [run_record(result, len(descended))]
         self._finish(X, y, candidates, scored, tables, refused=refused)
         return self
+
+    def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:
+        """`fit`'s own checks, which compile nothing (`checked_on_every_process` runs them): the
+        search's parameters, the fit parameters, whether it falls back to scikit-learn's search, the
+        ranges and their candidates, the data, the folds; then the training key."""
+        self._validate_params()
+        check_n_jobs(self.n_jobs)
+        check_fit_params(self, params)
+        target = target_of(self.estimator)
+        why = unsupported(self, params)
+        if why is None and self.return_train_score:
+            why = "return_train_score=True: the descent scores the validation folds only"
+        split = why or split_distributions(target, self.param_distributions)
+        if not isinstance(split, str) and bakes_data(target, split[0]):
+            split = (f"{sorted(target.final._data_baking_params)} make each fold's program hold data of its own (early "
+                     "stopping's held-out split), so folds cannot share one")
+        if isinstance(split, str):
+            return FallsBack(split)
+        discrete, continuous = split
+        check_candidates(self.estimator, [{target.prefix + n: v} for n, options in discrete.items() for v in options]
+                         + [{target.prefix + n: v} for n, b in continuous.items() for v in (b.low, b.high)])
+        check_descended_are_read(target, discrete, continuous)
+        check_data(target, X, y)
+        X, y = indexable(X, y)
+        splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
+        why = unequal_folds(splits)
+        if why:  # scikit-learn's search on exactly these folds (a generator cv is spent)
+            return FallsBack(why, splits)
+        ranges = {"discrete": discrete, "continuous": continuous}
+        return CheckedFit(target, ranges, X, y, splits, [target.final._fit_key()])
 
     def _descend(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], discrete: dict,
                  continuous: dict, splits: list, key: jax.Array) -> hg.Result:
