@@ -19,8 +19,8 @@ from jax.experimental import multihost_utils
 
 from hypergrad._types import PyTree
 
-__all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "default_cap", "shardings", "take_rows", "first_row",
-           "place", "to_host", "is_writer", "device_count", "from_process_0"]
+__all__ = ["DEFAULT_CHUNK", "balanced_chunk", "chunk_for", "even_chunk", "default_cap", "devices_for", "shardings",
+           "take_rows", "first_row", "place", "to_host", "is_writer", "device_count", "from_process_0"]
 
 DEFAULT_CHUNK = 64
 """Rows per vmapped call when the caller gives no chunk size."""
@@ -47,36 +47,65 @@ def device_count() -> int:
 def chunk_for(num: int, chunk_size: int | None) -> int:
     """Rows per vmapped call: `chunk_size`, or `num` rounded up to a multiple of the devices of all
     processes when that is smaller (fewer rows than a chunk run in one call, padded so it shards
-    evenly, never beyond `chunk_size`); with chunk_size None a balanced chunk (`balanced_chunk`) of
-    at most `default_cap()` rows, rounded up the same way (never past that cap, itself a multiple
-    of the devices): at most `DEFAULT_CHUNK` rows per call, as the README promises for memory."""
+    evenly, never beyond `chunk_size`); with chunk_size None `even_chunk(num, DEFAULT_CHUNK)`: at
+    most `DEFAULT_CHUNK` rows per call, as the README promises for memory. A given chunk that the
+    devices do not divide is not padded past `chunk_size` (a memory bound): `shardings` splits it
+    over the most devices that divide it."""
     devices = device_count()
     if chunk_size is not None:
         return min(chunk_size, -(-num // devices) * devices)
-    return -(-balanced_chunk(num, default_cap(devices)) // devices) * devices
+    return even_chunk(num, DEFAULT_CHUNK, devices)
 
 
-def default_cap(devices: int) -> int:
+def even_chunk(num: int, most: int, devices: int) -> int:
+    """Rows per call of `num` rows on `devices` devices, at most `most` rows per call (or `devices`,
+    when there are more devices than that): a balanced chunk (`balanced_chunk`) of at most
+    `default_cap(devices, most)` rows, rounded up to a multiple of the devices, which can never
+    pass that cap (itself such a multiple), so every call shards evenly and padding stays under one
+    row per call and device. What a search runs with chunk_size None (`most` = `DEFAULT_CHUNK`),
+    and what the CLI gives as the chunk of a search under its --chunk-size."""
+    return -(-balanced_chunk(num, default_cap(devices, most)) // devices) * devices
+
+
+def default_cap(devices: int, most: int = DEFAULT_CHUNK) -> int:
     """The most rows of a default chunk on `devices` devices: the largest multiple of `devices` not
-    over `DEFAULT_CHUNK` (63 on 3 devices, where rounding 64 up would make 66), so each call shards
-    evenly and stays within the bound; `devices` when there are more than `DEFAULT_CHUNK` (one row
-    per device). Cost: a count of rows just over the cap runs in one call more (64 rows on 3
+    over `most` (63 on 3 devices for `DEFAULT_CHUNK`, where rounding 64 up would make 66), so each
+    call shards evenly and stays within the bound; `devices` when there are more than `most` (one
+    row per device). Cost: a count of rows just over the cap runs in one call more (64 rows on 3
     devices as 2 x 33, where rounding up made 1 x 66), its padding still under one row per call
     and device."""
-    return max(devices, DEFAULT_CHUNK // devices * devices)
+    return max(devices, most // devices * devices)
+
+
+def devices_for(chunk: int, devices: int) -> int:
+    """How many of `devices` devices a chunk of `chunk` rows is split over: the most that divide it
+    evenly (16 rows on 3 devices: 2; 4 tuners on 5 devices: 4), 1 when no more than one does. The
+    rows and their padding stay as they are; only devices that would get a fraction of a row are
+    left idle. Cost: a division per device."""
+    return max(d for d in range(1, max(1, min(chunk, devices)) + 1) if chunk % d == 0)
 
 
 def shardings(chunk: int) -> tuple[Any, Any] | tuple[None, None]:
     """(row-axis sharding, replicated sharding) of a chunk: its rows split evenly over the devices of
-    all processes; over this process's devices when those do not divide the chunk but these do
-    (every process then computes every row); (None, None) with one device, or a chunk no mesh
-    divides: the default device of each process."""
-    for devices in (jax.devices(), jax.local_devices()):
-        if len(devices) > 1 and chunk % len(devices) == 0:
-            mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
-            return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
-                    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    return None, None
+    all processes; else over this process's devices, all of them when they divide the chunk, or
+    the most of them that do (`devices_for`: 16 rows on 3 devices over 2, a population of 4 on 5
+    devices over 4), every process then computing every row; (None, None) with one device, or a
+    chunk that no more than one local device divides (a prime number of rows, over fewer devices):
+    the default device of each process. The trials do not change with the mesh (to the last bits
+    of float arithmetic, as with any device count: README's Determinism)."""
+    everywhere = jax.devices()
+    if len(everywhere) > 1 and chunk % len(everywhere) == 0:
+        return _mesh_shardings(everywhere)
+    local = jax.local_devices()
+    used = devices_for(chunk, len(local))
+    return _mesh_shardings(local[:used]) if used > 1 else (None, None)
+
+
+def _mesh_shardings(devices: list) -> tuple[Any, Any]:
+    """(rows split over `devices`, replicated over them)."""
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("trials",))
+    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("trials")),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def _put(leaf: Any, sharding: Any) -> Any:

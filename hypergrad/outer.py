@@ -15,14 +15,18 @@ jaxpr batched for each chunk size (`replayed_step_fn`), so the smaller programs 
 trace and differentiate it again.
 
 Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
-local devices exactly as a search chunk is (`hypergrad._batching`): one compilation for any number
-of steps. With a given `chunk_size` the chunk never changes, so any number of tuners shares one
-program (padding the last call). Without one, the chunk is sized to the live tuners
-(`chunk_rows`), and when successive halving shrinks them the cohort moves to a smaller chunk (one
-more compilation per halving round, instead of computing padding rows every step), except on a CPU,
-where a halving cohort runs one tuner per device from the start (`cohort_chunk`). The starting
-points and the optimiser's initial states are computed by chunks too, so their small programs are
-also one per chunk, not one per number of tuners.
+local devices exactly as a search chunk is (`hypergrad._batching.shardings`: fewer tuners than
+devices, or a chunk the devices do not divide, over the most devices that divide it): one
+compilation for any number of steps. With a given `chunk_size` the chunk never changes, so any
+number of tuners shares one program (padding the last call): unlike a search, which cuts a chunk
+larger than its trials to them, a population smaller than `chunk_size` computes, and is charged,
+the whole chunk at every step (2 tuners at chunk_size=16: 16 hypergradients a step), the price of
+sharing the program. Without one, the chunk is sized to the live tuners (`chunk_rows`), as a
+search sizes its chunk to its trials, and when successive halving shrinks them the cohort moves to
+a smaller chunk (one more compilation per halving round, instead of computing padding rows every
+step), except on a CPU, where a halving cohort runs one tuner per device from the start
+(`cohort_chunk`). The starting points and the optimiser's initial states are computed by chunks
+too, so their small programs are also one per chunk, not one per number of tuners.
 
 A program is keyed by the objective, space and method it was made for, the chunk, and what the
 outer optimiser computes, not which object it is (`update_key`: a digest of its update's jaxpr):
@@ -418,9 +422,11 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
 
 
 def chunk_rows(live: int, chunk_size: int | None) -> int:
-    """Tuners per call for `live` tuners: `chunk_size` when given; else as a search chunks its trials
-    (balanced, a multiple of the local devices to shard evenly), except that fewer tuners than
-    devices run unsharded, unpadded."""
+    """Tuners per call for `live` tuners: `chunk_size` when given, however few the tuners (the
+    padding rows computed and charged: the fixed chunk is what lets any number of tuners share one
+    program); else as a search chunks its trials (balanced, a multiple of the devices to shard
+    evenly), except that fewer tuners than devices run unpadded, one per device
+    (`_batching.shardings` splits them over as many devices as there are tuners)."""
     if chunk_size is not None:
         return chunk_size
     return live if live < device_count() else chunk_for(live, None)

@@ -1,0 +1,71 @@
+"""Chunks on device counts that divide nothing: every chunk uses the devices.
+
+- A chunk the devices do not divide (an explicit `chunk_size`, `optuna_search`'s batch) is split
+  over the most devices that divide it, not run on one device; its rows and padding unchanged.
+- A population or a hybrid search with fewer tuners than devices runs one tuner per device.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+from hypergrad import _batching  # noqa: E402
+
+
+@pytest.mark.parametrize("chunk, devices, used", [(16, 3, 2), (16, 5, 4), (8, 5, 4), (2, 5, 2), (4, 5, 4),
+                                                  (15, 5, 5), (7, 3, 1), (1, 4, 1), (64, 3, 2), (9, 6, 3)])
+def test_the_devices_a_chunk_is_split_over_are_the_most_that_divide_it(chunk, devices, used):
+    assert _batching.devices_for(chunk, devices) == used
+
+
+_FIVE_DEVICES = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+import json, warnings, jax
+import optax, hypergrad as hg
+from hypergrad import outer, search
+hg.use_cpu_cores(5)  # first thing, before JAX computes
+jax.config.update("jax_enable_x64", True)
+warnings.simplefilter("ignore")
+seen = []
+def probe(chunk, shardings=search.shardings):  # how many devices each chunk's rows are split over
+    spread, replicated = shardings(chunk)
+    seen.append([chunk, 1 if spread is None else spread.mesh.devices.size])
+    return spread, replicated
+search.shardings = outer.shardings = probe
+problem = hg.problems.ridge(num_examples=12, num_features=2, noise=0.5, seed=0)
+objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1)})
+key = jax.random.key(3)
+calls = {
+    "search": lambda: hg.random_search(objective, space, key, num_trials=6, chunk_size=4),
+    "population": lambda: hg.tune(objective, space, key, population=2, steps=1),
+    "fixed_chunk": lambda: hg.tune(objective, space, key, population=4, chunk_size=8, halving=1, steps=2),
+    "hybrid": lambda: hg.hybrid_search(objective, hg.Space({"lr": space["lr"], "weight_decay": hg.Choice([1e-3, 1e-1])}),
+                                       key, budget=40),
+}
+out = {}
+for name, call in calls.items():
+    seen.clear()
+    result = call()
+    out[name] = {"used": sorted(set(map(tuple, seen))), "chunk": result.info.get("chunk_size")}
+print(json.dumps(out))
+"""
+
+
+def test_chunks_the_devices_do_not_divide_and_small_populations_use_several_devices():
+    """On 5 devices: 4 search trials per call over 4 devices, 2 tuners (and 2 hybrid configurations)
+    over 2, a population's fixed chunk of 8 over 4 in every halving round. Before, each of these ran
+    on one device."""
+    out = subprocess.run([sys.executable, "-c", _FIVE_DEVICES], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["search"]["used"] == [[4, 4]] and got["search"]["chunk"] == 4
+    assert got["population"]["used"] == [[2, 2]]
+    assert got["fixed_chunk"]["used"] == [[8, 4]] and got["fixed_chunk"]["chunk"] == 8  # one chunk, every round
+    assert got["hybrid"]["used"] == [[2, 2]]
