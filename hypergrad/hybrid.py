@@ -139,6 +139,7 @@ def hybrid_search(
         recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=sink)
         if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
             recorder.trials.extend(writer.trials_from(0))
+        stored = len(recorder.trials)
         try:
             drive(cohorts, steps=evaluations - 1, key=key, resample_key=False,
                   recorder=_InSpaceOrder(recorder, space.names), checkpoint=checkpoint)
@@ -147,9 +148,21 @@ def hybrid_search(
         unit = sum(c.unit * len(c.tuners) for c in cohorts) / num
         info = {"method": repr(method), "outer": outer_identity(outer), "configs": num, "steps": evaluations - 1,
                 "budget": budget, "programs": len(cohorts), "structure": structure}
-        result = with_setup(Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
-                                   sum(c.compile_seconds for c in cohorts), info), began)
+        result = _set_up_after(with_setup(Result(f"hybrid[{method}]", tuple(recorder.trials), unit,
+                                                 sum(c.compile_seconds for c in cohorts), info), began), stored)
         return result if writer is None else writer.finish(result, space)
+
+
+def _set_up_after(result: Result, stored: int) -> Result:
+    """`result` with its compilation and set-up placed before trial `stored`, the first this call
+    ran (`info["setup_seconds_at"]`), when it resumed a study whose `stored` trials an earlier call
+    ran: this call compiled and set up after them, so `spent("seconds")` there is their seconds
+    alone. A fresh call compiles every program before its first step (no round narrows a cohort:
+    `drive` runs without halving), so its set-up stays before trial 0, as `with_setup` charges it."""
+    if not stored:
+        return result
+    placed = [[stored, result.compile_seconds + result.setup_seconds]]
+    return dataclasses.replace(result, info={**result.info, "setup_seconds_at": placed})
 
 
 def _check_budget(budget: int, settings: dict[str, Any]) -> int:

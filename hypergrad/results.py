@@ -223,7 +223,10 @@ class Result:
         info: strategy-specific facts (method, chunk size, outer optimiser, ...), JSON-safe;
             `info["setup_seconds"]` (see `setup_seconds`) and `info["setup_seconds_at"]`: pairs of
             [index of a trial, seconds] of compilation and set-up paid right before that trial
-            rather than before the first (`random_search(extends=...)`'s continuation).
+            rather than before the first: `random_search(extends=...)`'s continuation; in `tune`,
+            the outer step's set-up after a warm-up, a resumed study's set-up after its stored
+            trials, and each halving round's narrower program before that round; in
+            `hybrid_search`, a resumed study's set-up after its stored trials.
 
     Which trials a pick ranges over (`best_*`, `best_within`, `curve`, and so `hg.compare`): every
     trial, except in a `tune(..., resample_key=True)` result (`info["resample_key"]` true, with

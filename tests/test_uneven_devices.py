@@ -3,6 +3,7 @@
 - A chunk the devices do not divide (an explicit `chunk_size`, `optuna_search`'s batch) is split
   over the most devices that divide it, not run on one device; its rows and padding unchanged.
 - A population or a hybrid search with fewer tuners than devices runs one tuner per device.
+- A resumed `hybrid_search` places its set-up after its stored trials on the wall-time axis.
 """
 
 import jax
@@ -13,9 +14,13 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
+import hypergrad as hg  # noqa: E402
 from hypergrad import _batching  # noqa: E402
+
+from _helpers import Stop, stop_after  # noqa: E402
 
 
 @pytest.mark.parametrize("chunk, devices, used", [(16, 3, 2), (16, 5, 4), (8, 5, 4), (2, 5, 2), (4, 5, 4),
@@ -69,3 +74,29 @@ def test_chunks_the_devices_do_not_divide_and_small_populations_use_several_devi
     assert got["population"]["used"] == [[2, 2]]
     assert got["fixed_chunk"]["used"] == [[8, 4]] and got["fixed_chunk"]["chunk"] == 8  # one chunk, every round
     assert got["hybrid"]["used"] == [[2, 2]]
+
+
+@pytest.fixture(scope="module")
+def objective():
+    problem = hg.problems.ridge(num_examples=12, num_features=2, noise=0.5, seed=0)
+    return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1)})
+
+
+def test_a_resumed_hybrid_search_places_its_set_up_after_its_stored_trials(objective, key, tmp_path):
+    space = hg.Space({"lr": SPACE["lr"], "weight_decay": hg.Choice([1e-3, 1e-1])})
+    fresh = hg.hybrid_search(objective, space, key, budget=40)
+    assert "setup_seconds_at" not in fresh.info  # every program compiled before its first step
+    db = tmp_path / "study.db"
+    with pytest.raises(Stop):
+        hg.hybrid_search(objective, space, key, budget=40, storage=db, study="h", progress=stop_after(2))
+    resumed = hg.hybrid_search(objective, space, key, budget=40, storage=db, study="h")
+    (index, paid), = resumed.info["setup_seconds_at"]
+    assert index == 2 * 2  # the 2 configurations' trials of the 2 steps the first call committed
+    assert paid == pytest.approx(resumed.compile_seconds + resumed.setup_seconds)
+    spent = resumed.spent("seconds")
+    assert spent[index - 1] == pytest.approx(sum(t.seconds for t in resumed.trials[:index]))  # the stored ones
+    assert spent[-1] == pytest.approx(resumed.compile_seconds + resumed.setup_seconds
+                                      + sum(t.seconds for t in resumed.trials))
