@@ -68,7 +68,7 @@ import sklearn.metrics
 import hypergrad as hg
 from hypergrad import _program_store as program_store
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
-from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
+from hypergrad._batching import DEFAULT_CHUNK, even_chunk
 from hypergrad._checks import MAX_COUNT
 from hypergrad._files import replaced_atomically
 from hypergrad.objective import as_hparams
@@ -228,15 +228,18 @@ def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_ax
 
 
 def _chunk(num_trials: int, chunk_size: int, devices: int) -> int:
-    """The CLI's chunk for a search of `num_trials`: as equal as the memory bound `chunk_size`
-    allows, so padding wastes (almost) none of the budget, and a multiple of the devices, so each
-    chunk shards evenly across them."""
-    return math.ceil(balanced_chunk(num_trials, chunk_size) / devices) * devices
+    """The CLI's chunk for a search of `num_trials`: the library's default chunk with the memory
+    bound `chunk_size` in place of `DEFAULT_CHUNK` (`hypergrad._batching.even_chunk`, the one
+    formula, so the two cannot drift): as equal as the bound allows, so padding wastes (almost)
+    none of the budget, a multiple of the devices, so each chunk shards evenly across them, and
+    never over the bound (the devices' count when there are more devices than that)."""
+    return even_chunk(num_trials, chunk_size, devices)
 
 
 def _rows_run(num_trials: int, chunk_size: int, devices: int) -> int:
-    """Rows a search of `num_trials` in `_chunk`s computes, the last call's padding included."""
-    chunk = min(_chunk(num_trials, chunk_size, devices), math.ceil(num_trials / devices) * devices)
+    """Rows a search of `num_trials` in `_chunk`s computes, the last call's padding included: with
+    `chunk_size` = `DEFAULT_CHUNK`, exactly what a search given no chunk (tune's warm-up) computes."""
+    chunk = _chunk(num_trials, chunk_size, devices)
     return math.ceil(num_trials / chunk) * chunk
 
 

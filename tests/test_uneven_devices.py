@@ -4,6 +4,7 @@
   over the most devices that divide it, not run on one device; its rows and padding unchanged.
 - A population or a hybrid search with fewer tuners than devices runs one tuner per device.
 - A resumed `hybrid_search` places its set-up after its stored trials on the wall-time axis.
+- The CLI's search chunks and its budget plan's rows come from the library's own formula.
 """
 
 import jax
@@ -18,7 +19,7 @@ import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
-from hypergrad import _batching  # noqa: E402
+from hypergrad import _batching, cli  # noqa: E402
 
 from _helpers import Stop, stop_after  # noqa: E402
 
@@ -100,3 +101,19 @@ def test_a_resumed_hybrid_search_places_its_set_up_after_its_stored_trials(objec
     assert spent[index - 1] == pytest.approx(sum(t.seconds for t in resumed.trials[:index]))  # the stored ones
     assert spent[-1] == pytest.approx(resumed.compile_seconds + resumed.setup_seconds
                                       + sum(t.seconds for t in resumed.trials))
+
+
+@pytest.mark.parametrize("devices", [1, 2, 3, 5, 6, 7])
+def test_the_clis_chunks_and_planned_rows_are_the_librarys(monkeypatch, devices):
+    """`hypergrad compare` plans its budget on the rows its searches and tune's warm-up compute: on 3
+    devices it counted 132 rows for a warm-up of 127 trials that ran 135, and its chunk for 16 rows
+    under --chunk-size 16 was 18."""
+    monkeypatch.setattr(_batching, "device_count", lambda: devices)
+    for num in range(1, 300):
+        chunk = _batching.chunk_for(num, None)  # tune's warm-up: a search given no chunk
+        assert cli._rows_run(num, _batching.DEFAULT_CHUNK, devices) == -(-num // chunk) * chunk, num
+        for size in (8, 16, 64):
+            given = cli._chunk(num, size, devices)
+            assert given <= max(size, devices) and given % devices == 0, (num, size, given)
+            ran = _batching.chunk_for(num, given)  # what random_search(chunk_size=given) runs
+            assert cli._rows_run(num, size, devices) == -(-num // ran) * ran, (num, size)
