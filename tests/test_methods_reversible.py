@@ -18,6 +18,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
+from hypergrad.methods import reversible
 from hypergrad.methods.reversible import MOMENTUM_BITS, Reversible, _mul, _pack, _unmul, _unpack
 from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 
@@ -129,6 +130,27 @@ def test_leaving_the_fixed_point_range_gives_nan(ridge_problem, key):
     hparams = {"lr": jnp.asarray(50.0), "momentum": jnp.asarray(0.9), "weight_decay": jnp.asarray(0.0)}
     value, grads = hg.hypergradient(objective, hparams, key, method=Reversible())
     assert np.isnan(value) and all(np.all(np.isnan(g)) for g in grads.values())
+
+
+def test_a_reverse_pass_that_misses_the_initial_parameters_gives_nan(ridge_problem, key, monkeypatch):
+    """Exactness rests on both passes computing the same gradients bit for bit; where the reverse
+    pass arrives anywhere but at (W0, V0 = 0) it did not retrace the forward pass, and its
+    hypergradient is NaN, not a number of some other run. Simulated by moving one reconstructed
+    integer by one unit of the grid (and, separately, the reconstructed velocity)."""
+    objective = hg.Objective(ridge_problem, sgd_momentum_scalar, num_steps=T)
+    hparams = {"lr": jnp.asarray(0.1), "momentum": jnp.asarray(0.9), "weight_decay": jnp.asarray(0.01)}
+    value, grads = hg.hypergradient(objective, hparams, key, method=Reversible())
+    assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads.values())
+    honest = reversible._backward
+    for which in (0, 1):  # W0_rec, then V0_rec
+        def disturbed(*args, which=which):
+            out = list(honest(*args))
+            out[which] = [out[which][0].at[(0,) * out[which][0].ndim].add(1)] + list(out[which][1:])
+            return tuple(out)
+        monkeypatch.setattr(reversible, "_backward", disturbed)
+        (value, _), grads = Reversible().value_and_grad(objective, hparams, key, ridge_problem.data)  # traced anew
+        assert np.isnan(value) and all(np.all(np.isnan(g)) for g in grads.values()), which
+        monkeypatch.setattr(reversible, "_backward", honest)
 
 
 def test_a_traced_momentum_it_cannot_reverse_gives_nan_not_a_wrong_number(ridge_problem, key):

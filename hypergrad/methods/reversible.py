@@ -73,7 +73,8 @@ always the training run's own, or NaN.
 Exactness rests on the gradient being bitwise reproducible: the reverse pass evaluates the same
 function on the same integers (converted to floats) as the forward pass did. XLA is
 deterministic for a given program; `Reversible.run` returns the true and the reconstructed initial
-parameters so that this can be verified (they are equal, bit for bit, in the tests).
+parameters so that this can be verified (they are equal, bit for bit, in the tests), and where
+they differ (or the reconstructed initial velocity is not 0) the value and hypergradient are NaN.
 
 Requires 64-bit integers (`jax.config.update("jax_enable_x64", True)`); the problem itself may
 still use float32 parameters.
@@ -485,10 +486,14 @@ class Reversible(Method):
         grads[self.lr] = grads[self.lr] + lr_grad.astype(grads[self.lr].dtype)
         grads[self.momentum] = grads[self.momentum] + mbar.astype(grads[self.momentum].dtype)
         # Outside the int64 range the integers wrapped, outside [2^-info_bits, 1] the momentum was
-        # clipped (a traced value `check` could not see), and where the objective's own optimiser
-        # did not update like the fixed-point SGD the run reversed is not the one that trains:
-        # report NaN rather than a wrong number.
-        ok = ok & matched & (arith.momentum >= 2.0 ** -self.info_bits) & (arith.momentum <= 1)
+        # clipped (a traced value `check` could not see), where the objective's own optimiser
+        # did not update like the fixed-point SGD the run reversed is not the one that trains, and
+        # where the reverse pass did not arrive back at (W0, V0 = 0) bit for bit it did not retrace
+        # the forward pass (a gradient computed differently in the two passes): report NaN rather
+        # than a wrong number.
+        retraced = _tree_all([jnp.array_equal(a, b) for a, b in zip(W0, W0_rec)]
+                             + [jnp.all(v == 0) for v in V0_rec])
+        ok = ok & matched & retraced & (arith.momentum >= 2.0 ** -self.info_bits) & (arith.momentum <= 1)
         grads = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), grads)
         value = jnp.where(ok, value, jnp.nan)
         scores = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), scores)

@@ -34,7 +34,7 @@ class Truncated(Method):
     directly. Entries of a per-step schedule before the window get exactly zero, and so, when
     window < T, does a hyperparameter whose whole effect enters before the window: one only `init`
     reads (an initialisation scale), or one the optimiser reads only through a state entry that
-    training changes every step (`hg.sgd_hd`'s initial rate): `hg.tune` with this method never moves
+    training changes every step (`hg.online.sgd_hd`'s initial rate): `hg.tune` with this method never moves
     it (`hg.Reverse` or a window of T does). With window >= T
     it is `Reverse` exactly: the program of `Reverse(checkpoint_every, store="residuals")`, plain
     autodiff of the whole loop as the window is differentiated below T (Reverse's default store
