@@ -41,7 +41,7 @@ from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
            "state_update_refusal", "check_something_trains", "in_segments", "segment_split", "optimizer_update", "optimizer_step",
-           "float_leaves"]
+           "float_leaves", "overridden"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -228,6 +228,12 @@ class Loop:
                 f"optax.GradientTransformation such as optax.sgd(...){hint}"
             )
         return opt
+
+
+def overridden(loop: Loop, names: tuple[str, ...]) -> list[str]:
+    """Those of `names` (methods of `Loop`) that `type(loop)` overrides: what a method that replaces
+    or assumes the plain loop's step (`hg.Implicit`, `hg.Reversible`) refuses. Reads the type only."""
+    return [name for name in names if getattr(type(loop), name) is not getattr(Loop, name)]
 
 
 def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state: Any, params: PyTree,

@@ -40,7 +40,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad._checks import is_int_at_least
 from hypergrad._compile import missing_key_message
-from hypergrad.loop import Loop, optimizer_update
+from hypergrad.loop import Loop, optimizer_update, overridden
 from hypergrad.methods.base import Method, refusing_derivatives
 
 __all__ = ["Implicit", "hparams_read_by"]
@@ -521,7 +521,7 @@ def _check_plain_training(loop: Loop) -> None:
     gradient steps approach; a subclass that changes a step (a projection, alternating updates)
     may end elsewhere, where Implicit's hypergradient would be that of a fixed point training never
     reaches, silently wrong. Reads the loop's type only: nothing is traced."""
-    changed = [name for name in _TRAINING if getattr(type(loop), name) is not getattr(Loop, name)]
+    changed = overridden(loop, _TRAINING)
     if changed:
         raise ValueError(
             f"Implicit cannot vouch for the objective's custom training loop: {type(loop).__name__} overrides "

@@ -97,7 +97,7 @@ from hypergrad import _caches, _compile
 from hypergrad._checks import is_int
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import Method, refusing_derivatives
-from hypergrad.loop import Loop, LoopState
+from hypergrad.loop import Loop, LoopState, overridden
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """optimiser function -> {(method, T): jitted probe}: `Reversible.check`'s programs, compiled once."""
@@ -505,7 +505,7 @@ def _check_standard_step(loop: Loop) -> None:
     replaces the training step by its own fixed-point SGD and takes the gradient of `val_loss`, so
     a subclass that changes a step (a projection, an average of weights, alternating updates) or
     the readout would get the value and hypergradient of the plain loop, silently wrong."""
-    changed = [name for name in _REPLACED if getattr(type(loop), name) is not getattr(Loop, name)]
+    changed = overridden(loop, _REPLACED)
     if changed:
         raise ValueError(
             f"Reversible cannot honour the objective's custom training loop: {type(loop).__name__} overrides "
