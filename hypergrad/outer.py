@@ -129,7 +129,9 @@ SKIPPED_WHY = (
     "trial's state is 'skipped'). A usual cause: an optimiser that divides by the square root of a second moment "
     "(adam, rmsprop, adagrad) for a parameter whose gradient is exactly 0 (a masked unit, a dead relu, an unused "
     "embedding row), where the square root's derivative is infinite; optax's eps_root is the fix for meta-gradients "
-    "through Adam: optax.adam(lr, eps_root=1e-16). Otherwise the inner training is near divergence at this point.")
+    "through Adam: optax.adam(lr, eps_root=1e-16). With hg.Implicit(solver='neumann'), a Neumann series that diverges "
+    "(alpha above 2 / the training Hessian's largest eigenvalue) is NaN: lower alpha. Otherwise the inner training "
+    "is near divergence at this point.")
 """Why `step_trial` warns (once per place in the code, as Python's warnings do) at a skipped step."""
 
 UPDATE_SKIPPED_WHY = (

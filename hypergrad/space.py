@@ -518,7 +518,9 @@ class Space:
         if self.choices:
             raise ValueError(
                 f"{what} differentiates hyperparameters, but {list(self.choices)} are hg.Choice; "
-                "search them with hg.random_search/hg.grid_search, or declare them Uniform/LogUniform"
+                "search them with hg.random_search/hg.grid_search, or descend the rest for each of their options with "
+                "hg.hybrid_search (or hold them with objective.with_fixed); declare one Uniform/LogUniform only if the "
+                "objective reads it as a real number (a step such as a number of frozen layers has no gradient)"
             )
 
     # -- bijections -----------------------------------------------------------------------------

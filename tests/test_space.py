@@ -431,6 +431,9 @@ def test_gradient_bijections_refuse_choice():
     assert space.choices == ("layers",)
     with pytest.raises(ValueError, match=r"\['layers'\] are hg.Choice; search them with hg.random_search"):
         space.constrain({"lr": 0.0, "layers": 1})
+    # a discrete hyperparameter beside continuous ones: descended per option, not declared continuous blindly
+    with pytest.raises(ValueError, match=r"hg.hybrid_search.*only if the objective reads it as a real number"):
+        space.check_differentiable("tune")
 
 
 def test_space_is_hashable_by_value():
