@@ -1,9 +1,9 @@
 """Several processes making one call (`jax.distributed`): every process must make the same call, or
 the programs they run differ and a collective waits for ever (or gloo aborts with a "collective
-mismatch"). `checked_together` runs a call's own checks, then compares its plain arguments and
-shares any refusal in one all-gather; `check_processes_agree` compares the calls' descriptions
-across processes before anything runs. Each refuses a difference (or a refusal) on every process,
-naming it."""
+mismatch"). `checked_together` runs a call's own checks, then compares its plain arguments (and,
+where the block hands one to `CheckedCall.compare`, the call's description) and shares any refusal
+in one all-gather; `check_processes_agree` compares the calls' descriptions across processes before
+anything runs. Each refuses a difference (or a refusal) on every process, naming it."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-__all__ = ["checked_together", "check_arguments_agree", "check_processes_agree"]
+__all__ = ["CheckedCall", "checked_together", "check_arguments_agree", "check_processes_agree"]
 
 PARTS = ("kind", "space", "objective", "key")  # a description's parts compared whole; its arguments one by one
 _DIGEST_BYTES = 8
 _ARGUMENT_SLOTS = 24  # arguments compared one by one; any further ones share the last slot
-_ARGUMENTS_TAG = b"hypergrad-arguments/2:"  # opens `check_arguments_agree`'s buffer: a mismatched gather shows
+_ARGUMENTS_TAG = b"hypergrad-arguments/3:"  # opens `check_arguments_agree`'s buffer: a mismatched gather shows
 _ARGUMENTS_BYTES = 4096  # the buffer `check_arguments_agree` gathers (a fixed shape, as a gather needs)
 _SHOWN = 100  # characters of a value a refusal shows (a longer one is cut, its digest appended)
 # how to mend a difference of an argument, where the general advice says too little
@@ -38,8 +38,25 @@ _REFUSAL_CHARS = 600  # of a refusal's message sent to the other processes (ASCI
 _RAISED_AS = (ValueError, TypeError)  # a refusal the others raise as such (anything else: RuntimeError)
 
 
+class CheckedCall:
+    """What a `checked_together` block may add to its all-gather: the call's description, made once
+    the block's checks passed (`compare`). Yielded by `checked_together`."""
+
+    def __init__(self) -> None:
+        self.describe: Callable[[], dict[str, Any]] | None = None
+        self.advice = ""
+
+    def compare(self, describe: Callable[[], dict[str, Any]], advice: str = "") -> None:
+        """Compares `describe()` (a description as `check_processes_agree` takes it) across the
+        processes in the block's own all-gather, instead of a second one: made after the block,
+        compared when no process refused; a difference is `check_processes_agree`'s `ValueError`
+        on every process, `advice` (a suffix, ". ..." or "") appended. With several processes
+        only: in a lone process nothing is described."""
+        self.describe, self.advice = describe, advice
+
+
 @contextlib.contextmanager
-def checked_together(what: str, **arguments: Any) -> Iterator[None]:
+def checked_together(what: str, *, refused_advice: str = "", **arguments: Any) -> Iterator[CheckedCall]:
     """A strategy's own checks, run in the `with` block, then its plain `arguments` compared across
     processes in one all-gather that also carries each process's refusal, so that a check failing
     on one process alone (an int for the key, say) stops every process instead of leaving the
@@ -50,21 +67,28 @@ def checked_together(what: str, **arguments: Any) -> Iterator[None]:
     - else a process that refused raises its own error, unchanged;
     - else, another process having refused, the first's error, named: `random_search: process 1
       refused its call with ValueError: key must be ...` (a `ValueError` or `TypeError` as the same
-      type, anything else as a `RuntimeError`).
+      type, anything else as a `RuntimeError`), `refused_advice` (a suffix) appended;
+    - else, where the block handed the call's description to the yielded `CheckedCall.compare`,
+      descriptions that differ: `check_processes_agree`'s `ValueError` (a process whose block
+      described nothing sends none, which differs from any description). An error making the
+      description is this process's refusal.
 
     The block must make no collective of its own (a check gathering a verdict, as `check_log`
     does, comes after it: a process that refused earlier would pair its gather with another).
-    In a lone process the block runs as it is, and nothing is gathered. Cost, with several
-    processes: `check_arguments_agree`'s one all-gather, no more."""
+    In a lone process the block runs as it is, and nothing is gathered or described. Cost, with
+    several processes: `check_arguments_agree`'s one all-gather, no more (the description, when
+    compared, rides in it: its digests, 224 bytes)."""
+    call = CheckedCall()
     if jax.process_count() == 1:
-        yield
+        yield call
         return
     try:
-        yield
+        yield call
+        described = None if call.describe is None else [_described(call.describe)]
     except Exception as err:  # any: a process leaving here alone would leave the others waiting
-        _compared(what, arguments, err)
+        _compared(what, arguments, err, None, refused_advice)
         raise
-    _compared(what, arguments, None)
+    _compared(what, arguments, None, described, refused_advice, call.advice)
 
 
 def check_arguments_agree(what: str, **arguments: Any) -> None:
@@ -83,14 +107,17 @@ def check_arguments_agree(what: str, **arguments: Any) -> None:
     among the arguments copied to the host to be digested."""
     if jax.process_count() == 1:
         return
-    _compared(what, arguments, None)
+    _compared(what, arguments, None, None, "")
 
 
-def _compared(what: str, arguments: dict[str, Any], refusal: Exception | None) -> None:
-    """The all-gather of `checked_together`: every process's `arguments` and refusal (None: its
-    checks passed); raises as it says, except this process's own refusal (its caller re-raises it)."""
+def _compared(what: str, arguments: dict[str, Any], refusal: Exception | None, described: list | None,
+              refused_advice: str, advice: str = "") -> None:
+    """The all-gather of `checked_together`: every process's `arguments`, refusal (None: its checks
+    passed) and description (`described`: [the description, or None where too large to make], or
+    None: not compared); raises as it says, except this process's own refusal (its caller re-raises it)."""
     shown = {name: _shown(name, value) for name, value in arguments.items()}
-    got = np.asarray(multihost_utils.process_allgather(_buffer(shown, _refusal_text(refusal))), np.uint8)
+    digests = None if described is None else _digests(described[0]).tobytes().hex()
+    got = np.asarray(multihost_utils.process_allgather(_buffer(shown, _refusal_text(refusal), digests)), np.uint8)
     calls = [_decoded(bytes(row), what) for row in got.reshape(jax.process_count(), -1)]
     for name in arguments:
         values = [call[0].get(name, "(not given)") for call in calls]
@@ -106,7 +133,11 @@ def _compared(what: str, arguments: dict[str, Any], refusal: Exception | None) -
         raised = next((k for k in _RAISED_AS if k.__name__ == raised_as), RuntimeError)
         raise raised(f"{what}: process {p} refused its call with {kind}: {message} (every process stops: each "
                      "must make the same call, and one that a process refuses would leave the others waiting "
-                     "for it for ever)")
+                     f"for it for ever){refused_advice}")
+    if refusal is None and any(call[2] is not None for call in calls):  # none refused; compared where one described
+        rows = [_digests(None) if call[2] is None else np.frombuffer(bytes.fromhex(call[2]), np.uint8)
+                for call in calls]
+        _refuse_differences(rows, None if described is None else described[0], what, advice)
 
 
 def _shown(name: str, value: Any) -> str:
@@ -128,14 +159,15 @@ def _refusal_text(refusal: Exception | None) -> list[str] | None:
     return [type(refusal).__name__, cut, raised.__name__]
 
 
-def _buffer(shown: dict[str, str], refused: list[str] | None) -> np.ndarray:
-    """The gathered buffer: the tag, then the shown arguments and the refusal as JSON (arguments as
-    digests alone when they do not fit: not with a strategy's arguments, each value cut to _SHOWN)."""
+def _buffer(shown: dict[str, str], refused: list[str] | None, described: str | None) -> np.ndarray:
+    """The gathered buffer: the tag, then the shown arguments, the refusal and the description's
+    digests (hex, or None) as JSON (arguments as digests alone when they do not fit: not with a
+    strategy's arguments, each value cut to _SHOWN)."""
     sent = np.zeros(_ARGUMENTS_BYTES, np.uint8)
-    text = _ARGUMENTS_TAG + json.dumps([_fitted(shown), refused]).encode()
+    text = _ARGUMENTS_TAG + json.dumps([_fitted(shown), refused, described]).encode()
     if len(text) > _ARGUMENTS_BYTES:
         digests = {k: "#" + _digest(v).tobytes().hex() for k, v in shown.items()}
-        text = _ARGUMENTS_TAG + json.dumps([digests, refused]).encode()
+        text = _ARGUMENTS_TAG + json.dumps([digests, refused, described]).encode()
     sent[:len(text)] = np.frombuffer(text, np.uint8)
     return sent
 
@@ -187,15 +219,16 @@ def _fitted(shown: dict[str, str]) -> dict[str, str]:
     return {name: fit(text) for name, text in shown.items()}
 
 
-def _decoded(row: bytes, what: str) -> tuple[dict[str, str], list[str] | None]:
-    """A process's arguments and refusal from its gathered buffer; a `RuntimeError` for a buffer
-    that is not one (the processes' collectives out of step: an earlier call differed between them)."""
+def _decoded(row: bytes, what: str) -> tuple[dict[str, str], list[str] | None, str | None]:
+    """A process's arguments, refusal and description's digests from its gathered buffer; a
+    `RuntimeError` for a buffer that is not one (the processes' collectives out of step: an earlier
+    call differed between them)."""
     text = row.rstrip(b"\0")
     try:
         if not text.startswith(_ARGUMENTS_TAG):
             raise ValueError("untagged")
-        arguments, refused = json.loads(text[len(_ARGUMENTS_TAG):].decode())
-        return arguments, refused
+        arguments, refused, described = json.loads(text[len(_ARGUMENTS_TAG):].decode())
+        return arguments, refused, described
     except (ValueError, TypeError) as err:
         raise RuntimeError(
             f"{what}: the processes' collectives are out of step (a process sent something else than its "
@@ -214,12 +247,23 @@ def check_processes_agree(describe: Callable[[], dict[str, Any]], what: str) -> 
     `ValueError` from `describe`) is not compared, on any process."""
     if jax.process_count() == 1:
         return
+    described = _described(describe)
+    got = np.asarray(multihost_utils.process_allgather(_digests(described)), np.uint8)
+    _refuse_differences(list(got.reshape(jax.process_count(), -1)), described, what)
+
+
+def _described(describe: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """`describe()`, or None for a description too large to make (its `ValueError`): not compared."""
     try:
-        described = describe()
+        return describe()
     except ValueError:
-        described = None
-    sent = _digests(described)
-    got = np.asarray(multihost_utils.process_allgather(sent), np.uint8).reshape(jax.process_count(), -1)
+        return None
+
+
+def _refuse_differences(got: list[np.ndarray], described: dict[str, Any] | None, what: str,
+                        advice: str = "") -> None:
+    """`check_processes_agree`'s `ValueError` when the processes' gathered digests `got` differ,
+    naming the parts (as this process's `described` names its arguments), `advice` appended."""
     differing = {p: _differences(got[0], got[p], described) for p in range(1, len(got))
                  if not np.array_equal(got[p], got[0])}
     if differing:
@@ -229,7 +273,7 @@ def check_processes_agree(describe: Callable[[], dict[str, Any]], what: str) -> 
             f"several processes made different calls of {what}: {said}. Every process must "
             "make the same call (the same objective, data, space, key and arguments), or they run different "
             "programs and wait for each other for ever: load the same data in each, and seed the key the same "
-            "(not with jax.process_index())")
+            f"(not with jax.process_index()){advice}")
 
 
 def _digest(value: Any) -> np.ndarray:

@@ -22,6 +22,7 @@ from sklearn.datasets import make_regression
 from sklearn.linear_model import Ridge as SklearnRidge
 
 import hypergrad.sklearn._search as search_module
+from hypergrad import _compile
 from hypergrad._processes import checked_together
 from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, RandomizedSearchCV, Ridge
 
@@ -184,8 +185,9 @@ def test_a_fit_refused_on_one_process_alone_is_refused_on_every_process(tmp_path
 def test_another_process_refusing_stops_this_ones_fit_also_where_it_falls_back(monkeypatch):
     """Without a second process (the all-gather faked, process 0 having refused with NaN in its X):
     this process's fit raises process 0's error, named, whether it would fall back to scikit-learn's
-    search (which never runs) or vmap its fits (nothing described or compiled); an unseeded
-    RandomizedSearchCV adds the random_state to give."""
+    search (which never runs) or vmap its fits (nothing compiled; its description, made before the
+    all-gather it rides in, is not compared); an unseeded RandomizedSearchCV adds the random_state
+    to give."""
     sent = []
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: sent.append(np.asarray(row)) or
@@ -195,11 +197,61 @@ def test_another_process_refusing_stops_this_ones_fit_also_where_it_falls_back(m
     refused = sent[-1]
     monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: np.stack([refused, np.asarray(row)]))
     monkeypatch.setattr(sk.GridSearchCV, "fit", None)  # reaching scikit-learn's search would fail otherwise
-    monkeypatch.setattr(search_module, "fit_description", None)
     X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
     named = r"^{}\.fit: process 0 refused its call with ValueError: Input X contains NaN\. \(every process stops"
+    compilations = _compile.stats.compilations
     with pytest.raises(ValueError, match=named.format("GridSearchCV") + r".*for ever\)$"):
         GridSearchCV(SklearnRidge(), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y)  # falls back here
     with pytest.raises(ValueError, match=named.format("RandomizedSearchCV") + r".*for ever\)\. random_state=None "
                                          r"draws other candidates on each process: give random_state=<int>"):
         RandomizedSearchCV(Ridge(random_state=0), {"alpha": [0.1, 1.0]}, n_iter=1, cv=2).fit(X, y)
+    assert _compile.stats.compilations == compilations
+
+
+class _Compared(Exception):
+    """Raised where a faked fit has passed its comparison across processes (`refused_folds`, next)."""
+
+
+def _fit_gathering(monkeypatch, fit, others=None) -> list:
+    """The rows this process's `fit()` sends to the all-gathers it makes, with two processes faked:
+    the other process sends `others` (this process's own row when None); stopped once compared."""
+    sent = []
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda row: sent.append(np.asarray(row)) or np.stack(
+        [sent[-1], sent[-1] if others is None else others]))
+
+    def compared(*args, **kwargs):
+        raise _Compared
+
+    monkeypatch.setattr(search_module, "refused_folds", compared)
+    monkeypatch.setattr(sk.GridSearchCV, "fit", compared)  # a fallback stops there, uncompared
+    with contextlib.suppress(_Compared):
+        fit()
+    return sent
+
+
+def test_a_fits_checks_and_its_description_share_one_all_gather(monkeypatch):
+    """With several processes, the common path of GridSearchCV, RandomizedSearchCV and
+    HypergradSearchCV made two all-gathers (the checks' refusals, then the description's): the
+    description now rides in the first, so a fit that agrees makes one; a fit whose data differ
+    is still refused, naming X, as is a fit that falls back to scikit-learn's search on one process
+    alone (the other then waited in the description's all-gather for ever)."""
+    X, y = make_regression(n_samples=30, n_features=3, noise=1.0, random_state=0)
+    fits = {"grid": lambda X: GridSearchCV(Ridge(random_state=0), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y),
+            "randomized": lambda X: RandomizedSearchCV(Ridge(random_state=0), {"alpha": [0.1, 1.0]}, n_iter=2, cv=2,
+                                                       random_state=0).fit(X, y),
+            "descent": lambda X: HypergradSearchCV(Ridge(random_state=0), {"alpha": (0.01, 10.0, "log")}, cv=2,
+                                                   budget=4, random_state=0).fit(X, y)}
+    for name, fit in fits.items():
+        assert len(_fit_gathering(monkeypatch, lambda: fit(X))) == 1, name
+        (other,) = _fit_gathering(monkeypatch, lambda: fit(X + 1.0))
+        with pytest.raises(ValueError, match=r"process 1's call differs from process 0's in arguments\.X\."):
+            _fit_gathering(monkeypatch, lambda: fit(X), others=other)
+    (falling_back,) = _fit_gathering(monkeypatch, lambda: GridSearchCV(SklearnRidge(), {"alpha": [0.1, 1.0]},
+                                                                       cv=2).fit(X, y))
+    (vmapped,) = _fit_gathering(monkeypatch, lambda: fits["grid"](X))
+    with pytest.raises(ValueError, match=r"^several processes made different calls of GridSearchCV\.fit: process 1's"):
+        _fit_gathering(monkeypatch, lambda: fits["grid"](X), others=falling_back)
+    with pytest.raises(ValueError, match=r"^several processes made different calls of GridSearchCV\.fit: process 1's"):
+        _fit_gathering(monkeypatch, lambda: GridSearchCV(SklearnRidge(), {"alpha": [0.1, 1.0]}, cv=2).fit(X, y),
+                       others=vmapped)

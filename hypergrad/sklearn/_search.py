@@ -78,20 +78,20 @@ parameters, the fit parameters, the candidates, the data, the folds) inside one 
 carries each process's refusal (`checked_on_every_process`, `hypergrad._processes.checked_together`),
 so a fit refused on one process alone (a bad `param_distributions` there, NaN in its X, an unseeded
 draw of a candidate the estimator refuses) is refused on every process: there with its own error,
-on the others with that error, naming the process. Then each compares its fit's description
-(`fit_description`: training keys, estimator parameters, candidates as drawn, folds, X, y) with the
-others' (`check_same_fit`, one small all-gather; nothing in a lone process): a difference is a
+on the others with that error, naming the process. When no process refused, the same all-gather
+compares the fits' descriptions (`fit_description`: training keys, estimator parameters, candidates
+as drawn, folds, X, y; made after the checks, with several processes only): a difference is a
 `ValueError` on every process naming it, and for an unseeded search the `random_state` to give
 (`RandomizedSearchCV(random_state=None)` draws other candidates on each process, an estimator's
 `random_state=None` another training key). The refusals after it (a fold training on one class,
 `refused_folds` and `check_a_fold_fits`) read only what it compared, so every process makes them
-alike. The fallback to scikit-learn's search joins the first all-gather (a refusal on another
-process stops it too); its fits are not compared.
+alike. The fallback to scikit-learn's search joins the all-gather too (a refusal on another process
+stops it; a fit falling back on one process alone differs from the others' described fits); its
+fits are not compared.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import numbers
@@ -99,7 +99,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -121,7 +121,7 @@ from sklearn.utils.validation import check_array, has_fit_parameter
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad._checks import users_stacklevel
-from hypergrad._processes import check_processes_agree, checked_together
+from hypergrad._processes import checked_together
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
 from hypergrad.sklearn._base import HypergradEstimator, frozen, program_owner
@@ -692,7 +692,7 @@ def data_digest(value: Any) -> str | None:
 
 def fit_description(search: Any, X: Any, y: Any, params: Mapping[str, Any], candidates: Any,
                     splits: Sequence[tuple], keys: Sequence[jax.Array]) -> dict[str, Any]:
-    """What a search's fit computes from, as `check_processes_agree` compares it across processes:
+    """What a search's fit computes from, as `checked_on_every_process` compares it across processes:
     the training keys (`_fit_key`'s, one per group of fits) as the key; the estimator's parameters
     (`get_params(deep=True)`), the candidates it evaluates (drawn already: an unseeded
     `RandomizedSearchCV`'s differ between processes), the settings that change results, digests of
@@ -730,46 +730,32 @@ def unseeded_advice(search: Any, target: Target) -> str:
     return "".join(f". {line}" for line in advice)
 
 
-def check_same_fit(search: Any, target: Target, describe: Any) -> None:
-    """With several processes (`jax.distributed`), a `ValueError` on every process when their fits
-    differ (`check_processes_agree` on `describe()`, `fit_description`'s), naming what differs and,
-    for an unseeded search, the `random_state` to give (`unseeded_advice`); raised before anything
-    compiles, where the processes' programs would otherwise meet in JAX's `device_put` with an
-    AssertionError that names nothing. Nothing in a lone process: no description, no collective.
-    Cost, with several: the description (the data hashed on the host) and one small all-gather."""
-    if jax.process_count() == 1:
-        return
-    try:
-        check_processes_agree(describe, f"{type(search).__name__}.fit")
-    except ValueError as error:
-        raise ValueError(f"{error}{unseeded_advice(search, target)}") from None
-
-
-@contextlib.contextmanager
-def checked_on_every_process(search: Any) -> Iterator[None]:
-    """A search's own checks of its fit, run in the `with` block inside `checked_together`, so that
-    with several processes (`jax.distributed`) a check refusing the fit on one process alone (a bad
-    `param_distributions` there, NaN in its X, an unseeded draw of a candidate the estimator
-    refuses) stops every process, where the others would wait for it in the fit's comparison
-    (`check_same_fit`) for ever: the refusing process raises its own error, unchanged, every other
-    the same error named (`GridSearchCV.fit: process 1 refused its call with ValueError: ...`; a
-    `ValueError` or `TypeError` as such, anything else as a `RuntimeError`), followed, for a search
-    drawing its candidates unseeded, by the `random_state` to give (`UNSEEDED_CANDIDATES`). The
-    block must make no collective of its own (`check_same_fit` comes after it). In a lone process
-    the block runs as it is. Starts JAX (the process count). Cost, with several processes: one
+def checked_on_every_process(search: Any, check: Callable[[], CheckedFit | FallsBack],
+                             params: Mapping[str, Any]) -> CheckedFit | FallsBack:
+    """`check()`, a search's own checks of its fit (`_checked_fit`), run inside `checked_together`,
+    so that with several processes (`jax.distributed`) a check refusing the fit on one process alone
+    (a bad `param_distributions` there, NaN in its X, an unseeded draw of a candidate the estimator
+    refuses) stops every process, where the others would wait for it in a collective for ever: the
+    refusing process raises its own error, unchanged, every other the same error named
+    (`GridSearchCV.fit: process 1 refused its call with ValueError: ...`; a `ValueError` or
+    `TypeError` as such, anything else as a `RuntimeError`), followed, for a search drawing its
+    candidates unseeded, by the `random_state` to give (`UNSEEDED_CANDIDATES`). When no process
+    refused, the same all-gather compares the checked fits' descriptions (`fit_description`; a fit
+    that falls back describes nothing): a difference is a `ValueError` on every process naming it,
+    and for an unseeded search the `random_state` to give (`unseeded_advice`), raised before
+    anything compiles, where the processes' programs would otherwise meet in JAX's `device_put`
+    with an AssertionError that names nothing. `check` must make no collective of its own. In a
+    lone process `check` runs as it is: no description, no collective. Starts JAX (the process
+    count). Cost, with several processes: the description (the data hashed on the host) and one
     all-gather of a 4 KiB buffer, also on the path that falls back to scikit-learn's search."""
-    own = []  # this process's refusal: raised unchanged
-    try:
-        with checked_together(f"{type(search).__name__}.fit"):
-            try:
-                yield
-            except Exception as err:
-                own.append(err)
-                raise
-    except (ValueError, TypeError, RuntimeError) as err:
-        if own or not (search._draws_candidates and search.random_state is None):
-            raise
-        raise type(err)(f"{err}. {UNSEEDED_CANDIDATES}") from None
+    unseeded = search._draws_candidates and search.random_state is None
+    with checked_together(f"{type(search).__name__}.fit", refused_advice=f". {UNSEEDED_CANDIDATES}" if unseeded
+                          else "") as call:
+        checked = check()
+        if isinstance(checked, CheckedFit):
+            call.compare(lambda: fit_description(search, checked.X, checked.y, params, checked.candidates,
+                                                 checked.splits, checked.keys), unseeded_advice(search, checked.target))
+    return checked
 
 
 class CheckedFit(NamedTuple):
@@ -849,14 +835,13 @@ class VmappedSearch(RefusesCandidates):
             Neither is set when the search falls back to scikit-learn's.
         """
         devices_for_n_jobs(self.n_jobs)  # first: the checks start JAX, which then keeps its devices
-        with checked_on_every_process(self):  # several processes: a refusal on one alone is raised on all
-            checked = self._checked_fit(X, y, params)
+        # several processes: a refusal on one alone is raised on all, and the fits are compared
+        checked = checked_on_every_process(self, lambda: self._checked_fit(X, y, params), params)
         if isinstance(checked, FallsBack):
             return run_fallback(self, fallback(self, checked.why, self._sklearn_class), self._sklearn_class.fit, self,
                                 X, y, **params)
         target, candidates, X, y, splits, keys = checked
-        check_same_fit(self, target, lambda: fit_description(self, X, y, params, candidates, splits, keys))
-        # the refusals below read only what check_same_fit compared: every process makes them alike
+        # the refusals below read only what checked_on_every_process compared: every process makes them alike
         self.n_splits_ = len(splits)
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
@@ -870,9 +855,9 @@ class VmappedSearch(RefusesCandidates):
         return self
 
     def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:
-        """`fit`'s own checks, which compile nothing (`checked_on_every_process` runs them): the
-        search's parameters, the fit parameters, whether it falls back to scikit-learn's search, the
-        candidates, the data; then the folds and training keys."""
+        """`fit`'s own checks, which compile nothing and make no collective (`checked_on_every_process`
+        runs them): the search's parameters, the fit parameters, whether it falls back to
+        scikit-learn's search, the candidates, the data; then the folds and training keys."""
         self._validate_params()
         check_n_jobs(self.n_jobs)
         check_fit_params(self, params)
@@ -1253,16 +1238,15 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             self, fitted as `RandomizedSearchCV` (one `cv_results_` row per configuration and step).
         """
         devices_for_n_jobs(self.n_jobs)  # first: the checks start JAX, which then keeps its devices
-        with checked_on_every_process(self):  # several processes: a refusal on one alone is raised on all
-            checked = self._checked_fit(X, y, params)
+        # several processes: a refusal on one alone is raised on all, and the fits are compared
+        checked = checked_on_every_process(self, lambda: self._checked_fit(X, y, params), params)
         if isinstance(checked, FallsBack):  # scikit-learn's search (on exactly these folds when cv is given)
             return self._sklearn_fallback(fallback(self, checked.why, SklearnRandomizedSearchCV), X, y, cv=checked.cv,
                                           **params)
         target, ranges, X, y, splits, (key,) = checked
         discrete, continuous = ranges["discrete"], ranges["continuous"]
         self.n_splits_ = len(splits)
-        check_same_fit(self, target, lambda: fit_description(self, X, y, params, ranges, splits, [key]))
-        # the refusals below read only what check_same_fit compared: every process makes them alike
+        # the refusals below read only what checked_on_every_process compared: every process makes them alike
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
@@ -1277,9 +1261,10 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         return self
 
     def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:
-        """`fit`'s own checks, which compile nothing (`checked_on_every_process` runs them): the
-        search's parameters, the fit parameters, whether it falls back to scikit-learn's search, the
-        ranges and their candidates, the data, the folds; then the training key."""
+        """`fit`'s own checks, which compile nothing and make no collective (`checked_on_every_process`
+        runs them): the search's parameters, the fit parameters, whether it falls back to
+        scikit-learn's search, the ranges and their candidates, the data, the folds; then the
+        training key."""
         self._validate_params()
         check_n_jobs(self.n_jobs)
         check_fit_params(self, params)
