@@ -113,13 +113,11 @@ def hybrid_search(
         continuous = _check_hybrid_args(objective, space, method, budget, configs)
         _check_outputs(log, progress, storage, study)
         key, outer = check_key(key), check_outer(outer, continuous)
+        settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)  # eager: no collective
+        num = _check_budget(budget, settings)  # (the space, compared only in studying(), may differ)
     check_log(log, storage)  # after: it gathers process 0's verdict on the path
-    settings = configurations(space, jax.random.fold_in(key, SAMPLE_STREAM), configs)
-    num = _check_budget(budget, settings)  # (the same on every process when their calls agree)
-    rates = measured_rates().of_process_0() if isinstance(objective, Structured) else None
+    rates = measured_rates().of_process_0() if isinstance(objective, Structured) else None  # (a broadcast)
     centre = jax.tree.map(lambda a: np.asarray(a)[None], continuous.centre())
-    rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
-    z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
 
     def planned(rates):  # the programs, their prices and the steps the budget buys, as `rates` decide
         groups, structure = _groups(objective, space, settings, key, rates, runs_per_config=budget / num)
@@ -127,7 +125,10 @@ def hybrid_search(
                   for config, group_objective, rows in groups]
         return priced, structure, _evaluations(priced, budget, num)
 
-    priced, structure, evaluations = planned(rates)  # refused here, before the study or a program exists
+    with checked_together("hybrid_search"):  # a 2nd block: after the rates' broadcast and check_log (it compiles)
+        rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
+        priced, structure, evaluations = planned(rates)  # refused here, before the study or a program exists
+    z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
     with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
             "hybrid", objective, space, key, budget=budget, configs=configs, method=method, outer=outer)) as writer:
         checkpoint = None if writer is None else writer.checkpoint

@@ -328,12 +328,15 @@ def tune(
         population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving,
                                                                          chunk_size)
         outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
+        # every refusal before the study opens: a study stores the call that opened it and refuses another.
+        # These trace (the schedule probe compiles a local program; no collective), so they sit in the block:
+        # several processes whose calls differ only in what studying() compares (objective, space, key)
+        # may refuse here on one process alone
+        starts = _checked_starts(objective, space, method, init, population, warmup, key)
+        centre = space.centre()  # after the method's refusals, which trace nothing
+        check_objective_runs(objective, centre, trace=lambda: _counted_run(objective, centre, key))
+        _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
     check_log(log, storage)  # after: it gathers process 0's verdict on the path
-    # every refusal before the study opens: a study stores the call that opened it and refuses another
-    starts = _checked_starts(objective, space, method, init, population, warmup, key)
-    centre = space.centre()  # after the method's refusals, which trace nothing
-    check_objective_runs(objective, centre, trace=lambda: _counted_run(objective, centre, key))
-    _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
     with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
             "tune", objective, space, key, method=method, outer=outer, steps=steps, init=_init_as_used(init, starts),
             population=population, warmup=warmup, halving=halving, resample_key=resample_key)) as writer:

@@ -265,6 +265,11 @@ first = process == 0
 import dataclasses
 earlier = hg.random_search(objective, space, key, 4)  # process 1 extends a Result of another strategy
 extended = earlier if first else dataclasses.replace(earlier, strategy="grid")
+both = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.0, 0.9)})
+reads = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=5)
+sgdm = hg.Objective(problem, lambda h: optax.sgd(lambda t: h["lr"][t], momentum=h["momentum"]), num_steps=5)
+choice = lambda n: hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Choice([0.1 * i for i in range(n)])})
+schedule = lambda n: hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(n,)), "momentum": hg.Choice([0.0, 0.9])})
 os.chdir(tmp)
 calls = {  # each process's call: the same but for one thing process 1 alone gives invalid
     "key": lambda: hg.random_search(objective, space, key if first else 0, 4),
@@ -275,6 +280,13 @@ calls = {  # each process's call: the same but for one thing process 1 alone giv
                                        key if first else 0, budget=20),
     "optuna": lambda: hg.optuna_search(objective, space, key if first else 0, 4),
     "extends": lambda: len(hg.random_search(objective, space, key, 4, extends=extended).trials),
+    # refused on process 1 alone after the first gather, by a difference compared only in studying():
+    # init naming a hyperparameter its space lacks; the objective reading one its space lacks; a choice
+    # of 3 options the budget cannot buy; a schedule of 3 entries read over 5 steps (planned())
+    "starts": lambda: hg.tune(objective, space if first else both, key, steps=2, init={"lr": 0.01}),
+    "runs": lambda: hg.tune(objective if first else reads, space, key, steps=2),
+    "budget": lambda: hg.hybrid_search(objective, choice(2 if first else 3), key, budget=5),
+    "planned": lambda: hg.hybrid_search(sgdm, schedule(5 if first else 3), key, budget=12),
     # one study file, named two ways: compared as the same path
     "storage": lambda: [t.value for t in hg.random_search(objective, space, key, 4, storage="s.db" if first
                                                           else os.path.join(".", "s.db"), study="s").trials],
@@ -297,10 +309,14 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     grid_search, tune, hybrid_search and optuna_search: process 1 refused the call at its own check
     while process 0 waited for it in the call's first collective, for ever. Process 1 now raises its
     own error and process 0 the same, naming process 1; the next calls still agree, and a study file
-    named 's.db' on one process and './s.db' on the other is one path, not a difference."""
+    named 's.db' on one process and './s.db' on the other is one path, not a difference. The same
+    for a refusal on process 1 alone at a check that ran after the first gather, from a space or
+    objective that differs (compared only when the study opens, where process 0 then waited): tune's
+    starts and objective trace, hybrid_search's budget and plan."""
     out = _two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
     for name, what in [("key", "random_search"), ("space", "grid_search"), ("objective", "tune"),
-                       ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search")]:
+                       ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search"),
+                       ("starts", "tune"), ("runs", "tune"), ("budget", "hybrid_search"), ("planned", "hybrid_search")]:
         own = out[1][name]
         assert own.startswith("ValueError: ") and "process" not in own, (name, own)
         assert out[0][name] == (f"ValueError: {what}: process 1 refused its call with {own} (every process stops: "
@@ -308,6 +324,10 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
                                 "others waiting for it for ever)"), (name, out[0][name])
     assert out[1]["key"] == "ValueError: key=0 is an int; pass jax.random.key(0)"
     assert out[1]["space"].startswith("ValueError: space must be an hg.Space, got dict")
+    assert out[1]["starts"].startswith("ValueError: init names ['lr'] disagree with the space")
+    assert out[1]["runs"].startswith("ValueError: KeyError 'momentum' while tracing the objective")
+    assert out[1]["budget"].startswith("ValueError: budget=5 runs cannot buy two hypergradients for each of 3")
+    assert out[1]["planned"].startswith("ValueError: the optimiser indexes a hyperparameter past its end")
     for i in (0, 1):
         assert len(out[i]["same"]) == 4 and out[i]["storage"] == out[i]["same"], out[i]["storage"]
     assert out[0]["same"] == out[1]["same"]
