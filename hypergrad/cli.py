@@ -39,8 +39,8 @@ many seconds each strategy spent compiling and whether its programs came from a 
 test at equal compute, at equal wall time and at equal execution time, and whether the two
 equal-time verdicts agree: two strategies that picked the same trial, or picks of equal test loss,
 tie; the lowest test loss wins only by more than `NOISE_SE` paired standard errors of the
-per-example test-loss difference from the runner-up (each pick retrained once for its per-example
-losses, `_test_losses_per_example`), and is otherwise reported as within noise of it.
+per-example test-loss difference from every other pick (each pick retrained once for its per-example
+losses, `_test_losses_per_example`), and is otherwise reported as within noise of the closest.
 """
 
 from __future__ import annotations
@@ -104,10 +104,11 @@ MAX_CPU_DEVICES = 1024
 (`hg.use_cpu_cores`), so devices beyond the cores gain nothing; far more than any machine's cores,
 it catches a typo before JAX creates that many devices (memory and seconds for each)."""
 NOISE_SE = 2.0
-"""The verdict names a winner on test only when its pick's mean per-example test loss beats the
-runner-up's by more than this many paired standard errors (`_standing`); within them it says the
-lowest test loss is within noise. About a 5% two-sided test of one comparison, from one seed: the
-test set's noise, not the training seed's."""
+"""The verdict names a winner on test only when its pick's mean per-example test loss beats every
+other pick's by more than this many paired standard errors (`_standing`); within them of any, it
+says the lowest test loss is within noise of the closest. About a 5% two-sided test of each
+comparison (no correction for the two or three made), from one seed: the test set's noise, not the
+training seed's."""
 REPRODUCED = 1e-3
 """How close (relative, at least absolute 1e-3) the mean of a pick's retrained per-example test
 losses must come to its recorded test loss to be used (`_test_losses_per_example`): a float32
@@ -583,7 +584,7 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
     the two equal-time verdicts agree; with `corrupted` (the mask of flipped training labels), how
     well each pick's example weights single them out. Identical picks or equal test losses are a
     tie; a lower test loss is a win only beyond `NOISE_SE` paired standard errors of the per-example
-    difference from the runner-up, from `per_example(pick)` (`_test_losses_per_example`; None: no
+    difference from every other pick, from `per_example(pick)` (`_test_losses_per_example`; None: no
     noise level, so no win is called between picks)."""
     slowest, executing = _slowest(results), _slowest_execution(results)
     continued = _continued(results["random"], by_seconds["random"])
@@ -616,33 +617,55 @@ def _same_trial(a, b) -> bool:
         np.array_equal(np.asarray(a.hparams[name]), np.asarray(b.hparams[name])) for name in a.hparams)
 
 
+def _paired_margin(leader: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(mean per-example test-loss difference `leader - other`, its paired standard error)."""
+    difference = leader - other
+    return float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(difference.size))
+
+
+def _closest(margins: dict[str, tuple[float, float]]) -> str:
+    """The name whose margin is the least beyond the noise: the largest z = mean / standard error
+    (a zero standard error counts as infinitely far, on the side of its mean)."""
+    def z(margin):
+        mean, se = margin
+        return mean / se if se > 0 else math.copysign(math.inf, mean)
+    return max(margins, key=lambda name: z(margins[name]))
+
+
 def _standing(picks: dict[str, Any], per_example: Callable[[Any], np.ndarray | None] | None) -> tuple:
-    """(kind, ranked, leaders, margin) of one comparison's picks (a Trial or None per strategy).
+    """(kind, ranked, leaders, margin, against) of one comparison's picks (a Trial or None per strategy).
 
     `ranked`: the names with a pick by test loss (ties in name order, so dict order never
-    decides); `leaders`: the first and every name tied with it (the same trial, `_same_trial`, or
-    an equal test loss); `margin`: (mean per-example test-loss difference of the leader minus the
-    runner-up, its paired standard error) or None. `kind`: "none" (no pick), "tie" (more than one
-    leader), "win" (a sole pick, or a difference beyond `NOISE_SE` standard errors), "noise" (within
-    them), "unmeasured" (`per_example` gave no losses for the leader or the runner-up)."""
+    decides); `leaders`: the first and every name tied with it (the same trial, `_same_trial`, an
+    equal test loss, or the same loss on every test example); `margin`: (mean per-example test-loss
+    difference of the leader minus `against`'s, its paired standard error) or None. The leader is
+    weighed against EVERY other pick, since paired standard errors are not transitive (a neighbour
+    of the leader's pick may be far beyond the noise while a worse but noisier pick is within it);
+    `against` is the closest of them by z (`_closest`), or one not measured. `kind`: "none" (no
+    pick), "tie" (more than one leader), "win" (a sole pick, or beyond `NOISE_SE` standard errors
+    of every other pick), "noise" (within them of at least one), "unmeasured" (`per_example` gave no
+    losses for the leader or another pick). Cost: one `per_example` call per pick (memoised there)."""
     ranked = [name for _, name in sorted((p.scores.get("test_loss", math.inf), name)
                                          for name, p in picks.items() if p)]
     if not ranked:
-        return "none", [], [], None
+        return "none", [], [], None, None
     first = picks[ranked[0]]
     leaders = [name for name in ranked if _same_trial(picks[name], first)
                or picks[name].scores.get("test_loss", math.inf) == first.scores.get("test_loss", math.inf)]
     rest = [name for name in ranked if name not in leaders]
     if len(leaders) > 1 or not rest:
-        return ("tie" if len(leaders) > 1 else "win"), ranked, leaders, None
-    losses = [None if per_example is None else per_example(picks[name]) for name in (leaders[0], rest[0])]
-    if any(loss is None for loss in losses):
-        return "unmeasured", ranked, leaders, None
-    difference = losses[0] - losses[1]
-    margin = (float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(difference.size)))
-    if margin[0] == 0.0 and margin[1] == 0.0:  # two trials with the same loss on every test example
-        return "tie", ranked, [*leaders, rest[0]], None
-    return ("win" if margin[0] < -NOISE_SE * margin[1] else "noise"), ranked, leaders, margin
+        return ("tie" if len(leaders) > 1 else "win"), ranked, leaders, None, None
+    losses = {name: None if per_example is None else per_example(picks[name]) for name in (leaders[0], *rest)}
+    missing = [name for name in rest if losses[name] is None]
+    if losses[leaders[0]] is None or missing:
+        return "unmeasured", ranked, leaders, None, (missing or rest)[0]
+    margins = {name: _paired_margin(losses[leaders[0]], losses[name]) for name in rest}
+    same = [name for name in rest if margins[name] == (0.0, 0.0)]  # the same loss on every test example
+    if same:
+        return "tie", ranked, [*leaders, *same], None, None
+    against = _closest(margins)
+    margin = margins[against]
+    return ("win" if margin[0] < -NOISE_SE * margin[1] else "noise"), ranked, leaders, margin, against
 
 
 def _winner_line(problem: str, label: str, picks: dict[str, Any],
@@ -652,26 +675,27 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
     strategy) with the lowest test loss wins only beyond the test set's noise (`_standing`), from
     `per_example(pick)`: that pick's loss on every test example (None where unknown; see
     `_test_losses_per_example`)."""
-    kind, ranked, leaders, margin = _standing(picks, per_example)
+    kind, ranked, leaders, margin, against = _standing(picks, per_example)
     if kind == "none":
         return f"- {problem}, {label}: no strategy finished a trial.", None
     others = "; ".join(_pick_line(name, picks[name]) for name in ranked if name not in leaders)
     idle = [name for name, p in picks.items() if p is None]
     tail = (f"; then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + ".")
-    leader, runner_up = leaders[0], next((name for name in ranked if name not in leaders), None)
+    leader = leaders[0]
     if kind == "tie":
         same = all(_same_trial(picks[n], picks[leader]) for n in leaders)
         reason = "the same trial" if same else "equal test losses"
         return (f"- {problem}, {label}: {' and '.join(f'**{n}**' for n in leaders)} tie on test ({reason}): "
                 + "; ".join(_pick_line(n, picks[n]) for n in leaders) + tail), f"a tie of {' and '.join(leaders)}"
     if kind == "win":
-        by = (f" {leader}'s test loss is {-margin[0]:.2g} below {runner_up}'s, more than {NOISE_SE:g} standard "
-              f"errors ({margin[1]:.2g}) of the paired per-example difference." if margin else "")
+        every = "; every other pick's is further beyond the noise" if len(ranked) > 2 else ""
+        by = (f" {leader}'s test loss is {-margin[0]:.2g} below {against}'s, more than {NOISE_SE:g} standard "
+              f"errors ({margin[1]:.2g}) of the paired per-example difference{every}." if margin else "")
         return (f"- {problem}, {label}: **{leader}** wins on test: {_pick_line(leader, picks[leader])}{tail}{by}"
                 ), leader
-    noise = (f"within noise of {runner_up} (difference {margin[0]:.2g}, standard error {margin[1]:.2g}; a win "
+    noise = (f"within noise of {against} (difference {margin[0]:.2g}, standard error {margin[1]:.2g}; a win "
              f"needs more than {NOISE_SE:g} standard errors)" if kind == "noise"
-             else f"its lead over {runner_up} not weighed against the test set's noise (no per-example test losses)")
+             else f"its lead over {against} not weighed against the test set's noise (no per-example test losses)")
     return (f"- {problem}, {label}: **{leader}** has the lowest test loss, {noise}, so no clear winner on test: "
             f"{_pick_line(leader, picks[leader])}{tail}"), f"no clear winner ({leader} lowest)"
 
@@ -683,8 +707,8 @@ def _test_losses_per_example(objective: hg.Objective, key) -> Callable[[Any], np
     where the losses' mean reproduces the pick's recorded test loss (within `REPRODUCED` of it,
     relative): a `val_loss` that is not a mean over examples, or a pick trained on another key,
     gives None. Cost: one training run and one pass over the test set per distinct pick asked for
-    (memoised on the hyperparameters; the verdict asks for the leader and the runner-up of each of
-    its three comparisons, at most six, usually fewer as picks repeat), after the comparisons' seconds
+    (memoised on the hyperparameters; the verdict asks for every strategy's pick in each of its three
+    comparisons, at most three per strategy, usually fewer as picks repeat), after the comparisons' seconds
     are measured, so they change no table; plus compiling the training program and the per-example
     scoring once. Memory: the trained parameters, and one loss per test example and distinct pick.
     No bias: the same training run as the pick's trial, scored on the same test examples."""
@@ -946,7 +970,7 @@ def _run_planned(args: argparse.Namespace, plans: dict[str, tuple], say, stop: C
                    "Each line is read off that problem's report (the pick is the lowest validation loss "
                    "within the budget; its test loss decides: picks of the same trial or of equal test loss tie, "
                    f"and the lowest wins only by more than {NOISE_SE:g} paired standard errors of the per-example "
-                   "test-loss difference from the runner-up, else it is within noise). At equal wall time the "
+                   "test-loss difference from every other pick, else it is within noise of the closest). At equal wall time the "
                    "budget is the seconds the slowest strategy took, compilation included (fewer when the "
                    "persistent compilation cache is warm: each problem's compilation line says how many and where "
                    "its programs came "

@@ -84,6 +84,39 @@ def test_a_gap_within_the_noise_is_not_a_win_even_when_it_comes_first():
     assert line.index("then random (") < line.index("grid (")  # the other tables' order: by test loss
 
 
+def test_a_win_must_be_beyond_the_noise_of_every_other_pick_not_only_the_runner_up():
+    # paired standard errors are not transitive: the runner-up is a near neighbour of the leader's pick
+    # (tiny paired noise, far beyond it), a third pick is a very different model (worse mean, huge paired noise)
+    rng = np.random.default_rng(2)
+    base = rng.exponential(0.5, size=360)
+    near = base + 0.02 + rng.normal(0, 0.01, size=360)
+    far = base + 0.03 + rng.normal(0, 0.6, size=360)
+    far = far - far.mean() + base.mean() + 0.03  # its mean above the runner-up's
+    table = {0.1: base, 0.11: near, 1.0: far}
+    picks = {"hypergradient": _pick(0.1, base.mean()), "random": _pick(0.11, near.mean()),
+             "grid": _pick(1.0, far.mean())}
+    z = {name: (d.mean() / (d.std(ddof=1) / np.sqrt(d.size))) for name, d in (("random", base - near),
+                                                                               ("grid", base - far))}
+    assert z["random"] < -10 and -2 < z["grid"] < 0  # the set-up
+    line, outcome = cli._winner_line("p", "equal compute", picks, _losses(table))
+    difference = base - far
+    se = difference.std(ddof=1) / np.sqrt(difference.size)
+    assert "wins" not in line and outcome == "no clear winner (hypergradient lowest)"
+    assert f"**hypergradient** has the lowest test loss, within noise of grid (difference {difference.mean():.2g}, " \
+           f"standard error {se:.2g}; a win needs" in line
+    assert line.index("then random (") < line.index("grid (val")  # still ranked by test loss
+    # with the third pick beyond the noise too, the win is called and says so
+    table[1.0] = base + 0.2 + rng.normal(0, 0.05, size=360)
+    picks["grid"] = _pick(1.0, table[1.0].mean())
+    line, outcome = cli._winner_line("p", "equal compute", picks, _losses(table))
+    assert outcome == "hypergradient" and "**hypergradient** wins on test" in line
+    assert "below random's" in line and "every other pick's is further beyond the noise." in line
+    # a third pick without per-example losses leaves the win unweighed
+    line, outcome = cli._winner_line("p", "equal compute", picks,
+                                     lambda pick: None if float(pick.hparams["lr"]) == 1.0 else _losses(table)(pick))
+    assert "wins" not in line and "its lead over grid not weighed" in line
+
+
 def test_without_per_example_losses_no_win_is_called_between_picks():
     picks = {"hypergradient": _pick(0.1, 0.2), "random": _pick(0.2, 0.9)}
     line, outcome = cli._winner_line("p", "equal compute", picks)
