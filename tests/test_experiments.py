@@ -260,7 +260,7 @@ def check_finetuning(stdout, out):
         seeds = acc[row["setting"]][shots][row["strategy"]]
         assert row["test accuracy (mean ± std)"].split(" ±")[0] == f"{sum(seeds) / len(seeds):.3f}", row
         assert all(0.0 <= a <= 1.0 for a in seeds), row
-        if row["strategy"] in ("grid", "random", "scratch"):
+        if row["strategy"] in ("grid", "random", "scratch", "gradient"):  # the gradient one too (hunt J25)
             assert 0 < float(row["runs"]) <= budget, row
 
     def standing(a, b):
@@ -541,6 +541,7 @@ def test_an_out_that_is_a_file_is_a_parser_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, named", [
     (["--budget", "0"], "--budget"), (["--budget", "-1"], "--budget"), (["--budget", "7"], "--budget"),
+    (["--budget", "8"], "--budget"), (["--budget", "17"], "--budget"),
     (["--seeds", "0"], "--seeds"),
     (["--seeds", "-2"], "--seeds"), (["--steps", "0"], "--steps"), (["--pretrain-steps", "1.5"], "--pretrain-steps"),
     (["--shots", "10,abc"], "--shots"), (["--shots", "10,0"], "--shots"), (["--shots", "61"], "--shots"),
@@ -555,10 +556,29 @@ def test_finetuning_refuses_a_bad_command_line_before_any_work(argv, named, tmp_
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {named}" in err or f"{named} sets" in err, err
-    args = finetuning.arguments(["--shots", "10, all", "--seeds", "2", "--budget", "8", "--out", str(tmp_path)])
-    assert (args.shots, args.seeds, args.budget, args.steps) == ([10, "all"], 2, 8, finetuning.SIZES["steps"])
+    args = finetuning.arguments(["--shots", "10, all", "--seeds", "2", "--budget", "18", "--out", str(tmp_path)])
+    assert (args.shots, args.seeds, args.budget, args.steps) == ([10, "all"], 2, 18, finetuning.SIZES["steps"])
     smoke = finetuning.arguments(["--smoke", "--out", str(tmp_path)])
-    assert (smoke.shots, smoke.seeds, smoke.budget) == (["all"], 1, 8)
+    assert (smoke.shots, smoke.seeds, smoke.budget) == (["all"], 1, finetuning.MIN_BUDGET)
+
+
+@pytest.mark.parametrize("budget", [18, 20, 32, 33, 64, 200])
+@pytest.mark.parametrize("step_runs", [3.0, 3.45, 3.5])
+def test_finetuning_plans_its_gradient_steps_within_the_budget_with_the_final_scoring(budget, step_runs):
+    """The gradient strategy planned outer steps at 3.0 runs a hypergradient (about 3.45) and left out
+    tune's final scoring, so it spent 43-46 runs of a budget of 32 and the steps past it were discarded;
+    at budget 8 no step counted (hunt J25). The plan now pays every tuner's steps and its final scoring
+    within the budget, and takes as many steps as fit."""
+    finetuning = import_experiment("finetuning")
+    warmup, steps = finetuning.gradient_plan(budget, step_runs)
+    tuners = finetuning.TUNERS
+
+    def spent(outer_steps):  # what hg.tune charges: the warm-up, then steps + 1 hypergradients per tuner
+        return warmup + tuners * (outer_steps + 1) * step_runs
+
+    assert steps >= 1 and spent(steps) <= budget < spent(steps + 1)
+    assert finetuning.gradient_plan(finetuning.least_budget(step_runs) - 1, step_runs) is None
+    assert finetuning.MIN_BUDGET == finetuning.least_budget(finetuning.STEP_RUNS)
 
 
 def test_experiments_import_only_the_public_api():
