@@ -16,12 +16,15 @@ optax optimiser's learning rate lives in a closure, and
 and, for the user's own functions, the module-level values their code names (`momentum=MOM`: editing
 `MOM` changes results as much as editing the code); a bound method as its function and its object;
 an object of the user's own class by its attributes (its default repr shows none) and the functions
-its class defines (a callable object's `__call__`), and by its repr only when that is written in C
-(a repr written in Python is made from those attributes, and may print a set in the hash seed's
-order); a set by its elements in the order of their descriptions (its repr's order depends on the
-process's hash seed); a mapping by its entries sorted by key, a key other than a string by its type
-and description ("int:1", so `{1: a, "1": b}` keeps both entries); arrays by dtype, shape and a
-SHA-1 of their bytes; memory addresses never enter, so a fingerprint is the same in every process
+its class defines (a callable object's `__call__`), and by its repr too when that is written in C or
+when part of its state is not in its attributes (a slotted base, a builtin or C base such as `float`
+or `Decimal`: the repr is then all that shows it; else a repr written in Python is made from those
+attributes, and may print a set in the hash seed's order); a JAX pytree node that none of these
+describe (a flax `nnx.Param`) by its tree structure and its leaves; a set by its elements in the
+order of their descriptions (its repr's order depends on the process's hash seed); a mapping by its
+entries sorted by key, a key other than a string by its type and description ("int:1", so `{1: a,
+"1": b}` keeps both entries; a string key holding ":" as 'str:"int:1"'); arrays by dtype, shape and
+a SHA-1 of their bytes; memory addresses never enter, so a fingerprint is the same in every process
 running the same code. The functions and objects of this library, the standard library and installed
 packages are described by code (and repr) alone: their module-level state is caches and counters
 that change as they run, and their code is their version. Cycles are cut where an object recurs on
@@ -72,7 +75,10 @@ __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "
 FINGERPRINT_FORMAT = 5
 """5: a mapping's keys other than strings by their type and description (`{1: a, "1": b}` was one entry), an
 object of the user's class whose `__repr__` is written in Python by its attributes and class code without the
-repr (which may print a set in the hash seed's order);
+repr (which may print a set in the hash seed's order) when its state is all in those attributes (no slots, no
+builtin or C base: else the repr stays), a string key holding ":" as "str:<JSON>", a JAX pytree node otherwise
+described by its repr (a flax Variable: a few printed values of its arrays) by its treedef and leaves (arrays
+hashed whole);
 4: set constants in code by their sorted elements, a Choice's function and object options by their code,
 the user's functions' keyword-only defaults, tune's `init=` hyperparameters as the starts made of them
 (`hypergrad.tune`; a resumed study of format 3 or older with hg.ES or hg.PES and resample_key=False is
@@ -84,6 +90,8 @@ _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _DEPTH = 6  # format 2 only: function closures it followed in a row (kept to compare studies stored then)
 _NODES = 20_000  # objects one fingerprint describes at most
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made at run time (a class statement's), not a builtin type
+_PLAIN_SIZE = type("Plain", (), {}).__basicsize__  # an instance of a class statement's class, state in __dict__
 
 
 class TooLarge(ValueError):
@@ -406,8 +414,8 @@ def _mapping(obj: Mapping, depth: float, seen: _Seen) -> dict[str, Any]:
 def _mapping_key(key: Any, depth: float, seen: _Seen) -> str:
     """A mapping key in a description (format 5 on): a string as itself (as in every format), any
     other key as "<type>:<its identity as JSON>"."""
-    if isinstance(key, str):
-        return str(key)
+    if isinstance(key, str):  # one holding ":" as "str:<JSON>", apart from another type's key ("int:1")
+        return str(key) if ":" not in key else f"str:{json.dumps(key)}"
     return f"{type(key).__qualname__}:{json.dumps(identity(key, depth, seen), sort_keys=True, default=str)}"
 
 
@@ -429,8 +437,12 @@ def _object(obj: Any, depth: float, seen: _Seen) -> Any:
     if callable(obj) and hasattr(obj, "__wrapped__"):  # a jitted or wrapped function
         return {"wrapped": identity(obj.__wrapped__, depth - 1, seen)}
     fields = _instance_fields(obj, seen.format)
+    if not fields and seen.format >= 5:
+        tree = _pytree(obj, depth, seen)
+        if tree is not None:
+            return {"type": name, **tree, **_class_code(obj, depth, seen)}
     described: dict[str, Any] = {"type": name}
-    if not (fields and seen.format >= 5 and _python_repr(obj)):
+    if not (fields and seen.format >= 5 and _python_repr(obj) and _state_in_attributes(type(obj))):
         try:
             text = repr(obj)
         except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
@@ -445,12 +457,44 @@ def _object(obj: Any, depth: float, seen: _Seen) -> Any:
 def _python_repr(obj: Any) -> bool:
     """Whether `type(obj).__repr__` is written in Python (the user's class's own, or a Python base
     class's, such as scikit-learn's `BaseEstimator`): then (format 5 on) an object whose attributes
-    are described (`_instance_fields`: the user's own class) leaves its repr out. That repr is made
+    are described (`_instance_fields`: the user's own class) and hold all its state
+    (`_state_in_attributes`) leaves its repr out. That repr is made
     by code (described by `_class_code` when it is the user's, by its version when a package's) from
     those attributes, and as text it may follow the hash seed (a set attribute printed in the set's
     own order), which made the same call's fingerprint differ between two processes. A repr written
     in C (object's, or a builtin base type's, which may show state that no attribute holds) stays."""
     return isinstance(getattr(type(obj), "__repr__", None), types.FunctionType)
+
+
+def _state_in_attributes(cls: type) -> bool:
+    """Whether an instance of `cls` keeps all its state in its `__dict__` (its attributes), so that
+    (format 5 on) a Python-written repr may be left out: no `__slots__` holding values anywhere in
+    its MRO (a slotted base, such as `fractions.Fraction`'s, keeps them outside `__dict__`), and no
+    base but `object` that is not a pure-Python class (a builtin or C base, `float` or
+    `decimal.Decimal`, keeps its value in the instance's C layout). Else the repr is the only
+    description of that state, and stays."""
+    for base in cls.__mro__[:-1]:
+        slots = vars(base).get("__slots__", ())
+        if any(slot not in ("__dict__", "__weakref__") for slot in ((slots,) if isinstance(slots, str) else slots)):
+            return False
+        if not base.__flags__ & _HEAP_TYPE:  # a builtin (static) type
+            return False
+    return cls.__basicsize__ <= _PLAIN_SIZE and not cls.__itemsize__  # no C fields (a C heap type's)
+
+
+def _pytree(obj: Any, depth: float, seen: _Seen) -> dict[str, Any] | None:
+    """(format 5 on) A registered JAX pytree node that no branch of `identity` follows (a flax
+    Variable such as `nnx.Param`, another library's node) by its tree structure and its leaves'
+    descriptions (arrays hashed whole, as plain arrays are): its repr prints a few leading values of
+    its arrays, blind to the rest. None for a leaf (an object JAX does not flatten). Cost: one
+    flatten, then the leaves' descriptions."""
+    try:
+        leaves, treedef = jax.tree_util.tree_flatten(obj)
+    except Exception:  # noqa: BLE001 - a node whose flatten fails is described as any other object
+        return None
+    if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # a leaf: `obj` itself
+        return None
+    return {"pytree": _ADDRESS.sub("", str(treedef)), "leaves": [identity(leaf, depth, seen) for leaf in leaves]}
 
 
 def _class_code(obj: Any, depth: float, seen: _Seen) -> dict[str, Any]:
