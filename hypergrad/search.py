@@ -39,7 +39,7 @@ from hypergrad._batching import (chunk_for, device_count, first_row, place, shar
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
 from hypergrad._processes import checked_together
 from hypergrad._indexing import check_schedules_in_bounds, warn_unread_hparams
-from hypergrad._store_codec import decode_value, encode_value
+from hypergrad._store_codec import FINGERPRINT_FORMAT, decode_value, encode_value
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
@@ -484,7 +484,8 @@ def random_search(
 
     Returns:
         a `Result` whose trials are in sampling order; `info["objective"]` identifies the objective
-        (`hypergrad.store.objective_digest`), so that `extends=` can refuse another one.
+        (`hypergrad.store.objective_digest`, in the fingerprint format `info["objective_format"]`),
+        so that `extends=` can refuse another one.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("random_search", num_trials=num_trials, chunk_size=chunk_size, log=log, storage=storage,
@@ -504,7 +505,8 @@ def random_search(
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
         result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                                    log=log, progress=progress, sink=writer,
-                                   info={"objective": objective_digest(objective)})
+                                   info={"objective": objective_digest(objective),
+                                         "objective_format": FINGERPRINT_FORMAT})
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
@@ -521,7 +523,7 @@ def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: 
         raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "
                          "random_search of the same objective, space and key")
     digest = objective_digest(objective)
-    if earlier.info.get("objective", digest) != digest:  # (a Result made before digests were kept has none)
+    if not _same_objective(earlier.info, objective, digest):
         raise ValueError("random_search(extends=...) was given the Result of a search of another objective (its "
                          "data, num_steps, optimizer or the values it reads differ): the trials would mix two "
                          "functions; extend a Result of random_search on this objective, or start a new search")
@@ -533,6 +535,22 @@ def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: 
         raise ValueError("random_search(extends=...) needs jax_threefry_partitionable=True (JAX's default), "
                          "under which a key's first draws do not depend on how many are drawn")
     return digest
+
+
+def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, digest: str) -> bool:
+    """Whether a Result's `info["objective"]` is the digest of `objective` (whose digest in the
+    current format is `digest`), compared in the fingerprint format it was made in
+    (`info["objective_format"]`): a Result saved by an older hypergrad still extends, as a study
+    stored in an older format still resumes. A digest saved without its format (before formats were
+    kept with it: formats 2 to 5) is compared in each of those. A Result made before digests were
+    kept has none and passes. Cost: one more description of the objective per older format tried,
+    only when the current digest differs."""
+    saved = info.get("objective")
+    if saved is None or saved == digest:
+        return True
+    version = info.get("objective_format")
+    versions = (4, 3, 2) if version is None else (version,) if version in range(2, FINGERPRINT_FORMAT) else ()
+    return any(saved == objective_digest(objective, format=v) for v in versions)
 
 
 def _extended(earlier: Result, objective: Objective | Structured, space: Space, key: Key, num_trials: int,
@@ -551,7 +569,7 @@ def _extended(earlier: Result, objective: Objective | Structured, space: Space, 
     rest = evaluate_settings(objective, {name: jax.device_put(np.asarray(v)[done:]) for name, v in settings.items()},
                              key, strategy="random",
                              space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done,
-                             info={"objective": digest})
+                             info={"objective": digest, "objective_format": FINGERPRINT_FORMAT})
     rest = with_setup(rest, began)
     placed = [*earlier.info.get("setup_seconds_at", ()), [done, rest.compile_seconds + rest.setup_seconds]]
     info = dict(rest.info, num_trials=num_trials, extended_from=done, setup_seconds_at=placed,

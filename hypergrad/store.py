@@ -296,15 +296,16 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
             "storage= and study=") from err
 
 
-def objective_digest(objective: Any) -> str:
+def objective_digest(objective: Any, format: int = FINGERPRINT_FORMAT) -> str:
     """SHA-1 (16 hex digits) of the objective's description in a fingerprint (`identity`: its
-    functions, the values they read, its data and settings): equal for the same objective in any
+    functions, the values they read, its data and settings) in fingerprint format `format` (a saved
+    Result's digest is compared in the format it was made in): equal for the same objective in any
     process, different for another data set, `num_steps` or optimizer. An objective too large to
     describe (`TooLarge`) gets a digest of its own, different at every call (so `extends=` refuses
     it rather than accepting another objective as it). Cost: the description's, the data's bytes
     hashed once (a copy to the host first, for data on a device)."""
     try:
-        return hashlib.sha1(_json(identity(objective)).encode()).hexdigest()[:16]
+        return hashlib.sha1(_json(identity(objective, format=format)).encode()).hexdigest()[:16]
     except TooLarge:
         return "unchecked-" + os.urandom(6).hex()
 

@@ -1,11 +1,13 @@
 """A fingerprint describes all of an object's state: an object of the user's class keeps its repr
 when part of its state lies outside its attributes (a slotted base, a builtin or C base), a JAX
 pytree node (a flax Param) is described by its leaves hashed whole, and a str key holding ":" is
-apart from another type's key."""
+apart from another type's key. A Result saved with an objective digest of an older fingerprint
+format (or none) still extends an unchanged objective."""
 
 import dataclasses
 import decimal
 import fractions
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -141,3 +143,37 @@ def test_a_str_key_holding_a_colon_is_apart_from_another_types_key():
     assert identity({"int:1": 5.0, 1: 7.0}) == identity({1: 7.0, "int:1": 5.0})
     assert identity({"lr": 1.0}) == {"lr": 1.0}  # a key without ":" as itself, as in every format
 
+
+# -- extends= of a Result saved in an older format --------------------------------------------------
+def saved_without_format(result, digest):
+    """`result` as an older hypergrad saved it: `digest` as its objective, no format beside it."""
+    info = {k: v for k, v in result.info.items() if k != "objective_format"}
+    return dataclasses.replace(result, info={**info, "objective": digest})
+
+
+def test_a_result_saved_with_a_format_4_digest_extends_an_unchanged_objective(ridge_problem, key, tmp_path):
+    objective = scaled_objective(ridge_problem, Plain(1.0))  # a Python-written repr: formats 4 and 5 differ
+    first = hg.random_search(objective, SPACE, key, 2)
+    # what hypergrad before format 5 saved as the digest (store.objective_digest then)
+    old = hashlib.sha1(hg.store._json(identity(objective, format=4)).encode()).hexdigest()[:16]
+    assert old != first.info["objective"]
+    path = tmp_path / "r.json"
+    saved_without_format(first, old).save(path)
+    extended = hg.random_search(objective, SPACE, key, 3, extends=hg.Result.load(path))
+    assert len(extended.trials) == 3 and extended.info["objective"] == first.info["objective"]
+    assert extended.info["objective_format"] == first.info["objective_format"] == hg.store.FINGERPRINT_FORMAT
+    other = scaled_objective(ridge_problem, Plain(2.0))
+    with pytest.raises(ValueError, match="another objective"):
+        hg.random_search(other, SPACE, key, 3, extends=hg.Result.load(path))
+
+
+def test_a_saved_digest_is_compared_in_its_stored_format(ridge_problem, key):
+    objective = scaled_objective(ridge_problem, Plain(1.0))
+    first = hg.random_search(objective, SPACE, key, 2)
+    old = hg.store.objective_digest(objective, format=4)
+    assert old == hashlib.sha1(hg.store._json(identity(objective, format=4)).encode()).hexdigest()[:16]
+    given = dataclasses.replace(first, info={**first.info, "objective": old, "objective_format": 4})
+    assert len(hg.random_search(objective, SPACE, key, 3, extends=given).trials) == 3
+    wrong = dataclasses.replace(first, info={**first.info, "objective": old, "objective_format": 2})
+    with pytest.raises(ValueError, match="another objective"):
+        hg.random_search(objective, SPACE, key, 3, extends=wrong)
