@@ -101,7 +101,9 @@ def preset_corrupted_examples(name: str) -> np.ndarray | None:
 def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
     """A fine-tuning problem's objective (`group_sgd`, momentum 0.9) and its space: one rate per
     layer (`lr`, shape (layers,); the baselines search one rate shared by every layer), the L2-SP
-    strength and the warm-up length (up to a quarter of the steps). Three scalars for the grid.
+    strength and the warm-up length (from 1, where `warmup_ramp` starts acting: any length up to 1
+    is no warm-up and gets a zero hypergradient, to a quarter of the steps, at least 2). Three
+    scalars for the grid.
     `problem` must be an `hg.Problem` (a preset's name or an Objective is a ValueError showing the
     call that fits) and `num_steps` an int >= 1 (a ValueError names it), both checked before the
     problem's `init` runs."""
@@ -111,7 +113,7 @@ def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
     space = Space({
         "lr": LogUniform(1e-3, 1.0, shape=(len(groups),)),
         "l2sp": LogUniform(1e-4, 1.0),
-        "warmup": Uniform(0.0, num_steps / 4),
+        "warmup": Uniform(1.0, max(2.0, num_steps / 4)),
     })
     return Objective(problem, group_sgd(groups), num_steps), space
 
