@@ -6,9 +6,11 @@ import pathlib
 import sys
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import hypergrad as hg
+from hypergrad.loop import Loop
 
 
 def counting(problem):
@@ -111,3 +113,16 @@ def stop_after(reports):
 
     progress.calls = calls
     return progress
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _ProjectedLoop(Loop):
+    """Each step projects the weights onto the ball of radius 0.5: training ends on the sphere, where
+    the training loss's gradient is not 0; a step that Implicit cannot vouch for and Reversible cannot
+    reverse (the refusal tests match this class's name)."""
+
+    def update(self, state, hparams, minibatch):
+        state = super().update(state, hparams, minibatch)
+        w = state.params["w"]
+        return state._replace(params={"w": w * jnp.minimum(1.0, 0.5 / jnp.linalg.norm(w))})

@@ -17,6 +17,8 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.loop import Loop
 
+from _helpers import _ProjectedLoop
+
 KEY = jax.random.key(0)
 
 
@@ -160,17 +162,6 @@ def test_a_type_error_inside_a_val_loss_is_not_blamed_on_the_flag():
 
 
 # -- a custom training step, by subclassing Loop (finding 3) ----------------------------------------
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class _ProjectedLoop(Loop):
-    """Each step projects the weights onto the ball of radius 0.5: a step Reversible cannot reverse."""
-
-    def update(self, state, hparams, minibatch):
-        state = super().update(state, hparams, minibatch)
-        w = state.params["w"]
-        return state._replace(params={"w": w * jnp.minimum(1.0, 0.5 / jnp.linalg.norm(w))})
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class _PenalisedLoop(Loop):

@@ -16,6 +16,8 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.loop import Loop
 
+from _helpers import _ProjectedLoop
+
 KEY = jax.random.key(0)
 T = 3
 HPARAMS = {"lr": 0.05, "l2": 0.1}
@@ -63,18 +65,6 @@ class Wrong(hg.Method):
 
 
 # -- 1. Implicit and a customised training step --------------------------------------------------
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class _ProjectedLoop(Loop):
-    """Each step projects the weights onto the ball of radius 0.5: training ends on the sphere, where
-    the training loss's gradient is not 0."""
-
-    def update(self, state, hparams, minibatch):
-        state = super().update(state, hparams, minibatch)
-        w = state.params["w"]
-        return state._replace(params={"w": w * jnp.minimum(1.0, 0.5 / jnp.linalg.norm(w))})
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class _PenalisedLoop(Loop):
