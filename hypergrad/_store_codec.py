@@ -20,7 +20,10 @@ its class defines (a callable object's `__call__`), and by its repr too when tha
 when part of its state is not in its attributes (a slotted base, a builtin or C base such as `float`
 or `Decimal`: the repr is then all that shows it; else a repr written in Python is made from those
 attributes, and may print a set in the hash seed's order); a JAX pytree node that none of these
-describe (a flax `nnx.Param`) by its tree structure and its leaves; a set by its elements in the
+describe (a flax `nnx.Param`) node by node, by its auxiliary data and its children; an object
+described by its repr (an installed package's, whose attributes are caches and handles) by that
+text with the sets it holds printed sorted (a set of strings prints in the hash seed's order), a
+repr over 200 characters by its start and the SHA-1 of the whole; a set by its elements in the
 order of their descriptions (its repr's order depends on the process's hash seed); a mapping by its
 entries sorted by key, a key other than a string by its type and description ("int:1", so `{1: a,
 "1": b}` keeps both entries; a string key holding ":" as 'str:"int:1"'); arrays by dtype, shape and
@@ -39,7 +42,9 @@ described by `identity`, code and all: editing a function option's body is anoth
 
 Fingerprints carry `FINGERPRINT_FORMAT`. Those stored before it are compared in their own terms
 (`identity(..., format=)`, `describe_space(..., format=)`, `in_format`): a study stored then still
-resumes, with the weaker check it was stored under (format 4: a mapping's keys by their `str`, so
+resumes, with the weaker check it was stored under (format 5: a pytree node by its treedef's text,
+its auxiliary data by their `str`, and reprs cut to 200 characters, the sets in them in the hash
+seed's order; format 4: that, and a mapping's keys by their `str`, so
 keys of one `str` were one entry, and the user's objects by their repr too; format 3: that, and set
 constants in code by their repr, a Choice's function and object options by their label,
 keyword-only defaults left out, tune's `init=` as given rather than as the starts made of it;
@@ -52,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -60,7 +66,7 @@ import site
 import sys
 import sysconfig
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -72,8 +78,11 @@ from hypergrad.space import Choice, Space
 __all__ = ["encode_value", "decode_value", "encode_hparams", "decode_hparams", "describe_space", "identity",
            "first_difference", "space_reordering", "in_format", "FINGERPRINT_FORMAT", "TooLarge"]
 
-FINGERPRINT_FORMAT = 5
-"""5: a mapping's keys other than strings by their type and description (`{1: a, "1": b}` was one entry), an
+FINGERPRINT_FORMAT = 6
+"""6: a JAX pytree node by its auxiliary data and children, each by `identity` (format 5: its treedef's text,
+which prints auxiliary data by its `str`), the sets an object described by its repr holds printed sorted in that
+repr, a repr longer than `_REPR_CHARS` also by its SHA-1 (format 5: cut there);
+5: a mapping's keys other than strings by their type and description (`{1: a, "1": b}` was one entry), an
 object of the user's class whose `__repr__` is written in Python by its attributes and class code without the
 repr (which may print a set in the hash seed's order) when its state is all in those attributes (no slots, no
 builtin or C base: else the repr stays), a string key holding ":" as "str:<JSON>", a JAX pytree node otherwise
@@ -90,6 +99,8 @@ _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _DEPTH = 6  # format 2 only: function closures it followed in a row (kept to compare studies stored then)
 _NODES = 20_000  # objects one fingerprint describes at most
+_REPR_CHARS = 200  # a repr's characters kept as text (from format 6, a longer one also by its SHA-1)
+_SET_SEARCH = 2_000  # objects `_sets_within` visits at most under one object described by its repr
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made at run time (a class statement's), not a builtin type
 _PLAIN_SIZE = type("Plain", (), {}).__basicsize__  # an instance of a class statement's class, state in __dict__
 
@@ -438,16 +449,12 @@ def _object(obj: Any, depth: float, seen: _Seen) -> Any:
         return {"wrapped": identity(obj.__wrapped__, depth - 1, seen)}
     fields = _instance_fields(obj, seen.format)
     if not fields and seen.format >= 5:
-        tree = _pytree(obj, depth, seen)
+        tree = _pytree(obj, depth, seen) if seen.format < 6 else _pytree_node(obj, depth, seen)
         if tree is not None:
             return {"type": name, **tree, **_class_code(obj, depth, seen)}
     described: dict[str, Any] = {"type": name}
     if not (fields and seen.format >= 5 and _python_repr(obj) and _state_in_attributes(type(obj))):
-        try:
-            text = repr(obj)
-        except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
-            text = ""
-        described["repr"] = _ADDRESS.sub("", text)[:200]
+        described["repr"] = _repr_text(obj, seen.format)
     if fields:  # a plain object's repr rarely shows its values (`<Config object>`): its attributes do
         described["fields"] = {k: identity(v, depth, seen) for k, v in sorted(fields.items())}
     described.update(_class_code(obj, depth, seen))
@@ -483,7 +490,7 @@ def _state_in_attributes(cls: type) -> bool:
 
 
 def _pytree(obj: Any, depth: float, seen: _Seen) -> dict[str, Any] | None:
-    """(format 5 on) A registered JAX pytree node that no branch of `identity` follows (a flax
+    """(format 5 only; `_pytree_node` from format 6) A registered JAX pytree node that no branch of `identity` follows (a flax
     Variable such as `nnx.Param`, another library's node) by its tree structure and its leaves'
     descriptions (arrays hashed whole, as plain arrays are): its repr prints a few leading values of
     its arrays, blind to the rest. None for a leaf (an object JAX does not flatten). Cost: one
@@ -495,6 +502,100 @@ def _pytree(obj: Any, depth: float, seen: _Seen) -> dict[str, Any] | None:
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # a leaf: `obj` itself
         return None
     return {"pytree": _ADDRESS.sub("", str(treedef)), "leaves": [identity(leaf, depth, seen) for leaf in leaves]}
+
+
+def _pytree_node(obj: Any, depth: float, seen: _Seen) -> dict[str, Any] | None:
+    """(format 6 on) A registered JAX pytree node that no branch of `identity` follows, one level at
+    a time: its auxiliary data (`treedef.node_data()`: a flax Variable's metadata, another node's
+    static fields) and its children, each by `identity` (a nested node the same way, arrays hashed
+    whole). Format 5 described the node's whole treedef as text (`_pytree`), which prints auxiliary
+    data by its `str`: `1` and `"1"`, or two objects whose repr omits their state (an address,
+    removed) were alike, and a set printed in the hash seed's order. None for a leaf (an object JAX
+    does not flatten). Cost: one one-level flatten per node, then the descriptions."""
+    try:
+        children, treedef = jax.tree_util.tree_flatten(obj, is_leaf=lambda x: x is not obj)
+        _, aux = treedef.node_data()
+    except Exception:  # noqa: BLE001 - a node whose flatten fails is described as any other object
+        return None
+    if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # a leaf: `obj` itself
+        return None
+    return {"aux": identity(aux, depth, seen), "children": [identity(child, depth, seen) for child in children]}
+
+
+def _repr_text(obj: Any, format: int) -> str:
+    """`repr(obj)` for a description, memory addresses removed ("" when the repr raises). Format 5
+    and before: cut to `_REPR_CHARS` characters, so two objects whose reprs differ past them were
+    alike. From format 6: a longer repr is its first `_REPR_CHARS` characters and the SHA-1 of the
+    whole; and the sets `obj` holds (`_sets_within`) printed in it are printed with their elements
+    sorted (a set of strings prints in the hash seed's order, so an installed package's object,
+    described by its repr alone, gave the same call other fingerprints in other processes). A set
+    the repr prints that `obj` does not hold (one made as it prints) keeps its own order. Cost: the
+    repr, and a walk of at most `_SET_SEARCH` objects under `obj`."""
+    try:
+        text = repr(obj)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not stop a search: the type and fields
+        text = ""
+    if format < 6:
+        return _ADDRESS.sub("", text)[:_REPR_CHARS]
+    try:
+        for held in sorted(_sets_within(obj), key=lambda s: -len(repr(s))):  # an outer set before the sets in it
+            printed = repr(held)
+            if len(held) > 1 and printed in text:
+                text = text.replace(printed, _sorted_repr(held))
+    except Exception:  # noqa: BLE001 - an attribute or element that cannot be read or printed: the text as printed
+        pass
+    text = _ADDRESS.sub("", text)
+    if len(text) <= _REPR_CHARS:
+        return text
+    return f"{text[:_REPR_CHARS]}... sha1:{hashlib.sha1(text.encode('utf-8', 'replace')).hexdigest()}"
+
+
+def _sets_within(obj: Any) -> list[set | frozenset]:
+    """The sets and frozensets reachable from `obj` through its attributes (`__dict__` and slots),
+    lists, tuples, dicts and sets, visiting at most `_SET_SEARCH` objects (a cache of thousands of
+    entries is not walked whole)."""
+    found, stack, visited, left = [], [obj], set(), _SET_SEARCH
+    while stack and left > 0:
+        item = stack.pop()
+        if id(item) in visited or item is None or isinstance(item, (bool, int, float, complex, str, bytes)):
+            continue
+        visited.add(id(item))
+        left -= 1
+        if isinstance(item, (set, frozenset)):
+            found.append(item)
+        stack.extend(itertools.islice(_held(item), left))
+    return found
+
+
+def _held(item: Any) -> Iterator[Any]:
+    """The values `item` holds, for `_sets_within`: a container's elements (a dict's keys and
+    values), else its attributes' values (a type, a module or a function is not entered)."""
+    if isinstance(item, (list, tuple, set, frozenset)):
+        return iter(item)
+    if type(item) is dict:
+        return itertools.chain.from_iterable(item.items())
+    if isinstance(item, (type, types.ModuleType, types.FunctionType, types.MethodType, jax.Array, np.ndarray)):
+        return iter(())
+    values = list(getattr(item, "__dict__", {}).values()) if isinstance(getattr(item, "__dict__", None), dict) else []
+    for cls in type(item).__mro__:
+        slots = vars(cls).get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__"):
+                values.append(getattr(item, slot, None))
+    return iter(values)
+
+
+def _sorted_repr(value: Any) -> str:
+    """A set's or frozenset's repr with its elements sorted by their own such repr (a tuple's and a
+    nested set's elements likewise), addresses removed: the same whatever order the set iterates in."""
+    if isinstance(value, (set, frozenset)):
+        inner = ", ".join(sorted(_sorted_repr(v) for v in value))
+        if type(value) is set:
+            return "{" + inner + "}" if value else "set()"
+        return f"{type(value).__name__}({{{inner}}})" if value else f"{type(value).__name__}()"
+    if type(value) is tuple:
+        return "(" + ", ".join(_sorted_repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return _ADDRESS.sub("", repr(value))
 
 
 def _class_code(obj: Any, depth: float, seen: _Seen) -> dict[str, Any]:

@@ -549,7 +549,7 @@ def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, 
     if saved is None or saved == digest:
         return True
     version = info.get("objective_format")
-    versions = (4, 3, 2) if version is None else (version,) if version in range(2, FINGERPRINT_FORMAT) else ()
+    versions = (5, 4, 3, 2) if version is None else (version,) if version in range(2, FINGERPRINT_FORMAT) else ()
     return any(saved == objective_digest(objective, format=v) for v in versions)
 
 

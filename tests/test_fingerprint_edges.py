@@ -1,0 +1,196 @@
+"""Fingerprint format 6: an object described by its repr (an installed package's) is described alike
+under any hash seed when it holds a set, and apart from another whose repr differs past its first
+200 characters; a JAX pytree node is described by its auxiliary data and children, not by its
+treedef's text (which prints auxiliary data by their `str`). Studies stored in format 5 still
+resume."""
+
+import argparse
+import dataclasses
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad._store_codec import FINGERPRINT_FORMAT, first_difference, identity
+from _helpers import Stop, fingerprint_format, stop_after
+
+
+def colliding(first, second):
+    """Equal sets that print differently in one process: 0 and 8 share a slot of a small set's table,
+    so the order of insertion decides the order printed, as string hashes do under two hash seeds."""
+    return {first, second}
+
+
+# -- an object described by its repr ----------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda ids: argparse.Namespace(ids=ids, lr=0.1),
+                                  lambda ids: types.SimpleNamespace(ids=[frozenset(ids)], lr=0.1)],
+                         ids=["python-repr", "c-repr"])
+def test_a_set_held_by_an_object_described_by_its_repr_is_printed_sorted(make):
+    a, b = make(colliding(0, 8)), make(colliding(8, 0))
+    assert repr(a) != repr(b)  # the same value, printed in two orders
+    assert identity(a) == identity(b)
+    assert identity(a) != identity(make({0, 9}))  # the set's elements still tell them apart
+
+
+def test_a_repr_differing_past_its_first_200_characters_is_another_description():
+    note = "x" * 300
+    a, b = argparse.Namespace(note=note, lr=0.1), argparse.Namespace(note=note, lr=0.2)
+    assert identity(a)["repr"][:200] == identity(b)["repr"][:200]
+    assert identity(a) != identity(b)
+    assert identity(a) == identity(argparse.Namespace(note=note, lr=0.1))
+
+
+# -- JAX pytree nodes: auxiliary data by identity -----------------------------------------------------
+class Aux:
+    """Auxiliary data whose repr is object's (its state shows nowhere in it)."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __eq__(self, other):
+        return isinstance(other, Aux) and self.scale == other.scale
+
+    def __hash__(self):
+        return hash(self.scale)
+
+
+@jax.tree_util.register_pytree_node_class
+class Node:
+    """A pytree node without a __dict__ (so described as a node) with one child and auxiliary data."""
+
+    __slots__ = ("value", "aux")
+
+    def __init__(self, value, aux):
+        self.value, self.aux = value, aux
+
+    def tree_flatten(self):
+        return (self.value,), self.aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], aux)
+
+
+@pytest.mark.parametrize("aux", [(1, "1"), (Aux(1.0), Aux(2.0)), (frozenset({"a"}), frozenset({"a", "b"}))],
+                         ids=["int-or-str", "default-repr", "set"])
+def test_pytree_nodes_with_other_auxiliary_data_are_described_apart(aux):
+    first, second = aux
+    array = jnp.arange(3.0)
+    assert identity(Node(array, first)) != identity(Node(array, second))
+    assert identity({"k": Node(Node(array, first), "outer")}) != identity({"k": Node(Node(array, second), "outer")})
+    assert identity(Node(array, first)) == identity(Node(jnp.arange(3.0), first))
+
+
+def test_a_pytree_nodes_auxiliary_set_is_described_alike_in_any_order():
+    a, b = Node(jnp.zeros(2), frozenset(colliding(0, 8))), Node(jnp.zeros(2), frozenset(colliding(8, 0)))
+    assert str(jax.tree_util.tree_structure(a)) != str(jax.tree_util.tree_structure(b))
+    assert identity(a) == identity(b)
+
+
+def node_objective(problem, node):
+    """An objective whose train loss closes over a pytree node (scaled by its child)."""
+
+    def train_loss(params, hparams, batch):
+        x, y = batch
+        return node.value * jnp.mean((x @ params["w"] - y) ** 2) + hparams["weight_decay"] * jnp.sum(params["w"] ** 2)
+
+    return hg.Objective(dataclasses.replace(problem, train_loss=train_loss), lambda h: optax.sgd(h["lr"]), num_steps=3)
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+def test_a_study_closing_over_a_node_with_other_auxiliary_data_is_a_different_call(ridge_problem, key, tmp_path):
+    db = tmp_path / "study.db"
+    hg.random_search(node_objective(ridge_problem, Node(1.0, 1)), SPACE, key, 2, storage=db, study="n")
+    with pytest.raises(ValueError, match=r"study 'n' .* different call: objective\..*aux"):
+        hg.random_search(node_objective(ridge_problem, Node(1.0, "1")), SPACE, key, 2, storage=db, study="n")
+
+
+def test_a_study_stored_in_format_5_still_resumes(ridge_problem, key, tmp_path):
+    """A study stored in format 5 (a node by its treedef's text) is compared as it was made, and
+    resumes."""
+    assert FINGERPRINT_FORMAT == 6
+    db = tmp_path / "study.db"
+    objective = node_objective(ridge_problem, Node(1.0, "tag"))
+    with fingerprint_format(5), pytest.raises(Stop):
+        hg.random_search(objective, SPACE, key, 6, chunk_size=3, storage=db, study="r", progress=stop_after(1))
+    with sqlite3.connect(db) as conn:
+        stored = json.loads(conn.execute("SELECT fingerprint FROM studies WHERE name = 'r'").fetchone()[0])
+    assert stored["format"] == 5 and '"pytree": "PyTreeDef(' in json.dumps(stored)  # described otherwise than 6
+    progress, whole_progress = stop_after(0), stop_after(0)
+    resumed = hg.random_search(objective, SPACE, key, 6, chunk_size=3, storage=db, study="r", progress=progress)
+    whole = hg.random_search(objective, SPACE, key, 6, chunk_size=3, progress=whole_progress)
+    assert len(progress.calls) < len(whole_progress.calls)  # the stored trials were loaded, not run again
+    assert [t.value for t in resumed.trials] == [t.value for t in whole.trials]
+
+
+# -- two processes, two hash seeds ----------------------------------------------------------------------
+DESCRIBE = """
+import argparse, json, sys, typing
+import jax, jax.numpy as jnp
+from hypergrad._store_codec import identity
+
+@jax.tree_util.register_pytree_node_class
+class Node:
+    __slots__ = ("value", "aux")
+    def __init__(self, value, aux):
+        self.value, self.aux = value, aux
+    def tree_flatten(self):
+        return (self.value,), self.aux
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], aux)
+
+T = typing.TypeVar("T")
+class Losses(typing.Generic[T]):  # the user's Generic class: its Python repr prints a set
+    def __init__(self, names):
+        self.names = set(names)
+    def __repr__(self):
+        return f"Losses({self.names})"
+
+names = ["mse", "l2", "huber", "hinge", "logistic", "ridge"]
+json.dump({"namespace": identity(argparse.Namespace(losses=set(names), lr=0.1)),
+           "node": identity(Node(jnp.zeros(2), frozenset(names))),
+           "generic": identity(Losses(names))}, sys.stdout, sort_keys=True)
+"""
+
+
+def test_objects_described_by_their_repr_and_nodes_are_described_alike_under_any_hash_seed():
+    """An argparse.Namespace holding a set of strings (described by its repr: an installed
+    package's object) and a pytree node with a frozenset of strings as auxiliary data were
+    described otherwise under PYTHONHASHSEED 0 and 1: a study of a loss closing over one never
+    resumed in a new process. (A user's typing.Generic class with a Python repr: alike already.)"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(hg.__file__)))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", DESCRIBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**env, "PYTHONHASHSEED": str(seed)}) for seed in (0, 1)]
+    described = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        described.append(json.loads(out))
+    assert first_difference(described[0], described[1]) is None
+    assert "repr" not in described[0]["generic"]
+
+
+def test_a_result_saved_with_a_format_5_digest_and_no_format_extends_an_unchanged_objective(ridge_problem, key):
+    """A Result saved before `info["objective_format"]` was kept holds a digest of format 5 (or
+    older) alone; its objective's format-6 digest differs (a node), and it still extends."""
+    objective = node_objective(ridge_problem, Node(1.0, "tag"))
+    first = hg.random_search(objective, SPACE, key, 2)
+    old = hg.store.objective_digest(objective, format=5)
+    assert old != first.info["objective"]
+    info = {k: v for k, v in first.info.items() if k != "objective_format"}
+    saved = dataclasses.replace(first, info={**info, "objective": old})
+    assert len(hg.random_search(objective, SPACE, key, 3, extends=saved).trials) == 3
+    with pytest.raises(ValueError, match="another objective"):
+        hg.random_search(node_objective(ridge_problem, Node(1.0, "other")), SPACE, key, 3, extends=saved)
