@@ -227,6 +227,10 @@ class Result:
             the outer step's set-up after a warm-up, a resumed study's set-up after its stored
             trials, and each halving round's narrower program before that round; in
             `hybrid_search`, a resumed study's set-up after its stored trials.
+            `random_search`'s `info["objective"]`: the objective's digest
+            (`hypergrad.store.objective_digest`), made in the fingerprint format
+            `info["objective_format"]` (absent from a Result saved before it was kept: formats 2
+            to 5), in which `random_search(extends=...)` compares it with the objective given.
 
     Which trials a pick ranges over (`best_*`, `best_within`, `curve`, and so `hg.compare`): every
     trial, except in a `tune(..., resample_key=True)` result (`info["resample_key"]` true, with
