@@ -4,6 +4,7 @@ sees the code of a Choice's function options and keyword-only defaults. Studies 
 format before (3) still resume."""
 
 import dataclasses
+import functools
 import json
 import os
 import sqlite3
@@ -43,13 +44,44 @@ problem = hg.Problem(init=lambda k: jnp.zeros(3), train_loss=train_loss, val_los
                      train_data=(X, X[:, 0]), val_data=(X, X[:, 0]))
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.1), "act": hg.Choice([clipped, jnp.tanh])})
-json.dump(hg.store.fingerprint("grid", objective, space, jax.random.key(0), num_points=2), sys.stdout, sort_keys=True)
+call = hg.store.fingerprint("grid", objective, space, jax.random.key(0), num_points=2)
+
+# Objects described by their repr (an installed package's: argparse.Namespace) and a pytree node with a
+# frozenset of strings as auxiliary data, printed in the hash seed's order before format 6.
+from hypergrad._store_codec import identity
+import argparse, typing
+
+@jax.tree_util.register_pytree_node_class
+class Node:
+    __slots__ = ("value", "aux")
+    def __init__(self, value, aux):
+        self.value, self.aux = value, aux
+    def tree_flatten(self):
+        return (self.value,), self.aux
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], aux)
+
+T = typing.TypeVar("T")
+class Losses(typing.Generic[T]):  # the user's Generic class: its Python repr prints a set
+    def __init__(self, names):
+        self.names = set(names)
+    def __repr__(self):
+        return f"Losses({self.names})"
+
+names = ["mse", "l2", "huber", "hinge", "logistic", "ridge"]
+json.dump({"call": call,
+           "namespace": identity(argparse.Namespace(losses=set(names), lr=0.1)),
+           "node": identity(Node(jnp.zeros(2), frozenset(names))),
+           "generic": identity(Losses(names))}, sys.stdout, sort_keys=True)
 """
 
 
+@functools.cache
 def described_with_hash_seeds(*seeds):
-    """The fingerprints `DESCRIBE` prints in fresh interpreters (run at once), one per
-    PYTHONHASHSEED in `seeds`."""
+    """What `DESCRIBE` prints in fresh interpreters (run at once), one per PYTHONHASHSEED in
+    `seeds`: the call's fingerprint and the objects' descriptions. Cached: one launch serves every
+    test that reads it."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(hg.__file__)))
     procs = [subprocess.Popen([sys.executable, "-c", DESCRIBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONHASHSEED": str(seed), "JAX_PLATFORMS": "cpu",
@@ -67,9 +99,20 @@ def test_a_call_is_described_alike_under_any_hash_seed():
     """Two fresh processes (two launches of one script, or two processes of one jax.distributed run)
     get other hash seeds: a set literal in the user's loss once made their descriptions differ, so
     the processes refused to run together and a stored study did not resume."""
-    a, b = described_with_hash_seeds(0, 2)
+    a, b = (described["call"] for described in described_with_hash_seeds(0, 2))
     assert a["format"] == FINGERPRINT_FORMAT
     assert first_difference(a, b) is None and a == b
+
+
+def test_objects_described_by_their_repr_and_nodes_are_described_alike_under_any_hash_seed():
+    """An argparse.Namespace holding a set of strings (described by its repr: an installed
+    package's object) and a pytree node with a frozenset of strings as auxiliary data were
+    described otherwise under two hash seeds: a study of a loss closing over one never resumed in
+    a new process. (A user's typing.Generic class with a Python repr: alike already.) The same
+    launch as the test above."""
+    a, b = ({k: v for k, v in described.items() if k != "call"} for described in described_with_hash_seeds(0, 2))
+    assert first_difference(a, b) is None
+    assert "repr" not in a["generic"]
 
 
 def scaled_loss(scale):
