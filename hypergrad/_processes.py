@@ -31,7 +31,11 @@ _STUDY_FIX = ("give the same {name}= on every process (process 0 alone writes th
               "resume, on a filesystem they all see)")
 _FIX = {"log": "give log= on every process or on none (process 0 alone writes it: the path another process "
                "gives is not written, and may differ)",
-        "storage": _STUDY_FIX, "study": _STUDY_FIX}
+        "storage": _STUDY_FIX, "study": _STUDY_FIX,
+        # compared by kind (as `plain_description` shows an object): the objectives are compared whole later
+        "objective": ("give the same kind of objective on every process: an hg.Objective on all, or an "
+                      "hg.Structured family on all (a family plans its programs from process 0's measured "
+                      "rates, which the others must wait for)")}
 _GIVEN_ONLY = ("log",)  # compared by whether they are given (a path), not by their value
 _PATHS = ("storage",)  # compared as real paths: "./s.db" and "s.db" name one file
 _REFUSAL_CHARS = 600  # of a refusal's message sent to the other processes (ASCII, escapes included)

@@ -108,8 +108,8 @@ def hybrid_search(
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    with checked_together("hybrid_search", budget=budget, configs=configs, method=method, outer=outer, log=log,
-                          storage=storage, study=study):  # several processes: a refusal on one stops all
+    with checked_together("hybrid_search", objective=objective, budget=budget, configs=configs, method=method,
+                          outer=outer, log=log, storage=storage, study=study):  # objective= by its kind (_FIX)
         continuous = _check_hybrid_args(objective, space, method, budget, configs)
         _check_outputs(log, progress, storage, study)
         key, outer = check_key(key), check_outer(outer, continuous)

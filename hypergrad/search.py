@@ -489,17 +489,22 @@ def random_search(
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("random_search", num_trials=num_trials, chunk_size=chunk_size, log=log, storage=storage,
-                          study=study, extends=extends):  # several processes: a refusal on one stops all
+                          study=study, extends=extends) as call:  # several processes: a refusal on one stops all
         check_target(objective, check_space(space))
         num_trials = check_count(num_trials, "num_trials")
         key = check_key(key)
         _check_search_args(chunk_size, log, progress, storage)
         if extends is not None:
             digest = _check_extends(extends, objective, num_trials, stored=storage is not None or study is not None)
+            settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # local: no collective
+            kept = _kept_trials(extends, settings, space)  # here: it refuses another key's or space's draws
+            # no study compares the calls on this path (studying() does on the other), so the block does
+            call.compare(lambda: fingerprint("random", objective, space, key, num_trials=num_trials,
+                                             extended_from=len(extends.trials)))
     check_log(log, storage)
     if extends is not None:
-        return _extended(extends, objective, space, key, num_trials, digest, chunk_size=chunk_size, log=log,
-                         progress=progress, began=began)
+        return _extended(extends, kept, objective, space, key, settings, num_trials, digest, chunk_size=chunk_size,
+                         log=log, progress=progress, began=began)
     with studying(storage, study, kind="random", space=space,
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
@@ -553,16 +558,16 @@ def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, 
     return any(saved == objective_digest(objective, format=v) for v in versions)
 
 
-def _extended(earlier: Result, objective: Objective | Structured, space: Space, key: Key, num_trials: int,
-              digest: str, *, chunk_size: int | None, log: Any, progress: Any, began: float) -> Result:
+def _extended(earlier: Result, kept: tuple[Trial, ...], objective: Objective | Structured, space: Space, key: Key,
+              settings: HParams, num_trials: int, digest: str, *, chunk_size: int | None, log: Any, progress: Any,
+              began: float) -> Result:
     """`random_search(..., extends=earlier)`, `earlier` checked (`_check_extends`, which gave the
-    objective's `digest`): `earlier`'s trials, then the draws after them. The continuation's
+    objective's `digest`; `_kept_trials`, which gave its trials `kept` as the first of the draws
+    `settings`): `kept`, then the draws after them. The continuation's
     compilation (when its chunk differs) and set-up (this call's other seconds outside its trials,
     from `began`) are paid after `earlier`'s trials, so they are placed before the first new trial
     (`info["setup_seconds_at"]`), not before trial 0."""
     done = len(earlier.trials)
-    settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)
-    kept = _kept_trials(earlier, settings, space)
     if done == num_trials:
         return earlier if all(a is b for a, b in zip(kept, earlier.trials)) else dataclasses.replace(earlier, trials=kept)
     # cut on the host and put back (slicing device arrays, or jnp.asarray, compiles per count of trials)

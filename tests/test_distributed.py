@@ -212,6 +212,9 @@ problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
 key = jax.random.key(0)
+four, two = (hg.random_search(objective, space, key, n) for n in (4, 2))
+sgdm = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=5)
+choice = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Choice([0.0, 0.9])})
 calls = {  # each process's call: the same but for one thing
     "num_trials": lambda: hg.random_search(objective, space, key, 4 + 2 * process, chunk_size=2),
     "key": lambda: hg.random_search(objective, space, jax.random.key(process), 4),
@@ -219,6 +222,12 @@ calls = {  # each process's call: the same but for one thing
                                                                     seed=process), objective.optimizer, num_steps=5),
                                      space, key, 4),
     "steps": lambda: hg.tune(objective, space, key, steps=2 + process),
+    # extends= Results of 4 and 2 trials (shown alike, "a Result"): process 0 returned its 4 at once while
+    # process 1 ran 2 more trials, waiting for process 0 in their collectives for ever
+    "extends": lambda: len(hg.random_search(objective, space, key, 4, extends=(four, two)[process]).trials),
+    # a Structured family on process 0 alone: its rates' broadcast met process 1's all-gather for ever
+    "family": lambda: hg.hybrid_search(hg.Structured(lambda config: sgdm) if process == 0 else sgdm, choice, key,
+                                       budget=20),
     "same": lambda: len(hg.random_search(objective, space, key, 4).trials),
 }
 out = {}
@@ -235,7 +244,9 @@ with open(os.path.join(tmp, f"different{process}.json"), "w") as f:
 def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_path):
     """Process 1 given another num_trials, key, data set or number of tuner steps than process 0 ran other
     programs: it waited in a collective process 0 never reached, for ever, or gloo aborted with a
-    "collective mismatch". Every process now refuses before anything runs, naming what differs."""
+    "collective mismatch". Every process now refuses before anything runs, naming what differs. The
+    same for random_search given extends= Results of other lengths (no study compared that call) and
+    hybrid_search given an hg.Structured family on process 0 alone (its broadcast met an all-gather)."""
     out = _two_workers(tmp_path, _DIFFERENT_WORKER, "different")
     for i in (0, 1):
         # a plain argument is compared first, with each process's value (tests/test_distributed_arguments.py)
@@ -245,7 +256,12 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
                                     f"{shown}; give the same {name}= on every process (every process must make the "
                                     "same call, or they run different programs and wait for each other for ever)"), \
                 (i, name, out[i][name])
-        for name, differs in [("key", "key"), ("data", "objective")]:
+        assert out[i]["family"] == (
+            "ValueError: several processes made different calls of hybrid_search: objective= differs: a Structured on "
+            "process 0, a Objective on process 1; give the same kind of objective on every process: an hg.Objective "
+            "on all, or an hg.Structured family on all (a family plans its programs from process 0's measured rates, "
+            "which the others must wait for)"), (i, out[i]["family"])
+        for name, differs in [("key", "key"), ("data", "objective"), ("extends", "arguments.extended_from")]:
             assert out[i][name] == (f"ValueError: several processes made different calls of "
                                     f"random_search: process 1's call differs "
                                     f"from process 0's in {differs}. Every process must make the same call (the same "
@@ -280,6 +296,9 @@ calls = {  # each process's call: the same but for one thing process 1 alone giv
                                        key if first else 0, budget=20),
     "optuna": lambda: hg.optuna_search(objective, space, key if first else 0, 4),
     "extends": lambda: len(hg.random_search(objective, space, key, 4, extends=extended).trials),
+    # another key on process 1 alone: its extends= trials are not its first draws, refused after the first gather
+    "extends_key": lambda: len(hg.random_search(objective, space, key if first else jax.random.key(1), 6,
+                                                extends=earlier).trials),
     # refused on process 1 alone after the first gather, by a difference compared only in studying():
     # init naming a hyperparameter its space lacks; the objective reading one its space lacks; a choice
     # of 3 options the budget cannot buy; a schedule of 3 entries read over 5 steps (planned())
@@ -312,10 +331,13 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     named 's.db' on one process and './s.db' on the other is one path, not a difference. The same
     for a refusal on process 1 alone at a check that ran after the first gather, from a space or
     objective that differs (compared only when the study opens, where process 0 then waited): tune's
-    starts and objective trace, hybrid_search's budget and plan."""
+    starts and objective trace, hybrid_search's budget and plan, and random_search(extends=) given
+    another key on process 1 (its kept trials were checked after the gather, and no study compared
+    the call's key)."""
     out = _two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
     for name, what in [("key", "random_search"), ("space", "grid_search"), ("objective", "tune"),
                        ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search"),
+                       ("extends_key", "random_search"),
                        ("starts", "tune"), ("runs", "tune"), ("budget", "hybrid_search"), ("planned", "hybrid_search")]:
         own = out[1][name]
         assert own.startswith("ValueError: ") and "process" not in own, (name, own)
@@ -328,6 +350,7 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     assert out[1]["runs"].startswith("ValueError: KeyError 'momentum' while tracing the objective")
     assert out[1]["budget"].startswith("ValueError: budget=5 runs cannot buy two hypergradients for each of 3")
     assert out[1]["planned"].startswith("ValueError: the optimiser indexes a hyperparameter past its end")
+    assert out[1]["extends_key"].startswith("ValueError: random_search(extends=...): its trials are not this search's")
     for i in (0, 1):
         assert len(out[i]["same"]) == 4 and out[i]["storage"] == out[i]["same"], out[i]["storage"]
     assert out[0]["same"] == out[1]["same"]
