@@ -60,12 +60,14 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
-from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
+from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
+                               shared_outcome)
 from hypergrad._processes import checked_together
 from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
@@ -331,6 +333,23 @@ def _replay(optuna: Any, study: Any, space: Space, asked: list, stored: list) ->
             study.tell(trial, kept.value)
 
 
+def _replay_shared(replay: Callable[[], None]) -> None:
+    """`replay()` (`_replay`: a resumed study's stored round), a refusal of which is shared with every
+    process (`shared_outcome`, then raised): a sampler instance seeded otherwise on one process alone
+    (no description compares its seed) would else refuse there while the others go on to the next
+    round's collectives, for ever. Every process that replays without a refusal shares its success
+    once, at the end of the replay (`shared_outcome(None, ...)`): one all-gather of 2 KiB per resumed
+    study with several processes, nothing in a lone process or without stored rounds."""
+    try:
+        replay()
+    except Exception as err:  # any: a process leaving here alone would leave the others waiting
+        shared_outcome(err, _RESUMED)
+        raise
+
+
+_RESUMED = "this call (resuming its study)"  # what `shared_outcome`'s message says a refusing process stopped
+
+
 def _charged(real: tuple, padding: tuple) -> list:
     """The real trials of a round, each charged its own cost plus an equal share of what the padding
     rows cost (FLOPs, seconds and training runs), so the round's totals are what it executed.
@@ -363,6 +382,7 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
     compile_seconds, run_flops, first_number = 0.0, 0.0, None
     pending = []  # asked, not yet told: failed on any exception so the study holds no RUNNING trials
     structure = None
+    replayed = False  # a resumed study's stored rounds come first: replayed, then their success shared
     try:
         while len(recorder.trials) < num_trials:
             real = min(batch_size, num_trials - len(recorder.trials))
@@ -370,9 +390,12 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             if first_number is None:
                 first_number = pending[0].number
             if recorder.resume(range(len(recorder.trials), len(recorder.trials) + real)):  # a stored round
-                _replay(optuna, study, space, pending, recorder.trials[-real:])
-                pending, run_flops = [], recorder.trials[-1].run_flops
+                _replay_shared(lambda: _replay(optuna, study, space, pending, recorder.trials[-real:]))
+                pending, run_flops, replayed = [], recorder.trials[-1].run_flops, True
                 continue
+            if replayed:  # the first round not stored: every process replayed the stored ones
+                shared_outcome(None, _RESUMED)
+                replayed = False
             settings = _pad(settings_from_params(space, [t.params for t in pending]), chunk)
             batch = evaluate_settings(objective, settings, key, strategy=strategy, space=space,
                                       chunk_size=chunk, pad_groups=False)
@@ -388,6 +411,8 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
                     study.tell(asked, trial.value)
             pending = []
             recorder.report()
+        if replayed:  # every round was stored
+            shared_outcome(None, _RESUMED)
     finally:
         for asked in pending:
             study.tell(asked, state=optuna.trial.TrialState.FAIL)

@@ -287,6 +287,12 @@ sgdm = hg.Objective(problem, lambda h: optax.sgd(lambda t: h["lr"][t], momentum=
 choice = lambda n: hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Choice([0.1 * i for i in range(n)])})
 schedule = lambda n: hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(n,)), "momentum": hg.Choice([0.0, 0.9])})
 os.chdir(tmp)
+import optuna
+def optuna_resumed(seed):  # a stored study resumed with a sampler seeded otherwise on process 1 alone
+    run = lambda seed: hg.optuna_search(objective, space, key, 4, batch_size=2, storage="o.db", study="o",
+                                        sampler=optuna.samplers.RandomSampler(seed=seed))
+    run(0)
+    return len(run(seed).trials)
 calls = {  # each process's call: the same but for one thing process 1 alone gives invalid
     "key": lambda: hg.random_search(objective, space, key if first else 0, 4),
     "space": lambda: hg.grid_search(objective, space if first else {"lr": (1e-3, 0.5)}, key, 3),
@@ -306,6 +312,8 @@ calls = {  # each process's call: the same but for one thing process 1 alone giv
     "runs": lambda: hg.tune(objective if first else reads, space, key, steps=2),
     "budget": lambda: hg.hybrid_search(objective, choice(2 if first else 3), key, budget=5),
     "planned": lambda: hg.hybrid_search(sgdm, schedule(5 if first else 3), key, budget=12),
+    # refused by process 1's replay of the stored rounds, after every gather (no description holds a seed)
+    "optuna_resumed": lambda: optuna_resumed(process),
     # one study file, named two ways: compared as the same path
     "storage": lambda: [t.value for t in hg.random_search(objective, space, key, 4, storage="s.db" if first
                                                           else os.path.join(".", "s.db"), study="s").trials],
@@ -333,7 +341,8 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     objective that differs (compared only when the study opens, where process 0 then waited): tune's
     starts and objective trace, hybrid_search's budget and plan, and random_search(extends=) given
     another key on process 1 (its kept trials were checked after the gather, and no study compared
-    the call's key)."""
+    the call's key), and optuna_search resuming its study with a sampler seeded otherwise on process 1
+    (its replay refused there, after every gather, while process 0 went on)."""
     out = _two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
     for name, what in [("key", "random_search"), ("space", "grid_search"), ("objective", "tune"),
                        ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search"),
@@ -350,6 +359,9 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     assert out[1]["runs"].startswith("ValueError: KeyError 'momentum' while tracing the objective")
     assert out[1]["budget"].startswith("ValueError: budget=5 runs cannot buy two hypergradients for each of 3")
     assert out[1]["planned"].startswith("ValueError: the optimiser indexes a hyperparameter past its end")
+    assert out[1]["optuna_resumed"].startswith("ValueError: cannot resume this optuna_search study: its sampler")
+    assert out[0]["optuna_resumed"] == ("ValueError: process 1 stopped this call (resuming its study) with "
+                                        + out[1]["optuna_resumed"]), out[0]["optuna_resumed"]
     assert out[1]["extends_key"].startswith("ValueError: random_search(extends=...): its trials are not this search's")
     for i in (0, 1):
         assert len(out[i]["same"]) == 4 and out[i]["storage"] == out[i]["same"], out[i]["storage"]
