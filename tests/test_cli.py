@@ -1,9 +1,11 @@
 """The `hypergrad compare` command end to end, on a tiny budget."""
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import gc
+import io
 import json
 import math
 import os
@@ -25,14 +27,30 @@ from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.problems.presets import preset
 
 
-def test_compare_writes_report_trials_results_and_plots(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    out = tmp_path / "run"
+IRIS_RUN = ["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--quiet", "--cpu-devices", "1"]
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+    """One complete `hypergrad compare` (IRIS_RUN) run in this process: (its folder, what it printed).
+    Shared by the tests that only read a complete run's outputs, or start from one (they copy it)."""
+    out = tmp_path_factory.mktemp("iris") / "run"
+    printed = io.StringIO()
     # one device: in a process where JAX has not started yet, the default would give every test after
     # this one two CPU devices (and their padding)
-    assert cli.main(["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8",
-                     "--out", str(out), "--quiet", "--cpu-devices", "1"]) == 0
-    printed = capsys.readouterr().out
+    with contextlib.redirect_stdout(printed):
+        assert cli.main([*IRIS_RUN, "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def _complete_run_in(out, iris_run):
+    """`out` holding a copy of the shared complete run's outputs, as if IRIS_RUN had written it there."""
+    shutil.copytree(iris_run[0], out)
+
+
+def test_compare_writes_report_trials_results_and_plots(iris_run):
+    pytest.importorskip("matplotlib")
+    out, printed = iris_run
     for strategy in ("hypergradient", "random", "grid"):
         assert f"| {strategy} |" in printed
     report = (out / "report.md").read_text()
@@ -479,13 +497,12 @@ def _listing(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkeypatch, capsys):
+def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkeypatch, capsys, iris_run):
     # The second run used to move only trials.jsonl aside (to trials.jsonl.previous): interrupted, it left the
     # first run's report.md, results.json and plots beside its own partial trials.jsonl.
     out = tmp_path / "run"
-    args = ["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--out", str(out), "--quiet",
-            "--cpu-devices", "1"]
-    assert cli.main(args) == 0
+    args = [*IRIS_RUN, "--out", str(out)]
+    _complete_run_in(out, iris_run)  # the first run: a complete one
     first = _listing(out)
     assert {"report.md", "results.json", "trials.jsonl"} <= set(first)
     assert set(first) <= set(cli.OUTPUTS), set(first) - set(cli.OUTPUTS)  # every output is one it sets aside
@@ -512,13 +529,13 @@ def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkey
     assert {"report.md", "results.json", "trials.jsonl"} <= set(os.listdir(out))
 
 
-def test_a_run_stopped_while_writing_its_report_leaves_no_report_and_keeps_the_complete_one(tmp_path, monkeypatch):
+def test_a_run_stopped_while_writing_its_report_leaves_no_report_and_keeps_the_complete_one(tmp_path, monkeypatch,
+                                                                                               iris_run):
     # report.md was opened (created empty) before its text was made: a run stopped there left an empty report.md,
     # so the next run took it for a complete one and replaced the last complete run kept in previous/.
     out = tmp_path / "run"
-    args = ["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--out", str(out), "--quiet",
-            "--cpu-devices", "1"]
-    assert cli.main(args) == 0
+    args = [*IRIS_RUN, "--out", str(out)]
+    _complete_run_in(out, iris_run)  # the first run: a complete one
     first = _listing(out)
 
     def stopped(*_, **__):
