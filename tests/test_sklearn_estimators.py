@@ -580,3 +580,25 @@ def test_a_fit_warns_of_a_clipped_batch_size_once_as_scikit_learn(ours, theirs, 
     expected = _clip_warnings(theirs(**settings), x, y)
     assert expected == 1
     assert [_clip_warnings(ours(**settings), x, y) for _ in range(2)] == [expected, expected]
+
+
+def test_mlp_classifier_fits_a_single_class_as_scikit_learns():
+    """scikit-learn's MLPClassifier fits data of one class (one logistic unit, targets 0), predicts
+    that class always and gives predict_proba two columns; ours refused it with "needs samples of
+    at least 2 classes". LogisticRegression still refuses it, as scikit-learn's does."""
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    y = np.array(["a"] * 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier((3,), max_iter=5, random_state=0).fit(x, y)
+        theirs = sklearn.neural_network.MLPClassifier((3,), max_iter=5, random_state=0).fit(x, y)
+    for name in ("classes_", "n_outputs_", "out_activation_"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name), err_msg=name)
+    assert [c.shape for c in ours.coefs_] == [c.shape for c in theirs.coefs_]
+    np.testing.assert_array_equal(ours.predict(x), y)
+    proba = ours.predict_proba(x)
+    assert proba.shape == theirs.predict_proba(x).shape == (12, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert ours.score(x, y) == 1.0
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LogisticRegression().fit(x, y)

@@ -283,13 +283,14 @@ def class_codes(z: np.ndarray) -> np.ndarray:
     return (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else np.argmax(z, axis=1)
 
 
-def encode_classes(y: Any, who: str) -> tuple[np.ndarray, dict]:
+def encode_classes(y: Any, who: str, least: int = 2) -> tuple[np.ndarray, dict]:
     """Class indices 0..k-1 of `classes_` (sorted) and {"classes_": classes}, as a classifier's fit
-    sets them; a ValueError naming `who` (the solver or estimator) for fewer than 2 classes."""
+    sets them; a ValueError naming `who` (the solver or estimator) for fewer than `least` classes
+    (2 for scikit-learn's LogisticRegression; 1 for its MLPClassifier, which fits a single class)."""
     y = column_or_1d(y, warn=True)
     check_classification_targets(y)
     classes, codes = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
+    if len(classes) < least:
         raise ValueError(f"{who} needs samples of at least 2 classes in the data, but the data contains only one "
                          f"class: {classes[0]!r}")
     return codes.astype(np.int32), {"classes_": classes}

@@ -5,7 +5,8 @@ The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` miniba
 (`sklearn_solver`):
 
 - network: `hidden_layer_sizes` dense layers with `activation`, then softmax (k > 2 classes),
-  one logistic unit (2 classes) or identity (regression); weights and biases Glorot-uniform,
+  one logistic unit (2 classes, or a single class: as scikit-learn's, its targets are all 0,
+  `predict` gives that class and `predict_proba` two columns) or identity (regression); weights and biases Glorot-uniform,
   bound sqrt(6 / (fan_in + fan_out)) (sqrt(2 / ...) for logistic), as scikit-learn draws them;
 - loss of a minibatch of m examples: mean log-loss (or half the mean squared error over examples
   and outputs) + alpha / (2 m) * sum of squared weights (not biases), scikit-learn's `_backprop`;
@@ -1135,8 +1136,9 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
         self.max_fun = max_fun
 
     def _encode_y(self, y):
-        """Class indices 0..k-1 of `classes_` (sorted); a ValueError for fewer than 2 classes."""
-        return encode_classes(y, type(self).__name__)
+        """Class indices 0..k-1 of `classes_` (sorted). A single class is fitted, as scikit-learn's
+        MLPClassifier fits it (its LogisticRegression refuses it)."""
+        return encode_classes(y, type(self).__name__, least=1)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, k), columns in the order of `classes_`."""
@@ -1146,9 +1148,10 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
         return np.log(self.predict_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each example."""
+        """The most probable class of each example; a fit on a single class predicts it always (as
+        scikit-learn's, whatever its logistic unit gives)."""
         codes = class_codes(self._output(X))  # checks that the estimator is fitted first
-        return self.classes_[codes]
+        return self.classes_[codes if len(self.classes_) > 1 else np.zeros_like(codes)]
 
 
 class MLPRegressor(sklearn.base.RegressorMixin, _MLP):

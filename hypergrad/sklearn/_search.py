@@ -26,10 +26,17 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    fit raises: it is a failed fit as scikit-learn's search counts one (`fits_failed`: its test and
    train scores `error_score` with a `FitFailedWarning`; every fit failed raises scikit-learn's
    "All the N fits failed" `ValueError`). So is every fit on a fold whose training part holds a
-   single class, which the classifier's own `fit` refuses though the program, given the full data's
-   classes, could fit it (`refused_folds`; with `error_score="raise"` that error is raised before
-   anything compiles, and so is "All the N fits failed" when every fold is refused:
-   `check_a_fold_fits`). A NaN score of a fit that did not fail (R^2 of a
+   single class, where the classifier's own `fit` refuses it (LogisticRegression's, as
+   scikit-learn's) though the program, given the full data's classes, could fit it
+   (`refused_folds`; with `error_score="raise"` that error is raised before anything compiles, and
+   so is "All the N fits failed" when every fold is refused: `check_a_fold_fits`). An
+   MLPClassifier fits a single class, as scikit-learn's does, and predicts it always: such a
+   fold's accuracy is that class's share of the scored part, exactly (`fold_scoring`). With
+   scoring="neg_log_loss", a fold whose scored part's labels are not exactly the classes its fit
+   was trained on (a validation part lacking one, or holding one class) is `error_score` with
+   scikit-learn's "Scoring failed" `UserWarning`, where scikit-learn's scorer raises; where it
+   would instead pair mismatched classes (as many, but others) its number means nothing, and here
+   that fold is `error_score` too (`fold_scoring`). A NaN score of a fit that did not fail (R^2 of a
    one-example fold) stays NaN, as scikit-learn's. A fit that ran all its `max_iter` iterations
    without its stopping rule stopping it (an MLP's tol / n_iter_no_change or early stopping, a
    LogisticRegression's tol on the gradient: the
@@ -84,7 +91,7 @@ as drawn, folds, X, y; made after the checks, with several processes only): a di
 `ValueError` on every process naming it, and for an unseeded search the `random_state` to give
 (`RandomizedSearchCV(random_state=None)` draws other candidates on each process, an estimator's
 `random_state=None` another training key). The refusals after it (a fold training on one class,
-`refused_folds` and `check_a_fold_fits`) read only what it compared, so every process makes them
+`refused_folds` and `check_a_fold_fits`; `fold_scoring`'s) read only what it compared, so every process makes them
 alike. The fallback to scikit-learn's search joins the all-gather too (a refusal on another process
 stops it; a fit falling back on one process alone differs from the others' described fits); its
 fits are not compared.
@@ -267,8 +274,9 @@ def check_data(target: Target, X: Any, y: Any) -> None:
 
 def refused_folds(search: Any, target: Target, y: Any, encoded: np.ndarray, splits: Sequence[tuple]
                   ) -> dict[int, str]:
-    """The folds whose training part holds fewer than 2 classes, each with the `ValueError` the
-    estimator's own `fit` raises on that part ("... needs samples of at least 2 classes"): its fits
+    """The folds whose training part holds fewer than 2 classes and the estimator's own `fit`
+    refuses it (LogisticRegression's; MLPClassifier fits a single class, as scikit-learn's), each
+    with the `ValueError` that `fit` raises on that part ("... needs samples of at least 2 classes"): its fits
     are failed fits, as scikit-learn's search records them (`_finish`: their scores `error_score`,
     a `FitFailedWarning` naming them), though the vmapped program, given the full data's classes,
     could fit them. With `error_score="raise"` that error is raised here, before anything compiles,
@@ -283,7 +291,7 @@ def refused_folds(search: Any, target: Target, y: Any, encoded: np.ndarray, spli
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a column y's DataConversionWarning, given once already
                 target.final._encode_y(_safe_indexing(y, train))
-            error = "the fit needs samples of at least 2 classes"
+            continue  # the fit takes one class (MLPClassifier, as scikit-learn's): a fit, `fold_scoring` scores it
         except ValueError as raised:
             error = str(raised)
         who = type(target.final).__name__
@@ -291,6 +299,79 @@ def refused_folds(search: Any, target: Target, y: Any, encoded: np.ndarray, spli
         if search.error_score == "raise":
             raise ValueError(f"{refused[s]}; error_score='raise'")
     return refused
+
+
+class FoldScoring(NamedTuple):
+    """What scikit-learn's scorer makes of the folds whose labels the vmapped program's scores do
+    not follow (`fold_scoring`): `exact`, fold -> (test, train) accuracy of a fit on a single class,
+    which predicts that class whatever it learnt; `unscorable` (`unscorable_train`), fold -> why
+    scikit-learn's log-loss scorer fails on its validation (training) part."""
+
+    exact: dict[int, tuple[float, float]]
+    unscorable: dict[int, str]
+    unscorable_train: dict[int, str]
+
+
+def fold_scoring(search: Any, target: Target, encoding: tuple[np.ndarray, dict], splits: Sequence[tuple],
+                 refused: Mapping[int, str]) -> FoldScoring:
+    """The folds a classifier's vmapped scores would misreport, read from the labels alone (before
+    anything compiles; `refused` folds, whose fits fail, left out). A fold training on one class
+    (an MLPClassifier's, as scikit-learn's fits it): scikit-learn's fit predicts that class always,
+    so its accuracy is the share of that class in the scored part, exactly (the program's fit,
+    given all the classes, could predict another). With scoring="neg_log_loss", scikit-learn's
+    scorer pairs `predict_proba`'s columns (the classes trained on, two for one) with the labels of
+    the scored part: where their numbers differ, or the part holds one label, its `log_loss` raises
+    and the score is `error_score` with a "Scoring failed" `UserWarning` (`apply_fold_scoring`);
+    where the numbers agree but the classes differ it pairs them wrongly and reports a number that
+    means nothing. Here every part whose labels are not exactly the classes trained on is
+    `unscorable` (the program would score it against every class of the data); with
+    error_score="raise" the scorer's error is raised here. Cost: one pass over the folds' codes."""
+    none = FoldScoring({}, {}, {})
+    if not is_classifier(target.final):
+        return none
+    codes, classes = encoding[0], encoding[1]["classes_"]
+    exact, unscorable, unscorable_train = {}, {}, {}
+    log_loss = metric_of(search.estimator, search.scoring)[0] == "log_loss"
+    for s, (train, val) in enumerate(splits):
+        seen, labels = np.unique(codes[train]), np.unique(codes[val])
+        if s in refused or (seen.size > 1 and not log_loss):
+            continue
+        if not log_loss:
+            exact[s] = (float(np.mean(codes[val] == seen[0])), 1.0)
+        elif labels.size < 2 or not np.array_equal(labels, seen):
+            unscorable[s] = (f"fold {s}: its validation part holds the classes {classes[labels].tolist()}, its fit was "
+                             f"trained on {classes[seen].tolist()}, so scikit-learn's log_loss cannot pair predict_proba's "
+                             "columns with the labels")
+        if log_loss and seen.size < 2:
+            unscorable_train[s] = f"fold {s}: its training part holds one class, which log_loss cannot score"
+    whys = list(unscorable.values()) + (list(unscorable_train.values()) if search.return_train_score else [])
+    if whys and search.error_score == "raise":
+        raise ValueError(f"scoring='neg_log_loss' fails on {whys[0]} (scikit-learn's scorer raises there); "
+                         "error_score='raise'")
+    return FoldScoring(exact, unscorable, unscorable_train)
+
+
+def apply_fold_scoring(search: Any, tables: dict[str, np.ndarray], scoring: FoldScoring, failed: np.ndarray
+                       ) -> None:
+    """`fold_scoring`'s folds in the tables (candidates, folds): the exact accuracies; `error_score`
+    for the unscorable, with one `UserWarning` counting the fits scikit-learn's search warns for
+    ("Scoring failed...", once per fit there), those not `failed` (a failed fit is not scored)."""
+    for s, (test, train) in scoring.exact.items():
+        tables["test"][:, s], tables["train"][:, s] = test, train
+    unscored = np.zeros(failed.shape, bool)
+    unscored[:, sorted(scoring.unscorable)] = True
+    tables["test"][unscored] = search.error_score
+    whys = list(scoring.unscorable.values())
+    if search.return_train_score and scoring.unscorable_train:
+        folds = sorted(scoring.unscorable_train)
+        tables["train"][:, folds] = search.error_score
+        unscored[:, folds] = True
+        whys += list(scoring.unscorable_train.values())
+    unscored &= ~failed
+    if unscored.any():
+        warnings.warn(f"Scoring failed. The score on this train-test partition for these parameters will be set to "
+                      f"{search.error_score}. Details: \n{int(unscored.sum())} of the {unscored.size} fits are not "
+                      f"scored: {'; '.join(whys)}", UserWarning, stacklevel=4)
 
 
 def check_a_fold_fits(search: Any, candidates: Sequence[Mapping[str, Any]], refused: Mapping[int, str], k: int
@@ -846,12 +927,13 @@ class VmappedSearch(RefusesCandidates):
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, candidates, refused, len(splits))
+        scoring = fold_scoring(self, target, encoding, splits, refused)
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
         refit = self._refit_program(target, X, y, candidates)
         tables = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
-        self._finish(X, y, candidates, splits, tables, refit, refused)
+        self._finish(X, y, candidates, splits, tables, refit, refused, scoring)
         return self
 
     def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:
@@ -922,7 +1004,8 @@ class VmappedSearch(RefusesCandidates):
         return tables
 
     def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray],
-                refit: Any = None, refused: Mapping[int, str] | None = None) -> None:
+                refit: Any = None, refused: Mapping[int, str] | None = None, scoring: FoldScoring | None = None
+                ) -> None:
         """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
         `refit`'s program when it can fit the best candidate, see `_refit_program`). `tables`
         holds "test", "train", "fit_time", "score_time", "failed" and "ran_out" (candidates,
@@ -931,10 +1014,12 @@ class VmappedSearch(RefusesCandidates):
         error_score="raise"); the fits that ran out of iterations (failed ones aside) are
         `hypergrad_not_converged_`, and one `ConvergenceWarning` counts them (`fits_not_converged`).
         `refused` (`refused_folds`): folds whose every fit failed because the estimator's `fit`
-        refuses their training part. `splits`' validation sizes are `n_test_samples`."""
+        refuses their training part. `scoring` (`fold_scoring`): folds scored as scikit-learn's
+        scorer scores them, not as the program did. `splits`' validation sizes are `n_test_samples`."""
         refused = refused or {}
         failed = tables["failed"].copy()
         failed[:, sorted(refused)] = True
+        apply_fold_scoring(self, tables, scoring or FoldScoring({}, {}, {}), failed)
         if failed.any():
             fits_failed(self, candidates, failed, refused)
             tables["test"][failed] = self.error_score
@@ -1183,7 +1268,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     (`n_test_samples` is the size scored). Folds that differ by more (TimeSeriesSplit, GroupKFold
     with unequal groups, PredefinedSplit, index lists) run in scikit-learn's `RandomizedSearchCV` on
     the same folds and ranges, with a `UserWarning` naming the sizes. A fold whose training part
-    holds one class, which the classifier's own `fit` refuses (`refused_folds`), is not descended:
+    holds one class, where the classifier's own `fit` refuses it (`refused_folds`: LogisticRegression's;
+    an MLPClassifier fits it, as scikit-learn's, and it is descended), is not descended:
     the loss is the mean over the other folds, and its scores are `error_score` with a
     `FitFailedWarning`, as scikit-learn's search records a failed fit (every fold refused:
     scikit-learn's "All the N fits failed", before anything compiles). A configuration
@@ -1251,13 +1337,14 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
         scored = equal_folds(splits)
+        scoring = fold_scoring(self, target, encoding, scored, refused)
         descended = [s for s in range(len(splits)) if s not in refused]  # a refused fold's fit is no fit to descend
         result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key)
         n_val = len(scored[0][1])  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val, descended)
         self.hybrid_result_ = result
         self.hypergrad_info_ = [run_record(result, len(descended))]
-        self._finish(X, y, candidates, scored, tables, refused=refused)
+        self._finish(X, y, candidates, scored, tables, refused=refused, scoring=scoring)
         return self
 
     def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:

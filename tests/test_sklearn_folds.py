@@ -1,0 +1,92 @@
+"""hypergrad.sklearn's searches on folds whose labels differ from the data's: a fold training on
+one class (which scikit-learn's MLPClassifier fits and its LogisticRegression refuses), and, with
+scoring="neg_log_loss", folds whose validation part lacks a class or holds one the fit never saw,
+where scikit-learn's scorer fails and the score is error_score. Each against scikit-learn's own
+search on the same folds; networks tiny, one program each."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import model_selection as sk
+from sklearn.exceptions import FitFailedWarning
+from sklearn.linear_model import LogisticRegression as SklearnLogistic
+from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier
+
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite:UserWarning")]
+
+
+def _minority_last():
+    """60 examples, the 3 of class 1 last: KFold(3)'s fold 2 trains on class 0 alone."""
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(60, 3)), np.r_[np.zeros(57, int), np.ones(3, int)]
+
+
+def _three_classes():
+    """30 examples of 3 classes (10 each, in order) and 3 folds of 20 / 10: fold 0 scored on all
+    three classes, fold 1 on classes 0 and 1 only, fold 2 trained on classes 0 and 1 and scored on
+    class 2 alone."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 3)), np.repeat([0, 1, 2], 10)
+    index = np.arange(30)
+    val = [np.r_[6:10, 16:19, 27:30], np.r_[0:5, 10:15], np.r_[20:30]]
+    return x, y, [(np.setdiff1d(index, v), v) for v in val]
+
+
+def _quiet_sklearn(search, x, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return search.fit(x, y)
+
+
+def test_an_mlp_fold_training_on_one_class_is_scored_as_scikit_learns():
+    """scikit-learn's MLPClassifier fits a fold training on one class and predicts that class
+    always: its accuracy is that class's share of the validation part, with no failed fit. Ours
+    refused the fold (error_score with a FitFailedWarning)."""
+    x, y = _minority_last()
+    params = dict(hidden_layer_sizes=(2,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitFailedWarning)
+        ours = GridSearchCV(MLPClassifier(**params), {"alpha": [1e-4, 1e-2]}, cv=sk.KFold(3), refit=False).fit(x, y)
+    theirs = _quiet_sklearn(sk.GridSearchCV(SklearnMLP(**params), {"alpha": [1e-4, 1e-2]}, cv=sk.KFold(3),
+                                            refit=False), x, y)
+    np.testing.assert_array_equal(ours.cv_results_["split2_test_score"], theirs.cv_results_["split2_test_score"])
+    assert np.all(ours.cv_results_["split2_test_score"] == 17 / 20)
+
+
+def test_log_loss_of_a_validation_part_whose_classes_differ_is_error_score_as_scikit_learns():
+    """With scoring="neg_log_loss", scikit-learn's scorer fails on a validation part lacking a class
+    of the fit or holding one class ("Scoring failed", the score error_score); ours scored them
+    against every class of the data. The other folds keep their numbers, the train scores theirs."""
+    x, y, folds = _three_classes()
+    error_score = -7.0  # not NaN: the score is error_score, not a NaN from elsewhere
+    grid = {"C": [0.5, 2.0]}
+    kw = dict(cv=folds, scoring="neg_log_loss", error_score=error_score, return_train_score=True, refit=False)
+    with pytest.warns(UserWarning, match="Scoring failed(.|\n)*fold 1: its validation part holds the classes"):
+        ours = GridSearchCV(LogisticRegression(), grid, **kw).fit(x, y)
+    theirs = _quiet_sklearn(sk.GridSearchCV(SklearnLogistic(tol=1e-10), grid, **kw), x, y)  # converged, as Newton
+    # split 2's train score is left out: scikit-learn fits a binary model there, ours one of the data's 3 classes
+    for name in ("split0_test_score", "split1_test_score", "split2_test_score", "split0_train_score",
+                 "split1_train_score"):
+        np.testing.assert_allclose(ours.cv_results_[name], theirs.cv_results_[name], rtol=1e-4, err_msg=name)
+    assert np.all(ours.cv_results_["split1_test_score"] == -7.0) and np.all(ours.cv_results_["split2_test_score"] == -7.0)
+    assert np.all(np.isfinite(ours.cv_results_["split2_train_score"]))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GridSearchCV(LogisticRegression(), {"C": [0.5, 2.0]}, scoring="neg_log_loss", error_score="raise",
+                         cv=_three_classes()[2]),
+    lambda: HypergradSearchCV(LogisticRegression(), {"C": (0.5, 2.0, "log")}, scoring="neg_log_loss",
+                              error_score="raise", cv=_three_classes()[2], budget=4),
+])
+def test_an_unscorable_log_loss_fold_raises_before_compiling_with_error_score_raise(make, monkeypatch):
+    """error_score="raise": scikit-learn's search raises its scorer's error; ours raises it before
+    anything compiles, read from the labels."""
+    x, y, _ = _three_classes()
+    monkeypatch.setattr("hypergrad.sklearn._search.evaluate_settings", None)  # reaching it would fail otherwise
+    monkeypatch.setattr("hypergrad.hybrid_search", None)
+    with pytest.raises(ValueError, match="scoring='neg_log_loss' fails on fold 1(.|\n)*error_score='raise'"):
+        make().fit(x, y)
