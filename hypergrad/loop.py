@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -40,7 +41,8 @@ from flax.errors import TraceContextError
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
-           "state_update_refusal", "check_something_trains", "in_segments", "segment_split", "optimizer_update", "optimizer_step",
+           "state_update_refusal", "rng_draw_refusal", "flax_message", "RNG_DRAW_RECIPE", "check_something_trains",
+           "in_segments", "segment_split", "optimizer_update", "optimizer_step",
            "float_leaves", "overridden"]
 
 DRAW_BLOCK = 32
@@ -326,12 +328,61 @@ def _refusing_state_updates(what: str) -> Iterator[None]:
 def state_update_refusal(what: str, error: TraceContextError) -> str:
     """The refusal of the user's function `what`, whose flax.nnx model updated its state while traced
     (flax's `error` names what): a model in train mode writes to the state its function closes over
-    (BatchNorm's running statistics, Dropout's RNG count), which a traced training step cannot do."""
-    flax_says = str(error.args[0] if error.args else error).split(" (https")[0]
-    return (f"{what} updates a flax.nnx model's state (flax: {flax_says!r}), as a model in train mode does "
+    (BatchNorm's running statistics, Dropout's RNG count), which a traced training step cannot do;
+    a layer that draws random numbers in eval mode too gets `rng_draw_refusal`'s message."""
+    drawn = rng_draw_refusal(what, error)
+    if drawn is not None:
+        return drawn
+    return (f"{what} updates a flax.nnx model's state (flax: {flax_message(error)!r}), as a model in train mode does "
             "(BatchNorm with use_running_average=False updates its running statistics, Dropout that is not "
             f"deterministic draws from its RNG); hypergrad cannot carry that: {NO_STATE_CHANNEL}. For a "
             f"flax.nnx model, {NNX_RECIPE}")
+
+
+RNG_DRAW_RECIPE = ("The usual cause in eval mode is nnx.RNN called without initial_carry=: it draws a key from its "
+                   "cell's rngs to build the initial carry, even the default all-zero one. "
+                   "Pass the carry yourself, rnn(x, initial_carry=carry), with carry zeros in the dtype the cell "
+                   "computes in (its parameters' dtype; for an LSTMCell the pair (c, h), each of shape (batch, "
+                   "hidden_features)), or hand the layer fixed rngs made inside the forward pass, outside the "
+                   "model's state: rnn(x, rngs=nnx.Rngs(0)) (the carry then takes the cell's param_dtype)")
+"""How to stop a layer in eval mode drawing from a flax.nnx model's RNG state (`rng_draw_refusal` quotes it)."""
+
+
+def flax_message(error: TraceContextError) -> str:
+    """Flax's own words in `error`, without its link to the docs ("Cannot mutate BatchStat from a
+    different trace level")."""
+    return str(error.args[0] if error.args else error).split(" (https")[0]
+
+
+def rng_draw_refusal(what: str, error: TraceContextError) -> str | None:
+    """The refusal of the user's function `what` whose flax.nnx model drew random numbers from its
+    RNG state while traced (flax's `error` names an RngCount or RngKey) in a layer other than
+    Dropout: a draw that eval mode does not stop (nnx.RNN without `initial_carry`), so the advice
+    to call `model.eval()` would be wrong. None for any other update (BatchNorm's statistics,
+    Dropout's draws: train mode, `state_update_refusal`'s message)."""
+    flax_says = flax_message(error)
+    if re.search(r"\bRng(Count|Key)\b", flax_says) is None:
+        return None
+    layer, method = _drawing_layer(error)
+    if isinstance(layer, nnx.Dropout):
+        return None
+    where = (f", in {type(layer).__name__}.{method}, which model.eval() does not stop" if layer is not None
+             else ", as Dropout does in train mode (call model.eval() for it) and some layers do in eval mode too")
+    return (f"{what} draws random numbers from a flax.nnx model's RNG state (flax: {flax_says!r}){where}; "
+            f"hypergrad cannot carry that: {NO_STATE_CHANNEL}. {RNG_DRAW_RECIPE}")
+
+
+def _drawing_layer(error: TraceContextError) -> tuple[nnx.Module | None, str]:
+    """The innermost flax.nnx Module on `error`'s traceback and the name of its method there: the
+    layer that drew (LSTMCell, initialize_carry), or (None, "") when no Module frame is left."""
+    found: tuple[nnx.Module | None, str] = (None, "")
+    frame = error.__traceback__
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        if isinstance(owner, nnx.Module):
+            found = (owner, frame.tb_frame.f_code.co_name)
+        frame = frame.tb_next
+    return found
 
 
 def check_no_keys(params: PyTree, argname: str = "the parameter pytree") -> None:

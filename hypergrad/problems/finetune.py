@@ -40,7 +40,9 @@ no per-step dropout key. So batch norm normalises with the pretrained running st
 fixed (the usual practice when fine-tuning), and dropout is off. `finetune` refuses, at
 construction, a `pretrained` holding a PRNG key (Dropout's RNG state, from `nnx.split(model)`)
 or a floating-point Variable that is not an `nnx.Param` (an `nnx.BatchStat`, which training would
-move as a weight), and an `apply` that updates the model's state (a model in train mode).
+move as a weight), and an `apply` that updates the model's state (a model in train mode, or a
+layer that draws random numbers in eval mode too: `nnx.RNN` called without `initial_carry=` draws
+a key for its carry from its cell's rngs, so pass the carry, zeros in the parameters' dtype).
 
 Your own pretrained model (the recipe): load its parameters yourself as any pytree of arrays
 (`np.load`, orbax, a converted PyTorch state dict) and write `apply(params, x) -> logits`. For a
@@ -67,16 +69,20 @@ groups it changes are the new ones (no L2-SP reference) unless `new_groups` name
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import flax
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.errors import TraceContextError
 
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import is_int_at_least, users_stacklevel
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.loop import check_no_keys, state_update_refusal
 from hypergrad.problem import Problem
@@ -315,6 +321,15 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
         class_axis: the class axis of the logits (0 for class-major models such as `hg.problems.MLP`).
             Checked at construction against one example's logits (`jax.eval_shape`, nothing runs).
         dtype: cast every floating leaf of `pretrained` to it (e.g. float64 for derivative checks).
+            Only the stored parameters are cast: a flax layer whose computation dtype was fixed
+            when it was built still computes at that precision (nnx.Embed's dtype defaults to its
+            param_dtype, float32; jax.nn.dot_product_attention, nnx.MultiHeadAttention's default,
+            takes its softmax in float32), so a float64 derivative check carries float32
+            rounding and central differences do not converge. Build such layers with
+            `dtype=`/`param_dtype=` of this dtype (and give attention an `attention_fn` whose
+            softmax runs in it). `finetune` warns (UserWarning) when `apply`,
+            traced once abstractly on one example, casts a float to a narrower one or returns
+            narrower logits (a cast of the inputs alone warns as well).
         name: a label for reports.
 
     Hyperparameters read by `train_loss` (each optional, a scalar or one per group):
@@ -322,17 +337,17 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
 
     Raises:
         ValueError: a PRNG key or a non-Param nnx Variable in `pretrained`; an `apply` that
-            updates a flax.nnx model's state (train mode); a task that is not 2 or 3 (inputs, labels) pairs;
+            updates a flax.nnx model's state (train mode; nnx.RNN without initial_carry); a task that is not 2 or 3 (inputs, labels) pairs;
             labels that are not integers or not in [0, classes); a `class_axis` that does not hold
             the logits' classes; groups that miss a parameter, or a group (or one of its prefixes)
             that no parameter falls into (a misspelt prefix); a head that changes the tree's
             structure or another group.
 
     Cost: a training step is the model's forward-backward pass plus one pass over the parameters
-    per penalty present; construction traces the model once abstractly and, with `head` and no
-    `new_groups`, calls `head` once. Memory: one copy of `pretrained`, held as the L2-SP reference
-    (captured as a constant of every compiled program). Bias: none; L2-SP pulls towards the
-    source task.
+    per penalty present; construction traces the model once abstractly (twice with `dtype`: the
+    narrower-float check) and, with `head` and no `new_groups`, calls `head` once. Memory: one
+    copy of `pretrained`, held as the L2-SP reference (captured as a constant of every compiled
+    program). Bias: none; L2-SP pulls towards the source task.
     """
     _check_task(task)
     check_no_keys(pretrained, "pretrained")
@@ -345,6 +360,8 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
                            start, class_axis)
     except TraceContextError as error:  # apply wrote to a flax.nnx Variable it closes over
         raise ValueError(state_update_refusal("finetune(apply=...): apply(params, inputs)", error)) from None
+    if dtype is not None:
+        _warn_narrower_computation(apply, start, task[0][0], dtype)
     start_of = (lambda key: pretrained) if head is None else (lambda key: head(key, pretrained))
 
     def train_loss(params, hparams, batch):
@@ -369,6 +386,81 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
 def _cast(x: Any, dtype: Any) -> jax.Array:
     x = jnp.asarray(x)
     return x.astype(dtype) if dtype is not None and jnp.issubdtype(x.dtype, jnp.floating) else x
+
+
+def _warn_narrower_computation(apply: Callable[[PyTree, Any], jax.Array], params: PyTree, inputs: Any,
+                               dtype: Any) -> None:
+    """Warns when `apply`, traced once abstractly on one example and the parameters cast to `dtype`,
+    casts a floating-point value to a narrower float or returns one: a flax layer whose computation
+    dtype was fixed at construction (nnx.Embed's defaults to its float32 param_dtype, attention's
+    softmax) still computes at that precision, so a float64 derivative check carries float32
+    rounding and central differences do not converge. A cast of the inputs alone warns as well."""
+    dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return
+    one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((1,) + np.shape(leaf)[1:], jnp.result_type(leaf)), inputs)
+    closed = jax.make_jaxpr(apply)(params, one)
+    where = _narrowing_casts(closed.jaxpr, dtype)
+    outputs = {str(aval.dtype) for aval in closed.out_avals if _narrower(aval.dtype, dtype)}
+    if not where and not outputs:
+        return
+    found = "; ".join(([f"casts to {', '.join(sorted(set(where.values())))} in {', '.join(where)}"] if where else [])
+                      + ([f"returns {', '.join(sorted(outputs))} logits"] if outputs else []))
+    name = dtype.name
+    attention = any("attention" in caller.lower() for caller in where)
+    warnings.warn(f"finetune(dtype={name}): apply(params, inputs) computes in a narrower float although its "
+                  f"parameters are cast to {name} ({found}): a flax layer's computation dtype is fixed when it is "
+                  f"built (nnx.Embed's defaults to its param_dtype, float32), so derivative checks in {name} carry "
+                  f"its rounding and finite differences do not converge. Build the layers with dtype=jnp.{name} and "
+                  f"param_dtype=jnp.{name} (e.g. nnx.Embed(..., dtype=jnp.{name}, param_dtype=jnp.{name}))"
+                  + (ATTENTION_ADVICE.format(dtype=name) if attention else ""),
+                  UserWarning, stacklevel=users_stacklevel())
+
+
+ATTENTION_ADVICE = ("; nnx.MultiHeadAttention's default attention at dropout_rate=0 (jax.nn.dot_product_attention) "
+                    "computes its softmax in float32 whatever the dtype: give it an attention_fn whose softmax runs "
+                    "in {dtype}, e.g. weights = flax.nnx.nn.attention.dot_product_attention_weights(query, key, "
+                    "bias, mask), then jnp.einsum('...hqk,...khd->...qhd', weights, value)")
+"""The part of `_warn_narrower_computation`'s warning for an attention layer that casts."""
+
+
+def _narrower(candidate: Any, dtype: np.dtype) -> bool:
+    return bool(jnp.issubdtype(candidate, jnp.floating)) and jnp.dtype(candidate).itemsize < dtype.itemsize
+
+
+def _narrowing_casts(jaxpr: jax_core.Jaxpr, dtype: np.dtype) -> dict[str, str]:
+    """`{where: to dtype}` of every cast of a float to a float narrower than `dtype` in `jaxpr` and
+    the jaxprs inside it; where is the layer's method (`_caller`)."""
+    found = {}
+    for eqn in jaxpr.eqns:
+        if (eqn.primitive.name == "convert_element_type" and _narrower(eqn.params["new_dtype"], dtype)
+                and jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating)):
+            found.setdefault(_caller(eqn), jnp.dtype(eqn.params["new_dtype"]).name)
+    for inner in jax_core.subjaxprs(jaxpr):
+        found.update({k: v for k, v in _narrowing_casts(inner, dtype).items() if k not in found})
+    return found
+
+
+FLAX_DIR = os.path.dirname(os.path.abspath(flax.__file__)) + os.sep
+JAX_DIR = os.path.dirname(os.path.abspath(jax.__file__)) + os.sep
+
+
+def _caller(eqn: jax_core.JaxprEqn) -> str:
+    """Who made `eqn`: the innermost flax method on its traceback ("Embed.__call__"), else the
+    innermost line outside jax ("model.py:12"), else "apply"."""
+    frames = [] if eqn.source_info.traceback is None else eqn.source_info.traceback.frames
+    outside_jax = [f for f in frames if not os.path.abspath(f.file_name).startswith(JAX_DIR)]
+    in_flax = [f for f in outside_jax
+               if os.path.abspath(f.file_name).startswith(FLAX_DIR) and _is_method(f.function_name)]
+    if in_flax:
+        return in_flax[0].function_name
+    return f"{os.path.basename(outside_jax[0].file_name)}:{outside_jax[0].line_num}" if outside_jax else "apply"
+
+
+def _is_method(qualname: str) -> bool:
+    """Whether a frame's qualified name is a class's method ("Embed.__call__", not a closure's
+    "promote_dtype.<locals>.<genexpr>")."""
+    return "." in qualname and "<" not in qualname
 
 
 def _new_indices(names: tuple[str, ...], new_groups: Sequence[str] | None) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ from flax import nnx
 from flax.errors import TraceContextError
 
 from hypergrad._checks import is_int_at_least, is_number
-from hypergrad.loop import NO_STATE_CHANNEL
+from hypergrad.loop import NO_STATE_CHANNEL, flax_message, rng_draw_refusal
 from hypergrad.problem import Problem
 from hypergrad.problems import _data
 from hypergrad.problems._labels import check_class_labels, check_pair
@@ -195,8 +195,13 @@ def _split_params(model: Any) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def _train_mode_message(error: TraceContextError) -> str:
-    """The refusal of a model whose forward pass updates its state (flax's `error` names what)."""
-    what = error.args[0].split(" (https")[0]  # "Cannot mutate BatchStat from a different trace level"
+    """The refusal of a model whose forward pass updates its state (flax's `error` names what); a
+    layer that draws random numbers in eval mode too (nnx.RNN without initial_carry) gets
+    `rng_draw_refusal`'s message, not the advice to call model.eval()."""
+    drawn = rng_draw_refusal("nnx_problem(make_model=...): the model's forward pass", error)
+    if drawn is not None:
+        return drawn
+    what = flax_message(error)  # "Cannot mutate BatchStat from a different trace level"
     return (f"nnx_problem(make_model=...): the model is in train mode: its forward pass updates its state (flax: "
             f"{what!r}; BatchNorm updates its running statistics, Dropout draws from its RNG), which hypergrad "
             f"cannot carry: {NO_STATE_CHANNEL}. Call model.eval() on the model before returning it from make_model "
