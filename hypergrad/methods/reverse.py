@@ -42,7 +42,8 @@ class Reverse(Method):
       step (activations and their derivatives, parameters, optimiser state, minibatch).
     - `"states"`: a hand-written VJP of the loop (`jax.custom_vjp` over the scan). The forward
       pass is plain training that writes each step's input state, packed into one array per
-      dtype, to a buffer; the backward pass is a reverse scan that reloads the state, recomputes
+      dtype (typed PRNG keys in the optimiser state, as optax.noisy_sgd's, in one of their key
+      dtype), to a buffer; the backward pass is a reverse scan that reloads the state, recomputes
       the step and applies its VJP (the optimiser's VJP and one Hessian-vector product of the
       training loss). Smallest memory without checkpointing. With `checkpoint_every=k` the VJP
       checkpoints by itself: its forward pass stores each segment's input state and its backward
@@ -173,9 +174,11 @@ def _dtype_groups(leaves) -> dict[str, list[int]]:
 
 
 def _buffers(tree, n: int) -> dict[str, jax.Array]:
-    """One (n, size) buffer per dtype of the leaves of `tree`: n packed copies of it."""
+    """One (n, size) buffer per dtype of the leaves of `tree`: n packed copies of it. Each buffer
+    takes its dtype from a leaf, not from the dtype's name, which numpy cannot read back for a
+    typed PRNG key (`key<fry>`: optax.noisy_sgd's state); a key buffer holds keys."""
     leaves = jax.tree.leaves(tree)
-    return {dt: jnp.zeros((n, sum(int(np.size(leaves[i])) for i in ids)), jnp.dtype(dt))
+    return {dt: jnp.zeros((n, sum(int(np.size(leaves[i])) for i in ids)), jnp.result_type(leaves[ids[0]]))
             for dt, ids in _dtype_groups(leaves).items()}
 
 
