@@ -259,7 +259,8 @@ def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state
                          "gives it the gradients, state and parameters, and the minibatch loss as value=, never "
                          "value_fn= or grad= (a line search evaluating the loss as a function): use e.g. "
                          "optax.sgd(lr, momentum), or optax.lbfgs(lr, linesearch=None) with a fixed "
-                         "learning rate") from err
+                         "learning rate, differentiated with method=hg.Forward() (reverse mode is NaN through "
+                         "its jnp.where-guarded division)") from err
 
 
 def check_something_trains(params: PyTree) -> None:

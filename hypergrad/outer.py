@@ -130,8 +130,12 @@ SKIPPED_WHY = (
     "(adam, rmsprop, adagrad) for a parameter whose gradient is exactly 0 (a masked unit, a dead relu, an unused "
     "embedding row), where the square root's derivative is infinite; optax's eps_root is the fix for meta-gradients "
     "through Adam: optax.adam(lr, eps_root=1e-16). With hg.Implicit(solver='neumann'), a Neumann series that diverges "
-    "(alpha above 2 / the training Hessian's largest eigenvalue) is NaN: lower alpha. Otherwise the inner training "
-    "is near divergence at this point.")
+    "(alpha above 2 / the training Hessian's largest eigenvalue) is NaN: lower alpha. An optimiser whose jnp.where "
+    "guards a division or square root (optax.lbfgs, optax.radam) is NaN in reverse mode alone (the branch not taken "
+    "has an infinite derivative, and 0 * inf is NaN): use method=hg.Forward(), exact there. Conversely hg.Forward() "
+    "is NaN through an optimiser that takes the square root or norm of a state that is exactly 0 at the first step "
+    "(optax.contrib.dadapt_adamw, adopt, dog): use method=hg.Reverse(). Otherwise the inner training is near "
+    "divergence at this point.")
 """Why `step_trial` warns (once per place in the code, as Python's warnings do) at a skipped step."""
 
 UPDATE_SKIPPED_WHY = (

@@ -5,6 +5,8 @@ mode and finite differences are finite (optax.lbfgs without a line search: Rever
 All checks run in float64 (tests/conftest.py) on the tiny logistic problem, a few steps.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,3 +48,44 @@ def test_reverse_states_store_holds_typed_key_state(logistic_problem, key):
         value, grads = hg.hypergradient(objective, hparams, key, method=method)
         np.testing.assert_allclose(value, ref_value, rtol=1e-12)
         np.testing.assert_allclose(grads["lr"], ref_grads["lr"], rtol=1e-10)
+
+
+# -- a jnp.where-guarded division: reverse mode NaN, forward mode exact ---------------------------
+def lbfgs(hparams):
+    return optax.lbfgs(hparams["lr"], linesearch=None)
+
+
+def fixed_lbfgs(hparams):
+    return optax.lbfgs(0.3, linesearch=None)
+
+
+def test_forward_through_lbfgs_matches_finite_differences(logistic_problem, key):
+    """optax.lbfgs without a line search guards 1 / <s, y> with jnp.where: reverse mode is NaN in
+    the weight decay (0 * inf in the branch not taken), Forward is exact, as its docstring and the
+    skip warning say."""
+    objective = hg.Objective(logistic_problem, lbfgs, num_steps=T)
+    hparams = {"lr": jnp.float64(0.3), "weight_decay": jnp.float64(1e-2)}
+    _, grads = hg.hypergradient(objective, hparams, key, method=hg.Forward())
+    fd = central_differences(objective, hparams, key)
+    for name in hparams:
+        np.testing.assert_allclose(grads[name], fd[name], rtol=1e-6)
+
+
+def test_tune_skip_warning_through_lbfgs_names_forward(logistic_problem, key):
+    """tune through lbfgs with the default Reverse skipped every step with a warning that blamed
+    adam's eps_root only; the warning now names the where-guarded division and hg.Forward()."""
+    objective = hg.Objective(logistic_problem, fixed_lbfgs, num_steps=T)
+    space = hg.Space({"weight_decay": hg.LogUniform(1e-4, 1.0)})
+    with pytest.warns(RuntimeWarning) as record:  # also the restart warning: no good iterate yet
+        result = hg.tune(objective, space, key, steps=1)
+    skipped = [str(w.message) for w in record if "was skipped" in str(w.message)]
+    assert skipped and re.search(r"optax\.lbfgs.*method=hg\.Forward\(\)", skipped[0])
+    assert "SKIPPED" in list(result.to_dataframe()["state"])
+
+
+def test_line_search_refusal_recommends_lbfgs_with_forward(logistic_problem, key):
+    """The refusal of optax.lbfgs()'s line search recommended optax.lbfgs(lr, linesearch=None),
+    through which the default Reverse is NaN; it now names method=hg.Forward() with it."""
+    objective = hg.Objective(logistic_problem, lambda h: optax.lbfgs(h["lr"]), num_steps=T)
+    with pytest.raises(ValueError, match=r"optax\.lbfgs\(lr, linesearch=None\).*method=hg\.Forward\(\)"):
+        objective({"lr": jnp.float64(0.3)}, key)

@@ -107,6 +107,11 @@ class Forward(Method):
     It suits few hyperparameters and long horizons.
     Memory: the state plus N tangents of it (parameters and optimiser state), independent of T.
     Bias: none; exact up to floating point (for shared hyperparameters: the exact projection above).
+    Limits: an optimiser that takes the square root or norm of a state that is exactly 0 at the
+    first step (optax.contrib.dadapt_adamw, adopt, dog) gives NaN tangents (the derivative of sqrt at
+    0 is infinite, times a zero tangent) while the loss and `Reverse` are finite: use `hg.Reverse()`
+    there. Conversely `Forward` is exact through a `jnp.where`-guarded division where reverse mode
+    is NaN (optax.lbfgs(lr, linesearch=None), optax.radam): use it there.
 
     Args:
         blocks: share each shaped hyperparameter's step axis (the first of length `num_steps`,

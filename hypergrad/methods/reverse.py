@@ -75,7 +75,15 @@ class Reverse(Method):
     the state, the minibatch and the matrix-product outputs, "steps" and "states" only the state (and
     T minibatch index vectors). With `checkpoint_every=k`, one training state per segment plus one
     segment's stored values: about T/k + k steps, minimised near k = sqrt(T).
-    Bias: none; exact up to floating point.
+    Bias: none; exact up to floating point. Limits: an optimiser whose `jnp.where` guards a division
+    or square root (optax.lbfgs(lr, linesearch=None) at its first step, optax.radam's rectification)
+    gives NaN hypergradients in every store (lbfgs: in weight decay, not in its learning rate; radam:
+    in both) while the loss and `Forward` are finite: reverse mode sends a zero cotangent into the
+    branch not taken, whose derivative is infinite, and 0 * inf is NaN. Use `hg.Forward()` there
+    (exact). At a kink of the optimiser's update (optax.contrib.dog at learning rate 1.0, whose first
+    step moves the parameters by almost exactly its initial distance, where its running maximum
+    switches) the gradient is one of the one-sided derivatives, not the average that central
+    differences approximate.
 
     Args:
         checkpoint_every: segment length k for checkpointing, or None to store every step.
