@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -212,12 +214,21 @@ class Loop:
             TypeError: the function failed on the hparams dict with a `TypeError` of its own (not
                 JAX's): most often a constructor such as `my_sgd(learning_rate)` passed where a
                 function of the dict belongs; names `Objective(optimizer=...)` and the lambda form.
+            ValueError: (while traced, before anything compiles) an optax function the optimiser
+                was built with tests a traced hyperparameter in Python (`if peak_value == 0.0` in
+                `optax.warmup_cosine_decay_schedule`, also `sgdr_schedule` and
+                `exponential_decay(decay_rate=...)`), so that argument cannot be a hyperparameter;
+                names the hyperparameter and the workaround (`_python_branch_refusal`). A Python `if`
+                in the function itself stays JAX's own error, which points at the user's line.
         """
         try:
             opt = self.optimizer_fn(hparams)
         except TypeError as err:
-            if isinstance(err, jax.errors.JAXTypeError):  # a traced value used as a Python one: JAX's own words
-                raise
+            if isinstance(err, jax.errors.JAXTypeError):  # a traced value used as a Python one
+                refusal = _python_branch_refusal(err, hparams)
+                if refusal is None:  # not inside optax: JAX's own words point at the user's line
+                    raise
+                raise ValueError(refusal) from err
             raise TypeError(
                 f"Objective(optimizer=...) raised TypeError when called with the hparams dict ({err}); it must "
                 "be a function of that dict returning an optax optimiser, e.g. lambda h: optax.sgd(h['lr']), "
@@ -230,6 +241,44 @@ class Loop:
                 f"optax.GradientTransformation such as optax.sgd(...){hint}"
             )
         return opt
+
+
+def _python_branch_refusal(error: TypeError, hparams: HParams) -> str | None:
+    """The refusal of an optimiser whose optax constructor used a traced hyperparameter as a Python
+    value (JAX's `ConcretizationTypeError`, `TracerBoolConversionError` or
+    `TracerIntegerConversionError` in `error`, raised in optax's own code: `if peak_value == 0.0`
+    in `warmup_cosine_decay_schedule`), naming the hyperparameter JAX's message names, the optax
+    function the user called and the line that tests it; None for any other error (one raised in the
+    user's own code, whose line JAX's message already shows). Reads the traceback only."""
+    if not isinstance(error, (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError)):
+        return None
+    if not _raised_in(error, optax):
+        return None
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not _in_package(f.filename, jax)]
+    called = next(f.name for f in frames if _in_package(f.filename, optax))
+    depends = re.search(r"depends on the values? of the arguments? (.*?)\.(?:\s|$)", str(error))
+    named = [name for name in hparams if depends and f"[{name!r}]" in depends.group(1)]
+    which = " and ".join(f"hparams[{name!r}]" for name in named) or "a traced hyperparameter"
+    example = named[0] if named else "lr"
+    return (f"Objective(optimizer=...): optax's {called} tests {which} in Python "
+            f"({(frames[-1].line or '').strip()!r}, in {frames[-1].name}), so that argument cannot be a "
+            "hyperparameter: hyperparameters are traced arrays, never Python numbers, so that a new value never "
+            "recompiles. Scale a unit schedule by the hyperparameter instead, e.g. for a tuned warm-up/cosine "
+            f"peak lambda s: h[{example!r}] * optax.schedules.warmup_cosine_decay_schedule(0.0, 1.0, W, T)(s), "
+            "or write the schedule as arithmetic on the step (jnp.where for a branch), or hold that "
+            "argument at a Python constant")
+
+
+def _raised_in(error: BaseException, package: Any) -> bool:
+    """Whether the innermost frame of `error`'s traceback outside JAX's own code is in `package`
+    (a module object: optax), so that `package` raised it (or used a traced value as a Python one)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not _in_package(f.filename, jax)]
+    return bool(frames) and _in_package(frames[-1].filename, package)
+
+
+def _in_package(filename: str, package: Any) -> bool:
+    """Whether `filename` is a source file of `package` (a module object: jax, optax)."""
+    return os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(package.__file__)) + os.sep)
 
 
 def overridden(loop: Loop, names: tuple[str, ...]) -> list[str]:
@@ -263,6 +312,43 @@ def optimizer_update(opt: optax.GradientTransformation, grads: PyTree, opt_state
                          "its jnp.where-guarded division)") from err
 
 
+_STEP_GIVES = ("each training step gives the optimiser the gradient of the minibatch loss, its state, the "
+              "parameters as the plain pytree Problem(init=...) returns, and (to an optax.chain or other "
+              "GradientTransformationExtraArgs) the minibatch loss as value=")
+"""What `optimizer_step` hands the inner optimiser (`_step_cannot_drive` quotes it)."""
+
+
+def _step_cannot_drive(error: Exception, params: PyTree) -> str | None:
+    """The refusal of an inner optimiser whose update raised `error` because it needs more than a
+    training step gives it (`_STEP_GIVES`), or None for any other error (left as raised). Matched
+    narrowly, on what each such optimiser asks for:
+
+    - an AttributeError on the very params pytree the step passed (`error.obj is params`): the
+      optimiser reads its params as a wrapper (`optax.lookahead`'s LookaheadParams, fast and slow);
+    - a ValueError raised in optax asking for `obj_fn` (`optax.contrib.sophia`'s Hutchinson estimate calls the
+      loss as a function of the params);
+    - a ValueError raised in optax asking for a batch dimension (`optax.contrib.dpsgd` clips per-example
+      gradients).
+    """
+    if isinstance(error, AttributeError) and getattr(error, "obj", None) is params:
+        needs = (f"reads its params as a wrapper with the attribute {error.name!r} (optax.lookahead's "
+                 "LookaheadParams of fast and slow copies)")
+        instead = "use the optimiser it wraps alone, e.g. optax.sgd(lr, momentum)"
+    elif isinstance(error, ValueError) and _raised_in(error, optax) and "obj_fn" in str(error):
+        needs = ("needs obj_fn=, the loss as a function of the params (optax.contrib.sophia's Hutchinson "
+                 "estimate of the Hessian diagonal), which a step never gives")
+        instead = "use e.g. optax.adam(lr)"
+    elif isinstance(error, ValueError) and _raised_in(error, optax) and "batch dimension" in str(error):
+        needs = ("needs per-example gradients with a leading batch axis (optax.contrib.dpsgd clips each "
+                 "example's gradient), and a step gives the gradient of the minibatch's mean loss")
+        instead = ("use e.g. optax.chain(optax.clip_by_global_norm(c), optax.sgd(lr)), which clips the mean "
+                   "gradient (not differentially private)")
+    else:
+        return None
+    return (f"Objective(optimizer=...): this optimiser's update failed in a training step "
+            f"({type(error).__name__}: {error}): it {needs}; {_STEP_GIVES}. Instead, {instead}")
+
+
 def check_something_trains(params: PyTree) -> None:
     """Refuses parameters with no floating-point leaf: integer and boolean leaves are held constant
     (`Loop.update`), so training would change nothing and every setting would score the same, with
@@ -293,11 +379,23 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
     order) and the training loss: the other leaves get zero gradients (in the trained leaves'
     floating-point dtype) and keep their value, and every leaf of the result is cast back to the
     dtype of the same leaf of `params` or `opt_state`. Whoever steps an optimiser outside the loop
-    (the schedule-length check) takes this step, so it accepts exactly the dtypes training does."""
+    (the schedule-length check) takes this step, so it accepts exactly the dtypes training does.
+
+    Raises:
+        ValueError: (while traced, before anything compiles) naming `Objective(optimizer=...)`, for an
+            optimiser that needs more than a step gives it (`_step_cannot_drive`: optax.lookahead,
+            optax.contrib.sophia, optax.contrib.dpsgd), chained from optax's own error.
+    """
     trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
     zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
     grads = _merged(params, float_grads, trained, others=lambda leaf: jnp.zeros(jnp.shape(leaf), zero))
-    updates, new_state = optimizer_update(opt, grads, opt_state, params, loss)
+    try:
+        updates, new_state = optimizer_update(opt, grads, opt_state, params, loss)
+    except (AttributeError, ValueError) as err:
+        refusal = _step_cannot_drive(err, params)
+        if refusal is None:
+            raise
+        raise ValueError(refusal) from err
     new_params = optax.apply_updates(params, updates)
     new_params = _merged(params, _inexact_leaves(new_params, trained), trained)
     return _cast_like(new_params, params), _cast_like(new_state, opt_state)
