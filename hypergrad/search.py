@@ -152,7 +152,8 @@ def _evaluate_group(
 
     Settings that fill exactly one chunk go to the program as they are (device arrays from a
     sampler are neither sliced nor copied through the host)."""
-    check_schedules_in_bounds(objective, first_row(settings))
+    one = _first_setting(settings)
+    check_schedules_in_bounds(objective, one)
     num = len(rows)
     spread, replicated = shardings(chunk)
     executable, compile_seconds, unit = None, 0.0, float("nan")
@@ -166,7 +167,7 @@ def _evaluate_group(
         if executable is None:  # the first chunk to run: its arguments look the program up
             data, key = place((objective.problem.data, key), replicated)
             executable, compile_seconds, names, unit = _search_program(objective, chunk, (batch, key, data),
-                                                                       first_row(settings), overlap, warn_unread)
+                                                                       one, overlap, warn_unread)
             overlap()  # if the program was compiled already
             began = time.perf_counter()
         pending = executable(batch, key, data)  # dispatched: the host's bookkeeping overlaps it
@@ -182,6 +183,21 @@ def _evaluate_group(
         recorder.report()
     overlap()  # if no chunk ran
     return compile_seconds, unit
+
+
+def _first_setting(settings: HParams) -> HParams:
+    """The first trial's setting, read on the host: what the schedule check runs at and the run is
+    traced and counted at (its values, shapes and dtypes, as `first_row` gives them). Indexing a
+    device array runs eager programs that JAX compiles once per shape and dtype (a slice and a
+    squeeze, two per leaf shape on a process's first search); a numpy index compiles nothing. An array split over several processes' devices, which the host
+    cannot read whole, is indexed as before. Cost: the settings' bytes to the host (a view on a
+    CPU), no compilation."""
+    def first(a: Any) -> Any:
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return a[0]
+        return np.asarray(a)[0, ...]  # a 0-d array for a scalar, as a device index gives
+
+    return jax.tree.map(first, settings)
 
 
 def _on_program_devices(batch: HParams, spread: Any) -> HParams:
