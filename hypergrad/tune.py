@@ -156,7 +156,8 @@ def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams
         init = "sample" if population > 1 else "centre"
     if isinstance(init, str):
         if init == "centre":
-            return jax.tree.map(lambda a: jnp.broadcast_to(a, (population, *jnp.shape(a))), space.centre())
+            # numpy: an eager broadcast compiles a small program per leaf shape on a first call
+            return jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (population, *np.shape(a))), space.centre())
         return space.sample(key, population, stream=SAMPLE_STREAM)
     given, init = init, as_hparams(init, "init")
     shapes = dict((name, dist.shape) for name, dist in space.items)

@@ -65,3 +65,9 @@ def test_a_first_random_search_traces_and_compiles_no_eager_indexing(objective, 
     # reading the first setting by indexing device arrays compiled two eager programs per leaf (11, 9)
     traces, compiles, names = counted(lambda: hg.random_search(objective, SPACE, key, num_trials=4))
     assert (traces, compiles) == (7, 5), (traces, compiles, names)
+
+
+def test_a_first_tune_broadcasts_its_centre_on_the_host(objective, key):
+    # broadcasting the centre to one row per tuner was an eager program per leaf shape (23, 15)
+    traces, compiles, names = counted(lambda: hg.tune(objective, SPACE, key, steps=2))
+    assert (traces, compiles) == (21, 13), (traces, compiles, names)
