@@ -529,24 +529,33 @@ def _trace_and_count(objective: Any, args: tuple, signature: Hashable) -> tuple[
     return traced, value
 
 
-def traced_run(objective: Any, hparams: HParams, key: Key, data: Any) -> TracedRun:
+def traced_run(objective: Any, hparams: HParams, key: Key, data: Any, *, keep: bool = False) -> TracedRun:
     """The run `run_flops(objective, hparams, key)` counts, traced at the types of
     `(hparams, key, data)`: the trace `run_flops` made of it inside the current `sharing_traces()`
     block, if any (handed out once), else traced now (and counted, if `run_flops` has not counted
     it yet).
 
+    `keep`: the trace stays held in the current block (made now, if none was) for the next
+    caller at the same types, so a check that reads it and the program compiled from it later
+    in the block (tune's warm-up search) share one trace; nothing held outside a block.
+
     Cost: nothing when held; else one trace of the objective (and a count of the jaxpr's
-    equations on a count miss), no compilation. Memory: the jaxpr (its constants included).
+    equations on a count miss), no compilation. Memory: the jaxpr (its constants included), and
+    with `keep` until the block ends.
     """
     args = (dict(hparams), key, data)
-    held = _held()
-    owner, traced = (None, None) if held is None else held.pop(_held_key(objective, args), (None, None))
-    if owner is objective:
-        return traced
+    held, name = _held(), _held_key(objective, args)
+    found = None if held is None else (held.get(name) if keep else held.pop(name, None))
+    if found is not None and found[0] is objective:
+        return found[1]
     signature = ("run", _signature((dict(hparams), key, objective.problem.data)))
     if _counts.get(objective, signature) is not None:
-        return _trace_run(objective, args)
-    return _trace_and_count(objective, args, signature)[0]
+        traced = _trace_run(objective, args)
+    else:
+        traced = _trace_and_count(objective, args, signature)[0]
+    if keep and held is not None:
+        held[name] = (objective, traced)
+    return traced
 
 
 def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,

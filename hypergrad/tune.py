@@ -315,39 +315,43 @@ def tune(
         the rest, the warm-up's included, before the first trial.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
-                          warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
-                          storage=storage, study=study):  # several processes: a refusal on one stops all
-        _check_tune_args(objective, space, method)
-        steps, key = check_count(steps, "steps"), check_key(key)
-        check_progress(progress)
-        check_log_apart(log, storage)
-        if not isinstance(resample_key, (bool, np.bool_)):
-            raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
-                             "False (every step trains with key)")
-        resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
-        population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving,
-                                                                         chunk_size)
-        outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
-        # every refusal before the study opens: a study stores the call that opened it and refuses another.
-        # These trace (the schedule probe compiles a local program; no collective), so they sit in the block:
-        # several processes whose calls differ only in what studying() compares (objective, space, key)
-        # may refuse here on one process alone
-        starts = _checked_starts(objective, space, method, init, population, warmup, key)
-        centre = space.centre()  # after the method's refusals, which trace nothing
-        check_objective_runs(objective, centre, trace=lambda: _counted_run(objective, centre, key))
-        _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
-    check_log(log, storage)  # after: it gathers process 0's verdict on the path
-    with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
-            "tune", objective, space, key, method=method, outer=outer, steps=steps, init=_init_as_used(init, starts),
-            population=population, warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
-        stored = _finished(writer, steps)
-        if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
-            return stored
-        result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
-                       resample_key, log, progress, writer)
-        result = _placed_within_charge(with_setup(result, began))
-        return result if writer is None else writer.finish(result, space)
+    # the run traced for the checks is the warm-up search's program, traced once (`_counted_run`)
+    with accounting.sharing_traces():
+        with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
+                              warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
+                              storage=storage, study=study):  # several processes: a refusal on one stops all
+            _check_tune_args(objective, space, method)
+            steps, key = check_count(steps, "steps"), check_key(key)
+            check_progress(progress)
+            check_log_apart(log, storage)
+            if not isinstance(resample_key, (bool, np.bool_)):
+                raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
+                                 "False (every step trains with key)")
+            resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
+            population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving,
+                                                                             chunk_size)
+            outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
+            # every refusal before the study opens: a study stores the call that opened it and refuses another.
+            # These trace (the schedule probe compiles a local program; no collective), so they sit in the block:
+            # several processes whose calls differ only in what studying() compares (objective, space, key)
+            # may refuse here on one process alone
+            starts = _checked_starts(objective, space, method, init, population, warmup, key)
+            centre = space.centre()  # after the method's refusals, which trace nothing
+            check_objective_runs(objective, centre,
+                                 trace=lambda: _counted_run(objective, centre, key, keep=warmup is not None))
+            _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
+        check_log(log, storage)  # after: it gathers process 0's verdict on the path
+        with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
+                "tune", objective, space, key, method=method, outer=outer, steps=steps,
+                init=_init_as_used(init, starts),
+                population=population, warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
+            stored = _finished(writer, steps)
+            if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
+                return stored
+            result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
+                           resample_key, log, progress, writer)
+            result = _placed_within_charge(with_setup(result, began))
+            return result if writer is None else writer.finish(result, space)
 
 
 def _placing(program: Any, recorder: TrialRecorder, placed: list) -> Any:
@@ -401,12 +405,18 @@ def _finished(writer: StudyWriter | None, steps: int) -> Result | None:
     return load_study(writer.path, writer.study)
 
 
-def _counted_run(objective: Objective, hparams: HParams, key: Key) -> Any:
+def _counted_run(objective: Objective, hparams: HParams, key: Key, keep: bool = False) -> Any:
     """The jaxpr of the run `run_flops` counts at `hparams`, counted now (the unit tune charges
-    later): traced once for the count and `check_objective_runs`, not once for each."""
+    later): traced once for the count and `check_objective_runs`, not once for each. `keep`
+    (a warm-up follows): traced at `hparams` as host arrays, the types of the warm-up search's
+    first setting, and left held in `tune`'s `sharing_traces()` block, so that search compiles
+    this trace instead of tracing the objective again (the count is the same: it ignores weak
+    types). Cost: one trace of the objective; with `keep`, its jaxpr held until `tune` returns."""
+    if keep:
+        hparams = jax.tree.map(np.asarray, hparams)  # strongly typed, as the sampled settings are
     with accounting.sharing_traces():
         run_flops(objective, hparams, key)
-        return accounting.traced_run(objective, hparams, key, objective.problem.data).jaxpr
+        return accounting.traced_run(objective, hparams, key, objective.problem.data, keep=keep).jaxpr
 
 
 def _first(starts: HParams) -> HParams:

@@ -71,3 +71,10 @@ def test_a_first_tune_broadcasts_its_centre_on_the_host(objective, key):
     # broadcasting the centre to one row per tuner was an eager program per leaf shape (23, 15)
     traces, compiles, names = counted(lambda: hg.tune(objective, SPACE, key, steps=2))
     assert (traces, compiles) == (21, 13), (traces, compiles, names)
+
+
+def test_a_first_tune_with_a_warmup_traces_the_run_once(objective, key):
+    # the checks' trace of the run is the warm-up search's program: it was traced again (24 traces),
+    # and the search's first setting read by eager indexing (4 compilations more: 28, 19)
+    traces, compiles, names = counted(lambda: hg.tune(objective, SPACE, key, steps=2, warmup=4, population=2))
+    assert (traces, compiles) == (23, 15), (traces, compiles, names)
