@@ -6,22 +6,35 @@ a process must still make it: for a search, vmap the traced run and lower it, wh
 as long as tracing the run. Here the key is what the program is a function of:
 
 - the traced jaxpr (its text, which names every operation, shape, dtype and parameter, nested
-  jaxprs included, and the bytes of its constants and of every nested jaxpr's, which the text names
-  without their values);
+  jaxprs included, and the bytes of its constants and of every nested jaxpr's, and the values of
+  its literals, which the text names without their values: with JAX's
+  `jax_use_simplified_jaxpr_constants` on, a captured array is a literal, printed `[...]`);
 - what is made of it (`tag`, e.g. ("search", chunk size)) and the arguments' tree, shapes, dtypes
   and shardings;
 - everything else that shapes a compiled program: JAX's and jaxlib's versions, JAX's
   configuration, the XLA_FLAGS environment variable, the backend and its devices, and hypergrad's
   own source (whose code turns the jaxpr into the program).
 
-Equal keys mean equal programs; equal programs may still get different keys (a function's repr
-in a jaxpr holds its address, so a jaxpr with a host callback never hits), and a miss costs the
-usual path. Nothing
+A parameter that holds Python code prints as a name alone (JAX masks the address in an object's
+repr: `rule=<function rule at 0xXXXXXXXXXXXX>`), so the text cannot tell an edited function from
+the old one. A jaxpr holding such a parameter gets no key, and its program is neither stored nor
+loaded: a `custom_vmap` rule (which batching runs), a host callback (`pure_callback`,
+`io_callback`, `jax.debug.callback`), `lax.reduce`'s computation. Only the rules that nothing
+here runs are let through by name: the programs are made by batching and lowering the jaxpr,
+never by differentiating it again, so `custom_jvp`'s and `custom_vjp`'s rules and a remat policy,
+which only differentiation reads, cannot change them.
+
+Equal keys mean equal programs; equal programs may still get different keys, and a miss costs
+the usual path. Nothing
 is written unless the persistent cache is on (`hg.use_compilation_cache`): one file per program
 in its directory's `hypergrad-programs/` (the serialised executable, about the size of JAX's own
 entry), written atomically. Like JAX's cache, the directory must be trusted: loading an
 executable runs its code. Only a program XLA compiled in this process is written: on the CPU an
-executable JAX loaded from its own cache does not serialise again. One process only (under
+executable JAX loaded from its own cache serialises to one that does not load. So the store does
+not fill for a program JAX's cache already holds: after hypergrad's source changes (an upgrade, a
+local edit: a new key here, the same HLO for JAX) or another part of this key that JAX's lacks
+changes, such a program is made and lowered in every process, as without the store, and loaded
+from JAX's cache; deleting the cache folder lets both fill again. One process only (under
 `jax.distributed` the programs span processes, and the store stays out of the way).
 """
 
@@ -30,8 +43,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import pickle
+import re
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +55,7 @@ import jax
 import jaxlib
 import numpy as np
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
+from jax.extend import core as jcore
 
 from hypergrad._files import replaced_atomically
 from hypergrad._jaxprs import sub_jaxprs
@@ -108,41 +125,103 @@ def _environment() -> bytes:
                              devices)).encode()
 
 
-def _constants(closed: Any) -> list[Any]:
-    """The constants of the ClosedJaxpr `closed` and of every closed jaxpr nested in its equations
-    (a `jax.jit` inside the traced function closing over an array holds it there), in order: the
-    jaxpr's text names a nested constant without its value."""
-    out = list(closed.consts)
+# Parameters that hold Python functions (printed by name alone: JAX masks their addresses) but
+# shape no program made here: the programs are made from a jaxpr by batching and lowering it, never
+# by differentiating it again, and only differentiation reads these (the custom rules' calls are
+# lowered from their `call_jaxpr`, a remat from its `jaxpr`).
+_DIFFERENTIATION_ONLY = frozenset({("custom_jvp_call", "jvp_jaxpr_fun"), ("custom_jvp_call", "jvp_jaxpr_thunk"),
+                                   ("custom_vjp_call", "fwd_jaxpr_thunk"), ("custom_vjp_call", "bwd"),
+                                   ("custom_vjp_call", "out_trees"), ("remat2", "policy")})
+
+_unkeyable = itertools.count()  # `digest`'s part for a jaxpr that holds an opaque parameter
+
+
+def _contents(closed: Any) -> tuple[list[Any], list[str]]:
+    """(the constants of the ClosedJaxpr `closed`, the opaque parameters of its equations).
+
+    Constants, in order: its consts and those of every closed jaxpr nested in its equations (a
+    `jax.jit` inside the traced function closing over an array holds it there), and the values of
+    every literal an equation takes or a jaxpr returns (with `jax_use_simplified_jaxpr_constants`
+    on, a captured array is such a literal, printed `[...]`, and `consts` is empty): the text names
+    these without their values. Opaque parameters, as "primitive.name": values that print without
+    their contents (a function, a `custom_vmap` rule, a host callback: JAX masks the address of
+    their default repr, so the text holds a name alone), outside `_DIFFERENTIATION_ONLY`.
+    Cost: one walk of the equations, nested ones included."""
+    constants, opaque = list(closed.consts), []
     stack = [closed.jaxpr]
     while stack:
-        for eqn in stack.pop(0).eqns:
-            for jaxpr, consts in sub_jaxprs(eqn.params):
-                out.extend(consts)
-                stack.append(jaxpr)
-    return out
+        jaxpr = stack.pop(0)
+        for eqn in jaxpr.eqns:
+            constants.extend(v.val for v in eqn.invars if isinstance(v, jcore.Literal))
+            opaque.extend(f"{eqn.primitive.name}.{name}" for name in _opaque_params(eqn))
+            for sub, consts in sub_jaxprs(eqn.params):
+                constants.extend(consts)
+                stack.append(sub)
+        constants.extend(v.val for v in jaxpr.outvars if isinstance(v, jcore.Literal))
+    return constants, opaque
 
 
-def digest(jaxpr: Any, tag: Any, args: Any) -> str:
-    """What the program made as `tag` from the ClosedJaxpr `jaxpr` for `args` computes, as a hex
-    digest: the jaxpr's text, its constants' bytes (nested ones included), `tag` and the arguments'
-    tree, shapes, dtypes and shardings; without `key`'s environment, which is fixed within a process
-    but for JAX's settings (turning `jax.log_compiles` on would change it). What keys programs in
-    memory (`hypergrad.outer`). Cost: printing the jaxpr (milliseconds) and hashing its constants."""
+def _opaque_params(eqn: Any) -> list[str]:
+    """The names of `eqn`'s parameters whose printed form does not hold their contents, unless only
+    differentiation reads them (`_DIFFERENTIATION_ONLY`)."""
+    names = []
+    for name, value in eqn.params.items():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if (eqn.primitive.name, name) not in _DIFFERENTIATION_ONLY and any(map(_opaque, items)):
+            names.append(name)
+    return names
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # what JAX's printer masks: the only trace of an object's identity
+
+
+def _opaque(value: Any) -> bool:
+    """Whether a parameter's value prints without its contents: a function (printed by its name) or
+    anything whose text holds an address (a default repr: a `custom_vmap` rule, a host callback)."""
+    if isinstance(value, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+        return False  # printed whole; its own equations are walked
+    return isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)) \
+        or _ADDRESS.search(str(value)) is not None
+
+
+def _digest(jaxpr: Any, tag: Any, args: Any) -> tuple[str, list[str]]:
+    """(`digest` without its part for opaque parameters, the opaque parameters)."""
     out = hashlib.sha256(str(jaxpr.jaxpr).encode())
-    for const in _constants(jaxpr):
+    constants, opaque = _contents(jaxpr)
+    for const in constants:
         is_key = jax.dtypes.issubdtype(jax.typeof(const).dtype, jax.dtypes.prng_key)
         array = np.asarray(jax.random.key_data(const) if is_key else const)
         out.update(repr((is_key, array.shape, array.dtype.str)).encode() + array.tobytes())
     leaves, tree = jax.tree.flatten(args)
     types = [(jax.typeof(x).shape, str(jax.typeof(x).dtype), repr(getattr(x, "sharding", None))) for x in leaves]
     out.update(repr((tag, str(tree), types)).encode())
-    return out.hexdigest()
+    return out.hexdigest(), opaque
 
 
-def key(jaxpr: Any, tag: Any, args: Any) -> str:
+def digest(jaxpr: Any, tag: Any, args: Any) -> str:
+    """What the program made as `tag` from the ClosedJaxpr `jaxpr` for `args` computes, as a hex
+    digest: the jaxpr's text, its constants' bytes (nested ones and literals included, `_contents`),
+    `tag` and the arguments' tree, shapes, dtypes and shardings; without `key`'s environment, which
+    is fixed within a process but for JAX's settings (turning `jax.log_compiles` on would change
+    it). What keys programs in memory (`hypergrad.outer`). A jaxpr holding an opaque parameter (a
+    `custom_vmap` rule, a host callback: its text names the function, not its code) gets a digest
+    of its own at every call, equal to no other: its program is then made again each time, never
+    taken for another's. Cost: printing the jaxpr (milliseconds) and hashing its constants."""
+    hexdigest, opaque = _digest(jaxpr, tag, args)
+    if opaque:
+        return hashlib.sha256(f"{hexdigest} unkeyable {os.getpid()} {next(_unkeyable)}".encode()).hexdigest()
+    return hexdigest
+
+
+def key(jaxpr: Any, tag: Any, args: Any) -> str | None:
     """The store's key of the program made as `tag` from the ClosedJaxpr `jaxpr`, for `args`: its
-    `digest` with the environment (`_environment`). Cost: `digest`'s."""
-    return hashlib.sha256(_environment() + digest(jaxpr, tag, args).encode()).hexdigest()
+    `digest` with the environment (`_environment`); None (not stored, not loaded) when the jaxpr
+    holds an opaque parameter, such as a `custom_vmap` rule or a host callback, whose code the key
+    cannot see. Cost: `digest`'s."""
+    hexdigest, opaque = _digest(jaxpr, tag, args)
+    if opaque:
+        return None
+    return hashlib.sha256(_environment() + hexdigest.encode()).hexdigest()
 
 
 def load(name: str) -> Any | None:
