@@ -63,7 +63,8 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
 
     Raises:
         ValueError: for a `path` (or environment variable) that is not a path, names a file or
-            lies under one, or cannot be created; JAX's settings are then left as they were.
+            lies under one, cannot be created, or exists but cannot be written in (another user's
+            folder, a read-only mount); JAX's settings are then left as they were.
     """
     given = f"use_compilation_cache(path={path!r})"
     if path is None:
@@ -85,7 +86,8 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
 def _created_folder(path: object, given: str) -> str:
     """`path` made absolute (`~` expanded) and created if missing; `ValueError` naming `given` (the
     argument or environment variable it came from) for a non-path, a file, a folder under a file,
-    or one that cannot be created (no write permission)."""
+    one that cannot be created (no write permission), or an existing one this user cannot write in
+    (`os.access`: a folder of another user's, a read-only mount)."""
     try:
         path = os.path.abspath(os.path.expanduser(os.fsdecode(path)))
     except TypeError:
@@ -103,4 +105,7 @@ def _created_folder(path: object, given: str) -> str:
     except OSError as err:
         raise ValueError(f"{given}: the folder cannot be created ({err.strerror}); give a folder you can "
                          "write") from err
+    if not os.access(path, os.W_OK | os.X_OK):  # an existing folder another user owns, a read-only mount
+        raise ValueError(f"{given}: the folder {path!r} exists but this user cannot write in it; give a folder "
+                         f"you can write, or turn the cache off ({ENV_VAR}=0)")
     return path

@@ -241,8 +241,8 @@ def load(name: str) -> Any | None:
 
 
 def store(name: str, executable: Any) -> None:
-    """Writes `executable` under key `name` (atomically; nothing when the store is off or the
-    executable cannot be serialised)."""
+    """Writes `executable` under key `name` (atomically; nothing when the store is off, the
+    executable cannot be serialised or the folder cannot be made or written: never raises)."""
     folder = directory()
     if folder is None:
         return
@@ -251,9 +251,12 @@ def store(name: str, executable: Any) -> None:
         blob = pickle.dumps((device_ids, serialize(executable)))
     except Exception:  # noqa: BLE001 - a program that does not serialise is simply not stored
         return
-    os.makedirs(folder, exist_ok=True)
-    with contextlib.suppress(OSError), replaced_atomically(os.path.join(folder, name), binary=True) as f:
-        f.write(blob)
+    # a folder that cannot be made or written (a file in its place, another user's folder, a full
+    # disk): the program is not stored, as JAX's own cache only warns there
+    with contextlib.suppress(OSError):
+        os.makedirs(folder, exist_ok=True)
+        with replaced_atomically(os.path.join(folder, name), binary=True) as f:
+            f.write(blob)
 
 
 def load_or_compile(name: str | None, compile_now: Callable[[], Any]) -> Any:

@@ -5,6 +5,9 @@ address masked) loaded another program; a cache folder that cannot be written cr
 after compiling. In-process checks of the keys: equal keys are what made a later process load the
 other program."""
 
+import os
+import stat
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,3 +103,35 @@ def test_rules_only_differentiation_reads_keep_the_program_keyed():
 
     first = _program_store.key(traced(), ("search",), ARGS)
     assert first is not None and first == _program_store.key(traced(), ("search",), ARGS)
+
+
+def test_a_folder_that_cannot_be_written_skips_the_store(tmp_path, monkeypatch):
+    """A file named hypergrad-programs (or an unwritable cache folder) raised out of the search
+    after compiling; the program is now simply not stored."""
+    blocker = tmp_path / "hypergrad-programs"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(_program_store, "directory", lambda: str(blocker))
+    executable = jax.jit(lambda a: 2 * a).lower(*ARGS).compile()
+    _program_store.store("doubles", executable)  # no FileExistsError
+    assert blocker.read_text() == "not a folder" and _program_store.load("doubles") is None
+
+
+def test_an_existing_folder_that_cannot_be_written_is_refused_up_front(tmp_path, monkeypatch):
+    folder = tmp_path / "shared-cache"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(folder, os.W_OK):  # root writes anywhere: show it the folder a user would see
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(folder)
+                            else real(p, mode, **kw))
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        with pytest.raises(ValueError, match=r"path=.*shared-cache'\)+: the folder .* cannot write in it; give a "
+                                             r"folder you can write"):
+            hg.use_compilation_cache(folder)
+        monkeypatch.setenv("HYPERGRAD_COMPILATION_CACHE", str(folder))
+        with pytest.raises(ValueError, match=r"HYPERGRAD_COMPILATION_CACHE=.*HYPERGRAD_COMPILATION_CACHE=0"):
+            hg.use_compilation_cache()
+    finally:
+        folder.chmod(stat.S_IRWXU)
+    assert jax.config.jax_compilation_cache_dir == before
