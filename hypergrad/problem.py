@@ -143,11 +143,27 @@ def _on_cpu(array: jax.Array) -> bool:
 
 
 def _to_device(leaf: Any) -> jax.Array:
-    """`jnp.asarray(leaf)`, without compiling for a numpy array: `jax.device_put` makes the same
-    array (dtype canonicalised on the host, uncommitted, on the default device), where
-    `jnp.asarray` runs it through a small compiled identity program, one per shape and dtype
-    (about 25 compilations or cache loads for a 5-fold search's problems)."""
-    return jax.device_put(leaf) if isinstance(leaf, np.ndarray) else jnp.asarray(leaf)
+    """`jnp.asarray(leaf)`: a device array holding a snapshot of the user's `leaf`, taken now.
+
+    A numpy array is copied on the host (in JAX's canonical dtype, as `jnp.asarray` would cast
+    it) and the copy moved by `jax.device_put`, which compiles nothing, where `jnp.asarray` runs
+    it through a small compiled identity program, one per shape and dtype (about 25 compilations
+    or cache loads for a 5-fold search's problems). The copy is what makes it a snapshot: on CPU,
+    `device_put` shares memory with a numpy buffer that starts on a 64-byte boundary (and
+    `may_alias=False` does not stop it) and copies any other, so without it a Problem followed
+    later in-place edits of the user's array, past the construction's NaN check, or did not, by
+    the allocator's chance. Memory: one copy of the array, which the Problem holds (on an
+    accelerator the host copy is transient, freed once moved). Cost: one host copy per array."""
+    if isinstance(leaf, np.ndarray):
+        return _put_private(np.array(leaf, dtype=jax.dtypes.canonicalize_dtype(leaf.dtype), copy=True))
+    return jnp.asarray(leaf)
+
+
+def _put_private(array: np.ndarray) -> jax.Array:
+    """`array`, a numpy array no one else holds (a private copy, or a gather's result), on the
+    default device by `jax.device_put`: it may keep `array`'s memory (on CPU), so `array` must
+    not be written to afterwards."""
+    return jax.device_put(array)
 
 
 def _as_device(data: PyTree) -> PyTree:
@@ -238,7 +254,11 @@ class Problem:
             would train: `hypergrad.loop.check_something_trains`).
         train_loss: `(params, hparams, batch) -> scalar`; regularisation hyperparameters enter here.
         val_loss: `(params, batch) -> scalar`; the objective that hyperparameters are tuned for.
-        train_data, val_data: pytrees of arrays with a leading example axis.
+        train_data, val_data: pytrees of arrays with a leading example axis. Every split is taken
+            as it is at construction: a numpy array is copied (memory: one copy of each split,
+            held by the problem; on an accelerator the host copy is transient), so an in-place
+            edit of it afterwards (`X[:] = ...`, `X /= X.std(0)`) changes nothing the problem
+            computes. (A JAX array, immutable, is kept as it is.)
         test_data: optional held-out split, reported for the chosen setting, never tuned on.
             A val_data or test_data of train_data's structure must hold examples of its shapes and
             kinds of number (`check_like_train`, at construction).
@@ -331,8 +351,9 @@ class Problem:
             else:
                 train_from = val_from = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a), np.asarray(b)]),
                                                      self.train_data, self.val_data)
-            folded = {"train": jax.tree.map(lambda a: _to_device(np.asarray(a)[train_idx]), train_from),
-                      "val": jax.tree.map(lambda a: _to_device(np.asarray(a)[val_idx]), val_from)}
+            # a gather copies: the folds are private arrays of the (already snapshotted) data
+            folded = {"train": jax.tree.map(lambda a: _put_private(np.asarray(a)[train_idx]), train_from),
+                      "val": jax.tree.map(lambda a: _put_private(np.asarray(a)[val_idx]), val_from)}
             if not isinstance(self.cv, (list, tuple)):
                 object.__setattr__(self, "cv", int(self.cv))
                 object.__setattr__(self, "cv_seed", int(self.cv_seed))
