@@ -896,7 +896,7 @@ def _use_compilation_cache() -> None:
     """Turns JAX's persistent compilation cache on before anything compiles, so that a second run on
     this machine loads its programs instead (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to
     0, turns it off); a usage error (exit status 2) naming the variable when its folder is a file,
-    lies under one or cannot be created (`hg.use_compilation_cache`'s `ValueError`)."""
+    lies under one, cannot be created or cannot be written (`hg.use_compilation_cache`'s `ValueError`)."""
     try:
         hg.use_compilation_cache()
     except ValueError as err:
