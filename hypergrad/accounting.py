@@ -86,7 +86,10 @@ programs) `run_flops` also keeps the trace of each count it makes, and `traced_r
 planner's count of the run a search then compiles is that program's only trace. The traces are
 dropped when the block ends, so nothing outlives it. A trace is reused only for the same objective
 (by identity) and the same argument types (tree structure, shapes, dtypes and weak types), which is
-all tracing sees.
+all tracing sees. `hg.tune` opens such a block around its call: its count of a run is the program
+of its warm-up search, and its count of a hypergradient (`hypergradient_flops`, without `held=`)
+is the hypergradient its outer step replays (`traced_hypergradient`) instead of tracing the
+method and the objective's Python a second time.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ from hypergrad.hypergradient import check_method, check_objective, value_and_gra
 from hypergrad.objective import as_hparams
 
 __all__ = ["jaxpr_flops", "program_flops", "run_flops", "traced_run", "TracedRun", "hypergradient_flops",
-           "sharing_traces", "matmul_flops_per_second", "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
+           "traced_hypergradient", "sharing_traces", "matmul_flops_per_second", "clear", "THREEFRY_FLOPS", "MAX_ENTRIES"]
 
 THREEFRY_FLOPS = 117
 """Operations of one threefry2x32 hash (two 32-bit words out): 20 rounds x (add, rotate = two
@@ -587,7 +590,7 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
     data = objective.problem.data
     if held is None:
         args = (hparams, key, data)
-        count = (lambda: program_flops(value_and_grad_fn(objective, method), *args))
+        count = (lambda: _count_hypergradient(objective, method, args))
         signature = ("hypergradient", method, _signature(args))
     else:
         args = (hparams, _hparams_dict(held, "held"), key, data)
@@ -598,6 +601,44 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
         method.check(objective, hparams)
     with _compile.naming_missing_hparams():
         return _counts.get_or_count(objective, signature, count)
+
+
+def _hypergradient_key(objective: Any, method: Any, args: tuple) -> Hashable:
+    return "hypergradient", id(objective), method, _exact_types(args)  # held with the objective: the id stays its own
+
+
+def _count_hypergradient(objective: Any, method: Any, args: tuple) -> float:
+    """FLOPs of `value_and_grad_fn(objective, method)` at `args` = (hparams, key, data), as
+    `program_flops` counts them; inside `sharing_traces()` its trace is kept for
+    `traced_hypergradient`."""
+    closed, shapes = jax.make_jaxpr(value_and_grad_fn(objective, method), return_shape=True)(*args)
+    held = _held()
+    if held is not None:
+        held[_hypergradient_key(objective, method, args)] = (objective, closed, jax.tree.structure(shapes))
+    return jaxpr_flops(closed)
+
+
+def traced_hypergradient(objective: Any, method: Any, hparams: HParams, key: Key,
+                         data: Any) -> Callable[[HParams, Key, Any], Any] | None:
+    """The program `hypergradient_flops(objective, method, hparams, key)` counted inside the current
+    `sharing_traces()` block, at the types of `(hparams, key, data)` (traced or concrete), as a
+    function `(hparams, key, data) -> ((value, scores), grads)` that evaluates its jaxpr (handed
+    out once), so an outer step that holds the hypergradient is traced without running the
+    method's and objective's Python a second time: the same equations, so the same program and
+    numbers as `method.value_and_grad(objective, hparams, key, data)`. None when no such trace
+    is held (outside a block, a count made earlier or at other types, a held count's `held=`):
+    the caller traces the method itself. Cost: a dictionary look-up."""
+    held = _held()
+    args = (dict(hparams), key, data)
+    found = None if held is None else held.pop(_hypergradient_key(objective, method, args), None)
+    if found is None or found[0] is not objective:
+        return None
+    closed, out_tree = found[1:]
+
+    def replay(h: HParams, k: Key, d: Any) -> Any:
+        return jax.tree.unflatten(out_tree, jcore.jaxpr_as_fun(closed)(*jax.tree.leaves((dict(h), k, d))))
+
+    return replay
 
 
 # -- machine rates ------------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ from hypergrad._checks import users_stacklevel
 from hypergrad._store_codec import TooLarge, identity
 from hypergrad._tree import all_finite
 from hypergrad._types import Key, PyTree
+from hypergrad.accounting import traced_hypergradient
 from hypergrad.loop import optimizer_update
 from hypergrad.methods.base import Method, perturbation_key
 from hypergrad.objective import Objective
@@ -208,11 +209,18 @@ def outer_identity(outer: optax.GradientTransformation) -> Any:
 def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
     """The pure outer step of one tuner: (z, z_good, opt_state, key, data, noise_key=None) -> (z,
     z_good, opt_state, report). `noise_key` is the step's noise key for a method with
-    `random_estimate` (`step_noise_key`), None for any other."""
+    `random_estimate` (`step_noise_key`), None for any other. Traced inside tune's
+    `accounting.sharing_traces()` block after the hypergradient's FLOP count at the same argument
+    types, the step evaluates that count's jaxpr (`accounting.traced_hypergradient`: the same
+    equations) instead of tracing the method and the objective's Python again."""
 
     def step(z, z_good, opt_state, key, data, noise_key=None):
         hparams, pullback = jax.vjp(space.constrain, z)
-        if noise_key is None:
+        # the trace tune's FLOP count made of this hypergradient, when it holds one: not traced again
+        replay = None if noise_key is not None else traced_hypergradient(objective, method, hparams, key, data)
+        if replay is not None:
+            (value, scores), grads = replay(hparams, key, data)
+        elif noise_key is None:
             (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
         else:
             (value, scores), grads = method.value_and_grad(objective, hparams, key, data, noise_key=noise_key)

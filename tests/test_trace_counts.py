@@ -78,3 +78,17 @@ def test_a_first_tune_with_a_warmup_traces_the_run_once(objective, key):
     # and the search's first setting read by eager indexing (4 compilations more: 28, 19)
     traces, compiles, names = counted(lambda: hg.tune(objective, SPACE, key, steps=2, warmup=4, population=2))
     assert (traces, compiles) == (23, 15), (traces, compiles, names)
+
+
+def test_a_first_tune_runs_the_objectives_python_for_its_count_and_not_again_for_its_step(logistic_problem, key):
+    # the outer step replays the hypergradient traced for its FLOP count instead of tracing the method
+    # and the objective's Python again: 8 calls of the optimiser function before, one trace fewer
+    calls = []
+
+    def optimizer(hparams):
+        calls.append(1)
+        return schedule_sgd(hparams)
+
+    objective = hg.Objective(logistic_problem, optimizer, num_steps=T)
+    first = counted(lambda: hg.tune(objective, SPACE, key, steps=2))
+    assert len(calls) == 6, first
