@@ -32,7 +32,7 @@ from jax.extend import core as jcore
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
-           "QUICK_COMPILE", "strongly_typed", "share_programs", "is_traced", "check_hashable"]
+           "QUICK_COMPILE", "TRACE_SETTINGS", "trace_settings", "strongly_typed", "share_programs", "is_traced", "check_hashable"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -157,17 +157,52 @@ def is_traced(tree: Any) -> bool:
             or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)))
 
 
+# JAX's settings that change what a trace computes or how it is lowered: those JAX's own `jax.jit`
+# keys its trace cache on (its trace context, as of jax 0.10), which `jax.config` names, plus the
+# default PRNG implementation (a raw uint32 key is read through it). A setting this JAX lacks is left
+# out (`trace_settings`). `_program_store` keys on the whole of `jax.config` instead (the store holds
+# programs across JAX versions and settings, so it errs on the side of a miss); the list here keeps a
+# logging or cache-folder setting from dropping the programs held in memory.
+TRACE_SETTINGS = (
+    "jax_enable_x64", "jax_threefry_partitionable", "jax_default_prng_impl", "jax_numpy_dtype_promotion",
+    "jax_numpy_rank_promotion", "jax_default_matmul_precision", "jax_explicit_x64_dtypes", "jax_default_device",
+    "jax_disable_jit", "jax_random_seed_offset", "jax_threefry_gpu_kernel_lowering", "jax_softmax_custom_jvp",
+    "jax_high_dynamic_range_gumbel", "jax_use_direct_linearize", "jax_use_simplified_jaxpr_constants",
+    "jax_embedded_constants_max_bytes", "jax_debug_key_reuse", "jax_check_static_indices", "jax_scan3",
+    "jax_remat3", "jax_custom_vjp3", "jax_remove_size_one_mesh_axis_from_type", "check_vma", "jax_auto_pcast",
+    "jax_allow_f16_reductions", "jax_error_checking_behavior_nan", "jax_error_checking_behavior_divide",
+    "jax_error_checking_behavior_oob", "jax_hlo_source_file_canonicalization_regex", "jax_enable_pgle",
+    "jax_pgle_profiling_runs", "jax_use_emit_pipeline_primitive", "eager_constant_folding", "jax_no_execution",
+    "jax_mutable_array_checks", "jax_xla_profile_version", "jax_use_shardy_partitioner",
+    "jax_ragged_dot_use_gpu_pallas_triton_lowering", "jax_pallas_enable_debug_checks", "jax_pallas_use_mosaic_gpu",
+)
+"""Names of the JAX settings (`jax.config`) that a compiled program is keyed on besides its arguments."""
+
+_PRESENT_SETTINGS = tuple(name for name in TRACE_SETTINGS if name in jax.config.values)
+
+
+def trace_settings() -> tuple:
+    """The values of `TRACE_SETTINGS` in force now (a `with jax.threefry_partitionable(...)` block's
+    too), in that order; a setting this JAX does not have is left out. Part of every in-memory
+    program key (`signature`): a program traced under `jax_enable_x64` off computes in float32, one
+    traced under another `jax_threefry_partitionable` draws other random numbers, so a call after
+    `jax.config.update` gets a program of its own, as `jax.jit` gives it. Cost: one read per setting."""
+    return tuple(getattr(jax.config, name) for name in _PRESENT_SETTINGS)
+
+
 def signature(args: Any) -> Hashable:
-    """The hashable (tree structure, leaf shapes, dtypes and shardings, and JAX's default matmul
-    precision) of `args`: what a program is compiled for. A compiled program takes only the
-    shardings it was compiled for (arguments on another device or mesh were a "compiled for input
-    shardings that disagree" error), and the precision in force when it was lowered (a call under
-    `jax.default_matmul_precision("highest")` reused the default-precision program)."""
+    """The hashable (tree structure, leaf shapes, dtypes and shardings, and JAX's settings that shape a
+    trace, `trace_settings()`) of `args`: what a program is compiled for. A compiled program takes
+    only the shardings it was compiled for (arguments on another device or mesh were a "compiled for
+    input shardings that disagree" error), and computes what the settings in force when it was traced
+    made of it (a call under `jax.default_matmul_precision("highest")` reused the default-precision
+    program; one after turning `jax_enable_x64` on reused the float32 program, one after flipping
+    `jax_threefry_partitionable` the old random draws)."""
     leaves, treedef = jax.tree.flatten(args)
     # an array's own dtype when it has one (result_type walks JAX's type lattice, ~30 us a leaf)
     return treedef, tuple((np.shape(x), x.dtype if isinstance(x, (np.ndarray, jax.Array)) else
                            jax.numpy.result_type(x), x.sharding if isinstance(x, jax.Array) else None)
-                          for x in leaves), jax.config.jax_default_matmul_precision
+                          for x in leaves), trace_settings()
 
 
 def check_hashable(setting: Any, argname: str = "method") -> None:
