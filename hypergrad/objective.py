@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hypergrad import _compile
+from hypergrad import _caches, _compile
 from hypergrad._checks import check_key, is_int_at_least
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import fold_data, over_folds
@@ -91,6 +93,22 @@ def _naming_missing(fn: Callable) -> Callable:
             return fn(*args)
 
     return call
+
+
+# Objectives whose `_jitted` holds `jax.jit` wrappers (and so their compiled programs), weakly: the
+# wrappers live on the objective itself (a collectable cycle through its bound methods, which a weak
+# dictionary of wrappers would instead keep alive for ever), and `hg.clear_caches()` drops them here.
+_jitting: weakref.WeakSet = weakref.WeakSet()
+_jitting_lock = threading.Lock()
+
+
+@_caches.register
+def _clear_jitted() -> None:
+    """Drops every live objective's `jax.jit` wrappers: its next direct call traces and compiles anew."""
+    with _jitting_lock:
+        for objective in list(_jitting):
+            objective.__dict__.pop("_jit_cache", None)
+        _jitting.clear()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -170,8 +188,13 @@ class Objective:
         compiles the whole program once (eager, init and scoring would run op by op, about 3x
         slower on a small model) and reuses it; inside jit, vmap or grad it is simply traced.
         A hyperparameter the loss or optimiser reads that was not passed is a `ValueError`
-        naming it (`hypergrad._compile.naming_missing_hparams`), not a bare `KeyError`."""
-        cache = self.__dict__.setdefault("_jit_cache", {})
+        naming it (`hypergrad._compile.naming_missing_hparams`), not a bare `KeyError`.
+        `hg.clear_caches()` drops them, with their programs."""
+        cache = self.__dict__.get("_jit_cache")
+        if cache is None:
+            with _jitting_lock:
+                cache = self.__dict__.setdefault("_jit_cache", {})
+                _jitting.add(self)
         if name not in cache:
             cache[name] = _naming_missing(jax.jit(getattr(self, name)))
         return cache[name]

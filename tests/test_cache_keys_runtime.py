@@ -1,6 +1,6 @@
 """In-process program caches after a change at run time: a JAX setting changed with
 `jax.config.update` gets programs of its own (`hypergrad._compile.signature` keys
-`trace_settings()`)."""
+`trace_settings()`), and `hg.clear_caches()` also drops an objective's own `jax.jit` programs."""
 
 import jax
 import jax.numpy as jnp
@@ -88,3 +88,29 @@ def test_hypergradient_after_turning_x64_on_computes_in_float64():
         assert float(value) == float(objective(hparams, key))
     finally:
         jax.config.update("jax_enable_x64", True)  # the suite's setting (conftest)
+
+
+_SETTING = {"l2": 0.0}
+
+
+def test_clear_caches_drops_the_objectives_own_programs():
+    # objective() kept its jax.jit program (and the l2 it had read) after hg.clear_caches(), while hypergradient
+    # traced anew: the two public paths gave different numbers for one objective
+    X, y = _data(np.float64)
+
+    def loss(p, b):
+        return _mse(p, b) + _SETTING["l2"] * jnp.sum(p ** 2)
+
+    problem = hg.Problem(init=lambda k: jnp.ones(4), train_loss=lambda p, h, b: loss(p, b), val_loss=loss,
+                         train_data=(X, y), val_data=(X, y))
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+    hparams, key = {"lr": jnp.asarray(0.01)}, jax.random.key(0)
+    try:
+        before = float(objective(hparams, key))
+        _SETTING["l2"] = 10.0
+        hg.clear_caches()
+        after = float(objective(hparams, key))
+        assert after == float(hg.hypergradient(objective, hparams, key)[0])
+        assert after != before
+    finally:
+        _SETTING["l2"] = 0.0
