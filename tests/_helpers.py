@@ -126,3 +126,33 @@ class _ProjectedLoop(Loop):
         state = super().update(state, hparams, minibatch)
         w = state.params["w"]
         return state._replace(params={"w": w * jnp.minimum(1.0, 0.5 / jnp.linalg.norm(w))})
+
+
+@jax.tree_util.register_pytree_node_class
+class Node:
+    """A pytree node without a __dict__ (so a fingerprint describes it as a node) with one child and
+    auxiliary data."""
+
+    __slots__ = ("value", "aux")
+
+    def __init__(self, value, aux):
+        self.value, self.aux = value, aux
+
+    def tree_flatten(self):
+        return (self.value,), self.aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], aux)
+
+
+def objective_scaled_by(problem, holder, attribute):
+    """A ridge objective whose train loss closes over `holder` and is scaled by its `attribute`: two
+    holders the fingerprint should tell apart make two calls."""
+
+    def train_loss(params, hparams, batch):
+        x, y = batch
+        scale = getattr(holder, attribute)
+        return scale * jnp.mean((x @ params["w"] - y) ** 2) + hparams["weight_decay"] * jnp.sum(params["w"] ** 2)
+
+    return hg.Objective(dataclasses.replace(problem, train_loss=train_loss), lambda h: optax.sgd(h["lr"]), num_steps=3)

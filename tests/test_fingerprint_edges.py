@@ -12,12 +12,11 @@ import types
 
 import jax
 import jax.numpy as jnp
-import optax
 import pytest
 
 import hypergrad as hg
 from hypergrad._store_codec import FINGERPRINT_FORMAT, first_difference, identity
-from _helpers import Stop, fingerprint_format, stop_after
+from _helpers import Node, Stop, fingerprint_format, objective_scaled_by, stop_after
 
 
 def colliding(first, second):
@@ -59,23 +58,6 @@ class Aux:
         return hash(self.scale)
 
 
-@jax.tree_util.register_pytree_node_class
-class Node:
-    """A pytree node without a __dict__ (so described as a node) with one child and auxiliary data."""
-
-    __slots__ = ("value", "aux")
-
-    def __init__(self, value, aux):
-        self.value, self.aux = value, aux
-
-    def tree_flatten(self):
-        return (self.value,), self.aux
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(children[0], aux)
-
-
 @pytest.mark.parametrize("aux", [(1, "1"), (Aux(1.0), Aux(2.0)), (frozenset({"a"}), frozenset({"a", "b"}))],
                          ids=["int-or-str", "default-repr", "set"])
 def test_pytree_nodes_with_other_auxiliary_data_are_described_apart(aux):
@@ -92,24 +74,14 @@ def test_a_pytree_nodes_auxiliary_set_is_described_alike_in_any_order():
     assert identity(a) == identity(b)
 
 
-def node_objective(problem, node):
-    """An objective whose train loss closes over a pytree node (scaled by its child)."""
-
-    def train_loss(params, hparams, batch):
-        x, y = batch
-        return node.value * jnp.mean((x @ params["w"] - y) ** 2) + hparams["weight_decay"] * jnp.sum(params["w"] ** 2)
-
-    return hg.Objective(dataclasses.replace(problem, train_loss=train_loss), lambda h: optax.sgd(h["lr"]), num_steps=3)
-
-
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
 
 
 def test_a_study_closing_over_a_node_with_other_auxiliary_data_is_a_different_call(ridge_problem, key, tmp_path):
     db = tmp_path / "study.db"
-    hg.random_search(node_objective(ridge_problem, Node(1.0, 1)), SPACE, key, 2, storage=db, study="n")
+    hg.random_search(objective_scaled_by(ridge_problem, Node(1.0, 1), "value"), SPACE, key, 2, storage=db, study="n")
     with pytest.raises(ValueError, match=r"study 'n' .* different call: objective\..*aux"):
-        hg.random_search(node_objective(ridge_problem, Node(1.0, "1")), SPACE, key, 2, storage=db, study="n")
+        hg.random_search(objective_scaled_by(ridge_problem, Node(1.0, "1"), "value"), SPACE, key, 2, storage=db, study="n")
 
 
 def test_a_study_stored_in_format_5_still_resumes(ridge_problem, key, tmp_path):
@@ -117,7 +89,7 @@ def test_a_study_stored_in_format_5_still_resumes(ridge_problem, key, tmp_path):
     resumes."""
     assert FINGERPRINT_FORMAT == 6
     db = tmp_path / "study.db"
-    objective = node_objective(ridge_problem, Node(1.0, "tag"))
+    objective = objective_scaled_by(ridge_problem, Node(1.0, "tag"), "value")
     with fingerprint_format(5), pytest.raises(Stop):
         hg.random_search(objective, SPACE, key, 6, chunk_size=3, storage=db, study="r", progress=stop_after(1))
     with sqlite3.connect(db) as conn:
@@ -133,7 +105,7 @@ def test_a_study_stored_in_format_5_still_resumes(ridge_problem, key, tmp_path):
 def test_a_result_saved_with_a_format_5_digest_and_no_format_extends_an_unchanged_objective(ridge_problem, key):
     """A Result saved before `info["objective_format"]` was kept holds a digest of format 5 (or
     older) alone; its objective's format-6 digest differs (a node), and it still extends."""
-    objective = node_objective(ridge_problem, Node(1.0, "tag"))
+    objective = objective_scaled_by(ridge_problem, Node(1.0, "tag"), "value")
     first = hg.random_search(objective, SPACE, key, 2)
     old = hg.store.objective_digest(objective, format=5)
     assert old != first.info["objective"]
@@ -141,4 +113,4 @@ def test_a_result_saved_with_a_format_5_digest_and_no_format_extends_an_unchange
     saved = dataclasses.replace(first, info={**info, "objective": old})
     assert len(hg.random_search(objective, SPACE, key, 3, extends=saved).trials) == 3
     with pytest.raises(ValueError, match="another objective"):
-        hg.random_search(node_objective(ridge_problem, Node(1.0, "other")), SPACE, key, 3, extends=saved)
+        hg.random_search(objective_scaled_by(ridge_problem, Node(1.0, "other"), "value"), SPACE, key, 3, extends=saved)

@@ -51,16 +51,7 @@ call = hg.store.fingerprint("grid", objective, space, jax.random.key(0), num_poi
 from hypergrad._store_codec import identity
 import argparse, typing
 
-@jax.tree_util.register_pytree_node_class
-class Node:
-    __slots__ = ("value", "aux")
-    def __init__(self, value, aux):
-        self.value, self.aux = value, aux
-    def tree_flatten(self):
-        return (self.value,), self.aux
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(children[0], aux)
+from _helpers import Node  # tests/ is on the child's PYTHONPATH
 
 T = typing.TypeVar("T")
 class Losses(typing.Generic[T]):  # the user's Generic class: its Python repr prints a set
@@ -85,7 +76,8 @@ def described_with_hash_seeds(*seeds):
     root = os.path.dirname(os.path.dirname(os.path.abspath(hg.__file__)))
     procs = [subprocess.Popen([sys.executable, "-c", DESCRIBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONHASHSEED": str(seed), "JAX_PLATFORMS": "cpu",
-                                              "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])})
+                                              "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests"),
+                                                                            os.environ.get("PYTHONPATH", "")])})
              for seed in seeds]
     described = []
     for proc in procs:

@@ -12,11 +12,11 @@ import hashlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import hypergrad as hg
 from hypergrad._store_codec import identity
+from _helpers import objective_scaled_by
 
 
 # -- state outside the attributes: the repr stays ---------------------------------------------------
@@ -81,22 +81,14 @@ def test_an_object_whose_state_is_all_in_its_attributes_leaves_its_python_repr_o
     assert identity(Plain(1.0)) != identity(Plain(2.0))
 
 
-def scaled_objective(problem, weighted):
-    def train_loss(params, hparams, batch):
-        x, y = batch
-        return weighted.scale * jnp.mean((x @ params["w"] - y) ** 2) + hparams["weight_decay"] * jnp.sum(params["w"] ** 2)
-
-    return hg.Objective(dataclasses.replace(problem, train_loss=train_loss), lambda h: optax.sgd(h["lr"]), num_steps=3)
-
-
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
 
 
 def test_a_study_with_another_value_in_a_slotted_base_is_a_different_call(ridge_problem, key, tmp_path):
     db = tmp_path / "study.db"
-    hg.random_search(scaled_objective(ridge_problem, Weighted(1.0, "mse")), SPACE, key, 2, storage=db, study="s")
+    hg.random_search(objective_scaled_by(ridge_problem, Weighted(1.0, "mse"), "scale"), SPACE, key, 2, storage=db, study="s")
     with pytest.raises(ValueError, match=r"study 's' .* different call: objective\."):
-        hg.random_search(scaled_objective(ridge_problem, Weighted(100.0, "mse")), SPACE, key, 2, storage=db, study="s")
+        hg.random_search(objective_scaled_by(ridge_problem, Weighted(100.0, "mse"), "scale"), SPACE, key, 2, storage=db, study="s")
 
 
 # -- JAX pytree nodes: their leaves hashed whole ----------------------------------------------------
@@ -152,7 +144,7 @@ def saved_without_format(result, digest):
 
 
 def test_a_result_saved_with_a_format_4_digest_extends_an_unchanged_objective(ridge_problem, key, tmp_path):
-    objective = scaled_objective(ridge_problem, Plain(1.0))  # a Python-written repr: formats 4 and 5 differ
+    objective = objective_scaled_by(ridge_problem, Plain(1.0), "scale")  # a Python-written repr: formats 4 and 5 differ
     first = hg.random_search(objective, SPACE, key, 2)
     # what hypergrad before format 5 saved as the digest (store.objective_digest then)
     old = hashlib.sha1(hg.store._json(identity(objective, format=4)).encode()).hexdigest()[:16]
@@ -162,13 +154,13 @@ def test_a_result_saved_with_a_format_4_digest_extends_an_unchanged_objective(ri
     extended = hg.random_search(objective, SPACE, key, 3, extends=hg.Result.load(path))
     assert len(extended.trials) == 3 and extended.info["objective"] == first.info["objective"]
     assert extended.info["objective_format"] == first.info["objective_format"] == hg.store.FINGERPRINT_FORMAT
-    other = scaled_objective(ridge_problem, Plain(2.0))
+    other = objective_scaled_by(ridge_problem, Plain(2.0), "scale")
     with pytest.raises(ValueError, match="another objective"):
         hg.random_search(other, SPACE, key, 3, extends=hg.Result.load(path))
 
 
 def test_a_saved_digest_is_compared_in_its_stored_format(ridge_problem, key):
-    objective = scaled_objective(ridge_problem, Plain(1.0))
+    objective = objective_scaled_by(ridge_problem, Plain(1.0), "scale")
     first = hg.random_search(objective, SPACE, key, 2)
     old = hg.store.objective_digest(objective, format=4)
     assert old == hashlib.sha1(hg.store._json(identity(objective, format=4)).encode()).hexdigest()[:16]
