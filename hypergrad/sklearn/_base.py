@@ -7,7 +7,7 @@ that many candidate settings x folds are fitted vmapped instead of one by one.
 
 The three methods a search calls:
 
-- `_family(train, val, *, varying, n_classes=None, classes=None) -> (hg.Structured, hg.Space)`: a family
+- `_family(train, val, *, varying, n_classes=None, classes=None, rows=None) -> (hg.Structured, hg.Space)`: a family
   fitting this estimator on `train = (X, y)` and scoring on `val = (X, y)` (numpy arrays, already
   validated; for classifiers `y` holds class indices 0..k-1 of the classes of the full data). Every
   parameter not in `varying` is taken from `self.get_params()`. The Space has one entry per name in
@@ -45,6 +45,16 @@ a search refuses what `fit` refuses instead of computing something else.
 
 `fit` itself goes through the same family (no parameter varying), so a search's candidate and a
 refit of the same parameters with the same key are the same computation.
+
+Two more let folds of different sizes (KFold on n examples not divisible by k) share one program:
+`_family(..., rows=(train rows, val rows))` pads `train` and `val` with rows of weight 0 up to
+those counts (`padded_part`: each part becomes (X, y, weights), 1 for an example, 0 for padding),
+and every loss and score of the family is then the weighted mean over the real examples
+(`real_mean`; R^2 NaN below two real examples, as unpadded); `rows=None` (the default) pads
+nothing. `_paddable(fits, sizes)` says whether that is exact for every fit in `fits` (each a full
+parameter dict) on training parts of each of `sizes` examples: the same numbers, to float rounding
+(sums over more terms may be ordered otherwise), as the unpadded program's; False here, so an
+estimator that does not say so keeps one program per fold size.
 
 One more a search calls to reuse its programs across fits: `_program_key(varying, n_classes)`, a
 hashable identity of every program of `_family(train, val, varying=varying, n_classes=...)` except
@@ -91,7 +101,8 @@ from hypergrad import _caches, _compile
 
 __all__ = ["HypergradEstimator", "continuous_distribution", "cached_program", "class_probabilities", "clipped_log_loss",
            "LOG_LOSS_BOUNDS", "PROBABILITY_DTYPE", "class_codes", "encode_classes",
-           "fit_compiler_options", "as_option", "frozen", "program_owner", "ProgramOwner", "on_device"]
+           "fit_compiler_options", "as_option", "frozen", "program_owner", "ProgramOwner", "on_device", "padded_part",
+           "real_mean", "fewer_than_two_real"]
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 32
@@ -265,6 +276,43 @@ def clipped_log_loss(per_example: jax.Array) -> jax.Array:
     return jax.numpy.clip(per_example, *LOG_LOSS_BOUNDS)
 
 
+def padded_part(part: tuple, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fold's part (X, y) padded with rows of zeros to `rows` examples, and its row weights:
+    (X, y, weights), weights 1 for each of its examples and 0 for the padding, in JAX's default
+    float dtype. Families given it (`_family(rows=...)`) weigh every loss and score by them, so
+    the padding changes no number and folds of different sizes share one program. Cost: one copy
+    of the part (rows x features)."""
+    x, y = (np.asarray(a) for a in part[:2])
+    n = len(x)
+    if rows < n:
+        raise ValueError(f"rows={rows} is fewer than the part's {n} examples; pad to at least {n}")
+
+    def pad(a):
+        return np.concatenate([a, np.zeros((rows - n, *a.shape[1:]), a.dtype)])
+
+    weights = np.concatenate([np.ones(n), np.zeros(rows - n)]).astype(jax.numpy.zeros(()).dtype)
+    return pad(x), pad(y), weights
+
+
+def real_mean(values: jax.Array, batch: tuple) -> jax.Array:
+    """The mean of per-example `values` (batch,) over a scored batch's examples: all of them for
+    (X, y), the weighted mean for a padded part (X, y, weights) (`padded_part`), a padding row's
+    value (whatever it is, even inf or NaN) left out. Cost: one pass over `values`."""
+    if len(batch) < 3:
+        return jax.numpy.mean(values)
+    weights = batch[2]
+    return jax.numpy.sum(jax.numpy.where(weights > 0, weights * values, 0)) / jax.numpy.sum(weights)
+
+
+def fewer_than_two_real(batch: tuple) -> Any:
+    """Whether a scored batch holds fewer than two examples (R^2 is then NaN, as scikit-learn's
+    r2_score): a Python bool from its shape for (X, y), a traced one from its weights for a padded
+    part (X, y, weights) (`padded_part`), whose padding rows are not examples."""
+    if len(batch) < 3:
+        return batch[0].shape[0] < 2
+    return jax.numpy.sum(batch[2] > 0) < 2
+
+
 def class_probabilities(z: np.ndarray) -> np.ndarray:
     """Class probabilities (n, k) in `PROBABILITY_DTYPE` from a classifier's output scores (of any
     float width, widened first): one column is a binary problem's logit (logistic, each class's
@@ -303,8 +351,8 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
     `_continuous_params` (traced numbers, vmapped across candidates and differentiable),
     `_data_baking_params` (when true, the programs hold data of their own: see the module
     docstring), `_argument_params` (read by no program as a constant: left out of `_program_key`
-    unless the programs bake data) and implement `_family` and `_encode_y`; every other
-    constructor parameter is fixed per program.
+    unless the programs bake data) and implement `_family` and `_encode_y` (and `_paddable`
+    where padded folds are exact); every other constructor parameter is fixed per program.
     """
 
     _structural_params: ClassVar[frozenset[str]] = frozenset()
@@ -314,7 +362,8 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
 
     def _family(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
                 varying: Mapping[str, Sequence[Any]], n_classes: int | None = None,
-                classes: np.ndarray | None = None) -> tuple[hg.Structured, hg.Space]:
+                classes: np.ndarray | None = None, rows: tuple[int, int] | None = None
+                ) -> tuple[hg.Structured, hg.Space]:
         raise NotImplementedError
 
     def _encode_y(self, y: Any) -> tuple[np.ndarray, dict]:
@@ -331,6 +380,14 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
         fits one of them and gives the others its scores. None here; subclasses name theirs."""
         del params
         return frozenset()
+
+    def _paddable(self, fits: Sequence[Mapping[str, Any]], sizes: Sequence[int]) -> bool:
+        """Whether `_family(..., rows=...)` (parts padded with weight-0 rows) computes, for every
+        fit in `fits` (each every parameter of the estimator) on training parts of each of `sizes`
+        examples, the numbers of the unpadded program, to float rounding (module docstring). False
+        here: a subclass whose losses and scores read weights says when."""
+        del fits, sizes
+        return False
 
     def _space(self, varying: Mapping[str, Sequence[Any]]) -> hg.Space | None:
         """The Space of `varying` (module docstring), None when nothing varies (`fit`); `ValueError`

@@ -75,7 +75,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 import hypergrad as hg
 from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities,
-                                    clipped_log_loss, encode_classes, on_device)
+                                    clipped_log_loss, encode_classes, fewer_than_two_real, on_device, padded_part,
+                                    real_mean)
 
 __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
@@ -230,13 +231,19 @@ def jump_objective(solve: Any, scores: Mapping[str, Any], val_loss: Any, train: 
     return hg.Objective(problem, lambda hparams: optax.sgd(1.0), num_steps=1)
 
 
-def _r2(targets: jax.Array, z: jax.Array) -> jax.Array:
+def _r2(targets: jax.Array, z: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """scikit-learn's r2_score (uniform average over outputs) of predictions z (n, m): NaN for fewer
-    than two examples (undefined; scikit-learn's search keeps such a fold's NaN, e.g. LeaveOneOut)."""
+    than two examples (undefined; scikit-learn's search keeps such a fold's NaN, e.g. LeaveOneOut).
+    `weights` (n,): a padded part's (`padded_part`), whose weight-0 rows are left out."""
     if targets.shape[0] < 2:
         return jnp.full((), jnp.nan, z.dtype)
-    residual = jnp.sum(jnp.square(targets - z), axis=0)
-    total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
+    if weights is None:
+        residual = jnp.sum(jnp.square(targets - z), axis=0)
+        total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
+    else:
+        w = weights[:, None]
+        residual = jnp.sum(w * jnp.square(targets - z), axis=0)
+        total = jnp.sum(w * jnp.square(targets - jnp.sum(w * targets, axis=0) / jnp.sum(weights)), axis=0)
     safe = jnp.where(total > 0, total, 1.0)
     return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
 
@@ -246,16 +253,23 @@ def _decision(params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
 
 
 def regression_scores() -> dict[str, Any]:
+    """The regressors' scores on (X, targets) batches, or on padded parts (X, targets, weights),
+    whose padding rows they leave out (`real_mean`)."""
     def neg_mse(params, hparams, batch):
-        return -jnp.mean(jnp.square(batch[1] - _decision(params, batch[0])))
+        squares = jnp.square(batch[1] - _decision(params, batch[0]))
+        return -jnp.mean(squares) if len(batch) < 3 else -real_mean(jnp.mean(squares, axis=1), batch)
 
     def r2(params, hparams, batch):
-        return _r2(batch[1], _decision(params, batch[0]))
+        if len(batch) < 3:
+            return _r2(batch[1], _decision(params, batch[0]))
+        return jnp.where(fewer_than_two_real(batch), jnp.nan, _r2(batch[1], _decision(params, batch[0]), batch[2]))
 
     return {"score": r2, "neg_mean_squared_error": neg_mse, "r2": r2}
 
 
 def classification_scores() -> dict[str, Any]:
+    """The classifiers' scores and validation loss on (X, targets) batches, or on padded parts
+    (X, targets, weights), whose padding rows they leave out (`real_mean`)."""
     def codes(targets):
         return targets[:, 0].astype(jnp.int32) if targets.shape[1] == 1 else jnp.argmax(targets, axis=1)
 
@@ -264,7 +278,7 @@ def classification_scores() -> dict[str, Any]:
 
     def accuracy(params, hparams, batch):
         hits = predicted(_decision(params, batch[0])) == codes(batch[1])
-        return jnp.mean(hits.astype(batch[0].dtype))  # a mean of bools is float32 even under x64
+        return real_mean(hits.astype(batch[0].dtype), batch)  # a mean of bools is float32 even under x64
 
     def per_example(params, batch):
         z, t = _decision(params, batch[0]), batch[1]
@@ -273,10 +287,10 @@ def classification_scores() -> dict[str, Any]:
         return -jnp.sum(t * jax.nn.log_softmax(z, axis=1), axis=1)
 
     def log_loss(params, hparams, batch):  # the score: clipped as scikit-learn's log_loss
-        return jnp.mean(clipped_log_loss(per_example(params, batch)))
+        return real_mean(clipped_log_loss(per_example(params, batch)), batch)
 
     def val_loss(params, hparams, batch):  # what a descent differentiates: smooth, unclipped
-        return jnp.mean(per_example(params, batch))
+        return real_mean(per_example(params, batch), batch)
 
     return {"score": accuracy, "accuracy": accuracy, "log_loss": log_loss, "val_loss": val_loss}
 
@@ -320,6 +334,21 @@ def bucketed(x: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[n
     return (np.pad(x, ((0, rows), (0, cols))), np.pad(targets, ((0, rows), (0, 0))), np.pad(weights, (0, rows)))
 
 
+def padded_splits(splits: list[tuple], rows: tuple[int, int]) -> list[tuple]:
+    """The family's (train, val) splits, (x, targets) or (x, targets, weights), padded with
+    weight-0 rows to `rows` (`padded_part`): each (x, targets, weights), a training split's own
+    weights (class weights, computed on its examples) kept for its examples. Exact: a weight-0
+    row adds nothing to the weighted loss, its gradient or Hessian (`bucketed`), nor to Ridge's
+    weighted solve or a weighted score."""
+    out = []
+    for split, count in zip(splits, rows):
+        x, targets, weights = padded_part(split[:2], count)
+        if len(split) > 2:
+            weights = np.concatenate([np.asarray(split[2], weights.dtype), weights[len(split[0]):]])
+        out.append((x, targets, weights))
+    return out
+
+
 # -- the estimators ----------------------------------------------------------------------------------
 class _Linear(HypergradEstimator):
     """Shared family of `Ridge` and `LogisticRegression`: a one-step `jump_objective`."""
@@ -333,9 +362,10 @@ class _Linear(HypergradEstimator):
             return class_targets(y, k, dtype)
         return np.asarray(y, dtype).reshape(len(y), -1)
 
-    def _family(self, train, val, *, varying, n_classes=None, classes=None):
+    def _family(self, train, val, *, varying, n_classes=None, classes=None, rows=None):
         """See `hypergrad.sklearn._base`: one `jump_objective` per structural configuration;
-        `classes` maps a `class_weight` dict (`balanced_weights`)."""
+        `classes` maps a `class_weight` dict (`balanced_weights`); `rows` pads both parts with
+        weight-0 rows (`padded_splits`)."""
         space = self._space(varying)
         params = self.get_params(deep=False)
         if n_classes is None and self._classifier:
@@ -345,6 +375,8 @@ class _Linear(HypergradEstimator):
         if self._classifier:  # the training split carries each example's weight
             weights = balanced_weights(self.class_weight, np.asarray(train[1]), n_classes, dtype, classes)
             splits[0] = (*splits[0], weights)
+        if rows is not None:
+            splits = padded_splits(splits, rows)
         scores = classification_scores() if self._classifier else regression_scores()
         val_loss = scores.pop("val_loss") if self._classifier else (
             lambda p, h, b: -scores["neg_mean_squared_error"](p, h, b))
@@ -358,6 +390,12 @@ class _Linear(HypergradEstimator):
                                   stops=self._classifier)
 
         return hg.Structured(build), space
+
+    def _paddable(self, fits, sizes):
+        """True: a weight-0 row changes neither solve nor score (`padded_splits`), whatever the
+        settings (see `HypergradEstimator._paddable`)."""
+        del fits, sizes
+        return True
 
     def _output(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
@@ -387,10 +425,10 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
 
     @staticmethod
     def _solver(params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
-        def solve(batch, hparams):
-            x, targets = batch
+        def solve(batch, hparams):  # (x, targets), or a padded part (x, targets, weights)
+            x, targets, weights = (*batch, None)[:3]
             alpha = hparams["alpha"] if "alpha" in hparams else jnp.asarray(continuous["alpha"], x.dtype)
-            return ridge_solution(x, targets, alpha, bool(params["fit_intercept"]))
+            return ridge_solution(x, targets, alpha, bool(params["fit_intercept"]), weights)
         return solve
 
     def _encode_y(self, y):

@@ -89,7 +89,8 @@ from hypergrad import _caches, _compile
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
 from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
-                                     clipped_log_loss, encode_classes, fit_compiler_options, on_device)
+                                     clipped_log_loss, encode_classes, fewer_than_two_real, fit_compiler_options,
+                                     on_device, padded_part, real_mean)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -589,9 +590,10 @@ def _dtype() -> Any:
 
 def problem_data(task: Task, train: tuple, val: tuple, dtype: Any) -> dict[str, tuple]:
     """The splits as the family's problem holds them: train padded (`padded`; `train` is (x, y) or
-    (x, y, sample weights)), val (X, targets)."""
-    x_val, targets_val, _ = padded(task, *val[:2], dtype)
-    return {"train": padded(task, *train[:2], dtype, *train[2:]), "val": (x_val[:-1], targets_val[:-1])}
+    (x, y, sample weights)), val (X, targets), or (X, targets, weights) for a padded part (x, y,
+    weights) (`padded_part`: the scores are then its weighted means, `real_mean`)."""
+    held = held_out_arrays(task, val, dtype)
+    return {"train": padded(task, *train[:2], dtype, *train[2:]), "val": held if len(val) > 2 else held[:2]}
 
 
 def weighted_score(task: Task, logits: Any) -> Any:
@@ -610,22 +612,28 @@ def weighted_score(task: Task, logits: Any) -> Any:
 
 
 def _metrics(task: Task, logits: Any) -> dict[str, Any]:
-    """The family's reported metrics on (X, targets) batches."""
+    """The family's reported metrics on (X, targets) batches, or on padded parts (X, targets,
+    weights), whose padding rows they leave out (`real_mean`)."""
     def codes(targets):
         return jnp.argmax(targets, axis=1) if task.out == "softmax" else targets[:, 0].astype(jnp.int32)
 
     def accuracy(params, hparams, batch):
         hits = predicted_codes(task.out, logits(params, hparams, batch[0])) == codes(batch[1])
-        return jnp.mean(hits.astype(batch[0].dtype))  # a mean of bools is float32 even under x64
+        return real_mean(hits.astype(batch[0].dtype), batch)  # a mean of bools is float32 even under x64
 
     def log_loss(params, hparams, batch):  # a score: clipped as scikit-learn's log_loss (the training loss is not)
-        return jnp.mean(clipped_log_loss(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1])))
+        return real_mean(clipped_log_loss(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1])),
+                         batch)
 
     def neg_mse(params, hparams, batch):
-        return -jnp.mean(jnp.square(batch[1].T - logits(params, hparams, batch[0])))
+        squares = jnp.square(batch[1].T - logits(params, hparams, batch[0]))
+        return -jnp.mean(squares) if len(batch) < 3 else -real_mean(jnp.mean(squares, axis=0), batch)
 
     def r2_score(params, hparams, batch):
-        return r2(batch[1], logits(params, hparams, batch[0]))
+        if len(batch) < 3:
+            return r2(batch[1], logits(params, hparams, batch[0]))
+        value = r2(batch[1], logits(params, hparams, batch[0]), batch[2])
+        return jnp.where(fewer_than_two_real(batch), jnp.nan, value)
 
     if task.classifier:
         return {"score": accuracy, "accuracy": accuracy, "log_loss": log_loss}
@@ -679,7 +687,7 @@ def build_objective(config: Mapping[str, Any], task: Task, train: tuple, val: tu
 
     def val_loss(params, hparams, batch):  # what a descent differentiates: smooth, unclipped (unlike "log_loss")
         if task.classifier:
-            return jnp.mean(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1]))
+            return real_mean(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1]), batch)
         return -metrics["neg_mean_squared_error"](params, hparams, batch)
 
     def optimizer(hparams):
@@ -756,10 +764,11 @@ class _MLP(HypergradEstimator):
             unused.add("validation_fraction")
         return frozenset(unused)
 
-    def _family(self, train, val, *, varying, n_classes=None, classes=None):
+    def _family(self, train, val, *, varying, n_classes=None, classes=None, rows=None):
         """See `hypergrad.sklearn._base`: one `hg.Objective` per structural configuration, the
         choices in `MASKABLE` maskable (widths when every option has the same depth); `classes`
-        unused (no setting is keyed by label)."""
+        unused (no setting is keyed by label). `rows` pads train and val with weight-0 rows
+        (`padded_part`), exact where `_paddable` says so."""
         del classes
         space = self._space(varying)
         params = self.get_params(deep=False)
@@ -768,12 +777,23 @@ class _MLP(HypergradEstimator):
         constants = {name: params[name] for name in CONTINUOUS}
         seed = _seed(params["random_state"])
         warn_if_clipped(params, trained_examples(params, len(train[0])))  # one fit per family (a fold)
+        if rows is not None:
+            train, val = padded_part(train, rows[0]), padded_part(val, rows[1])
 
         def build(config):
             merged = {name: params[name] for name in STRUCTURAL} | dict(config)
             return build_objective(merged, task, train, val, constants, seed)
 
         return hg.Structured(build, maskable=_maskable(varying)), space
+
+    def _paddable(self, fits: Sequence[Mapping[str, Any]], sizes: Sequence[int]) -> bool:
+        """Whether padded folds are exact for every fit (see `HypergradEstimator._paddable`): each
+        is `_bucketable` at each size, one full batch an epoch with no early stopping and no
+        invscaling rate, so its program reads its number of examples nowhere but through the
+        weights. A minibatch fit is not: the epoch sampler draws from the n examples (n is static
+        in it), and padding would change which examples share a minibatch, so folds of other sizes
+        keep a program each."""
+        return all(_bucketable(fit, n) for fit in fits for n in sizes)
 
     def _run(self, x: np.ndarray, y: np.ndarray, task: Task, n_classes: int | None,
              weights: np.ndarray | None = None) -> Any:

@@ -15,7 +15,12 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    (`HypergradEstimator._family`), stacks the folds of equal sizes into one cross-validated
    problem (`hg.Problem(cv=[(train, val), ...])`) and evaluates every candidate with
    `hypergrad.search.evaluate_settings`: one vmapped program for all candidates x folds (per
-   structural configuration the planner groups, and per distinct fold size). Candidates that
+   structural configuration the planner groups). Folds of different sizes (KFold on n examples
+   not divisible by k) are padded with weight-0 rows to the largest, where the estimator says
+   that is exact (`padded_rows`: the linear models, an MLP fitted in full batch), so they too
+   share one program; an MLP fitted in minibatches keeps one program per fold size (its epoch
+   sampler draws from the n examples, and padding would change which examples share a
+   minibatch). Candidates that
    differ only in parameters their fit does not read (`unused_params`: an adam fit's
    `learning_rate`, say) are fitted once (`distinct_fits`);
 4. reads each fold's score from the program (the scoring is computed inside it: accuracy,
@@ -59,8 +64,9 @@ once its fits begin, so no warning that something will run precedes a refusal. D
 estimator's `fit` refuses (NaN in X, or in a regressor's y) is refused up front with
 scikit-learn's message naming X or y (`check_data`).
 
-Cost: one compilation per structural program the planner makes and per distinct fold size (KFold
-on n examples makes at most two sizes), then candidates x folds fits vmapped in chunks; the refit
+Cost: one compilation per structural program the planner makes (and, for a minibatch MLP, per
+distinct fold size: KFold on n examples makes at most two), then candidates x folds fits vmapped
+in chunks (padded folds each fit the largest fold's rows: one row more for KFold); the refit
 is one more fit. Programs are kept per estimator settings and fold shapes (`shared_family`, and
 `cached_program` for the refit), so a second `fit` of the same search, or of another search of the
 same kind on data of the same shapes (each outer fold of nested cross-validation, or another
@@ -76,7 +82,10 @@ What the stacking asks of `HypergradEstimator._family` (`hypergrad/sklearn/_base
 its programs read the data only through the problem (they may depend on the data's shapes, never
 on its values), so that the first fold's functions serve every fold of its size, unless one of the
 estimator's `_data_baking_params` is true (MLP's `early_stopping`: its held-out split lives inside
-the program); then the folds run one program each. `search.hypergrad_info_` records, per
+the program); then the folds run one program each. Folds of other sizes share it through
+`_family(rows=...)` (weight-0 padding, whose losses and scores are weighted means over the real
+examples) where `_paddable` says the padded numbers are the unpadded ones to float rounding.
+`search.hypergrad_info_` records, per
 vmapped evaluation, its programs, plan, compile and run seconds and the planner's decisions.
 
 Several processes (`jax.distributed`): the fits are sharded over every process's devices, so every
@@ -557,12 +566,39 @@ def shared_family(family: hg.Structured, key: Hashable | None) -> hg.Structured:
     return hg.Structured(build, maskable=family.maskable, mask=family.mask)
 
 
-def folds_key(base: Hashable | None, pairs: Sequence[tuple], indices: Sequence[int]) -> Hashable | None:
+def folds_key(base: Hashable | None, pairs: Sequence[tuple], indices: Sequence[int],
+              rows: tuple[int, int] | None = None) -> Hashable | None:
     """The program identity of the folds `indices` of `pairs` (stacked when several) for an
-    estimator's `_program_key` `base`: it with their number and shapes; None for None."""
+    estimator's `_program_key` `base`: it with their number and shapes (padded to `rows` when
+    given: `padded_rows`); None for None."""
     if base is None:
         return None
-    return base, len(indices), _compile.signature(pairs[indices[0]])
+    pair = pairs[indices[0]]
+    if rows is None:
+        return base, len(indices), _compile.signature(pair)
+    # the padded parts' shapes, as views that hold no copy of the data
+    shapes = [jax.tree.map(lambda a, n=n: np.broadcast_to(np.zeros((), np.asarray(a).dtype), (n, *np.shape(a)[1:])),
+                           part) for part, n in zip(pair, rows)]
+    return base, len(indices), "padded", _compile.signature(shapes)
+
+
+def padded_rows(target: Target, pairs: Sequence[tuple], fits: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+    """(training rows, validation rows) to which every fold's parts are padded with weight-0 rows,
+    so that folds of different sizes (KFold on n examples not divisible by k, StratifiedKFold,
+    GroupKFold, TimeSeriesSplit) run in one program: the largest of each, when the folds' sizes
+    differ and the estimator says padding is exact for every fit (`_paddable`: the linear models
+    always; an MLP only in full batch, `_mlp._bucketable`, its minibatches being drawn from the n
+    examples). None otherwise: folds of one size need none, and the others keep one program per
+    size. Cost: each fold's fit runs on the largest fold's rows (one more row for KFold), against
+    one compilation per size saved; the scores are the unpadded ones, to float rounding."""
+    train_sizes = sorted({len(train[0]) for train, _ in pairs})
+    val_sizes = sorted({len(val[0]) for _, val in pairs})
+    if len(train_sizes) == len(val_sizes) == 1:
+        return None
+    fixed = target.final.get_params(deep=False)
+    if not target.final._paddable([{**fixed, **fit} for fit in fits], train_sizes):
+        return None
+    return train_sizes[-1], val_sizes[-1]
 
 
 def class_keywords(classes: np.ndarray | None) -> dict[str, Any]:
@@ -572,26 +608,34 @@ def class_keywords(classes: np.ndarray | None) -> dict[str, Any]:
 
 
 def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, Sequence[Any]],
-                 classes: np.ndarray | None) -> list[tuple[list[int], hg.Structured, hg.Space]]:
-    """(fold indices, family, space) per program: folds of one size stacked into one family when
-    their data can be pooled (`stackable`), else one family per fold; `classes` as `class_keywords`."""
+                 classes: np.ndarray | None, fits: Sequence[Mapping[str, Any]]
+                 ) -> list[tuple[list[int], hg.Structured, hg.Space]]:
+    """(fold indices, family, space) per program: folds of one size (every fold, padded to one
+    size where `padded_rows` says so for the `fits`, each the traced parameters of one fit)
+    stacked into one family when their data can be pooled (`stackable`), else one family per
+    fold; `classes` as `class_keywords`."""
     if bakes_data(target, varying):
         return [([i], *target.final._family(train, val, varying=varying, **class_keywords(classes)))
                 for i, (train, val) in enumerate(pairs)]
     base = target.final._program_key(varying, None if classes is None else len(classes))
+    rows = padded_rows(target, pairs, fits)
+    padding = {} if rows is None else {"rows": rows}
     by_size: dict[tuple, list[int]] = {}
     for i, (train, val) in enumerate(pairs):
-        by_size.setdefault((train[0].shape, val[0].shape, np.shape(train[1]), np.shape(val[1])), []).append(i)
+        size = rows or (train[0].shape, val[0].shape)
+        by_size.setdefault((size, np.shape(train[1])[1:], np.shape(val[1])[1:]), []).append(i)
     batches = []
     for indices in by_size.values():
-        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, **class_keywords(classes))
+        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, **class_keywords(classes), **padding)
                 for i in indices]
         families, space = [f for f, _ in made], made[0][1]
         probe = {name: space[name].option(0) for name in space.structural}
         if len(indices) > 1 and stackable([f.objective(probe) for f in families]):
-            batches.append((indices, shared_family(stacked_family(families), folds_key(base, pairs, indices)), space))
+            key = folds_key(base, pairs, indices, rows)
+            batches.append((indices, shared_family(stacked_family(families), key), space))
         else:
-            batches.extend(([i], shared_family(f, folds_key(base, pairs, [i])), s) for i, (f, s) in zip(indices, made))
+            batches.extend(([i], shared_family(f, folds_key(base, pairs, [i], rows)), s)
+                           for i, (f, s) in zip(indices, made))
     return batches
 
 
@@ -627,7 +671,7 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     failed = np.zeros(scores.shape, bool)
     exhausted = np.zeros(scores.shape, bool)
     seconds = np.zeros_like(scores)
-    for indices, family, space in fold_batches(target, pairs, varying, classes):
+    for indices, family, space in fold_batches(target, pairs, varying, classes, finals):
         settings = target.final._settings(space, finals)
         result = evaluate_settings(family, settings, key, strategy=strategy, space=space, overlap=overlap)
         overlap = None
