@@ -410,8 +410,10 @@ NO_GOOD_START = (
     "optimiser's update), with no good iterate to back off to; after each such step they restarted at a fresh "
     "point drawn from the space (a key folded from the call's key, the tuner's id and the step) instead of staying "
     "where they failed, and {found} of them then reached a finite loss. Their failed steps are trials and count "
-    "in the compute. Narrow the space, start inside the part of it that trains (init=), or start from the best trials "
-    "of a random-search warm-up (tune's warmup=).")
+    "in the compute. Where the loss itself was not finite: narrow the space, start inside the part of it that trains "
+    "(init=), or start from the best trials of a random-search warm-up (tune's warmup=). Where the loss was finite and "
+    "only the hypergradient was not (the steps were 'skipped', and the skipped-step warning says so), the space is "
+    "not the cause: the method or the optimiser is, and that warning names the fix.")
 """What `drive` warns, once per call, when tuners started with no finite step (`restart_draws`)."""
 
 

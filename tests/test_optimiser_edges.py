@@ -81,6 +81,9 @@ def test_tune_skip_warning_through_lbfgs_names_forward(logistic_problem, key):
     skipped = [str(w.message) for w in record if "was skipped" in str(w.message)]
     assert skipped and re.search(r"optax\.lbfgs.*method=hg\.Forward\(\)", skipped[0])
     assert "SKIPPED" in list(result.to_dataframe()["state"])
+    restarted = [str(w.message) for w in record if "with no good iterate" in str(w.message)]
+    # the restart warning told the user to narrow the space, which cannot help a finite loss
+    assert restarted and "only the hypergradient was not" in restarted[0], restarted
 
 
 def test_line_search_refusal_recommends_lbfgs_with_forward(logistic_problem, key):
