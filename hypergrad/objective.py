@@ -121,7 +121,12 @@ class Objective:
         problem: the `hg.Problem` to train on.
         optimizer: `hparams -> optax.GradientTransformation`, called inside the trace; any optax
             optimiser whose hyperparameters are read from `hparams` (schedules as
-            `lambda step: hparams["lr"][step]`).
+            `lambda step: hparams["lr"][step]`) and that tests none of them in Python
+            (`optax.warmup_cosine_decay_schedule` tests its peak: scale a unit schedule instead,
+            `lambda s: hparams["lr"] * optax.warmup_cosine_decay_schedule(0.0, 1.0, W, T)(s)`; such
+            a test is refused at the first trace, naming the hyperparameter). Through a few optax
+            optimisers one differentiation mode is NaN (`hg.Reverse`'s and `hg.Forward`'s
+            docstrings name them, and the other mode).
         num_steps: number of training steps T >= 1.
         unroll: passed to `lax.scan` (an int >= 0 unrolls that many steps per loop iteration; True
             unrolls fully). It changes neither values nor FLOP counts.
