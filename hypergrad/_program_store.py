@@ -166,7 +166,9 @@ def _opaque_params(eqn: Any) -> list[str]:
     differentiation reads them (`_DIFFERENTIATION_ONLY`)."""
     names = []
     for name, value in eqn.params.items():
-        items = value if isinstance(value, (tuple, list)) else (value,)
+        # a plain tuple's or list's elements each print; a NamedTuple prints as itself (a PRNG `impl`,
+        # which holds functions but prints its name, 'fry', and is keyed by it): its repr is the test
+        items = value if type(value) in (tuple, list) else (value,)
         if (eqn.primitive.name, name) not in _DIFFERENTIATION_ONLY and any(map(_opaque, items)):
             names.append(name)
     return names

@@ -105,6 +105,20 @@ def test_rules_only_differentiation_reads_keep_the_program_keyed():
     assert first is not None and first == _program_store.key(traced(), ("search",), ARGS)
 
 
+def test_a_key_made_inside_the_program_keeps_it_keyed():
+    """`jax.random.key(n)` and `wrap_key_data` inside a traced run carry the PRNG implementation as a
+    NamedTuple of functions (printed `fry`): 75e9d24 took it for Python code, so an objective whose
+    `init` seeds its own key was never stored, and an outer optimiser seeding a key from its step
+    count got a new digest, and compiled its outer step again, on every tune call (hunt RV)."""
+    def traced():
+        return jax.make_jaxpr(lambda x: x + jax.random.normal(jax.random.key(0), x.shape)
+                              + jax.random.uniform(jax.random.wrap_key_data(jnp.zeros(2, jnp.uint32)), x.shape))(*ARGS)
+
+    first = _program_store.key(traced(), ("search",), ARGS)
+    assert first is not None and first == _program_store.key(traced(), ("search",), ARGS)
+    assert _program_store.digest(traced(), ("x",), ARGS) == _program_store.digest(traced(), ("x",), ARGS)
+
+
 def test_a_folder_that_cannot_be_written_skips_the_store(tmp_path, monkeypatch):
     """A file named hypergrad-programs (or an unwritable cache folder) raised out of the search
     after compiling; the program is now simply not stored."""
