@@ -1,19 +1,21 @@
 """hypergrad.sklearn's searches on folds of different sizes (KFold on n examples not divisible by k):
 where padding is exact (the linear models; an MLP fitted in full batch) every fold runs in one
 program, its parts padded with weight-0 rows, and every score equals the one of the per-size
-programs (one per fold size, as before); a minibatch MLP keeps its per-size programs. Networks
-tiny, fits short, every scoring of the program compiled once."""
+programs (one per fold size, as before); a minibatch MLP keeps its per-size programs.
+HypergradSearchCV pads them the same way, so it descends the full folds' loss. Networks tiny,
+fits short, every scoring of the program compiled once."""
 
 import warnings
 
 import numpy as np
 import pytest
+import sklearn.metrics
 from sklearn import model_selection as sk
-from sklearn.base import is_classifier
+from sklearn.base import clone, is_classifier
 
 import hypergrad as hg
 from hypergrad import _compile
-from hypergrad.sklearn import GridSearchCV, LogisticRegression, MLPClassifier, MLPRegressor, Ridge
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier, MLPRegressor, Ridge
 from hypergrad.sklearn._search import SCORINGS
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -105,3 +107,34 @@ def test_an_mlp_pads_folds_only_where_its_program_ignores_their_size(params, pad
     but through the weights; the others keep one program per fold size."""
     estimator = MLPClassifier(**params)
     assert estimator._paddable([estimator.get_params()], [31, 32]) is paddable
+
+
+@pytest.mark.parametrize("name", ["Ridge", "LogisticRegression"])
+def test_hypergrad_search_descends_the_loss_of_the_full_folds(name):
+    """HypergradSearchCV cut every fold to the smallest fold's size (KFold(5) on 103 examples: the
+    82/83 training and 21/20 validation parts all cut to 82 and 20), so a larger fold's fit, the
+    loss descended and the scores were those of other data than scikit-learn's folds. Now the folds
+    are padded with weight-0 rows: every trial's loss (the one descended) is the mean over the folds
+    of the loss of a fit on the fold's full training part, scored on its full validation part, and
+    each split score is that fit's (accuracy as an exact fraction of the fold's examples)."""
+    classifier = name == "LogisticRegression"
+    x, y = _data("binary" if classifier else "regressor", 103)
+    cv = sk.KFold(5)
+    folds = list(cv.split(x))
+    assert len({(len(t), len(v)) for t, v in folds}) == 2
+    estimator, param = (LogisticRegression(max_iter=8), "C") if classifier else (Ridge(), "alpha")
+    search = HypergradSearchCV(estimator, {param: (0.1, 10.0, "log")}, cv=cv, budget=4, refit=False,
+                               scoring="accuracy" if classifier else "neg_mean_squared_error").fit(x, y)
+    for row, trial in enumerate(search.hybrid_result_.trials):
+        losses = []
+        for s, (train, val) in enumerate(folds):
+            fit = clone(estimator).set_params(**{param: float(trial.hparams[param])}).fit(x[train], y[train])
+            if classifier:
+                losses.append(sklearn.metrics.log_loss(y[val], fit.predict_proba(x[val]), labels=[0, 1]))
+                expected = sklearn.metrics.accuracy_score(y[val], fit.predict(x[val]))
+                assert search.cv_results_[f"split{s}_test_score"][row] == expected
+            else:
+                losses.append(np.mean((fit.predict(x[val]) - y[val]) ** 2))
+                expected = -losses[-1]
+                assert search.cv_results_[f"split{s}_test_score"][row] == pytest.approx(expected, rel=1e-9)
+        assert trial.value == pytest.approx(np.mean(losses), rel=1e-9)

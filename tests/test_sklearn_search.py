@@ -869,10 +869,11 @@ def test_hypergrad_search_on_folds_of_unequal_sizes_runs_scikit_learns_search(re
         np.testing.assert_allclose(scores, expected, rtol=1e-8)
 
 
-def test_hypergrad_search_cuts_folds_that_differ_by_one_example(regression):
-    """KFold(5) on 48 examples (val parts of 10 and 9): the folds are cut to the smallest train and
-    val sizes and descended in one program, without a fallback; each split score is the fit on the
-    cut training part scored on the cut validation part."""
+def test_hypergrad_search_descends_folds_that_differ_by_one_example_in_full(regression):
+    """KFold(5) on 48 examples (val parts of 10 and 9): the folds are padded with weight-0 rows to
+    the largest train and val sizes (exact for Ridge) and descended in one program, without a
+    fallback; each split score is the fit on the fold's full training part scored on its full
+    validation part, as scikit-learn's (they were cut to the smallest sizes before)."""
     x, y = regression
     cv = sk.KFold(5)
     with warnings.catch_warnings():
@@ -880,11 +881,11 @@ def test_hypergrad_search_cuts_folds_that_differ_by_one_example(regression):
         search = HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3, "log")}, cv=cv, budget=6,
                                    scoring="neg_mean_squared_error").fit(x, y)
     folds = list(cv.split(x))
-    n_train, n_val = min(len(t) for t, _ in folds), min(len(v) for _, v in folds)
+    assert len({len(v) for _, v in folds}) == 2
     row = search.best_index_
     for s, (train, val) in enumerate(folds):
-        alone = SklearnRidge(**search.best_params_).fit(x[train[:n_train]], y[train[:n_train]])
-        expected = -np.mean((alone.predict(x[val[:n_val]]) - y[val[:n_val]]) ** 2)
+        alone = SklearnRidge(**search.best_params_).fit(x[train], y[train])
+        expected = -np.mean((alone.predict(x[val]) - y[val]) ** 2)
         assert search.cv_results_[f"split{s}_test_score"][row] == pytest.approx(expected, rel=1e-8)
 
 

@@ -582,8 +582,10 @@ def folds_key(base: Hashable | None, pairs: Sequence[tuple], indices: Sequence[i
     return base, len(indices), "padded", _compile.signature(shapes)
 
 
-def padded_rows(target: Target, pairs: Sequence[tuple], fits: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
-    """(training rows, validation rows) to which every fold's parts are padded with weight-0 rows,
+def padded_rows(target: Target, sizes: Sequence[tuple[int, int]], fits: Sequence[Mapping[str, Any]]
+                ) -> tuple[int, int] | None:
+    """(training rows, validation rows) to which every fold's parts, of `sizes` (training examples,
+    validation examples) each, are padded with weight-0 rows,
     so that folds of different sizes (KFold on n examples not divisible by k, StratifiedKFold,
     GroupKFold, TimeSeriesSplit) run in one program: the largest of each, when the folds' sizes
     differ and the estimator says padding is exact for every fit (`_paddable`: the linear models
@@ -591,8 +593,8 @@ def padded_rows(target: Target, pairs: Sequence[tuple], fits: Sequence[Mapping[s
     examples). None otherwise: folds of one size need none, and the others keep one program per
     size. Cost: each fold's fit runs on the largest fold's rows (one more row for KFold), against
     one compilation per size saved; the scores are the unpadded ones, to float rounding."""
-    train_sizes = sorted({len(train[0]) for train, _ in pairs})
-    val_sizes = sorted({len(val[0]) for _, val in pairs})
+    train_sizes = sorted({n_train for n_train, _ in sizes})
+    val_sizes = sorted({n_val for _, n_val in sizes})
     if len(train_sizes) == len(val_sizes) == 1:
         return None
     fixed = target.final.get_params(deep=False)
@@ -618,7 +620,7 @@ def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, S
         return [([i], *target.final._family(train, val, varying=varying, **class_keywords(classes)))
                 for i, (train, val) in enumerate(pairs)]
     base = target.final._program_key(varying, None if classes is None else len(classes))
-    rows = padded_rows(target, pairs, fits)
+    rows = padded_rows(target, [(len(train[0]), len(val[0])) for train, val in pairs], fits)
     padding = {} if rows is None else {"rows": rows}
     by_size: dict[tuple, list[int]] = {}
     for i, (train, val) in enumerate(pairs):
@@ -1262,14 +1264,44 @@ def unequal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> str | None
     return None
 
 
-def equal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The folds cut to the smallest train and val sizes, so that one cross-validated objective
-    vmaps them all: folds whose parts differ by at most one example (`unequal_folds` refuses the
-    rest) lose the last index of their larger parts. Bias: such a fold's fit sees one training
-    example fewer, or its score counts one validation example fewer, than scikit-learn's."""
-    train = min(len(t) for t, _ in splits)
-    val = min(len(v) for _, v in splits)
+def equal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]], among: Sequence[int] | None = None
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds cut to the smallest train and val sizes (of the folds `among`, default all), so
+    that one cross-validated objective vmaps them all: folds whose parts differ by at most one
+    example (`unequal_folds` refuses the rest) lose the last index of their larger parts. Bias:
+    such a fold's fit sees one training example fewer, or its score counts one validation example
+    fewer, than scikit-learn's; `descent_folds` cuts only where padding would not be exact."""
+    among = range(len(splits)) if among is None else among
+    train = min(len(splits[s][0]) for s in among)
+    val = min(len(splits[s][1]) for s in among)
     return [(t[:train], v[:val]) for t, v in splits]
+
+
+def descent_varying(target: Target, discrete: Mapping[str, list], continuous: Mapping[str, Bounds]
+                    ) -> dict[str, list]:
+    """`varying` for `_family` in `HypergradSearchCV`: the lists, each range's two ends, and, when
+    nothing is listed, the first structural parameter at its value (`hg.hybrid_search` searches at
+    least one choice)."""
+    varying = {**discrete, **{name: [b.low, b.high] for name, b in continuous.items()}}
+    if not discrete:
+        name = sorted(target.final._structural_params)[0]
+        varying[name] = [target.final.get_params(deep=False)[name]]
+    return varying
+
+
+def descent_folds(target: Target, splits: Sequence[tuple[np.ndarray, np.ndarray]], descended: Sequence[int],
+                  varying: Mapping[str, list]) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[int, int] | None]:
+    """(the folds `HypergradSearchCV` fits and scores, the rows the `descended` ones are padded
+    to, or None). Folds of different sizes are scikit-learn's own, padded with weight-0 rows to
+    the largest (`padded_rows`), where the estimator says that is exact for every fit of every
+    combination of `varying` (`_paddable`: the linear models; an MLP fitted in full batch): each
+    fold's loss, hypergradient and scores are then those of its full parts. Otherwise (an MLP
+    fitted in minibatches, whose epoch sampler draws from the n examples) they are cut to the
+    smallest descended fold's sizes (`equal_folds`, and its bias). Cost: a padded fold fits the
+    largest fold's rows (one row more for KFold)."""
+    fits = [dict(zip(varying, values)) for values in itertools.product(*varying.values())]
+    rows = padded_rows(target, [(len(splits[s][0]), len(splits[s][1])) for s in descended], fits)
+    return (list(splits), rows) if rows is not None else (equal_folds(splits, descended), None)
 
 
 def hybrid_space(target: Target, space: hg.Space, discrete: Mapping[str, list], continuous: Mapping[str, Bounds]
@@ -1305,13 +1337,18 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     configuration starts at the centre of the ranges and takes Adam steps (`outer`, default Adam
     0.05 on the unconstrained coordinates) on the hypergradient (`method`, default `hg.Reverse()`)
     of the mean validation loss (log-loss, or squared error) over the folds, all configurations and
-    folds vmapped. The folds are scikit-learn's (`check_cv`), cut to the smallest fold's training
-    and validation sizes so that one program runs them all: only where those sizes differ by at most
-    one example (`unequal_folds`: KFold, StratifiedKFold, ShuffleSplit), so a larger fold's fit sees
-    one training example fewer, or its score counts one validation example fewer, than scikit-learn's
-    (`n_test_samples` is the size scored). Folds that differ by more (TimeSeriesSplit, GroupKFold
-    with unequal groups, PredefinedSplit, index lists) run in scikit-learn's `RandomizedSearchCV` on
-    the same folds and ranges, with a `UserWarning` naming the sizes. A fold whose training part
+    folds vmapped. The folds are scikit-learn's (`check_cv`), run in one program where their
+    training and validation sizes differ by at most one example (`unequal_folds`: KFold,
+    StratifiedKFold, ShuffleSplit; `descent_folds`): padded with weight-0 rows to the largest fold's
+    sizes where the estimator says that is exact (the linear models; an MLP fitted in full batch),
+    so every fold's loss, hypergradient and scores are those of its full parts, as scikit-learn's
+    (cost: a smaller fold fits one row more); otherwise (an MLP fitted in minibatches, whose epoch
+    sampler draws from the n examples) cut to the smallest fold's sizes, so a larger fold's fit sees
+    one training example fewer, or its score counts one validation example fewer, than
+    scikit-learn's (bias; `n_test_samples` is the size scored). Folds that differ by more
+    (TimeSeriesSplit, GroupKFold with unequal groups, PredefinedSplit, index lists) run in
+    scikit-learn's `RandomizedSearchCV` on the same folds and ranges, with a `UserWarning` naming
+    the sizes. A fold whose training part
     holds one class, where the classifier's own `fit` refuses it (`refused_folds`: LogisticRegression's;
     an MLPClassifier fits it, as scikit-learn's, and it is descended), is not descended:
     the loss is the mean over the other folds, and its scores are `error_score` with a
@@ -1380,11 +1417,12 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
-        scored = equal_folds(splits)
-        scoring = fold_scoring(self, target, encoding, scored, refused)
         descended = [s for s in range(len(splits)) if s not in refused]  # a refused fold's fit is no fit to descend
-        result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key)
-        n_val = len(scored[0][1])  # the validation examples each fold's scores count
+        varying = descent_varying(target, discrete, continuous)
+        scored, rows = descent_folds(target, splits, descended, varying)
+        scoring = fold_scoring(self, target, encoding, scored, refused)
+        result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key, rows)
+        n_val = [len(val) for _, val in scored]  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val, descended)
         self.hybrid_result_ = result
         self.hypergrad_info_ = [run_record(result, len(descended))]
@@ -1423,16 +1461,15 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         return CheckedFit(target, ranges, X, y, splits, [target.final._fit_key()])
 
     def _descend(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], discrete: dict,
-                 continuous: dict, splits: list, key: jax.Array) -> hg.Result:
-        """`hg.hybrid_search` on the folds (of equal sizes: `equal_folds`) stacked into one
-        cross-validated family, y encoded as `encoding` (`_encode_y`'s), from the training key `key`."""
+                 continuous: dict, splits: list, key: jax.Array, rows: tuple[int, int] | None) -> hg.Result:
+        """`hg.hybrid_search` on the folds stacked into one cross-validated family (`descent_folds`:
+        padded to `rows` when given, else of equal sizes), y encoded as `encoding` (`_encode_y`'s),
+        from the training key `key`."""
         encoded, fitted = encoding
+        varying = descent_varying(target, discrete, continuous)
         pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in splits]
-        varying = {**discrete, **{name: [b.low, b.high] for name, b in continuous.items()}}
-        if not discrete:  # hybrid_search searches at least one choice: the first structural one, as it is
-            name = sorted(target.final._structural_params)[0]
-            varying[name] = [target.final.get_params(deep=False)[name]]
-        made = [target.final._family(train, val, varying=varying, **class_keywords(fitted.get("classes_")))
+        padding = {} if rows is None else {"rows": rows}
+        made = [target.final._family(train, val, varying=varying, **class_keywords(fitted.get("classes_")), **padding)
                 for train, val in pairs]
         space = hybrid_space(target, made[0][1], discrete, continuous)
         combos = int(np.prod([len(options) for options in discrete.values()]))
@@ -1444,14 +1481,14 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         family = made[0][0] if len(made) == 1 else stacked_family([f for f, _ in made])
         classes = fitted.get("classes_")
         base = target.final._program_key(varying, None if classes is None else len(classes))
-        family = shared_family(family, folds_key(base, pairs, range(len(pairs))))
+        family = shared_family(family, folds_key(base, pairs, range(len(pairs)), rows))
         return hg.hybrid_search(family, space, key, budget=budget,
                                 configs=configs, method=self.method or hg.Reverse(), outer=self.outer)
 
-    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: int,
+    def _tables(self, target: Target, result: hg.Result, names: list[str], k: int, n_val: Sequence[int],
                 descended: Sequence[int]) -> tuple[list[dict], dict]:
         """Candidates (one per trial) and their per-fold scores, failed fits and seconds from the
-        hybrid's trials, on k folds of `n_val` validation examples each (`equal_folds`), of which
+        hybrid's trials, on k folds of `n_val[s]` validation examples each (`descent_folds`), of which
         the hybrid descended the folds `descended` (in order; the others, refused, stay NaN for
         `_finish`); failures and scores as `run_folds` reads them."""
         metric, sign, counts = metric_of(self.estimator, self.scoring)
@@ -1467,7 +1504,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
                 tables["failed"][row, fold] = fold_failed(t, suffix)
                 tables["ran_out"][row, fold] = ran_out(t, suffix)
                 value = np.nan if tables["failed"][row, fold] else sign * t.scores.get(f"val_{metric}{suffix}", np.nan)
-                tables["test"][row, fold] = exact_fraction(value, n_val) if counts else value
+                tables["test"][row, fold] = exact_fraction(value, n_val[fold]) if counts else value
                 tables["fit_time"][row, fold] = (t.seconds + share) / len(descended)
         return candidates, tables
 
