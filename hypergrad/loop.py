@@ -255,7 +255,7 @@ def _python_branch_refusal(error: TypeError, hparams: HParams) -> str | None:
     if not _raised_in(error, optax):
         return None
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not _in_package(f.filename, jax)]
-    called = next(f.name for f in frames if _in_package(f.filename, optax))
+    called = _outermost_of_innermost_run(frames, optax).name
     depends = re.search(r"depends on the values? of the arguments? (.*?)\.(?:\s|$)", str(error))
     named = [name for name in hparams if depends and f"[{name!r}]" in depends.group(1)]
     which = " and ".join(f"hparams[{name!r}]" for name in named) or "a traced hyperparameter"
@@ -267,6 +267,16 @@ def _python_branch_refusal(error: TypeError, hparams: HParams) -> str | None:
             f"peak lambda s: h[{example!r}] * optax.schedules.warmup_cosine_decay_schedule(0.0, 1.0, W, T)(s), "
             "or write the schedule as arithmetic on the step (jnp.where for a branch), or hold that "
             "argument at a Python constant")
+
+
+def _outermost_of_innermost_run(frames: list, package: Any) -> Any:
+    """The outermost frame of the innermost run of `frames` in `package` (the last frame is in it):
+    the function of `package` the user's code called (`warmup_cosine_decay_schedule`, whether the
+    optimiser's constructor or, at update time, the user's learning-rate function called it)."""
+    first = len(frames) - 1
+    while first > 0 and _in_package(frames[first - 1].filename, package):
+        first -= 1
+    return frames[first]
 
 
 def _raised_in(error: BaseException, package: Any) -> bool:
@@ -384,7 +394,10 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
     Raises:
         ValueError: (while traced, before anything compiles) naming `Objective(optimizer=...)`, for an
             optimiser that needs more than a step gives it (`_step_cannot_drive`: optax.lookahead,
-            optax.contrib.sophia, optax.contrib.dpsgd), chained from optax's own error.
+            optax.contrib.sophia, optax.contrib.dpsgd), chained from optax's own error; or for an optax
+            function that tests a traced hyperparameter in Python at update time (a schedule built
+            inside the learning-rate function: `_python_branch_refusal`, as `Loop.optimizer` refuses
+            one built with the optimiser).
     """
     trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
     zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
@@ -394,6 +407,11 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
     except (AttributeError, ValueError) as err:
         refusal = _step_cannot_drive(err, params)
         if refusal is None:
+            raise
+        raise ValueError(refusal) from err
+    except jax.errors.JAXTypeError as err:  # a schedule built at update time (in the rate function)
+        refusal = _python_branch_refusal(err, {})
+        if refusal is None:  # not inside optax: JAX's own words point at the user's line
             raise
         raise ValueError(refusal) from err
     new_params = optax.apply_updates(params, updates)

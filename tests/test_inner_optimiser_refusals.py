@@ -59,6 +59,20 @@ def test_a_schedule_that_tests_its_hyperparameter_in_python_is_refused_naming_it
     assert _compile.stats.compilations == compilations  # refused at the trace, before compiling
 
 
+def test_a_schedule_built_at_update_time_is_refused_the_same_way(ridge_problem, key):
+    """The same schedule built inside the learning-rate function, so optax builds it during the
+    training step, not with the optimiser: it got JAX's bare TracerBoolConversionError, pointing at
+    hypergrad's scan (hunt RV)."""
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(
+        lambda s: optax.schedules.warmup_cosine_decay_schedule(0.0, h["lr"], 2, T)(s)), num_steps=T)
+    compilations = _compile.stats.compilations
+    with pytest.raises(ValueError, match=r"Objective\(optimizer=\.\.\.\): optax's warmup_cosine_decay_schedule "
+                                         r"tests .* in Python .*cannot be a hyperparameter") as caught:
+        hg.hypergradient(objective, HPARAMS, key)
+    assert isinstance(caught.value.__cause__, jax.errors.TracerBoolConversionError)
+    assert _compile.stats.compilations == compilations  # refused at the trace, before compiling
+
+
 def test_the_unit_schedule_workaround_matches_finite_differences(ridge_problem, key):
     """The refusal's advice: the tuned peak times a unit warm-up/cosine schedule is differentiable."""
     unit = optax.schedules.warmup_cosine_decay_schedule(0.0, 1.0, 2, T)
