@@ -481,12 +481,18 @@ def _state_in_attributes(cls: type) -> bool:
     `decimal.Decimal`, keeps its value in the instance's C layout). Else the repr is the only
     description of that state, and stays."""
     for base in cls.__mro__[:-1]:
-        slots = vars(base).get("__slots__", ())
-        if any(slot not in ("__dict__", "__weakref__") for slot in ((slots,) if isinstance(slots, str) else slots)):
+        if _value_slots(base):
             return False
         if not base.__flags__ & _HEAP_TYPE:  # a builtin (static) type
             return False
     return cls.__basicsize__ <= _PLAIN_SIZE and not cls.__itemsize__  # no C fields (a C heap type's)
+
+
+def _value_slots(cls: type) -> tuple[str, ...]:
+    """The `__slots__` that `cls` itself declares to hold values (`__dict__` and `__weakref__` left out)."""
+    slots = vars(cls).get("__slots__", ())
+    return tuple(slot for slot in ((slots,) if isinstance(slots, str) else slots)
+                 if slot not in ("__dict__", "__weakref__"))
 
 
 def _pytree(obj: Any, depth: float, seen: _Seen) -> dict[str, Any] | None:
@@ -538,10 +544,10 @@ def _repr_text(obj: Any, format: int) -> str:
     if format < 6:
         return _ADDRESS.sub("", text)[:_REPR_CHARS]
     try:
-        for held in sorted(_sets_within(obj), key=lambda s: -len(repr(s))):  # an outer set before the sets in it
-            printed = repr(held)
-            if len(held) > 1 and printed in text:
-                text = text.replace(printed, _sorted_repr(held))
+        printed = [(repr(held), held) for held in _sets_within(obj) if len(held) > 1]  # each printed once
+        for shown, held in sorted(printed, key=lambda p: -len(p[0])):  # an outer set before the sets in it
+            if shown in text:
+                text = text.replace(shown, _sorted_repr(held))
     except Exception:  # noqa: BLE001 - an attribute or element that cannot be read or printed: the text as printed
         pass
     text = _ADDRESS.sub("", text)
@@ -578,10 +584,7 @@ def _held(item: Any) -> Iterator[Any]:
         return iter(())
     values = list(getattr(item, "__dict__", {}).values()) if isinstance(getattr(item, "__dict__", None), dict) else []
     for cls in type(item).__mro__:
-        slots = vars(cls).get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if slot not in ("__dict__", "__weakref__"):
-                values.append(getattr(item, slot, None))
+        values.extend(getattr(item, slot, None) for slot in _value_slots(cls))
     return iter(values)
 
 

@@ -43,7 +43,7 @@ from flax.errors import TraceContextError
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
-           "state_update_refusal", "rng_draw_refusal", "flax_message", "RNG_DRAW_RECIPE", "check_something_trains",
+           "state_update_refusal", "rng_draw_refusal", "in_package", "flax_message", "RNG_DRAW_RECIPE", "check_something_trains",
            "in_segments", "segment_split", "optimizer_update", "optimizer_step",
            "float_leaves", "overridden"]
 
@@ -252,9 +252,9 @@ def _python_branch_refusal(error: TypeError, hparams: HParams) -> str | None:
     user's own code, whose line JAX's message already shows). Reads the traceback only."""
     if not isinstance(error, (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError)):
         return None
-    if not _raised_in(error, optax):
+    frames = _frames_outside_jax(error)
+    if not frames or not in_package(frames[-1].filename, optax):  # raised in the user's own code
         return None
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not _in_package(f.filename, jax)]
     called = _outermost_of_innermost_run(frames, optax).name
     depends = re.search(r"depends on the values? of the arguments? (.*?)\.(?:\s|$)", str(error))
     named = [name for name in hparams if depends and f"[{name!r}]" in depends.group(1)]
@@ -274,7 +274,7 @@ def _outermost_of_innermost_run(frames: list, package: Any) -> Any:
     the function of `package` the user's code called (`warmup_cosine_decay_schedule`, whether the
     optimiser's constructor or, at update time, the user's learning-rate function called it)."""
     first = len(frames) - 1
-    while first > 0 and _in_package(frames[first - 1].filename, package):
+    while first > 0 and in_package(frames[first - 1].filename, package):
         first -= 1
     return frames[first]
 
@@ -282,11 +282,16 @@ def _outermost_of_innermost_run(frames: list, package: Any) -> Any:
 def _raised_in(error: BaseException, package: Any) -> bool:
     """Whether the innermost frame of `error`'s traceback outside JAX's own code is in `package`
     (a module object: optax), so that `package` raised it (or used a traced value as a Python one)."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not _in_package(f.filename, jax)]
-    return bool(frames) and _in_package(frames[-1].filename, package)
+    frames = _frames_outside_jax(error)
+    return bool(frames) and in_package(frames[-1].filename, package)
 
 
-def _in_package(filename: str, package: Any) -> bool:
+def _frames_outside_jax(error: BaseException) -> list:
+    """The frames of `error`'s traceback outside JAX's own code, outermost first."""
+    return [f for f in traceback.extract_tb(error.__traceback__) if not in_package(f.filename, jax)]
+
+
+def in_package(filename: str, package: Any) -> bool:
     """Whether `filename` is a source file of `package` (a module object: jax, optax)."""
     return os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(package.__file__)) + os.sep)
 
@@ -404,14 +409,9 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
     grads = _merged(params, float_grads, trained, others=lambda leaf: jnp.zeros(jnp.shape(leaf), zero))
     try:
         updates, new_state = optimizer_update(opt, grads, opt_state, params, loss)
-    except (AttributeError, ValueError) as err:
-        refusal = _step_cannot_drive(err, params)
-        if refusal is None:
-            raise
-        raise ValueError(refusal) from err
-    except jax.errors.JAXTypeError as err:  # a schedule built at update time (in the rate function)
-        refusal = _python_branch_refusal(err, {})
-        if refusal is None:  # not inside optax: JAX's own words point at the user's line
+    except (AttributeError, ValueError, jax.errors.JAXTypeError) as err:  # JAX's: a schedule built at update time
+        refusal = _step_cannot_drive(err, params) or _python_branch_refusal(err, {})
+        if refusal is None:  # not optax's: JAX's own words point at the user's line
             raise
         raise ValueError(refusal) from err
     new_params = optax.apply_updates(params, updates)

@@ -407,16 +407,16 @@ def _finished(writer: StudyWriter | None, steps: int) -> Result | None:
 
 def _counted_run(objective: Objective, hparams: HParams, key: Key, keep: bool = False) -> Any:
     """The jaxpr of the run `run_flops` counts at `hparams`, counted now (the unit tune charges
-    later): traced once for the count and `check_objective_runs`, not once for each. `keep`
+    later): traced once for the count and `check_objective_runs`, not once for each (called within
+    `tune`'s `accounting.sharing_traces()` block, which hands the count's trace on). `keep`
     (a warm-up follows): traced at `hparams` as host arrays, the types of the warm-up search's
     first setting, and left held in `tune`'s `sharing_traces()` block, so that search compiles
     this trace instead of tracing the objective again (the count is the same: it ignores weak
     types). Cost: one trace of the objective; with `keep`, its jaxpr held until `tune` returns."""
     if keep:
         hparams = jax.tree.map(np.asarray, hparams)  # strongly typed, as the sampled settings are
-    with accounting.sharing_traces():
-        run_flops(objective, hparams, key)
-        return accounting.traced_run(objective, hparams, key, objective.problem.data, keep=keep).jaxpr
+    run_flops(objective, hparams, key)
+    return accounting.traced_run(objective, hparams, key, objective.problem.data, keep=keep).jaxpr
 
 
 def _first(starts: HParams) -> HParams:

@@ -19,7 +19,7 @@ import numpy as np
 from hypergrad._checks import is_int
 from hypergrad.problem import num_examples
 
-__all__ = ["check_pair", "check_class_labels"]
+__all__ = ["check_pair", "check_class_labels", "one_example"]
 
 
 def check_pair(split: Any, where: str, argname: str | None = None) -> None:
@@ -52,7 +52,7 @@ def check_class_labels(labels: Mapping[str, Any], inputs: Any, apply: Callable[[
             shape than one example's logits without the class axis ((n, 1) against (n,) included),
             or outside [0, classes); or for a `class_axis` outside the logits' axes.
     """
-    one = jax.tree.map(_one_example, inputs)
+    one = jax.tree.map(one_example, inputs)
     shape = jax.eval_shape(apply, params, one).shape
     if not (is_int(class_axis) and -len(shape) <= class_axis < len(shape)):
         raise ValueError(f"class_axis={class_axis!r}: {model} gives logits of shape {shape} for one example; give "
@@ -64,7 +64,7 @@ def check_class_labels(labels: Mapping[str, Any], inputs: Any, apply: Callable[[
             _check_split_labels(name, np.asarray(y), classes, rest, shape, class_axis, model)
 
 
-def _one_example(leaf: Any) -> jax.ShapeDtypeStruct:
+def one_example(leaf: Any) -> jax.ShapeDtypeStruct:
     """One example of an inputs leaf, abstractly: shape (1, ...) and the dtype the problem will hold
     (a pandas DataFrame is read through numpy, as `hg.Problem` reads it)."""
     array = leaf if isinstance(leaf, (np.ndarray, jax.Array)) else np.asarray(leaf)

@@ -84,9 +84,9 @@ from flax.errors import TraceContextError
 
 from hypergrad._checks import is_int_at_least, users_stacklevel
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.loop import check_no_keys, state_update_refusal
+from hypergrad.loop import check_no_keys, in_package, state_update_refusal
 from hypergrad.problem import Problem
-from hypergrad.problems._labels import check_class_labels, check_pair
+from hypergrad.problems._labels import check_class_labels, check_pair, one_example
 from hypergrad.problems._losses import accuracy, cross_entropy
 
 __all__ = ["finetune", "group_sgd", "group_rates", "layer_groups", "group_labels", "group_sq_norms", "leaf_path",
@@ -398,7 +398,7 @@ def _warn_narrower_computation(apply: Callable[[PyTree, Any], jax.Array], params
     dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
     if not jnp.issubdtype(dtype, jnp.floating):
         return
-    one = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((1,) + np.shape(leaf)[1:], jnp.result_type(leaf)), inputs)
+    one = jax.tree.map(one_example, inputs)
     closed = jax.make_jaxpr(apply)(params, one)
     where = _narrowing_casts(closed.jaxpr, dtype)
     outputs = {str(aval.dtype) for aval in closed.out_avals if _narrower(aval.dtype, dtype)}
@@ -437,21 +437,17 @@ def _narrowing_casts(jaxpr: jax_core.Jaxpr, dtype: np.dtype) -> dict[str, str]:
                 and jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating)):
             found.setdefault(_caller(eqn), jnp.dtype(eqn.params["new_dtype"]).name)
     for inner in jax_core.subjaxprs(jaxpr):
-        found.update({k: v for k, v in _narrowing_casts(inner, dtype).items() if k not in found})
+        for where, to in _narrowing_casts(inner, dtype).items():
+            found.setdefault(where, to)
     return found
-
-
-FLAX_DIR = os.path.dirname(os.path.abspath(flax.__file__)) + os.sep
-JAX_DIR = os.path.dirname(os.path.abspath(jax.__file__)) + os.sep
 
 
 def _caller(eqn: jax_core.JaxprEqn) -> str:
     """Who made `eqn`: the innermost flax method on its traceback ("Embed.__call__"), else the
     innermost line outside jax ("model.py:12"), else "apply"."""
     frames = [] if eqn.source_info.traceback is None else eqn.source_info.traceback.frames
-    outside_jax = [f for f in frames if not os.path.abspath(f.file_name).startswith(JAX_DIR)]
-    in_flax = [f for f in outside_jax
-               if os.path.abspath(f.file_name).startswith(FLAX_DIR) and _is_method(f.function_name)]
+    outside_jax = [f for f in frames if not in_package(f.file_name, jax)]
+    in_flax = [f for f in outside_jax if in_package(f.file_name, flax) and _is_method(f.function_name)]
     if in_flax:
         return in_flax[0].function_name
     return f"{os.path.basename(outside_jax[0].file_name)}:{outside_jax[0].line_num}" if outside_jax else "apply"
