@@ -457,8 +457,14 @@ class TracedRun:
         leaves, tree = jax.tree.flatten((dict(hparams), key, data))
         if tree != self.in_tree:
             raise ValueError(f"TracedRun called with arguments of structure {tree}; it was traced for {self.in_tree}")
-        loss, scores = jax.tree.unflatten(self.out_tree, jcore.jaxpr_as_fun(self.jaxpr)(*leaves))
+        loss, scores = _evaluate(self.jaxpr, self.out_tree, leaves)
         return loss, {name: scores[name] for name in self.score_names}
+
+
+def _evaluate(closed: Any, out_tree: Any, leaves: list) -> Any:
+    """The ClosedJaxpr `closed` evaluated (inlined into the caller's trace) on the flat `leaves`, its
+    outputs in the tree `out_tree`."""
+    return jax.tree.unflatten(out_tree, jcore.jaxpr_as_fun(closed)(*leaves))
 
 
 def _trace_run(objective: Any, args: tuple) -> TracedRun:
@@ -604,7 +610,7 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
 
 
 def _hypergradient_key(objective: Any, method: Any, args: tuple) -> Hashable:
-    return "hypergradient", id(objective), method, _exact_types(args)  # held with the objective: the id stays its own
+    return "hypergradient", method, *_held_key(objective, args)
 
 
 def _count_hypergradient(objective: Any, method: Any, args: tuple) -> float:
@@ -636,7 +642,7 @@ def traced_hypergradient(objective: Any, method: Any, hparams: HParams, key: Key
     closed, out_tree = found[1:]
 
     def replay(h: HParams, k: Key, d: Any) -> Any:
-        return jax.tree.unflatten(out_tree, jcore.jaxpr_as_fun(closed)(*jax.tree.leaves((dict(h), k, d))))
+        return _evaluate(closed, out_tree, jax.tree.leaves((dict(h), k, d)))
 
     return replay
 
