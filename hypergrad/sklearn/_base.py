@@ -61,8 +61,9 @@ hashable identity of every program of `_family(train, val, varying=varying, n_cl
 the data (which the programs read only through their arguments): the estimator's class, every
 parameter not in `varying` (exactly: `frozen`) but its `_argument_params`, the options of the
 structural ones in `varying`, the names of the continuous ones (their values are arguments),
-`n_classes` and the float width;
-None when a parameter has no such identity. The search adds the folds' shapes and the
+`n_classes` and JAX's settings that shape a trace (`hypergrad._compile.trace_settings()`: the
+float width, `jax_threefry_partitionable`'s random draws, ...); None when a parameter has no such
+identity. The search adds the folds' shapes and the
 configuration, and objectives of equal keys share their compiled programs (`program_owner`), so a
 second fit of the same search, or nested cross-validation over folds of one size, compiles nothing.
 
@@ -117,7 +118,9 @@ def _clear_programs() -> None:
 
 def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     """A fit program (whatever `make()` builds: a family, its objective and a jitted function)
-    kept per `key` (the estimator's class, structural parameters and data shapes), so estimators
+    kept per `key` (the estimator's class, structural parameters and data shapes) and JAX's settings
+    that shape a trace (`hypergrad._compile.trace_settings()`: a fit after flipping
+    `jax_enable_x64` or `jax_threefry_partitionable` gets a program of its own), so estimators
     of the same kind fitted on data of the same shapes reuse one compilation (scikit-learn's
     `check_estimator` fits dozens). At most 32 kept, least recently used dropped; emptied by
     `hg.clear_caches()`. A program must be all that its fits compile (`make()` jits a function
@@ -128,6 +131,7 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     so on large data call `hg.clear_caches()` once done fitting. Thread-safe: a program cleared
     or evicted by another thread is a miss (made again); two threads missing at once each make
     one, and the later replaces the earlier."""
+    key = key, _compile.trace_settings()  # a program traced under other JAX settings computes otherwise
     with _PROGRAMS_LOCK:
         if key in _PROGRAMS:
             _PROGRAMS.move_to_end(key)
@@ -417,7 +421,7 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
                             else "traced") for name in sorted(varying))
         except TypeError:
             return None
-        return type(self), fixed, varied, n_classes, bool(jax.config.jax_enable_x64)
+        return type(self), fixed, varied, n_classes, _compile.trace_settings()
 
     def _bakes_data(self, varying: Mapping[str, Sequence[Any]]) -> bool:
         """Whether the programs hold data of their own besides the problem's (a
