@@ -12,6 +12,7 @@ import pytest
 import sklearn.metrics
 from sklearn import model_selection as sk
 from sklearn.base import clone, is_classifier
+from sklearn.linear_model import Ridge as SklearnRidge
 
 import hypergrad as hg
 from hypergrad import _compile
@@ -138,3 +139,26 @@ def test_hypergrad_search_descends_the_loss_of_the_full_folds(name):
                 expected = -losses[-1]
                 assert search.cv_results_[f"split{s}_test_score"][row] == pytest.approx(expected, rel=1e-9)
         assert trial.value == pytest.approx(np.mean(losses), rel=1e-9)
+
+
+@pytest.mark.parametrize("cv,groups", [(sk.TimeSeriesSplit(3), None),
+                                       (sk.GroupKFold(3), np.repeat([0, 1, 2], [6, 6, 36]))])
+def test_hypergrad_search_descends_folds_of_any_sizes_where_padding_is_exact(cv, groups):
+    """Folds whose sizes differ by more than one example (TimeSeriesSplit's 12/24/36 training
+    examples, GroupKFold's 12/42/42 training and 36/6/6 validation examples) ran in scikit-learn's search (a fallback
+    warning, no descent) though padding them is exact for Ridge. Now they are padded and
+    descended in one program: each trial's loss is the mean of the exact per-fold fits' losses,
+    each split score that fit's."""
+    x, y = _data("regressor", 48)
+    folds = list(cv.split(x, y, groups))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        search = HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3, "log")}, cv=cv, budget=4, refit=False,
+                                   scoring="neg_mean_squared_error").fit(x, y, groups=groups)
+    for row, trial in enumerate(search.hybrid_result_.trials):
+        losses = []
+        for s, (train, val) in enumerate(folds):
+            fit = SklearnRidge(alpha=float(trial.hparams["alpha"])).fit(x[train], y[train])
+            losses.append(np.mean((fit.predict(x[val]) - y[val]) ** 2))
+            assert search.cv_results_[f"split{s}_test_score"][row] == pytest.approx(-losses[-1], rel=1e-8)
+        assert trial.value == pytest.approx(np.mean(losses), rel=1e-8)

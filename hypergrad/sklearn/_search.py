@@ -1248,20 +1248,33 @@ def split_distributions(target: Target, distributions: Any) -> tuple[dict, dict]
     return discrete, continuous
 
 
-def unequal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> str | None:
-    """Why `HypergradSearchCV` cannot cut the folds to one size (`equal_folds`), or None: their
-    training parts, or their validation parts, differ by more than one example. KFold and
-    StratifiedKFold (repeated or shuffled too), ShuffleSplit and LeaveOneOut make parts that differ by
-    at most one; TimeSeriesSplit's growing windows, GroupKFold's unequal groups, a PredefinedSplit or
-    index lists may not, and cutting those would fit and score far fewer examples than scikit-learn's
-    search (TimeSeriesSplit: every fold trained on the first window)."""
-    for part, sizes in (("training", [len(t) for t, _ in splits]), ("validation", [len(v) for _, v in splits])):
-        if max(sizes) - min(sizes) > 1:
-            return (f"the folds' {part} parts hold {sizes} examples, which differ by more than one example, so they "
+def unequal_folds(target: Target, splits: Sequence[tuple[np.ndarray, np.ndarray]], varying: Mapping[str, list]
+                  ) -> str | None:
+    """Why `HypergradSearchCV` can neither pad the folds to one size (`padded_rows`, for the fits of
+    `varying`) nor cut them to one (`equal_folds`), or None: padding is not exact for the estimator
+    (an MLP fitted in minibatches) and their training parts, or their validation parts, differ by
+    more than one example. KFold and StratifiedKFold (repeated or shuffled too), ShuffleSplit and
+    LeaveOneOut make parts that differ by at most one; TimeSeriesSplit's growing windows,
+    GroupKFold's unequal groups, a PredefinedSplit or index lists may not, and cutting those would
+    fit and score far fewer examples than scikit-learn's search (TimeSeriesSplit: every fold trained
+    on the first window). Where padding is exact (the linear models, an MLP fitted in full batch)
+    any sizes are descended."""
+    sizes = [(len(t), len(v)) for t, v in splits]
+    if padded_rows(target, sizes, varying_fits(varying)) is not None:
+        return None
+    for part, counts in (("training", [t for t, _ in sizes]), ("validation", [v for _, v in sizes])):
+        if max(counts) - min(counts) > 1:
+            return (f"the folds' {part} parts hold {counts} examples, which differ by more than one example, so they "
                     "cannot be cut to one size for one program without fitting or scoring fewer examples than "
-                    "scikit-learn's search (splitters whose folds differ by at most one, such as KFold and "
+                    "scikit-learn's search, nor padded to one (padding is exact only for the linear models and an MLP "
+                    "fitted in full batch; splitters whose folds differ by at most one, such as KFold and "
                     "StratifiedKFold, are descended)")
     return None
+
+
+def varying_fits(varying: Mapping[str, list]) -> list[dict[str, Any]]:
+    """Every combination of `varying`'s values (each a fit's traced parameters, for `padded_rows`)."""
+    return [dict(zip(varying, values)) for values in itertools.product(*varying.values())]
 
 
 def equal_folds(splits: Sequence[tuple[np.ndarray, np.ndarray]], among: Sequence[int] | None = None
@@ -1299,9 +1312,11 @@ def descent_folds(target: Target, splits: Sequence[tuple[np.ndarray, np.ndarray]
     fitted in minibatches, whose epoch sampler draws from the n examples) they are cut to the
     smallest descended fold's sizes (`equal_folds`, and its bias). Cost: a padded fold fits the
     largest fold's rows (one row more for KFold)."""
-    fits = [dict(zip(varying, values)) for values in itertools.product(*varying.values())]
-    rows = padded_rows(target, [(len(splits[s][0]), len(splits[s][1])) for s in descended], fits)
-    return (list(splits), rows) if rows is not None else (equal_folds(splits, descended), None)
+    rows = padded_rows(target, [(len(splits[s][0]), len(splits[s][1])) for s in descended], varying_fits(varying))
+    if rows is not None:
+        return list(splits), rows
+    cut = equal_folds(splits, descended)  # a fold not descended (refused) is not fitted: its sizes stay its own
+    return [cut[s] if s in descended else splits[s] for s in range(len(splits))], None
 
 
 def hybrid_space(target: Target, space: hg.Space, discrete: Mapping[str, list], continuous: Mapping[str, Bounds]
@@ -1337,18 +1352,18 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     configuration starts at the centre of the ranges and takes Adam steps (`outer`, default Adam
     0.05 on the unconstrained coordinates) on the hypergradient (`method`, default `hg.Reverse()`)
     of the mean validation loss (log-loss, or squared error) over the folds, all configurations and
-    folds vmapped. The folds are scikit-learn's (`check_cv`), run in one program where their
-    training and validation sizes differ by at most one example (`unequal_folds`: KFold,
-    StratifiedKFold, ShuffleSplit; `descent_folds`): padded with weight-0 rows to the largest fold's
-    sizes where the estimator says that is exact (the linear models; an MLP fitted in full batch),
-    so every fold's loss, hypergradient and scores are those of its full parts, as scikit-learn's
-    (cost: a smaller fold fits one row more); otherwise (an MLP fitted in minibatches, whose epoch
-    sampler draws from the n examples) cut to the smallest fold's sizes, so a larger fold's fit sees
-    one training example fewer, or its score counts one validation example fewer, than
-    scikit-learn's (bias; `n_test_samples` is the size scored). Folds that differ by more
-    (TimeSeriesSplit, GroupKFold with unequal groups, PredefinedSplit, index lists) run in
-    scikit-learn's `RandomizedSearchCV` on the same folds and ranges, with a `UserWarning` naming
-    the sizes. A fold whose training part
+    folds vmapped. The folds are scikit-learn's (`check_cv`), run in one program (`descent_folds`):
+    padded with weight-0 rows to the largest fold's sizes where the estimator says that is exact
+    (the linear models; an MLP fitted in full batch), whatever their sizes (KFold, TimeSeriesSplit,
+    GroupKFold, index lists), so every fold's loss, hypergradient and scores are those of its full
+    parts, as scikit-learn's (cost: a smaller fold fits the largest fold's rows); otherwise (an MLP
+    fitted in minibatches, whose epoch sampler draws from the n examples) cut to the smallest
+    fold's sizes where they differ by at most one example (KFold, StratifiedKFold, ShuffleSplit),
+    so a larger fold's fit sees one training example fewer, or its score counts one validation
+    example fewer, than scikit-learn's (bias; `n_test_samples` is the size scored). Such folds that
+    differ by more (`unequal_folds`: TimeSeriesSplit, GroupKFold with unequal groups,
+    PredefinedSplit, index lists) run in scikit-learn's `RandomizedSearchCV` on the same folds and
+    ranges, with a `UserWarning` naming the sizes. A fold whose training part
     holds one class, where the classifier's own `fit` refuses it (`refused_folds`: LogisticRegression's;
     an MLPClassifier fits it, as scikit-learn's, and it is descended), is not descended:
     the loss is the mean over the other folds, and its scores are `error_score` with a
@@ -1454,7 +1469,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         check_data(target, X, y)
         X, y = indexable(X, y)
         splits = list(check_cv(self.cv, y, classifier=is_classifier(self.estimator)).split(X, y, params.get("groups")))
-        why = unequal_folds(splits)
+        why = unequal_folds(target, splits, descent_varying(target, discrete, continuous))
         if why:  # scikit-learn's search on exactly these folds (a generator cv is spent)
             return FallsBack(why, splits)
         ranges = {"discrete": discrete, "continuous": continuous}
