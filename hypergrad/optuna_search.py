@@ -51,12 +51,21 @@ startup trials), so with `batch_size >= 10` its whole first round is random.
 Memory: one chunk of trials at a time, as `random_search` (`min(batch_size, chunk_size,
 num_trials)` copies of the parameters, optimiser state and activations), plus the study's trial
 records on the host.
+
+Several processes (`jax.distributed`): every process asks its own sampler, and all must propose
+the same settings, since they evaluate one program together. Each round's proposals are compared
+across the processes before the round runs (one all-gather of a 20-byte digest per round, also a
+barrier; nothing in a lone process), and proposals that differ (samplers seeded otherwise, or of
+other kinds, a `study=` holding other trials) are a `ValueError` on every process naming `sampler=`
+and `study=`, before the round that differs runs (the first round: before anything is compiled).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 import time
 import warnings
@@ -65,6 +74,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
                                shared_outcome)
@@ -199,7 +209,8 @@ def optuna_search(
 
     Raises:
         ImportError: optuna is not installed.
-        ValueError: a bad argument, before anything is compiled or asked.
+        ValueError: a bad argument, before anything is compiled or asked; with several processes,
+            samplers proposing different settings, before the round that differs runs.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("optuna_search", num_trials=num_trials, sampler=sampler, batch_size=batch_size, seed=seed,
@@ -350,6 +361,30 @@ def _replay_shared(replay: Callable[[], None]) -> None:
 _RESUMED = "this call (resuming its study)"  # what `shared_outcome`'s message says a refusing process stopped
 
 
+def _check_proposals_agree(params: list[dict[str, Any]], first: int) -> None:
+    """Raises `ValueError` on every process when the processes' samplers proposed different `params`
+    (Optuna's parameter dicts of one round, its first trial numbered `first`), before the round runs:
+    the processes would feed different settings to the one program they run together (JAX's own
+    `AssertionError` from `device_put`, naming neither argument). Cost, with several processes: the
+    params digested on the host and one all-gather of 20 bytes, also a barrier; nothing in a lone
+    process."""
+    if jax.process_count() == 1:
+        return
+    text = json.dumps(params, sort_keys=True, default=repr).encode()  # floats as repr: every bit compared
+    sent = np.frombuffer(hashlib.sha1(text).digest(), np.uint8)
+    got = np.asarray(multihost_utils.process_allgather(sent), np.uint8).reshape(jax.process_count(), -1)
+    differing = [p for p in range(1, len(got)) if not np.array_equal(got[p], got[0])]
+    if differing:
+        said = ", ".join(f"process {p}'s" for p in differing)
+        raise ValueError(
+            f"optuna_search: the processes' samplers proposed different settings for trials {first} to "
+            f"{first + len(params) - 1} ({said} differ from process 0's), so the processes cannot evaluate them "
+            "together: every process asks its own sampler and must get the same proposals. Give the same sampler= "
+            "on every process: 'tpe' or 'random' (seeded from the key, or by the same seed=), or an instance of the "
+            "same class with the same settings and seed (TPESampler(seed=0) on every process, not "
+            "seed=jax.process_index()); a study= must hold the same trials and such a sampler on every process")
+
+
 def _charged(real: tuple, padding: tuple) -> list:
     """The real trials of a round, each charged its own cost plus an equal share of what the padding
     rows cost (FLOPs, seconds and training runs), so the round's totals are what it executed.
@@ -396,6 +431,7 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             if replayed:  # the first round not stored: every process replayed the stored ones
                 shared_outcome(None, _RESUMED)
                 replayed = False
+            _check_proposals_agree([t.params for t in pending], len(recorder.trials))
             settings = _pad(settings_from_params(space, [t.params for t in pending]), chunk)
             batch = evaluate_settings(objective, settings, key, strategy=strategy, space=space,
                                       chunk_size=chunk, pad_groups=False)

@@ -433,18 +433,45 @@ def test_missing_optuna_is_a_clear_import_error(ridge_objective, monkeypatch):
         hg.optuna_search(ridge_objective, RIDGE_SPACE, jax.random.key(0), num_trials=4)
 
 
-def test_recorded_seconds_are_the_whole_call(ridge):
+def test_recorded_seconds_are_the_whole_call(ridge, monkeypatch):
     """`spent("seconds")` at the last trial is the call's wall time, Optuna's asking and telling and
-    the set-up included, as for the other strategies (it held the compile and trial seconds only)."""
+    the set-up included, as for the other strategies (it held the compile and trial seconds only).
+    Load-proof: sleeps of a known length inside the call's untimed parts (its set-up checks, the
+    sampler's asking, its telling, the host's bookkeeping between rounds) must all be in the
+    recorded set-up seconds (a sleep lasts at least its length, however loaded the machine), and
+    the recorded seconds can never exceed the wall time measured around the call."""
     import time
 
+    slept = []
+
+    def sleep(seconds=0.01):
+        time.sleep(seconds)
+        slept.append(seconds)
+
+    class SlowSampler(optuna.samplers.RandomSampler):  # Optuna's own time: asking and telling
+        def sample_independent(self, *args, **kwargs):
+            sleep()
+            return super().sample_independent(*args, **kwargs)
+
+        def after_trial(self, *args, **kwargs):
+            sleep()
+            return super().after_trial(*args, **kwargs)
+
+    checked = sys.modules["hypergrad.optuna_search"].check_space  # the call's set-up checks
+    monkeypatch.setattr(sys.modules["hypergrad.optuna_search"], "check_space", lambda space: sleep(0.2) or
+                        checked(space))
     objective = hg.Objective(ridge, sgd, num_steps=10)
-    for _ in range(2):
+    for _ in range(2):  # a cold call, then a warm one (nothing compiled)
+        slept.clear()
         began = time.perf_counter()
-        result = hg.optuna_search(objective, RIDGE_SPACE, jax.random.key(0), num_trials=6, batch_size=3)
+        result = hg.optuna_search(objective, RIDGE_SPACE, jax.random.key(0), num_trials=6, batch_size=3,
+                                  sampler=SlowSampler(seed=0), progress=lambda line: sleep())
         measured = time.perf_counter() - began
         recorded = float(result.spent("seconds")[-1])
-        assert 0.9 * measured <= recorded <= measured * (1 + 1e-9), (recorded, measured)
+        assert len(slept) == 1 + 6 * 2 + 6 + 2  # the checks; 2 params and a tell per trial; 2 rounds' lines
+        timed = result.compile_seconds + sum(t.seconds for t in result.trials)
+        assert recorded - timed >= sum(slept), (recorded, timed, sum(slept))
+        assert recorded <= measured * (1 + 1e-9), (recorded, measured)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -454,3 +481,73 @@ def test_recorded_seconds_are_the_whole_call(ridge):
 def test_a_bad_log_is_refused_before_compiling(ridge_objective, kwargs, match):
     _raises_before_compiling(match, hg.optuna_search, ridge_objective, hg.Space({"lr": hg.LogUniform(1e-3, 1.0)}),
                              jax.random.key(0), num_trials=4, **kwargs)
+
+
+# -- several processes ---------------------------------------------------------------------------------
+_SAMPLERS_WORKER = r'''
+import optuna
+optuna_search = sys.modules["hypergrad.optuna_search"]
+evaluated = []  # rounds evaluated (each compiles or runs the program)
+evaluate = optuna_search.evaluate_settings
+optuna_search.evaluate_settings = lambda *a, **k: evaluated.append(1) or evaluate(*a, **k)
+objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0),
+                         lambda h: optax.sgd(h["lr"]), num_steps=5)
+space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
+key = jax.random.key(0)
+tpe = lambda **k: optuna.samplers.TPESampler(**k)
+
+
+class Drifting(optuna.samplers.RandomSampler):
+    def sample_independent(self, study, trial, name, distribution):
+        value = super().sample_independent(study, trial, name, distribution)
+        return distribution.low if jax.process_index() == 1 and trial.number >= 2 else value
+
+
+calls = {  # each process's call: the same but for its sampler (or its study's)
+    "seeds": lambda: hg.optuna_search(objective, space, key, 4, batch_size=2, sampler=tpe(seed=process)),
+    "study": lambda: hg.optuna_search(objective, space, key, 4, batch_size=2,
+                                      study=optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=process))),
+    # a sampler that drifts from trial 2 on, on process 1 alone: round 2 differs
+    "later": lambda: hg.optuna_search(objective, space, key, 4, batch_size=2, sampler=Drifting(seed=0)),
+    "same": lambda: [t.value for t in hg.optuna_search(objective, space, key, 4, batch_size=2,
+                                                       sampler=tpe(seed=0)).trials],
+}
+out = {}
+for name, call in calls.items():
+    evaluated.clear()
+    try:
+        out[name] = call()
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+    out[name] = [out[name], len(evaluated)]
+with open(os.path.join(tmp, f"samplers{process}.json"), "w") as f:
+    json.dump(out, f)
+'''
+
+
+def test_samplers_proposing_otherwise_on_two_processes_are_refused_on_every_process(tmp_path):
+    """Two processes of one `jax.distributed` run given samplers seeded otherwise (TPESampler(seed=0)
+    and seed=1), or studies whose samplers are: every process asked its own sampler, and the round's
+    settings differed, which JAX refused with its own `AssertionError` ("passed to device_put is not
+    the same on each process"), naming neither sampler= nor study=. Every process now refuses with
+    one `ValueError` naming both and the fix, before the first round runs (nothing evaluated), or
+    before the first round that differs (a sampler drifting on one process from its third trial on),
+    and the next call still runs on both."""
+    from test_distributed import _WORKER_START, _two_workers
+
+    out = _two_workers(tmp_path, _WORKER_START + _SAMPLERS_WORKER, "samplers")
+
+    def refusal(first):
+        return (f"ValueError: optuna_search: the processes' samplers proposed different settings for trials {first} "
+                f"to {first + 1} (process 1's differ from process 0's), so the processes cannot evaluate them "
+                "together: every process asks its own sampler and must get the same proposals. Give the same "
+                "sampler= on every process: 'tpe' or 'random' (seeded from the key, or by the same seed=), or an "
+                "instance of the same class with the same settings and seed (TPESampler(seed=0) on every process, "
+                "not seed=jax.process_index()); a study= must hold the same trials and such a sampler on every "
+                "process")
+    for i in (0, 1):
+        assert out[i]["seeds"] == [refusal(0), 0], out[i]["seeds"]
+        assert out[i]["study"] == [refusal(0), 0], out[i]["study"]
+        assert out[i]["later"] == [refusal(2), 1], out[i]["later"]
+        assert len(out[i]["same"][0]) == 4 and out[i]["same"][1] == 2
+    assert out[0]["same"] == out[1]["same"]
