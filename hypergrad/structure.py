@@ -106,8 +106,22 @@ class Masked:
     options: tuple[Any, ...]
 
 
+def _typed(option: Any) -> Any:
+    """`option` with its types beside its values, tuples and `Masked` markers looked into: Python's
+    `==` makes True, 1 and 1.0 one value (and `Masked` markers over them one marker), but a build
+    may make another program of each, as `Choice` holds them apart. A numpy scalar counts as the
+    Python type of its value (`np.int64(3)` as 3), as `split` reads options back from arrays."""
+    if isinstance(option, Masked):
+        return Masked, option.name, _typed(option.options)
+    if isinstance(option, tuple):
+        return tuple, tuple(_typed(o) for o in option)
+    kind = type(option.item()) if isinstance(option, np.generic) else type(option)
+    return kind, option
+
+
 def _config_key(config: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((name, value) for name, value in config.items()))
+    """The key a configuration's objective is cached under: its (name, typed option) pairs."""
+    return tuple(sorted(((name, _typed(value)) for name, value in config.items()), key=lambda item: item[0]))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -117,7 +131,8 @@ class Structured:
     Args:
         build: `config -> hg.Objective`, where `config` maps every structural choice of the space
             to its option, or to a `Masked` marker for a masked choice (the objective then reads
-            the option index from `hparams[name]`). Built once per configuration and cached.
+            the option index from `hparams[name]`). Built once per configuration and cached, options
+            told apart by type as `Choice` does (True, 1 and 1.0 are three configurations).
         maskable: names of the structural choices `build` can mask.
         mask: how to realise each maskable choice: "auto" (decide by measured cost, see `plan`),
             True (always mask) or False (always group); or a dict name -> one of those.

@@ -1,0 +1,47 @@
+"""In-process cache keys that Python's `==` or a copy blurred: a structured family's configurations
+are keyed by the options' types too (True, 1 and 1.0 are three)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import hypergrad as hg
+from hypergrad.structure import Masked
+
+
+def _data(dtype):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 4)).astype(dtype)
+    return X, (X @ np.arange(1, 5, dtype=dtype)).astype(dtype)
+
+
+def _mse(p, b):
+    return jnp.mean((b[0] @ p - b[1]) ** 2)
+
+
+def _objective(loss, init=lambda k: jnp.ones(4), dtype=np.float64, batch_size=None):
+    X, y = _data(dtype)
+    problem = hg.Problem(init=init, train_loss=lambda p, h, b: loss(p, b), val_loss=loss, train_data=(X, y),
+                         val_data=(X, y), batch_size=batch_size)
+    return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+
+
+def test_a_structured_family_builds_each_type_of_an_equal_option():
+    # keyed by ==, {"flag": True} got the objective built for {"flag": 1} (and 0.0 and False that of 0), so a
+    # search over Choice([True, 2]) after one over Choice([1, 2]) ran the program of 1 and reported its loss
+    built = []
+
+    def build(config):
+        built.append(config["flag"])
+        return _objective(_mse)
+
+    family = hg.Structured(build)
+    options = [1, True, 1.0, 0, False, 0.0, (1, 2), (True, 2)]
+    objectives = [family.objective({"flag": option}) for option in options]
+    assert len({id(o) for o in objectives}) == len(options)
+    assert [(type(b), b) for b in built] == [(type(o), o) for o in options]
+    assert family.objective({"flag": True}) is objectives[1]  # each still built once
+    assert family.objective({"flag": np.int64(1)}) is objectives[0]  # a numpy scalar is its Python value
+    masked = [family.objective({"flag": Masked("flag", options)}) for options in [(1, 2), (True, 2), (1, 2)]]
+    assert masked[0] is not masked[1] and masked[0] is masked[2]
