@@ -104,10 +104,14 @@ _jitting_lock = threading.Lock()
 
 @_caches.register
 def _clear_jitted() -> None:
-    """Drops every live objective's `jax.jit` wrappers: its next direct call traces and compiles anew."""
+    """Drops every live objective's `jax.jit` wrappers: its next direct call traces and compiles anew.
+    Each wrapper's programs and JAX's traces of it are evicted first (`clear_cache`): JAX keys a
+    trace on the bound method, which equals the next wrapper's, so a wrapper still alive elsewhere
+    (an exception's traceback holding its frame) would otherwise hand the new one its old trace."""
     with _jitting_lock:
         for objective in list(_jitting):
-            objective.__dict__.pop("_jit_cache", None)
+            for jitted, _ in objective.__dict__.pop("_jit_cache", {}).values():
+                jitted.clear_cache()
         _jitting.clear()
 
 
@@ -201,8 +205,15 @@ class Objective:
                 cache = self.__dict__.setdefault("_jit_cache", {})
                 _jitting.add(self)
         if name not in cache:
-            cache[name] = _naming_missing(jax.jit(getattr(self, name)))
-        return cache[name]
+            jitted = jax.jit(getattr(self, name))
+            cache[name] = jitted, _naming_missing(jitted)
+        return cache[name][1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What `copy.copy`, `copy.deepcopy` and pickle carry: the fields, not the `jax.jit` wrappers.
+        A copy sharing them ran the original's programs (bound to the original) and, out of
+        `hg.clear_caches()`'s reach, kept them after a clear, and kept the original's alive too."""
+        return {name: value for name, value in self.__dict__.items() if name != "_jit_cache"}
 
     # -- the loop methods see, and the training run --------------------------------------------
     def loop(self, data: Mapping[str, PyTree] | None = None) -> Loop:

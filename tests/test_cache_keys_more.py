@@ -1,5 +1,8 @@
 """In-process cache keys that Python's `==` or a copy blurred: a structured family's configurations
-are keyed by the options' types too (True, 1 and 1.0 are three)."""
+are keyed by the options' types too (True, 1 and 1.0 are three), and a copied objective's `jax.jit`
+programs are its own and `hg.clear_caches()` reaches them."""
+
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -45,3 +48,45 @@ def test_a_structured_family_builds_each_type_of_an_equal_option():
     assert family.objective({"flag": np.int64(1)}) is objectives[0]  # a numpy scalar is its Python value
     masked = [family.objective({"flag": Masked("flag", options)}) for options in [(1, 2), (True, 2), (1, 2)]]
     assert masked[0] is not masked[1] and masked[0] is masked[2]
+
+
+_SETTING = {"l2": 0.0}
+
+
+def _l2_loss(p, b):
+    return _mse(p, b) + _SETTING["l2"] * jnp.sum(p ** 2)
+
+
+def test_clear_caches_reaches_a_copied_objectives_programs():
+    # copy.copy shared the original's dict of jax.jit wrappers, out of clear_caches' reach: after changing a
+    # value the loss reads and clearing, the copy (and the original, whose trace JAX found again through the
+    # copy's live wrapper) ran the old program: 3.9e-32 where hypergradient gave 12.3
+    objective = _objective(_l2_loss)
+    hparams, key = {"lr": jnp.asarray(0.01)}, jax.random.key(0)
+    try:
+        before = float(objective(hparams, key))
+        copies = [copy.copy(objective), copy.deepcopy(objective)]
+        assert [float(c(hparams, key)) for c in copies] == [before, before]
+        _SETTING["l2"] = 10.0
+        hg.clear_caches()
+        after = float(hg.hypergradient(objective, hparams, key)[0])
+        assert after != before
+        assert [float(o(hparams, key)) for o in [objective, *copies]] == [after] * 3
+    finally:
+        _SETTING["l2"] = 0.0
+
+
+def test_clear_caches_evicts_a_wrapper_still_held_elsewhere():
+    # JAX keys a trace on the bound method, so a dropped wrapper kept alive elsewhere (here held by hand, as a
+    # traceback's frame may hold it) handed the next wrapper its old trace
+    objective = _objective(_l2_loss)
+    hparams, key = {"lr": jnp.asarray(0.01)}, jax.random.key(0)
+    try:
+        before = float(objective(hparams, key))
+        held = objective._jitted("loss_and_scores")  # noqa: F841 (kept alive across the clear)
+        _SETTING["l2"] = 10.0
+        hg.clear_caches()
+        after = float(objective(hparams, key))
+        assert after == float(hg.hypergradient(objective, hparams, key)[0]) != before
+    finally:
+        _SETTING["l2"] = 0.0
