@@ -62,6 +62,15 @@ _OPTIMIZER_READS_PARAMS = (
     "hg.Reverse() or hg.Forward(), which differentiate the optimizer as it runs")
 """Implicit's refusal of an optimiser whose update reads the parameters (`Implicit.check_loop`)."""
 
+_OPTIMIZER_CENTRES_GRADIENT = (
+    "Implicit cannot differentiate this objective: its optimizer's update subtracts from the gradient a mean "
+    "over some of its axes (optax.centralize, gradient centralisation), so the update is 0, and training stops, "
+    "where the gradient is constant along those axes, not where it is 0, and Implicit, which assumes that "
+    "gradient is 0 where training stops, would return the hypergradient of a point training never reaches "
+    "(it can differ in sign from the true one). Remove optax.centralize from the optimizer to use Implicit, "
+    "or use hg.Reverse() or hg.Forward(), which differentiate the optimizer as it runs")
+"""Implicit's refusal of an optimiser that centres the gradient (`Implicit.check_loop`)."""
+
 _SOLVERS = ("cg", "neumann")
 _SOLVER_FIELDS = {"cg": {"maxiter": 100, "tol": 1e-6}, "neumann": {"num_terms": 100, "alpha": 0.1}}
 """The fields each solver reads, with their defaults; the other solver's stay None."""
@@ -96,8 +105,24 @@ def _call_jaxpr(eqn) -> Jaxpr | None:
     return None
 
 
-def _propagate(jaxpr: Jaxpr, in_masks: list[int]) -> list[int]:
-    """Forward data-dependence analysis: bitmask of the tagged inputs each output depends on."""
+_Rule = Callable[[Any, list[int]], "list[int] | None"]
+"""A special case of `_propagate` for some equations: given an equation and its inputs' masks, its
+outputs' masks, or None for the general rule (each output depends on every input)."""
+
+
+def _times_literal_zero(eqn, masks: list[int]) -> list[int] | None:
+    """`_propagate`'s rule for a product with the constant 0 (`mul x 0.0`, optax's default
+    weight_decay=0.0 in optax.novograd): its value is 0 whatever x is, so it depends on nothing."""
+    if eqn.primitive.name == "mul" and any(isinstance(v, Literal) and np.all(np.asarray(v.val) == 0)
+                                           for v in eqn.invars):
+        return [0] * len(eqn.outvars)
+    return None
+
+
+def _propagate(jaxpr: Jaxpr, in_masks: list[int], rule: _Rule = _times_literal_zero) -> list[int]:
+    """Forward data-dependence analysis: bitmask of the tagged inputs each output depends on.
+    `rule` overrides the general rule for the equations it returns masks for (default: a product
+    with the constant 0 depends on nothing)."""
     env: dict[Any, int] = dict(zip(jaxpr.invars, in_masks))
 
     def read(var) -> int:
@@ -107,16 +132,18 @@ def _propagate(jaxpr: Jaxpr, in_masks: list[int]) -> list[int]:
         masks = [read(v) for v in eqn.invars]
         sub = _call_jaxpr(eqn)
         if sub is not None:
-            outs = _propagate(sub, masks)
+            outs = _propagate(sub, masks, rule)
         elif eqn.primitive.name == "cond":
-            outs = _propagate_cond(eqn, masks)
+            outs = _propagate_cond(eqn, masks, rule)
         else:
-            outs = [functools.reduce(operator.or_, masks, 0)] * len(eqn.outvars)
+            outs = rule(eqn, masks)
+            if outs is None:
+                outs = [functools.reduce(operator.or_, masks, 0)] * len(eqn.outvars)
         env.update(zip(eqn.outvars, outs))
     return [read(v) for v in jaxpr.outvars]
 
 
-def _propagate_cond(eqn, masks: list[int]) -> list[int]:
+def _propagate_cond(eqn, masks: list[int], rule: _Rule) -> list[int]:
     """`_propagate` through a `cond`: each output depends on the branch index and on the operands
     that some branch maps to it (a branch of an unexpected form: on every input)."""
     index, operands = masks[0], masks[1:]
@@ -125,7 +152,7 @@ def _propagate_cond(eqn, masks: list[int]) -> list[int]:
         sub = branch.jaxpr if isinstance(branch, ClosedJaxpr) else branch
         if not isinstance(sub, Jaxpr) or len(sub.invars) != len(operands) or len(sub.outvars) != len(outs):
             return [functools.reduce(operator.or_, masks, 0)] * len(eqn.outvars)
-        outs = [a | b for a, b in zip(outs, _propagate(sub, operands))]
+        outs = [a | b for a, b in zip(outs, _propagate(sub, operands, rule))]
     return outs
 
 
@@ -138,7 +165,8 @@ def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set
 
     Static: `fn` is traced to a jaxpr on abstract values (shapes and dtypes only; nothing runs or
     compiles) and data dependence is followed from each hyperparameter to the outputs. The answer
-    may over-approximate through loops and conditionals inside `fn`, never under-approximate.
+    may over-approximate through loops and conditionals inside `fn`, never under-approximate; a
+    product with the constant 0 (`h * 0.0`) reads nothing, whatever its factor.
 
     Args:
         fn: a function of `(hparams, *args)` returning any pytree.
@@ -174,6 +202,56 @@ def _optimizer_reads_params(loop: Loop, hparams: HParams, params: PyTree) -> boo
     tagged = len(jax.tree.leaves(params))  # make_jaxpr flattens the arguments in order: params first
     masks = [1] * tagged + [0] * (len(closed.jaxpr.invars) - tagged)
     return any(_propagate(closed.jaxpr, masks))
+
+
+_GRADIENT, _REDUCED = 1, 2
+"""`_update_subtracts_a_partial_mean`'s bits: a value depends on the gradient; it went through a
+reduction of the gradient over some of its axes (not all: a global norm or a scalar is not one)."""
+
+_REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"})
+
+
+def _partial_reduction_rule(found: list) -> _Rule:
+    """`_propagate`'s rule for `_update_subtracts_a_partial_mean`: marks a reduction of the gradient
+    over some of its axes (of more than one element) as `_REDUCED`, and records in `found` a sum or
+    difference of the gradient itself with such a reduction (g - mean(g, axes), optax.centralize)."""
+
+    def rule(eqn, masks: list[int]) -> list[int] | None:
+        name = eqn.primitive.name
+        if name in _REDUCTIONS and masks and masks[0] & _GRADIENT:
+            shape = eqn.invars[0].aval.shape
+            axes = tuple(eqn.params.get("axes", ()))
+            if 0 < len(axes) < len(shape) and math.prod(shape[a] for a in axes) > 1:
+                return [masks[0] | _REDUCED] * len(eqn.outvars)
+        if name in ("add", "sub", "add_any") and any(m & _REDUCED for m in masks) \
+                and any(m & (_GRADIENT | _REDUCED) == _GRADIENT for m in masks):
+            found.append(eqn)
+        return _times_literal_zero(eqn, masks)
+
+    return rule
+
+
+def _update_subtracts_a_partial_mean(loop: Loop, hparams: HParams, params: PyTree) -> bool:
+    """Whether the optimiser's first update adds to (a function of) the gradient a reduction of the
+    gradient over some of its axes, as `optax.centralize` subtracts each row's mean: such an update
+    is 0 where the gradient is constant along those axes, not only where it is 0, so training stops
+    where the training loss's gradient is not 0.
+
+    Static, as `hparams_read_by` (abstract values: nothing runs or compiles). It follows calls and
+    each branch of a conditional, not the inside of a loop in the optimiser; a reduction of the
+    whole of a gradient (a global norm, clipping) or one combined by product or quotient (a
+    factored second moment, optax.adafactor) does not count.
+    """
+    def first_step(g, h, p):
+        opt = loop.optimizer(h)
+        return optimizer_update(opt, g, opt.init(p), p, jnp.zeros((), jnp.result_type(float)))
+
+    closed = jax.make_jaxpr(first_step)(_abstract(params), _abstract(dict(hparams)), _abstract(params))
+    tagged = len(jax.tree.leaves(params))  # make_jaxpr flattens the arguments in order: gradient first
+    masks = [_GRADIENT] * tagged + [0] * (len(closed.jaxpr.invars) - tagged)
+    found: list = []
+    _propagate(closed.jaxpr, masks, _partial_reduction_rule(found))
+    return bool(found)
 
 
 # -- linear solvers on pytrees, matrix-free ----------------------------------------------------------
@@ -313,12 +391,17 @@ class Implicit(Method):
     ValueError before anything compiles: a decoupled weight decay (`optax.adamw`,
     `optax.add_decayed_weights`, masked or not) stops where the gradient balances the decay, a
     projection (`optax.keep_params_nonnegative`) on the bound; write the decay as a term of the
-    training loss instead (`Problem(train_loss=...)`), or use `hg.Reverse()`/`hg.Forward()`. The
-    check reads the optimiser's program (nothing runs); it may refuse one whose update reads the
-    parameters but still stops at gradient 0 (a trust ratio as in `optax.lars`), and it cannot see
-    a change of the gradient that moves the fixed point without reading the parameters
-    (`optax.centralize`, which stops where the gradient is a nonzero constant): that is for the
-    user to rule out. Likewise an objective whose loop is a `hypergrad.loop.Loop` subclass
+    training loss instead (`Problem(train_loss=...)`), or use `hg.Reverse()`/`hg.Forward()`. So is
+    one that adds to the gradient a reduction of it over some of its axes (`optax.centralize`,
+    which subtracts each row's mean and so stops where the gradient is constant along a row, not
+    0). The checks read the optimiser's program (nothing runs); a product with the constant 0 reads
+    nothing (`optax.novograd`'s default weight_decay=0.0 passes). They may refuse one whose update
+    reads the parameters but still stops at gradient 0 (a trust ratio as in `optax.lars`,
+    `optax.lamb` with weight_decay=0), and they cannot see other changes of the gradient that move
+    the fixed point without reading the parameters (one inside a loop in the optimiser, a dead
+    zone): those are for the user to rule out. An update of constant size whatever the gradient's
+    (`optax.lion`'s sign, `optax.novograd` at a constant rate) stops only when its rate decays to
+    0: train with a decaying schedule, or the result is that of a point training circles. Likewise an objective whose loop is a `hypergrad.loop.Loop` subclass
     overriding a training step (`update`, `step`, `run`, `train`) is refused, since such a step
     need not end at a stationary point of the training loss (a projection does not). A change that
     keeps the fixed point at gradient 0 can be written through the pieces Implicit honours: the
@@ -416,7 +499,8 @@ class Implicit(Method):
         """Refuses, statically, hyperparameters that the optimiser reads (e.g. 'lr', 'momentum') and
         those that the initialisation reads but the training loss does not (e.g. an init scale),
         an optimiser whose update reads the parameters (`_optimizer_reads_params`: a decoupled
-        weight decay, a projection), and a loop whose training step is customised
+        weight decay, a projection) or centres the gradient (`_update_subtracts_a_partial_mean`:
+        optax.centralize), and a loop whose training step is customised
         (`_check_plain_training`)."""
         _check_plain_training(loop)
         try:
@@ -439,6 +523,7 @@ class Implicit(Method):
             # stationary point) but not the stationarity condition, so Implicit would return 0.
             in_init = hparams_read_by(lambda h, lp: lp.init(h, jax.random.key(0)).params, hparams, loop)
             reads_params = _optimizer_reads_params(loop, hparams, params)
+            centres = _update_subtracts_a_partial_mean(loop, hparams, params)
         except KeyError as err:  # most often a hyperparameter nobody passed
             raise ValueError(missing_key_message(err)) from err
         for name in hparams:  # in the caller's order: the first offender is named
@@ -458,6 +543,8 @@ class Implicit(Method):
                     "hparams (fix it inside init)")
         if reads_params:
             raise ValueError(_OPTIMIZER_READS_PARAMS)
+        if centres:
+            raise ValueError(_OPTIMIZER_CENTRES_GRADIENT)
 
     # -- the hypergradient ---------------------------------------------------------------------
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
