@@ -60,11 +60,13 @@ Dead code is dropped before counting (equations none of whose results reach the 
 outputs, in each (sub-)program; a sub-program's outputs all count as read). What is not modelled:
 XLA's other rewrites (common subexpressions merged, constants folded, algebraic simplification;
 fusion saves memory traffic, not FLOPs), and the cost of memory movement. The count is that of the
-program as traced, so it depends only on the shapes of the arguments, never their values; work
-that does not depend on a `vmap`ped argument (the minibatch indices and initialisation shared by
-ES's perturbed runs, the minibatch indices shared by the folds under `cv=k`) is counted once, as
-it runs once. A search's trial is charged one run, as if it ran alone (its vmapped program
-computes what the trials share once, so the charge is an upper bound).
+program as traced, so it depends only on the shapes and dtypes of the arguments and on JAX's
+settings in force (under `jax_enable_x64` a program's own draws are 64-bit, twice the random
+bits; the cache keys the settings), never on their values; work that does not depend on a
+`vmap`ped argument (the minibatch indices and initialisation shared by ES's perturbed runs, the
+minibatch indices shared by the folds under `cv=k`) is counted once, as it runs once. A search's
+trial is charged one run, as if it ran alone (its vmapped program computes what the trials share
+once, so the charge is an upper bound).
 
 The two counts the library reports:
 
@@ -85,11 +87,12 @@ Inside `sharing_traces()` (a search evaluating a structured family opens it arou
 programs) `run_flops` also keeps the trace of each count it makes, and `traced_run` takes it: the
 planner's count of the run a search then compiles is that program's only trace. The traces are
 dropped when the block ends, so nothing outlives it. A trace is reused only for the same objective
-(by identity) and the same argument types (tree structure, shapes, dtypes and weak types), which is
-all tracing sees. `hg.tune` opens such a block around its call: its count of a run is the program
-of its warm-up search, and its count of a hypergradient (`hypergradient_flops`, without `held=`)
-is the hypergradient its outer step replays (`traced_hypergradient`) instead of tracing the
-method and the objective's Python a second time.
+(by identity) and the same argument types (tree structure, shapes, dtypes and weak types) under the
+same JAX settings (`hypergrad._compile.trace_settings()`), which is all tracing sees. `hg.tune`
+opens such a block around its call: its count of a run is the program of its warm-up search, and
+its count of a hypergradient (`hypergradient_flops`, without `held=`) is the hypergradient its
+outer step replays (`traced_hypergradient`) instead of tracing the method and the objective's
+Python a second time.
 """
 
 from __future__ import annotations
@@ -336,10 +339,13 @@ def program_flops(fn: Callable, *args: Any) -> float:
 
 # -- the cache --------------------------------------------------------------------------------------
 def _signature(args: Any) -> Hashable:
-    """Tree structure, shapes and canonical dtypes (what tracing sees) of `args`."""
+    """Tree structure, shapes and canonical dtypes (what tracing sees) of `args`, and JAX's settings
+    that shape a trace (`hypergrad._compile.trace_settings()`): turning `jax_enable_x64` off makes a
+    program's own draws and constants float32, which changes its count at the same argument types."""
     leaves, treedef = jax.tree.flatten(args)
     return treedef, tuple((np.shape(x), jax.dtypes.canonicalize_dtype(
-        x.dtype if hasattr(x, "dtype") else jnp.result_type(x), allow_extended_dtype=True)) for x in leaves)
+        x.dtype if hasattr(x, "dtype") else jnp.result_type(x), allow_extended_dtype=True)) for x in leaves), \
+        _compile.trace_settings()
 
 
 class _Counts:
@@ -489,7 +495,9 @@ def _exact_types(args: Any) -> Hashable:
 
 
 def _held_key(objective: Any, args: tuple) -> Hashable:
-    return id(objective), _exact_types(args)  # held with the objective itself, so the id stays its own
+    # held with the objective itself, so the id stays its own; a trace made under other JAX settings
+    # (`_compile.trace_settings()`) computes what those made of it, so it is not handed out
+    return id(objective), _exact_types(args), _compile.trace_settings()
 
 
 def run_flops(objective: Any, hparams: HParams, key: Key) -> float:

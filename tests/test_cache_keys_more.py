@@ -1,6 +1,7 @@
 """In-process cache keys that Python's `==` or a copy blurred: a structured family's configurations
-are keyed by the options' types too (True, 1 and 1.0 are three), and a copied objective's `jax.jit`
-programs are its own and `hg.clear_caches()` reaches them."""
+are keyed by the options' types too (True, 1 and 1.0 are three), a copied objective's `jax.jit`
+programs are its own and `hg.clear_caches()` reaches them, and FLOP counts are keyed on JAX's trace
+settings (`hypergrad._compile.trace_settings()`)."""
 
 import copy
 
@@ -10,6 +11,7 @@ import numpy as np
 import optax
 
 import hypergrad as hg
+from hypergrad import accounting
 from hypergrad.structure import Masked
 
 
@@ -90,3 +92,26 @@ def test_clear_caches_evicts_a_wrapper_still_held_elsewhere():
         assert after == float(hg.hypergradient(objective, hparams, key)[0]) != before
     finally:
         _SETTING["l2"] = 0.0
+
+
+def test_flop_counts_follow_x64_at_the_same_argument_types():
+    # a float32 problem whose init draws at the default dtype: the draw is 64-bit under x64, so its count
+    # differs (6428 against 6194 for the run), and the cache handed the count of the setting it was made under
+    objective = _objective(_mse, init=lambda k: jax.random.normal(k, (4,)), dtype=np.float32, batch_size=8)
+    hparams = {"lr": np.float32(0.01)}
+
+    def counts():
+        key = jax.random.key(0)
+        return accounting.run_flops(objective, hparams, key), accounting.hypergradient_flops(
+            objective, hg.Reverse(), hparams, key)
+
+    try:
+        on = counts()
+        jax.config.update("jax_enable_x64", False)
+        off = counts()
+        hg.clear_caches()
+        assert counts() == off != on
+        jax.config.update("jax_enable_x64", True)
+        assert counts() == on
+    finally:
+        jax.config.update("jax_enable_x64", True)  # the suite's setting (conftest)
