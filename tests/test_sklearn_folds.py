@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.stats
 from sklearn import model_selection as sk
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression as SklearnLogistic
@@ -68,9 +69,9 @@ def test_log_loss_of_a_validation_part_whose_classes_differ_is_error_score_as_sc
     with pytest.warns(UserWarning, match="Scoring failed(.|\n)*fold 1: its validation part holds the classes"):
         ours = GridSearchCV(LogisticRegression(), grid, **kw).fit(x, y)
     theirs = _quiet_sklearn(sk.GridSearchCV(SklearnLogistic(tol=1e-10), grid, **kw), x, y)  # converged, as Newton
-    # split 2's train score is left out: scikit-learn fits a binary model there, ours one of the data's 3 classes
+    # split 2 trains on classes 0 and 1: a binary model, in scikit-learn's search and ours (own_classes)
     for name in ("split0_test_score", "split1_test_score", "split2_test_score", "split0_train_score",
-                 "split1_train_score"):
+                 "split1_train_score", "split2_train_score"):
         np.testing.assert_allclose(ours.cv_results_[name], theirs.cv_results_[name], rtol=1e-4, err_msg=name)
     assert np.all(ours.cv_results_["split1_test_score"] == -7.0) and np.all(ours.cv_results_["split2_test_score"] == -7.0)
     assert np.all(np.isfinite(ours.cv_results_["split2_train_score"]))
@@ -90,3 +91,68 @@ def test_an_unscorable_log_loss_fold_raises_before_compiling_with_error_score_ra
     monkeypatch.setattr("hypergrad.hybrid_search", None)
     with pytest.raises(ValueError, match="scoring='neg_log_loss' fails on fold 1(.|\n)*error_score='raise'"):
         make().fit(x, y)
+
+
+def _two_of_three():
+    """30 examples of 3 classes (10 each, in order) and 2 folds: fold 0 trains and scores on all
+    three; fold 1 trains on classes 0 and 1 alone (every example of class 2 is in its validation
+    part, with 3 of each other class)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(30, 3)), np.repeat([0, 1, 2], 10)
+    index = np.arange(30)
+    val = [np.r_[6:10, 16:20, 26:30], np.r_[0:3, 10:13, 20:30]]
+    return x, y, [(np.setdiff1d(index, v), v) for v in val]
+
+
+def test_a_fold_training_on_two_of_three_classes_fits_those_alone_as_scikit_learns():
+    """scikit-learn's LogisticRegression fitted on fold 1's training part (classes 0 and 1) is a
+    binary model, and its examples of class 2 are misses; ours fitted a model of the data's three
+    classes there (a training accuracy 0.85 where scikit-learn's is 0.8, on the earlier
+    _three_classes folds). Every split score, test and train, now equals scikit-learn's search's."""
+    x, y, folds = _two_of_three()
+    grid = {"C": [0.5, 2.0]}
+    for scoring in (None, "neg_log_loss"):
+        kw = dict(cv=folds, scoring=scoring, return_train_score=True, refit=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # neg_log_loss: fold 1's validation part is unscorable
+            ours = GridSearchCV(LogisticRegression(), grid, **kw).fit(x, y)
+        theirs = _quiet_sklearn(sk.GridSearchCV(SklearnLogistic(tol=1e-10), grid, **kw), x, y)
+        for name in ("split0_test_score", "split1_test_score", "split0_train_score", "split1_train_score"):
+            if scoring is None:
+                np.testing.assert_array_equal(ours.cv_results_[name], theirs.cv_results_[name], err_msg=name)
+            else:
+                np.testing.assert_allclose(ours.cv_results_[name], theirs.cv_results_[name], rtol=1e-4, err_msg=name)
+
+
+def test_an_mlp_fold_training_on_two_of_three_classes_scores_as_its_own_fit():
+    """The MLP's fold 1 (classes 0 and 1 trained on) is fitted as MLPClassifier.fit fits that part
+    (one logistic unit, where the search fitted a softmax over three classes), and its test and
+    train scores are that fit's."""
+    x, y, folds = _two_of_three()
+    params = dict(hidden_layer_sizes=(2,), max_iter=5, learning_rate_init=0.05, random_state=0)
+    ours = GridSearchCV(MLPClassifier(**params), {"alpha": [1e-4]}, cv=folds, return_train_score=True,
+                        refit=False).fit(x, y)
+    train, val = folds[1]
+    fit = MLPClassifier(**params).fit(x[train], y[train])
+    assert fit.coefs_[-1].shape == (2, 1)
+    assert ours.cv_results_["split1_test_score"][0] == fit.score(x[val], y[val])
+    assert ours.cv_results_["split1_train_score"][0] == fit.score(x[train], y[train])
+
+
+def test_hypergrad_search_runs_scikit_learns_search_where_a_fold_trains_on_two_of_three_classes(monkeypatch):
+    """HypergradSearchCV stacked fold 1 (classes 0 and 1 trained on) with fold 0 in one program of
+    three classes, descending a loss scikit-learn's estimator never fits there; a model of two
+    classes is another program, so the search is scikit-learn's on the same folds, with a warning
+    naming the fold, before anything compiles."""
+    x, y, folds = _two_of_three()
+    monkeypatch.setattr("hypergrad.hybrid_search", None)  # reaching it would fail
+    search = HypergradSearchCV(LogisticRegression(), {"C": (0.5, 2.0, "log")}, cv=folds, n_iter=2, random_state=0,
+                               refit=False)
+    with pytest.warns(UserWarning, match=r"fold 1's training part holds the classes \[0, 1\] of the data's \[0, 1, 2\]"):
+        search.fit(x, y)
+    assert not hasattr(search, "hybrid_result_")
+    theirs = _quiet_sklearn(sk.RandomizedSearchCV(SklearnLogistic(tol=1e-10), {"C": scipy.stats.loguniform(0.5, 2.0)},
+                                                  cv=folds, n_iter=2, random_state=0, refit=False), x, y)
+    np.testing.assert_array_equal(search.cv_results_["param_C"], theirs.cv_results_["param_C"])
+    for name in ("split0_test_score", "split1_test_score"):
+        np.testing.assert_array_equal(search.cv_results_[name], theirs.cv_results_[name], err_msg=name)

@@ -36,8 +36,11 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    (`refused_folds`; with `error_score="raise"` that error is raised before anything compiles, and
    so is "All the N fits failed" when every fold is refused: `check_a_fold_fits`). An
    MLPClassifier fits a single class, as scikit-learn's does, and predicts it always: such a
-   fold's accuracy is that class's share of the scored part, exactly (`fold_scoring`). With
-   scoring="neg_log_loss", a fold whose scored part's labels are not exactly the classes its fit
+   fold's accuracy is that class's share of the scored part, exactly (`fold_scoring`). A fold
+   whose training part holds some but not all of the data's classes is fitted on those alone, as
+   scikit-learn's classifier fits it (`own_classes`: a binary model for two of three classes), in a
+   program of its own number of classes; its validation examples of the other classes are misses.
+   With scoring="neg_log_loss", a fold whose scored part's labels are not exactly the classes its fit
    was trained on (a validation part lacking one, or holding one class) is `error_score` with
    scikit-learn's "Scoring failed" `UserWarning`, where scikit-learn's scorer raises; where it
    would instead pair mismatched classes (as many, but others) its number means nothing, and here
@@ -65,7 +68,8 @@ estimator's `fit` refuses (NaN in X, or in a regressor's y) is refused up front 
 scikit-learn's message naming X or y (`check_data`).
 
 Cost: one compilation per structural program the planner makes (and, for a minibatch MLP, per
-distinct fold size: KFold on n examples makes at most two), then candidates x folds fits vmapped
+distinct fold size: KFold on n examples makes at most two; and per number of classes trained on,
+where a fold's training part lacks some of the data's, `own_classes`), then candidates x folds fits vmapped
 in chunks (padded folds each fit the largest fold's rows: one row more for KFold); the refit
 is one more fit. Programs are kept per estimator settings and fold shapes (`shared_family`, and
 `cached_program` for the refit), so a second `fit` of the same search, or of another search of the
@@ -155,16 +159,60 @@ metric, its sign as scikit-learn's scorer reports it (greater is better), whethe
 fraction hits / n of the n scored examples, read back exactly by `exact_fraction`)."""
 
 
-def exact_fraction(value: float, n: int) -> float:
+def exact_fraction(value: float, n: int, of: int | None = None) -> float:
     """A counting score (accuracy) computed inside a program as the mean of n 0/1 hits, as the
-    exact fraction hits / n in float64 that scikit-learn's `accuracy_score` computes. In float32
+    exact fraction hits / n in float64 that scikit-learn's `accuracy_score` computes; hits / `of`
+    when the part scored has `of` examples of which the program counted n (the others, of classes
+    the fit never saw, are misses: `own_classes`; n = 0, none counted, is 0 hits). In float32
     (x64 off) the program's mean is hits / n rounded to float32 (49/50 reads 0.97999996), so equal
     hit counts would give means that differ in the last digits and rank differently from
     scikit-learn's search; hits = round(value * n) is exact while n < 2^22 (the float32 mean is
     within n * 2^-24 of it). Non-finite values as given."""
     if not np.isfinite(value):
         return float(value)
-    return float(np.round(value * n) / n)
+    return float((np.round(value * n) if n else 0.0) / (n if of is None else of))
+
+
+class OwnClasses(NamedTuple):
+    """The folds as scikit-learn's classifier fits them (`own_classes`): `pairs`, each fold's
+    (train, val) with labels coded among the classes its training part holds; `classes`, those
+    classes' labels per fold (None for a regressor); `counted`, how many of each validation part's
+    examples the program scores (those of the classes trained on)."""
+
+    pairs: list
+    classes: list
+    counted: list[int]
+
+
+def own_classes(pairs: Sequence[tuple], classes: np.ndarray | None) -> OwnClasses:
+    """Each fold's labels coded among the classes its training part holds, where that is at least
+    two but not every class of the data: scikit-learn's classifier fitted on that part knows only
+    those (`classes_`: a binary model for two of three, with one logistic unit, and balanced class
+    weights over them), and predicts only those, so a validation example of another class is a
+    miss. Its validation part keeps the examples of the classes trained on (the program scores
+    them; `exact_fraction` counts the others as misses), or, holding none, the first training
+    example stands in for it (a finite loss for a fit that did not diverge, as `fold_failed` reads
+    it; its accuracy is 0 whatever, and its log-loss unscorable, `fold_scoring`). A fold training on one class, or on all, is left as it is
+    (`fold_scoring` scores the former). Cost: one pass over the folds' labels; a copy of a
+    recoded fold."""
+    if classes is None:
+        return OwnClasses(list(pairs), [None] * len(pairs), [len(val[0]) for _, val in pairs])
+    out, labels, counted = [], [], []
+    for (x_train, y_train), (x_val, y_val) in pairs:
+        seen = np.unique(y_train)
+        if seen.size < 2 or seen.size == len(classes):
+            out.append(((x_train, y_train), (x_val, y_val)))
+            labels.append(classes)
+            counted.append(len(y_val))
+            continue
+        code = np.full(len(classes), -1, np.asarray(y_train).dtype)
+        code[seen] = np.arange(seen.size)
+        kept = code[y_val] >= 0
+        train = (x_train, code[y_train])
+        out.append((train, (x_val[kept], code[y_val][kept]) if kept.any() else (x_train[:1], train[1][:1])))
+        labels.append(classes[seen])
+        counted.append(int(kept.sum()))
+    return OwnClasses(out, labels, counted)
 
 
 # -- what the search runs on: a hypergrad estimator, alone or at the end of a Pipeline -------------------
@@ -610,26 +658,27 @@ def class_keywords(classes: np.ndarray | None) -> dict[str, Any]:
 
 
 def fold_batches(target: Target, pairs: Sequence[tuple], varying: Mapping[str, Sequence[Any]],
-                 classes: np.ndarray | None, fits: Sequence[Mapping[str, Any]]
+                 classes: Sequence[np.ndarray | None], fits: Sequence[Mapping[str, Any]]
                  ) -> list[tuple[list[int], hg.Structured, hg.Space]]:
-    """(fold indices, family, space) per program: folds of one size (every fold, padded to one
-    size where `padded_rows` says so for the `fits`, each the traced parameters of one fit)
-    stacked into one family when their data can be pooled (`stackable`), else one family per
-    fold; `classes` as `class_keywords`."""
+    """(fold indices, family, space) per program: folds of one size and one number of classes
+    (every fold, padded to one size where `padded_rows` says so for the `fits`, each the traced
+    parameters of one fit) stacked into one family when their data can be pooled (`stackable`),
+    else one family per fold; `classes[i]`, fold i's classes (`own_classes`), as `class_keywords`."""
     if bakes_data(target, varying):
-        return [([i], *target.final._family(train, val, varying=varying, **class_keywords(classes)))
+        return [([i], *target.final._family(train, val, varying=varying, **class_keywords(classes[i])))
                 for i, (train, val) in enumerate(pairs)]
-    base = target.final._program_key(varying, None if classes is None else len(classes))
     rows = padded_rows(target, [(len(train[0]), len(val[0])) for train, val in pairs], fits)
     padding = {} if rows is None else {"rows": rows}
     by_size: dict[tuple, list[int]] = {}
     for i, (train, val) in enumerate(pairs):
         size = rows or (train[0].shape, val[0].shape)
-        by_size.setdefault((size, np.shape(train[1])[1:], np.shape(val[1])[1:]), []).append(i)
+        k = None if classes[i] is None else len(classes[i])
+        by_size.setdefault((size, np.shape(train[1])[1:], np.shape(val[1])[1:], k), []).append(i)
     batches = []
-    for indices in by_size.values():
-        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, **class_keywords(classes), **padding)
-                for i in indices]
+    for (*_, k), indices in by_size.items():
+        base = target.final._program_key(varying, k)
+        made = [target.final._family(pairs[i][0], pairs[i][1], varying=varying, **class_keywords(classes[i]),
+                                     **padding) for i in indices]
         families, space = [f for f, _ in made], made[0][1]
         probe = {name: space[name].option(0) for name in space.structural}
         if len(indices) > 1 and stackable([f.objective(probe) for f in families]):
@@ -663,7 +712,9 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     scikit-learn's estimator raises (an MLP's "Solver produced non-finite parameter weights"); its
     score is NaN. A fit that did not fail keeps its score, NaN included (R^2 of a one-example fold,
     as scikit-learn's `r2_score`), as scikit-learn's search keeps a successful fit's score. Counting
-    scores (accuracy) are read back as exact fractions of the fold's examples (`exact_fraction`)."""
+    scores (accuracy) are read back as exact fractions of the fold's examples (`exact_fraction`). A
+    fold whose training part lacks a class of the data fits the classes it holds, as scikit-learn's
+    estimator does (`own_classes`), in a program of its own number of classes."""
     finals = final_candidates(target, candidates)
     sharing = distinct_fits(target, finals)
     finals = [finals[rows[0]] for rows in sharing]
@@ -673,7 +724,8 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
     failed = np.zeros(scores.shape, bool)
     exhausted = np.zeros(scores.shape, bool)
     seconds = np.zeros_like(scores)
-    for indices, family, space in fold_batches(target, pairs, varying, classes, finals):
+    own = own_classes(pairs, classes)  # each fold fits the classes its training part holds, as scikit-learn's
+    for indices, family, space in fold_batches(target, own.pairs, varying, own.classes, finals):
         settings = target.final._settings(space, finals)
         result = evaluate_settings(family, settings, key, strategy=strategy, space=space, overlap=overlap)
         overlap = None
@@ -686,7 +738,8 @@ def run_folds(target: Target, pairs: Sequence[tuple], candidates: Sequence[Mappi
                 failed[rows, fold] = fold_failed(trial, suffix)
                 exhausted[rows, fold] = ran_out(trial, suffix)
                 value = np.nan if failed[rows[0], fold] else sign * trial.scores[f"val_{name}{suffix}"]
-                scores[rows, fold] = exact_fraction(value, len(pairs[fold][1][0])) if counts else value
+                scores[rows, fold] = exact_fraction(value, own.counted[fold], len(pairs[fold][1][0])) if counts \
+                    else value
                 seconds[rows, fold] = (trial.seconds + share) / len(indices) / len(rows)
     return scores, failed, seconds, exhausted
 
@@ -1272,6 +1325,27 @@ def unequal_folds(target: Target, splits: Sequence[tuple[np.ndarray, np.ndarray]
     return None
 
 
+def partial_class_folds(target: Target, encoding: tuple[np.ndarray, dict], splits: Sequence[tuple],
+                        among: Sequence[int]) -> str | None:
+    """Why `HypergradSearchCV` cannot descend a classifier's folds `among` in one program, or None:
+    such a fold's training part holds at least two classes but not all the data's (y encoded as
+    `encoding`, `_encode_y`'s), and scikit-learn's estimator fits those alone there
+    (`own_classes`: a model of fewer classes, another program), where one stacked program would
+    fit every class on every fold. Cost: one pass over the folds' labels."""
+    if not is_classifier(target.final):
+        return None
+    codes, classes = encoding[0], encoding[1]["classes_"]
+    for s in among:
+        train = splits[s][0]
+        seen = np.unique(codes[train])
+        if 2 <= seen.size < len(classes):
+            return (f"fold {s}'s training part holds the classes {classes[seen].tolist()} of the data's "
+                    f"{classes.tolist()}, and scikit-learn's {type(target.final).__name__} fits only those there (a "
+                    "model of fewer classes), so the folds cannot be descended in one program (StratifiedKFold, "
+                    "cv=<int>'s default for a classifier, gives every fold every class)")
+    return None
+
+
 def varying_fits(varying: Mapping[str, list]) -> list[dict[str, Any]]:
     """Every combination of `varying`'s values (each a fit's traced parameters, for `padded_rows`)."""
     return [dict(zip(varying, values)) for values in itertools.product(*varying.values())]
@@ -1363,7 +1437,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     example fewer, than scikit-learn's (bias; `n_test_samples` is the size scored). Such folds that
     differ by more (`unequal_folds`: TimeSeriesSplit, GroupKFold with unequal groups,
     PredefinedSplit, index lists) run in scikit-learn's `RandomizedSearchCV` on the same folds and
-    ranges, with a `UserWarning` naming the sizes. A fold whose training part
+    ranges, with a `UserWarning` naming the sizes; so do a classifier's folds where one trains on some
+    but not all of the data's classes (`partial_class_folds`: scikit-learn's estimator fits a model
+    of those classes alone there, which one stacked program cannot). A fold whose training part
     holds one class, where the classifier's own `fit` refuses it (`refused_folds`: LogisticRegression's;
     an MLPClassifier fits it, as scikit-learn's, and it is descended), is not descended:
     the loss is the mean over the other folds, and its scores are `error_score` with a
@@ -1436,6 +1512,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         varying = descent_varying(target, discrete, continuous)
         scored, rows = descent_folds(target, splits, descended, varying)
         scoring = fold_scoring(self, target, encoding, scored, refused)
+        why = partial_class_folds(target, encoding, splits, descended)  # read from what every process compared
+        if why:  # scikit-learn's search on these folds, after the refusals it would make too
+            return self._sklearn_fallback(fallback(self, why, SklearnRandomizedSearchCV), X, y, cv=splits, **params)
         result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key, rows)
         n_val = [len(val) for _, val in scored]  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val, descended)
