@@ -27,9 +27,10 @@ A program (one training run and its scoring, one hypergradient of a method) is t
   function does outside the program (a numpy or scipy solve, a kernel of one's own) is NOT counted,
   so a method or loss that hands its work to one looks almost free to the counts and to
   `hg.compare`'s line-up at equal compute. Counting a program that holds one warns (a
-  `UserWarning` naming the called function, shown once per function by Python's default warning
-  filter); compare such strategies with `by="seconds"`. `jax.debug.print` and `jax.debug.callback`
-  return nothing the program computes with: free, and not warned about.
+  `UserWarning` naming the called function, pointing at the user's line that asked for the count,
+  so Python's default warning filter shows it once per function and line; a count found in the
+  cache warns no more); compare such strategies with `by="seconds"`. `jax.debug.print` and
+  `jax.debug.callback` return nothing the program computes with: free, and not warned about.
 
 Control flow and sub-programs:
 
@@ -116,7 +117,7 @@ from jax.extend import core as jcore
 from hypergrad import _caches, _compile
 from hypergrad._jaxprs import sub_jaxprs
 from hypergrad._types import HParams, Key
-from hypergrad._checks import check_key
+from hypergrad._checks import check_key, users_stacklevel
 from hypergrad.hypergradient import check_method, check_objective, value_and_grad_fn
 from hypergrad.objective import as_hparams
 
@@ -214,7 +215,7 @@ def _warn_uncounted(eqn: Any) -> None:
         f"hypergrad.accounting counted a program that calls {name} through {_OUTSIDE[eqn.primitive.name]}: "
         "the work it does outside the program is not counted (the call is charged 1 FLOP per output element), "
         "so FLOP counts, training-run equivalents and hg.compare's line-up at equal compute leave it out; "
-        "compare such strategies with by=\"seconds\"", UserWarning, stacklevel=2)
+        "compare such strategies with by=\"seconds\"", UserWarning, stacklevel=users_stacklevel())
 
 
 def _literal(atom: Any, consts: Mapping[Any, Any]) -> float | None:
