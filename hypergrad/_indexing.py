@@ -7,10 +7,12 @@ rate and pile their hypergradient onto it."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -24,16 +26,21 @@ from hypergrad._jaxprs import unread_inputs
 from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
 
-__all__ = ["check_objective_runs", "check_schedules_in_bounds", "warn_unread_hparams"]
+__all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams", "warn_unread_hparams",
+           "unread_warned_once"]
 
-# objective -> the hyperparameter shapes its schedules (_checked) and its trace (_traced) were checked at
+# objective -> the hyperparameter shapes its schedules were checked at (_checked); and (the shapes its
+# trace was checked at, the hyperparameters that trace never reads) (_traced)
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _traced: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _caches.register(_checked.clear)
 _caches.register(_traced.clear)
+# within `unread_warned_once()`: the sets of unread hyperparameters warned of so far
+_warned: contextvars.ContextVar[set | None] = contextvars.ContextVar("hypergrad_unread_warned", default=None)
 
 
-def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], Any] | None = None) -> None:
+def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], Any] | None = None,
+                         warn_cached: bool = False) -> None:
     """Traces `objective`'s training and evaluation once at `hparams` (`jax.make_jaxpr`: nothing
     compiled or computed), so that an error the trace raises (a loss or metric that is not a scalar, a
     hyperparameter the optimiser reads that nobody passed) comes before any program is compiled, not
@@ -43,17 +50,23 @@ def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], A
     that trace instead (a ClosedJaxpr of `loss_and_scores` whose first inputs are `hparams`' leaves):
     a caller that needs the trace anyway hands it on (tune's count of a run). For a caller that
     traces the objective anyway before compiling (a search's counted run),
-    `check_schedules_in_bounds` alone."""
+    `check_schedules_in_bounds` alone. The unread hyperparameters are remembered with the check:
+    `warn_cached` warns of them again when the check is found done (a caller that warns once per
+    call: `tune`), where a check found done otherwise says nothing."""
     shapes = _shapes(hparams)
-    if _cached(_traced, objective, shapes):
+    remembered = _cached_unread(objective, shapes)
+    if remembered is not None:
+        if warn_cached:
+            warn_unread_hparams(remembered)
         return
     concrete = _concrete(hparams)
     with _compile.naming_missing_hparams():
         traced = trace() if trace is not None else jax.make_jaxpr(
             lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(concrete, objective.problem.data)
-    warn_unread_hparams(traced, concrete)
+    unread = unread_hparams(traced, concrete)
+    warn_unread_hparams(unread)
     check_schedules_in_bounds(objective, hparams)
-    _remember(_traced, objective, shapes)
+    _remember(_traced, objective, (shapes, unread))
 
 
 def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
@@ -118,6 +131,16 @@ def _cached(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -> 
         return False
 
 
+def _cached_unread(objective: Any, shapes: tuple) -> tuple[str, ...] | None:
+    """The hyperparameters `objective`'s trace at `shapes` never reads, when `check_objective_runs`
+    checked it there last; None when it has not."""
+    try:
+        found = _traced.get(objective)
+    except TypeError:  # an objective that cannot be weakly referenced: checked every time
+        return None
+    return found[1] if found is not None and found[0] == shapes else None
+
+
 def _remember(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -> None:
     try:
         cache[objective] = shapes
@@ -152,17 +175,40 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
     return None if message is None else message.strip().split("\n")[0]
 
 
-def warn_unread_hparams(traced: Any, hparams: HParams) -> None:
-    """Warns (`UserWarning`) of each hyperparameter that `traced`, a jaxpr whose first inputs are
-    `hparams`' leaves (in `jax.tree` order), never reads: declared in the space but wired into
-    neither the optimiser nor the losses, so a search reports a "best" value for it that changes
-    nothing and a gradient method descends a coordinate whose hypergradient is exactly 0. A warning,
-    not an error: a hyperparameter can be read only by some configurations of a structured family."""
+def unread_hparams(traced: Any, hparams: HParams) -> tuple[str, ...]:
+    """The names (`jax.tree` key paths, as `'lr'`) of the hyperparameters that `traced`, a jaxpr
+    whose first inputs are `hparams`' leaves (in `jax.tree` order), never reads: declared in the
+    space but wired into neither the optimiser nor the losses, so a search reports a "best" value
+    for it that changes nothing and a gradient method descends a coordinate whose hypergradient is
+    exactly 0. Cost: one walk of the jaxpr (`unread_inputs`)."""
     paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(hparams)]
-    unread = [paths[i] for i in unread_inputs(traced) if i < len(paths)]
-    if unread:
-        names = ", ".join(name.strip("[]") for name in unread)
-        warnings.warn(f"the objective never reads hyperparameter(s) {names}: tuning or searching them changes "
-                      "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or leave "
-                      "them out of the search space (the hg.Space, or a scikit-learn search's parameter grid)",
-                      UserWarning, stacklevel=users_stacklevel())
+    return tuple(paths[i].strip("[]") for i in unread_inputs(traced) if i < len(paths))
+
+
+def warn_unread_hparams(unread: tuple[str, ...]) -> None:
+    """Warns (`UserWarning`, at the user's line) of the hyperparameters `unread` (`unread_hparams`)
+    names; nothing when it names none. A warning, not an error: a hyperparameter can be read only by
+    some configurations of a structured family. Within `unread_warned_once()`, once per set of names."""
+    seen = _warned.get()
+    if not unread or (seen is not None and unread in seen):
+        return
+    if seen is not None:
+        seen.add(unread)
+    names = ", ".join(unread)
+    warnings.warn(f"the objective never reads hyperparameter(s) {names}: tuning or searching them changes "
+                  "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or leave "
+                  "them out of the search space (the hg.Space, or a scikit-learn search's parameter grid)",
+                  UserWarning, stacklevel=users_stacklevel())
+
+
+@contextlib.contextmanager
+def unread_warned_once() -> Iterator[None]:
+    """Within, `warn_unread_hparams` warns of each set of unread hyperparameters once: for a call
+    that meets the objective's trace more than once (`tune` checks its objective, then its warm-up
+    searches it), one warning per call. Within another such block, that block's. Cost: a set."""
+    token = _warned.set(set()) if _warned.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _warned.reset(token)

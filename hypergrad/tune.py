@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._indexing import check_objective_runs
+from hypergrad._indexing import check_objective_runs, unread_warned_once
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
 from hypergrad._processes import checked_together
 from hypergrad._types import HParams, Key
@@ -315,8 +315,9 @@ def tune(
         the rest, the warm-up's included, before the first trial.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
-    # the run traced for the checks is the warm-up search's program, traced once (`_counted_run`)
-    with accounting.sharing_traces():
+    # the run traced for the checks is the warm-up search's program, traced once (`_counted_run`);
+    # the unread-hyperparameter warning once per call: from the checks, found done or not, not again from the warm-up
+    with accounting.sharing_traces(), unread_warned_once():
         with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
                               warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
                               storage=storage, study=study):  # several processes: a refusal on one stops all
@@ -337,7 +338,7 @@ def tune(
             # may refuse here on one process alone
             starts = _checked_starts(objective, space, method, init, population, warmup, key)
             centre = space.centre()  # after the method's refusals, which trace nothing
-            check_objective_runs(objective, centre,
+            check_objective_runs(objective, centre, warn_cached=True,
                                  trace=lambda: _counted_run(objective, centre, key, keep=warmup is not None))
             _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
         check_log(log, storage)  # after: it gathers process 0's verdict on the path
