@@ -1,7 +1,9 @@
 """hypergrad's warnings point at the user's line (`users_stacklevel`) and come once per call that
 has something to warn of: not twice from one call, and not never from a call that finds its program
-(or its count) cached."""
+(or its count) cached. An experiment hides only the warnings it expects."""
 
+import sys
+import types
 import warnings
 
 import jax
@@ -9,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 import hypergrad as hg
+import hypergrad.sklearn
+from _helpers import import_experiment
 
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "unused": hg.Uniform(0.0, 1.0)})
-UNREAD = r"never reads hyperparameter\(s\) 'unused'"
 
 
 def _through_host(problem):
@@ -83,3 +87,40 @@ def test_a_search_of_an_objective_that_reads_every_hyperparameter_warns_of_none(
         warnings.filterwarnings("error", message=".*never reads")
         hg.random_search(objective, SPACE, key, num_trials=4)
         hg.tune(objective, SPACE, key, steps=1, population=2, warmup=4)
+
+
+class _Warns:
+    """A stand-in search (and estimator) whose fit gives the warnings seed_iris expects, and a FutureWarning."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def fit(self, x, y):
+        warnings.warn("Stochastic Optimizer: Maximum iterations (10) reached", ConvergenceWarning)
+        warnings.warn("The total space of parameters 4 is smaller than n_iter=100. Running 4 iterations. For "
+                      "exhaustive searches, use GridSearchCV.", UserWarning)
+        warnings.warn("a parameter's default will change", FutureWarning)
+        self.cv_results_ = {"params": [{}], "std_test_score": np.zeros(1), "mean_fit_time": np.zeros(1)}
+        self.best_params_, self.best_score_, self.best_index_, self.refit_time_ = {}, 1.0, 0, 0.0
+        self.n_splits_, self.hypergrad_info_ = 2, []
+        return self
+
+    def score(self, x, y):
+        return 1.0
+
+
+def test_seed_iris_hides_the_warnings_it_expects_and_shows_a_deprecation(monkeypatch):
+    # both searches ran under warnings.simplefilter("ignore"), which would hide a scikit-learn or hypergrad
+    # deprecation as well as the ConvergenceWarnings and "n_iter exceeds the grid" it meant to hide
+    seed_iris = import_experiment("seed_iris")
+    stand_in = types.ModuleType("seed_iris_stand_in")
+    stand_in.MLPClassifier = stand_in.RandomizedSearchCV = _Warns
+    monkeypatch.setitem(sys.modules, stand_in.__name__, stand_in)
+    monkeypatch.setitem(seed_iris.LIBRARIES, "stand-in", (stand_in.__name__, stand_in.__name__))
+    monkeypatch.setattr(hypergrad.sklearn, "HypergradSearchCV", _Warns)
+    monkeypatch.setattr(hypergrad.sklearn, "MLPClassifier", _Warns)
+    for run in (lambda: seed_iris.study("stand-in", smoke=True), lambda: seed_iris.hybrid(smoke=True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        assert [w.category for w in caught] == [FutureWarning], [str(w.message) for w in caught]
