@@ -14,7 +14,7 @@ from hypergrad._types import HParams, Key, Scalar
 from hypergrad.methods.base import Method
 from hypergrad.methods.reverse import Reverse
 from hypergrad._checks import check_key
-from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds
+from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds, unread_warned_once
 from hypergrad.objective import Objective, as_hparams
 
 __all__ = ["hypergradient", "check_method", "check_method_output", "check_differentiable_hparams"]
@@ -82,7 +82,8 @@ def hypergradient(
     check_differentiable_hparams(hparams)
     key = check_key(key)
     method.check(objective, hparams)
-    (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
+    with unread_warned_once():  # the unread-hyperparameter warning once per call, checked before or not
+        (value, _), grads = value_scores_and_grad(objective, hparams, key, method)
     return value, grads
 
 
@@ -93,7 +94,9 @@ def value_scores_and_grad(objective: Objective, hparams: HParams, key: Key, meth
     hyperparameters) come after the method's program is traced, which checks its output
     (`value_and_grad_fn`), and before that program compiles: a method of one's own returning the
     wrong structure is refused before anything compiles, and an objective's fault still before the
-    program's compilation (tracing it raises the same errors as the objective's own trace)."""
+    program's compilation (tracing it raises the same errors as the objective's own trace). Outside
+    a transformation it warns of the hyperparameters the objective never reads on every call (the
+    names kept with the check, found done or not: no trace added), once within `unread_warned_once()`."""
     data = objective.problem.data
     if _compile.is_traced((hparams, key, data)):
         out = value_and_grad_fn(objective, method)(hparams, key, data)
@@ -109,7 +112,7 @@ def _check_objective(objective: Objective, hparams: HParams) -> None:
     """`check_objective_runs`; under a transformation, where the objective may close over tracers,
     the schedules only (at zeros of the traced values' shapes), when the optimiser runs on its own."""
     if not _compile.is_traced(hparams):
-        check_objective_runs(objective, hparams)
+        check_objective_runs(objective, hparams, warn_cached=True)
     else:
         check_schedules_in_bounds(objective, hparams)
 

@@ -76,6 +76,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from hypergrad._indexing import unread_warned_once
 from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
                                shared_outcome)
 from hypergrad._processes import checked_together
@@ -228,10 +229,11 @@ def optuna_search(
         if study is not None and not stored:
             _check_study_params(optuna, study, distributions)
     check_log(log, storage)  # after: it gathers process 0's verdict on the path
-    with _quiet(optuna), studying(storage, study if stored else None, kind="optuna", space=space,
-                                  fingerprint=lambda: fingerprint("optuna", objective, space, key, num_trials=num_trials,
-                                                                  sampler=sampler, batch_size=batch_size,
-                                                                  seed=seed)) as writer:
+    # the unread-hyperparameter warning once per call, not once per round (each round finds its program)
+    with unread_warned_once(), _quiet(optuna), studying(
+            storage, study if stored else None, kind="optuna", space=space,
+            fingerprint=lambda: fingerprint("optuna", objective, space, key, num_trials=num_trials, sampler=sampler,
+                                            batch_size=batch_size, seed=seed)) as writer:
         study = study if study is not None and not stored else _new_study(optuna, sampler, seed, key)
         result = _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
                       _strategy(optuna, study), log, progress, writer)

@@ -124,3 +124,26 @@ def test_seed_iris_hides_the_warnings_it_expects_and_shows_a_deprecation(monkeyp
             warnings.simplefilter("always")
             run()
         assert [w.category for w in caught] == [FutureWarning], [str(w.message) for w in caught]
+
+
+def test_an_optuna_search_names_an_unread_hyperparameter_once_not_once_per_round(ignores_unused, key):
+    # each round's evaluate_settings found the program and warned again: 3 warnings from one call of 3 rounds
+    pytest.importorskip("optuna")
+    hg.clear_caches()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hg.optuna_search(ignores_unused, SPACE, key, num_trials=12, batch_size=4, sampler="random")
+    assert len(_mine(caught, "never reads hyperparameter(s) 'unused'")) == 1
+
+
+def test_hypergradient_names_an_unread_hyperparameter_from_each_line(ignores_unused, key):
+    # it warned on its first check of the objective only: a later call from another line said nothing
+    hg.clear_caches()
+    hparams = {"lr": 0.1, "unused": 0.5}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        hg.hypergradient(ignores_unused, hparams, key)
+        first = len(_mine(caught, "never reads hyperparameter(s) 'unused'"))
+        hg.hypergradient(ignores_unused, hparams, key)  # checked and compiled already
+    assert first == 1
+    assert len(_mine(caught, "never reads hyperparameter(s) 'unused'")) == 2
