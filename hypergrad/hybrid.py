@@ -22,6 +22,11 @@ by more than rounding. The trials table holds one row per
 the best value reached within any budget. A configuration whose start (the centre) or every step
 so far diverged restarts at a fresh draw from the space until a step is finite, with a warning, as a
 tuner of `hg.tune` does (`hypergrad.outer`).
+
+A hyperparameter that no configuration's run reads (declared in the space, wired into nothing) is
+warned of once per call (`UserWarning`, at the user's line), before any outer step compiles; one
+read by some configurations only is not. Cost: the run traces `run_flops` makes for the budget,
+handed over (one more trace per program when its count was cached by another call first).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import dataclasses
 import itertools
 import math
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,15 +44,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hypergrad import _caches, accounting
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int, is_number
 from hypergrad._processes import checked_together
-from hypergrad._indexing import check_schedules_in_bounds
+from hypergrad._indexing import check_schedules_in_bounds, unread_hparams, warn_unread_hparams
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
 from hypergrad.objective import Objective
 from hypergrad.results import Result, TrialRecorder, with_setup
-from hypergrad.accounting import hypergradient_flops, run_flops
+from hypergrad.accounting import hypergradient_flops, run_flops, traced_run
 from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space, dtype_of
 from hypergrad.structure import Masked, Rates, Structured, check_family, group_rows, measured_rates, plan
@@ -128,6 +135,7 @@ def hybrid_search(
     with checked_together("hybrid_search"):  # a 2nd block: after the rates' broadcast and check_log (it compiles)
         rows_z, h0 = starts_program(continuous)(centre)  # one compiled program, not an eager one per operation
         priced, structure, evaluations = planned(rates)  # refused here, before the study or a program exists
+    warn_unread_hparams(tuple(sorted(set.intersection(*(set(group.unread) for group in priced)))))
     z0 = jax.tree.map(lambda a: np.asarray(a)[0], rows_z)
     with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
             "hybrid", objective, space, key, budget=budget, configs=configs, method=method, outer=outer)) as writer:
@@ -302,6 +310,12 @@ class _Priced:
     fixed: dict[str, jax.Array]
     unit: float
     step: float
+    unread: tuple[str, ...]
+
+
+# program objective -> (its hyperparameters' types, the names its run never reads), found once per program
+_unread: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_caches.register(_unread.clear)
 
 
 def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
@@ -313,9 +327,33 @@ def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict
         method.check(objective.with_fixed(jax.tree.map(lambda a, i=i: a[i], fixed)), h0)
     first_fixed = jax.tree.map(lambda a: a[0], fixed)
     check_schedules_in_bounds(objective, {**h0, **first_fixed})
-    unit = run_flops(objective, {**h0, **first_fixed}, key)
+    with accounting.sharing_traces():  # a run counted now hands its trace to `_unread_names`
+        unit = run_flops(objective, {**h0, **first_fixed}, key)
+        unread = _unread_names(objective, {**h0, **first_fixed}, key)
     step = hypergradient_flops(objective, method, h0, key, held=first_fixed)
-    return _Priced(objective, rows, fixed, unit, step)
+    return _Priced(objective, rows, fixed, unit, step, unread)
+
+
+def _unread_names(objective: Objective, hparams: dict, key: Key) -> tuple[str, ...]:
+    """The hyperparameters of `hparams` that `objective`'s run never reads (`unread_hparams`).
+    `hybrid_search` warns of those that no program's run reads: a hyperparameter that only some
+    configurations read (a momentum of the momentum optimiser alone) is legitimate, and a
+    grouped structural choice picks the program, so it is in no program's hyperparameters and
+    never named. Cost: the run's trace that `run_flops` made (handed over), or one trace of the
+    run when it was counted before; nothing once found for the program and these types."""
+    types = tuple((name, np.shape(value), jnp.result_type(value)) for name, value in sorted(hparams.items()))
+    try:
+        found = _unread.get(objective)
+    except TypeError:  # an objective that cannot be weakly referenced: traced every time
+        found = None
+    if found is not None and found[0] == types:
+        return found[1]
+    unread = unread_hparams(traced_run(objective, hparams, key, objective.problem.data).jaxpr, hparams)
+    try:
+        _unread[objective] = (types, unread)
+    except TypeError:
+        pass
+    return unread
 
 
 def _cohort(group: _Priced, space: Space, settings: dict[str, np.ndarray], continuous: Space, method: Method,

@@ -147,3 +147,28 @@ def test_hypergradient_names_an_unread_hyperparameter_from_each_line(ignores_unu
         hg.hypergradient(ignores_unused, hparams, key)  # checked and compiled already
     assert first == 1
     assert len(_mine(caught, "never reads hyperparameter(s) 'unused'")) == 2
+
+
+def test_a_hybrid_search_names_a_hyperparameter_no_configuration_reads(ignores_unused, key):
+    # it never warned: a budget spent descending 'unused', whose hypergradient is exactly 0, without a word
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "unused": hg.Uniform(0.0, 1.0), "wd": hg.Choice([0.0, 0.1])})
+    hg.clear_caches()
+    for _ in range(2):  # the second call finds its counts and names cached
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hg.hybrid_search(ignores_unused, space, key, budget=20)
+        assert [str(w.message).split(":")[0] for w in _mine(caught, "never reads")] == [
+            "the objective never reads hyperparameter(s) 'unused', 'wd'"]
+
+
+def test_a_hybrid_search_names_no_hyperparameter_that_some_configuration_reads(ridge_problem, key):
+    def build(config):
+        optimizer = (lambda h: optax.sgd(h["lr"])) if config["opt"] == "sgd" else (
+            lambda h: optax.sgd(h["lr"], momentum=h["beta"]))
+        return hg.Objective(ridge_problem, optimizer, num_steps=2)
+
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "beta": hg.Uniform(0.0, 0.9),
+                      "opt": hg.Choice(["sgd", "momentum"])})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*never reads")
+        hg.hybrid_search(hg.Structured(build), space, key, budget=20)
