@@ -115,6 +115,38 @@ def _noise(noise_key: Key, sample: jax.Array, window: jax.Array | int, hparams: 
     return treedef.unflatten([p.reshape(jnp.shape(x)).astype(jnp.result_type(x)) for p, x in zip(pieces, leaves)])
 
 
+def _working_dtype(dtype) -> np.dtype:
+    """The dtype a hyperparameter is perturbed in: its own, or float32 for a narrower float
+    (bfloat16, float16), whose spacing (2^-8 relative for bfloat16) would round a small step away."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
+def _widen(hparams: HParams) -> HParams:
+    """`hparams` with every float leaf narrower than float32 cast to float32 (exactly: no rounding);
+    the other leaves as they are."""
+    def widen(h):
+        dtype = _working_dtype(jnp.result_type(h))
+        return h if dtype == jnp.result_type(h) else jnp.asarray(h).astype(dtype)
+
+    return jax.tree.map(widen, hparams)
+
+
+def _is_narrow(hparams: HParams) -> bool:
+    return any(_working_dtype(jnp.result_type(h)) != jnp.result_type(h) for h in jax.tree.leaves(hparams))
+
+
+def _baseline(loop: Loop, wide: HParams, value: jax.Array, key: Key, narrow: bool, antithetic: bool):
+    """L(h) for the one-sided estimate: `value` unless the hyperparameters were widened, where the
+    perturbed runs read float32 hyperparameters and the baseline must too (a run at the narrow
+    ones rounds differently, and that difference over sigma would bias the estimate)."""
+    if antithetic or not narrow:
+        return value
+    return loop.val_loss(loop.train(wide, key).params, wide)
+
+
 def _scale(hparams: HParams, relative: bool) -> HParams:
     """D of the module docstring: |h| (1 where h == 0) for relative steps, else 1."""
     if not relative:
@@ -137,9 +169,10 @@ def _perturb(hparams: HParams, scale: HParams, noise: HParams, sigma: float, sig
 
 def _weight(losses: jax.Array, value: jax.Array, sigma: float, antithetic: bool) -> jax.Array:
     """The finite difference that multiplies the noise: (L+ - L-)/(2 sigma) or (L+ - L)/sigma."""
+    losses = losses.astype(_working_dtype(losses.dtype))  # a bfloat16 loss: divide in float32
     if antithetic:
         return (losses[0] - losses[1]) / (2 * sigma)
-    return (losses[0] - value) / sigma
+    return (losses[0] - value.astype(losses.dtype)) / sigma
 
 
 def _map_samples(fn: Callable[[jax.Array], PyTree], num_samples: int, chunk: int | None) -> PyTree:
@@ -150,9 +183,11 @@ def _map_samples(fn: Callable[[jax.Array], PyTree], num_samples: int, chunk: int
     return jax.lax.map(fn, samples, batch_size=chunk)
 
 
-def _estimate(contributions: HParams, scale: HParams) -> HParams:
-    """Mean over samples of the weighted noise, mapped back from e-coordinates by D^-1."""
-    return jax.tree.map(lambda c, d: jnp.mean(c, axis=0) / d, contributions, scale)
+def _estimate(contributions: HParams, scale: HParams, hparams: HParams) -> HParams:
+    """Mean over samples of the weighted noise, mapped back from e-coordinates by D^-1, in each
+    hyperparameter's own dtype (formed in the working dtype, cast once at the end)."""
+    return jax.tree.map(lambda c, d, h: (jnp.mean(c, axis=0) / d).astype(jnp.result_type(h)),
+                        contributions, scale, hparams)
 
 
 def _window_unroll(loop: Loop) -> int | bool:
@@ -195,6 +230,12 @@ class ES(Method):
     element's error grows with the gradient's norm over all P elements, so the sample count must
     grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
     A diverged perturbed run makes the estimate non-finite (`tune` then skips the step).
+    Low precision: bfloat16 or float16 hyperparameters, whose spacing would round a small step
+    sigma D e back to h (L+ == L-, a zero estimate), are cast exactly to float32, perturbed and
+    trained there (so the runs compute with float32 hyperparameters) and the estimate is cast back
+    to their dtype, unbiased as above; without antithetic pairs that costs one more training run,
+    a float32 baseline. A loss computed in bfloat16 is itself rounded to its spacing: sigma must
+    move it by more than that, or the differences are rounding.
 
     Noise. `hg.hypergradient(objective, h, key)` draws it from `fold_in(key, PERTURBATION_STREAM)`:
     the same key, the same estimate. `hg.tune` (populations too), `hg.hybrid_search` and
@@ -244,20 +285,22 @@ class ES(Method):
     def differentiate(self, loop: Loop, hparams: HParams, key: Key, noise_key: Key | None = None):
         value, scores = loop.readout(loop.train(hparams, key), hparams)
         noise_key = _noise_key(key, noise_key)
-        scale = _scale(hparams, self.relative)
+        wide = _widen(hparams)  # bfloat16/float16 hyperparameters are perturbed in float32
+        baseline = _baseline(loop, wide, value, key, _is_narrow(hparams), self.antithetic)
+        scale = _scale(wide, self.relative)
         signs = _signs(self.antithetic, jnp.result_type(value))
 
         def loss(h):  # the validation loss only (scores would compute the test loss too)
             return loop.val_loss(loop.train(h, key).params, h)
 
         def sample(i):
-            noise = _noise(noise_key, i, 0, hparams)
-            losses = jax.vmap(loss)(_perturb(hparams, scale, noise, self.sigma, signs))
-            weight = _weight(losses, value, self.sigma, self.antithetic)
+            noise = _noise(noise_key, i, 0, wide)
+            losses = jax.vmap(loss)(_perturb(wide, scale, noise, self.sigma, signs))
+            weight = _weight(losses, baseline, self.sigma, self.antithetic)
             return jax.tree.map(lambda e: weight.astype(e.dtype) * e, noise)
 
         contributions = _map_samples(sample, self.num_samples, self.chunk)
-        return (value, scores), _estimate(contributions, scale)
+        return (value, scores), _estimate(contributions, scale, hparams)
 
 
 # -- PES -----------------------------------------------------------------------------------------
@@ -313,7 +356,8 @@ class PES(Method):
     (the particles share the minibatch draw; they read only the validation loss). Memory: the states of the particles of
     min(chunk, num_samples) samples at once (two per sample when antithetic), vmapped; nothing
     grows with T. Bias: none for the gradient of the per-window smoothed loss F; O(sigma^2)
-    relative to the true gradient.
+    relative to the true gradient. Low-precision (bfloat16, float16) hyperparameters are perturbed
+    and trained in float32 and the estimate cast back, as for `ES`.
 
     Args:
         sigma: perturbation size (a fraction of each value with `relative=True`).
@@ -348,6 +392,8 @@ class PES(Method):
     def differentiate(self, loop: Loop, hparams: HParams, key: Key, noise_key: Key | None = None):
         value, scores = loop.readout(loop.train(hparams, key), hparams)
         noise_key = _noise_key(key, noise_key)
+        given, hparams = hparams, _widen(hparams)  # bfloat16/float16 ones are perturbed in float32
+        baseline = _baseline(loop, hparams, value, key, _is_narrow(given), self.antithetic)
         scale = _scale(hparams, self.relative)
         signs = _signs(self.antithetic, jnp.result_type(value))
         # The data key does not depend on the hyperparameters: every particle sees the same batches.
@@ -386,8 +432,8 @@ class PES(Method):
             # noise is in xi, so the estimate stays unbiased, and with one window it is ES's.
             hs = _perturb(hparams, scale, last, self.sigma, signs)
             losses = jax.vmap(loop.val_loss)(states.params, hs)
-            weight = _weight(losses, value, self.sigma, self.antithetic)
+            weight = _weight(losses, baseline, self.sigma, self.antithetic)
             return jax.tree.map(lambda x: weight.astype(x.dtype) * x, xi)
 
         contributions = _map_samples(sample, self.num_samples, self.chunk)
-        return (value, scores), _estimate(contributions, scale)
+        return (value, scores), _estimate(contributions, scale, given)

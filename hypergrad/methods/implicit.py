@@ -255,6 +255,18 @@ def _update_subtracts_a_partial_mean(loop: Loop, hparams: HParams, params: PyTre
 
 
 # -- linear solvers on pytrees, matrix-free ----------------------------------------------------------
+def _widened(tree: PyTree) -> PyTree:
+    """`tree` with every float leaf narrower than float32 (bfloat16, float16) cast to float32, the
+    least precision the solve runs in: in bfloat16 (8 significant bits) CG's inner products lose
+    conjugacy long before tol = 1e-6 and its iterates grow without bound."""
+    def widen(x):
+        dtype = jnp.result_type(x)
+        narrow = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+        return x.astype(jnp.float32) if narrow else x
+
+    return jax.tree.map(widen, tree)
+
+
 def _vdot(a: PyTree, b: PyTree) -> jax.Array:
     return optax.tree_utils.tree_vdot(a, b)
 
@@ -428,7 +440,11 @@ class Implicit(Method):
     estimate, biased). A group whose rate is small but not 0 (one tuned
     towards 0) moves a little, so it is in S and taken to be at a stationary point that it is far
     from: the result is biased there, and jumps to the frozen answer at a rate of exactly 0; use
-    `hg.Reverse()` or `hg.Forward()` for such a set-up.
+    `hg.Reverse()` or `hg.Forward()` for such a set-up. Low precision: with bfloat16 or float16
+    parameters the solve (its vectors, inner products and Hessian-vector products, and the mixed
+    product) runs in float32 at the trained parameters cast up exactly, as CG in bfloat16 cannot
+    reach tol and diverges; training itself still ends at parameters rounded to their dtype, which
+    the result inherits.
 
     Derivatives of the result: none. Training and the solve are held constant, so autodiff of the
     value and grads would see only the final loss terms' dependence on the hyperparameters (0 for
@@ -577,13 +593,16 @@ class Implicit(Method):
         # dV/dw at the trained w, restricted to S: the right-hand side of the linear system (dV/dw
         # outside S meets dw/dh = 0); dV/dh at fixed w, the direct term (zero unless the model
         # itself reads hyperparameters).
-        rhs, direct = jax.grad(loop.val_loss, argnums=(0, 1))(params, hparams)
+        # The linearisation point, and so the solve, the products and v, in at least float32: low-
+        # precision parameters (bfloat16) are cast up exactly, and the losses are differentiated there.
+        point = _widened(params)
+        rhs, direct = jax.grad(loop.val_loss, argnums=(0, 1))(point, hparams)
         rhs = on_moved(rhs)
 
         def hvp(v):  # (H_SS + damping I) v = P_S d/de [dL/dw (w + e v, h)] at e = 0, plus damping v
             # v stays in S (so does every solver iterate: rhs and each product are zero outside S),
             # so P_S H v is the block H_SS of the Hessian applied to v_S.
-            hv = on_moved(jax.jvp(lambda w: grad_w(w, hparams), (params,), (v,))[1])
+            hv = on_moved(jax.jvp(lambda w: grad_w(w, hparams), (point,), (v,))[1])
             return _axpy(self.damping, v, hv) if self.damping else hv
 
         # v = (H + damping I)^{-1} dV/dw (H symmetric, so v' = dV/dw H^{-1}).
@@ -595,7 +614,7 @@ class Implicit(Method):
 
         # v' d2L/dwdh = d/dh [v' dL/dw (w, h)]: one vector-Jacobian product of F in h, cotangent v
         # (zero outside S: the rows F_S only, those of the stationarity training reaches).
-        _, pullback = jax.vjp(lambda h: grad_w(params, h), hparams)
+        _, pullback = jax.vjp(lambda h: grad_w(point, h), hparams)
         (mixed,) = pullback(v)
         # dV/dh = -v' d2L/dwdh + (the direct term dV/dh at fixed w).
         grads = jax.tree.map(lambda m, d: d - m, mixed, direct)

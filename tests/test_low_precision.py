@@ -1,0 +1,82 @@
+"""Low-precision (bfloat16) hyperparameters and parameters: ES/PES and Implicit.
+
+bfloat16 keeps 8 significant bits: its spacing is 2^-7 of a value's power of two, so a relative
+step below about 2^-9 rounds back to the value. ES and PES perturb bfloat16 hyperparameters in
+float32 (an exact cast), so their estimate is the float32 one on the same noise, rounded once to
+bfloat16 at the end: within 2^-8 relative. Implicit solves its linear system in float32 at the
+bfloat16 parameters (cast up exactly); training itself ends at bfloat16-rounded parameters, so the
+answer is compared with the float32 problem's within 5% (see the test).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+
+BF16_REL = 2.0 ** -8  # one rounding to bfloat16 (8-bit significand), relative
+
+
+def _regression(dtype, num_features=6, num_examples=24):
+    """Full-batch ridge regression whose parameters and data are `dtype`."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2 * num_examples, num_features)) * np.linspace(0.3, 1.5, num_features)
+    y = x @ rng.normal(size=num_features) + 0.3 * rng.normal(size=2 * num_examples)
+    x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+    train, val = (x[:num_examples], y[:num_examples]), (x[num_examples:], y[num_examples:])
+
+    def mse(w, batch):
+        return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    def train_loss(w, hp, batch):
+        return mse(w, batch) + hp["weight_decay"] * jnp.sum(w ** 2)
+
+    return hg.Problem(init=lambda key: jnp.zeros(num_features, dtype), train_loss=train_loss,
+                      val_loss=mse, train_data=train, val_data=val, name=f"ridge-{jnp.dtype(dtype).name}")
+
+
+def _sgd(hp):
+    return optax.sgd(hp["lr"], momentum=hp["momentum"])
+
+
+def _hparams(dtype):  # values exact in bfloat16, so both dtypes perturb the same point
+    return {"lr": jnp.asarray(0.25, dtype), "momentum": jnp.asarray(0.5, dtype),
+            "weight_decay": jnp.asarray(2.0 ** -10, dtype)}
+
+
+@pytest.mark.parametrize("method", [hg.ES(sigma=1e-3, num_samples=4),
+                                    hg.ES(sigma=1e-3, num_samples=4, antithetic=False),
+                                    hg.PES(sigma=1e-3, num_samples=4, window=3)],
+                         ids=["es", "es-one-sided", "pes"])
+def test_es_with_bfloat16_hparams_is_the_float32_estimate(method):
+    """Old code: the step sigma * h rounded back to h in bfloat16, L+ == L-, and the estimate was 0
+    (or rounding noise) divided by the intended step: near-zero grads, no warning."""
+    objective = hg.Objective(_regression(jnp.float32), _sgd, num_steps=6)
+    key = jax.random.key(0)
+    _, want = hg.hypergradient(objective, _hparams(jnp.float32), key, method=method)
+    _, got = hg.hypergradient(objective, _hparams(jnp.bfloat16), key, method=method)
+    for name, value in got.items():
+        assert value.dtype == jnp.bfloat16, name
+        np.testing.assert_allclose(np.float32(value), np.float32(want[name]), rtol=BF16_REL, err_msg=name)
+        assert abs(float(want[name])) > 1e-3, name  # a real signal, not two zeros agreeing
+
+
+@pytest.mark.parametrize("solver", ["cg", "neumann"])
+def test_implicit_with_bfloat16_params_solves_in_float32(solver):
+    """Old code: the solve ran in bfloat16; on this ill-conditioned system (32 weights, 24 examples,
+    a weight decay of 2^-10) CG returned -58.3 against float32's 38.2 (the wrong sign) and Neumann
+    38.0 against 32.9. Training itself ends at bfloat16-rounded weights, which moves the answer of
+    an exact solve too (here by under 1%); 5% leaves room for that and none for the old errors."""
+    key = jax.random.key(0)
+    fixed = {"lr": 0.1, "momentum": 0.5}
+    h = {"weight_decay": jnp.asarray(2.0 ** -10, jnp.float32)}
+    method = hg.Implicit(solver=solver)
+    answers = []
+    for dtype in (jnp.float32, jnp.bfloat16):
+        problem = _regression(dtype, num_features=32, num_examples=24)
+        objective = hg.Objective(problem, _sgd, num_steps=10).with_fixed(fixed)
+        answers.append(float(hg.hypergradient(objective, h, key, method=method)[1]["weight_decay"]))
+    want, got = answers
+    assert np.isfinite(got) and abs(got - want) <= 0.05 * abs(want), (got, want)
