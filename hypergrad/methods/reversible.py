@@ -77,7 +77,10 @@ parameters so that this can be verified (they are equal, bit for bit, in the tes
 they differ (or the reconstructed initial velocity is not 0) the value and hypergradient are NaN.
 
 Requires 64-bit integers (`jax.config.update("jax_enable_x64", True)`); the problem itself may
-still use float32 parameters.
+still use float32 parameters. Parameters narrower than float32 (bfloat16, float16) are refused
+with a ValueError before anything compiles: their training rounds every step to that dtype, which
+the fixed point (2^-radix_bits) does not, so the run reversed would not be the objective's; use
+`hg.Reverse()` for them.
 """
 
 from __future__ import annotations
@@ -242,7 +245,8 @@ class Reversible(Method):
     static-shape JAX array stores a fixed width instead (1 bit is exact for m >= 1/2).
     Bias: none beyond fixed-point precision (gradients and steps rounded to 2^-radix_bits, the
     momentum to a multiple of 2^-30): in float64 it equals `Reverse` to ~1e-8 relative.
-    Requires `jax_enable_x64` (int64 arithmetic).
+    Requires `jax_enable_x64` (int64 arithmetic) and parameters of float32 or wider (a bfloat16
+    or float16 leaf is refused with a ValueError: use `hg.Reverse()`).
 
     Derivatives of the result: none. Training runs in integers, so the value and grads carry no
     derivative back to the hyperparameters; jax.grad, jacfwd, jacrev or jvp through
@@ -298,10 +302,7 @@ class Reversible(Method):
             raise ValueError(f"Reversible: hparams[{self.momentum!r}] has shape "
                              f"{np.shape(hparams[self.momentum])}; the momentum must be a scalar")
         params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
-        for leaf in jax.tree.leaves(params):
-            if not jnp.issubdtype(leaf.dtype, jnp.floating):
-                raise ValueError(f"Reversible: a parameter has dtype {leaf.dtype}; every parameter must be "
-                                 "a floating-point array")
+        _check_param_dtypes(params)
         traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(hparams))
         if not traced:
             m = float(hparams[self.momentum])
@@ -498,6 +499,26 @@ class Reversible(Method):
         value = jnp.where(ok, value, jnp.nan)
         scores = jax.tree.map(lambda a: jnp.where(ok, a, jnp.nan), scores)
         return ReversibleRun(value, scores, grads, arith.tree(W0), arith.tree(W0_rec), arith.tree(V0_rec), matched)
+
+
+def _check_param_dtypes(params: PyTree) -> None:
+    """A ValueError for a parameter leaf that is not a float of at least 32 bits. Training in
+    bfloat16 or float16 rounds the parameters to that dtype at every step; the fixed point keeps
+    them to 2^-radix_bits and the witness compares in float64, so neither would see that rounding,
+    and the value and hypergradient returned would be another (almost float32) run's."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"Reversible: {where} has dtype {leaf.dtype}; every parameter must be "
+                             "a floating-point array")
+        if jnp.finfo(leaf.dtype).bits < 32:
+            raise ValueError(
+                f"Reversible: {where} has dtype {leaf.dtype}, narrower than float32. Training in "
+                f"{leaf.dtype} rounds the parameters to {leaf.dtype} at every step, which Reversible's "
+                "exact fixed-point reversal does not reproduce: it would return the value and "
+                "hypergradient of another training run than objective(hparams, key). Use "
+                "method=hg.Reverse() (it differentiates the low-precision run), or float32 parameters "
+                "(Problem(init=...) returning float32 arrays)")
 
 
 def _check_standard_step(loop: Loop) -> None:
