@@ -380,10 +380,17 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
 
     def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
         """The parameters that a fit with `params` (every parameter of the estimator) does not
-        read. Candidates of a search that differ only in these fit the same model, so the search
-        fits one of them and gives the others its scores. None here; subclasses name theirs."""
+        read (`unused_why`'s names). Candidates of a search that differ only in these fit the same
+        model, so the search fits one of them and gives the others its scores."""
+        return frozenset(self.unused_why(params))
+
+    def unused_why(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """Each parameter a fit with `params` (every parameter of the estimator) does not read,
+        with why: the rule scikit-learn's estimator documents ("only used when ..."), naming the
+        setting of `params` that makes it unused, for a search's warning that it searches one.
+        None here; subclasses name theirs. Cost: a few comparisons."""
         del params
-        return frozenset()
+        return {}
 
     def _paddable(self, fits: Sequence[Mapping[str, Any]], sizes: Sequence[int]) -> bool:
         """Whether `_family(..., rows=...)` (parts padded with weight-0 rows) computes, for every

@@ -521,9 +521,13 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         self.warm_start = warm_start
         self.n_jobs = n_jobs
 
-    def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
-        """`C` with `penalty=None`: no penalty, so C is not read (scikit-learn ignores it too)."""
-        return frozenset({"C"}) if params["penalty"] is None else frozenset()
+    def unused_why(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """`C` with `penalty=None`: no penalty, so C is not read (scikit-learn ignores it too, and its
+        `fit` warns so: its words are the reason)."""
+        if params["penalty"] is None:
+            return {"C": "Setting penalty=None will ignore the C and l1_ratio parameters (scikit-learn's "
+                         "LogisticRegression's warning)"}
+        return {}
 
     def _solver(self, params: Mapping[str, Any], continuous: Mapping[str, Any]) -> Any:
         def solve(batch, hparams):

@@ -748,21 +748,25 @@ class _MLP(HypergradEstimator):
         """`check_refused` (see `HypergradEstimator._check_supported`)."""
         check_refused(self)
 
-    def unused_params(self, params: Mapping[str, Any]) -> frozenset[str]:
-        """scikit-learn's "only used when" rules, which this fit keeps (`_solver_update`,
-        `_end_epoch`): adam reads neither learning_rate, momentum, nesterovs_momentum nor power_t;
-        sgd reads neither beta_1, beta_2 nor epsilon, and power_t only with
-        learning_rate="invscaling"; validation_fraction is read only with early_stopping."""
-        unused = set()
+    def unused_why(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """scikit-learn's "only used when" rules (its MLP's documentation), which this fit keeps
+        (`_solver_update`, `_end_epoch`): adam reads neither learning_rate, momentum,
+        nesterovs_momentum nor power_t; sgd reads neither beta_1, beta_2 nor epsilon, and power_t only
+        with learning_rate="invscaling"; validation_fraction is read only with early_stopping."""
+        why = {}
         if params["solver"] == "adam":
-            unused |= {"learning_rate", "momentum", "nesterovs_momentum", "power_t"}
+            for name in ("learning_rate", "momentum", "nesterovs_momentum", "power_t"):
+                why[name] = f"{name} is only used when solver='sgd', and solver='adam' here"
         elif params["solver"] == "sgd":
-            unused |= {"beta_1", "beta_2", "epsilon"}
+            for name in ("beta_1", "beta_2", "epsilon"):
+                why[name] = f"{name} is only used when solver='adam', and solver='sgd' here"
             if params["learning_rate"] != "invscaling":
-                unused.add("power_t")
+                why["power_t"] = (f"power_t is only used when learning_rate='invscaling', and "
+                                  f"learning_rate={params['learning_rate']!r} here")
         if not params["early_stopping"]:
-            unused.add("validation_fraction")
-        return frozenset(unused)
+            why["validation_fraction"] = ("validation_fraction is only used if early_stopping is True, and it is "
+                                          "False here")
+        return why
 
     def _family(self, train, val, *, varying, n_classes=None, classes=None, rows=None):
         """See `hypergrad.sklearn._base`: one `hg.Objective` per structural configuration, the

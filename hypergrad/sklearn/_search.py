@@ -22,7 +22,11 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    sampler draws from the n examples, and padding would change which examples share a
    minibatch). Candidates that
    differ only in parameters their fit does not read (`unused_params`: an adam fit's
-   `learning_rate`, say) are fitted once (`distinct_fits`);
+   `learning_rate`, say) are fitted once (`distinct_fits`), and a parameter the search sets that
+   every candidate setting it leaves unread (momentum under solver='adam') is named by the search's
+   own key, with the estimator's reason, in one `UserWarning` per fit (`warn_ignored`; hypergrad's
+   own unread-hyperparameter warning, which names the estimator's internal name, then says nothing
+   of it: `named_already`);
 4. reads each fold's score from the program (the scoring is computed inside it: accuracy,
    log-loss, R^2, mean squared error; accuracy read back as the exact fraction scikit-learn
    computes, `exact_fraction`), assembles `cv_results_` with scikit-learn's own
@@ -112,6 +116,7 @@ fits are not compared.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import numbers
@@ -119,7 +124,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -141,6 +146,7 @@ from sklearn.utils.validation import check_array, has_fit_parameter
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad._checks import users_stacklevel
+from hypergrad._indexing import unread_warned_once, warn_unread_hparams
 from hypergrad._processes import checked_together
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
@@ -772,6 +778,58 @@ def distinct_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> list[n
     return [np.asarray(rows) for rows in fits.values()]
 
 
+def warn_ignored(search: Any, target: Target, finals: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """One `UserWarning` (at the user's line) naming, by the search's own key (a Pipeline's
+    `<step>__<name>`), each parameter the search sets that the estimator ignores with the other
+    settings of every candidate that sets it (`unused_why`: momentum under solver='adam', as
+    scikit-learn documents), and why; nothing when there is none. scikit-learn's search says nothing of an MLP's
+    (its LogisticRegression's `fit` warns of C under penalty=None, once per fit: its words are the
+    reason given). `finals`: each candidate's parameters of the final estimator, prefix stripped.
+    Cost: `unused_why` per candidate."""
+    fixed = target.final.get_params(deep=False)
+    whys = [target.final.unused_why({**fixed, **final}) for final in finals]
+    ignored = {}
+    for name in sorted({name for final in finals for name in final}):
+        setting = [why for why, final in zip(whys, finals) if name in final]  # a list of grids sets it in some
+        if all(name in why for why in setting):
+            ignored[name] = sorted({why[name] for why in setting})
+    if not ignored:
+        return frozenset()
+    who = type(target.final).__name__
+    named = "; ".join(f"{target.prefix}{name} ({'; '.join(reasons)})" for name, reasons in ignored.items())
+    them = "it" if len(ignored) == 1 else "them"
+    warnings.warn(f"{type(search).__name__} searches {named}, which {who} ignores with the other settings of "
+                  f"every candidate setting {them}, as scikit-learn's {who} does: candidates that differ only in "
+                  f"{them} are one fit with the same scores. Search {them} with the setting that reads {them}, or "
+                  f"leave {them} out of the search's parameters", UserWarning, stacklevel=users_stacklevel())
+    return frozenset(ignored)
+
+
+@contextlib.contextmanager
+def named_already(names: frozenset[str]) -> Iterator[None]:
+    """Within, hypergrad's own unread-hyperparameter warning (`warn_unread_hparams`, given by the
+    search's programs by the final estimator's internal names: 'momentum', not a Pipeline's
+    'mlpclassifier__momentum') says nothing of a set of `names` that `warn_ignored` named already by
+    the search's keys and why; it warns of any other set as before, and of each once per block
+    (`unread_warned_once`). Cost: one entry per subset of `names` (a few parameters at most)."""
+    paths = sorted(repr(name) for name in names)  # `unread_hparams`'s names: jax.tree key paths, sorted
+    with unread_warned_once():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # marks each set as warned of, shown nowhere
+            for size in range(1, len(paths) + 1):
+                for subset in itertools.combinations(paths, size):
+                    warn_unread_hparams(subset)
+        yield
+
+
+def searched_finals(target: Target, candidates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each candidate's parameters of the final estimator (traced or not), its prefix stripped."""
+    own = target.final.get_params(deep=False)
+    cut = len(target.prefix)
+    return [{name[cut:]: value for name, value in candidate.items()
+             if name.startswith(target.prefix) and name[cut:] in own} for candidate in candidates]
+
+
 # -- the search classes -----------------------------------------------------------------------------
 @dataclasses.dataclass
 class FallbackNotice:
@@ -994,6 +1052,7 @@ class VmappedSearch(RefusesCandidates):
     its `fit` is the fallback, which refuses what the hypergrad estimator refuses (`RefusesCandidates`)."""
 
     _draws_candidates = False  # whether `random_state` draws the candidates (RandomizedSearchCV's)
+    _rows_are_candidates = True  # whether each cv_results_ row is a candidate (not HypergradSearchCV's)
 
     def fit(self, X: Any, y: Any = None, **params: Any) -> VmappedSearch:
         """Runs the search (module docstring), or scikit-learn's own with a `UserWarning` when the
@@ -1027,11 +1086,13 @@ class VmappedSearch(RefusesCandidates):
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, candidates, refused, len(splits))
         scoring = fold_scoring(self, target, encoding, splits, refused)
+        ignored = warn_ignored(self, target, searched_finals(target, candidates))
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
-        refit = self._refit_program(target, X, y, candidates)
-        tables = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
+        with named_already(ignored):
+            refit = self._refit_program(target, X, y, candidates)
+            tables = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
         self._finish(X, y, candidates, splits, tables, refit, refused, scoring)
         return self
 
@@ -1185,19 +1246,27 @@ def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray, refused
 def fits_not_converged(search: Any, candidates: list[dict], ran_out: np.ndarray) -> None:
     """One `ConvergenceWarning` for the fits (`ran_out`: candidates x folds) that ran all their
     `max_iter` iterations without their stopping rule stopping them, where scikit-learn's search
-    warns once per such fit (its estimator's `fit` does, as `fit` here does for the refit)."""
+    warns once per such fit (its estimator's `fit` does, as `fit` here does for the refit). For
+    `HypergradSearchCV`, whose `cv_results_` rows are configurations at each outer step, not
+    candidates, it counts those rows (`_rows_are_candidates`)."""
     c, s = np.argwhere(ran_out)[0]
     rows = np.flatnonzero(ran_out.any(axis=1))
     max_iter = sorted({str(v) for v in (fit_param(search.estimator, candidates[r], "max_iter") for r in rows)
                        if v is not None})
     reached = f"max_iter={', '.join(max_iter)}" if max_iter else "max_iter"
-    warnings.warn(f"{int(ran_out.sum())} of the {ran_out.size} candidate x fold fits ({len(rows)} of the "
-                  f"{len(candidates)} candidates, on {ran_out.shape[1]} folds each) reached {reached} and the "
-                  "optimization hasn't converged yet (their stopping rule never stopped them), the first: candidate "
-                  f"{candidates[c]} on fold {s}. Increase "
-                  "max_iter, or scale the data (sklearn.preprocessing.StandardScaler); the fits that did not "
-                  "converge are search.hypergrad_not_converged_ (candidates x folds).", ConvergenceWarning,
-                  stacklevel=4)
+    if search._rows_are_candidates:
+        counted = (f"{int(ran_out.sum())} of the {ran_out.size} candidate x fold fits ({len(rows)} of the "
+                   f"{len(candidates)} candidates, on {ran_out.shape[1]} folds each)")
+        first, table = f"candidate {candidates[c]}", "candidates x folds"
+    else:
+        counted = (f"{int(ran_out.sum())} of the {ran_out.size} fits of cv_results_ rows x folds ({len(rows)} of the "
+                   f"{len(candidates)} rows, each a configuration at one outer step of the descent, on "
+                   f"{ran_out.shape[1]} folds each)")
+        first, table = f"row {c} {candidates[c]}", "rows x folds"
+    warnings.warn(f"{counted} reached {reached} and the optimization hasn't converged yet (their stopping rule never "
+                  f"stopped them), the first: {first} on fold {s}. Increase max_iter, or scale the data "
+                  "(sklearn.preprocessing.StandardScaler); the fits that did not converge are "
+                  f"search.hypergrad_not_converged_ ({table}).", ConvergenceWarning, stacklevel=4)
 
 
 def fit_param(estimator: Any, candidate: Mapping[str, Any], name: str) -> Any:
@@ -1478,6 +1547,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     _parameter_constraints: dict = {**SklearnRandomizedSearchCV._parameter_constraints,
                                     "budget": [Interval(numbers.Real, 0, None, closed="neither"), None],
                                     "method": "no_validation", "outer": "no_validation"}
+    _rows_are_candidates = False  # a cv_results_ row is a configuration at one outer step
 
     def __init__(self, estimator, param_distributions, *, n_iter=10, scoring=None, n_jobs=None, refit=True, cv=None,
                  verbose=0, pre_dispatch="2*n_jobs", random_state=None, error_score=np.nan,
@@ -1508,6 +1578,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         encoding = target.final._encode_y(y)
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
+        ignored = warn_ignored(self, target, [dict(zip(discrete, v)) for v in itertools.product(*discrete.values())])
         descended = [s for s in range(len(splits)) if s not in refused]  # a refused fold's fit is no fit to descend
         varying = descent_varying(target, discrete, continuous)
         scored, rows = descent_folds(target, splits, descended, varying)
@@ -1515,7 +1586,9 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         why = partial_class_folds(target, encoding, splits, descended)  # read from what every process compared
         if why:  # scikit-learn's search on these folds, after the refusals it would make too
             return self._sklearn_fallback(fallback(self, why, SklearnRandomizedSearchCV), X, y, cv=splits, **params)
-        result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key, rows)
+        with named_already(ignored):
+            result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key,
+                                   rows)
         n_val = [len(val) for _, val in scored]  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val, descended)
         self.hybrid_result_ = result

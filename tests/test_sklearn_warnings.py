@@ -1,0 +1,112 @@
+"""The words of hypergrad.sklearn's search warnings: a parameter the estimator ignores is named by
+the search's own key (a Pipeline's `<step>__<name>`) with the estimator's reason, and
+HypergradSearchCV's ConvergenceWarning counts its cv_results_ rows as what they are."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier
+from hypergrad.sklearn._search import target_of, warn_ignored
+
+
+@pytest.fixture(scope="module")
+def iris():
+    """30 iris examples (10 per class)."""
+    x, y = load_iris(return_X_y=True)
+    rows = np.concatenate([np.arange(c * 50, c * 50 + 10) for c in range(3)])
+    return x[rows], y[rows]
+
+
+def tiny_mlp(**params):
+    return MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, learning_rate_init=0.05, random_state=0, **params)
+
+
+def _caught(fit):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit()
+    return caught
+
+
+def _user_warnings(caught):
+    return [w for w in caught if w.category is UserWarning]
+
+
+def test_a_pipeline_search_names_an_ignored_parameter_by_its_grid_key_and_why(iris):
+    """A Pipeline search over mlpclassifier__momentum with solver='adam' (which scikit-learn
+    documents as ignoring momentum) warned "the objective never reads hyperparameter(s)
+    'momentum'", an internal name the grid does not hold, with the generic fix "read them in the
+    optimizer or the loss" (twice with return_train_score, under "always"). One warning now names
+    the grid's key and the estimator's reason, at the user's line."""
+    grid = {"mlpclassifier__alpha": [1e-4, 1.0], "mlpclassifier__momentum": [0.5, 0.9]}
+    search = GridSearchCV(make_pipeline(StandardScaler(), tiny_mlp()), grid, cv=2, return_train_score=True)
+    caught = _user_warnings(_caught(lambda: search.fit(*iris)))
+    assert [str(w.message) for w in caught if "never reads" in str(w.message)] == []
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert message.startswith("GridSearchCV searches mlpclassifier__momentum (momentum is only used when "
+                              "solver='sgd', and solver='adam' here), which MLPClassifier ignores")
+    assert caught[0].filename == __file__
+    # the fits are those of the grid without momentum: candidates differing only in it score alike
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[0] == scores[1] and scores[2] == scores[3]
+
+
+def test_hypergrad_search_names_an_ignored_parameter_and_counts_rows_not_candidates(iris):
+    """HypergradSearchCV over a listed momentum with solver='adam' said nothing of it (or, with
+    the hybrid's own unread check, named 'momentum'); its ConvergenceWarning said "(12 of the 12
+    candidates, ...)" of cv_results_ rows that are configurations at each outer step. It now names
+    the key and why, and counts rows."""
+    ranges = {"mlpclassifier__alpha": (1e-4, 1.0, "log"), "mlpclassifier__momentum": [0.5, 0.9]}
+    search = HypergradSearchCV(make_pipeline(StandardScaler(), tiny_mlp()), ranges, n_iter=2, cv=2, budget=12,
+                               random_state=0, refit=False)
+    caught = _caught(lambda: search.fit(*iris))
+    mine = _user_warnings(caught)
+    assert len(mine) == 1, [str(w.message) for w in mine]
+    assert str(mine[0].message).startswith("HypergradSearchCV searches mlpclassifier__momentum (momentum is only "
+                                           "used when solver='sgd', and solver='adam' here)")
+    converged = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    rows, folds = search.hypergrad_not_converged_.shape
+    assert rows == len(search.cv_results_["params"]) and search.hypergrad_not_converged_.all()
+    assert converged == [converged[0]] and converged[0].startswith(
+        f"{rows * folds} of the {rows * folds} fits of cv_results_ rows x folds ({rows} of the {rows} rows, each a "
+        f"configuration at one outer step of the descent, on {folds} folds each) reached max_iter=3")
+    assert "candidate" not in converged[0] and converged[0].endswith("(rows x folds).")
+
+
+def test_a_logistic_search_over_c_without_a_penalty_gives_scikit_learns_reason(iris):
+    """C under penalty=None: scikit-learn's own fit warns "Setting penalty=None will ignore the C
+    and l1_ratio parameters"; the search names the key with those words."""
+    search = GridSearchCV(LogisticRegression(penalty=None, max_iter=50), {"C": [0.1, 10.0]}, cv=2, refit=False)
+    caught = _user_warnings(_caught(lambda: search.fit(*iris)))
+    named = [str(w.message) for w in caught if "searches C" in str(w.message)]
+    assert len(named) == 1 and "Setting penalty=None will ignore the C and l1_ratio parameters" in named[0]
+    assert [str(w.message) for w in caught if "never reads" in str(w.message)] == []
+
+
+def test_a_parameter_read_by_some_candidates_is_not_warned_of():
+    """momentum searched with solver in ('sgd', 'adam'): the sgd candidates read it, so nothing is
+    ignored; every name the estimator ignores in each candidate is named, with each reason."""
+    target = target_of(make_pipeline(StandardScaler(), tiny_mlp()))
+    search = GridSearchCV(target.final, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_ignored(search, target, [{"solver": s, "momentum": m} for s in ("sgd", "adam")
+                                             for m in (0.5, 0.9)]) == frozenset()
+    with pytest.warns(UserWarning, match=r"searches mlpclassifier__power_t \(power_t is only used when "
+                                         r"learning_rate='invscaling', and learning_rate='constant' here; power_t "
+                                         r"is only used when solver='sgd', and solver='adam' here\)"):
+        found = warn_ignored(search, target, [{"solver": s, "power_t": p} for s in ("sgd", "adam")
+                                              for p in (0.25, 0.5)])
+    assert found == frozenset({"power_t"})
+    # a list of grids: the adam grid alone sets momentum, and ignores it (the sgd grid's default is read)
+    with pytest.warns(UserWarning, match=r"searches mlpclassifier__momentum \(momentum is only used when solver='sgd'"):
+        found = warn_ignored(search, target, [{"solver": "adam", "momentum": 0.5}, {"solver": "adam", "momentum": 0.9},
+                                              {"solver": "sgd", "alpha": 0.1}])
+    assert found == frozenset({"momentum"})
