@@ -8,6 +8,9 @@ bfloat16 parameters (cast up exactly); training itself ends at bfloat16-rounded 
 answer is compared with the float32 problem's within 5% (see the test).
 """
 
+import re
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,3 +97,42 @@ def test_reversible_refuses_parameters_narrower_than_float32(dtype):
         hg.hypergradient(objective, h, jax.random.key(0), method=hg.Reversible())
     value, _ = hg.hypergradient(objective, h, jax.random.key(0), method=hg.Reverse())  # the fix it names works
     assert np.isfinite(float(value))
+
+
+def _with_a_dead_feature(dtype):
+    """Least squares whose third feature is always 0: its weight's gradient, so Adam's second
+    moment there, is exactly 0 at every step."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3))
+    x[:, 2] = 0.0
+    y = x @ np.array([1.0, -0.5, 0.0]) + 0.1 * rng.normal(size=16)
+    x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+
+    def mse(w, batch):
+        return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    return hg.Problem(init=lambda key: jnp.zeros(3, dtype), train_loss=lambda w, hp, batch: mse(w, batch),
+                      val_loss=mse, train_data=(x[:8], y[:8]), val_data=(x[8:], y[8:]))
+
+
+def _rooted_adam(hp):  # eps=1e-3: representable in float16, so the training itself stays finite
+    return optax.adam(hp["lr"], eps=1e-3, eps_root=1e-16)
+
+
+SKIP_WARNING = "an outer step's validation loss was finite but its hypergradient was not"
+
+
+def test_tune_skip_warning_tells_float16_that_eps_root_is_no_fix():
+    """eps_root=1e-16, the warning's fix for a NaN hypergradient through Adam, works for float32
+    parameters but is 0 in float16 (optax keeps Adam's second moment in the parameters' dtype):
+    the step is skipped again. Old code: the warning recommended eps_root alone."""
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0)})
+    for dtype, skipped in ((jnp.float32, False), (jnp.float16, True)):
+        objective = hg.Objective(_with_a_dead_feature(dtype), _rooted_adam, num_steps=3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = hg.tune(objective, space, jax.random.key(0), steps=1)
+        assert (result.trials[0].state == "skipped") == skipped, (dtype, result.trials[0].state)
+        why = [str(w.message) for w in caught if str(w.message).startswith(SKIP_WARNING)]
+        assert len(why) == skipped, why
+    assert re.search(r"eps_root=1e-16\), but not with float16 parameters.*bfloat16.*or float32", why[0]), why[0]
