@@ -26,6 +26,7 @@ over the folds, so every strategy tunes (and differentiates) the k-fold mean; a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import threading
 import weakref
@@ -105,13 +106,13 @@ _jitting_lock = threading.Lock()
 @_caches.register
 def _clear_jitted() -> None:
     """Drops every live objective's `jax.jit` wrappers: its next direct call traces and compiles anew.
-    Each wrapper's programs and JAX's traces of it are evicted first (`clear_cache`): JAX keys a
-    trace on the bound method, which equals the next wrapper's, so a wrapper still alive elsewhere
-    (an exception's traceback holding its frame) would otherwise hand the new one its old trace."""
+    Each wrapper jits a callable of its own (`Objective._jitted`), so a dropped wrapper still alive
+    elsewhere (an exception's traceback holding its frame) cannot hand a new one its old trace, and
+    nothing is evicted from JAX's own caches, which every `jax.jit` in the process shares (a
+    wrapper's `clear_cache` would empty them)."""
     with _jitting_lock:
         for objective in list(_jitting):
-            for jitted, _ in objective.__dict__.pop("_jit_cache", {}).values():
-                jitted.clear_cache()
+            objective.__dict__.pop("_jit_cache", None)
         _jitting.clear()
 
 
@@ -205,7 +206,10 @@ class Objective:
                 cache = self.__dict__.setdefault("_jit_cache", {})
                 _jitting.add(self)
         if name not in cache:
-            jitted = jax.jit(getattr(self, name))
+            # a fresh callable, not the bound method: JAX keys a trace on the function, and a bound
+            # method equals the next wrapper's, so a wrapper held across hg.clear_caches() would
+            # hand the new one its old trace; a partial equals only itself
+            jitted = jax.jit(functools.partial(getattr(type(self), name), self))
             cache[name] = jitted, _naming_missing(jitted)
         return cache[name][1]
 

@@ -1,9 +1,13 @@
 """In-process cache keys that Python's `==` or a copy blurred: a structured family's configurations
 are keyed by the options' types too (True, 1 and 1.0 are three), a copied objective's `jax.jit`
-programs are its own and `hg.clear_caches()` reaches them, and FLOP counts are keyed on JAX's trace
+programs are its own and `hg.clear_caches()` reaches them (and nothing of JAX's caches shared with
+the user's own `jax.jit` functions), and FLOP counts are keyed on JAX's trace
 settings (`hypergrad._compile.trace_settings()`)."""
 
 import copy
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +96,38 @@ def test_clear_caches_evicts_a_wrapper_still_held_elsewhere():
         assert after == float(hg.hypergradient(objective, hparams, key)[0]) != before
     finally:
         _SETTING["l2"] = 0.0
+
+
+_USERS_JIT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from jax._src import pjit
+    import hypergrad as hg
+
+    @jax.jit
+    def users_own(x):
+        return jnp.sin(x) * 2
+
+    X = np.ones((4, 2)); y = X @ np.ones(2)
+    loss = lambda p, b: jnp.mean((b[0] @ p - b[1]) ** 2)
+    problem = hg.Problem(init=lambda k: jnp.zeros(2), train_loss=lambda p, h, b: loss(p, b), val_loss=loss,
+                         train_data=(X, y), val_data=(X, y))
+    hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)({"lr": 0.1}, jax.random.key(0))
+    users_own.trace(1.0)
+    before = pjit._infer_params_cached.cache_info()
+    hg.clear_caches()
+    users_own.trace(1.0)
+    after = pjit._infer_params_cached.cache_info()
+    print((after.hits - before.hits, after.misses - before.misses))
+""")
+
+
+def test_clear_caches_leaves_a_users_own_jit_cache_alone():
+    # each objective wrapper's jit clear_cache() also emptied JAX's process-wide cache of every jit's traced
+    # parameters (pjit._infer_params_cached), the user's own unrelated functions' included: the user's next
+    # trace was a miss. A fresh process, so that nothing else the suite imported clears it
+    out = subprocess.run([sys.executable, "-c", _USERS_JIT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "(1, 0)"  # one hit, no miss: the user's entry survived
 
 
 def test_flop_counts_follow_x64_at_the_same_argument_types():
