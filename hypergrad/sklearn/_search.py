@@ -179,6 +179,25 @@ def exact_fraction(value: float, n: int, of: int | None = None) -> float:
     return float((np.round(value * n) if n else 0.0) / (n if of is None else of))
 
 
+class TrainedClasses(NamedTuple):
+    """The classes a fold's training part holds (`trained_classes`): `seen`, their codes in
+    ascending order; `partial`, whether they are at least two but not every class of the data,
+    where scikit-learn's classifier fits a model of those alone (`own_classes`)."""
+
+    seen: np.ndarray
+    partial: bool
+
+
+def trained_classes(train_codes: np.ndarray, n_classes: int) -> TrainedClasses:
+    """The classes of the data's `n_classes` that a fold's training part, labels `train_codes`
+    (class codes 0..n_classes-1, of any integer dtype), holds, and whether scikit-learn's
+    classifier fitted there knows fewer than all but at least two of them (the one test of a
+    partial-class fold that `own_classes`, `fold_scoring` and `partial_class_folds` share).
+    Cost: one sort of the part's codes."""
+    seen = np.unique(train_codes)
+    return TrainedClasses(seen, bool(2 <= seen.size < n_classes))
+
+
 class OwnClasses(NamedTuple):
     """The folds as scikit-learn's classifier fits them (`own_classes`): `pairs`, each fold's
     (train, val) with labels coded among the classes its training part holds; `classes`, those
@@ -205,17 +224,19 @@ def own_classes(pairs: Sequence[tuple], classes: np.ndarray | None) -> OwnClasse
         return OwnClasses(list(pairs), [None] * len(pairs), [len(val[0]) for _, val in pairs])
     out, labels, counted = [], [], []
     for (x_train, y_train), (x_val, y_val) in pairs:
-        seen = np.unique(y_train)
-        if seen.size < 2 or seen.size == len(classes):
+        y_train, y_val = np.asarray(y_train), np.asarray(y_val)
+        seen, partial = trained_classes(y_train, len(classes))
+        if not partial:
             out.append(((x_train, y_train), (x_val, y_val)))
             labels.append(classes)
             counted.append(len(y_val))
             continue
-        code = np.full(len(classes), -1, np.asarray(y_train).dtype)
+        code = np.full(len(classes), -1, np.intp)  # -1: not trained on; signed whatever the codes' dtype
         code[seen] = np.arange(seen.size)
         kept = code[y_val] >= 0
-        train = (x_train, code[y_train])
-        out.append((train, (x_val[kept], code[y_val][kept]) if kept.any() else (x_train[:1], train[1][:1])))
+        train = (x_train, code[y_train].astype(y_train.dtype))  # the codes' own dtype, as an unrecoded fold's
+        val = (x_val[kept], code[y_val][kept].astype(y_val.dtype))
+        out.append((train, val if kept.any() else (x_train[:1], train[1][:1])))
         labels.append(classes[seen])
         counted.append(int(kept.sum()))
     return OwnClasses(out, labels, counted)
@@ -396,7 +417,7 @@ def fold_scoring(search: Any, target: Target, encoding: tuple[np.ndarray, dict],
     exact, unscorable, unscorable_train = {}, {}, {}
     log_loss = metric_of(search.estimator, search.scoring)[0] == "log_loss"
     for s, (train, val) in enumerate(splits):
-        seen, labels = np.unique(codes[train]), np.unique(codes[val])
+        seen, labels = trained_classes(codes[train], len(classes)).seen, np.unique(codes[val])
         if s in refused or (seen.size > 1 and not log_loss):
             continue
         if not log_loss:
@@ -1405,9 +1426,8 @@ def partial_class_folds(target: Target, encoding: tuple[np.ndarray, dict], split
         return None
     codes, classes = encoding[0], encoding[1]["classes_"]
     for s in among:
-        train = splits[s][0]
-        seen = np.unique(codes[train])
-        if 2 <= seen.size < len(classes):
+        seen, partial = trained_classes(codes[splits[s][0]], len(classes))
+        if partial:
             return (f"fold {s}'s training part holds the classes {classes[seen].tolist()} of the data's "
                     f"{classes.tolist()}, and scikit-learn's {type(target.final).__name__} fits only those there (a "
                     "model of fewer classes), so the folds cannot be descended in one program (StratifiedKFold, "
