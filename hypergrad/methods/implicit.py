@@ -29,7 +29,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -173,8 +173,12 @@ def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set
         hparams: dict of hyperparameters (values or `jax.ShapeDtypeStruct`s).
         *args: the other arguments (values or `jax.ShapeDtypeStruct`s).
     """
+    return _names_read(jax.make_jaxpr(fn)(_abstract(dict(hparams)), *_abstract(args)), hparams)
+
+
+def _names_read(closed: ClosedJaxpr, hparams: HParams) -> set[str]:
+    """`hparams_read_by` on a traced `fn(hparams, ...)`: the names on which some output depends."""
     names = list(hparams)
-    closed = jax.make_jaxpr(fn)(_abstract(dict(hparams)), *_abstract(args))
     # make_jaxpr flattens its arguments in order, dicts by sorted key; tag each hyperparameter's
     # leaves with its own bit and leave the other arguments' leaves untagged.
     flat_h, _ = jax.tree_util.tree_flatten_with_path(dict(hparams))
@@ -185,7 +189,37 @@ def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set
     return {name for name in names if seen & bits[name]}
 
 
-def _optimizer_reads_params(loop: Loop, hparams: HParams, params: PyTree) -> bool:
+class _FirstStep(NamedTuple):
+    """One trace of the optimiser's first step, `(h, p, g) -> (opt.init(p), opt.update(g, ...))`,
+    on abstract values, and how its inputs and outputs split: `hparams`, `params` and gradient
+    leaves in; the initial state's leaves, then the update's (updates and new state), out."""
+    closed: ClosedJaxpr
+    hparams: int
+    params: int
+    state: int
+
+    def masks(self, params: int = 0, gradient: int = 0) -> list[int]:
+        """Input masks: each parameter leaf tagged `params`, each gradient leaf `gradient`."""
+        rest = len(self.closed.jaxpr.invars) - self.hparams - 2 * self.params
+        return [0] * self.hparams + [params] * self.params + [gradient] * self.params + [0] * rest
+
+
+def _first_step(loop: Loop, hparams: HParams, params: PyTree) -> _FirstStep:
+    """Traces the optimiser's first step once, for the three analyses `Implicit.check_loop` runs on
+    it (which hyperparameters it reads, whether it reads the parameters' values, whether it centres
+    the gradient). Static: abstract values, nothing runs or compiles."""
+    def first_step(h, p, g):
+        opt = loop.optimizer(h)
+        state = opt.init(p)
+        return state, optimizer_update(opt, g, state, p, jnp.zeros((), jnp.result_type(float)))
+
+    closed, shapes = jax.make_jaxpr(first_step, return_shape=True)(
+        _abstract(dict(hparams)), _abstract(params), _abstract(params))
+    return _FirstStep(closed, len(jax.tree.leaves(dict(hparams))), len(jax.tree.leaves(params)),
+                      len(jax.tree.leaves(shapes[0])))
+
+
+def _optimizer_reads_params(step: _FirstStep) -> bool:
     """Whether the optimiser's first step, its state from `init(params)` included, depends on the
     values of the parameters and not only on their gradient (a decoupled weight decay, a projection,
     a trust ratio): then training can stop where the gradient of the training loss is not 0.
@@ -194,14 +228,7 @@ def _optimizer_reads_params(loop: Loop, hparams: HParams, params: PyTree) -> boo
     through loops inside the optimiser, never a miss). A transformation that reads only the
     parameters' structure (`optax.masked`, `optax.multi_transform` labels) does not count.
     """
-    def first_step(p, h, g):
-        opt = loop.optimizer(h)
-        return optimizer_update(opt, g, opt.init(p), p, jnp.zeros((), jnp.result_type(float)))
-
-    closed = jax.make_jaxpr(first_step)(_abstract(params), _abstract(dict(hparams)), _abstract(params))
-    tagged = len(jax.tree.leaves(params))  # make_jaxpr flattens the arguments in order: params first
-    masks = [1] * tagged + [0] * (len(closed.jaxpr.invars) - tagged)
-    return any(_propagate(closed.jaxpr, masks))
+    return any(_propagate(step.closed.jaxpr, step.masks(params=1))[step.state:])  # the update's outputs
 
 
 _GRADIENT, _REDUCED = 1, 2
@@ -231,7 +258,7 @@ def _partial_reduction_rule(found: list) -> _Rule:
     return rule
 
 
-def _update_subtracts_a_partial_mean(loop: Loop, hparams: HParams, params: PyTree) -> bool:
+def _update_subtracts_a_partial_mean(step: _FirstStep) -> bool:
     """Whether the optimiser's first update adds to (a function of) the gradient a reduction of the
     gradient over some of its axes, as `optax.centralize` subtracts each row's mean: such an update
     is 0 where the gradient is constant along those axes, not only where it is 0, so training stops
@@ -242,15 +269,8 @@ def _update_subtracts_a_partial_mean(loop: Loop, hparams: HParams, params: PyTre
     whole of a gradient (a global norm, clipping) or one combined by product or quotient (a
     factored second moment, optax.adafactor) does not count.
     """
-    def first_step(g, h, p):
-        opt = loop.optimizer(h)
-        return optimizer_update(opt, g, opt.init(p), p, jnp.zeros((), jnp.result_type(float)))
-
-    closed = jax.make_jaxpr(first_step)(_abstract(params), _abstract(dict(hparams)), _abstract(params))
-    tagged = len(jax.tree.leaves(params))  # make_jaxpr flattens the arguments in order: gradient first
-    masks = [_GRADIENT] * tagged + [0] * (len(closed.jaxpr.invars) - tagged)
     found: list = []
-    _propagate(closed.jaxpr, masks, _partial_reduction_rule(found))
+    _propagate(step.closed.jaxpr, step.masks(gradient=_GRADIENT), _partial_reduction_rule(found))
     return bool(found)
 
 
@@ -517,7 +537,12 @@ class Implicit(Method):
         an optimiser whose update reads the parameters (`_optimizer_reads_params`: a decoupled
         weight decay, a projection) or centres the gradient (`_update_subtracts_a_partial_mean`:
         optax.centralize), and a loop whose training step is customised
-        (`_check_plain_training`)."""
+        (`_check_plain_training`).
+
+        Cost, per call: static traces (abstract values; nothing runs or compiles) of the
+        initialisation (twice), the training loss's gradient and the optimiser's first step (once,
+        shared by the three analyses of it); `hg.hypergradient` runs it on every call with
+        `Implicit`, and again when the program is traced."""
         _check_plain_training(loop)
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
@@ -529,17 +554,13 @@ class Implicit(Method):
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
             in_loss = hparams_read_by(lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None), hparams, params, loop)
 
-            def optimizer_step(h, p, g):
-                opt = loop.optimizer(h)
-                state = opt.init(p)
-                return state, optimizer_update(opt, g, state, p, jnp.zeros((), jnp.result_type(float)))
-
-            in_optimizer = hparams_read_by(optimizer_step, hparams, params, params)
+            step = _first_step(loop, hparams, params)  # traced once, for three analyses
+            in_optimizer = _names_read(step.closed, hparams)
             # The starting point: it moves where training ends (unless it converges to a unique
             # stationary point) but not the stationarity condition, so Implicit would return 0.
             in_init = hparams_read_by(lambda h, lp: lp.init(h, jax.random.key(0)).params, hparams, loop)
-            reads_params = _optimizer_reads_params(loop, hparams, params)
-            centres = _update_subtracts_a_partial_mean(loop, hparams, params)
+            reads_params = _optimizer_reads_params(step)
+            centres = _update_subtracts_a_partial_mean(step)
         except KeyError as err:  # most often a hyperparameter nobody passed
             raise ValueError(missing_key_message(err)) from err
         for name in hparams:  # in the caller's order: the first offender is named
