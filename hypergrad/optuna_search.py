@@ -55,9 +55,10 @@ records on the host.
 Several processes (`jax.distributed`): every process asks its own sampler, and all must propose
 the same settings, since they evaluate one program together. Each round's proposals are compared
 across the processes before the round runs (one all-gather of a 20-byte digest per round, also a
-barrier; nothing in a lone process), and proposals that differ (samplers seeded otherwise, or of
-other kinds, a `study=` holding other trials) are a `ValueError` on every process naming `sampler=`
-and `study=`, before the round that differs runs (the first round: before anything is compiled).
+barrier, whose small gather program JAX compiles on its first call; nothing in a lone process), and
+proposals that differ (samplers seeded otherwise, or of other kinds, a `study=` holding other
+trials) are a `ValueError` on every process naming `sampler=` and `study=`, before the round that
+differs runs (the first round: before any trial's program compiles).
 """
 
 from __future__ import annotations
@@ -368,8 +369,8 @@ def _check_proposals_agree(params: list[dict[str, Any]], first: int) -> None:
     (Optuna's parameter dicts of one round, its first trial numbered `first`), before the round runs:
     the processes would feed different settings to the one program they run together (JAX's own
     `AssertionError` from `device_put`, naming neither argument). Cost, with several processes: the
-    params digested on the host and one all-gather of 20 bytes, also a barrier; nothing in a lone
-    process."""
+    params digested on the host and one all-gather of 20 bytes, also a barrier (JAX compiles its small
+    gather program on the first call, before any trial's program); nothing in a lone process."""
     if jax.process_count() == 1:
         return
     text = json.dumps(params, sort_keys=True, default=repr).encode()  # floats as repr: every bit compared
