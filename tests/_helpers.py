@@ -2,7 +2,10 @@
 
 import contextlib
 import dataclasses
+import json
 import pathlib
+import socket
+import subprocess
 import sys
 
 import jax
@@ -156,3 +159,44 @@ def objective_scaled_by(problem, holder, attribute):
         return scale * jnp.mean((x @ params["w"] - y) ** 2) + hparams["weight_decay"] * jnp.sum(params["w"] ** 2)
 
     return hg.Objective(dataclasses.replace(problem, train_loss=train_loss), lambda h: optax.sgd(h["lr"]), num_steps=3)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a `jax.distributed` coordinator)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The start of a worker of `two_workers`: one CPU device, gloo, process `process` of 2 on `port`.
+WORKER_START = r'''
+import json, os, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 1)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+process, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
+                           initialization_timeout=60)
+import optax
+import hypergrad as hg
+'''
+
+
+def two_workers(tmp_path, source: str, name: str) -> list[dict]:
+    """Runs `source` as two processes of one `jax.distributed` run on loopback (argv: process id, port,
+    folder), each writing `{name}{process}.json`; killed whatever happens, every wait bounded."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(source)
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    try:
+        for proc in procs:
+            output, _ = proc.communicate(timeout=90)
+            assert proc.returncode == 0, output[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [json.loads((tmp_path / f"{name}{i}.json").read_text()) for i in (0, 1)]

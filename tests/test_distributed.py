@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -24,23 +22,18 @@ from jax.experimental import multihost_utils
 import hypergrad as hg
 from hypergrad._processes import checked_together
 
+from _helpers import WORKER_START, free_port, two_workers
 from test_determinism import assert_close, finish, run_worker
 
 CALLS = "random,grid,population"
 STUDY = "random-study"  # random search with storage=: process 0 writes, the repeat resumes
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{name: JSON} of the two distributed processes ("process0", "process1") and the lone one."""
     tmp = tmp_path_factory.mktemp("distributed")
-    port = str(_free_port())
+    port = str(free_port())
     procs = {}
     try:
         for i in (0, 1):
@@ -101,22 +94,12 @@ def test_process_0_alone_writes_the_log(runs):
     assert logged == [t["value"] for t in calls["random"][0]]
 
 
-# The start of a worker of `_two_workers`: one CPU device, gloo, process `process` of 2 on `port`.
-_WORKER_START = r'''
-import json, os, sys
-import jax
-jax.config.update("jax_num_cpu_devices", 1)
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-process, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
-                           initialization_timeout=60)
-import optax
-import hypergrad as hg
-'''
+# test_distributed_arguments and test_distributed_sklearn import these two by their old names
+_WORKER_START, _two_workers = WORKER_START, two_workers
 
 
 # -- process 0 refused or failing: every process stops -----------------------------------------------
-_REFUSED_WORKER = _WORKER_START + r'''
+_REFUSED_WORKER = WORKER_START + r'''
 import sqlite3
 objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0),
                          lambda h: optax.sgd(h["lr"]), num_steps=5)
@@ -158,26 +141,6 @@ with open(os.path.join(tmp, f"refused{process}.json"), "w") as f:
 '''
 
 
-def _two_workers(tmp_path, source: str, name: str) -> list[dict]:
-    """Runs `source` as two processes of one `jax.distributed` run on loopback (argv: process id, port,
-    folder), each writing `{name}{process}.json`; killed whatever happens, every wait bounded."""
-    worker = tmp_path / "worker.py"
-    worker.write_text(source)
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(worker), str(i), port, str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
-    try:
-        for proc in procs:
-            output, _ = proc.communicate(timeout=90)
-            assert proc.returncode == 0, output[-3000:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return [json.loads((tmp_path / f"{name}{i}.json").read_text()) for i in (0, 1)]
-
-
 def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_path):
     """Process 0 refused a study (another live process writes it) or failing at a commit, process 1
     refusing a study (another key), process 0 refusing log= or failing to write it: the other
@@ -185,7 +148,7 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
     conn = hg.store._connect(str(tmp_path / "leased.db"))
     conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
     conn.close()
-    out = _two_workers(tmp_path, _REFUSED_WORKER, "refused")
+    out = two_workers(tmp_path, _REFUSED_WORKER, "refused")
     assert out[0]["leased"].startswith("RuntimeError: study 's' in") and "is being written by pid" in out[0]["leased"]
     assert out[1]["leased"].startswith("RuntimeError: process 0 stopped this study with RuntimeError: study 's'")
     assert out[0]["failing"] == "OperationalError: database or disk is full"
@@ -207,7 +170,7 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
 
 
 # -- processes making different calls: refused on every process, naming the difference --------------
-_DIFFERENT_WORKER = _WORKER_START + r'''
+_DIFFERENT_WORKER = WORKER_START + r'''
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
@@ -247,7 +210,7 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
     "collective mismatch". Every process now refuses before anything runs, naming what differs. The
     same for random_search given extends= Results of other lengths (no study compared that call) and
     hybrid_search given an hg.Structured family on process 0 alone (its broadcast met an all-gather)."""
-    out = _two_workers(tmp_path, _DIFFERENT_WORKER, "different")
+    out = two_workers(tmp_path, _DIFFERENT_WORKER, "different")
     for i in (0, 1):
         # a plain argument is compared first, with each process's value (tests/test_distributed_arguments.py)
         for name, what, shown in [("num_trials", "random_search", "4 on process 0, 6 on process 1"),
@@ -272,7 +235,7 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
 
 
 # -- a call refused on one process alone: refused on every process ---------------------------------
-_REFUSED_ALONE_WORKER = _WORKER_START + r'''
+_REFUSED_ALONE_WORKER = WORKER_START + r'''
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
@@ -343,7 +306,7 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     another key on process 1 (its kept trials were checked after the gather, and no study compared
     the call's key), and optuna_search resuming its study with a sampler seeded otherwise on process 1
     (its replay refused there, after every gather, while process 0 went on)."""
-    out = _two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
+    out = two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
     for name, what in [("key", "random_search"), ("space", "grid_search"), ("objective", "tune"),
                        ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search"),
                        ("extends_key", "random_search"),

@@ -27,7 +27,7 @@ from hypergrad.optuna_search import optuna_distributions, settings_from_params  
 from hypergrad.problems import sgd_momentum_schedule  # noqa: E402
 from hypergrad.results import COMPLETE, FAIL  # noqa: E402
 from hypergrad.search import run_flops  # noqa: E402
-from _helpers import counting  # noqa: E402
+from _helpers import WORKER_START, counting, two_workers  # noqa: E402
 
 T = 8  # training steps of the minibatch objective
 
@@ -533,9 +533,7 @@ def test_samplers_proposing_otherwise_on_two_processes_are_refused_on_every_proc
     one `ValueError` naming both and the fix, before the first round runs (nothing evaluated), or
     before the first round that differs (a sampler drifting on one process from its third trial on),
     and the next call still runs on both."""
-    from test_distributed import _WORKER_START, _two_workers
-
-    out = _two_workers(tmp_path, _WORKER_START + _SAMPLERS_WORKER, "samplers")
+    out = two_workers(tmp_path, WORKER_START + _SAMPLERS_WORKER, "samplers")
 
     def refusal(first):
         return (f"ValueError: optuna_search: the processes' samplers proposed different settings for trials {first} "
