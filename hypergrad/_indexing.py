@@ -26,15 +26,19 @@ from hypergrad._jaxprs import unread_inputs
 from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
 
-__all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams", "warn_unread_hparams",
-           "unread_warned_once"]
+__all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams", "unread_names",
+           "warn_unread_hparams", "unread_warned_once"]
 
-# objective -> the hyperparameter shapes its schedules were checked at (_checked); and (the shapes its
-# trace was checked at, the hyperparameters that trace never reads) (_traced)
+# objective -> the hyperparameter shapes its schedules were checked at
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_traced: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _caches.register(_checked.clear)
-_caches.register(_traced.clear)
+# per kind of trace ("check": `check_objective_runs`' trace of the objective; "run": a training run's
+# trace, `hypergrad.accounting.traced_run`): objective -> {hyperparameter shapes and dtypes: the names
+# that trace never reads}
+_unread: dict[str, weakref.WeakKeyDictionary] = {"check": weakref.WeakKeyDictionary(),
+                                                  "run": weakref.WeakKeyDictionary()}
+for _cache in _unread.values():
+    _caches.register(_cache.clear)
 # within `unread_warned_once()`: the sets of unread hyperparameters warned of so far
 _warned: contextvars.ContextVar[set | None] = contextvars.ContextVar("hypergrad_unread_warned", default=None)
 
@@ -50,23 +54,25 @@ def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], A
     that trace instead (a ClosedJaxpr of `loss_and_scores` whose first inputs are `hparams`' leaves):
     a caller that needs the trace anyway hands it on (tune's count of a run). For a caller that
     traces the objective anyway before compiling (a search's counted run),
-    `check_schedules_in_bounds` alone. The unread hyperparameters are remembered with the check:
-    `warn_cached` warns of them again when the check is found done (a caller that warns once per
-    call: `tune`), where a check found done otherwise says nothing."""
-    shapes = _shapes(hparams)
-    remembered = _cached_unread(objective, shapes)
-    if remembered is not None:
-        if warn_cached:
-            warn_unread_hparams(remembered)
-        return
-    concrete = _concrete(hparams)
-    with _compile.naming_missing_hparams():
-        traced = trace() if trace is not None else jax.make_jaxpr(
-            lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(concrete, objective.problem.data)
-    unread = unread_hparams(traced, concrete)
-    warn_unread_hparams(unread)
-    check_schedules_in_bounds(objective, hparams)
-    _remember(_traced, objective, (shapes, unread))
+    `check_schedules_in_bounds` alone. The unread hyperparameters are remembered with the trace
+    (`unread_names`): `warn_cached` warns of them again when the trace is found done (a caller that
+    warns once per call: `tune`), where a trace found done otherwise says nothing."""
+    def traced() -> Any:
+        with _compile.naming_missing_hparams():
+            return trace() if trace is not None else jax.make_jaxpr(
+                lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(
+                    _concrete(hparams), objective.problem.data)
+
+    fresh = []
+
+    def checked(unread: tuple[str, ...]) -> None:  # a new trace: the check is done once it passes
+        fresh.append(True)
+        warn_unread_hparams(unread)
+        check_schedules_in_bounds(objective, hparams)
+
+    unread = unread_names(objective, hparams, traced, kind="check", check=checked)
+    if warn_cached and not fresh:
+        warn_unread_hparams(unread)
 
 
 def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
@@ -131,14 +137,28 @@ def _cached(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -> 
         return False
 
 
-def _cached_unread(objective: Any, shapes: tuple) -> tuple[str, ...] | None:
-    """The hyperparameters `objective`'s trace at `shapes` never reads, when `check_objective_runs`
-    checked it there last; None when it has not."""
+def unread_names(objective: Any, hparams: HParams, trace: Callable[[], Any], kind: str = "run",
+                 check: Callable[[tuple[str, ...]], Any] | None = None) -> tuple[str, ...]:
+    """The hyperparameters of `hparams` that `objective`'s trace never reads (`unread_hparams`), kept
+    per objective and hyperparameter shapes and dtypes, one cache per `kind` of trace ("run": a
+    training run's, `hypergrad.accounting.traced_run`, shared by the searches and `hybrid_search`;
+    "check": `check_objective_runs`'); `hg.clear_caches()` empties them. `trace()` (a jaxpr whose first inputs
+    are `hparams`' leaves, or a ClosedJaxpr) is called only when they are not kept: an objective that
+    cannot be weakly referenced is traced every time. `check`, when given, is called with a new
+    trace's names before they are kept: an error it raises keeps nothing, so the next call traces
+    and checks again. Cost: a dict look-up, or `trace()` and one walk of its jaxpr."""
+    cache, shapes = _unread[kind], _shapes(hparams)
     try:
-        found = _traced.get(objective)
-    except TypeError:  # an objective that cannot be weakly referenced: checked every time
-        return None
-    return found[1] if found is not None and found[0] == shapes else None
+        kept = cache.setdefault(objective, {})
+    except TypeError:  # an objective that cannot be weakly referenced: traced every time
+        kept = {}
+    if shapes in kept:
+        return kept[shapes]
+    unread = unread_hparams(trace(), hparams)
+    if check is not None:
+        check(unread)
+    kept[shapes] = unread
+    return unread
 
 
 def _remember(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -> None:

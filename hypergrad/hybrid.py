@@ -35,7 +35,6 @@ import dataclasses
 import itertools
 import math
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,10 +43,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import _caches, accounting
+from hypergrad import accounting
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int, is_number
 from hypergrad._processes import checked_together
-from hypergrad._indexing import check_schedules_in_bounds, unread_hparams, warn_unread_hparams
+from hypergrad._indexing import check_schedules_in_bounds, unread_names, warn_unread_hparams
 from hypergrad._types import Key
 from hypergrad.hypergradient import check_method, check_objective
 from hypergrad.methods import Method, Reverse
@@ -313,11 +312,6 @@ class _Priced:
     unread: tuple[str, ...]
 
 
-# program objective -> (its hyperparameters' types, the names its run never reads), found once per program
-_unread: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_caches.register(_unread.clear)
-
-
 def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict[str, np.ndarray], space: Space,
             method: Method, key: Key, h0: Any) -> _Priced:
     """The costs of one program's configurations, their choices held fixed (`_Priced`)."""
@@ -335,25 +329,14 @@ def _priced(config: dict, objective: Objective, rows: np.ndarray, settings: dict
 
 
 def _unread_names(objective: Objective, hparams: dict, key: Key) -> tuple[str, ...]:
-    """The hyperparameters of `hparams` that `objective`'s run never reads (`unread_hparams`).
+    """The hyperparameters of `hparams` that `objective`'s run never reads (`unread_names`).
     `hybrid_search` warns of those that no program's run reads: a hyperparameter that only some
     configurations read (a momentum of the momentum optimiser alone) is legitimate, and a
     grouped structural choice picks the program, so it is in no program's hyperparameters and
     never named. Cost: the run's trace that `run_flops` made (handed over), or one trace of the
-    run when it was counted before; nothing once found for the program and these types."""
-    types = tuple((name, np.shape(value), jnp.result_type(value)) for name, value in sorted(hparams.items()))
-    try:
-        found = _unread.get(objective)
-    except TypeError:  # an objective that cannot be weakly referenced: traced every time
-        found = None
-    if found is not None and found[0] == types:
-        return found[1]
-    unread = unread_hparams(traced_run(objective, hparams, key, objective.problem.data).jaxpr, hparams)
-    try:
-        _unread[objective] = (types, unread)
-    except TypeError:
-        pass
-    return unread
+    run when it was counted before; nothing once found for the program and these types (kept with
+    the searches', the same trace's)."""
+    return unread_names(objective, hparams, lambda: traced_run(objective, hparams, key, objective.problem.data).jaxpr)
 
 
 def _cohort(group: _Priced, space: Space, settings: dict[str, np.ndarray], continuous: Space, method: Method,

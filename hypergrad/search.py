@@ -38,7 +38,7 @@ from hypergrad._batching import (chunk_for, device_count, first_row, place, shar
                                  to_host)
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
 from hypergrad._processes import checked_together
-from hypergrad._indexing import check_schedules_in_bounds, unread_hparams, warn_unread_hparams
+from hypergrad._indexing import check_schedules_in_bounds, unread_names, warn_unread_hparams
 from hypergrad._store_codec import FINGERPRINT_FORMAT, decode_value, encode_value
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
@@ -123,8 +123,8 @@ def check_target(objective: Any, space: Space) -> None:
     check_family(objective, space)
 
 
-# search program -> (names of its score rows, FLOPs of one trial, the hyperparameters its run never
-# reads), found once per program: the FLOP look-up hashes the data's shapes (~0.1 ms)
+# search program -> (names of its score rows, FLOPs of one trial), found once per program: the FLOP
+# look-up hashes the data's shapes (~0.1 ms)
 _programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _caches.register(_programs.clear)
 
@@ -217,8 +217,8 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
     """(executable, compile seconds, score names, FLOPs of one trial) of the search program for
     `example` = (settings, key, data) arguments; compiled and counted on the first call only
     (`before_compile` called right before XLA compiles it). `warn_unread`: warns of the
-    hyperparameters its run never reads, found in its trace and kept with the program, so a call
-    that finds the program compiled warns as the one that traced it did."""
+    hyperparameters its run never reads, found in its trace and kept per objective and types
+    (`unread_names`), so a call that finds the program compiled warns as the one that traced it did."""
     began = time.perf_counter()
     # the chunk is in the tag: settings with no leaves (every choice grouped) give it no shape
     executable, compile_seconds = _compile.cached(("search", objective, chunk), example), 0.0
@@ -229,7 +229,7 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
         # and compiled as the search program. The planner's count of it hands over its trace.
         with _compile.naming_missing_hparams():
             run = traced_run(objective, one, example[1], example[2])
-        unread = unread_hparams(run.jaxpr, one)
+        unread = unread_names(objective, one, lambda: run.jaxpr)  # kept for a call that finds the program
         if warn_unread:  # before the compilation
             warn_unread_hparams(unread)
         traced_now = time.perf_counter() - began
@@ -237,14 +237,18 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
             ("search", objective, chunk), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
         # with the run's trace, when made here (0.0 for a program found in memory after a clear of its names)
         compile_seconds = time.perf_counter() - began if compiled_seconds > 0 else 0.0
-        _programs[executable] = found = (run.score_names, run_flops(objective, one, example[1]), unread)
+        _programs[executable] = found = (run.score_names, run_flops(objective, one, example[1]))
         if compiled_seconds > 0:
             # What one more program costs, as the planner prices it: its trace (made here, or by the
             # plan's count and handed over), batching, lowering and compilation.
             structure.record_program(time.perf_counter() - began - traced_now + run.seconds)
-    elif warn_unread:
-        warn_unread_hparams(found[2])
-    names, unit, _ = found
+    elif warn_unread:  # its names, or (cleared by another thread) one more trace of its run
+        def trace():
+            with _compile.naming_missing_hparams():
+                return traced_run(objective, one, example[1], example[2]).jaxpr
+
+        warn_unread_hparams(unread_names(objective, one, trace))
+    names, unit = found
     return executable, compile_seconds, names, unit
 
 

@@ -2,7 +2,8 @@
 are keyed by the options' types too (True, 1 and 1.0 are three), a copied objective's `jax.jit`
 programs are its own and `hg.clear_caches()` reaches them (and nothing of JAX's caches shared with
 the user's own `jax.jit` functions), and FLOP counts are keyed on JAX's trace
-settings (`hypergrad._compile.trace_settings()`)."""
+settings (`hypergrad._compile.trace_settings()`); the names an objective's trace never reads are kept
+per hyperparameter shapes, not for the last ones only."""
 
 import copy
 import subprocess
@@ -17,6 +18,8 @@ import optax
 import hypergrad as hg
 from hypergrad import accounting
 from hypergrad.structure import Masked
+
+from _helpers import counting
 
 
 def _data(dtype):
@@ -151,3 +154,19 @@ def test_flop_counts_follow_x64_at_the_same_argument_types():
         assert counts() == on
     finally:
         jax.config.update("jax_enable_x64", True)  # the suite's setting (conftest)
+
+
+def test_hypergradient_at_alternating_hyperparameter_shapes_traces_each_once():
+    # the objective's check kept the names its trace never reads for the last shapes only, so calls alternating
+    # a scalar and a vector weight decay traced the objective once more per call (1, 1 after the first two)
+    X, y = _data(np.float64)
+    problem, count = counting(hg.Problem(
+        init=lambda k: jnp.zeros(4), train_loss=lambda p, h, b: _mse(p, b) + jnp.sum(h["wd"]) * jnp.sum(p ** 2),
+        val_loss=_mse, train_data=(X, y), val_data=(X, y)))
+    objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+    traces = []
+    for wd in [np.float64(0.01), np.full(2, 0.01), np.float64(0.01), np.full(2, 0.01)]:
+        before = count["traces"]
+        hg.hypergradient(objective, {"lr": 0.1, "wd": wd}, jax.random.key(0))
+        traces.append(count["traces"] - before)
+    assert traces[2:] == [0, 0]
