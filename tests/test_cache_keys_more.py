@@ -115,22 +115,35 @@ _USERS_JIT = textwrap.dedent("""
     problem = hg.Problem(init=lambda k: jnp.zeros(2), train_loss=lambda p, h, b: loss(p, b), val_loss=loss,
                          train_data=(X, y), val_data=(X, y))
     hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)({"lr": 0.1}, jax.random.key(0))
+    import hypergrad.sklearn
+    from hypergrad.sklearn import _mlp
+    traces = []
+    forward = _mlp.forward
+    _mlp.forward = lambda *a: traces.append(1) or forward(*a)  # counts traces of the prediction program
+    mlp = hypergrad.sklearn.MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    fitted = len(traces)
+    predicted = [mlp.predict(X), mlp.predict(X)]
     users_own.trace(1.0)
     before = pjit._infer_params_cached.cache_info()
     hg.clear_caches()
     users_own.trace(1.0)
     after = pjit._infer_params_cached.cache_info()
     print((after.hits - before.hits, after.misses - before.misses))
+    predicted.append(mlp.predict(X))
+    print(len(traces) - fitted, all((p == predicted[0]).all() for p in predicted))
 """)
 
 
 def test_clear_caches_leaves_a_users_own_jit_cache_alone():
     # each objective wrapper's jit clear_cache() also emptied JAX's process-wide cache of every jit's traced
     # parameters (pjit._infer_params_cached), the user's own unrelated functions' included: the user's next
-    # trace was a miss. A fresh process, so that nothing else the suite imported clears it
+    # trace was a miss; so did the sklearn estimators' prediction jit (registered once hypergrad.sklearn is
+    # imported). A fresh process, so that nothing else the suite imported clears it
     out = subprocess.run([sys.executable, "-c", _USERS_JIT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "(1, 0)"  # one hit, no miss: the user's entry survived
+    user, predictions = out.stdout.strip().splitlines()[-2:]
+    assert user == "(1, 0)"  # one hit, no miss: the user's entry survived
+    assert predictions == "2 True"  # one prediction trace before the clear, one after it, same outputs
 
 
 def test_flop_counts_follow_x64_at_the_same_argument_types():

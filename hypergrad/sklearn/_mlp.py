@@ -947,33 +947,48 @@ PREDICT_ROWS = (16, 1024)
 ones are run in slices of the largest."""
 
 
-@functools.partial(jax.jit, static_argnames="activation")
-def _outputs_program(layers: Sequence[tuple[jax.Array, jax.Array]], x: jax.Array, activation: str) -> jax.Array:
+def _outputs(layers: Sequence[tuple[jax.Array, jax.Array]], x: jax.Array, activation: str) -> jax.Array:
     return forward(layers, x, ACTIVATIONS[activation]).T
 
 
-_caches.register(_outputs_program.clear_cache)
+def _new_outputs_program() -> Any:
+    # jits a fresh callable, not `_outputs` itself: JAX keys its traces on the function, so a new jit of
+    # `_outputs` would find the old one's traces; a partial equals only itself
+    return jax.jit(functools.partial(_outputs), static_argnames="activation")
+
+
+_outputs_program = [_new_outputs_program()]
+
+
+@_caches.register
+def _clear_outputs_program() -> None:
+    """Drops `network_outputs`' jit and makes a new one: its programs are freed with it (once no call
+    still runs it) and the next prediction traces and compiles anew. Nothing is evicted from JAX's
+    own caches, which every `jax.jit` in the process shares (the jit's `clear_cache` would empty
+    them)."""
+    _outputs_program[0] = _new_outputs_program()
 
 
 def network_outputs(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray, activation: str) -> np.ndarray:
     """Output pre-activations (n, outputs) of the network `layers` ((kernel (out, in), bias) pairs)
     on x (n, features): `forward` as one jitted program, the rows padded with zeros to a power of two
     in `PREDICT_ROWS` (inputs past the largest bucket in slices of it), so predictions at any number
-    of rows compile at most 7 programs per network shape and activation (held by `jax.jit`'s cache,
-    emptied by `hg.clear_caches()`), instead of each of forward's operations once per new number of
-    rows (eagerly). Each row's outputs are computed from that row alone (the padding rows are
+    of rows compile at most 7 programs per network shape and activation (held by its `jax.jit`, which
+    `hg.clear_caches()` drops and re-makes), instead of each of forward's operations once per new
+    number of rows (eagerly). Each row's outputs are computed from that row alone (the padding rows are
     discarded); the products may sum in another order than an unpadded or unfused product (XLA
     tiles by shape), so outputs agree with those to rounding. Cost: the forward pass on the padded
     rows (at most 2n + 16); memory: one bucket's activations."""
     n = len(x)
     low, high = PREDICT_ROWS
     rows = min(high, max(low, 1 << max(n - 1, 0).bit_length()))
+    program = _outputs_program[0]
     out = []
     for start in range(0, n, rows):
         part = x[start:start + rows]
         padded_rows = np.concatenate([part, np.zeros((rows - len(part), x.shape[1]), x.dtype)])
         # numpy arguments: jnp.asarray of a numpy array of a new shape would compile a staging program
-        out.append(np.asarray(_outputs_program(layers, padded_rows, activation))[:len(part)])
+        out.append(np.asarray(program(layers, padded_rows, activation))[:len(part)])
     return np.concatenate(out)
 
 
