@@ -94,10 +94,6 @@ def test_process_0_alone_writes_the_log(runs):
     assert logged == [t["value"] for t in calls["random"][0]]
 
 
-# test_distributed_arguments and test_distributed_sklearn import these two by their old names
-_WORKER_START, _two_workers = WORKER_START, two_workers
-
-
 # -- process 0 refused or failing: every process stops -----------------------------------------------
 _REFUSED_WORKER = WORKER_START + r'''
 import sqlite3

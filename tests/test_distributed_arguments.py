@@ -3,7 +3,7 @@ call with one `ValueError` naming the argument, before anything compiles, instea
 raising while the other waits in a collective for ever, or the two pairing different collectives
 (gloo's "collective mismatch" abort, an `IndexError` decoding another collective's buffer).
 
-Each test runs two processes of one `jax.distributed` run on loopback (`_two_workers`: killed
+Each test runs two processes of one `jax.distributed` run on loopback (`two_workers`: killed
 whatever happens, every wait bounded), a few seconds each; the checks that need no second process
 fake one (`jax.process_count` and the all-gather patched).
 """
@@ -17,10 +17,10 @@ import hypergrad as hg
 from hypergrad._checks import shared_outcome
 from hypergrad._processes import check_arguments_agree
 
-from test_distributed import _WORKER_START, _two_workers
+from _helpers import WORKER_START, two_workers
 
 # each process's calls, the same but for what a test gives process 1 (or process 0) alone
-_ARGUMENTS_WORKER = _WORKER_START + r'''
+_ARGUMENTS_WORKER = WORKER_START + r'''
 objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0),
                          lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
@@ -60,7 +60,7 @@ with open(os.path.join(tmp, f"arguments{process}.json"), "w") as f:
 
 def _run(tmp_path, *calls: str) -> list[dict]:
     """Each process's outcome of `calls` (a result, or the error's type and message), in order."""
-    return _two_workers(tmp_path, f"CALLS = {list(calls)!r}\n" + _ARGUMENTS_WORKER, "arguments")
+    return two_workers(tmp_path, f"CALLS = {list(calls)!r}\n" + _ARGUMENTS_WORKER, "arguments")
 
 
 def _refusal(what: str, name: str, shown: str, fix: str) -> str:

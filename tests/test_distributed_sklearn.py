@@ -26,7 +26,7 @@ from hypergrad import _compile
 from hypergrad._processes import checked_together
 from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, RandomizedSearchCV, Ridge
 
-from test_distributed import _WORKER_START, _two_workers
+from _helpers import WORKER_START, two_workers
 
 # One process with the two processes' two devices: the reference of the same fits.
 _LONE_START = r'''
@@ -79,7 +79,7 @@ def test_processes_fitting_differently_are_refused_naming_the_difference_and_the
     """Each refusal on both processes, before anything compiled: the unseeded RandomizedSearchCV's
     candidates (fix: random_state=<int>), the data (fix: the same data), the unseeded estimator's
     training key (fix: its random_state=<int>, which also samples HypergradSearchCV's configurations)."""
-    out = _two_workers(tmp_path, _WORKER_START + "import numpy as np\n" + _SEARCHES, "searches")
+    out = two_workers(tmp_path, WORKER_START + "import numpy as np\n" + _SEARCHES, "searches")
     for i in (0, 1):
         refusals = {name: out[i][name] for name in ("unseeded", "data", "unseeded_estimator", "unseeded_descent")}
         for name, message in refusals.items():
@@ -161,7 +161,7 @@ def test_a_fit_refused_on_one_process_alone_is_refused_on_every_process(tmp_path
     comparison for ever. Process 1 now raises its own error and process 0 the same, naming process 1
     (with the random_state to give for the unseeded draw); a y lacking a class on process 1 is a
     difference refused on both; the fit that follows runs and agrees."""
-    out = _two_workers(tmp_path, _WORKER_START + "import numpy as np\n" + _REFUSED_ALONE, "alone")
+    out = two_workers(tmp_path, WORKER_START + "import numpy as np\n" + _REFUSED_ALONE, "alone")
     unseeded = (". random_state=None draws other candidates on each process: give random_state=<int> so every "
                 "process draws the same candidates")
     for name, what, advice in [("distributions", "HypergradSearchCV", ""), ("nan", "GridSearchCV", ""),
