@@ -1200,21 +1200,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     cmp = commands.add_parser("compare", help="gradient tuning vs random vs grid search at equal compute")
     cmp.add_argument("--problem", default="digits-mlp", type=_problems,
-                     help=f"a preset, or several separated by commas ({', '.join(sorted(PRESETS))})")
-    cmp.add_argument("--budget", type=_POSITIVE, default=300, help="training-run equivalents per strategy")
-    cmp.add_argument("--out", default="results", type=_folder, help="output folder (created if missing)")
+                     help=f"a preset, or several separated by commas ({', '.join(sorted(PRESETS))}; "
+                          "default: %(default)s)")
+    cmp.add_argument("--budget", type=_POSITIVE, default=300,
+                     help="training-run equivalents per strategy (default: %(default)s)")
+    cmp.add_argument("--out", default="results", type=_folder,
+                     help="output folder (created if missing; default: %(default)s)")
     cmp.add_argument("--steps", type=_COUNT, default=None, help="training steps T (default: the preset's)")
-    cmp.add_argument("--seed", type=_number(int, 0, "an integer in [0, 2**32)", 2**32), default=0)
-    cmp.add_argument("--outer-lr", type=_POSITIVE, default=0.1, help="Adam step of tune, unconstrained coordinates")
+    cmp.add_argument("--seed", type=_number(int, 0, "an integer in [0, 2**32)", 2**32), default=0,
+                     help="jax.random.key(SEED) of every strategy (default: %(default)s)")
+    cmp.add_argument("--outer-lr", type=_POSITIVE, default=0.1,
+                     help="Adam step of tune, unconstrained coordinates (default: %(default)s)")
     cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
                      help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
                           "segment (about sqrt(T); default: no checkpointing)")
-    cmp.add_argument("--chunk-size", type=_COUNT, default=64, help="trials per vmapped call of the baselines")
+    cmp.add_argument("--chunk-size", type=_COUNT, default=64,
+                     help="trials per vmapped call of the baselines (default: %(default)s)")
     devices = _number(int, 0, f"0 (one device per core) or a count from 1 to {MAX_CPU_DEVICES}", MAX_CPU_DEVICES + 1)
     cmp.add_argument("--cpu-devices", type=devices, default=0,
-                     help=f"JAX CPU devices that searches shard their trials over (0: one per core; 1: one device; "
-                          f"at most {MAX_CPU_DEVICES}: a device runs its share on about one core, so devices beyond "
-                          "the cores gain nothing, and JAX spends memory and seconds on each)")
+                     help=f"JAX CPU devices that searches shard their trials over (default: %(default)s, one per "
+                          f"core; 1: one device; at most {MAX_CPU_DEVICES}: a device runs its share on about one core, "
+                          "so devices beyond the cores gain nothing, and JAX spends memory and seconds on each)")
     cmp.add_argument("--quiet", action="store_true", help="no progress lines")
     cmp.set_defaults(run=_compare)
     return parser

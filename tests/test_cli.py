@@ -295,6 +295,28 @@ def test_compare_refuses_more_cpu_devices_than_its_cap(capsys):
     assert parsed.cpu_devices == cli.MAX_CPU_DEVICES >= 4 * (os.cpu_count() or 1)
 
 
+def test_compare_help_names_each_default(monkeypatch, capsys):
+    # `hypergrad compare --help` gave no default for --budget, --out, --seed, --outer-lr,
+    # --chunk-size or --cpu-devices (0, one device per core), though the README relies on them
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: no wrapping inside a default
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["compare", "--help"])
+    assert exit_.value.code == 0
+    lines, option = {}, None  # option -> its entry, with the help argparse puts on the next line after a long name
+    for line in capsys.readouterr().out.split("options:")[1].splitlines():
+        option = line.split()[0] if line.startswith("  -") else option
+        if option is not None:
+            lines[option] = lines.get(option, "") + " " + line.strip()
+    expected = {"--problem": "digits-mlp", "--budget": "300", "--out": "results", "--seed": "0",
+                "--outer-lr": "0.1", "--chunk-size": "64", "--cpu-devices": "0, one per core",
+                "--steps": "the preset's", "--checkpoint-every": "no checkpointing"}
+    for option, default in expected.items():
+        assert f"default: {default}" in lines[option], (option, lines[option])
+    compare = cli.build_parser()._subparsers._group_actions[0].choices["compare"]
+    with_defaults = {a.option_strings[-1] for a in compare._actions if a.default not in (None, False, "==SUPPRESS==")}
+    assert with_defaults <= set(expected), with_defaults - set(expected)
+
+
 def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys):
     # The gradient strategy used to fall back to one tuner's step regardless: at budget 2 it spent
     # 3.9 runs on breast-cancer-logistic and was still reported "at equal compute".
