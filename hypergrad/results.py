@@ -626,16 +626,18 @@ def _optuna_param(value: Any, declared: Sequence[tuple[Any, Any]] = ()) -> Any:
     """A hyperparameter as an Optuna param value: a float for numbers (a constant shaped one by its
     value), the `_label` of any other option; None when it has no single value (a varying schedule).
     A value that is one of a Choice's options (`declared`: (option, its `optuna_choices` choice)
-    pairs) is that option's choice: a number equal to the option in its own dtype is the option as
-    declared, type included (0.1, not float32's 0.10000000149011612; Choice([1, 2, 4])'s 2, not
-    2.0), and any other value is matched by its label, so Optuna sees the space's categories."""
+    pairs) is that option's choice: a number equal to the option in its own dtype, or else at the
+    precision the trial ran in (`_matched_option`: a loaded Result's float64 copy of a float32
+    value), is the option as declared, type included (0.1, not float32's 0.10000000149011612;
+    Choice([1, 2, 4])'s 2, not 2.0), and any other value is matched by its label, so Optuna sees
+    the space's categories."""
     if isinstance(value, (np.ndarray, np.generic)):
         if value.size == 0 or not (value == value.reshape(-1)[0]).all():
             return None
         first = value.reshape(-1)[0]
-        for option, choice in declared:
-            if is_number(option) and first.dtype.kind in "iuf" and np.asarray(option, first.dtype) == first:
-                return choice
+        choice = _matched_option(first, [(o, c) for o, c in declared if is_number(o)])
+        if choice is not None:
+            return choice
         value = first.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         label = _label(value)
@@ -644,6 +646,32 @@ def _optuna_param(value: Any, declared: Sequence[tuple[Any, Any]] = ()) -> Any:
         if is_number(option) and option == value:
             return choice
     return float(value)
+
+
+def _matched_option(first: np.generic, numeric: Sequence[tuple[Any, Any]]) -> Any:
+    """The choice of the first of the `numeric` (option, choice) pairs whose option equals the
+    number `first` in first's dtype; failing that, for a float `first`, of the first option equal to
+    it once rounded to a narrower float dtype the trial may have run in (float32, the dtype of
+    Python-number options without x64, or the dtype of the options given as numpy floats), widest
+    first: `Result.load` and `Result.from_dict` hold float64 copies of float32 values, and
+    0.0010000000474974513 is Choice([0.0, 1e-3])'s 1e-3 run in float32. The exact match comes first,
+    so an option is never taken for another it only equals when rounded. None when none matches."""
+    if first.dtype.kind not in "iuf":
+        return None
+    for option, choice in numeric:
+        if np.asarray(option, first.dtype) == first:
+            return choice
+    if first.dtype.kind != "f":
+        return None
+    given = {np.asarray(o).dtype for o, _ in numeric if isinstance(o, np.floating)}
+    narrower = sorted({d for d in (np.dtype(np.float32), *given) if d.itemsize < first.dtype.itemsize},
+                      key=lambda d: -d.itemsize)
+    with np.errstate(over="ignore"):  # an int option beyond float16's range is inf there: no match
+        for dtype in narrower:
+            for option, choice in numeric:
+                if np.asarray(option, dtype) == first:
+                    return choice
+    return None
 
 
 def _declared(option: Any) -> int | float:
