@@ -665,7 +665,7 @@ def _matched_option(first: np.generic, numeric: Sequence[tuple[Any, Any]]) -> An
         return None
     given = {np.asarray(o).dtype for o, _ in numeric if isinstance(o, np.floating)}
     narrower = sorted({d for d in (np.dtype(np.float32), *given) if d.itemsize < first.dtype.itemsize},
-                      key=lambda d: -d.itemsize)
+                      key=lambda d: (-d.itemsize, d.name))  # a fixed order at equal sizes
     with np.errstate(over="ignore"):  # an int option beyond float16's range is inf there: no match
         for dtype in narrower:
             for option, choice in numeric:
