@@ -110,3 +110,24 @@ def test_a_parameter_read_by_some_candidates_is_not_warned_of():
         found = warn_ignored(search, target, [{"solver": "adam", "momentum": 0.5}, {"solver": "adam", "momentum": 0.9},
                                               {"solver": "sgd", "alpha": 0.1}])
     assert found == frozenset({"momentum"})
+
+
+def _convergence(caught):
+    return [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_a_search_and_its_refit_warn_of_convergence_at_the_users_line(iris):
+    """hunt_docs F2: a search whose fits run out of max_iter gave its counting ConvergenceWarning
+    at the user's line and then the refit's, from fit, at hypergrad/sklearn/_mlp.py, so Python's
+    default filter showed one of them inside hypergrad. scikit-learn's GridSearchCV warns once
+    per fit, the refit's included (4 + 1 for 2 candidates x 2 folds, under "always"): here the
+    count and the refit's own, both at the user's `search.fit` line; without refit, the count
+    alone. A plain fit's warning is at the user's line too."""
+    search = GridSearchCV(tiny_mlp(), {"alpha": [1e-4, 1e-2]}, cv=2)
+    caught = _convergence(_caught(lambda: search.fit(*iris)))
+    assert [(w.filename, "candidate x fold fits" in str(w.message)) for w in caught] == [
+        (__file__, True), (__file__, False)], [(w.filename, str(w.message)) for w in caught]
+    assert str(caught[1].message).startswith("Stochastic Optimizer: Maximum iterations (3) reached")
+    unrefit = GridSearchCV(tiny_mlp(), {"alpha": [1e-4, 1e-2]}, cv=2, refit=False)
+    assert [w.filename for w in _convergence(_caught(lambda: unrefit.fit(*iris)))] == [__file__]
+    assert [w.filename for w in _convergence(_caught(lambda: tiny_mlp().fit(*iris)))] == [__file__]

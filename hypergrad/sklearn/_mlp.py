@@ -86,6 +86,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 import hypergrad as hg
 from hypergrad import _caches, _compile
+from hypergrad._checks import users_stacklevel
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
 from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
@@ -866,7 +867,10 @@ class _MLP(HypergradEstimator):
         diverged) is scikit-learn's `ValueError` ("Solver produced non-finite parameter weights"),
         raised, as scikit-learn's `_fit` raises it, once the attributes are set. (A search's fits
         never come here: it reads their validation loss, and counts a non-finite one as a failed
-        fit; its refit does, and raises as scikit-learn's refit does.)"""
+        fit; its refit does, and raises as scikit-learn's refit does.) A fit that ran out of
+        iterations is scikit-learn's `ConvergenceWarning`, pointed at the user's line (the first
+        frame outside hypergrad: their `fit`, or their search's `fit` for its refit), where
+        scikit-learn's points inside its own module."""
         solver: SolverState = state.opt_state
         layers = (solver.best_params if self.early_stopping else state.params).layers
         dims = (x.shape[1], *as_sizes(self.hidden_layer_sizes), task.n_outputs)
@@ -892,7 +896,7 @@ class _MLP(HypergradEstimator):
                 print("Iteration %d, loss = %.8f" % (i + 1, loss))
         if not bool(solver.stopped):
             warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't "
-                          "converged yet." % self.max_iter, ConvergenceWarning)
+                          "converged yet." % self.max_iter, ConvergenceWarning, stacklevel=users_stacklevel())
         if not all(np.isfinite(a).all() for a in self.coefs_ + self.intercepts_):  # as scikit-learn's `_fit`
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large values "
                              "and need to be preprocessed.")
