@@ -6,17 +6,16 @@ settings (`hypergrad._compile.trace_settings()`); the names an objective's trace
 per hyperparameter shapes, not for the last ones only."""
 
 import copy
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import hypergrad as hg
 from hypergrad import accounting
+from hypergrad.sklearn import MLPRegressor, _mlp
 from hypergrad.structure import Masked
 
 from _helpers import counting
@@ -101,49 +100,41 @@ def test_clear_caches_evicts_a_wrapper_still_held_elsewhere():
         _SETTING["l2"] = 0.0
 
 
-_USERS_JIT = textwrap.dedent("""
-    import jax, jax.numpy as jnp, numpy as np, optax
-    from jax._src import pjit
-    import hypergrad as hg
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # max_iter=2 of the tiny fit
+def test_clear_caches_leaves_a_users_own_jit_cache_alone(monkeypatch):
+    # each objective wrapper's jit clear_cache() also emptied JAX's process-wide cache of every jit's traced
+    # parameters (pjit._infer_params_cached), the user's own unrelated functions' included: the user's next
+    # trace was a miss; so did the sklearn estimators' prediction jit (registered once hypergrad.sklearn is
+    # imported). Measured across the one hg.clear_caches() call, so whatever else the process ran is no matter
+    pjit = pytest.importorskip("jax._src.pjit", reason="JAX moved jax._src.pjit, this test's probe of its cache")
+    cache = getattr(pjit, "_infer_params_cached", None)
+    if cache is None or not hasattr(cache, "cache_info"):
+        pytest.skip("JAX no longer has jax._src.pjit._infer_params_cached.cache_info(), this test's probe of "
+                    "its process-wide cache of jit-traced parameters")
 
     @jax.jit
     def users_own(x):
         return jnp.sin(x) * 2
 
-    X = np.ones((4, 2)); y = X @ np.ones(2)
-    loss = lambda p, b: jnp.mean((b[0] @ p - b[1]) ** 2)
-    problem = hg.Problem(init=lambda k: jnp.zeros(2), train_loss=lambda p, h, b: loss(p, b), val_loss=loss,
-                         train_data=(X, y), val_data=(X, y))
-    hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)({"lr": 0.1}, jax.random.key(0))
-    import hypergrad.sklearn
-    from hypergrad.sklearn import _mlp
+    hg.clear_caches()  # the prediction program's traces of earlier tests gone: the first predict traces
+    X, y = _data(np.float64)
+    objective = _objective(_mse)  # alive across the clear: its jit wrappers are among those clear_caches drops
+    objective({"lr": jnp.asarray(0.01)}, jax.random.key(0))
     traces = []
     forward = _mlp.forward
-    _mlp.forward = lambda *a: traces.append(1) or forward(*a)  # counts traces of the prediction program
-    mlp = hypergrad.sklearn.MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    monkeypatch.setattr(_mlp, "forward", lambda *a: traces.append(1) or forward(*a))  # traces of predict's program
+    mlp = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
     fitted = len(traces)
     predicted = [mlp.predict(X), mlp.predict(X)]
     users_own.trace(1.0)
-    before = pjit._infer_params_cached.cache_info()
+    before = cache.cache_info()
     hg.clear_caches()
     users_own.trace(1.0)
-    after = pjit._infer_params_cached.cache_info()
-    print((after.hits - before.hits, after.misses - before.misses))
+    after = cache.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)  # the user's entry survived
     predicted.append(mlp.predict(X))
-    print(len(traces) - fitted, all((p == predicted[0]).all() for p in predicted))
-""")
-
-
-def test_clear_caches_leaves_a_users_own_jit_cache_alone():
-    # each objective wrapper's jit clear_cache() also emptied JAX's process-wide cache of every jit's traced
-    # parameters (pjit._infer_params_cached), the user's own unrelated functions' included: the user's next
-    # trace was a miss; so did the sklearn estimators' prediction jit (registered once hypergrad.sklearn is
-    # imported). A fresh process, so that nothing else the suite imported clears it
-    out = subprocess.run([sys.executable, "-c", _USERS_JIT], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    user, predictions = out.stdout.strip().splitlines()[-2:]
-    assert user == "(1, 0)"  # one hit, no miss: the user's entry survived
-    assert predictions == "2 True"  # one prediction trace before the clear, one after it, same outputs
+    assert len(traces) - fitted == 2  # one prediction trace before the clear, one after it
+    assert all((p == predicted[0]).all() for p in predicted)
 
 
 def test_flop_counts_follow_x64_at_the_same_argument_types():
