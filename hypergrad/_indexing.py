@@ -12,7 +12,7 @@ import contextvars
 import re
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -27,7 +27,7 @@ from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
 
 __all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams", "unread_names",
-           "warn_unread_hparams", "unread_warned_once"]
+           "warn_unread_hparams", "unread_warned_once", "mark_unread_warned"]
 
 # objective -> the hyperparameter shapes its schedules were checked at
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -39,7 +39,9 @@ _unread: dict[str, weakref.WeakKeyDictionary] = {"check": weakref.WeakKeyDiction
                                                   "run": weakref.WeakKeyDictionary()}
 for _cache in _unread.values():
     _caches.register(_cache.clear)
-# within `unread_warned_once()`: the sets of unread hyperparameters warned of so far
+# within `unread_warned_once()`: the sets of unread hyperparameters warned of so far (tuples of names, as
+# `warn_unread_hparams` is given them), and the names marked as warned of (`mark_unread_warned`: frozensets,
+# each covering every set of its names)
 _warned: contextvars.ContextVar[set | None] = contextvars.ContextVar("hypergrad_unread_warned", default=None)
 
 
@@ -210,7 +212,7 @@ def warn_unread_hparams(unread: tuple[str, ...]) -> None:
     names; nothing when it names none. A warning, not an error: a hyperparameter can be read only by
     some configurations of a structured family. Within `unread_warned_once()`, once per set of names."""
     seen = _warned.get()
-    if not unread or (seen is not None and unread in seen):
+    if not unread or (seen is not None and _warned_of(unread, seen)):
         return
     if seen is not None:
         seen.add(unread)
@@ -219,6 +221,23 @@ def warn_unread_hparams(unread: tuple[str, ...]) -> None:
                   "nothing (their hypergradient is exactly 0). Read them in the optimizer or the loss, or leave "
                   "them out of the search space (the hg.Space, or a scikit-learn search's parameter grid)",
                   UserWarning, stacklevel=users_stacklevel())
+
+
+def _warned_of(unread: tuple[str, ...], seen: set) -> bool:
+    return unread in seen or any(isinstance(named, frozenset) and named.issuperset(unread) for named in seen)
+
+
+def mark_unread_warned(names: Iterable[str]) -> None:
+    """Within the current `unread_warned_once()` block, `warn_unread_hparams` then says nothing of any
+    set of unread hyperparameters among `names` (in `unread_hparams`' form: "'momentum'"), as if it had
+    warned of each set already: for a caller that named them in its own words. A set naming any other
+    hyperparameter is warned of as before. Touches no warning filter and warns nothing. Outside such a
+    block, a `RuntimeError`. Cost: one set entry; each later check one subset test per call of this."""
+    seen = _warned.get()
+    if seen is None:
+        raise RuntimeError("mark_unread_warned(names) marks names within an unread_warned_once() block: call it "
+                           "inside `with unread_warned_once():`")
+    seen.add(frozenset(names))
 
 
 @contextlib.contextmanager

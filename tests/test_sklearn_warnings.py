@@ -12,7 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegression, MLPClassifier
-from hypergrad.sklearn._search import target_of, warn_ignored
+from hypergrad._indexing import mark_unread_warned, warn_unread_hparams
+from hypergrad.sklearn._search import named_already, target_of, warn_ignored
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,28 @@ def _caught(fit):
 
 def _user_warnings(caught):
     return [w for w in caught if w.category is UserWarning]
+
+
+def _warn_once_here():
+    warnings.warn("shown once at this line", UserWarning)
+
+
+def test_naming_parameters_already_touches_no_warning_filter():
+    # named_already marked hypergrad's internal-name warning as given by raising it for every subset of the
+    # names under a process-wide simplefilter("ignore"): another thread's warnings were lost meanwhile, and the
+    # filters' change reset every module's registry of warnings shown once, so one showed again
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        _warn_once_here()
+        with named_already(frozenset({"momentum", "nesterovs_momentum"})):
+            for unread in [("'momentum'",), ("'nesterovs_momentum'",), ("'momentum'", "'nesterovs_momentum'"),
+                           ("'alpha'", "'momentum'")]:  # the last names another: warned of as before
+                warn_unread_hparams(unread)
+        _warn_once_here()
+    assert [str(w.message) for w in caught] == ["shown once at this line", caught[-1].message.args[0]]
+    assert "never reads hyperparameter(s) 'alpha', 'momentum'" in str(caught[-1].message)
+    with pytest.raises(RuntimeError, match="unread_warned_once"):
+        mark_unread_warned(["'momentum'"])  # outside a block it would mark nothing
 
 
 def test_a_pipeline_search_names_an_ignored_parameter_by_its_grid_key_and_why(iris):

@@ -146,7 +146,7 @@ from sklearn.utils.validation import check_array, has_fit_parameter
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad._checks import users_stacklevel
-from hypergrad._indexing import unread_warned_once, warn_unread_hparams
+from hypergrad._indexing import mark_unread_warned, unread_warned_once
 from hypergrad._processes import checked_together
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
@@ -832,14 +832,9 @@ def named_already(names: frozenset[str]) -> Iterator[None]:
     search's programs by the final estimator's internal names: 'momentum', not a Pipeline's
     'mlpclassifier__momentum') says nothing of a set of `names` that `warn_ignored` named already by
     the search's keys and why; it warns of any other set as before, and of each once per block
-    (`unread_warned_once`). Cost: one entry per subset of `names` (a few parameters at most)."""
-    paths = sorted(repr(name) for name in names)  # `unread_hparams`'s names: jax.tree key paths, sorted
+    (`unread_warned_once`). Touches no warning filter (`mark_unread_warned`). Cost: one set entry."""
     with unread_warned_once():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # marks each set as warned of, shown nowhere
-            for size in range(1, len(paths) + 1):
-                for subset in itertools.combinations(paths, size):
-                    warn_unread_hparams(subset)
+        mark_unread_warned(repr(name) for name in names)  # `unread_hparams`'s names: jax.tree key paths
         yield
 
 
