@@ -135,3 +135,20 @@ def test_lion_gives_its_momenta_and_the_loss_an_exact_zero_hypergradient(ridge_p
         assert all(float(grads[name]) == 0.0 for name in ("b1", "b2", "weight_decay"))
         np.testing.assert_allclose(grads["lr"], central_difference(objective, hparams, key, "lr"), rtol=1e-6)
     assert central_difference(objective, hparams, key, "b1") == 0.0
+
+
+def test_implicit_check_traces_the_optimisers_first_step_once(ridge_problem):
+    # check_loop traced the optimiser's first step once per analysis of it (the hyperparameters it reads,
+    # whether its update reads the parameters, whether it centres the gradient): 5 optimiser builds per
+    # check, on every hg.hypergradient call with Implicit. Now 3: the initialisation's shapes, the first
+    # step (shared by the three analyses) and the hyperparameters the initialisation reads
+    calls = []
+
+    def counted(hparams):
+        calls.append(1)
+        return optax.adam(0.1)
+
+    objective = hg.Objective(ridge_problem, counted, num_steps=5)
+    for checks in (1, 2):  # the same on a second call: nothing of it is cached
+        CG.check(objective, HPARAMS)
+        assert len(calls) == 3 * checks
