@@ -357,7 +357,8 @@ class PES(Method):
     min(chunk, num_samples) samples at once (two per sample when antithetic), vmapped; nothing
     grows with T. Bias: none for the gradient of the per-window smoothed loss F; O(sigma^2)
     relative to the true gradient. Low-precision (bfloat16, float16) hyperparameters are perturbed
-    and trained in float32 and the estimate cast back, as for `ES`.
+    and trained in float32 and the estimate cast back, as for `ES`; without antithetic pairs their
+    baseline is then a float32 run too: one more training run (num_samples + 2).
 
     Args:
         sigma: perturbation size (a fraction of each value with `relative=True`).

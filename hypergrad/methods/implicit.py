@@ -445,7 +445,9 @@ class Implicit(Method):
     the validation loss and one mixed vector-Jacobian product, and one comparison per parameter
     (S) and one select per parameter per product. Memory (with `unroll=False`): a few parameter
     vectors (the starting parameters, S, the solver's iterates and one product's activations on
-    the training set); independent of the number of steps and of the number of hyperparameters.
+    the training set; the solve's vectors, right-hand side and linearisation point are float32 for
+    bfloat16/float16 parameters, twice their bytes); independent of the number of steps and of the
+    number of hyperparameters.
     With `unroll=True` it grows by about one parameter vector per CG iteration or Neumann term, O(maxiter) or
     O(num_terms) parameter vectors (see `unroll`).
     Bias: exact only at an exact stationary point (and with damping = 0, CG run to convergence or
