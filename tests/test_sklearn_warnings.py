@@ -154,3 +154,25 @@ def test_a_search_and_its_refit_warn_of_convergence_at_the_users_line(iris):
     unrefit = GridSearchCV(tiny_mlp(), {"alpha": [1e-4, 1e-2]}, cv=2, refit=False)
     assert [w.filename for w in _convergence(_caught(lambda: unrefit.fit(*iris)))] == [__file__]
     assert [w.filename for w in _convergence(_caught(lambda: tiny_mlp().fit(*iris)))] == [__file__]
+
+
+def test_logistic_convergence_and_the_batch_size_clip_warn_at_the_users_line(iris):
+    """LogisticRegression's ConvergenceWarning and the MLPs' batch_size-clipping warning had no
+    stacklevel, so Python's default filter showed them at hypergrad/sklearn/_linear.py and _mlp.py
+    (and a search's refit's clip warning, given on its compiling thread, at threading.py): now at
+    the user's `fit` or `search.fit` line, as many as scikit-learn gives (one per fit, the refit's
+    included)."""
+    logistic = LogisticRegression(max_iter=1)
+    assert [w.filename for w in _convergence(_caught(lambda: logistic.fit(*iris)))] == [__file__]
+    search = GridSearchCV(LogisticRegression(max_iter=1), {"C": [0.1, 1.0]}, cv=2)
+    caught = _convergence(_caught(lambda: search.fit(*iris)))
+    assert [(w.filename, "candidate x fold fits" in str(w.message)) for w in caught] == [
+        (__file__, True), (__file__, False)], [(w.filename, str(w.message)) for w in caught]
+    assert str(caught[1].message).startswith("Newton's method failed to converge after 1 iteration(s)")
+
+    def clipped(fit):
+        return [w.filename for w in _user_warnings(_caught(fit)) if "`batch_size`" in str(w.message)]
+
+    assert clipped(lambda: tiny_mlp(batch_size=100).fit(*iris)) == [__file__]
+    search = GridSearchCV(tiny_mlp(batch_size=100), {"alpha": [1e-4, 1e-2]}, cv=2)
+    assert clipped(lambda: search.fit(*iris)) == [__file__] * 3  # one per fold's family of fits, one refit

@@ -74,6 +74,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 import hypergrad as hg
+from hypergrad._checks import users_stacklevel
 from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities,
                                     clipped_log_loss, encode_classes, fewer_than_two_real, on_device, padded_part,
                                     real_mean)
@@ -578,7 +579,8 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         self.n_iter_ = np.asarray([int(taken)], dtype=np.int32)
         if not bool(converged):
             warnings.warn(f"Newton's method failed to converge after {self.max_iter} iteration(s) (largest gradient "
-                          f"entry above tol={self.tol}); increase max_iter or scale the data", ConvergenceWarning)
+                          f"entry above tol={self.tol}); increase max_iter or scale the data", ConvergenceWarning,
+                          stacklevel=users_stacklevel())
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:

@@ -64,6 +64,7 @@ small fit (`fit_flops` up to `_base.QUICK_COMPILE_FLOPS`) is compiled with XLA's
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import math
@@ -506,12 +507,21 @@ def batch_size_of(p: Mapping[str, Any], n: int) -> int:
     return int(np.clip(p["batch_size"], 1, n))
 
 
+# True on a search's refit-compiling thread (`Refit.start`), whose `_family` would warn at threading's
+# line: the refit's warning is given by `Refit.fit`, at the user's line, instead
+_refit_thread: contextvars.ContextVar[bool] = contextvars.ContextVar("hypergrad_sklearn_refit_thread", default=False)
+
+
 def warn_if_clipped(p: Mapping[str, Any], n: int) -> None:
     """scikit-learn's warning for a `batch_size` larger than the `n` examples an epoch trains on
-    (`trained_examples`), once per fit as scikit-learn gives it: called where a fit starts (`_run`)
-    and where a search's family of fits is made (`_family`), whether or not a program is traced."""
+    (`trained_examples`), once per fit as scikit-learn gives it, at the user's line (their `fit`
+    or `search.fit`): called where a fit starts (`_run`), where a search's family of fits is made
+    (`_family`), whether or not a program is traced, and by a search's compiled refit (`Refit.fit`)."""
+    if _refit_thread.get():
+        return
     if p["batch_size"] != "auto" and p["batch_size"] > n:
-        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                      UserWarning, stacklevel=users_stacklevel())
 
 
 def trained_examples(p: Mapping[str, Any], n: int) -> int:
@@ -1067,6 +1077,7 @@ class MaskedRefit:
             x64 = bool(jax.config.jax_enable_x64)
 
             def prepare():
+                _refit_thread.set(True)  # this thread's context only
                 with jax.enable_x64(x64):
                     self.prepare()
 
@@ -1128,6 +1139,8 @@ class MaskedRefit:
             hparams = _masked_hparams(estimator, space)
         except ValueError:  # an option no candidate had
             return False
+        params = estimator.get_params(deep=False)
+        warn_if_clipped(params, trained_examples(params, len(x)))  # the refit's, which its thread did not give
         estimator._adopt(executable(hparams, estimator._fit_key(), data), task, x)
         return True
 
