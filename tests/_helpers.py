@@ -28,6 +28,28 @@ def counting(problem):
     return dataclasses.replace(problem, train_loss=train_loss), count
 
 
+def scaled_ridge(ridge_problem):
+    """Ridge whose validation loss reads hyperparameters (`model_reads_hparams=True`): `init_scale`
+    scales the initial weights (a fixed vector: the initialisation ignores the key), `out_scale` the
+    validation predictions, `weight_decay` the training penalty."""
+    (X, y), (Xv, yv) = ridge_problem.train_data, ridge_problem.val_data
+    d = X.shape[1]
+
+    def init(key, h):
+        return {"w": h["init_scale"] * jnp.linspace(-1.0, 1.0, d, dtype=X.dtype)}
+
+    def train_loss(p, h, batch):
+        Xb, yb = batch
+        return jnp.mean((Xb @ p["w"] - yb) ** 2) + h["weight_decay"] * jnp.sum(p["w"] ** 2)
+
+    def val_loss(p, h, batch):
+        Xb, yb = batch
+        return jnp.mean((h["out_scale"] * (Xb @ p["w"]) - yb) ** 2)
+
+    return hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=(X, y),
+                      val_data=(Xv, yv), model_reads_hparams=True)
+
+
 @contextlib.contextmanager
 def fingerprint_format(version):
     """Inside, studies are fingerprinted in format `version`, as an older hypergrad stored them."""

@@ -25,7 +25,7 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.methods.es import ES, PES
-from _helpers import sgd_scalar_momentum as sgd_momentum  # noqa: E402
+from _helpers import scaled_ridge, sgd_scalar_momentum as sgd_momentum  # noqa: E402
 
 T = 8
 K = 16           # independent estimates (keys) per unbiasedness check
@@ -122,22 +122,7 @@ def model_reads_case(ridge_problem):
     scales the predictions by out_scale (model_reads_hparams=True): out_scale acts on the loss
     directly. The initialisation ignores the key, so every key trains the same full-batch run and
     estimates from different keys share one exact hypergradient."""
-    (X, y), (Xv, yv) = ridge_problem.train_data, ridge_problem.val_data
-    d = X.shape[1]
-
-    def init(key, h):
-        return {"w": h["init_scale"] * jnp.linspace(-1.0, 1.0, d, dtype=X.dtype)}
-
-    def train_loss(p, h, batch):
-        Xb, yb = batch
-        return jnp.mean((Xb @ p["w"] - yb) ** 2) + h["weight_decay"] * jnp.sum(p["w"] ** 2)
-
-    def val_loss(p, h, batch):
-        Xb, yb = batch
-        return jnp.mean((h["out_scale"] * (Xb @ p["w"]) - yb) ** 2)
-
-    problem = hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=(X, y),
-                         val_data=(Xv, yv), model_reads_hparams=True)
+    problem = scaled_ridge(ridge_problem)
     objective = hg.Objective(problem, sgd_momentum, num_steps=T)
     hparams = {"lr": jnp.asarray(0.2), "momentum": jnp.asarray(0.5), "weight_decay": jnp.asarray(0.05),
                "init_scale": jnp.asarray(0.5), "out_scale": jnp.asarray(0.6)}

@@ -27,31 +27,10 @@ from hypergrad import cli
 from hypergrad.accounting import program_flops
 from hypergrad.results import COMPLETE, Result, Trial
 from hypergrad.search import evaluate_settings
-from _helpers import sgd_scalar_momentum
+from _helpers import scaled_ridge, sgd_scalar_momentum
 
 space_module = importlib.import_module("hypergrad.space")
 tune_module = importlib.import_module("hypergrad.tune")  # `hypergrad.tune` is also the function
-
-
-def scaled_ridge(ridge_problem):
-    """Ridge whose validation loss reads hyperparameters: `init_scale` scales the initial weights,
-    `out_scale` the validation predictions, `weight_decay` the training penalty."""
-    (X, y), (Xv, yv) = ridge_problem.train_data, ridge_problem.val_data
-    d = X.shape[1]
-
-    def init(key, h):
-        return {"w": h["init_scale"] * jnp.linspace(-1.0, 1.0, d, dtype=X.dtype)}
-
-    def train_loss(p, h, batch):
-        Xb, yb = batch
-        return jnp.mean((Xb @ p["w"] - yb) ** 2) + h["weight_decay"] * jnp.sum(p["w"] ** 2)
-
-    def val_loss(p, h, batch):
-        Xb, yb = batch
-        return jnp.mean((h["out_scale"] * (Xb @ p["w"]) - yb) ** 2)
-
-    return hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=(X, y),
-                      val_data=(Xv, yv), model_reads_hparams=True)
 
 
 def one_run_trials(values, costs=None):
