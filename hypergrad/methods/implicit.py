@@ -433,8 +433,8 @@ class Implicit(Method):
     the fixed point without reading the parameters (one inside a loop in the optimiser, a dead
     zone): those are for the user to rule out. An update of constant size whatever the gradient's
     (`optax.lion`'s sign, `optax.novograd` at a constant rate) stops only when its rate decays to
-    0: train with a decaying schedule, or the result is that of a point training circles. Likewise an objective whose loop is a `hypergrad.loop.Loop` subclass
-    overriding a training step (`update`, `step`, `run`, `train`) is refused, since such a step
+    0: train with a decaying schedule, or the result is that of a point training circles.
+    Likewise an objective whose loop is a `hypergrad.loop.Loop` subclass overriding a training step (`update`, `step`, `run`, `train`) is refused, since such a step
     need not end at a stationary point of the training loss (a projection does not). A change that
     keeps the fixed point at gradient 0 can be written through the pieces Implicit honours: the
     optimizer (clipping, a positive rescaling of the gradient), or the loop's `train_loss`, whose
