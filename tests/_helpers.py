@@ -10,7 +10,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from sklearn.datasets import load_iris
 
 import hypergrad as hg
 from hypergrad.loop import Loop
@@ -48,6 +50,26 @@ def scaled_ridge(ridge_problem):
 
     return hg.Problem(init=init, train_loss=train_loss, val_loss=val_loss, train_data=(X, y),
                       val_data=(Xv, yv), model_reads_hparams=True)
+
+
+def linear_data(dtype, rows):
+    """`rows` x 4 standard normal inputs (numpy seed 0) and exact linear targets X @ [1, 2, 3, 4],
+    in `dtype`: a tiny least-squares problem's data."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, 4)).astype(dtype)
+    return X, (X @ np.arange(1, 5, dtype=dtype)).astype(dtype)
+
+
+def mse(p, batch):
+    """Mean squared error of the linear model `p` on `batch` = (X, y)."""
+    return jnp.mean((batch[0] @ p - batch[1]) ** 2)
+
+
+def iris_head(per_class):
+    """The first `per_class` iris examples of each class (raw features), in class order."""
+    x, y = load_iris(return_X_y=True)
+    rows = np.concatenate([np.arange(c * 50, c * 50 + per_class) for c in range(3)])
+    return x[rows], y[rows]
 
 
 @contextlib.contextmanager

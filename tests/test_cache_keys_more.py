@@ -18,17 +18,11 @@ from hypergrad import accounting
 from hypergrad.sklearn import MLPRegressor, _mlp
 from hypergrad.structure import Masked
 
-from _helpers import counting
+from _helpers import counting, linear_data, mse
 
 
 def _data(dtype):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(16, 4)).astype(dtype)
-    return X, (X @ np.arange(1, 5, dtype=dtype)).astype(dtype)
-
-
-def _mse(p, b):
-    return jnp.mean((b[0] @ p - b[1]) ** 2)
+    return linear_data(dtype, 16)
 
 
 def _objective(loss, init=lambda k: jnp.ones(4), dtype=np.float64, batch_size=None):
@@ -45,7 +39,7 @@ def test_a_structured_family_builds_each_type_of_an_equal_option():
 
     def build(config):
         built.append(config["flag"])
-        return _objective(_mse)
+        return _objective(mse)
 
     family = hg.Structured(build)
     options = [1, True, 1.0, 0, False, 0.0, (1, 2), (True, 2)]
@@ -62,7 +56,7 @@ _SETTING = {"l2": 0.0}
 
 
 def _l2_loss(p, b):
-    return _mse(p, b) + _SETTING["l2"] * jnp.sum(p ** 2)
+    return mse(p, b) + _SETTING["l2"] * jnp.sum(p ** 2)
 
 
 def test_clear_caches_reaches_a_copied_objectives_programs():
@@ -118,7 +112,7 @@ def test_clear_caches_leaves_a_users_own_jit_cache_alone(monkeypatch):
 
     hg.clear_caches()  # the prediction program's traces of earlier tests gone: the first predict traces
     X, y = _data(np.float64)
-    objective = _objective(_mse)  # alive across the clear: its jit wrappers are among those clear_caches drops
+    objective = _objective(mse)  # alive across the clear: its jit wrappers are among those clear_caches drops
     objective({"lr": jnp.asarray(0.01)}, jax.random.key(0))
     traces = []
     forward = _mlp.forward
@@ -140,7 +134,7 @@ def test_clear_caches_leaves_a_users_own_jit_cache_alone(monkeypatch):
 def test_flop_counts_follow_x64_at_the_same_argument_types():
     # a float32 problem whose init draws at the default dtype: the draw is 64-bit under x64, so its count
     # differs (6428 against 6194 for the run), and the cache handed the count of the setting it was made under
-    objective = _objective(_mse, init=lambda k: jax.random.normal(k, (4,)), dtype=np.float32, batch_size=8)
+    objective = _objective(mse, init=lambda k: jax.random.normal(k, (4,)), dtype=np.float32, batch_size=8)
     hparams = {"lr": np.float32(0.01)}
 
     def counts():
@@ -165,8 +159,8 @@ def test_hypergradient_at_alternating_hyperparameter_shapes_traces_each_once():
     # a scalar and a vector weight decay traced the objective once more per call (1, 1 after the first two)
     X, y = _data(np.float64)
     problem, count = counting(hg.Problem(
-        init=lambda k: jnp.zeros(4), train_loss=lambda p, h, b: _mse(p, b) + jnp.sum(h["wd"]) * jnp.sum(p ** 2),
-        val_loss=_mse, train_data=(X, y), val_data=(X, y)))
+        init=lambda k: jnp.zeros(4), train_loss=lambda p, h, b: mse(p, b) + jnp.sum(h["wd"]) * jnp.sum(p ** 2),
+        val_loss=mse, train_data=(X, y), val_data=(X, y)))
     objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
     traces = []
     for wd in [np.float64(0.01), np.full(2, 0.01), np.float64(0.01), np.full(2, 0.01)]:

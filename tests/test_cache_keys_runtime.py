@@ -10,22 +10,18 @@ import optax
 import hypergrad as hg
 from hypergrad import _compile
 
+from _helpers import linear_data, mse
+
 
 def _data(dtype):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(32, 4)).astype(dtype)
-    return X, (X @ np.arange(1, 5, dtype=dtype)).astype(dtype)
-
-
-def _mse(p, b):
-    return jnp.mean((b[0] @ p - b[1]) ** 2)
+    return linear_data(dtype, 32)
 
 
 def _random_objective():
     """Random initialisation and minibatches: every draw depends on jax_threefry_partitionable."""
     X, y = _data(np.float64)
-    problem = hg.Problem(init=lambda k: jax.random.normal(k, (4,)), train_loss=lambda p, h, b: _mse(p, b),
-                         val_loss=_mse, train_data=(X, y), val_data=(X, y), batch_size=8)
+    problem = hg.Problem(init=lambda k: jax.random.normal(k, (4,)), train_loss=lambda p, h, b: mse(p, b),
+                         val_loss=mse, train_data=(X, y), val_data=(X, y), batch_size=8)
     return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
 
 
@@ -78,7 +74,7 @@ def test_hypergradient_after_turning_x64_on_computes_in_float64():
         jax.config.update("jax_enable_x64", False)
         X, y = _data(np.float32)
         problem = hg.Problem(init=lambda k: jnp.zeros(4),  # the default float: float32, or float64 under x64
-                             train_loss=lambda p, h, b: _mse(p, b), val_loss=_mse,
+                             train_loss=lambda p, h, b: mse(p, b), val_loss=mse,
                              train_data=(X, y), val_data=(X, y))
         objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
         assert hg.hypergradient(objective, hparams, key)[0].dtype == jnp.float32
@@ -99,7 +95,7 @@ def test_clear_caches_drops_the_objectives_own_programs():
     X, y = _data(np.float64)
 
     def loss(p, b):
-        return _mse(p, b) + _SETTING["l2"] * jnp.sum(p ** 2)
+        return mse(p, b) + _SETTING["l2"] * jnp.sum(p ** 2)
 
     problem = hg.Problem(init=lambda k: jnp.ones(4), train_loss=lambda p, h, b: loss(p, b), val_loss=loss,
                          train_data=(X, y), val_data=(X, y))

@@ -40,6 +40,8 @@ from hypergrad.sklearn import (GridSearchCV, HypergradSearchCV, LogisticRegressi
 from hypergrad.sklearn import _base
 from hypergrad.sklearn._search import devices_for_n_jobs, options_of
 
+from _helpers import iris_head
+
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 BACKEND_COMPILES = []  # every XLA compilation of this process, whoever asked for it
@@ -51,9 +53,7 @@ jax.monitoring.register_event_duration_secs_listener(
 @pytest.fixture(scope="module")
 def iris():
     """60 iris examples (20 per class), raw features (a pipeline standardises them)."""
-    x, y = load_iris(return_X_y=True)
-    rows = np.concatenate([np.arange(c * 50, c * 50 + 20) for c in range(3)])
-    return x[rows], y[rows]
+    return iris_head(20)
 
 
 def small_mlp(**params):

@@ -4,9 +4,7 @@ HypergradSearchCV's ConvergenceWarning counts its cv_results_ rows as what they 
 
 import warnings
 
-import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -15,13 +13,13 @@ from hypergrad.sklearn import GridSearchCV, HypergradSearchCV, LogisticRegressio
 from hypergrad._indexing import mark_unread_warned, warn_unread_hparams
 from hypergrad.sklearn._search import named_already, target_of, warn_ignored
 
+from _helpers import iris_head
+
 
 @pytest.fixture(scope="module")
 def iris():
     """30 iris examples (10 per class)."""
-    x, y = load_iris(return_X_y=True)
-    rows = np.concatenate([np.arange(c * 50, c * 50 + 10) for c in range(3)])
-    return x[rows], y[rows]
+    return iris_head(10)
 
 
 def tiny_mlp(**params):
