@@ -487,6 +487,11 @@ class Result:
         number, state, tuner, runs, FLOPs, seconds and grad_norm are user attributes (non-finite
         numbers as None). Cost: one Optuna write of all trials.
 
+        All or nothing: an error or a Ctrl-C (any exception) while the trials are written deletes
+        the study this call created and re-raises, so the same call can be made again; only a kill
+        that stops the process itself (or a storage that refuses the deletion too) leaves part of
+        the study, which the next call then refuses as an existing `study_name`.
+
         Args:
             storage_url: an Optuna storage, e.g. "sqlite:///optuna.db".
             study_name: a name not yet in that storage.
@@ -510,13 +515,7 @@ class Result:
             raise ImportError("to_optuna needs optuna: pip install 'hypergrad[optuna]'") from err
         distributions, params = _optuna_columns(optuna, self.trials, described)
         trials = [_optuna_trial(optuna, t, p, distributions) for t, p in zip(self.trials, params)]
-        try:
-            study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize")
-        except optuna.exceptions.DuplicatedStudyError as err:
-            raise ValueError(f"to_optuna: study_name={study_name!r} already exists in {storage_url}; give a new "
-                             "name, or delete it with optuna.delete_study") from err
-        study.add_trials(trials)
-        return study
+        return _new_optuna_study(optuna, storage_url, study_name, trials)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes `to_dict()` as JSON (`Result.load` reads it back): to a new file beside `path`,
@@ -714,6 +713,28 @@ def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, An
             if v is not None:
                 row[name] = v
     return distributions, params
+
+
+def _new_optuna_study(optuna: Any, storage_url: Any, study_name: str, trials: Sequence[Any]) -> Any:
+    """A new minimising Optuna study `study_name` in `storage_url` holding `trials`, or none: on any
+    exception (KeyboardInterrupt too) after it was created, the study is deleted and the exception
+    re-raised (a failed deletion is noted on it). ValueError if the name is already taken."""
+    try:
+        study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize")
+    except optuna.exceptions.DuplicatedStudyError as err:
+        raise ValueError(f"to_optuna: study_name={study_name!r} already exists in {storage_url} (an earlier "
+                         "export, or one killed part-way, may have left it); give a new name, or delete it with "
+                         f"optuna.delete_study(study_name={study_name!r}, storage={storage_url!r})") from err
+    try:
+        study.add_trials(trials)
+    except BaseException as err:
+        try:
+            optuna.delete_study(study_name=study_name, storage=storage_url)
+        except Exception as cleanup:  # noqa: BLE001 - the export's own error is the one to raise
+            err.add_note(f"to_optuna: could not delete the partial study {study_name!r} ({cleanup!r}); "
+                         f"delete it with optuna.delete_study(study_name={study_name!r}, storage={storage_url!r})")
+        raise
+    return study
 
 
 def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distributions: Mapping[str, Any]) -> Any:
