@@ -224,8 +224,9 @@ class Reversible(Method):
     gradients of every magnitude the fixed point represents (so a clip at any threshold in range
     is refused), equal optax.sgd's, at the given hyperparameters and at a second point where every
     float hyperparameter is moved (traced hyperparameters, in a vmapped or jitted call, are
-    replaced by stand-in values of their shapes first). What such a probe cannot see, the forward
-    pass catches: it runs the objective's own optimiser on the real gradients beside the
+    replaced by stand-in values of their shapes first); an error the optimiser raises while probed
+    is the ValueError's cause, and its message starts with it. What such a probe cannot see, the
+    forward pass catches: it runs the objective's own optimiser on the real gradients beside the
     fixed-point SGD, and where an update differs the value and hypergradient are NaN (see the
     module docstring). Every other hyperparameter must act through `problem.train_loss` (e.g. a
     weight decay) or the model. The training step is the plain loop's: an objective whose loop is a
@@ -382,8 +383,10 @@ class Reversible(Method):
                 worst = self._probe_program(loop.optimizer, T)(stacked, *draws)
             else:  # jitted once per optimiser, method and T: later checks reuse its compilation
                 worst = self._jitted_probe(loop, T)(stacked, *draws)
-        except Exception as err:  # noqa: BLE001 - any failure means "not the SGD we can reverse"
-            raise ValueError(self._refusal()) from err
+        except Exception as err:  # noqa: BLE001 - a bug of the user's or "not the SGD we can reverse"
+            raise ValueError(f"Reversible: the objective's optimizer raised {type(err).__name__}: {err}\n(while "
+                             "Reversible probed its updates against optax.sgd's). If that is a bug in your "
+                             "optimizer, fix it; otherwise: " + self._refusal()) from err
         if isinstance(worst, jax.core.Tracer):
             return  # the optimiser closes over traced values (a vmapped held choice): the forward pass checks
         if not float(worst) <= 1e-6:
