@@ -1,5 +1,7 @@
 """hypergrad: gradient-based hyperparameter optimisation in JAX, with fair baselines."""
 
+import importlib.metadata
+
 from hypergrad import online, problems
 from hypergrad._caches import clear_caches, use_compilation_cache
 from hypergrad.accounting import hypergradient_flops, run_flops
@@ -33,4 +35,8 @@ __all__ = [
     # engine state
     "clear_caches", "use_compilation_cache",
 ]
-__version__ = "0.1.0"
+
+try:  # the installed distribution's version, so it cannot drift from pyproject.toml's
+    __version__ = importlib.metadata.version("hypergrad")
+except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
