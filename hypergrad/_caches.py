@@ -6,12 +6,16 @@ persistent compilation cache on disk; only a call to it writes there."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
-__all__ = ["register", "clear_caches", "use_compilation_cache", "default_compilation_cache_dir", "ENV_VAR"]
+from hypergrad._checks import users_stacklevel
+
+__all__ = ["register", "clear_caches", "use_compilation_cache", "default_compilation_cache_dir", "user_cache_dir",
+           "ENV_VAR"]
 
 _clears: list[Callable[[], None]] = []
 
@@ -35,10 +39,25 @@ or empty) wherever `use_compilation_cache()` is called without a path."""
 _OFF = {"", "0", "off", "false", "no", "none"}
 
 
-def default_compilation_cache_dir() -> str:
-    """`$XDG_CACHE_HOME/hypergrad/jax`, or `~/.cache/hypergrad/jax` without XDG_CACHE_HOME."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "hypergrad", "jax")
+def user_cache_dir() -> str | None:
+    """The user's cache folder, shared by every cache of hypergrad (compiled programs, pretrained
+    models): `$XDG_CACHE_HOME` when it is an absolute path (a leading `~` expanded), else
+    `~/.cache`. A relative `$XDG_CACHE_HOME` is ignored, as the XDG specification says (it would
+    put a cache in every working directory). None when no home folder can be found (HOME unset
+    and no password entry for this user, where `~` cannot be expanded): never a path relative to
+    the working directory, such as a folder literally named `~`."""
+    xdg = os.path.expanduser(os.environ.get("XDG_CACHE_HOME", ""))
+    if os.path.isabs(xdg):
+        return xdg
+    home = os.path.expanduser("~")
+    return os.path.join(home, ".cache") if os.path.isabs(home) else None
+
+
+def default_compilation_cache_dir() -> str | None:
+    """`$XDG_CACHE_HOME/hypergrad/jax`, or `~/.cache/hypergrad/jax` (`user_cache_dir`); None when no
+    home folder can be found."""
+    base = user_cache_dir()
+    return None if base is None else os.path.join(base, "hypergrad", "jax")
 
 
 def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
@@ -54,26 +73,51 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
     Args:
         path: the cache directory (created if missing). None: the directory named by the
             `HYPERGRAD_COMPILATION_CACHE` environment variable, where `0`/`off`/`false`/`no`/`none`
-            turn the cache off instead; without that variable `$XDG_CACHE_HOME/hypergrad/jax`
-            (`~/.cache/hypergrad/jax`).
+            turn the cache off instead; without that variable the default folder
+            `$XDG_CACHE_HOME/hypergrad/jax` (`~/.cache/hypergrad/jax`, `user_cache_dir`).
 
     Returns:
-        The directory in use, or None when the environment variable turned the cache off (JAX's
-        settings are then left as they were).
+        The directory in use, or None when the cache is off (JAX's settings are then left as they
+        were): the environment variable turned it off, or, with neither `path` nor the variable,
+        the default folder cannot be used (no home folder, a read-only home), which a
+        `UserWarning` names with how to set one: the cache only saves compilation time.
 
     Raises:
         ValueError: for a `path` (or environment variable) that is not a path, names a file or
-            lies under one, cannot be created, or exists but cannot be written in (another user's
-            folder, a read-only mount); JAX's settings are then left as they were.
+            lies under one, starts with a `~` that no home folder expands, cannot be created, or
+            exists but cannot be written in (another user's folder, a read-only mount); JAX's
+            settings are then left as they were.
     """
     given = f"use_compilation_cache(path={path!r})"
     if path is None:
         setting = os.environ.get(ENV_VAR)
-        if setting is not None and setting.strip().lower() in _OFF:
+        if setting is None:
+            return _use_the_default_folder()
+        if setting.strip().lower() in _OFF:
             return None
-        given = f"{ENV_VAR}={setting!r}"
-        path = setting if setting is not None else default_compilation_cache_dir()
-    path = _created_folder(path, given)
+        given, path = f"{ENV_VAR}={setting!r}", setting
+    return _turned_on(_created_folder(path, given))
+
+
+def _use_the_default_folder() -> str | None:
+    """`use_compilation_cache()` with no setting: the default folder, or None and one `UserWarning`
+    naming it (or the missing home folder) and how to choose one when it cannot be used."""
+    default = default_compilation_cache_dir()
+    if default is None:
+        why = "no home folder was found for its default folder (HOME is unset and this user has no password entry)"
+    else:
+        trouble = _folder_trouble(default)
+        if trouble is None:
+            return _turned_on(default)
+        why = f"its default folder {default!r} {trouble}"
+    warnings.warn(f"the persistent compilation cache is off: {why}; set {ENV_VAR} to a folder you can write to keep "
+                  f"compiled programs across processes (or {ENV_VAR}=0 to silence this)", UserWarning,
+                  stacklevel=users_stacklevel())
+    return None
+
+
+def _turned_on(path: str) -> str:
+    """Points JAX's persistent compilation cache at the folder `path`; returns it."""
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # every entry, however small
@@ -85,27 +129,41 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> str | None:
 
 def _created_folder(path: object, given: str) -> str:
     """`path` made absolute (`~` expanded) and created if missing; `ValueError` naming `given` (the
-    argument or environment variable it came from) for a non-path, a file, a folder under a file,
-    one that cannot be created (no write permission), or an existing one this user cannot write in
-    (`os.access`: a folder of another user's, a read-only mount)."""
+    argument or environment variable it came from) for a non-path, a `~` no home folder expands, or a
+    folder `_folder_trouble` finds unusable."""
     try:
-        path = os.path.abspath(os.path.expanduser(os.fsdecode(path)))
+        path = os.path.expanduser(os.fsdecode(path))
     except TypeError:
         raise ValueError(f"{given} must be the path of a folder (a str or os.PathLike), or None for the "
                          "default folder") from None
+    if path.startswith("~"):  # expanduser found no home: never a folder named '~' in the working directory
+        raise ValueError(f"{given}: no home folder to expand '~' in (HOME is unset and this user has no password "
+                         "entry); give an absolute folder")
+    path = os.path.abspath(path)
+    trouble = _folder_trouble(path)
+    if trouble is None:
+        return path
+    if trouble.endswith("is a file"):
+        raise ValueError(f"{given} {trouble}; give a folder (created if missing) for the compiled programs, "
+                         "e.g. a new folder beside that file")
+    advice = f", or turn the cache off ({ENV_VAR}=0)" if "cannot write" in trouble else ""
+    raise ValueError(f"{given}: the folder {path!r} {trouble}; give a folder you can write{advice}")
+
+
+def _folder_trouble(path: str) -> str | None:
+    """None once the absolute folder `path` exists (created if missing, with its parents) and this
+    user can write in it; otherwise why not, as words that follow the folder's name: it "is a file",
+    "lies under '...', which is a file", "cannot be created (<the system's reason>)", or "exists but
+    this user cannot write in it" (`os.access`: a folder of another user's, a read-only mount)."""
     existing = path
     while not os.path.exists(existing):  # the root exists, so this ends
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        where = "is a file" if existing == path else f"lies under {existing!r}, which is a file"
-        raise ValueError(f"{given} {where}; give a folder (created if missing) for the compiled programs, "
-                         "e.g. a new folder beside that file")
+        return "is a file" if existing == path else f"lies under {existing!r}, which is a file"
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"{given}: the folder cannot be created ({err.strerror}); give a folder you can "
-                         "write") from err
+        return f"cannot be created ({err.strerror})"
     if not os.access(path, os.W_OK | os.X_OK):  # an existing folder another user owns, a read-only mount
-        raise ValueError(f"{given}: the folder {path!r} exists but this user cannot write in it; give a folder "
-                         f"you can write, or turn the cache off ({ENV_VAR}=0)")
-    return path
+        return "exists but this user cannot write in it"
+    return None

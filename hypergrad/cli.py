@@ -49,6 +49,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import importlib.metadata
 import json
 import math
 import os
@@ -57,16 +58,17 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 import optax
-import sklearn.metrics
 
 import hypergrad as hg
 from hypergrad import _program_store as program_store
+from hypergrad._caches import ENV_VAR
 from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
 from hypergrad._batching import DEFAULT_CHUNK, even_chunk
 from hypergrad._checks import MAX_COUNT
@@ -875,6 +877,7 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
 
 
 def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> int:
+    _check_scikit_learn()
     problems = args.problem
     foreign = _foreign_folders(args.out, problems)
     if foreign:  # before anything runs: never mix this run's outputs into a folder it did not write
@@ -895,14 +898,22 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
 def _use_compilation_cache() -> None:
     """Turns JAX's persistent compilation cache on before anything compiles, so that a second run on
     this machine loads its programs instead (HYPERGRAD_COMPILATION_CACHE moves the cache or, set to
-    0, turns it off); a usage error (exit status 2) naming the variable when its folder is a file,
-    lies under one, cannot be created or cannot be written (`hg.use_compilation_cache`'s `ValueError`)."""
+    0, turns it off); a usage error (exit status 2) naming the variable and the folder when the folder
+    it names is a file, lies under one, cannot be created or cannot be written
+    (`hg.use_compilation_cache`'s `ValueError`). With the variable unset, a default folder that
+    cannot be used (no home folder, a read-only one) leaves the cache off and the run goes on, with
+    one warning line naming the folder and the variable."""
     try:
-        hg.use_compilation_cache()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hg.use_compilation_cache()
     except ValueError as err:
-        print(f"hypergrad compare: error: {err} (set HYPERGRAD_COMPILATION_CACHE to such a folder, or to 0 to "
-              "turn the persistent compilation cache off)", file=sys.stderr)
+        advice = "" if f"{ENV_VAR}=0" in str(err) else (f" (set {ENV_VAR} to such a folder, or to 0 to turn the "
+                                                        "persistent compilation cache off)")
+        print(f"hypergrad compare: error: {err}{advice}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in caught:
+        print(f"hypergrad compare: warning: {warning.message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -1020,8 +1031,26 @@ def _weights_against_corruption(results: dict[str, hg.Result], corrupted: np.nda
             continue
         weights = np.broadcast_to(np.asarray(best.hparams["example_weight"], dtype=np.float64), corrupted.shape)
         out[name] = (weights[~corrupted].mean(), weights[corrupted].mean(),
-                     sklearn.metrics.roc_auc_score(corrupted, -weights))
+                     _roc_auc(corrupted, -weights))
     return out
+
+
+def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's ROC AUC of `scores` for the boolean `labels` (imported here: scikit-learn is the
+    `cli` extra's, and `hypergrad --help` works without it; `_compare` checks it is there first)."""
+    import sklearn.metrics
+    return float(sklearn.metrics.roc_auc_score(labels, scores))
+
+
+def _check_scikit_learn() -> None:
+    """Exit status 1 with one line naming the extra to install when scikit-learn is missing: every
+    preset's data set and the report's ROC AUC come from it. Before anything runs or is written."""
+    try:
+        import sklearn.metrics  # noqa: F401 - only whether it imports
+    except ImportError as err:
+        print(f"hypergrad compare: error: this command needs scikit-learn (the presets' data sets come from it; "
+              f"{err}): pip install 'hypergrad[cli]'", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _example_weights(results: dict[str, hg.Result], corrupted: np.ndarray) -> list[str]:
@@ -1195,8 +1224,17 @@ def _problems(text: str) -> list[str]:
     return names
 
 
+def _version() -> str:
+    """hypergrad's installed version (its distribution's metadata), or words saying it is unknown."""
+    try:
+        return importlib.metadata.version("hypergrad")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown: run from a source tree that is not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypergrad", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     cmp = commands.add_parser("compare", help="gradient tuning vs random vs grid search at equal compute")
     cmp.add_argument("--problem", default="digits-mlp", type=_problems,
@@ -1272,7 +1310,8 @@ def _interrupted_words(out: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command `argv` (default: the process's arguments); its exit status: 0 when done, 130
-    when Ctrl-C stopped it (with what it left in its folder on stderr), 2 for a usage error."""
+    when Ctrl-C stopped it (with what it left in its folder on stderr), 2 for a usage error, 1 when a
+    package the command needs is missing (scikit-learn: `pip install 'hypergrad[cli]'`)."""
     args = build_parser().parse_args(argv)
     try:
         with _ctrl_c_honoured() as stop:

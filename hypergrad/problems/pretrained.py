@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from hypergrad._caches import user_cache_dir
 from hypergrad._checks import is_int_at_least, is_number, users_stacklevel
 from hypergrad._files import replaced_atomically
 from hypergrad._types import Key, PyTree
@@ -72,26 +73,34 @@ IMAGE_SIZE = 8
 """The digits' images are 8 x 8 pixels."""
 
 
-def cache_dir(path: str | os.PathLike | None = None) -> str:
+def cache_dir(path: str | os.PathLike | None = None) -> str | None:
     """The folder pretrained models are cached in: `path` if given, else `$HYPERGRAD_CACHE`, else
-    `$XDG_CACHE_HOME/hypergrad/pretrained`, else `~/.cache/hypergrad/pretrained`. A leading `~`
-    (in `path` or the variable) is the home folder, as in a shell."""
+    `$XDG_CACHE_HOME/hypergrad/pretrained`, else `~/.cache/hypergrad/pretrained` (the user cache
+    folder of `hypergrad._caches.user_cache_dir`, shared with the compilation cache: a relative
+    `$XDG_CACHE_HOME` is ignored). A leading `~` (in `path` or a variable) is the home folder, as in
+    a shell. None when a `~` is left that no home folder expands (HOME unset and no password entry):
+    the models are then trained in each process and not cached, never written under a folder named
+    `~` in the working directory."""
     if path is not None:
-        return os.path.expanduser(os.fspath(path))
-    if os.environ.get(CACHE_ENV):
-        return os.path.expanduser(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "hypergrad", "pretrained")
+        folder = os.path.expanduser(os.fspath(path))
+    elif os.environ.get(CACHE_ENV):
+        folder = os.path.expanduser(os.environ[CACHE_ENV])
+    else:
+        base = user_cache_dir()
+        return None if base is None else os.path.join(base, "hypergrad", "pretrained")
+    return None if folder.startswith("~") else folder
 
 
 def _config_text(config: Mapping[str, Any]) -> str:
     return json.dumps({**config, "format": FORMAT_VERSION}, sort_keys=True)
 
 
-def cache_path(name: str, config: Mapping[str, Any], directory: str | os.PathLike | None = None) -> str:
-    """`<cache_dir>/<name>-<16 hex digits of the configuration's SHA-256>.npz`."""
+def cache_path(name: str, config: Mapping[str, Any], directory: str | os.PathLike | None = None) -> str | None:
+    """`<cache_dir>/<name>-<16 hex digits of the configuration's SHA-256>.npz`; None when `cache_dir`
+    is None (no home folder)."""
     digest = hashlib.sha256(_config_text(config).encode()).hexdigest()[:16]
-    return os.path.join(cache_dir(directory), f"{name}-{digest}.npz")
+    folder = cache_dir(directory)
+    return None if folder is None else os.path.join(folder, f"{name}-{digest}.npz")
 
 
 def save_params(path: str, params: PyTree, config: Mapping[str, Any]) -> None:
@@ -129,16 +138,33 @@ def load_params(path: str, template: PyTree, config: Mapping[str, Any]) -> PyTre
 def cached_params(name: str, config: Mapping[str, Any], template: PyTree, build: Callable[[], PyTree],
                   directory: str | os.PathLike | None = None) -> PyTree:
     """`build()` once per configuration: loaded from the cache when a valid file is there, else
-    built, saved and returned. A corrupt or mismatched file is rebuilt with a `UserWarning`."""
+    built, saved and returned. A corrupt or mismatched file is rebuilt with a `UserWarning`. Where
+    the cache cannot be used (no home folder, so `cache_dir` is None; a folder that cannot be
+    created or written: a read-only home, a path under a file), the model built is returned
+    uncached, with one `UserWarning` naming the folder and `HYPERGRAD_CACHE`: every process then
+    builds it anew (seconds)."""
     path = cache_path(name, config, directory)
+    if path is None:
+        _warn_uncached("no home folder was found to hold the cache (HOME is unset and this user has no password "
+                       "entry, so '~' cannot be expanded)")
+        return build()
     if os.path.exists(path):
         try:
             return load_params(path, template, config)
         except ValueError as err:
             warnings.warn(f"pretrained cache: {err}; rebuilding it", UserWarning, stacklevel=users_stacklevel())
     params = build()
-    save_params(path, params, config)
+    try:
+        save_params(path, params, config)
+    except OSError as err:  # a read-only home, a folder under a file: the model is good, only the cache is not
+        _warn_uncached(f"{path} cannot be written ({type(err).__name__}: {err.strerror or err})")
     return params
+
+
+def _warn_uncached(why: str) -> None:
+    warnings.warn(f"pretrained cache: {why}; the model trained now is used without being cached, so the next "
+                  f"process trains it again (set {CACHE_ENV} to a folder you can write to keep it)", UserWarning,
+                  stacklevel=users_stacklevel())
 
 
 def digits_source_target(dtype=np.float32) -> tuple[tuple, tuple]:
