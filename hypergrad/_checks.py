@@ -6,6 +6,7 @@ which raises on every process of a multi-process run what one process met."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any
@@ -53,9 +54,18 @@ def check_count(value: Any, argname: str) -> int:
     return int(value)
 
 
+@functools.cache
+def raw_key_shape(impl: str) -> tuple[int, ...]:
+    """The shape of a raw uint32 key (`jax.random.PRNGKey(0)`) of the PRNG implementation named
+    `impl` ("threefry2x32": (2,), "rbg"/"unsafe_rbg": (4,)). Cost: one abstract trace per name."""
+    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)
+
+
 def check_key(key: Any, argname: str = "key") -> jax.Array:
-    """A typed PRNG key: a typed key as it is, a raw uint32 one (`jax.random.PRNGKey(0)`) wrapped as
-    the typed key of the same bits (`jax.random.wrap_key_data`); `ValueError` otherwise."""
+    """A typed PRNG key: a typed key as it is, a raw uint32 one (`jax.random.PRNGKey(0)`) of the
+    default implementation's shape (`jax_default_prng_impl`: (2,) for threefry, (4,) for rbg)
+    wrapped as the typed key of the same bits (`jax.random.wrap_key_data`, which uses that
+    implementation); `ValueError` otherwise."""
     if isinstance(key, jax.core.Tracer):
         return key
     if isinstance(key, int) and not isinstance(key, bool):
@@ -68,11 +78,13 @@ def check_key(key: Any, argname: str = "key") -> jax.Array:
         if array.shape != ():
             raise ValueError(f"{argname} has shape {array.shape}; pass a single key, not a batch of keys")
         return array
-    if array.dtype == jnp.uint32 and array.shape == (2,):
+    impl = str(jax.config.jax_default_prng_impl)
+    if array.dtype == jnp.uint32 and array.shape == raw_key_shape(impl):
         # as the typed key it is (the same bits, the same draws): a raw key would be another
         # argument type to every compiled program, compiled again beside the typed key's
         return jax.random.wrap_key_data(array)
-    raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape}")
+    raise ValueError(f"{argname} must be a PRNG key from jax.random.key(seed), got {array.dtype}{array.shape} (a raw "
+                     f"key of jax_default_prng_impl={impl!r} is uint32{raw_key_shape(impl)})")
 
 
 def check_log(log: Any, storage: Any = None) -> Any:

@@ -153,6 +153,8 @@ UPDATE_SKIPPED_WHY = (
 
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates."""
+DEFAULT_OUTER_NAME = "optax.adam(0.05)"
+"""How error messages name `DEFAULT_OUTER`."""
 
 
 def check_outer(outer: Any, space: Space | None = None) -> optax.GradientTransformation:
@@ -163,27 +165,32 @@ def check_outer(outer: Any, space: Space | None = None) -> optax.GradientTransfo
     the loss as a function (`value_fn=`: `optax.lbfgs`, `optax.scale_by_zoom_linesearch`) is
     refused: the loss is a training run, not a function the optimiser may call. Cost: one trace of
     the update and init on the space's shapes (`jax.eval_shape`: nothing computed or compiled)."""
+    given = outer is not None
     outer = DEFAULT_OUTER if outer is None else outer
     if not isinstance(outer, optax.GradientTransformation):
         raise ValueError(f"outer={outer!r} must be an optax.GradientTransformation, e.g. optax.adam(0.05)")
     if space is not None:
-        _check_update_arguments(outer, space)
+        _check_update_arguments(outer, space, given)
     return outer
 
 
-def _check_update_arguments(outer: optax.GradientTransformation, space: Space) -> None:
+def _check_update_arguments(outer: optax.GradientTransformation, space: Space, given: bool = True) -> None:
     """Raises `ValueError` naming `outer=`, chained from what the optimiser raised, when its init
     and update cannot be traced on the space's z: when the update asks for keyword arguments
     beyond `value` (Python's own TypeError for a missing keyword-only argument; `optimizer_update`
     words it for an inner optimiser, a ValueError caused by that TypeError, so it is reworded here
     to name `outer=` and what the outer step gives), or when it fails on z itself (any other
     exception: `optax.lookahead` reads its params as `LookaheadParams` of fast and slow copies and
-    raises AttributeError on a plain dict)."""
+    raises AttributeError on a plain dict). A failure that is not the user's `outer=` (`given`
+    False: the default failed) or a dtype-promotion error (JAX's strict promotion setting refusing
+    the optimiser's own arithmetic, e.g. optax.adam's bias correction) is `outer_setting_error`'s."""
     z = jax.eval_shape(space.unconstrain, space.centre())
     value = jax.ShapeDtypeStruct((), jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
         jax.eval_shape(lambda z, v: optimizer_update(outer, z, outer.init(z), z, v), z, value)
     except Exception as err:  # whatever the optimiser's own code raises on z: reworded below, chained
+        if not given or (isinstance(err, jax.dtypes.TypePromotionError) and strict_promotion()):
+            raise outer_setting_error(err, given) from err
         missing = err if isinstance(err, TypeError) else err.__cause__
         if isinstance(missing, TypeError) and "required keyword-only argument" in str(missing):
             raise ValueError(f"outer=: this optimiser's update needs arguments that tune cannot give ({missing}); "
@@ -196,6 +203,28 @@ def _check_update_arguments(outer: optax.GradientTransformation, space: Space) -
                          "a plain dict of arrays, one per hyperparameter (never a wrapper such as optax.lookahead's "
                          "LookaheadParams), and its update gets the gradient in z, its state, z and value=: use an "
                          "optimiser over plain pytrees, e.g. optax.adam(0.05)") from err
+
+
+def outer_setting_error(err: Exception, given: bool) -> ValueError:
+    """The error for an outer optimiser whose init or update failed for a reason other than what
+    the user passed as `outer=`: tune's default (`given` False), or any optimiser under JAX's
+    strict dtype promotion (`jax_numpy_dtype_promotion="strict"`, which refuses e.g. optax.adam's
+    Python-float ** int32 bias correction). It names which optimiser failed, the real cause, and
+    the setting when it is strict; it never recommends the default that failed."""
+    which = "outer=" if given else f"tune's default outer optimiser (outer=None: {DEFAULT_OUTER_NAME})"
+    text = f"{which} failed on the outer step's iterate ({type(err).__name__}: {err})"
+    if strict_promotion():
+        return ValueError(f"{text}: JAX's jax_numpy_dtype_promotion='strict' is on, and this optimiser's own "
+                          "arithmetic mixes dtypes (e.g. optax.adam's bias correction raises a Python float to an int32 "
+                          "step count); pass outer= an optimiser that runs under strict promotion, e.g. "
+                          "optax.sgd(0.05), or call tune inside `with jax.numpy_dtype_promotion('standard'):`")
+    return ValueError(f"{text}; no argument of this call caused it: pass outer= another optimiser, e.g. "
+                      "optax.sgd(0.05)")
+
+
+def strict_promotion() -> bool:
+    """Whether JAX's `jax_numpy_dtype_promotion` setting is "strict" (no implicit promotion)."""
+    return str(jax.config.jax_numpy_dtype_promotion) == "strict"
 
 
 def outer_identity(outer: optax.GradientTransformation) -> Any:

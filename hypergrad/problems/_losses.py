@@ -14,8 +14,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, axis: int = -1) -> jax.A
 
 def accuracy(logits: jax.Array, labels: jax.Array, axis: int = -1) -> jax.Array:
     """Share of examples whose largest logit (along the class `axis`) is the label, in the logits'
-    float dtype (a mean of bools is float32 in JAX even with x64 on: 0.9 would read 0.90000004)."""
-    return (jnp.argmax(logits, axis=axis) == labels).astype(jnp.result_type(logits, float)).mean()
+    float dtype (a mean of bools is float32 in JAX even with x64 on: 0.9 would read 0.90000004). The
+    argmax (int64 under x64) is cast to the labels' dtype, so that no comparison promotes dtypes
+    (refused under jax_numpy_dtype_promotion="strict")."""
+    labels = jnp.asarray(labels)
+    hits = jnp.argmax(logits, axis=axis).astype(labels.dtype) == labels
+    return hits.astype(jnp.result_type(logits, float)).mean()
 
 
 def l2_penalty(weights: jax.Array, weight_decay: jax.Array) -> jax.Array:

@@ -103,7 +103,7 @@ def ridge_solution(x: jax.Array, targets: jax.Array, alpha: jax.Array, fit_inter
 
     if fit_intercept:
         x_mean, y_mean = mean(x), mean(targets)
-        x, targets = x - x_mean, targets - y_mean
+        x, targets = x - x_mean[None, :], targets - y_mean[None, :]
     weighted = x if weights is None else x * weights[:, None]
     gram, moment = weighted.T @ x, weighted.T @ targets
     eye = jnp.eye(x.shape[1], dtype=x.dtype)
@@ -119,7 +119,7 @@ def logistic_loss(theta: jax.Array, x: jax.Array, targets: jax.Array, weights: j
     theta = [W (d, m) ravelled, b (m,)] (scikit-learn's scaling of the penalised log-loss)."""
     d, m = x.shape[1], targets.shape[1]
     coef = theta[:d * m].reshape(d, m)
-    z = x @ coef + (theta[d * m:] if fit_intercept else 0.0)
+    z = x @ coef + (theta[None, d * m:] if fit_intercept else 0.0)
     if m == 1:
         per = -(targets[:, 0] * jax.nn.log_sigmoid(z[:, 0]) + (1 - targets[:, 0]) * jax.nn.log_sigmoid(-z[:, 0]))
     else:
@@ -240,17 +240,18 @@ def _r2(targets: jax.Array, z: jax.Array, weights: jax.Array | None = None) -> j
         return jnp.full((), jnp.nan, z.dtype)
     if weights is None:
         residual = jnp.sum(jnp.square(targets - z), axis=0)
-        total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0)), axis=0)
+        total = jnp.sum(jnp.square(targets - jnp.mean(targets, axis=0, keepdims=True)), axis=0)
     else:
         w = weights[:, None]
         residual = jnp.sum(w * jnp.square(targets - z), axis=0)
-        total = jnp.sum(w * jnp.square(targets - jnp.sum(w * targets, axis=0) / jnp.sum(weights)), axis=0)
+        mean = jnp.sum(w * targets, axis=0, keepdims=True) / jnp.sum(weights)
+        total = jnp.sum(w * jnp.square(targets - mean), axis=0)
     safe = jnp.where(total > 0, total, 1.0)
     return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
 
 
 def _decision(params: Mapping[str, jax.Array], x: jax.Array) -> jax.Array:
-    return x @ params["coef"] + params["intercept"]
+    return x @ params["coef"] + params["intercept"][None, :]
 
 
 def regression_scores() -> dict[str, Any]:

@@ -134,12 +134,12 @@ def forward(layers: Sequence[tuple[jax.Array, jax.Array]], inputs: jax.Array, ac
     h = inputs
     for i, (kernel, bias) in enumerate(layers[:-1]):
         product = matmul(h, transposed_copy(kernel)) if i == 0 else h @ kernel.T
-        h = activation(product + bias)
+        h = activation(product + bias[None, :])
         if keeps is not None:
             h = h * keeps[i]
     kernel, bias = layers[-1]
     out = matmul(h, transposed_copy(kernel)) if len(layers) == 1 else h @ kernel.T
-    return (out + bias).T
+    return (out + bias[None, :]).T
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -188,8 +188,8 @@ def r2(targets: jax.Array, z: jax.Array, weights: jax.Array | None = None) -> ja
     if targets.shape[0] < 2:
         return jnp.full((), jnp.nan, z.dtype)
     w = jnp.ones(targets.shape[0], targets.dtype) if weights is None else weights
-    residual = jnp.sum(w * jnp.square(targets.T - z), axis=1)
-    mean = jnp.sum(w[:, None] * targets, axis=0) / jnp.sum(w)
+    residual = jnp.sum(w[None, :] * jnp.square(targets.T - z), axis=1)
+    mean = jnp.sum(w[:, None] * targets, axis=0, keepdims=True) / jnp.sum(w)
     total = jnp.sum(w[:, None] * jnp.square(targets - mean), axis=0)
     safe = jnp.where(total > 0, total, 1.0)
     return jnp.mean(jnp.where(total > 0, 1 - residual / safe, jnp.where(residual == 0, 1.0, 0.0)))
@@ -258,7 +258,8 @@ class EpochBatches(hg.Problem):
         position = jnp.minimum(position, n - 1)
         if self.shuffle:
             stream = (epoch[..., None] * n + position).astype(jnp.uint32)
-            position = epoch_batch_indices(key, stream, n, 1)[..., 0]
+            with jax.numpy_rank_promotion("allow"):  # the sampler broadcasts stream's shape against (1,)
+                position = epoch_batch_indices(key, stream, n, 1)[..., 0]
         return jnp.where(real, position, n).astype(jnp.int32)
 
 
@@ -276,8 +277,8 @@ class SolverState(NamedTuple):
     no_improvement: jax.Array  # epochs in a row without an improvement of tol
     stopped: jax.Array         # the fit has stopped: everything frozen
     n_iter: jax.Array          # epochs run
-    loss_curve: jax.Array      # (max_iter,) epoch losses, nan after n_iter
-    val_scores: jax.Array      # (max_iter,) validation scores with early stopping, else nan
+    loss_curve: jax.Array      # (max_iter,) epoch losses, 0 after n_iter (read up to n_iter)
+    val_scores: jax.Array      # (max_iter,) validation scores with early stopping (0 after n_iter), else 0
     best_params: Any           # parameters at the best validation score (early stopping), else ()
 
 
@@ -385,11 +386,11 @@ def sklearn_solver(rule: Rule, h: Mapping[str, Any], kinds: tuple, val_score: An
     def init(params):
         dtype = jax.tree.leaves(params)[0].dtype
         zeros = jax.tree.map(jnp.zeros_like, params)
-        nan = jnp.full((rule.max_iter,), jnp.nan, dtype)
+        unset = jnp.zeros((rule.max_iter,), dtype)  # not NaN: a fit's outputs trip jax_debug_nans
         best = -jnp.inf if rule.early_stopping else jnp.inf
         return SolverState(jnp.zeros((), jnp.int32), jnp.asarray(h["learning_rate_init"], dtype), zeros, zeros,
                            zeros, jnp.zeros((), dtype), jnp.asarray(best, dtype), jnp.zeros((), jnp.int32),
-                           jnp.zeros((), bool), jnp.zeros((), jnp.int32), nan, nan,
+                           jnp.zeros((), bool), jnp.zeros((), jnp.int32), unset, unset,
                            params if rule.early_stopping else ())
 
     def update(grads, state, params=None, *, value, **extra):
