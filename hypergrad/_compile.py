@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import re
 import threading
 import time
 import weakref
@@ -26,21 +27,60 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
+import jaxlib
 import numpy as np
 from jax.extend import core as jcore
 
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
-           "QUICK_COMPILE", "TRACE_SETTINGS", "trace_settings", "strongly_typed", "share_programs", "is_traced", "check_hashable"]
+           "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
+           "jaxlib_version_tuple", "TRACE_SETTINGS", "trace_settings", "strongly_typed", "share_programs", "is_traced",
+           "check_hashable"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
 
-QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+FUSION_EMITTERS_REMOVED = (0, 11, 1)
+"""The first jaxlib whose XLA no longer has the `xla_cpu_use_fusion_emitters` option (nor the older
+fusion code generator it chose): passed there, as a compile option or in `XLA_FLAGS`, it is refused
+("No such compile option"; an unknown `XLA_FLAGS` flag aborts the process)."""
+
+
+def jaxlib_version_tuple(version: str = jaxlib.__version__) -> tuple[int, ...]:
+    """(major, minor, patch) of a jaxlib version string ("0.12.1", "0.11.1.dev20260101"); the
+    installed jaxlib's by default."""
+    found = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if found is None:
+        raise ValueError(f"jaxlib version {version!r} is not of the form major.minor.patch")
+    return tuple(int(part) for part in found.groups())
+
+
+def quick_compile_options(version: str = jaxlib.__version__) -> dict:
+    """XLA's quick options (`QUICK_COMPILE`) for jaxlib `version` (the installed one by default): LLVM's
+    optimisations off everywhere, and XLA:CPU's older fusion code generator where that jaxlib's XLA
+    still has it (before `FUSION_EMITTERS_REMOVED`), so only options that XLA accepts are passed and
+    the programs of the jaxlibs that have the option are compiled as before. Cost: a string match."""
+    options: dict = {"xla_backend_optimization_level": 0}
+    if jaxlib_version_tuple(version) < FUSION_EMITTERS_REMOVED:
+        options["xla_cpu_use_fusion_emitters"] = False
+    return options
+
+
+def quick_xla_flags(options: dict | None = None) -> str:
+    """`options` (`QUICK_COMPILE` by default) as an `XLA_FLAGS` value, "--name=value" each, booleans
+    lower-case: for a process (a test run, its child processes) that compiles everything quickly.
+    Set it before JAX starts its backend (importing jax or hypergrad does not)."""
+    options = QUICK_COMPILE if options is None else options
+    return " ".join(f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
+                    for name, value in options.items())
+
+
+QUICK_COMPILE = quick_compile_options()
 """XLA options that compile a program several times faster and run it several times slower:
-LLVM's optimisations off, and XLA:CPU's older fusion code generator. For programs whose
-compilation, not their run, is their cost (a small fit, a one-off check)."""
+LLVM's optimisations off, and XLA:CPU's older fusion code generator where the installed jaxlib
+still has it (`quick_compile_options`). For programs whose compilation, not their run, is their
+cost (a small fit, a one-off check)."""
 
 
 @dataclasses.dataclass

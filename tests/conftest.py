@@ -2,13 +2,6 @@
 
 import os
 
-# Tests compile many small programs and run each briefly, so compilation is most of the suite's
-# time: skip LLVM's optimisations and use XLA:CPU's older fusion code generator, the options of
-# `hypergrad._compile.QUICK_COMPILE` (together they halve the slowest smoke runs: experiments and
-# benchmarks start child processes, which inherit the variable). XLA's cost analysis is unchanged;
-# the generated code differs, which is why no test compares numbers across processes that could
-# have been compiled with other options. Set before jax starts.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
 # The suite writes nothing outside its temporary directories: `hypergrad compare` (run in-process by
 # test_cli) would turn on the persistent compilation cache in the user's cache directory.
 # test_compilation_cache.py turns it on in child processes of its own.
@@ -19,6 +12,18 @@ import jax  # noqa: E402
 # Must run before any hypergrad module builds an array: the built-in problems pick their dtype
 # (float64 here) when constructed, and the finite-difference checks need float64 throughout.
 jax.config.update("jax_enable_x64", True)
+
+from hypergrad import _compile  # noqa: E402
+
+# Tests compile many small programs and run each briefly, so compilation is most of the suite's
+# time: skip LLVM's optimisations and, where the installed jaxlib still has it, use XLA:CPU's older
+# fusion code generator: `hypergrad._compile.QUICK_COMPILE`, only the flags this jaxlib knows (XLA
+# aborts the process on an unknown XLA_FLAGS flag). Together they halve the slowest smoke runs:
+# experiments and benchmarks start child processes, which inherit the variable. XLA's cost analysis
+# is unchanged; the generated code differs, which is why no test compares numbers across processes
+# that could have been compiled with other options. JAX reads the variable when its backend starts,
+# which importing jax and hypergrad does not (tests/test_jax_settings.py checks it).
+os.environ.setdefault("XLA_FLAGS", _compile.quick_xla_flags())
 
 import pytest  # noqa: E402
 

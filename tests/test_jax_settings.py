@@ -1,0 +1,43 @@
+"""hypergrad under the installed jax/jaxlib's own options and settings: XLA's quick compile options
+(`hypergrad._compile.QUICK_COMPILE`, also the test run's XLA_FLAGS) only where that jaxlib's XLA has
+them."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hypergrad import _compile
+
+
+def test_the_quick_compile_options_are_ones_this_xla_accepts():
+    # jax >= 0.11.1 (what pip picks on Python 3.12+) refused xla_cpu_use_fusion_emitters:
+    # "INVALID_ARGUMENT: No such compile option", so hg.tune and small scikit-learn fits crashed
+    program = jax.jit(lambda x: jnp.sin(x) * 2.0).lower(jnp.ones(3)).compile(_compile.QUICK_COMPILE)
+    np.testing.assert_allclose(program(jnp.ones(3)), 2.0 * np.sin(1.0))
+    assert _compile.QUICK_COMPILE == _compile.quick_compile_options()  # the installed jaxlib's
+
+
+def test_the_fusion_emitter_option_is_passed_only_to_the_jaxlibs_that_have_it():
+    kept = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+    for version in ("0.10.2", "0.11.0"):  # checked: these accept it, and compile as before
+        assert _compile.quick_compile_options(version) == kept
+    for version in ("0.11.1", "0.11.1.dev20260101", "0.12.1", "1.0.0"):  # checked: 0.11.1 to 0.12.1 refuse it
+        assert _compile.quick_compile_options(version) == {"xla_backend_optimization_level": 0}
+    assert _compile.quick_xla_flags(kept) == "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    with pytest.raises(ValueError, match="major.minor.patch"):
+        _compile.jaxlib_version_tuple("nightly")
+
+
+def test_importing_hypergrad_leaves_xla_flags_to_be_read_when_jax_starts():
+    # tests/conftest.py picks XLA_FLAGS after importing hypergrad (for quick_xla_flags): that works only
+    # while the import starts no backend. An unknown flag aborts XLA when it starts: so it must still start
+    script = ("import os, hypergrad, hypergrad.sklearn\nos.environ['XLA_FLAGS'] = '--xla_hypergrad_no_such_flag=1'\n"
+              "import jax.numpy as jnp\njnp.zeros(1).block_until_ready()\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and "xla_hypergrad_no_such_flag" in done.stderr, done.stderr[-2000:]
