@@ -35,8 +35,8 @@ from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
-           "jaxlib_version_tuple", "TRACE_SETTINGS", "trace_settings", "strongly_typed", "share_programs", "is_traced",
-           "check_hashable"]
+           "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
+           "share_programs", "is_traced", "check_hashable"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -197,6 +197,22 @@ def is_traced(tree: Any) -> bool:
             or any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)))
 
 
+def refuse_disabled_jit() -> None:
+    """`ValueError` naming `jax_disable_jit` while it is on (`jax.config.update("jax_disable_jit",
+    True)`, `JAX_DISABLE_JIT=1` or a `with jax.disable_jit():` block around the call): hypergrad runs
+    programs compiled ahead of time, which JAX cannot run with jit disabled (its "Disable jit is not
+    supported in the AOT path", raised only when the program is called, after its trace and
+    compilation). Called before every lowering or compilation (`compiled`, `cached`, `lower`,
+    `compile_jitted`), so the refusal comes before that work. Cost: one read of a setting."""
+    if jax.config.jax_disable_jit:
+        raise ValueError(
+            "jax_disable_jit is on, and hypergrad runs programs compiled ahead of time, which JAX cannot run "
+            "with jit disabled. Turn it off (jax.config.update('jax_disable_jit', False), or unset "
+            "JAX_DISABLE_JIT) for hypergrad's calls, and scope it to your own code instead: "
+            "`with jax.disable_jit(): objective(hparams, key)` runs your objective op by op (or debug inside "
+            "compiled code with jax.debug.print / jax.debug.breakpoint)")
+
+
 # JAX's settings that change what a trace computes or how it is lowered: those JAX's own `jax.jit`
 # keys its trace cache on (its trace context, as of jax 0.10), which `jax.config` names, plus the
 # default PRNG implementation (a raw uint32 key is read through it). A setting this JAX lacks is left
@@ -307,14 +323,17 @@ def strongly_typed(args: Any) -> Any:
 
 def lower(fn: Callable, args: tuple) -> Any:
     """`jax.jit(fn).lower(*args)` at strongly typed arguments (`strongly_typed`), with a missing
-    hyperparameter named in a `ValueError`."""
+    hyperparameter named in a `ValueError` (and `refuse_disabled_jit`'s while `jax_disable_jit` is on)."""
+    refuse_disabled_jit()
     with naming_missing_hparams():
         return jax.jit(fn).lower(*strongly_typed(args))
 
 
 def cached(tag: Hashable, args: tuple) -> Any | None:
     """The program `compiled(tag, ..., args)` would return without compiling, or None; `TypeError`
-    for a static part of `tag` that cannot be hashed, as `compiled` refuses it."""
+    for a static part of `tag` that cannot be hashed, as `compiled` refuses it; `refuse_disabled_jit`'s
+    `ValueError` while `jax_disable_jit` is on."""
+    refuse_disabled_jit()
     _check_static(tag)
     return _cache.get(*_split(tag, args))
 
@@ -352,6 +371,7 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
         (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
         program came from the cache.
     """
+    refuse_disabled_jit()  # JAX cannot run the program: refused before its trace and compilation
     _check_static(tag, static_names)
     owner, rest = _split(tag, args)
     executable = _cache.get(owner, rest)
@@ -381,7 +401,8 @@ def compile_jitted(jitted: Any, args: tuple, tag: Hashable) -> Any:
     """`jitted.lower(*args).compile()` for a `jax.jit`-wrapped function, through
     `hypergrad._program_store` when the persistent cache is on: traced (the store's key is its
     jaxpr, with `tag` and the arguments' types), then loaded, or lowered, compiled and stored.
-    Cost on a hit: the trace and a load, no lowering."""
+    Cost on a hit: the trace and a load, no lowering. `refuse_disabled_jit` first."""
+    refuse_disabled_jit()
     if _program_store.directory() is None:
         return jitted.lower(*args).compile()
     traced = jitted.trace(*args)

@@ -191,6 +191,7 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
     if _compile.is_traced(hparams) and any(isinstance(c, jax.core.Tracer)
                                            for c in jax.make_jaxpr(checked)(hparams).consts):
         return None
+    _compile.refuse_disabled_jit()
     checked = jax.jit(checked)
     error, _ = checked.lower(hparams).compile(_compile.QUICK_COMPILE)(hparams)  # runs once: compile fast
     message = error.get()

@@ -1,16 +1,19 @@
 """hypergrad under the installed jax/jaxlib's own options and settings: XLA's quick compile options
 (`hypergrad._compile.QUICK_COMPILE`, also the test run's XLA_FLAGS) only where that jaxlib's XLA has
-them."""
+them, and `jax_disable_jit` refused up front."""
 
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+import hypergrad as hg
 from hypergrad import _compile
 
 
@@ -41,3 +44,30 @@ def test_importing_hypergrad_leaves_xla_flags_to_be_read_when_jax_starts():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode != 0 and "xla_hypergrad_no_such_flag" in done.stderr, done.stderr[-2000:]
+
+
+def _ridge_objective(num_steps=3):
+    problem = hg.problems.ridge(num_examples=16, num_features=3, noise=0.5, seed=0)
+    return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=num_steps)
+
+
+def test_disable_jit_is_refused_up_front_naming_the_setting():
+    # JAX's own "Disable jit is not supported in the AOT path" came only when the compiled program was
+    # called (Implicit: after ~15 s of trace and compilation); now a ValueError before either
+    objective = _ridge_objective()
+    hparams = {"lr": jnp.asarray(0.1), "weight_decay": jnp.asarray(0.01)}
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1)})
+    implicit = hg.Objective(objective.problem, lambda h: optax.sgd(0.1), num_steps=200)
+    calls = {"reverse": lambda: hg.hypergradient(objective, hparams, jax.random.key(0)),
+             "implicit": lambda: hg.hypergradient(implicit, {"weight_decay": jnp.asarray(0.01)}, jax.random.key(0),
+                                                  method=hg.Implicit()),
+             "random_search": lambda: hg.random_search(objective, space, jax.random.key(0), num_trials=2),
+             "tune": lambda: hg.tune(objective, space, jax.random.key(0), steps=2)}
+    for name, call in calls.items():
+        start = time.perf_counter()
+        with jax.disable_jit(), pytest.raises(ValueError, match="jax_disable_jit is on.*jax.disable_jit"):
+            call()
+        assert time.perf_counter() - start < 10.0, name
+    with jax.disable_jit():
+        value = objective(hparams, jax.random.key(0))  # the user's own code still runs op by op
+    assert float(value) == pytest.approx(float(objective(hparams, jax.random.key(0))))
