@@ -214,12 +214,13 @@ def refuse_disabled_jit() -> None:
 
 
 # JAX's settings that change what a trace computes or how it is lowered: those JAX's own `jax.jit`
-# keys its trace cache on (its trace context, as of jax 0.10), which `jax.config` names, plus the
-# default PRNG implementation (a raw uint32 key is read through it). A setting this JAX lacks is left
-# out (`trace_settings`). `_program_store` keys on the whole of `jax.config` instead (the store holds
-# programs across JAX versions and settings, so it errs on the side of a miss); the list here keeps a
-# logging or cache-folder setting from dropping the programs held in memory.
-TRACE_SETTINGS = (
+# keys its trace cache on (its trace context, as of jax 0.10 and 0.12: `jax._src.config.
+# trace_context_names()`, less the context managers, which `jax.config` does not name; checked by
+# tests/test_jax_settings.py), plus the default PRNG implementation (a raw uint32 key is read through
+# it). `_program_store` keys on the whole of `jax.config` instead (the store holds programs across JAX
+# versions and settings, so it errs on the side of a miss); the list here keeps a logging or
+# cache-folder setting from dropping the programs held in memory.
+_KNOWN_TRACE_SETTINGS = (
     "jax_enable_x64", "jax_threefry_partitionable", "jax_default_prng_impl", "jax_numpy_dtype_promotion",
     "jax_numpy_rank_promotion", "jax_default_matmul_precision", "jax_explicit_x64_dtypes", "jax_default_device",
     "jax_disable_jit", "jax_random_seed_offset", "jax_threefry_gpu_kernel_lowering", "jax_softmax_custom_jvp",
@@ -231,19 +232,24 @@ TRACE_SETTINGS = (
     "jax_pgle_profiling_runs", "jax_use_emit_pipeline_primitive", "eager_constant_folding", "jax_no_execution",
     "jax_mutable_array_checks", "jax_xla_profile_version", "jax_use_shardy_partitioner",
     "jax_ragged_dot_use_gpu_pallas_triton_lowering", "jax_pallas_enable_debug_checks", "jax_pallas_use_mosaic_gpu",
+    # new in jax 0.11/0.12: random draws, special functions' lowerings and derivatives, collectives
+    "jax_random_normal_mode", "jax_legacy_random_uniform", "jax_accurate_erf_inv", "jax_tanh_sech_jvp",
+    "jax_accurate_logistic", "jax_accurate_default_erfc", "jax_use_hlo_logistic_lowering", "jax_custom_jvp3",
+    "jax_remat_barrier_no_cotangents", "jax_raise_on_ppermute_sort_diff", "jax_no_collectives", "jax_partitioning",
 )
-"""Names of the JAX settings (`jax.config`) that a compiled program is keyed on besides its arguments."""
 
-_PRESENT_SETTINGS = tuple(name for name in TRACE_SETTINGS if name in jax.config.values)
+TRACE_SETTINGS = tuple(name for name in _KNOWN_TRACE_SETTINGS if name in jax.config.values)
+"""Names of the JAX settings (`jax.config`) that a compiled program is keyed on besides its arguments:
+those this JAX has, in the order of `trace_settings()`'s values."""
 
 
 def trace_settings() -> tuple:
     """The values of `TRACE_SETTINGS` in force now (a `with jax.threefry_partitionable(...)` block's
-    too), in that order; a setting this JAX does not have is left out. Part of every in-memory
-    program key (`signature`): a program traced under `jax_enable_x64` off computes in float32, one
-    traced under another `jax_threefry_partitionable` draws other random numbers, so a call after
+    too), in that order. Part of every in-memory program key (`signature`): a program traced under
+    `jax_enable_x64` off computes in float32, one traced under another `jax_threefry_partitionable`
+    (or, on jax 0.12, `jax_random_normal_mode`) draws other random numbers, so a call after
     `jax.config.update` gets a program of its own, as `jax.jit` gives it. Cost: one read per setting."""
-    return tuple(getattr(jax.config, name) for name in _PRESENT_SETTINGS)
+    return tuple(getattr(jax.config, name) for name in TRACE_SETTINGS)
 
 
 def signature(args: Any) -> Hashable:

@@ -1,6 +1,6 @@
 """hypergrad under the installed jax/jaxlib's own options and settings: XLA's quick compile options
 (`hypergrad._compile.QUICK_COMPILE`, also the test run's XLA_FLAGS) only where that jaxlib's XLA has
-them, and `jax_disable_jit` refused up front."""
+them, `jax_disable_jit` refused up front, and every JAX setting that shapes a trace in the program keys."""
 
 import os
 import subprocess
@@ -71,3 +71,39 @@ def test_disable_jit_is_refused_up_front_naming_the_setting():
     with jax.disable_jit():
         value = objective(hparams, jax.random.key(0))  # the user's own code still runs op by op
     assert float(value) == pytest.approx(float(objective(hparams, jax.random.key(0))))
+
+
+def test_trace_settings_name_every_setting_in_jaxs_own_trace_context():
+    # jax 0.12 added settings that change a trace (jax_random_normal_mode, jax_accurate_logistic, ...):
+    # missing from the keys, a call after flipping one reused the program traced under the old value
+    from jax._src import config as jax_config
+
+    names = getattr(jax_config, "trace_context_names", None)
+    try:
+        context = names()
+    except (TypeError, NotImplementedError):
+        pytest.skip("this jax does not list its trace context")
+    missing = [n for n in context if n in jax.config.values and n not in _compile.TRACE_SETTINGS]
+    assert not missing, f"add to hypergrad._compile._KNOWN_TRACE_SETTINGS: {missing}"
+    assert len(_compile.TRACE_SETTINGS) == len(_compile.trace_settings())
+
+
+@pytest.mark.skipif("jax_random_normal_mode" not in jax.config.values, reason="jax < 0.12 has no such setting")
+def test_hypergradient_after_flipping_random_normal_mode_draws_as_a_fresh_start():
+    X = np.linspace(-1.0, 1.0, 24).reshape(8, 3)
+    y = X @ np.array([1.0, 2.0, 3.0])
+    loss = lambda p, b: jnp.mean((b[0] @ p["w"] - b[1]) ** 2)  # noqa: E731
+    problem = hg.Problem(init=lambda key: {"w": jax.random.normal(key, (3,))}, train_loss=lambda p, h, b: loss(p, b),
+                         val_loss=loss, train_data=(X, y), val_data=(X, y))
+    objective, hparams, key = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2), {"lr": 0.1}, \
+        jax.random.key(0)
+    start = jax.config.jax_random_normal_mode
+    other = "highest" if start != "highest" else "low"
+    first = float(hg.hypergradient(objective, hparams, key)[0])
+    try:
+        jax.config.update("jax_random_normal_mode", other)
+        flipped = float(hg.hypergradient(objective, hparams, key)[0])
+        assert flipped == pytest.approx(float(objective(hparams, key)), rel=1e-12)
+        assert flipped != pytest.approx(first, rel=1e-6)
+    finally:
+        jax.config.update("jax_random_normal_mode", start)
