@@ -64,7 +64,10 @@ def hypergradient(
 
     Called with concrete values, it runs one program compiled once per (objective, method,
     hyperparameter shapes) and reused for new values and keys. Called under a JAX transformation
-    (jit, vmap, grad), it is traced inline like any pure function.
+    (jit, vmap, grad), it is traced inline like any pure function. Under `jax_debug_nans` a NaN
+    inside that compiled program is reported as `jit(program)` only (JAX's de-optimised rerun,
+    which names the line, exists for `jax.jit` functions, not for programs compiled ahead of time):
+    to find the line, call `objective(hparams, key)` (or `jax.grad` of it) with `jax_debug_nans` on.
 
     Args:
         objective: the `hg.Objective` to differentiate.
