@@ -1,10 +1,13 @@
 """The user's own global JAX settings: hypergrad runs under each setting a user may turn on for
 their own code (debug_nans, rank_promotion="raise", dtype_promotion="strict", another default
 PRNG implementation), and its errors under them name the real cause. Each test sets the flag with
-`jax.config.update` and restores it when it ends."""
+`jax.config.update` and restores it when it ends. Also: an exit while a search's refit compiles
+(a user's Ctrl-C) ends cleanly."""
 
 import contextlib
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -94,3 +97,42 @@ def test_a_raw_key_of_the_default_prng_implementation_is_accepted(impl):
         assert objective(hparams, raw) == objective(hparams, typed)
         with pytest.raises(ValueError, match=re.escape(f"a raw key of jax_default_prng_impl='{impl}' is uint32(4,)")):
             objective(hparams, jnp.zeros(2, jnp.uint32))
+
+
+EXIT_DURING_REFIT = """
+import threading, time
+from sklearn.datasets import load_iris
+from hypergrad import _compile
+from hypergrad.sklearn import MLPClassifier
+from hypergrad.sklearn._mlp import MaskedRefit
+
+compiling = threading.Event()
+
+def announced(jitted, args, tag):  # the refit thread's compilation, announced, then a little C-level wait
+    lowered = jitted.lower(*args)
+    compiling.set()
+    executable = lowered.compile()
+    time.sleep(1.0)
+    print("refit thread finished", flush=True)
+    return executable
+
+_compile.compile_jitted = announced
+X, y = load_iris(return_X_y=True)
+refit = MaskedRefit(MLPClassifier(max_iter=3, random_state=0, batch_size=50), X, y,
+                    {"hidden_layer_sizes": [(2,), (3,)], "activation": ["tanh", "relu"]})
+refit.start()
+compiling.wait()
+print("main thread exits", flush=True)
+"""
+
+
+def test_the_interpreter_waits_for_a_search_refit_compiling_at_exit(tmp_path):
+    # old: the hypergrad-refit thread was a daemon, so a script that exited (e.g. on Ctrl-C) while it
+    # compiled in XLA tore it down inside XLA's C++ frames during finalisation: "FATAL: exception not
+    # rethrown", exit status 134, in 4 of 6 exits 2-4 s into the refit's compilation. The thread now
+    # ends before the interpreter finalises (here: the old code exits before the thread's line).
+    script = tmp_path / "exit_during_refit.py"
+    script.write_text(EXIT_DURING_REFIT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["main thread exits", "refit thread finished"], done.stdout

@@ -1073,7 +1073,12 @@ class MaskedRefit:
     def start(self) -> None:
         """Starts `prepare` on a thread of its own (once), under the caller's float width: JAX's
         `enable_x64` context is per thread, and a program compiled at the global width would be
-        called with the caller's arrays (`with jax.enable_x64(False)` around a search)."""
+        called with the caller's arrays (`with jax.enable_x64(False)` around a search). Not a
+        daemon: Python waits for it at exit, before JAX's exit handlers. A daemon thread still
+        compiling in XLA when the interpreter finalised (a search stopped by Ctrl-C or an exception
+        before its refit) was torn down inside XLA's C++ frames and aborted the process ("FATAL:
+        exception not rethrown", exit status 134). Cost: an exit during a search's fit waits for
+        the refit's compilation to end (seconds)."""
         if self._thread is None:
             x64 = bool(jax.config.jax_enable_x64)
 
@@ -1082,7 +1087,7 @@ class MaskedRefit:
                 with jax.enable_x64(x64):
                     self.prepare()
 
-            self._thread = threading.Thread(target=prepare, name="hypergrad-refit", daemon=True)
+            self._thread = threading.Thread(target=prepare, name="hypergrad-refit", daemon=False)
             self._thread.start()
 
     def prepare(self) -> None:
