@@ -142,7 +142,8 @@ def epoch_batch_indices(key: jax.Array, step: jax.Array, n: int, batch_size: int
     # (t mod n)*b < n*b, so nothing overflows uint32 however long training runs.
     whole, part = step // n, step % n
     epoch = whole * b + part * b // n
-    offset = (part * b % n)[..., None] + jnp.arange(b, dtype=jnp.uint32)
+    within = jnp.arange(b, dtype=jnp.uint32).reshape((1,) * step.ndim + (b,))  # explicit: rank promotion may be off
+    offset = (part * b % n)[..., None] + within
     wraps = offset >= n  # b <= n: a batch spans at most two epochs
     position = jnp.where(wraps, offset - n, offset)
 

@@ -237,3 +237,13 @@ def test_reversible_draws_what_the_loop_draws():
     for name in hparams:
         assert abs(float(grad_r[name])) > 0
         np.testing.assert_allclose(grad_v[name], grad_r[name], rtol=1e-6)
+
+
+def test_the_draw_broadcasts_explicitly_so_rank_promotion_raise_works():
+    """A user's `jax_numpy_rank_promotion="raise"`: steps of any shape draw what they draw without it
+    (the within-batch offsets were added to the first positions by implicit rank promotion)."""
+    key, steps = jax.random.key(2), jnp.arange(6).reshape(2, 3)
+    expected = _sampler.epoch_batch_indices(key, steps, 20, 7)
+    with jax.numpy_rank_promotion("raise"):
+        np.testing.assert_array_equal(_sampler.epoch_batch_indices(key, steps, 20, 7), expected)
+        np.testing.assert_array_equal(_sampler.epoch_batch_indices(key, 4, 20, 7), expected[1, 1])

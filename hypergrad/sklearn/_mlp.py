@@ -258,8 +258,7 @@ class EpochBatches(hg.Problem):
         position = jnp.minimum(position, n - 1)
         if self.shuffle:
             stream = (epoch[..., None] * n + position).astype(jnp.uint32)
-            with jax.numpy_rank_promotion("allow"):  # the sampler broadcasts stream's shape against (1,)
-                position = epoch_batch_indices(key, stream, n, 1)[..., 0]
+            position = epoch_batch_indices(key, stream, n, 1)[..., 0]
         return jnp.where(real, position, n).astype(jnp.int32)
 
 
