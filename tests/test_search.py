@@ -530,7 +530,8 @@ def test_default_chunks_are_balanced_so_padding_stays_small(diverging_objective)
 
 _TWO_DEVICES = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+from hypergrad import _compile  # starts no JAX backend, so the flags below still apply
+os.environ["XLA_FLAGS"] = _compile.quick_xla_flags()  # as conftest: only flags this jaxlib knows
 import json, jax
 import optax, hypergrad as hg
 hg.use_cpu_cores(2)  # first thing, before JAX computes

@@ -52,7 +52,8 @@ def test_one_chunk_first_then_several_compiles_once(ridge_problem):
 
 _TWO_DEVICES = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+from hypergrad import _compile  # starts no JAX backend, so the flags below still apply
+os.environ["XLA_FLAGS"] = _compile.quick_xla_flags()  # as conftest: only flags this jaxlib knows
 import json, jax, optax, hypergrad as hg
 from hypergrad import _compile
 hg.use_cpu_cores(2)  # first thing, before JAX computes

@@ -48,7 +48,8 @@ def test_a_default_chunk_never_passes_64_rows_and_shards_evenly(monkeypatch, dev
 
 _THREE_DEVICES = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+from hypergrad import _compile  # starts no JAX backend, so the flags below still apply
+os.environ["XLA_FLAGS"] = _compile.quick_xla_flags()  # as conftest: only flags this jaxlib knows
 import json, jax
 import optax, hypergrad as hg
 hg.use_cpu_cores(3)  # first thing, before JAX computes
@@ -96,7 +97,8 @@ def test_an_integer_start_of_a_continuous_hyperparameter_is_its_float(objective)
 
 _FLOAT32_START = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+from hypergrad import _compile  # starts no JAX backend, so the flags below still apply
+os.environ["XLA_FLAGS"] = _compile.quick_xla_flags()  # as conftest: only flags this jaxlib knows
 import json, jax
 import numpy as np, optax, hypergrad as hg
 assert jax.numpy.zeros(()).dtype == jax.numpy.float32  # the default: float64 off

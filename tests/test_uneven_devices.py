@@ -32,7 +32,8 @@ def test_the_devices_a_chunk_is_split_over_are_the_most_that_divide_it(chunk, de
 
 _FIVE_DEVICES = """
 import os
-os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"  # as conftest
+from hypergrad import _compile  # starts no JAX backend, so the flags below still apply
+os.environ["XLA_FLAGS"] = _compile.quick_xla_flags()  # as conftest: only flags this jaxlib knows
 import json, warnings, jax
 import optax, hypergrad as hg
 from hypergrad import outer, search
