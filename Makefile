@@ -21,9 +21,10 @@ demo: $(STAMP)
 	$(BIN)/hypergrad compare --problem digits-mlp,digits-noisy --budget 300 --out results/demo
 
 ## The test suite (float64 numerical checks, experiment smoke runs), spread over one worker process per
-## core (pytest-xdist; `.venv/bin/python -m pytest tests/test_x.py` runs a part in one process).
+## core (pytest-xdist; `.venv/bin/python -m pytest tests/test_x.py` runs a part in one process). Work stealing: a
+## worker that runs out of tests takes pending ones from the other, so none idles while the slow smoke runs finish.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 ## Speed, memory and compilation tables in one run (printed, and written to benchmarks/RESULTS.md; never asserted in tests).
 bench: $(STAMP)
