@@ -105,7 +105,8 @@ class StudyInfo:
     Attributes:
         name: the study's name; kind: "random", "grid", "tune", "hybrid" or "optuna";
         strategy: the result's label once finished (None while running);
-        state: "complete" once its call returned, else "running" (or killed: call it again to resume);
+        state: "complete" once its call finished, else "running": also after a call stopped by an
+            exception or Ctrl-C, or a killed process (call it again to resume);
         num_trials: trials stored; best_value: the lowest finite validation loss among the trials its
             `Result` may pick (`Result.best_value`: for a finished `tune(resample_key=True)`, those
             scored on the call's key; else all of them; inf if none);
