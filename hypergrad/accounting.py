@@ -9,7 +9,13 @@ A program (one training run and its scoring, one hypergradient of a method) is t
   (`add`, `mul`, `max`, `select_n`, `exp`, `tanh`, `log`, comparisons, shifts...): 1 FLOP per
   output element. A transcendental is counted as one operation like an add (XLA's cost analysis
   puts them in a separate "transcendentals" column instead; they are a small share of a network's
-  work, and counting them keeps activations and losses from being free).
+  work, and counting them keeps activations and losses from being free). The fused primitives of
+  jax 0.12 are charged as the operations they lower to and replace, so a program written the same
+  way counts the same on jax 0.10 and 0.12: `fma` / `fmuladd` (a x b + c) 2, `one_minus_square`
+  (tanh's derivative, lowered as (1 + x)(1 - x)) 3, `polynomial` of degree d (`jnp.polyval`:
+  d multiply-adds by Horner's rule, where jax 0.10's loop ran d + 1 from zero) 2d. Where JAX
+  itself rewrites a function (jax 0.12 gives `logsumexp` and `softmax` their own derivative
+  rule, fewer operations in a cross-entropy's gradient), the count follows the program JAX traces.
 - reductions (`reduce_sum`, `reduce_max`, `argmax`, cumulative sums...): 1 FLOP per input element.
   `sort` and `top_k`: n x ceil(log2 n) comparisons per sorted row of n.
 - the PRNG (threefry2x32, the default key implementation): one threefry2x32 hash costs
@@ -20,7 +26,8 @@ A program (one training run and its scoring, one hypergradient of a method) is t
   (`Problem.batch_indices`: integer hashes of each of its b indices, O(b) per step) is a small
   share of a step.
 - data movement is free: reshapes, broadcasts, transposes, slices, gathers, concatenation,
-  conversions, `iota`, copies, key wrapping. A scatter-add costs 1 FLOP per update element.
+  conversions, `iota`, copies, key wrapping, `unstack` (slices), sharding and layout casts. A
+  scatter-add costs 1 FLOP per update element.
 - any other primitive without sub-programs: 1 FLOP per output element.
 - host callbacks and foreign calls (`jax.pure_callback`, `jax.experimental.io_callback`,
   `jax.ffi.ffi_call`): 1 FLOP per output element, like any other primitive. The work the called
@@ -140,7 +147,19 @@ _FREE = frozenset({
     "optimization_barrier", "sharding_constraint", "split", "random_wrap", "random_unwrap",
     "random_seed", "random_clone", "stop_gradient", "pvary", "mesh_cast", "reduce_precision",
     "squeeze_p", "empty", "zeros_like", "broadcast", "real", "imag",
+    # `unstack` is a slice and squeeze per row (it lowers to exactly those; jax 0.12 emits it where
+    # unpacking an array emitted slices and squeezes before, `a, b = x`); `relayout` changes
+    # an array's layout; `reduced_vary_cast` / `vary_unreduced_cast` relabel an array's sharding axes
+    # (lowered to the array itself; jax 0.10 named them `reduced_vary_cast_p`, `vary_unreduced_cast_p`).
+    "unstack", "relayout", "reduced_vary_cast", "vary_unreduced_cast", "reduced_vary_cast_p",
+    "vary_unreduced_cast_p",
 })
+
+# Fused elementwise primitives (jax 0.12), per output element: the operations they lower to and
+# replace. `one_minus_square` lowers to (1 + x) * (1 - x), 3; tanh's derivative g * one_minus_square(y)
+# so costs what jax 0.10's g * (1 - y) + g * (1 - y) * y did (4 with the product by g).
+# `fma` / `fmuladd`: a * b + c, 2.
+_FUSED = {"one_minus_square": 3, "fma": 2, "fmuladd": 2}
 
 # Reductions: one FLOP per input element.
 _REDUCTIONS = frozenset({
@@ -317,6 +336,10 @@ def _count(jaxpr: Any, consts: Mapping[Any, Any]) -> float:
             total += _size(eqn.invars[-1].aval) if name not in ("scatter",) else 0.0
         elif name in _FREE:
             continue
+        elif name in _FUSED:
+            total += _FUSED[name] * _out_elements(eqn)
+        elif name == "polynomial":  # Horner on (x, a_0..a_d): d multiply-adds per element
+            total += 2 * (len(eqn.invars) - 2) * _out_elements(eqn)
         else:
             subs = sub_jaxprs(eqn.params)
             if subs:  # pjit, closed_call, custom_jvp/vjp, checkpoint, cond/switch (sum of branches)
