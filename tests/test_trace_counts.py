@@ -21,6 +21,19 @@ jax.monitoring.register_event_duration_secs_listener(
     lambda event, *a, **k: _EVENTS.update([event]) if event in (_TRACE, _COMPILE) else None)
 
 
+# Traces JAX itself makes in a first tune beyond the library's, by the first JAX version (major, minor)
+# that behaves so: jax 0.10 traces one eager `add` while tune sets up (logged 'Finished tracing add', no
+# compilation for it) that jax 0.12 does not trace; the compilations are the same. A version between
+# two rows takes the older row: a JAX that differs fails here, and gets its measured row.
+JAX_EXTRA_TRACES = {(0, 12): 0, (0, 10): 1}
+
+
+def jax_extra_traces() -> int:
+    """`JAX_EXTRA_TRACES`' row for the installed JAX."""
+    installed = tuple(int(part) for part in jax.__version__.split(".")[:2])
+    return JAX_EXTRA_TRACES[max(v for v in JAX_EXTRA_TRACES if v <= installed)]
+
+
 def schedule_sgd(hparams):
     """SGD whose step t uses hparams["lr"][t]; weight decay as an L2 step."""
     return optax.chain(optax.add_decayed_weights(hparams["weight_decay"]),
@@ -68,16 +81,16 @@ def test_a_first_random_search_traces_and_compiles_no_eager_indexing(objective, 
 
 
 def test_a_first_tune_broadcasts_its_centre_on_the_host(objective, key):
-    # broadcasting the centre to one row per tuner was an eager program per leaf shape (23, 15)
+    # broadcasting the centre to one row per tuner was an eager program per leaf shape (23, 15 on jax 0.10)
     traces, compiles, names = counted(lambda: hg.tune(objective, SPACE, key, steps=2))
-    assert (traces, compiles) == (21, 13), (traces, compiles, names)
+    assert (traces, compiles) == (20 + jax_extra_traces(), 13), (jax.__version__, traces, compiles, names)
 
 
 def test_a_first_tune_with_a_warmup_traces_the_run_once(objective, key):
     # the checks' trace of the run is the warm-up search's program: it was traced again (24 traces),
-    # and the search's first setting read by eager indexing (4 compilations more: 28, 19)
+    # and the search's first setting read by eager indexing (4 compilations more: 28, 19 on jax 0.10)
     traces, compiles, names = counted(lambda: hg.tune(objective, SPACE, key, steps=2, warmup=4, population=2))
-    assert (traces, compiles) == (23, 15), (traces, compiles, names)
+    assert (traces, compiles) == (22 + jax_extra_traces(), 15), (jax.__version__, traces, compiles, names)
 
 
 def test_a_first_tune_runs_the_objectives_python_for_its_count_and_not_again_for_its_step(logistic_problem, key):
