@@ -17,6 +17,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad._compile import jaxlib_version_tuple
 from hypergrad import accounting
 from hypergrad.accounting import THREEFRY_FLOPS, hypergradient_flops, program_flops, run_flops
 from hypergrad.loop import DRAW_BLOCK
@@ -279,7 +280,11 @@ def test_forward_is_one_run_plus_c_runs_per_direction(full_batch):
     slope = (counts[6] - counts[4]) / 2
     assert (counts[4] - counts[3]) == pytest.approx(slope, rel=0.02)  # affine in N
     assert 1.0 <= slope <= 2.0
-    assert counts[3] - 3 * slope == pytest.approx(1.0, rel=0.05)  # the primal run, shared
+    # the primal run, shared; from jax 0.12 on also a factor of tanh's second derivative (-2 y, from the
+    # primal values) that every direction shares: the same program has an intercept of 1.09 there
+    # (measured with jax 0.12.1), each direction a cheaper slope
+    shared = 1.0 if jaxlib_version_tuple() < (0, 12, 0) else 1.09
+    assert counts[3] - 3 * slope == pytest.approx(shared, rel=0.05)
 
 
 def test_reverse_counts_and_checkpointing_adds_a_forward_pass(full_batch):
