@@ -11,6 +11,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad._compile import jaxlib_version_tuple
 
 T = 2
 SPACE = hg.Space({"lr": hg.LogUniform(1e-2, 1.0, shape=(T,)), "weight_decay": hg.LogUniform(1e-4, 1.0)})
@@ -30,7 +31,7 @@ JAX_EXTRA_TRACES = {(0, 12): 0, (0, 10): 1}
 
 def jax_extra_traces() -> int:
     """`JAX_EXTRA_TRACES`' row for the installed JAX."""
-    installed = tuple(int(part) for part in jax.__version__.split(".")[:2])
+    installed = jaxlib_version_tuple()[:2]
     return JAX_EXTRA_TRACES[max(v for v in JAX_EXTRA_TRACES if v <= installed)]
 
 
