@@ -203,7 +203,9 @@ def refuse_disabled_jit() -> None:
     programs compiled ahead of time, which JAX cannot run with jit disabled (its "Disable jit is not
     supported in the AOT path", raised only when the program is called, after its trace and
     compilation). Called before every lowering or compilation (`compiled`, `cached`, `lower`,
-    `compile_jitted`), so the refusal comes before that work. Cost: one read of a setting."""
+    `compile_jitted`), so the refusal comes before that work, and as the first check of every
+    strategy (`random_search`, `grid_search`, `tune`, `hybrid_search`, `optuna_search`), whose
+    other checks and draws would otherwise run op by op first. Cost: one read of a setting."""
     if jax.config.jax_disable_jit:
         raise ValueError(
             "jax_disable_jit is on, and hypergrad runs programs compiled ahead of time, which JAX cannot run "

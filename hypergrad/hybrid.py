@@ -45,6 +45,7 @@ import optax
 
 from hypergrad import accounting
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int, is_number
+from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
 from hypergrad._indexing import check_schedules_in_bounds, unread_names, warn_unread_hparams
 from hypergrad._types import Key
@@ -116,6 +117,7 @@ def hybrid_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("hybrid_search", objective=objective, budget=budget, configs=configs, method=method,
                           outer=outer, log=log, storage=storage, study=study):  # objective= by its kind (_FIX)
+        refuse_disabled_jit()
         continuous = _check_hybrid_args(objective, space, method, budget, configs)
         _check_outputs(log, progress, storage, study)
         key, outer = check_key(key), check_outer(outer, continuous)

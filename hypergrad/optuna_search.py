@@ -80,6 +80,7 @@ from jax.experimental import multihost_utils
 from hypergrad._indexing import unread_warned_once
 from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
                                shared_outcome)
+from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
 from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
@@ -217,6 +218,7 @@ def optuna_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("optuna_search", num_trials=num_trials, sampler=sampler, batch_size=batch_size, seed=seed,
                           chunk_size=chunk_size, log=log, storage=storage, study=study):  # a refusal on one stops all
+        refuse_disabled_jit()
         check_target(objective, check_space(space))
         key = check_key(key)
         num_trials, batch_size, chunk_size = (check_count(value, name) for value, name in (

@@ -515,6 +515,7 @@ def random_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("random_search", num_trials=num_trials, chunk_size=chunk_size, log=log, storage=storage,
                           study=study, extends=extends) as call:  # several processes: a refusal on one stops all
+        _compile.refuse_disabled_jit()  # first: the space's draw would run op by op for seconds before it
         check_target(objective, check_space(space))
         num_trials = check_count(num_trials, "num_trials")
         key = check_key(key)
@@ -685,6 +686,7 @@ def grid_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("grid_search", points_per_axis=points_per_axis, chunk_size=chunk_size, log=log,
                           storage=storage, study=study):  # several processes: a refusal on one stops all
+        _compile.refuse_disabled_jit()
         check_target(objective, check_space(space))
         key = check_key(key)
         _check_search_args(chunk_size, log, progress, storage)

@@ -31,6 +31,7 @@ import optax
 from hypergrad import accounting
 from hypergrad._indexing import check_objective_runs, unread_warned_once
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
+from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
 from hypergrad._types import HParams, Key
 from hypergrad.hypergradient import check_differentiable_hparams, check_method, check_objective
@@ -321,6 +322,7 @@ def tune(
         with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
                               warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
                               storage=storage, study=study):  # several processes: a refusal on one stops all
+            refuse_disabled_jit()  # first: the checks below would run op by op for seconds before it
             _check_tune_args(objective, space, method)
             steps, key = check_count(steps, "steps"), check_key(key)
             check_progress(progress)

@@ -2,6 +2,7 @@
 (`hypergrad._compile.QUICK_COMPILE`, also the test run's XLA_FLAGS) only where that jaxlib's XLA has
 them, `jax_disable_jit` refused up front, and every JAX setting that shapes a trace in the program keys."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -71,6 +72,30 @@ def test_disable_jit_is_refused_up_front_naming_the_setting():
     with jax.disable_jit():
         value = objective(hparams, jax.random.key(0))  # the user's own code still runs op by op
     assert float(value) == pytest.approx(float(objective(hparams, jax.random.key(0))))
+
+
+def test_every_strategy_refuses_disable_jit_before_touching_the_space(monkeypatch):
+    # The strategies refused only where their programs compile: first random_search drew its whole space,
+    # and tune ran its checks, op by op (1-2 s on a tiny objective, longer on a big space); the refusal is
+    # now their first check. A probe on the space's every numeric method shows nothing ran before it
+    objective = _ridge_objective()
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.Choice([0.0, 0.01])})
+
+    def touched(*args, **kwargs):
+        raise AssertionError("the space was used before jax_disable_jit was refused")
+
+    for name in ("sample", "grid", "centre", "constrain", "unconstrain", "check"):
+        monkeypatch.setattr(hg.Space, name, touched)
+    key = jax.random.key(0)
+    calls = {"random_search": lambda: hg.random_search(objective, space, key, num_trials=2),
+             "grid_search": lambda: hg.grid_search(objective, space, key, points_per_axis=2),
+             "tune": lambda: hg.tune(objective, space, key, steps=2),
+             "hybrid_search": lambda: hg.hybrid_search(objective, space, key, budget=10)}
+    if importlib.util.find_spec("optuna") is not None:
+        calls["optuna_search"] = lambda: hg.optuna_search(objective, space, key, num_trials=2)
+    for name, call in calls.items():
+        with jax.disable_jit(), pytest.raises(ValueError, match="jax_disable_jit is on"):
+            call()
 
 
 def test_trace_settings_name_every_setting_in_jaxs_own_trace_context():
