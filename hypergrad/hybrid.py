@@ -117,7 +117,6 @@ def hybrid_search(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("hybrid_search", objective=objective, budget=budget, configs=configs, method=method,
                           outer=outer, log=log, storage=storage, study=study):  # objective= by its kind (_FIX)
-        refuse_disabled_jit()
         continuous = _check_hybrid_args(objective, space, method, budget, configs)
         _check_outputs(log, progress, storage, study)
         key, outer = check_key(key), check_outer(outer, continuous)
@@ -195,7 +194,9 @@ def _check_outputs(log: Any, progress: Any, storage: Any, study: Any) -> None:
 
 
 def _check_hybrid_args(objective: Any, space: Any, method: Any, budget: Any, configs: Any) -> Space:
-    """Raises `ValueError` on a bad argument; returns the space of the continuous hyperparameters."""
+    """Raises `ValueError` on a bad argument (first `jax_disable_jit`, before any check runs op by op);
+    returns the space of the continuous hyperparameters."""
+    refuse_disabled_jit()
     check_space(space)
     if not isinstance(objective, Structured):
         check_objective(objective)
