@@ -1308,13 +1308,35 @@ def _interrupted_words(out: str) -> str:
             f"{os.path.join(out, PREVIOUS)}")
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """For the block, a `UserWarning` (hypergrad's own warnings: an uncached pretrained model,
+    hyperparameters the objective never reads, a non-finite step) prints as one line,
+    `hypergrad <command>: warning: <message>`, like the command's errors, instead of Python's
+    `<file>:<line>: UserWarning: ...` and the source line; other categories (a dependency's
+    DeprecationWarning) keep Python's format. Which warnings show, and how often, is still
+    Python's filters' choice; the previous `warnings.showwarning` is restored at the end."""
+    with warnings.catch_warnings():
+        shown_by_python = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, UserWarning):
+                print(f"hypergrad {command}: warning: {message}", file=sys.stderr if file is None else file,
+                      flush=True)
+            else:
+                shown_by_python(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command `argv` (default: the process's arguments); its exit status: 0 when done, 130
     when Ctrl-C stopped it (with what it left in its folder on stderr), 2 for a usage error, 1 when a
     package the command needs is missing (scikit-learn: `pip install 'hypergrad[cli]'`)."""
     args = build_parser().parse_args(argv)
     try:
-        with _ctrl_c_honoured() as stop:
+        with _ctrl_c_honoured() as stop, _warnings_as_lines(args.command):
             return args.run(args, stop)
     except KeyboardInterrupt:
         print(f"\nhypergrad {args.command}: interrupted (Ctrl-C); {_interrupted_words(args.out)}", file=sys.stderr)
