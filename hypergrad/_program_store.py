@@ -12,8 +12,9 @@ as long as tracing the run. Here the key is what the program is a function of:
 - what is made of it (`tag`, e.g. ("search", chunk size)) and the arguments' tree, shapes, dtypes
   and shardings;
 - everything else that shapes a compiled program: JAX's and jaxlib's versions, JAX's
-  configuration, the XLA_FLAGS environment variable, the backend and its devices, and hypergrad's
-  own source (whose code turns the jaxpr into the program).
+  configuration, the XLA_FLAGS environment variable, the backend and its devices, the host CPU's
+  instruction-set features (`host_cpu`), and hypergrad's own source (whose code turns the jaxpr
+  into the program).
 
 A parameter that holds Python code prints as a name alone (JAX masks the address in an object's
 repr: `rule=<function rule at 0xXXXXXXXXXXXX>`), so the text cannot tell an edited function from
@@ -46,6 +47,7 @@ import hashlib
 import itertools
 import os
 import pickle
+import platform
 import re
 import types
 from collections.abc import Callable
@@ -60,7 +62,7 @@ from jax.extend import core as jcore
 from hypergrad._files import replaced_atomically
 from hypergrad._jaxprs import sub_jaxprs
 
-__all__ = ["directory", "digest", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
+__all__ = ["directory", "digest", "host_cpu", "key", "load", "store", "load_or_compile", "jax_cache_hits", "counts"]
 
 SUBDIRECTORY = "hypergrad-programs"
 
@@ -117,12 +119,35 @@ def _source() -> bytes:
 
 def _environment() -> bytes:
     """The key's part outside the program: versions, JAX's configuration as it is now (a setting
-    changed mid-process changes the key), XLA_FLAGS, devices, and hypergrad's source."""
+    changed mid-process changes the key), XLA_FLAGS, devices, the host CPU (`host_cpu`), and
+    hypergrad's source."""
     config = sorted((name, repr(value)) for name, value in jax.config.values.items()
                     if name != "jax_compilation_cache_dir")
     devices = [(d.platform, d.device_kind, d.id) for d in jax.devices()]
-    return _source() + repr((jax.__version__, jaxlib.__version__, config, os.environ.get("XLA_FLAGS"),
-                             devices)).encode()
+    return _source() + host_cpu() + repr((jax.__version__, jaxlib.__version__, config, os.environ.get("XLA_FLAGS"),
+                                          devices)).encode()
+
+
+@functools.cache
+def host_cpu() -> bytes:
+    """The host CPU's model and instruction-set features (Linux: `/proc/cpuinfo`'s first "model
+    name" and "flags" / "Features" lines; elsewhere `platform.processor()`), with the machine type.
+    XLA:CPU compiles for the host's features, and its loader refuses a program compiled for
+    features this host lacks; a device kind is just "cpu". Without this in the key, machines of
+    two CPU generations sharing a cache folder (a network home on a cluster) would each find the
+    other's program, fail to load it, compile and overwrite it, in every process. Read once per
+    process."""
+    found = {}
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                name = name.strip()
+                if name in ("model name", "flags", "Features", "CPU part") and name not in found:
+                    found[name] = value.strip()
+                elif not line.strip() and found:  # the first processor's block ends
+                    break
+    return repr((platform.machine(), sorted(found.items()) or platform.processor())).encode()
 
 
 # Parameters that hold Python functions (printed by name alone: JAX masks their addresses) but

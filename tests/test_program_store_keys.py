@@ -6,6 +6,7 @@ after compiling. In-process checks of the keys: equal keys are what made a later
 other program."""
 
 import os
+import platform
 import stat
 
 import jax
@@ -149,3 +150,15 @@ def test_an_existing_folder_that_cannot_be_written_is_refused_up_front(tmp_path,
     finally:
         folder.chmod(stat.S_IRWXU)
     assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_the_host_cpus_features_enter_the_key(monkeypatch):
+    # XLA:CPU compiles for the host's instruction set and refuses a program compiled for features the
+    # host lacks, while every CPU's device kind is "cpu": two CPU generations sharing a cache folder got
+    # one key, so each failed to load the other's program, compiled it again and overwrote it
+    jaxpr = jax.make_jaxpr(lambda x: x * 2)(*ARGS)
+    here = _program_store.key(jaxpr, ("test",), ARGS)
+    assert here == _program_store.key(jaxpr, ("test",), ARGS)
+    assert platform.machine().encode() in _program_store.host_cpu()
+    monkeypatch.setattr(_program_store, "host_cpu", lambda: b"('x86_64', [('flags', 'fpu sse sse2')])")
+    assert _program_store.key(jaxpr, ("test",), ARGS) != here
