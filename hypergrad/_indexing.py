@@ -183,7 +183,7 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
         ones = [jnp.ones_like(leaf) for leaf in float_leaves(params)]
 
         def step(carry, _):  # the training loop's step: its dtypes, integer leaves held constant
-            return optimizer_step(opt, *carry, ones, jnp.zeros((), jnp.result_type(float))), None
+            return optimizer_step(opt, *carry, ones, jnp.zeros((), jnp.result_type(float)), hparams=h), None
 
         return jax.lax.scan(step, (params, opt.init(params)), None, length=objective.num_steps)[0][0]
 

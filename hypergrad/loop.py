@@ -44,7 +44,7 @@ from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
            "state_update_refusal", "rng_draw_refusal", "in_package", "flax_message", "RNG_DRAW_RECIPE", "check_something_trains",
-           "in_segments", "segment_split", "optimizer_update", "optimizer_step",
+           "in_segments", "segment_split", "optimizer_update", "optimizer_step", "check_shapes_kept",
            "float_leaves", "overridden"]
 
 DRAW_BLOCK = 32
@@ -183,7 +183,8 @@ class Loop:
             return self.train_loss(_merged(params, floats, trained), hparams, minibatch)
 
         loss, float_grads = jax.value_and_grad(loss_of)(_inexact_leaves(params, trained))
-        new_params, opt_state = optimizer_step(self.optimizer(hparams), params, state.opt_state, float_grads, loss)
+        new_params, opt_state = optimizer_step(self.optimizer(hparams), params, state.opt_state, float_grads, loss,
+                                               hparams=hparams)
         return state._replace(params=new_params, opt_state=opt_state)
 
     def train_loss(self, params: Params, hparams: HParams, minibatch: jax.Array | None) -> Scalar:
@@ -388,7 +389,7 @@ def float_leaves(params: PyTree) -> list:
 
 
 def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state: Any, float_grads: list,
-                   loss: Any) -> tuple[PyTree, Any]:
+                   loss: Any, hparams: HParams | None = None) -> tuple[PyTree, Any]:
     """(new params, new optimiser state) of one step of `opt` as the training loop takes it
     (`Loop.update`), given the gradients of the floating-point leaves of `params` (`float_leaves`
     order) and the training loss: the other leaves get zero gradients (in the trained leaves'
@@ -402,7 +403,10 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
             optax.contrib.sophia, optax.contrib.dpsgd), chained from optax's own error; or for an optax
             function that tests a traced hyperparameter in Python at update time (a schedule built
             inside the learning-rate function: `_python_branch_refusal`, as `Loop.optimizer` refuses
-            one built with the optimiser).
+            one built with the optimiser); or for an update that changes the shape of a parameter or
+            optimiser-state leaf (a rate of shape (1,) broadcasts a scalar parameter to (1,)), which
+            the training loop's scan cannot carry (`check_shapes_kept`, naming the leaf, its shapes
+            and, from `hparams` when given, the hyperparameters that could have broadcast it).
     """
     trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
     zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
@@ -416,7 +420,50 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
         raise ValueError(refusal) from err
     new_params = optax.apply_updates(params, updates)
     new_params = _merged(params, _inexact_leaves(new_params, trained), trained)
+    check_shapes_kept(new_params, params, "parameter", hparams)
+    check_shapes_kept(new_state, opt_state, "optimiser-state leaf", hparams)
     return _cast_like(new_params, params), _cast_like(new_state, opt_state)
+
+
+def check_shapes_kept(new: PyTree, old: PyTree, what: str, hparams: HParams | None = None) -> None:
+    """Refuses a training step whose result `new` has a leaf of another shape than the same leaf of
+    `old` (the training loop's carry must keep its shapes; JAX's scan would otherwise fail with a
+    carry-type `TypeError` naming neither the cause nor the fix). Nothing when the structures differ
+    (the scan names that). Reads shapes only: costs nothing at run time.
+
+    Raises:
+        ValueError: naming the leaf (`what` and its path), its old and new shapes, the non-scalar
+            hyperparameters of `hparams` whose shape broadcast with the old one gives the new one
+            (the likely cause, e.g. `hparams['lr']` of shape (1,)), and the fix.
+    """
+    if jax.tree.structure(new) != jax.tree.structure(old):
+        return
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new), jax.tree.leaves(old)):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(_shape_change_message(what, jax.tree_util.keystr(path), jnp.shape(b), jnp.shape(a),
+                                                   hparams))
+
+
+def _shape_change_message(what: str, path: str, old: tuple, new: tuple, hparams: HParams | None) -> str:
+    """`check_shapes_kept`'s message for the leaf at `path` whose shape went from `old` to `new`."""
+    suspects = [f"hparams[{name!r}] of shape {jnp.shape(v)}" for name, v in (hparams or {}).items()
+                if jnp.ndim(v) > 0 and _broadcasts_to(old, jnp.shape(v), new)]
+    cause = (f"most likely {' or '.join(suspects)}" if suspects else
+             "e.g. hparams['lr'] of shape (1,) in optax.sgd(h['lr'])")
+    example = suspects[0].split("]")[0] + "]" if suspects else "h['lr']"
+    return (f"Objective(optimizer=...): a training step changed the shape of {what} {path} from {old} to {new}, "
+            f"which training cannot carry (each step must keep every parameter's and the optimiser state's "
+            f"shape). A hyperparameter of another shape was used where a scalar was expected ({cause}), and "
+            "broadcasting spread it over the leaf. Give a scalar (jnp.asarray(0.1), or an hg.Space leaf without "
+            f"shape=), or, for a per-step schedule of num_steps entries, index it by the step: "
+            f"optax.sgd(lambda step: {example.replace('hparams', 'h')}[step])")
+
+
+def _broadcasts_to(old: tuple, other: tuple, new: tuple) -> bool:
+    try:
+        return jnp.broadcast_shapes(old, other) == new
+    except ValueError:
+        return False
 
 
 NO_STATE_CHANNEL = ("the training loss is a pure function of (params, hparams, batch): the loop carries no state "
