@@ -27,7 +27,14 @@ def register(clear: Callable[[], None]) -> Callable[[], None]:
 
 
 def clear_caches() -> None:
-    """Empties every cache of the engine: the next call of any strategy compiles and counts anew."""
+    """Empties every cache of the engine: the next call of any strategy compiles and counts anew.
+
+    Programs are cached per objective object and keyed on the arguments' types, not on the values
+    its functions read outside their arguments (a module-level value, a closed-over dict): after
+    editing such a value, a call without `storage=` reuses the program traced before the edit, as
+    `jax.jit` does. Call this (or build the objective again) to compute with the edited value. A
+    call with `storage=` and `study=` calls it itself when the objective's description (its study
+    fingerprint's) differs from the one its programs were traced under (`hypergrad.store.studying`)."""
     for clear in _clears:
         clear()
 

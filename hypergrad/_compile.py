@@ -9,6 +9,9 @@ A tag is `(name, owner, *static)`, the owner being the objective (or family) the
 to. Programs are held per owner in a weak dictionary, so the cache never keeps an objective (and
 its data) alive: when the user drops it, its programs go too. At most `MAX_ENTRIES` programs are
 held in all, the least recently used dropped first; `hg.clear_caches()` empties the cache.
+Nothing of the values the user's functions read outside their arguments (globals, closures) is in
+a key, as in `jax.jit`'s: a stored study checks them itself (`hypergrad.store.studying`, through
+`programs_made`).
 
 Objectives that are one program on different data (the scikit-learn front end builds a new
 objective for every fit) share their programs by naming one owner (`share_programs`).
@@ -36,7 +39,7 @@ from hypergrad import _caches, _program_store
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
            "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
-           "share_programs", "is_traced", "check_hashable"]
+           "share_programs", "is_traced", "check_hashable", "programs_made", "on_new_program"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -165,6 +168,42 @@ stats = CompileStats()
 _caches.register(_cache.clear)
 _shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> the owner its programs live under
 _caches.register(_shared.clear)
+
+
+_made: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tag owner -> programs compiled for it
+_made_lock = threading.Lock()
+_new_program_hooks: list[Callable[[Any], None]] = []
+
+
+def programs_made(owner: Any) -> int:
+    """How many programs `compiled` has compiled (or loaded) for `owner`, a tag's owner (`tag[1]`,
+    before `share_programs`), since import: a count that only grows (`hg.clear_caches()` leaves it),
+    so a caller that noted it can tell whether a program was made since (`hypergrad.store` does, to
+    know under which objective, as described, an objective's programs were traced). 0 for an owner
+    that cannot be weakly referenced (never counted). Cost: one dictionary look-up."""
+    try:
+        with _made_lock:
+            return _made.get(owner, 0)
+    except TypeError:
+        return 0
+
+
+def on_new_program(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Registers `hook(owner)`, called after `compiled` made a program for `owner` (`tag[1]`) and
+    counted it (`programs_made`), outside the cache's lock; returns it (usable as a decorator)."""
+    _new_program_hooks.append(hook)
+    return hook
+
+
+def _count_program(tag: Hashable) -> None:
+    owner = tag[1] if isinstance(tag, tuple) and len(tag) > 1 else None
+    try:
+        with _made_lock:
+            _made[owner] = _made.get(owner, 0) + 1
+    except TypeError:  # no owner, or one not weakly referenceable: not counted
+        return
+    for hook in _new_program_hooks:
+        hook(owner)
 
 
 def share_programs(owner: Any, shared: Any) -> None:
@@ -402,6 +441,7 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
     stats.seconds += seconds
     stats.traces[tag[0] if isinstance(tag, tuple) else tag] += 1
     _cache.put(owner, rest, executable)
+    _count_program(tag)
     return executable, seconds
 
 

@@ -120,7 +120,13 @@ def _clear_jitted() -> None:
 class Objective:
     """The validation loss after `num_steps` of an optax optimiser, as a function of hyperparameters.
 
-    Hashed by identity, so compiled programs keyed on it are reused across calls.
+    Hashed by identity, so compiled programs keyed on it are reused across calls. They are keyed on
+    the arguments' types, not on the values the problem's and optimiser's functions read outside
+    their arguments (a module-level `SCALE`, a closed-over dict): as `jax.jit` keeps the global it
+    traced, a call after editing such a value reuses the program traced before the edit. Build the
+    objective again (or call `hg.clear_caches()`) after such an edit. A strategy with `storage=`
+    and `study=` does this itself: it runs the objective its study's fingerprint describes (the
+    caches are emptied when that description changed since the objective's programs were traced).
 
     Args:
         problem: the `hg.Problem` to train on.

@@ -63,12 +63,14 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
 
+from hypergrad import _caches, _compile
 from hypergrad._batching import is_writer
 from hypergrad._checks import shared_outcome
 from hypergrad._processes import check_processes_agree
@@ -286,15 +288,20 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
     version = _FORMAT.get()
     _check_noise_unchanged(kind, version, arguments)
     try:
-        return {"format": version, "kind": kind, "space": describe_space(space, format=version),
-                "objective": identity(objective, format=version),
-                "key": np.asarray(jax.random.key_data(key)).tolist(),
-                "arguments": {name: identity(value, format=version) for name, value in sorted(arguments.items())}}
+        described = identity(objective, format=version)
+        description = {"format": version, "kind": kind, "space": describe_space(space, format=version),
+                       "objective": described, "key": np.asarray(jax.random.key_data(key)).tolist(),
+                       "arguments": {name: identity(value, format=version)
+                                     for name, value in sorted(arguments.items())}}
     except TooLarge as err:
         raise ValueError(
             f"storage=, study=: this call cannot be checked on resume ({err}: the objective's functions or the "
             "arguments hold large Python containers?). Hold data in arrays (hashed whole), or run it without "
             "storage= and study=") from err
+    watched = _STUDIED.get()
+    if watched is not None and version == FINGERPRINT_FORMAT:  # the objective as it is now (not an older format's)
+        watched.setdefault(id(objective), (objective, hashlib.sha1(_json(described).encode()).hexdigest()))
+    return description
 
 
 def objective_digest(objective: Any, format: int = FINGERPRINT_FORMAT) -> str:
@@ -716,14 +723,109 @@ def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Sp
     """`open_study` as a context: yields the writer (or None without storage), released on exit.
     `fingerprint` is a callable, so nothing is described when no study is asked for, and with
     several processes it is how they check, first, that they all make the same call
-    (`check_processes_agree`: refused on every process, naming the difference)."""
-    check_processes_agree(fingerprint, STRATEGY_CALLS.get(kind, kind))
-    writer = open_study(storage, study, kind=kind, space=space, fingerprint=fingerprint)
+    (`check_processes_agree`: refused on every process, naming the difference).
+
+    With a study, the objective's programs are those of the objective the fingerprint describes:
+    programs (and FLOP counts) are cached per objective object, keyed on the arguments' types, not
+    on the values its functions read (a module-level `SCALE`, a closed-over dict), so after such a
+    value was edited the same objective object would run the programs traced before the edit, as a
+    `jax.jit` function keeps the global it traced, and the study would store their values under a
+    fingerprint naming the new one. Before anything of the study runs, each objective described is
+    checked against the description under which its programs were traced (`_fresh`); when it differs,
+    or programs were made for it outside a stored call under a description not known, every cache is
+    emptied (`hg.clear_caches()`), so the study's trials are computed from the objective as it is now.
+    Cost: nothing more when the objective is unchanged since its last stored call; the programs
+    compiled again when it was edited (or first stored after calls without storage made programs of
+    it); one description of the objective per program compiled for it outside a stored call, once it
+    was stored (`_traced_again`)."""
+    watched: dict | None = {} if storage is not None and study is not None else None
+    described = _STUDIED.set(watched)
     try:
+        check_processes_agree(fingerprint, STRATEGY_CALLS.get(kind, kind))
+        writer = open_study(storage, study, kind=kind, space=space, fingerprint=fingerprint)
+    finally:
+        _STUDIED.reset(described)
+    objectives = list((watched or {}).values())
+    try:
+        _forget_stale_programs(objectives)
         yield writer
     finally:
+        _traced_under_now(objectives)
         if writer is not None:
             writer.close()
+
+
+# The objectives the fingerprints of the stored call being opened described: id -> (objective, SHA-1 of
+# its description); None outside `studying` with a study (nothing is watched then).
+_STUDIED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("hypergrad_studied", default=None)
+# objective -> [SHA-1 of its description when its programs were traced (None: not one known), how many
+# programs (`_compile.programs_made`) were made for it under that description], for the objectives a
+# stored call described; objective -> number of stored calls running on it now.
+_traced_under: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_in_stored_call: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_traced_lock = threading.Lock()
+
+
+def _fresh(objective: Any, digest: str) -> bool:
+    """Whether every program made for `objective` was traced while it was described as `digest`:
+    none was made, or it was stored under `digest` with no program made since under another."""
+    made = _compile.programs_made(objective)
+    record = _traced_under.get(objective)
+    if record is None:
+        return made == 0
+    return record[0] == digest and record[1] == made
+
+
+def _forget_stale_programs(objectives: list[tuple[Any, str]]) -> None:
+    """Empties every cache (`hg.clear_caches()`) unless each objective is `_fresh`, then marks them as
+    in a stored call (their programs made now are of the description checked)."""
+    with _traced_lock:
+        try:
+            stale = not all(_fresh(objective, digest) for objective, digest in objectives)
+            for objective, _ in objectives:
+                _in_stored_call[objective] = _in_stored_call.get(objective, 0) + 1
+        except TypeError:  # an objective that cannot be weakly referenced: its programs' description unknown
+            stale = True
+    if stale:
+        _caches.clear_caches()
+
+
+def _traced_under_now(objectives: list[tuple[Any, str]]) -> None:
+    """At a stored call's end: its objectives' programs, those it made included, are of its description."""
+    with _traced_lock:
+        for objective, digest in objectives:
+            try:
+                _traced_under[objective] = [digest, _compile.programs_made(objective)]
+                left = _in_stored_call.get(objective, 1) - 1
+                if left > 0:
+                    _in_stored_call[objective] = left
+                else:
+                    _in_stored_call.pop(objective, None)
+            except TypeError:
+                continue
+
+
+@_compile.on_new_program
+def _traced_again(objective: Any) -> None:
+    """A program was made for `objective` outside a stored call: if one described it before, the
+    program's description is found now (the objective described again: its data hashed, cost as
+    `objective_digest`'s), and the record kept only if it is the same."""
+    with _traced_lock:
+        try:
+            record = _traced_under.get(objective)
+            if record is None or _in_stored_call.get(objective):
+                return
+        except TypeError:
+            return
+    try:
+        digest = hashlib.sha1(_json(identity(objective)).encode()).hexdigest()
+    except Exception:  # noqa: BLE001 (too large, or a value that cannot be described): not known
+        digest = None
+    with _traced_lock:
+        if record[0] is not None and record[0] == digest:
+            record[1] += 1
+        else:
+            record[0] = None
 
 
 def _trial_row(study: str, t: Trial, space: Space | None, step: int | None) -> tuple:
