@@ -517,7 +517,9 @@ def _trials_for(random: hg.Result, seconds: float, by: str = "seconds") -> int:
     fixed = random.compile_seconds + random.setup_seconds if by == "seconds" else 0.0
     if not done or executed <= 0 or fixed + executed >= seconds:
         return done
-    wanted = math.ceil(1.1 * (seconds - fixed) * done / executed)
+    # rounded before the ceiling, so float noise cannot add a trial: Python 3.12+ sums floats with
+    # compensation (sum([0.01] * 20) is 0.2, not 0.19999999999999998), which made 66.0 66.00000000000001
+    wanted = math.ceil(round(1.1 * (seconds - fixed) * done / executed, 6))
     return min(max(wanted, done), EQUAL_TIME_CAP * done)
 
 
