@@ -27,7 +27,7 @@ from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
 
 __all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams", "unread_names",
-           "warn_unread_hparams", "unread_warned_once", "mark_unread_warned"]
+           "known_unread_names", "warn_unread_hparams", "unread_warned_once", "mark_unread_warned"]
 
 # objective -> the hyperparameter shapes its schedules were checked at
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -36,7 +36,8 @@ _caches.register(_checked.clear)
 # trace, `hypergrad.accounting.traced_run`): objective -> {hyperparameter shapes and dtypes: the names
 # that trace never reads}
 _unread: dict[str, weakref.WeakKeyDictionary] = {"check": weakref.WeakKeyDictionary(),
-                                                  "run": weakref.WeakKeyDictionary()}
+                                                  "run": weakref.WeakKeyDictionary(),
+                                                  "method": weakref.WeakKeyDictionary()}
 for _cache in _unread.values():
     _caches.register(_cache.clear)
 # within `unread_warned_once()`: the sets of unread hyperparameters warned of so far (tuples of names, as
@@ -60,10 +61,10 @@ def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], A
     (`unread_names`): `warn_cached` warns of them again when the trace is found done (a caller that
     warns once per call: `tune`), where a trace found done otherwise says nothing."""
     def traced() -> Any:
+        if trace is None:
+            return _objective_trace(objective, hparams)
         with _compile.naming_missing_hparams():
-            return trace() if trace is not None else jax.make_jaxpr(
-                lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(
-                    _concrete(hparams), objective.problem.data)
+            return trace()
 
     fresh = []
 
@@ -75,6 +76,31 @@ def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], A
     unread = unread_names(objective, hparams, traced, kind="check", check=checked)
     if warn_cached and not fresh:
         warn_unread_hparams(unread)
+
+
+def _objective_trace(objective: Any, hparams: HParams) -> Any:
+    """The jaxpr of `objective.loss_and_scores` at `hparams` (traced ones as zeros of their shapes): one
+    trace, nothing compiled; a `KeyError` becomes `naming_missing_hparams`' ValueError."""
+    with _compile.naming_missing_hparams():
+        return jax.make_jaxpr(lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(
+            _concrete(hparams), objective.problem.data)
+
+
+def known_unread_names(objective: Any, hparams: HParams) -> tuple[str, ...]:
+    """`unread_names` for a caller that needs the names but neither warns nor checks (ES and PES, which
+    return an exact 0 for these hyperparameters): the names kept by `check_objective_runs`' trace or a
+    search's run when either was made at these shapes and dtypes, else one trace of the objective kept
+    in a cache of its own ("method"; not the check's, whose checks and warning must still run). Cost:
+    dictionary look-ups, or once per objective and hyperparameter shapes one trace and one jaxpr walk."""
+    shapes = _shapes(hparams)
+    for kind in ("check", "run"):
+        try:
+            kept = _unread[kind].get(objective) or {}
+        except TypeError:  # an objective that cannot be weakly referenced
+            kept = {}
+        if shapes in kept:
+            return kept[shapes]
+    return unread_names(objective, hparams, lambda: _objective_trace(objective, hparams), kind="method")
 
 
 def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:

@@ -2,6 +2,8 @@
 ES and PES give an exact 0 for a hyperparameter the objective never reads; Implicit's refusal of a
 hyperparameter read by the initialisation says what Implicit would miss."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad._indexing import check_objective_runs, known_unread_names
 from hypergrad.loop import check_shapes_kept
 
 _rng = np.random.default_rng(0)
@@ -67,3 +70,40 @@ def test_a_per_step_schedule_indexed_by_the_step_still_trains():
     objective = hg.Objective(PROBLEM, lambda h: optax.sgd(lambda step: h["lr"][step]), num_steps=3)
     value, grads = hg.hypergradient(objective, {"lr": jnp.full((3,), 0.1)}, jax.random.key(0))
     assert np.isfinite(float(value)) and grads["lr"].shape == (3,)
+
+
+@pytest.mark.parametrize("method", [hg.ES(0.01, 16), hg.PES(0.01, 16, window=2), hg.ES(0.01, 8, antithetic=False)],
+                         ids=["ES", "PES", "ES-one-sided"])
+def test_es_and_pes_give_an_exact_zero_for_a_hyperparameter_the_objective_never_reads(method):
+    # the warning said "their hypergradient is exactly 0" while ES(500) returned 0.0041 and PES -0.0144 for it,
+    # so hg.tune random-walked a coordinate the warning called inert
+    hg.clear_caches()
+    hparams, key = {"lr": jnp.asarray(0.1), "unused": jnp.asarray(1.0)}, jax.random.key(0)
+    with pytest.warns(UserWarning, match="never reads hyperparameter"):
+        value, grads = hg.hypergradient(SGD, hparams, key, method=method)
+    assert float(grads["unused"]) == 0.0
+    (raw_value, _), raw = method.differentiate(SGD.loop(), hparams, key)  # the loop alone: the raw estimate
+    assert float(raw["unused"]) != 0.0
+    assert float(grads["lr"]) == pytest.approx(float(raw["lr"]), rel=1e-12) and float(grads["lr"]) != 0.0
+    assert float(value) == pytest.approx(float(raw_value), rel=1e-12)
+
+
+def test_the_unread_names_are_found_once_per_objective_and_shared_with_its_check():
+    hg.clear_caches()
+    traces = {"n": 0}
+
+    def counted(p, h, b):
+        traces["n"] += 1
+        return _mse(p, b)
+
+    objective = hg.Objective(dataclasses.replace(PROBLEM, train_loss=counted), lambda h: optax.sgd(h["lr"]),
+                             num_steps=3)
+    hparams = {"lr": jnp.asarray(0.1), "unused": jnp.asarray(1.0)}
+    assert known_unread_names(objective, hparams) == ("'unused'",)
+    first = traces["n"]
+    assert first > 0 and known_unread_names(objective, hparams) == ("'unused'",) and traces["n"] == first
+    hg.clear_caches()
+    with pytest.warns(UserWarning, match="never reads"):
+        check_objective_runs(objective, hparams)  # the check's trace is used: none of its own
+    checked = traces["n"]
+    assert known_unread_names(objective, hparams) == ("'unused'",) and traces["n"] == checked

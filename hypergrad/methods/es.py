@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypergrad._indexing import known_unread_names
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad.methods.base import PERTURBATION_STREAM, Method, perturbation_key
 from hypergrad.loop import Loop
@@ -190,6 +191,19 @@ def _estimate(contributions: HParams, scale: HParams, hparams: HParams) -> HPara
                         contributions, scale, hparams)
 
 
+def _zero_unread(objective: Any, hparams: HParams, grads: HParams) -> HParams:
+    """`grads` with an exact 0 (of each leaf's shape and dtype) for every hyperparameter the objective
+    never reads (`known_unread_names`: its true derivative is 0, so the Monte Carlo noise of its
+    coordinate, mean zero, is dropped without bias; the other coordinates are untouched). Cost: the
+    names' look-up at trace time (one trace of the objective the first time, none when its checks or
+    a search traced it at these shapes), nothing in the compiled program but the zeros."""
+    unread = set(known_unread_names(objective, hparams))
+    if not unread:
+        return grads
+    return jax.tree_util.tree_map_with_path(
+        lambda path, g: jnp.zeros_like(g) if jax.tree_util.keystr(path).strip("[]") in unread else g, grads)
+
+
 def _window_unroll(loop: Loop) -> int | bool:
     # A fully unrolled objective (unroll=True) unrolls the window loop too.
     return True if loop.unroll is True else 1
@@ -229,6 +243,11 @@ class ES(Method):
     sqrt(2) times that (the noise covariance of one sample is |a|^2 I + a a^T, a = D grad L). Every
     element's error grows with the gradient's norm over all P elements, so the sample count must
     grow with the number of hyperparameters; a per-step schedule of T values needs n >> T.
+    A hyperparameter the objective never reads (`hg.hypergradient` warns of it) gets an exact 0,
+    not the mean-zero noise of its coordinate: its true derivative, and that of the smoothed loss,
+    is 0, so this is unbiased and removes that noise (the names come from one trace of the objective
+    per objective and hyperparameter shapes, shared with its checks; `differentiate` on a loop alone
+    does not know them and returns the raw estimate).
     A diverged perturbed run makes the estimate non-finite (`tune` then skips the step).
     Low precision: bfloat16 or float16 hyperparameters, whose spacing would round a small step
     sigma D e back to h (L+ == L-, a zero estimate), are cast exactly to float32, perturbed and
@@ -281,6 +300,13 @@ class ES(Method):
         object.__setattr__(self, "chunk", _check_int(
             "ES", "chunk", self.chunk, "samples evaluated at once (memory bound), or None for all",
             optional=True))
+
+    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Any, noise_key: Key | None = None,
+                       check_fold: Callable[[Any], Any] | None = None):
+        """`Method.value_and_grad`, with an exact 0 for each hyperparameter the objective never reads
+        (`_zero_unread`)."""
+        out, grads = super().value_and_grad(objective, hparams, key, data, noise_key, check_fold)
+        return out, _zero_unread(objective, hparams, grads)
 
     def differentiate(self, loop: Loop, hparams: HParams, key: Key, noise_key: Key | None = None):
         value, scores = loop.readout(loop.train(hparams, key), hparams)
@@ -358,7 +384,8 @@ class PES(Method):
     grows with T. Bias: none for the gradient of the per-window smoothed loss F; O(sigma^2)
     relative to the true gradient. Low-precision (bfloat16, float16) hyperparameters are perturbed
     and trained in float32 and the estimate cast back, as for `ES`; without antithetic pairs their
-    baseline is then a float32 run too: one more training run (num_samples + 2).
+    baseline is then a float32 run too: one more training run (num_samples + 2). A hyperparameter
+    the objective never reads gets an exact 0, unbiased (its true derivative is 0), as for `ES`.
 
     Args:
         sigma: perturbation size (a fraction of each value with `relative=True`).
@@ -389,6 +416,13 @@ class PES(Method):
         object.__setattr__(self, "relative", _check_bool("PES", "relative", self.relative))
         object.__setattr__(self, "chunk", _check_int(
             "PES", "chunk", self.chunk, "particles run at once (memory bound), or None for all", optional=True))
+
+    def value_and_grad(self, objective: Any, hparams: HParams, key: Key, data: Any, noise_key: Key | None = None,
+                       check_fold: Callable[[Any], Any] | None = None):
+        """`Method.value_and_grad`, with an exact 0 for each hyperparameter the objective never reads
+        (`_zero_unread`)."""
+        out, grads = super().value_and_grad(objective, hparams, key, data, noise_key, check_fold)
+        return out, _zero_unread(objective, hparams, grads)
 
     def differentiate(self, loop: Loop, hparams: HParams, key: Key, noise_key: Key | None = None):
         value, scores = loop.readout(loop.train(hparams, key), hparams)
