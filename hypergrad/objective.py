@@ -60,6 +60,12 @@ def as_hparams(hparams: Any, argname: str = "hparams") -> HParams:
         if isinstance(value, jax.core.Tracer):
             out[name] = value
             continue
+        if isinstance(value, Mapping):
+            parts = ", ".join(f"{name}_{part}" for part in list(value)[:3])
+            raise ValueError(
+                f"{argname}[{name!r}] is a dict; hyperparameters are a flat dict of name -> number or array: "
+                f"give each part its own name ({parts}) and read those in the loss or optimizer, or use one "
+                "array for a vector of values")
         try:
             array = jnp.asarray(value)
         except (TypeError, ValueError) as err:  # None raises the latter

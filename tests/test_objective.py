@@ -171,6 +171,9 @@ def test_bad_hparams_and_keys_are_refused_by_the_objective(ridge_problem, key):
         objective({"lr": "fast"}, key)
     with pytest.raises(ValueError, match=r"hparams\['lr'\]=None is not numeric"):  # was numpy's message, unnamed
         objective({"lr": None}, key)
+    # per-parameter weight decay as a nested dict got "{...} is not numeric; give a number or an array"
+    with pytest.raises(ValueError, match=r"hparams\['wd'\] is a dict; hyperparameters are a flat dict.*wd_w, wd_b"):
+        hg.hypergradient(objective, {"lr": 0.1, "wd": {"w": jnp.ones(3), "b": 0.4}}, key)
 
 
 _COMPILES: list[str] = []
