@@ -34,7 +34,11 @@ def clear_caches() -> None:
     editing such a value, a call without `storage=` reuses the program traced before the edit, as
     `jax.jit` does. Call this (or build the objective again) to compute with the edited value. A
     call with `storage=` and `study=` calls it itself when the objective's description (its study
-    fingerprint's) differs from the one its programs were traced under (`hypergrad.store.studying`)."""
+    fingerprint's) differs from the one its programs were traced under (`hypergrad.store.studying`).
+
+    Memory: this drops hypergrad's references to its programs; JAX keeps caches of its own (per
+    traced function and argument shape, bounded by JAX), which a long session making many distinct
+    programs (a sweep over num_steps or data shapes) empties with `jax.clear_caches()`."""
     for clear in _clears:
         clear()
 
