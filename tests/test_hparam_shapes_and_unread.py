@@ -107,3 +107,26 @@ def test_the_unread_names_are_found_once_per_objective_and_shared_with_its_check
         check_objective_runs(objective, hparams)  # the check's trace is used: none of its own
     checked = traces["n"]
     assert known_unread_names(objective, hparams) == ("'unused'",) and traces["n"] == checked
+
+
+def _init_scaled(val_reads_s):
+    def init(key, h):
+        return {"w": h["s"] * jnp.ones(3), "b": jnp.zeros(())}
+
+    def val_loss(p, h, b):
+        return _mse(p, b) + (h["s"] if val_reads_s else 0.0)
+
+    problem = hg.Problem(init=init, train_loss=lambda p, h, b: _mse(p, b) + 0.1 * jnp.sum(p["w"] ** 2),
+                         val_loss=val_loss, train_data=(X, y), val_data=(Xv, yv), model_reads_hparams=True)
+    return hg.Objective(problem, lambda h: optax.sgd(0.1), num_steps=3)
+
+
+def test_implicit_refusing_an_initialisation_hyperparameter_says_what_it_would_miss():
+    # 's' read by init and val_loss, not the training loss: the refusal said Implicit "would return 0 for it",
+    # but it would return the validation loss's direct term (1.0; finite differences give 1.0007)
+    with pytest.raises(ValueError, match=r"miss 's''s effect through the initialisation and return only the "
+                                         r"validation loss's direct term.*hg.Reverse\(\) or hg.Forward\(\)") as err:
+        hg.hypergradient(_init_scaled(True), {"s": jnp.asarray(0.5)}, jax.random.key(0), method=hg.Implicit())
+    assert "return 0" not in str(err.value)
+    with pytest.raises(ValueError, match=r"miss 's''s effect through the initialisation and return 0 for it"):
+        hg.hypergradient(_init_scaled(False), {"s": jnp.asarray(0.5)}, jax.random.key(0), method=hg.Implicit())

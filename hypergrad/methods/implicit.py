@@ -160,6 +160,23 @@ def _abstract(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
 
 
+def _init_only_refusal(name: str, loop: Loop, hparams: HParams, params: Any) -> str:
+    """Implicit's refusal of hyperparameter `name`, read by the initialisation and not by the training
+    loss: what Implicit would miss (its effect through the starting point, which the implicit
+    function theorem at the trained optimum does not see) and what it would return instead, the
+    validation loss's direct term when `val_loss` reads `name` (one more static trace, on this error
+    path only), else 0."""
+    direct = name in hparams_read_by(lambda h, p, lp: lp.val_loss(p, h), hparams, params, loop)
+    returned = ("only the validation loss's direct term (its derivative at the trained parameters held "
+                "fixed)" if direct else "0")
+    return (f"Implicit differentiates hyperparameters of the training loss only; {name!r} is read by the "
+            "initialisation (Problem(init=...)) and not by the training loss: it moves where training ends, "
+            "not the stationarity condition, and the implicit function theorem at the trained optimum sees "
+            f"only that condition, so Implicit would miss {name!r}'s effect through the initialisation and "
+            f"return {returned} for it; use hg.Reverse() or hg.Forward() for it, or leave it out of hparams "
+            "(fix it inside init)")
+
+
 def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set[str]:
     """Names of the hyperparameters on which some output of `fn(hparams, *args)` depends.
 
@@ -543,8 +560,9 @@ class Implicit(Method):
 
         Cost, per call: static traces (abstract values; nothing runs or compiles) of the
         initialisation (twice), the training loss's gradient and the optimiser's first step (once,
-        shared by the three analyses of it); `hg.hypergradient` runs it on every call with
-        `Implicit`, and again when the program is traced."""
+        shared by the three analyses of it), and on refusing an initialisation's hyperparameter one
+        of the validation loss (to say what Implicit would return); `hg.hypergradient` runs it on
+        every call with `Implicit`, and again when the program is traced."""
         _check_plain_training(loop)
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
@@ -559,7 +577,7 @@ class Implicit(Method):
             step = _first_step(loop, hparams, params)  # traced once, for three analyses
             in_optimizer = _names_read(step.closed, hparams)
             # The starting point: it moves where training ends (unless it converges to a unique
-            # stationary point) but not the stationarity condition, so Implicit would return 0.
+            # stationary point) but not the stationarity condition, so Implicit would miss that effect.
             in_init = hparams_read_by(lambda h, lp: lp.init(h, jax.random.key(0)).params, hparams, loop)
             reads_params = _optimizer_reads_params(step)
             centres = _update_subtracts_a_partial_mean(step)
@@ -574,12 +592,7 @@ class Implicit(Method):
                     f"read by the optimizer{also}; use hg.Reverse() or hg.Forward() for it, or leave "
                     "it out of hparams (fix it inside the optimizer function)")
             if name in in_init and name not in in_loss:
-                raise ValueError(
-                    f"Implicit differentiates hyperparameters of the training loss only; {name!r} is "
-                    "read by the initialisation (Problem(init=...)) and not by the training loss: it "
-                    "moves where training ends, not the stationarity condition, so Implicit would "
-                    "return 0 for it; use hg.Reverse() or hg.Forward() for it, or leave it out of "
-                    "hparams (fix it inside init)")
+                raise ValueError(_init_only_refusal(name, loop, hparams, params))
         if reads_params:
             raise ValueError(_OPTIMIZER_READS_PARAMS)
         if centres:
