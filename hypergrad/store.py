@@ -59,6 +59,7 @@ import json
 import math
 import os
 import queue
+import re
 import socket
 import sqlite3
 import threading
@@ -318,6 +319,15 @@ def objective_digest(objective: Any, format: int = FINGERPRINT_FORMAT) -> str:
         return "unchecked-" + os.urandom(6).hex()
 
 
+def _refuse_url(path: str) -> None:
+    """`ValueError` for a URL (`scheme://...`, e.g. Optuna's 'sqlite:///study.db'): taken as a path it
+    would make a folder named after the scheme ('sqlite:') and a file in it."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+        raise ValueError(f"storage={path!r} is a URL; storage= takes a plain file path, e.g. storage='study.db' "
+                         "(created if missing). The URL form (sqlite:///study.db) is Optuna's: give it to "
+                         "Result.to_optuna, not to storage=")
+
+
 def check_study(storage: Any, study: Any) -> bool:
     """True when a study is asked for (`storage=` and `study=` given); `ValueError` unless both or
     neither are given, a path and a non-empty name."""
@@ -334,6 +344,7 @@ def check_study(storage: Any, study: Any) -> bool:
     path = os.fspath(storage)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    _refuse_url(path)
     if path in ("", ":memory:"):
         # SQLite takes "" and ":memory:" for a database that vanishes with its connection: nothing
         # would be kept, and the same call again would not resume
@@ -921,6 +932,8 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
 
 def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
     """The studies a store file holds, by name. Raises `ValueError` for an unreadable file."""
+    if isinstance(storage, str):
+        _refuse_url(storage)
     if not isinstance(storage, (str, os.PathLike)) or not os.path.exists(storage):
         raise ValueError(f"storage={storage!r} does not exist; give the path of a study file")
     path = os.fspath(storage)
