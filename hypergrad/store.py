@@ -60,6 +60,7 @@ import math
 import os
 import queue
 import re
+import shlex
 import socket
 import sqlite3
 import threading
@@ -451,13 +452,20 @@ def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space
             conn.close()
 
 
+def _lease_removal(path: str, study: str) -> str:
+    """The shell command that removes `study`'s lease from `path`, quoted for any path and name (a
+    `'` in the name doubled inside the SQL string literal)."""
+    sql = "DELETE FROM leases WHERE study = '" + study.replace("'", "''") + "'"
+    return f"sqlite3 {shlex.quote(path)} {shlex.quote(sql)}"
+
+
 def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
     row = conn.execute("SELECT pid, host, since FROM leases WHERE study = ?", (study,)).fetchone()
     if row is not None and _alive(int(row[0]), str(row[1])):
         raise RuntimeError(
             f"study {study!r} in {path} is being written by pid {row[0]} on {row[1]} (since "
             f"{time.ctime(row[2])}); wait for it to finish, or use another study name. If that process is gone, "
-            f"remove its lease: sqlite3 {path} \"DELETE FROM leases WHERE study = '{study}'\"")
+            f"remove its lease: {_lease_removal(path, study)}")
     conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
                  (study, os.getpid(), socket.gethostname(), time.time()))
 

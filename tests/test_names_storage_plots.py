@@ -5,9 +5,7 @@ names stay distinct for distinct result names."""
 
 import os
 import shlex
-import socket
 import sqlite3
-import subprocess
 import time
 
 import optax
@@ -34,3 +32,24 @@ def test_storage_url_is_refused_before_anything_is_made(ridge_problem, key, tmp_
     with pytest.raises(ValueError, match=r"storage=.*URL.*to_optuna"):
         hg.list_studies(url)
     assert os.listdir(tmp_path) == []  # no folder 'sqlite:' (or 'postgresql:') made
+
+
+def test_the_stale_lease_hint_is_a_shell_command_that_works_for_any_path_and_name(ridge_problem, key, tmp_path):
+    path = str(tmp_path / "my studies" / "s.db")
+    study = "bob's \"search\" $HOME"
+    objective = hg.Objective(ridge_problem, sgd, num_steps=2)
+    first = hg.random_search(objective, SPACE, key, num_trials=2, storage=path, study=study)
+    with sqlite3.connect(path) as conn:  # a writer on another host: never taken for stale
+        conn.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (study, 1, "another-host", time.time()))
+    conn.close()
+    with pytest.raises(RuntimeError, match="remove its lease: ") as err:
+        hg.random_search(objective, SPACE, key, num_trials=2, storage=path, study=study)
+    command = str(err.value).split("remove its lease: ", 1)[1]
+    argv = shlex.split(command)  # as a POSIX shell splits it
+    assert argv[:2] == ["sqlite3", path] and len(argv) == 3
+    with sqlite3.connect(path) as conn:  # what the sqlite3 shell would run
+        conn.execute(argv[2])
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+    conn.close()
+    again = hg.random_search(objective, SPACE, key, num_trials=2, storage=path, study=study)  # resumes
+    assert [t.value for t in again.trials] == [t.value for t in first.trials]
