@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -386,6 +387,7 @@ class Problem:
             raise ValueError(f"metrics={self.metrics!r} must be a dict {{name: fn(params, batch) -> scalar}}")
         metrics = dict(self.metrics or {})
         for name, fn in metrics.items():
+            check_metric_name(name)
             if not callable(fn):
                 raise ValueError(f"metrics[{name!r}] must be a function fn(params, batch) -> scalar")
         return metrics
@@ -651,3 +653,30 @@ def as_problem(problem: Any) -> Problem:
             "hg.Problem(init=..., train_loss=..., val_loss=..., train_data=..., val_data=...)"
         )
     return problem
+
+
+RESERVED_METRIC_SUFFIX = re.compile(r"_std$|_fold[0-9]+$")
+"""Score-name suffixes cross-validation writes (`hypergrad.folds.aggregate_scores`: `val_<s>_std`,
+`val_<s>_fold<i>`) and `Result.cv_results` reads: a metric may not end in them."""
+
+
+def check_metric_name(name: Any) -> None:
+    """`ValueError` unless `name` can be a metric's name: a non-empty string, not "loss" (the scores
+    `val_loss`/`test_loss` are the loss's own, and `val_loss` is the value every search tunes) and
+    not ending in a suffix cross-validation reserves (`RESERVED_METRIC_SUFFIX`). Any of these would
+    overwrite another score, or be read as one, silently."""
+    where = f"Problem(metrics={{{name!r}: ...}})"
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: a metric's name must be a non-empty string (it becomes the score names "
+                         f"val_<name> and test_<name>), got {type(name).__name__} {name!r}; rename it, "
+                         f"e.g. {str(name) or 'metric'!r}, keeping the names distinct")
+    if name == "loss":
+        raise ValueError(f"{where}: the name 'loss' is reserved: the scores val_loss and test_loss are the "
+                         "loss's own (val_loss is the value every search tunes), and the metric would "
+                         "replace them; rename it, e.g. 'loss_metric'")
+    suffix = RESERVED_METRIC_SUFFIX.search(name)
+    if suffix:
+        raise ValueError(f"{where}: the suffix {suffix.group()!r} is reserved: cross-validation reports "
+                         "val_<score>_std (the standard deviation over folds) and val_<score>_fold<i> (fold "
+                         "i's score), which Result.cv_results reads; rename it, e.g. "
+                         f"{name[:suffix.start()] + suffix.group().replace('_', '-', 1)!r}")
