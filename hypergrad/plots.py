@@ -76,6 +76,16 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "result"
 
 
+def _literal(text: str) -> str:
+    """User text (a strategy label, a hyperparameter name) as matplotlib draws it literally: `$`
+    escaped (no mathtext), a leading '_' behind a zero-width space (matplotlib leaves labels starting
+    with '_' out of legends), and '' shown as ''."""
+    text = text.replace("$", r"\$")
+    if text.startswith("_"):
+        return "\u200b" + text
+    return text or "''"
+
+
 def _finite_positive(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, float)
     return values[np.isfinite(values) & (values > 0)]
@@ -179,11 +189,11 @@ def _draw_curves(ax, results: Mapping[str, Result], colours, budgets: Sequence[f
         xs += list(runs)  # every trial, so the span matches trials.png even before a finite one
         keep = np.isfinite(runs) & (runs > 0) & np.isfinite(best)
         if not keep.any():
-            ax.plot([], [], color=colours[name], label=f"{name} (no finite trial)")
+            ax.plot([], [], color=colours[name], label=f"{_literal(name)} (no finite trial)")
             continue
         # "post": the best value found by a trial holds from its end until the next improvement.
         ax.step(runs[keep], best[keep], where="post", color=colours[name], linewidth=1.8,
-                marker="o", markersize=3, label=name)
+                marker="o", markersize=3, label=_literal(name))
         drawn.append(best[keep])
     _draw_budgets(ax, budgets)
     _log_x(ax, xs)
@@ -267,6 +277,7 @@ def _scatter_trials(ax, name: str, group: tuple, colour, cap: float | None, top)
     """Draws one strategy's trial points; returns whether any went to the top band (failed, or
     above `cap`)."""
     ok_x, ok_y, skip_x, skip_y, fail_x, best_xy = group
+    name = _literal(name)
     ok_x, ok_y, off_ok = _split_cap(ok_x, ok_y, cap)
     skip_x, skip_y, off_skip = _split_cap(skip_x, skip_y, cap)
     if ok_x or not (skip_x or fail_x or off_ok or off_skip):
@@ -347,7 +358,7 @@ def _draw_schedule(ax, hparam: str, shape, results: Mapping[str, Result], colour
     drawn = []
     for name, pick in _picks(results).items():
         if pick is None or hparam not in pick:
-            ax.plot([], [], color=colours[name], label=f"{name} (no pick)")
+            ax.plot([], [], color=colours[name], label=f"{_literal(name)} (no pick)")
             continue
         values = np.asarray(pick[hparam], float).ravel()
         if values.size == 1:  # a strategy that tuned it as a scalar: a constant over the index
@@ -355,12 +366,12 @@ def _draw_schedule(ax, hparam: str, shape, results: Mapping[str, Result], colour
         best_value = results[name].best_value
         ax.plot(np.arange(values.size), values, color=colours[name], linewidth=1.8,
                 marker="o" if values.size <= 40 else None, markersize=3,
-                label=f"{name} (val {best_value:.3g})")
+                label=f"{_literal(name)} (val {best_value:.3g})")
         drawn.append(values)
     _log_if_positive(ax, drawn)
     ax.set_xlabel("index" if len(shape) == 1 else f"flat index of shape {tuple(shape)}")
-    ax.set_ylabel(hparam)
-    ax.set_title(f"picked {hparam} {tuple(shape)}", fontsize="medium")
+    ax.set_ylabel(_literal(hparam))
+    ax.set_title(f"picked {_literal(hparam)} {tuple(shape)}", fontsize="medium")
     if not drawn:
         ax.set_xlim(-0.5, int(np.prod(shape)) - 0.5)
         _note(ax, "no strategy has a finite trial")
@@ -379,13 +390,13 @@ def _draw_scalar_bars(ax, names: Sequence[str], results: Mapping[str, Result], c
         heights = [float(np.asarray(pick[n]).ravel()[0]) if pick is not None and n in pick else np.nan
                    for n in names]
         xs = np.arange(len(names)) + (i - (len(strategies) - 1) / 2) * width
-        label = strategy if pick is not None else f"{strategy} (no pick)"
+        label = _literal(strategy) if pick is not None else f"{_literal(strategy)} (no pick)"
         bars = ax.bar(xs, heights, width=width, color=colours[strategy], label=label)
         # Values on the bars: on a log axis a bar's length alone is hard to read.
         ax.bar_label(bars, labels=["" if not np.isfinite(h) else f"{h:.3g}" for h in heights],
                      fontsize="x-small", padding=2)
         drawn.append(np.asarray(heights, float))
-    ax.set_xticks(np.arange(len(names)), list(names))
+    ax.set_xticks(np.arange(len(names)), [_literal(n) for n in names])
     if names:
         ax.set_xlim(-0.5, len(names) - 0.5)
     _log_if_positive(ax, drawn)
@@ -523,7 +534,7 @@ def plot_result(result: Result, out_dir: str | os.PathLike, *, name: str | None 
 
     fig, axes = _new_figure(2)
     _draw_curves(axes[0, 0], results, colours, ())
-    axes[0, 0].set_title(f"{label}: best validation loss", fontsize="medium")
+    axes[0, 0].set_title(f"{_literal(label)}: best validation loss", fontsize="medium")
     _draw_trials(axes[0, 1], results, colours, ())
     paths = [_save(fig, os.path.join(out_dir, f"{prefix}curve.png"))]
     paths.append(_write_hparams(results, colours, out_dir, prefix))
@@ -580,9 +591,9 @@ def plot_example_weights(results: Mapping[str, Result], corrupted: np.ndarray, o
         ax.hist(weights[~corrupted], bins=bins, alpha=0.6, color="tab:blue", label=f"clean ({int((~corrupted).sum())})")
         ax.hist(weights[corrupted], bins=bins, alpha=0.6, color="tab:red",
                 label=f"corrupted ({int(corrupted.sum())})")
-        ax.set_xlabel(f"picked {hparam}")
+        ax.set_xlabel(f"picked {_literal(hparam)}")
         ax.set_ylabel("examples")
-        ax.set_title(f"{name} (val {results[name].best_value:.3g})", fontsize="medium")
+        ax.set_title(f"{_literal(name)} (val {results[name].best_value:.3g})", fontsize="medium")
         ax.legend(fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
     return _save(fig, os.path.join(out_dir, "example_weights.png"))

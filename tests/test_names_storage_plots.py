@@ -8,10 +8,12 @@ import shlex
 import sqlite3
 import time
 
+import jax
 import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad import plots
 
 
 def sgd(hparams):
@@ -53,3 +55,49 @@ def test_the_stale_lease_hint_is_a_shell_command_that_works_for_any_path_and_nam
     conn.close()
     again = hg.random_search(objective, SPACE, key, num_trials=2, storage=path, study=study)  # resumes
     assert [t.value for t in again.trials] == [t.value for t in first.trials]
+
+
+LABELS = ["_baseline", "", "cost_$x_$", "budget $5 vs $10"]
+
+
+@pytest.fixture
+def legends(monkeypatch):
+    """file name -> the texts of every legend, tick label, axis label and title of the figure,
+    read as it is saved (matplotlib's own Figure.savefig wrapped)."""
+    from matplotlib.figure import Figure
+
+    record, savefig = {}, Figure.savefig
+
+    def recording_savefig(fig, fname, *args, **kwargs):
+        out = savefig(fig, fname, *args, **kwargs)  # drawn first: a mathtext error would raise here
+        texts = {"legend": [], "other": []}
+        for ax in fig.axes:
+            if ax.get_legend() is not None:
+                texts["legend"] += [t.get_text() for t in ax.get_legend().get_texts()]
+            texts["other"] += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+            texts["other"] += [t.get_text() for t in ax.get_xticklabels()]
+        record[os.path.basename(str(fname))] = texts
+        return out
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return record
+
+
+def test_labels_and_hyperparameter_names_are_drawn_literally(ridge_problem, key, tmp_path, legends):
+    pytest.importorskip("matplotlib")
+    name = "cost_$x_$"  # a hyperparameter name matplotlib's mathtext cannot parse
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h[name]), num_steps=2)
+    space = hg.Space({name: hg.LogUniform(1e-3, 0.5)})
+    results = {label: hg.random_search(objective, space, jax.random.fold_in(key, i), num_trials=3)
+               for i, label in enumerate(LABELS)}
+    paths = hg.compare(results).plot(tmp_path)  # old: mathtext's ValueError, no file
+    assert [os.path.basename(p) for p in paths] == ["best_value_vs_compute.png", "picked_hparams.png", "trials.png"]
+    # every strategy in every legend, each text as written ('$' escaped, which matplotlib draws as '$'; a
+    # leading '_' behind a zero-width space; '' as '')
+    drawn = {"\u200b_baseline", "''", r"cost_\$x_\$", r"budget \$5 vs \$10"}
+    for file, texts in legends.items():
+        assert drawn <= set(texts["legend"]), (file, texts["legend"])
+        assert "$" not in "".join(texts["legend"] + texts["other"]).replace(r"\$", ""), file
+    assert r"cost_\$x_\$" in legends["picked_hparams.png"]["other"]  # the tick label of the hyperparameter
+    paths = plots.plot_result(results["_baseline"], tmp_path / "single", name="$a$_b $")
+    assert legends[os.path.basename(paths[0])]["other"][0] == r"\$a\$_b \$: best validation loss"
