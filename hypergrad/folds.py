@@ -23,6 +23,7 @@ shape look like another.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,7 +32,11 @@ import jax.numpy as jnp
 
 from hypergrad._types import PyTree, Scalar
 
-__all__ = ["over_folds", "fold_data", "aggregate_scores"]
+__all__ = ["over_folds", "fold_data", "aggregate_scores", "RESERVED_SUFFIX"]
+
+RESERVED_SUFFIX = re.compile(r"_std$|_fold[0-9]+$")
+"""The score-name suffixes `aggregate_scores` writes (`val_<s>_std`, `val_<s>_fold<i>`) and
+`Result.cv_results` reads; `hg.Problem` refuses a metric whose name ends in one."""
 
 
 def fold_data(data: Mapping[str, PyTree], fold: int) -> dict[str, PyTree]:

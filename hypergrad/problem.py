@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
+from hypergrad.folds import RESERVED_SUFFIX
 
 __all__ = ["Problem", "num_examples", "check_values", "check_like_train", "kfold_indices", "explicit_folds",
            "scalar_output"]
@@ -655,15 +655,10 @@ def as_problem(problem: Any) -> Problem:
     return problem
 
 
-RESERVED_METRIC_SUFFIX = re.compile(r"_std$|_fold[0-9]+$")
-"""Score-name suffixes cross-validation writes (`hypergrad.folds.aggregate_scores`: `val_<s>_std`,
-`val_<s>_fold<i>`) and `Result.cv_results` reads: a metric may not end in them."""
-
-
 def check_metric_name(name: Any) -> None:
     """`ValueError` unless `name` can be a metric's name: a non-empty string, not "loss" (the scores
     `val_loss`/`test_loss` are the loss's own, and `val_loss` is the value every search tunes) and
-    not ending in a suffix cross-validation reserves (`RESERVED_METRIC_SUFFIX`). Any of these would
+    not ending in a suffix cross-validation reserves (`RESERVED_SUFFIX`). Any of these would
     overwrite another score, or be read as one, silently."""
     where = f"Problem(metrics={{{name!r}: ...}})"
     if not isinstance(name, str) or not name:
@@ -674,7 +669,7 @@ def check_metric_name(name: Any) -> None:
         raise ValueError(f"{where}: the name 'loss' is reserved: the scores val_loss and test_loss are the "
                          "loss's own (val_loss is the value every search tunes), and the metric would "
                          "replace them; rename it, e.g. 'loss_metric'")
-    suffix = RESERVED_METRIC_SUFFIX.search(name)
+    suffix = RESERVED_SUFFIX.search(name)
     if suffix:
         raise ValueError(f"{where}: the suffix {suffix.group()!r} is reserved: cross-validation reports "
                          "val_<score>_std (the standard deviation over folds) and val_<score>_fold<i> (fold "

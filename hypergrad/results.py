@@ -34,6 +34,7 @@ from hypergrad._batching import is_writer
 from hypergrad._checks import check_log_apart, check_progress, is_number, shared_outcome
 from hypergrad._files import replaced_atomically
 from hypergrad._store_codec import decode_value, describe_space, encode_value
+from hypergrad.folds import RESERVED_SUFFIX
 from hypergrad.space import Space
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
@@ -442,9 +443,7 @@ class Result:
         """
         trials = self.trials
         key, sign = _cv_metric(trials, metric)
-        num_folds = 0
-        while any(f"{key}_fold{num_folds}" in t.scores for t in trials):
-            num_folds += 1
+        num_folds = _fold_count(trials, key)
 
         def score(t: Trial, name: str) -> float:
             value = t.scores.get(name, float("nan"))
@@ -464,7 +463,8 @@ class Result:
         for i in range(num_folds):
             out[f"split{i}_test_score"] = splits[:, i]
         mean = np.array([score(t, key) for t in trials], dtype=np.float64)
-        std = np.array([abs(score(t, f"{key}_std")) if f"{key}_std" in t.scores else 0.0 for t in trials])
+        std = np.array([abs(score(t, f"{key}_std")) if num_folds and f"{key}_std" in t.scores else 0.0
+                        for t in trials])
         out["mean_test_score"] = mean
         out["std_test_score"] = np.where(np.isnan(mean), np.nan, std)
         out["rank_test_score"] = _min_rank(mean)
@@ -753,14 +753,40 @@ def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distribution
 def _cv_metric(trials: Sequence[Trial], metric: str | None) -> tuple[str, float]:
     """(score key "val_<metric>", sign making higher better) of `Result.cv_results(metric)`."""
     available = sorted({name[4:] for t in trials for name in t.scores
-                        if name.startswith("val_") and not name.endswith("_std")
-                        and "_fold" not in name})
+                        if name.startswith("val_") and not RESERVED_SUFFIX.search(name)})
     if metric is None:
         metric = "accuracy" if "accuracy" in available else "loss"
     if not isinstance(metric, str) or metric not in available:
         raise ValueError(f"cv_results(metric={metric!r}): the trials report {available}; pass one of "
                          "them, or None for accuracy when reported and loss otherwise")
     return f"val_{metric}", -1.0 if metric == "loss" else 1.0
+
+
+def _fold_count(trials: Sequence[Trial], key: str) -> int:
+    """The number of cross-validation folds behind score `key` of `Result.cv_results`, 0 without cv.
+    Read from the names `hypergrad.folds.aggregate_scores` writes (`<key>_std`, `<key>_fold<i>`),
+    and trusted only where the scores are what it writes: every trial holding one of these holds
+    them all, and, where all are finite, `key` is the folds' mean and `<key>_std` their population
+    standard deviation (to 2% of the largest, loose enough for bfloat16 aggregates). A Result made
+    before `hg.Problem` refused metric names with these suffixes (and saved, then loaded) may hold a
+    metric named so; its scores are not taken for folds. Cost: Python arithmetic per trial."""
+    k = 0
+    while any(f"{key}_fold{k}" in t.scores for t in trials):
+        k += 1
+    names = [key, f"{key}_std", *(f"{key}_fold{i}" for i in range(k))]
+    for t in trials:
+        held = [name in t.scores for name in names[1:]]
+        if not any(held):
+            continue
+        if not k or not all(held) or key not in t.scores:
+            return 0
+        values = np.array([np.nan if t.scores[n] is None else float(t.scores[n]) for n in names])
+        if not np.isfinite(values).all():
+            continue
+        folds, tol = values[2:], 2e-2 * np.abs(values).max()
+        if abs(folds.mean() - values[0]) > tol or abs(folds.std() - values[1]) > tol:
+            return 0
+    return k
 
 
 def _param_columns(trials: Sequence[Trial], params: list[dict[str, Any]]) -> dict[str, np.ma.MaskedArray]:

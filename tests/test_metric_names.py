@@ -3,10 +3,12 @@ results' markdown tables and Optuna exports keep each trial's own identity."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad.results import COMPLETE, Result, Trial
 
 
 def _problem(metrics, **kwargs):
@@ -43,3 +45,38 @@ def test_metric_names_near_the_reserved_ones_are_accepted():
     for i, n in enumerate(names):
         assert float(scores[f"val_{n}"]) == i and float(scores[f"test_{n}"]) == i
     assert float(scores["val_loss"]) != 0.0 and float(scores["val_loss"]) not in range(len(names))
+
+
+def _result(scores_per_trial):
+    trials = tuple(Trial(number=i, hparams={"lr": np.asarray(0.1 * (i + 1))}, value=s["val_loss"], scores=s,
+                         state=COMPLETE, flops=1.0, seconds=1.0, run_flops=1.0)
+                   for i, s in enumerate(scores_per_trial))
+    return Result("random", trials, 1.0, 0.0)
+
+
+def test_cv_results_does_not_take_a_metrics_suffixed_names_for_folds(tmp_path):
+    # a Result made (and saved) before Problem refused these names, without cv: a metric "loss_std"
+    # (a spread of per-example errors) and one "loss_fold0" were read as the std over folds and fold 0
+    old = _result([{"val_loss": 1.2, "val_loss_std": 1.53, "val_loss_fold0": -99.0},
+                   {"val_loss": 1.4, "val_loss_std": 1.75, "val_loss_fold0": -99.0}])
+    old.save(tmp_path / "old.json")
+    for result in (old, Result.load(tmp_path / "old.json")):
+        out = result.cv_results("loss")
+        assert not any(name.startswith("split") for name in out)
+        np.testing.assert_array_equal(out["std_test_score"], [0.0, 0.0])
+        np.testing.assert_allclose(out["mean_test_score"], [-1.2, -1.4])
+    only_std = _result([{"val_loss": 1.2, "val_loss_std": 1.53}]).cv_results("loss")
+    assert only_std["std_test_score"][0] == 0.0
+    # scores cross-validation wrote are still read as folds (float32 aggregates; a failed trial)
+    folds = np.float32([0.3, 0.5, 0.4])
+    cv = _result([{"val_loss": float(folds.mean()), "val_loss_std": float(folds.std()),
+                   **{f"val_loss_fold{i}": float(v) for i, v in enumerate(folds)}},
+                  {"val_loss": float("nan"), "val_loss_std": float("nan"),
+                   **{f"val_loss_fold{i}": float("nan") for i in range(3)}}]).cv_results("loss")
+    np.testing.assert_allclose(cv["split2_test_score"], [-0.4, np.nan], rtol=1e-6)
+    np.testing.assert_allclose(cv["std_test_score"][0], folds.std(), rtol=1e-6)
+
+
+def test_cv_results_offers_a_metric_whose_name_only_contains_fold():
+    result = _result([{"val_loss": 1.0, "val_x_fold_a": 0.5}])  # a name Problem accepts
+    np.testing.assert_array_equal(result.cv_results("x_fold_a")["mean_test_score"], [0.5])
