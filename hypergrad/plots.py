@@ -20,6 +20,7 @@ imported only when a function here is called.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -73,7 +74,13 @@ def _colours(names: Sequence[str]) -> dict[str, Any]:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "result"
+    """A file-name prefix for `name`: its ASCII letters, digits, '.', '_' and '-' (other runs as one
+    '_', at most 80 characters, never starting with '.' or '-'), followed by '-' and 8 hex digits of
+    its SHA-256 whenever that is not the name itself, so distinct names never share a file."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_").lstrip(".-")[:80]
+    if slug == name and slug:
+        return slug
+    return f"{slug or 'result'}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 
 
 def _literal(text: str) -> str:
@@ -508,7 +515,10 @@ def plot_result(result: Result, out_dir: str | os.PathLike, *, name: str | None 
     Args:
         result: a `Result` of `tune`, `random_search` or `grid_search`.
         out_dir: directory to write into.
-        name: label and file prefix; default `result.strategy` (made safe for a file name).
+        name: label and file prefix; default `result.strategy`. The prefix is the name where it is
+            made of ASCII letters, digits, '.', '_' and '-' (not leading '.' or '-'), else its safe
+            characters and 8 hex digits of its hash ('my run' -> 'my_run-<hash>'): distinct names
+            write distinct files.
 
     Returns:
         the paths of the files written, in the order above.

@@ -101,3 +101,17 @@ def test_labels_and_hyperparameter_names_are_drawn_literally(ridge_problem, key,
     assert r"cost_\$x_\$" in legends["picked_hparams.png"]["other"]  # the tick label of the hyperparameter
     paths = plots.plot_result(results["_baseline"], tmp_path / "single", name="$a$_b $")
     assert legends[os.path.basename(paths[0])]["other"][0] == r"\$a\$_b \$: best validation loss"
+
+
+def test_plot_result_gives_distinct_names_distinct_files(ridge_problem, key, tmp_path):
+    pytest.importorskip("matplotlib")
+    objective = hg.Objective(ridge_problem, sgd, num_steps=2)
+    result = hg.random_search(objective, SPACE, key, num_trials=2)
+    names = ["ü", "é", "a/b", "a b", "a_b", ".", "", "-x"]
+    files = [os.path.basename(plots.plot_result(result, tmp_path, name=name)[0]) for name in names]
+    assert len(set(files)) == len(names), files  # old: ü, é, '' all result_curve.png; a/b, a b, a_b one file
+    assert all(f.isascii() and not f.startswith((".", "-", "_")) and f.endswith("_curve.png") for f in files), files
+    assert sorted(os.listdir(tmp_path)) == sorted(files + [f[:-len("curve.png")] + "picked_hparams.png" for f in files])
+    assert files[names.index("a_b")] == "a_b_curve.png"  # a name safe for a file is its own prefix
+    assert files[names.index("a b")].startswith("a_b-")  # readable, then the hash
+    assert files[names.index("a b")] == "a_b-c8687a08_curve.png"  # stable: SHA-256, not Python's salted hash()

@@ -166,12 +166,14 @@ def test_scalar_only_space_plots_picked_hparams(scalar_results, tmp_path):
 
 def test_plot_result(results, tmp_path):
     paths = plots.plot_result(results["hypergradient"], tmp_path)
-    prefix = "tune_Reverse_checkpoint_every_None_store_steps_"  # the strategy label, safe for a file name
+    # the strategy label, safe for a file name, and 8 hex digits of its hash (it is not its own prefix)
+    prefix = f"tune_Reverse_checkpoint_every_None_store_steps-{plots._slug(results['hypergradient'].strategy)[-8:]}_"
     assert [os.path.basename(p) for p in paths] == [f"{prefix}curve.png", f"{prefix}learned_schedules.png"]
     for path in paths:
         _assert_png(path)
     paths = plots.plot_result(results["random"], tmp_path, name="my random")
-    assert [os.path.basename(p) for p in paths] == ["my_random_curve.png", "my_random_learned_schedules.png"]
+    assert [os.path.basename(p) for p in paths] == ["my_random-86a89020_curve.png",
+                                                    "my_random-86a89020_learned_schedules.png"]
     for path in paths:
         _assert_png(path)
 
