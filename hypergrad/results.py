@@ -35,7 +35,7 @@ from hypergrad._checks import check_log_apart, check_progress, is_number, shared
 from hypergrad._files import replaced_atomically
 from hypergrad._store_codec import decode_value, describe_space, encode_value
 from hypergrad.folds import RESERVED_SUFFIX
-from hypergrad.space import Space
+from hypergrad.space import Choice, Space
 
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
 
@@ -482,7 +482,9 @@ class Result:
         Optuna's `suggest_float(..., log=True)` refuse to continue: pass `space`). A `Choice` of the
         space is a categorical param over all its options in declared order (`optuna_choices`:
         numbers as declared, any other option by its `str`, memory addresses left out, the labels
-        `hg.optuna_search` asks with); without a space, over the values seen. Every shaped
+        `hg.optuna_search` asks with); without a space, over the values seen. A trial's option is
+        found by identity, then by equality with its types (`space=` gives the options themselves),
+        then by its label (a loaded Result holds a function or object as its label). Every shaped
         hyperparameter is also the user attribute `hparam_<name>` (a list), and the scores, trial
         number, state, tuner, runs, FLOPs, seconds and grad_norm are user attributes (non-finite
         numbers as None). Cost: one Optuna write of all trials.
@@ -502,8 +504,8 @@ class Result:
             ImportError: optuna is not installed.
             TypeError: `space` is not an `hg.Space`.
             ValueError: `study_name` already exists in `storage_url`, `storage_url` is a path
-                (a string with no "://"), or `space` names other hyperparameters than the trials,
-                before anything is written.
+                (a string with no "://"), `space` names other hyperparameters than the trials, or a
+                trial's option is known only by a label two options share, before anything is written.
         """
         if isinstance(storage_url, (str, os.PathLike)) and "://" not in os.fspath(storage_url):
             raise ValueError(f"to_optuna: storage_url={os.fspath(storage_url)!r} is a path, not an Optuna storage URL; "
@@ -513,7 +515,8 @@ class Result:
             import optuna
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError("to_optuna needs optuna: pip install 'hypergrad[optuna]'") from err
-        distributions, params = _optuna_columns(optuna, self.trials, described)
+        options = {} if space is None else {name: d.options for name, d in space.items if isinstance(d, Choice)}
+        distributions, params = _optuna_columns(optuna, self.trials, described, options)
         trials = [_optuna_trial(optuna, t, p, distributions) for t, p in zip(self.trials, params)]
         return _new_optuna_study(optuna, storage_url, study_name, trials)
 
@@ -628,8 +631,8 @@ def _optuna_param(value: Any, declared: Sequence[tuple[Any, Any]] = ()) -> Any:
     pairs) is that option's choice: a number equal to the option in its own dtype, or else at the
     precision the trial ran in (`_matched_option`: a loaded Result's float64 copy of a float32
     value), is the option as declared, type included (0.1, not float32's 0.10000000149011612;
-    Choice([1, 2, 4])'s 2, not 2.0), and any other value is matched by its label, so Optuna sees
-    the space's categories."""
+    Choice([1, 2, 4])'s 2, not 2.0), and any other value is matched by `_labelled_choice`, so Optuna
+    sees the space's categories."""
     if isinstance(value, (np.ndarray, np.generic)):
         if value.size == 0 or not (value == value.reshape(-1)[0]).all():
             return None
@@ -639,12 +642,44 @@ def _optuna_param(value: Any, declared: Sequence[tuple[Any, Any]] = ()) -> Any:
             return choice
         value = first.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        label = _label(value)
-        return next((c for o, c in declared if not is_number(o) and _label(o) == label), label)
+        return _labelled_choice(value, [(o, c) for o, c in declared if not is_number(o)])
     for option, choice in declared:  # a number kept as a Python number
         if is_number(option) and option == value:
             return choice
     return float(value)
+
+
+def _labelled_choice(value: Any, declared: Sequence[tuple[Any, Any]]) -> Any:
+    """The choice of the non-numeric option `value` is (`declared`: (option, choice) pairs): the
+    option that is `value`, else one equal to it with the same types (a tuple (1, 2) is not the
+    string "(1, 2)"), else, for a loaded Result or a described space (options held as labels), the
+    one option with `value`'s label; `value`'s label when none has it. Two options sharing a label
+    (two functions whose reprs agree) cannot be told apart by it: ValueError, rather than exporting
+    every trial as the first."""
+    for same in (lambda o: o is value, lambda o: _same_typed(o, value)):
+        match = [c for o, c in declared if same(o)]
+        if match:
+            return match[0]
+    label = _label(value)
+    match = [c for o, c in declared if _label(o) == label]
+    if len(match) > 1:
+        raise ValueError(f"to_optuna: the value {label!r} is the label of the options {match}, which only the "
+                         "options themselves tell apart; pass space= (the hg.Space searched over) with a Result "
+                         "that holds them (one not loaded from a file, where they are their labels)")
+    return match[0] if match else label
+
+
+def _same_typed(a: Any, b: Any) -> bool:
+    """`a == b` with the same types, tuples looked into (1 == 1.0 == True, but not as options)."""
+    if isinstance(a, tuple):
+        return (type(b) is type(a) and len(a) == len(b)
+                and all(_same_typed(x, y) for x, y in zip(a, b)))
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # an object whose == does not give one bool
+        return False
 
 
 def _matched_option(first: np.generic, numeric: Sequence[tuple[Any, Any]]) -> Any:
@@ -687,15 +722,17 @@ def _described_options(desc: Mapping[str, Any]) -> list[Any]:
     return [o[()] if isinstance(o, np.ndarray) and o.ndim == 0 and o.dtype.kind in "iuf" else o for o in options]
 
 
-def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any]
-                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, Any],
+                    choices: Mapping[str, Sequence[Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Optuna distributions of the params `_optuna_param` gives, and each trial's params: the
     described space's bounds and every option of its Choices in declared order (then any value seen
-    that is not an option), or else the range (or set) of the values seen."""
+    that is not an option), or else the range (or set) of the values seen. `choices`: a Choice's
+    options themselves by name (from `to_optuna(space=)`), matched by identity and equality before
+    the described options' labels."""
     distributions, params = {}, [{} for _ in trials]
     for name in dict.fromkeys(name for t in trials for name in t.hparams):
         desc = space.get(name, {})
-        options = _described_options(desc)
+        options = list((choices or {}).get(name, ())) or _described_options(desc)
         declared = list(zip(options, optuna_choices(options)))
         column = [_optuna_param(t.hparams[name], declared) if name in t.hparams else None for t in trials]
         values = [v for v in column if v is not None]

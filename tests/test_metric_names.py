@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad._store_codec import decode_value, describe_space, encode_value
 from hypergrad.results import COMPLETE, Result, Trial
 
 
@@ -80,3 +81,42 @@ def test_cv_results_does_not_take_a_metrics_suffixed_names_for_folds(tmp_path):
 def test_cv_results_offers_a_metric_whose_name_only_contains_fold():
     result = _result([{"val_loss": 1.0, "val_x_fold_a": 0.5}])  # a name Problem accepts
     np.testing.assert_array_equal(result.cv_results("x_fold_a")["mean_test_score"], [0.5])
+
+
+def _choice_result(values, space=None):
+    trials = tuple(Trial(number=i, hparams={"act": v}, value=float(i), scores={"val_loss": float(i)},
+                         state=COMPLETE, flops=1.0, seconds=1.0, run_flops=1.0) for i, v in enumerate(values))
+    info = {} if space is None else {"space": describe_space(space)}
+    return Result("random", trials, 1.0, 0.0, info=info)
+
+
+def test_to_optuna_tells_apart_options_that_share_a_label(tmp_path):
+    pytest.importorskip("optuna")
+    # relu and relu6 are both "<jax._src.custom_derivatives.custom_jvp object>": every trial was
+    # exported as option 0; so were the tuple (1, 2) and the string "(1, 2)"
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    for i, options in enumerate(([jax.nn.relu, jax.nn.relu6], [(1, 2), "(1, 2)"])):
+        space = hg.Space({"act": hg.Choice(options)})
+        result = _choice_result([options[j] for j in (1, 0, 1)])
+        study = result.to_optuna(url, f"given{i}", space=space)
+        assert [t.params["act"][:2] for t in study.trials] == ["1:", "0:", "1:"]
+    # the space as a stored study describes it (labels): the tuple and the string still differ by type
+    space = hg.Space({"act": hg.Choice([(1, 2), "(1, 2)"])})
+    result = _choice_result([(1, 2), "(1, 2)"], space)
+    result.save(tmp_path / "r.json")
+    for k, r in enumerate((result, Result.load(tmp_path / "r.json"))):
+        study = r.to_optuna(url, f"described{k}")
+        assert [t.params["act"] for t in study.trials] == ["0:(1, 2)", "1:(1, 2)"]
+    # functions known only by their shared label cannot be told apart: refused, not all option 0
+    space = hg.Space({"act": hg.Choice([jax.nn.relu, jax.nn.relu6])})
+    with pytest.raises(ValueError, match=r"to_optuna: the value '<jax.*custom_jvp object>' is the label of the "
+                                         r"options \['0:.*', '1:.*'\].*pass space="):
+        _choice_result([jax.nn.relu6], space).to_optuna(url, "ambiguous")
+    # a label held by one option only still finds it (a loaded Result's function option)
+    space = hg.Space({"act": hg.Choice([jax.nn.relu, jnp.tanh])})
+    study = _choice_result([_label_of(jnp.tanh)], space).to_optuna(url, "loaded")
+    assert study.trials[0].params["act"] == _label_of(jnp.tanh)
+
+
+def _label_of(value):
+    return str(decode_value(encode_value(value)))
