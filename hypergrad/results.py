@@ -1089,14 +1089,15 @@ class Comparison:
 
     def to_markdown(self) -> str:
         """Two tables: best validation loss and the pick's test scores at each budget; totals, whose
-        run, compile and set-up seconds add up to each result's wall time (`Result.spent("seconds")`)."""
+        run, compile and set-up seconds add up to each result's wall time (`Result.spent("seconds")`).
+        Strategy and metric names are escaped (`\\|`, `\\\\`; a line break as a space), one cell each."""
         metric_names = sorted({k for row in self.rows for k in row["test_scores"] if k != "test_loss"})
         unit = "runs" if self.by == "runs" else "s"
         header = ["strategy", f"budget ({unit})", f"used ({unit})", "trials", "best val loss", "test loss of pick",
                   *[f"{m} of pick" for m in metric_names]]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
-            cells = [row["strategy"], _amount(row["budget"]), _amount(row["used"]), str(row["trials"]),
+            cells = [_cell(row["strategy"]), _amount(row["budget"]), _amount(row["used"]), str(row["trials"]),
                      _fmt(row["best_value"]),
                      _fmt(row["test_scores"].get("test_loss")),
                      *[_fmt(row["test_scores"].get(m)) for m in metric_names]]
@@ -1105,9 +1106,16 @@ class Comparison:
         lines += ["", "| strategy | trials | failed | compute (runs) | GFLOP | run s | compile s | setup s |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in self.results.items():
-            lines.append(f"| {name} | {len(r.trials)} | {r.num_failed} | {r.runs:.1f} | {r.flops / 1e9:.2f} | "
+            lines.append(f"| {_cell(name)} | {len(r.trials)} | {r.num_failed} | {r.runs:.1f} | {r.flops / 1e9:.2f} | "
                          f"{r.seconds:.1f} | {r.compile_seconds:.1f} | {r.setup_seconds:.1f} |")
         return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """`text` as one markdown table cell, shown as written: backslashes and "|" escaped (a "|" would
+    start another cell), line breaks as spaces (one would end the row)."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
 
 def check_known_cost(result: Result, by: str, what: str, use: str) -> None:

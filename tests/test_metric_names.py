@@ -120,3 +120,32 @@ def test_to_optuna_tells_apart_options_that_share_a_label(tmp_path):
 
 def _label_of(value):
     return str(decode_value(encode_value(value)))
+
+
+def _cells(line):
+    """A markdown table row's cells as GitHub splits it: at each "|" not escaped by a backslash."""
+    cells, cell, i = [], "", 1
+    while i < len(line) - 1:
+        if line[i] == "\\":
+            cell, i = cell + line[i:i + 2], i + 2
+        elif line[i] == "|":
+            cells, cell, i = cells + [cell.strip()], "", i + 1
+        else:
+            cell, i = cell + line[i], i + 1
+    return cells + [cell.strip()]
+
+
+def test_markdown_tables_keep_labels_and_metric_names_in_their_cells():
+    # "a|b" added a cell and "line\nbreak" split a row of Comparison.to_markdown
+    scores = {"val_loss": 1.0, "test_loss": 2.0, "test_x|y": 0.5, "test_a\\|b": 0.25, "test_n\nm": 0.125}
+    result = _result([scores, {**scores, "val_loss": 0.5}])
+    labels = ["a|b", "line\nbreak", "back\\|slash", "win\r\nline"]
+    text = hg.compare({label: result for label in labels}).to_markdown()
+    header, *rows = text.split("\n\n")[0].split("\n")
+    widths = {len(_cells(line)) for line in (header, *rows)}
+    assert widths == {len(_cells(header))} and len(_cells(header)) == 6 + 3
+    assert len(rows) - 1 == len(labels) * len({r["budget"] for r in hg.compare({"a": result}).rows})
+    assert r"test_x\|y of pick" in header and r"test_a\\\|b of pick" in header and "test_n m of pick" in header
+    totals = text.split("\n\n")[1].split("\n")
+    assert [_cells(line)[0] for line in totals[2:]] == [r"a\|b", "line break", r"back\\\|slash", "win line"]
+    assert {len(_cells(line)) for line in totals} == {8}
