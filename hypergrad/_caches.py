@@ -1,6 +1,7 @@
 """The engine's caches, made explicit: every module-level cache registers its `clear` here, so
 `hg.clear_caches()` empties them all (compiled programs, FLOP counts, search programs, measured
-rates). `hg.use_compilation_cache()` turns on the one cache that outlives a process, JAX's
+rates); every cache held per objective also registers a `drop(owner)`, so `forget(owner)` empties
+one objective's entries and leaves every other's. `hg.use_compilation_cache()` turns on the one cache that outlives a process, JAX's
 persistent compilation cache on disk; only a call to it writes there."""
 
 from __future__ import annotations
@@ -8,16 +9,18 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 from hypergrad._checks import users_stacklevel
 
-__all__ = ["register", "clear_caches", "use_compilation_cache", "default_compilation_cache_dir", "user_cache_dir",
+__all__ = ["register", "register_owner", "register_table", "forget", "clear_caches", "use_compilation_cache", "default_compilation_cache_dir", "user_cache_dir",
            "ENV_VAR"]
 
 _clears: list[Callable[[], None]] = []
+_drops: list[Callable[[Any], None]] = []
 
 
 def register(clear: Callable[[], None]) -> Callable[[], None]:
@@ -26,15 +29,52 @@ def register(clear: Callable[[], None]) -> Callable[[], None]:
     return clear
 
 
+def register_owner(drop: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Registers a per-objective cache's `drop(owner)` (empties that owner's entries, a no-op for an
+    owner it holds nothing of) with `forget`; returns it (usable as a decorator)."""
+    _drops.append(drop)
+    return drop
+
+
+def register_table(table: Any) -> Any:
+    """Registers a weak dictionary keyed by objective: `clear_caches` empties it, `forget(owner)` drops
+    `owner`'s entry; returns it."""
+    register(table.clear)
+
+    @register_owner
+    def drop(owner: Any) -> None:
+        try:
+            table.pop(owner, None)
+        except TypeError:  # not weakly referenceable: never a key
+            pass
+
+    return table
+
+
+def forget(owner: Any) -> None:
+    """Empties the entries of one objective (or `hg.Structured` family: with each objective it built,
+    and the family's built objectives themselves, so it calls `build` again) from every cache held per
+    objective: its compiled programs, `jax.jit` wrappers, FLOP counts, checked shapes and unread
+    names. Every other objective's programs stay; so do the caches not held per objective (measured
+    rates, programs keyed on a space or a jaxpr's content). The next call on it traces and compiles
+    anew, reading the values its functions read as they are now. Cost: a pass over the cached
+    programs' keys (at most `hypergrad._compile.MAX_ENTRIES`)."""
+    for drop in _drops:
+        drop(owner)
+
+
 def clear_caches() -> None:
     """Empties every cache of the engine: the next call of any strategy compiles and counts anew.
 
     Programs are cached per objective object and keyed on the arguments' types, not on the values
     its functions read outside their arguments (a module-level value, a closed-over dict): after
     editing such a value, a call without `storage=` reuses the program traced before the edit, as
-    `jax.jit` does. Call this (or build the objective again) to compute with the edited value. A
-    call with `storage=` and `study=` calls it itself when the objective's description (its study
-    fingerprint's) differs from the one its programs were traced under (`hypergrad.store.studying`).
+    `jax.jit` does. Call this (or build the objective again) to compute with the edited value; it
+    also empties the objectives each `hg.Structured` family built, so `build` is called again. A
+    call with `storage=` and `study=` forgets its objective itself (`forget`: that objective's
+    entries, or a family's and its built objectives', every other objective's kept) when the
+    objective's description (its study fingerprint's) differs from the one its programs were traced
+    under (`hypergrad.store.studying`).
 
     Memory: this drops hypergrad's references to its programs; JAX keeps caches of its own (per
     traced function and argument shape, bounded by JAX), which a long session making many distinct

@@ -8,7 +8,8 @@ dtypes) lowers and compiles; later calls with new values reuse the executable an
 A tag is `(name, owner, *static)`, the owner being the objective (or family) the program belongs
 to. Programs are held per owner in a weak dictionary, so the cache never keeps an objective (and
 its data) alive: when the user drops it, its programs go too. At most `MAX_ENTRIES` programs are
-held in all, the least recently used dropped first; `hg.clear_caches()` empties the cache.
+held in all, the least recently used dropped first; `hg.clear_caches()` empties the cache,
+`hypergrad._caches.forget(owner)` one owner's programs.
 Nothing of the values the user's functions read outside their arguments (globals, closures) is in
 a key, as in `jax.jit`'s: a stored study checks them itself (`hypergrad.store.studying`, through
 `programs_made`).
@@ -39,7 +40,7 @@ from hypergrad import _caches, _program_store
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
            "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
-           "share_programs", "is_traced", "check_hashable", "programs_made", "on_new_program"]
+           "share_programs", "is_traced", "check_hashable", "programs_made", "on_new_program", "count_as_family"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -154,6 +155,19 @@ class _WeakProgramCache:
             self._strong.clear()
             self._order.clear()
 
+    def drop(self, owner: Any) -> None:
+        """Empties `owner`'s programs (and its places in the eviction order); every other owner's stay."""
+        with self._lock:
+            try:
+                if self._weak.pop(owner, None) is None:
+                    return
+            except TypeError:  # not weakly referenceable: held strongly
+                if self._strong.pop(owner, None) is None:
+                    return
+            for key in [key for key in self._order if key[0] is owner
+                        or (isinstance(key[0], weakref.ref) and key[0]() is owner)]:
+                del self._order[key]
+
 
 def _split(tag: Hashable, args: tuple) -> tuple[Any, Hashable]:
     """(owner, rest): the owner is `tag[1]` of a `(name, owner, *static)` tag (or the owner it shares
@@ -170,14 +184,25 @@ _shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> the
 _caches.register(_shared.clear)
 
 
+@_caches.register_owner
+def _drop_programs(owner: Any) -> None:
+    """`hypergrad._caches.forget(owner)`: `owner`'s programs go, and those it shares (`share_programs`:
+    the same program as the objectives sharing them, so stale for them too); the sharing itself stays."""
+    _cache.drop(_shared_owner(owner))
+    _cache.drop(owner)
+
+
 _made: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tag owner -> programs compiled for it
+_families: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # objective -> WeakSet of families it counts for
 _made_lock = threading.Lock()
 _new_program_hooks: list[Callable[[Any], None]] = []
 
 
 def programs_made(owner: Any) -> int:
     """How many programs `compiled` has compiled (or loaded) for `owner`, a tag's owner (`tag[1]`,
-    before `share_programs`), since import: a count that only grows (`hg.clear_caches()` leaves it),
+    before `share_programs`), or for an objective counted as `owner`'s (`count_as_family`: an
+    `hg.Structured` family's are those of the objectives it built), since import: a count that only
+    grows (`hg.clear_caches()` and `hypergrad._caches.forget` leave it),
     so a caller that noted it can tell whether a program was made since (`hypergrad.store` does, to
     know under which objective, as described, an objective's programs were traced). 0 for an owner
     that cannot be weakly referenced (never counted). Cost: one dictionary look-up."""
@@ -190,20 +215,41 @@ def programs_made(owner: Any) -> int:
 
 def on_new_program(hook: Callable[[Any], None]) -> Callable[[Any], None]:
     """Registers `hook(owner)`, called after `compiled` made a program for `owner` (`tag[1]`) and
-    counted it (`programs_made`), outside the cache's lock; returns it (usable as a decorator)."""
+    counted it (`programs_made`), outside the cache's lock, then once for each family `owner` counts
+    for (`count_as_family`); returns it (usable as a decorator)."""
     _new_program_hooks.append(hook)
     return hook
+
+
+def count_as_family(objective: Any, family: Any, counted: bool = True) -> None:
+    """Counts `objective`'s programs as `family`'s too (`programs_made`, `on_new_program`), those made
+    before included, or (`counted=False`) no longer: a `hg.Structured` family's programs are those of
+    the objectives it built. Both held weakly. Cost: a dictionary look-up."""
+    with _made_lock:
+        families = _families.get(objective)
+        if not counted:
+            if families is not None:
+                families.discard(family)
+            return
+        if families is None:
+            families = _families[objective] = weakref.WeakSet()
+        if family not in families:
+            families.add(family)
+            _made[family] = _made.get(family, 0) + _made.get(objective, 0)
 
 
 def _count_program(tag: Hashable) -> None:
     owner = tag[1] if isinstance(tag, tuple) and len(tag) > 1 else None
     try:
         with _made_lock:
-            _made[owner] = _made.get(owner, 0) + 1
+            owners = [owner, *_families.get(owner, ())]
+            for counted in owners:
+                _made[counted] = _made.get(counted, 0) + 1
     except TypeError:  # no owner, or one not weakly referenceable: not counted
         return
-    for hook in _new_program_hooks:
-        hook(owner)
+    for counted in owners:
+        for hook in _new_program_hooks:
+            hook(counted)
 
 
 def share_programs(owner: Any, shared: Any) -> None:

@@ -30,8 +30,7 @@ __all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams"
            "known_unread_names", "warn_unread_hparams", "unread_warned_once", "mark_unread_warned"]
 
 # objective -> the hyperparameter shapes its schedules were checked at
-_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_caches.register(_checked.clear)
+_checked: weakref.WeakKeyDictionary = _caches.register_table(weakref.WeakKeyDictionary())
 # per kind of trace ("check": `check_objective_runs`' trace of the objective; "run": a training run's
 # trace, `hypergrad.accounting.traced_run`): objective -> {hyperparameter shapes and dtypes: the names
 # that trace never reads}
@@ -39,7 +38,7 @@ _unread: dict[str, weakref.WeakKeyDictionary] = {"check": weakref.WeakKeyDiction
                                                   "run": weakref.WeakKeyDictionary(),
                                                   "method": weakref.WeakKeyDictionary()}
 for _cache in _unread.values():
-    _caches.register(_cache.clear)
+    _caches.register_table(_cache)
 # within `unread_warned_once()`: the sets of unread hyperparameters warned of so far (tuples of names, as
 # `warn_unread_hparams` is given them), and the names marked as warned of (`mark_unread_warned`: frozensets,
 # each covering every set of its names)

@@ -415,6 +415,13 @@ class _Counts:
         with self._lock:
             self._tables.clear()
 
+    def drop(self, owner: Any) -> None:
+        with self._lock:
+            try:
+                self._tables.pop(owner, None)
+            except TypeError:  # not weakly referenceable: never an owner here
+                pass
+
 
 _counts = _Counts()
 stats = {"counts": 0, "seconds": 0.0}
@@ -459,6 +466,9 @@ def sharing_traces():
 def clear() -> None:
     """Empties the accounting cache (`hg.clear_caches()` calls it)."""
     _counts.clear()
+
+
+_caches.register_owner(_counts.drop)  # one objective's counts (`hypergrad._caches.forget`)
 
 
 # -- the library's two counts -----------------------------------------------------------------------

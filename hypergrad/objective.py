@@ -122,6 +122,15 @@ def _clear_jitted() -> None:
         _jitting.clear()
 
 
+@_caches.register_owner
+def _drop_jitted(owner: Any) -> None:
+    """`hypergrad._caches.forget(owner)`: drops that objective's `jax.jit` wrappers, as `_clear_jitted`."""
+    with _jitting_lock:
+        if owner in _jitting:  # False for an owner that cannot be weakly referenced
+            owner.__dict__.pop("_jit_cache", None)
+            _jitting.discard(owner)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Objective:
     """The validation loss after `num_steps` of an optax optimiser, as a function of hyperparameters.
@@ -131,8 +140,10 @@ class Objective:
     their arguments (a module-level `SCALE`, a closed-over dict): as `jax.jit` keeps the global it
     traced, a call after editing such a value reuses the program traced before the edit. Build the
     objective again (or call `hg.clear_caches()`) after such an edit. A strategy with `storage=`
-    and `study=` does this itself: it runs the objective its study's fingerprint describes (the
-    caches are emptied when that description changed since the objective's programs were traced).
+    and `study=` does this itself: it runs the objective its study's fingerprint describes (this
+    objective's programs, counts and checks are dropped, every other objective's kept, when that
+    description changed since its programs were traced, or programs were made of it outside a
+    stored call: compiled again then, once).
 
     Args:
         problem: the `hg.Problem` to train on.

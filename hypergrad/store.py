@@ -751,12 +751,14 @@ def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Sp
     `jax.jit` function keeps the global it traced, and the study would store their values under a
     fingerprint naming the new one. Before anything of the study runs, each objective described is
     checked against the description under which its programs were traced (`_fresh`); when it differs,
-    or programs were made for it outside a stored call under a description not known, every cache is
-    emptied (`hg.clear_caches()`), so the study's trials are computed from the objective as it is now.
-    Cost: nothing more when the objective is unchanged since its last stored call; the programs
-    compiled again when it was edited (or first stored after calls without storage made programs of
-    it); one description of the objective per program compiled for it outside a stored call, once it
-    was stored (`_traced_again`)."""
+    or programs were made for it outside a stored call under a description not known, that objective
+    is forgotten (`hypergrad._caches.forget`: its programs, `jax.jit` wrappers, FLOP counts, checked
+    shapes and unread names; for an `hg.Structured` family, whose programs are those of the objectives
+    it built, those objectives too, and `build` is called again), so the study's trials are computed
+    from the objective as it is now. Every other objective's programs stay. Cost: nothing more when
+    the objective is unchanged since its last stored call; its programs compiled again when it was
+    edited (or first stored after calls without storage made programs of it); one description of the
+    objective per program compiled for it outside a stored call, once it was stored (`_traced_again`)."""
     watched: dict | None = {} if storage is not None and study is not None else None
     described = _STUDIED.set(watched)
     try:
@@ -796,17 +798,20 @@ def _fresh(objective: Any, digest: str) -> bool:
 
 
 def _forget_stale_programs(objectives: list[tuple[Any, str]]) -> None:
-    """Empties every cache (`hg.clear_caches()`) unless each objective is `_fresh`, then marks them as
-    in a stored call (their programs made now are of the description checked)."""
+    """Forgets each objective that is not `_fresh` (`hypergrad._caches.forget`: its own programs and
+    counts, every other objective's kept), then marks them as in a stored call (their programs made
+    now are of the description checked)."""
     with _traced_lock:
-        try:
-            stale = not all(_fresh(objective, digest) for objective, digest in objectives)
-            for objective, _ in objectives:
+        stale = []
+        for objective, digest in objectives:
+            try:
+                if not _fresh(objective, digest):
+                    stale.append(objective)
                 _in_stored_call[objective] = _in_stored_call.get(objective, 0) + 1
-        except TypeError:  # an objective that cannot be weakly referenced: its programs' description unknown
-            stale = True
-    if stale:
-        _caches.clear_caches()
+            except TypeError:  # cannot be weakly referenced: its programs' description unknown
+                stale.append(objective)
+    for objective in stale:
+        _caches.forget(objective)
 
 
 def _traced_under_now(objectives: list[tuple[Any, str]]) -> None:

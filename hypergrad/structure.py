@@ -53,6 +53,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -61,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hypergrad import _caches
+from hypergrad import _caches, _compile
 from hypergrad._batching import from_process_0
 from hypergrad._checks import is_number
 from hypergrad._types import HParams, Key
@@ -81,6 +83,43 @@ _observed = {"flops": 0.0, "seconds": 0.0, "programs": 0, "program_seconds": 0.0
 def _forget_observed() -> None:
     """Forgets this process's measured rates (`hg.clear_caches()`): the next plan measures anew."""
     _observed.update(flops=0.0, seconds=0.0, programs=0, program_seconds=0.0)
+
+
+# The families that built objectives (`Structured.objective`), weakly: `hg.clear_caches()` empties each one's
+# built objectives, so it calls `build` again, which may read a value edited since.
+_building: weakref.WeakSet = weakref.WeakSet()
+_building_lock = threading.Lock()
+
+
+def _forget_built(family: Structured) -> list[Objective]:
+    """Empties `family`'s built objectives (no longer counted as its programs' owners); returns them."""
+    built = list(family._objectives.values())
+    family._objectives.clear()
+    for objective in built:
+        _compile.count_as_family(objective, family, counted=False)
+    return built
+
+
+@_caches.register
+def _forget_families() -> None:
+    """`hg.clear_caches()`: every family builds its objectives anew."""
+    with _building_lock:
+        families = list(_building)
+        _building.clear()
+    for family in families:
+        _forget_built(family)
+
+
+@_caches.register_owner
+def _forget_family(owner: Any) -> None:
+    """`hypergrad._caches.forget(family)`: the family builds its objectives anew, and each one it had
+    built is forgotten (its programs, counts and checks)."""
+    if not isinstance(owner, Structured):
+        return
+    with _building_lock:
+        _building.discard(owner)
+    for objective in _forget_built(owner):
+        _caches.forget(objective)
 
 
 def record_run(flops: float, seconds: float) -> None:
@@ -134,6 +173,9 @@ class Structured:
             to its option, or to a `Masked` marker for a masked choice (the objective then reads
             the option index from `hparams[name]`). Built once per configuration and cached, options
             told apart by type as `Choice` does (True, 1 and 1.0 are three configurations).
+            `hg.clear_caches()` empties the built objectives (`build` is called again); so does a
+            stored call (`storage=`, `study=`) on the family when it was edited since its programs
+            were traced (`hypergrad.store.studying`).
         maskable: names of the structural choices `build` can mask.
         mask: how to realise each maskable choice: "auto" (decide by measured cost, see `plan`),
             True (always mask) or False (always group); or a dict name -> one of those.
@@ -180,6 +222,10 @@ class Structured:
             if not isinstance(objective, Objective):
                 raise ValueError(f"Structured.build({dict(config)}) returned {type(objective).__name__}; "
                                  "it must return an hg.Objective")
+            # its programs are the family's (a stored study describes the family: `hypergrad.store`)
+            _compile.count_as_family(objective, self)
+            with _building_lock:
+                _building.add(self)
             self._objectives[key] = objective
         return self._objectives[key]
 

@@ -114,3 +114,65 @@ def test_an_unchanged_objective_compiles_nothing_again(ridge_problem, tmp_path):
     _tune(objective, db, "c")
     hg.random_search(objective, SPACE, jax.random.key(2), num_trials=4)
     assert _compile.stats.compilations == compilations
+
+
+FAMILY_SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.3), "weight_decay": hg.LogUniform(1e-6, 1e-1),
+                         "steps": hg.Choice(["short", "long"])})
+
+
+def _family(problem, config, frozen=False):
+    # frozen: `build` reads config["scale"] when it builds a member (a copy), not when it is traced
+    def build(choice):
+        read = dict(config) if frozen else config
+        return dataclasses.replace(_closure_scaled(problem, read), num_steps={"short": 3, "long": 4}[choice["steps"]])
+
+    return hg.Structured(build)
+
+
+def _family_search(family, db=None, study=None):
+    return hg.random_search(family, FAMILY_SPACE, jax.random.key(0), num_trials=4, storage=db, study=study)
+
+
+def test_a_family_stored_after_an_edit_computes_the_edited_family(ridge_problem, tmp_path):
+    # the fingerprint describes the family, its programs belong to the objectives it built: the first
+    # stored call after the edit reused the members' programs traced before it (stored values = before)
+    config = {"scale": 1.0}
+    family = _family(ridge_problem, config)
+    before = _family_search(family)
+    config["scale"] = 5.0
+    stored = _family_search(family, tmp_path / "s.db", "s")
+    hg.clear_caches()
+    rebuilt = _family_search(_family(ridge_problem, config))
+    np.testing.assert_array_equal(_values(stored), _values(rebuilt))
+    assert not np.allclose(_values(stored), _values(before))
+
+
+def test_a_family_whose_build_reads_the_edited_value_builds_its_objectives_again(ridge_problem, tmp_path):
+    # hg.clear_caches() left the objectives the family had built, made with the old value
+    config = {"scale": 1.0}
+    family, other = _family(ridge_problem, config, frozen=True), _family(ridge_problem, config, frozen=True)
+    before = _family_search(family)
+    _family_search(other, tmp_path / "s.db", "a")
+    config["scale"] = 5.0
+    hg.clear_caches()
+    after_clear = _family_search(family)
+    new = _family_search(_family(ridge_problem, config, frozen=True))
+    np.testing.assert_array_equal(_values(after_clear), _values(new))
+    assert not np.allclose(_values(after_clear), _values(before))
+    # a stored call on the edited family forgets the objectives it built (build reads the value again)
+    np.testing.assert_array_equal(_values(_family_search(other, tmp_path / "s.db", "b")), _values(new))
+
+
+def test_a_stored_call_keeps_the_programs_of_other_objectives(ridge_problem, tmp_path):
+    # a stored call that found its own objective's programs of unknown description emptied every
+    # objective's caches: the unchanged objective explored before compiled its programs again
+    explored = _closure_scaled(ridge_problem, {"scale": 1.0})
+    hg.random_search(explored, SPACE, jax.random.key(0), num_trials=4)
+    hg.tune(explored, SPACE, jax.random.key(0), steps=2)
+    other = _closure_scaled(ridge_problem, {"scale": 2.0})
+    hg.random_search(other, SPACE, jax.random.key(0), num_trials=4)
+    _search(other, tmp_path / "s.db", "other")
+    compilations = _compile.stats.compilations
+    hg.random_search(explored, SPACE, jax.random.key(1), num_trials=4)
+    hg.tune(explored, SPACE, jax.random.key(1), steps=2)
+    assert _compile.stats.compilations == compilations
