@@ -1,8 +1,9 @@
 """The engine's caches, made explicit: every module-level cache registers its `clear` here, so
 `hg.clear_caches()` empties them all (compiled programs, FLOP counts, search programs, measured
 rates); every cache held per objective also registers a `drop(owner)`, so `forget(owner)` empties
-one objective's entries and leaves every other's. `hg.use_compilation_cache()` turns on the one cache that outlives a process, JAX's
-persistent compilation cache on disk; only a call to it writes there."""
+one objective's entries and leaves every other's. `hg.use_compilation_cache()` turns on the one
+cache that outlives a process, JAX's persistent compilation cache on disk; only a call to it
+writes there."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from hypergrad._checks import users_stacklevel
 
-__all__ = ["register", "register_owner", "register_table", "forget", "clear_caches", "use_compilation_cache", "default_compilation_cache_dir", "user_cache_dir",
-           "ENV_VAR"]
+__all__ = ["register", "register_owner", "register_table", "forget", "clear_caches", "use_compilation_cache",
+           "default_compilation_cache_dir", "user_cache_dir", "ENV_VAR"]
 
 _clears: list[Callable[[], None]] = []
 _drops: list[Callable[[Any], None]] = []
