@@ -636,27 +636,44 @@ def _closest(margins: dict[str, tuple[float, float]]) -> str:
     return max(margins, key=lambda name: z(margins[name]))
 
 
+def _test_loss(pick) -> float:
+    """A pick's recorded test loss; inf when it has none."""
+    loss = pick.scores.get("test_loss")
+    return math.inf if loss is None else loss
+
+
+def _test_rank(pick, name: str) -> tuple:
+    """The sort key of `_standing`'s ranking: finite test losses first, lowest first; then the
+    non-finite ones (NaN has no order, so they rank by name alone); ties in name order."""
+    loss = _test_loss(pick)
+    return (0, loss, name) if math.isfinite(loss) else (1, 0.0, name)
+
+
 def _standing(picks: dict[str, Any], per_example: Callable[[Any], np.ndarray | None] | None) -> tuple:
     """(kind, ranked, leaders, margin, against) of one comparison's picks (a Trial or None per strategy).
 
-    `ranked`: the names with a pick by test loss (ties in name order, so dict order never
-    decides); `leaders`: the first and every name tied with it (the same trial, `_same_trial`, an
-    equal test loss, or the same loss on every test example); `margin`: (mean per-example test-loss
+    `ranked`: the names with a pick by test loss (`_test_rank`: ties in name order, so dict order
+    never decides; a pick whose test loss is not finite, diverged on test or missing, last);
+    `leaders`: the first and every name tied with it (the same trial, `_same_trial`, an equal test
+    loss, or the same loss on every test example); `margin`: (mean per-example test-loss
     difference of the leader minus `against`'s, its paired standard error) or None. The leader is
-    weighed against EVERY other pick, since paired standard errors are not transitive (a neighbour
-    of the leader's pick may be far beyond the noise while a worse but noisier pick is within it);
-    `against` is the closest of them by z (`_closest`), or one not measured. `kind`: "none" (no
-    pick), "tie" (more than one leader), "win" (a sole pick, or beyond `NOISE_SE` standard errors
-    of every other pick), "noise" (within them of at least one), "unmeasured" (`per_example` gave no
-    losses for the leader or another pick). Cost: one `per_example` call per pick (memoised there)."""
-    ranked = [name for _, name in sorted((p.scores.get("test_loss", math.inf), name)
-                                         for name, p in picks.items() if p)]
+    weighed against EVERY other pick with a finite test loss, since paired standard errors are not
+    transitive (a neighbour of the leader's pick may be far beyond the noise while a worse but
+    noisier pick is within it); a finite test loss beats a non-finite one outright. `against` is the
+    closest of them by z (`_closest`), or one not measured. `kind`: "none" (no pick), "unscored"
+    (picks, none with a finite test loss: no leader), "tie" (more than one leader), "win" (the sole
+    pick with a finite test loss, or beyond `NOISE_SE` standard errors of every other such pick),
+    "noise" (within them of at least one), "unmeasured" (`per_example` gave no losses for the
+    leader or another pick). Cost: one `per_example` call per pick (memoised there)."""
+    ranked = sorted((name for name, p in picks.items() if p), key=lambda name: _test_rank(picks[name], name))
     if not ranked:
         return "none", [], [], None, None
     first = picks[ranked[0]]
+    if not math.isfinite(_test_loss(first)):
+        return "unscored", ranked, [], None, None
     leaders = [name for name in ranked if _same_trial(picks[name], first)
-               or picks[name].scores.get("test_loss", math.inf) == first.scores.get("test_loss", math.inf)]
-    rest = [name for name in ranked if name not in leaders]
+               or _test_loss(picks[name]) == _test_loss(first)]
+    rest = [name for name in ranked if name not in leaders and math.isfinite(_test_loss(picks[name]))]
     if len(leaders) > 1 or not rest:
         return ("tie" if len(leaders) > 1 else "win"), ranked, leaders, None, None
     losses = {name: None if per_example is None else per_example(picks[name]) for name in (leaders[0], *rest)}
@@ -675,8 +692,9 @@ def _standing(picks: dict[str, Any], per_example: Callable[[Any], np.ndarray | N
 def _winner_line(problem: str, label: str, picks: dict[str, Any],
                  per_example: Callable[[Any], np.ndarray | None] | None = None) -> tuple[str, str | None]:
     """(the verdict's line for one comparison, its outcome: the winner's name, a phrase for a tie
-    or no clear winner, or None when no strategy has a pick): the pick (a Trial or None per
-    strategy) with the lowest test loss wins only beyond the test set's noise (`_standing`), from
+    or no clear winner, or None when no strategy has a pick or no pick a finite test loss): the
+    pick (a Trial or None per strategy) with the lowest finite test loss wins only beyond the test
+    set's noise (`_standing`), from
     `per_example(pick)`: that pick's loss on every test example (None where unknown; see
     `_test_losses_per_example`)."""
     kind, ranked, leaders, margin, against = _standing(picks, per_example)
@@ -684,7 +702,10 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
         return f"- {problem}, {label}: no strategy finished a trial.", None
     others = "; ".join(_pick_line(name, picks[name]) for name in ranked if name not in leaders)
     idle = [name for name, p in picks.items() if p is None]
-    tail = (f"; then {others or 'no other'}" + (f"; no trial yet: {', '.join(idle)}" if idle else "") + ".")
+    idle_words = f"; no trial yet: {', '.join(idle)}" if idle else ""
+    if kind == "unscored":
+        return f"- {problem}, {label}: no pick has a finite test loss, so no winner on test: {others}{idle_words}.", None
+    tail = f"; then {others or 'no other'}{idle_words}."
     leader = leaders[0]
     if kind == "tie":
         same = all(_same_trial(picks[n], picks[leader]) for n in leaders)
@@ -694,7 +715,8 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
     if kind == "win":
         every = "; every other pick's is further beyond the noise" if len(ranked) > 2 else ""
         by = (f" {leader}'s test loss is {-margin[0]:.2g} below {against}'s, more than {NOISE_SE:g} standard "
-              f"errors ({margin[1]:.2g}) of the paired per-example difference{every}." if margin else "")
+              f"errors ({margin[1]:.2g}) of the paired per-example difference{every}." if margin
+              else " No other pick has a finite test loss." if len(ranked) > 1 else "")
         return (f"- {problem}, {label}: **{leader}** wins on test: {_pick_line(leader, picks[leader])}{tail}{by}"
                 ), leader
     noise = (f"within noise of {against} (difference {margin[0]:.2g}, standard error {margin[1]:.2g}; a win "

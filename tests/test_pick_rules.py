@@ -1,0 +1,48 @@
+"""Which trial or pick comes first where trials are ranked, compared or exported.
+
+Hand-built trials and results (no training): `hypergrad compare`'s verdict with non-finite test
+losses and with picks that all diverged.
+"""
+
+import math
+
+import numpy as np
+
+from hypergrad import cli
+from hypergrad.results import Result, Trial
+
+
+def _pick(setting: float, val: float, test: float, state: str = "complete") -> Trial:
+    return Trial(number=0, hparams={"lr": np.asarray(setting)}, value=val, scores={"val_loss": val, "test_loss": test},
+                 state=state, flops=1.0, seconds=1.0, run_flops=1.0)
+
+
+def test_a_pick_whose_test_loss_is_not_finite_ranks_last_whatever_the_dict_order():
+    diverged, finite = _pick(0.1, 0.1, math.nan), _pick(0.2, 0.2, 0.5)
+    outcomes = set()
+    for picks in ({"a": diverged, "b": finite}, {"b": finite, "a": diverged}):
+        kind, ranked, leaders, _, _ = cli._standing(picks, None)
+        assert ranked == ["b", "a"] and leaders == ["b"]
+        outcomes.add(cli._winner_line("p", "equal compute", picks, None))
+    (line, outcome), = outcomes  # the same line whichever order the strategies came in
+    assert outcome == "b" and line.startswith("- p, equal compute: **b** wins on test")
+    assert "then a (val 0.1, test loss nan)" in line
+
+
+def test_a_diverged_pick_is_not_weighed_against_the_leader():
+    # z's test loss diverged: per_example gives it no losses; the leader m is weighed against a alone
+    picks = {"z": _pick(0.1, 0.1, math.nan), "a": _pick(0.2, 0.2, 5.0), "m": _pick(0.3, 0.2, 0.3)}
+    table = {0.2: np.full(50, 5.0) + np.linspace(-0.1, 0.1, 50), 0.3: np.full(50, 0.3) + np.linspace(0.1, -0.1, 50)}
+    kind, ranked, leaders, margin, against = cli._standing(picks, lambda p: table.get(float(p.hparams["lr"])))
+    assert (kind, ranked, leaders, against) == ("win", ["m", "a", "z"], ["m"], "a")
+    line, outcome = cli._winner_line("p", "equal compute", picks, lambda p: table.get(float(p.hparams["lr"])))
+    assert outcome == "m" and "**m** wins on test" in line
+
+
+def test_no_pick_with_a_finite_test_loss_has_no_leader():
+    picks = {"z": _pick(0.1, 0.1, math.nan), "a": _pick(0.2, 0.2, math.inf), "b": None}
+    line, outcome = cli._winner_line("p", "equal compute", picks, lambda p: None)
+    assert outcome is None and "**" not in line and "lowest" not in line
+    assert line == ("- p, equal compute: no pick has a finite test loss, so no winner on test: "
+                    "a (val 0.2, test loss inf); z (val 0.1, test loss nan); no trial yet: b.")
+    assert len(cli._compilation_lines("p", {}, outcome, outcome)) == 1  # no agreement line about no winner
