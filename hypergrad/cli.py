@@ -76,6 +76,7 @@ from hypergrad._files import replaced_atomically
 from hypergrad.objective import as_hparams
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
+from hypergrad.results import FAIL, pickable
 from hypergrad.tune import tune_step_cost
 
 __all__ = ["main", "set_aside"]
@@ -602,7 +603,9 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
             (f"equal execution time ({_seconds(executing)} s, compilation left out)", by_seconds, "execution",
              executing)):
         picks = {name: r.best_within(budget, by) for name, r in chosen.items()}
-        line, winners[by] = _winner_line(problem, label, picks, per_example)
+        unpicked = {name: why for name, r in chosen.items() if picks[name] is None
+                    and (why := _why_no_pick(r, budget, by)) is not None}
+        line, winners[by] = _winner_line(problem, label, picks, per_example, unpicked)
         lines.append(line)
     lines += _compilation_lines(problem, by_seconds, winners["seconds"], winners["execution"])
     weighed = {} if corrupted is None else _weights_against_corruption(results, corrupted)
@@ -689,20 +692,47 @@ def _standing(picks: dict[str, Any], per_example: Callable[[Any], np.ndarray | N
     return ("win" if margin[0] < -NOISE_SE * margin[1] else "noise"), ranked, leaders, margin, against
 
 
+def _why_no_pick(result: hg.Result, budget: float, by: str) -> str | None:
+    """Why `result` has no pick within `budget` (`best_within`'s cut) though trials finished within
+    it: how many diverged (state "fail": a non-finite validation loss) and how many a
+    `tune(resample_key=True)` step scored on its own key (`pickable`: never the pick); None when no
+    trial finished within it. Cost: O(trials)."""
+    limit, can_pick = budget * (1 + 1e-9), pickable(result.info)
+    spent = result.spent(by)
+    trials = result.trials[:next((i for i, cost in enumerate(spent) if cost > limit), len(spent))]
+    if not trials:
+        return None
+    diverged = sum(t.state == FAIL or not math.isfinite(t.value) for t in trials)
+    own_key = sum(not can_pick(t) for t in trials) - diverged
+    if not own_key:
+        return "its one finished trial diverged" if diverged == 1 else f"all {diverged} of its finished trials diverged"
+    steps = "1 step scored on its own key" if own_key == 1 else f"{own_key} steps scored on their own keys"
+    return (f"{_steps(len(trials), 'finished trial')}: " + (f"{diverged} diverged, " if diverged else "")
+            + f"{steps} (resample_key), never the pick")
+
+
 def _winner_line(problem: str, label: str, picks: dict[str, Any],
-                 per_example: Callable[[Any], np.ndarray | None] | None = None) -> tuple[str, str | None]:
+                 per_example: Callable[[Any], np.ndarray | None] | None = None,
+                 unpicked: dict[str, str] | None = None) -> tuple[str, str | None]:
     """(the verdict's line for one comparison, its outcome: the winner's name, a phrase for a tie
     or no clear winner, or None when no strategy has a pick or no pick a finite test loss): the
     pick (a Trial or None per strategy) with the lowest finite test loss wins only beyond the test
     set's noise (`_standing`), from
     `per_example(pick)`: that pick's loss on every test example (None where unknown; see
-    `_test_losses_per_example`)."""
+    `_test_losses_per_example`). `unpicked`: why each strategy with no pick but finished trials has
+    none (`_why_no_pick`); a strategy with no pick and not there had no trial yet."""
     kind, ranked, leaders, margin, against = _standing(picks, per_example)
+    unpicked = {name: why for name, why in (unpicked or {}).items() if picks.get(name) is None}
+    idle = [name for name, p in picks.items() if p is None and name not in unpicked]
+    idle_words = ("".join(f"; no pick: {name} ({why})" for name, why in unpicked.items())
+                  + (f"; no trial yet: {', '.join(idle)}" if idle else ""))
     if kind == "none":
-        return f"- {problem}, {label}: no strategy finished a trial.", None
+        if not unpicked:
+            return f"- {problem}, {label}: no strategy finished a trial.", None
+        return (f"- {problem}, {label}: no strategy has a pick: "
+                + "; ".join(f"{name} ({why})" for name, why in unpicked.items())
+                + (f"; no trial yet: {', '.join(idle)}" if idle else "") + "."), None
     others = "; ".join(_pick_line(name, picks[name]) for name in ranked if name not in leaders)
-    idle = [name for name, p in picks.items() if p is None]
-    idle_words = f"; no trial yet: {', '.join(idle)}" if idle else ""
     if kind == "unscored":
         return f"- {problem}, {label}: no pick has a finite test loss, so no winner on test: {others}{idle_words}.", None
     tail = f"; then {others or 'no other'}{idle_words}."

@@ -46,3 +46,31 @@ def test_no_pick_with_a_finite_test_loss_has_no_leader():
     assert line == ("- p, equal compute: no pick has a finite test loss, so no winner on test: "
                     "a (val 0.2, test loss inf); z (val 0.1, test loss nan); no trial yet: b.")
     assert len(cli._compilation_lines("p", {}, outcome, outcome)) == 1  # no agreement line about no winner
+
+
+def _trial(number: int, value: float, state: str = "complete", tuner: int | None = None) -> Trial:
+    return Trial(number=number, hparams={"lr": np.asarray(0.1 * (number + 1))}, value=value,
+                 scores={"val_loss": value, "test_loss": value}, state=state, flops=1.0, seconds=1.0, run_flops=1.0,
+                 tuner=tuner)
+
+
+def test_the_verdict_tells_trials_that_all_diverged_from_no_trial():
+    diverged = {"random": Result("random", [_trial(0, math.nan, "fail")], 1.0, 0.0),
+                "grid": Result("grid", [_trial(0, math.nan, "fail"), _trial(1, math.inf, "fail")], 1.0, 0.0)}
+    line = cli._verdict("p", diverged, diverged).splitlines()[0]
+    assert line == ("- p, equal compute: no strategy has a pick: random (its one finished trial diverged); "
+                    "grid (all 2 of its finished trials diverged).")
+    line, outcome = cli._winner_line("p", "equal compute", {"random": None})
+    assert line == "- p, equal compute: no strategy finished a trial." and outcome is None
+    # beside a pick: a strategy whose trials all diverged is not one with no trial yet
+    picks = {"random": None, "grid": _trial(0, 0.5)}
+    line, outcome = cli._winner_line("p", "equal compute", picks, None, {"random": "its one finished trial diverged"})
+    assert outcome == "grid" and line.endswith("then no other; no pick: random (its one finished trial diverged).")
+
+
+def test_a_resample_key_tunes_steps_on_their_own_keys_are_named_as_such():
+    tuned = Result("tune", [_trial(0, 0.3, tuner=0), _trial(1, math.nan, "fail", tuner=0), _trial(2, 0.2, tuner=0)],
+                   1.0, 0.0, {"resample_key": True, "final_trials": [2]})
+    assert cli._why_no_pick(tuned, 2.0, "runs") == ("2 finished trials: 1 diverged, 1 step scored on its own key "
+                                                    "(resample_key), never the pick")
+    assert tuned.best_within(3.0) is not None and cli._why_no_pick(tuned, 0.5, "runs") is None
