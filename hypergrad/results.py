@@ -40,6 +40,8 @@ from hypergrad.space import Choice, Space
 __all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
 
 COMPLETE, FAIL, SKIPPED = "complete", "fail", "skipped"
+STATES = (COMPLETE, FAIL, SKIPPED)
+"""Every `Trial.state` (the library writes these alone; `Trial` refuses any other)."""
 
 BY = ("runs", "seconds", "execution")
 """What `line_up` (`hg.compare`) can line strategies up by: compute in training-run equivalents,
@@ -146,6 +148,8 @@ class Trial:
             (a score given as None stays None).
         state: "complete"; "fail" (non-finite loss: never chosen as best); "skipped" (an outer
             step whose loss was finite but whose hypergradient was not, so no update was made).
+            Any other value is a ValueError naming these three, the upper-case spelling of
+            `to_dataframe`'s state column included (not mapped: give `state.lower()`).
         flops: FLOPs this trial cost (its share of its compiled program's run).
         seconds: wall seconds of execution attributed to this trial.
         run_flops: FLOPs of one plain training run, the unit of `runs`.
@@ -171,6 +175,11 @@ class Trial:
                    "run_flops": _host_float(self.run_flops, "run_flops"),
                    "grad_norm": None if self.grad_norm is None else _host_float(self.grad_norm, "grad_norm"),
                    "tuner": None if self.tuner is None else _host_int(self.tuner, "tuner")}
+        if self.state not in STATES:
+            hint = (f" (lower case: {self.state.lower()!r}; to_dataframe's state column writes them in upper case, "
+                    "as Optuna does)" if isinstance(self.state, str) and self.state.lower() in STATES else "")
+            raise ValueError(f"Trial(state={self.state!r}): give one of {', '.join(map(repr, STATES))}{hint}")
+        convert["state"] = str(self.state)
         if not isinstance(self.hparams, Mapping):
             raise TypeError(f"Trial(hparams={self.hparams!r}): give a dict of hyperparameter name -> value")
         if not isinstance(self.scores, Mapping):

@@ -7,6 +7,7 @@ losses and with picks that all diverged.
 import math
 
 import numpy as np
+import pytest
 
 from hypergrad import cli
 from hypergrad.results import Result, Trial
@@ -74,3 +75,22 @@ def test_a_resample_key_tunes_steps_on_their_own_keys_are_named_as_such():
     assert cli._why_no_pick(tuned, 2.0, "runs") == ("2 finished trials: 1 diverged, 1 step scored on its own key "
                                                     "(resample_key), never the pick")
     assert tuned.best_within(3.0) is not None and cli._why_no_pick(tuned, 0.5, "runs") is None
+
+
+def test_a_trial_refuses_a_state_the_library_does_not_write():
+    for state in ("FAIL", "Complete", "banana", None):
+        with pytest.raises(ValueError, match=r"Trial\(state=.*give one of 'complete', 'fail', 'skipped'"):
+            _trial(0, 0.1, state)
+    with pytest.raises(ValueError, match=r"lower case: 'fail'; to_dataframe's state column"):
+        _trial(0, 0.1, "FAIL")
+    assert _trial(0, 0.1, np.str_("skipped")).state == "skipped" and type(_trial(0, 0.1, "fail").state) is str
+
+
+def test_a_result_round_trips_every_state_and_refuses_an_unknown_one(tmp_path):
+    result = Result("random", [_trial(0, 0.5), _trial(1, math.nan, "fail"), _trial(2, 0.4, "skipped")], 1.0, 0.0)
+    result.save(tmp_path / "r.json")
+    assert [t.state for t in Result.load(tmp_path / "r.json").trials] == ["complete", "fail", "skipped"]
+    data = result.to_dict()
+    data["trials"][0]["state"] = "FAIL"  # e.g. rebuilt from to_dataframe's column
+    with pytest.raises(ValueError, match="not a Result's to_dict"):
+        Result.from_dict(data)
