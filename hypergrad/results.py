@@ -448,7 +448,8 @@ class Result:
             get NaN scores and tie for last, as in scikit-learn. `mean_fit_time` is a trial's
             wall seconds divided by the number of folds (the folds train together, so
             `std_fit_time` is 0), and scoring runs inside the same program: its time is part of
-            the fit time and `mean_score_time` is 0.
+            the fit time and `mean_score_time` is 0. A result with no trials (e.g. a study loaded
+            before its first chunk was stored) gives these keys with 0 entries, whatever `metric`.
         """
         trials = self.trials
         key, sign = _cv_metric(trials, metric)
@@ -800,6 +801,9 @@ def _cv_metric(trials: Sequence[Trial], metric: str | None) -> tuple[str, float]
     """(score key "val_<metric>", sign making higher better) of `Result.cv_results(metric)`."""
     available = sorted({name[4:] for t in trials for name in t.scores
                         if name.startswith("val_") and not RESERVED_SUFFIX.search(name)})
+    if not trials and (metric is None or isinstance(metric, str)):  # nothing reported, nothing to refuse
+        metric = metric or "loss"
+        return f"val_{metric}", -1.0 if metric == "loss" else 1.0
     if metric is None:
         metric = "accuracy" if "accuracy" in available else "loss"
     if not isinstance(metric, str) or metric not in available:

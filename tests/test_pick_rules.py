@@ -94,3 +94,12 @@ def test_a_result_round_trips_every_state_and_refuses_an_unknown_one(tmp_path):
     data["trials"][0]["state"] = "FAIL"  # e.g. rebuilt from to_dataframe's column
     with pytest.raises(ValueError, match="not a Result's to_dict"):
         Result.from_dict(data)
+
+
+def test_cv_results_of_a_result_with_no_trials_has_every_key_with_no_entries():
+    empty = Result("random", [], 1.0, 0.0)
+    for metric in (None, "loss", "accuracy"):
+        cv = empty.cv_results(metric)
+        assert cv["params"] == [] and cv["rank_test_score"].dtype == np.int32
+        assert {k for k, v in cv.items() if len(v)} == set()
+        assert {"mean_fit_time", "mean_test_score", "std_test_score", "rank_test_score"} <= cv.keys()
