@@ -387,7 +387,7 @@ class Problem:
             raise ValueError(f"metrics={self.metrics!r} must be a dict {{name: fn(params, batch) -> scalar}}")
         metrics = dict(self.metrics or {})
         for name, fn in metrics.items():
-            check_metric_name(name)
+            check_metric_name(name, others=metrics)
             if not callable(fn):
                 raise ValueError(f"metrics[{name!r}] must be a function fn(params, batch) -> scalar")
         return metrics
@@ -655,11 +655,13 @@ def as_problem(problem: Any) -> Problem:
     return problem
 
 
-def check_metric_name(name: Any) -> None:
-    """`ValueError` unless `name` can be a metric's name: a non-empty string, not "loss" (the scores
-    `val_loss`/`test_loss` are the loss's own, and `val_loss` is the value every search tunes) and
-    not ending in a suffix cross-validation reserves (`RESERVED_SUFFIX`). Any of these would
-    overwrite another score, or be read as one, silently."""
+def check_metric_name(name: Any, others: Any = ()) -> None:
+    """`ValueError` unless `name` can be a metric's name beside the metric names `others`: a non-empty
+    string, not "loss" (the scores `val_loss`/`test_loss` are the loss's own, and `val_loss` is the
+    value every search tunes), and not a score name cross-validation reserves for another score:
+    `<score>_std` or `<score>_fold<i>` (`RESERVED_SUFFIX`) where `<score>` is "loss" or another
+    metric. Any of these would overwrite another score, or be read as one, silently; a suffix on a
+    stem that is no score's ("pred_std") collides with nothing and is accepted."""
     where = f"Problem(metrics={{{name!r}: ...}})"
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: a metric's name must be a non-empty string (it becomes the score names "
@@ -670,8 +672,9 @@ def check_metric_name(name: Any) -> None:
                          "loss's own (val_loss is the value every search tunes), and the metric would "
                          "replace them; rename it, e.g. 'loss_metric'")
     suffix = RESERVED_SUFFIX.search(name)
-    if suffix:
-        raise ValueError(f"{where}: the suffix {suffix.group()!r} is reserved: cross-validation reports "
-                         "val_<score>_std (the standard deviation over folds) and val_<score>_fold<i> (fold "
-                         "i's score), which Result.cv_results reads; rename it, e.g. "
-                         f"{name[:suffix.start()] + suffix.group().replace('_', '-', 1)!r}")
+    stem = name[:suffix.start()] if suffix else None
+    if suffix and (stem == "loss" or stem in others):
+        raise ValueError(f"{where}: the suffix {suffix.group()!r} is reserved for the score {stem!r}: "
+                         "cross-validation reports val_<score>_std (the standard deviation over folds) and "
+                         "val_<score>_fold<i> (fold i's score), which Result.cv_results reads; rename it, e.g. "
+                         f"{stem + suffix.group().replace('_', '-', 1)!r}")
