@@ -445,7 +445,12 @@ class Result:
             hyperparameter) holding Python numbers for scalars, arrays for shaped
             hyperparameters and any other object (a string, a tuple) as is. `rank_test_score` is int32, 1 for the
             best, ties sharing the smallest rank; failed trials (non-finite score or state "fail")
-            get NaN scores and tie for last, as in scikit-learn. `mean_fit_time` is a trial's
+            get NaN scores and tie for last, as in scikit-learn. The trials that cannot be the
+            pick (`best_trial`'s rule, `pickable`: in a `tune(resample_key=True)` result the
+            steps' trials scored on their own keys, biased low; see the class docstring) keep
+            their scores but rank after every trial that can, among themselves by score, and
+            before the failed ones: rank 1 is the pick's (with `metric=None` or "loss"), as
+            scikit-learn's `best_index_` is its `argmin`. `mean_fit_time` is a trial's
             wall seconds divided by the number of folds (the folds train together, so
             `std_fit_time` is 0), and scoring runs inside the same program: its time is part of
             the fit time and `mean_score_time` is 0. A result with no trials (e.g. a study loaded
@@ -477,7 +482,8 @@ class Result:
                         for t in trials])
         out["mean_test_score"] = mean
         out["std_test_score"] = np.where(np.isnan(mean), np.nan, std)
-        out["rank_test_score"] = _min_rank(mean)
+        can_pick = pickable(self.info)
+        out["rank_test_score"] = _ranked_after(mean, np.array([can_pick(t) for t in trials], dtype=bool))
         return out
 
     def to_optuna(self, storage_url: str, study_name: str, *, space: Space | None = None) -> Any:
@@ -485,7 +491,12 @@ class Result:
         Optuna's plots show it; returns the `optuna.Study`.
 
         Each trial becomes a finished Optuna trial in order: its value is the validation loss (a
-        failed trial has state FAIL and no value). Scalar hyperparameters, and shaped ones holding
+        failed trial has state FAIL and no value). A trial with a finite value that cannot be the
+        pick (`best_trial`'s rule: in a `tune(resample_key=True)` result a step's trial scored on
+        its own key, biased low; see the class docstring) has state PRUNED with its value, so the
+        study's `best_trial` is this result's (Optuna picks among COMPLETE trials), its plots
+        still show it, and a sampler continuing the study counts it below every COMPLETE one;
+        every trial's user attribute `pickable` says whether it can be the pick. Scalar hyperparameters, and shaped ones holding
         one value (a constant schedule), are params, with the space's distributions when `space` is
         given or `info["space"]` describes it (a study of `storage=` does), and else the range of
         the values seen (a `LogUniform` axis then is a linear range, which `hg.optuna_search` and
@@ -527,7 +538,8 @@ class Result:
             raise ImportError("to_optuna needs optuna: pip install 'hypergrad[optuna]'") from err
         options = {} if space is None else {name: d.options for name, d in space.items if isinstance(d, Choice)}
         distributions, params = _optuna_columns(optuna, self.trials, described, options)
-        trials = [_optuna_trial(optuna, t, p, distributions) for t, p in zip(self.trials, params)]
+        can_pick = pickable(self.info)
+        trials = [_optuna_trial(optuna, t, p, distributions, can_pick(t)) for t, p in zip(self.trials, params)]
         return _new_optuna_study(optuna, storage_url, study_name, trials)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -784,15 +796,19 @@ def _new_optuna_study(optuna: Any, storage_url: Any, study_name: str, trials: Se
     return study
 
 
-def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distributions: Mapping[str, Any]) -> Any:
-    """One finished Optuna trial of `t` with its `params` (see `Result.to_optuna`)."""
+def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distributions: Mapping[str, Any],
+                  can_pick: bool = True) -> Any:
+    """One finished Optuna trial of `t` with its `params` (see `Result.to_optuna`): FAIL when it
+    failed, else COMPLETE if it `can_pick` (`pickable`), PRUNED with its value if not."""
     attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if np.ndim(v) > 0}
     attrs.update({name: _to_python(v) for name, v in t.scores.items()})
     attrs.update(_to_python({"number": t.number, "state": t.state, "tuner": t.tuner, "runs": t.runs,
                              "flops": t.flops, "seconds": t.seconds, "grad_norm": t.grad_norm}))
     failed = t.state == FAIL or not math.isfinite(t.value)
+    attrs["pickable"] = bool(can_pick and not failed)
+    finished = optuna.trial.TrialState.COMPLETE if can_pick else optuna.trial.TrialState.PRUNED
     return optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
+        state=optuna.trial.TrialState.FAIL if failed else finished,
         value=None if failed else float(t.value), params=dict(params),
         distributions={name: distributions[name] for name in params}, user_attrs=attrs)
 
@@ -865,6 +881,18 @@ def _param_value(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _ranked_after(scores: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """`_min_rank` of `scores` (higher is better; NaN tie for last), except that the non-NaN
+    scores where `first` is False rank after every non-NaN one where it is True (among
+    themselves by `_min_rank`), and before the NaN ones."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = ~np.isnan(scores)
+    ahead = first & finite
+    later = (ahead.sum() + _min_rank(np.where(ahead, np.nan, scores))).astype(np.int32)
+    return np.where(ahead, _min_rank(np.where(ahead, scores, np.nan)),
+                    np.where(finite, later, finite.sum() + 1)).astype(np.int32)
 
 
 def _min_rank(scores: np.ndarray) -> np.ndarray:
@@ -959,6 +987,11 @@ class TrialRecorder:
     or a strategy extending `trials` directly (a warm-up's, a resumed study's) put them there: each
     trial is folded in once, so a line costs O(trials since the last line), not O(trials so far),
     and a long `tune` or a search in small chunks with `progress` stays linear in its trials.
+    Its "best val" ranges over every finished finite trial so far, not `pickable`'s: in a
+    `tune(resample_key=True)` call that includes the steps' trials scored on their own keys,
+    biased low, which the Result never picks (its `best_value` may be higher). The recorder is not
+    told which trials those are: `tune` names the final iterates (`info["final_trials"]`) only
+    once they are scored, in the last step.
 
     Args:
         strategy: label used in progress lines and log records.
@@ -1055,8 +1088,9 @@ class TrialRecorder:
 
     def _tally(self) -> None:
         """Folds the trials collected since the last call into the running best finite value and
-        sum of runs, in collection order: the same numbers as a min and a sum over every trial so far
-        (a strict < keeps the first of equal values, as `min` does; the sum adds in the same order)."""
+        sum of runs, in collection order: the same numbers as a min over every finished finite trial
+        so far (not only `pickable`'s: see the class docstring) and a sum over every trial (a strict
+        < keeps the first of equal values, as `min` does; the sum adds in the same order)."""
         for trial in self.trials[self._tallied:]:
             if trial.state != FAIL and math.isfinite(trial.value) and (self._best is None or trial.value < self._best):
                 self._best = trial.value

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hypergrad import cli
-from hypergrad.results import Result, Trial
+from hypergrad.results import Result, Trial, _min_rank, _ranked_after
 
 
 def _pick(setting: float, val: float, test: float, state: str = "complete") -> Trial:
@@ -103,3 +103,54 @@ def test_cv_results_of_a_result_with_no_trials_has_every_key_with_no_entries():
         assert cv["params"] == [] and cv["rank_test_score"].dtype == np.int32
         assert {k for k, v in cv.items() if len(v)} == set()
         assert {"mean_fit_time", "mean_test_score", "std_test_score", "rank_test_score"} <= cv.keys()
+
+
+def _resampled() -> Result:
+    """A `tune(resample_key=True)`-like result: a warm-up trial (tuner None), two steps on their own keys (the
+    lowest values, never the pick), one failed step, and the final iterate (trial 4) scored on the call's key."""
+    trials = [_trial(0, 0.9), _trial(1, 0.2, tuner=0), _trial(2, 0.3, tuner=0), _trial(3, math.nan, "fail", tuner=0),
+              _trial(4, 0.6, tuner=0)]
+    return Result("tune", trials, 1.0, 0.0, {"resample_key": True, "final_trials": [4]})
+
+
+def test_cv_results_ranks_first_the_trials_that_can_be_the_pick():
+    result = _resampled()
+    cv = result.cv_results()
+    assert result.best_trial.number == 4 and int(np.argmin(cv["rank_test_score"])) == 4
+    assert cv["rank_test_score"].tolist() == [2, 3, 4, 5, 1] and cv["rank_test_score"].dtype == np.int32
+    assert np.allclose(cv["mean_test_score"], [-0.9, -0.2, -0.3, np.nan, -0.6], equal_nan=True)  # scores kept
+    # without the rule (no final_trials: every finished finite trial can be the pick) the ranks are scipy's
+    plain = Result("tune", result.trials, 1.0, 0.0, {"resample_key": True})
+    assert plain.cv_results()["rank_test_score"].tolist() == [4, 1, 2, 5, 3]
+
+
+def test_to_optuna_exports_the_trials_that_cannot_be_the_pick_as_pruned(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _resampled().to_optuna(f"sqlite:///{tmp_path / 'o.db'}", "s")
+    assert study.best_trial.number == 4 and study.best_value == 0.6
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "PRUNED", "FAIL", "COMPLETE"]
+    assert [t.value for t in study.trials][:3] == [0.9, 0.2, 0.3]
+    assert [t.user_attrs["pickable"] for t in study.trials] == [True, False, False, False, True]
+
+
+def test_ranked_after_puts_the_first_group_ahead_and_nan_last():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 8))
+        scores = rng.integers(0, 4, n).astype(float)
+        scores[rng.random(n) < 0.25] = np.nan
+        first = rng.random(n) < 0.6
+        ranks = _ranked_after(scores, first)
+        assert ranks.dtype == np.int32 and ranks.shape == (n,)
+        if first.all():
+            assert ranks.tolist() == _min_rank(scores).tolist()
+        finite = ~np.isnan(scores)
+        for group in (first & finite, ~first & finite):
+            if group.any():  # within a group: its own min ranks, shifted
+                own = _min_rank(scores[group])
+                assert (ranks[group] - own == ranks[group].min() - 1).all()
+        assert ((first & finite).sum() == 0 or not (~first & finite).any()
+                or ranks[first & finite].max() < ranks[~first & finite].min())
+        assert (ranks[~finite] == finite.sum() + 1).all()
