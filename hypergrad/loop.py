@@ -445,18 +445,22 @@ def check_shapes_kept(new: PyTree, old: PyTree, what: str, hparams: HParams | No
 
 
 def _shape_change_message(what: str, path: str, old: tuple, new: tuple, hparams: HParams | None) -> str:
-    """`check_shapes_kept`'s message for the leaf at `path` whose shape went from `old` to `new`."""
-    suspects = [f"hparams[{name!r}] of shape {jnp.shape(v)}" for name, v in (hparams or {}).items()
+    """`check_shapes_kept`'s message for the leaf at `path` whose shape went from `old` to `new`: the
+    hyperparameters whose shape broadcasts the old one to the new one named as the likely cause, or,
+    when none does, the optimiser itself."""
+    suspects = [name for name, v in (hparams or {}).items()
                 if jnp.ndim(v) > 0 and _broadcasts_to(old, jnp.shape(v), new)]
-    cause = (f"most likely {' or '.join(suspects)}" if suspects else
-             "e.g. hparams['lr'] of shape (1,) in optax.sgd(h['lr'])")
-    example = suspects[0].split("]")[0] + "]" if suspects else "h['lr']"
-    return (f"Objective(optimizer=...): a training step changed the shape of {what} {path} from {old} to {new}, "
-            f"which training cannot carry (each step must keep every parameter's and the optimiser state's "
-            f"shape). A hyperparameter of another shape was used where a scalar was expected ({cause}), and "
-            "broadcasting spread it over the leaf. Give a scalar (jnp.asarray(0.1), or an hg.Space leaf without "
-            f"shape=), or, for a per-step schedule of num_steps entries, index it by the step: "
-            f"optax.sgd(lambda step: {example.replace('hparams', 'h')}[step])")
+    head = (f"Objective(optimizer=...): a training step changed the shape of {what} {path} from {old} to {new}, "
+            "which training cannot carry (each step must keep every parameter's and the optimiser state's shape).")
+    if not suspects:
+        return (f"{head} No hyperparameter's shape explains it: the optimiser's update itself returns another "
+                "shape for this leaf. Check the optimiser (or a transform in its chain) keeps each leaf's shape; a "
+                "hyperparameter of shape (1,) where a scalar is meant does this too (give a scalar)")
+    named = " or ".join(f"hparams[{name!r}] of shape {jnp.shape(hparams[name])}" for name in suspects)
+    return (f"{head} A hyperparameter of another shape was used where a scalar was expected (most likely "
+            f"{named}), and broadcasting spread it over the leaf. Give a scalar (jnp.asarray(0.1), or an hg.Space "
+            "leaf without shape=), or, for a per-step schedule of num_steps entries, index it by the step: "
+            f"optax.sgd(lambda step: h[{suspects[0]!r}][step])")
 
 
 def _broadcasts_to(old: tuple, other: tuple, new: tuple) -> bool:

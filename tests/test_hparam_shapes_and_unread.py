@@ -130,3 +130,21 @@ def test_implicit_refusing_an_initialisation_hyperparameter_says_what_it_would_m
     assert "return 0" not in str(err.value)
     with pytest.raises(ValueError, match=r"miss 's''s effect through the initialisation and return 0 for it"):
         hg.hypergradient(_init_scaled(False), {"s": jnp.asarray(0.5)}, jax.random.key(0), method=hg.Implicit())
+
+
+def test_a_shape_change_no_hyperparameter_explains_blames_the_optimiser_not_a_hyperparameter():
+    # with every hyperparameter a scalar the message still said, as fact, that a hyperparameter of another
+    # shape was used where a scalar was expected
+    with pytest.raises(ValueError, match=r"from \(2,\) to \(4, 2\).*No hyperparameter's shape explains it: "
+                                         r"the optimiser's update itself"):
+        check_shapes_kept([{"mu": jnp.zeros((4, 2))}], [{"mu": jnp.zeros(2)}], "optimiser-state leaf",
+                          {"lr": jnp.asarray(0.1)})
+
+
+@pytest.mark.parametrize("name", ["hparams_lr", "a]b"])
+def test_the_suggested_schedule_indexes_the_hyperparameter_by_its_own_name(name):
+    # the example was cut out of the message by string surgery: 'hparams_lr' came out as h['h_lr'] and
+    # 'a]b' as h['a][step]
+    with pytest.raises(ValueError) as refused:
+        check_shapes_kept({"b": jnp.zeros(1)}, {"b": jnp.zeros(())}, "parameter", {name: jnp.zeros(1)})
+    assert f"optax.sgd(lambda step: h[{name!r}][step])" in str(refused.value)
