@@ -720,8 +720,12 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
     set's noise (`_standing`), from
     `per_example(pick)`: that pick's loss on every test example (None where unknown; see
     `_test_losses_per_example`). `unpicked`: why each strategy with no pick but finished trials has
-    none (`_why_no_pick`); a strategy with no pick and not there had no trial yet."""
+    none (`_why_no_pick`); a strategy with no pick and not there had no trial yet. None (not
+    told): beside a pick, every strategy without one is listed under "no trial yet"; with no pick
+    at all, the line says only that no strategy has one."""
     kind, ranked, leaders, margin, against = _standing(picks, per_example)
+    if kind == "none" and unpicked is None:  # not told whether any trial finished
+        return f"- {problem}, {label}: no strategy has a pick.", None
     unpicked = {name: why for name, why in (unpicked or {}).items() if picks.get(name) is None}
     idle = [name for name, p in picks.items() if p is None and name not in unpicked]
     idle_words = ("".join(f"; no pick: {name} ({why})" for name, why in unpicked.items())
@@ -734,7 +738,8 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
                 + (f"; no trial yet: {', '.join(idle)}" if idle else "") + "."), None
     others = "; ".join(_pick_line(name, picks[name]) for name in ranked if name not in leaders)
     if kind == "unscored":
-        return f"- {problem}, {label}: no pick has a finite test loss, so no winner on test: {others}{idle_words}.", None
+        return (f"- {problem}, {label}: no pick has a finite test loss, so no winner on test: {others}{idle_words}."
+                ), None
     tail = f"; then {others or 'no other'}{idle_words}."
     leader = leaders[0]
     if kind == "tie":

@@ -61,8 +61,10 @@ def test_the_verdict_tells_trials_that_all_diverged_from_no_trial():
     line = cli._verdict("p", diverged, diverged).splitlines()[0]
     assert line == ("- p, equal compute: no strategy has a pick: random (its one finished trial diverged); "
                     "grid (all 2 of its finished trials diverged).")
-    line, outcome = cli._winner_line("p", "equal compute", {"random": None})
+    line, outcome = cli._winner_line("p", "equal compute", {"random": None}, None, {})
     assert line == "- p, equal compute: no strategy finished a trial." and outcome is None
+    line, outcome = cli._winner_line("p", "equal compute", {"random": None})  # not told why: no claim
+    assert line == "- p, equal compute: no strategy has a pick." and outcome is None
     # beside a pick: a strategy whose trials all diverged is not one with no trial yet
     picks = {"random": None, "grid": _trial(0, 0.5)}
     line, outcome = cli._winner_line("p", "equal compute", picks, None, {"random": "its one finished trial diverged"})
