@@ -494,11 +494,12 @@ class Result:
         failed trial has state FAIL and no value). A trial with a finite value that cannot be the
         pick (`best_trial`'s rule: in a `tune(resample_key=True)` result a step's trial scored on
         its own key, biased low; see the class docstring) has state PRUNED with its value, so the
-        study's `best_trial` is this result's (Optuna picks among COMPLETE trials), its plots
-        still show it, and a sampler continuing the study counts it below every COMPLETE one;
-        every trial's user attribute `pickable` says whether it can be the pick. Scalar hyperparameters, and shaped ones holding
-        one value (a constant schedule), are params, with the space's distributions when `space` is
-        given or `info["space"]` describes it (a study of `storage=` does), and else the range of
+        study's `best_trial` is this result's (Optuna picks among COMPLETE trials) and its plots
+        still show it (a sampler continuing the study ranks it below every COMPLETE trial, as
+        TPE does, or leaves it out); every trial's user attribute `pickable` says whether it can
+        be the pick. Scalar hyperparameters, and shaped ones holding one value (a constant
+        schedule), are params, with the space's distributions when `space` is given or
+        `info["space"]` describes it (a study of `storage=` does), and else the range of
         the values seen (a `LogUniform` axis then is a linear range, which `hg.optuna_search` and
         Optuna's `suggest_float(..., log=True)` refuse to continue: pass `space`). A `Choice` of the
         space is a categorical param over all its options in declared order (`optuna_choices`:
