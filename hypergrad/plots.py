@@ -76,9 +76,10 @@ def _colours(names: Sequence[str]) -> dict[str, Any]:
 def _slug(name: str) -> str:
     """A file-name prefix for `name`: its ASCII letters, digits, '.', '_' and '-' (other runs as one
     '_', at most 80 characters, never starting with '.' or '-'), followed by '-' and 8 hex digits of
-    its SHA-256 whenever that is not the name itself, so distinct names never share a file."""
+    its SHA-256 whenever that is not the name itself or the name has a capital letter, so distinct
+    names never share a file, on a file system that ignores case too ('Tune' and 'tune')."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_").lstrip(".-")[:80]
-    if slug == name and slug:
+    if slug == name and slug and slug == slug.lower():
         return slug
     return f"{slug or 'result'}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
 

@@ -323,7 +323,9 @@ def objective_digest(objective: Any, format: int = FINGERPRINT_FORMAT) -> str:
 def _refuse_url(path: str) -> None:
     """`ValueError` for a URL (`scheme://...`, e.g. Optuna's 'sqlite:///study.db'): taken as a path it
     would make a folder named after the scheme ('sqlite:') and a file in it."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+    # a scheme of two characters or more (a one-letter one is a Windows drive, 'C:/x' or 'C://x'), then
+    # '//' or, from a pathlib.Path, which folds 'sqlite:///x' to 'sqlite:/x', a single '/'
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", path):
         raise ValueError(f"storage={path!r} is a URL; storage= takes a plain file path, e.g. storage='study.db' "
                          "(created if missing). The URL form (sqlite:///study.db) is Optuna's: give it to "
                          "Result.to_optuna, not to storage=")
@@ -945,8 +947,8 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
 
 def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
     """The studies a store file holds, by name. Raises `ValueError` for an unreadable file."""
-    if isinstance(storage, str):
-        _refuse_url(storage)
+    if isinstance(storage, (str, os.PathLike)):
+        _refuse_url(os.fsdecode(os.fspath(storage)))
     if not isinstance(storage, (str, os.PathLike)) or not os.path.exists(storage):
         raise ValueError(f"storage={storage!r} does not exist; give the path of a study file")
     path = os.fspath(storage)

@@ -4,6 +4,7 @@ and study name; strategy labels and hyperparameter names are drawn literally; `p
 names stay distinct for distinct result names."""
 
 import os
+import pathlib
 import shlex
 import sqlite3
 import time
@@ -23,7 +24,8 @@ def sgd(hparams):
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
 
 
-@pytest.mark.parametrize("url", ["sqlite:///study.db", "postgresql://user@host/db", "sqlite:////abs/study.db"])
+@pytest.mark.parametrize("url", ["sqlite:///study.db", "postgresql://user@host/db", "sqlite:////abs/study.db",
+                                 pathlib.Path("sqlite:///study.db")])  # a Path folds it to 'sqlite:/study.db'
 def test_storage_url_is_refused_before_anything_is_made(ridge_problem, key, tmp_path, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
     objective = hg.Objective(ridge_problem, sgd, num_steps=2)
@@ -115,3 +117,19 @@ def test_plot_result_gives_distinct_names_distinct_files(ridge_problem, key, tmp
     assert files[names.index("a_b")] == "a_b_curve.png"  # a name safe for a file is its own prefix
     assert files[names.index("a b")].startswith("a_b-")  # readable, then the hash
     assert files[names.index("a b")] == "a_b-c8687a08_curve.png"  # stable: SHA-256, not Python's salted hash()
+
+
+def test_a_windows_drive_is_not_taken_for_a_url_scheme(ridge_problem, key, tmp_path, monkeypatch):
+    # 'C://Users/...' matched the URL pattern (a one-letter scheme); a drive letter is a path
+    from hypergrad import store
+    assert store.check_study("C://Users/me/study.db", "s") and store.check_study("C:/x/study.db", "s")
+
+
+def test_plot_files_differ_on_a_file_system_that_ignores_case(ridge_problem, key, tmp_path):
+    # 'Tune' and 'tune' were both their own file names: one file on macOS's or Windows' default file system
+    pytest.importorskip("matplotlib")
+    objective = hg.Objective(ridge_problem, sgd, num_steps=2)
+    result = hg.random_search(objective, SPACE, key, num_trials=2)
+    files = [os.path.basename(plots.plot_result(result, tmp_path, name=name)[0]) for name in ("Tune", "tune", "TUNE")]
+    assert len({f.lower() for f in files}) == 3, files
+    assert files[1] == "tune_curve.png"
