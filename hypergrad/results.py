@@ -672,6 +672,25 @@ def _optuna_param(value: Any, declared: Sequence[tuple[Any, Any]] = ()) -> Any:
     return float(value)
 
 
+_SHARED_LABEL = ("to_optuna: {label!r} is the label of {what}, which only the options themselves tell apart: "
+                 "export the Result the search returned (not one loaded from a file, where they are their labels) "
+                 "with space= (the hg.Space searched over)")
+
+
+def _check_labels_tell_apart(name: str, values: Sequence[Any]) -> None:
+    """ValueError when two of a hyperparameter's non-numeric `values` that differ (neither the same
+    object nor equal with the same types) share a label, with no Choice options to match them by:
+    Optuna would see one category for both."""
+    by_label: dict[str, Any] = {}
+    for value in values:
+        if isinstance(value, (bool, int, float, np.ndarray, np.generic)):
+            continue
+        label = _label(value)
+        seen = by_label.setdefault(label, value)
+        if seen is not value and not _same_typed(seen, value):
+            raise ValueError(_SHARED_LABEL.format(label=label, what=f"two different values of {name!r}"))
+
+
 def _labelled_choice(value: Any, declared: Sequence[tuple[Any, Any]]) -> Any:
     """The choice of the non-numeric option `value` is (`declared`: (option, choice) pairs): the
     option that is `value`, else one equal to it with the same types (a tuple (1, 2) is not the
@@ -686,9 +705,7 @@ def _labelled_choice(value: Any, declared: Sequence[tuple[Any, Any]]) -> Any:
     label = _label(value)
     match = [c for o, c in declared if _label(o) == label]
     if len(match) > 1:
-        raise ValueError(f"to_optuna: the value {label!r} is the label of the options {match}, which only the "
-                         "options themselves tell apart; pass space= (the hg.Space searched over) with a Result "
-                         "that holds them (one not loaded from a file, where they are their labels)")
+        raise ValueError(_SHARED_LABEL.format(label=label, what=f"the options {match}"))
     return match[0] if match else label
 
 
@@ -757,6 +774,8 @@ def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, An
         desc = space.get(name, {})
         options = list((choices or {}).get(name, ())) or _described_options(desc)
         declared = list(zip(options, optuna_choices(options)))
+        if not declared:  # matched by label alone: distinct values must have distinct labels
+            _check_labels_tell_apart(name, [t.hparams[name] for t in trials if name in t.hparams])
         column = [_optuna_param(t.hparams[name], declared) if name in t.hparams else None for t in trials]
         values = [v for v in column if v is not None]
         if not values:

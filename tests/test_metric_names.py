@@ -118,13 +118,26 @@ def test_to_optuna_tells_apart_options_that_share_a_label(tmp_path):
         assert [t.params["act"] for t in study.trials] == ["0:(1, 2)", "1:(1, 2)"]
     # functions known only by their shared label cannot be told apart: refused, not all option 0
     space = hg.Space({"act": hg.Choice([jax.nn.relu, jax.nn.relu6])})
-    with pytest.raises(ValueError, match=r"to_optuna: the value '<jax.*custom_jvp object>' is the label of the "
-                                         r"options \['0:.*', '1:.*'\].*pass space="):
+    with pytest.raises(ValueError, match=r"to_optuna: '<jax.*custom_jvp object>' is the label of the "
+                                         r"options \['0:.*', '1:.*'\].*not one loaded from a file.*with space="):
         _choice_result([jax.nn.relu6], space).to_optuna(url, "ambiguous")
     # a label held by one option only still finds it (a loaded Result's function option)
     space = hg.Space({"act": hg.Choice([jax.nn.relu, jnp.tanh])})
     study = _choice_result([_label_of(jnp.tanh)], space).to_optuna(url, "loaded")
     assert study.trials[0].params["act"] == _label_of(jnp.tanh)
+
+
+def test_to_optuna_without_a_space_refuses_different_values_that_share_a_label(tmp_path):
+    pytest.importorskip("optuna")
+    # with no space (a plain random_search Result has none) the tuple (1, 2) and the string "(1, 2)", or
+    # relu and relu6, were exported as one category: every trial the same option
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    for i, values in enumerate(([(1, 2), "(1, 2)", (1, 2)], [jax.nn.relu, jax.nn.relu6])):
+        with pytest.raises(ValueError, match=r"to_optuna: .* is the label of two different values of 'act'.*"
+                                             r"with space="):
+            _choice_result(values).to_optuna(url, f"merged{i}")
+    study = _choice_result([(1, 2), (1, 2), jax.nn.relu, jax.nn.relu]).to_optuna(url, "same")  # equal values: fine
+    assert len({t.params["act"] for t in study.trials}) == 2
 
 
 def _label_of(value):
