@@ -835,8 +835,9 @@ def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distribution
 
 def _cv_metric(trials: Sequence[Trial], metric: str | None) -> tuple[str, float]:
     """(score key "val_<metric>", sign making higher better) of `Result.cv_results(metric)`."""
-    available = sorted({name[4:] for t in trials for name in t.scores
-                        if name.startswith("val_") and not RESERVED_SUFFIX.search(name)})
+    reported = {name[4:] for t in trials for name in t.scores if name.startswith("val_")}
+    available = sorted(name for name in reported  # not another score's std or fold (a metric "pred_std" is offered)
+                       if not ((suffix := RESERVED_SUFFIX.search(name)) and name[:suffix.start()] in reported))
     if not trials and (metric is None or isinstance(metric, str)):  # nothing reported, nothing to refuse
         metric = metric or "loss"
         return f"val_{metric}", -1.0 if metric == "loss" else 1.0

@@ -90,6 +90,11 @@ def test_cv_results_does_not_take_a_metrics_suffixed_names_for_folds(tmp_path):
 def test_cv_results_offers_a_metric_whose_name_only_contains_fold():
     result = _result([{"val_loss": 1.0, "val_x_fold_a": 0.5}])  # a name Problem accepts
     np.testing.assert_array_equal(result.cv_results("x_fold_a")["mean_test_score"], [0.5])
+    # a metric with a reserved suffix on a stem no score has ("pred_std") is accepted by Problem and offered
+    result = _result([{"val_loss": 1.0, "val_pred_std": 0.25, "val_loss_std": 0.0}])
+    np.testing.assert_array_equal(result.cv_results("pred_std")["mean_test_score"], [0.25])
+    with pytest.raises(ValueError, match=r"the trials report \['loss', 'pred_std'\]"):
+        result.cv_results("loss_std")
 
 
 def _choice_result(values, space=None):
