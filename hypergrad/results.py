@@ -687,8 +687,33 @@ def _check_labels_tell_apart(name: str, values: Sequence[Any]) -> None:
             continue
         label = _label(value)
         seen = by_label.setdefault(label, value)
-        if seen is not value and not _same_typed(seen, value):
+        if seen is not value and not _same_data(seen, value):
             raise ValueError(_SHARED_LABEL.format(label=label, what=f"two different values of {name!r}"))
+
+
+def _is_shaped(value: Any) -> bool:
+    """Whether `value` is an array of one or more axes (a shaped hyperparameter); a Choice option
+    numpy cannot make one array of (a tuple holding an array and a number) is not."""
+    try:
+        return np.ndim(value) > 0
+    except ValueError:
+        return False
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    """`_same_typed`, also for values a loaded Result holds as separate copies of one option: arrays
+    equal in dtype, shape and elements, NaN equal to NaN, tuples, lists and dicts of such values."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_data(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return (type(a) is type(b) and list(a) == list(b)
+                and all(_same_data(a[k], b[k]) for k in a))
+    if isinstance(a, float) and type(a) is type(b) and math.isnan(a) and math.isnan(b):
+        return True
+    return _same_typed(a, b)
 
 
 def _labelled_choice(value: Any, declared: Sequence[tuple[Any, Any]]) -> Any:
@@ -820,7 +845,7 @@ def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distribution
                   can_pick: bool = True) -> Any:
     """One finished Optuna trial of `t` with its `params` (see `Result.to_optuna`): FAIL when it
     failed, else COMPLETE if it `can_pick` (`pickable`), PRUNED with its value if not."""
-    attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if np.ndim(v) > 0}
+    attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if _is_shaped(v)}
     attrs.update({name: _to_python(v) for name, v in t.scores.items()})
     attrs.update(_to_python({"number": t.number, "state": t.state, "tuner": t.tuner, "runs": t.runs,
                              "flops": t.flops, "seconds": t.seconds, "grad_norm": t.grad_norm}))

@@ -145,6 +145,21 @@ def test_to_optuna_without_a_space_refuses_different_values_that_share_a_label(t
     assert len({t.params["act"] for t in study.trials}) == 2
 
 
+def test_to_optuna_exports_a_loaded_results_copies_of_one_option_as_one(tmp_path):
+    pytest.importorskip("optuna")
+    # a loaded Result holds each trial's own decoded copy of an option; 53e07ff took two copies of
+    # {'s': array} or (nan,) for different values sharing a label and refused the export, and a
+    # tuple holding an array and a number crashed in numpy (np.ndim of a ragged tuple)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    cases = [[{"s": np.ones(2)}, {"s": np.zeros(2)}, {"s": np.ones(2)}], [(float("nan"),), (1.0,), (float("nan"),)],
+             [(np.array([1.0, 2.0]), 3), (np.array([1.0, 2.0]), 3)]]
+    for i, values in enumerate(cases):
+        _choice_result(values).save(tmp_path / f"r{i}.json")
+        study = Result.load(tmp_path / f"r{i}.json").to_optuna(url, f"loaded{i}")
+        labels = [t.params["act"] for t in study.trials]
+        assert labels == [_label_of(v) for v in values] and labels[0] == labels[-1], labels
+
+
 def _label_of(value):
     return str(decode_value(encode_value(value)))
 
