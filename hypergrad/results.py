@@ -491,13 +491,13 @@ class Result:
         Optuna's plots show it; returns the `optuna.Study`.
 
         Each trial becomes a finished Optuna trial in order: its value is the validation loss (a
-        failed trial has state FAIL and no value). A trial with a finite value that cannot be the
-        pick (`best_trial`'s rule: in a `tune(resample_key=True)` result a step's trial scored on
-        its own key, biased low; see the class docstring) has state PRUNED with its value, so the
-        study's `best_trial` is this result's (Optuna picks among COMPLETE trials) and its plots
-        still show it (a sampler continuing the study ranks it below every COMPLETE trial, as
-        TPE does, or leaves it out); every trial's user attribute `pickable` says whether it can
-        be the pick. Scalar hyperparameters, and shaped ones holding one value (a constant
+        failed trial has state FAIL and no value); every other trial is COMPLETE, so Optuna's plots
+        and samplers see every value. A trial that cannot be the pick (`best_trial`'s rule: in a
+        `tune(resample_key=True)` result a step's trial scored on its own key, biased low; see the
+        class docstring) is COMPLETE too, with the user attribute `pickable` False (True on the
+        others): Optuna's `study.best_trial`, the lowest COMPLETE value, may then be such a trial,
+        not this result's pick, whose number the study's user attribute `best_trial` holds (absent
+        when the result has none). Scalar hyperparameters, and shaped ones holding one value (a constant
         schedule), are params, with the space's distributions when `space` is given or
         `info["space"]` describes it (a study of `storage=` does), and else the range of
         the values seen (a `LogUniform` axis then is a linear range, which `hg.optuna_search` and
@@ -541,7 +541,10 @@ class Result:
         distributions, params = _optuna_columns(optuna, self.trials, described, options)
         can_pick = pickable(self.info)
         trials = [_optuna_trial(optuna, t, p, distributions, can_pick(t)) for t, p in zip(self.trials, params)]
-        return _new_optuna_study(optuna, storage_url, study_name, trials)
+        study = _new_optuna_study(optuna, storage_url, study_name, trials)
+        if self.best_trial is not None:
+            study.set_user_attr("best_trial", self.best_trial.number)
+        return study
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes `to_dict()` as JSON (`Result.load` reads it back): to a new file beside `path`,
@@ -844,16 +847,15 @@ def _new_optuna_study(optuna: Any, storage_url: Any, study_name: str, trials: Se
 def _optuna_trial(optuna: Any, t: Trial, params: Mapping[str, Any], distributions: Mapping[str, Any],
                   can_pick: bool = True) -> Any:
     """One finished Optuna trial of `t` with its `params` (see `Result.to_optuna`): FAIL when it
-    failed, else COMPLETE if it `can_pick` (`pickable`), PRUNED with its value if not."""
+    failed, else COMPLETE; its user attribute `pickable` is `can_pick` (`pickable`) for a finished one."""
     attrs = {f"hparam_{name}": _to_python(v) for name, v in t.hparams.items() if _is_shaped(v)}
     attrs.update({name: _to_python(v) for name, v in t.scores.items()})
     attrs.update(_to_python({"number": t.number, "state": t.state, "tuner": t.tuner, "runs": t.runs,
                              "flops": t.flops, "seconds": t.seconds, "grad_norm": t.grad_norm}))
     failed = t.state == FAIL or not math.isfinite(t.value)
     attrs["pickable"] = bool(can_pick and not failed)
-    finished = optuna.trial.TrialState.COMPLETE if can_pick else optuna.trial.TrialState.PRUNED
     return optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL if failed else finished,
+        state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
         value=None if failed else float(t.value), params=dict(params),
         distributions={name: distributions[name] for name in params}, user_attrs=attrs)
 
