@@ -40,7 +40,10 @@ test at equal compute, at equal wall time and at equal execution time, and wheth
 equal-time verdicts agree: two strategies that picked the same trial, or picks of equal test loss,
 tie; the lowest test loss wins only by more than `NOISE_SE` paired standard errors of the
 per-example test-loss difference from every other pick (each pick retrained once for its per-example
-losses, `_test_losses_per_example`), and is otherwise reported as within noise of the closest.
+losses, `_test_losses_per_example`), and is otherwise reported as within noise of the closest. A
+pick whose test loss is not finite ranks last and is not weighed (none finite: no winner), and a
+strategy whose finished trials all diverged (or, in a `resample_key` tune, were scored on their own
+keys) is named as having no pick.
 """
 
 from __future__ import annotations

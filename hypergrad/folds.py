@@ -36,7 +36,8 @@ __all__ = ["over_folds", "fold_data", "aggregate_scores", "RESERVED_SUFFIX"]
 
 RESERVED_SUFFIX = re.compile(r"_std$|_fold[0-9]+$")
 """The score-name suffixes `aggregate_scores` writes (`val_<s>_std`, `val_<s>_fold<i>`) and
-`Result.cv_results` reads; `hg.Problem` refuses a metric whose name ends in one."""
+`Result.cv_results` reads; `hg.Problem` refuses a metric whose name is another score's name
+("loss" or another metric's) followed by one of them."""
 
 
 def fold_data(data: Mapping[str, PyTree], fold: int) -> dict[str, PyTree]:

@@ -517,9 +517,10 @@ def plot_result(result: Result, out_dir: str | os.PathLike, *, name: str | None 
         result: a `Result` of `tune`, `random_search` or `grid_search`.
         out_dir: directory to write into.
         name: label and file prefix; default `result.strategy`. The prefix is the name where it is
-            made of ASCII letters, digits, '.', '_' and '-' (not leading '.' or '-'), else its safe
-            characters and 8 hex digits of its hash ('my run' -> 'my_run-<hash>'): distinct names
-            write distinct files.
+            made of lower-case ASCII letters, digits, '.', '_' and '-' (not starting with '.', '-'
+            or '_', nor ending with '_'), else its safe characters and 8 hex digits of its hash
+            ('my run' -> 'my_run-<hash>', 'Tune' -> 'Tune-<hash>'): distinct names write distinct
+            files, on a file system that ignores case too.
 
     Returns:
         the paths of the files written, in the order above.

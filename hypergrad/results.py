@@ -449,7 +449,8 @@ class Result:
             pick (`best_trial`'s rule, `pickable`: in a `tune(resample_key=True)` result the
             steps' trials scored on their own keys, biased low; see the class docstring) keep
             their scores but rank after every trial that can, among themselves by score, and
-            before the failed ones: rank 1 is the pick's (with `metric=None` or "loss"), as
+            before the failed ones: rank 1 is the pick's when ranked by the loss (`metric="loss"`, or
+            None where no accuracy is reported), as
             scikit-learn's `best_index_` is its `argmin`. `mean_fit_time` is a trial's
             wall seconds divided by the number of folds (the folds train together, so
             `std_fit_time` is 0), and scoring runs inside the same program: its time is part of
@@ -526,8 +527,10 @@ class Result:
             ImportError: optuna is not installed.
             TypeError: `space` is not an `hg.Space`.
             ValueError: `study_name` already exists in `storage_url`, `storage_url` is a path
-                (a string with no "://"), `space` names other hyperparameters than the trials, or a
-                trial's option is known only by a label two options share, before anything is written.
+                (a string with no "://"), `space` names other hyperparameters than the trials, a
+                trial's option is known only by a label two options share, or, with no Choice to
+                match them by, two different values of a hyperparameter share a label; before anything
+                is written.
         """
         if isinstance(storage_url, (str, os.PathLike)) and "://" not in os.fspath(storage_url):
             raise ValueError(f"to_optuna: storage_url={os.fspath(storage_url)!r} is a path, not an Optuna storage URL; "
