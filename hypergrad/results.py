@@ -1176,7 +1176,11 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return _to_python({
             "budgets": self.budgets,
-            "rows": [{k: v for k, v in row.items() if k != "hparams"} | {"hparams": row["hparams"]}
+            # the pick's hyperparameters as Result.to_dict writes them: a structural option (a function,
+            # a tuple, None) as {"option": its encoding}, not an object JSON cannot hold or confuses
+            "rows": [{k: v for k, v in row.items() if k != "hparams"}
+                     | {"hparams": None if row["hparams"] is None
+                        else {name: _hparam_to_python(v) for name, v in row["hparams"].items()}}
                      for row in self.rows],
             "totals": {name: {"trials": len(r.trials), "failed": r.num_failed, "runs": r.runs,
                               "flops": r.flops, "seconds": r.seconds, "compile_seconds": r.compile_seconds,

@@ -682,3 +682,22 @@ def test_to_optuna_refuses_a_path_for_a_storage_url_naming_the_url(tmp_path):
         with pytest.raises(ValueError, match=r"storage_url=.*is a path, not an Optuna storage URL; give 'sqlite:///"):
             result.to_optuna(path, "s")
     assert not (tmp_path / "optuna.db").exists()
+
+
+def _pick_with(option):
+    trial = hg.Trial(number=0, hparams={"opt": option, "lr": np.float32(0.1)}, value=1.0,
+                  scores={"val_loss": 1.0, "test_loss": 2.0}, state="complete", flops=10.0, seconds=0.1, run_flops=10.0)
+    return hg.Result("random", [trial], 10.0, 0.0)
+
+
+def _a_function_option():
+    pass
+
+
+def test_comparison_to_dict_writes_structural_options_as_result_to_dict_does():
+    # a function option made json.dumps(Comparison.to_dict()) raise TypeError (the CLI's results.json,
+    # after the whole run), a tuple came out as a list and None as null, like a NaN
+    for option in (_a_function_option, ("mom", 0.5), None, "sgd"):
+        written = json.loads(json.dumps(hg.compare({"r": _pick_with(option)}).to_dict()))["rows"][-1]["hparams"]
+        assert written["opt"] == _pick_with(option).to_dict()["trials"][0]["hparams"]["opt"]
+        assert written["lr"] == pytest.approx(0.1)
