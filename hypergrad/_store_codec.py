@@ -118,12 +118,22 @@ def _dtype_name(dtype: np.dtype) -> str:
     return dtype.name  # slow enough in numpy 2 (a few microseconds) to matter for every trial
 
 
+def _same_signs(flat: np.ndarray) -> bool:
+    """Whether every element of the float (or complex) `flat` has the sign bits of the first: equal
+    values can differ there (0.0 == -0.0), and a repeated-value encoding would lose it."""
+    try:
+        parts = (flat.real, flat.imag) if flat.dtype.kind == "c" else (flat,)
+        return all(bool((np.signbit(p) == np.signbit(p[0])).all()) for p in parts)
+    except TypeError:  # not a number with a sign (an integer dtype numpy cannot signbit is never signed zero)
+        return True
+
+
 def _array(a: np.ndarray) -> dict[str, Any]:
     """{"dtype", "shape", "data": flat list}, or {"dtype", "shape", "fill": value} for an array of
     one repeated value (a schedule searched as a constant: T times less to encode and store)."""
     flat = a.reshape(-1)
     spec: dict[str, Any] = {"dtype": _dtype_name(a.dtype), "shape": list(a.shape)}
-    if flat.size > 1 and (flat == flat[0]).all():
+    if flat.size > 1 and (flat == flat[0]).all() and _same_signs(flat):
         value = flat[0].item()
         spec["fill"] = _float(value) if isinstance(value, float) else value
         return spec

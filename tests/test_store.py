@@ -679,3 +679,13 @@ def test_list_studies_best_value_of_a_resample_key_tune_is_its_results_pick(logi
     listed = {s.name: s.best_value for s in hg.list_studies(db)}
     assert listed == {"t": result.best_value, "r": plain.best_value}
     assert listed["t"] == hg.load_study(db, "t").best_value
+
+
+def test_an_array_of_equal_values_with_both_signs_of_zero_round_trips_exactly():
+    # [0.0, -0.0, 0.0] was stored as {"fill": 0.0} (0.0 == -0.0) and read back without its negative zero
+    for dtype in (np.float16, np.float32, np.float64):
+        a = np.array([0.0, -0.0, 0.0], dtype)
+        back = decode_value(json.loads(json.dumps(encode_value(a))))
+        assert back.dtype == a.dtype and np.array_equal(np.signbit(back), np.signbit(a))
+    same = np.full(4, -0.0, np.float32)  # one repeated value, sign included: still the short form
+    assert "fill" in encode_value(same)["array"] and np.signbit(decode_value(encode_value(same))).all()
