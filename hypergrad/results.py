@@ -399,7 +399,9 @@ class Result:
         then `test_value`, `runs`, `flops`, `grad_norm`, `tuner` (gradient methods: which tuner of
         the population took the step; pandas' nullable Int64, missing for search trials, such as a
         population's warm-up) and `user_attrs_<score>` for other scores.
-        A shaped hyperparameter's column holds its array.
+        A shaped hyperparameter's column holds its array: a CSV (`to_csv`) writes an array over
+        1000 values as numpy's shortened text ('[0.1 0.1 ... 1.]'), so save a Result whole
+        (`Result.save`) or such columns as lists.
         """
         try:
             import pandas as pd

@@ -27,7 +27,11 @@ Schema (numbers and JSON only, never pickles: opening someone else's file runs n
 
 Searches draw their settings from the key, so resuming skips the stored trial numbers (whole
 chunks: trials are committed one chunk at a time); tune restores its checkpoint and goes on from
-the next step. Non-finite numbers are stored as the strings "nan", "inf", "-inf" in JSON.
+the next step. Non-finite numbers are stored as the strings "nan", "inf", "-inf" in JSON. In the
+REAL columns (value, runs, flops, seconds, run_flops, grad_norm) infinities are SQLite's own, and a
+NaN is the TEXT 'nan' (SQLite would store NaN as NULL, which reads as a missing grad_norm): plain
+SQL over them must skip it (`WHERE typeof(value) = 'real'`), or `avg` counts it as 0 and `max`
+returns it.
 
 Safety: WAL journal with `synchronous=NORMAL` (a killed process loses at most the commits in flight;
 an operating-system crash may lose the last few commits, never the file's consistency), a busy
