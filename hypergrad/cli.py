@@ -19,8 +19,10 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
 
 DIR's files always describe one run: before anything runs, a previous run's outputs there (the files
 above, summary.md, and the per-problem folders that its marker DIR/.hypergrad-compare.json names)
-are moved together into DIR/previous/, replacing an older one (`set_aside`); an interrupted run leaves its partial trials.jsonl alone at the top, the
-previous run whole in DIR/previous/, and the next run moves those partial outputs into
+are moved together into DIR/previous/, replacing an older one (`set_aside`); an interrupted run leaves its
+partial outputs at the top (its trials.jsonl; interrupted while writing its outputs, also those written
+by then: results.json comes before the plots and report.md), the previous run whole in DIR/previous/,
+and the next run moves those partial outputs into
 DIR/previous-interrupted/ (replacing an older interrupted run's), never into DIR/previous/: the last
 complete run is kept whole. Other files in DIR are left where they are, and so is a folder named
 after a preset that no marker names (say a single-problem run written with --out DIR/digits-mlp); a

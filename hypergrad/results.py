@@ -572,7 +572,9 @@ class Result:
         What JSON loses: hyperparameters come back as numpy arrays of numpy's default dtypes
         (float64, int64: a float32 run's values are exact, their dtype is not; a numeric
         structural option as a 0-d array), and a non-finite number (written as null) as NaN, an infinite one included (a
-        non-finite `grad_norm` as None, as a search trial's). Each trial keeps its own `run_flops` (its
+        non-finite `grad_norm` as None, as a search trial's); a function or other object option, written as
+        its repr, comes back as that string, which a second `to_dict` writes as a string option. Each
+        trial keeps its own `run_flops` (its
         configuration's run in a grouped structural search); a trial written without one (before
         trials recorded it) takes the Result's.
         Also reads a result of `hypergrad compare`'s results.json (`["results"][name]`).
