@@ -95,8 +95,9 @@ def test_compare_writes_report_trials_results_and_plots(iris_run):
 
 
 def _random_result(trial_seconds: list[float], compile_seconds: float) -> hg.Result:
-    trials = tuple(Trial(number=i, hparams={}, value=1.0, scores={"val_loss": 1.0}, state="complete", flops=1.0,
-                         seconds=s, run_flops=1.0) for i, s in enumerate(trial_seconds))
+    # a test loss, as every pick of a real run has: a pick without one now ranks as not finite (no winner)
+    trials = tuple(Trial(number=i, hparams={}, value=1.0, scores={"val_loss": 1.0, "test_loss": 1.0},
+                         state="complete", flops=1.0, seconds=s, run_flops=1.0) for i, s in enumerate(trial_seconds))
     return hg.Result("random", trials, 1.0, compile_seconds)
 
 
