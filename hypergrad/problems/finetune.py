@@ -520,7 +520,10 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
 def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float = 0.01, warmup: float = 0.0,
                 lr_decay: float = 1.0, num_steps: int | None = None, cosine: bool = False) -> jax.Array:
     """The learning rate of every group at `step`, shape (num_groups,), read from `hparams`
-    (the keyword arguments are the defaults of keys that are absent):
+    (the keyword arguments are the defaults of keys that are absent; a concrete default is
+    checked by `check_rate_defaults`: `lr`, `warmup` and `lr_decay` finite and >= 0, `cosine` a
+    bool, `num_steps` an int >= 1 with `cosine` and None without; a value in `hparams` is traced
+    and not checked):
 
     - `lr`: a scalar (one rate), (G,) (one per group) or (G, T) (a schedule per group, T at least
       the objective's `num_steps`: a shorter one is refused before compiling, as a plain per-step
@@ -540,7 +543,12 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     default groups are alphabetical (module docstring, "Group order"), so give `groups` in
     input-to-output order where the layer names do not sort that way.
     - cosine decay to zero over `num_steps` when `cosine`.
+
+    Raises:
+        ValueError: a keyword default out of its range (`check_rate_defaults`), at trace time.
     """
+    num_steps = check_rate_defaults("group_rates", lr=lr, warmup=warmup, lr_decay=lr_decay, num_steps=num_steps,
+                                    cosine=cosine)
     base = _rates_at(jnp.asarray(hparams.get("lr", lr)), step, num_groups)
     depth = jnp.arange(num_groups - 1, -1, -1)
     rate = base * jnp.asarray(hparams.get("lr_decay", lr_decay)) ** depth
@@ -609,7 +617,45 @@ def _rates_at(lr: jax.Array, step: jax.Array, num_groups: int) -> jax.Array:
     return _per_group(lr, num_groups, "lr")
 
 
-def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float = 0.9, warmup: float = 0.0,
+def check_rate_defaults(where: str, *, lr: Any, warmup: Any, lr_decay: Any, num_steps: Any, cosine: Any
+                        ) -> int | None:
+    """Refuses `group_rates`' keyword defaults out of their range, naming `where` (the caller), the
+    argument and the fix: `lr`, `warmup` and `lr_decay` must be finite and >= 0 (a negative rate,
+    or a negative decay raised to an odd power, is gradient ascent; a NaN `num_steps` horizon was
+    silent), `cosine` True or False, `num_steps` an int >= 1 with `cosine` (the horizon of the
+    decay) and None without it (it is read by nothing else). A traced default is not checked.
+    Returns `num_steps` as a Python int (or None). Cost: a few host comparisons."""
+    for name, value, what in (("lr", lr, "a learning rate; 0 holds a group still"),
+                              ("warmup", warmup, "the warm-up length in steps; 0: none"),
+                              ("lr_decay", lr_decay, "the layer-wise decay of the rates; 1: none")):
+        check_nonnegative(where, name, value, what)
+    if not isinstance(cosine, (bool, np.bool_)):
+        raise ValueError(f"{where}(cosine={cosine!r}) must be True or False (cosine decay of the rates)")
+    if cosine and not is_int_at_least(num_steps):
+        raise ValueError(f"{where}(cosine=True) needs num_steps, the horizon of the decay, as an int >= 1; "
+                         f"got {num_steps!r}")
+    if not cosine and num_steps is not None:
+        raise ValueError(f"{where}(num_steps={num_steps!r}) is read only with cosine=True (the horizon of the cosine "
+                         "decay); drop num_steps, or pass cosine=True")
+    return int(num_steps) if cosine else None  # a numpy int as the Python int it equals
+
+
+def check_nonnegative(where: str, name: str, value: Any, what: str, upper: float | None = None) -> None:
+    """`ValueError` naming `where(name=value)` unless the concrete `value` (a number or an array,
+    every element) is real, finite, >= 0 and below `upper` if given; a traced one passes."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    try:
+        array = None if isinstance(value, (bool, str, bytes)) or value is None else np.asarray(value)
+    except (ValueError, TypeError):  # a ragged list
+        array = None
+    real = array is not None and (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating))
+    if not (real and np.all(np.isfinite(array)) and np.all(array >= 0) and (upper is None or np.all(array < upper))):
+        bound = ">= 0" if upper is None else f"in [0, {upper:g})"
+        raise ValueError(f"{where}({name}={value!r}) must be a finite number {bound} ({what})")
+
+
+def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float | None = None, warmup: float = 0.0,
               lr_decay: float = 1.0, num_steps: int | None = None, cosine: bool = False,
               base: Callable[[HParams], optax.GradientTransformation] | None = None
               ) -> Callable[[HParams], optax.GradientTransformation]:
@@ -618,18 +664,29 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
 
     Args:
         groups: as in `finetune` (None: one group per layer).
-        lr, momentum, warmup, lr_decay: defaults for the hyperparameters absent from `hparams`.
-        num_steps, cosine: cosine decay to zero over `num_steps` (needed when `cosine`).
+        lr, warmup, lr_decay: defaults for the hyperparameters absent from `hparams`, finite and >= 0.
+        momentum: the default of `hparams["momentum"]`, in [0, 1) (None: 0.9). Refused with `base`,
+            which replaces the momentum trace and so would never read it (put a trace in `base`).
+        num_steps, cosine: cosine decay to zero over `num_steps` (an int >= 1, needed when
+            `cosine`, refused without it: nothing else reads it).
         base: `hparams -> transformation` applied before the rates instead of the momentum trace
             (e.g. `lambda h: optax.scale_by_adam()` for per-group Adam).
 
     Cost: the base transformation plus one multiply per parameter per step. Memory: the base's
     state (one momentum buffer) and a counter. Bias: none.
+
+    Raises:
+        ValueError: a default out of its range (`check_rate_defaults`), `momentum` outside [0, 1),
+            or `momentum` given with `base`; all at construction, before anything compiles.
     """
-    if cosine and not is_int_at_least(num_steps):
-        raise ValueError(f"group_sgd(cosine=True) needs num_steps, the horizon of the decay, as an int >= 1; "
-                         f"got {num_steps!r}")
-    num_steps = int(num_steps) if cosine else num_steps  # a numpy int as the Python int it equals
+    num_steps = check_rate_defaults("group_sgd", lr=lr, warmup=warmup, lr_decay=lr_decay, num_steps=num_steps,
+                                    cosine=cosine)
+    if base is not None and momentum is not None:
+        raise ValueError(f"group_sgd(momentum={momentum!r}, base=...): base replaces the momentum trace, so momentum "
+                         "would never be read; drop momentum, or chain the trace in base, e.g. "
+                         "lambda h: optax.chain(optax.trace(decay=0.5), ...)")
+    momentum = 0.9 if momentum is None else momentum
+    check_nonnegative("group_sgd", "momentum", momentum, "the momentum trace's decay", upper=1.0)
 
     def optimizer(hparams):
         def rates(step, num_groups):
