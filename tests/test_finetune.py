@@ -358,8 +358,8 @@ def test_the_shifted_task_shapes_labels_and_shift():
 
 @pytest.mark.parametrize("model,shape", [("cnn", (8, 8, 1)), ("mlp", (64,))])
 def test_the_shifted_transfer_problem(tmp_path, model, shape):
-    problem = pre.digits_transfer(10, model=model, target="shifted", hidden=(6,), channels=(2, 3), pretrain_steps=3,
-                                  cache=tmp_path)
+    size = {"hidden": (6,)} if model == "mlp" else {"channels": (2, 3)}  # the other model's keyword is refused
+    problem = pre.digits_transfer(10, model=model, target="shifted", pretrain_steps=3, cache=tmp_path, **size)
     (x, y), (xv, yv), (xt, yt) = problem.train_data, problem.val_data, problem.test_data
     assert x.shape == (100, *shape) and xv.shape == (100, *shape) and xt.shape == (400, *shape)
     for labels, per_class in [(y, 10), (yv, 10), (yt, 40)]:

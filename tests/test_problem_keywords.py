@@ -9,6 +9,8 @@ import numpy as np
 import optax
 import pytest
 
+from hypergrad.problems import pretrained as pre
+
 ft = importlib.import_module("hypergrad.problems.finetune")  # the package exports a function of that name
 
 
@@ -60,3 +62,27 @@ def test_group_sgd_defaults_still_build():
     for kwargs in (dict(), dict(momentum=0.0), dict(base=lambda h: optax.scale_by_adam()),
                    dict(cosine=True, num_steps=4, lr=0.0, lr_decay=0.0, warmup=2.0)):
         assert callable(ft.group_sgd(**kwargs))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    # each built the same problem as without it (hunt KWARGS F3: the data and init digests were equal)
+    (dict(shift=3), r"digits_transfer\(target='5-9', shift=3\): shift moves the 'shifted' target's images only; "
+                    r"drop shift for target='5-9', or use target='shifted'"),
+    (dict(noise=0.9), r"digits_transfer\(target='5-9', noise=0.9\): noise blurs"),
+    (dict(channels=(2, 3)), r"digits_transfer\(model='mlp', channels=\(2, 3\)\): channels shapes the CNN only; "
+                            r"drop channels for model='mlp', or use model='cnn'"),
+    (dict(model="cnn", hidden=(6,)), r"digits_transfer\(model='cnn', hidden=\(6,\)\): hidden shapes the MLP only"),
+    (dict(pretrained=False, fresh_head=False),
+     r"digits_transfer\(pretrained=False, fresh_head=False\): fresh_head chooses whether the pretrained head is "
+     r"kept.*drop fresh_head for pretrained=False, or use pretrained=True"),
+])
+def test_digits_transfer_refuses_keywords_its_model_or_target_never_reads(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pre.digits_transfer(5, cache="unused", **kwargs)  # refused before any model is trained or loaded
+
+
+def test_digits_transfer_defaults_of_the_keywords_read(tmp_path):
+    common = dict(model="cnn", target="shifted", channels=(2, 3), pretrain_steps=1, cache=tmp_path)
+    default, explicit = pre.digits_transfer(5, **common), pre.digits_transfer(5, shift=1, noise=0.2, **common)
+    for a, b in zip(default.train_data, explicit.train_data):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -456,6 +456,27 @@ def _target_data(model: str, target: str, shift: int, noise: float) -> tuple[np.
     return (x.reshape(len(x), -1), y) if model == "mlp" else (x, y)
 
 
+def _read_keywords(model: str, target: str, pretrained: Any, **given: Any) -> tuple[Any, Any, Any, Any]:
+    """(hidden, channels, shift, noise) with their defaults; refuses, as `_data.check_synthetic_only`
+    does for a named dataset, a keyword that the chosen model, target or `pretrained` never reads
+    (each was silently ignored: the same problem was built with it or without it)."""
+    unread = {"hidden": (model != "mlp", f"model={model!r}", "shapes the MLP only", "model='mlp'"),
+              "channels": (model != "cnn", f"model={model!r}", "shapes the CNN only", "model='cnn'"),
+              "shift": (target != "shifted", f"target={target!r}", "moves the 'shifted' target's images only",
+                        "target='shifted'"),
+              "noise": (target != "shifted", f"target={target!r}", "blurs the 'shifted' target's images only",
+                        "target='shifted'"),
+              "fresh_head": (pretrained is False, "pretrained=False", "chooses whether the pretrained head is kept; "
+                             "pretrained=False draws the whole network, head included, from the key",
+                             "pretrained=True")}
+    for name, (ignored, chosen, what, other) in unread.items():
+        if ignored and given[name] is not None:
+            raise ValueError(f"digits_transfer({chosen}, {name}={given[name]!r}): {name} {what}; drop {name} for "
+                             f"{chosen}, or use {other}")
+    defaults = {"hidden": (64, 64), "channels": (8, 16), "shift": 1, "noise": 0.2}
+    return tuple(defaults[n] if given[n] is None else given[n] for n in ("hidden", "channels", "shift", "noise"))
+
+
 def _check_transfer(hidden, channels, pretrain_steps, seed, batch_size, shift, noise, fresh_head, pretrained
                     ) -> tuple[tuple[int, ...], tuple[int, int]]:
     """`digits_transfer`'s arguments checked before anything trains: (hidden, channels) as tuples."""
@@ -472,10 +493,10 @@ def _check_transfer(hidden, channels, pretrain_steps, seed, batch_size, shift, n
 
 
 def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = "5-9", val_shots: int | None = None,
-                    hidden: Sequence[int] = (64, 64), channels: Sequence[int] = (8, 16),
+                    hidden: Sequence[int] | None = None, channels: Sequence[int] | None = None,
                     fresh_head: bool | None = None, pretrained: bool = True, seed: int = 0,
-                    batch_size: int | None = None, pretrain_steps: int = 300, shift: int = 1, noise: float = 0.2,
-                    cache: str | os.PathLike | None = None) -> Problem:
+                    batch_size: int | None = None, pretrain_steps: int = 300, shift: int | None = None,
+                    noise: float | None = None, cache: str | os.PathLike | None = None) -> Problem:
     """Fine-tuning a model pretrained on digits to a target task with `shots` labelled examples per class.
 
     Args:
@@ -487,9 +508,14 @@ def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = 
         target: "5-9" (source digits 0-4) or "shifted" (source: a clean quarter of all digits;
             target: the rest moved by `shift` pixels with Gaussian noise `noise`); module docstring.
         val_shots: validation examples per class (default min(shots, 30)).
-        hidden, channels: the pretrained MLP's hidden widths, the CNN's two convolution widths.
+        hidden: the MLP's hidden widths (default (64, 64)); refused with model "cnn", which never
+            reads it.
+        channels: the CNN's two convolution widths (default (8, 16)); refused with model "mlp".
+        shift, noise: the "shifted" target's move in pixels (default 1) and the standard deviation
+            of its Gaussian noise (default 0.2); refused with target "5-9", whose images are not moved.
         fresh_head: re-initialise the output layer from the key (default: True for "5-9", another
-            label set; False for "shifted", the same ten classes).
+            label set; False for "shifted", the same ten classes); refused with pretrained=False,
+            which draws the head from the key anyway.
         pretrained: False draws the whole network from the key instead (the from-scratch baseline;
             every group is then new, so L2-SP reads nothing).
         seed: seed of the few-shot split.
@@ -503,10 +529,13 @@ def digits_transfer(shots: int | str = 10, *, model: str = "mlp", target: str = 
     first call trains it (seconds); later calls read the cache.
 
     Raises:
-        ValueError: any argument out of its range, checked before the source model is trained.
+        ValueError: any argument out of its range, or given where the model, target or
+            `pretrained` chosen never reads it; checked before the source model is trained.
     """
     if model not in MODELS or target not in TARGETS:
         raise ValueError(f"model={model!r}, target={target!r}: choose model from {MODELS} and target from {TARGETS}")
+    hidden, channels, shift, noise = _read_keywords(model, target, pretrained, hidden=hidden, channels=channels,
+                                                    shift=shift, noise=noise, fresh_head=fresh_head)
     if not (shots == "all" or (isinstance(shots, (int, np.integer)) and not isinstance(shots, bool) and shots >= 1)):
         raise ValueError(f"shots={shots!r}: pass a positive number of examples per class, or 'all'")
     if val_shots is not None and not is_int_at_least(val_shots):
