@@ -1,0 +1,46 @@
+"""Keywords of Problem, Objective, Loop and the structural-choice check that were unchecked, raised a
+raw error, or were refused with the wrong reason (hunt KWARGS, F2, F4 and F5): each is now refused
+before anything compiles, naming the argument, its value and the fix."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hypergrad as hg
+
+
+def _mse(params, batch):
+    x, y = batch
+    return jnp.mean((params["w"] * x - y) ** 2)
+
+
+def _problem(**overrides):
+    x = jnp.arange(12, dtype=jnp.float64)
+    kwargs = dict(init=lambda key: {"w": jnp.zeros(())}, train_loss=lambda params, hparams, batch: _mse(params, batch),
+                  val_loss=_mse, train_data=(x, 2.0 * x), val_data=(x[:4], 2.0 * x[:4]))
+    kwargs.update(overrides)
+    return hg.Problem(**kwargs)
+
+
+# -- F2: cv_seed seeds only the folds of cv=k; elsewhere it was accepted and did nothing ------------
+@pytest.mark.parametrize("seed", [5, -1, "x", np.int64(3), True])
+def test_cv_seed_without_cv_is_refused(seed):
+    with pytest.raises(ValueError, match=r"Problem\(cv_seed=.*\) was given without cv;.*set cv=k.*or drop cv_seed"):
+        _problem(cv_seed=seed)
+
+
+def test_cv_seed_with_explicit_folds_is_refused():
+    folds = [(np.arange(0, 6), np.arange(0, 2)), (np.arange(6, 12), np.arange(2, 4))]
+    with pytest.raises(ValueError, match=r"Problem\(cv_seed=7\) only seeds the folds of cv=k; explicit folds "
+                                         r"are already assigned, so drop cv_seed"):
+        _problem(cv=folds, cv_seed=7)
+    assert _problem(cv=folds).num_folds == 2  # the default seed stays accepted
+
+
+def test_cv_seed_still_seeds_cv_k_and_the_builders_pass_it_only_then():
+    assert _problem().cv_seed == 0 and _problem(cv_seed=np.int64(0)).num_folds == 1
+    a, b = _problem(cv=4, cv_seed=1), _problem(cv=4, cv_seed=2)
+    assert not np.array_equal(a.fold_indices[0], b.fold_indices[0])
+    # the built-in problems pass their data seed as cv_seed under cv only
+    assert hg.problems.logistic("iris", seed=3).cv_seed == 0
+    assert hg.problems.logistic("iris", seed=3, cv=3).cv_seed == 3
