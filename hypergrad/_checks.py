@@ -1,5 +1,6 @@
 """Argument checks shared by the validators: predicates (each caller words its own error message),
-`check_count`, the one "positive integer" check with its one message, `check_progress`,
+`check_count`, the one "positive integer" check with its one message, `check_checkpoint_every`,
+the one check of a checkpoint segment length, `check_progress`,
 `check_key`, the one PRNG-key check, `check_log`, the one check of a trials log's path,
 `users_stacklevel`, which points a library warning at the user's line, and `shared_outcome`,
 which raises on every process of a multi-process run what one process met."""
@@ -51,6 +52,18 @@ def check_count(value: Any, argname: str) -> int:
     if int(value) > MAX_COUNT:
         raise ValueError(f"{argname}={value!r} is more than {MAX_COUNT} (2**31 - 1), the most that int32 trial "
                          "numbers, steps and indices hold on the device; split the work into several calls")
+    return int(value)
+
+
+def check_checkpoint_every(value: Any, where: str, steps: str = "num_steps") -> int | None:
+    """`checkpoint_every` as a Python int, or None; else a `ValueError` naming `where`'s argument
+    (0 divided by zero, a negative length reshaped the steps into negative segments, a float was
+    no segment length), raised before anything is traced. `steps` names the horizon it splits."""
+    if value is None:
+        return None
+    if not is_int_at_least(value):
+        raise ValueError(f"{where}(checkpoint_every={value!r}) must be a positive int (try about sqrt({steps})) "
+                         "or None")
     return int(value)
 
 

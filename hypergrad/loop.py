@@ -40,6 +40,7 @@ import optax
 from flax import nnx
 from flax.errors import TraceContextError
 
+from hypergrad._checks import check_checkpoint_every
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
@@ -120,8 +121,10 @@ class Loop:
         block's indices at once, then scans its steps): one vectorised draw per block instead of
         one per step, and memory stays flat in T (one block's draw lives at a time).
         With `checkpoint_every=k` the steps run in segments of k under `jax.checkpoint`
-        (`in_segments`): reverse mode then stores one state per segment.
+        (`in_segments`): reverse mode then stores one state per segment; anything but a positive
+        int or None is refused (`ValueError`) before anything is traced.
         """
+        checkpoint_every = check_checkpoint_every(checkpoint_every, "Loop.run")
         xs = start + jnp.arange(length)
 
         def steps_of(s, selectors):
@@ -143,7 +146,8 @@ class Loop:
         return in_segments(scan, state, xs, length, checkpoint_every, self.unroll)
 
     def train(self, hparams: HParams, key: Key, *, checkpoint_every: int | None = None) -> LoopState:
-        """`init`, then all `num_steps` steps."""
+        """`init`, then all `num_steps` steps (`checkpoint_every` as `run`'s)."""
+        checkpoint_every = check_checkpoint_every(checkpoint_every, "Loop.train")
         return self.run(self.init(hparams, key), hparams, 0, self.num_steps, checkpoint_every=checkpoint_every)
 
     # -- structure, for methods that exploit it -----------------------------------------------------

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from hypergrad import _caches, _compile
-from hypergrad._checks import check_key, is_int_at_least
+from hypergrad._checks import check_checkpoint_every, check_key, is_int_at_least
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import fold_data, over_folds
 from hypergrad.loop import Loop, LoopState
@@ -266,8 +266,11 @@ class Objective:
             checkpoint_every: if set to k, the loop is a scan over segments of k steps, each under
                 `jax.checkpoint`; reverse mode then stores one state per segment and the residuals
                 of one segment at a time (memory ~ T/k + k steps instead of T) at the price of one
-                more forward pass. None stores every step's residuals.
+                more forward pass. None stores every step's residuals. Anything but a positive
+                int or None is refused (`ValueError`) before anything is traced.
         """
+        checkpoint_every = check_checkpoint_every(checkpoint_every, "Objective.run")
+
         def fit(split):
             return self.loop(split).train(hparams, key, checkpoint_every=checkpoint_every)
 
@@ -283,8 +286,10 @@ class Objective:
         Under cv (k folds) the k fits and their scoring are vmapped and the scores aggregated by
         `hypergrad.folds.over_folds`: `val_loss` the fold mean (the value tuned and
         differentiated), `val_<s>_std` and `val_<s>_fold<i>`, and `test_<s>` the mean over the k
-        fold models.
+        fold models. `checkpoint_every` is as `run`'s (a positive int or None).
         """
+        checkpoint_every = check_checkpoint_every(checkpoint_every, "Objective.loss_and_scores")
+
         def fit_and_score(split):
             loop = self.loop(split)
             return loop.readout(loop.train(hparams, key, checkpoint_every=checkpoint_every), hparams)

@@ -4,6 +4,7 @@ before anything compiles, naming the argument, its value and the fix."""
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hypergrad as hg
@@ -44,3 +45,36 @@ def test_cv_seed_still_seeds_cv_k_and_the_builders_pass_it_only_then():
     # the built-in problems pass their data seed as cv_seed under cv only
     assert hg.problems.logistic("iris", seed=3).cv_seed == 0
     assert hg.problems.logistic("iris", seed=3, cv=3).cv_seed == 3
+
+
+# -- F4: checkpoint_every of the public training entry points raised raw errors -------------------
+@pytest.fixture(scope="module")
+def objective():
+    return hg.Objective(_problem(), lambda h: optax.sgd(h["lr"]), num_steps=6)
+
+
+_BAD = [(0, "ZeroDivisionError"), (-1, "reshape"), (2.5, "float"), (True, "bool"), ("3", "str")]
+
+
+@pytest.mark.parametrize("value", [v for v, _ in _BAD], ids=[why for _, why in _BAD])
+@pytest.mark.parametrize("where", ["Objective.run", "Objective.loss_and_scores", "Loop.train", "Loop.run"])
+def test_a_bad_checkpoint_every_is_refused_naming_the_entry_point(objective, key, where, value):
+    h = {"lr": jnp.asarray(0.1)}
+    data = objective.problem.data
+    calls = {"Objective.run": lambda: objective.run(h, key, data, checkpoint_every=value),
+             "Objective.loss_and_scores": lambda: objective.loss_and_scores(h, key, data, checkpoint_every=value),
+             "Loop.train": lambda: objective.loop().train(h, key, checkpoint_every=value),
+             "Loop.run": lambda: objective.loop().run(objective.loop().init(h, key), h, 0, 6,
+                                                      checkpoint_every=value)}
+    with pytest.raises(ValueError, match=rf"{where.replace('.', '[.]')}\(checkpoint_every={value!r}\) must be a "
+                                         r"positive int \(try about sqrt\(num_steps\)\) or None"):
+        calls[where]()
+
+
+def test_a_valid_checkpoint_every_gives_the_same_loss(objective, key):
+    h = {"lr": jnp.asarray(0.1)}
+    data = objective.problem.data
+    plain = objective.loss_and_scores(h, key, data)[0]
+    for k in (2, np.int64(4), 50):
+        assert float(objective.loss_and_scores(h, key, data, checkpoint_every=k)[0]) == pytest.approx(float(plain),
+                                                                                                      rel=1e-12)
