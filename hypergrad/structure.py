@@ -247,12 +247,20 @@ def check_family(objective: Any, space: Space) -> None:
     """Raises `ValueError` unless `objective` can evaluate the structural choices of `space`."""
     structural = space.structural
     if structural and not isinstance(objective, Structured):
-        raise ValueError(
-            f"the space's structural choices {list(structural)} change the program (their options are not "
-            "numbers); "
-            "pass an hg.Structured(build=lambda config: hg.Objective(...)) family instead of one objective, "
-            "or encode the options as numbers the objective reads"
-        )
+        # numbers marked structural=True need another fix than options that are not numbers
+        numeric = [name for name in structural if all(is_number(o) for o in space[name].options)]
+        others = [name for name in structural if name not in numeric]
+        family = "pass an hg.Structured(build=lambda config: hg.Objective(...)) family instead of one objective"
+        reasons = []
+        if others:
+            reasons.append(f"the space's structural choices {others} change the program (their options are not "
+                           f"numbers); {family}, or encode the options as numbers the objective reads")
+        if numeric:
+            reasons.append(f"the space's choices {numeric} have numbers as options but were made structural "
+                           "(Choice(..., structural=True): each option its own program), which one objective "
+                           f"cannot evaluate; drop structural=True to trace the numbers into one program, or "
+                           f"{family}")
+        raise ValueError("; and ".join(reasons))
     if isinstance(objective, Structured):
         unknown = [name for name in objective.maskable if name not in structural]
         if unknown:

@@ -78,3 +78,20 @@ def test_a_valid_checkpoint_every_gives_the_same_loss(objective, key):
     for k in (2, np.int64(4), 50):
         assert float(objective.loss_and_scores(h, key, data, checkpoint_every=k)[0]) == pytest.approx(float(plain),
                                                                                                       rel=1e-12)
+
+
+# -- F5: numbers made structural with one objective were called "not numbers" ---------------------
+def test_numeric_structural_choice_with_one_objective_gives_the_right_reason_and_fix(objective, key):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Choice([0.0, 0.5], structural=True)})
+    with pytest.raises(ValueError, match=r"choices \['momentum'\] have numbers as options but were made structural"
+                                         r".*drop structural=True.*or pass an hg.Structured") as err:
+        hg.random_search(objective, space, key, 2)
+    assert "not numbers" not in str(err.value)
+
+
+def test_mixed_structural_choices_give_each_its_reason(objective, key):
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Choice([0.0, 0.5], structural=True),
+                      "act": hg.Choice(["tanh", "relu"])})
+    with pytest.raises(ValueError, match=r"structural choices \['act'\] change the program \(their options are not "
+                                         r"numbers\).*; and the space's choices \['momentum'\] have numbers"):
+        hg.random_search(objective, space, key, 2)
