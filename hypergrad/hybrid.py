@@ -108,7 +108,8 @@ def hybrid_search(
             started from the centre of the continuous space.
         log, progress, storage, study: as in `hg.tune` (a stored study resumes from its last
             committed step, with the structure plan it started with: the rates the plan decided
-            from are stored with each step's checkpoint, so rates measured anew cannot change it).
+            from and the number of steps the budget bought are stored with each step's checkpoint,
+            so neither rates measured anew nor another device count can change them).
 
     Returns:
         a `Result` with one trial per (configuration, outer step), the discrete options in its
@@ -140,11 +141,11 @@ def hybrid_search(
     with studying(storage, study, kind="hybrid", space=space, fingerprint=lambda: fingerprint(
             "hybrid", objective, space, key, budget=budget, configs=configs, method=method, outer=outer)) as writer:
         checkpoint = None if writer is None else writer.checkpoint
-        if checkpoint is not None:  # resumed: planned as the first call was, with the rates it stored
+        if checkpoint is not None:  # resumed: planned as the first call was, with the rates and steps it stored
             checkpoint, rates, (priced, structure, evaluations) = _as_stored(checkpoint, rates, planned, (
                 priced, structure, evaluations))
         cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0) for group in priced]
-        sink = None if writer is None else _PlannedSink(writer, rates)
+        sink = None if writer is None else _PlannedSink(writer, _plan_record(rates, evaluations))
         recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=sink)
         if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
             recorder.trials.extend(writer.trials_from(0))
@@ -244,48 +245,72 @@ class _InSpaceOrder:
 
 
 class _PlannedSink:
-    """The study's writer, storing the plan's rates in each step's checkpoint beside the cohorts'
-    state: measured rates differ between processes (and within one as it runs), and a resumed call
-    planning with new ones can mask what the first call grouped, so it plans with these instead
-    (a plan is a function of its rates). What `TrialRecorder` uses of a sink, passed through."""
+    """The study's writer, storing the plan beside the cohorts' state in each step's checkpoint: its
+    rates and its hypergradients per configuration (`evaluations`). Measured rates differ between
+    processes (and within one as it runs), and a resumed call planning with new ones can mask what
+    the first call grouped, so it plans with these instead (a plan is a function of its rates); and
+    it runs the steps the first call planned, which a resumed call whose steps cost otherwise
+    (another device count's padding) would plan anew, leaving a table of one plan's trials under
+    the other's `info["steps"]`. What `TrialRecorder` uses of a sink, passed through."""
 
-    def __init__(self, writer: Any, rates: Rates | None):
-        self.writer, self.rates, self.done = writer, rates, writer.done
+    def __init__(self, writer: Any, plan: dict[str, Any]):
+        self.writer, self.plan, self.done = writer, plan, writer.done
 
     def add(self, trial: Any) -> None:
         self.writer.add(trial)
 
     def commit(self, checkpoint: Any = None) -> None:
-        if checkpoint is None or self.rates is None:
+        if checkpoint is None:
             self.writer.commit(checkpoint)
             return
-        rates = self.rates.to_array()
 
-        def with_rates() -> dict:
+        def with_plan() -> dict:
             taken = checkpoint()
-            return {**taken, "state": {"cohorts": taken["state"], "rates": rates}}
+            return {**taken, "state": {"cohorts": taken["state"], **self.plan}}
 
-        self.writer.commit(with_rates)
+        self.writer.commit(with_plan)
 
 
-def _unpack(checkpoint: dict) -> tuple[Rates | None, dict]:
-    """(the plan's stored rates, or None in a study stored before they were; the checkpoint as
-    `drive` reads it)."""
+def _plan_record(rates: Rates | None, evaluations: int) -> dict[str, Any]:
+    """What a hybrid study's checkpoint stores of its plan (`_PlannedSink`): the hypergradients per
+    configuration the budget bought, and the rates the structure plan decided from (none for one
+    objective); `_unpack` reads it back."""
+    record: dict[str, Any] = {"evaluations": evaluations}
+    if rates is not None:
+        record["rates"] = rates.to_array()
+    return record
+
+
+def _unpack(checkpoint: dict) -> tuple[Rates | None, int | None, dict]:
+    """(the plan's stored rates, or None for one objective or a study stored before they were; its
+    stored hypergradients per configuration, or None in a study stored before they were; the
+    checkpoint as `drive` reads it)."""
     state = checkpoint["state"]
     if not isinstance(state, Mapping):
-        return None, checkpoint
-    return Rates.from_array(state["rates"]), {**checkpoint, "state": state["cohorts"]}
+        return None, None, checkpoint
+    rates = Rates.from_array(state["rates"]) if "rates" in state else None
+    evaluations = int(state["evaluations"]) if "evaluations" in state else None
+    return rates, evaluations, {**checkpoint, "state": state["cohorts"]}
 
 
 def _as_stored(checkpoint: dict, rates: Rates | None, planned: Any, plan_now: tuple) -> tuple[dict, Rates | None, tuple]:
-    """(the checkpoint as `drive` reads it, the rates the study planned with, `planned(rates)`):
-    the plan made now when the study stored no rates or the same ones, else made again with the
-    stored ones. Raises `ValueError` when the stored cohorts are not that plan's programs."""
-    stored, checkpoint = _unpack(checkpoint)
+    """(the checkpoint as `drive` reads it, the rates the study planned with, `planned(rates)` with
+    the stored evaluations): the plan made now when the study stored no rates or the same ones, else
+    made again with the stored ones; its evaluations those stored when the study stored them.
+    Raises `ValueError` when the stored cohorts are not that plan's programs, or when a study stored
+    before its evaluations were has a checkpoint past the last step of the plan made now."""
+    stored, evaluations, checkpoint = _unpack(checkpoint)
     if stored is not None and stored != rates:
         rates, plan_now = stored, planned(stored)
     _check_resumable(plan_now[0], checkpoint["state"])
-    return checkpoint, rates, plan_now
+    if evaluations is None:
+        evaluations = plan_now[2]
+        if checkpoint["step"] > evaluations - 1:
+            raise ValueError(f"this hybrid study's checkpoint is at outer step {checkpoint['step']}, past the "
+                             f"{evaluations - 1} steps the budget buys now (a study stored before hybrid_search "
+                             "kept its number of steps, resumed where the steps cost more); finish it where it "
+                             "started, or start a new study (another study= name)")
+    return checkpoint, rates, (*plan_now[:2], evaluations)
 
 
 def _check_resumable(priced: list[_Priced], state: Any) -> None:
