@@ -67,7 +67,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -86,7 +85,7 @@ from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
 from hypergrad.structure import Structured
-from hypergrad.results import FAIL, Result, TrialRecorder, optuna_choices, with_setup
+from hypergrad.results import FAIL, Result, TrialRecorder, optuna_choices, optuna_element_names, with_setup
 from hypergrad.search import check_space, check_target, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Choice, LogUniform, Space, dtype_of
 from hypergrad.store import StudyWriter, check_study, fingerprint, studying
@@ -105,12 +104,6 @@ def _import_optuna():
     return optuna
 
 
-def _element_names(name: str, shape: tuple[int, ...]) -> list[str]:
-    """Optuna parameter names of an independent shaped hyperparameter, in C order: lr[0], lr[1], ..."""
-    return [f"{name}[{','.join(str(i) for i in np.unravel_index(flat, shape))}]"
-            for flat in range(math.prod(shape))]
-
-
 def _python_number(option: Any) -> int | float:
     return option.item() if isinstance(option, np.generic) else option
 
@@ -127,7 +120,7 @@ def optuna_distributions(space: Space) -> dict[str, Any]:
             continue
         log = isinstance(dist, LogUniform)
         float_dist = optuna.distributions.FloatDistribution(dist.lo, dist.hi, log=log)
-        names = _element_names(name, dist.shape) if dist.independent and dist.shape else [name]
+        names = optuna_element_names(name, dist.shape) if dist.independent and dist.shape else [name]
         dists.update({n: float_dist for n in names})
     return dists
 
@@ -145,7 +138,7 @@ def settings_from_params(space: Space, rows: list[dict[str, Any]]) -> HParams:
                 values = [row[name] for row in rows]
             settings[name] = np.asarray(values, dtype)
         elif dist.independent and dist.shape:
-            names = _element_names(name, dist.shape)
+            names = optuna_element_names(name, dist.shape)
             settings[name] = np.asarray([[row[n] for n in names] for row in rows], dtype).reshape(
                 (len(rows), *dist.shape))
         else:

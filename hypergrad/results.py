@@ -504,7 +504,11 @@ class Result:
         schedule), are params, with the space's distributions when `space` is given or
         `info["space"]` describes it (a study of `storage=` does), and else the range of
         the values seen (a `LogUniform` axis then is a linear range, which `hg.optuna_search` and
-        Optuna's `suggest_float(..., log=True)` refuse to continue: pass `space`). A `Choice` of the
+        Optuna's `suggest_float(..., log=True)` refuse to continue: pass `space`). A shaped range
+        of the space with `independent=True` is one param per element, named as
+        `hg.optuna_search` asks for them (lr[0], lr[1], ...: `optuna_element_names`), over the
+        space's range, so a continued `optuna_search(study=)` learns from them; without a space to
+        say so it is a param only when it holds one value. A `Choice` of the
         space is a categorical param over all its options in declared order (`optuna_choices`:
         numbers as declared, any other option by its `str`, memory addresses left out, the labels
         `hg.optuna_search` asks with); without a space, over the values seen. A trial's option is
@@ -807,6 +811,9 @@ def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, An
     distributions, params = {}, [{} for _ in trials]
     for name in dict.fromkeys(name for t in trials for name in t.hparams):
         desc = space.get(name, {})
+        if _independent_shaped(desc):
+            _element_columns(optuna, name, desc, trials, distributions, params)
+            continue
         options = list((choices or {}).get(name, ())) or _described_options(desc)
         declared = list(zip(options, optuna_choices(options)))
         if not declared:  # matched by label alone: distinct values must have distinct labels
@@ -827,6 +834,41 @@ def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, An
             if v is not None:
                 row[name] = v
     return distributions, params
+
+
+def optuna_element_names(name: str, shape: Sequence[int]) -> list[str]:
+    """Optuna parameter names of an independent shaped hyperparameter's elements, in C order:
+    lr[0], lr[1], ... (lr[0,1] for two axes). Shared by `hg.optuna_search`, which asks for them,
+    and `Result.to_optuna`, which writes them, so a study written by one is continued by the other."""
+    shape = tuple(int(n) for n in shape)
+    return [f"{name}[{','.join(str(i) for i in np.unravel_index(flat, shape))}]"
+            for flat in range(math.prod(shape))]
+
+
+def _independent_shaped(desc: Mapping[str, Any]) -> bool:
+    """Whether a `describe_space` entry is a float range with independent elements (a shape)."""
+    return desc.get("type") in ("Uniform", "LogUniform") and bool(desc.get("independent")) and bool(desc.get("shape"))
+
+
+def _element_columns(optuna: Any, name: str, desc: Mapping[str, Any], trials: Sequence[Trial],
+                     distributions: dict[str, Any], params: list[dict[str, Any]]) -> None:
+    """An independent shaped hyperparameter's elements as params `optuna_element_names` (what
+    `hg.optuna_search` asks for), each over the space's range (widened to any value outside it),
+    for the trials whose value has the described shape and is finite; into `distributions` and
+    `params`."""
+    shape = tuple(desc["shape"])
+    names = optuna_element_names(name, shape)
+    rows = [(row, np.asarray(t.hparams[name], dtype=np.float64).reshape(-1))
+            for t, row in zip(trials, params) if name in t.hparams and np.shape(t.hparams[name]) == shape]
+    rows = [(row, flat) for row, flat in rows if np.isfinite(flat).all()]
+    if not rows:
+        return
+    values = np.concatenate([flat for _, flat in rows])
+    lo, hi = min(float(desc["lo"]), float(values.min())), max(float(desc["hi"]), float(values.max()))
+    dist = optuna.distributions.FloatDistribution(lo, hi, log=desc["type"] == "LogUniform")
+    distributions.update({n: dist for n in names})
+    for row, flat in rows:
+        row.update({n: float(v) for n, v in zip(names, flat)})
 
 
 def _new_optuna_study(optuna: Any, storage_url: Any, study_name: str, trials: Sequence[Any]) -> Any:

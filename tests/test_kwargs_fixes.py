@@ -1,8 +1,11 @@
-"""Keyword arguments that did something other than they said (hunt KWARGS, F6).
+"""Keyword arguments that did something other than they said (hunt KWARGS, F6, F8).
 
 F6: `tune`'s `chunk_size` above the population computed, and charged, padding rows no tuner could
 ever fill (a lone tuner at chunk_size=4 charged four hypergradients a step); it is now cut to the
 population, so the charge, like the trials, does not depend on that memory setting.
+F8: `Result.to_optuna(space=)` wrote an independent shaped hyperparameter only as a user attribute,
+while `hg.optuna_search` asks for its elements lr[0], lr[1], ...: a continued search learnt nothing
+from the exported trials about it. They are now params by those names.
 """
 
 import numpy as np
@@ -10,6 +13,9 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad._store_codec import describe_space
+from hypergrad.optuna_search import optuna_distributions, settings_from_params
+from hypergrad.results import COMPLETE
 
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.0, 0.9)})
 
@@ -42,3 +48,43 @@ def test_a_chunk_size_above_the_population_charges_what_a_chunk_of_the_populatio
     # charged, spread over the live tuners (a step-0 trial 1 row, a step-1 trial 2, the last 4)
     flops = [t.flops for t in four.trials]
     np.testing.assert_allclose(flops, flops[0] * np.asarray([1, 1, 1, 1, 2, 2, 4]), rtol=1e-9)
+
+
+SHAPED = hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(2, 2), independent=True), "momentum": hg.Uniform(0.0, 0.9)})
+
+
+def _shaped_result(with_info_space):
+    """Hand-made trials of SHAPED (nothing compiled)."""
+    rows = [{"lr": np.asarray([[0.01, 0.02], [0.2, 0.4]]), "momentum": np.asarray(0.5)},
+            {"lr": np.asarray([[0.3, 0.003], [0.05, 0.1]]), "momentum": np.asarray(0.1)}]
+    trials = tuple(hg.Trial(number=i, hparams=h, value=float(i), scores={"val_loss": float(i)}, state=COMPLETE,
+                            flops=1.0, seconds=0.1, run_flops=1.0) for i, h in enumerate(rows))
+    return hg.Result("optuna", trials, 1.0, 0.0, info={"space": describe_space(SHAPED)} if with_info_space else {})
+
+
+@pytest.mark.parametrize("with_info_space", [False, True])
+def test_to_optuna_writes_an_independent_shaped_hyperparameter_by_optuna_searchs_element_names(tmp_path,
+                                                                                             with_info_space):
+    """Old: only 'momentum' was a param; lr went to the user attribute hparam_lr alone."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = _shaped_result(with_info_space)
+    study = result.to_optuna(f"sqlite:///{tmp_path / 'o.db'}", "s", space=None if with_info_space else SHAPED)
+    asked = optuna_distributions(SHAPED)  # what optuna_search asks for, by name
+    assert sorted(asked) == ["lr[0,0]", "lr[0,1]", "lr[1,0]", "lr[1,1]", "momentum"]
+    for trial in study.trials:
+        assert trial.distributions == asked  # so a continued optuna_search's sampler reads these trials
+        assert trial.user_attrs["hparam_lr"] == np.asarray(result.trials[trial.number].hparams["lr"]).tolist()
+    back = settings_from_params(SHAPED, [t.params for t in study.trials])  # as optuna_search reads params
+    np.testing.assert_array_equal(back["lr"], np.stack([t.hparams["lr"] for t in result.trials]))
+    assert set(optuna.search_space.intersection_search_space(study.get_trials())) == set(asked)
+
+
+def test_a_shaped_hyperparameter_that_is_not_independent_stays_one_param(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5, shape=(3,))})
+    trials = (hg.Trial(number=0, hparams={"lr": np.full(3, 0.1)}, value=1.0, scores={}, state=COMPLETE, flops=1.0,
+                       seconds=0.1, run_flops=1.0),)
+    study = hg.Result("random", trials, 1.0, 0.0).to_optuna(f"sqlite:///{tmp_path / 'o.db'}", "s", space=space)
+    assert study.trials[0].params == {"lr": pytest.approx(0.1)}
