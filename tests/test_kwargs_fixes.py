@@ -1,4 +1,4 @@
-"""Keyword arguments that did something other than they said (hunt KWARGS, F6, F8).
+"""Keyword arguments that did something other than they said (hunt KWARGS, F6, F8, F9).
 
 F6: `tune`'s `chunk_size` above the population computed, and charged, padding rows no tuner could
 ever fill (a lone tuner at chunk_size=4 charged four hypergradients a step); it is now cut to the
@@ -6,16 +6,25 @@ population, so the charge, like the trials, does not depend on that memory setti
 F8: `Result.to_optuna(space=)` wrote an independent shaped hyperparameter only as a user attribute,
 while `hg.optuna_search` asks for its elements lr[0], lr[1], ...: a continued search learnt nothing
 from the exported trials about it. They are now params by those names.
+F9: `hypergrad.sklearn`'s searches took a string `refit` naming the single scoring (which
+scikit-learn accepts, as refit=True) for a multi-metric one, and fell back to scikit-learn fit by fit.
 """
+
+import warnings
 
 import numpy as np
 import optax
 import pytest
+from sklearn import model_selection as sk
 
 import hypergrad as hg
 from hypergrad._store_codec import describe_space
 from hypergrad.optuna_search import optuna_distributions, settings_from_params
 from hypergrad.results import COMPLETE
+from hypergrad.sklearn import GridSearchCV, LogisticRegression
+from hypergrad.sklearn._search import unsupported
+
+from _helpers import iris_head
 
 SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.0, 0.9)})
 
@@ -88,3 +97,42 @@ def test_a_shaped_hyperparameter_that_is_not_independent_stays_one_param(tmp_pat
                        seconds=0.1, run_flops=1.0),)
     study = hg.Result("random", trials, 1.0, 0.0).to_optuna(f"sqlite:///{tmp_path / 'o.db'}", "s", space=space)
     assert study.trials[0].params == {"lr": pytest.approx(0.1)}
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return iris_head(20)
+
+
+def test_a_refit_naming_the_single_scoring_keeps_the_vmapped_search(iris, monkeypatch):
+    """Old: UserWarning "names a metric of a multi-metric scoring" and scikit-learn's own fit."""
+    assert unsupported(GridSearchCV(LogisticRegression(), {"C": [1.0]}, scoring="accuracy", refit="accuracy"),
+                       {}) is None
+    assert unsupported(GridSearchCV(LogisticRegression(), {"C": [1.0]}, refit="score"), {}) is None
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("fell back to scikit-learn's own search")
+
+    monkeypatch.setattr(sk.GridSearchCV, "fit", no_fallback)
+    grid = {"C": [0.1, 10.0]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        named = GridSearchCV(LogisticRegression(max_iter=50), grid, cv=2, scoring="accuracy", refit="accuracy")
+        named.fit(*iris)
+    assert not [w for w in caught if "scikit-learn's own" in str(w.message)]
+    plain = GridSearchCV(LogisticRegression(max_iter=50), grid, cv=2, scoring="accuracy").fit(*iris)
+    assert named.best_index_ == plain.best_index_ and named.best_score_ == plain.best_score_
+    np.testing.assert_array_equal(named.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"])
+    np.testing.assert_array_equal(named.predict(iris[0]), plain.predict(iris[0]))
+
+
+@pytest.mark.parametrize("kwargs", [{"scoring": "accuracy", "refit": "neg_log_loss"},
+                                    {"scoring": None, "refit": "accuracy"}, {"scoring": "accuracy", "refit": ""}])
+def test_a_refit_string_naming_no_metric_of_the_single_scoring_still_falls_back_and_says_so(iris, kwargs,
+                                                                                           monkeypatch):
+    calls = []
+    monkeypatch.setattr(sk.GridSearchCV, "fit", lambda self, x, y=None, **p: calls.append(p) or self)
+    search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2, **kwargs)
+    with pytest.warns(UserWarning, match=r"names no metric of the single scoring=.*give refit=True"):
+        search.fit(*iris)
+    assert calls == [{}]
