@@ -40,7 +40,10 @@ sqrt(n) values: with four rounds, stream neighbours (positions j, j + 1) held st
 between them was far from uniform. Eight rounds bring both to within sampling noise of a uniform
 permutation for n from about 32 up (`tests/test_sampler.py`), at twice the hashing of four.
 Below that (halves of a few values each) the order stays measurably non-uniform, though every
-example is still visited once per epoch."""
+example is still visited once per epoch. Changing it (or anything else of the order) changes every
+minibatch run's numbers: bump `hypergrad.store.NUMERICS` with it, so that stored studies and saved
+Results of the old order are refused rather than continued (`tests/test_store_compat.py` records
+the order that each `NUMERICS` names)."""
 
 MAX_PRODUCT = 2 ** 32
 """n * batch_size must stay below this: positions within an epoch are computed in uint32."""

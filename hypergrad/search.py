@@ -46,7 +46,8 @@ from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder, with_setup
 from hypergrad.space import SAMPLE_STREAM, Space
-from hypergrad.store import fingerprint, objective_digest, studying
+from hypergrad.store import (NUMERICS, fingerprint, numerics_of, objective_digest, studying,
+                             uses_minibatches)
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
@@ -521,7 +522,8 @@ def random_search(
         key = check_key(key)
         _check_search_args(chunk_size, log, progress, storage)
         if extends is not None:
-            digest = _check_extends(extends, objective, num_trials, stored=storage is not None or study is not None)
+            digest = _check_extends(extends, objective, num_trials, stored=storage is not None or study is not None,
+                                    space=space)
             settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # local: no collective
             kept = _kept_trials(extends, settings, space)  # here: it refuses another key's or space's draws
             # no study compares the calls on this path (studying() does on the other), so the block does
@@ -537,12 +539,13 @@ def random_search(
         result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                                    log=log, progress=progress, sink=writer,
                                    info={"objective": objective_digest(objective),
-                                         "objective_format": FINGERPRINT_FORMAT})
+                                         "objective_format": FINGERPRINT_FORMAT, "numerics": NUMERICS})
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
 
-def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: int, *, stored: bool) -> str:
+def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: int, *, stored: bool,
+                   space: Space | None = None) -> str:
     """Raises `ValueError` unless `earlier` can be extended to `num_trials` trials of `objective`
     (`random_search(extends=...)`); returns the objective's digest."""
     if stored:
@@ -554,7 +557,7 @@ def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: 
         raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "
                          "random_search of the same objective, space and key")
     digest = objective_digest(objective)
-    if not _same_objective(earlier.info, objective, digest):
+    if not _same_objective(earlier.info, objective, digest, space):
         raise ValueError("random_search(extends=...) was given the Result of a search of another objective (its "
                          "data, num_steps, optimizer or the values it reads differ): the trials would mix two "
                          "functions; extend a Result of random_search on this objective, or start a new search")
@@ -568,18 +571,35 @@ def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: 
     return digest
 
 
-def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, digest: str) -> bool:
+def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, digest: str,
+                    space: Space | None = None) -> bool:
     """Whether a Result's `info["objective"]` is the digest of `objective` (whose digest in the
     current format is `digest`), compared in the fingerprint format it was made in
     (`info["objective_format"]`): a Result saved by an older hypergrad still extends, as a study
     stored in an older format still resumes. A digest saved without its format (before formats were
     kept with it: formats 2 to 5) is compared in each of those. A Result made before digests were
     kept has none and passes. Cost: one more description of the objective per older format tried,
-    only when the current digest differs."""
+    only when the current digest differs.
+
+    Raises:
+        ValueError: the Result was made by an older hypergrad whose numbers differ (`NUMERICS`), or,
+            for an objective that draws minibatches (`uses_minibatches`: a family's objectives of the
+            structural choices of `space`), by one that cannot show its minibatch order
+            (no "numerics" nor "objective_format" in its info: made before fingerprint format 5 perhaps,
+            whose epoch order differed): its trials and the new ones would be two computations'."""
+    version = info.get("objective_format")
+    numerics = numerics_of(version, info.get("numerics"))
+    if numerics is None and uses_minibatches(objective, space) or numerics is not None and numerics < NUMERICS:
+        why = ("its objective draws minibatches and the Result cannot show their order: hypergrad drew another epoch "
+               "order until part-way through fingerprint format 4" if numerics is None else
+               f"numerics {numerics} saved, {NUMERICS} now")
+        raise ValueError(
+            "random_search(extends=...) was given a Result of an older hypergrad whose numbers for this call may "
+            f"differ from this version's ({why}), so its trials and the new ones would mix two computations. Run "
+            "random_search again without extends= to have this version's trials; the Result stays readable")
     saved = info.get("objective")
     if saved is None or saved == digest:
         return True
-    version = info.get("objective_format")
     versions = (5, 4, 3, 2) if version is None else (version,) if version in range(2, FINGERPRINT_FORMAT) else ()
     return any(saved == objective_digest(objective, format=v) for v in versions)
 
@@ -600,7 +620,8 @@ def _extended(earlier: Result, kept: tuple[Trial, ...], objective: Objective | S
     rest = evaluate_settings(objective, {name: jax.device_put(np.asarray(v)[done:]) for name, v in settings.items()},
                              key, strategy="random",
                              space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done,
-                             info={"objective": digest, "objective_format": FINGERPRINT_FORMAT})
+                             info={"objective": digest, "objective_format": FINGERPRINT_FORMAT,
+                                   "numerics": NUMERICS})
     rest = with_setup(rest, began)
     placed = [*earlier.info.get("setup_seconds_at", ()), [done, rest.compile_seconds + rest.setup_seconds]]
     info = dict(rest.info, num_trials=num_trials, extended_from=done, setup_seconds_at=placed,

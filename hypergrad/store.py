@@ -7,7 +7,10 @@ loaded, never re-run, and the final `Result` equals an uninterrupted run's (tria
 hyperparameters and values bitwise; seconds and compile time aside). A call whose arguments differ
 from the stored study's (space, objective, key, counts, method, ...) is a `ValueError` naming the
 first difference, never a silent mix; the objective's functions count with the module-level values
-they read and the attributes of the plain objects they hold (`hypergrad._store_codec`).
+they read and the attributes of the plain objects they hold (`hypergrad._store_codec`). So do
+hypergrad's own numbers (`NUMERICS`, such as the minibatch order): a running study started by a
+version that computed the same call otherwise, or whose fingerprint cannot show how (a minibatch
+objective's study from before fingerprint format 5), is refused, not continued; finished ones load.
 
 Schema (numbers and JSON only, never pickles: opening someone else's file runs no code):
 
@@ -59,6 +62,7 @@ import contextlib
 import contextvars
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -262,8 +266,72 @@ def fingerprint_format() -> int:
 _RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("hypergrad_fingerprint_resuming", default=False)
 
 
-class _StaleNoise(ValueError):
+NUMERICS = 1
+"""hypergrad's own numbers for the same call: bump it when they change (an epoch's minibatch order,
+`hypergrad._sampler.ROUNDS`, say), so that a study or a saved Result made before is told apart by
+comparison. A study's fingerprint and a random search's `Result.info` carry it ("numerics"); a
+running study of another one is not resumed, a Result of another one not extended (its trials and
+the ones to come would be two computations' numbers), while a finished study still loads and its
+same call still returns it. 1: since the epoch sampler's eight rounds (fingerprint format 5 on, and
+a Result whose info holds "objective_format", were all made under it)."""
+
+
+def numerics_of(version: Any, numerics: Any) -> int | None:
+    """The `NUMERICS` a fingerprint (or a Result's info) of format `version` holding `numerics` was
+    made under: `numerics` when it holds one, 1 for fingerprint format 5 or 6 without it (made after
+    the sampler's eight rounds, before the field), None when it cannot be told (format 4 and older: the
+    epoch sampler's four rounds until part-way through format 4)."""
+    if isinstance(numerics, int) and not isinstance(numerics, bool):
+        return numerics
+    return 1 if isinstance(version, int) and 5 <= version <= 6 else None
+
+
+_MOST_BUILT = 64  # the most configurations of an `hg.Structured` family `uses_minibatches` builds to tell
+
+
+def uses_minibatches(objective: Any, space: Space | None = None) -> bool:
+    """Whether `objective`'s training may draw minibatches (whose order is hypergrad's own numbers):
+    an `hg.Objective`'s problem with a `batch_size`; an `hg.Structured` family when any objective of
+    the structural choices of `space` does (each built: the family keeps them, and a run reuses
+    them); any other objective, or a family without `space` or of more than `_MOST_BUILT`
+    configurations, may."""
+    problem = getattr(objective, "problem", None)
+    if problem is not None and hasattr(problem, "batch_size"):
+        return problem.batch_size is not None
+    if space is None or not callable(getattr(objective, "objective", None)):
+        return True
+    names = space.structural
+    if math.prod(len(space[name].options) for name in names) > _MOST_BUILT:
+        return True
+    return any(uses_minibatches(objective.objective(dict(zip(names, options))))
+               for options in itertools.product(*(space[name].options for name in names)))
+
+
+class _Unresumable(ValueError):
+    """A stored study whose stored part this version would not continue as its format says it ran."""
+
+
+class _StaleNoise(_Unresumable):
     """A study stored before random estimates drew fresh noise at each outer step, resumed now."""
+
+
+class _UnprovenSampler(_Unresumable):
+    """A study of a minibatch objective stored in a format that cannot prove its minibatch order."""
+
+
+_UNPROVEN = ("its objective draws minibatches and it was started by a hypergrad whose fingerprint (format {}) cannot "
+             "show which minibatch order its trials used (hypergrad drew another epoch order until part-way through "
+             "format 4), so resuming it may mix two orders, and its result would equal no uninterrupted run. Rerun "
+             "the call under a new study name (study=...) to start it afresh; its stored trials stay readable "
+             "with hg.load_study")
+
+
+def _check_sampler_proven(version: int, objective: Any, space: Space) -> None:
+    """Raises `_UnprovenSampler` while a running study of fingerprint format `version` is resumed
+    (`_RESUMING`) when that format cannot tell its minibatch order (`numerics_of`) and `objective`
+    draws minibatches (`uses_minibatches`). Full-batch objectives computed the same numbers then."""
+    if _RESUMING.get() and numerics_of(version, None) is None and uses_minibatches(objective, space):
+        raise _UnprovenSampler(_UNPROVEN.format(version))
 
 
 def _check_noise_unchanged(kind: str, version: int, arguments: dict[str, Any]) -> None:
@@ -293,12 +361,15 @@ def fingerprint(kind: str, objective: Any, space: Space, key: Any, **arguments: 
     """
     version = _FORMAT.get()
     _check_noise_unchanged(kind, version, arguments)
+    _check_sampler_proven(version, objective, space)
     try:
         described = identity(objective, format=version)
         description = {"format": version, "kind": kind, "space": describe_space(space, format=version),
                        "objective": described, "key": np.asarray(jax.random.key_data(key)).tolist(),
                        "arguments": {name: identity(value, format=version)
                                      for name, value in sorted(arguments.items())}}
+        if version == FINGERPRINT_FORMAT:  # an older format's description, made to compare a study stored in
+            description["numerics"] = NUMERICS  # it, holds what it held: no "numerics" (`numerics_of`)
     except TooLarge as err:
         raise ValueError(
             f"storage=, study=: this call cannot be checked on resume ({err}: the objective's functions or the "
@@ -494,6 +565,7 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
                          "the file was edited or damaged; use another study name") from err
     given = json.loads(_json(given))
     version = stored.get("format", 1) if isinstance(stored, dict) else FINGERPRINT_FORMAT
+    stored, given = _numerics_checked(stored, given, version, path, study, finished=row[1] == "complete")
     if isinstance(version, int) and 1 <= version < FINGERPRINT_FORMAT and describe is not None:
         # stored in an older format: compared as it was made (its weaker check), not refused
         given = _described_again(describe, max(version, 2), path, study, finished=row[1] == "complete")
@@ -517,6 +589,26 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
     return True
 
 
+def _numerics_checked(stored: Any, given: dict[str, Any], version: Any, path: str, study: str,
+                      finished: bool) -> tuple[Any, dict[str, Any]]:
+    """The stored and given fingerprints without their "numerics" (compared here, not as a field of
+    the call). Raises `ValueError` for a running study made under an older `NUMERICS` (resuming it
+    would mix two computations' numbers); a finished one is only compared (its same call returns it, computing
+    nothing). A format that cannot tell its `NUMERICS` is refused by `fingerprint`, which sees the
+    objective (`_check_sampler_proven`)."""
+    given = {k: v for k, v in given.items() if k != "numerics"}
+    if not isinstance(stored, dict):
+        return stored, given
+    numerics = numerics_of(version, stored.get("numerics"))
+    if numerics is not None and numerics < NUMERICS and not finished:
+        raise ValueError(
+            f"study {study!r} in {path} cannot be resumed: it was started by an older hypergrad whose numbers for the "
+            f"same call differ from this version's (numerics {numerics} stored, {NUMERICS} now), so resuming it would "
+            "mix the two. Rerun the call under a new study name (study=...) to start it afresh; its stored trials "
+            "stay readable with hg.load_study")
+    return {k: v for k, v in stored.items() if k != "numerics"}, given
+
+
 def _described(describe: Callable[[], dict[str, Any]], version: int) -> dict[str, Any]:
     """`describe()` made in fingerprint format `version`, as JSON reads it back."""
     token = _FORMAT.set(version)
@@ -534,7 +626,7 @@ def _described_again(describe: Callable[[], dict[str, Any]], version: int, path:
     token = _RESUMING.set(not finished)
     try:
         return _described(describe, version)
-    except _StaleNoise as err:
+    except _Unresumable as err:
         raise ValueError(f"study {study!r} in {path} cannot be resumed: {err}") from None
     finally:
         _RESUMING.reset(token)
