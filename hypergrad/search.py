@@ -46,7 +46,7 @@ from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder, with_setup
 from hypergrad.space import SAMPLE_STREAM, Space
-from hypergrad.store import (NUMERICS, fingerprint, numerics_of, objective_digest, studying,
+from hypergrad.store import (NUMERICS, fingerprint, newer_hypergrad, numerics_of, objective_digest, studying,
                              uses_minibatches)
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
@@ -582,13 +582,20 @@ def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, 
     only when the current digest differs.
 
     Raises:
-        ValueError: the Result was made by an older hypergrad whose numbers differ (`NUMERICS`), or,
+        ValueError: the Result was made by a newer hypergrad (a later fingerprint format, whose digest
+            this one cannot make, or `NUMERICS`), by an older one whose numbers differ (`NUMERICS`), or,
             for an objective that draws minibatches (`uses_minibatches`: a family's objectives of the
             structural choices of `space`), by one that cannot show its minibatch order
             (no "numerics" nor "objective_format" in its info: made before fingerprint format 5 perhaps,
             whose epoch order differed): its trials and the new ones would be two computations'."""
     version = info.get("objective_format")
     numerics = numerics_of(version, info.get("numerics"))
+    later = isinstance(version, int) and version > FINGERPRINT_FORMAT
+    if later or (numerics or 0) > NUMERICS:
+        raise ValueError(newer_hypergrad(
+            "random_search(extends=...)'s Result", f"fingerprint format {version}" if later else f"numerics {numerics}",
+            f"writes format {FINGERPRINT_FORMAT}, numerics {NUMERICS}",
+            "to extend it, or run random_search again without extends="))
     if numerics is None and uses_minibatches(objective, space) or numerics is not None and numerics < NUMERICS:
         why = ("its objective draws minibatches and the Result cannot show their order: hypergrad drew another epoch "
                "order until part-way through fingerprint format 4" if numerics is None else

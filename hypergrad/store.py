@@ -11,6 +11,9 @@ they read and the attributes of the plain objects they hold (`hypergrad._store_c
 hypergrad's own numbers (`NUMERICS`, such as the minibatch order): a running study started by a
 version that computed the same call otherwise, or whose fingerprint cannot show how (a minibatch
 objective's study from before fingerprint format 5), is refused, not continued; finished ones load.
+A file or study written by a newer hypergrad (a later store schema, fingerprint format or
+`NUMERICS`) is refused as such, with the advice to upgrade (`hg.load_study` still reads a study of
+a later fingerprint format or `NUMERICS`).
 
 Schema (numbers and JSON only, never pickles: opening someone else's file runs no code):
 
@@ -107,6 +110,7 @@ CREATE TABLE IF NOT EXISTS leases (study TEXT PRIMARY KEY, pid INTEGER NOT NULL,
     since REAL NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('format', 'hypergrad-study-store 1');
 """
+STORE_SCHEMA = 1  # the schema above ('hypergrad-study-store 1'); a file of a later one is refused (`_connect`)
 _TRIAL_COLUMNS = "number, hparams, value, scores, state, flops, seconds, run_flops, grad_norm, tuner"
 
 
@@ -173,10 +177,20 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
         fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, err) from err
-    if fmt is None or not str(fmt[0]).startswith("hypergrad-study-store"):
+    schema = _schema_version(fmt)
+    if schema is None or schema > STORE_SCHEMA:
         conn.close()
-        raise _unreadable(path, ValueError(f"format {fmt!r}"))
+        if schema is None:
+            raise _unreadable(path, ValueError(f"format {fmt!r}"))
+        raise ValueError(newer_hypergrad(f"storage={path!r}", f"store schema {schema}", f"reads schema {STORE_SCHEMA}",
+                                         "to open it (nothing of it was read or written)"))
     return conn
+
+
+def _schema_version(row: Any) -> int | None:
+    """The schema version of a store's meta row ('hypergrad-study-store N'), None for another file's."""
+    match = re.fullmatch(r"hypergrad-study-store (\d+)", str(row[0])) if row is not None else None
+    return int(match.group(1)) if match else None
 
 
 @contextlib.contextmanager
@@ -305,6 +319,13 @@ def uses_minibatches(objective: Any, space: Space | None = None) -> bool:
         return True
     return any(uses_minibatches(objective.objective(dict(zip(names, options))))
                for options in itertools.product(*(space[name].options for name in names)))
+
+
+def newer_hypergrad(what: str, stored: str, now: str, fix: str) -> str:
+    """The refusal of something written by a newer hypergrad than this one: `fix` says what to do
+    after 'upgrade hypergrad (the version that wrote it, or later) '."""
+    return (f"{what} was written by a newer hypergrad ({stored}; this version {now}): upgrade hypergrad (the "
+            f"version that wrote it, or later) {fix}")
 
 
 class _Unresumable(ValueError):
@@ -592,14 +613,21 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
 def _numerics_checked(stored: Any, given: dict[str, Any], version: Any, path: str, study: str,
                       finished: bool) -> tuple[Any, dict[str, Any]]:
     """The stored and given fingerprints without their "numerics" (compared here, not as a field of
-    the call). Raises `ValueError` for a running study made under an older `NUMERICS` (resuming it
-    would mix two computations' numbers); a finished one is only compared (its same call returns it, computing
+    the call). Raises `ValueError` for a study stored by a newer hypergrad (a later fingerprint format
+    or `NUMERICS`), and for a running one made under an older `NUMERICS` (resuming it would mix two
+    computations' numbers); a finished one is only compared (its same call returns it, computing
     nothing). A format that cannot tell its `NUMERICS` is refused by `fingerprint`, which sees the
     objective (`_check_sampler_proven`)."""
     given = {k: v for k, v in given.items() if k != "numerics"}
     if not isinstance(stored, dict):
         return stored, given
     numerics = numerics_of(version, stored.get("numerics"))
+    later = isinstance(version, int) and version > FINGERPRINT_FORMAT
+    if later or (numerics or 0) > NUMERICS:
+        newer, now = ((f"fingerprint format {version}", f"writes format {FINGERPRINT_FORMAT}") if later else
+                      (f"numerics {numerics}", f"computes numerics {NUMERICS}"))
+        raise ValueError(newer_hypergrad(f"study {study!r} in {path}", newer, now,
+                                         "to resume or repeat it; hg.load_study reads its trials meanwhile"))
     if numerics is not None and numerics < NUMERICS and not finished:
         raise ValueError(
             f"study {study!r} in {path} cannot be resumed: it was started by an older hypergrad whose numbers for the "

@@ -1,6 +1,6 @@
 """Files of other hypergrad versions read by this one: a study or a saved Result whose numbers this
 version would not continue as they were computed is refused, naming the cause and the fix, never
-silently mixed (hunt COMPAT F1)."""
+silently mixed (hunt COMPAT F1); a file of a newer version is refused as such (F2)."""
 
 import hashlib
 import json
@@ -146,3 +146,38 @@ def test_the_minibatch_order_is_the_one_numerics_1_names():
     indices = np.asarray(batches).reshape(-1)
     digest = hashlib.sha1(indices.astype(np.int64).tobytes()).hexdigest()[:16]
     assert {hg.store.NUMERICS: digest} == {1: "1cfeb51f30338eef"}
+
+
+# F2: files of a newer hypergrad
+
+def test_a_study_of_a_newer_fingerprint_format_or_store_schema_asks_for_an_upgrade(fullbatch_objective, key,
+                                                                                  tmp_path):
+    # old: "format differs (7 stored, 6 now). Repeat the original call", which the user did
+    db = tmp_path / "s.db"
+    interrupted_search(fullbatch_objective, key, db, "r")
+    edit_fingerprint(db, "r", lambda f: f.update(format=hg.store.FINGERPRINT_FORMAT + 1))
+    with pytest.raises(ValueError, match=r"study 'r' in .* written by a newer hypergrad \(fingerprint format 7; "
+                                         r"this version writes format 6\).*upgrade hypergrad.*hg.load_study"):
+        hg.random_search(fullbatch_objective, SPACE, key, 4, chunk_size=2, storage=db, study="r")
+    assert len(hg.load_study(db, "r").trials) == 2
+    edit_fingerprint(db, "r", lambda f: f.update(format=hg.store.FINGERPRINT_FORMAT,
+                                                 numerics=hg.store.NUMERICS + 1))
+    with pytest.raises(ValueError, match=r"newer hypergrad \(numerics 2; this version computes numerics 1\)"):
+        hg.random_search(fullbatch_objective, SPACE, key, 4, chunk_size=2, storage=db, study="r")
+    # old: a later schema was read as schema 1 without a word
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = 'hypergrad-study-store 2' WHERE key = 'format'")
+    for call in (lambda: hg.list_studies(db), lambda: hg.load_study(db, "r"),
+                 lambda: hg.random_search(fullbatch_objective, SPACE, key, 4, storage=db, study="r")):
+        with pytest.raises(ValueError, match=r"written by a newer hypergrad \(store schema 2; this version reads "
+                                             r"schema 1\).*upgrade"):
+            call()
+
+
+def test_extending_a_result_of_a_newer_format_asks_for_an_upgrade(fullbatch_objective, key):
+    # old: "was given the Result of a search of another objective"
+    result = hg.random_search(fullbatch_objective, SPACE, key, 2)
+    newer = hg.Result.from_dict(dict(result.to_dict(), info=dict(
+        result.info, objective="0123456789abcdef", objective_format=hg.store.FINGERPRINT_FORMAT + 1)))
+    with pytest.raises(ValueError, match=r"extends=.* written by a newer hypergrad \(fingerprint format 7.*upgrade"):
+        hg.random_search(fullbatch_objective, SPACE, key, 3, extends=newer)
