@@ -351,7 +351,8 @@ def _mark(out: str, folders: list[str]) -> None:
 
 def _foreign_folders(out: str, problems: list[str]) -> list[str]:
     """The per-problem folders a run on `problems` (several) would write into `out` that are there
-    already and that no marker names: not this command's outputs, so neither set aside nor written into."""
+    already and that no marker names (another program's, or an interrupted run's of a version before
+    markers): not known as this command's outputs, so neither set aside nor written into."""
     if len(problems) == 1:
         return []
     marked = set(_marked_folders(out))
@@ -945,10 +946,12 @@ def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> 
     problems = args.problem
     foreign = _foreign_folders(args.out, problems)
     if foreign:  # before anything runs: never mix this run's outputs into a folder it did not write
+        it = "it" if len(foreign) == 1 else "them"
         print(f"hypergrad compare: error: argument --out: {', '.join(os.path.join(args.out, name) for name in foreign)} "
-              f"already exist{'s' if len(foreign) == 1 else ''} and no earlier run of this command into {args.out} "
-              f"wrote {'it' if len(foreign) == 1 else 'them'}; give another --out, or move "
-              f"{'it' if len(foreign) == 1 else 'them'} away", file=sys.stderr)
+              f"already exist{'s' if len(foreign) == 1 else ''} and no run marker of this command in {args.out} names "
+              f"{it} (an interrupted run of an older hypergrad, which wrote no marker, or another program wrote {it}), "
+              f"so this run neither sets {it} aside nor writes into {it}: give another --out, or move {it} away "
+              f"(out of {args.out}, or into a subfolder of it)", file=sys.stderr)
         raise SystemExit(2)
     _use_compilation_cache()
     _use_devices(args.cpu_devices)

@@ -1,6 +1,7 @@
 """Files of other hypergrad versions read by this one: a study or a saved Result whose numbers this
 version would not continue as they were computed is refused, naming the cause and the fix, never
-silently mixed (hunt COMPAT F1); a file of a newer version is refused as such (F2)."""
+silently mixed (hunt COMPAT F1); a file of a newer version is refused as such (F2); an interrupted
+run of an older `hypergrad compare` is named as such (F3)."""
 
 import hashlib
 import json
@@ -13,6 +14,7 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad import cli
 from hypergrad._sampler import epoch_batch_indices
 from _helpers import Stop, fingerprint_format, stop_after
 
@@ -181,3 +183,21 @@ def test_extending_a_result_of_a_newer_format_asks_for_an_upgrade(fullbatch_obje
         result.info, objective="0123456789abcdef", objective_format=hg.store.FINGERPRINT_FORMAT + 1)))
     with pytest.raises(ValueError, match=r"extends=.* written by a newer hypergrad \(fingerprint format 7.*upgrade"):
         hg.random_search(fullbatch_objective, SPACE, key, 3, extends=newer)
+
+
+# F3: an interrupted run of an older `hypergrad compare` (no run marker)
+
+def test_compare_names_folders_without_a_marker_as_an_older_versions_or_another_programs(tmp_path, capsys):
+    # old: "... already exist and no earlier run of this command into DIR wrote them", though one did
+    out = tmp_path / "res"
+    (out / "iris-mlp").mkdir(parents=True)
+    (out / "iris-mlp" / "report.md").write_text("# iris")
+    (out / "digits-mlp").mkdir()
+    (out / "digits-mlp" / "trials.jsonl").write_text("{}\n")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["compare", "--problem", "iris-mlp,digits-mlp", "--budget", "8", "--steps", "5", "--out", str(out),
+                  "--quiet", "--cpu-devices", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no earlier run" not in err
+    assert "no run marker" in err and "older hypergrad" in err and "another program" in err and "--out" in err
+    assert sorted(p.name for p in out.iterdir()) == ["digits-mlp", "iris-mlp"]
