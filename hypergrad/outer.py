@@ -17,17 +17,14 @@ trace and differentiate it again.
 Each outer step runs a cohort in padded chunks of tuners, each chunk sharded across the
 local devices exactly as a search chunk is (`hypergrad._batching.shardings`: fewer tuners than
 devices, or a chunk the devices do not divide, over the most devices that divide it): one
-compilation for any number of steps. With a given `chunk_size` the chunk never changes during a
-call, so every halving round runs on one program (padding the last call of each step, and after
-halving the calls whose live tuners no longer fill them: those rows are computed and charged, 3
-live tuners at chunk_size=4 cost 4 hypergradients a step), and populations of any size at least
-`chunk_size` share it; a population smaller than `chunk_size` is cut to a chunk of its own size
-(`cohort_chunk`: as a search cuts a chunk larger than its trials, rounded up to a multiple of the
-devices unless there are fewer tuners than devices), so a lone tuner at chunk_size=4 costs one
-hypergradient a step, not four. Without one, the chunk is sized to the live tuners
-(`chunk_rows`), as a search sizes its chunk to its trials, and when successive halving shrinks
-them the cohort moves to a smaller chunk (one more compilation per halving round, instead of
-computing padding rows every step), except on a CPU, where a halving cohort runs one tuner per device from the start
+compilation for any number of steps. With a given `chunk_size` the chunk never changes, so any
+number of tuners shares one program (padding the last call): unlike a search, which cuts a chunk
+larger than its trials to them, a population smaller than `chunk_size` computes, and is charged,
+the whole chunk at every step (2 tuners at chunk_size=16: 16 hypergradients a step), the price of
+sharing the program. Without one, the chunk is sized to the live tuners (`chunk_rows`), as a
+search sizes its chunk to its trials, and when successive halving shrinks them the cohort moves to
+a smaller chunk (one more compilation per halving round, instead of computing padding rows every
+step), except on a CPU, where a halving cohort runs one tuner per device from the start
 (`cohort_chunk`). The starting points and the optimiser's initial states are computed by chunks
 too, so their small programs are also one per chunk, not one per number of tuners.
 
@@ -475,11 +472,10 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
 
 def chunk_rows(live: int, chunk_size: int | None) -> int:
     """Tuners per call for `live` tuners: `chunk_size` when given, however few the tuners (the
-    padding rows computed and charged: the fixed chunk is what lets every halving round share one
-    program; `cohort_chunk` has cut it to the population); else as a search chunks its trials
-    (balanced, a multiple of the devices to shard evenly), except that fewer tuners than devices
-    run unpadded, one per device (`_batching.shardings` splits them over as many devices as there
-    are tuners)."""
+    padding rows computed and charged: the fixed chunk is what lets any number of tuners share one
+    program); else as a search chunks its trials (balanced, a multiple of the devices to shard
+    evenly), except that fewer tuners than devices run unpadded, one per device
+    (`_batching.shardings` splits them over as many devices as there are tuners)."""
     if chunk_size is not None:
         return chunk_size
     return live if live < device_count() else chunk_for(live, None)
@@ -489,29 +485,21 @@ LIVE = "live"
 """`chunk_size` that sizes a cohort's calls to its live tuners on every platform (`cohort_chunk`)."""
 
 
-def cohort_chunk(chunk_size: int | str | None, halving: int | None, population: int | None = None) -> int | None:
+def cohort_chunk(chunk_size: int | str | None, halving: int | None) -> int | None:
     """The fixed chunk a cohort runs on, or None to size it to its live tuners (`chunk_rows`).
 
-    None for `chunk_size=LIVE`; `chunk_size` when it is a number, cut to `population` (when given)
-    where it is larger, as `chunk_rows` sizes a chunk to its tuners (fewer tuners than devices
-    unpadded, else rounded up to a multiple of the devices, as a search cuts its chunk to its
-    trials: `chunk_for`), so no call computes, or charges, rows that no tuner can ever fill, and
-    the program still never changes as halving narrows the live tuners; with successive halving
-    on a CPU, one tuner per device (of every process: `_batching.device_count`), so every round
-    runs on one program and the rounds differ only in their number of calls. There a program takes
-    seconds to compile (one per halving round when sized to the live tuners) while a wider vmap of
-    tuners saves a fraction of a hypergradient's time, so one program is cheaper unless the run is
-    long; on an accelerator, where the width is what makes it fast, the chunk follows the live tuners. A
-    function of the arguments, the platform and the device count only, never of timings, so the
-    same call computes the same trials."""
+    None for `chunk_size=LIVE`; `chunk_size` when it is a number; with successive halving on a
+    CPU, one tuner per device (of every process: `_batching.device_count`), so every round runs on
+    one program and the rounds differ only in their number of calls. There a program takes seconds
+    to compile (one per halving round when sized to the live tuners) while a wider vmap of tuners
+    saves a fraction of a hypergradient's time, so one program is cheaper unless the run is long;
+    on an accelerator, where the width is what makes it fast, the chunk follows the live tuners. A
+    function of the platform and device count only, never of timings, so the same call computes
+    the same trials."""
     if isinstance(chunk_size, str) and chunk_size == LIVE:
         return None
-    if chunk_size is not None:
-        if population is None or population >= chunk_size:
-            return chunk_size
-        return population if population < device_count() else chunk_for(population, chunk_size)
-    if not halving or jax.default_backend() != "cpu":
-        return None
+    if chunk_size is not None or not halving or jax.default_backend() != "cpu":
+        return chunk_size
     return device_count()
 
 

@@ -237,10 +237,11 @@ def tune(
 
     Cost: one hypergradient of `method` (about 3 training runs for `Reverse`) per row of each
     outer step's calls, plus one more per row for scoring the final iterates, plus `warmup`
-    training runs. The rows are the live tuners plus the padding of a step's last call, which is
-    charged too (spread over the call's tuners): with `chunk_size` None, under one row per call
-    and device; with a given `chunk_size`, up to the chunk less one per step, as when halving
-    leaves fewer live tuners than the chunk (`hypergrad.outer.rows_computed`).
+    training runs. The rows are the live tuners plus the padding of the calls, charged too (spread
+    over each call's tuners): with `chunk_size` None, under one row per call and device; with a
+    given `chunk_size`, the whole chunk every call whatever the population or the halving (a lone
+    tuner at chunk_size=4 costs four hypergradients a step: the price of one program shared across
+    population sizes; `hypergrad.outer.rows_computed`).
     One program is compiled per (objective, space, method, chunk of tuners, and what the outer
     optimiser computes) and reused by later calls with new values, keys, starting points or numbers
     of tuners that fill the same chunk, and with an equal outer optimiser made anew: two
@@ -277,16 +278,13 @@ def tune(
             tuners from its N best settings; the warm-up's trials open the result.
         halving: successive halving: after every `halving` outer steps keep the better half of
             the live tuners (by their latest validation loss); None keeps all.
-        chunk_size: tuners per vmapped call (memory bound), the last call padded and its
-            padding rows computed and charged as compute: a fixed chunk lets every halving round
-            (and populations of any size at least the chunk) share one program, at the price of
-            the padding after halving; one larger than the population is cut to it (rounded up to
-            a multiple of the devices unless there are fewer tuners than devices, as a search
-            cuts its chunk to its trials; `info["chunk_size"]` is the chunk run). It is also the
-            warm-up search's trials per call. None sizes the chunks to the population as a search
-            sizes its chunks to its trials, and to the live tuners after each halving round (a
-            program per round), except with `halving` on a CPU: there one tuner per device, one
-            program for every round (`hypergrad.outer.cohort_chunk`).
+        chunk_size: tuners per vmapped call (memory bound), the last call padded (padding rows
+            computed and charged, above): a fixed chunk lets populations of any size share one
+            program, and is also the warm-up search's
+            trials per call. None sizes the chunks to the
+            population as a search sizes its chunks to its trials, and to the live tuners after
+            each halving round (a program per round), except with `halving` on a CPU: there one
+            tuner per device, one program for every round (`hypergrad.outer.cohort_chunk`).
             "live" sizes them to the live tuners on any platform (on a CPU, for a run long enough
             that wider calls repay a compilation per round).
         resample_key: False trains every step with `key` (the same deterministic function that
@@ -477,7 +475,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  chunk_size=chunk_size if isinstance(chunk_size, int) else None)
         starts = _warm_starts(warm, space, population, stored=writer is not None)
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
-    chunk = cohort_chunk(chunk_size, halving, population)
+    chunk = cohort_chunk(chunk_size, halving)
     z, hparams0 = batched_starts(space, starts, chunk_rows(population, chunk))
     if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
         method.check(objective, hparams0)

@@ -44,14 +44,12 @@ def by_tuner(result):
 
 
 def test_one_program_for_any_steps_and_tuners_filling_a_chunk(objective, key):
-    # (a population below chunk_size runs on a chunk of its own size, charging no rows no tuner
-    # can fill: tests/test_kwargs_fixes.py)
     before = _compile.stats.traces["tune"]
     a = hg.tune(objective, SPACE, key, population=4, chunk_size=4, steps=2, outer=OUTER)
-    b = hg.tune(objective, SPACE, key, population=5, chunk_size=4, steps=5, outer=OUTER, init=starts(5))
+    b = hg.tune(objective, SPACE, key, population=3, chunk_size=4, steps=5, outer=OUTER, init=starts(3))
     c = hg.tune(objective, SPACE, key, population=6, chunk_size=4, steps=1, outer=OUTER)  # two chunks, padded
     assert _compile.stats.traces["tune"] == before + 1
-    assert [len(r.trials) for r in (a, b, c)] == [4 * 3, 5 * 6, 6 * 2]
+    assert [len(r.trials) for r in (a, b, c)] == [4 * 3, 3 * 6, 6 * 2]
     assert sorted(by_tuner(c)) == list(range(6)) and all(len(ts) == 2 for ts in by_tuner(c).values())
 
 
@@ -297,9 +295,8 @@ def test_a_fixed_chunk_size_also_bounds_the_warmup_searchs_calls(objective, key,
     # The warm-up search ran in the default chunks (up to 64 trials per call) whatever chunk_size
     # said, so a chunk_size chosen to bound memory did not bound the warm-up; a numpy int (from a
     # config array, np.ceil(...).astype(int)) was still dropped by the warm-up after that fix.
-    # (population 4: a chunk_size above the population is cut to it, tests/test_kwargs_fixes.py)
-    default = hg.tune(objective, SPACE, key, population=4, warmup=10, steps=1, outer=OUTER)
-    chunked = hg.tune(objective, SPACE, key, population=4, warmup=10, steps=1, outer=OUTER, chunk_size=chunk_size)
+    default = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER)
+    chunked = hg.tune(objective, SPACE, key, population=2, warmup=10, steps=1, outer=OUTER, chunk_size=chunk_size)
     runs = [sum(t.runs for t in r.trials[:10]) for r in (default, chunked)]
     assert runs == [pytest.approx(10.0), pytest.approx(12.0)]  # 3 calls of 4: the last padded by 2
     assert type(chunked.info["chunk_size"]) is int and chunked.info["chunk_size"] == 4

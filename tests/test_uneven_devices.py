@@ -53,8 +53,7 @@ key = jax.random.key(3)
 calls = {
     "search": lambda: hg.random_search(objective, space, key, num_trials=6, chunk_size=4),
     "population": lambda: hg.tune(objective, space, key, population=2, steps=1),
-    "fixed_chunk": lambda: hg.tune(objective, space, key, population=9, chunk_size=8, halving=1, steps=2),
-    "cut_chunk": lambda: hg.tune(objective, space, key, population=4, chunk_size=8, steps=1),
+    "fixed_chunk": lambda: hg.tune(objective, space, key, population=4, chunk_size=8, halving=1, steps=2),
     "hybrid": lambda: hg.hybrid_search(objective, hg.Space({"lr": space["lr"], "weight_decay": hg.Choice([1e-3, 1e-1])}),
                                        key, budget=40),
 }
@@ -69,15 +68,13 @@ print(json.dumps(out))
 
 def test_chunks_the_devices_do_not_divide_and_small_populations_use_several_devices():
     """On 5 devices: 4 search trials per call over 4 devices, 2 tuners (and 2 hybrid configurations)
-    over 2, a population's fixed chunk of 8 over 4 in every halving round (9, 5, then 3 tuners), and
-    a chunk of 8 above a population of 4 cut to 4, over 4 devices, unpadded. Before, each of these
-    ran on one device."""
+    over 2, a population's fixed chunk of 8 over 4 in every halving round. Before, each of these ran
+    on one device."""
     out = subprocess.run([sys.executable, "-c", _FIVE_DEVICES], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["search"]["used"] == [[4, 4]] and got["search"]["chunk"] == 4
     assert got["population"]["used"] == [[2, 2]]
     assert got["fixed_chunk"]["used"] == [[8, 4]] and got["fixed_chunk"]["chunk"] == 8  # one chunk, every round
-    assert got["cut_chunk"]["used"] == [[4, 4]] and got["cut_chunk"]["chunk"] == 4
     assert got["hybrid"]["used"] == [[2, 2]]
 
 
