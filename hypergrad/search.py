@@ -39,7 +39,7 @@ from hypergrad._batching import (chunk_for, device_count, first_row, place, shar
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
 from hypergrad._processes import checked_together
 from hypergrad._indexing import check_schedules_in_bounds, unread_names, warn_unread_hparams
-from hypergrad._store_codec import FINGERPRINT_FORMAT, decode_value, encode_value
+from hypergrad._store_codec import FINGERPRINT_FORMAT, decode_value, describe_space, encode_value
 from hypergrad._types import HParams, Key
 from hypergrad.accounting import TracedRun, run_flops, sharing_traces, traced_run
 from hypergrad.hypergradient import check_objective
@@ -504,9 +504,10 @@ def random_search(
             runs in the program one call runs it in). `earlier` may be a saved or stored Result
             (`Result.load`, `hg.load_study`): a structural option it read back as its stored form
             (a function as its repr) is matched with the space's options and returned as the
-            space's own. For a comparison at equal wall (or execution) time: the search given the
-            seconds a slower strategy took (`hypergrad compare`). Not with `storage` (a study
-            resumes itself).
+            space's own; a stored study's `info["space"]` (the declared distributions
+            `Result.to_optuna` exports) is kept. For a comparison at equal wall (or execution)
+            time: the search given the seconds a slower strategy took (`hypergrad compare`). Not
+            with `storage` (a study resumes itself).
 
     Returns:
         a `Result` whose trials are in sampling order; `info["objective"]` identifies the objective
@@ -619,7 +620,9 @@ def _extended(earlier: Result, kept: tuple[Trial, ...], objective: Objective | S
     `settings`): `kept`, then the draws after them. The continuation's
     compilation (when its chunk differs) and set-up (this call's other seconds outside its trials,
     from `began`) are paid after `earlier`'s trials, so they are placed before the first new trial
-    (`info["setup_seconds_at"]`), not before trial 0."""
+    (`info["setup_seconds_at"]`), not before trial 0. The space's description (`info["space"]`,
+    which `Result.to_optuna` reads for the declared distributions) is kept when `earlier` has one (a
+    stored study's result), described from `space` (the one whose draws `kept` matched)."""
     done = len(earlier.trials)
     if done == num_trials:
         return earlier if all(a is b for a, b in zip(kept, earlier.trials)) else dataclasses.replace(earlier, trials=kept)
@@ -633,6 +636,8 @@ def _extended(earlier: Result, kept: tuple[Trial, ...], objective: Objective | S
     placed = [*earlier.info.get("setup_seconds_at", ()), [done, rest.compile_seconds + rest.setup_seconds]]
     info = dict(rest.info, num_trials=num_trials, extended_from=done, setup_seconds_at=placed,
                 setup_seconds=earlier.setup_seconds + rest.setup_seconds)
+    if "space" in earlier.info:  # else to_optuna of the whole exports a LogUniform as the values' linear range
+        info["space"] = describe_space(space)
     return Result("random", kept + rest.trials, rest.run_flops,
                   earlier.compile_seconds + rest.compile_seconds, info)
 
