@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypergrad._types import HParams, Key
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import check_checkpoint_every
 from hypergrad.loop import Loop, LoopState, in_segments, segment_split
 from hypergrad.methods.base import Method
 
@@ -95,11 +95,8 @@ class Reverse(Method):
     store: str | None = None
 
     def __post_init__(self):
-        k = self.checkpoint_every
-        if k is not None and not is_int_at_least(k):
-            raise ValueError(
-                f"Reverse(checkpoint_every={k!r}) must be a positive int (try about sqrt(num_steps)) or None"
-            )
+        k = check_checkpoint_every(self.checkpoint_every, "Reverse")
+        object.__setattr__(self, "checkpoint_every", k)
         if self.store is None:  # resolved here, so equal methods compare (and cache) equal
             object.__setattr__(self, "store", "steps" if k is None else "dots")
         if self.store not in _STORES:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from hypergrad._types import HParams, Key
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import check_checkpoint_every, is_int_at_least
 from hypergrad.loop import Loop
 from hypergrad.methods.base import Method, refusing_derivatives
 from hypergrad.methods.reverse import Reverse
@@ -85,11 +85,8 @@ class Truncated(Method):
                 "steps to differentiate through (window >= num_steps is exact reverse mode)"
             )
         object.__setattr__(self, "window", int(self.window))
-        k = self.checkpoint_every
-        if k is not None and not is_int_at_least(k):
-            raise ValueError(
-                f"Truncated(checkpoint_every={k!r}) must be a positive int (try about sqrt(window)) or None"
-            )
+        k = check_checkpoint_every(self.checkpoint_every, "Truncated", steps="window")
+        object.__setattr__(self, "checkpoint_every", k)
 
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
         num_steps = loop.num_steps
