@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 from hypergrad import plots
 from hypergrad.results import Comparison, Result, line_up
 
-__all__ = ["Report", "compare"]
+__all__ = ["Report", "compare", "UNIT_TOLERANCE"]
+
+UNIT_TOLERANCE = 0.01
+"""Relative difference above which `compare` tells two results' runs (FLOPs per training run) apart:
+one objective's results count the same FLOPs; counts of another XLA build or backend may differ a
+little, without changing a line-up."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +85,40 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
             seconds, continue it first (`random_search(..., extends=result)`, as `hypergrad
             compare` does).
 
+    A run is each result's own unit, the FLOPs of one plain training run of its objective
+    (`Result.run_flops`), so `by="runs"` is equal compute only between results of one objective.
+    When the results' runs differ by more than `UNIT_TOLERANCE` (a `cv=k` problem's run is its k
+    fits, another model's run is another size), it warns naming each result and its FLOPs per run:
+    at each budget the one with the larger run is given that many times the compute. Line such
+    results up with `by="seconds"` or `by="execution"`. A result whose trials count in several
+    runs (a grouped `hg.Structured` search: each trial in its configuration's) is left out of this
+    check.
+
     Returns:
         a `Report`: the `Comparison` (`to_markdown()`, `to_dict()`) with `plot(dir)`.
     """
     comparison = line_up(results, budgets, by=by)
+    if by == "runs":
+        _warn_unequal_runs(results)
     return Report(**{field.name: getattr(comparison, field.name) for field in dataclasses.fields(comparison)})
+
+
+def _warn_unequal_runs(results: Mapping[str, Result]) -> None:
+    """Warns (`UserWarning`) when `results` (checked by `line_up`) count their runs in units that
+    differ by more than `UNIT_TOLERANCE`, naming each result and its FLOPs per run; a result with
+    no trials, or whose trials hold several units (a grouped structural search), is left out."""
+    units = {}
+    for name, result in results.items():
+        own = {t.run_flops for t in result.trials}
+        if len(own) == 1:
+            units[name] = own.pop()
+    if len(units) < 2 or max(units.values()) <= min(units.values()) * (1 + UNIT_TOLERANCE):
+        return
+    ratio = max(units.values()) / min(units.values())
+    listed = ", ".join(f"{name!r} {unit:.6g}" for name, unit in units.items())
+    warnings.warn(
+        f"compare(by='runs'): the results count compute in runs of different sizes (FLOPs per training run: "
+        f"{listed}; up to {ratio:.3g}x apart: a cv=k problem's run is its k fits, another objective's run is "
+        f"another size), so equal runs is not equal compute: at each budget a result of larger runs is given up "
+        f"to {ratio:.3g}x the FLOPs. To line them up at equal time give by='seconds' (or by='execution'), or "
+        f"compare results of one objective", UserWarning, stacklevel=3)
