@@ -156,3 +156,21 @@ def test_hypergrad_search_runs_scikit_learns_search_where_a_fold_trains_on_two_o
     np.testing.assert_array_equal(search.cv_results_["param_C"], theirs.cv_results_["param_C"])
     for name in ("split0_test_score", "split1_test_score"):
         np.testing.assert_array_equal(search.cv_results_[name], theirs.cv_results_[name], err_msg=name)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0, 10.0]}, cv=3, error_score="raise"),
+             sk.GridSearchCV(SklearnLogistic(), {"C": [0.1, 1.0, 10.0]}, cv=3, error_score="raise")),
+], ids=["logistic"])
+def test_error_score_raise_with_no_failed_fit_searches_as_scikit_learns(make):
+    """error_score="raise" where every fit succeeds (hunt COMPOSE F2): ours crashed with "could not
+    convert string to float: 'raise'" (the string written through an all-False mask of the scores),
+    scikit-learn's searches as with any error_score."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    ours, theirs = make()
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    assert ours.best_params_ == theirs.best_params_
+    np.testing.assert_allclose(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"], atol=0.02)

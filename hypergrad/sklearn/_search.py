@@ -458,7 +458,8 @@ def apply_fold_scoring(search: Any, tables: dict[str, np.ndarray], scoring: Fold
         tables["test"][:, s], tables["train"][:, s] = test, train
     unscored = np.zeros(failed.shape, bool)
     unscored[:, sorted(scoring.unscorable)] = True
-    tables["test"][unscored] = search.error_score
+    if unscored.any():  # (never with error_score="raise": `fold_scoring` raised; numpy would not take the string)
+        tables["test"][unscored] = search.error_score
     whys = list(scoring.unscorable.values())
     if search.return_train_score and scoring.unscorable_train:
         folds = sorted(scoring.unscorable_train)
