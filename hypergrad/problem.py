@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypergrad._checks import is_int, is_int_at_least
+from hypergrad._checks import is_int_at_least
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import RESERVED_SUFFIX
@@ -284,8 +284,10 @@ class Problem:
             examples (m = n // k), vmapped over the folds; `data` holds the folds stacked,
             gathered once at construction (memory: k copies of the n pooled examples).
         cv_labels: optional 1-D labels of the pooled examples (train then val) for stratified folds.
-        cv_seed: seed of the fold assignment of cv=k, an int >= 0 (default 0). It seeds nothing
-            else, so another value without cv, or with explicit folds, is refused (as cv_labels is).
+        cv_seed: seed of the fold assignment of cv=k, an int >= 0 (default 0), checked whatever
+            `cv` is but read only with cv=k: without cv, or with explicit folds, it changes no
+            number (the built-in problems pass their data seed here whatever `cv` is; it is part of
+            the objective's identity, so a stored study's call must repeat it).
         model_reads_hparams: True when the model itself reads hyperparameters (a masked
             structural choice: an activation index, a width that masks hidden units and scales
             their initialisation): `init(key, hparams)`, `val_loss(params, hparams, batch)` and
@@ -412,30 +414,22 @@ class Problem:
     def _check_cv(self, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Validates the cv arguments; the (val, train) fold indices, or None without cv."""
         cv, labels, n = self.cv, self.cv_labels, n_train + n_val
-        # a cv_seed other than the default 0 seeds nothing without cv=k: refused, as cv_labels is
-        seeded = not (is_int(self.cv_seed) and self.cv_seed == 0)
+        if not is_int_at_least(self.cv_seed, 0):
+            # numpy's generator, which draws the folds, takes only seeds >= 0; checked without cv too
+            raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) must be an int >= 0 (the seed of the folds of cv=k)")
         if cv is None:
             if labels is not None:
                 raise ValueError("Problem(cv_labels=...) was given without cv; set cv=k (e.g. cv=5) for "
                                  "stratified k-fold cross-validation, or drop cv_labels")
-            if seeded:
-                raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) was given without cv; it seeds the folds of "
-                                 "cv=k only: set cv=k (e.g. cv=5) for k-fold cross-validation, or drop cv_seed")
             return None
         if isinstance(cv, (list, tuple)):
             if labels is not None:
                 raise ValueError("Problem(cv_labels=...) only stratifies cv=k; explicit folds are already "
                                  "assigned, so drop cv_labels")
-            if seeded:
-                raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) only seeds the folds of cv=k; explicit folds "
-                                 "are already assigned, so drop cv_seed")
             return explicit_folds(cv, n_train, n_val)
         if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
             raise ValueError(f"Problem(cv={cv!r}) must be an int >= 2 (the number of folds, e.g. cv=5), a list "
                              "of (train, val) index pairs, or None to train on train_data and validate on val_data")
-        if not is_int_at_least(self.cv_seed, 0):
-            # numpy's generator, which draws the folds, takes only seeds >= 0
-            raise ValueError(f"Problem(cv_seed={self.cv_seed!r}) must be an int >= 0 (the seed of the folds)")
         if cv > n:
             raise ValueError(f"Problem(cv={cv}) needs at least {cv} examples, but train_data and val_data "
                              f"pool {n}; use cv <= {n}")

@@ -82,4 +82,4 @@ def logistic(
                    val_data=splits.val, test_data=splits.test, batch_size=batch_size,
                    metrics={"accuracy": acc}, name=f"logistic-{dataset}" + ("" if cv is None else f"-cv{cv}"),
                    cv=cv, cv_labels=None if cv is None else np.concatenate([splits.train[1], splits.val[1]]),
-                   cv_seed=0 if cv is None else seed)  # cv_seed seeds only the folds of cv=k
+                   cv_seed=seed)

@@ -254,7 +254,7 @@ def mlp_classifier(
     return nnx_problem(lambda rngs: MLP(sizes, activation, rngs=rngs, dtype=dtype, class_major=True), splits.train,
                        splits.val, splits.test, batch_size=batch_size,
                        name=f"{dataset}-mlp" + ("" if cv is None else f"-cv{cv}"), cv=cv, cv_labels=labels,
-                       cv_seed=0 if cv is None else seed, class_axis=0)
+                       cv_seed=seed, class_axis=0)
 
 
 def check_widths(hidden: Any) -> tuple[int, ...]:
