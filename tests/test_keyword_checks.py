@@ -90,3 +90,14 @@ def test_mixed_structural_choices_give_each_its_reason(objective, key):
     with pytest.raises(ValueError, match=r"structural choices \['act'\] change the program \(their options are not "
                                          r"numbers\).*; and the space's choices \['momentum'\] have numbers"):
         hg.random_search(objective, space, key, 2)
+
+
+def test_methods_keep_a_numpy_checkpoint_every_as_given():
+    """A method is part of a stored study's identity (described with its fields' types): checking
+    checkpoint_every must not convert np.int64(2) to 2, or studies stored with it are refused as
+    'arguments.method.checkpoint_every differs' (review R3 of 8c384ea)."""
+    from hypergrad._store_codec import identity
+
+    for method in (hg.Reverse(checkpoint_every=np.int64(2)), hg.Truncated(3, checkpoint_every=np.int64(2))):
+        assert type(method.checkpoint_every) is np.int64
+        assert "int64" in str(identity(method))

@@ -95,8 +95,7 @@ class Reverse(Method):
     store: str | None = None
 
     def __post_init__(self):
-        k = check_checkpoint_every(self.checkpoint_every, "Reverse")
-        object.__setattr__(self, "checkpoint_every", k)
+        k = check_checkpoint_every(self.checkpoint_every, "Reverse")  # kept as given: part of a study's identity
         if self.store is None:  # resolved here, so equal methods compare (and cache) equal
             object.__setattr__(self, "store", "steps" if k is None else "dots")
         if self.store not in _STORES:

@@ -85,8 +85,7 @@ class Truncated(Method):
                 "steps to differentiate through (window >= num_steps is exact reverse mode)"
             )
         object.__setattr__(self, "window", int(self.window))
-        k = check_checkpoint_every(self.checkpoint_every, "Truncated", steps="window")
-        object.__setattr__(self, "checkpoint_every", k)
+        check_checkpoint_every(self.checkpoint_every, "Truncated", steps="window")  # kept as given (identity)
 
     def differentiate(self, loop: Loop, hparams: HParams, key: Key):
         num_steps = loop.num_steps
