@@ -14,16 +14,10 @@ together within `budget` training-run equivalents. The budget is so split evenly
 configurations' steps, not their runs: where grouped programs differ in cost (a wider network
 costs more runs per hypergradient), a costlier configuration spends more of it than
 budget / configurations, a cheaper one less; the structure plan prices masking over the mean
-share, budget / configurations. A program's configurations run in the chunks one device runs them
-in, on any number of devices (all of them in one call, up to 64; more split evenly into calls of at
-most 64, the last padded by less than a row per call, as a search chunks its trials): the steps the
-budget buys, and so the trials, are the same on every device count (`n_jobs` of
-`hypergrad.sklearn.HypergradSearchCV` included), to the last bits of float arithmetic (README,
-Determinism), and the compute spent stays within the budget. Cost: each call's rows are split over
-the most devices that divide them, so where the devices do not divide a program's configurations
-some stay idle (3 configurations on 2 devices run on one; 6 on 4, on 3), where padding the chunk to
-a multiple of the devices would have used them all, charged those rows and bought fewer steps.
-The trials table holds one row per
+share, budget / configurations. A step's padding rows (a chunk split over several devices is padded
+to a multiple of them) are charged too, so where the configurations do not divide evenly over the
+devices the same budget buys fewer steps on more devices: the result depends on the device count
+by more than rounding. The trials table holds one row per
 (configuration, outer step), produced step by step across configurations, so `hg.compare` sees
 the best value reached within any budget. A configuration whose start (the centre) or every step
 so far diverged restarts at a fresh draw from the space until a step is finite, with a warning, as a
@@ -50,7 +44,6 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._batching import DEFAULT_CHUNK, balanced_chunk
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int, is_number
 from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
@@ -384,29 +377,17 @@ def _cohort(group: _Priced, space: Space, settings: dict[str, np.ndarray], conti
         return space.options_of({n: np.asarray(np.asarray(settings[n])[row]) for n in space.choices})
 
     return make_cohort(group.objective, continuous, method, outer, key, z, fixed=group.fixed, tuners=group.rows,
-                       chunk_size=_one_device_chunk(len(group.rows)),
                        unit=group.unit, flops=group.step, extra=options)
 
 
 def _evaluations(groups: list[_Priced], budget: float, num: int) -> int:
     """Hypergradients per configuration that `budget` buys (>= 2: one step and the final scoring).
-    A step of a program's configurations costs the rows its chunk computes (`_one_device_chunk`,
-    whatever the device count: the padding of more than 64 configurations' last call included,
-    and charged to the trials)."""
-    # runs per step, all configurations
-    cost = sum(g.step / g.unit * rows_computed(len(g.rows), _one_device_chunk(len(g.rows))) for g in groups)
+    A step of a program's configurations costs its padded rows (`rows_computed`: a chunk split
+    over several devices is padded to a multiple of them, and the padding is charged to the trials)."""
+    cost = sum(g.step / g.unit * rows_computed(len(g.rows), None) for g in groups)  # runs per step, all configs
     evaluations = math.floor(budget / cost + 1e-9)
     if evaluations < 2:
         raise ValueError(
             f"budget={budget} runs buys {evaluations} hypergradient(s) per configuration ({num} configurations "
             f"at {cost / num:.2f} runs each); give at least {2 * cost:.1f} runs or fewer configs")
     return evaluations
-
-
-def _one_device_chunk(num: int) -> int:
-    """Rows per call of a program's `num` configurations on any device count: the chunk a search
-    makes on one device (`balanced_chunk`: all of them up to `DEFAULT_CHUNK`, else calls of at most
-    that many, padded by less than a row each), so the rows computed and charged, and with them
-    the steps a budget buys, do not depend on the devices (`shardings` splits each call over the
-    most devices that divide it)."""
-    return balanced_chunk(num, DEFAULT_CHUNK)

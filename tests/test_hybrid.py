@@ -104,9 +104,8 @@ print(json.dumps({"runs": result.runs, "trial_runs": sum(t.runs for t in result.
 
 
 def test_budget_counts_the_padding_of_a_chunk_split_over_devices():
-    """3 configurations on 2 devices run in one device's chunk of 3 (no padding row: the plan does
-    not depend on the devices, tests/test_hybrid_plan.py): the trials are the steps the budget buys,
-    and the compute spent stays within the budget."""
+    """3 configurations on 2 devices run as a chunk of 4 (one padding row, charged to the trials):
+    the steps the budget buys are counted with it, so the compute spent stays within the budget."""
     import json
     import subprocess
     import sys

@@ -71,18 +71,6 @@ def test_a_study_resumed_on_more_devices_keeps_the_steps_it_started_with(one_dev
     assert resumed["values"] == pytest.approx(whole["values"], rel=1e-6)
 
 
-def test_the_steps_a_budget_buys_do_not_depend_on_the_devices(one_device):
-    """3 configurations on 2 devices ran as a chunk of 4, its padding row charged, so the same budget
-    bought 4 steps there and 5 on one device: another table (HypergradSearchCV's cv_results_ had
-    fewer rows with n_jobs=2, a setting scikit-learn documents as not changing results). Each
-    program now runs in the chunk one device runs it in, on any device count."""
-    tmp_path, whole, _ = one_device
-    two = _run(tmp_path, 2, "two.db")
-    assert (two["steps"], two["trials"], two["tuners"]) == (whole["steps"], whole["trials"], whole["tuners"])
-    assert two["values"] == pytest.approx(whole["values"], rel=1e-6)
-    assert two["runs"] == pytest.approx(whole["runs"], rel=1e-12) and two["runs"] <= 30.0 * (1 + 1e-9)
-
-
 def test_a_study_stored_without_its_steps_is_refused_past_the_steps_planned_now(key, tmp_path, monkeypatch):
     """A study stored before the checkpoint kept its steps, resumed where the budget buys fewer
     (its steps planned anew): refused, naming the steps, not finished with a mixed table."""

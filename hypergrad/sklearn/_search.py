@@ -949,7 +949,8 @@ def check_n_jobs(n_jobs: Any) -> None:
 UNDESCRIBED_SETTINGS = frozenset({"estimator", "param_grid", "param_distributions", "cv", "random_state", "n_jobs",
                                   "verbose", "pre_dispatch"})
 """A search's settings its fit description leaves out: described by what they make (the estimator's
-parameters, the candidates, the folds), or not changing results (n_jobs, verbose, pre_dispatch)."""
+parameters, the candidates, the folds), or not changing results (verbose, pre_dispatch; n_jobs, which
+only sets the devices, except that a `HypergradSearchCV`'s plan follows them: see its docstring)."""
 
 
 def data_digest(value: Any) -> str | None:
@@ -1560,7 +1561,12 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         The rest: as `RandomizedSearchCV`; `n_iter` is the number of configurations of the lists
         (sampled from the estimator's training key, `_fit_key()`, when there are more; `random_state`
         is accepted and used only by the fallback), `n_jobs` as `GridSearchCV`'s, `pre_dispatch`
-        used only by the fallback.
+        used only by the fallback. Unlike scikit-learn's, `n_jobs` can change the result: the
+        budget is charged for the padding rows a program's configurations are given to split
+        evenly over the devices `n_jobs` makes (`hg.hybrid_search`), so where the devices do not
+        divide them (3 configurations, n_jobs=2) the same budget buys fewer outer steps, and
+        `cv_results_` has fewer rows; give `n_jobs` a divisor of the configurations, or compare
+        searches made with one `n_jobs`.
 
     `cv_results_` has one row per (configuration, outer step), with scikit-learn's keys; the best
     row is refit through the estimator's own `fit`. A row's fits that ran out of iterations are
