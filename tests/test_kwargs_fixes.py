@@ -7,8 +7,8 @@ tests pin the charge it states.
 F8: `Result.to_optuna(space=)` wrote an independent shaped hyperparameter only as a user attribute,
 while `hg.optuna_search` asks for its elements lr[0], lr[1], ...: a continued search learnt nothing
 from the exported trials about it. They are now params by those names.
-F9: `hypergrad.sklearn`'s searches took a string `refit` naming the single scoring (which
-scikit-learn accepts, as refit=True) for a multi-metric one, and fell back to scikit-learn fit by fit.
+F9: `hypergrad.sklearn`'s searches took a string `refit` with a single scoring (which
+scikit-learn accepts, reading it by its truth) for a multi-metric one, and fell back to scikit-learn fit by fit.
 """
 
 import warnings
@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from sklearn import model_selection as sk
+from sklearn.linear_model import LogisticRegression as SklearnLogistic
 
 import hypergrad as hg
 from hypergrad._store_codec import describe_space
@@ -123,11 +124,18 @@ def test_a_refit_naming_the_single_scoring_keeps_the_vmapped_search(iris, monkey
 
 @pytest.mark.parametrize("kwargs", [{"scoring": "accuracy", "refit": "neg_log_loss"},
                                     {"scoring": None, "refit": "accuracy"}, {"scoring": "accuracy", "refit": ""}])
-def test_a_refit_string_naming_no_metric_of_the_single_scoring_still_falls_back_and_says_so(iris, kwargs,
-                                                                                           monkeypatch):
-    calls = []
-    monkeypatch.setattr(sk.GridSearchCV, "fit", lambda self, x, y=None, **p: calls.append(p) or self)
-    search = GridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2, **kwargs)
-    with pytest.warns(UserWarning, match=r"names no metric of the single scoring=.*give refit=True"):
-        search.fit(*iris)
-    assert calls == [{}]
+def test_any_refit_string_with_a_single_scoring_is_read_by_its_truth_as_scikit_learn_does(iris, kwargs, monkeypatch):
+    """scikit-learn reads a string refit with a single scoring only by its truth: a non-empty one
+    refits the best candidate, "" refits nothing (review R5: ours fell back, and said "" refits)."""
+    grid = {"C": [0.1, 10.0]}
+    theirs = sk.GridSearchCV(SklearnLogistic(max_iter=50), grid, cv=2, **kwargs).fit(*iris)
+
+    def no_fallback(*args, **kw):
+        raise AssertionError("fell back to scikit-learn's own search")
+
+    monkeypatch.setattr(sk.GridSearchCV, "fit", no_fallback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        ours = GridSearchCV(LogisticRegression(max_iter=50), grid, cv=2, **kwargs).fit(*iris)
+    assert hasattr(ours, "best_estimator_") == hasattr(theirs, "best_estimator_") == bool(kwargs["refit"])
+    assert ours.best_index_ == theirs.best_index_

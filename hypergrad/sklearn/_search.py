@@ -57,8 +57,8 @@ validation, `predict`, `predict_proba`, `score`, `classes_` and the rest are sci
    (`fits_not_converged`), and `search.hypergrad_not_converged_` (candidates x folds) says which.
 
 Anything this path cannot run exactly (an estimator that is not a hypergrad estimator, a callable
-or multi-metric `scoring`, an unsupported scoring string, a `refit` string that does not name the
-single scoring (one that does, as scikit-learn allows, is refit=True), fit parameters such as
+or multi-metric `scoring`, an unsupported scoring string (a `refit` string with the single scoring
+is read as scikit-learn reads it, by its truth: a non-empty one refits, "" does not), fit parameters such as
 `sample_weight`, a candidate that swaps the final estimator) is handed to scikit-learn's own search with a
 `UserWarning` naming why, so code never breaks: `sample_weight` runs there fit by fit, through
 the estimators' own weighted `fit`; a fit parameter the estimator's `fit` does not take (an MLP's
@@ -308,22 +308,9 @@ def unsupported(search: Any, params: Mapping[str, Any]) -> str | None:
     extra = sorted(set(params) - {"groups"})
     if extra:
         return f"fit parameters {extra} are not passed to the vmapped fits"
-    if not (search.refit is True or search.refit is False or callable(search.refit)
-            or names_the_scoring(search.refit, search.scoring)):
-        return (f"refit={search.refit!r} names no metric of the single scoring={search.scoring!r} (scikit-learn "
-                "then refits by that scoring, as with refit=True; give refit=True, or a refit naming the scoring, "
-                "to keep it vmapped)")
+    if not (isinstance(search.refit, (bool, str)) or callable(search.refit)):
+        return f"refit={search.refit!r} is not a bool, a string or a callable"
     return None
-
-
-def names_the_scoring(refit: Any, scoring: Any) -> bool:
-    """Whether a string `refit` names a single-metric `scoring` (the scoring string itself, or
-    "score" for scoring=None, the name cv_results_ gives it): scikit-learn then reads the string only
-    as true (its best candidate is the scoring's, and it refits), as the vmapped search reads
-    refit=True. A multi-metric scoring has already fallen back (`metric_of`)."""
-    if not isinstance(refit, str) or not refit:
-        return False
-    return refit == scoring or (scoring is None and refit == "score")
 
 
 def untraceable_values(target: Target, candidates: Sequence[Mapping[str, Any]]) -> str | None:
