@@ -261,7 +261,11 @@ class ES(Method):
     `HypergradSearchCV` draw fresh noise at every outer step while training with the same key (the
     module docstring, "Across outer steps"): the first step's estimate is `hg.hypergradient`'s, and
     the steps' errors are independent, so they average out along the descent instead of all lying
-    in the span of the same n directions.
+    in the span of the same n directions. The noise is one draw over the hyperparameters' elements
+    in the order of their sorted names, split by name: a hyperparameter's noise depends on the
+    sizes of those whose names sort before it, so adding one whose name sorts earlier (even one
+    the objective never reads, whose estimate is still exactly 0) or renaming one changes the other
+    estimates for the same key, as a new draw would (unbiased either way); the space's order does not.
 
     Derivatives of the result: plain autodiff, so jax.grad, jacfwd, jacrev or jvp through
     `hg.hypergradient` with this method are exact derivatives of what it returns, at reverse or
