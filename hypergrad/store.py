@@ -1036,7 +1036,10 @@ def _read_checkpoint(conn: sqlite3.Connection, path: str, study: str) -> dict | 
 
 def load_study(storage: str | os.PathLike, study: str) -> Result:
     """The `Result` of a stored study: its trials in order (a study still running, or killed, gives
-    those stored so far), with the strategy, cost and info of its call once it has finished.
+    those stored so far), with the strategy, cost and info of its call once it has finished. A
+    random search study's info also holds the fingerprint format, `NUMERICS` and objective digest its
+    stored call proves, finished or not (`_proven_by_fingerprint`), which `random_search(extends=...)`
+    reads.
 
     Raises:
         ValueError: the file is unreadable, holds no such study (the message lists those it holds),
@@ -1049,8 +1052,8 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
     conn = _connect(path, create=False)
     try:
         try:
-            row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info FROM studies WHERE name = ?",
-                               (study,)).fetchone()
+            row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info, fingerprint FROM studies "
+                               "WHERE name = ?", (study,)).fetchone()
             names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY name")]
         except sqlite3.DatabaseError as err:
             raise _unreadable(path, err) from err
@@ -1059,14 +1062,46 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
         trials = _read_trials(conn, path, study, None)
     finally:
         conn.close()
-    kind, strategy, run_flops, compile_seconds, info = row
+    kind, strategy, run_flops, compile_seconds, info, stored = row
     try:
         info = {} if info is None else decode_value(json.loads(info))
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"study {study!r} in {path}: its info is unreadable ({err})") from err
+    if kind == "random":  # what random_search(extends=) reads; other kinds' info stays as their call returned it
+        info = _proven_by_fingerprint(info, stored)
     unit = _float(run_flops) if run_flops is not None else (trials[0].run_flops if trials else math.nan)
     return Result(strategy or kind, tuple(trials), unit, 0.0 if compile_seconds is None else _float(compile_seconds),
                   info)
+
+
+def _proven_by_fingerprint(info: Any, stored: Any) -> Any:
+    """A random search study's `info` with what its stored fingerprint `stored` (its JSON text)
+    proves, where `info` lacks it (a study that has not finished has no info; one finished before
+    they were saved has no "numerics" nor "objective_format"): the fingerprint format
+    ("objective_format"), `NUMERICS` ("numerics": `numerics_of`, left out for format 4 and older,
+    which cannot show their minibatch order) and the objective's digest ("objective":
+    `objective_digest` in that format, of the description the fingerprint holds). `random_search(
+    extends=hg.load_study(...))` reads them, so an interrupted study of this version extends and one
+    of another objective, or of a minibatch objective in format 4, is refused as a finished one is.
+    The fingerprint's numerics are those of every stored trial (a running study is resumed only
+    under its own, or, for format 4 and older, by a full-batch objective). "objective_format" names
+    the format of the digest, so the two are added together, never beside a digest or format the
+    info holds. An unreadable fingerprint adds nothing (resuming the study names it). Cost: one
+    parse of the fingerprint's text, one SHA-1 of its objective's description."""
+    try:
+        fingerprinted = json.loads(stored)
+    except (TypeError, ValueError):
+        return info
+    if not isinstance(info, dict) or not isinstance(fingerprinted, dict):
+        return info
+    version = fingerprinted.get("format", 1)
+    numerics = numerics_of(version, fingerprinted.get("numerics"))
+    proven = {} if "objective" in info or "objective_format" in info else {"objective_format": version}
+    if proven and isinstance(version, int) and 2 <= version <= FINGERPRINT_FORMAT and "objective" in fingerprinted:
+        proven["objective"] = hashlib.sha1(_json(fingerprinted["objective"]).encode()).hexdigest()[:16]
+    if numerics is not None:
+        proven["numerics"] = numerics
+    return {**proven, **info}
 
 
 def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:

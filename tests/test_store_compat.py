@@ -89,6 +89,42 @@ def test_extending_a_minibatch_result_that_cannot_show_its_order_is_refused(mini
                 hg.random_search(fullbatch_objective, SPACE, key, 3, chunk_size=1))
 
 
+def test_an_interrupted_study_extends_as_a_finished_one_its_fingerprint_proving_numerics_and_objective(
+        minibatch_objective, fullbatch_objective, logistic_minibatch_problem, key, tmp_path):
+    # old: hg.load_study of a study that had not finished gave info={}, so extends= took any minibatch
+    # objective's study for one of an older hypergrad ("cannot show their order") and refused it
+    db = tmp_path / "s.db"
+    family = hg.Structured(lambda c: hg.Objective(logistic_minibatch_problem, lambda h: optax.sgd(h["lr"]),
+                                                  num_steps=c["depth"]))
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "depth": hg.Choice([1, 2], structural=True)})
+    interrupted_search(minibatch_objective, key, db, "mb")
+    with pytest.raises(Stop):
+        hg.random_search(family, space, key, 4, chunk_size=2, storage=db, study="family", progress=stop_after(1))
+    earlier = hg.load_study(db, "mb")
+    same_trials(hg.random_search(minibatch_objective, SPACE, key, 4, chunk_size=2, extends=earlier),
+                hg.random_search(minibatch_objective, SPACE, key, 4, chunk_size=2))
+    assert len(earlier.trials) == 2 and earlier.info == {"objective_format": hg.store.FINGERPRINT_FORMAT,
+                                                         "numerics": hg.store.NUMERICS,
+                                                         "objective": hg.store.objective_digest(minibatch_objective)}
+    # old: another objective (2 more steps) was accepted, its trials appended to this one's
+    longer = hg.Objective(minibatch_objective.problem, lambda h: optax.sgd(h["lr"]), num_steps=6)
+    with pytest.raises(ValueError, match=r"extends=.*another objective"):
+        hg.random_search(longer, SPACE, key, 4, chunk_size=2, extends=earlier)
+    # a family's first chunk is one structure's trials (not the first draws, which extends= refuses as
+    # such), so its numerics and digest are checked alone: this version's, not refused
+    assert hg.search._same_objective(hg.load_study(db, "family").info, family, hg.store.objective_digest(family), space)
+    # one whose fingerprint cannot show its minibatch order is still refused; a full-batch one extends
+    with fingerprint_format(4):
+        interrupted_search(minibatch_objective, key, db, "mb4")
+        interrupted_search(fullbatch_objective, key, db, "full4")
+    assert hg.load_study(db, "mb4").info == {"objective_format": 4,
+                                             "objective": hg.store.objective_digest(minibatch_objective, format=4)}
+    with pytest.raises(ValueError, match=r"extends=.*older hypergrad.*draws minibatches.*without extends="):
+        hg.random_search(minibatch_objective, SPACE, key, 4, chunk_size=2, extends=hg.load_study(db, "mb4"))
+    same_trials(hg.random_search(fullbatch_objective, SPACE, key, 4, chunk_size=2, extends=hg.load_study(db, "full4")),
+                hg.random_search(fullbatch_objective, SPACE, key, 4, chunk_size=2))
+
+
 def test_a_structured_family_is_told_minibatch_or_not_by_the_objectives_it_builds(logistic_minibatch_problem,
                                                                                  ridge_problem, key):
     space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "depth": hg.Choice([1, 2], structural=True)})
