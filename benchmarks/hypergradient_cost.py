@@ -13,8 +13,8 @@ in float32, for each horizon T given by `--steps` (default 200 and 1000). Rows, 
   store="residuals")`, and `Reverse(checkpoint_every=k)` with each store:
   `hg.hypergradient(objective, h, key, method=m)`, which also returns the value and computes the
   scores. k is the divisor of T closest to sqrt(T) (the smaller one on a tie): 10 at T=200, 25 at
-  T=1000, 40 at T=2000. A divisor leaves no remainder segment, which `Objective.run_steps` would
-  otherwise run as one more checkpointed scan of a different length (a second loop in the program).
+  T=1000, 40 at T=2000. A divisor leaves no remainder segment, which `Loop.run(checkpoint_every=)`
+  (`hypergrad.loop.in_segments`) would otherwise run as one more checkpointed scan of a different length (a second loop in the program).
 
 Minibatch indices (`Problem.batch_indices`: the epoch sampler, a keyed permutation per epoch) are drawn
 inside each step by the training run and by `store="residuals"`, and all at once before the loop

@@ -19,10 +19,11 @@ in float32 (lr 0.1 at every step, momentum 0.9, weight decay 1e-4), for each hor
 - `ES(sigma=0.01, num_samples=8)` and `PES(sigma=0.01, num_samples=8, window=10)` (antithetic:
   17 training runs each, all samples vmapped at once), when `hypergrad.methods.es` exists;
 - `indices`: not a method but a diagnostic: the program that draws the minibatch indices of all T
-  steps up front, as `Objective.run_steps` does (`Problem.batch_indices(key, arange(T))`: the epoch
-  sampler's T x batch indices). Its temporary memory is part of every program that trains
-  through `Objective.run_steps`, i.e. all rows but Reversible, which draws each step's minibatch
-  inside the step.
+  steps up front, as `Reverse()` does with its stores "steps", "dots" and "states" (`Loop.draw_all`;
+  `Problem.batch_indices(key, arange(T))`: the epoch sampler's T x batch indices). Its temporary
+  memory is part of those rows' programs only: the other methods train through `Loop.run`, which
+  draws `DRAW_BLOCK` steps' minibatches at a time (memory flat in T), and Reversible draws each
+  step's minibatch inside the step.
 
 Float64 and Reversible. Reversible needs `jax_enable_x64` for its int64 fixed-point arithmetic.
 The script runs with x64 OFF, as a float32 user would, and compiles and calls only the two
@@ -197,7 +198,7 @@ def check_ms(row: Row, objective, hparams) -> float:
 
 
 def indices_memory(problem: hg.Problem, num_steps: int) -> tuple[float, float]:
-    """(temp, total) MiB of drawing all T steps' minibatch indices at once, as `run_steps` does."""
+    """(temp, total) MiB of drawing all T steps' minibatch indices at once, as `Loop.draw_all` does for `Reverse()`."""
     draw = jax.jit(lambda key: problem.batch_indices(key, jnp.arange(num_steps)))
     stats = draw.lower(jax.random.key(0)).compile().memory_analysis()
     return stats.temp_size_in_bytes / MiB, (stats.temp_size_in_bytes + stats.output_size_in_bytes) / MiB

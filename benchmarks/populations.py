@@ -15,8 +15,8 @@ populations and searches both shard their rows over the cores through the one ba
    `hypergrad.accounting`: N x `hypergradient_flops` for the population step (the outer update,
    the bijection's VJP and Adam are left out: a few thousand FLOPs against 10^9), N x
    `run_flops` for the chunk. Seconds: compiled calls only (compilation excluded), interleaved
-   and rotated after one warm-up call each; median (and best) of `--repeats` calls. Beside them a
-   profile at the same batch: the vmapped `Reverse()` hypergradient alone (what the population
+   and rotated after one warm-up call each; median (and best) of 15 calls (2 with
+   `--smoke`). Beside them a profile at the same batch: the vmapped `Reverse()` hypergradient alone (what the population
    step computes besides the outer update), so a shortfall can be split into the hypergradient's
    own rate and the driver's overhead; and the same sizes as the library records them (the
    trials' seconds of `hg.tune(population=N)` per step and of `hg.random_search(N trials)`,

@@ -48,7 +48,7 @@ def chunk_for(num: int, chunk_size: int | None) -> int:
     """Rows per vmapped call: `chunk_size`, or `num` rounded up to a multiple of the devices of all
     processes when that is smaller (fewer rows than a chunk run in one call, padded so it shards
     evenly, never beyond `chunk_size`); with chunk_size None `even_chunk(num, DEFAULT_CHUNK)`: at
-    most `DEFAULT_CHUNK` rows per call, as the README promises for memory. A given chunk that the
+    most `DEFAULT_CHUNK` rows per call, as the README's Search bullet says. A given chunk that the
     devices do not divide is not padded past `chunk_size` (a memory bound): `shardings` splits it
     over the most devices that divide it."""
     devices = device_count()

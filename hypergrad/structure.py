@@ -17,7 +17,7 @@ by one fixed program. The search realises it in one of two ways:
   divides by the square root of a second moment (adam, rmsprop) then has an infinite derivative
   there, and the hypergradient of the chosen optimiser is NaN unless it has optax's `eps_root`
   (`optax.adam(lr, eps_root=1e-16)`; not with float16 parameters, where 1e-16 rounds to 0: see
-  the README's optimiser caveats); `select_transform` keeps an unchosen optimiser's from
+  the README's Structural `Choice` bullet); `select_transform` keeps an unchosen optimiser's from
   reaching it.
 
 `Structured(build, maskable=...)` declares which choices the family can mask. For each of them the

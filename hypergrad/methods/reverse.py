@@ -38,7 +38,7 @@ class Reverse(Method):
       `is_matrix_product`, such as `hg.problems.mlp.FeatureMajorDense`'s): the forward pass also keeps the outputs
       of every matrix product of the step (activations, the gradient), and the backward pass
       recomputes only the elementwise operations.
-    - `"residuals"`: plain autodiff of `Objective.run_steps`; JAX keeps every residual of every
+    - `"residuals"`: plain autodiff of `Loop.run`; JAX keeps every residual of every
       step (activations and their derivatives, parameters, optimiser state, minibatch).
     - `"states"`: a hand-written VJP of the loop (`jax.custom_vjp` over the scan). The forward
       pass is plain training that writes each step's input state, packed into one array per
