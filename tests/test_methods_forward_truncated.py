@@ -183,7 +183,7 @@ _references = {}  # objective -> compiled reference, the window a traced argumen
 
 
 def truncated_reference(objective, hparams, key, window):
-    """d val_loss / d h of a training loop written out here (not Objective.run / run_steps), whose
+    """d val_loss / d h of a training loop written out here (not Objective.run / Loop.run), whose
     state entering step T - window is cut by stop_gradient."""
     if objective not in _references:
         _references[objective] = jax.jit(jax.value_and_grad(_reference_loss(objective)))
