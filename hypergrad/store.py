@@ -411,9 +411,15 @@ def objective_digest(objective: Any, format: int = FINGERPRINT_FORMAT) -> str:
     it rather than accepting another objective as it). Cost: the description's, the data's bytes
     hashed once (a copy to the host first, for data on a device)."""
     try:
-        return hashlib.sha1(_json(identity(objective, format=format)).encode()).hexdigest()[:16]
+        return description_digest(identity(objective, format=format))
     except TooLarge:
         return "unchecked-" + os.urandom(6).hex()
+
+
+def description_digest(description: Any) -> str:
+    """SHA-1 (16 hex digits) of an objective's description (`identity`, or the one a stored
+    fingerprint holds): `objective_digest`'s, and what `load_study` proves from a fingerprint."""
+    return hashlib.sha1(_json(description).encode()).hexdigest()[:16]
 
 
 def _refuse_url(path: str) -> None:
@@ -1098,7 +1104,7 @@ def _proven_by_fingerprint(info: Any, stored: Any) -> Any:
     numerics = numerics_of(version, fingerprinted.get("numerics"))
     proven = {} if "objective" in info or "objective_format" in info else {"objective_format": version}
     if proven and isinstance(version, int) and 2 <= version <= FINGERPRINT_FORMAT and "objective" in fingerprinted:
-        proven["objective"] = hashlib.sha1(_json(fingerprinted["objective"]).encode()).hexdigest()[:16]
+        proven["objective"] = description_digest(fingerprinted["objective"])
     if numerics is not None:
         proven["numerics"] = numerics
     return {**proven, **info}
