@@ -389,5 +389,5 @@ def _evaluations(groups: list[_Priced], budget: float, num: int) -> int:
     if evaluations < 2:
         raise ValueError(
             f"budget={budget} runs buys {evaluations} hypergradient(s) per configuration ({num} configurations "
-            f"at {cost / num:.2f} runs each); give at least {2 * cost:.1f} runs or fewer configs")
+            f"at {cost / num:.2f} runs each); give at least {math.ceil(2 * cost * 10) / 10:.1f} runs or fewer configs")
     return evaluations
