@@ -246,8 +246,9 @@ def _chunk(num_trials: int, chunk_size: int, devices: int) -> int:
 
 
 def _rows_run(num_trials: int, chunk_size: int, devices: int) -> int:
-    """Rows a search of `num_trials` in `_chunk`s computes, the last call's padding included: with
-    `chunk_size` = `DEFAULT_CHUNK`, exactly what a search given no chunk (tune's warm-up) computes."""
+    """Rows a search of `num_trials` in `_chunk`s computes, the last call's padding included (what
+    random and grid search and tune's warm-up, `warmup_chunk_size`, are charged); with `chunk_size` =
+    `DEFAULT_CHUNK`, exactly what a search given no chunk computes."""
     chunk = _chunk(num_trials, chunk_size, devices)
     return math.ceil(num_trials / chunk) * chunk
 
@@ -424,7 +425,8 @@ def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_c
     runs = {
         "hypergradient": lambda: hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
                                          steps=plan["tune_steps"], population=plan["population"],
-                                         warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress),
+                                         warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress,
+                                         warmup_chunk_size=chunk_for(plan["warmup"]) if plan["warmup"] else None),
         "random": lambda: hg.random_search(objective, space, key, plan["random_trials"],
                                            chunk_size=chunk_for(plan["random_trials"]), log=log, progress=progress),
         "grid": lambda: hg.grid_search(objective, space, key, plan["grid_points_per_axis"],
@@ -864,7 +866,7 @@ def _planned(args: argparse.Namespace, problem: str) -> tuple:
 
     def plan_at(budget: float) -> dict[str, Any] | None:
         return _budget_plan(budget, step_runs, 1.0, len(space), rows=lambda n: _rows_run(n, args.chunk_size, devices),
-                            warmup_rows=lambda n: _rows_run(n, DEFAULT_CHUNK, devices))  # tune's warm-up chunks
+                            warmup_rows=lambda n: _rows_run(n, args.chunk_size, devices))  # tune's warm-up too
     plan = plan_at(args.budget)
     if plan is None:
         least = _minimum_budget(step_runs)
@@ -1319,8 +1321,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
                      help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
                           "segment (about sqrt(T); default: no checkpointing)")
-    cmp.add_argument("--chunk-size", type=_COUNT, default=64,
-                     help="trials per vmapped call of the baselines (default: %(default)s)")
+    cmp.add_argument("--chunk-size", type=_COUNT, default=DEFAULT_CHUNK,
+                     help="trials per vmapped call of every search: random, grid and the gradient strategy's "
+                          "random warm-up (a memory bound; default: %(default)s)")
     devices = _number(int, 0, f"0 (one device per core) or a count from 1 to {MAX_CPU_DEVICES}", MAX_CPU_DEVICES + 1)
     cmp.add_argument("--cpu-devices", type=devices, default=0,
                      help=f"JAX CPU devices that searches shard their trials over (default: %(default)s, one per "

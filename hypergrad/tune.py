@@ -96,6 +96,30 @@ def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any
     return int(population), _optional_int(warmup), _optional_int(halving), chunk_size
 
 
+def _checked_resample_key(resample_key: Any) -> bool:
+    """`resample_key` as a Python bool (np.bool_(True) is described apart from True in a
+    fingerprint); a `ValueError` for anything but a bool."""
+    if not isinstance(resample_key, (bool, np.bool_)):
+        raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
+                         "False (every step trains with key)")
+    return bool(resample_key)
+
+
+def _warmup_chunk(warmup: int | None, chunk_size: int | str | None, warmup_chunk_size: Any) -> int | None:
+    """The warm-up search's chunk size (None: a search's default): `warmup_chunk_size` when given,
+    else `chunk_size` when that is an int; a `ValueError` for a bad `warmup_chunk_size`, or one
+    given without `warmup` (it would be read by nothing)."""
+    if warmup_chunk_size is None:
+        return chunk_size if isinstance(chunk_size, int) else None
+    if not is_int_at_least(warmup_chunk_size):
+        raise ValueError(f"warmup_chunk_size={warmup_chunk_size!r} must be an int >= 1 (warm-up trials per vmapped "
+                         "call) or None")
+    if warmup is None:
+        raise ValueError(f"warmup_chunk_size={warmup_chunk_size!r} is read only with warmup= (the random-search "
+                         "warm-up it chunks); give warmup=, or leave warmup_chunk_size out")
+    return check_count(warmup_chunk_size, "warmup_chunk_size")
+
+
 def _optional_int(value: Any) -> int | None:
     """A checked integer argument as a Python int (None stays None)."""
     return None if value is None else int(value)
@@ -226,6 +250,7 @@ def tune(
     warmup: int | None = None,
     halving: int | None = None,
     chunk_size: int | str | None = None,
+    warmup_chunk_size: int | None = None,
     resample_key: bool = False,
     log: Any = None,
     progress: Any = False,
@@ -287,6 +312,10 @@ def tune(
             tuner per device, one program for every round (`hypergrad.outer.cohort_chunk`).
             "live" sizes them to the live tuners on any platform (on a CPU, for a run long enough
             that wider calls repay a compilation per round).
+        warmup_chunk_size: trials per vmapped call of the warm-up search alone (a memory bound, as
+            `random_search`'s `chunk_size`), the tuners' chunk left to `chunk_size`; None: the
+            warm-up runs in `chunk_size` chunks when that is an int, else as a search given no chunk.
+            Read only with `warmup=`. Not part of a study's identity, as chunk sizes are not.
         resample_key: False trains every step with `key` (the same deterministic function that
             the baselines search); True uses `fold_in(key, step)` per step (a stochastic
             hypergradient, less prone to fitting one seed's noise), and each step's trial records
@@ -326,19 +355,18 @@ def tune(
     # the unread-hyperparameter warning once per call: from the checks, found done or not, not again from the warm-up
     with accounting.sharing_traces(), unread_warned_once():
         with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
-                              warmup=warmup, halving=halving, chunk_size=chunk_size, resample_key=resample_key, log=log,
+                              warmup=warmup, halving=halving, chunk_size=chunk_size,
+                              warmup_chunk_size=warmup_chunk_size, resample_key=resample_key, log=log,
                               storage=storage, study=study):  # several processes: a refusal on one stops all
             refuse_disabled_jit()  # first: the checks below would run op by op for seconds before it
             _check_tune_args(objective, space, method)
             steps, key = check_count(steps, "steps"), check_key(key)
             check_progress(progress)
             check_log_apart(log, storage)
-            if not isinstance(resample_key, (bool, np.bool_)):
-                raise ValueError(f"resample_key={resample_key!r} must be True (a fresh training key per outer step) or "
-                                 "False (every step trains with key)")
-            resample_key = bool(resample_key)  # np.bool_(True) is described apart from True in a fingerprint
+            resample_key = _checked_resample_key(resample_key)
             population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving,
                                                                              chunk_size)
+            warmup_chunk = _warmup_chunk(warmup, chunk_size, warmup_chunk_size)
             outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
             # every refusal before the study opens: a study stores the call that opened it and refuses another.
             # These trace (the schedule probe compiles a local program; no collective), so they sit in the block:
@@ -358,7 +386,7 @@ def tune(
             if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
                 return stored
             result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
-                           resample_key, log, progress, writer)
+                           warmup_chunk, resample_key, log, progress, writer)
             result = _placed_within_charge(with_setup(result, began))
             return result if writer is None else writer.finish(result, space)
 
@@ -463,16 +491,16 @@ def _checked_starts(objective: Objective, space: Space, method: Method, init: An
 
 def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
           steps: int, starts: HParams | None, population: int, warmup: int | None, halving: int | None,
-          chunk_size: int | str | None, resample_key: bool, log: Any, progress: Any,
+          chunk_size: int | str | None, warmup_chunk: int | None, resample_key: bool, log: Any, progress: Any,
           writer: StudyWriter | None) -> Result:
-    """`tune` on checked arguments and starts (None: the warm-up's best), its trials committed
-    through `writer` (and resumed from it)."""
+    """`tune` on checked arguments and starts (None: the warm-up's best, from its search in
+    `warmup_chunk` chunks), its trials committed through `writer` (and resumed from it)."""
     warm = None
     if starts is None:
         warm = evaluate_settings(objective, space.sample(key, int(warmup), stream=SAMPLE_STREAM), key,
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
                                  progress=progress, sink=writer,
-                                 chunk_size=chunk_size if isinstance(chunk_size, int) else None)
+                                 chunk_size=warmup_chunk)
         starts = _warm_starts(warm, space, population, stored=writer is not None)
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
     chunk = cohort_chunk(chunk_size, halving)
