@@ -198,7 +198,11 @@ def _created_folder(path: object, given: str) -> str:
     if trouble.endswith("is a file"):
         raise ValueError(f"{given} {trouble}; give a folder (created if missing) for the compiled programs, "
                          "e.g. a new folder beside that file")
-    advice = f", or turn the cache off ({ENV_VAR}=0)" if "cannot write" in trouble else ""
+    advice = ""
+    if "cannot write" in trouble:  # the variable is read only without a path: name it only where it gave the folder
+        advice = (f", or turn the cache off ({ENV_VAR}=0)" if given.startswith(ENV_VAR) else
+                  f", or call use_compilation_cache() without a path (the folder {ENV_VAR} names, or the default "
+                  "one), or not at all (the cache stays off)")
     raise ValueError(f"{given}: the folder {path!r} {trouble}; give a folder you can write{advice}")
 
 

@@ -1,12 +1,15 @@
 """Error and warning messages whose advice, followed literally, must work (hunt of the messages, D3 to D11)."""
 
+import os
 import re
 
 import jax
+import numpy as np
 import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad.problems import pretrained as pre
 
 
 # D3: hybrid_search's "give at least X runs" rounded X down (10.72 -> 10.7), so the advised budget was refused
@@ -19,3 +22,45 @@ def test_hybrid_budget_advice_rounds_up(logistic_problem, key):
     advised = float(re.search(r"give at least ([0-9.]+) runs", str(refused.value)).group(1))
     result = hg.hybrid_search(objective, space, key, budget=advised, configs=2)  # the advice works
     assert len(result.trials) >= 2
+
+
+def _unwritable(folder, monkeypatch):
+    """`folder` as a user who cannot write in it sees it (the suite may run as root, whom chmod does not stop)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(folder)
+                        else real(p, mode, **kw))
+
+
+# D5: an explicit path (use_compilation_cache(path), a problem's cache=) overrides the environment variable, so
+# advising to set the variable left the same call failing.
+def test_an_explicit_compilation_cache_path_is_not_told_to_set_the_variable(tmp_path, monkeypatch):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    _unwritable(folder, monkeypatch)
+    before = jax.config.jax_compilation_cache_dir
+    with pytest.raises(ValueError, match=r"give a folder you can write, or call use_compilation_cache\(\) without "
+                                         r"a path") as refused:
+        hg.use_compilation_cache(folder)
+    assert "COMPILATION_CACHE=0" not in str(refused.value)  # the variable is not read when a path is given
+    assert hg.use_compilation_cache() is None  # the advice: no path (conftest's variable turns the cache off)
+    monkeypatch.setenv("HYPERGRAD_COMPILATION_CACHE", str(folder))  # the variable gave the folder: it is named
+    with pytest.raises(ValueError, match=r"HYPERGRAD_COMPILATION_CACHE=.*\(HYPERGRAD_COMPILATION_CACHE=0\)"):
+        hg.use_compilation_cache()
+    assert jax.config.jax_compilation_cache_dir == before
+
+
+def test_an_explicit_pretrained_cache_is_not_told_to_set_the_variable(tmp_path, monkeypatch):
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    good = tmp_path / "good"
+    monkeypatch.setenv(pre.CACHE_ENV, str(good))
+    build = lambda: {"w": np.arange(3.0)}  # noqa: E731
+    template = {"w": np.zeros(3)}
+    with pytest.warns(UserWarning, match=r"cannot be written.*give cache= a folder you can write") as caught:
+        pre.cached_params("tiny", {"k": 1}, template, build, a_file / "cache")
+    assert "set HYPERGRAD_CACHE" not in str(caught[0].message)
+    pre.cached_params("tiny", {"k": 1}, template, build)  # the advice: leave it out, HYPERGRAD_CACHE's folder is used
+    assert [p.name[:5] for p in good.iterdir()] == ["tiny-"]
+    monkeypatch.setenv(pre.CACHE_ENV, str(a_file / "cache"))  # the variable gave the folder: it is named
+    with pytest.warns(UserWarning, match=r"cannot be written.*\(set HYPERGRAD_CACHE to a folder you can write"):
+        pre.cached_params("tiny", {"k": 2}, template, build)

@@ -146,7 +146,7 @@ def cached_params(name: str, config: Mapping[str, Any], template: PyTree, build:
     path = cache_path(name, config, directory)
     if path is None:
         _warn_uncached("no home folder was found to hold the cache (HOME is unset and this user has no password "
-                       "entry, so '~' cannot be expanded)")
+                       "entry, so '~' cannot be expanded)", directory)
         return build()
     if os.path.exists(path):
         try:
@@ -157,14 +157,20 @@ def cached_params(name: str, config: Mapping[str, Any], template: PyTree, build:
     try:
         save_params(path, params, config)
     except OSError as err:  # a read-only home, a folder under a file: the model is good, only the cache is not
-        _warn_uncached(f"{path} cannot be written ({type(err).__name__}: {err.strerror or err})")
+        _warn_uncached(f"{path} cannot be written ({type(err).__name__}: {err.strerror or err})", directory)
     return params
 
 
-def _warn_uncached(why: str) -> None:
+def _warn_uncached(why: str, directory: str | os.PathLike | None) -> None:
+    """Warns that the model is not cached; `HYPERGRAD_CACHE` only names the folder where no `directory`
+    (a problem's `cache=`) was given, so with one the advice is another folder, or none."""
+    if directory is None:
+        advice = f"set {CACHE_ENV} to a folder you can write to keep it"
+    else:
+        advice = (f"give cache= a folder you can write to keep it, or leave it out for the folder {CACHE_ENV} "
+                  "names (or the default one)")
     warnings.warn(f"pretrained cache: {why}; the model trained now is used without being cached, so the next "
-                  f"process trains it again (set {CACHE_ENV} to a folder you can write to keep it)", UserWarning,
-                  stacklevel=users_stacklevel())
+                  f"process trains it again ({advice})", UserWarning, stacklevel=users_stacklevel())
 
 
 def digits_source_target(dtype=np.float32) -> tuple[tuple, tuple]:
