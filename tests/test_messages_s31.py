@@ -64,3 +64,23 @@ def test_an_explicit_pretrained_cache_is_not_told_to_set_the_variable(tmp_path, 
     monkeypatch.setenv(pre.CACHE_ENV, str(a_file / "cache"))  # the variable gave the folder: it is named
     with pytest.warns(UserWarning, match=r"cannot be written.*\(set HYPERGRAD_CACHE to a folder you can write"):
         pre.cached_params("tiny", {"k": 2}, template, build)
+
+
+# D10: digits_transfer(10, val_shots=200) said "give shots from 1 to -66 (or lower val_shots)": an empty range, and no
+# bound for val_shots.
+def test_digits_transfer_says_how_far_to_lower_val_shots(tmp_path):
+    with pytest.raises(ValueError, match=r"shots=10 with val_shots=200: .*; lower val_shots to at most") as refused:
+        pre.digits_transfer(10, val_shots=200, cache=tmp_path)
+    bound = int(re.search(r"at most (\d+)$", str(refused.value)).group(1))
+    problem = pre.digits_transfer(10, val_shots=bound, hidden=(4,), pretrain_steps=1, cache=tmp_path)  # the advice
+    assert problem.name == "digits-transfer-10shot"
+    with pytest.raises(ValueError, match=r"shots=10 with val_shots="):
+        pre.digits_transfer(10, val_shots=bound + 1, cache=tmp_path)  # the bound is the largest that works
+    y = pre._target_data("mlp", "5-9", 0.0, 0.0)[1]
+    with pytest.raises(ValueError, match=r"lower val_shots to at most \d+$"):
+        pre._few_shot_split(y, "all", 200, 0)
+    with pytest.raises(ValueError, match=r"add up to at most (\d+), e.g. shots=\d+, val_shots=1$") as refused:
+        pre._few_shot_split(y, 500, 200, 0)
+    room = int(re.search(r"at most (\d+),", str(refused.value)).group(1))
+    train, val, _ = pre._few_shot_split(y, room - 1, 1, 0)
+    assert len(train) == 5 * (room - 1) and len(val) == 5

@@ -394,10 +394,17 @@ def _few_shot_split(y: np.ndarray, shots: int | str, val_shots: int, seed: int) 
     fewest = int(counts.min())
     most = fewest - TEST_PER_CLASS - val_shots  # what every class can give (the limit over all of them)
     if most < 1 or (shots != "all" and not 1 <= shots <= most):
-        smallest = labels[counts.argmin()]
-        raise ValueError(f"shots={shots} with val_shots={val_shots}: the smallest class (label {smallest} "
-                         f"of the task) has {fewest} examples, {TEST_PER_CLASS} held out for test; give shots from 1 "
-                         f"to {most}" + (" (or lower val_shots)" if most < 1 else " (or pass shots='all')"))
+        room = fewest - TEST_PER_CLASS  # shots + val_shots per class, each at least 1
+        trained = 1 if shots == "all" else shots
+        if most >= 1:
+            advice = f"give shots from 1 to {most} (or pass shots='all')"
+        elif trained < room:
+            advice = f"lower val_shots to at most {room - trained}"
+        else:
+            advice = f"give shots and val_shots that add up to at most {room}, e.g. shots={room - 1}, val_shots=1"
+        raise ValueError(f"shots={shots} with val_shots={val_shots}: the smallest class (label "
+                         f"{labels[counts.argmin()]} of the task) has {fewest} examples, {TEST_PER_CLASS} held out "
+                         f"for test; {advice}")
     parts: tuple[list, list, list] = ([], [], [])
     for label in labels:
         members = rng.permutation(np.flatnonzero(y == label))
