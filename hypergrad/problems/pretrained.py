@@ -262,20 +262,40 @@ def _quarter(y: np.ndarray) -> np.ndarray:
     return mask
 
 
-def image_source_target(target: str = "5-9", *, shift: int = 1, noise: float = 0.2,
+def image_source_target(target: str = "5-9", *, shift: int | None = None, noise: float | None = None,
                         dtype=np.float32) -> tuple[tuple, tuple]:
     """The images (`digits_images`) split into (source, target), each (images, labels): for "5-9",
     digits 0-4 and digits 5-9 relabelled 0-4; for "shifted", a fixed stratified quarter of all
-    digits (clean) and the other three quarters through `shift_and_noise(shift=, noise=)`."""
-    _check_shift_noise(shift, noise, IMAGE_SIZE)
-    x, y = digits_images(dtype)
+    digits (clean) and the other three quarters through `shift_and_noise(shift=, noise=)` (default
+    shift 1, noise 0.2). A `shift` or `noise` given with "5-9", whose images are not moved, is a
+    `ValueError` (`_unread_shift_noise`), raised before any image is loaded."""
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: choose one of {TARGETS}")
+    _unread_shift_noise(target, shift=shift, noise=noise)
     if target == "5-9":
+        x, y = digits_images(dtype)
         source = np.isin(y, SOURCE_CLASSES)
         return (x[source], y[source]), (x[~source], (y[~source] - len(SOURCE_CLASSES)).astype(np.int32))
-    if target != "shifted":
-        raise ValueError(f"target={target!r}: choose one of {TARGETS}")
+    shift, noise = 1 if shift is None else shift, 0.2 if noise is None else noise
+    _check_shift_noise(shift, noise, IMAGE_SIZE)
+    x, y = digits_images(dtype)
     source = _quarter(y)
     return (x[source], y[source]), (shift_and_noise(x[~source], shift=shift, noise=noise), y[~source])
+
+
+def _unread_shift_noise(target: str, **given: Any) -> None:
+    """Refuses, as `digits_transfer` does (`_read_keywords`), `shift` or `noise` given (not None)
+    with a target other than "shifted", which never reads them (the same images were built with them
+    or without them), naming every one given."""
+    what = {"shift": "moves the 'shifted' target's images only", "noise": "blurs the 'shifted' target's images only"}
+    unread = [name for name in ("shift", "noise") if given[name] is not None]
+    if target == "shifted" or not unread:
+        return
+    values = ", ".join(f"{name}={given[name]!r}" for name in unread)
+    names = " and ".join(unread)
+    raise ValueError(f"image_source_target(target={target!r}, {values}): "
+                     + " and ".join(f"{name} {what[name]}" for name in unread)
+                     + f"; drop {names} for target={target!r}, or use target='shifted'")
 
 
 def _source_data(config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -465,7 +485,7 @@ def _source(model: str, target: str, hidden, channels, steps: int, cache) -> _So
 def _target_data(model: str, target: str, shift: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
     if model == "mlp" and target == "5-9":
         return digits_source_target()[1]  # the standardised features the MLP was pretrained on
-    _, (x, y) = image_source_target(target, shift=shift, noise=noise)
+    _, (x, y) = image_source_target(target, **({"shift": shift, "noise": noise} if target == "shifted" else {}))
     return (x.reshape(len(x), -1), y) if model == "mlp" else (x, y)
 
 
