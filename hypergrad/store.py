@@ -45,7 +45,9 @@ timeout of 30 s for concurrent readers and writers of other studies, and a lease
 process writing the same study gets a `RuntimeError` naming the first one's pid (a lease of a process
 that no longer runs on this host is taken over), and so does a second writer in the same process
 (another thread), when it opens the study, before it computes. A file truncated or edited by hand gives a
-`ValueError` naming the file, study and trial; other studies in it stay readable. Under
+`ValueError` naming the file, study and trial; other studies in it stay readable. A tune or
+hybrid_search study missing a trial before its checkpoint (a row deleted by hand) is refused on
+resume and by `load_study`: its steps go on past the checkpoint and would never recompute it. Under
 `jax.distributed` process 0 alone writes; when it is refused a study or a write fails, it sends the
 error to the others (a broadcast at the opening and at every commit), which raise it too instead of
 waiting in collectives it never reaches.
@@ -730,6 +732,8 @@ class StudyWriter:
         self._closed = False  # set by `close`: the thread ends once the queue is empty
         self.done = {} if conn is None else {t.number: t for t in _read_trials(conn, path, study, space)}
         self.checkpoint = None if conn is None else _read_checkpoint(conn, path, study)
+        if self.checkpoint is not None:  # a trial deleted before it would never be recomputed
+            _check_unbroken(conn, path, study, self.done, loading=False)
         if setup is not None:
             try:
                 self._submit(setup)
@@ -1021,9 +1025,81 @@ def _read_trials(conn: sqlite3.Connection, path: str, study: str, space: Space |
             trials.append(_trial(row, space))
         except (TypeError, ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"study {study!r} in {path}: trial {row[0]!r} is unreadable ({type(err).__name__}: "
-                             f"{err}); the file was edited or damaged. Other studies are unaffected; delete this "
-                             "trial's row to recompute it on resume, or use another study name") from err
+                             f"{err}); the file was edited or damaged. Other studies are unaffected; "
+                             f"{_row_fix(conn, study, row[0])}") from err
     return trials
+
+
+_CHECKPOINTED = ("tune", "hybrid")  # the kinds whose outer steps resume from a checkpoint (`_recomputed`)
+
+
+def _row_fix(conn: sqlite3.Connection, study: str, number: Any) -> str:
+    """What fixes the unreadable row of trial `number`: deleting it where a resume recomputes it."""
+    try:
+        if _recomputed(conn, study, [number])[0]:
+            return "delete this trial's row to recompute it on resume, or use another study name"
+        call = STRATEGY_CALLS[_kind_of(conn, study)]  # a tune or hybrid_search study (`_recomputed`)
+    except sqlite3.DatabaseError:
+        return "use another study name"
+    return (f"this {call} study's outer steps resume from a checkpoint past this trial, so deleting its row "
+            "would not recompute it: use another study name")
+
+
+def _kind_of(conn: sqlite3.Connection, study: str) -> str | None:
+    row = conn.execute("SELECT kind FROM studies WHERE name = ?", (study,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _checkpoint_number(conn: sqlite3.Connection, study: str) -> int | None:
+    """The number of the first trial after the study's checkpoint; None without one (or unreadable)."""
+    row = conn.execute("SELECT number FROM checkpoints WHERE study = ?", (study,)).fetchone()
+    return row[0] if row is not None and isinstance(row[0], int) else None
+
+
+def _recomputed(conn: sqlite3.Connection, study: str, numbers: list[Any]) -> list[bool]:
+    """Per trial number, whether repeating the call of `study` recomputes that trial were its row
+    missing: always for a search (its chunks skip the stored numbers only); for tune and
+    hybrid_search, whose outer steps go on from their checkpoint, only before a first checkpoint, or
+    for a warm-up trial of a tune study still running (its warm-up search skips stored trials only;
+    a finished one is read back whole). Cost: two reads of one row each."""
+    row = conn.execute("SELECT kind, state, fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
+    if row is None or row[0] not in _CHECKPOINTED or _checkpoint_number(conn, study) is None:
+        return [True] * len(numbers)
+    warmup = 0
+    if row[0] == "tune" and row[1] != "complete":
+        with contextlib.suppress(TypeError, ValueError, KeyError, AttributeError):
+            warmup = json.loads(row[2])["arguments"]["warmup"]
+    warmup = warmup if isinstance(warmup, int) else 0
+    return [isinstance(n, int) and 0 <= n < warmup for n in numbers]
+
+
+def _check_unbroken(conn: sqlite3.Connection, path: str, study: str, numbers: Any, loading: bool) -> None:
+    """Refuses a tune or hybrid_search study some of whose trials before its checkpoint are missing
+    (rows deleted by hand): its outer steps resume from the checkpoint, so a resumed call would never
+    recompute them, and its `Result` (or `load_study`'s) would silently lack them. Resuming
+    (`loading` False) refuses only the trials it would not recompute (`_recomputed`); `load_study`
+    refuses any. `numbers`: the stored trial numbers (a set or dict). Cost: a read of a row or two,
+    and a scan of the numbers below the checkpoint."""
+    try:
+        kind = _kind_of(conn, study)
+        if kind not in _CHECKPOINTED:
+            return
+        upto = _checkpoint_number(conn, study) or 0
+        missing = [n for n in range(upto) if n not in numbers]
+        lost = [n for n, again in zip(missing, _recomputed(conn, study, missing)) if not again]
+    except sqlite3.DatabaseError as err:
+        raise _unreadable(path, err) from err
+    if not lost and (not missing or not loading):
+        return
+    shown = str(missing[:10])[:-1] + (", ...]" if len(missing) > 10 else "]")
+    head = (f"study {study!r} in {path}: trial(s) {shown} of this {STRATEGY_CALLS[kind]} study are missing (rows "
+            "deleted by hand?)")
+    if not lost:
+        raise ValueError(f"{head}, so its Result would silently lack them; repeat its call to recompute them (the "
+                         "warm-up trials of a tune study still running are recomputed on resume)")
+    raise ValueError(f"{head}, and its outer steps resume from its checkpoint (trial {upto} on), past them, so they "
+                     "would never be recomputed and its Result would silently lack them. Use another study name "
+                     "to run the call afresh")
 
 
 def _read_checkpoint(conn: sqlite3.Connection, path: str, study: str) -> dict | None:
@@ -1049,7 +1125,7 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
 
     Raises:
         ValueError: the file is unreadable, holds no such study (the message lists those it holds),
-            or a trial of this study is damaged.
+            or a trial of this study is damaged, or missing before a tune or hybrid_search study's checkpoint.
     """
     check_study(storage, study)
     path = os.fspath(storage)
@@ -1066,6 +1142,7 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
         if row is None:
             raise ValueError(f"study={study!r} is not in {path}; it holds {names}")
         trials = _read_trials(conn, path, study, None)
+        _check_unbroken(conn, path, study, {t.number for t in trials}, loading=True)
     finally:
         conn.close()
     kind, strategy, run_flops, compile_seconds, info, stored = row
