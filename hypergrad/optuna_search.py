@@ -78,7 +78,7 @@ from jax.experimental import multihost_utils
 
 from hypergrad._indexing import unread_warned_once
 from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
-                               shared_outcome)
+                               shared_outcome, users_stacklevel)
 from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
 from hypergrad._store_codec import encode_hparams
@@ -195,7 +195,8 @@ def optuna_search(
             With `storage`, a name instead: the study of hypergrad's store (`hypergrad.store`) that
             keeps every round's trials; the same call again resumes it, replaying the stored rounds
             to a new sampler seeded as before (each re-asked setting must equal the stored one, so
-            a sampler instance must be seeded) and evaluating only the rounds not stored.
+            a sampler instance must be seeded: an unseeded one warns at the start of such a call)
+            and evaluating only the rounds not stored.
         storage: a SQLite file (created if missing) for a `study` name, or None.
 
     Returns:
@@ -221,6 +222,9 @@ def optuna_search(
         optuna = _import_optuna()
         stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
         _check_sampler(optuna, sampler, seed, None if stored else study)
+        unseeded = stored and _unseeded(optuna, sampler)
+        if unseeded:  # a warning, not a refusal: the call itself runs as it always did
+            _warn_unseeded(sampler, study)
         distributions = optuna_distributions(space)
         if study is not None and not stored:
             _check_study_params(optuna, study, distributions)
@@ -232,7 +236,7 @@ def optuna_search(
                                             batch_size=batch_size, seed=seed)) as writer:
         study = study if study is not None and not stored else _new_study(optuna, sampler, seed, key)
         result = _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size,
-                      _strategy(optuna, study), log, progress, writer)
+                      _strategy(optuna, study), log, progress, writer, unseeded)
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
@@ -309,6 +313,32 @@ def _check_study_params(optuna: Any, study: Any, distributions: dict[str, Any]) 
                     "of the values seen), or give a new study")
 
 
+def _unseeded(optuna: Any, sampler: Any) -> bool:
+    """Whether `sampler` (an Optuna sampler instance; False for a name, which hypergrad seeds) draws
+    from fresh entropy: Optuna's samplers keep their generators in lazy random states (`_rng`,
+    `_cma_rng`, ... of type `LazyRandomState`, in the sampler or in a sampler it holds, such as TPE's
+    random one) that a seed sets at once and that stay empty (None) until first drawn from
+    otherwise. A sampler already used (its state drawn from) or one of another design reads as
+    seeded. Cost: a look at the attributes of the sampler and of the samplers it holds."""
+    if isinstance(sampler, str):
+        return False
+    for value in getattr(sampler, "__dict__", {}).values():
+        if type(value).__name__ == "LazyRandomState" and getattr(value, "_rng", False) is None:
+            return True
+        if isinstance(value, optuna.samplers.BaseSampler) and value is not sampler and _unseeded(optuna, value):
+            return True
+    return False
+
+
+def _warn_unseeded(sampler: Any, study: str) -> None:
+    """The warning of a stored study started with an unseeded sampler instance (`_unseeded`)."""
+    name = type(sampler).__name__
+    warnings.warn(f"optuna_search(storage=..., study={study!r}): the sampler instance {name} is not seeded, so this "
+                  "study could not be resumed, nor this call repeated (its sampler would propose other settings; "
+                  f"hg.load_study reads the study); give a seeded sampler ({name}(seed=0), or sampler='tpe' with "
+                  "seed= or the key's default) to make it resumable", UserWarning, stacklevel=users_stacklevel())
+
+
 def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:
     """A new in-memory minimising study with `sampler`: an instance as is, or a named one seeded by
     `seed`, by default derived from `key`."""
@@ -326,20 +356,31 @@ def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:
     return optuna.create_study(direction="minimize", sampler=sampler)
 
 
-def _replay(optuna: Any, study: Any, space: Space, asked: list, stored: list) -> None:
+def _replay(optuna: Any, study: Any, space: Space, asked: list, stored: list, unseeded: bool = False) -> None:
     """Tells a resumed round's stored values to the sampler that re-asked it; `ValueError` unless
-    it proposed the stored settings again (a sampler that is not seeded cannot resume)."""
+    it proposed the stored settings again (a sampler that is not seeded cannot resume: `unseeded`,
+    this call's instance is not, so neither was the first call's, whose fingerprint it matched)."""
     settings = settings_from_params(space, [t.params for t in asked])
     for i, (trial, kept) in enumerate(zip(asked, stored)):
         given = space.options_of({name: np.asarray(v[i]) for name, v in settings.items()})
         if encode_hparams(given, space) != encode_hparams(kept.hparams, space):
             raise ValueError(f"cannot resume this optuna_search study: its sampler proposed trial {kept.number} "
-                             "differently from the stored one; resume with a seeded sampler (seed= or the key's "
-                             "default), or give another study name")
+                             f"differently from the stored one. {_NOT_REPLAYED[unseeded]}")
         if kept.state == FAIL:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, kept.value)
+
+
+_SEEDED_NEW = ("give another study name, with a seeded sampler to make the new study resumable (sampler='tpe' "
+               "with seed= or the key's default, or an instance such as TPESampler(seed=0))")
+# why a stored round was proposed otherwise, and what works, by whether this call's sampler instance is unseeded
+_NOT_REPLAYED = {
+    True: "Its sampler instance is not seeded (it draws from fresh entropy at every call), so this study cannot "
+          "be resumed by any call: " + _SEEDED_NEW,
+    False: "A sampler instance must be seeded as the first call's was (the same seed= in both); if the first "
+           "call's was not seeded, this study cannot be resumed: " + _SEEDED_NEW,
+}
 
 
 def _replay_shared(replay: Callable[[], None]) -> None:
@@ -407,7 +448,7 @@ def _charged(real: tuple, padding: tuple) -> list:
 
 
 def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
-         log, progress, writer: StudyWriter | None = None) -> Result:
+         log, progress, writer: StudyWriter | None = None, unseeded: bool = False) -> Result:
     # The rows of the one compiled program: no more than the trials asked, so a search shorter than
     # a batch runs (and is charged) only its trials, as random_search's single chunk is.
     chunk = min(batch_size, chunk_size, num_trials)
@@ -423,7 +464,7 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             if first_number is None:
                 first_number = pending[0].number
             if recorder.resume(range(len(recorder.trials), len(recorder.trials) + real)):  # a stored round
-                _replay_shared(lambda: _replay(optuna, study, space, pending, recorder.trials[-real:]))
+                _replay_shared(lambda: _replay(optuna, study, space, pending, recorder.trials[-real:], unseeded))
                 pending, run_flops, replayed = [], recorder.trials[-1].run_flops, True
                 continue
             if replayed:  # the first round not stored: every process replayed the stored ones
