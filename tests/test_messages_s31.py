@@ -84,3 +84,27 @@ def test_digits_transfer_says_how_far_to_lower_val_shots(tmp_path):
     room = int(re.search(r"at most (\d+),", str(refused.value)).group(1))
     train, val, _ = pre._few_shot_split(y, room - 1, 1, 0)
     assert len(train) == 5 * (room - 1) and len(val) == 5
+
+
+# D6: "drop coef_init, or use scikit-learn's own estimator": scikit-learn's estimator's fit refuses coef_init too.
+def test_an_unknown_fit_parameter_offers_scikit_learn_only_where_its_fit_takes_it(monkeypatch):
+    import sklearn.linear_model
+
+    from hypergrad import sklearn as hs
+    from hypergrad.sklearn import _search
+    from sklearn.utils.validation import has_fit_parameter
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = np.arange(30) % 2
+    assert not has_fit_parameter(sklearn.linear_model.LogisticRegression, "coef_init")
+    with pytest.raises(ValueError, match=r"LogisticRegression.fit takes no 'coef_init'; drop coef_init") as refused:
+        hs.GridSearchCV(hs.LogisticRegression(), {"C": [0.1, 1.0]}, cv=2).fit(X, y, coef_init=None)
+    assert "scikit-learn's own estimator" not in str(refused.value)
+
+    class Wider(sklearn.linear_model.LogisticRegression):  # a scikit-learn estimator whose fit takes coef_init
+        def fit(self, X, y, sample_weight=None, coef_init=None):
+            return super().fit(X, y, sample_weight)
+
+    assert _search.sklearn_counterpart(hs.LogisticRegression()) is sklearn.linear_model.LogisticRegression
+    monkeypatch.setattr(_search, "sklearn_counterpart", lambda estimator: Wider)
+    with pytest.raises(ValueError, match=r"drop coef_init, or use scikit-learn's own estimator, whose fit takes it"):
+        hs.GridSearchCV(hs.LogisticRegression(), {"C": [0.1, 1.0]}, cv=2).fit(X, y, coef_init=None)

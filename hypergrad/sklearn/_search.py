@@ -132,6 +132,8 @@ import jax
 import joblib
 import numpy as np
 import scipy.stats
+import sklearn.linear_model
+import sklearn.neural_network
 from joblib import effective_n_jobs
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
@@ -339,8 +341,23 @@ def check_fit_params(search: Any, params: Mapping[str, Any]) -> None:
             continue
         name = full[len(target.prefix):]
         if not has_fit_parameter(target.final, name):
+            counterpart = sklearn_counterpart(target.final)
+            advice = (f"drop {full}, or use scikit-learn's own estimator, whose fit takes it"
+                      if counterpart is not None and has_fit_parameter(counterpart, name) else
+                      f"drop {full}: it is not a fit parameter of this estimator (nor of scikit-learn's)")
             raise ValueError(f"{type(search).__name__}.fit({full}=...): {type(target.final).__name__}.fit takes no "
-                             f"{name!r} in hypergrad.sklearn; drop {full}, or use scikit-learn's own estimator")
+                             f"{name!r}; {advice}")
+
+
+def sklearn_counterpart(estimator: Any) -> type | None:
+    """scikit-learn's estimator that the hypergrad estimator `estimator` (or a subclass of one) mirrors:
+    the class of the same name in `sklearn.linear_model` or `sklearn.neural_network`; None for another."""
+    for cls in type(estimator).__mro__:
+        if cls.__module__.startswith("hypergrad.sklearn"):
+            for module in (sklearn.linear_model, sklearn.neural_network):
+                if isinstance(getattr(module, cls.__name__, None), type):
+                    return getattr(module, cls.__name__)
+    return None
 
 
 def check_data(target: Target, X: Any, y: Any) -> None:
