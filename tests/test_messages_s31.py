@@ -108,3 +108,20 @@ def test_an_unknown_fit_parameter_offers_scikit_learn_only_where_its_fit_takes_i
     monkeypatch.setattr(_search, "sklearn_counterpart", lambda estimator: Wider)
     with pytest.raises(ValueError, match=r"drop coef_init, or use scikit-learn's own estimator, whose fit takes it"):
         hs.GridSearchCV(hs.LogisticRegression(), {"C": [0.1, 1.0]}, cv=2).fit(X, y, coef_init=None)
+
+
+# D7: Implicit with optax.adamw(weight_decay=h['weight_decay']) advised fixing the decay inside the optimizer, and
+# the same adamw, so fixed, was refused next for reading the parameters.
+def test_implicit_advice_for_a_hyperparameter_of_adamw_leads_to_an_accepted_objective(logistic_problem, key):
+    adamw = hg.Objective(logistic_problem, lambda h: optax.adamw(0.1, weight_decay=h["weight_decay"]), num_steps=3)
+    with pytest.raises(ValueError, match=r"'weight_decay' is read by the optimizer.*must not read the parameters "
+                                         r"either.*optax.adam or optax.sgd in place of optax.adamw") as refused:
+        hg.hypergradient(adamw, {"weight_decay": 0.01}, key, method=hg.Implicit())
+    assert "fix it inside the optimizer function" not in str(refused.value)
+    adam = hg.Objective(logistic_problem, lambda h: optax.adam(0.1), num_steps=3)  # the advice: the decay in the loss
+    value, grads = hg.hypergradient(adam, {"weight_decay": 0.01}, key, method=hg.Implicit())
+    assert np.isfinite(grads["weight_decay"])
+    centred = hg.Objective(logistic_problem, lambda h: optax.chain(optax.centralize(), optax.sgd(h["lr"])),
+                           num_steps=3)
+    with pytest.raises(ValueError, match=r"'lr' is read by the optimizer.*remove optax.centralize"):
+        hg.hypergradient(centred, {"lr": 0.1, "weight_decay": 0.01}, key, method=hg.Implicit())

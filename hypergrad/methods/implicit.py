@@ -160,6 +160,28 @@ def _abstract(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
 
 
+def _optimizer_hparam_refusal(name: str, in_loss: bool, reads_params: bool, centres: bool) -> str:
+    """Implicit's refusal of the hyperparameter `name`, which the optimiser reads (`in_loss`: the
+    training loss reads it too). Where the optimiser would be refused anyway once `name` were fixed in
+    it (its update reads the parameters, `reads_params`, or centres the gradient, `centres`), fixing
+    it there is not offered alone: the advice names what Implicit needs of the optimiser as well."""
+    also = (" (it enters the training loss too, but the optimiser moves the fixed point "
+            "of training away from the loss's stationary point)") if in_loss else ""
+    if reads_params:
+        fix = ("; for Implicit, the optimizer must not read the parameters either, and its update does (a "
+               "decoupled weight decay such as optax.adamw or optax.add_decayed_weights, a projection, a trust "
+               "ratio): write the decay or penalty in the training loss instead (Problem(train_loss=...) adding "
+               "0.5 * weight_decay * ||w||^2, or the built-in problem's weight_decay hyperparameter), with "
+               f"optax.adam or optax.sgd in place of optax.adamw and {name!r} left out of the optimizer")
+    elif centres:
+        fix = (f", or leave it out of hparams (fix it inside the optimizer function) and remove optax.centralize "
+               "from the optimizer, which Implicit cannot differentiate either")
+    else:
+        fix = ", or leave it out of hparams (fix it inside the optimizer function)"
+    return (f"Implicit differentiates hyperparameters of the training loss only; {name!r} is read by the "
+            f"optimizer{also}; use hg.Reverse() or hg.Forward() for it{fix}")
+
+
 def _init_only_refusal(name: str, loop: Loop, hparams: HParams, params: Any) -> str:
     """Implicit's refusal of hyperparameter `name`, read by the initialisation and not by the training
     loss: what Implicit would miss (its effect through the starting point, which the implicit
@@ -585,12 +607,7 @@ class Implicit(Method):
             raise ValueError(missing_key_message(err)) from err
         for name in hparams:  # in the caller's order: the first offender is named
             if name in in_optimizer:
-                also = (" (it enters the training loss too, but the optimiser moves the fixed point "
-                        "of training away from the loss's stationary point)") if name in in_loss else ""
-                raise ValueError(
-                    f"Implicit differentiates hyperparameters of the training loss only; {name!r} is "
-                    f"read by the optimizer{also}; use hg.Reverse() or hg.Forward() for it, or leave "
-                    "it out of hparams (fix it inside the optimizer function)")
+                raise ValueError(_optimizer_hparam_refusal(name, name in in_loss, reads_params, centres))
             if name in in_init and name not in in_loss:
                 raise ValueError(_init_only_refusal(name, loop, hparams, params))
         if reads_params:
