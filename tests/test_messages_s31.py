@@ -125,3 +125,27 @@ def test_implicit_advice_for_a_hyperparameter_of_adamw_leads_to_an_accepted_obje
                            num_steps=3)
     with pytest.raises(ValueError, match=r"'lr' is read by the optimizer.*remove optax.centralize"):
         hg.hypergradient(centred, {"lr": 0.1, "weight_decay": 0.01}, key, method=hg.Implicit())
+
+
+# D8: Reversible said "raise info_bits (up to 8)" with info_bits already 8 and for a momentum above 1, and told plain
+# SGD to name a momentum hyperparameter it does not have.
+def test_reversible_momentum_advice_works(logistic_problem, key):
+    objective = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=3)
+
+    def run(momentum, **settings):
+        return hg.hypergradient(objective, {"lr": 0.1, "momentum": momentum}, key, method=hg.Reversible(**settings))
+
+    with pytest.raises(ValueError, match=r"got momentum=0.0; no info_bits reverses .* at least ([0-9.]+), or use "
+                                         r"hg.Reverse\(\)") as refused:
+        run(0.0)
+    run(float(re.search(r"at least ([0-9.]+),", str(refused.value)).group(1)))  # the advised momentum is reversed
+    with pytest.raises(ValueError, match=r"got momentum=1.5; the momentum must be at most 1") as refused:
+        run(1.5)
+    assert "raise info_bits" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"got momentum=0.1; raise info_bits to 4 \(or more\)"):
+        run(0.1, info_bits=2)
+    run(0.1, info_bits=4)  # the advice
+    plain = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+    with pytest.raises(ValueError, match=r"hparams has no 'momentum'.*for plain SGD .* use hg.Reverse\(\)"):
+        hg.hypergradient(plain, {"lr": 0.1}, key, method=hg.Reversible())
+    hg.hypergradient(plain, {"lr": 0.1}, key, method=hg.Reverse())

@@ -292,8 +292,10 @@ class Reversible(Method):
                              "jax.config.update('jax_enable_x64', True) before building the problem")
         for role, name in (("lr", self.lr), ("momentum", self.momentum)):
             if name not in hparams:
+                plain = ("; Reversible reverses SGD with momentum only: for plain SGD (no momentum "
+                         "hyperparameter) use hg.Reverse()") if role == "momentum" else ""
                 raise ValueError(f"Reversible({role}={name!r}): hparams has no {name!r} (it has "
-                                 f"{sorted(hparams)}); name the hyperparameter that drives optax.sgd's {role}")
+                                 f"{sorted(hparams)}); name the hyperparameter that drives optax.sgd's {role}{plain}")
         lr_shape = np.shape(hparams[self.lr])
         T = loop.num_steps
         if not (lr_shape == () or (len(lr_shape) == 1 and lr_shape[0] >= T)):
@@ -307,14 +309,29 @@ class Reversible(Method):
         traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(hparams))
         if not traced:
             m = float(hparams[self.momentum])
-            floor = 2.0 ** -self.info_bits
-            if not floor <= m <= 1.0:
-                raise ValueError(f"Reversible(info_bits={self.info_bits}) reverses momentum in [2^-"
-                                 f"{self.info_bits} = {floor:.4g}, 1] exactly, got {self.momentum}={m!r}; raise "
-                                 "info_bits (up to 8), or use hg.Reverse() for (almost) no momentum")
+            if not 2.0 ** -self.info_bits <= m <= 1.0:
+                raise ValueError(self._momentum_refusal(m))
         with jax.ensure_compile_time_eval():  # numbers, even inside an outer jit's or vmap's trace
             given = self._stand_in(hparams, T) if traced else hparams
             self._probe(loop, (given, self._moved(given)), params, T)
+
+    def _momentum_refusal(self, m: float) -> str:
+        """Why the momentum `m` cannot be reversed exactly, with the fix that works for it: a larger
+        `info_bits` where one reaches down to `m` (2^-8 at most), hg.Reverse() for a momentum below
+        2^-8, a momentum of at most 1 above it."""
+        floor = 2.0 ** -self.info_bits
+        said = (f"Reversible(info_bits={self.info_bits}) reverses momentum in [2^-{self.info_bits} = {floor:g}, 1] "
+                f"exactly, got {self.momentum}={m!r}")
+        enough = [bits for bits in (1, 2, 4, 8) if 2.0 ** -bits <= m < floor]
+        if enough:
+            return f"{said}; raise info_bits to {enough[0]} (or more), or use hg.Reverse() for (almost) no momentum"
+        if m < floor:  # below 2^-8 as well
+            least = f"{floor:g}" + (f" (or {2.0 ** -8:g} with info_bits=8)" if self.info_bits < 8 else "")
+            return (f"{said}; no info_bits reverses a momentum below 2^-8 = {2.0 ** -8:g} (one can raise info_bits "
+                    f"to 8 at most), so give a momentum of at least {least}, or use hg.Reverse() for (almost) no "
+                    "momentum")
+        over = "the momentum must be at most 1: " if m > 1 else ""
+        return f"{said}; {over}give a momentum in [{floor:g}, 1]"
 
     def _stand_in(self, hparams: HParams, T: int) -> HParams:
         """Concrete hyperparameters of `hparams`' shapes and dtypes, for probing an optimiser whose
