@@ -265,13 +265,35 @@ def _python_branch_refusal(error: TypeError, hparams: HParams) -> str | None:
     named = [name for name in hparams if depends and f"[{name!r}]" in depends.group(1)]
     which = " and ".join(f"hparams[{name!r}]" for name in named) or "a traced hyperparameter"
     example = named[0] if named else "lr"
+    tested = _traced_arguments(error, frames[-1].name)
+    here = ""  # what fits the argument tested, where scaling a unit schedule would change the optimiser
+    if "decay_rate" in tested:
+        here = (f" Here it is {frames[-1].name}'s decay_rate: write the schedule as arithmetic on the step, e.g. "
+                f"lambda s: init_value * h[{example!r}] ** (s / transition_steps) (transition_begin and staircase "
+                "aside).")
     return (f"Objective(optimizer=...): optax's {called} tests {which} in Python "
             f"({(frames[-1].line or '').strip()!r}, in {frames[-1].name}), so that argument cannot be a "
             "hyperparameter: hyperparameters are traced arrays, never Python numbers, so that a new value never "
-            "recompiles. Scale a unit schedule by the hyperparameter instead, e.g. for a tuned warm-up/cosine "
-            f"peak lambda s: h[{example!r}] * optax.schedules.warmup_cosine_decay_schedule(0.0, 1.0, W, T)(s), "
-            "or write the schedule as arithmetic on the step (jnp.where for a branch), or hold that "
-            "argument at a Python constant")
+            f"recompiles.{here} A tuned peak or initial value is a unit schedule scaled by the hyperparameter, e.g. "
+            f"for a warm-up/cosine peak lambda s: h[{example!r}] * optax.schedules.warmup_cosine_decay_schedule(0.0, "
+            "1.0, W, T)(s); for another argument write the schedule as arithmetic on the step (jnp.where for a "
+            "branch), or hold that argument at a Python constant")
+
+
+def _traced_arguments(error: BaseException, function: str) -> list[str]:
+    """The arguments of the innermost call of optax's `function` in `error`'s traceback that held
+    traced values (`decay_rate` of `exponential_decay`); [] where that call's frame is not found.
+    Reads the traceback's frames only."""
+    found: list[str] = []
+    tb = error.__traceback__
+    while tb is not None:
+        code, values = tb.tb_frame.f_code, tb.tb_frame.f_locals
+        if code.co_name == function and in_package(code.co_filename, optax):
+            names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+            found = [name for name in names if any(isinstance(leaf, jax.core.Tracer)
+                                                   for leaf in jax.tree.leaves(values.get(name)))]
+        tb = tb.tb_next
+    return found
 
 
 def _outermost_of_innermost_run(frames: list, package: Any) -> Any:

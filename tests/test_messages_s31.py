@@ -149,3 +149,18 @@ def test_reversible_momentum_advice_works(logistic_problem, key):
     with pytest.raises(ValueError, match=r"hparams has no 'momentum'.*for plain SGD .* use hg.Reverse\(\)"):
         hg.hypergradient(plain, {"lr": 0.1}, key, method=hg.Reversible())
     hg.hypergradient(plain, {"lr": 0.1}, key, method=hg.Reverse())
+
+
+# D9: exponential_decay(decay_rate=h['decay']) was shown only the warm-up/cosine example, which makes the decay rate
+# a peak learning rate: another optimiser, silently.
+def test_exponential_decay_rate_refusal_gives_its_own_formula(logistic_problem, key):
+    refused = hg.Objective(logistic_problem, lambda h: optax.sgd(optax.exponential_decay(0.1, 2, h["decay"])),
+                           num_steps=5)
+    with pytest.raises(ValueError, match=r"Here it is exponential_decay's decay_rate: .* e.g. lambda s: init_value "
+                                         r"\* h\['decay'\] \*\* \(s / transition_steps\)"):
+        refused({"decay": 0.5}, key)
+    advised = hg.Objective(logistic_problem, lambda h: optax.sgd(lambda s: 0.1 * h["decay"] ** (s / 2)), num_steps=5)
+    fixed = hg.Objective(logistic_problem, lambda h: optax.sgd(optax.exponential_decay(0.1, 2, 0.5)), num_steps=5)
+    np.testing.assert_allclose(float(advised({"decay": 0.5}, key)), float(fixed({}, key)), rtol=1e-8)  # the same schedule, rounded differently
+    _, grads = hg.hypergradient(advised, {"decay": 0.5}, key)
+    assert np.isfinite(grads["decay"]) and grads["decay"] != 0
