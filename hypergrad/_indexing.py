@@ -144,7 +144,7 @@ def _schedule_advice(error: str, hparams: HParams, num_steps: int) -> str:
         return general
     wanted = tuple(num_steps if i == axis else n for i, n in enumerate(shape))
     return (f"hparams[{named[0]!r}] has shape {shape} and is read along axis {axis} once per step: give it "
-            f"num_steps={num_steps} entries there, shape {wanted}")
+            f"num_steps={num_steps} entries there, shape {wanted} (in a search, its distribution's shape={wanted})")
 
 
 def _shapes(hparams: HParams) -> tuple:

@@ -564,9 +564,14 @@ class Result:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Result:
-        """The Result a `save` wrote (`from_dict` of its JSON)."""
+        """The Result a `save` wrote (`from_dict` of its JSON). A file of another kind is a
+        `ValueError` naming it; for `hypergrad compare`'s results.json, one of whose entries is a
+        Result, it names `from_dict` and the entry."""
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            data = json.load(f)
+        return cls._read(data, f" in Result.load({os.fspath(path)!r}); give a file Result.save wrote (to read one "
+                               "result of hypergrad compare's results.json, give its entry to Result.from_dict: "
+                               "Result.from_dict(json.load(f)['results'][name]))")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
@@ -583,6 +588,12 @@ class Result:
         trials recorded it) takes the Result's.
         Also reads a result of `hypergrad compare`'s results.json (`["results"][name]`).
         """
+        return cls._read(data, "; give what Result.save wrote, or one entry of results.json's 'results'")
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any], advice: str) -> Result:
+        """`from_dict`'s reading, refusing data that is not a Result's with a `ValueError` ending in
+        `advice` (where the caller, `from_dict` or `load`, read it and what to give instead)."""
         try:
             unit = _finite(data["run_flops"])
             trials = tuple(
@@ -595,8 +606,8 @@ class Result:
             return cls(str(data["strategy"]), trials, unit, _finite(data["compile_seconds"]),
                        dict(data.get("info") or {}))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"Result.from_dict: not a Result's to_dict() ({type(err).__name__}: {err}); give what "
-                             "Result.save wrote, or one entry of results.json's 'results'") from err
+            raise ValueError(f"Result.from_dict: not a Result's to_dict() ({type(err).__name__}: {err})"
+                             f"{advice}") from err
 
     def summary(self) -> str:
         best = self.best_trial

@@ -44,6 +44,7 @@ from hypergrad.results import COMPLETE, Result, TrialRecorder, with_setup
 from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
+from hypergrad.structure import Structured
 from hypergrad.store import StudyWriter, fingerprint, fingerprint_format, list_studies, load_study, studying
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
@@ -52,8 +53,20 @@ __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "ou
 _INITS = ("sample", "centre")
 
 
-def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
+def _check_tuned_objective(objective: Any) -> None:
+    """`check_objective`, naming `hg.hybrid_search` for a `Structured` family, which tune cannot take
+    (its structural choices are not descended) and hybrid_search searches (each configuration's
+    continuous hyperparameters descended)."""
+    if isinstance(objective, Structured):
+        raise ValueError("objective must be an hg.Objective, got Structured: tune descends one objective's "
+                         "continuous hyperparameters; search a Structured family with hg.hybrid_search(family, "
+                         "space, key, budget=...), which descends them for each configuration of its structural "
+                         "choices (or with hg.random_search or hg.grid_search)")
     check_objective(objective)
+
+
+def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
+    _check_tuned_objective(objective)
     check_space(space)
     check_method(method)
     space.check_differentiable(f"tune(method={method!r})")
@@ -228,7 +241,7 @@ def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method 
         ValueError: for a bad objective, space, key or method (as `tune` checks them), before
             anything is traced.
     """
-    check_objective(objective)
+    _check_tuned_objective(objective)
     check_space(space)
     key = check_key(key)
     check_method(method)

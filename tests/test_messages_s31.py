@@ -1,5 +1,6 @@
 """Error and warning messages whose advice, followed literally, must work (hunt of the messages, D3 to D11)."""
 
+import json
 import os
 import re
 
@@ -164,3 +165,48 @@ def test_exponential_decay_rate_refusal_gives_its_own_formula(logistic_problem, 
     np.testing.assert_allclose(float(advised({"decay": 0.5}, key)), float(fixed({}, key)), rtol=1e-8)  # the same schedule, rounded differently
     _, grads = hg.hypergradient(advised, {"decay": 0.5}, key)
     assert np.isfinite(grads["decay"]) and grads["decay"] != 0
+
+
+# D11: messages naming an argument the caller did not pass.
+def test_result_load_of_a_compare_results_file_names_from_dict(logistic_problem, key, tmp_path):
+    objective = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+    result = hg.random_search(objective, hg.Space({"lr": hg.LogUniform(1e-2, 1.0)}), key, num_trials=2)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"results": {"random": result.to_dict()}}))
+    with pytest.raises(ValueError, match=r"Result.from_dict: not a Result's to_dict\(\) .* in Result.load\(.*"
+                                         r"results.json'\); give a file Result.save wrote .*"
+                                         r"Result.from_dict\(json.load\(f\)\['results'\]\[name\]\)"):
+        hg.Result.load(path)
+    with open(path) as f:  # the advice
+        back = hg.Result.from_dict(json.load(f)["results"]["random"])
+    assert back.to_dict() == result.to_dict()
+
+
+def test_tune_of_a_structured_family_names_hybrid_search(logistic_problem, key):
+    family = hg.Structured(build=lambda c: hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"],
+                                                                                                momentum=c["m"]),
+                                                        num_steps=3))
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "m": hg.Choice([0.0, 0.9], structural=True)})
+    for call in (lambda: hg.tune(family, space, key, steps=1), lambda: hg.tune_step_cost(family, space, key)):
+        with pytest.raises(ValueError, match=r"objective must be an hg.Objective, got Structured.*"
+                                             r"hg.hybrid_search\(family, space, key, budget=...\)"):
+            call()
+    assert len(hg.hybrid_search(family, space, key, budget=20).trials) >= 2  # the advice
+
+
+def test_tune_with_implicit_names_the_space_and_with_fixed(logistic_problem, key):
+    objective = hg.Objective(logistic_problem, lambda h: optax.sgd(h["lr"]), num_steps=3)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+    with pytest.raises(ValueError, match=r"'lr' is read by the optimizer; use hg.Reverse\(\) or hg.Forward\(\) "
+                                         r"for it, or leave it out of hparams \(of the space, in a search\).*"
+                                         r"objective.with_fixed\(\{'lr': value\}\)"):
+        hg.tune(objective, space, key, steps=1, method=hg.Implicit())
+    fixed = objective.with_fixed({"lr": 0.1})  # the advice
+    hg.tune(fixed, hg.Space({"weight_decay": hg.LogUniform(1e-4, 1.0)}), key, steps=1, method=hg.Implicit())
+
+
+def test_a_short_schedule_from_a_space_names_the_distribution_shape(logistic_problem, key):
+    objective = hg.Objective(logistic_problem, lambda h: optax.sgd(lambda step: h["lr"][step]), num_steps=3)
+    with pytest.raises(ValueError, match=r"shape \(3,\) \(in a search, its distribution's shape=\(3,\)\)"):
+        hg.random_search(objective, hg.Space({"lr": hg.LogUniform(1e-2, 1.0, shape=(2,))}), key, num_trials=2)
+    hg.random_search(objective, hg.Space({"lr": hg.LogUniform(1e-2, 1.0, shape=(3,))}), key, num_trials=2)

@@ -173,11 +173,11 @@ def _optimizer_hparam_refusal(name: str, in_loss: bool, reads_params: bool, cent
                "ratio): write the decay or penalty in the training loss instead (Problem(train_loss=...) adding "
                "0.5 * weight_decay * ||w||^2, or the built-in problem's weight_decay hyperparameter), with "
                f"optax.adam or optax.sgd in place of optax.adamw and {name!r} left out of the optimizer")
-    elif centres:
-        fix = (f", or leave it out of hparams (fix it inside the optimizer function) and remove optax.centralize "
-               "from the optimizer, which Implicit cannot differentiate either")
-    else:
-        fix = ", or leave it out of hparams (fix it inside the optimizer function)"
+    else:  # hparams, or a search's space: the value held inside the optimizer or by with_fixed serves both
+        fix = (", or leave it out of hparams (of the space, in a search) and hold it fixed: inside the optimizer "
+               f"function, or with objective.with_fixed({{{name!r}: value}})")
+        if centres:
+            fix += ", and remove optax.centralize from the optimizer, which Implicit cannot differentiate either"
     return (f"Implicit differentiates hyperparameters of the training loss only; {name!r} is read by the "
             f"optimizer{also}; use hg.Reverse() or hg.Forward() for it{fix}")
 
