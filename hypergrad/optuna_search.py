@@ -64,6 +64,7 @@ differs runs (the first round: before any trial's program compiles).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -182,7 +183,10 @@ def optuna_search(
             derived from a key folded from it unless `seed` is given.
         num_trials: trials to run, >= 1.
         sampler: "tpe" (`optuna.samplers.TPESampler`, constant liar on), "random"
-            (`RandomSampler`), or an Optuna sampler instance (used as is; `seed` must then be None).
+            (`RandomSampler`), or an Optuna sampler instance (`seed` must then be None). Each call
+            asks a copy of the instance (`copy.deepcopy`), so the instance stays as given and the same
+            call again proposes the same settings; one that cannot be copied (NSGAIISampler holds a lock)
+            is used as is, and each call advances its random state.
         batch_size: trials asked per round and evaluated together, >= 1.
         seed: seed of a named sampler, 0 <= seed < 2**32 (default: derived from `key`).
         chunk_size: trials per vmapped call (memory bound), >= 1.
@@ -222,6 +226,7 @@ def optuna_search(
         optuna = _import_optuna()
         stored = check_study(storage, study) if storage is not None or isinstance(study, str) else False
         _check_sampler(optuna, sampler, seed, None if stored else study)
+        sampler = sampler if study is not None and not stored else _own_copy(sampler)
         unseeded = stored and _unseeded(optuna, sampler)
         if unseeded:  # a warning, not a refusal: the call itself runs as it always did
             _warn_unseeded(sampler, study)
@@ -313,6 +318,19 @@ def _check_study_params(optuna: Any, study: Any, distributions: dict[str, Any]) 
                     "of the values seen), or give a new study")
 
 
+def _own_copy(sampler: Any) -> Any:
+    """A call's own copy of a sampler instance (a name as is), so that asking it leaves the user's
+    instance, its random state included, as given: the same call again (or a stored study's resume in
+    this process) starts where the first did. An instance that cannot be copied (a lock in it, as in
+    NSGAIISampler) is used as is. Cost: one deep copy of the sampler, a few objects."""
+    if isinstance(sampler, str):
+        return sampler
+    try:
+        return copy.deepcopy(sampler)
+    except (TypeError, copy.Error):  # "cannot pickle '_thread.lock' object"
+        return sampler
+
+
 def _unseeded(optuna: Any, sampler: Any) -> bool:
     """Whether `sampler` (an Optuna sampler instance; False for a name, which hypergrad seeds) draws
     from fresh entropy: Optuna's samplers keep their generators in lazy random states (`_rng`,
@@ -340,8 +358,8 @@ def _warn_unseeded(sampler: Any, study: str) -> None:
 
 
 def _new_study(optuna: Any, sampler: Any, seed: int | None, key: Key) -> Any:
-    """A new in-memory minimising study with `sampler`: an instance as is, or a named one seeded by
-    `seed`, by default derived from `key`."""
+    """A new in-memory minimising study with `sampler`: an instance (the call's copy, `_own_copy`) as is,
+    or a named one seeded by `seed`, by default derived from `key`."""
     if isinstance(sampler, str):
         if seed is None:
             seed = int(jax.random.randint(jax.random.fold_in(key, _SEED_STREAM), (), 0, 2**31 - 1))
