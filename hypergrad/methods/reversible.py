@@ -106,6 +106,17 @@ _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """optimiser function -> {(method, T): jitted probe}: `Reversible.check`'s programs, compiled once."""
 _caches.register(_PROBES.clear)
 
+
+@_caches.register_owner
+def _drop_probes(owner: Any) -> None:
+    """`hypergrad._caches.forget(objective)`: drops the probes of the objective's optimiser function, traced
+    with the values it read then (a module-level flag adding a transformation): the next `check` probes the
+    optimiser as it is now. A `hg.Structured` family's built objectives are forgotten one by one, so theirs go too."""
+    try:
+        _PROBES.pop(getattr(owner, "optimizer", None), None)
+    except TypeError:  # not weakly referenceable: never a key
+        pass
+
 __all__ = ["Reversible", "ReversibleRun"]
 
 MOMENTUM_BITS = 30
