@@ -887,14 +887,16 @@ def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Sp
     `jax.jit` function keeps the global it traced, and the study would store their values under a
     fingerprint naming the new one. Before anything of the study runs, each objective described is
     checked against the description under which its programs were traced (`_fresh`); when it differs,
-    or programs were made for it outside a stored call under a description not known, that objective
-    is forgotten (`hypergrad._caches.forget`: its programs, `jax.jit` wrappers, FLOP counts, checked
-    shapes and unread names; for an `hg.Structured` family, whose programs are those of the objectives
+    or programs were made for it outside a stored call under a description not known, or no stored
+    call described it before (a call without storage may have traced it: a FLOP count, a probe), that
+    objective is forgotten (`hypergrad._caches.forget`: its programs, `jax.jit` wrappers, FLOP counts,
+    checked shapes and unread names; for an `hg.Structured` family, whose programs are those of the objectives
     it built, those objectives too, and `build` is called again), so the study's trials are computed
     from the objective as it is now. Every other objective's programs stay. Cost: nothing more when
     the objective is unchanged since its last stored call; its programs compiled again when it was
-    edited (or first stored after calls without storage made programs of it); one description of the
-    objective per program compiled for it outside a stored call, once it was stored (`_traced_again`)."""
+    edited (or first stored after calls without storage made programs of it; a trace when they made
+    none); one description of the objective per program compiled for it outside a stored call, once
+    it was stored (`_traced_again`)."""
     watched: dict | None = {} if storage is not None and study is not None else None
     described = _STUDIED.set(watched)
     try:
@@ -924,13 +926,13 @@ _traced_lock = threading.Lock()
 
 
 def _fresh(objective: Any, digest: str) -> bool:
-    """Whether every program made for `objective` was traced while it was described as `digest`:
-    none was made, or it was stored under `digest` with no program made since under another."""
-    made = _compile.programs_made(objective)
+    """Whether every program made for `objective` was traced while it was described as `digest`: it
+    was stored under `digest` with no program made since under another. An objective no stored call
+    described is not: besides compiled programs (`_compile.programs_made`), calls without storage keep
+    traces that compile nothing (a FLOP count of `hg.run_flops`, `Reversible`'s probe, unread names),
+    which forgetting it drops at the cost of a trace."""
     record = _traced_under.get(objective)
-    if record is None:
-        return made == 0
-    return record[0] == digest and record[1] == made
+    return record is not None and record[0] == digest and record[1] == _compile.programs_made(objective)
 
 
 def _forget_stale_programs(objectives: list[tuple[Any, str]]) -> None:
