@@ -71,6 +71,13 @@ SHIFTED_SOURCE = "clean-quarter"
 SHIFTED_SOURCE_FRACTION = 0.25
 IMAGE_SIZE = 8
 """The digits' images are 8 x 8 pixels."""
+SHIFT = 1
+"""The "shifted" target's default shift, in pixels (`shift_and_noise`)."""
+NOISE = 0.2
+"""The "shifted" target's default Gaussian noise (`shift_and_noise`)."""
+SHIFT_NOISE_READ = {"shift": "moves the 'shifted' target's images only",
+                    "noise": "blurs the 'shifted' target's images only"}
+"""What `shift` and `noise` change, for the refusals of either given with a target that never reads them."""
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> str | None:
@@ -235,7 +242,7 @@ def _check_channels(channels: Any) -> tuple[int, int]:
     return int(channels[0]), int(channels[1])
 
 
-def shift_and_noise(images: np.ndarray, *, shift: int = 1, noise: float = 0.2, seed: int = 0) -> np.ndarray:
+def shift_and_noise(images: np.ndarray, *, shift: int = SHIFT, noise: float = NOISE, seed: int = 0) -> np.ndarray:
     """Each image (N, H, W, C) moved by `shift` pixels up, down, left or right (drawn per image from
     `seed`; zeros enter), plus Gaussian noise of standard deviation `noise`. Deterministic in `seed`.
 
@@ -276,7 +283,7 @@ def image_source_target(target: str = "5-9", *, shift: int | None = None, noise:
         x, y = digits_images(dtype)
         source = np.isin(y, SOURCE_CLASSES)
         return (x[source], y[source]), (x[~source], (y[~source] - len(SOURCE_CLASSES)).astype(np.int32))
-    shift, noise = 1 if shift is None else shift, 0.2 if noise is None else noise
+    shift, noise = SHIFT if shift is None else shift, NOISE if noise is None else noise
     _check_shift_noise(shift, noise, IMAGE_SIZE)
     x, y = digits_images(dtype)
     source = _quarter(y)
@@ -287,14 +294,13 @@ def _unread_shift_noise(target: str, **given: Any) -> None:
     """Refuses, as `digits_transfer` does (`_read_keywords`), `shift` or `noise` given (not None)
     with a target other than "shifted", which never reads them (the same images were built with them
     or without them), naming every one given."""
-    what = {"shift": "moves the 'shifted' target's images only", "noise": "blurs the 'shifted' target's images only"}
     unread = [name for name in ("shift", "noise") if given[name] is not None]
     if target == "shifted" or not unread:
         return
     values = ", ".join(f"{name}={given[name]!r}" for name in unread)
     names = " and ".join(unread)
     raise ValueError(f"image_source_target(target={target!r}, {values}): "
-                     + " and ".join(f"{name} {what[name]}" for name in unread)
+                     + " and ".join(f"{name} {SHIFT_NOISE_READ[name]}" for name in unread)
                      + f"; drop {names} for target={target!r}, or use target='shifted'")
 
 
@@ -495,10 +501,8 @@ def _read_keywords(model: str, target: str, pretrained: Any, **given: Any) -> tu
     (each was silently ignored: the same problem was built with it or without it)."""
     unread = {"hidden": (model != "mlp", f"model={model!r}", "shapes the MLP only", "model='mlp'"),
               "channels": (model != "cnn", f"model={model!r}", "shapes the CNN only", "model='cnn'"),
-              "shift": (target != "shifted", f"target={target!r}", "moves the 'shifted' target's images only",
-                        "target='shifted'"),
-              "noise": (target != "shifted", f"target={target!r}", "blurs the 'shifted' target's images only",
-                        "target='shifted'"),
+              **{name: (target != "shifted", f"target={target!r}", SHIFT_NOISE_READ[name], "target='shifted'")
+                 for name in ("shift", "noise")},
               "fresh_head": (pretrained is False, "pretrained=False", "chooses whether the pretrained head is kept; "
                              "pretrained=False draws the whole network, head included, from the key",
                              "pretrained=True")}
@@ -506,7 +510,7 @@ def _read_keywords(model: str, target: str, pretrained: Any, **given: Any) -> tu
         if ignored and given[name] is not None:
             raise ValueError(f"digits_transfer({chosen}, {name}={given[name]!r}): {name} {what}; drop {name} for "
                              f"{chosen}, or use {other}")
-    defaults = {"hidden": (64, 64), "channels": (8, 16), "shift": 1, "noise": 0.2}
+    defaults = {"hidden": (64, 64), "channels": (8, 16), "shift": SHIFT, "noise": NOISE}
     return tuple(defaults[n] if given[n] is None else given[n] for n in ("hidden", "channels", "shift", "noise"))
 
 
