@@ -573,11 +573,28 @@ def _hparams_dict(hparams: Any, argname: str = "hparams") -> dict:
 
 def _trace_and_count(objective: Any, args: tuple, signature: Hashable) -> tuple[TracedRun, float]:
     """The run traced at the types of `args`, and its FLOPs, counted and cached under `signature`
-    (one count in `stats`)."""
+    (one count in `stats`). The count is of a trace without placement: an argument placed on a mesh
+    (a search's key on several devices) traces resharding and sums over no axes that one device does
+    not, and the count, cached per signature (shapes and dtypes), would follow whichever call counted
+    first. Cost: one more trace when an argument is placed on a mesh."""
     with _timed():
         traced = _trace_run(objective, args)
-        value = _counts.put(objective, signature, jaxpr_flops(traced.jaxpr))
+        unplaced = _unplaced(args)
+        counted = traced if unplaced is args else _trace_run(objective, unplaced)
+        value = _counts.put(objective, signature, jaxpr_flops(counted.jaxpr))
     return traced, value
+
+
+def _unplaced(args: Any) -> Any:
+    """`args` with each array placed on more than one device as a `jax.ShapeDtypeStruct` of its type
+    (shape, dtype, weak type; no sharding); `args` itself when none is."""
+    def on_mesh(x: Any) -> bool:
+        return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+    if not any(map(on_mesh, jax.tree.leaves(args))):
+        return args
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=jax.typeof(x).weak_type)
+                        if on_mesh(x) else x, args)
 
 
 def traced_run(objective: Any, hparams: HParams, key: Key, data: Any, *, keep: bool = False) -> TracedRun:
