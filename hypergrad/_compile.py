@@ -40,7 +40,8 @@ from hypergrad import _caches, _program_store
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
            "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
-           "share_programs", "is_traced", "check_hashable", "programs_made", "on_new_program", "count_as_family"]
+           "share_programs", "is_traced", "check_hashable", "programs_made", "note_trace", "on_new_program",
+           "count_as_family"]
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
@@ -200,7 +201,8 @@ _new_program_hooks: list[Callable[[Any], None]] = []
 
 def programs_made(owner: Any) -> int:
     """How many programs `compiled` has compiled (or loaded) for `owner`, a tag's owner (`tag[1]`,
-    before `share_programs`), or for an objective counted as `owner`'s (`count_as_family`: an
+    before `share_programs`), and traces kept for it that compiled nothing (`note_trace`), or for
+    an objective counted as `owner`'s (`count_as_family`: an
     `hg.Structured` family's are those of the objectives it built), since import: a count that only
     grows (`hg.clear_caches()` and `hypergrad._caches.forget` leave it),
     so a caller that noted it can tell whether a program was made since (`hypergrad.store` does, to
@@ -211,6 +213,14 @@ def programs_made(owner: Any) -> int:
             return _made.get(owner, 0)
     except TypeError:
         return 0
+
+
+def note_trace(owner: Any) -> None:
+    """Counts a trace kept for `owner` that compiled nothing (a FLOP count of `hypergrad.accounting`)
+    as a program made for it (`programs_made`, `on_new_program`): it was made from the values
+    `owner`'s functions read then, as a compiled program is, so a caller that watches `owner`'s
+    programs (`hypergrad.store`) must learn of it too. Cost: one dictionary update and the hooks."""
+    _count_program(("trace", owner))
 
 
 def on_new_program(hook: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -397,7 +397,8 @@ class _Counts:
             table[key] = value
             while len(table) > MAX_ENTRIES:
                 table.popitem(last=False)
-            return value
+        _compile.note_trace(owner)  # made from what the owner's functions read now (`hypergrad.store`)
+        return value
 
     def get_or_count(self, owner: Any, key: Hashable, count: Callable[[], float]) -> float:
         value = self.get(owner, key)

@@ -1,0 +1,43 @@
+"""A count made outside a stored call while the objective read an edited global is not stored by a later stored
+call once the edit is undone: the store learns of counts as it learns of compiled programs."""
+
+import jax
+import optax
+import pytest
+
+import hypergrad as hg
+
+CHAIN = 0  # read by `_scaled_sgd`, edited by the test
+
+
+def _scaled_sgd(h):
+    return optax.chain(optax.sgd(h["lr"], momentum=h.get("momentum")), *[optax.scale(0.5) for _ in range(CHAIN)])
+
+
+@pytest.fixture
+def chain():
+    global CHAIN
+    CHAIN = 0
+    yield
+    CHAIN = 0
+
+
+def test_a_count_made_during_an_edit_undone_since_is_not_stored(tmp_path, chain):
+    # stored call; edit; hg.run_flops at types no stored call had counted (compiles nothing); edit undone; a stored
+    # call at those types stored the edited optimiser's count: its description matched the first stored call's and
+    # no program had been compiled since, so the objective passed as untouched
+    global CHAIN
+    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    objective = hg.Objective(problem, _scaled_sgd, num_steps=3)
+    key = jax.random.key(0)
+    lr = hg.Space({"lr": hg.LogUniform(1e-3, 1.0)})
+    both = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Uniform(0.0, 0.9)})
+    hg.random_search(objective, lr, key, num_trials=2, storage=str(tmp_path / "s.db"), study="lr")
+    CHAIN = 3
+    edited = hg.run_flops(objective, both.centre(), key)
+    CHAIN = 0
+    result = hg.random_search(objective, both, key, num_trials=2, storage=str(tmp_path / "s.db"), study="both")
+    plain = hg.run_flops(hg.Objective(problem, _scaled_sgd, num_steps=3), both.centre(), key)
+    assert edited != plain
+    assert result.run_flops == plain
+    assert [t.flops for t in result.trials] == [plain, plain]
