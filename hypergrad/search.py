@@ -124,8 +124,10 @@ def check_target(objective: Any, space: Space) -> None:
     check_family(objective, space)
 
 
-# search program -> (names of its score rows, FLOPs of one trial), found once per program: the FLOP
-# look-up hashes the data's shapes (~0.1 ms)
+# search program -> (names of its score rows, FLOPs of one trial, hyperparameters its run never reads),
+# found once per program: the FLOP look-up hashes the data's shapes (~0.1 ms), and the names are the
+# same for every objective sharing the program (`_compile.share_programs`: a scikit-learn search's
+# fits), which would each trace the run again to find them
 _programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _caches.register(_programs.clear)
 
@@ -218,8 +220,9 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
     """(executable, compile seconds, score names, FLOPs of one trial) of the search program for
     `example` = (settings, key, data) arguments; compiled and counted on the first call only
     (`before_compile` called right before XLA compiles it). `warn_unread`: warns of the
-    hyperparameters its run never reads, found in its trace and kept per objective and types
-    (`unread_names`), so a call that finds the program compiled warns as the one that traced it did."""
+    hyperparameters its run never reads, found in its trace and kept with the program, so a call
+    that finds the program compiled (another objective sharing it included) warns as the one that
+    traced it did, tracing nothing."""
     began = time.perf_counter()
     # the chunk is in the tag: settings with no leaves (every choice grouped) give it no shape
     executable, compile_seconds = _compile.cached(("search", objective, chunk), example), 0.0
@@ -238,18 +241,14 @@ def _search_program(objective: Objective, chunk: int, example: tuple, one: HPara
             ("search", objective, chunk), lambda: _trials_program(run, chunk), example, before_compile, jaxpr=run.jaxpr)
         # with the run's trace, when made here (0.0 for a program found in memory after a clear of its names)
         compile_seconds = time.perf_counter() - began if compiled_seconds > 0 else 0.0
-        _programs[executable] = found = (run.score_names, run_flops(objective, one, example[1]))
+        _programs[executable] = found = (run.score_names, run_flops(objective, one, example[1]), unread)
         if compiled_seconds > 0:
             # What one more program costs, as the planner prices it: its trace (made here, or by the
             # plan's count and handed over), batching, lowering and compilation.
             structure.record_program(time.perf_counter() - began - traced_now + run.seconds)
-    elif warn_unread:  # its names, or (cleared by another thread) one more trace of its run
-        def trace():
-            with _compile.naming_missing_hparams():
-                return traced_run(objective, one, example[1], example[2]).jaxpr
-
-        warn_unread_hparams(unread_names(objective, one, trace))
-    names, unit = found
+    elif warn_unread:  # the names its trace found: those of every objective that shares the program
+        warn_unread_hparams(found[2])
+    names, unit, _ = found
     return executable, compile_seconds, names, unit
 
 
