@@ -347,7 +347,9 @@ def tune(
             counter in one transaction, and the same call again resumes from the last committed
             step (the warm-up's stored chunks are loaded, not re-run; see `hypergrad.store`);
             once the study has finished, the same call returns its stored `Result` (the first
-            call's trials, compile and set-up seconds) and compiles nothing.
+            call's trials, compile and set-up seconds) and compiles none of its programs (the
+            checks made before the study opens still trace the run once and, on a process's first
+            call, evaluate the space's centre eagerly: a few small XLA programs).
             Every argument is checked before the study is opened, so a refused call stores
             nothing that would refuse the corrected one; only a warm-up too diverged to start
             the tuners is found after, and a larger `warmup` then needs another study name.
