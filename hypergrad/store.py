@@ -95,8 +95,8 @@ from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams
 from hypergrad.results import Result, Trial, pickable
 from hypergrad.space import Space
 
-__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "fingerprint", "objective_digest",
-           "load_study", "list_studies", "fingerprint_format"]
+__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "stored_call", "fingerprint",
+           "objective_digest", "load_study", "list_studies", "fingerprint_format"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -925,6 +925,41 @@ _in_stored_call: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _traced_lock = threading.Lock()
 
 
+# The objectives of the stored calls begun in this context (`stored_call`) that nothing had been made for
+# when they began: id -> objective. What is made for them before their study opens is of this call.
+_BEGUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("hypergrad_begun", default=None)
+
+
+@contextlib.contextmanager
+def stored_call(storage: Any, study: Any, objective: Any) -> Iterator[None]:
+    """The span of a call that opens a study of `objective` (`studying`) after checks that trace it
+    (`hg.tune`'s count of the run, a method's output check). An objective no stored call described
+    and nothing was made for (`_compile.programs_made`: no program, no FLOP count) is forgotten as
+    it begins, which drops what compiles nothing and is not counted (a `Reversible` probe, unread
+    names), and what its checks make is then kept when the study opens: made by this call, from the
+    objective as `studying` describes it a moment later, so not traced again. Any other objective is
+    left to `studying`'s rule. Nothing without a study. Cost: a dictionary look-up, and a `forget`
+    of what an uncounted trace left."""
+    try:
+        fresh = (storage is not None and study is not None and _traced_under.get(objective) is None
+                 and _compile.programs_made(objective) == 0)
+    except TypeError:  # cannot be weakly referenced: `studying` forgets it
+        fresh = False
+    if not fresh:
+        yield
+        return
+    _caches.forget(objective)
+    token = _BEGUN.set({**(_BEGUN.get() or {}), id(objective): objective})
+    try:
+        yield
+    finally:
+        _BEGUN.reset(token)
+
+
+def _begun_here(objective: Any) -> bool:
+    return (_BEGUN.get() or {}).get(id(objective)) is objective
+
+
 def _fresh(objective: Any, digest: str) -> bool:
     """Whether every program made for `objective` was traced while it was described as `digest`: it
     was stored under `digest` with no program made since under another. An objective no stored call
@@ -943,7 +978,7 @@ def _forget_stale_programs(objectives: list[tuple[Any, str]]) -> None:
         stale = []
         for objective, digest in objectives:
             try:
-                if not _fresh(objective, digest):
+                if not (_fresh(objective, digest) or _begun_here(objective)):
                     stale.append(objective)
                 _in_stored_call[objective] = _in_stored_call.get(objective, 0) + 1
             except TypeError:  # cannot be weakly referenced: its programs' description unknown

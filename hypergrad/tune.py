@@ -45,7 +45,8 @@ from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
 from hypergrad.structure import Structured
-from hypergrad.store import StudyWriter, fingerprint, fingerprint_format, list_studies, load_study, studying
+from hypergrad.store import (StudyWriter, fingerprint, fingerprint_format, list_studies, load_study, stored_call,
+                             studying)
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
            "step_trial"]
@@ -368,7 +369,7 @@ def tune(
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     # the run traced for the checks is the warm-up search's program, traced once (`_counted_run`);
     # the unread-hyperparameter warning once per call: from the checks, found done or not, not again from the warm-up
-    with accounting.sharing_traces(), unread_warned_once():
+    with stored_call(storage, study, objective), accounting.sharing_traces(), unread_warned_once():
         with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
                               warmup=warmup, halving=halving, chunk_size=chunk_size,
                               warmup_chunk_size=warmup_chunk_size, resample_key=resample_key, log=log,

@@ -41,3 +41,37 @@ def test_a_count_made_during_an_edit_undone_since_is_not_stored(tmp_path, chain)
     assert edited != plain
     assert result.run_flops == plain
     assert [t.flops for t in result.trials] == [plain, plain]
+
+
+def _count_tune(objective, space, **stored):
+    from hypergrad import accounting
+    before = accounting.stats["counts"]
+    result = hg.tune(objective, space, jax.random.key(0), steps=1, **stored)
+    return accounting.stats["counts"] - before, result
+
+
+def test_a_stored_tune_of_a_new_objective_counts_its_run_once(tmp_path):
+    # the study forgot the objective its own checks had just counted (no stored call had described it), so the run
+    # was traced and counted again: a stored tune counted 3 programs where the same call without storage counts 2
+    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Uniform(0.0, 0.9)})
+    plain, unstored = _count_tune(hg.Objective(problem, _scaled_sgd, num_steps=3), space)
+    counted, stored = _count_tune(hg.Objective(problem, _scaled_sgd, num_steps=3), space,
+                                  storage=str(tmp_path / "s.db"), study="s")
+    assert counted == plain == 2
+    assert [t.value for t in stored.trials] == [t.value for t in unstored.trials]
+    assert [t.flops for t in stored.trials] == [t.flops for t in unstored.trials]
+
+
+def test_a_stored_tune_after_an_edit_still_counts_the_objective_as_it_is(tmp_path, chain):
+    # the counts kept from a stored call's own checks are of the objective as it is then; one counted by an earlier
+    # call without storage, before an edit, is still forgotten
+    global CHAIN
+    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Uniform(0.0, 0.9)})
+    objective = hg.Objective(problem, _scaled_sgd, num_steps=3)
+    before = hg.run_flops(objective, space.centre(), jax.random.key(0))
+    CHAIN = 3
+    result = hg.tune(objective, space, jax.random.key(0), steps=1, storage=str(tmp_path / "s.db"), study="s")
+    edited = hg.run_flops(hg.Objective(problem, _scaled_sgd, num_steps=3), space.centre(), jax.random.key(0))
+    assert edited != before and result.run_flops == edited
