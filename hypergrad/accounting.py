@@ -98,9 +98,14 @@ dropped when the block ends, so nothing outlives it. A trace is reused only for 
 (by identity) and the same argument types (tree structure, shapes, dtypes and weak types) under the
 same JAX settings (`hypergrad._compile.trace_settings()`), which is all tracing sees. `hg.tune`
 opens such a block around its call: its count of a run is the program of its warm-up search, and
-its count of a hypergradient (`hypergradient_flops`, without `held=`) is the hypergradient its
-outer step replays (`traced_hypergradient`) instead of tracing the method and the objective's
-Python a second time.
+its count of a hypergradient (`hypergradient_flops`) is the hypergradient its outer step replays
+(`traced_hypergradient`) instead of tracing the method and the objective's Python a second time.
+`hg.hybrid_search` opens one too: each program's count with its configurations' held values
+(`held=`) is the hypergradient its outer step replays, on the tuner's held values. `hg.ES` and
+`hg.PES`, whose outer steps pass a fresh noise key at each step, are traced with the noise key an
+input (`NOISE_AS_INPUT`) and counted with it derived from the key as `hg.hypergradient` derives it:
+the same count. A method of one's own that draws noise (`random_estimate`) is counted as
+`hg.hypergradient` compiles it, and its outer step traces it again, with its noise key.
 """
 
 from __future__ import annotations
@@ -125,7 +130,9 @@ from hypergrad import _caches, _compile
 from hypergrad._jaxprs import sub_jaxprs
 from hypergrad._types import HParams, Key
 from hypergrad._checks import check_key, users_stacklevel
-from hypergrad.hypergradient import check_method, check_objective, value_and_grad_fn
+from hypergrad.hypergradient import check_method, check_method_output, check_objective, value_and_grad_fn
+from hypergrad.methods.base import perturbation_key
+from hypergrad.methods.es import ES, PES
 from hypergrad.objective import as_hparams
 
 __all__ = ["jaxpr_flops", "program_flops", "run_flops", "traced_run", "TracedRun", "hypergradient_flops",
@@ -630,7 +637,10 @@ def traced_run(objective: Any, hparams: HParams, key: Key, data: Any, *, keep: b
 def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
                         held: HParams | None = None) -> float:
     """FLOPs of one hypergradient of `method` on `objective`: the program
-    `hypergrad.hypergradient.value_and_grad_fn(objective, method)`.
+    `hypergrad.hypergradient.value_and_grad_fn(objective, method)`. For `hg.ES` and `hg.PES` the
+    program is traced with its noise key an input and counted with that key derived from `key`
+    (`perturbation_key`, as the method does given no noise key): the same equations, so the same
+    count, and the trace an outer step given a noise key evaluates (`traced_hypergradient`).
 
     Args:
         held: hyperparameters held fixed, for the hypergradient of `objective.with_fixed(held)`.
@@ -654,55 +664,102 @@ def hypergradient_flops(objective: Any, method: Any, hparams: HParams, key: Key,
     hparams = _hparams_dict(hparams)
     key = check_key(key)
     data = objective.problem.data
-    if held is None:
-        args = (hparams, key, data)
-        count = (lambda: _count_hypergradient(objective, method, args))
-        signature = ("hypergradient", method, _signature(args))
-    else:
-        args = (hparams, _hparams_dict(held, "held"), key, data)
-        count = (lambda: program_flops(
-            lambda h, f, k, d: value_and_grad_fn(objective.with_fixed(f), method)(h, k, d), *args))
-        signature = ("hypergradient-held", method, _signature(args))
+    args = (hparams, key, data) if held is None else (hparams, _hparams_dict(held, "held"), key, data)
+    signature = ("hypergradient" if held is None else "hypergradient-held", method, _signature(args))
     if held is None and _counts.get(objective, signature) is None:  # checked once per count, as it is made
         method.check(objective, hparams)
     with _compile.naming_missing_hparams():
-        return _counts.get_or_count(objective, signature, count)
+        return _counts.get_or_count(objective, signature, lambda: _count_hypergradient(objective, method, args))
 
 
-def _hypergradient_key(objective: Any, method: Any, args: tuple) -> Hashable:
-    return "hypergradient", method, *_held_key(objective, args)
+NOISE_AS_INPUT = (ES, PES)
+"""The methods (by exact type) whose hypergradient is traced with its noise key
+an input (`hypergradient_flops`): their `differentiate` derives the key given none once, as
+`perturbation_key(key)`, before anything reads it, so the count is the same either way. A method
+of one's own (a subclass too) is traced as `hg.hypergradient` compiles it."""
+
+
+def _noise_as_input(method: Any) -> bool:
+    return type(method) in NOISE_AS_INPUT
+
+
+def _hypergradient_program(objective: Any, method: Any, held: bool, noisy: bool) -> Callable:
+    """`value_and_grad_fn(objective, method)` as a function of (hparams, held values (with `held`),
+    key, data, noise key (with `noisy`)): the held values for `objective.with_fixed`, the noise key
+    passed to `method.value_and_grad`; its output checked as `value_and_grad_fn` checks it."""
+
+    def program(h, *rest):
+        fixed, (k, d, *noise) = (rest[0], rest[1:]) if held else (None, rest)
+        inner = objective if fixed is None else objective.with_fixed(fixed)
+        if not noisy:
+            return value_and_grad_fn(inner, method)(h, k, d)
+        out = method.value_and_grad(inner, h, k, d, noise_key=noise[0],
+                                    check_fold=lambda fold_out: check_method_output(method, h, fold_out, fold=True))
+        return check_method_output(method, h, out)
+
+    return program
+
+
+def _aval(x: Any) -> tuple:
+    """(shape, dtype) of an array, tracer or abstract value."""
+    return tuple(x.shape), x.dtype
+
+
+def _hypergradient_key(objective: Any, method: Any, args: tuple, held: bool) -> Hashable:
+    return "hypergradient-held" if held else "hypergradient", method, *_held_key(objective, args)
 
 
 def _count_hypergradient(objective: Any, method: Any, args: tuple) -> float:
-    """FLOPs of `value_and_grad_fn(objective, method)` at `args` = (hparams, key, data), as
-    `program_flops` counts them; inside `sharing_traces()` its trace is kept for
-    `traced_hypergradient`."""
-    closed, shapes = jax.make_jaxpr(value_and_grad_fn(objective, method), return_shape=True)(*args)
-    held = _held()
-    if held is not None:
-        held[_hypergradient_key(objective, method, args)] = (objective, closed, jax.tree.structure(shapes))
-    return jaxpr_flops(closed)
+    """FLOPs of the hypergradient at `args` = (hparams, key, data) or (hparams, held, key, data), as
+    `program_flops` counts them; inside `sharing_traces()` its trace (ClosedJaxpr and output tree)
+    is kept for `traced_hypergradient`, for a method in `NOISE_AS_INPUT` the trace with the noise key
+    an input (the count then that of its jaxpr evaluated on `perturbation_key(key)`, a re-trace of
+    the jaxpr alone)."""
+    held, noisy = len(args) == 4, _noise_as_input(method)
+    program = _hypergradient_program(objective, method, held, noisy)
+    name = _hypergradient_key(objective, method, args, held)
+    if not noisy:
+        closed, shapes = jax.make_jaxpr(program, return_shape=True)(*args)
+        counted = closed
+    else:
+        noise = jax.eval_shape(perturbation_key, args[-2])
+        closed, shapes = jax.make_jaxpr(program, return_shape=True)(*args, noise)
+        counted = jax.make_jaxpr(lambda *a: jcore.jaxpr_as_fun(closed)(
+            *jax.tree.leaves((*a, perturbation_key(a[-2])))))(*args)
+    kept = _held()
+    if kept is not None:
+        kept[name] = (objective, closed, jax.tree.structure(shapes))
+    return jaxpr_flops(counted)
 
 
-def traced_hypergradient(objective: Any, method: Any, hparams: HParams, key: Key,
-                         data: Any) -> Callable[[HParams, Key, Any], Any] | None:
-    """The program `hypergradient_flops(objective, method, hparams, key)` counted inside the current
-    `sharing_traces()` block, at the types of `(hparams, key, data)` (traced or concrete), as a
-    function `(hparams, key, data) -> ((value, scores), grads)` that evaluates its jaxpr (handed
-    out once), so an outer step that holds the hypergradient is traced without running the
-    method's and objective's Python a second time: the same equations, so the same program and
-    numbers as `method.value_and_grad(objective, hparams, key, data)`. None when no such trace
-    is held (outside a block, a count made earlier or at other types, a held count's `held=`):
-    the caller traces the method itself. Cost: a dictionary look-up."""
-    held = _held()
-    args = (dict(hparams), key, data)
-    found = None if held is None else held.pop(_hypergradient_key(objective, method, args), None)
-    if found is None or found[0] is not objective:
+def traced_hypergradient(objective: Any, method: Any, hparams: HParams, key: Key, data: Any,
+                         held: HParams | None = None, noise_key: Key | None = None
+                         ) -> Callable[[HParams, Key, Any], Any] | None:
+    """The program `hypergradient_flops(objective, method, hparams, key, held)` counted inside the
+    current `sharing_traces()` block, at the types of `(hparams, key, data)` (and of `held`, the
+    values held fixed, when given: hybrid_search's count), traced or concrete, as a function
+    `(hparams, key, data) -> ((value, scores), grads)` that evaluates its jaxpr (handed out once;
+    with `held`, on those held values; with `noise_key`, on that noise key), so an outer step that
+    holds the hypergradient is traced without running the method's and objective's Python a second
+    time: the same equations, so the same program and numbers as `method.value_and_grad(objective,
+    hparams, key, data, noise_key=noise_key)` (of `objective.with_fixed(held)` with `held`). None
+    when no such trace is held (outside a block, a count made earlier or at other types, a
+    `noise_key` for a method not in `NOISE_AS_INPUT`, none for one in it): the caller traces the
+    method itself. Cost: a dictionary look-up."""
+    kept = _held()
+    if kept is None or (noise_key is not None) != _noise_as_input(method):
         return None
+    fixed = () if held is None else (dict(held),)
+    noise = () if noise_key is None else (noise_key,)
+    name = _hypergradient_key(objective, method, (dict(hparams), *fixed, key, data), held is not None)
+    found = kept.get(name)
+    if found is None or found[0] is not objective or (noise and _aval(found[1].in_avals[-1]) != _aval(noise[0])):
+        return None
+    kept.pop(name)
     closed, out_tree = found[1:]
 
     def replay(h: HParams, k: Key, d: Any) -> Any:
-        return _evaluate(closed, out_tree, jax.tree.leaves((dict(h), k, d)))
+        return _evaluate(closed, out_tree, jax.tree.leaves((dict(h), *fixed, k, d, *noise)))
 
     return replay
 

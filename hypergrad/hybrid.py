@@ -26,7 +26,9 @@ tuner of `hg.tune` does (`hypergrad.outer`).
 A hyperparameter that no configuration's run reads (declared in the space, wired into nothing) is
 warned of once per call (`UserWarning`, at the user's line), before any outer step compiles; one
 read by some configurations only is not. Cost: the run traces `run_flops` makes for the budget,
-handed over (one more trace per program when its count was cached by another call first).
+handed over (one more trace per program when its count was cached by another call first), and the
+hypergradient traces `hypergradient_flops` makes for it, which each program's outer step evaluates
+(`accounting.traced_hypergradient`) instead of tracing the method and the objective's Python again.
 """
 
 from __future__ import annotations
@@ -115,6 +117,14 @@ def hybrid_search(
         a `Result` with one trial per (configuration, outer step), the discrete options in its
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
+    with accounting.sharing_traces():  # each program's hypergradient count hands its trace to its outer step
+        return _hybrid_search(objective, space, key, budget, configs, method, outer, log, progress, storage, study)
+
+
+def _hybrid_search(objective: Objective | Structured, space: Space, key: Key, budget: float, configs: int | str,
+                   method: Method, outer: optax.GradientTransformation | None, log: Any, progress: Any, storage: Any,
+                   study: str | None) -> Result:
+    """`hybrid_search`, inside its `accounting.sharing_traces()` block."""
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("hybrid_search", objective=objective, budget=budget, configs=configs, method=method,
                           outer=outer, log=log, storage=storage, study=study):  # objective= by its kind (_FIX)

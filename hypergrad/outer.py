@@ -239,24 +239,20 @@ def outer_identity(outer: optax.GradientTransformation) -> Any:
         return {"type": type(outer).__qualname__}
 
 
-def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
+def outer_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
+                  fixed: PyTree | None = None):
     """The pure outer step of one tuner: (z, z_good, opt_state, key, data, noise_key=None) -> (z,
     z_good, opt_state, report). `noise_key` is the step's noise key for a method with
-    `random_estimate` (`step_noise_key`), None for any other. Traced inside tune's
-    `accounting.sharing_traces()` block after the hypergradient's FLOP count at the same argument
-    types, the step evaluates that count's jaxpr (`accounting.traced_hypergradient`: the same
-    equations) instead of tracing the method and the objective's Python again."""
+    `random_estimate` (`step_noise_key`), None for any other. `fixed`: the tuner's held values
+    (`Objective.with_fixed`, possibly traced), or None. Traced inside an
+    `accounting.sharing_traces()` block (tune's, hybrid_search's) after the hypergradient's FLOP
+    count at the same argument types, the step evaluates that count's jaxpr
+    (`accounting.traced_hypergradient`: the same equations) instead of tracing the method and the
+    objective's Python again (`step_hypergradient`)."""
 
     def step(z, z_good, opt_state, key, data, noise_key=None):
         hparams, pullback = jax.vjp(space.constrain, z)
-        # the trace tune's FLOP count made of this hypergradient, when it holds one: not traced again
-        replay = None if noise_key is not None else traced_hypergradient(objective, method, hparams, key, data)
-        if replay is not None:
-            (value, scores), grads = replay(hparams, key, data)
-        elif noise_key is None:
-            (value, scores), grads = method.value_and_grad(objective, hparams, key, data)
-        else:
-            (value, scores), grads = method.value_and_grad(objective, hparams, key, data, noise_key=noise_key)
+        (value, scores), grads = step_hypergradient(objective, method, fixed, (hparams, key, data), noise_key)
         (grad_z,) = pullback(grads)
         loss_ok, grad_ok = jnp.isfinite(value), all_finite(grad_z)
         # as the training loop gives its optimiser the loss: an ExtraArgs one (every chain) gets value=
@@ -310,14 +306,31 @@ def backed_off_state(outer: optax.GradientTransformation, opt_state: PyTree, z: 
     return jax.tree.unflatten(tree, [f if d else o for d, f, o in zip(derived, fresh, leaves, strict=True)])
 
 
+def step_hypergradient(objective: Objective, method: Method, fixed: PyTree | None, args: tuple,
+                       noise_key: Key | None) -> Any:
+    """((value, scores), grads) of `method` on `objective` (held at `fixed` when given) at `args` =
+    (hparams, key, data), with the step's `noise_key` for a method that draws noise: the trace its
+    FLOP count made in the current `sharing_traces()` block, when one is held (tune's count has no
+    held values, hybrid_search's holds its configuration's, possibly none; `hg.ES` and `hg.PES`
+    were counted with their noise key an input), evaluated; else the method traced now."""
+    replay = None if fixed else traced_hypergradient(objective, method, *args, noise_key=noise_key)
+    if replay is None and fixed is not None:
+        replay = traced_hypergradient(objective, method, *args, held=fixed, noise_key=noise_key)
+    if replay is not None:
+        return replay(*args)
+    inner = objective.with_fixed(fixed) if fixed else objective
+    if noise_key is None:
+        return method.value_and_grad(inner, *args)
+    return method.value_and_grad(inner, *args, noise_key=noise_key)
+
+
 def tuner_step_fn(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation):
     """The outer step of one tuner with its held values: (z, z_good, opt_state, fixed, key, data,
     noise_key=None) -> (z, z_good, opt_state, report). `fixed` holds the tuner's held
     hyperparameters (`Objective.with_fixed`), or is empty; `noise_key` as in `outer_step_fn`."""
 
     def one(z, z_good, opt_state, fixed, key, data, noise_key=None):
-        inner = objective.with_fixed(fixed) if fixed else objective
-        return outer_step_fn(inner, space, method, outer)(z, z_good, opt_state, key, data, noise_key)
+        return outer_step_fn(objective, space, method, outer, fixed)(z, z_good, opt_state, key, data, noise_key)
 
     return one
 
