@@ -60,7 +60,7 @@ from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space, dtype_of
 from hypergrad.structure import Masked, Rates, Structured, check_family, group_rows, measured_rates, plan
 from hypergrad.outer import Cohort, check_outer, drive, make_cohort, outer_identity, rows_computed, starts_program
-from hypergrad.store import check_study, fingerprint, studying
+from hypergrad.store import check_study, finished_result, fingerprint, studying
 
 __all__ = ["hybrid_search", "configurations"]
 
@@ -154,6 +154,9 @@ def _hybrid_search(objective: Objective | Structured, space: Space, key: Key, bu
         if checkpoint is not None:  # resumed: planned as the first call was, with the rates and steps it stored
             checkpoint, rates, (priced, structure, evaluations) = _as_stored(checkpoint, rates, planned, (
                 priced, structure, evaluations))
+            stored = finished_result(writer, evaluations - 1)
+            if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
+                return stored
         cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0) for group in priced]
         sink = None if writer is None else _PlannedSink(writer, _plan_record(rates, evaluations))
         recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=sink)

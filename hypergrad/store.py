@@ -95,8 +95,8 @@ from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams
 from hypergrad.results import Result, Trial, pickable
 from hypergrad.space import Space
 
-__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "stored_call", "fingerprint",
-           "objective_digest", "load_study", "list_studies", "fingerprint_format"]
+__all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "stored_call", "finished_result",
+           "fingerprint", "objective_digest", "load_study", "list_studies", "fingerprint_format"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -923,6 +923,20 @@ _STUDIED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("hypergra
 _traced_under: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _in_stored_call: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _traced_lock = threading.Lock()
+
+
+def finished_result(writer: StudyWriter | None, steps: int) -> Result | None:
+    """The stored `Result` of a study of outer steps (`hg.tune`, `hg.hybrid_search`) that finished
+    (its checkpoint at the final step `steps`, its call's row complete), as `load_study` reads it:
+    the first call's trials, cost, compile and set-up seconds and info. None otherwise, and the
+    call runs or resumes: a study killed after its last step but before it was marked complete
+    resumes as any other (its programs compiled, no step run). Cost: one more read of the study's
+    rows, instead of the programs' compilation."""
+    if writer is None or writer.checkpoint is None or writer.checkpoint["step"] < steps:
+        return None
+    if not any(info.name == writer.study and info.state == "complete" for info in list_studies(writer.path)):
+        return None
+    return load_study(writer.path, writer.study)
 
 
 # The objectives of the stored calls begun in this context (`stored_call`) that nothing had been made for

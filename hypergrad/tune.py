@@ -45,8 +45,7 @@ from hypergrad.accounting import run_flops
 from hypergrad.search import check_space, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Space
 from hypergrad.structure import Structured
-from hypergrad.store import (StudyWriter, fingerprint, fingerprint_format, list_studies, load_study, stored_call,
-                             studying)
+from hypergrad.store import StudyWriter, finished_result, fingerprint, fingerprint_format, stored_call, studying
 
 __all__ = ["tune", "tune_step_cost", "hypergradient_flops", "DEFAULT_OUTER", "outer_step_fn", "check_outer",
            "step_trial"]
@@ -398,7 +397,7 @@ def tune(
                 "tune", objective, space, key, method=method, outer=outer, steps=steps,
                 init=_init_as_used(init, starts),
                 population=population, warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
-            stored = _finished(writer, steps)
+            stored = finished_result(writer, steps)
             if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
                 return stored
             result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
@@ -443,19 +442,6 @@ def _init_as_used(init: Any, starts: HParams | None) -> Any:
     if init is None or isinstance(init, str) or fingerprint_format() <= 3:
         return init
     return jax.tree.map(np.asarray, starts)
-
-
-def _finished(writer: StudyWriter | None, steps: int) -> Result | None:
-    """The stored `Result` of a study that finished (its checkpoint at the final step, its call's
-    row complete), as `load_study` reads it: the first call's trials, cost, compile and set-up
-    seconds and info. None otherwise, and the call runs or resumes: a study killed after its last
-    step but before it was marked complete resumes as any other (the outer step compiled, no step
-    run). Cost: one more read of the study's rows, instead of the programs' compilation."""
-    if writer is None or writer.checkpoint is None or writer.checkpoint["step"] < steps:
-        return None
-    if not any(info.name == writer.study and info.state == "complete" for info in list_studies(writer.path)):
-        return None
-    return load_study(writer.path, writer.study)
 
 
 def _counted_run(objective: Objective, hparams: HParams, key: Key, keep: bool = False) -> Any:

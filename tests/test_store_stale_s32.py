@@ -75,3 +75,25 @@ def test_a_stored_tune_after_an_edit_still_counts_the_objective_as_it_is(tmp_pat
     result = hg.tune(objective, space, jax.random.key(0), steps=1, storage=str(tmp_path / "s.db"), study="s")
     edited = hg.run_flops(hg.Objective(problem, _scaled_sgd, num_steps=3), space.centre(), jax.random.key(0))
     assert edited != before and result.run_flops == edited
+
+
+def _hybrid(objective, **stored):
+    from hypergrad import accounting
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Choice([0.0, 0.9])})
+    before = accounting.stats["counts"]
+    result = hg.hybrid_search(objective, space, jax.random.key(0), budget=12, **stored)
+    return accounting.stats["counts"] - before, result
+
+
+def test_a_finished_hybrid_study_called_again_returns_its_result_and_compiles_nothing(tmp_path):
+    # as tune's: hybrid_search's storage is "as in hg.tune"; it resumed at its last checkpoint instead, compiling
+    # every cohort's outer step to run no step
+    from hypergrad import _compile
+    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    objective = hg.Objective(problem, _scaled_sgd, num_steps=3)
+    _, first = _hybrid(objective, storage=str(tmp_path / "s.db"), study="s")
+    hg.clear_caches()
+    compiled = _compile.stats.compilations
+    _, again = _hybrid(objective, storage=str(tmp_path / "s.db"), study="s")
+    assert _compile.stats.compilations == compiled
+    assert again.trials == first.trials and again.info == first.info and again.run_flops == first.run_flops
