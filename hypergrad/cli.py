@@ -132,7 +132,7 @@ def _evaluations(population: int, steps: int, halving: int | None) -> int:
     (as `hypergrad.outer.drive` does: ceil(n/2) go on) after every `halving` steps; padding rows
     included (`hypergrad.outer.rows_computed`). Summed per halving round, whose live tuners are
     constant: cost O(log2(population)), whatever `steps`."""
-    chunk = cohort_chunk(None, halving)
+    chunk = cohort_chunk(None, halving, population)
     if not halving:
         return (steps + 1) * rows_computed(population, chunk)
     live, total, start = population, 0, 0  # `start`: the round's first step

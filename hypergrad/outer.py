@@ -498,22 +498,26 @@ LIVE = "live"
 """`chunk_size` that sizes a cohort's calls to its live tuners on every platform (`cohort_chunk`)."""
 
 
-def cohort_chunk(chunk_size: int | str | None, halving: int | None) -> int | None:
-    """The fixed chunk a cohort runs on, or None to size it to its live tuners (`chunk_rows`).
+def cohort_chunk(chunk_size: int | str | None, halving: int | None, population: int | None = None) -> int | None:
+    """The fixed chunk a cohort of `population` tuners runs on, or None to size it to its live
+    tuners (`chunk_rows`).
 
     None for `chunk_size=LIVE`; `chunk_size` when it is a number; with successive halving on a
-    CPU, one tuner per device (of every process: `_batching.device_count`), so every round runs on
-    one program and the rounds differ only in their number of calls. There a program takes seconds
-    to compile (one per halving round when sized to the live tuners) while a wider vmap of tuners
-    saves a fraction of a hypergradient's time, so one program is cheaper unless the run is long;
-    on an accelerator, where the width is what makes it fast, the chunk follows the live tuners. A
-    function of the platform and device count only, never of timings, so the same call computes
-    the same trials."""
+    CPU, one tuner per device (of every process: `_batching.device_count`), at most `population`
+    when given (fewer tuners than devices run over as many devices as divide them, unpadded, as
+    without halving), so every round runs on one program and the rounds differ only in their
+    number of calls. There a program takes seconds to compile (one per halving round when sized
+    to the live tuners) while a wider vmap of tuners saves a fraction of a hypergradient's time,
+    so one program is cheaper unless the run is long; on an accelerator, where the width is what
+    makes it fast, the chunk follows the live tuners. Cost and bias: the rounds after the first
+    pad their live tuners to the chunk, computed and charged, so on many devices halving saves
+    less compute than it does on one. A function of the platform, device count and population
+    only, never of timings, so the same call computes the same trials."""
     if isinstance(chunk_size, str) and chunk_size == LIVE:
         return None
     if chunk_size is not None or not halving or jax.default_backend() != "cpu":
         return chunk_size
-    return device_count()
+    return device_count() if population is None else min(device_count(), population)
 
 
 def trials_of(population: int, steps: int, halving: int | None) -> int:

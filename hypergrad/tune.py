@@ -322,7 +322,8 @@ def tune(
             trials per call. None sizes the chunks to the
             population as a search sizes its chunks to its trials, and to the live tuners after
             each halving round (a program per round), except with `halving` on a CPU: there one
-            tuner per device, one program for every round (`hypergrad.outer.cohort_chunk`).
+            tuner per device (at most `population`), one program for every round, later rounds
+            padded to it (`hypergrad.outer.cohort_chunk`).
             "live" sizes them to the live tuners on any platform (on a CPU, for a run long enough
             that wider calls repay a compilation per round).
         warmup_chunk_size: trials per vmapped call of the warm-up search alone (a memory bound, as
@@ -505,7 +506,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  chunk_size=warmup_chunk)
         starts = _warm_starts(warm, space, population, stored=writer is not None)
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
-    chunk = cohort_chunk(chunk_size, halving)
+    chunk = cohort_chunk(chunk_size, halving, population)
     z, hparams0 = batched_starts(space, starts, chunk_rows(population, chunk))
     if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
         method.check(objective, hparams0)

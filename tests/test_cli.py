@@ -394,7 +394,7 @@ def test_small_budgets_fall_back_to_fewer_tuners():
 
 def _evaluations_step_by_step(population, steps, halving):
     """The planner's count as it was computed before, one step at a time (the reference)."""
-    live, total, chunk = population, 0, cli.cohort_chunk(None, halving)
+    live, total, chunk = population, 0, cli.cohort_chunk(None, halving, population)
     for step in range(steps + 1):
         total += rows_computed(live, chunk)
         if halving and step < steps and (step + 1) % halving == 0 and live > 1:
@@ -425,7 +425,8 @@ def test_plans_are_made_per_halving_round_and_equal_the_step_by_step_plans(monke
     a hang at 1e7, with the steps silently capped at 100,000. Counted per halving round and bisected,
     it gives the same plans (padding to 1, 2 or 3 devices, or none, and padded warm-ups included)."""
     if chunk is not None:  # halving pads each round's tuners to the devices (`cohort_chunk`)
-        monkeypatch.setattr(cli, "cohort_chunk", lambda size, halving: chunk if halving else size)
+        monkeypatch.setattr(cli, "cohort_chunk", lambda size, halving, population=None: (
+            chunk if population is None else min(chunk, population)) if halving else size)
     for population in range(1, 10):
         for halving in (None, *range(1, 13)):
             for steps in range(0, 41):
