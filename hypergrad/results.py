@@ -1166,6 +1166,10 @@ class TrialRecorder:
         if self._sink is not None:
             self._sink.add(trial)
 
+    def holds(self, number: int) -> bool:
+        """Whether a resumed study already holds trial `number` (`add` then keeps the stored one)."""
+        return number in self._stored
+
     def resume(self, numbers: Sequence[int]) -> bool:
         """True, with their stored trials collected, when the sink already holds every trial in
         `numbers` (a resumed study skips that chunk); False otherwise, collecting nothing."""

@@ -179,11 +179,14 @@ def _evaluate_group(
         scores = dict(zip(names, np.asarray(to_host(pending))))
         seconds = time.perf_counter() - began
         structure.record_run(unit * chunk, seconds)
+        # padding rows are compute spent too: the chunk's cost is spread over its new trials, and so are
+        # rows a resumed study held (stored with their first cost) but whose chunk it could not skip
+        # (resumed on another device count, whose chunks are cut elsewhere)
+        new = sum(not recorder.holds(first_number + int(rows[start + i])) for i in range(real)) or real
         for i in range(real):
-            # padding rows are compute spent too: the chunk's cost is spread over its real trials
             recorder.add(_trial(first_number + int(rows[start + i]), chunk_hparams[i],
                                 {n: v[i] for n, v in scores.items()},
-                                flops=unit * chunk / real, seconds=seconds / real, run_flops=unit))
+                                flops=unit * chunk / new, seconds=seconds / new, run_flops=unit))
         recorder.report()
     overlap()  # if no chunk ran
     return compile_seconds, unit
