@@ -284,7 +284,9 @@ def plot(rates: dict, path: str) -> str | None:
 
 SIZES = {"shots": "10,50,all", "seeds": 5, "budget": 32, "steps": 60, "pretrain_steps": 300}
 """The full mode's sizes; `--smoke` sets its own (`SMOKE`) and refuses these options."""
-SMOKE = {"shots": ["all"], "seeds": 1, "budget": MIN_BUDGET, "steps": 4, "pretrain_steps": 20}
+SMOKE = {"shots": ["all"], "seeds": 1, "budget": MIN_BUDGET, "steps": 2, "pretrain_steps": 20}
+"""--smoke's sizes: 2 fine-tuning steps (4 until the CNN's trials, slow to run, were found to be most of the
+smoke's seconds: the same programs, each trial half the steps)."""
 MAX_SHOTS = 60  # the most shots per class every setting has ("cnn shifted" holds about 60 beside its test set)
 
 
@@ -334,7 +336,7 @@ def refuse_sizes_with_smoke(parser, args) -> None:
     given = [f"--{k.replace('_', '-')}" for k in SIZES if getattr(args, k) is not None]
     if args.smoke and given:
         parser.error(f"--smoke sets its own sizes (the cnn shifted setting, 1 seed, all shots, budget {MIN_BUDGET}, "
-                     f"4 steps); drop {', '.join(given)} or drop --smoke")
+                     f"{SMOKE['steps']} steps); drop {', '.join(given)} or drop --smoke")
 
 
 def arguments(argv=None):
@@ -353,8 +355,9 @@ def arguments(argv=None):
                         help=f"source models' training steps (default {SIZES['pretrain_steps']})")
     parser.add_argument("--cache", default=None, help="pretrained model cache (default: the user cache; with --smoke "
                                                       "<out>/pretrained-cache)")
-    parser.epilog = (f"--smoke runs the cnn shifted setting with 1 seed, all shots, budget {MIN_BUDGET}, 4 steps "
-                     "and 20 pretraining steps; it refuses --shots, --seeds, --budget, --steps and --pretrain-steps.")
+    parser.epilog = (f"--smoke runs the cnn shifted setting with 1 seed, all shots, budget {MIN_BUDGET}, "
+                     f"{SMOKE['steps']} steps and 20 pretraining steps; it refuses --shots, --seeds, --budget, --steps "
+                     "and --pretrain-steps.")
     args = _claims.parse(parser, argv, NAME, check=refuse_sizes_with_smoke)
     for k, value in (SMOKE if args.smoke else SIZES).items():
         if getattr(args, k) is None:

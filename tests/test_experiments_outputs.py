@@ -29,8 +29,8 @@ def fake_finetuning(monkeypatch, stop_at=None):
     return finetuning, calls
 
 
-# The full mode's command line at --smoke's sizes (budget 18, 4 steps, 20 pretraining steps), 2 shots x 2 seeds.
-SMALL = ["--shots", "10,all", "--seeds", "2", "--budget", "18", "--steps", "4", "--pretrain-steps", "20"]
+# The full mode's command line at --smoke's sizes (budget 18, 2 steps, 20 pretraining steps), 2 shots x 2 seeds.
+SMALL = ["--shots", "10,all", "--seeds", "2", "--budget", "18", "--steps", "2", "--pretrain-steps", "20"]
 
 
 def test_finetuning_resumes_the_cells_an_interrupted_run_with_the_same_sizes_kept(tmp_path, monkeypatch, capsys):
