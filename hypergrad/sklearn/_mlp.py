@@ -827,8 +827,9 @@ class _MLP(HypergradEstimator):
 
         def make():  # the objective `_family` builds for this configuration, without its warning
             config = {name: params[name] for name in STRUCTURAL}
-            objective = build_objective(config, task, (x, y), (x, y), {name: params[name] for name in CONTINUOUS},
-                                        _seed(params["random_state"]))
+            # seed 0: read only by an early-stopping split, not made here; drawing one from random_state would
+            # advance a RandomState (numpy's global one for None) on the fits that compile only
+            objective = build_objective(config, task, (x, y), (x, y), {name: params[name] for name in CONTINUOUS}, 0)
             return jax.jit(lambda h, k, d: objective.loop(d).train(h, k), compiler_options=options)
 
         data = problem_data(task, train, (x, y), dtype)
