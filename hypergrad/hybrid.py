@@ -60,7 +60,7 @@ from hypergrad.search import check_space
 from hypergrad.space import SAMPLE_STREAM, Choice, Space, dtype_of
 from hypergrad.structure import Masked, Rates, Structured, check_family, group_rows, measured_rates, plan
 from hypergrad.outer import Cohort, check_outer, drive, make_cohort, outer_identity, rows_computed, starts_program
-from hypergrad.store import check_study, finished_result, fingerprint, studying
+from hypergrad.store import check_study, finished_result, fingerprint, stored_call, studying
 
 __all__ = ["hybrid_search", "configurations"]
 
@@ -117,7 +117,9 @@ def hybrid_search(
         a `Result` with one trial per (configuration, outer step), the discrete options in its
         hparams; `info` holds the configurations, steps per configuration and the structure plan.
     """
-    with accounting.sharing_traces():  # each program's hypergradient count hands its trace to its outer step
+    # each program's hypergradient count hands its trace to its outer step; a stored call's planning counts the
+    # objective as it is now (`stored_call`), not as an earlier call counted it
+    with stored_call(storage, study, objective), accounting.sharing_traces():
         return _hybrid_search(objective, space, key, budget, configs, method, outer, log, progress, storage, study)
 
 

@@ -939,27 +939,26 @@ def finished_result(writer: StudyWriter | None, steps: int) -> Result | None:
     return load_study(writer.path, writer.study)
 
 
-# The objectives of the stored calls begun in this context (`stored_call`) that nothing had been made for
-# when they began: id -> objective. What is made for them before their study opens is of this call.
+# The objectives of the stored calls begun in this context (`stored_call`) that were forgotten as they began:
+# id -> objective. What is made for them before their study opens is of this call.
 _BEGUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("hypergrad_begun", default=None)
 
 
 @contextlib.contextmanager
 def stored_call(storage: Any, study: Any, objective: Any) -> Iterator[None]:
     """The span of a call that opens a study of `objective` (`studying`) after checks that trace it
-    (`hg.tune`'s count of the run, a method's output check). An objective no stored call described
-    and nothing was made for (`_compile.programs_made`: no program, no FLOP count) is forgotten as
-    it begins, which drops what compiles nothing and is not counted (a `Reversible` probe, unread
-    names), and what its checks make is then kept when the study opens: made by this call, from the
-    objective as `studying` describes it a moment later, so not traced again. Any other objective is
-    left to `studying`'s rule. Nothing without a study. Cost: a dictionary look-up, and a `forget`
-    of what an uncounted trace left."""
+    (`hg.tune`'s count of the run, a method's output check, `Reversible`'s probe; `hg.hybrid_search`'s
+    plan, priced by FLOP counts). Unless the objective is fresh (`_fresh`: stored under the
+    description it has now, nothing made since under another), it is forgotten as the call begins,
+    before those checks, which would otherwise read what earlier calls left (a probe traced before
+    an edit refusing the optimiser as it is now, a count pricing the plan); what the checks then
+    make is of this call, so `studying` keeps it, not traced again. Nothing without a study. Cost: one description of an objective stored before (its data hashed, as
+    `objective_digest`), and its programs compiled again when it is not fresh, as `studying` would."""
     try:
-        fresh = (storage is not None and study is not None and _traced_under.get(objective) is None
-                 and _compile.programs_made(objective) == 0)
+        fresh = storage is None or study is None or _fresh(objective, _digest_now(objective))
     except TypeError:  # cannot be weakly referenced: `studying` forgets it
-        fresh = False
-    if not fresh:
+        fresh = True
+    if fresh:
         yield
         return
     _caches.forget(objective)
@@ -968,6 +967,18 @@ def stored_call(storage: Any, study: Any, objective: Any) -> Iterator[None]:
         yield
     finally:
         _BEGUN.reset(token)
+
+
+def _digest_now(objective: Any) -> str | None:
+    """SHA-1 of `objective`'s description now (`identity`), as `_traced_under` records it; None when
+    it cannot be described (too large, or a value that cannot be described). Nothing for an
+    objective no stored call described (its record is None, so it is not fresh whatever this is)."""
+    if _traced_under.get(objective) is None:
+        return None
+    try:
+        return hashlib.sha1(_json(identity(objective)).encode()).hexdigest()
+    except Exception:  # noqa: BLE001 (too large, or a value that cannot be described): not known
+        return None
 
 
 def _begun_here(objective: Any) -> bool:
@@ -1028,10 +1039,7 @@ def _traced_again(objective: Any) -> None:
                 return
         except TypeError:
             return
-    try:
-        digest = hashlib.sha1(_json(identity(objective)).encode()).hexdigest()
-    except Exception:  # noqa: BLE001 (too large, or a value that cannot be described): not known
-        digest = None
+    digest = _digest_now(objective)
     with _traced_lock:
         if record[0] is not None and record[0] == digest:
             record[1] += 1

@@ -171,3 +171,36 @@ def test_a_finished_hybrid_study_called_again_returns_its_result_and_compiles_no
     _, again = _hybrid(objective, storage=str(tmp_path / "s.db"), study="s")
     assert _compile.stats.compilations == compiled
     assert again.trials == first.trials and again.info == first.info and again.run_flops == first.run_flops
+
+
+def test_a_probe_made_during_an_edit_undone_since_does_not_refuse_a_stored_tune(tmp_path, decay):
+    # stored tune; edit; Reversible.check refuses the edited optimiser (its probe traced now); edit undone; a stored
+    # tune with Reversible was refused by that probe, in its checks before the study opened, where a fresh process
+    # accepts plain SGD with momentum
+    global DECAY
+    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.5, 0.9)})
+    objective = hg.Objective(problem, _sgd(), num_steps=3)
+    hg.tune(objective, space, jax.random.key(0), steps=1, storage=str(tmp_path / "s.db"), study="reverse")
+    DECAY = True
+    with pytest.raises(ValueError, match="Reversible supports SGD with momentum only"):
+        hg.Reversible().check(objective, space.centre())
+    DECAY = False
+    result = hg.tune(objective, space, jax.random.key(0), steps=1, method=hg.Reversible(),
+                     storage=str(tmp_path / "s.db"), study="reversible")
+    assert len(result.trials) == 2 and all(t.value == t.value for t in result.trials)
+
+
+def test_a_stored_hybrid_search_after_an_edit_prices_and_stores_the_objective_as_it_is(tmp_path, chain):
+    # hybrid_search plans (prices its programs by FLOP counts) before its study opens: it planned and stored with the
+    # count made before the edit
+    global CHAIN
+    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    objective = hg.Objective(problem, _scaled_momentum_sgd, num_steps=3)
+    setting = {"lr": 0.1, "momentum": 0.0}
+    before = hg.run_flops(objective, setting, jax.random.key(0))
+    CHAIN = 3
+    _, result = _hybrid(objective, storage=str(tmp_path / "s.db"), study="s")
+    edited = hg.run_flops(hg.Objective(problem, _scaled_momentum_sgd, num_steps=3), setting, jax.random.key(0))
+    assert edited != before
+    assert result.run_flops == edited and {t.run_flops for t in result.trials} == {edited}

@@ -85,6 +85,7 @@ the fixed point (2^-radix_bits) does not, so the run reversed would not be the o
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import weakref
@@ -105,6 +106,8 @@ from hypergrad.loop import Loop, LoopState, overridden
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """optimiser function -> {(method, T): jitted probe}: `Reversible.check`'s programs, compiled once."""
 _caches.register(_PROBES.clear)
+_CHECKING: contextvars.ContextVar[Any] = contextvars.ContextVar("hypergrad_reversible_checking", default=None)
+"""The objective `Reversible.check` is checking, told of each probe made for it (`_compile.note_trace`)."""
 
 
 @_caches.register_owner
@@ -296,6 +299,17 @@ class Reversible(Method):
                              "reversal needs momentum >= 2^-info_bits; 1 suffices for momentum >= 0.5)")
 
     # -- validation -----------------------------------------------------------------------------
+    def check(self, objective: Any, hparams: HParams) -> None:
+        """`Method.check`, each probe it makes noted as made for `objective` (`_compile.note_trace`):
+        it is traced with the values the optimiser reads now, so a stored call learns of it as of a
+        compiled program (`hypergrad.store`) and forgets the objective, its probes with it, when
+        those values were edited since."""
+        token = _CHECKING.set(objective)
+        try:
+            super().check(objective, hparams)
+        finally:
+            _CHECKING.reset(token)
+
     def check_loop(self, loop: Loop, hparams: HParams) -> None:
         _check_standard_step(loop)
         if not jax.config.jax_enable_x64:
@@ -428,6 +442,7 @@ class Reversible(Method):
             table = {}
         if (self, T) not in table:
             table[(self, T)] = jax.jit(self._probe_program(loop.optimizer, T))
+            _compile.note_trace(_CHECKING.get())  # traced at its first call, just after
         return table[(self, T)]
 
     def _probe_program(self, optimizer, T: int):
