@@ -432,7 +432,10 @@ def batched_starts(space: Space, starts: PyTree, chunk: int) -> tuple[PyTree, Py
 
 RESTART_STREAM = 2**31 - 2
 """`fold_in` tag of the key a tuner with no good iterate draws its restart from (`restart_draws`),
-apart from the searches' sampling stream (`hypergrad.space.SAMPLE_STREAM`) and the training key."""
+apart from the searches' sampling stream (`hypergrad.space.SAMPLE_STREAM`) and the training key.
+The same number as `hypergrad.methods.base.PERTURBATION_STREAM` and optuna_search's seed stream
+(`SAMPLE_STREAM - 1`): kept, since restarts and stored studies' numbers depend on it, and no two
+of their keys coincide (they are folded from different parents)."""
 
 
 def restart_draws(space: Space, key: Key, tuners: Sequence[int], step: int) -> PyTree:
