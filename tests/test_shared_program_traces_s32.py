@@ -18,7 +18,7 @@ def test_a_scikit_learn_searchs_second_fit_traces_nothing():
     # missed, and traced (and counted) the run again: most of a refit's time
     X, y = load_iris(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(y))
-    search = RandomizedSearchCV(MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, batch_size=30),
+    search = RandomizedSearchCV(MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, batch_size=30, random_state=0),
                                 {"alpha": loguniform(1e-5, 1e-1), "learning_rate_init": loguniform(1e-3, 1e-1)},
                                 n_iter=4, cv=3, random_state=0)
     first = search.fit(X[order], y[order]).cv_results_["mean_test_score"]
