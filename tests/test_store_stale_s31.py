@@ -7,6 +7,12 @@ import optax
 import pytest
 
 import hypergrad as hg
+from hypergrad import _compile, accounting
+
+
+def _problem():
+    """The small full-batch problem every test here trains."""
+    return hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
 
 DECAY = False  # read by `_sgd`, edited by the tests
 
@@ -32,7 +38,7 @@ def test_reversible_after_an_edit_refuses_the_edited_optimiser_in_a_stored_tune(
     # Reversible's probe of the optimiser, traced before the edit, accepted the edited (not plain SGD) optimiser:
     # the stored tune ran it and stored NaN trials where a fresh process refuses.
     global DECAY
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.5, 0.9)})
     objective = hg.Objective(problem, _sgd(), num_steps=3)
     hg.tune(objective, space, jax.random.key(0), steps=1, method=hg.Reversible(),  # plain SGD with momentum: runs
@@ -46,7 +52,7 @@ def test_reversible_after_an_edit_refuses_the_edited_optimiser_in_a_stored_tune(
 def test_reversible_checked_before_an_edit_refuses_the_edited_optimiser_in_a_stored_tune(tmp_path, decay):
     # Only a check before the edit (nothing compiled): the objective counted as untouched and kept its probe.
     global DECAY
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.5, 0.9)})
     objective = hg.Objective(problem, _sgd(), num_steps=3)
     hg.Reversible().check(objective, space.centre())  # accepted: plain SGD with momentum
@@ -75,7 +81,7 @@ def test_a_flop_count_made_before_an_edit_is_not_stored_by_a_stored_call_after_i
     # hg.run_flops compiles nothing, so the stored call took the objective for untouched and stored the count
     # of the optimiser before the edit beside values computed after it.
     global CHAIN
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0)})
     objective = hg.Objective(problem, _scaled_sgd, num_steps=3)
     key = jax.random.key(0)
@@ -101,7 +107,7 @@ def test_a_count_made_during_an_edit_undone_since_is_not_stored(tmp_path, chain)
     # call at those types stored the edited optimiser's count: its description matched the first stored call's and
     # no program had been compiled since, so the objective passed as untouched
     global CHAIN
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     objective = hg.Objective(problem, _scaled_momentum_sgd, num_steps=3)
     key = jax.random.key(0)
     lr = hg.Space({"lr": hg.LogUniform(1e-3, 1.0)})
@@ -118,7 +124,6 @@ def test_a_count_made_during_an_edit_undone_since_is_not_stored(tmp_path, chain)
 
 
 def _count_tune(objective, space, **stored):
-    from hypergrad import accounting
     before = accounting.stats["counts"]
     result = hg.tune(objective, space, jax.random.key(0), steps=1, **stored)
     return accounting.stats["counts"] - before, result
@@ -127,7 +132,7 @@ def _count_tune(objective, space, **stored):
 def test_a_stored_tune_of_a_new_objective_counts_its_run_once(tmp_path):
     # the study forgot the objective its own checks had just counted (no stored call had described it), so the run
     # was traced and counted again: a stored tune counted 3 programs where the same call without storage counts 2
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Uniform(0.0, 0.9)})
     plain, unstored = _count_tune(hg.Objective(problem, _scaled_momentum_sgd, num_steps=3), space)
     counted, stored = _count_tune(hg.Objective(problem, _scaled_momentum_sgd, num_steps=3), space,
@@ -141,7 +146,7 @@ def test_a_stored_tune_after_an_edit_still_counts_the_objective_as_it_is(tmp_pat
     # the counts kept from a stored call's own checks are of the objective as it is then; one counted by an earlier
     # call without storage, before an edit, is still forgotten
     global CHAIN
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Uniform(0.0, 0.9)})
     objective = hg.Objective(problem, _scaled_momentum_sgd, num_steps=3)
     before = hg.run_flops(objective, space.centre(), jax.random.key(0))
@@ -152,7 +157,6 @@ def test_a_stored_tune_after_an_edit_still_counts_the_objective_as_it_is(tmp_pat
 
 
 def _hybrid(objective, **stored):
-    from hypergrad import accounting
     space = hg.Space({"lr": hg.LogUniform(1e-3, 1.0), "momentum": hg.Choice([0.0, 0.9])})
     before = accounting.stats["counts"]
     result = hg.hybrid_search(objective, space, jax.random.key(0), budget=12, **stored)
@@ -162,8 +166,7 @@ def _hybrid(objective, **stored):
 def test_a_finished_hybrid_study_called_again_returns_its_result_and_compiles_nothing(tmp_path):
     # as tune's: hybrid_search's storage is "as in hg.tune"; it resumed at its last checkpoint instead, compiling
     # every cohort's outer step to run no step
-    from hypergrad import _compile
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     objective = hg.Objective(problem, _scaled_momentum_sgd, num_steps=3)
     _, first = _hybrid(objective, storage=str(tmp_path / "s.db"), study="s")
     hg.clear_caches()
@@ -178,7 +181,7 @@ def test_a_probe_made_during_an_edit_undone_since_does_not_refuse_a_stored_tune(
     # tune with Reversible was refused by that probe, in its checks before the study opened, where a fresh process
     # accepts plain SGD with momentum
     global DECAY
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5), "momentum": hg.Uniform(0.5, 0.9)})
     objective = hg.Objective(problem, _sgd(), num_steps=3)
     hg.tune(objective, space, jax.random.key(0), steps=1, storage=str(tmp_path / "s.db"), study="reverse")
@@ -195,7 +198,7 @@ def test_a_stored_hybrid_search_after_an_edit_prices_and_stores_the_objective_as
     # hybrid_search plans (prices its programs by FLOP counts) before its study opens: it planned and stored with the
     # count made before the edit
     global CHAIN
-    problem = hg.problems.logistic("synthetic", num_examples=30, num_features=3, num_classes=2, seed=0)
+    problem = _problem()
     objective = hg.Objective(problem, _scaled_momentum_sgd, num_steps=3)
     setting = {"lr": 0.1, "momentum": 0.0}
     before = hg.run_flops(objective, setting, jax.random.key(0))
