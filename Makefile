@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-sampler bench-compile bench-widths bench-peer bench-store bench-longrun smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-ceiling bench-sampler bench-compile bench-widths bench-peer bench-store bench-longrun smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-accounting: $(STAMP)
 ## single tune, random and grid search on four presets over 5 seeds at equal compute and equal wall time (30+ min on 2 cores).
 bench-populations: $(STAMP)
 	$(BIN)/python benchmarks/populations.py --out benchmarks/populations.md
+
+## digits-noisy's target against the label-cleaning ceiling: oracle example weights, the population with a fixed and
+## a resampled training key (ROC AUC of their weights) and random search, 5 seeds (about 5 min on 2 cores).
+bench-ceiling: $(STAMP)
+	$(BIN)/python benchmarks/noisy_ceiling.py --out benchmarks/noisy_ceiling.md
 
 ## The minibatch draw's share of a digits training step, before and after minibatches by epochs (about a minute).
 bench-sampler: $(STAMP)

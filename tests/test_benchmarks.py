@@ -350,3 +350,26 @@ def test_longrun_costs_tables_with_a_baseline_add_its_columns_and_the_ratios():
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in longrun_costs.memory_table(memory)[2:]]
     assert rows == [["start", "100", "+0", "3", "100", "+0", "3", ""],
                     ["2 fits", "120", "+20", "23", "105", "+5", "8", "4.0x"]]
+
+
+def test_noisy_ceiling_smoke_reads_back_every_strategy(tmp_path):
+    """`benchmarks/noisy_ceiling.py --smoke`: every strategy's accuracy, the populations' ROC AUC, one
+    verdict per strategy compared with random search."""
+    out = tmp_path / "noisy_ceiling.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "noisy_ceiling.py"), "--smoke", "--out",
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout  # printed and written alike
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith(("| oracle |", "| population", "| random |"))}
+    assert set(rows) == {"oracle", "population", "population, resample_key", "random"}
+    for name, row in rows.items():
+        assert 0.0 <= float(row[1].split()[0]) <= 1.0, name
+        assert (row[2] == "n/a") == (not name.startswith("population")), name
+    for name in ("population", "population, resample_key"):
+        assert 0.0 <= float(rows[name][2].split()[0]) <= 1.0  # an AUC
+    per_seed = [line for line in text.splitlines() if line.startswith("| 0 |")]
+    assert len(per_seed) == 1 and len(per_seed[0].strip().strip("|").split("|")) == 7
+    verdicts = [line for line in text.splitlines() if line.startswith("- ") and "random search's" in line]
+    assert len(verdicts) == 3
