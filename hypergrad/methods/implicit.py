@@ -331,7 +331,11 @@ def _vdot(a: PyTree, b: PyTree) -> jax.Array:
 
 
 def _axpy(alpha: jax.Array, x: PyTree, y: PyTree) -> PyTree:
-    return jax.tree.map(lambda xi, yi: alpha * xi + yi, x, y)
+    # alpha in each leaf's own dtype: CG's alpha and beta come from inner products over every leaf, so
+    # they have the widest leaf's dtype (float64 beside a float32 leaf), and alpha * xi would promote a
+    # narrower leaf, changing the dtype of the solver's iterates from one iteration to the next. A
+    # leaf of alpha's own dtype (all leaves alike) is computed exactly as before.
+    return jax.tree.map(lambda xi, yi: jnp.asarray(alpha, jnp.result_type(xi)) * xi + yi, x, y)
 
 
 def _conjugate_gradient(matvec: Callable[[PyTree], PyTree], b: PyTree, *, maxiter: int, tol: float,
@@ -505,7 +509,9 @@ class Implicit(Method):
     parameters the solve (its vectors, inner products and Hessian-vector products, and the mixed
     product) runs in float32 at the trained parameters cast up exactly, as CG in bfloat16 cannot
     reach tol and diverges; training itself still ends at parameters rounded to their dtype, which
-    the result inherits.
+    the result inherits. Parameters of mixed float dtypes (a float32 leaf beside float64 ones) keep
+    each leaf's own dtype through the solve. Complex parameters are refused with a ValueError before
+    anything compiles (the Hessian-vector products are not symmetric there).
 
     Derivatives of the result: none. Training and the solve are held constant, so autodiff of the
     value and grads would see only the final loss terms' dependence on the hyperparameters (0 for
@@ -588,11 +594,7 @@ class Implicit(Method):
         _check_plain_training(loop)
         try:
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
-            held = [str(leaf.dtype) for leaf in jax.tree.leaves(params) if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
-            if held:
-                raise ValueError(f"Implicit solves the stationarity of the training loss in every parameter, and "
-                                 f"parameters of dtype {held[0]} (held constant by training) have no gradient; "
-                                 "use hg.Reverse() or hg.Forward(), which train the floating-point ones only")
+            _check_param_dtypes(params)
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
             in_loss = hparams_read_by(lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None), hparams, params, loop)
 
@@ -672,6 +674,28 @@ class Implicit(Method):
         # dV/dh = -v' d2L/dwdh + (the direct term dV/dh at fixed w).
         grads = jax.tree.map(lambda m, d: d - m, mixed, direct)
         return (value, scores), grads
+
+
+def _check_param_dtypes(params: PyTree) -> None:
+    """A ValueError for a parameter leaf the solve cannot handle, before anything compiles: an integer or
+    boolean one (held constant by training: no gradient) or a complex one. For a complex leaf z = x + iy,
+    jax.grad of the real training loss is dL/dx - i dL/dy, so the product that `hvp` takes is the real
+    Hessian with the rows of y negated, which is not symmetric, and CG and the Neumann series would
+    solve another system than H v = dV/dw."""
+    held = [str(leaf.dtype) for leaf in jax.tree.leaves(params) if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    if held:
+        raise ValueError(f"Implicit solves the stationarity of the training loss in every parameter, and "
+                         f"parameters of dtype {held[0]} (held constant by training) have no gradient; "
+                         "use hg.Reverse() or hg.Forward(), which train the floating-point ones only")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
+            raise ValueError(
+                f"Implicit cannot differentiate complex parameters: {where} (Problem(init=...)) has dtype "
+                f"{leaf.dtype}, and the Hessian-vector products its solve runs on are not symmetric there (JAX's "
+                "gradient in a complex parameter is the conjugate of the real one), so its solve would answer "
+                "another system than the Hessian's; use hg.Reverse() or hg.Forward(), which differentiate "
+                "training with complex parameters, or hold the real and imaginary parts as two float leaves")
 
 
 def _check_plain_training(loop: Loop) -> None:
