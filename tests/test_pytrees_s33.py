@@ -65,3 +65,42 @@ def test_implicit_refuses_a_complex_leaf_naming_it():
     for method in (hg.Implicit(), hg.Implicit(solver="neumann")):
         with pytest.raises(ValueError, match=r"complex.*\['c'\].*complex128.*hg\.Reverse\(\) or hg\.Forward\(\)"):
             hg.hypergradient(objective, {"wd": jnp.asarray(0.05)}, jax.random.key(0), method=method)
+
+
+# -- Reversible on a size-0 leaf and on a Python-float leaf -----------------------------------------
+def reversible_objective(init, predict):
+    problem = regression(init, predict, decay=False)
+    return hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=4)
+
+
+def assert_reversible_equals_reverse(objective):
+    h, key = {"lr": jnp.asarray(0.05), "momentum": jnp.asarray(0.5)}, jax.random.key(0)
+    value, grads = hg.hypergradient(objective, h, key, method=hg.Reversible())
+    expected_value, expected = hg.hypergradient(objective, h, key, method=hg.Reverse())
+    assert relative_error(value, expected_value) < 1e-8
+    for name in h:
+        assert relative_error(grads[name], expected[name]) < 1e-8, name
+
+
+def test_reversible_accepts_sgd_with_momentum_on_parameters_holding_a_size_0_leaf():
+    """The probe took the maximum over the empty leaf and reported that as the optimiser's error."""
+    assert_reversible_equals_reverse(reversible_objective(
+        lambda key: {"w": jnp.zeros(3), "b": jnp.zeros(()), "unused": jnp.zeros((0,))},  # a layer of width 0
+        lambda p, x: x @ p["w"] + p["b"] + jnp.sum(p["unused"])))
+
+
+def test_an_error_of_reversibles_own_probe_is_not_reported_as_the_optimisers(monkeypatch):
+    """Only what the objective's optimiser raises is relabelled as its error; here the probe's
+    reference (optax.sgd, patched to fail) raises, beside an optimiser that is SGD with momentum."""
+    def optimizer(h):
+        return optax.chain(optax.trace(decay=h["momentum"]), optax.scale_by_learning_rate(h["lr"]))
+
+    def broken_sgd(*args, **kwargs):
+        raise RuntimeError("the probe's reference failed")
+
+    objective = hg.Objective(regression(lambda key: {"w": jnp.zeros(3), "b": jnp.zeros(())},
+                                        lambda p, x: x @ p["w"] + p["b"], decay=False), optimizer, num_steps=4)
+    monkeypatch.setattr(optax, "sgd", broken_sgd)
+    with pytest.raises(RuntimeError, match="the probe's reference failed"):
+        hg.hypergradient(objective, {"lr": jnp.asarray(0.05), "momentum": jnp.asarray(0.5)}, jax.random.key(0),
+                         method=hg.Reversible())

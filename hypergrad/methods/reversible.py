@@ -122,6 +122,23 @@ def _drop_probes(owner: Any) -> None:
 
 __all__ = ["Reversible", "ReversibleRun"]
 
+
+class _OptimizerRaised(Exception):
+    """An exception the objective's optimiser raised while `Reversible._probe` ran it (its `__cause__`), told
+    apart from one of the probe's own, which is not the optimiser's to answer for."""
+
+
+def _as_the_optimizers(fn):
+    """`fn` (the objective's optimiser function, or its `init` or `update`), its exceptions raised as
+    `_OptimizerRaised`."""
+    def call(*args):
+        try:
+            return fn(*args)
+        except Exception as err:  # noqa: BLE001 - any error of the user's optimiser, shown by `_probe`
+            raise _OptimizerRaised() from err
+
+    return call
+
 MOMENTUM_BITS = 30
 """The momentum is the rational n / 2^MOMENTUM_BITS; products v * n never leave int64 (see `_mul`)."""
 
@@ -425,7 +442,8 @@ class Reversible(Method):
                 worst = self._probe_program(loop.optimizer, T)(stacked, *draws)
             else:  # jitted once per optimiser, method and T: later checks reuse its compilation
                 worst = self._jitted_probe(loop, T)(stacked, *draws)
-        except Exception as err:  # noqa: BLE001 - a bug of the user's or "not the SGD we can reverse"
+        except _OptimizerRaised as raised:  # a bug of the user's or "not the SGD we can reverse"
+            err = raised.__cause__
             raise ValueError(f"Reversible: the objective's optimizer raised {type(err).__name__}: {err}\n(while "
                              "Reversible probed its updates against optax.sgd's). If that is a bug in your "
                              "optimizer, fix it; otherwise: " + self._refusal()) from err
@@ -454,20 +472,22 @@ class Reversible(Method):
             def step(carry, t):
                 (p, a), (q, b) = carry
                 g = jax.tree.map(lambda s, w, c: magnitude * s * jnp.cos(w * t + c), size, rate, phase)
-                u, a = ours.update(g, a, p)
+                u, a = _as_the_optimizers(ours.update)(g, a, p)
                 r, b = reference.update(g, b, q)
+                # Leaves of size 0 (a layer of width 0) hold nothing to compare, and have no maximum.
                 worst = jnp.max(jnp.stack([jnp.zeros(())] + [jnp.max(jnp.abs(x - y) / (jnp.abs(y) + 1e-300))
-                                                           for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(r))]))
+                                                           for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(r))
+                                                           if jnp.size(y)]))
                 return ((optax.apply_updates(p, u), a), (optax.apply_updates(q, r), b)), worst
 
-            start = ((params, ours.init(params)), (params, reference.init(params)))
+            start = ((params, _as_the_optimizers(ours.init)(params)), (params, reference.init(params)))
             return jnp.max(jax.lax.scan(step, start, jnp.arange(steps, dtype=jnp.float64))[1])
 
         def probe(stacked, *draws):
             def at(h):
                 lr = jnp.asarray(h[self.lr])
                 reference = optax.sgd((lambda step: lr[step]) if lr.ndim else lr, momentum=h[self.momentum])
-                ours = optimizer(h)
+                ours = _as_the_optimizers(optimizer)(h)
                 sizes = jax.vmap(lambda m: mismatch(ours, reference, m, min(T, 16), *draws))(
                     jnp.asarray(magnitudes))
                 return jnp.maximum(mismatch(ours, reference, 1.0, T, *draws), jnp.max(sizes))
