@@ -104,3 +104,9 @@ def test_an_error_of_reversibles_own_probe_is_not_reported_as_the_optimisers(mon
     with pytest.raises(RuntimeError, match="the probe's reference failed"):
         hg.hypergradient(objective, {"lr": jnp.asarray(0.05), "momentum": jnp.asarray(0.5)}, jax.random.key(0),
                          method=hg.Reversible())
+
+
+def test_reversible_accepts_a_python_float_leaf():
+    """`_Arithmetic.of` read `.dtype` of the concrete init leaves: AttributeError on a Python float."""
+    assert_reversible_equals_reverse(reversible_objective(lambda key: {"w": jnp.zeros(3), "b": 0.0},
+                                                          lambda p, x: x @ p["w"] + p["b"]))

@@ -532,6 +532,9 @@ class Reversible(Method):
         hparams = refusing_derivatives(hparams, self, "it trains in int64 fixed-point arithmetic, "
                                        "which carries no derivative")
         state = loop.init(hparams, key)
+        # Leaves as arrays: init may return a Python float (or a NumPy scalar) for a parameter, which
+        # training makes an array of its dtype (jnp.result_type) at the first step.
+        state = state._replace(params=jax.tree.map(jnp.asarray, state.params))
         arith = _Arithmetic.of(self, loop, hparams, state)
         lr = jnp.asarray(hparams[self.lr])
         lrs = jnp.broadcast_to(lr, (T,)) if lr.ndim == 0 else lr[:T]
@@ -574,13 +577,14 @@ def _check_param_dtypes(params: PyTree) -> None:
     and the value and hypergradient returned would be another (almost float32) run's."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise ValueError(f"Reversible: {where} has dtype {leaf.dtype}; every parameter must be "
+        dtype = jnp.result_type(leaf)  # a Python float given concretely has none of its own
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"Reversible: {where} has dtype {dtype}; every parameter must be "
                              "a floating-point array")
-        if jnp.finfo(leaf.dtype).bits < 32:
+        if jnp.finfo(dtype).bits < 32:
             raise ValueError(
-                f"Reversible: {where} has dtype {leaf.dtype}, narrower than float32. Training in "
-                f"{leaf.dtype} rounds the parameters to {leaf.dtype} at every step, which Reversible's "
+                f"Reversible: {where} has dtype {dtype}, narrower than float32. Training in "
+                f"{dtype} rounds the parameters to {dtype} at every step, which Reversible's "
                 "exact fixed-point reversal does not reproduce: it would return the value and "
                 "hypergradient of another training run than objective(hparams, key). Use "
                 "method=hg.Reverse() (it differentiates the low-precision run), or float32 parameters "
@@ -622,7 +626,7 @@ class _Arithmetic:
         m = jnp.asarray(hparams[method.momentum])
         n = jnp.clip(jnp.round(m.astype(jnp.float64) * 2.0 ** MOMENTUM_BITS),
                      2 ** (MOMENTUM_BITS - method.info_bits), 2 ** MOMENTUM_BITS).astype(jnp.int64)
-        return cls(loop, hparams, state.data_key, treedef, tuple(p.dtype for p in leaves),
+        return cls(loop, hparams, state.data_key, treedef, tuple(jnp.result_type(p) for p in leaves),
                    float(2.0 ** method.radix_bits), n, m, method.info_bits)
 
     def tree(self, leaves):
