@@ -26,7 +26,9 @@ or falls below the smallest normal, bounds with no number of it strictly between
 `constrain` maps), a `LogUniform` whose log(lo) and log(hi) are equal, or options it cannot tell
 apart raise a `ValueError` there, naming the fix. So turn
 float64 on before declaring a space that needs it; a space declared under float64 is not checked
-again if float64 is turned off before it is sampled.
+again if float64 is turned off before it is sampled. `constrain` and `unconstrain` take a `z` or value in a
+float narrower than float32 (bfloat16, float16) in the default float dtype, as they take an integer one, and
+return that dtype: the narrow dtype may hold no number strictly between the bounds.
 """
 
 from __future__ import annotations
@@ -112,6 +114,17 @@ def _range_of(dtype: np.dtype) -> str:
     return f"0, or magnitudes from {np.finfo(dtype).tiny:.4g} to {np.finfo(dtype).max:.4g}"
 
 
+def _widened(x: jax.Array) -> jax.Array:
+    """`x` in the default float dtype when it is a float narrower than float32 (bfloat16, float16), else as
+    it is. The bounds are checked against the default float only: in such a narrow dtype a range may hold no
+    number strictly inside it (Uniform(100, 100.5) in bfloat16), so `constrain` would return a bound, or a
+    value overflows (float16 stops at 65504), and a value inside would round onto a bound in `unconstrain`.
+    float32 and float64 are left as they are, so their results do not change."""
+    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32:
+        return x.astype(_default_float())
+    return x
+
+
 def _step_inside(bound: float, toward: float, dtype: np.dtype) -> np.ndarray:
     """The number of `dtype` next to `bound` in the direction of `toward`, as XLA holds them."""
     inside = np.nextafter(np.asarray(bound, dtype), np.asarray(toward, dtype))
@@ -186,7 +199,7 @@ class _Continuous:
         raise NotImplementedError
 
     def constrain(self, z: jax.Array) -> jax.Array:
-        z = jnp.asarray(z)
+        z = _widened(jnp.asarray(z))
         if not jnp.issubdtype(z.dtype, jnp.floating):
             z = z.astype(jnp.zeros(()).dtype)  # an integer z (e.g. 0) is the same real number
         value = self._from_fraction(jax.nn.sigmoid(z))
@@ -206,7 +219,7 @@ class _Continuous:
         return jnp.clip(value, np.asarray(self.lo, dtype), np.asarray(self.hi, dtype))
 
     def unconstrain(self, value: jax.Array) -> jax.Array:
-        value = jnp.asarray(value)
+        value = _widened(jnp.asarray(value))
         u = self._to_fraction(value)
         dtype = np.dtype(u.dtype)
         # A bound, as the value's dtype holds it, and anything past it map to -inf or +inf, decided
