@@ -256,7 +256,7 @@ def _literal(atom: Any, consts: Mapping[Any, Any]) -> float | None:
         array = np.asarray(value)
     except Exception:  # noqa: BLE001 - a non-numeric constant (a key) bounds nothing
         return None
-    return float(array) if array.shape == () and np.issubdtype(array.dtype, np.number) else None
+    return float(array) if array.shape == () and jnp.issubdtype(array.dtype, jnp.number) else None  # bf16 too
 
 
 def _while_trips(eqn: Any, consts: Mapping[Any, Any]) -> float | None:

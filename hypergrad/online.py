@@ -81,7 +81,7 @@ def _check_concrete(name: str, value: Any, *, upper: float | None = None) -> Non
         array = np.asarray(value)
         if array.dtype == np.bool_:
             raise ValueError(f"sgd_hd({name}={value!r}) must be a number, not a bool")
-        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        if not jnp.issubdtype(array.dtype, jnp.number) or np.iscomplexobj(array):  # jnp knows bfloat16
             raise ValueError(f"sgd_hd({name}={value!r}) must be a real number")
         ok = bool(np.all(array >= 0)) and (upper is None or bool(np.all(array < upper)))
     elif isinstance(value, numbers.Real):

@@ -557,8 +557,8 @@ def select_transform(index: Any, transforms: tuple[optax.GradientTransformation,
 def _concrete_index(index: Any, count: int) -> int:
     """`index` as a Python int in [0, count), or a ValueError naming it."""
     value = np.asarray(index)
-    integral = np.issubdtype(value.dtype, np.integer) or (np.issubdtype(value.dtype, np.floating)
-                                                          and value.shape == () and value == np.round(value))
+    integral = jnp.issubdtype(value.dtype, jnp.integer) or (jnp.issubdtype(value.dtype, jnp.floating)  # and bf16
+                                                            and value.shape == () and value == np.round(value))
     if value.shape != () or not integral or not 0 <= value < count:
         raise ValueError(f"select_transform(index={index!r}) with {count} transformations: the index must be an "
                          f"integer in [0, {count})")

@@ -593,7 +593,7 @@ def freeze_count(freeze: Any, num_groups: int) -> jax.Array:
     """
     if not isinstance(freeze, jax.core.Tracer):
         value = np.asarray(freeze)
-        real = np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)  # not bool
+        real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)  # no bool; bf16
         whole = value.ndim == 0 and real and np.isfinite(value) and float(value) == int(value)
         if not (whole and 0 <= value <= num_groups):
             raise ValueError(f"hparams['freeze']={freeze!r}: give the number of lowest parameter groups to hold "
@@ -649,7 +649,8 @@ def check_nonnegative(where: str, name: str, value: Any, what: str, upper: float
         array = None if isinstance(value, (bool, str, bytes)) or value is None else np.asarray(value)
     except (ValueError, TypeError):  # a ragged list
         array = None
-    real = array is not None and (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating))
+    # jnp.issubdtype, as np.issubdtype(bfloat16, np.floating) is False; bool and complex are not real numbers
+    real = array is not None and (jnp.issubdtype(array.dtype, jnp.integer) or jnp.issubdtype(array.dtype, jnp.floating))
     if not (real and np.all(np.isfinite(array)) and np.all(array >= 0) and (upper is None or np.all(array < upper))):
         bound = ">= 0" if upper is None else f"in [0, {upper:g})"
         raise ValueError(f"{where}({name}={value!r}) must be a finite number {bound} ({what})")
