@@ -268,8 +268,9 @@ def _while_trips(eqn: Any, consts: Mapping[Any, Any]) -> float | None:
     cond_carry = cond.jaxpr.invars[cond_nconsts:]
     body_carry = body.jaxpr.invars[body_nconsts:]
     cond_consts = dict(zip(cond.jaxpr.constvars, cond.consts))
-    cond_consts.update({v: consts[a] for v, a in zip(cond.jaxpr.invars[:cond_nconsts], eqn.invars[:cond_nconsts])
-                        if a in consts})
+    cond_consts.update({v: a.val if isinstance(a, jcore.Literal) else consts[a]  # a Literal is unhashable
+                        for v, a in zip(cond.jaxpr.invars[:cond_nconsts], eqn.invars[:cond_nconsts])
+                        if isinstance(a, jcore.Literal) or a in consts})
     best = None
     for c_eqn in cond.jaxpr.eqns:
         if c_eqn.primitive.name not in ("lt", "le") or c_eqn.invars[0] not in cond_carry:
