@@ -391,6 +391,75 @@ def _step_cannot_drive(error: Exception, params: PyTree) -> str | None:
             f"({type(error).__name__}: {error}): it {needs}; {_STEP_GIVES}. Instead, {instead}")
 
 
+_SAME_DTYPES = re.compile(r"lax\.\w+ requires arguments to have the same dtypes, got (\w+), (\w+)\.")
+"""JAX's TypeError for a lax operation (`lax.select`) handed arrays of two dtypes: it never promotes."""
+
+
+def _mixed_float_refusal(error: Exception, params: PyTree, hparams: HParams | None) -> str | None:
+    """The refusal of an optax function whose update failed on float parameters narrower than the
+    hyperparameters: hypergrad hands the optimiser every hyperparameter as a strongly typed array of the
+    default float (float64 in float64 mode; one argument type per program), and a lax operation in optax
+    that does not promote then meets a float32 update (`optax.clip_by_global_norm(h['clip'])` selects
+    between `t` and `t / norm * max_norm`, float64). None for any other error (left as raised). Matched
+    narrowly: a TypeError raised in optax with JAX's same-dtypes message naming two different floating
+    dtypes, the narrower a dtype of a floating-point leaf of `params` and the wider that of a
+    hyperparameter in `hparams`. Reads the message and the traceback only."""
+    match = _SAME_DTYPES.match(str(error))
+    if not isinstance(error, TypeError) or match is None or not hparams or not _raised_in(error, optax):
+        return None
+    try:
+        dtypes = [jnp.dtype(name) for name in match.groups()]
+    except TypeError:  # not a dtype's name
+        return None
+    if dtypes[0] == dtypes[1] or not all(jnp.issubdtype(d, jnp.floating) for d in dtypes):
+        return None
+    narrow, wide = sorted(dtypes, key=lambda d: jnp.finfo(d).bits)
+    if (narrow not in {jnp.result_type(leaf) for leaf in float_leaves(params)}
+            or wide not in {jnp.result_type(leaf) for leaf in jax.tree.leaves(hparams)}):
+        return None
+    frame = _frames_outside_jax(error)[-1]
+    called = _optax_function(error)
+    named = _hparams_on_traceback(error, hparams)
+    which = " and ".join(f"hparams[{name!r}]" for name in named) or f"a {wide} hyperparameter"
+    cast = f"h[{named[0]!r}].astype(jnp.{narrow})" if named else ""
+    example = (f"optax.{called}({cast})" if cast and hasattr(optax, called) else cast
+               or f"x.astype(jnp.{narrow}) for the value x it hands optax's {called}")
+    return (f"Objective(optimizer=...): optax's {called} failed in a training step (TypeError: {match.group(0)}) "
+            f"because the parameters are {narrow} while the hyperparameters are {wide}: hypergrad hands the "
+            f"optimiser every hyperparameter as a {wide} array (one type for every value, so that a new value "
+            f"never recompiles), and {(frame.line or '').strip()!r} (in {frame.name}) combines {which} with the "
+            f"{narrow} updates without promoting. Cast the hyperparameter to the parameters' dtype inside the "
+            f"optimizer function, e.g. {example}, or make the parameters {wide} (Problem(init=...) returning "
+            f"{wide} arrays)")
+
+
+def _optax_function(error: BaseException) -> str:
+    """The public optax function whose code raised `error`: the outermost name of the innermost optax
+    frame's qualified name (`clip_by_global_norm` for its update's `clip_fn`)."""
+    name = ""
+    tb = error.__traceback__
+    while tb is not None:
+        if in_package(tb.tb_frame.f_code.co_filename, optax):
+            name = tb.tb_frame.f_code.co_qualname.split(".")[0]
+        tb = tb.tb_next
+    return name
+
+
+def _hparams_on_traceback(error: BaseException, hparams: HParams) -> list[str]:
+    """The names of the hyperparameters whose very values (by identity) are local variables of optax's
+    frames on `error`'s traceback (`max_norm` in `clip_by_global_norm`: the `h['clip']` it was given);
+    [] when the optimiser handed optax something computed from them. Reads the traceback's frames only."""
+    found: list[str] = []
+    tb = error.__traceback__
+    while tb is not None:
+        if in_package(tb.tb_frame.f_code.co_filename, optax):
+            values = list(tb.tb_frame.f_locals.values())
+            found += [name for name, h in hparams.items()
+                      if name not in found and any(v is h for v in values)]
+        tb = tb.tb_next
+    return found
+
+
 def check_something_trains(params: PyTree) -> None:
     """Refuses parameters with no floating-point leaf: integer and boolean leaves are held constant
     (`Loop.update`), so training would change nothing and every setting would score the same, with
@@ -429,18 +498,23 @@ def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state:
             optax.contrib.sophia, optax.contrib.dpsgd), chained from optax's own error; or for an optax
             function that tests a traced hyperparameter in Python at update time (a schedule built
             inside the learning-rate function: `_python_branch_refusal`, as `Loop.optimizer` refuses
-            one built with the optimiser); or for an update that changes the shape of a parameter or
-            optimiser-state leaf (a rate of shape (1,) broadcasts a scalar parameter to (1,)), which
-            the training loop's scan cannot carry (`check_shapes_kept`, naming the leaf, its shapes
-            and, from `hparams` when given, the hyperparameters that could have broadcast it).
+            one built with the optimiser); or for an optax function that combines a hyperparameter
+            of `hparams` with narrower parameters' updates in an operation that does not promote
+            (`_mixed_float_refusal`: float32 parameters under float64 hyperparameters in
+            `optax.clip_by_global_norm(h['clip'])`'s select), naming the fix; or for an update that
+            changes the shape of a parameter or optimiser-state leaf (a rate of shape (1,) broadcasts a
+            scalar parameter to (1,)), which the training loop's scan cannot carry (`check_shapes_kept`,
+            naming the leaf, its shapes and, from `hparams` when given, the hyperparameters that could
+            have broadcast it).
     """
     trained = [_is_inexact(leaf) for leaf in jax.tree.leaves(params)]
     zero = jnp.result_type(*float_grads) if float_grads else jnp.result_type(float)
     grads = _merged(params, float_grads, trained, others=lambda leaf: jnp.zeros(jnp.shape(leaf), zero))
     try:
         updates, new_state = optimizer_update(opt, grads, opt_state, params, loss)
-    except (AttributeError, ValueError, jax.errors.JAXTypeError) as err:  # JAX's: a schedule built at update time
-        refusal = _step_cannot_drive(err, params) or _python_branch_refusal(err, {})
+    except (AttributeError, ValueError, TypeError) as err:  # JAX's TypeError: a schedule built at update time
+        refusal = (_step_cannot_drive(err, params) or _python_branch_refusal(err, {})
+                   or _mixed_float_refusal(err, params, hparams))
         if refusal is None:  # not optax's: JAX's own words point at the user's line
             raise
         raise ValueError(refusal) from err

@@ -682,11 +682,17 @@ def _check_param_dtypes(params: PyTree) -> None:
     jax.grad of the real training loss is dL/dx - i dL/dy, so the product that `hvp` takes is the real
     Hessian with the rows of y negated, which is not symmetric, and CG and the Neumann series would
     solve another system than H v = dV/dw."""
-    held = [str(leaf.dtype) for leaf in jax.tree.leaves(params) if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    held = [(path, leaf.dtype) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+            if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
     if held:
-        raise ValueError(f"Implicit solves the stationarity of the training loss in every parameter, and "
-                         f"parameters of dtype {held[0]} (held constant by training) have no gradient; "
-                         "use hg.Reverse() or hg.Forward(), which train the floating-point ones only")
+        path, dtype = held[0]
+        where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
+        raise ValueError(f"Implicit cannot differentiate through {where} (Problem(init=...)), of dtype {dtype}: "
+                         "Implicit solves the stationarity of the training loss in every parameter, and "
+                         f"parameters of dtype {dtype} (held constant by training) have no gradient; "
+                         "use hg.Reverse() or hg.Forward(), which train the floating-point ones only and hold "
+                         "this one constant, or leave it out of the parameters Problem(init=...) returns "
+                         "(a constant the training loss closes over)")
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
             where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"

@@ -579,8 +579,14 @@ def _check_param_dtypes(params: PyTree) -> None:
         where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
         dtype = jnp.result_type(leaf)  # a Python float given concretely has none of its own
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"Reversible: {where} has dtype {dtype}; every parameter must be "
-                             "a floating-point array")
+            held = not jnp.issubdtype(dtype, jnp.complexfloating)  # an integer or boolean leaf
+            why = ("training holds it constant, and Reversible's fixed-point SGD moves every parameter. Use "
+                   "method=hg.Reverse() (or hg.Forward()), which holds integer and boolean leaves constant and "
+                   "differentiates the floating-point ones" if held else
+                   "Reversible's fixed-point SGD is real. Use method=hg.Reverse() (or hg.Forward()), which "
+                   "differentiates training with complex parameters")
+            raise ValueError(f"Reversible: {where} (Problem(init=...)) has dtype {dtype}; every parameter must be "
+                             f"a floating-point array: {why}")
         if jnp.finfo(dtype).bits < 32:
             raise ValueError(
                 f"Reversible: {where} has dtype {dtype}, narrower than float32. Training in "
