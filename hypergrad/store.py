@@ -13,7 +13,13 @@ version that computed the same call otherwise, or whose fingerprint cannot show 
 objective's study from before fingerprint format 5), is refused, not continued; finished ones load.
 A file or study written by a newer hypergrad (a later store schema, fingerprint format or
 `NUMERICS`) is refused as such, with the advice to upgrade (`hg.load_study` still reads a study of
-a later fingerprint format or `NUMERICS`).
+a later fingerprint format or `NUMERICS`). So are the JAX settings that change a call's numbers but
+not its description (`NUMERICS_SETTINGS`: `jax_enable_x64`, `jax_threefry_partitionable`,
+`jax_default_prng_impl`, ...), recorded in the study's info at creation: a running study resumed under
+others is refused before anything traces, naming each setting, its stored value and the
+`jax.config.update` that restores it; a finished one is refused when its description differs too (a
+built-in problem's data in another dtype), else its same call returns it. A study created before they
+were recorded is not checked on them.
 
 Schema (numbers and JSON only, never pickles: opening someone else's file runs no code):
 
@@ -302,6 +308,92 @@ def numerics_of(version: Any, numerics: Any) -> int | None:
     return 1 if isinstance(version, int) and 5 <= version <= 6 else None
 
 
+SETTINGS_KEY = "jax_settings"
+"""The key of a study's stored info (column `info`) holding the JAX settings it was created under
+(`numerics_settings`); kept there when it finishes, left out of `load_study`'s `Result.info`."""
+
+# The JAX settings that change a same call's numbers without changing its fingerprint (which describes the
+# objective and arguments, not the process): float precision, the PRNG's implementation and its partitioning
+# (other random draws: a random search's settings, every run's initialisation and minibatch order), and the
+# matmul precision. Those this JAX has; a study stored without one (an older JAX, or hypergrad) is not checked on it.
+NUMERICS_SETTINGS = tuple(name for name in (
+    "jax_enable_x64", "jax_threefry_partitionable", "jax_default_prng_impl", "jax_random_seed_offset",
+    "jax_default_matmul_precision", "jax_random_normal_mode", "jax_legacy_random_uniform")
+    if name in jax.config.values)
+
+
+def numerics_settings() -> dict[str, Any]:
+    """The values of `NUMERICS_SETTINGS` in force in this thread now (a `with jax.threefry_partitionable(...)`
+    block's too), as JSON values (a value of another type by its `str`). A study records them at creation
+    and a call resuming it must hold the same ones (`_changed_settings`). Cost: one read per setting."""
+    values = {name: getattr(jax.config, name) for name in NUMERICS_SETTINGS}
+    return {name: value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+            for name, value in values.items()}
+
+
+def _stored_settings(info: Any) -> dict[str, Any] | None:
+    """The settings a study's stored info (its JSON text) recorded at creation; None for a study
+    created before they were recorded, or an unreadable info (`load_study` names it)."""
+    try:
+        decoded = None if info is None else decode_value(json.loads(info))
+    except (TypeError, ValueError, KeyError):
+        return None
+    settings = decoded.get(SETTINGS_KEY) if isinstance(decoded, dict) else None
+    return settings if isinstance(settings, dict) else None
+
+
+def _changed_settings(stored: dict[str, Any] | None, now: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """(name, stored value, value now) of each recorded setting that differs; none unless both are known."""
+    if stored is None or now is None:
+        return []
+    return [(name, stored[name], value) for name, value in now.items()
+            if name in stored and (type(stored[name]), stored[name]) != (type(value), value)]
+
+
+def _settings_refusal(study: str, path: str, changed: list[tuple[str, Any, Any]], field: str | None = None
+                      ) -> ValueError:
+    """The refusal of a call under other JAX settings than its stored study's: `field` names the first
+    field of the call's description that differs (a finished study, whose call computes nothing, is
+    refused only then), or None for a running one (its trials to come would compute other numbers)."""
+    listed = ", ".join(f"{name} ({stored!r} stored, {now!r} now)" for name, stored, now in changed)
+    fix = "; ".join(f'jax.config.update("{name}", {stored!r})' for name, stored, _ in changed)
+    why = ("its trials to come would compute other numbers than its stored ones (other random draws or another "
+           "float precision), so the result would equal no uninterrupted run" if field is None else
+           f"under them this call's {field} differs from the stored call's")
+    return ValueError(
+        f"study {study!r} in {path} was created under other JAX settings than this call's: {listed}; {why}. Run "
+        f"{fix} at the start of the program (before building the problem and objective) to "
+        f"{'resume it' if field is None else 'have this call return its stored result'}, or give "
+        "another study name (study=...) to run this call afresh under the current settings; hg.load_study reads "
+        "its stored trials meanwhile")
+
+
+def _refuse_other_settings_early(storage: Any, study: Any) -> None:
+    """Refuses a call of a single process that would resume a running study created under other JAX
+    settings (`_settings_refusal`), before its checks trace or compile anything (`stored_call`); the
+    study's opening checks it again (`_register`), for every kind and process. Nothing for a file or
+    study not readable here: its opening names what is wrong. Cost: one read of the study's row."""
+    try:
+        if jax.process_count() != 1 or not check_study(storage, study):
+            return
+        path = os.fsdecode(os.fspath(storage))
+        if not os.path.isfile(path):
+            return
+        conn = _connect(path, create=False)
+    except (ValueError, OSError):
+        return
+    try:
+        row = conn.execute("SELECT state, info FROM studies WHERE name = ?", (study,)).fetchone()
+    except sqlite3.DatabaseError:
+        return
+    finally:
+        conn.close()
+    changed = [] if row is None or row[0] == "complete" else _changed_settings(_stored_settings(row[1]),
+                                                                               numerics_settings())
+    if changed:
+        raise _settings_refusal(study, path, changed)
+
+
 _MOST_BUILT = 64  # the most configurations of an `hg.Structured` family `uses_minibatches` builds to tell
 
 
@@ -481,11 +573,12 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     describe = fingerprint if callable(fingerprint) else None
     fingerprint = fingerprint() if describe is not None else fingerprint
     path = os.fspath(storage)
+    settings = numerics_settings()  # this thread's (a new file's study is registered by the writer's thread)
     if not is_writer():  # several processes: process 0 writes; the others only read what a resume needs,
         shared_outcome(None, _STUDY)  # once process 0 has opened it (its earlier calls flushed), or raise its error
         reader, error = None, None
         try:
-            reader = _reader(path, study, kind, fingerprint, space, describe)
+            reader = _reader(path, study, kind, fingerprint, space, describe, settings)
         except BaseException as err:
             error = err
         shared_outcome(error, _STUDY)  # process 0 (and the others) raise this process's refusal too
@@ -497,11 +590,11 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
         # creates the file (tens of milliseconds of syncs) while the first chunk computes; another
         # process's lease surfaces at a commit (another thread's claim here, at once)
         return StudyWriter(None, path, study, space, created=created, claim=_claim(path, study),
-                           setup=lambda: _opened(path, study, kind, fingerprint, describe, created)[0])
+                           setup=lambda: _opened(path, study, kind, fingerprint, describe, created, settings)[0])
     try:
         claim = _claim(path, study)
         try:
-            conn, resumed = _opened(path, study, kind, fingerprint, describe, created)
+            conn, resumed = _opened(path, study, kind, fingerprint, describe, created, settings)
             writer = StudyWriter(conn, path, study, space, resumed=resumed, claim=claim)
         except BaseException:
             _release(claim)
@@ -526,15 +619,15 @@ _STUDY = "this study"  # what `shared_outcome`'s messages say a failing process 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
             describe: Callable[[], dict[str, Any]] | None = None,
-            created: float | None = None) -> tuple[sqlite3.Connection, bool]:
+            created: float | None = None, settings: dict[str, Any] | None = None) -> tuple[sqlite3.Connection, bool]:
     """A connection to the file, with the study's lease taken and its call registered (at time
-    `created`; default now) or checked; and whether the study was stored already (this call
-    resumes it)."""
+    `created`; default now; under the JAX `settings` of the calling thread) or checked; and whether
+    the study was stored already (this call resumes it)."""
     conn = _connect(path)
     try:
         with _transaction(conn, path):
             _lease(conn, path, study)
-            resumed = _register(conn, path, study, kind, fingerprint, describe, created)
+            resumed = _register(conn, path, study, kind, fingerprint, describe, created, settings)
     except BaseException:
         conn.close()
         raise
@@ -542,14 +635,15 @@ def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
 
 
 def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None,
-            describe: Callable[[], dict[str, Any]] | None = None) -> StudyWriter:
+            describe: Callable[[], dict[str, Any]] | None = None,
+            settings: dict[str, Any] | None = None) -> StudyWriter:
     """The view of a process other than 0 in a multi-process run: the stored trials and checkpoint
     (read before any chunk runs, so before process 0 commits anything of this call), nothing written."""
     conn = _connect(path, create=False) if os.path.exists(path) else None
     try:
         found = conn is not None and conn.execute("SELECT 1 FROM studies WHERE name = ?", (study,)).fetchone()
         if found:
-            _register(conn, path, study, kind, fingerprint, describe)
+            _register(conn, path, study, kind, fingerprint, describe, settings=settings)
         return StudyWriter(conn if found else None, path, study, space, write=False)
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, err) from err
@@ -577,15 +671,19 @@ def _lease(conn: sqlite3.Connection, path: str, study: str) -> None:
 
 
 def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given: dict[str, Any],
-              describe: Callable[[], dict[str, Any]] | None = None, created: float | None = None) -> bool:
-    """Creates the study (False; at time `created`, default now), or checks a stored one was made by
-    the same call (True; in the stored one's fingerprint format: `describe` makes the call's
-    description again in it)."""
-    row = conn.execute("SELECT fingerprint, state FROM studies WHERE name = ?", (study,)).fetchone()
+              describe: Callable[[], dict[str, Any]] | None = None, created: float | None = None,
+              settings: dict[str, Any] | None = None) -> bool:
+    """Creates the study (False; at time `created`, default now; its info holding the JAX `settings`
+    of the call, `numerics_settings`), or checks a stored one was made by the same call (True; in the
+    stored one's fingerprint format: `describe` makes the call's description again in it) under the
+    same settings: a running one under others is refused before its fingerprint is compared, a
+    finished one (its call computes nothing) when its fingerprint differs too (`_settings_refusal`)."""
+    row = conn.execute("SELECT fingerprint, state, info FROM studies WHERE name = ?", (study,)).fetchone()
     if row is None:
         now = time.time() if created is None else created
-        conn.execute("INSERT INTO studies VALUES (?, ?, NULL, ?, 'running', NULL, NULL, NULL, ?, ?)",
-                     (study, kind, _json(given), now, now))
+        info = None if settings is None else _json(encode_value({SETTINGS_KEY: settings}))
+        conn.execute("INSERT INTO studies VALUES (?, ?, NULL, ?, 'running', NULL, NULL, ?, ?, ?)",
+                     (study, kind, _json(given), info, now, now))
         return False
     try:
         stored = json.loads(row[0])
@@ -595,12 +693,17 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
     given = json.loads(_json(given))
     version = stored.get("format", 1) if isinstance(stored, dict) else FINGERPRINT_FORMAT
     stored, given = _numerics_checked(stored, given, version, path, study, finished=row[1] == "complete")
+    changed = _changed_settings(_stored_settings(row[2]), settings)
+    if changed and row[1] != "complete":
+        raise _settings_refusal(study, path, changed)
     if isinstance(version, int) and 1 <= version < FINGERPRINT_FORMAT and describe is not None:
         # stored in an older format: compared as it was made (its weaker check), not refused
         given = _described_again(describe, max(version, 2), path, study, finished=row[1] == "complete")
     if version == 1:  # stored before fingerprints described globals and attributes
         given = {k: in_format(v, 1) for k, v in given.items() if k != "format"}
     field = first_difference(stored, given)
+    if field is not None and changed:
+        raise _settings_refusal(study, path, changed, field)
     if field is not None:
         raise ValueError(
             f"study {study!r} in {path} was made by a different call: {field} differs "
@@ -835,10 +938,14 @@ class StudyWriter:
             try:
                 self.flush()
                 with _transaction(self._conn, self.path) as conn:
+                    # the JAX settings recorded at its creation stay (a finished study's same call is checked on them)
+                    row = conn.execute("SELECT info FROM studies WHERE name = ?", (self.study,)).fetchone()
+                    settings = None if row is None else _stored_settings(row[0])
+                    info = result.info if settings is None else {**result.info, SETTINGS_KEY: settings}
                     conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, "
                                  "compile_seconds = ?, info = ?, updated = ? WHERE name = ?",
                                  (result.strategy, _real(result.run_flops), _real(result.compile_seconds),
-                                  _json(encode_value(result.info)), time.time(), self.study))
+                                  _json(encode_value(info)), time.time(), self.study))
             except BaseException as err:  # noqa: BLE001 - raised below, once the other processes know
                 error = err
         shared_outcome(error, _STUDY)
@@ -954,6 +1061,7 @@ def stored_call(storage: Any, study: Any, objective: Any) -> Iterator[None]:
     an edit refusing the optimiser as it is now, a count pricing the plan); what the checks then
     make is of this call, so `studying` keeps it, not traced again. Nothing without a study. Cost: one description of an objective stored before (its data hashed, as
     `objective_digest`), and its programs compiled again when it is not fresh, as `studying` would."""
+    _refuse_other_settings_early(storage, study)  # before the checks trace (one read of the study's row)
     try:
         fresh = storage is None or study is None or _fresh(objective, _digest_now(objective))
     except TypeError:  # cannot be weakly referenced: `studying` forgets it
@@ -1209,6 +1317,8 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
         info = {} if info is None else decode_value(json.loads(info))
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"study {study!r} in {path}: its info is unreadable ({err})") from err
+    if isinstance(info, dict):  # the settings it was created under are the store's, not its call's Result's
+        info = {name: value for name, value in info.items() if name != SETTINGS_KEY}
     if kind == "random":  # what random_search(extends=) reads; other kinds' info stays as their call returned it
         info = _proven_by_fingerprint(info, stored)
     unit = _float(run_flops) if run_flops is not None else (trials[0].run_flops if trials else math.nan)
