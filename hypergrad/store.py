@@ -1285,7 +1285,7 @@ def _read_checkpoint(conn: sqlite3.Connection, path: str, study: str) -> dict | 
 
 def load_study(storage: str | os.PathLike, study: str) -> Result:
     """The `Result` of a stored study: its trials in order (a study still running, or killed, gives
-    those stored so far), with the strategy, cost and info of its call once it has finished. A
+    those stored so far: all read in one transaction, so as of one commit of its writer), with the strategy, cost and info of its call once it has finished. A
     random search study's info also holds the fingerprint format, `NUMERICS` and objective digest its
     stored call proves, finished or not (`_proven_by_fingerprint`), which `random_search(extends=...)`
     reads.
@@ -1301,6 +1301,9 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
     conn = _connect(path, create=False)
     try:
         try:
+            # one read transaction: the row, names, trials and checkpoint are one state of the file (in WAL, the
+            # snapshot of the first read), not a checkpoint another process committed after the trials were read
+            conn.execute("BEGIN")
             row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info, fingerprint FROM studies "
                                "WHERE name = ?", (study,)).fetchone()
             names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY name")]
@@ -1365,6 +1368,7 @@ def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
     path = os.fspath(storage)
     conn = _connect(path, create=False)
     try:
+        conn.execute("BEGIN")  # one snapshot for the rows and `_best_value`'s reads (`load_study`)
         rows = conn.execute(
             "SELECT s.name, s.kind, s.strategy, s.state, s.created, s.updated, COUNT(t.number), "
             "MIN(CASE WHEN t.state != 'fail' AND typeof(t.value) = 'real' AND abs(t.value) < 9e999 THEN t.value END), "
