@@ -104,7 +104,12 @@ from hypergrad.methods.base import Method, refusing_derivatives
 from hypergrad.loop import Loop, LoopState, overridden
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""optimiser function -> {(method, T): jitted probe}: `Reversible.check`'s programs, compiled once."""
+"""optimiser function -> {(method, T): jitted probe}: `Reversible.check`'s programs, compiled once. A probe reaches
+its optimiser function through a weak reference and holds no problem or data (`_jitted_probe`), so an entry dies
+with its function, and the objective's data with the objective; at most `_MAX_PROBES` functions are held (the
+oldest dropped first), `_MAX_PROBES_EACH` (method, T) pairs each."""
+_MAX_PROBES = 64
+_MAX_PROBES_EACH = 16
 _caches.register(_PROBES.clear)
 _CHECKING: contextvars.ContextVar[Any] = contextvars.ContextVar("hypergrad_reversible_checking", default=None)
 """The objective `Reversible.check` is checking, told of each probe made for it (`_compile.note_trace`)."""
@@ -121,6 +126,20 @@ def _drop_probes(owner: Any) -> None:
         pass
 
 __all__ = ["Reversible", "ReversibleRun"]
+
+
+class _WeakOptimizer:
+    """An optimiser function called through a weak reference (`Reversible._jitted_probe`'s probe): it keeps
+    neither the function nor what the function closes over (`with_fixed`'s objective) alive."""
+
+    def __init__(self, fn: Any):
+        self._ref = weakref.ref(fn)
+
+    def __call__(self, hparams: HParams) -> optax.GradientTransformation:
+        fn = self._ref()
+        if fn is None:  # never met: the probe is traced only while its loop, which holds fn, is alive
+            raise RuntimeError("Reversible: the probed optimiser function was garbage collected")
+        return fn(hparams)
 
 
 class _OptimizerRaised(Exception):
@@ -453,13 +472,28 @@ class Reversible(Method):
             raise ValueError(self._refusal())
 
     def _jitted_probe(self, loop: Loop, T: int):
-        """`jax.jit` of `_probe_program`, held per optimiser function (weakly) and (method, T)."""
+        """`jax.jit` of `_probe_program`, held per optimiser function (weakly) and (method, T).
+
+        The held probe calls `loop.optimizer` on a copy of the loop without its problem and data, whose
+        optimiser function is a weak reference to `loop.optimizer_fn` (`_WeakOptimizer`): a probe that held
+        the function (the table's key) or the loop would keep its entry, the problem, the data and (through
+        `with_fixed`'s optimiser) the objective alive for good. The probe is traced only while `loop` is
+        alive (here, and on a retrace from this method), so the reference is never dead when called."""
         try:
-            table = _PROBES.setdefault(loop.optimizer_fn, {})
+            table = _PROBES.get(loop.optimizer_fn)
         except TypeError:  # an optimiser function that cannot be weakly referenced: not held
-            table = {}
+            table, optimizer = {}, loop.optimizer
+        else:
+            optimizer = dataclasses.replace(loop, problem=None, data={},
+                                            optimizer_fn=_WeakOptimizer(loop.optimizer_fn)).optimizer
+            if table is None:
+                while len(_PROBES) >= _MAX_PROBES:  # the oldest function's probes go first
+                    _PROBES.pop(next(iter(_PROBES)), None)
+                table = _PROBES.setdefault(loop.optimizer_fn, {})
         if (self, T) not in table:
-            table[(self, T)] = jax.jit(self._probe_program(loop.optimizer, T))
+            while len(table) >= _MAX_PROBES_EACH:
+                table.pop(next(iter(table)))
+            table[(self, T)] = jax.jit(self._probe_program(optimizer, T))
             _compile.note_trace(_CHECKING.get())  # traced at its first call, just after
         return table[(self, T)]
 
