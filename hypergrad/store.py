@@ -159,7 +159,20 @@ def _json(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
+_BUSY_SECONDS = 30.0  # the busy timeout: how long a connection waits for another's lock on the file
+
+
+def _locked(err: Exception) -> bool:
+    """Whether an SQLite error is another connection's lock on the file (SQLITE_BUSY, SQLITE_LOCKED), not damage."""
+    code = err.sqlite_errorcode if isinstance(err, sqlite3.Error) else None
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _unreadable(path: str, err: Exception) -> ValueError:
+    if _locked(err):  # the file is fine: another process held it longer than the busy timeout
+        return ValueError(f"storage={path!r} is locked by another process ({err}): it held the file for longer than "
+                          f"the {_BUSY_SECONDS:g} s busy timeout. The file is not damaged; run the call again once "
+                          "that process's write has ended")
     return ValueError(f"storage={path!r} is not a readable hypergrad study file ({err}): it was truncated, "
                       "damaged or is not SQLite; give another path (a new file is created), or restore a copy")
 
@@ -174,13 +187,13 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
     if os.path.dirname(os.path.abspath(path)):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
         if create:
             conn.execute("PRAGMA synchronous = NORMAL")
             if not conn.execute("SELECT 1 FROM sqlite_master").fetchone():  # an empty file: made a store
                 # (another SQLite database, an Optuna one say, is refused below, never written)
-                conn.execute("PRAGMA journal_mode = WAL")  # kept by the file
+                _to_wal(conn)  # kept by the file
                 conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # one transaction: one sync
         fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
     except sqlite3.DatabaseError as err:
@@ -193,6 +206,22 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
         raise ValueError(newer_hypergrad(f"storage={path!r}", f"store schema {schema}", f"reads schema {STORE_SCHEMA}",
                                          "to open it (nothing of it was read or written)"))
     return conn
+
+
+def _to_wal(conn: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode = WAL`, retried while another connection holds the file, for at most the busy
+    timeout: SQLite does not wait for a lock to change the journal mode, so of two processes creating one
+    store file at once (two users starting two studies in it) the second failed at once ("database is locked")."""
+    deadline, pause = time.monotonic() + _BUSY_SECONDS, 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if not _locked(err) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
 
 
 def _schema_version(row: Any) -> int | None:

@@ -6,7 +6,9 @@ snapshots and called a study whose next step landed between them damaged ("trial
 by hand?) ... Use another study name").
 """
 
-import math
+import sqlite3
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -54,3 +56,48 @@ def test_load_study_of_a_running_tune_study_is_one_snapshot(tmp_path, monkeypatc
         assert hg.list_studies(path)[0].num_trials == 6
     finally:
         writer.close()
+
+
+def test_a_new_store_file_opened_while_another_connection_holds_it_waits_for_it(tmp_path):
+    """Two processes creating one store file at once: the second's switch to WAL found the file locked by the
+    first's creation, and SQLite does not wait for a lock there, so it failed at once as 'not a readable
+    hypergrad study file (database is locked): it was truncated, damaged'. It now waits (the busy timeout)."""
+    path = str(tmp_path / "new.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # as another process's creation of the schema holds the new file
+    opened = []
+
+    def connect():
+        try:
+            opened.append(store._connect(path))
+        except Exception as err:  # noqa: BLE001 - asserted below
+            opened.append(err)
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    time.sleep(0.3)  # the lock is held while the other connection tries (no timing is asserted)
+    holder.execute("COMMIT")
+    holder.close()
+    thread.join()
+    assert isinstance(opened[0], sqlite3.Connection), opened[0]
+    try:
+        assert opened[0].execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert opened[0].execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0].startswith("hypergrad")
+    finally:
+        opened[0].close()
+
+
+def test_a_store_locked_past_the_busy_timeout_is_said_to_be_locked_not_damaged(tmp_path, monkeypatch):
+    path = str(tmp_path / "s.db")
+    store._connect(path).close()
+    monkeypatch.setattr(store, "_BUSY_SECONDS", 0.2, raising=False)  # instead of 30 s
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write, longer than the busy timeout
+    try:
+        with pytest.raises(ValueError, match="is locked by another process") as caught:
+            store.open_study(path, "s", kind="random", fingerprint={"format": store.FINGERPRINT_FORMAT})
+        assert "truncated" not in str(caught.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.open_study(path, "s", kind="random", fingerprint={"format": store.FINGERPRINT_FORMAT}).close()
