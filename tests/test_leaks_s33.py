@@ -8,7 +8,6 @@ the loop (problem and data in its tree structure) to `jax.make_jaxpr` as an argu
 import gc
 import weakref
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -80,4 +79,44 @@ def test_reversible_probe_table_is_bounded(key, monkeypatch):
         hg.hypergradient(objective, hparams, key, method=hg.Reversible())
         kept.append(objective)
     assert len(reversible._PROBES) <= 2
+    hg.clear_caches()
+
+
+def test_implicit_keeps_no_dropped_objective_alive(key):
+    objective, refs = _built(lambda h: optax.sgd(0.1))
+    value, grads = hg.hypergradient(objective, {"wd": 0.01}, key, method=hg.Implicit())
+    assert np.isfinite(float(value)) and set(grads) == {"wd"}
+    del objective
+    assert _alive(refs) == [False, False, False]  # not in hypergrad's caches, nor in JAX's
+    hg.clear_caches()
+
+
+def test_implicit_refusal_keeps_no_dropped_objective_alive(key):
+    """The refusal path (an initialisation's hyperparameter, which traces the validation loss too) holds nothing
+    either, and still refuses."""
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(12, 3)))
+    problem = hg.Problem(init=lambda key, h: {"w": h["scale"] * jnp.ones(3)},
+                         train_loss=lambda p, h, b: jnp.mean((b @ p["w"]) ** 2),
+                         val_loss=lambda p, h, b: jnp.mean((b @ p["w"]) ** 2) * h["scale"],
+                         train_data=X, val_data=X, batch_size=None, model_reads_hparams=True)
+    objective = hg.Objective(problem, lambda h: optax.sgd(0.1), num_steps=3)
+    refs = (weakref.ref(objective), weakref.ref(problem), weakref.ref(X))
+    del problem, X
+    with pytest.raises(ValueError, match="read by the initialisation"):
+        hg.hypergradient(objective, {"scale": 1.0}, key, method=hg.Implicit())
+    del objective
+    assert _alive(refs) == [False, False, False]
+    hg.clear_caches()
+
+
+def test_implicit_still_reads_what_it_read(key):
+    """The static checks, now tracing a closure over the loop, still see the optimiser's reads (and refuse them)
+    and still accept a hyperparameter of the training loss alone."""
+    objective, _refs = _built(lambda h: optax.sgd(0.1))
+    _, grads = hg.hypergradient(objective, {"wd": jnp.asarray(0.01)}, key, method=hg.Implicit())
+    assert set(grads) == {"wd"} and np.isfinite(float(grads["wd"]))
+    lr_objective, _refs = _built(lambda h: optax.sgd(h["lr"]))
+    with pytest.raises(ValueError, match="'lr' is read by the optimizer"):
+        hg.hypergradient(lr_objective, {"lr": 0.1, "wd": 0.01}, key, method=hg.Implicit())
     hg.clear_caches()

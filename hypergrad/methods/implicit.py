@@ -188,7 +188,7 @@ def _init_only_refusal(name: str, loop: Loop, hparams: HParams, params: Any) -> 
     function theorem at the trained optimum does not see) and what it would return instead, the
     validation loss's direct term when `val_loss` reads `name` (one more static trace, on this error
     path only), else 0."""
-    direct = name in hparams_read_by(lambda h, p, lp: lp.val_loss(p, h), hparams, params, loop)
+    direct = name in hparams_read_by(_on_data(loop, lambda h, p, lp: lp.val_loss(p, h)), hparams, params, loop.data)
     returned = ("only the validation loss's direct term (its derivative at the trained parameters held "
                 "fixed)" if direct else "0")
     return (f"Implicit differentiates hyperparameters of the training loss only; {name!r} is read by the "
@@ -213,6 +213,18 @@ def hparams_read_by(fn: Callable[..., Any], hparams: HParams, *args: Any) -> set
         *args: the other arguments (values or `jax.ShapeDtypeStruct`s).
     """
     return _names_read(jax.make_jaxpr(fn)(_abstract(dict(hparams)), *_abstract(args)), hparams)
+
+
+def _on_data(loop: Loop, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn(h, *args, loop)` as a function of `(h, *args, data)`: the loop with `data` for its own, for
+    `hparams_read_by(..., loop.data)`. The loop is closed over, never an argument: `jax.make_jaxpr` keys JAX's
+    own caches (strong, up to 4096 entries, out of `hg.clear_caches()`'s reach) on its arguments' tree
+    structure, whose static fields would be the problem (with its data) and the optimiser function; a
+    closure dies with the call. Traced as the loop was: its data leaves are the same inputs, in order."""
+    def on_data(h, *rest):
+        return fn(h, *rest[:-1], dataclasses.replace(loop, data=rest[-1]))
+
+    return on_data
 
 
 def _names_read(closed: ClosedJaxpr, hparams: HParams) -> set[str]:
@@ -596,13 +608,15 @@ class Implicit(Method):
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
             _check_param_dtypes(params)
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
-            in_loss = hparams_read_by(lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None), hparams, params, loop)
+            in_loss = hparams_read_by(_on_data(loop, lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None)),
+                                      hparams, params, loop.data)
 
             step = _first_step(loop, hparams, params)  # traced once, for three analyses
             in_optimizer = _names_read(step.closed, hparams)
             # The starting point: it moves where training ends (unless it converges to a unique
             # stationary point) but not the stationarity condition, so Implicit would miss that effect.
-            in_init = hparams_read_by(lambda h, lp: lp.init(h, jax.random.key(0)).params, hparams, loop)
+            in_init = hparams_read_by(_on_data(loop, lambda h, lp: lp.init(h, jax.random.key(0)).params),
+                                      hparams, loop.data)
             reads_params = _optimizer_reads_params(step)
             centres = _update_subtracts_a_partial_mean(step)
         except KeyError as err:  # most often a hyperparameter nobody passed
