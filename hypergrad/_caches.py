@@ -77,9 +77,14 @@ def clear_caches() -> None:
     objective's description (its study fingerprint's) differs from the one its programs were traced
     under (`hypergrad.store.studying`).
 
-    Memory: this drops hypergrad's references to its programs; JAX keeps caches of its own (per
-    traced function and argument shape, bounded by JAX), which a long session making many distinct
-    programs (a sweep over num_steps or data shapes) empties with `jax.clear_caches()`."""
+    Memory: this drops hypergrad's references to its programs; it does not empty JAX's own caches,
+    and not all of those are bounded: JAX's trace cache (`trace_to_jaxpr` in JAX's partial_eval)
+    keeps a jaxpr of each of jax.numpy's functions (`jnp.multiply`, `jnp.where`, `jax.nn.relu`, ...)
+    at each argument shape it has met, without limit, for the life of the process. A long session
+    that traces at many new shapes (a sweep over num_steps, data shapes or layer sizes; scikit-learn
+    fits of new structures) grows by tens of entries per new program however often it calls this;
+    only `jax.clear_caches()` empties that cache (it also drops JAX's compiled executables, so every
+    jitted function compiles again on its next call)."""
     for clear in _clears:
         clear()
 

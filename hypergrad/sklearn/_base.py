@@ -125,12 +125,15 @@ def cached_program(key: Hashable, make: Callable[[], Any]) -> Any:
     `check_estimator` fits dozens). At most 32 kept, least recently used dropped; emptied by
     `hg.clear_caches()`. A program must be all that its fits compile (`make()` jits a function
     of its own, not a module-level one, whose jit would keep every shape's executable, and the
-    arguments go through `on_device`), so the cap bounds a loop of fits on data of many shapes and
-    `hg.clear_caches()` frees what they compiled. Memory: a program may hold the training data of
-    the fit that built it (its problem's splits, which later fits replace by their own arguments),
-    so on large data call `hg.clear_caches()` once done fitting. Thread-safe: a program cleared
-    or evicted by another thread is a miss (made again); two threads missing at once each make
-    one, and the later replaces the earlier."""
+    arguments go through `on_device`), so the cap bounds the programs a loop of fits on data of many
+    shapes keeps, and `hg.clear_caches()` drops them. Neither bounds JAX's own trace cache: tracing
+    a program at a new shape or structure adds jaxprs of jax.numpy's functions at that shape (tens
+    per fit), which JAX keeps without limit; a long sweep over structures or shapes frees them with
+    `jax.clear_caches()` (after which every program compiles again). Memory: a program may hold the
+    training data of the fit that built it (its problem's splits, which later fits replace by their
+    own arguments), so on large data call `hg.clear_caches()` once done fitting. Thread-safe: a
+    program cleared or evicted by another thread is a miss (made again); two threads missing at once
+    each make one, and the later replaces the earlier."""
     key = key, _compile.trace_settings()  # a program traced under other JAX settings computes otherwise
     with _PROGRAMS_LOCK:
         if key in _PROGRAMS:
