@@ -177,10 +177,14 @@ def _unreadable(path: str, err: Exception) -> ValueError:
                       "damaged or is not SQLite; give another path (a new file is created), or restore a copy")
 
 
-def _connect(path: str, create: bool = True) -> sqlite3.Connection:
+def _connect(path: str, create: bool = True) -> sqlite3.Connection | None:
     """A connection in autocommit mode (transactions begun explicitly), WAL, 30 s busy timeout, the
-    schema created if missing (`create`; readers write nothing). Raises `ValueError` for a file that
-    is not a readable store."""
+    schema created if missing (`create`). A reader's (`create` False) writes nothing and is left in one
+    read transaction, ended by closing it: its format check and every read after it are one state of
+    the file (in WAL, the snapshot of its first read), so a commit of another process between two
+    reads (a tune step's trials and checkpoint) is not half seen; and a reader gets None for a file
+    with no tables yet, a store another process is creating (its schema not committed yet) or an empty
+    file. Raises `ValueError` for a file that is not a readable store."""
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"storage={path!r} must be a path to a SQLite file (created if missing)")
     path = os.fspath(path)
@@ -195,6 +199,11 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
                 # (another SQLite database, an Optuna one say, is refused below, never written)
                 _to_wal(conn)  # kept by the file
                 conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # one transaction: one sync
+        else:
+            conn.execute("BEGIN")
+            if not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                conn.close()
+                return None
         fmt = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
     except sqlite3.DatabaseError as err:
         raise _unreadable(path, err) from err
@@ -410,6 +419,8 @@ def _refuse_other_settings_early(storage: Any, study: Any) -> None:
             return
         conn = _connect(path, create=False)
     except (ValueError, OSError):
+        return
+    if conn is None:  # no tables yet: no study
         return
     try:
         row = conn.execute("SELECT state, info FROM studies WHERE name = ?", (study,)).fetchone()
@@ -1327,12 +1338,12 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
     path = os.fspath(storage)
     if not os.path.exists(path):
         raise ValueError(f"storage={path!r} does not exist; give the path of a study file")
-    conn = _connect(path, create=False)
+    conn = _connect(path, create=False)  # in one read transaction: row, names, trials and checkpoint of one commit
+    if conn is None:  # a file with no tables yet (another process creating the store): no study in it
+        raise ValueError(f"study={study!r} is not in {path}; it holds [] (no tables yet: a store file another "
+                         "process is creating, or an empty file)")
     try:
         try:
-            # one read transaction: the row, names, trials and checkpoint are one state of the file (in WAL, the
-            # snapshot of the first read), not a checkpoint another process committed after the trials were read
-            conn.execute("BEGIN")
             row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info, fingerprint FROM studies "
                                "WHERE name = ?", (study,)).fetchone()
             names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY name")]
@@ -1389,15 +1400,17 @@ def _proven_by_fingerprint(info: Any, stored: Any) -> Any:
 
 
 def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
-    """The studies a store file holds, by name. Raises `ValueError` for an unreadable file."""
+    """The studies a store file holds, by name (none for a file with no tables yet, a store another process is
+    creating). Raises `ValueError` for an unreadable file."""
     if isinstance(storage, (str, os.PathLike)):
         _refuse_url(os.fsdecode(os.fspath(storage)))
     if not isinstance(storage, (str, os.PathLike)) or not os.path.exists(storage):
         raise ValueError(f"storage={storage!r} does not exist; give the path of a study file")
     path = os.fspath(storage)
-    conn = _connect(path, create=False)
+    conn = _connect(path, create=False)  # one snapshot for the rows and `_best_value`'s reads
+    if conn is None:  # a file with no tables yet (another process creating the store): no study in it
+        return []
     try:
-        conn.execute("BEGIN")  # one snapshot for the rows and `_best_value`'s reads (`load_study`)
         rows = conn.execute(
             "SELECT s.name, s.kind, s.strategy, s.state, s.created, s.updated, COUNT(t.number), "
             "MIN(CASE WHEN t.state != 'fail' AND typeof(t.value) = 'real' AND abs(t.value) < 9e999 THEN t.value END), "

@@ -101,3 +101,25 @@ def test_a_store_locked_past_the_busy_timeout_is_said_to_be_locked_not_damaged(t
         holder.execute("ROLLBACK")
         holder.close()
     store.open_study(path, "s", kind="random", fingerprint={"format": store.FINGERPRINT_FORMAT}).close()
+
+
+def test_a_store_file_being_created_reads_as_holding_no_study_not_as_damaged(tmp_path):
+    """A reader polling a file another process is creating (the file exists, its schema not yet committed) was
+    told 'not a readable hypergrad study file (no such table: meta): it was truncated, damaged'."""
+    path = str(tmp_path / "new.db")
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("PRAGMA journal_mode = WAL")  # as `_connect` creates a store: WAL, then the schema in one
+    creator.execute("BEGIN IMMEDIATE")  # transaction, not committed yet
+    creator.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    try:
+        assert hg.list_studies(path) == []
+        with pytest.raises(ValueError, match=r"study='s' is not in .*; it holds \[\]"):
+            hg.load_study(path, "s")
+    finally:
+        creator.execute("ROLLBACK")
+        creator.close()
+    store.open_study(path, "s", kind="random", fingerprint={"format": store.FINGERPRINT_FORMAT}).close()
+    assert [s.name for s in hg.list_studies(path)] == ["s"]
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")  # an empty file: no study either
+    assert hg.list_studies(str(empty)) == []
