@@ -88,6 +88,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import math
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -110,6 +111,7 @@ with its function, and the objective's data with the objective; at most `_MAX_PR
 oldest dropped first), `_MAX_PROBES_EACH` (method, T) pairs each."""
 _MAX_PROBES = 64
 _MAX_PROBES_EACH = 16
+_PROBES_LOCK = threading.Lock()
 _caches.register(_PROBES.clear)
 _CHECKING: contextvars.ContextVar[Any] = contextvars.ContextVar("hypergrad_reversible_checking", default=None)
 """The objective `Reversible.check` is checking, told of each probe made for it (`_compile.note_trace`)."""
@@ -479,23 +481,25 @@ class Reversible(Method):
         the function (the table's key) or the loop would keep its entry, the problem, the data and (through
         `with_fixed`'s optimiser) the objective alive for good. The probe is traced only while `loop` is
         alive (here, and on a retrace from this method), so the reference is never dead when called."""
-        try:
-            table = _PROBES.get(loop.optimizer_fn)
-        except TypeError:  # an optimiser function that cannot be weakly referenced: not held
-            table, optimizer = {}, loop.optimizer
-        else:
-            optimizer = dataclasses.replace(loop, problem=None, data={},
-                                            optimizer_fn=_WeakOptimizer(loop.optimizer_fn)).optimizer
-            if table is None:
-                while len(_PROBES) >= _MAX_PROBES:  # the oldest function's probes go first
-                    _PROBES.pop(next(iter(_PROBES)), None)
-                table = _PROBES.setdefault(loop.optimizer_fn, {})
-        if (self, T) not in table:
-            while len(table) >= _MAX_PROBES_EACH:
-                table.pop(next(iter(table)))
-            table[(self, T)] = jax.jit(self._probe_program(optimizer, T))
-            _compile.note_trace(_CHECKING.get())  # traced at its first call, just after
-        return table[(self, T)]
+        with _PROBES_LOCK:  # the oldest entries go first; two threads evicting at once must not meet
+            try:
+                table = _PROBES.get(loop.optimizer_fn)
+            except TypeError:  # an optimiser function that cannot be weakly referenced: not held
+                table, optimizer = {}, loop.optimizer
+            else:
+                optimizer = dataclasses.replace(loop, problem=None, data={},
+                                                optimizer_fn=_WeakOptimizer(loop.optimizer_fn)).optimizer
+                if table is None:
+                    for old in list(_PROBES)[:max(0, len(_PROBES) - _MAX_PROBES + 1)]:
+                        _PROBES.pop(old, None)
+                    table = _PROBES.setdefault(loop.optimizer_fn, {})
+            probe = table.get((self, T))
+            if probe is None:
+                for old in list(table)[:max(0, len(table) - _MAX_PROBES_EACH + 1)]:
+                    table.pop(old, None)
+                probe = table[(self, T)] = jax.jit(self._probe_program(optimizer, T))
+                _compile.note_trace(_CHECKING.get())  # traced at its first call, just after
+        return probe
 
     def _probe_program(self, optimizer, T: int):
         """The pure probe of `_probe`: (stacked points, params, size, rate, phase) -> the worst
