@@ -630,7 +630,7 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
         # creates the file (tens of milliseconds of syncs) while the first chunk computes; another
         # process's lease surfaces at a commit (another thread's claim here, at once)
         return StudyWriter(None, path, study, space, created=created, claim=_claim(path, study),
-                           setup=lambda: _opened(path, study, kind, fingerprint, describe, created, settings)[0])
+                           setup=lambda: _created_here(path, study, kind, fingerprint, describe, created, settings))
     try:
         claim = _claim(path, study)
         try:
@@ -672,6 +672,25 @@ def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],
         conn.close()
         raise
     return conn, resumed
+
+
+def _created_here(path: str, study: str, kind: str, fingerprint: dict[str, Any],
+                  describe: Callable[[], dict[str, Any]] | None, created: float,
+                  settings: dict[str, Any] | None) -> sqlite3.Connection:
+    """`_opened` for a study whose file did not exist when this call opened it (`open_study`'s set-up in
+    the writer's thread, while the first chunk computes): its connection. `RuntimeError`, before anything
+    of this call is written, when the study was in the file by then: another process started it at the
+    same moment and its writer has ended (its lease was free), so this call, which computes and logs
+    the study afresh instead of resuming it, would write its trials again (an IntegrityError)."""
+    conn, resumed = _opened(path, study, kind, fingerprint, describe, created, settings)
+    if not resumed:
+        return conn
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("DELETE FROM leases WHERE study = ? AND pid = ?", (study, os.getpid()))
+    conn.close()
+    raise RuntimeError(f"study {study!r} in {path} was started by another process at the same moment as this call, "
+                       "which found no file and began it afresh; that process's writer has ended, and nothing of "
+                       "this call was written. Run the same call again to resume the study")
 
 
 def _reader(path: str, study: str, kind: str, fingerprint: dict[str, Any], space: Space | None,

@@ -123,3 +123,40 @@ def test_a_store_file_being_created_reads_as_holding_no_study_not_as_damaged(tmp
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")  # an empty file: no study either
     assert hg.list_studies(str(empty)) == []
+
+
+def test_a_study_another_process_started_in_a_new_file_meanwhile_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch):
+    """Two processes starting the same study in a new file at once: the one whose set-up (in its writer's thread)
+    came second, once the first had finished, took the study's free lease as its own new study and wrote its
+    trial 0 again: a raw 'sqlite3.IntegrityError: UNIQUE constraint failed: trials.study, trials.number'."""
+    path = str(tmp_path / "new.db")
+    call = {"format": store.FINGERPRINT_FORMAT}
+    opened = store._opened
+
+    def the_other_process_first(*args, **kwargs):  # it creates the study, commits trial 0 and ends
+        monkeypatch.setattr(store, "_opened", opened)
+        conn = store._connect(path)
+        with store._transaction(conn, path):
+            store._register(conn, path, "s", "random", call, created=1.0)
+            conn.execute(f"INSERT INTO trials (study, {store._TRIAL_COLUMNS}, runs, step) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", store._trial_row("s", _trial(0), None, None))
+        conn.close()
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_opened", the_other_process_first)
+    writer = store.open_study(path, "s", kind="random", fingerprint=call)  # no file yet: set up in the background
+    try:
+        writer.add(_trial(0))
+        with pytest.raises(RuntimeError, match="started by another process at the same moment"):
+            writer.commit()
+            writer.flush()
+    finally:
+        writer.close()
+    conn = sqlite3.connect(path)
+    try:  # the other's study as it left it, its lease free
+        assert conn.execute("SELECT number, value FROM trials").fetchall() == [(0, 1.0)]
+        assert conn.execute("SELECT created FROM studies").fetchall() == [(1.0,)]
+        assert conn.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+    finally:
+        conn.close()
