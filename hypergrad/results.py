@@ -1083,7 +1083,9 @@ class TrialRecorder:
     With a study (`sink`), each record also names it: "study", and "storage" (the file's real path)
     and "study_created" (its creation time), which tell it from a study of the same name in another
     file or a deleted one. The log holds one record per trial of the study across kills and resumes:
-    the log runs up to a chunk (or step) ahead of the study's commits, so a resumed call recomputes
+    the log runs up to a chunk (or step) ahead of the study's commits (a new study's first records wait
+    for its first commit: another process that started the same study at the same moment refuses
+    this call there, and its trials are not this study's), so a resumed call recomputes
     the trials of a process killed in between; it reads the log once when it opens (O(log size))
     and leaves out the trials the log already holds for this strategy and study, whose records the
     recomputation repeats (resumes are exact). Another study of the same name (another file, or a
@@ -1128,6 +1130,10 @@ class TrialRecorder:
         identity = None if writer is None else writer.identity
         self._study = {} if writer is None else {"study": writer.study, **(identity or {})}
         self._logged: set[int] = set()
+        # a new study's records, held until its first commit returns: the study is then this call's (a study of
+        # the same name that another process started at the same moment refuses this call at that commit,
+        # `hypergrad.store.StudyWriter`, and its trials must not be logged as this call's)
+        self._held: list[str] | None = [] if writer is not None and not writer.resumed else None
         # several processes: each report shares process 0's log outcome and every process's progress call's
         # (progress may be given on some processes alone: each report shares the outcome whatever was given)
         self._shares_outcome = jax.process_count() > 1
@@ -1156,15 +1162,25 @@ class TrialRecorder:
             return
         self.trials.append(trial)
         if self._log is not None and trial.number not in self._logged and self._log_error is None:
-            try:
-                self._log.write(json.dumps({"strategy": self.strategy, **self._study, **trial.to_dict()}) + "\n")
-                self._log.flush()
-            except OSError as err:
-                if not self._shares_log:
-                    raise
-                self._log_error = err  # raised by `report`, on every process
+            record = json.dumps({"strategy": self.strategy, **self._study, **trial.to_dict()}) + "\n"
+            if self._held is not None:
+                self._held.append(record)
+            else:
+                self._write(record)
         if self._sink is not None:
             self._sink.add(trial)
+
+    def _write(self, record: str) -> None:
+        """Appends one log record (one write: whole lines when several processes append to one log)."""
+        if self._log is None or self._log_error is not None:
+            return
+        try:
+            self._log.write(record)
+            self._log.flush()
+        except OSError as err:
+            if not self._shares_log:
+                raise
+            self._log_error = err  # raised by `report`, on every process
 
     def holds(self, number: int) -> bool:
         """Whether a resumed study already holds trial `number` (`add` then keeps the stored one)."""
@@ -1183,6 +1199,9 @@ class TrialRecorder:
         transaction), then prints a progress line."""
         if self._sink is not None:
             self._sink.commit(checkpoint)
+            held, self._held = self._held or [], None  # the study is this call's: its held records go out
+            for record in held:
+                self._write(record)
         error = self._log_error
         if error is None and self._progress is not None:
             self._tally()

@@ -6,6 +6,7 @@ snapshots and called a study whose next step landed between them damaged ("trial
 by hand?) ... Use another study name").
 """
 
+import json
 import sqlite3
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import store
-from hypergrad.results import Trial
+from hypergrad.results import Trial, TrialRecorder
 
 TUNE_CALL = {"format": store.FINGERPRINT_FORMAT, "arguments": {"steps": 10, "warmup": 0}}
 
@@ -132,19 +133,7 @@ def test_a_study_another_process_started_in_a_new_file_meanwhile_is_refused_befo
     trial 0 again: a raw 'sqlite3.IntegrityError: UNIQUE constraint failed: trials.study, trials.number'."""
     path = str(tmp_path / "new.db")
     call = {"format": store.FINGERPRINT_FORMAT}
-    opened = store._opened
-
-    def the_other_process_first(*args, **kwargs):  # it creates the study, commits trial 0 and ends
-        monkeypatch.setattr(store, "_opened", opened)
-        conn = store._connect(path)
-        with store._transaction(conn, path):
-            store._register(conn, path, "s", "random", call, created=1.0)
-            conn.execute(f"INSERT INTO trials (study, {store._TRIAL_COLUMNS}, runs, step) VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", store._trial_row("s", _trial(0), None, None))
-        conn.close()
-        return opened(*args, **kwargs)
-
-    monkeypatch.setattr(store, "_opened", the_other_process_first)
+    _other_process_first(monkeypatch, path, call)
     writer = store.open_study(path, "s", kind="random", fingerprint=call)  # no file yet: set up in the background
     try:
         writer.add(_trial(0))
@@ -160,3 +149,54 @@ def test_a_study_another_process_started_in_a_new_file_meanwhile_is_refused_befo
         assert conn.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
     finally:
         conn.close()
+
+
+def _other_process_first(monkeypatch, path, call):
+    """Patches `store._opened` so that, just before this call's set-up opens the new file, another process has
+    created study 's' in it, committed its trial 0 and ended."""
+    opened = store._opened
+
+    def the_other_process_first(*args, **kwargs):
+        monkeypatch.setattr(store, "_opened", opened)
+        conn = store._connect(path)
+        with store._transaction(conn, path):
+            store._register(conn, path, "s", "random", call, created=1.0)
+            conn.execute(f"INSERT INTO trials (study, {store._TRIAL_COLUMNS}, runs, step) VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", store._trial_row("s", _trial(0), None, None))
+        conn.close()
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_opened", the_other_process_first)
+
+
+def test_a_call_refused_a_study_started_at_the_same_moment_logs_none_of_its_trials(tmp_path, monkeypatch):
+    """The losing call of finding 2 had appended its first chunk's records (or all of them) to the shared log,
+    under a study_created no study in the file has: the log showed trials 0.. twice."""
+    path, log = str(tmp_path / "new.db"), tmp_path / "log.jsonl"
+    call = {"format": store.FINGERPRINT_FORMAT}
+    _other_process_first(monkeypatch, path, call)
+    writer = store.open_study(path, "s", kind="random", fingerprint=call)
+    recorder = TrialRecorder("random", str(log), None, total=2, sink=writer)
+    try:
+        recorder.add(_trial(0))
+        recorder.add(_trial(1))
+        with pytest.raises(RuntimeError, match="started by another process at the same moment"):
+            recorder.report()
+    finally:
+        recorder.close()
+        writer.close()
+    assert log.read_text() == ""
+    # a new study this call does start logs its trials at its first commit, each once
+    writer = store.open_study(str(tmp_path / "other.db"), "s", kind="random", fingerprint=call)
+    recorder = TrialRecorder("random", str(log), None, total=2, sink=writer)
+    try:
+        recorder.add(_trial(0))
+        recorder.add(_trial(1))
+        recorder.report()
+        writer.flush()
+    finally:
+        recorder.close()
+        writer.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["number"] for r in records] == [0, 1]
+    assert {r["study_created"] for r in records} == {hg.list_studies(str(tmp_path / "other.db"))[0].created}
