@@ -1344,10 +1344,10 @@ def _read_checkpoint(conn: sqlite3.Connection, path: str, study: str) -> dict | 
 
 def load_study(storage: str | os.PathLike, study: str) -> Result:
     """The `Result` of a stored study: its trials in order (a study still running, or killed, gives
-    those stored so far: all read in one transaction, so as of one commit of its writer), with the strategy, cost and info of its call once it has finished. A
-    random search study's info also holds the fingerprint format, `NUMERICS` and objective digest its
-    stored call proves, finished or not (`_proven_by_fingerprint`), which `random_search(extends=...)`
-    reads.
+    those stored so far, all read in one transaction: the study as of one commit of its writer), with
+    the strategy, cost and info of its call once it has finished. A random search study's info also
+    holds the fingerprint format, `NUMERICS` and objective digest its stored call proves, finished or
+    not (`_proven_by_fingerprint`), which `random_search(extends=...)` reads.
 
     Raises:
         ValueError: the file is unreadable, holds no such study (the message lists those it holds),
