@@ -1,9 +1,11 @@
 """The study store read and opened while another process writes or creates it (hunt CONCURRENCY, session 33).
 
-Interleavings are made by hand (a hook commits between two reads; a second connection holds a lock), so every
-test is deterministic: `load_study` of a running tune study read its trials and its checkpoint in separate
-snapshots and called a study whose next step landed between them damaged ("trial(s) [...] missing (rows deleted
-by hand?) ... Use another study name").
+Interleavings are made by hand (a hook commits between two reads or just before a set-up; a second connection
+holds a lock), so the tests are deterministic: `load_study` of a running tune study read its trials and its
+checkpoint in separate snapshots and called a study whose next step landed between them damaged ("trial(s) [...]
+missing (rows deleted by hand?) ... Use another study name"); a new file opened by two processes at once, or read
+while being created, was called "truncated, damaged"; a call that lost a race to start the same study in a new
+file crashed with a raw IntegrityError and left its trials in the shared log.
 """
 
 import json
