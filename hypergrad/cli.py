@@ -31,11 +31,12 @@ with exit status 130 and says where the partial trials are (`_ctrl_c_honoured`).
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
-descends. At equal wall time every strategy gets the seconds the slowest one took (compilation
-included); at equal execution time, the most seconds any one's trials took executing (compilation
-left out, so a warm or cold persistent cache changes nothing there). Random search, the quickest
-per trial, is continued with the same key past its budget until it has spent both (at most
-`EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid. The report says how
+descends (`--resample-key`: each outer step on a fresh training key). At equal wall time every
+strategy gets the seconds the slowest one took (compilation included); at equal execution time,
+the most seconds any one's trials took executing (compilation left out, so a warm or cold
+persistent cache changes nothing there). Random search, the quickest per trial, is continued with
+the same key past its budget until it has spent both (at most `EQUAL_TIME_CAP` times its budget's
+trials); grid search stops at its grid. The report says how
 many seconds each strategy spent compiling and whether its programs came from a warm cache
 (`_provenance`). The summary says, from the run's own numbers, which strategy's pick did best on
 test at equal compute, at equal wall time and at equal execution time, and whether the two
@@ -91,6 +92,8 @@ POPULATION = 8
 """Tuners of the gradient strategy (halved down to one as it goes)."""
 WARMUP_SHARE = 0.25
 """Share of the gradient strategy's budget spent on its random-search warm-up."""
+RESAMPLE_WORDS = ", a fresh training key per outer step"
+"""What the plan's description adds under `--resample-key`."""
 EQUAL_TIME_CAP = 10
 """At equal wall time random search continues to at most this many times its budget's trials."""
 MARKER = ".hypergrad-compare.json"
@@ -406,6 +409,12 @@ def _progress(say: Callable[[str], None] | None, stop: Callable[[], None]) -> Ca
     return report
 
 
+def _resamples(args: argparse.Namespace) -> bool:
+    """Whether `--resample-key` asks the gradient strategy for a fresh training key per outer step (a
+    namespace built without the option, as a caller of `_run_strategies` may build one: no)."""
+    return bool(vars(args).get("resample_key", False))
+
+
 def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_carry_on) -> dict[str, hg.Result]:
     """Tune, random search and grid search, each within the plan's share of the budget, one after
     the other, each with where its programs came from (`_measured`).
@@ -424,6 +433,7 @@ def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_c
     progress = _progress(say, stop)
     runs = {
         "hypergradient": lambda: hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
+                                         resample_key=_resamples(args),
                                          steps=plan["tune_steps"], population=plan["population"],
                                          warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress,
                                          warmup_chunk_size=chunk_for(plan["warmup"]) if plan["warmup"] else None),
@@ -927,7 +937,8 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     log = os.path.join(out, "trials.jsonl")  # a new file: `_compare` set the previous run's aside
     if say:
         say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
-            f"{_gradient_words(plan)}; {plan['random_trials']} random trials; "
+            f"{_gradient_words(plan)}{RESAMPLE_WORDS if _resamples(args) else ''}; "
+            f"{plan['random_trials']} random trials; "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
     started = time.perf_counter()
     results = _run_strategies(args, objective, space, key, method, plan, log, say, stop)
@@ -1145,7 +1156,7 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         f"Budget: {args.budget:g} training runs (T={objective.num_steps} steps each) per strategy; seed {args.seed}; "
         f"{elapsed:.0f}s wall in all.",
         f"Plan: `hypergradient` is `tune` with {_gradient_words(plan)} (Reverse, Adam {args.outer_lr} in "
-        "unconstrained coordinates); "
+        "unconstrained coordinates" + (RESAMPLE_WORDS if _resamples(args) else "") + "); "
         f"{plan['random_trials']} random trials; a {plan['grid_points_per_axis']}-point grid per axis.",
         "",
         "Space: " + ", ".join(f"`{name}`: {dist}" for name, dist in space.items),
@@ -1318,6 +1329,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="jax.random.key(SEED) of every strategy (default: %(default)s)")
     cmp.add_argument("--outer-lr", type=_POSITIVE, default=0.1,
                      help="Adam step of tune, unconstrained coordinates (default: %(default)s)")
+    cmp.add_argument("--resample-key", action="store_true",
+                     help="train each outer step of the gradient strategy on a fresh key (tune(resample_key=True)), "
+                          "so that a tuned schedule or per-example weights do not fit one key's noise; its pick is "
+                          "then among the trials scored on the run's key (the warm-up's and each tuner's final "
+                          "iterate) (default: one key for every step)")
     cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
                      help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
                           "segment (about sqrt(T); default: no checkpointing)")
