@@ -18,6 +18,7 @@ import os
 import re
 import resource
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -251,6 +252,12 @@ def fmt(x, spec: str) -> str:
 CLASSES = ["matrix products", "sums to hyperparameters", "other reductions", "elementwise",
            "transposes and copies", "store a state", "load a state", "buffer initialisation"]
 NOT_OPS = re.compile(r"^\$|Thunk|Pjit|Execute|^while|^end: |Wait|ThreadpoolListener|ParseArguments|PythonRef")
+
+
+def median_range(values, spec: str = ".4f") -> str:
+    """'median [min-max]' of `values`, each formatted with `spec` (how the quality tables summarise seeds)."""
+    values = list(values)
+    return f"{statistics.median(values):{spec}} [{min(values):{spec}}-{max(values):{spec}}]"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -41,7 +41,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from sklearn.metrics import roc_auc_score
 
 import hypergrad as hg
 from hypergrad import cli
@@ -62,10 +61,10 @@ def _without(space: hg.Space, name: str) -> hg.Space:
     return hg.Space({key: dist for key, dist in space.items if key != name})
 
 
-def _auc(trial, corrupted: np.ndarray) -> float:
-    """ROC AUC of the pick's example weights as a score for 'clean' (high weight) against the flips."""
-    weights = np.asarray(trial.hparams["example_weight"], np.float64)
-    return float(roc_auc_score(~corrupted, weights)) if weights.shape == corrupted.shape else float("nan")
+def _auc(result, corrupted: np.ndarray) -> float:
+    """ROC AUC with which the pick's example weights mark the flipped examples (a lower weight, a flip), as
+    `hypergrad compare`'s report computes it."""
+    return float(cli._weights_against_corruption({"pick": result}, corrupted)["pick"][2])
 
 
 def one_seed(objective, space, corrupted: np.ndarray, seed: int, budget: float) -> dict:
@@ -88,16 +87,12 @@ def one_seed(objective, space, corrupted: np.ndarray, seed: int, budget: float) 
     for name in STRATEGIES:
         hg.clear_caches()
         started = time.perf_counter()
-        best = runs[name]().best_trial
-        record[name] = {"accuracy": float(best.scores["test_accuracy"]),
-                        "auc": _auc(best, corrupted) if name.startswith("population") else None,
+        result = runs[name]()
+        record[name] = {"accuracy": float(result.best_trial.scores["test_accuracy"]),
+                        "auc": _auc(result, corrupted) if name.startswith("population") else None,
                         "seconds": time.perf_counter() - started}
         log(f"seed {seed} {name}: test accuracy {record[name]['accuracy']:.4f}")
     return record
-
-
-def _summary(values: list[float]) -> str:
-    return f"{statistics.median(values):.4f} [{min(values):.4f}-{max(values):.4f}]"
 
 
 def render(records: list[dict]) -> tuple[list[str], list[str]]:
@@ -108,7 +103,7 @@ def render(records: list[dict]) -> tuple[list[str], list[str]]:
     for name in STRATEGIES:
         accuracy = [r[name]["accuracy"] for r in records]
         auc = [r[name]["auc"] for r in records] if name.startswith("population") else None
-        summary.append([name, _summary(accuracy), _summary(auc) if auc else "n/a"])
+        summary.append([name, common.median_range(accuracy), common.median_range(auc) if auc else "n/a"])
     random = [r["random"]["accuracy"] for r in records]
     verdicts = []
     for name in STRATEGIES[:3]:

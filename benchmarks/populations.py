@@ -301,11 +301,6 @@ def _random_within(objective, space, key, rand, seconds: float, by: str, tries: 
         made = _total(result, "seconds")
     raise RuntimeError(f"random search never outlasted the population's {seconds:.1f} s ({by}) in {tries} calls")
 
-def _spread(values, spec: str = ".4f") -> str:
-    values = list(values)
-    return f"{statistics.median(values):{spec}} [{min(values):{spec}}-{max(values):{spec}}]"
-
-
 def _range(values) -> float:
     return max(values) - min(values)
 
@@ -321,9 +316,9 @@ def render_quality(records, args) -> tuple[list[str], list[str]]:
                 p, s, f"{statistics.median(r['runs'][s] for r in rs):.1f}",
                 f"{statistics.median(r['wall'][s] for r in rs):.1f}",
                 f"{statistics.median(r['compile'][s] for r in rs):.1f}",
-                _spread(r["compute"][s]["val_loss"] for r in rs),
-                _spread([r["compute"][s]["test_loss"] for r in rs]),
-                _spread([r["compute"][s]["test_accuracy"] for r in rs])])
+                common.median_range(r["compute"][s]["val_loss"] for r in rs),
+                common.median_range([r["compute"][s]["test_loss"] for r in rs]),
+                common.median_range([r["compute"][s]["test_accuracy"] for r in rs])])
         pop_acc = [r["compute"]["population"]["test_accuracy"] for r in rs]
         for label, n_key, pick_key, wall in (("compilation included", "n_wall", "random_wall", lambda r: r["pop_seconds"]),
                                              ("execution only", "n_exec", "random_exec", lambda r: r["pop_exec"])):
@@ -333,12 +328,12 @@ def render_quality(records, args) -> tuple[list[str], list[str]]:
             wins = sum(a > b for a, b in zip(pop_acc, rand_acc))
             ties = sum(a == b for a, b in zip(pop_acc, rand_acc))
             fixed = "n/a" if label == "execution only" else f"{statistics.median(r['fixed'] for r in rs):.1f}"
-            wall_rows.append([p, label, _spread([wall(r) for r in rs], ".1f"), fixed,
+            wall_rows.append([p, label, common.median_range([wall(r) for r in rs], ".1f"), fixed,
                               f"{statistics.median(r['per_trial'] for r in rs) * 1e3:.2f}",
                               f"{statistics.median(r[n_key] for r in rs):.0f} [{min(r[n_key] for r in rs)}-{max(r[n_key] for r in rs)}]",
-                              _spread([r["compute"]["population"]["test_loss"] for r in rs]),
-                              _spread([r[pick_key]["test_loss"] for r in rs]),
-                              _spread(pop_acc), _spread(rand_acc), f"{diff:+.4f}", f"{spread:.4f}",
+                              common.median_range([r["compute"]["population"]["test_loss"] for r in rs]),
+                              common.median_range([r[pick_key]["test_loss"] for r in rs]),
+                              common.median_range(pop_acc), common.median_range(rand_acc), f"{diff:+.4f}", f"{spread:.4f}",
                               f"{wins} / {ties} / {len(rs) - wins - ties}"])
             if label == "compilation included" and p in ("digits-noisy", "digits-mlp"):
                 if p == "digits-noisy":
