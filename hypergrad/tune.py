@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -65,11 +66,13 @@ def _check_tuned_objective(objective: Any) -> None:
     check_objective(objective)
 
 
-def _check_tune_args(objective: Any, space: Any, method: Any) -> None:
+def _check_tune_args(objective: Any, space: Any, method: Any, hold: Any = None) -> tuple[str, ...]:
+    """Refuses a bad objective, space, method or `hold=`; returns the held names (`_checked_hold`)."""
     _check_tuned_objective(objective)
     check_space(space)
     check_method(method)
     space.check_differentiable(f"tune(method={method!r})")
+    return _checked_hold(hold, space)
 
 
 def _check_population_args(population: Any, init: Any, warmup: Any, halving: Any,
@@ -229,13 +232,17 @@ def _name(method: Method, population: int) -> str:
     return f"tune[{method}]" if population == 1 else f"tune[{method}, population={population}]"
 
 
-def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key) -> float:
-    """FLOPs of one hypergradient of `method` (one outer step), counted by `hypergrad.accounting`."""
-    return accounting.hypergradient_flops(objective, method, hparams, key)
+def hypergradient_flops(objective: Objective, method: Method, hparams: HParams, key: Key,
+                        held: HParams | None = None) -> float:
+    """FLOPs of one hypergradient of `method` (one outer step), counted by `hypergrad.accounting`;
+    `held`: hyperparameters held fixed (`Objective.with_fixed`, as `tune(hold=...)` holds them)."""
+    return accounting.hypergradient_flops(objective, method, hparams, key, held=held)
 
 
-def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method = Reverse()) -> float:
-    """Compute of one outer step of `tune` in training-run equivalents (for budgeting).
+def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method = Reverse(),
+                   hold: Sequence[str] | None = None) -> float:
+    """Compute of one outer step of `tune` in training-run equivalents (for budgeting); `hold`
+    as in `tune` (the step of a tuner holding those names at the space's centre).
 
     Raises:
         ValueError: for a bad objective, space, key or method (as `tune` checks them), before
@@ -246,8 +253,11 @@ def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method 
     key = check_key(key)
     check_method(method)
     space.check_differentiable("tune_step_cost")
+    hold = _checked_hold(hold, space)
     hparams = space.centre()
-    return hypergradient_flops(objective, method, hparams, key) / run_flops(objective, hparams, key)
+    tuned, held = _split(hparams, hold)
+    _check_method_held(objective, method, tuned, held)
+    return hypergradient_flops(objective, method, tuned, key, held) / run_flops(objective, hparams, key)
 
 
 def tune(
@@ -265,6 +275,7 @@ def tune(
     chunk_size: int | str | None = None,
     warmup_chunk_size: int | None = None,
     resample_key: bool = False,
+    hold: Sequence[str] | None = None,
     log: Any = None,
     progress: Any = False,
     storage: Any = None,
@@ -339,6 +350,16 @@ def tune(
             (`info["final_trials"]`): compare those with a search's trials. The noise of a random
             estimate (ES, PES) is fresh at every step either way: without resampling, only the
             noise moves on; with it, each step's estimate is `hg.hypergradient` on its step's key.
+        hold: names of hyperparameters of `space` that each tuner keeps where it starts (its `init`,
+            its sample, or its warm-up trial's values) while it descends the others: they enter
+            the objective as held values (`Objective.with_fixed`, as `hg.hybrid_search` holds a
+            configuration's choices), are not differentiated, and every trial records them. For
+            a method that cannot differentiate some of them (`hg.Implicit` and an optimiser's
+            learning rate or momentum: `hold=("lr", "momentum")` with a warm-up descends the
+            rest from the N best random settings), or to keep what a search found. Bias: each
+            tuner descends the others at its held values, not jointly with them. Cost: the
+            hypergradient of the others only; the held values travel with the tuners' carry.
+            None or (): every hyperparameter of `space` is tuned.
         log: optional JSON-lines path (its directory created if missing); each trial is appended
             as it is produced (with a study, naming it; a resumed call logs each trial once:
             `hypergrad.results.TrialRecorder`).
@@ -372,10 +393,10 @@ def tune(
     with stored_call(storage, study, objective), accounting.sharing_traces(), unread_warned_once():
         with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
                               warmup=warmup, halving=halving, chunk_size=chunk_size,
-                              warmup_chunk_size=warmup_chunk_size, resample_key=resample_key, log=log,
+                              warmup_chunk_size=warmup_chunk_size, resample_key=resample_key, hold=hold, log=log,
                               storage=storage, study=study):  # several processes: a refusal on one stops all
             refuse_disabled_jit()  # first: the checks below would run op by op for seconds before it
-            _check_tune_args(objective, space, method)
+            hold = _check_tune_args(objective, space, method, hold)
             steps, key = check_count(steps, "steps"), check_key(key)
             check_progress(progress)
             check_log_apart(log, storage)
@@ -383,26 +404,26 @@ def tune(
             population, warmup, halving, chunk_size = _check_population_args(population, init, warmup, halving,
                                                                              chunk_size)
             warmup_chunk = _warmup_chunk(warmup, chunk_size, warmup_chunk_size)
-            outer = check_outer(outer, space)  # after the checks that compute nothing: it traces at the space's centre
+            outer = check_outer(outer, _tuned_space(space, hold))  # after the above: it traces at the centre
             # every refusal before the study opens: a study stores the call that opened it and refuses another.
             # These trace (the schedule probe compiles a local program; no collective), so they sit in the block:
             # several processes whose calls differ only in what studying() compares (objective, space, key)
             # may refuse here on one process alone
-            starts = _checked_starts(objective, space, method, init, population, warmup, key)
+            starts = _checked_starts(objective, space, method, init, population, warmup, key, hold)
             centre = space.centre()  # after the method's refusals, which trace nothing
             check_objective_runs(objective, centre, warn_cached=True,
                                  trace=lambda: _counted_run(objective, centre, key, keep=warmup is not None))
-            _check_own_method_output(objective, method, centre if starts is None else _first(starts), key)
+            _check_own_method_output(objective, method, centre if starts is None else _first(starts), key, hold)
         check_log(log, storage)  # after: it gathers process 0's verdict on the path
         with studying(storage, study, kind="tune", space=space, fingerprint=lambda: fingerprint(
                 "tune", objective, space, key, method=method, outer=outer, steps=steps,
-                init=_init_as_used(init, starts),
-                population=population, warmup=warmup, halving=halving, resample_key=resample_key)) as writer:
+                init=_init_as_used(init, starts), population=population, warmup=warmup, halving=halving,
+                resample_key=resample_key, **_hold_argument(hold))) as writer:
             stored = finished_result(writer, steps)
             if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
                 return stored
             result = _tune(objective, space, key, method, outer, steps, starts, population, warmup, halving, chunk_size,
-                           warmup_chunk, resample_key, log, progress, writer)
+                           warmup_chunk, resample_key, hold, log, progress, writer)
             result = _placed_within_charge(with_setup(result, began))
             return result if writer is None else writer.finish(result, space)
 
@@ -459,12 +480,20 @@ def _counted_run(objective: Objective, hparams: HParams, key: Key, keep: bool = 
     return accounting.traced_run(objective, hparams, key, objective.problem.data, keep=keep).jaxpr
 
 
+def _held_values(held: HParams) -> Any:
+    """tuner id -> its held hyperparameters (as a trial records hyperparameters: numpy arrays),
+    recorded in each of its trials beside the tuned ones (`make_cohort`'s `extra`)."""
+    host = jax.tree.map(np.asarray, held)
+    return lambda tuner: {name: values[tuner] for name, values in host.items()}
+
+
 def _first(starts: HParams) -> HParams:
     """The first tuner's start of batched `starts`."""
     return jax.tree.map(lambda a: np.asarray(a)[0], starts)
 
 
-def _check_own_method_output(objective: Objective, method: Method, hparams: HParams, key: Key) -> None:
+def _check_own_method_output(objective: Objective, method: Method, hparams: HParams, key: Key,
+                             hold: tuple[str, ...] = ()) -> None:
     """Refuses a method of one's own that returns the wrong structure (`check_method_output`)
     before the study opens, so that a refused call stores nothing: the hypergradient's FLOP count,
     which traces the method's program and which `_tune` makes anyway, made now at `hparams`, the
@@ -476,28 +505,80 @@ def _check_own_method_output(objective: Objective, method: Method, hparams: HPar
     if all(getattr(type(method), name).__module__.startswith("hypergrad.")
            for name in ("differentiate", "value_and_grad")):
         return
-    hypergradient_flops(objective, method, hparams, key)
+    tuned, held = _split(hparams, hold)
+    hypergradient_flops(objective, method, tuned, key, held)
 
 
 def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,
-                    warmup: int | None, key: Key) -> HParams | None:
+                    warmup: int | None, key: Key, hold: tuple[str, ...]) -> HParams | None:
     """The tuners' starts (None with a warm-up: its best trials, known only once it ran), checked,
-    and `method` checked at the first start (at the centre before a warm-up): the refusals that
-    need no training run, made before a study is opened."""
+    and `method` checked at the first start (at the centre before a warm-up), the `hold` names
+    held there: the refusals that need no training run, made before a study is opened."""
     if warmup is not None:  # refuse a method that cannot run here before spending the warm-up
-        method.check(objective, space.centre())
+        _check_method_held(objective, method, *_split(space.centre(), hold))
         return None
     starts = _batched_init(space, init, population, key)
-    method.check(objective, _first(starts))
+    _check_method_held(objective, method, *_split(_first(starts), hold))
     return starts
+
+
+def _checked_hold(hold: Any, space: Space) -> tuple[str, ...]:
+    """The names `hold=` holds, in the space's order (one set of names, one call and one study);
+    `ValueError` naming `hold=` and the fix for anything else, before anything is traced."""
+    if hold is None:
+        return ()
+    if isinstance(hold, str):
+        raise ValueError(f"hold={hold!r} is one string: give the names to hold as a tuple, hold=({hold!r},)")
+    if not isinstance(hold, (tuple, list, set, frozenset)):
+        raise ValueError(f"hold={hold!r}: give a tuple of the space's hyperparameter names, e.g. "
+                         f"hold=({space.names[0]!r},)")
+    names = tuple(hold)
+    for name in names:
+        if not isinstance(name, str) or name not in space.names:
+            raise ValueError(f"hold={names!r}: {name!r} is not a hyperparameter of the space "
+                             f"({', '.join(space.names)}); hold names of the space only")
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"hold={names!r} names {', '.join(map(repr, twice))} more than once; name each once")
+    if set(names) == set(space.names):
+        raise ValueError(f"hold={names!r} holds every hyperparameter of the space, leaving none to tune; leave at "
+                         "least one out of hold (to score settings without descending them, use hg.random_search)")
+    return tuple(name for name in space.names if name in names)
+
+
+def _hold_argument(hold: tuple[str, ...]) -> dict[str, Any]:
+    """What a study's fingerprint holds of `hold=`: nothing when no name is held, as in the studies
+    stored before `hold=` existed (so those still resume), else the names in the space's order."""
+    return {"hold": list(hold)} if hold else {}
+
+
+def _tuned_space(space: Space, hold: tuple[str, ...]) -> Space:
+    """The hyperparameters the tuners descend: `space` without the held ones."""
+    return Space({name: dist for name, dist in space.items if name not in hold}) if hold else space
+
+
+def _split(hparams: HParams, hold: tuple[str, ...]) -> tuple[HParams, HParams | None]:
+    """(the tuned hyperparameters of `hparams`, the held ones as device arrays, or None without
+    `hold`). Device arrays, as the tuners hold them (traced): an objective that indexes a held
+    schedule with a traced step reads it as it reads a tuned one, where a numpy array would fail."""
+    if not hold:
+        return hparams, None
+    return ({name: value for name, value in hparams.items() if name not in hold},
+            {name: jnp.asarray(hparams[name]) for name in hold})
+
+
+def _check_method_held(objective: Objective, method: Method, tuned: HParams, held: HParams | None) -> None:
+    """`method.check` of the objective with the `held` hyperparameters held (`Objective.with_fixed`)."""
+    method.check(objective if held is None else objective.with_fixed(held), tuned)
 
 
 def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
           steps: int, starts: HParams | None, population: int, warmup: int | None, halving: int | None,
-          chunk_size: int | str | None, warmup_chunk: int | None, resample_key: bool, log: Any, progress: Any,
-          writer: StudyWriter | None) -> Result:
+          chunk_size: int | str | None, warmup_chunk: int | None, resample_key: bool, hold: tuple[str, ...],
+          log: Any, progress: Any, writer: StudyWriter | None) -> Result:
     """`tune` on checked arguments and starts (None: the warm-up's best, from its search in
-    `warmup_chunk` chunks), its trials committed through `writer` (and resumed from it)."""
+    `warmup_chunk` chunks), the `hold` names held at each tuner's start, its trials committed
+    through `writer` (and resumed from it)."""
     warm = None
     if starts is None:
         warm = evaluate_settings(objective, space.sample(key, int(warmup), stream=SAMPLE_STREAM), key,
@@ -507,12 +588,15 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
         starts = _warm_starts(warm, space, population, stored=writer is not None)
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
     chunk = cohort_chunk(chunk_size, halving, population)
-    z, hparams0 = batched_starts(space, starts, chunk_rows(population, chunk))
+    tuned_starts, held = _split(starts, hold)
+    z, hparams0 = batched_starts(_tuned_space(space, hold), tuned_starts, chunk_rows(population, chunk))
+    held0 = None if held is None else {name: jnp.asarray(np.asarray(values)[0]) for name, values in held.items()}
     if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
-        method.check(objective, hparams0)
-    unit = run_flops(objective, hparams0, key)
-    cohort = make_cohort(objective, space, method, outer, key, z, chunk_size=chunk, unit=unit,
-                         flops=hypergradient_flops(objective, method, hparams0, key))
+        _check_method_held(objective, method, hparams0, held0)
+    unit = run_flops(objective, {**hparams0, **(held0 or {})}, key)
+    flops = hypergradient_flops(objective, method, hparams0, key, held0)
+    cohort = make_cohort(objective, _tuned_space(space, hold), method, outer, key, z, fixed=held, chunk_size=chunk,
+                         unit=unit, flops=flops, extra=None if held is None else _held_values(held))
     name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
     recorder = TrialRecorder(name, log, progress, total=opened + trials_of(population, steps, halving), sink=writer)
@@ -528,6 +612,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
     finally:
         recorder.close()
     info = {"method": repr(method), "outer": outer_identity(outer), "steps": steps, "resample_key": resample_key,
+            **_hold_argument(hold),
             "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk,
             "final_trials": [t.number for t in recorder.trials[len(recorder.trials) - len(cohort.tuners):]],
             **({"setup_seconds_at": placed} if placed else {})}
