@@ -31,7 +31,10 @@ with exit status 130 and says where the partial trials are (`_ctrl_c_honoured`).
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
 warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
-descends (`--resample-key`: each outer step on a fresh training key). At equal wall time every
+descends (`--resample-key`: each outer step on a fresh training key). Its hypergradients are
+`hg.Reverse()`'s, except on a preset with one weight per training example (`--method auto`, the
+default): there `IMPLICIT`'s, each tuner holding the rates and momentum its warm-up trial had
+(`_gradient_method`). At equal wall time every
 strategy gets the seconds the slowest one took (compilation included); at equal execution time,
 the most seconds any one's trials took executing (compilation left out, so a warm or cold
 persistent cache changes nothing there). Random search, the quickest per trial, is continued with
@@ -75,7 +78,7 @@ import optax
 import hypergrad as hg
 from hypergrad import _program_store as program_store
 from hypergrad._caches import ENV_VAR
-from hypergrad.problems.presets import PRESETS, preset, preset_corrupted_examples
+from hypergrad.problems.presets import EXAMPLE_WEIGHTS, PRESETS, optimizer_hparams, preset, preset_corrupted_examples
 from hypergrad._batching import DEFAULT_CHUNK, even_chunk
 from hypergrad._checks import MAX_COUNT
 from hypergrad._files import replaced_atomically
@@ -94,6 +97,13 @@ WARMUP_SHARE = 0.25
 """Share of the gradient strategy's budget spent on its random-search warm-up."""
 RESAMPLE_WORDS = ", a fresh training key per outer step"
 """What the plan's description adds under `--resample-key`."""
+IMPLICIT = hg.Implicit(solver="cg", maxiter=20, damping=0.1)
+"""The gradient strategy's method under `--method implicit` (and `auto` on a preset with one weight per
+training example): the settings of `experiments/hyper_cleaning.py`, where Implicit's example weights
+separated the flipped labels far better than Reverse's (ROC AUC 0.98 against 0.94,
+`experiments/results/hyper_cleaning.md`); chosen there, before this command used it."""
+METHODS = ("auto", "reverse", "implicit")
+"""`--method`'s choices (`_gradient_method`)."""
 EQUAL_TIME_CAP = 10
 """At equal wall time random search continues to at most this many times its budget's trials."""
 MARKER = ".hypergrad-compare.json"
@@ -416,8 +426,9 @@ def _resamples(args: argparse.Namespace) -> bool:
 
 
 def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_carry_on) -> dict[str, hg.Result]:
-    """Tune, random search and grid search, each within the plan's share of the budget, one after
-    the other, each with where its programs came from (`_measured`).
+    """Tune (by `method`, holding the plan's `hold` names at each tuner's start, if any), random
+    search and grid search, each within the plan's share of the budget, one after the other, each
+    with where its programs came from (`_measured`).
 
     Each starts with the engine's in-memory caches emptied (`hg.clear_caches()`), so its wall time
     includes compiling (or, with the persistent cache on, loading) every program it runs, whatever
@@ -433,7 +444,7 @@ def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_c
     progress = _progress(say, stop)
     runs = {
         "hypergradient": lambda: hg.tune(objective, space, key, method=method, outer=optax.adam(args.outer_lr),
-                                         resample_key=_resamples(args),
+                                         resample_key=_resamples(args), hold=tuple(plan.get("hold", ())),
                                          steps=plan["tune_steps"], population=plan["population"],
                                          warmup=plan["warmup"], halving=plan["halving"], log=log, progress=progress,
                                          warmup_chunk_size=chunk_for(plan["warmup"]) if plan["warmup"] else None),
@@ -862,16 +873,46 @@ def _cache_words(result: hg.Result) -> str:
     return "no program compiled or loaded: all were in this process already"
 
 
+def _gradient_method(args: argparse.Namespace, problem: str) -> tuple[hg.Method, tuple[str, ...]]:
+    """(method, held names) of the gradient strategy on `problem` under `--method`: "reverse",
+    `hg.Reverse(checkpoint_every=--checkpoint-every)`, holding nothing; "implicit", `IMPLICIT`
+    holding what only the preset's optimiser reads (`optimizer_hparams`: Implicit cannot
+    differentiate it); "auto" (the default, also for a namespace built without the option),
+    "implicit" on a preset with one weight per training example (`EXAMPLE_WEIGHTS`) unless
+    `--checkpoint-every` asks for Reverse's checkpointing, else "reverse". `--method implicit`
+    with `--checkpoint-every` is a usage error (exit status 2): the option is Reverse's."""
+    choice = vars(args).get("method", "auto")
+    if choice == "implicit" and args.checkpoint_every is not None:
+        print("hypergrad compare: error: argument --checkpoint-every: it sets Reverse's checkpointing, and "
+              "--method implicit computes no reverse pass; drop one of the two", file=sys.stderr)
+        raise SystemExit(2)
+    if choice == "auto":
+        choice = "implicit" if problem in EXAMPLE_WEIGHTS and args.checkpoint_every is None else "reverse"
+    if choice == "implicit":
+        return IMPLICIT, optimizer_hparams(problem)
+    return hg.Reverse(checkpoint_every=args.checkpoint_every), ()
+
+
+def _method_words(method: hg.Method, hold: tuple[str, ...]) -> str:
+    """How the report and the plan line name the gradient strategy's method."""
+    if isinstance(method, hg.Implicit):
+        return (f"Implicit, CG of {method.maxiter} iterations, damping {method.damping:g}, each tuner holding "
+                f"{', '.join(hold)} where it starts")
+    every = getattr(method, "checkpoint_every", None)
+    return "Reverse" if every is None else f"Reverse, checkpointed every {every} steps"
+
+
 def _planned(args: argparse.Namespace, problem: str) -> tuple:
-    """(objective, space, key, method, plan) of one preset at `args.budget`; a usage error (exit
+    """(objective, space, key, method, plan) of one preset at `args.budget` (the plan's "hold": the names
+    each tuner holds, `_gradient_method`); a usage error (exit
     status 2, as argparse's) when the budget cannot pay for one outer step of the gradient
     strategy, which would otherwise overspend it and still be reported at "equal compute", or when
     it plans a count beyond `MAX_COUNT` (`_count_beyond_the_device`), which the library would refuse
     only once the run had begun and set the previous run aside."""
     objective, space = preset(problem, args.steps)
     key = jax.random.key(args.seed)
-    method = hg.Reverse(checkpoint_every=args.checkpoint_every)
-    step_runs = tune_step_cost(objective, space, key, method)
+    method, hold = _gradient_method(args, problem)
+    step_runs = tune_step_cost(objective, space, key, method, hold=hold)
     devices = jax.local_device_count()
 
     def plan_at(budget: float) -> dict[str, Any] | None:
@@ -892,7 +933,7 @@ def _planned(args: argparse.Namespace, problem: str) -> tuple:
               f"{_big(beyond[1])} {beyond[0]}, more than {MAX_COUNT} (2**31 - 1), the most that int32 trial numbers and "
               f"steps hold on the device; give --budget {most} or less", file=sys.stderr)
         raise SystemExit(2)
-    return objective, space, key, method, plan
+    return objective, space, key, method, {**plan, "hold": list(hold)}
 
 
 def _count_beyond_the_device(plan: dict[str, Any], num_grid_axes: int) -> tuple[str, int] | None:
@@ -937,7 +978,8 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     log = os.path.join(out, "trials.jsonl")  # a new file: `_compare` set the previous run's aside
     if say:
         say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
-            f"{_gradient_words(plan)}{RESAMPLE_WORDS if _resamples(args) else ''}; "
+            f"{_gradient_words(plan)} ({_method_words(method, tuple(plan.get('hold', ())))}"
+            f"{RESAMPLE_WORDS if _resamples(args) else ''}); "
             f"{plan['random_trials']} random trials; "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
     started = time.perf_counter()
@@ -1155,7 +1197,8 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         "",
         f"Budget: {args.budget:g} training runs (T={objective.num_steps} steps each) per strategy; seed {args.seed}; "
         f"{elapsed:.0f}s wall in all.",
-        f"Plan: `hypergradient` is `tune` with {_gradient_words(plan)} (Reverse, Adam {args.outer_lr} in "
+        f"Plan: `hypergradient` is `tune` with {_gradient_words(plan)} "
+        f"({_method_words(*_gradient_method(args, problem))}, Adam {args.outer_lr} in "
         "unconstrained coordinates" + (RESAMPLE_WORDS if _resamples(args) else "") + "); "
         f"{plan['random_trials']} random trials; a {plan['grid_points_per_axis']}-point grid per axis.",
         "",
@@ -1334,6 +1377,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "so that a tuned schedule or per-example weights do not fit one key's noise; its pick is "
                           "then among the trials scored on the run's key (the warm-up's and each tuner's final "
                           "iterate) (default: one key for every step)")
+    cmp.add_argument("--method", choices=METHODS, default="auto",
+                     help="the gradient strategy's hypergradients: reverse (hg.Reverse(), exact through the "
+                          "training steps), implicit (hg.Implicit by CG at the trained parameters; each tuner "
+                          "holds the rates and momentum of its warm-up trial, which Implicit cannot differentiate), "
+                          "or auto: implicit on a preset with one weight per training example (digits-noisy), "
+                          "reverse elsewhere (default: %(default)s)")
     cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
                      help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
                           "segment (about sqrt(T); default: no checkpointing)")

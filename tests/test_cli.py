@@ -310,7 +310,7 @@ def test_compare_help_names_each_default(monkeypatch, capsys):
             lines[option] = lines.get(option, "") + " " + line.strip()
     expected = {"--problem": "digits-mlp", "--budget": "300", "--out": "results", "--seed": "0",
                 "--outer-lr": "0.1", "--chunk-size": "64", "--cpu-devices": "0, one per core",
-                "--steps": "the preset's", "--checkpoint-every": "no checkpointing"}
+                "--steps": "the preset's", "--checkpoint-every": "no checkpointing", "--method": "auto"}
     for option, default in expected.items():
         assert f"default: {default}" in lines[option], (option, lines[option])
     compare = cli.build_parser()._subparsers._group_actions[0].choices["compare"]
@@ -503,7 +503,8 @@ def test_picks_describe_schedules_per_layer_values_and_long_vectors_apart():
 
 def test_compare_on_a_noisy_preset_reports_what_the_example_weights_learned(tmp_path, capsys):
     out = tmp_path / "noisy"
-    assert cli.main(["compare", "--problem", "digits-noisy", "--budget", "8", "--steps", "8",
+    # Reverse: at T=8 Implicit (the preset's default method since s34) needs a larger budget than 8 runs
+    assert cli.main(["compare", "--problem", "digits-noisy", "--budget", "8", "--steps", "8", "--method", "reverse",
                      "--out", str(out), "--quiet", "--cpu-devices", "1"]) == 0
     report = (out / "report.md").read_text()
     section = report.split("## What the example weights learned")[1].split("##")[0]

@@ -35,7 +35,8 @@ from hypergrad.problems.mlp import corrupted_examples, mlp_classifier, noisy_mlp
 from hypergrad.problems.pretrained import digits_transfer
 from hypergrad.space import LogUniform, Space, Uniform
 
-__all__ = ["PRESETS", "finetune_space", "preset", "preset_corrupted_examples", "sgd_momentum_schedule"]
+__all__ = ["PRESETS", "finetune_space", "optimizer_hparams", "preset", "preset_corrupted_examples",
+           "sgd_momentum_schedule"]
 
 
 def sgd_momentum_schedule(hparams):
@@ -87,6 +88,17 @@ def preset(name: str, num_steps: int | None = None) -> tuple[Objective, Space]:
     if name in EXAMPLE_WEIGHTS:
         dists["example_weight"] = Uniform(0.0, 1.0, shape=(objective.problem.num_train,))
     return objective, Space(dists)
+
+
+def optimizer_hparams(name: str) -> tuple[str, ...]:
+    """The hyperparameters of preset `name` that its optimiser reads and its training loss does not:
+    the rate schedule and momentum (`sgd_momentum_schedule`), or for a fine-tuning preset the
+    per-layer rates and the warm-up length (`group_sgd`). `hg.Implicit` cannot differentiate them
+    (they change the path to a stationary point, not the point) and refuses them, so a tune by
+    Implicit holds them (`tune(hold=...)`)."""
+    if name not in PRESETS:
+        raise ValueError(f"problem={name!r} is not a preset; choose one of {sorted(PRESETS)}")
+    return ("lr", "warmup") if name in FINETUNE else ("lr", "momentum")
 
 
 def preset_corrupted_examples(name: str) -> np.ndarray | None:
