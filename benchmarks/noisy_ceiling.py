@@ -15,7 +15,8 @@ result was seen), budget 300 training runs each, the CPU split into one JAX devi
   (rate, momentum, weight decay) with the whole budget: a ceiling no strategy that must find the
   flips itself is expected to pass;
 - population: `hg.tune` with the plan `hypergrad compare` uses (`cli._budget_plan`), the training
-  key fixed (the CLI's strategy);
+  key fixed, by `hg.Reverse()` (the CLI's strategy on this preset until `--method auto` moved it to
+  `hg.Implicit` holding the rates and momentum: `benchmarks/populations.py` measures that one);
 - population, resample_key: the same plan with `resample_key=True` (a fresh training key per outer
   step), the remedy the README offers against fitting one key's noise;
 - random: random search over the constants (one weight shared by every example), the budget's trials.

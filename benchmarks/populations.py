@@ -30,7 +30,9 @@ populations and searches both shard their rows over the cores through the one ba
    costs):
    - population: `hg.tune` with the plan `hypergrad compare` uses (`cli._budget_plan` with the
      measured `hg.tune_step_cost`: a random warm-up of a quarter of the budget, 8 tuners from its
-     best, halving every quarter of the steps; Reverse, Adam 0.1 as the CLI's default);
+     best, halving every quarter of the steps; Adam 0.1 and the method `hypergrad compare` picks by
+     default for the preset, `cli._gradient_method`: `Reverse()`, or on digits-noisy `cli.IMPLICIT`
+     with each tuner holding its rates and momentum);
    - single: one tuner from the centre of the space, as many steps as fill the budget (the final
      scoring counts as one more hypergradient), same method and outer optimiser;
    - random and grid search, sized and chunked as the CLI sizes them (300 trials; the largest
@@ -50,7 +52,8 @@ populations and searches both shard their rows over the cores through the one ba
    beats random's at equal wall time by more than that spread; on digits-mlp it is no worse than
    random's median by more than that spread.
 
-`--smoke` shrinks everything (T=10, N = 2 and 4, 2 repeats; digits-noisy only, budget 30,
+`--smoke` shrinks everything (T=10, N = 2 and 4, 2 repeats; digits-noisy only, budget 100 (the least
+that buys Implicit's population a warm-up and halving at T=10),
 seed 0) so the tables' structure appears in seconds; its numbers mean little, so it skips
 `warm_up_process` (which only evens out the timings of the strategies timed first). Speed is measured
 here, never asserted in tests.
@@ -232,17 +235,17 @@ def warm_up_process() -> None:
 def one_seed(name: str, objective, space, seed: int, budget: float) -> dict:
     """Every strategy on one preset and training key, each from empty caches."""
     key = jax.random.key(seed)
-    method, outer = hg.Reverse(), optax.adam(OUTER_LR)
+    (method, hold), outer = cli._gradient_method(argparse.Namespace(checkpoint_every=None), name), optax.adam(OUTER_LR)
     hg.clear_caches()
-    step_runs = hg.tune_step_cost(objective, space, key, method)
+    step_runs = hg.tune_step_cost(objective, space, key, method, hold=hold)
     plan = cli._budget_plan(budget, step_runs, 1.0, len(space))
     hg.clear_caches()  # tune_step_cost counted the population's FLOPs: its own call must pay for that
-    pop, pop_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer,
+    pop, pop_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer, hold=hold,
                                            steps=plan["tune_steps"], population=plan["population"],
                                            warmup=plan["warmup"], halving=plan["halving"]))
     hg.clear_caches()
     single_steps = max(1, math.floor(budget / step_runs) - 1)  # + the final scoring
-    single, single_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer,
+    single, single_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer, hold=hold,
                                                  steps=single_steps))
     hg.clear_caches()
     trials = plan["random_trials"]
@@ -262,6 +265,7 @@ def one_seed(name: str, objective, space, seed: int, budget: float) -> dict:
     n_exec, rand_exec_pick, _ = _random_within(objective, space, key, rand, pop_exec, "execution")
     return {
         "preset": name, "seed": seed, "plan": plan, "axes": len(space), "step_runs": step_runs, "single_steps": single_steps,
+        "method": cli._method_words(method, hold),
         "compute": {"population": _scores(pop.best_trial), "single": _scores(single.best_trial),
                     "random": _scores(rand.best_trial), "grid": _scores(grid.best_trial)},
         "runs": {"population": pop.runs, "single": single.runs, "random": rand.runs, "grid": grid.runs},
@@ -354,7 +358,8 @@ def render_quality(records, args) -> tuple[list[str], list[str]]:
                               "" if r["random_wall_actual"] is None else f"{r['random_wall_actual']:.1f}"])
     plans = "; ".join(
         f"{p}: {r['plan']['warmup'] or 0} warm-up trials, then {r['plan']['population']} tuners x "
-        f"{r['plan']['tune_steps']} steps halving every {r['plan']['halving']}; single {r['single_steps']} steps; "
+        f"{r['plan']['tune_steps']} steps halving every {r['plan']['halving']} ({r['method']}); "
+        f"single {r['single_steps']} steps; "
         f"{r['plan']['random_trials']} random trials; grid {r['plan']['grid_points_per_axis']}^{r['axes']} "
         f"(one outer step = {r['step_runs']:.2f} runs)"
         for p, r in ((p, next(r for r in records if r["preset"] == p)) for p in presets))
@@ -410,7 +415,7 @@ def main(argv=None) -> None:
         hg.use_cpu_cores(None if args.cpu_devices == 0 else args.cpu_devices)
     if args.smoke:
         args.steps, args.sizes, args.repeats, args.library_steps, args.library_repeats = 10, [2, 4], 2, 1, 1
-        args.presets, args.budget, args.seeds = "digits-noisy", 30.0, (0,)
+        args.presets, args.budget, args.seeds = "digits-noisy", 100.0, (0,)
     else:
         args.steps, args.sizes, args.repeats, args.library_steps, args.library_repeats = 200, [16, 64], 15, 4, 3
         args.budget, args.seeds = 300.0, (0, 1, 2, 3, 4)

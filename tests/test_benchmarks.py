@@ -60,7 +60,7 @@ def test_populations_smoke_reads_back_every_table(tmp_path):
         for strategy in ("population", "single", "random", "grid"):
             accuracy = float(rows[strategy][-1].split()[0])  # median [min-max]
             assert 0.0 <= accuracy <= 1.0, (preset, strategy)
-            assert float(rows[strategy][2]) <= 30.0 * 1.001  # runs used within the smoke budget
+            assert float(rows[strategy][2]) <= 100.0 * 1.001  # runs used within the smoke budget (100 since s34)
         wall = rows["compilation included"]
         assert float(wall[2].split()[0]) > 0 and int(wall[5].split()[0]) >= 1  # pop seconds; random trials
     verdicts = [line for line in lines if line.startswith("- digits-") and "equal wall time" in line]
