@@ -133,6 +133,20 @@ def population_objective(problem):
     return hg.Objective(problem, sgd_half_momentum, num_steps=POPULATION_T)
 
 
+def population_starts(n, seed=0):
+    """n distinct starting points strictly inside `POPULATION_SPACE`."""
+    rng = np.random.default_rng(seed)
+    return {"lr": jnp.asarray(rng.uniform(0.05, 1.0, n)), "weight_decay": jnp.asarray(rng.uniform(1e-3, 0.3, n))}
+
+
+def by_tuner(result):
+    """{tuner id: its trials in order} of a tune result."""
+    out = {}
+    for t in result.trials:
+        out.setdefault(t.tuner, []).append(t)
+    return out
+
+
 EXPERIMENTS = pathlib.Path(__file__).parent.parent.joinpath("experiments")
 
 

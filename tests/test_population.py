@@ -19,7 +19,8 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad import outer as outer_driver
 from hypergrad.results import TrialRecorder
-from _helpers import POPULATION_SPACE, POPULATION_T, population_objective, sgd_half_momentum
+from _helpers import POPULATION_SPACE, POPULATION_T, population_objective, sgd_half_momentum, by_tuner
+from _helpers import population_starts as starts
 
 OUTER = optax.adam(0.3)
 T, SPACE, sgd = POPULATION_T, POPULATION_SPACE, sgd_half_momentum
@@ -28,19 +29,6 @@ T, SPACE, sgd = POPULATION_T, POPULATION_SPACE, sgd_half_momentum
 @pytest.fixture(scope="module")
 def objective(logistic_minibatch_problem):
     return population_objective(logistic_minibatch_problem)
-
-
-def starts(n, seed=0):
-    """n distinct starting points strictly inside SPACE."""
-    rng = np.random.default_rng(seed)
-    return {"lr": jnp.asarray(rng.uniform(0.05, 1.0, n)), "weight_decay": jnp.asarray(rng.uniform(1e-3, 0.3, n))}
-
-
-def by_tuner(result):
-    out = {}
-    for t in result.trials:
-        out.setdefault(t.tuner, []).append(t)
-    return out
 
 
 def test_one_program_for_any_steps_and_tuners_filling_a_chunk(objective, key):

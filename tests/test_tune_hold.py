@@ -18,7 +18,8 @@ import pytest
 import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.tune import hypergradient_flops
-from _helpers import POPULATION_SPACE, POPULATION_T, population_objective
+from _helpers import POPULATION_SPACE, POPULATION_T, population_objective, by_tuner
+from _helpers import population_starts as starts
 
 OUTER = optax.adam(0.3)
 SPACE = POPULATION_SPACE
@@ -29,18 +30,6 @@ IMPLICIT = hg.Implicit(solver="cg", maxiter=30, damping=0.01)
 @pytest.fixture(scope="module")
 def objective(logistic_minibatch_problem):
     return population_objective(logistic_minibatch_problem)
-
-
-def starts(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return {"lr": jnp.asarray(rng.uniform(0.05, 1.0, n)), "weight_decay": jnp.asarray(rng.uniform(1e-3, 0.3, n))}
-
-
-def by_tuner(result):
-    out = {}
-    for t in result.trials:
-        out.setdefault(t.tuner, []).append(t)
-    return out
 
 
 @pytest.mark.parametrize("method", [hg.Reverse(), IMPLICIT], ids=["Reverse", "Implicit"])
