@@ -19,6 +19,7 @@ import hypergrad as hg
 from hypergrad import _compile
 from hypergrad.tune import hypergradient_flops
 from _helpers import POPULATION_SPACE, POPULATION_T, population_objective, by_tuner
+from _helpers import Stop, stop_after
 from _helpers import population_starts as starts
 
 OUTER = optax.adam(0.3)
@@ -130,3 +131,18 @@ def test_a_held_schedule_given_as_numpy_is_indexed_by_the_traced_step(key, logis
     result = hg.tune(objective, space, key, method=IMPLICIT, steps=2, outer=OUTER, init=init, hold=("lr",))
     np.testing.assert_array_equal(result.trials[-1].hparams["lr"], init["lr"])
     assert result.trials[-1].hparams["weight_decay"] != pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("stop_at", [1, 3])  # after the warm-up, and after a halving round's step
+def test_an_interrupted_held_study_resumes_to_the_uninterrupted_trials(objective, key, tmp_path, stop_at):
+    call = dict(population=4, warmup=8, halving=1, steps=3, outer=OUTER, hold=("lr",))
+    whole = hg.tune(objective, SPACE, key, **call)
+    db = str(tmp_path / "held.db")
+    with pytest.raises(Stop):
+        hg.tune(objective, SPACE, key, storage=db, study="s", progress=stop_after(stop_at), **call)
+    resumed = hg.tune(objective, SPACE, key, storage=db, study="s", **call)
+    assert [t.tuner for t in resumed.trials] == [t.tuner for t in whole.trials]
+    for mine, alone in zip(resumed.trials, whole.trials, strict=True):
+        np.testing.assert_allclose(mine.value, alone.value, rtol=1e-10)
+        for name in ("lr", "weight_decay"):
+            np.testing.assert_allclose(mine.hparams[name], alone.hparams[name], rtol=1e-10)
