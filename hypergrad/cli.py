@@ -1380,7 +1380,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--method", choices=METHODS, default="auto",
                      help="the gradient strategy's hypergradients: reverse (hg.Reverse(), exact through the "
                           "training steps), implicit (hg.Implicit by CG at the trained parameters; each tuner "
-                          "holds the rates and momentum of its warm-up trial, which Implicit cannot differentiate), "
+                          "holds what only the optimiser reads, which Implicit cannot differentiate, where it starts: "
+                          "the rates and momentum, or a fine-tuning preset's rates and warm-up length), "
                           "or auto: implicit on a preset with one weight per training example (digits-noisy), "
                           "reverse elsewhere (default: %(default)s)")
     cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
