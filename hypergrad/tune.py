@@ -359,7 +359,8 @@ def tune(
             rest from the N best random settings), or to keep what a search found. Bias: each
             tuner descends the others at its held values, not jointly with them. Cost: the
             hypergradient of the others only; the held values travel with the tuners' carry.
-            None or (): every hyperparameter of `space` is tuned.
+            Continuous hyperparameters only: a `Choice` is refused, as in the space (hold it with
+            `objective.with_fixed`, or search it with `hg.hybrid_search`). None or (): all tuned.
         log: optional JSON-lines path (its directory created if missing); each trial is appended
             as it is produced (with a study, naming it; a resumed call logs each trial once:
             `hypergrad.results.TrialRecorder`).
@@ -392,9 +393,9 @@ def tune(
     # the unread-hyperparameter warning once per call: from the checks, found done or not, not again from the warm-up
     with stored_call(storage, study, objective), accounting.sharing_traces(), unread_warned_once():
         with checked_together("tune", method=method, outer=outer, steps=steps, init=init, population=population,
-                              warmup=warmup, halving=halving, chunk_size=chunk_size,
-                              warmup_chunk_size=warmup_chunk_size, resample_key=resample_key, hold=hold, log=log,
-                              storage=storage, study=study):  # several processes: a refusal on one stops all
+                              warmup=warmup, halving=halving, chunk_size=chunk_size, warmup_chunk_size=warmup_chunk_size,
+                              resample_key=resample_key, hold=_hold_compared(hold), log=log, storage=storage,
+                              study=study):  # several processes: a refusal on one stops all
             refuse_disabled_jit()  # first: the checks below would run op by op for seconds before it
             hold = _check_tune_args(objective, space, method, hold)
             steps, key = check_count(steps, "steps"), check_key(key)
@@ -484,7 +485,7 @@ def _held_values(held: HParams) -> Any:
     """tuner id -> its held hyperparameters (as a trial records hyperparameters: numpy arrays),
     recorded in each of its trials beside the tuned ones (`make_cohort`'s `extra`)."""
     host = jax.tree.map(np.asarray, held)
-    return lambda tuner: {name: values[tuner] for name, values in host.items()}
+    return lambda tuner: {name: np.asarray(values[tuner]) for name, values in host.items()}  # 0-d, not a scalar
 
 
 def _first(starts: HParams) -> HParams:
@@ -528,7 +529,8 @@ def _checked_hold(hold: Any, space: Space) -> tuple[str, ...]:
     if hold is None:
         return ()
     if isinstance(hold, str):
-        raise ValueError(f"hold={hold!r} is one string: give the names to hold as a tuple, hold=({hold!r},)")
+        fix = f"hold=({hold!r},)" if hold in space.names else f"e.g. hold=({space.names[0]!r},)"
+        raise ValueError(f"hold={hold!r} is one string: give the names to hold as a tuple of the space's names, {fix}")
     if not isinstance(hold, (tuple, list, set, frozenset)):
         raise ValueError(f"hold={hold!r}: give a tuple of the space's hyperparameter names, e.g. "
                          f"hold=({space.names[0]!r},)")
@@ -544,6 +546,15 @@ def _checked_hold(hold: Any, space: Space) -> tuple[str, ...]:
         raise ValueError(f"hold={names!r} holds every hyperparameter of the space, leaving none to tune; leave at "
                          "least one out of hold (to score settings without descending them, use hg.random_search)")
     return tuple(name for name in space.names if name in names)
+
+
+def _hold_compared(hold: Any) -> Any:
+    """`hold=` as the processes of a multi-process call compare it (`checked_together`): names as a
+    sorted tuple, so that the same names in any order or container agree and other names do not (a
+    set would be described only as "a set"); anything else as given, to be refused alike."""
+    if isinstance(hold, (tuple, list, set, frozenset)) and all(isinstance(n, str) for n in hold):
+        return tuple(sorted(hold))
+    return hold
 
 
 def _hold_argument(hold: tuple[str, ...]) -> dict[str, Any]:
@@ -568,8 +579,17 @@ def _split(hparams: HParams, hold: tuple[str, ...]) -> tuple[HParams, HParams | 
 
 
 def _check_method_held(objective: Objective, method: Method, tuned: HParams, held: HParams | None) -> None:
-    """`method.check` of the objective with the `held` hyperparameters held (`Objective.with_fixed`)."""
-    method.check(objective if held is None else objective.with_fixed(held), tuned)
+    """`method.check` of the objective with the `held` hyperparameters held (`Objective.with_fixed`); a
+    refusal then also says that the method sees the tuned names only (`hg.Reversible` looks its
+    rate up among them by name, and cannot reverse a held one)."""
+    if held is None:
+        method.check(objective, tuned)
+        return
+    try:
+        method.check(objective.with_fixed(held), tuned)
+    except ValueError as err:
+        raise ValueError(f"{err} [under tune's hold={tuple(held)!r}, the method sees only the tuned hyperparameters "
+                         f"{sorted(tuned)}: the held ones are fixed values of the objective]") from err
 
 
 def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,

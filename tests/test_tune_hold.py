@@ -17,7 +17,7 @@ import pytest
 
 import hypergrad as hg
 from hypergrad import _compile
-from hypergrad.tune import hypergradient_flops
+from hypergrad.tune import _hold_compared, hypergradient_flops
 from _helpers import POPULATION_SPACE, POPULATION_T, population_objective, by_tuner
 from _helpers import Stop, stop_after
 from _helpers import population_starts as starts
@@ -54,7 +54,7 @@ def test_each_held_tuner_equals_a_lone_tune_of_the_objective_held_at_its_values(
 
 
 def test_implicit_is_refused_an_optimisers_rate_unless_it_is_held(objective, key):
-    with pytest.raises(ValueError, match=r"'lr' is read by the optimizer.*in hg.tune with hold=\('lr',\)"):
+    with pytest.raises(ValueError, match=r"'lr' is read by the optimizer.*in hg.tune with 'lr' among hold="):
         hg.tune(objective, SPACE, key, method=IMPLICIT, steps=1)  # the refusal names the way out
     with pytest.raises(ValueError, match="'lr' is read by the optimizer"):
         hg.tune_step_cost(objective, SPACE, key, IMPLICIT)
@@ -88,7 +88,8 @@ def test_the_pick_holds_every_hyperparameter_and_reproduces_its_value(objective,
 
 
 @pytest.mark.parametrize("hold, message", [
-    ("lr", r"hold='lr' is one string: give the names to hold as a tuple, hold=\('lr',\)"),
+    ("lr", r"hold='lr' is one string: give the names to hold as a tuple of the space's names, hold=\('lr',\)"),
+    ("", r"hold='' is one string: give the names to hold as a tuple of the space's names, e.g. hold=\('lr',\)"),
     (("nope",), r"'nope' is not a hyperparameter of the space \(lr, weight_decay\)"),
     (("lr", "lr"), r"names 'lr' more than once"),
     (("lr", "weight_decay"), r"holds every hyperparameter of the space, leaving none to tune"),
@@ -146,3 +147,33 @@ def test_an_interrupted_held_study_resumes_to_the_uninterrupted_trials(objective
         np.testing.assert_allclose(mine.value, alone.value, rtol=1e-10)
         for name in ("lr", "weight_decay"):
             np.testing.assert_allclose(mine.hparams[name], alone.hparams[name], rtol=1e-10)
+
+
+def test_a_methods_refusal_under_hold_says_what_it_sees_and_names_every_held_name(objective, key,
+                                                                                 logistic_minibatch_problem):
+    # Reversible looks its rate up among the tuned names: one held is refused, saying that it is held
+    with pytest.raises(ValueError, match=r"hparams has no 'lr'.*under tune's hold=\('lr',\), the method sees only "
+                                         r"the tuned hyperparameters \['weight_decay'\]"):
+        hg.tune(objective, SPACE, key, method=hg.Reversible(), steps=1, hold=("lr",))
+    # Implicit with one optimiser hyperparameter held and another tuned: the advice adds it to hold=
+    momentum = hg.Objective(logistic_minibatch_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]),
+                            num_steps=POPULATION_T)
+    space = hg.Space({**dict(SPACE.items), "momentum": hg.Uniform(0.0, 0.9)})
+    with pytest.raises(ValueError, match=r"'momentum' is read by the optimizer.*'momentum' among hold="):
+        hg.tune(momentum, space, key, method=IMPLICIT, steps=1, hold=("lr",))
+    result = hg.tune(momentum, space, key, method=IMPLICIT, steps=1, hold=("lr", "momentum"))  # the advice
+    assert np.isfinite(result.best_value)
+
+
+def test_held_values_are_recorded_as_the_tuned_ones_are(objective, key):
+    result = hg.tune(objective, SPACE, key, population=2, steps=1, outer=OUTER, init=starts(2), hold=("lr",))
+    for trial in result.trials:
+        for name in ("lr", "weight_decay"):  # 0-d arrays both, not a numpy scalar beside a 0-d array
+            assert isinstance(trial.hparams[name], np.ndarray) and trial.hparams[name].ndim == 0, (name, trial)
+
+
+def test_processes_compare_the_held_names_not_their_order_or_container():
+    """What `checked_together` compares across processes: a set was described only as "a set"."""
+    assert _hold_compared({"weight_decay", "lr"}) == _hold_compared(("lr", "weight_decay")) == ("lr", "weight_decay")
+    assert _hold_compared({"lr"}) != _hold_compared({"momentum"})
+    assert _hold_compared(None) is None and _hold_compared("lr") == "lr"

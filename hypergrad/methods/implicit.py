@@ -175,7 +175,7 @@ def _optimizer_hparam_refusal(name: str, in_loss: bool, reads_params: bool, cent
                f"optax.adam or optax.sgd in place of optax.adamw and {name!r} left out of the optimizer")
     else:  # hparams, or a search's space: the value held inside the optimizer or by with_fixed serves both
         fix = (", or leave it out of hparams (of the space, in a search) and hold it fixed: inside the optimizer "
-               f"function, or with objective.with_fixed({{{name!r}: value}}), or in hg.tune with hold=({name!r},) "
+               f"function, or with objective.with_fixed({{{name!r}: value}}), or in hg.tune with {name!r} among hold= "
                "(each tuner keeps its starting value)")
         if centres:
             fix += ", and remove optax.centralize from the optimizer, which Implicit cannot differentiate either"
