@@ -902,29 +902,55 @@ def _method_words(method: hg.Method, hold: tuple[str, ...]) -> str:
     return "Reverse" if every is None else f"Reverse, checkpointed every {every} steps"
 
 
-def _planned(args: argparse.Namespace, problem: str) -> tuple:
-    """(objective, space, key, method, plan) of one preset at `args.budget` (the plan's "hold": the names
-    each tuner holds, `_gradient_method`); a usage error (exit
-    status 2, as argparse's) when the budget cannot pay for one outer step of the gradient
-    strategy, which would otherwise overspend it and still be reported at "equal compute", or when
-    it plans a count beyond `MAX_COUNT` (`_count_beyond_the_device`), which the library would refuse
-    only once the run had begun and set the previous run aside."""
-    objective, space = preset(problem, args.steps)
-    key = jax.random.key(args.seed)
-    method, hold = _gradient_method(args, problem)
+def _priced(args: argparse.Namespace, objective: Any, space: hg.Space, key: Any, method: hg.Method,
+            hold: tuple[str, ...]) -> tuple[float, Callable[[float], dict[str, Any] | None]]:
+    """(training runs per outer step of the gradient strategy by `method` holding `hold`, budget -> its
+    plan or None), the searches' padded rows charged as the command runs them (`_rows_run`)."""
     step_runs = tune_step_cost(objective, space, key, method, hold=hold)
     devices = jax.local_device_count()
 
     def plan_at(budget: float) -> dict[str, Any] | None:
         return _budget_plan(budget, step_runs, 1.0, len(space), rows=lambda n: _rows_run(n, args.chunk_size, devices),
                             warmup_rows=lambda n: _rows_run(n, args.chunk_size, devices))  # tune's warm-up too
+    return step_runs, plan_at
+
+
+def _affordable_method(args: argparse.Namespace, problem: str, objective: Any, space: hg.Space, key: Any) -> tuple:
+    """(method, held names, step runs, plan_at) of the gradient strategy (`_gradient_method`, `_priced`),
+    except that `--method auto` falls back to Reverse where `args.budget` cannot pay for Implicit's
+    step: Implicit's CG runs on the full training set, so at a short T a step costs many runs (about
+    27 at T=8 on digits-noisy, against Reverse's 2.3), and `auto` should not refuse a budget that
+    Reverse fits. The plan line and the report name the method used."""
+    method, hold = _gradient_method(args, problem)
+    step_runs, plan_at = _priced(args, objective, space, key, method, hold)
+    if hold and vars(args).get("method", "auto") == "auto" and plan_at(args.budget) is None:
+        method, hold = hg.Reverse(checkpoint_every=args.checkpoint_every), ()
+        step_runs, plan_at = _priced(args, objective, space, key, method, hold)
+    return method, hold, step_runs, plan_at
+
+
+def _planned(args: argparse.Namespace, problem: str) -> tuple:
+    """(objective, space, key, method, plan) of one preset at `args.budget` (the plan's "hold": the names
+    each tuner holds, and "method": how the report names the method, `_affordable_method`); a usage error (exit
+    status 2, as argparse's) when the budget cannot pay for one outer step of the gradient
+    strategy, which would otherwise overspend it and still be reported at "equal compute", or when
+    it plans a count beyond `MAX_COUNT` (`_count_beyond_the_device`), which the library would refuse
+    only once the run had begun and set the previous run aside."""
+    objective, space = preset(problem, args.steps)
+    key = jax.random.key(args.seed)
+    method, hold, step_runs, plan_at = _affordable_method(args, problem, objective, space, key)
     plan = plan_at(args.budget)
     if plan is None:
         least = _minimum_budget(step_runs)
+        other = ""
+        if isinstance(method, hg.Implicit):  # only where --method implicit was asked for (auto falls back)
+            reverse_runs = _priced(args, objective, space, key, hg.Reverse(), ())[0]
+            other = (f", or --method reverse (a Reverse step costs {reverse_runs:.3g} runs here: "
+                     f"--budget {math.ceil(_minimum_budget(reverse_runs))} or more)")
         print(f"hypergrad compare: error: argument --budget: {args.budget:g} training runs cannot pay for one outer "
-              f"step of the gradient strategy on {problem} (T={objective.num_steps}): a hypergradient costs "
-              f"{step_runs:.3g} runs, and a tuner's step and the scoring of its last iterate take {least:.3g}; "
-              f"give --budget {math.ceil(least)} or more", file=sys.stderr)
+              f"step of the gradient strategy on {problem} (T={objective.num_steps}): a hypergradient of "
+              f"{type(method).__name__} costs {step_runs:.3g} runs, and a tuner's step and the scoring of its last "
+              f"iterate take {least:.3g}; give --budget {math.ceil(least)} or more{other}", file=sys.stderr)
         raise SystemExit(2)
     beyond = _count_beyond_the_device(plan, len(space))
     if beyond is not None:
@@ -933,7 +959,7 @@ def _planned(args: argparse.Namespace, problem: str) -> tuple:
               f"{_big(beyond[1])} {beyond[0]}, more than {MAX_COUNT} (2**31 - 1), the most that int32 trial numbers and "
               f"steps hold on the device; give --budget {most} or less", file=sys.stderr)
         raise SystemExit(2)
-    return objective, space, key, method, {**plan, "hold": list(hold)}
+    return objective, space, key, method, {**plan, "hold": list(hold), "method": _method_words(method, hold)}
 
 
 def _count_beyond_the_device(plan: dict[str, Any], num_grid_axes: int) -> tuple[str, int] | None:
@@ -974,11 +1000,12 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     written into `out`. Returns the verdict (`_verdict`). `stop`: as in `_run_strategies`, called
     once more before any output but trials.jsonl is written."""
     objective, space, key, method, plan = planned
+    plan = {**plan, "method": plan.get("method") or _method_words(method, tuple(plan.get("hold", ())))}
     os.makedirs(out, exist_ok=True)
     log = os.path.join(out, "trials.jsonl")  # a new file: `_compare` set the previous run's aside
     if say:
         say(f"[plan] budget {args.budget:g} training runs of {objective.problem.name} (T={objective.num_steps}): "
-            f"{_gradient_words(plan)} ({_method_words(method, tuple(plan.get('hold', ())))}"
+            f"{_gradient_words(plan)} ({plan['method']}"
             f"{RESAMPLE_WORDS if _resamples(args) else ''}); "
             f"{plan['random_trials']} random trials; "
             f"{plan['grid_points_per_axis']}^{len(space)} grid points")
@@ -1198,7 +1225,7 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         f"Budget: {args.budget:g} training runs (T={objective.num_steps} steps each) per strategy; seed {args.seed}; "
         f"{elapsed:.0f}s wall in all.",
         f"Plan: `hypergradient` is `tune` with {_gradient_words(plan)} "
-        f"({_method_words(*_gradient_method(args, problem))}, Adam {args.outer_lr} in "
+        f"({plan['method']}, Adam {args.outer_lr} in "
         "unconstrained coordinates" + (RESAMPLE_WORDS if _resamples(args) else "") + "); "
         f"{plan['random_trials']} random trials; a {plan['grid_points_per_axis']}-point grid per axis.",
         "",
@@ -1382,8 +1409,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "training steps), implicit (hg.Implicit by CG at the trained parameters; each tuner "
                           "holds what only the optimiser reads, which Implicit cannot differentiate, where it starts: "
                           "the rates and momentum, or a fine-tuning preset's rates and warm-up length), "
-                          "or auto: implicit on a preset with one weight per training example (digits-noisy), "
-                          "reverse elsewhere (default: %(default)s)")
+                          "or auto: implicit on a preset with one weight per training example (digits-noisy) "
+                          "unless --checkpoint-every asks for Reverse or the budget cannot pay for Implicit's step "
+                          "(at a short --steps), reverse elsewhere (default: %(default)s)")
     cmp.add_argument("--checkpoint-every", type=_COUNT, default=None,
                      help="Reverse(checkpoint_every=K): the length K, in training steps, of each checkpointed "
                           "segment (about sqrt(T); default: no checkpointing)")
