@@ -34,10 +34,10 @@ warm-up, with successive halving (`_gradient_plan`): a quarter of the budget exp
 descends (`--resample-key`: each outer step on a fresh training key). Its hypergradients are
 `hg.Reverse()`'s, except on a preset with one weight per training example (`--method auto`, the
 default): there `IMPLICIT`'s, each tuner holding the rates and momentum its warm-up trial had
-(`_gradient_method`; Reverse's where the budget cannot pay for Implicit's step, `_affordable_method`). At equal wall time every
-strategy gets the seconds the slowest one took (compilation included); at equal execution time,
-the most seconds any one's trials took executing (compilation left out, so a warm or cold
-persistent cache changes nothing there). Random search, the quickest per trial, is continued with
+(`_gradient_method`; Reverse's where the budget cannot pay for Implicit's step,
+`_affordable_method`). At equal wall time every strategy gets the seconds the slowest one took
+(compilation included); at equal execution time, the most seconds any one's trials took
+executing (compilation left out, so a warm or cold persistent cache changes nothing there). Random search, the quickest per trial, is continued with
 the same key past its budget until it has spent both (at most `EQUAL_TIME_CAP` times its budget's
 trials); grid search stops at its grid. The report says how
 many seconds each strategy spent compiling and whether its programs came from a warm cache
