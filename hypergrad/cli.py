@@ -36,21 +36,20 @@ descends (`--resample-key`: each outer step on a fresh training key). Its hyperg
 default): there `IMPLICIT`'s, each tuner holding the rates and momentum its warm-up trial had
 (`_gradient_method`; Reverse's where the budget cannot pay for Implicit's step,
 `_affordable_method`). At equal wall time every strategy gets the seconds the slowest one took
-(compilation included); at equal execution time, the most seconds any one's trials took
-executing (compilation left out, so a warm or cold persistent cache changes nothing there). Random search, the quickest per trial, is continued with
-the same key past its budget until it has spent both (at most `EQUAL_TIME_CAP` times its budget's
-trials); grid search stops at its grid. The report says how
-many seconds each strategy spent compiling and whether its programs came from a warm cache
+(compilation included); at equal execution time, the most seconds any one's trials took executing
+(compilation left out, so a warm or cold persistent cache changes nothing there). Random search,
+the quickest per trial, is continued with the same key past its budget until it has spent both (at
+most `EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid. The report says
+how many seconds each strategy spent compiling and whether its programs came from a warm cache
 (`_provenance`). The summary says, from the run's own numbers, which strategy's pick did best on
 test at equal compute, at equal wall time and at equal execution time, and whether the two
 equal-time verdicts agree: two strategies that picked the same trial, or picks of equal test loss,
 tie; the lowest test loss wins only by more than `NOISE_SE` paired standard errors of the
-per-example test-loss difference from every other pick (each pick retrained once for its per-example
-losses, `_test_losses_per_example`), and is otherwise reported as within noise of the closest. A
-pick whose test loss is not finite ranks last and is not weighed (none finite: no winner), and a
-strategy whose finished trials all diverged (or, in a `resample_key` tune, were scored on their own
-keys) is named as having no pick.
-"""
+per-example test-loss difference from every other pick (each pick retrained once for its
+per-example losses, `_test_losses_per_example`), and is otherwise reported as within noise of the
+closest. A pick whose test loss is not finite ranks last and is not weighed (none finite: no
+winner), and a strategy whose finished trials all diverged (or, in a `resample_key` tune, were
+scored on their own keys) is named as having no pick. """
 
 from __future__ import annotations
 
