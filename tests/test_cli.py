@@ -503,8 +503,7 @@ def test_picks_describe_schedules_per_layer_values_and_long_vectors_apart():
 
 def test_compare_on_a_noisy_preset_reports_what_the_example_weights_learned(tmp_path, capsys):
     out = tmp_path / "noisy"
-    # Reverse: at T=8 Implicit (the preset's default method since s34) needs a larger budget than 8 runs
-    assert cli.main(["compare", "--problem", "digits-noisy", "--budget", "8", "--steps", "8", "--method", "reverse",
+    assert cli.main(["compare", "--problem", "digits-noisy", "--budget", "8", "--steps", "8",
                      "--out", str(out), "--quiet", "--cpu-devices", "1"]) == 0
     report = (out / "report.md").read_text()
     section = report.split("## What the example weights learned")[1].split("##")[0]
