@@ -254,6 +254,16 @@ CLASSES = ["matrix products", "sums to hyperparameters", "other reductions", "el
 NOT_OPS = re.compile(r"^\$|Thunk|Pjit|Execute|^while|^end: |Wait|ThreadpoolListener|ParseArguments|PythonRef")
 
 
+def report_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark that writes markdown tables: its docstring's first paragraph as
+    the description, `--out` (also write the tables there) and `--smoke` (tiny sizes)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="also write the tables to this markdown file")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the tables' structure in seconds")
+    return parser
+
+
 def median_range(values, spec: str = ".4f") -> str:
     """'median [min-max]' of `values`, each formatted with `spec` (how the quality tables summarise seeds)."""
     values = list(values)

@@ -31,7 +31,6 @@ compared here (`populations.py` does that), so the machine's load does not matte
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -123,10 +122,7 @@ def render(records: list[dict]) -> tuple[list[str], list[str]]:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="also write the tables to this markdown file")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the tables' structure in seconds")
+    parser = common.report_parser(__doc__)
     args = parser.parse_args(argv)
     hg.use_cpu_cores()
     steps, budget, seeds = (10, 30.0, (0,)) if args.smoke else (None, 300.0, (0, 1, 2, 3, 4))

@@ -400,10 +400,7 @@ def _seeds(args) -> str:
 # -- main ------------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="also write the tables to this markdown file")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the tables' structure in seconds")
+    parser = common.report_parser(__doc__)
     parser.add_argument("--cpu-devices", type=int, default=0,
                         help="JAX CPU devices (0: one per core, as `hypergrad compare`; 1: one device)")
     parser.add_argument("--presets", default=",".join(PRESETS), help="presets of section 2, separated by commas")
