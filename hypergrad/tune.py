@@ -482,10 +482,10 @@ def _counted_run(objective: Objective, hparams: HParams, key: Key, keep: bool = 
 
 
 def _held_values(held: HParams) -> Any:
-    """tuner id -> its held hyperparameters (as a trial records hyperparameters: numpy arrays),
-    recorded in each of its trials beside the tuned ones (`make_cohort`'s `extra`)."""
-    host = jax.tree.map(np.asarray, held)
-    return lambda tuner: {name: np.asarray(values[tuner]) for name, values in host.items()}  # 0-d, not a scalar
+    """tuner id -> its held hyperparameters (as a trial records hyperparameters: numpy arrays) of the
+    batched host arrays `held`, recorded in each of its trials beside the tuned ones (`make_cohort`'s
+    `extra`)."""
+    return lambda tuner: {name: np.asarray(values[tuner]) for name, values in held.items()}  # 0-d, not a scalar
 
 
 def _first(starts: HParams) -> HParams:
@@ -568,14 +568,15 @@ def _tuned_space(space: Space, hold: tuple[str, ...]) -> Space:
     return Space({name: dist for name, dist in space.items if name not in hold}) if hold else space
 
 
-def _split(hparams: HParams, hold: tuple[str, ...]) -> tuple[HParams, HParams | None]:
-    """(the tuned hyperparameters of `hparams`, the held ones as device arrays, or None without
-    `hold`). Device arrays, as the tuners hold them (traced): an objective that indexes a held
-    schedule with a traced step reads it as it reads a tuned one, where a numpy array would fail."""
+def _split(hparams: HParams, hold: tuple[str, ...], held_as: Any = jnp.asarray) -> tuple[HParams, HParams | None]:
+    """(the tuned hyperparameters of `hparams`, the held ones converted by `held_as`, or None without
+    `hold`). Device arrays by default, as the tuners hold them (traced): an objective that indexes a
+    held schedule with a traced step reads it as it reads a tuned one, where a numpy array would fail;
+    `np.asarray` for the cohort's carry, which lives on the host between steps."""
     if not hold:
         return hparams, None
     return ({name: value for name, value in hparams.items() if name not in hold},
-            {name: jnp.asarray(hparams[name]) for name in hold})
+            {name: held_as(hparams[name]) for name in hold})
 
 
 def _check_method_held(objective: Objective, method: Method, tuned: HParams, held: HParams | None) -> None:
@@ -608,9 +609,9 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
         starts = _warm_starts(warm, space, population, stored=writer is not None)
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
     chunk = cohort_chunk(chunk_size, halving, population)
-    tuned_starts, held = _split(starts, hold)
+    tuned_starts, held = _split(starts, hold, np.asarray)  # host arrays: make_cohort keeps them there
     z, hparams0 = batched_starts(_tuned_space(space, hold), tuned_starts, chunk_rows(population, chunk))
-    held0 = None if held is None else {name: jnp.asarray(np.asarray(values)[0]) for name, values in held.items()}
+    held0 = None if held is None else {name: jnp.asarray(values[0]) for name, values in held.items()}
     if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
         _check_method_held(objective, method, hparams0, held0)
     unit = run_flops(objective, {**hparams0, **(held0 or {})}, key)
