@@ -1,0 +1,72 @@
+"""optuna_search keeps no objective alive through optuna's first import (session 35).
+
+The first call of `hg.optuna_search` in a process imported optuna under its own frame; optuna keeps the
+tracebacks of the optional imports it defers (`optuna._imports.try_import`, redis when missing), and a
+kept traceback's frames hold their callers' frames (`f_back`) with their locals, so that first call's
+objective (and its data) stayed alive for the rest of the process. The import now runs on a thread of
+its own. Only a fresh process imports optuna for the first time, hence the subprocess.
+"""
+
+import importlib.abc
+import subprocess
+import sys
+import textwrap
+
+import jax
+import optax
+import pytest
+
+import hypergrad as hg
+
+pytest.importorskip("optuna")
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.3)})
+
+# redis refused whether or not it is installed: optuna then keeps that ImportError's traceback
+FIRST_CALL = textwrap.dedent("""
+    import gc, sys, weakref
+    sys.modules["redis"] = None
+    import jax, optax
+    import hypergrad as hg
+    assert "optuna" not in sys.modules, "optuna was imported before the first optuna_search"
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.3)})
+    for call in range(2):
+        problem = hg.problems.ridge(num_examples=12, num_features=3, noise=0.5, seed=0)
+        objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+        alive = weakref.ref(objective)
+        hg.optuna_search(objective, space, jax.random.key(0), num_trials=2, sampler="random")
+        del objective, problem
+        gc.collect()
+        print(call, "alive" if alive() is not None else "freed")
+""")
+
+
+def test_the_first_call_frees_its_objective():
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "freed", "1", "freed"], out.stdout
+
+
+class _NoOptuna(importlib.abc.MetaPathFinder):
+    """Stands for an environment without optuna (its first import, not yet in sys.modules)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "optuna":
+            raise ModuleNotFoundError("No module named 'optuna'", name="optuna")
+        return None
+
+
+def _objective():
+    problem = hg.problems.ridge(num_examples=12, num_features=3, noise=0.5, seed=0)
+    return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+
+
+@pytest.mark.parametrize("loaded", [True, False], ids=["refused-in-sys.modules", "first-import"])
+def test_missing_optuna_names_the_extra(monkeypatch, loaded):
+    if loaded:
+        monkeypatch.setitem(sys.modules, "optuna", None)
+    else:
+        monkeypatch.delitem(sys.modules, "optuna")
+        monkeypatch.setattr(sys, "meta_path", [_NoOptuna(), *sys.meta_path])
+    with pytest.raises(ImportError, match=r"pip install 'hypergrad\[optuna\]'"):
+        hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=1)
