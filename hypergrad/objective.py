@@ -42,7 +42,7 @@ from hypergrad._checks import check_checkpoint_every, check_key, is_int_at_least
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import fold_data, over_folds
 from hypergrad.loop import Loop, LoopState
-from hypergrad.problem import Problem, as_problem
+from hypergrad.problem import Problem, as_problem, held_values
 
 __all__ = ["Objective"]
 
@@ -298,13 +298,14 @@ class Objective:
 
     def with_fixed(self, fixed: Mapping[str, Any]) -> Objective:
         """This objective with the hyperparameters in `fixed` held at the given (possibly traced)
-        values: every function that reads hparams sees `{**hparams, **fixed}`, so a method given
+        values (a numpy array as a device array, `hypergrad.problem.held_values`, so a traced step
+        can index it): every function that reads hparams sees `{**hparams, **fixed}`, so a method given
         the remaining hparams differentiates only those. Used to tune continuous hyperparameters
         while a numeric or masked structural choice stays put (`hg.hybrid_search`).
 
         Cost: a new Objective and Problem (the data are reused; a cross-validated problem
         regathers its folds), so build it inside the traced function, not per call in a loop.
         """
-        fixed = dict(fixed)
+        fixed = held_values(fixed)  # numpy arrays as device arrays: `h["lr"][step]` indexes them when traced
         return dataclasses.replace(self, problem=self.problem.with_fixed(fixed),
                                    optimizer=lambda h: self.optimizer({**h, **fixed}))

@@ -548,7 +548,7 @@ class Problem:
 
         Cost: a new Problem (the data are reused; a cross-validated problem regathers its folds).
         """
-        fixed = dict(fixed)
+        fixed = held_values(fixed)
 
         def merged(hparams):
             return {**hparams, **fixed}
@@ -561,6 +561,17 @@ class Problem:
             metrics={name: functools.partial(_merged_metric, fn, fixed) for name, fn in self._metric_fns.items()},
             model_reads_hparams=True,
         )
+
+
+def held_values(fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """`fixed` as `with_fixed` holds it: a numpy array of one or more dimensions becomes a device
+    array, so that a function indexing it with a traced value (`h["lr"][step]`, per-example weights
+    at a minibatch's indices) reads it as it reads a tuned hyperparameter, where indexing the numpy
+    array with a tracer fails (JAX's TracerArrayConversionError). Every other value is kept as it
+    is: Python and numpy scalars stay concrete (a structural choice's `int(h["layers"])`), traced
+    values stay traced. Cost: one copy to the device per array, once per `with_fixed`."""
+    return {name: jnp.asarray(value) if isinstance(value, np.ndarray) and value.ndim else value
+            for name, value in dict(fixed).items()}
 
 
 def scalar_output(value: Any, what: str) -> Any:
