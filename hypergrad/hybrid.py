@@ -17,11 +17,13 @@ budget / configurations, a cheaper one less; the structure plan prices masking o
 share, budget / configurations. A step's padding rows (a chunk split over several devices is padded
 to a multiple of them) are charged too, so where the configurations do not divide evenly over the
 devices the same budget buys fewer steps on more devices: the result depends on the device count
-by more than rounding. The trials table holds one row per
-(configuration, outer step), produced step by step across configurations, so `hg.compare` sees
-the best value reached within any budget. A configuration whose start (the centre) or every step
-so far diverged restarts at a fresh draw from the space until a step is finite, with a warning, as a
-tuner of `hg.tune` does (`hypergrad.outer`).
+by more than rounding. A stored study resumed on another device count runs the steps its first call
+bought; where this count's padding of the steps left costs more than the budget has left (a study
+started on fewer devices), its programs run unpadded instead, so it stays within the budget.
+The trials table holds one row per (configuration, outer step), produced step by step across
+configurations, so `hg.compare` sees the best value reached within any budget. A configuration
+whose start (the centre) or every step so far diverged restarts at a fresh draw from the space
+until a step is finite, with a warning, as a tuner of `hg.tune` does (`hypergrad.outer`).
 
 A hyperparameter that no configuration's run reads (declared in the space, wired into nothing) is
 warned of once per call (`UserWarning`, at the user's line), before any outer step compiles; one
@@ -46,6 +48,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
+from hypergrad._batching import DEFAULT_CHUNK
 from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int, is_number
 from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
@@ -111,7 +114,8 @@ def hybrid_search(
         log, progress, storage, study: as in `hg.tune` (a stored study resumes from its last
             committed step, with the structure plan it started with: the rates the plan decided
             from and the number of steps the budget bought are stored with each step's checkpoint,
-            so neither rates measured anew nor another device count can change them).
+            so neither rates measured anew nor another device count can change them; on a device count
+            whose padding the budget left cannot pay for, they run unpadded: `_resumed_chunks`).
 
     Returns:
         a `Result` with one trial per (configuration, outer step), the discrete options in its
@@ -159,11 +163,13 @@ def _hybrid_search(objective: Objective | Structured, space: Space, key: Key, bu
             stored = finished_result(writer, evaluations - 1)
             if stored is not None:  # the same call again, after it finished: its Result, nothing compiled
                 return stored
-        cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0) for group in priced]
+        earlier = [] if checkpoint is None else writer.trials_from(0)  # resumed: the steps stored up to it
+        chunks = _resumed_chunks(priced, budget, evaluations, checkpoint, earlier)
+        cohorts = [_cohort(group, space, settings, continuous, method, outer, key, z0, chunk)
+                   for group, chunk in zip(priced, chunks)]
         sink = None if writer is None else _PlannedSink(writer, _plan_record(rates, evaluations))
         recorder = TrialRecorder(f"hybrid[{method}]", log, progress, total=evaluations * num, sink=sink)
-        if checkpoint is not None:  # resumed: the steps stored up to the checkpoint
-            recorder.trials.extend(writer.trials_from(0))
+        recorder.trials.extend(earlier)
         stored = len(recorder.trials)
         try:
             drive(cohorts, steps=evaluations - 1, key=key, resample_key=False,
@@ -266,7 +272,9 @@ class _PlannedSink:
     the first call grouped, so it plans with these instead (a plan is a function of its rates); and
     it runs the steps the first call planned, which a resumed call whose steps cost otherwise
     (another device count's padding) would plan anew, leaving a table of one plan's trials under
-    the other's `info["steps"]`. What `TrialRecorder` uses of a sink, passed through."""
+    the other's `info["steps"]` (where that padding costs more than the budget has left, the
+    resumed call runs its programs unpadded: `_resumed_chunks`). What `TrialRecorder` uses of a sink,
+    passed through."""
 
     def __init__(self, writer: Any, plan: dict[str, Any]):
         self.writer, self.plan, self.done = writer, plan, writer.done
@@ -383,26 +391,58 @@ def _unread_names(objective: Objective, hparams: dict, key: Key) -> tuple[str, .
 
 
 def _cohort(group: _Priced, space: Space, settings: dict[str, np.ndarray], continuous: Space, method: Method,
-            outer: optax.GradientTransformation, key: Key, z0: Any) -> Cohort:
+            outer: optax.GradientTransformation, key: Key, z0: Any, chunk: int | None) -> Cohort:
     """One program's configurations as a cohort of tuners (id = configuration row), started at z0
-    with their choices held fixed (compiles its outer step, or takes it from the cache)."""
+    with their choices held fixed, run in chunks of `chunk` rows (None: sized to them, `chunk_rows`;
+    compiles its outer step, or takes it from the cache)."""
     z = jax.tree.map(lambda a: np.broadcast_to(a, (len(group.rows), *a.shape)), z0)
 
     def options(row: int) -> dict:  # as a search records them: 0-d arrays of the values trained, or options
         return space.options_of({n: np.asarray(np.asarray(settings[n])[row]) for n in space.choices})
 
     return make_cohort(group.objective, continuous, method, outer, key, z, fixed=group.fixed, tuners=group.rows,
-                       unit=group.unit, flops=group.step, extra=options)
+                       chunk_size=chunk, unit=group.unit, flops=group.step, extra=options)
 
 
 def _evaluations(groups: list[_Priced], budget: float, num: int) -> int:
     """Hypergradients per configuration that `budget` buys (>= 2: one step and the final scoring).
     A step of a program's configurations costs its padded rows (`rows_computed`: a chunk split
     over several devices is padded to a multiple of them, and the padding is charged to the trials)."""
-    cost = sum(g.step / g.unit * rows_computed(len(g.rows), None) for g in groups)  # runs per step, all configs
+    cost = _runs_per_step(groups, [None] * len(groups))
     evaluations = math.floor(budget / cost + 1e-9)
     if evaluations < 2:
         raise ValueError(
             f"budget={budget} runs buys {evaluations} hypergradient(s) per configuration ({num} configurations "
             f"at {cost / num:.2f} runs each); give at least {math.ceil(2 * cost * 10) / 10:.1f} runs or fewer configs")
     return evaluations
+
+
+def _runs_per_step(groups: list[_Priced], chunks: list[int | None]) -> float:
+    """Training-run equivalents one outer step (or the final scoring) of every configuration costs,
+    each program run in chunks of the rows given (None: sized to its configurations, `chunk_rows`),
+    its padding rows included (`rows_computed`)."""
+    return sum(g.step / g.unit * rows_computed(len(g.rows), chunk) for g, chunk in zip(groups, chunks))
+
+
+def _resumed_chunks(groups: list[_Priced], budget: float, evaluations: int, checkpoint: dict | None,
+                    earlier: list[Any]) -> list[int | None]:
+    """Each program's chunk (`_cohort`): None, sized to its configurations as a fresh call's, unless
+    a resumed call's hypergradients left (its stored `evaluations`, less those up to the checkpoint)
+    at the padding of this device count cost more than the budget its `earlier` trials left (a
+    study started on fewer devices, or on a count that divides the configurations); then chunks
+    that divide each program's configurations (`_unpadded_chunk`): no padding row, the least any
+    device count charges, so the first call's plan, paid for at its padding, still fits."""
+    sized = [None] * len(groups)
+    if checkpoint is None:
+        return sized
+    left = evaluations - 1 - checkpoint["step"]
+    spent = sum(t.runs for t in earlier)
+    if left <= 0 or math.floor((budget - spent) / _runs_per_step(groups, sized) + 1e-9) >= left:
+        return sized
+    return [_unpadded_chunk(len(g.rows)) for g in groups]
+
+
+def _unpadded_chunk(rows: int) -> int:
+    """The most rows, at most `DEFAULT_CHUNK`, of a chunk that divides `rows` (every call full:
+    3 configurations in one call, over the one device of 2 that divides them; 67 in calls of one)."""
+    return max(d for d in range(1, min(rows, DEFAULT_CHUNK) + 1) if rows % d == 0)
