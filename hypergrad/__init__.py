@@ -2,22 +2,25 @@
 
 import importlib.metadata
 
-from hypergrad import online, problems
-from hypergrad._caches import clear_caches, use_compilation_cache
-from hypergrad.accounting import hypergradient_flops, run_flops
-from hypergrad.hybrid import hybrid_search
-from hypergrad.hypergradient import hypergradient
-from hypergrad.methods import ES, PES, Forward, Implicit, Method, Reverse, Reversible, Truncated
-from hypergrad.objective import Objective
-from hypergrad.optuna_search import optuna_search
-from hypergrad.problem import Problem
-from hypergrad.report import Report, compare
-from hypergrad.results import Comparison, Result, Trial
-from hypergrad.search import grid_search, random_search, use_cpu_cores
-from hypergrad.space import Choice, LogUniform, Space, Uniform
-from hypergrad.store import StudyInfo, list_studies, load_study
-from hypergrad.structure import Masked, Structured, select_transform
-from hypergrad.tune import tune, tune_step_cost
+from hypergrad._interrupts import ctrl_c_kept
+
+with ctrl_c_kept():  # a Ctrl-C that the imports drop (JAX's garbage-collection callback) is raised as they end
+    from hypergrad import online, problems
+    from hypergrad._caches import clear_caches, use_compilation_cache
+    from hypergrad.accounting import hypergradient_flops, run_flops
+    from hypergrad.hybrid import hybrid_search
+    from hypergrad.hypergradient import hypergradient
+    from hypergrad.methods import ES, PES, Forward, Implicit, Method, Reverse, Reversible, Truncated
+    from hypergrad.objective import Objective
+    from hypergrad.optuna_search import optuna_search
+    from hypergrad.problem import Problem
+    from hypergrad.report import Report, compare
+    from hypergrad.results import Comparison, Result, Trial
+    from hypergrad.search import grid_search, random_search, use_cpu_cores
+    from hypergrad.space import Choice, LogUniform, Space, Uniform
+    from hypergrad.store import StudyInfo, list_studies, load_study
+    from hypergrad.structure import Masked, Structured, select_transform
+    from hypergrad.tune import tune, tune_step_cost
 
 __all__ = [
     # declaring the problem and the search space
