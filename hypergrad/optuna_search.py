@@ -67,10 +67,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import importlib
 import json
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -80,6 +77,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from hypergrad._extras import import_extra
 from hypergrad._indexing import unread_warned_once
 from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
                                shared_outcome, users_stacklevel)
@@ -101,35 +99,9 @@ _SEED_STREAM = SAMPLE_STREAM - 1  # fold_in tag of the sampler seed, beside rand
 
 
 def _import_optuna() -> Any:
-    """optuna (an extra, imported on first use), or `ImportError` naming the extra.
-
-    Its first import in a process runs on a thread of its own: optuna keeps the tracebacks of the
-    optional imports it defers (`optuna._imports.try_import`, e.g. redis when it is missing), and the
-    frames of a kept traceback hold their callers' frames (`f_back`) with their locals, so an import
-    under `optuna_search` would keep that first call's objective and its data alive for the rest of
-    the process. A thread's frames start at the thread, so only its own frames are kept. Cost: one
-    short-lived thread, once per process; later calls find optuna in `sys.modules`."""
-    got: dict[str, Any] = {}
-    if "optuna" in sys.modules:  # loaded (or refused by a None entry): no module code runs here
-        _load_module("optuna", got)
-    else:
-        thread = threading.Thread(target=_load_module, args=("optuna", got), name="hypergrad-import-optuna")
-        thread.start()
-        thread.join()
-    if isinstance(got.get("error"), ImportError):
-        raise ImportError("optuna_search needs optuna: pip install 'hypergrad[optuna]'") from got["error"]
-    if "error" in got:
-        raise got["error"]
-    return got["module"]
-
-
-def _load_module(name: str, into: dict[str, Any]) -> None:
-    """`into["module"]`: the module `name` imported, or `into["error"]`: why not (for the thread that
-    asked, `_import_optuna`, to raise; an exception would else end on this thread unseen)."""
-    try:
-        into["module"] = importlib.import_module(name)
-    except Exception as err:  # any: raised by the caller's thread
-        into["error"] = err
+    """optuna (an extra, imported on first use without keeping the caller's frames alive:
+    `hypergrad._extras.import_extra`), or `ImportError` naming the extra."""
+    return import_extra("optuna", "optuna_search", "optuna")
 
 
 def _python_number(option: Any) -> int | float:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from hypergrad._batching import is_writer
+from hypergrad._extras import import_extra
 from hypergrad._checks import check_log_apart, check_progress, is_number, shared_outcome
 from hypergrad._files import replaced_atomically
 from hypergrad._store_codec import decode_value, describe_space, encode_value
@@ -542,10 +543,7 @@ class Result:
             raise ValueError(f"to_optuna: storage_url={os.fspath(storage_url)!r} is a path, not an Optuna storage URL; "
                              f"give 'sqlite:///{os.fspath(storage_url)}'")
         described = (self.info.get("space") or {}) if space is None else _described_space(space, self.trials)
-        try:
-            import optuna
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("to_optuna needs optuna: pip install 'hypergrad[optuna]'") from err
+        optuna = import_extra("optuna", "to_optuna", "optuna")  # its first import keeps no frame of ours alive
         options = {} if space is None else {name: d.options for name, d in space.items if isinstance(d, Choice)}
         distributions, params = _optuna_columns(optuna, self.trials, described, options)
         can_pick = pickable(self.info)

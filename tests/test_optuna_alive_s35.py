@@ -70,3 +70,42 @@ def test_missing_optuna_names_the_extra(monkeypatch, loaded):
         monkeypatch.setattr(sys, "meta_path", [_NoOptuna(), *sys.meta_path])
     with pytest.raises(ImportError, match=r"pip install 'hypergrad\[optuna\]'"):
         hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=1)
+
+
+# Result.to_optuna imported optuna the same way: a caller's frame (here `study`, holding the
+# objective) stayed alive through optuna's kept traceback when to_optuna came first in a process.
+TO_OPTUNA_FIRST = textwrap.dedent("""
+    import gc, os, sys, tempfile, weakref
+    sys.modules["redis"] = None
+    import jax, optax
+    import hypergrad as hg
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.3)})
+    folder = tempfile.mkdtemp()
+
+    def study(call):
+        problem = hg.problems.ridge(num_examples=12, num_features=3, noise=0.5, seed=0)
+        objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+        result = hg.random_search(objective, space, jax.random.key(0), num_trials=2)
+        assert call or "optuna" not in sys.modules, "optuna was imported before the first to_optuna"
+        result.to_optuna(f"sqlite:///{os.path.join(folder, 'o.db')}", f"s{call}", space=space)
+        return weakref.ref(objective)
+
+    for call in range(2):
+        alive = study(call)
+        gc.collect()
+        print(call, "alive" if alive() is not None else "freed")
+""")
+
+
+def test_the_first_to_optuna_frees_its_callers_objective():
+    out = subprocess.run([sys.executable, "-c", TO_OPTUNA_FIRST], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "freed", "1", "freed"], out.stdout
+
+
+def test_missing_optuna_names_the_extra_in_to_optuna(monkeypatch, tmp_path):
+    result = hg.random_search(_objective(), SPACE, jax.random.key(0), num_trials=1)
+    monkeypatch.delitem(sys.modules, "optuna")
+    monkeypatch.setattr(sys, "meta_path", [_NoOptuna(), *sys.meta_path])
+    with pytest.raises(ImportError, match=r"to_optuna needs optuna: pip install 'hypergrad\[optuna\]'"):
+        result.to_optuna(f"sqlite:///{tmp_path / 'o.db'}", "s")
