@@ -28,7 +28,10 @@ names of a flax.nnx state: alphabetical, which is input to output only where the
 way ("layers/0", "layers/1", ... of an nnx.List; "conv0", "conv1", "head"; "body", "head"). For
 a model with `self.hidden` then `self.classifier` the default order is ("classifier", "hidden"):
 give `groups` yourself, from input to output (a dict keeps its order), e.g.
-`{"hidden": "hidden", "classifier": "classifier"}`, to both `finetune` and `group_sgd`.
+`{"hidden": "hidden", "classifier": "classifier"}`, to `finetune`, and give the optimiser the
+problem's own groups: `group_sgd(problem)` (`problem_groups`; `finetune_space` does). An optimiser
+whose groups split a `finetune` problem's parameters otherwise (other members, or another order)
+is refused (ValueError naming both orders, when the loop is traced, before anything compiles).
 
 Leaves that are not floating point (counters, integer masks) belong to no group: the penalties
 skip them and the training loop holds them constant.
@@ -55,10 +58,10 @@ flax.nnx model (with BatchNorm, Dropout or neither):
 Then
 
     problem = hg.problems.finetune(params, (train, val, test), apply, head=new_head)
-    groups = hg.problems.layer_groups(params)            # or your own {name: prefix}, input to output
+    groups = hg.problems.layer_groups(params)            # finetune's default groups (or give groups=)
     space = hg.Space({"lr": hg.LogUniform(1e-4, 0.3, shape=(len(groups),)),
                       "l2sp": hg.LogUniform(1e-4, 1.0), "warmup": hg.Uniform(0.0, 50.0)})
-    objective = hg.Objective(problem, hg.problems.group_sgd(groups), num_steps=200)
+    objective = hg.Objective(problem, hg.problems.group_sgd(problem), num_steps=200)   # the problem's groups
     tuned = hg.tune(objective, space, key, population=8, warmup=64)
 
 `new_head(key, pretrained) -> params` returns the starting parameters with the head replaced
@@ -71,6 +74,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -90,13 +94,19 @@ from hypergrad.problems._labels import check_class_labels, check_pair, one_examp
 from hypergrad.problems._losses import accuracy, cross_entropy
 
 __all__ = ["finetune", "group_sgd", "group_rates", "layer_groups", "group_labels", "group_sq_norms", "leaf_path",
-           "scale_by_group_rate", "warmup_ramp", "freeze_count", "GroupRateState", "FREEZE_HAS_NO_GRADIENT"]
+           "problem_groups", "scale_by_group_rate", "warmup_ramp", "freeze_count", "GroupRateState",
+           "FREEZE_HAS_NO_GRADIENT"]
 
 Groups = Mapping[str, "str | Sequence[str]"]
 
 NO_GROUP = -1
 """The label `group_labels` gives a leaf that is not floating point (an RNG key, a counter)."""
 SPLITS = ("train", "val", "test")
+
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""`{problem: (its groups, its pretrained floating-point leaves)}` of every live problem `finetune`
+built (`problem_groups`; `scale_by_group_rate` compares its own groups with them). Weakly keyed:
+an entry goes with its problem, whose closures hold the same leaves."""
 
 
 def _key_name(entry: Any) -> str:
@@ -311,7 +321,8 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
             updates its state, in train mode, is refused; module docstring).
         groups: `{name: prefix or prefixes}` from input to output (module docstring); None: one
             group per layer (`layer_groups`), in alphabetical order (module docstring, "Group
-            order"). Per-group hyperparameters follow this order.
+            order"). Per-group hyperparameters follow this order. Recorded on the problem
+            (`problem_groups`), for `group_sgd(problem)`.
         head: optional `head(key, pretrained) -> params`: the starting point with a fresh head.
         new_groups: the groups `head` re-initialises (no pretrained reference: L2-SP skips them).
             Default with `head`: the groups in which `head(jax.random.key(0), pretrained)`
@@ -378,9 +389,21 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
         return accuracy(apply(params, x), y, class_axis)
 
     train, val, *test = task
-    return Problem(init=start_of, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
-                   test_data=test[0] if test else None, batch_size=batch_size, metrics={"accuracy": acc},
-                   name=name)
+    problem = Problem(init=start_of, train_loss=train_loss, val_loss=val_loss, train_data=train, val_data=val,
+                      test_data=test[0] if test else None, batch_size=batch_size, metrics={"accuracy": acc},
+                      name=name)
+    recorded = layer_groups(pretrained) if groups is None else dict(groups)
+    _BUILT[problem] = (recorded, tuple(leaf for leaf in jax.tree.leaves(pretrained) if _is_float(leaf)))
+    return problem
+
+
+def problem_groups(problem: Problem) -> dict[str, str | Sequence[str]] | None:
+    """The groups `finetune` built `problem` with, in their order (a new dict): the `groups` it was
+    given, or `layer_groups(pretrained)` for its default; None for a problem `finetune` did not
+    build (another constructor's, or a copy such as `problem.with_fixed(...)`). `group_sgd(problem)`
+    reads them, so that the optimiser's rates and the problem's penalties count the same groups."""
+    recorded = _BUILT.get(problem) if isinstance(problem, Problem) else None
+    return None if recorded is None else dict(recorded[0])
 
 
 def _cast(x: Any, dtype: Any) -> jax.Array:
@@ -493,7 +516,9 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
 
     Args:
         rates: `(step, num_groups) -> (num_groups,)` rates of this step (traced hyperparameters).
-        groups: as in `finetune` (None: one group per layer of the updates' tree).
+        groups: as in `finetune` (None: one group per layer of the updates' tree). `init` refuses
+            (`ValueError`) parameters that a `finetune` problem's `init` returned (they hold its
+            pretrained leaves) when `groups` split them otherwise than that problem's groups.
 
     Groups are read from `params` when the update is handed them (the training loop does), else
     from `updates`: a parameter that is not floating point (an RNG key, a counter) then belongs to
@@ -504,7 +529,7 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
     unchanged. Cost: one multiply per parameter; state: one int32 counter.
     """
     def init(params):
-        del params
+        _check_problem_groups(params, groups)
         return GroupRateState(jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
@@ -515,6 +540,29 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
         return updates, GroupRateState(state.count + 1)
 
     return optax.GradientTransformation(init, update)
+
+
+def _check_problem_groups(params: PyTree, groups: Groups | None) -> None:
+    """`ValueError` when `params` come from a problem `finetune` built (they hold its pretrained
+    leaves: what its `init` returns) and `groups` split them otherwise than that problem's groups (other
+    members, or the same in another order): the rates' `lr[i]`, `freeze` and `lr_decay` would then
+    count other groups than the penalties' `l2sp[i]` and `weight_decay[i]`. Cost: at trace time only."""
+    ids = {id(leaf) for leaf in jax.tree.leaves(params)}
+    built = [recorded for recorded, leaves in list(_BUILT.values()) if any(id(leaf) in ids for leaf in leaves)]
+    if not built:
+        return
+    labels, names = group_labels(params, groups)
+    mine = jax.tree.leaves(labels)
+    for recorded in built:
+        if jax.tree.leaves(group_labels(params, recorded)[0]) == mine:
+            return
+    default = " (the default, layer_groups(params): alphabetical)" if groups is None else ""
+    raise ValueError(
+        f"group_sgd's groups, in order {list(names)}{default}, are not the groups hg.problems.finetune built the "
+        f"problem with, in order {list(built[0])} ({dict(built[0])}): lr[i], freeze and lr_decay would act on "
+        "other layers than l2sp[i] and weight_decay[i]. Give the optimiser the problem's groups, "
+        "hg.problems.group_sgd(problem), or the same groups dict, input to output, to finetune(groups=...) and "
+        "group_sgd(groups)")
 
 
 def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float = 0.01, warmup: float = 0.0,
@@ -664,7 +712,9 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
     `momentum`) whose step size is one rate per parameter group (`group_rates`).
 
     Args:
-        groups: as in `finetune` (None: one group per layer).
+        groups: as in `finetune` (None: one group per layer), or the problem `finetune` built, whose
+            groups it then takes (`problem_groups`). Groups that split a `finetune` problem's
+            parameters otherwise than its own are refused when the loop is traced (`ValueError`).
         lr, warmup, lr_decay: defaults for the hyperparameters absent from `hparams`, finite and >= 0.
         momentum: the default of `hparams["momentum"]`, in [0, 1) (None: 0.9). Refused with `base`,
             which replaces the momentum trace and so would never read it (put a trace in `base`).
@@ -678,10 +728,13 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
 
     Raises:
         ValueError: a default out of its range (`check_rate_defaults`), `momentum` outside [0, 1),
-            or `momentum` given with `base`; all at construction, before anything compiles.
+            `momentum` given with `base`, or a problem `finetune` did not build; all at construction,
+            before anything compiles. Groups other than the problem's: when the loop is traced.
     """
     num_steps = check_rate_defaults("group_sgd", lr=lr, warmup=warmup, lr_decay=lr_decay, num_steps=num_steps,
                                     cosine=cosine)
+    if isinstance(groups, Problem):
+        groups = _groups_of(groups)
     if base is not None and momentum is not None:
         raise ValueError(f"group_sgd(momentum={momentum!r}, base=...): base replaces the momentum trace, so momentum "
                          "would never be read; drop momentum, or chain the trace in base, e.g. "
@@ -698,3 +751,14 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
         return optax.chain(first, scale_by_group_rate(rates, groups))
 
     return optimizer
+
+
+def _groups_of(problem: Problem) -> dict[str, str | Sequence[str]]:
+    """`problem_groups(problem)`, or a `ValueError` with the fix for a problem `finetune` did not build."""
+    groups = problem_groups(problem)
+    if groups is None:
+        raise ValueError(f"group_sgd(problem): the problem {problem.name!r} was not built by hg.problems.finetune "
+                         "(or is a copy of one, e.g. problem.with_fixed(...)), so it records no groups; pass the "
+                         "groups themselves, e.g. hg.problems.layer_groups(problem.init(jax.random.key(0))), or the "
+                         "problem finetune returned")
+    return groups

@@ -30,7 +30,7 @@ from hypergrad._checks import check_count
 from hypergrad.objective import Objective
 from hypergrad.problem import Problem, as_problem
 from hypergrad.problems.logistic import logistic
-from hypergrad.problems.finetune import group_sgd, layer_groups
+from hypergrad.problems.finetune import group_sgd, layer_groups, problem_groups
 from hypergrad.problems.mlp import corrupted_examples, mlp_classifier, noisy_mlp_classifier
 from hypergrad.problems.pretrained import digits_transfer
 from hypergrad.space import LogUniform, Space, Uniform
@@ -115,13 +115,16 @@ def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
     layer (`lr`, shape (layers,); the baselines search one rate shared by every layer), the L2-SP
     strength and the warm-up length (from 1, where `warmup_ramp` starts acting: any length up to 1
     is no warm-up and gets a zero hypergradient, to a quarter of the steps, at least 2). Three
-    scalars for the grid.
+    scalars for the grid. The groups are those `finetune` built the problem with
+    (`problem_groups`), else one per layer (`layer_groups`).
     `problem` must be an `hg.Problem` (a preset's name or an Objective is a ValueError showing the
     call that fits) and `num_steps` an int >= 1 (a ValueError names it), both checked before the
     problem's `init` runs."""
     problem = _checked_finetune_problem(problem)
     num_steps = check_count(num_steps, "num_steps")
-    groups = layer_groups(problem.init(jax.random.key(0)))
+    groups = problem_groups(problem)  # the groups finetune built it with: its penalties count the same ones
+    if groups is None:  # a problem another constructor built: one group per layer
+        groups = layer_groups(problem.init(jax.random.key(0)))
     space = Space({
         "lr": LogUniform(1e-3, 1.0, shape=(len(groups),)),
         "l2sp": LogUniform(1e-4, 1.0),
