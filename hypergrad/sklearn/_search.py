@@ -70,7 +70,14 @@ it either. The fallback refuses them too, before its first fit (`RefusesCandidat
 scikit-learn's search alone would record each such fit as failed; its `UserWarning` comes only
 once its fits begin, so no warning that something will run precedes a refusal. Data the
 estimator's `fit` refuses (NaN in X, or in a regressor's y) is refused up front with
-scikit-learn's message naming X or y (`check_data`).
+scikit-learn's message naming X or y (`check_data`). An exception raised on the host while a fold
+is built (a Pipeline step's `fit_transform` or `transform`, the estimator's check of the transformed
+data: a PCA larger than the data, a "passthrough" step leaving NaN, a category unseen in training)
+is handled as scikit-learn's `_fit_and_score` handles it (`built_fold`): on the training part, those
+fits failed (`error_score`, counted in the `FitFailedWarning` with the error's traceback, as
+scikit-learn summarises it); on the validation part, the fits stand unscored (`error_score`, a
+"Scoring failed" `UserWarning`); with `error_score="raise"` the exception itself is raised. The
+other candidates and folds are fitted as usual.
 
 Cost: one compilation per structural program the planner makes (and, for a minibatch MLP, per
 distinct fold size: KFold on n examples makes at most two; and per number of classes trained on,
@@ -124,6 +131,7 @@ import numbers
 import os
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -453,15 +461,18 @@ def fold_scoring(search: Any, target: Target, encoding: tuple[np.ndarray, dict],
     return FoldScoring(exact, unscorable, unscorable_train)
 
 
-def apply_fold_scoring(search: Any, tables: dict[str, np.ndarray], scoring: FoldScoring, failed: np.ndarray
-                       ) -> None:
+def apply_fold_scoring(search: Any, tables: dict[str, np.ndarray], scoring: FoldScoring, failed: np.ndarray,
+                       host: HostFailures | None = None) -> None:
     """`fold_scoring`'s folds in the tables (candidates, folds): the exact accuracies; `error_score`
-    for the unscorable, with one `UserWarning` counting the fits scikit-learn's search warns for
+    for the unscorable, and for the fits whose validation part failed on the host (`host.unscored`,
+    `built_fold`), with one `UserWarning` counting the fits scikit-learn's search warns for
     ("Scoring failed...", once per fit there), those not `failed` (a failed fit is not scored)."""
     for s, (test, train) in scoring.exact.items():
         tables["test"][:, s], tables["train"][:, s] = test, train
     unscored = np.zeros(failed.shape, bool)
     unscored[:, sorted(scoring.unscorable)] = True
+    if host is not None:
+        unscored |= host.unscored
     if unscored.any():  # (never with error_score="raise": `fold_scoring` raised; numpy would not take the string)
         tables["test"][unscored] = search.error_score
     whys = list(scoring.unscorable.values())
@@ -470,6 +481,8 @@ def apply_fold_scoring(search: Any, tables: dict[str, np.ndarray], scoring: Fold
         tables["train"][:, folds] = search.error_score
         unscored[:, folds] = True
         whys += list(scoring.unscorable_train.values())
+    if host is not None:
+        whys += [f"{n} fits: {error}" for error, n in host.score_errors.items()]
     unscored &= ~failed
     if unscored.any():
         warnings.warn(f"Scoring failed. The score on this train-test partition for these parameters will be set to "
@@ -573,12 +586,96 @@ def fold_arrays(target: Target, X: Any, y: Any, encoded: np.ndarray, train: np.n
     """((X, y) trained on, (X, y) scored on) of one fold, y encoded as the estimator encodes it;
     the Pipeline's other steps fitted on the fold's training part with the original y (a fresh
     clone per fold, as scikit-learn's search fits the whole pipeline per fold)."""
-    x_train, x_val = _safe_indexing(X, train), _safe_indexing(X, val)
+    before, trained = fold_training(target, X, y, encoded, train)
+    return trained, fold_validation(target, before, X, encoded, val)
+
+
+def fold_training(target: Target, X: Any, y: Any, encoded: np.ndarray, train: np.ndarray
+                  ) -> tuple[Pipeline | None, tuple[np.ndarray, np.ndarray]]:
+    """(the Pipeline's other steps fitted on the fold's training part, or None without them;
+    (X, y) of that part as the estimator fits it): what scikit-learn's search does in the fit of
+    the fold, so an exception here is a failed fit (`built_fold`)."""
+    x_train = _safe_indexing(X, train)
+    before = None
     if target.before is not None:
         before = clone(target.before)
         x_train = before.fit_transform(x_train, None if y is None else _safe_indexing(y, train))
+    return before, (check_array(x_train, dtype=np.float64), encoded[train])
+
+
+def fold_validation(target: Target, before: Pipeline | None, X: Any, encoded: np.ndarray, val: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of the fold's validation part as the estimator scores it, through `before` (the fitted
+    steps of `fold_training`): what scikit-learn's search does in the scoring of the fold, so an
+    exception here leaves the fit standing but unscored (`built_fold`)."""
+    x_val = _safe_indexing(X, val)
+    if before is not None:
         x_val = before.transform(x_val)
-    return (check_array(x_train, dtype=np.float64), encoded[train]), (check_array(x_val, dtype=np.float64), encoded[val])
+    return check_array(x_val, dtype=np.float64), encoded[val]
+
+
+class BuiltFold(NamedTuple):
+    """One fold's arrays as `built_fold` made them: `pair`, ((X, y) trained on, (X, y) scored on),
+    None when the fit failed; `fit_error`, the traceback of the exception that failed it (the
+    Pipeline's other steps, or the estimator's check of the data, on the training part);
+    `score_error`, the traceback of the exception raised on the validation part, whose fit stands
+    but is not scored (the training part's first rows stand in for it in `pair`)."""
+
+    pair: tuple | None
+    fit_error: str | None = None
+    score_error: str | None = None
+
+
+def built_fold(search: Any, target: Target, X: Any, y: Any, encoded: np.ndarray, train: np.ndarray,
+               val: np.ndarray) -> BuiltFold:
+    """One fold's arrays (`fold_arrays`), an exception caught as scikit-learn's search catches it
+    (`_fit_and_score`): raised on the training part, the fit failed (`fit_error`: its scores are
+    `error_score` with a `FitFailedWarning`); raised on the validation part, the fit stands and its
+    test score is `error_score` with a "Scoring failed" `UserWarning` (`score_error`; its training
+    part's rows, cycled to the validation part's size, stand in for it, so the fold keeps its
+    shapes and program and its failure, should the fit diverge, is still read). With
+    `error_score="raise"` the exception is raised, as scikit-learn's search raises it.
+    Cost: `fold_arrays`'s."""
+    if search.error_score == "raise":
+        return BuiltFold(fold_arrays(target, X, y, encoded, train, val))
+    try:
+        before, trained = fold_training(target, X, y, encoded, train)
+    except Exception:  # noqa: BLE001 -- any exception, as scikit-learn's _fit_and_score records it
+        return BuiltFold(None, fit_error=traceback.format_exc())
+    try:
+        return BuiltFold((trained, fold_validation(target, before, X, encoded, val)))
+    except Exception:  # noqa: BLE001 -- any exception, as scikit-learn's _score records it
+        stand_in = np.resize(np.arange(len(trained[1])), len(val))
+        return BuiltFold((trained, (trained[0][stand_in], trained[1][stand_in])), score_error=traceback.format_exc())
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFailures:
+    """What the host-side fold building (`built_fold`) made of a search's fits, (candidates, folds)
+    each: `failed`, fits that failed there; `unscored`, fits whose validation part failed;
+    `fit_errors` and `score_errors`, each exception's traceback -> the number of fits it stopped."""
+
+    failed: np.ndarray
+    unscored: np.ndarray
+    fit_errors: dict[str, int]
+    score_errors: dict[str, int]
+
+    @classmethod
+    def none(cls, shape: tuple[int, int]) -> HostFailures:
+        """No failure yet, for `shape` (candidates, folds)."""
+        return cls(np.zeros(shape, bool), np.zeros(shape, bool), {}, {})
+
+    def record(self, rows: np.ndarray, built: Sequence[BuiltFold]) -> list[int]:
+        """Records the folds `built` (one per fold) of the candidates `rows`; returns the folds whose
+        fits run (those with a `pair`)."""
+        for s, fold in enumerate(built):
+            if fold.fit_error is not None:
+                self.failed[rows, s] = True
+                self.fit_errors[fold.fit_error] = self.fit_errors.get(fold.fit_error, 0) + len(rows)
+            elif fold.score_error is not None:
+                self.unscored[rows, s] = True
+                self.score_errors[fold.score_error] = self.score_errors.get(fold.score_error, 0) + len(rows)
+        return [s for s, fold in enumerate(built) if fold.pair is not None]
 
 
 def stack_folds(objectives: Sequence[hg.Objective]) -> hg.Objective:
@@ -1128,8 +1225,8 @@ class VmappedSearch(RefusesCandidates):
                   f"{len(splits) * len(candidates)} fits (vmapped)")
         with named_already(ignored):
             refit = self._refit_program(target, X, y, candidates)
-            tables = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
-        self._finish(X, y, candidates, splits, tables, refit, refused, scoring)
+            tables, host = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
+        self._finish(X, y, candidates, splits, tables, refit, refused, scoring, host)
         return self
 
     def _checked_fit(self, X: Any, y: Any, params: Mapping[str, Any]) -> CheckedFit | FallsBack:
@@ -1173,10 +1270,13 @@ class VmappedSearch(RefusesCandidates):
         raise NotImplementedError
 
     def _evaluate(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], candidates: list[dict],
-                  splits: list, keys: Sequence[jax.Array], refit: Any = None) -> dict[str, np.ndarray]:
+                  splits: list, keys: Sequence[jax.Array], refit: Any = None
+                  ) -> tuple[dict[str, np.ndarray], HostFailures]:
         """Test (and train) scores, failed fits and fit/score seconds, each (candidates, folds), of
         y encoded as `encoding` (`_encode_y`'s), each group of `host_groups` fitted with its training
-        key in `keys`; `refit`'s program (if any) starts compiling when the first search program does."""
+        key in `keys`; `refit`'s program (if any) starts compiling when the first search program does.
+        With them, the fits the host's fold building failed or left unscored (`built_fold`), which
+        run no program (a failed one) or are scored `error_score` (`_finish`)."""
         y_encoded, fitted = encoding
         classes = fitted.get("classes_")
         metric = metric_of(self.estimator, self.scoring)
@@ -1184,24 +1284,29 @@ class VmappedSearch(RefusesCandidates):
         tables = {name: np.zeros(shape) for name in ("test", "train", "fit_time", "score_time")}
         tables["failed"] = np.zeros(shape, bool)
         tables["ran_out"] = np.zeros(shape, bool)
+        host = HostFailures.none(shape)
         self.hypergrad_info_ = []  # one run_record per vmapped evaluation
-        for (host, rows), key in zip(host_groups(target, candidates), keys):
-            group = target_of(clone(self.estimator).set_params(**host))
+        for (host_params, rows), key in zip(host_groups(target, candidates), keys):
+            group = target_of(clone(self.estimator).set_params(**host_params))
             subset = [candidates[r] for r in rows]
-            pairs = [fold_arrays(group, X, y, y_encoded, train, val) for train, val in splits]
+            built = [built_fold(self, group, X, y, y_encoded, train, val) for train, val in splits]
+            kept = host.record(rows, built)
+            if not kept:  # every fold of this group failed on the host: nothing to run
+                continue
+            pairs, cells = [built[s].pair for s in kept], np.ix_(rows, kept)
             found = run_folds(group, pairs, subset, metric, classes, key, type(self).__name__, self.hypergrad_info_,
                               overlap=refit.start if refit is not None else None)
             for name, table in zip(("test", "failed", "fit_time", "ran_out"), found):
-                tables[name][rows] = table
+                tables[name][cells] = table
             if self.return_train_score:  # the same fits (failed as above), scored on their training folds
-                tables["train"][rows], _, tables["score_time"][rows], _ = run_folds(
-                    group, [(train, train) for train, _ in pairs], subset, metric, classes, key, type(self).__name__,
-                    self.hypergrad_info_)
-        return tables
+                train, _, seconds, _ = run_folds(group, [(train, train) for train, _ in pairs], subset, metric,
+                                                 classes, key, type(self).__name__, self.hypergrad_info_)
+                tables["train"][cells], tables["score_time"][cells] = train, seconds
+        return tables, host
 
     def _finish(self, X: Any, y: Any, candidates: list[dict], splits: list, tables: dict[str, np.ndarray],
-                refit: Any = None, refused: Mapping[int, str] | None = None, scoring: FoldScoring | None = None
-                ) -> None:
+                refit: Any = None, refused: Mapping[int, str] | None = None, scoring: FoldScoring | None = None,
+                host: HostFailures | None = None) -> None:
         """cv_results_ (scikit-learn's `_format_results`), the best candidate and the refit (with
         `refit`'s program when it can fit the best candidate, see `_refit_program`). `tables`
         holds "test", "train", "fit_time", "score_time", "failed" and "ran_out" (candidates,
@@ -1211,13 +1316,15 @@ class VmappedSearch(RefusesCandidates):
         `hypergrad_not_converged_`, and one `ConvergenceWarning` counts them (`fits_not_converged`).
         `refused` (`refused_folds`): folds whose every fit failed because the estimator's `fit`
         refuses their training part. `scoring` (`fold_scoring`): folds scored as scikit-learn's
-        scorer scores them, not as the program did. `splits`' validation sizes are `n_test_samples`."""
+        scorer scores them, not as the program did. `host` (`HostFailures`): fits that failed, or whose
+        validation part failed, on the host. `splits`' validation sizes are `n_test_samples`."""
         refused = refused or {}
-        failed = tables["failed"].copy()
+        host = host or HostFailures.none(tables["failed"].shape)
+        failed = tables["failed"] | host.failed
         failed[:, sorted(refused)] = True
-        apply_fold_scoring(self, tables, scoring or FoldScoring({}, {}, {}), failed)
+        apply_fold_scoring(self, tables, scoring or FoldScoring({}, {}, {}), failed, host)
         if failed.any():
-            fits_failed(self, candidates, failed, refused)
+            fits_failed(self, candidates, failed, refused, host)
             tables["test"][failed] = self.error_score
             tables["train"][failed] = self.error_score
         self.hypergrad_not_converged_ = tables["ran_out"] & ~failed
@@ -1250,29 +1357,37 @@ class VmappedSearch(RefusesCandidates):
         self.cv_results_ = results
 
 
-def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray, refused: Mapping[int, str] | None = None
-                ) -> None:
+def fits_failed(search: Any, candidates: list[dict], failed: np.ndarray, refused: Mapping[int, str] | None = None,
+                host: HostFailures | None = None) -> None:
     """scikit-learn's handling of failed fits (here: a fit whose validation loss is not finite, it
-    diverged: `fold_failed`; or every fit of a fold whose training part the estimator's `fit`
-    refuses, `refused_folds`' messages): `error_score="raise"` raises, every fit failed raises
-    scikit-learn's "All the N fits failed" `ValueError` (`_warn_or_raise_about_fit_failures`),
-    anything else warns (`FitFailedWarning`) and the caller scores them `error_score`."""
+    diverged: `fold_failed`; every fit of a fold whose training part the estimator's `fit`
+    refuses, `refused_folds`' messages; a fit whose fold failed on the host, `host.failed`, whose
+    tracebacks are summarised as scikit-learn summarises its fits' errors): `error_score="raise"`
+    raises, every fit failed raises scikit-learn's "All the N fits failed" `ValueError`
+    (`_warn_or_raise_about_fit_failures`), anything else warns (`FitFailedWarning`) and the caller
+    scores them `error_score`."""
     refused = refused or {}
     diverged = failed.copy()
     diverged[:, sorted(refused)] = False
+    if host is not None:
+        diverged &= ~host.failed
     details = [f"{len(candidates)} fits on {why}" for why in refused.values()]
     if diverged.any():
         c, s = np.argwhere(diverged)[0]
         details.append(f"{int(diverged.sum())} fits diverged (non-finite validation loss: the fit's weights or "
                        f"predictions are not finite), the first candidate {candidates[c]} on fold {s}")
-    what = "; ".join(details)
+    errors = {} if host is None else host.fit_errors  # as scikit-learn's summary: one block per distinct error
+    summary = "\n".join(f"{'-' * 80}\n{n} fits failed with the following error:\n{error}"
+                        for error, n in errors.items())
+    what = "\n".join(part for part in ("; ".join(details), summary) if part)
+    advice = (". The input data may contain large values and need to be preprocessed, or the learning rate may be "
+              "too large.") if details else ""
     if search.error_score == "raise":
         raise ValueError(f"{what}; error_score='raise'")
     if failed.all():
         raise ValueError(f"\nAll the {failed.size} fits failed.\nIt is very likely that your model is misconfigured.\n"
                          "You can try to debug the error by setting error_score='raise'.\n\n"
-                         f"Below are more details about the failures:\n{what}. The input data may contain large "
-                         "values and need to be preprocessed, or the learning rate may be too large.")
+                         f"Below are more details about the failures:\n{what}{advice}")
     warnings.warn(f"\n{int(failed.sum())} fits failed out of a total of {failed.size}.\nThe score on these train-test "
                   f"partitions for these parameters will be set to {search.error_score}.\nIf these failures are not "
                   f"expected, you can try to debug them by setting error_score='raise'.\n\n"
@@ -1497,6 +1612,33 @@ def descent_folds(target: Target, splits: Sequence[tuple[np.ndarray, np.ndarray]
     return [cut[s] if s in descended else splits[s] for s in range(len(splits))], None
 
 
+def built_descent_folds(search: Any, target: Target, X: Any, y: Any, encoded: np.ndarray,
+                        splits: Sequence[tuple[np.ndarray, np.ndarray]], refused: Mapping[int, str],
+                        varying: Mapping[str, list]) -> tuple[list[int], list, tuple[int, int] | None, list, dict]:
+    """(the folds `HypergradSearchCV` descends, every fold as it is scored and the rows they are padded to
+    (`descent_folds`), the descended folds' arrays (`built_fold`), `refused` with the folds the Pipeline's
+    other steps fail on): such a fold is not descended, and its fits are failed fits as `refused_folds`' are
+    (`error_score` with a `FitFailedWarning`, or "All the N fits failed"; with `error_score="raise"` the
+    step's exception is raised, as scikit-learn's search raises it). One whose validation part alone fails,
+    which scikit-learn's search would fit and score `error_score` with a "Scoring failed" warning, is one too:
+    its validation loss, which the descent lowers, cannot be computed. Leaving a fold out can change the
+    sizes the others are cut to, so the folds are built again until none fails. Cost: the steps fitted per
+    fold, again for each round that finds a failure."""
+    refused = dict(refused)
+    who = type(target.final).__name__
+    while True:
+        descended = [s for s in range(len(splits)) if s not in refused]
+        scored, rows = descent_folds(target, splits, descended, varying) if descended else (list(splits), None)
+        built = {s: built_fold(search, target, X, y, encoded, *scored[s]) for s in descended}
+        failing = {s: fold for s, fold in built.items() if fold.pair is None or fold.score_error is not None}
+        if not failing:
+            return descended, scored, rows, [built[s].pair for s in descended], refused
+        for s, fold in failing.items():
+            part, error = ("training", fold.fit_error) if fold.pair is None else ("validation", fold.score_error)
+            refused[s] = (f"fold {s}, on whose {part} part the pipeline's steps before {who} failed "
+                          f"({error.strip().splitlines()[-1]})")
+
+
 def hybrid_space(target: Target, space: hg.Space, discrete: Mapping[str, list], continuous: Mapping[str, Bounds]
                  ) -> hg.Space:
     """The family's space with each continuous parameter over its given bounds (log or linear as
@@ -1619,16 +1761,17 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
         ignored = warn_ignored(self, target, [dict(zip(discrete, v)) for v in itertools.product(*discrete.values())])
-        descended = [s for s in range(len(splits)) if s not in refused]  # a refused fold's fit is no fit to descend
         varying = descent_varying(target, discrete, continuous)
-        scored, rows = descent_folds(target, splits, descended, varying)
+        # a refused fold's fit, or one whose pipeline steps fail on it, is no fit to descend
+        descended, scored, rows, pairs, refused = built_descent_folds(self, target, X, y, encoding[0], splits, refused,
+                                                                      varying)
+        check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
         scoring = fold_scoring(self, target, encoding, scored, refused)
         why = partial_class_folds(target, encoding, splits, descended)  # read from what every process compared
         if why:  # scikit-learn's search on these folds, after the refusals it would make too
             return self._sklearn_fallback(fallback(self, why, SklearnRandomizedSearchCV), X, y, cv=splits, **params)
         with named_already(ignored):
-            result = self._descend(target, X, y, encoding, discrete, continuous, [scored[s] for s in descended], key,
-                                   rows)
+            result = self._descend(target, pairs, encoding, discrete, continuous, key, rows)
         n_val = [len(val) for _, val in scored]  # the validation examples each fold's scores count
         candidates, tables = self._tables(target, result, [*discrete, *continuous], len(splits), n_val, descended)
         self.hybrid_result_ = result
@@ -1667,14 +1810,13 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         ranges = {"discrete": discrete, "continuous": continuous}
         return CheckedFit(target, ranges, X, y, splits, [target.final._fit_key()])
 
-    def _descend(self, target: Target, X: Any, y: Any, encoding: tuple[np.ndarray, dict], discrete: dict,
-                 continuous: dict, splits: list, key: jax.Array, rows: tuple[int, int] | None) -> hg.Result:
-        """`hg.hybrid_search` on the folds stacked into one cross-validated family (`descent_folds`:
-        padded to `rows` when given, else of equal sizes), y encoded as `encoding` (`_encode_y`'s),
-        from the training key `key`."""
-        encoded, fitted = encoding
+    def _descend(self, target: Target, pairs: list, encoding: tuple[np.ndarray, dict], discrete: dict,
+                 continuous: dict, key: jax.Array, rows: tuple[int, int] | None) -> hg.Result:
+        """`hg.hybrid_search` on the folds' arrays `pairs` (`built_descent_folds`) stacked into one
+        cross-validated family (`descent_folds`: padded to `rows` when given, else of equal sizes),
+        y encoded as `encoding` (`_encode_y`'s), from the training key `key`."""
+        fitted = encoding[1]
         varying = descent_varying(target, discrete, continuous)
-        pairs = [fold_arrays(target, X, y, encoded, train, val) for train, val in splits]
         padding = {} if rows is None else {"rows": rows}
         made = [target.final._family(train, val, varying=varying, **class_keywords(fitted.get("classes_")), **padding)
                 for train, val in pairs]
