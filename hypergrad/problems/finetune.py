@@ -94,7 +94,7 @@ from hypergrad.problems._labels import check_class_labels, check_pair, one_examp
 from hypergrad.problems._losses import accuracy, cross_entropy
 
 __all__ = ["finetune", "group_sgd", "group_rates", "layer_groups", "group_labels", "group_sq_norms", "leaf_path",
-           "problem_groups", "scale_by_group_rate", "warmup_ramp", "freeze_count", "GroupRateState",
+           "problem_groups", "check_groups", "scale_by_group_rate", "warmup_ramp", "freeze_count", "GroupRateState",
            "FREEZE_HAS_NO_GRADIENT"]
 
 Groups = Mapping[str, "str | Sequence[str]"]
@@ -288,6 +288,57 @@ def _check_task(task: Any) -> None:
         check_pair(split, f"task: the {name} split", f"task[{i}]")
 
 
+def _check_arguments(apply: Any, head: Any, groups: Any, new_groups: Any, dtype: Any) -> None:
+    """`TypeError`/`ValueError` naming `finetune`'s argument and the fix, before anything is traced."""
+    if not callable(apply):
+        raise TypeError(f"finetune(apply={apply!r}) must be a function apply(params, inputs) -> logits, e.g. "
+                        "lambda params, x: nnx.merge(graphdef, params)(x)")
+    if head is not None and not callable(head):
+        raise TypeError(f"finetune(head={head!r}) must be None or a function head(key, pretrained) -> params "
+                        "returning the pretrained tree with its head replaced, e.g. "
+                        "lambda key, p: {**p, 'head': fresh_head(key)}; name its groups with new_groups=[...]")
+    check_groups("finetune", groups)
+    if isinstance(new_groups, (str, bytes)):  # was split into its characters
+        raise TypeError(f"finetune(new_groups={new_groups!r}) must be a list of group names, e.g. "
+                        f"new_groups=[{new_groups!r}]")
+    if dtype is not None:
+        try:
+            floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ValueError(f"finetune(dtype={getattr(dtype, '__name__', None) or repr(dtype)}) must be a floating-point "
+                             "dtype (the floating leaves of pretrained are cast to it), e.g. dtype=jnp.float64, "
+                             "or None to keep them as they are")
+
+
+def check_groups(where: str, groups: Any) -> None:
+    """`TypeError` naming `where(groups=...)` and the fix unless `groups` is None or a mapping from
+    each group's name to a path prefix (a str) or a list or tuple of them."""
+    if groups is None:
+        return
+    if not isinstance(groups, Mapping):
+        example = ({str(g): str(g) for g in groups} if isinstance(groups, (list, tuple)) and groups
+                   else {"body": "body", "head": "head"})
+        raise TypeError(f"{where}(groups={groups!r}) must be a mapping {{group name: path prefix or prefixes}}, "
+                        f"from input to output, e.g. groups={example}")
+    for name, prefixes in groups.items():
+        several = isinstance(prefixes, (Sequence, set, frozenset)) and not isinstance(prefixes, (str, bytes))
+        if not (isinstance(prefixes, str) or (several and all(isinstance(p, str) for p in prefixes))):
+            raise TypeError(f"{where}(groups=...): groups[{name!r}]={prefixes!r} must be a path prefix (a str, "
+                            f"e.g. {{{name!r}: {str(name)!r}}}) or a tuple of them, e.g. {{{name!r}: ('a', 'b')}}")
+
+
+def _check_something_floats(pretrained: PyTree) -> None:
+    """`ValueError` naming `pretrained` when it holds no floating-point leaf (nothing would train)."""
+    leaves = jax.tree.leaves(pretrained)
+    if not any(_is_float(leaf) for leaf in leaves):
+        dtypes = sorted({str(jnp.result_type(leaf)) for leaf in leaves})
+        raise ValueError(f"finetune(pretrained=...) holds no floating-point leaf ({len(leaves)} leaves, dtypes "
+                         f"{dtypes}), so nothing would train; pass the model's floating-point parameters, e.g. "
+                         "nnx.split(model, nnx.Param, ...)[1] of a flax.nnx model")
+
+
 def _start(pretrained, head, labels, names, new_groups) -> tuple[PyTree, tuple[int, ...]]:
     """(the starting parameters, concrete or abstract; the indices of the new groups)."""
     if head is None:
@@ -352,7 +403,10 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
             labels that are not integers or not in [0, classes); a `class_axis` that does not hold
             the logits' classes; groups that miss a parameter, or a group (or one of its prefixes)
             that no parameter falls into (a misspelt prefix); a head that changes the tree's
-            structure or another group.
+            structure or another group; a `dtype` that is not floating point; a `pretrained` with no
+            floating-point leaf.
+        TypeError: an `apply` or a `head` that is not callable; `groups` that is not a mapping
+            from names to a prefix or a tuple of them (`check_groups`); `new_groups` given as a str.
 
     Cost: a training step is the model's forward-backward pass plus one pass over the parameters
     per penalty present; construction traces the model once abstractly (twice with `dtype`: the
@@ -361,8 +415,10 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     program). Bias: none; L2-SP pulls towards the source task.
     """
     _check_task(task)
+    _check_arguments(apply, head, groups, new_groups, dtype)
     check_no_keys(pretrained, "pretrained")
     pretrained = jax.tree.map(lambda x: _cast(x, dtype), pretrained)
+    _check_something_floats(pretrained)
     labels, names = group_labels(pretrained, groups)
     start, new = _start(pretrained, head, labels, names, new_groups)
     _check_head(pretrained, start, labels, names, new)
@@ -530,6 +586,9 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
     """
     def init(params):
         _check_problem_groups(params, groups)
+        # the rates' checks (group_rates': momentum, shapes) before any other transformation's update reads
+        # hparams; abstractly, so nothing enters the program
+        jax.eval_shape(lambda: rates(jnp.zeros([], jnp.int32), len(group_labels(params, groups)[1])))
         return GroupRateState(jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
@@ -592,11 +651,24 @@ def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float
     input-to-output order where the layer names do not sort that way.
     - cosine decay to zero over `num_steps` when `cosine`.
 
+    `momentum` is not read here, but checked: `hparams["momentum"]` must be a scalar (`group_sgd`'s
+    momentum trace takes one decay for every parameter; a vector would broadcast against each
+    parameter's last axis, or fail to); a momentum per group belongs in `group_sgd(base=...)` under
+    another name.
+
     Raises:
-        ValueError: a keyword default out of its range (`check_rate_defaults`), at trace time.
+        ValueError: a keyword default out of its range (`check_rate_defaults`), or a
+            `hparams["momentum"]` that is not a scalar, at trace time (`scale_by_group_rate`'s
+            `init` runs these checks before any update).
     """
     num_steps = check_rate_defaults("group_rates", lr=lr, warmup=warmup, lr_decay=lr_decay, num_steps=num_steps,
                                     cosine=cosine)
+    if "momentum" in hparams and jnp.ndim(hparams["momentum"]) != 0:
+        raise ValueError(f"hparams['momentum'] has shape {jnp.shape(hparams['momentum'])}; group_sgd's momentum "
+                         "trace takes one decay for every group, a scalar (a vector would broadcast against each "
+                         "parameter's last axis, or fail to): give a scalar, or for a momentum per group write the "
+                         "trace in group_sgd(base=...) and read it there under another name, e.g. "
+                         "hparams['group_momentum']")
     base = _rates_at(jnp.asarray(hparams.get("lr", lr)), step, num_groups)
     depth = jnp.arange(num_groups - 1, -1, -1)
     rate = base * jnp.asarray(hparams.get("lr_decay", lr_decay)) ** depth
@@ -729,12 +801,15 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
     Raises:
         ValueError: a default out of its range (`check_rate_defaults`), `momentum` outside [0, 1),
             `momentum` given with `base`, or a problem `finetune` did not build; all at construction,
-            before anything compiles. Groups other than the problem's: when the loop is traced.
+            before anything compiles. Groups other than the problem's, or a `hparams["momentum"]`
+            that is not a scalar (`group_rates`): when the loop is traced.
+        TypeError: `groups` neither None, a problem nor a mapping of prefixes (`check_groups`).
     """
     num_steps = check_rate_defaults("group_sgd", lr=lr, warmup=warmup, lr_decay=lr_decay, num_steps=num_steps,
                                     cosine=cosine)
     if isinstance(groups, Problem):
         groups = _groups_of(groups)
+    check_groups("group_sgd", groups)
     if base is not None and momentum is not None:
         raise ValueError(f"group_sgd(momentum={momentum!r}, base=...): base replaces the momentum trace, so momentum "
                          "would never be read; drop momentum, or chain the trace in base, e.g. "
