@@ -91,6 +91,7 @@ from typing import Any, ClassVar
 
 import jax
 import numpy as np
+import scipy.sparse
 import scipy.special
 import sklearn.base
 from sklearn.utils import check_random_state
@@ -351,6 +352,20 @@ def encode_classes(y: Any, who: str, least: int = 2) -> tuple[np.ndarray, dict]:
     return codes.astype(np.int32), {"classes_": classes}
 
 
+SPARSE_FORMATS = ("csr", "csc")
+"""The sparse formats `validate_data(accept_sparse=...)` takes (others are converted to the first), as
+scikit-learn's MLPs and linear models take them; `dense` makes them arrays."""
+
+
+def dense(X: Any) -> Any:
+    """X validated with `accept_sparse=SPARSE_FORMATS`, as a numpy array: a sparse matrix or array
+    densified (`toarray()`, in its validated dtype), anything else as it is. Every program here fits
+    dense arrays, so sparse input (a OneHotEncoder's default output) is accepted, as scikit-learn's
+    estimators accept it, at the cost of the dense copy: n x d x itemsize bytes of host memory (and
+    of device memory for the fit)."""
+    return X.toarray(order="C") if scipy.sparse.issparse(X) else X  # C order, as validated dense X
+
+
 class HypergradEstimator(sklearn.base.BaseEstimator):
     """A scikit-learn estimator whose fit is a hypergrad program (see the module docstring).
 
@@ -366,6 +381,13 @@ class HypergradEstimator(sklearn.base.BaseEstimator):
     _continuous_params: ClassVar[frozenset[str]] = frozenset()
     _data_baking_params: ClassVar[frozenset[str]] = frozenset()
     _argument_params: ClassVar[frozenset[str]] = frozenset()
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags, saying sparse X is taken (densified where fitted: `dense`), as
+        scikit-learn's own MLPs and linear models say it."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     def _family(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
                 varying: Mapping[str, Sequence[Any]], n_classes: int | None = None,

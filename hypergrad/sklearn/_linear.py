@@ -75,9 +75,9 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 import hypergrad as hg
 from hypergrad._checks import users_stacklevel
-from hypergrad.sklearn._base import (HypergradEstimator, cached_program, class_codes, class_probabilities,
-                                    clipped_log_loss, encode_classes, fewer_than_two_real, on_device, padded_part,
-                                    real_mean)
+from hypergrad.sklearn._base import (SPARSE_FORMATS, HypergradEstimator, cached_program, class_codes,
+                                    class_probabilities, clipped_log_loss, dense, encode_classes, fewer_than_two_real,
+                                    on_device, padded_part, real_mean)
 
 __all__ = ["LogisticRegression", "Ridge", "ridge_solution", "newton_logistic"]
 
@@ -401,13 +401,14 @@ class _Linear(HypergradEstimator):
 
     def _output(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = dense(validate_data(self, X, dtype=(np.float64, np.float32), reset=False, accept_sparse=SPARSE_FORMATS))
         return X @ np.atleast_2d(self.coef_).T + self.intercept_
 
 
 class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear):
     """scikit-learn's `Ridge` (same parameters and meanings), solved in closed form through
-    `jnp.linalg.solve` (see `hypergrad.sklearn._linear`)."""
+    `jnp.linalg.solve` (see `hypergrad.sklearn._linear`). Sparse X (CSR/CSC) is taken, as
+    scikit-learn's, and densified on the host (`dense`: memory n x d x the float's itemsize)."""
 
     _parameter_constraints: dict = dict(sklearn.linear_model.Ridge._parameter_constraints)
     _structural_params = frozenset({"fit_intercept"})
@@ -448,7 +449,9 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
         it; returns self."""
         self._validate_params()
         self._check_supported()
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True,
+                             accept_sparse=SPARSE_FORMATS)
+        X = dense(X)  # the closed form solves dense arrays: n x d x itemsize bytes
         dtype = _dtype()
         weights = None if sample_weight is None else on_device(_check_sample_weight(sample_weight, X, dtype=dtype))
         targets = np.asarray(y, dtype).reshape(len(y), -1)
@@ -496,7 +499,9 @@ def check_logistic_refused(estimator: Any) -> None:
 class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
     """scikit-learn's `LogisticRegression` with the l2 penalty (same parameters and meanings),
     solved by Newton's method under jit; every `solver` value means this solve (see
-    `hypergrad.sklearn._linear`). `penalty=None` means no penalty (C = infinity)."""
+    `hypergrad.sklearn._linear`). `penalty=None` means no penalty (C = infinity). Sparse X
+    (CSR/CSC) is taken, as scikit-learn's, and densified on the host (`dense`: memory n x d x the
+    float's itemsize)."""
 
     _parameter_constraints: dict = dict(sklearn.linear_model.LogisticRegression._parameter_constraints)
     _structural_params = frozenset({"fit_intercept", "max_iter", "tol"})
@@ -556,7 +561,8 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         `class_weight`, as scikit-learn weighs them; returns self."""
         self._validate_params()
         self._check_supported()
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), accept_sparse=SPARSE_FORMATS)
+        X = dense(X)  # Newton's method solves dense arrays: n x d x itemsize bytes
         codes, attributes = self._encode_y(y)
         self.classes_ = attributes["classes_"]
         dtype = _dtype()

@@ -90,9 +90,9 @@ from hypergrad import _caches, _compile
 from hypergrad._checks import users_stacklevel
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
-from hypergrad.sklearn._base import (HypergradEstimator, as_option, cached_program, class_codes, class_probabilities,
-                                     clipped_log_loss, encode_classes, fewer_than_two_real, fit_compiler_options,
-                                     on_device, padded_part, real_mean)
+from hypergrad.sklearn._base import (SPARSE_FORMATS, HypergradEstimator, as_option, cached_program, class_codes,
+                                     class_probabilities, clipped_log_loss, dense, encode_classes, fewer_than_two_real,
+                                     fit_compiler_options, on_device, padded_part, real_mean)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -932,7 +932,8 @@ class _MLP(HypergradEstimator):
         """`fit`'s validation: (X, encoded y, number of classes or None); sets `classes_` (and
         `n_features_in_`, `feature_names_in_`) as scikit-learn's fit does."""
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=not self._classifier,
-                             multi_output=not self._classifier)
+                             multi_output=not self._classifier, accept_sparse=SPARSE_FORMATS)
+        X = dense(X)  # every program fits dense arrays: n x d x itemsize bytes
         y, attributes = self._encode_y(y)
         for name, value in attributes.items():
             setattr(self, name, value)
@@ -951,7 +952,7 @@ class _MLP(HypergradEstimator):
         """Output pre-activations (n, outputs) of the fitted network on X, from coefs_/intercepts_
         (`network_outputs`: no compilation for a new number of rows within a compiled bucket)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = dense(validate_data(self, X, dtype=(np.float64, np.float32), reset=False, accept_sparse=SPARSE_FORMATS))
         dtype = _dtype()
         layers = [(np.asarray(c.T, dtype), np.asarray(b, dtype)) for c, b in zip(self.coefs_, self.intercepts_)]
         return network_outputs(layers, np.asarray(X, dtype), self.activation)
@@ -1163,7 +1164,9 @@ def _masked_hparams(estimator: _MLP, space: hg.Space | None) -> dict[str, jax.Ar
 
 class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
     """scikit-learn's `MLPClassifier` (same parameters, defaults and meanings), fitted as one
-    compiled hypergrad program; see `hypergrad.sklearn._mlp` for the fit and the few differences."""
+    compiled hypergrad program; see `hypergrad.sklearn._mlp` for the fit and the few differences.
+    Sparse X (CSR/CSC) is taken, as scikit-learn's, and densified on the host before the fit and
+    predictions (`dense`: memory n x d x the float's itemsize)."""
 
     _parameter_constraints: dict = dict(sklearn.neural_network.MLPClassifier._parameter_constraints)
     _classifier = True
@@ -1218,7 +1221,9 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
 
 class MLPRegressor(sklearn.base.RegressorMixin, _MLP):
     """scikit-learn's `MLPRegressor` (same parameters, defaults and meanings; `loss="squared_error"`
-    only), fitted as one compiled hypergrad program; see `hypergrad.sklearn._mlp`."""
+    only), fitted as one compiled hypergrad program; see `hypergrad.sklearn._mlp`. Sparse X
+    (CSR/CSC) is taken, as scikit-learn's, and densified on the host before the fit and predictions
+    (`dense`: memory n x d x the float's itemsize)."""
 
     _parameter_constraints: dict = {**sklearn.neural_network.MLPRegressor._parameter_constraints,
                                     "loss": [StrOptions({"squared_error"})]}

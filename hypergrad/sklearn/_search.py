@@ -161,7 +161,7 @@ from hypergrad._indexing import mark_unread_warned, unread_warned_once
 from hypergrad._processes import checked_together
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
-from hypergrad.sklearn._base import HypergradEstimator, frozen, program_owner
+from hypergrad.sklearn._base import SPARSE_FORMATS, HypergradEstimator, dense, frozen, program_owner
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "HypergradSearchCV", "SCORINGS"]
 
@@ -370,14 +370,14 @@ def sklearn_counterpart(estimator: Any) -> type | None:
 
 def check_data(target: Target, X: Any, y: Any) -> None:
     """scikit-learn's errors, naming X or y, for data the estimator's own `fit` refuses ("Input X
-    contains NaN.", "Input y contains NaN.", sparse or 1-D X), raised before any fold is built or
+    contains NaN.", "Input y contains NaN.", 1-D X), raised before any fold is built or
     anything compiled, as the estimator's `fit` raises them in scikit-learn's search: X as that
     `fit` checks it, unless a Pipeline step transforms it first (an imputer takes NaN, a
     ColumnTransformer strings: the fitted steps' output is checked per fold); a regressor's y numeric
     and finite (a classifier's labels are checked by its `_encode_y`, as its `fit` checks them).
     Cost: one pass over X and y (a float copy of X where it is not float already)."""
-    if target.before is None:
-        check_array(X, dtype=(np.float64, np.float32), input_name="X")
+    if target.before is None:  # sparse X is taken, as the estimator's fit takes it (densified per fold)
+        check_array(X, dtype=(np.float64, np.float32), input_name="X", accept_sparse=SPARSE_FORMATS)
     if y is not None and not is_classifier(target.final):
         check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
 
@@ -600,7 +600,7 @@ def fold_training(target: Target, X: Any, y: Any, encoded: np.ndarray, train: np
     if target.before is not None:
         before = clone(target.before)
         x_train = before.fit_transform(x_train, None if y is None else _safe_indexing(y, train))
-    return before, (check_array(x_train, dtype=np.float64), encoded[train])
+    return before, (fold_x(x_train), encoded[train])
 
 
 def fold_validation(target: Target, before: Pipeline | None, X: Any, encoded: np.ndarray, val: np.ndarray
@@ -611,7 +611,14 @@ def fold_validation(target: Target, before: Pipeline | None, X: Any, encoded: np
     x_val = _safe_indexing(X, val)
     if before is not None:
         x_val = before.transform(x_val)
-    return check_array(x_val, dtype=np.float64), encoded[val]
+    return fold_x(x_val), encoded[val]
+
+
+def fold_x(x: Any) -> np.ndarray:
+    """A fold's X as its estimator's fit checks it (float64), sparse (CSR/CSC: the whole X, or a
+    Pipeline step's output such as OneHotEncoder's) densified as that fit densifies it (`dense`:
+    memory n x d x itemsize per fold part)."""
+    return dense(check_array(x, dtype=np.float64, accept_sparse=SPARSE_FORMATS))
 
 
 class BuiltFold(NamedTuple):
