@@ -374,11 +374,15 @@ def check_data(target: Target, X: Any, y: Any) -> None:
     anything compiled, as the estimator's `fit` raises them in scikit-learn's search: X as that
     `fit` checks it, unless a Pipeline step transforms it first (an imputer takes NaN, a
     ColumnTransformer strings: the fitted steps' output is checked per fold); a regressor's y numeric
-    and finite (a classifier's labels are checked by its `_encode_y`, as its `fit` checks them).
+    and finite (a classifier's labels are checked by its `_encode_y`, as its `fit` checks them); no y
+    at all (`search.fit(X)`) is the estimator's own "requires y to be passed" error.
     Cost: one pass over X and y (a float copy of X where it is not float already)."""
+    if y is None:  # word for word scikit-learn's validate_data's, as the estimator's fit raises it
+        raise ValueError(f"This {type(target.final).__name__} estimator requires y to be passed, but the target y "
+                         "is None.")
     if target.before is None:  # sparse X is taken, as the estimator's fit takes it (densified per fold)
         check_array(X, dtype=(np.float64, np.float32), input_name="X", accept_sparse=SPARSE_FORMATS)
-    if y is not None and not is_classifier(target.final):
+    if not is_classifier(target.final):
         check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
 
 
