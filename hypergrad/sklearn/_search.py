@@ -604,7 +604,7 @@ def fold_training(target: Target, X: Any, y: Any, encoded: np.ndarray, train: np
     if target.before is not None:
         before = clone(target.before)
         x_train = before.fit_transform(x_train, None if y is None else _safe_indexing(y, train))
-    return before, (fold_x(x_train), encoded[train])
+    return before, (fold_x(target, x_train), encoded[train])
 
 
 def fold_validation(target: Target, before: Pipeline | None, X: Any, encoded: np.ndarray, val: np.ndarray
@@ -615,14 +615,16 @@ def fold_validation(target: Target, before: Pipeline | None, X: Any, encoded: np
     x_val = _safe_indexing(X, val)
     if before is not None:
         x_val = before.transform(x_val)
-    return fold_x(x_val), encoded[val]
+    return fold_x(target, x_val), encoded[val]
 
 
-def fold_x(x: Any) -> np.ndarray:
-    """A fold's X as its estimator's fit checks it (float64), sparse (CSR/CSC: the whole X, or a
-    Pipeline step's output such as OneHotEncoder's) densified as that fit densifies it (`dense`:
-    memory n x d x itemsize per fold part)."""
-    return dense(check_array(x, dtype=np.float64, accept_sparse=SPARSE_FORMATS))
+def fold_x(target: Target, x: Any) -> np.ndarray:
+    """A fold's X as its estimator's fit checks it (float64), with that check's own errors (naming X
+    and the estimator: NaN left by a Pipeline step gets scikit-learn's advice of an imputer), sparse
+    (CSR/CSC: the whole X, or a Pipeline step's output such as OneHotEncoder's) densified as that fit
+    densifies it (`dense`: memory n x d x itemsize per fold part)."""
+    return dense(check_array(x, dtype=np.float64, accept_sparse=SPARSE_FORMATS, input_name="X",
+                             estimator=target.final))
 
 
 class BuiltFold(NamedTuple):
