@@ -1052,6 +1052,18 @@ def devices_for_n_jobs(n_jobs: int | None) -> int | None:
         return None
 
 
+HYPERGRAD_FIT_ATTRIBUTES = ("hypergrad_info_", "hypergrad_not_converged_", "hybrid_result_")
+"""The fitted attributes a search sets only when it runs hypergrad's programs, not scikit-learn's fallback."""
+
+
+def forget_hypergrad_fit(search: Any) -> None:
+    """Deletes `HYPERGRAD_FIT_ATTRIBUTES` from `search` at the start of a fit, so that after a fit
+    that falls back to scikit-learn's search none is set (as `VmappedSearch.fit` documents), instead
+    of the previous vmapped fit's, which describe other candidates than `cv_results_`."""
+    for name in HYPERGRAD_FIT_ATTRIBUTES:
+        vars(search).pop(name, None)
+
+
 def check_n_jobs(n_jobs: Any) -> None:
     """joblib's own `ValueError` for `n_jobs=0` (`effective_n_jobs`), word for word as scikit-learn's
     searches raise it when they start their fits; nothing for any other value."""
@@ -1220,6 +1232,7 @@ class VmappedSearch(RefusesCandidates):
             Neither is set when the search falls back to scikit-learn's.
         """
         devices_for_n_jobs(self.n_jobs)  # first: the checks start JAX, which then keeps its devices
+        forget_hypergrad_fit(self)  # a previous fit's, which a fallback fit would otherwise leave beside its own
         # several processes: a refusal on one alone is raised on all, and the fits are compared
         checked = checked_on_every_process(self, lambda: self._checked_fit(X, y, params), params)
         if isinstance(checked, FallsBack):
@@ -1734,8 +1747,10 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
     per structural group), plus the refit. Bias: hypergradients of a finite number of training steps
     (exact for the unrolled fit; `method` decides); `mean_test_score` of the picked row is an
     optimistic estimate, as for any search. Anything the path cannot run (an estimator that is not a
-    hypergrad one, a callable scoring, parameters outside the final estimator) goes to scikit-learn's
-    `RandomizedSearchCV` on the same ranges, with a `UserWarning`.
+    hypergrad one, a callable scoring, parameters outside the final estimator, `return_train_score=True`,
+    since the descent scores the validation folds only) goes to scikit-learn's `RandomizedSearchCV` on
+    the same ranges, with a `UserWarning` (`budget`, `method` and `outer` are then unused); after such
+    a fit `hybrid_result_`, `hypergrad_info_` and `hypergrad_not_converged_` are not set.
     """
 
     _sklearn_class = SklearnRandomizedSearchCV
@@ -1761,6 +1776,7 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
             self, fitted as `RandomizedSearchCV` (one `cv_results_` row per configuration and step).
         """
         devices_for_n_jobs(self.n_jobs)  # first: the checks start JAX, which then keeps its devices
+        forget_hypergrad_fit(self)  # a previous fit's, which a fallback fit would otherwise leave beside its own
         # several processes: a refusal on one alone is raised on all, and the fits are compared
         checked = checked_on_every_process(self, lambda: self._checked_fit(X, y, params), params)
         if isinstance(checked, FallsBack):  # scikit-learn's search (on exactly these folds when cv is given)
