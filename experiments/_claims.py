@@ -92,6 +92,30 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, name: str,
     return args
 
 
+def unwritable(path: str, folder: bool = True) -> str | None:
+    """Why `path` cannot be written, before any work, or None when it can: for a folder (`folder=True`),
+    one that is a file or cannot be created in its nearest existing parent; for a file, one that is a
+    folder or whose folder is unwritable in that way. Creates nothing: it makes and removes an empty
+    probe folder in the nearest existing parent (so read-only and virtual file systems are caught)."""
+    path = os.path.abspath(path)
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a folder; give a folder (it is created if missing)"
+    if not folder:
+        if os.path.isdir(path):
+            return "is a folder; give the path of a file"
+        path = os.path.dirname(path)
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is a file, not a folder; give another path"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=parent))
+    except OSError as error:
+        return f"cannot write in {parent} ({error.strerror}); give another path"
+    return None
+
+
 def arguments(doc: str, argv: list[str] | None = None, name: str | None = None) -> argparse.Namespace:
     """Every reproduction's command line: `--smoke` (tiny sizes, seconds) and `--out` (`parser`, `parse`).
     `name` (for the smoke folder) defaults to the running script's name, `python experiments/<name>.py`."""

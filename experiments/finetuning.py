@@ -313,7 +313,8 @@ def budget(text: str) -> int:
 
 
 def shots(text: str) -> list:
-    """argparse type: comma-separated shots per class, each a whole number from 1 to `MAX_SHOTS`, or all."""
+    """argparse type: comma-separated shots per class, each a whole number from 1 to `MAX_SHOTS`, or all,
+    each at most once."""
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -328,6 +329,10 @@ def shots(text: str) -> list:
             raise argparse.ArgumentTypeError(f"{text!r}: {value} is more than the {MAX_SHOTS} per class every "
                                              "setting has; pass at most 60, or all")
         values.append(value)
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:  # a repeated count was measured once but tabled and counted twice
+        raise argparse.ArgumentTypeError(f"{text!r}: {', '.join(repeated)} given more than once; give each "
+                                         "shot count once")
     return values
 
 

@@ -174,7 +174,9 @@ def summary(names: list[str], results: str, out: str) -> str:
 
 def arguments(argv=None) -> argparse.Namespace:
     """The command line, with `--results` and `--out` resolved (nothing created); a parser error for
-    `--smoke` into experiments/results (smoke numbers would replace the full results and their sidecars)."""
+    `--smoke` into experiments/results (smoke numbers would replace the full results and their sidecars),
+    and, before any run, for a `--results` that is a file or cannot be created and an `--out` that is a
+    folder or cannot be written (`_claims.unwritable`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="run each experiment's seconds-long mode")
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="run only these (the summary lists all)")
@@ -190,16 +192,20 @@ def arguments(argv=None) -> argparse.Namespace:
     elif args.smoke and os.path.realpath(args.results) == os.path.realpath(_claims.RESULTS):
         parser.error(f"--smoke --results {args.results}: smoke runs would overwrite the full results there; "
                      "leave --results out (results/smoke/reproduce) or give another folder")
-    if os.path.exists(args.results) and not os.path.isdir(args.results):
-        parser.error(f"--results {args.results}: is a file, not a folder; give a folder (it is created if missing)")
+    if (why := _claims.unwritable(args.results)) is not None:
+        parser.error(f"--results {args.results}: {why}")
     if args.out is None:
         args.out = os.path.join(args.results, "RESULTS.md") if args.smoke else os.path.join(HERE, "RESULTS.md")
+    elif (why := _claims.unwritable(args.out, folder=False)) is not None:
+        # Checked before any run: the summary is the last thing written, after every experiment.
+        parser.error(f"--out {args.out}: {why}")
     return args
 
 
 def main(argv=None):
     args = arguments(argv)
     os.makedirs(args.results, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # checked writable by `arguments`
     failed, run = [], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if not args.collect:
         for name in args.only or EXPERIMENTS:

@@ -152,6 +152,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--hybrid", action="store_true", help="also run HypergradSearchCV")
     parser.add_argument("--out", default=None, help="directory for report.md and results.json")
     args = parser.parse_args(argv)
+    # Checked before the study (minutes, both libraries): a bad --out or --n-jobs used to fail after it.
+    if args.n_jobs == 0:
+        parser.error("--n-jobs 0: give a positive count of jobs, or -1 for every core (joblib's meaning)")
+    if args.out and (why := _claims.unwritable(args.out)) is not None:
+        parser.error(f"--out {args.out}: {why}")
     if args.library != "scikit-learn":
         import hypergrad as hg
 
