@@ -28,7 +28,6 @@ import optax
 from flax import nnx
 
 import hypergrad as hg
-from hypergrad.cli import set_aside
 
 
 class ResidualMLP(nnx.Module):
@@ -85,6 +84,23 @@ def build_problem(width: int, batch_size: int) -> hg.Problem:
     )
 
 
+def set_aside(out: str, outputs=("report.md", "trials.jsonl")) -> None:
+    """Creates `out` if missing and moves the last run's `outputs` in it together into `out/previous/`
+    (replacing the older run's there), so that the folder's files describe one run, as `hypergrad compare`
+    starts a fresh log."""
+    os.makedirs(out, exist_ok=True)
+    found = [name for name in outputs if os.path.exists(os.path.join(out, name))]
+    if not found:
+        return
+    previous = os.path.join(out, "previous")
+    os.makedirs(previous, exist_ok=True)
+    for name in outputs:  # the older run's files go first, so previous/ never mixes two runs
+        if os.path.exists(os.path.join(previous, name)):
+            os.remove(os.path.join(previous, name))
+    for name in found:
+        os.replace(os.path.join(out, name), os.path.join(previous, name))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
@@ -109,7 +125,7 @@ def main(argv=None):
     key = jax.random.key(0)
     # A fresh log, as `hypergrad compare` starts one: the last run's report and trials are moved
     # together into <out>/previous/ rather than appended to.
-    set_aside(args.out, ("report.md", "trials.jsonl"))
+    set_aside(args.out)
     log = os.path.join(args.out, "trials.jsonl")
     step_runs = hg.tune_step_cost(objective, space, key)
     results = {

@@ -20,7 +20,7 @@ hence its own exact hypergradient; ES and PES draw their perturbations from the 
   `hg.tune` uses z;
 - relative error |g_est - g| / |g| in z (0 is exact; 1 is as far off as answering zero);
 - cost in training-run equivalents, `hg.hypergradient_flops(objective, method, hparams, key) /
-  hypergrad.search.run_flops(objective, hparams, key)` (XLA's FLOP count), and seconds per call
+  hg.run_flops(objective, hparams, key)` (XLA's FLOP count), and seconds per call
   (median over keys, compiled program, compilation excluded).
 
 Online hypergradient descent (Baydin et al. 2018, `hypergrad.online.sgd_hd`) is not an estimator
@@ -112,14 +112,11 @@ import optax  # noqa: E402
 
 import hypergrad as hg  # noqa: E402
 from hypergrad.online import sgd_hd  # noqa: E402
-from hypergrad.search import evaluate_settings, run_flops  # noqa: E402
 
 import _claims  # noqa: E402  (experiments/_claims.py: the results page and its sidecar)
 
-try:  # exported at the top level once the zero-order methods are released
-    ES, PES = hg.ES, hg.PES
-except AttributeError:  # pragma: no cover - depends on the library version
-    from hypergrad.methods.es import ES, PES
+ES, PES = hg.ES, hg.PES
+run_flops = hg.run_flops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,16 +387,14 @@ def short_horizon_bias(cfg: Config, problem: hg.Problem, trajectory):
         online[name] = (float(np.std(finals)), own, time.perf_counter() - began)
         reached[name] = float(np.mean(finals))
 
-    # Score every reached lr by its full-horizon validation loss, mean over the grid's keys. The
-    # settings are padded to the grid's size so that the grid's compiled program is reused.
+    # Score every reached lr by its full-horizon validation loss, mean over the grid's keys: the
+    # objective itself, vmapped over the settings (public API only; one program for every key).
     names = list(reached)
     lrs = np.asarray([reached[n] for n in names])
     valid = np.isfinite(lrs) & (lrs > 0)
-    settings = np.where(valid, lrs, best_lr)
-    size = max(len(grid_lrs), len(settings))
-    padded = np.concatenate([settings, np.full(size - len(settings), best_lr)])
-    scored = [evaluate_settings(objective, {"lr": padded}, key, strategy="score") for key in grid_keys]
-    loss = np.mean([[t.value for t in s.trials[:len(lrs)]] for s in scored], axis=0)
+    settings = jnp.asarray(np.where(valid, lrs, best_lr), dtype=jnp.asarray(best_lr).dtype)
+    score = jax.jit(jax.vmap(objective, in_axes=({"lr": 0}, None)))
+    loss = np.mean([np.asarray(score({"lr": settings}, key), float) for key in grid_keys], axis=0)
 
     headers = ["strategy", "lr reached", "lr / best lr", "full-horizon val loss at that lr",
                "dL/dlog lr at best lr (mean ± s.e.)", "keys saying raise", "outer steps clipped", "wall seconds"]
