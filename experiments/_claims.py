@@ -12,6 +12,8 @@ results):
 Sidecar format (JSON):
 
     {"experiment": name, "mode": "full" | "smoke", "seconds": wall seconds of the run,
+     "environment": {"hypergrad_commit", "hypergrad", "python", "jax", "jaxlib", "numpy", "optax", "flax",
+                     "backend", "devices", "started_utc"} (what produced it: `environment`),
      "claims": [{"paper": ..., "claim": ..., "ours": ..., "verdict": "held" | "partly" | "not held",
                  "why": ...}, ...],
      "figures": [file names], "numbers": {any key numbers, for tests and readers}}
@@ -39,6 +41,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -217,6 +220,58 @@ def set_aside(path: str) -> str:
     return aside
 
 
+def _git_commit(folder: str) -> str:
+    """The git commit checked out at `folder` (`+dirty` when hypergrad/ or experiments/ differ from it), or
+    "unknown" (no git, not a checkout)."""
+    try:
+        run = dict(cwd=folder, capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run)
+        if commit.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno", "--", ":/hypergrad", ":/experiments"],
+                               **run).stdout.strip()
+        return commit.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(seconds: float = 0.0) -> dict[str, str]:
+    """What produced a run, for its sidecar and page: hypergrad's git commit (`_git_commit` of the
+    imported package's folder, "unknown" outside a checkout) and version; the Python, jax, jaxlib, numpy,
+    optax and flax versions; JAX's backend and device kind and count; and the run's UTC start (now less
+    `seconds`). Imports jax (every experiment already has)."""
+    import importlib.metadata
+    import platform
+
+    import jax
+
+    import hypergrad
+
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    devices = jax.devices()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds))
+    return {"hypergrad_commit": _git_commit(os.path.dirname(os.path.abspath(hypergrad.__file__))),
+            "hypergrad": getattr(hypergrad, "__version__", "unknown"), "python": platform.python_version(),
+            **{package: version(package) for package in ("jax", "jaxlib", "numpy", "optax", "flax")},
+            "backend": jax.default_backend(), "devices": f"{len(devices)} x {devices[0].device_kind}",
+            "started_utc": started}
+
+
+def environment_line(env: dict[str, str]) -> str:
+    """`environment`'s record as one sentence for a page ('' for none: a sidecar written before it)."""
+    if not env:
+        return ""
+    return (f"hypergrad {env.get('hypergrad_commit', 'unknown')} ({env.get('hypergrad', 'unknown')}); Python "
+            f"{env.get('python')}, jax {env.get('jax')}, jaxlib {env.get('jaxlib')}, numpy {env.get('numpy')}, "
+            f"optax {env.get('optax')}, flax {env.get('flax')}; backend {env.get('backend')} "
+            f"({env.get('devices')}); started {env.get('started_utc')}")
+
+
 def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float, smoke: bool,
           figures: list[str] = (), numbers: dict[str, Any] | None = None) -> tuple[str, str]:
     """Writes `<out>/<name>.md` (body, then the claims section) and `<out>/<name>.json`; returns the paths.
@@ -225,8 +280,10 @@ def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float
     os.makedirs(out, exist_ok=True)
     md_path, json_path = os.path.join(out, f"{name}.md"), os.path.join(out, f"{name}.json")
     mode = "smoke (tiny sizes: numbers mean nothing)" if smoke else "full"
-    page = f"{body.rstrip()}\n\n{claims_markdown(claims)}\nMode: {mode}; wall time {seconds:.0f} s.\n"
-    sidecar = {"experiment": name, "mode": "smoke" if smoke else "full", "seconds": seconds,
+    env = environment(seconds)
+    page = (f"{body.rstrip()}\n\n{claims_markdown(claims)}\nMode: {mode}; wall time {seconds:.0f} s.\n\n"
+            f"Produced by: {environment_line(env)}.\n")
+    sidecar = {"experiment": name, "mode": "smoke" if smoke else "full", "seconds": seconds, "environment": env,
                "claims": [dataclasses.asdict(c) for c in claims],
                "figures": [os.path.basename(p) for p in figures], "numbers": numbers or {}}
     text = json.dumps(_jsonable(sidecar), indent=1)

@@ -144,6 +144,23 @@ def last_run(sidecars: list[dict]) -> str:
             f"{sum(seconds) / 60:.1f} min.")
 
 
+def environments(sidecars: list[dict]) -> str:
+    """' Produced by: ...' (`_claims.environment_line`) for the sidecars of the last reproduce.py run (all
+    sidecars when none records one): one environment, or each with the experiments it produced; a sidecar
+    written before environments were recorded counts as 'not recorded'."""
+    runs = {s.get("reproduce_run") for s in sidecars} - {None}
+    chosen = [s for s in sidecars if s.get("reproduce_run") == max(runs)] if runs else sidecars
+    if not chosen:
+        return ""
+    by_env: dict[str, list[str]] = {}
+    for s in chosen:
+        by_env.setdefault(_claims.environment_line(s.get("environment") or {}) or "not recorded", []).append(
+            s["experiment"])
+    if len(by_env) == 1:
+        return f" Produced by: {next(iter(by_env))}."
+    return " Produced by: " + "; ".join(f"{', '.join(names)}: {env}" for env, names in by_env.items()) + "."
+
+
 def summary(names: list[str], results: str, out: str) -> str:
     """The RESULTS.md page, read from the sidecars alone (so --collect rewrites what the run wrote): one line
     per claim, a 'failed' line for a run that failed, and a note naming registered experiments not run yet."""
@@ -165,7 +182,7 @@ def summary(names: list[str], results: str, out: str) -> str:
         "own text says it was revised after it (on review, to add a noise margin or a control). Each "
         "experiment's page (linked) has the set-up, the tables, the figures and why. Data: scikit-learn's "
         "bundled sets (digits stands in for MNIST). Regenerate with `make reproduce`.", "",
-        f"Claims: {len(rows) - failed} ({headline})." + (f" Failed: {failed}." if failed else "") + last_run(sidecars)
+        f"Claims: {len(rows) - failed} ({headline})." + (f" Failed: {failed}." if failed else "") + last_run(sidecars) + environments(sidecars)
         + ("" if modes <= {"full"} else " **Smoke mode: tiny sizes, the numbers mean nothing.**")
         + (f" Registered, not run yet: {', '.join(pending)}." if pending else ""), "",
         _claims.markdown_table(["experiment", "paper", "claim", "ours", "verdict", "wall s"], rows), ""]

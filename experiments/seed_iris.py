@@ -161,6 +161,7 @@ def main(argv=None) -> list[dict]:
         import hypergrad as hg
 
         hg.use_compilation_cache()
+    began = time.perf_counter()
     libraries = list(LIBRARIES) if args.library == "both" else [args.library]
     n_jobs = args.n_jobs if args.n_jobs is not None else (1 if args.smoke else 2)
     rows = [study(lib, smoke=args.smoke, n_jobs=n_jobs) for lib in libraries]
@@ -172,7 +173,9 @@ def main(argv=None) -> list[dict]:
         print("ROW" + json.dumps(r, default=str))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        report, results = table(rows) + "\n", json.dumps(rows, indent=1, default=str)
+        env = _claims.environment(time.perf_counter() - began)
+        report = f"{table(rows)}\n\nProduced by: {_claims.environment_line(env)}.\n"
+        results = json.dumps(rows, indent=1, default=str)
         _claims.write_atomically(os.path.join(args.out, "report.md"), report)  # each whole or not at all
         _claims.write_atomically(os.path.join(args.out, "results.json"), results)
     return rows

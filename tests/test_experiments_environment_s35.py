@@ -1,0 +1,37 @@
+"""A results page and sidecar did not say what produced them (hypergrad's commit, the library versions,
+the JAX backend), so numbers that moved between two runs of the same code (the venv was reinstalled) could
+not be traced to their environment. `_claims.write` now records it, and reproduce.py's RESULTS.md header
+states it for the run."""
+
+import importlib.metadata
+import json
+import re
+
+import jax
+
+from _helpers import import_experiment
+
+
+def test_every_sidecar_and_page_records_what_produced_it(tmp_path):
+    claims = import_experiment("_claims")
+    claim = claims.Claim("P", "a claim", "ours", "held", "why")
+    md, sidecar = claims.write(str(tmp_path), "x", "# X\n", [claim], seconds=5.0, smoke=True)
+    env = json.loads(open(sidecar).read())["environment"]
+    for package in ("jax", "jaxlib", "numpy", "optax", "flax"):
+        assert env[package] == importlib.metadata.version(package), (package, env)
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", env["hypergrad_commit"]), env
+    assert env["python"] and env["backend"] == jax.default_backend() and jax.devices()[0].device_kind in env["devices"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", env["started_utc"]), env
+    page = open(md).read()
+    assert f"Produced by: hypergrad {env['hypergrad_commit']}" in page and f"jax {env['jax']}," in page, page
+    assert f"started {env['started_utc']}" in page, page
+
+
+def test_results_md_states_the_environment_of_the_run(tmp_path):
+    claims, reproduce = import_experiment("_claims"), import_experiment("reproduce")
+    name = reproduce.EXPERIMENTS[0]
+    claims.write(str(tmp_path), name, "# X\n", [claims.Claim("P", "c", "o", "held", "w")], seconds=1.0, smoke=False)
+    env = json.loads((tmp_path / f"{name}.json").read_text())["environment"]
+    page = reproduce.summary([name], str(tmp_path), str(tmp_path / "RESULTS.md"))
+    header = page.split("| experiment |")[0]
+    assert f"Produced by: {claims.environment_line(env)}." in header, header
