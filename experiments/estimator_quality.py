@@ -511,7 +511,8 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
         "Shaban et al. 2019 (truncation), in the direction of Wu et al. 2018",
         "Truncated back-propagation of the full-horizon objective (not Wu et al.'s short-horizon objective) biases "
         f"hypergradient tuning of a constant SGD learning rate towards rates smaller than the best for the full "
-        f"horizon (T = {facts['T']}).",
+        f"horizon (T = {facts['T']}; rule revised on review after the first full run: the full-horizon Reverse "
+        "tuner's reached lr replaced the grid's best lr as the bar, and the regime was chosen after a first sweep).",
         f"best lr (grid) {best:.3g}; " + "; ".join(parts) + " (lr reached: one outer-loop run per method, "
         "no noise margin)", verdict,
         f"{counts}. Rule: below the full-horizon Reverse tuner's lr and positive by > 2 s.e., every truncated tuner "
