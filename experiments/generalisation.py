@@ -74,6 +74,15 @@ def retrained(pick, variant: str, steps: int, seed: int, repeats: int) -> tuple[
     return float(value), float(test)
 
 
+def origin(pick, result) -> str:
+    """Where the pick came from: a warm-up trial (random, untuned: `tuner` None) or a tuner's trial, its
+    final iterate (`info["final_trials"]`) or another outer step; read from the result, never assumed."""
+    if pick.tuner is None:
+        return f"warm-up trial #{pick.number} (random, untuned)"
+    final = pick.number in set(result.info.get("final_trials") or ())
+    return f"tuner {pick.tuner}, {'final iterate' if final else 'outer step'} (trial #{pick.number})"
+
+
 def run(variant: str, seed: int, sizes: dict) -> dict:
     objective, space = objective_and_space(variant, sizes["T"])
     result = hg.tune(objective, space, jax.random.key(seed), population=sizes["population"],
@@ -81,7 +90,8 @@ def run(variant: str, seed: int, sizes: dict) -> dict:
                      outer=optax.adam(0.1), resample_key=variant == "resample_key")
     pick = result.best_trial  # for resample_key, among the trials scored on the run's key
     value, test = retrained(pick, variant, sizes["T"], seed, sizes["repeats"])
-    return {"variant": variant, "seed": seed, "val": pick.value, "test": pick.scores["test_loss"],
+    return {"variant": variant, "seed": seed, "pick": origin(pick, result), "warmup_pick": pick.tuner is None,
+            "val": pick.value, "test": pick.scores["test_loss"],
             "optimism": value - pick.value, "fresh_test": test, "runs": result.runs,
             "seconds": result.seconds + result.compile_seconds}
 
@@ -92,6 +102,18 @@ def paired_gap(rows: list[dict], remedy: str, field: str) -> tuple[float, float]
     fixed = {r["seed"]: r[field] for r in rows if r["variant"] == "fixed key"}
     d = np.asarray([r[field] - fixed[r["seed"]] for r in rows if r["variant"] == remedy], np.float64)
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("inf")
+
+
+def warmup_note(rows: list[dict], variant: str | None = None) -> str:
+    """' ... is a warm-up trial ...' naming each (variant, seed) whose pick is a warm-up trial (random, untuned),
+    of `variant` and the fixed key it is paired with (all variants when None); '' when every pick is a tuner's."""
+    named = [r for r in rows
+             if r.get("warmup_pick") and (variant is None or r["variant"] in (variant, "fixed key"))]
+    if not named:
+        return ""
+    which = ", ".join(f"{r['variant']} seed {r['seed']}" for r in named)
+    return (f" The pick of {which} is a warm-up trial (the best of the random warm-up, untuned), not a tuner's: "
+            "no tuned candidate scored lower on the run's key, so that seed compares random search's pick.")
 
 
 def verdict(rows: list[dict]) -> list[_claims.Claim]:
@@ -114,14 +136,17 @@ def verdict(rows: list[dict]) -> list[_claims.Claim]:
             why=f"rule: optimism lower by more than 2 s.e. ({better[0]}) and fresh-key test loss not higher by more "
                 f"than 2 s.e. ({better[1]}); held if both, partly if one (paired, with this margin, since a review "
                 "of the first full run; it judged medians). Optimism is the pick's retrained validation value minus "
-                "its tuned value; the fresh-key test loss is its test loss retrained on keys it was not tuned on."))
+                "its tuned value; the fresh-key test loss is its test loss retrained on keys it was not tuned on."
+                + warmup_note(rows, remedy)))
     return claims
 
 
 def body(rows: list[dict], sizes: dict) -> str:
     table = _claims.markdown_table(
-        ["strategy", "seed", "val of pick", "test loss of pick", "optimism", "test loss, fresh keys", "runs", "s"],
-        [[r["variant"], r["seed"], f"{r['val']:.4f}", f"{r['test']:.4f}", f"{r['optimism']:.4f}",
+        ["strategy", "seed", "pick", "val of pick", "test loss of pick", "optimism", "test loss, fresh keys", "runs",
+         "s"],
+        [[r["variant"], r["seed"], r.get("pick", "not recorded"), f"{r['val']:.4f}", f"{r['test']:.4f}",
+          f"{r['optimism']:.4f}",
           f"{r['fresh_test']:.4f}", f"{r['runs']:.0f}", f"{r['seconds']:.1f}"] for r in rows])
     medians = _claims.markdown_table(
         ["strategy", "median val", "median test", "median optimism", "median fresh-key test"],
@@ -129,7 +154,10 @@ def body(rows: list[dict], sizes: dict) -> str:
                for f in ("val", "test", "optimism", "fresh_test"))] for v in VARIANTS])
     return (f"# Generalisation of a tuned schedule: fixed key, resampled keys, cross-validation\n\n"
             f"{__doc__.split(chr(10) + chr(10), 1)[1].split('    python')[0].strip()}\n\n"
-            f"Sizes: {sizes}.\n\n## Runs\n\n{table}\n\n## Medians over seeds\n\n{medians}\n")
+            f"Sizes: {sizes}.\n\n## Runs\n\n{table}\n\n"
+            + ("The pick column says where each pick came from (a warm-up trial or a tuner's trial)."
+               + (warmup_note(rows) or " Every pick is a tuner's trial.")) + "\n\n"
+            f"## Medians over seeds\n\n{medians}\n")
 
 
 def main(argv=None):
