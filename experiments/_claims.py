@@ -221,14 +221,15 @@ def set_aside(path: str) -> str:
 
 
 def _git_commit(folder: str) -> str:
-    """The git commit checked out at `folder` (`+dirty` when hypergrad/ or experiments/ differ from it), or
-    "unknown" (no git, not a checkout)."""
+    """The git commit checked out at `folder` (`+dirty` when hypergrad/ or experiments/ differ from it, the
+    results experiments write under experiments/results/ left out), or "unknown" (no git, not a checkout)."""
     try:
         run = dict(cwd=folder, capture_output=True, text=True, timeout=10)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], **run)
         if commit.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "-uno", "--", ":/hypergrad", ":/experiments"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno", "--", ":/hypergrad", ":/experiments",
+                                ":(top,exclude)experiments/results"],  # the run's own outputs are not its code
                                **run).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

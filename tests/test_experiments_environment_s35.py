@@ -6,6 +6,7 @@ states it for the run."""
 import importlib.metadata
 import json
 import re
+import subprocess
 
 import jax
 
@@ -35,3 +36,23 @@ def test_results_md_states_the_environment_of_the_run(tmp_path):
     page = reproduce.summary([name], str(tmp_path), str(tmp_path / "RESULTS.md"))
     header = page.split("| experiment |")[0]
     assert f"Produced by: {claims.environment_line(env)}." in header, header
+
+
+def test_a_run_is_dirty_for_code_changes_not_for_the_results_it_wrote(tmp_path):
+    """A reproduce run writes experiments/results/ as it goes: the experiments after the first ones
+    were marked +dirty by the pages the earlier ones had just written."""
+    claims = import_experiment("_claims")
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("hypergrad/a.py", "experiments/b.py", "experiments/results/c.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    (tmp_path / "experiments/results/c.md").write_text("a new result\n")
+    assert re.fullmatch(r"[0-9a-f]{40}", claims._git_commit(str(tmp_path / "hypergrad")))
+    (tmp_path / "experiments/b.py").write_text("edited\n")
+    assert claims._git_commit(str(tmp_path / "hypergrad")).endswith("+dirty")
