@@ -264,13 +264,14 @@ def environment(seconds: float = 0.0) -> dict[str, str]:
 
 
 def environment_line(env: dict[str, str]) -> str:
-    """`environment`'s record as one sentence for a page ('' for none: a sidecar written before it)."""
+    """`environment`'s record as one sentence for a page ('' for none: a sidecar written before it); the
+    start only where the record has one (`reproduce.environments` leaves it out, its header has the run's)."""
     if not env:
         return ""
     return (f"hypergrad {env.get('hypergrad_commit', 'unknown')} ({env.get('hypergrad', 'unknown')}); Python "
             f"{env.get('python')}, jax {env.get('jax')}, jaxlib {env.get('jaxlib')}, numpy {env.get('numpy')}, "
             f"optax {env.get('optax')}, flax {env.get('flax')}; backend {env.get('backend')} "
-            f"({env.get('devices')}); started {env.get('started_utc')}")
+            f"({env.get('devices')})" + (f"; started {env['started_utc']}" if "started_utc" in env else ""))
 
 
 def write(out: str, name: str, body: str, claims: list[Claim], *, seconds: float, smoke: bool,

@@ -146,16 +146,17 @@ def last_run(sidecars: list[dict]) -> str:
 
 def environments(sidecars: list[dict]) -> str:
     """' Produced by: ...' (`_claims.environment_line`) for the sidecars of the last reproduce.py run (all
-    sidecars when none records one): one environment, or each with the experiments it produced; a sidecar
-    written before environments were recorded counts as 'not recorded'."""
+    sidecars when none records one): one environment, or each with the experiments it produced, told
+    apart by everything but each experiment's start (the header gives the run's); a sidecar written
+    before environments were recorded counts as 'not recorded'."""
     runs = {s.get("reproduce_run") for s in sidecars} - {None}
     chosen = [s for s in sidecars if s.get("reproduce_run") == max(runs)] if runs else sidecars
     if not chosen:
         return ""
     by_env: dict[str, list[str]] = {}
     for s in chosen:
-        by_env.setdefault(_claims.environment_line(s.get("environment") or {}) or "not recorded", []).append(
-            s["experiment"])
+        env = {k: v for k, v in (s.get("environment") or {}).items() if k != "started_utc"}
+        by_env.setdefault(_claims.environment_line(env) or "not recorded", []).append(s["experiment"])
     if len(by_env) == 1:
         return f" Produced by: {next(iter(by_env))}."
     return " Produced by: " + "; ".join(f"{', '.join(names)}: {env}" for env, names in by_env.items()) + "."

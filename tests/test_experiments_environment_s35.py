@@ -35,7 +35,22 @@ def test_results_md_states_the_environment_of_the_run(tmp_path):
     env = json.loads((tmp_path / f"{name}.json").read_text())["environment"]
     page = reproduce.summary([name], str(tmp_path), str(tmp_path / "RESULTS.md"))
     header = page.split("| experiment |")[0]
+    del env["started_utc"]  # the header's own "started" is the run's; each experiment's start is on its page
     assert f"Produced by: {claims.environment_line(env)}." in header, header
+
+
+def test_results_md_names_one_environment_for_experiments_that_differ_only_in_their_start(tmp_path):
+    """Every experiment of a run starts at another time: the header listed the whole environment once per
+    experiment (eleven near-identical sentences) instead of once."""
+    claims, reproduce = import_experiment("_claims"), import_experiment("reproduce")
+    names = reproduce.EXPERIMENTS[:2]
+    for name in names:
+        claims.write(str(tmp_path), name, "# X\n", [claims.Claim("P", "c", "o", "held", "w")], seconds=1.0,
+                     smoke=False)
+    starts = {json.loads((tmp_path / f"{n}.json").read_text())["environment"]["started_utc"] for n in names}
+    header = reproduce.summary(names, str(tmp_path), str(tmp_path / "RESULTS.md")).split("| experiment |")[0]
+    assert header.count("Produced by:") == 1 and header.count("jaxlib") == 1, header
+    assert not any(f"started {s}" in header for s in starts), header
 
 
 def test_a_run_is_dirty_for_code_changes_not_for_the_results_it_wrote(tmp_path):
