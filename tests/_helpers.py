@@ -258,3 +258,26 @@ def two_workers(tmp_path, source: str, name: str) -> list[dict]:
                 proc.kill()
                 proc.wait()
     return [json.loads((tmp_path / f"{name}{i}.json").read_text()) for i in (0, 1)]
+
+
+TINY_FINETUNE_SHAPES = (4, 5, 3)  # inputs, hidden units, classes of `tiny_finetune`
+
+
+def tiny_finetune(first: str, second: str):
+    """(pretrained, apply, task) of a 4-5-3 tanh network whose layers are named `first` (input) and
+    `second` (output), for `hg.problems.finetune`: seeded weights, and a 3-class task of 30, 15 and
+    15 examples (train, val, test)."""
+    d, h, c = TINY_FINETUNE_SHAPES
+    rng = np.random.default_rng(0)
+    pretrained = {first: {"w": rng.normal(size=(d, h)), "b": np.zeros(h)},
+                  second: {"w": rng.normal(size=(h, c)), "b": np.zeros(c)}}
+
+    def apply(p, x):
+        return jnp.tanh(x @ p[first]["w"] + p[first]["b"]) @ p[second]["w"] + p[second]["b"]
+
+    rng = np.random.default_rng(1)
+    splits = []
+    for n in (30, 15, 15):
+        x = rng.normal(size=(n, d))
+        splits.append((x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)))
+    return pretrained, apply, tuple(splits)

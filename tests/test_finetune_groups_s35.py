@@ -15,31 +15,24 @@ import numpy as np
 import pytest
 
 import hypergrad as hg
+from _helpers import TINY_FINETUNE_SHAPES, tiny_finetune  # noqa: E402
 from hypergrad._store_codec import identity
 
 ft = importlib.import_module("hypergrad.problems.finetune")  # hg.problems.finetune is the function
 
-D, H, C = 4, 5, 3
+_, H, C = TINY_FINETUNE_SHAPES
 INPUT_TO_OUTPUT = {"hidden": "hidden", "classifier": "classifier"}  # not the alphabetical order
 
 
 def _pretrained():
-    rng = np.random.default_rng(0)
-    return {"hidden": {"w": rng.normal(size=(D, H)), "b": np.zeros(H)},
-            "classifier": {"w": rng.normal(size=(H, C)), "b": np.zeros(C)}}
+    return tiny_finetune('hidden', 'classifier')[0]
 
 
-def _apply(p, x):
-    return jnp.tanh(x @ p["hidden"]["w"] + p["hidden"]["b"]) @ p["classifier"]["w"] + p["classifier"]["b"]
+_apply = tiny_finetune('hidden', 'classifier')[1]
 
 
 def _task():
-    rng = np.random.default_rng(1)
-    splits = []
-    for n in (30, 15, 15):
-        x = rng.normal(size=(n, D))
-        splits.append((x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)))
-    return tuple(splits)
+    return tiny_finetune('hidden', 'classifier')[2]
 
 
 def _new_classifier(key, p):

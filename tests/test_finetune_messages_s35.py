@@ -16,30 +16,23 @@ import numpy as np
 import pytest
 
 import hypergrad as hg
+from _helpers import TINY_FINETUNE_SHAPES, tiny_finetune  # noqa: E402
 
 ft = importlib.import_module("hypergrad.problems.finetune")  # hg.problems.finetune is the function
 
-D, H, C = 4, 5, 3
+_, H, C = TINY_FINETUNE_SHAPES
 GROUPS = {"body": "body", "head": "head"}
 
 
 def _pretrained():
-    rng = np.random.default_rng(0)
-    return {"body": {"w": rng.normal(size=(D, H)), "b": np.zeros(H)},
-            "head": {"w": rng.normal(size=(H, C)), "b": np.zeros(C)}}
+    return tiny_finetune('body', 'head')[0]
 
 
-def _apply(p, x):
-    return jnp.tanh(x @ p["body"]["w"] + p["body"]["b"]) @ p["head"]["w"] + p["head"]["b"]
+_apply = tiny_finetune('body', 'head')[1]
 
 
 def _task():
-    rng = np.random.default_rng(1)
-    splits = []
-    for n in (30, 15, 15):
-        x = rng.normal(size=(n, D))
-        splits.append((x, (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5).astype(np.int32)))
-    return tuple(splits)
+    return tiny_finetune('body', 'head')[2]
 
 
 def _new_head(key, p):
