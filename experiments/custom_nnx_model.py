@@ -8,7 +8,9 @@ the state that is not trained; `init(key)` builds the module with `nnx.Rngs(key)
 in eval mode, its running statistics held fixed and dropout off, because the training loss is a
 pure function of (params, hparams, batch) (no per-step state, no dropout key); a model in train
 mode is refused. Here a residual MLP with LayerNorm (Params only, so `rest` is empty) on
-scikit-learn's digits, tuned three ways at equal compute.
+scikit-learn's digits, tuned three ways within one budget of training runs: the hypergradient and
+random search spend it; grid search runs the largest full grid that fits (3 points per axis, 27 of 60
+runs; 4 per axis would be 64), and the report lines all three up at equal compute (`hg.compare`).
 
     python experiments/custom_nnx_model.py            # a short study (about a minute on 2 cores)
     python experiments/custom_nnx_model.py --smoke    # seconds, for CI
