@@ -25,7 +25,8 @@ RESULTS.md shows; without it RESULTS.md shows `"seconds"`) and `"reproduce_run"`
 A long run keeps what it has measured so far in `<name>.partial.json` (`write_partial`, replaced whole
 after each measured cell), so an interrupted run loses at most the cell it was in; `write` removes it.
 The next run reads it back (`read_partial`): it resumes from those cells when it has the same sizes, and
-otherwise moves the file aside (`set_aside`) before measuring anything.
+otherwise moves the file aside (`set_aside`) before measuring anything. finetuning.py keeps its cells
+itself; every other reproduction keeps its units through `_progress.Progress` (which says which resume).
 
 Every file here is written whole or not at all (`write_atomically`): a run stopped or failing while
 writing leaves the earlier file, never an empty or cut one.

@@ -47,7 +47,10 @@ Verdict rules (fixed in this file before the first full run):
     python experiments/chaos.py            # full (about two minutes on 2 loaded cores)
     python experiments/chaos.py --smoke    # seconds, for CI
 
-Writes `--out/chaos.md`, `chaos.json` (the claims) and `chaos.png`.
+Writes `--out/chaos.md`, `chaos.json` (the claims) and `chaos.png`. Each horizon's surface and norms, and
+the rugged setting's estimators, are kept in `--out/chaos.partial.json` as they are measured (`_progress`),
+so an interrupted run keeps them; a rerun into the same `--out` with the same mode and environment reads
+them back instead of measuring them again.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "chaos"
 PAPERS = "Metz et al. 2019/2021; Vicol et al. 2021"
@@ -192,27 +196,35 @@ def smoothed(rates: np.ndarray, values: np.ndarray, sigma: float = SIGMA) -> np.
     return (w @ v) / w.sum(axis=1)
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, unit=lambda key, measure: measure()) -> dict:
+    """Each horizon's surface and norms, then the rugged setting's zoom and estimators, each measured
+    through `unit(key, measure)` (`_progress.Progress.unit`: kept as it is measured)."""
     objs = objectives(cfg)
     out = {"surfaces": {}, "norms": {}, "seconds": {}}
-    for t, objective in objs.items():
+
+    def horizon(objective):
         began = time.perf_counter()
         rates, values = surface(objective, LO, HI, cfg.grid)
-        out["surfaces"][t] = {"rates": rates, "values": values, "roughness": roughness(values),
-                              "best_lr": float(rates[np.argmin(capped(values))]), "best": float(np.min(capped(values))),
-                              "diverged": float(np.mean(~(np.isfinite(values) & (values < DIVERGED))))}
-        out["norms"][t] = norms(objective, cfg)
-        out["seconds"][t] = time.perf_counter() - began
+        landscape = {"rates": rates, "values": values, "roughness": roughness(values),
+                     "best_lr": float(rates[np.argmin(capped(values))]), "best": float(np.min(capped(values))),
+                     "diverged": float(np.mean(~(np.isfinite(values) & (values < DIVERGED))))}
+        return landscape, norms(objective, cfg), time.perf_counter() - began
+
+    for t, objective in objs.items():
+        out["surfaces"][t], out["norms"][t], out["seconds"][t] = unit(f"T={t}", lambda: horizon(objective))
     top = max(cfg.horizons)
     lr = out["norms"][top]["argmax"]
     if lr is None:  # every rate diverged for some key at the largest T: take its grid-best rate
         lr = out["surfaces"][top]["best_lr"]
     out["rugged_lr"] = lr
-    began = time.perf_counter()
-    rates, values = surface(objs[top], lr / 2, lr * 2, cfg.grid)
-    out["zoom"] = {"rates": rates, "values": values, "roughness": roughness(values), "smoothed": smoothed(rates, values)}
-    out["estimators"] = estimators(objs[top], lr, cfg)
-    out["seconds"]["variance"] = time.perf_counter() - began
+
+    def rugged():
+        began = time.perf_counter()
+        rates, values = surface(objs[top], lr / 2, lr * 2, cfg.grid)
+        zoom = {"rates": rates, "values": values, "roughness": roughness(values), "smoothed": smoothed(rates, values)}
+        return zoom, estimators(objs[top], lr, cfg), time.perf_counter() - began
+
+    out["zoom"], out["estimators"], out["seconds"]["variance"] = unit("rugged setting", rugged)
     return out
 
 
@@ -347,7 +359,8 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    r = run(cfg)
+    progress = _progress.Progress(args, NAME, cfg, resume=True)  # each horizon kept as it is measured
+    r = run(cfg, progress.unit)
     claims, numbers = verdicts(r, cfg)
     surface_table, estimator_table = tables(r, cfg)
     body = "\n".join([
@@ -371,7 +384,7 @@ def main(argv=None):
         "median Reverse norm. std x sqrt(cost) compares at equal compute (averaging k estimates divides the std by "
         "sqrt(k)).", "",
         estimator_table, "",
-        f"![loss surfaces, norms and estimates](./{NAME}.png)", ""])
+        f"![loss surfaces, norms and estimates](./{NAME}.png)", ""]) + progress.note()
     figures = plot(args.out, r, cfg)
     _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers=numbers)
 

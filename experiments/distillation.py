@@ -43,7 +43,10 @@ offline):
     python experiments/distillation.py --smoke    # seconds, for CI
 
 Writes `--out/distillation.md`, `distillation.json` (the claims), `distillation_images.png` (the
-images) and `distillation_curves.png` (validation loss and step size over the outer steps).
+images) and `distillation_curves.png` (validation loss and step size over the outer steps). The real
+images' row, each distillation and the random search are kept in `--out/distillation.partial.json` as they
+are measured (`_progress`), so an interrupted run keeps them; a rerun into the same `--out` with the same mode
+and environment reads them back instead of measuring them again.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "distillation"
 PAPER = "Wang et al. 2018"
@@ -181,28 +185,40 @@ def real_draws(real, cfg: Config) -> dict:
             "curve": {"rates": rates.tolist(), "mean_val": val.mean(axis=1).tolist()}}
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, unit=lambda key, measure: measure()) -> dict:
+    """The real images, both distillations and the random search, each measured through
+    `unit(key, measure)` (`_progress.Progress.unit`: kept as it is measured)."""
     distill, space, real, real_space, (x, y) = problems(cfg)
     keys = keys_from(EVAL_KEY, cfg.eval_keys)
-    out = {"real": real_draws(real, cfg), "class_means": np.stack([x[y == c].mean(axis=0) for c in range(CLASSES)])}
-    for label, resample in (("fixed", False), ("random", True)):
+    out = {"real": unit("real images", lambda: real_draws(real, cfg)),
+           "class_means": np.stack([x[y == c].mean(axis=0) for c in range(CLASSES)])}
+
+    def distilled(resample):
         final, result, seconds = distil(distill, space, cfg, resample)
         step, best = best_iterate(result.trials)
         (fixed, fresh), (best_fixed, best_fresh) = (fixed_and_fresh(distill, h, keys) for h in (final, best))
-        out[label] = {"hparams": final, "runs": result.runs, "seconds": seconds, "fixed": fixed, "fresh": fresh,
-                      "val_curve": [t.value for t in result.trials],
-                      "lr_curve": [float(t.hparams["lr"]) for t in result.trials],
-                      # Post hoc (added after the first full run showed the outer loop diverging; no
-                      # verdict reads it): the iterate with the lowest validation loss seen in tuning.
-                      "best": {"hparams": best, "step": step, "fixed": best_fixed, "fresh": best_fresh}}
+        return {"hparams": final, "runs": result.runs, "seconds": seconds, "fixed": fixed, "fresh": fresh,
+                "val_curve": [t.value for t in result.trials],
+                "lr_curve": [float(t.hparams["lr"]) for t in result.trials],
+                # Post hoc (added after the first full run showed the outer loop diverging; no
+                # verdict reads it): the iterate with the lowest validation loss seen in tuning.
+                "best": {"hparams": best, "step": step, "fixed": best_fixed, "fresh": best_fresh}}
+
+    for label, resample in (("fixed", False), ("random", True)):
+        out[label] = unit(f"distilled, {label} init", lambda: distilled(resample))
+
     # Random search over what it can search: which real images (an index per class) and the step size,
     # from the fixed initialisation (its trials all train with TUNE_KEY), at the distillation's compute.
-    began = time.perf_counter()
-    rand = hg.random_search(real, real_space, jax.random.key(TUNE_KEY), num_trials=max(2, round(out["fixed"]["runs"])))
-    pick = {k: jnp.asarray(v) for k, v in rand.best_hparams.items()}
-    seconds = time.perf_counter() - began
-    fixed, fresh = fixed_and_fresh(real, pick, keys)
-    out["search"] = {"hparams": pick, "runs": rand.runs, "seconds": seconds, "fixed": fixed, "fresh": fresh}
+    def searched():
+        began = time.perf_counter()
+        rand = hg.random_search(real, real_space, jax.random.key(TUNE_KEY),
+                                num_trials=max(2, round(out["fixed"]["runs"])))
+        pick = {k: jnp.asarray(v) for k, v in rand.best_hparams.items()}
+        seconds = time.perf_counter() - began
+        fixed, fresh = fixed_and_fresh(real, pick, keys)
+        return {"hparams": pick, "runs": rand.runs, "seconds": seconds, "fixed": fixed, "fresh": fresh}
+
+    out["search"] = unit("random search", searched)
     return out
 
 
@@ -347,7 +363,8 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    r = run(cfg)
+    progress = _progress.Progress(args, NAME, cfg, resume=True)  # each part kept as it is measured
+    r = run(cfg, progress.unit)
     claims, numbers = verdicts(r)
     headers = ["strategy", "hyperparameters", "test accuracy, fixed init", "test accuracy, fresh inits (mean ± std)",
                "step size", "compute (runs)", "seconds"]
@@ -372,7 +389,7 @@ def main(argv=None):
         "pick the iterate with the lowest validation loss seen during tuning. No verdict reads them; the verdicts "
         "use the final iterate, as fixed before the run.", "",
         f"![distilled images](./{NAME}_images.png)", "",
-        f"![outer loop](./{NAME}_curves.png)", ""])
+        f"![outer loop](./{NAME}_curves.png)", ""]) + progress.note()
     figures = plot(args.out, r)
     _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers=numbers)
 

@@ -92,7 +92,10 @@ grid's resolution; a biased truncated estimator's is positive (it says "lower th
 Writes `--out/estimator_quality.md` (both tables, and the truncation-bias claim with its
 verdict), `estimator_quality.json` (that claim, for experiments/RESULTS.md), `estimator_quality.png`
 (cosine vs cost) and `short_horizon_bias.png` (log lr against outer steps) when matplotlib is
-installed; `--out` defaults to experiments/results.
+installed; `--out` defaults to experiments/results. Each part (the estimator table, the truncation bias)
+is kept in `--out/estimator_quality.partial.json` as it is measured (`_progress`), so an interrupted run
+keeps the first; a rerun into the same `--out` with the same mode and environment reads it back instead of
+measuring it again.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ import hypergrad as hg  # noqa: E402
 from hypergrad.online import sgd_hd  # noqa: E402
 
 import _claims  # noqa: E402  (experiments/_claims.py: the results page and its sidecar)
+import _progress  # noqa: E402  (experiments/_progress.py: each part kept as it is measured)
 
 ES, PES = hg.ES, hg.PES
 run_flops = hg.run_flops
@@ -540,8 +544,11 @@ def main(argv=None):
     trajectory = online_trajectory_fn(objective_hd)
     bias_trajectory = (trajectory if bias_problem is problem and cfg.bias_steps == cfg.steps
                        else online_trajectory_fn(online_objective(bias_problem, cfg.bias_steps)))
-    title1, table1, (points, uniform) = estimator_quality(cfg, problem, objective_hd, trajectory)
-    title2, table2, bias, facts = short_horizon_bias(cfg, bias_problem, bias_trajectory)
+    progress = _progress.Progress(args, "estimator_quality", cfg, resume=True)
+    title1, table1, (points, uniform) = progress.unit(
+        "estimator quality", lambda: estimator_quality(cfg, problem, objective_hd, trajectory))
+    title2, table2, bias, facts = progress.unit(
+        "truncation bias", lambda: short_horizon_bias(cfg, bias_problem, bias_trajectory))
     report = f"## {title1}\n\n{table1}\n\n## {title2}\n\n{table2}\n"
     print(report)
     figures = plot(args.out, points, (*bias, uniform))
@@ -549,7 +556,8 @@ def main(argv=None):
         print(f"saved {path}")
     seconds = time.perf_counter() - began
     # estimator_quality.md and the sidecar estimator_quality.json: its line in experiments/RESULTS.md.
-    _claims.write(args.out, "estimator_quality", f"# Estimator quality and truncation bias\n\n{report}",
+    page = f"# Estimator quality and truncation bias\n\n{report}{progress.note()}"
+    _claims.write(args.out, "estimator_quality", page,
                   [short_horizon_claim(facts)], seconds=seconds, smoke=args.smoke, figures=figures, numbers=facts)
     print(_claims.claims_markdown([short_horizon_claim(facts)]))
     print(f"total {seconds:.0f} s")

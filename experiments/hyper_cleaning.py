@@ -35,6 +35,10 @@ were fixed before the first full run.
     python experiments/hyper_cleaning.py --smoke    # seconds, for CI
 
 Writes `--out/hyper_cleaning.md`, `hyper_cleaning.json` (the claims) and `hyper_cleaning_weights.png`.
+Each tuner's and the search's result (its numbers, best and final trials: `_progress.result_record`) and
+each row's scores are kept in `--out/hyper_cleaning.partial.json` as they are measured (`_progress`), so an
+interrupted run keeps them; a rerun measures everything again (the results are not read back), moving that
+file aside first.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "hyper_cleaning"
 PAPER = "Franceschi et al. 2017"
@@ -118,7 +123,9 @@ def evaluate(objective: hg.Objective, hparams: dict, keys: list) -> dict[str, tu
     return out
 
 
-def run(cfg: Config):
+def run(cfg: Config, unit=lambda key, measure, record=None: measure()):
+    """The rows of the table: each tuner, the search and each row's scores measured through `unit(key,
+    measure, record)` (`_progress.Progress.unit`: kept as it is measured)."""
     problem = hg.problems.noisy_mlp_classifier("digits", noise=cfg.noise, hidden=cfg.hidden,
                                                batch_size=cfg.batch_size, noise_seed=NOISE_SEED)
     y_noisy = np.asarray(problem.train_data[1])
@@ -140,9 +147,12 @@ def run(cfg: Config):
     tuned = {}
     for label, method in (("Reverse", hg.Reverse()),
                           ("Implicit (CG)", hg.Implicit(solver="cg", maxiter=cfg.cg_maxiter, damping=cfg.damping))):
-        began = time.perf_counter()
-        result = hg.tune(fixed, space, key, method=method, outer=outer, steps=cfg.outer_steps, resample_key=True)
-        tuned[label] = (result, time.perf_counter() - began)
+        def tuner(method=method):
+            began = time.perf_counter()
+            result = hg.tune(fixed, space, key, method=method, outer=outer, steps=cfg.outer_steps, resample_key=True)
+            return result, time.perf_counter() - began
+
+        tuned[label] = unit(f"hyper-cleaning, {label}", tuner, _progress.result_record)
 
     # Random search over what it can search: constants. Same problem and T, at Reverse's compute.
     searchable = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), cfg.steps)
@@ -150,9 +160,13 @@ def run(cfg: Config):
                          "weight_decay": hg.LogUniform(1e-6, 1e-1),
                          "example_weight": hg.Uniform(0.0, 2.0, shape=(n,))})
     budget = tuned["Reverse"][0].runs
-    began = time.perf_counter()
-    rand = hg.random_search(searchable, rs_space, key, num_trials=max(2, int(round(budget))))
-    rand_seconds = time.perf_counter() - began
+
+    def search():
+        began = time.perf_counter()
+        rand = hg.random_search(searchable, rs_space, key, num_trials=max(2, int(round(budget))))
+        return rand, time.perf_counter() - began
+
+    rand, rand_seconds = unit("random search, constants", search, _progress.result_record)
 
     eval_keys = [jax.random.key(EVAL_KEY + i) for i in range(cfg.eval_keys)]
     ones = jnp.ones(n)
@@ -173,7 +187,7 @@ def run(cfg: Config):
 
     scores, table = {}, []
     for label, (objective, hparams, result, seconds, _, _) in rows.items():
-        s = evaluate(objective, hparams, eval_keys)
+        s = unit(f"scores: {label}", lambda: evaluate(objective, hparams, eval_keys))
         w = np.broadcast_to(np.asarray(hparams["example_weight"]), (n,))
         auc, f = separation(w, corrupted) if np.ptp(w) > 0 else (float("nan"), float("nan"))
         scores[label] = {"test_accuracy": s["test_accuracy"], "test_loss": s["test_loss"],
@@ -290,7 +304,9 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    problem, corrupted, scores, table, weights, curves, comparison = run(cfg)
+    # Each tuner, the search and each row's scores kept as measured (Results: kept, not resumed).
+    progress = _progress.Progress(args, NAME, cfg, resume=False)
+    problem, corrupted, scores, table, weights, curves, comparison = run(cfg, progress.unit)
     claims, numbers = verdicts(scores)
     headers = ["strategy", "test accuracy (mean ± s.e.)", "test loss", "val loss", "ROC AUC", "F1",
                "compute (runs)", "seconds"]

@@ -42,7 +42,10 @@ review found "partly" verdicts resting on the tuning key and on gaps inside the 
     python experiments/learned_schedules.py --smoke    # seconds, for CI
 
 Writes `--out/learned_schedules.md`, `learned_schedules.json` (the claims) and
-`learned_schedules_schedules.png` (the schedules per layer).
+`learned_schedules_schedules.png` (the schedules per layer). Each tuner's and search's result (its
+numbers, best and final trials: `_progress.result_record`) and each pick's scores are kept in
+`--out/learned_schedules.partial.json` as they are measured (`_progress`), so an interrupted run keeps them;
+a rerun measures everything again (the results are not read back), moving that file aside first.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ import optax  # noqa: E402
 import hypergrad as hg  # noqa: E402
 
 import _claims  # noqa: E402
+import _progress  # noqa: E402
 
 NAME = "learned_schedules"
 PAPER = "Maclaurin et al. 2015"
@@ -193,7 +197,16 @@ def smooth(schedule: np.ndarray, width: int) -> np.ndarray:
     return np.exp(np.convolve(padded, kernel, mode="valid"))
 
 
-def run(cfg: Config):
+def timed(measure):
+    """(measure(), its wall seconds)."""
+    began = time.perf_counter()
+    value = measure()
+    return value, time.perf_counter() - began
+
+
+def run(cfg: Config, unit=lambda key, measure, record=None: measure()):
+    """Each tuner and search (then each pick's scores) measured through `unit(key, measure, record)`
+    (`_progress.Progress.unit`: kept as it is measured)."""
     problem = hg.problems.mlp_classifier("digits", hidden=cfg.hidden, batch_size=cfg.batch_size)
     T = cfg.steps
     layers = len(cfg.hidden) + 1
@@ -209,21 +222,18 @@ def run(cfg: Config):
     plan = (("learned per layer and step, Reverse(checkpoint_every)", per_layer, per_layer_space,
              hg.Reverse(checkpoint_every=cfg.checkpoint_every)),
             ("learned per step (shared by layers), Reversible", shared, shared_space, hg.Reversible()))
+    kept = _progress.result_record
     for label, objective, space, method in plan:
-        began = time.perf_counter()
-        results[label] = hg.tune(objective, space, key, method=method, outer=outer, steps=cfg.outer_steps,
-                                 warmup=cfg.warmup)
-        seconds[label] = time.perf_counter() - began
+        results[label], seconds[label] = unit(label, lambda: timed(lambda: hg.tune(
+            objective, space, key, method=method, outer=outer, steps=cfg.outer_steps, warmup=cfg.warmup)), kept)
     budget = results[plan[0][0]].runs
-    began = time.perf_counter()
-    results["random search (constant lr, momentum)"] = hg.random_search(per_layer, per_layer_space, key,
-                                                                         num_trials=max(2, int(round(budget))))
-    seconds["random search (constant lr, momentum)"] = time.perf_counter() - began
+    label = "random search (constant lr, momentum)"
+    results[label], seconds[label] = unit(label, lambda: timed(lambda: hg.random_search(
+        per_layer, per_layer_space, key, num_trials=max(2, int(round(budget))))), kept)
     points = max(2, int(math.isqrt(int(budget))))
-    began = time.perf_counter()
-    results[f"grid search ({points} x {points}, constant)"] = hg.grid_search(per_layer, per_layer_space, key,
-                                                                              points_per_axis=points)
-    seconds[f"grid search ({points} x {points}, constant)"] = time.perf_counter() - began
+    label = f"grid search ({points} x {points}, constant)"
+    results[label], seconds[label] = unit(label, lambda: timed(lambda: hg.grid_search(
+        per_layer, per_layer_space, key, points_per_axis=points)), kept)
 
     objectives = {plan[1][0]: shared}
     tuning_key, fresh = [key], [jax.random.key(EVAL_KEY + i) for i in range(cfg.eval_keys)]
@@ -234,9 +244,9 @@ def run(cfg: Config):
         if objective is per_layer:  # a search's constants, broadcast to the schedule's shape
             hparams = {k: jnp.broadcast_to(v, (layers, T)) for k, v in hparams.items()}
         picks[label] = hparams
-        scores[label] = {"tuning key": scores_of(objective, hparams, tuning_key),
-                         "fresh keys": scores_of(objective, hparams, fresh), "runs": result.runs,
-                         "seconds": seconds[label]}
+        scores[label] = unit(f"scores: {label}", lambda: {
+            "tuning key": scores_of(objective, hparams, tuning_key), "fresh keys": scores_of(objective, hparams, fresh),
+            "runs": result.runs, "seconds": seconds[label]})
     comparison = hg.compare(results)
     return problem, results, scores, picks, comparison
 
@@ -378,7 +388,9 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    problem, results, scores, picks, comparison = run(cfg)
+    # Each tuner, search and pick's scores kept as measured (Results: kept, not resumed).
+    progress = _progress.Progress(args, NAME, cfg, resume=False)
+    problem, results, scores, picks, comparison = run(cfg, progress.unit)
     claims, numbers = verdicts(scores, picks, cfg)
     headers = ["strategy", "hyperparameters", "compute (runs)", "seconds", "val loss (tuning key)",
                "test loss (tuning key)", "test accuracy (tuning key)", "val loss (fresh keys)",

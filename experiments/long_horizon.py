@@ -48,7 +48,10 @@ Verdict rules (fixed in this file before the first full run):
 
 Writes `--out/long_horizon.md`, `long_horizon.json` (the claims), `long_horizon_schedules.png` (the
 learned block schedules against greedy's and the searches' picks) and `long_horizon_noise.png`
-(hypergradient noise per coordinate, and memory against T).
+(hypergradient noise per coordinate, and memory against T). Each part (noise, each tuner and search,
+memory) is kept in `--out/long_horizon.partial.json` as it is measured (`_progress`), so an interrupted run
+keeps them; a rerun into the same `--out` with the same mode and environment reads them back instead of
+measuring them again.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "long_horizon"
 PAPER = "Micaelli & Storkey 2021"
@@ -408,20 +412,23 @@ def plot_noise(out: str, results: dict, cfg: Config) -> list[str]:
     return [path]
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, unit=lambda key, measure: measure()) -> dict:
+    """Every part, each measured through `unit(key, measure)` (`_progress.Progress.unit`: kept as it is
+    measured)."""
     problem = hg.problems.mlp_classifier("digits", hidden=cfg.hidden, batch_size=cfg.batch)
     objective = hg.Objective(problem, block_optimizer(cfg.steps), cfg.steps)
-    results = {"noise": noise(objective, cfg)}
+    results = {"noise": unit("noise", lambda: noise(objective, cfg))}
     print("noise done", flush=True)
-    tuning = {"start": pick_row(objective, start(cfg.blocks), 1.0, cfg, 0.0), "whole": whole_horizon(objective, cfg)}
+    tuning = {"start": unit("start", lambda: pick_row(objective, start(cfg.blocks), 1.0, cfg, 0.0)),
+              "whole": unit("whole horizon", lambda: whole_horizon(objective, cfg))}
     print("whole horizon done", flush=True)
-    tuning["greedy"] = greedy(problem, objective, cfg)
+    tuning["greedy"] = unit("greedy", lambda: greedy(problem, objective, cfg))
     print("greedy done", flush=True)
     budget = tuning["whole"]["runs"]
-    tuning["constant"] = search(objective, cfg, None, budget)
-    tuning["few"] = search(objective, cfg, cfg.few, budget)
+    tuning["constant"] = unit("random search, constant", lambda: search(objective, cfg, None, budget))
+    tuning["few"] = unit("random search, few blocks", lambda: search(objective, cfg, cfg.few, budget))
     results["tuning"] = tuning
-    results["memory"] = memory(problem, cfg)
+    results["memory"] = unit("memory", lambda: memory(problem, cfg))
     print("memory done", flush=True)
     return results
 
@@ -431,7 +438,8 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    results = run(cfg)
+    progress = _progress.Progress(args, NAME, cfg, resume=True)  # each part kept as it is measured
+    results = run(cfg, progress.unit)
     claims = [verdict_noise(results["noise"], cfg), verdict_greedy(results["tuning"], cfg),
               verdict_memory(results["memory"], cfg)]
     body = "\n".join([
@@ -446,7 +454,8 @@ def main(argv=None):
         "Digits stand in for the paper's larger image sets, models and horizons; only a learning-rate schedule "
         "is tuned here.", "",
         tables(results, cfg),
-        f"![learned schedules](./{NAME}_schedules.png)", "", f"![noise and memory](./{NAME}_noise.png)", ""])
+        f"![learned schedules](./{NAME}_schedules.png)", "", f"![noise and memory](./{NAME}_noise.png)", ""]) \
+        + progress.note()
     figures = plot_schedules(args.out, results, cfg) + plot_noise(args.out, results, cfg)
     numbers = {"steps": cfg.steps, "blocks": cfg.blocks, "noise": results["noise"], "tuning": results["tuning"],
                "memory": results["memory"], "memory_steps": list(cfg.memory_steps)}

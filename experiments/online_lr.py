@@ -31,7 +31,10 @@ expected loss is the column's mean over the (log-uniform) initial rates, reporte
     python experiments/online_lr.py            # full (a minute or two on 2 cores)
     python experiments/online_lr.py --smoke    # seconds, for CI
 
-Writes `--out/online_lr.md`, `online_lr.json` (the claims) and `online_lr.png`.
+Writes `--out/online_lr.md`, `online_lr.json` (the claims) and `online_lr.png`. Each (family, variant,
+training key)'s grid is kept in `--out/online_lr.partial.json` as it is measured (`_progress`), so an
+interrupted run keeps them; a rerun into the same `--out` with the same mode and environment reads them
+back instead of measuring them again.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "online_lr"
 PAPER = "Baydin et al. 2018"
@@ -105,19 +109,26 @@ OPTIMISERS = {
 }
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, unit=lambda key, measure: measure()) -> dict:
+    """Every (family, variant) over the initial rates, each training key's grid measured through
+    `unit(key, measure)` (`_progress.Progress.unit`: kept as it is measured)."""
     problem = hg.problems.mlp_classifier("digits", hidden=cfg.hidden, batch_size=100)
     curves, runs, seconds = {}, {}, {}
     for (family, variant), optimiser in OPTIMISERS.items():
         objective = hg.Objective(problem, optimiser, cfg.steps)
         space = hg.Space({"lr": hg.LogUniform(*RANGES[family])})
         losses, spent, began = [], 0.0, time.perf_counter()
-        for seed in cfg.keys:
+
+        def grid(seed, objective=objective, space=space):
             result = hg.grid_search(objective, space, jax.random.key(seed), points_per_axis=cfg.points)
             rates = np.array([float(t.hparams["lr"]) for t in result.trials])
             values = np.array([t.value for t in result.trials], float)
-            losses.append(np.where(np.isfinite(values), values, CHANCE))
-            spent += result.runs
+            return rates, np.where(np.isfinite(values), values, CHANCE), result.runs
+
+        for seed in cfg.keys:
+            rates, loss, grid_runs = unit(f"{family} {variant}, key {seed}", lambda: grid(seed))
+            losses.append(loss)
+            spent += grid_runs
         curves[family, variant] = (rates, np.array(losses))  # (rates,), (keys, rates)
         runs[family, variant], seconds[family, variant] = spent, time.perf_counter() - began
     return {"problem": problem, "curves": curves, "runs": runs, "seconds": seconds}
@@ -218,7 +229,8 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    out = run(cfg)
+    progress = _progress.Progress(args, NAME, cfg, resume=True)  # each key's grid kept as it is measured
+    out = run(cfg, progress.unit)
     facts = summarise(out)
     claims = verdicts(facts)
     sweep_rows = []
@@ -250,7 +262,7 @@ def main(argv=None):
         "expected loss is the fixed column's mean over initial rates (below), to set beside HD's mean.", "",
         "## Summary", "", summary, "",
         "## Final validation loss against the initial rate", "", sweep, "",
-        f"![final loss vs initial rate](./{NAME}.png)", ""])
+        f"![final loss vs initial rate](./{NAME}.png)", ""]) + progress.note()
     figures = plot(args.out, out)
     _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers={"families": facts, "good": GOOD})
 

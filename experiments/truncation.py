@@ -33,7 +33,10 @@ Verdict rules (fixed in this file before the first full run):
     python experiments/truncation.py            # full (a few minutes on 2 cores)
     python experiments/truncation.py --smoke    # seconds, for CI
 
-Writes `--out/truncation.md`, `truncation.json` (the claims) and `truncation.png`.
+Writes `--out/truncation.md`, `truncation.json` (the claims) and `truncation.png`. Each problem's error
+rows, each tuner and the random search are kept in `--out/truncation.partial.json` as they are measured
+(`_progress`), so an interrupted run keeps them; a rerun into the same `--out` with the same mode and
+environment reads them back instead of measuring them again.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "truncation"
 PAPER = "Shaban et al. 2019"
@@ -134,22 +138,32 @@ def fit(rows: list[dict], steps: int) -> dict:
             "points": len(pts)}
 
 
-def tuning(objective, space, cfg: Config, outer_steps: int, moderate: int) -> dict:
+def tuning(objective, space, cfg: Config, outer_steps: int, moderate: int,
+           unit=lambda key, measure: measure()) -> dict:
+    """Each window's tuner, then random search at the moderate window's compute; each row measured
+    through `unit(key, measure)` (`_progress.Progress.unit`: kept as it is measured)."""
     key = jax.random.key(KEY)
     start = objective.evaluate(space.centre(), key)
     rows = {}
-    for k in cfg.tune_windows:
+
+    def tuned(k):
         method = hg.Reverse() if k >= cfg.steps else hg.Truncated(k)
         began = time.perf_counter()
         result = hg.tune(objective, space, key, method=method, outer=optax.adam(0.1), steps=outer_steps)
         final = result.trials[-1]
-        rows[k] = {"val": final.value, "test": final.scores["test_loss"], "runs": result.runs,
-                   "seconds": time.perf_counter() - began}
+        return {"val": final.value, "test": final.scores["test_loss"], "runs": result.runs,
+                "seconds": time.perf_counter() - began}
+
+    def searched(budget):
+        began = time.perf_counter()
+        rand = hg.random_search(objective, space, key, num_trials=max(2, int(round(budget))))
+        return {"val": rand.best_value, "test": rand.best_test_value, "runs": rand.runs,
+                "seconds": time.perf_counter() - began}
+
+    for k in cfg.tune_windows:
+        rows[k] = unit(f"tune K={k}", lambda: tuned(k))
     budget = rows[moderate]["runs"]
-    began = time.perf_counter()
-    rand = hg.random_search(objective, space, key, num_trials=max(2, int(round(budget))))
-    random_row = {"val": rand.best_value, "test": rand.best_test_value, "runs": rand.runs,
-                  "seconds": time.perf_counter() - began}
+    random_row = unit("random search", lambda: searched(budget))
     return {"start": {"val": float(start["val_loss"]), "test": float(start["test_loss"])}, "tuned": rows,
             "random": random_row}
 
@@ -250,14 +264,18 @@ def main(argv=None):
     moderate = max(1, cfg.steps // 10)
     assert moderate in cfg.tune_windows and cfg.steps in cfg.tune_windows
     began = time.perf_counter()
+    progress = _progress.Progress(args, NAME, cfg, resume=True)  # each problem's rows kept as measured
     results = {}
     for i, (label, objective, space) in enumerate(problems(cfg)):
-        rows = errors(objective, space, cfg)
+        def unit(key, measure, label=label):
+            return progress.unit(f"{label}: {key}", measure)
+
+        rows = unit("errors", lambda: errors(objective, space, cfg))
         entry = {"errors": rows}
         if i == 0:  # ridge: the geometric fit and the contraction rate at the start
             entry["fit"] = fit(rows, cfg.steps)
             entry["rho"] = contraction_rate(objective, space.centre()["weight_decay"])
-        entry["tuning"] = tuning(objective, space, cfg, cfg.ridge_outer if i == 0 else cfg.mlp_outer, moderate)
+        entry["tuning"] = tuning(objective, space, cfg, cfg.ridge_outer if i == 0 else cfg.mlp_outer, moderate, unit)
         results[label] = entry
         print(label, "done", flush=True)
     claims, numbers = verdicts(results, cfg, moderate)
@@ -296,7 +314,7 @@ def main(argv=None):
         "start.", "",
         "## Hypergradient error against the window", "", error_table, "",
         "## Tuning with a window K", "", tune_table, "",
-        f"![error and tuned loss against K](./{NAME}.png)", ""])
+        f"![error and tuned loss against K](./{NAME}.png)", ""]) + progress.note()
     figures = plot(args.out, results, cfg)
     _claims.publish(args, NAME, body, claims, began=began, figures=figures, numbers=numbers)
 

@@ -55,6 +55,10 @@ Verdict rules (fixed in this file before the first full run):
     python experiments/weight_decay_per_parameter.py --smoke    # seconds, for CI
 
 Writes `--out/weight_decay_per_parameter.md`, `.json` (the claims) and `weight_decay_per_parameter.png`.
+Each method's hypergradient, each tuner's and the search's result (its numbers, best and final trials:
+`_progress.result_record`) and their retrained iterates are kept in
+`--out/weight_decay_per_parameter.partial.json` as they are measured (`_progress`), so an interrupted run
+keeps them; a rerun measures everything again (the results are not read back), moving that file aside first.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ import optax
 import hypergrad as hg
 
 import _claims
+import _progress
 
 NAME = "weight_decay_per_parameter"
 PAPER = "Lorraine, Vicol & Duvenaud 2020"
@@ -166,7 +171,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, unit=lambda key, measure, record=None: measure()) -> dict:
+    """Each method's hypergradient, each tuner, its retrained iterates and the search measured through
+    `unit(key, measure, record)` (`_progress.Progress.unit`: kept as it is measured)."""
     problem, n = make_problem(cfg)
     objective = hg.Objective(problem, lambda h: optax.sgd(cfg.lr, momentum=cfg.momentum), cfg.steps)
     space = hg.Space({"weight_decay": hg.LogUniform(LOW, HIGH, shape=(n,))})
@@ -183,10 +190,13 @@ def run(cfg: Config) -> dict:
     methods.update({f"Implicit CG maxiter={m}": hg.Implicit(solver="cg", maxiter=m, damping=cfg.damping)
                     for m in cfg.cg_iters})
     grads, quality = {}, []
-    for label, method in methods.items():
+
+    def hypergradient(method):
         _, g = hg.hypergradient(objective, h0, key, method=method)
-        grads[label] = np.asarray(g["weight_decay"], np.float64)
-        cost = hg.hypergradient_flops(objective, method, h0, key) / run_cost
+        return np.asarray(g["weight_decay"], np.float64), hg.hypergradient_flops(objective, method, h0, key) / run_cost
+
+    for label, method in methods.items():
+        grads[label], cost = unit(f"hypergradient, {label}", lambda: hypergradient(method))
         quality.append({"method": label, "runs": cost})
     exact = grads["Reverse (exact, unrolled)"]
     h = np.asarray(h0["weight_decay"], np.float64)
@@ -204,22 +214,32 @@ def run(cfg: Config) -> dict:
         tuners = {"Reverse": hg.Reverse(), **tuners,
                   f"Implicit CG maxiter={cfg.tune_cg}": hg.Implicit(solver="cg", maxiter=cfg.tune_cg, damping=cfg.damping)}
     tuned = {}
-    for label, method in tuners.items():
+
+    def tuner(method):
         began = time.perf_counter()
         result = hg.tune(objective, space, key, method=method, outer=outer, steps=cfg.outer_steps)
-        tuned[label] = (result, time.perf_counter() - began)
+        return result, time.perf_counter() - began
+
+    for label, method in tuners.items():
+        tuned[label] = unit(f"tune, {label}", lambda: tuner(method), _progress.result_record)
 
     # First and last iterate of each tuner, retrained with fresh keys (the overfitting rule).
     keys = [jax.random.key(FRESH_KEYS + i) for i in range(cfg.fresh_keys)]
-    fresh = {label: first_and_last(objective, result, keys) for label, (result, _) in tuned.items()}
+    fresh = {label: unit(f"retrained, {label}", lambda: first_and_last(objective, result, keys))
+             for label, (result, _) in tuned.items()}
 
     # 3. Random search over one shared decay, at the Neumann tuner's compute.
     neumann_label = f"Implicit Neumann K={cfg.tune_terms}"
     budget = tuned[neumann_label][0].runs
-    began = time.perf_counter()
-    rand = hg.random_search(objective, space, key, num_trials=max(2, int(round(budget))))
-    rand_seconds = time.perf_counter() - began
-    fresh_random = retrained(objective, rand.best_hparams, keys)  # the equal-compute rule's fresh keys
+
+    def search():
+        began = time.perf_counter()
+        rand = hg.random_search(objective, space, key, num_trials=max(2, int(round(budget))))
+        return rand, time.perf_counter() - began
+
+    rand, rand_seconds = unit("random search, one shared decay", search, _progress.result_record)
+    fresh_random = unit("retrained, random search",  # the equal-compute rule's fresh keys
+                        lambda: retrained(objective, rand.best_hparams, keys))
     return {"problem": problem, "num_weights": n, "lambda_max": lam, "alpha": alpha, "quality": quality,
             "tuned": tuned, "neumann_label": neumann_label, "random": (rand, rand_seconds), "fresh": fresh,
             "fresh_random": fresh_random}
@@ -405,7 +425,9 @@ def main(argv=None):
     hg.use_compilation_cache()
     cfg = SMOKE if args.smoke else FULL
     began = time.perf_counter()
-    out = run(cfg)
+    # Each hypergradient, tuner and search kept as measured (Results: kept, not resumed).
+    progress = _progress.Progress(args, NAME, cfg, resume=False)
+    out = run(cfg, progress.unit)
     claims, numbers = verdicts(out)
     quality = _claims.markdown_table(
         ["strategy", "cosine with Reverse", "cosine (log coordinates)", "norm / Reverse's", "cost (runs)"],
