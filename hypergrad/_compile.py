@@ -16,6 +16,13 @@ a key, as in `jax.jit`'s: a stored study checks them itself (`hypergrad.store.st
 
 Objectives that are one program on different data (the scikit-learn front end builds a new
 objective for every fit) share their programs by naming one owner (`share_programs`).
+
+Large arrays a program's function closes over (a fine-tuning problem's pretrained weights, a frozen
+embedding) are passed to its executable as arguments, not embedded in it as constants
+(`hoisting`, `HOISTED_BYTES`): embedded, every program held a copy of them in its text and its
+executable, each compilation copied them through XLA (hundreds of megabytes of program text for
+tens of megabytes of weights, seconds more per compilation), and each persistent-cache entry
+stored them again. The numbers computed are the same.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import math
 import re
 import threading
 import time
@@ -38,6 +46,7 @@ from jax.extend import core as jcore
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
+           "HOISTED_BYTES", "hoisting", "large_constants", "Program",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
            "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
            "share_programs", "is_traced", "check_hashable", "programs_made", "note_trace", "on_new_program",
@@ -45,6 +54,11 @@ __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key
 
 MAX_ENTRIES = 256
 """Most compiled programs held at once (all owners together)."""
+
+HOISTED_BYTES = 1 << 16
+"""Arrays larger than this (in bytes) that a compiled program's function closes over are passed to
+its executable as arguments rather than embedded in it as constants (`hoisting`); smaller ones stay
+constants, which XLA may fold."""
 
 FUSION_EMITTERS_REMOVED = (0, 11, 1)
 """The first jaxlib whose XLA no longer has the `xla_cpu_use_fusion_emitters` option (nor the older
@@ -424,12 +438,91 @@ def strongly_typed(args: Any) -> Any:
     return jax.tree.map(strong, args)
 
 
-def lower(fn: Callable, args: tuple) -> Any:
+def lower(fn: Callable | jax.stages.Traced, args: tuple) -> Any:
     """`jax.jit(fn).lower(*args)` at strongly typed arguments (`strongly_typed`), with a missing
-    hyperparameter named in a `ValueError` (and `refuse_disabled_jit`'s while `jax_disable_jit` is on)."""
+    hyperparameter named in a `ValueError` (and `refuse_disabled_jit`'s while `jax_disable_jit` is on);
+    `fn` may also be its trace at those arguments (`jax.jit(fn).trace(...)`, from `hoisting`), lowered
+    without tracing again."""
     refuse_disabled_jit()
+    if isinstance(fn, jax.stages.Traced):
+        return fn.lower()
     with naming_missing_hparams():
         return jax.jit(fn).lower(*strongly_typed(args))
+
+
+def large_constants(closed: Any) -> tuple:
+    """The constants of the ClosedJaxpr `closed` (its own `consts`, in their order) larger than
+    `HOISTED_BYTES`: the arrays its function closed over that `hoisting` passes as arguments. Arrays
+    a nested `jax.jit` closes over stay in that call's jaxpr, and stay constants. Cost: a look at each."""
+    def large(value: Any) -> bool:
+        if isinstance(value, jax.core.Tracer):  # a traced value: the program cannot be compiled ahead anyway
+            return False
+        aval = jax.typeof(value)
+        if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):  # a PRNG key array: kept as it was
+            return False
+        return math.prod(aval.shape) * aval.dtype.itemsize > HOISTED_BYTES
+
+    return tuple(value for value in closed.consts if large(value))
+
+
+def hoisting(fn: Callable, args: tuple, constants: tuple | None = None) -> tuple[Any, tuple]:
+    """(`program`, `constants`): `fn` traced once at `args` (strongly typed, `strongly_typed`), and the
+    large arrays it closes over, `large_constants` of its trace, as device arrays; or, when
+    `constants` is given, those (the program then takes all of them: the ones its trace holds are
+    read from the argument, the others go unread, and any other array stays a constant).
+
+    `program` is `program(constants, *args)`, computing what `fn(*args)` computes (its trace
+    replayed, the same operations) with those arrays read from its first argument: compiled, it
+    holds no copy of them, and its text stays the size of its operations. With no such array it is
+    the trace itself (`lower` takes it as it is: the program is the one `jax.jit(fn)` makes), called
+    as `program(*args)`. A missing hyperparameter is named in a `ValueError` (`naming_missing_hparams`).
+    Cost: one trace of `fn` (as lowering it costs), and, with constants, a replay of its outermost
+    equations (a loop's body is not replayed, but bound whole)."""
+    with naming_missing_hparams():
+        traced = jax.jit(fn).trace(*strongly_typed(args))
+    closed = traced.jaxpr
+    chosen = large_constants(closed) if constants is None else tuple(constants)
+    if not chosen:
+        return traced, ()
+    position = {id(value): i for i, value in enumerate(chosen)}
+    where = [position.get(id(value)) for value in closed.consts]
+
+    def program(values, *rest):
+        consts = [value if i is None else values[i] for value, i in zip(closed.consts, where)]
+        outs = jcore.jaxpr_as_fun(jcore.ClosedJaxpr(closed.jaxpr, consts))(*jax.tree.leaves(rest))
+        return jax.tree.unflatten(traced.out_tree, outs)
+
+    program.__name__ = program.__qualname__ = getattr(fn, "__name__", "program")  # the program's name in XLA
+    return program, tuple(jax.device_put(value) for value in chosen)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+    """A compiled program (`executable`) that takes the large arrays its function closed over as its
+    first argument (`hoisting`), with those arrays (`constants`, placed as it takes them): called as
+    the function it was compiled from, `program(*args)`, it passes them first. Its other public
+    attributes are the executable's (`memory_analysis()`, whose arguments include the constants,
+    `cost_analysis()`, `as_text()`). Hashed and weakly referenced by identity, as an executable is."""
+
+    executable: Any
+    constants: tuple = dataclasses.field(repr=False)  # megabytes of arrays: left out of the repr
+
+    def __call__(self, *args: Any) -> Any:
+        return self.executable(self.constants, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("executable", "constants"):  # never the executable's own internals
+            raise AttributeError(name)
+        return getattr(self.executable, name)
+
+
+def _taking(executable: Any, constants: tuple) -> Any:
+    """`executable`, or, when it takes `constants` first, a `Program` holding them placed where it
+    reads them (its input shardings: once, not at every call)."""
+    if not constants:
+        return executable
+    placed = jax.device_put(constants, executable.input_shardings[0][0])
+    return Program(executable, tuple(placed))
 
 
 def cached(tag: Hashable, args: tuple) -> Any | None:
@@ -465,14 +558,16 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
         jaxpr: the ClosedJaxpr `make_fn()` is a function of (with `tag`'s static parts and the
             arguments' types), if any: with the persistent cache on, the program is then looked up
             in, and once compiled written to, `hypergrad._program_store`, so a later process loads
-            it without making and lowering it.
+            it without making and lowering it; such a program takes `jaxpr`'s large constants
+            (`large_constants`) as arguments, so that a loaded one knows them.
         static_names: what each of `tag`'s static parts is, for the refusal of one that cannot be
             hashed (`check_hashable`'s `argname`: "method" for a `method=` strategy object); None:
             each is described as a static setting of the program `tag[0]`, with its value and type.
 
     Returns:
-        (executable, seconds): call the executable as `executable(*args)`; seconds is 0.0 when the
-        program came from the cache.
+        (executable, seconds): call the executable as `executable(*args)` (a `Program` when it takes
+        the large arrays its function closes over as arguments: `hoisting`); seconds is 0.0 when
+        the program came from the cache.
     """
     refuse_disabled_jit()  # JAX cannot run the program: refused before its trace and compilation
     _check_static(tag, static_names)
@@ -481,17 +576,21 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
     if executable is not None:
         return executable, 0.0
     start = time.perf_counter()
-    stored = None
+    stored = given = None
     if jaxpr is not None and _program_store.directory() is not None:
         stored = _program_store.key(jaxpr, (tag[0], *tag[2:]) if isinstance(tag, tuple) else tag, args)
+        # a stored program takes `jaxpr`'s large constants: known when it is loaded, without making it
+        given = None if stored is None else large_constants(jaxpr)
+    taken = [given or ()]  # the constants the executable takes first (`hoisting`)
 
     def compile_now():
-        lowered = lower(make_fn(), args)
+        program, taken[0] = hoisting(make_fn(), args, given)
+        lowered = lower(program, (taken[0], *args) if taken[0] else args)
         if before_compile is not None:
             before_compile()
         return lowered.compile()
 
-    executable = _program_store.load_or_compile(stored, compile_now)
+    executable = _taking(_program_store.load_or_compile(stored, compile_now), taken[0])
     seconds = time.perf_counter() - start
     stats.compilations += 1
     stats.seconds += seconds

@@ -411,8 +411,9 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
     Cost: a training step is the model's forward-backward pass plus one pass over the parameters
     per penalty present; construction traces the model once abstractly (twice with `dtype`: the
     narrower-float check) and, with `head` and no `new_groups`, calls `head` once. Memory: one
-    copy of `pretrained`, held as the L2-SP reference (captured as a constant of every compiled
-    program). Bias: none; L2-SP pulls towards the source task.
+    copy of `pretrained`, the starting point and the L2-SP reference; compiled programs take its
+    arrays as arguments, holding no copy (only leaves of at most 64 KiB are embedded as constants:
+    `hypergrad._compile.HOISTED_BYTES`). Bias: none; L2-SP pulls towards the source task.
     """
     _check_task(task)
     _check_arguments(apply, head, groups, new_groups, dtype)
