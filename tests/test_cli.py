@@ -78,12 +78,19 @@ def test_compare_writes_report_trials_results_and_plots(iris_run):
     assert len(by_strategy["tune"]) == (plan["warmup"] or 0) + cli._evaluations(
         plan["population"], plan["tune_steps"], plan["halving"])
     # random search: its budget's trials, then (at equal wall time) the same search continued toward the
-    # slowest strategy's seconds, numbered on; the hypergradient (a larger program, compiled) was slower
+    # slowest strategy's seconds, numbered on. Usually the hypergradient (a larger program, compiled) is the
+    # slower, but on a loaded machine random search's own compilation can make it the slowest by both
+    # measures, and then nothing is continued: the rule, not the usual timing, decides what to expect.
     continued = results["random_at_equal_wall_time"]
     assert continued["budget_trials"] == plan["random_trials"]
-    assert plan["random_trials"] < continued["trials"] <= cli.EQUAL_TIME_CAP * plan["random_trials"]
+    budget = {name: hg.Result.from_dict(result) for name, result in results["results"].items()}
+    wanted = max(cli._trials_for(budget["random"], cli._slowest(budget)),
+                 cli._trials_for(budget["random"], cli._slowest_execution(budget), by="execution"))
+    assert continued["trials"] == wanted
+    if wanted > plan["random_trials"]:
+        assert wanted <= cli.EQUAL_TIME_CAP * plan["random_trials"]
+        assert f"continued with the same key (the same first draws) to {continued['trials']} trials" in report
     assert [t["number"] for t in by_strategy["random"]] == list(range(continued["trials"]))
-    assert f"continued with the same key (the same first draws) to {continued['trials']} trials" in report
     assert len(by_strategy["grid"]) == plan["grid_points_per_axis"] ** 3
     # Equal compute: no strategy spent more than the budget plus one unit of its own granularity.
     for name, result in results["results"].items():
