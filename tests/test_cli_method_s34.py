@@ -77,19 +77,6 @@ def test_a_run_by_implicit_holds_each_tuners_rates_and_names_its_method(tmp_path
     assert results["results"]["hypergradient"]["info"]["hold"] == ["lr", "momentum"]
 
 
-def test_auto_falls_back_to_reverse_where_the_budget_cannot_pay_for_implicits_step(tmp_path, capsys):
-    # at T=8 an Implicit step on digits-noisy costs about 27 runs (CG on the full training set): auto used to refuse
-    # --budget 20, which Reverse fits, and so refused every problem of the run
-    out = tmp_path / "small"
-    assert cli.main(["compare", "--problem", "digits-noisy", "--budget", "20", "--steps", "8",
-                     "--out", str(out), "--cpu-devices", "1"]) == 0
-    plan_line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("[plan]"))
-    assert "(Reverse)" in plan_line and "Implicit" not in plan_line
-    results = json.loads((out / "results.json").read_text())
-    assert results["plan"]["hold"] == [] and results["plan"]["method"] == "Reverse"
-    assert "(Reverse, Adam 0.1 in unconstrained coordinates)" in (out / "report.md").read_text()
-
-
 def test_implicit_asked_for_at_a_budget_it_cannot_pay_names_itself_and_reverse(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         cli.main(["compare", "--problem", "digits-noisy", "--method", "implicit", "--budget", "20", "--steps", "8",
