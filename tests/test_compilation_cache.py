@@ -48,48 +48,61 @@ def _files(folder) -> list[str]:
     return [os.path.join(root, f) for root, _, files in os.walk(folder) for f in files]
 
 
-def test_a_second_process_compiles_from_the_cache(tmp_path):
-    cache = tmp_path / "cache"
-    env = {_caches.ENV_VAR: str(cache)}
-    first = _child(env)
-    assert first["path"] == str(cache)
-    written = _files(cache)
-    assert written, "the first process wrote no cache entries"
-    assert first["hits"] == 0
-    second = _child(env)
-    assert second["hits"] > 0  # JAX loaded programs from the directory instead of compiling them
-    assert sorted(_files(cache)) == sorted(written)  # and had nothing new to write
-    # compile_seconds is reported in both (the second is usually lower; timing is not asserted)
-    assert first["compile_seconds"] > 0 and second["compile_seconds"] >= 0
-
-
-# A lone tuner on the iris preset in a child process with the cache on: how many programs its tune
-# call loaded from hypergrad's program store, and its trials' values.
-TUNE_CHILD = """
+# A small search and a lone tuner on the iris preset in a child process with the cache on: JAX's count of
+# persistent-cache hits, the search's compile seconds, how many programs the tune call loaded from
+# hypergrad's program store, and its trials' values.
+BOTH_CHILD = """
 import json
 import jax, optax
 import hypergrad as hg
 from hypergrad import _program_store
 from hypergrad.problems.presets import preset
-hg.use_compilation_cache()
+hits = []
+jax.monitoring.register_event_listener(
+    lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None)
+path = hg.use_compilation_cache()
 objective, space = preset("iris-mlp", num_steps=5)
+result = hg.random_search(objective, space, jax.random.key(0), num_trials=2)
+searched = {"path": path, "hits": len(hits), "compile_seconds": result.compile_seconds}
 before = _program_store.counts()["store_loads"]
 result = hg.tune(objective, space, jax.random.key(0), steps=1, outer=optax.adam(0.1))
-print(json.dumps({"store_loads": _program_store.counts()["store_loads"] - before,
+print(json.dumps({**searched, "store_loads": _program_store.counts()["store_loads"] - before,
                   "values": [t.value for t in result.trials]}))
 """
 
 
-def test_a_second_process_loads_the_tune_program_from_the_program_store(tmp_path):
-    # tune passed no jaxpr to the program cache (and its key held the optax object, whose repr
-    # names addresses), so a warm process still traced, batched and lowered its outer step.
-    env = {**os.environ, _caches.ENV_VAR: str(tmp_path / "cache")}
-    runs = []
+@pytest.fixture(scope="module")
+def two_cached_processes(tmp_path_factory):
+    """BOTH_CHILD run twice, one process after the other, with one cache directory: (the directory,
+    the files the first process left in it, what each printed, the files after the second)."""
+    cache = tmp_path_factory.mktemp("cached") / "cache"
+    env = {**os.environ, _caches.ENV_VAR: str(cache)}
+    runs, listings = [], []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", TUNE_CHILD], capture_output=True, text=True, env=env,
+        proc = subprocess.run([sys.executable, "-c", BOTH_CHILD], capture_output=True, text=True, env=env,
                               timeout=600, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        listings.append(sorted(_files(cache)))
+    return cache, runs, listings
+
+
+def test_a_second_process_compiles_from_the_cache(two_cached_processes):
+    cache, (first, second), (written, after) = two_cached_processes
+    assert first["path"] == str(cache)
+    assert written, "the first process wrote no cache entries"
+    assert first["hits"] == 0
+    assert second["hits"] > 0  # JAX loaded programs from the directory instead of compiling them
+    assert after == written  # and had nothing new to write
+    # compile_seconds is reported in both (the second is usually lower; timing is not asserted)
+    assert first["compile_seconds"] > 0 and second["compile_seconds"] >= 0
+
+
+def test_a_second_process_loads_the_tune_program_from_the_program_store(two_cached_processes):
+    # tune passed no jaxpr to the program cache (and its key held the optax object, whose repr
+    # names addresses), so a warm process still traced, batched and lowered its outer step.
+    # (It runs after a random search in the same processes, which stores programs of its own.)
+    _, runs, _ = two_cached_processes
     assert runs[0]["store_loads"] == 0 and runs[1]["store_loads"] == 1
     assert runs[1]["values"] == runs[0]["values"]
 
