@@ -2,8 +2,10 @@
 
 Nothing downloads. `pretrained_digits_mlp(...)` trains `hg.problems.MLP` (flax.nnx) on scikit-learn's
 bundled digits 0-4 and caches its state in `cache_dir()` under a name that hashes its whole
-configuration (sizes, steps, rate, seed, format version): a second call with the same
-configuration loads the file, a new configuration trains a new model. Files are plain `.npz`
+configuration (sizes, steps, rate, seed, format version) and what trains it (`trained_by`: the jax
+and jaxlib versions and the backend, whose arithmetic can differ): a second call with the same
+configuration in the same environment loads the file, a new configuration (or a new JAX, another
+backend) trains a new model, so a model cached by an older JAX never stands in for this one's. Files are plain `.npz`
 (one array per parameter path plus the configuration as a string) read with
 `allow_pickle=False`; a file that cannot be read, or whose configuration, paths or shapes differ,
 is rebuilt with a warning and never used. Writes go to a temporary file renamed into place, so
@@ -36,6 +38,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import optax
 from flax import nnx
@@ -53,7 +56,7 @@ from hypergrad.problems.mlp import MLP, check_widths
 
 __all__ = ["cache_dir", "cached_params", "digits_images", "digits_source_target", "digits_transfer",
            "image_source_target", "load_params", "pretrain_cnn", "pretrain_mlp", "pretrained_digits_cnn",
-           "pretrained_digits_mlp", "save_params", "shift_and_noise"]
+           "pretrained_digits_mlp", "save_params", "shift_and_noise", "trained_by"]
 
 FORMAT_VERSION = 3
 """Bumped whenever the pretraining recipe changes, so old cache files are never reused (2: Adam's
@@ -99,13 +102,21 @@ def cache_dir(path: str | os.PathLike | None = None) -> str | None:
     return None if folder.startswith("~") else folder
 
 
+def trained_by() -> dict[str, str]:
+    """What the cache key records of the environment a model is trained in: the jax and jaxlib
+    versions and the default backend ("cpu", "gpu", "tpu"). The same recipe trained by another JAX
+    or on another backend can give other weights (other kernels, other rounding), so each gets its
+    own file. Cost: starts JAX's backend if nothing has (training the model would)."""
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "backend": jax.default_backend()}
+
+
 def _config_text(config: Mapping[str, Any]) -> str:
-    return json.dumps({**config, "format": FORMAT_VERSION}, sort_keys=True)
+    return json.dumps({**config, "format": FORMAT_VERSION, "trained_by": trained_by()}, sort_keys=True)
 
 
 def cache_path(name: str, config: Mapping[str, Any], directory: str | os.PathLike | None = None) -> str | None:
-    """`<cache_dir>/<name>-<16 hex digits of the configuration's SHA-256>.npz`; None when `cache_dir`
-    is None (no home folder)."""
+    """`<cache_dir>/<name>-<16 hex digits of the SHA-256 of the configuration and `trained_by()`>.npz`;
+    None when `cache_dir` is None (no home folder)."""
     digest = hashlib.sha256(_config_text(config).encode()).hexdigest()[:16]
     folder = cache_dir(directory)
     return None if folder is None else os.path.join(folder, f"{name}-{digest}.npz")
