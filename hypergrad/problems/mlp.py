@@ -137,8 +137,9 @@ def nnx_problem(make_model, train_data, val_data, test_data=None, *, batch_size=
     compiles): -1/+1 labels would train class 1 for -1 with a falsely low loss, 1-based labels
     make every loss NaN.
 
-    Cost: one forward pass of the model per loss, as with its whole state; memory: the fixed
-    state is captured once as a constant of every compiled program. Bias: none beyond eval mode's
+    Cost: one forward pass of the model per loss, as with its whole state; memory: one copy of the
+    fixed state, which every compiled program reads as an argument (an array over 64 KiB:
+    `hypergrad._compile.HOISTED_BYTES`) or holds as a constant (a smaller one). Bias: none beyond eval mode's
     (fixed batch statistics, no dropout).
 
     Raises:
