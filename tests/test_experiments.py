@@ -160,7 +160,7 @@ def check_generalisation(stdout, out):
 
 def check_weight_decay_per_parameter(stdout, out):
     """check_weight_decay_per_parameter's checks, with the overfitting verdict recomputed from the fresh
-    keys' first and last iterates (the smoke run has no exact tuner: at most 'partly')."""
+    keys' first and last iterates of both tuners it reads (the exact one, Reverse, runs in smoke mode too)."""
     rows = markdown_table(stdout, "## Hypergradient quality at the start")
     reverse = rows[0]
     assert reverse["strategy"].startswith("Reverse") and reverse["cosine with Reverse"] == "1.000", reverse
@@ -182,6 +182,7 @@ def check_weight_decay_per_parameter(stdout, out):
     assert f"{n['best_few_cosine']:.3f}" == best["cosine (log coordinates)"], (n, best)
     fresh = n["fresh"]
     neumann = next(label for label in fresh if label.startswith("Implicit Neumann"))
+    assert "Reverse" in fresh and "tune, Reverse" in tuning, (list(fresh), list(tuning))  # the verdict's exact tuner
 
     def overfits(label):
         row = fresh.get(label)
