@@ -434,6 +434,16 @@ def probe_summary(at_best: list[float]) -> tuple[float, float, float]:
 
 
 # -- plots ----------------------------------------------------------------------------------------
+FIGURE_TITLES = {"estimator_quality.png": "cosine with the exact hypergradient against cost",
+                 "short_horizon_bias.png": "learning rate against outer steps, by truncation"}
+
+
+def figure_links(figures: list[str]) -> str:
+    """The page's links to the figures `plot` saved (none without matplotlib), as the other pages show theirs."""
+    names = [os.path.basename(path) for path in figures]
+    return "".join(f"\n![{FIGURE_TITLES.get(name, name)}](./{name})\n" for name in names)
+
+
 def plot(out: str, points, bias) -> list[str]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -556,7 +566,7 @@ def main(argv=None):
         print(f"saved {path}")
     seconds = time.perf_counter() - began
     # estimator_quality.md and the sidecar estimator_quality.json: its line in experiments/RESULTS.md.
-    page = f"# Estimator quality and truncation bias\n\n{report}{progress.note()}"
+    page = f"# Estimator quality and truncation bias\n\n{report}{figure_links(figures)}{progress.note()}"
     _claims.write(args.out, "estimator_quality", page,
                   [short_horizon_claim(facts)], seconds=seconds, smoke=args.smoke, figures=figures, numbers=facts)
     print(_claims.claims_markdown([short_horizon_claim(facts)]))

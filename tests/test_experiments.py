@@ -68,6 +68,7 @@ def read_sidecar(out, name, claims):
     assert "## Claims and verdicts" in page and all(c["ours"] in page for c in sidecar["claims"])
     for figure in sidecar["figures"]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert re.search(r"!\[[^\]]*\]\((\./)?" + re.escape(figure) + r"\)", page), (figure, "not shown on the page")
     return sidecar
 
 
