@@ -496,6 +496,55 @@ def check_logistic_refused(estimator: Any) -> None:
         raise ValueError(f"{name}(warm_start=True) is not supported: every fit starts from zero; use warm_start=False")
 
 
+PENALTY_DEPRECATED = ("'penalty' was deprecated in version 1.8 and will be removed in 1.10. To avoid this warning, "
+                      "leave 'penalty' set to its default value and use 'l1_ratio' or 'C' instead. Use l1_ratio=0 "
+                      "instead of penalty='l2', l1_ratio=1 instead of penalty='l1', l1_ratio set to a float between 0 "
+                      "and 1 instead of penalty='elasticnet', and C=np.inf instead of penalty=None.")
+"""scikit-learn 1.8's LogisticRegression.fit's FutureWarning for any `penalty` but its default, word for word."""
+
+
+def sklearn_solver_refuses(solver: str, penalty: Any, dual: bool) -> bool:
+    """Whether scikit-learn 1.8's LogisticRegression.fit raises in its solver check (`_check_solver`)
+    for this solver, the penalty its fit derives and `dual`: its later warnings are then not given."""
+    return ((solver not in ("liblinear", "saga") and penalty not in ("l2", None)) or (solver != "liblinear" and dual)
+            or (penalty == "elasticnet" and solver != "saga") or (solver == "liblinear" and penalty is None))
+
+
+def warn_as_sklearn_logistic(estimator: Any) -> None:
+    """The warnings scikit-learn 1.8's `LogisticRegression.fit` gives for these parameters, in its
+    order, categories and words (its fit, `sklearn/linear_model/_logistic.py`): a `FutureWarning` for
+    any `penalty` but "deprecated" (the parameter is deprecated, whatever its value, even one this
+    solve refuses next), and for `l1_ratio=None` under the default penalty or for an `n_jobs`; a
+    `UserWarning` for an `l1_ratio` in (0, 1) without the elastic net, for a `penalty` that
+    contradicts `l1_ratio`, and for a `C` other than 1 under `penalty=None`. After the parameters are
+    validated, before anything is refused; the warnings after scikit-learn's solver check are given
+    only where that check passes (`sklearn_solver_refuses`), as there."""
+    penalty, l1_ratio = estimator.penalty, estimator.l1_ratio
+    if penalty == "deprecated":
+        penalty = "l2" if l1_ratio == 0 or l1_ratio is None else "l1" if l1_ratio == 1 else "elasticnet"
+        if l1_ratio is None:
+            warnings.warn("'l1_ratio=None' was deprecated in version 1.8 and will trigger an error in 1.10. Use "
+                          "0<=l1_ratio<=1 instead.", FutureWarning, stacklevel=users_stacklevel())
+        penalty = None if estimator.C == np.inf else penalty
+    else:
+        warnings.warn(PENALTY_DEPRECATED, FutureWarning, stacklevel=users_stacklevel())
+    if sklearn_solver_refuses(estimator.solver, penalty, estimator.dual):
+        return
+    if l1_ratio is not None and 0 < l1_ratio < 1:
+        warnings.warn(f"l1_ratio parameter is only used when penalty is 'elasticnet'. Got (penalty={penalty})",
+                      UserWarning, stacklevel=users_stacklevel())
+    if (estimator.penalty == "l2" and l1_ratio != 0) or (estimator.penalty == "l1" and l1_ratio != 1):
+        warnings.warn(f"Inconsistent values: penalty={estimator.penalty} with l1_ratio={l1_ratio}. penalty is "
+                      "deprecated. Please use l1_ratio only.", UserWarning, stacklevel=users_stacklevel())
+    if estimator.penalty is None and estimator.C != 1.0:
+        warnings.warn("Setting penalty=None will ignore the C and l1_ratio parameters", UserWarning,
+                      stacklevel=users_stacklevel())
+    if estimator.n_jobs is not None:
+        warnings.warn(f"'n_jobs' has no effect since 1.8 and will be removed in 1.10. You provided "
+                      f"'n_jobs={estimator.n_jobs}', please leave it unspecified.", FutureWarning,
+                      stacklevel=users_stacklevel())
+
+
 class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
     """scikit-learn's `LogisticRegression` with the l2 penalty (same parameters and meanings),
     solved by Newton's method under jit; every `solver` value means this solve (see
@@ -560,6 +609,7 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         `sample_weight` ((n,), a number for all, or None for 1 each) times its class's
         `class_weight`, as scikit-learn weighs them; returns self."""
         self._validate_params()
+        warn_as_sklearn_logistic(self)
         self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), accept_sparse=SPARSE_FORMATS)
         X = dense(X)  # Newton's method solves dense arrays: n x d x itemsize bytes

@@ -81,6 +81,7 @@ import sklearn.base
 import sklearn.neural_network
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
@@ -1202,8 +1203,14 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
 
     def _encode_y(self, y):
         """Class indices 0..k-1 of `classes_` (sorted). A single class is fitted, as scikit-learn's
-        MLPClassifier fits it (its LogisticRegression refuses it)."""
-        return encode_classes(y, type(self).__name__, least=1)
+        MLPClassifier fits it (its LogisticRegression refuses it). `classes_` is scikit-learn's
+        MLPClassifier's, its `LabelBinarizer`'s (`unique_labels`), which differs from `np.unique`'s
+        for string labels held as objects (a pandas column's): a numpy string array ('<U5'), not an
+        object one, so `predict` gives that dtype too; labels it refuses are refused with its error."""
+        y = column_or_1d(y, warn=True)
+        classes = LabelBinarizer().fit(y).classes_
+        codes, _ = encode_classes(y, type(self).__name__, least=1)
+        return codes, {"classes_": classes}
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, k), columns in the order of `classes_`."""
