@@ -111,26 +111,29 @@ OPTIMISERS = {
 
 def run(cfg: Config, unit=lambda key, measure: measure()) -> dict:
     """Every (family, variant) over the initial rates, each training key's grid measured through
-    `unit(key, measure)` (`_progress.Progress.unit`: kept as it is measured)."""
+    `unit(key, measure)` (`_progress.Progress.unit`: kept as it is measured, with its own seconds, so that
+    a (family, variant)'s seconds are its grids' also when some were read back from an interrupted run)."""
     problem = hg.problems.mlp_classifier("digits", hidden=cfg.hidden, batch_size=100)
     curves, runs, seconds = {}, {}, {}
     for (family, variant), optimiser in OPTIMISERS.items():
         objective = hg.Objective(problem, optimiser, cfg.steps)
         space = hg.Space({"lr": hg.LogUniform(*RANGES[family])})
-        losses, spent, began = [], 0.0, time.perf_counter()
+        losses, spent, took = [], 0.0, 0.0
 
         def grid(seed, objective=objective, space=space):
+            began = time.perf_counter()  # timed inside the unit: a resumed grid keeps its earlier run's seconds
             result = hg.grid_search(objective, space, jax.random.key(seed), points_per_axis=cfg.points)
             rates = np.array([float(t.hparams["lr"]) for t in result.trials])
             values = np.array([t.value for t in result.trials], float)
-            return rates, np.where(np.isfinite(values), values, CHANCE), result.runs
+            return rates, np.where(np.isfinite(values), values, CHANCE), result.runs, time.perf_counter() - began
 
         for seed in cfg.keys:
-            rates, loss, grid_runs = unit(f"{family} {variant}, key {seed}", lambda: grid(seed))
+            rates, loss, grid_runs, grid_seconds = unit(f"{family} {variant}, key {seed}", lambda: grid(seed))
             losses.append(loss)
             spent += grid_runs
+            took += grid_seconds
         curves[family, variant] = (rates, np.array(losses))  # (rates,), (keys, rates)
-        runs[family, variant], seconds[family, variant] = spent, time.perf_counter() - began
+        runs[family, variant], seconds[family, variant] = spent, took
     return {"problem": problem, "curves": curves, "runs": runs, "seconds": seconds}
 
 

@@ -233,3 +233,130 @@ def test_kept_values_read_back_exactly():
     assert type(back["z"]) is np.float64 and back["z"] == value["z"]
     with pytest.raises(TypeError):
         progress.encode(FakeResult())
+
+
+# -- review of d00ddbf (session 36): the code in the identity, bfloat16, undecodable units, online_lr's seconds ---
+def test_a_kept_file_of_other_code_or_xla_flags_is_set_aside(tmp_path, monkeypatch, capsys):
+    """hypergrad's commit is "<sha>+dirty" for any uncommitted edit (and "unknown" outside a checkout), so
+    it was the whole identity of the code: a rerun after an edit resumed rows measured by the code before
+    it. The identity now holds a digest of hypergrad's and the experiments' .py files and XLA_FLAGS: a
+    file kept by other code, or under other XLA_FLAGS, is set aside and every row measured again."""
+    generalisation = import_experiment("generalisation")
+    progress = import_experiment("_progress")
+    monkeypatch.setattr(generalisation.hg, "use_compilation_cache", lambda *a, **k: None)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    calls = []
+    monkeypatch.setattr(generalisation, "run", rows(calls, stop_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        generalisation.main(["--smoke", "--out", str(tmp_path)])
+    first = (tmp_path / "generalisation.partial.json").read_text()
+
+    monkeypatch.setattr(progress, "code_digest", lambda: "0" * 64, raising=False)  # an edited file
+    calls.clear()
+    monkeypatch.setattr(generalisation, "run", rows(calls, stop_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        generalisation.main(["--smoke", "--out", str(tmp_path)])
+    assert calls[0] == ("fixed key", 0), calls  # measured again, not read back
+    assert (tmp_path / "generalisation.partial.previous.json").read_text() == first
+    assert "resuming" not in capsys.readouterr().out
+    second = (tmp_path / "generalisation.partial.json").read_text()
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+    calls.clear()
+    monkeypatch.setattr(generalisation, "run", rows(calls))
+    generalisation.main(["--smoke", "--out", str(tmp_path)])
+    assert calls[0] == ("fixed key", 0) and "resuming" not in capsys.readouterr().out
+    assert (tmp_path / "generalisation.partial.previous-2.json").read_text() == second
+
+
+def test_the_code_digest_moves_with_any_py_file(tmp_path):
+    """`folder_digest` changes with a file's contents and with an untracked new file (what "+dirty" and
+    `git status -uno` do not tell apart), reads subfolders only when recursive, and ignores other files;
+    the identity holds the digest of the code running and XLA_FLAGS."""
+    progress = import_experiment("_progress")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("n")
+    digests = [(progress.folder_digest(str(tmp_path), True), progress.folder_digest(str(tmp_path), False))]
+    (tmp_path / "notes.txt").write_text("other")
+    assert (progress.folder_digest(str(tmp_path), True), progress.folder_digest(str(tmp_path), False)) == digests[0]
+    for change in (lambda: (tmp_path / "a.py").write_text("x = 3\n"), lambda: (tmp_path / "new.py").write_text("")):
+        change()
+        digests.append((progress.folder_digest(str(tmp_path), True), progress.folder_digest(str(tmp_path), False)))
+    (tmp_path / "sub" / "b.py").write_text("y = 4\n")
+    digests.append((progress.folder_digest(str(tmp_path), True), progress.folder_digest(str(tmp_path), False)))
+    assert len({d[0] for d in digests}) == 4 and len({d[1] for d in digests}) == 3  # non-recursive: b.py unseen
+    identity = progress.identity(True, {"n": 1})
+    assert identity["code"] == progress.code_digest() and len(identity["code"]) == 64
+    assert "xla_flags" in identity
+
+
+def test_bfloat16_and_float8_values_read_back_exactly():
+    """ml_dtypes' dtypes were written as numpy's `dtype.str` ('<V2', a void dtype), which `decode` could
+    not read back (TypeError on every rerun); they are now written by name."""
+    import ml_dtypes
+
+    progress = import_experiment("_progress")
+    value = {"a": np.array([[1.5, np.nan], [-np.inf, 0.30078125]], ml_dtypes.bfloat16),
+             "s": ml_dtypes.bfloat16(0.1), "j": jnp.asarray([0.1, 2.0], jnp.bfloat16),
+             "f8": np.array([1.0, -2.0], ml_dtypes.float8_e4m3fn), "f": np.array([0.1], np.float32)}
+    encoded = json.loads(json.dumps(progress.encode(value)))
+    back = progress.decode(encoded)
+    for key in value:
+        assert type(back[key]) is type(value[key]) and back[key].dtype == value[key].dtype, key
+        np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(value[key]))
+    assert encoded["f"]["dtype"] == "<f4"  # numpy's own dtypes are written as before
+
+
+def kept_demo(out, measure=lambda: 1.5):
+    """A resuming Progress named 'demo' in `out` (smoke, sizes {"n": 1}) that keeps unit 'a'."""
+    progress = import_experiment("_progress")
+    run = progress.Progress(types.SimpleNamespace(out=str(out), smoke=True), "demo", {"n": 1}, resume=True)
+    return run, run.unit("a", measure)
+
+
+@pytest.mark.parametrize("bad", [{"__array__": [1.5], "dtype": "<V2", "shape": [1]},   # the old bfloat16 form
+                                 {"__array__": [1.0, 2.0, 3.0], "dtype": "<f8", "shape": [2, 2]},
+                                 {"__scalar__": 1.0, "dtype": "no such dtype"}])
+def test_a_kept_unit_that_cannot_be_decoded_sets_the_file_aside(tmp_path, capsys, bad):
+    """A partial file that is valid JSON but holds a unit `decode` fails on was read at the unit, outside
+    the code that sets a bad file aside: every rerun crashed there. It is now set aside when read, and
+    the unit is measured again."""
+    kept_demo(tmp_path)
+    path = tmp_path / "demo.partial.json"
+    record = json.loads(path.read_text())
+    record["numbers"]["units"][0]["value"] = bad
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    measured = []
+    run, value = kept_demo(tmp_path, lambda: measured.append(1) or 2.5)
+    assert value == 2.5 and measured == [1] and not run.resumed
+    assert "cannot be read back" in capsys.readouterr().out
+    assert json.loads((tmp_path / "demo.partial.previous.json").read_text()) == record
+
+
+def test_online_lr_resumed_rows_keep_their_earlier_seconds(tmp_path, monkeypatch):
+    """online_lr timed each (family, variant) around its units, so a row read back from an interrupted run
+    showed 0.0 s while the page says its seconds are that run's. Each grid now returns its own seconds.
+    The first run's grid takes 7 s of a fake clock; the rerun (real clock, instant fakes) shows them."""
+    online_lr = import_experiment("online_lr")
+    monkeypatch.setattr(online_lr.hg, "use_compilation_cache", lambda *a, **k: None)
+    clock = [100.0]
+
+    def slow(*args, **kwargs):
+        clock[0] += 7.0
+        return grid_result(0.375)
+
+    monkeypatch.setattr(online_lr, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    hg_with(online_lr, monkeypatch, grid_search=once(slow))
+    with pytest.raises(KeyboardInterrupt):
+        online_lr.main(["--smoke", "--out", str(tmp_path)])
+    monkeypatch.setattr(online_lr, "time", __import__("time"))
+    hg_with(online_lr, monkeypatch, grid_search=lambda *a, **k: grid_result(0.375))
+    online_lr.main(["--smoke", "--out", str(tmp_path)])
+    page = (tmp_path / "online_lr.md").read_text()
+    assert "1 of this run's 4 units (SGD fixed, key 0)" in page
+    seconds = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in page.splitlines()
+               if line.startswith(("| SGD fixed rate |", "| SGD-HD |"))}  # the summary's rows
+    assert seconds == {"SGD fixed rate": "7.0", "SGD-HD": "0.0"}, seconds
