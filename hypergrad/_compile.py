@@ -46,7 +46,7 @@ from jax.extend import core as jcore
 from hypergrad import _caches, _program_store
 
 __all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
-           "HOISTED_BYTES", "hoisting", "large_constants", "Program",
+           "HOISTED_BYTES", "hoisting", "large_constants", "placeless", "Program",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
            "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
            "share_programs", "is_traced", "check_hashable", "programs_made", "note_trace", "on_new_program",
@@ -516,6 +516,16 @@ class Program:
         return getattr(self.executable, name)
 
 
+def placeless(constants: tuple) -> tuple:
+    """`constants` as abstract values of their shapes and dtypes, with no placement: what a program
+    that takes them first (`hoisting`) is lowered at, so that the compiler decides where it reads
+    them (as it did when they were embedded constants) and `_taking` places them there. Lowered at
+    the arrays themselves, one committed to a single device (a checkpoint restore's weights,
+    `jax.device_put(w, device)`) was refused beside arguments sharded over several devices (the
+    searches'), and one split over devices changed the program."""
+    return tuple(jax.ShapeDtypeStruct(value.shape, value.dtype) for value in constants)
+
+
 def _taking(executable: Any, constants: tuple) -> Any:
     """`executable`, or, when it takes `constants` first, a `Program` holding them placed where it
     reads them (its input shardings: once, not at every call)."""
@@ -585,7 +595,7 @@ def compiled(tag: Hashable, make_fn: Callable[[], Callable], args: tuple,
 
     def compile_now():
         program, taken[0] = hoisting(make_fn(), args, given)
-        lowered = lower(program, (taken[0], *args) if taken[0] else args)
+        lowered = lower(program, (placeless(taken[0]), *args) if taken[0] else args)
         if before_compile is not None:
             before_compile()
         return lowered.compile()

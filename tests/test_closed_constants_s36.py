@@ -6,6 +6,9 @@ compilation, a copy in every persistent-cache entry). The numbers are those of a
 differentiated by `jax.grad`, and a program loaded from the program store takes the arrays too."""
 
 import importlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -154,3 +157,56 @@ def test_a_search_program_stored_and_loaded_takes_the_arrays_too(lowered_texts, 
     assert [t.value for t in again.trials] == [t.value for t in first.trials]
     for trial in first.trials:
         np.testing.assert_allclose(trial.value, float(jax.jit(reference)(trial.hparams)), rtol=1e-12)
+
+
+_COMMITTED = textwrap.dedent('''
+    import sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np, optax
+    import hypergrad as hg
+    from hypergrad import _program_store
+    rng = np.random.default_rng(2)
+    host = rng.normal(size=(400, 200)) / 20  # 640 KB of float64: over HOISTED_BYTES
+    x, xv, y, yv = rng.normal(size=(8, 400)), rng.normal(size=(4, 400)), rng.normal(size=8), rng.normal(size=4)
+    space = hg.Space({"lr": hg.LogUniform(0.01, 0.3), "weight_decay": hg.LogUniform(1e-4, 1e-2)})
+
+    def objective(embedding):
+        def val_loss(w, batch):
+            return jnp.mean((jnp.tanh(batch[0] @ embedding) @ w - batch[1]) ** 2)
+        def train_loss(w, h, batch):
+            return val_loss(w, batch) + h["weight_decay"] * jnp.sum(w ** 2)
+        problem = hg.Problem(init=lambda key: jnp.full(200, 0.01), train_loss=train_loss, val_loss=val_loss,
+                             train_data=(x, y), val_data=(xv, yv))
+        return hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+
+    def searches(embedding):
+        found = hg.random_search(objective(embedding), space, jax.random.key(0), num_trials=2)
+        tuned = hg.tune(objective(embedding), space, jax.random.key(0), steps=1, population=2)
+        return [t.value for t in found.trials], [t.value for t in tuned.trials]
+
+    committed = searches(jax.device_put(host, jax.devices()[0]))  # as a checkpoint restore hands weights out
+    want = searches(host)
+    assert committed == want, (committed, want)
+    _program_store.directory = lambda: sys.argv[1]  # the program store's path: stored, then loaded
+    on_1 = jax.device_put(host, jax.devices()[1])
+    stored = searches(on_1)
+    hg.clear_caches()
+    loads = _program_store.counts()["store_loads"]
+    loaded = searches(on_1)
+    assert _program_store.counts()["store_loads"] == loads + 2, _program_store.counts()
+    assert stored == loaded == want, (stored, loaded, want)
+    print("ok")
+''')
+
+
+def test_a_closed_over_array_committed_to_one_device_is_searched_over_two(tmp_path):
+    """An array committed to one device (`jax.device_put(w, device)`, a checkpoint restore's weights) that a
+    problem closes over: random_search and tune over two CPU devices ran before hoisting; hoisted, its
+    program was lowered at the array's placement beside arguments sharded over both devices, and JAX refused
+    it ("Received incompatible devices ... values[0]"). The trials equal those over the uncommitted array,
+    compiled and loaded from the program store."""
+    out = subprocess.run([sys.executable, "-c", _COMMITTED, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
