@@ -87,6 +87,7 @@ def fit_warnings(cls, params):
     {}, {"penalty": "l2"}, {"penalty": None}, {"penalty": None, "C": 2.0}, {"penalty": "l2", "C": np.inf},
     {"penalty": "l2", "l1_ratio": None}, {"l1_ratio": None}, {"C": np.inf}, {"n_jobs": 1},
     {"penalty": "l2", "n_jobs": 2}, {"penalty": "l2", "l1_ratio": 0.5}, {"penalty": "l1"},
+    {"l1_ratio": 0.5, "solver": "saga"}, {"penalty": "elasticnet", "l1_ratio": 0.5, "solver": "saga"},
 ], ids=repr)
 def test_logistic_fit_warns_as_scikit_learns(params):
     """scikit-learn 1.8's LogisticRegression.fit gives a FutureWarning for any penalty but its

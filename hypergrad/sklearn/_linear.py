@@ -530,7 +530,7 @@ def warn_as_sklearn_logistic(estimator: Any) -> None:
         warnings.warn(PENALTY_DEPRECATED, FutureWarning, stacklevel=users_stacklevel())
     if sklearn_solver_refuses(estimator.solver, penalty, estimator.dual):
         return
-    if l1_ratio is not None and 0 < l1_ratio < 1:
+    if penalty != "elasticnet" and l1_ratio is not None and 0 < l1_ratio < 1:
         warnings.warn(f"l1_ratio parameter is only used when penalty is 'elasticnet'. Got (penalty={penalty})",
                       UserWarning, stacklevel=users_stacklevel())
     if (estimator.penalty == "l2" and l1_ratio != 0) or (estimator.penalty == "l1" and l1_ratio != 1):
