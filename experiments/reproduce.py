@@ -132,23 +132,31 @@ def rows_of(name: str, results: str, link_dir: str) -> tuple[list[list[str]], di
 
 
 def last_run(sidecars: list[dict]) -> str:
-    """' Wall time of the last reproduce.py run ...' from the sidecars it recorded, or '' if none did."""
+    """' Wall time of the last reproduce.py run ...' from the sidecars it recorded, or '' if none did; when
+    that run ran only some of them (`--only`), also the sum of every experiment's own last wall time, so the
+    page still says what all of them take."""
     runs = {s.get("reproduce_run") or (s.get("reproduce_failed") or {}).get("run") for s in sidecars} - {None}
     if not runs:
         return ""
     run = max(runs)
     seconds = [s["wall_seconds"] if s.get("reproduce_run") == run else s["reproduce_failed"]["wall_seconds"]
                for s in sidecars if run in (s.get("reproduce_run"), (s.get("reproduce_failed") or {}).get("run"))]
-    return (f" Wall time of the last reproduce.py run (started {run}, {len(seconds)} experiment"
+    line = (f" Wall time of the last reproduce.py run (started {run}, {len(seconds)} experiment"
             f"{'' if len(seconds) == 1 else 's'}): "
             f"{sum(seconds) / 60:.1f} min.")
+    walls = [s.get("wall_seconds", s.get("seconds")) for s in sidecars]
+    if len(seconds) < len(sidecars) and all(w is not None for w in walls):  # a run of some (--only): the whole too
+        line += (f" All {len(sidecars)} experiments, each at its own last run (the table's last column): "
+                 f"{sum(walls) / 60:.1f} min.")
+    return line
 
 
 def environments(sidecars: list[dict]) -> str:
     """' Produced by: ...' (`_claims.environment_line`) for the sidecars of the last reproduce.py run (all
     sidecars when none records one): one environment, or each with the experiments it produced, told
     apart by everything but each experiment's start (the header gives the run's); a sidecar written
-    before environments were recorded counts as 'not recorded'."""
+    before environments were recorded counts as 'not recorded'. After a run of only some experiments the
+    line says it is that run's (each page names its own)."""
     runs = {s.get("reproduce_run") for s in sidecars} - {None}
     chosen = [s for s in sidecars if s.get("reproduce_run") == max(runs)] if runs else sidecars
     if not chosen:
@@ -157,9 +165,10 @@ def environments(sidecars: list[dict]) -> str:
     for s in chosen:
         env = {k: v for k, v in (s.get("environment") or {}).items() if k != "started_utc"}
         by_env.setdefault(_claims.environment_line(env) or "not recorded", []).append(s["experiment"])
+    lead = " Produced by: " if len(chosen) == len(sidecars) else " That run was produced by: "  # --only: its own
     if len(by_env) == 1:
-        return f" Produced by: {next(iter(by_env))}."
-    return " Produced by: " + "; ".join(f"{', '.join(names)}: {env}" for env, names in by_env.items()) + "."
+        return f"{lead}{next(iter(by_env))}."
+    return lead + "; ".join(f"{', '.join(names)}: {env}" for env, names in by_env.items()) + "."
 
 
 def summary(names: list[str], results: str, out: str) -> str:
