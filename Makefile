@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-ceiling bench-sampler bench-compile bench-widths bench-peer bench-store bench-longrun smoke reproduce clean
+.PHONY: demo test bench bench-iris bench-optuna bench-methods bench-accounting bench-populations bench-ceiling bench-sampler bench-compile bench-widths bench-peer bench-store bench-longrun bench-constants smoke reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-store: $(STAMP)
 ## `hypergrad compare`'s planning per budget, RSS and live executables over many scikit-learn fits (a few minutes).
 bench-longrun: $(STAMP)
 	$(BIN)/python benchmarks/longrun_costs.py --baseline 56817dc --out benchmarks/longrun_costs.md
+
+## Large closed-over arrays (fine-tuning's pretrained weights) embedded as constants against passed as arguments.
+bench-constants: $(STAMP)
+	$(BIN)/python benchmarks/closed_constants.py --out benchmarks/closed_constants.md
 
 ## hypergrad against a PyTorch autograd unroll of the same training, hypergradient and search, per width
 ## (about 8 minutes; installs torch's CPU build into the venv first: the pinned CPU wheel where the package

@@ -373,3 +373,21 @@ def test_noisy_ceiling_smoke_reads_back_every_strategy(tmp_path):
     assert len(per_seed) == 1 and len(per_seed[0].strip().strip("|").split("|")) == 7
     verdicts = [line for line in text.splitlines() if line.startswith("- ") and "random search's" in line]
     assert len(verdicts) == 3
+
+
+def test_closed_constants_smoke_compares_both_settings(tmp_path):
+    """`benchmarks/closed_constants.py --smoke`: a row per setting, their ratio, and the values equal to float32
+    rounding (the suite's quick XLA flags let the embedded program fold its constants otherwise); the hoisted
+    program's text far below the weights (the embedded one holds them)."""
+    out = tmp_path / "closed_constants.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "closed_constants.py"), "--smoke", "--out",
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith(("| embedded |", "| hoisted |", "| hoisted / embedded |"))}
+    assert set(rows) == {"embedded", "hoisted", "hoisted / embedded"}
+    weights = float(rows["hoisted"][1])
+    assert float(rows["hoisted"][2]) < 0.1 * weights < float(rows["embedded"][2])
+    assert float(rows["embedded"][-1]) == 0.0 and float(rows["hoisted"][-1]) < 1e-5
