@@ -30,26 +30,27 @@ run on several problems that would write into such a folder refuses before anyth
 with exit status 130 and says where the partial trials are (`_ctrl_c_honoured`).
 
 The gradient strategy is a population of tuners started from the best trials of a random-search
-warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, the rest
-descends (`--resample-key`: each outer step on a fresh training key). Its hypergradients are
+warm-up, with successive halving (`_gradient_plan`): a quarter of the budget explores, and so does
+whatever the most outer steps that fit leave over (`_filled_warmup`); the rest descends
+(`--resample-key`: each outer step on a fresh training key). Its hypergradients are
 `hg.Reverse()`'s, except on a preset with one weight per training example (`--method auto`, the
 default): there `IMPLICIT`'s, each tuner holding the rates and momentum its warm-up trial had
 (`_gradient_method`; Reverse's where the budget cannot pay for Implicit's step,
 `_affordable_method`). At equal wall time every strategy gets the seconds the slowest one took
 (compilation included); at equal execution time, the most seconds any one's trials took executing
-(compilation left out, so a warm or cold persistent cache changes nothing there). Random search,
-the quickest per trial, is continued with the same key past its budget until it has spent both (at
-most `EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid. The report says
-how many seconds each strategy spent compiling and whether its programs came from a warm cache
+(compilation left out, so a warm or cold persistent cache changes nothing there). Random search, the
+quickest per trial, is continued with the same key past its budget until it has spent both (at most
+`EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid. The report says how many
+seconds each strategy spent compiling and whether its programs came from a warm cache
 (`_provenance`). The summary says, from the run's own numbers, which strategy's pick did best on
 test at equal compute, at equal wall time and at equal execution time, and whether the two
 equal-time verdicts agree: two strategies that picked the same trial, or picks of equal test loss,
 tie; the lowest test loss wins only by more than `NOISE_SE` paired standard errors of the
-per-example test-loss difference from every other pick (each pick retrained once for its
-per-example losses, `_test_losses_per_example`), and is otherwise reported as within noise of the
-closest. A pick whose test loss is not finite ranks last and is not weighed (none finite: no
-winner), and a strategy whose finished trials all diverged (or, in a `resample_key` tune, were
-scored on their own keys) is named as having no pick. """
+per-example test-loss difference from every other pick (each pick retrained once for its per-example
+losses, `_test_losses_per_example`), and is otherwise reported as within noise of the closest. A
+pick whose test loss is not finite ranks last and is not weighed (none finite: no winner), and a
+strategy whose finished trials all diverged (or, in a `resample_key` tune, were scored on their own
+keys) is named as having no pick. """
 
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ __all__ = ["main", "set_aside"]
 POPULATION = 8
 """Tuners of the gradient strategy (halved down to one as it goes)."""
 WARMUP_SHARE = 0.25
-"""Share of the gradient strategy's budget spent on its random-search warm-up."""
+"""The least share of the gradient strategy's budget spent on its random-search warm-up (which also
+takes what the most outer steps that fit leave over, `_filled_warmup`)."""
 RESAMPLE_WORDS = ", a fresh training key per outer step"
 """What the plan's description adds under `--resample-key`."""
 IMPLICIT = hg.Implicit(solver="cg", maxiter=20, damping=0.1)
@@ -155,9 +157,9 @@ def _evaluations(population: int, steps: int, halving: int | None) -> int:
 
 
 def _most_steps(fits: Callable[[int], bool], most: int) -> int:
-    """The largest steps in [1, most] for which `fits(steps)`, given that `fits` holds for every
-    steps below one for which it holds; 0 when not even one step fits. A doubling then a bisection:
-    O(log(steps)) calls."""
+    """The largest steps (or other count) in [1, most] for which `fits(steps)`, given that `fits`
+    holds for every steps below one for which it holds; 0 when not even one step fits. A doubling
+    then a bisection: O(log(steps)) calls."""
     if most < 1 or not fits(1):
         return 0
     low, high = 1, 2  # fits(low); `high` is tried next
@@ -173,10 +175,12 @@ def _most_steps(fits: Callable[[int], bool], most: int) -> int:
 def _gradient_plan(budget: float, step_runs: float, warmup_rows: Callable[[int], int] = lambda n: n
                    ) -> dict[str, Any] | None:
     """The population, warm-up, halving period and outer steps that fit in `budget` runs: the
-    largest population (8, 4, 2, 1) that affords at least one step after its warm-up, then as many
-    steps as fit, halving every quarter of them; None when not even one tuner's step and its final
-    scoring fit (`_minimum_budget`). `warmup_rows(n)`: what a warm-up search of n trials is
-    charged, its padding to the devices included (`_rows_run`).
+    largest population (8, 4, 2, 1) that affords at least one step after its warm-up (`WARMUP_SHARE`
+    of the budget, at least one trial per tuner), then as many steps as fit, halving every quarter of
+    them; None when not even one tuner's step and its final scoring fit (`_minimum_budget`).
+    `warmup_rows(n)`: what a warm-up search of n trials is charged, its padding to the devices
+    included (`_rows_run`). The warm-up is the least the plan gives it: `_filled_warmup` hands it
+    what the steps leave, as `_budget_plan` (the command's plan) does.
 
     The cost grows with the steps (each step adds a row of live tuners, and more steps halve later,
     which keeps as many tuners live or more: `_evaluations`), so the most steps that fit are found
@@ -191,6 +195,27 @@ def _gradient_plan(budget: float, step_runs: float, warmup_rows: Callable[[int],
             return {"population": population, "warmup": warmup or None, "tune_steps": steps,
                     "halving": _halving(population, steps)}
     return None
+
+
+def _filled_warmup(plan: dict[str, Any] | None, budget: float, step_runs: float,
+                   warmup_rows: Callable[[int], int] = lambda n: n) -> dict[str, Any] | None:
+    """`plan` (`_gradient_plan`) with as many more warm-up trials as what its steps and warm-up leave
+    of `budget` pays for, so the gradient strategy spends its budget up to less than one more
+    trial's rows (`warmup_rows`, padding to the devices included), never past it: outer steps are
+    coarse (on digits-noisy at --budget 300 on 2 devices, 8 tuners' next step would cost 28 runs, and
+    20 were left unspent). The steps, population and halving are kept, and the tuners still start
+    from the best of the (larger) warm-up. A plan of one tuner has no warm-up and is returned as it
+    is, as is None.
+
+    `warmup_rows` must not decrease as trials are added and must charge n trials at least n rows
+    (`_rows_run` does both), so the most trials that fit are found by doubling then bisection
+    (`_most_steps`): O(log(leftover)) charges."""
+    if plan is None or not plan["warmup"]:
+        return plan
+    population, steps, warmup = plan["population"], plan["tune_steps"], plan["warmup"]
+    more = _most_steps(lambda extra: _spent(population, steps, warmup_rows(warmup + extra), step_runs) <= budget,
+                       max(0, math.floor(budget) - warmup))
+    return {**plan, "warmup": warmup + more}
 
 
 def _halving(population: int, steps: int) -> int | None:
@@ -235,8 +260,9 @@ def _budget_plan(budget: float, step_runs: float, trial_runs: float, num_grid_ax
     when the gradient strategy does not fit (`_minimum_budget`). `rows(n)`: the rows a search of n
     trials computes, padding included (`_rows_run`), which is what it is charged: the counts are
     lowered until that fits too (31 random trials on 2 devices run, and cost, 32);
-    `warmup_rows` the same for the gradient strategy's warm-up search (`_gradient_plan`)."""
-    gradient = _gradient_plan(budget, step_runs, warmup_rows)
+    `warmup_rows` the same for the gradient strategy's warm-up search (`_gradient_plan`), which
+    takes what the outer steps leave (`_filled_warmup`)."""
+    gradient = _filled_warmup(_gradient_plan(budget, step_runs, warmup_rows), budget, step_runs, warmup_rows)
     if gradient is None:
         return None
     trials = max(1, math.floor(budget / trial_runs))
