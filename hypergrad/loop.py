@@ -46,7 +46,7 @@ from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
            "state_update_refusal", "rng_draw_refusal", "in_package", "flax_message", "RNG_DRAW_RECIPE", "check_something_trains",
            "in_segments", "segment_split", "optimizer_update", "optimizer_step", "check_shapes_kept",
-           "float_leaves", "overridden"]
+           "float_leaves", "overridden", "with_float_leaves"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
@@ -481,6 +481,12 @@ def check_something_trains(params: PyTree) -> None:
 def float_leaves(params: PyTree) -> list:
     """The floating-point leaves of `params`, in leaf order: the leaves training changes."""
     return [leaf for leaf in jax.tree.leaves(params) if _is_inexact(leaf)]
+
+
+def with_float_leaves(params: PyTree, floats: list) -> PyTree:
+    """`params` with its floating-point leaves replaced by `floats` (in `float_leaves` order) and its
+    other leaves (integer, boolean: those training holds constant) as they are."""
+    return _merged(params, floats, [_is_inexact(leaf) for leaf in jax.tree.leaves(params)])
 
 
 def optimizer_step(opt: optax.GradientTransformation, params: PyTree, opt_state: Any, float_grads: list,

@@ -115,3 +115,18 @@ def test_implicit_with_a_frozen_group_equals_reverse_and_finite_differences(how)
         fd = _fd(objective, hparams, name, key)
         np.testing.assert_allclose(float(reverse[name]), fd, rtol=1e-5)
         np.testing.assert_allclose(float(implicit[name]), fd, rtol=1e-5)
+
+
+def test_implicit_holds_a_counter_among_the_pretrained_parameters():
+    """A counter in the pretrained parameters (an nnx model's RngCount, integer) is held constant by
+    training; Implicit refused the whole problem for it. It now solves in the floating-point leaves:
+    the same hypergradient as without the counter, and as finite differences."""
+    hparams, key = {"l2sp": jnp.asarray(0.5), "weight_decay": jnp.asarray(0.05)}, jax.random.key(0)
+    grads = {}
+    for name, pretrained in (("plain", _pretrained()), ("counter", {**_pretrained(), "steps": np.asarray(7, np.int32)})):
+        problem = ft.finetune(pretrained, _task(sizes=(24, 12)), _apply, groups=GROUPS)
+        objective = hg.Objective(problem, _frozen_body_by("freeze"), num_steps=300)
+        grads[name] = hg.hypergradient(objective, hparams, key, method=hg.Implicit(tol=1e-10))[1]
+    for name in hparams:
+        np.testing.assert_allclose(float(grads["counter"][name]), float(grads["plain"][name]), rtol=1e-12)
+        np.testing.assert_allclose(float(grads["counter"][name]), _fd(objective, hparams, name, key), rtol=1e-5)

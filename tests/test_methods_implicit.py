@@ -320,24 +320,62 @@ def test_tune_lowers_the_logistic_validation_loss_and_charges_the_solve(logistic
         > hg.tune_step_cost(objective, space, key, method=dataclasses.replace(method, maxiter=2))
 
 
-def test_integer_parameters_are_refused_by_name(key):
-    """Training holds an integer or boolean params leaf constant; Implicit's stationarity condition
-    needs a gradient in every parameter, so it refuses them by dtype before compiling (it raised
-    JAX's 'grad requires real- or complex-valued inputs')."""
+def held_leaf_problems(leaf):
+    """Linear regression twice: with `leaf` (an integer or boolean scale, which training holds constant)
+    among the params, and with the same scale closed over by the losses instead."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 3))
     y = x @ np.array([1.0, -2.0, 0.5])
+    data = dict(train_data=(x[:20], y[:20]), val_data=(x[20:], y[20:]))
 
-    def mse(params, batch):
-        return jnp.mean((batch[0] @ (params["w"] * params["scale"]) - batch[1]) ** 2)
+    def mse(w, scale, batch):
+        return jnp.mean((batch[0] @ (w * scale) - batch[1]) ** 2)
 
-    problem = hg.Problem(init=lambda k: {"w": jnp.zeros(3), "scale": jnp.asarray(2, jnp.int32)},
-                         train_loss=lambda p, h, b: mse(p, b) + h["weight_decay"] * jnp.sum(p["w"] ** 2),
-                         val_loss=mse, train_data=(x[:20], y[:20]), val_data=(x[20:], y[20:]))
-    objective = hg.Objective(problem, lambda h: optax.sgd(0.05), num_steps=50)
-    with pytest.raises(ValueError, match=r"parameters of dtype int32 .* use hg.Reverse\(\) or hg.Forward\(\)"):
-        hg.hypergradient(objective, {"weight_decay": jnp.asarray(0.1)}, key, method=hg.Implicit())
-    hg.hypergradient(objective, {"weight_decay": jnp.asarray(0.1)}, key)  # Reverse trains the float leaf
+    def penalty(w, h):
+        return h["weight_decay"] * jnp.sum(w ** 2)
+
+    held = hg.Problem(init=lambda k: {"w": jnp.zeros(3), "scale": leaf},
+                      train_loss=lambda p, h, b: mse(p["w"], p["scale"], b) + penalty(p["w"], h),
+                      val_loss=lambda p, b: mse(p["w"], p["scale"], b), **data)
+    closed = hg.Problem(init=lambda k: {"w": jnp.zeros(3)},
+                        train_loss=lambda p, h, b: mse(p["w"], leaf, b) + penalty(p["w"], h),
+                        val_loss=lambda p, b: mse(p["w"], leaf, b), **data)
+    return held, closed
+
+
+@pytest.mark.parametrize("leaf", [jnp.asarray(2, jnp.int32), jnp.asarray([True, False, True])], ids=["int32", "bool"])
+def test_integer_and_boolean_parameters_are_held_as_training_holds_them(key, leaf):
+    """Training holds an integer or boolean params leaf constant; Implicit solves the stationarity in
+    the floating-point leaves, as if the leaf were a constant the losses close over (it refused such
+    a leaf before). Equal to that problem's hypergradient, and to exact reverse mode once converged."""
+    held, closed = held_leaf_problems(leaf)
+    hparams = {"weight_decay": jnp.asarray(0.1)}
+    results = {}
+    for name, problem in (("held", held), ("closed", closed)):
+        objective = hg.Objective(problem, constant_sgd(0.05), num_steps=2000)
+        results[name] = {method: hg.hypergradient(objective, hparams, key, method=m)
+                         for method, m in (("implicit", CG), ("reverse", hg.Reverse()))}
+    (value, grads), (closed_value, closed_grads) = results["held"]["implicit"], results["closed"]["implicit"]
+    assert np.isfinite(float(grads["weight_decay"])) and float(grads["weight_decay"]) != 0.0
+    np.testing.assert_allclose(value, closed_value, rtol=1e-12)
+    np.testing.assert_allclose(grads["weight_decay"], closed_grads["weight_decay"], rtol=1e-12)
+    np.testing.assert_allclose(grads["weight_decay"], results["held"]["reverse"][1]["weight_decay"], rtol=1e-6)
+
+
+def test_an_optimiser_reading_only_a_held_leaf_is_not_refused(key):
+    """An optimiser update that reads a parameter's value is refused (training may stop where the
+    gradient is not 0), but not one that reads only a held leaf, whose update training drops."""
+    held, closed = held_leaf_problems(jnp.asarray(2, jnp.int32))
+    decays_scale = optax.masked(optax.add_decayed_weights(0.5), {"w": False, "scale": True})
+    objective = hg.Objective(held, lambda h: optax.chain(decays_scale, optax.sgd(0.05)), num_steps=300)
+    plain = hg.Objective(held, constant_sgd(0.05), num_steps=300)
+    hparams = {"weight_decay": jnp.asarray(0.1)}
+    np.testing.assert_allclose(hg.hypergradient(objective, hparams, key, method=CG)[1]["weight_decay"],
+                               hg.hypergradient(plain, hparams, key, method=CG)[1]["weight_decay"], rtol=1e-12)
+    decays_w = optax.masked(optax.add_decayed_weights(0.5), {"w": True, "scale": False})
+    reads_w = hg.Objective(held, lambda h: optax.chain(decays_w, optax.sgd(0.05)), num_steps=300)
+    with pytest.raises(ValueError, match="Implicit"):
+        hg.hypergradient(reads_w, hparams, key, method=CG)
 
 
 def test_an_optimiser_that_takes_extra_arguments_is_checked_as_training_calls_it(ridge_problem, key):

@@ -40,7 +40,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 from hypergrad._types import HParams, Key, PyTree
 from hypergrad._checks import is_int_at_least
 from hypergrad._compile import missing_key_message
-from hypergrad.loop import Loop, optimizer_update, overridden
+from hypergrad.loop import Loop, float_leaves, optimizer_update, overridden, with_float_leaves
 from hypergrad.methods.base import Method, refusing_derivatives
 
 __all__ = ["Implicit", "hparams_read_by"]
@@ -247,13 +247,21 @@ class _FirstStep(NamedTuple):
     leaves in; the initial state's leaves, then the update's (updates and new state), out."""
     closed: ClosedJaxpr
     hparams: int
-    params: int
+    trained: tuple[bool, ...]  # per parameter leaf: floating point (trained), or held constant
     state: int
 
     def masks(self, params: int = 0, gradient: int = 0) -> list[int]:
-        """Input masks: each parameter leaf tagged `params`, each gradient leaf `gradient`."""
-        rest = len(self.closed.jaxpr.invars) - self.hparams - 2 * self.params
-        return [0] * self.hparams + [params] * self.params + [gradient] * self.params + [0] * rest
+        """Input masks: each trained parameter leaf tagged `params`, its gradient leaf `gradient`
+        (a held leaf and its gradient, zeros as training gives it, untagged)."""
+        rest = len(self.closed.jaxpr.invars) - self.hparams - 2 * len(self.trained)
+        return ([0] * self.hparams + [params if t else 0 for t in self.trained]
+                + [gradient if t else 0 for t in self.trained] + [0] * rest)
+
+    def trained_outputs(self, masks: list[int]) -> list[int]:
+        """The masks of the update's outputs that training keeps: the trained leaves' updates and
+        the new state (a held leaf's update is dropped, `hypergrad.loop.optimizer_step`)."""
+        updates = masks[self.state:self.state + len(self.trained)]
+        return [m for m, t in zip(updates, self.trained) if t] + masks[self.state + len(self.trained):]
 
 
 def _first_step(loop: Loop, hparams: HParams, params: PyTree) -> _FirstStep:
@@ -265,10 +273,26 @@ def _first_step(loop: Loop, hparams: HParams, params: PyTree) -> _FirstStep:
         state = opt.init(p)
         return state, optimizer_update(opt, g, state, p, jnp.zeros((), jnp.result_type(float)))
 
+    # the gradient as training hands it over: zeros in the trained leaves' dtype for a held leaf
+    floats = float_leaves(params)
+    zero = jnp.result_type(*floats) if floats else jnp.result_type(float)
+    gradient = jax.tree.map(lambda x: x if _is_trained(x) else jax.ShapeDtypeStruct(jnp.shape(x), zero),
+                            _abstract(params))
     closed, shapes = jax.make_jaxpr(first_step, return_shape=True)(
-        _abstract(dict(hparams)), _abstract(params), _abstract(params))
-    return _FirstStep(closed, len(jax.tree.leaves(dict(hparams))), len(jax.tree.leaves(params)),
-                      len(jax.tree.leaves(shapes[0])))
+        _abstract(dict(hparams)), _abstract(params), gradient)
+    return _FirstStep(closed, len(jax.tree.leaves(dict(hparams))),
+                      tuple(_is_trained(x) for x in jax.tree.leaves(params)), len(jax.tree.leaves(shapes[0])))
+
+
+def _is_trained(leaf: Any) -> bool:
+    """Whether training changes `leaf`: a floating-point one (integer and boolean leaves are held)."""
+    return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.inexact))
+
+
+def _train_grad(loop: Loop, params: PyTree, floats: list, hparams: HParams) -> list:
+    """dL/dw: the full-batch training loss's gradient in the floating-point leaves `floats` of
+    `params` (`float_leaves` order), the other leaves held at their values, as training holds them."""
+    return jax.grad(lambda w: loop.train_loss(with_float_leaves(params, w), hparams, None))(floats)
 
 
 def _optimizer_reads_params(step: _FirstStep) -> bool:
@@ -280,7 +304,7 @@ def _optimizer_reads_params(step: _FirstStep) -> bool:
     through loops inside the optimiser, never a miss). A transformation that reads only the
     parameters' structure (`optax.masked`, `optax.multi_transform` labels) does not count.
     """
-    return any(_propagate(step.closed.jaxpr, step.masks(params=1))[step.state:])  # the update's outputs
+    return any(step.trained_outputs(_propagate(step.closed.jaxpr, step.masks(params=1))))
 
 
 _GRADIENT, _REDUCED = 1, 2
@@ -523,8 +547,10 @@ class Implicit(Method):
     product) runs in float32 at the trained parameters cast up exactly, as CG in bfloat16 cannot
     reach tol and diverges; training itself still ends at parameters rounded to their dtype, which
     the result inherits. Parameters of mixed float dtypes (a float32 leaf beside float64 ones) keep
-    each leaf's own dtype through the solve. Complex parameters are refused with a ValueError before
-    anything compiles (the Hessian-vector products are not symmetric there).
+    each leaf's own dtype through the solve. Integer and boolean parameter leaves (counters, masks)
+    are held constant, as training holds them: the stationarity solved is in the floating-point
+    leaves. Complex parameters are refused with a ValueError before anything compiles (the
+    Hessian-vector products are not symmetric there).
 
     Derivatives of the result: none. Training and the solve are held constant, so autodiff of the
     value and grads would see only the final loss terms' dependence on the hyperparameters (0 for
@@ -609,7 +635,7 @@ class Implicit(Method):
             params = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
             _check_param_dtypes(params)
             # d L / d w (w, h): the stationarity condition, whose dependence on h Implicit sees.
-            in_loss = hparams_read_by(_on_data(loop, lambda h, p, lp: jax.grad(lp.train_loss)(p, h, None)),
+            in_loss = hparams_read_by(_on_data(loop, lambda h, p, lp: _train_grad(lp, p, float_leaves(p), h)),
                                       hparams, params, loop.data)
 
             step = _first_step(loop, hparams, params)  # traced once, for three analyses
@@ -649,24 +675,28 @@ class Implicit(Method):
         state = state._replace(params=jax.lax.stop_gradient(state.params))
         params = state.params
         value, scores = loop.readout(state, hparams)
+        # The solve runs in the floating-point leaves only (`float_leaves` order); integer and boolean
+        # leaves are held at their values, as training holds them (`hypergrad.loop.Loop.update`).
+        trained = float_leaves(params)
         # S, the entries training moved. One it left bitwise unchanged (a group frozen by a rate of
         # 0: `freeze`, a zero `lr` entry, optax.set_to_zero) is held there for every h: w_j = w0_j,
         # so dw_j/dh = 0, and training is stationary in S only: F_S(w*(h), h) = 0 defines w*_S(h).
-        moved = jax.tree.map(jnp.not_equal, params, start.params)
+        moved = jax.tree.map(jnp.not_equal, trained, float_leaves(start.params))
 
         def on_moved(tree):  # P_S: zero outside S
             return jax.tree.map(lambda m, x: jnp.where(m, x, jnp.zeros_like(x)), moved, tree)
 
         def grad_w(w, h):  # F(w, h) = dL/dw (w, h); F(w*(h), h) = 0 defines w*(h)
-            return jax.grad(loop.train_loss)(w, h, None)
+            return _train_grad(loop, params, w, h)
 
         # dV/dw at the trained w, restricted to S: the right-hand side of the linear system (dV/dw
         # outside S meets dw/dh = 0); dV/dh at fixed w, the direct term (zero unless the model
         # itself reads hyperparameters).
         # The linearisation point, and so the solve, the products and v, in at least float32: low-
         # precision parameters (bfloat16) are cast up exactly, and the losses are differentiated there.
-        point = _widened(params)
-        rhs, direct = jax.grad(loop.val_loss, argnums=(0, 1))(point, hparams)
+        point = _widened(trained)
+        rhs, direct = jax.grad(lambda w, h: loop.val_loss(with_float_leaves(params, w), h), argnums=(0, 1))(
+            point, hparams)
         rhs = on_moved(rhs)
 
         def hvp(v):  # (H_SS + damping I) v = P_S d/de [dL/dw (w + e v, h)] at e = 0, plus damping v
@@ -692,22 +722,11 @@ class Implicit(Method):
 
 
 def _check_param_dtypes(params: PyTree) -> None:
-    """A ValueError for a parameter leaf the solve cannot handle, before anything compiles: an integer or
-    boolean one (held constant by training: no gradient) or a complex one. For a complex leaf z = x + iy,
-    jax.grad of the real training loss is dL/dx - i dL/dy, so the product that `hvp` takes is the real
-    Hessian with the rows of y negated, which is not symmetric, and CG and the Neumann series would
-    solve another system than H v = dV/dw."""
-    held = [(path, leaf.dtype) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-            if not jnp.issubdtype(leaf.dtype, jnp.inexact)]
-    if held:
-        path, dtype = held[0]
-        where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
-        raise ValueError(f"Implicit cannot differentiate through {where} (Problem(init=...)), of dtype {dtype}: "
-                         "Implicit solves the stationarity of the training loss in every parameter, and "
-                         f"parameters of dtype {dtype} (held constant by training) have no gradient; "
-                         "use hg.Reverse() or hg.Forward(), which train the floating-point ones only and hold "
-                         "this one constant, or leave it out of the parameters Problem(init=...) returns "
-                         "(a constant the training loss closes over)")
+    """A ValueError for a parameter leaf the solve cannot handle, before anything compiles: a complex
+    one. For a complex leaf z = x + iy, jax.grad of the real training loss is dL/dx - i dL/dy, so the
+    product that `hvp` takes is the real Hessian with the rows of y negated, which is not symmetric,
+    and CG and the Neumann series would solve another system than H v = dV/dw. (Integer and boolean
+    leaves are held constant, as training holds them: the solve runs in the floating-point ones.)"""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
             where = f"the parameter at {jax.tree_util.keystr(path)!r}" if path else "the parameter"
