@@ -16,13 +16,19 @@ runs; 4 per axis would be 64), and the report lines all three up at equal comput
     python experiments/custom_nnx_model.py --smoke    # seconds, for CI
 
 It writes report.md and trials.jsonl into --out (default results/custom_nnx_model; with --smoke
-results/smoke/custom_nnx_model), a previous run's two moved into <out>/previous/ first.
+results/smoke/custom_nnx_model), a previous run's two moved into <out>/previous/ first. Each strategy's
+result (its numbers, best and final trials: `_progress.result_record`) is kept in
+<out>/custom_nnx_model.partial.json as it finishes, so an interrupted run leaves what it measured; the report
+removes the file. A rerun does not resume from it: the three units are `hg.Result`s that `hg.compare` lines
+up, which JSON does not give back as they were, so the rerun moves the file aside
+(custom_nnx_model.partial.previous.json) and measures all three again (`_progress`'s keeping-only kind).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +36,16 @@ import optax
 from flax import nnx
 
 import hypergrad as hg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # the experiments' helpers, also when this file is loaded by path rather than run
+try:
+    import _claims
+    import _progress
+finally:
+    sys.path.remove(HERE)
+
+NAME = "custom_nnx_model"
 
 
 class ResidualMLP(nnx.Module):
@@ -129,17 +145,23 @@ def main(argv=None):
     # together into <out>/previous/ rather than appended to.
     set_aside(args.out)
     log = os.path.join(args.out, "trials.jsonl")
+    # Each strategy's result kept as it finishes (keeping only: a rerun measures all three again).
+    progress = _progress.Progress(args, NAME, {"steps": steps, "width": width, "budget": budget}, resume=False)
     step_runs = hg.tune_step_cost(objective, space, key)
-    results = {
-        "hypergradient": hg.tune(objective, space, key, steps=max(1, int(budget / step_runs) - 1),
-                                 outer=optax.adam(0.1), log=log),
-        "random": hg.random_search(objective, space, key, num_trials=budget, log=log),
-        "grid": hg.grid_search(objective, space, key, points_per_axis=max(1, int(budget ** (1 / 3))), log=log),
+    strategies = {
+        "hypergradient": lambda: hg.tune(objective, space, key, steps=max(1, int(budget / step_runs) - 1),
+                                         outer=optax.adam(0.1), log=log),
+        "random": lambda: hg.random_search(objective, space, key, num_trials=budget, log=log),
+        "grid": lambda: hg.grid_search(objective, space, key, points_per_axis=max(1, int(budget ** (1 / 3))),
+                                       log=log),
     }
+    results = {name: progress.unit(name, measure, _progress.result_record) for name, measure in strategies.items()}
     report = hg.compare(results)
     print(report.to_markdown())
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(report.to_markdown() + "\n")
+    if os.path.exists(_claims.partial_path(args.out, NAME)):
+        os.remove(_claims.partial_path(args.out, NAME))  # the report is written: the kept units are in it
     for name, result in results.items():
         assert result.best_trial is not None, f"{name} found no finite setting"
     return report

@@ -26,6 +26,13 @@ descended by hypergradients of the 5-fold log-loss.
     python experiments/seed_iris.py                          # hypergrad, then scikit-learn (n_jobs=2)
     python experiments/seed_iris.py --library hypergrad      # one library (benchmarks/iris_study.py runs each in a fresh process)
     python experiments/seed_iris.py --smoke                  # seconds, for CI
+
+With --out, each row (a library's study, the hybrid search) is kept in <out>/seed_iris.partial.json as it
+finishes (`_progress`), so an interrupted run leaves what it measured, and a rerun into the same --out with the
+same mode, --n-jobs and environment reads those rows back instead of fitting them again (a row is plain data,
+the numbers an uninterrupted run gives; its seconds are the earlier run's, and report.md says which rows were
+read back); report.md and results.json then replace the file. Without --out nothing is written, as before
+(benchmarks/iris_study.py times such runs, so they import neither JAX nor hypergrad for scikit-learn alone).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -133,6 +141,30 @@ def hybrid(*, smoke: bool) -> dict[str, Any]:
             "test_accuracy": float(search.score(x_test, y_test)), "fit_time_sum_s": float("nan")}
 
 
+def progress_in(args, n_jobs: int, libraries: list[str]):
+    """The run's `_progress.Progress` in `args.out` (resuming: rows are plain data), its `unit` and `note`.
+    Building it starts JAX (its record names the devices), so first the CPU is split into `n_jobs` devices
+    where hypergrad's search would split it (`hg.use_cpu_cores`, as `n_jobs` > 1 or -1 asks, JAX unstarted and
+    no count chosen): hypergrad's fits are then sharded as in a run without --out."""
+    import jax
+
+    import hypergrad as hg
+
+    count = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs
+    if "hypergrad" in libraries and count > 1 and jax.config.jax_num_cpu_devices == -1:
+        try:
+            hg.use_cpu_cores(count)
+        except RuntimeError:  # JAX has started (an in-process caller): its devices stay as they are
+            pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)  # imported here, not at the top: scikit-learn alone needs neither JAX nor hypergrad
+    try:
+        import _progress
+    finally:
+        sys.path.remove(here)
+    return _progress.Progress(args, "seed_iris", {"n_jobs": n_jobs}, resume=True)
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| strategy | n_jobs | search.fit s (refit incl.) | refit s | fits | best mean CV accuracy | CV std | "
              "test accuracy (refit) |", "|---|---|---|---|---|---|---|---|"]
@@ -164,9 +196,11 @@ def main(argv=None) -> list[dict]:
     began = time.perf_counter()
     libraries = list(LIBRARIES) if args.library == "both" else [args.library]
     n_jobs = args.n_jobs if args.n_jobs is not None else (1 if args.smoke else 2)
-    rows = [study(lib, smoke=args.smoke, n_jobs=n_jobs) for lib in libraries]
+    progress = progress_in(args, n_jobs, libraries) if args.out else None
+    unit = progress.unit if progress else (lambda key, measure: measure())
+    rows = [unit(lib, lambda lib=lib: study(lib, smoke=args.smoke, n_jobs=n_jobs)) for lib in libraries]
     if args.hybrid:
-        rows.append(hybrid(smoke=args.smoke))
+        rows.append(unit("hypergrad HypergradSearchCV", lambda: hybrid(smoke=args.smoke)))
     print(table(rows))
     for r in rows:
         print(f"{r['library']}: best {r['best_params']}")
@@ -174,10 +208,15 @@ def main(argv=None) -> list[dict]:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         env = _claims.environment(time.perf_counter() - began)
-        report = f"{table(rows)}\n\nProduced by: {_claims.environment_line(env)}.\n"
+        resumed = progress.resumed
+        note = (f"\n\nRead back from seed_iris.partial.json, measured by an earlier, interrupted run with the same "
+                f"mode, --n-jobs and environment (seconds included): {', '.join(resumed)}." if resumed else "")
+        report = f"{table(rows)}{note}\n\nProduced by: {_claims.environment_line(env)}.\n"
         results = json.dumps(rows, indent=1, default=str)
         _claims.write_atomically(os.path.join(args.out, "report.md"), report)  # each whole or not at all
         _claims.write_atomically(os.path.join(args.out, "results.json"), results)
+        if os.path.exists(_claims.partial_path(args.out, "seed_iris")):
+            os.remove(_claims.partial_path(args.out, "seed_iris"))  # both written: the kept rows are in them
     return rows
 
 
