@@ -72,7 +72,8 @@ def one_seed(objective, space, corrupted: np.ndarray, seed: int, budget: float) 
     key = jax.random.key(seed)
     hg.clear_caches()
     step_runs = hg.tune_step_cost(objective, space, key, hg.Reverse())
-    plan = cli._budget_plan(budget, step_runs, 1.0, len(space))
+    padded = lambda n: cli._rows_run(n, cli.DEFAULT_CHUNK, jax.local_device_count())  # noqa: E731, as charged
+    plan = cli._budget_plan(budget, step_runs, 1.0, len(space), rows=padded, warmup_rows=padded)
     trials = plan["random_trials"]
     oracle_objective = objective.with_fixed({"example_weight": jnp.asarray(~corrupted, jnp.float32)})
     runs = {

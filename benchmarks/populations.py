@@ -238,7 +238,8 @@ def one_seed(name: str, objective, space, seed: int, budget: float) -> dict:
     (method, hold), outer = cli._gradient_method(argparse.Namespace(checkpoint_every=None), name), optax.adam(OUTER_LR)
     hg.clear_caches()
     step_runs = hg.tune_step_cost(objective, space, key, method, hold=hold)
-    plan = cli._budget_plan(budget, step_runs, 1.0, len(space))
+    padded = lambda n: cli._rows_run(n, cli.DEFAULT_CHUNK, jax.local_device_count())  # noqa: E731, as charged
+    plan = cli._budget_plan(budget, step_runs, 1.0, len(space), rows=padded, warmup_rows=padded)
     hg.clear_caches()  # tune_step_cost counted the population's FLOPs: its own call must pay for that
     pop, pop_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer, hold=hold,
                                            steps=plan["tune_steps"], population=plan["population"],

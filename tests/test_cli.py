@@ -368,8 +368,10 @@ def test_plans_in_words():
 
 def test_budget_plan_fits_the_budget():
     plan = cli._budget_plan(300, step_runs=2.2, trial_runs=1.01, num_grid_axes=3)
-    assert plan["population"] == cli.POPULATION and plan["warmup"] == 75 and plan["halving"] == plan["tune_steps"] // 4
+    # the warm-up: a quarter of the budget (75) plus the 18 trials that the 18.2 runs the outer steps leave pay for
+    assert plan["population"] == cli.POPULATION and plan["warmup"] == 93 and plan["halving"] == plan["tune_steps"] // 4
     spent = plan["warmup"] + cli._evaluations(plan["population"], plan["tune_steps"], plan["halving"]) * 2.2
+    assert spent + 1 > 300  # no further warm-up trial fits
     assert spent <= 300 < plan["warmup"] + cli._evaluations(plan["population"], plan["tune_steps"] + 1,
                                                             max(1, (plan["tune_steps"] + 1) // 4)) * 2.2
     assert plan["random_trials"] * 1.01 <= 300
