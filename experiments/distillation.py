@@ -281,6 +281,9 @@ def rule_compute(fixed: float, fresh: np.ndarray, search: dict) -> tuple[str, li
     return "held" if all(ahead) else "partly" if any(ahead) else "not held", ahead, diff, se
 
 
+REVISED = " (rule revised after the first full run: judged on the best iterate on validation, not the final one)."
+
+
 def verdicts(r: dict) -> tuple[list[_claims.Claim], dict]:
     """The rules (module docstring), applied to each distillation's best iterate on validation (`best_iterate`:
     the outer step with the lowest finite validation loss), not to its last step: a loop that diverges late
@@ -303,14 +306,14 @@ def verdicts(r: dict) -> tuple[list[_claims.Claim], dict]:
 
     c1 = _claims.Claim(
         PAPER, "Ten distilled images (one per class) train a fixed initialisation to about 94% test accuracy "
-        "(MNIST), far above ten real images.",
+        "(MNIST), far above ten real images" + REVISED,
         f"digits, fixed init: distilled {fixed:.3f} (best iterate on validation, outer step {judged['fixed']}); "
         f"10 real images {spread(real_fixed)} (95th percentile {p95:.3f}, {len(real_fixed)} draws)", v1,
         f"rule: >= 0.89 (within 5 points of 94%) and above the real draws' 95th percentile: {near} and {above}."
         + course(r, "fixed") + on_final(0))
     c2 = _claims.Claim(
         PAPER, "Distilled over random initialisations, ten images train unseen initialisations to about 80% "
-        "(MNIST).",
+        "(MNIST)" + REVISED,
         f"digits, {len(rand_fresh)} fresh inits: distilled {spread(rand_fresh)} (best iterate on validation, outer "
         f"step {judged['random']}); 10 real images {spread(real_fresh)}; fixed-init images from fresh inits "
         f"{spread(r['fixed']['best']['fresh'])}", v2,
@@ -318,7 +321,7 @@ def verdicts(r: dict) -> tuple[list[_claims.Claim], dict]:
         + course(r, "random") + on_final(1))
     c3 = _claims.Claim(
         "issue 15 (equal compute)", "Where random search cannot play (640 pixel values), distillation beats "
-        "random search over what it can search (which ten real images, and the step size) at equal compute.",
+        "random search over what it can search (which ten real images, and the step size) at equal compute" + REVISED,
         f"fixed init: {fixed:.3f} vs {s['fixed']:.3f}; fresh inits: {rand_fresh.mean():.3f} vs "
         f"{np.mean(s['fresh']):.3f} (paired difference {diff.mean():+.3f} ± {se:.3f} s.e.); "
         f"{r['fixed']['runs']:.0f} vs {s['runs']:.0f} runs", v3,
