@@ -140,15 +140,19 @@ def assert_refused_before_compiling(match, objective, hparams, key, method):
     assert _compile.stats.compilations == before
 
 
-@pytest.mark.parametrize("name", ["lr", "momentum"])
-def test_hyperparameters_of_the_optimizer_are_refused(ridge_problem, key, name):
+@pytest.mark.parametrize("name, other", [("lr", "momentum"), ("momentum", "lr")])
+def test_hyperparameters_of_the_optimizer_are_refused(ridge_problem, key, name, other):
+    """Every hyperparameter the optimiser reads is named at once, in the caller's order, with the
+    hold= that fixes them all (it named the first only, so following its advice failed again)."""
     objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=5)
     hparams = {"weight_decay": 0.1, "lr": 0.1, "momentum": 0.5}
-    hparams = {name: hparams.pop(name), **hparams}  # the one named first is the one reported
+    hparams = {name: hparams.pop(name), **hparams}
     for method in (CG, NEUMANN):
         assert_refused_before_compiling(
-            rf"Implicit differentiates hyperparameters of the training loss only; '{name}' is read by the "
-            r"optimizer; use hg.Reverse\(\) or hg.Forward\(\)", objective, hparams, key, method)
+            rf"Implicit differentiates hyperparameters of the training loss only; '{name}' and '{other}' are read "
+            rf"by the optimizer; use hg.Reverse\(\) or hg.Forward\(\) for them.*"
+            rf"with_fixed\(\{{'{name}': value, '{other}': value\}}\).*'{name}' and '{other}' among hold=",
+            objective, {"weight_decay": 0.1, name: hparams[name], other: hparams[other]}, key, method)
 
 
 def test_a_per_step_schedule_and_a_decay_applied_by_the_optimizer_are_refused(ridge_problem, key):

@@ -160,27 +160,42 @@ def _abstract(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), tree)
 
 
-def _optimizer_hparam_refusal(name: str, in_loss: bool, reads_params: bool, centres: bool) -> str:
-    """Implicit's refusal of the hyperparameter `name`, which the optimiser reads (`in_loss`: the
-    training loss reads it too). Where the optimiser would be refused anyway once `name` were fixed in
-    it (its update reads the parameters, `reads_params`, or centres the gradient, `centres`), fixing
-    it there is not offered alone: the advice names what Implicit needs of the optimiser as well."""
-    also = (" (it enters the training loss too, but the optimiser moves the fixed point "
-            "of training away from the loss's stationary point)") if in_loss else ""
+def _optimizer_hparam_refusal(names: list[str], in_loss: set[str], reads_params: bool, centres: bool) -> str:
+    """Implicit's refusal of the hyperparameters `names` (every one the optimiser reads, in the
+    caller's order, so that its advice is whole the first time), those in `in_loss` read by the
+    training loss too. Where the optimiser would be refused anyway once they were fixed in it (its
+    update reads the parameters, `reads_params`, or centres the gradient, `centres`), fixing them
+    there is not offered alone: the advice names what Implicit needs of the optimiser as well."""
+    listed, also_loss = _listed(names), [n for n in names if n in in_loss]
+    also = ""
+    if also_loss:
+        enters = ("it enters" if len(names) == 1 else
+                  f"{_listed(also_loss)} {'enters' if len(also_loss) == 1 else 'enter'}")
+        also = (f" ({enters} the training loss too, but the optimiser moves the fixed point "
+                "of training away from the loss's stationary point)")
+    them = "it" if len(names) == 1 else "them"
     if reads_params:
         fix = ("; for Implicit, the optimizer must not read the parameters either, and its update does (a "
                "decoupled weight decay such as optax.adamw or optax.add_decayed_weights, a projection, a trust "
                "ratio): write the decay or penalty in the training loss instead (Problem(train_loss=...) adding "
                "0.5 * weight_decay * ||w||^2, or the built-in problem's weight_decay hyperparameter), with "
-               f"optax.adam or optax.sgd in place of optax.adamw and {name!r} left out of the optimizer")
+               f"optax.adam or optax.sgd in place of optax.adamw and {listed} left out of the optimizer")
     else:  # hparams, or a search's space: the value held inside the optimizer or by with_fixed serves both
-        fix = (", or leave it out of hparams (of the space, in a search) and hold it fixed: inside the optimizer "
-               f"function, or with objective.with_fixed({{{name!r}: value}}), or in hg.tune with {name!r} among hold= "
-               "(each tuner keeps its starting value)")
+        values = ", ".join(f"{n!r}: value" for n in names)
+        fix = (f", or leave {them} out of hparams (of the space, in a search) and hold {them} fixed: inside the "
+               f"optimizer function, or with objective.with_fixed({{{values}}}), or in hg.tune with {listed} "
+               "among hold= (each tuner keeps its starting value)")
         if centres:
             fix += ", and remove optax.centralize from the optimizer, which Implicit cannot differentiate either"
-    return (f"Implicit differentiates hyperparameters of the training loss only; {name!r} is read by the "
-            f"optimizer{also}; use hg.Reverse() or hg.Forward() for it{fix}")
+    verb = "is" if len(names) == 1 else "are"
+    return (f"Implicit differentiates hyperparameters of the training loss only; {listed} {verb} read by the "
+            f"optimizer{also}; use hg.Reverse() or hg.Forward() for {them}{fix}")
+
+
+def _listed(names: list[str]) -> str:
+    """Names quoted in words: "'lr'", "'lr' and 'momentum'", "'a', 'b' and 'c'"."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def _init_only_refusal(name: str, loop: Loop, hparams: HParams, params: Any) -> str:
@@ -648,9 +663,10 @@ class Implicit(Method):
             centres = _update_subtracts_a_partial_mean(step)
         except KeyError as err:  # most often a hyperparameter nobody passed
             raise ValueError(missing_key_message(err)) from err
+        read = [name for name in hparams if name in in_optimizer]  # all of them, in the caller's order
+        if read:
+            raise ValueError(_optimizer_hparam_refusal(read, in_loss, reads_params, centres))
         for name in hparams:  # in the caller's order: the first offender is named
-            if name in in_optimizer:
-                raise ValueError(_optimizer_hparam_refusal(name, name in in_loss, reads_params, centres))
             if name in in_init and name not in in_loss:
                 raise ValueError(_init_only_refusal(name, loop, hparams, params))
         if reads_params:
