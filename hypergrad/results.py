@@ -517,7 +517,9 @@ class Result:
         then by its label (a loaded Result holds a function or object as its label). Every shaped
         hyperparameter is also the user attribute `hparam_<name>` (a list), and the scores, trial
         number, state, tuner, runs, FLOPs, seconds and grad_norm are user attributes (non-finite
-        numbers as None). Cost: one Optuna write of all trials.
+        numbers as None). Cost: one Optuna `add_trials` of all trials, which an RDB storage (SQLite)
+        writes trial by trial with each trial's user attributes (a schedule's every value): linear in
+        the trials and, for thousands of trials, much longer than the search that made them.
 
         All or nothing: an error or a Ctrl-C (any exception) while the trials are written deletes
         the study this call created and re-raises, so the same call can be made again; only a kill
