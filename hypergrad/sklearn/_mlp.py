@@ -6,10 +6,14 @@ The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` miniba
 
 - network: `hidden_layer_sizes` dense layers with `activation`, then softmax (k > 2 classes),
   one logistic unit (2 classes, or a single class: as scikit-learn's, its targets are all 0,
-  `predict` gives that class and `predict_proba` two columns) or identity (regression); weights and biases Glorot-uniform,
+  `predict` gives that class and `predict_proba` two columns), one logistic unit per label
+  (multilabel: a 2-D indicator y, as scikit-learn's: `classes_` np.arange(labels), `predict` the
+  indicator of the labels whose probability is above 0.5, `predict_proba` (n, labels), `score`
+  subset accuracy) or identity (regression); weights and biases Glorot-uniform,
   bound sqrt(6 / (fan_in + fan_out)) (sqrt(2 / ...) for logistic), as scikit-learn draws them;
-- loss of a minibatch of m examples: mean log-loss (or half the mean squared error over examples
-  and outputs) + alpha / (2 m) * sum of squared weights (not biases), scikit-learn's `_backprop`;
+- loss of a minibatch of m examples: mean log-loss (multilabel: the binary log-loss summed over
+  labels, scikit-learn's `binary_log_loss`), or half the mean squared error over examples and
+  outputs, + alpha / (2 m) * sum of squared weights (not biases), scikit-learn's `_backprop`;
 - minibatches: every epoch a fresh permutation (`shuffle=True`) or the data's order, cut into
   slices of `batch_size` ("auto" = min(200, n)) with a smaller last slice, as `gen_batches`;
   the short slice is padded with rows of weight 0 (so every step has one shape);
@@ -20,7 +24,8 @@ The fit is an `hg.Objective`: `max_iter` epochs of `ceil(n / batch_size)` miniba
   lr_t = learning_rate_init sqrt(1 - beta_2^t) / (1 - beta_1^t), update -lr_t m / (sqrt(v) + eps);
 - stopping: after each epoch the epoch loss (mean of the minibatch losses weighted by their sizes,
   penalty included: `loss_curve_`) or, with `early_stopping`, the validation score on a held-out
-  `validation_fraction` (scikit-learn's stratified `train_test_split`) is compared with the best
+  `validation_fraction` (scikit-learn's `train_test_split`, stratified for classifiers, not for
+  multilabel y, which scikit-learn's does not stratify) is compared with the best
   so far; more than n_iter_no_change epochs without an improvement of tol stops the fit. Under
   vmap every fit runs all `max_iter` epochs of steps, but a stopped fit is frozen (its updates
   are zero and its state no longer changes, a `jnp.where`), so its parameters and `n_iter_` are
@@ -40,10 +45,9 @@ for any estimator without it: refit with `fit`, or use scikit-learn's own estima
 incremental fits); a fit whose weights are not finite raises scikit-learn's "Solver produced
 non-finite parameter weights" ValueError; `fit` takes `sample_weight`
 (scikit-learn's weighting, `_MLP.fit`), but a search's vmapped fits weigh no examples (a search
-given `sample_weight` hands it to scikit-learn's search, fit by fit); multilabel targets (a 2-D indicator y) are not supported by the classifier (scikit-learn's
-"y should be a 1d array" ValueError). Arithmetic is in JAX's default float dtype: float32 unless
-`jax_enable_x64` is on (scikit-learn keeps float64 input in float64); `max_fun` (lbfgs only) is
-accepted and unused.
+given `sample_weight` hands it to scikit-learn's search, fit by fit). Arithmetic is in JAX's
+default float dtype: float32 unless `jax_enable_x64` is on (scikit-learn keeps float64 input in
+float64); `max_fun` (lbfgs only) is accepted and unused.
 
 With `jax_enable_x64` on (float64, as `tests/test_sklearn_estimators.py` runs it), scikit-learn's
 `check_estimator` passes for both estimators with nothing expected to fail; scikit-learn itself skips
@@ -77,6 +81,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.sparse
+import scipy.special
 import sklearn.base
 import sklearn.neural_network
 from sklearn.exceptions import ConvergenceWarning
@@ -91,9 +97,9 @@ from hypergrad import _caches, _compile
 from hypergrad._checks import users_stacklevel
 from hypergrad._sampler import epoch_batch_indices
 from hypergrad.problems._matmul import matmul, transposed_copy
-from hypergrad.sklearn._base import (SPARSE_FORMATS, HypergradEstimator, as_option, cached_program, class_codes,
-                                     class_probabilities, clipped_log_loss, dense, encode_classes, fewer_than_two_real,
-                                     fit_compiler_options, on_device, padded_part, real_mean)
+from hypergrad.sklearn._base import (PROBABILITY_DTYPE, SPARSE_FORMATS, HypergradEstimator, as_option, cached_program,
+                                     class_codes, class_probabilities, clipped_log_loss, dense, encode_classes,
+                                     fewer_than_two_real, fit_compiler_options, on_device, padded_part, real_mean)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "sklearn_solver", "forward"]
 
@@ -166,8 +172,10 @@ def _selected_activation_jvp(options, primals, tangents):
 
 def per_example_loss(out: str, z: jax.Array, targets: jax.Array) -> jax.Array:
     """Loss of each example (batch,) from pre-activations z (outputs, batch) and targets (batch,
-    outputs): softmax log-loss, binary log-loss of a logistic unit, or half the squared error
-    averaged over outputs (scikit-learn's LOSS_FUNCTIONS)."""
+    outputs): softmax log-loss, binary log-loss of a logistic unit (summed over the units of a
+    multilabel problem, one per label: scikit-learn's `binary_log_loss`, whose mean over examples
+    it sums over labels), or half the squared error averaged over outputs (scikit-learn's
+    LOSS_FUNCTIONS)."""
     if out == "softmax":
         return -jnp.sum(targets.T * jax.nn.log_softmax(z, axis=0), axis=0)
     if out == "logistic":
@@ -175,9 +183,31 @@ def per_example_loss(out: str, z: jax.Array, targets: jax.Array) -> jax.Array:
     return 0.5 * jnp.mean(jnp.square(targets.T - z), axis=0)
 
 
-def predicted_codes(out: str, z: jax.Array) -> jax.Array:
-    """Class indices from classifier pre-activations (outputs, batch)."""
-    return jnp.argmax(z, axis=0) if out == "softmax" else (z[0] > 0).astype(jnp.int32)
+def hits(out: str, z: jax.Array, targets: jax.Array) -> jax.Array:
+    """Whether each example (batch,) is predicted right, from classifier pre-activations z (outputs,
+    batch) and targets (batch, outputs) as `padded` makes them: softmax, the most probable class is
+    the one-hot target's; logistic, every unit's z > 0 (probability above 0.5, scikit-learn's
+    threshold) equals its 0/1 target, so a binary problem's one unit, and all of a multilabel
+    problem's at once (scikit-learn's subset accuracy, `accuracy_score` of an indicator y)."""
+    if out == "softmax":
+        return jnp.argmax(z, axis=0) == jnp.argmax(targets, axis=1)
+    return jnp.all((z > 0) == (targets.T > 0.5), axis=0)
+
+
+def scored_log_loss(task: Task, z: jax.Array, targets: jax.Array) -> jax.Array:
+    """Each example's log loss (batch,) as scikit-learn's `neg_log_loss` scorer computes it from
+    `predict_proba` (`clipped_log_loss`: each probability clipped as its `log_loss` clips them).
+    Softmax or one logistic unit: the true class's -log p. Multilabel (logistic units, one a
+    label): scikit-learn's `log_loss` reads `predict_proba`'s (n, labels) as one distribution over
+    the labels, so an example loses -log p_j for each label j it has, and nothing for those it lacks
+    (not the training loss: see `per_example_loss`); with two labels, the scorer takes `classes_`
+    [0, 1] as a binary problem's and reads the second column alone as the positive class's
+    probability, so the first label loses -log(1 - p_2) and the second -log p_2."""
+    if not task.multilabel:
+        return clipped_log_loss(per_example_loss(task.out, z, targets))
+    if task.n_outputs == 2:
+        z = jnp.stack([-z[1], z[1]])
+    return jnp.sum(targets.T * clipped_log_loss(-jax.nn.log_sigmoid(z)), axis=0)
 
 
 def r2(targets: jax.Array, z: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -448,7 +478,8 @@ def reporting_stop(solver: optax.GradientTransformationExtraArgs) -> optax.Gradi
 # -- the family: one hg.Objective per structural configuration ---------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """What the targets make of the network's output: "softmax", "logistic" or "identity" units."""
+    """What the targets make of the network's output: "softmax", "logistic" or "identity" units.
+    Logistic units are one (a binary problem) or one per label (multilabel: an indicator y)."""
 
     out: str
     n_outputs: int
@@ -457,11 +488,19 @@ class Task:
     def classifier(self) -> bool:
         return self.out != "identity"
 
+    @property
+    def multilabel(self) -> bool:
+        return self.out == "logistic" and self.n_outputs > 1
+
 
 def task_of(classifier: bool, y: np.ndarray, n_classes: int | None = None) -> Task:
-    """The output layer for encoded targets (class indices, or regression targets (n,) / (n, m))."""
+    """The output layer for encoded targets: class indices (n,), a multilabel indicator (n, labels)
+    (one logistic unit per label, as scikit-learn's; `n_classes`, the number of labels, unread), or
+    regression targets (n,) / (n, m)."""
     if not classifier:
         return Task("identity", 1 if y.ndim == 1 else int(y.shape[1]))
+    if y.ndim == 2:
+        return Task("logistic", int(y.shape[1]))
     k = int(n_classes) if n_classes is not None else int(np.max(y)) + 1
     return Task("softmax", k) if k > 2 else Task("logistic", 1)
 
@@ -474,8 +513,8 @@ def as_sizes(value: Any) -> tuple[int, ...]:
 def padded(task: Task, x: np.ndarray, y: np.ndarray, dtype: Any, weights: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, targets, weights) with one padding row of weight 0 appended (`EpochBatches`); targets
-    one-hot (softmax), a 0/1 column (logistic) or the values (n, outputs); weights 1 each unless
-    given (a fit's `sample_weight`)."""
+    one-hot (softmax), 0/1 columns (logistic: one, or a multilabel indicator's) or the values (n,
+    outputs); weights 1 each unless given (a fit's `sample_weight`)."""
     n = len(x)
     weights = np.ones(n, dtype) if weights is None else np.asarray(weights, dtype)
     if task.out == "softmax":
@@ -489,11 +528,11 @@ def padded(task: Task, x: np.ndarray, y: np.ndarray, dtype: Any, weights: np.nda
 
 def early_stopping_split(task: Task, p: Mapping[str, Any], train: tuple, seed: int) -> tuple[tuple, tuple]:
     """scikit-learn's split for early stopping: `train_test_split(test_size=validation_fraction,
-    stratify=y for classifiers)` of `train`, (x, y) or (x, y, sample weights); (part trained on,
-    part scored each epoch), each as `train` is (the weights split with their examples, as
-    scikit-learn's fit splits them)."""
+    stratify=y for classifiers, but not multilabel ones, as scikit-learn's)` of `train`, (x, y) or
+    (x, y, sample weights); (part trained on, part scored each epoch), each as `train` is (the
+    weights split with their examples, as scikit-learn's fit splits them)."""
     parts = train_test_split(*train, random_state=seed, test_size=p["validation_fraction"],
-                             stratify=train[1] if task.classifier else None)
+                             stratify=train[1] if task.classifier and not task.multilabel else None)
     if len(parts[1]) < 2:
         raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
     return tuple(parts[0::2]), tuple(parts[1::2])
@@ -610,32 +649,29 @@ def problem_data(task: Task, train: tuple, val: tuple, dtype: Any) -> dict[str, 
 
 def weighted_score(task: Task, logits: Any) -> Any:
     """`(params, hparams, (X, targets, weights)) -> score`: scikit-learn's `score` with
-    `sample_weight` (weighted accuracy, or weighted R^2), the early-stopping score of a weighted fit."""
+    `sample_weight` (weighted accuracy, subset accuracy for multilabel, or weighted R^2), the
+    early-stopping score of a weighted fit."""
     def score(params, hparams, batch):
         inputs, targets, weights = batch
         z = logits(params, hparams, inputs)
         if not task.classifier:
             return r2(targets, z, weights)
-        codes = jnp.argmax(targets, axis=1) if task.out == "softmax" else targets[:, 0].astype(jnp.int32)
-        hits = (predicted_codes(task.out, z) == codes).astype(weights.dtype)
-        return jnp.sum(weights * hits) / jnp.sum(weights)
+        right = hits(task.out, z, targets).astype(weights.dtype)
+        return jnp.sum(weights * right) / jnp.sum(weights)
 
     return score
 
 
 def _metrics(task: Task, logits: Any) -> dict[str, Any]:
     """The family's reported metrics on (X, targets) batches, or on padded parts (X, targets,
-    weights), whose padding rows they leave out (`real_mean`)."""
-    def codes(targets):
-        return jnp.argmax(targets, axis=1) if task.out == "softmax" else targets[:, 0].astype(jnp.int32)
-
+    weights), whose padding rows they leave out (`real_mean`): accuracy is subset accuracy for
+    multilabel targets, and "log_loss" scikit-learn's scorer's (`scored_log_loss`)."""
     def accuracy(params, hparams, batch):
-        hits = predicted_codes(task.out, logits(params, hparams, batch[0])) == codes(batch[1])
-        return real_mean(hits.astype(batch[0].dtype), batch)  # a mean of bools is float32 even under x64
+        right = hits(task.out, logits(params, hparams, batch[0]), batch[1])
+        return real_mean(right.astype(batch[0].dtype), batch)  # a mean of bools is float32 even under x64
 
     def log_loss(params, hparams, batch):  # a score: clipped as scikit-learn's log_loss (the training loss is not)
-        return real_mean(clipped_log_loss(per_example_loss(task.out, logits(params, hparams, batch[0]), batch[1])),
-                         batch)
+        return real_mean(scored_log_loss(task, logits(params, hparams, batch[0]), batch[1]), batch)
 
     def neg_mse(params, hparams, batch):
         squares = jnp.square(batch[1].T - logits(params, hparams, batch[0]))
@@ -932,8 +968,9 @@ class _MLP(HypergradEstimator):
     def _validated(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
         """`fit`'s validation: (X, encoded y, number of classes or None); sets `classes_` (and
         `n_features_in_`, `feature_names_in_`) as scikit-learn's fit does."""
+        # multi_output for both, as scikit-learn's MLPs validate: a classifier's 2-D y is a multilabel indicator
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=not self._classifier,
-                             multi_output=not self._classifier, accept_sparse=SPARSE_FORMATS)
+                             multi_output=True, accept_sparse=SPARSE_FORMATS)
         X = dense(X)  # every program fits dense arrays: n x d x itemsize bytes
         y, attributes = self._encode_y(y)
         for name, value in attributes.items():
@@ -1202,27 +1239,54 @@ class MLPClassifier(sklearn.base.ClassifierMixin, _MLP):
         self.max_fun = max_fun
 
     def _encode_y(self, y):
-        """Class indices 0..k-1 of `classes_` (sorted). A single class is fitted, as scikit-learn's
-        MLPClassifier fits it (its LogisticRegression refuses it). `classes_` is scikit-learn's
-        MLPClassifier's, its `LabelBinarizer`'s (`unique_labels`), which differs from `np.unique`'s
-        for string labels held as objects (a pandas column's): a numpy string array ('<U5'), not an
-        object one, so `predict` gives that dtype too; labels it refuses are refused with its error."""
+        """Class indices 0..k-1 of `classes_` (sorted), or for a multilabel indicator y (n, labels)
+        that indicator (0/1 int32, dense: nonzero is 1) with `classes_` = np.arange(labels), as
+        scikit-learn's MLPClassifier encodes y (its `LabelBinarizer`; a single column is made 1-D
+        with its warning).
+        A single class is fitted, as scikit-learn's MLPClassifier fits it (its LogisticRegression
+        refuses it). `classes_` is its `LabelBinarizer`'s (`unique_labels`), which differs from
+        `np.unique`'s for string labels held as objects (a pandas column's): a numpy string array
+        ('<U5'), not an object one, so `predict` gives that dtype too; labels it refuses (a 2-D y
+        that is not an indicator: "Multioutput target data is not supported") are refused with its
+        error."""
+        if not scipy.sparse.issparse(y) and np.ndim(y) == 2 and np.shape(y)[1] == 1:
+            y = column_or_1d(y, warn=True)
+        binarizer = LabelBinarizer().fit(y)
+        if binarizer.y_type_ == "multilabel-indicator":
+            indicator = binarizer.transform(y)
+            indicator = indicator.toarray() if scipy.sparse.issparse(indicator) else indicator
+            # nonzero is 1, as scikit-learn's `.astype(bool)` makes an indicator of other values (0/2, 0/-1)
+            return np.asarray(indicator).astype(bool).astype(np.int32), {"classes_": binarizer.classes_}
         y = column_or_1d(y, warn=True)
-        classes = LabelBinarizer().fit(y).classes_
         codes, _ = encode_classes(y, type(self).__name__, least=1)
-        return codes, {"classes_": classes}
+        return codes, {"classes_": binarizer.classes_}
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's tags, saying multilabel y is taken, as scikit-learn's MLPClassifier says."""
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _multilabel(self) -> bool:
+        return self.out_activation_ == "logistic" and self.n_outputs_ > 1
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (n, k), columns in the order of `classes_`."""
-        return class_probabilities(self._output(X))
+        """Class probabilities (n, k), columns in the order of `classes_`; for a multilabel fit each
+        label's own probability (n, labels), its logistic unit's, as scikit-learn's."""
+        z = self._output(X)  # checks that the estimator is fitted first
+        return scipy.special.expit(np.asarray(z, PROBABILITY_DTYPE)) if self._multilabel() else class_probabilities(z)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         return np.log(self.predict_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each example; a fit on a single class predicts it always (as
-        scikit-learn's, whatever its logistic unit gives)."""
-        codes = class_codes(self._output(X))  # checks that the estimator is fitted first
+        scikit-learn's, whatever its logistic unit gives). A multilabel fit predicts the indicator
+        (n, labels) of the labels whose probability is above 0.5 (int, as scikit-learn's)."""
+        z = self._output(X)  # checks that the estimator is fitted first
+        if self._multilabel():
+            return (z > 0).astype(int)
+        codes = class_codes(z)
         return self.classes_[codes if len(self.classes_) > 1 else np.zeros_like(codes)]
 
 
