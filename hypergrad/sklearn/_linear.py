@@ -31,8 +31,11 @@ p = p*; hg.Implicit).
   gradient entry is at most `tol` (scikit-learn's lbfgs criterion on the same scaled loss) the
   iterate is frozen (a `jnp.where`), so a vmapped fit equals the fit alone and `n_iter_` counts the
   Newton steps taken. Every `solver` value is accepted and means this Newton solve (closest
-  equivalent: each of scikit-learn's solvers converges to the same minimiser); `penalty`/
-  `l1_ratio` other than l2, `dual=True` and `warm_start=True` are refused. `class_weight` (a dict
+  equivalent: each of scikit-learn's solvers converges to the same minimiser), and refuses what
+  scikit-learn's refuses (liblinear without a penalty, or on other than two classes); a penalty
+  other than l2 (the one scikit-learn's fit derives from `penalty`, `l1_ratio` and `C`, which
+  ignores `l1_ratio` beside an explicit `penalty`: `sklearn_penalty`), `dual=True` and
+  `warm_start=True` are refused. `class_weight` (a dict
   or "balanced") weighs each example's loss as scikit-learn does (the family a search uses maps a dict
   through the full data's classes, which the searches give it), and `fit`'s
   `sample_weight` multiplies it, as scikit-learn's. Cost
@@ -481,19 +484,60 @@ class Ridge(sklearn.base.MultiOutputMixin, sklearn.base.RegressorMixin, _Linear)
         return out[:, 0] if np.ndim(self.coef_) == 1 else out
 
 
+def sklearn_penalty(estimator: Any) -> Any:
+    """The penalty scikit-learn 1.8's `LogisticRegression.fit` derives and fits: `penalty` itself
+    unless it is "deprecated" (its default); then "l2" for `l1_ratio` 0 or None, "l1" for 1,
+    "elasticnet" between, and None (no penalty) for `C=np.inf`. An `l1_ratio` beside an explicit
+    `penalty` is ignored there (with a `UserWarning`): `penalty="l2", l1_ratio=0.5` fits the l2 model."""
+    if estimator.penalty != "deprecated":
+        return estimator.penalty
+    if estimator.C == np.inf:
+        return None
+    l1_ratio = estimator.l1_ratio
+    return "l2" if l1_ratio == 0 or l1_ratio is None else "l1" if l1_ratio == 1 else "elasticnet"
+
+
 def check_logistic_refused(estimator: Any) -> None:
-    """The options of scikit-learn's LogisticRegression that this Newton solve does not offer."""
+    """The options of scikit-learn's LogisticRegression that this Newton solve does not offer, and
+    the one l2 setting scikit-learn's own fit refuses: liblinear without a penalty (its solver
+    check's `ValueError`). Judged on the penalty scikit-learn fits (`sklearn_penalty`)."""
     name = type(estimator).__name__
+    penalty = sklearn_penalty(estimator)
+    if estimator.solver == "liblinear" and penalty is None:
+        given = "penalty=None" if estimator.penalty is None else f"C={estimator.C!r}"
+        raise ValueError(f"{name}(solver='liblinear', {given}) is not supported: scikit-learn's LogisticRegression "
+                         "refuses it too (C=np.inf as well as penalty=None is not supported for the liblinear "
+                         "solver); use another solver (solver='lbfgs'), or a finite C with the l2 penalty")
     if estimator.penalty not in ("deprecated", "l2", None):
         raise ValueError(f"{name}(penalty={estimator.penalty!r}) is not supported: hypergrad.sklearn solves the l2 "
                          "penalty only; use penalty='l2' (l1_ratio=0), or scikit-learn's LogisticRegression")
-    if estimator.l1_ratio not in (0, 0.0, None):
+    if penalty not in ("l2", None):
         raise ValueError(f"{name}(l1_ratio={estimator.l1_ratio!r}) is not supported: only the l2 penalty "
                          "(l1_ratio=0) is solved; use l1_ratio=0, or scikit-learn's LogisticRegression")
     if estimator.dual:
         raise ValueError(f"{name}(dual=True) is not supported: the primal is solved by Newton's method; use dual=False")
     if estimator.warm_start:
         raise ValueError(f"{name}(warm_start=True) is not supported: every fit starts from zero; use warm_start=False")
+
+
+LIBLINEAR_MULTICLASS = ("The 'liblinear' solver does not support multiclass classification (n_classes >= 3). Either "
+                        "use another solver or wrap the estimator in a OneVsRestClassifier to keep applying a "
+                        "one-versus-rest scheme.")
+"""scikit-learn 1.9's LogisticRegression.fit's ValueError for solver='liblinear' on anything but 2 classes."""
+
+
+def check_liblinear_data(solver: str, X: np.ndarray, classes: np.ndarray) -> None:
+    """scikit-learn's `ValueError`s, in its order and words, for `solver="liblinear"` on data it
+    refuses: classes other than two (one included: its message then still says multiclass), and X
+    holding a value above 1e30 (where liblinear would freeze). This Newton solve could fit them, but
+    it fits what scikit-learn's estimator fits, and that estimator fits none of them."""
+    if solver != "liblinear":
+        return
+    if len(classes) != 2:
+        raise ValueError(LIBLINEAR_MULTICLASS)
+    if X.size and np.max(X) > 1e30:
+        raise ValueError("Using the 'liblinear' solver while X contains a maximum value > 1e30 results in a frozen "
+                         "fit. Please choose another solver or rescale the input X.")
 
 
 PENALTY_DEPRECATED = ("'penalty' was deprecated in version 1.8 and will be removed in 1.10. To avoid this warning, "
@@ -519,30 +563,34 @@ def warn_as_sklearn_logistic(estimator: Any) -> None:
     contradicts `l1_ratio`, and for a `C` other than 1 under `penalty=None`. After the parameters are
     validated, before anything is refused; the warnings after scikit-learn's solver check are given
     only where that check passes (`sklearn_solver_refuses`), as there."""
-    penalty, l1_ratio = estimator.penalty, estimator.l1_ratio
-    if penalty == "deprecated":
-        penalty = "l2" if l1_ratio == 0 or l1_ratio is None else "l1" if l1_ratio == 1 else "elasticnet"
-        if l1_ratio is None:
-            warnings.warn("'l1_ratio=None' was deprecated in version 1.8 and will trigger an error in 1.10. Use "
-                          "0<=l1_ratio<=1 instead.", FutureWarning, stacklevel=users_stacklevel())
-        penalty = None if estimator.C == np.inf else penalty
-    else:
-        warnings.warn(PENALTY_DEPRECATED, FutureWarning, stacklevel=users_stacklevel())
+    for message, category in logistic_fit_warnings(estimator):
+        warnings.warn(message, category, stacklevel=users_stacklevel())
+
+
+def logistic_fit_warnings(estimator: Any) -> list[tuple[str, type[Warning]]]:
+    """(message, category) of each warning `warn_as_sklearn_logistic` gives for `estimator`'s
+    parameters, in order (a search gives those of its fold fits from these: `hypergrad.sklearn._search`)."""
+    out: list[tuple[str, type[Warning]]] = []
+    penalty, l1_ratio = sklearn_penalty(estimator), estimator.l1_ratio
+    if estimator.penalty != "deprecated":
+        out.append((PENALTY_DEPRECATED, FutureWarning))
+    elif l1_ratio is None:
+        out.append(("'l1_ratio=None' was deprecated in version 1.8 and will trigger an error in 1.10. Use "
+                    "0<=l1_ratio<=1 instead.", FutureWarning))
     if sklearn_solver_refuses(estimator.solver, penalty, estimator.dual):
-        return
+        return out
     if penalty != "elasticnet" and l1_ratio is not None and 0 < l1_ratio < 1:
-        warnings.warn(f"l1_ratio parameter is only used when penalty is 'elasticnet'. Got (penalty={penalty})",
-                      UserWarning, stacklevel=users_stacklevel())
+        out.append((f"l1_ratio parameter is only used when penalty is 'elasticnet'. Got (penalty={penalty})",
+                    UserWarning))
     if (estimator.penalty == "l2" and l1_ratio != 0) or (estimator.penalty == "l1" and l1_ratio != 1):
-        warnings.warn(f"Inconsistent values: penalty={estimator.penalty} with l1_ratio={l1_ratio}. penalty is "
-                      "deprecated. Please use l1_ratio only.", UserWarning, stacklevel=users_stacklevel())
+        out.append((f"Inconsistent values: penalty={estimator.penalty} with l1_ratio={l1_ratio}. penalty is "
+                    "deprecated. Please use l1_ratio only.", UserWarning))
     if estimator.penalty is None and estimator.C != 1.0:
-        warnings.warn("Setting penalty=None will ignore the C and l1_ratio parameters", UserWarning,
-                      stacklevel=users_stacklevel())
+        out.append(("Setting penalty=None will ignore the C and l1_ratio parameters", UserWarning))
     if estimator.n_jobs is not None:
-        warnings.warn(f"'n_jobs' has no effect since 1.8 and will be removed in 1.10. You provided "
-                      f"'n_jobs={estimator.n_jobs}', please leave it unspecified.", FutureWarning,
-                      stacklevel=users_stacklevel())
+        out.append((f"'n_jobs' has no effect since 1.8 and will be removed in 1.10. You provided "
+                    f"'n_jobs={estimator.n_jobs}', please leave it unspecified.", FutureWarning))
+    return out
 
 
 class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
@@ -613,7 +661,9 @@ class LogisticRegression(sklearn.base.ClassifierMixin, _Linear):
         self._check_supported()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), accept_sparse=SPARSE_FORMATS)
         X = dense(X)  # Newton's method solves dense arrays: n x d x itemsize bytes
-        codes, attributes = self._encode_y(y)
+        # liblinear's refusals first, as scikit-learn's (one class included), then fewer than 2 classes
+        codes, attributes = encode_classes(y, "This solver", least=1 if self.solver == "liblinear" else 2)
+        check_liblinear_data(self.solver, X, attributes["classes_"])
         self.classes_ = attributes["classes_"]
         dtype = _dtype()
         targets = class_targets(codes, len(self.classes_), dtype)

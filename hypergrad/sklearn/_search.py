@@ -162,6 +162,7 @@ from hypergrad._processes import checked_together
 from hypergrad._store_codec import identity
 from hypergrad.search import evaluate_settings
 from hypergrad.sklearn._base import SPARSE_FORMATS, HypergradEstimator, dense, frozen, program_owner
+from hypergrad.sklearn._linear import LogisticRegression, logistic_fit_warnings
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "HypergradSearchCV", "SCORINGS"]
 
@@ -955,6 +956,24 @@ def warn_ignored(search: Any, target: Target, finals: Sequence[Mapping[str, Any]
     return frozenset(ignored)
 
 
+def warn_as_fold_fits(target: Target, finals: Sequence[Mapping[str, Any]]) -> None:
+    """The warnings scikit-learn's LogisticRegression.fit gives for each fit's parameters
+    (`logistic_fit_warnings`: a `FutureWarning` for any `penalty`, ...), which scikit-learn 1.9's search
+    gives once per fit of every fold, refit=False too (each fit under filters of its own, so even Python's
+    default filter shows every one): here each distinct one once, at the user's line, before the fits
+    run. `finals`: each fit's parameters of the final estimator, prefix stripped. A refit's own `fit`
+    warns again, as there."""
+    if not isinstance(target.final, LogisticRegression):
+        return
+    given: list[tuple[str, type[Warning]]] = []
+    for final in finals:
+        for warning in logistic_fit_warnings(clone(target.final).set_params(**final)):
+            if warning not in given:
+                given.append(warning)
+    for message, category in given:
+        warnings.warn(message, category, stacklevel=users_stacklevel())
+
+
 @contextlib.contextmanager
 def named_already(names: frozenset[str]) -> Iterator[None]:
     """Within, hypergrad's own unread-hyperparameter warning (`warn_unread_hparams`, given by the
@@ -1249,6 +1268,7 @@ class VmappedSearch(RefusesCandidates):
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits (vmapped)")
+        warn_as_fold_fits(target, searched_finals(target, candidates))
         with named_already(ignored):
             refit = self._refit_program(target, X, y, candidates)
             tables, host = self._evaluate(target, X, y, encoding, candidates, splits, keys, refit)
@@ -1790,6 +1810,8 @@ class HypergradSearchCV(VmappedSearch, SklearnRandomizedSearchCV):
         refused = refused_folds(self, target, y, encoding[0], splits)
         check_a_fold_fits(self, configurations(discrete, self.n_iter), refused, len(splits))
         ignored = warn_ignored(self, target, [dict(zip(discrete, v)) for v in itertools.product(*discrete.values())])
+        warn_as_fold_fits(target, [{**dict(zip(discrete, v)), **{n: b.low for n, b in continuous.items()}}
+                                   for v in itertools.product(*discrete.values())])
         varying = descent_varying(target, discrete, continuous)
         # a refused fold's fit, or one whose pipeline steps fail on it, is no fit to descend
         descended, scored, rows, pairs, refused = built_descent_folds(self, target, X, y, encoding[0], splits, refused,
