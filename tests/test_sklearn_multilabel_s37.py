@@ -23,9 +23,6 @@ RNG = np.random.default_rng(0)
 X = RNG.normal(size=(90, 4))
 Y = (X[:, :3] > 0).astype(int)  # three labels, each separable by a plane through the origin
 EASY = dict(hidden_layer_sizes=(16,), max_iter=150, learning_rate_init=0.02, random_state=0)
-SEARCH_GAP = ("multilabel y with 3+ labels needs hypergrad/sklearn/_search.py to treat a 2-D encoding as every "
-              "label known on every fold (trained_classes, fold_scoring): own_classes raises IndexError, and "
-              "HypergradSearchCV falls back to scikit-learn's search")
 
 
 def quiet_fit(estimator, x, y, **kwargs):
@@ -136,13 +133,11 @@ def test_a_search_over_two_labels_scores_as_scikit_learns_scorers(scoring):
     search_scores_against_scikit_learns_scorers(2, scoring)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=SEARCH_GAP)
 @pytest.mark.parametrize("scoring", [None, "neg_log_loss"])
 def test_a_search_over_three_labels_scores_as_scikit_learns_scorers(scoring):
     search_scores_against_scikit_learns_scorers(3, scoring)
 
 
-@pytest.mark.xfail(strict=True, raises=UserWarning, reason=SEARCH_GAP)
 def test_hypergrad_search_descends_a_multilabel_y():
     """HypergradSearchCV descends on a multilabel y (its default scoring, subset accuracy) instead of
     handing it to scikit-learn's search."""

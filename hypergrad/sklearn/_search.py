@@ -205,7 +205,10 @@ def trained_classes(train_codes: np.ndarray, n_classes: int) -> TrainedClasses:
     (class codes 0..n_classes-1, of any integer dtype), holds, and whether scikit-learn's
     classifier fitted there knows fewer than all but at least two of them (the one test of a
     partial-class fold that `own_classes`, `fold_scoring` and `partial_class_folds` share).
-    Cost: one sort of the part's codes."""
+    Cost: one sort of the part's codes. A multilabel indicator (n, labels) holds every label whatever
+    its values: scikit-learn's classifier knows them all on any part (`classes_` np.arange(labels))."""
+    if np.ndim(train_codes) == 2:
+        return TrainedClasses(np.arange(n_classes), False)
     seen = np.unique(train_codes)
     return TrainedClasses(seen, bool(2 <= seen.size < n_classes))
 
@@ -442,7 +445,8 @@ def fold_scoring(search: Any, target: Target, encoding: tuple[np.ndarray, dict],
     `unscorable` (the program would score it against every class of the data); with
     error_score="raise" the scorer's error is raised here. Cost: one pass over the folds' codes."""
     none = FoldScoring({}, {}, {})
-    if not is_classifier(target.final):
+    # a multilabel indicator: scikit-learn's fit knows every label on any fold, and its scorers score any part
+    if not is_classifier(target.final) or np.ndim(encoding[0]) == 2:
         return none
     codes, classes = encoding[0], encoding[1]["classes_"]
     exact, unscorable, unscorable_train = {}, {}, {}
