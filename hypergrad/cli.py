@@ -773,7 +773,8 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
     pick (a Trial or None per strategy) with the lowest finite test loss wins only beyond the test
     set's noise (`_standing`), from
     `per_example(pick)`: that pick's loss on every test example (None where unknown; see
-    `_test_losses_per_example`). `unpicked`: why each strategy with no pick but finished trials has
+    `_test_losses_per_example`; a lead it could not weigh says which picks had none and why,
+    `_unmeasured_why`). `unpicked`: why each strategy with no pick but finished trials has
     none (`_why_no_pick`); a strategy with no pick and not there had no trial yet. None (not
     told): beside a pick, every strategy without one is listed under "no trial yet"; with no pick
     at all, the line says only that no strategy has one."""
@@ -810,9 +811,35 @@ def _winner_line(problem: str, label: str, picks: dict[str, Any],
                 ), leader
     noise = (f"within noise of {against} (difference {margin[0]:.2g}, standard error {margin[1]:.2g}; a win "
              f"needs more than {NOISE_SE:g} standard errors)" if kind == "noise"
-             else f"its lead over {against} not weighed against the test set's noise (no per-example test losses)")
+             else f"its lead over {against} not weighed against the test set's noise (no per-example test losses"
+             f"{_unmeasured_why(picks, ranked, leaders, per_example)})")
     return (f"- {problem}, {label}: **{leader}** has the lowest test loss, {noise}, so no clear winner on test: "
             f"{_pick_line(leader, picks[leader])}{tail}"), f"no clear winner ({leader} lowest)"
+
+
+def _unmeasured_why(picks: dict[str, Any], ranked: list[str], leaders: list[str],
+                    per_example: Callable[[Any], np.ndarray | None] | None) -> str:
+    """Why `_standing` found no per-example test losses to weigh the leader's lead with, as words
+    that follow "no per-example test losses" (empty when `per_example` was not given): the picks
+    it weighs that `per_example` gave none, which from `_test_losses_per_example` means that the
+    pick, trained again alone, did not reproduce its recorded test loss, as happens near divergence
+    (chaotic training: its numbers move with how the trials were batched; README, Determinism).
+    Cost: `per_example` calls (memoised there)."""
+    if per_example is None:
+        return ""
+    rest = [name for name in ranked if name not in leaders and math.isfinite(_test_loss(picks[name]))]
+    unread = [name for name in (leaders[0], *rest) if per_example(picks[name]) is None]
+    if not unread:
+        return ""
+    if len(unread) == 1:
+        whose, loss = f"{unread[0]}'s pick, trained again alone", "the test loss its trial recorded"
+    else:
+        whose = f"the picks of {', '.join(unread[:-1])} and {unread[-1]}, each trained again alone"
+        loss = "the test losses their trials recorded"
+    return (f": {whose} to score every test example, did not reproduce {loss}, as happens near divergence, "
+            "where training is chaotic and a trial's numbers change with how the trials were batched together, "
+            "see Determinism in the README; the recorded losses stand, but the test set's noise could not be "
+            "measured")
 
 
 def _test_losses_per_example(objective: hg.Objective, key) -> Callable[[Any], np.ndarray | None]:

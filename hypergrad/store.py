@@ -767,7 +767,7 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
         raise ValueError(
             f"study {study!r} in {path} was made by a different call: {field} differs "
             f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now). Repeat the original call to "
-            "resume it, or give another study name for this one")
+            "resume it, or give another study name for this one" + _more_trials_hint(kind, stored, given, path, study))
     reordered = space_reordering(stored, given)
     if reordered is not None:
         order, now = reordered
@@ -778,6 +778,25 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
             f"hg.Space({{{', '.join(f'{name!r}: ...' for name in order)}}}), to resume the study, or give "
             "another study name for this one")
     return True
+
+
+def _more_trials_hint(kind: str, stored: Any, given: dict[str, Any], path: str, study: str) -> str:
+    """The way on for a random search whose call differs from the stored study's only in asking for
+    more trials (`random_search(extends=...)`: the stored trials kept, the new draws run), as words
+    that follow the refusal; empty for any other difference. A new study name would run the stored
+    trials again, and a stored study keeps the num_trials it was started with."""
+    if kind != "random" or not isinstance(stored, dict) or not isinstance(stored.get("arguments"), dict):
+        return ""
+    before, now = stored["arguments"].get("num_trials"), given.get("arguments", {}).get("num_trials")
+    if not (isinstance(before, int) and isinstance(now, int) and now > before):
+        return ""
+    same = {**stored, "arguments": {**stored["arguments"], "num_trials": now}}
+    if first_difference(same, given) is not None or space_reordering(same, given) is not None:
+        return ""
+    return (f". To continue it to {now} trials without running its stored trials again, pass "
+            f"extends=hg.load_study({path!r}, {study!r}) to random_search with num_trials={now} and without "
+            "storage= and study= (a stored study keeps the num_trials it was started with, so the longer result "
+            "is not stored: keep it with its .save(path))")
 
 
 def _numerics_checked(stored: Any, given: dict[str, Any], version: Any, path: str, study: str,

@@ -141,10 +141,12 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _checked_init(space: Space, given: Any, batched: bool) -> HParams:
+def _checked_init(space: Space, given: Any, batched: bool, hold: tuple[str, ...] = ()) -> HParams:
     """Starting hyperparameters `given` by the caller as arrays, checked: names and shapes of the
     space (after a leading tuner axis when `batched`), floating point and strictly inside the
-    bounds. An integer start is the real number it names (`{"lr": 1}` starts at 1.0, in the default
+    bounds, where a tuned value's z is finite; a `hold` name within them, bounds included (a grid
+    search's pick may sit on one): held values enter the objective as they are and are never mapped
+    to z. An integer start is the real number it names (`{"lr": 1}` starts at 1.0, in the default
     float dtype, as `Space.constrain` takes an integer z): every entry of a space `tune` accepts is
     continuous, so it cannot be a `Choice`'s option."""
     init = {name: _as_real(value) for name, value in as_hparams(given, "init").items()}
@@ -152,8 +154,15 @@ def _checked_init(space: Space, given: Any, batched: bool) -> HParams:
     space.check(jax.tree.map(lambda a: a[0], init) if batched else init, "init")
     for name, value in init.items():
         dist = space[name]
-        if not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
-            raise ValueError(_off_bounds(name, given[name], value, dist.lo, dist.hi))
+        if name in hold:
+            if not bool(jnp.all((value >= dist.lo) & (value <= dist.hi))):
+                raise ValueError(f"init[{name!r}], held (hold=), lies outside the bounds [{dist.lo}, {dist.hi}] of "
+                                 "the space; a held value may sit on a bound but not past it: give one within them")
+        elif not bool(jnp.all((value > dist.lo) & (value < dist.hi))):
+            held = tuple(n for n in space.names  # hold= with it and every other start on a bound, unless that is all
+                         if n in hold or n == name or _on_a_bound(given[n], space[n].lo, space[n].hi))
+            raise ValueError(_off_bounds(name, given[name], value, dist.lo, dist.hi,
+                                         held if len(held) < len(space.names) else None))
     return init
 
 
@@ -162,12 +171,18 @@ def _as_real(value: jax.Array) -> jax.Array:
     return value.astype(jnp.result_type(float)) if jnp.issubdtype(value.dtype, jnp.integer) else value
 
 
-def _off_bounds(name: str, given: Any, value: jax.Array, lo: float, hi: float) -> str:
+def _off_bounds(name: str, given: Any, value: jax.Array, lo: float, hi: float,
+                hold: tuple[str, ...] | None = None) -> str:
     """Why init[`name`] is refused: `value` (`given` as `tune` starts from it, in its dtype) lies outside
     or on the bounds (`lo`, `hi`). When `given` is strictly inside and only its rounding to that dtype
-    lands on a bound (0.98999999 is 0.99 in float32), the message says so, with both fixes."""
+    lands on a bound (0.98999999 is 0.99 in float32), the message says so, with both fixes; when it
+    sits on a bound as given (a grid point), `_on_bound` says how to start just inside or hold it
+    (with `hold`, the names hold= would then give, or None where that would leave none tuned)."""
     exact, held = np.asarray(given, dtype=np.float64), np.asarray(value)
     bounds, dtype = np.asarray([lo, hi], dtype=held.dtype), held.dtype
+    on_bound = _on_bound(name, given, lo, hi, hold)
+    if on_bound is not None:
+        return on_bound
     if not (np.all((exact > lo) & (exact < hi)) and np.any((held <= bounds[0]) | (held >= bounds[1]))):
         return (f"init[{name!r}] lies outside or on the bounds ({lo}, {hi}) of the space; start strictly "
                 "inside them")
@@ -182,6 +197,42 @@ def _off_bounds(name: str, given: Any, value: jax.Array, lo: float, hi: float) -
             f"inside the bounds{wider}")
 
 
+def _on_bound(name: str, given: Any, lo: float, hi: float, hold: tuple[str, ...] | None) -> str | None:
+    """Why init[`name`] is refused when `given` lies within the bounds (`lo`, `hi`) and on one of
+    them, both as its own dtype holds them (a grid search's points do: float32(0.99) is the bound
+    0.99 of float32 values), else None: a tuned start needs a finite z, and a bound's is infinite;
+    the message gives the ways on: start just inside, or hold it (`hold`: the names hold= would then
+    give; None where that would leave nothing to tune)."""
+    if not _on_a_bound(given, lo, hi):
+        return None
+    value, low, high = _as_held(given, lo, hi)
+    on = (value == low) | (value == high)
+    at = np.unravel_index(np.argmax(on), value.shape)
+    where = f"init[{name!r}]" + ("".join(f"[{i}]" for i in at) if value.ndim else "")
+    side = "lo" if value[at] == low else "hi"
+    held = (f", or keep {name!r} at the bound untuned with hold={hold!r} (held values may sit on a bound)"
+            if hold else "")
+    return (f"{where}={lo if side == 'lo' else hi} is the bound {side} of the space ({lo}, {hi}), as a grid "
+            "search's points may be (Space.grid includes the bounds); tune descends unconstrained coordinates z, "
+            "where a bound lies at infinity, so a tuned start must lie strictly inside. Start just inside, e.g. "
+            "init=space.constrain(jax.tree.map(lambda z: jnp.clip(z, -6.0, 6.0), space.unconstrain(start))) with "
+            f"start the hyperparameters you gave{held}")
+
+
+def _on_a_bound(given: Any, lo: float, hi: float) -> bool:
+    """Whether `given` lies within [`lo`, `hi`] and on one of them in some entry, bounds and values
+    as its own dtype holds them (an integer as float64)."""
+    value, low, high = _as_held(given, lo, hi)
+    return bool(np.all((value >= low) & (value <= high)) and np.any((value == low) | (value == high)))
+
+
+def _as_held(given: Any, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(`given`, `lo`, `hi`) as numpy arrays in `given`'s own float dtype (float64 for an integer)."""
+    value = np.asarray(given)
+    value = value if np.issubdtype(value.dtype, np.floating) else value.astype(np.float64)
+    return value, np.asarray(lo, dtype=value.dtype), np.asarray(hi, dtype=value.dtype)
+
+
 def _check_init_names(init: HParams, shapes: dict) -> None:
     """Raises `ValueError` unless `init` has exactly the space's names (worded as `Space.check`), so
     that a name too many or too few is named before any leading size is read."""
@@ -191,8 +242,9 @@ def _check_init_names(init: HParams, shapes: dict) -> None:
                          f"unexpected {extra}; pass exactly the space's names")
 
 
-def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams:
-    """The N starting points: 'centre', 'sample' (random search's first N draws) or given ones."""
+def _batched_init(space: Space, init: Any, population: int, key: Key, hold: tuple[str, ...] = ()) -> HParams:
+    """The N starting points: 'centre', 'sample' (random search's first N draws) or given ones (the
+    `hold` names checked as held values, `_checked_init`)."""
     if init is None:
         init = "sample" if population > 1 else "centre"
     if isinstance(init, str):
@@ -205,12 +257,12 @@ def _batched_init(space: Space, init: Any, population: int, key: Key) -> HParams
     _check_init_names(init, shapes)
     sizes = {n: (np.shape(v)[0] if np.ndim(v) == len(shapes[n]) + 1 else None) for n, v in init.items()}
     if population == 1 and all(size is None for size in sizes.values()):
-        return jax.tree.map(lambda a: a[None], _checked_init(space, given, batched=False))
+        return jax.tree.map(lambda a: a[None], _checked_init(space, given, batched=False, hold=hold))
     wrong = [f"{n!r} has {'none' if size is None else size}" for n, size in sizes.items() if size != population]
     if wrong:
         raise ValueError(f"init has leading sizes {sizes} but population={population}: give every hyperparameter "
                          f"a leading axis of {population} (one row per tuner; {', '.join(wrong)}), or init='sample'")
-    return _checked_init(space, given, batched=True)
+    return _checked_init(space, given, batched=True, hold=hold)
 
 
 def _warm_starts(warm: Result, space: Space, population: int, stored: bool = False) -> HParams:
@@ -315,8 +367,9 @@ def tune(
         steps: number of outer steps, >= 1.
         init: where the tuners start: None ('centre' for one tuner, 'sample' for a population),
             'centre', 'sample' (drawn as `random_search` draws them: its first N settings), or
-            hyperparameters (constrained values with the space's names and shapes; for a population,
-            with a leading axis of `population`). A start whose loss or hypergradient is not finite
+            hyperparameters (constrained values with the space's names and shapes, strictly inside
+            the bounds, a `hold` name's within them or on one; for a population, with a leading axis
+            of `population`). A start whose loss or hypergradient is not finite
             has no good iterate to back off to: after each such step the tuner restarts at a fresh
             point drawn from the space (a key folded from `key`, its id and the step, so the same
             call gives the same trials), until a step is finite; the call warns (RuntimeWarning),
@@ -518,7 +571,7 @@ def _checked_starts(objective: Objective, space: Space, method: Method, init: An
     if warmup is not None:  # refuse a method that cannot run here before spending the warm-up
         _check_method_held(objective, method, *_split(space.centre(), hold))
         return None
-    starts = _batched_init(space, init, population, key)
+    starts = _batched_init(space, init, population, key, hold)
     _check_method_held(objective, method, *_split(_first(starts), hold))
     return starts
 
