@@ -3,12 +3,13 @@
 Nothing downloads. `pretrained_digits_mlp(...)` trains `hg.problems.MLP` (flax.nnx) on scikit-learn's
 bundled digits 0-4 and caches its state in `cache_dir()` under a name that hashes its whole
 configuration (sizes, steps, rate, seed, format version) and what trains it (`trained_by`: the jax
-and jaxlib versions and the backend, whose arithmetic can differ): a second call with the same
-configuration in the same environment loads the file, a new configuration (or a new JAX, another
-backend) trains a new model, so a model cached by an older JAX never stands in for this one's. Files are plain `.npz`
-(one array per parameter path plus the configuration as a string) read with
-`allow_pickle=False`; a file that cannot be read, or whose configuration, paths or shapes differ,
-is rebuilt with a warning and never used. Writes go to a temporary file renamed into place, so
+and jaxlib versions and the backend, whose arithmetic can differ; `trained_with`: the flax and optax
+versions, whose code initialises and trains the model): a second call with the same configuration in
+the same environment loads the file, a new configuration (or a new JAX, flax or optax, another
+backend) trains a new model, so a model cached by an older library never stands in for this one's.
+Files are plain `.npz` (one array per parameter path plus the configuration as a string) read with
+`allow_pickle=False`; a file that cannot be read, or whose configuration, paths, shapes or dtypes
+differ, is rebuilt with a warning and never used. Writes go to a temporary file renamed into place, so
 two processes that train the same model at once both end with a complete file.
 
 `pretrained_digits_cnn(...)` does the same for a small convolutional network (`hg.problems.cnn.CNN`)
@@ -36,6 +37,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import flax
 import jax
 import jax.numpy as jnp
 import jaxlib
@@ -56,7 +58,7 @@ from hypergrad.problems.mlp import MLP, check_widths
 
 __all__ = ["cache_dir", "cached_params", "digits_images", "digits_source_target", "digits_transfer",
            "image_source_target", "load_params", "pretrain_cnn", "pretrain_mlp", "pretrained_digits_cnn",
-           "pretrained_digits_mlp", "save_params", "shift_and_noise", "trained_by"]
+           "pretrained_digits_mlp", "save_params", "shift_and_noise", "trained_by", "trained_with"]
 
 FORMAT_VERSION = 3
 """Bumped whenever the pretraining recipe changes, so old cache files are never reused (2: Adam's
@@ -89,9 +91,10 @@ def cache_dir(path: str | os.PathLike | None = None) -> str | None:
     `$XDG_CACHE_HOME/hypergrad/pretrained`, else `~/.cache/hypergrad/pretrained` (the user cache
     folder of `hypergrad._caches.user_cache_dir`, shared with the compilation cache: a relative
     `$XDG_CACHE_HOME` is ignored). A leading `~` (in `path` or a variable) is the home folder, as in
-    a shell. None when a `~` is left that no home folder expands (HOME unset and no password entry):
-    the models are then trained in each process and not cached, never written under a folder named
-    `~` in the working directory."""
+    a shell. None when a `~` is left that no home folder expands (HOME unset and no password entry,
+    or `~user` naming a user this machine does not have): the models are then trained in each
+    process and not cached (`cached_params` warns, naming the value that did not expand), never
+    written under a folder named `~` in the working directory."""
     if path is not None:
         folder = os.path.expanduser(os.fspath(path))
     elif os.environ.get(CACHE_ENV):
@@ -110,12 +113,22 @@ def trained_by() -> dict[str, str]:
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "backend": jax.default_backend()}
 
 
+def trained_with() -> dict[str, str]:
+    """The versions of the libraries beside JAX whose code makes a cached model, recorded in the
+    cache key beside `trained_by()`'s: flax (nnx's initialisers and `nnx.Rngs` streams draw the
+    initial weights) and optax (Adam trains them). Another flax or optax can make other weights from
+    the same recipe, so, as with another JAX, each gets its own file."""
+    return {"flax": flax.__version__, "optax": optax.__version__}
+
+
 def _config_text(config: Mapping[str, Any]) -> str:
-    return json.dumps({**config, "format": FORMAT_VERSION, "trained_by": trained_by()}, sort_keys=True)
+    return json.dumps({**config, "format": FORMAT_VERSION, "trained_by": {**trained_by(), **trained_with()}},
+                      sort_keys=True)
 
 
 def cache_path(name: str, config: Mapping[str, Any], directory: str | os.PathLike | None = None) -> str | None:
-    """`<cache_dir>/<name>-<16 hex digits of the SHA-256 of the configuration and `trained_by()`>.npz`;
+    """`<cache_dir>/<name>-<16 hex digits of the SHA-256 of the configuration, `trained_by()` and
+    `trained_with()`>.npz`;
     None when `cache_dir` is None (no home folder)."""
     digest = hashlib.sha256(_config_text(config).encode()).hexdigest()[:16]
     folder = cache_dir(directory)
@@ -131,11 +144,12 @@ def save_params(path: str, params: PyTree, config: Mapping[str, Any]) -> None:
 
 
 def load_params(path: str, template: PyTree, config: Mapping[str, Any]) -> PyTree:
-    """The arrays in `path` arranged as `template` (a pytree with the expected paths and shapes).
+    """The arrays in `path` arranged as `template` (a pytree with the expected paths, shapes and
+    dtypes: those `save_params` writes for it).
 
     Raises:
         ValueError: the file is unreadable, was written for another configuration, or lacks a path
-            or holds another shape (the message says which).
+            or holds another shape or dtype (the message says which).
     """
     try:
         with np.load(path, allow_pickle=False) as stored:
@@ -150,6 +164,9 @@ def load_params(path: str, template: PyTree, config: Mapping[str, Any]) -> PyTre
         array = found.get(f"param:{leaf_path(p)}")
         if array is None or array.shape != np.shape(like):
             raise ValueError(f"{path}: parameter {leaf_path(p)!r} missing or of another shape")
+        expected = np.asarray(like).dtype  # the dtype save_params writes for the template's leaf
+        if array.dtype != expected:  # e.g. a float16 file: its weights are not the recipe's
+            raise ValueError(f"{path}: parameter {leaf_path(p)!r} is stored as {array.dtype}, not {expected}")
         leaves.append(jnp.asarray(array))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -164,8 +181,7 @@ def cached_params(name: str, config: Mapping[str, Any], template: PyTree, build:
     builds it anew (seconds)."""
     path = cache_path(name, config, directory)
     if path is None:
-        _warn_uncached("no home folder was found to hold the cache (HOME is unset and this user has no password "
-                       "entry, so '~' cannot be expanded)", directory)
+        _warn_uncached(*_unexpanded(directory), directory)
         return build()
     if os.path.exists(path):
         try:
@@ -176,16 +192,35 @@ def cached_params(name: str, config: Mapping[str, Any], template: PyTree, build:
     try:
         save_params(path, params, config)
     except OSError as err:  # a read-only home, a folder under a file: the model is good, only the cache is not
-        _warn_uncached(f"{path} cannot be written ({type(err).__name__}: {err.strerror or err})", directory)
+        _warn_uncached(f"{path} cannot be written ({type(err).__name__}: {err.strerror or err})", None, directory)
     return params
 
 
-def _warn_uncached(why: str, directory: str | os.PathLike | None) -> None:
+def _unexpanded(directory: str | os.PathLike | None) -> tuple[str, str | None]:
+    """(why, advice) for a `cache_dir(directory)` of None: the `~` left in `directory` (a problem's
+    `cache=`) or in `$HYPERGRAD_CACHE`, where one gave the folder, is named with its cause (no user
+    of that name, or no home folder for this user) and the fix is to correct that value (setting
+    the variable, the advice for the default folder, would not help where it is the cause); None
+    advice is `_warn_uncached`'s default."""
+    no_home = "HOME is unset and this user has no password entry"
+    if directory is None and not os.environ.get(CACHE_ENV):
+        return f"no home folder was found to hold the cache ({no_home}, so '~' cannot be expanded)", None
+    named, value = ("cache=", os.fspath(directory)) if directory is not None else (f"{CACHE_ENV}=",
+                                                                                   os.environ[CACHE_ENV])
+    user = value[1:].split("/", 1)[0]
+    cause = f"no user {user!r} exists on this machine" if user else f"no home folder was found ({no_home})"
+    fix = "an absolute folder you can write" + (", or '~/...' for one in your own home folder" if user else "")
+    advice = f"to keep it, correct {'cache=' if directory is not None else CACHE_ENV}: give {fix}"
+    return f"{named}{value!r} cannot be expanded: {cause}, so '~{user}' names no folder", advice
+
+
+def _warn_uncached(why: str, advice: str | None, directory: str | os.PathLike | None) -> None:
     """Warns that the model is not cached; `HYPERGRAD_CACHE` only names the folder where no `directory`
-    (a problem's `cache=`) was given, so with one the advice is another folder, or none."""
-    if directory is None:
+    (a problem's `cache=`) was given, so with one the advice is another folder, or none. `advice`,
+    when given, replaces that default (a value that cannot be expanded is corrected, `_unexpanded`)."""
+    if advice is None and directory is None:
         advice = f"set {CACHE_ENV} to a folder you can write to keep it"
-    else:
+    elif advice is None:
         advice = (f"give cache= a folder you can write to keep it, or leave it out for the folder {CACHE_ENV} "
                   "names (or the default one)")
     warnings.warn(f"pretrained cache: {why}; the model trained now is used without being cached, so the next "
