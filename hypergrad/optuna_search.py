@@ -33,13 +33,24 @@ row count (random and grid search share that program too). A search of fewer tri
 is one round of just its trials (no padding). The padding is never told to Optuna, so the trials
 it proposes do not depend on it.
 
-Cost: `num_trials` training runs, plus the padding of a short last round (counted as compute,
-as `random_search` counts its padded chunk: the padding rows' FLOPs, seconds and runs are shared
-equally by the round's trials, so the result's totals are what ran, also for an `hg.Structured`
-family whose padding runs another configuration than a trial), plus Optuna's own time, which is
-host-side and not counted in the trials' seconds or FLOPs. TPE's ask time grows with the number
-of finished trials (it refits its Parzen estimators on all of them) and with the number of search
-axes (an `independent=True` schedule of T steps is T axes); the random sampler's does not.
+An `hg.Structured` family whose choices are grouped runs one program per configuration instead,
+and a round's rows split among them anew every round. Each group runs calls of a fixed chunk,
+sized for the round's mean group (its rows over the configurations the grouped choices make), and
+what the whole chunks leave in calls of a quarter chunk (`hypergrad.search.group_calls`), the
+last call of each padded. So each configuration runs at most two programs (two compilations) for
+any number of rounds, and none for a later call with the same names, shapes and row count, while
+every round's plan groups the same choices (`hypergrad.structure.plan` decides each round from the
+rates measured so far); the padding is under a quarter chunk per group and round.
+
+Cost: `num_trials` training runs, plus the padding of a short last round and, for a family's
+groups, of their last calls (counted as compute, as `random_search` counts its padded chunks: a
+group's padding rows are charged to that group's rows, and a short round's padding rows' FLOPs,
+seconds and runs are shared equally by the round's trials, so the result's totals are what ran,
+also for an `hg.Structured` family whose padding runs another configuration than a trial), plus
+Optuna's own time, which is host-side and not counted in the trials' seconds or FLOPs. TPE's ask
+time grows with the number of finished trials (it refits its Parzen estimators on all of them)
+and with the number of search axes (an `independent=True` schedule of T steps is T axes); the
+random sampler's does not.
 
 Bias: asking a batch at once loses some sequential information compared with one-at-a-time
 TPE: the trials of a round are proposed before any of them has a value (Optuna's constant-liar
@@ -490,7 +501,7 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             _check_proposals_agree([t.params for t in pending], len(recorder.trials))
             settings = _pad(settings_from_params(space, [t.params for t in pending]), chunk)
             batch = evaluate_settings(objective, settings, key, strategy=strategy, space=space,
-                                      chunk_size=chunk, pad_groups=False)
+                                      chunk_size=chunk, remainders_from=1)
             compile_seconds += batch.compile_seconds
             structure = batch.info.get("structure", structure)  # the plan of the latest round
             run_flops = batch.run_flops

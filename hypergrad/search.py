@@ -53,6 +53,11 @@ from hypergrad.structure import Masked, Structured, check_family, group_rows, pl
 
 __all__ = ["random_search", "grid_search", "evaluate_settings", "run_flops", "use_cpu_cores"]
 
+REMAINDER_SHARE = 4
+"""A family's group runs what its whole chunks leave in calls of a chunk / REMAINDER_SHARE rows (`group_calls`)."""
+REMAINDERS_FROM = 16
+"""The smallest group chunk whose remainders a search runs in those smaller calls (`_group_chunk`)."""
+
 def use_cpu_cores(count: int | None = None) -> int:
     """Splits the CPU into `count` JAX devices (default: one per core), so that searches shard each
     chunk's trials across all cores. Returns the number of devices asked for.
@@ -278,6 +283,7 @@ def evaluate_settings(
     overlap: Callable[[], Any] | None = None,
     first_number: int = 0,
     pad_groups: bool = True,
+    remainders_from: int = REMAINDERS_FROM,
 ) -> Result:
     """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
 
@@ -286,11 +292,13 @@ def evaluate_settings(
     program per group of trials sharing the options of the grouped choices, all trials in one table
     in their original order, with the options themselves in `trial.hparams`. Every group runs calls
     of one chunk, sized for the mean group (trials / configurations of the grouped choices, bounded
-    by `chunk_size`), not for the trials a draw put in it: a new key then reuses the programs. A
-    group smaller than the chunk is padded (charged to its trials: under one chunk per group).
+    by `chunk_size`), not for the trials a draw put in it: a new key then reuses the programs. What
+    a group's whole chunks leave runs in one more chunk, or, where the chunk has `remainders_from`
+    rows or more, in calls of a quarter chunk (`group_calls`) when they run fewer rows: at most two
+    programs per configuration, and the padding (computed, and charged to the group's trials) under
+    a quarter chunk per group (under one chunk per group below `remainders_from`).
     With `pad_groups=False` each group runs in chunks of its own size instead (no padding beyond
-    the devices'; a new split compiles once per group size): for callers whose batches are split
-    anew every call anyway (`optuna_search`'s rounds, already padded to a fixed size).
+    the devices'; a new split compiles once per group size).
 
     Args:
         objective: the objective, or an `hg.Structured` family (then `space` is required).
@@ -317,6 +325,9 @@ def evaluate_settings(
             program, say) overlaps the compilation on another core.
         first_number: the number of the first setting's trial (the rest follow in order): a
             search continued from an earlier result (`random_search(extends=...)`) numbers on.
+        pad_groups: False to run each group of a family in chunks of its own size (see above).
+        remainders_from: the smallest group chunk whose groups run their remainder in quarter
+            chunks (`REMAINDERS_FROM`; `optuna_search` gives 1: its rounds split anew every round).
     """
     key = check_key(key)
     if chunk_size is not None:
@@ -341,18 +352,20 @@ def evaluate_settings(
             groups = [({}, objective, np.arange(num))]
             if not one_chunk:
                 settings = host()
-        shared = _group_chunk(groups, space, chunk_size) if pad_groups else None
+        shared, remainder = _group_chunk(groups, space, chunk_size, remainders_from) if pad_groups else (None, None)
+        calls_of = ((lambda rows: group_calls(len(rows), shared, remainder)) if pad_groups
+                    else (lambda rows: [(0, len(rows), chunk_for(len(rows), chunk_size))]))
         recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
         try:
-            compile_seconds, unit = _evaluate_groups(
-                groups, settings, host, space, key,
-                (lambda rows: shared) if pad_groups else (lambda rows: chunk_for(len(rows), chunk_size)),
-                recorder, _once(overlap), first_number)
+            compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, calls_of, recorder,
+                                                     _once(overlap), first_number)
         finally:
             recorder.close()
     chunk = shared if pad_groups else chunk_for(num, chunk_size)
     info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk,
-                 "num_trials": num, "programs": len(groups)})
+                 "num_trials": num, "programs": sum(len(calls_of(rows)) for _, _, rows in groups)})
+    if pad_groups and remainder < shared:
+        info["remainder_chunk_size"] = remainder
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
     return Result(strategy, trials, unit, compile_seconds, info)
 
@@ -418,41 +431,65 @@ def _once(fn: Callable[[], Any] | None) -> Callable[[], None]:
     return lambda: pending.pop()() if pending else None
 
 
-def _group_chunk(groups: list, space: Space | None, chunk_size: int | None) -> int:
-    """Rows per call of every group's program (`chunk_for`): of the mean group, the trials over the
-    configurations the grouped choices can make. Never of the trials a draw put in each group: those
-    differ from key to key, and a new chunk is a new program, so a new key would compile anew. A
-    smaller group is padded to the chunk, a larger one runs more calls; the padding (under one chunk
-    per group: at most about as many rows again as trials, none for a grid, whose groups are equal)
-    is computed and charged to the group's trials. One objective: `chunk_for(trials, chunk_size)`."""
+def _group_chunk(groups: list, space: Space | None, chunk_size: int | None,
+                 remainders_from: int = 0) -> tuple[int, int]:
+    """(rows per call, rows per remainder call) of every group's programs (`group_calls`). The chunk
+    (`chunk_for`) is of the mean group, the trials over the configurations the grouped choices can
+    make; never of the trials a draw put in each group: those differ from key to key, and a new chunk
+    is a new program, so a new key would compile anew. A larger group runs more calls, and what its
+    whole chunks leave (or a smaller group) runs in calls of a quarter chunk, rounded up to the
+    devices, where the chunk has `remainders_from` rows or more (below, a remainder is padded to a
+    whole chunk: under `remainders_from` rows a group, not worth another program, and a new key then
+    compiles nothing); a grid's groups are equal (with no `chunk_size`, whole chunks). The padding
+    is computed and charged to the group's trials. One objective, or one configuration:
+    `chunk_for(trials, chunk_size)`, and no remainder calls."""
     num = sum(len(rows) for _, _, rows in groups)
     config = groups[0][0]
     configs = math.prod(len(space[name].options) for name, option in config.items() if not isinstance(option, Masked))
-    return chunk_for(-(-num // configs), chunk_size)
+    chunk = chunk_for(-(-num // configs), chunk_size)
+    if configs == 1 or chunk < remainders_from:
+        return chunk, chunk
+    return chunk, chunk_for(-(-chunk // REMAINDER_SHARE), chunk)
+
+
+def group_calls(num: int, chunk: int, part: int) -> list[tuple[int, int, int]]:
+    """(first row, end row, rows per call) of the parts of a group of `num` trials, each run in calls
+    of its rows per call (the last call padded): the group's whole chunks of `chunk` rows, then what
+    they leave in calls of `part` rows, or in one more chunk where those calls would run as many
+    rows (or more). So a group runs at most `part - 1` rows of padding past its trials when
+    `part < chunk` (under `chunk` rows else), on at most two programs."""
+    whole = num // chunk * chunk
+    rest = num - whole
+    if rest and -(-rest // part) * part < chunk:
+        return ([(0, whole, chunk)] if whole else []) + [(whole, num, part)]
+    return [(0, num, chunk)]
 
 
 def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | None, key: Key,
-                     chunk_of: Callable[[np.ndarray], int], recorder: TrialRecorder, overlap: Callable[[], Any],
+                     calls_of: Callable[[np.ndarray], list], recorder: TrialRecorder, overlap: Callable[[], Any],
                      first_number: int = 0) -> tuple[float, float]:
-    """Evaluates every group into `recorder`, a group of trials `rows` in calls of `chunk_of(rows)`
-    rows; returns (compile seconds, mean FLOPs of a trial's run: groups differ in cost)."""
+    """Evaluates every group into `recorder`, a group of trials `rows` in the parts `calls_of(rows)`
+    gives (`group_calls`); returns (compile seconds, mean FLOPs of a trial's run: groups differ in
+    cost)."""
     structural = space.structural if space is not None else ()
     compile_seconds, units = 0.0, []
     for config, group_objective, rows in groups:
-        if config:
-            used = {name: v[rows] for name, v in settings.items()
-                    if name not in config or isinstance(config[name], Masked)}
-        else:  # one group of every trial in order (device arrays in a one-chunk search)
-            used = settings
+        for start, end, chunk in calls_of(rows):
+            part = rows[start:end]
+            if config:
+                used = {name: v[part] for name, v in settings.items()
+                        if name not in config or isinstance(config[name], Masked)}
+            else:  # one group of every trial in order (device arrays in a one-chunk search)
+                used = settings
 
-        def recorded(i, rows=rows):
-            row = {name: np.asarray(v[rows[i]]) for name, v in host().items()}
-            return space.options_of(row) if structural else row
+            def recorded(i, part=part):
+                row = {name: np.asarray(v[part[i]]) for name, v in host().items()}
+                return space.options_of(row) if structural else row
 
-        seconds, unit = _evaluate_group(group_objective, used, rows, key, chunk_of(rows), recorder, recorded,
-                                        overlap, first_number, warn_unread=not config)
-        compile_seconds += seconds
-        units.append((unit, len(rows)))
+            seconds, unit = _evaluate_group(group_objective, used, part, key, chunk, recorder, recorded,
+                                            overlap, first_number, warn_unread=not config)
+            compile_seconds += seconds
+            units.append((unit, len(part)))
     num = sum(n for _, n in units)
     return compile_seconds, sum(u * n for u, n in units) / num
 
