@@ -27,6 +27,7 @@ like any argument.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import os
 import re
@@ -46,10 +47,19 @@ from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 __all__ = ["Loop", "LoopState", "DRAW_BLOCK", "NNX_RECIPE", "NO_STATE_CHANNEL", "check_no_keys",
            "state_update_refusal", "rng_draw_refusal", "in_package", "flax_message", "RNG_DRAW_RECIPE", "check_something_trains",
            "in_segments", "segment_split", "optimizer_update", "optimizer_step", "check_shapes_kept",
-           "float_leaves", "overridden", "with_float_leaves"]
+           "float_leaves", "overridden", "with_float_leaves", "trained_problem"]
 
 DRAW_BLOCK = 32
 """Training steps whose minibatch indices are drawn at once (`Loop.run` and `Loop.draw`)."""
+
+_TRAINED: contextvars.ContextVar[Any] = contextvars.ContextVar("hypergrad_trained_problem", default=None)
+
+
+def trained_problem() -> Any:
+    """The problem whose training loop is building its optimiser now (while `Loop.optimizer` calls
+    `optimizer(hparams)`), else None: a transformation built there can check itself against the
+    problem it will train, rather than guess it from the parameters it is handed."""
+    return _TRAINED.get()
 
 
 class LoopState(NamedTuple):
@@ -214,6 +224,7 @@ class Loop:
 
     def optimizer(self, hparams: HParams) -> optax.GradientTransformation:
         """The objective's optax optimiser at `hparams`; `ValueError` if it returned anything else.
+        While `optimizer(hparams)` runs, `trained_problem()` is this loop's problem.
 
         Raises:
             TypeError: the function failed on the hparams dict with a `TypeError` of its own (not
@@ -226,6 +237,7 @@ class Loop:
                 names the hyperparameter and the workaround (`_python_branch_refusal`). A Python `if`
                 in the function itself stays JAX's own error, which points at the user's line.
         """
+        trained = _TRAINED.set(self.problem)
         try:
             opt = self.optimizer_fn(hparams)
         except TypeError as err:
@@ -238,6 +250,8 @@ class Loop:
                 f"Objective(optimizer=...) raised TypeError when called with the hparams dict ({err}); it must "
                 "be a function of that dict returning an optax optimiser, e.g. lambda h: optax.sgd(h['lr']), "
                 "not a constructor that takes the learning rate itself") from err
+        finally:
+            _TRAINED.reset(trained)
         if not isinstance(opt, optax.GradientTransformation):
             hint = (f" (a {type(opt).__name__} wrapper: return its .gradient_transformation())"
                     if callable(getattr(opt, "gradient_transformation", None)) else "")

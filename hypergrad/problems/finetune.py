@@ -72,7 +72,9 @@ groups it changes are the new ones (no L2-SP reference) unless `new_groups` name
 
 from __future__ import annotations
 
+import functools
 import os
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -88,7 +90,7 @@ from flax.errors import TraceContextError
 
 from hypergrad._checks import is_int_at_least, users_stacklevel
 from hypergrad._types import HParams, Key, PyTree
-from hypergrad.loop import check_no_keys, in_package, state_update_refusal
+from hypergrad.loop import check_no_keys, in_package, state_update_refusal, trained_problem
 from hypergrad.problem import Problem
 from hypergrad.problems._labels import check_class_labels, check_pair, one_example
 from hypergrad.problems._losses import accuracy, cross_entropy
@@ -104,9 +106,14 @@ NO_GROUP = -1
 SPLITS = ("train", "val", "test")
 
 _BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""`{problem: (its groups, its pretrained floating-point leaves)}` of every live problem `finetune`
-built (`problem_groups`; `scale_by_group_rate` compares its own groups with them). Weakly keyed:
-an entry goes with its problem, whose closures hold the same leaves."""
+"""`{train_loss: (its groups, its pretrained floating-point leaves)}` of every live problem `finetune`
+built, keyed by the problem's training loss (the function whose penalties count the groups; a
+problem `dataclasses.replace` copies keeps it): `problem_groups`, and `scale_by_group_rate` compares
+its own groups with them. Weakly keyed: an entry goes with its function, whose closure holds the
+same leaves."""
+
+_COPY_DEPTH = 8
+"""How deep `_built_under` follows a training loss's closures to the `finetune` problems it calls."""
 
 
 def _key_name(entry: Any) -> str:
@@ -310,6 +317,19 @@ def _check_arguments(apply: Any, head: Any, groups: Any, new_groups: Any, dtype:
             raise ValueError(f"finetune(dtype={getattr(dtype, '__name__', None) or repr(dtype)}) must be a floating-point "
                              "dtype (the floating leaves of pretrained are cast to it), e.g. dtype=jnp.float64, "
                              "or None to keep them as they are")
+        _check_dtype_enabled(jnp.dtype(dtype))
+
+
+def _check_dtype_enabled(dtype: np.dtype) -> None:
+    """`ValueError` naming `finetune(dtype=...)` and the fix when JAX would narrow `dtype` (float64
+    with jax_enable_x64 off is float32): the parameters and a derivative check would silently be
+    float32, with JAX's generic warning once per leaf."""
+    enabled = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    if enabled != dtype:
+        raise ValueError(f"finetune(dtype={dtype.name}): JAX has 64-bit floats off (jax_enable_x64), so the parameters "
+                         f"would be {enabled.name}, not {dtype.name}; turn them on first, "
+                         "jax.config.update('jax_enable_x64', True) at the start of the program (or the environment "
+                         f"variable JAX_ENABLE_X64=1), or pass dtype=jnp.{enabled.name}")
 
 
 def check_groups(where: str, groups: Any) -> None:
@@ -450,17 +470,69 @@ def finetune(pretrained: PyTree, task: Sequence[Any], apply: Callable[[PyTree, A
                       test_data=test[0] if test else None, batch_size=batch_size, metrics={"accuracy": acc},
                       name=name)
     recorded = layer_groups(pretrained) if groups is None else dict(groups)
-    _BUILT[problem] = (recorded, tuple(leaf for leaf in jax.tree.leaves(pretrained) if _is_float(leaf)))
+    _BUILT[train_loss] = (recorded, tuple(leaf for leaf in jax.tree.leaves(pretrained) if _is_float(leaf)))
     return problem
 
 
-def problem_groups(problem: Problem) -> dict[str, str | Sequence[str]] | None:
+def problem_groups(problem: Problem, *, copies: bool = False) -> dict[str, str | Sequence[str]] | None:
     """The groups `finetune` built `problem` with, in their order (a new dict): the `groups` it was
     given, or `layer_groups(pretrained)` for its default; None for a problem `finetune` did not
-    build (another constructor's, or a copy such as `problem.with_fixed(...)`). `group_sgd(problem)`
-    reads them, so that the optimiser's rates and the problem's penalties count the same groups."""
-    recorded = _BUILT.get(problem) if isinstance(problem, Problem) else None
-    return None if recorded is None else dict(recorded[0])
+    build (another constructor's, or, unless `copies`, a copy such as `problem.with_fixed(...)`).
+    `group_sgd(problem)` and `finetune_space` read them (with `copies=True`), so that the
+    optimiser's rates and the problem's penalties count the same groups.
+
+    Args:
+        problem: an `hg.Problem`.
+        copies: also give the groups of a problem built on one `finetune` built: a copy
+            (`problem.with_fixed(...)`, `objective.with_fixed(...).problem`), or a problem whose
+            training loss calls such a problem's (found through its closures). None when it is
+            built on none, or on several with other groups.
+    """
+    if not isinstance(problem, Problem):
+        return None
+    records = _built_under(problem) if copies else [r for r in [_recorded(problem.train_loss)] if r is not None]
+    if not records or any(list(r[0].items()) != list(records[0][0].items()) for r in records):
+        return None
+    return dict(records[0][0])
+
+
+def _recorded(fn: Any) -> tuple | None:
+    """`_BUILT`'s record of `fn`, a training loss `finetune` made, else None."""
+    return _BUILT.get(fn) if isinstance(fn, types.FunctionType) else None
+
+
+def _built_under(problem: Problem) -> list[tuple[dict, tuple]]:
+    """The records `(groups, pretrained floating-point leaves)` of the problems `finetune` built
+    whose training loss `problem`'s is or calls: its own; a copy's original (`Problem.with_fixed`
+    wraps the original's train_loss in a function closing over the original problem); a problem of
+    your own whose loss adds to one's. Found through the closures of `problem.train_loss`
+    (functions, partials, bound methods and problems, `_COPY_DEPTH` deep; what a function reads as
+    a global is not seen). Empty for a problem built on none. Cost: a walk over those closures."""
+    found, seen, todo = [], set(), [(problem.train_loss, 0)]
+    while todo:
+        obj, depth = todo.pop()
+        if id(obj) in seen or depth > _COPY_DEPTH:
+            continue
+        seen.add(id(obj))
+        record = _recorded(obj)
+        if record is not None:
+            found.append(record)
+        elif isinstance(obj, Problem):
+            todo.append((obj.train_loss, depth + 1))
+        elif isinstance(obj, functools.partial):
+            todo.extend((inner, depth + 1) for inner in (obj.func, *obj.args, *obj.keywords.values()))
+        elif isinstance(obj, types.MethodType):
+            todo.extend([(obj.__func__, depth + 1), (obj.__self__, depth + 1)])
+        elif isinstance(obj, types.FunctionType):
+            todo.extend((_cell_contents(cell), depth + 1) for cell in obj.__closure__ or ())
+    return found
+
+
+def _cell_contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell (a closure variable not yet bound)
+        return None
 
 
 def _cast(x: Any, dtype: Any) -> jax.Array:
@@ -574,8 +646,11 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
     Args:
         rates: `(step, num_groups) -> (num_groups,)` rates of this step (traced hyperparameters).
         groups: as in `finetune` (None: one group per layer of the updates' tree). `init` refuses
-            (`ValueError`) parameters that a `finetune` problem's `init` returned (they hold its
-            pretrained leaves) when `groups` split them otherwise than that problem's groups.
+            (`ValueError`) `groups` that split the parameters otherwise than the problem being
+            trained does, when `finetune` built it (or it is a copy of one, `problem.with_fixed`):
+            the training loop's problem (`hypergrad.loop.trained_problem()` while it builds the optimiser).
+            Built outside a loop, it is checked against every problem `finetune` built whose
+            pretrained leaves the parameters hold.
 
     Groups are read from `params` when the update is handed them (the training loop does), else
     from `updates`: a parameter that is not floating point (an RNG key, a counter) then belongs to
@@ -585,8 +660,10 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
     A group whose rate is exactly 0 gets an update of (signed) zero: its parameters stay bitwise
     unchanged. Cost: one multiply per parameter; state: one int32 counter.
     """
+    problem = trained_problem()  # the problem whose training loop builds this optimiser (None outside one)
+
     def init(params):
-        _check_problem_groups(params, groups)
+        _check_problem_groups(params, groups, problem)
         # the rates' checks (group_rates': momentum, shapes) before any other transformation's update reads
         # hparams; abstractly, so nothing enters the program
         jax.eval_shape(lambda: rates(jnp.zeros([], jnp.int32), len(group_labels(params, groups)[1])))
@@ -602,27 +679,42 @@ def scale_by_group_rate(rates: Callable[[jax.Array, int], jax.Array],
     return optax.GradientTransformation(init, update)
 
 
-def _check_problem_groups(params: PyTree, groups: Groups | None) -> None:
-    """`ValueError` when `params` come from a problem `finetune` built (they hold its pretrained
-    leaves: what its `init` returns) and `groups` split them otherwise than that problem's groups (other
+def _check_problem_groups(params: PyTree, groups: Groups | None, problem: Problem | None) -> None:
+    """`ValueError` when `groups` split `params` otherwise than the problem being trained does (other
     members, or the same in another order): the rates' `lr[i]`, `freeze` and `lr_decay` would then
-    count other groups than the penalties' `l2sp[i]` and `weight_decay[i]`. Cost: at trace time only."""
-    ids = {id(leaf) for leaf in jax.tree.leaves(params)}
-    built = [recorded for recorded, leaves in list(_BUILT.values()) if any(id(leaf) in ids for leaf in leaves)]
-    if not built:
+    count other groups than the penalties' `l2sp[i]` and `weight_decay[i]`. The problem being trained
+    is `problem` (the training loop's: `trained_problem()`), followed to the problems `finetune`
+    built that its training loss is (`_built_under`: a `with_fixed` copy's original). Where it is not
+    known (an optimiser built outside a training loop) or built on none of them, every problem
+    `finetune` built whose pretrained leaves `params` hold is checked, and all must agree: a guess
+    from the arrays refuses rather than accepts. Cost: at trace time only."""
+    records = [] if problem is None else _built_under(problem)
+    by_arrays = not records
+    if by_arrays:
+        ids = {id(leaf) for leaf in jax.tree.leaves(params)}
+        records = [record for record in list(_BUILT.values()) if any(id(leaf) in ids for leaf in record[1])]
+    if not records:
         return
     labels, names = group_labels(params, groups)
     mine = jax.tree.leaves(labels)
-    for recorded in built:
-        if jax.tree.leaves(group_labels(params, recorded)[0]) == mine:
-            return
-    default = " (the default, layer_groups(params): alphabetical)" if groups is None else ""
-    raise ValueError(
-        f"group_sgd's groups, in order {list(names)}{default}, are not the groups hg.problems.finetune built the "
-        f"problem with, in order {list(built[0])} ({dict(built[0])}): lr[i], freeze and lr_decay would act on "
-        "other layers than l2sp[i] and weight_decay[i]. Give the optimiser the problem's groups, "
-        "hg.problems.group_sgd(problem), or the same groups dict, input to output, to finetune(groups=...) and "
-        "group_sgd(groups)")
+    for recorded, _ in records:
+        if jax.tree.leaves(group_labels(params, recorded)[0]) != mine:
+            raise ValueError(_groups_refusal(names, groups is None, recorded, len(records) if by_arrays else 0))
+
+
+def _groups_refusal(names: tuple[str, ...], default: bool, recorded: dict, guessed_from: int) -> str:
+    """`_check_problem_groups`' message: the optimiser's groups `names`, the problem's `recorded`; and
+    when the problem was guessed from the arrays of `guessed_from` > 1 problems, why all must match."""
+    why = ("" if guessed_from < 2 else
+           f" (the problem being trained is not known here, as the optimiser was built outside hg.Objective's "
+           f"training loop, and these parameters hold the pretrained arrays of {guessed_from} problems "
+           "hg.problems.finetune built: the groups of every one must match)")
+    return (f"group_sgd's groups, in order {list(names)}"
+            f"{' (the default, layer_groups(params): alphabetical)' if default else ''}, are not the groups "
+            f"hg.problems.finetune built the problem with, in order {list(recorded)} ({dict(recorded)}){why}: "
+            "lr[i], freeze and lr_decay would act on other layers than l2sp[i] and weight_decay[i]. Give the "
+            "optimiser the problem's groups, hg.problems.group_sgd(problem), or the same groups dict, input to "
+            "output, to finetune(groups=...) and group_sgd(groups)")
 
 
 def group_rates(hparams: HParams, step: jax.Array, num_groups: int, *, lr: float = 0.01, warmup: float = 0.0,
@@ -785,8 +877,9 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
     `momentum`) whose step size is one rate per parameter group (`group_rates`).
 
     Args:
-        groups: as in `finetune` (None: one group per layer), or the problem `finetune` built, whose
-            groups it then takes (`problem_groups`). Groups that split a `finetune` problem's
+        groups: as in `finetune` (None: one group per layer), or the problem `finetune` built (or a
+            copy of it, `problem.with_fixed(...)`), whose groups it then takes
+            (`problem_groups(problem, copies=True)`). Groups that split the trained problem's
             parameters otherwise than its own are refused when the loop is traced (`ValueError`).
         lr, warmup, lr_decay: defaults for the hyperparameters absent from `hparams`, finite and >= 0.
         momentum: the default of `hparams["momentum"]`, in [0, 1) (None: 0.9). Refused with `base`,
@@ -830,11 +923,15 @@ def group_sgd(groups: Groups | None = None, *, lr: float = 0.01, momentum: float
 
 
 def _groups_of(problem: Problem) -> dict[str, str | Sequence[str]]:
-    """`problem_groups(problem)`, or a `ValueError` with the fix for a problem `finetune` did not build."""
-    groups = problem_groups(problem)
+    """`problem_groups(problem, copies=True)`, or a `ValueError` with the fix for a problem built on no
+    problem `finetune` built (or on several, with other groups)."""
+    groups = problem_groups(problem, copies=True)
     if groups is None:
-        raise ValueError(f"group_sgd(problem): the problem {problem.name!r} was not built by hg.problems.finetune "
-                         "(or is a copy of one, e.g. problem.with_fixed(...)), so it records no groups; pass the "
-                         "groups themselves, e.g. hg.problems.layer_groups(problem.init(jax.random.key(0))), or the "
-                         "problem finetune returned")
+        several = len(_built_under(problem)) > 1
+        raise ValueError(f"group_sgd(problem): the problem {problem.name!r} "
+                         + ("is built on several problems hg.problems.finetune built, with other groups"
+                            if several else "was not built by hg.problems.finetune (nor is it a copy of one)")
+                         + ", so it records no groups; pass the groups themselves: the dict given to "
+                         "finetune(groups=...), or one group per layer, hg.problems.layer_groups("
+                         "problem.initial_params(jax.random.key(0), {}))")
     return groups

@@ -115,16 +115,17 @@ def finetune_space(problem: Problem, num_steps: int) -> tuple[Objective, Space]:
     layer (`lr`, shape (layers,); the baselines search one rate shared by every layer), the L2-SP
     strength and the warm-up length (from 1, where `warmup_ramp` starts acting: any length up to 1
     is no warm-up and gets a zero hypergradient, to a quarter of the steps, at least 2). Three
-    scalars for the grid. The groups are those `finetune` built the problem with
-    (`problem_groups`), else one per layer (`layer_groups`).
+    scalars for the grid. The groups are those `finetune` built the problem with, or the problem
+    it is a copy of (`problem_groups(problem, copies=True)`: `problem.with_fixed({"l2sp": 0.1})`
+    keeps the original's), else one per layer (`layer_groups` of its initial parameters).
     `problem` must be an `hg.Problem` (a preset's name or an Objective is a ValueError showing the
     call that fits) and `num_steps` an int >= 1 (a ValueError names it), both checked before the
     problem's `init` runs."""
     problem = _checked_finetune_problem(problem)
     num_steps = check_count(num_steps, "num_steps")
-    groups = problem_groups(problem)  # the groups finetune built it with: its penalties count the same ones
-    if groups is None:  # a problem another constructor built: one group per layer
-        groups = layer_groups(problem.init(jax.random.key(0)))
+    groups = problem_groups(problem, copies=True)  # the groups finetune built it with: its penalties count them
+    if groups is None:  # a problem another constructor built: one group per layer (a with_fixed copy's init takes h)
+        groups = layer_groups(problem.initial_params(jax.random.key(0), {}))
     space = Space({
         "lr": LogUniform(1e-3, 1.0, shape=(len(groups),)),
         "l2sp": LogUniform(1e-4, 1.0),
