@@ -58,6 +58,7 @@ REMAINDER_SHARE = 4
 REMAINDERS_FROM = 16
 """The smallest group chunk whose remainders a search runs in those smaller calls (`_group_chunk`)."""
 
+
 def use_cpu_cores(count: int | None = None) -> int:
     """Splits the CPU into `count` JAX devices (default: one per core), so that searches shard each
     chunk's trials across all cores. Returns the number of devices asked for.
