@@ -283,7 +283,6 @@ def evaluate_settings(
     sink: Any = None,
     overlap: Callable[[], Any] | None = None,
     first_number: int = 0,
-    pad_groups: bool = True,
     remainders_from: int = REMAINDERS_FROM,
 ) -> Result:
     """Evaluates a batch of settings (leading axis = trial) with vmapped programs.
@@ -298,8 +297,6 @@ def evaluate_settings(
     rows or more, in calls of a quarter chunk (`group_calls`) when they run fewer rows: at most two
     programs per configuration, and the padding (computed, and charged to the group's trials) under
     a quarter chunk per group (under one chunk per group below `remainders_from`).
-    With `pad_groups=False` each group runs in chunks of its own size instead (no padding beyond
-    the devices'; a new split compiles once per group size).
 
     Args:
         objective: the objective, or an `hg.Structured` family (then `space` is required).
@@ -326,7 +323,6 @@ def evaluate_settings(
             program, say) overlaps the compilation on another core.
         first_number: the number of the first setting's trial (the rest follow in order): a
             search continued from an earlier result (`random_search(extends=...)`) numbers on.
-        pad_groups: False to run each group of a family in chunks of its own size (see above).
         remainders_from: the smallest group chunk whose groups run their remainder in quarter
             chunks (`REMAINDERS_FROM`; `optuna_search` gives 1: its rounds split anew every round).
     """
@@ -353,19 +349,20 @@ def evaluate_settings(
             groups = [({}, objective, np.arange(num))]
             if not one_chunk:
                 settings = host()
-        shared, remainder = _group_chunk(groups, space, chunk_size, remainders_from) if pad_groups else (None, None)
-        calls_of = ((lambda rows: group_calls(len(rows), shared, remainder)) if pad_groups
-                    else (lambda rows: [(0, len(rows), chunk_for(len(rows), chunk_size))]))
+        shared, remainder = _group_chunk(groups, space, chunk_size, remainders_from)
+
+        def calls_of(rows):
+            return group_calls(len(rows), shared, remainder)
+
         recorder = TrialRecorder(strategy, log, progress, total=num, sink=sink)
         try:
             compile_seconds, unit = _evaluate_groups(groups, settings, host, space, key, calls_of, recorder,
                                                      _once(overlap), first_number)
         finally:
             recorder.close()
-    chunk = shared if pad_groups else chunk_for(num, chunk_size)
-    info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": chunk,
+    info.update({"devices": device_count(), "processes": jax.process_count(), "chunk_size": shared,
                  "num_trials": num, "programs": sum(len(calls_of(rows)) for _, _, rows in groups)})
-    if pad_groups and remainder < shared:
+    if remainder < shared:
         info["remainder_chunk_size"] = remainder
     trials = tuple(sorted(recorder.trials, key=lambda t: t.number))
     return Result(strategy, trials, unit, compile_seconds, info)
