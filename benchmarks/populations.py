@@ -52,11 +52,15 @@ populations and searches both shard their rows over the cores through the one ba
    beats random's at equal wall time by more than that spread; on digits-mlp it is no worse than
    random's median by more than that spread.
 
-`--smoke` shrinks everything (T=10, N = 2 and 4, 2 repeats; digits-noisy only, budget 100 (the least
+`--smoke` shrinks everything (T=10, N = 2, 2 repeats; digits-noisy only, budget 100 (the least
 that buys Implicit's population a warm-up and halving at T=10),
 seed 0) so the tables' structure appears in seconds; its numbers mean little, so it skips
-`warm_up_process` (which only evens out the timings of the strategies timed first). Speed is measured
-here, never asserted in tests.
+`warm_up_process` (which only evens out the timings of the strategies timed first), the library
+rows' compiling first calls, and the emptying of caches between strategies (a program one strategy
+compiled is reused by the next, so the compile seconds shown are not each strategy's own), and gives
+random search at the population's seconds at most twice the budget's trials (not 100 times): the
+fewest programs and runs that reach every table, strategy and row kind. Speed is measured here,
+never asserted in tests.
 """
 
 from __future__ import annotations
@@ -159,8 +163,9 @@ def _library_rows(objective, space, key, method, outer, n, args, grad_flops, run
     """Seconds per population step and per search chunk as the library records them (the trials'
     seconds), after a first call of each that compiles; medians over calls with new keys."""
     steps = args.library_steps
-    hg.tune(objective, space, key, method=method, outer=outer, population=n, steps=1)  # compiles
-    hg.random_search(objective, space, key, n)
+    if not args.smoke:  # the smoke's timings mean nothing: its first calls are the timed ones
+        hg.tune(objective, space, key, method=method, outer=outer, population=n, steps=1)  # compiles
+        hg.random_search(objective, space, key, n)
     pop, search = [], []
     for r in range(args.library_repeats):
         k = jax.random.key(100 + r)
@@ -232,27 +237,30 @@ def warm_up_process() -> None:
     hg.clear_caches()
 
 
-def one_seed(name: str, objective, space, seed: int, budget: float) -> dict:
-    """Every strategy on one preset and training key, each from empty caches."""
+def one_seed(name: str, objective, space, seed: int, budget: float, smoke: bool = False) -> dict:
+    """Every strategy on one preset and training key, each from empty caches (with `smoke`: caches
+    kept, so a program another strategy compiled is not compiled again, and random search given the
+    population's seconds runs at most twice the budget's trials)."""
     key = jax.random.key(seed)
+    clear, most = (lambda: None, 2) if smoke else (hg.clear_caches, 100)
     (method, hold), outer = cli._gradient_method(argparse.Namespace(checkpoint_every=None), name), optax.adam(OUTER_LR)
-    hg.clear_caches()
+    clear()
     step_runs = hg.tune_step_cost(objective, space, key, method, hold=hold)
     padded = lambda n: cli._rows_run(n, cli.DEFAULT_CHUNK, jax.local_device_count())  # noqa: E731, as charged
     plan = cli._budget_plan(budget, step_runs, 1.0, len(space), rows=padded, warmup_rows=padded)
-    hg.clear_caches()  # tune_step_cost counted the population's FLOPs: its own call must pay for that
+    clear()  # tune_step_cost counted the population's FLOPs: its own call must pay for that
     pop, pop_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer, hold=hold,
                                            steps=plan["tune_steps"], population=plan["population"],
                                            warmup=plan["warmup"], halving=plan["halving"]))
-    hg.clear_caches()
+    clear()
     single_steps = max(1, math.floor(budget / step_runs) - 1)  # + the final scoring
     single, single_wall = _timed(lambda: hg.tune(objective, space, key, method=method, outer=outer, hold=hold,
                                                  steps=single_steps))
-    hg.clear_caches()
+    clear()
     trials = plan["random_trials"]
     rand, rand_wall = _timed(lambda: hg.random_search(objective, space, key, trials, chunk_size=_chunk(trials)))
     points = plan["grid_points_per_axis"]
-    hg.clear_caches()
+    clear()
     grid, grid_wall = _timed(lambda: hg.grid_search(objective, space, key, points,
                                                     chunk_size=_chunk(points ** len(space))))
     # Equal wall time as `hg.compare` lines results up: by the library's own seconds (`Result.spent`:
@@ -262,8 +270,10 @@ def one_seed(name: str, objective, space, seed: int, budget: float) -> dict:
     per_trial = rand.seconds / trials
     fixed = rand_wall - rand.seconds
     pop_seconds, pop_exec = _total(pop, "seconds"), _total(pop, "execution")
-    n_wall, rand_wall_pick, rand_wall_actual = _random_within(objective, space, key, rand, pop_seconds, "seconds")
-    n_exec, rand_exec_pick, _ = _random_within(objective, space, key, rand, pop_exec, "execution")
+    n_wall, rand_wall_pick, rand_wall_actual = _random_within(objective, space, key, rand, pop_seconds, "seconds",
+                                                              clear, most=most)
+    n_exec, rand_exec_pick, _ = _random_within(objective, space, key, rand, pop_exec, "execution", clear,
+                                               most=most)
     return {
         "preset": name, "seed": seed, "plan": plan, "axes": len(space), "step_runs": step_runs, "single_steps": single_steps,
         "method": cli._method_words(method, hold),
@@ -286,7 +296,8 @@ def _total(result, by: str) -> float:
     return float(spent[-1]) if len(spent) else 0.0
 
 
-def _random_within(objective, space, key, rand, seconds: float, by: str, tries: int = 8, most: int = 100):
+def _random_within(objective, space, key, rand, seconds: float, by: str, clear=hg.clear_caches, tries: int = 8,
+                   most: int = 100):
     """(trials random search finished within `seconds` of `by`, its best among them, and the seconds
     of the longer call made for it or None): from `rand` when it outlasts `seconds`, else from a
     new cold call with as many more trials as the shortfall buys at the last call's execution seconds
@@ -301,7 +312,7 @@ def _random_within(objective, space, key, rand, seconds: float, by: str, tries: 
             return within, result.best_within(seconds, by=by), made
         per_trial = max(result.seconds / len(result.trials), 1e-9)
         n = min(cap, max(2 * len(result.trials), len(result.trials) + math.ceil(1.25 * (seconds - total) / per_trial)))
-        hg.clear_caches()
+        clear()
         result = hg.random_search(objective, space, key, n, chunk_size=_chunk(n))
         made = _total(result, "seconds")
     raise RuntimeError(f"random search never outlasted the population's {seconds:.1f} s ({by}) in {tries} calls")
@@ -376,7 +387,8 @@ def render_quality(records, args) -> tuple[list[str], list[str]]:
         "empty caches and pays its own FLOP counting. Random search's pick is its best trial within those "
         "seconds, counted the same way (`best_within(by=...)`, as `hg.compare` lines results up); when its "
         "budget-sized call ends sooner, it is called again, cold, with more trials (same key: its first trials "
-        "are the same settings) until one outlasts them (at most 100 times the budget's trials: then its pick over "
+        f"are the same settings) until one outlasts them (at most {2 if args.smoke else 100} times the budget's "
+        "trials: then its pick over "
         "all of them, and the longer call's seconds, below `pop s`, say so). `random trials`: the trials finished within the "
         "seconds. `random fixed s`, `random ms/trial`: its budget-sized call's wall minus its trials' execution, "
         "and execution per trial (context). `spread`: the larger of the two strategies' test-accuracy ranges "
@@ -412,7 +424,7 @@ def main(argv=None) -> None:
     if args.cpu_devices != 1:
         hg.use_cpu_cores(None if args.cpu_devices == 0 else args.cpu_devices)
     if args.smoke:
-        args.steps, args.sizes, args.repeats, args.library_steps, args.library_repeats = 10, [2, 4], 2, 1, 1
+        args.steps, args.sizes, args.repeats, args.library_steps, args.library_repeats = 10, [2], 2, 1, 1
         args.presets, args.budget, args.seeds = "digits-noisy", 100.0, (0,)
     else:
         args.steps, args.sizes, args.repeats, args.library_steps, args.library_repeats = 200, [16, 64], 15, 4, 3
@@ -464,7 +476,7 @@ def main(argv=None) -> None:
         for name in presets:
             objective, space = preset(name, args.steps)
             for seed in args.seeds:
-                records.append(one_seed(name, objective, space, seed, args.budget))
+                records.append(one_seed(name, objective, space, seed, args.budget, smoke=args.smoke))
                 loads.append(os.getloadavg())
                 r = records[-1]
                 log(f"[2] {name} seed {seed}: pop acc {r['compute']['population']['test_accuracy']:.4f} "
