@@ -26,7 +26,8 @@ populations the ROC AUC with which the pick's example weights separate the flipp
 the clean ones (1: every flipped example weighted below every clean one). Wall seconds are not
 compared here (`populations.py` does that), so the machine's load does not matter.
 
-`--smoke`: T=10, budget 30, seed 0; numbers mean little.
+`--smoke`: T=10, budget 30, seed 0, and the caches kept between strategies (a program compiled once, not per
+strategy: the results are the same); numbers mean little.
 """
 
 from __future__ import annotations
@@ -67,10 +68,12 @@ def _auc(result, corrupted: np.ndarray) -> float:
     return float(cli._weights_against_corruption({"pick": result}, corrupted)["pick"][2])
 
 
-def one_seed(objective, space, corrupted: np.ndarray, seed: int, budget: float) -> dict:
-    """Every strategy on one training key, each from empty caches; {strategy: (test accuracy, AUC or None)}."""
+def one_seed(objective, space, corrupted: np.ndarray, seed: int, budget: float, fresh: bool = True) -> dict:
+    """Every strategy on one training key, each from empty caches (`fresh=False`, the smoke's: caches kept, so
+    a program another strategy compiled is not compiled again); {strategy: (test accuracy, AUC or None)}."""
     key = jax.random.key(seed)
-    hg.clear_caches()
+    clear = hg.clear_caches if fresh else (lambda: None)
+    clear()
     step_runs = hg.tune_step_cost(objective, space, key, hg.Reverse())
     padded = lambda n: cli._rows_run(n, cli.DEFAULT_CHUNK, jax.local_device_count())  # noqa: E731, as charged
     plan = cli._budget_plan(budget, step_runs, 1.0, len(space), rows=padded, warmup_rows=padded)
@@ -86,7 +89,7 @@ def one_seed(objective, space, corrupted: np.ndarray, seed: int, budget: float) 
             population=plan["population"], warmup=plan["warmup"], halving=plan["halving"], resample_key=resample))
     record = {"seed": seed, "plan": plan}
     for name in STRATEGIES:
-        hg.clear_caches()
+        clear()
         started = time.perf_counter()
         result = runs[name]()
         record[name] = {"accuracy": float(result.best_trial.scores["test_accuracy"]),
@@ -131,7 +134,7 @@ def main(argv=None) -> None:
     corrupted = preset_corrupted_examples(PRESET)
     wall, records = time.perf_counter(), []
     for seed in seeds:
-        records.append(one_seed(objective, space, corrupted, seed, budget))
+        records.append(one_seed(objective, space, corrupted, seed, budget, fresh=not args.smoke))
         tables, verdicts = render(records)
         done = len(records) == len(seeds)
         state = (f"whole run {time.perf_counter() - wall:.0f} s" if done
