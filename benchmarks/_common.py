@@ -31,6 +31,8 @@ import hypergrad as hg
 from hypergrad import accounting
 from hypergrad.hypergradient import compiled_value_and_grad
 
+from _report import table, write_report  # noqa: F401  re-exported: every script's report writing
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 COST_SCRIPT = os.path.join(HERE, "hypergradient_cost.py")
 """The script a child process runs for one row's peak RSS, unless a caller names its own."""
@@ -152,20 +154,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def write_report(text: str, out: str | None, *, append: bool = False, echo: bool = True) -> None:
-    """Prints `text` (unless `echo=False`) and, with `out`, writes it there (appended after a blank
-    line with `append` when the file already has content); the shared ending of every benchmark
-    script."""
-    if echo:
-        print(text)
-    if not out:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    appending = append and os.path.exists(out) and os.path.getsize(out) > 0
-    with open(out, "a" if appending else "w") as f:
-        f.write(("\n" if appending else "") + text.rstrip("\n") + "\n")
-
-
 def add_child_arguments(parser) -> None:
     """The hidden arguments with which a benchmark reruns one row in a subprocess (for its RSS)."""
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -268,11 +256,6 @@ def median_range(values, spec: str = ".4f") -> str:
     """'median [min-max]' of `values`, each formatted with `spec` (how the quality tables summarise seeds)."""
     values = list(values)
     return f"{statistics.median(values):{spec}} [{min(values):{spec}}-{max(values):{spec}}]"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def hlo_computations(text: str) -> tuple[str | None, dict[str, list[str]]]:

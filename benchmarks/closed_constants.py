@@ -5,7 +5,7 @@ hoisting), side by side.
     .venv/bin/python benchmarks/closed_constants.py --smoke                                 # structure only, seconds
 
 A fine-tuning problem (`hg.problems.finetune`) whose pretrained tree is 40 MB of float32 weights (a 5000 x 2000 body
-and a head; 16 MB with `--smoke`: 2000 x 2000): its init and its L2-SP penalty close over them. Each row is one fresh
+and a head; 4 MB with `--smoke`: 1000 x 1000): its init and its L2-SP penalty close over them. Each row is one fresh
 process computing `hg.hypergradient(objective, h, key)` (Reverse, 5 steps) twice: "embedded" with hoisting turned off
 (`_compile.HOISTED_BYTES` set past any array, the behaviour before hoisting), "hoisted" with the library's default.
 Columns: the lowered program's text, the first call (trace, lowering, compilation and the run), the second call, the
@@ -26,10 +26,10 @@ import subprocess
 import sys
 import time
 
-import _common as common
+import _report  # the parent writes the table without importing jax (`_common` does, in the child)
 
 FULL = dict(body=(5000, 2000), steps=5, repeats=3)
-SMOKE = dict(body=(2000, 2000), steps=2, repeats=1)
+SMOKE = dict(body=(1000, 1000), steps=2, repeats=1)
 SETTINGS = ("embedded", "hoisted")
 
 
@@ -40,6 +40,7 @@ def child(setting: str, body: tuple[int, int], steps: int) -> dict:
     import numpy as np
     import optax
 
+    import _common as common
     import hypergrad as hg
     from hypergrad import _compile
 
@@ -114,13 +115,13 @@ def render(rows: dict[str, list[dict]]) -> str:
                f"{median('hoisted', 'first_s') / median('embedded', 'first_s'):.2f}",
                f"{median('hoisted', 'second_ms') / median('embedded', 'second_ms'):.2f}",
                f"{median('hoisted', 'peak_growth_mb') / max(median('embedded', 'peak_growth_mb'), 1e-9):.2f}", ""]]
-    return common.table(header, body + ratios)
+    return _report.table(header, body + ratios)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="also write the table to this markdown file")
-    parser.add_argument("--smoke", action="store_true", help="a 16 MB tree, 2 steps, one process each: structure only")
+    parser.add_argument("--smoke", action="store_true", help="a 4 MB tree, 2 steps, one process each: structure only")
     parser.add_argument("--repeats", type=int, help="processes per setting, alternating (default 3; 1 with --smoke)")
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     parser.add_argument("--body", help=argparse.SUPPRESS)
@@ -141,7 +142,7 @@ def main(argv=None) -> None:
             f"body {plan['body'][0]} x {plan['body'][1]} float32, Reverse, {plan['steps']} steps, {plan['repeats']} "
             f"process(es) per setting, alternating (medians); whole run {time.perf_counter() - began:.0f} s; load "
             f"average {load[0]:.1f} at the start.\n")
-    common.write_report(head + "\n" + render(rows) + "\n", args.out)
+    _report.write_report(head + "\n" + render(rows) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -289,7 +289,7 @@ def main(argv=None) -> str:
     if args.child:
         print(json.dumps(child(**json.loads(args.child))))
         return ""
-    from _common import write_report  # this directory's shared helpers (they import hypergrad: parent only)
+    from _report import write_report  # this directory's report writing (without jax: the children import it)
 
     pick = 1 if args.quick else 0
     sizes = {name: list(values[pick]) for name, values in SIZES.items()}
