@@ -58,13 +58,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="also write the tables to this markdown file")
-    parser.add_argument("--smoke", action="store_true", help="T=10, N=2, 2 repeats: the tables' structure")
+    parser.add_argument("--smoke", action="store_true",
+                        help="T=10, N=2, 2 repeats, 1 traced call: the tables' structure")
     parser.add_argument("--trials", type=int, default=8, help="N, the trials (tuners) of the one device")
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--calls", type=int, default=3, help="traced calls")
+    parser.add_argument("--calls", type=int, default=None, help="traced calls (default 3; 1 with --smoke)")
     args = parser.parse_args(argv)
     steps, n = (10, 2) if args.smoke else (200, args.trials)
     repeats = 2 if args.smoke else args.repeats
+    args.calls = args.calls or (1 if args.smoke else 3)
     load_start = os.getloadavg()
     wall = time.perf_counter()
     objective, space = preset("digits-mlp", steps)

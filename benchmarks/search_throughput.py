@@ -23,6 +23,9 @@ width, and where a search chunk's time goes.
    `population_profile.py`'s classes, in ms per trial; the matrix products' own FLOP/s (their
    FLOPs counted from the jaxpr's `dot_general`s) against the peak measured in the same process.
 
+`--smoke`: T=10, 8 trials at chunk sizes 4 and 8 (every width and chunk row), one round; section 2 at
+N=2 alone (one program: the table's columns are per N); numbers mean nothing.
+
 Speed is measured here, never asserted in tests; every share is measured in one process on the same
 load as its peak.
 """
@@ -226,7 +229,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="also write the tables to this markdown file")
-    parser.add_argument("--smoke", action="store_true", help="T=10, 8 trials, 2 rounds: the tables' structure")
+    parser.add_argument("--smoke", action="store_true",
+                        help="T=10, 8 trials, 1 round, section 2 at N=2 alone: the tables' structure")
     parser.add_argument("--malloc", action="store_true", help="also the all-cores rows with MALLOC_MMAP_MAX_=0")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", default="16,32,64,128")
@@ -237,8 +241,8 @@ def main(argv=None) -> None:
     args.steps, args.trials, args.matmul = 200, 256, 2048
     args.profile_trials, args.repeats, args.calls = (8, 32), 9, 3
     if args.smoke:
-        args.steps, args.trials, args.rounds, args.chunks = 10, 8, 2, [4, 8]
-        args.profile_trials, args.repeats, args.calls, args.matmul = (2, 4), 2, 1, 512
+        args.steps, args.trials, args.rounds, args.chunks = 10, 8, 1, [4, 8]
+        args.profile_trials, args.repeats, args.calls, args.matmul = (2,), 2, 1, 512
     load_start, wall = os.getloadavg(), time.perf_counter()
     sections = []
     found = all_cores(args)
