@@ -456,9 +456,11 @@ def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_c
     with where its programs came from (`_measured`).
 
     Each starts with the engine's in-memory caches emptied (`hg.clear_caches()`), so its wall time
-    includes compiling (or, with the persistent cache on, loading) every program it runs, whatever
-    ran before it: a program another strategy left in memory (tune's warm-up is a random search)
-    would otherwise cost it nothing. Random search runs last, so that its continuation toward equal
+    includes compiling (or, with the persistent cache on, loading what an earlier process stored)
+    every program it runs, whatever ran before it: a program another strategy left in memory (tune's
+    warm-up is a random search) would otherwise cost it nothing, and so would one another strategy of
+    this run wrote to the persistent cache, which is held out of the later ones' reach
+    (`_held_between_strategies`). Random search runs last, so that its continuation toward equal
     wall time (`_at_equal_wall_time`) finds its program as one longer search would. `stop`: called at
     each safe point (before each strategy, at each progress line), see `_ctrl_c_honoured`."""
     devices = jax.local_device_count()
@@ -480,11 +482,88 @@ def _run_strategies(args, objective, space, key, method, plan, log, say, stop=_c
                                        log=log, progress=progress),
     }
     done = {}
-    for name in ("hypergradient", "grid", "random"):
-        hg.clear_caches()
-        stop()
-        done[name] = _measured(runs[name])
+    with _held_between_strategies() as hold_new_entries:
+        for name in ("hypergradient", "grid", "random"):
+            hg.clear_caches()
+            stop()
+            done[name] = _measured(runs[name])
+            hold_new_entries()
     return {name: done[name] for name in runs}
+
+
+HELD = ".hypergrad-compare-held-{pid}"
+"""The folder in the persistent cache's folder where `_held_between_strategies` keeps the entries the
+strategies of a run wrote while the later ones run (`{pid}`: this process's id)."""
+
+
+def _cache_entries() -> dict[str, set[str]]:
+    """The entries of the persistent caches now, by folder: JAX's (its folder's `*-cache` and
+    `*-atime` files) and hypergrad's program store's (`hypergrad._program_store`, its folder's files
+    but the `.partial-*` ones being written); {} with the cache off."""
+    if not _cache_on():
+        return {}
+    jax_folder, store = jax.config.jax_compilation_cache_dir, program_store.directory()
+    entries = {jax_folder: {name for name in _files_in(jax_folder) if name.endswith(("-cache", "-atime"))}}
+    if store is not None:
+        entries[store] = {name for name in _files_in(store) if not name.startswith(".")}
+    return entries
+
+
+def _files_in(folder: str) -> list[str]:
+    """The names of the plain files in `folder` ([] when it is missing or cannot be read)."""
+    try:
+        return [entry.name for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def _held_between_strategies():
+    """Yields `hold()`, which moves the persistent caches' entries written since the block began or
+    since the last `hold()` (the strategy that just ran: its programs, in JAX's cache and hypergrad's
+    program store) into the folder `HELD`, out of every later strategy's reach; the block's end (an
+    exception or Ctrl-C too) moves them back, where a later run finds them (one that a later strategy
+    wrote again stays as it is). So in a run on an empty cache each strategy compiles every program
+    it runs (the README's promise that none runs on programs another compiled: random search and grid
+    search at the same chunk size run the same program, which random, running after grid, loaded in
+    about a second where grid had spent seconds compiling it), while a second run loads them all.
+    Nothing with the cache off. Another process using the folder meanwhile misses the held entries
+    (and compiles them) until the block ends; a process killed meanwhile leaves them in `HELD`."""
+    seen = _cache_entries()
+    held = os.path.join(jax.config.jax_compilation_cache_dir, HELD.format(pid=os.getpid())) if seen else None
+    moved: list[tuple[str, str]] = []
+
+    def hold() -> None:
+        nonlocal seen
+        now = _cache_entries()
+        for folder, names in now.items():
+            for name in sorted(names - seen.get(folder, set())):
+                aside = os.path.join(held, os.path.relpath(folder, os.path.dirname(held)), name)
+                with contextlib.suppress(OSError):  # an entry that cannot be moved stays readable
+                    os.makedirs(os.path.dirname(aside), exist_ok=True)
+                    os.replace(os.path.join(folder, name), aside)
+                    moved.append((aside, os.path.join(folder, name)))
+        seen = _cache_entries()
+
+    try:
+        yield hold
+    finally:
+        _put_back(moved, held)
+
+
+def _put_back(moved: list[tuple[str, str]], held: str | None) -> None:
+    """Moves each (held, original) entry back to its place, unless that place holds one again (the
+    held copy is then dropped), and removes the emptied `held` folder."""
+    for aside, original in moved:
+        with contextlib.suppress(OSError):
+            if os.path.exists(original):
+                os.remove(aside)
+            else:
+                os.replace(aside, original)
+    if held is not None:
+        for folder, _, _ in sorted(os.walk(held), reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _measured(run: Callable[[], hg.Result], earlier: dict[str, Any] | None = None) -> hg.Result:
