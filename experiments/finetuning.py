@@ -33,23 +33,29 @@ split and the training key) every strategy gets the same budget of training-run 
 Revised on review (hunt J25): the gradient strategy's plan priced a hypergradient at 3.0 runs and left
 out tune's final scoring, so it ran past its budget (43-46 runs against 32) and its steps past the
 budget were discarded by `best_within`; at budget 8 (and in --smoke) no outer step counted at all. It
-now plans with the library's cost, and the least budget is 18. Results measured before the revision
-(claims 4 and 5 above all) must be rerun.
+now plans with the library's cost, and the least budget is 18 (11d8baa). The results in
+experiments/results/ were measured after that revision.
 
 Each strategy's pick is its lowest validation loss within the budget (`Result.best_within`); the
 table reports its test accuracy (mean ± std over seeds), the compute it spent (runs, seconds) and
 its learning rate per layer (input to output; the searches' shared rate is one number broadcast).
 
-Claims and their rules, fixed in this file before the first full run (`verdicts`). A strategy A
-is "ahead" of B in a cell (setting, shots) when the mean over seeds of the paired difference of
-test accuracies A - B is positive, and "clearly ahead" when it also exceeds twice its standard error.
+Claims and their rules, fixed in this file before the first full run (`verdicts`), except the
+"partly" tiers of claims 1-4 (below). A strategy A is "clearly ahead" of B in a cell (setting, shots)
+when the mean over seeds of the paired difference of test accuracies A - B is positive and exceeds
+twice its standard error, "clearly behind" when it is negative and exceeds twice its standard error
+in size, and "within noise" otherwise.
 
 1-3. Fine-tuning beats training from scratch (one claim per setting): random search on the
      pretrained model against the same random search from scratch. Held: clearly ahead at every
-     shot count; partly: ahead at one or more; not held otherwise.
+     shot count; partly: clearly ahead at one or more and clearly behind at none; not held otherwise.
 4.   Gradient tuning beats grid and random search at equal compute: gradient against the better
-     (by mean) of grid and random, in every cell. Held: clearly ahead in every cell; partly: ahead
-     in at least half of the cells; not held otherwise.
+     (by mean) of grid and random, in every cell. Held: clearly ahead in every cell; partly: clearly
+     ahead in at least half of the cells and clearly behind in none; not held otherwise.
+     Rule revised on review after the full runs (claims hunt, session 38): the "partly" tiers of 1-4
+     first needed only a positive mean difference (no margin), so a lead of 0.6 s.e. earned "partly"
+     while scratch was ahead by 3.8 s.e. at another shot count; they now use the 2 s.e. margin of the
+     held tier, the margin the other reproductions' comparisons use.
 5.   Learned per-layer rates are lower for early layers (Howard & Ruder 2018; Yosinski et al. 2014):
      over every gradient pick, the first layer's rate against the head's. Held: first < head in at
      least 80% of picks and a geometric-mean ratio head / first of at least 1.5; partly: first < head
@@ -83,9 +89,9 @@ import hypergrad as hg
 import _claims
 
 NAME = "finetuning"
-REVISED = (" The gradient strategy's plan was revised on review: it had priced a hypergradient at 3.0 runs "
-           "and left out tune's final scoring, overspending its budget with the steps past it discarded; "
-           "numbers measured before the revision must be rerun.")
+REVISED = (" The gradient strategy's plan was revised on review (11d8baa): it had priced a hypergradient at 3.0 "
+           "runs and left out tune's final scoring, overspending its budget with the steps past it discarded; "
+           "these numbers were measured after that revision.")
 STRATEGIES = ("default", "grid", "random", "gradient", "scratch")
 SETTINGS = {"mlp 0-4->5-9": ("mlp", "5-9"), "cnn 0-4->5-9": ("cnn", "5-9"), "cnn shifted": ("cnn", "shifted")}
 OUTER = optax.adam(0.1)  # one object, so tune's program is reused across seeds
@@ -176,9 +182,10 @@ def paired(a, b) -> tuple[float, float]:
 
 
 def standing(a, b) -> str:
-    """'clearly ahead', 'ahead' or 'not ahead': the rule every claim uses (module docstring)."""
+    """'clearly ahead', 'clearly behind' or 'within noise': the paired difference a - b against twice its
+    standard error, the rule every claim uses (module docstring)."""
     mean, se = paired(a, b)
-    return "clearly ahead" if mean > 0 and mean > 2 * se else "ahead" if mean > 0 else "not ahead"
+    return "clearly ahead" if mean > 2 * se else "clearly behind" if mean < -2 * se else "within noise"
 
 
 def verdicts(acc: dict, rates: dict) -> list[_claims.Claim]:
@@ -187,29 +194,39 @@ def verdicts(acc: dict, rates: dict) -> list[_claims.Claim]:
     claims = []
     for setting, by_shots in acc.items():
         marks = {s: standing(c["random"], c["scratch"]) for s, c in by_shots.items()}
-        diffs = {s: paired(c["random"], c["scratch"])[0] for s, c in by_shots.items()}
+        diffs = {s: paired(c["random"], c["scratch"]) for s, c in by_shots.items()}
         verdict = ("held" if all(m == "clearly ahead" for m in marks.values()) else
-                   "partly" if any(m != "not ahead" for m in marks.values()) else "not held")
+                   "partly" if "clearly ahead" in marks.values() and "clearly behind" not in marks.values()
+                   else "not held")
         claims.append(_claims.Claim(
             "Yosinski et al. 2014 (transfer)", f"{setting}: fine-tuning the pretrained model beats training "
-            "from scratch (random search on each, equal compute)",
-            "; ".join(f"{s} shots: {diffs[s]:+.3f} ({marks[s]})" for s in by_shots),
-            verdict, "Mean paired test-accuracy difference, fine-tuned minus scratch, over seeds; held needs it "
-            "above twice its standard error at every shot count."))
+            "from scratch (random search on each, equal compute; rule revised on review after the full runs: 'partly' "
+            "first needed only a positive mean, it now needs the 2 s.e. paired margin too)",
+            "; ".join(f"{s} shots: {diffs[s][0]:+.3f} ± {diffs[s][1]:.3f} s.e. ({marks[s]})" for s in by_shots),
+            verdict, "Mean paired test-accuracy difference, fine-tuned minus scratch, over seeds, against twice its "
+            "standard error: held needs clearly ahead at every shot count, partly clearly ahead at one or more and "
+            "clearly behind at none. This 'partly' tier was revised on review after the full runs (claims hunt, "
+            "session 38): it first needed only a positive mean, so a lead well inside the seeds' noise earned "
+            "'partly' even where scratch was clearly ahead at another shot count."))
     cells = [(setting, s, c) for setting, by_shots in acc.items() for s, c in by_shots.items()]
     marks = []
     for setting, s, c in cells:
         rival = max(("grid", "random"), key=lambda n: np.mean(c[n]))
         marks.append((f"{setting} {s}", rival, paired(c["gradient"], c[rival])[0], standing(c["gradient"], c[rival])))
-    ahead = sum(m[3] != "not ahead" for m in marks)
-    verdict = ("held" if all(m[3] == "clearly ahead" for m in marks) else
-               "partly" if ahead >= len(marks) / 2 else "not held")
+    ahead = sum(m[3] == "clearly ahead" for m in marks)
+    behind = sum(m[3] == "clearly behind" for m in marks)
+    verdict = ("held" if ahead == len(marks) else
+               "partly" if ahead >= len(marks) / 2 and not behind else "not held")
     claims.append(_claims.Claim(
         "ours (issue 16)", "Gradient tuning of per-layer rates, L2-SP and warm-up beats grid and random search "
-        "over scalars at equal compute",
-        f"ahead in {ahead} of {len(marks)} cells; " + "; ".join(f"{n}: {d:+.3f} vs {r}" for n, r, d, _ in marks),
+        "over scalars at equal compute (rule revised on review after the full runs: 'partly' first needed only a "
+        "positive mean, it now needs the 2 s.e. paired margin too)",
+        f"clearly ahead (2 s.e.) in {ahead} of {len(marks)} cells, clearly behind in {behind}; "
+        + "; ".join(f"{n}: {d:+.3f} vs {r}" for n, r, d, _ in marks),
         verdict, "Gradient minus the better of grid and random (by mean), paired over seeds, per setting and "
-        "shot count; held needs clearly ahead (2 s.e.) in every cell." + REVISED))
+        "shot count; held needs clearly ahead (2 s.e.) in every cell, partly clearly ahead in at least half of the "
+        "cells and clearly behind in none (revised on review after the full runs, claims hunt session 38: "
+        "'partly' first needed a positive mean in half of the cells, with no margin)." + REVISED))
     claims.append(rate_claim(rates))
     return claims
 
