@@ -660,7 +660,10 @@ def _trials_for(random: hg.Result, seconds: float, by: str = "seconds") -> int:
 def _write_outputs(args, out, problem, objective, space, plan, results, by_seconds, verdict, elapsed,
                    corrupted) -> int:
     """Prints the comparison tables (equal compute, equal wall time with compilation, equal execution
-    time without); writes results.json, the plots (when matplotlib is there) and report.md into
+    time without); writes results.json (with, under "results_at_equal_wall_time", each result the
+    equal-time tables rank that is not the budget's in "results": random search continued, whole, its
+    set-up seconds and where they are charged included, so `Result.from_dict` and `hg.compare` give
+    those tables back from the file alone), the plots (when matplotlib is there) and report.md into
     `out`. `by_seconds`: the results at equal wall time and execution time (`_at_equal_wall_time`);
     `verdict`: `_verdict`'s lines; `corrupted`: the preset's mask of flipped training labels, or
     None. Returns the number of plots written."""
@@ -682,7 +685,9 @@ def _write_outputs(args, out, problem, objective, space, plan, results, by_secon
                                           **r.info.get("compilation", {})}
                                    for name, r in by_seconds.items()},
                    "results": {name: r.to_dict() for name, r in results.items()},
-                   "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"])}, f)
+                   "random_at_equal_wall_time": _continued(results["random"], by_seconds["random"]),
+                   "results_at_equal_wall_time": {name: r.to_dict() for name, r in by_seconds.items()
+                                                  if r is not results[name]}}, f)
     plots = []
     try:
         plots = by_compute.plot(out)
@@ -1154,7 +1159,29 @@ def _compare_one(args: argparse.Namespace, problem: str, planned: tuple, out: st
     return verdict
 
 
+def _check_checkpointing(args: argparse.Namespace) -> None:
+    """A usage error (exit status 2, before anything is planned or compiled) for a --checkpoint-every K
+    of at least some problem's T training steps (--steps, or the preset's): Reverse then trains in one
+    segment of T steps, checkpointing nothing, which the plan would have named "checkpointed every K
+    steps"."""
+    every = vars(args).get("checkpoint_every")
+    if every is None:
+        return
+    steps = {problem: args.steps or PRESETS[problem][1] for problem in args.problem}
+    problem = min((p for p in steps if every >= steps[p]), key=steps.get, default=None)
+    if problem is None:
+        return
+    steps = steps[problem]
+    advice = (f"give --checkpoint-every about sqrt(T) = {max(1, round(math.sqrt(steps)))} (less than {steps})"
+              if steps > 1 else "there is nothing to checkpoint")
+    print(f"hypergrad compare: error: argument --checkpoint-every: {every} is not less than --steps T={steps}"
+          f"{'' if args.steps else ' (the preset default)'} on {problem}: Reverse would train in one segment of "
+          f"{steps} steps and checkpoint nothing; {advice}, or leave --checkpoint-every out", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _compare(args: argparse.Namespace, stop: Callable[[], None] = _carry_on) -> int:
+    _check_checkpointing(args)
     _check_scikit_learn()
     problems = args.problem
     foreign = _foreign_folders(args.out, problems)

@@ -47,3 +47,54 @@ def test_in_a_cold_run_random_search_loads_nothing_grid_search_compiled(ridge_pr
     # the entries held out of the later strategies' reach are back where a later run finds them
     assert not [p for p in cold_cache.iterdir() if p.name.startswith(".hypergrad-compare-held")]
     assert len(list((cold_cache / "hypergrad-programs").iterdir())) >= 2  # tune's programs, the searches' one
+
+
+@pytest.mark.parametrize("every", ["20", "1000"])
+def test_a_checkpoint_every_of_at_least_the_steps_is_a_usage_error_before_anything_runs(tmp_path, capsys,
+                                                                                        monkeypatch, every):
+    # was accepted, and the plan said "checkpointed every 1000 steps" of a run trained in one segment of 20
+    monkeypatch.setattr(cli, "_planned", lambda *a: pytest.fail("planned"))
+    monkeypatch.setattr(hg, "use_compilation_cache", lambda *a: pytest.fail("turned the cache on"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["compare", "--problem", "iris-mlp", "--steps", "20", "--checkpoint-every", every,
+                  "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert "argument --checkpoint-every" in err and "--steps T=20" in err and "sqrt(T) = 4" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_every_below_a_presets_default_steps_is_checked_against_them(tmp_path, capsys, monkeypatch):
+    # no --steps: the preset's own T (200 on iris-mlp) is what K must stay below
+    monkeypatch.setattr(cli, "_planned", lambda *a: pytest.fail("planned"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["compare", "--problem", "iris-mlp", "--checkpoint-every", "200", "--out", str(tmp_path), "--quiet"])
+    assert exit_.value.code == 2 and "T=200 (the preset default) on iris-mlp" in capsys.readouterr().err
+    cli._check_checkpointing(argparse.Namespace(checkpoint_every=199, steps=None, problem=["iris-mlp"]))  # accepted
+
+
+def test_results_json_holds_the_random_search_the_equal_time_tables_rank(ridge_problem, tmp_path, monkeypatch):
+    # results.json kept only the budget's random search and the continued one's counts: its set-up
+    # seconds and where they are charged were written nowhere, so the equal-time tables could not be
+    # recomputed from the files
+    objective = hg.Objective(ridge_problem, lambda h: optax.sgd(h["lr"]), num_steps=2)
+    key = jax.random.key(0)
+    random = hg.random_search(objective, SPACE, key, 4, chunk_size=4)
+    continued = hg.random_search(objective, SPACE, key, 12, chunk_size=4, extends=random)
+    grid = hg.grid_search(objective, SPACE, key, 2, chunk_size=4)
+    results, by_seconds = {"random": random, "grid": grid}, {"random": continued, "grid": grid}
+    monkeypatch.setattr(type(hg.compare(results)), "plot", lambda self, out: (_ for _ in ()).throw(ImportError("-")))
+    args = argparse.Namespace(budget=4.0, seed=0, outer_lr=0.05)
+    plan = {"tune_steps": 1, "population": 2, "warmup": 4, "halving": None, "random_trials": 4,
+            "grid_points_per_axis": 2, "method": "Reverse"}
+    cli._write_outputs(args, str(tmp_path), "ridge", objective, SPACE, plan, results, by_seconds, "", 1.0, None)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert list(written["results_at_equal_wall_time"]) == ["random"]
+    read = {name: hg.Result.from_dict(written["results_at_equal_wall_time"].get(name, entry))
+            for name, entry in written["results"].items()}
+    assert len(read["random"].trials) == 12
+    assert read["random"].info["setup_seconds_at"] == continued.info["setup_seconds_at"]
+    # the budget: the seconds the slowest strategy took within its own budget
+    slowest = max(float(hg.Result.from_dict(entry).spent("seconds")[-1]) for entry in written["results"].values())
+    again = hg.compare(read, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
+    assert again.to_dict() == written["comparison_by_seconds"]
