@@ -30,7 +30,11 @@ Verdict rules (fixed in this file before the first full run; the paper's numbers
 offline):
 - fixed initialisation: held if the distilled images reach >= 89% test accuracy (within 5 points of
   the paper's 94%) and beat the 95th percentile of the real draws from the same initialisation;
-  partly if only one of the two holds, or if they beat the real draws' mean; not held otherwise;
+  partly if only one of the two holds, or if they beat the real draws' mean; not held otherwise.
+  Reaching 89% means clearing it by more than two standard errors of the test accuracy (binomial,
+  sqrt(p (1 - p) / n) over the n test images), the margin the other comparisons use: a margin added
+  after the full runs, on review (claims hunt, session 38), when the stored 0.894 cleared the bar by 2
+  of 360 test images against a standard error of 0.016;
 - random initialisations: held if the mean over fresh initialisations is >= 75% (within 5 points of
   80%) and above the real draws' mean from fresh initialisations; partly if one of the two; not held
   otherwise;
@@ -201,6 +205,7 @@ def run(cfg: Config, unit=lambda key, measure: measure()) -> dict:
     distill, space, real, real_space, (x, y) = problems(cfg)
     keys = keys_from(EVAL_KEY, cfg.eval_keys)
     out = {"real": unit("real images", lambda: real_draws(real, cfg)),
+           "test_examples": len(np.asarray(distill.problem.test_data[1])),
            "class_means": np.stack([x[y == c].mean(axis=0) for c in range(CLASSES)])}
 
     def distilled(resample):
@@ -259,9 +264,15 @@ def course(r: dict, key: str) -> str:
                if key == "random" else "."))
 
 
-def rule_fixed(fixed: float, real_fixed: np.ndarray) -> tuple[str, bool, bool]:
-    """Claim 1's rule: (verdict, near 94%, above the real draws' 95th percentile)."""
-    near, above = fixed >= 0.89, fixed > float(np.percentile(real_fixed, 95))
+def test_se(accuracy: float, examples: int) -> float:
+    """The binomial standard error of a test accuracy measured on `examples` test images."""
+    return math.sqrt(accuracy * (1.0 - accuracy) / examples)
+
+
+def rule_fixed(fixed: float, real_fixed: np.ndarray, examples: int) -> tuple[str, bool, bool]:
+    """Claim 1's rule: (verdict, near 94%: at least 0.89 by more than 2 binomial s.e. over `examples` test
+    images (a margin added on review), above the real draws' 95th percentile)."""
+    near, above = fixed - 0.89 > 2 * test_se(fixed, examples), fixed > float(np.percentile(real_fixed, 95))
     return ("held" if near and above else "partly" if near or above or fixed > real_fixed.mean() else "not held",
             near, above)
 
@@ -294,10 +305,11 @@ def verdicts(r: dict) -> tuple[list[_claims.Claim], dict]:
     fixed = float(r["fixed"]["best"]["fixed"])
     rand_fresh = np.asarray(r["random"]["best"]["fresh"], float)
     s = r["search"]
-    (v1, near, above), (v2, near2, above2) = rule_fixed(fixed, real_fixed), rule_random(rand_fresh, real_fresh)
+    examples = int(r["test_examples"])
+    (v1, near, above), (v2, near2, above2) = rule_fixed(fixed, real_fixed, examples), rule_random(rand_fresh, real_fresh)
     v3, ahead, diff, se = rule_compute(fixed, rand_fresh, s)
     final_fixed, final_fresh = float(r["fixed"]["fixed"]), np.asarray(r["random"]["fresh"], float)
-    final = [rule_fixed(final_fixed, real_fixed)[0], rule_random(final_fresh, real_fresh)[0],
+    final = [rule_fixed(final_fixed, real_fixed, examples)[0], rule_random(final_fresh, real_fresh)[0],
              rule_compute(final_fixed, final_fresh, s)[0]]
     judged = {k: r[k]["best"]["step"] for k in ("fixed", "random")}
 
@@ -306,11 +318,16 @@ def verdicts(r: dict) -> tuple[list[_claims.Claim], dict]:
 
     c1 = _claims.Claim(
         PAPER, "Ten distilled images (one per class) train a fixed initialisation to about 94% test accuracy "
-        "(MNIST), far above ten real images" + REVISED,
-        f"digits, fixed init: distilled {fixed:.3f} (best iterate on validation, outer step {judged['fixed']}); "
+        "(MNIST), far above ten real images" + REVISED[:-2] + "; rule revised on review after the full runs: 89% "
+        "must be cleared by more than 2 s.e.).",
+        f"digits, fixed init: distilled {fixed:.3f} ± {test_se(fixed, examples):.3f} s.e. ({examples} test images; "
+        f"best iterate on validation, outer step {judged['fixed']}); "
         f"10 real images {spread(real_fixed)} (95th percentile {p95:.3f}, {len(real_fixed)} draws)", v1,
-        f"rule: >= 0.89 (within 5 points of 94%) and above the real draws' 95th percentile: {near} and {above}."
-        + course(r, "fixed") + on_final(0))
+        f"rule: >= 0.89 (within 5 points of 94%) by more than 2 s.e. and above the real draws' 95th percentile: "
+        f"{near} and {above}. {fixed:.3f} is {(fixed - 0.89) * examples:.1f} of {examples} test images above 0.89, "
+        f"against a binomial s.e. of {test_se(fixed, examples):.3f}; the 2 s.e. margin was added after the full "
+        "runs, on review (claims hunt, session 38): the stored run passed the bar by 2 test images, within the "
+        "test set's noise, and was 'held' without it." + course(r, "fixed") + on_final(0))
     c2 = _claims.Claim(
         PAPER, "Distilled over random initialisations, ten images train unseen initialisations to about 80% "
         "(MNIST)" + REVISED,
@@ -333,7 +350,7 @@ def verdicts(r: dict) -> tuple[list[_claims.Claim], dict]:
                 "fresh_mean": float(np.mean(fresh))}
 
     numbers = {"judged_on": "best iterate on validation (lowest finite validation loss over the outer steps)",
-               "distilled_fixed": fixed, "distilled_fixed_fresh": np.asarray(r["fixed"]["best"]["fresh"]).tolist(),
+               "distilled_fixed": fixed, "test_examples": examples, "distilled_fixed_fresh": np.asarray(r["fixed"]["best"]["fresh"]).tolist(),
                "distilled_random_fresh": rand_fresh.tolist(), "real_fixed": real_fixed.tolist(),
                "real_fresh": real_fresh.tolist(), "real_lr": r["real"]["lr"], "search_fixed": s["fixed"],
                "search_fresh": np.asarray(s["fresh"]).tolist(), "runs": {k: r[k]["runs"] for k in

@@ -303,7 +303,9 @@ def check_distillation(stdout, out):
     for values in (n["real_fixed"], n["real_fresh"], n["distilled_random_fresh"], n["search_fresh"]):
         assert all(0.0 <= a <= 1.0 for a in values), values
     fixed, real_fixed = n["distilled_fixed"], np.asarray(n["real_fixed"])
-    near, above = fixed >= 0.89, fixed > np.percentile(real_fixed, 95)
+    examples = n["test_examples"]  # 0.89 cleared by more than 2 binomial s.e. (a margin added on review, s38)
+    near = fixed - 0.89 > 2 * math.sqrt(fixed * (1 - fixed) / examples)
+    above = fixed > np.percentile(real_fixed, 95)
     assert sidecar["claims"][0]["verdict"] == ("held" if near and above else "partly" if near or above
                                                or fixed > real_fixed.mean() else "not held")
     fresh = np.mean(n["distilled_random_fresh"])
