@@ -64,3 +64,32 @@ def test_distillation_fixed_init_bar_must_be_cleared_beyond_the_test_sets_noise(
     assert distillation.rule_fixed(322 / 360, real, 360)[:2] == ("partly", False)
     assert distillation.rule_fixed(0.95, real, 360)[:2] == ("held", True)
     assert abs(distillation.test_se(322 / 360, 360) - 0.0162) < 1e-4
+
+
+def hyper_cleaning_scores(rev_keys, rand_keys):
+    import numpy as np
+
+    def row(keys, runs=269.0):
+        keys = list(keys)
+        mean, se = float(np.mean(keys)), float(np.std(keys, ddof=1) / np.sqrt(len(keys)))
+        return {"test_accuracy": (mean, se), "test_accuracy_keys": keys, "test_loss": (0.5, 0.0),
+                "val_loss": (0.5, 0.0), "auc": 0.95, "f1": 0.9, "runs": runs, "seconds": 1.0}
+    return {"baseline (all weights 1)": row([0.68] * 5), "oracle (clean half only)": row([0.95] * 5),
+            "hyper-cleaning, Reverse": row(rev_keys), "hyper-cleaning, Implicit (CG)": row(rev_keys),
+            "random search, constants": row(rand_keys, 270.0)}
+
+
+def test_hyper_cleaning_equal_compute_is_judged_on_the_paired_difference_with_two_standard_errors():
+    """finding 8: a lead beyond one combined unpaired s.e. was 'held'. Keys that move both rows together
+    (large unpaired s.e., small paired one) give 'held' now; a lead between 1 and 2 paired s.e. is 'partly'."""
+    hyper_cleaning = import_experiment("hyper_cleaning")
+    rand = [0.80, 0.85, 0.90, 0.82, 0.88]
+    together = [r + 0.01 + 0.001 * i for i, r in enumerate(rand)]  # +0.012, paired s.e. 0.0007; unpaired 0.03
+    claims, numbers = hyper_cleaning.verdicts(hyper_cleaning_scores(together, rand))
+    assert claims[2].verdict == "held" and "paired" in claims[2].ours, claims[2]
+    assert "rule revised on review" in claims[2].claim and numbers["reverse_minus_random"][0] > 0
+    noisy = [r + d for r, d in zip(rand, [0.02, -0.01, 0.03, -0.005, 0.015])]  # +0.010 ± 0.0074: 1.35 s.e.
+    assert hyper_cleaning.verdicts(hyper_cleaning_scores(noisy, rand))[0][2].verdict == "partly"
+    # the old rule (one unpaired s.e.) called a lead of 1.17 s.e. 'held'
+    flat, lead = [0.86] * 5, [0.90, 0.84, 0.92, 0.85, 0.88]  # +0.018 ± 0.0154
+    assert hyper_cleaning.verdicts(hyper_cleaning_scores(lead, flat))[0][2].verdict == "partly"

@@ -106,6 +106,10 @@ def check_hyper_cleaning(stdout, out):
         share = (numbers["reverse_acc"] - numbers["baseline_acc"]) / gap
         assert numbers["gap_share"] == pytest.approx(share)
         assert sidecar["claims"][0]["verdict"] == ("held" if share >= 0.5 else "partly" if share > 0.1 else "not held")
+    rev_keys, rand_keys = numbers["reverse_acc_keys"], numbers["random_acc_keys"]  # equal compute, paired (s38)
+    assert len(rev_keys) == len(rand_keys) >= 2 and sum(rev_keys) / len(rev_keys) == pytest.approx(numbers["reverse_acc"])
+    mean, se = paired_mean_se(rev_keys, rand_keys)
+    assert sidecar["claims"][2]["verdict"] == ("held" if mean > 2 * se else "partly" if mean > 0 else "not held")
 
 
 def check_learned_schedules(stdout, out):
