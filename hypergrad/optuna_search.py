@@ -98,7 +98,8 @@ from hypergrad._store_codec import encode_hparams
 from hypergrad._types import HParams, Key
 from hypergrad.objective import Objective
 from hypergrad.structure import Structured
-from hypergrad.results import FAIL, Result, TrialRecorder, optuna_choices, optuna_element_names, with_setup
+from hypergrad.results import (FAIL, Result, TrialRecorder, check_optuna_names, optuna_choices, optuna_element_names,
+                               with_setup)
 from hypergrad.search import check_space, check_target, evaluate_settings
 from hypergrad.space import SAMPLE_STREAM, Choice, LogUniform, Space, dtype_of
 from hypergrad.store import StudyWriter, check_study, fingerprint, studying
@@ -122,6 +123,8 @@ def _python_number(option: Any) -> int | float:
 def optuna_distributions(space: Space) -> dict[str, Any]:
     """The Optuna distributions of a space's search axes, keyed by Optuna parameter name."""
     optuna = _import_optuna()
+    check_optuna_names({name: optuna_element_names(name, dist.shape) if _elementwise(dist) else [name]
+                        for name, dist in space.items})
     dists = {}
     for name, dist in space.items:
         if isinstance(dist, Choice):
@@ -131,9 +134,14 @@ def optuna_distributions(space: Space) -> dict[str, Any]:
             continue
         log = isinstance(dist, LogUniform)
         float_dist = optuna.distributions.FloatDistribution(dist.lo, dist.hi, log=log)
-        names = optuna_element_names(name, dist.shape) if dist.independent and dist.shape else [name]
+        names = optuna_element_names(name, dist.shape) if _elementwise(dist) else [name]
         dists.update({n: float_dist for n in names})
     return dists
+
+
+def _elementwise(dist: Any) -> bool:
+    """Whether a space entry is one Optuna param per element (an independent shaped float range)."""
+    return not isinstance(dist, Choice) and bool(dist.independent and dist.shape)
 
 
 def settings_from_params(space: Space, rows: list[dict[str, Any]]) -> HParams:
@@ -220,7 +228,8 @@ def optuna_search(
 
     Raises:
         ImportError: optuna is not installed.
-        ValueError: a bad argument, before anything is compiled or asked; with several processes,
+        ValueError: a bad argument (a space entry named as another's element param, "lr[0]" beside an
+            independent "lr", included), before anything is compiled or asked; with several processes,
             samplers proposing different settings, before the round that differs runs.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)

@@ -538,7 +538,8 @@ class Result:
             ValueError: `study_name` already exists in `storage_url`, `storage_url` is a path
                 (a string with no "://"), `space` names other hyperparameters than the trials, a
                 trial's option is known only by a label two options share, or, with no Choice to
-                match them by, two different values of a hyperparameter share a label; before anything
+                match them by, two different values of a hyperparameter share a label, or two hyperparameters
+                give the same param ("lr[0]" beside an independent "lr": `check_optuna_names`); before anything
                 is written.
         """
         if isinstance(storage_url, (str, os.PathLike)) and "://" not in os.fspath(storage_url):
@@ -820,7 +821,10 @@ def _optuna_columns(optuna: Any, trials: Sequence[Trial], space: Mapping[str, An
     options themselves by name (from `to_optuna(space=)`), matched by identity and equality before
     the described options' labels."""
     distributions, params = {}, [{} for _ in trials]
-    for name in dict.fromkeys(name for t in trials for name in t.hparams):
+    names = list(dict.fromkeys(name for t in trials for name in t.hparams))
+    check_optuna_names({name: optuna_element_names(name, space[name]["shape"])
+                        if _independent_shaped(space.get(name, {})) else [name] for name in names})
+    for name in names:
         desc = space.get(name, {})
         if _independent_shaped(desc):
             _element_columns(optuna, name, desc, trials, distributions, params)
@@ -854,6 +858,23 @@ def optuna_element_names(name: str, shape: Sequence[int]) -> list[str]:
     shape = tuple(int(n) for n in shape)
     return [f"{name}[{','.join(str(i) for i in np.unravel_index(flat, shape))}]"
             for flat in range(math.prod(shape))]
+
+
+def check_optuna_names(params: Mapping[str, Sequence[str]]) -> None:
+    """`ValueError` naming both hyperparameters and the fix when two of them give the same Optuna
+    param name: `params` maps each hyperparameter to its params (its own name, or its elements'
+    `optuna_element_names` for an independent shaped range), so "lr[0]" beside an independent "lr"
+    of two or more elements is refused instead of one overwriting the other (one value trained for
+    both, or one dropped from an export). Shared by `hg.optuna_search` and `Result.to_optuna`."""
+    owner = {}
+    for name, names in params.items():
+        for param in names:
+            other = owner.setdefault(param, name)
+            if other != name:
+                raise ValueError(
+                    f"hyperparameters {other!r} and {name!r} both give the Optuna param {param!r} (an independent "
+                    "shaped range's elements are the params name[0], name[1], ...: optuna_element_names), so one "
+                    "would overwrite the other in Optuna; rename one of them")
 
 
 def _independent_shaped(desc: Mapping[str, Any]) -> bool:

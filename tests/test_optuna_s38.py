@@ -1,0 +1,80 @@
+"""optuna_search and Result.to_optuna: Optuna-name clashes, GridSampler's stop request, and the trials an
+interruption leaves (optuna hunt, session 38).
+
+1. An independent schedule "lr" is the Optuna params lr[0], lr[1]; a space entry literally named "lr[0]" overwrote
+   element 0's distribution, so every trial trained element 0 at the other entry's value (outside its bounds), and
+   `to_optuna` dropped element 0. Both now refuse the clash, naming both entries, before anything compiles or is
+   written.
+2. GridSampler calls `study.stop()` once its grid is told, which raises RuntimeError outside `study.optimize` (optuna
+   issue 5141) after the trial is stored: the round completing the grid crashed and lost every trial, and a stored
+   study crashed at every resume. The stop request is now ignored for a trial already finished.
+3. A Ctrl-C (or any error) while a round was told re-told trials already COMPLETE in the cleanup (Optuna's "Cannot
+   tell a COMPLETE trial." replaced the interrupt) and left the rest RUNNING; one during the asks left the asked
+   trials RUNNING. Each trial is now tracked as it is asked, and the cleanup fails only the unfinished ones and
+   never replaces the exception in flight.
+"""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import hypergrad as hg
+from hypergrad.optuna_search import optuna_distributions
+
+optuna = pytest.importorskip("optuna")
+
+T = 2
+UNREAD = pytest.mark.filterwarnings("ignore:the objective never reads")  # the tests' entries the optimizer ignores
+
+
+def _objective(calls=None):
+    problem = hg.problems.ridge(num_examples=12, num_features=3, noise=0.5, seed=0)
+
+    def optimizer(h):
+        if calls is not None:
+            calls.append(1)
+        lr = h["lr"]
+        return optax.sgd(lambda s: lr[s] if np.ndim(lr) else lr, momentum=h["mom"])
+    return hg.Objective(problem, optimizer, num_steps=T)
+
+
+SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 0.3), "mom": hg.Choice([0.0, 0.5, 0.9])})
+GRID = {"lr": [0.01, 0.1], "mom": [0.0, 0.9]}  # 4 points
+
+
+def _states(study):
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def _clashing_space():
+    return hg.Space({"lr": hg.LogUniform(1e-3, 0.3, shape=(T,), independent=True), "lr[0]": hg.Uniform(5.0, 6.0),
+                     "mom": hg.Choice([0.0, 0.9])})
+
+
+def test_optuna_search_refuses_a_name_that_is_another_entrys_element_before_compiling():
+    calls = []
+    with pytest.raises(ValueError, match=r"'lr' and 'lr\[0\]' both give the Optuna param 'lr\[0\]'.*rename one"):
+        hg.optuna_search(_objective(calls), _clashing_space(), jax.random.key(0), num_trials=2, sampler="random")
+    assert calls == []  # nothing was traced
+
+
+@UNREAD
+def test_to_optuna_refuses_a_name_that_is_another_entrys_element_before_writing(tmp_path):
+    space = _clashing_space()
+    result = hg.random_search(_objective(), space, jax.random.key(0), num_trials=2)
+    url = f"sqlite:///{tmp_path / 'export.db'}"
+    with pytest.raises(ValueError, match=r"'lr' and 'lr\[0\]' both give the Optuna param 'lr\[0\]'.*rename one"):
+        result.to_optuna(url, "s", space=space)
+    assert optuna.get_all_study_names(url) == []
+
+
+@UNREAD
+def test_names_that_only_look_alike_are_still_accepted(tmp_path):
+    """A scalar "lr[0]" beside a constant (not independent) schedule "lr" gives distinct params (lr, lr[0]):
+    searched and exported as before."""
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.3, shape=(T,)), "lr[0]": hg.Uniform(0.0, 0.9),
+                      "mom": hg.Choice([0.0, 0.9])})
+    result = hg.optuna_search(_objective(), space, jax.random.key(0), num_trials=2, sampler="random")
+    study = result.to_optuna(f"sqlite:///{tmp_path / 'ok.db'}", "ok", space=space)
+    assert set(study.trials[0].params) == {"lr", "lr[0]", "mom"}
