@@ -14,8 +14,9 @@ writes into DIR (with several problems, into DIR/<problem>/ each, plus DIR/summa
   compile seconds and whether its programs came from a warm cache) and at equal execution time,
   and the picks (on a preset with flipped training labels, also what each pick's example weights
   learned);
-- PNG plots: best validation loss against compute; the learned schedule beside the best constant;
-  on a preset with flipped training labels, the picked weights of clean and corrupted examples.
+- PNG plots: best validation loss against compute; every trial's validation loss against compute
+  (trials.png); the learned schedule beside the best constant (the picks at equal compute); on a
+  preset with flipped training labels, the picked weights of clean and corrupted examples.
 
 DIR's files always describe one run: before anything runs, a previous run's outputs there (the files
 above, summary.md, and the per-problem folders that its marker DIR/.hypergrad-compare.json names)
@@ -62,6 +63,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -637,9 +639,22 @@ def _at_equal_wall_time(objective, space, key, results, log, say, stop=_carry_on
         say(f"[equal wall time] random search continues to {wanted} trials, toward the slowest strategy's "
             f"{slowest:.1f}s (compilation included) and {executing:.1f}s of execution")
     more = _measured(lambda: hg.random_search(objective, space, key, wanted, chunk_size=random.info.get("chunk_size"),
-                                              log=log, progress=_progress(say, stop), extends=random),
+                                              log=log, progress=_more(_progress(say, stop), len(random.trials)),
+                                              extends=random),
                      earlier=random.info.get("compilation"))
     return dict(results, random=more)
+
+
+def _more(report: Callable[[str], None], done: int) -> Callable[[str], None]:
+    """`report` for a search continued past its `done` trials: a progress line's "[random] 40/360"
+    (the continuation's own count) becomes "[random] 40/360 more (80/400 in all)"."""
+    def more(line: str) -> None:
+        match = re.match(r"(\[[^\]]*\] )(\d+)/(\d+)", line)
+        if match:
+            count, total = int(match[2]), int(match[3])
+            line = f"{match[1]}{count}/{total} more ({done + count}/{done + total} in all){line[match.end():]}"
+        report(line)
+    return more
 
 
 def _trials_for(random: hg.Result, seconds: float, by: str = "seconds") -> int:

@@ -377,9 +377,11 @@ def _draw_schedule(ax, hparam: str, shape, results: Mapping[str, Result], colour
                 label=f"{_literal(name)} (val {best_value:.3g})")
         drawn.append(values)
     _log_if_positive(ax, drawn)
-    ax.set_xlabel("index" if len(shape) == 1 else f"flat index of shape {tuple(shape)}")
+    ax.set_xlabel("index (the training step, for a per-step schedule)" if len(shape) == 1
+                  else f"flat index of shape {tuple(shape)}")
     ax.set_ylabel(_literal(hparam))
-    ax.set_title(f"picked {_literal(hparam)} {tuple(shape)}", fontsize="medium")
+    ax.set_title(f"picked {_literal(hparam)} {tuple(shape)}: each strategy's best trial in its budget",
+                 fontsize="medium")
     if not drawn:
         ax.set_xlim(-0.5, int(np.prod(shape)) - 0.5)
         _note(ax, "no strategy has a finite trial")

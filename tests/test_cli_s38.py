@@ -98,3 +98,11 @@ def test_results_json_holds_the_random_search_the_equal_time_tables_rank(ridge_p
     slowest = max(float(hg.Result.from_dict(entry).spent("seconds")[-1]) for entry in written["results"].values())
     again = hg.compare(read, [slowest / 8, slowest / 4, slowest / 2, slowest], by="seconds")
     assert again.to_dict() == written["comparison_by_seconds"]
+
+
+def test_progress_while_random_search_continues_counts_all_its_trials():
+    # "[random] 40/360" counted only the continuation's trials, though the budget's 40 had already run
+    said = []
+    cli._more(said.append, 40)("[random] 40/360  best val 3.3e-05  40.0 runs  1.2s")
+    cli._more(said.append, 40)("no count here")
+    assert said == ["[random] 40/360 more (80/400 in all)  best val 3.3e-05  40.0 runs  1.2s", "no count here"]
