@@ -231,6 +231,10 @@ def optuna_search(
         ValueError: a bad argument (a space entry named as another's element param, "lr[0]" beside an
             independent "lr", included), before anything is compiled or asked; with several processes,
             samplers proposing different settings, before the round that differs runs.
+
+    Optuna's GridSampler asks the study to stop once its grid is told, which outside `study.optimize`
+    raises (optuna issue 5141): the request is ignored, and a search of more trials than the grid goes on
+    with the grid points the sampler proposes again (with its warning).
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     with checked_together("optuna_search", num_trials=num_trials, sampler=sampler, batch_size=batch_size, seed=seed,
@@ -403,10 +407,7 @@ def _replay(optuna: Any, study: Any, space: Space, asked: list, stored: list, un
         if encode_hparams(given, space) != encode_hparams(kept.hparams, space):
             raise ValueError(f"cannot resume this optuna_search study: its sampler proposed trial {kept.number} "
                              f"differently from the stored one. {_NOT_REPLAYED[unseeded]}")
-        if kept.state == FAIL:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, kept.value)
+        _tell(optuna, study, trial, kept)
 
 
 _SEEDED_NEW = ("give another study name, with a seeded sampler to make the new study resumable (sampler='tpe' "
@@ -484,6 +485,28 @@ def _charged(real: tuple, padding: tuple) -> list:
     return charged
 
 
+def _tell(optuna: Any, study: Any, asked: Any, trial: Any) -> None:
+    """Tells `asked` the value of `trial` (a hypergrad trial; FAIL if it failed). Optuna's GridSampler
+    asks the study to stop once its grid is told (`study.stop()` in its `after_trial`), which outside
+    `study.optimize` raises RuntimeError after the trial's state is stored (optuna issue 5141): that
+    is no error here: it is ignored once the trial is finished, and the search goes on to its
+    `num_trials` (the sampler then proposes grid points again, with its warning); any other exception
+    is raised."""
+    try:
+        if trial.state == FAIL:
+            study.tell(asked, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(asked, trial.value)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err) or not _finished(study, asked):
+            raise
+
+
+def _finished(study: Any, asked: Any) -> bool:
+    """Whether the study holds trial `asked` as finished (one pass over the study's trials)."""
+    return any(t.number == asked.number and t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
 def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
          log, progress, writer: StudyWriter | None = None, unseeded: bool = False) -> Result:
     # The rows of the one compiled program: no more than the trials asked, so a search shorter than
@@ -517,10 +540,7 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             rows = batch.trials
             for asked, trial in zip(pending, _charged(rows[:real], rows[real:])):
                 recorder.add(dataclasses.replace(trial, number=len(recorder.trials)))
-                if trial.state == FAIL:
-                    study.tell(asked, state=optuna.trial.TrialState.FAIL)
-                else:
-                    study.tell(asked, trial.value)
+                _tell(optuna, study, asked, trial)
             pending = []
             recorder.report()
         if replayed:  # every round was stored

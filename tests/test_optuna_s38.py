@@ -78,3 +78,25 @@ def test_names_that_only_look_alike_are_still_accepted(tmp_path):
     result = hg.optuna_search(_objective(), space, jax.random.key(0), num_trials=2, sampler="random")
     study = result.to_optuna(f"sqlite:///{tmp_path / 'ok.db'}", "ok", space=space)
     assert set(study.trials[0].params) == {"lr", "lr[0]", "mom"}
+
+
+@pytest.mark.parametrize("num_trials", [4, 6])
+def test_grid_sampler_completing_its_grid_returns_the_result(num_trials):
+    sampler = optuna.samplers.GridSampler(GRID, seed=0)
+    result = hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=num_trials, sampler=sampler,
+                              batch_size=2)
+    assert len(result.trials) == num_trials
+    seen = {(float(t.hparams["lr"]), float(t.hparams["mom"])) for t in result.trials}
+    assert seen == {(lr, mom) for lr in GRID["lr"] for mom in GRID["mom"]}
+
+
+def test_grid_sampler_stored_study_completes_and_resumes(tmp_path):
+    db = tmp_path / "grid.db"
+
+    def call():
+        return hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=4,
+                                sampler=optuna.samplers.GridSampler(GRID, seed=0), batch_size=2, storage=db,
+                                study="g")
+    first, again = call(), call()
+    assert [t.value for t in first.trials] == [t.value for t in again.trials]
+    assert hg.list_studies(db)[0].state != "running"
