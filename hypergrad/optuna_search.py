@@ -232,6 +232,7 @@ def optuna_search(
             independent "lr", included), before anything is compiled or asked; with several processes,
             samplers proposing different settings, before the round that differs runs.
 
+    An error or Ctrl-C fails (`TrialState.FAIL`) the trials asked and not yet told, and is raised as it was.
     Optuna's GridSampler asks the study to stop once its grid is told, which outside `study.optimize`
     raises (optuna issue 5141): the request is ignored, and a search of more trials than the grid goes on
     with the grid points the sampler proposes again (with its warning).
@@ -485,6 +486,20 @@ def _charged(real: tuple, padding: tuple) -> list:
     return charged
 
 
+def _ask(optuna: Any, study: Any, distributions: dict[str, Any], pending: list) -> None:
+    """Asks `study` for one trial of `distributions` and appends it to `pending` as soon as Optuna
+    created it, before its params are suggested (as `study.ask(distributions)` suggests them, in the
+    same order, so the same values), so a trial whose suggestion raises (an enqueued value outside a
+    Choice, a Ctrl-C in the sampler) is failed with the others by `_fail_untold`, not left RUNNING."""
+    asked = study.ask()
+    pending.append(asked)
+    for name, dist in distributions.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            asked.suggest_categorical(name, dist.choices)
+        else:
+            asked.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
 def _tell(optuna: Any, study: Any, asked: Any, trial: Any) -> None:
     """Tells `asked` the value of `trial` (a hypergrad trial; FAIL if it failed). Optuna's GridSampler
     asks the study to stop once its grid is told (`study.stop()` in its `after_trial`), which outside
@@ -507,6 +522,15 @@ def _finished(study: Any, asked: Any) -> bool:
     return any(t.number == asked.number and t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
+def _fail_untold(optuna: Any, study: Any, pending: list) -> None:
+    """Tells FAIL each trial of `pending` the study still holds RUNNING (a tell interrupted after Optuna
+    stored its state is skipped), so an exception or Ctrl-C leaves no RUNNING trial in the user's study.
+    Runs while an exception is in flight: a failure here is suppressed, never raised in its place."""
+    for asked in pending:
+        with contextlib.suppress(Exception):
+            study.tell(asked, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
 def _run(optuna, study, distributions, objective, space, key, num_trials, batch_size, chunk_size, strategy,
          log, progress, writer: StudyWriter | None = None, unseeded: bool = False) -> Result:
     # The rows of the one compiled program: no more than the trials asked, so a search shorter than
@@ -514,18 +538,20 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
     chunk = min(batch_size, chunk_size, num_trials)
     recorder = TrialRecorder(strategy, log, progress, total=num_trials, sink=writer)
     compile_seconds, run_flops, first_number = 0.0, 0.0, None
-    pending = []  # asked, not yet told: failed on any exception so the study holds no RUNNING trials
+    pending = []  # asked, not yet told (each added as it is asked): failed on any exception (`_fail_untold`)
     structure = None
     replayed = False  # a resumed study's stored rounds come first: replayed, then their success shared
     try:
         while len(recorder.trials) < num_trials:
             real = min(batch_size, num_trials - len(recorder.trials))
-            pending = [study.ask(distributions) for _ in range(real)]
+            for _ in range(real):
+                _ask(optuna, study, distributions, pending)
             if first_number is None:
                 first_number = pending[0].number
             if recorder.resume(range(len(recorder.trials), len(recorder.trials) + real)):  # a stored round
                 _replay_shared(lambda: _replay(optuna, study, space, pending, recorder.trials[-real:], unseeded))
-                pending, run_flops, replayed = [], recorder.trials[-1].run_flops, True
+                pending.clear()
+                run_flops, replayed = recorder.trials[-1].run_flops, True
                 continue
             if replayed:  # the first round not stored: every process replayed the stored ones
                 shared_outcome(None, _RESUMED)
@@ -538,16 +564,15 @@ def _run(optuna, study, distributions, objective, space, key, num_trials, batch_
             structure = batch.info.get("structure", structure)  # the plan of the latest round
             run_flops = batch.run_flops
             rows = batch.trials
-            for asked, trial in zip(pending, _charged(rows[:real], rows[real:])):
+            for asked, trial in zip(list(pending), _charged(rows[:real], rows[real:])):
                 recorder.add(dataclasses.replace(trial, number=len(recorder.trials)))
                 _tell(optuna, study, asked, trial)
-            pending = []
+                pending.remove(asked)
             recorder.report()
         if replayed:  # every round was stored
             shared_outcome(None, _RESUMED)
     finally:
-        for asked in pending:
-            study.tell(asked, state=optuna.trial.TrialState.FAIL)
+        _fail_untold(optuna, study, pending)
         recorder.close()
     return Result(strategy, tuple(recorder.trials), run_flops, compile_seconds, {
         "sampler": type(study.sampler).__name__, "batch_size": batch_size, "chunk_size": chunk,

@@ -100,3 +100,76 @@ def test_grid_sampler_stored_study_completes_and_resumes(tmp_path):
     first, again = call(), call()
     assert [t.value for t in first.trials] == [t.value for t in again.trials]
     assert hg.list_studies(db)[0].state != "running"
+
+
+class _CtrlCOnSecondTell(optuna.samplers.RandomSampler):
+    """Stands for a Ctrl-C landing while a round is told (in Optuna's tell, where the sampler's hook runs)."""
+
+    def __init__(self, seed):
+        super().__init__(seed=seed)
+        self.told = 0
+
+    def after_trial(self, study, trial, state, values):
+        self.told += 1
+        if self.told == 2:
+            raise KeyboardInterrupt
+        super().after_trial(study, trial, state, values)
+
+
+def test_interrupt_while_telling_is_raised_and_leaves_no_running_trial(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'tell.db'}", study_name="s",
+                                sampler=_CtrlCOnSecondTell(seed=0))
+    with pytest.raises(KeyboardInterrupt):
+        hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=4, study=study, batch_size=4)
+    assert _states(study) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+
+
+class _CtrlCInAsk(optuna.samplers.RandomSampler):
+    """Stands for a Ctrl-C landing while the sampler proposes (the `at`-th suggestion)."""
+
+    def __init__(self, seed, at):
+        super().__init__(seed=seed)
+        self.calls, self.at = 0, at
+
+    def sample_independent(self, study, trial, name, dist):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().sample_independent(study, trial, name, dist)
+
+
+def test_interrupt_while_asking_leaves_no_running_trial(tmp_path):
+    # 2 params a trial: round 1 is suggestions 1-4, round 2's second trial's first suggestion is the 7th
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'ask.db'}", study_name="s",
+                                sampler=_CtrlCInAsk(seed=0, at=7))
+    with pytest.raises(KeyboardInterrupt):
+        hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=4, study=study, batch_size=2)
+    assert _states(study) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+
+
+def test_an_ask_that_raises_keeps_its_error_and_leaves_no_running_trial(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'enq.db'}", study_name="s",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for mom in (0.5, 0.5, 0.7):  # 0.7 is no option of the Choice: Optuna's third ask raises
+        study.enqueue_trial({"mom": mom})
+    with pytest.raises(ValueError, match="0.7"):
+        hg.optuna_search(_objective(), SPACE, jax.random.key(0), num_trials=4, study=study, batch_size=4)
+    assert _states(study) == ["FAIL", "FAIL", "FAIL"]
+
+
+@UNREAD
+def test_asking_trial_by_trial_proposes_what_ask_with_distributions_did():
+    """The asks suggest each param as `study.ask(distributions)` did, so searches (and stored studies' replays)
+    propose the same settings as before."""
+    space = hg.Space({"lr": hg.LogUniform(1e-3, 0.3, shape=(T,), independent=True), "mom": hg.Choice([0.0, 0.9]),
+                      "wd": hg.Uniform(0.0, 0.1)})
+    result = hg.optuna_search(_objective(), space, jax.random.key(0), num_trials=6, batch_size=3,
+                              sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=2, constant_liar=True))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=2, constant_liar=True))
+    distributions = optuna_distributions(space)
+    for first in (0, 3):
+        asked = [study.ask(distributions) for _ in range(3)]
+        for a, trial in zip(asked, result.trials[first:first + 3]):
+            np.testing.assert_array_equal(trial.hparams["lr"], np.array([a.params["lr[0]"], a.params["lr[1]"]]))
+            assert (trial.hparams["mom"], trial.hparams["wd"]) == (a.params["mom"], a.params["wd"])
+            study.tell(a, trial.value)
