@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypergrad._checks import is_int_at_least
+from hypergrad._checks import is_int_at_least, users_stacklevel
 from hypergrad._sampler import MAX_PRODUCT, epoch_batch_indices
 from hypergrad._types import Batch, HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import RESERVED_SUFFIX
@@ -215,6 +216,18 @@ def kfold_indices(
     in_val[np.arange(k)[:, None], val] = True
     train = np.stack([np.flatnonzero(~row) for row in in_val]).astype(np.int64)
     return val, train
+
+
+def _warn_small_class(labels: np.ndarray, k: int) -> None:
+    """The warning scikit-learn's StratifiedKFold gives when the least populated class of `labels`
+    has fewer than k members: some folds then validate on none of it (their losses weigh the
+    classes otherwise than the others')."""
+    counts = np.unique(labels, return_counts=True)[1]
+    if counts.min() < k:
+        warnings.warn(f"Problem(cv={k}, cv_labels=...): the least populated class in cv_labels has only "
+                      f"{counts.min()} members, which is less than cv={k} folds, so some folds validate on none of "
+                      "it (as scikit-learn's StratifiedKFold warns); use fewer folds, or merge the rare class",
+                      UserWarning, stacklevel=users_stacklevel())
 
 
 def explicit_folds(cv: Any, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
@@ -445,6 +458,7 @@ class Problem:
                 raise ValueError(f"Problem(cv_labels=...) has shape {labels.shape}, but train_data and val_data "
                                  f"pool {n} examples; give a 1-D array of {n} labels (the train labels, then "
                                  "the val labels), or None for unstratified folds")
+            _warn_small_class(labels, int(cv))
         return kfold_indices(n, int(cv), labels, int(self.cv_seed))
 
     @property
