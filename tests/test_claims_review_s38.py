@@ -93,3 +93,27 @@ def test_hyper_cleaning_equal_compute_is_judged_on_the_paired_difference_with_tw
     # the old rule (one unpaired s.e.) called a lead of 1.17 s.e. 'held'
     flat, lead = [0.86] * 5, [0.90, 0.84, 0.92, 0.85, 0.88]  # +0.018 ± 0.0154
     assert hyper_cleaning.verdicts(hyper_cleaning_scores(lead, flat))[0][2].verdict == "partly"
+
+
+def long_horizon_row(lr, vals, tests):
+    return {"lr": [lr] * 10, "val": 0.1, "test": 0.1, "runs": 10.0, "seconds": 1.0,
+            "fresh": {"val": sum(vals) / len(vals), "test": sum(tests) / len(tests), "vals": vals, "tests": tests}}
+
+
+def test_long_horizon_says_both_tuners_end_worse_than_the_start_and_does_not_call_a_test_win_a_bias():
+    """finding 4: greedy (lower rates) ahead of the whole-horizon tuner on test by 2.5 s.e. was read as 'the
+    short-horizon bias towards small rates', and the page left out that both tuned schedules were worse on
+    fresh keys than the untuned start they began from."""
+    long_horizon = import_experiment("long_horizon")
+    start_v, start_t = [0.150, 0.128, 0.125, 0.131, 0.132], [0.090, 0.095, 0.106, 0.092, 0.101]
+    whole = long_horizon_row(0.02, [v + 0.008 + 0.0005 * i for i, v in enumerate(start_v)],
+                             [t + 0.0035 + 0.0002 * i for i, t in enumerate(start_t)])
+    greedy = long_horizon_row(0.009, [v + 0.0075 + 0.0004 * i for i, v in enumerate(start_v)],
+                              [t + 0.0025 - 0.0001 * i for i, t in enumerate(start_t)])
+    t = {"start": long_horizon_row(0.0548, start_v, start_t), "whole": whole, "greedy": greedy,
+         "constant": long_horizon_row(1.5, start_v, start_t), "few": long_horizon_row(0.1, start_v, start_t)}
+    claim = long_horizon.verdict_greedy(t, long_horizon.FULL)
+    assert claim.verdict == "not held"
+    assert "bias towards small rates" not in claim.why and "contradicted on test" in claim.why, claim.why
+    assert "Both tuned schedules end with a higher fresh-key validation and test loss than the untuned" in claim.why
+    assert "untuned start val" in claim.ours, claim.ours

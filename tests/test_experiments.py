@@ -337,7 +337,8 @@ def check_long_horizon(stdout, out):
     assert sidecar["claims"][0]["verdict"] == ("held" if all(lower) else "partly" if any(lower) else "not held")
     t = n["tuning"]
     rows = markdown_table(stdout, "## Whole horizon against greedy")
-    assert len(rows) == 4 and rows[0]["val (fresh keys)"] == f"{t['whole']['fresh']['val']:.4f}", rows
+    assert len(rows) == 5 and rows[0]["val (fresh keys)"] == f"{t['whole']['fresh']['val']:.4f}", rows
+    assert rows[-1]["strategy"].startswith("start") and rows[-1]["test (fresh keys)"] == f"{t['start']['fresh']['test']:.4f}"
     for name in ("whole", "greedy", "constant", "few"):
         assert len(t[name]["lr"]) == blocks and all(1e-3 <= x <= 3.0 for x in t[name]["lr"]), t[name]["lr"]
     assert len(set(t["constant"]["lr"])) == 1 and len(t["greedy"]["stages"]) == blocks, t
