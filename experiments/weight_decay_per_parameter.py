@@ -296,6 +296,18 @@ def overfit_verdict(fresh: dict[str, dict], neumann_label: str) -> tuple[str, st
     return verdict, why
 
 
+def fresh_gaps(fresh: dict[str, dict]) -> str:
+    """Claim 2's deciding numbers for its one-line summary: each tuner's last minus first iterate, retrained with
+    the fresh keys (mean ± s.e.), val and test (shown first since review, claims hunt session 38: the line showed
+    only the tuning key's numbers, which read as if the claim held)."""
+    keys = len(next(iter(fresh.values()))["val_first"]) if fresh else 0
+    return (f"last minus first iterate over {keys} fresh keys: " + "; ".join(
+        f"{label} val {paired_gap(row['val_last'], row['val_first'])[0]:+.4f} ± "
+        f"{paired_gap(row['val_last'], row['val_first'])[1]:.4f}, test "
+        f"{paired_gap(row['test_last'], row['test_first'])[0]:+.4f} ± {paired_gap(row['test_last'], row['test_first'])[1]:.4f}"
+        for label, row in fresh.items()))
+
+
 def equal_compute_verdict(tuner_test: list[float], random_test: list[float]) -> tuple[str, str]:
     """(verdict, why) of the equal-compute claim from the test losses of the Neumann tuner's last iterate and
     of random search's pick, each retrained with the same fresh keys: held if the tuner's is lower by more
@@ -350,7 +362,8 @@ def verdicts(out: dict) -> tuple[list[_claims.Claim], dict]:
         PAPER, "With a small validation set (50 examples), tuning thousands of decays overfits it: validation "
                "loss falls while test loss rises (rule revised on review after the first full run: both tuners, "
                "retrained on 5 fresh keys with a 2 s.e. margin; it first read Neumann's one tuning key).",
-        f"tuned on one training key ({KEY}): Neumann tuner, first -> last iterate: val {v0:.3f} -> {v_end:.3f}, "
+        fresh_gaps(out["fresh"]) +
+        f"; context, tuned on one training key ({KEY}): Neumann tuner, first -> last iterate: val {v0:.3f} -> {v_end:.3f}, "
         f"test {t0:.3f} -> {t_end:.3f}" + ("" if exact is None else
         f"; exact (Reverse) tuner: val {exact['val'][0]:.3f} -> {exact['val'][-1]:.3f}, test "
         f"{exact['test'][0]:.3f} -> {exact['test'][-1]:.3f}") + " (on that key)", v2, why2)

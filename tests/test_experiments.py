@@ -197,6 +197,7 @@ def check_weight_decay_per_parameter(stdout, out):
     both = [overfits("Reverse"), overfits(neumann)]
     assert sidecar["claims"][1]["verdict"] == ("held" if all(both) else "partly" if any(both) else "not held")
     assert "one training key" in sidecar["claims"][1]["ours"], sidecar["claims"][1]
+    assert sidecar["claims"][1]["ours"].startswith("last minus first iterate over"), sidecar["claims"][1]  # s38
     tuner_test, random_test = fresh[neumann]["test_last"], n["fresh_random"]["test"]  # equal compute: on test
     assert len(random_test) == len(tuner_test) >= 2, n["fresh_random"]
     mean = paired_mean_se(tuner_test, random_test)[0]
