@@ -40,8 +40,11 @@ process loads it without lowering it.
 Per tuner, as for a lone tuner: a step whose loss, hypergradient or outer update (the new iterate:
 a finite gradient may still give 0/0 in the optimiser) is not finite is not taken: the update is
 skipped and z backs off halfway towards the tuner's last good iterate, the last one whose step was
-finite throughout, so no iterate is ever NaN. Such steps are recorded ("fail" when the loss
-diverged, "skipped" when only the hypergradient or the update did) and never stop the other
+finite throughout, so no iterate is ever NaN. So is a step whose hypergradient is finite but its
+norm is not (its square overflows the dtype: Adam's second moment and polyak_sgd's squared norm
+would be inf, and every later update 0, the tuner frozen), or whose outer-optimiser state turns
+non-finite where it was finite (`newly_non_finite`). Such steps are recorded ("fail" when the loss
+diverged, "skipped" when only the hypergradient, its norm or the update did) and never stop the other
 tuners. A "fail" step is never chosen as best; a "skipped" one can be (`Result.best_trial`): its
 loss is a finite validation loss of the parameters trained at its hyperparameters.
 
@@ -151,6 +154,17 @@ UPDATE_SKIPPED_WHY = (
     "stays finite, e.g. optax.adam(0.05).")
 """What `step_trial` warns at a step skipped for its outer update alone."""
 
+OVERFLOW_SKIPPED_WHY = (
+    "an outer step's validation loss and hypergradient were finite but the hypergradient was too large for the outer "
+    "optimiser: its norm (its square) overflows the dtype, which turns a second moment or a squared norm in the "
+    "optimiser's state infinite (optax.adam's, optax.polyak_sgd's) and every later update 0, a tuner frozen where it "
+    "stands. The step was skipped (its trial's state is 'skipped') and the iterate backed off halfway towards the "
+    "last good one, the optimiser's state kept finite. The inner training is near divergence at this point: lower "
+    "the outer learning rate, narrow the space (e.g. a smaller upper bound of the learning rate), or use float64 "
+    "(jax.config.update('jax_enable_x64', True)), where the square overflows much later.")
+"""What `step_trial` warns at a step skipped because its hypergradient's norm, or the outer
+optimiser's state it gave, was not finite while the hypergradient was."""
+
 DEFAULT_OUTER = optax.adam(0.05)
 """Adam with step 0.05 in unconstrained coordinates."""
 DEFAULT_OUTER_NAME = "optax.adam(0.05)"
@@ -255,11 +269,14 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
         (value, scores), grads = step_hypergradient(objective, method, fixed, (hparams, key, data), noise_key)
         (grad_z,) = pullback(grads)
         loss_ok, grad_ok = jnp.isfinite(value), all_finite(grad_z)
+        grad_norm = optax.tree_utils.tree_norm(grad_z)
         # as the training loop gives its optimiser the loss: an ExtraArgs one (every chain) gets value=
         updates, new_state = optimizer_update(outer, grad_z, opt_state, z, value)
         moved = optax.apply_updates(z, updates)
-        # a finite gradient may still give a non-finite update (0/0 in adam(eps=0)): never keep that z
-        ok = loss_ok & grad_ok & all_finite(moved)
+        # a finite gradient whose square overflows (its norm is inf) turns adam's second moment inf, every later
+        # update 0: a frozen tuner; never keep that state (`newly_non_finite`), nor a non-finite z (0/0 in adam(eps=0))
+        norm_ok = jnp.isfinite(grad_norm) & ~newly_non_finite(opt_state, new_state)
+        ok = loss_ok & grad_ok & norm_ok & all_finite(moved)
         # Skip a non-finite step: back off halfway to the last good z, with the optimiser state kept
         # but for what its init derives from the iterate, re-initialised there (`backed_off_state`).
         backed_off = jax.tree.map(lambda a, b: 0.5 * (a + b), z, z_good)
@@ -267,11 +284,21 @@ def outer_step_fn(objective: Objective, space: Space, method: Method, outer: opt
         new_good = jax.tree.map(lambda a, g: jnp.where(ok, a, g), z, z_good)
         kept = backed_off_state(outer, opt_state, backed_off)
         opt_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, kept)
-        report = {"hparams": hparams, "scores": scores, "grad_norm": optax.tree_utils.tree_norm(grad_z),
-                  "loss_ok": loss_ok, "grad_ok": grad_ok, "ok": ok}
+        report = {"hparams": hparams, "scores": scores, "grad_norm": grad_norm, "loss_ok": loss_ok,
+                  "grad_ok": grad_ok, "norm_ok": norm_ok, "ok": ok}
         return new_z, new_good, opt_state, report
 
     return step
+
+
+def newly_non_finite(old: PyTree, new: PyTree) -> jax.Array:
+    """A boolean scalar: whether some element of a floating leaf of the optimiser state `new` is not
+    finite where the same element of `old` was. An element that was not finite already may stay so
+    (`optax.contrib.reduce_on_plateau` starts its best value at inf): only a state the step made
+    non-finite is refused."""
+    pairs = [(o, n) for o, n in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
+             if jnp.issubdtype(jnp.result_type(n), jnp.inexact)]
+    return jnp.any(jnp.asarray([jnp.any(~jnp.isfinite(n) & jnp.isfinite(o)) for o, n in pairs] or [False]))
 
 
 def iterate_leaves(outer: optax.GradientTransformation, z: PyTree) -> tuple[bool, ...]:
@@ -470,8 +497,9 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
                run_flops: float, tuner: int | None = None) -> Trial:
     """The trial of one outer step's report (host values of one tuner). The final evaluation's
     update is discarded, so it fails only when its loss does; a step fails when its loss is not
-    finite and is skipped when only its hypergradient, or the outer optimiser's update, is not
-    (warning `SKIPPED_WHY` or `UPDATE_SKIPPED_WHY`)."""
+    finite and is skipped when only its hypergradient, its norm (or the outer optimiser's state
+    that its square overflowed), or the outer optimiser's update, is not (warning `SKIPPED_WHY`,
+    `OVERFLOW_SKIPPED_WHY` or `UPDATE_SKIPPED_WHY`)."""
     scores = {name: float(v) for name, v in report["scores"].items()}
     value = scores["val_loss"]
     if final:
@@ -479,7 +507,8 @@ def step_trial(number: int, report: dict[str, Any], *, final: bool, flops: float
     else:
         state = COMPLETE if report["ok"] else (SKIPPED if report["loss_ok"] else FAIL)
     if state == SKIPPED:
-        why = UPDATE_SKIPPED_WHY if report["grad_ok"] else SKIPPED_WHY
+        why = (SKIPPED_WHY if not report["grad_ok"] else OVERFLOW_SKIPPED_WHY if not report.get("norm_ok", True)
+               else UPDATE_SKIPPED_WHY)
         warnings.warn(why, RuntimeWarning, stacklevel=users_stacklevel())
     return Trial(number=number, hparams={k: np.asarray(v) for k, v in report["hparams"].items()}, value=value,
                  scores=scores, state=state, flops=flops, seconds=seconds, run_flops=run_flops,
