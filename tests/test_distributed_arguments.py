@@ -3,9 +3,11 @@ call with one `ValueError` naming the argument, before anything compiles, instea
 raising while the other waits in a collective for ever, or the two pairing different collectives
 (gloo's "collective mismatch" abort, an `IndexError` decoding another collective's buffer).
 
-Each test runs two processes of one `jax.distributed` run on loopback (`two_workers`: killed
-whatever happens, every wait bounded), a few seconds each; the checks that need no second process
-fake one (`jax.process_count` and the all-gather patched).
+The tests of two processes share one run of two processes of one `jax.distributed` run on loopback
+(`two_workers`: killed whatever happens, every wait bounded): each test's scenario runs there in turn,
+in a folder of its own (its study and log files), its calls in order (a refusal followed by the call
+showing that the processes still agree), and the test reads its scenario's outcome; the checks that
+need no second process fake one (`jax.process_count` and the all-gather patched).
 """
 
 import jax
@@ -26,7 +28,6 @@ objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, nois
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
 key = jax.random.key(0)
 first = process == 0
-db, log = os.path.join(tmp, "study.db"), os.path.join(tmp, "trials.jsonl")
 lines = []
 
 
@@ -36,31 +37,50 @@ def stop(line):  # a user's callable stopping the search on process 1 alone, at 
         raise RuntimeError("stop")
 
 
-calls = {
-    "log": lambda: hg.random_search(objective, space, key, 4, log=log if first else None),
-    "tune_log": lambda: hg.tune(objective, space, key, steps=2, log=log if first else None),
-    "storage": lambda: hg.random_search(objective, space, key, 4, **(dict(storage=db, study="s") if first else {})),
-    "num_trials": lambda: hg.random_search(objective, space, key, 4 if first else 0),
-    "steps": lambda: hg.tune(objective, space, key, steps=2 if first else 0),
-    "progress": lambda: hg.random_search(objective, space, key, 8, chunk_size=2, storage=db, study="p", progress=stop),
-    "resumed": lambda: [t.value for t in hg.random_search(objective, space, key, 8, chunk_size=2, storage=db,
-                                                          study="p").trials],
-    "same": lambda: [t.value for t in hg.random_search(objective, space, key, 8, chunk_size=2).trials],
-}
+def scenario(folder):  # the calls of a scenario whose files are in `folder`
+    db, log = os.path.join(folder, "study.db"), os.path.join(folder, "trials.jsonl")
+    calls = {
+        "log": lambda: hg.random_search(objective, space, key, 4, log=log if first else None),
+        "tune_log": lambda: hg.tune(objective, space, key, steps=2, log=log if first else None),
+        "storage": lambda: hg.random_search(objective, space, key, 4, **(dict(storage=db, study="s") if first else {})),
+        "num_trials": lambda: hg.random_search(objective, space, key, 4 if first else 0),
+        "steps": lambda: hg.tune(objective, space, key, steps=2 if first else 0),
+        "progress": lambda: hg.random_search(objective, space, key, 8, chunk_size=2, storage=db, study="p",
+                                             progress=stop),
+        "resumed": lambda: [t.value for t in hg.random_search(objective, space, key, 8, chunk_size=2, storage=db,
+                                                              study="p").trials],
+        "same": lambda: [t.value for t in hg.random_search(objective, space, key, 8, chunk_size=2).trials],
+    }
+    return calls
+
+
 out = {}
-for name in CALLS:
-    try:
-        out[name] = calls[name]()
-    except Exception as err:
-        out[name] = f"{type(err).__name__}: {err}"
+for scenario_name, names in SCENARIOS.items():  # each in its own folder, its calls in order
+    folder = os.path.join(tmp, scenario_name)
+    os.makedirs(folder, exist_ok=True)
+    calls = scenario(folder)
+    out[scenario_name] = {}
+    for name in names:
+        try:
+            out[scenario_name][name] = calls[name]()
+        except Exception as err:
+            out[scenario_name][name] = f"{type(err).__name__}: {err}"
 with open(os.path.join(tmp, f"arguments{process}.json"), "w") as f:
     json.dump(out, f)
 '''
 
+# each test's scenario: the calls it runs, in order, in a folder of its own
+_SCENARIOS = {"log": ("log", "tune_log", "same"), "storage": ("storage", "same"),
+              "invalid": ("num_trials", "steps", "same"), "progress": ("progress", "resumed", "same")}
 
-def _run(tmp_path, *calls: str) -> list[dict]:
-    """Each process's outcome of `calls` (a result, or the error's type and message), in order."""
-    return two_workers(tmp_path, f"CALLS = {list(calls)!r}\n" + _ARGUMENTS_WORKER, "arguments")
+
+@pytest.fixture(scope="module")
+def _shared(tmp_path_factory):
+    """Every scenario run in one launch of the two processes: {scenario: (its folder, each process's outcome
+    of its calls: a result, or the error's type and message)}."""
+    tmp = tmp_path_factory.mktemp("arguments")
+    out = two_workers(tmp, f"SCENARIOS = {_SCENARIOS!r}\n" + _ARGUMENTS_WORKER, "arguments")
+    return {name: (tmp / name, [out[i][name] for i in (0, 1)]) for name in _SCENARIOS}
 
 
 def _refusal(what: str, name: str, shown: str, fix: str) -> str:
@@ -78,11 +98,11 @@ def _same_fix(name: str) -> str:
             "programs and wait for each other for ever)")
 
 
-def test_a_log_given_on_process_0_alone_is_refused_on_every_process(tmp_path):
+def test_a_log_given_on_process_0_alone_is_refused_on_every_process(_shared):
     """log= on process 0 alone (the "process 0 writes the log" idiom): process 0 checked the path and
     shared its verdict in an all-gather process 1 never made; process 0 decoded process 1's next
     collective as an outcome (IndexError) and hung, process 1 aborted (gloo's collective mismatch)."""
-    out = _run(tmp_path, "log", "tune_log", "same")
+    tmp_path, out = _shared["log"]
     shown = "given on process 0, None on process 1"
     for i in (0, 1):
         assert out[i]["log"] == _refusal("random_search", "log", shown, _LOG_FIX), out[i]["log"]
@@ -92,10 +112,10 @@ def test_a_log_given_on_process_0_alone_is_refused_on_every_process(tmp_path):
     assert not (tmp_path / "trials.jsonl").exists()  # refused before anything ran
 
 
-def test_a_study_given_on_process_0_alone_is_refused_on_every_process(tmp_path):
+def test_a_study_given_on_process_0_alone_is_refused_on_every_process(_shared):
     """storage= and study= on process 0 alone: process 1 skipped the study's all-gathers that process 0
     made (an IndexError on process 0, then a hang; a gloo abort on process 1)."""
-    out = _run(tmp_path, "storage", "same")
+    tmp_path, out = _shared["storage"]
     shown = f"{str(tmp_path / 'study.db')!r} on process 0, None on process 1"
     for i in (0, 1):
         assert out[i]["storage"] == _refusal("random_search", "storage", shown, _STUDY_FIX), out[i]["storage"]
@@ -103,10 +123,10 @@ def test_a_study_given_on_process_0_alone_is_refused_on_every_process(tmp_path):
     assert not (tmp_path / "study.db").exists()  # refused before the study was opened
 
 
-def test_an_argument_invalid_on_one_process_alone_is_refused_on_every_process(tmp_path):
+def test_an_argument_invalid_on_one_process_alone_is_refused_on_every_process(_shared):
     """num_trials=0 (or tune's steps=0) on process 1 alone: process 1 refused it at once while process 0
     waited for it in the call's first collective, for ever (or a Gloo timeout once process 1 left)."""
-    out = _run(tmp_path, "num_trials", "steps", "same")
+    tmp_path, out = _shared["invalid"]
     for i in (0, 1):
         assert out[i]["num_trials"] == _refusal("random_search", "num_trials", "4 on process 0, 0 on process 1",
                                                 _same_fix("num_trials")), out[i]["num_trials"]
@@ -115,11 +135,11 @@ def test_an_argument_invalid_on_one_process_alone_is_refused_on_every_process(tm
     assert out[0]["same"] == out[1]["same"]
 
 
-def test_a_progress_callable_raising_on_one_process_alone_stops_every_process(tmp_path):
+def test_a_progress_callable_raising_on_one_process_alone_stops_every_process(_shared):
     """A progress callable raising on process 1 alone: process 1 left the search while process 0 went on
     to the next chunk's collective (a gloo abort on both). Every process now stops at that report,
     the chunks before it committed, and the same call again resumes to the uninterrupted trials."""
-    out = _run(tmp_path, "progress", "resumed", "same")
+    tmp_path, out = _shared["progress"]
     assert out[1]["progress"] == "RuntimeError: stop"
     assert out[0]["progress"] == "RuntimeError: process 1 stopped this call with RuntimeError: stop"
     for i in (0, 1):
