@@ -75,11 +75,20 @@ def _lone(tmp_path) -> dict:
     return json.loads((tmp_path / "searches-1.json").read_text())
 
 
-def test_processes_fitting_differently_are_refused_naming_the_difference_and_the_fix(tmp_path):
+@pytest.fixture(scope="module")
+def _shared(tmp_path_factory):
+    """(the folder, {"searches": each process's outcome of `_SEARCHES`, "alone": of `_REFUSED_ALONE`}): both
+    scenarios run in turn in one launch of the two processes, each writing its own file."""
+    tmp = tmp_path_factory.mktemp("sklearn")
+    searches = two_workers(tmp, WORKER_START + "import numpy as np\n" + _SEARCHES + _REFUSED_ALONE, "searches")
+    return tmp, {"searches": searches, "alone": [json.loads((tmp / f"alone{i}.json").read_text()) for i in (0, 1)]}
+
+
+def test_processes_fitting_differently_are_refused_naming_the_difference_and_the_fix(_shared):
     """Each refusal on both processes, before anything compiled: the unseeded RandomizedSearchCV's
     candidates (fix: random_state=<int>), the data (fix: the same data), the unseeded estimator's
     training key (fix: its random_state=<int>, which also samples HypergradSearchCV's configurations)."""
-    out = two_workers(tmp_path, WORKER_START + "import numpy as np\n" + _SEARCHES, "searches")
+    tmp_path, out = _shared[0], _shared[1]["searches"]
     for i in (0, 1):
         refusals = {name: out[i][name] for name in ("unseeded", "data", "unseeded_estimator", "unseeded_descent")}
         for name, message in refusals.items():
@@ -155,13 +164,13 @@ with open(os.path.join(tmp, f"alone{process}.json"), "w") as f:
 '''
 
 
-def test_a_fit_refused_on_one_process_alone_is_refused_on_every_process(tmp_path):
+def test_a_fit_refused_on_one_process_alone_is_refused_on_every_process(_shared):
     """A fit refused by a check on process 1 alone (a bad param_distributions, NaN in its X, an
     unseeded draw of a candidate Ridge refuses, n_jobs=0) left process 0 waiting in the fit's
     comparison for ever. Process 1 now raises its own error and process 0 the same, naming process 1
     (with the random_state to give for the unseeded draw); a y lacking a class on process 1 is a
     difference refused on both; the fit that follows runs and agrees."""
-    out = two_workers(tmp_path, WORKER_START + "import numpy as np\n" + _REFUSED_ALONE, "alone")
+    out = _shared[1]["alone"]
     unseeded = (". random_state=None draws other candidates on each process: give random_state=<int> so every "
                 "process draws the same candidates")
     for name, what, advice in [("distributions", "HypergradSearchCV", ""), ("nan", "GridSearchCV", ""),
