@@ -95,7 +95,7 @@ def test_process_0_alone_writes_the_log(runs):
 
 
 # -- process 0 refused or failing: every process stops -----------------------------------------------
-_REFUSED_WORKER = WORKER_START + r'''
+_REFUSED_WORKER = r'''
 import sqlite3
 objective = hg.Objective(hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0),
                          lambda h: optax.sgd(h["lr"]), num_steps=5)
@@ -137,14 +137,11 @@ with open(os.path.join(tmp, f"refused{process}.json"), "w") as f:
 '''
 
 
-def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_path):
+def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(_refusals):
     """Process 0 refused a study (another live process writes it) or failing at a commit, process 1
     refusing a study (another key), process 0 refusing log= or failing to write it: the other
     processes raise the error too, instead of waiting in collectives it never reaches."""
-    conn = hg.store._connect(str(tmp_path / "leased.db"))
-    conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
-    conn.close()
-    out = two_workers(tmp_path, _REFUSED_WORKER, "refused")
+    tmp_path, out = _refusals["refused"]
     assert out[0]["leased"].startswith("RuntimeError: study 's' in") and "is being written by pid" in out[0]["leased"]
     assert out[1]["leased"].startswith("RuntimeError: process 0 stopped this study with RuntimeError: study 's'")
     assert out[0]["failing"] == "OperationalError: database or disk is full"
@@ -166,7 +163,7 @@ def test_when_process_0_is_refused_or_its_write_fails_every_process_raises(tmp_p
 
 
 # -- processes making different calls: refused on every process, naming the difference --------------
-_DIFFERENT_WORKER = WORKER_START + r'''
+_DIFFERENT_WORKER = r'''
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
@@ -200,13 +197,13 @@ with open(os.path.join(tmp, f"different{process}.json"), "w") as f:
 '''
 
 
-def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_path):
+def test_processes_making_different_calls_are_refused_naming_the_difference(_refusals):
     """Process 1 given another num_trials, key, data set or number of tuner steps than process 0 ran other
     programs: it waited in a collective process 0 never reached, for ever, or gloo aborted with a
     "collective mismatch". Every process now refuses before anything runs, naming what differs. The
     same for random_search given extends= Results of other lengths (no study compared that call) and
     hybrid_search given an hg.Structured family on process 0 alone (its broadcast met an all-gather)."""
-    out = two_workers(tmp_path, _DIFFERENT_WORKER, "different")
+    _, out = _refusals["different"]
     for i in (0, 1):
         # a plain argument is compared first, with each process's value (tests/test_distributed_arguments.py)
         for name, what, shown in [("num_trials", "random_search", "4 on process 0, 6 on process 1"),
@@ -231,7 +228,7 @@ def test_processes_making_different_calls_are_refused_naming_the_difference(tmp_
 
 
 # -- a call refused on one process alone: refused on every process ---------------------------------
-_REFUSED_ALONE_WORKER = WORKER_START + r'''
+_REFUSED_ALONE_WORKER = r'''
 problem = hg.problems.ridge(num_examples=40, num_features=5, noise=0.5, seed=0)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"]), num_steps=5)
 space = hg.Space({"lr": hg.LogUniform(1e-3, 0.5)})
@@ -289,7 +286,7 @@ with open(os.path.join(tmp, f"alone{process}.json"), "w") as f:
 '''
 
 
-def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_path):
+def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(_refusals):
     """The key, space or objective invalid on process 1 alone (an int key, a dict for the space, a
     problem for the objective; an `extends=` Result of another strategy), in random_search,
     grid_search, tune, hybrid_search and optuna_search: process 1 refused the call at its own check
@@ -302,7 +299,7 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     another key on process 1 (its kept trials were checked after the gather, and no study compared
     the call's key), and optuna_search resuming its study with a sampler seeded otherwise on process 1
     (its replay refused there, after every gather, while process 0 went on)."""
-    out = two_workers(tmp_path, _REFUSED_ALONE_WORKER, "alone")
+    _, out = _refusals["alone"]
     for name, what in [("key", "random_search"), ("space", "grid_search"), ("objective", "tune"),
                        ("hybrid", "hybrid_search"), ("optuna", "optuna_search"), ("extends", "random_search"),
                        ("extends_key", "random_search"),
@@ -325,6 +322,21 @@ def test_a_call_refused_on_one_process_alone_is_refused_on_every_process(tmp_pat
     for i in (0, 1):
         assert len(out[i]["same"]) == 4 and out[i]["storage"] == out[i]["same"], out[i]["storage"]
     assert out[0]["same"] == out[1]["same"]
+
+
+@pytest.fixture(scope="module")
+def _refusals(tmp_path_factory):
+    """{scenario: (the folder, each process's JSON)} of the three scenarios above ("refused", "different",
+    "alone"), run in turn in one launch of the two processes: each scenario's calls in its order, each
+    scenario's study files named apart (leased.db, full.db, key.db; o.db, s.db), each its own JSON."""
+    tmp = tmp_path_factory.mktemp("refusals")
+    conn = hg.store._connect(str(tmp / "leased.db"))
+    conn.execute("INSERT INTO leases VALUES ('s', ?, ?, 0.0)", (os.getpid(), socket.gethostname()))
+    conn.close()
+    refused = two_workers(tmp, WORKER_START + _REFUSED_WORKER + _DIFFERENT_WORKER + _REFUSED_ALONE_WORKER, "refused")
+    return {"refused": (tmp, refused),
+            **{name: (tmp, [json.loads((tmp / f"{name}{i}.json").read_text()) for i in (0, 1)])
+               for name in ("different", "alone")}}
 
 
 def _gathered_rows(monkeypatch, block, **arguments) -> np.ndarray:
