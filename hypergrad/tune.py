@@ -154,6 +154,8 @@ def _checked_init(space: Space, given: Any, batched: bool, hold: tuple[str, ...]
     space.check(jax.tree.map(lambda a: a[0], init) if batched else init, "init")
     for name, value in init.items():
         dist = space[name]
+        if _not_finite(name, value) is not None:
+            raise ValueError(_not_finite(name, value))
         if name in hold:
             if not bool(jnp.all((value >= dist.lo) & (value <= dist.hi))):
                 raise ValueError(f"init[{name!r}], held (hold=), lies outside the bounds [{dist.lo}, {dist.hi}] of "
@@ -164,6 +166,17 @@ def _checked_init(space: Space, given: Any, batched: bool, hold: tuple[str, ...]
             raise ValueError(_off_bounds(name, given[name], value, dist.lo, dist.hi,
                                          held if len(held) < len(space.names) else None))
     return init
+
+
+def _not_finite(name: str, value: Any) -> str | None:
+    """Why init[`name`] is refused when some entry of `value` is NaN or infinite (before the bounds
+    are compared: NaN lies neither inside nor outside them), else None."""
+    value = np.asarray(value)
+    if np.all(np.isfinite(value)):
+        return None
+    at = np.unravel_index(np.argmax(~np.isfinite(value)), value.shape)
+    where = f"init[{name!r}]" + ("".join(f"[{i}]" for i in at) if value.ndim else "")
+    return f"{where}={value[at]} is not a finite number; give a start strictly inside the bounds of the space"
 
 
 def _as_real(value: jax.Array) -> jax.Array:
@@ -439,7 +452,10 @@ def tune(
         seconds sit on the wall-time axis (`Result.spent("seconds")`) where they were paid: the
         outer step's after the warm-up, before the first step's trials, and the program of a
         halving round that narrows the chunk before that round's trials (`info["setup_seconds_at"]`);
-        the rest, the warm-up's included, before the first trial.
+        the rest, the warm-up's included, before the first trial. `info["chunk_size"]` is the tuners
+        per call at the first outer step (a halving round sized to the live tuners narrows later
+        ones), `info["chunk_size_given"]` the `chunk_size` argument as given (None, "live" or an int):
+        pass that to run the same layout again.
     """
     began = time.perf_counter()  # the call's seconds outside its trials are its set-up (`with_setup`)
     # the run traced for the checks is the warm-up search's program, traced once (`_counted_run`);
@@ -663,7 +679,8 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
     chunk = cohort_chunk(chunk_size, halving, population)
     tuned_starts, held = _split(starts, hold, np.asarray)  # host arrays: make_cohort keeps them there
-    z, hparams0 = batched_starts(_tuned_space(space, hold), tuned_starts, chunk_rows(population, chunk))
+    first_chunk = chunk_rows(population, chunk)  # tuners per call at the first step (halving may narrow it)
+    z, hparams0 = batched_starts(_tuned_space(space, hold), tuned_starts, first_chunk)
     held0 = None if held is None else {name: jnp.asarray(values[0]) for name, values in held.items()}
     if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
         _check_method_held(objective, method, hparams0, held0)
@@ -687,7 +704,8 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
         recorder.close()
     info = {"method": repr(method), "outer": outer_identity(outer), "steps": steps, "resample_key": resample_key,
             **_hold_argument(hold),
-            "population": population, "warmup": warmup, "halving": halving, "chunk_size": cohort.chunk,
+            "population": population, "warmup": warmup, "halving": halving, "chunk_size": first_chunk,
+            "chunk_size_given": chunk_size,
             "final_trials": [t.number for t in recorder.trials[len(recorder.trials) - len(cohort.tuners):]],
             **({"setup_seconds_at": placed} if placed else {})}
     seconds = cohort.compile_seconds + (0.0 if warm is None else warm.compile_seconds)
