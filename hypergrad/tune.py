@@ -11,8 +11,9 @@ search would try), given (batched) hyperparameters, or, with `warmup=M`, the N b
 trials spent first (explore, then descend). The warm-up's trials come first in the result and count
 in its compute.
 
-Non-finite steps: a step whose loss, hypergradient or outer update is not finite applies no update
-and backs the tuner off halfway to its last good iterate. A tuner with none yet (its start diverged) restarts
+Non-finite steps: a step whose loss, hypergradient or outer update is not finite (or whose hypergradient
+is finite but too large for the outer optimiser: its norm overflows) applies no update and backs the
+tuner off halfway to its last good iterate. A tuner with none yet (its start diverged) restarts
 instead at a fresh point drawn from the space after each such step, with a warning: until one step
 is finite it is random search, one trial per step (`hypergrad.outer`).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +33,8 @@ import optax
 
 from hypergrad import accounting
 from hypergrad._indexing import check_objective_runs, unread_warned_once
-from hypergrad._checks import check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least
+from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
+                               users_stacklevel)
 from hypergrad._compile import refuse_disabled_jit
 from hypergrad._processes import checked_together
 from hypergrad._types import HParams, Key
@@ -278,19 +281,50 @@ def _batched_init(space: Space, init: Any, population: int, key: Key, hold: tupl
     return _checked_init(space, given, batched=True, hold=hold)
 
 
-def _warm_starts(warm: Result, space: Space, population: int, stored: bool = False) -> HParams:
-    """The hyperparameters of the N best complete warm-up trials, constants broadcast to shapes.
-    Raises `ValueError` when fewer than N finished (for a `stored` study, saying that it keeps this
-    warmup=, so a larger one needs another study name)."""
+def _warm_starts(warm: Result, space: Space, population: int, stored: bool = False,
+                 refusal: Any = None) -> HParams:
+    """The hyperparameters of the N best complete warm-up trials that the method accepts,
+    constants broadcast to shapes. `refusal(start)` says why the method refuses a start (None
+    where it accepts it; `refusal` None: every start accepted): a refused trial is passed over for
+    the next best, with a warning naming it (`_warn_refused`); it stays in the result as the
+    random-search trial it is. Raises `ValueError` when fewer than N finished and are accepted (for
+    a `stored` study, saying that it keeps this warmup= and its trials, so a larger one needs
+    another study name)."""
     ranked = sorted((t for t in warm.trials if t.state == COMPLETE), key=lambda t: (t.value, t.number))
-    if len(ranked) < population:
+    best, refused = [], []
+    for trial in ranked:
+        if len(best) == population:
+            break
+        start = {name: np.broadcast_to(np.asarray(trial.hparams[name]), dist.shape) for name, dist in space.items}
+        why = None if refusal is None else refusal(start)
+        if why is None:
+            best.append((trial, start))
+        else:
+            refused.append((trial, why))
+    if len(best) < population:
         where = (f" under another study= name (this study stores warmup={len(warm.trials)} and its trials, and "
                  "refuses another warmup=)") if stored else ""
+        if refused:
+            raise ValueError(f"{len(ranked)} of the {len(warm.trials)} warm-up trials finished, and the method refuses "
+                             f"the values of {len(refused)} of them (the first: {refused[0][1]}), leaving "
+                             f"{len(best)} to start population={population} tuners; the warm-up's trials are "
+                             f"{'stored in the study' if stored else 'lost unless logged (log=) or stored (study=)'}. "
+                             f"Raise warmup={where}, or narrow the space to values the method accepts")
         raise ValueError(f"only {len(ranked)} of the {len(warm.trials)} warm-up trials finished (the rest diverged); "
                          f"raise warmup={where}, or narrow the space, to start {population} tuners")
-    best = ranked[:population]
-    return {name: np.stack([np.broadcast_to(np.asarray(t.hparams[name]), dist.shape) for t in best])
-            for name, dist in space.items}
+    if refused:
+        _warn_refused(refused, population)
+    return {name: np.stack([start[name] for _, start in best]) for name in space.names}
+
+
+def _warn_refused(refused: list, population: int) -> None:
+    """Warns (RuntimeWarning) that the warm-up trials `refused` ((trial, why) pairs), among the best,
+    start no tuner because the method refuses their values, and that the next best do instead."""
+    numbers = ", ".join(str(trial.number) for trial, _ in refused)
+    warnings.warn(f"tune: the method refuses the values of {len(refused)} of the best warm-up trials (numbers "
+                  f"{numbers}; the first: {refused[0][1]}), so the {population} tuners start from the {population} "
+                  "best warm-up trials it accepts instead; the refused trials stay in the result as the random-search "
+                  "trials they are (their values are the objective's)", RuntimeWarning, stacklevel=users_stacklevel())
 
 
 def _name(method: Method, population: int) -> str:
@@ -390,7 +424,10 @@ def tune(
             compute, as every step does.
         population: number of tuners N advanced together, each outer step one vmapped program.
         warmup: spend this many trials (>= population) on random search first and start the N
-            tuners from its N best settings; the warm-up's trials open the result.
+            tuners from its N best settings; the warm-up's trials open the result. A setting the
+            method refuses (`hg.Reversible`: a momentum below 2^-info_bits) starts no tuner: the
+            next best does, with a warning naming the trials passed over (each start given or
+            sampled is checked before anything runs, and refused).
         halving: successive halving: after every `halving` outer steps keep the better half of
             the live tuners (by their latest validation loss); None keeps all.
         chunk_size: tuners per vmapped call (memory bound), the last call padded (padding rows
@@ -582,14 +619,37 @@ def _check_own_method_output(objective: Objective, method: Method, hparams: HPar
 def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,
                     warmup: int | None, key: Key, hold: tuple[str, ...]) -> HParams | None:
     """The tuners' starts (None with a warm-up: its best trials, known only once it ran), checked,
-    and `method` checked at the first start (at the centre before a warm-up), the `hold` names
-    held there: the refusals that need no training run, made before a study is opened."""
+    and `method` checked at every distinct start (`_check_method_at_rows`; at the centre before a
+    warm-up, whose starts `_warm_starts` checks once they are known), the `hold` names held there:
+    the refusals that need no training run, made before a study is opened."""
     if warmup is not None:  # refuse a method that cannot run here before spending the warm-up
         _check_method_held(objective, method, *_split(space.centre(), hold))
         return None
     starts = _batched_init(space, init, population, key, hold)
-    _check_method_held(objective, method, *_split(_first(starts), hold))
+    _check_method_at_rows(objective, method, starts, hold)
     return starts
+
+
+def _check_method_at_rows(objective: Objective, method: Method, starts: HParams, hold: tuple[str, ...]) -> None:
+    """`_check_method_held` at each distinct row of the batched `starts` (a method may refuse some
+    values: `hg.Reversible` a momentum below 2^-info_bits, where it computes NaN), as
+    `hg.hybrid_search` checks each configuration; a refusal in a population names the row. Cost:
+    one `method.check` per distinct start (a probe program's run for Reversible, static traces for
+    Implicit, nothing for Reverse); one for 'centre'."""
+    rows = len(jax.tree.leaves(starts)[0])
+    seen = set()
+    for row in range(rows):
+        start = jax.tree.map(lambda a, row=row: np.asarray(a)[row], starts)
+        same = tuple((name, start[name].dtype.str, start[name].tobytes()) for name in sorted(start))
+        if same in seen:
+            continue
+        seen.add(same)
+        try:
+            _check_method_held(objective, method, *_split(start, hold))
+        except ValueError as err:
+            if rows == 1:
+                raise
+            raise ValueError(f"tuner {row}'s start (row {row} of the population's {rows}): {err}") from err
 
 
 def _checked_hold(hold: Any, space: Space) -> tuple[str, ...]:
@@ -662,6 +722,15 @@ def _check_method_held(objective: Objective, method: Method, tuned: HParams, hel
                          f"{sorted(tuned)}: the held ones are fixed values of the objective]") from err
 
 
+def _refusal(objective: Objective, method: Method, start: HParams, hold: tuple[str, ...]) -> str | None:
+    """Why `method` refuses the start `start` (`_check_method_held`, the `hold` names held), or None."""
+    try:
+        _check_method_held(objective, method, *_split(start, hold))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: optax.GradientTransformation,
           steps: int, starts: HParams | None, population: int, warmup: int | None, halving: int | None,
           chunk_size: int | str | None, warmup_chunk: int | None, resample_key: bool, hold: tuple[str, ...],
@@ -675,15 +744,14 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
                                  strategy=f"{_name(method, population)} warm-up", space=space, log=log,
                                  progress=progress, sink=writer,
                                  chunk_size=warmup_chunk)
-        starts = _warm_starts(warm, space, population, stored=writer is not None)
+        starts = _warm_starts(warm, space, population, stored=writer is not None,
+                              refusal=lambda start: _refusal(objective, method, start, hold))
     set_up = time.perf_counter()  # the outer step's set-up and compilation, after any warm-up, start here
     chunk = cohort_chunk(chunk_size, halving, population)
     tuned_starts, held = _split(starts, hold, np.asarray)  # host arrays: make_cohort keeps them there
     first_chunk = chunk_rows(population, chunk)  # tuners per call at the first step (halving may narrow it)
     z, hparams0 = batched_starts(_tuned_space(space, hold), tuned_starts, first_chunk)
     held0 = None if held is None else {name: jnp.asarray(values[0]) for name, values in held.items()}
-    if warm is not None:  # a method may refuse values (Reversible's momentum): the warm-up's best
-        _check_method_held(objective, method, hparams0, held0)
     unit = run_flops(objective, {**hparams0, **(held0 or {})}, key)
     flops = hypergradient_flops(objective, method, hparams0, key, held0)
     cohort = make_cohort(objective, _tuned_space(space, hold), method, outer, key, z, fixed=held, chunk_size=chunk,

@@ -36,6 +36,14 @@ def momentum_objective():
     return hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=3)
 
 
+class LowMomentumRefused(hg.Reverse):
+    """Reverse refusing a momentum below 2^-8, as hg.Reversible(info_bits=8) does, at a cheaper compile."""
+
+    def check_loop(self, loop, hparams):
+        if float(hparams["momentum"]) < FLOOR:
+            raise ValueError(f"momentum={float(hparams['momentum'])} is below 2^-8")
+
+
 @pytest.fixture(scope="module")
 def ridge():
     problem = hg.problems.ridge(num_examples=12, num_features=2, noise=0.5, seed=0)
@@ -43,6 +51,57 @@ def ridge():
 
 
 RIDGE_SPACE = hg.Space({"lr": hg.LogUniform(1e-3, 1e-1), "weight_decay": hg.LogUniform(1e-4, 1.0)})
+
+
+def test_a_refused_start_of_a_later_tuner_is_refused_before_anything_compiles(momentum_objective, monkeypatch):
+    def compiled(*args, **kwargs):
+        raise AssertionError("the refusal came after the tuners' program was made")
+
+    monkeypatch.setattr(tune_module, "make_cohort", compiled)
+    init = {"lr": np.asarray([0.3, 0.3]), "momentum": np.asarray([0.006, 0.0005])}
+    with pytest.raises(ValueError, match=r"tuner 1's start.*reverses momentum in \[2\^-8"):
+        hg.tune(momentum_objective, LOW_MOMENTUM, jax.random.key(0), population=2, init=init, steps=1,
+                method=hg.Reversible())
+
+
+def test_equal_starts_are_checked_once(momentum_objective, monkeypatch):
+    checked = []
+    monkeypatch.setattr(tune_module, "_check_method_held", lambda objective, method, tuned, held: checked.append(1))
+    monkeypatch.setattr(tune_module, "make_cohort", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):
+        hg.tune(momentum_objective, LOW_MOMENTUM, jax.random.key(0), population=3, init="centre", steps=1)
+    assert len(checked) == 1
+
+
+def test_warm_up_trials_the_method_refuses_start_no_tuner(momentum_objective):
+    key = jax.random.key(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = hg.tune(momentum_objective, LOW_MOMENTUM, key, population=2, warmup=6, steps=1, outer=optax.adam(0.3),
+                    method=LowMomentumRefused())
+    warm = r.trials[:6]
+    assert [t.tuner for t in warm] == [None] * 6  # every warm-up trial kept, the refused ones too
+    ranked = sorted(warm, key=lambda t: (t.value, t.number))
+    refused = [t.number for t in ranked[:2] if float(t.hparams["momentum"]) < FLOOR]
+    assert refused, "the test needs a refused trial among the two best warm-up trials"
+    first_steps = [t for t in r.trials[6:] if t.tuner is not None][:2]
+    assert [t.state for t in first_steps] == ["complete", "complete"]  # was: 'fail' with value NaN, or a refusal
+    assert all(float(t.hparams["momentum"]) >= FLOOR for t in first_steps)
+    accepted = [t for t in ranked if float(t.hparams["momentum"]) >= FLOOR][:2]
+    np.testing.assert_allclose([float(t.hparams["momentum"]) for t in first_steps],
+                               [float(t.hparams["momentum"]) for t in accepted], rtol=1e-12)
+    texts = [str(w.message) for w in caught if "refuses the values" in str(w.message)]
+    assert len(texts) == 1
+    named = {int(n) for n in re.search(r"numbers ([\d, ]+);", texts[0]).group(1).split(", ")}
+    assert set(refused) <= named and all(float(warm[n].hparams["momentum"]) < FLOOR for n in named)
+
+
+def test_too_few_accepted_warm_up_trials_say_so_and_the_log_keeps_them(momentum_objective, tmp_path):
+    log = tmp_path / "trials.jsonl"
+    with pytest.raises(ValueError, match="the method refuses the values of 2 of them"):
+        hg.tune(momentum_objective, LOW_MOMENTUM, jax.random.key(0), population=3, warmup=4, steps=1,
+                method=hg.Reversible(), log=log)
+    assert len(log.read_text().splitlines()) == 4  # the warm-up the call spent, as it ran
 
 
 def test_info_chunk_size_is_the_calls_not_the_last_halving_rounds(ridge):
