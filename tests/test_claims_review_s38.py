@@ -127,3 +127,17 @@ def test_weight_decay_overfitting_summary_leads_with_the_fresh_key_numbers_its_v
                          "test_first": [0.10, 0.11, 0.12], "test_last": [0.10, 0.10, 0.12]}}
     line = weight_decay.fresh_gaps(fresh)
     assert line.startswith("last minus first iterate over 3 fresh keys: Reverse val -0.0333 ± 0.0033, test -0.0033")
+
+
+def test_online_lr_says_what_its_sensitivity_rule_tests_and_gives_the_spread():
+    """finding 7: the rule counts initial rates ending within 10% of the best fixed rate's loss (for SGD lr 1,
+    the grid's top edge), stronger than 'less sensitive'; the page said neither, nor gave the spread."""
+    online_lr = import_experiment("online_lr")
+    rates = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    facts = {"SGD": {"rates": rates, "fixed": [2.3, 1.0, 0.5, 0.2, 0.14], "hd": [0.2, 0.19, 0.18, 0.16, 0.14],
+                     "tuned_rate": 1.0, "tuned_loss": 0.14, "good_fixed": 1, "good_hd": 1, "small_fixed": 2.3,
+                     "small_hd": 0.2}}
+    claim = online_lr.verdicts(facts)[0]
+    assert claim.verdict == "not held"  # unchanged: 1 good initial rate with HD, 1 fixed
+    assert "x1.43 with HD, x16.4 fixed; within 50%: 5 with HD, 2 fixed" in claim.ours, claim.ours
+    assert "within 10% of the best fixed rate's loss" in claim.why and "grid's edge for SGD (lr 1" in claim.why
