@@ -66,11 +66,18 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def float32_outcomes():
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps([*REFUSED, *ACCEPTED])], capture_output=True,
-                          text=True, timeout=300)
+def float32_children():
+    """What `CHILD` (argv[1]: the declarations) and then `CHILD_NARROW` (argv[2]: the narrow ranges) print,
+    run in turn in one float32 child process: each its own line."""
+    proc = subprocess.run([sys.executable, "-c", CHILD + CHILD_NARROW, json.dumps([*REFUSED, *ACCEPTED]),
+                           json.dumps(NARROW)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def float32_outcomes(float32_children):
+    return json.loads(float32_children.stdout.strip().splitlines()[-2])
 
 
 @pytest.mark.parametrize("text", list(REFUSED))
@@ -127,7 +134,7 @@ import jax.numpy as jnp
 import numpy as np
 import hypergrad as hg
 out = {}
-for text in json.loads(sys.argv[1]):
+for text in json.loads(sys.argv[2]):
     dist = eval(text)
     space = hg.Space({"x": dist})
     out[text] = {"constrain": [float(dist.constrain(jnp.asarray(z))) for z in (-1e4, -20.0, 0.0, 20.0, 1e4)],
@@ -138,11 +145,10 @@ print(json.dumps(out))
 """
 
 
-def test_narrow_float32_ranges_keep_constrain_centre_and_grid_inside_their_bounds():
+def test_narrow_float32_ranges_keep_constrain_centre_and_grid_inside_their_bounds(float32_children):
     # accepted, but the centre was a bound (not constrain(0)), and LogUniform(1000, 1000.001)'s grid
-    # had a point above hi, out of order
-    proc = subprocess.run([sys.executable, "-c", CHILD_NARROW, json.dumps(NARROW)], capture_output=True, text=True,
-                          timeout=300)
+    # had a point above hi, out of order (run after CHILD, in the same float32 child process)
+    proc = float32_children
     assert proc.returncode == 0, proc.stderr
     for text, got in json.loads(proc.stdout.strip().splitlines()[-1]).items():
         lo, hi = got["lo"], got["hi"]
