@@ -141,3 +141,19 @@ def test_online_lr_says_what_its_sensitivity_rule_tests_and_gives_the_spread():
     assert claim.verdict == "not held"  # unchanged: 1 good initial rate with HD, 1 fixed
     assert "x1.43 with HD, x16.4 fixed; within 50%: 5 with HD, 2 fixed" in claim.ours, claim.ours
     assert "within 10% of the best fixed rate's loss" in claim.why and "grid's edge for SGD (lr 1" in claim.why
+
+
+def test_truncation_says_its_moderate_window_claim_rests_on_one_run_and_shows_every_window():
+    """finding 3: the 'partly' rests on one tuning run per K on the tuning key, and the MLP's share is not
+    monotone in K (82% / 49% / 67% / 58%); the page said neither. Rule and verdict unchanged."""
+    truncation = import_experiment("truncation")
+
+    def tuning(vals):
+        return {"tuning": {"start": {"val": 1.0}, "tuned": {k: {"val": v} for k, v in zip((1, 5, 20, 50, 200), vals)},
+                           "random": {"val": 0.5}}, "errors": [{"K": 1, "error": 0.9}, {"K": 100, "error": 0.01}],
+                "fit": {"slope": -0.05, "r2": 0.99, "rate": 0.95, "points": 2, "intercept": 0.0}, "rho": 0.95}
+    results = {"ridge": tuning([0.91, 0.89, 0.88, 0.875, 0.87]), "mlp": tuning([0.5, 0.8, 0.6, 0.7, 0.4])}
+    claims, _ = truncation.verdicts(results, truncation.FULL, 20)
+    assert claims[1].verdict == "partly"  # ridge 92%, mlp 67%: the rule as before
+    assert "one tuning run per K" in claims[1].ours and "no noise margin" in claims[1].why, claims[1]
+    assert "mlp: 83% / 33% / 67% / 50% at K = 1 / 5 / 20 / 50 (not monotone in K)" in claims[1].why, claims[1].why
