@@ -13,7 +13,8 @@ from hypergrad import hybrid
 
 from _helpers import Stop, stop_after
 
-# argv: devices, study file, the progress call to stop at (0: none), the JSON file written
+# argv: devices, then JSON [[study file, the progress call to stop at (0: none), the JSON file written], ...]:
+# the calls run in turn in this one process
 _CHILD = r"""
 import json, sys
 import jax
@@ -24,38 +25,42 @@ import hypergrad as hg
 problem = hg.problems.logistic("synthetic", num_examples=40, num_features=4, num_classes=3, seed=0, batch_size=8)
 objective = hg.Objective(problem, lambda h: optax.sgd(h["lr"], momentum=h["momentum"]), num_steps=4)
 space = hg.Space({"momentum": hg.Choice([0.0, 0.5, 0.9]), "lr": hg.LogUniform(1e-2, 2.0)})
-stop, calls = int(sys.argv[3]), [0]
-def progress(message):
-    calls[0] += 1
-    if calls[0] == stop:
-        raise KeyboardInterrupt
-try:
-    result = hg.hybrid_search(objective, space, jax.random.key(0), budget=30.0, storage=sys.argv[2], study="s",
-                              progress=progress if stop else False)
-    got = {"steps": result.info["steps"], "trials": len(result.trials), "runs": result.runs,
-           "tuners": [t.tuner for t in result.trials], "values": [float(t.value) for t in result.trials]}
-except KeyboardInterrupt:
-    got = {"stored": len(hg.load_study(sys.argv[2], "s").trials)}
-with open(sys.argv[4], "w") as f:
-    json.dump(got, f)
+for db, stop, out_file in json.loads(sys.argv[2]):
+    calls = [0]
+    def progress(message):
+        calls[0] += 1
+        if calls[0] == stop:
+            raise KeyboardInterrupt
+    try:
+        result = hg.hybrid_search(objective, space, jax.random.key(0), budget=30.0, storage=db, study="s",
+                                  progress=progress if stop else False)
+        got = {"steps": result.info["steps"], "trials": len(result.trials), "runs": result.runs,
+               "tuners": [t.tuner for t in result.trials], "values": [float(t.value) for t in result.trials]}
+    except KeyboardInterrupt:
+        got = {"stored": len(hg.load_study(db, "s").trials)}
+    with open(out_file, "w") as f:
+        json.dump(got, f)
 """
 
 
-def _run(tmp_path, devices: int, db: str, stop: int = 0) -> dict:
+def _run(tmp_path, devices: int, *calls: tuple[str, int]) -> list[dict]:
+    """What each call (study file, progress call to stop at) returned, run in turn in one child process
+    of `devices` devices."""
     child = tmp_path / "child.py"
     child.write_text(_CHILD)
-    out_file = tmp_path / f"out{devices}_{db}_{stop}.json"
-    out = subprocess.run([sys.executable, str(child), str(devices), str(tmp_path / db), str(stop), str(out_file)],
+    jobs = [(str(tmp_path / db), stop, str(tmp_path / f"out{devices}_{db}_{stop}.json")) for db, stop in calls]
+    out = subprocess.run([sys.executable, str(child), str(devices), json.dumps(jobs)],
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out_file.read_text())
+    return [json.loads(open(out_file).read()) for _, _, out_file in jobs]
 
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
-    """The uninterrupted call on one device, and a study of the same call stopped after 3 steps."""
+    """The uninterrupted call on one device, and a study of the same call stopped after 3 steps (in turn,
+    in one child process)."""
     tmp_path = tmp_path_factory.mktemp("hybrid_plan")
-    return tmp_path, _run(tmp_path, 1, "whole.db"), _run(tmp_path, 1, "stopped.db", stop=3)
+    return tmp_path, *_run(tmp_path, 1, ("whole.db", 0), ("stopped.db", 3))
 
 
 def test_a_study_resumed_on_more_devices_keeps_the_steps_it_started_with(one_device):
@@ -65,7 +70,7 @@ def test_a_study_resumed_on_more_devices_keeps_the_steps_it_started_with(one_dev
     checkpoint now stores the plan's steps, and the resumed call runs them."""
     tmp_path, whole, stopped = one_device
     assert stopped["stored"] < whole["trials"]  # stopped part-way
-    resumed = _run(tmp_path, 2, "stopped.db")
+    (resumed,) = _run(tmp_path, 2, ("stopped.db", 0))
     assert (resumed["steps"], resumed["trials"]) == (whole["steps"], whole["trials"])
     assert resumed["tuners"] == whole["tuners"]
     assert resumed["values"] == pytest.approx(whole["values"], rel=1e-6)
