@@ -502,7 +502,7 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
     settles below the lr the Reverse tuner reaches through the same outer loop, and it is biased at the
     best lr when its mean dL/dlog lr there is positive by more than two standard errors (it says "lower
     the rate" where the full horizon says "stay"). Held if every truncated tuner shows both; partly if
-    every one shows one of the two; not held otherwise. (The first rule compared with the grid's best
+    every one shows the same one of the two (all settle below, or all are positive); not held otherwise. (The first rule compared with the grid's best
     lr, which the Reverse control settled below as well; a review replaced it by the control.) "Below" reads
     one outer-loop run per method with no noise margin (a margin needs several outer runs per method, which
     this experiment does not make), and the claim says so."""
@@ -530,7 +530,7 @@ def short_horizon_claim(facts: dict) -> _claims.Claim:
         f"best lr (grid) {best:.3g}; " + "; ".join(parts) + " (lr reached: one outer-loop run per method, "
         "no noise margin)", verdict,
         f"{counts}. Rule: below the full-horizon Reverse tuner's lr and positive by > 2 s.e., every truncated tuner "
-        "(held), every one of them one of the two (partly); the control replaced the grid's best lr as the bar after "
+        "(held), every one of them the same one of the two, all below or all positive (partly); the control replaced the grid's best lr as the bar after "
         "the first full run, on review. The regime (batch 8, no momentum, T = 300) was chosen "
         "after a first sweep in another regime showed no bias. Limitation (stated on review): 'below' compares "
         "one outer-loop run per method (the same outer keys for each) with no noise margin, while the outer keys "

@@ -157,3 +157,17 @@ def test_truncation_says_its_moderate_window_claim_rests_on_one_run_and_shows_ev
     assert claims[1].verdict == "partly"  # ridge 92%, mlp 67%: the rule as before
     assert "one tuning run per K" in claims[1].ours and "no noise margin" in claims[1].why, claims[1]
     assert "mlp: 83% / 33% / 67% / 50% at K = 1 / 5 / 20 / 50 (not monotone in K)" in claims[1].why, claims[1].why
+
+
+def test_estimator_quality_partly_text_says_every_tuner_shows_the_same_one_of_the_two():
+    """finding 10: the code gives 'partly' only when every truncated tuner shows the same sign of bias (all
+    below the control, or all positive by 2 s.e.); the text said 'every one shows one of the two'. A mix
+    (one below, the other positive) is 'not held', and the why now says 'the same one'."""
+    estimator_quality = import_experiment("estimator_quality")
+    facts = {"best_lr": 0.3, "T": 300, "reached": {"Reverse (full horizon)": 0.2, "Truncated(1)": 0.15,
+                                                   "Truncated(10)": 0.25},
+             "probes": {"Reverse (full horizon)": [-0.2, 0.14, 0.5], "Truncated(1)": [0.001, 0.002, 0.5],
+                        "Truncated(10)": [0.05, 0.01, 0.5]}}
+    claim = estimator_quality.short_horizon_claim(facts)
+    assert claim.verdict == "not held" and "the same one of the two" in claim.why, claim.why
+    assert "the same one of the two" in estimator_quality.short_horizon_claim.__doc__
