@@ -280,8 +280,8 @@ def verdict_greedy(t: dict, cfg: Config) -> _claims.Claim:
         f"(greedy, Truncated({cfg.steps // cfg.blocks})), test {whole['fresh']['test']:.4f} vs "
         f"{short['fresh']['test']:.4f}; geometric-mean rate {geo['whole']:.3g} vs {geo['greedy']:.3g}; random "
         f"search at equal compute: constant val {t['constant']['fresh']['val']:.4f}, {cfg.few}-block "
-        f"{t['few']['fresh']['val']:.4f}; untuned start val {t['start']['fresh']['val']:.4f}, test "
-        f"{t['start']['fresh']['test']:.4f}", verdict,
+        f"{t['few']['fresh']['val']:.4f}" + (f"; untuned start val {t['start']['fresh']['val']:.4f}, test "
+                                             f"{t['start']['fresh']['test']:.4f}" if "start" in t else ""), verdict,
         f"rule: lower fresh-key mean val and test loss than greedy (held), one of them (partly), neither (not "
         f"held), lower meaning by more than 2 s.e. of the paired difference over the fresh keys (a margin added after "
         f"the first full run, on review); {sum(lower)} of 2 lower. Whole minus greedy over the {cfg.fresh_keys} "
@@ -314,7 +314,10 @@ def in_se(mean: float, se: float) -> float:
 
 def against_start(t: dict) -> str:
     """Each tuned schedule against the untuned starting constant on the same fresh keys (added on review,
-    claims hunt session 38: the page left out that both tuners ended worse than where they started)."""
+    claims hunt session 38: the page left out that both tuners ended worse than where they started); '' when
+    `t` has no start row."""
+    if "start" not in t:
+        return ""
     start, parts, worse = t["start"]["fresh"], [], []
     for k in ("whole", "greedy"):
         gaps = [paired_gap(t[k]["fresh"][f"{m}s"], start[f"{m}s"]) for m in ("val", "test")]
