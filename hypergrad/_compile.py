@@ -30,7 +30,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import linecache
 import math
+import os
 import re
 import threading
 import time
@@ -45,7 +47,8 @@ from jax.extend import core as jcore
 
 from hypergrad import _caches, _program_store
 
-__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "stats", "signature", "MAX_ENTRIES",
+__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message",
+           "scalar_indexed_message", "stats", "signature", "MAX_ENTRIES",
            "HOISTED_BYTES", "hoisting", "large_constants", "placeless", "Program",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
            "jaxlib_version_tuple", "refuse_disabled_jit", "TRACE_SETTINGS", "trace_settings", "strongly_typed",
@@ -407,11 +410,55 @@ def naming_missing_hparams():
     """Turns a `KeyError` raised while tracing an objective into a `ValueError` saying what it most
     often means, a hyperparameter the loss or optimiser read that nobody passed, and what else it
     can be, a missing key in the user's own dicts (a batch or parameter dict): the `KeyError` stays
-    chained as its cause, so the traceback shows the line that raised it."""
+    chained as its cause, so the traceback shows the line that raised it. So is JAX's `IndexError` for
+    an index into a 0-dimensional array, most often a scalar hyperparameter read as a per-step
+    schedule (`h["lr"][step]` with `lr` an `hg.Choice`, always a scalar): `scalar_indexed_message`."""
     try:
         yield
     except KeyError as err:
         raise ValueError(missing_key_message(err)) from err
+    except IndexError as err:
+        if not _SCALAR_INDEXED.search(str(err)):
+            raise
+        raise ValueError(scalar_indexed_message(err)) from err
+
+
+# JAX's IndexError for an index into a 0-dimensional array (a scalar hyperparameter read as h["lr"][step])
+_SCALAR_INDEXED = re.compile(r"Too many indices: array is 0-dimensional")
+# the folders of code that is not the user's: hypergrad's own, JAX's, installed packages and the standard library
+_LIBRARY_DIRS = tuple(os.path.dirname(os.path.dirname(m.__file__)) + os.sep for m in (jax, contextlib)) + (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+
+
+def scalar_indexed_message(err: IndexError) -> str:
+    """The message of `naming_missing_hparams`'s `ValueError` for JAX's `IndexError` `err` (an index
+    into a 0-dimensional array): the hyperparameter the user's line indexes (`h["lr"][step]`), named
+    when that line shows one, is a scalar, and how to declare a per-step schedule instead."""
+    names = _indexed_names(err)
+    what = (", ".join(f"hparams[{name!r}]" for name in names) + (" is a scalar" if len(names) == 1 else " are scalars")
+            if names else "a hyperparameter it indexes is a scalar")
+    return (f"IndexError while tracing the objective ({err}): {what}, but the loss or optimiser indexes it, e.g. "
+            "as a per-step schedule (hparams['lr'][step]). An hg.Choice is always a scalar (its options are "
+            "numbers, strings or objects, never arrays), and so is an hg.Uniform/LogUniform without "
+            "shape=. For per-step values declare an independent range with one entry per step, e.g. "
+            "hg.LogUniform(..., shape=(num_steps,)) (or choose among whole schedules with a structural Choice "
+            "whose build makes the optimiser), or read the hyperparameter as a scalar. If it is no hyperparameter, "
+            "the IndexError above shows the line that indexes a 0-dimensional array")
+
+
+def _indexed_names(err: BaseException) -> list[str]:
+    """The names the user's line that raised `err` (the innermost frame outside hypergrad, JAX,
+    installed packages and the standard library) indexes twice, `h["lr"][...]`; empty when none."""
+    user = None
+    frame = err.__traceback__
+    while frame is not None:
+        if not frame.tb_frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+            user = frame
+        frame = frame.tb_next
+    if user is None:
+        return []
+    line = linecache.getline(user.tb_frame.f_code.co_filename, user.tb_lineno)
+    return list(dict.fromkeys(m.group(2) for m in re.finditer(r"\[\s*(['\"])([^'\"]+)\1\s*\]\s*\[", line)))
 
 
 def missing_key_message(err: KeyError) -> str:
