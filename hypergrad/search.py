@@ -46,8 +46,8 @@ from hypergrad.hypergradient import check_objective
 from hypergrad.objective import Objective
 from hypergrad.results import COMPLETE, FAIL, Result, Trial, TrialRecorder, with_setup
 from hypergrad.space import SAMPLE_STREAM, Space
-from hypergrad.store import (NUMERICS, fingerprint, newer_hypergrad, numerics_of, objective_digest, studying,
-                             uses_minibatches)
+from hypergrad.store import (NUMERICS, described_objective, extends_difference, fingerprint, newer_hypergrad,
+                             numerics_of, objective_digest, studying, uses_minibatches, warn_if_objective_changed)
 from hypergrad import structure
 from hypergrad.structure import Masked, Structured, check_family, group_rows, plan
 
@@ -560,8 +560,8 @@ def random_search(
         key = check_key(key)
         _check_search_args(chunk_size, log, progress, storage)
         if extends is not None:
-            digest = _check_extends(extends, objective, num_trials, stored=storage is not None or study is not None,
-                                    space=space)
+            checked = _check_extends(extends, objective, num_trials, stored=storage is not None or study is not None,
+                                     space=space)
             settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # local: no collective
             kept = _kept_trials(extends, settings, space)  # here: it refuses another key's or space's draws
             # no study compares the calls on this path (studying() does on the other), so the block does
@@ -569,23 +569,33 @@ def random_search(
                                              extended_from=len(extends.trials)))
     check_log(log, storage)
     if extends is not None:
-        return _extended(extends, kept, objective, space, key, settings, num_trials, digest, chunk_size=chunk_size,
-                         log=log, progress=progress, began=began)
+        return _extended(extends, kept, objective, space, key, settings, num_trials, checked[0], chunk_size=chunk_size,
+                         log=log, progress=progress, began=began, described=checked[1])
     with studying(storage, study, kind="random", space=space,
                   fingerprint=lambda: fingerprint("random", objective, space, key, num_trials=num_trials)) as writer:
         settings = space.sample(key, num_trials, stream=SAMPLE_STREAM)  # the fold inside the draw's program
+        digest, described = described_objective(objective)
         result = evaluate_settings(objective, settings, key, strategy="random", space=space, chunk_size=chunk_size,
                                    log=log, progress=progress, sink=writer,
-                                   info={"objective": objective_digest(objective),
+                                   info={"objective": digest,
                                          "objective_format": FINGERPRINT_FORMAT, "numerics": NUMERICS})
+        if writer is None:  # a stored call's end warns for its study (`studying`); before the seconds are taken
+            warn_if_objective_changed(described, objective, "random_search", _UNEXTENDABLE)
         result = with_setup(result, began)
         return result if writer is None else writer.finish(result, space)
 
 
+# What a random search's Result whose objective changed during the call cannot do (`warn_if_objective_changed`)
+_UNEXTENDABLE = ("random_search(extends=...) would refuse its Result (its info['objective'] digest is of the "
+                 "objective as the call began)")
+
+
 def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: int, *, stored: bool,
-                   space: Space | None = None) -> str:
+                   space: Space | None = None) -> tuple[str, Any]:
     """Raises `ValueError` unless `earlier` can be extended to `num_trials` trials of `objective`
-    (`random_search(extends=...)`); returns the objective's digest."""
+    (`random_search(extends=...)`); returns the objective's digest and description
+    (`described_objective`). A refusal for another objective names the first value that differs
+    when this process made or read `earlier`'s description (`extends_difference`)."""
     if stored:
         raise ValueError("random_search(extends=..., storage=..., study=...): a stored study holds the num_trials "
                          "it was started with (called again it resumes to that count, and refuses another); to "
@@ -594,10 +604,11 @@ def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: 
     if not isinstance(earlier, Result) or earlier.strategy != "random":
         raise ValueError(f"random_search(extends={type(earlier).__name__}): give the Result of an earlier "
                          "random_search of the same objective, space and key")
-    digest = objective_digest(objective)
+    digest, described = described_objective(objective)
     if not _same_objective(earlier.info, objective, digest, space):
         raise ValueError("random_search(extends=...) was given the Result of a search of another objective (its "
-                         "data, num_steps, optimizer or the values it reads differ): the trials would mix two "
+                         "data, num_steps, optimizer or the values it reads differ"
+                         f"{extends_difference(earlier.info.get('objective'), objective)}): the trials would mix two "
                          "functions; extend a Result of random_search on this objective, or start a new search")
     done = len(earlier.trials)
     if done > num_trials:
@@ -606,7 +617,7 @@ def _check_extends(earlier: Any, objective: Objective | Structured, num_trials: 
     if not jax.config.jax_threefry_partitionable:
         raise ValueError("random_search(extends=...) needs jax_threefry_partitionable=True (JAX's default), "
                          "under which a key's first draws do not depend on how many are drawn")
-    return digest
+    return digest, described
 
 
 def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, digest: str,
@@ -651,10 +662,11 @@ def _same_objective(info: Mapping[str, Any], objective: Objective | Structured, 
 
 def _extended(earlier: Result, kept: tuple[Trial, ...], objective: Objective | Structured, space: Space, key: Key,
               settings: HParams, num_trials: int, digest: str, *, chunk_size: int | None, log: Any, progress: Any,
-              began: float) -> Result:
+              began: float, described: Any = None) -> Result:
     """`random_search(..., extends=earlier)`, `earlier` checked (`_check_extends`, which gave the
-    objective's `digest`; `_kept_trials`, which gave its trials `kept` as the first of the draws
-    `settings`): `kept`, then the draws after them. The continuation's
+    objective's `digest` and its description `described`, compared again at the end:
+    `warn_if_objective_changed`); `_kept_trials`, which gave its trials `kept` as the first of
+    the draws `settings`): `kept`, then the draws after them. The continuation's
     compilation (when its chunk differs) and set-up (this call's other seconds outside its trials,
     from `began`) are paid after `earlier`'s trials, so they are placed before the first new trial
     (`info["setup_seconds_at"]`), not before trial 0. The space's description (`info["space"]`,
@@ -669,6 +681,7 @@ def _extended(earlier: Result, kept: tuple[Trial, ...], objective: Objective | S
                              space=space, chunk_size=chunk_size, log=log, progress=progress, first_number=done,
                              info={"objective": digest, "objective_format": FINGERPRINT_FORMAT,
                                    "numerics": NUMERICS})
+    warn_if_objective_changed(described, objective, "random_search(extends=...)", _UNEXTENDABLE)
     rest = with_setup(rest, began)
     placed = [*earlier.info.get("setup_seconds_at", ()), [done, rest.compile_seconds + rest.setup_seconds]]
     info = dict(rest.info, num_trials=num_trials, extended_from=done, setup_seconds_at=placed,

@@ -84,6 +84,7 @@ import socket
 import sqlite3
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,7 +103,8 @@ from hypergrad.results import Result, Trial, pickable
 from hypergrad.space import Space
 
 __all__ = ["StudyInfo", "StudyWriter", "check_study", "open_study", "studying", "stored_call", "finished_result",
-           "fingerprint", "objective_digest", "load_study", "list_studies", "fingerprint_format"]
+           "fingerprint", "objective_digest", "load_study", "list_studies", "fingerprint_format",
+           "described_objective", "warn_if_objective_changed", "extends_difference"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -554,6 +556,81 @@ def description_digest(description: Any) -> str:
     """SHA-1 (16 hex digits) of an objective's description (`identity`, or the one a stored
     fingerprint holds): `objective_digest`'s, and what `load_study` proves from a fingerprint."""
     return hashlib.sha1(_json(description).encode()).hexdigest()[:16]
+
+
+# The descriptions of the objectives whose digests this process's Results hold (digest -> description as
+# JSON reads it back; the latest `_KEPT_DESCRIPTIONS`), so that `extends=` refusing one can name what differs.
+_DESCRIPTIONS: dict[str, Any] = {}
+_KEPT_DESCRIPTIONS = 16
+
+
+def _remember(digest: str, description: Any) -> None:
+    with _traced_lock:
+        _DESCRIPTIONS.pop(digest, None)
+        _DESCRIPTIONS[digest] = description
+        while len(_DESCRIPTIONS) > _KEPT_DESCRIPTIONS:
+            _DESCRIPTIONS.pop(next(iter(_DESCRIPTIONS)))
+
+
+def described_objective(objective: Any) -> tuple[str, Any]:
+    """`objective_digest(objective)` and its description as JSON reads it back (None when too large
+    to describe), remembered so that `extends_difference` can name what differs from it later."""
+    try:
+        described = identity(objective)
+    except TooLarge:
+        return objective_digest(objective), None
+    digest = description_digest(described)
+    described = json.loads(_json(described))
+    _remember(digest, described)
+    return digest, described
+
+
+_CHANGED = ("{where}: the objective changed during this call: {field} was {before} when the call began and is "
+            "{now} at its end, so {consequence}. The objective's functions (or an hg.Structured family's build) "
+            "change a value they read, e.g. a call counter; keep such state out of what they read, since it is part "
+            "of the objective's description (count outside build and the objective's functions, or keep the count "
+            "as an attribute of a module, which is described by name only: mymodule.count += 1), or leave the "
+            "value unchanged")
+
+
+def warn_if_objective_changed(before: Any, objective: Any, where: str, consequence: str) -> None:
+    """Warns (`UserWarning`) when `objective`'s description now differs from `before` (its
+    description as JSON reads it back, as `described_objective` gives it; nothing when None), naming
+    the first value that differs and both its values: a call that changed a value its objective's
+    functions read (a build counter) made a fingerprint or digest that the same call again cannot
+    match. Cost: one description of the objective (its data hashed again, as `objective_digest`)."""
+    if before is None:
+        return
+    try:
+        now = json.loads(_json(identity(objective)))
+    except Exception:  # noqa: BLE001 (too large or not describable now): the call itself is not at fault
+        return
+    _warn_changed(before, now, "objective.", where, consequence)
+
+
+def _warn_changed(before: Any, now: Any, prefix: str, where: str, consequence: str) -> None:
+    """`warn_if_objective_changed`'s warning for two descriptions (as JSON reads them back) that differ."""
+    field = first_difference(before, now)
+    if field is not None:
+        warnings.warn(_CHANGED.format(where=where, field=prefix + field, before=_excerpt(before, field),
+                                      now=_excerpt(now, field), consequence=consequence), UserWarning, stacklevel=4)
+
+
+def extends_difference(digest: Any, objective: Any) -> str:
+    """Words naming the first value of `objective`'s description that differs from the one whose
+    digest is `digest` (when this process made or read that description: `described_objective`,
+    `load_study`), as a resumed study's refusal names it; empty when not known."""
+    before = _DESCRIPTIONS.get(digest) if isinstance(digest, str) else None
+    if before is None:
+        return ""
+    try:
+        now = json.loads(_json(identity(objective)))
+    except Exception:  # noqa: BLE001 (too large or not describable): not known
+        return ""
+    field = first_difference(before, now)
+    if field is None:
+        return ""
+    return f" (objective.{field} differs: {_excerpt(before, field)} then, {_excerpt(now, field)} now)"
 
 
 def _refuse_url(path: str) -> None:
@@ -1081,22 +1158,63 @@ def studying(storage: Any, study: Any, *, kind: str, fingerprint: Any, space: Sp
     the objective is unchanged since its last stored call; its programs compiled again when it was
     edited (or first stored after calls without storage made programs of it; a trace when they made
     none); one description of the objective per program compiled for it outside a stored call, once
-    it was stored (`_traced_again`)."""
+    it was stored (`_traced_again`). At its end (an interrupted one's too) the call is described
+    again: when that differs from its description as its study opened (the objective's functions,
+    or a family's build, changed a value they read: a call counter), a `UserWarning` names the value
+    and both its values (`_warn_if_call_changed`), since the same call again would be refused."""
     watched: dict | None = {} if storage is not None and study is not None else None
     described = _STUDIED.set(watched)
+    began: list = []
     try:
         check_processes_agree(fingerprint, STRATEGY_CALLS.get(kind, kind))
-        writer = open_study(storage, study, kind=kind, space=space, fingerprint=fingerprint)
+        writer = open_study(storage, study, kind=kind, space=space, fingerprint=_keeping(fingerprint, began))
     finally:
         _STUDIED.reset(described)
     objectives = list((watched or {}).values())
     try:
         _forget_stale_programs(objectives)
         yield writer
+    except BaseException:
+        with contextlib.suppress(Exception):  # the call's own error goes on
+            _warn_if_call_changed(writer, began, fingerprint)
+        raise
+    else:
+        _warn_if_call_changed(writer, began, fingerprint)
     finally:
         _traced_under_now(objectives)
         if writer is not None:
             writer.close()
+
+
+def _keeping(fingerprint: Any, began: list) -> Any:
+    """`fingerprint` (a callable), keeping in `began` the first description it makes in the current
+    fingerprint format, as JSON reads it back (the call as it was when its study was opened)."""
+    if not callable(fingerprint):
+        return fingerprint
+
+    def described() -> dict[str, Any]:
+        made = fingerprint()
+        if not began and _FORMAT.get() == FINGERPRINT_FORMAT:
+            began.append(json.loads(_json(made)))
+        return made
+    return described
+
+
+def _warn_if_call_changed(writer: StudyWriter | None, began: list, fingerprint: Any) -> None:
+    """At a stored call's end: warns when its call, described again, differs from its description
+    when its study was opened (`warn_if_objective_changed`): the same call again would be refused,
+    so the study could not be resumed or repeated. Cost: one description of the call."""
+    if writer is None or not began or not callable(fingerprint):
+        return
+    try:
+        now = json.loads(_json(fingerprint()))
+    except Exception:  # noqa: BLE001 (too large or not describable now): the resume names it
+        return
+    _warn_changed({k: v for k, v in began[0].items() if k != "numerics"},
+                  {k: v for k, v in now.items() if k != "numerics"}, "", f"study {writer.study!r} in {writer.path}",
+                  "the study's stored call (its fingerprint, made as the call began) differs from the same call made "
+                  "again now, which would refuse to resume or repeat it (and random_search(extends=) would refuse "
+                  "its result)")
 
 
 # The objectives the fingerprints of the stored call being opened described: id -> (objective, SHA-1 of
@@ -1432,6 +1550,8 @@ def _proven_by_fingerprint(info: Any, stored: Any) -> Any:
     proven = {} if "objective" in info or "objective_format" in info else {"objective_format": version}
     if proven and isinstance(version, int) and 2 <= version <= FINGERPRINT_FORMAT and "objective" in fingerprinted:
         proven["objective"] = description_digest(fingerprinted["objective"])
+    if version == FINGERPRINT_FORMAT and "objective" in fingerprinted:  # `extends_difference` names what differs
+        _remember(description_digest(fingerprinted["objective"]), fingerprinted["objective"])
     if numerics is not None:
         proven["numerics"] = numerics
     return {**proven, **info}
