@@ -480,8 +480,9 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             else:  # one group of every trial in order (device arrays in a one-chunk search)
                 used = settings
 
-            def recorded(i, part=part):
-                row = {name: np.asarray(v[part[i]]) for name, v in host().items()}
+            def recorded(i, part=part):  # in the space's order, as grid, optuna and hybrid record (a draw is sorted)
+                given = host()
+                row = {name: np.asarray(given[name][part[i]]) for name in _in_space_order(given, space)}
                 return space.options_of(row) if structural else row
 
             seconds, unit = _evaluate_group(group_objective, used, part, key, chunk, recorder, recorded,
@@ -490,6 +491,12 @@ def _evaluate_groups(groups: list, settings: HParams, host: Any, space: Space | 
             units.append((unit, len(part)))
     num = sum(n for _, n in units)
     return compile_seconds, sum(u * n for u, n in units) / num
+
+
+def _in_space_order(settings: Mapping[str, Any], space: Space | None) -> list[str]:
+    """The names of `settings` in `space`'s order (any it does not declare after them, in their own)."""
+    names = [name for name in (space.names if space is not None else ()) if name in settings]
+    return names + [name for name in settings if name not in names]
 
 
 def random_search(

@@ -69,3 +69,12 @@ def test_a_choice_read_as_a_per_step_schedule_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"hparams\['lr'\] is a scalar.*hg\.Choice is always a scalar") as err:
         hg.random_search(objective, hg.Space({"lr": hg.Choice([0.1, 0.01])}), jax.random.key(0), num_trials=2)
     assert "shape=(num_steps,)" in str(err.value) and isinstance(err.value.__cause__, IndexError)
+
+
+def test_random_search_records_hyperparameters_in_the_space_order():
+    objective = hg.Objective(hg.problems.ridge(num_examples=16, num_features=3, seed=0),
+                             lambda h: optax.sgd(h["lr"], momentum=h["m"]), num_steps=2)
+    space = hg.Space({"m": hg.Uniform(0.0, 0.9), "lr": hg.LogUniform(1e-3, 0.1)})
+    result = hg.random_search(objective, space, jax.random.key(0), num_trials=2)
+    assert [list(t.hparams) for t in result.trials] == [["m", "lr"], ["m", "lr"]]
+    assert result.to_dataframe().columns.tolist()[2:4] == ["params_m", "params_lr"]
