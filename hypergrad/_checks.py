@@ -7,6 +7,7 @@ which raises on every process of a multi-process run what one process met."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -222,9 +223,12 @@ def shared_outcome(error: BaseException | None, what: str) -> None:
 def users_stacklevel() -> int:
     """`warnings.warn`'s stacklevel, called from the function that calls this, that points at the
     first frame outside hypergrad: the user's line, however deep in the library the warning is
-    (Python's default filter then shows a warning once per line of the user's code)."""
+    (Python's default filter then shows a warning once per line of the user's code). `contextlib`'s
+    frames are passed over too: a warning from a library context manager's exit names the user's
+    `with` line, not contextlib's."""
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frame, level = sys._getframe(2), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    while frame is not None and (os.path.abspath(frame.f_code.co_filename).startswith(package)
+                                 or frame.f_code.co_filename == contextlib.__file__):
         frame, level = frame.f_back, level + 1
     return level

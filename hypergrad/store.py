@@ -94,7 +94,7 @@ import numpy as np
 
 from hypergrad import _caches, _compile
 from hypergrad._batching import is_writer
-from hypergrad._checks import shared_outcome
+from hypergrad._checks import shared_outcome, users_stacklevel
 from hypergrad._processes import check_processes_agree
 from hypergrad._store_codec import (FINGERPRINT_FORMAT, TooLarge, decode_hparams, decode_value, describe_space,
                                     encode_hparams, encode_value, first_difference, identity, in_format,
@@ -613,7 +613,8 @@ def _warn_changed(before: Any, now: Any, prefix: str, where: str, consequence: s
     field = first_difference(before, now)
     if field is not None:
         warnings.warn(_CHANGED.format(where=where, field=prefix + field, before=_excerpt(before, field),
-                                      now=_excerpt(now, field), consequence=consequence), UserWarning, stacklevel=4)
+                                      now=_excerpt(now, field), consequence=consequence), UserWarning,
+                      stacklevel=users_stacklevel())
 
 
 def extends_difference(digest: Any, objective: Any) -> str:

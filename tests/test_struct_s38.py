@@ -25,7 +25,11 @@ def _space():
 
 
 def _changed(caught):
-    return [str(w.message) for w in caught if "the objective changed during this call" in str(w.message)]
+    """The messages of the objective-changed warnings, each checked to point at this file (the user's
+    line): the stored call's pointed at contextlib.py, the study's context manager's exit."""
+    changed = [w for w in caught if "the objective changed during this call" in str(w.message)]
+    assert all(w.filename == __file__ for w in changed), [(w.filename, w.lineno) for w in changed]
+    return [str(w.message) for w in changed]
 
 
 def test_a_build_counter_is_warned_of_at_once_and_extends_names_the_value(tmp_path):
