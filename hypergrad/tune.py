@@ -426,8 +426,7 @@ def tune(
         warmup: spend this many trials (>= population) on random search first and start the N
             tuners from its N best settings; the warm-up's trials open the result. A setting the
             method refuses (`hg.Reversible`: a momentum below 2^-info_bits) starts no tuner: the
-            next best does, with a warning naming the trials passed over (each start given or
-            sampled is checked before anything runs, and refused).
+            next best does, with a warning naming the trials passed over.
         halving: successive halving: after every `halving` outer steps keep the better half of
             the live tuners (by their latest validation loss); None keeps all.
         chunk_size: tuners per vmapped call (memory bound), the last call padded (padding rows
@@ -619,37 +618,17 @@ def _check_own_method_output(objective: Objective, method: Method, hparams: HPar
 def _checked_starts(objective: Objective, space: Space, method: Method, init: Any, population: int,
                     warmup: int | None, key: Key, hold: tuple[str, ...]) -> HParams | None:
     """The tuners' starts (None with a warm-up: its best trials, known only once it ran), checked,
-    and `method` checked at every distinct start (`_check_method_at_rows`; at the centre before a
-    warm-up, whose starts `_warm_starts` checks once they are known), the `hold` names held there:
-    the refusals that need no training run, made before a study is opened."""
+    and `method` checked at the first start (at the centre before a warm-up, whose starts
+    `_warm_starts` checks once they are known), the `hold` names held there: the refusals that need
+    no training run, made before a study is opened. A later given or sampled start the method
+    refuses is not refused: its tuner's step there fails and it restarts at fresh draws (a sampled
+    population would otherwise be refused for one unlucky row)."""
     if warmup is not None:  # refuse a method that cannot run here before spending the warm-up
         _check_method_held(objective, method, *_split(space.centre(), hold))
         return None
     starts = _batched_init(space, init, population, key, hold)
-    _check_method_at_rows(objective, method, starts, hold)
+    _check_method_held(objective, method, *_split(_first(starts), hold))
     return starts
-
-
-def _check_method_at_rows(objective: Objective, method: Method, starts: HParams, hold: tuple[str, ...]) -> None:
-    """`_check_method_held` at each distinct row of the batched `starts` (a method may refuse some
-    values: `hg.Reversible` a momentum below 2^-info_bits, where it computes NaN), as
-    `hg.hybrid_search` checks each configuration; a refusal in a population names the row. Cost:
-    one `method.check` per distinct start (a probe program's run for Reversible, static traces for
-    Implicit, nothing for Reverse); one for 'centre'."""
-    rows = len(jax.tree.leaves(starts)[0])
-    seen = set()
-    for row in range(rows):
-        start = jax.tree.map(lambda a, row=row: np.asarray(a)[row], starts)
-        same = tuple((name, start[name].dtype.str, start[name].tobytes()) for name in sorted(start))
-        if same in seen:
-            continue
-        seen.add(same)
-        try:
-            _check_method_held(objective, method, *_split(start, hold))
-        except ValueError as err:
-            if rows == 1:
-                raise
-            raise ValueError(f"tuner {row}'s start (row {row} of the population's {rows}): {err}") from err
 
 
 def _checked_hold(hold: Any, space: Space) -> tuple[str, ...]:
