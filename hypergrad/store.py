@@ -1202,20 +1202,24 @@ def _keeping(fingerprint: Any, began: list) -> Any:
 
 
 def _warn_if_call_changed(writer: StudyWriter | None, began: list, fingerprint: Any) -> None:
-    """At a stored call's end: warns when its call, described again, differs from its description
-    when its study was opened (`warn_if_objective_changed`): the same call again would be refused,
-    so the study could not be resumed or repeated. Cost: one description of the call."""
+    """At a stored call's end: warns when its objective, described again, differs from its description
+    when its study was opened (`warn_if_objective_changed`): the same call again in this process would
+    be refused. Only the objective is compared: an argument's own state (an Optuna sampler's random
+    generator) moves during every call, and a resume passes a fresh one. Cost: one description of the
+    call."""
     if writer is None or not began or not callable(fingerprint):
         return
     try:
         now = json.loads(_json(fingerprint()))
     except Exception:  # noqa: BLE001 (too large or not describable now): the resume names it
         return
-    _warn_changed({k: v for k, v in began[0].items() if k != "numerics"},
-                  {k: v for k, v in now.items() if k != "numerics"}, "", f"study {writer.study!r} in {writer.path}",
-                  "the study's stored call (its fingerprint, made as the call began) differs from the same call made "
-                  "again now, which would refuse to resume or repeat it (and random_search(extends=) would refuse "
-                  "its result)")
+    if isinstance(began[0], dict) and isinstance(now, dict):
+        _warn_changed(began[0].get("objective"), now.get("objective"), "objective.",
+                      f"study {writer.study!r} in {writer.path}",
+                      "the study's stored call (its fingerprint, made as the call began) differs from the same call "
+                      "made again in this process, which would refuse to resume or repeat it (and "
+                      "random_search(extends=) would refuse its result; a new process that builds the objective "
+                      "afresh describes it as it began)")
 
 
 # The objectives the fingerprints of the stored call being opened described: id -> (objective, SHA-1 of
