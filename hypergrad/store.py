@@ -599,13 +599,18 @@ def warn_if_objective_changed(before: Any, objective: Any, where: str, consequen
     the first value that differs and both its values: a call that changed a value its objective's
     functions read (a build counter) made a fingerprint or digest that the same call again cannot
     match. Cost: one description of the objective (its data hashed again, as `objective_digest`)."""
-    if before is None:
-        return
+    now = None if before is None else _described_now(objective)
+    if now is not None:
+        _warn_changed(before, now, "objective.", where, consequence)
+
+
+def _described_now(objective: Any) -> Any:
+    """`objective`'s description now, as JSON reads it back; None when it cannot be described (too
+    large, or failing): what compares it with an earlier description then says nothing."""
     try:
-        now = json.loads(_json(identity(objective)))
+        return json.loads(_json(identity(objective)))
     except Exception:  # noqa: BLE001 (too large or not describable now): the call itself is not at fault
-        return
-    _warn_changed(before, now, "objective.", where, consequence)
+        return None
 
 
 def _warn_changed(before: Any, now: Any, prefix: str, where: str, consequence: str) -> None:
@@ -622,13 +627,8 @@ def extends_difference(digest: Any, objective: Any) -> str:
     digest is `digest` (when this process made or read that description: `described_objective`,
     `load_study`), as a resumed study's refusal names it; empty when not known."""
     before = _DESCRIPTIONS.get(digest) if isinstance(digest, str) else None
-    if before is None:
-        return ""
-    try:
-        now = json.loads(_json(identity(objective)))
-    except Exception:  # noqa: BLE001 (too large or not describable): not known
-        return ""
-    field = first_difference(before, now)
+    now = None if before is None else _described_now(objective)
+    field = None if now is None else first_difference(before, now)
     if field is None:
         return ""
     return f" (objective.{field} differs: {_excerpt(before, field)} then, {_excerpt(now, field)} now)"
