@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import gc
 import io
 import json
@@ -30,15 +31,34 @@ from hypergrad.problems.presets import preset
 IRIS_RUN = ["compare", "--problem", "iris-mlp", "--budget", "8", "--steps", "8", "--quiet", "--cpu-devices", "1"]
 
 
+@functools.cache
+def _one_preset(problem, steps):
+    """`preset(problem, steps)`, built once in this module: the programs compiled for its objective
+    serve every later run that gets it (they are cached per objective object)."""
+    return preset(problem, steps)
+
+
+def _programs_kept(monkeypatch):
+    """For a test of what a run writes and sets aside, not of what it compiles: every run gets
+    `_one_preset`'s objective and keeps the programs an earlier run compiled for it (no
+    `hg.clear_caches()` before each strategy), so the same programs are not compiled run after run.
+    The compilation each strategy is charged is checked by the tests that run without this."""
+    monkeypatch.setattr(cli, "preset", _one_preset)
+    monkeypatch.setattr(hg, "clear_caches", lambda: None)
+
+
 @pytest.fixture(scope="module")
 def iris_run(tmp_path_factory):
     """One complete `hypergrad compare` (IRIS_RUN) run in this process: (its folder, what it printed).
-    Shared by the tests that only read a complete run's outputs, or start from one (they copy it)."""
+    Shared by the tests that only read a complete run's outputs, or start from one (they copy it).
+    Its objective is `_one_preset`'s (each strategy still compiles its programs afresh here), so
+    the programs it leaves in memory serve the tests that rerun it under `_programs_kept`."""
     out = tmp_path_factory.mktemp("iris") / "run"
     printed = io.StringIO()
     # one device: in a process where JAX has not started yet, the default would give every test after
     # this one two CPU devices (and their padding)
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as patched:
+        patched.setattr(cli, "preset", _one_preset)
         assert cli.main([*IRIS_RUN, "--out", str(out)]) == 0
     return out, printed.getvalue()
 
@@ -339,19 +359,20 @@ def test_compare_help_names_each_default(monkeypatch, capsys):
     assert with_defaults <= set(expected), with_defaults - set(expected)
 
 
-def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys):
+def test_compare_refuses_a_budget_below_one_gradient_step(tmp_path, capsys, monkeypatch):
     # The gradient strategy used to fall back to one tuner's step regardless: at budget 2 it spent
     # 3.9 runs on breast-cancer-logistic and was still reported "at equal compute".
     out = tmp_path / "small"
     args = ["compare", "--problem", "iris-mlp,breast-cancer-logistic", "--steps", "5", "--out", str(out), "--quiet",
             "--cpu-devices", "1"]
+    monkeypatch.setattr(cli, "preset", _one_preset)
     with pytest.raises(SystemExit) as exit_:
         cli.main([*args, "--budget", "2"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "argument --budget: 2 training runs cannot pay" in err
     assert not out.exists()  # every problem's budget is checked before anything runs or is written
     least = int(re.search(r"give --budget (\d+) or more", err).group(1))
-    objective, space = preset("iris-mlp", 5)
+    objective, space = _one_preset("iris-mlp", 5)  # the run's objective: its FLOP counts are traced once
     step_runs = cli.tune_step_cost(objective, space, jax.random.key(0), hg.Reverse())
     assert least == math.ceil(cli._minimum_budget(step_runs)) and cli._minimum_budget(step_runs) == 2 * step_runs
     assert cli._gradient_plan(least, step_runs) is not None  # the least budget it names does fit
@@ -558,6 +579,7 @@ def _listing(folder):
 def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkeypatch, capsys, iris_run):
     # The second run used to move only trials.jsonl aside (to trials.jsonl.previous): interrupted, it left the
     # first run's report.md, results.json and plots beside its own partial trials.jsonl.
+    _programs_kept(monkeypatch)
     out = tmp_path / "run"
     args = [*IRIS_RUN, "--out", str(out)]
     _complete_run_in(out, iris_run)  # the first run: a complete one
@@ -581,6 +603,7 @@ def test_a_rerun_moves_the_previous_runs_outputs_aside_together(tmp_path, monkey
     # a third run sets the interrupted one's partial log aside in previous-interrupted/: the complete first run
     # stays whole in previous/ (it used to be deleted to make room for the partial one)
     monkeypatch.undo()
+    _programs_kept(monkeypatch)
     assert cli.main(args) == 0
     assert _listing(out / "previous") == first
     assert _listing(out / "previous-interrupted") == {"trials.jsonl": interrupted_log}
@@ -591,6 +614,7 @@ def test_a_run_stopped_while_writing_its_report_leaves_no_report_and_keeps_the_c
                                                                                                iris_run):
     # report.md was opened (created empty) before its text was made: a run stopped there left an empty report.md,
     # so the next run took it for a complete one and replaced the last complete run kept in previous/.
+    _programs_kept(monkeypatch)
     out = tmp_path / "run"
     args = [*IRIS_RUN, "--out", str(out)]
     _complete_run_in(out, iris_run)  # the first run: a complete one
@@ -915,13 +939,15 @@ def test_each_strategy_is_charged_the_compilation_of_a_program_another_strategy_
         assert result.compile_seconds >= sum(seconds for strategy, _, seconds in made if strategy == name) > 0, name
 
 
-def test_compare_refuses_a_budget_whose_counts_overflow_the_device_before_moving_anything(tmp_path, capsys):
+def test_compare_refuses_a_budget_whose_counts_overflow_the_device_before_moving_anything(tmp_path, capsys,
+                                                                                            monkeypatch):
     # --budget 1e10 passed the budget check, set the last complete run aside (deleting the older one in
     # previous/), then failed in hg.tune with "warmup=2500000000 is more than 2147483647", a traceback, exit 1
     out = tmp_path / "run"
     (out / "previous").mkdir(parents=True)
     (out / "report.md").write_text("last complete run")
     (out / "previous" / "report.md").write_text("older complete run")
+    monkeypatch.setattr(cli, "preset", _one_preset)
     for budget in ("1e10", "1e308"):
         with pytest.raises(SystemExit) as exit_:
             cli.main(["compare", "--problem", "iris-mlp", "--steps", "3", "--budget", budget, "--out", str(out),
@@ -932,7 +958,7 @@ def test_compare_refuses_a_budget_whose_counts_overflow_the_device_before_moving
         assert (out / "report.md").read_text() == "last complete run"
         assert (out / "previous" / "report.md").read_text() == "older complete run"
     most = int(re.search(r"give --budget (\d+) or less", err).group(1))
-    objective, space = preset("iris-mlp", 3)
+    objective, space = _one_preset("iris-mlp", 3)  # the runs' objective: its FLOP counts are traced once
     step_runs = cli.tune_step_cost(objective, space, jax.random.key(0), hg.Reverse())
     devices = jax.local_device_count()
 
