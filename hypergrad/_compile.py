@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import difflib
 import linecache
 import math
 import os
@@ -37,7 +38,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import jax
@@ -47,7 +48,7 @@ from jax.extend import core as jcore
 
 from hypergrad import _caches, _program_store
 
-__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message",
+__all__ = ["cached", "compiled", "lower", "naming_missing_hparams", "missing_key_message", "shaped_hparams_message",
            "scalar_indexed_message", "stats", "signature", "MAX_ENTRIES",
            "HOISTED_BYTES", "hoisting", "large_constants", "placeless", "Program",
            "QUICK_COMPILE", "FUSION_EMITTERS_REMOVED", "quick_compile_options", "quick_xla_flags",
@@ -406,13 +407,21 @@ def check_hashable(setting: Any, argname: str = "method") -> None:
 
 
 @contextlib.contextmanager
-def naming_missing_hparams():
+def naming_missing_hparams(hparams: Mapping | None = None):
     """Turns a `KeyError` raised while tracing an objective into a `ValueError` saying what it most
     often means, a hyperparameter the loss or optimiser read that nobody passed, and what else it
     can be, a missing key in the user's own dicts (a batch or parameter dict): the `KeyError` stays
-    chained as its cause, so the traceback shows the line that raised it. So is JAX's `IndexError` for
+    chained as its cause, so the traceback shows the line that raised it; a name the dict that line read
+    holds close to the missing one (a typo in the space, 'momentm' for 'momentum') is named too
+    (`missing_key_message`). So is JAX's `IndexError` for
     an index into a 0-dimensional array, most often a scalar hyperparameter read as a per-step
-    schedule (`h["lr"][step]` with `lr` an `hg.Choice`, always a scalar): `scalar_indexed_message`."""
+    schedule (`h["lr"][step]` with `lr` an `hg.Choice`, always a scalar): `scalar_indexed_message`.
+
+    `hparams`, the hyperparameters being traced, when the caller has them: JAX's `TypeError` for
+    operands of incompatible shapes ("mul got incompatible shapes for broadcasting: (3,), (8,)"), when
+    some hyperparameter is not a scalar, becomes a `TypeError` naming them and their shapes, most often a
+    per-step schedule read as a scalar (`shaped_hparams_message`); JAX's error stays chained as its cause.
+    Other `TypeError`s, and any without `hparams` or with every hyperparameter a scalar, pass unchanged."""
     try:
         yield
     except KeyError as err:
@@ -421,6 +430,39 @@ def naming_missing_hparams():
         if not _SCALAR_INDEXED.search(str(err)):
             raise
         raise ValueError(scalar_indexed_message(err)) from err
+    except TypeError as err:
+        shaped = _shaped_hparams(hparams)
+        if not shaped or not _INCOMPATIBLE_SHAPES.search(str(err)) or str(err).startswith(_SHAPED_PREFIX):
+            raise
+        raise TypeError(shaped_hparams_message(err, shaped)) from err
+
+
+# JAX's TypeError for operands whose shapes do not broadcast ("mul got incompatible shapes for broadcasting")
+_INCOMPATIBLE_SHAPES = re.compile(r"incompatible shapes")
+_SHAPED_PREFIX = "TypeError while tracing the objective with non-scalar hyperparameters"
+
+
+def _shaped_hparams(hparams: Mapping | None) -> dict[str, tuple]:
+    """The hyperparameters of `hparams` that are not scalars: name -> shape (of its one array; of each
+    array in a tree of them, as a tuple of shapes). Empty for None."""
+    shaped = {}
+    for name, value in (hparams or {}).items():
+        shapes = [tuple(getattr(leaf, "shape", ())) for leaf in jax.tree.leaves(value)]
+        if any(shapes):
+            shaped[name] = shapes[0] if len(shapes) == 1 else tuple(shapes)
+    return shaped
+
+
+def shaped_hparams_message(err: TypeError, shaped: Mapping[str, tuple]) -> str:
+    """The message of `naming_missing_hparams`' `TypeError` for JAX's shape `TypeError` `err` raised while
+    tracing an objective whose hyperparameters `shaped` (name -> shape) are not scalars."""
+    names = ", ".join(f"{name!r} of shape {shape}" for name, shape in shaped.items())
+    first, said = next(iter(shaped)), str(err).split("\n")[0]  # JAX's words, without its traceback note
+    return (f"{_SHAPED_PREFIX} ({names}): {said} A shaped hyperparameter is an array wherever the loss "
+            f"or optimiser reads it, so read as a scalar (optax.sgd(h[{first!r}])) it broadcasts against the "
+            f"parameters and fails. A per-step schedule must be indexed by the step, e.g. "
+            f"optax.sgd(lambda step: h[{first!r}][step]); for one value declare it without shape=. If the shapes "
+            "above are not a hyperparameter's, the TypeError above shows the line that mixed them")
 
 
 # JAX's IndexError for an index into a 0-dimensional array (a scalar hyperparameter read as h["lr"][step])
@@ -462,11 +504,36 @@ def _indexed_names(err: BaseException) -> list[str]:
 
 
 def missing_key_message(err: KeyError) -> str:
-    """The message of `naming_missing_hparams`'s `ValueError` for `err`."""
+    """The message of `naming_missing_hparams`'s `ValueError` for `err`: with, when the dict the raising
+    line read holds a name close to the missing one (`_close_names`), the question whether that was meant."""
+    close = _close_names(err)
+    hint = f" (did you mean to declare {close[0]!r} as {err.args[0]!r}?)" if close else ""
     return (f"KeyError {err} while tracing the objective. If {err} names a hyperparameter, the objective "
             f"reads hyperparameter {err} that was not given; declare it in the hg.Space (or pass it in "
-            "hparams), or remove it from the optimizer/loss. Otherwise it is a key missing from a dict of "
+            f"hparams), or remove it from the optimizer/loss{hint}. Otherwise it is a key missing from a dict of "
             "your own (a batch or parameters): the KeyError above shows the line")
+
+
+def _close_names(err: KeyError) -> list[str]:
+    """The names close to `err`'s missing key (`difflib.get_close_matches`) that the dict read by the line
+    that raised `err` holds: the innermost line of its traceback that reads `name["key"]` (a mapping's own
+    `__getitem__` may lie inside it), and `name` looked up in that line's frame. Empty when the key is no
+    string or no such dict is found."""
+    missing = err.args[0] if len(err.args) == 1 else None
+    if not isinstance(missing, str):
+        return []
+    frames, frame = [], err.__traceback__
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.tb_next
+    reading = re.compile(r"([A-Za-z_]\w*)\s*\[\s*(['\"])" + re.escape(missing) + r"\2\s*\]")
+    for frame in reversed(frames):
+        found = reading.search(linecache.getline(frame.tb_frame.f_code.co_filename, frame.tb_lineno))
+        if found is not None:
+            read = frame.tb_frame.f_locals.get(found.group(1), frame.tb_frame.f_globals.get(found.group(1)))
+            names = [name for name in read if isinstance(name, str)] if isinstance(read, Mapping) else []
+            return difflib.get_close_matches(missing, [name for name in names if name != missing])
+    return []
 
 
 def strongly_typed(args: Any) -> Any:

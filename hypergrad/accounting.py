@@ -525,7 +525,7 @@ def _trace_run(objective: Any, args: tuple) -> TracedRun:
         return loss, scores
 
     began = time.perf_counter()
-    with _compile.naming_missing_hparams():
+    with _compile.naming_missing_hparams(args[0]):  # a shaped hyperparameter read as a scalar named too
         closed, shapes = jax.make_jaxpr(run, return_shape=True)(*args)
     return TracedRun(closed, jax.tree.structure(args), jax.tree.structure(shapes), tuple(names),
                      time.perf_counter() - began)
