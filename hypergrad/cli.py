@@ -41,17 +41,19 @@ default): there `IMPLICIT`'s, each tuner holding the rates and momentum its warm
 (compilation included); at equal execution time, the most seconds any one's trials took executing
 (compilation left out, so a warm or cold persistent cache changes nothing there). Random search, the
 quickest per trial, is continued with the same key past its budget until it has spent both (at most
-`EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid. The report says how many
-seconds each strategy spent compiling and whether its programs came from a warm cache
-(`_provenance`). The summary says, from the run's own numbers, which strategy's pick did best on
-test at equal compute, at equal wall time and at equal execution time, and whether the two
-equal-time verdicts agree: two strategies that picked the same trial, or picks of equal test loss,
-tie; the lowest test loss wins only by more than `NOISE_SE` paired standard errors of the
-per-example test-loss difference from every other pick (each pick retrained once for its per-example
-losses, `_test_losses_per_example`), and is otherwise reported as within noise of the closest. A
-pick whose test loss is not finite ranks last and is not weighed (none finite: no winner), and a
-strategy whose finished trials all diverged (or, in a `resample_key` tune, were scored on their own
-keys) is named as having no pick. """
+`EQUAL_TIME_CAP` times its budget's trials); grid search stops at its grid, and has a pick only at
+budgets its whole grid fits in (below them its first trials are one corner of the grid, all at the
+lowest learning rate in every preset: its rows read "n/a (grid incomplete: k of n points)",
+`line_up_pick`). The report says how many seconds each strategy spent compiling and whether its
+programs came from a warm cache (`_provenance`). The summary says, from the run's own numbers, which
+strategy's pick did best on test at equal compute, at equal wall time and at equal execution time,
+and whether the two equal-time verdicts agree: two strategies that picked the same trial, or picks
+of equal test loss, tie; the lowest test loss wins only by more than `NOISE_SE` paired standard
+errors of the per-example test-loss difference from every other pick (each pick retrained once for
+its per-example losses, `_test_losses_per_example`), and is otherwise reported as within noise of
+the closest. A pick whose test loss is not finite ranks last and is not weighed (none finite: no
+winner), and a strategy whose finished trials all diverged (or, in a `resample_key` tune, were
+scored on their own keys), or a grid cut before its last point, is named as having no pick. """
 
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ from hypergrad._files import replaced_atomically
 from hypergrad.objective import as_hparams
 from hypergrad.outer import cohort_chunk, rows_computed
 from hypergrad.plots import plot_example_weights
-from hypergrad.results import FAIL, pickable
+from hypergrad.results import FAIL, line_up_pick, pickable
 from hypergrad.tune import tune_step_cost
 
 __all__ = ["main", "set_aside"]
@@ -738,12 +740,13 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
     wall time (the seconds the slowest strategy took, compilation included) and at equal execution
     time (the most execution seconds any strategy's trials took, compilation left out), with random
     search continued toward both (`by_seconds`, from `_at_equal_wall_time`), from the run's own
-    numbers; then each strategy's compile seconds and where its programs came from, and whether
-    the two equal-time verdicts agree; with `corrupted` (the mask of flipped training labels), how
-    well each pick's example weights single them out. Identical picks or equal test losses are a
-    tie; a lower test loss is a win only beyond `NOISE_SE` paired standard errors of the per-example
-    difference from every other pick, from `per_example(pick)` (`_test_losses_per_example`; None: no
-    noise level, so no win is called between picks)."""
+    numbers, each strategy's pick as the tables pick it (`line_up_pick`: a grid cut before its last
+    trial has none, and is listed with its reason); then each strategy's compile seconds and where
+    its programs came from, and whether the two equal-time verdicts agree; with `corrupted` (the
+    mask of flipped training labels), how well each pick's example weights single them out. Identical
+    picks or equal test losses are a tie; a lower test loss is a win only beyond `NOISE_SE` paired
+    standard errors of the per-example difference from every other pick, from `per_example(pick)`
+    (`_test_losses_per_example`; None: no noise level, so no win is called between picks)."""
     slowest, executing = _slowest(results), _slowest_execution(results)
     continued = _continued(results["random"], by_seconds["random"])
     extra = (f"; random search continued to {continued['trials']} trials"
@@ -755,9 +758,10 @@ def _verdict(problem: str, results: dict[str, hg.Result], by_seconds: dict[str, 
             (f"equal wall time ({_seconds(slowest)} s, compilation included{extra})", by_seconds, "seconds", slowest),
             (f"equal execution time ({_seconds(executing)} s, compilation left out)", by_seconds, "execution",
              executing)):
-        picks = {name: r.best_within(budget, by) for name, r in chosen.items()}
+        lined_up = {name: line_up_pick(r, budget, by) for name, r in chosen.items()}  # as the tables pick
+        picks = {name: pick for name, (pick, _) in lined_up.items()}
         unpicked = {name: why for name, r in chosen.items() if picks[name] is None
-                    and (why := _why_no_pick(r, budget, by)) is not None}
+                    and (why := lined_up[name][1] or _why_no_pick(r, budget, by)) is not None}
         line, winners[by] = _winner_line(problem, label, picks, per_example, unpicked)
         lines.append(line)
     lines += _compilation_lines(problem, by_seconds, winners["seconds"], winners["execution"])
@@ -1409,7 +1413,9 @@ def _report_markdown(args, problem, objective, space, plan, results, by_seconds,
         "scoring the trained parameters, which is one search trial). Every strategy trains with the same",
         "key, so all tune one deterministic function; the pick is the lowest validation loss within the",
         "budget, and its test scores are reported beside it: validation is what is tuned, test is what",
-        "generalises.",
+        "generalises. Grid search runs its points in the grid's order (the first hyperparameter slowest), so",
+        "below its whole grid's cost it has no pick (\"grid incomplete\"): its first points are one corner",
+        "of the grid, not the coarser grid that budget would buy.",
         "",
         "## At equal compute",
         "",

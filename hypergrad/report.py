@@ -68,6 +68,12 @@ def compare(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     `tune(..., resample_key=True)` result only the trials scored on the call's key (its warm-up and
     each live tuner's final iterate, `info["final_trials"]`) are picked, as the searches score
     every trial on that key; a budget before the first of them has no pick (`Result`'s docstring).
+    A grid search has a pick only at a budget (or time) its last trial finished within: its trials
+    run in the grid's order, the space's first entry slowest, so before its last one they are a
+    corner of the grid (the first eighth all at the first entry's lowest value), not the coarser grid
+    that budget would buy; its row has no pick, "n/a (grid incomplete: 8 of 64 points)" in the table
+    (the row's `note`, `hypergrad.results.line_up_pick`). The figures' curves and
+    `Result.best_within` stay literal: the best of the trials run so far, in the grid's order.
 
     Args:
         results: `{name: Result}`, names strings (they label the rows and the figures).

@@ -38,7 +38,7 @@ from hypergrad._store_codec import decode_value, describe_space, encode_value
 from hypergrad.folds import RESERVED_SUFFIX
 from hypergrad.space import Choice, Space
 
-__all__ = ["Trial", "Result", "Comparison", "line_up", "TrialRecorder", "BY"]
+__all__ = ["Trial", "Result", "Comparison", "line_up", "line_up_pick", "TrialRecorder", "BY"]
 
 COMPLETE, FAIL, SKIPPED = "complete", "fail", "skipped"
 STATES = (COMPLETE, FAIL, SKIPPED)
@@ -50,6 +50,9 @@ wall seconds with compilation, or the trials' execution seconds alone (`Result.s
 _BY_WORDS = ("must be 'runs' (equal compute), 'seconds' (equal wall time, compilation included) or 'execution' "
              "(equal execution time, compilation left out)")
 _UNIT = {"runs": "training-run equivalents", "seconds": "seconds", "execution": "seconds"}
+GRID = "grid"
+"""The `Result.strategy` of `grid_search` (a stored grid study's, loaded, too): its trials follow
+the grid's order, so `line_up` gives it no pick before its last trial (`line_up_pick`)."""
 
 
 def _to_python(value: Any) -> Any:
@@ -354,7 +357,10 @@ class Result:
         seconds with `by="seconds"`, execution seconds with `by="execution"`; see `spent`), chosen
         as `best_trial` chooses (in a `resample_key` tune, among the trials scored on the call's
         key: see the class docstring); None when none finished within the budget, or none that
-        can be picked did.
+        can be picked did. Literal: the trials in the order they ran, so of a `grid_search` cut
+        before its last trial it is the best of one corner of the grid (`Space.grid` varies the
+        space's first entry slowest), not what a smaller grid would find; `line_up` (`hg.compare`)
+        gives such a grid no pick (`line_up_pick`).
 
         Raises:
             ValueError: for a budget that is not a positive number, or an unknown `by`.
@@ -375,7 +381,8 @@ class Result:
         """(cumulative training-run equivalents, best validation loss so far) after each trial: the
         value of `best_within` at each trial's cost (inf before the first trial it can pick; in a
         `resample_key` tune, the steps' trials on their own keys are never picked: see the class
-        docstring)."""
+        docstring). Of a grid search, in its grid's order: before its last trial, the best of a
+        corner of the grid (`best_within`)."""
         runs = np.cumsum([t.runs for t in self.trials])
         can_pick = pickable(self.info)
         values = np.array([t.value if can_pick(t) else np.inf for t in self.trials])
@@ -1264,7 +1271,9 @@ class Comparison:
         results: the compared results by name.
         budgets: budgets in training-run equivalents (or seconds when `by` is "seconds" or "execution").
         rows: one dict per (strategy, budget): best validation loss within the budget, the pick's
-            test loss and test metrics, the trials it took, and the pick's hyperparameters.
+            test loss and test metrics, the trials it took, the pick's hyperparameters, and
+            `note`: why there is no pick though trials finished within the budget (a grid search
+            cut before its last trial: "grid incomplete: 8 of 64 points", `line_up_pick`), else None.
         by: "runs" (equal compute), "seconds" (equal wall time, compilation included) or
             "execution" (equal execution time: the trials' seconds, compilation left out).
     """
@@ -1291,7 +1300,8 @@ class Comparison:
         })
 
     def to_markdown(self) -> str:
-        """Two tables: best validation loss and the pick's test scores at each budget; totals, whose
+        """Two tables: best validation loss and the pick's test scores at each budget (a row with no
+        pick for a reason, `note`, shows "n/a (<note>)" as its best validation loss); totals, whose
         run, compile and set-up seconds add up to each result's wall time (`Result.spent("seconds")`).
         Strategy and metric names are escaped (`\\|`, `\\\\`; a line break as a space), one cell each."""
         metric_names = sorted({k for row in self.rows for k in row["test_scores"] if k != "test_loss"})
@@ -1301,7 +1311,7 @@ class Comparison:
         lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
         for row in self.rows:
             cells = [_cell(row["strategy"]), _amount(row["budget"]), _amount(row["used"]), str(row["trials"]),
-                     _fmt(row["best_value"]),
+                     f"n/a ({row['note']})" if row.get("note") else _fmt(row["best_value"]),
                      _fmt(row["test_scores"].get("test_loss")),
                      *[_fmt(row["test_scores"].get(m)) for m in metric_names]]
             lines.append("| " + " | ".join(cells) + " |")
@@ -1344,7 +1354,10 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     For each budget (in training-run equivalents) and each strategy: the lowest validation loss
     among the trials that finished within the budget (`Result.best_within`: of a
     `tune(resample_key=True)` result, only among its trials scored on the call's key, the key the
-    searches score every trial on), and the test scores of that pick.
+    searches score every trial on), and the test scores of that pick. A grid search has a pick only
+    at a budget its last trial finished within: before it, its trials are a corner of its grid, not
+    the coarser grid that budget would buy, so the row has none and says so in `note`
+    (`line_up_pick`).
 
     Args:
         results: `{name: Result}`.
@@ -1393,7 +1406,7 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
     for name, result in results.items():
         spent, runs = result.spent(by), result.spent("runs")
         for budget in budgets:
-            pick = result.best_within(budget, by)
+            pick, note = line_up_pick(result, budget, by)
             used = int(np.searchsorted(spent, budget * (1 + 1e-9), side="right"))
             rows.append({
                 "strategy": name, "budget": budget, "trials": used,
@@ -1402,5 +1415,22 @@ def line_up(results: Mapping[str, Result], budgets: Sequence[float] | None = Non
                 "best_value": None if pick is None else pick.value,
                 "test_scores": {} if pick is None else {k: v for k, v in pick.scores.items() if k.startswith("test_")},
                 "hparams": None if pick is None else pick.hparams,
+                "note": note,
             })
     return Comparison(dict(results), budgets, tuple(rows), by)
+
+
+def line_up_pick(result: Result, budget: float, by: str = "runs") -> tuple[Trial | None, str | None]:
+    """(the pick `line_up` gives `result` at `budget`, by `by` as in `Result.spent`; why it has none
+    though trials finished within the budget, or None): `Result.best_within`, except that a grid
+    search (`strategy` `GRID`) cut before its last trial has no pick, for "grid incomplete: 8 of 64
+    points". A grid's trials run in the grid's order, the space's first entry slowest
+    (`Space.grid`), so its first eighth all share that entry's lowest value: one corner of the grid,
+    not the coarser grid (fewer `points_per_axis`) a user with that budget would run. A grid study
+    loaded before it finished (`hg.load_study`) is such a corner as a whole, which this cannot tell.
+    Budgets are checked as `best_within` checks them. O(trials)."""
+    pick = result.best_within(budget, by)
+    finished = int(np.searchsorted(result.spent(by), budget * (1 + 1e-9), side="right"))
+    if result.strategy == GRID and 0 < finished < len(result.trials):
+        return None, f"grid incomplete: {finished} of {len(result.trials)} points"
+    return pick, None
