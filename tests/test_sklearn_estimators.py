@@ -167,10 +167,13 @@ def test_multiclass_newton_is_finite_and_converges_in_float32(load):
     # 53 at C = 1). Raw wine (features up to 1680) also needs the damped fallback of failed steps.
     x, y = load(return_X_y=True)
     targets = np.eye(3)[y]
+    # jitted with C an argument, as LogisticRegression.fit runs it: one program per dtype serves every C (called
+    # eagerly, each call traced and compiled its scan anew)
+    solve = jax.jit(lambda x, t, w, c: newton_logistic(x, t, w, c, fit_intercept=True, max_iter=100, tol=1e-4))
 
     def fit(c, dtype):
-        return newton_logistic(jnp.asarray(x, dtype), jnp.asarray(targets, dtype), jnp.ones(len(y), dtype),
-                               jnp.asarray(c * len(y), dtype), fit_intercept=True, max_iter=100, tol=1e-4)
+        return solve(jnp.asarray(x, dtype), jnp.asarray(targets, dtype), jnp.ones(len(y), dtype),
+                     jnp.asarray(c * len(y), dtype))
 
     def proba(params):
         z = x @ np.asarray(params["coef"], np.float64) + np.asarray(params["intercept"], np.float64)
