@@ -54,10 +54,34 @@ def _numbers(result):
              t.flops, t.run_flops, t.state) for t in result.trials]
 
 
-def test_hybrid_search_traces_each_programs_hypergradient_once(monkeypatch):
-    calls = _counting(monkeypatch, hg.Reverse)
-    result = hg.hybrid_search(_objective(), SPACE, jax.random.key(0), budget=24)
-    assert len(calls) == 1  # the count's trace (held= the configurations' values), evaluated by the outer step
+# The calls run with the replay (as a user runs them), each once per module: the trace counts below and the bitwise
+# comparison with the method traced again (test_replayed_steps_compute_what_the_method_traced_again_computes) read
+# the same run. name -> (the method class whose traces are counted, the call on a fresh objective).
+REPLAYED_CALLS = {
+    "hybrid-reverse": (hg.Reverse, lambda: hg.hybrid_search(_objective(), SPACE, jax.random.key(0), budget=24)),
+    "hybrid-es": (hg.ES, lambda: hg.hybrid_search(_objective(), SPACE, jax.random.key(0), budget=40,
+                                                  method=hg.ES(sigma=0.1, num_samples=2))),
+    "tune-pes-population": (hg.PES, lambda: hg.tune(_objective(), CONTINUOUS, jax.random.key(2), steps=2, population=2,
+                                                    resample_key=True, method=hg.PES(sigma=0.1, num_samples=2,
+                                                                                     window=2))),
+}
+_replayed_runs = {}
+
+
+def _replayed(name):
+    """(result, _numbers(result), traces of the method's `differentiate`) of REPLAYED_CALLS[name], run once."""
+    if name not in _replayed_runs:
+        cls, call = REPLAYED_CALLS[name]
+        with pytest.MonkeyPatch.context() as patch:
+            calls = _counting(patch, cls)
+            result = call()
+        _replayed_runs[name] = (result, _numbers(result), len(calls))
+    return _replayed_runs[name]
+
+
+def test_hybrid_search_traces_each_programs_hypergradient_once():
+    result, _, calls = _replayed("hybrid-reverse")
+    assert calls == 1  # the count's trace (held= the configurations' values), evaluated by the outer step
     assert len(result.trials) > 0
 
 
@@ -76,27 +100,20 @@ def test_tune_with_a_random_estimate_traces_the_hypergradient_once(monkeypatch, 
     assert len(calls) == 1  # the count's trace, its noise key an input, evaluated by the outer step
 
 
-def test_hybrid_search_with_es_traces_each_programs_hypergradient_once(monkeypatch):
-    calls = _counting(monkeypatch, hg.ES)
-    hg.hybrid_search(_objective(), SPACE, jax.random.key(0), budget=40, method=hg.ES(sigma=0.1, num_samples=2))
-    assert len(calls) == 1
+def test_hybrid_search_with_es_traces_each_programs_hypergradient_once():
+    assert _replayed("hybrid-es")[2] == 1
 
 
 def _without_replay(monkeypatch):
     monkeypatch.setattr(outer, "traced_hypergradient", lambda *args, **kwargs: None)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: hg.hybrid_search(_objective(), SPACE, jax.random.key(0), budget=24),
-    lambda: hg.hybrid_search(_objective(), SPACE, jax.random.key(1), budget=40, method=hg.ES(sigma=0.1, num_samples=2)),
-    lambda: hg.tune(_objective(), CONTINUOUS, jax.random.key(2), steps=2, population=2, resample_key=True,
-                    method=hg.PES(sigma=0.1, num_samples=2, window=2)),
-], ids=["hybrid-reverse", "hybrid-es", "tune-pes-population"])
-def test_replayed_steps_compute_what_the_method_traced_again_computes(monkeypatch, call):
-    replayed = _numbers(call())
+@pytest.mark.parametrize("name", list(REPLAYED_CALLS))
+def test_replayed_steps_compute_what_the_method_traced_again_computes(monkeypatch, name):
+    replayed = _replayed(name)[1]
     with monkeypatch.context() as patch:
         _without_replay(patch)
-        traced_again = _numbers(call())
+        traced_again = _numbers(REPLAYED_CALLS[name][1]())
     assert replayed == traced_again  # bitwise: values, scores, hyperparameters, FLOPs
 
 
