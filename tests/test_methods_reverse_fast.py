@@ -101,19 +101,28 @@ def test_default_is_steps_and_with_checkpointing_dots():
     assert hg.Reverse(checkpoint_every=5, store="steps").store == "steps"  # a store given is kept
 
 
-@pytest.mark.parametrize("store", STORES)
-def test_full_batch_and_adam(logistic_problem, key, store):
-    """No minibatch indices (full batch), and Adam: two float state leaves plus an int count."""
-    def adam(h):
-        return optax.chain(optax.scale_by_adam(b1=0.9, b2=0.99), optax.scale(-h["lr"]))
+def _adam(h):
+    return optax.chain(optax.scale_by_adam(b1=0.9, b2=0.99), optax.scale(-h["lr"]))
 
-    objective = hg.Objective(logistic_problem, adam, num_steps=8)
+
+@pytest.fixture(scope="module")
+def adam_case(logistic_problem):
+    """(objective, hparams, PLAIN's grads at the `key` fixture's key 0): one objective for every
+    store, so the plain reverse mode it is compared with compiles once."""
+    objective = hg.Objective(logistic_problem, _adam, num_steps=8)
     hparams = {"lr": jnp.asarray(0.05), "weight_decay": jnp.asarray(1e-2)}
+    return objective, hparams, hg.hypergradient(objective, hparams, jax.random.key(0), method=PLAIN)[1]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_full_batch_and_adam(adam_case, key, store):
+    """No minibatch indices (full batch), and Adam: two float state leaves plus an int count."""
+    objective, hparams, plain = adam_case
     for checkpoint_every in (None, 3):
         method = hg.Reverse(checkpoint_every=checkpoint_every, store=store)
         _, grads, errors = finite_difference_errors(objective, hparams, key, method)
         assert max(errors) < 1e-7, errors
-        assert_same(grads, hg.hypergradient(objective, hparams, key, method=PLAIN)[1])
+        assert_same(grads, plain)
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -157,21 +166,31 @@ def test_bad_store_is_refused():
         hg.Reverse(checkpoint_every=0, store="states")
 
 
+def _lr_grad_tangent(objective, key, method):
+    """d/ds of the "lr" hypergradient at momentum * s, s = 1: jax.jvp through `method.value_and_grad`."""
+    hparams = hparams_for(objective.problem)
+
+    def grad_lr(scale):
+        h = dict(hparams, momentum=hparams["momentum"] * scale)
+        return method.value_and_grad(objective, h, key, objective.problem.data)[1]["lr"]
+
+    return jax.jvp(grad_lr, (1.0,), (1.0,))[1]
+
+
+@pytest.fixture(scope="module")
+def plain_lr_tangent(mlp_objective):
+    """The plain reverse mode's tangent, the reference of every case, at the `key` fixture's key 0."""
+    return _lr_grad_tangent(mlp_objective, jax.random.key(0), PLAIN)
+
+
 @pytest.mark.parametrize("method", [hg.Reverse(), *(hg.Reverse(store=s) for s in ("dots", "states")),
                                     hg.Reverse(checkpoint_every=3, store="states")], ids=repr)
-def test_forward_differentiable(mlp_objective, mlp_minibatch_problem, key, method):
+def test_forward_differentiable(mlp_objective, plain_lr_tangent, key, method):
     """jax.jvp through a hypergradient works with every store, the hand-written VJP of "states"
     included (its rules are plain JAX code, so forward-over-reverse differentiates them), and
     equals the plain reverse mode's."""
-    hparams = hparams_for(mlp_minibatch_problem)
-    data = mlp_minibatch_problem.data
-
-    def grad_lr(method, scale):
-        h = dict(hparams, momentum=hparams["momentum"] * scale)
-        return method.value_and_grad(mlp_objective, h, key, data)[1]["lr"]
-
-    tangent = jax.jvp(lambda s: grad_lr(method, s), (1.0,), (1.0,))[1]
-    expected = jax.jvp(lambda s: grad_lr(PLAIN, s), (1.0,), (1.0,))[1]
+    tangent = _lr_grad_tangent(mlp_objective, key, method)
+    expected = plain_lr_tangent
     assert float(jnp.max(jnp.abs(expected))) > 0
     np.testing.assert_allclose(tangent, expected, rtol=1e-9, atol=1e-12 * float(jnp.max(jnp.abs(expected))))
 
@@ -181,18 +200,28 @@ def _scaled_lr(hparams):
     return optax.sgd(lambda step: hparams["lr"][step] * hparams["lr_mult"], momentum=hparams["momentum"])
 
 
+@pytest.fixture(scope="module")
+def scaled_lr_case(mlp_minibatch_problem):
+    """(objective, value, grads) of the plain reverse mode with lr_mult = 2 passed as a hyperparameter
+    (its own gradient dropped), at the `key` fixture's key 0: one objective, compiled once for every case."""
+    objective = hg.Objective(mlp_minibatch_problem, _scaled_lr, num_steps=T)
+    hparams = hparams_for(mlp_minibatch_problem)
+    value, plain = hg.hypergradient(objective, {**hparams, "lr_mult": jnp.asarray(2.0)}, jax.random.key(0),
+                                    method=PLAIN)
+    plain.pop("lr_mult")
+    return objective, value, plain
+
+
 @pytest.mark.parametrize("checkpoint_every", [None, 4, 3])
-def test_states_with_a_traced_value_closed_over(mlp_minibatch_problem, key, checkpoint_every):
+def test_states_with_a_traced_value_closed_over(mlp_minibatch_problem, scaled_lr_case, key, checkpoint_every):
     """store="states" whose optimiser closes over a traced value: an objective built inside jit
     from a closure, and `with_fixed` of a traced value under jit and under vmap (as hybrid_search
     holds a numeric Choice). Checkpointed, the custom VJP under jax.checkpoint failed to lower
     ("No constant handler for type: DynamicJaxprTracer"); now every form equals the plain reverse
     mode with the value passed as a hyperparameter."""
-    objective = hg.Objective(mlp_minibatch_problem, _scaled_lr, num_steps=T)
+    objective, value, plain = scaled_lr_case
     hparams = hparams_for(mlp_minibatch_problem)
     method = hg.Reverse(checkpoint_every=checkpoint_every, store="states")
-    value, plain = hg.hypergradient(objective, {**hparams, "lr_mult": jnp.asarray(2.0)}, key, method=PLAIN)
-    plain.pop("lr_mult")
 
     def closure(mult, h):
         def optimizer(h_):
@@ -205,9 +234,9 @@ def test_states_with_a_traced_value_closed_over(mlp_minibatch_problem, key, chec
         return hg.hypergradient(objective.with_fixed({"lr_mult": mult}), h, key, method=method)
 
     mults = jnp.asarray([2.0, 2.0])
-    for got_value, got in [jax.jit(closure)(jnp.asarray(2.0), hparams),
-                           jax.jit(fixed)(jnp.asarray(2.0), hparams),
-                           jax.tree.map(lambda x: x[1], jax.vmap(fixed, (0, None))(mults, hparams))]:
+    # The closure and with_fixed under jit: both traced and lowered, as one compiled program.
+    under_jit = jax.jit(lambda mult, h: (closure(mult, h), fixed(mult, h)))(jnp.asarray(2.0), hparams)
+    for got_value, got in [*under_jit, jax.tree.map(lambda x: x[1], jax.vmap(fixed, (0, None))(mults, hparams))]:
         np.testing.assert_allclose(got_value, value, rtol=1e-12)
         assert_same(got, plain, rtol=1e-12)
 
