@@ -22,6 +22,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -546,12 +548,17 @@ class Result:
                 (a string with no "://"), `space` names other hyperparameters than the trials, a
                 trial's option is known only by a label two options share, or, with no Choice to
                 match them by, two different values of a hyperparameter share a label, or two hyperparameters
-                give the same param ("lr[0]" beside an independent "lr": `check_optuna_names`); before anything
-                is written.
+                give the same param ("lr[0]" beside an independent "lr": `check_optuna_names`), or
+                `storage_url` is "sqlite:///PATH" of a hypergrad study store (`storage=`'s file: give Optuna
+                a file of its own); before anything is written.
         """
         if isinstance(storage_url, (str, os.PathLike)) and "://" not in os.fspath(storage_url):
             raise ValueError(f"to_optuna: storage_url={os.fspath(storage_url)!r} is a path, not an Optuna storage URL; "
                              f"give 'sqlite:///{os.fspath(storage_url)}'")
+        if _is_study_store_url(storage_url):
+            raise ValueError(f"to_optuna: storage_url={storage_url!r} is hypergrad's own study store (the file "
+                             "storage= writes; Optuna's tables would clash with its own; nothing was "
+                             "written to it); give Optuna a SQLite file of its own, e.g. 'sqlite:///optuna.db'")
         described = (self.info.get("space") or {}) if space is None else _described_space(space, self.trials)
         optuna = import_extra("optuna", "to_optuna", "optuna")  # its first import keeps no frame of ours alive
         options = {} if space is None else {name: d.options for name, d in space.items if isinstance(d, Choice)}
@@ -908,6 +915,27 @@ def _element_columns(optuna: Any, name: str, desc: Mapping[str, Any], trials: Se
     distributions.update({n: dist for n in names})
     for row, flat in rows:
         row.update({n: float(v) for n, v in zip(names, flat)})
+
+
+def _is_study_store_url(storage_url: Any) -> bool:
+    """Whether `storage_url` ("sqlite:///PATH", a driver or query too) names an existing file that is
+    a hypergrad study store (`storage=`): a `meta` table whose format row is 'hypergrad-study-store N',
+    as store.py recognises its files. Two reads, no write; any other URL, a missing file or one SQLite
+    cannot read is left to Optuna."""
+    match = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]+)(?:\?.*)?", storage_url if isinstance(storage_url, str) else "")
+    if match is None or not os.path.isfile(match.group(1)):
+        return False
+    try:
+        conn = sqlite3.connect(match.group(1))  # not mode=ro: that would leave a WAL file's -wal and -shm behind
+        try:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+                return False
+            row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return row is not None and str(row[0]).startswith("hypergrad-study-store ")
 
 
 def _new_optuna_study(optuna: Any, storage_url: Any, study_name: str, trials: Sequence[Any]) -> Any:
