@@ -22,11 +22,11 @@ from jax.experimental import checkify
 
 from hypergrad import _caches, _compile
 from hypergrad._checks import users_stacklevel
-from hypergrad._jaxprs import unread_inputs
+from hypergrad._jaxprs import sub_jaxprs, unread_inputs
 from hypergrad._types import HParams
 from hypergrad.loop import float_leaves, optimizer_step
 
-__all__ = ["check_objective_runs", "check_schedules_in_bounds", "unread_hparams", "unread_names",
+__all__ = ["check_objective_runs", "check_direct_call", "check_schedules_in_bounds", "unread_hparams", "unread_names",
            "known_unread_names", "warn_unread_hparams", "unread_warned_once", "mark_unread_warned"]
 
 # objective -> the hyperparameter shapes its schedules were checked at
@@ -77,6 +77,18 @@ def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], A
         warn_unread_hparams(unread)
 
 
+def check_direct_call(objective: Any, hparams: HParams) -> None:
+    """`check_objective_runs` for a direct call of the objective (`objective(hparams, key)`, its
+    `evaluate` and `train`), warning of nothing (a direct call never warned of unread hyperparameters;
+    the strategies still do, the trace found done): the objective's trace first, so that an error of
+    that trace (a loss that is not a scalar) comes before anything compiles, then
+    `check_schedules_in_bounds` (a per-step schedule, passed or held with `with_fixed`, shorter than
+    `num_steps`). Cost, once per objective and hyperparameter shapes (shared with `hg.hypergradient`'s
+    and `hg.tune`'s check): one trace of the objective and the schedule check's; then a look-up."""
+    unread_names(objective, hparams, lambda: _objective_trace(objective, hparams), kind="check",
+                 check=lambda unread: check_schedules_in_bounds(objective, hparams))
+
+
 def _objective_trace(objective: Any, hparams: HParams) -> Any:
     """The jaxpr of `objective.loss_and_scores` at `hparams` (traced ones as zeros of their shapes): one
     trace, nothing compiled; a `KeyError` becomes `naming_missing_hparams`' ValueError."""
@@ -104,17 +116,17 @@ def known_unread_names(objective: Any, hparams: HParams) -> tuple[str, ...]:
 
 def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     """`ValueError` when `objective`'s optimiser, stepped `num_steps` times, indexes an array
-    hyperparameter out of its bounds (JAX's `checkify` index checks); nothing when every
-    hyperparameter is a scalar (nothing can be indexed).
+    hyperparameter out of its bounds (JAX's `checkify` index checks), a passed one or one the
+    objective holds (`objective.with_fixed({"lr": schedule})`, which its optimiser closes over: so
+    scalar `hparams` are checked too).
 
     Runs the optimiser alone on zero parameters of the model's shapes and dtypes and gradients of
     one, at `hparams` (concrete values; a traced one is replaced by zeros of its shape and dtype),
     stepping as the training loop steps (`hypergrad.loop.optimizer_step`: every leaf cast back to
     its dtype, integer and boolean leaves held), so it accepts exactly the models training does. Cost,
-    once per objective and hyperparameter shapes: one small compilation and `num_steps` optimiser
-    updates, no training loss or data."""
-    if all(np.ndim(v) == 0 for v in jax.tree.leaves(hparams)):
-        return
+    once per objective and hyperparameter shapes: one trace of those optimiser steps and, only when
+    they index an array (`_indexes`: a schedule, passed or held), one small compilation and
+    `num_steps` optimiser updates; no training loss or data."""
     shapes = _shapes(hparams)
     if _cached(_checked, objective, shapes):
         return
@@ -133,7 +145,8 @@ def _schedule_advice(error: str, hparams: HParams, num_steps: int) -> str:
     """What to give instead, from checkify's `error` ("... array of shape (2, 9): index 9 is out of
     bounds for axis 1 ..."): the hyperparameter of that shape, named, with `num_steps` entries along
     that axis, when exactly one has it; else the general advice for a per-step schedule."""
-    general = f"Give a per-step schedule num_steps={num_steps} entries (e.g. hg.LogUniform(..., shape=({num_steps},)))"
+    general = (f"Give a per-step schedule num_steps={num_steps} entries (e.g. hg.LogUniform(..., "
+               f"shape=({num_steps},)), or that many in the array held with objective.with_fixed)")
     found = re.search(r"array of shape \(([\d, ]*)\).*?for axis (\d+)", error)
     if found is None:
         return general
@@ -213,14 +226,27 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
         return jax.lax.scan(step, (params, opt.init(params)), None, length=objective.num_steps)[0][0]
 
     checked = checkify.checkify(run, errors=checkify.index_checks)
-    if _compile.is_traced(hparams) and any(isinstance(c, jax.core.Tracer)
-                                           for c in jax.make_jaxpr(checked)(hparams).consts):
+    traced = jax.make_jaxpr(checked)(hparams)
+    if not _indexes(traced.jaxpr) or (_compile.is_traced(hparams)
+                                      and any(isinstance(c, jax.core.Tracer) for c in traced.consts)):
         return None
     _compile.refuse_disabled_jit()
     checked = jax.jit(checked)
     error, _ = checked.lower(hparams).compile(_compile.QUICK_COMPILE)(hparams)  # runs once: compile fast
     message = error.get()
     return None if message is None else message.strip().split("\n")[0]
+
+
+def _indexes(jaxpr: Any) -> bool:
+    """Whether `jaxpr` (sub-programs included) holds an equation that checkify's index checks cover
+    (a gather, a scatter, a dynamic slice or update): without one, no index can be out of bounds."""
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in ("gather", "dynamic_slice", "dynamic_update_slice") or name.startswith("scatter"):
+            return True
+        if any(_indexes(inner) for inner, _ in sub_jaxprs(eqn.params)):
+            return True
+    return False
 
 
 def unread_hparams(traced: Any, hparams: HParams) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ import optax
 
 from hypergrad import _caches, _compile
 from hypergrad._checks import check_checkpoint_every, check_key, is_int_at_least
+from hypergrad._indexing import check_direct_call
 from hypergrad._types import HParams, Key, Params, PyTree, Scalar
 from hypergrad.folds import fold_data, over_folds
 from hypergrad.loop import Loop, LoopState
@@ -203,18 +204,32 @@ class Objective:
 
     # -- public, pure -------------------------------------------------------------------------
     def __call__(self, hparams: HParams, key: Key) -> Scalar:
-        """The validation loss after training with `hparams`; differentiable in `hparams`."""
-        return self._jitted("loss_and_scores")(as_hparams(hparams), check_key(key), self.problem.data)[0]
+        """The validation loss after training with `hparams`; differentiable in `hparams`. A per-step
+        schedule (passed or held with `with_fixed`) shorter than `num_steps` is refused (`_in_bounds`)."""
+        return self._jitted("loss_and_scores")(self._in_bounds(hparams), check_key(key), self.problem.data)[0]
 
     def train(self, hparams: HParams, key: Key) -> Params:
         """The parameters after `num_steps` training steps (with a leading fold axis of length k
         when the problem has `cv=k`)."""
-        return self._jitted("run")(as_hparams(hparams), check_key(key), self.problem.data).params
+        return self._jitted("run")(self._in_bounds(hparams), check_key(key), self.problem.data).params
 
     def evaluate(self, hparams: HParams, key: Key) -> dict[str, Scalar]:
         """`{"val_loss", "test_loss", "val_<metric>", "test_<metric>"}` after training (under cv
         also the standard deviations and per-fold scores: see `loss_and_scores`)."""
-        return self._jitted("loss_and_scores")(as_hparams(hparams), check_key(key), self.problem.data)[1]
+        return self._jitted("loss_and_scores")(self._in_bounds(hparams), check_key(key), self.problem.data)[1]
+
+    def _in_bounds(self, hparams: HParams) -> HParams:
+        """`as_hparams(hparams)`, refused (`ValueError`, `hypergrad._indexing.check_direct_call`) when the
+        optimiser indexes a hyperparameter past its end within `num_steps` steps, as every strategy refuses
+        it: JAX would clamp the index and train the last steps at the last entry. Not under
+        `jax.disable_jit()` (the check compiles a small program; the call then runs op by op, unchecked).
+        Cost: once per objective and hyperparameter shapes one trace of the objective and of the
+        optimiser's steps (and one small compilation when they index an array); then a look-up (tens of
+        microseconds)."""
+        hparams = as_hparams(hparams)
+        if not jax.config.jax_disable_jit:
+            check_direct_call(self, hparams)
+        return hparams
 
     def _jitted(self, name: str) -> Callable:
         """`jax.jit` of one of this objective's methods, made once per objective: a direct call

@@ -598,6 +598,9 @@ class Cohort:
             restarted with no good iterate during this call (what `drive` warns about).
         noisy: whether the method draws noise (`Method.random_estimate`): the program then takes
             the step's noise key (`step_noise_key`) after the data.
+        recorded_in: the space whose order each trial records its hyperparameters in
+            (`Space.in_order`: tune's whole space, held names included), or None: as the program
+            returns them (sorted by name), then `extra`'s.
     """
 
     program: Callable[[int], tuple[Any, float, Any, Any, PyTree]]
@@ -620,6 +623,7 @@ class Cohort:
     good: np.ndarray | None = None
     without_good: dict = dataclasses.field(default_factory=dict)
     noisy: bool = False
+    recorded_in: Space | None = None
 
     def keep(self, ids: set[int]) -> None:
         """Only the tuners in `ids` go on (on a smaller chunk, when it is sized to them)."""
@@ -694,7 +698,7 @@ def step_program(tag: tuple, trace: Callable[[], tuple[Any, Any]], example: tupl
 def make_cohort(objective: Objective, space: Space, method: Method, outer: optax.GradientTransformation,
                 key: Key, z: PyTree, *, fixed: PyTree | None = None, tuners: Sequence[int] | None = None,
                 chunk_size: int | None = None, flops: float, unit: float,
-                extra: Callable[[int], dict] | None = None) -> Cohort:
+                extra: Callable[[int], dict] | None = None, recorded_in: Space | None = None) -> Cohort:
     """A cohort starting at the batched iterates `z` (leading axis: tuners), its program compiled
     (or taken from the cache) for its chunk of tuners (`chunk_rows`), keyed by what `outer` computes
     (`update_key`), not by the object.
@@ -731,7 +735,7 @@ def make_cohort(objective: Objective, space: Space, method: Method, outer: optax
     return Cohort(program, chunk_size, executable, chunk, placed_data, spread, replicated, tuners, carry, fixed,
                   flops, unit, extra, compile_seconds=seconds, out_tree=out_tree,
                   restart=functools.partial(_restarts, space, key, outer, chunk), good=np.zeros(num, dtype=bool),
-                  noisy=method.random_estimate)
+                  noisy=method.random_estimate, recorded_in=recorded_in)
 
 
 def _step(cohort: Cohort, step_key: Key, noise_key: Callable[[], Key], final: bool, number: int,
@@ -759,6 +763,8 @@ def _step(cohort: Cohort, step_key: Key, noise_key: Callable[[], Key], final: bo
                                flops=cohort.flops * chunk / real, seconds=seconds / real, run_flops=cohort.unit)
             if cohort.extra is not None:
                 trial = dataclasses.replace(trial, hparams={**trial.hparams, **cohort.extra(tuner)})
+            if cohort.recorded_in is not None:  # the space's order, as the searches record (values unchanged)
+                trial = dataclasses.replace(trial, hparams=cohort.recorded_in.in_order(trial.hparams))
             cohort.latest[tuner] = trial.value if trial.state != FAIL else math.inf
             if tuner in cohort.without_good and trial.state != FAIL:
                 cohort.without_good[tuner] = True

@@ -521,9 +521,10 @@ class Problem:
         return self._init_fn(key, hparams)
 
     def training_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
-        """`train_loss` on `batch`; `ValueError` (when traced) unless it returns a scalar."""
+        """`train_loss` on `batch`; `ValueError` (when traced) unless it returns a floating-point
+        scalar (training differentiates it)."""
         return scalar_output(self.train_loss(params, hparams, batch),
-                             "Problem(train_loss=...)")
+                             "Problem(train_loss=...)", floating=True)
 
     def validation_loss(self, params: Params, hparams: HParams, batch: Batch) -> Scalar:
         """`val_loss` on `batch` (given `hparams` when `model_reads_hparams`); `ValueError` (when
@@ -588,14 +589,18 @@ def held_values(fixed: Mapping[str, Any]) -> dict[str, Any]:
             for name, value in dict(fixed).items()}
 
 
-def scalar_output(value: Any, what: str) -> Any:
+def scalar_output(value: Any, what: str, floating: bool = False) -> Any:
     """`value`, a loss or metric the user's function `what` returned; `ValueError` naming the
     function and the shape unless it is a scalar. Read from the (traced) shape, so the error comes
     while the program is traced, before anything compiles: a `(1,)` or per-example `(n,)` value
     would otherwise pass as the objective's value or fail deep in autodiff or a search. A tuple,
     list, dict or None (a loss written for `jax.value_and_grad(..., has_aux=True)` returns
     `(loss, aux)`) is refused the same way, naming what it is, before its shape is read (numpy
-    would turn the traced loss inside it into an array and fail with JAX's conversion error)."""
+    would turn the traced loss inside it into an array and fail with JAX's conversion error).
+    `floating`: also refuse a dtype that is not floating point (an integer count, a boolean), for a
+    value that is always differentiated (the training loss), where JAX's own error ("grad requires
+    real-valued outputs ... use jax.vjp directly") names neither the function nor the fix. A
+    validation loss or metric may be an integer (a search or ES scores a count as well)."""
     if not jax.tree_util.all_leaves([value]):  # a container of values (or None), not one array or number
         raise ValueError(f"{what} returned a {type(value).__name__}; it must return a scalar loss alone, not "
                          "(loss, aux): return the loss, e.g. index [0] of the tuple (lambda *args: fn(*args)[0])")
@@ -603,6 +608,11 @@ def scalar_output(value: Any, what: str) -> Any:
     if shape != ():
         raise ValueError(f"{what} returned shape {shape}; it must return a scalar: average the "
                          "per-example losses (.mean()), or .squeeze() a single value")
+    dtype = jnp.result_type(value)
+    if floating and not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{what} returned dtype {dtype}; it must return a floating-point loss, which training "
+                         "differentiates: a count or a sum of comparisons has no gradient (and .astype(float) of "
+                         "one trains nothing), so return a differentiable loss, e.g. the mean of per-example losses")
     return value
 
 

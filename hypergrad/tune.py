@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from hypergrad import accounting
-from hypergrad._indexing import check_objective_runs, unread_warned_once
+from hypergrad._indexing import check_objective_runs, check_schedules_in_bounds, unread_warned_once
 from hypergrad._checks import (check_count, check_key, check_log, check_log_apart, check_progress, is_int_at_least,
                                users_stacklevel)
 from hypergrad._compile import refuse_disabled_jit
@@ -345,7 +345,8 @@ def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method 
 
     Raises:
         ValueError: for a bad objective, space, key or method (as `tune` checks them), before
-            anything is traced.
+            anything is traced; for a per-step schedule (in the space, or held by the objective)
+            shorter than `num_steps`, as `tune` refuses it (`check_schedules_in_bounds`).
     """
     _check_tuned_objective(objective)
     check_space(space)
@@ -356,6 +357,7 @@ def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method 
     hparams = space.centre()
     tuned, held = _split(hparams, hold)
     _check_method_held(objective, method, tuned, held)
+    check_schedules_in_bounds(objective, hparams)  # as `tune`: a schedule shorter than num_steps is refused
     return hypergradient_flops(objective, method, tuned, key, held) / run_flops(objective, hparams, key)
 
 
@@ -734,7 +736,7 @@ def _tune(objective: Objective, space: Space, key: Key, method: Method, outer: o
     unit = run_flops(objective, {**hparams0, **(held0 or {})}, key)
     flops = hypergradient_flops(objective, method, hparams0, key, held0)
     cohort = make_cohort(objective, _tuned_space(space, hold), method, outer, key, z, fixed=held, chunk_size=chunk,
-                         unit=unit, flops=flops, extra=None if held is None else _held_values(held))
+                         unit=unit, flops=flops, extra=None if held is None else _held_values(held), recorded_in=space)
     name = _name(method, population)
     opened = 0 if warm is None else len(warm.trials)
     recorder = TrialRecorder(name, log, progress, total=opened + trials_of(population, steps, halving), sink=writer)
