@@ -62,7 +62,7 @@ def check_objective_runs(objective: Any, hparams: HParams, trace: Callable[[], A
     def traced() -> Any:
         if trace is None:
             return _objective_trace(objective, hparams)
-        with _compile.naming_missing_hparams():
+        with _compile.naming_missing_hparams(hparams):
             return trace()
 
     fresh = []
@@ -91,8 +91,9 @@ def check_direct_call(objective: Any, hparams: HParams) -> None:
 
 def _objective_trace(objective: Any, hparams: HParams) -> Any:
     """The jaxpr of `objective.loss_and_scores` at `hparams` (traced ones as zeros of their shapes): one
-    trace, nothing compiled; a `KeyError` becomes `naming_missing_hparams`' ValueError."""
-    with _compile.naming_missing_hparams():
+    trace, nothing compiled; a `KeyError` becomes `naming_missing_hparams`' ValueError (and a shaped
+    hyperparameter read as a scalar its TypeError naming it)."""
+    with _compile.naming_missing_hparams(hparams):
         return jax.make_jaxpr(lambda h, data: objective.loss_and_scores(h, jax.random.key(0), data))(
             _concrete(hparams), objective.problem.data)
 
@@ -130,7 +131,7 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     shapes = _shapes(hparams)
     if _cached(_checked, objective, shapes):
         return
-    with _compile.naming_missing_hparams():
+    with _compile.naming_missing_hparams(hparams):  # a shaped hyperparameter read as a scalar named too
         error = _probe(objective, _concrete(hparams))
     if error is not None:
         raise ValueError(

@@ -1,0 +1,36 @@
+"""Follow-ups of session 39's space hunt: the shaped-hyperparameter message from the searches (finding 4),
+the out-of-bounds advice for a block schedule (finding 3), and a LogUniform the float32 log scale cannot
+resolve (finding 2)."""
+
+import jax.numpy as jnp
+import optax
+import pytest
+
+import hypergrad as hg
+
+T = 3
+
+SHAPED = hg.Space({"lr": hg.LogUniform(1e-2, 1.0, shape=(7,)), "momentum": hg.Uniform(0.0, 0.9)})
+
+
+def _sgd(h):
+    return optax.sgd(h["lr"], momentum=h["momentum"])
+
+
+@pytest.fixture
+def objective(logistic_problem):
+    return hg.Objective(logistic_problem, _sgd, num_steps=T)
+
+
+def test_the_searches_name_a_shaped_hyperparameter_read_as_a_scalar(objective, key):
+    """random_search and grid_search trace the optimiser first in their schedule check, which did not
+    pass its hyperparameters on: they showed JAX's bare "mul got incompatible shapes" where tune named
+    'lr' and its shape; so did a direct call of the objective (its check traces the objective first).
+    They now name it too, JAX's error chained. Nothing is compiled."""
+    for run in (lambda: objective({"lr": jnp.full(7, 0.1), "momentum": 0.5}, key),
+                lambda: hg.random_search(objective, SHAPED, key, num_trials=2),
+                lambda: hg.grid_search(objective, SHAPED, key, points_per_axis=1)):
+        with pytest.raises(TypeError, match=r"non-scalar hyperparameters \('lr' of shape \(7,\)\)") as caught:
+            run()
+        assert "got incompatible shapes for broadcasting" in str(caught.value)
+        assert isinstance(caught.value.__cause__, TypeError)
