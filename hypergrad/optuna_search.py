@@ -218,7 +218,8 @@ def optuna_search(
             keeps every round's trials; the same call again resumes it, replaying the stored rounds
             to a new sampler seeded as before (each re-asked setting must equal the stored one, so
             a sampler instance must be seeded: an unseeded one warns at the start of such a call)
-            and evaluating only the rounds not stored.
+            and evaluating only the rounds not stored; once the study has finished, it returns the
+            stored `Result` (the first call's compile and set-up seconds: `hypergrad.store.load_study`).
         storage: a SQLite file (created if missing) for a `study` name, or None.
 
     Returns:

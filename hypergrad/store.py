@@ -4,7 +4,9 @@
 `hg.grid_search`, `hg.tune`, `hg.hybrid_search` and `hg.optuna_search` keep a study in a file of
 Python's own `sqlite3`: nothing to install or start. The same call again resumes it: stored trials are
 loaded, never re-run, and the final `Result` equals an uninterrupted run's (trial numbers,
-hyperparameters and values bitwise; seconds and compile time aside). A call whose arguments differ
+hyperparameters and values bitwise; seconds and compile time aside); once the study has finished,
+the same call returns its stored `Result`, the first call's seconds included, and leaves its row as
+that call wrote it (`StudyWriter.finish`, `finished_result`). A call whose arguments differ
 from the stored study's (space, objective, key, counts, method, ...) is a `ValueError` naming the
 first difference, never a silent mix; the objective's functions count with the module-level values
 they read and the attributes of the plain objects they hold (`hypergrad._store_codec`). So do
@@ -966,6 +968,7 @@ class StudyWriter:
     Attributes:
         done: trial number -> stored trial (what a resumed call loads instead of running).
         checkpoint: the latest tune checkpoint ({"step", "number", "state"}), or None.
+        complete: whether the study was finished (its row complete) when this call opened it.
         resumed: True when the study was in the file before this call (`TrialRecorder` then logs
             no trial its log already holds for the study).
         identity: what tells this study from any other of its name: {"storage": the file's real
@@ -979,9 +982,11 @@ class StudyWriter:
         self.path, self.study, self._space, self._write = path, study, space, write
         self._claim = claim  # released by `close` (`_claim`)
         self.resumed = resumed
+        self.complete = False  # the study was finished when this call opened it (`finish` keeps its row)
         if conn is not None:  # a stored study: its own creation time
-            row = conn.execute("SELECT created FROM studies WHERE name = ?", (study,)).fetchone()
+            row = conn.execute("SELECT created, state FROM studies WHERE name = ?", (study,)).fetchone()
             created = created if row is None else float(row[0])
+            self.complete = row is not None and row[1] == "complete"
         self.identity = None if created is None else {"storage": os.path.realpath(path), "study_created": created}
         self._conn = conn if write else None  # a reader's connection is closed by `_reader`
         self._pending: list[Trial] = []
@@ -1086,28 +1091,41 @@ class StudyWriter:
 
     def finish(self, result: Result, space: Space) -> Result:
         """Marks the study complete with its result's label, cost and info (after every commit is
-        written); returns the result with `info["space"]` (which `Result.to_optuna` reads)."""
+        written); returns the result with `info["space"]` (which `Result.to_optuna` reads). A study
+        that was finished when this call opened it, and whose trials this call all loaded (it
+        computed none: the same call again), keeps its row, and the call returns its stored `Result`
+        (`load_study`: the first call's trials, cost, compile and set-up seconds and info), as
+        `finished_result` gives a finished tune's: the repeat's own seconds (its tracing, about none
+        compiled) would otherwise replace the study's for good."""
         self.commit()
         result = dataclasses.replace(result, info={**result.info, "space": describe_space(space)})
-        error = None
-        if self._write:
-            try:
+        repeated = self.complete and all(t.number in self.done for t in result.trials)
+        error, stored = None, None
+        try:
+            if self._write:
                 self.flush()
-                with _transaction(self._conn, self.path) as conn:
-                    # the JAX settings recorded at its creation stay (a finished study's same call is checked on them)
-                    row = conn.execute("SELECT info FROM studies WHERE name = ?", (self.study,)).fetchone()
-                    settings = None if row is None else _stored_settings(row[0])
-                    info = result.info if settings is None else {**result.info, SETTINGS_KEY: settings}
-                    conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, "
-                                 "compile_seconds = ?, info = ?, updated = ? WHERE name = ?",
-                                 (result.strategy, _real(result.run_flops), _real(result.compile_seconds),
-                                  _json(encode_value(info)), time.time(), self.study))
-            except BaseException as err:  # noqa: BLE001 - raised below, once the other processes know
-                error = err
+            if repeated:  # every process reads it (they all see the file: README "Several machines")
+                stored = load_study(self.path, self.study)
+            elif self._write:
+                self._completed(result)
+        except BaseException as err:  # noqa: BLE001 - raised below, once the other processes know
+            error = err
         shared_outcome(error, _STUDY)
         if error is not None:
             raise error
-        return result
+        return result if stored is None else stored
+
+    def _completed(self, result: Result) -> None:
+        """Writes the study's row as complete, with `result`'s label, cost and info."""
+        with _transaction(self._conn, self.path) as conn:
+            # the JAX settings recorded at its creation stay (a finished study's same call is checked on them)
+            row = conn.execute("SELECT info FROM studies WHERE name = ?", (self.study,)).fetchone()
+            settings = None if row is None else _stored_settings(row[0])
+            info = result.info if settings is None else {**result.info, SETTINGS_KEY: settings}
+            conn.execute("UPDATE studies SET state = 'complete', strategy = ?, run_flops = ?, "
+                         "compile_seconds = ?, info = ?, updated = ? WHERE name = ?",
+                         (result.strategy, _real(result.run_flops), _real(result.compile_seconds),
+                          _json(encode_value(info)), time.time(), self.study))
 
     def close(self) -> None:
         """Waits for what was committed, releases the lease, and waits (at most `_CLOSE_SECONDS`) for
