@@ -136,8 +136,8 @@ class StudyInfo:
         state: "complete" once its call finished, else "running": also after a call stopped by an
             exception or Ctrl-C, or a killed process (call it again to resume);
         num_trials: trials stored; best_value: the lowest finite validation loss among the trials its
-            `Result` may pick (`Result.best_value`: for a finished `tune(resample_key=True)`, those
-            scored on the call's key; else all of them; inf if none);
+            `Result` may pick (`Result.best_value`, as `load_study` reads it: for a `tune(resample_key=True)`,
+            finished or not, those scored on the call's key; else all of them; inf if none);
         created, updated: Unix times.
     """
 
@@ -1507,7 +1507,10 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
     those stored so far, all read in one transaction: the study as of one commit of its writer), with
     the strategy, cost and info of its call once it has finished. A random search study's info also
     holds the fingerprint format, `NUMERICS` and objective digest its stored call proves, finished or
-    not (`_proven_by_fingerprint`), which `random_search(extends=...)` reads.
+    not (`_proven_by_fingerprint`), which `random_search(extends=...)` reads. A `tune(resample_key=True)`
+    study that has not finished holds `resample_key` and the final iterates stored so far
+    (`info["final_trials"]`, none before its last step), read from its stored call (`_running_pick`), so
+    its `best_*` range over the trials scored on the call's key alone, as the finished call's would.
 
     Raises:
         ValueError: the file is unreadable, holds no such study (the message lists those it holds),
@@ -1523,8 +1526,8 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
                          "process is creating, or an empty file)")
     try:
         try:
-            row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info, fingerprint FROM studies "
-                               "WHERE name = ?", (study,)).fetchone()
+            row = conn.execute("SELECT kind, strategy, run_flops, compile_seconds, info, fingerprint, state "
+                               "FROM studies WHERE name = ?", (study,)).fetchone()
             names = [r[0] for r in conn.execute("SELECT name FROM studies ORDER BY name")]
         except sqlite3.DatabaseError as err:
             raise _unreadable(path, err) from err
@@ -1532,9 +1535,10 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
             raise ValueError(f"study={study!r} is not in {path}; it holds {names}")
         trials = _read_trials(conn, path, study, None)
         _check_unbroken(conn, path, study, {t.number for t in trials}, loading=True)
+        picking = _running_pick(conn, study, row[0], row[6], row[5])
     finally:
         conn.close()
-    kind, strategy, run_flops, compile_seconds, info, stored = row
+    kind, strategy, run_flops, compile_seconds, info, stored, _ = row
     try:
         info = {} if info is None else decode_value(json.loads(info))
     except (TypeError, ValueError, KeyError) as err:
@@ -1543,6 +1547,8 @@ def load_study(storage: str | os.PathLike, study: str) -> Result:
         info = {name: value for name, value in info.items() if name != SETTINGS_KEY}
     if kind == "random":  # what random_search(extends=) reads; other kinds' info stays as their call returned it
         info = _proven_by_fingerprint(info, stored)
+    if picking and isinstance(info, dict):  # a running tune(resample_key=True): its Result's pick rule
+        info = {**picking, **info}
     unit = _float(run_flops) if run_flops is not None else (trials[0].run_flops if trials else math.nan)
     return Result(strategy or kind, tuple(trials), unit, 0.0 if compile_seconds is None else _float(compile_seconds),
                   info)
@@ -1580,6 +1586,27 @@ def _proven_by_fingerprint(info: Any, stored: Any) -> Any:
     return {**proven, **info}
 
 
+def _running_pick(conn: sqlite3.Connection, study: str, kind: Any, state: Any, stored: Any) -> dict[str, Any]:
+    """For a `tune(resample_key=True)` study that has not finished (its info does not say it yet), what
+    its `Result` picks by (`hypergrad.results.pickable`): {"resample_key": True, "final_trials": the
+    numbers of the trials committed with the final step's checkpoint (step `steps`: the final iterates,
+    scored on the call's key), none before it}, from its stored call (fingerprint `stored`, JSON text);
+    else {} (another kind, a finished study, resample_key False, an unreadable fingerprint). Cost: a
+    parse of the fingerprint, for a running tune study alone; one read of its final trials' numbers."""
+    if kind != "tune" or state == "complete" or not isinstance(stored, str) or '"resample_key"' not in stored:
+        return {}
+    try:
+        arguments = json.loads(stored).get("arguments")
+    except (TypeError, ValueError, AttributeError):
+        return {}
+    if not isinstance(arguments, dict) or arguments.get("resample_key") is not True:
+        return {}
+    steps = arguments.get("steps")
+    final = [] if not isinstance(steps, int) else [int(r[0]) for r in conn.execute(
+        "SELECT number FROM trials WHERE study = ? AND step = ? ORDER BY number", (study, steps))]
+    return {"resample_key": True, "final_trials": final}
+
+
 def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
     """The studies a store file holds, by name (none for a file with no tables yet, a store another process is
     creating). Raises `ValueError` for an unreadable file."""
@@ -1597,7 +1624,7 @@ def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
             "MIN(CASE WHEN t.state != 'fail' AND typeof(t.value) = 'real' AND abs(t.value) < 9e999 THEN t.value END), "
             "s.info FROM studies s LEFT JOIN trials t ON t.study = s.name GROUP BY s.name ORDER BY s.name").fetchall()
         return [StudyInfo(name=r[0], kind=r[1], strategy=r[2], state=r[3], num_trials=int(r[6]),
-                          best_value=_best_value(conn, path, r[0], r[8], math.inf if r[7] is None else float(r[7])),
+                          best_value=_best_value(conn, path, r, math.inf if r[7] is None else float(r[7])),
                           created=float(r[4]), updated=float(r[5]))
                 for r in rows]
     except sqlite3.DatabaseError as err:
@@ -1606,15 +1633,25 @@ def list_studies(storage: str | os.PathLike) -> list[StudyInfo]:
         conn.close()
 
 
-def _best_value(conn: sqlite3.Connection, path: str, study: str, info: str | None, lowest: float) -> float:
-    """The study's `best_value` as its `Result` picks it (`hypergrad.results.pickable`): `lowest`, the
-    lowest finite value of its trials, except for a finished `tune(resample_key=True)`, whose pick is
-    among the trials scored on the call's key. Cost: nothing, or one read of that study's trials."""
+def _best_value(conn: sqlite3.Connection, path: str, row: tuple, lowest: float) -> float:
+    """The `best_value` of the study of `list_studies`'s `row` as its `Result` picks it
+    (`hypergrad.results.pickable`): `lowest`, the lowest finite value of its trials, except for a
+    `tune(resample_key=True)`, finished or not (`_running_pick`), whose pick is among the trials scored
+    on the call's key. Cost: nothing, or one read of that study's trials (and, for a running tune
+    study, of its fingerprint)."""
+    study, kind, state, info = row[0], row[1], row[3], row[8]
     if info is None or "resample_key" not in info:
-        return lowest
-    try:
-        info = decode_value(json.loads(info))
-    except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(f"study {study!r} in {path}: its info is unreadable ({err})") from err
+        if kind != "tune" or state == "complete":
+            return lowest
+        stored = conn.execute("SELECT fingerprint FROM studies WHERE name = ?", (study,)).fetchone()
+        picking = _running_pick(conn, study, kind, state, None if stored is None else stored[0])
+        if not picking:
+            return lowest
+        info = picking
+    else:
+        try:
+            info = decode_value(json.loads(info))
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"study {study!r} in {path}: its info is unreadable ({err})") from err
     rule = pickable(info)
     return min((t.value for t in _read_trials(conn, path, study, None) if rule(t)), default=math.inf)
