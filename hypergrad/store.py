@@ -58,7 +58,9 @@ hybrid_search study missing a trial before its checkpoint (a row deleted by hand
 resume and by `load_study`: its steps go on past the checkpoint and would never recompute it. Under
 `jax.distributed` process 0 alone writes; when it is refused a study or a write fails, it sends the
 error to the others (a broadcast at the opening and at every commit), which raise it too instead of
-waiting in collectives it never reaches.
+waiting in collectives it never reaches. Every process reads the study as it opens, and processes that
+find it in different states (their `storage=` paths are not one file: a node-local disk on each
+machine) are refused with a `ValueError` naming `storage=` and the fix (`_check_one_file`).
 
 Cost: one transaction per chunk of trials (or per outer step), encoded and written by a background
 thread while the next chunk computes; a new file is created, and the file closed, by that thread too
@@ -93,6 +95,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from hypergrad import _caches, _compile
 from hypergrad._batching import is_writer
@@ -704,6 +707,7 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
         shared_outcome(error, _STUDY)  # process 0 (and the others) raise this process's refusal too
         if error is not None:
             raise error
+        _check_one_file(reader)
         return reader
     created = time.time()  # the study's, when this call registers it (the log's records name it)
     if not os.path.exists(path) and jax.process_count() == 1:  # nothing to resume: the writer's thread
@@ -725,6 +729,7 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
     shared_outcome(None, _STUDY)
     try:
         shared_outcome(None, _STUDY)  # another process's reader refused the study (a different key, say)
+        _check_one_file(writer)
     except BaseException:
         writer.close()  # the lease released
         raise
@@ -735,6 +740,39 @@ def open_study(storage: Any, study: Any, *, kind: str, fingerprint: dict[str, An
 STRATEGY_CALLS = {"random": "random_search", "grid": "grid_search", "tune": "tune", "hybrid": "hybrid_search",
                   "optuna": "optuna_search"}
 _STUDY = "this study"  # what `shared_outcome`'s messages say a failing process stopped
+
+
+def _check_one_file(writer: StudyWriter) -> None:
+    """Several processes: `ValueError` on every process when they found the study in different states
+    (stored trials, checkpoint step, finished or not): their `storage=` paths are not one file (a
+    node-local disk on each machine, or a stale copy), so process 0 would load stored chunks the others
+    compute, and the processes would feed different chunks to one program (a JAX assertion, or gloo's
+    abort on a collective mismatch, naming neither the storage nor the fix). A new study found by no
+    one else (a file another machine cannot see yet) is not refused: nothing of it is stored. Every
+    process calls it once its study is open. Cost: one all-gather of four ints; nothing in a lone process."""
+    if jax.process_count() == 1:
+        return
+    found = [len(writer.done), -1 if writer.checkpoint is None else int(writer.checkpoint["step"]),
+             int(writer.complete), int(os.path.exists(writer.path))]
+    views = np.asarray(multihost_utils.process_allgather(np.asarray(found, np.int32)), np.int64).reshape(-1, 4)
+    if all(np.array_equal(view[:3], views[0, :3]) for view in views):
+        return
+    seen = "; ".join(f"process {p} finds {_view_said(view)}" for p, view in enumerate(views))
+    raise ValueError(
+        f"study {writer.study!r} in {writer.path}: the processes find it in different states ({seen}), so "
+        "their storage= paths are not one file. storage= must be a file every process sees (on a shared "
+        "filesystem, not a node-local disk such as /tmp or a scratch directory of each machine): process 0 "
+        "alone writes it, the others read it to resume (README, Several machines). Give every process such a "
+        "path (copy the file there first to keep the study), and make the same call again")
+
+
+def _view_said(view: Any) -> str:
+    """What a process found of a study (`_check_one_file`'s row: trials, checkpoint step, finished, file), in words."""
+    trials, step, complete, exists = (int(v) for v in view)
+    if not exists:
+        return "no file at that path"
+    said = f"{trials} stored trials" + ("" if step < 0 else f", its checkpoint at step {step}")
+    return said + (", finished" if complete else "")
 
 
 def _opened(path: str, study: str, kind: str, fingerprint: dict[str, Any],

@@ -1,10 +1,14 @@
-"""Session 39's store fixes: the same call of a finished search keeps the study's stored seconds, and an
-unfinished tune(resample_key=True) study read back picks among the trials scored on the call's key."""
+"""Session 39's store fixes: the same call of a finished search keeps the study's stored seconds, an
+unfinished tune(resample_key=True) study read back picks among the trials scored on the call's key, and
+processes whose storage= paths are not one file are refused naming storage=."""
 
 import math
 
+import jax
+import numpy as np
 import optax
 import pytest
+from jax.experimental import multihost_utils
 
 import hypergrad as hg
 from _helpers import Stop, stop_after
@@ -92,3 +96,43 @@ def test_an_unfinished_resample_key_tune_read_back_picks_among_trials_scored_on_
     finished = hg.tune(ridge_objective, SPACE, key, **TUNE, storage=db, study="t")
     assert finished.best_value == whole.best_value == hg.list_studies(db)[0].best_value
     assert hg.load_study(db, "t").info["final_trials"] == whole.info["final_trials"]
+
+
+def _fake_processes(monkeypatch, other):
+    """Two processes as `open_study` sees them (this one process 0): `jax.process_count()` is 2, every
+    all-gather returns this process's buffer twice, except the study's state (`_check_one_file`'s four
+    ints), where process 1 sends `other`."""
+    def gathered(sent):
+        sent = np.asarray(sent)
+        return np.stack([sent, np.asarray(other, sent.dtype) if sent.shape == (4,) else sent])
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", gathered)
+
+
+def test_processes_finding_the_study_in_different_states_are_refused_naming_storage(
+        ridge_objective, key, tmp_path, monkeypatch):
+    """Processes whose storage= paths were not one file (a node-local disk on each machine) resumed a
+    study with process 0 loading stored chunks that process 1 computed: a JAX device_put assertion or
+    gloo's abort, both blaming 'a call differed'. Each process's view of the study is now compared
+    as it opens: a ValueError naming storage= and the fix, the lease released."""
+    db = tmp_path / "study.db"
+    with pytest.raises(Stop):
+        hg.random_search(ridge_objective, SPACE, key, 9, chunk_size=3, storage=db, study="r", progress=stop_after(1))
+
+    def opened():
+        return hg.store.open_study(db, "r", kind="random", space=SPACE, fingerprint=lambda: hg.store.fingerprint(
+            "random", ridge_objective, SPACE, key, num_trials=9))
+    with monkeypatch.context() as patched:
+        _fake_processes(patched, [3, -1, 0, 1])  # the same view: opened
+        opened().close()
+        _fake_processes(patched, [0, -1, 0, 0])  # process 1 finds no file
+        with pytest.raises(ValueError, match=r"process 0 finds 3 stored trials; process 1 finds no file at that "
+                                             r"path\), so their storage= paths are not one file\. storage= must be "
+                                             r"a file every process sees"):
+            opened()
+        patched.setattr(hg.store, "is_writer", lambda: False)  # process 1's view, process 0 finding another file
+        _fake_processes(patched, [5, 2, 1, 1])
+        with pytest.raises(ValueError, match=r"process 1 finds 5 stored trials, its checkpoint at step 2, finished"):
+            opened()
+    resumed = hg.random_search(ridge_objective, SPACE, key, 9, chunk_size=3, storage=db, study="r")  # lease free
+    assert [t.number for t in resumed.trials] == list(range(9))
