@@ -884,8 +884,9 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
     if field is not None:
         raise ValueError(
             f"study {study!r} in {path} was made by a different call: {field} differs "
-            f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now). Repeat the original call to "
-            "resume it, or give another study name for this one" + _more_trials_hint(kind, stored, given, path, study))
+            f"({_excerpt(stored, field)} stored, {_excerpt(given, field)} now){_argument_said(field)}. Repeat the "
+            "original call to resume it, or give another study name for this one"
+            + _more_trials_hint(kind, stored, given, path, study))
     reordered = space_reordering(stored, given)
     if reordered is not None:
         order, now = reordered
@@ -896,6 +897,15 @@ def _register(conn: sqlite3.Connection, path: str, study: str, kind: str, given:
             f"hg.Space({{{', '.join(f'{name!r}: ...' for name in order)}}}), to resume the study, or give "
             "another study name for this one")
     return True
+
+
+def _argument_said(field: str) -> str:
+    """What a differing field deep inside the `outer=` optimiser's description (its closures, where a
+    learning rate sits) means, as a suffix of `_register`'s refusal; "" for any other field."""
+    if not field.startswith("arguments.outer."):
+        return ""
+    return ("; that is outer=: the stored study's outer optimiser is not this one (another optimiser, or the same "
+            "one with another setting, a learning rate say)")
 
 
 def _more_trials_hint(kind: str, stored: Any, given: dict[str, Any], path: str, study: str) -> str:

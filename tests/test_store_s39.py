@@ -1,6 +1,7 @@
 """Session 39's store fixes: the same call of a finished search keeps the study's stored seconds, an
 unfinished tune(resample_key=True) study read back picks among the trials scored on the call's key, and
-processes whose storage= paths are not one file are refused naming storage=."""
+processes whose storage= paths are not one file are refused naming storage=; a refusal deep inside outer=
+says it is outer=."""
 
 import math
 
@@ -136,3 +137,14 @@ def test_processes_finding_the_study_in_different_states_are_refused_naming_stor
             opened()
     resumed = hg.random_search(ridge_objective, SPACE, key, 9, chunk_size=3, storage=db, study="r")  # lease free
     assert [t.number for t in resumed.trials] == list(range(9))
+
+
+def test_a_resume_with_another_outer_optimiser_says_it_is_outer(ridge_objective, key, tmp_path):
+    """A tune study resumed with another outer learning rate was refused naming only a path through
+    the optimiser's closures (arguments.outer.update.closure[0][1]...); the refusal now also says
+    that this is outer=."""
+    db = tmp_path / "study.db"
+    hg.tune(ridge_objective, SPACE, key, steps=1, outer=optax.adam(0.1), storage=db, study="t")
+    with pytest.raises(ValueError, match=r"different call: arguments\.outer\.\S* differs \(-0\.1 stored, -0\.2 now\); "
+                                         r"that is outer=: the stored study's outer optimiser is not this one"):
+        hg.tune(ridge_objective, SPACE, key, steps=1, outer=optax.adam(0.2), storage=db, study="t")
