@@ -131,21 +131,30 @@ def check_schedules_in_bounds(objective: Any, hparams: HParams) -> None:
     shapes = _shapes(hparams)
     if _cached(_checked, objective, shapes):
         return
+    concrete = _concrete(hparams)
     with _compile.naming_missing_hparams(hparams):  # a shaped hyperparameter read as a scalar named too
-        error = _probe(objective, _concrete(hparams))
+        error = _probe(objective, concrete)
     if error is not None:
+        def errs_within(steps: int) -> bool:  # the advice's second probe: only on this error's path
+            return _probe(objective, concrete, steps) is not None
+
         raise ValueError(
             f"the optimiser indexes a hyperparameter past its end within num_steps={objective.num_steps} "
             f"training steps ({error}); JAX would silently use the last entry instead. "
-            f"{_schedule_advice(error, hparams, objective.num_steps)}, or clamp the index yourself "
+            f"{_schedule_advice(error, hparams, objective.num_steps, errs_within)}, or clamp the index yourself "
             "(jnp.minimum(step, n - 1)) if that is what you mean")
     _remember(_checked, objective, shapes)
 
 
-def _schedule_advice(error: str, hparams: HParams, num_steps: int) -> str:
+def _schedule_advice(error: str, hparams: HParams, num_steps: int,
+                     errs_within: Callable[[int], bool] | None = None) -> str:
     """What to give instead, from checkify's `error` ("... array of shape (2, 9): index 9 is out of
     bounds for axis 1 ..."): the hyperparameter of that shape, named, with `num_steps` entries along
-    that axis, when exactly one has it; else the general advice for a per-step schedule."""
+    that axis, when exactly one has it and it is read once per step; else the general advice for a
+    per-step schedule. `errs_within(steps)`, whether the optimiser stepped `steps` times indexes out of
+    bounds too: when index i is not reached within i + 1 steps, the array is read less often than once
+    per step (a block schedule, h["lr"][step // 4]), and the advice says so, naming the index reached and
+    the array's length, instead of prescribing `num_steps` entries."""
     general = (f"Give a per-step schedule num_steps={num_steps} entries (e.g. hg.LogUniform(..., "
                f"shape=({num_steps},)), or that many in the array held with objective.with_fixed)")
     found = re.search(r"array of shape \(([\d, ]*)\).*?for axis (\d+)", error)
@@ -157,8 +166,17 @@ def _schedule_advice(error: str, hparams: HParams, num_steps: int) -> str:
     if len(named) != 1 or axis >= len(shape):
         return general
     wanted = tuple(num_steps if i == axis else n for i, n in enumerate(shape))
-    return (f"hparams[{named[0]!r}] has shape {shape} and is read along axis {axis} once per step: give it "
-            f"num_steps={num_steps} entries there, shape {wanted} (in a search, its distribution's shape={wanted})")
+    reached = re.search(r"index (\d+) is out of bounds", error)
+    index = None if reached is None else int(reached.group(1))
+    if index is None or errs_within is None or index + 1 >= num_steps or errs_within(index + 1):
+        return (f"hparams[{named[0]!r}] has shape {shape} and is read along axis {axis} once per step: give it "
+                f"num_steps={num_steps} entries there, shape {wanted} (in a search, its distribution's "
+                f"shape={wanted})")
+    return (f"hparams[{named[0]!r}] has shape {shape}: index {index} was read along axis {axis}, which has "
+            f"{shape[axis]} entries, but not within the first {index + 1} training steps, so it is read less "
+            f"often than once per step (a block schedule, such as h[{named[0]!r}][step // 4]; num_steps={num_steps} "
+            f"entries would leave the last ones unread): give it as many entries there as the last index it "
+            f"reads within the {num_steps} steps, plus one (in a search, in its distribution's shape=)")
 
 
 def _shapes(hparams: HParams) -> tuple:
@@ -209,11 +227,11 @@ def _remember(cache: weakref.WeakKeyDictionary, objective: Any, shapes: tuple) -
         pass
 
 
-def _probe(objective: Any, hparams: HParams) -> str | None:
-    """checkify's message for the first out-of-bounds index of `num_steps` optimiser updates, or None
-    (also when the optimiser closes over a value an enclosing transformation traces: such a run
-    cannot be compiled on its own, so it is not checked)."""
-    loop = objective.loop()
+def _probe(objective: Any, hparams: HParams, num_steps: int | None = None) -> str | None:
+    """checkify's message for the first out-of-bounds index of `num_steps` (default: the objective's)
+    optimiser updates, or None (also when the optimiser closes over a value an enclosing transformation
+    traces: such a run cannot be compiled on its own, so it is not checked)."""
+    loop, length = objective.loop(), objective.num_steps if num_steps is None else num_steps
     shapes = jax.eval_shape(loop.init, hparams, jax.random.key(0)).params
 
     def run(h):  # everything inside one program: no eager operation compiles one of its own
@@ -224,7 +242,7 @@ def _probe(objective: Any, hparams: HParams) -> str | None:
         def step(carry, _):  # the training loop's step: its dtypes, integer leaves held constant
             return optimizer_step(opt, *carry, ones, jnp.zeros((), jnp.result_type(float)), hparams=h), None
 
-        return jax.lax.scan(step, (params, opt.init(params)), None, length=objective.num_steps)[0][0]
+        return jax.lax.scan(step, (params, opt.init(params)), None, length=length)[0][0]
 
     checked = checkify.checkify(run, errors=checkify.index_checks)
     traced = jax.make_jaxpr(checked)(hparams)
