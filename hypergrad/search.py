@@ -769,6 +769,10 @@ def grid_search(
 
     Cost: points_per_axis ** (number of axes) training runs; a `Choice` contributes all its options.
 
+    The trials run in the grid's order, the space's first entry slowest (`Space.grid`), so a grid cut by a
+    budget (its first trials, as `Result.best_within` and `curve` read them) is one corner of it, not a
+    coarser grid, and `hg.compare` lines a grid up only whole (`hypergrad.results.line_up_pick`).
+
     Args:
         objective, space, key, chunk_size, log, progress, storage, study: as in `random_search`.
         points_per_axis: values per continuous axis, >= 1.
