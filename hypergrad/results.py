@@ -256,8 +256,9 @@ class Result:
     all scored on `key`. So a pick there ranges only over the trials scored on `key`: the
     warm-up's (`tuner` None) and each live tuner's final iterate (`info["final_trials"]`); before
     the first of them there is no pick, as before any finished trial. A result that does not say
-    (no `info["final_trials"]`: saved before tune recorded it, or a study stored before its call
-    finished) keeps the rule for every trial, whatever keys they were scored on. Deciding which
+    (no `info["final_trials"]`: saved before tune recorded it) keeps the rule for every trial,
+    whatever keys they were scored on; a study read back before its call finished says (`load_study`
+    reads `resample_key` from the stored call, and the final iterates committed so far). Deciding which
     trials count costs O(1) a trial.
     """
 
