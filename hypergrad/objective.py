@@ -205,7 +205,8 @@ class Objective:
     # -- public, pure -------------------------------------------------------------------------
     def __call__(self, hparams: HParams, key: Key) -> Scalar:
         """The validation loss after training with `hparams`; differentiable in `hparams`. A per-step
-        schedule (passed or held with `with_fixed`) shorter than `num_steps` is refused (`_in_bounds`)."""
+        schedule passed (or held with `with_fixed` beside an array hyperparameter) shorter than `num_steps`
+        is refused (`_in_bounds`)."""
         return self._jitted("loss_and_scores")(self._in_bounds(hparams), check_key(key), self.problem.data)[0]
 
     def train(self, hparams: HParams, key: Key) -> Params:
