@@ -1,6 +1,5 @@
 """Follow-ups of session 39's space hunt: the shaped-hyperparameter message from the searches (finding 4),
-the out-of-bounds advice for a block schedule (finding 3), and a LogUniform the float32 log scale cannot
-resolve (finding 2)."""
+and the out-of-bounds advice for a block schedule (finding 3)."""
 
 import jax.numpy as jnp
 import optax
@@ -8,18 +7,7 @@ import pytest
 
 import hypergrad as hg
 
-T = 3
-
-SHAPED = hg.Space({"lr": hg.LogUniform(1e-2, 1.0, shape=(7,)), "momentum": hg.Uniform(0.0, 0.9)})
-
-
-def _sgd(h):
-    return optax.sgd(h["lr"], momentum=h["momentum"])
-
-
-@pytest.fixture
-def objective(logistic_problem):
-    return hg.Objective(logistic_problem, _sgd, num_steps=T)
+from test_messages_s39 import SHAPED, objective  # noqa: F401 - the fixture, shared
 
 
 def test_the_searches_name_a_shaped_hyperparameter_read_as_a_scalar(objective, key):
