@@ -82,9 +82,10 @@ def check_direct_call(objective: Any, hparams: HParams) -> None:
     `evaluate` and `train`), warning of nothing (a direct call never warned of unread hyperparameters;
     the strategies still do, the trace found done): the objective's trace first, so that an error of
     that trace (a loss that is not a scalar) comes before anything compiles, then
-    `check_schedules_in_bounds` (a per-step schedule, passed or held with `with_fixed`, shorter than
-    `num_steps`). Cost, once per objective and hyperparameter shapes (shared with `hg.hypergradient`'s
-    and `hg.tune`'s check): one trace of the objective and the schedule check's; then a look-up."""
+    `check_schedules_in_bounds` (a per-step schedule shorter than `num_steps`: a passed one, or one held
+    with `with_fixed` beside an array hyperparameter). Cost, once per objective and hyperparameter
+    shapes (shared with `hg.hypergradient`'s and `hg.tune`'s check): one trace of the objective and
+    the schedule check's; then a look-up."""
     unread_names(objective, hparams, lambda: _objective_trace(objective, hparams), kind="check",
                  check=lambda unread: check_schedules_in_bounds(objective, hparams))
 

@@ -225,8 +225,8 @@ class Objective:
         it: JAX would clamp the index and train the last steps at the last entry. Not under
         `jax.disable_jit()` (the check compiles a small program; the call then runs op by op, unchecked).
         Cost: once per objective and hyperparameter shapes one trace of the objective and of the
-        optimiser's steps (and one small compilation when they index an array); then a look-up (tens of
-        microseconds)."""
+        optimiser's steps (and one small compilation when some hyperparameter is an array); then a look-up
+        (tens of microseconds)."""
         hparams = as_hparams(hparams)
         if not jax.config.jax_disable_jit:
             check_direct_call(self, hparams)

@@ -345,8 +345,8 @@ def tune_step_cost(objective: Objective, space: Space, key: Key, method: Method 
 
     Raises:
         ValueError: for a bad objective, space, key or method (as `tune` checks them), before
-            anything is traced; for a per-step schedule (in the space, or held by the objective)
-            shorter than `num_steps`, as `tune` refuses it (`check_schedules_in_bounds`).
+            anything is traced; for a per-step schedule (in the space, or held by the objective beside
+            an array one) shorter than `num_steps`, as `tune` refuses it (`check_schedules_in_bounds`).
     """
     _check_tuned_objective(objective)
     check_space(space)
